@@ -1,0 +1,30 @@
+// Command protoc-gen-grain is a protoc and buf plugin that generates typed
+// grain code for proto services: for every .proto file with services it
+// writes <file>_grain.pb.go next to protoc-gen-go's <file>.pb.go, holding per
+// service a grain interface, an embeddable Unimplemented type, a typed client
+// and a constructor for the cluster.Kind a node hosts.
+//
+// Use it from buf.gen.yaml (version v2):
+//
+//	plugins:
+//	  - local: ["go", "tool", "protoc-gen-go"]
+//	    out: .
+//	    opt: paths=source_relative
+//	  - local: ["go", "run", "github.com/protograin/protograin/cmd/protoc-gen-grain"]
+//	    out: .
+//	    opt: paths=source_relative
+//
+// or from protoc: protoc --go_out=. --grain_out=. counter.proto.
+//
+// Parameters are the ones protoc-gen-go takes for placing files (paths=,
+// module=, M<file>=<import path>); any other parameter is an error. Only
+// unary RPCs are supported: a streaming RPC fails the run with an error that
+// names the file, service and method.
+//
+// The generated code imports github.com/protograin/protograin/cluster and
+// must compile against a cluster package of the same protograin version; see
+// cluster.SupportPackageIsVersion1.
+//
+// This package owns code generation only. It must not import the runtime or
+// the cluster packages: it only names them in the code it writes.
+package main

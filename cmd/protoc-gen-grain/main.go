@@ -1,0 +1,96 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+
+	"google.golang.org/protobuf/compiler/protogen"
+)
+
+// usage is printed by --help. It documents the parameters that protogen
+// handles for us, since they are the only ones the plugin takes.
+const usage = `protoc-gen-grain generates typed grain interfaces, clients and kinds for
+proto services. It is run by protoc or buf, which send it a
+CodeGeneratorRequest on standard input; it is not meant to be run by hand.
+
+  buf.gen.yaml:  - local: ["go", "run", "github.com/protograin/protograin/cmd/protoc-gen-grain"]
+                   out: .
+                   opt: paths=source_relative
+  protoc:        protoc --go_out=. --grain_out=. --grain_opt=paths=source_relative x.proto
+
+Parameters (comma-separated, as for protoc-gen-go):
+  paths=import|source_relative   where output files go (default import)
+  module=PREFIX                  strip PREFIX from output paths (with paths=import)
+  M<file>=<import path>          override the Go import path of a .proto file
+
+Flags:
+  --version   print the version and exit
+  --help      print this help and exit
+`
+
+func main() {
+	if handled, code := handleFlags(os.Args[1:], os.Stdout, os.Stderr); handled {
+		os.Exit(code)
+	}
+	params := newParams()
+	protogen.Options{ParamFunc: params.set}.Run(func(gen *protogen.Plugin) error {
+		return generate(gen)
+	})
+}
+
+// handleFlags answers --version and --help before protogen runs, because
+// protogen rejects every command-line argument. It reports whether it
+// handled the arguments and the exit code to use if so. Other arguments are
+// left to protogen, which reports them.
+func handleFlags(args []string, stdout, stderr io.Writer) (handled bool, code int) {
+	if len(args) != 1 {
+		return false, 0
+	}
+	switch args[0] {
+	case "--version", "-version":
+		fmt.Fprintf(stdout, "protoc-gen-grain %s\n", version())
+		return true, 0
+	case "--help", "-help", "-h":
+		fmt.Fprint(stdout, usage)
+		return true, 0
+	}
+	return false, 0
+}
+
+// version is the module version the binary was built from: a release tag when
+// installed with go install ...@vX.Y.Z, "(devel)" when built in a checkout.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok || info.Main.Version == "" {
+		return "(devel)"
+	}
+	return info.Main.Version
+}
+
+// params holds the plugin parameters that protogen does not handle itself.
+// There are none yet; the FlagSet is the one place to add them, and it gives
+// every unknown parameter a clear error instead of silently ignoring it.
+type params struct {
+	flags *flag.FlagSet
+}
+
+func newParams() *params {
+	flags := flag.NewFlagSet("protoc-gen-grain", flag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	return &params{flags: flags}
+}
+
+// set is protogen.Options.ParamFunc: protogen calls it for each parameter it
+// does not know itself.
+func (p *params) set(name, value string) error {
+	if p.flags.Lookup(name) == nil {
+		return fmt.Errorf("unknown parameter %q: protoc-gen-grain takes only paths=, module= and M<file>= (see --help)", name)
+	}
+	if err := p.flags.Set(name, value); err != nil {
+		return fmt.Errorf("parameter %s=%s: %w", name, value, err)
+	}
+	return nil
+}
