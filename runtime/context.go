@@ -1,0 +1,137 @@
+package runtime
+
+import "time"
+
+// Context is what Receive gets: the current message and the actor's
+// capabilities. It is valid only during the Receive call it was passed to
+// and must not be kept or used from other goroutines; Ref values obtained
+// from it may be.
+type Context struct {
+	ref   *Ref
+	msg   any
+	reply *replySlot // pending Request reply; nil once answered or detached
+}
+
+// Message returns the message being handled.
+func (c *Context) Message() any { return c.msg }
+
+// Self returns the actor's own Ref.
+func (c *Context) Self() *Ref { return c.ref }
+
+// Parent returns the Ref of the actor that spawned this one, or nil for an
+// actor spawned with System.Spawn.
+func (c *Context) Parent() *Ref { return c.ref.parent }
+
+// System returns the System the actor runs in.
+func (c *Context) System() *System { return c.ref.sys }
+
+// IsRequest reports whether the current message came from Request and has
+// not been answered yet.
+func (c *Context) IsRequest() bool { return c.reply != nil }
+
+// Respond answers the current Request: Request returns msg and a nil error.
+// Only the first answer counts. For a message sent with Send it does
+// nothing.
+func (c *Context) Respond(msg any) {
+	if c.reply != nil {
+		c.reply.complete(msg, nil)
+		c.reply = nil
+	}
+}
+
+// RespondError answers the current Request with err, which Request returns
+// as is. For a message sent with Send it does nothing.
+func (c *Context) RespondError(err error) {
+	if c.reply != nil {
+		c.reply.complete(nil, err)
+		c.reply = nil
+	}
+}
+
+// DetachReply takes over the answer to the current Request, so that it can
+// be given after Receive returns, from any goroutine. Without it, a Request
+// that Receive leaves unanswered fails with ErrNoReply. It returns nil when
+// the message is not an unanswered Request.
+func (c *Context) DetachReply() *Responder {
+	if c.reply == nil {
+		return nil
+	}
+	r := &Responder{}
+	r.slot.Store(c.reply)
+	c.reply = nil
+	return r
+}
+
+// Spawn starts a child actor supervised by this actor's Props.Supervisor.
+// It fails with ErrStopped once this actor is stopping.
+func (c *Context) Spawn(p Props) (*Ref, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	r := c.ref
+	if r.inStop {
+		return nil, ErrStopped
+	}
+	child, err := r.sys.newRef(&p, r)
+	if err != nil {
+		return nil, err
+	}
+	if r.children == nil {
+		r.children = make(map[*Ref]struct{})
+	}
+	r.children[child] = struct{}{}
+	child.sendSystem(sysStart{})
+	return child, nil
+}
+
+// Children returns the actor's children that have not stopped yet.
+func (c *Context) Children() []*Ref {
+	out := make([]*Ref, 0, len(c.ref.children))
+	for ch := range c.ref.children {
+		out = append(out, ch)
+	}
+	return out
+}
+
+// Watch asks for a *Terminated message when who stops. Watching an actor
+// that has already stopped delivers *Terminated promptly. Watching is
+// idempotent: one *Terminated is delivered however often Watch is called.
+func (c *Context) Watch(who *Ref) {
+	r := c.ref
+	if who == nil || who == r {
+		return
+	}
+	if r.watching == nil {
+		r.watching = make(map[*Ref]struct{})
+	}
+	r.watching[who] = struct{}{}
+	who.sendSystem(sysWatch{r})
+}
+
+// Unwatch cancels Watch; no *Terminated for who is delivered afterwards.
+func (c *Context) Unwatch(who *Ref) {
+	r := c.ref
+	if _, ok := r.watching[who]; !ok {
+		return
+	}
+	delete(r.watching, who)
+	who.sendSystem(sysUnwatch{r})
+}
+
+// SendAfter sends msg to the actor itself after d. The timer is cancelled
+// when the actor stops or restarts, or when the returned Timer is stopped;
+// a cancelled timer's message is not delivered even if it was already
+// queued.
+func (c *Context) SendAfter(d time.Duration, msg any) *Timer {
+	return c.ref.startTimer(d, 0, msg)
+}
+
+// SendEvery sends msg to the actor itself every d until the returned Timer
+// is stopped or the actor stops or restarts. It panics if d is not
+// positive, as time.NewTicker does.
+func (c *Context) SendEvery(d time.Duration, msg any) *Timer {
+	if d <= 0 {
+		panic("runtime: non-positive interval for SendEvery")
+	}
+	return c.ref.startTimer(d, d, msg)
+}

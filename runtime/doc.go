@@ -1,0 +1,60 @@
+// Package runtime is Protograin's actor runtime: actor references, lock-free
+// mailboxes with a system-message lane processed first, dispatch of one
+// message at a time, request/response with context deadlines, supervision
+// (OneForOne and AllForOne with restart limits and exponential backoff),
+// lifecycle messages, watches, timers owned by an actor and dead letters.
+//
+// The package knows nothing about the cluster, protobuf or gRPC, and must not
+// import github.com/protograin/protograin/cluster, google.golang.org/protobuf
+// or google.golang.org/grpc: the cluster builds on the runtime, never the
+// other way round.
+//
+// # Actors and scheduling
+//
+// An actor is spawned from Props and addressed through a *Ref. Messages sent
+// to a Ref are appended to the actor's mailbox, a pair of lock-free
+// multi-producer single-consumer queues: one for system messages (stop,
+// watch, supervision, lifecycle) and one for user messages. A sender that
+// moves the actor from idle to scheduled with a compare-and-swap starts a
+// goroutine that drains up to Props.Throughput messages per turn, system
+// messages first. When the mailbox is empty the actor goes idle and
+// re-checks its queues, so no wake-up is lost. An idle actor holds no
+// goroutine: it costs its Ref and its Actor value.
+//
+// # Lifecycle
+//
+// Receive sees *Started before any other message, *Restarting on the old
+// instance before a restart (the new instance then sees *Started), *Stopping
+// when the actor begins to stop and *Stopped as its last message. A watcher
+// receives *Terminated when a watched actor has stopped. All lifecycle
+// messages are pointers to structs.
+//
+// # Stopping
+//
+// Ref.Stop is abrupt: the actor stops after its current message and whatever
+// is still queued becomes dead letters. Ref.GracefulStop first processes the
+// messages queued before it. Both are idempotent and return the Done channel.
+// A stopping actor stops its children and waits for them before it delivers
+// *Stopped. System.Shutdown stops every actor gracefully and waits;
+// System.Close stops them abruptly.
+//
+// # Failures and supervision
+//
+// A panic in Receive is recovered at the actor boundary and becomes a
+// *Failure. If the actor was handling a Request, the caller at once gets a
+// *PanicError (errors.Is(err, ErrPanic)). The actor is suspended and its
+// parent's SupervisorStrategy (Props.Supervisor of the parent, or
+// Config.Supervisor for actors spawned by System.Spawn) chooses a Directive.
+// On Restart, the old instance gets *Restarting, its timers are cancelled,
+// its children are stopped (the new instance starts without children, and
+// the message that failed is not delivered again), Props.New is called and
+// the new instance gets *Started.
+//
+// # Dead letters
+//
+// Messages that cannot be delivered (the actor has stopped, a bounded
+// mailbox is full, a timer fired into a full mailbox) are published as
+// DeadLetter values to the channels registered with
+// System.SubscribeDeadLetters. Publishing never blocks: a subscriber whose
+// channel is full misses the letter, and System.DroppedDeadLetters counts it.
+package runtime

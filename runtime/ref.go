@@ -1,0 +1,506 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	goruntime "runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Scheduling states of an actor.
+const (
+	idle uint32 = iota
+	running
+)
+
+// Bits of Ref.stopReq.
+const (
+	stopAbrupt uint32 = 1 << iota
+	stopGraceful
+)
+
+// Ref addresses an actor. It is always used as *Ref; two Refs are the same
+// actor exactly when the pointers are equal. All methods are safe for
+// concurrent use.
+type Ref struct {
+	sys    *System
+	parent *Ref
+	id     uint64
+
+	newActor   func() Actor
+	recv       ReceiveFunc // middleware chain; nil without middleware
+	strategy   SupervisorStrategy
+	throughput int
+	tokens     chan struct{} // bounded mailbox: one token per queued message; nil if unbounded
+	failFull   bool          // bounded mailbox policy is MailboxFail
+
+	sysq  queue
+	userq queue
+
+	status   atomic.Uint32 // idle or running
+	stopReq  atomic.Uint32 // stopAbrupt | stopGraceful already requested
+	stopping atomic.Bool   // the actor began to stop: sends are refused
+	done     chan struct{} // closed when stopped
+
+	timerMu sync.Mutex
+	timers  map[*Timer]struct{}
+
+	// Owned by the goroutine running the actor.
+	actor     Actor
+	ctx       Context
+	children  map[*Ref]struct{}
+	watchers  map[*Ref]struct{}
+	watching  map[*Ref]struct{}
+	escalated *Ref // child whose failure this actor escalated
+	suspended bool // awaiting a supervisor's decision
+	inStop    bool // began to stop
+	graceful  bool // the stop in progress is graceful
+	finished  bool // stopped: everything that arrives is a dead letter
+
+	// Owned by the supervisor (the parent's goroutine, or the root under
+	// System.rootMu).
+	restarts []time.Time
+}
+
+// newRef builds an actor from validated props; it does not start it.
+func (s *System) newRef(p *Props, parent *Ref) (*Ref, error) {
+	a := p.New()
+	if a == nil {
+		return nil, fmt.Errorf("%w: New returned nil", ErrInvalidProps)
+	}
+	r := &Ref{
+		sys:        s,
+		parent:     parent,
+		id:         s.nextID.Add(1),
+		newActor:   p.New,
+		recv:       compose(p.Middleware),
+		strategy:   p.Supervisor,
+		throughput: p.Throughput,
+		done:       make(chan struct{}),
+	}
+	if r.throughput == 0 {
+		r.throughput = DefaultThroughput
+	}
+	if p.Mailbox.Capacity > 0 {
+		r.tokens = make(chan struct{}, p.Mailbox.Capacity)
+		r.failFull = p.Mailbox.Overflow == MailboxFail
+	}
+	r.sysq.init()
+	r.userq.init()
+	r.ctx.ref = r
+	r.actor = a
+	return r, nil
+}
+
+// String returns the actor's path, such as "/3/7" for actor 7 spawned by
+// top-level actor 3. Paths identify actors in logs only.
+func (r *Ref) String() string {
+	if r == nil {
+		return "<nil>"
+	}
+	id := strconv.FormatUint(r.id, 10)
+	if r.parent == nil {
+		return "/" + id
+	}
+	return r.parent.String() + "/" + id
+}
+
+// Send enqueues msg without waiting for it to be handled. It fails with
+// ErrStopped, publishing a dead letter, if the actor has stopped or is
+// stopping. On a full bounded mailbox it blocks (MailboxBlock, without a
+// deadline; use SendContext to bound the wait) or fails with ErrMailboxFull
+// (MailboxFail).
+func (r *Ref) Send(msg any) error {
+	return r.enqueue(context.Background(), msg, nil, true)
+}
+
+// SendContext is Send that stops waiting for space in a full MailboxBlock
+// mailbox when ctx ends, returning ctx.Err().
+func (r *Ref) SendContext(ctx context.Context, msg any) error {
+	return r.enqueue(ctx, msg, nil, true)
+}
+
+// Request sends msg and waits for the reply given with Context.Respond or
+// Context.RespondError. It returns ctx.Err() when ctx ends first; a reply
+// that arrives later is dropped. It fails at once with ErrStopped when the
+// actor has stopped, or stops before handling msg; with an error wrapping
+// ErrPanic (a *PanicError) when the handler panics; and with ErrNoReply
+// when the handler returns without replying.
+func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	slot := r.sys.getSlot()
+	if err := r.enqueue(ctx, msg, slot, true); err != nil {
+		r.sys.putSlot(slot)
+		return nil, err
+	}
+	return slot.wait(ctx, r.sys)
+}
+
+// Stop stops the actor abruptly: after its current message, skipping what
+// is queued (those messages become dead letters). It is idempotent and
+// returns the Done channel.
+func (r *Ref) Stop() <-chan struct{} {
+	if r.stopReq.Or(stopAbrupt)&stopAbrupt == 0 {
+		r.sendSystem(sysStop{})
+	}
+	return r.done
+}
+
+// GracefulStop stops the actor after it has handled the messages already
+// queued. It is idempotent and returns the Done channel. The stop request
+// bypasses a bounded mailbox's capacity.
+func (r *Ref) GracefulStop() <-chan struct{} {
+	if r.stopReq.Or(stopGraceful)&stopGraceful == 0 {
+		r.userq.push(&envelope{msg: gracefulStop{}})
+		r.schedule()
+	}
+	return r.done
+}
+
+// Done returns a channel that is closed when the actor has stopped: it has
+// received *Stopped, its children have stopped, and the messages left in its
+// mailbox have been turned into dead letters.
+func (r *Ref) Done() <-chan struct{} { return r.done }
+
+// enqueue appends a user message. wait says whether a full MailboxBlock
+// mailbox may make the caller wait.
+func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool) error {
+	if r == nil {
+		return fmt.Errorf("runtime: send to a nil *Ref: %w", ErrStopped)
+	}
+	if msg == nil {
+		return ErrNilMessage
+	}
+	if r.stopping.Load() {
+		r.sys.deadLetter(r, msg, ErrStopped)
+		return ErrStopped
+	}
+	if r.tokens != nil {
+		if err := r.acquire(ctx, msg, wait); err != nil {
+			return err
+		}
+	}
+	r.userq.push(&envelope{msg: msg, reply: reply})
+	r.schedule()
+	return nil
+}
+
+// acquire takes a slot of a bounded mailbox.
+func (r *Ref) acquire(ctx context.Context, msg any, wait bool) error {
+	select {
+	case r.tokens <- struct{}{}:
+		return nil
+	default:
+	}
+	if r.failFull || !wait {
+		r.sys.deadLetter(r, msg, ErrMailboxFull)
+		return ErrMailboxFull
+	}
+	select {
+	case r.tokens <- struct{}{}:
+		return nil
+	case <-r.done:
+		r.sys.deadLetter(r, msg, ErrStopped)
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sendSystem appends a system message; system messages are never refused,
+// and those reaching a stopped actor are handled by deadSystem.
+func (r *Ref) sendSystem(msg any) {
+	r.sysq.push(&envelope{msg: msg})
+	r.schedule()
+}
+
+// schedule starts the actor's goroutine unless it is already running.
+func (r *Ref) schedule() {
+	if r.status.CompareAndSwap(idle, running) {
+		go r.run()
+	}
+}
+
+// run drains the mailbox, then goes idle. After going idle it looks at the
+// queues once more: a producer that pushed while the actor was running saw
+// it running and did not schedule it, so the message would otherwise wait
+// for the next send.
+func (r *Ref) run() {
+	for {
+		r.process()
+		sysTail, userTail := r.sysq.tail, r.userq.tail
+		userReady := r.finished || !(r.suspended || r.inStop)
+		r.status.Store(idle)
+		// The stubs are read through their atomic next pointers only: once
+		// idle, another goroutine may own the queues.
+		if sysTail.next.Load() == nil && (!userReady || userTail.next.Load() == nil) {
+			return
+		}
+		if !r.status.CompareAndSwap(idle, running) {
+			return // a producer scheduled a new turn
+		}
+	}
+}
+
+// process handles queued messages, system messages first, until none can be
+// handled now.
+func (r *Ref) process() {
+	n := 0
+	for {
+		if msg, _, ok := r.sysq.pop(); ok {
+			if r.finished {
+				r.deadSystem(msg)
+			} else {
+				r.handleSystem(msg)
+			}
+			continue
+		}
+		if r.finished {
+			msg, reply, ok := r.userq.pop()
+			if !ok {
+				return
+			}
+			r.deadUser(msg, reply)
+			continue
+		}
+		if r.suspended || r.inStop {
+			return
+		}
+		if n == r.throughput {
+			n = 0
+			goruntime.Gosched() // let other actors run; the turn continues
+			continue
+		}
+		msg, reply, ok := r.userq.pop()
+		if !ok {
+			return
+		}
+		n++
+		r.handleUser(msg, reply)
+	}
+}
+
+// handleUser delivers one user message.
+func (r *Ref) handleUser(msg any, reply *replySlot) {
+	switch m := msg.(type) {
+	case gracefulStop:
+		r.beginStop(true)
+		return
+	case timerFired:
+		r.release()
+		if m.t.cancelled.Load() {
+			return
+		}
+		msg = m.t.msg
+	default:
+		r.release()
+	}
+	c := &r.ctx
+	c.msg, c.reply = msg, reply
+	f := r.invoke(c)
+	if c.reply != nil {
+		if f != nil {
+			c.reply.complete(nil, &PanicError{Value: f.Reason, Stack: f.Stack})
+		} else {
+			c.reply.complete(nil, fmt.Errorf("%w: %s handled %T", ErrNoReply, r, msg))
+		}
+		c.reply = nil
+	}
+	c.msg = nil
+	if f != nil {
+		r.fail(f)
+	}
+}
+
+// release frees the bounded-mailbox slot of a dequeued message.
+func (r *Ref) release() {
+	if r.tokens != nil {
+		<-r.tokens
+	}
+}
+
+// invoke calls the actor with the message in c, recovering a panic into a
+// Failure. This is the only place the runtime recovers panics.
+func (r *Ref) invoke(c *Context) (f *Failure) {
+	defer func() {
+		if v := recover(); v != nil {
+			f = newFailure(r, v, c.msg)
+		}
+	}()
+	if r.recv != nil {
+		r.recv(c)
+	} else {
+		r.actor.Receive(c)
+	}
+	return nil
+}
+
+// deliver passes a lifecycle or system-originated message to the actor.
+func (r *Ref) deliver(msg any) *Failure {
+	c := &r.ctx
+	c.msg = msg
+	f := r.invoke(c)
+	c.msg = nil
+	return f
+}
+
+// deliverOrLog delivers msg and logs a panic instead of supervising it: used
+// for Restarting, Stopping and Stopped, after which supervision makes no
+// sense.
+func (r *Ref) deliverOrLog(msg any) {
+	if f := r.deliver(msg); f != nil {
+		r.sys.logger.Error("runtime: actor panicked in lifecycle handler",
+			"actor", r.String(), "message", typeName(msg), "panic", f.Reason)
+	}
+}
+
+// handleSystem handles one system message while the actor is alive.
+func (r *Ref) handleSystem(msg any) {
+	switch m := msg.(type) {
+	case sysStart:
+		if f := r.deliver(&Started{}); f != nil {
+			r.fail(f)
+		}
+	case sysStop:
+		r.beginStop(false)
+	case sysWatch:
+		if r.watchers == nil {
+			r.watchers = make(map[*Ref]struct{})
+		}
+		r.watchers[m.who] = struct{}{}
+	case sysUnwatch:
+		delete(r.watchers, m.who)
+	case sysTerminated:
+		r.handleTerminated(m.who)
+	case sysChildDone:
+		delete(r.children, m.who)
+		if r.escalated == m.who {
+			r.escalated = nil
+		}
+		r.maybeFinish()
+	case sysFailure:
+		r.superviseChild(m.f)
+	case sysResume:
+		r.resume()
+	case sysRestart:
+		r.restart()
+	}
+}
+
+// handleTerminated delivers *Terminated for a watched actor.
+func (r *Ref) handleTerminated(who *Ref) {
+	if _, ok := r.watching[who]; !ok || r.inStop {
+		return
+	}
+	delete(r.watching, who)
+	if f := r.deliver(&Terminated{Who: who}); f != nil {
+		r.fail(f)
+	}
+}
+
+// beginStop starts stopping: refuse new messages, cancel timers, tell the
+// actor, stop the children, and finish once they have stopped.
+func (r *Ref) beginStop(graceful bool) {
+	if r.inStop {
+		if r.graceful && !graceful {
+			// An abrupt stop overtakes a graceful one in progress.
+			r.graceful = false
+			for c := range r.children {
+				c.Stop()
+			}
+		}
+		return
+	}
+	r.inStop, r.graceful = true, graceful
+	r.stopping.Store(true)
+	r.cancelTimers()
+	r.deliverOrLog(&Stopping{})
+	for c := range r.children {
+		if graceful {
+			c.GracefulStop()
+		} else {
+			c.Stop()
+		}
+	}
+	r.maybeFinish()
+}
+
+// maybeFinish completes a stop once no child is left.
+func (r *Ref) maybeFinish() {
+	if r.inStop && !r.finished && len(r.children) == 0 {
+		r.finish()
+	}
+}
+
+// finish delivers *Stopped, notifies watchers and parent, turns the queued
+// messages into dead letters and closes Done.
+func (r *Ref) finish() {
+	r.deliverOrLog(&Stopped{})
+	r.finished = true
+	r.actor = nil
+	for w := range r.watchers {
+		w.sendSystem(sysTerminated{r})
+	}
+	for w := range r.watching {
+		w.sendSystem(sysUnwatch{r})
+	}
+	r.watchers, r.watching = nil, nil
+	if r.parent != nil {
+		r.parent.sendSystem(sysChildDone{r})
+	} else {
+		r.sys.removeTop(r)
+	}
+	r.drainDead()
+	close(r.done)
+}
+
+// drainDead empties both queues of a stopped actor.
+func (r *Ref) drainDead() {
+	for {
+		msg, _, ok := r.sysq.pop()
+		if !ok {
+			break
+		}
+		r.deadSystem(msg)
+	}
+	for {
+		msg, reply, ok := r.userq.pop()
+		if !ok {
+			break
+		}
+		r.deadUser(msg, reply)
+	}
+}
+
+// deadUser disposes of a user message that reached a stopped actor: a
+// Request fails with ErrStopped, and the message is a dead letter.
+func (r *Ref) deadUser(msg any, reply *replySlot) {
+	switch m := msg.(type) {
+	case gracefulStop:
+		return
+	case timerFired:
+		r.release()
+		if !m.t.cancelled.Load() {
+			r.sys.deadLetter(r, m.t.msg, ErrStopped)
+		}
+		return
+	}
+	r.release()
+	if reply != nil {
+		reply.complete(nil, ErrStopped)
+	}
+	r.sys.deadLetter(r, msg, ErrStopped)
+}
+
+// deadSystem disposes of a system message that reached a stopped actor. A
+// late watcher is told at once that the actor has terminated.
+func (r *Ref) deadSystem(msg any) {
+	if m, ok := msg.(sysWatch); ok {
+		m.who.sendSystem(sysTerminated{r})
+	}
+}

@@ -1,0 +1,81 @@
+package runtime
+
+import (
+	"context"
+	"sync/atomic"
+)
+
+// Reply slot states. A slot goes from pending to exactly one of completing
+// (the responder won) or abandoned (the caller gave up first).
+const (
+	slotPending uint32 = iota
+	slotCompleting
+	slotAbandoned
+)
+
+// replySlot carries one reply from an actor to the goroutine blocked in
+// Request. Slots are pooled per System; a slot whose caller gave up is never
+// returned to the pool, so a late reply cannot reach a later request.
+type replySlot struct {
+	state atomic.Uint32
+	ready chan struct{} // capacity 1: completing never blocks
+	val   any
+	err   error
+}
+
+func newReplySlot() any { return &replySlot{ready: make(chan struct{}, 1)} }
+
+func (s *System) getSlot() *replySlot { return s.slots.Get().(*replySlot) }
+
+// putSlot recycles a slot whose reply was consumed.
+func (s *System) putSlot(slot *replySlot) {
+	slot.val, slot.err = nil, nil
+	slot.state.Store(slotPending)
+	s.slots.Put(slot)
+}
+
+// complete delivers the reply. It reports false, and drops the reply, when
+// the caller has already given up.
+func (slot *replySlot) complete(val any, err error) bool {
+	if !slot.state.CompareAndSwap(slotPending, slotCompleting) {
+		return false
+	}
+	slot.val, slot.err = val, err
+	slot.ready <- struct{}{}
+	return true
+}
+
+// wait blocks until the reply arrives or ctx ends.
+func (slot *replySlot) wait(ctx context.Context, s *System) (any, error) {
+	select {
+	case <-slot.ready:
+	case <-ctx.Done():
+		if slot.state.CompareAndSwap(slotPending, slotAbandoned) {
+			return nil, ctx.Err()
+		}
+		// The responder won the race and is writing the reply now.
+		<-slot.ready
+	}
+	val, err := slot.val, slot.err
+	s.putSlot(slot)
+	return val, err
+}
+
+// Responder answers a Request after Receive has returned; see
+// Context.DetachReply. Its methods are safe for concurrent use, and only
+// the first Respond or RespondError has an effect.
+type Responder struct {
+	slot atomic.Pointer[replySlot]
+}
+
+// Respond makes the Request return msg. It reports whether the reply was
+// delivered: false if a reply was already given or the caller gave up.
+func (r *Responder) Respond(msg any) bool { return r.finish(msg, nil) }
+
+// RespondError makes the Request return err, as is.
+func (r *Responder) RespondError(err error) bool { return r.finish(nil, err) }
+
+func (r *Responder) finish(val any, err error) bool {
+	slot := r.slot.Swap(nil)
+	return slot != nil && slot.complete(val, err)
+}

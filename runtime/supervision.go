@@ -1,0 +1,401 @@
+package runtime
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"time"
+)
+
+// Failure describes a panic recovered from an actor. A Decider sees it; it
+// is also an error.
+type Failure struct {
+	// Who is the actor that failed. For an escalated failure it is the
+	// supervisor that escalated, and Cause is the child's failure.
+	Who *Ref
+	// Reason is the value passed to panic.
+	Reason any
+	// Stack is the stack of the panicking goroutine.
+	Stack []byte
+	// Message is the message being handled when the panic happened.
+	Message any
+	// Cause is the failure a supervisor escalated, or nil.
+	Cause *Failure
+}
+
+func newFailure(who *Ref, reason any, msg any) *Failure {
+	return &Failure{Who: who, Reason: reason, Stack: debug.Stack(), Message: msg}
+}
+
+// Error describes the failure.
+func (f *Failure) Error() string {
+	if f.Cause != nil {
+		return fmt.Sprintf("runtime: actor %s escalated: %v", f.Who, f.Cause)
+	}
+	return fmt.Sprintf("runtime: actor %s panicked handling %s: %v", f.Who, typeName(f.Message), f.Reason)
+}
+
+// Unwrap returns the panic value if it is an error.
+func (f *Failure) Unwrap() error {
+	err, _ := f.Reason.(error)
+	return err
+}
+
+// Directive is a supervisor's decision about a failed actor.
+type Directive int
+
+const (
+	// Restart replaces the actor's instance with a new one from Props.New,
+	// after a backoff if it restarted recently. It is the zero value.
+	Restart Directive = iota
+	// Resume keeps the instance and continues with the next message.
+	Resume
+	// Stop stops the actor.
+	Stop
+	// Escalate fails the supervisor itself with the failure, for its own
+	// supervisor to decide. At the root it stops the actor.
+	Escalate
+)
+
+// String returns the directive's name.
+func (d Directive) String() string {
+	switch d {
+	case Restart:
+		return "Restart"
+	case Resume:
+		return "Resume"
+	case Stop:
+		return "Stop"
+	case Escalate:
+		return "Escalate"
+	}
+	return "Directive(" + fmt.Sprint(int(d)) + ")"
+}
+
+// Decider chooses the directive for a failure.
+type Decider func(f *Failure) Directive
+
+// DefaultDecider restarts on every failure.
+func DefaultDecider(*Failure) Directive { return Restart }
+
+// Defaults of StrategyConfig.
+const (
+	DefaultMaxRestarts    = 10
+	DefaultRestartWindow  = time.Minute
+	DefaultBackoffInitial = 10 * time.Millisecond
+	DefaultBackoffMax     = time.Second
+	DefaultBackoffJitter  = 0.2
+)
+
+// StrategyConfig configures a SupervisorStrategy.
+type StrategyConfig struct {
+	// Decider chooses the directive. Nil means DefaultDecider.
+	Decider Decider
+	// MaxRestarts is how many restarts an actor may have within Window.
+	// When a failure would need one more, the supervisor gives up: the
+	// actor (for AllForOne, every child) is stopped and the failure is
+	// escalated. Zero means DefaultMaxRestarts; negative means no limit.
+	MaxRestarts int
+	// Window is the period MaxRestarts counts over. Zero means
+	// DefaultRestartWindow.
+	Window time.Duration
+	// Backoff spaces restarts that follow each other within Window.
+	Backoff Backoff
+	// Rand returns a number in [0, 1) for the backoff jitter. Nil means
+	// math/rand/v2's Float64; tests inject a fixed source.
+	Rand func() float64
+}
+
+// Backoff is exponential backoff with jitter between restarts. The first
+// restart within the window is immediate; the n-th following one waits
+// Initial·2^(n-1), capped at Max, minus up to Jitter of that delay at
+// random.
+type Backoff struct {
+	// Initial is the delay before the second restart within the window.
+	// Zero means DefaultBackoffInitial; negative means restarts are never
+	// delayed.
+	Initial time.Duration
+	// Max caps the delay. Zero means DefaultBackoffMax.
+	Max time.Duration
+	// Jitter is the fraction of the delay, in [0, 1], taken off at random
+	// so that actors failing together do not restart together. Zero means
+	// DefaultBackoffJitter; negative means no jitter.
+	Jitter float64
+}
+
+// Delay returns the delay before a restart when prior restarts happened
+// within the window. rnd returns a number in [0, 1).
+func (b Backoff) Delay(prior int, rnd func() float64) time.Duration {
+	b = b.withDefaults()
+	if prior <= 0 || b.Initial < 0 {
+		return 0
+	}
+	d := b.Initial
+	for i := 1; i < prior && d < b.Max; i++ {
+		d *= 2 // stops doubling at the cap, so it cannot overflow
+	}
+	d = min(d, b.Max)
+	if b.Jitter > 0 {
+		d -= time.Duration(float64(d) * b.Jitter * rnd())
+	}
+	return d
+}
+
+func (b Backoff) withDefaults() Backoff {
+	if b.Initial == 0 {
+		b.Initial = DefaultBackoffInitial
+	}
+	if b.Max == 0 {
+		b.Max = DefaultBackoffMax
+	}
+	b.Max = max(b.Max, b.Initial)
+	switch {
+	case b.Jitter == 0:
+		b.Jitter = DefaultBackoffJitter
+	case b.Jitter > 1:
+		b.Jitter = 1
+	}
+	return b
+}
+
+// SupervisorStrategy handles the failures of an actor's children. Build one
+// with NewOneForOne or NewAllForOne.
+type SupervisorStrategy interface {
+	handleFailure(sup supervisor, f *Failure)
+}
+
+// supervisor is the side of supervision that differs between an actor and
+// the root of the System.
+type supervisor interface {
+	system() *System
+	// siblings returns the supervised actors that are not stopping.
+	siblings() []*Ref
+	// escalate hands a failure to the supervisor's own supervisor.
+	escalate(f *Failure)
+}
+
+// NewOneForOne returns a strategy that applies the directive to the failed
+// child only.
+func NewOneForOne(cfg StrategyConfig) SupervisorStrategy {
+	return &strategy{cfg: cfg.withDefaults()}
+}
+
+// NewAllForOne returns a strategy that applies Restart and Stop to all
+// children when one fails (Resume applies to the failed child only).
+func NewAllForOne(cfg StrategyConfig) SupervisorStrategy {
+	return &strategy{cfg: cfg.withDefaults(), allForOne: true}
+}
+
+// DefaultStrategy returns the strategy used when none is configured:
+// OneForOne, restart on every failure, at most DefaultMaxRestarts within
+// DefaultRestartWindow, default backoff.
+func DefaultStrategy() SupervisorStrategy { return NewOneForOne(StrategyConfig{}) }
+
+func (c StrategyConfig) withDefaults() StrategyConfig {
+	if c.Decider == nil {
+		c.Decider = DefaultDecider
+	}
+	if c.MaxRestarts == 0 {
+		c.MaxRestarts = DefaultMaxRestarts
+	}
+	if c.Window <= 0 {
+		c.Window = DefaultRestartWindow
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
+	c.Backoff = c.Backoff.withDefaults()
+	return c
+}
+
+type strategy struct {
+	cfg       StrategyConfig
+	allForOne bool
+}
+
+func (s *strategy) handleFailure(sup supervisor, f *Failure) {
+	child := f.Who
+	d := s.cfg.Decider(f)
+	sys := sup.system()
+	sys.logger.Debug("runtime: supervising failure", "actor", child.String(), "directive", d.String(), "panic", f.Reason)
+	targets := []*Ref{child}
+	if s.allForOne && (d == Restart || d == Stop) {
+		targets = withRef(sup.siblings(), child)
+	}
+	switch d {
+	case Resume:
+		child.sendSystem(sysResume{})
+	case Restart:
+		delay, ok := s.nextRestart(sys, child)
+		if !ok {
+			sys.logger.Warn("runtime: restart limit reached; stopping and escalating",
+				"actor", child.String(), "max_restarts", s.cfg.MaxRestarts, "window", s.cfg.Window)
+			stopAll(targets)
+			sup.escalate(f)
+			return
+		}
+		for _, t := range targets {
+			t.restartAfter(delay)
+		}
+	case Stop:
+		stopAll(targets)
+	default: // Escalate
+		sup.escalate(f)
+	}
+}
+
+// nextRestart records a restart of child and returns its backoff delay, or
+// false when the restart limit is reached.
+func (s *strategy) nextRestart(sys *System, child *Ref) (time.Duration, bool) {
+	now := sys.clock.Now()
+	recent := child.restarts[:0]
+	for _, t := range child.restarts {
+		if now.Sub(t) < s.cfg.Window {
+			recent = append(recent, t)
+		}
+	}
+	child.restarts = recent
+	if s.cfg.MaxRestarts > 0 && len(recent) >= s.cfg.MaxRestarts {
+		return 0, false
+	}
+	delay := s.cfg.Backoff.Delay(len(recent), s.cfg.Rand)
+	child.restarts = append(child.restarts, now)
+	return delay, true
+}
+
+// withRef returns refs with r added unless it is in already.
+func withRef(refs []*Ref, r *Ref) []*Ref {
+	if slices.Contains(refs, r) {
+		return refs
+	}
+	return append(refs, r)
+}
+
+func stopAll(refs []*Ref) {
+	for _, r := range refs {
+		r.Stop()
+	}
+}
+
+// restartAfter restarts the actor after delay.
+func (r *Ref) restartAfter(delay time.Duration) {
+	if delay <= 0 {
+		r.sendSystem(sysRestart{})
+		return
+	}
+	r.sys.clock.AfterFunc(delay, func() { r.sendSystem(sysRestart{}) })
+}
+
+// fail suspends the actor and hands f to its supervisor.
+func (r *Ref) fail(f *Failure) {
+	if r.inStop {
+		r.sys.logger.Error("runtime: stopping actor panicked", "actor", r.String(), "panic", f.Reason)
+		return
+	}
+	r.suspended = true
+	r.sys.logger.Warn("runtime: actor failed", "actor", r.String(), "error", f.Error())
+	if r.parent != nil {
+		r.parent.sendSystem(sysFailure{f})
+		return
+	}
+	r.sys.rootMu.Lock()
+	defer r.sys.rootMu.Unlock()
+	r.sys.root.handleFailure(r.sys, f)
+}
+
+// superviseChild applies this actor's strategy to a child's failure. A
+// failure of a child that is already being stopped needs no decision.
+func (r *Ref) superviseChild(f *Failure) {
+	if _, ok := r.children[f.Who]; !ok || f.Who.stopReq.Load() != 0 || r.inStop {
+		return
+	}
+	strategy := r.strategy
+	if strategy == nil {
+		strategy = DefaultStrategy()
+	}
+	strategy.handleFailure(r, f)
+}
+
+// resume continues after a failure; a child whose failure this actor had
+// escalated resumes too.
+func (r *Ref) resume() {
+	if !r.suspended || r.inStop {
+		return
+	}
+	r.suspended = false
+	if r.escalated != nil {
+		r.escalated.sendSystem(sysResume{})
+		r.escalated = nil
+	}
+}
+
+// restart replaces the instance: Restarting to the old one, timers
+// cancelled, children stopped, New, Started to the new one. If New panics
+// the old instance is kept and the panic is a new failure.
+func (r *Ref) restart() {
+	if r.inStop {
+		return
+	}
+	r.deliverOrLog(&Restarting{})
+	r.cancelTimers()
+	for c := range r.children {
+		c.Stop() // they leave r.children when they report that they stopped
+	}
+	r.escalated = nil
+	a, f := r.newInstance()
+	if f != nil {
+		r.fail(f)
+		return
+	}
+	r.actor = a
+	r.suspended = false
+	if f := r.deliver(&Started{}); f != nil {
+		r.fail(f)
+	}
+}
+
+func (r *Ref) newInstance() (a Actor, f *Failure) {
+	defer func() {
+		if v := recover(); v != nil {
+			f = newFailure(r, v, &Restarting{})
+		}
+	}()
+	a = r.newActor()
+	if a == nil {
+		panic(fmt.Errorf("%w: New returned nil", ErrInvalidProps))
+	}
+	return a, nil
+}
+
+// Supervisor side of an actor.
+
+func (r *Ref) system() *System { return r.sys }
+
+func (r *Ref) siblings() []*Ref {
+	out := make([]*Ref, 0, len(r.children))
+	for c := range r.children {
+		if c.stopReq.Load() == 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (r *Ref) escalate(f *Failure) {
+	r.escalated = f.Who
+	r.fail(&Failure{Who: r, Reason: f.Reason, Stack: f.Stack, Message: f.Message, Cause: f})
+}
+
+// Supervisor side of the System, for top-level actors.
+
+func (s *System) system() *System { return s }
+
+func (s *System) siblings() []*Ref { return s.topChildren() }
+
+func (s *System) escalate(f *Failure) {
+	s.logger.Error("runtime: failure escalated to the root; stopping the actor", "actor", f.Who.String(), "error", f.Error())
+	f.Who.Stop()
+}
+
+func typeName(v any) string { return fmt.Sprintf("%T", v) }
