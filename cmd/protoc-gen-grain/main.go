@@ -35,10 +35,13 @@ func main() {
 	if handled, code := handleFlags(os.Args[1:], os.Stdout, os.Stderr); handled {
 		os.Exit(code)
 	}
-	params := newParams()
-	protogen.Options{ParamFunc: params.set}.Run(func(gen *protogen.Plugin) error {
-		return generate(gen)
-	})
+	pluginOptions().Run(generate)
+}
+
+// pluginOptions are the protogen options of one plugin run. Tests build their
+// Plugin from the same options, so they parse parameters as the binary does.
+func pluginOptions() protogen.Options {
+	return protogen.Options{ParamFunc: newParams().set}
 }
 
 // handleFlags answers --version and --help before protogen runs, because

@@ -19,8 +19,9 @@ import (
 //     extensions, File_ descriptors) of every file of that package in the
 //     request. These are fixed; generated grain names yield to them.
 //  2. The grain names of each service of the package, files in path order,
-//     services in declaration order: <S>Kind, <S>Grain, UnimplementedGrain,
-//     <S>Client, New<S>Client, New<S>Kind, then <S><M>Method for each RPC.
+//     services in declaration order: <S>Kind, <S>Grain, Unimplemented<S>Grain,
+//     <S>Client, New<S>Client, New<S>Kind, then <S><M>Method for each RPC
+//     (<M> is the RPC's Go name before any renaming within the service).
 //
 // Method names (on the grain interface, the Unimplemented type and the
 // client) are unique per service; OnActivate and OnDeactivate are reserved
@@ -115,10 +116,9 @@ func nameService(taken nameSet, svc *protogen.Service) *serviceNames {
 	methods := nameSet{}
 	methods.reserve(reservedMethodNames()...)
 	for _, m := range svc.Methods {
-		goName := methods.claim(m.GoName)
 		n.Methods = append(n.Methods, methodNames{
-			Go:    goName,
-			Const: taken.claim(s + goName + "Method"),
+			Go:    methods.claim(m.GoName),
+			Const: taken.claim(s + m.GoName + "Method"),
 		})
 	}
 	return n
