@@ -480,17 +480,18 @@ func (r *Ref) drainDead() {
 // deadUser disposes of a user message that reached a stopped actor: a
 // Request fails with ErrStopped, and the message is a dead letter.
 func (r *Ref) deadUser(msg any, reply *replySlot) {
+	// Bounded-mailbox slots are not released: a sender waiting for space
+	// must see Done and fail with ErrStopped rather than queue a message
+	// that can only become a dead letter.
 	switch m := msg.(type) {
 	case gracefulStop:
 		return
 	case timerFired:
-		r.release()
 		if !m.t.cancelled.Load() {
 			r.sys.deadLetter(r, m.t.msg, ErrStopped)
 		}
 		return
 	}
-	r.release()
 	if reply != nil {
 		reply.complete(nil, ErrStopped)
 	}

@@ -1,0 +1,232 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+func TestRequestDeadlineAndCancel(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	r := spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "slow":
+			entered <- struct{}{}
+			<-release
+			c.Respond("late") // the caller has gone: must not leak or panic
+		case "fast":
+			c.Respond("fast")
+		}
+	})
+
+	t.Run("deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 0)
+		defer cancel()
+		<-ctx.Done()
+		if _, err := r.Request(ctx, "fast"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Request with expired ctx = %v, want DeadlineExceeded", err)
+		}
+	})
+	t.Run("cancel while waiting", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := r.Request(ctx, "slow")
+			errc <- err
+		}()
+		recv(t, entered, "handler")
+		cancel()
+		if err := recv(t, errc, "request"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Request = %v, want context.Canceled", err)
+		}
+	})
+	close(release) // the late reply is dropped
+	// The actor and the pooled reply slots still work afterwards.
+	for i := range 100 {
+		v, err := r.Request(ctxTimeout(t), "fast")
+		if err != nil || v != "fast" {
+			t.Fatalf("request %d after abandoned one = %v, %v", i, v, err)
+		}
+	}
+}
+
+// TestLateRepliesDoNotCross abandons many requests whose replies arrive
+// after the caller gave up, interleaved with requests that wait; every
+// waiting caller must get its own answer.
+func TestLateRepliesDoNotCross(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	r := spawnFunc(t, s, func(c *Context) {
+		if n, ok := c.Message().(int); ok {
+			c.Respond(n)
+		}
+	})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				n := g*1000 + i
+				if i%3 == 0 {
+					ctx, cancel := context.WithCancel(context.Background())
+					cancel()
+					r.Request(ctx, n) //nolint:errcheck // abandoned on purpose
+					continue
+				}
+				v, err := r.Request(context.Background(), n)
+				if err != nil || v != n {
+					t.Errorf("request %d = %v, %v", n, v, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestRequestErrors(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	sentinel := errors.New("app: not allowed")
+	r := spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "error":
+			c.RespondError(sentinel)
+		case "silent":
+		case "twice":
+			c.Respond(1)
+			c.Respond(2)
+		}
+	})
+	if _, err := r.Request(ctxTimeout(t), "error"); err != sentinel {
+		t.Fatalf("RespondError: got %v, want the sentinel as is", err)
+	}
+	if _, err := r.Request(ctxTimeout(t), "silent"); !errors.Is(err, ErrNoReply) {
+		t.Fatalf("no reply: got %v, want ErrNoReply", err)
+	}
+	if v, err := r.Request(ctxTimeout(t), "twice"); err != nil || v != 1 {
+		t.Fatalf("twice = %v, %v; want the first answer", v, err)
+	}
+	if _, err := r.Request(ctxTimeout(t), nil); !errors.Is(err, ErrNilMessage) {
+		t.Fatalf("nil message = %v, want ErrNilMessage", err)
+	}
+	if err := r.Send(nil); !errors.Is(err, ErrNilMessage) {
+		t.Fatalf("Send(nil) = %v, want ErrNilMessage", err)
+	}
+	var nilRef *Ref
+	if err := nilRef.Send("x"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Send on nil Ref = %v, want ErrStopped", err)
+	}
+}
+
+func TestDetachReply(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	r := spawnFunc(t, s, func(c *Context) {
+		if c.Message() == "later" {
+			resp := c.DetachReply()
+			if c.DetachReply() != nil {
+				panic("second DetachReply returned a Responder")
+			}
+			go func() {
+				resp.Respond("answered later")
+				if resp.Respond("again") {
+					panic("second Respond delivered")
+				}
+			}()
+		}
+		if c.Message() == "send" && c.DetachReply() != nil {
+			panic("DetachReply on a Send returned a Responder")
+		}
+	})
+	v, err := r.Request(ctxTimeout(t), "later")
+	if err != nil || v != "answered later" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+	if err := r.Send("send"); err != nil {
+		t.Fatal(err)
+	}
+	// A request after the Send proves the Send did not panic the actor
+	// into a restart loop.
+	if v, err := r.Request(ctxTimeout(t), "later"); err != nil || v != "answered later" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+}
+
+// TestRequestToStoppedActorFailsAtOnce uses a context without deadline: a
+// wrong implementation hangs instead of failing.
+func TestRequestToStoppedActorFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	dead := make(chan DeadLetter, 10)
+	s.SubscribeDeadLetters(dead)
+	r := spawnFunc(t, s, func(c *Context) {})
+	waitClosed(t, r.Stop(), "stop")
+	if _, err := r.Request(context.Background(), "hello"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Request to stopped actor = %v, want ErrStopped", err)
+	}
+	if dl := recv(t, dead, "dead letter"); dl.Message != "hello" || dl.To != r {
+		t.Fatalf("dead letter = %+v", dl)
+	}
+}
+
+// TestQueuedRequestsFailWhenActorStops queues requests behind a blocked
+// handler and stops the actor: each fails with ErrStopped without waiting
+// for a deadline.
+func TestQueuedRequestsFailWhenActorStops(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	r := spawnFunc(t, s, func(c *Context) {
+		if c.Message() == "block" {
+			close(entered)
+			<-release
+		}
+	})
+	if err := r.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	const n = 5
+	errc := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := r.Request(context.Background(), fmt.Sprint("q", i))
+			errc <- err
+		}()
+	}
+	// The requests are queued or refused; either way they fail with
+	// ErrStopped once the actor stops.
+	r.Stop()
+	close(release)
+	for range n {
+		if err := recv(t, errc, "request"); !errors.Is(err, ErrStopped) {
+			t.Fatalf("queued request = %v, want ErrStopped", err)
+		}
+	}
+}
+
+func TestRequestAllocations(t *testing.T) {
+	s := newTestSystem(t, Config{})
+	r := spawnFunc(t, s, func(c *Context) { c.Respond(c.Message()) })
+	ctx := context.Background()
+	msg := any("ping")
+	if _, err := r.Request(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := r.Request(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("allocations per Request round trip: %.1f", allocs)
+	if allocs > 3 {
+		t.Fatalf("Request allocates %.1f times per call; want the envelope and little else", allocs)
+	}
+}

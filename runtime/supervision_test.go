@@ -1,0 +1,477 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// eventLog records events from actors for assertions.
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) add(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, fmt.Sprintf(format, args...))
+}
+
+func (l *eventLog) snapshot() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
+func (l *eventLog) count(e string) int {
+	n := 0
+	for _, x := range l.snapshot() {
+		if x == e {
+			n++
+		}
+	}
+	return n
+}
+
+// counterActor counts "inc" messages, answers "get" with the count, panics
+// on "boom" and records its lifecycle in log under name#instance.
+func counterProps(name string, log *eventLog) Props {
+	var instances atomic.Int32
+	return Props{New: func() Actor {
+		id := fmt.Sprintf("%s#%d", name, instances.Add(1))
+		n := 0
+		return ActorFunc(func(c *Context) {
+			switch m := c.Message().(type) {
+			case *Started:
+				log.add("%s started", id)
+			case *Restarting:
+				log.add("%s restarting", id)
+			case *Stopping:
+				log.add("%s stopping", id)
+			case *Stopped:
+				log.add("%s stopped", id)
+			case string:
+				switch m {
+				case "inc":
+					n++
+				case "get":
+					c.Respond(n)
+				case "boom":
+					panic(errors.New("boom"))
+				}
+			}
+		})
+	}}
+}
+
+func decide(d Directive) Decider { return func(*Failure) Directive { return d } }
+
+func TestPanicInRequestReturnsPanicErrorAndActorKeepsServing(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	log := &eventLog{}
+	r := spawn(t, s, counterProps("a", log))
+	_, err := r.Request(ctxTimeout(t), "boom")
+	var pe *PanicError
+	if !errors.As(err, &pe) || !errors.Is(err, ErrPanic) {
+		t.Fatalf("Request = %v, want a *PanicError wrapping ErrPanic", err)
+	}
+	if pe.Value.(error).Error() != "boom" || len(pe.Stack) == 0 {
+		t.Fatalf("PanicError = %v with %d bytes of stack", pe.Value, len(pe.Stack))
+	}
+	if !errors.Is(err, pe.Value.(error)) {
+		t.Fatal("PanicError does not wrap the panic's error value")
+	}
+	if v, err := r.Request(ctxTimeout(t), "get"); err != nil || v != 0 {
+		t.Fatalf("after panic: get = %v, %v; want 0 from a restarted instance", v, err)
+	}
+	want := []string{"a#1 started", "a#1 restarting", "a#2 started"}
+	if got := log.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("events = %v, want %v", got, want)
+	}
+}
+
+func TestDirectives(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		directive Directive
+		check     func(t *testing.T, r *Ref, log *eventLog)
+	}{
+		{Resume, func(t *testing.T, r *Ref, log *eventLog) {
+			if v, err := r.Request(ctxTimeout(t), "get"); err != nil || v != 1 {
+				t.Fatalf("get = %v, %v; want 1: Resume keeps the state", v, err)
+			}
+			if n := log.count("a#2 started"); n != 0 {
+				t.Fatal("Resume created a new instance")
+			}
+		}},
+		{Restart, func(t *testing.T, r *Ref, log *eventLog) {
+			if v, err := r.Request(ctxTimeout(t), "get"); err != nil || v != 0 {
+				t.Fatalf("get = %v, %v; want 0: Restart starts afresh", v, err)
+			}
+			want := []string{"a#1 started", "a#1 restarting", "a#2 started"}
+			if got := log.snapshot(); !slices.Equal(got, want) {
+				t.Fatalf("events = %v, want %v", got, want)
+			}
+		}},
+		{Stop, func(t *testing.T, r *Ref, log *eventLog) {
+			waitClosed(t, r.Done(), "stop")
+			if _, err := r.Request(ctxTimeout(t), "get"); !errors.Is(err, ErrStopped) {
+				t.Fatalf("get after Stop = %v, want ErrStopped", err)
+			}
+			want := []string{"a#1 started", "a#1 stopping", "a#1 stopped"}
+			if got := log.snapshot(); !slices.Equal(got, want) {
+				t.Fatalf("events = %v, want %v", got, want)
+			}
+		}},
+		{Escalate, func(t *testing.T, r *Ref, log *eventLog) {
+			// At the root, Escalate stops the actor.
+			waitClosed(t, r.Done(), "stop")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.directive.String(), func(t *testing.T) {
+			t.Parallel()
+			s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{Decider: decide(tt.directive)})})
+			log := &eventLog{}
+			r := spawn(t, s, counterProps("a", log))
+			if err := r.Send("inc"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+				t.Fatalf("boom = %v, want ErrPanic", err)
+			}
+			tt.check(t, r, log)
+		})
+	}
+}
+
+// parentProps spawns the children named in names when started and answers
+// "children" with them.
+func parentProps(strategy SupervisorStrategy, log *eventLog, names ...string) Props {
+	return Props{Supervisor: strategy, New: func() Actor {
+		var kids []*Ref
+		return ActorFunc(func(c *Context) {
+			switch c.Message().(type) {
+			case *Started:
+				log.add("parent started")
+				for _, n := range names {
+					k, err := c.Spawn(counterProps(n, log))
+					if err != nil {
+						panic(err)
+					}
+					kids = append(kids, k)
+				}
+			case *Restarting:
+				log.add("parent restarting")
+			case string:
+				if c.Message() == "children" {
+					c.Respond(kids)
+				}
+			}
+		})
+	}}
+}
+
+func children(t *testing.T, parent *Ref) []*Ref {
+	t.Helper()
+	v, err := parent.Request(ctxTimeout(t), "children")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.([]*Ref)
+}
+
+func TestOneForOneVersusAllForOne(t *testing.T) {
+	t.Parallel()
+	for _, all := range []bool{false, true} {
+		name := map[bool]string{false: "OneForOne", true: "AllForOne"}[all]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestSystem(t, Config{})
+			log := &eventLog{}
+			cfg := StrategyConfig{}
+			strategy := NewOneForOne(cfg)
+			if all {
+				strategy = NewAllForOne(cfg)
+			}
+			parent := spawn(t, s, parentProps(strategy, log, "a", "b"))
+			kids := children(t, parent)
+			a, b := kids[0], kids[1]
+			for _, k := range kids {
+				if err := k.Send("inc"); err != nil {
+					t.Fatal(err)
+				}
+				// Wait until handled: a restart, a system message, would
+				// overtake a queued "inc".
+				if v, err := k.Request(ctxTimeout(t), "get"); err != nil || v != 1 {
+					t.Fatalf("get = %v, %v", v, err)
+				}
+			}
+			if _, err := a.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+				t.Fatalf("boom = %v", err)
+			}
+			waitFor(t, testTimeout, func() bool { return log.count("a#2 started") == 1 }, "a restarted")
+			bWant := 1 // OneForOne leaves b alone
+			if all {
+				waitFor(t, testTimeout, func() bool { return log.count("b#2 started") == 1 }, "b restarted")
+				bWant = 0
+			}
+			if v, err := b.Request(ctxTimeout(t), "get"); err != nil || v != bWant {
+				t.Fatalf("b: get = %v, %v; want %d", v, err, bWant)
+			}
+			if v, err := a.Request(ctxTimeout(t), "get"); err != nil || v != 0 {
+				t.Fatalf("a: get = %v, %v; want 0", v, err)
+			}
+			if !all && log.count("b#1 restarting") != 0 {
+				t.Fatal("OneForOne restarted the sibling")
+			}
+		})
+	}
+}
+
+func TestAllForOneStop(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	log := &eventLog{}
+	parent := spawn(t, s, parentProps(NewAllForOne(StrategyConfig{Decider: decide(Stop)}), log, "a", "b"))
+	kids := children(t, parent)
+	if _, err := kids[0].Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("boom = %v", err)
+	}
+	for _, k := range kids {
+		waitClosed(t, k.Done(), "child stop")
+	}
+	if v, err := parent.Request(ctxTimeout(t), "children"); err != nil || len(v.([]*Ref)) != 2 {
+		t.Fatalf("parent must keep serving: %v, %v", v, err)
+	}
+}
+
+// TestEscalateToGrandparent: the parent escalates its child's failure; the
+// root decides Restart for the parent, which stops the child and starts a
+// new parent instance, which spawns a new child.
+func TestEscalateToGrandparent(t *testing.T) {
+	t.Parallel()
+	failures := make(chan *Failure, 4)
+	root := NewOneForOne(StrategyConfig{Decider: func(f *Failure) Directive {
+		failures <- f
+		return Restart
+	}})
+	s := newTestSystem(t, Config{Supervisor: root})
+	log := &eventLog{}
+	parent := spawn(t, s, parentProps(NewOneForOne(StrategyConfig{Decider: decide(Escalate)}), log, "a"))
+	old := children(t, parent)[0]
+	if _, err := old.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("boom = %v", err)
+	}
+	f := recv(t, failures, "escalated failure")
+	if f.Who != parent || f.Cause == nil || f.Cause.Who != old {
+		t.Fatalf("failure = %v (who %v); want the parent escalating the child's failure", f, f.Who)
+	}
+	if err := f.Unwrap(); err == nil || err.Error() != "boom" {
+		t.Fatalf("Unwrap = %v, want the panic's error", err)
+	}
+	waitClosed(t, old.Done(), "old child stopped by the parent's restart")
+	fresh := children(t, parent)[0]
+	if fresh == old {
+		t.Fatal("restarted parent kept the old child")
+	}
+	if v, err := fresh.Request(ctxTimeout(t), "get"); err != nil || v != 0 {
+		t.Fatalf("new child: %v, %v", v, err)
+	}
+	if log.count("parent restarting") != 1 {
+		t.Fatalf("events = %v", log.snapshot())
+	}
+}
+
+// TestEscalateThenResume: when the grandparent resumes the escalating
+// parent, the failed child resumes too, keeping its state.
+func TestEscalateThenResume(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{Decider: decide(Resume)})})
+	log := &eventLog{}
+	parent := spawn(t, s, parentProps(NewOneForOne(StrategyConfig{Decider: decide(Escalate)}), log, "a"))
+	kid := children(t, parent)[0]
+	if err := kid.Send("inc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kid.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("boom = %v", err)
+	}
+	if v, err := kid.Request(ctxTimeout(t), "get"); err != nil || v != 1 {
+		t.Fatalf("child after resume: %v, %v; want 1", v, err)
+	}
+}
+
+// TestRestartLimitGivesUpAndEscalates: after MaxRestarts restarts within
+// the window, the next failure stops the child and escalates to the root.
+func TestRestartLimitGivesUpAndEscalates(t *testing.T) {
+	t.Parallel()
+	failures := make(chan *Failure, 4)
+	root := NewOneForOne(StrategyConfig{Decider: func(f *Failure) Directive {
+		failures <- f
+		return Stop
+	}})
+	clock := newFakeClock()
+	s := newTestSystem(t, Config{Supervisor: root, Clock: clock})
+	log := &eventLog{}
+	limited := NewOneForOne(StrategyConfig{MaxRestarts: 2, Backoff: Backoff{Initial: -1}})
+	parent := spawn(t, s, parentProps(limited, log, "a"))
+	kid := children(t, parent)[0]
+	for i := range 2 {
+		if _, err := kid.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+			t.Fatalf("boom %d = %v", i, err)
+		}
+		if _, err := kid.Request(ctxTimeout(t), "get"); err != nil {
+			t.Fatalf("get after restart %d: %v", i, err)
+		}
+	}
+	if _, err := kid.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("last boom = %v", err)
+	}
+	waitClosed(t, kid.Done(), "child given up")
+	f := recv(t, failures, "escalation")
+	if f.Who != parent || f.Cause.Who != kid {
+		t.Fatalf("escalated failure = %v", f)
+	}
+	waitClosed(t, parent.Done(), "parent stopped by the root")
+	if n := log.count("a#3 started"); n != 1 {
+		t.Fatalf("events = %v; want exactly two restarts", log.snapshot())
+	}
+}
+
+// TestRestartWindowForgetsOldRestarts: restarts older than the window do
+// not count towards the limit nor the backoff.
+func TestRestartWindowForgetsOldRestarts(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	strategy := NewOneForOne(StrategyConfig{MaxRestarts: 1, Window: time.Minute, Backoff: Backoff{Jitter: -1}})
+	s := newTestSystem(t, Config{Supervisor: strategy, Clock: clock})
+	log := &eventLog{}
+	r := spawn(t, s, counterProps("a", log))
+	for i := range 3 {
+		if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+			t.Fatalf("boom %d = %v", i, err)
+		}
+		if _, err := r.Request(ctxTimeout(t), "get"); err != nil {
+			t.Fatalf("get after restart %d: %v", i, err)
+		}
+		clock.Advance(time.Minute)
+	}
+	if len(clock.Asked()) != 0 {
+		t.Fatalf("restarts were delayed: %v", clock.Asked())
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	t.Parallel()
+	half := func() float64 { return 0.5 }
+	tests := []struct {
+		name  string
+		b     Backoff
+		prior int
+		want  time.Duration
+	}{
+		{"first restart is immediate", Backoff{Initial: time.Second}, 0, 0},
+		{"second waits Initial", Backoff{Initial: 100 * time.Millisecond, Max: time.Hour, Jitter: -1}, 1, 100 * time.Millisecond},
+		{"doubles", Backoff{Initial: 100 * time.Millisecond, Max: time.Hour, Jitter: -1}, 4, 800 * time.Millisecond},
+		{"capped", Backoff{Initial: 100 * time.Millisecond, Max: 300 * time.Millisecond, Jitter: -1}, 4, 300 * time.Millisecond},
+		{"no overflow", Backoff{Initial: time.Second, Max: time.Hour, Jitter: -1}, 1000, time.Hour},
+		{"jitter takes off a fraction", Backoff{Initial: 200 * time.Millisecond, Max: time.Hour, Jitter: 0.5}, 1, 150 * time.Millisecond},
+		{"defaults", Backoff{}, 2, 2*DefaultBackoffInitial - time.Duration(float64(2*DefaultBackoffInitial)*DefaultBackoffJitter*0.5)},
+		{"disabled", Backoff{Initial: -1}, 5, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.b.Delay(tt.prior, half); got != tt.want {
+				t.Fatalf("Delay(%d) = %v, want %v", tt.prior, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestBackoffBetweenRestarts drives restarts with a fake clock and checks
+// that each waits exactly the exponential, capped delay.
+func TestBackoffBetweenRestarts(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	strategy := NewOneForOne(StrategyConfig{
+		MaxRestarts: -1,
+		Backoff:     Backoff{Initial: 100 * time.Millisecond, Max: 400 * time.Millisecond, Jitter: 0.5},
+		Rand:        func() float64 { return 0 }, // deterministic: no jitter taken off
+	})
+	s := newTestSystem(t, Config{Supervisor: strategy, Clock: clock})
+	log := &eventLog{}
+	r := spawn(t, s, counterProps("a", log))
+	want := []time.Duration{0, 100, 200, 400, 400}
+	for i, d := range want {
+		d *= time.Millisecond
+		if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+			t.Fatalf("boom %d = %v", i, err)
+		}
+		got := make(chan error, 1)
+		go func() { _, err := r.Request(ctxTimeout(t), "get"); got <- err }()
+		if d > 0 {
+			waitFor(t, testTimeout, func() bool { return clock.Pending() == 1 }, "backoff timer")
+			if asked := clock.Asked(); asked[len(asked)-1] != d {
+				t.Fatalf("restart %d: backoff %v, want %v", i, asked[len(asked)-1], d)
+			}
+			clock.Advance(d - 1)
+			if clock.Pending() != 1 {
+				t.Fatalf("restart %d happened before its backoff elapsed", i)
+			}
+			clock.Advance(1)
+		}
+		if err := recv(t, got, "request after restart"); err != nil {
+			t.Fatalf("get after restart %d: %v", i, err)
+		}
+	}
+}
+
+func TestPanicInStartedIsSupervised(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	var starts atomic.Int32
+	r := spawn(t, s, Props{New: func() Actor {
+		return ActorFunc(func(c *Context) {
+			switch c.Message().(type) {
+			case *Started:
+				if starts.Add(1) == 1 {
+					panic("first start fails")
+				}
+			case string:
+				c.Respond("ok")
+			}
+		})
+	}})
+	if v, err := r.Request(ctxTimeout(t), "hi"); err != nil || v != "ok" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+	if n := starts.Load(); n != 2 {
+		t.Fatalf("Started delivered %d times, want 2", n)
+	}
+}
+
+// TestChildFailureWithDefaultStrategy checks that a parent without a
+// Supervisor restarts its failing child.
+func TestChildFailureWithDefaultStrategy(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	log := &eventLog{}
+	parent := spawn(t, s, parentProps(nil, log, "a"))
+	kid := children(t, parent)[0]
+	if _, err := kid.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatal(err)
+	}
+	if _, err := kid.Request(ctxTimeout(t), "get"); err != nil {
+		t.Fatal(err)
+	}
+	if log.count("a#2 started") != 1 {
+		t.Fatalf("events = %v", log.snapshot())
+	}
+}
