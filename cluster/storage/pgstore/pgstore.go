@@ -1,0 +1,302 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/internal/storeutil"
+)
+
+// DefaultSchema is the schema Open uses when Config.Schema is empty.
+const DefaultSchema = "protograin"
+
+// ErrIncompatibleSchema is returned by Open when the schema holds tables of
+// a layout this build does not know.
+var ErrIncompatibleSchema = errors.New("pgstore: incompatible schema")
+
+// Config configures a Store.
+type Config struct {
+	// DSN is the PostgreSQL connection string, as a URL
+	// ("postgres://user@host/db") or key=value pairs. Required.
+	DSN string
+
+	// Schema is the schema that holds the store's tables; Open creates it if
+	// it is missing. Empty means DefaultSchema. Different schemas in one
+	// database are independent stores.
+	Schema string
+
+	// MaxConns caps the connection pool. Zero means pgxpool's default, the
+	// greater of 4 and the number of CPUs.
+	MaxConns int32
+}
+
+// Store is a storage.Store in PostgreSQL. It is safe for concurrent use.
+type Store struct {
+	schema string
+	q      queries
+
+	// mu guards closed. Operations hold it for reading while they run, so
+	// Close waits for them and later operations see closed instead of a
+	// closed pool.
+	mu     sync.RWMutex
+	closed bool
+	pool   *pgxpool.Pool
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open connects to the database, creates the schema and tables if they are
+// missing, and returns the store. ctx bounds the connection and the schema
+// set-up only.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.DSN == "" {
+		return nil, errors.New("pgstore: Config.DSN is empty")
+	}
+	schema := cfg.Schema
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	if strings.IndexByte(schema, 0) >= 0 || len(schema) > 63 {
+		return nil, fmt.Errorf("pgstore: Config.Schema %q is not a PostgreSQL identifier (at most 63 bytes, no NUL)", schema)
+	}
+	pc, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		// pgx's parse errors quote the DSN with its password masked.
+		return nil, fmt.Errorf("pgstore: Config.DSN: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: connect: %w", err)
+	}
+	s := &Store{schema: schema, q: newQueries(schema), pool: pool}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Schema returns the schema that holds the store's tables.
+func (s *Store) Schema() string { return s.schema }
+
+// acquire holds the read lock for one operation, unless the store is
+// closed; the caller must call the returned release.
+func (s *Store) acquire() (release func(), err error) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, storage.ErrClosed
+	}
+	return s.mu.RUnlock, nil
+}
+
+// Load implements storage.Store. One statement reads the version and the
+// entries, so they come from one snapshot.
+func (s *Store) Load(ctx context.Context, key storage.Key) (map[string][]byte, storage.Version, error) {
+	if err := storeutil.CheckKey(ctx, key); err != nil {
+		return nil, 0, err
+	}
+	release, err := s.acquire()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer release()
+
+	rows, err := s.pool.Query(ctx, s.q.load, key.Kind, key.Identity)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
+	}
+	defer rows.Close()
+	entries := make(map[string][]byte)
+	var version int64
+	for rows.Next() {
+		var k *string
+		var v []byte
+		if err := rows.Scan(&version, &k, &v); err != nil {
+			return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
+		}
+		if k != nil { // nil for a grain with a version and no entries
+			entries[*k] = storeutil.Clone(v)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
+	}
+	return entries, storage.Version(version), nil
+}
+
+// Commit implements storage.Store.
+func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Version, changes []storage.Change) (storage.Version, error) {
+	if err := storeutil.CheckCommit(ctx, key, changes); err != nil {
+		return 0, err
+	}
+	release, err := s.acquire()
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+
+	if expected >= math.MaxInt64 {
+		// The version column is a bigint: no stored version is this high.
+		return 0, storeutil.Conflict(key, expected, s.storedVersion(ctx, key))
+	}
+	won, err := s.commitTx(ctx, key, expected, storeutil.Coalesce(changes))
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: commit grain %s: %w", key, err)
+	}
+	if !won {
+		return 0, storeutil.Conflict(key, expected, s.storedVersion(ctx, key))
+	}
+	return expected + 1, nil
+}
+
+// commitTx runs the commit transaction and reports whether the version
+// check passed; if it did not, the transaction is rolled back.
+func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.Version, effect storeutil.Coalesced) (bool, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	// Rollback after Commit is a no-op; on every other path it undoes.
+	defer tx.Rollback(context.WithoutCancel(ctx))
+
+	// One round trip: the version check, then the changes. If the check
+	// fails the changes ran for nothing, and the rollback undoes them.
+	batch := &pgx.Batch{}
+	if expected == 0 {
+		batch.Queue(s.q.insertGrain, key.Kind, key.Identity)
+	} else {
+		batch.Queue(s.q.bumpVersion, key.Kind, key.Identity, int64(expected))
+	}
+	if len(effect.Remove) > 0 {
+		batch.Queue(s.q.deleteEntries, key.Kind, key.Identity, effect.Remove)
+	}
+	if len(effect.Set) > 0 {
+		keys, values := split(effect.Set)
+		batch.Queue(s.q.upsertEntries, key.Kind, key.Identity, keys, values)
+	}
+	results := tx.SendBatch(ctx, batch)
+	tag, err := results.Exec()
+	if err != nil {
+		results.Close()
+		return false, err
+	}
+	for range batch.Len() - 1 {
+		if _, err := results.Exec(); err != nil {
+			results.Close()
+			return false, err
+		}
+	}
+	if err := results.Close(); err != nil {
+		return false, err
+	}
+	if tag.RowsAffected() != 1 {
+		return false, nil
+	}
+	return true, tx.Commit(ctx)
+}
+
+func split(m map[string][]byte) ([]string, [][]byte) {
+	keys := make([]string, 0, len(m))
+	values := make([][]byte, 0, len(m))
+	for k, v := range m {
+		keys = append(keys, k)
+		values = append(values, v)
+	}
+	return keys, values
+}
+
+// storedVersion reads the grain's version for a conflict message; zero if
+// it cannot.
+func (s *Store) storedVersion(ctx context.Context, key storage.Key) storage.Version {
+	var v int64
+	if err := s.pool.QueryRow(ctx, s.q.version, key.Kind, key.Identity).Scan(&v); err != nil {
+		return 0
+	}
+	return storage.Version(v)
+}
+
+// SaveReminder implements storage.Store.
+func (s *Store) SaveReminder(ctx context.Context, r storage.Reminder) error {
+	if err := storeutil.CheckReminder(ctx, r); err != nil {
+		return err
+	}
+	release, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
+	_, err = s.pool.Exec(ctx, s.q.saveReminder, r.Grain.Kind, r.Grain.Identity, r.Name, r.Due.UnixNano(), int64(r.Period))
+	if err != nil {
+		return fmt.Errorf("pgstore: save reminder %q of grain %s: %w", r.Name, r.Grain, err)
+	}
+	return nil
+}
+
+// DeleteReminder implements storage.Store.
+func (s *Store) DeleteReminder(ctx context.Context, key storage.Key, name string) error {
+	if err := storeutil.CheckReminderKey(ctx, key, name); err != nil {
+		return err
+	}
+	release, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer release()
+	if _, err := s.pool.Exec(ctx, s.q.deleteReminder, key.Kind, key.Identity, name); err != nil {
+		return fmt.Errorf("pgstore: delete reminder %q of grain %s: %w", name, key, err)
+	}
+	return nil
+}
+
+// ListReminders implements storage.Store.
+func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
+	if err := storeutil.CheckKind(ctx, kind); err != nil {
+		return nil, err
+	}
+	release, err := s.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	rows, err := s.pool.Query(ctx, s.q.listReminders, kind)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: list reminders of kind %q: %w", kind, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.Reminder, error) {
+		r := storage.Reminder{Grain: storage.Key{Kind: kind}}
+		var due, period int64
+		err := row.Scan(&r.Grain.Identity, &r.Name, &due, &period)
+		r.Due = time.Unix(0, due).UTC()
+		r.Period = time.Duration(period)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: list reminders of kind %q: %w", kind, err)
+	}
+	return out, nil
+}
+
+// Close implements storage.Store. It waits for operations under way, then
+// closes the connection pool.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.pool.Close()
+	}
+	return nil
+}

@@ -1,0 +1,187 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/pgstore"
+	"github.com/protograin/protograin/cluster/storage/storagetest"
+)
+
+const dsnEnv = "PROTOGRAIN_POSTGRES_DSN"
+
+// dsn returns the test server's DSN, or skips the test.
+func dsn(t *testing.T) string {
+	t.Helper()
+	d := os.Getenv(dsnEnv)
+	if d == "" {
+		t.Skipf("%s is not set: start a local PostgreSQL with `eval \"$(bash .ci/postgres.sh)\"` "+
+			"(from the repository root; it installs, starts and prints the export), "+
+			"or set it to a database where this user may create schemas", dsnEnv)
+	}
+	return d
+}
+
+// testSchema returns a schema name unique to this test run and drops the
+// schema when the test ends, so runs and parallel tests do not collide.
+func testSchema(t *testing.T) string {
+	t.Helper()
+	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "_"))
+	suffix := fmt.Sprintf("_%08x", rand.Uint32())
+	if max := 63 - len("t_") - len(suffix); len(name) > max {
+		name = name[len(name)-max:]
+	}
+	schema := "t_" + name + suffix
+	d := dsn(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, d)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return schema
+}
+
+func open(t *testing.T, cfg pgstore.Config) *pgstore.Store {
+	t.Helper()
+	s, err := pgstore.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	d := dsn(t)
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		// Small pools: the suite runs its subtests in parallel.
+		return open(t, pgstore.Config{DSN: d, Schema: testSchema(t), MaxConns: 4})
+	})
+}
+
+func TestStateSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	cfg := pgstore.Config{DSN: dsn(t), Schema: testSchema(t)}
+	key := storage.Key{Kind: "test.Counter", Identity: "a"}
+
+	s := open(t, cfg)
+	v, err := s.Commit(ctx, key, 0, []storage.Change{{Key: "count", Value: []byte("7")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s = open(t, cfg)
+	got, gotV, err := s.Load(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotV != v || string(got["count"]) != "7" {
+		t.Fatalf("after reopen: entries %q at version %d, want count=7 at version %d", got, gotV, v)
+	}
+}
+
+// TestConcurrentOpen opens one new schema from several goroutines at once,
+// as nodes starting together do: the schema set-up must not race.
+func TestConcurrentOpen(t *testing.T) {
+	cfg := pgstore.Config{DSN: dsn(t), Schema: testSchema(t), MaxConns: 2}
+	const n = 4
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := pgstore.Open(context.Background(), cfg)
+			if err == nil {
+				s.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent Open: %v", err)
+	}
+}
+
+func TestSchemasAreSeparate(t *testing.T) {
+	ctx := context.Background()
+	d := dsn(t)
+	a := open(t, pgstore.Config{DSN: d, Schema: testSchema(t)})
+	b := open(t, pgstore.Config{DSN: d, Schema: testSchema(t)})
+	key := storage.Key{Kind: "test.Counter", Identity: "a"}
+	if _, err := a.Commit(ctx, key, 0, []storage.Change{{Key: "k", Value: []byte("in a")}}); err != nil {
+		t.Fatal(err)
+	}
+	got, v, err := b.Load(ctx, key)
+	if err != nil || v != 0 || len(got) != 0 {
+		t.Fatalf("Load from the other schema = %q, version %d, err %v; want nothing", got, v, err)
+	}
+}
+
+func TestIncompatibleLayout(t *testing.T) {
+	ctx := context.Background()
+	cfg := pgstore.Config{DSN: dsn(t), Schema: testSchema(t)}
+	s := open(t, cfg)
+	s.Close()
+
+	conn, err := pgx.Connect(ctx, cfg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "UPDATE "+pgx.Identifier{cfg.Schema, "meta"}.Sanitize()+" SET value = '999' WHERE name = 'layout'"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgstore.Open(ctx, cfg)
+	if !errors.Is(err, pgstore.ErrIncompatibleSchema) || !strings.Contains(err.Error(), cfg.Schema) {
+		t.Fatalf("Open of a schema with layout 999: err = %v, want ErrIncompatibleSchema naming the schema", err)
+	}
+}
+
+func TestOpenBadConfig(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		cfg  pgstore.Config
+		want string
+	}{
+		{"empty DSN", pgstore.Config{}, "pgstore: Config.DSN is empty"},
+		{"malformed DSN", pgstore.Config{DSN: "postgres://a b:%zz@/"}, "pgstore: Config.DSN"},
+		{"NUL in schema", pgstore.Config{DSN: "postgres:///db", Schema: "a\x00b"}, "pgstore: Config.Schema"},
+		{"long schema", pgstore.Config{DSN: "postgres:///db", Schema: strings.Repeat("s", 64)}, "pgstore: Config.Schema"},
+		{"no server", pgstore.Config{DSN: "postgres:///db?host=" + t.TempDir()}, "pgstore: set up schema"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := pgstore.Open(ctx, tt.cfg)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open succeeded, want an error starting %q", tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("Open: err = %q, want it to start with %q", err, tt.want)
+			}
+		})
+	}
+}
