@@ -1,0 +1,377 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/protograin/protograin/runtime"
+)
+
+// hostedKind is a Kind this node hosts, with its methods indexed.
+type hostedKind struct {
+	*Kind
+	methods map[string]*hostedMethod
+	idle    time.Duration // negative: never passivate
+}
+
+type hostedMethod struct {
+	*Method
+	request protoreflect.FullName // the request type, to check local calls
+}
+
+func newHostedKind(k *Kind) *hostedKind {
+	hk := &hostedKind{Kind: k, methods: make(map[string]*hostedMethod, len(k.Methods)), idle: k.IdleTimeout}
+	if hk.idle == 0 {
+		hk.idle = DefaultIdleTimeout
+	}
+	for i := range k.Methods {
+		m := &k.Methods[i]
+		hk.methods[m.Name] = &hostedMethod{Method: m, request: m.NewRequest().ProtoReflect().Descriptor().FullName()}
+	}
+	return hk
+}
+
+type actKey struct{ kind, identity string }
+
+// activation is one grain in memory on its owner, running on an actor.
+//
+// Its life: created in the table by the first call, which runs New and
+// OnActivate and spawns the actor (later calls wait on ready); serves calls;
+// then marked deactivating (idle, not the owner any more, or node shutdown),
+// which makes new calls wait on gone; runs OnDeactivate on its actor; stops;
+// leaves the table and closes gone.
+type activation struct {
+	key   actKey
+	hk    *hostedKind
+	grain any
+	ref   *runtime.Ref
+	err   error // why activation failed; set before ready closes
+	// deactivated is set by the actor when it runs OnDeactivate; it lives
+	// here rather than in grainActor so that it survives restarts.
+	deactivated atomic.Bool
+	ready       chan struct{} // closed when activated or failed
+	gone        chan struct{} // closed when out of the table
+
+	// Guarded by the table's mutex.
+	calls        int  // calls between get and release
+	deactivating bool // being deactivated by the node: new calls wait for gone
+	failed       bool // its actor stopped by itself (restart limit reached)
+	lastUsed     time.Time
+}
+
+// activated reports whether the activation is ready and succeeded.
+func (a *activation) activated() bool {
+	select {
+	case <-a.ready:
+		return a.err == nil
+	default:
+		return false
+	}
+}
+
+// activations is a node's activation table.
+type activations struct {
+	n  *Node
+	mu sync.Mutex
+	m  map[actKey]*activation
+	wg sync.WaitGroup // deactivations in progress
+}
+
+func newActivations(n *Node) *activations {
+	return &activations{n: n, m: make(map[actKey]*activation)}
+}
+
+// get returns the activation of (hk, identity), activating it if this is its
+// first call, and counts a call on it; release must follow. Concurrent first
+// calls activate once: one runs the activation, the others wait for it.
+func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
+	key := actKey{hk.Name, identity}
+	for {
+		t.mu.Lock()
+		a := t.m[key]
+		if a == nil {
+			a = &activation{key: key, hk: hk, ready: make(chan struct{}), gone: make(chan struct{}), calls: 1}
+			t.m[key] = a
+			t.mu.Unlock()
+			if err := t.activate(ctx, a); err != nil {
+				return nil, err
+			}
+			return a, nil
+		}
+		if a.deactivating {
+			t.mu.Unlock()
+			select {
+			case <-a.gone:
+				continue
+			case <-ctx.Done():
+				return nil, contextError(ctx.Err())
+			}
+		}
+		a.calls++
+		t.mu.Unlock()
+		select {
+		case <-a.ready:
+		case <-ctx.Done():
+			t.release(a)
+			return nil, contextError(ctx.Err())
+		}
+		if a.err != nil {
+			return nil, a.err
+		}
+		return a, nil
+	}
+}
+
+// release counts a call out and marks the activation used now.
+func (t *activations) release(a *activation) {
+	t.mu.Lock()
+	a.calls--
+	a.lastUsed = time.Now()
+	t.mu.Unlock()
+}
+
+// activate creates the grain, runs OnActivate with the first caller's
+// context and spawns its actor. On failure the activation leaves the table,
+// and the calls waiting for it get the error.
+func (t *activations) activate(ctx context.Context, a *activation) (err error) {
+	defer func() {
+		if err != nil {
+			a.err = err
+			t.remove(a)
+		}
+		close(a.ready)
+	}()
+	grain, err := t.newGrain(ctx, a)
+	if err != nil {
+		return err
+	}
+	a.grain = grain
+	ref, err := t.n.system.Spawn(runtime.Props{New: func() runtime.Actor { return &grainActor{n: t.n, a: a} }})
+	if err != nil {
+		return newError(codes.Unavailable, ErrNodeClosed, "cluster: activate %s/%s: %v", a.key.kind, a.key.identity, err)
+	}
+	a.ref = ref
+	return nil
+}
+
+// newGrain calls the kind's New and the grain's OnActivate, turning a panic
+// in either into an error.
+func (t *activations) newGrain(ctx context.Context, a *activation) (grain any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			t.n.log.Error("cluster: grain panicked while activating", "kind", a.key.kind, "identity", a.key.identity,
+				"panic", p, "stack", string(debug.Stack()))
+			err = newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked while activating: %v",
+				a.key.kind, a.key.identity, p)
+		}
+	}()
+	grain = a.hk.New(a.key.identity)
+	if grain == nil {
+		return nil, newError(codes.Internal, ErrActivation, "cluster: kind %q: New returned nil", a.key.kind)
+	}
+	if act, ok := grain.(Activator); ok {
+		if err := act.OnActivate(t.n.grainContext(ctx, a.key)); err != nil {
+			return nil, newError(codes.Unavailable, ErrActivation, "cluster: activate %s/%s: %v", a.key.kind, a.key.identity, err)
+		}
+	}
+	return grain, nil
+}
+
+// remove takes a out of the table and closes gone.
+func (t *activations) remove(a *activation) {
+	t.mu.Lock()
+	if t.m[a.key] == a {
+		delete(t.m, a.key)
+	}
+	t.mu.Unlock()
+	close(a.gone)
+}
+
+// failed handles an activation whose actor stopped on its own: its
+// supervisor gave up after repeated panics. It leaves the table so that the
+// next call activates the grain afresh.
+func (t *activations) failed(a *activation) {
+	t.mu.Lock()
+	if a.deactivating || a.failed {
+		t.mu.Unlock()
+		return
+	}
+	a.failed = true
+	t.mu.Unlock()
+	t.n.log.Error("cluster: grain deactivated after repeated panics", "kind", a.key.kind, "identity", a.key.identity)
+	t.remove(a)
+}
+
+// deactivateWhere starts deactivating every activated, not busy activation
+// for which pick is true, and returns how many it started.
+func (t *activations) deactivateWhere(pick func(a *activation, now time.Time) bool) int {
+	now := time.Now()
+	var victims []*activation
+	t.mu.Lock()
+	for _, a := range t.m {
+		if a.deactivating || a.failed || !a.activated() || !pick(a, now) {
+			continue
+		}
+		a.deactivating = true
+		victims = append(victims, a)
+	}
+	t.wg.Add(len(victims))
+	t.mu.Unlock()
+	for _, a := range victims {
+		go func() {
+			defer t.wg.Done()
+			t.deactivate(a)
+		}()
+	}
+	return len(victims)
+}
+
+// deactivate runs OnDeactivate on the grain's actor, after the calls queued
+// before it, then stops the actor. Calls that reach the actor afterwards are
+// answered with errDeactivated and retried on the next activation.
+func (t *activations) deactivate(a *activation) {
+	ctx, cancel := context.WithTimeout(context.Background(), t.n.cfg.DeactivateTimeout)
+	defer cancel()
+	_, err := a.ref.Request(ctx, deactivateMsg{})
+	if err != nil && !errors.Is(err, runtime.ErrStopped) {
+		// Nobody waits for a passivation, so the log is where this goes.
+		t.n.log.Warn("cluster: grain deactivation hook failed", "kind", a.key.kind, "identity", a.key.identity, "err", err)
+	}
+	<-a.ref.Stop()
+	t.remove(a)
+}
+
+// passivate deactivates activations idle for longer than their kind's idle
+// timeout.
+func (t *activations) passivate() int {
+	return t.deactivateWhere(func(a *activation, now time.Time) bool {
+		return a.calls == 0 && a.hk.idle >= 0 && now.Sub(a.lastUsed) >= a.hk.idle
+	})
+}
+
+// sweepFailed removes activations whose actor stopped by itself.
+func (t *activations) sweepFailed() {
+	var stopped []*activation
+	t.mu.Lock()
+	for _, a := range t.m {
+		if !a.deactivating && !a.failed && a.activated() && isDone(a.ref.Done()) {
+			stopped = append(stopped, a)
+		}
+	}
+	t.mu.Unlock()
+	for _, a := range stopped {
+		t.failed(a)
+	}
+}
+
+// deactivateAll deactivates every activation (node shutdown) and waits for
+// them, or for ctx.
+func (t *activations) deactivateAll(ctx context.Context) error {
+	t.deactivateWhere(func(*activation, time.Time) bool { return true })
+	// Activations still activating finish, then are caught by a later pass
+	// or by the actor system's shutdown.
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// count returns the number of activations in the table.
+func (t *activations) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// grainCall is the message a call sends to the grain's actor.
+type grainCall struct {
+	ctx    context.Context
+	method *hostedMethod
+	req    proto.Message
+}
+
+// deactivateMsg asks the grain's actor to run OnDeactivate.
+type deactivateMsg struct{}
+
+// errDeactivated answers calls that reach an actor after its OnDeactivate;
+// the caller retries them on the next activation.
+var errDeactivated = errors.New("cluster: activation deactivated")
+
+// grainActor runs one activation's calls, one at a time. A restart after a
+// panic makes a new grainActor around the same grain value: the grain keeps
+// its fields, and the panicking call's changes are not rolled back.
+type grainActor struct {
+	n *Node
+	a *activation
+}
+
+// Receive implements runtime.Actor.
+func (g *grainActor) Receive(c *runtime.Context) {
+	switch m := c.Message().(type) {
+	case *grainCall:
+		g.handle(c, m)
+	case deactivateMsg:
+		g.onDeactivate(c)
+	}
+}
+
+// handle runs one call. It skips calls whose caller already gave up, and
+// calls that arrive after OnDeactivate, which the caller retries.
+func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
+	if g.a.deactivated.Load() {
+		c.RespondError(errDeactivated)
+		return
+	}
+	if err := m.ctx.Err(); err != nil {
+		c.RespondError(contextError(err))
+		return
+	}
+	resp, err := m.method.Handle(g.a.grain, g.n.grainContext(m.ctx, g.a.key), m.req)
+	switch {
+	case err != nil:
+		c.RespondError(err)
+	case resp == nil:
+		c.RespondError(newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
+			m.method.Name, g.a.key.kind, g.a.key.identity))
+	default:
+		c.Respond(resp)
+	}
+}
+
+func (g *grainActor) onDeactivate(c *runtime.Context) {
+	g.a.deactivated.Store(true)
+	if d, ok := g.a.grain.(Deactivator); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), g.n.cfg.DeactivateTimeout)
+		defer cancel()
+		if err := d.OnDeactivate(g.n.grainContext(ctx, g.a.key)); err != nil {
+			c.RespondError(fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.a.key.kind, g.a.key.identity, err))
+			return
+		}
+	}
+	c.Respond(struct{}{})
+}

@@ -1,0 +1,345 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// GossipProfile selects the serf/memberlist timings a node gossips with.
+type GossipProfile int
+
+const (
+	// GossipLAN is memberlist's LAN profile: tuned for a data centre
+	// network. It is the default.
+	GossipLAN GossipProfile = iota
+	// GossipWAN is memberlist's WAN profile, for members spread over
+	// high-latency links.
+	GossipWAN
+	// GossipLocal is a fast profile for one machine: tests, examples and
+	// development clusters on loopback. Failures are detected within about a
+	// second; do not use it across a real network.
+	GossipLocal
+)
+
+// String returns the profile's name.
+func (p GossipProfile) String() string {
+	switch p {
+	case GossipLAN:
+		return "lan"
+	case GossipWAN:
+		return "wan"
+	case GossipLocal:
+		return "local"
+	default:
+		return fmt.Sprintf("GossipProfile(%d)", int(p))
+	}
+}
+
+// Config configures a Node. Start it from DefaultConfig and change what you
+// need; a zero field takes the default its comment names.
+type Config struct {
+	// NodeName names this node in the cluster. It must be unique per
+	// incarnation: a restarted process must not reuse the name of an
+	// earlier one while the cluster may still remember it, or gossip
+	// reports a name conflict. Zero means a generated name,
+	// "<hostname>-<8 random hex digits>".
+	NodeName string
+
+	// BindAddr is the "host:port" the gossip (serf) listens on, UDP and TCP.
+	// Port 0 picks a free port. Zero means "0.0.0.0:7946".
+	BindAddr string
+	// AdvertiseAddr is the "host:port" other members reach the gossip on,
+	// when it differs from BindAddr (NAT, containers). Zero means the bind
+	// address, or a private address of this host if that is unspecified.
+	AdvertiseAddr string
+
+	// GRPCAddr is the "host:port" the node-to-node gRPC transport listens
+	// on. Port 0 picks a free port. Zero means "0.0.0.0:7947".
+	GRPCAddr string
+	// GRPCAdvertiseAddr is the "host:port" other members dial for the
+	// transport. Zero means the listener's address, with an unspecified
+	// host replaced by the gossip's advertised IP.
+	GRPCAdvertiseAddr string
+
+	// Seeds lists gossip addresses ("host:port") of existing members to
+	// join. Start fails if none of them can be reached. Zero means this
+	// node starts a new cluster.
+	Seeds []string
+
+	// Kinds lists the grain kinds this node hosts. Zero means none: the
+	// node calls grains on other members but hosts none itself.
+	Kinds []*Kind
+
+	// Logger receives the node's logs, including serf's and memberlist's
+	// (at debug level). Zero means slog.Default().
+	Logger *slog.Logger
+
+	// Gossip selects the gossip timings. Zero means GossipLAN.
+	Gossip GossipProfile
+	// EventBuffer is the length of the channel serf delivers membership
+	// events on; a goroutine drains it, so it only absorbs bursts. Zero
+	// means DefaultEventBuffer.
+	EventBuffer int
+	// BroadcastTimeout bounds how long a graceful leave waits for the leave
+	// message to be gossiped. Zero means the gossip profile's value (5 s for
+	// LAN and WAN, 500 ms for local).
+	BroadcastTimeout time.Duration
+	// LeavePropagateDelay is how long a leaving node keeps gossiping after
+	// its leave message went out, so that it reaches every member. Zero
+	// means the gossip profile's value (1 s for LAN and WAN, 100 ms for
+	// local).
+	LeavePropagateDelay time.Duration
+
+	// DialTimeout bounds connecting to a peer's transport. Zero means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+	// RetryBackoff is the first pause before a call is retried after its
+	// owner could not be reached or was not the owner any more; each
+	// further retry doubles it up to RetryBackoffMax. Retries stop at the
+	// call's deadline. Zero means DefaultRetryBackoff.
+	RetryBackoff time.Duration
+	// RetryBackoffMax caps RetryBackoff's growth. Zero means
+	// DefaultRetryBackoffMax.
+	RetryBackoffMax time.Duration
+	// DefaultCallTimeout is the deadline of a call whose context has none,
+	// so a call cannot retry forever. Zero means DefaultCallTimeout (the
+	// constant); a negative value means no deadline.
+	DefaultCallTimeout time.Duration
+
+	// MaxBatchBytes is how many bytes of frames the transport puts in one
+	// gRPC message at most when calls queue up. Zero means
+	// DefaultMaxBatchBytes.
+	MaxBatchBytes int
+	// MaxFrameBytes caps the encoded size of one request or response; a
+	// bigger one fails with codes.InvalidArgument (request) or
+	// codes.Internal (response). Zero means DefaultMaxFrameBytes.
+	MaxFrameBytes int
+	// MaxPendingBytes bounds the frames queued for one peer; a call that
+	// finds the queue full waits for room or for its context. Zero means
+	// DefaultMaxPendingBytes.
+	MaxPendingBytes int
+
+	// PassivationInterval is how often the node looks for idle activations
+	// to passivate. An activation lives between its kind's IdleTimeout and
+	// IdleTimeout+PassivationInterval after its last call. Zero means
+	// DefaultPassivationInterval.
+	PassivationInterval time.Duration
+	// DeactivateTimeout bounds one grain's OnDeactivate hook. Zero means
+	// DefaultDeactivateTimeout.
+	DeactivateTimeout time.Duration
+
+	// GrainMaxRestarts is how many times a grain's actor is restarted after
+	// panics within GrainRestartWindow before the grain is deactivated.
+	// Zero means DefaultGrainMaxRestarts; a negative value means no limit.
+	GrainMaxRestarts int
+	// GrainRestartWindow is the window GrainMaxRestarts counts in. Zero
+	// means DefaultGrainRestartWindow.
+	GrainRestartWindow time.Duration
+}
+
+// Defaults of the Config fields whose zero value means "default".
+const (
+	DefaultBindAddr            = "0.0.0.0:7946"
+	DefaultGRPCAddr            = "0.0.0.0:7947"
+	DefaultEventBuffer         = 1024
+	DefaultDialTimeout         = 5 * time.Second
+	DefaultRetryBackoff        = 10 * time.Millisecond
+	DefaultRetryBackoffMax     = 500 * time.Millisecond
+	DefaultCallTimeout         = 30 * time.Second
+	DefaultMaxBatchBytes       = 256 << 10
+	DefaultMaxFrameBytes       = 4 << 20
+	DefaultMaxPendingBytes     = 16 << 20
+	DefaultPassivationInterval = 10 * time.Second
+	DefaultDeactivateTimeout   = 10 * time.Second
+	DefaultGrainMaxRestarts    = 3
+	DefaultGrainRestartWindow  = time.Minute
+)
+
+// Timings of the GossipLocal profile. They are short so that a test
+// cluster converges in milliseconds and detects a killed node in about a
+// second, yet long enough not to suspect healthy nodes on a busy machine.
+const (
+	localProbeInterval       = 200 * time.Millisecond
+	localProbeTimeout        = 100 * time.Millisecond
+	localGossipInterval      = 20 * time.Millisecond
+	localPushPullInterval    = 2 * time.Second
+	localSuspicionMult       = 3
+	localTCPTimeout          = 2 * time.Second
+	localBroadcastTimeout    = 500 * time.Millisecond
+	localLeavePropagateDelay = 100 * time.Millisecond
+)
+
+// MaxTagsSize is serf's limit on the encoded size of a node's tags, which
+// carry its transport address and the names of the kinds it hosts.
+const MaxTagsSize = memberlist.MetaMaxSize
+
+// DefaultConfig returns a Config with every field at its default: a node
+// with a generated name, gossip on 0.0.0.0:7946 with the LAN profile, the
+// transport on 0.0.0.0:7947, no seeds and no kinds.
+func DefaultConfig() Config {
+	return Config{
+		NodeName:            generatedNodeName(),
+		BindAddr:            DefaultBindAddr,
+		GRPCAddr:            DefaultGRPCAddr,
+		Logger:              slog.Default(),
+		Gossip:              GossipLAN,
+		EventBuffer:         DefaultEventBuffer,
+		DialTimeout:         DefaultDialTimeout,
+		RetryBackoff:        DefaultRetryBackoff,
+		RetryBackoffMax:     DefaultRetryBackoffMax,
+		DefaultCallTimeout:  DefaultCallTimeout,
+		MaxBatchBytes:       DefaultMaxBatchBytes,
+		MaxFrameBytes:       DefaultMaxFrameBytes,
+		MaxPendingBytes:     DefaultMaxPendingBytes,
+		PassivationInterval: DefaultPassivationInterval,
+		DeactivateTimeout:   DefaultDeactivateTimeout,
+		GrainMaxRestarts:    DefaultGrainMaxRestarts,
+		GrainRestartWindow:  DefaultGrainRestartWindow,
+	}
+}
+
+// withDefaults returns c with every zero field replaced by its default.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.NodeName == "" {
+		c.NodeName = d.NodeName
+	}
+	setDefault(&c.BindAddr, d.BindAddr)
+	setDefault(&c.GRPCAddr, d.GRPCAddr)
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	setDefault(&c.EventBuffer, d.EventBuffer)
+	setDefault(&c.DialTimeout, d.DialTimeout)
+	setDefault(&c.RetryBackoff, d.RetryBackoff)
+	setDefault(&c.RetryBackoffMax, d.RetryBackoffMax)
+	setDefault(&c.DefaultCallTimeout, d.DefaultCallTimeout)
+	setDefault(&c.MaxBatchBytes, d.MaxBatchBytes)
+	setDefault(&c.MaxFrameBytes, d.MaxFrameBytes)
+	setDefault(&c.MaxPendingBytes, d.MaxPendingBytes)
+	setDefault(&c.PassivationInterval, d.PassivationInterval)
+	setDefault(&c.DeactivateTimeout, d.DeactivateTimeout)
+	setDefault(&c.GrainMaxRestarts, d.GrainMaxRestarts)
+	setDefault(&c.GrainRestartWindow, d.GrainRestartWindow)
+	return c
+}
+
+func setDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}
+
+// validate reports the first setting Start cannot work with.
+func (c *Config) validate() error {
+	if c.Gossip < GossipLAN || c.Gossip > GossipLocal {
+		return fmt.Errorf("cluster: unknown gossip profile %v", c.Gossip)
+	}
+	if c.RetryBackoff < 0 || c.RetryBackoffMax < c.RetryBackoff {
+		return fmt.Errorf("cluster: retry backoff %v..%v is not a valid range", c.RetryBackoff, c.RetryBackoffMax)
+	}
+	if c.EventBuffer < 0 || c.MaxBatchBytes < 0 || c.MaxFrameBytes < 0 || c.MaxPendingBytes < 0 {
+		return errors.New("cluster: buffer sizes must not be negative")
+	}
+	for _, d := range []time.Duration{c.DialTimeout, c.PassivationInterval, c.DeactivateTimeout, c.GrainRestartWindow} {
+		if d < 0 {
+			return fmt.Errorf("cluster: negative timeout %v", d)
+		}
+	}
+	return validateKinds(c.Kinds)
+}
+
+// validateKinds checks that every kind can be hosted: named once, with a
+// factory and well-formed methods.
+func validateKinds(kinds []*Kind) error {
+	seen := make(map[string]bool, len(kinds))
+	for i, k := range kinds {
+		if k == nil {
+			return fmt.Errorf("cluster: kind #%d is nil", i)
+		}
+		if k.Name == "" {
+			return fmt.Errorf("cluster: kind #%d has no name", i)
+		}
+		if seen[k.Name] {
+			return fmt.Errorf("cluster: kind %q is listed twice", k.Name)
+		}
+		seen[k.Name] = true
+		if k.New == nil {
+			return fmt.Errorf("cluster: kind %q has no New function", k.Name)
+		}
+		if err := validateMethods(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateMethods(k *Kind) error {
+	seen := make(map[string]bool, len(k.Methods))
+	for _, m := range k.Methods {
+		switch {
+		case m.Name == "":
+			return fmt.Errorf("cluster: kind %q has a method without a name", k.Name)
+		case seen[m.Name]:
+			return fmt.Errorf("cluster: kind %q lists method %q twice", k.Name, m.Name)
+		case m.NewRequest == nil || m.Handle == nil:
+			return fmt.Errorf("cluster: method %q of kind %q needs NewRequest and Handle", m.Name, k.Name)
+		}
+		seen[m.Name] = true
+	}
+	return nil
+}
+
+// memberlistConfig returns the memberlist timings of the profile.
+func (c *Config) memberlistConfig() *memberlist.Config {
+	switch c.Gossip {
+	case GossipWAN:
+		return memberlist.DefaultWANConfig()
+	case GossipLocal:
+		mc := memberlist.DefaultLocalConfig()
+		mc.ProbeInterval = localProbeInterval
+		mc.ProbeTimeout = localProbeTimeout
+		mc.GossipInterval = localGossipInterval
+		mc.PushPullInterval = localPushPullInterval
+		mc.SuspicionMult = localSuspicionMult
+		mc.TCPTimeout = localTCPTimeout
+		return mc
+	default:
+		return memberlist.DefaultLANConfig()
+	}
+}
+
+// leaveTimings returns the broadcast timeout and leave propagation delay:
+// the configured ones, or the profile's.
+func (c *Config) leaveTimings(broadcast, propagate time.Duration) (time.Duration, time.Duration) {
+	if c.Gossip == GossipLocal {
+		broadcast, propagate = localBroadcastTimeout, localLeavePropagateDelay
+	}
+	if c.BroadcastTimeout > 0 {
+		broadcast = c.BroadcastTimeout
+	}
+	if c.LeavePropagateDelay > 0 {
+		propagate = c.LeavePropagateDelay
+	}
+	return broadcast, propagate
+}
+
+// generatedNodeName returns "<hostname>-<8 random hex digits>", unique per
+// incarnation with overwhelming probability.
+func generatedNodeName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "node"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
+	return host + "-" + hex.EncodeToString(b[:])
+}

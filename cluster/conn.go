@@ -1,0 +1,282 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// msgStream is what client and server streams have in common.
+type msgStream interface {
+	SendMsg(m any) error
+	RecvMsg(m any) error
+}
+
+// conn is one bidirectional stream to a peer. Both ends can send requests
+// on it; replies are matched to requests by id. Frames are queued in
+// batches by the goroutines that send them and written by one writer
+// goroutine, so under load several frames share a gRPC message.
+type conn struct {
+	t      *transport
+	peer   string
+	stream msgStream
+	cancel context.CancelFunc // ends the stream
+	cc     *grpc.ClientConn   // nil for streams the peer dialed
+	wake   chan struct{}      // tells the writer there is work
+	done   chan struct{}      // closed by close
+	ctx    context.Context    // cancelled by close: ends served requests
+
+	mu           sync.Mutex
+	batches      [][]byte // queued frames, each batch at most MaxBatchBytes (or one frame)
+	pendingBytes int
+	space        chan struct{} // closed when the writer takes the batches
+	nextID       uint64
+	calls        map[uint64]chan frame         // requests sent, waiting for their reply
+	served       map[uint64]context.CancelFunc // requests received, running
+	err          error                         // why the conn closed
+	closeCtx     context.CancelFunc
+}
+
+func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, cc *grpc.ClientConn) *conn {
+	c := &conn{
+		t: t, peer: peer, stream: s, cancel: cancel, cc: cc,
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		space:  make(chan struct{}),
+		calls:  make(map[uint64]chan frame),
+		served: make(map[uint64]context.CancelFunc),
+	}
+	c.ctx, c.closeCtx = context.WithCancel(context.Background())
+	return c
+}
+
+// start runs the reader and the writer.
+func (c *conn) start() {
+	go c.readLoop()
+	go c.writeLoop()
+}
+
+// closed returns the error of a closed conn, or nil.
+func (c *conn) closedErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// close ends the conn with err (a retryable error, or a corrupt-frame one):
+// calls waiting for a reply get err, requests being served are cancelled.
+func (c *conn) close(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	for id, cancel := range c.served {
+		cancel()
+		delete(c.served, id)
+	}
+	close(c.done)
+	c.mu.Unlock()
+	c.closeCtx()
+	c.cancel()
+	if c.cc != nil {
+		_ = c.cc.Close() // the stream is already gone; nothing to report
+	}
+	c.t.forget(c)
+}
+
+// call sends req and waits for its reply, ctx or the conn's end.
+func (c *conn) call(ctx context.Context, req *frame) (frame, error) {
+	reply := make(chan frame, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return frame{}, c.err
+	}
+	c.nextID++
+	req.id = c.nextID
+	c.calls[req.id] = reply
+	c.mu.Unlock()
+
+	if err := c.send(ctx, req); err != nil {
+		c.forgetCall(req.id)
+		return frame{}, err
+	}
+	select {
+	case r := <-reply:
+		return r, nil
+	case <-ctx.Done():
+		c.forgetCall(req.id)
+		// Tell the owner to stop working on it; if the queue is full the
+		// request times out there on its own deadline anyway.
+		_ = c.send(canceledContext(), &frame{typ: frameCancel, id: req.id})
+		return frame{}, contextError(ctx.Err())
+	case <-c.done:
+		c.forgetCall(req.id)
+		return frame{}, c.closedErr()
+	}
+}
+
+func (c *conn) forgetCall(id uint64) {
+	c.mu.Lock()
+	delete(c.calls, id)
+	c.mu.Unlock()
+}
+
+// send queues f for the writer. It waits while MaxPendingBytes are queued,
+// until the writer makes room, ctx ends or the conn closes.
+func (c *conn) send(ctx context.Context, f *frame) error {
+	size := f.size()
+	c.mu.Lock()
+	for c.err == nil && c.pendingBytes > 0 && c.pendingBytes+size > c.t.cfg.MaxPendingBytes {
+		space := c.space
+		c.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return contextError(ctx.Err())
+		case <-c.done:
+		}
+		c.mu.Lock()
+	}
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.enqueue(f, size)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default: // the writer has been woken already
+	}
+	return nil
+}
+
+// enqueue appends f to the last batch, or starts a new one when it would
+// grow past MaxBatchBytes. c.mu is held.
+func (c *conn) enqueue(f *frame, size int) {
+	n := len(c.batches)
+	if n == 0 || len(c.batches[n-1])+size > c.t.cfg.MaxBatchBytes {
+		c.batches = append(c.batches, make([]byte, 0, min(c.t.cfg.MaxBatchBytes, size+frameOverhead)))
+		n++
+	}
+	before := len(c.batches[n-1])
+	c.batches[n-1] = appendFrame(c.batches[n-1], f)
+	c.pendingBytes += len(c.batches[n-1]) - before
+}
+
+// writeLoop sends the queued batches. Each gRPC message takes every frame
+// queued since the previous one (up to MaxBatchBytes), which is what batches
+// frames under load.
+func (c *conn) writeLoop() {
+	for {
+		select {
+		case <-c.wake:
+		case <-c.done:
+			return
+		}
+		c.mu.Lock()
+		batches := c.batches
+		c.batches, c.pendingBytes = nil, 0
+		close(c.space)
+		c.space = make(chan struct{})
+		c.mu.Unlock()
+		for i := range batches {
+			// gRPC may keep the slice until it is written, so a batch
+			// is never reused.
+			if err := c.stream.SendMsg(&batches[i]); err != nil {
+				c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: send to %s: %v", c.peer, err))
+				return
+			}
+		}
+	}
+}
+
+// readLoop receives batches and dispatches their frames until the stream
+// ends or a batch does not decode; a corrupt batch closes the conn (and so
+// resets the stream) without touching other conns.
+func (c *conn) readLoop() {
+	for {
+		var batch []byte
+		if err := c.stream.RecvMsg(&batch); err != nil {
+			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s ended: %v", c.peer, err))
+			return
+		}
+		if err := decodeBatch(batch, c.dispatch); err != nil {
+			c.t.log.Error("cluster: closing the stream to a peer that sent a corrupt frame", "peer", c.peer, "err", err)
+			c.close(err)
+			return
+		}
+	}
+}
+
+func (c *conn) dispatch(f *frame) {
+	switch f.typ {
+	case frameRequest:
+		c.serve(*f)
+	case frameResponse:
+		c.mu.Lock()
+		reply, ok := c.calls[f.id]
+		delete(c.calls, f.id)
+		c.mu.Unlock()
+		if ok {
+			reply <- *f // buffered; the caller may have gone, which is fine
+		}
+	case frameCancel:
+		c.mu.Lock()
+		cancel, ok := c.served[f.id]
+		c.mu.Unlock()
+		if ok {
+			cancel()
+		}
+	case frameHello:
+		// Only the first frame of a dialed stream; repeated ones say nothing.
+	}
+}
+
+// serve runs a request from the peer in its own goroutine, so that a slow
+// grain does not hold up the stream, and queues the reply.
+func (c *conn) serve(req frame) {
+	h := c.t.handler
+	if !h.admitCall() {
+		reply := &frame{typ: frameResponse, id: req.id, code: codes.Unavailable,
+			message: "cluster: node " + c.t.name + " is shutting down", reason: reasonNotOwner}
+		_ = c.send(context.Background(), reply) // fails only when the conn is closed
+		return
+	}
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if req.timeout > 0 {
+		ctx, cancel = context.WithTimeout(c.ctx, req.timeout)
+	} else {
+		ctx, cancel = context.WithCancel(c.ctx)
+	}
+	c.mu.Lock()
+	if c.err == nil {
+		c.served[req.id] = cancel
+	}
+	c.mu.Unlock()
+	go func() {
+		defer h.finishCall()
+		defer cancel()
+		reply := h.serveRequest(ctx, &req)
+		c.mu.Lock()
+		delete(c.served, req.id)
+		c.mu.Unlock()
+		reply.typ, reply.id = frameResponse, req.id
+		// An error here means the conn closed: the caller retries or gives up.
+		_ = c.send(context.Background(), reply)
+	}()
+}
+
+// canceledContext returns a context that is already done, for sends that
+// must not wait for room in the queue.
+func canceledContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}

@@ -1,0 +1,159 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Sentinel errors. Errors returned by Invoke wrap one of them when the
+// cluster, not the grain, decided the outcome, on the calling node and across
+// nodes alike, and carry a gRPC code that status.Code reports.
+var (
+	// ErrUnknownKind: no member hosts the kind, or the owner does not
+	// (codes.Unimplemented).
+	ErrUnknownKind = errors.New("cluster: unknown grain kind")
+	// ErrUnknownMethod: the kind has no such method (codes.Unimplemented).
+	ErrUnknownMethod = errors.New("cluster: unknown method")
+	// ErrBadRequest: the request could not be encoded or decoded
+	// (codes.InvalidArgument).
+	ErrBadRequest = errors.New("cluster: bad request")
+	// ErrBadResponse: the grain returned no response, or one that could
+	// not be encoded or decoded (codes.Internal).
+	ErrBadResponse = errors.New("cluster: bad response")
+	// ErrGrainPanic: the grain panicked while handling the call
+	// (codes.Internal). The stack is logged on the owner node.
+	ErrGrainPanic = errors.New("cluster: grain panicked")
+	// ErrGrainFailed: the grain kept panicking until its restart limit was
+	// reached and was deactivated; the next call activates it afresh
+	// (codes.Aborted).
+	ErrGrainFailed = errors.New("cluster: grain deactivated after repeated failures")
+	// ErrActivation: the grain's OnActivate hook failed (codes.Unavailable).
+	ErrActivation = errors.New("cluster: grain activation failed")
+	// ErrNotOwner: the node that received the call does not own the grain
+	// in its view of the cluster (codes.Unavailable). Invoke retries it.
+	ErrNotOwner = errors.New("cluster: not the grain's owner")
+	// ErrUnavailable: the owner could not be reached, or no alive member
+	// hosts the kind yet (codes.Unavailable). Invoke retries it within the
+	// call's deadline unless WithoutRetry is given.
+	ErrUnavailable = errors.New("cluster: owner unavailable")
+	// ErrNodeClosed: the local node is shut down (codes.Unavailable).
+	ErrNodeClosed = errors.New("cluster: node is closed")
+	// ErrTagsTooLarge: the node's tags (transport address and kind names)
+	// exceed MaxTagsSize.
+	ErrTagsTooLarge = errors.New("cluster: node tags too large")
+	// ErrCorruptFrame: bytes from a peer could not be decoded as frames.
+	ErrCorruptFrame = errors.New("cluster: corrupt frame")
+)
+
+// reason says which sentinel an error frame stands for, so that a remote
+// caller gets the same errors.Is behaviour as a local one. The values are
+// part of the wire format: never renumber them.
+type reason uint8
+
+const (
+	reasonNone reason = iota // the grain's own error
+	reasonUnknownKind
+	reasonUnknownMethod
+	reasonBadRequest
+	reasonBadResponse
+	reasonGrainPanic
+	reasonGrainFailed
+	reasonActivation
+	reasonNotOwner
+	reasonUnavailable
+	reasonNodeClosed
+	reasonCount // first unused value
+)
+
+var reasonErrors = [reasonCount]error{
+	reasonNone:          nil,
+	reasonUnknownKind:   ErrUnknownKind,
+	reasonUnknownMethod: ErrUnknownMethod,
+	reasonBadRequest:    ErrBadRequest,
+	reasonBadResponse:   ErrBadResponse,
+	reasonGrainPanic:    ErrGrainPanic,
+	reasonGrainFailed:   ErrGrainFailed,
+	reasonActivation:    ErrActivation,
+	reasonNotOwner:      ErrNotOwner,
+	reasonUnavailable:   ErrUnavailable,
+	reasonNodeClosed:    ErrNodeClosed,
+}
+
+// Error is the error Invoke returns when the cluster decided a call's
+// outcome (as opposed to a grain returning its own error): it carries a
+// gRPC code for status.Code and wraps one of the ErrX sentinels.
+type Error struct {
+	// Code is the gRPC code of the failure.
+	Code codes.Code
+	// Msg describes the failure.
+	Msg string
+	// Err is the sentinel the failure stands for.
+	Err error
+}
+
+// Error returns the message.
+func (e *Error) Error() string { return e.Msg }
+
+// Unwrap returns the sentinel.
+func (e *Error) Unwrap() error { return e.Err }
+
+// GRPCStatus returns the error as a gRPC status, for status.Code and
+// status.FromError.
+func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
+
+// newError builds an *Error for sentinel with a formatted message.
+func newError(code codes.Code, sentinel error, format string, args ...any) *Error {
+	return &Error{Code: code, Msg: fmt.Sprintf(format, args...), Err: sentinel}
+}
+
+// reasonOf returns the reason code of err for the wire.
+func reasonOf(err error) reason {
+	var e *Error
+	if !errors.As(err, &e) {
+		return reasonNone
+	}
+	for r, s := range reasonErrors {
+		if s != nil && s == e.Err {
+			return reason(r)
+		}
+	}
+	return reasonNone
+}
+
+// toStatus converts the outcome of a grain call to a code and message for the
+// wire: status errors keep theirs, context errors get theirs, and anything
+// else is Unknown with its message.
+func toStatus(err error) (codes.Code, string) {
+	if s, ok := status.FromError(err); ok {
+		return s.Code(), s.Message()
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		s := status.FromContextError(err)
+		return s.Code(), s.Message()
+	}
+	return codes.Unknown, err.Error()
+}
+
+// fromWire rebuilds the error of a reply frame on the calling node.
+func fromWire(code codes.Code, msg string, r reason) error {
+	if r != reasonNone && r < reasonCount {
+		return &Error{Code: code, Msg: msg, Err: reasonErrors[r]}
+	}
+	return status.Error(code, msg)
+}
+
+// contextError turns a context error into the matching gRPC status error.
+func contextError(err error) error {
+	return status.FromContextError(err).Err()
+}
+
+// retryable reports whether a call that failed with err may be sent again:
+// the owner was unreachable or not the owner any more, so the grain did not
+// run it (or ran it on a node that has since failed).
+func retryable(err error) bool {
+	return errors.Is(err, ErrNotOwner) || errors.Is(err, ErrUnavailable)
+}

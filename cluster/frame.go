@@ -1,0 +1,257 @@
+package cluster
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// frameType says what a frame carries. The values are part of the wire
+// format: never renumber them.
+type frameType uint8
+
+const (
+	frameHello    frameType = 1 // first frame of a dialed stream: who is calling
+	frameRequest  frameType = 2 // a call to a grain
+	frameResponse frameType = 3 // the reply to the request with the same id
+	frameCancel   frameType = 4 // the caller gave up on the request with the same id
+)
+
+// frame is one message between two nodes. A gRPC message on the stream is a
+// batch: frames one after the other, each preceded by its length as a
+// varint. A frame is encoded like a protobuf message with the field numbers
+// below, so unknown fields from newer peers are skipped.
+type frame struct {
+	typ      frameType
+	id       uint64
+	kind     string
+	identity string
+	method   string
+	payload  []byte
+	timeout  time.Duration // time left until the caller's deadline; 0 = none
+	code     codes.Code
+	message  string
+	reason   reason
+	node     string // the dialing node's name, in a hello frame
+}
+
+// Field numbers of a frame.
+const (
+	fieldType     protowire.Number = 1
+	fieldID       protowire.Number = 2
+	fieldKind     protowire.Number = 3
+	fieldIdentity protowire.Number = 4
+	fieldMethod   protowire.Number = 5
+	fieldPayload  protowire.Number = 6
+	fieldTimeout  protowire.Number = 7
+	fieldCode     protowire.Number = 8
+	fieldMessage  protowire.Number = 9
+	fieldReason   protowire.Number = 10
+	fieldNode     protowire.Number = 11
+)
+
+// maxCode is the highest gRPC code a frame may carry.
+const maxCode = codes.Unauthenticated
+
+// appendFrame appends f, length-prefixed, to a batch.
+func appendFrame(b []byte, f *frame) []byte {
+	b = protowire.AppendVarint(b, uint64(f.size()))
+	b = appendVarintField(b, fieldType, uint64(f.typ))
+	b = appendVarintField(b, fieldID, f.id)
+	b = appendStringField(b, fieldKind, f.kind)
+	b = appendStringField(b, fieldIdentity, f.identity)
+	b = appendStringField(b, fieldMethod, f.method)
+	if len(f.payload) > 0 {
+		b = protowire.AppendTag(b, fieldPayload, protowire.BytesType)
+		b = protowire.AppendBytes(b, f.payload)
+	}
+	b = appendVarintField(b, fieldTimeout, uint64(f.timeout))
+	b = appendVarintField(b, fieldCode, uint64(f.code))
+	b = appendStringField(b, fieldMessage, f.message)
+	b = appendVarintField(b, fieldReason, uint64(f.reason))
+	b = appendStringField(b, fieldNode, f.node)
+	return b
+}
+
+// size returns the encoded size of f without its length prefix.
+func (f *frame) size() int {
+	n := varintFieldSize(fieldType, uint64(f.typ)) + varintFieldSize(fieldID, f.id) +
+		stringFieldSize(fieldKind, f.kind) + stringFieldSize(fieldIdentity, f.identity) +
+		stringFieldSize(fieldMethod, f.method) +
+		varintFieldSize(fieldTimeout, uint64(f.timeout)) + varintFieldSize(fieldCode, uint64(f.code)) +
+		stringFieldSize(fieldMessage, f.message) + varintFieldSize(fieldReason, uint64(f.reason)) +
+		stringFieldSize(fieldNode, f.node)
+	if len(f.payload) > 0 {
+		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(len(f.payload))
+	}
+	return n
+}
+
+// Zero values are left out, as in proto3.
+func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+func appendStringField(b []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func varintFieldSize(num protowire.Number, v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeVarint(v)
+}
+
+func stringFieldSize(num protowire.Number, s string) int {
+	if s == "" {
+		return 0
+	}
+	return protowire.SizeTag(num) + protowire.SizeBytes(len(s))
+}
+
+// decodeBatch calls fn for each frame of a batch. It stops at the first
+// frame that does not decode and returns an error wrapping ErrCorruptFrame;
+// it never panics, whatever the bytes. A frame's payload aliases batch.
+func decodeBatch(batch []byte, fn func(*frame)) error {
+	var f frame
+	for len(batch) > 0 {
+		n, m := protowire.ConsumeVarint(batch)
+		if m < 0 {
+			return fmt.Errorf("%w: bad length prefix: %v", ErrCorruptFrame, protowire.ParseError(m))
+		}
+		batch = batch[m:]
+		if n > uint64(len(batch)) {
+			return fmt.Errorf("%w: length %d exceeds the %d bytes left", ErrCorruptFrame, n, len(batch))
+		}
+		f = frame{}
+		if err := decodeFrame(batch[:n], &f); err != nil {
+			return err
+		}
+		batch = batch[n:]
+		fn(&f)
+	}
+	return nil
+}
+
+// decodeFrame decodes one frame (without its length prefix) into f and
+// checks that it is well formed.
+func decodeFrame(b []byte, f *frame) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("%w: bad tag: %v", ErrCorruptFrame, protowire.ParseError(n))
+		}
+		b = b[n:]
+		n, err := decodeField(b, num, typ, f)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return f.check()
+}
+
+// decodeField decodes the value of field num and returns its length.
+func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame) (int, error) {
+	switch num {
+	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason:
+		if typ != protowire.VarintType {
+			return 0, fmt.Errorf("%w: field %d has wire type %d, want varint", ErrCorruptFrame, num, typ)
+		}
+		v, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return 0, fmt.Errorf("%w: field %d: %v", ErrCorruptFrame, num, protowire.ParseError(n))
+		}
+		return n, f.setVarint(num, v)
+	case fieldKind, fieldIdentity, fieldMethod, fieldPayload, fieldMessage, fieldNode:
+		if typ != protowire.BytesType {
+			return 0, fmt.Errorf("%w: field %d has wire type %d, want bytes", ErrCorruptFrame, num, typ)
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return 0, fmt.Errorf("%w: field %d: %v", ErrCorruptFrame, num, protowire.ParseError(n))
+		}
+		f.setBytes(num, v)
+		return n, nil
+	default: // a field from a newer peer
+		n := protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, fmt.Errorf("%w: field %d: %v", ErrCorruptFrame, num, protowire.ParseError(n))
+		}
+		return n, nil
+	}
+}
+
+func (f *frame) setVarint(num protowire.Number, v uint64) error {
+	switch num {
+	case fieldType:
+		if v < uint64(frameHello) || v > uint64(frameCancel) {
+			return fmt.Errorf("%w: unknown frame type %d", ErrCorruptFrame, v)
+		}
+		f.typ = frameType(v)
+	case fieldID:
+		f.id = v
+	case fieldTimeout:
+		if v > math.MaxInt64 {
+			return fmt.Errorf("%w: timeout %d out of range", ErrCorruptFrame, v)
+		}
+		f.timeout = time.Duration(v)
+	case fieldCode:
+		if v > uint64(maxCode) {
+			return fmt.Errorf("%w: unknown status code %d", ErrCorruptFrame, v)
+		}
+		f.code = codes.Code(v)
+	case fieldReason:
+		if v >= uint64(reasonCount) {
+			return fmt.Errorf("%w: unknown error reason %d", ErrCorruptFrame, v)
+		}
+		f.reason = reason(v)
+	}
+	return nil
+}
+
+func (f *frame) setBytes(num protowire.Number, v []byte) {
+	switch num {
+	case fieldKind:
+		f.kind = string(v)
+	case fieldIdentity:
+		f.identity = string(v)
+	case fieldMethod:
+		f.method = string(v)
+	case fieldPayload:
+		f.payload = v
+	case fieldMessage:
+		f.message = string(v)
+	case fieldNode:
+		f.node = string(v)
+	}
+}
+
+// check reports a frame that is missing what its type needs.
+func (f *frame) check() error {
+	switch f.typ {
+	case 0:
+		return fmt.Errorf("%w: frame has no type", ErrCorruptFrame)
+	case frameHello:
+		if f.node == "" {
+			return fmt.Errorf("%w: hello frame without a node name", ErrCorruptFrame)
+		}
+	case frameRequest:
+		if f.kind == "" || f.method == "" {
+			return fmt.Errorf("%w: request frame %d without kind or method", ErrCorruptFrame, f.id)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/protograin/protograin/runtime"
+)
+
+// Invoke implements Caller. It places the grain, sends the call to its owner
+// (or runs it here, without serialization, if this node owns it) and
+// returns the response. When the owner cannot be reached or turns out not to
+// own the grain any more, Invoke places the grain again and retries, with
+// backoff, until the call's deadline; WithoutRetry turns that off. A context
+// without a deadline gets Config.DefaultCallTimeout.
+//
+// A retried call may have run on an owner that failed before replying, so
+// grains see calls at least once, not exactly once.
+func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+	var cc callConfig
+	for _, o := range opts {
+		if o != nil {
+			o.applyCall(&cc)
+		}
+	}
+	if call.Request == nil || call.NewResponse == nil {
+		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: call to %s/%s %s needs Request and NewResponse",
+			call.Kind, call.Identity, call.Method)
+	}
+	if _, ok := ctx.Deadline(); !ok && n.cfg.DefaultCallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.cfg.DefaultCallTimeout)
+		defer cancel()
+	}
+	r := remoteCall{call: &call}
+	backoff := n.cfg.RetryBackoff
+	for {
+		resp, err := n.invokeOnce(ctx, &r)
+		if err == nil || !retryable(err) || cc.noRetry {
+			return resp, err
+		}
+		if !n.pause(ctx, backoff) {
+			return nil, newError(codes.Unavailable, ErrUnavailable, "%v (retried until the call's deadline)", err)
+		}
+		backoff = min(2*backoff, n.cfg.RetryBackoffMax)
+	}
+}
+
+// remoteCall is a call with its request encoded once for all attempts.
+type remoteCall struct {
+	call    *Call
+	payload []byte
+	encoded bool
+}
+
+// pause waits d before a retry; it reports false if ctx ended or the node
+// stopped first.
+func (n *Node) pause(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-n.stop:
+		return false
+	}
+}
+
+// invokeOnce makes one attempt at a call.
+func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, error) {
+	if isDone(n.stop) {
+		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
+	}
+	call := r.call
+	owner, ok := n.view.Load().owner(call.Kind, call.Identity)
+	if !ok {
+		return nil, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
+	}
+	if owner.Name == n.name {
+		return n.serveLocal(ctx, call)
+	}
+	return n.invokeRemote(ctx, owner, r)
+}
+
+// invokeRemote sends a call to its owner over the transport.
+func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (proto.Message, error) {
+	call := r.call
+	if !r.encoded {
+		b, err := proto.Marshal(call.Request)
+		if err != nil {
+			return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: encode the request to %s/%s %s: %v",
+				call.Kind, call.Identity, call.Method, err)
+		}
+		if len(b) > n.cfg.MaxFrameBytes {
+			return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: request to %s/%s %s is %d bytes, over MaxFrameBytes (%d)",
+				call.Kind, call.Identity, call.Method, len(b), n.cfg.MaxFrameBytes)
+		}
+		r.payload, r.encoded = b, true
+	}
+	req := frame{typ: frameRequest, kind: call.Kind, identity: call.Identity, method: call.Method, payload: r.payload}
+	if deadline, ok := ctx.Deadline(); ok {
+		if req.timeout = time.Until(deadline); req.timeout <= 0 {
+			return nil, contextError(context.DeadlineExceeded)
+		}
+	}
+	c, err := n.transport.conn(ctx, owner)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := c.call(ctx, &req)
+	if err != nil {
+		return nil, err
+	}
+	if reply.code != codes.OK {
+		return nil, fromWire(reply.code, reply.message, reply.reason)
+	}
+	resp := call.NewResponse()
+	if err := proto.Unmarshal(reply.payload, resp); err != nil {
+		return nil, newError(codes.Internal, ErrBadResponse, "cluster: decode the response of %s/%s %s: %v",
+			call.Kind, call.Identity, call.Method, err)
+	}
+	return resp, nil
+}
+
+// serveLocal runs a call to a grain this node owns, passing the request
+// message through without copying it.
+func (n *Node) serveLocal(ctx context.Context, call *Call) (proto.Message, error) {
+	if !n.calls.enter() {
+		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
+	}
+	defer n.calls.leave()
+	hk, m, err := n.lookup(call.Kind, call.Method)
+	if err != nil {
+		return nil, err
+	}
+	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
+		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
+	}
+	return n.callGrain(ctx, hk, m, call.Identity, call.Request)
+}
+
+// serveRequest implements requestHandler: it runs a call from a peer and
+// builds the reply frame.
+func (n *Node) serveRequest(ctx context.Context, req *frame) *frame {
+	resp, err := n.serveRemote(ctx, req)
+	if err == nil {
+		var payload []byte
+		if payload, err = proto.Marshal(resp); err == nil && len(payload) > n.cfg.MaxFrameBytes {
+			err = errors.New("over MaxFrameBytes")
+		}
+		if err == nil {
+			return &frame{payload: payload}
+		}
+		err = newError(codes.Internal, ErrBadResponse, "cluster: encode the response of %s/%s %s: %v",
+			req.kind, req.identity, req.method, err)
+	}
+	code, msg := toStatus(err)
+	return &frame{code: code, message: msg, reason: reasonOf(err)}
+}
+
+// serveRemote checks a call from a peer, decodes its request and runs it.
+func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, error) {
+	hk, m, err := n.lookup(req.kind, req.method)
+	if err != nil {
+		return nil, err
+	}
+	if owner, ok := n.view.Load().owner(req.kind, req.identity); !ok || owner.Name != n.name {
+		// The caller's view of the cluster differs from ours; it retries
+		// after placing the grain again.
+		return nil, newError(codes.Unavailable, ErrNotOwner, "cluster: node %s does not own grain %s/%s", n.name, req.kind, req.identity)
+	}
+	msg := m.NewRequest()
+	if err := proto.Unmarshal(req.payload, msg); err != nil {
+		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the request to %s/%s %s: %v",
+			req.kind, req.identity, req.method, err)
+	}
+	return n.callGrain(ctx, hk, m, req.identity, msg)
+}
+
+// lookup finds a hosted kind and its method.
+func (n *Node) lookup(kind, method string) (*hostedKind, *hostedMethod, error) {
+	hk := n.kinds[kind]
+	if hk == nil {
+		return nil, nil, newError(codes.Unimplemented, ErrUnknownKind, "cluster: node %s does not host grain kind %q", n.name, kind)
+	}
+	m := hk.methods[method]
+	if m == nil {
+		return nil, nil, newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", kind, method)
+	}
+	return hk, m, nil
+}
+
+// callGrain delivers a call to the grain's activation, activating it first
+// if needed, and maps what the actor reports to the package's errors.
+func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message) (proto.Message, error) {
+	for {
+		a, err := n.acts.get(ctx, hk, identity)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := a.ref.Request(ctx, &grainCall{ctx: ctx, method: m, req: req})
+		n.acts.release(a)
+		if err == nil {
+			return resp.(proto.Message), nil
+		}
+		if n.retryOnNextActivation(a, err) {
+			continue
+		}
+		return nil, n.callError(ctx, a, m, err)
+	}
+}
+
+// retryOnNextActivation reports whether err says the call met an
+// activation that was being deactivated: get then waits for it to go and
+// activates the grain again.
+func (n *Node) retryOnNextActivation(a *activation, err error) bool {
+	if errors.Is(err, errDeactivated) {
+		return true
+	}
+	if !errors.Is(err, runtime.ErrStopped) || isDone(n.stop) {
+		return false
+	}
+	n.acts.mu.Lock()
+	defer n.acts.mu.Unlock()
+	return a.deactivating
+}
+
+// callError maps the error of a grain call.
+func (n *Node) callError(ctx context.Context, a *activation, m *hostedMethod, err error) error {
+	var p *runtime.PanicError
+	switch {
+	case errors.As(err, &p):
+		n.log.Error("cluster: grain panicked", "kind", a.key.kind, "identity", a.key.identity, "method", m.Name,
+			"panic", p.Value, "stack", string(p.Stack))
+		return newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked in %s: %v", a.key.kind, a.key.identity, m.Name, p.Value)
+	case errors.Is(err, runtime.ErrStopped):
+		if isDone(n.stop) {
+			return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
+		}
+		n.acts.failed(a)
+		return newError(codes.Aborted, ErrGrainFailed, "cluster: grain %s/%s was deactivated after repeated panics; the next call activates it again",
+			a.key.kind, a.key.identity)
+	case ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
+		return contextError(ctx.Err())
+	default:
+		return err
+	}
+}
+
+// grainContext is the GrainContext of one call or hook.
+type grainContext struct {
+	context.Context
+	n   *Node
+	key actKey
+}
+
+func (n *Node) grainContext(ctx context.Context, key actKey) GrainContext {
+	return &grainContext{Context: ctx, n: n, key: key}
+}
+
+// Kind implements GrainContext.
+func (g *grainContext) Kind() string { return g.key.kind }
+
+// Identity implements GrainContext.
+func (g *grainContext) Identity() string { return g.key.identity }
+
+// Invoke implements Caller: grains call other grains through their node.
+// A grain that calls itself, directly or through others, waits for itself
+// and fails at its deadline: activations are not reentrant.
+func (g *grainContext) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+	return g.n.Invoke(ctx, call, opts...)
+}

@@ -1,0 +1,169 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/serf/serf"
+)
+
+// Tag names in a node's serf tags.
+const (
+	tagGRPC  = "pg-grpc"
+	tagKinds = "pg-kinds"
+	// kindSeparator joins kind names in tagKinds; proto names contain none.
+	kindSeparator = ","
+)
+
+// nodeTags returns the serf tags of a node, or ErrTagsTooLarge.
+func nodeTags(grpcAddr string, kinds []*Kind) (map[string]string, error) {
+	names := make([]string, len(kinds))
+	for i, k := range kinds {
+		names[i] = k.Name
+	}
+	tags := map[string]string{
+		tagGRPC:  grpcAddr,
+		tagKinds: strings.Join(names, kindSeparator),
+	}
+	if n := encodedTagsSize(tags); n > MaxTagsSize {
+		return nil, fmt.Errorf("%w: the transport address and the names of %d kinds take %d bytes encoded, over serf's limit of %d; host fewer kinds on this node",
+			ErrTagsTooLarge, len(kinds), n, MaxTagsSize)
+	}
+	return tags, nil
+}
+
+// encodedTagsSize is an upper bound of the size serf encodes tags to: a
+// magic byte and a msgpack map of raw strings.
+func encodedTagsSize(tags map[string]string) int {
+	n := 1 + msgpackHeaderSize(len(tags), 16)
+	for k, v := range tags {
+		n += msgpackHeaderSize(len(k), 32) + len(k) + msgpackHeaderSize(len(v), 32) + len(v)
+	}
+	return n
+}
+
+// msgpackHeaderSize is the size of a msgpack map or raw header for n
+// entries or bytes; below fix it fits in the type byte.
+func msgpackHeaderSize(n, fix int) int {
+	switch {
+	case n < fix:
+		return 1
+	case n < 1<<16:
+		return 3
+	default:
+		return 5
+	}
+}
+
+// memberFromSerf converts a serf member. Members without the transport tag
+// are not protograin nodes and are skipped.
+func memberFromSerf(m serf.Member) (Member, bool) {
+	addr, ok := m.Tags[tagGRPC]
+	if !ok {
+		return Member{}, false
+	}
+	var kinds []string
+	if k := m.Tags[tagKinds]; k != "" {
+		kinds = strings.Split(k, kindSeparator)
+	}
+	st, ok := memberStatus(m.Status)
+	if !ok {
+		return Member{}, false
+	}
+	return Member{
+		Name:       m.Name,
+		GRPCAddr:   addr,
+		GossipAddr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+		Kinds:      kinds,
+		Status:     st,
+	}, true
+}
+
+func memberStatus(s serf.MemberStatus) (MemberStatus, bool) {
+	switch s {
+	case serf.StatusAlive:
+		return StatusAlive, true
+	case serf.StatusLeaving:
+		return StatusLeaving, true
+	case serf.StatusLeft:
+		return StatusLeft, true
+	case serf.StatusFailed:
+		return StatusFailed, true
+	default:
+		return 0, false
+	}
+}
+
+// newSerfConfig builds serf's configuration for the node.
+func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, logger *log.Logger) (*serf.Config, error) {
+	host, port, err := splitHostPort(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: bind address: %w", err)
+	}
+	sc := serf.DefaultConfig()
+	sc.Init()
+	sc.NodeName = cfg.NodeName
+	sc.Tags = tags
+	sc.EventCh = events
+	sc.Logger = logger
+	sc.LogOutput = nil
+	sc.BroadcastTimeout, sc.LeavePropagateDelay = cfg.leaveTimings(sc.BroadcastTimeout, sc.LeavePropagateDelay)
+
+	mc := cfg.memberlistConfig()
+	mc.Name = cfg.NodeName
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertisePort = port
+	mc.Logger = logger
+	if cfg.AdvertiseAddr != "" {
+		ah, ap, err := splitHostPort(cfg.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: advertise address: %w", err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+	}
+	sc.MemberlistConfig = mc
+	return sc, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	return host, port, nil
+}
+
+// serfLogWriter forwards serf's and memberlist's log lines to slog, at the
+// level their "[LEVEL]" prefix names (debug when there is none).
+type serfLogWriter struct{ log *slog.Logger }
+
+func newSerfLogger(l *slog.Logger) *log.Logger {
+	return log.New(serfLogWriter{l.With("component", "gossip")}, "", 0)
+}
+
+func (w serfLogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
+	switch {
+	case strings.Contains(line, "[ERR]"):
+		level = slog.LevelError
+	case strings.Contains(line, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.Contains(line, "[INFO]"):
+		level = slog.LevelInfo
+	}
+	w.log.Log(context.Background(), level, line)
+	return len(p), nil
+}
+
+var _ io.Writer = serfLogWriter{}

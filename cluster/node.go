@@ -1,0 +1,383 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sockaddr "github.com/hashicorp/go-sockaddr"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/protograin/protograin/runtime"
+)
+
+// Node is a member of a cluster: it hosts the grains of its Kinds that
+// placement gives it, and calls grains anywhere in the cluster. A *Node is a
+// Caller. Create one with Start; stop it with Shutdown (graceful) or Close.
+type Node struct {
+	cfg       Config
+	name      string
+	log       *slog.Logger
+	kinds     map[string]*hostedKind
+	system    *runtime.System
+	transport *transport
+	serf      *serf.Serf
+	events    chan serf.Event
+	view      atomic.Pointer[placement]
+	acts      *activations
+	calls     *gate // calls this node is serving
+
+	changed chan struct{} // membership changed; capacity 1, coalescing
+	stop    chan struct{} // closed by teardown: ends the loops
+	loops   sync.WaitGroup
+
+	mu           sync.Mutex
+	shuttingDown bool
+	teardownOnce sync.Once
+	done         chan struct{}
+}
+
+// Start starts a node: it opens the transport, joins the gossip (through
+// cfg.Seeds, if any) and returns once the node knows the cluster's members.
+// ctx bounds the start; the node itself lives until Shutdown or Close.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:     cfg,
+		name:    cfg.NodeName,
+		log:     cfg.Logger.With("node", cfg.NodeName),
+		kinds:   make(map[string]*hostedKind, len(cfg.Kinds)),
+		calls:   newGate(),
+		changed: make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	for _, k := range cfg.Kinds {
+		n.kinds[k.Name] = newHostedKind(k)
+	}
+	n.acts = newActivations(n)
+	n.view.Store(newPlacement(nil))
+	n.system = runtime.NewSystem(runtime.Config{
+		Logger: n.log,
+		Supervisor: runtime.NewOneForOne(runtime.StrategyConfig{
+			Decider:     func(*runtime.Failure) runtime.Directive { return runtime.Restart },
+			MaxRestarts: cfg.GrainMaxRestarts,
+			Window:      cfg.GrainRestartWindow,
+		}),
+	})
+	if err := n.start(ctx); err != nil {
+		n.teardown(ctx)
+		return nil, err
+	}
+	return n, nil
+}
+
+// start opens the transport and joins the gossip.
+func (n *Node) start(ctx context.Context) error {
+	t, err := newTransport(n.name, &n.cfg, n.log, n)
+	if err != nil {
+		return err
+	}
+	n.transport = t
+	advertised, err := n.grpcAdvertiseAddr()
+	if err != nil {
+		return err
+	}
+	tags, err := nodeTags(advertised, n.cfg.Kinds)
+	if err != nil {
+		return err
+	}
+	n.events = make(chan serf.Event, n.cfg.EventBuffer)
+	sc, err := newSerfConfig(&n.cfg, tags, n.events, newSerfLogger(n.log))
+	if err != nil {
+		return err
+	}
+	if n.serf, err = serf.Create(sc); err != nil {
+		return fmt.Errorf("cluster: start gossip on %s: %w", n.cfg.BindAddr, err)
+	}
+	n.loops.Add(3)
+	go n.drainEvents()
+	go n.watchMembership()
+	go n.sweep()
+	if err := n.join(ctx); err != nil {
+		return err
+	}
+	n.refresh()
+	return nil
+}
+
+// grpcAdvertiseAddr returns the transport address to put in the tags.
+func (n *Node) grpcAdvertiseAddr() (string, error) {
+	if n.cfg.GRPCAdvertiseAddr != "" {
+		return n.cfg.GRPCAdvertiseAddr, nil
+	}
+	addr := n.transport.addr().(*net.TCPAddr)
+	if !addr.IP.IsUnspecified() {
+		return addr.String(), nil
+	}
+	// Listening on every interface: advertise the host the gossip
+	// advertises, or the private IP memberlist would pick.
+	for _, a := range []string{n.cfg.AdvertiseAddr, n.cfg.BindAddr} {
+		if host, _, err := net.SplitHostPort(a); err == nil && host != "" {
+			if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+				return net.JoinHostPort(host, strconv.Itoa(addr.Port)), nil
+			}
+		}
+	}
+	ip, err := sockaddr.GetPrivateIP()
+	if err != nil || ip == "" {
+		return "", fmt.Errorf("cluster: cannot tell which address to advertise for the transport; set GRPCAdvertiseAddr (%v)", err)
+	}
+	return net.JoinHostPort(ip, strconv.Itoa(addr.Port)), nil
+}
+
+// join contacts the seeds. Serf's join syncs the full member list, so once
+// it returns the node can place grains.
+func (n *Node) join(ctx context.Context) error {
+	if len(n.cfg.Seeds) == 0 {
+		return nil
+	}
+	type result struct {
+		joined int
+		err    error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		joined, err := n.serf.Join(n.cfg.Seeds, true)
+		ch <- result{joined, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.joined == 0 {
+			return fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, r.err)
+		}
+		if r.err != nil {
+			n.log.Warn("cluster: some seeds could not be reached", "seeds", n.cfg.Seeds, "err", r.err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, ctx.Err())
+	}
+}
+
+// drainEvents empties serf's event channel, which must never block serf,
+// and signals watchMembership without waiting.
+func (n *Node) drainEvents() {
+	defer n.loops.Done()
+	for {
+		select {
+		case e := <-n.events:
+			if _, ok := e.(serf.MemberEvent); !ok {
+				continue
+			}
+			select {
+			case n.changed <- struct{}{}:
+			default: // a refresh is pending and will see this change too
+			}
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+// watchMembership rebuilds placement after membership changes and moves the
+// grains this node no longer owns.
+func (n *Node) watchMembership() {
+	defer n.loops.Done()
+	for {
+		select {
+		case <-n.changed:
+			n.refresh()
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+// refresh rebuilds placement from serf's member list, closes the streams
+// to members that are gone and deactivates the grains this node no longer
+// owns.
+//
+// Ownership moves are not atomic across the cluster: between the moment a
+// new owner's view changes and the moment this node's view does (one gossip
+// round, usually milliseconds), a grain can be active on both nodes, and
+// the new owner may even activate it before the old one has finished
+// OnDeactivate. State writes must therefore be guarded (storage uses
+// ETags), not assumed exclusive.
+func (n *Node) refresh() {
+	if n.serf == nil {
+		return
+	}
+	old := n.view.Load()
+	var members []Member
+	for _, sm := range n.serf.Members() {
+		if m, ok := memberFromSerf(sm); ok {
+			members = append(members, m)
+		}
+	}
+	p := newPlacement(members)
+	n.view.Store(p)
+	for name := range old.byName {
+		if _, alive := p.byName[name]; !alive && name != n.name {
+			n.transport.dropPeer(name)
+		}
+	}
+	moved := n.acts.deactivateWhere(func(a *activation, _ time.Time) bool {
+		owner, ok := p.owner(a.key.kind, a.key.identity)
+		return !ok || owner.Name != n.name
+	})
+	if moved > 0 {
+		n.log.Debug("cluster: moving grains after a membership change", "count", moved)
+	}
+}
+
+// sweep passivates idle activations and clears failed ones, every
+// PassivationInterval: one ticker per node, not one timer per grain.
+func (n *Node) sweep() {
+	defer n.loops.Done()
+	tick := time.NewTicker(n.cfg.PassivationInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			n.acts.sweepFailed()
+			n.acts.passivate()
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+// Name returns the node's name.
+func (n *Node) Name() string { return n.name }
+
+// Members returns every member this node knows of, alive or not, sorted by
+// name.
+func (n *Node) Members() []Member {
+	p := n.view.Load()
+	out := make([]Member, len(p.members))
+	for i, m := range p.members {
+		m.Kinds = append([]string(nil), m.Kinds...)
+		out[i] = m
+	}
+	return out
+}
+
+// Owner returns the member that owns the grain (kind, identity) in this
+// node's view, and false if no alive member hosts kind.
+func (n *Node) Owner(kind, identity string) (Member, bool) {
+	m, ok := n.view.Load().owner(kind, identity)
+	if !ok {
+		return Member{}, false
+	}
+	owner := *m
+	owner.Kinds = append([]string(nil), m.Kinds...)
+	return owner, true
+}
+
+// GossipAddr returns the address the node's gossip listens on, for other
+// nodes' Seeds.
+func (n *Node) GossipAddr() string {
+	ln := n.serf.Memberlist().LocalNode()
+	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+}
+
+// GRPCAddr returns the address the node's transport listens on.
+func (n *Node) GRPCAddr() string { return n.transport.addr().String() }
+
+// Done returns a channel that is closed when the node has stopped.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Shutdown stops the node gracefully: it leaves the gossip, so that the
+// other members place its grains elsewhere; deactivates its grains, running
+// their OnDeactivate hooks; waits for the calls it is serving; then stops
+// the transport and the actors. If ctx ends first, the rest is done as by
+// Close and ctx's error is returned. Calling it again, or after Close,
+// waits for the node to stop.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	already := n.shuttingDown
+	n.shuttingDown = true
+	n.mu.Unlock()
+	if already {
+		select {
+		case <-n.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	err := n.leave(ctx)
+	if err == nil {
+		n.refresh() // our own view now places nothing here
+		err = n.acts.deactivateAll(ctx)
+	}
+	if err == nil {
+		err = n.calls.close(ctx)
+	}
+	n.teardown(ctx)
+	return err
+}
+
+// leave announces the node's departure and waits for it to be gossiped, or
+// for ctx.
+func (n *Node) leave(ctx context.Context) error {
+	left := make(chan error, 1)
+	go func() { left <- n.serf.Leave() }()
+	select {
+	case err := <-left:
+		if err != nil {
+			return fmt.Errorf("cluster: leave the cluster: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the node at once, without leaving the gossip first: the
+// other members see it fail. Calls it is serving are cancelled and grains
+// are stopped without their OnDeactivate hooks. It is idempotent.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	n.shuttingDown = true
+	n.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // an ended context: nothing waits
+	n.teardown(ctx)
+	return nil
+}
+
+// teardown stops everything still running; ctx bounds the graceful parts.
+func (n *Node) teardown(ctx context.Context) {
+	n.teardownOnce.Do(func() {
+		if n.transport != nil {
+			n.transport.close(ctx)
+		}
+		if n.serf != nil {
+			if err := n.serf.Shutdown(); err != nil {
+				n.log.Warn("cluster: gossip shutdown", "err", err)
+			}
+		}
+		close(n.stop)
+		n.loops.Wait()
+		if err := n.system.Shutdown(ctx); err != nil {
+			n.system.Close()
+		}
+		close(n.done)
+	})
+	<-n.done
+}
+
+// admitCall and finishCall implement requestHandler: they count the calls
+// the node serves, so that Shutdown can wait for them.
+func (n *Node) admitCall() bool { return n.calls.enter() }
+func (n *Node) finishCall()     { n.calls.leave() }

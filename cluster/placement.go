@@ -1,0 +1,134 @@
+package cluster
+
+import (
+	"slices"
+	"strings"
+)
+
+// MemberStatus is a member's state as gossip reports it.
+type MemberStatus int
+
+const (
+	// StatusAlive members take part in placement.
+	StatusAlive MemberStatus = iota
+	// StatusLeaving members are leaving gracefully; they own nothing.
+	StatusLeaving
+	// StatusLeft members have left gracefully.
+	StatusLeft
+	// StatusFailed members stopped answering the failure detector.
+	StatusFailed
+)
+
+// String returns the status as serf names it.
+func (s MemberStatus) String() string {
+	switch s {
+	case StatusAlive:
+		return "alive"
+	case StatusLeaving:
+		return "leaving"
+	case StatusLeft:
+		return "left"
+	case StatusFailed:
+		return "failed"
+	default:
+		return "unknown"
+	}
+}
+
+// Member is one node of the cluster as this node sees it.
+type Member struct {
+	// Name is the node's unique name.
+	Name string
+	// GRPCAddr is the address of the node's transport.
+	GRPCAddr string
+	// GossipAddr is the address of the node's gossip.
+	GossipAddr string
+	// Kinds lists the grain kinds the node hosts.
+	Kinds []string
+	// Status is the node's gossip status.
+	Status MemberStatus
+}
+
+// candidate is an alive member hosting a kind, with its name hashed once.
+type candidate struct {
+	member *Member
+	seed   uint64
+}
+
+// placement is an immutable view of the alive members, indexed by kind. A
+// new one is built on every membership change and swapped in atomically, so
+// lookups take no lock and allocate nothing.
+type placement struct {
+	members []Member               // every known member, sorted by name
+	byName  map[string]*Member     // alive members
+	byKind  map[string][]candidate // alive members hosting each kind
+}
+
+// newPlacement indexes members (which it keeps; do not modify them after).
+func newPlacement(members []Member) *placement {
+	slices.SortFunc(members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	p := &placement{
+		members: members,
+		byName:  make(map[string]*Member, len(members)),
+		byKind:  make(map[string][]candidate),
+	}
+	for i := range members {
+		m := &members[i]
+		if m.Status != StatusAlive {
+			continue
+		}
+		p.byName[m.Name] = m
+		seed := hashString(fnvOffset, m.Name)
+		for _, k := range m.Kinds {
+			p.byKind[k] = append(p.byKind[k], candidate{member: m, seed: seed})
+		}
+	}
+	return p
+}
+
+// owner returns the alive member that owns (kind, identity): the candidate
+// with the highest rendezvous score. Every node with the same member list
+// computes the same owner, and adding or removing one member only moves the
+// grains that member wins or held.
+func (p *placement) owner(kind, identity string) (*Member, bool) {
+	cands := p.byKind[kind]
+	if len(cands) == 0 {
+		return nil, false
+	}
+	key := hashString(hashString(fnvOffset, kind)^keySeparator, identity)
+	best, bestScore := cands[0].member, score(cands[0].seed, key)
+	for _, c := range cands[1:] {
+		if s := score(c.seed, key); s > bestScore {
+			best, bestScore = c.member, s
+		}
+	}
+	return best, true
+}
+
+// hosted reports whether some alive member hosts kind.
+func (p *placement) hosted(kind string) bool { return len(p.byKind[kind]) > 0 }
+
+// FNV-1a, 64 bit. Fast and allocation-free; score mixes its output further.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+	// keySeparator keeps ("ab", "c") and ("a", "bc") apart.
+	keySeparator = 0xff
+)
+
+func hashString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// score combines a member's seed with a key's hash through the splitmix64
+// finalizer, so that every member gets an independent, uniform score per key.
+func score(seed, key uint64) uint64 {
+	z := seed ^ key
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}

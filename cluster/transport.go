@@ -1,0 +1,352 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// The transport is one gRPC service with one bidirectional streaming method.
+// Its messages are raw bytes (batches of frames, see frame.go), so no
+// generated code is involved.
+const (
+	transportService = "protograin.cluster.v1.Transport"
+	streamMethod     = "/" + transportService + "/Stream"
+	// frameOverhead is room for a frame's header fields next to its payload
+	// when sizing gRPC's message limits.
+	frameOverhead = 64 << 10
+)
+
+// rawCodec passes []byte messages through gRPC unchanged.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return nil, fmt.Errorf("cluster: raw codec cannot marshal %T", v)
+	}
+	return *b, nil
+}
+
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	b, ok := v.(*[]byte)
+	if !ok {
+		return fmt.Errorf("cluster: raw codec cannot unmarshal into %T", v)
+	}
+	*b = data // gRPC hands the codec a fresh copy, so keeping it is safe.
+	return nil
+}
+
+func (rawCodec) Name() string { return "protograin-frames" }
+
+// streamServer is what the service descriptor's handler dispatches to.
+type streamServer interface {
+	serveStream(grpc.ServerStream) error
+}
+
+func transportDesc() *grpc.ServiceDesc {
+	return &grpc.ServiceDesc{
+		ServiceName: transportService,
+		HandlerType: (*streamServer)(nil),
+		Streams: []grpc.StreamDesc{{
+			StreamName:    "Stream",
+			ServerStreams: true,
+			ClientStreams: true,
+			Handler: func(srv any, ss grpc.ServerStream) error {
+				return srv.(streamServer).serveStream(ss)
+			},
+		}},
+	}
+}
+
+// requestHandler serves the requests that arrive from peers.
+type requestHandler interface {
+	// serveRequest runs req and returns the reply frame (its id is set by
+	// the caller).
+	serveRequest(ctx context.Context, req *frame) *frame
+	// admitCall counts a request in, or refuses it when the node is
+	// shutting down; finishCall counts it out.
+	admitCall() bool
+	finishCall()
+}
+
+// transport owns the gRPC server and the streams to peers: at most one
+// stream per pair of nodes in the steady state, used in both directions
+// (two if both dialed each other at the same moment; both then work).
+type transport struct {
+	name    string // this node's name, sent in hello frames
+	cfg     *Config
+	log     *slog.Logger
+	handler requestHandler
+	server  *grpc.Server
+	lis     net.Listener
+	ctx     context.Context // cancelled by close: ends every stream
+	cancel  context.CancelFunc
+
+	mu     sync.Mutex
+	peers  map[string]*peerEntry
+	conns  map[*conn]struct{} // every open conn, dialed or accepted
+	closed bool
+}
+
+// peerEntry is the stream to one peer, or the dial in progress.
+type peerEntry struct {
+	ready chan struct{} // closed when the dial finished
+	conn  *conn
+	err   error
+}
+
+func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) (*transport, error) {
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listen for the transport on %s: %w", cfg.GRPCAddr, err)
+	}
+	t := &transport{
+		name: name, cfg: cfg, log: log, handler: h, lis: lis,
+		peers: make(map[string]*peerEntry),
+		conns: make(map[*conn]struct{}),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.server = grpc.NewServer(
+		grpc.ForceServerCodec(rawCodec{}),
+		grpc.MaxRecvMsgSize(t.maxMessage()),
+		grpc.MaxSendMsgSize(t.maxMessage()),
+	)
+	t.server.RegisterService(transportDesc(), t)
+	go func() {
+		// Serve returns when the server stops; an error before that is
+		// logged because nobody else can see it.
+		if err := t.server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			t.log.Error("cluster: transport server stopped", "err", err)
+		}
+	}()
+	return t, nil
+}
+
+// maxMessage is the largest gRPC message a batch may need.
+func (t *transport) maxMessage() int {
+	return t.cfg.MaxBatchBytes + t.cfg.MaxFrameBytes + frameOverhead
+}
+
+// addr returns the address the transport listens on.
+func (t *transport) addr() net.Addr { return t.lis.Addr() }
+
+// conn returns the stream to member m, dialing it if there is none.
+func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
+	for {
+		t.mu.Lock()
+		if t.closed {
+			t.mu.Unlock()
+			return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name)
+		}
+		e := t.peers[m.Name]
+		if e == nil {
+			e = &peerEntry{ready: make(chan struct{})}
+			t.peers[m.Name] = e
+			t.mu.Unlock()
+			t.dial(e, m)
+		} else {
+			t.mu.Unlock()
+		}
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			return nil, contextError(ctx.Err())
+		}
+		if e.err != nil {
+			return nil, e.err
+		}
+		select {
+		case <-e.conn.done: // broken since; it removed itself, dial again
+			continue
+		default:
+			return e.conn, nil
+		}
+	}
+}
+
+// dial opens a stream to m, sends the hello frame and completes e.
+func (t *transport) dial(e *peerEntry, m *Member) {
+	c, err := t.open(m)
+	if err != nil {
+		t.mu.Lock()
+		if t.peers[m.Name] == e {
+			delete(t.peers, m.Name)
+		}
+		t.mu.Unlock()
+		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v", m.Name, m.GRPCAddr, err)
+	}
+	e.conn = c
+	close(e.ready)
+}
+
+func (t *transport) open(m *Member) (*conn, error) {
+	cc, err := grpc.NewClient(m.GRPCAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.ForceCodec(rawCodec{}),
+			grpc.MaxCallRecvMsgSize(t.maxMessage()),
+			grpc.MaxCallSendMsgSize(t.maxMessage()),
+		),
+	)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(t.ctx)
+	// The stream lives as long as ctx, so the dial timeout cancels it only
+	// while the stream is being opened.
+	timer := time.AfterFunc(t.cfg.DialTimeout, cancel)
+	stream, err := cc.NewStream(ctx, &transportDesc().Streams[0], streamMethod)
+	if err == nil {
+		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name})
+		err = stream.SendMsg(&hello)
+	}
+	if !timer.Stop() || err != nil {
+		cancel()
+		_ = cc.Close() // the dial already failed; a close error adds nothing
+		if err == nil {
+			err = fmt.Errorf("cluster: dial timeout %v", t.cfg.DialTimeout)
+		}
+		return nil, err
+	}
+	c := newConn(t, m.Name, stream, cancel, cc)
+	if !t.track(c) {
+		c.close(newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name))
+		return nil, ErrNodeClosed
+	}
+	c.start()
+	return c, nil
+}
+
+// track records c as open, unless the transport is closed.
+func (t *transport) track(c *conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+// forget removes a closed conn from the tables.
+func (t *transport) forget(c *conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.conns, c)
+	if e := t.peers[c.peer]; e != nil && e.conn == c {
+		delete(t.peers, c.peer)
+	}
+}
+
+// serveStream runs a stream a peer dialed: it waits for the peer's hello,
+// offers the stream for calls to that peer, and serves it until either side
+// ends it.
+func (t *transport) serveStream(ss grpc.ServerStream) error {
+	var first []byte
+	if err := ss.RecvMsg(&first); err != nil {
+		return err
+	}
+	var hello *frame
+	rest := 0
+	err := decodeBatch(first, func(f *frame) {
+		if hello == nil {
+			h := *f
+			hello = &h
+			return
+		}
+		rest++
+	})
+	if err == nil && (hello == nil || hello.typ != frameHello || rest > 0) {
+		err = fmt.Errorf("%w: a stream must start with a hello frame alone", ErrCorruptFrame)
+	}
+	if err != nil {
+		t.log.Warn("cluster: refused a transport stream", "err", err)
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	c := newConn(t, hello.node, ss, cancel, nil)
+	if !t.track(c) {
+		return status.Error(codes.Unavailable, ErrNodeClosed.Error())
+	}
+	t.offer(c)
+	c.start()
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream from %s ended: %v", c.peer, ctx.Err()))
+		<-c.done
+	}
+	if errors.Is(c.err, ErrCorruptFrame) {
+		return status.Error(codes.InvalidArgument, c.err.Error())
+	}
+	return nil
+}
+
+// offer makes an accepted stream the one used for calls to its peer, unless
+// there already is one.
+func (t *transport) offer(c *conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.peers[c.peer]; ok {
+		return
+	}
+	e := &peerEntry{ready: make(chan struct{}), conn: c}
+	close(e.ready)
+	t.peers[c.peer] = e
+}
+
+// dropPeer closes the streams to a member that left or failed, so calls in
+// flight to it fail at once (and are retried) instead of waiting for their
+// deadline.
+func (t *transport) dropPeer(name string) {
+	t.mu.Lock()
+	var victims []*conn
+	for c := range t.conns {
+		if c.peer == name {
+			victims = append(victims, c)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range victims {
+		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: member %s left or failed", name))
+	}
+}
+
+// close ends every stream and stops the server. With a live ctx it lets the
+// server finish its handlers; when ctx ends it stops it at once.
+func (t *transport) close(ctx context.Context) {
+	t.mu.Lock()
+	t.closed = true
+	conns := make([]*conn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	err := newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name)
+	for _, c := range conns {
+		c.close(err)
+	}
+	t.cancel()
+	stopped := make(chan struct{})
+	go func() {
+		t.server.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		t.server.Stop()
+		<-stopped
+	}
+}
