@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# run.sh runs every benchmark of this module on every peer (protograin's
+# runtime and protoactor-go, in the same test binary) and prints benchstat
+# tables with the peers side by side, followed by one ratio per benchmark.
+#
+#   bench/run.sh            full run: -count 6, 1,000,000 idle actors
+#   QUICK=1 bench/run.sh    quick run: -count 2, shorter runs, 100,000 idle actors
+#
+# Further knobs, all optional: COUNT (samples per benchmark), BENCHTIME
+# (-benchtime of the throughput benchmarks), ACTORS (idle actors per peer),
+# BENCH (regexp of benchmarks to run), OUT (directory for the results,
+# default bench/results/<UTC time>). OUT receives raw.txt (the go test
+# output), benchstat.txt and ratios.txt.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [[ -n "${QUICK:-}" ]]; then
+	: "${COUNT:=2}" "${BENCHTIME:=300ms}" "${ACTORS:=100000}"
+else
+	: "${COUNT:=6}" "${BENCHTIME:=1s}" "${ACTORS:=1000000}"
+fi
+: "${BENCH:=.}"
+: "${OUT:=results/$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$OUT"
+raw="$OUT/raw.txt"
+
+# Build the test binary once, so both runs below measure the same code and
+# compilation is not part of any run.
+go test -c -o "$OUT/bench.test" .
+
+{
+	echo "# $(date -u +%FT%TZ) $(nproc) cores, $(go version), uptime:$(uptime | sed 's/.*load/ load/')"
+	echo "# COUNT=$COUNT BENCHTIME=$BENCHTIME ACTORS=$ACTORS BENCH=$BENCH"
+} >"$raw"
+
+# Throughput benchmarks: -benchtime decides how many ops each sample has.
+"$OUT/bench.test" -test.run '^$' -test.bench "$BENCH" -test.skip 'IdleMemory' \
+	-test.count "$COUNT" -test.benchtime "$BENCHTIME" | tee -a "$raw"
+
+# Idle memory: one op spawns ACTORS actors, so one op per sample is enough.
+"$OUT/bench.test" -test.run '^$' -test.bench "$BENCH" -test.skip 'PingPong|Request|SpawnStop' \
+	-test.count "$COUNT" -test.benchtime 1x -actors "$ACTORS" | tee -a "$raw"
+rm "$OUT/bench.test"
+
+# Columns: protoactor first, so benchstat's "vs base" reads as protograin
+# relative to protoactor-go.
+cols='/impl@(protoactor protograin)'
+go tool benchstat -col "$cols" "$raw" | tee "$OUT/benchstat.txt"
+
+# One line per benchmark and unit: how many times better protograin is
+# (higher is better for */s units, lower for the others), from the medians.
+go tool benchstat -format csv -col "$cols" "$raw" 2>/dev/null | awk -F, '
+	BEGIN { printf "%-28s %-10s %-12s %-12s %s\n", "benchmark", "unit", "protoactor", "protograin", "advantage (>1: protograin better)" }
+	$2 == "protoactor" { next }
+	$1 == "" && $2 != "" { unit = $2; next }
+	$1 == "" || $1 == "geomean" || $2 == "" || $4 == "" { next }
+	{
+		better = (unit ~ /\/s$/) ? $4 / $2 : ($4 == 0 ? 0 : $2 / $4)
+		printf "%-28s %-10s %-12.4g %-12.4g %.2fx\n", $1, unit, $2, $4, better
+	}' | tee "$OUT/ratios.txt"
+echo "results in $(cd "$OUT" && pwd)"
