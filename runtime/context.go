@@ -80,7 +80,7 @@ func (c *Context) Spawn(p Props) (*Ref, error) {
 		r.children = make(map[*Ref]struct{})
 	}
 	r.children[child] = struct{}{}
-	child.sendSystem(sysStart{})
+	child.schedule() // delivers *Started
 	return child, nil
 }
 

@@ -25,7 +25,6 @@ type Terminated struct {
 // the user queue. Struct types with one pointer field, or none, are stored
 // in an interface without allocating.
 type (
-	sysStart      struct{}
 	sysStop       struct{}
 	sysResume     struct{}
 	sysRestart    struct{}

@@ -1,6 +1,9 @@
 package runtime
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // DefaultThroughput is the number of messages an actor handles per turn
 // when Props.Throughput is zero.
@@ -73,8 +76,8 @@ func (p *Props) validate() error {
 	switch {
 	case p.New == nil:
 		return fmt.Errorf("%w: New is nil", ErrInvalidProps)
-	case p.Throughput < 0:
-		return fmt.Errorf("%w: negative Throughput %d", ErrInvalidProps, p.Throughput)
+	case p.Throughput < 0 || p.Throughput > math.MaxInt32:
+		return fmt.Errorf("%w: Throughput %d out of range", ErrInvalidProps, p.Throughput)
 	case p.Mailbox.Capacity < 0:
 		return fmt.Errorf("%w: negative Mailbox.Capacity %d", ErrInvalidProps, p.Mailbox.Capacity)
 	case p.Mailbox.Overflow != MailboxBlock && p.Mailbox.Overflow != MailboxFail:

@@ -30,35 +30,38 @@ type Ref struct {
 	parent *Ref
 	id     uint64
 
-	newActor   func() Actor
-	recv       ReceiveFunc // middleware chain; nil without middleware
-	strategy   SupervisorStrategy
-	throughput int
-	tokens     chan struct{} // bounded mailbox: one token per queued message; nil if unbounded
-	failFull   bool          // bounded mailbox policy is MailboxFail
+	newActor func() Actor
+	recv     ReceiveFunc // middleware chain; nil without middleware
+	strategy SupervisorStrategy
+	tokens   chan struct{} // bounded mailbox: one token per queued message; nil if unbounded
 
 	sysq  queue
 	userq queue
 
-	status   atomic.Uint32 // idle or running
-	stopReq  atomic.Uint32 // stopAbrupt | stopGraceful already requested
-	stopping atomic.Bool   // the actor began to stop: sends are refused
-	done     chan struct{} // closed when stopped
+	status     atomic.Uint32 // idle or running
+	stopReq    atomic.Uint32 // stopAbrupt | stopGraceful already requested
+	stopping   atomic.Bool   // the actor began to stop: sends are refused
+	throughput int32
+	failFull   bool // bounded mailbox policy is MailboxFail
 
-	timerMu sync.Mutex
-	timers  map[*Timer]struct{}
+	// mu guards the timers and the lazily made Done channel.
+	mu     sync.Mutex
+	dead   bool          // Done is closed (or would be)
+	done   chan struct{} // made on first use: most actors are never waited on
+	timers map[*Timer]struct{}
 
 	// Owned by the goroutine running the actor.
-	actor     Actor
-	ctx       Context
-	children  map[*Ref]struct{}
-	watchers  map[*Ref]struct{}
-	watching  map[*Ref]struct{}
-	escalated *Ref // child whose failure this actor escalated
-	suspended bool // awaiting a supervisor's decision
-	inStop    bool // began to stop
-	graceful  bool // the stop in progress is graceful
-	finished  bool // stopped: everything that arrives is a dead letter
+	actor        Actor
+	ctx          Context
+	children     map[*Ref]struct{}
+	watchers     map[*Ref]struct{}
+	watching     map[*Ref]struct{}
+	escalated    *Ref // child whose failure this actor escalated
+	startPending bool // *Started not delivered yet
+	suspended    bool // awaiting a supervisor's decision
+	inStop       bool // began to stop
+	graceful     bool // the stop in progress is graceful
+	finished     bool // stopped: everything that arrives is a dead letter
 
 	// Owned by the supervisor (the parent's goroutine, or the root under
 	// System.rootMu).
@@ -72,14 +75,14 @@ func (s *System) newRef(p *Props, parent *Ref) (*Ref, error) {
 		return nil, fmt.Errorf("%w: New returned nil", ErrInvalidProps)
 	}
 	r := &Ref{
-		sys:        s,
-		parent:     parent,
-		id:         s.nextID.Add(1),
-		newActor:   p.New,
-		recv:       compose(p.Middleware),
-		strategy:   p.Supervisor,
-		throughput: p.Throughput,
-		done:       make(chan struct{}),
+		sys:          s,
+		parent:       parent,
+		id:           s.nextID.Add(1),
+		newActor:     p.New,
+		recv:         compose(p.Middleware),
+		strategy:     p.Supervisor,
+		throughput:   int32(p.Throughput),
+		startPending: true,
 	}
 	if r.throughput == 0 {
 		r.throughput = DefaultThroughput
@@ -148,7 +151,7 @@ func (r *Ref) Stop() <-chan struct{} {
 	if r.stopReq.Or(stopAbrupt)&stopAbrupt == 0 {
 		r.sendSystem(sysStop{})
 	}
-	return r.done
+	return r.Done()
 }
 
 // GracefulStop stops the actor after it has handled the messages already
@@ -159,13 +162,33 @@ func (r *Ref) GracefulStop() <-chan struct{} {
 		r.userq.push(&envelope{msg: gracefulStop{}})
 		r.schedule()
 	}
-	return r.done
+	return r.Done()
 }
 
 // Done returns a channel that is closed when the actor has stopped: it has
 // received *Stopped, its children have stopped, and the messages left in its
 // mailbox have been turned into dead letters.
-func (r *Ref) Done() <-chan struct{} { return r.done }
+func (r *Ref) Done() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done == nil {
+		if r.dead {
+			return r.sys.closedCh
+		}
+		r.done = make(chan struct{})
+	}
+	return r.done
+}
+
+// closeDone marks the actor stopped for Done.
+func (r *Ref) closeDone() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dead = true
+	if r.done != nil {
+		close(r.done)
+	}
+}
 
 // enqueue appends a user message. wait says whether a full MailboxBlock
 // mailbox may make the caller wait.
@@ -204,7 +227,7 @@ func (r *Ref) acquire(ctx context.Context, msg any, wait bool) error {
 	select {
 	case r.tokens <- struct{}{}:
 		return nil
-	case <-r.done:
+	case <-r.Done():
 		r.sys.deadLetter(r, msg, ErrStopped)
 		return ErrStopped
 	case <-ctx.Done():
@@ -250,7 +273,13 @@ func (r *Ref) run() {
 // process handles queued messages, system messages first, until none can be
 // handled now.
 func (r *Ref) process() {
-	n := 0
+	if r.startPending {
+		r.startPending = false
+		if f := r.deliver(&Started{}); f != nil {
+			r.fail(f)
+		}
+	}
+	n := int32(0)
 	for {
 		if msg, _, ok := r.sysq.pop(); ok {
 			if r.finished {
@@ -362,10 +391,6 @@ func (r *Ref) deliverOrLog(msg any) {
 // handleSystem handles one system message while the actor is alive.
 func (r *Ref) handleSystem(msg any) {
 	switch m := msg.(type) {
-	case sysStart:
-		if f := r.deliver(&Started{}); f != nil {
-			r.fail(f)
-		}
 	case sysStop:
 		r.beginStop(false)
 	case sysWatch:
@@ -456,7 +481,7 @@ func (r *Ref) finish() {
 		r.sys.removeTop(r)
 	}
 	r.drainDead()
-	close(r.done)
+	r.closeDone()
 }
 
 // drainDead empties both queues of a stopped actor.

@@ -29,18 +29,21 @@ type System struct {
 	dlSubs    atomic.Pointer[[]*deadLetterSub] // copy on write
 	dlDropped atomic.Uint64
 
-	slots sync.Pool // *replySlot
+	slots    sync.Pool     // *replySlot
+	closedCh chan struct{} // closed; the Done channel of actors that stopped before anyone asked
 }
 
 // NewSystem returns a running System configured by cfg.
 func NewSystem(cfg Config) *System {
 	s := &System{
-		clock:  cfg.Clock,
-		logger: cfg.Logger,
-		root:   cfg.Supervisor,
-		logDL:  cfg.LogDeadLetters,
-		top:    make(map[*Ref]struct{}),
+		clock:    cfg.Clock,
+		logger:   cfg.Logger,
+		root:     cfg.Supervisor,
+		logDL:    cfg.LogDeadLetters,
+		top:      make(map[*Ref]struct{}),
+		closedCh: make(chan struct{}),
 	}
+	close(s.closedCh)
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
@@ -75,7 +78,7 @@ func (s *System) Spawn(p Props) (*Ref, error) {
 	}
 	s.top[r] = struct{}{}
 	s.mu.Unlock()
-	r.sendSystem(sysStart{})
+	r.schedule() // delivers *Started
 	return r, nil
 }
 
@@ -97,7 +100,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	for _, r := range refs {
 		select {
-		case <-r.done:
+		case <-r.Done():
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -114,7 +117,7 @@ func (s *System) Close() {
 		r.Stop()
 	}
 	for _, r := range refs {
-		<-r.done
+		<-r.Done()
 	}
 }
 

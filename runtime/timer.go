@@ -12,7 +12,7 @@ type Timer struct {
 	msg       any
 	every     time.Duration // zero for a one-shot timer
 	cancelled atomic.Bool
-	stopClock func() bool // guarded by r.timerMu
+	stopClock func() bool // guarded by r.mu
 }
 
 // Stop cancels the timer. It reports whether this call cancelled it: false
@@ -20,8 +20,8 @@ type Timer struct {
 // Stop returns, the timer's message is not delivered, even if it was queued.
 func (t *Timer) Stop() bool {
 	r := t.r
-	r.timerMu.Lock()
-	defer r.timerMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if _, live := r.timers[t]; !live {
 		t.cancelled.Store(true)
 		return false
@@ -36,8 +36,8 @@ func (t *Timer) Stop() bool {
 // positive, every every.
 func (r *Ref) startTimer(d, every time.Duration, msg any) *Timer {
 	t := &Timer{r: r, msg: msg, every: every}
-	r.timerMu.Lock()
-	defer r.timerMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.timers == nil {
 		r.timers = make(map[*Timer]struct{})
 	}
@@ -47,12 +47,12 @@ func (r *Ref) startTimer(d, every time.Duration, msg any) *Timer {
 }
 
 // fire enqueues the timer's message and re-arms a periodic timer. Holding
-// timerMu while enqueueing orders the send before any later cancellation;
+// mu while enqueueing orders the send before any later cancellation;
 // enqueueing never blocks here.
 func (t *Timer) fire() {
 	r := t.r
-	r.timerMu.Lock()
-	defer r.timerMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if _, live := r.timers[t]; !live {
 		return
 	}
@@ -67,8 +67,8 @@ func (t *Timer) fire() {
 
 // cancelTimers stops all of the actor's timers, on stop and on restart.
 func (r *Ref) cancelTimers() {
-	r.timerMu.Lock()
-	defer r.timerMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for t := range r.timers {
 		t.cancelled.Store(true)
 		t.stopClock()

@@ -1,0 +1,83 @@
+package runtime
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestDeadLettersSubscribeAndUnsubscribe(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{LogDeadLetters: true})
+	r := spawnFunc(t, s, func(c *Context) {})
+	waitClosed(t, r.Stop(), "stop")
+
+	a, b := make(chan DeadLetter, 4), make(chan DeadLetter, 4)
+	unsubA := s.SubscribeDeadLetters(a)
+	s.SubscribeDeadLetters(b)
+	if err := r.Send("one"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Send = %v, want ErrStopped", err)
+	}
+	for _, ch := range []chan DeadLetter{a, b} {
+		dl := recv(t, ch, "dead letter")
+		if dl.To != r || dl.Message != "one" || !errors.Is(dl.Reason, ErrStopped) {
+			t.Fatalf("dead letter = %+v", dl)
+		}
+	}
+	unsubA()
+	unsubA() // idempotent
+	if err := r.Send("two"); !errors.Is(err, ErrStopped) {
+		t.Fatal(err)
+	}
+	if dl := recv(t, b, "dead letter"); dl.Message != "two" {
+		t.Fatalf("dead letter = %+v", dl)
+	}
+	select {
+	case dl := <-a:
+		t.Fatalf("unsubscribed channel got %+v", dl)
+	default:
+	}
+}
+
+// TestDeadLettersNeverBlock fills a subscriber's channel: senders go on
+// and the drops are counted.
+func TestDeadLettersNeverBlock(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	r := spawnFunc(t, s, func(c *Context) {})
+	waitClosed(t, r.Stop(), "stop")
+	full := make(chan DeadLetter) // unbuffered and never read
+	s.SubscribeDeadLetters(full)
+	for range 100 {
+		if err := r.Send("x"); !errors.Is(err, ErrStopped) {
+			t.Fatal(err)
+		}
+	}
+	if n := s.DroppedDeadLetters(); n != 100 {
+		t.Fatalf("DroppedDeadLetters = %d, want 100", n)
+	}
+}
+
+// TestRespondToSendIsNoop checks Respond on a message that was sent, not
+// requested.
+func TestRespondToSendIsNoop(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	r := spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "send":
+			if c.IsRequest() {
+				panic("a Send looks like a Request")
+			}
+			c.Respond("ignored")
+			c.RespondError(errors.New("ignored"))
+		case "req":
+			c.Respond("ok")
+		}
+	})
+	if err := r.Send("send"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := r.Request(ctxTimeout(t), "req"); err != nil || v != "ok" {
+		t.Fatal(v, err)
+	}
+}

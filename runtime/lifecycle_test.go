@@ -1,0 +1,388 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+)
+
+func TestLifecycleOrderWithChildren(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	log := &eventLog{}
+	child := make(chan *Ref, 1)
+	parent := spawnFunc(t, s, func(c *Context) {
+		switch c.Message().(type) {
+		case *Started:
+			log.add("parent started")
+			k, err := c.Spawn(counterProps("kid", log))
+			if err != nil {
+				panic(err)
+			}
+			child <- k
+		case *Stopping:
+			log.add("parent stopping")
+		case *Stopped:
+			log.add("parent stopped")
+		}
+	})
+	kid := recv(t, child, "child")
+	if _, err := kid.Request(ctxTimeout(t), "get"); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, parent.Stop(), "parent stop")
+	select {
+	case <-kid.Done():
+	default:
+		t.Fatal("parent's Done closed before its child's")
+	}
+	want := []string{"parent started", "kid#1 started", "parent stopping", "kid#1 stopping", "kid#1 stopped", "parent stopped"}
+	if got := log.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("events = %v, want %v", got, want)
+	}
+}
+
+func TestGracefulStopDrainsAbruptStopDoesNot(t *testing.T) {
+	t.Parallel()
+	for _, graceful := range []bool{true, false} {
+		name := map[bool]string{true: "graceful", false: "abrupt"}[graceful]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestSystem(t, Config{})
+			entered, release := make(chan struct{}), make(chan struct{})
+			var handled atomic.Int32
+			r := spawnFunc(t, s, func(c *Context) {
+				switch c.Message() {
+				case "block":
+					close(entered)
+					<-release
+				case "m":
+					handled.Add(1)
+				}
+			})
+			if err := r.Send("block"); err != nil {
+				t.Fatal(err)
+			}
+			<-entered
+			for range 20 {
+				if err := r.Send("m"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var done <-chan struct{}
+			if graceful {
+				done = r.GracefulStop()
+			} else {
+				done = r.Stop()
+			}
+			close(release)
+			waitClosed(t, done, "stop")
+			want := int32(0)
+			if graceful {
+				want = 20
+			}
+			if n := handled.Load(); n != want {
+				t.Fatalf("handled %d queued messages, want %d", n, want)
+			}
+		})
+	}
+}
+
+// TestStopIsIdempotent calls both stop verbs repeatedly and concurrently.
+func TestStopIsIdempotent(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	var stopped atomic.Int32
+	r := spawnFunc(t, s, func(c *Context) {
+		if _, ok := c.Message().(*Stopped); ok {
+			stopped.Add(1)
+		}
+	})
+	done := make(chan struct{})
+	for i := range 8 {
+		go func() {
+			if i%2 == 0 {
+				r.Stop()
+			} else {
+				r.GracefulStop()
+			}
+			done <- struct{}{}
+		}()
+	}
+	for range 8 {
+		recv(t, done, "stop call")
+	}
+	waitClosed(t, r.Done(), "stop")
+	if r.Stop() != r.Done() || r.GracefulStop() != r.Done() {
+		t.Fatal("stop verbs must return the Done channel")
+	}
+	if n := stopped.Load(); n != 1 {
+		t.Fatalf("Stopped delivered %d times, want 1", n)
+	}
+}
+
+// TestAbruptStopOvertakesGraceful: an abrupt stop during a graceful one
+// skips what is still queued.
+func TestAbruptStopOvertakesGraceful(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	var handled atomic.Int32
+	r := spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "block":
+			close(entered)
+			<-release
+		case "m":
+			handled.Add(1)
+		}
+	})
+	if err := r.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	for range 5 {
+		if err := r.Send("m"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.GracefulStop()
+	r.Stop()
+	close(release)
+	waitClosed(t, r.Done(), "stop")
+	if n := handled.Load(); n != 0 {
+		t.Fatalf("handled %d messages after the abrupt stop", n)
+	}
+}
+
+func TestWatchTerminated(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	target := spawnFunc(t, s, func(c *Context) {})
+	other := spawnFunc(t, s, func(c *Context) {})
+	terminated := make(chan *Ref, 4)
+	watcher := spawnFunc(t, s, func(c *Context) {
+		switch m := c.Message().(type) {
+		case *Terminated:
+			terminated <- m.Who
+		case *Ref:
+			c.Watch(m)
+			c.Watch(m) // idempotent
+			c.Respond(true)
+		case []*Ref: // watch then unwatch
+			c.Watch(m[0])
+			c.Unwatch(m[0])
+			c.Respond(true)
+		}
+	})
+	if _, err := watcher.Request(ctxTimeout(t), target); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watcher.Request(ctxTimeout(t), []*Ref{other}); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, other.Stop(), "other stop")
+	waitClosed(t, target.Stop(), "target stop")
+	if who := recv(t, terminated, "Terminated"); who != target {
+		t.Fatalf("Terminated for %v, want %v", who, target)
+	}
+	// Watching an actor that has already stopped delivers Terminated.
+	if _, err := watcher.Request(ctxTimeout(t), target); err != nil {
+		t.Fatal(err)
+	}
+	if who := recv(t, terminated, "late Terminated"); who != target {
+		t.Fatalf("late Terminated for %v", who)
+	}
+	// No Terminated for the unwatched actor, nor a duplicate: a marker
+	// sent after everything else arrives first.
+	marker := spawnFunc(t, s, func(c *Context) {})
+	if _, err := watcher.Request(ctxTimeout(t), marker); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, marker.Stop(), "marker stop")
+	if who := recv(t, terminated, "marker Terminated"); who != marker {
+		t.Fatalf("unexpected Terminated for %v", who)
+	}
+}
+
+func TestShutdownDrainsAndRefusesSpawns(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	var handled atomic.Int32
+	refs := make([]*Ref, 10)
+	for i := range refs {
+		refs[i] = spawnFunc(t, s, func(c *Context) {
+			if c.Message() == "m" {
+				handled.Add(1)
+			}
+		})
+		for range 10 {
+			if err := refs[i].Send("m"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := s.Shutdown(ctxTimeout(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := handled.Load(); n != 100 {
+		t.Fatalf("handled %d messages, want all 100 queued before Shutdown", n)
+	}
+	for _, r := range refs {
+		waitClosed(t, r.Done(), "actor stopped")
+	}
+	if _, err := s.Spawn(Props{New: func() Actor { return ActorFunc(func(*Context) {}) }}); !errors.Is(err, ErrSystemStopped) {
+		t.Fatalf("Spawn after Shutdown = %v, want ErrSystemStopped", err)
+	}
+	if err := s.Shutdown(ctxTimeout(t)); err != nil {
+		t.Fatalf("second Shutdown = %v", err)
+	}
+	s.Close()
+	s.Close()
+}
+
+func TestShutdownHonoursContext(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	r := spawnFunc(t, s, func(c *Context) {
+		if c.Message() == "block" {
+			close(entered)
+			<-release
+		}
+	})
+	if err := r.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown = %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := s.Shutdown(ctxTimeout(t)); err != nil {
+		t.Fatalf("Shutdown after release = %v", err)
+	}
+}
+
+func TestCloseStopsAbruptly(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	var stopped atomic.Int32
+	for range 5 {
+		spawnFunc(t, s, func(c *Context) {
+			switch c.Message().(type) {
+			case *Started:
+				if _, err := c.Spawn(Props{New: func() Actor {
+					return ActorFunc(func(c *Context) {
+						if _, ok := c.Message().(*Stopped); ok {
+							stopped.Add(1)
+						}
+					})
+				}}); err != nil {
+					panic(err)
+				}
+			case *Stopped:
+				stopped.Add(1)
+			}
+		})
+	}
+	s.Close()
+	if n := stopped.Load(); n != 10 {
+		t.Fatalf("%d actors saw Stopped after Close, want 10", n)
+	}
+}
+
+func TestSpawnErrors(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	noop := func() Actor { return ActorFunc(func(*Context) {}) }
+	tests := []struct {
+		name  string
+		props Props
+	}{
+		{"nil New", Props{}},
+		{"New returns nil", Props{New: func() Actor { return nil }}},
+		{"negative throughput", Props{New: noop, Throughput: -1}},
+		{"negative capacity", Props{New: noop, Mailbox: MailboxConfig{Capacity: -1}}},
+		{"unknown overflow", Props{New: noop, Mailbox: MailboxConfig{Capacity: 1, Overflow: 7}}},
+		{"nil middleware", Props{New: noop, Middleware: []Middleware{nil}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := s.Spawn(tt.props); !errors.Is(err, ErrInvalidProps) {
+				t.Fatalf("Spawn = %v, want ErrInvalidProps", err)
+			}
+		})
+	}
+	// The same checks apply to children.
+	errc := make(chan error, 1)
+	spawnFunc(t, s, func(c *Context) {
+		if _, ok := c.Message().(*Started); ok {
+			_, err := c.Spawn(Props{})
+			errc <- err
+		}
+	})
+	if err := recv(t, errc, "child spawn"); !errors.Is(err, ErrInvalidProps) {
+		t.Fatalf("child Spawn = %v, want ErrInvalidProps", err)
+	}
+}
+
+func TestSpawnFromStoppingActorFails(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	errc := make(chan error, 1)
+	r := spawnFunc(t, s, func(c *Context) {
+		if _, ok := c.Message().(*Stopping); ok {
+			_, err := c.Spawn(Props{New: func() Actor { return ActorFunc(func(*Context) {}) }})
+			errc <- err
+		}
+	})
+	r.Stop()
+	if err := recv(t, errc, "spawn"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Spawn while stopping = %v, want ErrStopped", err)
+	}
+}
+
+func TestContextAccessors(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	type info struct {
+		self, parent *Ref
+		sys          *System
+		children     int
+	}
+	got := make(chan info, 2)
+	var parent *Ref
+	parent = spawnFunc(t, s, func(c *Context) {
+		if _, ok := c.Message().(*Started); ok {
+			if _, err := c.Spawn(Props{New: func() Actor {
+				return ActorFunc(func(c *Context) {
+					if _, ok := c.Message().(*Started); ok {
+						got <- info{c.Self(), c.Parent(), c.System(), 0}
+					}
+				})
+			}}); err != nil {
+				panic(err)
+			}
+			got <- info{c.Self(), c.Parent(), c.System(), len(c.Children())}
+		}
+	})
+	p := recv(t, got, "parent info")
+	k := recv(t, got, "child info")
+	if p.parent != nil { // the child reported first
+		p, k = k, p
+	}
+	if p.parent != nil || p.children != 1 || p.sys != s {
+		t.Fatalf("parent context = %+v", p)
+	}
+	if k.parent != p.self || k.sys != s {
+		t.Fatalf("child context = %+v", k)
+	}
+	if want := parent.String() + "/"; len(k.self.String()) <= len(want) || k.self.String()[:len(want)] != want {
+		t.Fatalf("child path %q does not extend parent path %q", k.self, parent)
+	}
+}

@@ -1,0 +1,221 @@
+package runtime
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// timerActor arms timers on request and reports the messages they send.
+func timerProps(fired chan<- string, timers chan<- *Timer) Props {
+	return Props{New: func() Actor {
+		return ActorFunc(func(c *Context) {
+			switch m := c.Message().(type) {
+			case string:
+				switch m {
+				case "after":
+					timers <- c.SendAfter(time.Second, "tick-after")
+				case "every":
+					timers <- c.SendEvery(time.Second, "tick-every")
+				case "boom":
+					panic("boom")
+				case "tick-after", "tick-every":
+					fired <- m
+				}
+			}
+		})
+	}}
+}
+
+func TestSendAfterAndSendEvery(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := newTestSystem(t, Config{Clock: clock})
+	fired, timers := make(chan string, 10), make(chan *Timer, 10)
+	r := spawn(t, s, timerProps(fired, timers))
+
+	if err := r.Send("after"); err != nil {
+		t.Fatal(err)
+	}
+	after := recv(t, timers, "timer")
+	clock.Advance(time.Second)
+	if m := recv(t, fired, "SendAfter"); m != "tick-after" {
+		t.Fatalf("fired %q", m)
+	}
+	if after.Stop() {
+		t.Fatal("Stop of a fired SendAfter timer reported true")
+	}
+
+	if err := r.Send("every"); err != nil {
+		t.Fatal(err)
+	}
+	every := recv(t, timers, "timer")
+	for i := range 3 {
+		clock.Advance(time.Second)
+		if m := recv(t, fired, "SendEvery"); m != "tick-every" {
+			t.Fatalf("tick %d: fired %q", i, m)
+		}
+	}
+	if !every.Stop() {
+		t.Fatal("Stop of a running SendEvery timer reported false")
+	}
+	if clock.Pending() != 0 {
+		t.Fatal("stopped timer still armed")
+	}
+}
+
+// TestTimersCancelledOnStopAndRestart checks that the clock timers are
+// disarmed, and that a timer message already queued is dropped.
+func TestTimersCancelledOnStopAndRestart(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"stop", "restart"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			clock := newFakeClock()
+			s := newTestSystem(t, Config{Clock: clock})
+			dead := make(chan DeadLetter, 10)
+			s.SubscribeDeadLetters(dead)
+			fired, timers := make(chan string, 10), make(chan *Timer, 10)
+			r := spawn(t, s, timerProps(fired, timers))
+			for _, m := range []string{"after", "every"} {
+				if err := r.Send(m); err != nil {
+					t.Fatal(err)
+				}
+				recv(t, timers, "timer")
+			}
+			if clock.Pending() != 2 {
+				t.Fatalf("pending timers = %d, want 2", clock.Pending())
+			}
+			switch how {
+			case "stop":
+				waitClosed(t, r.Stop(), "stop")
+			case "restart":
+				if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+					t.Fatal(err)
+				}
+				if err := r.Send("after"); err != nil { // a timer of the new instance
+					t.Fatal(err)
+				}
+				recv(t, timers, "new timer")
+			}
+			want := map[string]int{"stop": 0, "restart": 1}[how]
+			waitFor(t, testTimeout, func() bool { return clock.Pending() == want }, "timers cancelled")
+			clock.Advance(time.Hour)
+			if how == "restart" {
+				if m := recv(t, fired, "new instance's timer"); m != "tick-after" {
+					t.Fatalf("fired %q", m)
+				}
+				// Nothing else: the old timers were cancelled. A request
+				// after the tick proves no other tick is queued ahead.
+				if _, err := r.Request(ctxTimeout(t), "after"); !errors.Is(err, ErrNoReply) {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case m := <-fired:
+				t.Fatalf("cancelled timer fired %q", m)
+			case dl := <-dead:
+				t.Fatalf("cancelled timer produced dead letter %+v", dl)
+			default:
+			}
+		})
+	}
+}
+
+// TestStoppedTimerMessageAlreadyQueuedIsDropped stops a timer whose message
+// is already in the mailbox, behind a blocked handler.
+func TestStoppedTimerMessageAlreadyQueuedIsDropped(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := newTestSystem(t, Config{Clock: clock})
+	entered, release := make(chan struct{}), make(chan struct{})
+	fired := make(chan string, 10)
+	timers := make(chan *Timer, 1)
+	r := spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "arm":
+			timers <- c.SendAfter(time.Second, "tick")
+		case "block":
+			close(entered)
+			<-release
+		case "tick":
+			fired <- "tick"
+		case "ping":
+			c.Respond("pong")
+		}
+	})
+	if err := r.Send("arm"); err != nil {
+		t.Fatal(err)
+	}
+	tm := recv(t, timers, "timer")
+	if err := r.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	clock.Advance(time.Second) // "tick" is queued behind "block"
+	// The one-shot timer has fired, so Stop reports false, but its queued
+	// message must still be dropped.
+	tm.Stop()
+	close(release)
+	if v, err := r.Request(ctxTimeout(t), "ping"); err != nil || v != "pong" {
+		t.Fatal(v, err)
+	}
+	select {
+	case <-fired:
+		t.Fatal("message of a stopped timer was delivered")
+	default:
+	}
+}
+
+func TestSendEveryRejectsNonPositiveInterval(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	r := spawnFunc(t, s, func(c *Context) {
+		if c.Message() == "every0" {
+			defer func() { c.Respond(recover() != nil) }()
+			c.SendEvery(0, "x")
+		}
+	})
+	if v, err := r.Request(ctxTimeout(t), "every0"); err != nil || v != true {
+		t.Fatalf("SendEvery(0) did not panic: %v, %v", v, err)
+	}
+}
+
+func TestTimerIntoFullMailboxIsDeadLetter(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := newTestSystem(t, Config{Clock: clock})
+	dead := make(chan DeadLetter, 10)
+	s.SubscribeDeadLetters(dead)
+	entered, release := make(chan struct{}), make(chan struct{})
+	r := spawn(t, s, Props{
+		Mailbox: MailboxConfig{Capacity: 1}, // MailboxBlock: timers still never block
+		New: func() Actor {
+			return ActorFunc(func(c *Context) {
+				switch c.Message() {
+				case "arm":
+					c.SendAfter(time.Second, "tick")
+				case "block":
+					close(entered)
+					<-release
+				}
+			})
+		},
+	})
+	if err := r.Send("arm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	if err := r.Send("fill"); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	dl := recv(t, dead, "dead letter")
+	if dl.Message != "tick" || !errors.Is(dl.Reason, ErrMailboxFull) {
+		t.Fatalf("dead letter = %+v", dl)
+	}
+	close(release)
+}
