@@ -311,7 +311,6 @@ func goldenServices() []goldenService {
 			func(c cluster.Caller) any { return productwords.NewClientClient(c, "id") }},
 		{productwords.NewKindKind(func(string) productwords.KindGrain { return productwords.UnimplementedKindGrain{} }),
 			func(c cluster.Caller) any { return productwords.NewKindClient(c, "id") }},
-		//lint:ignore SA1019 the deprecated golden is exercised on purpose
 		{deprecated.NewOldKind(func(string) deprecated.OldGrain { return deprecated.UnimplementedOldGrain{} }),
 			func(c cluster.Caller) any { return deprecated.NewOldClient(c, "id") }},
 		{deprecated.NewCurrentKind(func(string) deprecated.CurrentGrain { return deprecated.UnimplementedCurrentGrain{} }),
@@ -442,7 +441,9 @@ func TestGoldensWithForeignTypes(t *testing.T) {
 	})
 }
 
-type storeGrain struct{ imports.UnimplementedStoreGrain }
+type storeGrain struct {
+	imports.UnimplementedStoreGrain
+}
 
 func (storeGrain) Put(_ cluster.GrainContext, req *typespb.PutRequest) (*typespb.PutResponse, error) {
 	return &typespb.PutResponse{Version: int64(len(req.GetValue()))}, nil
