@@ -1,0 +1,38 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemo runs the demo end to end: three nodes, calls, a node shut down and
+// its grains reactivated on the others.
+func TestDemo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, &out); err != nil {
+		t.Fatalf("run: %v\noutput:\n%s", err, out.String())
+	}
+	text := out.String()
+	victim := regexp.MustCompile(`shutting down (node-\d)`).FindStringSubmatch(text)
+	if victim == nil {
+		t.Fatalf("no node was shut down:\n%s", text)
+	}
+	after := text[strings.Index(text, "calling grains again"):]
+	if strings.Contains(after, "lives on "+victim[1]) {
+		t.Errorf("a grain still lives on %s after it shut down:\n%s", victim[1], text)
+	}
+	if !strings.Contains(after, "counter alice  total 1  lives on") || !strings.Contains(after, "reactivated here; it lived on "+victim[1]) {
+		t.Errorf("alice was not reactivated elsewhere with a fresh total:\n%s", text)
+	}
+	for _, want := range []string{"started 3 nodes", "all nodes shut down"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+}

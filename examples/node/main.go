@@ -1,0 +1,110 @@
+// Command node runs one Protograin node per process, so that a cluster can be
+// spread over terminals or machines. Every node hosts the Counter grain
+// unless -host=false; with -call it also adds to a set of counters once per
+// -every and prints where each one lives, until interrupted.
+//
+// Three terminals on one machine:
+//
+//	go run ./examples/node -name a -bind 127.0.0.1:7001 -grpc 127.0.0.1:8001
+//	go run ./examples/node -name b -bind 127.0.0.1:7002 -grpc 127.0.0.1:8002 -join 127.0.0.1:7001
+//	go run ./examples/node -name c -bind 127.0.0.1:7003 -grpc 127.0.0.1:8003 -join 127.0.0.1:7001 -call alice,bob,carol
+//
+// Stop node a or b with Ctrl-C (a graceful leave) or kill -9 (a failure) and
+// watch node c's calls move to the remaining nodes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/protograin/protograin/cluster"
+	"github.com/protograin/protograin/examples/counterpb"
+	"github.com/protograin/protograin/examples/internal/countergrain"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "node:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg := cluster.DefaultConfig()
+	flag.StringVar(&cfg.NodeName, "name", cfg.NodeName, "node name, unique in the cluster")
+	flag.StringVar(&cfg.BindAddr, "bind", "127.0.0.1:7001", "gossip address to listen on")
+	flag.StringVar(&cfg.GRPCAddr, "grpc", "127.0.0.1:8001", "node-to-node gRPC address to listen on")
+	join := flag.String("join", "", "comma-separated gossip addresses of members to join")
+	host := flag.Bool("host", true, "host the Counter grain on this node")
+	call := flag.String("call", "", "comma-separated counter identities to call")
+	every := flag.Duration("every", time.Second, "how often to call the counters")
+	local := flag.Bool("local", true, "use the fast gossip timings meant for one machine")
+	flag.Parse()
+
+	if *join != "" {
+		cfg.Seeds = strings.Split(*join, ",")
+	}
+	if *host {
+		cfg.Kinds = []*cluster.Kind{countergrain.NewKind(cfg.NodeName)}
+	}
+	if *local {
+		cfg.Gossip = cluster.GossipLocal
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	node, err := cluster.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	fmt.Printf("%s: gossip on %s, gRPC on %s\n", node.Name(), node.GossipAddr(), node.GRPCAddr())
+
+	if *call != "" {
+		callEvery(ctx, node, strings.Split(*call, ","), *every)
+	} else {
+		<-ctx.Done()
+	}
+
+	fmt.Printf("%s: leaving the cluster\n", node.Name())
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return node.Shutdown(shutdownCtx)
+}
+
+// callEvery adds 1 to each identity's counter once per period and prints its
+// total and host, until ctx ends. A failed call is printed, not fatal: while
+// a member fails, calls may fail until gossip notices.
+func callEvery(ctx context.Context, node *cluster.Node, identities []string, period time.Duration) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		for _, id := range identities {
+			callCtx, cancel := context.WithTimeout(ctx, period)
+			resp, err := counterpb.NewCounterClient(node, id).Add(callCtx, &counterpb.AddRequest{Delta: 1})
+			var got *counterpb.GetResponse
+			if err == nil {
+				got, err = counterpb.NewCounterClient(node, id).Get(callCtx, &counterpb.GetRequest{})
+			}
+			cancel()
+			if err != nil {
+				fmt.Printf("  %-8s error: %v\n", id, err)
+				continue
+			}
+			fmt.Printf("  %-8s total %-4d on %s\n", id, resp.GetTotal(), got.GetNode())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
