@@ -1,0 +1,428 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+func TestPlacementAgreesAcrossNodes(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 3, 0, nil)
+	owners := make(map[string]int)
+	for i := range 300 {
+		id := fmt.Sprintf("user-%d", i)
+		want, ok := nodes[0].Owner(echoKind, id)
+		if !ok {
+			t.Fatalf("Owner(%s): no owner", id)
+		}
+		owners[want.Name]++
+		for _, n := range nodes[1:] {
+			if got, _ := n.Owner(echoKind, id); got.Name != want.Name {
+				t.Fatalf("Owner(%s) = %s on %s, %s on %s", id, got.Name, n.Name(), want.Name, nodes[0].Name())
+			}
+		}
+	}
+	if len(owners) != 3 {
+		t.Errorf("300 grains placed on %d nodes, want 3: %v", len(owners), owners)
+	}
+	// And calls run where Owner says, from every node.
+	for i := range 10 {
+		id := fmt.Sprintf("user-%d", i)
+		owner, _ := nodes[0].Owner(echoKind, id)
+		for _, n := range nodes {
+			if got := where(t, n, id); got != owner.Name {
+				t.Fatalf("%s ran on %s, Owner says %s", id, got, owner.Name)
+			}
+		}
+	}
+}
+
+func TestConcurrentFirstCallsActivateOnce(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 3, 0, nil)
+	const calls = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, calls)
+	for i := range calls {
+		wg.Go(func() {
+			_, err := nodes[i%len(nodes)].Invoke(context.Background(), addCall("counter", 1))
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var news int64
+	for _, h := range hs {
+		news += h.news.Load()
+	}
+	if news != 1 {
+		t.Errorf("New called %d times for 100 concurrent first calls, want 1", news)
+	}
+	if total := add(t, nodes[0], "counter", 0); total != calls {
+		t.Errorf("total = %d, want %d", total, calls)
+	}
+}
+
+func TestPassivationRunsOnDeactivateAndReactivates(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 50*time.Millisecond, nil)
+	owner := nodeByName(nodes, where(t, nodes[0], "idle"))
+	h := hs[owner.Name()]
+	if got := add(t, nodes[0], "idle", 5); got != 5 {
+		t.Fatalf("total = %d, want 5", got)
+	}
+	if id := receive(t, h.deactivated, "OnDeactivate after the idle timeout"); id != "idle" {
+		t.Fatalf("OnDeactivate(%q), want idle", id)
+	}
+	waitFor(t, waitTimeout, "the activation to leave the table", func() bool { return owner.acts.count() == 0 })
+	if got := add(t, nodes[1], "idle", 1); got != 1 {
+		t.Errorf("total after reactivation = %d, want 1 (a fresh activation)", got)
+	}
+	if got := h.news.Load(); got != 2 {
+		t.Errorf("New called %d times, want 2", got)
+	}
+}
+
+func TestNegativeIdleTimeoutNeverPassivates(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 1, -1, nil)
+	add(t, nodes[0], "forever", 1)
+	// Sweeps run every 10 ms; let several pass, observed through the
+	// sweeper itself rather than a sleep.
+	for range 5 {
+		nodes[0].acts.passivate()
+	}
+	if n := nodes[0].acts.count(); n != 1 {
+		t.Fatalf("%d activations, want 1", n)
+	}
+	if len(hs[nodes[0].Name()].deactivated) != 0 {
+		t.Fatal("OnDeactivate ran for a grain that never passivates")
+	}
+}
+
+func TestGracefulLeaveMovesGrains(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 3, 0, nil)
+	leaver := nodes[2]
+	id := identityOwnedBy(t, nodes, leaver)
+	add(t, nodes[0], id, 7)
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := leaver.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got := receive(t, hs[leaver.Name()].deactivated, "OnDeactivate on the leaving node"); got != id {
+		t.Fatalf("OnDeactivate(%q), want %q", got, id)
+	}
+	select {
+	case <-leaver.Done():
+	default:
+		t.Fatal("Done not closed after Shutdown")
+	}
+	waitFor(t, waitTimeout, "the others to see the leave", func() bool {
+		m, _ := nodes[0].Owner(echoKind, id)
+		return m.Name != leaver.Name()
+	})
+	if got := where(t, nodes[0], id); got == leaver.Name() {
+		t.Fatalf("%s still runs on the node that left", id)
+	}
+	if err := leaver.Shutdown(ctx); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+	if err := leaver.Close(); err != nil {
+		t.Errorf("Close after Shutdown: %v", err)
+	}
+}
+
+func TestNodeFailureReactivatesElsewhere(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 3, 0, nil)
+	victim := nodes[1]
+	id := identityOwnedBy(t, nodes, victim)
+	add(t, nodes[0], id, 3)
+	if err := victim.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The next call fails over by itself, retrying until the failure
+	// detector takes the victim out of placement.
+	if got := where(t, nodes[0], id); got == victim.Name() {
+		t.Fatalf("%s answered from the closed node", id)
+	}
+	if got := add(t, nodes[2], id, 1); got != 1 {
+		t.Errorf("total = %d, want 1 (state was in memory on the failed node)", got)
+	}
+	waitFor(t, waitTimeout, "the failure to be detected", func() bool { return aliveCount(nodes[0]) == 2 })
+}
+
+func TestCallInFlightWhenOwnerDies(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		opts     []CallOption
+		wantCode codes.Code
+	}{
+		{"retried", nil, codes.OK},
+		{"without retry", []CallOption{WithoutRetry()}, codes.Unavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nodes, hs := echoCluster(t, 3, 0, nil)
+			victim := nodes[2]
+			id := identityOwnedBy(t, nodes, victim)
+			for name, h := range hs {
+				if name != victim.Name() {
+					close(h.release) // Block returns at once elsewhere
+				}
+			}
+			type result struct {
+				resp string
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				resp, err := nodes[0].Invoke(context.Background(), stringCall(methodBlock, id, ""), tc.opts...)
+				r := result{err: err}
+				if err == nil {
+					r.resp = resp.(*wrapperspb.StringValue).GetValue()
+				}
+				done <- r
+			}()
+			receive(t, hs[victim.Name()].entered, "the call to reach the owner")
+			_ = victim.Close()
+			r := receive(t, done, "the call to finish")
+			if got := status.Code(r.err); got != tc.wantCode {
+				t.Fatalf("code = %v (%v), want %v", got, r.err, tc.wantCode)
+			}
+			if r.err == nil && r.resp == victim.Name() {
+				t.Fatalf("answered by the dead node")
+			}
+			if r.err != nil && !errors.Is(r.err, ErrUnavailable) {
+				t.Errorf("error %v does not wrap ErrUnavailable", r.err)
+			}
+		})
+	}
+}
+
+func TestClientOnlyNodeCallsGrains(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	cfg := testConfig(t)
+	cfg.NodeName += "-client"
+	cfg.Seeds = []string{nodes[0].GossipAddr()}
+	client := startNode(t, cfg)
+	for _, n := range nodes {
+		waitFor(t, waitTimeout, "the client to be seen", func() bool { return aliveCount(n) == 3 })
+	}
+	for i := range 20 {
+		id := fmt.Sprintf("c-%d", i)
+		if got := add(t, client, id, int64(i)); got != int64(i) {
+			t.Fatalf("Add = %d, want %d", got, i)
+		}
+		if owner, _ := client.Owner(echoKind, id); owner.Name == client.Name() {
+			t.Fatalf("a grain was placed on the node that hosts no kinds")
+		}
+	}
+}
+
+func TestErrorCodesLocalAndRemote(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	local := identityOwnedBy(t, nodes, nodes[0])
+	remote := identityOwnedBy(t, nodes, nodes[1])
+	badUTF8 := Call{Kind: echoKind, Method: methodString, Request: wrapperspb.Bytes([]byte{0xff, 0xfe}), NewResponse: newString}
+
+	tests := []struct {
+		name     string
+		call     func(id string) Call
+		code     codes.Code
+		msg      string // exact message, when set
+		sentinel error
+	}{
+		{name: "status error keeps code and message", call: func(id string) Call { return stringCall(methodFail, id, "status:NOT_FOUND:no such thing") },
+			code: codes.NotFound, msg: "no such thing"},
+		{name: "plain error is Unknown", call: func(id string) Call { return stringCall(methodFail, id, "plain:it broke") },
+			code: codes.Unknown, msg: "it broke"},
+		{name: "panic is Internal", call: func(id string) Call { return stringCall(methodFail, id, "panic:boom") },
+			code: codes.Internal, sentinel: ErrGrainPanic},
+		{name: "nil response is Internal", call: func(id string) Call { return stringCall(methodFail, id, "nil") },
+			code: codes.Internal, sentinel: ErrBadResponse},
+		{name: "unknown method", call: func(id string) Call { return stringCall("/test.Echo/Nope", id, "") },
+			code: codes.Unimplemented, sentinel: ErrUnknownMethod},
+		{name: "unknown kind", call: func(id string) Call {
+			c := stringCall(methodString, id, "")
+			c.Kind = "test.Nope"
+			return c
+		}, code: codes.Unimplemented, sentinel: ErrUnknownKind},
+		{name: "undecodable payload", call: func(id string) Call { c := badUTF8; c.Identity = id; return c },
+			code: codes.InvalidArgument, sentinel: ErrBadRequest},
+	}
+	for _, where := range []struct{ name, id string }{{"local", local}, {"remote", remote}} {
+		for _, tc := range tests {
+			t.Run(where.name+"/"+tc.name, func(t *testing.T) {
+				_, err := nodes[0].Invoke(context.Background(), tc.call(where.id))
+				if got := status.Code(err); got != tc.code {
+					t.Fatalf("code = %v (%v), want %v", got, err, tc.code)
+				}
+				if tc.msg != "" {
+					if s, _ := status.FromError(err); s.Message() != tc.msg {
+						t.Errorf("message = %q, want %q", s.Message(), tc.msg)
+					}
+				}
+				if tc.sentinel != nil && !errors.Is(err, tc.sentinel) {
+					t.Errorf("error %v does not wrap %v", err, tc.sentinel)
+				}
+			})
+		}
+	}
+}
+
+func TestDeadlineAcrossNodes(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	for _, owner := range nodes {
+		id := identityOwnedBy(t, nodes, owner)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		_, err := nodes[0].Invoke(ctx, stringCall(methodBlock, id, ""))
+		cancel()
+		if got := status.Code(err); got != codes.DeadlineExceeded {
+			t.Errorf("owner %s: code = %v (%v), want DeadlineExceeded", owner.Name(), got, err)
+		}
+	}
+}
+
+func TestGrainPanics(t *testing.T) {
+	t.Parallel()
+	// No sweeps, so that the failed activation is found by the next call.
+	nodes, hs := echoCluster(t, 2, 0, func(c *Config) { c.PassivationInterval = time.Hour })
+	for _, owner := range nodes {
+		t.Run("owner "+owner.Name(), func(t *testing.T) {
+			id := identityOwnedBy(t, nodes, owner)
+			h := hs[owner.Name()]
+			before := h.news.Load()
+			add(t, nodes[0], id, 10)
+			panicCall := stringCall(methodFail, id, "panic:boom")
+
+			// One panic: Internal, and the grain still serves with its state.
+			if _, err := nodes[0].Invoke(context.Background(), panicCall); status.Code(err) != codes.Internal {
+				t.Fatalf("panic: code = %v (%v), want Internal", status.Code(err), err)
+			}
+			if got := add(t, nodes[0], id, 1); got != 11 {
+				t.Fatalf("total after one panic = %d, want 11", got)
+			}
+			// Panics up to the restart limit (2 in testConfig), then one more.
+			for range 2 {
+				if _, err := nodes[0].Invoke(context.Background(), panicCall); status.Code(err) != codes.Internal {
+					t.Fatalf("panic: code = %v (%v), want Internal", status.Code(err), err)
+				}
+			}
+			_, err := nodes[0].Invoke(context.Background(), addCall(id, 1))
+			if status.Code(err) != codes.Aborted || !errors.Is(err, ErrGrainFailed) {
+				t.Fatalf("call after the restart limit: %v (code %v), want Aborted wrapping ErrGrainFailed", err, status.Code(err))
+			}
+			// Other grains on the node are unaffected, and the failed one
+			// comes back fresh on its next call.
+			other := identityOwnedBy(t, nodes, owner) + "-other"
+			add(t, nodes[0], other, 1)
+			if got := add(t, nodes[0], id, 1); got != 1 {
+				t.Errorf("total after reactivation = %d, want 1", got)
+			}
+			if got := h.news.Load() - before; got < 2 {
+				t.Errorf("New called %d times, want at least 2", got)
+			}
+		})
+	}
+}
+
+func TestActivationFailure(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	h := newHooks(cfg.NodeName)
+	h.activateErr = errors.New("no state for you")
+	cfg.Kinds = []*Kind{newEchoKind(h, 0)}
+	n := startNode(t, cfg)
+	_, err := n.Invoke(context.Background(), addCall("x", 1))
+	if !errors.Is(err, ErrActivation) {
+		t.Fatalf("err = %v, want ErrActivation", err)
+	}
+	if n.acts.count() != 0 {
+		t.Errorf("a failed activation stayed in the table")
+	}
+}
+
+func TestShutdownAndCloseAreIdempotent(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 1, 0, nil)
+	n := nodes[0]
+	add(t, n, "a", 1)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown after Close: %v", err)
+	}
+	<-n.Done()
+	_, err := n.Invoke(context.Background(), addCall("a", 1))
+	if !errors.Is(err, ErrNodeClosed) || status.Code(err) != codes.Unavailable {
+		t.Fatalf("Invoke on a closed node: %v, want ErrNodeClosed (Unavailable)", err)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Parallel()
+	long := make([]*Kind, 40)
+	for i := range long {
+		long[i] = newEchoKind(newHooks(""), 0)
+		long[i].Name = fmt.Sprintf("a.rather.long.package.name.for.testing.Service%02d", i)
+	}
+	dup := []*Kind{newEchoKind(newHooks(""), 0), newEchoKind(newHooks(""), 0)}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want error
+		msg  string
+	}{
+		{"tags too large", func(c *Config) { c.Kinds = long }, ErrTagsTooLarge, ""},
+		{"duplicate kind", func(c *Config) { c.Kinds = dup }, nil, `cluster: kind "test.Echo" is listed twice`},
+		{"kind without New", func(c *Config) { c.Kinds = []*Kind{{Name: "x"}} }, nil, `cluster: kind "x" has no New function`},
+		{"unreachable seed", func(c *Config) { c.Seeds = []string{"127.0.0.1:1"} }, nil, ""},
+		{"bad bind address", func(c *Config) { c.BindAddr = "nonsense" }, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t)
+			tc.edit(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			n, err := Start(ctx, cfg)
+			if err == nil {
+				_ = n.Close()
+				t.Fatal("Start succeeded")
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
+			}
+			if tc.msg != "" && err.Error() != tc.msg {
+				t.Errorf("err = %q, want %q", err, tc.msg)
+			}
+		})
+	}
+}

@@ -1,0 +1,303 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// waitTimeout bounds every wait for the cluster to reach a state. It is
+// generous because the machine running the tests may be busy; a passing
+// test waits only as long as it needs.
+const waitTimeout = 20 * time.Second
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// testLogger logs warnings and errors to stderr, prefixed with the test's
+// name. It does not use t.Log: gossip goroutines may log after the test.
+func testLogger(t testing.TB) *slog.Logger {
+	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})
+	return slog.New(h).With("test", t.Name())
+}
+
+// testConfig returns a node config for loopback with fast gossip timings.
+func testConfig(t testing.TB) Config {
+	cfg := DefaultConfig()
+	cfg.NodeName = strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()) + "-" + cfg.NodeName[strings.LastIndex(cfg.NodeName, "-")+1:]
+	cfg.BindAddr = "127.0.0.1:0"
+	cfg.GRPCAddr = "127.0.0.1:0"
+	cfg.Gossip = GossipLocal
+	cfg.Logger = testLogger(t)
+	cfg.PassivationInterval = 10 * time.Millisecond
+	cfg.DefaultCallTimeout = waitTimeout
+	cfg.GrainMaxRestarts = 2
+	return cfg
+}
+
+// startNode starts a node and closes it when the test ends.
+func startNode(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Start(%s): %v", cfg.NodeName, err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+// startCluster starts size nodes hosting the kinds kindsFor returns for each
+// node's name, joined through the first, and waits until every node sees
+// all of them alive. configure, if not nil, adjusts each config.
+func startCluster(t testing.TB, size int, kindsFor func(name string) []*Kind, configure func(*Config)) []*Node {
+	t.Helper()
+	nodes := make([]*Node, 0, size)
+	for i := range size {
+		cfg := testConfig(t)
+		cfg.NodeName = fmt.Sprintf("%s-n%d", cfg.NodeName, i)
+		if kindsFor != nil {
+			cfg.Kinds = kindsFor(cfg.NodeName)
+		}
+		if configure != nil {
+			configure(&cfg)
+		}
+		if i > 0 {
+			cfg.Seeds = []string{nodes[0].GossipAddr()}
+		}
+		nodes = append(nodes, startNode(t, cfg))
+	}
+	waitConverged(t, nodes, size)
+	return nodes
+}
+
+// waitConverged waits until every node sees want alive members.
+func waitConverged(t testing.TB, nodes []*Node, want int) {
+	t.Helper()
+	waitFor(t, waitTimeout, fmt.Sprintf("%d nodes to see %d alive members", len(nodes), want), func() bool {
+		for _, n := range nodes {
+			if aliveCount(n) != want {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func aliveCount(n *Node) int {
+	alive := 0
+	for _, m := range n.Members() {
+		if m.Status == StatusAlive {
+			alive++
+		}
+	}
+	return alive
+}
+
+// The test kind: a grain with a running total, methods that fail in every
+// way a grain can, and hooks the tests observe.
+const (
+	echoKind     = "test.Echo"
+	methodAdd    = "/test.Echo/Add"    // Int64Value delta → Int64Value total
+	methodWhere  = "/test.Echo/Where"  // StringValue → StringValue node name
+	methodFail   = "/test.Echo/Fail"   // StringValue "how:msg" → error
+	methodBlock  = "/test.Echo/Block"  // StringValue → blocks until released or ctx ends
+	methodString = "/test.Echo/String" // StringValue → StringValue, same value
+)
+
+// hooks observes one node's grains.
+type hooks struct {
+	node        string
+	news        atomic.Int64  // calls of Kind.New
+	deactivated chan string   // identities whose OnDeactivate ran
+	entered     chan string   // identities that entered Block
+	release     chan struct{} // closing it releases Block calls
+	activateErr error         // returned by OnActivate when set
+}
+
+func newHooks(node string) *hooks {
+	return &hooks{node: node, deactivated: make(chan string, 1024), entered: make(chan string, 1024), release: make(chan struct{})}
+}
+
+type echoGrain struct {
+	h        *hooks
+	identity string
+	total    int64
+}
+
+func (g *echoGrain) OnActivate(GrainContext) error { return g.h.activateErr }
+
+func (g *echoGrain) OnDeactivate(ctx GrainContext) error {
+	g.h.deactivated <- ctx.Identity()
+	return nil
+}
+
+func newEchoKind(h *hooks, idle time.Duration) *Kind {
+	return &Kind{
+		Name:        echoKind,
+		IdleTimeout: idle,
+		New: func(identity string) any {
+			h.news.Add(1)
+			return &echoGrain{h: h, identity: identity}
+		},
+		Methods: []Method{
+			echoMethod(methodAdd, newInt64, func(g *echoGrain, _ GrainContext, req proto.Message) (proto.Message, error) {
+				g.total += req.(*wrapperspb.Int64Value).GetValue()
+				return wrapperspb.Int64(g.total), nil
+			}),
+			echoMethod(methodWhere, newString, func(g *echoGrain, _ GrainContext, _ proto.Message) (proto.Message, error) {
+				return wrapperspb.String(g.h.node), nil
+			}),
+			echoMethod(methodString, newString, func(_ *echoGrain, _ GrainContext, req proto.Message) (proto.Message, error) {
+				return req, nil
+			}),
+			echoMethod(methodFail, newString, func(_ *echoGrain, _ GrainContext, req proto.Message) (proto.Message, error) {
+				return fail(req.(*wrapperspb.StringValue).GetValue())
+			}),
+			echoMethod(methodBlock, newString, func(g *echoGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+				g.h.entered <- ctx.Identity()
+				select {
+				case <-g.h.release:
+					return wrapperspb.String(g.h.node), nil
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}),
+		},
+	}
+}
+
+// fail fails the way how says: "status:<code>:<msg>", "plain:<msg>",
+// "panic:<msg>" or "nil".
+func fail(how string) (proto.Message, error) {
+	kind, msg, _ := strings.Cut(how, ":")
+	switch kind {
+	case "status":
+		code, msg, _ := strings.Cut(msg, ":")
+		var c codes.Code
+		if err := c.UnmarshalJSON([]byte(`"` + code + `"`)); err != nil {
+			return nil, err
+		}
+		return nil, status.Error(c, msg)
+	case "plain":
+		return nil, errors.New(msg)
+	case "panic":
+		panic(msg)
+	case "nil":
+		return nil, nil
+	}
+	return wrapperspb.String(how), nil
+}
+
+func echoMethod(name string, newReq func() proto.Message, h func(*echoGrain, GrainContext, proto.Message) (proto.Message, error)) Method {
+	return Method{
+		Name:       name,
+		NewRequest: newReq,
+		Handle: func(grain any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+			return h(grain.(*echoGrain), ctx, req)
+		},
+	}
+}
+
+func newInt64() proto.Message  { return new(wrapperspb.Int64Value) }
+func newString() proto.Message { return new(wrapperspb.StringValue) }
+
+// call builders for the test kind.
+func addCall(identity string, delta int64) Call {
+	return Call{Kind: echoKind, Identity: identity, Method: methodAdd, Request: wrapperspb.Int64(delta), NewResponse: newInt64}
+}
+
+func stringCall(method, identity, value string) Call {
+	return Call{Kind: echoKind, Identity: identity, Method: method, Request: wrapperspb.String(value), NewResponse: newString}
+}
+
+// where returns the name of the node that runs identity's grain.
+func where(t testing.TB, c Caller, identity string) string {
+	t.Helper()
+	resp, err := c.Invoke(context.Background(), stringCall(methodWhere, identity, ""))
+	if err != nil {
+		t.Fatalf("Where(%s): %v", identity, err)
+	}
+	return resp.(*wrapperspb.StringValue).GetValue()
+}
+
+// add adds delta to identity's total and returns the total.
+func add(t testing.TB, c Caller, identity string, delta int64) int64 {
+	t.Helper()
+	resp, err := c.Invoke(context.Background(), addCall(identity, delta))
+	if err != nil {
+		t.Fatalf("Add(%s, %d): %v", identity, delta, err)
+	}
+	return resp.(*wrapperspb.Int64Value).GetValue()
+}
+
+// echoCluster starts size nodes hosting the test kind and returns them with
+// their hooks, by node name.
+func echoCluster(t testing.TB, size int, idle time.Duration, configure func(*Config)) ([]*Node, map[string]*hooks) {
+	hs := make(map[string]*hooks)
+	nodes := startCluster(t, size, func(name string) []*Kind {
+		h := newHooks(name)
+		hs[name] = h
+		return []*Kind{newEchoKind(h, idle)}
+	}, configure)
+	return nodes, hs
+}
+
+// identityOwnedBy returns an identity that node owns in every node's view.
+func identityOwnedBy(t testing.TB, nodes []*Node, owner *Node) string {
+	t.Helper()
+	for i := range 10000 {
+		id := fmt.Sprintf("grain-%d", i)
+		if m, ok := owner.Owner(echoKind, id); ok && m.Name == owner.Name() {
+			return id
+		}
+	}
+	t.Fatalf("no identity owned by %s", owner.Name())
+	return ""
+}
+
+// nodeByName returns the node named name.
+func nodeByName(nodes []*Node, name string) *Node {
+	for _, n := range nodes {
+		if n.Name() == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// receive waits for a value on ch.
+func receive[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}
