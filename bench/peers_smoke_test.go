@@ -76,7 +76,7 @@ func TestPeers(t *testing.T) {
 				sys := p.newSystem(t)
 				t.Cleanup(sys.close)
 				set := sys.newIdle(100)
-				within(t, scenarioTimeout, set.spawn)
+				within(t, scenarioTimeout, func() error { return spawnIdle(set, 100) })
 				set.stop()
 			})
 		})

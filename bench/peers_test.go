@@ -70,9 +70,11 @@ type requester interface {
 // idleSet is a set of actors that handled one message each and then sit
 // idle in memory.
 type idleSet interface {
-	// spawn spawns the actors, sends each one message and returns once every
-	// actor has handled it, so each actor is fully started and then idle.
-	spawn() error
+	// spawn spawns actor i of the set and sends it one message.
+	spawn(i int) error
+	// wait returns once every actor spawned so far has handled its message,
+	// so each one is fully started and then idle.
+	wait()
 	// stop stops the actors without waiting; the system's close cleans up.
 	stop()
 }

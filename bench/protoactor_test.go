@@ -184,26 +184,26 @@ func (a *protoactorIdle) Receive(c actor.Context) {
 }
 
 type protoactorIdleSet struct {
-	s    *protoactorSystem
-	pids []*actor.PID
-	wg   sync.WaitGroup
+	s     *protoactorSystem
+	props *actor.Props
+	pids  []*actor.PID
+	wg    sync.WaitGroup
 }
 
 func (s *protoactorSystem) newIdle(n int) idleSet {
-	return &protoactorIdleSet{s: s, pids: make([]*actor.PID, n)}
+	set := &protoactorIdleSet{s: s, pids: make([]*actor.PID, n)}
+	set.props = s.props(func() actor.Actor { return &protoactorIdle{wg: &set.wg} })
+	return set
 }
 
-func (set *protoactorIdleSet) spawn() error {
-	props := set.s.props(func() actor.Actor { return &protoactorIdle{wg: &set.wg} })
-	set.wg.Add(len(set.pids))
-	msg := &ping{}
-	for i := range set.pids {
-		set.pids[i] = set.s.sys.Root.Spawn(props)
-		set.s.sys.Root.Send(set.pids[i], msg)
-	}
-	set.wg.Wait()
+func (set *protoactorIdleSet) spawn(i int) error {
+	set.wg.Add(1)
+	set.pids[i] = set.s.sys.Root.Spawn(set.props)
+	set.s.sys.Root.Send(set.pids[i], &ping{})
 	return nil
 }
+
+func (set *protoactorIdleSet) wait() { set.wg.Wait() }
 
 func (set *protoactorIdleSet) stop() {
 	for _, pid := range set.pids {

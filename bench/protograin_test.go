@@ -176,43 +176,48 @@ func (s *protograinSystem) spawner() func() error {
 // Idle memory.
 
 type protograinIdleSet struct {
-	s    *protograinSystem
-	refs []*runtime.Ref
-	wg   sync.WaitGroup
+	s     *protograinSystem
+	props runtime.Props
+	refs  []*runtime.Ref
+	wg    sync.WaitGroup
 }
 
 func (s *protograinSystem) newIdle(n int) idleSet {
-	return &protograinIdleSet{s: s, refs: make([]*runtime.Ref, n)}
-}
-
-func (set *protograinIdleSet) spawn() error {
-	props := runtime.Props{
-		New: func() runtime.Actor {
-			return runtime.ActorFunc(set.receive)
-		},
+	set := &protograinIdleSet{s: s, refs: make([]*runtime.Ref, n)}
+	set.props = runtime.Props{
+		New:        func() runtime.Actor { return &protograinIdle{wg: &set.wg} },
 		Throughput: protoactorThroughput,
 	}
-	msg := &ping{}
-	for i := range set.refs {
-		ref, err := set.s.sys.Spawn(props)
-		if err != nil {
-			return fmt.Errorf("bench: protograin spawn idle actor %d: %w", i, err)
-		}
-		set.refs[i] = ref
-		set.wg.Add(1)
-		if err := ref.Send(msg); err != nil {
-			return fmt.Errorf("bench: protograin send to idle actor %d: %w", i, err)
-		}
+	return set
+}
+
+// protograinIdle is the same actor as protoactorIdle: a struct with one
+// pointer.
+type protograinIdle struct {
+	wg *sync.WaitGroup
+}
+
+func (a *protograinIdle) Receive(c *runtime.Context) {
+	if _, ok := c.Message().(*ping); ok {
+		a.wg.Done()
 	}
-	set.wg.Wait()
+}
+
+func (set *protograinIdleSet) spawn(i int) error {
+	ref, err := set.s.sys.Spawn(set.props)
+	if err != nil {
+		return fmt.Errorf("bench: protograin spawn idle actor %d: %w", i, err)
+	}
+	set.refs[i] = ref
+	set.wg.Add(1)
+	if err := ref.Send(&ping{}); err != nil {
+		set.wg.Done()
+		return fmt.Errorf("bench: protograin send to idle actor %d: %w", i, err)
+	}
 	return nil
 }
 
-func (set *protograinIdleSet) receive(c *runtime.Context) {
-	if _, ok := c.Message().(*ping); ok {
-		set.wg.Done()
-	}
-}
+func (set *protograinIdleSet) wait() { set.wg.Wait() }
 
 func (set *protograinIdleSet) stop() {
 	for _, ref := range set.refs {
