@@ -371,19 +371,21 @@ func fullMethodName(m *protogen.Method) string {
 }
 
 // methodDoc documents a method of the grain interface or the client: the
-// proto comment when the RPC has one, else fallback. A Go name changed by a
+// proto comment, preceded by the generated sentence fallback unless the
+// comment already starts with the method's Go name, so that every doc
+// comment starts with the name it documents. A Go name changed by a
 // collision gets a note saying which RPC it is.
 func methodDoc(svc *protogen.Service, m *protogen.Method, mn methodNames, fallback string) string {
-	text := leading(m.Comments.Leading)
-	if text == "" {
-		text = fallback
+	comment := leading(m.Comments.Leading)
+	if strings.HasPrefix(comment, mn.Go+" ") {
+		fallback = "" // the proto comment already starts with the name, as Go doc wants
 	}
 	var renamed string
 	if mn.Go != m.GoName {
 		renamed = prose("The Go name of %s has a trailing underscore because %s is taken by another RPC "+
 			"or reserved for a grain lifecycle hook.", m.Desc.Name(), m.GoName)
 	}
-	return doc(text, renamed, deprecation(m.Desc.Options()))
+	return doc(fallback, comment, renamed, deprecation(m.Desc.Options()))
 }
 
 // leading returns the text of a proto leading comment without its comment

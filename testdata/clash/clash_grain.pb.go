@@ -79,6 +79,8 @@ type CounterGrain_ interface {
 	New(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 	// Invoke handles the protograin.testdata.clash.v1.Counter.Invoke RPC.
 	Invoke(ctx cluster.GrainContext, req *Empty) (*Empty, error)
+	// OnActivate_ handles the protograin.testdata.clash.v1.Counter.OnActivate RPC.
+	//
 	// OnActivate would clash with cluster.Activator's hook.
 	//
 	// The Go name of OnActivate has a trailing underscore because OnActivate is
@@ -92,6 +94,8 @@ type CounterGrain_ interface {
 	OnDeactivate_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 	// GetValue handles the protograin.testdata.clash.v1.Counter.get_value RPC.
 	GetValue(ctx cluster.GrainContext, req *Empty) (*Empty, error)
+	// GetValue_ handles the protograin.testdata.clash.v1.Counter.GetValue RPC.
+	//
 	// GetValue has the Go name of get_value.
 	//
 	// The Go name of GetValue has a trailing underscore because GetValue is taken
@@ -284,6 +288,9 @@ func (c *CounterClient) Invoke(ctx context.Context, req *Empty, opts ...cluster.
 	return typed, nil
 }
 
+// OnActivate_ calls the protograin.testdata.clash.v1.Counter.OnActivate RPC on
+// the client's grain.
+//
 // OnActivate would clash with cluster.Activator's hook.
 //
 // The Go name of OnActivate has a trailing underscore because OnActivate is
@@ -355,6 +362,9 @@ func (c *CounterClient) GetValue(ctx context.Context, req *Empty, opts ...cluste
 	return typed, nil
 }
 
+// GetValue_ calls the protograin.testdata.clash.v1.Counter.GetValue RPC on the
+// client's grain.
+//
 // GetValue has the Go name of get_value.
 //
 // The Go name of GetValue has a trailing underscore because GetValue is taken

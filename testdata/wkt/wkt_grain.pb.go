@@ -56,6 +56,8 @@ const (
 // cluster.Activator and cluster.Deactivator.
 type ClockGrain interface {
 	// Now handles the protograin.testdata.wkt.v1.Clock.Now RPC.
+	//
+	// Reports the current time; this comment does not start with the name.
 	Now(ctx cluster.GrainContext, req *emptypb.Empty) (*timestamppb.Timestamp, error)
 	// Unpack handles the protograin.testdata.wkt.v1.Clock.Unpack RPC.
 	Unpack(ctx cluster.GrainContext, req *anypb.Any) (*structpb.Struct, error)
@@ -117,6 +119,8 @@ func NewClockClient(caller cluster.Caller, identity string) *ClockClient {
 
 // Now calls the protograin.testdata.wkt.v1.Clock.Now RPC on the client's
 // grain.
+//
+// Reports the current time; this comment does not start with the name.
 func (c *ClockClient) Now(ctx context.Context, req *emptypb.Empty, opts ...cluster.CallOption) (*timestamppb.Timestamp, error) {
 	resp, err := c.caller.Invoke(ctx, cluster.Call{
 		Kind:     ClockKind,

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/pluginpb"
+)
+
+func TestHandleFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		handled bool
+		prefix  string
+	}{
+		{[]string{"--version"}, true, "protoc-gen-grain "},
+		{[]string{"-version"}, true, "protoc-gen-grain "},
+		{[]string{"--help"}, true, "protoc-gen-grain generates"},
+		{[]string{"-h"}, true, "protoc-gen-grain generates"},
+		{nil, false, ""},                   // protoc's way: the request on stdin
+		{[]string{"--verbose"}, false, ""}, // left to protogen, which rejects it
+		{[]string{"--version", "x"}, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			handled, code := handleFlags(tt.args, &stdout, &stderr)
+			if handled != tt.handled || code != 0 {
+				t.Fatalf("handled, code = %v, %d; want %v, 0", handled, code, tt.handled)
+			}
+			if !strings.HasPrefix(stdout.String(), tt.prefix) || (!tt.handled && stdout.Len() > 0) {
+				t.Errorf("stdout %q, want prefix %q", stdout.String(), tt.prefix)
+			}
+		})
+	}
+}
+
+// buildPlugin builds the real binary once for the tests that run it.
+func buildPlugin(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the plugin binary")
+	}
+	bin := filepath.Join(t.TempDir(), "protoc-gen-grain")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestBinary runs the built plugin the way protoc and buf do: flags on the
+// command line, the request on stdin, the response on stdout.
+func TestBinary(t *testing.T) {
+	bin := buildPlugin(t)
+
+	t.Run("version", func(t *testing.T) {
+		out, err := exec.Command(bin, "--version").Output()
+		if err != nil || !strings.HasPrefix(string(out), "protoc-gen-grain ") {
+			t.Errorf("--version: %q, %v", out, err)
+		}
+	})
+	t.Run("unknown argument", func(t *testing.T) {
+		cmd := exec.Command(bin, "--verbose")
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), `unknown argument "--verbose"`) {
+			t.Errorf("got %q, %v; want protogen's refusal and a failure", out, err)
+		}
+	})
+	t.Run("bad parameter", func(t *testing.T) {
+		stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/unary/unary.proto"), "verbose=true"))
+		want := `protoc-gen-grain: unknown parameter "verbose": protoc-gen-grain takes only paths=, module= and M<file>= (see --help)` + "\n"
+		if err == nil || stderr != want || len(stdout) != 0 {
+			t.Errorf("got err %v, stderr %q, %d bytes on stdout; want a failure with stderr %q", err, stderr, len(stdout), want)
+		}
+	})
+	t.Run("generate", func(t *testing.T) {
+		stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/unary/unary.proto"), "paths=source_relative"))
+		if err != nil {
+			t.Fatalf("%v: %s", err, stderr)
+		}
+		resp := &pluginpb.CodeGeneratorResponse{}
+		if err := proto.Unmarshal(stdout, resp); err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetError() != "" || len(resp.GetFile()) != 1 {
+			t.Fatalf("response error %q with %d files, want one file", resp.GetError(), len(resp.GetFile()))
+		}
+		checkGolden(t, resp.GetFile()[0].GetName(), []byte(resp.GetFile()[0].GetContent()))
+	})
+	t.Run("streaming", func(t *testing.T) {
+		stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/errors/bidi_streaming.proto"), ""))
+		if err != nil {
+			t.Fatalf("%v: %s", err, stderr)
+		}
+		resp := &pluginpb.CodeGeneratorResponse{}
+		if err := proto.Unmarshal(stdout, resp); err != nil {
+			t.Fatal(err)
+		}
+		// protoc and buf print the response's error; the process succeeds.
+		if !strings.HasSuffix(resp.GetError(), "bidirectional streaming is not supported for grains yet") {
+			t.Errorf("response error %q", resp.GetError())
+		}
+	})
+}
+
+func runBinary(t *testing.T, bin string, req *pluginpb.CodeGeneratorRequest) (stdout []byte, stderr string, err error) {
+	t.Helper()
+	in, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(bin)
+	cmd.Stdin = bytes.NewReader(in)
+	cmd.Stdout = &out
+	cmd.Stderr = &errOut
+	err = cmd.Run()
+	return out.Bytes(), errOut.String(), err
+}
+
+// TestGoldensVet runs go vet over the golden packages. It names them one by
+// one: the go command's ./... patterns skip directories named testdata.
+func TestGoldensVet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go vet")
+	}
+	var pkgs []string
+	for dir := range protoDirs(t) {
+		if files, _ := filepath.Glob(filepath.Join(repoRoot, dir, "*.go")); len(files) > 0 {
+			pkgs = append(pkgs, "./"+dir)
+		}
+	}
+	cmd := exec.Command("go", append([]string{"vet"}, sorted(pkgs)...)...)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("go vet %v: %v\n%s", pkgs, err, out)
+	}
+}
