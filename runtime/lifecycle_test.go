@@ -386,3 +386,17 @@ func TestContextAccessors(t *testing.T) {
 		t.Fatalf("child path %q does not extend parent path %q", k.self, parent)
 	}
 }
+
+func TestSpawnWithPanickingNew(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	_, err := s.Spawn(Props{New: func() Actor { panic("no actor today") }})
+	var pe *PanicError
+	if !errors.As(err, &pe) || pe.Value != "no actor today" || !errors.Is(err, ErrPanic) {
+		t.Fatalf("Spawn = %v, want a *PanicError", err)
+	}
+	var nilRef *Ref
+	if _, err := nilRef.Request(ctxTimeout(t), "x"); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Request on nil Ref = %v, want ErrStopped", err)
+	}
+}

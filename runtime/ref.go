@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	goruntime "runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -70,9 +71,9 @@ type Ref struct {
 
 // newRef builds an actor from validated props; it does not start it.
 func (s *System) newRef(p *Props, parent *Ref) (*Ref, error) {
-	a := p.New()
-	if a == nil {
-		return nil, fmt.Errorf("%w: New returned nil", ErrInvalidProps)
+	a, err := firstInstance(p.New)
+	if err != nil {
+		return nil, err
 	}
 	r := &Ref{
 		sys:          s,
@@ -97,6 +98,23 @@ func (s *System) newRef(p *Props, parent *Ref) (*Ref, error) {
 	r.actor = a
 	return r, nil
 }
+
+// firstInstance calls New for Spawn, turning a nil actor or a panic into
+// an error for the caller.
+func firstInstance(newActor func() Actor) (a Actor, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("runtime: spawn: Props.New: %w", &PanicError{Value: v, Stack: debug.Stack()})
+		}
+	}()
+	if a = newActor(); a == nil {
+		return nil, fmt.Errorf("%w: New returned nil", ErrInvalidProps)
+	}
+	return a, nil
+}
+
+// errNilRef is returned by Send and Request on a nil *Ref.
+var errNilRef = fmt.Errorf("runtime: nil *Ref: %w", ErrStopped)
 
 // String returns the actor's path, such as "/3/7" for actor 7 spawned by
 // top-level actor 3. Paths identify actors in logs only.
@@ -133,6 +151,9 @@ func (r *Ref) SendContext(ctx context.Context, msg any) error {
 // ErrPanic (a *PanicError) when the handler panics; and with ErrNoReply
 // when the handler returns without replying.
 func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
+	if r == nil {
+		return nil, errNilRef
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -194,7 +215,7 @@ func (r *Ref) closeDone() {
 // mailbox may make the caller wait.
 func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool) error {
 	if r == nil {
-		return fmt.Errorf("runtime: send to a nil *Ref: %w", ErrStopped)
+		return errNilRef
 	}
 	if msg == nil {
 		return ErrNilMessage

@@ -216,8 +216,8 @@ type strategy struct {
 
 func (s *strategy) handleFailure(sup supervisor, f *Failure) {
 	child := f.Who
-	d := s.cfg.Decider(f)
 	sys := sup.system()
+	d := s.decide(sys, f)
 	sys.logger.Debug("runtime: supervising failure", "actor", child.String(), "directive", d.String(), "panic", f.Reason)
 	targets := []*Ref{child}
 	if s.allForOne && (d == Restart || d == Stop) {
@@ -243,6 +243,18 @@ func (s *strategy) handleFailure(sup supervisor, f *Failure) {
 	default: // Escalate
 		sup.escalate(f)
 	}
+}
+
+// decide runs the Decider. A Decider that panics escalates the failure:
+// the supervisor could not handle it.
+func (s *strategy) decide(sys *System, f *Failure) (d Directive) {
+	defer func() {
+		if v := recover(); v != nil {
+			sys.logger.Error("runtime: supervisor Decider panicked; escalating", "actor", f.Who.String(), "panic", v)
+			d = Escalate
+		}
+	}()
+	return s.cfg.Decider(f)
 }
 
 // nextRestart records a restart of child and returns its backoff delay, or

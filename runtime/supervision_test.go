@@ -475,3 +475,60 @@ func TestChildFailureWithDefaultStrategy(t *testing.T) {
 		t.Fatalf("events = %v", log.snapshot())
 	}
 }
+
+// TestPanickingDeciderEscalates: a Decider that panics must not crash the
+// process; the failure escalates (at the root: the actor stops).
+func TestPanickingDeciderEscalates(t *testing.T) {
+	t.Parallel()
+	root := NewOneForOne(StrategyConfig{Decider: func(*Failure) Directive { panic("bad decider") }})
+	s := newTestSystem(t, Config{Supervisor: root})
+	r := spawn(t, s, counterProps("a", &eventLog{}))
+	if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatal(err)
+	}
+	waitClosed(t, r.Done(), "stop after escalation")
+}
+
+// TestRestartWhenNewPanicsKeepsOldInstance: a New that panics on restart
+// is a new failure; the supervisor's next decision (Resume here, after the
+// first Restart) continues with the old instance.
+func TestRestartWhenNewPanicsKeepsOldInstance(t *testing.T) {
+	t.Parallel()
+	var decisions atomic.Int32
+	root := NewOneForOne(StrategyConfig{Decider: func(*Failure) Directive {
+		if decisions.Add(1) == 1 {
+			return Restart
+		}
+		return Resume
+	}})
+	s := newTestSystem(t, Config{Supervisor: root})
+	var made atomic.Int32
+	r := spawn(t, s, Props{New: func() Actor {
+		if made.Add(1) > 1 {
+			panic("cannot make another")
+		}
+		n := 0
+		return ActorFunc(func(c *Context) {
+			switch c.Message() {
+			case "inc":
+				n++
+			case "get":
+				c.Respond(n)
+			case "boom":
+				panic("boom")
+			}
+		})
+	}})
+	if err := r.Send("inc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatal(err)
+	}
+	if v, err := r.Request(ctxTimeout(t), "get"); err != nil || v != 1 {
+		t.Fatalf("get = %v, %v; want 1 from the old instance", v, err)
+	}
+	if n := decisions.Load(); n != 2 {
+		t.Fatalf("%d decisions, want 2", n)
+	}
+}

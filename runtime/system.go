@@ -58,8 +58,9 @@ func NewSystem(cfg Config) *System {
 }
 
 // Spawn starts a top-level actor, supervised by Config.Supervisor. It fails
-// with ErrSystemStopped after Shutdown or Close, and with an error wrapping
-// ErrInvalidProps for unusable Props.
+// with ErrSystemStopped after Shutdown or Close, with an error wrapping
+// ErrInvalidProps for unusable Props, and with one wrapping ErrPanic (a
+// *PanicError) if Props.New panics.
 func (s *System) Spawn(p Props) (*Ref, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
@@ -92,7 +93,8 @@ func (s *System) isClosed() bool {
 // before the stop, then stops its children and waits for them) and waits
 // until all have stopped or ctx ends, returning ctx.Err() in that case; the
 // actors keep stopping, and Close can end them abruptly. New spawns fail
-// from the first call on. Shutdown may be called again, to wait again.
+// from the first call on. Shutdown may be called again, to wait again. It
+// must not be called from an actor's Receive, which would wait for itself.
 func (s *System) Shutdown(ctx context.Context) error {
 	refs := s.closeTop()
 	for _, r := range refs {
@@ -110,7 +112,8 @@ func (s *System) Shutdown(ctx context.Context) error {
 
 // Close stops every actor abruptly: each finishes its current message, and
 // what is still queued becomes dead letters. Close waits until all actors
-// have stopped, so a handler that never returns blocks it. It is idempotent.
+// have stopped, so a handler that never returns blocks it, and it must not
+// be called from an actor's Receive. It is idempotent.
 func (s *System) Close() {
 	refs := s.closeTop()
 	for _, r := range refs {
