@@ -52,9 +52,10 @@ type Props struct {
 type OverflowPolicy int
 
 const (
-	// MailboxBlock makes the sender wait for space. Send and Ref.GracefulStop
-	// wait without a deadline; SendContext and Request wait until their
-	// context ends. It is the zero value.
+	// MailboxBlock makes the sender wait for space: Send without a
+	// deadline, SendContext and Request until their context ends. Stop
+	// requests and timers never wait (a timer firing into a full mailbox
+	// publishes a dead letter). It is the zero value.
 	MailboxBlock OverflowPolicy = iota
 	// MailboxFail makes the send fail at once with ErrMailboxFull.
 	MailboxFail

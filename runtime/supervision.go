@@ -79,13 +79,18 @@ type Decider func(f *Failure) Directive
 // DefaultDecider restarts on every failure.
 func DefaultDecider(*Failure) Directive { return Restart }
 
-// Defaults of StrategyConfig.
+// Defaults of StrategyConfig and Backoff.
 const (
-	DefaultMaxRestarts    = 10
-	DefaultRestartWindow  = time.Minute
+	// DefaultMaxRestarts is StrategyConfig.MaxRestarts when zero.
+	DefaultMaxRestarts = 10
+	// DefaultRestartWindow is StrategyConfig.Window when zero.
+	DefaultRestartWindow = time.Minute
+	// DefaultBackoffInitial is Backoff.Initial when zero.
 	DefaultBackoffInitial = 10 * time.Millisecond
-	DefaultBackoffMax     = time.Second
-	DefaultBackoffJitter  = 0.2
+	// DefaultBackoffMax is Backoff.Max when zero.
+	DefaultBackoffMax = time.Second
+	// DefaultBackoffJitter is Backoff.Jitter when zero.
+	DefaultBackoffJitter = 0.2
 )
 
 // StrategyConfig configures a SupervisorStrategy.
