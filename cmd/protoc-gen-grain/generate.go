@@ -112,7 +112,9 @@ func (fg *fileGen) header() {
 	fg.out.HeaderComment("source: " + fg.file.Desc.Path())
 	if isDeprecated(fg.file.Desc.Options()) {
 		fg.out.HeaderComment("//")
-		fg.out.HeaderComment("Deprecated: the proto file " + fg.file.Desc.Path() + " is marked as deprecated.")
+		for _, line := range strings.Split(prose("Deprecated: the proto file %s is marked as deprecated.", fg.file.Desc.Path()), "\n") {
+			fg.out.HeaderComment(line)
+		}
 	}
 	fg.out.Comment(doc(prose(
 		"This is a compile-time assertion that this generated file is compatible with the cluster package it " +
