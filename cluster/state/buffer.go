@@ -1,0 +1,347 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// ReservedPrefix starts every entry key this package stores for itself;
+// user keys may not start with it.
+const ReservedPrefix = "__protograin/"
+
+// clientPrefix starts the entry key of each client's exactly-once record.
+const clientPrefix = ReservedPrefix + "client/"
+
+// DefaultMaxClients is the number of clients a grain remembers when
+// Config.MaxClients is zero.
+const DefaultMaxClients = 1024
+
+// ErrNotFound is returned by Get for a key that has no entry.
+var ErrNotFound = errors.New("state: entry not found")
+
+// ErrReservedKey is returned for user keys that start with ReservedPrefix.
+var ErrReservedKey = errors.New("state: reserved key")
+
+// ErrStaleSequence is returned by Seen and Record for a sequence number
+// lower than the one recorded for the client: a retry of a call whose reply
+// is no longer kept.
+var ErrStaleSequence = errors.New("state: stale sequence number")
+
+// ErrCorrupt is returned by Load when an exactly-once record in the store
+// cannot be read.
+var ErrCorrupt = errors.New("state: corrupt record")
+
+// Config configures a Buffer. The zero Config is ready to use.
+type Config struct {
+	// MaxClients is how many clients' exactly-once records the grain keeps;
+	// Flush evicts the least recently recorded beyond it (see the package
+	// doc). Zero means DefaultMaxClients; negative values are refused.
+	MaxClients int
+}
+
+// Buffer is the state of one grain as its activation sees it: the entries
+// loaded from a store plus the changes buffered since. Make one with Load.
+type Buffer struct {
+	store      storage.Store
+	key        storage.Key
+	maxClients int
+
+	mu      sync.Mutex
+	version storage.Version
+	// entries and clients are the committed state, as of version.
+	entries map[string][]byte
+	clients map[string]record
+	// reserved holds entries under ReservedPrefix this version does not
+	// use; they are never changed.
+	reserved map[string]bool
+	// pending and pendingClients are buffered, not yet committed.
+	pending        map[string]change
+	pendingClients map[string]record
+	// clock orders Record calls for eviction: each Record takes the next
+	// tick, and records keep theirs across activations.
+	clock uint64
+}
+
+// change is one buffered change to a user entry.
+type change struct {
+	value  []byte
+	remove bool
+}
+
+// Load reads the state of grain key from store and returns a Buffer over it.
+func Load(ctx context.Context, store storage.Store, key storage.Key, cfg Config) (*Buffer, error) {
+	if cfg.MaxClients < 0 {
+		return nil, fmt.Errorf("state: Config.MaxClients is %d; want zero (for %d) or more", cfg.MaxClients, DefaultMaxClients)
+	}
+	if cfg.MaxClients == 0 {
+		cfg.MaxClients = DefaultMaxClients
+	}
+	entries, version, err := store.Load(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("state: load grain %s: %w", key, err)
+	}
+	b := &Buffer{
+		store:          store,
+		key:            key,
+		maxClients:     cfg.MaxClients,
+		version:        version,
+		entries:        make(map[string][]byte, len(entries)),
+		clients:        make(map[string]record),
+		reserved:       make(map[string]bool),
+		pending:        make(map[string]change),
+		pendingClients: make(map[string]record),
+	}
+	for k, v := range entries {
+		if err := b.loadEntry(k, v); err != nil {
+			return nil, fmt.Errorf("state: load grain %s: %w", key, err)
+		}
+	}
+	return b, nil
+}
+
+// loadEntry files one loaded entry as user state, a client record or an
+// unknown reserved entry.
+func (b *Buffer) loadEntry(k string, v []byte) error {
+	switch {
+	case strings.HasPrefix(k, clientPrefix):
+		r, err := decodeRecord(v)
+		if err != nil {
+			return fmt.Errorf("%w: client %q: %w", ErrCorrupt, strings.TrimPrefix(k, clientPrefix), err)
+		}
+		b.clients[strings.TrimPrefix(k, clientPrefix)] = r
+		b.clock = max(b.clock, r.stamp)
+	case strings.HasPrefix(k, ReservedPrefix):
+		b.reserved[k] = true
+	default:
+		b.entries[k] = v
+	}
+	return nil
+}
+
+// Key returns the grain whose state this is.
+func (b *Buffer) Key() storage.Key { return b.key }
+
+// Version returns the version of the state as last loaded or flushed.
+func (b *Buffer) Version() storage.Version {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.version
+}
+
+// Get returns a copy of the value of key, including buffered changes. It
+// returns an error wrapping ErrNotFound if there is no such entry.
+func (b *Buffer) Get(key string) ([]byte, error) {
+	if err := checkUserKey(key); err != nil {
+		return nil, err
+	}
+	v, ok := b.TryGet(key)
+	if !ok {
+		return nil, fmt.Errorf("%w: grain %s has no entry %q", ErrNotFound, b.key, key)
+	}
+	return v, nil
+}
+
+// TryGet returns a copy of the value of key, including buffered changes,
+// and whether there is such an entry. A key Set would refuse has none.
+func (b *Buffer) TryGet(key string) ([]byte, bool) {
+	if checkUserKey(key) != nil {
+		return nil, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c, ok := b.pending[key]; ok {
+		if c.remove {
+			return nil, false
+		}
+		return clone(c.value), true
+	}
+	v, ok := b.entries[key]
+	if !ok {
+		return nil, false
+	}
+	return clone(v), true
+}
+
+// Set buffers setting key to a copy of value.
+func (b *Buffer) Set(key string, value []byte) error {
+	if err := checkUserKey(key); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pending[key] = change{value: clone(value)}
+	return nil
+}
+
+// Remove buffers removing key. Removing a missing key is not an error.
+func (b *Buffer) Remove(key string) error {
+	if err := checkUserKey(key); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, committed := b.entries[key]; committed {
+		b.pending[key] = change{remove: true}
+	} else {
+		// Nothing to remove in the store: forget a buffered Set instead
+		// of sending a removal, so Set then Remove leaves nothing dirty.
+		delete(b.pending, key)
+	}
+	return nil
+}
+
+// Keys returns the keys of the user entries, including buffered changes,
+// sorted.
+func (b *Buffer) Keys() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	keys := make(map[string]bool, len(b.entries)+len(b.pending))
+	for k := range b.entries {
+		keys[k] = true
+	}
+	for k, c := range b.pending {
+		keys[k] = !c.remove
+	}
+	var out []string
+	for k, present := range keys {
+		if present {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Dirty reports whether changes or exactly-once records are buffered.
+func (b *Buffer) Dirty() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dirty()
+}
+
+func (b *Buffer) dirty() bool {
+	return len(b.pending) > 0 || len(b.pendingClients) > 0
+}
+
+// Discard drops the buffered changes and exactly-once records. It does not
+// refresh the loaded state: a buffer whose Flush failed with
+// storage.ErrConflict stays stale.
+func (b *Buffer) Discard() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	clear(b.pending)
+	clear(b.pendingClients)
+}
+
+// Flush commits the buffered changes and exactly-once records to the store
+// in one atomic commit, with the version check described in the package
+// doc. With nothing buffered it returns nil without calling the store. On
+// error nothing is committed and everything stays buffered; an error
+// wrapping storage.ErrConflict means another activation committed first.
+func (b *Buffer) Flush(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.dirty() {
+		return nil
+	}
+	changes, evicted := b.changes()
+	version, err := b.store.Commit(ctx, b.key, b.version, changes)
+	if err != nil {
+		return fmt.Errorf("state: flush: %w", err)
+	}
+	b.applyFlushed(version, evicted)
+	return nil
+}
+
+// changes lists the buffered changes as store changes, plus the removal of
+// the records Flush evicts, and returns the evicted client IDs.
+func (b *Buffer) changes() ([]storage.Change, []string) {
+	changes := make([]storage.Change, 0, len(b.pending)+len(b.pendingClients))
+	for _, k := range slices.Sorted(maps.Keys(b.pending)) {
+		c := b.pending[k]
+		changes = append(changes, storage.Change{Key: k, Value: c.value, Remove: c.remove})
+	}
+	evicted := b.evictions()
+	for _, id := range slices.Sorted(maps.Keys(b.pendingClients)) {
+		if !slices.Contains(evicted, id) {
+			changes = append(changes, storage.Change{Key: clientPrefix + id, Value: b.pendingClients[id].encode()})
+		}
+	}
+	for _, id := range evicted {
+		if _, committed := b.clients[id]; committed {
+			changes = append(changes, storage.Change{Key: clientPrefix + id, Remove: true})
+		}
+	}
+	return changes, evicted
+}
+
+// evictions returns the clients whose records the next flush removes to
+// keep at most maxClients: the oldest by last Record, then by client ID.
+func (b *Buffer) evictions() []string {
+	all := make(map[string]record, len(b.clients)+len(b.pendingClients))
+	maps.Copy(all, b.clients)
+	maps.Copy(all, b.pendingClients)
+	excess := len(all) - b.maxClients
+	if excess <= 0 {
+		return nil
+	}
+	ids := slices.Collect(maps.Keys(all))
+	slices.SortFunc(ids, func(x, y string) int {
+		if c := compareUint64(all[x].stamp, all[y].stamp); c != 0 {
+			return c
+		}
+		return strings.Compare(x, y)
+	})
+	return ids[:excess]
+}
+
+func compareUint64(x, y uint64) int {
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+// applyFlushed makes the buffered changes the committed state at version.
+func (b *Buffer) applyFlushed(version storage.Version, evicted []string) {
+	for k, c := range b.pending {
+		if c.remove {
+			delete(b.entries, k)
+		} else {
+			b.entries[k] = c.value
+		}
+	}
+	maps.Copy(b.clients, b.pendingClients)
+	for _, id := range evicted {
+		delete(b.clients, id)
+	}
+	clear(b.pending)
+	clear(b.pendingClients)
+	b.version = version
+}
+
+// checkUserKey reports whether key may name a user entry.
+func checkUserKey(key string) error {
+	if strings.HasPrefix(key, ReservedPrefix) {
+		return fmt.Errorf("%w: %q starts with %q, which is kept for protograin's own entries", ErrReservedKey, key, ReservedPrefix)
+	}
+	if err := (storage.Change{Key: key}).Validate(); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// clone copies b; the copy of nil is an empty value, as stores return it.
+func clone(b []byte) []byte {
+	return append(make([]byte, 0, len(b)), b...)
+}

@@ -1,0 +1,55 @@
+// Package state is a grain's view of its durable state: a Buffer loaded from
+// a storage.Store that holds changes as side effects until Flush commits
+// them, all or none, with a version check (ActorFx's IActorState with
+// Orleans-style ETags).
+//
+// # Reads, writes and flushes
+//
+// Get, TryGet and Keys read the state as the grain changed it: buffered Set
+// and Remove calls are visible at once, the store sees nothing until Flush.
+// Flush sends every buffered change in one storage.Store.Commit with the
+// version the buffer loaded. If another activation of the same grain
+// committed in between, the store refuses with storage.ErrConflict, nothing
+// is written, and the buffer keeps its changes unflushed: this activation is
+// stale, and its owner (the cluster) should deactivate it rather than retry.
+// After any other failed Flush the changes stay buffered as well, so a later
+// Flush can retry them. Discard drops what is buffered.
+//
+// # Exactly-once calls
+//
+// A client that stamps its calls with (client ID, sequence number) can ask
+// the grain, through Seen, whether a call already ran:
+//
+//   - no record for the client, or seq higher than the recorded one: a new
+//     call; run it, then Record its reply;
+//   - seq equal to the recorded one: a retry of the last call; Seen returns
+//     the recorded reply, and the call must not run again;
+//   - seq lower than the recorded one: a retry of a call older than the
+//     last, whose reply is gone; Seen returns ErrStaleSequence.
+//
+// Records are buffered like state changes and committed in the same Flush,
+// as entries under ReservedPrefix, so a reply is durable exactly when the
+// state changes of its call are. A caller must send a reply only after the
+// Flush that committed it succeeded.
+//
+// A grain remembers at most Config.MaxClients clients. When a Flush would
+// leave more, it removes, in the same commit, the records of the clients
+// whose last Record is oldest (ties broken by client ID); Seen does not
+// count as use, so lookups never make the buffer dirty. The consequence: a
+// client whose record was evicted and that then retries its last call gets
+// "new call" from Seen, and the call runs a second time. Set MaxClients
+// above the number of clients that may retry calls to one grain.
+//
+// # Keys
+//
+// Entry keys follow storage rules (non-empty, valid UTF-8, no NUL, at most
+// storage.MaxNameLen bytes); keys starting with ReservedPrefix belong to this
+// package and are refused with ErrReservedKey. Entries under ReservedPrefix
+// that this version does not know are kept as they are.
+//
+// A Buffer is safe for concurrent use, though a grain normally uses it from
+// one call at a time.
+//
+// This package must not import the cluster or runtime packages: the cluster
+// builds on it, loading a Buffer on activation and flushing after calls.
+package state

@@ -1,0 +1,206 @@
+package state_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/protograin/protograin/cluster/state"
+	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/memstore"
+)
+
+// wantSeen checks what Seen says about call seq of client.
+func wantSeen(t *testing.T, b *state.Buffer, client string, seq uint64, wantReply string, wantOK bool) {
+	t.Helper()
+	reply, ok, err := b.Seen(client, seq)
+	if err != nil || ok != wantOK || string(reply) != wantReply {
+		t.Fatalf("Seen(%q, %d) = %q, %v, %v; want %q, %v, nil", client, seq, reply, ok, err, wantReply, wantOK)
+	}
+}
+
+func mustRecord(t *testing.T, b *state.Buffer, client string, seq uint64, reply string) {
+	t.Helper()
+	if err := b.Record(client, seq, []byte(reply)); err != nil {
+		t.Fatalf("Record(%q, %d): %v", client, seq, err)
+	}
+}
+
+func TestSeenRules(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		b := load(t, s, state.Config{})
+		wantSeen(t, b, "c", 0, "", false) // unknown client: a new call
+		mustRecord(t, b, "c", 5, "five")
+		wantSeen(t, b, "c", 5, "five", true) // buffered records count
+		wantSeen(t, b, "c", 6, "", false)    // the next call is new
+		if _, _, err := b.Seen("c", 4); !errors.Is(err, state.ErrStaleSequence) {
+			t.Fatalf("Seen of an older call: err = %v, want ErrStaleSequence", err)
+		} else if !strings.Contains(err.Error(), `"c"`) {
+			t.Errorf("error %q does not name the client", err)
+		}
+		mustFlush(t, b)
+
+		// A new activation sees the committed record.
+		b = load(t, s, state.Config{})
+		wantSeen(t, b, "c", 5, "five", true)
+		wantSeen(t, b, "other", 5, "", false)
+		mustRecord(t, b, "c", 6, "six")
+		wantSeen(t, b, "c", 6, "six", true)
+		if _, _, err := b.Seen("c", 5); !errors.Is(err, state.ErrStaleSequence) {
+			t.Fatalf("Seen of the replaced call: err = %v, want ErrStaleSequence", err)
+		}
+	})
+}
+
+func TestRecordMustMoveForward(t *testing.T) {
+	b := load(t, memstore.New(), state.Config{})
+	mustRecord(t, b, "c", 5, "five")
+	for _, seq := range []uint64{5, 4, 0} {
+		if err := b.Record("c", seq, []byte("again")); !errors.Is(err, state.ErrStaleSequence) {
+			t.Errorf("Record(c, %d) after 5: err = %v, want ErrStaleSequence", seq, err)
+		}
+	}
+	wantSeen(t, b, "c", 5, "five", true)
+}
+
+// TestRecordsCommitWithState checks that a reply is durable exactly when its
+// call's state changes are: a refused flush commits neither.
+func TestRecordsCommitWithState(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		winner := load(t, s, state.Config{})
+		stale := load(t, s, state.Config{})
+		mustSet(t, winner, "x", "w")
+		mustFlush(t, winner)
+
+		mustSet(t, stale, "x", "s")
+		mustRecord(t, stale, "c", 1, "reply")
+		if err := stale.Flush(context.Background()); !errors.Is(err, storage.ErrConflict) {
+			t.Fatalf("stale Flush: err = %v, want ErrConflict", err)
+		}
+		fresh := load(t, s, state.Config{})
+		wantSeen(t, fresh, "c", 1, "", false)
+		wantEntries(t, fresh, map[string]string{"x": "w"})
+
+		mustSet(t, fresh, "x", "f")
+		mustRecord(t, fresh, "c", 1, "reply")
+		mustFlush(t, fresh)
+		again := load(t, s, state.Config{})
+		wantSeen(t, again, "c", 1, "reply", true)
+		wantEntries(t, again, map[string]string{"x": "f"})
+	})
+}
+
+// TestEvictionRule checks the documented rule: beyond MaxClients, Flush
+// drops the records of the clients whose last Record is oldest, and the
+// order survives reloads.
+func TestEvictionRule(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		cfg := state.Config{MaxClients: 3}
+		b := load(t, s, cfg)
+		for i, c := range []string{"a", "b", "c"} {
+			mustRecord(t, b, c, 1, fmt.Sprint(c, i))
+			mustFlush(t, b)
+		}
+		// A new activation: the order of a, b, c must come from the store.
+		b = load(t, s, cfg)
+		mustRecord(t, b, "a", 2, "a again") // a is now the most recent
+		mustRecord(t, b, "d", 1, "d")       // a fourth client: b goes
+		mustFlush(t, b)
+
+		b = load(t, s, cfg)
+		wantSeen(t, b, "b", 1, "", false) // evicted: the retry would run again
+		wantSeen(t, b, "a", 2, "a again", true)
+		wantSeen(t, b, "c", 1, "c2", true)
+		wantSeen(t, b, "d", 1, "d", true)
+		wantStoredClients(t, s, 3)
+	})
+}
+
+// TestEvictionWithinOneFlush records more new clients in one flush than
+// MaxClients: the earliest recorded go, even though none was committed.
+func TestEvictionWithinOneFlush(t *testing.T) {
+	s := memstore.New()
+	b := load(t, s, state.Config{MaxClients: 2})
+	for _, c := range []string{"z", "y", "x", "w"} {
+		mustRecord(t, b, c, 1, c)
+	}
+	mustFlush(t, b)
+	b = load(t, s, state.Config{MaxClients: 2})
+	wantSeen(t, b, "z", 1, "", false)
+	wantSeen(t, b, "y", 1, "", false)
+	wantSeen(t, b, "x", 1, "x", true)
+	wantSeen(t, b, "w", 1, "w", true)
+	wantStoredClients(t, s, 2)
+}
+
+// TestLoweredMaxClients checks that an activation with a lower limit than
+// the previous one trims the records at its first flush.
+func TestLoweredMaxClients(t *testing.T) {
+	s := memstore.New()
+	b := load(t, s, state.Config{})
+	for i := range 10 {
+		mustRecord(t, b, fmt.Sprint("c", i), 1, "r")
+	}
+	mustFlush(t, b)
+	b = load(t, s, state.Config{MaxClients: 4})
+	mustSet(t, b, "k", "v")
+	mustFlush(t, b)
+	wantStoredClients(t, s, 4)
+	b = load(t, s, state.Config{})
+	for i := range 6 { // the six oldest went
+		wantSeen(t, b, fmt.Sprint("c", i), 1, "", false)
+	}
+	for i := 6; i < 10; i++ {
+		wantSeen(t, b, fmt.Sprint("c", i), 1, "r", true)
+	}
+}
+
+func TestDefaultMaxClients(t *testing.T) {
+	s := memstore.New()
+	b := load(t, s, state.Config{})
+	for i := range state.DefaultMaxClients + 1 {
+		mustRecord(t, b, fmt.Sprint("client-", i), 1, "")
+	}
+	mustFlush(t, b)
+	wantStoredClients(t, s, state.DefaultMaxClients)
+	wantSeen(t, load(t, s, state.Config{}), "client-0", 1, "", false)
+}
+
+func wantStoredClients(t *testing.T, s storage.Store, want int) {
+	t.Helper()
+	entries, _, err := s.Load(context.Background(), grain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for k := range entries {
+		if strings.HasPrefix(k, state.ReservedPrefix+"client/") {
+			n++
+		}
+	}
+	if n != want {
+		t.Fatalf("store holds %d client records, want %d", n, want)
+	}
+}
+
+func TestCorruptRecordFailsLoad(t *testing.T) {
+	for name, value := range map[string]string{
+		"empty":          "",
+		"unknown format": "\x09\x01\x01",
+		"truncated":      "\x01\x80",
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := memstore.New()
+			key := state.ReservedPrefix + "client/broken"
+			if _, err := s.Commit(context.Background(), grain, 0, []storage.Change{{Key: key, Value: []byte(value)}}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := state.Load(context.Background(), s, grain, state.Config{})
+			if !errors.Is(err, state.ErrCorrupt) || !strings.Contains(err.Error(), "broken") {
+				t.Fatalf("Load over a corrupt record: err = %v, want ErrCorrupt naming the client", err)
+			}
+		})
+	}
+}
