@@ -400,3 +400,59 @@ func TestSpawnWithPanickingNew(t *testing.T) {
 		t.Fatalf("Request on nil Ref = %v, want ErrStopped", err)
 	}
 }
+
+// TestGracefulStopOfFailingChild: a child that fails on a message queued
+// before its graceful stop must still stop, whether its parent is stopping
+// or not.
+func TestGracefulStopOfFailingChild(t *testing.T) {
+	t.Parallel()
+	for _, parentStops := range []bool{false, true} {
+		name := map[bool]string{false: "child stopped", true: "parent stopped"}[parentStops]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestSystem(t, Config{})
+			entered, release := make(chan struct{}), make(chan struct{})
+			kids := make(chan *Ref, 1)
+			parent := spawnFunc(t, s, func(c *Context) {
+				if _, ok := c.Message().(*Started); ok {
+					k, err := c.Spawn(Props{New: func() Actor {
+						return ActorFunc(func(c *Context) {
+							switch c.Message() {
+							case "block":
+								close(entered)
+								<-release
+							case "boom":
+								panic("boom")
+							}
+						})
+					}})
+					if err != nil {
+						panic(err)
+					}
+					kids <- k
+				}
+			})
+			kid := recv(t, kids, "child")
+			if err := kid.Send("block"); err != nil {
+				t.Fatal(err)
+			}
+			<-entered
+			if err := kid.Send("boom"); err != nil {
+				t.Fatal(err)
+			}
+			if parentStops {
+				parent.GracefulStop()
+				// The parent's stop reaches the child as a graceful stop
+				// queued behind "boom"; wait until the parent is stopping.
+				waitFor(t, testTimeout, func() bool { return parent.stopping.Load() }, "parent stopping")
+			} else {
+				kid.GracefulStop()
+			}
+			close(release)
+			waitClosed(t, kid.Done(), "child stopped")
+			if parentStops {
+				waitClosed(t, parent.Done(), "parent stopped")
+			}
+		})
+	}
+}

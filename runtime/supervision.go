@@ -321,10 +321,20 @@ func (r *Ref) fail(f *Failure) {
 	r.sys.root.handleFailure(r.sys, f)
 }
 
-// superviseChild applies this actor's strategy to a child's failure. A
-// failure of a child that is already being stopped needs no decision.
+// superviseChild applies this actor's strategy to a child's failure.
+//
+// A child that is being stopped abruptly needs no decision. Nor does any
+// child of a stopping actor, but it must not wait suspended for a decision
+// that never comes: a graceful stop queued behind its failure would never
+// be reached, so it is stopped abruptly. A child that was asked to stop
+// gracefully by someone else is supervised as usual, so that its queued
+// messages are still handled after a Restart or Resume.
 func (r *Ref) superviseChild(f *Failure) {
-	if _, ok := r.children[f.Who]; !ok || f.Who.stopReq.Load() != 0 || r.inStop {
+	if _, ok := r.children[f.Who]; !ok {
+		return // it has stopped already
+	}
+	if r.inStop || f.Who.stopReq.Load()&stopAbrupt != 0 {
+		f.Who.Stop()
 		return
 	}
 	strategy := r.strategy
