@@ -230,3 +230,42 @@ func TestRequestAllocations(t *testing.T) {
 		t.Fatalf("Request allocates %.1f times per call; want the envelope and little else", allocs)
 	}
 }
+
+// TestRequestsRacingStopNeverHang sends requests from many goroutines
+// while the actor is stopped: each must end with the reply or ErrStopped,
+// never wait (the context has no deadline).
+func TestRequestsRacingStopNeverHang(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	for round := range 20 {
+		r := spawnFunc(t, s, func(c *Context) {
+			if n, ok := c.Message().(int); ok {
+				c.Respond(n)
+			}
+		})
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 50 {
+					v, err := r.Request(context.Background(), i)
+					switch {
+					case errors.Is(err, ErrStopped):
+						return
+					case err != nil || v != i:
+						t.Errorf("round %d, goroutine %d: Request = %v, %v", round, g, v, err)
+						return
+					}
+				}
+			}()
+		}
+		if round%2 == 0 {
+			r.Stop()
+		} else {
+			r.GracefulStop()
+		}
+		wg.Wait()
+		waitClosed(t, r.Done(), "stop")
+	}
+}
