@@ -15,7 +15,6 @@ import (
 const (
 	clusterPackage = "github.com/protograin/protograin/cluster"
 	contextPackage = "context"
-	fmtPackage     = "fmt"
 	protoPackage   = "google.golang.org/protobuf/proto"
 	statusPackage  = "google.golang.org/grpc/status"
 	codesPackage   = "google.golang.org/grpc/codes"
@@ -131,7 +130,6 @@ func (fg *fileGen) header() {
 func (fg *fileGen) importNames(gen *protogen.Plugin) {
 	fg.out.ImportName(clusterPackage, "cluster")
 	fg.out.ImportName(contextPackage, "context")
-	fg.out.ImportName(fmtPackage, "fmt")
 	fg.out.ImportName(protoPackage, "proto")
 	fg.out.ImportName(statusPackage, "status")
 	fg.out.ImportName(codesPackage, "codes")

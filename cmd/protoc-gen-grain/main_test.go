@@ -57,6 +57,7 @@ func buildPlugin(t *testing.T) string {
 // TestBinary runs the built plugin the way protoc and buf do: flags on the
 // command line, the request on stdin, the response on stdout.
 func TestBinary(t *testing.T) {
+	t.Parallel()
 	bin := buildPlugin(t)
 
 	t.Run("version", func(t *testing.T) {
@@ -128,6 +129,7 @@ func runBinary(t *testing.T, bin string, req *pluginpb.CodeGeneratorRequest) (st
 // TestGoldensVet runs go vet over the golden packages. It names them one by
 // one: the go command's ./... patterns skip directories named testdata.
 func TestGoldensVet(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("runs go vet")
 	}
