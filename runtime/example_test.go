@@ -227,3 +227,85 @@ func ExampleSystem_Shutdown() {
 	// <nil>
 	// runtime: actor system stopped
 }
+
+func ExampleMiddleware() {
+	sys := runtime.NewSystem(runtime.Config{})
+	defer sys.Close()
+
+	// trace prints the type of every user message around its handling.
+	trace := func(next runtime.ReceiveFunc) runtime.ReceiveFunc {
+		return func(c *runtime.Context) {
+			if _, ok := c.Message().(string); !ok {
+				next(c) // lifecycle messages pass through untraced
+				return
+			}
+			fmt.Printf("-> %T\n", c.Message())
+			next(c)
+			fmt.Printf("<- %T\n", c.Message())
+		}
+	}
+	ref, _ := sys.Spawn(runtime.Props{
+		Middleware: []runtime.Middleware{trace},
+		New: func() runtime.Actor {
+			return runtime.ActorFunc(func(c *runtime.Context) {
+				if m, ok := c.Message().(string); ok {
+					fmt.Println("handling", m)
+					c.Respond(nil)
+				}
+			})
+		},
+	})
+	_, _ = ref.Request(context.Background(), "hi")
+	// Output:
+	// -> string
+	// handling hi
+	// <- string
+}
+
+func ExampleContext_DetachReply() {
+	sys := runtime.NewSystem(runtime.Config{})
+	defer sys.Close()
+
+	ref, _ := sys.Spawn(runtime.Props{New: func() runtime.Actor {
+		return runtime.ActorFunc(func(c *runtime.Context) {
+			if q, ok := c.Message().(string); ok {
+				// Answer from another goroutine, leaving the actor free for
+				// its next message meanwhile.
+				resp := c.DetachReply()
+				go resp.Respond("slow answer to " + q)
+			}
+		})
+	}})
+	v, err := ref.Request(context.Background(), "question")
+	fmt.Println(v, err)
+	// Output:
+	// slow answer to question <nil>
+}
+
+func ExampleMailboxConfig() {
+	sys := runtime.NewSystem(runtime.Config{})
+	defer sys.Close()
+
+	busy, release := make(chan struct{}), make(chan struct{})
+	ref, _ := sys.Spawn(runtime.Props{
+		Mailbox: runtime.MailboxConfig{Capacity: 1, Overflow: runtime.MailboxFail},
+		New: func() runtime.Actor {
+			return runtime.ActorFunc(func(c *runtime.Context) {
+				if c.Message() == "wait" {
+					close(busy)
+					<-release
+				}
+			})
+		},
+	})
+	_ = ref.Send("wait")
+	<-busy
+	// The actor is busy: the first message takes the one slot, the second
+	// overflows it.
+	fmt.Println(ref.Send("first"))
+	fmt.Println(ref.Send("second"))
+	close(release)
+	// Output:
+	// <nil>
+	// runtime: mailbox full
+}
