@@ -36,6 +36,8 @@ type conn struct {
 	calls        map[uint64]chan frame         // requests sent, waiting for their reply
 	served       map[uint64]context.CancelFunc // requests received, running
 	err          error                         // why the conn closed
+	framesQueued uint64                        // frames sent, for tests and debugging
+	batchesSent  uint64                        // gRPC messages sent
 	closeCtx     context.CancelFunc
 }
 
@@ -164,6 +166,7 @@ func (c *conn) enqueue(f *frame, size int) {
 		c.batches = append(c.batches, make([]byte, 0, min(c.t.cfg.MaxBatchBytes, size+frameOverhead)))
 		n++
 	}
+	c.framesQueued++
 	before := len(c.batches[n-1])
 	c.batches[n-1] = appendFrame(c.batches[n-1], f)
 	c.pendingBytes += len(c.batches[n-1]) - before
@@ -182,6 +185,7 @@ func (c *conn) writeLoop() {
 		c.mu.Lock()
 		batches := c.batches
 		c.batches, c.pendingBytes = nil, 0
+		c.batchesSent += uint64(len(batches))
 		close(c.space)
 		c.space = make(chan struct{})
 		c.mu.Unlock()

@@ -32,9 +32,10 @@ type Node struct {
 	acts      *activations
 	calls     *gate // calls this node is serving
 
-	changed chan struct{} // membership changed; capacity 1, coalescing
-	stop    chan struct{} // closed by teardown: ends the loops
-	loops   sync.WaitGroup
+	changed   chan struct{} // membership changed; capacity 1, coalescing
+	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
+	stop      chan struct{} // closed by teardown: ends the loops
+	loops     sync.WaitGroup
 
 	mu           sync.Mutex
 	shuttingDown bool
@@ -216,6 +217,8 @@ func (n *Node) refresh() {
 	if n.serf == nil {
 		return
 	}
+	n.refreshMu.Lock()
+	defer n.refreshMu.Unlock()
 	old := n.view.Load()
 	var members []Member
 	for _, sm := range n.serf.Members() {

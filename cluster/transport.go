@@ -165,12 +165,15 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 		if e.err != nil {
 			return nil, e.err
 		}
-		select {
-		case <-e.conn.done: // broken since; it removed itself, dial again
-			continue
-		default:
+		if !isDone(e.conn.done) {
 			return e.conn, nil
 		}
+		// Broken since: forget it (it may not have done so yet) and dial.
+		t.mu.Lock()
+		if t.peers[m.Name] == e {
+			delete(t.peers, m.Name)
+		}
+		t.mu.Unlock()
 	}
 }
 
@@ -349,4 +352,22 @@ func (t *transport) close(ctx context.Context) {
 		t.server.Stop()
 		<-stopped
 	}
+}
+
+// stats returns how many frames the open conns queued and in how many
+// gRPC messages they went.
+func (t *transport) stats() (frames, batches uint64) {
+	t.mu.Lock()
+	conns := make([]*conn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		frames += c.framesQueued
+		batches += c.batchesSent
+		c.mu.Unlock()
+	}
+	return frames, batches
 }

@@ -1,0 +1,228 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// sampleFrames covers every frame type and field.
+func sampleFrames() []frame {
+	return []frame{
+		{typ: frameHello, node: "node-a"},
+		{typ: frameRequest, id: 1, kind: "pkg.Counter", identity: "user-42", method: "/pkg.Counter/Add",
+			payload: []byte{8, 5}, timeout: 1500 * time.Millisecond},
+		{typ: frameRequest, id: 1 << 60, kind: "k", method: "/k/M"}, // empty identity and payload
+		{typ: frameResponse, id: 2, payload: []byte("resp")},
+		{typ: frameResponse, id: 3, code: codes.NotFound, message: "no such thing", reason: reasonUnknownMethod},
+		{typ: frameCancel, id: 4},
+	}
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	var batch []byte
+	want := sampleFrames()
+	for i := range want {
+		batch = appendFrame(batch, &want[i])
+	}
+	var got []frame
+	if err := decodeBatch(batch, func(f *frame) { got = append(got, *f) }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("decoded\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestDecodeSkipsUnknownFields(t *testing.T) {
+	b := protowire.AppendTag(nil, fieldType, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(frameCancel))
+	b = protowire.AppendTag(b, 99, protowire.BytesType) // from a newer peer
+	b = protowire.AppendString(b, "future")
+	b = protowire.AppendTag(b, fieldID, protowire.VarintType)
+	b = protowire.AppendVarint(b, 7)
+	batch := protowire.AppendBytes(nil, b)
+	var got frame
+	if err := decodeBatch(batch, func(f *frame) { got = *f }); err != nil {
+		t.Fatal(err)
+	}
+	if got.typ != frameCancel || got.id != 7 {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+func TestDecodeRejectsCorruptFrames(t *testing.T) {
+	valid := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: "k", method: "/k/M"})
+	frameOf := func(fields ...[]byte) []byte {
+		return protowire.AppendBytes(nil, bytes.Join(fields, nil))
+	}
+	varint := func(num protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), v)
+	}
+	for _, tc := range []struct {
+		name  string
+		batch []byte
+	}{
+		{"truncated length", []byte{0x80}},
+		{"length past the end", append([]byte{50}, valid[1:]...)},
+		{"truncated frame", valid[:len(valid)-2]},
+		{"no type", frameOf(varint(fieldID, 1))},
+		{"unknown type", frameOf(varint(fieldType, 9))},
+		{"bad wire type", frameOf(protowire.AppendString(protowire.AppendTag(nil, fieldType, protowire.BytesType), "x"))},
+		{"bad status code", frameOf(varint(fieldType, uint64(frameResponse)), varint(fieldCode, 99))},
+		{"bad reason", frameOf(varint(fieldType, uint64(frameResponse)), varint(fieldReason, 200))},
+		{"request without method", frameOf(varint(fieldType, uint64(frameRequest)))},
+		{"hello without name", frameOf(varint(fieldType, uint64(frameHello)))},
+		{"huge timeout", frameOf(varint(fieldType, uint64(frameRequest)), varint(fieldTimeout, 1<<63))},
+		{"bad tag", frameOf([]byte{0})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := decodeBatch(tc.batch, func(*frame) {})
+			if !errors.Is(err, ErrCorruptFrame) {
+				t.Fatalf("err = %v, want ErrCorruptFrame", err)
+			}
+		})
+	}
+}
+
+// FuzzDecodeBatch checks that no input makes the decoder panic, and that
+// whatever decodes encodes back to the same frames.
+func FuzzDecodeBatch(f *testing.F) {
+	for _, fr := range sampleFrames() {
+		f.Add(appendFrame(nil, &fr))
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, batch []byte) {
+		var frames []frame
+		if err := decodeBatch(batch, func(fr *frame) { frames = append(frames, *fr) }); err != nil {
+			if !errors.Is(err, ErrCorruptFrame) {
+				t.Fatalf("error %v does not wrap ErrCorruptFrame", err)
+			}
+			return
+		}
+		var again []byte
+		for i := range frames {
+			again = appendFrame(again, &frames[i])
+		}
+		var round []frame
+		if err := decodeBatch(again, func(fr *frame) { round = append(round, *fr) }); err != nil {
+			t.Fatalf("re-encoded frames do not decode: %v", err)
+		}
+		if len(round) != len(frames) {
+			t.Fatalf("%d frames, %d after a round trip", len(frames), len(round))
+		}
+		for i := range round {
+			a, b := round[i], frames[i]
+			if len(a.payload) == 0 && len(b.payload) == 0 {
+				a.payload, b.payload = nil, nil
+			}
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("frame %d: %+v after a round trip, was %+v", i, a, b)
+			}
+		}
+	})
+}
+
+// rawStream opens a transport stream to n without the Node machinery, to
+// send it whatever bytes a test wants.
+func rawStream(t *testing.T, n *Node) grpc.ClientStream {
+	t.Helper()
+	cc, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	t.Cleanup(cancel)
+	s, err := cc.NewStream(ctx, &transportDesc().Streams[0], streamMethod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestCorruptFrameResetsOnlyItsStream(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	target := nodes[1]
+	id := identityOwnedBy(t, nodes, target)
+	add(t, nodes[0], id, 1) // nodes[0] now has a stream to target
+	hello := appendFrame(nil, &frame{typ: frameHello, node: "intruder"})
+	request := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: echoKind, identity: id, method: methodAdd})
+	garbage := []byte{0x05, 0xde, 0xad, 0xbe, 0xef, 0x00}
+
+	for _, tc := range []struct {
+		name    string
+		batches [][]byte
+	}{
+		{"garbage first", [][]byte{garbage}},
+		{"no hello", [][]byte{request}},
+		{"garbage after hello", [][]byte{hello, garbage}},
+		{"garbage after a valid request", [][]byte{hello, append(append([]byte(nil), request...), garbage...)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := rawStream(t, target)
+			for _, b := range tc.batches {
+				if err := s.SendMsg(&b); err != nil {
+					t.Fatalf("send: %v", err)
+				}
+			}
+			var err error
+			for err == nil { // replies to valid requests may come first
+				var reply []byte
+				err = s.RecvMsg(&reply)
+			}
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("stream ended with %v, want InvalidArgument", err)
+			}
+			if s, _ := status.FromError(err); !bytes.Contains([]byte(s.Message()), []byte("corrupt frame")) {
+				t.Errorf("message %q does not say the frame was corrupt", s.Message())
+			}
+		})
+	}
+	// The node and its other streams keep working.
+	if got := add(t, nodes[0], id, 1); got < 2 {
+		t.Fatalf("total = %d after the corrupt streams, want at least 2", got)
+	}
+}
+
+func TestBatchingUnderLoad(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	for _, h := range hs {
+		close(h.release)
+	}
+	remote := identityOwnedBy(t, nodes, nodes[1])
+	add(t, nodes[0], remote, 0)
+	// Many concurrent calls: with one writer per stream, frames queued
+	// while it sends go out together.
+	const calls = 500
+	errs := make(chan error, calls)
+	for i := range calls {
+		go func() {
+			_, err := nodes[0].Invoke(context.Background(), addCall(remote+"-"+string(rune('a'+i%26)), 1))
+			errs <- err
+		}()
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	frames, batches := nodes[0].transport.stats()
+	t.Logf("%d frames in %d gRPC messages", frames, batches)
+	if frames <= batches {
+		t.Errorf("%d frames in %d messages: no batching", frames, batches)
+	}
+}
