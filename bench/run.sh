@@ -55,7 +55,10 @@ go tool benchstat -format csv -col "$cols" "$raw" 2>/dev/null | awk -F, '
 	$1 == "" && $2 != "" { unit = $2; next }
 	$1 == "" || $1 == "geomean" || $2 == "" || $4 == "" { next }
 	{
-		better = (unit ~ /\/s$/) ? $4 / $2 : ($4 == 0 ? 0 : $2 / $4)
-		printf "%-28s %-10s %-12.4g %-12.4g %.2fx\n", $1, unit, $2, $4, better
+		if (unit ~ /\/s$/) { num = $4; den = $2 } else { num = $2; den = $4 }
+		if (num == den) adv = "1.00x"
+		else if (num == 0 || den == 0) adv = "n/a (one side is 0)"
+		else adv = sprintf("%.2fx", num / den)
+		printf "%-28s %-10s %-12.4g %-12.4g %s\n", $1, unit, $2, $4, adv
 	}' | tee "$OUT/ratios.txt"
 echo "results in $(cd "$OUT" && pwd)"
