@@ -1,0 +1,22 @@
+package runtime
+
+import (
+	"go/build"
+	"strings"
+	"testing"
+)
+
+// TestImports enforces doc.go: the runtime knows nothing about the cluster,
+// protobuf or gRPC, and uses the standard library only.
+func TestImports(t *testing.T) {
+	t.Parallel()
+	pkg, err := build.ImportDir(".", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, imp := range pkg.Imports {
+		if strings.Contains(strings.SplitN(imp, "/", 2)[0], ".") {
+			t.Errorf("runtime imports %q; it must use the standard library only", imp)
+		}
+	}
+}
