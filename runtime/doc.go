@@ -7,7 +7,7 @@
 // The package knows nothing about the cluster, protobuf or gRPC, and must not
 // import github.com/protograin/protograin/cluster, google.golang.org/protobuf
 // or google.golang.org/grpc: the cluster builds on the runtime, never the
-// other way round.
+// other way round. It imports the standard library only (TestImports checks).
 //
 // # Actors and scheduling
 //
@@ -19,7 +19,13 @@
 // goroutine that drains up to Props.Throughput messages per turn, system
 // messages first. When the mailbox is empty the actor goes idle and
 // re-checks its queues, so no wake-up is lost. An idle actor holds no
-// goroutine: it costs its Ref and its Actor value.
+// goroutine: it costs its Ref and its Actor value (about 370 bytes of heap
+// on amd64 with a small Actor; TestIdleActorMemory reports the figure).
+//
+// Config and Props are plain structs whose zero fields mean documented
+// defaults. The runtime keeps no package-level mutable state: everything
+// lives in a System, and a test can inject a Clock and the random source of
+// a strategy's backoff jitter.
 //
 // # Lifecycle
 //
