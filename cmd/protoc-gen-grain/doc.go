@@ -4,22 +4,36 @@
 // service a grain interface, an embeddable Unimplemented type, a typed client
 // and a constructor for the cluster.Kind a node hosts.
 //
-// Use it from buf.gen.yaml (version v2):
+// Make it a tool of your module, so that it is built from the same
+// protograin version as the cluster package your code compiles against:
+//
+//	go get -tool github.com/protograin/protograin/cmd/protoc-gen-grain
+//	go get -tool google.golang.org/protobuf/cmd/protoc-gen-go
+//
+// Then use it from buf.gen.yaml (version v2):
 //
 //	plugins:
 //	  - local: ["go", "tool", "protoc-gen-go"]
 //	    out: .
 //	    opt: paths=source_relative
-//	  - local: ["go", "run", "github.com/protograin/protograin/cmd/protoc-gen-grain"]
+//	  - local: ["go", "tool", "protoc-gen-grain"]
 //	    out: .
 //	    opt: paths=source_relative
 //
-// or from protoc: protoc --go_out=. --grain_out=. counter.proto.
+// or, with the binary on PATH, from protoc:
+//
+//	protoc --go_out=. --go_opt=paths=source_relative \
+//	       --grain_out=. --grain_opt=paths=source_relative counter.proto
 //
 // Parameters are the ones protoc-gen-go takes for placing files (paths=,
 // module=, M<file>=<import path>); any other parameter is an error. Only
 // unary RPCs are supported: a streaming RPC fails the run with an error that
-// names the file, service and method.
+// names the file, service and method, and nothing is written.
+//
+// Generate all files of one Go package in one run (buf does, one run per
+// directory): generated names that collide with names declared in other
+// files of the package are resolved across the files of the run. The rules
+// are in names.go.
 //
 // The generated code imports github.com/protograin/protograin/cluster and
 // must compile against a cluster package of the same protograin version; see

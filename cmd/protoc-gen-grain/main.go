@@ -16,7 +16,8 @@ const usage = `protoc-gen-grain generates typed grain interfaces, clients and ki
 proto services. It is run by protoc or buf, which send it a
 CodeGeneratorRequest on standard input; it is not meant to be run by hand.
 
-  buf.gen.yaml:  - local: ["go", "run", "github.com/protograin/protograin/cmd/protoc-gen-grain"]
+  go get -tool github.com/protograin/protograin/cmd/protoc-gen-grain
+  buf.gen.yaml:  - local: ["go", "tool", "protoc-gen-grain"]
                    out: .
                    opt: paths=source_relative
   protoc:        protoc --go_out=. --grain_out=. --grain_opt=paths=source_relative x.proto
@@ -63,14 +64,41 @@ func handleFlags(args []string, stdout, stderr io.Writer) (handled bool, code in
 	return false, 0
 }
 
-// version is the module version the binary was built from: a release tag when
-// installed with go install ...@vX.Y.Z, "(devel)" when built in a checkout.
+// modulePath is the module protoc-gen-grain belongs to.
+const modulePath = "github.com/protograin/protograin"
+
+// version is the protograin version the binary was built from.
 func version() string {
 	info, ok := debug.ReadBuildInfo()
-	if !ok || info.Main.Version == "" {
+	if !ok {
 		return "(devel)"
 	}
-	return info.Main.Version
+	return moduleVersion(info)
+}
+
+// moduleVersion finds the protograin version in build info: the main module's
+// version after go install ...@vX.Y.Z, a dependency's version when the plugin
+// is a go tool of another module, "(devel)" when built in a checkout.
+func moduleVersion(info *debug.BuildInfo) string {
+	mod := &info.Main
+	if mod.Path != modulePath {
+		mod = nil
+		for _, dep := range info.Deps {
+			if dep.Path == modulePath {
+				mod = dep
+			}
+		}
+	}
+	switch {
+	case mod == nil || mod.Version == "":
+		return "(devel)"
+	case mod.Replace != nil && mod.Replace.Version == "":
+		return mod.Version + " (replaced by " + mod.Replace.Path + ")"
+	case mod.Replace != nil:
+		return mod.Replace.Version
+	default:
+		return mod.Version
+	}
 }
 
 // params holds the plugin parameters that protogen does not handle itself.

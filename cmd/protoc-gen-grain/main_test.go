@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -144,5 +145,52 @@ func TestGoldensVet(t *testing.T) {
 	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("go vet %v: %v\n%s", pkgs, err, out)
+	}
+}
+
+func TestModuleVersion(t *testing.T) {
+	tests := []struct {
+		name string
+		info debug.BuildInfo
+		want string
+	}{
+		{
+			name: "go install @version",
+			info: debug.BuildInfo{Main: debug.Module{Path: modulePath, Version: "v1.2.3"}},
+			want: "v1.2.3",
+		},
+		{
+			name: "checkout",
+			info: debug.BuildInfo{Main: debug.Module{Path: modulePath, Version: "(devel)"}},
+			want: "(devel)",
+		},
+		{
+			name: "tool of another module",
+			info: debug.BuildInfo{
+				Main: debug.Module{Path: "example.com/app", Version: "(devel)"},
+				Deps: []*debug.Module{{Path: "golang.org/x/net", Version: "v0.1.0"}, {Path: modulePath, Version: "v1.4.0"}},
+			},
+			want: "v1.4.0",
+		},
+		{
+			name: "replaced by a directory",
+			info: debug.BuildInfo{
+				Main: debug.Module{Path: "example.com/app"},
+				Deps: []*debug.Module{{Path: modulePath, Version: "v1.4.0", Replace: &debug.Module{Path: "../protograin"}}},
+			},
+			want: "v1.4.0 (replaced by ../protograin)",
+		},
+		{
+			name: "unknown",
+			info: debug.BuildInfo{Main: debug.Module{Path: "example.com/app"}},
+			want: "(devel)",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := moduleVersion(&tt.info); got != tt.want {
+				t.Errorf("moduleVersion = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
