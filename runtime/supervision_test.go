@@ -532,3 +532,23 @@ func TestRestartWhenNewPanicsKeepsOldInstance(t *testing.T) {
 		t.Fatalf("%d decisions, want 2", n)
 	}
 }
+
+// TestRootAllForOne: Config.Supervisor applies to top-level actors as a
+// group.
+func TestRootAllForOne(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{Supervisor: NewAllForOne(StrategyConfig{})})
+	log := &eventLog{}
+	a := spawn(t, s, counterProps("a", log))
+	b := spawn(t, s, counterProps("b", log))
+	for _, r := range []*Ref{a, b} {
+		if _, err := r.Request(ctxTimeout(t), "get"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatal(err)
+	}
+	waitFor(t, testTimeout, func() bool { return log.count("a#2 started") == 1 && log.count("b#2 started") == 1 },
+		"both top-level actors restarted")
+}
