@@ -426,3 +426,54 @@ func TestStartErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestJoinMovesGrainsToTheNewOwner(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	const grains = 60
+	for i := range grains {
+		add(t, nodes[0], fmt.Sprintf("g-%d", i), 1)
+	}
+	cfg := testConfig(t)
+	cfg.NodeName += "-joiner"
+	cfg.Seeds = []string{nodes[0].GossipAddr()}
+	jh := newHooks(cfg.NodeName)
+	cfg.Kinds = []*Kind{newEchoKind(jh, 0)}
+	joiner := startNode(t, cfg)
+	all := append(nodes, joiner)
+	waitConverged(t, all, 3)
+
+	var moved []string
+	for i := range grains {
+		id := fmt.Sprintf("g-%d", i)
+		if m, _ := nodes[0].Owner(echoKind, id); m.Name == joiner.Name() {
+			moved = append(moved, id)
+		}
+	}
+	if len(moved) == 0 || len(moved) == grains {
+		t.Fatalf("%d of %d grains moved to the new node", len(moved), grains)
+	}
+	// The old owners deactivate exactly the grains that moved.
+	deactivated := make(map[string]bool)
+	for range moved {
+		select {
+		case id := <-hs[nodes[0].Name()].deactivated:
+			deactivated[id] = true
+		case id := <-hs[nodes[1].Name()].deactivated:
+			deactivated[id] = true
+		case <-time.After(waitTimeout):
+			t.Fatalf("only %d of %d moved grains were deactivated", len(deactivated), len(moved))
+		}
+	}
+	for _, id := range moved {
+		if !deactivated[id] {
+			t.Errorf("%s moved but was not deactivated", id)
+		}
+		if got := where(t, nodes[1], id); got != joiner.Name() {
+			t.Errorf("%s runs on %s, want the new owner %s", id, got, joiner.Name())
+		}
+	}
+	waitFor(t, waitTimeout, "the old owners' tables to shrink", func() bool {
+		return nodes[0].acts.count()+nodes[1].acts.count() == grains-len(moved)
+	})
+}

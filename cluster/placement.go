@@ -95,7 +95,7 @@ func (p *placement) owner(kind, identity string) (*Member, bool) {
 	if len(cands) == 0 {
 		return nil, false
 	}
-	key := hashString(hashString(fnvOffset, kind)^keySeparator, identity)
+	key := keyHash(kind, identity)
 	best, bestScore := cands[0].member, score(cands[0].seed, key)
 	for _, c := range cands[1:] {
 		if s := score(c.seed, key); s > bestScore {
@@ -115,6 +115,15 @@ const (
 	// keySeparator keeps ("ab", "c") and ("a", "bc") apart.
 	keySeparator = 0xff
 )
+
+// keyHash hashes a grain's kind and identity, with a separator between
+// them so that ("ab", "c") and ("a", "bc") differ.
+func keyHash(kind, identity string) uint64 {
+	h := hashString(fnvOffset, kind)
+	h ^= keySeparator
+	h *= fnvPrime
+	return hashString(h, identity)
+}
 
 func hashString(h uint64, s string) uint64 {
 	for i := 0; i < len(s); i++ {
