@@ -185,3 +185,52 @@ func TestOpenBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitWaitingOnLockHonoursContext holds the grain's version row
+// locked from another session, so a Commit blocks on it; the Commit must give
+// up when its context ends, and change nothing.
+func TestCommitWaitingOnLockHonoursContext(t *testing.T) {
+	ctx := context.Background()
+	cfg := pgstore.Config{DSN: dsn(t), Schema: testSchema(t)}
+	s := open(t, cfg)
+	key := storage.Key{Kind: "test.Counter", Identity: "locked"}
+	v, err := s.Commit(ctx, key, 0, []storage.Change{{Key: "k", Value: []byte("before")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	conn, err := pgx.Connect(ctx, cfg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	lock := "SELECT version FROM " + pgx.Identifier{cfg.Schema, "grains"}.Sanitize() + " WHERE kind = $1 AND identity = $2 FOR UPDATE"
+	if _, err := tx.Exec(ctx, lock, key.Kind, key.Identity); err != nil {
+		t.Fatal(err)
+	}
+
+	// The lock is held until after Commit returns, so Commit can only end
+	// by its deadline; the duration is not asserted.
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	_, err = s.Commit(short, key, v, []storage.Change{{Key: "k", Value: []byte("after")}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Commit blocked on a lock past its deadline: err = %v, want context.DeadlineExceeded", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, gotV, err := s.Load(ctx, key)
+	if err != nil || gotV != v || string(got["k"]) != "before" {
+		t.Fatalf("after the timed-out Commit: %q at version %d (err %v), want k=before at %d", got, gotV, err, v)
+	}
+	// The pool recovers: the next Commit works.
+	if _, err := s.Commit(ctx, key, v, []storage.Change{{Key: "k", Value: []byte("after")}}); err != nil {
+		t.Fatalf("Commit after the timed-out one: %v", err)
+	}
+}

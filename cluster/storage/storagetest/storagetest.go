@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"RemindersPerKind", testRemindersPerKind},
 		{"InvalidReminders", testInvalidReminders},
 		{"Closed", testClosed},
+		{"CloseWhileBusy", testCloseWhileBusy},
 		{"CanceledContext", testCanceledContext},
 	}
 	for _, tt := range tests {
@@ -515,6 +516,47 @@ func testClosed(t *testing.T, s storage.Store) {
 			t.Errorf("%s after Close: err = %v, want ErrClosed", name, err)
 		}
 	}
+}
+
+// testCloseWhileBusy closes the store while goroutines use it: every call
+// must either succeed or fail with ErrClosed, never with anything else.
+func testCloseWhileBusy(t *testing.T, s storage.Store) {
+	const workers = 4
+	var (
+		wg      sync.WaitGroup
+		started sync.WaitGroup
+	)
+	started.Add(workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := storage.Key{Kind: "test.Counter", Identity: fmt.Sprint("busy-", w)}
+			var v storage.Version
+			for i := 0; ; i++ {
+				next, err := s.Commit(context.Background(), key, v, []storage.Change{set("i", fmt.Sprint(i))})
+				if err == nil {
+					v = next
+					_, _, err = s.Load(context.Background(), key)
+				}
+				if i == 0 {
+					started.Done()
+				}
+				if errors.Is(err, storage.ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Errorf("worker %d, call %d while closing: err = %v, want nil or ErrClosed", w, i, err)
+					return
+				}
+			}
+		}()
+	}
+	started.Wait() // every worker has made a call: Close lands mid-stream
+	if err := s.Close(); err != nil {
+		t.Errorf("Close while busy: %v", err)
+	}
+	wg.Wait()
 }
 
 func testCanceledContext(t *testing.T, s storage.Store) {
