@@ -17,7 +17,7 @@ func TestIdleActorMemory(t *testing.T) {
 	s := NewSystem(Config{Logger: testLogger(t)})
 	t.Cleanup(s.Close)
 	const n = 100_000
-	var started sync32
+	var started actorCounter
 	props := Props{New: func() Actor { return ActorFunc(started.onStarted) }}
 
 	goroutines := goruntime.NumGoroutine()
@@ -40,6 +40,21 @@ func TestIdleActorMemory(t *testing.T) {
 	if perActor > 2048 {
 		t.Fatalf("idle actor costs %.0f bytes, want under 2 KB", perActor)
 	}
+
+	// An actor that has handled messages keeps its last envelope as the
+	// queue's stub.
+	for _, r := range refs {
+		if err := r.Send(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, testTimeout, func() bool { return started.handled.Load() == n }, "all messages handled")
+	waitFor(t, testTimeout, func() bool { return goruntime.NumGoroutine() <= goroutines+10 }, "goroutines to exit")
+	used := float64(heapInUse()-before)/n - float64(unsafe.Sizeof(refs[0]))
+	t.Logf("idle actor that has handled a message: %.0f bytes of heap each", used)
+	if used > 2048 {
+		t.Fatalf("idle actor costs %.0f bytes after a message, want under 2 KB", used)
+	}
 	goruntime.KeepAlive(refs)
 }
 
@@ -51,13 +66,16 @@ func heapInUse() uint64 {
 	return m.HeapAlloc
 }
 
-// sync32 counts Started messages.
-type sync32 struct{ n atomic.Int64 }
+// actorCounter counts Started messages and handled ints.
+type actorCounter struct{ n, handled atomic.Int64 }
 
-func (s *sync32) onStarted(c *Context) {
-	if _, ok := c.Message().(*Started); ok {
+func (s *actorCounter) onStarted(c *Context) {
+	switch c.Message().(type) {
+	case *Started:
 		s.n.Add(1)
+	case int:
+		s.handled.Add(1)
 	}
 }
 
-func (s *sync32) load() int64 { return s.n.Load() }
+func (s *actorCounter) load() int64 { return s.n.Load() }
