@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
@@ -142,7 +141,6 @@ func TestGoldensVet(t *testing.T) {
 	}
 	cmd := exec.Command("go", append([]string{"vet"}, sorted(pkgs)...)...)
 	cmd.Dir = repoRoot
-	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("go vet %v: %v\n%s", pkgs, err, out)
 	}
