@@ -55,15 +55,32 @@ func TestRequestDeadlineAndCancel(t *testing.T) {
 	}
 }
 
-// TestLateRepliesDoNotCross abandons many requests whose replies arrive
-// after the caller gave up, interleaved with requests that wait; every
-// waiting caller must get its own answer.
+// TestLateRepliesDoNotCross makes many replies arrive after their caller
+// gave up, interleaved with requests that wait: every waiting caller must
+// get its own answer, so a late reply can never land in a reused slot.
 func TestLateRepliesDoNotCross(t *testing.T) {
 	t.Parallel()
 	s := newTestSystem(t, Config{})
+	// abandoned is a request whose handler cancels the caller's context and
+	// replies only once the caller has returned.
+	type abandoned struct {
+		n      int
+		cancel context.CancelFunc
+		gaveUp chan struct{}
+	}
 	r := spawnFunc(t, s, func(c *Context) {
-		if n, ok := c.Message().(int); ok {
-			c.Respond(n)
+		switch m := c.Message().(type) {
+		case int:
+			c.Respond(m)
+		case abandoned:
+			m.cancel()
+			resp := c.DetachReply()
+			go func() {
+				<-m.gaveUp
+				if resp.Respond(m.n) {
+					t.Errorf("late reply %d was delivered to a caller that gave up", m.n)
+				}
+			}()
 		}
 	})
 	var wg sync.WaitGroup
@@ -71,12 +88,15 @@ func TestLateRepliesDoNotCross(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 300 {
+			for i := range 200 {
 				n := g*1000 + i
-				if i%3 == 0 {
+				if i%2 == 0 {
 					ctx, cancel := context.WithCancel(context.Background())
-					cancel()
-					r.Request(ctx, n) //nolint:errcheck // abandoned on purpose
+					m := abandoned{n: n, cancel: cancel, gaveUp: make(chan struct{})}
+					if _, err := r.Request(ctx, m); !errors.Is(err, context.Canceled) {
+						t.Errorf("abandoned request %d = %v, want context.Canceled", n, err)
+					}
+					close(m.gaveUp)
 					continue
 				}
 				v, err := r.Request(context.Background(), n)
