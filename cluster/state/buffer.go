@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -262,7 +263,7 @@ func (b *Buffer) Flush(ctx context.Context) error {
 
 // changes lists the buffered changes as store changes, plus the removal of
 // the records Flush evicts, and returns the evicted client IDs.
-func (b *Buffer) changes() ([]storage.Change, []string) {
+func (b *Buffer) changes() ([]storage.Change, map[string]bool) {
 	changes := make([]storage.Change, 0, len(b.pending)+len(b.pendingClients))
 	for _, k := range slices.Sorted(maps.Keys(b.pending)) {
 		c := b.pending[k]
@@ -270,11 +271,11 @@ func (b *Buffer) changes() ([]storage.Change, []string) {
 	}
 	evicted := b.evictions()
 	for _, id := range slices.Sorted(maps.Keys(b.pendingClients)) {
-		if !slices.Contains(evicted, id) {
+		if !evicted[id] {
 			changes = append(changes, storage.Change{Key: clientPrefix + id, Value: b.pendingClients[id].encode()})
 		}
 	}
-	for _, id := range evicted {
+	for _, id := range slices.Sorted(maps.Keys(evicted)) {
 		if _, committed := b.clients[id]; committed {
 			changes = append(changes, storage.Change{Key: clientPrefix + id, Remove: true})
 		}
@@ -284,7 +285,7 @@ func (b *Buffer) changes() ([]storage.Change, []string) {
 
 // evictions returns the clients whose records the next flush removes to
 // keep at most maxClients: the oldest by last Record, then by client ID.
-func (b *Buffer) evictions() []string {
+func (b *Buffer) evictions() map[string]bool {
 	all := make(map[string]record, len(b.clients)+len(b.pendingClients))
 	maps.Copy(all, b.clients)
 	maps.Copy(all, b.pendingClients)
@@ -294,26 +295,20 @@ func (b *Buffer) evictions() []string {
 	}
 	ids := slices.Collect(maps.Keys(all))
 	slices.SortFunc(ids, func(x, y string) int {
-		if c := compareUint64(all[x].stamp, all[y].stamp); c != 0 {
+		if c := cmp.Compare(all[x].stamp, all[y].stamp); c != 0 {
 			return c
 		}
 		return strings.Compare(x, y)
 	})
-	return ids[:excess]
-}
-
-func compareUint64(x, y uint64) int {
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
+	evicted := make(map[string]bool, excess)
+	for _, id := range ids[:excess] {
+		evicted[id] = true
 	}
-	return 0
+	return evicted
 }
 
 // applyFlushed makes the buffered changes the committed state at version.
-func (b *Buffer) applyFlushed(version storage.Version, evicted []string) {
+func (b *Buffer) applyFlushed(version storage.Version, evicted map[string]bool) {
 	for k, c := range b.pending {
 		if c.remove {
 			delete(b.entries, k)
@@ -322,7 +317,7 @@ func (b *Buffer) applyFlushed(version storage.Version, evicted []string) {
 		}
 	}
 	maps.Copy(b.clients, b.pendingClients)
-	for _, id := range evicted {
+	for id := range evicted {
 		delete(b.clients, id)
 	}
 	clear(b.pending)
