@@ -225,7 +225,7 @@ func (fg *fileGen) client(svc *protogen.Service, n *serviceNames) {
 	full := string(svc.Desc.FullName())
 	dep := deprecation(svc.Desc.Options())
 	fg.out.Comment(doc(
-		prose("%s calls one grain of kind %s. It is safe for concurrent use.", n.Client, full),
+		prose("%s calls one grain of kind %s. It is safe for concurrent use if its Caller is.", n.Client, full),
 		dep,
 	))
 	fg.out.Type().Id(n.Client).Struct(

@@ -64,7 +64,8 @@ func (UnimplementedCounterGrain) Get(cluster.GrainContext, *GetRequest) (*GetRes
 }
 
 // CounterClient calls one grain of kind
-// protograin.examples.counter.v1.Counter. It is safe for concurrent use.
+// protograin.examples.counter.v1.Counter. It is safe for concurrent use if its
+// Caller is.
 type CounterClient struct {
 	caller   cluster.Caller
 	identity string

@@ -161,7 +161,7 @@ func (UnimplementedCounterGrain) Uses(cluster.GrainContext, *req_.Thing) (*statu
 }
 
 // CounterClient calls one grain of kind protograin.testdata.clash.v1.Counter.
-// It is safe for concurrent use.
+// It is safe for concurrent use if its Caller is.
 type CounterClient struct {
 	caller   cluster.Caller
 	identity string
@@ -674,7 +674,8 @@ func (UnimplementedNewCounterGrain) Add(cluster.GrainContext, *Empty) (*Empty, e
 }
 
 // NewCounterClient_ calls one grain of kind
-// protograin.testdata.clash.v1.NewCounter. It is safe for concurrent use.
+// protograin.testdata.clash.v1.NewCounter. It is safe for concurrent use if
+// its Caller is.
 type NewCounterClient_ struct {
 	caller   cluster.Caller
 	identity string
@@ -797,7 +798,7 @@ func (UnimplementedTypeGrain) Range(cluster.GrainContext, *Empty) (*Empty, error
 }
 
 // TypeClient calls one grain of kind protograin.testdata.clash.v1.type. It is
-// safe for concurrent use.
+// safe for concurrent use if its Caller is.
 type TypeClient struct {
 	caller   cluster.Caller
 	identity string

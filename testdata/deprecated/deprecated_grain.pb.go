@@ -65,7 +65,7 @@ func (UnimplementedOldGrain) Gone(cluster.GrainContext, *Msg) (*Msg, error) {
 }
 
 // OldClient calls one grain of kind protograin.testdata.deprecated.v1.Old. It
-// is safe for concurrent use.
+// is safe for concurrent use if its Caller is.
 //
 // Deprecated: do not use.
 type OldClient struct {
@@ -200,7 +200,8 @@ func (UnimplementedCurrentGrain) Modern(cluster.GrainContext, *Msg) (*Msg, error
 }
 
 // CurrentClient calls one grain of kind
-// protograin.testdata.deprecated.v1.Current. It is safe for concurrent use.
+// protograin.testdata.deprecated.v1.Current. It is safe for concurrent use if
+// its Caller is.
 type CurrentClient struct {
 	caller   cluster.Caller
 	identity string

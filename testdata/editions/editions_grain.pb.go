@@ -52,7 +52,7 @@ func (UnimplementedModernGrain) Greet(cluster.GrainContext, *GreetRequest) (*Gre
 }
 
 // ModernClient calls one grain of kind protograin.testdata.editions.v1.Modern.
-// It is safe for concurrent use.
+// It is safe for concurrent use if its Caller is.
 type ModernClient struct {
 	caller   cluster.Caller
 	identity string

@@ -32,7 +32,8 @@ type PlaceholderGrain interface{}
 type UnimplementedPlaceholderGrain struct{}
 
 // PlaceholderClient calls one grain of kind
-// protograin.testdata.empty.v1.Placeholder. It is safe for concurrent use.
+// protograin.testdata.empty.v1.Placeholder. It is safe for concurrent use if
+// its Caller is.
 type PlaceholderClient struct {
 	caller   cluster.Caller
 	identity string

@@ -65,7 +65,7 @@ func (UnimplementedStoreGrain) Peek(cluster.GrainContext, *PeekRequest) (*typesp
 }
 
 // StoreClient calls one grain of kind protograin.testdata.imports.v1.Store. It
-// is safe for concurrent use.
+// is safe for concurrent use if its Caller is.
 type StoreClient struct {
 	caller   cluster.Caller
 	identity string

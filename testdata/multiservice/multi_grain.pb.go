@@ -54,7 +54,8 @@ func (UnimplementedFirstGrain) Do(cluster.GrainContext, *Msg) (*Msg, error) {
 }
 
 // FirstClient calls one grain of kind
-// protograin.testdata.multiservice.v1.First. It is safe for concurrent use.
+// protograin.testdata.multiservice.v1.First. It is safe for concurrent use if
+// its Caller is.
 type FirstClient struct {
 	caller   cluster.Caller
 	identity string
@@ -177,7 +178,8 @@ func (UnimplementedSecondGrain) Undo(cluster.GrainContext, *Msg) (*Msg, error) {
 }
 
 // SecondClient calls one grain of kind
-// protograin.testdata.multiservice.v1.Second. It is safe for concurrent use.
+// protograin.testdata.multiservice.v1.Second. It is safe for concurrent use if
+// its Caller is.
 type SecondClient struct {
 	caller   cluster.Caller
 	identity string
@@ -331,7 +333,8 @@ func (UnimplementedThirdGrain) Do(cluster.GrainContext, *Msg) (*Msg, error) {
 }
 
 // ThirdClient calls one grain of kind
-// protograin.testdata.multiservice.v1.Third. It is safe for concurrent use.
+// protograin.testdata.multiservice.v1.Third. It is safe for concurrent use if
+// its Caller is.
 type ThirdClient struct {
 	caller   cluster.Caller
 	identity string

@@ -52,7 +52,7 @@ func (UnimplementedNestGrain) Dig(cluster.GrainContext, *Outer_Inner) (*Outer_In
 }
 
 // NestClient calls one grain of kind protograin.testdata.nested.v1.Nest. It is
-// safe for concurrent use.
+// safe for concurrent use if its Caller is.
 type NestClient struct {
 	caller   cluster.Caller
 	identity string

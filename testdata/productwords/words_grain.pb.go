@@ -52,7 +52,8 @@ func (UnimplementedGrainGrain) Kind(cluster.GrainContext, *Call) (*Method, error
 }
 
 // GrainClient calls one grain of kind
-// protograin.testdata.productwords.v1.Grain. It is safe for concurrent use.
+// protograin.testdata.productwords.v1.Grain. It is safe for concurrent use if
+// its Caller is.
 type GrainClient struct {
 	caller   cluster.Caller
 	identity string
@@ -163,7 +164,8 @@ func (UnimplementedClientGrain) Call(cluster.GrainContext, *Call) (*Call, error)
 }
 
 // ClientClient calls one grain of kind
-// protograin.testdata.productwords.v1.Client. It is safe for concurrent use.
+// protograin.testdata.productwords.v1.Client. It is safe for concurrent use if
+// its Caller is.
 type ClientClient struct {
 	caller   cluster.Caller
 	identity string
@@ -274,7 +276,7 @@ func (UnimplementedKindGrain) Grain(cluster.GrainContext, *GrainContext) (*CallO
 }
 
 // KindClient calls one grain of kind protograin.testdata.productwords.v1.Kind.
-// It is safe for concurrent use.
+// It is safe for concurrent use if its Caller is.
 type KindClient struct {
 	caller   cluster.Caller
 	identity string

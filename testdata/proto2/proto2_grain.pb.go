@@ -52,7 +52,7 @@ func (UnimplementedLegacyGrain) Lookup(cluster.GrainContext, *LookupRequest) (*L
 }
 
 // LegacyClient calls one grain of kind protograin.testdata.proto2.v1.Legacy.
-// It is safe for concurrent use.
+// It is safe for concurrent use if its Caller is.
 type LegacyClient struct {
 	caller   cluster.Caller
 	identity string

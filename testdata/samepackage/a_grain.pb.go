@@ -52,7 +52,8 @@ func (UnimplementedAlphaGrain) Ping(cluster.GrainContext, *Shared) (*Shared, err
 }
 
 // AlphaClient calls one grain of kind
-// protograin.testdata.samepackage.v1.Alpha. It is safe for concurrent use.
+// protograin.testdata.samepackage.v1.Alpha. It is safe for concurrent use if
+// its Caller is.
 type AlphaClient struct {
 	caller   cluster.Caller
 	identity string

@@ -52,7 +52,7 @@ func (UnimplementedBetaGrain) Pong(cluster.GrainContext, *Shared) (*BetaKind, er
 }
 
 // BetaClient calls one grain of kind protograin.testdata.samepackage.v1.Beta.
-// It is safe for concurrent use.
+// It is safe for concurrent use if its Caller is.
 type BetaClient struct {
 	caller   cluster.Caller
 	identity string

@@ -81,7 +81,7 @@ func (UnimplementedEchoGrain) Fail(cluster.GrainContext, *CountRequest) (*CountR
 }
 
 // EchoClient calls one grain of kind protograin.testdata.unary.v1.Echo. It is
-// safe for concurrent use.
+// safe for concurrent use if its Caller is.
 type EchoClient struct {
 	caller   cluster.Caller
 	identity string

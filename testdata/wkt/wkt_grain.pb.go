@@ -100,7 +100,7 @@ func (UnimplementedClockGrain) Reset(cluster.GrainContext, *emptypb.Empty) (*emp
 }
 
 // ClockClient calls one grain of kind protograin.testdata.wkt.v1.Clock. It is
-// safe for concurrent use.
+// safe for concurrent use if its Caller is.
 type ClockClient struct {
 	caller   cluster.Caller
 	identity string
