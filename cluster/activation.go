@@ -251,10 +251,22 @@ func (t *activations) deactivate(a *activation) {
 }
 
 // passivate deactivates activations idle for longer than their kind's idle
-// timeout.
+// timeout. A busy activation is never passivated.
 func (t *activations) passivate() int {
 	return t.deactivateWhere(func(a *activation, now time.Time) bool {
 		return a.calls == 0 && a.hk.idle >= 0 && now.Sub(a.lastUsed) >= a.hk.idle
+	})
+}
+
+// sweepStrays deactivates activations this node does not own in its
+// current view. Membership changes catch most of them at once; this catches
+// those that were still activating then, or were activated by a call that
+// checked ownership just before the view changed.
+func (t *activations) sweepStrays() int {
+	p := t.n.view.Load()
+	return t.deactivateWhere(func(a *activation, _ time.Time) bool {
+		owner, ok := p.owner(a.key.kind, a.key.identity)
+		return !ok || owner.Name != t.n.name
 	})
 }
 

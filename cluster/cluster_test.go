@@ -477,3 +477,59 @@ func TestJoinMovesGrainsToTheNewOwner(t *testing.T) {
 		return nodes[0].acts.count()+nodes[1].acts.count() == grains-len(moved)
 	})
 }
+
+func TestGrainCallsGrainOnAnotherNode(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	caller := identityOwnedBy(t, nodes, nodes[0])
+	callee := identityOwnedBy(t, nodes, nodes[1])
+	for i := 1; i <= 3; i++ {
+		resp, err := nodes[1].Invoke(context.Background(), stringCall(methodRelay, caller, callee))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("%s/%s added: %d", echoKind, caller, i)
+		if got := resp.(*wrapperspb.StringValue).GetValue(); got != want {
+			t.Fatalf("Relay = %q, want %q", got, want)
+		}
+	}
+}
+
+func TestMembersReportAddressesKindsAndStatus(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	cfg := testConfig(t)
+	cfg.NodeName += "-client"
+	cfg.Seeds = []string{nodes[0].GossipAddr()}
+	client := startNode(t, cfg)
+	waitConverged(t, append(nodes, client), 3)
+	byName := make(map[string]Member)
+	for _, m := range nodes[0].Members() {
+		byName[m.Name] = m
+	}
+	for _, n := range append(nodes, client) {
+		m, ok := byName[n.Name()]
+		if !ok {
+			t.Fatalf("%s missing from Members", n.Name())
+		}
+		if m.GRPCAddr != n.GRPCAddr() || m.GossipAddr != n.GossipAddr() || m.Status != StatusAlive {
+			t.Errorf("member %+v, want gRPC %s, gossip %s, alive", m, n.GRPCAddr(), n.GossipAddr())
+		}
+		wantKinds := 1
+		if n == client {
+			wantKinds = 0
+		}
+		if len(m.Kinds) != wantKinds {
+			t.Errorf("%s hosts %v", m.Name, m.Kinds)
+		}
+	}
+	_ = client.Close()
+	waitFor(t, waitTimeout, "the closed client to be seen failed", func() bool {
+		for _, m := range nodes[0].Members() {
+			if m.Name == client.Name() {
+				return m.Status == StatusFailed
+			}
+		}
+		return false
+	})
+}

@@ -126,6 +126,7 @@ const (
 	methodFail   = "/test.Echo/Fail"   // StringValue "how:msg" → error
 	methodBlock  = "/test.Echo/Block"  // StringValue → blocks until released or ctx ends
 	methodString = "/test.Echo/String" // StringValue → StringValue, same value
+	methodRelay  = "/test.Echo/Relay"  // StringValue identity → StringValue "kind/identity added: total", via Add on identity
 )
 
 // hooks observes one node's grains.
@@ -176,6 +177,13 @@ func newEchoKind(h *hooks, idle time.Duration) *Kind {
 			}),
 			echoMethod(methodFail, newString, func(_ *echoGrain, _ GrainContext, req proto.Message) (proto.Message, error) {
 				return fail(req.(*wrapperspb.StringValue).GetValue())
+			}),
+			echoMethod(methodRelay, newString, func(_ *echoGrain, ctx GrainContext, req proto.Message) (proto.Message, error) {
+				resp, err := ctx.Invoke(ctx, addCall(req.(*wrapperspb.StringValue).GetValue(), 1))
+				if err != nil {
+					return nil, err
+				}
+				return wrapperspb.String(fmt.Sprintf("%s/%s added: %d", ctx.Kind(), ctx.Identity(), resp.(*wrapperspb.Int64Value).GetValue())), nil
 			}),
 			echoMethod(methodBlock, newString, func(g *echoGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
 				g.h.entered <- ctx.Identity()

@@ -170,10 +170,8 @@ func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, erro
 	if err != nil {
 		return nil, err
 	}
-	if owner, ok := n.view.Load().owner(req.kind, req.identity); !ok || owner.Name != n.name {
-		// The caller's view of the cluster differs from ours; it retries
-		// after placing the grain again.
-		return nil, newError(codes.Unavailable, ErrNotOwner, "cluster: node %s does not own grain %s/%s", n.name, req.kind, req.identity)
+	if err := n.checkOwner(req.kind, req.identity); err != nil {
+		return nil, err
 	}
 	msg := m.NewRequest()
 	if err := proto.Unmarshal(req.payload, msg); err != nil {
@@ -181,6 +179,16 @@ func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, erro
 			req.kind, req.identity, req.method, err)
 	}
 	return n.callGrain(ctx, hk, m, req.identity, msg)
+}
+
+// checkOwner returns ErrNotOwner unless this node owns the grain in its
+// current view. The caller's view of the cluster may differ from ours; it
+// retries after placing the grain again.
+func (n *Node) checkOwner(kind, identity string) error {
+	if owner, ok := n.view.Load().owner(kind, identity); !ok || owner.Name != n.name {
+		return newError(codes.Unavailable, ErrNotOwner, "cluster: node %s does not own grain %s/%s", n.name, kind, identity)
+	}
+	return nil
 }
 
 // lookup finds a hosted kind and its method.
@@ -210,6 +218,11 @@ func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, i
 			return resp.(proto.Message), nil
 		}
 		if n.retryOnNextActivation(a, err) {
+			// The activation went away under the call, maybe because
+			// the grain moved: activate it again only if it is still ours.
+			if err := n.checkOwner(hk.Name, identity); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		return nil, n.callError(ctx, a, m, err)

@@ -233,11 +233,7 @@ func (n *Node) refresh() {
 			n.transport.dropPeer(name)
 		}
 	}
-	moved := n.acts.deactivateWhere(func(a *activation, _ time.Time) bool {
-		owner, ok := p.owner(a.key.kind, a.key.identity)
-		return !ok || owner.Name != n.name
-	})
-	if moved > 0 {
+	if moved := n.acts.sweepStrays(); moved > 0 {
 		n.log.Debug("cluster: moving grains after a membership change", "count", moved)
 	}
 }
@@ -252,6 +248,7 @@ func (n *Node) sweep() {
 		select {
 		case <-tick.C:
 			n.acts.sweepFailed()
+			n.acts.sweepStrays()
 			n.acts.passivate()
 		case <-n.stop:
 			return
@@ -320,11 +317,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	err := n.leave(ctx)
 	if err == nil {
-		n.refresh() // our own view now places nothing here
-		err = n.acts.deactivateAll(ctx)
+		// Our own view now places nothing here: this starts deactivating
+		// every grain, and calls still arriving are answered "not owner".
+		n.refresh()
+		err = n.calls.close(ctx)
 	}
 	if err == nil {
-		err = n.calls.close(ctx)
+		err = n.acts.deactivateAll(ctx)
 	}
 	n.teardown(ctx)
 	return err
