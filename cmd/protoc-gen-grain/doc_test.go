@@ -77,3 +77,40 @@ func orDoc(own, outer *ast.CommentGroup) *ast.CommentGroup {
 	}
 	return outer
 }
+
+func TestDoc(t *testing.T) {
+	tests := []struct {
+		name       string
+		paragraphs []string
+		want       string
+	}{
+		{"empty", nil, ""},
+		{"skips empty paragraphs", []string{"", "A.", "", "B."}, "// A.\n//\n// B."},
+		{
+			name:       "proto comment keeps its lines and code blocks",
+			paragraphs: []string{"Echo repeats.\n\n\tcode()\n  two spaces \nend"},
+			want:       "// Echo repeats.\n//\n// \tcode()\n//  two spaces\n// end",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := doc(tt.paragraphs...); got != tt.want {
+				t.Errorf("doc = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProseWraps(t *testing.T) {
+	long := strings.Repeat("word ", 40)
+	for _, line := range strings.Split(prose("%s", long), "\n") {
+		if len(line) > proseWidth || strings.HasSuffix(line, " ") || line == "" {
+			t.Errorf("line %q: want at most %d characters, no trailing space", line, proseWidth)
+		}
+	}
+	// A word longer than the width stays whole on its own line.
+	name := strings.Repeat("x", proseWidth+10)
+	if got := prose("a %s b", name); got != "a\n"+name+"\nb" {
+		t.Errorf("prose = %q", got)
+	}
+}
