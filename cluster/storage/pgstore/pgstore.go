@@ -80,6 +80,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
 	}
+	// The pool connects lazily; ping so an unreachable server is reported
+	// as such rather than as a failed schema set-up.
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pgstore: connect: %w", err)
+	}
 	s := &Store{schema: schema, q: newQueries(schema), pool: pool}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()

@@ -170,7 +170,7 @@ func TestOpenBadConfig(t *testing.T) {
 		{"malformed DSN", pgstore.Config{DSN: "postgres://a b:%zz@/"}, "pgstore: Config.DSN"},
 		{"NUL in schema", pgstore.Config{DSN: "postgres:///db", Schema: "a\x00b"}, "pgstore: Config.Schema"},
 		{"long schema", pgstore.Config{DSN: "postgres:///db", Schema: strings.Repeat("s", 64)}, "pgstore: Config.Schema"},
-		{"no server", pgstore.Config{DSN: "postgres:///db?host=" + t.TempDir()}, "pgstore: set up schema"},
+		{"no server", pgstore.Config{DSN: "postgres:///db?host=" + t.TempDir()}, "pgstore: connect"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
