@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestOrderingPerSender checks FIFO per sender and that an actor never
@@ -362,5 +363,85 @@ func TestMiddlewareSeesLifecycleAndSurvivesRestart(t *testing.T) {
 	}
 	if n := started.Load(); n != 2 {
 		t.Fatalf("middleware saw %d Started, want 2", n)
+	}
+}
+
+// TestNoLostWakeupsInBursts sends short bursts from concurrent goroutines
+// and waits for each burst to be handled before the next. A lost wake-up
+// strands the last message of a burst, since no later send comes to
+// rescue it, so the wait times out.
+func TestNoLostWakeupsInBursts(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	const rounds, senders = 3000, 3
+	handled := make(chan struct{}, senders)
+	r := spawnFunc(t, s, func(c *Context) {
+		if _, ok := c.Message().(int); ok {
+			handled <- struct{}{}
+		}
+	})
+	start := make([]chan struct{}, senders)
+	for i := range start {
+		start[i] = make(chan struct{})
+	}
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				<-start[g]
+				if err := r.Send(i); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	timeout := time.NewTimer(testTimeout)
+	defer timeout.Stop()
+	for i := range rounds {
+		for _, ch := range start {
+			ch <- struct{}{}
+		}
+		for range senders {
+			select {
+			case <-handled:
+			case <-timeout.C:
+				t.Fatalf("round %d: a message was not handled", i)
+			}
+		}
+	}
+	wg.Wait()
+}
+
+// TestWakeupInIdleWindow sends a message at the worst moment: after the
+// actor found its mailbox empty, before it went idle. The sender sees the
+// actor running and does not schedule it; only the actor's re-check after
+// going idle can pick the message up.
+func TestWakeupInIdleWindow(t *testing.T) {
+	t.Parallel()
+	var armed atomic.Bool
+	handled := make(chan string, 4)
+	s := NewSystem(Config{Logger: testLogger(t)})
+	s.beforeIdle = func(r *Ref) {
+		if armed.CompareAndSwap(true, false) {
+			if err := r.Send("in the window"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(s.Close)
+	r := spawnFunc(t, s, func(c *Context) {
+		if m, ok := c.Message().(string); ok {
+			handled <- m
+		}
+	})
+	armed.Store(true)
+	if err := r.Send("first"); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{recv(t, handled, "a message"): true, recv(t, handled, "a message"): true}
+	if !got["first"] || !got["in the window"] {
+		t.Fatalf("handled %v", got)
 	}
 }

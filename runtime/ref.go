@@ -279,6 +279,9 @@ func (r *Ref) run() {
 		r.process()
 		sysTail, userTail := r.sysq.tail, r.userq.tail
 		userReady := r.finished || !(r.suspended || r.inStop)
+		if h := r.sys.beforeIdle; h != nil {
+			h(r)
+		}
 		r.status.Store(idle)
 		// The stubs are read through their atomic next pointers only: once
 		// idle, another goroutine may own the queues.

@@ -29,6 +29,11 @@ type System struct {
 	dlSubs    atomic.Pointer[[]*deadLetterSub] // copy on write
 	dlDropped atomic.Uint64
 
+	// beforeIdle, if set, runs on an actor's goroutine just before the
+	// actor goes idle. Tests use it to send into the window where a lost
+	// wake-up would happen; it is nil otherwise.
+	beforeIdle func(*Ref)
+
 	slots    sync.Pool     // *replySlot
 	closedCh chan struct{} // closed; the Done channel of actors that stopped before anyone asked
 }
