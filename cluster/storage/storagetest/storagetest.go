@@ -69,7 +69,8 @@ func Run(t *testing.T, newStore NewStore) {
 	}
 }
 
-var grainA = storage.Key{Kind: "test.Counter", Identity: "a"}
+// grainA is the grain most tests use.
+func grainA() storage.Key { return storage.Key{Kind: "test.Counter", Identity: "a"} }
 
 func set(key string, value string) storage.Change {
 	return storage.Change{Key: key, Value: []byte(value)}
@@ -120,26 +121,26 @@ func wantState(t *testing.T, s storage.Store, key storage.Key, want map[string]s
 }
 
 func testEmptyLoad(t *testing.T, s storage.Store) {
-	wantState(t, s, grainA, nil, 0)
+	wantState(t, s, grainA(), nil, 0)
 	wantState(t, s, storage.Key{Kind: "test.Counter"}, nil, 0) // empty identity
 }
 
 func testCommitAndReload(t *testing.T, s storage.Store) {
-	v := mustCommit(t, s, grainA, 0, set("count", "1"), set("name", "alice"))
-	wantState(t, s, grainA, map[string]string{"count": "1", "name": "alice"}, v)
+	v := mustCommit(t, s, grainA(), 0, set("count", "1"), set("name", "alice"))
+	wantState(t, s, grainA(), map[string]string{"count": "1", "name": "alice"}, v)
 
-	v = mustCommit(t, s, grainA, v, set("count", "2"), remove("name"), set("empty", ""))
-	wantState(t, s, grainA, map[string]string{"count": "2", "empty": ""}, v)
+	v = mustCommit(t, s, grainA(), v, set("count", "2"), remove("name"), set("empty", ""))
+	wantState(t, s, grainA(), map[string]string{"count": "2", "empty": ""}, v)
 }
 
 func testVersionsRiseByOne(t *testing.T, s storage.Store) {
 	var v storage.Version
 	for i := range 5 {
-		v = mustCommit(t, s, grainA, v, set("i", fmt.Sprint(i)))
+		v = mustCommit(t, s, grainA(), v, set("i", fmt.Sprint(i)))
 	}
 	// An empty commit checks and raises the version too.
-	v = mustCommit(t, s, grainA, v)
-	wantState(t, s, grainA, map[string]string{"i": "4"}, 6)
+	v = mustCommit(t, s, grainA(), v)
+	wantState(t, s, grainA(), map[string]string{"i": "4"}, 6)
 	empty := storage.Key{Kind: "test.Counter", Identity: "empty"}
 	mustCommit(t, s, empty, 0)
 	wantState(t, s, empty, nil, 1)
@@ -147,19 +148,19 @@ func testVersionsRiseByOne(t *testing.T, s storage.Store) {
 
 func testConflict(t *testing.T, s storage.Store) {
 	ctx := context.Background()
-	v := mustCommit(t, s, grainA, 0, set("k", "first"))
+	v := mustCommit(t, s, grainA(), 0, set("k", "first"))
 	for _, expected := range []storage.Version{0, v + 1, v + 100} {
-		_, err := s.Commit(ctx, grainA, expected, []storage.Change{set("k", "stale")})
+		_, err := s.Commit(ctx, grainA(), expected, []storage.Change{set("k", "stale")})
 		if !errors.Is(err, storage.ErrConflict) {
 			t.Fatalf("Commit with expected version %d over version %d: err = %v, want ErrConflict", expected, v, err)
 		}
-		for _, part := range []string{grainA.Kind, grainA.Identity} {
+		for _, part := range []string{grainA().Kind, grainA().Identity} {
 			if !strings.Contains(err.Error(), part) {
 				t.Errorf("conflict error %q does not name the grain (%q missing)", err, part)
 			}
 		}
 	}
-	wantState(t, s, grainA, map[string]string{"k": "first"}, v)
+	wantState(t, s, grainA(), map[string]string{"k": "first"}, v)
 
 	// A commit on a grain that was never written expects version zero.
 	_, err := s.Commit(ctx, storage.Key{Kind: "test.Counter", Identity: "new"}, 1, []storage.Change{set("k", "v")})
@@ -170,24 +171,24 @@ func testConflict(t *testing.T, s storage.Store) {
 }
 
 func testConflictChangesNothing(t *testing.T, s storage.Store) {
-	v := mustCommit(t, s, grainA, 0, set("a", "1"), set("b", "2"))
+	v := mustCommit(t, s, grainA(), 0, set("a", "1"), set("b", "2"))
 	stale := []storage.Change{set("a", "x"), remove("b"), set("c", "3")}
-	if _, err := s.Commit(context.Background(), grainA, v-1, stale); !errors.Is(err, storage.ErrConflict) {
+	if _, err := s.Commit(context.Background(), grainA(), v-1, stale); !errors.Is(err, storage.ErrConflict) {
 		t.Fatalf("stale Commit: err = %v, want ErrConflict", err)
 	}
-	wantState(t, s, grainA, map[string]string{"a": "1", "b": "2"}, v)
+	wantState(t, s, grainA(), map[string]string{"a": "1", "b": "2"}, v)
 }
 
 // testInvalidCommitChangesNothing checks that a commit with one bad change
 // among good ones is refused whole.
 func testInvalidCommitChangesNothing(t *testing.T, s storage.Store) {
-	v := mustCommit(t, s, grainA, 0, set("a", "1"))
+	v := mustCommit(t, s, grainA(), 0, set("a", "1"))
 	bad := []storage.Change{set("a", "2"), set("b", "2"), set("", "empty key")}
-	_, err := s.Commit(context.Background(), grainA, v, bad)
+	_, err := s.Commit(context.Background(), grainA(), v, bad)
 	if !errors.Is(err, storage.ErrInvalid) {
 		t.Fatalf("Commit with an empty entry key: err = %v, want ErrInvalid", err)
 	}
-	wantState(t, s, grainA, map[string]string{"a": "1"}, v)
+	wantState(t, s, grainA(), map[string]string{"a": "1"}, v)
 }
 
 // testConcurrentCommitters races committers with the same expected version,
@@ -243,26 +244,26 @@ func race(t *testing.T, s storage.Store, key storage.Key, expected storage.Versi
 }
 
 func testRemove(t *testing.T, s storage.Store) {
-	v := mustCommit(t, s, grainA, 0, set("a", "1"), set("b", "2"))
-	v = mustCommit(t, s, grainA, v, remove("a"), remove("never-set"))
-	wantState(t, s, grainA, map[string]string{"b": "2"}, v)
+	v := mustCommit(t, s, grainA(), 0, set("a", "1"), set("b", "2"))
+	v = mustCommit(t, s, grainA(), v, remove("a"), remove("never-set"))
+	wantState(t, s, grainA(), map[string]string{"b": "2"}, v)
 }
 
 func testRemoveLastEntryKeepsVersion(t *testing.T, s storage.Store) {
-	v := mustCommit(t, s, grainA, 0, set("a", "1"))
-	v = mustCommit(t, s, grainA, v, remove("a"))
-	wantState(t, s, grainA, nil, v)
+	v := mustCommit(t, s, grainA(), 0, set("a", "1"))
+	v = mustCommit(t, s, grainA(), v, remove("a"))
+	wantState(t, s, grainA(), nil, v)
 	// The version did not go back to zero, so an activation that loaded the
 	// empty grain before anything was committed is still refused.
-	if _, err := s.Commit(context.Background(), grainA, 0, []storage.Change{set("a", "stale")}); !errors.Is(err, storage.ErrConflict) {
+	if _, err := s.Commit(context.Background(), grainA(), 0, []storage.Change{set("a", "stale")}); !errors.Is(err, storage.ErrConflict) {
 		t.Fatalf("Commit at version 0 after the last entry was removed: err = %v, want ErrConflict", err)
 	}
-	mustCommit(t, s, grainA, v, set("a", "again"))
+	mustCommit(t, s, grainA(), v, set("a", "again"))
 }
 
 func testLaterChangeWins(t *testing.T, s storage.Store) {
-	v := mustCommit(t, s, grainA, 0, set("a", "1"), set("a", "2"), set("b", "1"), remove("b"), remove("c"), set("c", "3"))
-	wantState(t, s, grainA, map[string]string{"a": "2", "c": "3"}, v)
+	v := mustCommit(t, s, grainA(), 0, set("a", "1"), set("a", "2"), set("b", "1"), remove("b"), remove("c"), set("c", "3"))
+	wantState(t, s, grainA(), map[string]string{"a": "2", "c": "3"}, v)
 }
 
 func testLargeValues(t *testing.T, s storage.Store) {
@@ -270,8 +271,8 @@ func testLargeValues(t *testing.T, s storage.Store) {
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
-	v := mustCommit(t, s, grainA, 0, storage.Change{Key: "big", Value: big}, storage.Change{Key: "nil", Value: nil})
-	got, gotV, err := s.Load(context.Background(), grainA)
+	v := mustCommit(t, s, grainA(), 0, storage.Change{Key: "big", Value: big}, storage.Change{Key: "nil", Value: nil})
+	got, gotV, err := s.Load(context.Background(), grainA())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,8 +298,8 @@ func testManyKeys(t *testing.T, s storage.Store) {
 		changes[i] = set(k, fmt.Sprint(i))
 		want[k] = fmt.Sprint(i)
 	}
-	v := mustCommit(t, s, grainA, 0, changes...)
-	wantState(t, s, grainA, want, v)
+	v := mustCommit(t, s, grainA(), 0, changes...)
+	wantState(t, s, grainA(), want, v)
 
 	var removals []storage.Change
 	for i := 0; i < n; i += 2 {
@@ -306,8 +307,8 @@ func testManyKeys(t *testing.T, s storage.Store) {
 		removals = append(removals, remove(k))
 		delete(want, k)
 	}
-	v = mustCommit(t, s, grainA, v, removals...)
-	wantState(t, s, grainA, want, v)
+	v = mustCommit(t, s, grainA(), v, removals...)
+	wantState(t, s, grainA(), want, v)
 }
 
 // testGrainsAreSeparate writes grains whose names would collide in a store
@@ -334,17 +335,17 @@ func testGrainsAreSeparate(t *testing.T, s storage.Store) {
 func testValuesAreCopies(t *testing.T, s storage.Store) {
 	value := []byte("original")
 	changes := []storage.Change{{Key: "k", Value: value}}
-	v := mustCommit(t, s, grainA, 0, changes...)
+	v := mustCommit(t, s, grainA(), 0, changes...)
 	copy(value, "CHANGED!")
 	changes[0].Key = "other"
 
-	got, _, err := s.Load(context.Background(), grainA)
+	got, _, err := s.Load(context.Background(), grainA())
 	if err != nil {
 		t.Fatal(err)
 	}
 	got["k"][0] = 'X'
 	got["added"] = []byte("x")
-	wantState(t, s, grainA, map[string]string{"k": "original"}, v)
+	wantState(t, s, grainA(), map[string]string{"k": "original"}, v)
 }
 
 func testInvalidKeys(t *testing.T, s storage.Store) {
@@ -375,12 +376,12 @@ func testInvalidKeys(t *testing.T, s storage.Store) {
 		"bad key in removal": remove("\x00"),
 	}
 	for name, c := range badChanges {
-		_, err := s.Commit(ctx, grainA, 0, []storage.Change{c})
+		_, err := s.Commit(ctx, grainA(), 0, []storage.Change{c})
 		if !errors.Is(err, storage.ErrInvalid) {
 			t.Errorf("Commit with %s: err = %v, want ErrInvalid", name, err)
 		}
 	}
-	wantState(t, s, grainA, nil, 0)
+	wantState(t, s, grainA(), nil, 0)
 }
 
 func reminder(identity, name string, due time.Time, period time.Duration) storage.Reminder {
@@ -497,7 +498,7 @@ func testInvalidReminders(t *testing.T, s storage.Store) {
 
 func testClosed(t *testing.T, s storage.Store) {
 	ctx := context.Background()
-	mustCommit(t, s, grainA, 0, set("a", "1"))
+	mustCommit(t, s, grainA(), 0, set("a", "1"))
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -506,8 +507,8 @@ func testClosed(t *testing.T, s storage.Store) {
 	}
 	r := reminder("a", "tick", due(0), 0)
 	calls := map[string]error{}
-	_, _, calls["Load"] = s.Load(ctx, grainA)
-	_, calls["Commit"] = s.Commit(ctx, grainA, 1, []storage.Change{set("a", "2")})
+	_, _, calls["Load"] = s.Load(ctx, grainA())
+	_, calls["Commit"] = s.Commit(ctx, grainA(), 1, []storage.Change{set("a", "2")})
 	calls["SaveReminder"] = s.SaveReminder(ctx, r)
 	calls["DeleteReminder"] = s.DeleteReminder(ctx, r.Grain, r.Name)
 	_, calls["ListReminders"] = s.ListReminders(ctx, r.Grain.Kind)
@@ -560,7 +561,7 @@ func testCloseWhileBusy(t *testing.T, s storage.Store) {
 }
 
 func testCanceledContext(t *testing.T, s storage.Store) {
-	v := mustCommit(t, s, grainA, 0, set("a", "1"))
+	v := mustCommit(t, s, grainA(), 0, set("a", "1"))
 	r := reminder("a", "tick", due(0), 0)
 	if err := s.SaveReminder(context.Background(), r); err != nil {
 		t.Fatal(err)
@@ -569,8 +570,8 @@ func testCanceledContext(t *testing.T, s storage.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	calls := map[string]error{}
-	_, _, calls["Load"] = s.Load(ctx, grainA)
-	_, calls["Commit"] = s.Commit(ctx, grainA, v, []storage.Change{set("a", "2")})
+	_, _, calls["Load"] = s.Load(ctx, grainA())
+	_, calls["Commit"] = s.Commit(ctx, grainA(), v, []storage.Change{set("a", "2")})
 	calls["SaveReminder"] = s.SaveReminder(ctx, reminder("b", "tick", due(0), 0))
 	calls["DeleteReminder"] = s.DeleteReminder(ctx, r.Grain, r.Name)
 	_, calls["ListReminders"] = s.ListReminders(ctx, r.Grain.Kind)
@@ -579,6 +580,6 @@ func testCanceledContext(t *testing.T, s storage.Store) {
 			t.Errorf("%s with a canceled context: err = %v, want context.Canceled", name, err)
 		}
 	}
-	wantState(t, s, grainA, map[string]string{"a": "1"}, v)
+	wantState(t, s, grainA(), map[string]string{"a": "1"}, v)
 	wantReminders(t, s, r.Grain.Kind, r)
 }
