@@ -33,8 +33,8 @@ Flags:
 `
 
 func main() {
-	if handled, code := handleFlags(os.Args[1:], os.Stdout, os.Stderr); handled {
-		os.Exit(code)
+	if handleFlags(os.Args[1:], os.Stdout) {
+		return
 	}
 	pluginOptions().Run(generate)
 }
@@ -47,21 +47,21 @@ func pluginOptions() protogen.Options {
 
 // handleFlags answers --version and --help before protogen runs, because
 // protogen rejects every command-line argument. It reports whether it
-// handled the arguments and the exit code to use if so. Other arguments are
-// left to protogen, which reports them.
-func handleFlags(args []string, stdout, stderr io.Writer) (handled bool, code int) {
+// handled the arguments; other arguments are left to protogen, which rejects
+// them with an error.
+func handleFlags(args []string, stdout io.Writer) bool {
 	if len(args) != 1 {
-		return false, 0
+		return false
 	}
 	switch args[0] {
 	case "--version", "-version":
 		fmt.Fprintf(stdout, "protoc-gen-grain %s\n", version())
-		return true, 0
+		return true
 	case "--help", "-help", "-h":
 		fmt.Fprint(stdout, usage)
-		return true, 0
+		return true
 	}
-	return false, 0
+	return false
 }
 
 // modulePath is the module protoc-gen-grain belongs to.
