@@ -23,8 +23,8 @@ const (
 	// high-latency links.
 	GossipWAN
 	// GossipLocal is a fast profile for one machine: tests, examples and
-	// development clusters on loopback. Failures are detected within about a
-	// second; do not use it across a real network.
+	// development clusters on loopback. Failures are detected within a few
+	// seconds; do not use it across a real network.
 	GossipLocal
 )
 
@@ -163,14 +163,15 @@ const (
 )
 
 // Timings of the GossipLocal profile. They are short so that a test
-// cluster converges in milliseconds and detects a killed node in about a
-// second, yet long enough not to suspect healthy nodes on a busy machine.
+// cluster converges in milliseconds and detects a killed node within a few
+// seconds, yet long enough not to declare healthy nodes failed on a busy
+// machine (many nodes in one process under the race detector).
 const (
-	localProbeInterval       = 200 * time.Millisecond
-	localProbeTimeout        = 100 * time.Millisecond
+	localProbeInterval       = 300 * time.Millisecond
+	localProbeTimeout        = 200 * time.Millisecond
 	localGossipInterval      = 20 * time.Millisecond
 	localPushPullInterval    = 2 * time.Second
-	localSuspicionMult       = 3
+	localSuspicionMult       = 4
 	localTCPTimeout          = 2 * time.Second
 	localBroadcastTimeout    = 500 * time.Millisecond
 	localLeavePropagateDelay = 100 * time.Millisecond

@@ -36,10 +36,17 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// testLogger logs warnings and errors to stderr, prefixed with the test's
-// name. It does not use t.Log: gossip goroutines may log after the test.
+// testLogger logs to stderr, prefixed with the test's name: warnings and
+// errors, or down to the level CLUSTER_TEST_LOG names ("debug", "info"). It
+// does not use t.Log: gossip goroutines may log after the test.
 func testLogger(t testing.TB) *slog.Logger {
-	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})
+	level := slog.LevelWarn
+	if v := os.Getenv("CLUSTER_TEST_LOG"); v != "" {
+		if err := level.UnmarshalText([]byte(v)); err != nil {
+			t.Fatalf("CLUSTER_TEST_LOG: %v", err)
+		}
+	}
+	h := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
 	return slog.New(h).With("test", t.Name())
 }
 

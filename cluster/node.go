@@ -233,8 +233,22 @@ func (n *Node) refresh() {
 			n.transport.dropPeer(name)
 		}
 	}
+	n.logChanges(old, p)
 	if moved := n.acts.sweepStrays(); moved > 0 {
 		n.log.Debug("cluster: moving grains after a membership change", "count", moved)
+	}
+}
+
+// logChanges logs members that joined or changed status between two views.
+func (n *Node) logChanges(old, p *placement) {
+	before := make(map[string]MemberStatus, len(old.members))
+	for _, m := range old.members {
+		before[m.Name] = m.Status
+	}
+	for _, m := range p.members {
+		if st, ok := before[m.Name]; !ok || st != m.Status {
+			n.log.Info("cluster: member status", "member", m.Name, "status", m.Status.String())
+		}
 	}
 }
 
