@@ -533,3 +533,28 @@ func TestMembersReportAddressesKindsAndStatus(t *testing.T) {
 		return false
 	})
 }
+
+func TestCallerCancellationReachesTheGrain(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	for _, owner := range nodes {
+		t.Run("owner "+owner.Name(), func(t *testing.T) {
+			id := identityOwnedBy(t, nodes, owner)
+			h := hs[owner.Name()]
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				_, err := nodes[0].Invoke(ctx, stringCall(methodBlock, id, ""))
+				done <- err
+			}()
+			receive(t, h.entered, "the call to reach the grain")
+			cancel()
+			if err := receive(t, h.canceled, "the grain to see the cancellation"); !errors.Is(err, context.Canceled) {
+				t.Errorf("the grain saw %v, want context.Canceled", err)
+			}
+			if err := receive(t, done, "Invoke to return"); status.Code(err) != codes.Canceled {
+				t.Errorf("Invoke returned %v, want Canceled", err)
+			}
+		})
+	}
+}

@@ -60,7 +60,7 @@ func (c *conn) start() {
 	go c.writeLoop()
 }
 
-// closed returns the error of a closed conn, or nil.
+// closedErr returns the error of a closed conn, or nil.
 func (c *conn) closedErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -138,8 +138,13 @@ func toStatus(err error) (codes.Code, string) {
 	return codes.Unknown, err.Error()
 }
 
-// fromWire rebuilds the error of a reply frame on the calling node.
+// fromWire rebuilds the error of a reply frame on the calling node. A peer
+// that is closing is, for its callers, an owner that is unavailable: they
+// retry elsewhere.
 func fromWire(code codes.Code, msg string, r reason) error {
+	if r == reasonNodeClosed {
+		r = reasonUnavailable
+	}
 	if r != reasonNone && r < reasonCount {
 		return &Error{Code: code, Msg: msg, Err: reasonErrors[r]}
 	}

@@ -142,12 +142,13 @@ type hooks struct {
 	news        atomic.Int64  // calls of Kind.New
 	deactivated chan string   // identities whose OnDeactivate ran
 	entered     chan string   // identities that entered Block
+	canceled    chan error    // why Block calls saw their context end
 	release     chan struct{} // closing it releases Block calls
 	activateErr error         // returned by OnActivate when set
 }
 
 func newHooks(node string) *hooks {
-	return &hooks{node: node, deactivated: make(chan string, 1024), entered: make(chan string, 1024), release: make(chan struct{})}
+	return &hooks{node: node, deactivated: make(chan string, 1024), entered: make(chan string, 1024), canceled: make(chan error, 1024), release: make(chan struct{})}
 }
 
 type echoGrain struct {
@@ -198,6 +199,7 @@ func newEchoKind(h *hooks, idle time.Duration) *Kind {
 				case <-g.h.release:
 					return wrapperspb.String(g.h.node), nil
 				case <-ctx.Done():
+					g.h.canceled <- ctx.Err()
 					return nil, ctx.Err()
 				}
 			}),
