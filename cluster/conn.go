@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
+	goruntime "runtime"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -163,7 +165,7 @@ func (c *conn) send(ctx context.Context, f *frame) error {
 func (c *conn) enqueue(f *frame, size int) {
 	n := len(c.batches)
 	if n == 0 || len(c.batches[n-1])+size > c.t.cfg.MaxBatchBytes {
-		c.batches = append(c.batches, make([]byte, 0, min(c.t.cfg.MaxBatchBytes, size+frameOverhead)))
+		c.batches = append(c.batches, make([]byte, 0, size+binary.MaxVarintLen64))
 		n++
 	}
 	c.framesQueued++
@@ -182,6 +184,9 @@ func (c *conn) writeLoop() {
 		case <-c.done:
 			return
 		}
+		// Let the goroutines that are about to queue frames do so, so that
+		// they share this message instead of each paying for a send.
+		goruntime.Gosched()
 		c.mu.Lock()
 		batches := c.batches
 		c.batches, c.pendingBytes = nil, 0

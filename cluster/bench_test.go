@@ -1,0 +1,60 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+)
+
+// Benchmarks of one call through the cluster: go test -bench . -benchtime 2000x ./cluster
+// (numbers depend on the machine; the bench/ module compares with peers).
+
+func BenchmarkInvokeLocal(b *testing.B) {
+	nodes, _ := echoCluster(b, 2, 0, nil)
+	id := identityOwnedBy(b, nodes, nodes[0])
+	call := addCall(id, 1)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := nodes[0].Invoke(ctx, call); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkInvokeRemote(b *testing.B) {
+	nodes, _ := echoCluster(b, 2, 0, nil)
+	id := identityOwnedBy(b, nodes, nodes[1])
+	call := addCall(id, 1)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := nodes[0].Invoke(ctx, call); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkInvokeRemoteParallel(b *testing.B) {
+	nodes, _ := echoCluster(b, 2, 0, nil)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(32)
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		// One grain per goroutine, all owned by the other node, so that
+		// the transport is what is measured, not one grain's mailbox.
+		id := fmt.Sprintf("grain-%d", next.Add(1))
+		for m, _ := nodes[0].Owner(echoKind, id); m.Name != nodes[1].Name(); m, _ = nodes[0].Owner(echoKind, id) {
+			id = fmt.Sprintf("grain-%d", next.Add(1))
+		}
+		call := addCall(id, 1)
+		for pb.Next() {
+			if _, err := nodes[0].Invoke(ctx, call); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
