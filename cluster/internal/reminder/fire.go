@@ -1,0 +1,162 @@
+package reminder
+
+import (
+	"container/heap"
+	"context"
+	"math"
+	"time"
+
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// fire runs one firing of r, entry e's reminder at generation gen, in its own
+// goroutine, and then puts e back on the schedule or takes it off.
+func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
+	defer s.wg.Done()
+	if !s.cfg.Owns(r.Grain.Kind, r.Grain.Identity) {
+		s.disown(e, gen)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.FireTimeout)
+	err := s.cfg.Fire(ctx, r)
+	cancel()
+	if err != nil {
+		s.retry(e, r, gen, err)
+		return
+	}
+	s.fired(e, r, gen)
+}
+
+// disown takes e off the schedule: the grain moved to another node, whose
+// Refresh lists the reminder from the store.
+func (s *Scheduler) disown(e *entry, gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.gen == gen && !e.gone {
+		delete(s.entries, e.id)
+		e.gone = true
+	}
+	s.finishLocked(e)
+}
+
+// retry schedules the next attempt after a failed Fire, with exponential
+// backoff. The store is left alone: the reminder still has the due time that
+// failed, so a restart fires it again.
+func (s *Scheduler) retry(e *entry, r storage.Reminder, gen uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.gen == gen && !e.gone {
+		e.failures++
+		e.at = s.cfg.Clock.Now().Add(s.backoff(e.failures))
+		if !s.closed {
+			s.cfg.Logger.Warn("reminder: fire failed; retrying",
+				"grain", r.Grain.String(), "reminder", r.Name, "due", r.Due,
+				"failures", e.failures, "retry_at", e.at, "error", err)
+		}
+	}
+	s.finishLocked(e)
+}
+
+// backoff returns the wait before retrying after the given number of failed
+// attempts in a row: RetryBackoff doubled per earlier failure, capped at
+// RetryBackoffMax.
+func (s *Scheduler) backoff(failures int) time.Duration {
+	d := s.cfg.RetryBackoff
+	for i := 1; i < failures && d < s.cfg.RetryBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, s.cfg.RetryBackoffMax)
+}
+
+// fired records a successful Fire: it saves a periodic reminder's next due
+// time or deletes a one-shot reminder, then reschedules or forgets e.
+//
+// Holding the listing lock (shared) and the reminder's key lock keeps
+// Register, Unregister and Refresh out until e reflects the write, so gen
+// cannot change below. An entry that Refresh dropped because another node
+// owns the grain now keeps its generation, so its write still happens and the
+// new owner does not fire the same due time again.
+func (s *Scheduler) fired(e *entry, r storage.Reminder, gen uint64) {
+	s.listing.RLock()
+	defer s.listing.RUnlock()
+	unlock := s.lockKey(e.id)
+	defer unlock()
+
+	s.mu.Lock()
+	current := e.gen == gen
+	s.mu.Unlock()
+	if !current { // replaced or unregistered while firing: that write wins
+		s.mu.Lock()
+		s.finishLocked(e)
+		s.mu.Unlock()
+		return
+	}
+
+	next := r
+	if r.Period > 0 {
+		next.Due = nextDue(r.Due, r.Period, s.cfg.Clock.Now())
+	}
+	err := s.persist(r, next)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.Period > 0 {
+		e.due, e.at, e.failures = next.Due, next.Due, 0
+		if err == nil {
+			e.stored = next
+		}
+	} else if !e.gone {
+		delete(s.entries, e.id)
+		e.gone = true
+	}
+	s.finishLocked(e)
+}
+
+// persist writes the outcome of a successful firing of r to the store: next
+// for a periodic reminder, a deletion for a one-shot one. The write is
+// bounded by FireTimeout but not cancelled by Close, which waits for it. A
+// failure is logged: the firing is over, and the worst outcome is that it
+// repeats, which at-least-once allows.
+func (s *Scheduler) persist(r, next storage.Reminder) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.FireTimeout)
+	defer cancel()
+	var err error
+	if r.Period > 0 {
+		err = s.cfg.Store.SaveReminder(ctx, next)
+	} else {
+		err = s.cfg.Store.DeleteReminder(ctx, r.Grain, r.Name)
+	}
+	if err != nil {
+		s.cfg.Logger.Error("reminder: store write after firing failed; the reminder may fire again",
+			"grain", r.Grain.String(), "reminder", r.Name, "due", r.Due, "error", err)
+	}
+	return err
+}
+
+// finishLocked ends e's firing and puts e back on the heap unless it left
+// the schedule meanwhile.
+func (s *Scheduler) finishLocked(e *entry) {
+	e.running = false
+	s.inflight--
+	if !e.gone {
+		heap.Push(&s.queue, e)
+	}
+	s.poke()
+}
+
+// nextDue returns the first due+k·period, k ≥ 1, that is after now: the
+// periods missed while the node was down or Fire kept failing collapse into
+// the firing that just happened.
+func nextDue(due time.Time, period time.Duration, now time.Time) time.Time {
+	next := due.Add(period)
+	for !next.After(now) {
+		// now.Sub saturates for gaps beyond ~292 years; the loop then takes
+		// another step, so the arithmetic never overflows.
+		k := now.Sub(next)/period + 1
+		if k > math.MaxInt64/period {
+			k = math.MaxInt64 / period
+		}
+		next = next.Add(period * k)
+	}
+	return next
+}

@@ -1,0 +1,507 @@
+package reminder
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// ErrClosed is returned by the Scheduler's methods after Close.
+var ErrClosed = errors.New("reminder: scheduler closed")
+
+// ErrStarted is returned by Start when the scheduler was started before.
+var ErrStarted = errors.New("reminder: scheduler already started")
+
+// ErrUnknownKind is returned by Register and Unregister for a grain whose
+// kind is not in Config.Kinds: this node does not host it, so it could not
+// fire the reminder either.
+var ErrUnknownKind = errors.New("reminder: kind not hosted by this node")
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultRetryBackoff       = time.Second
+	DefaultRetryBackoffMax    = time.Minute
+	DefaultFireTimeout        = time.Minute
+	DefaultMaxConcurrentFires = 64
+)
+
+// Config configures a Scheduler. Store, Owns and Fire are required.
+type Config struct {
+	// Store keeps the reminders. The scheduler does not close it.
+	Store storage.Store
+	// Kinds lists the grain kinds this node hosts; only their reminders are
+	// listed and accepted.
+	Kinds []string
+	// Owns reports whether this node owns the grain now (placement). It is
+	// asked when listing and again just before each firing, so it must be
+	// cheap and safe for concurrent use.
+	Owns func(kind, identity string) bool
+	// Fire delivers a due reminder to its grain. A nil error means it was
+	// delivered; any other error makes the scheduler retry later. Fire runs
+	// in its own goroutine, several at a time for different reminders, and
+	// ctx ends after FireTimeout or when the scheduler is closed.
+	Fire func(ctx context.Context, r storage.Reminder) error
+	// Clock tells time and runs the timer. Nil means real time.
+	Clock Clock
+	// RetryBackoff is how long the first retry of a failed Fire waits; each
+	// further failure doubles the wait, up to RetryBackoffMax. Zero means
+	// DefaultRetryBackoff and DefaultRetryBackoffMax; negative values are
+	// refused.
+	RetryBackoff, RetryBackoffMax time.Duration
+	// FireTimeout bounds one Fire, and the store write after it. Zero means
+	// DefaultFireTimeout; negative values are refused.
+	FireTimeout time.Duration
+	// MaxConcurrentFires bounds how many Fires run at once; due reminders
+	// beyond it wait for a free slot. Zero means DefaultMaxConcurrentFires;
+	// negative values are refused.
+	MaxConcurrentFires int
+	// Logger receives failed firings and failed store writes after a
+	// firing. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns c with its zero fields filled in, or an error naming
+// the first bad field.
+func (c Config) withDefaults() (Config, error) {
+	switch {
+	case c.Store == nil:
+		return c, errors.New("reminder: Config.Store is nil")
+	case c.Owns == nil:
+		return c, errors.New("reminder: Config.Owns is nil")
+	case c.Fire == nil:
+		return c, errors.New("reminder: Config.Fire is nil")
+	case c.RetryBackoff < 0 || c.RetryBackoffMax < 0:
+		return c, fmt.Errorf("reminder: Config.RetryBackoff %v and RetryBackoffMax %v must not be negative", c.RetryBackoff, c.RetryBackoffMax)
+	case c.FireTimeout < 0:
+		return c, fmt.Errorf("reminder: Config.FireTimeout %v is negative", c.FireTimeout)
+	case c.MaxConcurrentFires < 0:
+		return c, fmt.Errorf("reminder: Config.MaxConcurrentFires %d is negative", c.MaxConcurrentFires)
+	}
+	for _, k := range c.Kinds {
+		if err := (storage.Key{Kind: k}).Validate(); err != nil {
+			return c, fmt.Errorf("reminder: Config.Kinds: %w", err)
+		}
+	}
+	if c.Clock == nil {
+		c.Clock = realClock{}
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = DefaultRetryBackoff
+	}
+	if c.RetryBackoffMax == 0 {
+		c.RetryBackoffMax = max(DefaultRetryBackoffMax, c.RetryBackoff)
+	}
+	if c.RetryBackoffMax < c.RetryBackoff {
+		return c, fmt.Errorf("reminder: Config.RetryBackoffMax %v is below RetryBackoff %v", c.RetryBackoffMax, c.RetryBackoff)
+	}
+	if c.FireTimeout == 0 {
+		c.FireTimeout = DefaultFireTimeout
+	}
+	if c.MaxConcurrentFires == 0 {
+		c.MaxConcurrentFires = DefaultMaxConcurrentFires
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Kinds = slices.Clone(c.Kinds)
+	return c, nil
+}
+
+// keyLocks is the number of locks that serialize store writes per reminder.
+// A small fixed number bounds memory; collisions only make unrelated
+// reminders wait for each other's store write.
+const keyLocks = 64
+
+// Scheduler fires the reminders of the grains this node owns; see the package
+// documentation. Its methods are safe for concurrent use.
+type Scheduler struct {
+	cfg    Config
+	cfgErr error
+	hosts  map[string]bool // cfg.Kinds as a set
+	seed   maphash.Seed
+
+	ctx    context.Context // ends at Close; parent of every Fire
+	cancel context.CancelFunc
+	wake   chan struct{} // pokes the loop; capacity one
+	done   chan struct{} // closed by Close
+	wg     sync.WaitGroup
+	close  sync.Once
+
+	// listing is held for writing by Refresh while it lists the store and
+	// updates the schedule, and for reading by every store write of
+	// Register, Unregister and the firings, so a listing never misses a
+	// write of this node that the schedule already shows.
+	listing sync.RWMutex
+	// keys serialize the store writes of one reminder, so a firing's write
+	// cannot overwrite a Register that happened meanwhile.
+	keys [keyLocks]sync.Mutex
+
+	mu       sync.Mutex // guards the fields below
+	entries  map[id]*entry
+	queue    queue
+	timer    Timer
+	timerAt  time.Time // when timer fires; zero when there is none
+	timerGen uint64    // tells the current timer from stopped ones
+	inflight int
+	started  bool
+	closed   bool
+}
+
+// New returns a Scheduler that does nothing until Start. A bad Config is
+// reported by Start, Refresh, Register and Unregister, which all return the
+// same error.
+func New(cfg Config) *Scheduler {
+	c, err := cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Scheduler{
+		cfg:     c,
+		cfgErr:  err,
+		hosts:   make(map[string]bool, len(c.Kinds)),
+		seed:    maphash.MakeSeed(),
+		ctx:     ctx,
+		cancel:  cancel,
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		entries: make(map[id]*entry),
+	}
+	for _, k := range c.Kinds {
+		s.hosts[k] = true
+	}
+	return s
+}
+
+// Start lists the reminders of every hosted kind, schedules those of grains
+// this node owns, and starts firing them. ctx bounds the listing only; the
+// scheduler runs until Close. If the listing fails, Start returns the error
+// but the scheduler is started: a later Refresh can list again.
+func (s *Scheduler) Start(ctx context.Context) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return ErrStarted
+	}
+	s.started = true
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.loop()
+	return s.Refresh(ctx)
+}
+
+// Refresh makes the schedule match the store and the current ownership: it
+// lists every hosted kind, adds the reminders of grains this node now owns,
+// drops those it no longer owns, and takes over changes other nodes made.
+// Call it whenever ownership may have moved (a member joined or left). If
+// listing fails, the schedule is left as it was.
+func (s *Scheduler) Refresh(ctx context.Context) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.listing.Lock()
+	defer s.listing.Unlock()
+	listed, err := s.list(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, e := range s.entries {
+		l, ok := listed[k]
+		switch {
+		case !ok: // deleted by another node: a running firing must not write it back
+			e.gen++
+			s.removeLocked(e)
+		case !l.owned: // moved: a running firing still records its outcome
+			s.removeLocked(e)
+		}
+	}
+	for k, l := range listed {
+		if l.owned {
+			s.adoptLocked(k, l.r)
+		}
+	}
+	s.poke()
+	return nil
+}
+
+// listed is one reminder found in the store by Refresh.
+type listed struct {
+	r     storage.Reminder
+	owned bool // this node owns the grain
+}
+
+// list lists the reminders of the hosted kinds, noting which grains this node
+// owns.
+func (s *Scheduler) list(ctx context.Context) (map[id]listed, error) {
+	all := make(map[id]listed)
+	for _, kind := range s.cfg.Kinds {
+		rs, err := s.cfg.Store.ListReminders(ctx, kind)
+		if err != nil {
+			return nil, fmt.Errorf("reminder: list reminders of kind %q: %w", kind, err)
+		}
+		for _, r := range rs {
+			all[id{r.Grain, r.Name}] = listed{r, s.cfg.Owns(r.Grain.Kind, r.Grain.Identity)}
+		}
+	}
+	return all, nil
+}
+
+// adoptLocked schedules r, listed from the store, unless the schedule
+// already holds it as stored. A reminder being fired is left alone: the
+// firing's own store write decides.
+func (s *Scheduler) adoptLocked(k id, r storage.Reminder) {
+	e, ok := s.entries[k]
+	switch {
+	case !ok:
+		s.putLocked(k, r)
+	case e.running || same(e.stored, r):
+	default:
+		s.putLocked(k, r)
+	}
+}
+
+// same reports whether a and b are the same reminder record.
+func same(a, b storage.Reminder) bool {
+	return a.Grain == b.Grain && a.Name == b.Name && a.Due.Equal(b.Due) && a.Period == b.Period
+}
+
+// Register saves r in the store, replacing the reminder of the same grain and
+// name, and schedules it if this node owns the grain. A Due in the past fires
+// at once. If another node owns the grain, r is only saved: the owner
+// schedules it at its next Start or Refresh. Bad reminders are refused with
+// an error wrapping storage.ErrInvalid, and nothing is saved.
+func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
+	if err := s.checkGrain(r.Grain); err != nil {
+		return err
+	}
+	if err := r.Validate(); err != nil {
+		return fmt.Errorf("reminder: register: %w", err)
+	}
+	r.Due = r.Due.UTC() // as ListReminders returns it
+	k := id{r.Grain, r.Name}
+	s.listing.RLock()
+	defer s.listing.RUnlock()
+	unlock := s.lockKey(k)
+	defer unlock()
+	if err := s.cfg.Store.SaveReminder(ctx, r); err != nil {
+		return fmt.Errorf("reminder: register %q of grain %s: %w", r.Name, r.Grain, err)
+	}
+	owns := s.cfg.Owns(r.Grain.Kind, r.Grain.Identity)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if owns {
+		s.putLocked(k, r)
+		s.poke()
+	} else if e, ok := s.entries[k]; ok {
+		e.gen++ // a running firing must not overwrite r
+		s.removeLocked(e)
+	}
+	return nil
+}
+
+// Unregister deletes the reminder name of grain from the store and the
+// schedule. Deleting a reminder that does not exist is not an error. A
+// firing already under way still completes.
+func (s *Scheduler) Unregister(ctx context.Context, grain storage.Key, name string) error {
+	if err := s.checkGrain(grain); err != nil {
+		return err
+	}
+	k := id{grain, name}
+	s.listing.RLock()
+	defer s.listing.RUnlock()
+	unlock := s.lockKey(k)
+	defer unlock()
+	if err := s.cfg.Store.DeleteReminder(ctx, grain, name); err != nil {
+		return fmt.Errorf("reminder: unregister %q of grain %s: %w", name, grain, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[k]; ok {
+		e.gen++ // a running firing must not write the reminder back
+		s.removeLocked(e)
+	}
+	return nil
+}
+
+// Len returns the number of reminders scheduled on this node, including
+// those being fired.
+func (s *Scheduler) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries)
+}
+
+// Close stops the timer, cancels the context of running Fires and waits for
+// them and their store writes to return. It is idempotent. The store is not
+// closed.
+func (s *Scheduler) Close() {
+	s.close.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		if s.timer != nil {
+			s.timer.Stop()
+			s.timer, s.timerAt = nil, time.Time{}
+		}
+		s.mu.Unlock()
+		close(s.done)
+		s.cancel()
+	})
+	s.wg.Wait()
+}
+
+// usable returns the Config error or ErrClosed, if any.
+func (s *Scheduler) usable() error {
+	if s.cfgErr != nil {
+		return s.cfgErr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// checkGrain returns why reminders of grain cannot be handled here, if so.
+func (s *Scheduler) checkGrain(grain storage.Key) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	if err := grain.Validate(); err != nil {
+		return fmt.Errorf("reminder: %w", err)
+	}
+	if !s.hosts[grain.Kind] {
+		return fmt.Errorf("%w: %q", ErrUnknownKind, grain.Kind)
+	}
+	return nil
+}
+
+// lockKey locks the store writes of reminder k and returns the unlock.
+func (s *Scheduler) lockKey(k id) func() {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(k.grain.Kind)
+	h.WriteByte(0)
+	h.WriteString(k.grain.Identity)
+	h.WriteByte(0)
+	h.WriteString(k.name)
+	m := &s.keys[h.Sum64()%keyLocks]
+	m.Lock()
+	return m.Unlock
+}
+
+// putLocked schedules r, as stored, in place of whatever k held.
+func (s *Scheduler) putLocked(k id, r storage.Reminder) {
+	e, ok := s.entries[k]
+	if !ok {
+		e = &entry{id: k, index: -1}
+		s.entries[k] = e
+	}
+	e.gen++
+	e.stored, e.due, e.at, e.failures = r, r.Due, r.Due, 0
+	switch {
+	case e.running: // the firing reschedules it when it returns
+	case e.index >= 0:
+		heap.Fix(&s.queue, e.index)
+	default:
+		heap.Push(&s.queue, e)
+	}
+}
+
+// removeLocked takes e off the schedule. It leaves e's generation alone:
+// callers that replaced or deleted the stored reminder raise it, so that a
+// running firing does not write over their change.
+func (s *Scheduler) removeLocked(e *entry) {
+	delete(s.entries, e.id)
+	if e.running {
+		e.gone = true
+	} else if e.index >= 0 {
+		heap.Remove(&s.queue, e.index)
+	}
+}
+
+// poke wakes the loop to look at the heap again.
+func (s *Scheduler) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop is the scheduler's goroutine: each time it is poked, by the timer or
+// by a change of the schedule, it starts the due firings and sets the timer
+// for the next one.
+func (s *Scheduler) loop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.wake:
+			s.dispatch()
+		}
+	}
+}
+
+// dispatch starts a firing for each due entry while slots are free, then
+// arms the timer for the earliest entry left.
+func (s *Scheduler) dispatch() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	now := s.cfg.Clock.Now()
+	for len(s.queue) > 0 && !s.queue[0].at.After(now) && s.inflight < s.cfg.MaxConcurrentFires {
+		e := heap.Pop(&s.queue).(*entry)
+		e.running = true
+		s.inflight++
+		s.wg.Add(1)
+		go s.fire(e, e.reminder(), e.gen)
+	}
+	s.armLocked(now)
+}
+
+// armLocked sets the timer for the earliest entry in the heap, keeping the
+// timer that is already set for that time. With every slot taken, no timer
+// is needed: the next firing to return pokes the loop.
+func (s *Scheduler) armLocked(now time.Time) {
+	var next time.Time
+	if len(s.queue) > 0 && s.inflight < s.cfg.MaxConcurrentFires {
+		next = s.queue[0].at
+	}
+	if next.Equal(s.timerAt) {
+		return
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+	s.timerAt = next
+	if !next.IsZero() {
+		s.timerGen++
+		gen := s.timerGen
+		s.timer = s.cfg.Clock.AfterFunc(next.Sub(now), func() { s.timerFired(gen) })
+	}
+}
+
+// timerFired runs when timer gen goes off. A timer stopped too late to
+// prevent the call must not forget the timer that replaced it.
+func (s *Scheduler) timerFired(gen uint64) {
+	s.mu.Lock()
+	if gen == s.timerGen {
+		s.timer, s.timerAt = nil, time.Time{}
+	}
+	s.mu.Unlock()
+	s.poke()
+}
