@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -556,5 +557,78 @@ func TestCallerCancellationReachesTheGrain(t *testing.T) {
 				t.Errorf("Invoke returned %v, want Canceled", err)
 			}
 		})
+	}
+}
+
+func TestShutdownWaitsForCallsInFlight(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	leaver := nodes[1]
+	id := identityOwnedBy(t, nodes, leaver)
+	result := make(chan error, 1)
+	go func() {
+		_, err := nodes[0].Invoke(context.Background(), stringCall(methodBlock, id, ""))
+		result <- err
+	}()
+	receive(t, hs[leaver.Name()].entered, "the call to reach the grain")
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		shutdown <- leaver.Shutdown(ctx)
+	}()
+	// Release the call only once the node has left: Shutdown is then
+	// draining, and must wait for it rather than cut it.
+	waitFor(t, waitTimeout, "the node to leave", func() bool {
+		m, _ := leaver.Owner(echoKind, id)
+		return m.Name != leaver.Name()
+	})
+	close(hs[leaver.Name()].release)
+	if err := receive(t, result, "the call"); err != nil {
+		t.Fatalf("call in flight during Shutdown: %v", err)
+	}
+	if err := receive(t, shutdown, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got := receive(t, hs[leaver.Name()].deactivated, "OnDeactivate"); got != id {
+		t.Errorf("OnDeactivate(%q), want %q", got, id)
+	}
+}
+
+func TestShutdownHonoursItsContext(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 3, 0, nil)
+	leaver := nodes[2]
+	for name, h := range hs {
+		if name != leaver.Name() {
+			close(h.release)
+		}
+	}
+	id := identityOwnedBy(t, nodes, leaver)
+	result := make(chan string, 1)
+	go func() {
+		resp, err := nodes[0].Invoke(context.Background(), stringCall(methodBlock, id, ""))
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		result <- resp.(*wrapperspb.StringValue).GetValue()
+	}()
+	receive(t, hs[leaver.Name()].entered, "the call to reach the grain")
+	// The call never finishes on the leaving node, so Shutdown gives up at
+	// its deadline and closes the node.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := leaver.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want DeadlineExceeded", err)
+	}
+	select {
+	case <-leaver.Done():
+	default:
+		t.Fatal("node not stopped after Shutdown gave up")
+	}
+	// The call was retried on the grain's new owner.
+	if got := receive(t, result, "the call"); got == leaver.Name() || !strings.HasPrefix(got, t.Name()) {
+		t.Fatalf("call answered %q, want the name of a remaining node", got)
 	}
 }

@@ -36,11 +36,11 @@ var (
 	// ErrNotOwner: the node that received the call does not own the grain
 	// in its view of the cluster (codes.Unavailable). Invoke retries it.
 	ErrNotOwner = errors.New("cluster: not the grain's owner")
-	// ErrUnavailable: the owner could not be reached, or no alive member
-	// hosts the kind yet (codes.Unavailable). Invoke retries it within the
-	// call's deadline unless WithoutRetry is given.
+	// ErrUnavailable: the owner could not be reached, or was closing
+	// (codes.Unavailable). Invoke retries it within the call's deadline
+	// unless WithoutRetry is given.
 	ErrUnavailable = errors.New("cluster: owner unavailable")
-	// ErrNodeClosed: the local node is shut down (codes.Unavailable).
+	// ErrNodeClosed: the calling node is shut down (codes.Unavailable).
 	ErrNodeClosed = errors.New("cluster: node is closed")
 	// ErrTagsTooLarge: the node's tags (transport address and kind names)
 	// exceed MaxTagsSize.

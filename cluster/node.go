@@ -228,14 +228,27 @@ func (n *Node) refresh() {
 	}
 	p := newPlacement(members)
 	n.view.Store(p)
-	for name := range old.byName {
-		if _, alive := p.byName[name]; !alive && name != n.name {
-			n.transport.dropPeer(name)
-		}
-	}
+	n.dropFailed(old, p)
 	n.logChanges(old, p)
 	if moved := n.acts.sweepStrays(); moved > 0 {
 		n.log.Debug("cluster: moving grains after a membership change", "count", moved)
+	}
+}
+
+// dropFailed closes the streams to members that failed since the old view,
+// so that calls in flight to them fail now and are retried, rather than
+// wait for their deadline. Members that leave gracefully keep their streams:
+// they finish the calls they are serving and close the streams themselves.
+func (n *Node) dropFailed(old, p *placement) {
+	status := make(map[string]MemberStatus, len(p.members))
+	for _, m := range p.members {
+		status[m.Name] = m.Status
+	}
+	for name := range old.byName {
+		st, known := status[name]
+		if name != n.name && (!known || st == StatusFailed) {
+			n.transport.dropPeer(name)
+		}
 	}
 }
 
