@@ -9,6 +9,22 @@
 // runtime (one call at a time, supervised), and passivates it after its
 // kind's idle timeout.
 //
+// What a grain can rely on:
+//
+//   - One call at a time per activation, and one activation per grain on
+//     each node: concurrent first calls activate it once.
+//   - Not one activation per cluster at every instant. When membership
+//     changes, members adopt the new view one gossip round apart, so for
+//     that window (usually milliseconds) the old and the new owner may both
+//     run the grain; the old one deactivates it as soon as its view
+//     changes. State must be guarded by its store (ETag checks), not by
+//     placement.
+//   - At-least-once delivery when nodes fail: Invoke retries a call whose
+//     owner failed before replying, within the call's deadline (see
+//     WithoutRetry), so the call may have run on the failed node.
+//   - No reentrancy: a grain that calls itself, directly or through other
+//     grains, waits for itself until its deadline.
+//
 // The package owns membership, placement, the node-to-node transport, the
 // activation table and passivation. It builds on package runtime for actors
 // and supervision; the storage of grain state lives in cluster/storage.

@@ -226,3 +226,46 @@ func TestBatchingUnderLoad(t *testing.T) {
 		t.Errorf("%d frames in %d messages: no batching", frames, batches)
 	}
 }
+
+func TestNodeAnswersRequestsItCannotServe(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	target := nodes[1]
+	notOwned := identityOwnedBy(t, nodes, nodes[0])
+	owned := identityOwnedBy(t, nodes, target)
+	for _, tc := range []struct {
+		name   string
+		req    frame
+		code   codes.Code
+		reason reason
+	}{
+		{"not the owner", frame{kind: echoKind, identity: notOwned, method: methodAdd}, codes.Unavailable, reasonNotOwner},
+		{"unknown kind", frame{kind: "test.Nope", identity: owned, method: methodAdd}, codes.Unimplemented, reasonUnknownKind},
+		{"unknown method", frame{kind: echoKind, identity: owned, method: "/test.Echo/Nope"}, codes.Unimplemented, reasonUnknownMethod},
+		{"undecodable payload", frame{kind: echoKind, identity: owned, method: methodAdd, payload: []byte{0x08}}, codes.InvalidArgument, reasonBadRequest},
+		{"served", frame{kind: echoKind, identity: owned, method: methodAdd, payload: []byte{0x08, 0x02}}, codes.OK, reasonNone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := rawStream(t, target)
+			hello := appendFrame(nil, &frame{typ: frameHello, node: "raw-" + tc.name})
+			tc.req.typ, tc.req.id = frameRequest, 42
+			req := appendFrame(nil, &tc.req)
+			for _, b := range [][]byte{hello, req} {
+				if err := s.SendMsg(&b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var batch []byte
+			if err := s.RecvMsg(&batch); err != nil {
+				t.Fatal(err)
+			}
+			var reply frame
+			if err := decodeBatch(batch, func(f *frame) { reply = *f }); err != nil {
+				t.Fatal(err)
+			}
+			if reply.typ != frameResponse || reply.id != 42 || reply.code != tc.code || reply.reason != tc.reason {
+				t.Fatalf("reply %+v, want a response to 42 with code %v and reason %d", reply, tc.code, tc.reason)
+			}
+		})
+	}
+}
