@@ -27,7 +27,8 @@
 //
 // The package owns membership, placement, the node-to-node transport, the
 // activation table and passivation. It builds on package runtime for actors
-// and supervision; the storage of grain state lives in cluster/storage.
-// It must not import generated grain code, examples, or cluster/storage
-// (storage is layered on top of the cluster, not the other way round).
+// and supervision. It must not import generated grain code or examples
+// (they import it). Grain state lives in cluster/storage and cluster/state,
+// which do not import this package; loading and flushing state around
+// activations is not wired in yet.
 package cluster
