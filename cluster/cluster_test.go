@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -404,6 +405,15 @@ func TestStartErrors(t *testing.T) {
 		{"tags too large", func(c *Config) { c.Kinds = long }, ErrTagsTooLarge, ""},
 		{"duplicate kind", func(c *Config) { c.Kinds = dup }, nil, `cluster: kind "test.Echo" is listed twice`},
 		{"kind without New", func(c *Config) { c.Kinds = []*Kind{{Name: "x"}} }, nil, `cluster: kind "x" has no New function`},
+		{"comma in kind name", func(c *Config) { c.Kinds = []*Kind{{Name: "a,b", New: func(string) any { return nil }}} }, nil,
+			`cluster: kind name "a,b" contains ","`},
+		{"NewRequest returns nil", func(c *Config) {
+			k := newEchoKind(newHooks(""), 0)
+			k.Methods[0].NewRequest = func() proto.Message { return nil }
+			c.Kinds = []*Kind{k}
+		}, nil, `cluster: method "/test.Echo/Add" of kind "test.Echo": NewRequest returned nil`},
+		{"bad retry backoff", func(c *Config) { c.RetryBackoff, c.RetryBackoffMax = time.Second, time.Millisecond }, nil,
+			"cluster: retry backoff 1s..1ms is not a valid range"},
 		{"unreachable seed", func(c *Config) { c.Seeds = []string{"127.0.0.1:1"} }, nil, ""},
 		{"bad bind address", func(c *Config) { c.BindAddr = "nonsense" }, nil, ""},
 	} {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -269,6 +270,9 @@ func validateKinds(kinds []*Kind) error {
 		if k.Name == "" {
 			return fmt.Errorf("cluster: kind #%d has no name", i)
 		}
+		if strings.Contains(k.Name, kindSeparator) {
+			return fmt.Errorf("cluster: kind name %q contains %q", k.Name, kindSeparator)
+		}
 		if seen[k.Name] {
 			return fmt.Errorf("cluster: kind %q is listed twice", k.Name)
 		}
@@ -293,6 +297,8 @@ func validateMethods(k *Kind) error {
 			return fmt.Errorf("cluster: kind %q lists method %q twice", k.Name, m.Name)
 		case m.NewRequest == nil || m.Handle == nil:
 			return fmt.Errorf("cluster: method %q of kind %q needs NewRequest and Handle", m.Name, k.Name)
+		case m.NewRequest() == nil:
+			return fmt.Errorf("cluster: method %q of kind %q: NewRequest returned nil", m.Name, k.Name)
 		}
 		seen[m.Name] = true
 	}
