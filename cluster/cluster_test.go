@@ -642,3 +642,57 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 		t.Fatalf("call answered %q, want the name of a remaining node", got)
 	}
 }
+
+func TestTagsThatJustFitAreAccepted(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	// Add kinds while the tags still fit: serf must accept what the size
+	// check lets through.
+	for i := 0; ; i++ {
+		k := newEchoKind(newHooks(""), 0)
+		k.Name = fmt.Sprintf("pkg.v1.Service%03d", i)
+		tags, err := nodeTags("127.0.0.1:65535", append(cfg.Kinds, k))
+		if err != nil {
+			break
+		}
+		if encodedTagsSize(tags) > MaxTagsSize {
+			t.Fatalf("nodeTags accepted %d bytes", encodedTagsSize(tags))
+		}
+		cfg.Kinds = append(cfg.Kinds, k)
+	}
+	n := startNode(t, cfg)
+	if got := len(n.Members()[0].Kinds); got != len(cfg.Kinds) {
+		t.Fatalf("member lists %d kinds, want %d", got, len(cfg.Kinds))
+	}
+}
+
+func TestRequestOverMaxFrameBytes(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, func(c *Config) { c.MaxFrameBytes = 1024 })
+	remote := identityOwnedBy(t, nodes, nodes[1])
+	big := strings.Repeat("x", 2048)
+	_, err := nodes[0].Invoke(context.Background(), stringCall(methodString, remote, big))
+	if status.Code(err) != codes.InvalidArgument || !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("request over MaxFrameBytes: %v, want InvalidArgument wrapping ErrBadRequest", err)
+	}
+	// Under the limit it goes through, and the node is fine.
+	if _, err := nodes[0].Invoke(context.Background(), stringCall(methodString, remote, big[:512])); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestResponseOverMaxFrameBytes(t *testing.T) {
+	t.Parallel()
+	// Only the owner has the small limit: the request passes, the
+	// response does not.
+	nodes, _ := echoCluster(t, 2, 0, func(c *Config) {
+		if strings.HasSuffix(c.NodeName, "-n1") {
+			c.MaxFrameBytes = 1024
+		}
+	})
+	remote := identityOwnedBy(t, nodes, nodes[1])
+	_, err := nodes[0].Invoke(context.Background(), stringCall(methodString, remote, strings.Repeat("x", 2048)))
+	if status.Code(err) != codes.Internal || !errors.Is(err, ErrBadResponse) {
+		t.Fatalf("response over MaxFrameBytes: %v, want Internal wrapping ErrBadResponse", err)
+	}
+}
