@@ -150,11 +150,11 @@ func (s *Scheduler) finishLocked(e *entry) {
 func nextDue(due time.Time, period time.Duration, now time.Time) time.Time {
 	next := due.Add(period)
 	for !next.After(now) {
-		// now.Sub saturates for gaps beyond ~292 years; the loop then takes
-		// another step, so the arithmetic never overflows.
-		k := now.Sub(next)/period + 1
-		if k > math.MaxInt64/period {
-			k = math.MaxInt64 / period
+		// now.Sub saturates for gaps beyond ~292 years, and k is capped so
+		// that period*k cannot overflow; the loop then takes another step.
+		k := now.Sub(next) / period
+		if k < math.MaxInt64/period {
+			k++
 		}
 		next = next.Add(period * k)
 	}
