@@ -38,6 +38,7 @@ type conn struct {
 	calls        map[uint64]chan frame         // requests sent, waiting for their reply
 	served       map[uint64]context.CancelFunc // requests received, running
 	err          error                         // why the conn closed
+	corrupt      error                         // the decoding error that closed it, if any
 	framesQueued uint64                        // frames sent, for tests and debugging
 	batchesSent  uint64                        // gRPC messages sent
 	closeCtx     context.CancelFunc
@@ -69,8 +70,15 @@ func (c *conn) closedErr() error {
 	return c.err
 }
 
-// close ends the conn with err (a retryable error, or a corrupt-frame one):
-// calls waiting for a reply get err, requests being served are cancelled.
+// corruptErr returns the decoding error that closed the conn, or nil.
+func (c *conn) corruptErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.corrupt
+}
+
+// close ends the conn with err, a retryable error: calls waiting for a
+// reply get it, requests being served are cancelled.
 func (c *conn) close(err error) {
 	c.mu.Lock()
 	if c.err != nil {
@@ -217,7 +225,12 @@ func (c *conn) readLoop() {
 		}
 		if err := decodeBatch(batch, c.dispatch); err != nil {
 			c.t.log.Error("cluster: closing the stream to a peer that sent a corrupt frame", "peer", c.peer, "err", err)
-			c.close(err)
+			c.mu.Lock()
+			c.corrupt = err
+			c.mu.Unlock()
+			// Calls waiting on this stream did not fail for their own
+			// sake: they get a retryable error.
+			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s reset: %v", c.peer, err))
 			return
 		}
 	}

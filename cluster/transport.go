@@ -290,8 +290,8 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream from %s ended: %v", c.peer, ctx.Err()))
 		<-c.done
 	}
-	if errors.Is(c.err, ErrCorruptFrame) {
-		return status.Error(codes.InvalidArgument, c.err.Error())
+	if err := c.corruptErr(); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	return nil
 }
