@@ -80,10 +80,11 @@ func (a *activation) activated() bool {
 
 // activations is a node's activation table.
 type activations struct {
-	n  *Node
-	mu sync.Mutex
-	m  map[actKey]*activation
-	wg sync.WaitGroup // deactivations in progress
+	n       *Node
+	mu      sync.Mutex
+	m       map[actKey]*activation
+	pending int           // deactivations in progress
+	drained chan struct{} // closed when pending drops to zero
 }
 
 func newActivations(n *Node) *activations {
@@ -224,15 +225,41 @@ func (t *activations) deactivateWhere(pick func(a *activation, now time.Time) bo
 		a.deactivating = true
 		victims = append(victims, a)
 	}
-	t.wg.Add(len(victims))
+	if t.pending == 0 && len(victims) > 0 {
+		t.drained = make(chan struct{})
+	}
+	t.pending += len(victims)
 	t.mu.Unlock()
 	for _, a := range victims {
 		go func() {
-			defer t.wg.Done()
 			t.deactivate(a)
+			t.mu.Lock()
+			if t.pending--; t.pending == 0 {
+				close(t.drained)
+			}
+			t.mu.Unlock()
 		}()
 	}
 	return len(victims)
+}
+
+// waitDeactivations waits until no deactivation is in progress, or ctx
+// ends.
+func (t *activations) waitDeactivations(ctx context.Context) error {
+	for {
+		t.mu.Lock()
+		if t.pending == 0 {
+			t.mu.Unlock()
+			return nil
+		}
+		drained := t.drained
+		t.mu.Unlock()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // deactivate runs OnDeactivate on the grain's actor, after the calls queued
@@ -291,17 +318,7 @@ func (t *activations) deactivateAll(ctx context.Context) error {
 	t.deactivateWhere(func(*activation, time.Time) bool { return true })
 	// Activations still activating finish, then are caught by a later pass
 	// or by the actor system's shutdown.
-	done := make(chan struct{})
-	go func() {
-		t.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return t.waitDeactivations(ctx)
 }
 
 // count returns the number of activations in the table.
