@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,16 @@ const hostLinePrefix = "grains-host "
 // hostStartTimeout bounds the wait for a host process to report its
 // addresses; protoactor-go alone spends a second in StartMember.
 const hostStartTimeout = 60 * time.Second
+
+// hostStopTimeout bounds the wait for a host process to stop after its stdin
+// is closed; then it is killed.
+const hostStopTimeout = 10 * time.Second
+
+// hostProfileEnv names an optional environment variable: a directory where
+// host processes write CPU and memory profiles (<peer>-host.cpu.pprof,
+// <peer>-host.mem.pprof), for profiling the grain side of the cross-node
+// benchmarks.
+const hostProfileEnv = "GRAINS_BENCH_HOST_PROFILES"
 
 // errHostExited is returned when a host process ends before it reports its
 // addresses.
@@ -111,7 +122,13 @@ func startHost(tb testing.TB, name string) hostInfo {
 // launchHost is startHost returning its error; tests use it to check how a
 // failed host is reported.
 func launchHost(tb testing.TB, name string) (hostInfo, error) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHostProcess$", "-test.count=1")
+	args := []string{"-test.run=^TestHostProcess$", "-test.count=1"}
+	if dir := os.Getenv(hostProfileEnv); dir != "" {
+		args = append(args,
+			"-test.cpuprofile="+filepath.Join(dir, name+"-host.cpu.pprof"),
+			"-test.memprofile="+filepath.Join(dir, name+"-host.mem.pprof"))
+	}
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), hostEnv+"="+name)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -125,11 +142,24 @@ func launchHost(tb testing.TB, name string) (hostInfo, error) {
 	if err := cmd.Start(); err != nil {
 		return hostInfo{}, fmt.Errorf("grains: start host process: %w", err)
 	}
+	exited := make(chan struct{})
 	tb.Cleanup(func() {
+		// Closing stdin asks the host to stop, so that it writes its
+		// profiles; a host that does not stop in time is killed.
 		_ = stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait() // reports the kill; the child has nothing else to say
+		timer := time.NewTimer(hostStopTimeout)
+		defer timer.Stop()
+		select {
+		case <-exited:
+		case <-timer.C:
+			_ = cmd.Process.Kill()
+			<-exited
+		}
 	})
+	go func() {
+		_ = cmd.Wait() // its status says nothing the benchmark needs
+		close(exited)
+	}()
 	return readHostInfo(stdout, hostStartTimeout)
 }
 
