@@ -180,7 +180,7 @@ func (t *activations) newGrain(ctx context.Context, a *activation) (grain any, e
 		return nil, newError(codes.Internal, ErrActivation, "cluster: kind %q: New returned nil", a.key.kind)
 	}
 	if act, ok := grain.(Activator); ok {
-		if err := act.OnActivate(t.n.grainContext(ctx, a.key)); err != nil {
+		if err := act.OnActivate(t.n.grainContext(ctx, a.key, nil)); err != nil {
 			return nil, newError(codes.Unavailable, ErrActivation, "cluster: activate %s/%s: %v", a.key.kind, a.key.identity, err)
 		}
 	}
@@ -339,9 +339,10 @@ func isDone(ch <-chan struct{}) bool {
 
 // grainCall is the message a call sends to the grain's actor.
 type grainCall struct {
-	ctx    context.Context
-	method *hostedMethod
-	req    proto.Message
+	ctx     context.Context
+	method  *hostedMethod
+	req     proto.Message
+	callers []actKey // the grains waiting on this call, outermost first
 }
 
 // deactivateMsg asks the grain's actor to run OnDeactivate.
@@ -380,7 +381,7 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 		c.RespondError(contextError(err))
 		return
 	}
-	resp, err := m.method.Handle(g.a.grain, g.n.grainContext(m.ctx, g.a.key), m.req)
+	resp, err := m.method.Handle(g.a.grain, g.n.grainContext(m.ctx, g.a.key, m.callers), m.req)
 	switch {
 	case err != nil:
 		c.RespondError(err)
@@ -397,7 +398,7 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 	if d, ok := g.a.grain.(Deactivator); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), g.n.cfg.DeactivateTimeout)
 		defer cancel()
-		if err := d.OnDeactivate(g.n.grainContext(ctx, g.a.key)); err != nil {
+		if err := d.OnDeactivate(g.n.grainContext(ctx, g.a.key, nil)); err != nil {
 			c.RespondError(fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.a.key.kind, g.a.key.identity, err))
 			return
 		}

@@ -696,3 +696,35 @@ func TestResponseOverMaxFrameBytes(t *testing.T) {
 		t.Fatalf("response over MaxFrameBytes: %v, want Internal wrapping ErrBadResponse", err)
 	}
 }
+
+func TestReentrantCallsFailFast(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	a := identityOwnedBy(t, nodes, nodes[0])
+	b := identityOwnedBy(t, nodes, nodes[1])
+	for _, tc := range []struct {
+		name, start, path string
+	}{
+		{"self", a, a},
+		{"a-b-a across nodes", a, b + "," + a},
+		{"b-a-b across nodes", b, a + "," + b},
+		{"longer cycle", a, b + ",c," + b},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// No deadline but the default one: a deadlock would show as
+			// DeadlineExceeded much later.
+			_, err := nodes[0].Invoke(context.Background(), stringCall(methodChain, tc.start, tc.path))
+			if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrReentrant) {
+				t.Fatalf("cycle %s→%s: %v, want FailedPrecondition wrapping ErrReentrant", tc.start, tc.path, err)
+			}
+		})
+	}
+	// A chain without a cycle works.
+	resp, err := nodes[1].Invoke(context.Background(), stringCall(methodChain, a, b+",c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.(*wrapperspb.StringValue).GetValue(); got != "c" {
+		t.Fatalf("chain ended at %q, want c", got)
+	}
+}

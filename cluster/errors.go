@@ -33,6 +33,9 @@ var (
 	ErrGrainFailed = errors.New("cluster: grain deactivated after repeated failures")
 	// ErrActivation: the grain's OnActivate hook failed (codes.Unavailable).
 	ErrActivation = errors.New("cluster: grain activation failed")
+	// ErrReentrant: a grain called a grain that is waiting for it in the
+	// chain of calls, which would deadlock (codes.FailedPrecondition).
+	ErrReentrant = errors.New("cluster: reentrant grain call")
 	// ErrNotOwner: the node that received the call does not own the grain
 	// in its view of the cluster (codes.Unavailable). Invoke retries it.
 	ErrNotOwner = errors.New("cluster: not the grain's owner")
@@ -66,6 +69,7 @@ const (
 	reasonNotOwner
 	reasonUnavailable
 	reasonNodeClosed
+	reasonReentrant
 	reasonCount // first unused value
 )
 
@@ -81,6 +85,7 @@ var reasonErrors = [reasonCount]error{
 	reasonNotOwner:      ErrNotOwner,
 	reasonUnavailable:   ErrUnavailable,
 	reasonNodeClosed:    ErrNodeClosed,
+	reasonReentrant:     ErrReentrant,
 }
 
 // Error is the error Invoke returns when the cluster decided a call's

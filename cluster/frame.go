@@ -35,7 +35,8 @@ type frame struct {
 	code     codes.Code
 	message  string
 	reason   reason
-	node     string // the dialing node's name, in a hello frame
+	node     string   // the dialing node's name, in a hello frame
+	chain    []actKey // a request's callers, outermost first
 }
 
 // Field numbers of a frame.
@@ -51,6 +52,10 @@ const (
 	fieldMessage  protowire.Number = 9
 	fieldReason   protowire.Number = 10
 	fieldNode     protowire.Number = 11
+	// A request's chain of callers: each caller is a chainKind field
+	// followed by a chainIdentity field.
+	fieldChainKind     protowire.Number = 12
+	fieldChainIdentity protowire.Number = 13
 )
 
 // maxCode is the highest gRPC code a frame may carry.
@@ -73,6 +78,13 @@ func appendFrame(b []byte, f *frame) []byte {
 	b = appendStringField(b, fieldMessage, f.message)
 	b = appendVarintField(b, fieldReason, uint64(f.reason))
 	b = appendStringField(b, fieldNode, f.node)
+	for _, k := range f.chain {
+		// Both always, even empty, so that each caller stays a pair.
+		b = protowire.AppendTag(b, fieldChainKind, protowire.BytesType)
+		b = protowire.AppendString(b, k.kind)
+		b = protowire.AppendTag(b, fieldChainIdentity, protowire.BytesType)
+		b = protowire.AppendString(b, k.identity)
+	}
 	return b
 }
 
@@ -86,6 +98,10 @@ func (f *frame) size() int {
 		stringFieldSize(fieldNode, f.node)
 	if len(f.payload) > 0 {
 		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(len(f.payload))
+	}
+	for _, k := range f.chain {
+		n += protowire.SizeTag(fieldChainKind) + protowire.SizeBytes(len(k.kind)) +
+			protowire.SizeTag(fieldChainIdentity) + protowire.SizeBytes(len(k.identity))
 	}
 	return n
 }
@@ -175,7 +191,7 @@ func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame) (
 			return 0, fmt.Errorf("%w: field %d: %v", ErrCorruptFrame, num, protowire.ParseError(n))
 		}
 		return n, f.setVarint(num, v)
-	case fieldKind, fieldIdentity, fieldMethod, fieldPayload, fieldMessage, fieldNode:
+	case fieldKind, fieldIdentity, fieldMethod, fieldPayload, fieldMessage, fieldNode, fieldChainKind, fieldChainIdentity:
 		if typ != protowire.BytesType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want bytes", ErrCorruptFrame, num, typ)
 		}
@@ -183,8 +199,7 @@ func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame) (
 		if n < 0 {
 			return 0, fmt.Errorf("%w: field %d: %v", ErrCorruptFrame, num, protowire.ParseError(n))
 		}
-		f.setBytes(num, v)
-		return n, nil
+		return n, f.setBytes(num, v)
 	default: // a field from a newer peer
 		n := protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
@@ -222,8 +237,15 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 	return nil
 }
 
-func (f *frame) setBytes(num protowire.Number, v []byte) {
+func (f *frame) setBytes(num protowire.Number, v []byte) error {
 	switch num {
+	case fieldChainKind:
+		f.chain = append(f.chain, actKey{kind: string(v)})
+	case fieldChainIdentity:
+		if len(f.chain) == 0 {
+			return fmt.Errorf("%w: caller identity without a caller kind", ErrCorruptFrame)
+		}
+		f.chain[len(f.chain)-1].identity = string(v)
 	case fieldKind:
 		f.kind = string(v)
 	case fieldIdentity:
@@ -237,6 +259,7 @@ func (f *frame) setBytes(num protowire.Number, v []byte) {
 	case fieldNode:
 		f.node = string(v)
 	}
+	return nil
 }
 
 // check reports a frame that is missing what its type needs.

@@ -22,6 +22,8 @@ func sampleFrames() []frame {
 		{typ: frameRequest, id: 1, kind: "pkg.Counter", identity: "user-42", method: "/pkg.Counter/Add",
 			payload: []byte{8, 5}, timeout: 1500 * time.Millisecond},
 		{typ: frameRequest, id: 1 << 60, kind: "k", method: "/k/M"}, // empty identity and payload
+		{typ: frameRequest, id: 5, kind: "k", identity: "i", method: "/k/M",
+			chain: []actKey{{"pkg.A", "a1"}, {"pkg.B", ""}}},
 		{typ: frameResponse, id: 2, payload: []byte("resp")},
 		{typ: frameResponse, id: 3, code: codes.NotFound, message: "no such thing", reason: reasonUnknownMethod},
 		{typ: frameCancel, id: 4},
@@ -84,6 +86,8 @@ func TestDecodeRejectsCorruptFrames(t *testing.T) {
 		{"hello without name", frameOf(varint(fieldType, uint64(frameHello)))},
 		{"huge timeout", frameOf(varint(fieldType, uint64(frameRequest)), varint(fieldTimeout, 1<<63))},
 		{"bad tag", frameOf([]byte{0})},
+		{"caller identity without kind", frameOf(varint(fieldType, uint64(frameRequest)),
+			protowire.AppendString(protowire.AppendTag(nil, fieldChainIdentity, protowire.BytesType), "x"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := decodeBatch(tc.batch, func(*frame) {})

@@ -134,6 +134,7 @@ const (
 	methodBlock  = "/test.Echo/Block"  // StringValue → blocks until released or ctx ends
 	methodString = "/test.Echo/String" // StringValue → StringValue, same value
 	methodRelay  = "/test.Echo/Relay"  // StringValue identity → StringValue "kind/identity added: total", via Add on identity
+	methodChain  = "/test.Echo/Chain"  // StringValue "b,c" → calls Chain on b with "c"; "" → own identity
 )
 
 // hooks observes one node's grains.
@@ -192,6 +193,13 @@ func newEchoKind(h *hooks, idle time.Duration) *Kind {
 					return nil, err
 				}
 				return wrapperspb.String(fmt.Sprintf("%s/%s added: %d", ctx.Kind(), ctx.Identity(), resp.(*wrapperspb.Int64Value).GetValue())), nil
+			}),
+			echoMethod(methodChain, newString, func(_ *echoGrain, ctx GrainContext, req proto.Message) (proto.Message, error) {
+				next, rest, _ := strings.Cut(req.(*wrapperspb.StringValue).GetValue(), ",")
+				if next == "" {
+					return wrapperspb.String(ctx.Identity()), nil
+				}
+				return ctx.Invoke(ctx, stringCall(methodChain, next, rest))
 			}),
 			echoMethod(methodBlock, newString, func(g *echoGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
 				g.h.entered <- ctx.Identity()

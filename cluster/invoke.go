@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -21,6 +22,12 @@ import (
 // A retried call may have run on an owner that failed before replying, so
 // grains see calls at least once, not exactly once.
 func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+	return n.invoke(ctx, call, nil, opts)
+}
+
+// invoke is Invoke for a call made by the grains in chain (outermost
+// first), or by no grain if chain is empty.
+func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, opts []CallOption) (proto.Message, error) {
 	var cc callConfig
 	for _, o := range opts {
 		if o != nil {
@@ -36,7 +43,7 @@ func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.DefaultCallTimeout)
 		defer cancel()
 	}
-	r := remoteCall{call: &call}
+	r := remoteCall{call: &call, chain: chain}
 	backoff := n.cfg.RetryBackoff
 	for {
 		resp, err := n.invokeOnce(ctx, &r)
@@ -53,6 +60,7 @@ func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto
 // remoteCall is a call with its request encoded once for all attempts.
 type remoteCall struct {
 	call    *Call
+	chain   []actKey // the grains waiting on this call, outermost first
 	payload []byte
 	encoded bool
 }
@@ -83,7 +91,7 @@ func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, er
 		return nil, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
 	}
 	if owner.Name == n.name {
-		return n.serveLocal(ctx, call)
+		return n.serveLocal(ctx, call, r.chain)
 	}
 	return n.invokeRemote(ctx, owner, r)
 }
@@ -103,7 +111,7 @@ func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (
 		}
 		r.payload, r.encoded = b, true
 	}
-	req := frame{typ: frameRequest, kind: call.Kind, identity: call.Identity, method: call.Method, payload: r.payload}
+	req := frame{typ: frameRequest, kind: call.Kind, identity: call.Identity, method: call.Method, payload: r.payload, chain: r.chain}
 	if deadline, ok := ctx.Deadline(); ok {
 		if req.timeout = time.Until(deadline); req.timeout <= 0 {
 			return nil, contextError(context.DeadlineExceeded)
@@ -130,7 +138,7 @@ func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (
 
 // serveLocal runs a call to a grain this node owns, passing the request
 // message through without copying it.
-func (n *Node) serveLocal(ctx context.Context, call *Call) (proto.Message, error) {
+func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey) (proto.Message, error) {
 	if !n.calls.enter() {
 		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
 	}
@@ -142,7 +150,7 @@ func (n *Node) serveLocal(ctx context.Context, call *Call) (proto.Message, error
 	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
 	}
-	return n.callGrain(ctx, hk, m, call.Identity, call.Request)
+	return n.callGrain(ctx, hk, m, call.Identity, call.Request, chain)
 }
 
 // serveRequest implements requestHandler: it runs a call from a peer and
@@ -178,7 +186,7 @@ func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, erro
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the request to %s/%s %s: %v",
 			req.kind, req.identity, req.method, err)
 	}
-	return n.callGrain(ctx, hk, m, req.identity, msg)
+	return n.callGrain(ctx, hk, m, req.identity, msg, req.chain)
 }
 
 // checkOwner returns ErrNotOwner unless this node owns the grain in its
@@ -206,13 +214,13 @@ func (n *Node) lookup(kind, method string) (*hostedKind, *hostedMethod, error) {
 
 // callGrain delivers a call to the grain's activation, activating it first
 // if needed, and maps what the actor reports to the package's errors.
-func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message) (proto.Message, error) {
+func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message, chain []actKey) (proto.Message, error) {
 	for {
 		a, err := n.acts.get(ctx, hk, identity)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := a.ref.Request(ctx, &grainCall{ctx: ctx, method: m, req: req})
+		resp, err := a.ref.Request(ctx, &grainCall{ctx: ctx, method: m, req: req, callers: chain})
 		n.acts.release(a)
 		if err == nil {
 			return resp.(proto.Message), nil
@@ -269,12 +277,13 @@ func (n *Node) callError(ctx context.Context, a *activation, m *hostedMethod, er
 // grainContext is the GrainContext of one call or hook.
 type grainContext struct {
 	context.Context
-	n   *Node
-	key actKey
+	n       *Node
+	key     actKey
+	callers []actKey // the grains waiting on this call, outermost first
 }
 
-func (n *Node) grainContext(ctx context.Context, key actKey) GrainContext {
-	return &grainContext{Context: ctx, n: n, key: key}
+func (n *Node) grainContext(ctx context.Context, key actKey, callers []actKey) GrainContext {
+	return &grainContext{Context: ctx, n: n, key: key, callers: callers}
 }
 
 // Kind implements GrainContext.
@@ -284,8 +293,18 @@ func (g *grainContext) Kind() string { return g.key.kind }
 func (g *grainContext) Identity() string { return g.key.identity }
 
 // Invoke implements Caller: grains call other grains through their node.
-// A grain that calls itself, directly or through others, waits for itself
-// and fails at its deadline: activations are not reentrant.
+//
+// Activations are not reentrant: a call to a grain that is itself waiting
+// in the chain of calls that led here (A calls B, B calls A) would wait for
+// itself until its deadline. Invoke fails such a call at once with
+// ErrReentrant instead, on any node of the chain.
 func (g *grainContext) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
-	return g.n.Invoke(ctx, call, opts...)
+	target := actKey{call.Kind, call.Identity}
+	if target == g.key || slices.Contains(g.callers, target) {
+		return nil, newError(codes.FailedPrecondition, ErrReentrant,
+			"cluster: grain %s/%s calls %s/%s, which is waiting for it: the call would deadlock",
+			g.key.kind, g.key.identity, call.Kind, call.Identity)
+	}
+	chain := append(g.callers[:len(g.callers):len(g.callers)], g.key)
+	return g.n.invoke(ctx, call, chain, opts)
 }
