@@ -22,8 +22,9 @@
 //   - At-least-once delivery when nodes fail: Invoke retries a call whose
 //     owner failed before replying, within the call's deadline (see
 //     WithoutRetry), so the call may have run on the failed node.
-//   - No reentrancy: a grain that calls itself, directly or through other
-//     grains, waits for itself until its deadline.
+//   - No reentrancy, and no deadlock from it: a call to a grain that is
+//     waiting in the chain of calls that led to it (A calls B, B calls A)
+//     fails at once with ErrReentrant.
 //
 // The package owns membership, placement, the node-to-node transport, the
 // activation table and passivation. It builds on package runtime for actors
