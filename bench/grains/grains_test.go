@@ -3,6 +3,9 @@ package grains
 import (
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +14,12 @@ import (
 // idleCounts lists the idle grain counts BenchmarkIdleMemory measures; a
 // quick run keeps the default, run.sh adds 1,000,000.
 var idleCounts = flag.String("grains.idle", "100000", "comma-separated numbers of idle grains BenchmarkIdleMemory activates per peer")
+
+// idleProfileDir, when set, is where BenchmarkIdleMemory writes a heap
+// profile taken while the idle grains are alive, named
+// <peer>-idle-<count>.heap.pprof; its inuse_space shows what an idle grain
+// is made of.
+var idleProfileDir = flag.String("grains.idleprofile", "", "directory for heap profiles of BenchmarkIdleMemory taken with the idle grains alive")
 
 // callerCounts are the numbers of concurrent callers of the call benchmarks.
 var callerCounts = []int{1, 64}
@@ -186,6 +195,28 @@ func measureIdle(b *testing.B, p peer, count int) {
 	b.ReportMetric(heap, "heap-B/grain")
 	b.ReportMetric(stack, "stack-B/grain")
 	b.ReportMetric(heap+stack, "B/grain")
+	if *idleProfileDir != "" {
+		path := filepath.Join(*idleProfileDir, fmt.Sprintf("%s-idle-%d.heap.pprof", p.name(), count))
+		if err := writeHeapProfile(path); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// writeHeapProfile writes a heap profile to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("grains: heap profile: %w", err)
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("grains: write heap profile %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("grains: close heap profile %s: %w", path, err)
+	}
+	return nil
 }
 
 // parseCounts parses a comma-separated list of positive counts.
