@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/dave/jennifer/jen"
@@ -32,6 +33,7 @@ func generate(gen *protogen.Plugin) error {
 	gen.SupportedEditionsMinimum = descriptorpb.Edition_EDITION_PROTO2
 	gen.SupportedEditionsMaximum = descriptorpb.Edition_EDITION_2023
 
+	configs := map[*protogen.Service]*grainConfig{}
 	for _, file := range gen.Files {
 		if !file.Generate {
 			continue
@@ -39,13 +41,18 @@ func generate(gen *protogen.Plugin) error {
 		if err := checkFile(file); err != nil {
 			return err
 		}
+		fileConfigs, err := fileConfigs(gen, file)
+		if err != nil {
+			return err
+		}
+		maps.Copy(configs, fileConfigs)
 	}
-	names := packageNames(gen.Files)
+	names := packageNames(gen.Files, hasStateOption)
 	for _, file := range gen.Files {
 		if !file.Generate || len(file.Services) == 0 {
 			continue
 		}
-		if err := generateFile(gen, file, names); err != nil {
+		if err := generateFile(gen, file, names, configs); err != nil {
 			return err
 		}
 	}
@@ -83,14 +90,15 @@ func checkMethod(m *protogen.Method) error {
 
 // fileGen writes one _grain.pb.go file.
 type fileGen struct {
-	file  *protogen.File
-	names map[*protogen.Service]*serviceNames
-	out   *jen.File
+	file    *protogen.File
+	names   map[*protogen.Service]*serviceNames
+	configs map[*protogen.Service]*grainConfig
+	out     *jen.File
 }
 
-func generateFile(gen *protogen.Plugin, file *protogen.File, names map[*protogen.Service]*serviceNames) error {
+func generateFile(gen *protogen.Plugin, file *protogen.File, names map[*protogen.Service]*serviceNames, configs map[*protogen.Service]*grainConfig) error {
 	out := jen.NewFilePathName(string(file.GoImportPath), string(file.GoPackageName))
-	fg := &fileGen{file: file, names: names, out: out}
+	fg := &fileGen{file: file, names: names, configs: configs, out: out}
 	fg.header()
 	for _, svc := range file.Services {
 		fg.service(svc)
@@ -154,6 +162,7 @@ func (fg *fileGen) service(svc *protogen.Service) {
 	fg.unimplemented(svc, n)
 	fg.client(svc, n)
 	fg.kind(svc, n)
+	fg.stateOf(svc, n)
 }
 
 func (fg *fileGen) constants(svc *protogen.Service, n *serviceNames) {
@@ -191,7 +200,8 @@ func (fg *fileGen) grainInterface(svc *protogen.Service, n *serviceNames) {
 	fg.out.Type().Id(n.Grain).InterfaceFunc(func(g *jen.Group) {
 		for i, m := range svc.Methods {
 			mn := n.Methods[i]
-			g.Comment(methodDoc(svc, m, mn, prose("%s handles the %s RPC.", mn.Go, m.Desc.FullName())))
+			g.Comment(methodDoc(svc, m, mn, prose("%s handles the %s RPC.", mn.Go, m.Desc.FullName()),
+				fg.readOnlyNote(svc, m, "the cluster neither deduplicates its calls nor flushes state after them, so it must not change the grain's state.")))
 			g.Id(mn.Go).Params(
 				jen.Id("ctx").Qual(clusterPackage, "GrainContext"),
 				jen.Id("req").Op("*").Add(ident(m.Input.GoIdent)),
@@ -253,7 +263,8 @@ func (fg *fileGen) client(svc *protogen.Service, n *serviceNames) {
 
 func (fg *fileGen) clientMethod(svc *protogen.Service, m *protogen.Method, n *serviceNames, mn methodNames) {
 	output := ident(m.Output.GoIdent)
-	fg.out.Comment(methodDoc(svc, m, mn, prose("%s calls the %s RPC on the client's grain.", mn.Go, m.Desc.FullName())))
+	fg.out.Comment(methodDoc(svc, m, mn, prose("%s calls the %s RPC on the client's grain.", mn.Go, m.Desc.FullName()),
+		fg.readOnlyNote(svc, m, "its calls are not deduplicated, so a call the cluster retries may run more than once.")))
 	fg.out.Func().Params(jen.Id("c").Op("*").Id(n.Client)).Id(mn.Go).Params(
 		jen.Id("ctx").Qual(contextPackage, "Context"),
 		jen.Id("req").Op("*").Add(ident(m.Input.GoIdent)),
@@ -287,65 +298,124 @@ func (fg *fileGen) clientMethod(svc *protogen.Service, m *protogen.Method, n *se
 
 func (fg *fileGen) kind(svc *protogen.Service, n *serviceNames) {
 	full := string(svc.Desc.FullName())
+	cfg := fg.configs[svc]
 	var methods []jen.Code
 	for i, m := range svc.Methods {
-		methods = append(methods, fg.kindMethod(m, n, n.Methods[i]))
+		methods = append(methods, fg.kindMethod(m, n, n.Methods[i], cfg.readOnly[m]))
+	}
+	kindFields := []jen.Code{
+		field("Name", jen.Id(n.Kind)),
+		field("New", jen.Func().Params(jen.Id("identity").String()).Any().Block(
+			jen.Return(jen.Id("factory").Call(jen.Id("identity"))),
+		)),
+		field("Methods", jen.Index().Qual(clusterPackage, "Method").Add(fields(methods...))),
+	}
+	var stateDoc, flushDoc string
+	if cfg.state != nil {
+		kindFields = append(kindFields, field("NewState", jen.Func().Params().Qual(protoPackage, "Message").Block(
+			jen.Return(jen.New(ident(cfg.state.GoIdent))),
+		)))
+		stateDoc = prose("Its grains keep typed state, a %s message that the node allocates and loads per activation; "+
+			"%s returns it during a call.", cfg.state.Desc.FullName(), n.StateOf)
+	}
+	if cfg.manual {
+		kindFields = append(kindFields, field("Flush", jen.Qual(clusterPackage, "FlushManual")))
+		flushDoc = prose("State changes are committed only when a grain calls ctx.State().Flush, and when it is " +
+			"deactivated (FLUSH_MODE_MANUAL).")
 	}
 	fg.out.Comment(doc(
 		prose("%s returns the kind %s for a cluster node to host. The node calls factory once per "+
 			"activation to make the grain for identity. Set the Kind's configuration fields, such as "+
 			"IdleTimeout, before the node starts.", n.NewKind, full),
+		stateDoc,
+		flushDoc,
 		deprecation(svc.Desc.Options()),
 	))
 	fg.out.Func().Id(n.NewKind).Params(
 		jen.Id("factory").Func().Params(jen.Id("identity").String()).Id(n.Grain),
 	).Op("*").Qual(clusterPackage, "Kind").Block(
-		jen.Return(jen.Op("&").Qual(clusterPackage, "Kind").Add(fields(
-			field("Name", jen.Id(n.Kind)),
-			field("New", jen.Func().Params(jen.Id("identity").String()).Any().Block(
-				jen.Return(jen.Id("factory").Call(jen.Id("identity"))),
-			)),
-			field("Methods", jen.Index().Qual(clusterPackage, "Method").Add(fields(methods...))),
-		))),
+		jen.Return(jen.Op("&").Qual(clusterPackage, "Kind").Add(fields(kindFields...))),
 	)
+}
+
+// stateOf writes the typed accessor of a service's state message, if it has
+// one. It asserts with comma-ok: a context without that state (another
+// kind's, or a test's) gets nil, not a panic.
+func (fg *fileGen) stateOf(svc *protogen.Service, n *serviceNames) {
+	cfg := fg.configs[svc]
+	if cfg.state == nil {
+		return
+	}
+	state := ident(cfg.state.GoIdent)
+	flush := "after the call"
+	if cfg.manual {
+		flush = "when the grain calls ctx.State().Flush, or at deactivation"
+	}
+	fg.out.Comment(doc(
+		prose("%s returns the state message of the grain handling the call of ctx, which is never nil during a "+
+			"call of kind %s. Change it in place: the next flush commits it (%s).", n.StateOf, svc.Desc.FullName(), flush),
+		prose("It returns nil when ctx has no %s state message, as in a call of another kind.", cfg.state.Desc.FullName()),
+		deprecation(svc.Desc.Options()),
+	))
+	fg.out.Func().Id(n.StateOf).Params(
+		jen.Id("ctx").Qual(clusterPackage, "GrainContext"),
+	).Op("*").Add(state).Block(
+		jen.Id("st").Op(":=").Id("ctx").Dot("State").Call(),
+		jen.If(jen.Id("st").Op("==").Nil()).Block(jen.Return(jen.Nil())),
+		jen.List(jen.Id("msg"), jen.Id("_")).Op(":=").Id("st").Dot("Message").Call().Assert(jen.Op("*").Add(state)),
+		jen.Return(jen.Id("msg")),
+	)
+}
+
+// readOnlyNote returns the doc paragraph of a read-only method, saying what
+// it means for the reader (grain or caller), or "".
+func (fg *fileGen) readOnlyNote(svc *protogen.Service, m *protogen.Method, meaning string) string {
+	if !fg.configs[svc].readOnly[m] {
+		return ""
+	}
+	return prose("%s is read-only (protograin.v1.method): %s", m.Desc.Name(), meaning)
 }
 
 // kindMethod is the cluster.Method entry of one RPC. Its Handle checks both
 // dynamic types instead of asserting blindly: a mismatch is a bug elsewhere,
 // and it should fail one call with a clear error, not crash the node.
-func (fg *fileGen) kindMethod(m *protogen.Method, n *serviceNames, mn methodNames) jen.Code {
+func (fg *fileGen) kindMethod(m *protogen.Method, n *serviceNames, mn methodNames, readOnly bool) jen.Code {
 	input := ident(m.Input.GoIdent)
-	return fields(
+	elems := []jen.Code{
 		field("Name", jen.Id(mn.Const)),
 		field("NewRequest", jen.Func().Params().Qual(protoPackage, "Message").Block(
 			jen.Return(jen.New(input)),
 		)),
-		field("Handle", jen.Func().Params(
-			jen.Id("grain").Any(),
-			jen.Id("ctx").Qual(clusterPackage, "GrainContext"),
-			jen.Id("req").Qual(protoPackage, "Message"),
-		).Params(jen.Qual(protoPackage, "Message"), jen.Error()).Block(
-			jen.List(jen.Id("g"), jen.Id("ok")).Op(":=").Id("grain").Assert(jen.Id(n.Grain)),
-			jen.If(jen.Op("!").Id("ok")).Block(
-				jen.Return(jen.Nil(), jen.Qual(statusPackage, "Errorf").Call(
-					jen.Qual(codesPackage, "Internal"),
-					jen.Lit("protograin: %s: grain has type %T, want an implementation of "+n.Grain),
-					jen.Id(mn.Const), jen.Id("grain"),
-				)),
-			),
-			jen.List(jen.Id("r"), jen.Id("ok")).Op(":=").Id("req").Assert(jen.Op("*").Add(input)),
-			jen.If(jen.Op("!").Id("ok")).Block(
-				jen.Return(jen.Nil(), jen.Qual(statusPackage, "Errorf").Call(
-					jen.Qual(codesPackage, "InvalidArgument"),
-					jen.Lit("protograin: %s: request has type %T, want %T"),
-					jen.Id(mn.Const), jen.Id("req"), jen.Id("r"),
-				)),
-			),
-			jen.List(jen.Id("resp"), jen.Err()).Op(":=").Id("g").Dot(mn.Go).Call(jen.Id("ctx"), jen.Id("r")),
-			jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Nil(), jen.Err())),
-			jen.Return(jen.Id("resp"), jen.Nil()),
-		)),
-	)
+	}
+	if readOnly {
+		elems = append(elems, field("ReadOnly", jen.True()))
+	}
+	return fields(append(elems, field("Handle", jen.Func().Params(
+		jen.Id("grain").Any(),
+		jen.Id("ctx").Qual(clusterPackage, "GrainContext"),
+		jen.Id("req").Qual(protoPackage, "Message"),
+	).Params(jen.Qual(protoPackage, "Message"), jen.Error()).Block(
+		jen.List(jen.Id("g"), jen.Id("ok")).Op(":=").Id("grain").Assert(jen.Id(n.Grain)),
+		jen.If(jen.Op("!").Id("ok")).Block(
+			jen.Return(jen.Nil(), jen.Qual(statusPackage, "Errorf").Call(
+				jen.Qual(codesPackage, "Internal"),
+				jen.Lit("protograin: %s: grain has type %T, want an implementation of "+n.Grain),
+				jen.Id(mn.Const), jen.Id("grain"),
+			)),
+		),
+		jen.List(jen.Id("r"), jen.Id("ok")).Op(":=").Id("req").Assert(jen.Op("*").Add(input)),
+		jen.If(jen.Op("!").Id("ok")).Block(
+			jen.Return(jen.Nil(), jen.Qual(statusPackage, "Errorf").Call(
+				jen.Qual(codesPackage, "InvalidArgument"),
+				jen.Lit("protograin: %s: request has type %T, want %T"),
+				jen.Id(mn.Const), jen.Id("req"), jen.Id("r"),
+			)),
+		),
+		jen.List(jen.Id("resp"), jen.Err()).Op(":=").Id("g").Dot(mn.Go).Call(jen.Id("ctx"), jen.Id("r")),
+		jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Nil(), jen.Err())),
+		jen.Return(jen.Id("resp"), jen.Nil()),
+	)),
+	)...)
 }
 
 // fields is a composite literal body with one element per line, in the order
@@ -375,7 +445,7 @@ func fullMethodName(m *protogen.Method) string {
 // comment already starts with the method's Go name, so that every doc
 // comment starts with the name it documents. A Go name changed by a
 // collision gets a note saying which RPC it is.
-func methodDoc(svc *protogen.Service, m *protogen.Method, mn methodNames, fallback string) string {
+func methodDoc(svc *protogen.Service, m *protogen.Method, mn methodNames, fallback, note string) string {
 	comment := leading(m.Comments.Leading)
 	if strings.HasPrefix(comment, mn.Go+" ") {
 		fallback = "" // the proto comment already starts with the name, as Go doc wants
@@ -385,7 +455,7 @@ func methodDoc(svc *protogen.Service, m *protogen.Method, mn methodNames, fallba
 		renamed = prose("The Go name of %s has a trailing underscore because %s is taken by another RPC "+
 			"or reserved for a grain lifecycle hook.", m.Desc.Name(), m.GoName)
 	}
-	return doc(fallback, comment, renamed, deprecation(m.Desc.Options()))
+	return doc(fallback, comment, renamed, note, deprecation(m.Desc.Options()))
 }
 
 // leading returns the text of a proto leading comment without its comment

@@ -36,19 +36,28 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden _grain.pb.go files under testdata/")
 
-// repoRoot is the root proto import paths are relative to, as in buf.yaml.
+// repoRoot is the repository root: the root of buf.yaml's module of example
+// and golden protos, which import one another by paths relative to it.
 const repoRoot = "../.."
+
+// optionsRoot is the root of buf.yaml's other module, where the protograin
+// options are "protograin/v1/options.proto".
+const optionsRoot = repoRoot + "/proto"
+
+// genParameter is the parameter buf.gen.yaml gives the plugin.
+const genParameter = "module=github.com/protograin/protograin"
 
 // errorCases holds protos the generator must reject; buf.yaml excludes it.
 const errorCases = "testdata/errors"
 
 // compile compiles the .proto files at paths, relative to repoRoot, with
-// source info so that comments reach the generator.
+// source info so that comments reach the generator. Imports resolve as in
+// buf's workspace: from repoRoot or optionsRoot, or to a well-known type.
 func compile(t *testing.T, paths ...string) []protoreflect.FileDescriptor {
 	t.Helper()
 	c := protocompile.Compiler{
 		Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{
-			ImportPaths: []string{repoRoot},
+			ImportPaths: []string{repoRoot, optionsRoot},
 		}),
 		SourceInfoMode: protocompile.SourceInfoStandard,
 	}
@@ -137,7 +146,7 @@ func TestGolden(t *testing.T) {
 	}
 	for dir, protos := range dirs {
 		t.Run(strings.TrimPrefix(dir, "testdata/"), func(t *testing.T) {
-			resp, err := runPlugin(request(compile(t, protos...), "paths=source_relative"))
+			resp, err := runPlugin(request(compile(t, protos...), genParameter))
 			if err != nil {
 				t.Fatal(err)
 			}

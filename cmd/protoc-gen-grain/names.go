@@ -20,8 +20,10 @@ import (
 //     request. These are fixed; generated grain names yield to them.
 //  2. The grain names of each service of the package, files in path order,
 //     services in declaration order: <S>Kind, <S>Grain, Unimplemented<S>Grain,
-//     <S>Client, New<S>Client, New<S>Kind, then <S><M>Method for each RPC
-//     (<M> is the RPC's Go name before any renaming within the service).
+//     <S>Client, New<S>Client, New<S>Kind, <S>StateOf (only for a service
+//     whose (protograin.v1.grain) option names a state message), then
+//     <S><M>Method for each RPC (<M> is the RPC's Go name before any renaming
+//     within the service).
 //
 // Method names (on the grain interface, the Unimplemented type and the
 // client) are unique per service; OnActivate and OnDeactivate are reserved
@@ -39,6 +41,7 @@ type serviceNames struct {
 	Client        string // client type, e.g. CounterClient
 	NewClient     string // client constructor, e.g. NewCounterClient
 	NewKind       string // cluster.Kind constructor, e.g. NewCounterKind
+	StateOf       string // typed state accessor, e.g. CounterStateOf; "" without a state message
 	Methods       []methodNames
 }
 
@@ -78,8 +81,9 @@ func (s nameSet) claim(want string) string {
 // packageNames names the services of every Go package in the request. The
 // result maps each service of each file to its names, including files that
 // are not generated in this run, so that names match across runs that
-// generate different files of one package.
-func packageNames(files []*protogen.File) map[*protogen.Service]*serviceNames {
+// generate different files of one package. hasState reports whether a
+// service names a state message and so gets a StateOf accessor.
+func packageNames(files []*protogen.File, hasState func(*protogen.Service) bool) map[*protogen.Service]*serviceNames {
 	byPackage := map[protogen.GoImportPath][]*protogen.File{}
 	for _, f := range files {
 		byPackage[f.GoImportPath] = append(byPackage[f.GoImportPath], f)
@@ -95,7 +99,7 @@ func packageNames(files []*protogen.File) map[*protogen.Service]*serviceNames {
 		}
 		for _, f := range pkgFiles {
 			for _, svc := range f.Services {
-				names[svc] = nameService(taken, svc)
+				names[svc] = nameService(taken, svc, hasState(svc))
 			}
 		}
 	}
@@ -103,7 +107,7 @@ func packageNames(files []*protogen.File) map[*protogen.Service]*serviceNames {
 }
 
 // nameService claims the names of svc in the package scope taken.
-func nameService(taken nameSet, svc *protogen.Service) *serviceNames {
+func nameService(taken nameSet, svc *protogen.Service, hasState bool) *serviceNames {
 	s := svc.GoName
 	n := &serviceNames{
 		Kind:          taken.claim(s + "Kind"),
@@ -112,6 +116,9 @@ func nameService(taken nameSet, svc *protogen.Service) *serviceNames {
 		Client:        taken.claim(s + "Client"),
 		NewClient:     taken.claim("New" + s + "Client"),
 		NewKind:       taken.claim("New" + s + "Kind"),
+	}
+	if hasState {
+		n.StateOf = taken.claim(s + "StateOf")
 	}
 	methods := nameSet{}
 	methods.reserve(reservedMethodNames()...)
@@ -174,7 +181,7 @@ func extensionNames(exts []*protogen.Extension) []string {
 // imported package must not be named like one of them, or the local would
 // shadow the package where the body refers to it.
 func localIdents() []string {
-	return []string{"c", "caller", "ctx", "err", "factory", "g", "grain", "identity", "ok", "opts", "r", "req", "resp", "typed"}
+	return []string{"c", "caller", "ctx", "err", "factory", "g", "grain", "identity", "msg", "ok", "opts", "r", "req", "resp", "st", "typed"}
 }
 
 // importName returns the name the generated file uses for an imported Go

@@ -57,7 +57,7 @@ func servicesByName(gen *protogen.Plugin) map[string]*protogen.Service {
 
 func TestPackageNamesResolveCollisions(t *testing.T) {
 	gen := plugin(t, "testdata/clash/clash.proto")
-	names := packageNames(gen.Files)
+	names := packageNames(gen.Files, hasStateOption)
 	svc := servicesByName(gen)
 
 	counter := names[svc["protograin.testdata.clash.v1.Counter"]]
@@ -104,7 +104,7 @@ func TestPackageNamesAcrossFiles(t *testing.T) {
 		{"testdata/samepackage/b.proto", "testdata/samepackage/a.proto"},
 	} {
 		gen := plugin(t, order...)
-		beta := packageNames(gen.Files)[servicesByName(gen)["protograin.testdata.samepackage.v1.Beta"]]
+		beta := packageNames(gen.Files, hasStateOption)[servicesByName(gen)["protograin.testdata.samepackage.v1.Beta"]]
 		if beta.Kind != "BetaKind_" {
 			t.Errorf("files %v: Beta's kind constant is %q, want BetaKind_ (message BetaKind in a.proto)", order, beta.Kind)
 		}
@@ -113,7 +113,7 @@ func TestPackageNamesAcrossFiles(t *testing.T) {
 
 func TestProductWordsNeedNoRenaming(t *testing.T) {
 	gen := plugin(t, "testdata/productwords/words.proto")
-	names := packageNames(gen.Files)
+	names := packageNames(gen.Files, hasStateOption)
 	for full, want := range map[string]string{
 		"protograin.testdata.productwords.v1.Grain":  "GrainGrain",
 		"protograin.testdata.productwords.v1.Client": "ClientGrain",

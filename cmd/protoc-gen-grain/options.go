@@ -1,0 +1,249 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	protograinv1 "github.com/protograin/protograin/proto/protograin/v1"
+	"google.golang.org/protobuf/compiler/protogen"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+)
+
+// This file reads the protograin options (proto/protograin/v1/options.proto)
+// of services and methods and checks them.
+
+// grainConfig is what the options of one service ask of its generated code.
+// The zero value is a service without options.
+type grainConfig struct {
+	// state is the service's typed state message; nil when it has none.
+	state *protogen.Message
+	// manual is set for FLUSH_MODE_MANUAL.
+	manual bool
+	// readOnly holds the methods marked read_only.
+	readOnly map[*protogen.Method]bool
+}
+
+// Option names as users write them, for error messages.
+const (
+	stateOption = "option (protograin.v1.grain).state"
+	flushOption = "option (protograin.v1.grain).flush"
+)
+
+// optionTypes resolves the protograin extensions when options are decoded.
+// It is built per call instead of relying on the global registry, so the
+// plugin reads its options the same way whoever decoded the request.
+func optionTypes() *protoregistry.Types {
+	types := new(protoregistry.Types)
+	for _, x := range []protoreflect.ExtensionType{protograinv1.E_Grain, protograinv1.E_Method} {
+		if err := types.RegisterExtension(x); err != nil {
+			panic(err) // two fixed, distinct extensions: cannot fail
+		}
+	}
+	return types
+}
+
+// decodeOptions decodes the options message opts into into, with the
+// protograin extensions resolved. opts may hold them parsed or as unknown
+// fields, depending on whether the request was decoded with the extensions
+// registered; their bytes are the same either way.
+func decodeOptions(opts, into proto.Message) error {
+	b, err := proto.Marshal(opts)
+	if err != nil {
+		return err
+	}
+	return proto.UnmarshalOptions{Resolver: optionTypes()}.Unmarshal(b, into)
+}
+
+// grainOptions returns the (protograin.v1.grain) option of svc, or nil.
+func grainOptions(svc *protogen.Service) (*protograinv1.GrainOptions, error) {
+	opts := new(descriptorpb.ServiceOptions)
+	if err := decodeOptions(svc.Desc.Options(), opts); err != nil {
+		return nil, fmt.Errorf("reading option (protograin.v1.grain): %w", err)
+	}
+	grain, _ := proto.GetExtension(opts, protograinv1.E_Grain).(*protograinv1.GrainOptions)
+	return grain, nil
+}
+
+// methodOptions returns the (protograin.v1.method) option of m, or nil.
+func methodOptions(m *protogen.Method) (*protograinv1.MethodOptions, error) {
+	opts := new(descriptorpb.MethodOptions)
+	if err := decodeOptions(m.Desc.Options(), opts); err != nil {
+		return nil, fmt.Errorf("reading option (protograin.v1.method): %w", err)
+	}
+	method, _ := proto.GetExtension(opts, protograinv1.E_Method).(*protograinv1.MethodOptions)
+	return method, nil
+}
+
+// hasStateOption reports whether svc names a state message. Naming uses it
+// for every service of a package, including services of files that are not
+// generated in this run and so are not checked; an option that cannot be
+// read counts as none there.
+func hasStateOption(svc *protogen.Service) bool {
+	opts, err := grainOptions(svc)
+	return err == nil && opts.GetState() != ""
+}
+
+// fileConfigs reads and checks the options of every service of file.
+// Errors name the file, service and method like checkFile's.
+func fileConfigs(gen *protogen.Plugin, file *protogen.File) (map[*protogen.Service]*grainConfig, error) {
+	configs := map[*protogen.Service]*grainConfig{}
+	for _, svc := range file.Services {
+		cfg, err := serviceConfig(gen, file, svc)
+		if err != nil {
+			return nil, fmt.Errorf("protoc-gen-grain: %s: service %s: %w", file.Desc.Path(), svc.Desc.FullName(), err)
+		}
+		for _, m := range svc.Methods {
+			opts, err := methodOptions(m)
+			if err != nil {
+				return nil, fmt.Errorf("protoc-gen-grain: %s: service %s method %s: %w",
+					file.Desc.Path(), svc.Desc.FullName(), m.Desc.Name(), err)
+			}
+			if opts.GetReadOnly() {
+				cfg.readOnly[m] = true
+			}
+		}
+		configs[svc] = cfg
+	}
+	return configs, nil
+}
+
+// serviceConfig reads and checks the grain option of svc, a service of file.
+func serviceConfig(gen *protogen.Plugin, file *protogen.File, svc *protogen.Service) (*grainConfig, error) {
+	cfg := &grainConfig{readOnly: map[*protogen.Method]bool{}}
+	opts, err := grainOptions(svc)
+	if err != nil {
+		return nil, err
+	}
+	switch flush := opts.GetFlush(); flush {
+	case protograinv1.FlushMode_FLUSH_MODE_UNSPECIFIED, protograinv1.FlushMode_FLUSH_MODE_AFTER_CALL:
+	case protograinv1.FlushMode_FLUSH_MODE_MANUAL:
+		cfg.manual = true
+	default:
+		return nil, fmt.Errorf("%s has unknown value %d; this protoc-gen-grain knows FLUSH_MODE_UNSPECIFIED, "+
+			"FLUSH_MODE_AFTER_CALL and FLUSH_MODE_MANUAL (is your copy of protograin/v1/options.proto newer than the plugin?)",
+			flushOption, flush)
+	}
+	if name := opts.GetState(); name != "" {
+		if cfg.state, err = findStateMessage(gen, file, name); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// findStateMessage resolves the state option's name like a type name in a
+// .proto file: a leading dot makes it fully qualified; otherwise it is looked
+// up relative to the file's package, then to each parent package, then as a
+// full name. Only the file and the files it imports, directly or not, are
+// searched, because only they are sure to be in the request.
+func findStateMessage(gen *protogen.Plugin, file *protogen.File, name string) (*protogen.Message, error) {
+	if !protoreflect.FullName(strings.TrimPrefix(name, ".")).IsValid() {
+		return nil, fmt.Errorf("%s %q is not a valid message name", stateOption, name)
+	}
+	visible, err := visibleFiles(file.Desc)
+	if err != nil {
+		return nil, err
+	}
+	for _, candidate := range scopedNames(file.Desc.Package(), name) {
+		d, err := visible.FindDescriptorByName(candidate)
+		if errors.Is(err, protoregistry.NotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		md, ok := d.(protoreflect.MessageDescriptor)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("%s names %q, which is %s %s, not a message", stateOption, name, descriptorKind(d), d.FullName())
+		case md.IsMapEntry():
+			return nil, fmt.Errorf("%s names %q, which is the entry type of a map field, not a message", stateOption, name)
+		}
+		if m := findMessage(gen.FilesByPath[md.ParentFile().Path()], md.FullName()); m != nil {
+			return m, nil
+		}
+		return nil, fmt.Errorf("%s names %q: message %s is not in the request", stateOption, name, md.FullName())
+	}
+	return nil, fmt.Errorf("%s names %q, which is not a message in this file or the files it imports", stateOption, name)
+}
+
+// scopedNames lists the full names a type name written in package pkg may
+// mean, innermost scope first.
+func scopedNames(pkg protoreflect.FullName, name string) []protoreflect.FullName {
+	if full, ok := strings.CutPrefix(name, "."); ok {
+		return []protoreflect.FullName{protoreflect.FullName(full)}
+	}
+	var names []protoreflect.FullName
+	for scope := pkg; scope != ""; scope = scope.Parent() {
+		names = append(names, scope.Append(protoreflect.Name(name)))
+	}
+	return append(names, protoreflect.FullName(name))
+}
+
+// visibleFiles registers fd and everything it imports, directly or not.
+func visibleFiles(fd protoreflect.FileDescriptor) (*protoregistry.Files, error) {
+	files := new(protoregistry.Files)
+	seen := map[string]bool{}
+	var add func(fd protoreflect.FileDescriptor) error
+	add = func(fd protoreflect.FileDescriptor) error {
+		if seen[fd.Path()] {
+			return nil
+		}
+		seen[fd.Path()] = true
+		imports := fd.Imports()
+		for i := range imports.Len() {
+			if err := add(imports.Get(i).FileDescriptor); err != nil {
+				return err
+			}
+		}
+		return files.RegisterFile(fd)
+	}
+	return files, add(fd)
+}
+
+// findMessage finds the message full in file, nested messages included.
+func findMessage(file *protogen.File, full protoreflect.FullName) *protogen.Message {
+	if file == nil {
+		return nil
+	}
+	var find func(msgs []*protogen.Message) *protogen.Message
+	find = func(msgs []*protogen.Message) *protogen.Message {
+		for _, m := range msgs {
+			if m.Desc.FullName() == full {
+				return m
+			}
+			if found := find(m.Messages); found != nil {
+				return found
+			}
+		}
+		return nil
+	}
+	return find(file.Messages)
+}
+
+// descriptorKind names the kind of a proto element that is not a message.
+func descriptorKind(d protoreflect.Descriptor) string {
+	switch d := d.(type) {
+	case protoreflect.EnumDescriptor:
+		return "enum"
+	case protoreflect.EnumValueDescriptor:
+		return "enum value"
+	case protoreflect.FieldDescriptor:
+		if d.IsExtension() {
+			return "extension"
+		}
+		return "field"
+	case protoreflect.OneofDescriptor:
+		return "oneof"
+	case protoreflect.ServiceDescriptor:
+		return "service"
+	case protoreflect.MethodDescriptor:
+		return "method"
+	default:
+		return "element"
+	}
+}
