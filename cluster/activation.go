@@ -61,7 +61,9 @@ type activation struct {
 	ready       chan struct{} // closed when activated or failed
 	gone        chan struct{} // closed when out of the table
 
-	// Guarded by the table's mutex.
+	shard *actShard // the part of the table that holds it
+
+	// Guarded by shard.mu.
 	calls        int  // calls between get and release
 	deactivating bool // being deactivated by the node: new calls wait for gone
 	failed       bool // its actor stopped by itself (restart limit reached)
@@ -78,17 +80,48 @@ func (a *activation) activated() bool {
 	}
 }
 
+// actShards is how many independently locked parts the activation table
+// has, so that calls to different grains rarely wait for the same lock.
+const actShards = 64
+
 // activations is a node's activation table.
 type activations struct {
-	n       *Node
-	mu      sync.Mutex
-	m       map[actKey]*activation
+	n      *Node
+	shards [actShards]actShard
+
+	mu      sync.Mutex    // guards pending and drained
 	pending int           // deactivations in progress
 	drained chan struct{} // closed when pending drops to zero
 }
 
+// actShard is one part of the table. Its mutex also guards the fields of
+// its activations that say so.
+type actShard struct {
+	mu sync.Mutex
+	m  map[actKey]*activation
+}
+
 func newActivations(n *Node) *activations {
-	return &activations{n: n, m: make(map[actKey]*activation)}
+	t := &activations{n: n}
+	for i := range t.shards {
+		t.shards[i].m = make(map[actKey]*activation)
+	}
+	return t
+}
+
+// shard returns the part of the table that holds key.
+func (t *activations) shard(key actKey) *actShard {
+	return &t.shards[keyHash(key.kind, key.identity)%actShards]
+}
+
+// each calls fn for every shard, with its lock held.
+func (t *activations) each(fn func(sh *actShard)) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		fn(sh)
+		sh.mu.Unlock()
+	}
 }
 
 // get returns the activation of (hk, identity), activating it if this is its
@@ -96,20 +129,21 @@ func newActivations(n *Node) *activations {
 // calls activate once: one runs the activation, the others wait for it.
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
 	key := actKey{hk.Name, identity}
+	sh := t.shard(key)
 	for {
-		t.mu.Lock()
-		a := t.m[key]
+		sh.mu.Lock()
+		a := sh.m[key]
 		if a == nil {
-			a = &activation{key: key, hk: hk, ready: make(chan struct{}), gone: make(chan struct{}), calls: 1}
-			t.m[key] = a
-			t.mu.Unlock()
+			a = &activation{key: key, hk: hk, shard: sh, ready: make(chan struct{}), gone: make(chan struct{}), calls: 1}
+			sh.m[key] = a
+			sh.mu.Unlock()
 			if err := t.activate(ctx, a); err != nil {
 				return nil, err
 			}
 			return a, nil
 		}
 		if a.deactivating {
-			t.mu.Unlock()
+			sh.mu.Unlock()
 			select {
 			case <-a.gone:
 				continue
@@ -118,7 +152,7 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 			}
 		}
 		a.calls++
-		t.mu.Unlock()
+		sh.mu.Unlock()
 		select {
 		case <-a.ready:
 		case <-ctx.Done():
@@ -134,10 +168,10 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 
 // release counts a call out and marks the activation used now.
 func (t *activations) release(a *activation) {
-	t.mu.Lock()
+	a.shard.mu.Lock()
 	a.calls--
 	a.lastUsed = time.Now()
-	t.mu.Unlock()
+	a.shard.mu.Unlock()
 }
 
 // activate creates the grain, runs OnActivate with the first caller's
@@ -189,11 +223,11 @@ func (t *activations) newGrain(ctx context.Context, a *activation) (grain any, e
 
 // remove takes a out of the table and closes gone.
 func (t *activations) remove(a *activation) {
-	t.mu.Lock()
-	if t.m[a.key] == a {
-		delete(t.m, a.key)
+	a.shard.mu.Lock()
+	if a.shard.m[a.key] == a {
+		delete(a.shard.m, a.key)
 	}
-	t.mu.Unlock()
+	a.shard.mu.Unlock()
 	close(a.gone)
 }
 
@@ -201,13 +235,13 @@ func (t *activations) remove(a *activation) {
 // supervisor gave up after repeated panics. It leaves the table so that the
 // next call activates the grain afresh.
 func (t *activations) failed(a *activation) {
-	t.mu.Lock()
+	a.shard.mu.Lock()
 	if a.deactivating || a.failed {
-		t.mu.Unlock()
+		a.shard.mu.Unlock()
 		return
 	}
 	a.failed = true
-	t.mu.Unlock()
+	a.shard.mu.Unlock()
 	t.n.log.Error("cluster: grain deactivated after repeated panics", "kind", a.key.kind, "identity", a.key.identity)
 	t.remove(a)
 }
@@ -217,14 +251,16 @@ func (t *activations) failed(a *activation) {
 func (t *activations) deactivateWhere(pick func(a *activation, now time.Time) bool) int {
 	now := time.Now()
 	var victims []*activation
-	t.mu.Lock()
-	for _, a := range t.m {
-		if a.deactivating || a.failed || !a.activated() || !pick(a, now) {
-			continue
+	t.each(func(sh *actShard) {
+		for _, a := range sh.m {
+			if a.deactivating || a.failed || !a.activated() || !pick(a, now) {
+				continue
+			}
+			a.deactivating = true
+			victims = append(victims, a)
 		}
-		a.deactivating = true
-		victims = append(victims, a)
-	}
+	})
+	t.mu.Lock()
 	if t.pending == 0 && len(victims) > 0 {
 		t.drained = make(chan struct{})
 	}
@@ -300,13 +336,13 @@ func (t *activations) sweepStrays() int {
 // sweepFailed removes activations whose actor stopped by itself.
 func (t *activations) sweepFailed() {
 	var stopped []*activation
-	t.mu.Lock()
-	for _, a := range t.m {
-		if !a.deactivating && !a.failed && a.activated() && isDone(a.ref.Done()) {
-			stopped = append(stopped, a)
+	t.each(func(sh *actShard) {
+		for _, a := range sh.m {
+			if !a.deactivating && !a.failed && a.activated() && isDone(a.ref.Done()) {
+				stopped = append(stopped, a)
+			}
 		}
-	}
-	t.mu.Unlock()
+	})
 	for _, a := range stopped {
 		t.failed(a)
 	}
@@ -323,9 +359,9 @@ func (t *activations) deactivateAll(ctx context.Context) error {
 
 // count returns the number of activations in the table.
 func (t *activations) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.m)
+	n := 0
+	t.each(func(sh *actShard) { n += len(sh.m) })
+	return n
 }
 
 func isDone(ch <-chan struct{}) bool {

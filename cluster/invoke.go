@@ -247,8 +247,8 @@ func (n *Node) retryOnNextActivation(a *activation, err error) bool {
 	if !errors.Is(err, runtime.ErrStopped) || isDone(n.stop) {
 		return false
 	}
-	n.acts.mu.Lock()
-	defer n.acts.mu.Unlock()
+	a.shard.mu.Lock()
+	defer a.shard.mu.Unlock()
 	return a.deactivating
 }
 
