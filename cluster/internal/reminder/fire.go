@@ -13,8 +13,7 @@ import (
 // goroutine, and then puts e back on the schedule or takes it off.
 func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
 	defer s.wg.Done()
-	if !s.cfg.Owns(r.Grain.Kind, r.Grain.Identity) {
-		s.disown(e, gen)
+	if !s.stillOwned(e, r, gen) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.FireTimeout)
@@ -25,6 +24,21 @@ func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
 		return
 	}
 	s.fired(e, r, gen)
+}
+
+// stillOwned asks Config.Owns whether this node still owns r's grain, and
+// takes e off the schedule if not. The shared listing lock makes the answer
+// and its effect one step for Refresh: a Refresh that keeps e either comes
+// before (and then this check is the newer word) or after (and adds the
+// reminder back).
+func (s *Scheduler) stillOwned(e *entry, r storage.Reminder, gen uint64) bool {
+	s.listing.RLock()
+	defer s.listing.RUnlock()
+	if s.cfg.Owns(r.Grain.Kind, r.Grain.Identity) {
+		return true
+	}
+	s.disown(e, gen)
+	return false
 }
 
 // disown takes e off the schedule: the grain moved to another node, whose
@@ -140,6 +154,8 @@ func (s *Scheduler) finishLocked(e *entry) {
 	s.inflight--
 	if !e.gone {
 		heap.Push(&s.queue, e)
+	} else if s.leaving[e.id] == e {
+		delete(s.leaving, e.id)
 	}
 	s.poke()
 }

@@ -34,7 +34,8 @@ type entry struct {
 	index int
 	// running is set while Config.Fire runs for the entry.
 	running bool
-	// gone is set when the entry left the schedule while it was running.
+	// gone is set when the entry left the schedule while it was running;
+	// it then waits in Scheduler.leaving until the firing ends.
 	gone bool
 }
 

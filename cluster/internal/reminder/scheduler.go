@@ -144,8 +144,9 @@ type Scheduler struct {
 	// cannot overwrite a Register that happened meanwhile.
 	keys [keyLocks]sync.Mutex
 
-	mu       sync.Mutex // guards the fields below
-	entries  map[id]*entry
+	mu       sync.Mutex    // guards the fields below
+	entries  map[id]*entry // the schedule
+	leaving  map[id]*entry // taken off the schedule while being fired
 	queue    queue
 	timer    Timer
 	timerAt  time.Time // when timer fires; zero when there is none
@@ -171,6 +172,7 @@ func New(cfg Config) *Scheduler {
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 		entries: make(map[id]*entry),
+		leaving: make(map[id]*entry),
 	}
 	for _, k := range c.Kinds {
 		s.hosts[k] = true
@@ -225,6 +227,11 @@ func (s *Scheduler) Refresh(ctx context.Context) error {
 			s.removeLocked(e)
 		}
 	}
+	for k, e := range s.leaving {
+		if _, ok := listed[k]; !ok {
+			e.gen++
+		}
+	}
 	for k, l := range listed {
 		if l.owned {
 			s.adoptLocked(k, l.r)
@@ -258,16 +265,23 @@ func (s *Scheduler) list(ctx context.Context) (map[id]listed, error) {
 
 // adoptLocked schedules r, listed from the store, unless the schedule
 // already holds it as stored. A reminder being fired is left alone: the
-// firing's own store write decides.
+// firing's own store write decides. One that left the schedule while being
+// fired and is listed unchanged comes back as it is, so that the firing's
+// outcome still applies to it.
 func (s *Scheduler) adoptLocked(k id, r storage.Reminder) {
-	e, ok := s.entries[k]
-	switch {
-	case !ok:
-		s.putLocked(k, r)
-	case e.running || same(e.stored, r):
-	default:
-		s.putLocked(k, r)
+	if e, ok := s.entries[k]; ok {
+		if !e.running && !same(e.stored, r) {
+			s.putLocked(k, r)
+		}
+		return
 	}
+	if e, ok := s.leaving[k]; ok && same(e.stored, r) {
+		delete(s.leaving, k)
+		e.gone = false
+		s.entries[k] = e
+		return
+	}
+	s.putLocked(k, r)
 }
 
 // same reports whether a and b are the same reminder record.
@@ -277,7 +291,7 @@ func same(a, b storage.Reminder) bool {
 
 // Register saves r in the store, replacing the reminder of the same grain and
 // name, and schedules it if this node owns the grain. A Due in the past fires
-// at once. If another node owns the grain, r is only saved: the owner
+// at once, or at Start when the scheduler is not started yet. If another node owns the grain, r is only saved: the owner
 // schedules it at its next Start or Refresh. Bad reminders are refused with
 // an error wrapping storage.ErrInvalid, and nothing is saved.
 func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
@@ -302,7 +316,7 @@ func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
 	if owns {
 		s.putLocked(k, r)
 		s.poke()
-	} else if e, ok := s.entries[k]; ok {
+	} else if e := s.lookupLocked(k); e != nil {
 		e.gen++ // a running firing must not overwrite r
 		s.removeLocked(e)
 	}
@@ -326,7 +340,7 @@ func (s *Scheduler) Unregister(ctx context.Context, grain storage.Key, name stri
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.entries[k]; ok {
+	if e := s.lookupLocked(k); e != nil {
 		e.gen++ // a running firing must not write the reminder back
 		s.removeLocked(e)
 	}
@@ -400,13 +414,29 @@ func (s *Scheduler) lockKey(k id) func() {
 	return m.Unlock
 }
 
-// putLocked schedules r, as stored, in place of whatever k held.
-func (s *Scheduler) putLocked(k id, r storage.Reminder) {
-	e, ok := s.entries[k]
-	if !ok {
-		e = &entry{id: k, index: -1}
-		s.entries[k] = e
+// lookupLocked returns the entry of k, on the schedule or leaving it, or
+// nil.
+func (s *Scheduler) lookupLocked(k id) *entry {
+	if e, ok := s.entries[k]; ok {
+		return e
 	}
+	return s.leaving[k]
+}
+
+// putLocked schedules r, as stored, in place of whatever k held. An entry
+// that is leaving the schedule while being fired is taken back rather than
+// doubled, so that its firing sees the new generation and does not write
+// over r.
+func (s *Scheduler) putLocked(k id, r storage.Reminder) {
+	e := s.lookupLocked(k)
+	switch {
+	case e == nil:
+		e = &entry{id: k, index: -1}
+	case e.gone:
+		delete(s.leaving, k)
+		e.gone = false
+	}
+	s.entries[k] = e
 	e.gen++
 	e.stored, e.due, e.at, e.failures = r, r.Due, r.Due, 0
 	switch {
@@ -425,8 +455,10 @@ func (s *Scheduler) removeLocked(e *entry) {
 	delete(s.entries, e.id)
 	if e.running {
 		e.gone = true
+		s.leaving[e.id] = e
 	} else if e.index >= 0 {
 		heap.Remove(&s.queue, e.index)
+		s.poke() // the timer may be set for e
 	}
 }
 

@@ -549,3 +549,97 @@ func TestNextDue(t *testing.T) {
 		t.Errorf("daily over 400 years = %v, want %v", got, now.Add(24*time.Hour))
 	}
 }
+
+func TestRegisterBeforeStart(t *testing.T) {
+	t.Parallel()
+	st, clk, rec, o := newMemstore(t), newFakeClock(), &recorder{}, &owners{}
+	s := New(testConfig(t, st, clk, o.owns("a"), rec))
+	t.Cleanup(s.Close)
+	register(t, s, storage.Reminder{Grain: grain("g1"), Name: "r", Due: t0()})
+	if s.Len() != 1 || rec.calls.Load() != 0 {
+		t.Fatalf("before Start: %d scheduled, %d fired; want 1 and 0", s.Len(), rec.calls.Load())
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, wait, "the firing after Start", func() bool { return rec.count() == 1 && len(stored(t, st)) == 0 })
+}
+
+// TestConcurrentUse runs Register, Unregister, Refresh, ownership changes and
+// firings at the same time (for the race detector), then checks that a
+// quiet scheduler's schedule matches the store.
+func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
+	st, clk, rec, o := newMemstore(t), newFakeClock(), &recorder{}, &owners{}
+	var n atomic.Int64
+	rec.setFail(func(storage.Reminder) error {
+		if n.Add(1)%5 == 0 {
+			return errors.New("every fifth delivery fails")
+		}
+		return nil
+	})
+	s := start(t, testConfig(t, st, clk, o.owns("a"), rec))
+	ctx := context.Background()
+	const workers, rounds = 4, 150
+	done := make(chan error, workers+1)
+	for w := range workers {
+		go func() {
+			for i := range rounds {
+				g, name := grain(fmt.Sprint("g", (w+i)%7)), fmt.Sprint("r", i%5)
+				var err error
+				switch i % 3 {
+				case 0, 1:
+					due := clk.Now().Add(time.Duration(i%4-1) * time.Second)
+					err = s.Register(ctx, storage.Reminder{Grain: g, Name: name, Due: due, Period: time.Duration(i%2) * time.Second})
+				case 2:
+					err = s.Unregister(ctx, g, name)
+				}
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	go func() {
+		for i := range rounds {
+			o.set(fmt.Sprint("g", i%7), []string{"a", "b"}[i%2])
+			clk.Advance(time.Second)
+			if err := s.Refresh(ctx); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range workers + 1 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Quiet down: every grain owned here, nothing due any more.
+	for i := range 7 {
+		o.set(fmt.Sprint("g", i), "a")
+	}
+	if err := s.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, wait, "no firing running or due", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.inflight == 0 && (len(s.queue) == 0 || s.queue[0].at.After(clk.Now()))
+	})
+	rs := stored(t, st)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(rs) != len(s.entries) {
+		t.Errorf("%d reminders stored, %d scheduled", len(rs), len(s.entries))
+	}
+	for _, r := range rs {
+		if e, ok := s.entries[id{r.Grain, r.Name}]; !ok || !same(e.stored, r) {
+			t.Errorf("stored %+v, scheduled %+v", r, e)
+		}
+	}
+}
