@@ -51,7 +51,11 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, opts []Cal
 			return resp, err
 		}
 		if !n.pause(ctx, backoff) {
-			return nil, newError(codes.Unavailable, ErrUnavailable, "%v (retried until the call's deadline)", err)
+			why := "the node closed"
+			if ctx.Err() != nil {
+				why = ctx.Err().Error()
+			}
+			return nil, newError(codes.Unavailable, ErrUnavailable, "%v (gave up retrying: %s)", err, why)
 		}
 		backoff = min(2*backoff, n.cfg.RetryBackoffMax)
 	}
