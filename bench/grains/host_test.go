@@ -52,6 +52,9 @@ type hostInfo struct {
 	// remote address (host:port).
 	MemberID string `json:"member_id,omitempty"`
 	Address  string `json:"address,omitempty"`
+	// TCPAddr and GRPCAddr are the echo servers of the floor host.
+	TCPAddr  string `json:"tcp_addr,omitempty"`
+	GRPCAddr string `json:"grpc_addr,omitempty"`
 }
 
 // formatHostLine renders info as the line a host process prints.
@@ -89,12 +92,7 @@ func TestHostProcess(t *testing.T) {
 	if name == "" {
 		t.Skip("runs only as the host process of the cross-node benchmarks")
 	}
-	p, err := peerByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	info, stop, err := p.host(ctx)
+	info, stop, err := startHosted(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +104,19 @@ func TestHostProcess(t *testing.T) {
 	fmt.Println(line)
 	// Serve until the parent goes away: its end of our stdin closes then.
 	_, _ = io.Copy(io.Discard, os.Stdin)
+}
+
+// startHosted starts what a host process named name serves: the echo
+// servers of the floor, or a peer's node.
+func startHosted(ctx context.Context, name string) (hostInfo, func(), error) {
+	if name == floorHost {
+		return startFloorHost()
+	}
+	p, err := peerByName(name)
+	if err != nil {
+		return hostInfo{}, nil, err
+	}
+	return p.host(ctx)
 }
 
 // startHost starts this test binary as a host process for the peer named

@@ -13,8 +13,8 @@
 # (-benchtime of the call and one-way benchmarks), ACTIVATIONS (fresh
 # identities per activation sample), IDLE (comma-separated idle grain
 # counts), IDLE_COUNT (samples per idle count; default 3, 1 when quick),
-# BENCH (regexp selecting among LocalCalls, RemoteCalls, OneWay, Activation,
-# IdleMemory), OUT (directory for the results, default
+# BENCH (regexp selecting among LocalCalls, RemoteCalls, OneWay,
+# LoopbackFloor, Activation, IdleMemory), OUT (directory for the results, default
 # bench/grains/results/<UTC time>). OUT receives raw.txt (the go test output),
 # benchstat.txt and ratios.txt.
 set -euo pipefail
@@ -52,6 +52,8 @@ phase() {
 phase LocalCalls -test.count "$COUNT" -test.benchtime "$BENCHTIME"
 phase RemoteCalls -test.count "$COUNT" -test.benchtime "$BENCHTIME"
 phase OneWay -test.count "$COUNT" -test.benchtime "$BENCHTIME"
+# The floor under cross-node calls: raw TCP and bare gRPC round trips.
+phase LoopbackFloor -test.count "$COUNT" -test.benchtime "$BENCHTIME"
 # One sample activates ACTIVATIONS fresh identities.
 phase Activation -test.count "$COUNT" -test.benchtime "${ACTIVATIONS}x"
 # One op activates the idle grains and measures; one op per sample.
@@ -61,6 +63,10 @@ phase IdleMemory -test.count "$IDLE_COUNT" -test.benchtime 1x -grains.idle "$IDL
 # protograin relative to protoactor-go.
 cols='/impl@(protoactor protograin)'
 go tool benchstat -col "$cols" "$raw" | tee "$OUT/benchstat.txt"
+# The floor has no peers: its own table, one column.
+if grep -q '^BenchmarkLoopbackFloor' "$raw"; then
+	go tool benchstat -filter '.name:LoopbackFloor' "$raw" | tee "$OUT/floor.txt"
+fi
 
 # One line per benchmark and unit: how many times better protograin is, from
 # the medians: protograin/protoactor for rates (units ending in /s),

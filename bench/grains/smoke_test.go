@@ -62,6 +62,44 @@ func checkCalls(t *testing.T, n node) {
 	}
 }
 
+// TestFloorSmoke makes a few round trips to the echo servers of a floor
+// host process.
+func TestFloorSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a host process")
+	}
+	info := startHost(t, floorHost)
+	for name, dial := range map[string]func(testing.TB, string) (func() error, error){
+		info.TCPAddr:  tcpRoundTrip,
+		info.GRPCAddr: grpcRoundTrip,
+	} {
+		roundTrip, err := dial(t, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := driveCalls(20, 1, []func() error{roundTrip}); err != nil {
+			t.Fatalf("round trips to %s: %v", name, err)
+		}
+	}
+}
+
+func TestFloorCodec(t *testing.T) {
+	var c floorCodec
+	if _, err := c.Marshal("text"); err == nil {
+		t.Error("Marshal of a string succeeded, want an error")
+	}
+	var s string
+	if err := c.Unmarshal([]byte("x"), &s); err == nil {
+		t.Error("Unmarshal into a *string succeeded, want an error")
+	}
+	in := []byte("abc")
+	b, err := c.Marshal(&in)
+	var out []byte
+	if err != nil || c.Unmarshal(b, &out) != nil || string(out) != "abc" {
+		t.Errorf("round trip through the codec: %q, %v", out, err)
+	}
+}
+
 func TestLaunchHostUnknownPeer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a host process")
