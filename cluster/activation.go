@@ -178,12 +178,18 @@ func (t *activations) release(a *activation) {
 // context and spawns its actor. On failure the activation leaves the table,
 // and the calls waiting for it get the error.
 func (t *activations) activate(ctx context.Context, a *activation) (err error) {
+	view := t.n.view.Load()
 	defer func() {
 		if err != nil {
 			a.err = err
 			t.remove(a)
 		}
 		close(a.ready)
+		// A membership change while the grain was activating could not
+		// deactivate it, should it have moved: look again now.
+		if err == nil && t.n.view.Load() != view {
+			go t.sweepStrays()
+		}
 	}()
 	grain, err := t.newGrain(ctx, a)
 	if err != nil {
