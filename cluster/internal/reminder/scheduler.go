@@ -264,13 +264,14 @@ func (s *Scheduler) list(ctx context.Context) (map[id]listed, error) {
 }
 
 // adoptLocked schedules r, listed from the store, unless the schedule
-// already holds it as stored. A reminder being fired is left alone: the
-// firing's own store write decides. One that left the schedule while being
-// fired and is listed unchanged comes back as it is, so that the firing's
-// outcome still applies to it.
+// already holds it as stored. When the store holds something else, another
+// node wrote it after this one: it replaces the entry, and a firing under
+// way for the entry will not write its outcome over it. An entry that left
+// the schedule while being fired and is listed unchanged comes back as it
+// is, so that the firing's outcome still applies to it.
 func (s *Scheduler) adoptLocked(k id, r storage.Reminder) {
 	if e, ok := s.entries[k]; ok {
-		if !e.running && !same(e.stored, r) {
+		if !same(e.stored, r) {
 			s.putLocked(k, r)
 		}
 		return
