@@ -728,3 +728,26 @@ func TestReentrantCallsFailFast(t *testing.T) {
 		t.Fatalf("chain ended at %q, want c", got)
 	}
 }
+
+func TestBusyActivationIsNotPassivated(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 1, time.Nanosecond, func(c *Config) { c.PassivationInterval = time.Hour })
+	n, h := nodes[0], hs[nodes[0].Name()]
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.Invoke(context.Background(), stringCall(methodBlock, "busy", ""))
+		done <- err
+	}()
+	receive(t, h.entered, "the call to start")
+	if got := n.acts.passivate(); got != 0 {
+		t.Fatalf("passivate started %d deactivations while the grain was busy", got)
+	}
+	close(h.release)
+	if err := receive(t, done, "the call"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the idle grain to be passivated", func() bool { return n.acts.passivate() == 1 })
+	if got := receive(t, h.deactivated, "OnDeactivate"); got != "busy" {
+		t.Fatalf("OnDeactivate(%q), want busy", got)
+	}
+}
