@@ -30,6 +30,14 @@
 // unary RPCs are supported: a streaming RPC fails the run with an error that
 // names the file, service and method, and nothing is written.
 //
+// A service may name a typed state message and a flush mode, and an RPC may
+// be marked read-only, with the options of protograin/v1/options.proto (in
+// the protograin module's proto/ directory; see docs/state-options.md). The
+// kind then carries NewState, Flush and ReadOnly, and a typed accessor
+// <Service>StateOf(ctx) returns the state message during a call. Options
+// that name no message or an unknown flush mode fail the run, naming the
+// file and service.
+//
 // Generate all files of one Go package in one run (buf does, one run per
 // directory): generated names that collide with names declared in other
 // files of the package are resolved across the files of the run. The rules
@@ -40,5 +48,6 @@
 // cluster.SupportPackageIsVersion1.
 //
 // This package owns code generation only. It must not import the runtime or
-// the cluster packages: it only names them in the code it writes.
+// the cluster packages: it only names them in the code it writes. It imports
+// the generated options package (proto/protograin/v1) to read the options.
 package main

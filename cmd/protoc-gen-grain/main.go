@@ -27,6 +27,13 @@ Parameters (comma-separated, as for protoc-gen-go):
   module=PREFIX                  strip PREFIX from output paths (with paths=import)
   M<file>=<import path>          override the Go import path of a .proto file
 
+Proto options (import "protograin/v1/options.proto", which is in the proto/
+directory of the protograin module):
+  option (protograin.v1.grain) = {state: "StateMsg", flush: FLUSH_MODE_MANUAL};
+      on a service: its typed state message (<Service>StateOf) and flush mode
+  option (protograin.v1.method).read_only = true;
+      on an RPC: not deduplicated, never followed by a flush
+
 Flags:
   --version   print the version and exit
   --help      print this help and exit

@@ -94,6 +94,23 @@ func TestBinary(t *testing.T) {
 		}
 		checkGolden(t, resp.GetFile()[0].GetName(), []byte(resp.GetFile()[0].GetContent()))
 	})
+	t.Run("options", func(t *testing.T) {
+		// The binary decodes the request with protograin's extensions
+		// registered, so it meets the options parsed rather than as unknown
+		// fields, unlike the in-process tests.
+		stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/manualflush/manualflush.proto"), genParameter))
+		if err != nil {
+			t.Fatalf("%v: %s", err, stderr)
+		}
+		resp := &pluginpb.CodeGeneratorResponse{}
+		if err := proto.Unmarshal(stdout, resp); err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetError() != "" || len(resp.GetFile()) != 1 {
+			t.Fatalf("response error %q with %d files, want one file", resp.GetError(), len(resp.GetFile()))
+		}
+		checkGolden(t, resp.GetFile()[0].GetName(), []byte(resp.GetFile()[0].GetContent()))
+	})
 	t.Run("streaming", func(t *testing.T) {
 		stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/errors/bidi_streaming.proto"), ""))
 		if err != nil {
