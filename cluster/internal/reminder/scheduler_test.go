@@ -4,15 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/cluster/storage/boltstore"
 	"github.com/protograin/protograin/cluster/storage/memstore"
+	"github.com/protograin/protograin/cluster/storage/pgstore"
 )
 
 const wait = 10 * time.Second
@@ -479,15 +484,24 @@ func TestStoreErrorsAreReported(t *testing.T) {
 	}
 }
 
-// TestBoltstore runs the main paths against the embedded store: a periodic
-// reminder fires, its next due survives a new scheduler on the same file.
-func TestBoltstore(t *testing.T) {
+// TestDurableStores runs the main paths against the durable stores: a
+// periodic reminder fires and its next due time, and a one-shot reminder,
+// survive a new scheduler on the same store. PostgreSQL runs when
+// PROTOGRAIN_POSTGRES_DSN is set.
+func TestDurableStores(t *testing.T) {
 	t.Parallel()
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "state.db"), boltstore.Config{})
-	if err != nil {
-		t.Fatal(err)
+	for name, open := range map[string]func(t *testing.T) storage.Store{
+		"boltstore": openBolt,
+		"pgstore":   openPostgres,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testDurable(t, open(t))
+		})
 	}
-	t.Cleanup(func() { st.Close() })
+}
+
+func testDurable(t *testing.T, st storage.Store) {
 	clk, o := newFakeClock(), &owners{}
 	rec1 := &recorder{}
 	s1 := start(t, testConfig(t, st, clk, o.owns("a"), rec1))
@@ -496,17 +510,56 @@ func TestBoltstore(t *testing.T) {
 	register(t, s1, storage.Reminder{Grain: grain("g2"), Name: "once", Due: due.Add(time.Hour)})
 	clk.Set(due)
 	waitFor(t, wait, "the firing and the saved next due", func() bool {
-		return rec1.count() == 1 && len(stored(t, st)) == 2 && stored(t, st)[0].Due.Equal(due.Add(time.Minute))
+		rs := stored(t, st)
+		return rec1.count() == 1 && len(rs) == 2 && rs[0].Due.Equal(due.Add(time.Minute))
 	})
 	s1.Close()
 
 	rec2 := &recorder{}
 	s2 := start(t, testConfig(t, st, clk, o.owns("a"), rec2))
 	if s2.Len() != 2 {
-		t.Fatalf("a new scheduler on the same file scheduled %d, want 2", s2.Len())
+		t.Fatalf("a new scheduler on the same store scheduled %d, want 2", s2.Len())
 	}
 	clk.Set(due.Add(time.Hour))
 	waitFor(t, wait, "both fired", func() bool { return rec2.count() == 2 && len(stored(t, st)) == 1 })
+}
+
+// openBolt opens a boltstore in a temporary file.
+func openBolt(t *testing.T) storage.Store {
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "state.db"), boltstore.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// openPostgres opens a pgstore in a schema of its own, dropped at the end,
+// or skips the test when PROTOGRAIN_POSTGRES_DSN is not set.
+func openPostgres(t *testing.T) storage.Store {
+	dsn := os.Getenv("PROTOGRAIN_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("PROTOGRAIN_POSTGRES_DSN is not set: `eval \"$(bash .ci/postgres.sh)\"` from the repository root starts a local server")
+	}
+	schema := fmt.Sprintf("t_reminder_%08x", rand.Uint32())
+	ctx := context.Background()
+	st, err := pgstore.Open(ctx, pgstore.Config{DSN: dsn, Schema: schema, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		st.Close()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return st
 }
 
 // TestRealClock fires a reminder with real time.
@@ -571,7 +624,20 @@ func TestRegisterBeforeStart(t *testing.T) {
 // the store and the other node schedules nothing.
 func TestConcurrentUse(t *testing.T) {
 	t.Parallel()
-	st, clk, o := newMemstore(t), newFakeClock(), &owners{}
+	for name, open := range map[string]func(t *testing.T) storage.Store{
+		"memstore":  newMemstore,
+		"boltstore": openBolt,
+		"pgstore":   openPostgres,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testConcurrent(t, open(t))
+		})
+	}
+}
+
+func testConcurrent(t *testing.T, st storage.Store) {
+	clk, o := newFakeClock(), &owners{}
 	nodes := []string{"a", "b"}
 	var scheds []*Scheduler
 	for range nodes {
