@@ -189,7 +189,11 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return err
 	}
 	s.mu.Lock()
-	if s.started {
+	switch {
+	case s.closed: // checked under mu, so that Close's Wait cannot race the Add
+		s.mu.Unlock()
+		return ErrClosed
+	case s.started:
 		s.mu.Unlock()
 		return ErrStarted
 	}
@@ -292,9 +296,10 @@ func same(a, b storage.Reminder) bool {
 
 // Register saves r in the store, replacing the reminder of the same grain and
 // name, and schedules it if this node owns the grain. A Due in the past fires
-// at once, or at Start when the scheduler is not started yet. If another node owns the grain, r is only saved: the owner
-// schedules it at its next Start or Refresh. Bad reminders are refused with
-// an error wrapping storage.ErrInvalid, and nothing is saved.
+// at once (or at Start, before the scheduler is started). If another node
+// owns the grain, r is only saved: the owner schedules it at its next Start
+// or Refresh. Bad reminders are refused with an error wrapping
+// storage.ErrInvalid, and nothing is saved.
 func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
 	if err := s.checkGrain(r.Grain); err != nil {
 		return err

@@ -462,6 +462,9 @@ func TestBadInput(t *testing.T) {
 	if err := s.Unregister(ctx, storage.Key{Kind: "other.v1.Kind"}, "r"); !errors.Is(err, ErrUnknownKind) {
 		t.Errorf("Unregister of an unknown kind: %v, want ErrUnknownKind", err)
 	}
+	if err := s.Unregister(ctx, grain("g"), ""); !errors.Is(err, storage.ErrInvalid) {
+		t.Errorf("Unregister of an empty name: %v, want storage.ErrInvalid", err)
+	}
 	if rs := stored(t, st); len(rs) != 0 || s.Len() != 0 {
 		t.Errorf("bad input was kept: %d scheduled, stored %+v", s.Len(), rs)
 	}
