@@ -730,3 +730,61 @@ func churn(ctx context.Context, s *Scheduler, clk *fakeClock, w, rounds, grains 
 	}
 	return nil
 }
+
+// TestPeriodicRetryResumesSchedule: a periodic reminder whose firing failed
+// for several periods fires once when delivery works again, then continues
+// at the first future period.
+func TestPeriodicRetryResumesSchedule(t *testing.T) {
+	t.Parallel()
+	st, clk, rec, o := newMemstore(t), newFakeClock(), &recorder{}, &owners{}
+	rec.setFail(func(storage.Reminder) error { return errors.New("grain busy") })
+	s := start(t, testConfig(t, st, clk, o.owns("a"), rec)) // backoff 1s, max 4s
+	due := t0().Add(time.Minute)
+	register(t, s, storage.Reminder{Grain: grain("g1"), Name: "tick", Due: due, Period: 3 * time.Second})
+	clk.Set(due)
+	for i, backoff := range []time.Duration{time.Second, 2 * time.Second} {
+		retryAt := clk.Now().Add(backoff)
+		waitFor(t, wait, fmt.Sprintf("failure %d", i+1), func() bool {
+			return rec.calls.Load() == int64(i+1) && clk.timerAt(retryAt)
+		})
+		if !storedDue(t, st, due)() {
+			t.Fatalf("after failure %d the store changed: %+v", i+1, stored(t, st))
+		}
+		if i == 1 {
+			rec.setFail(nil)
+		}
+		clk.Advance(backoff) // 1s, then 3s after due
+	}
+	// Delivered 3s after due, which is the next period itself: the next
+	// due time is 6s after due.
+	next := due.Add(6 * time.Second)
+	waitFor(t, wait, "the delivery and the next due", func() bool {
+		return rec.count() == 1 && storedDue(t, st, next)() && clk.timerAt(next)
+	})
+	if got := rec.all()[0].Due; !got.Equal(due) {
+		t.Errorf("delivered due %v, want %v", got, due)
+	}
+}
+
+func TestFireContextHasTimeout(t *testing.T) {
+	t.Parallel()
+	st, clk, o := newMemstore(t), newFakeClock(), &owners{}
+	cfg := testConfig(t, st, clk, o.owns("a"), &recorder{})
+	cfg.FireTimeout = time.Hour
+	deadlines := make(chan bool, 1)
+	cfg.Fire = func(ctx context.Context, _ storage.Reminder) error {
+		_, ok := ctx.Deadline()
+		deadlines <- ok
+		return nil
+	}
+	s := start(t, cfg)
+	register(t, s, storage.Reminder{Grain: grain("g1"), Name: "r", Due: t0()})
+	select {
+	case ok := <-deadlines:
+		if !ok {
+			t.Error("Fire's context has no deadline")
+		}
+	case <-time.After(wait):
+		t.Fatal("timed out waiting for Fire")
+	}
+}
