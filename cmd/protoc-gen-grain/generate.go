@@ -310,32 +310,39 @@ func (fg *fileGen) kind(svc *protogen.Service, n *serviceNames) {
 		)),
 		field("Methods", jen.Index().Qual(clusterPackage, "Method").Add(fields(methods...))),
 	}
-	var stateDoc, flushDoc string
-	if cfg.state != nil {
-		kindFields = append(kindFields, field("NewState", jen.Func().Params().Qual(protoPackage, "Message").Block(
-			jen.Return(jen.New(ident(cfg.state.GoIdent))),
-		)))
-		stateDoc = prose("Its grains keep typed state, a %s message that the node allocates and loads per activation; "+
-			"%s returns it during a call.", cfg.state.Desc.FullName(), n.StateOf)
-	}
-	if cfg.manual {
-		kindFields = append(kindFields, field("Flush", jen.Qual(clusterPackage, "FlushManual")))
-		flushDoc = prose("State changes are committed only when a grain calls ctx.State().Flush, and when it is " +
-			"deactivated (FLUSH_MODE_MANUAL).")
-	}
-	fg.out.Comment(doc(
-		prose("%s returns the kind %s for a cluster node to host. The node calls factory once per "+
-			"activation to make the grain for identity. Set the Kind's configuration fields, such as "+
-			"IdleTimeout, before the node starts.", n.NewKind, full),
-		stateDoc,
-		flushDoc,
-		deprecation(svc.Desc.Options()),
-	))
+	paragraphs := []string{prose("%s returns the kind %s for a cluster node to host. The node calls factory once per "+
+		"activation to make the grain for identity. Set the Kind's configuration fields, such as "+
+		"IdleTimeout, before the node starts.", n.NewKind, full)}
+	stateFields, stateDocs := kindState(cfg, n)
+	kindFields = append(kindFields, stateFields...)
+	paragraphs = append(paragraphs, stateDocs...)
+	paragraphs = append(paragraphs, deprecation(svc.Desc.Options()))
+
+	fg.out.Comment(doc(paragraphs...))
 	fg.out.Func().Id(n.NewKind).Params(
 		jen.Id("factory").Func().Params(jen.Id("identity").String()).Id(n.Grain),
 	).Op("*").Qual(clusterPackage, "Kind").Block(
 		jen.Return(jen.Op("&").Qual(clusterPackage, "Kind").Add(fields(kindFields...))),
 	)
+}
+
+// kindState returns the Kind fields that the service's options ask for, and
+// the doc paragraphs that explain them. A service without options gets
+// none, so its code compiles against a cluster package without state.
+func kindState(cfg *grainConfig, n *serviceNames) (kindFields []jen.Code, docs []string) {
+	if cfg.state != nil {
+		kindFields = append(kindFields, field("NewState", jen.Func().Params().Qual(protoPackage, "Message").Block(
+			jen.Return(jen.New(ident(cfg.state.GoIdent))),
+		)))
+		docs = append(docs, prose("Its grains keep typed state, a %s message that the node allocates and loads "+
+			"per activation; %s returns it during a call.", cfg.state.Desc.FullName(), n.StateOf))
+	}
+	if cfg.manual {
+		kindFields = append(kindFields, field("Flush", jen.Qual(clusterPackage, "FlushManual")))
+		docs = append(docs, prose("State changes are committed only when a grain calls ctx.State().Flush, "+
+			"and when it is deactivated (FLUSH_MODE_MANUAL)."))
+	}
+	return kindFields, docs
 }
 
 // stateOf writes the typed accessor of a service's state message, if it has
