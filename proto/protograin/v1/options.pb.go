@@ -92,12 +92,13 @@ func (FlushMode) EnumDescriptor() ([]byte, []int) {
 // GrainOptions are the options of a grain service.
 type GrainOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// state names the message that holds a grain's typed state. Generated code
-	// allocates one per activation (the cluster loads it from storage) and
-	// offers it to the grain's methods as <Service>StateOf(ctx), typed, with no
-	// cast. The name is resolved as a type name in a .proto file is: relative
-	// to the file's package and its parents first ("AccountState" in package
-	// bank.v1 is bank.v1.AccountState), or fully qualified with a leading dot
+	// state names the message that holds a grain's typed state. The cluster
+	// allocates one per activation with the generated Kind's NewState and loads
+	// it from storage; the grain's methods get it as <Service>StateOf(ctx),
+	// typed, with no cast. The name is resolved like a type name in a .proto
+	// file: relative to the file's package, then to each parent package, then
+	// as a full name ("AccountState" in package bank.v1 is
+	// bank.v1.AccountState); a leading dot makes it fully qualified
 	// (".bank.v1.AccountState"). The message must be defined in the service's
 	// file or in a file it imports, directly or not; it may be in another
 	// package. Empty means the grain has no typed state; it can still keep
