@@ -54,7 +54,52 @@ type GrainContext interface {
 	Kind() string
 	// Identity returns the identity of the grain handling the call.
 	Identity() string
+	// State returns the grain's durable state. Changes wait in a buffer
+	// until they are flushed: after the call (FlushAfterCall) or when the
+	// grain calls State().Flush (FlushManual), and on deactivation.
+	State() State
 }
+
+// State is a grain's durable state, in the style of ActorFx: a dictionary of
+// entries plus, for kinds whose service names a state message with the
+// (protograin.v1.grain).state option, that typed message. Reads see buffered
+// writes; Flush commits every buffered change atomically or none, and fails
+// when another activation of the grain committed in between (an ETag check),
+// after which the cluster deactivates this activation.
+//
+// A State is used only by its grain, one call at a time, and only during a
+// call.
+type State interface {
+	// Get returns the value of key, or an error wrapping state.ErrNotFound.
+	Get(key string) ([]byte, error)
+	// TryGet returns the value of key and whether it exists.
+	TryGet(key string) ([]byte, bool)
+	// Set buffers a change of key to value.
+	Set(key string, value []byte) error
+	// Remove buffers the removal of key.
+	Remove(key string) error
+	// Keys returns the keys that exist, buffered changes included, sorted.
+	Keys() []string
+	// Message returns the grain's typed state message, or nil when its kind
+	// has none. Change it in place; the next flush commits it. Generated code
+	// offers it typed as <Service>StateOf(ctx).
+	Message() proto.Message
+	// Flush commits the buffered changes now.
+	Flush(ctx context.Context) error
+}
+
+// FlushMode says when a grain's buffered state changes are committed.
+type FlushMode int
+
+const (
+	// FlushAfterCall commits after every call that changed state, before
+	// the reply is sent, together with the exactly-once record of the call.
+	// It is the default.
+	FlushAfterCall FlushMode = iota
+	// FlushManual commits only when the grain calls State().Flush, and when
+	// the grain is deactivated.
+	FlushManual
+)
 
 // Activator is implemented by grains that want to run code when they are
 // activated, before their first call is delivered. An error fails the call
@@ -81,6 +126,14 @@ type Kind struct {
 	// Methods lists the kind's unary methods.
 	Methods []Method
 
+	// NewState allocates an empty typed state message, for kinds whose
+	// service names one with the (protograin.v1.grain).state option. Nil
+	// means the kind has only key/value state.
+	NewState func() proto.Message
+	// Flush says when buffered state changes are committed. Zero means
+	// FlushAfterCall.
+	Flush FlushMode
+
 	// IdleTimeout is how long an activation may go without a call before it
 	// is passivated. Zero means DefaultIdleTimeout; a negative value means
 	// activations stay until their node shuts down.
@@ -96,6 +149,10 @@ type Method struct {
 	Name string
 	// NewRequest allocates an empty request message, to decode into.
 	NewRequest func() proto.Message
+	// ReadOnly marks a method that does not change state, from the
+	// (protograin.v1.method).read_only option: its calls are neither
+	// deduplicated nor followed by a flush.
+	ReadOnly bool
 	// Handle calls the method on grain, which was made by the Kind's New.
 	Handle func(grain any, ctx GrainContext, req proto.Message) (proto.Message, error)
 }

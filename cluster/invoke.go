@@ -284,6 +284,7 @@ type grainContext struct {
 	n       *Node
 	key     actKey
 	callers []actKey // the grains waiting on this call, outermost first
+	state   State
 }
 
 func (n *Node) grainContext(ctx context.Context, key actKey, callers []actKey) GrainContext {
@@ -295,6 +296,9 @@ func (g *grainContext) Kind() string { return g.key.kind }
 
 // Identity implements GrainContext.
 func (g *grainContext) Identity() string { return g.key.identity }
+
+// State implements GrainContext.
+func (g *grainContext) State() State { return g.state }
 
 // Invoke implements Caller: grains call other grains through their node.
 //
