@@ -33,9 +33,9 @@ const hostStartTimeout = 60 * time.Second
 const hostStopTimeout = 10 * time.Second
 
 // hostProfileEnv names an optional environment variable: a directory where
-// host processes write CPU and memory profiles (<peer>-host.cpu.pprof,
-// <peer>-host.mem.pprof), for profiling the grain side of the cross-node
-// benchmarks.
+// host processes write CPU, memory and mutex profiles
+// (<peer>-host.{cpu,mem,mutex}.pprof), for profiling the grain side of the
+// cross-node benchmarks.
 const hostProfileEnv = "GRAINS_BENCH_HOST_PROFILES"
 
 // errHostExited is returned when a host process ends before it reports its
@@ -137,7 +137,8 @@ func launchHost(tb testing.TB, name string) (hostInfo, error) {
 	if dir := os.Getenv(hostProfileEnv); dir != "" {
 		args = append(args,
 			"-test.cpuprofile="+filepath.Join(dir, name+"-host.cpu.pprof"),
-			"-test.memprofile="+filepath.Join(dir, name+"-host.mem.pprof"))
+			"-test.memprofile="+filepath.Join(dir, name+"-host.mem.pprof"),
+			"-test.mutexprofile="+filepath.Join(dir, name+"-host.mutex.pprof"))
 	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), hostEnv+"="+name)
