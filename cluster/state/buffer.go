@@ -62,9 +62,15 @@ type Buffer struct {
 	// reserved holds entries under ReservedPrefix this version does not
 	// use; they are never changed.
 	reserved map[string]bool
-	// pending and pendingClients are buffered, not yet committed.
+	// message is the committed typed state message, if hasMessage.
+	message    []byte
+	hasMessage bool
+	// pending and pendingClients are buffered, not yet committed, and so
+	// is pendingMessage if messagePending.
 	pending        map[string]change
 	pendingClients map[string]record
+	pendingMessage []byte
+	messagePending bool
 	// clock orders Record calls for eviction: each Record takes the next
 	// tick, and records keep theirs across activations.
 	clock uint64
@@ -118,6 +124,8 @@ func (b *Buffer) loadEntry(k string, v []byte) error {
 		}
 		b.clients[strings.TrimPrefix(k, clientPrefix)] = r
 		b.clock = max(b.clock, r.stamp)
+	case k == messageKey:
+		b.message, b.hasMessage = v, true
 	case strings.HasPrefix(k, ReservedPrefix):
 		b.reserved[k] = true
 	default:
@@ -220,7 +228,8 @@ func (b *Buffer) Keys() []string {
 	return out
 }
 
-// Dirty reports whether changes or exactly-once records are buffered.
+// Dirty reports whether changes, a typed state message or exactly-once
+// records are buffered.
 func (b *Buffer) Dirty() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -228,10 +237,11 @@ func (b *Buffer) Dirty() bool {
 }
 
 func (b *Buffer) dirty() bool {
-	return len(b.pending) > 0 || len(b.pendingClients) > 0
+	return len(b.pending) > 0 || len(b.pendingClients) > 0 || b.messagePending
 }
 
-// Discard drops the buffered changes and exactly-once records. It does not
+// Discard drops the buffered changes, typed state message and exactly-once
+// records. It does not
 // refresh the loaded state: a buffer whose Flush failed with
 // storage.ErrConflict stays stale.
 func (b *Buffer) Discard() {
@@ -239,6 +249,7 @@ func (b *Buffer) Discard() {
 	defer b.mu.Unlock()
 	clear(b.pending)
 	clear(b.pendingClients)
+	b.pendingMessage, b.messagePending = nil, false
 }
 
 // Flush commits the buffered changes and exactly-once records to the store
@@ -268,6 +279,9 @@ func (b *Buffer) changes() ([]storage.Change, map[string]bool) {
 	for _, k := range slices.Sorted(maps.Keys(b.pending)) {
 		c := b.pending[k]
 		changes = append(changes, storage.Change{Key: k, Value: c.value, Remove: c.remove})
+	}
+	if b.messagePending {
+		changes = append(changes, storage.Change{Key: messageKey, Value: b.pendingMessage})
 	}
 	evicted := b.evictions()
 	for _, id := range slices.Sorted(maps.Keys(b.pendingClients)) {
@@ -320,8 +334,12 @@ func (b *Buffer) applyFlushed(version storage.Version, evicted map[string]bool) 
 	for id := range evicted {
 		delete(b.clients, id)
 	}
+	if b.messagePending {
+		b.message, b.hasMessage = b.pendingMessage, true
+	}
 	clear(b.pending)
 	clear(b.pendingClients)
+	b.pendingMessage, b.messagePending = nil, false
 	b.version = version
 }
 

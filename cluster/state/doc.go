@@ -15,6 +15,13 @@
 // After any other failed Flush the changes stay buffered as well, so a later
 // Flush can retry them. Discard drops what is buffered.
 //
+// # The typed state message
+//
+// A grain whose kind names a typed state message keeps it, encoded, as one
+// reserved entry: SetMessage buffers new bytes (bytes equal to the current
+// ones buffer nothing), Message reads them, and Flush commits them with the
+// other changes. Encoding is the caller's: this package sees only bytes.
+//
 // # Exactly-once calls
 //
 // A client that stamps its calls with (client ID, sequence number) can ask

@@ -105,8 +105,12 @@ func (b *Buffer) stale(clientID string, seq, recorded uint64) error {
 	return fmt.Errorf("%w: grain %s, client %q: call %d, but call %d is already recorded", ErrStaleSequence, b.key, clientID, seq, recorded)
 }
 
-// checkClientID reports whether id may name a client: its record's entry
-// key must be a valid storage key.
+// CheckClientID reports whether Seen and Record accept id as a client ID:
+// it must be non-empty and make a valid storage key under ReservedPrefix
+// (valid UTF-8, no NUL, not too long). Errors wrap storage.ErrInvalid.
+func CheckClientID(id string) error { return checkClientID(id) }
+
+// checkClientID is CheckClientID.
 func checkClientID(id string) error {
 	if id == "" {
 		return fmt.Errorf("state: %w: empty client ID", storage.ErrInvalid)
