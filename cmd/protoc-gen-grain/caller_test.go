@@ -101,21 +101,16 @@ func roundTrip(from, to proto.Message) error {
 type grainContext struct {
 	context.Context
 	cluster.Caller
-	unsupported
 	kind     string
 	identity string
 }
 
-// unsupported gives grainContext the methods of cluster.GrainContext that it
-// does not implement, such as State: the goldens these tests call do not use
-// them (the typed-state goldens are called by internal/stategoldens, with
-// state). They come from a nil interface, one embedding level deeper than
-// the methods grainContext has, so they never shadow those, and calling one
-// panics.
-type unsupported struct{ cluster.GrainContext }
-
 func (g grainContext) Kind() string     { return g.kind }
 func (g grainContext) Identity() string { return g.identity }
+
+// State returns nil: the goldens these tests call keep no state. The
+// typed-state goldens are called with state by internal/stategoldens.
+func (g grainContext) State() cluster.State { return nil }
 
 // stubCaller answers every call with a fixed response and error and records
 // the calls, to feed generated clients what a faulty Caller could return.
