@@ -8,21 +8,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"time"
 
 	"github.com/protograin/protograin/cluster"
 	"github.com/protograin/protograin/examples/counterpb"
 	"github.com/protograin/protograin/examples/internal/countergrain"
+	"github.com/protograin/protograin/examples/internal/localcluster"
 )
-
-// convergeTimeout bounds each wait for the members to agree on membership.
-const convergeTimeout = 10 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -36,15 +32,13 @@ func main() {
 // run runs the demo, printing what happens to out.
 func run(ctx context.Context, out io.Writer) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	nodes, err := startNodes(ctx, log, 3)
-	defer func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-	}()
+	nodes, err := localcluster.Start(ctx, 3, log, func(cfg *cluster.Config) {
+		cfg.Kinds = []*cluster.Kind{countergrain.NewKind(cfg.NodeName)}
+	})
 	if err != nil {
 		return err
 	}
+	defer localcluster.CloseAll(nodes)
 	fmt.Fprintf(out, "started %d nodes\n", len(nodes))
 
 	identities := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
@@ -57,12 +51,12 @@ func run(ctx context.Context, out io.Writer) error {
 	// Shut down the node that hosts the first identity, gracefully: it
 	// leaves the gossip, so the others place its grains elsewhere at once.
 	owner, _ := nodes[0].Owner(counterpb.CounterKind, identities[0])
-	victim, survivors := split(nodes, owner.Name)
+	victim, survivors := localcluster.Split(nodes, owner.Name)
 	fmt.Fprintf(out, "\nshutting down %s\n", victim.Name())
 	if err := victim.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shut down %s: %w", victim.Name(), err)
 	}
-	if err := waitForMembers(ctx, survivors, len(survivors)); err != nil {
+	if err := localcluster.WaitForMembers(ctx, survivors, len(survivors)); err != nil {
 		return err
 	}
 
@@ -71,37 +65,11 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 
-	for _, n := range survivors {
-		if err := n.Shutdown(ctx); err != nil {
-			return fmt.Errorf("shut down %s: %w", n.Name(), err)
-		}
+	if err := localcluster.ShutdownAll(ctx, survivors); err != nil {
+		return err
 	}
 	fmt.Fprintln(out, "\nall nodes shut down")
 	return nil
-}
-
-// startNodes starts n nodes hosting the Counter kind, each joining the first,
-// and waits until every node sees all of them.
-func startNodes(ctx context.Context, log *slog.Logger, n int) ([]*cluster.Node, error) {
-	var nodes []*cluster.Node
-	for i := range n {
-		cfg := cluster.DefaultConfig()
-		cfg.NodeName = fmt.Sprintf("node-%d", i+1)
-		cfg.BindAddr = "127.0.0.1:0"
-		cfg.GRPCAddr = "127.0.0.1:0"
-		cfg.Gossip = cluster.GossipLocal
-		cfg.Logger = log.With("node", cfg.NodeName)
-		cfg.Kinds = []*cluster.Kind{countergrain.NewKind(cfg.NodeName)}
-		if i > 0 {
-			cfg.Seeds = []string{nodes[0].GossipAddr()}
-		}
-		node, err := cluster.Start(ctx, cfg)
-		if err != nil {
-			return nodes, fmt.Errorf("start %s: %w", cfg.NodeName, err)
-		}
-		nodes = append(nodes, node)
-	}
-	return nodes, waitForMembers(ctx, nodes, n)
 }
 
 // callAll adds 1 to every identity's counter, then prints its total and the
@@ -127,49 +95,4 @@ func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identitie
 		fmt.Fprintf(out, "  counter %-6s total %d  lives on %s%s\n", id, got.GetTotal(), got.GetNode(), moved)
 	}
 	return where, nil
-}
-
-// waitForMembers waits until every node sees exactly want alive members.
-func waitForMembers(ctx context.Context, nodes []*cluster.Node, want int) error {
-	ctx, cancel := context.WithTimeout(ctx, convergeTimeout)
-	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !allSee(nodes, want) {
-		select {
-		case <-ctx.Done():
-			return errors.New("members did not converge: " + ctx.Err().Error())
-		case <-tick.C:
-		}
-	}
-	return nil
-}
-
-func allSee(nodes []*cluster.Node, want int) bool {
-	for _, n := range nodes {
-		alive := 0
-		for _, m := range n.Members() {
-			if m.Status == cluster.StatusAlive {
-				alive++
-			}
-		}
-		if alive != want {
-			return false
-		}
-	}
-	return true
-}
-
-// split returns the node named name and the others.
-func split(nodes []*cluster.Node, name string) (*cluster.Node, []*cluster.Node) {
-	var victim *cluster.Node
-	var rest []*cluster.Node
-	for _, n := range nodes {
-		if n.Name() == name {
-			victim = n
-		} else {
-			rest = append(rest, n)
-		}
-	}
-	return victim, rest
 }
