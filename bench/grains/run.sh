@@ -12,7 +12,7 @@
 # Further knobs, all optional: COUNT (samples per benchmark), BENCHTIME
 # (-benchtime of the call and one-way benchmarks), ACTIVATIONS (fresh
 # identities per activation sample), IDLE (comma-separated idle grain
-# counts), IDLE_COUNT (samples per idle count; default 3, 1 when quick),
+# counts), IDLE_COUNT (samples per idle count; default 2, 1 when quick),
 # BENCH (regexp selecting among LocalCalls, RemoteCalls, OneWay,
 # LoopbackFloor, Activation, IdleMemory), OUT (directory for the results, default
 # bench/grains/results/<UTC time>). OUT receives raw.txt (the go test output),
@@ -23,7 +23,7 @@ cd "$(dirname "$0")"
 if [[ -n "${QUICK:-}" ]]; then
 	: "${COUNT:=2}" "${BENCHTIME:=200ms}" "${ACTIVATIONS:=20000}" "${IDLE:=100000}" "${IDLE_COUNT:=1}"
 else
-	: "${COUNT:=6}" "${BENCHTIME:=1s}" "${ACTIVATIONS:=100000}" "${IDLE:=100000,1000000}" "${IDLE_COUNT:=3}"
+	: "${COUNT:=6}" "${BENCHTIME:=1s}" "${ACTIVATIONS:=100000}" "${IDLE:=100000,1000000}" "${IDLE_COUNT:=2}"
 fi
 : "${BENCH:=.}"
 : "${OUT:=results/$(date -u +%Y%m%dT%H%M%SZ)}"
