@@ -45,6 +45,13 @@ type Config struct {
 	// Flush evicts the least recently recorded beyond it (see the package
 	// doc). Zero means DefaultMaxClients; negative values are refused.
 	MaxClients int
+	// WindowPerClient is how many of each client's latest calls the grain
+	// keeps replies for: calls of one client may commit out of order as
+	// long as none is overtaken by this many later ones, which would make
+	// it stale (see the package doc). It must exceed the number of calls
+	// one client may have in flight to one grain at once. Zero means
+	// DefaultWindowPerClient; negative values are refused.
+	WindowPerClient int
 }
 
 // Buffer is the state of one grain as its activation sees it: the entries
@@ -53,6 +60,7 @@ type Buffer struct {
 	store      storage.Store
 	key        storage.Key
 	maxClients int
+	window     int // Config.WindowPerClient
 
 	mu      sync.Mutex
 	version storage.Version
@@ -90,6 +98,10 @@ func Load(ctx context.Context, store storage.Store, key storage.Key, cfg Config)
 	if cfg.MaxClients == 0 {
 		cfg.MaxClients = DefaultMaxClients
 	}
+	window, err := windowPerClient(cfg)
+	if err != nil {
+		return nil, err
+	}
 	entries, version, err := store.Load(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("state: load grain %s: %w", key, err)
@@ -98,6 +110,7 @@ func Load(ctx context.Context, store storage.Store, key storage.Key, cfg Config)
 		store:          store,
 		key:            key,
 		maxClients:     cfg.MaxClients,
+		window:         window,
 		version:        version,
 		entries:        make(map[string][]byte, len(entries)),
 		clients:        make(map[string]record),

@@ -4,52 +4,214 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/protograin/protograin/cluster/storage"
 )
 
-// record is the exactly-once record of one client: the sequence number of
-// its last call, the reply to it, and when it was recorded (a tick of the
-// buffer's clock) for eviction.
+// DefaultWindowPerClient is the number of calls per client whose replies a
+// grain keeps when Config.WindowPerClient is zero. It bounds how far one
+// client's calls to one grain may overtake each other (see the package
+// doc): a client with at most 64 state-changing calls in flight to a grain
+// at once never has one refused as stale. A grain runs one call at a time,
+// so more concurrency than that towards a single grain only queues.
+const DefaultWindowPerClient = 64
+
+// record is the exactly-once record of one client: the replies to its
+// latest calls, the floor below which calls are stale, and when it was last
+// recorded (a tick of the buffer's clock) for eviction. Records are
+// replaced, never changed in place: a committed record may be shared with
+// the buffered one derived from it.
 type record struct {
-	seq   uint64
 	stamp uint64
+	// floor is the lowest sequence number that is not stale for a reason
+	// other than the window: one above the highest call dropped from it.
+	floor uint64
+	// calls are the recorded calls by ascending seq.
+	calls []call
+}
+
+// call is one recorded call and its reply.
+type call struct {
+	seq   uint64
 	reply []byte
 }
 
-// recordFormat is the first byte of an encoded record, so the encoding can
-// change later without misreading old records.
-const recordFormat = 1
+// Formats of an encoded record: its first byte, so the encoding can change
+// without misreading old records.
+const (
+	// recordFormatLast holds one call: seq, stamp, reply. Every call
+	// below the recorded one is stale. Read, never written.
+	recordFormatLast = 1
+	// recordFormatWindow holds a window of calls (see encode).
+	recordFormatWindow = 2
+)
 
-// encode returns the record as stored: the format byte, seq and stamp as
-// uvarints, then the reply.
-func (r record) encode() []byte {
-	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(r.reply))
-	b = append(b, recordFormat)
-	b = binary.AppendUvarint(b, r.seq)
-	b = binary.AppendUvarint(b, r.stamp)
-	return append(b, r.reply...)
+// find returns the index of the call seq in r.calls, or where it would go,
+// and whether it is there.
+func (r record) find(seq uint64) (int, bool) {
+	return slices.BinarySearchFunc(r.calls, seq, func(c call, seq uint64) int {
+		switch {
+		case c.seq < seq:
+			return -1
+		case c.seq > seq:
+			return 1
+		}
+		return 0
+	})
 }
 
-// decodeRecord reads a record written by encode. The reply is copied.
+// lowEdge returns the lowest sequence number that is not stale with a
+// window of w calls: nothing below the floor, and once w calls are
+// recorded, nothing below the w-th highest of them, since it would be
+// dropped from the window as soon as it was recorded.
+func (r record) lowEdge(w int) uint64 {
+	edge := r.floor
+	if n := len(r.calls); n >= w {
+		edge = max(edge, r.calls[n-w].seq)
+	}
+	return edge
+}
+
+// with returns a copy of r with call seq added and the window trimmed to
+// its w highest calls, raising the floor over those it drops.
+func (r record) with(seq uint64, reply []byte, w int) record {
+	i, _ := r.find(seq)
+	calls := make([]call, 0, len(r.calls)+1)
+	calls = append(calls, r.calls[:i]...)
+	calls = append(calls, call{seq: seq, reply: clone(reply)})
+	calls = append(calls, r.calls[i:]...)
+	if drop := len(calls) - w; drop > 0 {
+		// seq+1 cannot overflow: a dropped call is below a kept one.
+		r.floor = max(r.floor, calls[drop-1].seq+1)
+		calls = calls[drop:]
+	}
+	r.calls = calls
+	return r
+}
+
+// encode returns the record as stored, in recordFormatWindow: the format
+// byte, then as uvarints the stamp, the floor and the number of calls, then
+// per call by ascending seq the seq's distance from the previous one (from
+// zero for the first), the reply's length and the reply.
+func (r record) encode() []byte {
+	size := 1 + 3*binary.MaxVarintLen64
+	for _, c := range r.calls {
+		size += 2*binary.MaxVarintLen64 + len(c.reply)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, recordFormatWindow)
+	b = binary.AppendUvarint(b, r.stamp)
+	b = binary.AppendUvarint(b, r.floor)
+	b = binary.AppendUvarint(b, uint64(len(r.calls)))
+	prev := uint64(0)
+	for _, c := range r.calls {
+		b = binary.AppendUvarint(b, c.seq-prev)
+		b = binary.AppendUvarint(b, uint64(len(c.reply)))
+		b = append(b, c.reply...)
+		prev = c.seq
+	}
+	return b
+}
+
+// decodeRecord reads a record written by encode, or by an earlier build in
+// recordFormatLast. Replies are copied.
 func decodeRecord(b []byte) (record, error) {
 	if len(b) == 0 {
 		return record{}, errors.New("empty record")
 	}
-	if b[0] != recordFormat {
-		return record{}, fmt.Errorf("record format %d, this build reads %d", b[0], recordFormat)
+	d := decoder{b: b[1:]}
+	var r record
+	switch b[0] {
+	case recordFormatLast:
+		seq := d.uvarint("sequence number")
+		r.stamp = d.uvarint("stamp")
+		if d.err == nil {
+			// The old rule, kept: every call below the recorded one
+			// is stale.
+			r.floor = seq
+			r.calls = []call{{seq: seq, reply: clone(d.b)}}
+		}
+	case recordFormatWindow:
+		r = d.window()
+		if d.err == nil && len(d.b) > 0 {
+			d.err = fmt.Errorf("%d bytes after the last call", len(d.b))
+		}
+	default:
+		return record{}, fmt.Errorf("record format %d, this build reads %d and %d", b[0], recordFormatLast, recordFormatWindow)
 	}
-	b = b[1:]
-	seq, n := binary.Uvarint(b)
+	if d.err != nil {
+		return record{}, d.err
+	}
+	return r, nil
+}
+
+// decoder reads uvarints and byte strings, keeping the first error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
-		return record{}, errors.New("bad sequence number")
+		d.err = fmt.Errorf("bad %s", what)
+		return 0
 	}
-	b = b[n:]
-	stamp, n := binary.Uvarint(b)
-	if n <= 0 {
-		return record{}, errors.New("bad stamp")
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes(what string) []byte {
+	n := d.uvarint(what + " length")
+	if d.err == nil && n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("%s of %d bytes, %d left", what, n, len(d.b))
 	}
-	return record{seq: seq, stamp: stamp, reply: clone(b[n:])}, nil
+	if d.err != nil {
+		return nil
+	}
+	v := clone(d.b[:n])
+	d.b = d.b[n:]
+	return v
+}
+
+// window reads the body of a recordFormatWindow record and checks that its
+// calls ascend and are not below the floor.
+func (d *decoder) window() record {
+	r := record{stamp: d.uvarint("stamp"), floor: d.uvarint("floor")}
+	n := d.uvarint("call count")
+	// Each call takes at least two bytes: check before allocating.
+	if d.err == nil && n > uint64(len(d.b))/2 {
+		d.err = fmt.Errorf("%d calls in %d bytes", n, len(d.b))
+	}
+	if d.err != nil {
+		return record{}
+	}
+	r.calls = make([]call, 0, n)
+	seq := uint64(0)
+	for i := range n {
+		delta := d.uvarint("sequence number")
+		reply := d.bytes("reply")
+		switch {
+		case d.err != nil:
+			return record{}
+		case i > 0 && delta == 0:
+			d.err = fmt.Errorf("call %d recorded twice", seq)
+		case seq+delta < seq:
+			d.err = errors.New("sequence number overflows")
+		case i == 0 && delta < r.floor:
+			d.err = fmt.Errorf("call %d is below the floor %d", delta, r.floor)
+		}
+		if d.err != nil {
+			return record{}
+		}
+		seq += delta
+		r.calls = append(r.calls, call{seq: seq, reply: reply})
+	}
+	return r
 }
 
 // lookup returns the client's record, buffered or committed.
@@ -62,9 +224,9 @@ func (b *Buffer) lookup(clientID string) (record, bool) {
 }
 
 // Seen reports whether the call seq of clientID already ran, by the rules
-// in the package doc: for the recorded seq it returns a copy of the
-// recorded reply and true; for a new call, nil and false; for a seq lower
-// than the recorded one, an error wrapping ErrStaleSequence. Buffered
+// in the package doc: for a recorded call it returns a copy of its reply
+// and true; for a call below the client's window, an error wrapping
+// ErrStaleSequence; for any other, a new call, nil and false. Buffered
 // records count. Seen changes nothing.
 func (b *Buffer) Seen(clientID string, seq uint64) (reply []byte, ok bool, err error) {
 	if err := checkClientID(clientID); err != nil {
@@ -73,36 +235,57 @@ func (b *Buffer) Seen(clientID string, seq uint64) (reply []byte, ok bool, err e
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	r, found := b.lookup(clientID)
-	switch {
-	case !found || seq > r.seq:
+	if !found {
 		return nil, false, nil
-	case seq == r.seq:
-		return clone(r.reply), true, nil
-	default:
-		return nil, false, b.stale(clientID, seq, r.seq)
 	}
+	if i, ok := r.find(seq); ok {
+		return clone(r.calls[i].reply), true, nil
+	}
+	if seq < r.lowEdge(b.window) {
+		return nil, false, b.stale(clientID, seq, r)
+	}
+	return nil, false, nil
 }
 
-// Record buffers reply as the reply to call seq of clientID, replacing the
-// client's earlier record; the next Flush commits it with the state. seq
-// must be higher than the recorded one: recording the same call twice, or
-// an older one, returns an error wrapping ErrStaleSequence.
+// Record buffers reply as the reply to call seq of clientID, adding it to
+// the client's window and dropping the lowest calls beyond
+// Config.WindowPerClient; the next Flush commits it with the state. Calls
+// may be recorded in any order, but recording a call already recorded, or
+// one Seen calls stale, returns an error wrapping ErrStaleSequence.
 func (b *Buffer) Record(clientID string, seq uint64, reply []byte) error {
 	if err := checkClientID(clientID); err != nil {
 		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if r, found := b.lookup(clientID); found && seq <= r.seq {
-		return b.stale(clientID, seq, r.seq)
+	r, _ := b.lookup(clientID)
+	if _, ok := r.find(seq); ok {
+		return fmt.Errorf("%w: grain %s, client %q: call %d is already recorded", ErrStaleSequence, b.key, clientID, seq)
+	}
+	if seq < r.lowEdge(b.window) {
+		return b.stale(clientID, seq, r)
 	}
 	b.clock++
-	b.pendingClients[clientID] = record{seq: seq, stamp: b.clock, reply: clone(reply)}
+	r = r.with(seq, reply, b.window)
+	r.stamp = b.clock
+	b.pendingClients[clientID] = r
 	return nil
 }
 
-func (b *Buffer) stale(clientID string, seq, recorded uint64) error {
-	return fmt.Errorf("%w: grain %s, client %q: call %d, but call %d is already recorded", ErrStaleSequence, b.key, clientID, seq, recorded)
+func (b *Buffer) stale(clientID string, seq uint64, r record) error {
+	return fmt.Errorf("%w: grain %s, client %q: call %d is below the window, which starts at call %d", ErrStaleSequence, b.key, clientID, seq, r.lowEdge(b.window))
+}
+
+// windowPerClient returns the window size cfg asks for, with the default
+// for zero.
+func windowPerClient(cfg Config) (int, error) {
+	switch {
+	case cfg.WindowPerClient < 0:
+		return 0, fmt.Errorf("state: Config.WindowPerClient is %d; want zero (for %d) or more", cfg.WindowPerClient, DefaultWindowPerClient)
+	case cfg.WindowPerClient == 0:
+		return DefaultWindowPerClient, nil
+	}
+	return cfg.WindowPerClient, nil
 }
 
 // CheckClientID reports whether Seen and Record accept id as a client ID:

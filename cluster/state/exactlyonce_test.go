@@ -28,6 +28,22 @@ func mustRecord(t *testing.T, b *state.Buffer, client string, seq uint64, reply 
 	}
 }
 
+// wantStale checks that Seen and Record refuse call seq of client as stale.
+func wantStale(t *testing.T, b *state.Buffer, client string, seq uint64) {
+	t.Helper()
+	if _, _, err := b.Seen(client, seq); !errors.Is(err, state.ErrStaleSequence) {
+		t.Fatalf("Seen(%q, %d): err = %v, want ErrStaleSequence", client, seq, err)
+	} else if !strings.Contains(err.Error(), fmt.Sprintf("%q", client)) {
+		t.Errorf("error %q does not name the client", err)
+	}
+	if err := b.Record(client, seq, []byte("late")); !errors.Is(err, state.ErrStaleSequence) {
+		t.Fatalf("Record(%q, %d): err = %v, want ErrStaleSequence", client, seq, err)
+	}
+}
+
+// TestSeenRules checks the rules for a client that calls in order: a new
+// call, a retry of the last one, and retries of earlier ones, which now
+// find their replies too.
 func TestSeenRules(t *testing.T) {
 	eachStore(t, func(t *testing.T, s storage.Store) {
 		b := load(t, s, state.Config{})
@@ -35,11 +51,7 @@ func TestSeenRules(t *testing.T) {
 		mustRecord(t, b, "c", 5, "five")
 		wantSeen(t, b, "c", 5, "five", true) // buffered records count
 		wantSeen(t, b, "c", 6, "", false)    // the next call is new
-		if _, _, err := b.Seen("c", 4); !errors.Is(err, state.ErrStaleSequence) {
-			t.Fatalf("Seen of an older call: err = %v, want ErrStaleSequence", err)
-		} else if !strings.Contains(err.Error(), `"c"`) {
-			t.Errorf("error %q does not name the client", err)
-		}
+		wantSeen(t, b, "c", 4, "", false)    // so is an earlier one not recorded
 		mustFlush(t, b)
 
 		// A new activation sees the committed record.
@@ -48,21 +60,110 @@ func TestSeenRules(t *testing.T) {
 		wantSeen(t, b, "other", 5, "", false)
 		mustRecord(t, b, "c", 6, "six")
 		wantSeen(t, b, "c", 6, "six", true)
-		if _, _, err := b.Seen("c", 5); !errors.Is(err, state.ErrStaleSequence) {
-			t.Fatalf("Seen of the replaced call: err = %v, want ErrStaleSequence", err)
+		wantSeen(t, b, "c", 5, "five", true) // an older retry keeps its reply
+	})
+}
+
+func TestRecordRefusesARecordedCall(t *testing.T) {
+	b := load(t, memstore.New(), state.Config{})
+	mustRecord(t, b, "c", 5, "five")
+	mustRecord(t, b, "c", 4, "four")
+	for _, seq := range []uint64{5, 4} {
+		if err := b.Record("c", seq, []byte("again")); !errors.Is(err, state.ErrStaleSequence) {
+			t.Errorf("Record(c, %d) twice: err = %v, want ErrStaleSequence", seq, err)
+		}
+	}
+	wantSeen(t, b, "c", 5, "five", true)
+	wantSeen(t, b, "c", 4, "four", true)
+	mustFlush(t, b)
+	if err := b.Record("c", 5, []byte("again")); !errors.Is(err, state.ErrStaleSequence) {
+		t.Errorf("Record(c, 5) after its flush: err = %v, want ErrStaleSequence", err)
+	}
+}
+
+// TestOutOfOrderCommits is the case the window exists for: calls 1 to 4 of
+// one client run concurrently and commit in the order 4, 2, 3, 1, each in
+// its own flush. Every one is accepted, and a retry of each gets its own
+// reply, in this activation and the next.
+func TestOutOfOrderCommits(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		b := load(t, s, state.Config{WindowPerClient: 4})
+		for _, seq := range []uint64{4, 2, 3, 1} {
+			wantSeen(t, b, "node", seq, "", false)
+			mustSet(t, b, fmt.Sprint("k", seq), "v")
+			mustRecord(t, b, "node", seq, fmt.Sprint("r", seq))
+			mustFlush(t, b)
+		}
+		for _, b := range []*state.Buffer{b, load(t, s, state.Config{WindowPerClient: 4})} {
+			for seq := uint64(1); seq <= 4; seq++ {
+				wantSeen(t, b, "node", seq, fmt.Sprint("r", seq), true)
+			}
+			wantSeen(t, b, "node", 5, "", false)
+			wantStale(t, b, "node", 0) // overtaken by four later calls
+
 		}
 	})
 }
 
-func TestRecordMustMoveForward(t *testing.T) {
-	b := load(t, memstore.New(), state.Config{})
-	mustRecord(t, b, "c", 5, "five")
-	for _, seq := range []uint64{5, 4, 0} {
-		if err := b.Record("c", seq, []byte("again")); !errors.Is(err, state.ErrStaleSequence) {
-			t.Errorf("Record(c, %d) after 5: err = %v, want ErrStaleSequence", seq, err)
+// TestWindowEviction checks the window rule: a client keeps the replies of
+// its W highest recorded calls; a call below them is stale, in this
+// activation and the next, and a gap inside the window is still new.
+func TestWindowEviction(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		cfg := state.Config{WindowPerClient: 3}
+		b := load(t, s, cfg)
+		for _, seq := range []uint64{1, 2, 4, 6} { // 1 is dropped
+			mustRecord(t, b, "c", seq, fmt.Sprint("r", seq))
 		}
+		wantStale(t, b, "c", 1) // its reply is gone
+		wantStale(t, b, "c", 0)
+		wantSeen(t, b, "c", 3, "", false) // a gap, overtaken by two only
+		mustFlush(t, b)
+
+		b = load(t, s, cfg)
+		wantStale(t, b, "c", 1)
+		for _, seq := range []uint64{2, 4, 6} {
+			wantSeen(t, b, "c", seq, fmt.Sprint("r", seq), true)
+		}
+		mustRecord(t, b, "c", 3, "r3") // late but inside: 2 goes
+		wantStale(t, b, "c", 2)
+		wantSeen(t, b, "c", 3, "r3", true)
+		wantSeen(t, b, "c", 5, "", false)
+		mustRecord(t, b, "c", 100, "r100") // a jump: 3 goes
+		wantStale(t, b, "c", 3)
+		wantSeen(t, b, "c", 4, "r4", true)
+		wantSeen(t, b, "c", 5, "", false) // overtaken by 6 and 100 only
+		wantSeen(t, b, "c", 99, "", false)
+		mustFlush(t, b)
+		wantStoredClients(t, s, 1)
+	})
+}
+
+// TestWindowSizeChanges checks activations whose window differs from the
+// one that recorded: a smaller one still answers the calls stored, and trims
+// them at its first Record; a larger one keeps calls that a smaller window
+// dropped stale.
+func TestWindowSizeChanges(t *testing.T) {
+	s := memstore.New()
+	b := load(t, s, state.Config{WindowPerClient: 4})
+	for seq := uint64(1); seq <= 6; seq++ { // keeps 3..6; 1 and 2 are stale
+		mustRecord(t, b, "c", seq, fmt.Sprint("r", seq))
 	}
-	wantSeen(t, b, "c", 5, "five", true)
+	mustFlush(t, b)
+
+	small := load(t, s, state.Config{WindowPerClient: 2})
+	wantSeen(t, small, "c", 3, "r3", true) // still stored, so still answered
+	wantStale(t, small, "c", 2)
+	mustRecord(t, small, "c", 7, "r7") // trims to 6 and 7
+	wantStale(t, small, "c", 5)
+	wantSeen(t, small, "c", 6, "r6", true)
+	mustFlush(t, small)
+
+	large := load(t, s, state.Config{WindowPerClient: 10})
+	wantStale(t, large, "c", 5) // dropped by the smaller window: stays stale
+	wantSeen(t, large, "c", 6, "r6", true)
+	wantSeen(t, large, "c", 7, "r7", true)
+	wantSeen(t, large, "c", 8, "", false)
 }
 
 // TestRecordsCommitWithState checks that a reply is durable exactly when its
