@@ -25,27 +25,41 @@
 // # Exactly-once calls
 //
 // A client that stamps its calls with (client ID, sequence number) can ask
-// the grain, through Seen, whether a call already ran:
+// the grain, through Seen, whether a call already ran. The grain keeps, per
+// client, a window of the replies to its latest recorded calls: the
+// Config.WindowPerClient highest sequence numbers recorded (W below).
 //
-//   - no record for the client, or seq higher than the recorded one: a new
-//     call; run it, then Record its reply;
-//   - seq equal to the recorded one: a retry of the last call; Seen returns
-//     the recorded reply, and the call must not run again;
-//   - seq lower than the recorded one: a retry of a call older than the
-//     last, whose reply is gone; Seen returns ErrStaleSequence.
+//   - seq recorded and still in the window: a retry; Seen returns that
+//     call's reply, and the call must not run again;
+//   - seq below the window: W later calls of the client were recorded
+//     since, or a call at or above seq was dropped from the window, so its
+//     reply may be gone; Seen returns ErrStaleSequence;
+//   - anything else (no record for the client, a seq above the window's
+//     lowest, or a gap inside it): a new call; run it, then Record its
+//     reply.
+//
+// Calls of one client may therefore run and commit in any order, as long
+// as none is overtaken by W or more later calls that changed state: such a
+// reordering is refused as stale. W must exceed the number of calls one
+// client can have in flight to one grain at once. A client that calls in
+// order loses nothing against keeping only its last reply: the next call is
+// new, a retry of the last gets its reply, and so do retries of up to W-1
+// calls before it.
 //
 // Records are buffered like state changes and committed in the same Flush,
-// as entries under ReservedPrefix, so a reply is durable exactly when the
-// state changes of its call are. A caller must send a reply only after the
-// Flush that committed it succeeded.
+// as one entry per client under ReservedPrefix holding its whole window, so
+// a reply is durable exactly when the state changes of its call are. A
+// caller must send a reply only after the Flush that committed it
+// succeeded. The entry is rewritten by every commit that records a call of
+// its client: keep W, and replies, small.
 //
 // A grain remembers at most Config.MaxClients clients. When a Flush would
 // leave more, it removes, in the same commit, the records of the clients
 // whose last Record is oldest (ties broken by client ID); Seen does not
 // count as use, so lookups never make the buffer dirty. The consequence: a
-// client whose record was evicted and that then retries its last call gets
-// "new call" from Seen, and the call runs a second time. Set MaxClients
-// above the number of clients that may retry calls to one grain.
+// client whose record was evicted and that then retries a call gets "new
+// call" from Seen, and the call runs a second time. Set MaxClients above
+// the number of clients that may retry calls to one grain.
 //
 // # Keys
 //
