@@ -31,8 +31,9 @@ var ErrNotFound = errors.New("state: entry not found")
 var ErrReservedKey = errors.New("state: reserved key")
 
 // ErrStaleSequence is returned by Seen and Record for a sequence number
-// lower than the one recorded for the client: a retry of a call whose reply
-// is no longer kept.
+// below the client's window (see the package doc): a retry of a call whose
+// reply may no longer be kept. Record also returns it for a call already
+// recorded.
 var ErrStaleSequence = errors.New("state: stale sequence number")
 
 // ErrCorrupt is returned by Load when an exactly-once record in the store
