@@ -53,6 +53,7 @@ type activation struct {
 	key   actKey
 	hk    *hostedKind
 	grain any
+	state *grainState // loaded before New; used on the actor only
 	ref   *runtime.Ref
 	err   error // why activation failed; set before ready closes
 	// deactivated is set by the actor when it runs OnDeactivate; it lives
@@ -191,11 +192,12 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 			go t.sweepStrays()
 		}
 	}()
-	grain, err := t.newGrain(ctx, a)
-	if err != nil {
+	if a.state, err = loadState(ctx, t.n.store, a.key, a.hk.Kind); err != nil {
 		return err
 	}
-	a.grain = grain
+	if err := t.newGrain(ctx, a); err != nil {
+		return err
+	}
 	ref, err := t.n.system.Spawn(runtime.Props{New: func() runtime.Actor { return &grainActor{n: t.n, a: a} }})
 	if err != nil {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: activate %s/%s: %v", a.key.kind, a.key.identity, err)
@@ -205,8 +207,9 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 }
 
 // newGrain calls the kind's New and the grain's OnActivate, turning a panic
-// in either into an error.
-func (t *activations) newGrain(ctx context.Context, a *activation) (grain any, err error) {
+// in either into an error. OnActivate sees the loaded state; what it changes
+// is flushed with the first call that changes state, or at deactivation.
+func (t *activations) newGrain(ctx context.Context, a *activation) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			t.n.log.Error("cluster: grain panicked while activating", "kind", a.key.kind, "identity", a.key.identity,
@@ -215,16 +218,16 @@ func (t *activations) newGrain(ctx context.Context, a *activation) (grain any, e
 				a.key.kind, a.key.identity, p)
 		}
 	}()
-	grain = a.hk.New(a.key.identity)
-	if grain == nil {
-		return nil, newError(codes.Internal, ErrActivation, "cluster: kind %q: New returned nil", a.key.kind)
+	a.grain = a.hk.New(a.key.identity)
+	if a.grain == nil {
+		return newError(codes.Internal, ErrActivation, "cluster: kind %q: New returned nil", a.key.kind)
 	}
-	if act, ok := grain.(Activator); ok {
-		if err := act.OnActivate(t.n.grainContext(ctx, a.key, nil)); err != nil {
-			return nil, newError(codes.Unavailable, ErrActivation, "cluster: activate %s/%s: %v", a.key.kind, a.key.identity, err)
+	if act, ok := a.grain.(Activator); ok {
+		if err := act.OnActivate(t.n.grainContext(ctx, a, nil, stamp{})); err != nil {
+			return newError(codes.Unavailable, ErrActivation, "cluster: activate %s/%s: %v", a.key.kind, a.key.identity, err)
 		}
 	}
-	return grain, nil
+	return nil
 }
 
 // remove takes a out of the table and closes gone.
@@ -266,6 +269,28 @@ func (t *activations) deactivateWhere(pick func(a *activation, now time.Time) bo
 			victims = append(victims, a)
 		}
 	})
+	t.startDeactivations(victims)
+	return len(victims)
+}
+
+// retire starts deactivating a because its state can no longer be trusted
+// (a commit failed). It runs on a's actor, so it only marks a and leaves the
+// deactivation to a goroutine: calls arriving from now on wait for the next
+// activation, and calls already queued are sent there by handle.
+func (t *activations) retire(a *activation) {
+	a.shard.mu.Lock()
+	if a.deactivating || a.failed {
+		a.shard.mu.Unlock()
+		return
+	}
+	a.deactivating = true
+	a.shard.mu.Unlock()
+	t.startDeactivations([]*activation{a})
+}
+
+// startDeactivations deactivates victims, already marked deactivating, in
+// the background, counting them for waitDeactivations.
+func (t *activations) startDeactivations(victims []*activation) {
 	t.mu.Lock()
 	if t.pending == 0 && len(victims) > 0 {
 		t.drained = make(chan struct{})
@@ -282,7 +307,6 @@ func (t *activations) deactivateWhere(pick func(a *activation, now time.Time) bo
 			t.mu.Unlock()
 		}()
 	}
-	return len(victims)
 }
 
 // waitDeactivations waits until no deactivation is in progress, or ctx
@@ -313,7 +337,7 @@ func (t *activations) deactivate(a *activation) {
 	_, err := a.ref.Request(ctx, deactivateMsg{})
 	if err != nil && !errors.Is(err, runtime.ErrStopped) {
 		// Nobody waits for a passivation, so the log is where this goes.
-		t.n.log.Warn("cluster: grain deactivation hook failed", "kind", a.key.kind, "identity", a.key.identity, "err", err)
+		t.n.log.Warn("cluster: grain deactivation failed", "kind", a.key.kind, "identity", a.key.identity, "err", err)
 	}
 	<-a.ref.Stop()
 	t.remove(a)
@@ -385,6 +409,13 @@ type grainCall struct {
 	method  *hostedMethod
 	req     proto.Message
 	callers []actKey // the grains waiting on this call, outermost first
+	stamp   stamp
+}
+
+// reminderCall delivers a due reminder to the grain's actor.
+type reminderCall struct {
+	ctx  context.Context
+	name string
 }
 
 // deactivateMsg asks the grain's actor to run OnDeactivate.
@@ -396,7 +427,8 @@ var errDeactivated = errors.New("cluster: activation deactivated")
 
 // grainActor runs one activation's calls, one at a time. A restart after a
 // panic makes a new grainActor around the same grain value: the grain keeps
-// its fields, and the panicking call's changes are not rolled back.
+// its fields (the panicking call's changes to them are not rolled back),
+// while its durable state drops the call's buffered changes.
 type grainActor struct {
 	n *Node
 	a *activation
@@ -407,15 +439,24 @@ func (g *grainActor) Receive(c *runtime.Context) {
 	switch m := c.Message().(type) {
 	case *grainCall:
 		g.handle(c, m)
+	case *reminderCall:
+		g.remind(c, m)
 	case deactivateMsg:
 		g.onDeactivate(c)
 	}
 }
 
 // handle runs one call. It skips calls whose caller already gave up, and
-// calls that arrive after OnDeactivate, which the caller retries.
+// sends calls that arrive after OnDeactivate, or after a failed commit, to
+// the next activation (the caller retries them).
+//
+// For a method that is not ReadOnly, with a stamp, handle gives exactly-once
+// effects: a stamp the grain recorded gets the recorded reply without
+// running the method; a new one runs it, and if the call changed state, its
+// reply is recorded and, in FlushAfterCall mode, committed with the changes
+// before the reply is sent.
 func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
-	if g.a.deactivated.Load() {
+	if !g.usable() {
 		c.RespondError(errDeactivated)
 		return
 	}
@@ -423,27 +464,181 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 		c.RespondError(contextError(err))
 		return
 	}
-	resp, err := m.method.Handle(g.a.grain, g.n.grainContext(m.ctx, g.a.key, m.callers), m.req)
-	switch {
-	case err != nil:
-		c.RespondError(err)
-	case resp == nil:
-		c.RespondError(newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
-			m.method.Name, g.a.key.kind, g.a.key.identity))
-	default:
-		c.Respond(resp)
-	}
-}
-
-func (g *grainActor) onDeactivate(c *runtime.Context) {
-	g.a.deactivated.Store(true)
-	if d, ok := g.a.grain.(Deactivator); ok {
-		ctx, cancel := context.WithTimeout(context.Background(), g.n.cfg.DeactivateTimeout)
-		defer cancel()
-		if err := d.OnDeactivate(g.n.grainContext(ctx, g.a.key, nil)); err != nil {
-			c.RespondError(fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.a.key.kind, g.a.key.identity, err))
+	st := g.a.state
+	tracked := !m.method.ReadOnly && m.stamp.seq != 0
+	if tracked {
+		reply, seen, err := st.buf.Seen(m.stamp.client, m.stamp.seq)
+		if err != nil {
+			c.RespondError(staleCallError(g.a.key, err))
+			return
+		}
+		if seen {
+			c.Respond(&encodedReply{raw: reply})
 			return
 		}
 	}
+	resp, err := g.run(m)
+	var reply any = resp
+	if err == nil && !m.method.ReadOnly {
+		reply, err = g.commit(m, resp, tracked)
+	}
+	if ferr := st.failure(); ferr != nil {
+		// A commit failed during or after the call: its error says more
+		// than whatever the grain made of it, and the activation goes.
+		err = ferr
+		g.n.acts.retire(g.a)
+	}
+	if err != nil {
+		c.RespondError(err)
+		return
+	}
+	c.Respond(reply)
+}
+
+// usable reports whether the activation may still run calls.
+func (g *grainActor) usable() bool {
+	return !g.a.deactivated.Load() && g.a.state.failure() == nil
+}
+
+// run calls the method. A call that fails, returns no response or panics
+// leaves no change in the state.
+func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
+	done := false
+	defer func() {
+		if !done { // a panic: the actor's supervisor takes it from here
+			g.a.state.rollback()
+		}
+	}()
+	resp, err = m.method.Handle(g.a.grain, g.n.grainContext(m.ctx, g.a, m.callers, m.stamp), m.req)
+	done = true
+	if err == nil && resp == nil {
+		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
+			m.method.Name, g.a.key.kind, g.a.key.identity)
+	}
+	if err != nil {
+		g.a.state.rollback()
+	}
+	return resp, err
+}
+
+// commit follows a call that succeeded: it hands the typed state message to
+// the buffer and, if the call left changes, records its reply under its
+// stamp and, in FlushAfterCall mode, commits both. It returns the reply to
+// send. A call that changed nothing records nothing: running it again is
+// harmless to state.
+func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any, error) {
+	st := g.a.state
+	if err := st.failure(); err != nil { // a Flush by the grain failed
+		st.rollback()
+		return nil, err
+	}
+	if err := st.sync(); err != nil {
+		st.rollback()
+		return nil, err
+	}
+	if !st.buf.Dirty() {
+		return resp, nil
+	}
+	var raw []byte
+	if tracked {
+		var err error
+		if raw, err = marshalDeterministic(resp); err != nil {
+			st.rollback()
+			return nil, newError(codes.Internal, ErrBadResponse, "cluster: encode the response of %s/%s %s: %v",
+				g.a.key.kind, g.a.key.identity, m.method.Name, err)
+		}
+		if err := st.buf.Record(m.stamp.client, m.stamp.seq, raw); err != nil {
+			st.rollback()
+			return nil, staleCallError(g.a.key, err)
+		}
+	}
+	if g.a.hk.Flush == FlushAfterCall {
+		if err := st.flush(m.ctx); err != nil {
+			return nil, err
+		}
+	}
+	if raw == nil {
+		return resp, nil
+	}
+	return &encodedReply{msg: resp, raw: raw}, nil
+}
+
+// remind delivers a reminder to the grain's OnReminder, then commits what
+// it changed as after a call (reminders carry no stamp: they fire at least
+// once). An error is returned to the scheduler, which fires it again later.
+func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
+	if !g.usable() {
+		c.RespondError(errDeactivated)
+		return
+	}
+	r, ok := g.a.grain.(ReminderReceiver)
+	if !ok {
+		c.RespondError(fmt.Errorf("cluster: grain kind %q does not implement ReminderReceiver; reminder %q cannot be delivered",
+			g.a.key.kind, m.name))
+		return
+	}
+	st := g.a.state
+	done := false
+	defer func() {
+		if !done {
+			st.rollback()
+		}
+	}()
+	err := r.OnReminder(g.n.grainContext(m.ctx, g.a, nil, stamp{}), m.name)
+	done = true
+	if err == nil {
+		err = st.failure()
+	}
+	if err == nil {
+		err = st.sync()
+	}
+	if err == nil && g.a.hk.Flush == FlushAfterCall {
+		err = st.flush(m.ctx)
+	}
+	if err != nil {
+		st.rollback()
+		if st.failure() != nil {
+			g.n.acts.retire(g.a)
+		}
+		c.RespondError(fmt.Errorf("cluster: reminder %q of grain %s/%s: %w", m.name, g.a.key.kind, g.a.key.identity, err))
+		return
+	}
 	c.Respond(struct{}{})
+}
+
+// onDeactivate runs OnDeactivate, then commits what is buffered (in both
+// flush modes), even if the hook failed. An activation whose commit failed
+// earlier commits nothing: its state is stale or uncertain.
+func (g *grainActor) onDeactivate(c *runtime.Context) {
+	g.a.deactivated.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), g.n.cfg.DeactivateTimeout)
+	defer cancel()
+	var hookErr error
+	if d, ok := g.a.grain.(Deactivator); ok {
+		if err := d.OnDeactivate(g.n.grainContext(ctx, g.a, nil, stamp{})); err != nil {
+			hookErr = fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.a.key.kind, g.a.key.identity, err)
+		}
+	}
+	if err := errors.Join(hookErr, g.flushOnDeactivate(ctx)); err != nil {
+		c.RespondError(err)
+		return
+	}
+	c.Respond(struct{}{})
+}
+
+// flushOnDeactivate commits the activation's last changes.
+func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
+	st := g.a.state
+	if st.failure() != nil {
+		st.buf.Discard()
+		return nil
+	}
+	err := st.sync()
+	if err == nil {
+		err = st.flush(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: flush the state of %s/%s on deactivation: %w", g.a.key.kind, g.a.key.identity, err)
+	}
+	return nil
 }

@@ -114,6 +114,17 @@ type Deactivator interface {
 	OnDeactivate(ctx GrainContext) error
 }
 
+// ReminderReceiver is implemented by grains that register reminders with
+// RegisterReminder. OnReminder runs on the grain's owner when the reminder
+// named name is due, one call at a time with the grain's calls; the grain is
+// activated for it if needed. State changes are committed afterwards as
+// after a call. An error makes the node deliver the reminder again later,
+// with backoff. Reminders fire at least once: a handler should be
+// idempotent, or check its state.
+type ReminderReceiver interface {
+	OnReminder(ctx GrainContext, name string) error
+}
+
 // Kind describes a grain kind a node can host. Generated code builds one per
 // service with New<Service>Kind; set the configuration fields before the
 // Kind is passed to Start, and do not change them afterwards.

@@ -12,6 +12,7 @@ type CallOption interface {
 // callConfig holds the settings of one call after its options are applied.
 type callConfig struct {
 	noRetry bool
+	stamp   stamp // zero: the node stamps the call
 }
 
 type callOptionFunc func(*callConfig)
@@ -22,4 +23,21 @@ func (f callOptionFunc) applyCall(c *callConfig) { f(c) }
 // being retried within its deadline when the grain's owner is unreachable.
 func WithoutRetry() CallOption {
 	return callOptionFunc(func(c *callConfig) { c.noRetry = true })
+}
+
+// WithCallID stamps the call with clientID and seq instead of the node's own
+// stamp. A grain runs a state-changing call at most once per stamp: a call
+// whose stamp equals the last one the grain recorded for clientID gets the
+// recorded reply without running again, and one with a lower seq fails with
+// ErrStaleCall. Use it to retry a call across process restarts: keep
+// clientID stable, give each new call a higher seq, and reuse the stamp when
+// retrying the same call. clientID must be non-empty valid UTF-8 without NUL
+// bytes, and seq must not be zero; otherwise Invoke fails with
+// ErrBadRequest.
+//
+// Calls from one client ID to one grain must not overtake each other: if a
+// call with a higher seq is recorded first, the lower one fails with
+// ErrStaleCall.
+func WithCallID(clientID string, seq uint64) CallOption {
+	return callOptionFunc(func(c *callConfig) { c.stamp = stamp{clientID, seq} })
 }

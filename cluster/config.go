@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/protograin/protograin/cluster/state"
+	"github.com/protograin/protograin/cluster/storage"
 )
 
 // GossipProfile selects the serf/memberlist timings a node gossips with.
@@ -77,6 +80,23 @@ type Config struct {
 	// Kinds lists the grain kinds this node hosts. Zero means none: the
 	// node calls grains on other members but hosts none itself.
 	Kinds []*Kind
+
+	// Store keeps the durable state and reminders of the grains this node
+	// hosts. Every node of a cluster must use the same store (one
+	// PostgreSQL database, say), or a grain's state and reminders do not
+	// follow it when it moves. Nodes in one process may share one Store
+	// value. The node does not close a Store given here. Zero means a
+	// memstore private to the node, closed with it: state then lives as
+	// long as the node and is not seen by other nodes.
+	Store storage.Store
+
+	// ClientID is the client ID that stamps the calls this node makes (see
+	// Invoke and WithCallID). It must be unique per incarnation, like
+	// NodeName: sequence numbers start again at 1 in each process, so a
+	// restarted process that reused it would have its calls refused as
+	// stale (ErrStaleCall) or answered with replies recorded for old calls.
+	// Zero means NodeName.
+	ClientID string
 
 	// Logger receives the node's logs, including serf's and memberlist's
 	// (at debug level). Zero means slog.Default().
@@ -213,6 +233,7 @@ func (c Config) withDefaults() Config {
 	if c.NodeName == "" {
 		c.NodeName = d.NodeName
 	}
+	setDefault(&c.ClientID, c.NodeName)
 	setDefault(&c.BindAddr, d.BindAddr)
 	setDefault(&c.GRPCAddr, d.GRPCAddr)
 	if c.Logger == nil {
@@ -256,6 +277,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("cluster: negative timeout %v", d)
 		}
 	}
+	if err := state.CheckClientID(c.ClientID); err != nil {
+		return fmt.Errorf("cluster: Config.ClientID (NodeName unless set): %w", err)
+	}
 	return validateKinds(c.Kinds)
 }
 
@@ -280,9 +304,27 @@ func validateKinds(kinds []*Kind) error {
 		if k.New == nil {
 			return fmt.Errorf("cluster: kind %q has no New function", k.Name)
 		}
+		if err := validateState(k); err != nil {
+			return err
+		}
 		if err := validateMethods(k); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// validateState checks a kind's state settings. Its name must also be a
+// valid storage kind, since its state is stored under it.
+func validateState(k *Kind) error {
+	if err := (storage.Key{Kind: k.Name}).Validate(); err != nil {
+		return fmt.Errorf("cluster: kind %q: %w", k.Name, err)
+	}
+	if k.Flush != FlushAfterCall && k.Flush != FlushManual {
+		return fmt.Errorf("cluster: kind %q: unknown flush mode %d", k.Name, k.Flush)
+	}
+	if k.NewState != nil && k.NewState() == nil {
+		return fmt.Errorf("cluster: kind %q: NewState returned nil", k.Name)
 	}
 	return nil
 }

@@ -50,6 +50,22 @@ var (
 	ErrTagsTooLarge = errors.New("cluster: node tags too large")
 	// ErrCorruptFrame: bytes from a peer could not be decoded as frames.
 	ErrCorruptFrame = errors.New("cluster: corrupt frame")
+	// ErrStaleActivation: the grain's state was committed by another
+	// activation (on another node, during a membership change) since this
+	// one loaded it, so this activation's changes were refused and it was
+	// deactivated (codes.Aborted). The call had no effect on state; the
+	// next call activates the grain again from the store.
+	ErrStaleActivation = errors.New("cluster: stale grain activation")
+	// ErrStaleCall: the call's stamp (client ID, sequence number) is older
+	// than the last call the grain recorded for that client, whose reply
+	// is the only one kept (codes.FailedPrecondition). The call did not
+	// run.
+	ErrStaleCall = errors.New("cluster: stale call sequence number")
+	// ErrStateUnavailable: the grain's state could not be loaded, or a
+	// commit failed for another reason than a version conflict
+	// (codes.Unavailable). After a failed commit it is unknown whether the
+	// call took effect; retrying it with the same stamp (WithCallID) tells.
+	ErrStateUnavailable = errors.New("cluster: grain state unavailable")
 )
 
 // reason says which sentinel an error frame stands for, so that a remote
@@ -70,6 +86,9 @@ const (
 	reasonUnavailable
 	reasonNodeClosed
 	reasonReentrant
+	reasonStaleActivation
+	reasonStaleCall
+	reasonStateUnavailable
 	reasonCount // first unused value
 )
 
@@ -86,6 +105,10 @@ var reasonErrors = [reasonCount]error{
 	reasonUnavailable:   ErrUnavailable,
 	reasonNodeClosed:    ErrNodeClosed,
 	reasonReentrant:     ErrReentrant,
+
+	reasonStaleActivation:  ErrStaleActivation,
+	reasonStaleCall:        ErrStaleCall,
+	reasonStateUnavailable: ErrStateUnavailable,
 }
 
 // Error is the error Invoke returns when the cluster decided a call's

@@ -37,6 +37,7 @@ type frame struct {
 	reason   reason
 	node     string   // the dialing node's name, in a hello frame
 	chain    []actKey // a request's callers, outermost first
+	stamp    stamp    // a request's exactly-once stamp
 }
 
 // Field numbers of a frame.
@@ -56,6 +57,9 @@ const (
 	// followed by a chainIdentity field.
 	fieldChainKind     protowire.Number = 12
 	fieldChainIdentity protowire.Number = 13
+	// A request's stamp: the client ID and its sequence number.
+	fieldClientID protowire.Number = 14
+	fieldSeq      protowire.Number = 15
 )
 
 // maxCode is the highest gRPC code a frame may carry.
@@ -85,7 +89,8 @@ func appendFrame(b []byte, f *frame) []byte {
 		b = protowire.AppendTag(b, fieldChainIdentity, protowire.BytesType)
 		b = protowire.AppendString(b, k.identity)
 	}
-	return b
+	b = appendStringField(b, fieldClientID, f.stamp.client)
+	return appendVarintField(b, fieldSeq, f.stamp.seq)
 }
 
 // size returns the encoded size of f without its length prefix.
@@ -95,7 +100,8 @@ func (f *frame) size() int {
 		stringFieldSize(fieldMethod, f.method) +
 		varintFieldSize(fieldTimeout, uint64(f.timeout)) + varintFieldSize(fieldCode, uint64(f.code)) +
 		stringFieldSize(fieldMessage, f.message) + varintFieldSize(fieldReason, uint64(f.reason)) +
-		stringFieldSize(fieldNode, f.node)
+		stringFieldSize(fieldNode, f.node) +
+		stringFieldSize(fieldClientID, f.stamp.client) + varintFieldSize(fieldSeq, f.stamp.seq)
 	if len(f.payload) > 0 {
 		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(len(f.payload))
 	}
@@ -182,7 +188,7 @@ func decodeFrame(b []byte, f *frame) error {
 // decodeField decodes the value of field num and returns its length.
 func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame) (int, error) {
 	switch num {
-	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason:
+	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq:
 		if typ != protowire.VarintType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want varint", ErrCorruptFrame, num, typ)
 		}
@@ -191,7 +197,8 @@ func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame) (
 			return 0, fmt.Errorf("%w: field %d: %v", ErrCorruptFrame, num, protowire.ParseError(n))
 		}
 		return n, f.setVarint(num, v)
-	case fieldKind, fieldIdentity, fieldMethod, fieldPayload, fieldMessage, fieldNode, fieldChainKind, fieldChainIdentity:
+	case fieldKind, fieldIdentity, fieldMethod, fieldPayload, fieldMessage, fieldNode, fieldChainKind, fieldChainIdentity,
+		fieldClientID:
 		if typ != protowire.BytesType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want bytes", ErrCorruptFrame, num, typ)
 		}
@@ -233,6 +240,8 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 			return fmt.Errorf("%w: unknown error reason %d", ErrCorruptFrame, v)
 		}
 		f.reason = reason(v)
+	case fieldSeq:
+		f.stamp.seq = v
 	}
 	return nil
 }
@@ -258,6 +267,8 @@ func (f *frame) setBytes(num protowire.Number, v []byte) error {
 		f.message = string(v)
 	case fieldNode:
 		f.node = string(v)
+	case fieldClientID:
+		f.stamp.client = string(v)
 	}
 	return nil
 }

@@ -24,6 +24,8 @@ func sampleFrames() []frame {
 		{typ: frameRequest, id: 1 << 60, kind: "k", method: "/k/M"}, // empty identity and payload
 		{typ: frameRequest, id: 5, kind: "k", identity: "i", method: "/k/M",
 			chain: []actKey{{"pkg.A", "a1"}, {"pkg.B", ""}}},
+		{typ: frameRequest, id: 6, kind: "k", identity: "i", method: "/k/M",
+			stamp: stamp{client: "node-a", seq: 1<<64 - 1}},
 		{typ: frameResponse, id: 2, payload: []byte("resp")},
 		{typ: frameResponse, id: 3, code: codes.NotFound, message: "no such thing", reason: reasonUnknownMethod},
 		{typ: frameCancel, id: 4},

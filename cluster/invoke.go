@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -19,15 +20,21 @@ import (
 // backoff, until the call's deadline; WithoutRetry turns that off. A context
 // without a deadline gets Config.DefaultCallTimeout.
 //
-// A retried call may have run on an owner that failed before replying, so
-// grains see calls at least once, not exactly once.
+// Every call carries a stamp, (client ID, sequence number), fixed before
+// the first attempt so that retries reuse it: the node's Config.ClientID
+// and the next number of a per-node counter, or the stamp given with
+// WithCallID. A retried call may have run on an owner that failed before
+// replying; methods that are not ReadOnly still take effect once per stamp,
+// because the grain records the reply of each call that changed its state,
+// in the same commit, and answers a retry with it (see the package doc).
 func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
-	return n.invoke(ctx, call, nil, opts)
+	return n.invoke(ctx, call, nil, stamp{}, opts)
 }
 
 // invoke is Invoke for a call made by the grains in chain (outermost
-// first), or by no grain if chain is empty.
-func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, opts []CallOption) (proto.Message, error) {
+// first), or by no grain if chain is empty, stamped st unless st is zero
+// or an option says otherwise.
+func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, opts []CallOption) (proto.Message, error) {
 	var cc callConfig
 	for _, o := range opts {
 		if o != nil {
@@ -38,12 +45,21 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, opts []Cal
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: call to %s/%s %s needs Request and NewResponse",
 			call.Kind, call.Identity, call.Method)
 	}
+	switch {
+	case cc.stamp != (stamp{}):
+		if err := cc.stamp.check(); err != nil {
+			return nil, err
+		}
+		st = cc.stamp
+	case st == (stamp{}):
+		st = stamp{client: n.clientID, seq: n.seq.Add(1)}
+	}
 	if _, ok := ctx.Deadline(); !ok && n.cfg.DefaultCallTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.DefaultCallTimeout)
 		defer cancel()
 	}
-	r := remoteCall{call: &call, chain: chain}
+	r := remoteCall{call: &call, chain: chain, stamp: st}
 	backoff := n.cfg.RetryBackoff
 	for {
 		resp, err := n.invokeOnce(ctx, &r)
@@ -65,6 +81,7 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, opts []Cal
 type remoteCall struct {
 	call    *Call
 	chain   []actKey // the grains waiting on this call, outermost first
+	stamp   stamp
 	payload []byte
 	encoded bool
 }
@@ -95,7 +112,7 @@ func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, er
 		return nil, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
 	}
 	if owner.Name == n.name {
-		return n.serveLocal(ctx, call, r.chain)
+		return n.serveLocal(ctx, call, r.chain, r.stamp)
 	}
 	return n.invokeRemote(ctx, owner, r)
 }
@@ -115,7 +132,8 @@ func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (
 		}
 		r.payload, r.encoded = b, true
 	}
-	req := frame{typ: frameRequest, kind: call.Kind, identity: call.Identity, method: call.Method, payload: r.payload, chain: r.chain}
+	req := frame{typ: frameRequest, kind: call.Kind, identity: call.Identity, method: call.Method, payload: r.payload,
+		chain: r.chain, stamp: r.stamp}
 	if deadline, ok := ctx.Deadline(); ok {
 		if req.timeout = time.Until(deadline); req.timeout <= 0 {
 			return nil, contextError(context.DeadlineExceeded)
@@ -141,8 +159,9 @@ func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (
 }
 
 // serveLocal runs a call to a grain this node owns, passing the request
-// message through without copying it.
-func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey) (proto.Message, error) {
+// message through without copying it. A reply the grain recorded earlier
+// for the call's stamp is decoded into a new response.
+func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st stamp) (proto.Message, error) {
 	if !n.calls.enter() {
 		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
 	}
@@ -154,16 +173,27 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey) (prot
 	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
 	}
-	return n.callGrain(ctx, hk, m, call.Identity, call.Request, chain)
+	resp, raw, err := n.callGrain(ctx, hk, m, call.Identity, call.Request, chain, st)
+	if err != nil || resp != nil {
+		return resp, err
+	}
+	resp = call.NewResponse()
+	if err := proto.Unmarshal(raw, resp); err != nil {
+		return nil, newError(codes.Internal, ErrBadResponse, "cluster: decode the recorded response of %s/%s %s: %v",
+			call.Kind, call.Identity, call.Method, err)
+	}
+	return resp, nil
 }
 
 // serveRequest implements requestHandler: it runs a call from a peer and
 // builds the reply frame.
 func (n *Node) serveRequest(ctx context.Context, req *frame) *frame {
-	resp, err := n.serveRemote(ctx, req)
+	resp, payload, err := n.serveRemote(ctx, req)
 	if err == nil {
-		var payload []byte
-		if payload, err = proto.Marshal(resp); err == nil && len(payload) > n.cfg.MaxFrameBytes {
+		if payload == nil {
+			payload, err = proto.Marshal(resp)
+		}
+		if err == nil && len(payload) > n.cfg.MaxFrameBytes {
 			err = errors.New("over MaxFrameBytes")
 		}
 		if err == nil {
@@ -177,20 +207,26 @@ func (n *Node) serveRequest(ctx context.Context, req *frame) *frame {
 }
 
 // serveRemote checks a call from a peer, decodes its request and runs it.
-func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, error) {
+// It returns the response, its encoding, or both.
+func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, []byte, error) {
 	hk, m, err := n.lookup(req.kind, req.method)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := n.checkOwner(req.kind, req.identity); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if req.stamp != (stamp{}) {
+		if err := req.stamp.check(); err != nil {
+			return nil, nil, err
+		}
 	}
 	msg := m.NewRequest()
 	if err := proto.Unmarshal(req.payload, msg); err != nil {
-		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the request to %s/%s %s: %v",
+		return nil, nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the request to %s/%s %s: %v",
 			req.kind, req.identity, req.method, err)
 	}
-	return n.callGrain(ctx, hk, m, req.identity, msg, req.chain)
+	return n.callGrain(ctx, hk, m, req.identity, msg, req.chain, req.stamp)
 }
 
 // checkOwner returns ErrNotOwner unless this node owns the grain in its
@@ -216,18 +252,34 @@ func (n *Node) lookup(kind, method string) (*hostedKind, *hostedMethod, error) {
 	return hk, m, nil
 }
 
-// callGrain delivers a call to the grain's activation, activating it first
-// if needed, and maps what the actor reports to the package's errors.
-func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message, chain []actKey) (proto.Message, error) {
+// callGrain delivers a call to the grain's activation and returns the
+// response, its encoding (when the grain recorded it), or both: a reply
+// recorded by an earlier run of the same stamp comes as bytes only.
+func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message,
+	chain []actKey, st stamp) (proto.Message, []byte, error) {
+	resp, err := n.deliver(ctx, hk, identity, m.Name, &grainCall{ctx: ctx, method: m, req: req, callers: chain, stamp: st})
+	if err != nil {
+		return nil, nil, err
+	}
+	if r, ok := resp.(*encodedReply); ok {
+		return r.msg, r.raw, nil
+	}
+	return resp.(proto.Message), nil, nil
+}
+
+// deliver sends msg to the grain's activation, activating it first if
+// needed, and maps what the actor reports to the package's errors. what
+// names the delivery in errors and logs.
+func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what string, msg any) (any, error) {
 	for {
 		a, err := n.acts.get(ctx, hk, identity)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := a.ref.Request(ctx, &grainCall{ctx: ctx, method: m, req: req, callers: chain})
+		resp, err := a.ref.Request(ctx, msg)
 		n.acts.release(a)
 		if err == nil {
-			return resp.(proto.Message), nil
+			return resp, nil
 		}
 		if n.retryOnNextActivation(a, err) {
 			// The activation went away under the call, maybe because
@@ -237,7 +289,7 @@ func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, i
 			}
 			continue
 		}
-		return nil, n.callError(ctx, a, m, err)
+		return nil, n.callError(ctx, a, what, err)
 	}
 }
 
@@ -257,13 +309,13 @@ func (n *Node) retryOnNextActivation(a *activation, err error) bool {
 }
 
 // callError maps the error of a grain call.
-func (n *Node) callError(ctx context.Context, a *activation, m *hostedMethod, err error) error {
+func (n *Node) callError(ctx context.Context, a *activation, what string, err error) error {
 	var p *runtime.PanicError
 	switch {
 	case errors.As(err, &p):
-		n.log.Error("cluster: grain panicked", "kind", a.key.kind, "identity", a.key.identity, "method", m.Name,
+		n.log.Error("cluster: grain panicked", "kind", a.key.kind, "identity", a.key.identity, "method", what,
 			"panic", p.Value, "stack", string(p.Stack))
-		return newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked in %s: %v", a.key.kind, a.key.identity, m.Name, p.Value)
+		return newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked in %s: %v", a.key.kind, a.key.identity, what, p.Value)
 	case errors.Is(err, runtime.ErrStopped):
 		if isDone(n.stop) {
 			return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
@@ -282,23 +334,24 @@ func (n *Node) callError(ctx context.Context, a *activation, m *hostedMethod, er
 type grainContext struct {
 	context.Context
 	n       *Node
-	key     actKey
+	a       *activation
 	callers []actKey // the grains waiting on this call, outermost first
-	state   State
+	stamp   stamp    // the call's stamp; zero in hooks and reminders
+	inner   atomic.Uint64
 }
 
-func (n *Node) grainContext(ctx context.Context, key actKey, callers []actKey) GrainContext {
-	return &grainContext{Context: ctx, n: n, key: key, callers: callers}
+func (n *Node) grainContext(ctx context.Context, a *activation, callers []actKey, st stamp) GrainContext {
+	return &grainContext{Context: ctx, n: n, a: a, callers: callers, stamp: st}
 }
 
 // Kind implements GrainContext.
-func (g *grainContext) Kind() string { return g.key.kind }
+func (g *grainContext) Kind() string { return g.a.key.kind }
 
 // Identity implements GrainContext.
-func (g *grainContext) Identity() string { return g.key.identity }
+func (g *grainContext) Identity() string { return g.a.key.identity }
 
 // State implements GrainContext.
-func (g *grainContext) State() State { return g.state }
+func (g *grainContext) State() State { return g.a.state }
 
 // Invoke implements Caller: grains call other grains through their node.
 //
@@ -306,13 +359,24 @@ func (g *grainContext) State() State { return g.state }
 // in the chain of calls that led here (A calls B, B calls A) would wait for
 // itself until its deadline. Invoke fails such a call at once with
 // ErrReentrant instead, on any node of the chain.
+//
+// Inner calls are stamped from the stamp of the call being handled (see
+// innerStamp), so a re-executed call repeats the stamps of its inner calls,
+// in the same order, and their callees do not apply them twice. A grain
+// that makes inner calls concurrently, or in an order that depends on
+// something else than its state and request, loses that.
 func (g *grainContext) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+	self := g.a.key
 	target := actKey{call.Kind, call.Identity}
-	if target == g.key || slices.Contains(g.callers, target) {
+	if target == self || slices.Contains(g.callers, target) {
 		return nil, newError(codes.FailedPrecondition, ErrReentrant,
 			"cluster: grain %s/%s calls %s/%s, which is waiting for it: the call would deadlock",
-			g.key.kind, g.key.identity, call.Kind, call.Identity)
+			self.kind, self.identity, call.Kind, call.Identity)
 	}
-	chain := append(g.callers[:len(g.callers):len(g.callers)], g.key)
-	return g.n.invoke(ctx, call, chain, opts)
+	chain := append(g.callers[:len(g.callers):len(g.callers)], self)
+	var st stamp
+	if g.stamp != (stamp{}) {
+		st = innerStamp(g.stamp, self, g.inner.Add(1))
+	}
+	return g.n.invoke(ctx, call, chain, st, opts)
 }

@@ -13,6 +13,9 @@ import (
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/protograin/protograin/cluster/internal/reminder"
+	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/memstore"
 	"github.com/protograin/protograin/runtime"
 )
 
@@ -31,6 +34,12 @@ type Node struct {
 	view      atomic.Pointer[placement]
 	acts      *activations
 	calls     *gate // calls this node is serving
+
+	store     storage.Store
+	ownStore  bool // store is the node's private memstore: close it
+	reminders *reminder.Scheduler
+	clientID  string        // stamps this node's calls
+	seq       atomic.Uint64 // the last sequence number stamped
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
@@ -64,7 +73,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	for _, k := range cfg.Kinds {
 		n.kinds[k.Name] = newHostedKind(k)
 	}
+	n.clientID = cfg.ClientID
+	n.store = cfg.Store
+	if n.store == nil {
+		n.store, n.ownStore = memstore.New(), true
+	}
 	n.acts = newActivations(n)
+	n.reminders = n.newReminders()
 	n.view.Store(newPlacement(nil))
 	n.system = runtime.NewSystem(runtime.Config{
 		Logger: n.log,
@@ -112,7 +127,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.refresh()
-	return nil
+	return n.startReminders(ctx)
 }
 
 // grpcAdvertiseAddr returns the transport address to put in the tags.
@@ -197,6 +212,7 @@ func (n *Node) watchMembership() {
 		select {
 		case <-n.changed:
 			n.refresh()
+			n.refreshReminders()
 		case <-n.stop:
 			return
 		}
@@ -343,6 +359,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 	}
 	err := n.leave(ctx)
+	n.reminders.Close() // the grains are leaving: no more firings here
 	if err == nil {
 		// Our own view now places nothing here: this starts deactivating
 		// every grain, and calls still arriving are answered "not owner".
@@ -388,6 +405,9 @@ func (n *Node) Close() error {
 // teardown stops everything still running; ctx bounds the graceful parts.
 func (n *Node) teardown(ctx context.Context) {
 	n.teardownOnce.Do(func() {
+		// First, so that firings still running end while the grains
+		// they deliver to are there.
+		n.reminders.Close()
 		if n.transport != nil {
 			n.transport.close(ctx)
 		}
@@ -400,6 +420,9 @@ func (n *Node) teardown(ctx context.Context) {
 		n.loops.Wait()
 		if err := n.system.Shutdown(ctx); err != nil {
 			n.system.Close()
+		}
+		if n.ownStore {
+			n.store.Close() // a memstore: closing cannot fail
 		}
 		close(n.done)
 	})

@@ -1,0 +1,222 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/protograin/protograin/cluster/state"
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// stamp names one call for exactly-once delivery: the client that made it
+// and that client's sequence number for it. The zero stamp means none (calls
+// made by hooks and reminders of grains, whose node stamps them afresh).
+type stamp struct {
+	client string
+	seq    uint64
+}
+
+// check reports a stamp a grain could not record, as a bad request.
+func (s stamp) check() error {
+	if s.seq == 0 {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: call ID %q/0: sequence numbers start at 1", s.client)
+	}
+	if err := state.CheckClientID(s.client); err != nil {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: call ID: %v", err)
+	}
+	return nil
+}
+
+// innerStamp derives the stamp of the n-th call (from 1) a grain makes while
+// handling a call stamped outer. It depends only on the outer stamp, the
+// calling grain and n, so when the outer call runs again (its reply was
+// lost, its flush failed) its inner calls carry the same stamps as the first
+// time and their callees recognise them. The client ID is a hash so that
+// its length does not grow along chains of calls.
+func innerStamp(outer stamp, caller actKey, n uint64) stamp {
+	h := sha256.New()
+	var seq [8]byte
+	binary.BigEndian.PutUint64(seq[:], outer.seq)
+	for _, s := range []string{outer.client, string(seq[:]), caller.kind, caller.identity} {
+		var l [8]byte
+		binary.BigEndian.PutUint64(l[:], uint64(len(s)))
+		h.Write(l[:]) // length-prefixed, so that no two tuples hash alike
+		h.Write([]byte(s))
+	}
+	return stamp{client: "grain:" + hex.EncodeToString(h.Sum(nil)[:16]), seq: n}
+}
+
+// marshalDeterministic encodes state messages and recorded replies so that
+// equal messages give equal bytes: an unchanged state message then changes
+// nothing in the buffer.
+func marshalDeterministic(m proto.Message) ([]byte, error) {
+	return proto.MarshalOptions{Deterministic: true}.Marshal(m)
+}
+
+// grainState is one activation's durable state: the buffer loaded from the
+// node's store and, for kinds that name one, the typed state message. It is
+// the State a grain sees.
+//
+// The typed message is the grain's to change in place; after each call the
+// cluster encodes it and hands the bytes to the buffer, which keeps them only
+// if they differ from what it has (sync). A failed call restores it from the
+// buffer (rollback).
+type grainState struct {
+	key storage.Key
+	buf *state.Buffer
+	msg proto.Message // nil when the kind has none
+
+	mu sync.Mutex
+	// broken is set when a commit failed: the activation's state is stale
+	// (a version conflict) or uncertain (any other commit error), so the
+	// activation must be deactivated without flushing and its pending
+	// calls sent to the next activation.
+	broken error
+}
+
+// loadState loads the state of grain key for an activation of kind k.
+func loadState(ctx context.Context, store storage.Store, key actKey, k *Kind) (*grainState, error) {
+	sk := storage.Key{Kind: key.kind, Identity: key.identity}
+	buf, err := state.Load(ctx, store, sk, state.Config{})
+	if err != nil {
+		return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: load the state of grain %s/%s: %v", key.kind, key.identity, err)
+	}
+	st := &grainState{key: sk, buf: buf}
+	if k.NewState == nil {
+		return st, nil
+	}
+	st.msg = k.NewState()
+	if b, ok := buf.Message(); ok {
+		if err := proto.Unmarshal(b, st.msg); err != nil {
+			return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: decode the state message of grain %s/%s: %v",
+				key.kind, key.identity, err)
+		}
+	}
+	return st, nil
+}
+
+// Get implements State.
+func (s *grainState) Get(key string) ([]byte, error) { return s.buf.Get(key) }
+
+// TryGet implements State.
+func (s *grainState) TryGet(key string) ([]byte, bool) { return s.buf.TryGet(key) }
+
+// Set implements State.
+func (s *grainState) Set(key string, value []byte) error { return s.buf.Set(key, value) }
+
+// Remove implements State.
+func (s *grainState) Remove(key string) error { return s.buf.Remove(key) }
+
+// Keys implements State.
+func (s *grainState) Keys() []string { return s.buf.Keys() }
+
+// Message implements State.
+func (s *grainState) Message() proto.Message { return s.msg }
+
+// Flush implements State: it commits the typed message and every buffered
+// change now. A version conflict (or any commit error) also dooms the
+// activation: the cluster deactivates it after the current call, and the
+// call fails with the flush's error whatever the grain returns.
+func (s *grainState) Flush(ctx context.Context) error {
+	if err := s.sync(); err != nil {
+		return err
+	}
+	return s.flush(ctx)
+}
+
+// sync hands the typed message's current encoding to the buffer, which
+// keeps it only if it changed.
+func (s *grainState) sync() error {
+	if s.msg == nil {
+		return nil
+	}
+	b, err := marshalDeterministic(s.msg)
+	if err != nil {
+		return status.Errorf(codes.Internal, "cluster: grain %s: encode its state message: %v", s.key, err)
+	}
+	if len(b) == 0 {
+		// An empty message where none was ever stored is no change: a
+		// fresh grain's first read-mostly call does not write.
+		if _, stored := s.buf.Message(); !stored {
+			return nil
+		}
+	}
+	s.buf.SetMessage(b)
+	return nil
+}
+
+// flush commits the buffer, marking the state broken if that fails.
+func (s *grainState) flush(ctx context.Context) error {
+	err := s.buf.Flush(ctx)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, storage.ErrConflict) {
+		err = newError(codes.Aborted, ErrStaleActivation,
+			"cluster: grain %s: stale activation: another activation committed its state first; this one is deactivated and its changes dropped (%v)",
+			s.key, err)
+	} else {
+		err = newError(codes.Unavailable, ErrStateUnavailable,
+			"cluster: grain %s: commit state: %v; the activation is deactivated, and a retry with the same call ID tells whether the call took effect",
+			s.key, err)
+	}
+	s.mu.Lock()
+	if s.broken == nil {
+		s.broken = err
+	}
+	s.mu.Unlock()
+	return err
+}
+
+// failure returns the error of the commit that broke the state, or nil.
+func (s *grainState) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.broken
+}
+
+// rollback drops the changes buffered since the last flush, and restores
+// the typed message to match: a failed call has no effect on state. In
+// FlushManual mode that includes the changes of earlier calls not yet
+// flushed.
+func (s *grainState) rollback() {
+	s.buf.Discard()
+	if s.msg == nil {
+		return
+	}
+	b, _ := s.buf.Message()
+	if err := proto.Unmarshal(b, s.msg); err != nil {
+		// The bytes were encoded by sync or loaded and decoded before,
+		// so this cannot happen; if it does, the state is not to be
+		// trusted any more.
+		s.mu.Lock()
+		if s.broken == nil {
+			s.broken = newError(codes.Unavailable, ErrStateUnavailable, "cluster: grain %s: restore its state message: %v", s.key, err)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// staleCallError maps an error of state.Buffer's Seen or Record.
+func staleCallError(key actKey, err error) error {
+	if errors.Is(err, state.ErrStaleSequence) {
+		return newError(codes.FailedPrecondition, ErrStaleCall, "cluster: grain %s/%s: %v", key.kind, key.identity, err)
+	}
+	return newError(codes.InvalidArgument, ErrBadRequest, "cluster: grain %s/%s: %v", key.kind, key.identity, err)
+}
+
+// encodedReply is what an actor answers a call with when the reply's bytes
+// are at hand: the reply recorded for the call's stamp (msg is nil), or a
+// reply just encoded for its record. The remote path sends raw as it is.
+type encodedReply struct {
+	msg proto.Message
+	raw []byte
+}

@@ -1,0 +1,149 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/protograin/protograin/cluster/internal/reminder"
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// RegisterReminder registers the durable reminder name of the grain whose
+// call (or hook) ctx belongs to, replacing one of the same name: the grain's
+// OnReminder runs dueIn from now, then every period (zero: once). The
+// reminder is saved in the node's Store at once, not with the grain's next
+// flush, and fires from the grain's owner, at least once, across restarts
+// and ownership changes (see docs/state.md).
+//
+// The grain must implement ReminderReceiver. ctx must be the GrainContext
+// the cluster passed to the grain. A bad name or a negative duration is
+// refused with an error wrapping ErrBadRequest, and nothing is saved.
+func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration) error {
+	g, err := reminderContext(ctx, "RegisterReminder")
+	if err != nil {
+		return err
+	}
+	key := g.a.key
+	if dueIn < 0 || period < 0 {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: reminder %q of grain %s/%s: negative due time %v or period %v",
+			name, key.kind, key.identity, dueIn, period)
+	}
+	if _, ok := g.a.grain.(ReminderReceiver); !ok {
+		return newError(codes.FailedPrecondition, ErrBadRequest, "cluster: grain kind %q registers reminder %q but does not implement ReminderReceiver",
+			key.kind, name)
+	}
+	r := storage.Reminder{
+		Grain:  storage.Key{Kind: key.kind, Identity: key.identity},
+		Name:   name,
+		Due:    time.Now().Add(dueIn),
+		Period: period,
+	}
+	if err := g.n.reminders.Register(ctx, r); err != nil {
+		return reminderError(err, "cluster: register reminder %q of grain %s/%s: %v", name, key.kind, key.identity, err)
+	}
+	return nil
+}
+
+// UnregisterReminder deletes the reminder name of the grain whose call ctx
+// belongs to. Deleting a reminder that does not exist is not an error. A
+// firing already under way still completes.
+func UnregisterReminder(ctx GrainContext, name string) error {
+	g, err := reminderContext(ctx, "UnregisterReminder")
+	if err != nil {
+		return err
+	}
+	key := g.a.key
+	if err := g.n.reminders.Unregister(ctx, storage.Key{Kind: key.kind, Identity: key.identity}, name); err != nil {
+		return reminderError(err, "cluster: unregister reminder %q of grain %s/%s: %v", name, key.kind, key.identity, err)
+	}
+	return nil
+}
+
+// reminderContext returns the cluster's own GrainContext behind ctx.
+func reminderContext(ctx GrainContext, fn string) (*grainContext, error) {
+	g, ok := ctx.(*grainContext)
+	if !ok {
+		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s needs the GrainContext a cluster node passed to the grain, not a %T", fn, ctx)
+	}
+	return g, nil
+}
+
+// reminderError classifies an error of the scheduler: bad arguments are the
+// caller's, anything else is the store's.
+func reminderError(err error, format string, args ...any) error {
+	if errors.Is(err, storage.ErrInvalid) {
+		return newError(codes.InvalidArgument, ErrBadRequest, format, args...)
+	}
+	return newError(codes.Unavailable, ErrStateUnavailable, format, args...)
+}
+
+// newReminders makes the node's reminder scheduler. It fires nothing
+// until startReminders.
+func (n *Node) newReminders() *reminder.Scheduler {
+	kinds := make([]string, 0, len(n.cfg.Kinds))
+	for _, k := range n.cfg.Kinds {
+		kinds = append(kinds, k.Name)
+	}
+	return reminder.New(reminder.Config{
+		Store:  n.store,
+		Kinds:  kinds,
+		Owns:   n.owns,
+		Fire:   n.fireReminder,
+		Logger: n.log,
+	})
+}
+
+// startReminders lists the reminders of the grains this node owns and
+// starts firing them. Placement must know the members by now.
+func (n *Node) startReminders(ctx context.Context) error {
+	if err := n.reminders.Start(ctx); err != nil {
+		return fmt.Errorf("cluster: start reminders: %w", err)
+	}
+	return nil
+}
+
+// refreshReminders makes the reminder schedule follow a membership change:
+// this node fires the reminders of the grains it owns now. A failure is
+// logged: the next membership change, or the owner's start, lists again.
+func (n *Node) refreshReminders() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := n.reminders.Refresh(ctx); err != nil && !errors.Is(err, reminder.ErrClosed) && !isDone(n.stop) {
+		n.log.Warn("cluster: list reminders after a membership change", "err", err)
+	}
+}
+
+// owns reports whether this node owns the grain in its current view.
+func (n *Node) owns(kind, identity string) bool {
+	m, ok := n.view.Load().owner(kind, identity)
+	return ok && m.Name == n.name
+}
+
+// fireReminder delivers a due reminder to its grain, activating it if
+// needed, for the scheduler.
+func (n *Node) fireReminder(ctx context.Context, r storage.Reminder) error {
+	hk := n.kinds[r.Grain.Kind]
+	if hk == nil { // the scheduler lists hosted kinds only
+		return newError(codes.Unimplemented, ErrUnknownKind, "cluster: node %s does not host grain kind %q", n.name, r.Grain.Kind)
+	}
+	if err := n.checkOwner(r.Grain.Kind, r.Grain.Identity); err != nil {
+		return err
+	}
+	if !n.calls.enter() {
+		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
+	}
+	defer n.calls.leave()
+	_, err := n.deliver(ctx, hk, r.Grain.Identity, "reminder "+r.Name, &reminderCall{ctx: ctx, name: r.Name})
+	return err
+}
