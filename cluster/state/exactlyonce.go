@@ -10,11 +10,13 @@ import (
 )
 
 // DefaultWindowPerClient is the number of calls per client whose replies a
-// grain keeps when Config.WindowPerClient is zero. It bounds how far one
-// client's calls to one grain may overtake each other (see the package
-// doc): a client with at most 64 state-changing calls in flight to a grain
-// at once never has one refused as stale. A grain runs one call at a time,
-// so more concurrency than that towards a single grain only queues.
+// grain keeps when Config.WindowPerClient is zero. A call is refused as
+// stale once 64 later calls of its client were recorded first (see the
+// package doc), so a client with fewer than 64 state-changing calls
+// outstanding to one grain at once never sees that; since a grain runs one
+// call at a time, more than that towards one grain is a queue, not
+// throughput. The window is also the cost: a client's record holds up to
+// this many replies and is rewritten by each commit that records one.
 const DefaultWindowPerClient = 64
 
 // record is the exactly-once record of one client: the replies to its
