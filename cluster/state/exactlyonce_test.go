@@ -291,6 +291,7 @@ func TestCorruptRecordFailsLoad(t *testing.T) {
 		"empty":          "",
 		"unknown format": "\x09\x01\x01",
 		"truncated":      "\x01\x80",
+		"bad window":     "\x02\x01\x00\x02\x05\x00\x00\x00", // call 5 twice
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := memstore.New()
@@ -304,4 +305,126 @@ func TestCorruptRecordFailsLoad(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClientEvictionTakesTheWholeWindow checks that the client limit counts
+// clients, not calls: an evicted client loses every reply of its window, so
+// all its calls are new again; and that recording an older call, late,
+// counts as use of the client.
+func TestClientEvictionTakesTheWholeWindow(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		cfg := state.Config{MaxClients: 2, WindowPerClient: 8}
+		b := load(t, s, cfg)
+		for seq := uint64(10); seq <= 14; seq++ {
+			mustRecord(t, b, "a", seq, fmt.Sprint("a", seq))
+		}
+		mustRecord(t, b, "b", 1, "b1")
+		mustRecord(t, b, "a", 3, "a3") // late, but the latest use: b is oldest
+		mustRecord(t, b, "c", 1, "c1")
+		mustFlush(t, b)
+
+		b = load(t, s, cfg)
+		wantSeen(t, b, "b", 1, "", false)
+		wantSeen(t, b, "a", 3, "a3", true)
+		wantSeen(t, b, "c", 1, "c1", true)
+		mustRecord(t, b, "c", 2, "c2")
+		mustRecord(t, b, "b", 1, "b1 again") // a is now the oldest
+		mustFlush(t, b)
+
+		b = load(t, s, cfg)
+		for _, seq := range []uint64{0, 3, 10, 14, 15} {
+			wantSeen(t, b, "a", seq, "", false)
+		}
+		wantSeen(t, b, "b", 1, "b1 again", true)
+		wantSeen(t, b, "c", 1, "c1", true)
+		wantSeen(t, b, "c", 2, "c2", true)
+		wantStoredClients(t, s, 2)
+	})
+}
+
+func TestDefaultWindowPerClient(t *testing.T) {
+	s := memstore.New()
+	b := load(t, s, state.Config{})
+	for seq := uint64(1); seq <= state.DefaultWindowPerClient+1; seq++ {
+		mustRecord(t, b, "c", seq, fmt.Sprint(seq))
+	}
+	mustFlush(t, b)
+	b = load(t, s, state.Config{})
+	wantStale(t, b, "c", 1)
+	wantSeen(t, b, "c", 2, "2", true)
+	wantSeen(t, b, "c", state.DefaultWindowPerClient+1, fmt.Sprint(state.DefaultWindowPerClient+1), true)
+}
+
+func TestNegativeWindowPerClient(t *testing.T) {
+	_, err := state.Load(context.Background(), memstore.New(), grain, state.Config{WindowPerClient: -1})
+	if err == nil || !strings.Contains(err.Error(), "WindowPerClient") {
+		t.Fatalf("Load with WindowPerClient -1: err = %v, want one naming the field", err)
+	}
+}
+
+// TestConcurrentCallsOfOneClient runs what the cluster does for calls of one
+// client in flight at once, each in its own goroutine: Seen, Record and
+// Flush, in whatever order they get the buffer. All of them must be
+// accepted, once, and each keep its own reply.
+func TestConcurrentCallsOfOneClient(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		const calls = 32
+		b := load(t, s, state.Config{WindowPerClient: calls})
+		errs := make(chan error, calls)
+		for seq := uint64(1); seq <= calls; seq++ {
+			go func() {
+				errs <- func() error {
+					if _, seen, err := b.Seen("node", seq); err != nil || seen {
+						return fmt.Errorf("Seen(%d) = %v, %v before it ran", seq, seen, err)
+					}
+					if err := b.Record("node", seq, []byte(fmt.Sprint("r", seq))); err != nil {
+						return err
+					}
+					return b.Flush(context.Background())
+				}()
+			}()
+		}
+		for range calls {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		b = load(t, s, state.Config{WindowPerClient: calls})
+		for seq := uint64(1); seq <= calls; seq++ {
+			wantSeen(t, b, "node", seq, fmt.Sprint("r", seq), true)
+		}
+	})
+}
+
+// TestRecordOfAnEarlierBuild loads a client record as the previous build
+// stored it (one call, format 1): its reply is answered, older calls stay
+// stale, and the next commit rewrites it as a window.
+func TestRecordOfAnEarlierBuild(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		old := []byte{1, 5, 9} // format 1, seq 5, stamp 9
+		old = append(old, "five"...)
+		key := state.ReservedPrefix + "client/c"
+		if _, err := s.Commit(context.Background(), grain, 0, []storage.Change{{Key: key, Value: old}}); err != nil {
+			t.Fatal(err)
+		}
+		b := load(t, s, state.Config{})
+		wantSeen(t, b, "c", 5, "five", true)
+		wantStale(t, b, "c", 4)
+		wantSeen(t, b, "c", 6, "", false)
+		mustRecord(t, b, "c", 7, "seven")
+		mustFlush(t, b)
+
+		b = load(t, s, state.Config{})
+		wantSeen(t, b, "c", 5, "five", true)
+		wantSeen(t, b, "c", 7, "seven", true)
+		wantSeen(t, b, "c", 6, "", false)
+		wantStale(t, b, "c", 4)
+		entries, _, err := s.Load(context.Background(), grain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := entries[key]; len(v) == 0 || v[0] != 2 {
+			t.Fatalf("record after a commit = %x, want format 2", v)
+		}
+	})
 }
