@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -53,13 +54,7 @@ const (
 // and whether it is there.
 func (r record) find(seq uint64) (int, bool) {
 	return slices.BinarySearchFunc(r.calls, seq, func(c call, seq uint64) int {
-		switch {
-		case c.seq < seq:
-			return -1
-		case c.seq > seq:
-			return 1
-		}
-		return 0
+		return cmp.Compare(c.seq, seq)
 	})
 }
 
