@@ -26,18 +26,15 @@ func WithoutRetry() CallOption {
 }
 
 // WithCallID stamps the call with clientID and seq instead of the node's own
-// stamp. A grain runs a state-changing call at most once per stamp: a call
-// whose stamp equals the last one the grain recorded for clientID gets the
-// recorded reply without running again, and one with a lower seq fails with
-// ErrStaleCall. Use it to retry a call across process restarts: keep
-// clientID stable, give each new call a higher seq, and reuse the stamp when
-// retrying the same call. clientID must be non-empty valid UTF-8 without NUL
-// bytes, and seq must not be zero; otherwise Invoke fails with
-// ErrBadRequest.
-//
-// Calls from one client ID to one grain must not overtake each other: if a
-// call with a higher seq is recorded first, the lower one fails with
-// ErrStaleCall.
+// stamp. A grain runs a state-changing call at most once per stamp: it keeps
+// the replies of each client's latest calls (a window, see package
+// cluster/state) and answers a call whose stamp it recorded with the
+// recorded reply, without running it again; a call below the client's
+// window fails with ErrStaleCall. Use it to retry a call across process
+// restarts: keep clientID stable, give each new call a higher seq, and reuse
+// the stamp when retrying the same call. clientID must be non-empty valid
+// UTF-8 without NUL bytes, and seq must not be zero; otherwise Invoke fails
+// with ErrBadRequest.
 func WithCallID(clientID string, seq uint64) CallOption {
 	return callOptionFunc(func(c *callConfig) { c.stamp = stamp{clientID, seq} })
 }

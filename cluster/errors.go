@@ -56,10 +56,10 @@ var (
 	// deactivated (codes.Aborted). The call had no effect on state; the
 	// next call activates the grain again from the store.
 	ErrStaleActivation = errors.New("cluster: stale grain activation")
-	// ErrStaleCall: the call's stamp (client ID, sequence number) is older
-	// than the last call the grain recorded for that client, whose reply
-	// is the only one kept (codes.FailedPrecondition). The call did not
-	// run.
+	// ErrStaleCall: the call's stamp (client ID, sequence number) is below
+	// the window of that client's latest calls the grain keeps replies for,
+	// so whether it ran cannot be told (codes.FailedPrecondition). The call
+	// did not run now.
 	ErrStaleCall = errors.New("cluster: stale call sequence number")
 	// ErrStateUnavailable: the grain's state could not be loaded, or a
 	// commit failed for another reason than a version conflict

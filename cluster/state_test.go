@@ -1,0 +1,468 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/state"
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// A retry storm: one call, delivered many times at once from every node,
+// is applied once, and every delivery gets its reply. The same stamp still
+// gets the recorded reply after the grain moved to another node.
+func TestRetryStormAppliesOnce(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, banks := bankCluster(t, 3, store, -1, nil)
+		id := accountOwnedBy(t, nodes[0], accountKind, "storm")
+		deposit(t, nodes[1], accountKind, id, 100) // an earlier call
+
+		const deliveries = 60
+		var wg sync.WaitGroup
+		errs := make(chan error, deliveries)
+		for i := range deliveries {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := nodes[i%len(nodes)].Invoke(context.Background(), depositCall(accountKind, id, 5), WithCallID("storm-client", 7))
+				if err == nil && resp.(*wrapperspb.Int64Value).GetValue() != 105 {
+					err = fmt.Errorf("reply %v, want 105", resp)
+				}
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("a delivery: %v", err)
+			}
+		}
+		if runs := totalRuns(banks, id, methodDeposit); runs != 2 {
+			t.Fatalf("Deposit ran %d times, want 2 (one call, one storm)", runs)
+		}
+		if got := storedBalance(t, store, accountKind, id); got != 105 {
+			t.Fatalf("stored balance %d, want 105", got)
+		}
+
+		// The owner leaves: the grain moves, its record with it.
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := nodes[0].Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitConverged(t, nodes[1:], 2)
+		if got := deposit(t, nodes[1], accountKind, id, 5, WithCallID("storm-client", 7)); got != 105 {
+			t.Fatalf("the retry on the new owner replied %d, want the recorded 105", got)
+		}
+		if runs := totalRuns(banks, id, methodDeposit); runs != 2 {
+			t.Fatalf("Deposit ran %d times after the move, want still 2", runs)
+		}
+		if got := deposit(t, nodes[2], accountKind, id, 5, WithCallID("storm-client", 8)); got != 110 {
+			t.Fatalf("the next call replied %d, want 110", got)
+		}
+	})
+}
+
+// A crash between the method and the flush: the caller gets no success,
+// the state is unchanged, and a retry with the same stamp applies the call
+// once on the new owner.
+func TestCrashBeforeFlush(t *testing.T) {
+	eachStore(t, func(t *testing.T, base storage.Store) {
+		store := newHookedStore(base)
+		nodes, banks := bankCluster(t, 2, store, -1, nil)
+		owner, caller := nodes[0], nodes[1]
+		id := accountOwnedBy(t, owner, accountKind, "crash")
+		deposit(t, caller, accountKind, id, 10)
+
+		key := storage.Key{Kind: accountKind, Identity: id}
+		store.holdKey.Store(&key)
+		result := make(chan error, 1)
+		go func() {
+			_, err := caller.Invoke(context.Background(), depositCall(accountKind, id, 5), WithCallID("crash-client", 1), WithoutRetry())
+			result <- err
+		}()
+		receive(t, store.holding, "the owner to start committing")
+		owner.Close() // the crash: the commit never reaches the store
+		if err := receive(t, result, "the caller's result"); err == nil {
+			t.Fatal("the caller got success for a call whose commit never happened")
+		}
+		store.holdKey.Store(nil)
+		if got := storedBalance(t, base, accountKind, id); got != 10 {
+			t.Fatalf("stored balance %d after the crash, want 10", got)
+		}
+
+		waitConverged(t, nodes[1:], 1)
+		if got := deposit(t, caller, accountKind, id, 5, WithCallID("crash-client", 1)); got != 15 {
+			t.Fatalf("the retry replied %d, want 15", got)
+		}
+		if got := deposit(t, caller, accountKind, id, 5, WithCallID("crash-client", 1)); got != 15 {
+			t.Fatalf("a second retry replied %d, want the recorded 15", got)
+		}
+		if runs := banks[caller.Name()].count(id, methodDeposit); runs != 1 {
+			t.Fatalf("Deposit ran %d times on the new owner, want 1", runs)
+		}
+	})
+}
+
+// A node stopped during a stream of deposits: each deposit is retried with
+// its stamp until acknowledged, and the balance is the sum of the
+// acknowledged deposits, no more, no less.
+func TestOwnerCrashDuringDeposits(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, _ := bankCluster(t, 3, store, -1, nil)
+		owner, caller := nodes[0], nodes[1]
+		id := accountOwnedBy(t, owner, accountKind, "stream")
+
+		const count = 40
+		var acked int64
+		for i := 1; i <= count; i++ {
+			if i == count/2 {
+				owner.Close() // mid-stream, without leaving
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
+			var err error
+			for {
+				_, err = caller.Invoke(ctx, depositCall(accountKind, id, int64(i)), WithCallID("stream-client", uint64(i)))
+				if err == nil || ctx.Err() != nil {
+					break
+				}
+				// Not acknowledged: it may or may not have been
+				// applied. The same stamp tells.
+				if c := status.Code(err); c != codes.Unavailable && c != codes.Aborted && c != codes.Canceled {
+					break
+				}
+			}
+			cancel()
+			if err != nil {
+				t.Fatalf("deposit %d was never acknowledged: %v", i, err)
+			}
+			acked += int64(i)
+		}
+		if got := storedBalance(t, store, accountKind, id); got != acked {
+			t.Fatalf("stored balance %d, want the acknowledged sum %d", got, acked)
+		}
+		if got := balance(t, nodes[2], accountKind, id); got != acked {
+			t.Fatalf("balance %d, want %d", got, acked)
+		}
+	})
+}
+
+// A stale activation's flush is rejected with Aborted, nothing of it is
+// committed, and the activation is replaced by one that sees the winner's
+// state.
+func TestStaleActivationIsAborted(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, banks := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		deposit(t, n, accountKind, "stale", 10)
+
+		// Another activation (as on another node, during a membership
+		// change) commits behind this one's back.
+		other, err := state.Load(context.Background(), store, storage.Key{Kind: accountKind, Identity: "stale"}, state.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := proto.Marshal(wrapperspb.Int64(1000))
+		other.SetMessage(raw)
+		if err := other.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+
+		_, err = n.Invoke(context.Background(), depositCall(accountKind, "stale", 5), WithCallID("c", 1))
+		if status.Code(err) != codes.Aborted || !errors.Is(err, ErrStaleActivation) {
+			t.Fatalf("deposit on the stale activation: %v, want Aborted, ErrStaleActivation", err)
+		}
+		if got := storedBalance(t, store, accountKind, "stale"); got != 1000 {
+			t.Fatalf("stored balance %d, want the winner's 1000", got)
+		}
+		waitFor(t, waitTimeout, "the stale activation to go", func() bool { return n.acts.count() == 0 })
+		// The aborted call had no effect: retried, it runs on the new
+		// activation.
+		if got := deposit(t, n, accountKind, "stale", 5, WithCallID("c", 1)); got != 1005 {
+			t.Fatalf("the retry replied %d, want 1005", got)
+		}
+		if runs := banks[n.Name()].count("stale", methodDeposit); runs != 3 {
+			t.Fatalf("Deposit ran %d times, want 3", runs)
+		}
+	})
+}
+
+// A grain's Flush on a stale activation fails too, and the call fails with
+// Aborted even though the grain swallowed nothing.
+func TestStaleManualFlushIsAborted(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, _ := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		deposit(t, n, manualKind, "m", 10)
+		if _, err := store.Commit(context.Background(), storage.Key{Kind: manualKind, Identity: "m"}, 0, nil); err != nil {
+			t.Fatal(err) // version 0 → 1 behind the activation's back
+		}
+		_, err := n.Invoke(context.Background(), accountCall(manualKind, methodFlush, "m", ""))
+		if status.Code(err) != codes.Aborted || !errors.Is(err, ErrStaleActivation) {
+			t.Fatalf("Flush on a stale activation: %v, want Aborted, ErrStaleActivation", err)
+		}
+	})
+}
+
+// Typed state is loaded on activation, changed in place, flushed after
+// each call that changed it, and loaded again after passivation; key/value
+// entries likewise. Calls that change nothing do not write.
+func TestStateLifecycle(t *testing.T) {
+	eachStore(t, func(t *testing.T, base storage.Store) {
+		store := newHookedStore(base)
+		nodes, banks := bankCluster(t, 1, store, 50*time.Millisecond, nil)
+		n := nodes[0]
+		b := banks[n.Name()]
+		if got := deposit(t, n, accountKind, "life", 7); got != 7 {
+			t.Fatalf("balance %d, want 7", got)
+		}
+		if got := storedBalance(t, base, accountKind, "life"); got != 7 {
+			t.Fatalf("stored balance %d right after the call, want 7", got)
+		}
+		if _, err := n.Invoke(context.Background(), accountCall(accountKind, methodPut, "life", "owner=alice")); err != nil {
+			t.Fatal(err)
+		}
+		commits := store.commits.Load()
+		balance(t, n, accountKind, "life")
+		if _, err := n.Invoke(context.Background(), accountCall(accountKind, methodTouch, "life", "x")); err != nil {
+			t.Fatal(err)
+		}
+		if got := store.commits.Load(); got != commits {
+			t.Fatalf("calls that changed nothing committed %d times", got-commits)
+		}
+
+		waitFor(t, waitTimeout, "passivation", func() bool { return n.acts.count() == 0 })
+		if got := deposit(t, n, accountKind, "life", 3); got != 10 {
+			t.Fatalf("balance after passivation %d, want 10", got)
+		}
+		resp, err := n.Invoke(context.Background(), accountCall(accountKind, methodGet, "life", "owner"))
+		if err != nil || resp.(*wrapperspb.StringValue).GetValue() != "alice" {
+			t.Fatalf("Get(owner) after passivation = %v, %v; want alice", resp, err)
+		}
+		if news := b.count("life", methodDeposit); news != 2 {
+			t.Fatalf("Deposit ran %d times, want 2", news)
+		}
+	})
+}
+
+// A failed call has no effect on state: its buffered changes, typed
+// message included, are dropped.
+func TestFailedCallLeavesNoChange(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, _ := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		deposit(t, n, accountKind, "fail", 10)
+		if _, err := n.Invoke(context.Background(), depositCall(accountKind, "fail", -4)); err == nil {
+			t.Fatal("a negative deposit succeeded")
+		}
+		if got := balance(t, n, accountKind, "fail"); got != 10 {
+			t.Fatalf("balance %d after a failed call, want 10", got)
+		}
+		if got := deposit(t, n, accountKind, "fail", 1); got != 11 {
+			t.Fatalf("balance %d, want 11", got)
+		}
+	})
+}
+
+// In FlushManual mode changes wait for the grain's Flush, or for
+// deactivation.
+func TestManualFlush(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, _ := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		if got := deposit(t, n, manualKind, "m", 4); got != 4 {
+			t.Fatalf("balance %d, want 4", got)
+		}
+		deposit(t, n, manualKind, "m", 4)
+		if v := storedVersion(t, store, manualKind, "m"); v != 0 {
+			t.Fatalf("version %d before any Flush, want 0", v)
+		}
+		if _, err := n.Invoke(context.Background(), accountCall(manualKind, methodFlush, "m", "")); err != nil {
+			t.Fatal(err)
+		}
+		if got := storedBalance(t, store, manualKind, "m"); got != 8 {
+			t.Fatalf("stored balance %d after Flush, want 8", got)
+		}
+		deposit(t, n, manualKind, "m", 1)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := n.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := storedBalance(t, store, manualKind, "m"); got != 9 {
+			t.Fatalf("stored balance %d after deactivation, want 9", got)
+		}
+	})
+}
+
+// Read-only methods, and calls that change nothing, are not deduplicated:
+// they run again under the same stamp.
+func TestReadOnlyIsNotDeduplicated(t *testing.T) {
+	nodes, banks := bankCluster(t, 2, nil, -1, nil)
+	id := accountOwnedBy(t, nodes[1], accountKind, "ro")
+	b := banks[nodes[1].Name()]
+	for range 3 {
+		if _, err := nodes[0].Invoke(context.Background(), accountCall(accountKind, methodBalance, id, ""), WithCallID("ro", 1)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nodes[0].Invoke(context.Background(), accountCall(accountKind, methodTouch, id, ""), WithCallID("ro", 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := b.count(id, methodBalance); got != 3 {
+		t.Fatalf("read-only Balance ran %d times, want 3", got)
+	}
+	if got := b.count(id, methodTouch); got != 3 {
+		t.Fatalf("Touch, which changes nothing, ran %d times, want 3", got)
+	}
+}
+
+// A stamp below the client's window (the replies of its latest calls the
+// grain keeps) fails with FailedPrecondition and does not run, locally and
+// across nodes; one inside the window, even out of order, runs once.
+func TestStaleSequence(t *testing.T) {
+	nodes, banks := bankCluster(t, 2, nil, -1, nil)
+	for _, caller := range nodes {
+		id := accountOwnedBy(t, nodes[0], accountKind, "seq-"+caller.Name())
+		deposit(t, caller, accountKind, id, 1, WithCallID("seq", 2)) // 1 overtaken by 2
+		deposit(t, caller, accountKind, id, 1, WithCallID("seq", 1))
+		for seq := uint64(3); seq <= state.DefaultWindowPerClient+2; seq++ {
+			deposit(t, caller, accountKind, id, 1, WithCallID("seq", seq))
+		}
+		runs := banks[nodes[0].Name()].count(id, methodDeposit)
+		_, err := caller.Invoke(context.Background(), depositCall(accountKind, id, 1), WithCallID("seq", 1))
+		if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStaleCall) {
+			t.Fatalf("call 1 after %d later ones from %s: %v, want FailedPrecondition, ErrStaleCall", state.DefaultWindowPerClient+1, caller.Name(), err)
+		}
+		if got := banks[nodes[0].Name()].count(id, methodDeposit); got != runs {
+			t.Fatalf("the stale call ran")
+		}
+		if got := deposit(t, caller, accountKind, id, 1, WithCallID("seq", 5)); got != 5 {
+			t.Fatalf("retry of call 5 replied %d, want its recorded 5", got)
+		}
+	}
+}
+
+// Bad stamps are refused before anything runs.
+func TestBadCallID(t *testing.T) {
+	nodes, banks := bankCluster(t, 1, nil, -1, nil)
+	for _, opt := range []CallOption{WithCallID("", 1), WithCallID("c", 0), WithCallID("a\x00b", 1), WithCallID("\xff", 1)} {
+		_, err := nodes[0].Invoke(context.Background(), depositCall(accountKind, "bad", 1), opt)
+		if status.Code(err) != codes.InvalidArgument || !errors.Is(err, ErrBadRequest) {
+			t.Errorf("bad call ID: %v, want InvalidArgument, ErrBadRequest", err)
+		}
+	}
+	if runs := banks[nodes[0].Name()].count("bad", methodDeposit); runs != 0 {
+		t.Fatalf("Deposit ran %d times with bad call IDs", runs)
+	}
+}
+
+// A grain-to-grain call made again, because the outer call ran again,
+// carries the same stamp and is not applied twice.
+func TestInnerCallsAreDeduplicated(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, banks := bankCluster(t, 2, store, -1, nil)
+		payer := accountOwnedBy(t, nodes[0], accountKind, "payer")
+		payee := accountOwnedBy(t, nodes[1], accountKind, "payee")
+		banks[nodes[0].Name()].failPay.Store(1) // the first run fails after paying
+
+		if _, err := nodes[1].Invoke(context.Background(), accountCall(accountKind, methodPay, payer, payee), WithCallID("pay", 1)); err == nil {
+			t.Fatal("the first Pay succeeded")
+		}
+		resp, err := nodes[1].Invoke(context.Background(), accountCall(accountKind, methodPay, payer, payee), WithCallID("pay", 1))
+		if err != nil {
+			t.Fatalf("Pay again: %v", err)
+		}
+		if got := resp.(*wrapperspb.Int64Value).GetValue(); got != -2 {
+			t.Fatalf("payer's balance %d, want -2", got)
+		}
+		if got := balance(t, nodes[0], accountKind, payee); got != 2 {
+			t.Fatalf("payee's balance %d, want 2: the re-executed Pay's deposits were applied again", got)
+		}
+		if runs := banks[nodes[1].Name()].count(payee, methodDeposit); runs != 2 {
+			t.Fatalf("the payee's Deposit ran %d times, want 2", runs)
+		}
+		// A new outer call makes new inner calls.
+		if _, err := nodes[1].Invoke(context.Background(), accountCall(accountKind, methodPay, payer, payee), WithCallID("pay", 2)); err != nil {
+			t.Fatal(err)
+		}
+		if got := balance(t, nodes[0], accountKind, payee); got != 4 {
+			t.Fatalf("payee's balance %d after a second Pay, want 4", got)
+		}
+	})
+}
+
+// Loading state fails the activating call with Unavailable, and no
+// activation is kept.
+func TestStateLoadFailure(t *testing.T) {
+	store := hookedMemstore(t)
+	loadErr := errors.New("disk on fire")
+	store.loadErr.Store(&loadErr)
+	nodes, banks := bankCluster(t, 1, store, -1, nil)
+	_, err := nodes[0].Invoke(context.Background(), depositCall(accountKind, "x", 1), WithoutRetry())
+	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrStateUnavailable) {
+		t.Fatalf("call with a failing store: %v, want Unavailable, ErrStateUnavailable", err)
+	}
+	if nodes[0].acts.count() != 0 || banks[nodes[0].Name()].count("x", methodDeposit) != 0 {
+		t.Fatal("an activation was kept, or the method ran, without state")
+	}
+}
+
+// Reads of key/value state see the grain's own buffered writes, and
+// reserved keys are refused.
+func TestStateEntries(t *testing.T) {
+	nodes, _ := bankCluster(t, 1, nil, -1, nil)
+	n := nodes[0]
+	if _, err := n.Invoke(context.Background(), accountCall(accountKind, methodPut, "e", "k=v")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := n.Invoke(context.Background(), accountCall(accountKind, methodGet, "e", "k"))
+	if err != nil || resp.(*wrapperspb.StringValue).GetValue() != "v" {
+		t.Fatalf("Get(k) = %v, %v", resp, err)
+	}
+	if _, err := n.Invoke(context.Background(), accountCall(accountKind, methodGet, "e", "missing")); err == nil {
+		t.Fatal("Get of a missing key succeeded")
+	}
+	if _, err := n.Invoke(context.Background(), accountCall(accountKind, methodPut, "e", state.ReservedPrefix+"x=v")); err == nil {
+		t.Fatal("Put of a reserved key succeeded")
+	}
+}
+
+// The hot path of calls that do not touch the store: read-only calls and
+// calls that change nothing neither load nor commit, and their allocations
+// stay those of a call without state.
+func TestStatelessCallsStayCheap(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, _ := bankCluster(t, 1, store, -1, nil)
+	n := nodes[0]
+	balance(t, n, accountKind, "cheap") // activates
+	loads, commits := store.loads.Load(), store.commits.Load()
+	ctx := context.Background()
+	readOnly := accountCall(accountKind, methodBalance, "cheap", "")
+	touch := accountCall(accountKind, methodTouch, "cheap", "")
+	allocs := func(call Call) float64 {
+		return testing.AllocsPerRun(200, func() {
+			if _, err := n.Invoke(ctx, call); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	ro, tc := allocs(readOnly), allocs(touch)
+	if store.loads.Load() != loads || store.commits.Load() != commits {
+		t.Fatalf("calls that change nothing used the store: %d loads, %d commits", store.loads.Load()-loads, store.commits.Load()-commits)
+	}
+	t.Logf("allocations per local call: read-only %.0f, unchanged state %.0f", ro, tc)
+	if tc > ro+4 {
+		t.Errorf("a call that changes nothing allocates %.0f, %.0f more than a read-only one", tc, tc-ro)
+	}
+}

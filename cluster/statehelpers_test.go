@@ -1,0 +1,347 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/state"
+	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/memstore"
+	"github.com/protograin/protograin/cluster/storage/pgstore"
+)
+
+// eachStore runs test with a fresh store the nodes of the test share: a
+// memstore, and PostgreSQL when PROTOGRAIN_POSTGRES_DSN is set (CI sets it
+// through .ci/postgres.sh).
+func eachStore(t *testing.T, test func(t *testing.T, store storage.Store)) {
+	t.Run("memstore", func(t *testing.T) {
+		s := memstore.New()
+		t.Cleanup(func() { s.Close() })
+		test(t, s)
+	})
+	t.Run("pgstore", func(t *testing.T) {
+		test(t, openPG(t))
+	})
+}
+
+// openPG opens a pgstore in a schema of its own, dropped after the test.
+func openPG(t *testing.T) storage.Store {
+	dsn := os.Getenv("PROTOGRAIN_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("PROTOGRAIN_POSTGRES_DSN is not set: run `eval \"$(bash .ci/postgres.sh)\"` from the repository root to test against PostgreSQL")
+	}
+	name := strings.ToLower(strings.NewReplacer("/", "_", "-", "_").Replace(t.Name()))
+	schema := fmt.Sprintf("cluster_%.40s_%08x", name, rand.Uint32())
+	s, err := pgstore.Open(context.Background(), pgstore.Config{DSN: dsn, Schema: schema, MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Close()
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return s
+}
+
+// The account kind: a balance kept as its typed state message (an
+// Int64Value), entries set through Put, and methods to exercise every rule
+// of state and exactly-once calls.
+const (
+	accountKind   = "test.Account"
+	methodDeposit = "/test.Account/Deposit" // Int64Value amount → Int64Value balance; a negative amount changes state, then fails
+	methodBalance = "/test.Account/Balance" // read-only; StringValue → Int64Value balance
+	methodPut     = "/test.Account/Put"     // StringValue "key=value" → StringValue; sets an entry
+	methodGet     = "/test.Account/Get"     // read-only; StringValue key → StringValue value
+	methodTouch   = "/test.Account/Touch"   // StringValue → StringValue; changes nothing
+	methodPay     = "/test.Account/Pay"     // StringValue target → Int64Value balance; deposits 1 on target twice, then takes 2
+	methodFlush   = "/test.Account/Flush"   // StringValue → StringValue; calls State().Flush
+	methodRemind  = "/test.Account/Remind"  // StringValue "name=period" → StringValue; registers a reminder due now
+)
+
+// bank observes one node's accounts.
+type bank struct {
+	node     string
+	mu       sync.Mutex
+	runs     map[string]int // "identity method" → times the method ran
+	failPay  atomic.Int64   // Pay calls left that fail after paying
+	reminded chan string    // "node identity name" per reminder delivered
+}
+
+func newBank(node string) *bank {
+	return &bank{node: node, runs: make(map[string]int), reminded: make(chan string, 1024)}
+}
+
+func (b *bank) ran(identity, method string) {
+	b.mu.Lock()
+	b.runs[identity+" "+method]++
+	b.mu.Unlock()
+}
+
+// count returns how often method ran on identity's grain on this node.
+func (b *bank) count(identity, method string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.runs[identity+" "+method]
+}
+
+type account struct {
+	b *bank
+}
+
+// balanceOf returns the grain's typed state.
+func balanceOf(ctx GrainContext) *wrapperspb.Int64Value {
+	return ctx.State().Message().(*wrapperspb.Int64Value)
+}
+
+// OnReminder counts the firing in the balance, so that firings are durable
+// state changes too.
+func (a *account) OnReminder(ctx GrainContext, name string) error {
+	balanceOf(ctx).Value++
+	a.b.reminded <- a.b.node + " " + ctx.Identity() + " " + name
+	return nil
+}
+
+func accountMethod(b *bank, name string, readOnly bool, newReq func() proto.Message,
+	h func(ctx GrainContext, req proto.Message) (proto.Message, error)) Method {
+	return Method{
+		Name:       name,
+		NewRequest: newReq,
+		ReadOnly:   readOnly,
+		Handle: func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+			b.ran(ctx.Identity(), name)
+			return h(ctx, req)
+		},
+	}
+}
+
+func newAccountKind(b *bank, name string, mode FlushMode, idle time.Duration) *Kind {
+	return &Kind{
+		Name:        name,
+		IdleTimeout: idle,
+		Flush:       mode,
+		NewState:    func() proto.Message { return new(wrapperspb.Int64Value) },
+		New:         func(string) any { return &account{b: b} },
+		Methods: []Method{
+			accountMethod(b, methodDeposit, false, newInt64, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
+				amount := req.(*wrapperspb.Int64Value).GetValue()
+				balanceOf(ctx).Value += amount
+				if amount < 0 {
+					return nil, errors.New("negative deposit")
+				}
+				return wrapperspb.Int64(balanceOf(ctx).Value), nil
+			}),
+			accountMethod(b, methodBalance, true, newString, func(ctx GrainContext, _ proto.Message) (proto.Message, error) {
+				return wrapperspb.Int64(balanceOf(ctx).Value), nil
+			}),
+			accountMethod(b, methodPut, false, newString, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
+				k, v, _ := strings.Cut(req.(*wrapperspb.StringValue).GetValue(), "=")
+				if err := ctx.State().Set(k, []byte(v)); err != nil {
+					return nil, err
+				}
+				return wrapperspb.String(k), nil
+			}),
+			accountMethod(b, methodGet, true, newString, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
+				v, err := ctx.State().Get(req.(*wrapperspb.StringValue).GetValue())
+				if err != nil {
+					return nil, err
+				}
+				return wrapperspb.String(string(v)), nil
+			}),
+			accountMethod(b, methodTouch, false, newString, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
+				return req, nil
+			}),
+			accountMethod(b, methodPay, false, newString, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
+				for range 2 {
+					call := Call{Kind: name, Identity: req.(*wrapperspb.StringValue).GetValue(), Method: methodDeposit,
+						Request: wrapperspb.Int64(1), NewResponse: newInt64}
+					if _, err := ctx.Invoke(ctx, call); err != nil {
+						return nil, err
+					}
+				}
+				if b.failPay.Add(-1) >= 0 {
+					return nil, errors.New("failed after paying")
+				}
+				balanceOf(ctx).Value -= 2
+				return wrapperspb.Int64(balanceOf(ctx).Value), nil
+			}),
+			accountMethod(b, methodFlush, false, newString, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
+				if err := ctx.State().Flush(ctx); err != nil {
+					return nil, err
+				}
+				return req, nil
+			}),
+			accountMethod(b, methodRemind, false, newString, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
+				name, period, _ := strings.Cut(req.(*wrapperspb.StringValue).GetValue(), "=")
+				d, err := time.ParseDuration(period)
+				if err != nil {
+					return nil, err
+				}
+				if err := RegisterReminder(ctx, name, 0, d); err != nil {
+					return nil, err
+				}
+				return req, nil
+			}),
+		},
+	}
+}
+
+// bankCluster starts size nodes that host accountKind (and manualKind, in
+// FlushManual mode) over one shared store.
+func bankCluster(t *testing.T, size int, store storage.Store, idle time.Duration, configure func(*Config)) ([]*Node, map[string]*bank) {
+	t.Helper()
+	banks := make(map[string]*bank)
+	nodes := startCluster(t, size, func(name string) []*Kind {
+		b := newBank(name)
+		banks[name] = b
+		return []*Kind{newAccountKind(b, accountKind, FlushAfterCall, idle), newAccountKind(b, manualKind, FlushManual, idle)}
+	}, func(cfg *Config) {
+		cfg.Store = store
+		if configure != nil {
+			configure(cfg)
+		}
+	})
+	return nodes, banks
+}
+
+const manualKind = "test.ManualAccount"
+
+func depositCall(kind, identity string, amount int64) Call {
+	return Call{Kind: kind, Identity: identity, Method: methodDeposit, Request: wrapperspb.Int64(amount), NewResponse: newInt64}
+}
+
+func accountCall(kind, method, identity, arg string) Call {
+	resp := newString
+	if method == methodBalance || method == methodPay {
+		resp = newInt64
+	}
+	return Call{Kind: kind, Identity: identity, Method: method, Request: wrapperspb.String(arg), NewResponse: resp}
+}
+
+// deposit deposits amount and returns the balance.
+func deposit(t *testing.T, c Caller, kind, identity string, amount int64, opts ...CallOption) int64 {
+	t.Helper()
+	resp, err := c.Invoke(context.Background(), depositCall(kind, identity, amount), opts...)
+	if err != nil {
+		t.Fatalf("Deposit(%s, %d): %v", identity, amount, err)
+	}
+	return resp.(*wrapperspb.Int64Value).GetValue()
+}
+
+// balance reads the balance through the read-only method.
+func balance(t *testing.T, c Caller, kind, identity string) int64 {
+	t.Helper()
+	resp, err := c.Invoke(context.Background(), accountCall(kind, methodBalance, identity, ""))
+	if err != nil {
+		t.Fatalf("Balance(%s): %v", identity, err)
+	}
+	return resp.(*wrapperspb.Int64Value).GetValue()
+}
+
+// storedBalance reads the committed balance from the store, as a new
+// activation would load it.
+func storedBalance(t *testing.T, store storage.Store, kind, identity string) int64 {
+	t.Helper()
+	b, err := state.Load(context.Background(), store, storage.Key{Kind: kind, Identity: identity}, state.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := b.Message()
+	var v wrapperspb.Int64Value
+	if err := proto.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.GetValue()
+}
+
+// storedVersion returns the grain's committed version.
+func storedVersion(t *testing.T, store storage.Store, kind, identity string) storage.Version {
+	t.Helper()
+	_, v, err := store.Load(context.Background(), storage.Key{Kind: kind, Identity: identity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// accountOwnedBy returns an identity of kind that owner owns.
+func accountOwnedBy(t *testing.T, owner *Node, kind, prefix string) string {
+	t.Helper()
+	for i := range 10000 {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		if m, ok := owner.Owner(kind, id); ok && m.Name == owner.Name() {
+			return id
+		}
+	}
+	t.Fatalf("no identity owned by %s", owner.Name())
+	return ""
+}
+
+// totalRuns sums how often method ran on identity across the banks.
+func totalRuns(banks map[string]*bank, identity, method string) int {
+	n := 0
+	for _, b := range banks {
+		n += b.count(identity, method)
+	}
+	return n
+}
+
+// hookedStore wraps a store so that tests can fail loads, count commits and
+// hold a grain's commits.
+type hookedStore struct {
+	storage.Store
+	loadErr atomic.Pointer[error]
+	loads   atomic.Int64
+	commits atomic.Int64
+	holdKey atomic.Pointer[storage.Key] // commits of this grain block until their ctx ends
+	holding chan struct{}               // a held commit started
+}
+
+// hookedMemstore returns a hookedStore over a memstore of the test's own.
+func hookedMemstore(t *testing.T) *hookedStore {
+	s := memstore.New()
+	t.Cleanup(func() { s.Close() })
+	return newHookedStore(s)
+}
+
+func newHookedStore(s storage.Store) *hookedStore {
+	return &hookedStore{Store: s, holding: make(chan struct{}, 16)}
+}
+
+func (s *hookedStore) Load(ctx context.Context, key storage.Key) (map[string][]byte, storage.Version, error) {
+	s.loads.Add(1)
+	if err := s.loadErr.Load(); err != nil {
+		return nil, 0, *err
+	}
+	return s.Store.Load(ctx, key)
+}
+
+func (s *hookedStore) Commit(ctx context.Context, key storage.Key, expected storage.Version, changes []storage.Change) (storage.Version, error) {
+	s.commits.Add(1)
+	if k := s.holdKey.Load(); k != nil && *k == key {
+		s.holding <- struct{}{}
+		<-ctx.Done() // the node crashes meanwhile: nothing reaches the store
+		return 0, ctx.Err()
+	}
+	return s.Store.Commit(ctx, key, expected, changes)
+}
