@@ -124,30 +124,24 @@ func TestOwnerCrashDuringDeposits(t *testing.T) {
 		id := accountOwnedBy(t, owner, accountKind, "stream")
 
 		const count = 40
+		crash := make(chan struct{})
+		crashed := make(chan struct{})
+		go func() {
+			defer close(crashed)
+			<-crash
+			owner.Close() // while the next deposits are in flight, without leaving
+		}()
 		var acked int64
 		for i := 1; i <= count; i++ {
-			if i == count/2 {
-				owner.Close() // mid-stream, without leaving
+			if i == count/3 {
+				close(crash)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
-			var err error
-			for {
-				_, err = caller.Invoke(ctx, depositCall(accountKind, id, int64(i)), WithCallID("stream-client", uint64(i)))
-				if err == nil || ctx.Err() != nil {
-					break
-				}
-				// Not acknowledged: it may or may not have been
-				// applied. The same stamp tells.
-				if c := status.Code(err); c != codes.Unavailable && c != codes.Aborted && c != codes.Canceled {
-					break
-				}
-			}
-			cancel()
-			if err != nil {
+			if err := depositUntilAcked(caller, id, int64(i), WithCallID("stream-client", uint64(i))); err != nil {
 				t.Fatalf("deposit %d was never acknowledged: %v", i, err)
 			}
 			acked += int64(i)
 		}
+		<-crashed
 		if got := storedBalance(t, store, accountKind, id); got != acked {
 			t.Fatalf("stored balance %d, want the acknowledged sum %d", got, acked)
 		}
@@ -155,6 +149,23 @@ func TestOwnerCrashDuringDeposits(t *testing.T) {
 			t.Fatalf("balance %d, want %d", got, acked)
 		}
 	})
+}
+
+// depositUntilAcked retries a deposit with its stamp until it is
+// acknowledged: a call that failed may or may not have been applied, and
+// the same stamp tells.
+func depositUntilAcked(c Caller, identity string, amount int64, id CallOption) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitTimeout)
+	defer cancel()
+	for {
+		_, err := c.Invoke(ctx, depositCall(accountKind, identity, amount), id)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if c := status.Code(err); c != codes.Unavailable && c != codes.Aborted && c != codes.Canceled {
+			return err
+		}
+	}
 }
 
 // A stale activation's flush is rejected with Aborted, nothing of it is

@@ -76,7 +76,7 @@ const (
 	methodTouch   = "/test.Account/Touch"   // StringValue → StringValue; changes nothing
 	methodPay     = "/test.Account/Pay"     // StringValue target → Int64Value balance; deposits 1 on target twice, then takes 2
 	methodFlush   = "/test.Account/Flush"   // StringValue → StringValue; calls State().Flush
-	methodRemind  = "/test.Account/Remind"  // StringValue "name=period" → StringValue; registers a reminder due now
+	methodRemind  = "/test.Account/Remind"  // StringValue "name=period" → StringValue; registers a reminder due now ("off": unregisters)
 )
 
 // bank observes one node's accounts.
@@ -85,6 +85,7 @@ type bank struct {
 	mu       sync.Mutex
 	runs     map[string]int // "identity method" → times the method ran
 	failPay  atomic.Int64   // Pay calls left that fail after paying
+	deaf     atomic.Bool    // OnReminder fails
 	reminded chan string    // "node identity name" per reminder delivered
 }
 
@@ -117,6 +118,9 @@ func balanceOf(ctx GrainContext) *wrapperspb.Int64Value {
 // OnReminder counts the firing in the balance, so that firings are durable
 // state changes too.
 func (a *account) OnReminder(ctx GrainContext, name string) error {
+	if a.b.deaf.Load() {
+		return errors.New("not listening")
+	}
 	balanceOf(ctx).Value++
 	a.b.reminded <- a.b.node + " " + ctx.Identity() + " " + name
 	return nil
@@ -193,6 +197,12 @@ func newAccountKind(b *bank, name string, mode FlushMode, idle time.Duration) *K
 			}),
 			accountMethod(b, methodRemind, false, newString, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
 				name, period, _ := strings.Cut(req.(*wrapperspb.StringValue).GetValue(), "=")
+				if period == "off" {
+					if err := UnregisterReminder(ctx, name); err != nil {
+						return nil, err
+					}
+					return req, nil
+				}
 				d, err := time.ParseDuration(period)
 				if err != nil {
 					return nil, err
