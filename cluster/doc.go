@@ -21,15 +21,67 @@
 //     placement.
 //   - At-least-once delivery when nodes fail: Invoke retries a call whose
 //     owner failed before replying, within the call's deadline (see
-//     WithoutRetry), so the call may have run on the failed node.
+//     WithoutRetry), so the call may have run on the failed node. For state,
+//     exactly-once effects make up for it (below).
 //   - No reentrancy, and no deadlock from it: a call to a grain that is
 //     waiting in the chain of calls that led to it (A calls B, B calls A)
 //     fails at once with ErrReentrant.
 //
+// # Durable state
+//
+// Each activation loads its grain's state from Config.Store before New's
+// grain sees OnActivate, and the grain reads and changes it through
+// GrainContext.State (entries, plus the typed message of kinds that set
+// Kind.NewState). Reads see buffered writes. A call that returns an error
+// (or panics) leaves no change: its buffered changes are dropped and the
+// typed message is restored. After a call that changed state, in
+// FlushAfterCall mode (the default), every change is committed atomically
+// before the reply is sent; in FlushManual mode, only when the grain calls
+// State().Flush. Deactivation commits what is left, in both modes. Every
+// commit checks the version the activation loaded: if another activation
+// committed first (two nodes both ran the grain during a membership
+// change), the commit is refused, the call fails with ErrStaleActivation
+// (codes.Aborted), and the activation is deactivated; the next call loads
+// the winner's state. Any other commit failure deactivates the activation
+// too and fails the call with ErrStateUnavailable (codes.Unavailable). A
+// state that cannot be loaded fails the activating call the same way.
+//
+// # Exactly-once calls
+//
+// Every call carries a stamp, (client ID, sequence number): by default the
+// calling node's Config.ClientID and a per-node counter, fixed before the
+// first attempt so that Invoke's retries reuse it; WithCallID pins it. For a
+// method that is not ReadOnly, the grain keeps the replies of each client's
+// latest calls that changed its state (package cluster/state explains the
+// window and the bound on clients) and commits each reply in the same
+// commit as the call's changes. A call whose stamp the grain recorded gets
+// the recorded reply without running again, also after the grain moved to
+// another node; one below the client's window fails with ErrStaleCall
+// (codes.FailedPrecondition). A call that changed nothing is not recorded:
+// running it again is harmless to state. ReadOnly methods are neither
+// deduplicated nor followed by a commit, and calls that change nothing, like
+// them, never touch the store.
+//
+// A grain's calls to other grains are stamped from the stamp of the call it
+// is handling, the calling grain and their order, so a call that runs again
+// repeats its inner stamps and the callees do not apply them twice.
+//
+// # Reminders
+//
+// A grain that implements ReminderReceiver registers durable reminders with
+// RegisterReminder. They are kept in Config.Store; each node fires those of
+// the grains it owns (package cluster/internal/reminder), re-reading the
+// store on every membership change, so reminders survive restarts and move
+// with their grain. They fire at least once, from the owner only except
+// while ownership moves.
+//
+// docs/state.md states all of this from a user's point of view, with what
+// is not guaranteed.
+//
 // The package owns membership, placement, the node-to-node transport, the
-// activation table and passivation. It builds on package runtime for actors
-// and supervision. It must not import generated grain code or examples
-// (they import it). Grain state lives in cluster/storage and cluster/state,
-// which do not import this package; loading and flushing state around
-// activations is not wired in yet.
+// activation table, passivation, and the wiring of state, exactly-once calls
+// and reminders into activations and calls. It builds on package runtime
+// for actors and supervision, cluster/storage and cluster/state for state,
+// and cluster/internal/reminder for reminders; none of them imports it. It
+// must not import generated grain code or examples (they import it).
 package cluster
