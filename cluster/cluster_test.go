@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage"
 )
 
 func TestPlacementAgreesAcrossNodes(t *testing.T) {
@@ -412,6 +414,21 @@ func TestStartErrors(t *testing.T) {
 			k.Methods[0].NewRequest = func() proto.Message { return nil }
 			c.Kinds = []*Kind{k}
 		}, nil, `cluster: method "/test.Echo/Add" of kind "test.Echo": NewRequest returned nil`},
+		{"NewState returns nil", func(c *Config) {
+			k := newEchoKind(newHooks(""), 0)
+			k.NewState = func() proto.Message { return nil }
+			c.Kinds = []*Kind{k}
+		}, nil, `cluster: kind "test.Echo": NewState returned nil`},
+		{"unknown flush mode", func(c *Config) {
+			k := newEchoKind(newHooks(""), 0)
+			k.Flush = 7
+			c.Kinds = []*Kind{k}
+		}, nil, `cluster: kind "test.Echo": unknown flush mode 7`},
+		{"bad client ID", func(c *Config) { c.ClientID = "a\x00b" }, storage.ErrInvalid, ""},
+		{"store fails listing reminders", func(c *Config) {
+			c.Kinds = []*Kind{newEchoKind(newHooks(""), 0)}
+			c.Store = brokenStore{}
+		}, errStoreDown, ""},
 		{"bad retry backoff", func(c *Config) { c.RetryBackoff, c.RetryBackoffMax = time.Second, time.Millisecond }, nil,
 			"cluster: retry backoff 1s..1ms is not a valid range"},
 		{"unreachable seed", func(c *Config) { c.Seeds = []string{"127.0.0.1:1"} }, nil, ""},

@@ -29,8 +29,8 @@
 //
 // # Durable state
 //
-// Each activation loads its grain's state from Config.Store before New's
-// grain sees OnActivate, and the grain reads and changes it through
+// Each activation loads its grain's state from Config.Store before the
+// grain's OnActivate runs, and the grain reads and changes it through
 // GrainContext.State (entries, plus the typed message of kinds that set
 // Kind.NewState). Reads see buffered writes. A call that returns an error
 // (or panics) leaves no change: its buffered changes are dropped and the

@@ -340,8 +340,9 @@ func (n *Node) GRPCAddr() string { return n.transport.addr().String() }
 func (n *Node) Done() <-chan struct{} { return n.done }
 
 // Shutdown stops the node gracefully: it leaves the gossip, so that the
-// other members place its grains elsewhere; deactivates its grains, running
-// their OnDeactivate hooks; waits for the calls it is serving; then stops
+// other members place its grains elsewhere; stops firing reminders;
+// deactivates its grains, running their OnDeactivate hooks and committing
+// their buffered state; waits for the calls it is serving; then stops
 // the transport and the actors. If ctx ends first, the rest is done as by
 // Close and ctx's error is returned. Calling it again, or after Close,
 // waits for the node to stop.
@@ -391,7 +392,8 @@ func (n *Node) leave(ctx context.Context) error {
 
 // Close stops the node at once, without leaving the gossip first: the
 // other members see it fail. Calls it is serving are cancelled and grains
-// are stopped without their OnDeactivate hooks. It is idempotent.
+// are stopped without their OnDeactivate hooks and without committing their
+// buffered state changes, as in a crash. It is idempotent.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	n.shuttingDown = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -476,4 +477,57 @@ func TestStatelessCallsStayCheap(t *testing.T) {
 	if tc > ro+4 {
 		t.Errorf("a call that changes nothing allocates %.0f, %.0f more than a read-only one", tc, tc-ro)
 	}
+}
+
+// A commit that fails for another reason than a conflict fails the call
+// with Unavailable and deactivates the activation, whose state is then
+// uncertain; a retry with the same stamp, once the store is back, applies
+// the call once.
+func TestCommitFailure(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, banks := bankCluster(t, 1, store, -1, nil)
+	n := nodes[0]
+	deposit(t, n, accountKind, "cf", 10)
+	down := errors.New("connection reset")
+	store.commitErr.Store(&down)
+	_, err := n.Invoke(context.Background(), depositCall(accountKind, "cf", 5), WithCallID("cf", 1))
+	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrStateUnavailable) || !strings.Contains(err.Error(), "connection reset") {
+		t.Fatalf("deposit with a failing commit: %v, want Unavailable, ErrStateUnavailable, naming the cause", err)
+	}
+	waitFor(t, waitTimeout, "the activation to go", func() bool { return n.acts.count() == 0 })
+	store.commitErr.Store(nil)
+	if got := deposit(t, n, accountKind, "cf", 5, WithCallID("cf", 1)); got != 15 {
+		t.Fatalf("the retry replied %d, want 15", got)
+	}
+	if got := deposit(t, n, accountKind, "cf", 5, WithCallID("cf", 1)); got != 15 {
+		t.Fatalf("a second retry replied %d, want the recorded 15", got)
+	}
+	if runs := banks[n.Name()].count("cf", methodDeposit); runs != 3 {
+		t.Fatalf("Deposit ran %d times, want 3", runs)
+	}
+}
+
+// State changed by OnActivate or by a read-only method is not lost: it is
+// committed with the next call that changes state, or at deactivation.
+func TestStateChangedOutsideCallsIsFlushedOnDeactivation(t *testing.T) {
+	store := hookedMemstore(t)
+	kind := newAccountKind(newBank("x"), accountKind, FlushAfterCall, 30*time.Millisecond)
+	kind.New = func(string) any { return &activatingAccount{} }
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, func(c *Config) { c.Store = store })
+	balance(t, nodes[0], accountKind, "act") // activates; OnActivate deposits 100
+	if v := storedVersion(t, store, accountKind, "act"); v != 0 {
+		t.Fatalf("version %d before anything changed state in a call, want 0", v)
+	}
+	waitFor(t, waitTimeout, "passivation", func() bool { return nodes[0].acts.count() == 0 })
+	if got := storedBalance(t, store, accountKind, "act"); got != 100 {
+		t.Fatalf("stored balance %d after deactivation, want 100", got)
+	}
+}
+
+// activatingAccount changes its state in OnActivate.
+type activatingAccount struct{ account }
+
+func (a *activatingAccount) OnActivate(ctx GrainContext) error {
+	balanceOf(ctx).Value += 100
+	return nil
 }

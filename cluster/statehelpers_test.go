@@ -320,11 +320,12 @@ func totalRuns(banks map[string]*bank, identity, method string) int {
 // hold a grain's commits.
 type hookedStore struct {
 	storage.Store
-	loadErr atomic.Pointer[error]
-	loads   atomic.Int64
-	commits atomic.Int64
-	holdKey atomic.Pointer[storage.Key] // commits of this grain block until their ctx ends
-	holding chan struct{}               // a held commit started
+	loadErr   atomic.Pointer[error]
+	commitErr atomic.Pointer[error]
+	loads     atomic.Int64
+	commits   atomic.Int64
+	holdKey   atomic.Pointer[storage.Key] // commits of this grain block until their ctx ends
+	holding   chan struct{}               // a held commit started
 }
 
 // hookedMemstore returns a hookedStore over a memstore of the test's own.
@@ -348,10 +349,27 @@ func (s *hookedStore) Load(ctx context.Context, key storage.Key) (map[string][]b
 
 func (s *hookedStore) Commit(ctx context.Context, key storage.Key, expected storage.Version, changes []storage.Change) (storage.Version, error) {
 	s.commits.Add(1)
+	if err := s.commitErr.Load(); err != nil {
+		return 0, *err
+	}
 	if k := s.holdKey.Load(); k != nil && *k == key {
 		s.holding <- struct{}{}
 		<-ctx.Done() // the node crashes meanwhile: nothing reaches the store
 		return 0, ctx.Err()
 	}
 	return s.Store.Commit(ctx, key, expected, changes)
+}
+
+// errStoreDown is what brokenStore answers.
+var errStoreDown = errors.New("store down")
+
+// brokenStore fails every operation.
+type brokenStore struct{ storage.Store }
+
+func (brokenStore) ListReminders(context.Context, string) ([]storage.Reminder, error) {
+	return nil, errStoreDown
+}
+
+func (brokenStore) Load(context.Context, storage.Key) (map[string][]byte, storage.Version, error) {
+	return nil, 0, errStoreDown
 }
