@@ -24,30 +24,15 @@ func remind(t *testing.T, c Caller, identity, name, period string) {
 	}
 }
 
-// firing is one delivery of a reminder, as the banks report it.
-type firing struct{ node, identity, name string }
-
-// nextFiring waits for the next reminder delivered on any of banks' nodes.
-func nextFiring(t *testing.T, banks map[string]*bank) firing {
+// nextFiring waits for the next reminder delivered on b's node and returns
+// "identity name".
+func nextFiring(t *testing.T, b *bank) string {
 	t.Helper()
-	merged := make(chan string, 1)
-	stop := make(chan struct{})
-	defer close(stop)
-	for _, b := range banks {
-		go func() {
-			select {
-			case s := <-b.reminded:
-				select {
-				case merged <- s:
-				case <-stop:
-					b.reminded <- s // not taken: leave it for the next wait
-				}
-			case <-stop:
-			}
-		}()
+	node, rest, _ := strings.Cut(receive(t, b.reminded, "a reminder to fire on "+b.node), " ")
+	if node != b.node {
+		t.Fatalf("firing on %s reported by %s's bank", node, b.node)
 	}
-	f := strings.Fields(receive(t, merged, "a reminder to fire"))
-	return firing{f[0], f[1], f[2]}
+	return rest
 }
 
 // Reminders fire from the grain's owner only, and move with ownership
@@ -56,30 +41,35 @@ func TestRemindersFollowTheOwner(t *testing.T) {
 	eachStore(t, func(t *testing.T, store storage.Store) {
 		nodes, banks := bankCluster(t, 2, store, -1, nil)
 		owner, other := nodes[0], nodes[1]
+		ob, nb := banks[owner.Name()], banks[other.Name()]
 		id := accountOwnedBy(t, owner, accountKind, "remind")
 		remind(t, other, id, "tick", "20ms")
 		for range 3 {
-			if f := nextFiring(t, banks); f != (firing{owner.Name(), id, "tick"}) {
-				t.Fatalf("firing %+v, want tick of %s on its owner %s", f, id, owner.Name())
+			if f := nextFiring(t, ob); f != id+" tick" {
+				t.Fatalf("firing %q on the owner, want %q", f, id+" tick")
 			}
 		}
+		if n := len(nb.reminded); n != 0 {
+			t.Fatalf("%d firings on a node that does not own the grain", n)
+		}
 
+		// Shutdown waits for the firings under way; then the other node
+		// owns the grain and fires its reminders.
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		if err := owner.Shutdown(ctx); err != nil {
 			t.Fatal(err)
 		}
-		// Firings of the old owner may still be queued; then the new
-		// owner takes over, and only it fires.
-		f := nextFiring(t, banks)
-		for f.node == owner.Name() {
-			f = nextFiring(t, banks)
+		for len(ob.reminded) > 0 {
+			<-ob.reminded
 		}
 		for range 3 {
-			if f != (firing{other.Name(), id, "tick"}) {
-				t.Fatalf("firing %+v after the move, want tick of %s on %s", f, id, other.Name())
+			if f := nextFiring(t, nb); f != id+" tick" {
+				t.Fatalf("firing %q on the new owner, want %q", f, id+" tick")
 			}
-			f = nextFiring(t, banks)
+		}
+		if n := len(ob.reminded); n != 0 {
+			t.Fatalf("%d firings on the old owner after it left", n)
 		}
 		// Each firing changed state, and its changes were committed.
 		if got := storedBalance(t, store, accountKind, id); got < 6 {
@@ -107,8 +97,8 @@ func TestRemindersSurviveRestart(t *testing.T) {
 		}
 
 		nodes, banks = bankCluster(t, 1, store, -1, nil)
-		if f := nextFiring(t, banks); f != (firing{nodes[0].Name(), "sleeper", "wake"}) {
-			t.Fatalf("firing %+v, want wake of sleeper on the restarted cluster", f)
+		if f := nextFiring(t, banks[nodes[0].Name()]); f != "sleeper wake" {
+			t.Fatalf("firing %q, want wake of sleeper on the restarted cluster", f)
 		}
 	})
 }
