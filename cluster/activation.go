@@ -503,6 +503,7 @@ func (g *grainActor) usable() bool {
 // run calls the method. A call that fails, returns no response or panics
 // leaves no change in the state.
 func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
+	g.a.state.begin()
 	done := false
 	defer func() {
 		if !done { // a panic: the actor's supervisor takes it from here
@@ -578,6 +579,7 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 		return
 	}
 	st := g.a.state
+	st.begin()
 	done := false
 	defer func() {
 		if !done {

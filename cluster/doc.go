@@ -33,8 +33,9 @@
 // grain's OnActivate runs, and the grain reads and changes it through
 // GrainContext.State (entries, plus the typed message of kinds that set
 // Kind.NewState). Reads see buffered writes. A call that returns an error
-// (or panics) leaves no change: its buffered changes are dropped and the
-// typed message is restored. After a call that changed state, in
+// (or panics) leaves no change: the changes it buffered are dropped and the
+// typed message is restored, while those of earlier calls still waiting for
+// a manual flush stay (what the grain flushed itself stays committed). After a call that changed state, in
 // FlushAfterCall mode (the default), every change is committed atomically
 // before the reply is sent; in FlushManual mode, only when the grain calls
 // State().Flush. Deactivation commits what is left, in both modes. Every

@@ -73,6 +73,9 @@ type grainState struct {
 	key storage.Key
 	buf *state.Buffer
 	msg proto.Message // nil when the kind has none
+	// mark is what was buffered when the current call began: a failed
+	// call rolls back to it (begin, rollback).
+	mark state.Mark
 
 	mu sync.Mutex
 	// broken is set when a commit failed: the activation's state is stale
@@ -183,12 +186,14 @@ func (s *grainState) failure() error {
 	return s.broken
 }
 
-// rollback drops the changes buffered since the last flush, and restores
-// the typed message to match: a failed call has no effect on state. In
-// FlushManual mode that includes the changes of earlier calls not yet
-// flushed.
+// begin marks the start of a call (or reminder) for rollback.
+func (s *grainState) begin() { s.mark = s.buf.Mark() }
+
+// rollback drops the changes buffered since the call began, and restores
+// the typed message to match: a failed call has no effect on state. Changes
+// of earlier calls still waiting for a manual flush stay buffered.
 func (s *grainState) rollback() {
-	s.buf.Discard()
+	s.buf.Rollback(s.mark)
 	if s.msg == nil {
 		return
 	}

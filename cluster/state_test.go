@@ -296,6 +296,11 @@ func TestManualFlush(t *testing.T) {
 			t.Fatalf("balance %d, want 4", got)
 		}
 		deposit(t, n, manualKind, "m", 4)
+		// A failed call drops its own changes, not those of the calls
+		// before it that wait for the flush.
+		if _, err := n.Invoke(context.Background(), depositCall(manualKind, "m", -3)); err == nil {
+			t.Fatal("a negative deposit succeeded")
+		}
 		if v := storedVersion(t, store, manualKind, "m"); v != 0 {
 			t.Fatalf("version %d before any Flush, want 0", v)
 		}

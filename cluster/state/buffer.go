@@ -83,6 +83,9 @@ type Buffer struct {
 	// clock orders Record calls for eviction: each Record takes the next
 	// tick, and records keep theirs across activations.
 	clock uint64
+	// flushes counts successful flushes, so that Rollback can tell a Mark
+	// taken before the last one.
+	flushes uint64
 }
 
 // change is one buffered change to a user entry.
@@ -355,6 +358,7 @@ func (b *Buffer) applyFlushed(version storage.Version, evicted map[string]bool) 
 	clear(b.pendingClients)
 	b.pendingMessage, b.messagePending = nil, false
 	b.version = version
+	b.flushes++
 }
 
 // checkUserKey reports whether key may name a user entry.

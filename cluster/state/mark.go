@@ -1,0 +1,55 @@
+package state
+
+import "maps"
+
+// Mark is the content of a Buffer's buffered changes at one moment, taken
+// with Mark and restored with Rollback. The zero Mark stands for a buffer
+// with nothing buffered.
+type Mark struct {
+	pending        map[string]change
+	pendingClients map[string]record
+	pendingMessage []byte
+	messagePending bool
+	flushes        uint64 // the buffer's flush count when taken
+}
+
+// Mark returns a mark of what is buffered now, for Rollback. Taking a mark
+// of a clean buffer costs nothing; otherwise it copies the buffered
+// changes (not their values, which the buffer never changes in place).
+//
+// A grain's runtime takes one before each call, so that a failed call drops
+// its own changes and keeps those of earlier calls still waiting for a
+// manual flush.
+func (b *Buffer) Mark() Mark {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.dirty() {
+		return Mark{flushes: b.flushes}
+	}
+	return Mark{
+		flushes:        b.flushes,
+		pending:        maps.Clone(b.pending),
+		pendingClients: maps.Clone(b.pendingClients),
+		pendingMessage: b.pendingMessage,
+		messagePending: b.messagePending,
+	}
+}
+
+// Rollback drops the changes, typed state message and exactly-once records
+// buffered since m was taken, keeping those buffered before. With the zero
+// Mark it is Discard. A Flush since m was taken makes its changes committed:
+// Rollback then restores nothing that Flush committed, and drops only what
+// was buffered after it, like Discard.
+func (b *Buffer) Rollback(m Mark) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	clear(b.pending)
+	clear(b.pendingClients)
+	b.pendingMessage, b.messagePending = nil, false
+	if m.flushes != b.flushes {
+		return // what m holds was committed since
+	}
+	maps.Copy(b.pending, m.pending)
+	maps.Copy(b.pendingClients, m.pendingClients)
+	b.pendingMessage, b.messagePending = m.pendingMessage, m.messagePending
+}
