@@ -258,9 +258,8 @@ func (b *Buffer) dirty() bool {
 }
 
 // Discard drops the buffered changes, typed state message and exactly-once
-// records. It does not
-// refresh the loaded state: a buffer whose Flush failed with
-// storage.ErrConflict stays stale.
+// records. It does not refresh the loaded state: a buffer whose Flush failed
+// with storage.ErrConflict stays stale.
 func (b *Buffer) Discard() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -272,8 +271,10 @@ func (b *Buffer) Discard() {
 // Flush commits the buffered changes and exactly-once records to the store
 // in one atomic commit, with the version check described in the package
 // doc. With nothing buffered it returns nil without calling the store. On
-// error nothing is committed and everything stays buffered; an error
-// wrapping storage.ErrConflict means another activation committed first.
+// error everything stays buffered. An error wrapping storage.ErrConflict
+// means another activation committed first and nothing was committed; after
+// any other error the commit may or may not have happened (see the package
+// doc).
 func (b *Buffer) Flush(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -12,8 +12,20 @@
 // committed in between, the store refuses with storage.ErrConflict, nothing
 // is written, and the buffer keeps its changes unflushed: this activation is
 // stale, and its owner (the cluster) should deactivate it rather than retry.
-// After any other failed Flush the changes stay buffered as well, so a later
-// Flush can retry them. Discard drops what is buffered.
+// After any other failed Flush the changes stay buffered as well, but the
+// commit may have happened (a database whose reply was lost): a later Flush
+// then either commits them or fails with storage.ErrConflict, which tells.
+// The cluster does not try: it deactivates the activation, and a retry of the
+// call with the same stamp finds out. Discard drops what is buffered; with
+// nothing buffered, Flush does not call the store at all.
+//
+// # Marks
+//
+// Mark notes what is buffered, and Rollback goes back to it, dropping only
+// the changes, typed message and records buffered since. The cluster takes a
+// mark when each call begins, so that a call that fails drops its own changes
+// and keeps those of earlier calls still waiting for a manual flush. What a
+// Flush committed since the mark stays committed.
 //
 // # The typed state message
 //
@@ -48,10 +60,10 @@
 //
 // Records are buffered like state changes and committed in the same Flush,
 // as one entry per client under ReservedPrefix holding its whole window, so
-// a reply is durable exactly when the state changes of its call are. A
-// caller must send a reply only after the Flush that committed it
-// succeeded. The entry is rewritten by every commit that records a call of
-// its client: keep W, and replies, small.
+// a reply is durable exactly when the state changes of its call are. A reply
+// sent before that Flush succeeded can be lost with its changes (the cluster
+// does so only in manual flush mode). The entry is rewritten by every commit
+// that records a call of its client: keep W, and replies, small.
 //
 // A grain remembers at most Config.MaxClients clients. When a Flush would
 // leave more, it removes, in the same commit, the records of the clients
@@ -60,6 +72,9 @@
 // client whose record was evicted and that then retries a call gets "new
 // call" from Seen, and the call runs a second time. Set MaxClients above
 // the number of clients that may retry calls to one grain.
+//
+// The cluster loads every grain with the zero Config, so W is
+// DefaultWindowPerClient and the client bound DefaultMaxClients there.
 //
 // # Keys
 //

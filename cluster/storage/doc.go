@@ -15,10 +15,12 @@
 // that loaded the empty state long ago commit again; the price is one small
 // record per grain that was ever written.
 //
-// Implementations: memstore (in memory, for tests), boltstore (an embedded
-// single-file store, the default) and pgstore (PostgreSQL). The storagetest
-// package holds the conformance suite every Store must pass; a user's own
-// Store should run it too.
+// Implementations: memstore (in memory, for tests; a cluster node without a
+// configured store uses a private one), boltstore (an embedded single-file
+// store, for a cluster that is one process) and pgstore (PostgreSQL, for
+// clusters of several processes). The storagetest package holds the
+// conformance suite every Store must pass; a user's own Store should run it
+// too.
 //
 // The change buffer that grains use (Get/Set/Remove then Flush) is in package
 // state, built on this interface.

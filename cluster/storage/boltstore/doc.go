@@ -1,5 +1,7 @@
-// Package boltstore is the embedded default storage.Store: one file on local
-// disk, no server, ACID transactions, built on go.etcd.io/bbolt.
+// Package boltstore is an embedded storage.Store: one file on local disk, no
+// server, ACID transactions, built on go.etcd.io/bbolt. Only one process can
+// open the file, so it suits a cluster that is one process; nodes in several
+// processes need a shared store such as pgstore.
 //
 // Why bbolt and not Pebble: a node writes the state of the grains it owns,
 // one commit per flush, so bbolt's single writer is not the bottleneck a
