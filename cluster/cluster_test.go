@@ -308,6 +308,42 @@ func TestDeadlineAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestDefaultCallTimeout checks the shared default deadline of calls made
+// with a context that has none, both locally and across nodes, and that a
+// context which can be cancelled still ends the call when cancelled.
+func TestDefaultCallTimeout(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, func(c *Config) { c.DefaultCallTimeout = 100 * time.Millisecond })
+	for _, owner := range nodes {
+		id := identityOwnedBy(t, nodes, owner)
+		h := hs[owner.Name()]
+		_, err := nodes[0].Invoke(context.WithValue(context.Background(), ctxKey{}, 1), stringCall(methodBlock, id, ""))
+		if got := status.Code(err); got != codes.DeadlineExceeded {
+			t.Errorf("owner %s, no deadline: code = %v (%v), want DeadlineExceeded", owner.Name(), got, err)
+		}
+		receive(t, h.entered, "the first Block call")
+		// Across nodes the caller's cancel frame may beat the owner's own
+		// timer, so the grain may see either.
+		if err := receive(t, h.canceled, "the grain seeing the deadline"); !errors.Is(err, context.DeadlineExceeded) &&
+			!errors.Is(err, context.Canceled) {
+			t.Errorf("owner %s: the grain saw %v, want the deadline", owner.Name(), err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			receive(t, h.entered, "the second Block call")
+			cancel()
+		}()
+		_, err = nodes[0].Invoke(ctx, stringCall(methodBlock, id, ""))
+		if got := status.Code(err); got != codes.Canceled && got != codes.DeadlineExceeded {
+			t.Errorf("owner %s, cancelled: code = %v (%v), want Canceled or DeadlineExceeded", owner.Name(), got, err)
+		}
+		receive(t, h.canceled, "the grain seeing the cancellation")
+		if got := add(t, nodes[0], id, 1); got != 1 {
+			t.Errorf("owner %s: the grain answered %d after the timed-out calls, want 1", owner.Name(), got)
+		}
+	}
+}
+
 func TestGrainPanics(t *testing.T) {
 	t.Parallel()
 	// No sweeps, so that the failed activation is found by the next call.

@@ -56,7 +56,7 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 	}
 	if _, ok := ctx.Deadline(); !ok && n.cfg.DefaultCallTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, n.cfg.DefaultCallTimeout)
+		ctx, cancel = n.deadlines.with(ctx)
 		defer cancel()
 	}
 	r := remoteCall{call: &call, chain: chain, stamp: st}

@@ -40,6 +40,7 @@ type Node struct {
 	reminders *reminder.Scheduler
 	clientID  string        // stamps this node's calls
 	seq       atomic.Uint64 // the last sequence number stamped
+	deadlines *deadlines    // the default deadline of calls without one
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
@@ -74,6 +75,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.kinds[k.Name] = newHostedKind(k)
 	}
 	n.clientID = cfg.ClientID
+	n.deadlines = newDeadlines(cfg.DefaultCallTimeout)
 	n.store = cfg.Store
 	if n.store == nil {
 		n.store, n.ownStore = memstore.New(), true

@@ -1,0 +1,91 @@
+package cluster
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// deadlines gives calls made without a deadline the node's
+// DefaultCallTimeout.
+//
+// The trick: context.WithTimeout costs every call a timer, a context and a
+// done channel (about 400 B in three allocations) plus two trips through
+// the runtime's timer heap, although the timer almost never fires. Calls
+// that start within the same short window share one deadline context
+// instead, and each call wraps it in a small deadlineCtx that keeps the
+// caller's values. A shared deadline is rounded up: a call may end up to
+// 1/100 of DefaultCallTimeout later than it would alone, never earlier.
+type deadlines struct {
+	timeout time.Duration
+	slack   time.Duration // how much later than timeout a deadline may be
+	cur     atomic.Pointer[sharedDeadline]
+}
+
+// sharedDeadline is one deadline shared by the calls of a window.
+type sharedDeadline struct {
+	ctx context.Context // ends at `at`, with context.DeadlineExceeded
+	at  time.Time
+	// cancel releases the context's timer; nothing calls it, since the
+	// timer fires at `at` anyway and calls may still be using it.
+	cancel context.CancelFunc
+}
+
+func newDeadlines(timeout time.Duration) *deadlines {
+	return &deadlines{timeout: timeout, slack: timeout / 100}
+}
+
+// with returns ctx bounded by the default timeout. ctx must have no
+// deadline. A ctx that can be cancelled gets a context of its own (sharing
+// would need a goroutine or a callback per call to watch ctx); the others
+// share a deadline. The returned cancel must be called when the call ends.
+func (d *deadlines) with(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Done() != nil {
+		return context.WithTimeout(ctx, d.timeout)
+	}
+	return &deadlineCtx{Context: ctx, d: d.shared(time.Now())}, noCancel
+}
+
+// shared returns a deadline between now+timeout and now+timeout+slack,
+// making a new one when the current one is outside that range. Concurrent
+// callers may each make one; the last stored wins, which costs nothing but
+// the allocation.
+func (d *deadlines) shared(now time.Time) *sharedDeadline {
+	want := now.Add(d.timeout)
+	if s := d.cur.Load(); s != nil && !s.at.Before(want) && s.at.Sub(want) <= d.slack {
+		return s
+	}
+	s := &sharedDeadline{at: want.Add(d.slack)}
+	s.ctx, s.cancel = context.WithDeadline(context.Background(), s.at)
+	d.cur.Store(s)
+	return s
+}
+
+func noCancel() {}
+
+// deadlineCtx is a caller's context, which never ends by itself, under a
+// shared deadline: values come from the caller's context, the deadline, Done
+// and Err from the shared one.
+type deadlineCtx struct {
+	context.Context
+	d *sharedDeadline
+}
+
+// Deadline implements context.Context.
+func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.d.at, true }
+
+// Done implements context.Context.
+func (c *deadlineCtx) Done() <-chan struct{} { return c.d.ctx.Done() }
+
+// Err implements context.Context.
+func (c *deadlineCtx) Err() error { return c.d.ctx.Err() }
+
+// AfterFunc lets contexts derived from c (context.WithTimeout and the like,
+// in a grain) follow it with a callback instead of a goroutine each: the
+// context package uses this method when a parent has it.
+func (c *deadlineCtx) AfterFunc(f func()) func() bool { return context.AfterFunc(c.d.ctx, f) }
+
+// String names the context in debugging output.
+func (c *deadlineCtx) String() string {
+	return "cluster.deadlineCtx(" + c.d.at.String() + ")"
+}

@@ -1,0 +1,94 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+type ctxKey struct{}
+
+func TestSharedDeadlineBounds(t *testing.T) {
+	d := newDeadlines(time.Hour)
+	now := time.Now()
+	a := d.shared(now)
+	if !a.at.Equal(now.Add(time.Hour + d.slack)) {
+		t.Fatalf("first deadline at %v, want now+timeout+slack", a.at.Sub(now))
+	}
+	// Within the slack the deadline is shared; past it, a new one is made,
+	// and no call ever gets a deadline earlier than its own start+timeout.
+	if b := d.shared(now.Add(d.slack / 2)); b != a {
+		t.Fatal("a call within the slack did not share the deadline")
+	}
+	later := now.Add(d.slack + time.Millisecond)
+	c := d.shared(later)
+	if c == a {
+		t.Fatal("a call past the slack shared a deadline earlier than its own")
+	}
+	if c.at.Before(later.Add(time.Hour)) {
+		t.Fatalf("deadline %v before start+timeout", c.at.Sub(later))
+	}
+	// A call that started earlier than the current deadline allows (its
+	// goroutine read the clock, then was descheduled) is not stretched
+	// further than the slack.
+	if e := d.shared(now.Add(-time.Minute)); e == c || e.at.Sub(now.Add(-time.Minute).Add(time.Hour)) > d.slack {
+		t.Fatal("an earlier start shared a deadline more than the slack away")
+	}
+}
+
+func TestDeadlineCtxKeepsValuesAndEnds(t *testing.T) {
+	d := newDeadlines(50 * time.Millisecond)
+	parent := context.WithValue(context.Background(), ctxKey{}, "v")
+	ctx, cancel := d.with(parent)
+	defer cancel()
+	if _, ok := ctx.(*deadlineCtx); !ok {
+		t.Fatalf("a context without Done got %T, want a shared deadline", ctx)
+	}
+	if got := ctx.Value(ctxKey{}); got != "v" {
+		t.Fatalf("Value = %v, want the caller's value", got)
+	}
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > 50*time.Millisecond+d.slack {
+		t.Fatalf("Deadline = %v, %v", dl, ok)
+	}
+	// A context a grain derives follows the shared deadline, and ending
+	// it early leaves the shared one alone.
+	child, stop := context.WithCancel(ctx)
+	stop()
+	if ctx.Err() != nil {
+		t.Fatal("cancelling a child ended the shared deadline")
+	}
+	grand, stop2 := context.WithTimeout(ctx, time.Hour)
+	defer stop2()
+	select {
+	case <-grand.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a derived context did not end with the shared deadline")
+	}
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) || !errors.Is(grand.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err = %v / %v, want DeadlineExceeded", ctx.Err(), grand.Err())
+	}
+	if !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		t.Fatalf("Cause = %v", context.Cause(ctx))
+	}
+	_ = child
+}
+
+func TestDeadlineOfCancelableContextIsItsOwn(t *testing.T) {
+	d := newDeadlines(time.Hour)
+	parent, cancelParent := context.WithCancel(context.Background())
+	ctx, cancel := d.with(parent)
+	defer cancel()
+	if _, ok := ctx.(*deadlineCtx); ok {
+		t.Fatal("a cancelable context got a shared deadline, which would not see its cancellation")
+	}
+	cancelParent()
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("cancelling the caller's context did not end the call's")
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("Err = %v, want Canceled", ctx.Err())
+	}
+}
