@@ -186,8 +186,16 @@ func (s *grainState) failure() error {
 	return s.broken
 }
 
-// begin marks the start of a call (or reminder) for rollback.
-func (s *grainState) begin() { s.mark = s.buf.Mark() }
+// begin marks the start of a call (or reminder) for rollback. It first
+// hands the buffer what changed in the typed message since the last sync (in
+// OnActivate, say), so that rolling this call back does not undo it. That
+// costs one encoding of the message per call of a kind with typed state. An
+// encoding error is not lost: the sync after the call meets it again and
+// fails the call.
+func (s *grainState) begin() {
+	_ = s.sync()
+	s.mark = s.buf.Mark()
+}
 
 // rollback drops the changes buffered since the call began, and restores
 // the typed message to match: a failed call has no effect on state. Changes
