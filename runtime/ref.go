@@ -263,10 +263,11 @@ func (r *Ref) sendSystem(msg any) {
 	r.schedule()
 }
 
-// schedule starts the actor's goroutine unless it is already running.
+// schedule starts the actor's turn unless it is already running, on a
+// worker goroutine of the System (see workers).
 func (r *Ref) schedule() {
 	if r.status.CompareAndSwap(idle, running) {
-		go r.run()
+		r.sys.workers.start(r)
 	}
 }
 

@@ -35,6 +35,7 @@ type System struct {
 	beforeIdle func(*Ref)
 
 	slots    sync.Pool     // *replySlot
+	workers  workers       // goroutines that run actors' turns
 	closedCh chan struct{} // closed; the Done channel of actors that stopped before anyone asked
 }
 
@@ -59,6 +60,7 @@ func NewSystem(cfg Config) *System {
 		s.root = DefaultStrategy()
 	}
 	s.slots.New = newReplySlot
+	s.workers.init()
 	return s
 }
 
@@ -134,6 +136,7 @@ func (s *System) closeTop() []*Ref {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	s.workers.close()
 	refs := make([]*Ref, 0, len(s.top))
 	for r := range s.top {
 		refs = append(refs, r)
