@@ -410,6 +410,10 @@ type grainCall struct {
 	req     proto.Message
 	callers []actKey // the grains waiting on this call, outermost first
 	stamp   stamp
+	// gctx is the GrainContext the method gets, filled in by the actor.
+	// It lives in the message so that a call allocates one object for
+	// both instead of two.
+	gctx grainContext
 }
 
 // reminderCall delivers a due reminder to the grain's actor.
@@ -510,7 +514,10 @@ func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
 			g.a.state.rollback()
 		}
 	}()
-	resp, err = m.method.Handle(g.a.grain, g.n.grainContext(m.ctx, g.a, m.callers, m.stamp), m.req)
+	gc := &m.gctx
+	gc.Context, gc.n, gc.a, gc.callers, gc.stamp = m.ctx, g.n, g.a, m.callers, m.stamp
+	gc.inner.Store(0)
+	resp, err = m.method.Handle(g.a.grain, gc, m.req)
 	done = true
 	if err == nil && resp == nil {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",

@@ -6,7 +6,10 @@ package cluster
 // Long-lived things (nodes, kinds) are configured with structs; a CallOption
 // is only for settings that vary from one call to the next.
 type CallOption interface {
-	applyCall(*callConfig)
+	// applyCall returns c with the option applied. It takes and returns
+	// the config by value so that the config of a call stays on the
+	// caller's stack (a pointer passed to an interface method escapes).
+	applyCall(c callConfig) callConfig
 }
 
 // callConfig holds the settings of one call after its options are applied.
@@ -17,7 +20,10 @@ type callConfig struct {
 
 type callOptionFunc func(*callConfig)
 
-func (f callOptionFunc) applyCall(c *callConfig) { f(c) }
+func (f callOptionFunc) applyCall(c callConfig) callConfig {
+	f(&c)
+	return c
+}
 
 // WithoutRetry makes a call fail at once with a retryable error instead of
 // being retried within its deadline when the grain's owner is unreachable.

@@ -38,7 +38,7 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 	var cc callConfig
 	for _, o := range opts {
 		if o != nil {
-			o.applyCall(&cc)
+			cc = o.applyCall(cc)
 		}
 	}
 	if call.Request == nil || call.NewResponse == nil {
@@ -59,7 +59,7 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 		ctx, cancel = n.deadlines.with(ctx)
 		defer cancel()
 	}
-	r := remoteCall{call: &call, chain: chain, stamp: st}
+	r := remoteCall{call: call, chain: chain, stamp: st}
 	backoff := n.cfg.RetryBackoff
 	for {
 		resp, err := n.invokeOnce(ctx, &r)
@@ -79,7 +79,7 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 
 // remoteCall is a call with its request encoded once for all attempts.
 type remoteCall struct {
-	call    *Call
+	call    Call // a copy, so that the caller's Call does not escape
 	chain   []actKey // the grains waiting on this call, outermost first
 	stamp   stamp
 	payload []byte
@@ -106,7 +106,7 @@ func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, er
 	if isDone(n.stop) {
 		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
 	}
-	call := r.call
+	call := &r.call
 	owner, ok := n.view.Load().owner(call.Kind, call.Identity)
 	if !ok {
 		return nil, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
@@ -119,7 +119,7 @@ func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, er
 
 // invokeRemote sends a call to its owner over the transport.
 func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (proto.Message, error) {
-	call := r.call
+	call := &r.call
 	if !r.encoded {
 		b, err := proto.Marshal(call.Request)
 		if err != nil {
