@@ -79,7 +79,7 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 
 // remoteCall is a call with its request encoded once for all attempts.
 type remoteCall struct {
-	call    Call // a copy, so that the caller's Call does not escape
+	call    Call     // a copy, so that the caller's Call does not escape
 	chain   []actKey // the grains waiting on this call, outermost first
 	stamp   stamp
 	payload []byte
