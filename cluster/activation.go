@@ -64,11 +64,18 @@ type activation struct {
 
 	shard *actShard // the part of the table that holds it
 
+	// calls counts the calls between get and release, and lastUsed is when
+	// the last of them was released (nanoseconds on the table's monotonic
+	// clock). They are atomic so that release needs no lock: get counts a
+	// call in under shard.mu, where it also checks deactivating, so a
+	// deactivation that sees calls at zero under shard.mu cannot miss a
+	// call; a release that runs concurrently only lowers the count.
+	calls    atomic.Int32
+	lastUsed atomic.Int64
+
 	// Guarded by shard.mu.
-	calls        int  // calls between get and release
 	deactivating bool // being deactivated by the node: new calls wait for gone
 	failed       bool // its actor stopped by itself (restart limit reached)
-	lastUsed     time.Time
 }
 
 // activated reports whether the activation is ready and succeeded.
@@ -89,6 +96,7 @@ const actShards = 64
 type activations struct {
 	n      *Node
 	shards [actShards]actShard
+	epoch  time.Time // the origin of activation.lastUsed
 
 	mu      sync.Mutex    // guards pending and drained
 	pending int           // deactivations in progress
@@ -96,14 +104,16 @@ type activations struct {
 }
 
 // actShard is one part of the table. Its mutex also guards the fields of
-// its activations that say so.
+// its activations that say so. It is a RWMutex so that calls, which only
+// look an activation up, share it (see get); with a plain mutex, many
+// callers convoyed behind one descheduled while holding it.
 type actShard struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[actKey]*activation
 }
 
 func newActivations(n *Node) *activations {
-	t := &activations{n: n}
+	t := &activations{n: n, epoch: time.Now()}
 	for i := range t.shards {
 		t.shards[i].m = make(map[actKey]*activation)
 	}
@@ -115,13 +125,13 @@ func (t *activations) shard(key actKey) *actShard {
 	return &t.shards[keyHash(key.kind, key.identity)%actShards]
 }
 
-// each calls fn for every shard, with its lock held.
+// each calls fn for every shard, with its read lock held.
 func (t *activations) each(fn func(sh *actShard)) {
 	for i := range t.shards {
 		sh := &t.shards[i]
-		sh.mu.Lock()
+		sh.mu.RLock()
 		fn(sh)
-		sh.mu.Unlock()
+		sh.mu.RUnlock()
 	}
 }
 
@@ -131,11 +141,15 @@ func (t *activations) each(fn func(sh *actShard)) {
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
 	key := actKey{hk.Name, identity}
 	sh := t.shard(key)
+	if a := t.lookup(sh, key); a != nil {
+		return t.ready(ctx, a)
+	}
 	for {
 		sh.mu.Lock()
 		a := sh.m[key]
 		if a == nil {
-			a = &activation{key: key, hk: hk, shard: sh, ready: make(chan struct{}), gone: make(chan struct{}), calls: 1}
+			a = &activation{key: key, hk: hk, shard: sh, ready: make(chan struct{}), gone: make(chan struct{})}
+			a.calls.Store(1)
 			sh.m[key] = a
 			sh.mu.Unlock()
 			if err := t.activate(ctx, a); err != nil {
@@ -152,27 +166,51 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 				return nil, contextError(ctx.Err())
 			}
 		}
-		a.calls++
+		a.calls.Add(1)
 		sh.mu.Unlock()
+		return t.ready(ctx, a)
+	}
+}
+
+// lookup is get's fast path, under the shard's read lock: it counts a call
+// in on the activation of key unless there is none or it is being
+// deactivated. deactivating only changes under the write lock, so it cannot
+// change between the check and the count.
+func (t *activations) lookup(sh *actShard, key actKey) *activation {
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	a := sh.m[key]
+	if a == nil || a.deactivating {
+		return nil
+	}
+	a.calls.Add(1)
+	return a
+}
+
+// ready waits until a, counted in, is activated, and returns it or why it
+// could not be.
+func (t *activations) ready(ctx context.Context, a *activation) (*activation, error) {
+	if !isDone(a.ready) { // checked first so that ctx.Done is only made if needed
 		select {
 		case <-a.ready:
 		case <-ctx.Done():
 			t.release(a)
 			return nil, contextError(ctx.Err())
 		}
-		if a.err != nil {
-			return nil, a.err
-		}
-		return a, nil
 	}
+	if a.err != nil {
+		t.release(a)
+		return nil, a.err
+	}
+	return a, nil
 }
 
-// release counts a call out and marks the activation used now.
+// release counts a call out and marks the activation used now. It takes
+// no lock (see activation.calls); it stamps the time first, so that a
+// passivation that sees no call also sees this use.
 func (t *activations) release(a *activation) {
-	a.shard.mu.Lock()
-	a.calls--
-	a.lastUsed = time.Now()
-	a.shard.mu.Unlock()
+	a.lastUsed.Store(int64(time.Since(t.epoch)))
+	a.calls.Add(-1)
 }
 
 // activate creates the grain, runs OnActivate with the first caller's
@@ -256,19 +294,37 @@ func (t *activations) failed(a *activation) {
 }
 
 // deactivateWhere starts deactivating every activated, not busy activation
-// for which pick is true, and returns how many it started.
-func (t *activations) deactivateWhere(pick func(a *activation, now time.Time) bool) int {
-	now := time.Now()
-	var victims []*activation
-	t.each(func(sh *actShard) {
+// for which pick is true, and returns how many it started. It looks under
+// each shard's read lock, so that the periodic sweeps do not stop calls, and
+// takes the write lock only to mark what it found, checking it again.
+func (t *activations) deactivateWhere(pick func(a *activation, now time.Duration) bool) int {
+	now := time.Since(t.epoch)
+	candidate := func(sh *actShard, a *activation) bool {
+		return sh.m[a.key] == a && !a.deactivating && !a.failed && a.activated() && pick(a, now)
+	}
+	var victims, found []*activation
+	for i := range t.shards {
+		sh := &t.shards[i]
+		found = found[:0]
+		sh.mu.RLock()
 		for _, a := range sh.m {
-			if a.deactivating || a.failed || !a.activated() || !pick(a, now) {
-				continue
+			if candidate(sh, a) {
+				found = append(found, a)
 			}
-			a.deactivating = true
-			victims = append(victims, a)
 		}
-	})
+		sh.mu.RUnlock()
+		if len(found) == 0 {
+			continue
+		}
+		sh.mu.Lock()
+		for _, a := range found {
+			if candidate(sh, a) {
+				a.deactivating = true
+				victims = append(victims, a)
+			}
+		}
+		sh.mu.Unlock()
+	}
 	t.startDeactivations(victims)
 	return len(victims)
 }
@@ -346,8 +402,8 @@ func (t *activations) deactivate(a *activation) {
 // passivate deactivates activations idle for longer than their kind's idle
 // timeout. A busy activation is never passivated.
 func (t *activations) passivate() int {
-	return t.deactivateWhere(func(a *activation, now time.Time) bool {
-		return a.calls == 0 && a.hk.idle >= 0 && now.Sub(a.lastUsed) >= a.hk.idle
+	return t.deactivateWhere(func(a *activation, now time.Duration) bool {
+		return a.calls.Load() == 0 && a.hk.idle >= 0 && now-time.Duration(a.lastUsed.Load()) >= a.hk.idle
 	})
 }
 
@@ -357,7 +413,7 @@ func (t *activations) passivate() int {
 // checked ownership just before the view changed.
 func (t *activations) sweepStrays() int {
 	p := t.n.view.Load()
-	return t.deactivateWhere(func(a *activation, _ time.Time) bool {
+	return t.deactivateWhere(func(a *activation, _ time.Duration) bool {
 		owner, ok := p.owner(a.key.kind, a.key.identity)
 		return !ok || owner.Name != t.n.name
 	})
@@ -381,7 +437,7 @@ func (t *activations) sweepFailed() {
 // deactivateAll deactivates every activation (node shutdown) and waits for
 // them, or for ctx.
 func (t *activations) deactivateAll(ctx context.Context) error {
-	t.deactivateWhere(func(*activation, time.Time) bool { return true })
+	t.deactivateWhere(func(*activation, time.Duration) bool { return true })
 	// Activations still activating finish, then are caught by a later pass
 	// or by the actor system's shutdown.
 	return t.waitDeactivations(ctx)

@@ -804,3 +804,34 @@ func TestBusyActivationIsNotPassivated(t *testing.T) {
 		t.Fatalf("OnDeactivate(%q), want busy", got)
 	}
 }
+
+// TestCallsRacePassivation runs calls from many goroutines while the
+// sweeps passivate the same grains between them (1 ms idle timeout): every
+// call must succeed, on the current activation or a new one, and
+// activations must come and go.
+func TestCallsRacePassivation(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 1, time.Millisecond, func(c *Config) { c.PassivationInterval = time.Millisecond })
+	h := hs[nodes[0].Name()]
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				id := fmt.Sprintf("grain-%d", (g+i)%8)
+				if _, err := nodes[0].Invoke(context.Background(), addCall(id, 1)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, waitTimeout, "a passivation", func() bool { return len(h.deactivated) > 0 })
+}
