@@ -28,7 +28,7 @@ type conn struct {
 	cc     *grpc.ClientConn   // nil for streams the peer dialed
 	wake   chan struct{}      // tells the writer there is work
 	done   chan struct{}      // closed by close
-	ctx    context.Context    // cancelled by close: ends served requests
+	names  nameTable          // names decoded by readLoop, interned
 
 	mu           sync.Mutex
 	batches      [][]byte // queued frames, each batch at most MaxBatchBytes (or one frame)
@@ -41,7 +41,6 @@ type conn struct {
 	corrupt      error                         // the decoding error that closed it, if any
 	framesQueued uint64                        // frames sent, for tests and debugging
 	batchesSent  uint64                        // gRPC messages sent
-	closeCtx     context.CancelFunc
 }
 
 func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, cc *grpc.ClientConn) *conn {
@@ -53,7 +52,6 @@ func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, 
 		calls:  make(map[uint64]chan frame),
 		served: make(map[uint64]context.CancelFunc),
 	}
-	c.ctx, c.closeCtx = context.WithCancel(context.Background())
 	return c
 }
 
@@ -92,7 +90,6 @@ func (c *conn) close(err error) {
 	}
 	close(c.done)
 	c.mu.Unlock()
-	c.closeCtx()
 	c.cancel()
 	if c.cc != nil {
 		_ = c.cc.Close() // the stream is already gone; nothing to report
@@ -102,10 +99,11 @@ func (c *conn) close(err error) {
 
 // call sends req and waits for its reply, ctx or the conn's end.
 func (c *conn) call(ctx context.Context, req *frame) (frame, error) {
-	reply := make(chan frame, 1)
+	reply := c.t.getReplyChan()
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
+		c.t.putReplyChan(reply)
 		return frame{}, c.err
 	}
 	c.nextID++
@@ -119,6 +117,10 @@ func (c *conn) call(ctx context.Context, req *frame) (frame, error) {
 	}
 	select {
 	case r := <-reply:
+		// The one reply for this id has been taken: nothing else can be
+		// sent on the channel, so it may serve another call. (On the other
+		// paths a reply may still come, and the channel is left to the GC.)
+		c.t.putReplyChan(reply)
 		return r, nil
 	case <-ctx.Done():
 		c.forgetCall(req.id)
@@ -223,7 +225,7 @@ func (c *conn) readLoop() {
 			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s ended: %v", c.peer, err))
 			return
 		}
-		if err := decodeBatch(batch, c.dispatch); err != nil {
+		if err := decodeBatchNames(batch, &c.names, c.dispatch); err != nil {
 			c.t.log.Error("cluster: closing the stream to a peer that sent a corrupt frame", "peer", c.peer, "err", err)
 			c.mu.Lock()
 			c.corrupt = err
@@ -260,8 +262,9 @@ func (c *conn) dispatch(f *frame) {
 	}
 }
 
-// serve runs a request from the peer in its own goroutine, so that a slow
-// grain does not hold up the stream, and queues the reply.
+// serve runs a request from the peer in a goroutine of its own (from the
+// transport's goPool), so that a slow grain does not hold up the stream,
+// and queues the reply.
 func (c *conn) serve(req frame) {
 	h := c.t.handler
 	if !h.admitCall() {
@@ -270,19 +273,25 @@ func (c *conn) serve(req frame) {
 		_ = c.send(context.Background(), reply) // fails only when the conn is closed
 		return
 	}
+	// A request's context does not descend from a conn-wide one: close
+	// cancels every request in c.served itself, so making each a child of
+	// another context (a lock on the parent to add it, and again to remove
+	// it, on every request) would buy nothing.
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if req.timeout > 0 {
-		ctx, cancel = context.WithTimeout(c.ctx, req.timeout)
+		ctx, cancel = context.WithTimeout(context.Background(), req.timeout)
 	} else {
-		ctx, cancel = context.WithCancel(c.ctx)
+		ctx, cancel = context.WithCancel(context.Background())
 	}
 	c.mu.Lock()
 	if c.err == nil {
 		c.served[req.id] = cancel
+	} else {
+		cancel() // closed already: the request runs only to fail fast
 	}
 	c.mu.Unlock()
-	go func() {
+	c.t.servers.run(func() {
 		defer h.finishCall()
 		defer cancel()
 		reply := h.serveRequest(ctx, &req)
@@ -292,7 +301,7 @@ func (c *conn) serve(req frame) {
 		reply.typ, reply.id = frameResponse, req.id
 		// An error here means the conn closed: the caller retries or gives up.
 		_ = c.send(context.Background(), reply)
-	}()
+	})
 }
 
 // canceledContext returns a context that is already done, for sends that

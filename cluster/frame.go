@@ -147,6 +147,12 @@ func stringFieldSize(num protowire.Number, s string) int {
 // frame that does not decode and returns an error wrapping ErrCorruptFrame;
 // it never panics, whatever the bytes. A frame's payload aliases batch.
 func decodeBatch(batch []byte, fn func(*frame)) error {
+	return decodeBatchNames(batch, nil, fn)
+}
+
+// decodeBatchNames is decodeBatch that takes the names frames carry (kinds,
+// methods, client IDs) from names, which may be nil.
+func decodeBatchNames(batch []byte, names *nameTable, fn func(*frame)) error {
 	var f frame
 	for len(batch) > 0 {
 		n, m := protowire.ConsumeVarint(batch)
@@ -158,7 +164,7 @@ func decodeBatch(batch []byte, fn func(*frame)) error {
 			return fmt.Errorf("%w: length %d exceeds the %d bytes left", ErrCorruptFrame, n, len(batch))
 		}
 		f = frame{}
-		if err := decodeFrame(batch[:n], &f); err != nil {
+		if err := decodeFrame(batch[:n], &f, names); err != nil {
 			return err
 		}
 		batch = batch[n:]
@@ -169,14 +175,14 @@ func decodeBatch(batch []byte, fn func(*frame)) error {
 
 // decodeFrame decodes one frame (without its length prefix) into f and
 // checks that it is well formed.
-func decodeFrame(b []byte, f *frame) error {
+func decodeFrame(b []byte, f *frame, names *nameTable) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return fmt.Errorf("%w: bad tag: %v", ErrCorruptFrame, protowire.ParseError(n))
 		}
 		b = b[n:]
-		n, err := decodeField(b, num, typ, f)
+		n, err := decodeField(b, num, typ, f, names)
 		if err != nil {
 			return err
 		}
@@ -186,7 +192,7 @@ func decodeFrame(b []byte, f *frame) error {
 }
 
 // decodeField decodes the value of field num and returns its length.
-func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame) (int, error) {
+func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame, names *nameTable) (int, error) {
 	switch num {
 	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq:
 		if typ != protowire.VarintType {
@@ -206,7 +212,7 @@ func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame) (
 		if n < 0 {
 			return 0, fmt.Errorf("%w: field %d: %v", ErrCorruptFrame, num, protowire.ParseError(n))
 		}
-		return n, f.setBytes(num, v)
+		return n, f.setBytes(num, v, names)
 	default: // a field from a newer peer
 		n := protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
@@ -246,21 +252,21 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 	return nil
 }
 
-func (f *frame) setBytes(num protowire.Number, v []byte) error {
+func (f *frame) setBytes(num protowire.Number, v []byte, names *nameTable) error {
 	switch num {
 	case fieldChainKind:
-		f.chain = append(f.chain, actKey{kind: string(v)})
+		f.chain = append(f.chain, actKey{kind: names.intern(v)})
 	case fieldChainIdentity:
 		if len(f.chain) == 0 {
 			return fmt.Errorf("%w: caller identity without a caller kind", ErrCorruptFrame)
 		}
 		f.chain[len(f.chain)-1].identity = string(v)
 	case fieldKind:
-		f.kind = string(v)
+		f.kind = names.intern(v)
 	case fieldIdentity:
 		f.identity = string(v)
 	case fieldMethod:
-		f.method = string(v)
+		f.method = names.intern(v)
 	case fieldPayload:
 		f.payload = v
 	case fieldMessage:
@@ -268,7 +274,7 @@ func (f *frame) setBytes(num protowire.Number, v []byte) error {
 	case fieldNode:
 		f.node = string(v)
 	case fieldClientID:
-		f.stamp.client = string(v)
+		f.stamp.client = names.intern(v)
 	}
 	return nil
 }
@@ -288,4 +294,32 @@ func (f *frame) check() error {
 		}
 	}
 	return nil
+}
+
+// maxNames bounds a nameTable, so that a peer sending ever new names cannot
+// grow it without limit; names past it are allocated per frame.
+const maxNames = 1024
+
+// nameTable interns the names one conn decodes: grain kinds, methods and
+// client IDs, which repeat from frame to frame. Looking a []byte up in a map
+// with string(v) as the key does not allocate, so a name seen before costs
+// a map lookup instead of a new string per frame. Only the conn's reader
+// uses it; a nil table interns nothing.
+type nameTable struct{ m map[string]string }
+
+func (t *nameTable) intern(v []byte) string {
+	if t == nil {
+		return string(v)
+	}
+	if s, ok := t.m[string(v)]; ok {
+		return s
+	}
+	s := string(v)
+	if len(t.m) < maxNames {
+		if t.m == nil {
+			t.m = make(map[string]string)
+		}
+		t.m[s] = s
+	}
+	return s
 }

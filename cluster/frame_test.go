@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -273,5 +275,31 @@ func TestNodeAnswersRequestsItCannotServe(t *testing.T) {
 				t.Fatalf("reply %+v, want a response to 42 with code %v and reason %d", reply, tc.code, tc.reason)
 			}
 		})
+	}
+}
+
+func TestNameTableInternsBounded(t *testing.T) {
+	var nt nameTable
+	a := nt.intern([]byte("kind.v1.Counter"))
+	b := nt.intern([]byte("kind.v1.Counter"))
+	if a != "kind.v1.Counter" || unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Fatal("a repeated name was not interned")
+	}
+	known := []byte("kind.v1.Counter")
+	if allocs := testing.AllocsPerRun(100, func() { nt.intern(known) }); allocs != 0 {
+		t.Fatalf("interning a known name allocates %v times", allocs)
+	}
+	for i := range 2 * maxNames {
+		nt.intern([]byte(fmt.Sprint("name-", i)))
+	}
+	if len(nt.m) > maxNames {
+		t.Fatalf("table holds %d names, over maxNames", len(nt.m))
+	}
+	if got := nt.intern([]byte("unseen-after-full")); got != "unseen-after-full" {
+		t.Fatalf("a name past the bound decoded as %q", got)
+	}
+	var none *nameTable
+	if got := none.intern([]byte("x")); got != "x" {
+		t.Fatalf("nil table: %q", got)
 	}
 }

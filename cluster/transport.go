@@ -99,6 +99,10 @@ type transport struct {
 	lis     net.Listener
 	ctx     context.Context // cancelled by close: ends every stream
 	cancel  context.CancelFunc
+	// replies recycles the channels calls wait on for their reply frame
+	// (a frame is large, so each channel is a 250-byte allocation).
+	replies sync.Pool // chan frame, capacity 1, empty
+	servers *goPool   // runs the requests peers send
 
 	mu     sync.Mutex
 	peers  map[string]*peerEntry
@@ -124,6 +128,7 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 		conns: make(map[*conn]struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.servers = newGoPool(t.ctx.Done())
 	t.server = grpc.NewServer(
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.MaxRecvMsgSize(t.maxMessage()),
@@ -141,6 +146,17 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	}()
 	return t, nil
 }
+
+func (t *transport) getReplyChan() chan frame {
+	if ch, ok := t.replies.Get().(chan frame); ok {
+		return ch
+	}
+	return make(chan frame, 1)
+}
+
+// putReplyChan recycles ch, which must be empty and not registered with
+// any conn.
+func (t *transport) putReplyChan(ch chan frame) { t.replies.Put(ch) }
 
 // maxMessage is the largest gRPC message a batch may need.
 func (t *transport) maxMessage() int {

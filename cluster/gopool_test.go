@@ -1,0 +1,35 @@
+package cluster
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func TestGoPoolRunsParksAndStops(t *testing.T) {
+	stop := make(chan struct{})
+	p := newGoPool(stop)
+	var ran atomic.Int64
+	var wg sync.WaitGroup
+	for round := range 3 {
+		n := 4 * int(p.maxParked) // more than can park, so some exit
+		wg.Add(n)
+		for range n {
+			p.run(func() { ran.Add(1); wg.Done() })
+		}
+		wg.Wait()
+		if got := ran.Load(); got != int64((round+1)*n) {
+			t.Fatalf("ran %d functions, want %d", got, (round+1)*n)
+		}
+		waitFor(t, waitTimeout, "a goroutine to park", func() bool { return p.parked.Load() > 0 })
+		if got := p.parked.Load(); got > p.maxParked {
+			t.Fatalf("%d parked, over the bound %d", got, p.maxParked)
+		}
+	}
+	close(stop)
+	waitFor(t, waitTimeout, "parked goroutines to exit", func() bool { return p.parked.Load() == 0 })
+	// Functions still run after the stop, each on a goroutine that exits.
+	done := make(chan struct{})
+	p.run(func() { close(done) })
+	receive(t, done, "a function run after the stop")
+}
