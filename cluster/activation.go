@@ -55,12 +55,14 @@ type activation struct {
 	grain any
 	state *grainState // loaded before New; used on the actor only
 	ref   *runtime.Ref
-	err   error // why activation failed; set before ready closes
+	err   error // why activation failed; set before pending is cleared
 	// deactivated is set by the actor when it runs OnDeactivate; it lives
 	// here rather than in grainActor so that it survives restarts.
 	deactivated atomic.Bool
-	ready       chan struct{} // closed when activated or failed
-	gone        chan struct{} // closed when out of the table
+	// pending is set while the grain is activating; its ready channel is
+	// closed, and pending cleared, when activation succeeded or failed.
+	// Clearing it lets the channel go: an idle grain keeps no channel.
+	pending atomic.Pointer[activating]
 
 	shard *actShard // the part of the table that holds it
 
@@ -74,18 +76,30 @@ type activation struct {
 	lastUsed atomic.Int64
 
 	// Guarded by shard.mu.
-	deactivating bool // being deactivated by the node: new calls wait for gone
-	failed       bool // its actor stopped by itself (restart limit reached)
+	deactivating bool          // being deactivated by the node: new calls wait for gone
+	failed       bool          // its actor stopped by itself (restart limit reached)
+	removed      bool          // out of the table
+	gone         chan struct{} // closed when out of the table; made by the first call that waits
 }
+
+// activating is what calls wait on while a grain activates.
+type activating struct{ ready chan struct{} }
 
 // activated reports whether the activation is ready and succeeded.
 func (a *activation) activated() bool {
-	select {
-	case <-a.ready:
-		return a.err == nil
-	default:
-		return false
+	return a.pending.Load() == nil && a.err == nil
+}
+
+// goneChan returns the channel closed when a leaves the table. shard.mu is
+// held.
+func (a *activation) goneChan() chan struct{} {
+	if a.gone == nil {
+		a.gone = make(chan struct{})
+		if a.removed {
+			close(a.gone)
+		}
 	}
+	return a.gone
 }
 
 // actShards is how many independently locked parts the activation table
@@ -148,7 +162,8 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 		sh.mu.Lock()
 		a := sh.m[key]
 		if a == nil {
-			a = &activation{key: key, hk: hk, shard: sh, ready: make(chan struct{}), gone: make(chan struct{})}
+			a = &activation{key: key, hk: hk, shard: sh}
+			a.pending.Store(&activating{ready: make(chan struct{})})
 			a.calls.Store(1)
 			sh.m[key] = a
 			sh.mu.Unlock()
@@ -158,9 +173,10 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 			return a, nil
 		}
 		if a.deactivating {
+			gone := a.goneChan()
 			sh.mu.Unlock()
 			select {
-			case <-a.gone:
+			case <-gone:
 				continue
 			case <-ctx.Done():
 				return nil, contextError(ctx.Err())
@@ -190,9 +206,9 @@ func (t *activations) lookup(sh *actShard, key actKey) *activation {
 // ready waits until a, counted in, is activated, and returns it or why it
 // could not be.
 func (t *activations) ready(ctx context.Context, a *activation) (*activation, error) {
-	if !isDone(a.ready) { // checked first so that ctx.Done is only made if needed
+	if p := a.pending.Load(); p != nil {
 		select {
-		case <-a.ready:
+		case <-p.ready:
 		case <-ctx.Done():
 			t.release(a)
 			return nil, contextError(ctx.Err())
@@ -223,7 +239,9 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 			a.err = err
 			t.remove(a)
 		}
-		close(a.ready)
+		p := a.pending.Load()
+		a.pending.Store(nil)
+		close(p.ready)
 		// A membership change while the grain was activating could not
 		// deactivate it, should it have moved: look again now.
 		if err == nil && t.n.view.Load() != view {
@@ -268,14 +286,17 @@ func (t *activations) newGrain(ctx context.Context, a *activation) (err error) {
 	return nil
 }
 
-// remove takes a out of the table and closes gone.
+// remove takes a out of the table and closes gone, if a call made it.
 func (t *activations) remove(a *activation) {
 	a.shard.mu.Lock()
+	defer a.shard.mu.Unlock()
 	if a.shard.m[a.key] == a {
 		delete(a.shard.m, a.key)
 	}
-	a.shard.mu.Unlock()
-	close(a.gone)
+	if !a.removed && a.gone != nil {
+		close(a.gone)
+	}
+	a.removed = true
 }
 
 // failed handles an activation whose actor stopped on its own: its
@@ -424,7 +445,7 @@ func (t *activations) sweepFailed() {
 	var stopped []*activation
 	t.each(func(sh *actShard) {
 		for _, a := range sh.m {
-			if !a.deactivating && !a.failed && a.activated() && isDone(a.ref.Done()) {
+			if !a.deactivating && !a.failed && a.activated() && a.ref.Stopped() {
 				stopped = append(stopped, a)
 			}
 		}

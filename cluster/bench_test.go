@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	goruntime "runtime"
 	"sync/atomic"
 	"testing"
 )
@@ -85,4 +86,39 @@ func BenchmarkInvokeLocalParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkActivateLocal makes the first call to a fresh grain of the
+// calling node: activation, its actor, and the table. It reports the heap
+// each idle activation keeps (idle-B/grain, after the calls, over b.N
+// grains that stay active).
+func BenchmarkActivateLocal(b *testing.B) {
+	nodes, _ := echoCluster(b, 1, -1, nil) // never passivate: all stay in memory
+	ctx := context.Background()
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("grain-%d", i)
+	}
+	if _, err := nodes[0].Invoke(ctx, addCall("warm-up", 1)); err != nil {
+		b.Fatal(err)
+	}
+	before := heapAlloc()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := nodes[0].Invoke(ctx, addCall(ids[i], 1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(heapAlloc()-before)/float64(b.N), "idle-B/grain")
+}
+
+// heapAlloc returns the live heap after a full collection.
+func heapAlloc() uint64 {
+	goruntime.GC()
+	goruntime.GC()
+	var m goruntime.MemStats
+	goruntime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

@@ -456,3 +456,26 @@ func TestGracefulStopOfFailingChild(t *testing.T) {
 		})
 	}
 }
+
+// TestStoppedAgreesWithDone checks Stopped before and after a stop, on an
+// actor whose Done channel nobody asked for (Stopped must not need it).
+func TestStoppedAgreesWithDone(t *testing.T) {
+	s := NewSystem(Config{Logger: testLogger(t)})
+	t.Cleanup(s.Close)
+	r, err := s.Spawn(Props{New: func() Actor { return ActorFunc(func(*Context) {}) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Stopped() {
+		t.Fatal("a running actor reports Stopped")
+	}
+	r.mu.Lock()
+	made := r.done != nil
+	r.mu.Unlock()
+	if made {
+		t.Fatal("Stopped made the Done channel")
+	}
+	r.Stop()
+	waitFor(t, testTimeout, r.Stopped, "Stopped after Stop")
+	waitClosed(t, r.Done(), "Done after Stopped")
+}

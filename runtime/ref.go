@@ -201,6 +201,15 @@ func (r *Ref) Done() <-chan struct{} {
 	return r.done
 }
 
+// Stopped reports whether the actor has stopped, as a receive from Done
+// would, without making the Done channel: polling many actors with it costs
+// them no memory.
+func (r *Ref) Stopped() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dead
+}
+
 // closeDone marks the actor stopped for Done.
 func (r *Ref) closeDone() {
 	r.mu.Lock()
