@@ -267,7 +267,7 @@ func (b *Buffer) Record(clientID string, seq uint64, reply []byte) error {
 	b.clock++
 	r = r.with(seq, reply, b.window)
 	r.stamp = b.clock
-	b.pendingClients[clientID] = r
+	put(&b.pendingClients, clientID, r)
 	return nil
 }
 

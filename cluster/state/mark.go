@@ -49,7 +49,11 @@ func (b *Buffer) Rollback(m Mark) {
 	if m.flushes != b.flushes {
 		return // what m holds was committed since
 	}
-	maps.Copy(b.pending, m.pending)
-	maps.Copy(b.pendingClients, m.pendingClients)
+	for k, c := range m.pending {
+		put(&b.pending, k, c)
+	}
+	for id, r := range m.pendingClients {
+		put(&b.pendingClients, id, r)
+	}
 	b.pendingMessage, b.messagePending = m.pendingMessage, m.messagePending
 }
