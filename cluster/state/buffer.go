@@ -111,11 +111,11 @@ func Load(ctx context.Context, store storage.Store, key storage.Key, cfg Config)
 		return nil, fmt.Errorf("state: load grain %s: %w", key, err)
 	}
 	b := &Buffer{
-		store:          store,
-		key:            key,
-		maxClients:     cfg.MaxClients,
-		window:         window,
-		version:        version,
+		store:      store,
+		key:        key,
+		maxClients: cfg.MaxClients,
+		window:     window,
+		version:    version,
 		// The maps are made on first write (see put).
 	}
 	for k, v := range entries {
