@@ -835,3 +835,34 @@ func TestCallsRacePassivation(t *testing.T) {
 	}
 	waitFor(t, waitTimeout, "a passivation", func() bool { return len(h.deactivated) > 0 })
 }
+
+// TestTinyPendingQueueStillServes makes every sender wait for the writer
+// (MaxPendingBytes below one frame): concurrent calls across nodes must all
+// complete, each queued when the writer has taken the previous batch.
+func TestTinyPendingQueueStillServes(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, func(c *Config) { c.MaxPendingBytes = 1 })
+	id := identityOwnedBy(t, nodes, nodes[1])
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				if _, err := nodes[0].Invoke(context.Background(), addCall(id, 1)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := add(t, nodes[0], id, 0); got != 32*20 {
+		t.Fatalf("total = %d, want %d", got, 32*20)
+	}
+}

@@ -33,7 +33,7 @@ type conn struct {
 	mu           sync.Mutex
 	batches      [][]byte // queued frames, each batch at most MaxBatchBytes (or one frame)
 	pendingBytes int
-	space        chan struct{} // closed when the writer takes the batches
+	space        chan struct{} // closed when the writer takes the batches; made by a sender that waits
 	nextID       uint64
 	calls        map[uint64]chan frame         // requests sent, waiting for their reply
 	served       map[uint64]context.CancelFunc // requests received, running
@@ -48,7 +48,6 @@ func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, 
 		t: t, peer: peer, stream: s, cancel: cancel, cc: cc,
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
-		space:  make(chan struct{}),
 		calls:  make(map[uint64]chan frame),
 		served: make(map[uint64]context.CancelFunc),
 	}
@@ -146,6 +145,9 @@ func (c *conn) send(ctx context.Context, f *frame) error {
 	size := f.size()
 	c.mu.Lock()
 	for c.err == nil && c.pendingBytes > 0 && c.pendingBytes+size > c.t.cfg.MaxPendingBytes {
+		if c.space == nil {
+			c.space = make(chan struct{})
+		}
 		space := c.space
 		c.mu.Unlock()
 		select {
@@ -201,8 +203,10 @@ func (c *conn) writeLoop() {
 		batches := c.batches
 		c.batches, c.pendingBytes = nil, 0
 		c.batchesSent += uint64(len(batches))
-		close(c.space)
-		c.space = make(chan struct{})
+		if c.space != nil { // only when a sender waits: a channel per batch otherwise
+			close(c.space)
+			c.space = nil
+		}
 		c.mu.Unlock()
 		for i := range batches {
 			// gRPC may keep the slice until it is written, so a batch
@@ -219,8 +223,10 @@ func (c *conn) writeLoop() {
 // ends or a batch does not decode; a corrupt batch closes the conn (and so
 // resets the stream) without touching other conns.
 func (c *conn) readLoop() {
+	// One variable for every batch: RecvMsg takes it as an interface, so
+	// it lives on the heap, and declaring it in the loop made one per batch.
+	var batch []byte
 	for {
-		var batch []byte
 		if err := c.stream.RecvMsg(&batch); err != nil {
 			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s ended: %v", c.peer, err))
 			return
