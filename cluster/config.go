@@ -130,8 +130,10 @@ type Config struct {
 	// DefaultRetryBackoffMax.
 	RetryBackoffMax time.Duration
 	// DefaultCallTimeout is the deadline of a call whose context has none,
-	// so a call cannot retry forever. Zero means DefaultCallTimeout (the
-	// constant); a negative value means no deadline.
+	// so a call cannot retry forever. Calls that start close together share
+	// one deadline, so a call may get up to 1/100 of it more, never less.
+	// Zero means DefaultCallTimeout (the constant); a negative value means
+	// no deadline.
 	DefaultCallTimeout time.Duration
 
 	// MaxBatchBytes is how many bytes of frames the transport puts in one
