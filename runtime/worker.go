@@ -24,13 +24,12 @@ type workers struct {
 	handoff   chan *Ref // unbuffered: a send succeeds only into a parked worker
 	parked    atomic.Int32
 	maxParked int32
-	stop      chan struct{} // closed when the System closes: parked workers exit
-	stopOnce  sync.Once
+	closed    atomic.Bool // set when the System closes: workers stop parking
+	closeOnce sync.Once
 }
 
 func (w *workers) init() {
 	w.handoff = make(chan *Ref)
-	w.stop = make(chan struct{})
 	w.maxParked = int32(parkedPerProc * goruntime.GOMAXPROCS(0))
 }
 
@@ -44,27 +43,35 @@ func (w *workers) start(r *Ref) {
 }
 
 // loop runs turns until there are enough parked workers or the System
-// closes.
+// closes. A parked worker waits on the handoff channel alone (a select
+// with a stop channel as well locked both channels on every handoff, and
+// the stop channel was shared by all workers); close wakes parked workers
+// with a nil actor instead.
 func (w *workers) loop(r *Ref) {
-	for {
+	for r != nil {
 		r.run()
-		r = nil // let the actor be collected while parked
-		if w.parked.Add(1) > w.maxParked {
+		// Counted as parked before the closed check, so that close, which
+		// waits for the count to drop, cannot miss a worker about to park.
+		if w.parked.Add(1) > w.maxParked || w.closed.Load() {
 			w.parked.Add(-1)
 			return
 		}
-		select {
-		case r = <-w.handoff:
-			w.parked.Add(-1)
-		case <-w.stop:
-			w.parked.Add(-1)
-			return
-		}
+		r = <-w.handoff
+		w.parked.Add(-1)
 	}
 }
 
 // close makes parked workers exit, and running ones exit after their turn.
 // Actors scheduled later still run, each on a goroutine of its own.
 func (w *workers) close() {
-	w.stopOnce.Do(func() { close(w.stop) })
+	w.closeOnce.Do(func() {
+		w.closed.Store(true)
+		for w.parked.Load() > 0 {
+			select {
+			case w.handoff <- nil: // wakes one parked worker, which exits
+			default: // one is between counting itself and parking
+				goruntime.Gosched()
+			}
+		}
+	})
 }
