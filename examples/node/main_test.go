@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// processEnv makes the test binary run the example's main instead of the
+// tests, so that each node of TestThreeProcesses is a real OS process running
+// the code users run, built once with the test's flags (-race included).
+const processEnv = "PROTOGRAIN_EXAMPLES_NODE_PROCESS"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(processEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestThreeProcesses follows the README's three-terminal walk-through: nodes
+// a and b host the counter, c joins and calls alice, bob and carol; then a is
+// interrupted, leaves gracefully, and c's calls keep succeeding on b and c.
+func TestThreeProcesses(t *testing.T) {
+	a := startNode(t, "-name", "a")
+	seed := a.waitFor(t, `^a: gossip on (\S+), gRPC on \S+$`)[1]
+	b := startNode(t, "-name", "b", "-join", seed)
+	b.waitFor(t, `^b: gossip on`)
+	identities := []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"}
+	c := startNode(t, "-name", "c", "-join", seed, "-call", strings.Join(identities, ","), "-every", "50ms")
+
+	// One round of calls after all three nodes host the counter: placement
+	// is a function of the node names and identities, so which counters
+	// live on a is the same in every run.
+	var onA []string
+	for _, id := range identities {
+		c.waitFor(t, `^\s+`+id+`\s+total \d+\s+on [abc]$`)
+	}
+	for _, id := range identities {
+		if c.waitFor(t, `^\s+`+id+`\s+total \d+\s+on ([abc])$`)[1] == "a" {
+			onA = append(onA, id)
+		}
+	}
+	if len(onA) == 0 {
+		t.Fatalf("no counter of %v lives on a, so a's leaving tests nothing; call other identities:\n%s", identities, c.output())
+	}
+
+	t.Logf("counters on a: %v", onA)
+	a.interrupt(t)
+	a.waitFor(t, `^a: leaving the cluster$`)
+	if err := a.wait(t); err != nil {
+		t.Fatalf("node a did not exit cleanly after an interrupt: %v\n%s", err, a.output())
+	}
+	// c prints its lines in order, so a line placing a counter that lived
+	// on a on b or c shows it reactivated there.
+	for _, id := range onA {
+		c.waitFor(t, `^\s+`+id+`\s+total \d+\s+on [bc]$`)
+	}
+
+	for _, n := range []*nodeProcess{b, c} {
+		n.interrupt(t)
+		if err := n.wait(t); err != nil {
+			t.Errorf("node %s did not exit cleanly after an interrupt: %v\n%s", n.name, err, n.output())
+		}
+	}
+}
+
+// nodeProcess is one node of the example in its own process, with its
+// standard output collected line by line.
+type nodeProcess struct {
+	name  string
+	cmd   *exec.Cmd
+	done  chan error // receives the result of cmd.Wait once
+	lines chan string
+
+	reaped bool // done has been received from; used by the test goroutine only
+
+	mu  sync.Mutex
+	out []string // every line read so far, for failure messages
+}
+
+// startNode starts the example with args on loopback ports the system picks.
+// The process is killed when the test ends, if it is still running.
+func startNode(t *testing.T, args ...string) *nodeProcess {
+	t.Helper()
+	args = append([]string{"-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0"}, args...)
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), processEnv+"=1")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	n := &nodeProcess{name: args[len(args)-1], cmd: cmd, done: make(chan error, 1), lines: make(chan string, 64)}
+	for i, arg := range args {
+		if arg == "-name" {
+			n.name = args[i+1]
+		}
+	}
+	go n.read(bufio.NewScanner(stdout))
+	t.Cleanup(func() {
+		if !n.reaped {
+			_ = cmd.Process.Kill()
+			for range n.lines {
+			}
+			<-n.done
+		}
+	})
+	return n
+}
+
+// read collects the process's output lines until it closes its output, then
+// reaps the process.
+func (n *nodeProcess) read(sc *bufio.Scanner) {
+	for sc.Scan() {
+		line := sc.Text()
+		n.mu.Lock()
+		n.out = append(n.out, line)
+		n.mu.Unlock()
+		// Blocks while the test is not reading: the node then blocks on
+		// its output, which only slows it down, and no line is lost.
+		n.lines <- line
+	}
+	close(n.lines)
+	n.done <- n.cmd.Wait()
+}
+
+// waitFor reads lines until one matches pattern, and returns its submatches.
+// It fails the test after a deadline or when the process ends first.
+func (n *nodeProcess) waitFor(t *testing.T, pattern string) []string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case line, ok := <-n.lines:
+			if !ok {
+				t.Fatalf("node %s ended before printing a line matching %q:\n%s", n.name, pattern, n.output())
+			}
+			if m := re.FindStringSubmatch(line); m != nil {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("node %s printed no line matching %q in 30s:\n%s", n.name, pattern, n.output())
+		}
+	}
+}
+
+// interrupt sends the process the signal Ctrl-C sends.
+func (n *nodeProcess) interrupt(t *testing.T) {
+	t.Helper()
+	if err := n.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatalf("interrupt node %s: %v", n.name, err)
+	}
+}
+
+// wait waits for the process to exit and returns its exit error.
+func (n *nodeProcess) wait(t *testing.T) error {
+	t.Helper()
+	for range n.lines { // drain, so the reader reaches Wait
+	}
+	select {
+	case err := <-n.done:
+		n.reaped = true
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("node %s did not exit within 30s:\n%s", n.name, n.output())
+		return nil
+	}
+}
+
+// output returns everything the process printed so far.
+func (n *nodeProcess) output() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strings.Join(n.out, "\n")
+}
