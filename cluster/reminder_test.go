@@ -127,8 +127,8 @@ func TestBadReminders(t *testing.T) {
 	}
 	_, err := n.Invoke(context.Background(), Call{Kind: "test.Plain", Identity: "p", Method: "/test.Plain/Remind",
 		Request: wrapperspb.String(""), NewResponse: newString})
-	if !errors.Is(err, ErrBadRequest) || status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "ReminderReceiver") {
-		t.Errorf("reminder of a grain without OnReminder: %v, want FailedPrecondition naming ReminderReceiver", err)
+	if !errors.Is(err, ErrBadRequest) || status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "ReminderReceiver") {
+		t.Errorf("reminder of a grain without OnReminder: %v, want InvalidArgument naming ReminderReceiver", err)
 	}
 	if err := RegisterReminder(fakeGrainContext{context.Background()}, "r", 0, 0); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("RegisterReminder with a foreign GrainContext: %v, want ErrBadRequest", err)

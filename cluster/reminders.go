@@ -33,7 +33,7 @@ func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration
 			name, key.kind, key.identity, dueIn, period)
 	}
 	if _, ok := g.a.grain.(ReminderReceiver); !ok {
-		return newError(codes.FailedPrecondition, ErrBadRequest, "cluster: grain kind %q registers reminder %q but does not implement ReminderReceiver",
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: grain kind %q registers reminder %q but does not implement ReminderReceiver",
 			key.kind, name)
 	}
 	r := storage.Reminder{
