@@ -4,22 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/protograin/protograin/cluster/state"
 	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/cluster/storage/memstore"
-	"github.com/protograin/protograin/cluster/storage/pgstore"
+	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
 )
 
 // eachStore runs test with a fresh store the nodes of the test share: a
@@ -32,36 +29,8 @@ func eachStore(t *testing.T, test func(t *testing.T, store storage.Store)) {
 		test(t, s)
 	})
 	t.Run("pgstore", func(t *testing.T) {
-		test(t, openPG(t))
+		test(t, pgtest.Open(t, 4))
 	})
-}
-
-// openPG opens a pgstore in a schema of its own, dropped after the test.
-func openPG(t *testing.T) storage.Store {
-	dsn := os.Getenv("PROTOGRAIN_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("PROTOGRAIN_POSTGRES_DSN is not set: run `eval \"$(bash .ci/postgres.sh)\"` from the repository root to test against PostgreSQL")
-	}
-	name := strings.ToLower(strings.NewReplacer("/", "_", "-", "_").Replace(t.Name()))
-	schema := fmt.Sprintf("cluster_%.40s_%08x", name, rand.Uint32())
-	s, err := pgstore.Open(context.Background(), pgstore.Config{DSN: dsn, Schema: schema, MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Close()
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return s
 }
 
 // The account kind: a balance kept as its typed state message (an

@@ -4,28 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/protograin/protograin/cluster/state"
 	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/cluster/storage/boltstore"
 	"github.com/protograin/protograin/cluster/storage/memstore"
-	"github.com/protograin/protograin/cluster/storage/pgstore"
+	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
 )
 
 var grain = storage.Key{Kind: "test.Counter", Identity: "a"}
 
 // eachStore runs test against a fresh store of every kind: the buffer's
 // rules must hold whatever the store. PostgreSQL joins when
-// PROTOGRAIN_POSTGRES_DSN is set (see .ci/postgres.sh).
+// PROTOGRAIN_POSTGRES_DSN is set (see pgtest).
 func eachStore(t *testing.T, test func(t *testing.T, s storage.Store)) {
 	t.Run("memstore", func(t *testing.T) {
 		t.Parallel()
@@ -44,36 +40,8 @@ func eachStore(t *testing.T, test func(t *testing.T, s storage.Store)) {
 	})
 	t.Run("pgstore", func(t *testing.T) {
 		t.Parallel()
-		test(t, openPG(t))
+		test(t, pgtest.Open(t, 2))
 	})
-}
-
-func openPG(t *testing.T) storage.Store {
-	dsn := os.Getenv("PROTOGRAIN_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("PROTOGRAIN_POSTGRES_DSN is not set: run `eval \"$(bash .ci/postgres.sh)\"` from the repository root to test against PostgreSQL")
-	}
-	// A random suffix keeps runs apart even if one died before its cleanup.
-	name := strings.ToLower(strings.NewReplacer("/", "_", "-", "_").Replace(t.Name()))
-	schema := fmt.Sprintf("state_%.40s_%08x", name, rand.Uint32())
-	s, err := pgstore.Open(context.Background(), pgstore.Config{DSN: dsn, Schema: schema, MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Close()
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return s
 }
 
 func load(t *testing.T, s storage.Store, cfg state.Config) *state.Buffer {

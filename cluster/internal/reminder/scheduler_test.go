@@ -4,20 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/cluster/storage/boltstore"
 	"github.com/protograin/protograin/cluster/storage/memstore"
-	"github.com/protograin/protograin/cluster/storage/pgstore"
+	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
 )
 
 const wait = 10 * time.Second
@@ -495,7 +491,7 @@ func TestDurableStores(t *testing.T) {
 	t.Parallel()
 	for name, open := range map[string]func(t *testing.T) storage.Store{
 		"boltstore": openBolt,
-		"pgstore":   openPostgres,
+		"pgstore":   func(t *testing.T) storage.Store { return pgtest.Open(t, 2) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -534,34 +530,6 @@ func openBolt(t *testing.T) storage.Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	return st
-}
-
-// openPostgres opens a pgstore in a schema of its own, dropped at the end,
-// or skips the test when PROTOGRAIN_POSTGRES_DSN is not set.
-func openPostgres(t *testing.T) storage.Store {
-	dsn := os.Getenv("PROTOGRAIN_POSTGRES_DSN")
-	if dsn == "" {
-		t.Skip("PROTOGRAIN_POSTGRES_DSN is not set: `eval \"$(bash .ci/postgres.sh)\"` from the repository root starts a local server")
-	}
-	schema := fmt.Sprintf("t_reminder_%08x", rand.Uint32())
-	ctx := context.Background()
-	st, err := pgstore.Open(ctx, pgstore.Config{DSN: dsn, Schema: schema, MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		st.Close()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
 	return st
 }
 
@@ -630,7 +598,7 @@ func TestConcurrentUse(t *testing.T) {
 	for name, open := range map[string]func(t *testing.T) storage.Store{
 		"memstore":  newMemstore,
 		"boltstore": openBolt,
-		"pgstore":   openPostgres,
+		"pgstore":   func(t *testing.T) storage.Store { return pgtest.Open(t, 2) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -3,10 +3,6 @@ package pgstore_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"math/rand/v2"
-	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -16,49 +12,9 @@ import (
 
 	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/cluster/storage/pgstore"
+	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
 	"github.com/protograin/protograin/cluster/storage/storagetest"
 )
-
-const dsnEnv = "PROTOGRAIN_POSTGRES_DSN"
-
-// dsn returns the test server's DSN, or skips the test.
-func dsn(t *testing.T) string {
-	t.Helper()
-	d := os.Getenv(dsnEnv)
-	if d == "" {
-		t.Skipf("%s is not set: start a local PostgreSQL with `eval \"$(bash .ci/postgres.sh)\"` "+
-			"(from the repository root; it installs, starts and prints the export), "+
-			"or set it to a database where this user may create schemas", dsnEnv)
-	}
-	return d
-}
-
-// testSchema returns a schema name unique to this test run and drops the
-// schema when the test ends, so runs and parallel tests do not collide.
-func testSchema(t *testing.T) string {
-	t.Helper()
-	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "_"))
-	suffix := fmt.Sprintf("_%08x", rand.Uint32())
-	if max := 63 - len("t_") - len(suffix); len(name) > max {
-		name = name[len(name)-max:]
-	}
-	schema := "t_" + name + suffix
-	d := dsn(t)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, d)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return schema
-}
 
 func open(t *testing.T, cfg pgstore.Config) *pgstore.Store {
 	t.Helper()
@@ -70,17 +26,24 @@ func open(t *testing.T, cfg pgstore.Config) *pgstore.Store {
 	return s
 }
 
+// testConfig returns the configuration of a store on the test server in a
+// schema of this test's own.
+func testConfig(t *testing.T) pgstore.Config {
+	dsn := pgtest.DSN(t)
+	return pgstore.Config{DSN: dsn, Schema: pgtest.Schema(t, dsn)}
+}
+
 func TestConformance(t *testing.T) {
-	d := dsn(t)
+	d := pgtest.DSN(t)
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		// Small pools: the suite runs its subtests in parallel.
-		return open(t, pgstore.Config{DSN: d, Schema: testSchema(t), MaxConns: 4})
+		return open(t, pgstore.Config{DSN: d, Schema: pgtest.Schema(t, d), MaxConns: 4})
 	})
 }
 
 func TestStateSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
-	cfg := pgstore.Config{DSN: dsn(t), Schema: testSchema(t)}
+	cfg := testConfig(t)
 	key := storage.Key{Kind: "test.Counter", Identity: "a"}
 
 	s := open(t, cfg)
@@ -103,7 +66,8 @@ func TestStateSurvivesReopen(t *testing.T) {
 // TestConcurrentOpen opens one new schema from several goroutines at once,
 // as nodes starting together do: the schema set-up must not race.
 func TestConcurrentOpen(t *testing.T) {
-	cfg := pgstore.Config{DSN: dsn(t), Schema: testSchema(t), MaxConns: 2}
+	cfg := testConfig(t)
+	cfg.MaxConns = 2
 	const n = 4
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -126,9 +90,9 @@ func TestConcurrentOpen(t *testing.T) {
 
 func TestSchemasAreSeparate(t *testing.T) {
 	ctx := context.Background()
-	d := dsn(t)
-	a := open(t, pgstore.Config{DSN: d, Schema: testSchema(t)})
-	b := open(t, pgstore.Config{DSN: d, Schema: testSchema(t)})
+	d := pgtest.DSN(t)
+	a := open(t, pgstore.Config{DSN: d, Schema: pgtest.Schema(t, d)})
+	b := open(t, pgstore.Config{DSN: d, Schema: pgtest.Schema(t, d)})
 	key := storage.Key{Kind: "test.Counter", Identity: "a"}
 	if _, err := a.Commit(ctx, key, 0, []storage.Change{{Key: "k", Value: []byte("in a")}}); err != nil {
 		t.Fatal(err)
@@ -141,7 +105,7 @@ func TestSchemasAreSeparate(t *testing.T) {
 
 func TestIncompatibleLayout(t *testing.T) {
 	ctx := context.Background()
-	cfg := pgstore.Config{DSN: dsn(t), Schema: testSchema(t)}
+	cfg := testConfig(t)
 	s := open(t, cfg)
 	s.Close()
 
@@ -191,7 +155,7 @@ func TestOpenBadConfig(t *testing.T) {
 // up when its context ends, and change nothing.
 func TestCommitWaitingOnLockHonoursContext(t *testing.T) {
 	ctx := context.Background()
-	cfg := pgstore.Config{DSN: dsn(t), Schema: testSchema(t)}
+	cfg := testConfig(t)
 	s := open(t, cfg)
 	key := storage.Key{Kind: "test.Counter", Identity: "locked"}
 	v, err := s.Commit(ctx, key, 0, []storage.Change{{Key: "k", Value: []byte("before")}})
