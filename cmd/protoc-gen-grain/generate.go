@@ -201,7 +201,9 @@ func (fg *fileGen) grainInterface(svc *protogen.Service, n *serviceNames) {
 		for i, m := range svc.Methods {
 			mn := n.Methods[i]
 			g.Comment(methodDoc(svc, m, mn, prose("%s handles the %s RPC.", mn.Go, m.Desc.FullName()),
-				fg.readOnlyNote(svc, m, "the cluster neither deduplicates its calls nor flushes state after them, so it must not change the grain's state.")))
+				fg.readOnlyNote(svc, m, "the cluster neither deduplicates its calls nor flushes state after them, so it must not change the grain's state."),
+				fg.oneWayNote(svc, m, "its sender does not wait for it, so an error it returns cannot reach the sender: "+
+					"the node logs it. A panic is supervised as in a call.")))
 			g.Id(mn.Go).Params(
 				jen.Id("ctx").Qual(clusterPackage, "GrainContext"),
 				jen.Id("req").Op("*").Add(ident(m.Input.GoIdent)),
@@ -262,6 +264,10 @@ func (fg *fileGen) client(svc *protogen.Service, n *serviceNames) {
 }
 
 func (fg *fileGen) clientMethod(svc *protogen.Service, m *protogen.Method, n *serviceNames, mn methodNames) {
+	if fg.configs[svc].oneWay[m] {
+		fg.sendMethod(svc, m, n, mn)
+		return
+	}
 	output := ident(m.Output.GoIdent)
 	fg.out.Comment(methodDoc(svc, m, mn, prose("%s calls the %s RPC on the client's grain.", mn.Go, m.Desc.FullName()),
 		fg.readOnlyNote(svc, m, "its calls are not deduplicated, so a call the cluster retries may run more than once.")))
@@ -293,6 +299,39 @@ func (fg *fileGen) clientMethod(svc *protogen.Service, m *protogen.Method, n *se
 			)),
 		),
 		jen.Return(jen.Id("typed"), jen.Nil()),
+	)
+}
+
+// sendMethod writes the client method of a one-way RPC: it sends through
+// cluster.Send and returns only an error. NewResponse is still set, so that
+// a Caller that is not a cluster.Sender can run the message as a call.
+func (fg *fileGen) sendMethod(svc *protogen.Service, m *protogen.Method, n *serviceNames, mn methodNames) {
+	fg.out.Comment(methodDoc(svc, m, mn,
+		prose("%s sends the %s RPC to the client's grain as a one-way message.", mn.Go, m.Desc.FullName()),
+		prose("It returns once the message has been handed over for delivery (queued in the grain's mailbox "+
+			"on this node, or in the stream to the grain's owner), not when the grain has run it, and fails only "+
+			"when it could not be handed over. Delivery is at-most-once: the message is not retried afterwards, and "+
+			"one sent to a node that fails may be lost. Messages from one node to one grain arrive in the order they "+
+			"were sent while the grain's owner does not change. The grain's error does not come back.")))
+	fg.out.Func().Params(jen.Id("c").Op("*").Id(n.Client)).Id(mn.Go).Params(
+		jen.Id("ctx").Qual(contextPackage, "Context"),
+		jen.Id("req").Op("*").Add(ident(m.Input.GoIdent)),
+		jen.Id("opts").Op("...").Qual(clusterPackage, "CallOption"),
+	).Error().Block(
+		jen.Return(jen.Qual(clusterPackage, "Send").Call(
+			jen.Id("ctx"),
+			jen.Id("c").Dot("caller"),
+			jen.Qual(clusterPackage, "Call").Add(fields(
+				field("Kind", jen.Id(n.Kind)),
+				field("Identity", jen.Id("c").Dot("identity")),
+				field("Method", jen.Id(mn.Const)),
+				field("Request", jen.Id("req")),
+				field("NewResponse", jen.Func().Params().Qual(protoPackage, "Message").Block(
+					jen.Return(jen.New(ident(m.Output.GoIdent))),
+				)),
+			)),
+			jen.Id("opts").Op("..."),
+		)),
 	)
 }
 
@@ -383,6 +422,15 @@ func (fg *fileGen) readOnlyNote(svc *protogen.Service, m *protogen.Method, meani
 	return prose("%s is read-only (protograin.v1.method): %s", m.Desc.Name(), meaning)
 }
 
+// oneWayNote returns the doc paragraph of a one-way method, saying what it
+// means for the grain, or "".
+func (fg *fileGen) oneWayNote(svc *protogen.Service, m *protogen.Method, meaning string) string {
+	if !fg.configs[svc].oneWay[m] {
+		return ""
+	}
+	return prose("%s is one-way (protograin.v1.method): %s", m.Desc.Name(), meaning)
+}
+
 // kindMethod is the cluster.Method entry of one RPC. Its Handle checks both
 // dynamic types instead of asserting blindly: a mismatch is a bug elsewhere,
 // and it should fail one call with a clear error, not crash the node.
@@ -452,7 +500,7 @@ func fullMethodName(m *protogen.Method) string {
 // comment already starts with the method's Go name, so that every doc
 // comment starts with the name it documents. A Go name changed by a
 // collision gets a note saying which RPC it is.
-func methodDoc(svc *protogen.Service, m *protogen.Method, mn methodNames, fallback, note string) string {
+func methodDoc(svc *protogen.Service, m *protogen.Method, mn methodNames, fallback string, notes ...string) string {
 	comment := leading(m.Comments.Leading)
 	if strings.HasPrefix(comment, mn.Go+" ") {
 		fallback = "" // the proto comment already starts with the name, as Go doc wants
@@ -462,7 +510,8 @@ func methodDoc(svc *protogen.Service, m *protogen.Method, mn methodNames, fallba
 		renamed = prose("The Go name of %s has a trailing underscore because %s is taken by another RPC "+
 			"or reserved for a grain lifecycle hook.", m.Desc.Name(), m.GoName)
 	}
-	return doc(fallback, comment, renamed, note, deprecation(m.Desc.Options()))
+	paragraphs := append([]string{fallback, comment, renamed}, notes...)
+	return doc(append(paragraphs, deprecation(m.Desc.Options()))...)
 }
 
 // leading returns the text of a proto leading comment without its comment

@@ -25,13 +25,21 @@ type grainConfig struct {
 	manual bool
 	// readOnly holds the methods marked read_only.
 	readOnly map[*protogen.Method]bool
+	// oneWay holds the methods marked one_way, checked to return
+	// google.protobuf.Empty.
+	oneWay map[*protogen.Method]bool
 }
 
 // Option names as users write them, for error messages.
 const (
-	stateOption = "option (protograin.v1.grain).state"
-	flushOption = "option (protograin.v1.grain).flush"
+	stateOption  = "option (protograin.v1.grain).state"
+	flushOption  = "option (protograin.v1.grain).flush"
+	oneWayOption = "option (protograin.v1.method).one_way"
 )
+
+// emptyMessage is the response type a one-way method must have: the
+// sender gets no response, so the grain has none to give.
+const emptyMessage protoreflect.FullName = "google.protobuf.Empty"
 
 // optionTypes resolves the protograin extensions when options are decoded.
 // It is built per call instead of relying on the global registry, so the
@@ -105,6 +113,13 @@ func fileConfigs(gen *protogen.Plugin, file *protogen.File) (map[*protogen.Servi
 			if opts.GetReadOnly() {
 				cfg.readOnly[m] = true
 			}
+			if opts.GetOneWay() {
+				if out := m.Output.Desc.FullName(); out != emptyMessage {
+					return nil, fmt.Errorf("protoc-gen-grain: %s: service %s method %s: %s needs the response type %s, not %s",
+						file.Desc.Path(), svc.Desc.FullName(), m.Desc.Name(), oneWayOption, emptyMessage, out)
+				}
+				cfg.oneWay[m] = true
+			}
 		}
 		configs[svc] = cfg
 	}
@@ -113,7 +128,7 @@ func fileConfigs(gen *protogen.Plugin, file *protogen.File) (map[*protogen.Servi
 
 // serviceConfig reads and checks the grain option of svc, a service of file.
 func serviceConfig(gen *protogen.Plugin, file *protogen.File, svc *protogen.Service) (*grainConfig, error) {
-	cfg := &grainConfig{readOnly: map[*protogen.Method]bool{}}
+	cfg := &grainConfig{readOnly: map[*protogen.Method]bool{}, oneWay: map[*protogen.Method]bool{}}
 	opts, err := grainOptions(svc)
 	if err != nil {
 		return nil, err

@@ -63,6 +63,25 @@ func TestBadOptionsAreRejected(t *testing.T) {
 			want: "protoc-gen-grain: testdata/errors/read_only_streaming.proto: " + svc + " method Watch: " +
 				"server streaming is not supported for grains yet",
 		},
+		{
+			files: []string{"testdata/errors/one_way_response.proto"},
+			want: "protoc-gen-grain: testdata/errors/one_way_response.proto: " + svc + " method Notify: " +
+				"option (protograin.v1.method).one_way needs the response type google.protobuf.Empty, " +
+				"not protograin.testdata.errors.v1.Msg",
+		},
+		{
+			// A message called Empty is not google.protobuf.Empty.
+			files: []string{"testdata/errors/one_way_local_empty.proto"},
+			want: "protoc-gen-grain: testdata/errors/one_way_local_empty.proto: " + svc + " method Notify: " +
+				"option (protograin.v1.method).one_way needs the response type google.protobuf.Empty, " +
+				"not protograin.testdata.errors.v1.Empty",
+		},
+		{
+			// one_way does not make a streaming RPC acceptable either.
+			files: []string{"testdata/errors/one_way_streaming.proto"},
+			want: "protoc-gen-grain: testdata/errors/one_way_streaming.proto: " + svc + " method Watch: " +
+				"client streaming is not supported for grains yet",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.files[0], func(t *testing.T) {

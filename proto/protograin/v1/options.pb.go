@@ -163,7 +163,24 @@ type MethodOptions struct {
 	// flush, which makes them cheaper; such a method must not change state.
 	// Only unary RPCs can be grain methods, so read_only on a streaming RPC
 	// fails generation like any streaming RPC.
-	ReadOnly      bool `protobuf:"varint,1,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	ReadOnly bool `protobuf:"varint,1,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	// one_way makes an RPC a one-way message: the generated client's method
+	// returns only an error, once the message has been handed over for
+	// delivery (queued in the grain's mailbox on this node, or in the stream
+	// to the owner node), not when the grain has run it. Delivery is
+	// at-most-once: a one-way message is never deduplicated or retried after
+	// it was handed over, so one sent to a node that fails may be lost. Per
+	// sender node and grain, messages arrive in the order they were sent while
+	// the grain's owner does not change. The grain implements the method as
+	// usual, returning google.protobuf.Empty; the error it returns cannot
+	// reach the sender, so its node logs it. State changes are flushed after
+	// it as after a call.
+	//
+	// one_way is valid only on a unary RPC whose response type is
+	// google.protobuf.Empty; generation fails otherwise. Together with
+	// read_only it means a one-way message that does not change the grain's
+	// state: no flush follows it.
+	OneWay        bool `protobuf:"varint,2,opt,name=one_way,json=oneWay,proto3" json:"one_way,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,6 +218,13 @@ func (*MethodOptions) Descriptor() ([]byte, []int) {
 func (x *MethodOptions) GetReadOnly() bool {
 	if x != nil {
 		return x.ReadOnly
+	}
+	return false
+}
+
+func (x *MethodOptions) GetOneWay() bool {
+	if x != nil {
+		return x.OneWay
 	}
 	return false
 }
@@ -259,9 +283,10 @@ const file_protograin_v1_options_proto_rawDesc = "" +
 	"\x1bprotograin/v1/options.proto\x12\rprotograin.v1\x1a google/protobuf/descriptor.proto\"T\n" +
 	"\fGrainOptions\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12.\n" +
-	"\x05flush\x18\x02 \x01(\x0e2\x18.protograin.v1.FlushModeR\x05flush\",\n" +
+	"\x05flush\x18\x02 \x01(\x0e2\x18.protograin.v1.FlushModeR\x05flush\"E\n" +
 	"\rMethodOptions\x12\x1b\n" +
-	"\tread_only\x18\x01 \x01(\bR\breadOnly*Y\n" +
+	"\tread_only\x18\x01 \x01(\bR\breadOnly\x12\x17\n" +
+	"\aone_way\x18\x02 \x01(\bR\x06oneWay*Y\n" +
 	"\tFlushMode\x12\x1a\n" +
 	"\x16FLUSH_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15FLUSH_MODE_AFTER_CALL\x10\x01\x12\x15\n" +
