@@ -248,7 +248,7 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 			go t.sweepStrays()
 		}
 	}()
-	if a.state, err = loadState(ctx, t.n.store, a.key, a.hk.Kind); err != nil {
+	if a.state, err = loadState(ctx, t.n.store, t.n.cfg.State, a.key, a.hk.Kind); err != nil {
 		return err
 	}
 	if err := t.newGrain(ctx, a); err != nil {
@@ -638,7 +638,7 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 		}
 	}
 	if g.a.hk.Flush == FlushAfterCall {
-		if err := st.flush(m.ctx); err != nil {
+		if err := g.flushAfter(m.ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -646,6 +646,20 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 		return resp, nil
 	}
 	return &encodedReply{msg: resp, raw: raw}, nil
+}
+
+// flushAfter commits what a call or reminder left buffered. The commit
+// keeps ctx's values but not its deadline or cancellation: once the grain's
+// method has run, giving up on the commit halfway would only make its
+// outcome unknown and cost the activation, while the caller, gone or not,
+// can learn the outcome by retrying with the same call ID. It ends instead
+// after Config.CommitTimeout, or when the node closes.
+func (g *grainActor) flushAfter(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.n.cfg.CommitTimeout)
+	defer cancel()
+	stop := context.AfterFunc(g.n.life, cancel)
+	defer stop()
+	return g.a.state.flush(ctx)
 }
 
 // remind delivers a reminder to the grain's OnReminder, then commits what
@@ -679,7 +693,7 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 		err = st.sync()
 	}
 	if err == nil && g.a.hk.Flush == FlushAfterCall {
-		err = st.flush(m.ctx)
+		err = g.flushAfter(m.ctx)
 	}
 	if err != nil {
 		st.rollback()

@@ -467,6 +467,9 @@ func TestStartErrors(t *testing.T) {
 		}, errStoreDown, ""},
 		{"bad retry backoff", func(c *Config) { c.RetryBackoff, c.RetryBackoffMax = time.Second, time.Millisecond }, nil,
 			"cluster: retry backoff 1s..1ms is not a valid range"},
+		{"negative exactly-once window", func(c *Config) { c.State.WindowPerClient = -1 }, nil,
+			"cluster: Config.State: MaxClients 0 and WindowPerClient -1 must not be negative"},
+		{"negative commit timeout", func(c *Config) { c.CommitTimeout = -time.Second }, nil, "cluster: negative timeout -1s"},
 		{"unreachable seed", func(c *Config) { c.Seeds = []string{"127.0.0.1:1"} }, nil, ""},
 		{"bad bind address", func(c *Config) { c.BindAddr = "nonsense" }, nil, ""},
 	} {

@@ -158,6 +158,19 @@ type Config struct {
 	// DefaultDeactivateTimeout.
 	DeactivateTimeout time.Duration
 
+	// State sets how many clients' exactly-once records each grain keeps
+	// and how many of each client's latest calls (see state.Config). Zero
+	// fields mean state.DefaultMaxClients and state.DefaultWindowPerClient.
+	State state.Config
+	// CommitTimeout bounds one commit of a grain's state to the Store. A
+	// commit after a call does not end when the caller's context does: a
+	// caller that gives up while its call's changes are being written would
+	// otherwise leave the commit's outcome unknown, which costs the
+	// activation (see ErrStateUnavailable). The commit finishes or fails
+	// within CommitTimeout; a retry with the same call ID tells the caller
+	// which. Zero means DefaultCommitTimeout.
+	CommitTimeout time.Duration
+
 	// GrainMaxRestarts is how many times a grain's actor is restarted after
 	// panics within GrainRestartWindow before the grain is deactivated.
 	// Zero means DefaultGrainMaxRestarts; a negative value means no limit.
@@ -181,6 +194,7 @@ const (
 	DefaultMaxPendingBytes     = 16 << 20
 	DefaultPassivationInterval = 10 * time.Second
 	DefaultDeactivateTimeout   = 10 * time.Second
+	DefaultCommitTimeout       = 10 * time.Second
 	DefaultGrainMaxRestarts    = 3
 	DefaultGrainRestartWindow  = time.Minute
 )
@@ -224,6 +238,7 @@ func DefaultConfig() Config {
 		MaxPendingBytes:     DefaultMaxPendingBytes,
 		PassivationInterval: DefaultPassivationInterval,
 		DeactivateTimeout:   DefaultDeactivateTimeout,
+		CommitTimeout:       DefaultCommitTimeout,
 		GrainMaxRestarts:    DefaultGrainMaxRestarts,
 		GrainRestartWindow:  DefaultGrainRestartWindow,
 	}
@@ -251,6 +266,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxPendingBytes, d.MaxPendingBytes)
 	setDefault(&c.PassivationInterval, d.PassivationInterval)
 	setDefault(&c.DeactivateTimeout, d.DeactivateTimeout)
+	setDefault(&c.CommitTimeout, d.CommitTimeout)
 	setDefault(&c.GrainMaxRestarts, d.GrainMaxRestarts)
 	setDefault(&c.GrainRestartWindow, d.GrainRestartWindow)
 	return c
@@ -274,10 +290,14 @@ func (c *Config) validate() error {
 	if c.EventBuffer < 0 || c.MaxBatchBytes < 0 || c.MaxFrameBytes < 0 || c.MaxPendingBytes < 0 {
 		return errors.New("cluster: buffer sizes must not be negative")
 	}
-	for _, d := range []time.Duration{c.DialTimeout, c.PassivationInterval, c.DeactivateTimeout, c.GrainRestartWindow} {
+	for _, d := range []time.Duration{c.DialTimeout, c.PassivationInterval, c.DeactivateTimeout, c.CommitTimeout, c.GrainRestartWindow} {
 		if d < 0 {
 			return fmt.Errorf("cluster: negative timeout %v", d)
 		}
+	}
+	if c.State.MaxClients < 0 || c.State.WindowPerClient < 0 {
+		return fmt.Errorf("cluster: Config.State: MaxClients %d and WindowPerClient %d must not be negative",
+			c.State.MaxClients, c.State.WindowPerClient)
 	}
 	if err := state.CheckClientID(c.ClientID); err != nil {
 		return fmt.Errorf("cluster: Config.ClientID (NodeName unless set): %w", err)

@@ -86,9 +86,9 @@ type grainState struct {
 }
 
 // loadState loads the state of grain key for an activation of kind k.
-func loadState(ctx context.Context, store storage.Store, key actKey, k *Kind) (*grainState, error) {
+func loadState(ctx context.Context, store storage.Store, cfg state.Config, key actKey, k *Kind) (*grainState, error) {
 	sk := storage.Key{Kind: key.kind, Identity: key.identity}
-	buf, err := state.Load(ctx, store, sk, state.Config{})
+	buf, err := state.Load(ctx, store, sk, cfg)
 	if err != nil {
 		return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: load the state of grain %s/%s: %v", key.kind, key.identity, err)
 	}

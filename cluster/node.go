@@ -45,6 +45,11 @@ type Node struct {
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
 	stop      chan struct{} // closed by teardown: ends the loops
+	// life ends when teardown begins. Work that outlives the call that
+	// started it, such as a commit after a call, ends with it: what an
+	// abrupt Close abandons is what a crash would.
+	life    context.Context
+	endLife context.CancelFunc
 	loops     sync.WaitGroup
 
 	mu           sync.Mutex
@@ -71,6 +76,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, k := range cfg.Kinds {
 		n.kinds[k.Name] = newHostedKind(k)
 	}
@@ -409,6 +415,7 @@ func (n *Node) Close() error {
 // teardown stops everything still running; ctx bounds the graceful parts.
 func (n *Node) teardown(ctx context.Context) {
 	n.teardownOnce.Do(func() {
+		n.endLife()
 		// First, so that firings still running end while the grains
 		// they deliver to are there.
 		n.reminders.Close()

@@ -348,25 +348,30 @@ func TestReadOnlyIsNotDeduplicated(t *testing.T) {
 // grain keeps) fails with FailedPrecondition and does not run, locally and
 // across nodes; one inside the window, even out of order, runs once.
 func TestStaleSequence(t *testing.T) {
-	nodes, banks := bankCluster(t, 2, nil, -1, nil)
-	for _, caller := range nodes {
-		id := accountOwnedBy(t, nodes[0], accountKind, "seq-"+caller.Name())
-		deposit(t, caller, accountKind, id, 1, WithCallID("seq", 2)) // 1 overtaken by 2
-		deposit(t, caller, accountKind, id, 1, WithCallID("seq", 1))
-		for seq := uint64(3); seq <= state.DefaultWindowPerClient+2; seq++ {
-			deposit(t, caller, accountKind, id, 1, WithCallID("seq", seq))
-		}
-		runs := banks[nodes[0].Name()].count(id, methodDeposit)
-		_, err := caller.Invoke(context.Background(), depositCall(accountKind, id, 1), WithCallID("seq", 1))
-		if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStaleCall) {
-			t.Fatalf("call 1 after %d later ones from %s: %v, want FailedPrecondition, ErrStaleCall", state.DefaultWindowPerClient+1, caller.Name(), err)
-		}
-		if got := banks[nodes[0].Name()].count(id, methodDeposit); got != runs {
-			t.Fatalf("the stale call ran")
-		}
-		if got := deposit(t, caller, accountKind, id, 1, WithCallID("seq", 5)); got != 5 {
-			t.Fatalf("retry of call 5 replied %d, want its recorded 5", got)
-		}
+	// The default window, and a small one set through Config.State.
+	for _, window := range []uint64{state.DefaultWindowPerClient, 4} {
+		t.Run(fmt.Sprintf("window=%d", window), func(t *testing.T) {
+			nodes, banks := bankCluster(t, 2, nil, -1, func(c *Config) { c.State.WindowPerClient = int(window) })
+			for _, caller := range nodes {
+				id := accountOwnedBy(t, nodes[0], accountKind, "seq-"+caller.Name())
+				deposit(t, caller, accountKind, id, 1, WithCallID("seq", 2)) // 1 overtaken by 2
+				deposit(t, caller, accountKind, id, 1, WithCallID("seq", 1))
+				for seq := uint64(3); seq <= window+2; seq++ {
+					deposit(t, caller, accountKind, id, 1, WithCallID("seq", seq))
+				}
+				runs := banks[nodes[0].Name()].count(id, methodDeposit)
+				_, err := caller.Invoke(context.Background(), depositCall(accountKind, id, 1), WithCallID("seq", 1))
+				if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStaleCall) {
+					t.Fatalf("call 1 after %d later ones from %s: %v, want FailedPrecondition, ErrStaleCall", window+1, caller.Name(), err)
+				}
+				if got := banks[nodes[0].Name()].count(id, methodDeposit); got != runs {
+					t.Fatalf("the stale call ran")
+				}
+				if got := deposit(t, caller, accountKind, id, 1, WithCallID("seq", 5)); got != 5 {
+					t.Fatalf("retry of call 5 replied %d, want its recorded 5", got)
+				}
+			}
+		})
 	}
 }
 
@@ -509,6 +514,45 @@ func TestCommitFailure(t *testing.T) {
 	}
 	if runs := banks[n.Name()].count("cf", methodDeposit); runs != 3 {
 		t.Fatalf("Deposit ran %d times, want 3", runs)
+	}
+}
+
+// A caller that gives up while its call's changes are being committed
+// neither undoes the commit nor costs the activation: the commit finishes,
+// and a retry with the same call ID gets the recorded reply.
+func TestCallerGivesUpDuringCommit(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, banks := bankCluster(t, 1, store, -1, nil)
+	n := nodes[0]
+	deposit(t, n, accountKind, "quitter", 10)
+	loads := store.loads.Load()
+
+	key := storage.Key{Kind: accountKind, Identity: "quitter"}
+	store.holdKey.Store(&key)
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() {
+		_, err := n.Invoke(ctx, depositCall(accountKind, "quitter", 5), WithCallID("quitter-client", 1), WithoutRetry())
+		result <- err
+	}()
+	receive(t, store.holding, "the commit to start")
+	cancel()
+	if err := receive(t, result, "the caller's result"); status.Code(err) != codes.Canceled {
+		t.Fatalf("the cancelled call returned %v, want Canceled", err)
+	}
+	close(store.release)
+	waitFor(t, waitTimeout, "the commit to reach the store", func() bool {
+		return storedBalance(t, store.Store, accountKind, "quitter") == 15
+	})
+
+	if got := deposit(t, n, accountKind, "quitter", 5, WithCallID("quitter-client", 1)); got != 15 {
+		t.Fatalf("the retry replied %d, want the recorded 15", got)
+	}
+	if runs := banks[n.Name()].count("quitter", methodDeposit); runs != 2 {
+		t.Fatalf("Deposit ran %d times, want 2: the first deposit and the cancelled one, not the retry", runs)
+	}
+	if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
+		t.Fatalf("%d loads and %d activations after the cancelled call, want the same activation (0 loads, 1)", got, n.acts.count())
 	}
 }
 

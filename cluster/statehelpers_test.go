@@ -293,8 +293,9 @@ type hookedStore struct {
 	commitErr atomic.Pointer[error]
 	loads     atomic.Int64
 	commits   atomic.Int64
-	holdKey   atomic.Pointer[storage.Key] // commits of this grain block until their ctx ends
+	holdKey   atomic.Pointer[storage.Key] // commits of this grain block until their ctx ends or release closes
 	holding   chan struct{}               // a held commit started
+	release   chan struct{}               // closed: held commits go through
 }
 
 // hookedMemstore returns a hookedStore over a memstore of the test's own.
@@ -305,7 +306,7 @@ func hookedMemstore(t *testing.T) *hookedStore {
 }
 
 func newHookedStore(s storage.Store) *hookedStore {
-	return &hookedStore{Store: s, holding: make(chan struct{}, 16)}
+	return &hookedStore{Store: s, holding: make(chan struct{}, 16), release: make(chan struct{})}
 }
 
 func (s *hookedStore) Load(ctx context.Context, key storage.Key) (map[string][]byte, storage.Version, error) {
@@ -323,8 +324,11 @@ func (s *hookedStore) Commit(ctx context.Context, key storage.Key, expected stor
 	}
 	if k := s.holdKey.Load(); k != nil && *k == key {
 		s.holding <- struct{}{}
-		<-ctx.Done() // the node crashes meanwhile: nothing reaches the store
-		return 0, ctx.Err()
+		select {
+		case <-ctx.Done(): // the node crashes meanwhile: nothing reaches the store
+			return 0, ctx.Err()
+		case <-s.release:
+		}
 	}
 	return s.Store.Commit(ctx, key, expected, changes)
 }
