@@ -50,7 +50,7 @@ type Node struct {
 	// abrupt Close abandons is what a crash would.
 	life    context.Context
 	endLife context.CancelFunc
-	loops     sync.WaitGroup
+	loops   sync.WaitGroup
 
 	mu           sync.Mutex
 	shuttingDown bool
