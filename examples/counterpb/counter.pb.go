@@ -10,6 +10,7 @@
 package counterpb
 
 import (
+	_ "github.com/protograin/protograin/proto/protograin/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -24,6 +25,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CounterState is the durable state of one counter.
+type CounterState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// total is the sum of every delta added.
+	Total         int64 `protobuf:"varint,1,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CounterState) Reset() {
+	*x = CounterState{}
+	mi := &file_examples_counterpb_counter_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CounterState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CounterState) ProtoMessage() {}
+
+func (x *CounterState) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_counterpb_counter_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CounterState.ProtoReflect.Descriptor instead.
+func (*CounterState) Descriptor() ([]byte, []int) {
+	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CounterState) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 // AddRequest is the request of Counter.Add.
 type AddRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +82,7 @@ type AddRequest struct {
 
 func (x *AddRequest) Reset() {
 	*x = AddRequest{}
-	mi := &file_examples_counterpb_counter_proto_msgTypes[0]
+	mi := &file_examples_counterpb_counter_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +94,7 @@ func (x *AddRequest) String() string {
 func (*AddRequest) ProtoMessage() {}
 
 func (x *AddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_counterpb_counter_proto_msgTypes[0]
+	mi := &file_examples_counterpb_counter_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +107,7 @@ func (x *AddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddRequest.ProtoReflect.Descriptor instead.
 func (*AddRequest) Descriptor() ([]byte, []int) {
-	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{0}
+	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *AddRequest) GetDelta() int64 {
@@ -81,7 +128,7 @@ type AddResponse struct {
 
 func (x *AddResponse) Reset() {
 	*x = AddResponse{}
-	mi := &file_examples_counterpb_counter_proto_msgTypes[1]
+	mi := &file_examples_counterpb_counter_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -93,7 +140,7 @@ func (x *AddResponse) String() string {
 func (*AddResponse) ProtoMessage() {}
 
 func (x *AddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_counterpb_counter_proto_msgTypes[1]
+	mi := &file_examples_counterpb_counter_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -106,7 +153,7 @@ func (x *AddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddResponse.ProtoReflect.Descriptor instead.
 func (*AddResponse) Descriptor() ([]byte, []int) {
-	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{1}
+	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AddResponse) GetTotal() int64 {
@@ -125,7 +172,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_examples_counterpb_counter_proto_msgTypes[2]
+	mi := &file_examples_counterpb_counter_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -137,7 +184,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_counterpb_counter_proto_msgTypes[2]
+	mi := &file_examples_counterpb_counter_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -150,7 +197,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{2}
+	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{3}
 }
 
 // GetResponse is the response of Counter.Get.
@@ -166,7 +213,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_examples_counterpb_counter_proto_msgTypes[3]
+	mi := &file_examples_counterpb_counter_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +225,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_counterpb_counter_proto_msgTypes[3]
+	mi := &file_examples_counterpb_counter_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +238,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{3}
+	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetResponse) GetTotal() int64 {
@@ -212,7 +259,9 @@ var File_examples_counterpb_counter_proto protoreflect.FileDescriptor
 
 const file_examples_counterpb_counter_proto_rawDesc = "" +
 	"\n" +
-	" examples/counterpb/counter.proto\x12\x1eprotograin.examples.counter.v1\"\"\n" +
+	" examples/counterpb/counter.proto\x12\x1eprotograin.examples.counter.v1\x1a\x1bprotograin/v1/options.proto\"$\n" +
+	"\fCounterState\x12\x14\n" +
+	"\x05total\x18\x01 \x01(\x03R\x05total\"\"\n" +
 	"\n" +
 	"AddRequest\x12\x14\n" +
 	"\x05delta\x18\x01 \x01(\x03R\x05delta\"#\n" +
@@ -222,10 +271,11 @@ const file_examples_counterpb_counter_proto_rawDesc = "" +
 	"GetRequest\"7\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x03R\x05total\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node2\xc9\x01\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node2\xe5\x01\n" +
 	"\aCounter\x12^\n" +
-	"\x03Add\x12*.protograin.examples.counter.v1.AddRequest\x1a+.protograin.examples.counter.v1.AddResponse\x12^\n" +
-	"\x03Get\x12*.protograin.examples.counter.v1.GetRequest\x1a+.protograin.examples.counter.v1.GetResponseB5Z3github.com/protograin/protograin/examples/counterpbb\x06proto3"
+	"\x03Add\x12*.protograin.examples.counter.v1.AddRequest\x1a+.protograin.examples.counter.v1.AddResponse\x12f\n" +
+	"\x03Get\x12*.protograin.examples.counter.v1.GetRequest\x1a+.protograin.examples.counter.v1.GetResponse\"\x06\x92\xfb\x19\x02\b\x01\x1a\x12\x92\xfb\x19\x0e\n" +
+	"\fCounterStateB5Z3github.com/protograin/protograin/examples/counterpbb\x06proto3"
 
 var (
 	file_examples_counterpb_counter_proto_rawDescOnce sync.Once
@@ -239,18 +289,19 @@ func file_examples_counterpb_counter_proto_rawDescGZIP() []byte {
 	return file_examples_counterpb_counter_proto_rawDescData
 }
 
-var file_examples_counterpb_counter_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_examples_counterpb_counter_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_examples_counterpb_counter_proto_goTypes = []any{
-	(*AddRequest)(nil),  // 0: protograin.examples.counter.v1.AddRequest
-	(*AddResponse)(nil), // 1: protograin.examples.counter.v1.AddResponse
-	(*GetRequest)(nil),  // 2: protograin.examples.counter.v1.GetRequest
-	(*GetResponse)(nil), // 3: protograin.examples.counter.v1.GetResponse
+	(*CounterState)(nil), // 0: protograin.examples.counter.v1.CounterState
+	(*AddRequest)(nil),   // 1: protograin.examples.counter.v1.AddRequest
+	(*AddResponse)(nil),  // 2: protograin.examples.counter.v1.AddResponse
+	(*GetRequest)(nil),   // 3: protograin.examples.counter.v1.GetRequest
+	(*GetResponse)(nil),  // 4: protograin.examples.counter.v1.GetResponse
 }
 var file_examples_counterpb_counter_proto_depIdxs = []int32{
-	0, // 0: protograin.examples.counter.v1.Counter.Add:input_type -> protograin.examples.counter.v1.AddRequest
-	2, // 1: protograin.examples.counter.v1.Counter.Get:input_type -> protograin.examples.counter.v1.GetRequest
-	1, // 2: protograin.examples.counter.v1.Counter.Add:output_type -> protograin.examples.counter.v1.AddResponse
-	3, // 3: protograin.examples.counter.v1.Counter.Get:output_type -> protograin.examples.counter.v1.GetResponse
+	1, // 0: protograin.examples.counter.v1.Counter.Add:input_type -> protograin.examples.counter.v1.AddRequest
+	3, // 1: protograin.examples.counter.v1.Counter.Get:input_type -> protograin.examples.counter.v1.GetRequest
+	2, // 2: protograin.examples.counter.v1.Counter.Add:output_type -> protograin.examples.counter.v1.AddResponse
+	4, // 3: protograin.examples.counter.v1.Counter.Get:output_type -> protograin.examples.counter.v1.GetResponse
 	2, // [2:4] is the sub-list for method output_type
 	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
@@ -269,7 +320,7 @@ func file_examples_counterpb_counter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_examples_counterpb_counter_proto_rawDesc), len(file_examples_counterpb_counter_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,7 +36,9 @@ const (
 // protograin.examples.counter.v1.Counter: one value per identity, which the
 // cluster calls one method at a time.
 //
-// Counter keeps a running total per identity.
+// Counter keeps a running total per identity. The total is durable state:
+// it is committed to the node's store after each Add, so it follows the
+// grain to another node when the nodes share a store.
 //
 // Embed UnimplementedCounterGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
@@ -45,6 +47,10 @@ type CounterGrain interface {
 	// Add adds delta to the counter and returns the new total.
 	Add(ctx cluster.GrainContext, req *AddRequest) (*AddResponse, error)
 	// Get returns the current total and the node that hosts the grain.
+	//
+	// Get is read-only (protograin.v1.method): the cluster neither deduplicates
+	// its calls nor flushes state after them, so it must not change the grain's
+	// state.
 	Get(ctx cluster.GrainContext, req *GetRequest) (*GetResponse, error)
 }
 
@@ -104,6 +110,9 @@ func (c *CounterClient) Add(ctx context.Context, req *AddRequest, opts ...cluste
 }
 
 // Get returns the current total and the node that hosts the grain.
+//
+// Get is read-only (protograin.v1.method): its calls are not deduplicated, so
+// a call the cluster retries may run more than once.
 func (c *CounterClient) Get(ctx context.Context, req *GetRequest, opts ...cluster.CallOption) (*GetResponse, error) {
 	resp, err := c.caller.Invoke(ctx, cluster.Call{
 		Kind:     CounterKind,
@@ -128,6 +137,10 @@ func (c *CounterClient) Get(ctx context.Context, req *GetRequest, opts ...cluste
 // cluster node to host. The node calls factory once per activation to make the
 // grain for identity. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
+//
+// Its grains keep typed state, a protograin.examples.counter.v1.CounterState
+// message that the node allocates and loads per activation; CounterStateOf
+// returns it during a call.
 func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: CounterKind,
@@ -161,6 +174,7 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 				NewRequest: func() proto.Message {
 					return new(GetRequest)
 				},
+				ReadOnly: true,
 				Handle: func(grain any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
 					g, ok := grain.(CounterGrain)
 					if !ok {
@@ -178,5 +192,24 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 				},
 			},
 		},
+		NewState: func() proto.Message {
+			return new(CounterState)
+		},
 	}
+}
+
+// CounterStateOf returns the state message of the grain handling the call of
+// ctx, which is never nil during a call of kind
+// protograin.examples.counter.v1.Counter. Change it in place: the next flush
+// commits it (after the call).
+//
+// It returns nil when ctx has no protograin.examples.counter.v1.CounterState
+// state message, as in a call of another kind.
+func CounterStateOf(ctx cluster.GrainContext) *CounterState {
+	st := ctx.State()
+	if st == nil {
+		return nil
+	}
+	msg, _ := st.Message().(*CounterState)
+	return msg
 }

@@ -1,7 +1,9 @@
 // Command demo runs a three-node Protograin cluster in one process on
-// loopback. It calls Counter grains with several identities, prints the node
-// each one lives on, shuts down the node that hosts the first of them, and
-// shows those grains reactivating on the nodes that remain.
+// loopback, on the embedded defaults: no server to install, the grains'
+// state in a bbolt file the nodes share. It calls Counter grains with
+// several identities, prints the node each one lives on, shuts down the node
+// that hosts the first of them, and shows those grains reactivating on the
+// nodes that remain with their totals intact.
 //
 //	go run ./examples/demo
 package main
@@ -13,8 +15,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 
 	"github.com/protograin/protograin/cluster"
+	"github.com/protograin/protograin/cluster/storage/boltstore"
 	"github.com/protograin/protograin/examples/counterpb"
 	"github.com/protograin/protograin/examples/internal/countergrain"
 	"github.com/protograin/protograin/examples/internal/localcluster"
@@ -32,8 +36,25 @@ func main() {
 // run runs the demo, printing what happens to out.
 func run(ctx context.Context, out io.Writer) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	// One store for the three nodes, as a cluster needs: a grain's state
+	// follows it from node to node only through a store they share. A bbolt
+	// file serves nodes in one process; a cluster of processes would share
+	// PostgreSQL (see docs/state.md).
+	dir, err := os.MkdirTemp("", "protograin-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	store, err := boltstore.Open(filepath.Join(dir, "grains.db"), boltstore.Config{})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
 	nodes, err := localcluster.Start(ctx, 3, log, func(cfg *cluster.Config) {
 		cfg.Kinds = []*cluster.Kind{countergrain.NewKind(cfg.NodeName)}
+		cfg.Store = store
 	})
 	if err != nil {
 		return err
@@ -74,8 +95,8 @@ func run(ctx context.Context, out io.Writer) error {
 
 // callAll adds 1 to every identity's counter, then prints its total and the
 // node its activation reports. It returns where each grain lives; with the
-// result of an earlier round in before, it marks the grains that moved, whose
-// in-memory totals start again from zero.
+// result of an earlier round in before, it marks the grains that moved,
+// whose new activations loaded their totals from the store.
 func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identities []string, before map[string]string) (map[string]string, error) {
 	where := make(map[string]string, len(identities))
 	for _, id := range identities {
@@ -90,7 +111,7 @@ func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identitie
 		where[id] = got.GetNode()
 		moved := ""
 		if prev, ok := before[id]; ok && prev != got.GetNode() {
-			moved = fmt.Sprintf("  (reactivated here; it lived on %s)", prev)
+			moved = fmt.Sprintf("  (reactivated here from the store; it lived on %s)", prev)
 		}
 		fmt.Fprintf(out, "  counter %-6s total %d  lives on %s%s\n", id, got.GetTotal(), got.GetNode(), moved)
 	}

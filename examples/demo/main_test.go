@@ -10,7 +10,7 @@ import (
 )
 
 // TestDemo runs the demo end to end: three nodes, calls, a node shut down and
-// its grains reactivated on the others.
+// its grains reactivated on the others with their state.
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -27,8 +27,8 @@ func TestDemo(t *testing.T) {
 	if strings.Contains(after, "lives on "+victim[1]) {
 		t.Errorf("a grain still lives on %s after it shut down:\n%s", victim[1], text)
 	}
-	if !strings.Contains(after, "counter alice  total 1  lives on") || !strings.Contains(after, "reactivated here; it lived on "+victim[1]) {
-		t.Errorf("alice was not reactivated elsewhere with a fresh total:\n%s", text)
+	if !strings.Contains(after, "counter alice  total 2  lives on") || !strings.Contains(after, "reactivated here from the store; it lived on "+victim[1]) {
+		t.Errorf("alice was not reactivated elsewhere with its total of 1 plus the new call's 1:\n%s", text)
 	}
 	for _, want := range []string{"started 3 nodes", "all nodes shut down"} {
 		if !strings.Contains(text, want) {

@@ -11,6 +11,10 @@
 //
 // Stop node a or b with Ctrl-C (a graceful leave) or kill -9 (a failure) and
 // watch node c's calls move to the remaining nodes.
+//
+// Each process keeps grain state in a memory store of its own unless
+// -postgres names a database they all share: then a counter that moves
+// to another process keeps its total.
 package main
 
 import (
@@ -25,6 +29,7 @@ import (
 	"time"
 
 	"github.com/protograin/protograin/cluster"
+	"github.com/protograin/protograin/cluster/storage/pgstore"
 	"github.com/protograin/protograin/examples/counterpb"
 	"github.com/protograin/protograin/examples/internal/countergrain"
 )
@@ -46,6 +51,8 @@ func run() error {
 	call := flag.String("call", "", "comma-separated counter identities to call")
 	every := flag.Duration("every", time.Second, "how often to call the counters")
 	local := flag.Bool("local", true, "use the fast gossip timings meant for one machine")
+	postgres := flag.String("postgres", "", "PostgreSQL DSN of a database every node shares for grain state (default: a memory store per process)")
+	schema := flag.String("schema", "protograin", "PostgreSQL schema for grain state, with -postgres")
 	flag.Parse()
 
 	if *join != "" {
@@ -61,6 +68,14 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *postgres != "" {
+		store, err := pgstore.Open(ctx, pgstore.Config{DSN: *postgres, Schema: *schema})
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		cfg.Store = store
+	}
 	node, err := cluster.Start(ctx, cfg)
 	if err != nil {
 		return err

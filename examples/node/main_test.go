@@ -5,11 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
 )
 
 // processEnv makes the test binary run the example's main instead of the
@@ -26,33 +29,47 @@ func TestMain(m *testing.M) {
 }
 
 // TestThreeProcesses follows the README's three-terminal walk-through: nodes
-// a and b host the counter, c joins and calls alice, bob and carol; then a is
+// a and b host the counter, c joins and calls ten counters; then a is
 // interrupted, leaves gracefully, and c's calls keep succeeding on b and c.
+// With a shared PostgreSQL store the counters that moved keep their totals.
 func TestThreeProcesses(t *testing.T) {
-	a := startNode(t, "-name", "a")
+	t.Run("memory", func(t *testing.T) {
+		threeProcesses(t, false)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := pgtest.DSN(t)
+		threeProcesses(t, true, "-postgres", dsn, "-schema", pgtest.Schema(t, dsn))
+	})
+}
+
+// threeProcesses runs the walk-through with storeArgs given to every node.
+// With durable, the counters that lived on a must answer from b or c with
+// more than the totals they had.
+func threeProcesses(t *testing.T, durable bool, storeArgs ...string) {
+	a := startNode(t, append([]string{"-name", "a"}, storeArgs...)...)
 	seed := a.waitFor(t, `^a: gossip on (\S+), gRPC on \S+$`)[1]
-	b := startNode(t, "-name", "b", "-join", seed)
+	b := startNode(t, append([]string{"-name", "b", "-join", seed}, storeArgs...)...)
 	b.waitFor(t, `^b: gossip on`)
 	identities := []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy"}
-	c := startNode(t, "-name", "c", "-join", seed, "-call", strings.Join(identities, ","), "-every", "50ms")
+	c := startNode(t, append([]string{"-name", "c", "-join", seed, "-call", strings.Join(identities, ","), "-every", "50ms"}, storeArgs...)...)
 
 	// One round of calls after all three nodes host the counter: placement
 	// is a function of the node names and identities, so which counters
 	// live on a is the same in every run.
-	var onA []string
 	for _, id := range identities {
-		c.waitFor(t, `^\s+`+id+`\s+total \d+\s+on [abc]$`)
+		c.waitFor(t, counterLine(id, "abc"))
 	}
+	onA := make(map[string]int) // identity → its total as last seen on a
 	for _, id := range identities {
-		if c.waitFor(t, `^\s+`+id+`\s+total \d+\s+on ([abc])$`)[1] == "a" {
-			onA = append(onA, id)
+		if m := c.waitFor(t, counterLine(id, "abc")); m[2] == "a" {
+			onA[id], _ = strconv.Atoi(m[1])
 		}
 	}
 	if len(onA) == 0 {
 		t.Fatalf("no counter of %v lives on a, so a's leaving tests nothing; call other identities:\n%s", identities, c.output())
 	}
-
 	t.Logf("counters on a: %v", onA)
+
 	a.interrupt(t)
 	a.waitFor(t, `^a: leaving the cluster$`)
 	if err := a.wait(t); err != nil {
@@ -60,8 +77,11 @@ func TestThreeProcesses(t *testing.T) {
 	}
 	// c prints its lines in order, so a line placing a counter that lived
 	// on a on b or c shows it reactivated there.
-	for _, id := range onA {
-		c.waitFor(t, `^\s+`+id+`\s+total \d+\s+on [bc]$`)
+	for id, before := range onA {
+		m := c.waitFor(t, counterLine(id, "bc"))
+		if total, _ := strconv.Atoi(m[1]); durable && total <= before {
+			t.Errorf("%s moved from a to %s with total %d, want more than its %d on a: the state did not follow it", id, m[2], total, before)
+		}
 	}
 
 	for _, n := range []*nodeProcess{b, c} {
@@ -70,6 +90,12 @@ func TestThreeProcesses(t *testing.T) {
 			t.Errorf("node %s did not exit cleanly after an interrupt: %v\n%s", n.name, err, n.output())
 		}
 	}
+}
+
+// counterLine matches a line of c's calls for identity answered by one of
+// nodes, capturing the total and the node.
+func counterLine(identity, nodes string) string {
+	return `^\s+` + identity + `\s+total (\d+)\s+on ([` + nodes + `])$`
 }
 
 // nodeProcess is one node of the example in its own process, with its

@@ -1,5 +1,5 @@
 // Package countergrain implements the Counter grain the examples run: a
-// running total per identity, kept in memory by its activation.
+// running total per identity, kept as the grain's durable state.
 package countergrain
 
 import (
@@ -7,13 +7,13 @@ import (
 	"github.com/protograin/protograin/examples/counterpb"
 )
 
-// Counter is one activation of the Counter grain. The cluster delivers one
-// call at a time to an activation, so its fields need no locking.
+// Counter is one activation of the Counter grain. Its total lives in its
+// state (counterpb.CounterState), which the cluster loads on activation and
+// commits after each Add; the activation itself only knows its node.
 type Counter struct {
 	counterpb.UnimplementedCounterGrain
 
-	node  string
-	total int64
+	node string
 }
 
 // NewKind returns the Counter kind for a node named node. Each activation
@@ -25,12 +25,13 @@ func NewKind(node string) *cluster.Kind {
 }
 
 // Add adds the request's delta to the total.
-func (c *Counter) Add(_ cluster.GrainContext, req *counterpb.AddRequest) (*counterpb.AddResponse, error) {
-	c.total += req.GetDelta()
-	return &counterpb.AddResponse{Total: c.total}, nil
+func (c *Counter) Add(ctx cluster.GrainContext, req *counterpb.AddRequest) (*counterpb.AddResponse, error) {
+	st := counterpb.CounterStateOf(ctx)
+	st.Total += req.GetDelta()
+	return &counterpb.AddResponse{Total: st.Total}, nil
 }
 
 // Get returns the total and the name of the node hosting this activation.
-func (c *Counter) Get(cluster.GrainContext, *counterpb.GetRequest) (*counterpb.GetResponse, error) {
-	return &counterpb.GetResponse{Total: c.total, Node: c.node}, nil
+func (c *Counter) Get(ctx cluster.GrainContext, _ *counterpb.GetRequest) (*counterpb.GetResponse, error) {
+	return &counterpb.GetResponse{Total: counterpb.CounterStateOf(ctx).GetTotal(), Node: c.node}, nil
 }
