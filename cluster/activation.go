@@ -520,6 +520,8 @@ func (g *grainActor) Receive(c *runtime.Context) {
 	switch m := c.Message().(type) {
 	case *grainCall:
 		g.handle(c, m)
+	case *oneWayCall:
+		g.handleOneWay(m)
 	case *reminderCall:
 		g.remind(c, m)
 	case deactivateMsg:

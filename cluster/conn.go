@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	goruntime "runtime"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,6 +30,7 @@ type conn struct {
 	wake   chan struct{}      // tells the writer there is work
 	done   chan struct{}      // closed by close
 	names  nameTable          // names decoded by readLoop, interned
+	lane   oneWayLane         // one-way requests that wait, in order
 
 	mu           sync.Mutex
 	batches      [][]byte // queued frames, each batch at most MaxBatchBytes (or one frame)
@@ -247,7 +249,11 @@ func (c *conn) readLoop() {
 func (c *conn) dispatch(f *frame) {
 	switch f.typ {
 	case frameRequest:
-		c.serve(*f)
+		if f.oneWay {
+			c.serveOneWay(f)
+		} else {
+			c.serve(*f)
+		}
 	case frameResponse:
 		c.mu.Lock()
 		reply, ok := c.calls[f.id]
@@ -316,4 +322,59 @@ func canceledContext() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
+}
+
+// oneWayLane holds the one-way requests of a conn that could not be
+// delivered by its reader without blocking (their grain was not active),
+// and those that arrived after them: one goroutine delivers them in order,
+// so messages from one peer to one grain keep their order, while the reader
+// goes on with other frames (a reply this grain's activation waits for,
+// say).
+type oneWayLane struct {
+	busy  atomic.Bool // the lane has requests; set by the reader only
+	mu    sync.Mutex
+	queue []frame
+}
+
+// serveOneWay delivers a one-way request. The common case, a request to an
+// active grain with an empty lane, is handled right here by the reader: no
+// goroutine, no copy of the frame. Otherwise the request joins the lane.
+func (c *conn) serveOneWay(f *frame) {
+	l := &c.lane
+	if l.busy.Load() {
+		l.mu.Lock()
+		if l.busy.Load() {
+			l.queue = append(l.queue, *f)
+			l.mu.Unlock()
+			return
+		}
+		l.mu.Unlock() // the lane emptied meanwhile: f may go first
+	}
+	if c.t.handler.serveOneWay(f, false) {
+		return
+	}
+	l.mu.Lock()
+	l.queue = append(l.queue, *f)
+	l.busy.Store(true)
+	l.mu.Unlock()
+	go c.drainLane()
+}
+
+// drainLane delivers the lane's requests in order until it is empty.
+func (c *conn) drainLane() {
+	l := &c.lane
+	for {
+		l.mu.Lock()
+		if len(l.queue) == 0 {
+			l.queue = nil
+			l.busy.Store(false)
+			l.mu.Unlock()
+			return
+		}
+		f := l.queue[0]
+		l.queue[0] = frame{} // let the payload go
+		l.queue = l.queue[1:]
+		l.mu.Unlock()
+		c.t.handler.serveOneWay(&f, true)
+	}
 }

@@ -67,6 +67,39 @@
 // is handling, the calling grain and their order, so a call that runs again
 // repeats its inner stamps and the callees do not apply them twice.
 //
+// # One-way messages
+//
+// Send (a *Node's, a GrainContext's, or the function Send over any Caller)
+// delivers a call without waiting for it to run: it returns once the
+// message is handed over, queued in the grain's mailbox when this node owns
+// the grain, or in the stream to the owner (a request frame marked one-way,
+// batched with the others, which gets no reply). Generated clients use it
+// for methods marked (protograin.v1.method).one_way, which return
+// google.protobuf.Empty. What a sender can rely on:
+//
+//   - At most once: a one-way message carries no stamp, is never
+//     deduplicated, and is never retried once handed over. A message queued
+//     for a node that fails, or behind a grain that fails past its restart
+//     limit, is lost.
+//   - Order: messages from one node to one grain run in the order they
+//     were sent, as long as the grain's owner does not change. (Messages
+//     sent from several goroutines have no order to keep.)
+//   - The first message to an identity activates the grain, as a call does;
+//     Send on the owner waits for that activation, within ctx or the
+//     default call timeout.
+//   - Send fails only when it cannot hand the message over: no alive member
+//     hosts the kind, or this node hosts the kind and it has no such method
+//     (codes.Unimplemented); a missing or unencodable request, or
+//     WithCallID (codes.InvalidArgument); ctx ended; the owner unreachable;
+//     the node closed. An owner that cannot deliver a message it received
+//     (an unknown method, a payload that does not decode, a grain it no
+//     longer owns) logs it and drops it.
+//   - The grain runs the message like a call, under the owner's
+//     DefaultCallTimeout from when it starts: its state changes are
+//     committed as after a call (FlushAfterCall), the error it returns is
+//     logged by the owner, and a panic is logged and supervised as for a
+//     call.
+//
 // # Reminders
 //
 // A grain that implements ReminderReceiver registers durable reminders with

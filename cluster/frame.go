@@ -38,6 +38,7 @@ type frame struct {
 	node     string   // the dialing node's name, in a hello frame
 	chain    []actKey // a request's callers, outermost first
 	stamp    stamp    // a request's exactly-once stamp
+	oneWay   bool     // a request that gets no reply (see fieldOneWay)
 }
 
 // Field numbers of a frame.
@@ -60,6 +61,12 @@ const (
 	// A request's stamp: the client ID and its sequence number.
 	fieldClientID protowire.Number = 14
 	fieldSeq      protowire.Number = 15
+	// fieldOneWay marks a request as a one-way message: no reply frame
+	// follows, and its id is 0. It is a flag on a request rather than a
+	// frame type of its own so that an older peer, which skips the unknown
+	// field, runs it as a call instead of resetting the stream; the reply it
+	// sends carries id 0, which matches no call and is dropped.
+	fieldOneWay protowire.Number = 16
 )
 
 // maxCode is the highest gRPC code a frame may carry.
@@ -90,7 +97,11 @@ func appendFrame(b []byte, f *frame) []byte {
 		b = protowire.AppendString(b, k.identity)
 	}
 	b = appendStringField(b, fieldClientID, f.stamp.client)
-	return appendVarintField(b, fieldSeq, f.stamp.seq)
+	b = appendVarintField(b, fieldSeq, f.stamp.seq)
+	if f.oneWay {
+		b = appendVarintField(b, fieldOneWay, 1)
+	}
+	return b
 }
 
 // size returns the encoded size of f without its length prefix.
@@ -102,6 +113,9 @@ func (f *frame) size() int {
 		stringFieldSize(fieldMessage, f.message) + varintFieldSize(fieldReason, uint64(f.reason)) +
 		stringFieldSize(fieldNode, f.node) +
 		stringFieldSize(fieldClientID, f.stamp.client) + varintFieldSize(fieldSeq, f.stamp.seq)
+	if f.oneWay {
+		n += varintFieldSize(fieldOneWay, 1)
+	}
 	if len(f.payload) > 0 {
 		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(len(f.payload))
 	}
@@ -194,7 +208,7 @@ func decodeFrame(b []byte, f *frame, names *nameTable) error {
 // decodeField decodes the value of field num and returns its length.
 func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame, names *nameTable) (int, error) {
 	switch num {
-	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq:
+	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq, fieldOneWay:
 		if typ != protowire.VarintType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want varint", ErrCorruptFrame, num, typ)
 		}
@@ -248,6 +262,9 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 		f.reason = reason(v)
 	case fieldSeq:
 		f.stamp.seq = v
+	case fieldOneWay:
+		// Any value but zero is true, as for a proto bool.
+		f.oneWay = v != 0
 	}
 	return nil
 }
@@ -292,6 +309,10 @@ func (f *frame) check() error {
 		if f.kind == "" || f.method == "" {
 			return fmt.Errorf("%w: request frame %d without kind or method", ErrCorruptFrame, f.id)
 		}
+		return nil
+	}
+	if f.oneWay {
+		return fmt.Errorf("%w: frame of type %d marked one-way; only requests can be", ErrCorruptFrame, f.typ)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -28,6 +29,8 @@ func sampleFrames() []frame {
 			chain: []actKey{{"pkg.A", "a1"}, {"pkg.B", ""}}},
 		{typ: frameRequest, id: 6, kind: "k", identity: "i", method: "/k/M",
 			stamp: stamp{client: "node-a", seq: 1<<64 - 1}},
+		{typ: frameRequest, kind: "pkg.Player", identity: "p1", method: "/pkg.Player/Move", payload: []byte{8, 1},
+			oneWay: true},
 		{typ: frameResponse, id: 2, payload: []byte("resp")},
 		{typ: frameResponse, id: 3, code: codes.NotFound, message: "no such thing", reason: reasonUnknownMethod},
 		{typ: frameCancel, id: 4},
@@ -66,6 +69,43 @@ func TestDecodeSkipsUnknownFields(t *testing.T) {
 	}
 }
 
+// TestOldRequestFramesStillDecode checks that a request encoded without the
+// one-way field, as a peer from before it sends it, decodes as a call, and
+// that a flag of any non-zero value means one-way, as a proto bool does.
+func TestOldRequestFramesStillDecode(t *testing.T) {
+	varint := func(b []byte, num protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(protowire.AppendTag(b, num, protowire.VarintType), v)
+	}
+	str := func(b []byte, num protowire.Number, v string) []byte {
+		return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), v)
+	}
+	old := varint(nil, fieldType, uint64(frameRequest))
+	old = varint(old, fieldID, 9)
+	old = str(old, fieldKind, "k")
+	old = str(old, fieldMethod, "/k/M")
+	for _, tc := range []struct {
+		name   string
+		frame  []byte
+		oneWay bool
+	}{
+		{"old request", old, false},
+		{"flag 0", varint(slices.Clone(old), fieldOneWay, 0), false},
+		{"flag 1", varint(slices.Clone(old), fieldOneWay, 1), true},
+		{"flag 7", varint(slices.Clone(old), fieldOneWay, 7), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got frame
+			if err := decodeBatch(protowire.AppendBytes(nil, tc.frame), func(f *frame) { got = *f }); err != nil {
+				t.Fatal(err)
+			}
+			want := frame{typ: frameRequest, id: 9, kind: "k", method: "/k/M", oneWay: tc.oneWay}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("decoded %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
 func TestDecodeRejectsCorruptFrames(t *testing.T) {
 	valid := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: "k", method: "/k/M"})
 	frameOf := func(fields ...[]byte) []byte {
@@ -92,6 +132,11 @@ func TestDecodeRejectsCorruptFrames(t *testing.T) {
 		{"bad tag", frameOf([]byte{0})},
 		{"caller identity without kind", frameOf(varint(fieldType, uint64(frameRequest)),
 			protowire.AppendString(protowire.AppendTag(nil, fieldChainIdentity, protowire.BytesType), "x"))},
+		{"one-way response", frameOf(varint(fieldType, uint64(frameResponse)), varint(fieldOneWay, 1))},
+		{"one-way cancel", frameOf(varint(fieldType, uint64(frameCancel)), varint(fieldOneWay, 1))},
+		{"one-way request without method", frameOf(varint(fieldType, uint64(frameRequest)), varint(fieldOneWay, 1))},
+		{"one-way flag as bytes", frameOf(varint(fieldType, uint64(frameRequest)),
+			protowire.AppendString(protowire.AppendTag(nil, fieldOneWay, protowire.BytesType), "x"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := decodeBatch(tc.batch, func(*frame) {})
@@ -110,6 +155,9 @@ func FuzzDecodeBatch(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0xff, 0xff, 0xff})
+	// The one-way flag where it does not belong, and with a large value.
+	f.Add(appendFrame(nil, &frame{typ: frameCancel, id: 3, oneWay: true}))
+	f.Add(protowire.AppendBytes(nil, []byte{byte(fieldType << 3), byte(frameRequest), 0x80, 0x01, 0xff, 0x01}))
 	f.Fuzz(func(t *testing.T, batch []byte) {
 		var frames []frame
 		if err := decodeBatch(batch, func(fr *frame) { frames = append(frames, *fr) }); err != nil {

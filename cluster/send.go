@@ -1,6 +1,19 @@
 package cluster
 
-import "context"
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/protograin/protograin/runtime"
+)
+
+// This file is the one-way path: Send on a node and in a grain, the frames
+// it sends, and their delivery on the owner. The package doc ("One-way
+// messages") states what it guarantees.
 
 // Sender is implemented by Callers that deliver one-way messages: a *Node,
 // and the GrainContext a grain method receives. It is separate from Caller
@@ -24,4 +37,286 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 	}
 	_, err := caller.Invoke(ctx, call, opts...)
 	return err
+}
+
+// Send implements Sender. It places the grain and hands call over: to the
+// grain's mailbox when this node owns it (activating it first if needed,
+// without serializing the request), or to the stream to the owner. It
+// returns when the message is handed over, not when the grain has run it,
+// and never retries afterwards. It fails when the message could not be
+// handed over: no alive member hosts the kind, or this node hosts the kind
+// and it has no such method (ErrUnknownKind, ErrUnknownMethod, both
+// codes.Unimplemented), the request is missing or does not encode
+// (ErrBadRequest), ctx ended, the owner cannot be reached (ErrUnavailable),
+// or the node is closed (ErrNodeClosed).
+//
+// An owner that cannot deliver a message it received (it does not know the
+// method, or no longer owns the grain) logs it and drops it. WithCallID
+// does not apply to one-way messages, which are not deduplicated: Send
+// fails with ErrBadRequest if it is given. WithoutRetry changes nothing.
+// call.NewResponse is not used.
+func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
+	var cc callConfig
+	for _, o := range opts {
+		if o != nil {
+			cc = o.applyCall(cc)
+		}
+	}
+	if cc.stamp != (stamp{}) {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: WithCallID does not apply to one-way messages",
+			call.Kind, call.Identity, call.Method)
+	}
+	if call.Request == nil {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s needs a Request",
+			call.Kind, call.Identity, call.Method)
+	}
+	if err := ctx.Err(); err != nil {
+		return contextError(err)
+	}
+	if isDone(n.stop) {
+		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
+	}
+	owner, ok := n.view.Load().owner(call.Kind, call.Identity)
+	if !ok {
+		return newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
+	}
+	if owner.Name == n.name {
+		return n.sendLocal(ctx, &call)
+	}
+	// The owner would drop a message to a method its kind does not have; a
+	// node that hosts the kind itself can say so now.
+	if hk := n.kinds[call.Kind]; hk != nil && hk.methods[call.Method] == nil {
+		return newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", call.Kind, call.Method)
+	}
+	return n.sendRemote(ctx, owner, &call)
+}
+
+// Send implements Sender: grains send one-way messages through their node.
+// Unlike a call, a one-way message to a grain waiting in the chain of calls
+// that led here, or to the grain itself, cannot deadlock: nobody waits for
+// it. It runs after the current call.
+func (g *grainContext) Send(ctx context.Context, call Call, opts ...CallOption) error {
+	return g.n.Send(ctx, call, opts...)
+}
+
+// sendLocal queues a one-way message in the mailbox of a grain this node
+// owns, passing the request message through without copying it.
+func (n *Node) sendLocal(ctx context.Context, call *Call) error {
+	if !n.calls.enter() {
+		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
+	}
+	defer n.calls.leave()
+	hk, m, err := n.lookup(call.Kind, call.Method)
+	if err != nil {
+		return err
+	}
+	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
+	}
+	if n.tryQueueOneWay(hk, m, call.Identity, call.Request) {
+		return nil
+	}
+	// The grain is not active yet (or is going away): activate it within
+	// the caller's deadline, or the default one.
+	if _, ok := ctx.Deadline(); !ok && n.cfg.DefaultCallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = n.deadlines.with(ctx)
+		defer cancel()
+	}
+	return n.queueOneWay(ctx, hk, m, call.Identity, call.Request)
+}
+
+// maxPooledPayload bounds the buffers kept in transport.payloads, so that one huge
+// message does not keep its buffer alive in the pool.
+const maxPooledPayload = 64 << 10
+
+// sendRemote encodes a one-way message and queues it on the stream to its
+// owner.
+func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error {
+	buf := n.transport.getPayload()
+	defer n.transport.putPayload(buf)
+	b, err := proto.MarshalOptions{}.MarshalAppend((*buf)[:0], call.Request)
+	if err != nil {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: encode the one-way message to %s/%s %s: %v",
+			call.Kind, call.Identity, call.Method, err)
+	}
+	*buf = b
+	if len(b) > n.cfg.MaxFrameBytes {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s is %d bytes, over MaxFrameBytes (%d)",
+			call.Kind, call.Identity, call.Method, len(b), n.cfg.MaxFrameBytes)
+	}
+	c, err := n.transport.conn(ctx, owner)
+	if err != nil {
+		return err
+	}
+	f := frame{typ: frameRequest, oneWay: true, kind: call.Kind, identity: call.Identity, method: call.Method, payload: b}
+	return c.send(ctx, &f)
+}
+
+// tryQueueOneWay queues a one-way message in the mailbox of the grain's
+// activation if it is active and ready, without waiting for anything; it
+// reports whether it did. It is the common case, and the only one a
+// stream's reader may run itself (see conn.serveOneWay).
+func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, req proto.Message) bool {
+	key := actKey{hk.Name, identity}
+	a := n.acts.lookup(n.acts.shard(key), key)
+	if a == nil {
+		return false
+	}
+	defer n.acts.release(a)
+	if a.pending.Load() != nil || a.err != nil {
+		return false
+	}
+	return a.ref.Send(newOneWayCall(m, req)) == nil
+}
+
+// queueOneWay queues a one-way message in the mailbox of the grain's
+// activation, activating it first if needed. Like deliver, it follows a
+// grain whose activation goes away under it to the next activation, as
+// long as this node owns the grain.
+func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message) error {
+	for {
+		a, err := n.acts.get(ctx, hk, identity)
+		if err != nil {
+			return err
+		}
+		err = a.ref.Send(newOneWayCall(m, req))
+		n.acts.release(a)
+		if err == nil {
+			return nil
+		}
+		if n.retryOnNextActivation(a, err) {
+			if err := n.checkOwner(hk.Name, identity); err != nil {
+				return err
+			}
+			continue
+		}
+		if errors.Is(err, runtime.ErrStopped) && !isDone(n.stop) {
+			// The actor stopped by itself, after repeated panics. A call
+			// would fail, and the next one activate the grain afresh;
+			// nobody waits for this message, so it is that next one.
+			n.acts.failed(a)
+			continue
+		}
+		return n.callError(ctx, a, m.Name, err)
+	}
+}
+
+// oneWayCall is the message a one-way message sends to the grain's actor:
+// a call that nobody waits for. Its context is set when the grain runs it
+// (see grainActor.handleOneWay); deadline is that context, held here so
+// that it costs no allocation of its own.
+type oneWayCall struct {
+	grainCall
+	deadline deadlineCtx
+}
+
+func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
+	return &oneWayCall{grainCall: grainCall{method: m, req: req}}
+}
+
+// serveOneWay implements requestHandler: it delivers a one-way message a
+// peer sent. With wait false it does only what cannot block (the reader of
+// a stream calls it so) and reports false if the message needs more: an
+// activation, or a wait for one to go. A message that cannot be delivered
+// is logged and dropped: nobody waits for an answer.
+func (n *Node) serveOneWay(req *frame, wait bool) bool {
+	if !n.calls.enter() {
+		n.dropOneWay(req, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name))
+		return true
+	}
+	defer n.calls.leave()
+	hk, m, err := n.lookup(req.kind, req.method)
+	if err == nil {
+		err = n.checkOwner(req.kind, req.identity)
+	}
+	if err != nil {
+		n.dropOneWay(req, err)
+		return true
+	}
+	msg := m.NewRequest()
+	if err := proto.Unmarshal(req.payload, msg); err != nil {
+		n.dropOneWay(req, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the one-way message to %s/%s %s: %v",
+			req.kind, req.identity, req.method, err))
+		return true
+	}
+	if n.tryQueueOneWay(hk, m, req.identity, msg) {
+		return true
+	}
+	if !wait {
+		return false
+	}
+	ctx, cancel := n.oneWayDeadline()
+	defer cancel()
+	if err := n.queueOneWay(ctx, hk, m, req.identity, msg); err != nil {
+		n.dropOneWay(req, err)
+	}
+	return true
+}
+
+// oneWayDeadline bounds the delivery of a one-way message from a peer, or
+// the run of one, by DefaultCallTimeout.
+func (n *Node) oneWayDeadline() (context.Context, context.CancelFunc) {
+	if n.cfg.DefaultCallTimeout <= 0 {
+		return context.Background(), noCancel
+	}
+	return n.deadlines.with(context.Background())
+}
+
+// dropOneWay logs a one-way message from a peer that this node cannot
+// deliver.
+func (n *Node) dropOneWay(req *frame, err error) {
+	n.log.Warn("cluster: dropped a one-way message", "kind", req.kind, "identity", req.identity, "method", req.method, "err", err)
+}
+
+// handleOneWay runs a one-way message. Nobody waits for it: an error is
+// logged, a panic is logged and then supervised as in a call, and a message
+// that reaches an activation after its OnDeactivate, or after a failed
+// commit, is sent again so that it reaches the next activation (wherever
+// the grain then lives). State changes are committed as after a call, but
+// not recorded for deduplication: one-way messages carry no stamp.
+func (g *grainActor) handleOneWay(m *oneWayCall) {
+	if !g.usable() {
+		go g.n.resendOneWay(g.a.key, m)
+		return
+	}
+	// The sender's context may end as soon as Send returns: the message
+	// runs under the node's default deadline instead, from now, held in the
+	// message so that it costs no allocation.
+	m.ctx = context.Background()
+	if g.n.cfg.DefaultCallTimeout > 0 {
+		m.deadline = deadlineCtx{Context: m.ctx, d: g.n.deadlines.shared(time.Now())}
+		m.ctx = &m.deadline
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			g.n.log.Error("cluster: grain panicked on a one-way message", "kind", g.a.key.kind, "identity", g.a.key.identity,
+				"method", m.method.Name, "panic", p)
+			panic(p) // for the actor's supervisor, as for a call
+		}
+	}()
+	resp, err := g.run(&m.grainCall)
+	if err == nil && !m.method.ReadOnly {
+		_, err = g.commit(&m.grainCall, resp, false)
+	}
+	if ferr := g.a.state.failure(); ferr != nil {
+		err = ferr
+		g.n.acts.retire(g.a)
+	}
+	if err != nil {
+		g.n.log.Warn("cluster: one-way message failed", "kind", g.a.key.kind, "identity", g.a.key.identity,
+			"method", m.method.Name, "err", err)
+	}
+}
+
+// resendOneWay sends a one-way message that reached a retired activation
+// again, to the grain's next activation, here or on its new owner.
+func (n *Node) resendOneWay(key actKey, m *oneWayCall) {
+	ctx, cancel := n.oneWayDeadline()
+	defer cancel()
+	err := n.Send(ctx, Call{Kind: key.kind, Identity: key.identity, Method: m.method.Name, Request: m.req})
+	if err != nil {
+		n.log.Warn("cluster: dropped a one-way message", "kind", key.kind, "identity", key.identity, "method", m.method.Name,
+			"err", err)
+	}
 }

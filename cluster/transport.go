@@ -81,6 +81,11 @@ type requestHandler interface {
 	// serveRequest runs req and returns the reply frame (its id is set by
 	// the caller).
 	serveRequest(ctx context.Context, req *frame) *frame
+	// serveOneWay delivers a one-way request, which gets no reply. With
+	// wait false it must not block, and reports false when the request
+	// needs to (it is then called again with wait true, in order, from
+	// another goroutine).
+	serveOneWay(req *frame, wait bool) bool
 	// admitCall counts a request in, or refuses it when the node is
 	// shutting down; finishCall counts it out.
 	admitCall() bool
@@ -103,6 +108,12 @@ type transport struct {
 	// (a frame is large, so each channel is a 250-byte allocation).
 	replies sync.Pool // chan frame, capacity 1, empty
 	servers *goPool   // runs the requests peers send
+
+	// payloads recycles the buffers one-way requests are encoded into on
+	// their way to a stream: the stream copies the bytes into its batch,
+	// so the buffer is free again as soon as the frame is queued, and a
+	// message costs no allocation for its encoding.
+	payloads sync.Pool // *[]byte
 
 	mu     sync.Mutex
 	peers  map[string]*peerEntry
@@ -157,6 +168,22 @@ func (t *transport) getReplyChan() chan frame {
 // putReplyChan recycles ch, which must be empty and not registered with
 // any conn.
 func (t *transport) putReplyChan(ch chan frame) { t.replies.Put(ch) }
+
+// getPayload returns a buffer to encode a one-way request into.
+func (t *transport) getPayload() *[]byte {
+	if b, ok := t.payloads.Get().(*[]byte); ok {
+		return b
+	}
+	return new([]byte)
+}
+
+// putPayload recycles b unless it grew past maxPooledPayload, so that one
+// huge message does not keep its buffer alive in the pool.
+func (t *transport) putPayload(b *[]byte) {
+	if cap(*b) <= maxPooledPayload {
+		t.payloads.Put(b)
+	}
+}
 
 // maxMessage is the largest gRPC message a batch may need.
 func (t *transport) maxMessage() int {

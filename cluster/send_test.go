@@ -1,0 +1,527 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage/memstore"
+)
+
+// The one-way test kind: a grain that records the values it gets, by node
+// and identity, so that tests can check what arrived, where, how often and
+// in which order.
+const (
+	recorderKind  = "test.Recorder"
+	methodRecord  = "/test.Recorder/Record"  // Int64Value v → Empty; -1 panics, -2 fails, other values are recorded
+	methodForward = "/test.Recorder/Forward" // StringValue "identity" → sends Record(100) one-way to identity and to itself
+	methodCount   = "/test.Recorder/Count"   // Empty → Int64Value: how many values this identity recorded here
+)
+
+// recorder observes one node's recorder grains.
+type recorder struct {
+	mu   sync.Mutex
+	got  map[string][]int64 // by identity, in arrival order
+	news map[string]int     // activations by identity
+}
+
+func newRecorder() *recorder {
+	return &recorder{got: map[string][]int64{}, news: map[string]int{}}
+}
+
+func (r *recorder) values(identity string) []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got[identity])
+}
+
+func (r *recorder) activations(identity string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.news[identity]
+}
+
+func newRecorderKind(r *recorder, idle time.Duration) *Kind {
+	record := func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+		switch v := req.(*wrapperspb.Int64Value).GetValue(); v {
+		case -1:
+			panic("recorder: told to panic")
+		case -2:
+			return nil, errors.New("recorder: told to fail")
+		default:
+			r.mu.Lock()
+			r.got[ctx.Identity()] = append(r.got[ctx.Identity()], v)
+			r.mu.Unlock()
+		}
+		return &emptypb.Empty{}, nil
+	}
+	forward := func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+		for _, to := range []string{req.(*wrapperspb.StringValue).GetValue(), ctx.Identity()} {
+			if err := ctx.(Sender).Send(ctx, recordCall(to, 100)); err != nil {
+				return nil, err
+			}
+		}
+		return &emptypb.Empty{}, nil
+	}
+	count := func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return wrapperspb.Int64(int64(len(r.got[ctx.Identity()]))), nil
+	}
+	return &Kind{
+		Name:        recorderKind,
+		IdleTimeout: idle,
+		New: func(identity string) any {
+			r.mu.Lock()
+			r.news[identity]++
+			r.mu.Unlock()
+			return struct{}{}
+		},
+		Methods: []Method{
+			{Name: methodRecord, NewRequest: newInt64, Handle: record},
+			{Name: methodForward, NewRequest: newString, Handle: forward},
+			{Name: methodCount, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: count, ReadOnly: true},
+		},
+	}
+}
+
+func recordCall(identity string, v int64) Call {
+	return Call{Kind: recorderKind, Identity: identity, Method: methodRecord, Request: wrapperspb.Int64(v),
+		NewResponse: func() proto.Message { return new(emptypb.Empty) }}
+}
+
+// logLines records the messages a node logs, to check what a one-way
+// message that fails leaves behind: nobody else hears of it.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string // "message key=value ..."
+}
+
+// handler returns a slog.Handler that records into l and passes records on
+// to next.
+func (l *logLines) handler(next slog.Handler) slog.Handler { return &lineHandler{l: l, next: next} }
+
+// count returns how many recorded lines contain every one of parts.
+func (l *logLines) count(parts ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+type lineHandler struct {
+	l     *logLines
+	next  slog.Handler
+	attrs []slog.Attr
+}
+
+func (h *lineHandler) Enabled(ctx context.Context, level slog.Level) bool {
+	return level >= slog.LevelWarn || h.next.Enabled(ctx, level)
+}
+
+func (h *lineHandler) Handle(ctx context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	add := func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	h.l.mu.Lock()
+	h.l.lines = append(h.l.lines, b.String())
+	h.l.mu.Unlock()
+	if h.next.Enabled(ctx, r.Level) {
+		return h.next.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h *lineHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &lineHandler{l: h.l, next: h.next.WithAttrs(attrs), attrs: append(slices.Clone(h.attrs), attrs...)}
+}
+
+func (h *lineHandler) WithGroup(name string) slog.Handler {
+	return &lineHandler{l: h.l, next: h.next.WithGroup(name), attrs: h.attrs}
+}
+
+// recorderCluster starts three nodes: the first two host the recorder
+// kind, the third hosts nothing and only sends. It returns the nodes, the
+// recorders and the log lines by node name.
+func recorderCluster(t *testing.T, idle time.Duration, configure func(*Config)) ([]*Node, map[string]*recorder, map[string]*logLines) {
+	t.Helper()
+	recs := map[string]*recorder{}
+	logs := map[string]*logLines{}
+	var mu sync.Mutex
+	i := 0
+	nodes := startCluster(t, 3, func(name string) []*Kind {
+		mu.Lock()
+		defer mu.Unlock()
+		recs[name] = newRecorder()
+		i++
+		if i == 3 {
+			return nil
+		}
+		return []*Kind{newRecorderKind(recs[name], idle)}
+	}, func(cfg *Config) {
+		l := &logLines{}
+		logs[cfg.NodeName] = l
+		cfg.Logger = slog.New(l.handler(cfg.Logger.Handler()))
+		if configure != nil {
+			configure(cfg)
+		}
+	})
+	return nodes, recs, logs
+}
+
+// recorderOwnedBy returns an identity that owner owns in every node's view.
+func recorderOwnedBy(t *testing.T, nodes []*Node, owner *Node, prefix string) string {
+	t.Helper()
+	for i := range 10000 {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		agree := true
+		for _, n := range nodes {
+			m, ok := n.Owner(recorderKind, id)
+			agree = agree && ok && m.Name == owner.Name()
+		}
+		if agree {
+			return id
+		}
+	}
+	t.Fatalf("no recorder identity owned by %s", owner.Name())
+	return ""
+}
+
+// waitValues waits until the recorder has want values for identity and
+// checks that they are exactly want, in order.
+func waitValues(t *testing.T, r *recorder, identity string, want []int64) {
+	t.Helper()
+	waitFor(t, waitTimeout, fmt.Sprintf("%d values for %s", len(want), identity), func() bool {
+		return len(r.values(identity)) >= len(want)
+	})
+	if got := r.values(identity); !slices.Equal(got, want) {
+		t.Fatalf("%s got %v, want %v", identity, got, want)
+	}
+}
+
+func sequence(from, to int64) []int64 {
+	var s []int64
+	for v := from; v <= to; v++ {
+		s = append(s, v)
+	}
+	return s
+}
+
+// TestSendDeliversOnceInOrder sends one-way messages from one node to a
+// grain it owns itself and to grains owned by the other two members, from
+// a member that hosts the kind and from one that hosts nothing: each
+// message runs exactly once, in the order sent, and the first one
+// activates the fresh identity.
+func TestSendDeliversOnceInOrder(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderCluster(t, 0, nil)
+	const messages = 300
+	for _, sender := range []*Node{nodes[0], nodes[2]} {
+		for _, owner := range nodes[:2] {
+			t.Run(fmt.Sprintf("from %s to %s", sender.Name(), owner.Name()), func(t *testing.T) {
+				id := recorderOwnedBy(t, nodes, owner, "order-"+sender.Name())
+				for v := range int64(messages) {
+					if err := sender.Send(context.Background(), recordCall(id, v+1)); err != nil {
+						t.Fatalf("Send %d: %v", v+1, err)
+					}
+				}
+				rec := recs[owner.Name()]
+				waitValues(t, rec, id, sequence(1, messages))
+				// A call after them returns after they ran (same stream or
+				// same node, queued behind them) and finds no duplicate.
+				resp, err := sender.Invoke(context.Background(), Call{Kind: recorderKind, Identity: id, Method: methodCount,
+					Request: &emptypb.Empty{}, NewResponse: newInt64})
+				if err != nil || resp.(*wrapperspb.Int64Value).GetValue() != messages {
+					t.Fatalf("Count: %v, %v; want %d", resp, err, messages)
+				}
+				if got := rec.activations(id); got != 1 {
+					t.Errorf("%s activated %d times, want 1", id, got)
+				}
+			})
+		}
+	}
+}
+
+// TestSendSurvivesPassivation sends one-way messages to a grain whose kind
+// passivates it after a millisecond idle, so that its activations come and
+// go between and under the messages: each message still runs exactly once,
+// in order.
+func TestSendSurvivesPassivation(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderCluster(t, time.Millisecond, nil)
+	for _, owner := range nodes[:2] {
+		id := recorderOwnedBy(t, nodes, owner, "passivate")
+		for v := range int64(200) {
+			if v%50 == 49 {
+				// Let it be passivated now and then, for sure.
+				waitFor(t, waitTimeout, "a passivation", func() bool {
+					return len(recs[owner.Name()].values(id)) == int(v) && !activeOn(owner, recorderKind, id)
+				})
+			}
+			if err := nodes[2].Send(context.Background(), recordCall(id, v+1)); err != nil {
+				t.Fatalf("Send %d: %v", v+1, err)
+			}
+		}
+		waitValues(t, recs[owner.Name()], id, sequence(1, 200))
+		if got := recs[owner.Name()].activations(id); got < 4 {
+			t.Errorf("%d activations, want at least 4", got)
+		}
+	}
+}
+
+// activeOn reports whether n has a running activation of the grain.
+func activeOn(n *Node, kind, identity string) bool {
+	key := actKey{kind, identity}
+	sh := n.acts.shard(key)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	a := sh.m[key]
+	return a != nil && (!a.activated() || !a.ref.Stopped())
+}
+
+// TestGrainSendsOneWay has a grain send one-way messages from inside a
+// method: to a grain on another node, and to itself, which would deadlock
+// as a call.
+func TestGrainSendsOneWay(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderCluster(t, 0, nil)
+	from := recorderOwnedBy(t, nodes, nodes[0], "from")
+	to := recorderOwnedBy(t, nodes, nodes[1], "to")
+	fwd := Call{Kind: recorderKind, Identity: from, Method: methodForward, Request: wrapperspb.String(to),
+		NewResponse: func() proto.Message { return new(emptypb.Empty) }}
+	if _, err := nodes[2].Invoke(context.Background(), fwd); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[nodes[1].Name()], to, []int64{100})
+	waitValues(t, recs[nodes[0].Name()], from, []int64{100})
+}
+
+// TestSendErrors checks what Send refuses, locally and for remote owners,
+// and that the stream and the grain go on working after each.
+func TestSendErrors(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderCluster(t, 0, nil)
+	ctx := context.Background()
+	local := recorderOwnedBy(t, nodes, nodes[0], "errors-local")
+	remote := recorderOwnedBy(t, nodes, nodes[1], "errors-remote")
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, id := range []string{local, remote} {
+		unknownMethod := recordCall(id, 1)
+		unknownMethod.Method = "/test.Recorder/Nope"
+		wrongType := recordCall(id, 1)
+		wrongType.Request = wrapperspb.String("not an int")
+		noRequest := recordCall(id, 1)
+		noRequest.Request = nil
+		unknownKind := recordCall(id, 1)
+		unknownKind.Kind = "test.Nope"
+		for _, tc := range []struct {
+			name string
+			ctx  context.Context
+			call Call
+			opts []CallOption
+			code codes.Code
+			is   error
+		}{
+			// nodes[0] hosts the kind, so it knows the method is missing
+			// even when the owner is another node.
+			{"unknown method", ctx, unknownMethod, nil, codes.Unimplemented, ErrUnknownMethod},
+			{"unknown kind", ctx, unknownKind, nil, codes.Unimplemented, ErrUnknownKind},
+			{"no request", ctx, noRequest, nil, codes.InvalidArgument, ErrBadRequest},
+			{"call ID", ctx, recordCall(id, 1), []CallOption{WithCallID("client", 1)}, codes.InvalidArgument, ErrBadRequest},
+			{"canceled", canceled, recordCall(id, 1), nil, codes.Canceled, nil},
+		} {
+			t.Run(id+" "+tc.name, func(t *testing.T) {
+				err := nodes[0].Send(tc.ctx, tc.call, tc.opts...)
+				if status.Code(err) != tc.code || (tc.is != nil && !errors.Is(err, tc.is)) {
+					t.Fatalf("Send: %v (code %v), want code %v wrapping %v", err, status.Code(err), tc.code, tc.is)
+				}
+			})
+		}
+		if id == local {
+			// A request of the wrong type is caught where it is not encoded.
+			if err := nodes[0].Send(ctx, wrongType); status.Code(err) != codes.InvalidArgument || !errors.Is(err, ErrBadRequest) {
+				t.Fatalf("Send of the wrong type: %v, want InvalidArgument wrapping ErrBadRequest", err)
+			}
+		}
+		if err := nodes[0].Send(ctx, recordCall(id, 7)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitValues(t, recs[nodes[0].Name()], local, []int64{7})
+	waitValues(t, recs[nodes[1].Name()], remote, []int64{7})
+}
+
+// TestSendToRemoteOwnerThatCannotDeliver sends, from a node that does not
+// host the kind and so cannot check, messages the owner cannot deliver: an
+// unknown method, and a payload that does not decode as the method's
+// request. Send hands them over and returns nil; the owner logs each once
+// and drops it, and the stream goes on: a good message sent after them
+// arrives.
+func TestSendToRemoteOwnerThatCannotDeliver(t *testing.T) {
+	t.Parallel()
+	nodes, recs, logs := recorderCluster(t, 0, nil)
+	ctx := context.Background()
+	id := recorderOwnedBy(t, nodes, nodes[1], "cannot")
+	unknownMethod := recordCall(id, 1)
+	unknownMethod.Method = "/test.Recorder/Nope"
+	// Invalid UTF-8 where Forward's StringValue has a string.
+	undecodable := Call{Kind: recorderKind, Identity: id, Method: methodForward, Request: wrapperspb.Bytes([]byte{0xff, 0xfe})}
+	for _, call := range []Call{unknownMethod, undecodable, recordCall(id, 2)} {
+		if err := nodes[2].Send(ctx, call); err != nil {
+			t.Fatalf("Send %s: %v", call.Method, err)
+		}
+	}
+	waitValues(t, recs[nodes[1].Name()], id, []int64{2})
+	owner := logs[nodes[1].Name()]
+	if got := owner.count("cluster: dropped a one-way message", "/test.Recorder/Nope", "has no method"); got != 1 {
+		t.Errorf("owner logged the unknown method %d times, want once", got)
+	}
+	if got := owner.count("cluster: dropped a one-way message", methodForward, "decode"); got != 1 {
+		t.Errorf("owner logged the undecodable message %d times, want once", got)
+	}
+}
+
+// TestOneWayGrainErrorsAndPanics: an error a one-way method returns is
+// logged once by the owner; a panic is logged and supervised (the grain
+// restarts, the node lives), past the restart limit too, after which the
+// next message activates the grain again.
+func TestOneWayGrainErrorsAndPanics(t *testing.T) {
+	t.Parallel()
+	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.PassivationInterval = time.Hour })
+	ctx := context.Background()
+	for _, owner := range nodes[:2] {
+		t.Run("owner "+owner.Name(), func(t *testing.T) {
+			id := recorderOwnedBy(t, nodes, owner, "panics")
+			rec, log := recs[owner.Name()], logs[owner.Name()]
+			send := func(v int64) {
+				t.Helper()
+				if err := nodes[0].Send(ctx, recordCall(id, v)); err != nil {
+					t.Fatalf("Send(%d): %v", v, err)
+				}
+			}
+			send(1)
+			send(-2) // fails
+			send(-1) // panics
+			send(2)
+			waitValues(t, rec, id, []int64{1, 2})
+			if got := log.count("cluster: one-way message failed", id, "recorder: told to fail"); got != 1 {
+				t.Errorf("the error was logged %d times, want once", got)
+			}
+			if got := log.count("cluster: grain panicked on a one-way message", id, "recorder: told to panic"); got != 1 {
+				t.Errorf("the panic was logged %d times, want once", got)
+			}
+			if got := rec.activations(id); got != 1 {
+				t.Errorf("%d activations after one panic, want 1 (restarted in place)", got)
+			}
+			// Past the restart limit (2 in testConfig): the actor stops
+			// (messages queued behind the panics would be lost with it);
+			// the next message activates the grain afresh.
+			for range 3 {
+				send(-1)
+			}
+			waitFor(t, waitTimeout, "the grain's actor to stop", func() bool { return !activeOn(owner, recorderKind, id) })
+			send(3)
+			waitValues(t, rec, id, []int64{1, 2, 3})
+			if got := rec.activations(id); got != 2 {
+				t.Errorf("%d activations after the restart limit, want 2", got)
+			}
+		})
+	}
+}
+
+// TestSendOnClosedNode: a closed node hands nothing over.
+func TestSendOnClosedNode(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.Kinds = []*Kind{newRecorderKind(newRecorder(), 0)}
+	n := startNode(t, cfg)
+	if err := n.Send(context.Background(), recordCall("a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := n.Send(context.Background(), recordCall("a", 2))
+	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrNodeClosed) {
+		t.Fatalf("Send on a closed node: %v, want Unavailable wrapping ErrNodeClosed", err)
+	}
+}
+
+// plainCaller hides a node's Send: it is a Caller only, like a user's fake.
+type plainCaller struct{ Caller }
+
+// TestSendFallsBackToInvoke: cluster.Send through a Caller that is not a
+// Sender runs the message as a call, so it has run when Send returns, and
+// the grain's error comes back.
+func TestSendFallsBackToInvoke(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	rec := newRecorder()
+	cfg.Kinds = []*Kind{newRecorderKind(rec, 0)}
+	n := startNode(t, cfg)
+	caller := plainCaller{n}
+	if _, ok := Caller(caller).(Sender); ok {
+		t.Fatal("plainCaller is a Sender")
+	}
+	if err := Send(context.Background(), caller, recordCall("a", 5)); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.values("a"); !slices.Equal(got, []int64{5}) {
+		t.Errorf("after Send returned: %v, want [5]", got)
+	}
+	if err := Send(context.Background(), caller, recordCall("a", -2)); err == nil || !strings.Contains(err.Error(), "told to fail") {
+		t.Errorf("failing message through the fallback: %v, want the grain's error", err)
+	}
+	// Through the node itself, Send is one-way: the grain's error stays there.
+	if err := Send(context.Background(), n, recordCall("a", -2)); err != nil {
+		t.Errorf("failing message through the node: %v, want nil", err)
+	}
+}
+
+// TestOneWayStateIsFlushed: what a one-way method changes is committed as
+// after a call (FlushAfterCall), and a failing one leaves no change.
+func TestOneWayStateIsFlushed(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	nodes, _ := bankCluster(t, 2, store, 0, nil)
+	id := accountOwnedBy(t, nodes[1], accountKind, "oneway")
+	for _, amount := range []int64{5, 7, -100} {
+		if err := nodes[0].Send(context.Background(), depositCall(accountKind, id, amount)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, waitTimeout, "the deposits to be committed", func() bool { return storedBalance(t, store, accountKind, id) == 12 })
+	// The failed deposit ran after the others and committed nothing.
+	if got := balance(t, nodes[0], accountKind, id); got != 12 {
+		t.Errorf("balance %d, want 12", got)
+	}
+}
