@@ -105,9 +105,6 @@ func (p *placement) owner(kind, identity string) (*Member, bool) {
 	return best, true
 }
 
-// hosted reports whether some alive member hosts kind.
-func (p *placement) hosted(kind string) bool { return len(p.byKind[kind]) > 0 }
-
 // FNV-1a, 64 bit. Fast and allocation-free; score mixes its output further.
 const (
 	fnvOffset = 14695981039346656037

@@ -161,7 +161,7 @@ type Store interface {
 func checkName(what, s string) error {
 	switch {
 	case len(s) > MaxNameLen:
-		return fmt.Errorf("%w: %s of %d bytes is longer than %d: %.40q...", ErrInvalid, what, len(s), MaxNameLen, s)
+		return fmt.Errorf("%w: %s of %d bytes is longer than %d (it begins %.40q)", ErrInvalid, what, len(s), MaxNameLen, s)
 	case !utf8.ValidString(s):
 		return fmt.Errorf("%w: %s %q is not valid UTF-8", ErrInvalid, what, s)
 	case strings.IndexByte(s, 0) >= 0:
