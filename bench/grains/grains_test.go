@@ -123,9 +123,12 @@ func BenchmarkActivation(b *testing.B) {
 }
 
 // BenchmarkOneWay measures messages between two processes, ping and pong
-// both counted: one op is one message. protoactor-go sends actor messages;
-// protograin, which has no one-way send between processes, makes unary grain
-// calls and counts each as two messages.
+// both counted: one op is one message. protoactor-go sends actor messages
+// between a pinger actor here and a pong actor in the host; protograin sends
+// one-way grain messages (methods marked (protograin.v1.method).one_way)
+// between a pinger grain here and a ponger grain in the host, so the calling
+// node hosts the pinger kind for this benchmark. Each side keeps
+// oneWayInFlight pings outstanding.
 func BenchmarkOneWay(b *testing.B) {
 	forEachPeer(b, func(b *testing.B, p peer) {
 		n, err := p.join(b, startHost(b, p.name()))

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/protograin/protograin/bench/grains/protograinpb"
 	"github.com/protograin/protograin/cluster"
@@ -62,7 +65,7 @@ func (p protograinPeer) local(tb testing.TB) (node, error) {
 }
 
 func (p protograinPeer) host(ctx context.Context) (hostInfo, func(), error) {
-	n, err := cluster.Start(ctx, p.config(p.counterKind()))
+	n, err := cluster.Start(ctx, p.config(p.counterKind(), pongerKind()))
 	if err != nil {
 		return hostInfo{}, nil, fmt.Errorf("grains: start protograin host: %w", err)
 	}
@@ -73,7 +76,10 @@ func (p protograinPeer) join(tb testing.TB, info hostInfo) (remoteNode, error) {
 	if info.GossipAddr == "" {
 		return nil, fmt.Errorf("grains: protograin host reported no gossip address: %+v", info)
 	}
-	cfg := p.config()
+	pn := &protograinNode{}
+	// The caller's node hosts the pinger of the one-way benchmark, so that
+	// pongs have a grain to go to; nothing else is placed on it.
+	cfg := p.config(pn.pingerKind())
 	cfg.Seeds = []string{info.GossipAddr}
 	n, err := cluster.Start(context.Background(), cfg)
 	if err != nil {
@@ -87,24 +93,18 @@ func (p protograinPeer) join(tb testing.TB, info hostInfo) (remoteNode, error) {
 	if err := waitFor(protograinJoinTimeout, hostOwns); err != nil {
 		return nil, fmt.Errorf("grains: no owner of %s on the host (members %+v): %w", protograinpb.CounterKind, n.Members(), err)
 	}
-	pn := &protograinNode{node: n}
-	// The one-way exchange calls counters of its own; activate them now so
-	// that the measurement excludes activation.
-	pn.oneWay = make([]func() error, warmIdentities)
-	for i := range pn.oneWay {
-		pn.oneWay[i] = pn.client(identityName("oneway", i))
-		if err := pn.oneWay[i](); err != nil {
-			return nil, fmt.Errorf("grains: warm up one-way counters: %w", err)
-		}
-	}
+	pn.node, pn.joined = n, true
 	return pn, nil
 }
 
 // protograinNode calls counters through protograin's generated client.
 type protograinNode struct {
 	node *cluster.Node
-	// oneWay holds the clients exchange calls; only joined nodes have them.
-	oneWay []func() error
+	// joined is set on nodes that joined a host: only they exchange
+	// one-way messages.
+	joined bool
+	// current is the one-way exchange in progress, for the pinger grain.
+	current atomic.Pointer[oneWayRun]
 }
 
 func (n *protograinNode) client(identity string) func() error {
@@ -116,33 +116,118 @@ func (n *protograinNode) client(identity string) func() error {
 	}
 }
 
-// exchange uses unary calls: protograin has no one-way message between
-// processes, so each call is counted as two messages (the request and the
-// reply), with oneWayInFlight/2 callers keeping oneWayInFlight messages in
-// flight, spread over warmIdentities counters.
+// Identities of the one-way benchmark's grains: one ponger on the host, one
+// pinger on the calling node, as protoactor-go's side has one pong and one
+// pinger actor.
+const (
+	pongerIdentity = "ponger"
+	pingerIdentity = "pinger"
+)
+
+// protograinExchangeTimeout bounds one exchange: one-way messages are at
+// most once, so a lost one would otherwise hang the benchmark.
+const protograinExchangeTimeout = 2 * time.Minute
+
+// oneWayRun is one exchange: pings pings, each answered by a pong.
+type oneWayRun struct {
+	pings    int64
+	sent     atomic.Int64 // pings sent or about to be
+	received int64        // pongs, counted by the pinger grain only
+	err      atomic.Pointer[error]
+	done     chan struct{} // closed when every pong came back, or on error
+	once     sync.Once
+}
+
+func (r *oneWayRun) finish(err error) {
+	if err != nil {
+		r.err.CompareAndSwap(nil, &err)
+	}
+	r.once.Do(func() { close(r.done) })
+}
+
+// exchange plays one-way ping-pong with the host's ponger grain: it sends
+// oneWayInFlight pings from here, with the generated one-way client, and
+// the pinger grain on this node sends the next ping as each pong arrives,
+// from its own context, until (messages+1)/2 pings came back as pongs.
+// Both directions are one-way grain messages and both count.
 func (n *protograinNode) exchange(messages int) error {
-	if len(n.oneWay) == 0 {
+	if !n.joined {
 		return errNotJoined
 	}
-	calls := (messages + 1) / 2
-	callers := oneWayInFlight / 2
-	clients := n.oneWay
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	for g := range callers {
-		todo := share(calls, callers, g)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := range todo {
-				if err := clients[(g+k*callers)%len(clients)](); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
+	run := &oneWayRun{pings: int64((messages + 1) / 2), done: make(chan struct{})}
+	n.current.Store(run)
+	window := min(run.pings, oneWayInFlight)
+	run.sent.Store(window)
+	ponger := protograinpb.NewPongerClient(n.node, pongerIdentity)
+	ball := &protograinpb.Ball{N: 1}
+	ctx := context.Background()
+	for range window {
+		if err := ponger.Ping(ctx, ball); err != nil {
+			return fmt.Errorf("grains: ping: %w", err)
+		}
 	}
-	wg.Wait()
-	close(errs)
-	return <-errs // nil when no caller failed
+	timer := time.NewTimer(protograinExchangeTimeout)
+	defer timer.Stop()
+	select {
+	case <-run.done:
+		if err := run.err.Load(); err != nil {
+			return *err
+		}
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("grains: protograin exchange of %d messages did not finish within %v (%d of %d pongs)",
+			messages, protograinExchangeTimeout, run.sent.Load(), run.pings)
+	}
+}
+
+// pingerKind is the kind of the pinger grain, which answers the pongs of
+// n's current exchange.
+func (n *protograinNode) pingerKind() *cluster.Kind {
+	kind := protograinpb.NewPingerKind(func(string) protograinpb.PingerGrain { return &pinger{n: n, empty: &emptypb.Empty{}} })
+	kind.IdleTimeout = idleTimeout
+	return kind
+}
+
+// pinger sends the next ping of the exchange as each pong arrives.
+type pinger struct {
+	protograinpb.UnimplementedPingerGrain
+	n     *protograinNode
+	empty *emptypb.Empty // what Pong returns: one per grain, not per message
+}
+
+// Pong counts a pong and sends the next ping, if any, with the pong's ball.
+func (p *pinger) Pong(ctx cluster.GrainContext, ball *protograinpb.Ball) (*emptypb.Empty, error) {
+	run := p.n.current.Load()
+	if run.sent.Add(1) <= run.pings {
+		if err := protograinpb.NewPongerClient(ctx, pongerIdentity).Ping(ctx, ball); err != nil {
+			run.finish(fmt.Errorf("grains: ping from the pinger: %w", err))
+		}
+	}
+	if run.received++; run.received == run.pings {
+		run.finish(nil)
+	}
+	return p.empty, nil
+}
+
+// pongerKind is the kind of the host's ponger grain.
+func pongerKind() *cluster.Kind {
+	kind := protograinpb.NewPongerKind(func(string) protograinpb.PongerGrain { return &ponger{empty: &emptypb.Empty{}} })
+	kind.IdleTimeout = idleTimeout
+	return kind
+}
+
+// ponger answers each ping with a pong to the pinger, one-way, from its
+// own context.
+type ponger struct {
+	protograinpb.UnimplementedPongerGrain
+	empty *emptypb.Empty
+}
+
+// Ping sends the ball back to the pinger. Its error cannot reach the
+// sender; the host's node logs it, and the exchange then times out.
+func (p *ponger) Ping(ctx cluster.GrainContext, ball *protograinpb.Ball) (*emptypb.Empty, error) {
+	if err := protograinpb.NewPingerClient(ctx, pingerIdentity).Pong(ctx, ball); err != nil {
+		return nil, err
+	}
+	return p.empty, nil
 }
