@@ -14,6 +14,8 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	type item struct{ producer, seq int }
 	var q queue
 	q.init()
+	var free envelopePool
+	free.init()
 
 	var wg sync.WaitGroup
 	for p := range producers {
@@ -21,7 +23,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range perProducer {
-				q.push(&envelope{msg: item{p, i}})
+				q.push(free.get(item{p, i}, nil)) // recycled nodes, reused while others pop
 			}
 		}()
 	}
@@ -32,7 +34,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	total := 0
 	finished := false
 	for total < producers*perProducer {
-		msg, _, ok := q.pop()
+		msg, _, ok := q.pop(&free)
 		if !ok {
 			if finished {
 				t.Fatalf("queue empty after all pushes returned; got %d of %d", total, producers*perProducer)
@@ -51,7 +53,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 		next[it.producer]++
 		total++
 	}
-	if _, _, ok := q.pop(); ok {
+	if _, _, ok := q.pop(&free); ok {
 		t.Fatal("queue not empty after all messages were popped")
 	}
 }
@@ -62,7 +64,9 @@ func TestQueueEmptyAndReuse(t *testing.T) {
 	t.Parallel()
 	var q queue
 	q.init()
-	if _, _, ok := q.pop(); ok {
+	var free envelopePool
+	free.init()
+	if _, _, ok := q.pop(&free); ok {
 		t.Fatal("pop on empty queue succeeded")
 	}
 	for round := range 3 {
@@ -70,12 +74,12 @@ func TestQueueEmptyAndReuse(t *testing.T) {
 			q.push(&envelope{msg: round*10 + i})
 		}
 		for i := range 4 {
-			msg, _, ok := q.pop()
+			msg, _, ok := q.pop(&free)
 			if !ok || msg != round*10+i {
 				t.Fatalf("round %d: pop = %v, %v; want %d", round, msg, ok, round*10+i)
 			}
 		}
-		if _, _, ok := q.pop(); ok {
+		if _, _, ok := q.pop(&free); ok {
 			t.Fatalf("round %d: queue not empty", round)
 		}
 		if q.tail.msg != nil {

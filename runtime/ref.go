@@ -180,7 +180,7 @@ func (r *Ref) Stop() <-chan struct{} {
 // bypasses a bounded mailbox's capacity.
 func (r *Ref) GracefulStop() <-chan struct{} {
 	if r.stopReq.Or(stopGraceful)&stopGraceful == 0 {
-		r.userq.push(&envelope{msg: gracefulStop{}})
+		r.userq.push(r.sys.envelopes.get(gracefulStop{}, nil))
 		r.schedule()
 	}
 	return r.Done()
@@ -238,7 +238,7 @@ func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool)
 			return err
 		}
 	}
-	r.userq.push(&envelope{msg: msg, reply: reply})
+	r.userq.push(r.sys.envelopes.get(msg, reply))
 	r.schedule()
 	return nil
 }
@@ -268,14 +268,17 @@ func (r *Ref) acquire(ctx context.Context, msg any, wait bool) error {
 // sendSystem appends a system message; system messages are never refused,
 // and those reaching a stopped actor are handled by deadSystem.
 func (r *Ref) sendSystem(msg any) {
-	r.sysq.push(&envelope{msg: msg})
+	r.sysq.push(r.sys.envelopes.get(msg, nil))
 	r.schedule()
 }
 
 // schedule starts the actor's turn unless it is already running, on a
 // worker goroutine of the System (see workers).
 func (r *Ref) schedule() {
-	if r.status.CompareAndSwap(idle, running) {
+	// The load first: a busy actor's producers would otherwise all write
+	// the status word with a failing CAS (a locked instruction that takes
+	// the cache line exclusively), while reading it shares the line.
+	if r.status.Load() == idle && r.status.CompareAndSwap(idle, running) {
 		r.sys.workers.start(r)
 	}
 }
@@ -293,9 +296,11 @@ func (r *Ref) run() {
 			h(r)
 		}
 		r.status.Store(idle)
-		// The stubs are read through their atomic next pointers only: once
-		// idle, another goroutine may own the queues.
-		if sysTail.next.Load() == nil && (!userReady || userTail.next.Load() == nil) {
+		// Only the heads are read: once idle, another goroutine may own the
+		// queues and recycle the saved tails. A head that moved means a
+		// push; if it is not linked yet, the next turn finds nothing and
+		// comes back here until it is.
+		if r.sysq.empty(sysTail) && (!userReady || r.userq.empty(userTail)) {
 			return
 		}
 		if !r.status.CompareAndSwap(idle, running) {
@@ -315,7 +320,7 @@ func (r *Ref) process() {
 	}
 	n := int32(0)
 	for {
-		if msg, _, ok := r.sysq.pop(); ok {
+		if msg, _, ok := r.sysq.pop(&r.sys.envelopes); ok {
 			if r.finished {
 				r.deadSystem(msg)
 			} else {
@@ -324,7 +329,7 @@ func (r *Ref) process() {
 			continue
 		}
 		if r.finished {
-			msg, reply, ok := r.userq.pop()
+			msg, reply, ok := r.userq.pop(&r.sys.envelopes)
 			if !ok {
 				return
 			}
@@ -339,7 +344,7 @@ func (r *Ref) process() {
 			goruntime.Gosched() // let other actors run; the turn continues
 			continue
 		}
-		msg, reply, ok := r.userq.pop()
+		msg, reply, ok := r.userq.pop(&r.sys.envelopes)
 		if !ok {
 			return
 		}
@@ -521,14 +526,14 @@ func (r *Ref) finish() {
 // drainDead empties both queues of a stopped actor.
 func (r *Ref) drainDead() {
 	for {
-		msg, _, ok := r.sysq.pop()
+		msg, _, ok := r.sysq.pop(&r.sys.envelopes)
 		if !ok {
 			break
 		}
 		r.deadSystem(msg)
 	}
 	for {
-		msg, reply, ok := r.userq.pop()
+		msg, reply, ok := r.userq.pop(&r.sys.envelopes)
 		if !ok {
 			break
 		}

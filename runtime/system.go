@@ -34,9 +34,10 @@ type System struct {
 	// wake-up would happen; it is nil otherwise.
 	beforeIdle func(*Ref)
 
-	slots    sync.Pool     // *replySlot
-	workers  workers       // goroutines that run actors' turns
-	closedCh chan struct{} // closed; the Done channel of actors that stopped before anyone asked
+	slots     sync.Pool     // *replySlot
+	envelopes envelopePool  // queue nodes
+	workers   workers       // goroutines that run actors' turns
+	closedCh  chan struct{} // closed; the Done channel of actors that stopped before anyone asked
 }
 
 // NewSystem returns a running System configured by cfg.
@@ -60,6 +61,7 @@ func NewSystem(cfg Config) *System {
 		s.root = DefaultStrategy()
 	}
 	s.slots.New = newReplySlot
+	s.envelopes.init()
 	s.workers.init()
 	return s
 }

@@ -90,6 +90,6 @@ func (r *Ref) enqueueTimer(t *Timer) {
 			return
 		}
 	}
-	r.userq.push(&envelope{msg: timerFired{t}})
+	r.userq.push(r.sys.envelopes.get(timerFired{t}, nil))
 	r.schedule()
 }
