@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // The runtime's own micro-benchmarks, to keep the hot paths honest. The
@@ -27,9 +28,19 @@ func BenchmarkRequest(b *testing.B) {
 	}
 }
 
-// BenchmarkRequestParallel measures round trips from concurrent callers to
-// one actor.
+// BenchmarkRequestParallel measures round trips from 8 concurrent callers
+// per GOMAXPROCS to one actor, with a context that never ends and with one
+// deadline shared by all callers (as callers serving one request would).
 func BenchmarkRequestParallel(b *testing.B) {
+	b.Run("ctx=background", func(b *testing.B) { benchRequestParallel(b, context.Background()) })
+	b.Run("ctx=shared-deadline", func(b *testing.B) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		benchRequestParallel(b, ctx)
+	})
+}
+
+func benchRequestParallel(b *testing.B, ctx context.Context) {
 	s := NewSystem(Config{})
 	b.Cleanup(s.Close)
 	r, err := s.Spawn(Props{New: func() Actor { return ActorFunc(func(c *Context) { c.Respond(c.Message()) }) }})
@@ -37,8 +48,8 @@ func BenchmarkRequestParallel(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
+	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
-		ctx := context.Background()
 		msg := any("ping")
 		for pb.Next() {
 			if _, err := r.Request(ctx, msg); err != nil {

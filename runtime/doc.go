@@ -18,8 +18,12 @@
 // moves the actor from idle to scheduled with a compare-and-swap starts a
 // turn that drains up to Props.Throughput messages, system messages first,
 // on one of the System's worker goroutines (an idle worker is reused, so a
-// turn rarely pays for a new goroutine and its stack growth). When the mailbox is empty the actor goes idle and
-// re-checks its queues, so no wake-up is lost. An idle actor holds no
+// turn rarely pays for a new goroutine and its stack growth). A Request
+// whose context can never end (its Done is nil) runs the turn of an idle
+// actor on the caller's goroutine instead, with the same guarantees, since
+// its caller would only wait for the reply. When the mailbox is empty the
+// actor goes idle and re-checks its queues, so no wake-up is lost. The
+// queues recycle their nodes, so a send allocates nothing. An idle actor holds no
 // goroutine: it costs its Ref and its Actor value (about 370 bytes of heap
 // on amd64 with a small Actor; TestIdleActorMemory reports the figure).
 //

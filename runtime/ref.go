@@ -149,7 +149,10 @@ func (r *Ref) SendContext(ctx context.Context, msg any) error {
 // that arrives later is dropped. It fails at once with ErrStopped when the
 // actor has stopped, or stops before handling msg; with an error wrapping
 // ErrPanic (a *PanicError) when the handler panics; and with ErrNoReply
-// when the handler returns without replying.
+// when the handler returns without replying. With a context that can never
+// end (Done returns nil) and an idle actor, the caller runs the actor's turn
+// itself, handling its request and what else is queued (at most
+// Props.Throughput user messages) exactly as a worker would.
 func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
 	if r == nil {
 		return nil, errNilRef
@@ -239,7 +242,13 @@ func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool)
 		}
 	}
 	r.userq.push(r.sys.envelopes.get(msg, reply))
-	r.schedule()
+	if reply != nil && ctx.Done() == nil {
+		// A Request that nothing can end early: its caller would only wait
+		// for the reply, so it may as well produce it (see runInline).
+		r.runInline()
+	} else {
+		r.schedule()
+	}
 	return nil
 }
 
@@ -283,35 +292,68 @@ func (r *Ref) schedule() {
 	}
 }
 
-// run drains the mailbox, then goes idle. After going idle it looks at the
-// queues once more: a producer that pushed while the actor was running saw
-// it running and did not schedule it, so the message would otherwise wait
-// for the next send.
+// runInline runs one turn of an idle actor on the calling goroutine, the
+// caller of a Request: it claims the actor with the CAS a producer uses to
+// schedule it, so no worker can run it at the same time, handles what is
+// queued (system messages first, then at most Throughput user messages,
+// the caller's request among them unless more were queued before it), and
+// then releases the actor exactly as a worker's turn ends, or hands it to a
+// worker if messages are left.
+//
+// The trick: a request to an idle actor otherwise costs a handoff to a
+// worker goroutine and a park and wake-up of the caller; here the reply is
+// ready when Request starts to wait. It is only done for a context that
+// can never end (Done is nil): a caller running a handler cannot return
+// when its deadline passes, and Request must return then. A caller that is
+// itself inside a turn nests the two actors' turns on its goroutine, which
+// is fine: the CAS still lets only one goroutine run each actor.
+func (r *Ref) runInline() {
+	if r.status.Load() != idle || !r.status.CompareAndSwap(idle, running) {
+		return // running elsewhere: that turn will handle the request
+	}
+	if r.process(true) || r.goIdle() {
+		r.sys.workers.start(r) // still running: a worker takes the rest
+	}
+}
+
+// run drains the mailbox on a worker, then goes idle.
 func (r *Ref) run() {
 	for {
-		r.process()
-		sysTail, userTail := r.sysq.tail, r.userq.tail
-		userReady := r.finished || !(r.suspended || r.inStop)
-		if h := r.sys.beforeIdle; h != nil {
-			h(r)
-		}
-		r.status.Store(idle)
-		// Only the heads are read: once idle, another goroutine may own the
-		// queues and recycle the saved tails. A head that moved means a
-		// push; if it is not linked yet, the next turn finds nothing and
-		// comes back here until it is.
-		if r.sysq.empty(sysTail) && (!userReady || r.userq.empty(userTail)) {
+		r.process(false)
+		if !r.goIdle() {
 			return
-		}
-		if !r.status.CompareAndSwap(idle, running) {
-			return // a producer scheduled a new turn
 		}
 	}
 }
 
+// goIdle ends a turn. After going idle it looks at the queues once more: a
+// producer that pushed while the actor was running saw it running and did
+// not schedule it, so the message would otherwise wait for the next send.
+// It reports whether it took the actor back (it is running again and the
+// caller must run another turn).
+func (r *Ref) goIdle() bool {
+	sysTail, userTail := r.sysq.tail, r.userq.tail
+	userReady := r.finished || !(r.suspended || r.inStop)
+	if h := r.sys.beforeIdle; h != nil {
+		h(r)
+	}
+	r.status.Store(idle)
+	// Only the heads are read: once idle, another goroutine may own the
+	// queues and recycle the saved tails. A head that moved means a push;
+	// if it is not linked yet, the next turn finds nothing and comes back
+	// here until it is.
+	if r.sysq.empty(sysTail) && (!userReady || r.userq.empty(userTail)) {
+		return false
+	}
+	// A producer scheduled a new turn if the CAS fails.
+	return r.status.CompareAndSwap(idle, running)
+}
+
 // process handles queued messages, system messages first, until none can be
-// handled now.
-func (r *Ref) process() {
+// handled now. Every Throughput user messages a worker yields its goroutine
+// and continues; with bounded set, process instead returns true there,
+// leaving the rest queued.
+func (r *Ref) process(bounded bool) bool {
 	if r.startPending {
 		r.startPending = false
 		if f := r.deliver(&Started{}); f != nil {
@@ -331,22 +373,25 @@ func (r *Ref) process() {
 		if r.finished {
 			msg, reply, ok := r.userq.pop(&r.sys.envelopes)
 			if !ok {
-				return
+				return false
 			}
 			r.deadUser(msg, reply)
 			continue
 		}
 		if r.suspended || r.inStop {
-			return
+			return false
 		}
 		if n == r.throughput {
+			if bounded {
+				return true
+			}
 			n = 0
 			goruntime.Gosched() // let other actors run; the turn continues
 			continue
 		}
 		msg, reply, ok := r.userq.pop(&r.sys.envelopes)
 		if !ok {
-			return
+			return false
 		}
 		n++
 		r.handleUser(msg, reply)

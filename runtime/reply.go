@@ -46,15 +46,29 @@ func (slot *replySlot) complete(val any, err error) bool {
 }
 
 // wait blocks until the reply arrives or ctx ends.
+//
+// The select on ctx.Done() is the expensive part when many callers share a
+// context: every select locks that one channel twice (to wait and to stop
+// waiting). So it is skipped when the reply is already there (the caller
+// ran the turn itself, see Ref.runInline) and when ctx can never end.
 func (slot *replySlot) wait(ctx context.Context, s *System) (any, error) {
 	select {
 	case <-slot.ready:
-	case <-ctx.Done():
-		if slot.state.CompareAndSwap(slotPending, slotAbandoned) {
-			return nil, ctx.Err()
+	default:
+		done := ctx.Done()
+		if done == nil {
+			<-slot.ready
+			break
 		}
-		// The responder won the race and is writing the reply now.
-		<-slot.ready
+		select {
+		case <-slot.ready:
+		case <-done:
+			if slot.state.CompareAndSwap(slotPending, slotAbandoned) {
+				return nil, ctx.Err()
+			}
+			// The responder won the race and is writing the reply now.
+			<-slot.ready
+		}
 	}
 	val, err := slot.val, slot.err
 	s.putSlot(slot)

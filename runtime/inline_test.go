@@ -1,0 +1,406 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Tests of the caller-run turn (Ref.runInline): a Request whose context
+// can never end, to an idle actor, runs the actor's turn on the caller's
+// goroutine. Each test checks that the turn behaves exactly as on a worker.
+
+// goid returns the current goroutine's id, parsed from its stack header
+// ("goroutine 42 [running]:"). Tests use it to see where a turn ran.
+func goid() uint64 {
+	var buf [64]byte
+	n := goruntime.Stack(buf[:], false)
+	f := strings.Fields(string(buf[:n]))
+	id, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		panic("runtime test: cannot parse goroutine id from " + string(buf[:n]))
+	}
+	return id
+}
+
+// event is one message an actor handled and the goroutine it ran on.
+type event struct {
+	msg string
+	g   uint64
+}
+
+// recorder collects events from an actor's handler.
+type recorder struct {
+	mu     sync.Mutex
+	events []event
+}
+
+func (rec *recorder) add(msg string) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	rec.events = append(rec.events, event{msg, goid()})
+}
+
+func (rec *recorder) get() []event {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return append([]event(nil), rec.events...)
+}
+
+// msgs returns the messages recorded, in order.
+func (rec *recorder) msgs() []string {
+	var out []string
+	for _, e := range rec.get() {
+		out = append(out, e.msg)
+	}
+	return out
+}
+
+// name turns the messages the tests use into strings for the recorder.
+func name(msg any) string {
+	switch m := msg.(type) {
+	case string:
+		return m
+	case *Started:
+		return "Started"
+	case *Stopping:
+		return "Stopping"
+	case *Stopped:
+		return "Stopped"
+	case *Restarting:
+		return "Restarting"
+	}
+	return typeName(msg)
+}
+
+// recordingProps returns Props of an actor that records every message and
+// answers requests with "re:" + the message; "boom" panics.
+func recordingProps(rec *recorder) Props {
+	return Props{New: func() Actor {
+		return ActorFunc(func(c *Context) {
+			rec.add(name(c.Message()))
+			switch c.Message() {
+			case "boom":
+				panic("boom")
+			case "stop-me":
+				c.Respond("re:stop-me")
+				c.Self().Stop()
+			default:
+				if s, ok := c.Message().(string); ok {
+					c.Respond("re:" + s)
+				}
+			}
+		})
+	}}
+}
+
+// waitIdle waits until r has handled everything sent so far and is idle,
+// so that the next Request finds it idle. rec must hold want events then.
+func waitIdle(t *testing.T, r *Ref, rec *recorder, want int) {
+	t.Helper()
+	waitFor(t, testTimeout, func() bool { return len(rec.get()) >= want && r.status.Load() == idle }, "actor idle")
+}
+
+// pushRaw queues a message without scheduling the actor, as if a producer
+// had pushed it and not yet scheduled it; the next turn must handle it.
+func pushRaw(q *queue, s *System, msg any) { q.push(s.envelopes.get(msg, nil)) }
+
+func TestRequestRunsTurnOnIdleActorInCaller(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec := &recorder{}
+	r := spawn(t, s, recordingProps(rec))
+	waitIdle(t, r, rec, 1)
+
+	me := goid()
+	v, err := r.Request(context.Background(), "a")
+	if err != nil || v != "re:a" {
+		t.Fatalf("Request = %v, %v; want re:a", v, err)
+	}
+	ev := rec.get()
+	if last := ev[len(ev)-1]; last.msg != "a" || last.g != me {
+		t.Fatalf("request handled as %+v; want on the caller's goroutine %d", last, me)
+	}
+
+	// A context that can end must not run the turn in the caller: the
+	// caller has to be free to return at its deadline.
+	waitIdle(t, r, rec, 2)
+	v, err = r.Request(ctxTimeout(t), "b")
+	if err != nil || v != "re:b" {
+		t.Fatalf("Request = %v, %v; want re:b", v, err)
+	}
+	ev = rec.get()
+	if last := ev[len(ev)-1]; last.msg != "b" || last.g == me {
+		t.Fatalf("request with a deadline handled as %+v; want on a worker, not %d", last, me)
+	}
+}
+
+func TestInlineTurnHandlesSystemMessagesFirst(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec := &recorder{}
+	r := spawn(t, s, recordingProps(rec))
+	waitIdle(t, r, rec, 1)
+
+	pushRaw(&r.userq, s, "queued")
+	pushRaw(&r.sysq, s, sysRestart{})
+	me := goid()
+	if v, err := r.Request(context.Background(), "req"); err != nil || v != "re:req" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+	want := []string{"Started", "Restarting", "Started", "queued", "req"}
+	got := rec.get()
+	if strings.Join(rec.msgs(), ",") != strings.Join(want, ",") {
+		t.Fatalf("handled %v; want %v", rec.msgs(), want)
+	}
+	for _, e := range got[1:] {
+		if e.g != me {
+			t.Fatalf("%s ran on goroutine %d; want the caller's %d", e.msg, e.g, me)
+		}
+	}
+}
+
+func TestInlineTurnRespectsThroughput(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec := &recorder{}
+	p := recordingProps(rec)
+	p.Throughput = 2
+	r := spawn(t, s, p)
+	waitIdle(t, r, rec, 1)
+
+	for _, m := range []string{"m1", "m2", "m3"} {
+		pushRaw(&r.userq, s, m)
+	}
+	me := goid()
+	if v, err := r.Request(context.Background(), "req"); err != nil || v != "re:req" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+	got := rec.get()
+	if strings.Join(rec.msgs(), ",") != "Started,m1,m2,m3,req" {
+		t.Fatalf("handled %v", rec.msgs())
+	}
+	// The caller runs Throughput messages, then a worker takes the rest.
+	for i, e := range got[1:] {
+		if inCaller := e.g == me; inCaller != (i < 2) {
+			t.Fatalf("%s ran on goroutine %d (caller %d); want only m1 and m2 in the caller", e.msg, e.g, me)
+		}
+	}
+}
+
+func TestInlineTurnPanicIsSupervised(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		directive Directive
+		want      []string // messages handled, after the first Started
+		alive     bool
+	}{
+		{Restart, []string{"boom", "Restarting", "Started", "after"}, true},
+		{Resume, []string{"boom", "after"}, true},
+		{Stop, []string{"boom", "Stopping", "Stopped"}, false},
+	} {
+		t.Run(tc.directive.String(), func(t *testing.T) {
+			t.Parallel()
+			decided := make(chan *Failure, 1)
+			s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{
+				Decider: func(f *Failure) Directive { decided <- f; return tc.directive },
+			})})
+			rec := &recorder{}
+			r := spawn(t, s, recordingProps(rec))
+			waitIdle(t, r, rec, 1)
+
+			_, err := r.Request(context.Background(), "boom")
+			var pe *PanicError
+			if !errors.Is(err, ErrPanic) || !errors.As(err, &pe) || pe.Value != "boom" {
+				t.Fatalf("Request(boom) = %v; want a *PanicError with boom", err)
+			}
+			if f := recv(t, decided, "decision"); f.Who != r || f.Message != "boom" {
+				t.Fatalf("decider saw %+v", f)
+			}
+			if !tc.alive {
+				waitClosed(t, r.Done(), "stop")
+				if _, err := r.Request(context.Background(), "after"); !errors.Is(err, ErrStopped) {
+					t.Fatalf("Request after Stop = %v; want ErrStopped", err)
+				}
+			} else if v, err := r.Request(context.Background(), "after"); err != nil || v != "re:after" {
+				t.Fatalf("Request after %s = %v, %v", tc.directive, v, err)
+			}
+			if got := strings.Join(rec.msgs()[1:], ","); got != strings.Join(tc.want, ",") {
+				t.Fatalf("handled %s; want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestInlineTurnChildFailureEscalates(t *testing.T) {
+	t.Parallel()
+	parentSaw := make(chan *Failure, 1)
+	s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{
+		Decider: func(f *Failure) Directive { parentSaw <- f; return Stop },
+	})})
+	rec := &recorder{}
+	children := make(chan *Ref, 1)
+	parent := spawn(t, s, Props{
+		New: func() Actor {
+			return ActorFunc(func(c *Context) {
+				if _, ok := c.Message().(*Started); ok {
+					child, err := c.Spawn(recordingProps(rec))
+					if err != nil {
+						panic(err)
+					}
+					children <- child
+				}
+			})
+		},
+		Supervisor: NewOneForOne(StrategyConfig{Decider: func(*Failure) Directive { return Escalate }}),
+	})
+	child := recv(t, children, "child")
+	waitIdle(t, child, rec, 1)
+	if _, err := child.Request(context.Background(), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("Request(boom) = %v; want ErrPanic", err)
+	}
+	f := recv(t, parentSaw, "escalated failure")
+	if f.Who != parent || f.Cause == nil || f.Cause.Who != child {
+		t.Fatalf("root saw %+v; want the parent escalating the child's failure", f)
+	}
+	waitClosed(t, parent.Done(), "parent stop")
+	waitClosed(t, child.Done(), "child stop")
+}
+
+func TestInlineTurnMiddleware(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec, seen := &recorder{}, &recorder{}
+	p := recordingProps(rec)
+	p.Middleware = []Middleware{func(next ReceiveFunc) ReceiveFunc {
+		return func(c *Context) {
+			seen.add("mw:" + name(c.Message()))
+			next(c)
+		}
+	}}
+	r := spawn(t, s, p)
+	waitIdle(t, r, rec, 1)
+	me := goid()
+	if v, err := r.Request(context.Background(), "req"); err != nil || v != "re:req" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+	got := seen.get()
+	if len(got) != 2 || got[1].msg != "mw:req" || got[1].g != me {
+		t.Fatalf("middleware saw %+v; want mw:Started, then mw:req on the caller's goroutine %d", got, me)
+	}
+}
+
+func TestInlineTurnStopsActor(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec := &recorder{}
+	r := spawn(t, s, recordingProps(rec))
+	waitIdle(t, r, rec, 1)
+	if v, err := r.Request(context.Background(), "stop-me"); err != nil || v != "re:stop-me" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+	// The caller ran the whole turn, the stop included.
+	select {
+	case <-r.Done():
+	default:
+		t.Fatal("actor not stopped when the caller's turn returned")
+	}
+	if got := strings.Join(rec.msgs(), ","); got != "Started,stop-me,Stopping,Stopped" {
+		t.Fatalf("handled %s", got)
+	}
+}
+
+func TestInlineTurnsNest(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec := &recorder{}
+	inner := spawn(t, s, recordingProps(rec))
+	waitIdle(t, inner, rec, 1)
+	outerG := make(chan uint64, 1)
+	outer := spawnFunc(t, s, func(c *Context) {
+		if c.Message() != "call" {
+			return
+		}
+		outerG <- goid()
+		v, err := inner.Request(context.Background(), "nested")
+		if err != nil {
+			c.RespondError(err)
+			return
+		}
+		c.Respond(v)
+	})
+	v, err := outer.Request(ctxTimeout(t), "call")
+	if err != nil || v != "re:nested" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+	g := recv(t, outerG, "outer goroutine")
+	if last := rec.get()[1]; last.msg != "nested" || last.g != g {
+		t.Fatalf("inner handled %+v; want nested inside the outer turn on goroutine %d", last, g)
+	}
+}
+
+// TestInlineTurnsOneAtATime has callers that run turns themselves race with
+// senders and with callers that wait for workers: the actor must never see
+// two messages at once. Besides the in-flight check, the unsynchronised
+// counter makes -race report any overlap.
+func TestInlineTurnsOneAtATime(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	var inFlight atomic.Int32
+	var overlaps atomic.Int32
+	count := 0 // only touched by the actor
+	r := spawnFunc(t, s, func(c *Context) {
+		if !inFlight.CompareAndSwap(0, 1) {
+			overlaps.Add(1)
+		}
+		if _, ok := c.Message().(int); ok {
+			count++
+			c.Respond(count)
+		}
+		inFlight.Store(0)
+	})
+	const goroutines, each = 8, 500
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				var err error
+				switch g % 3 {
+				case 0:
+					_, err = r.Request(context.Background(), i)
+				case 1:
+					_, err = r.Request(ctxTimeout(t), i)
+				default:
+					err = r.Send(i)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	v, err := r.Request(context.Background(), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != goroutines*each+1 {
+		t.Fatalf("actor counted %v messages; want %d", v, goroutines*each+1)
+	}
+	if n := overlaps.Load(); n != 0 {
+		t.Fatalf("%d messages overlapped another", n)
+	}
+}
