@@ -92,8 +92,13 @@ func newPlacement(members []Member) *placement {
 // grains that member wins or held.
 func (p *placement) owner(kind, identity string) (*Member, bool) {
 	cands := p.byKind[kind]
-	if len(cands) == 0 {
+	switch len(cands) {
+	case 0:
 		return nil, false
+	case 1:
+		// The only candidate wins whatever the score: skip hashing the
+		// identity, which both ends of every call and one-way message do.
+		return cands[0].member, true
 	}
 	key := keyHash(kind, identity)
 	best, bestScore := cands[0].member, score(cands[0].seed, key)

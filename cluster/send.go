@@ -204,15 +204,11 @@ func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod,
 
 // oneWayCall is the message a one-way message sends to the grain's actor:
 // a call that nobody waits for. Its context is set when the grain runs it
-// (see grainActor.handleOneWay); deadline is that context, held here so
-// that it costs no allocation of its own.
-type oneWayCall struct {
-	grainCall
-	deadline deadlineCtx
-}
+// (see grainActor.handleOneWay).
+type oneWayCall struct{ grainCall }
 
 func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
-	return &oneWayCall{grainCall: grainCall{method: m, req: req}}
+	return &oneWayCall{grainCall{method: m, req: req}}
 }
 
 // serveOneWay implements requestHandler: it delivers a one-way message a
@@ -281,12 +277,12 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 		return
 	}
 	// The sender's context may end as soon as Send returns: the message
-	// runs under the node's default deadline instead, from now, held in the
-	// message so that it costs no allocation.
+	// runs under the node's default deadline instead, from now. A one-way
+	// message has no caller's values to keep, so it takes the shared
+	// deadline's own context, which costs no allocation (see deadlines).
 	m.ctx = context.Background()
 	if g.n.cfg.DefaultCallTimeout > 0 {
-		m.deadline = deadlineCtx{Context: m.ctx, d: g.n.deadlines.shared(time.Now())}
-		m.ctx = &m.deadline
+		m.ctx = g.n.deadlines.shared(time.Now()).ctx
 	}
 	defer func() {
 		if p := recover(); p != nil {
