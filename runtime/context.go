@@ -76,18 +76,20 @@ func (c *Context) Spawn(p Props) (*Ref, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.children == nil {
-		r.children = make(map[*Ref]struct{})
+	e := r.side()
+	if e.children == nil {
+		e.children = make(map[*Ref]struct{})
 	}
-	r.children[child] = struct{}{}
+	e.children[child] = struct{}{}
 	child.schedule() // delivers *Started
 	return child, nil
 }
 
 // Children returns the actor's children that have not stopped yet.
 func (c *Context) Children() []*Ref {
-	out := make([]*Ref, 0, len(c.ref.children))
-	for ch := range c.ref.children {
+	children := c.ref.children()
+	out := make([]*Ref, 0, len(children))
+	for ch := range children {
 		out = append(out, ch)
 	}
 	return out
@@ -101,20 +103,25 @@ func (c *Context) Watch(who *Ref) {
 	if who == nil || who == r {
 		return
 	}
-	if r.watching == nil {
-		r.watching = make(map[*Ref]struct{})
+	e := r.side()
+	if e.watching == nil {
+		e.watching = make(map[*Ref]struct{})
 	}
-	r.watching[who] = struct{}{}
+	e.watching[who] = struct{}{}
 	who.sendSystem(sysWatch{r})
 }
 
 // Unwatch cancels Watch; no *Terminated for who is delivered afterwards.
 func (c *Context) Unwatch(who *Ref) {
 	r := c.ref
-	if _, ok := r.watching[who]; !ok {
+	e := r.ext.Load()
+	if e == nil {
 		return
 	}
-	delete(r.watching, who)
+	if _, ok := e.watching[who]; !ok {
+		return
+	}
+	delete(e.watching, who)
 	who.sendSystem(sysUnwatch{r})
 }
 

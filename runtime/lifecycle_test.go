@@ -444,7 +444,7 @@ func TestGracefulStopOfFailingChild(t *testing.T) {
 				parent.GracefulStop()
 				// The parent's stop reaches the child as a graceful stop
 				// queued behind "boom"; wait until the parent is stopping.
-				waitFor(t, testTimeout, func() bool { return parent.stopping.Load() }, "parent stopping")
+				waitFor(t, testTimeout, func() bool { return parent.isStopping() }, "parent stopping")
 			} else {
 				kid.GracefulStop()
 			}

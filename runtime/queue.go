@@ -51,17 +51,19 @@ func (ep *envelopePool) get(msg any, reply *replySlot) *envelope {
 // Between a producer's swap and its link, the consumer cannot see that
 // producer's node nor any node pushed after it. The runtime relies on that
 // producer to schedule the actor after linking, so nothing is lost.
+//
+// The first stub comes from the pool rather than being a field of the
+// queue: an idle actor then holds one node per queue, the current stub,
+// and not also an unused initial one.
 type queue struct {
 	head atomic.Pointer[envelope] // last pushed node; written by producers
 	tail *envelope                // stub node; owned by the consumer
-	stub envelope
 }
 
-// init must be called before the queue is used; the queue must not be
-// copied afterwards, since it points into itself.
-func (q *queue) init() {
-	q.tail = &q.stub
-	q.head.Store(&q.stub)
+// init must be called before the queue is used.
+func (q *queue) init(free *envelopePool) {
+	q.tail = free.get(nil, nil)
+	q.head.Store(q.tail)
 }
 
 // push appends e. Safe for concurrent use by any number of producers.
@@ -92,8 +94,6 @@ func (q *queue) pop(free *envelopePool) (msg any, reply *replySlot, ok bool) {
 	q.tail = next
 	msg, reply = next.msg, next.reply
 	next.msg, next.reply = nil, nil
-	if old != &q.stub {
-		free.p.Put(old)
-	}
+	free.p.Put(old)
 	return msg, reply, true
 }

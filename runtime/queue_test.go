@@ -12,10 +12,10 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	t.Parallel()
 	const producers, perProducer = 8, 5000
 	type item struct{ producer, seq int }
-	var q queue
-	q.init()
 	var free envelopePool
 	free.init()
+	var q queue
+	q.init(&free)
 
 	var wg sync.WaitGroup
 	for p := range producers {
@@ -62,10 +62,10 @@ func TestQueueConcurrentProducers(t *testing.T) {
 // not keep their messages.
 func TestQueueEmptyAndReuse(t *testing.T) {
 	t.Parallel()
-	var q queue
-	q.init()
 	var free envelopePool
 	free.init()
+	var q queue
+	q.init(&free)
 	if _, _, ok := q.pop(&free); ok {
 		t.Fatal("pop on empty queue succeeded")
 	}

@@ -19,55 +19,103 @@ const (
 
 // Bits of Ref.stopReq.
 const (
-	stopAbrupt uint32 = 1 << iota
-	stopGraceful
+	stopAbrupt   uint32 = 1 << iota // Stop was called
+	stopGraceful                    // GracefulStop was called
+	stopping                        // the actor began to stop
 )
 
 // Ref addresses an actor. It is always used as *Ref; two Refs are the same
 // actor exactly when the pointers are equal. All methods are safe for
 // concurrent use.
+//
+// A Ref is what an idle actor costs, so it holds only what every actor
+// uses (160 bytes on amd64, a size class of its own; TestRefSize checks
+// it). What few actors use (middleware, a bounded mailbox, a supervisor
+// strategy, timers, children, watches, restart history) lives in a refExt
+// made on first use.
 type Ref struct {
 	sys    *System
 	parent *Ref
 	id     uint64
 
 	newActor func() Actor
-	recv     ReceiveFunc // middleware chain; nil without middleware
-	strategy SupervisorStrategy
-	tokens   chan struct{} // bounded mailbox: one token per queued message; nil if unbounded
-
-	sysq  queue
-	userq queue
+	ext      atomic.Pointer[refExt] // nil until first needed; see side
+	sysq     queue
+	userq    queue
 
 	status     atomic.Uint32 // idle or running
-	stopReq    atomic.Uint32 // stopAbrupt | stopGraceful already requested
-	stopping   atomic.Bool   // the actor began to stop: sends are refused
+	stopReq    atomic.Uint32 // stopAbrupt | stopGraceful already requested; stopping once it began
 	throughput int32
-	failFull   bool // bounded mailbox policy is MailboxFail
 
-	// mu guards the timers and the lazily made Done channel.
-	mu     sync.Mutex
-	dead   bool          // Done is closed (or would be)
-	done   chan struct{} // made on first use: most actors are never waited on
-	timers map[*Timer]struct{}
+	// mu guards dead, done and refExt's timers.
+	mu   sync.Mutex
+	dead bool          // Done is closed (or would be)
+	done chan struct{} // made on first use: most actors are never waited on
 
 	// Owned by the goroutine running the actor.
 	actor        Actor
 	ctx          Context
-	children     map[*Ref]struct{}
-	watchers     map[*Ref]struct{}
-	watching     map[*Ref]struct{}
-	escalated    *Ref // child whose failure this actor escalated
 	startPending bool // *Started not delivered yet
 	suspended    bool // awaiting a supervisor's decision
 	inStop       bool // began to stop
 	graceful     bool // the stop in progress is graceful
 	finished     bool // stopped: everything that arrives is a dead letter
+}
+
+// refExt is the part of an actor that most actors never use. Each group of
+// fields has the owner its comment names, as if they were fields of Ref.
+type refExt struct {
+	// Set before the Ref is published, read-only afterwards.
+	recv     ReceiveFunc   // middleware chain; nil without middleware
+	tokens   chan struct{} // bounded mailbox: one token per queued message; nil if unbounded
+	failFull bool          // bounded mailbox policy is MailboxFail
+	strategy SupervisorStrategy
+
+	// Guarded by Ref.mu.
+	timers map[*Timer]struct{}
+
+	// Owned by the goroutine running the actor.
+	children  map[*Ref]struct{}
+	watchers  map[*Ref]struct{}
+	watching  map[*Ref]struct{}
+	escalated *Ref // child whose failure this actor escalated
 
 	// Owned by the supervisor (the parent's goroutine, or the root under
 	// System.rootMu).
 	restarts []time.Time
 }
+
+// side returns the actor's refExt, making it on first use. Any goroutine
+// may call it: the CAS lets one of two racing callers install its refExt.
+func (r *Ref) side() *refExt {
+	if e := r.ext.Load(); e != nil {
+		return e
+	}
+	if e := new(refExt); r.ext.CompareAndSwap(nil, e) {
+		return e
+	}
+	return r.ext.Load()
+}
+
+// tokens returns the bounded mailbox's tokens, nil if it is unbounded.
+func (r *Ref) tokens() chan struct{} {
+	if e := r.ext.Load(); e != nil {
+		return e.tokens
+	}
+	return nil
+}
+
+// children returns the set of live children; nil (empty) if none was
+// ever spawned. Only the actor's goroutine may call it.
+func (r *Ref) children() map[*Ref]struct{} {
+	if e := r.ext.Load(); e != nil {
+		return e.children
+	}
+	return nil
+}
+
+// isStopping reports whether the actor began to stop, so sends are refused.
+func (r *Ref) isStopping() bool { return r.stopReq.Load()&stopping != 0 }
 
 // newRef builds an actor from validated props; it does not start it.
 func (s *System) newRef(p *Props, parent *Ref) (*Ref, error) {
@@ -80,20 +128,25 @@ func (s *System) newRef(p *Props, parent *Ref) (*Ref, error) {
 		parent:       parent,
 		id:           s.nextID.Add(1),
 		newActor:     p.New,
-		recv:         compose(p.Middleware),
-		strategy:     p.Supervisor,
 		throughput:   int32(p.Throughput),
 		startPending: true,
 	}
 	if r.throughput == 0 {
 		r.throughput = DefaultThroughput
 	}
-	if p.Mailbox.Capacity > 0 {
-		r.tokens = make(chan struct{}, p.Mailbox.Capacity)
-		r.failFull = p.Mailbox.Overflow == MailboxFail
+	if recv := compose(p.Middleware); recv != nil {
+		r.side().recv = recv
 	}
-	r.sysq.init()
-	r.userq.init()
+	if p.Supervisor != nil {
+		r.side().strategy = p.Supervisor
+	}
+	if p.Mailbox.Capacity > 0 {
+		e := r.side()
+		e.tokens = make(chan struct{}, p.Mailbox.Capacity)
+		e.failFull = p.Mailbox.Overflow == MailboxFail
+	}
+	r.sysq.init(&s.envelopes)
+	r.userq.init(&s.envelopes)
 	r.ctx.ref = r
 	r.actor = a
 	return r, nil
@@ -232,12 +285,12 @@ func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool)
 	if msg == nil {
 		return ErrNilMessage
 	}
-	if r.stopping.Load() {
+	if r.isStopping() {
 		r.sys.deadLetter(r, msg, ErrStopped)
 		return ErrStopped
 	}
-	if r.tokens != nil {
-		if err := r.acquire(ctx, msg, wait); err != nil {
+	if tokens := r.tokens(); tokens != nil {
+		if err := r.acquire(ctx, tokens, msg, wait); err != nil {
 			return err
 		}
 	}
@@ -253,18 +306,18 @@ func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool)
 }
 
 // acquire takes a slot of a bounded mailbox.
-func (r *Ref) acquire(ctx context.Context, msg any, wait bool) error {
+func (r *Ref) acquire(ctx context.Context, tokens chan struct{}, msg any, wait bool) error {
 	select {
-	case r.tokens <- struct{}{}:
+	case tokens <- struct{}{}:
 		return nil
 	default:
 	}
-	if r.failFull || !wait {
+	if r.ext.Load().failFull || !wait {
 		r.sys.deadLetter(r, msg, ErrMailboxFull)
 		return ErrMailboxFull
 	}
 	select {
-	case r.tokens <- struct{}{}:
+	case tokens <- struct{}{}:
 		return nil
 	case <-r.Done():
 		r.sys.deadLetter(r, msg, ErrStopped)
@@ -432,8 +485,8 @@ func (r *Ref) handleUser(msg any, reply *replySlot) {
 
 // release frees the bounded-mailbox slot of a dequeued message.
 func (r *Ref) release() {
-	if r.tokens != nil {
-		<-r.tokens
+	if tokens := r.tokens(); tokens != nil {
+		<-tokens
 	}
 }
 
@@ -445,8 +498,8 @@ func (r *Ref) invoke(c *Context) (f *Failure) {
 			f = newFailure(r, v, c.msg)
 		}
 	}()
-	if r.recv != nil {
-		r.recv(c)
+	if e := r.ext.Load(); e != nil && e.recv != nil {
+		e.recv(c)
 	} else {
 		r.actor.Receive(c)
 	}
@@ -478,18 +531,23 @@ func (r *Ref) handleSystem(msg any) {
 	case sysStop:
 		r.beginStop(false)
 	case sysWatch:
-		if r.watchers == nil {
-			r.watchers = make(map[*Ref]struct{})
+		e := r.side()
+		if e.watchers == nil {
+			e.watchers = make(map[*Ref]struct{})
 		}
-		r.watchers[m.who] = struct{}{}
+		e.watchers[m.who] = struct{}{}
 	case sysUnwatch:
-		delete(r.watchers, m.who)
+		if e := r.ext.Load(); e != nil {
+			delete(e.watchers, m.who)
+		}
 	case sysTerminated:
 		r.handleTerminated(m.who)
 	case sysChildDone:
-		delete(r.children, m.who)
-		if r.escalated == m.who {
-			r.escalated = nil
+		if e := r.ext.Load(); e != nil {
+			delete(e.children, m.who)
+			if e.escalated == m.who {
+				e.escalated = nil
+			}
 		}
 		r.maybeFinish()
 	case sysFailure:
@@ -503,10 +561,14 @@ func (r *Ref) handleSystem(msg any) {
 
 // handleTerminated delivers *Terminated for a watched actor.
 func (r *Ref) handleTerminated(who *Ref) {
-	if _, ok := r.watching[who]; !ok || r.inStop {
+	e := r.ext.Load()
+	if e == nil || r.inStop {
 		return
 	}
-	delete(r.watching, who)
+	if _, ok := e.watching[who]; !ok {
+		return
+	}
+	delete(e.watching, who)
 	if f := r.deliver(&Terminated{Who: who}); f != nil {
 		r.fail(f)
 	}
@@ -519,17 +581,17 @@ func (r *Ref) beginStop(graceful bool) {
 		if r.graceful && !graceful {
 			// An abrupt stop overtakes a graceful one in progress.
 			r.graceful = false
-			for c := range r.children {
+			for c := range r.children() {
 				c.Stop()
 			}
 		}
 		return
 	}
 	r.inStop, r.graceful = true, graceful
-	r.stopping.Store(true)
+	r.stopReq.Or(stopping)
 	r.cancelTimers()
 	r.deliverOrLog(&Stopping{})
-	for c := range r.children {
+	for c := range r.children() {
 		if graceful {
 			c.GracefulStop()
 		} else {
@@ -541,7 +603,7 @@ func (r *Ref) beginStop(graceful bool) {
 
 // maybeFinish completes a stop once no child is left.
 func (r *Ref) maybeFinish() {
-	if r.inStop && !r.finished && len(r.children) == 0 {
+	if r.inStop && !r.finished && len(r.children()) == 0 {
 		r.finish()
 	}
 }
@@ -552,13 +614,15 @@ func (r *Ref) finish() {
 	r.deliverOrLog(&Stopped{})
 	r.finished = true
 	r.actor = nil
-	for w := range r.watchers {
-		w.sendSystem(sysTerminated{r})
+	if e := r.ext.Load(); e != nil {
+		for w := range e.watchers {
+			w.sendSystem(sysTerminated{r})
+		}
+		for w := range e.watching {
+			w.sendSystem(sysUnwatch{r})
+		}
+		e.watchers, e.watching = nil, nil
 	}
-	for w := range r.watching {
-		w.sendSystem(sysUnwatch{r})
-	}
-	r.watchers, r.watching = nil, nil
 	if r.parent != nil {
 		r.parent.sendSystem(sysChildDone{r})
 	} else {

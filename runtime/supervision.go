@@ -266,18 +266,19 @@ func (s *strategy) decide(sys *System, f *Failure) (d Directive) {
 // false when the restart limit is reached.
 func (s *strategy) nextRestart(sys *System, child *Ref) (time.Duration, bool) {
 	now := sys.clock.Now()
-	recent := child.restarts[:0]
-	for _, t := range child.restarts {
+	e := child.side()
+	recent := e.restarts[:0]
+	for _, t := range e.restarts {
 		if now.Sub(t) < s.cfg.Window {
 			recent = append(recent, t)
 		}
 	}
-	child.restarts = recent
+	e.restarts = recent
 	if s.cfg.MaxRestarts > 0 && len(recent) >= s.cfg.MaxRestarts {
 		return 0, false
 	}
 	delay := s.cfg.Backoff.Delay(len(recent), s.cfg.Rand)
-	child.restarts = append(child.restarts, now)
+	e.restarts = append(e.restarts, now)
 	return delay, true
 }
 
@@ -330,14 +331,14 @@ func (r *Ref) fail(f *Failure) {
 // gracefully by someone else is supervised as usual, so that its queued
 // messages are still handled after a Restart or Resume.
 func (r *Ref) superviseChild(f *Failure) {
-	if _, ok := r.children[f.Who]; !ok {
+	if _, ok := r.children()[f.Who]; !ok {
 		return // it has stopped already
 	}
 	if r.inStop || f.Who.stopReq.Load()&stopAbrupt != 0 {
 		f.Who.Stop()
 		return
 	}
-	strategy := r.strategy
+	strategy := r.side().strategy // made already: this actor has children
 	if strategy == nil {
 		strategy = DefaultStrategy()
 	}
@@ -351,9 +352,9 @@ func (r *Ref) resume() {
 		return
 	}
 	r.suspended = false
-	if r.escalated != nil {
-		r.escalated.sendSystem(sysResume{})
-		r.escalated = nil
+	if e := r.ext.Load(); e != nil && e.escalated != nil {
+		e.escalated.sendSystem(sysResume{})
+		e.escalated = nil
 	}
 }
 
@@ -366,10 +367,12 @@ func (r *Ref) restart() {
 	}
 	r.deliverOrLog(&Restarting{})
 	r.cancelTimers()
-	for c := range r.children {
-		c.Stop() // they leave r.children when they report that they stopped
+	for c := range r.children() {
+		c.Stop() // they leave the children when they report that they stopped
 	}
-	r.escalated = nil
+	if e := r.ext.Load(); e != nil {
+		e.escalated = nil
+	}
 	a, f := r.newInstance()
 	if f != nil {
 		r.fail(f)
@@ -400,8 +403,9 @@ func (r *Ref) newInstance() (a Actor, f *Failure) {
 func (r *Ref) system() *System { return r.sys }
 
 func (r *Ref) siblings() []*Ref {
-	out := make([]*Ref, 0, len(r.children))
-	for c := range r.children {
+	children := r.children()
+	out := make([]*Ref, 0, len(children))
+	for c := range children {
 		if c.stopReq.Load() == 0 {
 			out = append(out, c)
 		}
@@ -410,7 +414,7 @@ func (r *Ref) siblings() []*Ref {
 }
 
 func (r *Ref) escalate(f *Failure) {
-	r.escalated = f.Who
+	r.side().escalated = f.Who
 	r.fail(&Failure{Who: r, Reason: f.Reason, Stack: f.Stack, Message: f.Message, Cause: f})
 }
 

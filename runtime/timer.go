@@ -22,11 +22,12 @@ func (t *Timer) Stop() bool {
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, live := r.timers[t]; !live {
+	e := r.ext.Load() // not nil: startTimer made it
+	if _, live := e.timers[t]; !live {
 		t.cancelled.Store(true)
 		return false
 	}
-	delete(r.timers, t)
+	delete(e.timers, t)
 	t.cancelled.Store(true)
 	t.stopClock()
 	return true
@@ -38,10 +39,11 @@ func (r *Ref) startTimer(d, every time.Duration, msg any) *Timer {
 	t := &Timer{r: r, msg: msg, every: every}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.timers == nil {
-		r.timers = make(map[*Timer]struct{})
+	e := r.side()
+	if e.timers == nil {
+		e.timers = make(map[*Timer]struct{})
 	}
-	r.timers[t] = struct{}{}
+	e.timers[t] = struct{}{}
 	t.stopClock = r.sys.clock.AfterFunc(d, t.fire)
 	return t
 }
@@ -53,11 +55,12 @@ func (t *Timer) fire() {
 	r := t.r
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, live := r.timers[t]; !live {
+	e := r.ext.Load() // not nil: startTimer made it
+	if _, live := e.timers[t]; !live {
 		return
 	}
 	if t.every == 0 {
-		delete(r.timers, t)
+		delete(e.timers, t)
 	}
 	r.enqueueTimer(t)
 	if t.every > 0 {
@@ -67,24 +70,28 @@ func (t *Timer) fire() {
 
 // cancelTimers stops all of the actor's timers, on stop and on restart.
 func (r *Ref) cancelTimers() {
+	e := r.ext.Load()
+	if e == nil {
+		return // no timer was ever started
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for t := range r.timers {
+	for t := range e.timers {
 		t.cancelled.Store(true)
 		t.stopClock()
 	}
-	r.timers = nil
+	e.timers = nil
 }
 
 // enqueueTimer queues a fired timer's message without ever blocking: into a
 // full bounded mailbox it becomes a dead letter.
 func (r *Ref) enqueueTimer(t *Timer) {
-	if r.stopping.Load() {
+	if r.isStopping() {
 		return // the actor is cancelling its timers
 	}
-	if r.tokens != nil {
+	if tokens := r.tokens(); tokens != nil {
 		select {
-		case r.tokens <- struct{}{}:
+		case tokens <- struct{}{}:
 		default:
 			r.sys.deadLetter(r, t.msg, ErrMailboxFull)
 			return
