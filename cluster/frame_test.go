@@ -194,7 +194,7 @@ func FuzzDecodeBatch(f *testing.F) {
 func rawStream(t *testing.T, n *Node) grpc.ClientStream {
 	t.Helper()
 	cc, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{})))
 	if err != nil {
 		t.Fatal(err)
 	}

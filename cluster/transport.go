@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 )
 
@@ -34,23 +35,33 @@ const (
 	flowWindow = 4 << 20
 )
 
-// rawCodec passes []byte messages through gRPC unchanged.
-type rawCodec struct{}
+// rawCodec passes []byte messages through gRPC unchanged. It is a CodecV2
+// so that a batch goes back to pool once gRPC has written it (see
+// batchPool); the zero value pools nothing.
+type rawCodec struct{ pool *batchPool }
 
-func (rawCodec) Marshal(v any) ([]byte, error) {
+// Marshal hands the batch *v to gRPC, which frees it into the pool when it
+// is written: the caller must not touch it afterwards.
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	b, ok := v.(*[]byte)
 	if !ok {
 		return nil, fmt.Errorf("cluster: raw codec cannot marshal %T", v)
 	}
-	return *b, nil
+	if c.pool == nil {
+		return mem.BufferSlice{mem.SliceBuffer(*b)}, nil
+	}
+	return mem.BufferSlice{mem.NewBuffer(b, c.pool)}, nil
 }
 
-func (rawCodec) Unmarshal(data []byte, v any) error {
+// Unmarshal copies the message into one new slice: gRPC frees data when
+// Unmarshal returns, while the frames decoded from it (their payloads)
+// live on.
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	b, ok := v.(*[]byte)
 	if !ok {
 		return fmt.Errorf("cluster: raw codec cannot unmarshal into %T", v)
 	}
-	*b = data // gRPC hands the codec a fresh copy, so keeping it is safe.
+	*b = data.Materialize()
 	return nil
 }
 
@@ -109,6 +120,10 @@ type transport struct {
 	replies sync.Pool // chan frame, capacity 1, empty
 	servers *goPool   // runs the requests peers send
 
+	// batches recycles the buffers conns queue frames in, once gRPC has
+	// written them.
+	batches batchPool
+
 	// payloads recycles the buffers one-way requests are encoded into on
 	// their way to a stream: the stream copies the bytes into its batch,
 	// so the buffer is free again as soon as the frame is queued, and a
@@ -141,7 +156,7 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.servers = newGoPool(t.ctx.Done())
 	t.server = grpc.NewServer(
-		grpc.ForceServerCodec(rawCodec{}),
+		grpc.ForceServerCodecV2(rawCodec{pool: &t.batches}),
 		grpc.MaxRecvMsgSize(t.maxMessage()),
 		grpc.MaxSendMsgSize(t.maxMessage()),
 		grpc.InitialWindowSize(flowWindow),
@@ -251,7 +266,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 		grpc.WithInitialWindowSize(flowWindow),
 		grpc.WithInitialConnWindowSize(flowWindow),
 		grpc.WithDefaultCallOptions(
-			grpc.ForceCodec(rawCodec{}),
+			grpc.ForceCodecV2(rawCodec{pool: &t.batches}),
 			grpc.MaxCallRecvMsgSize(t.maxMessage()),
 			grpc.MaxCallSendMsgSize(t.maxMessage()),
 		),
