@@ -50,18 +50,20 @@ type protograinPinger struct {
 func (p *protograinPinger) receive(c *runtime.Context) {
 	switch m := c.Message().(type) {
 	case *ping:
-		p.send(p.state.pong())
+		p.send(c, p.state.pong())
 	case *serve:
-		p.send(p.state.start(m))
+		p.send(c, p.state.start(m))
 	case *introduce:
 		p.partner = m.partner.(*runtime.Ref)
 	}
 }
 
-func (p *protograinPinger) send(n int) {
+// send sends n pings with c.Send, the call for sending from inside an actor,
+// as protoactor-go's ctx.Send is.
+func (p *protograinPinger) send(c *runtime.Context, n int) {
 	msg := &ping{}
 	for range n {
-		_ = p.partner.Send(msg) // fails only once the partner is stopped
+		_ = c.Send(p.partner, msg) // fails only once the partner is stopped
 	}
 }
 
@@ -72,7 +74,7 @@ type protograinPonger struct {
 func (p *protograinPonger) receive(c *runtime.Context) {
 	switch m := c.Message().(type) {
 	case *ping:
-		_ = p.partner.Send(m) // fails only once the partner is stopped
+		_ = c.Send(p.partner, m) // fails only once the partner is stopped
 	case *introduce:
 		p.partner = m.partner.(*runtime.Ref)
 	}

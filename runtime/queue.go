@@ -82,8 +82,10 @@ func (q *queue) empty(tail *envelope) bool { return q.head.Load() == tail }
 
 // pop removes the oldest message. It must only be called by the consumer.
 // ok is false when the queue is empty or when the oldest push is not linked
-// yet. The node the queue no longer needs goes back to free.
-func (q *queue) pop(free *envelopePool) (msg any, reply *replySlot, ok bool) {
+// yet. The node the queue no longer needs is pushed onto the list *spare
+// (linked through next, owned by the consumer), for the consumer's own
+// sends or the pool (see Context.Send and spareList.flush).
+func (q *queue) pop(spare *spareList) (msg any, reply *replySlot, ok bool) {
 	old := q.tail
 	next := (*envelope)(atomic.LoadPointer(&old.next))
 	if next == nil {
@@ -94,6 +96,38 @@ func (q *queue) pop(free *envelopePool) (msg any, reply *replySlot, ok bool) {
 	q.tail = next
 	msg, reply = next.msg, next.reply
 	next.msg, next.reply = nil, nil
-	free.p.Put(old)
+	spare.push(old)
 	return msg, reply, true
+}
+
+// spareList is a list of free nodes owned by one goroutine, linked through
+// next with plain stores: a node off the queue is private (see
+// envelopePool).
+type spareList struct{ head *envelope }
+
+func (l *spareList) push(e *envelope) {
+	e.next = unsafe.Pointer(l.head)
+	l.head = e
+}
+
+// take returns a node holding msg and reply, nil if the list is empty.
+func (l *spareList) take(msg any, reply *replySlot) *envelope {
+	e := l.head
+	if e == nil {
+		return nil
+	}
+	l.head = (*envelope)(e.next)
+	e.next = nil
+	e.msg, e.reply = msg, reply
+	return e
+}
+
+// flush hands every node of the list to the pool.
+func (l *spareList) flush(free *envelopePool) {
+	for e := l.head; e != nil; {
+		next := (*envelope)(e.next)
+		free.p.Put(e)
+		e = next
+	}
+	l.head = nil
 }

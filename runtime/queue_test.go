@@ -14,6 +14,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	type item struct{ producer, seq int }
 	var free envelopePool
 	free.init()
+	var spare spareList
 	var q queue
 	q.init(&free)
 
@@ -34,7 +35,8 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	total := 0
 	finished := false
 	for total < producers*perProducer {
-		msg, _, ok := q.pop(&free)
+		msg, _, ok := q.pop(&spare)
+		spare.flush(&free) // back to the producers
 		if !ok {
 			if finished {
 				t.Fatalf("queue empty after all pushes returned; got %d of %d", total, producers*perProducer)
@@ -53,7 +55,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 		next[it.producer]++
 		total++
 	}
-	if _, _, ok := q.pop(&free); ok {
+	if _, _, ok := q.pop(&spare); ok {
 		t.Fatal("queue not empty after all messages were popped")
 	}
 }
@@ -64,9 +66,10 @@ func TestQueueEmptyAndReuse(t *testing.T) {
 	t.Parallel()
 	var free envelopePool
 	free.init()
+	var spare spareList
 	var q queue
 	q.init(&free)
-	if _, _, ok := q.pop(&free); ok {
+	if _, _, ok := q.pop(&spare); ok {
 		t.Fatal("pop on empty queue succeeded")
 	}
 	for round := range 3 {
@@ -74,12 +77,12 @@ func TestQueueEmptyAndReuse(t *testing.T) {
 			q.push(&envelope{msg: round*10 + i})
 		}
 		for i := range 4 {
-			msg, _, ok := q.pop(&free)
+			msg, _, ok := q.pop(&spare)
 			if !ok || msg != round*10+i {
 				t.Fatalf("round %d: pop = %v, %v; want %d", round, msg, ok, round*10+i)
 			}
 		}
-		if _, _, ok := q.pop(&free); ok {
+		if _, _, ok := q.pop(&spare); ok {
 			t.Fatalf("round %d: queue not empty", round)
 		}
 		if q.tail.msg != nil {

@@ -30,9 +30,9 @@ const (
 //
 // A Ref is what an idle actor costs, so it holds only what every actor
 // uses (160 bytes on amd64, a size class of its own; TestRefSize checks
-// it). What few actors use (middleware, a bounded mailbox, a supervisor
-// strategy, timers, children, watches, restart history) lives in a refExt
-// made on first use.
+// it). What few actors use (middleware, a bounded mailbox, a Throughput
+// other than the default, a supervisor strategy, timers, children,
+// watches, restart history) lives in a refExt made on first use.
 type Ref struct {
 	sys    *System
 	parent *Ref
@@ -43,33 +43,35 @@ type Ref struct {
 	sysq     queue
 	userq    queue
 
-	status     atomic.Uint32 // idle or running
-	stopReq    atomic.Uint32 // stopAbrupt | stopGraceful already requested; stopping once it began
-	throughput int32
+	status  atomic.Uint32 // idle or running
+	stopReq atomic.Uint32 // stopAbrupt | stopGraceful already requested; stopping once it began
 
 	// mu guards dead, done and refExt's timers.
 	mu   sync.Mutex
-	dead bool          // Done is closed (or would be)
-	done chan struct{} // made on first use: most actors are never waited on
+	dead bool // Done is closed (or would be)
 
-	// Owned by the goroutine running the actor.
-	actor        Actor
-	ctx          Context
+	// Owned by the goroutine running the actor. (The flags sit here, in
+	// what would be padding.)
 	startPending bool // *Started not delivered yet
 	suspended    bool // awaiting a supervisor's decision
 	inStop       bool // began to stop
 	graceful     bool // the stop in progress is graceful
 	finished     bool // stopped: everything that arrives is a dead letter
+	actor        Actor
+	ctx          Context
+
+	done chan struct{} // guarded by mu; made on first use: most actors are never waited on
 }
 
 // refExt is the part of an actor that most actors never use. Each group of
 // fields has the owner its comment names, as if they were fields of Ref.
 type refExt struct {
 	// Set before the Ref is published, read-only afterwards.
-	recv     ReceiveFunc   // middleware chain; nil without middleware
-	tokens   chan struct{} // bounded mailbox: one token per queued message; nil if unbounded
-	failFull bool          // bounded mailbox policy is MailboxFail
-	strategy SupervisorStrategy
+	throughput int32         // Props.Throughput unless it is DefaultThroughput (then 0)
+	recv       ReceiveFunc   // middleware chain; nil without middleware
+	tokens     chan struct{} // bounded mailbox: one token per queued message; nil if unbounded
+	failFull   bool          // bounded mailbox policy is MailboxFail
+	strategy   SupervisorStrategy
 
 	// Guarded by Ref.mu.
 	timers map[*Timer]struct{}
@@ -95,6 +97,14 @@ func (r *Ref) side() *refExt {
 		return e
 	}
 	return r.ext.Load()
+}
+
+// throughput returns how many user messages a turn handles before yielding.
+func (r *Ref) throughput() int32 {
+	if e := r.ext.Load(); e != nil && e.throughput != 0 {
+		return e.throughput
+	}
+	return DefaultThroughput
 }
 
 // tokens returns the bounded mailbox's tokens, nil if it is unbounded.
@@ -128,11 +138,10 @@ func (s *System) newRef(p *Props, parent *Ref) (*Ref, error) {
 		parent:       parent,
 		id:           s.nextID.Add(1),
 		newActor:     p.New,
-		throughput:   int32(p.Throughput),
 		startPending: true,
 	}
-	if r.throughput == 0 {
-		r.throughput = DefaultThroughput
+	if p.Throughput != 0 && p.Throughput != DefaultThroughput {
+		r.side().throughput = int32(p.Throughput)
 	}
 	if recv := compose(p.Middleware); recv != nil {
 		r.side().recv = recv
@@ -188,13 +197,13 @@ func (r *Ref) String() string {
 // deadline; use SendContext to bound the wait) or fails with ErrMailboxFull
 // (MailboxFail).
 func (r *Ref) Send(msg any) error {
-	return r.enqueue(context.Background(), msg, nil, true)
+	return r.enqueue(context.Background(), msg, nil, nil)
 }
 
 // SendContext is Send that stops waiting for space in a full MailboxBlock
 // mailbox when ctx ends, returning ctx.Err().
 func (r *Ref) SendContext(ctx context.Context, msg any) error {
-	return r.enqueue(ctx, msg, nil, true)
+	return r.enqueue(ctx, msg, nil, nil)
 }
 
 // Request sends msg and waits for the reply given with Context.Respond or
@@ -214,7 +223,7 @@ func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
 		return nil, err
 	}
 	slot := r.sys.getSlot()
-	if err := r.enqueue(ctx, msg, slot, true); err != nil {
+	if err := r.enqueue(ctx, msg, slot, nil); err != nil {
 		r.sys.putSlot(slot)
 		return nil, err
 	}
@@ -276,9 +285,9 @@ func (r *Ref) closeDone() {
 	}
 }
 
-// enqueue appends a user message. wait says whether a full MailboxBlock
-// mailbox may make the caller wait.
-func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool) error {
+// enqueue appends a user message, in a node from spare if it has one (see
+// Context.Send), else from the pool.
+func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, spare *spareList) error {
 	if r == nil {
 		return errNilRef
 	}
@@ -290,11 +299,18 @@ func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool)
 		return ErrStopped
 	}
 	if tokens := r.tokens(); tokens != nil {
-		if err := r.acquire(ctx, tokens, msg, wait); err != nil {
+		if err := r.acquire(ctx, tokens, msg); err != nil {
 			return err
 		}
 	}
-	r.userq.push(r.sys.envelopes.get(msg, reply))
+	var e *envelope
+	if spare != nil {
+		e = spare.take(msg, reply)
+	}
+	if e == nil {
+		e = r.sys.envelopes.get(msg, reply)
+	}
+	r.userq.push(e)
 	if reply != nil && ctx.Done() == nil {
 		// A Request that nothing can end early: its caller would only wait
 		// for the reply, so it may as well produce it (see runInline).
@@ -306,13 +322,13 @@ func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, wait bool)
 }
 
 // acquire takes a slot of a bounded mailbox.
-func (r *Ref) acquire(ctx context.Context, tokens chan struct{}, msg any, wait bool) error {
+func (r *Ref) acquire(ctx context.Context, tokens chan struct{}, msg any) error {
 	select {
 	case tokens <- struct{}{}:
 		return nil
 	default:
 	}
-	if r.ext.Load().failFull || !wait {
+	if r.ext.Load().failFull {
 		r.sys.deadLetter(r, msg, ErrMailboxFull)
 		return ErrMailboxFull
 	}
@@ -407,6 +423,14 @@ func (r *Ref) goIdle() bool {
 // and continues; with bounded set, process instead returns true there,
 // leaving the rest queued.
 func (r *Ref) process(bounded bool) bool {
+	more := r.processLoop(bounded)
+	// Before the actor may go idle: the next turn may run elsewhere.
+	r.ctx.spare.flush(&r.sys.envelopes)
+	return more
+}
+
+func (r *Ref) processLoop(bounded bool) bool {
+	limit := r.throughput()
 	if r.startPending {
 		r.startPending = false
 		if f := r.deliver(&Started{}); f != nil {
@@ -415,7 +439,7 @@ func (r *Ref) process(bounded bool) bool {
 	}
 	n := int32(0)
 	for {
-		if msg, _, ok := r.sysq.pop(&r.sys.envelopes); ok {
+		if msg, _, ok := r.sysq.pop(&r.ctx.spare); ok {
 			if r.finished {
 				r.deadSystem(msg)
 			} else {
@@ -424,7 +448,7 @@ func (r *Ref) process(bounded bool) bool {
 			continue
 		}
 		if r.finished {
-			msg, reply, ok := r.userq.pop(&r.sys.envelopes)
+			msg, reply, ok := r.userq.pop(&r.ctx.spare)
 			if !ok {
 				return false
 			}
@@ -434,15 +458,18 @@ func (r *Ref) process(bounded bool) bool {
 		if r.suspended || r.inStop {
 			return false
 		}
-		if n == r.throughput {
+		if n == limit {
 			if bounded {
 				return true
 			}
 			n = 0
+			// Bound the nodes kept for Send by an actor that receives
+			// more than it sends.
+			r.ctx.spare.flush(&r.sys.envelopes)
 			goruntime.Gosched() // let other actors run; the turn continues
 			continue
 		}
-		msg, reply, ok := r.userq.pop(&r.sys.envelopes)
+		msg, reply, ok := r.userq.pop(&r.ctx.spare)
 		if !ok {
 			return false
 		}
@@ -635,14 +662,14 @@ func (r *Ref) finish() {
 // drainDead empties both queues of a stopped actor.
 func (r *Ref) drainDead() {
 	for {
-		msg, _, ok := r.sysq.pop(&r.sys.envelopes)
+		msg, _, ok := r.sysq.pop(&r.ctx.spare)
 		if !ok {
 			break
 		}
 		r.deadSystem(msg)
 	}
 	for {
-		msg, reply, ok := r.userq.pop(&r.sys.envelopes)
+		msg, reply, ok := r.userq.pop(&r.ctx.spare)
 		if !ok {
 			break
 		}
