@@ -31,6 +31,7 @@ type conn struct {
 	done   chan struct{}      // closed by close
 	names  nameTable          // names decoded by readLoop, interned
 	lane   oneWayLane         // one-way requests that wait, in order
+	target oneWayTarget       // where the one-way requests of the batch being read go; readLoop's
 
 	mu           sync.Mutex
 	batches      []*[]byte // queued frames, each batch at most MaxBatchBytes (or one frame), from t.batches
@@ -249,7 +250,9 @@ func (c *conn) readLoop() {
 			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s ended: %v", c.peer, err))
 			return
 		}
-		if err := decodeBatchNames(batch, &c.names, c.dispatch); err != nil {
+		err := decodeBatchNames(batch, &c.names, c.dispatch)
+		c.t.handler.endOneWay(&c.target)
+		if err != nil {
 			c.t.log.Error("cluster: closing the stream to a peer that sent a corrupt frame", "peer", c.peer, "err", err)
 			c.mu.Lock()
 			c.corrupt = err
@@ -366,7 +369,7 @@ func (c *conn) serveOneWay(f *frame) {
 		}
 		l.mu.Unlock() // the lane emptied meanwhile: f may go first
 	}
-	if c.t.handler.serveOneWay(f, false) {
+	if c.t.handler.serveOneWay(f, false, &c.target) {
 		return
 	}
 	l.mu.Lock()
@@ -391,6 +394,6 @@ func (c *conn) drainLane() {
 		l.queue[0] = frame{} // let the payload go
 		l.queue = l.queue[1:]
 		l.mu.Unlock()
-		c.t.handler.serveOneWay(&f, true)
+		c.t.handler.serveOneWay(&f, true, nil)
 	}
 }

@@ -281,7 +281,7 @@ func (f *frame) setBytes(num protowire.Number, v []byte, names *nameTable) error
 	case fieldKind:
 		f.kind = names.intern(v)
 	case fieldIdentity:
-		f.identity = string(v)
+		f.identity = names.identity(v)
 	case fieldMethod:
 		f.method = names.intern(v)
 	case fieldPayload:
@@ -326,7 +326,24 @@ const maxNames = 1024
 // with string(v) as the key does not allocate, so a name seen before costs
 // a map lookup instead of a new string per frame. Only the conn's reader
 // uses it; a nil table interns nothing.
-type nameTable struct{ m map[string]string }
+type nameTable struct {
+	m map[string]string
+	// last is the identity of the previous frame: consecutive frames to
+	// one grain (a stream of one-way messages) share its string instead
+	// of allocating one each. Identities are too many to intern.
+	last string
+}
+
+// identity returns v as a string, the previous frame's if equal.
+func (t *nameTable) identity(v []byte) string {
+	if t == nil {
+		return string(v)
+	}
+	if string(v) != t.last { // compared without converting
+		t.last = string(v)
+	}
+	return t.last
+}
 
 func (t *nameTable) intern(v []byte) string {
 	if t == nil {

@@ -158,16 +158,71 @@ func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error 
 // reports whether it did. It is the common case, and the only one a
 // stream's reader may run itself (see conn.serveOneWay).
 func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, req proto.Message) bool {
-	key := actKey{hk.Name, identity}
-	a := n.acts.lookup(n.acts.shard(key), key)
+	a := n.readyActivation(hk, identity)
 	if a == nil {
 		return false
 	}
 	defer n.acts.release(a)
+	return a.ref.Send(newOneWayCall(m, req)) == nil
+}
+
+// readyActivation returns the grain's activation, counted in (release must
+// follow), if it is active and ready; otherwise nil, without waiting.
+func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
+	key := actKey{hk.Name, identity}
+	a := n.acts.lookup(n.acts.shard(key), key)
+	if a == nil {
+		return nil
+	}
 	if a.pending.Load() != nil || a.err != nil {
+		n.acts.release(a)
+		return nil
+	}
+	return a
+}
+
+// oneWayTarget is the grain that the last one-way frames of a batch went
+// to, with its activation counted in and the node's call gate entered, so
+// that the frames after them to the same grain and method, the usual case
+// under load, skip the checks and lookups of serveOneWay: the gate, the
+// kind and method, the owner, the activation table (a hash, a lock and two
+// atomic adds), and the clock reading of a release. A stream's reader keeps
+// one for the length of a batch, as if one call delivered all of them, and
+// ends it with endOneWay.
+type oneWayTarget struct {
+	kind, identity, method string
+	m                      *hostedMethod
+	a                      *activation // nil: no target
+}
+
+// endOneWay implements requestHandler: it releases the batch's target.
+func (n *Node) endOneWay(t *oneWayTarget) {
+	if t.a == nil {
+		return
+	}
+	n.acts.release(t.a)
+	n.calls.leave()
+	*t = oneWayTarget{}
+}
+
+// queueToTarget queues req for t's grain if it is the one the frame is for,
+// and reports whether it did. A frame that does not decode is dropped
+// here, as serveOneWay would.
+func (n *Node) queueToTarget(t *oneWayTarget, req *frame) bool {
+	if t.a == nil || req.identity != t.identity || req.method != t.method || req.kind != t.kind {
 		return false
 	}
-	return a.ref.Send(newOneWayCall(m, req)) == nil
+	msg := t.m.NewRequest()
+	if err := proto.Unmarshal(req.payload, msg); err != nil {
+		n.dropOneWay(req, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the one-way message to %s/%s %s: %v",
+			req.kind, req.identity, req.method, err))
+		return true
+	}
+	if t.a.ref.Send(newOneWayCall(t.m, msg)) == nil {
+		return true
+	}
+	n.endOneWay(t) // the activation is going away: the full path follows it
+	return false
 }
 
 // queueOneWay queues a one-way message in the mailbox of the grain's
@@ -221,8 +276,16 @@ func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
 // peer sent. With wait false it does only what cannot block (the reader of
 // a stream calls it so) and reports false if the message needs more: an
 // activation, or a wait for one to go. A message that cannot be delivered
-// is logged and dropped: nobody waits for an answer.
-func (n *Node) serveOneWay(req *frame, wait bool) bool {
+// is logged and dropped: nobody waits for an answer. target, if not nil,
+// is the batch's target: a frame for it goes straight to its mailbox, and
+// a frame queued for a ready activation becomes the target.
+func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
+	if target != nil {
+		if n.queueToTarget(target, req) {
+			return true
+		}
+		n.endOneWay(target)
+	}
 	if !n.calls.enter() {
 		n.dropOneWay(req, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name))
 		return true
@@ -242,8 +305,17 @@ func (n *Node) serveOneWay(req *frame, wait bool) bool {
 			req.kind, req.identity, req.method, err))
 		return true
 	}
-	if n.tryQueueOneWay(hk, m, req.identity, msg) {
-		return true
+	if a := n.readyActivation(hk, req.identity); a != nil {
+		err := a.ref.Send(newOneWayCall(m, msg))
+		if err == nil && target != nil && n.calls.enter() {
+			// Keep the activation and a gate entry for the next frames.
+			*target = oneWayTarget{kind: req.kind, identity: req.identity, method: req.method, m: m, a: a}
+			return true
+		}
+		n.acts.release(a)
+		if err == nil {
+			return true
+		}
 	}
 	if !wait {
 		return false

@@ -95,8 +95,10 @@ type requestHandler interface {
 	// serveOneWay delivers a one-way request, which gets no reply. With
 	// wait false it must not block, and reports false when the request
 	// needs to (it is then called again with wait true, in order, from
-	// another goroutine).
-	serveOneWay(req *frame, wait bool) bool
+	// another goroutine). target, if not nil, carries what one request
+	// found out to the next ones of the same batch; endOneWay ends it.
+	serveOneWay(req *frame, wait bool, target *oneWayTarget) bool
+	endOneWay(target *oneWayTarget)
 	// admitCall counts a request in, or refuses it when the node is
 	// shutting down; finishCall counts it out.
 	admitCall() bool
