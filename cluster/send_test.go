@@ -28,6 +28,9 @@ const (
 	methodRecord  = "/test.Recorder/Record"  // Int64Value v → Empty; -1 panics, -2 fails, other values are recorded
 	methodForward = "/test.Recorder/Forward" // StringValue "identity" → sends Record(100) one-way to identity and to itself
 	methodCount   = "/test.Recorder/Count"   // Empty → Int64Value: how many values this identity recorded here
+	// Deadline: Empty → Empty; records 1 if ctx has a deadline within the
+	// node's DefaultCallTimeout (waitTimeout in tests) and no error, else 0.
+	methodDeadline = "/test.Recorder/Deadline"
 )
 
 // recorder observes one node's recorder grains.
@@ -80,6 +83,20 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 		defer r.mu.Unlock()
 		return wrapperspb.Int64(int64(len(r.got[ctx.Identity()]))), nil
 	}
+	deadline := func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+		var ok int64
+		if d, has := ctx.Deadline(); has && time.Until(d) > 0 && time.Until(d) <= waitTimeout+waitTimeout/50 && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			default:
+				ok = 1
+			}
+		}
+		r.mu.Lock()
+		r.got[ctx.Identity()] = append(r.got[ctx.Identity()], ok)
+		r.mu.Unlock()
+		return &emptypb.Empty{}, nil
+	}
 	return &Kind{
 		Name:        recorderKind,
 		IdleTimeout: idle,
@@ -93,6 +110,7 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 			{Name: methodRecord, NewRequest: newInt64, Handle: record},
 			{Name: methodForward, NewRequest: newString, Handle: forward},
 			{Name: methodCount, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: count, ReadOnly: true},
+			{Name: methodDeadline, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: deadline},
 		},
 	}
 }
@@ -523,5 +541,23 @@ func TestOneWayStateIsFlushed(t *testing.T) {
 	// The failed deposit ran after the others and committed nothing.
 	if got := balance(t, nodes[0], accountKind, id); got != 12 {
 		t.Errorf("balance %d, want 12", got)
+	}
+}
+
+// TestOneWayContextHasTheDefaultDeadline: a one-way method runs under the
+// node's DefaultCallTimeout, not under the sender's context, which may have
+// ended since, locally and on a remote owner.
+func TestOneWayContextHasTheDefaultDeadline(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderCluster(t, 0, nil)
+	for _, owner := range nodes[:2] {
+		id := recorderOwnedBy(t, nodes, owner, "deadline")
+		ctx, cancel := context.WithCancel(context.Background())
+		call := Call{Kind: recorderKind, Identity: id, Method: methodDeadline, Request: &emptypb.Empty{}}
+		if err := nodes[0].Send(ctx, call); err != nil {
+			t.Fatal(err)
+		}
+		cancel() // the sender gives up at once: the message runs anyway
+		waitValues(t, recs[owner.Name()], id, []int64{1})
 	}
 }
