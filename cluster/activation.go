@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/protograin/protograin/cluster/state"
+	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/runtime"
 )
 
@@ -53,7 +55,9 @@ type activation struct {
 	key   actKey
 	hk    *hostedKind
 	grain any
-	state *grainState // loaded before New; used on the actor only
+	// state is loaded before New and used on the actor only; nil while
+	// there is none (see grainState and touchState).
+	state *grainState
 	ref   *runtime.Ref
 	err   error // why activation failed; set before pending is cleared
 	// deactivated is set by the actor when it runs OnDeactivate; it lives
@@ -284,6 +288,27 @@ func (t *activations) newGrain(ctx context.Context, a *activation) (err error) {
 		}
 	}
 	return nil
+}
+
+// touchState returns the activation's state, making it if the activation
+// has none yet (see grainState): an empty Buffer at the zero version, which
+// is what loading it found. It runs where the grain runs.
+func (a *activation) touchState(n *Node) *grainState {
+	if a.state != nil {
+		return a.state
+	}
+	key := storage.Key{Kind: a.key.kind, Identity: a.key.identity}
+	buf, err := state.New(n.store, key, n.cfg.State)
+	if err != nil {
+		// state.Load accepted the same Config when the grain activated,
+		// and New checks no more than Load.
+		panic(fmt.Sprintf("cluster: grain %s: make its state: %v", key, err))
+	}
+	a.state = &grainState{key: key, buf: buf}
+	// The call in progress began with nothing buffered: its mark is the
+	// new buffer's, so that a rollback drops what it changes.
+	a.state.mark = buf.Mark()
+	return a.state
 }
 
 // remove takes a out of the table and closes gone, if a call made it.
@@ -547,10 +572,9 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 		c.RespondError(contextError(err))
 		return
 	}
-	st := g.a.state
 	tracked := !m.method.ReadOnly && m.stamp.seq != 0
 	if tracked {
-		reply, seen, err := st.buf.Seen(m.stamp.client, m.stamp.seq)
+		reply, seen, err := g.a.state.seen(m.stamp)
 		if err != nil {
 			c.RespondError(staleCallError(g.a.key, err))
 			return
@@ -565,7 +589,8 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 	if err == nil && !m.method.ReadOnly {
 		reply, err = g.commit(m, resp, tracked)
 	}
-	if ferr := st.failure(); ferr != nil {
+	// The method may have made the state (touchState): read it again.
+	if ferr := g.a.state.failure(); ferr != nil {
 		// A commit failed during or after the call: its error says more
 		// than whatever the grain made of it, and the activation goes.
 		err = ferr
@@ -623,7 +648,7 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 		st.rollback()
 		return nil, err
 	}
-	if !st.buf.Dirty() {
+	if !st.dirty() {
 		return resp, nil
 	}
 	var raw []byte
@@ -678,16 +703,16 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 			g.a.key.kind, m.name))
 		return
 	}
-	st := g.a.state
-	st.begin()
+	g.a.state.begin()
 	done := false
 	defer func() {
 		if !done {
-			st.rollback()
+			g.a.state.rollback()
 		}
 	}()
 	err := r.OnReminder(g.n.grainContext(m.ctx, g.a, nil, stamp{}), m.name)
 	done = true
+	st := g.a.state // OnReminder may have made it (touchState)
 	if err == nil {
 		err = st.failure()
 	}
@@ -732,7 +757,7 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
 	st := g.a.state
 	if st.failure() != nil {
-		st.buf.Discard()
+		st.discard()
 		return nil
 	}
 	err := st.sync()

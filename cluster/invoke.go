@@ -351,7 +351,7 @@ func (g *grainContext) Kind() string { return g.a.key.kind }
 func (g *grainContext) Identity() string { return g.a.key.identity }
 
 // State implements GrainContext.
-func (g *grainContext) State() State { return g.a.state }
+func (g *grainContext) State() State { return g.a.touchState(g.n) }
 
 // Invoke implements Caller: grains call other grains through their node.
 //

@@ -580,3 +580,71 @@ func (a *activatingAccount) OnActivate(ctx GrainContext) error {
 	balanceOf(ctx).Value += 100
 	return nil
 }
+
+// A kind without a typed state message keeps no state for a grain the store
+// has nothing for until the grain touches State. What the grain writes then
+// is rolled back when its call fails, committed when it succeeds, and its
+// calls are deduplicated across activations as with state loaded at
+// activation.
+func TestLazyState(t *testing.T) {
+	const kvKind = "test.KVAccount"
+	store := hookedMemstore(t)
+	var b *bank
+	nodes := startCluster(t, 1, func(name string) []*Kind {
+		b = newBank(name)
+		k := newAccountKind(b, kvKind, FlushAfterCall, -1)
+		k.NewState = nil
+		return []*Kind{k}
+	}, func(cfg *Config) { cfg.Store = store })
+	n := nodes[0]
+	ctx := context.Background()
+	activation := func() *activation {
+		key := actKey{kvKind, "lazy"}
+		sh := n.acts.shard(key)
+		sh.mu.RLock()
+		defer sh.mu.RUnlock()
+		return sh.m[key]
+	}
+
+	if _, err := n.Invoke(ctx, accountCall(kvKind, methodTouch, "lazy", "x")); err != nil {
+		t.Fatal(err)
+	}
+	if a := activation(); a == nil || a.state != nil {
+		t.Fatalf("activation of a grain with nothing stored: %+v; want one without state", a)
+	}
+	commits := store.commits.Load()
+	if _, err := n.Invoke(ctx, accountCall(kvKind, methodPut, "lazy", "k="+putFails)); err == nil {
+		t.Fatal("a failing Put succeeded")
+	}
+	if got := store.commits.Load(); got != commits {
+		t.Fatalf("a failed call committed %d times", got-commits)
+	}
+	if _, err := n.Invoke(ctx, accountCall(kvKind, methodGet, "lazy", "k")); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("Get(k) after a failed Put: %v; want ErrNotFound", err)
+	}
+
+	id := WithCallID("lazy-client", 1)
+	if _, err := n.Invoke(ctx, accountCall(kvKind, methodPut, "lazy", "k=v"), id); err != nil {
+		t.Fatal(err)
+	}
+	entries, _, err := store.Load(ctx, storage.Key{Kind: kvKind, Identity: "lazy"})
+	if err != nil || string(entries["k"]) != "v" {
+		t.Fatalf("stored entries %q, %v; want k=v", entries, err)
+	}
+
+	// A new activation loads what was stored, the call's record included:
+	// the retry gets the recorded reply without running Put again.
+	if err := n.acts.deactivateAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := n.Invoke(ctx, accountCall(kvKind, methodPut, "lazy", "k=w"), id)
+	if err != nil || resp.(*wrapperspb.StringValue).GetValue() != "k" {
+		t.Fatalf("retried Put = %v, %v; want the recorded reply k", resp, err)
+	}
+	if runs := b.count("lazy", methodPut); runs != 2 {
+		t.Fatalf("Put ran %d times, want 2 (the failed one and the first k=v)", runs)
+	}
+	if a := activation(); a == nil || a.state == nil {
+		t.Fatal("an activation of a grain with stored state has no state")
+	}
+}

@@ -40,7 +40,7 @@ const (
 	accountKind   = "test.Account"
 	methodDeposit = "/test.Account/Deposit" // Int64Value amount → Int64Value balance; a negative amount changes state, then fails
 	methodBalance = "/test.Account/Balance" // read-only; StringValue → Int64Value balance
-	methodPut     = "/test.Account/Put"     // StringValue "key=value" → StringValue; sets an entry
+	methodPut     = "/test.Account/Put"     // StringValue "key=value" → StringValue; sets an entry (and fails if value is putFails)
 	methodGet     = "/test.Account/Get"     // read-only; StringValue key → StringValue value
 	methodTouch   = "/test.Account/Touch"   // StringValue → StringValue; changes nothing
 	methodPay     = "/test.Account/Pay"     // StringValue target → Int64Value balance; deposits 1 on target twice, then takes 2
@@ -132,6 +132,9 @@ func newAccountKind(b *bank, name string, mode FlushMode, idle time.Duration) *K
 				if err := ctx.State().Set(k, []byte(v)); err != nil {
 					return nil, err
 				}
+				if v == putFails {
+					return nil, errors.New("put failed after setting")
+				}
 				return wrapperspb.String(k), nil
 			}),
 			accountMethod(b, methodGet, true, newString, func(ctx GrainContext, req proto.Message) (proto.Message, error) {
@@ -204,6 +207,9 @@ func bankCluster(t *testing.T, size int, store storage.Store, idle time.Duration
 }
 
 const manualKind = "test.ManualAccount"
+
+// putFails is the value that makes Put fail after setting it.
+const putFails = "!fail"
 
 func depositCall(kind, identity string, amount int64) Call {
 	return Call{Kind: kind, Identity: identity, Method: methodDeposit, Request: wrapperspb.Int64(amount), NewResponse: newInt64}

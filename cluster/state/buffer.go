@@ -96,6 +96,29 @@ type change struct {
 
 // Load reads the state of grain key from store and returns a Buffer over it.
 func Load(ctx context.Context, store storage.Store, key storage.Key, cfg Config) (*Buffer, error) {
+	b, err := New(store, key, cfg)
+	if err != nil {
+		return nil, err
+	}
+	entries, version, err := store.Load(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("state: load grain %s: %w", key, err)
+	}
+	b.version = version
+	for k, v := range entries {
+		if err := b.loadEntry(k, v); err != nil {
+			return nil, fmt.Errorf("state: load grain %s: %w", key, err)
+		}
+	}
+	return b, nil
+}
+
+// New returns a Buffer over the state of grain key with nothing in it, at
+// the zero version: what Load returns for a grain the store has nothing
+// for, without reading the store. An activation that found nothing stored
+// and kept no Buffer makes one with New when its grain first touches its
+// state.
+func New(store storage.Store, key storage.Key, cfg Config) (*Buffer, error) {
 	if cfg.MaxClients < 0 {
 		return nil, fmt.Errorf("state: Config.MaxClients is %d; want zero (for %d) or more", cfg.MaxClients, DefaultMaxClients)
 	}
@@ -106,24 +129,19 @@ func Load(ctx context.Context, store storage.Store, key storage.Key, cfg Config)
 	if err != nil {
 		return nil, err
 	}
-	entries, version, err := store.Load(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("state: load grain %s: %w", key, err)
-	}
-	b := &Buffer{
-		store:      store,
-		key:        key,
-		maxClients: cfg.MaxClients,
-		window:     window,
-		version:    version,
-		// The maps are made on first write (see put).
-	}
-	for k, v := range entries {
-		if err := b.loadEntry(k, v); err != nil {
-			return nil, fmt.Errorf("state: load grain %s: %w", key, err)
-		}
-	}
-	return b, nil
+	// The maps are made on first write (see put).
+	return &Buffer{store: store, key: key, maxClients: cfg.MaxClients, window: window}, nil
+}
+
+// Empty reports whether b holds nothing at all, committed or buffered, at
+// the zero version: no entry, exactly-once record or typed message. Such a
+// Buffer is equal to a new one (New), so an activation can drop it and make
+// a new one when it needs it.
+func (b *Buffer) Empty() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.version == 0 && len(b.entries) == 0 && len(b.clients) == 0 && len(b.reserved) == 0 &&
+		!b.hasMessage && !b.dirty()
 }
 
 // loadEntry files one loaded entry as user state, a client record or an

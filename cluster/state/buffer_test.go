@@ -399,3 +399,40 @@ func TestConcurrentUse(t *testing.T) {
 	wg.Wait()
 	wantEntries(t, b, map[string]string{"g0": "49", "g1": "49", "g2": "49", "g3": "49"})
 }
+
+// A grain with nothing stored loads Empty; New makes the same without
+// reading the store, and refuses a bad Config as Load does. Anything
+// buffered or committed makes a Buffer not Empty, even after the grain's
+// entries are removed again (the version stays).
+func TestNewAndEmpty(t *testing.T) {
+	s := memstore.New()
+	if b := load(t, s, state.Config{}); !b.Empty() {
+		t.Fatal("a grain with nothing stored does not load Empty")
+	}
+	if _, err := state.New(s, grain, state.Config{MaxClients: -1}); err == nil {
+		t.Fatal("New accepted MaxClients -1")
+	}
+	b, err := state.New(s, grain, state.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Empty() || b.Version() != 0 {
+		t.Fatalf("New: Empty %v, version %d; want an empty buffer at version 0", b.Empty(), b.Version())
+	}
+	mustSet(t, b, "k", "v")
+	if b.Empty() {
+		t.Fatal("a buffer with a change is Empty")
+	}
+	if err := b.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Remove("k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b.Empty() || load(t, s, state.Config{}).Empty() {
+		t.Fatal("a grain whose entries were committed and removed is Empty")
+	}
+}
