@@ -51,51 +51,65 @@ type actKey struct{ kind, identity string }
 // then marked deactivating (idle, not the owner any more, or node shutdown),
 // which makes new calls wait on gone; runs OnDeactivate on its actor; stops;
 // leaves the table and closes gone.
+//
+// An idle grain costs its activation, so the struct is kept small (112
+// bytes, a size class): what only activating or deactivating grains need
+// lives elsewhere (activating; gone is made by the first call that waits),
+// the shard is found again from the key, and the runtime.Actor is a field
+// rather than an object of its own.
 type activation struct {
-	key   actKey
-	hk    *hostedKind
-	grain any
+	// identity and hk are the grain's key (see key): its kind's name is
+	// hk.Name, not kept twice.
+	identity string
+	hk       *hostedKind
+	grain    any
 	// state is loaded before New and used on the actor only; nil while
 	// there is none (see grainState and touchState).
 	state *grainState
 	ref   *runtime.Ref
-	err   error // why activation failed; set before pending is cleared
-	// deactivated is set by the actor when it runs OnDeactivate; it lives
-	// here rather than in grainActor so that it survives restarts.
-	deactivated atomic.Bool
 	// pending is set while the grain is activating; its ready channel is
-	// closed, and pending cleared, when activation succeeded or failed.
-	// Clearing it lets the channel go: an idle grain keeps no channel.
+	// closed when activation succeeded or failed. Success clears it,
+	// which lets the channel go: an idle grain keeps no channel. Failure
+	// leaves it, with the error, for the calls that still hold a.
 	pending atomic.Pointer[activating]
-
-	shard *actShard // the part of the table that holds it
+	// actor is the runtime.Actor the grain's actor runs, made with a.
+	actor grainActor
 
 	// calls counts the calls between get and release, and lastUsed is when
 	// the last of them was released (nanoseconds on the table's monotonic
 	// clock). They are atomic so that release needs no lock: get counts a
-	// call in under shard.mu, where it also checks deactivating, so a
-	// deactivation that sees calls at zero under shard.mu cannot miss a
-	// call; a release that runs concurrently only lowers the count.
-	calls    atomic.Int32
+	// call in under the shard's lock, where it also checks deactivating,
+	// so a deactivation that sees calls at zero under that lock cannot
+	// miss a call; a release that runs concurrently only lowers the count.
 	lastUsed atomic.Int64
+	calls    atomic.Int32
+	// deactivated is set by the actor when it runs OnDeactivate; it lives
+	// here rather than in grainActor's run so that it survives restarts.
+	deactivated atomic.Bool
 
-	// Guarded by shard.mu.
+	// Guarded by the mutex of the shard that holds the activation.
 	deactivating bool          // being deactivated by the node: new calls wait for gone
 	failed       bool          // its actor stopped by itself (restart limit reached)
 	removed      bool          // out of the table
 	gone         chan struct{} // closed when out of the table; made by the first call that waits
 }
 
+// key returns the grain's key in the table.
+func (a *activation) key() actKey { return actKey{a.hk.Name, a.identity} }
+
 // activating is what calls wait on while a grain activates.
-type activating struct{ ready chan struct{} }
+type activating struct {
+	ready chan struct{}
+	err   error // why activation failed; set before ready is closed
+}
 
 // activated reports whether the activation is ready and succeeded.
 func (a *activation) activated() bool {
-	return a.pending.Load() == nil && a.err == nil
+	return a.pending.Load() == nil
 }
 
-// goneChan returns the channel closed when a leaves the table. shard.mu is
-// held.
+// goneChan returns the channel closed when a leaves the table. The shard's
+// lock is held.
 func (a *activation) goneChan() chan struct{} {
 	if a.gone == nil {
 		a.gone = make(chan struct{})
@@ -166,7 +180,8 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 		sh.mu.Lock()
 		a := sh.m[key]
 		if a == nil {
-			a = &activation{key: key, hk: hk, shard: sh}
+			a = &activation{identity: identity, hk: hk}
+			a.actor = grainActor{n: t.n, a: a}
 			a.pending.Store(&activating{ready: make(chan struct{})})
 			a.calls.Store(1)
 			sh.m[key] = a
@@ -217,10 +232,10 @@ func (t *activations) ready(ctx context.Context, a *activation) (*activation, er
 			t.release(a)
 			return nil, contextError(ctx.Err())
 		}
-	}
-	if a.err != nil {
-		t.release(a)
-		return nil, a.err
+		if p.err != nil {
+			t.release(a)
+			return nil, p.err
+		}
 	}
 	return a, nil
 }
@@ -239,12 +254,13 @@ func (t *activations) release(a *activation) {
 func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	view := t.n.view.Load()
 	defer func() {
-		if err != nil {
-			a.err = err
-			t.remove(a)
-		}
 		p := a.pending.Load()
-		a.pending.Store(nil)
+		if err != nil {
+			p.err = err
+			t.remove(a)
+		} else {
+			a.pending.Store(nil)
+		}
 		close(p.ready)
 		// A membership change while the grain was activating could not
 		// deactivate it, should it have moved: look again now.
@@ -252,15 +268,16 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 			go t.sweepStrays()
 		}
 	}()
-	if a.state, err = loadState(ctx, t.n.store, t.n.cfg.State, a.key, a.hk.Kind); err != nil {
+	if a.state, err = loadState(ctx, t.n.store, t.n.cfg.State, a.key(), a.hk.Kind); err != nil {
 		return err
 	}
 	if err := t.newGrain(ctx, a); err != nil {
 		return err
 	}
-	ref, err := t.n.system.Spawn(runtime.Props{New: func() runtime.Actor { return &grainActor{n: t.n, a: a} }})
+	// A restart gets the same grainActor: it holds nothing of its own.
+	ref, err := t.n.system.Spawn(runtime.Props{New: a.newActor})
 	if err != nil {
-		return newError(codes.Unavailable, ErrNodeClosed, "cluster: activate %s/%s: %v", a.key.kind, a.key.identity, err)
+		return newError(codes.Unavailable, ErrNodeClosed, "cluster: activate %s/%s: %v", a.hk.Name, a.identity, err)
 	}
 	a.ref = ref
 	return nil
@@ -272,23 +289,26 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 func (t *activations) newGrain(ctx context.Context, a *activation) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			t.n.log.Error("cluster: grain panicked while activating", "kind", a.key.kind, "identity", a.key.identity,
+			t.n.log.Error("cluster: grain panicked while activating", "kind", a.hk.Name, "identity", a.identity,
 				"panic", p, "stack", string(debug.Stack()))
 			err = newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked while activating: %v",
-				a.key.kind, a.key.identity, p)
+				a.hk.Name, a.identity, p)
 		}
 	}()
-	a.grain = a.hk.New(a.key.identity)
+	a.grain = a.hk.New(a.identity)
 	if a.grain == nil {
-		return newError(codes.Internal, ErrActivation, "cluster: kind %q: New returned nil", a.key.kind)
+		return newError(codes.Internal, ErrActivation, "cluster: kind %q: New returned nil", a.hk.Name)
 	}
 	if act, ok := a.grain.(Activator); ok {
 		if err := act.OnActivate(t.n.grainContext(ctx, a, nil, stamp{})); err != nil {
-			return newError(codes.Unavailable, ErrActivation, "cluster: activate %s/%s: %v", a.key.kind, a.key.identity, err)
+			return newError(codes.Unavailable, ErrActivation, "cluster: activate %s/%s: %v", a.hk.Name, a.identity, err)
 		}
 	}
 	return nil
 }
+
+// newActor returns the activation's actor (runtime.Props.New).
+func (a *activation) newActor() runtime.Actor { return &a.actor }
 
 // touchState returns the activation's state, making it if the activation
 // has none yet (see grainState): an empty Buffer at the zero version, which
@@ -297,7 +317,7 @@ func (a *activation) touchState(n *Node) *grainState {
 	if a.state != nil {
 		return a.state
 	}
-	key := storage.Key{Kind: a.key.kind, Identity: a.key.identity}
+	key := storage.Key{Kind: a.hk.Name, Identity: a.identity}
 	buf, err := state.New(n.store, key, n.cfg.State)
 	if err != nil {
 		// state.Load accepted the same Config when the grain activated,
@@ -313,10 +333,11 @@ func (a *activation) touchState(n *Node) *grainState {
 
 // remove takes a out of the table and closes gone, if a call made it.
 func (t *activations) remove(a *activation) {
-	a.shard.mu.Lock()
-	defer a.shard.mu.Unlock()
-	if a.shard.m[a.key] == a {
-		delete(a.shard.m, a.key)
+	sh := t.shard(a.key())
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.m[a.key()] == a {
+		delete(sh.m, a.key())
 	}
 	if !a.removed && a.gone != nil {
 		close(a.gone)
@@ -328,14 +349,15 @@ func (t *activations) remove(a *activation) {
 // supervisor gave up after repeated panics. It leaves the table so that the
 // next call activates the grain afresh.
 func (t *activations) failed(a *activation) {
-	a.shard.mu.Lock()
+	sh := t.shard(a.key())
+	sh.mu.Lock()
 	if a.deactivating || a.failed {
-		a.shard.mu.Unlock()
+		sh.mu.Unlock()
 		return
 	}
 	a.failed = true
-	a.shard.mu.Unlock()
-	t.n.log.Error("cluster: grain deactivated after repeated panics", "kind", a.key.kind, "identity", a.key.identity)
+	sh.mu.Unlock()
+	t.n.log.Error("cluster: grain deactivated after repeated panics", "kind", a.hk.Name, "identity", a.identity)
 	t.remove(a)
 }
 
@@ -346,7 +368,7 @@ func (t *activations) failed(a *activation) {
 func (t *activations) deactivateWhere(pick func(a *activation, now time.Duration) bool) int {
 	now := time.Since(t.epoch)
 	candidate := func(sh *actShard, a *activation) bool {
-		return sh.m[a.key] == a && !a.deactivating && !a.failed && a.activated() && pick(a, now)
+		return sh.m[a.key()] == a && !a.deactivating && !a.failed && a.activated() && pick(a, now)
 	}
 	var victims, found []*activation
 	for i := range t.shards {
@@ -380,13 +402,14 @@ func (t *activations) deactivateWhere(pick func(a *activation, now time.Duration
 // deactivation to a goroutine: calls arriving from now on wait for the next
 // activation, and calls already queued are sent there by handle.
 func (t *activations) retire(a *activation) {
-	a.shard.mu.Lock()
+	sh := t.shard(a.key())
+	sh.mu.Lock()
 	if a.deactivating || a.failed {
-		a.shard.mu.Unlock()
+		sh.mu.Unlock()
 		return
 	}
 	a.deactivating = true
-	a.shard.mu.Unlock()
+	sh.mu.Unlock()
 	t.startDeactivations([]*activation{a})
 }
 
@@ -439,7 +462,7 @@ func (t *activations) deactivate(a *activation) {
 	_, err := a.ref.Request(ctx, deactivateMsg{})
 	if err != nil && !errors.Is(err, runtime.ErrStopped) {
 		// Nobody waits for a passivation, so the log is where this goes.
-		t.n.log.Warn("cluster: grain deactivation failed", "kind", a.key.kind, "identity", a.key.identity, "err", err)
+		t.n.log.Warn("cluster: grain deactivation failed", "kind", a.hk.Name, "identity", a.identity, "err", err)
 	}
 	<-a.ref.Stop()
 	t.remove(a)
@@ -460,7 +483,7 @@ func (t *activations) passivate() int {
 func (t *activations) sweepStrays() int {
 	p := t.n.view.Load()
 	return t.deactivateWhere(func(a *activation, _ time.Duration) bool {
-		owner, ok := p.owner(a.key.kind, a.key.identity)
+		owner, ok := p.owner(a.hk.Name, a.identity)
 		return !ok || owner.Name != t.n.name
 	})
 }
@@ -576,7 +599,7 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 	if tracked {
 		reply, seen, err := g.a.state.seen(m.stamp)
 		if err != nil {
-			c.RespondError(staleCallError(g.a.key, err))
+			c.RespondError(staleCallError(g.a.key(), err))
 			return
 		}
 		if seen {
@@ -625,7 +648,7 @@ func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
 	done = true
 	if err == nil && resp == nil {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
-			m.method.Name, g.a.key.kind, g.a.key.identity)
+			m.method.Name, g.a.hk.Name, g.a.identity)
 	}
 	if err != nil {
 		g.a.state.rollback()
@@ -657,11 +680,11 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 		if raw, err = marshalDeterministic(resp); err != nil {
 			st.rollback()
 			return nil, newError(codes.Internal, ErrBadResponse, "cluster: encode the response of %s/%s %s: %v",
-				g.a.key.kind, g.a.key.identity, m.method.Name, err)
+				g.a.hk.Name, g.a.identity, m.method.Name, err)
 		}
 		if err := st.buf.Record(m.stamp.client, m.stamp.seq, raw); err != nil {
 			st.rollback()
-			return nil, staleCallError(g.a.key, err)
+			return nil, staleCallError(g.a.key(), err)
 		}
 	}
 	if g.a.hk.Flush == FlushAfterCall {
@@ -700,7 +723,7 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 	r, ok := g.a.grain.(ReminderReceiver)
 	if !ok {
 		c.RespondError(fmt.Errorf("cluster: grain kind %q does not implement ReminderReceiver; reminder %q cannot be delivered",
-			g.a.key.kind, m.name))
+			g.a.hk.Name, m.name))
 		return
 	}
 	g.a.state.begin()
@@ -727,7 +750,7 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 		if st.failure() != nil {
 			g.n.acts.retire(g.a)
 		}
-		c.RespondError(fmt.Errorf("cluster: reminder %q of grain %s/%s: %w", m.name, g.a.key.kind, g.a.key.identity, err))
+		c.RespondError(fmt.Errorf("cluster: reminder %q of grain %s/%s: %w", m.name, g.a.hk.Name, g.a.identity, err))
 		return
 	}
 	c.Respond(struct{}{})
@@ -743,7 +766,7 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 	var hookErr error
 	if d, ok := g.a.grain.(Deactivator); ok {
 		if err := d.OnDeactivate(g.n.grainContext(ctx, g.a, nil, stamp{})); err != nil {
-			hookErr = fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.a.key.kind, g.a.key.identity, err)
+			hookErr = fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.a.hk.Name, g.a.identity, err)
 		}
 	}
 	if err := errors.Join(hookErr, g.flushOnDeactivate(ctx)); err != nil {
@@ -765,7 +788,7 @@ func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
 		err = st.flush(ctx)
 	}
 	if err != nil {
-		return fmt.Errorf("cluster: flush the state of %s/%s on deactivation: %w", g.a.key.kind, g.a.key.identity, err)
+		return fmt.Errorf("cluster: flush the state of %s/%s on deactivation: %w", g.a.hk.Name, g.a.identity, err)
 	}
 	return nil
 }

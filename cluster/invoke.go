@@ -303,8 +303,9 @@ func (n *Node) retryOnNextActivation(a *activation, err error) bool {
 	if !errors.Is(err, runtime.ErrStopped) || isDone(n.stop) {
 		return false
 	}
-	a.shard.mu.Lock()
-	defer a.shard.mu.Unlock()
+	sh := n.acts.shard(a.key())
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	return a.deactivating
 }
 
@@ -313,16 +314,16 @@ func (n *Node) callError(ctx context.Context, a *activation, what string, err er
 	var p *runtime.PanicError
 	switch {
 	case errors.As(err, &p):
-		n.log.Error("cluster: grain panicked", "kind", a.key.kind, "identity", a.key.identity, "method", what,
+		n.log.Error("cluster: grain panicked", "kind", a.hk.Name, "identity", a.identity, "method", what,
 			"panic", p.Value, "stack", string(p.Stack))
-		return newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked in %s: %v", a.key.kind, a.key.identity, what, p.Value)
+		return newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked in %s: %v", a.hk.Name, a.identity, what, p.Value)
 	case errors.Is(err, runtime.ErrStopped):
 		if isDone(n.stop) {
 			return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
 		}
 		n.acts.failed(a)
 		return newError(codes.Aborted, ErrGrainFailed, "cluster: grain %s/%s was deactivated after repeated panics; the next call activates it again",
-			a.key.kind, a.key.identity)
+			a.hk.Name, a.identity)
 	case ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
 		return contextError(ctx.Err())
 	default:
@@ -345,10 +346,10 @@ func (n *Node) grainContext(ctx context.Context, a *activation, callers []actKey
 }
 
 // Kind implements GrainContext.
-func (g *grainContext) Kind() string { return g.a.key.kind }
+func (g *grainContext) Kind() string { return g.a.hk.Name }
 
 // Identity implements GrainContext.
-func (g *grainContext) Identity() string { return g.a.key.identity }
+func (g *grainContext) Identity() string { return g.a.identity }
 
 // State implements GrainContext.
 func (g *grainContext) State() State { return g.a.touchState(g.n) }
@@ -366,7 +367,7 @@ func (g *grainContext) State() State { return g.a.touchState(g.n) }
 // that makes inner calls concurrently, or in an order that depends on
 // something else than its state and request, loses that.
 func (g *grainContext) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
-	self := g.a.key
+	self := g.a.key()
 	target := actKey{call.Kind, call.Identity}
 	if target == self || slices.Contains(g.callers, target) {
 		return nil, newError(codes.FailedPrecondition, ErrReentrant,

@@ -27,7 +27,7 @@ func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration
 	if err != nil {
 		return err
 	}
-	key := g.a.key
+	key := g.a.key()
 	if dueIn < 0 || period < 0 {
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: reminder %q of grain %s/%s: negative due time %v or period %v",
 			name, key.kind, key.identity, dueIn, period)
@@ -56,7 +56,7 @@ func UnregisterReminder(ctx GrainContext, name string) error {
 	if err != nil {
 		return err
 	}
-	key := g.a.key
+	key := g.a.key()
 	if err := g.n.reminders.Unregister(ctx, storage.Key{Kind: key.kind, Identity: key.identity}, name); err != nil {
 		return reminderError(err, "cluster: unregister reminder %q of grain %s/%s: %v", name, key.kind, key.identity, err)
 	}

@@ -175,7 +175,7 @@ func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
 	if a == nil {
 		return nil
 	}
-	if a.pending.Load() != nil || a.err != nil {
+	if !a.activated() {
 		n.acts.release(a)
 		return nil
 	}
@@ -392,7 +392,7 @@ func (n *Node) dropOneWay(req *frame, err error) {
 // not recorded for deduplication: one-way messages carry no stamp.
 func (g *grainActor) handleOneWay(m *oneWayCall) {
 	if !g.usable() {
-		go g.n.resendOneWay(g.a.key, m)
+		go g.n.resendOneWay(g.a.key(), m)
 		return
 	}
 	// The sender's context may end as soon as Send returns: the message
@@ -405,7 +405,7 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			g.n.log.Error("cluster: grain panicked on a one-way message", "kind", g.a.key.kind, "identity", g.a.key.identity,
+			g.n.log.Error("cluster: grain panicked on a one-way message", "kind", g.a.hk.Name, "identity", g.a.identity,
 				"method", m.method.Name, "panic", p)
 			panic(p) // for the actor's supervisor, as for a call
 		}
@@ -420,7 +420,7 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 		g.n.acts.retire(g.a)
 	}
 	if err != nil {
-		g.n.log.Warn("cluster: one-way message failed", "kind", g.a.key.kind, "identity", g.a.key.identity,
+		g.n.log.Warn("cluster: one-way message failed", "kind", g.a.hk.Name, "identity", g.a.identity,
 			"method", m.method.Name, "err", err)
 	}
 }
@@ -442,7 +442,7 @@ func (g *grainActor) runOneWay(ctx context.Context, m *oneWayCall) (resp proto.M
 	done = true
 	if err == nil && resp == nil {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
-			m.method.Name, g.a.key.kind, g.a.key.identity)
+			m.method.Name, g.a.hk.Name, g.a.identity)
 	}
 	if err != nil {
 		g.a.state.rollback()
