@@ -167,11 +167,18 @@ func (c *conn) send(ctx context.Context, f *frame) error {
 		c.mu.Unlock()
 		return err
 	}
+	// Only the frame that makes the queue non-empty wakes the writer: the
+	// writer empties the queue under c.mu after each wake, so frames queued
+	// behind it are taken with it. That spares the other frames a channel
+	// operation each.
+	wake := len(c.batches) == 0
 	c.enqueue(f, size)
 	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default: // the writer has been woken already
+	if wake {
+		select {
+		case c.wake <- struct{}{}:
+		default: // the writer has been woken already
+		}
 	}
 	return nil
 }
