@@ -18,7 +18,9 @@ const SupportPackageIsVersion1 = true
 // outside grains and from one grain to another.
 //
 // Users may implement Caller themselves, for instance to fake a grain in a
-// unit test of code that uses a generated client.
+// unit test of code that uses a generated client. A Caller that also
+// implements Sender delivers one-way messages; for one that does not, the
+// function Send runs them as calls.
 type Caller interface {
 	// Invoke delivers call to the grain call.Kind/call.Identity, activating it
 	// on its owner node if needed, and returns the grain's response. The
