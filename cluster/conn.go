@@ -32,6 +32,7 @@ type conn struct {
 	names  nameTable          // names decoded by readLoop, interned
 	lane   oneWayLane         // one-way requests that wait, in order
 	target oneWayTarget       // where the one-way requests of the batch being read go; readLoop's
+	kept   bool               // a frame of the batch being read kept its payload; readLoop's
 
 	mu           sync.Mutex
 	batches      []*[]byte // queued frames, each batch at most MaxBatchBytes (or one frame), from t.batches
@@ -257,8 +258,17 @@ func (c *conn) readLoop() {
 			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s ended: %v", c.peer, err))
 			return
 		}
+		c.kept = false
 		err := decodeBatchNames(batch, &c.names, c.dispatch)
 		c.t.handler.endOneWay(&c.target)
+		if err == nil && !c.kept {
+			// Every frame is done with the batch (one-way requests decode
+			// their payload here, into messages of their own): its buffer
+			// can take another batch. A new slice header, as the pool
+			// must not hold the address of the variable RecvMsg fills.
+			b := batch
+			c.t.batches.Put(&b)
+		}
 		if err != nil {
 			c.t.log.Error("cluster: closing the stream to a peer that sent a corrupt frame", "peer", c.peer, "err", err)
 			c.mu.Lock()
@@ -278,6 +288,7 @@ func (c *conn) dispatch(f *frame) {
 		if f.oneWay {
 			c.serveOneWay(f)
 		} else {
+			c.kept = true // served from another goroutine
 			c.serve(*f)
 		}
 	case frameResponse:
@@ -286,7 +297,8 @@ func (c *conn) dispatch(f *frame) {
 		delete(c.calls, f.id)
 		c.mu.Unlock()
 		if ok {
-			reply <- *f // buffered; the caller may have gone, which is fine
+			c.kept = true // decoded by the caller
+			reply <- *f   // buffered; the caller may have gone, which is fine
 		}
 	case frameCancel:
 		c.mu.Lock()
@@ -370,6 +382,7 @@ func (c *conn) serveOneWay(f *frame) {
 	if l.busy.Load() {
 		l.mu.Lock()
 		if l.busy.Load() {
+			c.kept = true // delivered from the lane's goroutine
 			l.queue = append(l.queue, *f)
 			l.mu.Unlock()
 			return
@@ -379,6 +392,7 @@ func (c *conn) serveOneWay(f *frame) {
 	if c.t.handler.serveOneWay(f, false, &c.target) {
 		return
 	}
+	c.kept = true
 	l.mu.Lock()
 	l.queue = append(l.queue, *f)
 	l.busy.Store(true)
