@@ -166,6 +166,7 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.servers = newGoPool(t.ctx.Done())
+	t.batches.init()
 	t.server = grpc.NewServer(
 		grpc.ForceServerCodecV2(rawCodec{pool: &t.batches}),
 		grpc.MaxRecvMsgSize(t.maxMessage()),
