@@ -189,7 +189,7 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st st
 
 // serveRequest implements requestHandler: it runs a call from a peer and
 // builds the reply frame.
-func (n *Node) serveRequest(ctx context.Context, req *frame) *frame {
+func (n *Node) serveRequest(ctx context.Context, req *frame) frame {
 	resp, payload, err := n.serveRemote(ctx, req)
 	if err == nil {
 		if payload == nil {
@@ -199,13 +199,13 @@ func (n *Node) serveRequest(ctx context.Context, req *frame) *frame {
 			err = errors.New("over MaxFrameBytes")
 		}
 		if err == nil {
-			return &frame{payload: payload}
+			return frame{payload: payload}
 		}
 		err = newError(codes.Internal, ErrBadResponse, "cluster: encode the response of %s/%s %s: %v",
 			req.kind, req.identity, req.method, err)
 	}
 	code, msg := toStatus(err)
-	return &frame{code: code, message: msg, reason: reasonOf(err)}
+	return frame{code: code, message: msg, reason: reasonOf(err)}
 }
 
 // serveRemote checks a call from a peer, decodes its request and runs it.

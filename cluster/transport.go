@@ -99,8 +99,9 @@ func transportDesc() *grpc.ServiceDesc {
 // requestHandler serves the requests that arrive from peers.
 type requestHandler interface {
 	// serveRequest runs req and returns the reply frame (its id is set by
-	// the caller).
-	serveRequest(ctx context.Context, req *frame) *frame
+	// the caller). The reply is a value so that it need not live on the
+	// heap: the conn encodes it into its queue at once.
+	serveRequest(ctx context.Context, req *frame) frame
 	// serveOneWay delivers a one-way request, which gets no reply. With
 	// wait false it must not block, and reports false when the request
 	// needs to (it is then called again with wait true, in order, from
