@@ -529,16 +529,24 @@ func isDone(ch <-chan struct{}) bool {
 }
 
 // grainCall is the message a call sends to the grain's actor.
+//
+// It holds the GrainContext the method gets, so that a call allocates one
+// object for both instead of two, and that context holds the call's
+// context, callers and stamp, which the message would otherwise keep a
+// second copy of: 112 bytes instead of 208, the cluster's one allocation
+// on a local call.
 type grainCall struct {
-	ctx     context.Context
-	method  *hostedMethod
-	req     proto.Message
-	callers []actKey // the grains waiting on this call, outermost first
-	stamp   stamp
-	// gctx is the GrainContext the method gets, filled in by the actor.
-	// It lives in the message so that a call allocates one object for
-	// both instead of two.
-	gctx grainContext
+	// gctx is the call's context (Context), the grains waiting on it
+	// (callers, outermost first) and its stamp, set by the caller; the
+	// actor fills in the rest before running the method.
+	gctx   grainContext
+	method *hostedMethod
+	req    proto.Message
+}
+
+// newGrainCall makes the message of a call.
+func newGrainCall(ctx context.Context, m *hostedMethod, req proto.Message, callers []actKey, st stamp) *grainCall {
+	return &grainCall{gctx: grainContext{Context: ctx, callers: callers, stamp: st}, method: m, req: req}
 }
 
 // reminderCall delivers a due reminder to the grain's actor.
@@ -591,13 +599,13 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 		c.RespondError(errDeactivated)
 		return
 	}
-	if err := m.ctx.Err(); err != nil {
+	if err := m.gctx.Err(); err != nil {
 		c.RespondError(contextError(err))
 		return
 	}
-	tracked := !m.method.ReadOnly && m.stamp.seq != 0
+	tracked := !m.method.ReadOnly && m.gctx.stamp.seq != 0
 	if tracked {
-		reply, seen, err := g.a.state.seen(m.stamp)
+		reply, seen, err := g.a.state.seen(m.gctx.stamp)
 		if err != nil {
 			c.RespondError(staleCallError(g.a.key(), err))
 			return
@@ -642,7 +650,7 @@ func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
 		}
 	}()
 	gc := &m.gctx
-	gc.Context, gc.n, gc.a, gc.callers, gc.stamp = m.ctx, g.n, g.a, m.callers, m.stamp
+	gc.n, gc.a = g.n, g.a
 	gc.inner.Store(0)
 	resp, err = m.method.Handle(g.a.grain, gc, m.req)
 	done = true
@@ -682,13 +690,13 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 			return nil, newError(codes.Internal, ErrBadResponse, "cluster: encode the response of %s/%s %s: %v",
 				g.a.hk.Name, g.a.identity, m.method.Name, err)
 		}
-		if err := st.buf.Record(m.stamp.client, m.stamp.seq, raw); err != nil {
+		if err := st.buf.Record(m.gctx.stamp.client, m.gctx.stamp.seq, raw); err != nil {
 			st.rollback()
 			return nil, staleCallError(g.a.key(), err)
 		}
 	}
 	if g.a.hk.Flush == FlushAfterCall {
-		if err := g.flushAfter(m.ctx); err != nil {
+		if err := g.flushAfter(m.gctx.Context); err != nil {
 			return nil, err
 		}
 	}

@@ -259,7 +259,7 @@ func (n *Node) lookup(kind, method string) (*hostedKind, *hostedMethod, error) {
 // recorded by an earlier run of the same stamp comes as bytes only.
 func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message,
 	chain []actKey, st stamp) (proto.Message, []byte, error) {
-	resp, err := n.deliver(ctx, hk, identity, m.Name, &grainCall{ctx: ctx, method: m, req: req, callers: chain, stamp: st})
+	resp, err := n.deliver(ctx, hk, identity, m.Name, newGrainCall(ctx, m, req, chain, st))
 	if err != nil {
 		return nil, nil, err
 	}

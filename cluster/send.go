@@ -413,7 +413,7 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 	resp, err := g.runOneWay(ctx, m)
 	if err == nil && !m.method.ReadOnly {
 		// Not tracked: commit uses only the context and the method.
-		_, err = g.commit(&grainCall{ctx: ctx, method: m.method}, resp, false)
+		_, err = g.commit(newGrainCall(ctx, m.method, nil, nil, stamp{}), resp, false)
 	}
 	if ferr := g.a.state.failure(); ferr != nil {
 		err = ferr
