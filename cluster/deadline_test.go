@@ -92,3 +92,23 @@ func TestDeadlineOfCancelableContextIsItsOwn(t *testing.T) {
 		t.Fatalf("Err = %v, want Canceled", ctx.Err())
 	}
 }
+
+// Calls over context.Background within one window share one context,
+// which has the shared deadline; a caller's context with values gets one
+// of its own that keeps them.
+func TestBackgroundCallsShareOneContext(t *testing.T) {
+	d := newDeadlines(time.Hour)
+	a, _ := d.with(context.Background())
+	b, _ := d.with(context.Background())
+	if a != b {
+		t.Fatal("two calls over context.Background in one window got two contexts")
+	}
+	if dl, ok := a.Deadline(); !ok || time.Until(dl) > time.Hour+d.slack || time.Until(dl) < time.Hour-time.Minute {
+		t.Fatalf("Deadline = %v, %v; want about an hour from now", dl, ok)
+	}
+	withValue := context.WithValue(context.Background(), ctxKey{}, "v")
+	c, _ := d.with(withValue)
+	if c == a || c.Value(ctxKey{}) != "v" {
+		t.Fatalf("a context with a value got %v (value %v); want its own, keeping the value", c, c.Value(ctxKey{}))
+	}
+}
