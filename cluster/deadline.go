@@ -60,11 +60,18 @@ func (d *deadlines) with(ctx context.Context) (context.Context, context.CancelFu
 // callers may each make one; the last stored wins, which costs nothing but
 // the allocation.
 func (d *deadlines) shared(now time.Time) *sharedDeadline {
-	want := now.Add(d.timeout)
-	if s := d.cur.Load(); s != nil && !s.at.Before(want) && s.at.Sub(want) <= d.slack {
+	return d.sharedAfter(now, d.timeout)
+}
+
+// sharedAfter is shared for a timeout of the call's own: a deadline between
+// now+timeout and 1/100 of timeout later. A node serves a peer's requests
+// under deadlines from this (see conn.serve).
+func (d *deadlines) sharedAfter(now time.Time, timeout time.Duration) *sharedDeadline {
+	want, slack := now.Add(timeout), timeout/100
+	if s := d.cur.Load(); s != nil && !s.at.Before(want) && s.at.Sub(want) <= slack {
 		return s
 	}
-	s := &sharedDeadline{at: want.Add(d.slack)}
+	s := &sharedDeadline{at: want.Add(slack)}
 	s.ctx, s.cancel = context.WithDeadline(context.Background(), s.at)
 	// A context makes its done channel on the first Done, under its
 	// mutex; made here, before the deadline is shared, the calls' Done is

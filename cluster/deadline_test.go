@@ -112,3 +112,22 @@ func TestBackgroundCallsShareOneContext(t *testing.T) {
 		t.Fatalf("a context with a value got %v (value %v); want its own, keeping the value", c, c.Value(ctxKey{}))
 	}
 }
+
+// A request's own timeout gets a shared deadline no earlier than its own
+// and at most a hundredth of it later; a much shorter timeout does not
+// share a longer one's deadline.
+func TestSharedAfterBounds(t *testing.T) {
+	d := newDeadlines(0)
+	now := time.Now()
+	long := d.sharedAfter(now, time.Minute)
+	if long.at.Before(now.Add(time.Minute)) || long.at.Sub(now.Add(time.Minute)) > time.Minute/100 {
+		t.Fatalf("deadline %v after now, want within [1m, 1m0.6s]", long.at.Sub(now))
+	}
+	if again := d.sharedAfter(now.Add(time.Millisecond), time.Minute); again != long {
+		t.Fatal("a request within the slack did not share the deadline")
+	}
+	short := d.sharedAfter(now, time.Second)
+	if short == long || short.at.Before(now.Add(time.Second)) || short.at.Sub(now.Add(time.Second)) > time.Second/100 {
+		t.Fatalf("a 1s timeout got a deadline %v after now", short.at.Sub(now))
+	}
+}

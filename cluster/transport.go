@@ -131,6 +131,8 @@ type transport struct {
 	// (a frame is large, so each channel is a 250-byte allocation).
 	replies sync.Pool // chan frame, capacity 1, empty
 	servers *goPool   // runs the requests peers send
+	// deadlines are the shared deadlines of the requests peers send.
+	deadlines *deadlines
 
 	// batches recycles the buffers conns queue frames in, once gRPC has
 	// written them.
@@ -167,6 +169,7 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.servers = newGoPool(t.ctx.Done())
+	t.deadlines = newDeadlines(0) // each request brings its own timeout (sharedAfter)
 	t.batches.init()
 	t.server = grpc.NewServer(
 		grpc.ForceServerCodecV2(rawCodec{pool: &t.batches}),
