@@ -60,18 +60,30 @@ func (d *deadlines) with(ctx context.Context) (context.Context, context.CancelFu
 // callers may each make one; the last stored wins, which costs nothing but
 // the allocation.
 func (d *deadlines) shared(now time.Time) *sharedDeadline {
-	return d.sharedAfter(now, d.timeout)
+	// Calls made later want later deadlines: a new one is made at the end
+	// of the slack, so that it serves the calls of the whole window.
+	return d.sharedNear(now.Add(d.timeout), d.slack, d.slack)
 }
 
 // sharedAfter is shared for a timeout of the call's own: a deadline between
 // now+timeout and 1/100 of timeout later. A node serves a peer's requests
 // under deadlines from this (see conn.serve).
 func (d *deadlines) sharedAfter(now time.Time, timeout time.Duration) *sharedDeadline {
-	want, slack := now.Add(timeout), timeout/100
+	// The requests of one window of a peer carry about the same deadline,
+	// give or take how long each took to arrive, earlier or later: a new
+	// deadline is made in the middle of the slack. At its end, every
+	// request a little earlier than the first made one of its own.
+	slack := timeout / 100
+	return d.sharedNear(now.Add(timeout), slack, slack/2)
+}
+
+// sharedNear returns the current deadline if it is between want and slack
+// later, or makes and shares one at want+ahead.
+func (d *deadlines) sharedNear(want time.Time, slack, ahead time.Duration) *sharedDeadline {
 	if s := d.cur.Load(); s != nil && !s.at.Before(want) && s.at.Sub(want) <= slack {
 		return s
 	}
-	s := &sharedDeadline{at: want.Add(slack)}
+	s := &sharedDeadline{at: want.Add(ahead)}
 	s.ctx, s.cancel = context.WithDeadline(context.Background(), s.at)
 	// A context makes its done channel on the first Done, under its
 	// mutex; made here, before the deadline is shared, the calls' Done is

@@ -131,3 +131,20 @@ func TestSharedAfterBounds(t *testing.T) {
 		t.Fatalf("a 1s timeout got a deadline %v after now", short.at.Sub(now))
 	}
 }
+
+// Requests that carry the same absolute deadline, arriving with some jitter,
+// share one shared deadline rather than making one each.
+func TestSharedAfterToleratesJitter(t *testing.T) {
+	d := newDeadlines(0)
+	now := time.Now()
+	deadline := now.Add(20 * time.Second)
+	first := d.sharedAfter(now, deadline.Sub(now))
+	for _, jitter := range []time.Duration{time.Millisecond, -time.Millisecond, 50 * time.Millisecond, -50 * time.Millisecond} {
+		arrived := now.Add(time.Millisecond)
+		// Sent with deadline-sent left; arrived jitter later or earlier
+		// than the first request's transit.
+		if got := d.sharedAfter(arrived, deadline.Sub(arrived)+jitter); got != first {
+			t.Fatalf("a request with jitter %v made a deadline of its own", jitter)
+		}
+	}
+}
