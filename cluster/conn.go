@@ -262,7 +262,7 @@ func (c *conn) readLoop() {
 		c.kept = false
 		err := decodeBatchNames(batch, &c.names, c.dispatch)
 		c.t.handler.endOneWay(&c.target)
-		if err == nil && !c.kept {
+		if err == nil && !c.kept && cap(batch) >= smallBatch { // a small batch is not the pool's
 			// Every frame is done with the batch (one-way requests decode
 			// their payload here, into messages of their own): its buffer
 			// can take another batch. A new slice header, as the pool
