@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	goruntime "runtime"
 	"sync/atomic"
 )
 
@@ -47,32 +48,59 @@ func (slot *replySlot) complete(val any, err error) bool {
 
 // wait blocks until the reply arrives or ctx ends.
 //
+// Parking a goroutine and waking it again costs more than most turns, so a
+// caller whose reply is not there yet first yields its processor once: the
+// actor it asked often runs and answers in that time, and the caller then
+// takes the reply without parking.
+//
 // The select on ctx.Done() is the expensive part when many callers share a
 // context: every select locks that one channel twice (to wait and to stop
-// waiting). So it is skipped when the reply is already there (the caller
-// ran the turn itself, see Ref.runInline) and when ctx can never end.
+// waiting). So it is skipped when the reply is already there and when ctx
+// can never end.
 func (slot *replySlot) wait(ctx context.Context, s *System) (any, error) {
-	select {
-	case <-slot.ready:
-	default:
-		done := ctx.Done()
-		if done == nil {
-			<-slot.ready
-			break
-		}
-		select {
-		case <-slot.ready:
-		case <-done:
-			if slot.state.CompareAndSwap(slotPending, slotAbandoned) {
-				return nil, ctx.Err()
+	if !slot.arrived() {
+		goruntime.Gosched()
+		if !slot.arrived() {
+			if err := slot.block(ctx); err != nil {
+				return nil, err
 			}
-			// The responder won the race and is writing the reply now.
-			<-slot.ready
 		}
 	}
 	val, err := slot.val, slot.err
 	s.putSlot(slot)
 	return val, err
+}
+
+// arrived reports, without blocking, whether the reply is there. When it
+// reports true it has consumed the ready signal.
+func (slot *replySlot) arrived() bool {
+	select {
+	case <-slot.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// block waits for the reply or for ctx to end. It returns ctx's error only
+// when the caller gave up before the responder began to reply.
+func (slot *replySlot) block(ctx context.Context) error {
+	done := ctx.Done()
+	if done == nil {
+		<-slot.ready
+		return nil
+	}
+	select {
+	case <-slot.ready:
+		return nil
+	case <-done:
+		if slot.state.CompareAndSwap(slotPending, slotAbandoned) {
+			return ctx.Err()
+		}
+		// The responder won the race and is writing the reply now.
+		<-slot.ready
+		return nil
+	}
 }
 
 // Responder answers a Request after Receive has returned; see
