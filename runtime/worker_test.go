@@ -23,7 +23,7 @@ func TestWorkersParkAndExit(t *testing.T) {
 		refs = append(refs, r)
 	}
 	waitFor(t, testTimeout, func() bool { return counter.load() == n }, "all actors started")
-	waitFor(t, testTimeout, func() bool { return s.workers.parked.Load() > 0 }, "a worker to park")
+	waitFor(t, testTimeout, func() bool { return s.workers.parkedCount() > 0 }, "a worker to park")
 	// Every actor is idle now; more turns reuse the parked workers.
 	for round := 1; round <= 3; round++ {
 		for _, r := range refs {
@@ -32,12 +32,12 @@ func TestWorkersParkAndExit(t *testing.T) {
 			}
 		}
 		waitFor(t, testTimeout, func() bool { return counter.handled.Load() == int64(round*n) }, "all messages handled")
-		if p := s.workers.parked.Load(); p > s.workers.maxParked {
+		if p := s.workers.parkedCount(); p > s.workers.maxParked {
 			t.Fatalf("%d parked workers, over the bound of %d", p, s.workers.maxParked)
 		}
 	}
 	s.Close()
-	waitFor(t, testTimeout, func() bool { return s.workers.parked.Load() == 0 }, "parked workers to exit")
+	waitFor(t, testTimeout, func() bool { return s.workers.parkedCount() == 0 }, "parked workers to exit")
 	waitFor(t, testTimeout, func() bool { return goruntime.NumGoroutine() <= before+2 }, "the System's goroutines to exit")
 
 }
