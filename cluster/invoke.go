@@ -3,8 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
-	goruntime "runtime"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -281,7 +279,6 @@ func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what strin
 		resp, err := a.ref.Request(ctx, msg)
 		n.acts.release(a)
 		if err == nil {
-			yieldSometimes()
 			return resp, nil
 		}
 		if n.retryOnNextActivation(a, err) {
@@ -293,25 +290,6 @@ func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what strin
 			continue
 		}
 		return nil, n.callError(ctx, a, what, err)
-	}
-}
-
-// yieldSometimes lets other goroutines run after one call in four.
-//
-// The trick, against a tail of tens of milliseconds with many callers: a
-// caller blocks for its reply, and the goroutine that sends the reply (the
-// grain's worker) makes the caller the next to run on its P, in the time
-// slice it is using. A caller and the worker then hand one slice back and
-// forth while the other callers wait in the run queue until the scheduler
-// preempts the pair after 10 ms. Yielding now and then ends the chain, so
-// the queue moves. It trades throughput for the tail: with 64 callers
-// (bench/grains LocalCalls, -count 5) p99.9 went from 30.6 ms to 2.2 ms and
-// calls/s down by 0 to 19% (two runs); yielding after every call gave
-// 1.5 ms and cost 17%, one in sixteen left 3.4-5.6 ms. The random source
-// is the runtime's per-thread one: no lock, no shared state.
-func yieldSometimes() {
-	if rand.Uint32()%4 == 0 {
-		goruntime.Gosched()
 	}
 }
 
