@@ -131,7 +131,8 @@ type Config struct {
 	RetryBackoffMax time.Duration
 	// DefaultCallTimeout is the deadline of a call whose context has none,
 	// so a call cannot retry forever. Calls that start close together share
-	// one deadline, so a call may get up to 1/100 of it more, never less.
+	// one deadline, so a call may get up to 1/100 of it more, never less
+	// (unless the process stalls for over 1/200 of it; see deadlines).
 	// Zero means DefaultCallTimeout (the constant); a negative value means
 	// no deadline.
 	DefaultCallTimeout time.Duration

@@ -113,6 +113,31 @@ func TestBackgroundCallsShareOneContext(t *testing.T) {
 	}
 }
 
+// Calls without a deadline share one, made without reading the clock per
+// call, no earlier than start+timeout and at most the slack later; once
+// the window's timer ends it, the next call opens a new window.
+func TestCallDeadlineWindow(t *testing.T) {
+	d := newDeadlines(time.Hour)
+	start := time.Now()
+	a := d.forCall()
+	end := time.Now()
+	if b := d.forCall(); b != a {
+		t.Fatal("two calls in one window got two deadlines")
+	}
+	if a.at.Before(start.Add(time.Hour)) || a.at.After(end.Add(time.Hour+d.slack)) {
+		t.Fatalf("deadline %v after the call, want within [1h, 1h+%v]", a.at.Sub(start), d.slack)
+	}
+	// A short timeout: its window (half of a hundredth) ends soon.
+	short := newDeadlines(100 * time.Millisecond)
+	first := short.forCall()
+	waitFor(t, 10*time.Second, "the window to end", func() bool { return short.calls.Load() != first })
+	before := time.Now()
+	next := short.forCall()
+	if next == first || next.at.Before(before.Add(100*time.Millisecond)) {
+		t.Fatalf("the next window's deadline is %v after its call, want a new one at least the timeout away", next.at.Sub(before))
+	}
+}
+
 // A request's own timeout gets a shared deadline no earlier than its own
 // and at most a hundredth of it later; a much shorter timeout does not
 // share a longer one's deadline.
