@@ -23,6 +23,9 @@ type hostedKind struct {
 	*Kind
 	methods map[string]*hostedMethod
 	idle    time.Duration // negative: never passivate
+	// keySeed is keyHash's state after the kind's name and the separator:
+	// a call hashes only the identity to find its shard (see shardOf).
+	keySeed uint64
 }
 
 type hostedMethod struct {
@@ -35,6 +38,7 @@ func newHostedKind(k *Kind) *hostedKind {
 	if hk.idle == 0 {
 		hk.idle = DefaultIdleTimeout
 	}
+	hk.keySeed = kindSeed(k.Name)
 	for i := range k.Methods {
 		m := &k.Methods[i]
 		hk.methods[m.Name] = &hostedMethod{Method: m, request: m.NewRequest().ProtoReflect().Descriptor().FullName()}
@@ -157,6 +161,12 @@ func (t *activations) shard(key actKey) *actShard {
 	return &t.shards[keyHash(key.kind, key.identity)%actShards]
 }
 
+// shardOf is shard for a grain of a hosted kind, without hashing the
+// kind's name again (the same shard: see hostedKind.keySeed).
+func (t *activations) shardOf(hk *hostedKind, identity string) *actShard {
+	return &t.shards[hashString(hk.keySeed, identity)%actShards]
+}
+
 // each calls fn for every shard, with its read lock held.
 func (t *activations) each(fn func(sh *actShard)) {
 	for i := range t.shards {
@@ -172,7 +182,7 @@ func (t *activations) each(fn func(sh *actShard)) {
 // calls activate once: one runs the activation, the others wait for it.
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
 	key := actKey{hk.Name, identity}
-	sh := t.shard(key)
+	sh := t.shardOf(hk, identity)
 	if a := t.lookup(sh, key); a != nil {
 		return t.ready(ctx, a)
 	}

@@ -121,10 +121,15 @@ const (
 // keyHash hashes a grain's kind and identity, with a separator between
 // them so that ("ab", "c") and ("a", "bc") differ.
 func keyHash(kind, identity string) uint64 {
+	return hashString(kindSeed(kind), identity)
+}
+
+// kindSeed is keyHash's state after the kind and the separator.
+func kindSeed(kind string) uint64 {
 	h := hashString(fnvOffset, kind)
 	h ^= keySeparator
 	h *= fnvPrime
-	return hashString(h, identity)
+	return h
 }
 
 func hashString(h uint64, s string) uint64 {

@@ -112,3 +112,18 @@ func BenchmarkPlacementOwner(b *testing.B) {
 		p.owner("k", "user-42")
 	}
 }
+
+// A call finds its activation's shard from the kind's seed; everything
+// else (removal, ownership sweeps) from the key: both must agree.
+func TestShardOfMatchesShard(t *testing.T) {
+	tbl := newActivations(nil)
+	for _, kind := range []string{"", "a", "pkg.v1.Counter"} {
+		hk := newHostedKind(&Kind{Name: kind})
+		for i := range 200 {
+			id := fmt.Sprint("grain-", i)
+			if tbl.shardOf(hk, id) != tbl.shard(actKey{kind, id}) {
+				t.Fatalf("kind %q identity %q: shardOf and shard disagree", kind, id)
+			}
+		}
+	}
+}
