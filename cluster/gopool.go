@@ -23,7 +23,15 @@ type goPool struct {
 }
 
 // parkedPerProc is how many idle goroutines a goPool keeps per GOMAXPROCS.
-const parkedPerProc = 8
+//
+// It must cover the requests a busy peer has in flight, not just the
+// cores: with 8 per core (16 here) and 64 callers on the peer, most of the
+// goroutines that served a burst exited and the next burst started fresh
+// ones, whose stack growth (newstack/copystack) was still 9.7% of the host's
+// CPU in bench/grains RemoteCalls/callers=64; with 128 per core it is 0.6%.
+// An idle parked goroutine costs little: the GC shrinks its stack to a few
+// KiB.
+const parkedPerProc = 128
 
 func newGoPool(stop <-chan struct{}) *goPool {
 	return &goPool{handoff: make(chan func()), maxParked: int32(parkedPerProc * goruntime.GOMAXPROCS(0)), stop: stop}
