@@ -125,3 +125,44 @@ func heapAlloc() uint64 {
 	goruntime.ReadMemStats(&m)
 	return m.HeapAlloc
 }
+
+// BenchmarkFrameCodec encodes request frames into a batch as a conn does
+// and decodes them as its reader does, with names as strings and with a
+// stream's name dictionary (see nameRefs). One op is one frame.
+func BenchmarkFrameCodec(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		f    frame
+	}{
+		{"one-way", frame{typ: frameRequest, oneWay: true, kind: "bench.counter.v1.Ponger", identity: "ponger",
+			method: "/bench.counter.v1.Ponger/Ping", payload: []byte{8, 1}}},
+		{"call", frame{typ: frameRequest, id: 123456, kind: "bench.counter.v1.Counter", identity: "counter-417",
+			method: "/bench.counter.v1.Counter/Add", payload: []byte{8, 1}, timeout: 4 * time.Second,
+			stamp: stamp{client: "0123456789abcdef0123456789abcdef", seq: 987654}}},
+	} {
+		for _, ids := range []bool{false, true} {
+			b.Run(fmt.Sprintf("frame=%s/ids=%t", tc.name, ids), func(b *testing.B) {
+				const perBatch = 256
+				var d nameDict
+				d.on = ids
+				var names nameTable
+				batch := make([]byte, 0, 64<<10)
+				total := 0
+				b.ReportAllocs()
+				for i := 0; i < b.N; i += perBatch {
+					batch = batch[:0]
+					for range min(perBatch, b.N-i) {
+						f := tc.f
+						f.refs = d.refs(&f)
+						batch = appendFrame(batch, &f)
+					}
+					total += len(batch)
+					if err := decodeBatchNames(batch, &names, func(*frame) {}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(total)/float64(b.N), "B/frame")
+			})
+		}
+	}
+}

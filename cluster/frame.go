@@ -39,7 +39,37 @@ type frame struct {
 	chain    []actKey // a request's callers, outermost first
 	stamp    stamp    // a request's exactly-once stamp
 	oneWay   bool     // a request that gets no reply (see fieldOneWay)
+	names    bool     // in a hello frame: the sender understands name ids (see nameRefs)
+	// refs says how kind, method and stamp.client go on the wire of a
+	// stream with a name dictionary: set by the sending conn, and by the
+	// decoder, which then resolves them into the strings.
+	refs nameRefs
 }
+
+// nameRefs are the ids of a frame's names in its stream's name dictionary.
+//
+// The trick: the kind, method and client ID of the frames on a stream are
+// a few names repeated in every frame, 20 to 50 bytes each. The first frame
+// that carries a name sends it with a new id (a definition); the frames
+// after it send only the id, a one-byte varint, and the reader looks it up
+// in a slice instead of hashing the string into its intern table. Each
+// direction of a stream has its own dictionary, filled in frame order: ids
+// are 1, 2, 3... in the order the writer defined them, so a definition out
+// of order, or an id that was never defined, is a corrupt frame. A stream
+// uses ids only once the peer said in its hello frame that it understands
+// them (fieldNames), so an older peer gets strings.
+type nameRefs struct {
+	kind, method, client nameRef
+}
+
+// nameRef is one name's id; 0 means none (the name goes as a string).
+type nameRef struct {
+	id     uint32
+	define bool // the string goes too, and binds id to it
+}
+
+// maxNameID bounds a stream's dictionary: names past it go as strings.
+const maxNameID = 1024
 
 // Field numbers of a frame.
 const (
@@ -67,6 +97,16 @@ const (
 	// field, runs it as a call instead of resetting the stream; the reply it
 	// sends carries id 0, which matches no call and is dropped.
 	fieldOneWay protowire.Number = 16
+	// fieldNames, in a hello frame, says that its sender understands the
+	// name ids below (see nameRefs). The acceptor of a stream answers a
+	// hello that has it with a hello of its own that has it.
+	fieldNames protowire.Number = 17
+	// The ids of kind, method and stamp.client in the stream's name
+	// dictionary (see nameRefs): with the string field, a definition;
+	// alone, a reference.
+	fieldKindRef   protowire.Number = 18
+	fieldMethodRef protowire.Number = 19
+	fieldClientRef protowire.Number = 20
 )
 
 // maxCode is the highest gRPC code a frame may carry.
@@ -77,9 +117,9 @@ func appendFrame(b []byte, f *frame) []byte {
 	b = protowire.AppendVarint(b, uint64(f.size()))
 	b = appendVarintField(b, fieldType, uint64(f.typ))
 	b = appendVarintField(b, fieldID, f.id)
-	b = appendStringField(b, fieldKind, f.kind)
+	b = appendNameField(b, fieldKind, fieldKindRef, f.kind, f.refs.kind)
 	b = appendStringField(b, fieldIdentity, f.identity)
-	b = appendStringField(b, fieldMethod, f.method)
+	b = appendNameField(b, fieldMethod, fieldMethodRef, f.method, f.refs.method)
 	if len(f.payload) > 0 {
 		b = protowire.AppendTag(b, fieldPayload, protowire.BytesType)
 		b = protowire.AppendBytes(b, f.payload)
@@ -96,10 +136,13 @@ func appendFrame(b []byte, f *frame) []byte {
 		b = protowire.AppendTag(b, fieldChainIdentity, protowire.BytesType)
 		b = protowire.AppendString(b, k.identity)
 	}
-	b = appendStringField(b, fieldClientID, f.stamp.client)
+	b = appendNameField(b, fieldClientID, fieldClientRef, f.stamp.client, f.refs.client)
 	b = appendVarintField(b, fieldSeq, f.stamp.seq)
 	if f.oneWay {
 		b = appendVarintField(b, fieldOneWay, 1)
+	}
+	if f.names {
+		b = appendVarintField(b, fieldNames, 1)
 	}
 	return b
 }
@@ -107,14 +150,17 @@ func appendFrame(b []byte, f *frame) []byte {
 // size returns the encoded size of f without its length prefix.
 func (f *frame) size() int {
 	n := varintFieldSize(fieldType, uint64(f.typ)) + varintFieldSize(fieldID, f.id) +
-		stringFieldSize(fieldKind, f.kind) + stringFieldSize(fieldIdentity, f.identity) +
-		stringFieldSize(fieldMethod, f.method) +
+		nameFieldSize(fieldKind, fieldKindRef, f.kind, f.refs.kind) + stringFieldSize(fieldIdentity, f.identity) +
+		nameFieldSize(fieldMethod, fieldMethodRef, f.method, f.refs.method) +
 		varintFieldSize(fieldTimeout, uint64(f.timeout)) + varintFieldSize(fieldCode, uint64(f.code)) +
 		stringFieldSize(fieldMessage, f.message) + varintFieldSize(fieldReason, uint64(f.reason)) +
 		stringFieldSize(fieldNode, f.node) +
-		stringFieldSize(fieldClientID, f.stamp.client) + varintFieldSize(fieldSeq, f.stamp.seq)
+		nameFieldSize(fieldClientID, fieldClientRef, f.stamp.client, f.refs.client) + varintFieldSize(fieldSeq, f.stamp.seq)
 	if f.oneWay {
 		n += varintFieldSize(fieldOneWay, 1)
+	}
+	if f.names {
+		n += varintFieldSize(fieldNames, 1)
 	}
 	if len(f.payload) > 0 {
 		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(len(f.payload))
@@ -141,6 +187,23 @@ func appendStringField(b []byte, num protowire.Number, s string) []byte {
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)
 	return protowire.AppendString(b, s)
+}
+
+// appendNameField appends name s as its string field, its ref field, or
+// both (a definition), as r says.
+func appendNameField(b []byte, str, ref protowire.Number, s string, r nameRef) []byte {
+	if r.id == 0 || r.define {
+		b = appendStringField(b, str, s)
+	}
+	return appendVarintField(b, ref, uint64(r.id))
+}
+
+func nameFieldSize(str, ref protowire.Number, s string, r nameRef) int {
+	n := varintFieldSize(ref, uint64(r.id))
+	if r.id == 0 || r.define {
+		n += stringFieldSize(str, s)
+	}
+	return n
 }
 
 func varintFieldSize(num protowire.Number, v uint64) int {
@@ -202,13 +265,19 @@ func decodeFrame(b []byte, f *frame, names *nameTable) error {
 		}
 		b = b[n:]
 	}
+	if f.refs != (nameRefs{}) {
+		if err := names.resolve(f); err != nil {
+			return err
+		}
+	}
 	return f.check()
 }
 
 // decodeField decodes the value of field num and returns its length.
 func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame, names *nameTable) (int, error) {
 	switch num {
-	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq, fieldOneWay:
+	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq, fieldOneWay, fieldNames,
+		fieldKindRef, fieldMethodRef, fieldClientRef:
 		if typ != protowire.VarintType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want varint", ErrCorruptFrame, num, typ)
 		}
@@ -265,6 +334,21 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 	case fieldOneWay:
 		// Any value but zero is true, as for a proto bool.
 		f.oneWay = v != 0
+	case fieldNames:
+		f.names = v != 0
+	case fieldKindRef, fieldMethodRef, fieldClientRef:
+		if v == 0 || v > maxNameID {
+			return fmt.Errorf("%w: name id %d out of range", ErrCorruptFrame, v)
+		}
+		r := nameRef{id: uint32(v)}
+		switch num {
+		case fieldKindRef:
+			f.refs.kind = r
+		case fieldMethodRef:
+			f.refs.method = r
+		default:
+			f.refs.client = r
+		}
 	}
 	return nil
 }
@@ -317,6 +401,43 @@ func (f *frame) check() error {
 	return nil
 }
 
+// resolve binds the names f defines to their ids, and replaces the ids f
+// refers to with their names, in the order the sender assigned them: kind,
+// method, client.
+func (t *nameTable) resolve(f *frame) error {
+	if t == nil {
+		return fmt.Errorf("%w: name id in a frame of a stream without a name dictionary", ErrCorruptFrame)
+	}
+	var err error
+	f.refs.kind, err = t.resolveName(&f.kind, f.refs.kind)
+	if err == nil {
+		f.refs.method, err = t.resolveName(&f.method, f.refs.method)
+	}
+	if err == nil {
+		f.refs.client, err = t.resolveName(&f.stamp.client, f.refs.client)
+	}
+	return err
+}
+
+func (t *nameTable) resolveName(s *string, r nameRef) (nameRef, error) {
+	if r.id == 0 {
+		return r, nil
+	}
+	if *s != "" { // a definition: the next id
+		if int(r.id) != len(t.defs)+1 {
+			return r, fmt.Errorf("%w: name id %d defined after %d", ErrCorruptFrame, r.id, len(t.defs))
+		}
+		t.defs = append(t.defs, *s)
+		r.define = true
+		return r, nil
+	}
+	if int(r.id) > len(t.defs) {
+		return r, fmt.Errorf("%w: unknown name id %d", ErrCorruptFrame, r.id)
+	}
+	*s = t.defs[r.id-1]
+	return r, nil
+}
+
 // maxNames bounds a nameTable, so that a peer sending ever new names cannot
 // grow it without limit; names past it are allocated per frame.
 const maxNames = 1024
@@ -328,6 +449,9 @@ const maxNames = 1024
 // uses it; a nil table interns nothing.
 type nameTable struct {
 	m map[string]string
+	// defs are the names the peer defined in the stream's dictionary:
+	// defs[i] has id i+1 (see nameRefs).
+	defs []string
 	// last is the identity of the previous frame: consecutive frames to
 	// one grain (a stream of one-way messages) share its string instead
 	// of allocating one each. Identities are too many to intern.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -137,13 +138,87 @@ func TestDecodeRejectsCorruptFrames(t *testing.T) {
 		{"one-way request without method", frameOf(varint(fieldType, uint64(frameRequest)), varint(fieldOneWay, 1))},
 		{"one-way flag as bytes", frameOf(varint(fieldType, uint64(frameRequest)),
 			protowire.AppendString(protowire.AppendTag(nil, fieldOneWay, protowire.BytesType), "x"))},
+		// A stream's name dictionary (see nameRefs), decoded with a fresh
+		// table unless noted.
+		{"name id on a stream without a dictionary", frameOf(varint(fieldType, uint64(frameCancel)), varint(fieldKindRef, 1))},
+		{"unknown name id", frameOf(varint(fieldType, uint64(frameRequest)), varint(fieldKindRef, 1), varint(fieldMethodRef, 1))},
+		{"name defined out of order", frameOf(varint(fieldType, uint64(frameRequest)),
+			protowire.AppendString(protowire.AppendTag(nil, fieldKind, protowire.BytesType), "k"), varint(fieldKindRef, 2),
+			protowire.AppendString(protowire.AppendTag(nil, fieldMethod, protowire.BytesType), "/k/M"))},
+		{"name id 0", frameOf(varint(fieldType, uint64(frameRequest)), varint(fieldClientRef, 0))},
+		{"name id too large", frameOf(varint(fieldType, uint64(frameRequest)), varint(fieldMethodRef, maxNameID+1))},
+		{"name id as bytes", frameOf(varint(fieldType, uint64(frameRequest)),
+			protowire.AppendString(protowire.AppendTag(nil, fieldKindRef, protowire.BytesType), "x"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := decodeBatch(tc.batch, func(*frame) {})
+			var names *nameTable
+			if !strings.HasPrefix(tc.name, "name id on a stream without") {
+				names = &nameTable{}
+			}
+			err := decodeBatchNames(tc.batch, names, func(*frame) {})
 			if !errors.Is(err, ErrCorruptFrame) {
 				t.Fatalf("err = %v, want ErrCorruptFrame", err)
 			}
 		})
+	}
+}
+
+// TestFrameNameDictionary sends frames through a stream's name dictionary
+// twice: the first time each name is defined, the second time only its id
+// goes, and the reader gets the same frames both times.
+func TestFrameNameDictionary(t *testing.T) {
+	var d nameDict
+	d.on = true
+	var names nameTable
+	var sizes [2]int
+	for round := range 2 {
+		var batch []byte
+		want := sampleFrames()
+		for i := range want {
+			want[i].refs = d.refs(&want[i])
+			batch = appendFrame(batch, &want[i])
+		}
+		sizes[round] = len(batch)
+		var got []frame
+		if err := decodeBatchNames(batch, &names, func(f *frame) { got = append(got, *f) }); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("round %d: decoded\n%+v\nwant\n%+v", round, got, want)
+		}
+		for _, f := range got {
+			if round == 1 && (f.refs.kind.define || f.refs.method.define || f.refs.client.define) {
+				t.Fatalf("round 1 defined a name again: %+v", f)
+			}
+		}
+	}
+	if sizes[1] >= sizes[0] {
+		t.Fatalf("batch of ids is %d bytes, of names %d", sizes[1], sizes[0])
+	}
+	if len(names.defs) != len(d.ids) {
+		t.Fatalf("reader has %d names, writer defined %d", len(names.defs), len(d.ids))
+	}
+}
+
+// TestNameDictionaryBound checks that a writer stops defining names at
+// maxNameID and sends the rest as strings, which the reader takes.
+func TestNameDictionaryBound(t *testing.T) {
+	var d nameDict
+	d.on = true
+	var names nameTable
+	for i := range maxNameID + 10 {
+		f := frame{typ: frameRequest, kind: fmt.Sprintf("kind-%d", i), method: "/k/M"}
+		f.refs = d.refs(&f)
+		var got frame
+		if err := decodeBatchNames(appendFrame(nil, &f), &names, func(fr *frame) { got = *fr }); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if got.kind != f.kind || got.method != "/k/M" {
+			t.Fatalf("frame %d: decoded %q %q", i, got.kind, got.method)
+		}
+	}
+	if len(d.ids) != maxNameID || len(names.defs) != maxNameID {
+		t.Fatalf("%d names defined, %d read; want %d", len(d.ids), len(names.defs), maxNameID)
 	}
 }
 
@@ -158,9 +233,20 @@ func FuzzDecodeBatch(f *testing.F) {
 	// The one-way flag where it does not belong, and with a large value.
 	f.Add(appendFrame(nil, &frame{typ: frameCancel, id: 3, oneWay: true}))
 	f.Add(protowire.AppendBytes(nil, []byte{byte(fieldType << 3), byte(frameRequest), 0x80, 0x01, 0xff, 0x01}))
+	// Frames of a stream with a name dictionary: definitions, then ids.
+	var d nameDict
+	d.on = true
+	var withIDs []byte
+	for range 2 {
+		for _, fr := range sampleFrames() {
+			fr.refs = d.refs(&fr)
+			withIDs = appendFrame(withIDs, &fr)
+		}
+	}
+	f.Add(withIDs)
 	f.Fuzz(func(t *testing.T, batch []byte) {
 		var frames []frame
-		if err := decodeBatch(batch, func(fr *frame) { frames = append(frames, *fr) }); err != nil {
+		if err := decodeBatchNames(batch, &nameTable{}, func(fr *frame) { frames = append(frames, *fr) }); err != nil {
 			if !errors.Is(err, ErrCorruptFrame) {
 				t.Fatalf("error %v does not wrap ErrCorruptFrame", err)
 			}
@@ -171,7 +257,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			again = appendFrame(again, &frames[i])
 		}
 		var round []frame
-		if err := decodeBatch(again, func(fr *frame) { round = append(round, *fr) }); err != nil {
+		if err := decodeBatchNames(again, &nameTable{}, func(fr *frame) { round = append(round, *fr) }); err != nil {
 			t.Fatalf("re-encoded frames do not decode: %v", err)
 		}
 		if len(round) != len(frames) {
@@ -349,5 +435,42 @@ func TestNameTableInternsBounded(t *testing.T) {
 	var none *nameTable
 	if got := none.intern([]byte("x")); got != "x" {
 		t.Fatalf("nil table: %q", got)
+	}
+}
+
+// TestStreamsUseNameIDs checks that two nodes agree on name ids in their
+// hellos: after calls both ways, each end has defined the names it sent,
+// and its peer has read them.
+func TestStreamsUseNameIDs(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	for _, h := range hs {
+		close(h.release)
+	}
+	for i := range 3 {
+		add(t, nodes[0], identityOwnedBy(t, nodes, nodes[1]), int64(i))
+		add(t, nodes[1], identityOwnedBy(t, nodes, nodes[0]), int64(i))
+	}
+	for _, n := range nodes {
+		n.transport.mu.Lock()
+		conns := make([]*conn, 0, len(n.transport.conns))
+		for c := range n.transport.conns {
+			conns = append(conns, c)
+		}
+		n.transport.mu.Unlock()
+		for _, c := range conns {
+			c.mu.Lock()
+			on, defined := c.dict.on, len(c.dict.ids)
+			c.mu.Unlock()
+			if !on {
+				t.Errorf("%s: the stream to %s does not use name ids", n.name, c.peer)
+			}
+			// A request defines its kind, method and client ID; replies
+			// have no names. Whether this end sent requests depends on
+			// which stream the calls took, so only a bound is checked.
+			if defined > 3 {
+				t.Errorf("%s: the stream to %s defined %d names, want at most 3", n.name, c.peer, defined)
+			}
+		}
 	}
 }

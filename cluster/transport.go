@@ -314,7 +314,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 	timer := time.AfterFunc(t.cfg.DialTimeout, cancel)
 	stream, err := cc.NewStream(ctx, &transportDesc().Streams[0], streamMethod)
 	if err == nil {
-		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name})
+		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, names: true})
 		err = stream.SendMsg(&hello)
 	}
 	if !timer.Stop() || err != nil {
@@ -385,6 +385,12 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	c := newConn(t, hello.node, ss, cancel, nil)
 	if !t.track(c) {
 		return status.Error(codes.Unavailable, ErrNodeClosed.Error())
+	}
+	if hello.names {
+		// The dialer understands name ids: use them, and say that we do
+		// too, in the first frame we send (see nameRefs).
+		c.dict.on = true
+		_ = c.send(ctx, &frame{typ: frameHello, node: t.name, names: true}) // fails only if the conn closed
 	}
 	t.offer(c)
 	c.start()
