@@ -77,7 +77,7 @@ func (c *Context) DetachReply() *Responder {
 // of ping-pong between actors on different Ps. What is left is returned
 // to the pool at the end of the turn, so an idle actor keeps none.
 func (c *Context) Send(to *Ref, msg any) error {
-	return to.enqueue(context.Background(), msg, nil, &c.spare)
+	return to.enqueue(context.Background(), msg, nil, &c.spare, false)
 }
 
 // Spawn starts a child actor supervised by this actor's Props.Supervisor.

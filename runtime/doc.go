@@ -21,7 +21,9 @@
 // turn rarely pays for a new goroutine and its stack growth). A Request
 // whose context can never end (its Done is nil) runs the turn of an idle
 // actor on the caller's goroutine instead, with the same guarantees, since
-// its caller would only wait for the reply. When the mailbox is empty the
+// its caller would only wait for the reply; so does RequestInline, for a
+// caller that accepts to return late should the handler outlive its
+// context. When the mailbox is empty the
 // actor goes idle and re-checks its queues, so no wake-up is lost. The
 // queues recycle their nodes, so a send allocates nothing; Context.Send,
 // for sending from inside an actor, reuses the nodes the actor's own turn

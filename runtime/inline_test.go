@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Tests of the caller-run turn (Ref.runInline): a Request whose context
@@ -402,5 +403,56 @@ func TestInlineTurnsOneAtATime(t *testing.T) {
 	}
 	if n := overlaps.Load(); n != 0 {
 		t.Fatalf("%d messages overlapped another", n)
+	}
+}
+
+// TestRequestInlineWithDeadline checks RequestInline: with a context that
+// can end, an idle actor's turn runs on the caller's goroutine, while a
+// busy actor is waited for under the context, as with Request.
+func TestRequestInlineWithDeadline(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec := &recorder{}
+	r := spawn(t, s, recordingProps(rec))
+	waitIdle(t, r, rec, 1)
+
+	me := goid()
+	v, err := r.RequestInline(ctxTimeout(t), "a")
+	if err != nil || v != "re:a" {
+		t.Fatalf("RequestInline = %v, %v; want re:a", v, err)
+	}
+	if last := rec.get()[1]; last.msg != "a" || last.g != me {
+		t.Fatalf("request handled as %+v; want on the caller's goroutine %d", last, me)
+	}
+
+	// A busy actor: the caller waits for a worker's turn and gives up at
+	// its deadline.
+	entered, release := make(chan struct{}), make(chan struct{})
+	busy := spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "hold":
+			close(entered)
+			<-release
+		case "b":
+			c.Respond("re:b")
+		}
+	})
+	if err := busy.Send("hold"); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, entered, "the actor to be busy")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := busy.RequestInline(ctx, "b"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("RequestInline with an ended context = %v, want Canceled", err)
+	}
+	short, stop := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer stop()
+	if _, err := busy.RequestInline(short, "b"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("RequestInline to a busy actor = %v, want DeadlineExceeded", err)
+	}
+	close(release)
+	if v, err := busy.RequestInline(ctxTimeout(t), "b"); err != nil || v != "re:b" {
+		t.Fatalf("RequestInline after the actor was released = %v, %v; want re:b", v, err)
 	}
 }

@@ -197,13 +197,13 @@ func (r *Ref) String() string {
 // deadline; use SendContext to bound the wait) or fails with ErrMailboxFull
 // (MailboxFail).
 func (r *Ref) Send(msg any) error {
-	return r.enqueue(context.Background(), msg, nil, nil)
+	return r.enqueue(context.Background(), msg, nil, nil, false)
 }
 
 // SendContext is Send that stops waiting for space in a full MailboxBlock
 // mailbox when ctx ends, returning ctx.Err().
 func (r *Ref) SendContext(ctx context.Context, msg any) error {
-	return r.enqueue(ctx, msg, nil, nil)
+	return r.enqueue(ctx, msg, nil, nil, false)
 }
 
 // Request sends msg and waits for the reply given with Context.Respond or
@@ -222,8 +222,32 @@ func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	return r.request(ctx, msg, ctx.Done() == nil)
+}
+
+// RequestInline is Request for a caller that accepts to run the actor's
+// turn itself: to an idle actor, the caller handles msg on its own
+// goroutine (with what else is queued, at most Props.Throughput user
+// messages, exactly as a worker would), whatever ctx. ctx then bounds the
+// wait for a busy actor only: a turn the caller runs ends when its handler
+// returns, even past ctx's deadline, and Request returns its reply. Use it
+// where the handler is known to honour its context or to be short, and a
+// late return is better than the cost of a hand-off to a worker.
+func (r *Ref) RequestInline(ctx context.Context, msg any) (any, error) {
+	if r == nil {
+		return nil, errNilRef
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return r.request(ctx, msg, true)
+}
+
+// request enqueues msg with a reply slot and waits for the reply; with
+// inline set it runs the turn of an idle actor in the caller first.
+func (r *Ref) request(ctx context.Context, msg any, inline bool) (any, error) {
 	slot := r.sys.getSlot()
-	if err := r.enqueue(ctx, msg, slot, nil); err != nil {
+	if err := r.enqueue(ctx, msg, slot, nil, inline); err != nil {
 		r.sys.putSlot(slot)
 		return nil, err
 	}
@@ -286,8 +310,9 @@ func (r *Ref) closeDone() {
 }
 
 // enqueue appends a user message, in a node from spare if it has one (see
-// Context.Send), else from the pool.
-func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, spare *spareList) error {
+// Context.Send), else from the pool. With inline set (a Request that may
+// run the turn itself) it runs the turn of an idle actor on the caller.
+func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, spare *spareList, inline bool) error {
 	if r == nil {
 		return errNilRef
 	}
@@ -311,9 +336,10 @@ func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, spare *spa
 		e = r.sys.envelopes.get(msg, reply)
 	}
 	r.userq.push(e)
-	if reply != nil && ctx.Done() == nil {
-		// A Request that nothing can end early: its caller would only wait
-		// for the reply, so it may as well produce it (see runInline).
+	if inline {
+		// A Request that nothing can end early, or whose caller accepts to
+		// return late (RequestInline): its caller would only wait for the
+		// reply, so it may as well produce it (see runInline).
 		r.runInline()
 	} else {
 		r.schedule()
@@ -372,8 +398,9 @@ func (r *Ref) schedule() {
 // The trick: a request to an idle actor otherwise costs a handoff to a
 // worker goroutine and a park and wake-up of the caller; here the reply is
 // ready when Request starts to wait. It is only done for a context that
-// can never end (Done is nil): a caller running a handler cannot return
-// when its deadline passes, and Request must return then. A caller that is
+// can never end (Done is nil), or when the caller asked for it
+// (RequestInline): a caller running a handler cannot return when its
+// deadline passes, and Request must return then. A caller that is
 // itself inside a turn nests the two actors' turns on its goroutine, which
 // is fine: the CAS still lets only one goroutine run each actor.
 func (r *Ref) runInline() {
