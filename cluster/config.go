@@ -132,7 +132,9 @@ type Config struct {
 	// DefaultCallTimeout is the deadline of a call whose context has none,
 	// so a call cannot retry forever. Calls that start close together share
 	// one deadline, so a call may get up to 1/100 of it more, never less
-	// (unless the process stalls for over 1/200 of it; see deadlines).
+	// (unless the process stalls for over 1/200 of it; see deadlines). A
+	// local call that runs its grain's method on the caller's goroutine
+	// (see Node.Invoke) returns when the method does.
 	// Zero means DefaultCallTimeout (the constant); a negative value means
 	// no deadline.
 	DefaultCallTimeout time.Duration

@@ -18,7 +18,10 @@ import (
 // returns the response. When the owner cannot be reached or turns out not to
 // own the grain any more, Invoke places the grain again and retries, with
 // backoff, until the call's deadline; WithoutRetry turns that off. A context
-// without a deadline gets Config.DefaultCallTimeout.
+// without a deadline gets Config.DefaultCallTimeout. A local call whose
+// context can never end (no deadline, no cancellation) may run the grain's
+// method on the caller's goroutine: it then returns when the method does,
+// even past DefaultCallTimeout (the method sees that deadline).
 //
 // Every call carries a stamp, (client ID, sequence number), fixed before
 // the first attempt so that retries reuse it: the node's Config.ClientID
@@ -276,7 +279,22 @@ func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what strin
 		if err != nil {
 			return nil, err
 		}
-		resp, err := a.ref.Request(ctx, msg)
+		var resp any
+		if _, onlyDefault := ctx.(*deadlineCtx); onlyDefault {
+			// The trick: a caller whose own context can never end (only
+			// the node's DefaultCallTimeout bounds it) runs the turn of
+			// an idle grain itself, as the runtime does for a Request
+			// without a deadline. A turn on a worker costs two goroutine
+			// switches per call (caller -> worker -> caller), which were
+			// most of the CPU of a local call. The price: a call whose
+			// method outlives DefaultCallTimeout returns when the method
+			// does, not at the deadline; the method still sees the
+			// deadline in its GrainContext. A busy grain is still waited
+			// for under the deadline.
+			resp, err = a.ref.RequestInline(ctx, msg)
+		} else {
+			resp, err = a.ref.Request(ctx, msg)
+		}
 		n.acts.release(a)
 		if err == nil {
 			return resp, nil
