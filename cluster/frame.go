@@ -62,6 +62,14 @@ type nameRefs struct {
 	kind, method, client nameRef
 }
 
+// sizeDelta is how much f.size grows (or, mostly, shrinks) with refs r,
+// over the same frame with its names as strings.
+func (r nameRefs) sizeDelta(f *frame) int {
+	return nameFieldSize(fieldKind, fieldKindRef, f.kind, r.kind) - stringFieldSize(fieldKind, f.kind) +
+		nameFieldSize(fieldMethod, fieldMethodRef, f.method, r.method) - stringFieldSize(fieldMethod, f.method) +
+		nameFieldSize(fieldClientID, fieldClientRef, f.stamp.client, r.client) - stringFieldSize(fieldClientID, f.stamp.client)
+}
+
 // nameRef is one name's id; 0 means none (the name goes as a string).
 type nameRef struct {
 	id     uint32
@@ -114,7 +122,12 @@ const maxCode = codes.Unauthenticated
 
 // appendFrame appends f, length-prefixed, to a batch.
 func appendFrame(b []byte, f *frame) []byte {
-	b = protowire.AppendVarint(b, uint64(f.size()))
+	return appendFrameSize(b, f, f.size())
+}
+
+// appendFrameSize is appendFrame for a frame whose size is known.
+func appendFrameSize(b []byte, f *frame, size int) []byte {
+	b = protowire.AppendVarint(b, uint64(size))
 	b = appendVarintField(b, fieldType, uint64(f.typ))
 	b = appendVarintField(b, fieldID, f.id)
 	b = appendNameField(b, fieldKind, fieldKindRef, f.kind, f.refs.kind)

@@ -175,7 +175,11 @@ func TestFrameNameDictionary(t *testing.T) {
 		var batch []byte
 		want := sampleFrames()
 		for i := range want {
+			base := want[i].size()
 			want[i].refs = d.refs(&want[i])
+			if got, exact := base+want[i].refs.sizeDelta(&want[i]), want[i].size(); got != exact {
+				t.Fatalf("round %d, frame %d: size with ids %d by sizeDelta, %d by size", round, i, got, exact)
+			}
 			batch = appendFrame(batch, &want[i])
 		}
 		sizes[round] = len(batch)
