@@ -48,6 +48,16 @@ func newHostedKind(k *Kind) *hostedKind {
 
 type actKey struct{ kind, identity string }
 
+// tableKey is a grain's key in the activation table: its hosted kind by
+// pointer rather than by name. The trick: a lookup hashes and compares 8
+// bytes and the identity instead of the kind's full name and the identity
+// (the benchmark's kind name is 35 bytes; the map access was 5% of the CPU
+// of a local call), and a slot is 8 bytes smaller.
+type tableKey struct {
+	hk       *hostedKind
+	identity string
+}
+
 // activation is one grain in memory on its owner, running on an actor.
 //
 // Its life: created in the table by the first call, which runs New and
@@ -98,8 +108,11 @@ type activation struct {
 	gone         chan struct{} // closed when out of the table; made by the first call that waits
 }
 
-// key returns the grain's key in the table.
+// key returns the grain's key.
 func (a *activation) key() actKey { return actKey{a.hk.Name, a.identity} }
+
+// tableKey returns the grain's key in the table.
+func (a *activation) tableKey() tableKey { return tableKey{a.hk, a.identity} }
 
 // activating is what calls wait on while a grain activates.
 type activating struct {
@@ -145,13 +158,13 @@ type activations struct {
 // callers convoyed behind one descheduled while holding it.
 type actShard struct {
 	mu sync.RWMutex
-	m  map[actKey]*activation
+	m  map[tableKey]*activation
 }
 
 func newActivations(n *Node) *activations {
 	t := &activations{n: n, epoch: time.Now()}
 	for i := range t.shards {
-		t.shards[i].m = make(map[actKey]*activation)
+		t.shards[i].m = make(map[tableKey]*activation)
 	}
 	return t
 }
@@ -181,9 +194,9 @@ func (t *activations) each(fn func(sh *actShard)) {
 // first call, and counts a call on it; release must follow. Concurrent first
 // calls activate once: one runs the activation, the others wait for it.
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
-	key := actKey{hk.Name, identity}
+	key := tableKey{hk, identity}
 	sh := t.shardOf(hk, identity)
-	if a := t.lookup(sh, key); a != nil {
+	if a := t.lookupKey(sh, key); a != nil {
 		return t.ready(ctx, a)
 	}
 	for {
@@ -222,6 +235,15 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 // deactivated. deactivating only changes under the write lock, so it cannot
 // change between the check and the count.
 func (t *activations) lookup(sh *actShard, key actKey) *activation {
+	hk := t.n.kinds[key.kind]
+	if hk == nil {
+		return nil
+	}
+	return t.lookupKey(sh, tableKey{hk, key.identity})
+}
+
+// lookupKey is lookup by the table's key.
+func (t *activations) lookupKey(sh *actShard, key tableKey) *activation {
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
 	a := sh.m[key]
@@ -230,6 +252,19 @@ func (t *activations) lookup(sh *actShard, key actKey) *activation {
 	}
 	a.calls.Add(1)
 	return a
+}
+
+// peek returns the table's entry for key, if any, without counting a call
+// in (for tests and diagnostics).
+func (t *activations) peek(key actKey) *activation {
+	hk := t.n.kinds[key.kind]
+	if hk == nil {
+		return nil
+	}
+	sh := t.shardOf(hk, key.identity)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.m[tableKey{hk, key.identity}]
 }
 
 // ready waits until a, counted in, is activated, and returns it or why it
@@ -346,8 +381,8 @@ func (t *activations) remove(a *activation) {
 	sh := t.shard(a.key())
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.m[a.key()] == a {
-		delete(sh.m, a.key())
+	if sh.m[a.tableKey()] == a {
+		delete(sh.m, a.tableKey())
 	}
 	if !a.removed && a.gone != nil {
 		close(a.gone)
@@ -378,7 +413,7 @@ func (t *activations) failed(a *activation) {
 func (t *activations) deactivateWhere(pick func(a *activation, now time.Duration) bool) int {
 	now := time.Since(t.epoch)
 	candidate := func(sh *actShard, a *activation) bool {
-		return sh.m[a.key()] == a && !a.deactivating && !a.failed && a.activated() && pick(a, now)
+		return sh.m[a.tableKey()] == a && !a.deactivating && !a.failed && a.activated() && pick(a, now)
 	}
 	var victims, found []*activation
 	for i := range t.shards {

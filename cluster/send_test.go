@@ -317,11 +317,7 @@ func TestSendSurvivesPassivation(t *testing.T) {
 
 // activeOn reports whether n has a running activation of the grain.
 func activeOn(n *Node, kind, identity string) bool {
-	key := actKey{kind, identity}
-	sh := n.acts.shard(key)
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	a := sh.m[key]
+	a := n.acts.peek(actKey{kind, identity})
 	return a != nil && (!a.activated() || !a.ref.Stopped())
 }
 

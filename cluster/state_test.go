@@ -599,11 +599,7 @@ func TestLazyState(t *testing.T) {
 	n := nodes[0]
 	ctx := context.Background()
 	activation := func() *activation {
-		key := actKey{kvKind, "lazy"}
-		sh := n.acts.shard(key)
-		sh.mu.RLock()
-		defer sh.mu.RUnlock()
-		return sh.m[key]
+		return n.acts.peek(actKey{kvKind, "lazy"})
 	}
 
 	if _, err := n.Invoke(ctx, accountCall(kvKind, methodTouch, "lazy", "x")); err != nil {
