@@ -346,7 +346,7 @@ func (c *conn) dispatch(f *frame) {
 // order frames are queued, which is the order the peer reads them in.
 type nameDict struct {
 	on  bool // the peer understands name ids
-	ids map[string]uint32
+	ids map[string]uint16
 	// The last name of each field and its id: a stream's frames mostly
 	// repeat them, and comparing a name with the same string (the same
 	// pointer: a constant of generated code) is cheaper than hashing it.
@@ -355,7 +355,7 @@ type nameDict struct {
 
 type nameCache struct {
 	name string
-	id   uint32
+	id   uint16
 }
 
 // refs returns how f's names go on the wire, defining those that are new.
@@ -380,9 +380,9 @@ func (d *nameDict) ref(last *nameCache, s string) nameRef {
 			return nameRef{} // full: a string, as without a dictionary
 		}
 		if d.ids == nil {
-			d.ids = make(map[string]uint32)
+			d.ids = make(map[string]uint16)
 		}
-		id = uint32(len(d.ids) + 1)
+		id = uint16(len(d.ids) + 1)
 		d.ids[s] = id
 	}
 	*last = nameCache{name: s, id: id}
