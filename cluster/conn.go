@@ -40,6 +40,7 @@ type conn struct {
 	batchHint    int       // the bytes the writer took last time: the capacity of the next batch, doubled
 	pendingBytes int
 	space        chan struct{} // closed when the writer takes the batches; made by a sender that waits
+	writing      bool          // a goroutine is sending batches on the stream (writeLoop or writeAlone)
 	dict         nameDict      // the names this side defined in the stream's dictionary
 	nextID       uint64
 	calls        map[uint64]chan frame         // requests sent, waiting for their reply
@@ -123,7 +124,7 @@ func (c *conn) call(ctx context.Context, req *frame) (frame, error) {
 	c.calls[req.id] = reply
 	c.mu.Unlock()
 
-	if err := c.send(ctx, req); err != nil {
+	if err := c.sendAlone(ctx, req); err != nil {
 		c.forgetCall(req.id)
 		return frame{}, err
 	}
@@ -160,6 +161,26 @@ func (c *conn) forgetCall(id uint64) {
 // send queues f for the writer. It waits while MaxPendingBytes are queued,
 // until the writer makes room, ctx ends or the conn closes.
 func (c *conn) send(ctx context.Context, f *frame) error {
+	return c.queue(ctx, f, false)
+}
+
+// sendAlone is send for a call's request or a served request's reply: when
+// nothing else is going on on the conn (no other call waits for a reply,
+// no other request is being served, no frame is queued, nobody is writing),
+// the calling goroutine writes the frame to the stream itself.
+//
+// The trick: a lone caller otherwise hands each frame to the writer
+// goroutine, and on each side of a round trip that hand-off is a wake-up
+// of a parked goroutine, often of a sleeping thread. Under load this never
+// applies (the conn has other calls in flight), so frames are still
+// batched by the writer; and it is never used for one-way messages, whose
+// single sender would lose the batching.
+func (c *conn) sendAlone(ctx context.Context, f *frame) error {
+	return c.queue(ctx, f, true)
+}
+
+// queue implements send and sendAlone.
+func (c *conn) queue(ctx context.Context, f *frame, alone bool) error {
 	f.refs = nameRefs{} // set by enqueue; size is without them
 	size := f.size()
 	c.mu.Lock()
@@ -188,6 +209,9 @@ func (c *conn) send(ctx context.Context, f *frame) error {
 	// operation each.
 	wake := len(c.batches) == 0
 	c.enqueue(f, size)
+	if alone && wake && !c.writing && len(c.calls)+len(c.served) <= 1 {
+		return c.writeAlone() // unlocks c.mu
+	}
 	c.mu.Unlock()
 	if wake {
 		select {
@@ -233,6 +257,55 @@ func (c *conn) enqueue(f *frame, size int) {
 	c.pendingBytes += len(*b) - before
 }
 
+// writeAlone sends the queued batches from the calling goroutine (see
+// sendAlone). c.mu is held, and released.
+func (c *conn) writeAlone() error {
+	batches := c.take()
+	c.writing = true
+	c.mu.Unlock()
+	err := c.write(batches)
+	c.mu.Lock()
+	c.writing = false
+	more := len(c.batches) > 0
+	c.mu.Unlock()
+	if more { // queued while we wrote: the writer skipped them (see writeLoop)
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// take takes the queued batches for writing. c.mu is held.
+func (c *conn) take() []*[]byte {
+	batches := c.batches
+	c.batchHint = c.pendingBytes
+	c.batches, c.pendingBytes = nil, 0
+	c.batchesSent += uint64(len(batches))
+	if c.space != nil { // only when a sender waits: a channel per batch otherwise
+		close(c.space)
+		c.space = nil
+	}
+	return batches
+}
+
+// write sends batches on the stream; only the writer, or a goroutine that
+// set c.writing, calls it. A send error closes the conn.
+func (c *conn) write(batches []*[]byte) error {
+	for _, b := range batches {
+		// gRPC keeps the batch until it is written, then frees it into the
+		// transport's pool (see rawCodec.Marshal): it is not touched here
+		// again.
+		if err := c.stream.SendMsg(b); err != nil {
+			err = newError(codes.Unavailable, ErrUnavailable, "cluster: send to %s: %v", c.peer, err)
+			c.close(err)
+			return err
+		}
+	}
+	return nil
+}
+
 // writeLoop sends the queued batches. Each gRPC message takes every frame
 // queued since the previous one (up to MaxBatchBytes), which is what batches
 // frames under load.
@@ -247,24 +320,21 @@ func (c *conn) writeLoop() {
 		// they share this message instead of each paying for a send.
 		goruntime.Gosched()
 		c.mu.Lock()
-		batches := c.batches
-		c.batchHint = c.pendingBytes
-		c.batches, c.pendingBytes = nil, 0
-		c.batchesSent += uint64(len(batches))
-		if c.space != nil { // only when a sender waits: a channel per batch otherwise
-			close(c.space)
-			c.space = nil
+		if c.writing {
+			// A lone sender is writing (writeAlone); it wakes us again if
+			// frames are left when it is done.
+			c.mu.Unlock()
+			continue
 		}
+		batches := c.take()
+		c.writing = true
 		c.mu.Unlock()
-		for _, b := range batches {
-			// gRPC keeps the batch until it is written, then frees it
-			// into the transport's pool (see rawCodec.Marshal): it is not
-			// touched here again.
-			if err := c.stream.SendMsg(b); err != nil {
-				c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: send to %s: %v", c.peer, err))
-				return
-			}
+		if c.write(batches) != nil {
+			return
 		}
+		c.mu.Lock()
+		c.writing = false
+		c.mu.Unlock()
 	}
 }
 
@@ -454,7 +524,7 @@ func (s *servedCall) run() {
 	c.mu.Unlock()
 	reply.typ, reply.id = frameResponse, s.req.id
 	// An error here means the conn closed: the caller retries or gives up.
-	_ = c.send(context.Background(), &reply)
+	_ = c.sendAlone(context.Background(), &reply)
 }
 
 // canceledContext returns a context that is already done, for sends that
