@@ -132,6 +132,7 @@ const (
 	methodWhere  = "/test.Echo/Where"  // StringValue → StringValue node name
 	methodFail   = "/test.Echo/Fail"   // StringValue "how:msg" → error
 	methodBlock  = "/test.Echo/Block"  // StringValue → blocks until released or ctx ends
+	methodHold   = "/test.Echo/Hold"   // StringValue → blocks until released, whatever ctx; answers whether ctx had a deadline
 	methodString = "/test.Echo/String" // StringValue → StringValue, same value
 	methodRelay  = "/test.Echo/Relay"  // StringValue identity → StringValue "kind/identity added: total", via Add on identity
 	methodChain  = "/test.Echo/Chain"  // StringValue "b,c" → calls Chain on b with "c"; "" → own identity
@@ -200,6 +201,12 @@ func newEchoKind(h *hooks, idle time.Duration) *Kind {
 					return wrapperspb.String(ctx.Identity()), nil
 				}
 				return ctx.Invoke(ctx, stringCall(methodChain, next, rest))
+			}),
+			echoMethod(methodHold, newString, func(g *echoGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+				g.h.entered <- ctx.Identity()
+				<-g.h.release
+				_, ok := ctx.Deadline()
+				return wrapperspb.String(fmt.Sprintf("deadline:%t", ok)), nil
 			}),
 			echoMethod(methodBlock, newString, func(g *echoGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
 				g.h.entered <- ctx.Identity()

@@ -1,0 +1,80 @@
+package cluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// TestLocalCallWithoutDeadlineReturnsWithItsMethod pins the price of the
+// caller-runs path (Node.deliver, runtime.Ref.RequestInline): a local call
+// whose context can never end may run the grain's method on the caller's
+// goroutine, so a method that ignores its context makes it return late, with
+// the method's answer, instead of at DefaultCallTimeout. Everything else
+// still ends at its deadline: a call to that grain while it is busy, and a
+// call with a deadline of its own.
+func TestLocalCallWithoutDeadlineReturnsWithItsMethod(t *testing.T) {
+	t.Parallel()
+	const timeout = 100 * time.Millisecond
+	nodes, hs := echoCluster(t, 1, 0, func(c *Config) { c.DefaultCallTimeout = timeout })
+	n, h := nodes[0], hs[nodes[0].Name()]
+
+	// The grain idles (activated by a first call), so the next call to it
+	// may run on the caller.
+	add(t, n, "slow", 1)
+	type result struct {
+		resp  string
+		err   error
+		spent time.Duration
+	}
+	late := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		resp, err := n.Invoke(context.Background(), stringCall(methodHold, "slow", ""))
+		r := result{err: err, spent: time.Since(start)}
+		if err == nil {
+			r.resp = resp.(*wrapperspb.StringValue).GetValue()
+		}
+		late <- r
+	}()
+	receive(t, h.entered, "the held call to enter the method")
+
+	// The grain is busy: a second caller waits under the default deadline.
+	start := time.Now()
+	_, err := n.Invoke(context.Background(), addCall("slow", 1))
+	if got := status.Code(err); got != codes.DeadlineExceeded {
+		t.Fatalf("call to the busy grain: code = %v (%v), want DeadlineExceeded", got, err)
+	}
+	if spent := time.Since(start); spent < timeout {
+		t.Fatalf("call to the busy grain failed after %v, before DefaultCallTimeout (%v)", spent, timeout)
+	}
+
+	// A call with a deadline of its own to another idle grain whose
+	// method ignores its context: handed to a worker, it ends at its
+	// deadline (the method holds until released, if a worker started it
+	// before the deadline).
+	add(t, n, "other", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
+	defer cancel()
+	if _, err := n.Invoke(ctx, stringCall(methodHold, "other", "")); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("call with its own deadline: code = %v (%v), want DeadlineExceeded", status.Code(err), err)
+	}
+
+	// Released, the held method answers its caller, past the default
+	// deadline, and saw that deadline in its context.
+	close(h.release)
+	r := receive(t, late, "the held call to return")
+	if r.err != nil || r.resp != "deadline:true" {
+		t.Fatalf("held call = %q, %v; want deadline:true and no error", r.resp, r.err)
+	}
+	if r.spent < timeout {
+		t.Fatalf("held call returned after %v; the test expects it past DefaultCallTimeout (%v)", r.spent, timeout)
+	}
+	if got := add(t, n, "slow", 1); got != 2 {
+		t.Fatalf("total after the held call = %d, want 2 (the call to the busy grain must not have run)", got)
+	}
+}
