@@ -1,6 +1,7 @@
 package grains
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -55,10 +56,10 @@ func waitFor(timeout time.Duration, cond func() bool) error {
 
 // warm makes one client per identity of set and calls each once, so that
 // every grain is active before a measurement starts.
-func warm(n node, set string, count int) ([]func() error, error) {
+func warm(ctx context.Context, n node, set string, count int) ([]func() error, error) {
 	clients := make([]func() error, count)
 	for i := range clients {
-		clients[i] = n.client(identityName(set, i))
+		clients[i] = n.client(ctx, identityName(set, i))
 		if err := clients[i](); err != nil {
 			return nil, fmt.Errorf("grains: warm up %s: %w", identityName(set, i), err)
 		}

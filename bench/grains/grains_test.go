@@ -1,6 +1,7 @@
 package grains
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // idleCounts lists the idle grain counts BenchmarkIdleMemory measures; a
@@ -69,7 +71,31 @@ func BenchmarkLocalCalls(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		clients, err := warm(n, "local", warmIdentities)
+		clients, err := warm(context.Background(), n, "local", warmIdentities)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchCalls(b, clients)
+	})
+}
+
+// BenchmarkLocalCallsDeadline is BenchmarkLocalCalls with every call under
+// a context that has a deadline (one context for the whole run, as a
+// long-lived request scope would be). protograin runs the grain's turn on
+// the caller only for calls whose context can never end (see
+// cluster.Node.Invoke); this measures the other path, where each call is
+// handed to the grain's worker and the caller can return at its deadline.
+// protoactor-go's calls are the same as in BenchmarkLocalCalls: its
+// generated client has no context, and every call carries its timeout.
+func BenchmarkLocalCallsDeadline(b *testing.B) {
+	forEachPeer(b, func(b *testing.B, p peer) {
+		n, err := p.local(b)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		b.Cleanup(cancel)
+		clients, err := warm(ctx, n, "local", warmIdentities)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -85,7 +111,7 @@ func BenchmarkRemoteCalls(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		clients, err := warm(n, "remote", warmIdentities)
+		clients, err := warm(context.Background(), n, "remote", warmIdentities)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -108,7 +134,7 @@ func BenchmarkActivation(b *testing.B) {
 			round++
 			clients := make([]func() error, b.N)
 			for i := range clients {
-				clients[i] = n.client(identityName(fmt.Sprintf("fresh%d", round), i))
+				clients[i] = n.client(context.Background(), identityName(fmt.Sprintf("fresh%d", round), i))
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -182,13 +208,13 @@ func measureIdle(b *testing.B, p peer, count int) {
 	}
 	// One call first, so that what the node allocates once (connections,
 	// caches, pools) is in the baseline and not charged to the grains.
-	if _, err := warm(n, "baseline", 1); err != nil {
+	if _, err := warm(context.Background(), n, "baseline", 1); err != nil {
 		b.Fatal(err)
 	}
 	before := measureMemory()
 	clients := make([]func() error, count)
 	for i := range clients {
-		clients[i] = n.client(identityName("idle", i))
+		clients[i] = n.client(context.Background(), identityName("idle", i))
 	}
 	if _, err := driveCalls(count, activationCallers, clients); err != nil {
 		b.Fatal(err)

@@ -36,8 +36,10 @@ type peer interface {
 // node calls counter grains through the peer's generated client.
 type node interface {
 	// client returns a function that calls Add with delta 1 on the counter
-	// named identity, through a generated client made once, here.
-	client(identity string) func() error
+	// named identity, through a generated client made once, here, with ctx
+	// as the call's context. protoactor-go's generated client takes no
+	// context (every call carries its own timeout), so it ignores ctx.
+	client(ctx context.Context, identity string) func() error
 }
 
 // remoteNode is a node in another process than the grains it calls.

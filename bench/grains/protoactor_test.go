@@ -182,7 +182,7 @@ type protoactorNode struct {
 	pong *actor.PID
 }
 
-func (n *protoactorNode) client(identity string) func() error {
+func (n *protoactorNode) client(_ context.Context, identity string) func() error {
 	c := protoactorpb.GetCounterGrainClient(n.cluster, identity)
 	return func() error {
 		_, err := c.Add(&protoactorpb.AddRequest{Delta: 1})

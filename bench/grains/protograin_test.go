@@ -107,9 +107,8 @@ type protograinNode struct {
 	current atomic.Pointer[oneWayRun]
 }
 
-func (n *protograinNode) client(identity string) func() error {
+func (n *protograinNode) client(ctx context.Context, identity string) func() error {
 	c := protograinpb.NewCounterClient(n.node, identity)
-	ctx := context.Background()
 	return func() error {
 		_, err := c.Add(ctx, &protograinpb.AddRequest{Delta: 1})
 		return err

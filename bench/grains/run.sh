@@ -13,7 +13,7 @@
 # (-benchtime of the call and one-way benchmarks), ACTIVATIONS (fresh
 # identities per activation sample), IDLE (comma-separated idle grain
 # counts), IDLE_COUNT (samples per idle count; default 2, 1 when quick),
-# BENCH (regexp selecting among LocalCalls, RemoteCalls, OneWay,
+# BENCH (regexp selecting among LocalCalls, LocalCallsDeadline, RemoteCalls, OneWay,
 # LoopbackFloor, Activation, IdleMemory), OUT (directory for the results, default
 # bench/grains/results/<UTC time>). OUT receives raw.txt (the go test output),
 # benchstat.txt and ratios.txt.
@@ -50,6 +50,7 @@ phase() {
 	fi
 }
 phase LocalCalls -test.count "$COUNT" -test.benchtime "$BENCHTIME"
+phase LocalCallsDeadline -test.count "$COUNT" -test.benchtime "$BENCHTIME"
 phase RemoteCalls -test.count "$COUNT" -test.benchtime "$BENCHTIME"
 phase OneWay -test.count "$COUNT" -test.benchtime "$BENCHTIME"
 # The floor under cross-node calls: raw TCP and bare gRPC round trips.

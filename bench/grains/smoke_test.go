@@ -1,6 +1,7 @@
 package grains
 
 import (
+	"context"
 	"errors"
 	"io"
 	"strings"
@@ -46,19 +47,24 @@ func TestPeersSmoke(t *testing.T) {
 }
 
 // checkCalls warms a few counters on n and drives calls at them from
-// several callers, as the benchmarks do.
+// several callers, as the benchmarks do, with a context that can never end
+// and with one that has a deadline (BenchmarkLocalCallsDeadline).
 func checkCalls(t *testing.T, n node) {
 	t.Helper()
-	clients, err := warm(n, "smoke", 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := driveCalls(50, 4, clients)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(run.latencies) != 50 || run.elapsed <= 0 {
-		t.Fatalf("driveCalls: %d latencies in %v, want 50 in a positive time", len(run.latencies), run.elapsed)
+	deadline, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, ctx := range []context.Context{context.Background(), deadline} {
+		clients, err := warm(ctx, n, "smoke", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run, err := driveCalls(50, 4, clients)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(run.latencies) != 50 || run.elapsed <= 0 {
+			t.Fatalf("driveCalls: %d latencies in %v, want 50 in a positive time", len(run.latencies), run.elapsed)
+		}
 	}
 }
 
