@@ -421,7 +421,14 @@ type nameDict struct {
 	// repeat them, and comparing a name with the same string (the same
 	// pointer: a constant of generated code) is cheaper than hashing it.
 	kind, method, client nameCache
+	// clientsSeen are the last client IDs sent as strings (see refs).
+	clientsSeen [clientsSeenCount]string
+	clientsNext int
 }
+
+// clientsSeenCount is how many recent client IDs a nameDict remembers
+// before giving one an id.
+const clientsSeenCount = 8
 
 type nameCache struct {
 	name string
@@ -434,7 +441,31 @@ func (d *nameDict) refs(f *frame) nameRefs {
 	if !d.on {
 		return nameRefs{}
 	}
-	return nameRefs{kind: d.ref(&d.kind, f.kind), method: d.ref(&d.method, f.method), client: d.ref(&d.client, f.stamp.client)}
+	r := nameRefs{kind: d.ref(&d.kind, f.kind), method: d.ref(&d.method, f.method)}
+	if c := f.stamp.client; c != "" && (c == d.client.name || d.ids[c] != 0 || d.seenClient(c)) {
+		r.client = d.ref(&d.client, c)
+	}
+	return r
+}
+
+// seenClient reports whether client was sent recently, and remembers it.
+//
+// Kinds and methods are few, but a client ID may be used once: the stamps
+// of a grain's inner calls each have their own (innerStamp). Defining
+// every one would fill the dictionary (maxNameID) with names that never
+// come again, and later kinds and methods would go as strings for the rest
+// of the stream. So a client ID gets an id only when it comes again within
+// the last clientsSeenCount client IDs sent as strings, as a node's own
+// does on its second call.
+func (d *nameDict) seenClient(client string) bool {
+	for _, s := range d.clientsSeen {
+		if s == client {
+			return true
+		}
+	}
+	d.clientsSeen[d.clientsNext] = client
+	d.clientsNext = (d.clientsNext + 1) % clientsSeenCount
+	return false
 }
 
 func (d *nameDict) ref(last *nameCache, s string) nameRef {

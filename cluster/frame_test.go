@@ -164,14 +164,15 @@ func TestDecodeRejectsCorruptFrames(t *testing.T) {
 }
 
 // TestFrameNameDictionary sends frames through a stream's name dictionary
-// twice: the first time each name is defined, the second time only its id
-// goes, and the reader gets the same frames both times.
+// three times: the first time kinds and methods are defined, the second
+// time client IDs (which get an id only when they come again), the third
+// time only ids go, and the reader gets the same frames every time.
 func TestFrameNameDictionary(t *testing.T) {
 	var d nameDict
 	d.on = true
 	var names nameTable
-	var sizes [2]int
-	for round := range 2 {
+	var sizes [3]int
+	for round := range 3 {
 		var batch []byte
 		want := sampleFrames()
 		for i := range want {
@@ -191,16 +192,41 @@ func TestFrameNameDictionary(t *testing.T) {
 			t.Fatalf("round %d: decoded\n%+v\nwant\n%+v", round, got, want)
 		}
 		for _, f := range got {
-			if round == 1 && (f.refs.kind.define || f.refs.method.define || f.refs.client.define) {
-				t.Fatalf("round 1 defined a name again: %+v", f)
+			if round == 2 && (f.refs.kind.define || f.refs.method.define || f.refs.client.define) {
+				t.Fatalf("round 2 defined a name again: %+v", f)
 			}
 		}
 	}
-	if sizes[1] >= sizes[0] {
-		t.Fatalf("batch of ids is %d bytes, of names %d", sizes[1], sizes[0])
+	if sizes[2] >= sizes[0] {
+		t.Fatalf("batch of ids is %d bytes, of names %d", sizes[2], sizes[0])
 	}
 	if len(names.defs) != len(d.ids) {
 		t.Fatalf("reader has %d names, writer defined %d", len(names.defs), len(d.ids))
+	}
+}
+
+// TestNameDictionaryClientIDs checks that client IDs used once (an inner
+// call's) do not take ids, and that one used again does.
+func TestNameDictionaryClientIDs(t *testing.T) {
+	var d nameDict
+	d.on = true
+	for i := range 3 * maxNameID {
+		f := frame{typ: frameRequest, kind: "k", method: "/k/M", stamp: stamp{client: fmt.Sprintf("grain:%d", i), seq: 1}}
+		if r := d.refs(&f); r.client.id != 0 {
+			t.Fatalf("call %d: a one-off client ID got id %d", i, r.client.id)
+		}
+	}
+	own := frame{typ: frameRequest, kind: "k", method: "/k/M", stamp: stamp{client: "node-a", seq: 1}}
+	other := frame{typ: frameRequest, kind: "k", method: "/k/M", stamp: stamp{client: "grain:x", seq: 1}}
+	if r := d.refs(&own); r.client.id != 0 {
+		t.Fatalf("the first use of a client ID got id %d", r.client.id)
+	}
+	d.refs(&other)
+	if r := d.refs(&own); r.client.id == 0 || !r.client.define {
+		t.Fatalf("the second use of a client ID was not defined: %+v", r.client)
+	}
+	if len(d.ids) != 3 { // k, /k/M, node-a
+		t.Fatalf("%d names defined, want 3", len(d.ids))
 	}
 }
 
