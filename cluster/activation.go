@@ -320,7 +320,10 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 		return err
 	}
 	// A restart gets the same grainActor: it holds nothing of its own.
-	ref, err := t.n.system.Spawn(runtime.Props{New: a.newActor})
+	// The grain's actor ignores *Started, so it gets no turn of its own at
+	// spawn (StartOnFirstMessage): the first call's turn delivers it. That
+	// saves each activation a hand-off to a worker goroutine and back.
+	ref, err := t.n.system.Spawn(runtime.Props{New: a.newActor, StartOnFirstMessage: true})
 	if err != nil {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: activate %s/%s: %v", a.hk.Name, a.identity, err)
 	}

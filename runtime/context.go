@@ -99,7 +99,9 @@ func (c *Context) Spawn(p Props) (*Ref, error) {
 		e.children = make(map[*Ref]struct{})
 	}
 	e.children[child] = struct{}{}
-	child.schedule() // delivers *Started
+	if !p.StartOnFirstMessage {
+		child.schedule() // delivers *Started
+	}
 	return child, nil
 }
 

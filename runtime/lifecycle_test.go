@@ -479,3 +479,66 @@ func TestStoppedAgreesWithDone(t *testing.T) {
 	waitFor(t, testTimeout, r.Stopped, "Stopped after Stop")
 	waitClosed(t, r.Done(), "Done after Stopped")
 }
+
+func TestStartOnFirstMessage(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	log := &eventLog{}
+	props := func(name string) Props {
+		return Props{StartOnFirstMessage: true, New: func() Actor {
+			return ActorFunc(func(c *Context) {
+				switch m := c.Message().(type) {
+				case *Started:
+					log.add("%s started", name)
+				case *Stopped:
+					log.add("%s stopped", name)
+				case string:
+					log.add("%s %s", name, m)
+					if m == "spawn" {
+						k, err := c.Spawn(Props{StartOnFirstMessage: true, New: func() Actor {
+							return ActorFunc(func(c *Context) {
+								if _, ok := c.Message().(*Started); ok {
+									log.add("kid started")
+								}
+								if c.Message() == "hi" {
+									c.Respond("hi")
+								}
+							})
+						}})
+						if err != nil {
+							panic(err)
+						}
+						if k.status.Load() != idle {
+							panic("the child got a turn at spawn")
+						}
+						c.Respond(k)
+						return
+					}
+					c.Respond(m)
+				}
+			})
+		}}
+	}
+	r := spawn(t, s, props("a"))
+	// No turn was run for *Started: the actor is idle and has seen nothing.
+	if st := r.status.Load(); st != idle {
+		t.Fatalf("status after spawn = %d, want idle", st)
+	}
+	if got := log.snapshot(); len(got) != 0 {
+		t.Fatalf("events after spawn = %v, want none", got)
+	}
+	kid, err := r.Request(ctxTimeout(t), "spawn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kid.(*Ref).Request(ctxTimeout(t), "hi"); err != nil {
+		t.Fatal(err)
+	}
+	// Never sent anything, then stopped: *Started still comes first.
+	idler := spawn(t, s, props("b"))
+	waitClosed(t, idler.Stop(), "stop")
+	want := []string{"a started", "a spawn", "kid started", "b started", "b stopped"}
+	if got := log.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("events = %v, want %v", got, want)
+	}
+}

@@ -46,6 +46,14 @@ type Props struct {
 	// Middleware wraps Receive; see Middleware. The chain is composed once
 	// at spawn, and an actor without middleware calls Receive directly.
 	Middleware []Middleware
+	// StartOnFirstMessage delays *Started to the actor's first turn, which
+	// its first message (or a stop) brings, instead of running a turn for it
+	// at spawn. *Started still comes before anything else. It suits actors
+	// that do nothing until asked: spawning one then costs no hand-off to a
+	// worker goroutine, and its first message, to an idle actor, may run on
+	// the caller (see Ref.Request). An actor that is never sent anything
+	// and never stopped never sees *Started.
+	StartOnFirstMessage bool
 }
 
 // OverflowPolicy says what a send to a full bounded mailbox does.
