@@ -98,11 +98,17 @@ type grainState struct {
 // the store has nothing for the grain (see grainState).
 func loadState(ctx context.Context, store storage.Store, cfg state.Config, key actKey, k *Kind) (*grainState, error) {
 	sk := storage.Key{Kind: key.kind, Identity: key.identity}
-	buf, err := state.Load(ctx, store, sk, cfg)
+	var buf *state.Buffer
+	var err error
+	if k.NewState == nil {
+		buf, err = state.LoadStored(ctx, store, sk, cfg) // nil if nothing is stored
+	} else {
+		buf, err = state.Load(ctx, store, sk, cfg)
+	}
 	if err != nil {
 		return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: load the state of grain %s/%s: %v", key.kind, key.identity, err)
 	}
-	if k.NewState == nil && buf.Empty() {
+	if buf == nil {
 		return nil, nil
 	}
 	st := &grainState{key: sk, buf: buf}

@@ -436,3 +436,39 @@ func TestNewAndEmpty(t *testing.T) {
 		t.Fatal("a grain whose entries were committed and removed is Empty")
 	}
 }
+
+// LoadStored returns no Buffer where Load returns an Empty one, refuses a
+// bad Config as Load does, and otherwise loads what Load loads: entries,
+// and a version even when the entries were all removed.
+func TestLoadStored(t *testing.T) {
+	s := memstore.New()
+	ctx := context.Background()
+	if b, err := state.LoadStored(ctx, s, grain, state.Config{}); err != nil || b != nil {
+		t.Fatalf("LoadStored of a grain with nothing stored = %v, %v; want nil, nil", b, err)
+	}
+	if _, err := state.LoadStored(ctx, s, grain, state.Config{WindowPerClient: -1}); err == nil {
+		t.Fatal("LoadStored accepted WindowPerClient -1")
+	}
+	b := load(t, s, state.Config{})
+	mustSet(t, b, "k", "v")
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := state.LoadStored(ctx, s, grain, state.Config{})
+	if err != nil || got == nil {
+		t.Fatalf("LoadStored = %v, %v; want a Buffer", got, err)
+	}
+	wantEntries(t, got, map[string]string{"k": "v"})
+	if got.Version() != b.Version() {
+		t.Fatalf("LoadStored: version %d, want %d", got.Version(), b.Version())
+	}
+	if err := b.Remove("k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := state.LoadStored(ctx, s, grain, state.Config{}); err != nil || got == nil || got.Empty() {
+		t.Fatalf("LoadStored of a grain whose entries were removed = %v, %v; want a Buffer that is not Empty", got, err)
+	}
+}
