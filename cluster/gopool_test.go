@@ -7,8 +7,7 @@ import (
 )
 
 func TestGoPoolRunsParksAndStops(t *testing.T) {
-	stop := make(chan struct{})
-	p := newGoPool(stop)
+	p := newGoPool()
 	var ran atomic.Int64
 	var wg sync.WaitGroup
 	for round := range 3 {
@@ -21,13 +20,15 @@ func TestGoPoolRunsParksAndStops(t *testing.T) {
 		if got := ran.Load(); got != int64((round+1)*n) {
 			t.Fatalf("ran %d functions, want %d", got, (round+1)*n)
 		}
-		waitFor(t, waitTimeout, "a goroutine to park", func() bool { return p.parked.Load() > 0 })
-		if got := p.parked.Load(); got > p.maxParked {
+		waitFor(t, waitTimeout, "a goroutine to park", func() bool { return p.parkedCount() > 0 })
+		if got := p.parkedCount(); got > p.maxParked {
 			t.Fatalf("%d parked, over the bound %d", got, p.maxParked)
 		}
 	}
-	close(stop)
-	waitFor(t, waitTimeout, "parked goroutines to exit", func() bool { return p.parked.Load() == 0 })
+	p.close()
+	if got := p.parkedCount(); got != 0 {
+		t.Fatalf("%d parked after close", got)
+	}
 	// Functions still run after the stop, each on a goroutine that exits.
 	done := make(chan struct{})
 	p.run(func() { close(done) })

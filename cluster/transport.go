@@ -184,7 +184,7 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 		conns: make(map[*conn]struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	t.servers = newGoPool(t.ctx.Done())
+	t.servers = newGoPool()
 	t.deadlines = newDeadlines(0) // each request brings its own timeout (sharedAfter)
 	t.batches.init()
 	t.server = grpc.NewServer(
@@ -462,6 +462,7 @@ func (t *transport) close(ctx context.Context) {
 		c.close(err)
 	}
 	t.cancel()
+	t.servers.close()
 	stopped := make(chan struct{})
 	go func() {
 		t.server.GracefulStop()
