@@ -81,10 +81,10 @@ type activation struct {
 	// there is none (see grainState and touchState).
 	state *grainState
 	ref   *runtime.Ref
-	// pending is set while the grain is activating; its ready channel is
-	// closed when activation succeeded or failed. Success clears it,
-	// which lets the channel go: an idle grain keeps no channel. Failure
-	// leaves it, with the error, for the calls that still hold a.
+	// pending is set while the grain is activating; it is finished when
+	// activation succeeded or failed. Success clears it, which lets it
+	// go: an idle grain keeps no channel. Failure leaves it, with the
+	// error, for the calls that still hold a.
 	pending atomic.Pointer[activating]
 	// actor is the runtime.Actor the grain's actor runs, made with a.
 	actor grainActor
@@ -115,9 +115,41 @@ func (a *activation) key() actKey { return actKey{a.hk.Name, a.identity} }
 func (a *activation) tableKey() tableKey { return tableKey{a.hk, a.identity} }
 
 // activating is what calls wait on while a grain activates.
+//
+// Its channel is made by the first call that waits (wait), not with the
+// activation: most grains are activated by a call that nobody else joins
+// (every first call of bench/grains BenchmarkActivation), and the channel
+// was 96 of the bytes and one of the allocations of each activation; a
+// mutex that nobody else takes costs less.
 type activating struct {
-	ready chan struct{}
-	err   error // why activation failed; set before ready is closed
+	mu    sync.Mutex
+	done  bool          // guarded by mu; set by finish
+	ready chan struct{} // guarded by mu; made by the first wait, closed by finish
+	err   error         // why activation failed; set before done
+}
+
+// wait returns a channel closed when activation is over: nil if it is
+// over already.
+func (p *activating) wait() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		return nil
+	}
+	if p.ready == nil {
+		p.ready = make(chan struct{})
+	}
+	return p.ready
+}
+
+// finish ends the activation with err, waking the calls that wait.
+func (p *activating) finish(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.err, p.done = err, true
+	if p.ready != nil {
+		close(p.ready)
+	}
 }
 
 // activated reports whether the activation is ready and succeeded.
@@ -205,7 +237,7 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 		if a == nil {
 			a = &activation{identity: identity, hk: hk}
 			a.actor = grainActor{n: t.n, a: a}
-			a.pending.Store(&activating{ready: make(chan struct{})})
+			a.pending.Store(new(activating))
 			a.calls.Store(1)
 			sh.m[key] = a
 			sh.mu.Unlock()
@@ -271,11 +303,13 @@ func (t *activations) peek(key actKey) *activation {
 // could not be.
 func (t *activations) ready(ctx context.Context, a *activation) (*activation, error) {
 	if p := a.pending.Load(); p != nil {
-		select {
-		case <-p.ready:
-		case <-ctx.Done():
-			t.release(a)
-			return nil, contextError(ctx.Err())
+		if ready := p.wait(); ready != nil {
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				t.release(a)
+				return nil, contextError(ctx.Err())
+			}
 		}
 		if p.err != nil {
 			t.release(a)
@@ -301,12 +335,11 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	defer func() {
 		p := a.pending.Load()
 		if err != nil {
-			p.err = err
 			t.remove(a)
 		} else {
 			a.pending.Store(nil)
 		}
-		close(p.ready)
+		p.finish(err)
 		// A membership change while the grain was activating could not
 		// deactivate it, should it have moved: look again now.
 		if err == nil && t.n.view.Load() != view {
