@@ -226,10 +226,17 @@ func (t *activations) each(fn func(sh *actShard)) {
 // first call, and counts a call on it; release must follow. Concurrent first
 // calls activate once: one runs the activation, the others wait for it.
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
+	a, _, err := t.getFirst(ctx, hk, identity)
+	return a, err
+}
+
+// getFirst is get that also reports whether this call activated the grain.
+func (t *activations) getFirst(ctx context.Context, hk *hostedKind, identity string) (_ *activation, first bool, _ error) {
 	key := tableKey{hk, identity}
 	sh := t.shardOf(hk, identity)
 	if a := t.lookupKey(sh, key); a != nil {
-		return t.ready(ctx, a)
+		a, err := t.ready(ctx, a)
+		return a, false, err
 	}
 	for {
 		sh.mu.Lock()
@@ -242,9 +249,9 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 			sh.m[key] = a
 			sh.mu.Unlock()
 			if err := t.activate(ctx, a); err != nil {
-				return nil, err
+				return nil, false, err
 			}
-			return a, nil
+			return a, true, nil
 		}
 		if a.deactivating {
 			gone := a.goneChan()
@@ -253,12 +260,13 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 			case <-gone:
 				continue
 			case <-ctx.Done():
-				return nil, contextError(ctx.Err())
+				return nil, false, contextError(ctx.Err())
 			}
 		}
 		a.calls.Add(1)
 		sh.mu.Unlock()
-		return t.ready(ctx, a)
+		a, err := t.ready(ctx, a)
+		return a, false, err
 	}
 }
 
