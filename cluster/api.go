@@ -106,9 +106,10 @@ const (
 // Activator is implemented by grains that want to run code when they are
 // activated, before their first call is delivered. An error fails the call
 // that caused the activation, and the activation is discarded. OnActivate
-// runs on the goroutine of the call that caused the activation, and so
-// does that call's method: that call returns when both have, even past
-// its deadline (both see the deadline in their GrainContext).
+// runs on the goroutine of the call (or reminder) that caused the
+// activation, and so does that call's method (or OnReminder): the call
+// returns when both have, even past its deadline (both see the deadline in
+// their GrainContext).
 type Activator interface {
 	OnActivate(ctx GrainContext) error
 }
