@@ -226,17 +226,10 @@ func (t *activations) each(fn func(sh *actShard)) {
 // first call, and counts a call on it; release must follow. Concurrent first
 // calls activate once: one runs the activation, the others wait for it.
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
-	a, _, err := t.getFirst(ctx, hk, identity)
-	return a, err
-}
-
-// getFirst is get that also reports whether this call activated the grain.
-func (t *activations) getFirst(ctx context.Context, hk *hostedKind, identity string) (_ *activation, first bool, _ error) {
 	key := tableKey{hk, identity}
 	sh := t.shardOf(hk, identity)
 	if a := t.lookupKey(sh, key); a != nil {
-		a, err := t.ready(ctx, a)
-		return a, false, err
+		return t.ready(ctx, a)
 	}
 	for {
 		sh.mu.Lock()
@@ -249,9 +242,9 @@ func (t *activations) getFirst(ctx context.Context, hk *hostedKind, identity str
 			sh.m[key] = a
 			sh.mu.Unlock()
 			if err := t.activate(ctx, a); err != nil {
-				return nil, false, err
+				return nil, err
 			}
-			return a, true, nil
+			return a, nil
 		}
 		if a.deactivating {
 			gone := a.goneChan()
@@ -260,13 +253,12 @@ func (t *activations) getFirst(ctx context.Context, hk *hostedKind, identity str
 			case <-gone:
 				continue
 			case <-ctx.Done():
-				return nil, false, contextError(ctx.Err())
+				return nil, contextError(ctx.Err())
 			}
 		}
 		a.calls.Add(1)
 		sh.mu.Unlock()
-		a, err := t.ready(ctx, a)
-		return a, false, err
+		return t.ready(ctx, a)
 	}
 }
 

@@ -107,9 +107,8 @@ const (
 // activated, before their first call is delivered. An error fails the call
 // that caused the activation, and the activation is discarded. OnActivate
 // runs on the goroutine of the call (or reminder) that caused the
-// activation, and so does that call's method (or OnReminder): the call
-// returns when both have, even past its deadline (both see the deadline in
-// their GrainContext).
+// activation: that call returns when OnActivate has, even past its deadline
+// (OnActivate sees the deadline in its GrainContext).
 type Activator interface {
 	OnActivate(ctx GrainContext) error
 }

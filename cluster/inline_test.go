@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -77,4 +78,39 @@ func TestLocalCallWithoutDeadlineReturnsWithItsMethod(t *testing.T) {
 	if got := add(t, n, "slow", 1); got != 2 {
 		t.Fatalf("total after the held call = %d, want 2 (the call to the busy grain must not have run)", got)
 	}
+}
+
+// TestPeerCallEndsAtItsDeadlineWhileTheMethodRuns checks the other side of
+// a served request running its grain's turn on the goroutine that serves
+// it: the caller, on another node, still returns at its deadline while a
+// method that ignores its context holds, and a local call with a deadline
+// of its own that activates a grain is not held by its method either.
+func TestPeerCallEndsAtItsDeadlineWhileTheMethodRuns(t *testing.T) {
+	t.Parallel()
+	const timeout = 100 * time.Millisecond
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	owner, caller := nodes[0], nodes[1]
+	h := hs[owner.Name()]
+
+	id := identityOwnedBy(t, nodes, owner)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if _, err := caller.Invoke(ctx, stringCall(methodHold, id, "")); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("peer call to a held method: code = %v (%v), want DeadlineExceeded", status.Code(err), err)
+	}
+
+	// A local first call with its own deadline: the activation runs on
+	// the caller, the method on the grain's worker.
+	fresh := ""
+	for i := 0; fresh == ""; i++ {
+		if m, ok := owner.Owner(echoKind, fmt.Sprintf("fresh-%d", i)); ok && m.Name == owner.Name() {
+			fresh = fmt.Sprintf("fresh-%d", i)
+		}
+	}
+	local, cancelLocal := context.WithTimeout(context.Background(), timeout)
+	defer cancelLocal()
+	if _, err := owner.Invoke(local, stringCall(methodHold, fresh, "")); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("local first call to a held method: code = %v (%v), want DeadlineExceeded", status.Code(err), err)
+	}
+	close(h.release)
 }

@@ -22,9 +22,8 @@ import (
 // context can never end (no deadline, no cancellation) may run the grain's
 // method on the caller's goroutine: it then returns when the method does,
 // even past DefaultCallTimeout (the method sees that deadline). A call
-// that activates a grain of this node does so whatever its context: it
-// runs the grain's OnActivate and method on the caller's goroutine (see
-// Activator).
+// that activates a grain of this node runs its OnActivate on the caller's
+// goroutine (see Activator).
 //
 // Every call carries a stamp, (client ID, sequence number), fixed before
 // the first attempt so that retries reuse it: the node's Config.ClientID
@@ -179,7 +178,7 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st st
 	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
 	}
-	resp, raw, err := n.callGrain(ctx, hk, m, call.Identity, call.Request, chain, st)
+	resp, raw, err := n.callGrain(ctx, hk, m, call.Identity, call.Request, chain, st, turnHere(ctx))
 	if err != nil || resp != nil {
 		return resp, err
 	}
@@ -232,7 +231,10 @@ func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, []by
 		return nil, nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the request to %s/%s %s: %v",
 			req.kind, req.identity, req.method, err)
 	}
-	return n.callGrain(ctx, hk, m, req.identity, msg, req.chain, req.stamp)
+	// A peer's request runs an idle grain's turn on the goroutine that
+	// serves it: that goroutine exists only to wait for the reply, and the
+	// caller, on its own node, still returns at its deadline.
+	return n.callGrain(ctx, hk, m, req.identity, msg, req.chain, req.stamp, true)
 }
 
 // checkOwner returns ErrNotOwner unless this node owns the grain in its
@@ -261,9 +263,10 @@ func (n *Node) lookup(kind, method string) (*hostedKind, *hostedMethod, error) {
 // callGrain delivers a call to the grain's activation and returns the
 // response, its encoding (when the grain recorded it), or both: a reply
 // recorded by an earlier run of the same stamp comes as bytes only.
+// runHere is deliver's.
 func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message,
-	chain []actKey, st stamp) (proto.Message, []byte, error) {
-	resp, err := n.deliver(ctx, hk, identity, m.Name, newGrainCall(ctx, m, req, chain, st))
+	chain []actKey, st stamp, runHere bool) (proto.Message, []byte, error) {
+	resp, err := n.deliver(ctx, hk, identity, m.Name, newGrainCall(ctx, m, req, chain, st), runHere)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -275,31 +278,23 @@ func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, i
 
 // deliver sends msg to the grain's activation, activating it first if
 // needed, and maps what the actor reports to the package's errors. what
-// names the delivery in errors and logs.
-func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what string, msg any) (any, error) {
+// names the delivery in errors and logs. runHere says that the caller
+// accepts to run an idle grain's turn on its own goroutine, and so to
+// return when the turn ends, even past ctx's deadline (see turnHere).
+func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what string, msg any, runHere bool) (any, error) {
 	for {
-		a, first, err := n.acts.getFirst(ctx, hk, identity)
+		a, err := n.acts.get(ctx, hk, identity)
 		if err != nil {
 			return nil, err
 		}
 		var resp any
-		// The call that activated the grain runs its first turn too,
-		// whatever its deadline: it ran OnActivate on this goroutine
-		// already, under the same terms (see Activator), and the fresh
-		// actor is idle. That saves every activation a hand-off to a
-		// worker and back (bench/grains BenchmarkActivation, 64 callers:
-		// +12.8% activations/s).
-		if _, onlyDefault := ctx.(*deadlineCtx); onlyDefault || first {
-			// The trick: a caller whose own context can never end (only
-			// the node's DefaultCallTimeout bounds it) runs the turn of
-			// an idle grain itself, as the runtime does for a Request
-			// without a deadline. A turn on a worker costs two goroutine
-			// switches per call (caller -> worker -> caller), which were
-			// most of the CPU of a local call. The price: a call whose
-			// method outlives DefaultCallTimeout returns when the method
-			// does, not at the deadline; the method still sees the
-			// deadline in its GrainContext. A busy grain is still waited
-			// for under the deadline.
+		if runHere {
+			// The trick: the caller runs the turn of an idle grain
+			// itself, as the runtime does for a Request without a
+			// deadline. A turn on a worker costs two goroutine switches
+			// per call (caller -> worker -> caller), which were most of
+			// the CPU of a local call. A busy grain is still waited for
+			// under ctx.
 			resp, err = a.ref.RequestInline(ctx, msg)
 		} else {
 			resp, err = a.ref.Request(ctx, msg)
@@ -318,6 +313,18 @@ func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what strin
 		}
 		return nil, n.callError(ctx, a, what, err)
 	}
+}
+
+// turnHere reports whether a local call may run an idle grain's turn on
+// the caller's goroutine: only when the caller's own context can never end
+// (no deadline, no cancellation: only the node's DefaultCallTimeout bounds
+// it, see deadlines.with). Such a call returns when the method does, even
+// past DefaultCallTimeout; the method still sees that deadline in its
+// GrainContext. A call with a deadline or cancellation of its own is handed
+// to the grain's worker, so that it can return at its deadline.
+func turnHere(ctx context.Context) bool {
+	_, onlyDefault := ctx.(*deadlineCtx)
+	return onlyDefault
 }
 
 // retryOnNextActivation reports whether err says the call met an

@@ -144,6 +144,6 @@ func (n *Node) fireReminder(ctx context.Context, r storage.Reminder) error {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
 	}
 	defer n.calls.leave()
-	_, err := n.deliver(ctx, hk, r.Grain.Identity, "reminder "+r.Name, &reminderCall{ctx: ctx, name: r.Name})
+	_, err := n.deliver(ctx, hk, r.Grain.Identity, "reminder "+r.Name, &reminderCall{ctx: ctx, name: r.Name}, false)
 	return err
 }
