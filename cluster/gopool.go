@@ -2,7 +2,8 @@ package cluster
 
 import (
 	goruntime "runtime"
-	"sync"
+
+	"github.com/protograin/protograin/internal/parking"
 )
 
 // goPool runs functions on goroutines that are kept between them, for the
@@ -11,23 +12,12 @@ import (
 // The trick: a goroutine per request (go fn()) costs a newproc and the
 // growth of a fresh, small stack to what serving a call needs (on the host
 // of a cross-node benchmark, newproc and copystack were 6% and 8% of the
-// CPU). A goroutine that finishes parks instead of exiting, up to a bound,
-// and the next request is handed to it with its stack already grown; when
-// none is parked, a new goroutine starts, so a slow grain never holds up
-// other requests.
-//
-// Parked goroutines wait in a stack, each on a channel of its own, as the
-// runtime's workers do. They used to wait together on one unbuffered
-// channel and on the pool's stop channel, so every hand-off and every park
-// locked both channels, shared by all parked goroutines: that select was
-// 7.4% of the host's CPU in bench/grains RemoteCalls/callers=64. The
-// stack's mutex is held for a push or a pop only. The stack is last in,
-// first out: the goroutine parked last has the warmest stack and caches.
+// CPU). A goroutine that finishes parks instead of exiting, up to a bound
+// (see package parking for how they wait), and the next request is handed
+// to it with its stack already grown; when none is parked, a new goroutine
+// starts, so a slow grain never holds up other requests.
 type goPool struct {
-	mu        sync.Mutex
-	parked    []chan func() // guarded by mu; each parked goroutine's inbox, capacity 1
-	closed    bool          // guarded by mu; set by close: goroutines stop parking
-	maxParked int
+	lot parking.Lot[func()]
 }
 
 // parkedPerProc is how many idle goroutines a goPool keeps per GOMAXPROCS.
@@ -42,61 +32,28 @@ type goPool struct {
 const parkedPerProc = 128
 
 func newGoPool() *goPool {
-	return &goPool{maxParked: parkedPerProc * goruntime.GOMAXPROCS(0)}
+	p := &goPool{}
+	p.lot.Init(parkedPerProc * goruntime.GOMAXPROCS(0))
+	return p
 }
 
 // run runs fn on a parked goroutine, or on a new one.
 func (p *goPool) run(fn func()) {
-	p.mu.Lock()
-	if n := len(p.parked); n > 0 {
-		inbox := p.parked[n-1]
-		p.parked[n-1] = nil
-		p.parked = p.parked[:n-1]
-		p.mu.Unlock()
-		inbox <- fn // never blocks: popped, so nobody else sends to it
-		return
+	if !p.lot.Hand(fn) {
+		go p.loop(fn)
 	}
-	p.mu.Unlock()
-	go p.loop(fn)
 }
 
 // loop runs functions until enough goroutines are parked or the pool
-// closes; close wakes parked goroutines with a nil function.
+// closes.
 func (p *goPool) loop(fn func()) {
 	var inbox chan func()
-	for fn != nil {
+	for ok := true; ok; fn, ok = p.lot.Park(&inbox) {
 		fn()
 		fn = nil // let what it holds be collected while parked
-		p.mu.Lock()
-		if p.closed || len(p.parked) >= p.maxParked {
-			p.mu.Unlock()
-			return
-		}
-		if inbox == nil {
-			inbox = make(chan func(), 1)
-		}
-		p.parked = append(p.parked, inbox)
-		p.mu.Unlock()
-		fn = <-inbox
 	}
-}
-
-// parkedCount returns how many goroutines are parked.
-func (p *goPool) parkedCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.parked)
 }
 
 // close makes parked goroutines exit, and running ones exit after their
 // function. Functions run later still run, each on a goroutine of its own.
-func (p *goPool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for i, inbox := range p.parked {
-		inbox <- nil
-		p.parked[i] = nil
-	}
-	p.parked = p.parked[:0]
-}
+func (p *goPool) close() { p.lot.Close() }

@@ -11,7 +11,7 @@ func TestGoPoolRunsParksAndStops(t *testing.T) {
 	var ran atomic.Int64
 	var wg sync.WaitGroup
 	for round := range 3 {
-		n := 4 * int(p.maxParked) // more than can park, so some exit
+		n := 4 * p.lot.Max() // more than can park, so some exit
 		wg.Add(n)
 		for range n {
 			p.run(func() { ran.Add(1); wg.Done() })
@@ -20,13 +20,13 @@ func TestGoPoolRunsParksAndStops(t *testing.T) {
 		if got := ran.Load(); got != int64((round+1)*n) {
 			t.Fatalf("ran %d functions, want %d", got, (round+1)*n)
 		}
-		waitFor(t, waitTimeout, "a goroutine to park", func() bool { return p.parkedCount() > 0 })
-		if got := p.parkedCount(); got > p.maxParked {
-			t.Fatalf("%d parked, over the bound %d", got, p.maxParked)
+		waitFor(t, waitTimeout, "a goroutine to park", func() bool { return p.lot.Parked() > 0 })
+		if got := p.lot.Parked(); got > p.lot.Max() {
+			t.Fatalf("%d parked, over the bound %d", got, p.lot.Max())
 		}
 	}
 	p.close()
-	if got := p.parkedCount(); got != 0 {
+	if got := p.lot.Parked(); got != 0 {
 		t.Fatalf("%d parked after close", got)
 	}
 	// Functions still run after the stop, each on a goroutine that exits.

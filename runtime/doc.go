@@ -7,7 +7,8 @@
 // The package knows nothing about the cluster, protobuf or gRPC, and must not
 // import github.com/protograin/protograin/cluster, google.golang.org/protobuf
 // or google.golang.org/grpc: the cluster builds on the runtime, never the
-// other way round. It imports the standard library only (TestImports checks).
+// other way round. It imports the standard library and this module's
+// internal packages only (TestImports checks).
 //
 // # Actors and scheduling
 //

@@ -32,8 +32,8 @@ func TestIdleActorMemory(t *testing.T) {
 	}
 	waitFor(t, testTimeout, func() bool { return started.load() == n }, "all actors started")
 	// Wait for the actors' goroutines to end: idle actors hold none. The
-	// System keeps up to maxParked idle workers, whatever the actor count.
-	idleGoroutines := goroutines + 10 + s.workers.maxParked
+	// System keeps up to workers.lot.Max() idle workers, whatever the actor count.
+	idleGoroutines := goroutines + 10 + s.workers.lot.Max()
 	waitFor(t, testTimeout, func() bool { return goruntime.NumGoroutine() <= idleGoroutines }, "goroutines to exit")
 	after := heapInUse()
 	perActor := float64(after-before)/n - float64(unsafe.Sizeof(refs[0])) // minus the test's own slice

@@ -6,7 +6,7 @@ import (
 )
 
 // TestWorkersParkAndExit checks that workers park after their turns, no
-// more than maxParked of them, that parked workers run later turns, and
+// more than workers.lot.Max() of them, that parked workers run later turns, and
 // that they all exit when the System closes.
 func TestWorkersParkAndExit(t *testing.T) {
 	before := goruntime.NumGoroutine()
@@ -23,7 +23,7 @@ func TestWorkersParkAndExit(t *testing.T) {
 		refs = append(refs, r)
 	}
 	waitFor(t, testTimeout, func() bool { return counter.load() == n }, "all actors started")
-	waitFor(t, testTimeout, func() bool { return s.workers.parkedCount() > 0 }, "a worker to park")
+	waitFor(t, testTimeout, func() bool { return s.workers.lot.Parked() > 0 }, "a worker to park")
 	// Every actor is idle now; more turns reuse the parked workers.
 	for round := 1; round <= 3; round++ {
 		for _, r := range refs {
@@ -32,12 +32,12 @@ func TestWorkersParkAndExit(t *testing.T) {
 			}
 		}
 		waitFor(t, testTimeout, func() bool { return counter.handled.Load() == int64(round*n) }, "all messages handled")
-		if p := s.workers.parkedCount(); p > s.workers.maxParked {
-			t.Fatalf("%d parked workers, over the bound of %d", p, s.workers.maxParked)
+		if p := s.workers.lot.Parked(); p > s.workers.lot.Max() {
+			t.Fatalf("%d parked workers, over the bound of %d", p, s.workers.lot.Max())
 		}
 	}
 	s.Close()
-	waitFor(t, testTimeout, func() bool { return s.workers.parkedCount() == 0 }, "parked workers to exit")
+	waitFor(t, testTimeout, func() bool { return s.workers.lot.Parked() == 0 }, "parked workers to exit")
 	waitFor(t, testTimeout, func() bool { return goruntime.NumGoroutine() <= before+2 }, "the System's goroutines to exit")
 
 }
