@@ -65,19 +65,7 @@ func reportCalls(b *testing.B, run callRun) {
 
 // BenchmarkLocalCalls measures typed grain calls with caller and grain on
 // one node, over warmIdentities active counters.
-func BenchmarkLocalCalls(b *testing.B) {
-	forEachPeer(b, func(b *testing.B, p peer) {
-		n, err := p.local(b)
-		if err != nil {
-			b.Fatal(err)
-		}
-		clients, err := warm(context.Background(), n, "local", warmIdentities)
-		if err != nil {
-			b.Fatal(err)
-		}
-		benchCalls(b, clients)
-	})
-}
+func BenchmarkLocalCalls(b *testing.B) { benchLocalCalls(b, context.Background()) }
 
 // BenchmarkLocalCallsDeadline is BenchmarkLocalCalls with every call under
 // a context that has a deadline (one context for the whole run, as a
@@ -88,13 +76,19 @@ func BenchmarkLocalCalls(b *testing.B) {
 // protoactor-go's calls are the same as in BenchmarkLocalCalls: its
 // generated client has no context, and every call carries its timeout.
 func BenchmarkLocalCallsDeadline(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	benchLocalCalls(b, ctx)
+}
+
+// benchLocalCalls runs the local call benchmarks on every peer, each call
+// with ctx.
+func benchLocalCalls(b *testing.B, ctx context.Context) {
 	forEachPeer(b, func(b *testing.B, p peer) {
 		n, err := p.local(b)
 		if err != nil {
 			b.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
-		b.Cleanup(cancel)
 		clients, err := warm(ctx, n, "local", warmIdentities)
 		if err != nil {
 			b.Fatal(err)
