@@ -109,7 +109,7 @@ func waitIdle(t *testing.T, r *Ref, rec *recorder, want int) {
 
 // pushRaw queues a message without scheduling the actor, as if a producer
 // had pushed it and not yet scheduled it; the next turn must handle it.
-func pushRaw(q *queue, s *System, msg any) { q.push(s.envelopes.get(msg, nil)) }
+func pushRaw(h *queueHead, s *System, msg any) { h.push(s.envelopes.get(msg, nil)) }
 
 func TestRequestRunsTurnOnIdleActorInCaller(t *testing.T) {
 	t.Parallel()
@@ -148,8 +148,8 @@ func TestInlineTurnHandlesSystemMessagesFirst(t *testing.T) {
 	r := spawn(t, s, recordingProps(rec))
 	waitIdle(t, r, rec, 1)
 
-	pushRaw(&r.userq, s, "queued")
-	pushRaw(&r.sysq, s, sysRestart{})
+	pushRaw(&r.userHead, s, "queued")
+	pushRaw(&r.sysHead, s, sysRestart{})
 	me := goid()
 	if v, err := r.Request(context.Background(), "req"); err != nil || v != "re:req" {
 		t.Fatalf("Request = %v, %v", v, err)
@@ -176,7 +176,7 @@ func TestInlineTurnRespectsThroughput(t *testing.T) {
 	waitIdle(t, r, rec, 1)
 
 	for _, m := range []string{"m1", "m2", "m3"} {
-		pushRaw(&r.userq, s, m)
+		pushRaw(&r.userHead, s, m)
 	}
 	me := goid()
 	if v, err := r.Request(context.Background(), "req"); err != nil || v != "re:req" {

@@ -25,7 +25,7 @@ type envelope struct {
 // The trick: allocating a 32-byte node per message, and collecting it again,
 // was about half the CPU of a ping-pong send (mallocgc, memclr of fresh
 // spans, background marking, write barriers). A node leaves the queue when
-// the consumer moves past it (see queue.pop), and from then on nothing
+// the consumer moves past it (see queueTail.pop), and from then on nothing
 // refers to it: the producer that linked it is done with it, and no other
 // producer ever saw it. So the consumer can hand it back to a sync.Pool,
 // whose per-P caches make a Get and a Put a few nanoseconds; an actor that
@@ -42,58 +42,66 @@ func (ep *envelopePool) get(msg any, reply *replySlot) *envelope {
 	return e
 }
 
-// queue is an unbounded lock-free multi-producer single-consumer FIFO after
-// Dmitry Vyukov's design. Producers swap themselves into head and then link
-// the previous node to themselves; the single consumer follows next pointers
-// from tail. tail always points at a node whose message was already taken
-// (the stub), so the queue is empty when tail.next is nil.
+// The mailbox queue is an unbounded lock-free multi-producer single-consumer
+// FIFO after Dmitry Vyukov's design. Producers swap themselves into the
+// head and then link the previous node to themselves; the single consumer
+// follows next pointers from the tail. The tail always points at a node
+// whose message was already taken (the stub), so the queue is empty when
+// the stub's next is nil.
 //
 // Between a producer's swap and its link, the consumer cannot see that
 // producer's node nor any node pushed after it. The runtime relies on that
 // producer to schedule the actor after linking, so nothing is lost.
 //
+// The queue comes in two halves, its producers' end (queueHead) and its
+// consumer's end (queueTail), so that an actor can keep them on different
+// cache lines (see Ref).
+//
 // The first stub comes from the pool rather than being a field of the
 // queue: an idle actor then holds one node per queue, the current stub,
 // and not also an unused initial one.
-type queue struct {
-	head atomic.Pointer[envelope] // last pushed node; written by producers
-	tail *envelope                // stub node; owned by the consumer
-}
 
-// init must be called before the queue is used.
-func (q *queue) init(free *envelopePool) {
-	q.tail = free.get(nil, nil)
-	q.head.Store(q.tail)
+// queueHead is the producers' end of a queue: the last node pushed.
+type queueHead struct{ last atomic.Pointer[envelope] }
+
+// queueTail is the consumer's end of a queue: the stub.
+type queueTail struct{ stub *envelope }
+
+// initQueue makes the empty queue of h and t. It must be called before the
+// queue is used.
+func initQueue(h *queueHead, t *queueTail, free *envelopePool) {
+	t.stub = free.get(nil, nil)
+	h.last.Store(t.stub)
 }
 
 // push appends e. Safe for concurrent use by any number of producers.
-func (q *queue) push(e *envelope) {
-	prev := q.head.Swap(e)
+func (h *queueHead) push(e *envelope) {
+	prev := h.last.Swap(e)
 	atomic.StorePointer(&prev.next, unsafe.Pointer(e))
 }
 
-// empty reports whether nothing was pushed since the consumer's tail was
-// last. Unlike a look at tail.next it does not read the node, so it is safe
-// on a tail saved before the actor went idle, which another goroutine may
-// since have moved past and recycled: then head differs from it (or, if the
-// node came back to this queue's head, the actor was run by that other
+// empty reports whether nothing was pushed since the consumer's stub was
+// stub. Unlike a look at stub.next it does not read the node, so it is safe
+// on a stub saved before the actor went idle, which another goroutine may
+// since have moved past and recycled: then the head differs from it (or, if
+// the node came back to this queue's head, the actor was run by that other
 // goroutine, which checks for itself).
-func (q *queue) empty(tail *envelope) bool { return q.head.Load() == tail }
+func (h *queueHead) empty(stub *envelope) bool { return h.last.Load() == stub }
 
 // pop removes the oldest message. It must only be called by the consumer.
 // ok is false when the queue is empty or when the oldest push is not linked
 // yet. The node the queue no longer needs is pushed onto the list *spare
 // (linked through next, owned by the consumer), for the consumer's own
 // sends or the pool (see Context.Send and spareList.flush).
-func (q *queue) pop(spare *spareList) (msg any, reply *replySlot, ok bool) {
-	old := q.tail
+func (t *queueTail) pop(spare *spareList) (msg any, reply *replySlot, ok bool) {
+	old := t.stub
 	next := (*envelope)(atomic.LoadPointer(&old.next))
 	if next == nil {
 		return nil, nil, false
 	}
 	// next becomes the stub: take its message and drop the references so
 	// that the stub does not keep a delivered message alive.
-	q.tail = next
+	t.stub = next
 	msg, reply = next.msg, next.reply
 	next.msg, next.reply = nil, nil
 	spare.push(old)

@@ -15,8 +15,9 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	var free envelopePool
 	free.init()
 	var spare spareList
-	var q queue
-	q.init(&free)
+	var head queueHead
+	var tail queueTail
+	initQueue(&head, &tail, &free)
 
 	var wg sync.WaitGroup
 	for p := range producers {
@@ -24,7 +25,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range perProducer {
-				q.push(free.get(item{p, i}, nil)) // recycled nodes, reused while others pop
+				head.push(free.get(item{p, i}, nil)) // recycled nodes, reused while others pop
 			}
 		}()
 	}
@@ -35,7 +36,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	total := 0
 	finished := false
 	for total < producers*perProducer {
-		msg, _, ok := q.pop(&spare)
+		msg, _, ok := tail.pop(&spare)
 		spare.flush(&free) // back to the producers
 		if !ok {
 			if finished {
@@ -55,7 +56,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 		next[it.producer]++
 		total++
 	}
-	if _, _, ok := q.pop(&spare); ok {
+	if _, _, ok := tail.pop(&spare); ok {
 		t.Fatal("queue not empty after all messages were popped")
 	}
 }
@@ -67,26 +68,27 @@ func TestQueueEmptyAndReuse(t *testing.T) {
 	var free envelopePool
 	free.init()
 	var spare spareList
-	var q queue
-	q.init(&free)
-	if _, _, ok := q.pop(&spare); ok {
+	var head queueHead
+	var tail queueTail
+	initQueue(&head, &tail, &free)
+	if _, _, ok := tail.pop(&spare); ok {
 		t.Fatal("pop on empty queue succeeded")
 	}
 	for round := range 3 {
 		for i := range 4 {
-			q.push(&envelope{msg: round*10 + i})
+			head.push(&envelope{msg: round*10 + i})
 		}
 		for i := range 4 {
-			msg, _, ok := q.pop(&spare)
+			msg, _, ok := tail.pop(&spare)
 			if !ok || msg != round*10+i {
 				t.Fatalf("round %d: pop = %v, %v; want %d", round, msg, ok, round*10+i)
 			}
 		}
-		if _, _, ok := q.pop(&spare); ok {
+		if _, _, ok := tail.pop(&spare); ok {
 			t.Fatalf("round %d: queue not empty", round)
 		}
-		if q.tail.msg != nil {
-			t.Fatalf("round %d: stub still holds %v", round, q.tail.msg)
+		if tail.stub.msg != nil {
+			t.Fatalf("round %d: stub still holds %v", round, tail.stub.msg)
 		}
 	}
 }

@@ -97,6 +97,6 @@ func (r *Ref) enqueueTimer(t *Timer) {
 			return
 		}
 	}
-	r.userq.push(r.sys.envelopes.get(timerFired{t}, nil))
+	r.userHead.push(r.sys.envelopes.get(timerFired{t}, nil))
 	r.schedule()
 }
