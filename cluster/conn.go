@@ -536,7 +536,7 @@ func (c *conn) serve(req frame) {
 	}
 	c.mu.Unlock()
 	s := &servedCall{c: c, req: req, ctx: ctx, cancel: cancel}
-	c.t.servers.run(s.run)
+	c.t.servers.run(s)
 }
 
 // servedCall is a request on its way through the goroutine that serves it.
@@ -545,7 +545,7 @@ func (c *conn) serve(req frame) {
 // over the frame and the context cost the frame's copy (about 200 B) and
 // the closure (64 B), and the reply frame, returned by pointer, another
 // 200 B: 36% of the bytes the host allocated in bench/grains RemoteCalls.
-// Now the closure is the 16-byte method value and the reply a value.
+// Now the reply is a value, and s itself is the pool's task (see task).
 type servedCall struct {
 	c      *conn
 	req    frame

@@ -14,7 +14,7 @@ func TestGoPoolRunsParksAndStops(t *testing.T) {
 		n := 4 * p.lot.Max() // more than can park, so some exit
 		wg.Add(n)
 		for range n {
-			p.run(func() { ran.Add(1); wg.Done() })
+			p.run(taskFunc(func() { ran.Add(1); wg.Done() }))
 		}
 		wg.Wait()
 		if got := ran.Load(); got != int64((round+1)*n) {
@@ -31,6 +31,6 @@ func TestGoPoolRunsParksAndStops(t *testing.T) {
 	}
 	// Functions still run after the stop, each on a goroutine that exits.
 	done := make(chan struct{})
-	p.run(func() { close(done) })
+	p.run(taskFunc(func() { close(done) }))
 	receive(t, done, "a function run after the stop")
 }
