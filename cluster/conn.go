@@ -51,12 +51,12 @@ type conn struct {
 	writing      bool          // a goroutine is sending batches on the stream (writeLoop or writeAlone)
 	dict         nameDict      // the names this side defined in the stream's dictionary
 	nextID       uint64
-	calls        map[uint64]chan frame         // requests sent, waiting for their reply
-	served       map[uint64]context.CancelFunc // requests received, running
-	err          error                         // why the conn closed
-	corrupt      error                         // the decoding error that closed it, if any
-	framesQueued uint64                        // frames sent, for tests and debugging
-	batchesSent  uint64                        // gRPC messages sent
+	calls        map[uint64]chan frame  // requests sent, waiting for their reply
+	served       map[uint64]*servedCall // requests received, running
+	err          error                  // why the conn closed
+	corrupt      error                  // the decoding error that closed it, if any
+	framesQueued uint64                 // frames sent, for tests and debugging
+	batchesSent  uint64                 // gRPC messages sent
 }
 
 func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, cc *grpc.ClientConn) *conn {
@@ -65,7 +65,7 @@ func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, 
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		calls:  make(map[uint64]chan frame),
-		served: make(map[uint64]context.CancelFunc),
+		served: make(map[uint64]*servedCall),
 	}
 	return c
 }
@@ -99,8 +99,8 @@ func (c *conn) close(err error) {
 		return
 	}
 	c.err = err
-	for id, cancel := range c.served {
-		cancel()
+	for id, s := range c.served {
+		s.ctx.end()
 		delete(c.served, id)
 	}
 	// Calls waiting for a reply get a frame of type 0, which no peer can
@@ -402,10 +402,10 @@ func (c *conn) dispatch(f *frame) {
 		}
 	case frameCancel:
 		c.mu.Lock()
-		cancel, ok := c.served[f.id]
+		s, ok := c.served[f.id]
 		c.mu.Unlock()
 		if ok {
-			cancel()
+			s.ctx.end()
 		}
 	case frameHello:
 		// The acceptor's answer to our hello: whether it understands name
@@ -510,32 +510,27 @@ func (c *conn) serve(req frame) {
 		return
 	}
 	// A request's context does not descend from a conn-wide one: close
-	// cancels every request in c.served itself, so making each a child of
+	// ends every request in c.served itself, so making each a child of
 	// another context (a lock on the parent to add it, and again to remove
 	// it, on every request) would buy nothing.
 	//
 	// Its deadline is shared with the requests that arrive within the same
-	// window (see deadlines), and the request's context only cancels: a
-	// context of its own with a timer cost three allocations and two trips
-	// through the runtime's timer heap per request (27% of the bytes the
-	// host allocated in bench/grains RemoteCalls), for a timer that almost
-	// never fires. The child registers with the shared deadline under its
-	// mutex, a short critical section.
-	var ctx context.Context
-	var cancel context.CancelFunc
+	// window (see deadlines): a context of its own with a timer cost three
+	// allocations and two trips through the runtime's timer heap per
+	// request (27% of the bytes the host allocated in bench/grains
+	// RemoteCalls), for a timer that almost never fires. The request's
+	// context only adds cancellation, and only when asked (see servedCtx).
+	s := &servedCall{c: c, req: req}
 	if req.timeout > 0 {
-		ctx, cancel = context.WithCancel(c.t.deadlines.sharedAfter(time.Now(), req.timeout).ctx)
-	} else {
-		ctx, cancel = context.WithCancel(context.Background())
+		s.ctx.d = c.t.deadlines.sharedAfter(time.Now(), req.timeout)
 	}
 	c.mu.Lock()
 	if c.err == nil {
-		c.served[req.id] = cancel
+		c.served[req.id] = s
 	} else {
-		cancel() // closed already: the request runs only to fail fast
+		s.ctx.end() // closed already: the request runs only to fail fast
 	}
 	c.mu.Unlock()
-	s := &servedCall{c: c, req: req, ctx: ctx, cancel: cancel}
 	c.t.servers.run(s)
 }
 
@@ -545,19 +540,19 @@ func (c *conn) serve(req frame) {
 // over the frame and the context cost the frame's copy (about 200 B) and
 // the closure (64 B), and the reply frame, returned by pointer, another
 // 200 B: 36% of the bytes the host allocated in bench/grains RemoteCalls.
-// Now the reply is a value, and s itself is the pool's task (see task).
+// Now the reply is a value, s itself is the pool's task (see task), and
+// the request's context lives in s too.
 type servedCall struct {
-	c      *conn
-	req    frame
-	ctx    context.Context
-	cancel context.CancelFunc
+	c   *conn
+	req frame
+	ctx servedCtx
 }
 
 func (s *servedCall) run() {
 	c, h := s.c, s.c.t.handler
 	defer h.finishCall()
-	defer s.cancel()
-	reply := h.serveRequest(s.ctx, &s.req)
+	defer s.ctx.end()
+	reply := h.serveRequest(&s.ctx, &s.req)
 	c.mu.Lock()
 	delete(c.served, s.req.id)
 	c.mu.Unlock()

@@ -173,3 +173,72 @@ func TestSharedAfterToleratesJitter(t *testing.T) {
 		}
 	}
 }
+
+func TestServedCtxEndsWithoutDone(t *testing.T) {
+	c := &servedCtx{d: newSharedDeadline(time.Now().Add(time.Hour))}
+	if err := c.Err(); err != nil {
+		t.Fatalf("Err before the end = %v", err)
+	}
+	if dl, ok := c.Deadline(); !ok || !dl.Equal(c.d.at) {
+		t.Fatalf("Deadline = %v, %v; want the shared one", dl, ok)
+	}
+	c.end()
+	c.end() // idempotent
+	if err := c.Err(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Err after end = %v, want context.Canceled", err)
+	}
+	// Done asked for only now is closed already.
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done asked for after the end is not closed")
+	}
+	if c.d.ctx.Err() != nil {
+		t.Fatal("ending a request ended the shared deadline")
+	}
+}
+
+func TestServedCtxDoneClosesOnEnd(t *testing.T) {
+	c := &servedCtx{} // no deadline
+	if _, ok := c.Deadline(); ok {
+		t.Fatal("a request without a timeout has a deadline")
+	}
+	done := c.Done()
+	if done != c.Done() {
+		t.Fatal("Done returned a different channel the second time")
+	}
+	// A context a grain derives follows the request, through AfterFunc.
+	child, stop := context.WithCancel(c)
+	defer stop()
+	c.end()
+	for _, ch := range []<-chan struct{}{done, child.Done()} {
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the end of the request did not close Done")
+		}
+	}
+	if err := c.Err(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Err = %v, want context.Canceled", err)
+	}
+}
+
+func TestServedCtxFollowsTheSharedDeadline(t *testing.T) {
+	s := newSharedDeadline(time.Now().Add(20 * time.Millisecond))
+	asked := &servedCtx{d: s}
+	done := asked.Done()
+	notAsked := &servedCtx{d: s}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done did not close at the shared deadline")
+	}
+	for _, c := range []*servedCtx{asked, notAsked} {
+		if err := c.Err(); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Err = %v, want context.DeadlineExceeded", err)
+		}
+	}
+	if v := notAsked.Value(ctxKey{}); v != nil {
+		t.Fatalf("Value = %v, want none", v)
+	}
+}

@@ -27,7 +27,7 @@ const (
 //
 // The small fields come first and together, so that the struct has no
 // padding between them: a frame is 192 bytes, and a served request (a
-// servedCall, which holds one) fits the 224-byte size class.
+// servedCall, which holds one and its context) fits the 256-byte size class.
 type frame struct {
 	typ      frameType
 	reason   reason
