@@ -869,3 +869,42 @@ func TestTinyPendingQueueStillServes(t *testing.T) {
 		t.Fatalf("total = %d, want %d", got, 32*20)
 	}
 }
+
+// TestServedContextOutlivesItsCall checks that a grain may keep the context
+// of a peer's call after returning: it ends with the call, and the requests
+// that come after it (whose carriers are recycled) neither revive it nor
+// change its deadline.
+func TestServedContextOutlivesItsCall(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	owner := nodes[1]
+	id := identityOwnedBy(t, nodes, owner)
+	call := func(timeout time.Duration) GrainContext {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if _, err := nodes[0].Invoke(ctx, stringCall(methodKeep, id, "x")); err != nil {
+			t.Fatalf("Keep: %v", err)
+		}
+		return receive(t, hs[owner.Name()].kept, "the grain's context")
+	}
+	first := call(time.Hour)
+	firstDeadline, ok := first.Deadline()
+	if !ok || time.Until(firstDeadline) < 50*time.Minute {
+		t.Fatalf("the call's deadline is %v, %v; want about an hour from now", firstDeadline, ok)
+	}
+	for range 50 {
+		call(3 * time.Hour)
+	}
+	if err := first.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Err of a kept context = %v, want context.Canceled", err)
+	}
+	select {
+	case <-first.Done():
+	default:
+		t.Error("the Done of a kept context is not closed")
+	}
+	if dl, _ := first.Deadline(); !dl.Equal(firstDeadline) {
+		t.Errorf("a kept context's deadline moved from %v to %v", firstDeadline, dl)
+	}
+}

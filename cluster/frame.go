@@ -26,8 +26,7 @@ const (
 // below, so unknown fields from newer peers are skipped.
 //
 // The small fields come first and together, so that the struct has no
-// padding between them: a frame is 192 bytes, and a served request (a
-// servedCall, which holds one and its context) fits the 256-byte size class.
+// padding between them: a frame is 192 bytes.
 type frame struct {
 	typ      frameType
 	reason   reason

@@ -505,13 +505,13 @@ func TestStreamsUseNameIDs(t *testing.T) {
 	}
 }
 
-// TestFrameSize keeps a frame at 192 bytes and a served request, with its
-// context, in the 256-byte size class (see frame and servedCtx).
+// TestFrameSize keeps a frame at 192 bytes, and what a served request
+// allocates, its context, in the 64-byte size class (see servedCall).
 func TestFrameSize(t *testing.T) {
 	if got := unsafe.Sizeof(frame{}); got > 192 {
 		t.Errorf("a frame is %d bytes, want at most 192", got)
 	}
-	if got := unsafe.Sizeof(servedCall{}); got > 256 {
-		t.Errorf("a servedCall is %d bytes, want at most 256", got)
+	if got := unsafe.Sizeof(servedCtx{}); got > 64 {
+		t.Errorf("a servedCtx is %d bytes, want at most 64", got)
 	}
 }

@@ -136,21 +136,23 @@ const (
 	methodString = "/test.Echo/String" // StringValue → StringValue, same value
 	methodRelay  = "/test.Echo/Relay"  // StringValue identity → StringValue "kind/identity added: total", via Add on identity
 	methodChain  = "/test.Echo/Chain"  // StringValue "b,c" → calls Chain on b with "c"; "" → own identity
+	methodKeep   = "/test.Echo/Keep"   // StringValue → same value, after handing its context to hooks.kept
 )
 
 // hooks observes one node's grains.
 type hooks struct {
 	node        string
-	news        atomic.Int64  // calls of Kind.New
-	deactivated chan string   // identities whose OnDeactivate ran
-	entered     chan string   // identities that entered Block
-	canceled    chan error    // why Block calls saw their context end
-	release     chan struct{} // closing it releases Block calls
-	activateErr error         // returned by OnActivate when set
+	news        atomic.Int64      // calls of Kind.New
+	deactivated chan string       // identities whose OnDeactivate ran
+	entered     chan string       // identities that entered Block
+	canceled    chan error        // why Block calls saw their context end
+	kept        chan GrainContext // the contexts of Keep calls, kept past them
+	release     chan struct{}     // closing it releases Block calls
+	activateErr error             // returned by OnActivate when set
 }
 
 func newHooks(node string) *hooks {
-	return &hooks{node: node, deactivated: make(chan string, 1024), entered: make(chan string, 1024), canceled: make(chan error, 1024), release: make(chan struct{})}
+	return &hooks{node: node, deactivated: make(chan string, 1024), entered: make(chan string, 1024), canceled: make(chan error, 1024), kept: make(chan GrainContext, 1024), release: make(chan struct{})}
 }
 
 type echoGrain struct {
@@ -183,6 +185,10 @@ func newEchoKind(h *hooks, idle time.Duration) *Kind {
 				return wrapperspb.String(g.h.node), nil
 			}),
 			echoMethod(methodString, newString, func(_ *echoGrain, _ GrainContext, req proto.Message) (proto.Message, error) {
+				return req, nil
+			}),
+			echoMethod(methodKeep, newString, func(g *echoGrain, ctx GrainContext, req proto.Message) (proto.Message, error) {
+				g.h.kept <- ctx
 				return req, nil
 			}),
 			echoMethod(methodFail, newString, func(_ *echoGrain, _ GrainContext, req proto.Message) (proto.Message, error) {

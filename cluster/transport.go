@@ -145,6 +145,8 @@ type transport struct {
 	// (a frame is large, so each channel is a 250-byte allocation).
 	replies sync.Pool // chan frame, capacity 1, empty
 	servers *goPool   // runs the requests peers send
+	// served recycles the servedCalls that carry requests to servers.
+	served sync.Pool // *servedCall, zero
 	// deadlines are the shared deadlines of the requests peers send.
 	deadlines *deadlines
 
