@@ -184,15 +184,8 @@ func TestServedCtxEndsWithoutDone(t *testing.T) {
 	}
 	c.end()
 	c.end() // idempotent
-	if err := c.Err(); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Err after end = %v, want context.Canceled", err)
-	}
-	// Done asked for only now is closed already.
-	select {
-	case <-c.Done():
-	default:
-		t.Fatal("Done asked for after the end is not closed")
-	}
+	// Done, asked for only now, is closed already.
+	wantCanceled(t, c, "after end")
 	if c.d.ctx.Err() != nil {
 		t.Fatal("ending a request ended the shared deadline")
 	}
@@ -240,5 +233,19 @@ func TestServedCtxFollowsTheSharedDeadline(t *testing.T) {
 	}
 	if v := notAsked.Value(ctxKey{}); v != nil {
 		t.Fatalf("Value = %v, want none", v)
+	}
+}
+
+// wantCanceled fails t unless ctx ended with context.Canceled and its Done
+// channel is closed.
+func wantCanceled(t testing.TB, ctx context.Context, what string) {
+	t.Helper()
+	if err := ctx.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("%s: Err = %v, want context.Canceled", what, err)
+	}
+	select {
+	case <-ctx.Done():
+	default:
+		t.Errorf("%s: Done is not closed", what)
 	}
 }
