@@ -24,13 +24,8 @@ type goPool struct {
 //
 // An interface rather than a func(): a request's *servedCall goes in as it
 // is, where its method value s.run was a 16-byte allocation per served
-// call. A func() still fits, as a taskFunc, without allocating either.
+// call.
 type task interface{ run() }
-
-// taskFunc makes a func() a task.
-type taskFunc func()
-
-func (f taskFunc) run() { f() }
 
 // parkedPerProc is how many idle goroutines a goPool keeps per GOMAXPROCS.
 //

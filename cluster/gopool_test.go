@@ -34,3 +34,8 @@ func TestGoPoolRunsParksAndStops(t *testing.T) {
 	p.run(taskFunc(func() { close(done) }))
 	receive(t, done, "a function run after the stop")
 }
+
+// taskFunc makes a func() a task.
+type taskFunc func()
+
+func (f taskFunc) run() { f() }
