@@ -80,12 +80,12 @@ func (h *queueHead) push(e *envelope) {
 	atomic.StorePointer(&prev.next, unsafe.Pointer(e))
 }
 
-// empty reports whether nothing was pushed since the consumer's stub was
-// stub. Unlike a look at stub.next it does not read the node, so it is safe
-// on a stub saved before the actor went idle, which another goroutine may
-// since have moved past and recycled: then the head differs from it (or, if
-// the node came back to this queue's head, the actor was run by that other
-// goroutine, which checks for itself).
+// empty reports whether nothing was pushed since stub became the
+// consumer's stub. Unlike a look at stub.next it does not read the node, so
+// it is safe on a stub saved before the actor went idle, which another
+// goroutine may since have moved past and recycled: then the head differs
+// from it (or, if the node came back to this queue's head, the actor was
+// run by that other goroutine, which checks for itself).
 func (h *queueHead) empty(stub *envelope) bool { return h.last.Load() == stub }
 
 // pop removes the oldest message. It must only be called by the consumer.
