@@ -163,9 +163,10 @@ func (c *deadlineCtx) String() string {
 //
 // The trick: most requests never wait on Done. A grain that is idle runs
 // the request's turn on the goroutine that serves it, and neither the
-// runtime nor most grains select on the context then. So the context is
-// two words and a mutex until someone asks for Done: only then does it make
-// a cancelable context, under the shared deadline, and delegate to it.
+// runtime nor most grains select on the context then. So until someone
+// asks for Done the context is the shared deadline and a flag that end
+// sets: only then does it make a cancelable context, under the shared
+// deadline, and delegate to it.
 // context.WithCancel on every request registered a child with the shared
 // deadline and removed it again, each under the deadline's one mutex:
 // 36% of the lock waits of the host in bench/grains RemoteCalls, and 14%

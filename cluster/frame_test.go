@@ -515,3 +515,33 @@ func TestFrameSize(t *testing.T) {
 		t.Errorf("a servedCtx is %d bytes, want at most 64", got)
 	}
 }
+
+// TestClosedStreamEndsItsServedRequests feeds a corrupt frame to a stream
+// while a request that came on it is running: the stream is reset, and the
+// grain sees its context end instead of running on for a caller that is
+// gone. The node goes on serving other streams.
+func TestClosedStreamEndsItsServedRequests(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	target := nodes[1]
+	id := identityOwnedBy(t, nodes, target)
+	s := rawStream(t, target)
+	hello := appendFrame(nil, &frame{typ: frameHello, node: "intruder"})
+	block := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: echoKind, identity: id, method: methodBlock})
+	for _, b := range [][]byte{hello, block} {
+		if err := s.SendMsg(&b); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	receive(t, hs[target.Name()].entered, "the request to reach the grain")
+	garbage := []byte{0x05, 0xde, 0xad, 0xbe, 0xef, 0x00}
+	if err := s.SendMsg(&garbage); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if err := receive(t, hs[target.Name()].canceled, "the grain to see its stream end"); !errors.Is(err, context.Canceled) {
+		t.Errorf("the grain saw %v, want context.Canceled", err)
+	}
+	if got := add(t, nodes[0], id, 1); got != 1 {
+		t.Fatalf("total = %d after the reset stream, want 1", got)
+	}
+}
