@@ -95,6 +95,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			Decider:     func(*runtime.Failure) runtime.Directive { return runtime.Restart },
 			MaxRestarts: cfg.GrainMaxRestarts,
 			Window:      cfg.GrainRestartWindow,
+			// The node logs each panic of a grain, naming it (callError,
+			// handleOneWay); the runtime's line would say it again with
+			// only an actor number.
+			QuietFailures: true,
 		}),
 	})
 	if err := n.start(ctx); err != nil {

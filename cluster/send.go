@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -406,7 +407,7 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 	defer func() {
 		if p := recover(); p != nil {
 			g.n.log.Error("cluster: grain panicked on a one-way message", "kind", g.a.hk.Name, "identity", g.a.identity,
-				"method", m.method.Name, "panic", p)
+				"method", m.method.Name, "panic", p, "stack", string(debug.Stack()))
 			panic(p) // for the actor's supervisor, as for a call
 		}
 	}()

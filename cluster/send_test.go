@@ -127,8 +127,8 @@ type logLines struct {
 	lines []string // "message key=value ..."
 }
 
-// handler returns a slog.Handler that records into l and passes records on
-// to next.
+// handler returns a slog.Handler that records into l the records at Warn
+// and above, and passes every record on to next.
 func (l *logLines) handler(next slog.Handler) slog.Handler { return &lineHandler{l: l, next: next} }
 
 // count returns how many recorded lines contain every one of parts.
@@ -169,9 +169,11 @@ func (h *lineHandler) Handle(ctx context.Context, r slog.Record) error {
 		add(a)
 	}
 	r.Attrs(add)
-	h.l.mu.Lock()
-	h.l.lines = append(h.l.lines, b.String())
-	h.l.mu.Unlock()
+	if r.Level >= slog.LevelWarn {
+		h.l.mu.Lock()
+		h.l.lines = append(h.l.lines, b.String())
+		h.l.mu.Unlock()
+	}
 	if h.next.Enabled(ctx, r.Level) {
 		return h.next.Handle(ctx, r)
 	}
@@ -450,8 +452,11 @@ func TestOneWayGrainErrorsAndPanics(t *testing.T) {
 			if got := log.count("cluster: one-way message failed", id, "recorder: told to fail"); got != 1 {
 				t.Errorf("the error was logged %d times, want once", got)
 			}
-			if got := log.count("cluster: grain panicked on a one-way message", id, "recorder: told to panic"); got != 1 {
-				t.Errorf("the panic was logged %d times, want once", got)
+			if got := log.count("cluster: grain panicked on a one-way message", id, "recorder: told to panic", "stack="); got != 1 {
+				t.Errorf("the panic was logged with its stack %d times, want once", got)
+			}
+			if got := log.count("recorder: told to panic"); got != 1 {
+				t.Errorf("the panic is in %d lines, want 1", got)
 			}
 			if got := rec.activations(id); got != 1 {
 				t.Errorf("%d activations after one panic, want 1 (restarted in place)", got)
@@ -555,5 +560,36 @@ func TestOneWayContextHasTheDefaultDeadline(t *testing.T) {
 		}
 		cancel() // the sender gives up at once: the message runs anyway
 		waitValues(t, recs[owner.Name()], id, []int64{1})
+	}
+}
+
+// TestGrainPanicIsLoggedOnce: a call that panics leaves one line in its
+// owner's log, naming the grain and carrying the stack, and none anywhere
+// else: the runtime's supervisor keeps quiet about grains.
+func TestGrainPanicIsLoggedOnce(t *testing.T) {
+	t.Parallel()
+	nodes, _, logs := recorderCluster(t, 0, nil)
+	for _, owner := range nodes[:2] {
+		t.Run("owner "+owner.Name(), func(t *testing.T) {
+			panicLines := func() int {
+				n := 0
+				for _, l := range logs {
+					n += l.count("recorder: told to panic")
+				}
+				return n
+			}
+			before := panicLines()
+			id := recorderOwnedBy(t, nodes, owner, "panics")
+			_, err := nodes[0].Invoke(context.Background(), recordCall(id, -1))
+			if !errors.Is(err, ErrGrainPanic) {
+				t.Fatalf("Invoke = %v, want ErrGrainPanic", err)
+			}
+			if got := logs[owner.Name()].count("cluster: grain panicked", id, methodRecord, "recorder: told to panic", "stack="); got != 1 {
+				t.Errorf("the owner logged the panic with its stack %d times, want once", got)
+			}
+			if lines := panicLines() - before; lines != 1 {
+				t.Errorf("the panic is in %d lines across the nodes, want 1", lines)
+			}
+		})
 	}
 }

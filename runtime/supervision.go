@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
@@ -110,6 +112,11 @@ type StrategyConfig struct {
 	// Rand returns a number in [0, 1) for the backoff jitter. Nil means
 	// math/rand/v2's Float64; tests inject a fixed source.
 	Rand func() float64
+	// QuietFailures logs the children's failures at Debug instead of Warn,
+	// for a supervisor whose owner reports them better itself: the cluster
+	// logs a grain's panic once, with its kind, identity and method. A
+	// failure that exhausts MaxRestarts is logged at Warn either way.
+	QuietFailures bool
 }
 
 // Backoff is exponential backoff with jitter between restarts. The first
@@ -223,7 +230,12 @@ func (s *strategy) handleFailure(sup supervisor, f *Failure) {
 	child := f.Who
 	sys := sup.system()
 	d := s.decide(sys, f)
-	sys.logger.Debug("runtime: supervising failure", "actor", child.String(), "directive", d.String(), "panic", f.Reason)
+	level := slog.LevelWarn
+	if s.cfg.QuietFailures {
+		level = slog.LevelDebug
+	}
+	sys.logger.Log(context.Background(), level, "runtime: actor failed", "actor", child.String(), "directive", d.String(),
+		"error", f.Error(), "stack", string(f.Stack))
 	targets := []*Ref{child}
 	if s.allForOne && (d == Restart || d == Stop) {
 		targets = withRef(sup.siblings(), child)
@@ -312,7 +324,6 @@ func (r *Ref) fail(f *Failure) {
 		return
 	}
 	r.suspended = true
-	r.sys.logger.Warn("runtime: actor failed", "actor", r.String(), "error", f.Error())
 	if r.parent != nil {
 		r.parent.sendSystem(sysFailure{f})
 		return

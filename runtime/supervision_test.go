@@ -1,9 +1,12 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -551,4 +554,108 @@ func TestRootAllForOne(t *testing.T) {
 	}
 	waitFor(t, testTimeout, func() bool { return log.count("a#2 started") == 1 && log.count("b#2 started") == 1 },
 		"both top-level actors restarted")
+}
+
+// TestFailureIsLoggedOnce checks the one line a failure leaves in the log:
+// at Warn, naming the directive and carrying the panic's stack, or at
+// Debug for a strategy with QuietFailures, whose owner logs failures itself.
+func TestFailureIsLoggedOnce(t *testing.T) {
+	t.Parallel()
+	for _, quiet := range []bool{false, true} {
+		t.Run(fmt.Sprintf("quiet=%t", quiet), func(t *testing.T) {
+			t.Parallel()
+			logs := &recordLog{}
+			s := newTestSystem(t, Config{
+				Logger:     slog.New(logs),
+				Supervisor: NewOneForOne(StrategyConfig{QuietFailures: quiet}),
+			})
+			r := spawn(t, s, counterProps("a", &eventLog{}))
+			if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+				t.Fatalf("Request(boom) = %v, want ErrPanic", err)
+			}
+			// The root supervisor logs before it restarts the actor, so the
+			// line is there once the restarted instance answers.
+			if v, err := r.Request(ctxTimeout(t), "get"); err != nil || v != 0 {
+				t.Fatalf("after the panic: get = %v, %v; want 0 from a restarted instance", v, err)
+			}
+			failed := logs.find("runtime: actor failed")
+			if len(failed) != 1 {
+				t.Fatalf("%d lines say the actor failed, want 1: %v", len(failed), logs.all())
+			}
+			line := failed[0]
+			want := slog.LevelWarn
+			if quiet {
+				want = slog.LevelDebug
+			}
+			if line.level != want {
+				t.Errorf("the failure was logged at %v, want %v", line.level, want)
+			}
+			if line.attrs["directive"] != "Restart" || !strings.Contains(line.attrs["error"], "boom") ||
+				!strings.Contains(line.attrs["stack"], "counterProps") {
+				t.Errorf("the failure's line lacks its directive, error or stack: %v", line.attrs)
+			}
+			if loud := logs.atLeast(slog.LevelWarn); quiet && len(loud) != 0 {
+				t.Errorf("a quiet strategy logged at Warn or above: %v", loud)
+			}
+		})
+	}
+}
+
+// recordLog is a slog.Handler that keeps every record, at every level.
+type recordLog struct {
+	mu      sync.Mutex
+	records []logRecord
+}
+
+// logRecord is a kept record: its level, message and attributes as text.
+type logRecord struct {
+	level   slog.Level
+	message string
+	attrs   map[string]string
+}
+
+func (l *recordLog) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *recordLog) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{level: r.Level, message: r.Message, attrs: map[string]string{}}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.String()
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, rec)
+	return nil
+}
+
+func (l *recordLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+
+func (l *recordLog) WithGroup(string) slog.Handler { return l }
+
+func (l *recordLog) all() []logRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.records)
+}
+
+// find returns the records with message msg.
+func (l *recordLog) find(msg string) []logRecord {
+	var out []logRecord
+	for _, r := range l.all() {
+		if r.message == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// atLeast returns the records at level or above.
+func (l *recordLog) atLeast(level slog.Level) []logRecord {
+	var out []logRecord
+	for _, r := range l.all() {
+		if r.level >= level {
+			out = append(out, r)
+		}
+	}
+	return out
 }
