@@ -39,6 +39,8 @@ trap 'rm -f "$bin"' EXIT
 {
 	echo "# $(date -u +%FT%TZ) $(nproc) cores, $(go version), uptime:$(uptime | sed 's/.*load/ load/')"
 	echo "# COUNT=$COUNT BENCHTIME=$BENCHTIME ACTIVATIONS=$ACTIVATIONS IDLE=$IDLE IDLE_COUNT=$IDLE_COUNT BENCH=$BENCH"
+	# The runtime's knobs, when set, apply to both peers and both processes.
+	echo "# GOMAXPROCS=${GOMAXPROCS:-default} GOGC=${GOGC:-default} GOMEMLIMIT=${GOMEMLIMIT:-default}"
 } >"$raw"
 
 # phase NAME ARGS... runs benchmark NAME with ARGS unless BENCH excludes it.
