@@ -231,6 +231,37 @@ func (fg *fileGen) unimplemented(svc *protogen.Service, n *serviceNames) {
 			)),
 		)
 	}
+	fg.out.Comment(doc(prose("%s reports whether u is nil: %s uses it to reject a grain that embeds a nil *%s.",
+		embeddedNil, n.NewKind, n.Unimplemented)))
+	fg.out.Func().Params(jen.Id("u").Op("*").Id(n.Unimplemented)).Id(embeddedNil).Params().Bool().Block(
+		jen.Return(jen.Id("u").Op("==").Nil()),
+	)
+}
+
+// embeddedNil names the unexported method of every Unimplemented type that
+// the generated New of a kind calls (see kindNew). Unexported, it cannot
+// clash with an RPC's method, whose Go name is exported.
+const embeddedNil = "embeddedNil"
+
+// kindNew returns the Kind's New: it makes the grain with factory and
+// panics if the grain embeds a nil *Unimplemented<S>Grain. Such a grain
+// would otherwise panic on only the methods it leaves out, perhaps long
+// after it was deployed; this way every activation fails, and the node's
+// error says why, as grpc-go fails the registration of such a server. The
+// method has a pointer receiver so that it sees the nil: the method sets
+// of grains that embed the type by value, as its doc asks, include it only
+// when the grain is a pointer, and then it is never nil.
+func kindNew(n *serviceNames) jen.Code {
+	return jen.Func().Params(jen.Id("identity").String()).Any().Block(
+		jen.Id("g").Op(":=").Id("factory").Call(jen.Id("identity")),
+		jen.If(
+			jen.List(jen.Id("u"), jen.Id("ok")).Op(":=").Id("g").Assert(jen.Interface(jen.Id(embeddedNil).Params().Bool())),
+			jen.Id("ok").Op("&&").Id("u").Dot(embeddedNil).Call(),
+		).Block(
+			jen.Panic(jen.Lit(fmt.Sprintf("protograin: the grain embeds a nil *%s; embed %s by value", n.Unimplemented, n.Unimplemented))),
+		),
+		jen.Return(jen.Id("g")),
+	)
 }
 
 func (fg *fileGen) client(svc *protogen.Service, n *serviceNames) {
@@ -344,9 +375,7 @@ func (fg *fileGen) kind(svc *protogen.Service, n *serviceNames) {
 	}
 	kindFields := []jen.Code{
 		field("Name", jen.Id(n.Kind)),
-		field("New", jen.Func().Params(jen.Id("identity").String()).Any().Block(
-			jen.Return(jen.Id("factory").Call(jen.Id("identity"))),
-		)),
+		field("New", kindNew(n)),
 		field("Methods", jen.Index().Qual(clusterPackage, "Method").Add(fields(methods...))),
 	}
 	paragraphs := []string{prose("%s returns the kind %s for a cluster node to host. The node calls factory once per "+

@@ -69,6 +69,12 @@ func (UnimplementedCounterGrain) Get(cluster.GrainContext, *GetRequest) (*GetRes
 	return nil, status.Error(codes.Unimplemented, "protograin: "+CounterGetMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewCounterKind uses it to reject a
+// grain that embeds a nil *UnimplementedCounterGrain.
+func (u *UnimplementedCounterGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // CounterClient calls one grain of kind
 // protograin.examples.counter.v1.Counter. It is safe for concurrent use if its
 // Caller is.
@@ -145,7 +151,13 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: CounterKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedCounterGrain; embed UnimplementedCounterGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

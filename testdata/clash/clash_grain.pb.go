@@ -160,6 +160,12 @@ func (UnimplementedCounterGrain) Uses(cluster.GrainContext, *req_.Thing) (*statu
 	return nil, status1.Error(codes.Unimplemented, "protograin: "+CounterUsesMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewCounterKind uses it to reject a
+// grain that embeds a nil *UnimplementedCounterGrain.
+func (u *UnimplementedCounterGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // CounterClient calls one grain of kind protograin.testdata.clash.v1.Counter.
 // It is safe for concurrent use if its Caller is.
 type CounterClient struct {
@@ -418,7 +424,13 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 	return &cluster.Kind{
 		Name: CounterKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedCounterGrain; embed UnimplementedCounterGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -673,6 +685,12 @@ func (UnimplementedNewCounterGrain) Add(cluster.GrainContext, *Empty) (*Empty, e
 	return nil, status1.Error(codes.Unimplemented, "protograin: "+NewCounterAddMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewNewCounterKind uses it to reject a
+// grain that embeds a nil *UnimplementedNewCounterGrain.
+func (u *UnimplementedNewCounterGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // NewCounterClient_ calls one grain of kind
 // protograin.testdata.clash.v1.NewCounter. It is safe for concurrent use if
 // its Caller is.
@@ -722,7 +740,13 @@ func NewNewCounterKind(factory func(identity string) NewCounterGrain) *cluster.K
 	return &cluster.Kind{
 		Name: NewCounterKind_,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedNewCounterGrain; embed UnimplementedNewCounterGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -797,6 +821,12 @@ func (UnimplementedTypeGrain) Range(cluster.GrainContext, *Empty) (*Empty, error
 	return nil, status1.Error(codes.Unimplemented, "protograin: "+TypeRangeMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewTypeKind uses it to reject a grain
+// that embeds a nil *UnimplementedTypeGrain.
+func (u *UnimplementedTypeGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // TypeClient calls one grain of kind protograin.testdata.clash.v1.type. It is
 // safe for concurrent use if its Caller is.
 type TypeClient struct {
@@ -867,7 +897,13 @@ func NewTypeKind(factory func(identity string) TypeGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: TypeKind_,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedTypeGrain; embed UnimplementedTypeGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -64,6 +64,12 @@ func (UnimplementedOldGrain) Gone(cluster.GrainContext, *Msg) (*Msg, error) {
 	return nil, status.Error(codes.Unimplemented, "protograin: "+OldGoneMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewOldKind uses it to reject a grain
+// that embeds a nil *UnimplementedOldGrain.
+func (u *UnimplementedOldGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // OldClient calls one grain of kind protograin.testdata.deprecated.v1.Old. It
 // is safe for concurrent use if its Caller is.
 //
@@ -120,7 +126,13 @@ func NewOldKind(factory func(identity string) OldGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: OldKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedOldGrain; embed UnimplementedOldGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -199,6 +211,12 @@ func (UnimplementedCurrentGrain) Modern(cluster.GrainContext, *Msg) (*Msg, error
 	return nil, status.Error(codes.Unimplemented, "protograin: "+CurrentModernMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewCurrentKind uses it to reject a
+// grain that embeds a nil *UnimplementedCurrentGrain.
+func (u *UnimplementedCurrentGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // CurrentClient calls one grain of kind
 // protograin.testdata.deprecated.v1.Current. It is safe for concurrent use if
 // its Caller is.
@@ -271,7 +289,13 @@ func NewCurrentKind(factory func(identity string) CurrentGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: CurrentKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedCurrentGrain; embed UnimplementedCurrentGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

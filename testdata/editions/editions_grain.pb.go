@@ -51,6 +51,12 @@ func (UnimplementedModernGrain) Greet(cluster.GrainContext, *GreetRequest) (*Gre
 	return nil, status.Error(codes.Unimplemented, "protograin: "+ModernGreetMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewModernKind uses it to reject a
+// grain that embeds a nil *UnimplementedModernGrain.
+func (u *UnimplementedModernGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // ModernClient calls one grain of kind protograin.testdata.editions.v1.Modern.
 // It is safe for concurrent use if its Caller is.
 type ModernClient struct {
@@ -99,7 +105,13 @@ func NewModernKind(factory func(identity string) ModernGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: ModernKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedModernGrain; embed UnimplementedModernGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -31,6 +31,12 @@ type PlaceholderGrain interface{}
 // implementations for forward compatibility.
 type UnimplementedPlaceholderGrain struct{}
 
+// embeddedNil reports whether u is nil: NewPlaceholderKind uses it to reject a
+// grain that embeds a nil *UnimplementedPlaceholderGrain.
+func (u *UnimplementedPlaceholderGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // PlaceholderClient calls one grain of kind
 // protograin.testdata.empty.v1.Placeholder. It is safe for concurrent use if
 // its Caller is.
@@ -58,7 +64,13 @@ func NewPlaceholderKind(factory func(identity string) PlaceholderGrain) *cluster
 	return &cluster.Kind{
 		Name: PlaceholderKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedPlaceholderGrain; embed UnimplementedPlaceholderGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{},
 	}

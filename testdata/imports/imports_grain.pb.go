@@ -64,6 +64,12 @@ func (UnimplementedStoreGrain) Peek(cluster.GrainContext, *PeekRequest) (*typesp
 	return nil, status.Error(codes.Unimplemented, "protograin: "+StorePeekMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewStoreKind uses it to reject a grain
+// that embeds a nil *UnimplementedStoreGrain.
+func (u *UnimplementedStoreGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // StoreClient calls one grain of kind protograin.testdata.imports.v1.Store. It
 // is safe for concurrent use if its Caller is.
 type StoreClient struct {
@@ -133,7 +139,13 @@ func NewStoreKind(factory func(identity string) StoreGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: StoreKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedStoreGrain; embed UnimplementedStoreGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -63,6 +63,12 @@ func (UnimplementedBatchGrain) Commit(cluster.GrainContext, *Empty) (*Size, erro
 	return nil, status.Error(codes.Unimplemented, "protograin: "+BatchCommitMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewBatchKind uses it to reject a grain
+// that embeds a nil *UnimplementedBatchGrain.
+func (u *UnimplementedBatchGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // BatchClient calls one grain of kind
 // protograin.testdata.manualflush.v1.Batch. It is safe for concurrent use if
 // its Caller is.
@@ -139,7 +145,13 @@ func NewBatchKind(factory func(identity string) BatchGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: BatchKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedBatchGrain; embed UnimplementedBatchGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -259,6 +271,12 @@ func (UnimplementedJournalGrain) Read(cluster.GrainContext, *Item) (*Item, error
 	return nil, status.Error(codes.Unimplemented, "protograin: "+JournalReadMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewJournalKind uses it to reject a
+// grain that embeds a nil *UnimplementedJournalGrain.
+func (u *UnimplementedJournalGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // JournalClient calls one grain of kind
 // protograin.testdata.manualflush.v1.Journal. It is safe for concurrent use if
 // its Caller is.
@@ -336,7 +354,13 @@ func NewJournalKind(factory func(identity string) JournalGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: JournalKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedJournalGrain; embed UnimplementedJournalGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

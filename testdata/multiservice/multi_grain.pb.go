@@ -53,6 +53,12 @@ func (UnimplementedFirstGrain) Do(cluster.GrainContext, *Msg) (*Msg, error) {
 	return nil, status.Error(codes.Unimplemented, "protograin: "+FirstDoMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewFirstKind uses it to reject a grain
+// that embeds a nil *UnimplementedFirstGrain.
+func (u *UnimplementedFirstGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // FirstClient calls one grain of kind
 // protograin.testdata.multiservice.v1.First. It is safe for concurrent use if
 // its Caller is.
@@ -102,7 +108,13 @@ func NewFirstKind(factory func(identity string) FirstGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: FirstKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedFirstGrain; embed UnimplementedFirstGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -177,6 +189,12 @@ func (UnimplementedSecondGrain) Undo(cluster.GrainContext, *Msg) (*Msg, error) {
 	return nil, status.Error(codes.Unimplemented, "protograin: "+SecondUndoMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewSecondKind uses it to reject a
+// grain that embeds a nil *UnimplementedSecondGrain.
+func (u *UnimplementedSecondGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // SecondClient calls one grain of kind
 // protograin.testdata.multiservice.v1.Second. It is safe for concurrent use if
 // its Caller is.
@@ -248,7 +266,13 @@ func NewSecondKind(factory func(identity string) SecondGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: SecondKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedSecondGrain; embed UnimplementedSecondGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -332,6 +356,12 @@ func (UnimplementedThirdGrain) Do(cluster.GrainContext, *Msg) (*Msg, error) {
 	return nil, status.Error(codes.Unimplemented, "protograin: "+ThirdDoMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewThirdKind uses it to reject a grain
+// that embeds a nil *UnimplementedThirdGrain.
+func (u *UnimplementedThirdGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // ThirdClient calls one grain of kind
 // protograin.testdata.multiservice.v1.Third. It is safe for concurrent use if
 // its Caller is.
@@ -381,7 +411,13 @@ func NewThirdKind(factory func(identity string) ThirdGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: ThirdKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedThirdGrain; embed UnimplementedThirdGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

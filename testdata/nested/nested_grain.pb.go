@@ -51,6 +51,12 @@ func (UnimplementedNestGrain) Dig(cluster.GrainContext, *Outer_Inner) (*Outer_In
 	return nil, status.Error(codes.Unimplemented, "protograin: "+NestDigMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewNestKind uses it to reject a grain
+// that embeds a nil *UnimplementedNestGrain.
+func (u *UnimplementedNestGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // NestClient calls one grain of kind protograin.testdata.nested.v1.Nest. It is
 // safe for concurrent use if its Caller is.
 type NestClient struct {
@@ -99,7 +105,13 @@ func NewNestKind(factory func(identity string) NestGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: NestKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedNestGrain; embed UnimplementedNestGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -86,6 +86,12 @@ func (UnimplementedPlayerGrain) Position(cluster.GrainContext, *PositionRequest)
 	return nil, status.Error(codes.Unimplemented, "protograin: "+PlayerPositionMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewPlayerKind uses it to reject a
+// grain that embeds a nil *UnimplementedPlayerGrain.
+func (u *UnimplementedPlayerGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // PlayerClient calls one grain of kind protograin.testdata.oneway.v1.Player.
 // It is safe for concurrent use if its Caller is.
 type PlayerClient struct {
@@ -176,7 +182,13 @@ func NewPlayerKind(factory func(identity string) PlayerGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: PlayerKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedPlayerGrain; embed UnimplementedPlayerGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

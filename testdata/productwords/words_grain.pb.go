@@ -51,6 +51,12 @@ func (UnimplementedGrainGrain) Kind(cluster.GrainContext, *Call) (*Method, error
 	return nil, status.Error(codes.Unimplemented, "protograin: "+GrainKindMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewGrainKind uses it to reject a grain
+// that embeds a nil *UnimplementedGrainGrain.
+func (u *UnimplementedGrainGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // GrainClient calls one grain of kind
 // protograin.testdata.productwords.v1.Grain. It is safe for concurrent use if
 // its Caller is.
@@ -100,7 +106,13 @@ func NewGrainKind(factory func(identity string) GrainGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: GrainKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedGrainGrain; embed UnimplementedGrainGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -163,6 +175,12 @@ func (UnimplementedClientGrain) Call(cluster.GrainContext, *Call) (*Call, error)
 	return nil, status.Error(codes.Unimplemented, "protograin: "+ClientCallMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewClientKind uses it to reject a
+// grain that embeds a nil *UnimplementedClientGrain.
+func (u *UnimplementedClientGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // ClientClient calls one grain of kind
 // protograin.testdata.productwords.v1.Client. It is safe for concurrent use if
 // its Caller is.
@@ -212,7 +230,13 @@ func NewClientKind(factory func(identity string) ClientGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: ClientKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedClientGrain; embed UnimplementedClientGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -275,6 +299,12 @@ func (UnimplementedKindGrain) Grain(cluster.GrainContext, *GrainContext) (*CallO
 	return nil, status.Error(codes.Unimplemented, "protograin: "+KindGrainMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewKindKind uses it to reject a grain
+// that embeds a nil *UnimplementedKindGrain.
+func (u *UnimplementedKindGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // KindClient calls one grain of kind protograin.testdata.productwords.v1.Kind.
 // It is safe for concurrent use if its Caller is.
 type KindClient struct {
@@ -323,7 +353,13 @@ func NewKindKind(factory func(identity string) KindGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: KindKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedKindGrain; embed UnimplementedKindGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -51,6 +51,12 @@ func (UnimplementedLegacyGrain) Lookup(cluster.GrainContext, *LookupRequest) (*L
 	return nil, status.Error(codes.Unimplemented, "protograin: "+LegacyLookupMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewLegacyKind uses it to reject a
+// grain that embeds a nil *UnimplementedLegacyGrain.
+func (u *UnimplementedLegacyGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // LegacyClient calls one grain of kind protograin.testdata.proto2.v1.Legacy.
 // It is safe for concurrent use if its Caller is.
 type LegacyClient struct {
@@ -99,7 +105,13 @@ func NewLegacyKind(factory func(identity string) LegacyGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: LegacyKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedLegacyGrain; embed UnimplementedLegacyGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

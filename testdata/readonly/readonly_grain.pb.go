@@ -81,6 +81,12 @@ func (UnimplementedCatalogGrain) Put(cluster.GrainContext, *Product) (*Product, 
 	return nil, status.Error(codes.Unimplemented, "protograin: "+CatalogPutMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewCatalogKind uses it to reject a
+// grain that embeds a nil *UnimplementedCatalogGrain.
+func (u *UnimplementedCatalogGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // CatalogClient calls one grain of kind
 // protograin.testdata.readonly.v1.Catalog. It is safe for concurrent use if
 // its Caller is.
@@ -178,7 +184,13 @@ func NewCatalogKind(factory func(identity string) CatalogGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: CatalogKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedCatalogGrain; embed UnimplementedCatalogGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

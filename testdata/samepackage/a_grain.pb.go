@@ -51,6 +51,12 @@ func (UnimplementedAlphaGrain) Ping(cluster.GrainContext, *Shared) (*Shared, err
 	return nil, status.Error(codes.Unimplemented, "protograin: "+AlphaPingMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewAlphaKind uses it to reject a grain
+// that embeds a nil *UnimplementedAlphaGrain.
+func (u *UnimplementedAlphaGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // AlphaClient calls one grain of kind
 // protograin.testdata.samepackage.v1.Alpha. It is safe for concurrent use if
 // its Caller is.
@@ -100,7 +106,13 @@ func NewAlphaKind(factory func(identity string) AlphaGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: AlphaKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedAlphaGrain; embed UnimplementedAlphaGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -51,6 +51,12 @@ func (UnimplementedBetaGrain) Pong(cluster.GrainContext, *Shared) (*BetaKind, er
 	return nil, status.Error(codes.Unimplemented, "protograin: "+BetaPongMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewBetaKind uses it to reject a grain
+// that embeds a nil *UnimplementedBetaGrain.
+func (u *UnimplementedBetaGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // BetaClient calls one grain of kind protograin.testdata.samepackage.v1.Beta.
 // It is safe for concurrent use if its Caller is.
 type BetaClient struct {
@@ -99,7 +105,13 @@ func NewBetaKind(factory func(identity string) BetaGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: BetaKind_,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedBetaGrain; embed UnimplementedBetaGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

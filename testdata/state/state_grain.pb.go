@@ -67,6 +67,12 @@ func (UnimplementedAccountGrain) Balance(cluster.GrainContext, *BalanceRequest) 
 	return nil, status.Error(codes.Unimplemented, "protograin: "+AccountBalanceMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewAccountKind uses it to reject a
+// grain that embeds a nil *UnimplementedAccountGrain.
+func (u *UnimplementedAccountGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // AccountClient calls one grain of kind protograin.testdata.state.v1.Account.
 // It is safe for concurrent use if its Caller is.
 type AccountClient struct {
@@ -142,7 +148,13 @@ func NewAccountKind(factory func(identity string) AccountGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: AccountKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedAccountGrain; embed UnimplementedAccountGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -51,6 +51,12 @@ func (UnimplementedVaultGrain) Open(cluster.GrainContext, *VaultStateOf) (*Vault
 	return nil, status.Error(codes.Unimplemented, "protograin: "+VaultOpenMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewVaultKind uses it to reject a grain
+// that embeds a nil *UnimplementedVaultGrain.
+func (u *UnimplementedVaultGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // VaultClient calls one grain of kind protograin.testdata.stateclash.v1.Vault.
 // It is safe for concurrent use if its Caller is.
 type VaultClient struct {
@@ -103,7 +109,13 @@ func NewVaultKind(factory func(identity string) VaultGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: VaultKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedVaultGrain; embed UnimplementedVaultGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

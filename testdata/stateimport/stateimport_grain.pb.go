@@ -54,6 +54,12 @@ func (UnimplementedLedgerGrain) Post(cluster.GrainContext, *PostRequest) (*PostR
 	return nil, status.Error(codes.Unimplemented, "protograin: "+LedgerPostMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewLedgerKind uses it to reject a
+// grain that embeds a nil *UnimplementedLedgerGrain.
+func (u *UnimplementedLedgerGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // LedgerClient calls one grain of kind
 // protograin.testdata.stateimport.v1.Ledger. It is safe for concurrent use if
 // its Caller is.
@@ -107,7 +113,13 @@ func NewLedgerKind(factory func(identity string) LedgerGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: LedgerKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedLedgerGrain; embed UnimplementedLedgerGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -80,6 +80,12 @@ func (UnimplementedEchoGrain) Fail(cluster.GrainContext, *CountRequest) (*CountR
 	return nil, status.Error(codes.Unimplemented, "protograin: "+EchoFailMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewEchoKind uses it to reject a grain
+// that embeds a nil *UnimplementedEchoGrain.
+func (u *UnimplementedEchoGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // EchoClient calls one grain of kind protograin.testdata.unary.v1.Echo. It is
 // safe for concurrent use if its Caller is.
 type EchoClient struct {
@@ -171,7 +177,13 @@ func NewEchoKind(factory func(identity string) EchoGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: EchoKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedEchoGrain; embed UnimplementedEchoGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -99,6 +99,12 @@ func (UnimplementedClockGrain) Reset(cluster.GrainContext, *emptypb.Empty) (*emp
 	return nil, status.Error(codes.Unimplemented, "protograin: "+ClockResetMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewClockKind uses it to reject a grain
+// that embeds a nil *UnimplementedClockGrain.
+func (u *UnimplementedClockGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // ClockClient calls one grain of kind protograin.testdata.wkt.v1.Clock. It is
 // safe for concurrent use if its Caller is.
 type ClockClient struct {
@@ -237,7 +243,13 @@ func NewClockKind(factory func(identity string) ClockGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: ClockKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedClockGrain; embed UnimplementedClockGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -50,6 +50,12 @@ func (UnimplementedCounterGrain) Add(cluster.GrainContext, *AddRequest) (*AddRes
 	return nil, status.Error(codes.Unimplemented, "protograin: "+CounterAddMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewCounterKind uses it to reject a
+// grain that embeds a nil *UnimplementedCounterGrain.
+func (u *UnimplementedCounterGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // CounterClient calls one grain of kind bench.counter.v1.Counter. It is safe
 // for concurrent use if its Caller is.
 type CounterClient struct {
@@ -97,7 +103,13 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: CounterKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedCounterGrain; embed UnimplementedCounterGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -55,6 +55,12 @@ func (UnimplementedPongerGrain) Ping(cluster.GrainContext, *Ball) (*emptypb.Empt
 	return nil, status.Error(codes.Unimplemented, "protograin: "+PongerPingMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewPongerKind uses it to reject a
+// grain that embeds a nil *UnimplementedPongerGrain.
+func (u *UnimplementedPongerGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // PongerClient calls one grain of kind bench.counter.v1.Ponger. It is safe for
 // concurrent use if its Caller is.
 type PongerClient struct {
@@ -102,7 +108,13 @@ func NewPongerKind(factory func(identity string) PongerGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: PongerKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedPongerGrain; embed UnimplementedPongerGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{
@@ -169,6 +181,12 @@ func (UnimplementedPingerGrain) Pong(cluster.GrainContext, *Ball) (*emptypb.Empt
 	return nil, status.Error(codes.Unimplemented, "protograin: "+PingerPongMethod+" is not implemented")
 }
 
+// embeddedNil reports whether u is nil: NewPingerKind uses it to reject a
+// grain that embeds a nil *UnimplementedPingerGrain.
+func (u *UnimplementedPingerGrain) embeddedNil() bool {
+	return u == nil
+}
+
 // PingerClient calls one grain of kind bench.counter.v1.Pinger. It is safe for
 // concurrent use if its Caller is.
 type PingerClient struct {
@@ -216,7 +234,13 @@ func NewPingerKind(factory func(identity string) PingerGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: PingerKind,
 		New: func(identity string) any {
-			return factory(identity)
+			g := factory(identity)
+			if u, ok := g.(interface {
+				embeddedNil() bool
+			}); ok && u.embeddedNil() {
+				panic("protograin: the grain embeds a nil *UnimplementedPingerGrain; embed UnimplementedPingerGrain by value")
+			}
+			return g
 		},
 		Methods: []cluster.Method{
 			{

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/protograin/protograin/cluster"
+	"github.com/protograin/protograin/testdata/unary"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// pointerEmbedGrain embeds the Unimplemented type by pointer. Left nil, it
+// is the mistake the generated New catches: every method it leaves out
+// would panic.
+type pointerEmbedGrain struct{ *unary.UnimplementedEchoGrain }
+
+// panicOf runs f and returns what it panicked with, as text, or "" if it
+// returned.
+func panicOf(f func()) (msg string) {
+	defer func() {
+		if v := recover(); v != nil {
+			msg = fmt.Sprint(v)
+		}
+	}()
+	f()
+	return ""
+}
+
+func TestNewRejectsANilEmbeddedUnimplemented(t *testing.T) {
+	kind := unary.NewEchoKind(func(string) unary.EchoGrain { return pointerEmbedGrain{} })
+	msg := panicOf(func() { kind.New("alice") })
+	if !strings.Contains(msg, "UnimplementedEchoGrain") || !strings.Contains(msg, "nil") {
+		t.Fatalf("New panicked with %q, want a panic naming the nil *UnimplementedEchoGrain", msg)
+	}
+	for _, g := range []unary.EchoGrain{&echoGrain{}, pointerEmbedGrain{&unary.UnimplementedEchoGrain{}}} {
+		kind := unary.NewEchoKind(func(string) unary.EchoGrain { return g })
+		if msg := panicOf(func() { kind.New("alice") }); msg != "" {
+			t.Errorf("New of a %T panicked: %s", g, msg)
+		}
+	}
+}
+
+// TestNilEmbeddedUnimplementedFailsTheCall runs the kind on a real node:
+// the first call fails at activation, with an error that names the type,
+// for a method the grain would have left to the nil pointer as for any
+// other.
+func TestNilEmbeddedUnimplementedFailsTheCall(t *testing.T) {
+	cfg := cluster.DefaultConfig()
+	cfg.NodeName = "embed-test"
+	cfg.BindAddr = "127.0.0.1:0"
+	cfg.GRPCAddr = "127.0.0.1:0"
+	cfg.Gossip = cluster.GossipLocal
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Kinds = []*cluster.Kind{unary.NewEchoKind(func(string) unary.EchoGrain { return pointerEmbedGrain{} })}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	node, err := cluster.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := node.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	client := unary.NewEchoClient(node, "alice")
+	_, err = client.Fail(ctx, &unary.CountRequest{})
+	if !errors.Is(err, cluster.ErrGrainPanic) || status.Code(err) != codes.Internal {
+		t.Fatalf("Fail = %v, want an Internal ErrGrainPanic from the activation", err)
+	}
+	if msg := status.Convert(err).Message(); !strings.Contains(msg, "activating") || !strings.Contains(msg, "UnimplementedEchoGrain") {
+		t.Errorf("message %q does not say the activation failed on the nil UnimplementedEchoGrain", msg)
+	}
+}
