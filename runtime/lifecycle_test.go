@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -410,7 +411,8 @@ func TestGracefulStopOfFailingChild(t *testing.T) {
 		name := map[bool]string{false: "child stopped", true: "parent stopped"}[parentStops]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := newTestSystem(t, Config{})
+			logs := &recordLog{}
+			s := newTestSystem(t, Config{Logger: slog.New(logs)})
 			entered, release := make(chan struct{}), make(chan struct{})
 			kids := make(chan *Ref, 1)
 			parent := spawnFunc(t, s, func(c *Context) {
@@ -452,6 +454,13 @@ func TestGracefulStopOfFailingChild(t *testing.T) {
 			waitClosed(t, kid.Done(), "child stopped")
 			if parentStops {
 				waitClosed(t, parent.Done(), "parent stopped")
+			}
+			// The panic is logged once either way, also when the stopping
+			// parent decides nothing.
+			failed := logs.find("runtime: actor failed")
+			want := map[bool]string{false: "Restart", true: "Stop: it or its supervisor is stopping"}[parentStops]
+			if len(failed) != 1 || failed[0].level != slog.LevelWarn || failed[0].attrs["directive"] != want {
+				t.Errorf("failure lines %v, want one at Warn with directive %q", failed, want)
 			}
 		})
 	}

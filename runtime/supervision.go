@@ -175,6 +175,9 @@ func (b Backoff) withDefaults() Backoff {
 // with NewOneForOne or NewAllForOne.
 type SupervisorStrategy interface {
 	handleFailure(sup supervisor, f *Failure)
+	// logFailure logs f and what happens to the actor: the one line a
+	// failure leaves, whether or not the strategy decides it.
+	logFailure(sys *System, f *Failure, outcome string)
 }
 
 // supervisor is the side of supervision that differs between an actor and
@@ -230,12 +233,7 @@ func (s *strategy) handleFailure(sup supervisor, f *Failure) {
 	child := f.Who
 	sys := sup.system()
 	d := s.decide(sys, f)
-	level := slog.LevelWarn
-	if s.cfg.QuietFailures {
-		level = slog.LevelDebug
-	}
-	sys.logger.Log(context.Background(), level, "runtime: actor failed", "actor", child.String(), "directive", d.String(),
-		"error", f.Error(), "stack", string(f.Stack))
+	s.logFailure(sys, f, d.String())
 	targets := []*Ref{child}
 	if s.allForOne && (d == Restart || d == Stop) {
 		targets = withRef(sup.siblings(), child)
@@ -260,6 +258,15 @@ func (s *strategy) handleFailure(sup supervisor, f *Failure) {
 	default: // Escalate
 		sup.escalate(f)
 	}
+}
+
+func (s *strategy) logFailure(sys *System, f *Failure, outcome string) {
+	level := slog.LevelWarn
+	if s.cfg.QuietFailures {
+		level = slog.LevelDebug
+	}
+	sys.logger.Log(context.Background(), level, "runtime: actor failed", "actor", f.Who.String(), "directive", outcome,
+		"error", f.Error(), "stack", string(f.Stack))
 }
 
 // decide runs the Decider. A Decider that panics escalates the failure:
@@ -342,16 +349,18 @@ func (r *Ref) fail(f *Failure) {
 // gracefully by someone else is supervised as usual, so that its queued
 // messages are still handled after a Restart or Resume.
 func (r *Ref) superviseChild(f *Failure) {
-	if _, ok := r.children()[f.Who]; !ok {
-		return // it has stopped already
-	}
-	if r.inStop || f.Who.stopReq.Load()&stopAbrupt != 0 {
-		f.Who.Stop()
-		return
-	}
 	strategy := r.side().strategy // made already: this actor has children
 	if strategy == nil {
 		strategy = DefaultStrategy()
+	}
+	if _, ok := r.children()[f.Who]; !ok {
+		strategy.logFailure(r.sys, f, "none: it has stopped")
+		return
+	}
+	if r.inStop || f.Who.stopReq.Load()&stopAbrupt != 0 {
+		strategy.logFailure(r.sys, f, "Stop: it or its supervisor is stopping")
+		f.Who.Stop()
+		return
 	}
 	strategy.handleFailure(r, f)
 }

@@ -601,7 +601,8 @@ func TestFailureIsLoggedOnce(t *testing.T) {
 	}
 }
 
-// recordLog is a slog.Handler that keeps every record, at every level.
+// recordLog is a slog.Handler that keeps every record, at every level. It
+// drops the attributes and groups of WithAttrs and WithGroup.
 type recordLog struct {
 	mu      sync.Mutex
 	records []logRecord
