@@ -66,6 +66,10 @@
 // the message that failed is not delivered again), Props.New is called and
 // the new instance gets *Started.
 //
+// Each failure leaves one line in Config.Logger, at Warn, with the directive
+// and the panic's stack; StrategyConfig.QuietFailures moves it to Debug, for
+// code that reports its actors' failures itself.
+//
 // # Dead letters
 //
 // Messages that cannot be delivered (the actor has stopped, a bounded
