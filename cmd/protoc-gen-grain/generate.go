@@ -379,8 +379,9 @@ func (fg *fileGen) kind(svc *protogen.Service, n *serviceNames) {
 		field("Methods", jen.Index().Qual(clusterPackage, "Method").Add(fields(methods...))),
 	}
 	paragraphs := []string{prose("%s returns the kind %s for a cluster node to host. The node calls factory once per "+
-		"activation to make the grain for identity. Set the Kind's configuration fields, such as "+
-		"IdleTimeout, before the node starts.", n.NewKind, full)}
+		"activation to make the grain for identity; a grain that embeds a nil *%s fails its activation. "+
+		"Set the Kind's configuration fields, such as IdleTimeout, before the node starts.",
+		n.NewKind, full, n.Unimplemented)}
 	stateFields, stateDocs := kindState(cfg, n)
 	kindFields = append(kindFields, stateFields...)
 	paragraphs = append(paragraphs, stateDocs...)

@@ -141,7 +141,8 @@ func (c *CounterClient) Get(ctx context.Context, req *GetRequest, opts ...cluste
 
 // NewCounterKind returns the kind protograin.examples.counter.v1.Counter for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
+// grain for identity; a grain that embeds a nil *UnimplementedCounterGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 //
 // Its grains keep typed state, a protograin.examples.counter.v1.CounterState

@@ -418,7 +418,8 @@ func (c *CounterClient) Uses(ctx context.Context, req *req_.Thing, opts ...clust
 
 // NewCounterKind returns the kind protograin.testdata.clash.v1.Counter for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
+// grain for identity; a grain that embeds a nil *UnimplementedCounterGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 	return &cluster.Kind{
@@ -734,8 +735,9 @@ func (c *NewCounterClient_) Add(ctx context.Context, req *Empty, opts ...cluster
 
 // NewNewCounterKind returns the kind protograin.testdata.clash.v1.NewCounter
 // for a cluster node to host. The node calls factory once per activation to
-// make the grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// make the grain for identity; a grain that embeds a nil
+// *UnimplementedNewCounterGrain fails its activation. Set the Kind's
+// configuration fields, such as IdleTimeout, before the node starts.
 func NewNewCounterKind(factory func(identity string) NewCounterGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: NewCounterKind_,
@@ -891,8 +893,9 @@ func (c *TypeClient) Range(ctx context.Context, req *Empty, opts ...cluster.Call
 
 // NewTypeKind returns the kind protograin.testdata.clash.v1.type for a cluster
 // node to host. The node calls factory once per activation to make the grain
-// for identity. Set the Kind's configuration fields, such as IdleTimeout,
-// before the node starts.
+// for identity; a grain that embeds a nil *UnimplementedTypeGrain fails its
+// activation. Set the Kind's configuration fields, such as IdleTimeout, before
+// the node starts.
 func NewTypeKind(factory func(identity string) TypeGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: TypeKind_,

@@ -118,8 +118,9 @@ func (c *OldClient) Gone(ctx context.Context, req *Msg, opts ...cluster.CallOpti
 
 // NewOldKind returns the kind protograin.testdata.deprecated.v1.Old for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// grain for identity; a grain that embeds a nil *UnimplementedOldGrain fails
+// its activation. Set the Kind's configuration fields, such as IdleTimeout,
+// before the node starts.
 //
 // Deprecated: do not use.
 func NewOldKind(factory func(identity string) OldGrain) *cluster.Kind {
@@ -283,8 +284,9 @@ func (c *CurrentClient) Modern(ctx context.Context, req *Msg, opts ...cluster.Ca
 
 // NewCurrentKind returns the kind protograin.testdata.deprecated.v1.Current
 // for a cluster node to host. The node calls factory once per activation to
-// make the grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// make the grain for identity; a grain that embeds a nil
+// *UnimplementedCurrentGrain fails its activation. Set the Kind's
+// configuration fields, such as IdleTimeout, before the node starts.
 func NewCurrentKind(factory func(identity string) CurrentGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: CurrentKind,

@@ -99,7 +99,8 @@ func (c *ModernClient) Greet(ctx context.Context, req *GreetRequest, opts ...clu
 
 // NewModernKind returns the kind protograin.testdata.editions.v1.Modern for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
+// grain for identity; a grain that embeds a nil *UnimplementedModernGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 func NewModernKind(factory func(identity string) ModernGrain) *cluster.Kind {
 	return &cluster.Kind{

@@ -58,8 +58,9 @@ func NewPlaceholderClient(caller cluster.Caller, identity string) *PlaceholderCl
 
 // NewPlaceholderKind returns the kind protograin.testdata.empty.v1.Placeholder
 // for a cluster node to host. The node calls factory once per activation to
-// make the grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// make the grain for identity; a grain that embeds a nil
+// *UnimplementedPlaceholderGrain fails its activation. Set the Kind's
+// configuration fields, such as IdleTimeout, before the node starts.
 func NewPlaceholderKind(factory func(identity string) PlaceholderGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: PlaceholderKind,

@@ -133,8 +133,9 @@ func (c *StoreClient) Peek(ctx context.Context, req *PeekRequest, opts ...cluste
 
 // NewStoreKind returns the kind protograin.testdata.imports.v1.Store for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// grain for identity; a grain that embeds a nil *UnimplementedStoreGrain fails
+// its activation. Set the Kind's configuration fields, such as IdleTimeout,
+// before the node starts.
 func NewStoreKind(factory func(identity string) StoreGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: StoreKind,

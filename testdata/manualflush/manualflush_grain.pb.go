@@ -132,8 +132,9 @@ func (c *BatchClient) Commit(ctx context.Context, req *Empty, opts ...cluster.Ca
 
 // NewBatchKind returns the kind protograin.testdata.manualflush.v1.Batch for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// grain for identity; a grain that embeds a nil *UnimplementedBatchGrain fails
+// its activation. Set the Kind's configuration fields, such as IdleTimeout,
+// before the node starts.
 //
 // Its grains keep typed state, a protograin.testdata.manualflush.v1.BatchState
 // message that the node allocates and loads per activation; BatchStateOf
@@ -345,8 +346,9 @@ func (c *JournalClient) Read(ctx context.Context, req *Item, opts ...cluster.Cal
 
 // NewJournalKind returns the kind protograin.testdata.manualflush.v1.Journal
 // for a cluster node to host. The node calls factory once per activation to
-// make the grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// make the grain for identity; a grain that embeds a nil
+// *UnimplementedJournalGrain fails its activation. Set the Kind's
+// configuration fields, such as IdleTimeout, before the node starts.
 //
 // State changes are committed only when a grain calls ctx.State().Flush, and
 // when it is deactivated (FLUSH_MODE_MANUAL).

@@ -102,7 +102,8 @@ func (c *FirstClient) Do(ctx context.Context, req *Msg, opts ...cluster.CallOpti
 
 // NewFirstKind returns the kind protograin.testdata.multiservice.v1.First for
 // a cluster node to host. The node calls factory once per activation to make
-// the grain for identity. Set the Kind's configuration fields, such as
+// the grain for identity; a grain that embeds a nil *UnimplementedFirstGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 func NewFirstKind(factory func(identity string) FirstGrain) *cluster.Kind {
 	return &cluster.Kind{
@@ -260,8 +261,9 @@ func (c *SecondClient) Undo(ctx context.Context, req *Msg, opts ...cluster.CallO
 
 // NewSecondKind returns the kind protograin.testdata.multiservice.v1.Second
 // for a cluster node to host. The node calls factory once per activation to
-// make the grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// make the grain for identity; a grain that embeds a nil
+// *UnimplementedSecondGrain fails its activation. Set the Kind's configuration
+// fields, such as IdleTimeout, before the node starts.
 func NewSecondKind(factory func(identity string) SecondGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: SecondKind,
@@ -405,7 +407,8 @@ func (c *ThirdClient) Do(ctx context.Context, req *Msg, opts ...cluster.CallOpti
 
 // NewThirdKind returns the kind protograin.testdata.multiservice.v1.Third for
 // a cluster node to host. The node calls factory once per activation to make
-// the grain for identity. Set the Kind's configuration fields, such as
+// the grain for identity; a grain that embeds a nil *UnimplementedThirdGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 func NewThirdKind(factory func(identity string) ThirdGrain) *cluster.Kind {
 	return &cluster.Kind{

@@ -99,8 +99,9 @@ func (c *NestClient) Dig(ctx context.Context, req *Outer_Inner, opts ...cluster.
 
 // NewNestKind returns the kind protograin.testdata.nested.v1.Nest for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// grain for identity; a grain that embeds a nil *UnimplementedNestGrain fails
+// its activation. Set the Kind's configuration fields, such as IdleTimeout,
+// before the node starts.
 func NewNestKind(factory func(identity string) NestGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: NestKind,

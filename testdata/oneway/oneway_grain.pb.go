@@ -176,7 +176,8 @@ func (c *PlayerClient) Position(ctx context.Context, req *PositionRequest, opts 
 
 // NewPlayerKind returns the kind protograin.testdata.oneway.v1.Player for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
+// grain for identity; a grain that embeds a nil *UnimplementedPlayerGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 func NewPlayerKind(factory func(identity string) PlayerGrain) *cluster.Kind {
 	return &cluster.Kind{

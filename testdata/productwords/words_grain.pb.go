@@ -100,7 +100,8 @@ func (c *GrainClient) Kind(ctx context.Context, req *Call, opts ...cluster.CallO
 
 // NewGrainKind returns the kind protograin.testdata.productwords.v1.Grain for
 // a cluster node to host. The node calls factory once per activation to make
-// the grain for identity. Set the Kind's configuration fields, such as
+// the grain for identity; a grain that embeds a nil *UnimplementedGrainGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 func NewGrainKind(factory func(identity string) GrainGrain) *cluster.Kind {
 	return &cluster.Kind{
@@ -224,8 +225,9 @@ func (c *ClientClient) Call(ctx context.Context, req *Call, opts ...cluster.Call
 
 // NewClientKind returns the kind protograin.testdata.productwords.v1.Client
 // for a cluster node to host. The node calls factory once per activation to
-// make the grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// make the grain for identity; a grain that embeds a nil
+// *UnimplementedClientGrain fails its activation. Set the Kind's configuration
+// fields, such as IdleTimeout, before the node starts.
 func NewClientKind(factory func(identity string) ClientGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: ClientKind,
@@ -347,8 +349,9 @@ func (c *KindClient) Grain(ctx context.Context, req *GrainContext, opts ...clust
 
 // NewKindKind returns the kind protograin.testdata.productwords.v1.Kind for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// grain for identity; a grain that embeds a nil *UnimplementedKindGrain fails
+// its activation. Set the Kind's configuration fields, such as IdleTimeout,
+// before the node starts.
 func NewKindKind(factory func(identity string) KindGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: KindKind,

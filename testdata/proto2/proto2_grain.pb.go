@@ -99,7 +99,8 @@ func (c *LegacyClient) Lookup(ctx context.Context, req *LookupRequest, opts ...c
 
 // NewLegacyKind returns the kind protograin.testdata.proto2.v1.Legacy for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
+// grain for identity; a grain that embeds a nil *UnimplementedLegacyGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 func NewLegacyKind(factory func(identity string) LegacyGrain) *cluster.Kind {
 	return &cluster.Kind{

@@ -178,7 +178,8 @@ func (c *CatalogClient) Put(ctx context.Context, req *Product, opts ...cluster.C
 
 // NewCatalogKind returns the kind protograin.testdata.readonly.v1.Catalog for
 // a cluster node to host. The node calls factory once per activation to make
-// the grain for identity. Set the Kind's configuration fields, such as
+// the grain for identity; a grain that embeds a nil *UnimplementedCatalogGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 func NewCatalogKind(factory func(identity string) CatalogGrain) *cluster.Kind {
 	return &cluster.Kind{

@@ -100,8 +100,9 @@ func (c *AlphaClient) Ping(ctx context.Context, req *Shared, opts ...cluster.Cal
 
 // NewAlphaKind returns the kind protograin.testdata.samepackage.v1.Alpha for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// grain for identity; a grain that embeds a nil *UnimplementedAlphaGrain fails
+// its activation. Set the Kind's configuration fields, such as IdleTimeout,
+// before the node starts.
 func NewAlphaKind(factory func(identity string) AlphaGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: AlphaKind,

@@ -99,8 +99,9 @@ func (c *BetaClient) Pong(ctx context.Context, req *Shared, opts ...cluster.Call
 
 // NewBetaKind returns the kind protograin.testdata.samepackage.v1.Beta for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// grain for identity; a grain that embeds a nil *UnimplementedBetaGrain fails
+// its activation. Set the Kind's configuration fields, such as IdleTimeout,
+// before the node starts.
 func NewBetaKind(factory func(identity string) BetaGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: BetaKind_,

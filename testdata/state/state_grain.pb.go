@@ -138,7 +138,8 @@ func (c *AccountClient) Balance(ctx context.Context, req *BalanceRequest, opts .
 
 // NewAccountKind returns the kind protograin.testdata.state.v1.Account for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
+// grain for identity; a grain that embeds a nil *UnimplementedAccountGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 //
 // Its grains keep typed state, a protograin.testdata.state.v1.AccountState

@@ -99,8 +99,9 @@ func (c *VaultClient) Open(ctx context.Context, req *VaultStateOf, opts ...clust
 
 // NewVaultKind returns the kind protograin.testdata.stateclash.v1.Vault for a
 // cluster node to host. The node calls factory once per activation to make the
-// grain for identity. Set the Kind's configuration fields, such as
-// IdleTimeout, before the node starts.
+// grain for identity; a grain that embeds a nil *UnimplementedVaultGrain fails
+// its activation. Set the Kind's configuration fields, such as IdleTimeout,
+// before the node starts.
 //
 // Its grains keep typed state, a
 // protograin.testdata.stateclash.v1.Locker.State message that the node

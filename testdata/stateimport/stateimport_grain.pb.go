@@ -103,7 +103,8 @@ func (c *LedgerClient) Post(ctx context.Context, req *PostRequest, opts ...clust
 
 // NewLedgerKind returns the kind protograin.testdata.stateimport.v1.Ledger for
 // a cluster node to host. The node calls factory once per activation to make
-// the grain for identity. Set the Kind's configuration fields, such as
+// the grain for identity; a grain that embeds a nil *UnimplementedLedgerGrain
+// fails its activation. Set the Kind's configuration fields, such as
 // IdleTimeout, before the node starts.
 //
 // Its grains keep typed state, a

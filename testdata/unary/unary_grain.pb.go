@@ -171,8 +171,9 @@ func (c *EchoClient) Fail(ctx context.Context, req *CountRequest, opts ...cluste
 
 // NewEchoKind returns the kind protograin.testdata.unary.v1.Echo for a cluster
 // node to host. The node calls factory once per activation to make the grain
-// for identity. Set the Kind's configuration fields, such as IdleTimeout,
-// before the node starts.
+// for identity; a grain that embeds a nil *UnimplementedEchoGrain fails its
+// activation. Set the Kind's configuration fields, such as IdleTimeout, before
+// the node starts.
 func NewEchoKind(factory func(identity string) EchoGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: EchoKind,

@@ -237,8 +237,9 @@ func (c *ClockClient) Reset(ctx context.Context, req *emptypb.Empty, opts ...clu
 
 // NewClockKind returns the kind protograin.testdata.wkt.v1.Clock for a cluster
 // node to host. The node calls factory once per activation to make the grain
-// for identity. Set the Kind's configuration fields, such as IdleTimeout,
-// before the node starts.
+// for identity; a grain that embeds a nil *UnimplementedClockGrain fails its
+// activation. Set the Kind's configuration fields, such as IdleTimeout, before
+// the node starts.
 func NewClockKind(factory func(identity string) ClockGrain) *cluster.Kind {
 	return &cluster.Kind{
 		Name: ClockKind,

@@ -97,7 +97,8 @@ func (c *CounterClient) Add(ctx context.Context, req *AddRequest, opts ...cluste
 
 // NewCounterKind returns the kind bench.counter.v1.Counter for a cluster node
 // to host. The node calls factory once per activation to make the grain for
-// identity. Set the Kind's configuration fields, such as IdleTimeout, before
+// identity; a grain that embeds a nil *UnimplementedCounterGrain fails its
+// activation. Set the Kind's configuration fields, such as IdleTimeout, before
 // the node starts.
 func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 	return &cluster.Kind{

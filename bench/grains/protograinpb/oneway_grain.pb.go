@@ -102,7 +102,8 @@ func (c *PongerClient) Ping(ctx context.Context, req *Ball, opts ...cluster.Call
 
 // NewPongerKind returns the kind bench.counter.v1.Ponger for a cluster node to
 // host. The node calls factory once per activation to make the grain for
-// identity. Set the Kind's configuration fields, such as IdleTimeout, before
+// identity; a grain that embeds a nil *UnimplementedPongerGrain fails its
+// activation. Set the Kind's configuration fields, such as IdleTimeout, before
 // the node starts.
 func NewPongerKind(factory func(identity string) PongerGrain) *cluster.Kind {
 	return &cluster.Kind{
@@ -228,7 +229,8 @@ func (c *PingerClient) Pong(ctx context.Context, req *Ball, opts ...cluster.Call
 
 // NewPingerKind returns the kind bench.counter.v1.Pinger for a cluster node to
 // host. The node calls factory once per activation to make the grain for
-// identity. Set the Kind's configuration fields, such as IdleTimeout, before
+// identity; a grain that embeds a nil *UnimplementedPingerGrain fails its
+// activation. Set the Kind's configuration fields, such as IdleTimeout, before
 // the node starts.
 func NewPingerKind(factory func(identity string) PingerGrain) *cluster.Kind {
 	return &cluster.Kind{
