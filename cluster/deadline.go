@@ -167,6 +167,7 @@ func (c *deadlineCtx) String() string {
 // asks for Done the context is the shared deadline and a flag that end
 // sets: only then does it make a cancelable context, under the shared
 // deadline, and delegate to it.
+//
 // context.WithCancel on every request registered a child with the shared
 // deadline and removed it again, each under the deadline's one mutex:
 // 36% of the lock waits of the host in bench/grains RemoteCalls, and 14%

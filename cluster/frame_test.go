@@ -324,6 +324,19 @@ func rawStream(t *testing.T, n *Node) grpc.ClientStream {
 	return s
 }
 
+// sendBatches sends each of batches on s as one gRPC message.
+func sendBatches(t *testing.T, s grpc.ClientStream, batches ...[]byte) {
+	t.Helper()
+	for _, b := range batches {
+		if err := s.SendMsg(&b); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+}
+
+// garbageBatch returns bytes that do not decode as a frame.
+func garbageBatch() []byte { return []byte{0x05, 0xde, 0xad, 0xbe, 0xef, 0x00} }
+
 func TestCorruptFrameResetsOnlyItsStream(t *testing.T) {
 	t.Parallel()
 	nodes, _ := echoCluster(t, 2, 0, nil)
@@ -332,7 +345,7 @@ func TestCorruptFrameResetsOnlyItsStream(t *testing.T) {
 	add(t, nodes[0], id, 1) // nodes[0] now has a stream to target
 	hello := appendFrame(nil, &frame{typ: frameHello, node: "intruder"})
 	request := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: echoKind, identity: id, method: methodAdd})
-	garbage := []byte{0x05, 0xde, 0xad, 0xbe, 0xef, 0x00}
+	garbage := garbageBatch()
 
 	for _, tc := range []struct {
 		name    string
@@ -345,11 +358,7 @@ func TestCorruptFrameResetsOnlyItsStream(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := rawStream(t, target)
-			for _, b := range tc.batches {
-				if err := s.SendMsg(&b); err != nil {
-					t.Fatalf("send: %v", err)
-				}
-			}
+			sendBatches(t, s, tc.batches...)
 			var err error
 			for err == nil { // replies to valid requests may come first
 				var reply []byte
@@ -421,12 +430,7 @@ func TestNodeAnswersRequestsItCannotServe(t *testing.T) {
 			s := rawStream(t, target)
 			hello := appendFrame(nil, &frame{typ: frameHello, node: "raw-" + tc.name})
 			tc.req.typ, tc.req.id = frameRequest, 42
-			req := appendFrame(nil, &tc.req)
-			for _, b := range [][]byte{hello, req} {
-				if err := s.SendMsg(&b); err != nil {
-					t.Fatal(err)
-				}
-			}
+			sendBatches(t, s, hello, appendFrame(nil, &tc.req))
 			var batch []byte
 			if err := s.RecvMsg(&batch); err != nil {
 				t.Fatal(err)
@@ -528,16 +532,9 @@ func TestClosedStreamEndsItsServedRequests(t *testing.T) {
 	s := rawStream(t, target)
 	hello := appendFrame(nil, &frame{typ: frameHello, node: "intruder"})
 	block := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: echoKind, identity: id, method: methodBlock})
-	for _, b := range [][]byte{hello, block} {
-		if err := s.SendMsg(&b); err != nil {
-			t.Fatalf("send: %v", err)
-		}
-	}
+	sendBatches(t, s, hello, block)
 	receive(t, hs[target.Name()].entered, "the request to reach the grain")
-	garbage := []byte{0x05, 0xde, 0xad, 0xbe, 0xef, 0x00}
-	if err := s.SendMsg(&garbage); err != nil {
-		t.Fatalf("send: %v", err)
-	}
+	sendBatches(t, s, garbageBatch())
 	if err := receive(t, hs[target.Name()].canceled, "the grain to see its stream end"); !errors.Is(err, context.Canceled) {
 		t.Errorf("the grain saw %v, want context.Canceled", err)
 	}
