@@ -379,6 +379,15 @@ func (n *Node) grainContext(ctx context.Context, a *activation, callers []actKey
 	return &grainContext{Context: ctx, n: n, a: a, callers: callers, stamp: st}
 }
 
+// grainScope is implemented by the GrainContexts a node passes to grain
+// methods: scope returns the node and the grain's activation.
+type grainScope interface {
+	scope() (*Node, *activation)
+}
+
+// scope implements grainScope.
+func (g *grainContext) scope() (*Node, *activation) { return g.n, g.a }
+
 // Kind implements GrainContext.
 func (g *grainContext) Kind() string { return g.a.hk.Name }
 

@@ -23,16 +23,16 @@ import (
 // the cluster passed to the grain. A bad name or a negative duration is
 // refused with an error wrapping ErrBadRequest, and nothing is saved.
 func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration) error {
-	g, err := reminderContext(ctx, "RegisterReminder")
+	n, a, err := reminderContext(ctx, "RegisterReminder")
 	if err != nil {
 		return err
 	}
-	key := g.a.key()
+	key := a.key()
 	if dueIn < 0 || period < 0 {
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: reminder %q of grain %s/%s: negative due time %v or period %v",
 			name, key.kind, key.identity, dueIn, period)
 	}
-	if _, ok := g.a.grain.(ReminderReceiver); !ok {
+	if _, ok := a.grain.(ReminderReceiver); !ok {
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: grain kind %q registers reminder %q but does not implement ReminderReceiver",
 			key.kind, name)
 	}
@@ -42,7 +42,7 @@ func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration
 		Due:    time.Now().Add(dueIn),
 		Period: period,
 	}
-	if err := g.n.reminders.Register(ctx, r); err != nil {
+	if err := n.reminders.Register(ctx, r); err != nil {
 		return reminderError(err, "cluster: register reminder %q of grain %s/%s: %v", name, key.kind, key.identity, err)
 	}
 	return nil
@@ -52,24 +52,26 @@ func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration
 // belongs to. Deleting a reminder that does not exist is not an error. A
 // firing already under way still completes.
 func UnregisterReminder(ctx GrainContext, name string) error {
-	g, err := reminderContext(ctx, "UnregisterReminder")
+	n, a, err := reminderContext(ctx, "UnregisterReminder")
 	if err != nil {
 		return err
 	}
-	key := g.a.key()
-	if err := g.n.reminders.Unregister(ctx, storage.Key{Kind: key.kind, Identity: key.identity}, name); err != nil {
+	key := a.key()
+	if err := n.reminders.Unregister(ctx, storage.Key{Kind: key.kind, Identity: key.identity}, name); err != nil {
 		return reminderError(err, "cluster: unregister reminder %q of grain %s/%s: %v", name, key.kind, key.identity, err)
 	}
 	return nil
 }
 
-// reminderContext returns the cluster's own GrainContext behind ctx.
-func reminderContext(ctx GrainContext, fn string) (*grainContext, error) {
-	g, ok := ctx.(*grainContext)
+// reminderContext returns the node and the activation of the grain whose
+// GrainContext ctx is.
+func reminderContext(ctx GrainContext, fn string) (*Node, *activation, error) {
+	g, ok := ctx.(grainScope)
 	if !ok {
-		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s needs the GrainContext a cluster node passed to the grain, not a %T", fn, ctx)
+		return nil, nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s needs the GrainContext a cluster node passed to the grain, not a %T", fn, ctx)
 	}
-	return g, nil
+	n, a := g.scope()
+	return n, a, nil
 }
 
 // reminderError classifies an error of the scheduler: bad arguments are the

@@ -31,6 +31,21 @@ const (
 	// Deadline: Empty → Empty; records 1 if ctx has a deadline within the
 	// node's DefaultCallTimeout (waitTimeout in tests) and no error, else 0.
 	methodDeadline = "/test.Recorder/Deadline"
+	// Probe: Empty → Empty; records which of the probe* checks of its
+	// GrainContext passed, as a bit set.
+	methodProbe = "/test.Recorder/Probe"
+)
+
+// The checks the Probe method makes of the GrainContext it gets.
+const (
+	probeNames      = 1 << iota // Kind and Identity are the grain's
+	probeCall                   // Invoke calls another grain
+	probeReentrant              // Invoke fails with ErrReentrant for a call to the grain itself
+	probeReminders              // RegisterReminder takes it as a node's GrainContext
+	probeNoDeadline             // no deadline, no error
+	probeDeadline               // a deadline within DefaultCallTimeout (waitTimeout), not ended
+
+	probeAll = probeNames | probeCall | probeReentrant | probeReminders
 )
 
 // recorder observes one node's recorder grains.
@@ -97,6 +112,36 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 		r.mu.Unlock()
 		return &emptypb.Empty{}, nil
 	}
+	probe := func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+		var got int64
+		if ctx.Kind() == recorderKind && strings.HasPrefix(ctx.Identity(), "probe") {
+			got |= probeNames
+		}
+		count := Call{Kind: recorderKind, Identity: "probe-other", Method: methodCount, Request: &emptypb.Empty{},
+			NewResponse: func() proto.Message { return new(wrapperspb.Int64Value) }}
+		if _, err := ctx.Invoke(ctx, count); err == nil {
+			got |= probeCall
+		}
+		count.Identity = ctx.Identity()
+		if _, err := ctx.Invoke(ctx, count); errors.Is(err, ErrReentrant) {
+			got |= probeReentrant
+		}
+		// The recorder is no ReminderReceiver: RegisterReminder gets past
+		// the context and refuses the grain, saving nothing.
+		if err := RegisterReminder(ctx, "r", time.Hour, 0); errors.Is(err, ErrBadRequest) && strings.Contains(err.Error(), "ReminderReceiver") {
+			got |= probeReminders
+		}
+		if _, has := ctx.Deadline(); !has && ctx.Err() == nil {
+			got |= probeNoDeadline
+		}
+		if d, has := ctx.Deadline(); has && time.Until(d) > 0 && time.Until(d) <= waitTimeout+waitTimeout/50 && ctx.Err() == nil {
+			got |= probeDeadline
+		}
+		r.mu.Lock()
+		r.got[ctx.Identity()] = append(r.got[ctx.Identity()], got)
+		r.mu.Unlock()
+		return &emptypb.Empty{}, nil
+	}
 	return &Kind{
 		Name:        recorderKind,
 		IdleTimeout: idle,
@@ -111,6 +156,7 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 			{Name: methodForward, NewRequest: newString, Handle: forward},
 			{Name: methodCount, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: count, ReadOnly: true},
 			{Name: methodDeadline, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: deadline},
+			{Name: methodProbe, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: probe},
 		},
 	}
 }
@@ -560,6 +606,45 @@ func TestOneWayContextHasTheDefaultDeadline(t *testing.T) {
 		}
 		cancel() // the sender gives up at once: the message runs anyway
 		waitValues(t, recs[owner.Name()], id, []int64{1})
+	}
+}
+
+// TestOneWayGrainContext: the GrainContext a one-way method gets (the
+// message itself, see oneWayCall) does what a call's does: the grain's
+// names, calls to other grains, ErrReentrant for a call to the grain
+// itself, reminders, and the node's DefaultCallTimeout or, without one, no
+// deadline. Each owner is probed with a call and then with a one-way
+// message, which must agree.
+func TestOneWayGrainContext(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // DefaultCallTimeout; 0 leaves the tests' default (waitTimeout)
+		want    int64
+	}{
+		{"default deadline", 0, probeAll | probeDeadline},
+		{"no deadline", -1, probeAll | probeNoDeadline},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nodes, recs, _ := recorderCluster(t, 0, func(cfg *Config) {
+				if tc.timeout != 0 {
+					cfg.DefaultCallTimeout = tc.timeout
+				}
+			})
+			for _, owner := range nodes[:2] {
+				id := recorderOwnedBy(t, nodes, owner, "probe")
+				call := Call{Kind: recorderKind, Identity: id, Method: methodProbe, Request: &emptypb.Empty{},
+					NewResponse: func() proto.Message { return new(emptypb.Empty) }}
+				if _, err := nodes[0].Invoke(context.Background(), call); err != nil {
+					t.Fatal(err)
+				}
+				if err := nodes[0].Send(context.Background(), call); err != nil {
+					t.Fatal(err)
+				}
+				waitValues(t, recs[owner.Name()], id, []int64{tc.want, tc.want})
+			}
+		})
 	}
 }
 
