@@ -247,6 +247,14 @@ func decodeBatch(batch []byte, fn func(*frame)) error {
 // methods, client IDs) from names, which may be nil.
 func decodeBatchNames(batch []byte, names *nameTable, fn func(*frame)) error {
 	var f frame
+	return decodeBatchInto(batch, &f, names, fn)
+}
+
+// decodeBatchInto is decodeBatchNames that decodes each frame into f, which
+// fn must not keep. A stream's reader passes the same f for every batch:
+// a frame declared here escapes to the heap through fn, 192 bytes per
+// batch (5.6% of the bytes the host of bench/grains RemoteCalls allocated).
+func decodeBatchInto(batch []byte, f *frame, names *nameTable, fn func(*frame)) error {
 	for len(batch) > 0 {
 		n, m := protowire.ConsumeVarint(batch)
 		if m < 0 {
@@ -256,13 +264,14 @@ func decodeBatchNames(batch []byte, names *nameTable, fn func(*frame)) error {
 		if n > uint64(len(batch)) {
 			return fmt.Errorf("%w: length %d exceeds the %d bytes left", ErrCorruptFrame, n, len(batch))
 		}
-		f = frame{}
-		if err := decodeFrame(batch[:n], &f, names); err != nil {
+		*f = frame{}
+		if err := decodeFrame(batch[:n], f, names); err != nil {
 			return err
 		}
 		batch = batch[n:]
-		fn(&f)
+		fn(f)
 	}
+	*f = frame{} // let the last frame's strings and payload go
 	return nil
 }
 

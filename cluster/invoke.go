@@ -192,8 +192,8 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st st
 
 // serveRequest implements requestHandler: it runs a call from a peer and
 // builds the reply frame.
-func (n *Node) serveRequest(ctx context.Context, req *frame) frame {
-	resp, payload, err := n.serveRemote(ctx, req)
+func (n *Node) serveRequest(ctx context.Context, req *frame, d *decodedRequest) frame {
+	resp, payload, err := n.serveRemote(ctx, req, d)
 	if err == nil {
 		if payload == nil {
 			payload, err = proto.Marshal(resp)
@@ -211,12 +211,34 @@ func (n *Node) serveRequest(ctx context.Context, req *frame) frame {
 	return frame{code: code, message: msg, reason: reasonOf(err)}
 }
 
-// serveRemote checks a call from a peer, decodes its request and runs it.
-// It returns the response, its encoding, or both.
-func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, []byte, error) {
+// decodedRequest is a call from a peer as the stream's reader decoded it:
+// the kind and method it calls and its request, or why there are none.
+type decodedRequest struct {
+	hk  *hostedKind
+	m   *hostedMethod
+	msg proto.Message
+	err error
+}
+
+// decodeRequest implements requestHandler.
+func (n *Node) decodeRequest(req *frame) decodedRequest {
 	hk, m, err := n.lookup(req.kind, req.method)
 	if err != nil {
-		return nil, nil, err
+		return decodedRequest{err: err}
+	}
+	msg := m.NewRequest()
+	if err := proto.Unmarshal(req.payload, msg); err != nil {
+		return decodedRequest{err: newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the request to %s/%s %s: %v",
+			req.kind, req.identity, req.method, err)}
+	}
+	return decodedRequest{hk: hk, m: m, msg: msg}
+}
+
+// serveRemote checks a call from a peer, decoded as d, and runs it. It
+// returns the response, its encoding, or both.
+func (n *Node) serveRemote(ctx context.Context, req *frame, d *decodedRequest) (proto.Message, []byte, error) {
+	if d.err != nil {
+		return nil, nil, d.err
 	}
 	if err := n.checkOwner(req.kind, req.identity); err != nil {
 		return nil, nil, err
@@ -226,15 +248,10 @@ func (n *Node) serveRemote(ctx context.Context, req *frame) (proto.Message, []by
 			return nil, nil, err
 		}
 	}
-	msg := m.NewRequest()
-	if err := proto.Unmarshal(req.payload, msg); err != nil {
-		return nil, nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the request to %s/%s %s: %v",
-			req.kind, req.identity, req.method, err)
-	}
 	// A peer's request runs an idle grain's turn on the goroutine that
 	// serves it: that goroutine exists only to wait for the reply, and the
 	// caller, on its own node, still returns at its deadline.
-	return n.callGrain(ctx, hk, m, req.identity, msg, req.chain, req.stamp, true)
+	return n.callGrain(ctx, d.hk, d.m, req.identity, d.msg, req.chain, req.stamp, true)
 }
 
 // checkOwner returns ErrNotOwner unless this node owns the grain in its
