@@ -551,3 +551,62 @@ func TestStartOnFirstMessage(t *testing.T) {
 		t.Fatalf("events = %v, want %v", got, want)
 	}
 }
+
+// TestTopLevelSetFollowsSpawnsAndStops: the System's set of top-level
+// actors (a list per shard, see topShard) holds exactly the live ones,
+// whichever order they stop in and wherever they sit in their list, holds
+// no children, and is empty once Shutdown returns.
+func TestTopLevelSetFollowsSpawnsAndStops(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	const n = 10 * topShards // ten to a shard: heads, middles and tails
+	children := make(chan *Ref, n)
+	refs := make([]*Ref, n)
+	for i := range refs {
+		refs[i] = spawnFunc(t, s, func(c *Context) {
+			if _, ok := c.Message().(*Started); ok && i%7 == 0 {
+				child, err := c.Spawn(Props{New: func() Actor { return ActorFunc(func(*Context) {}) }})
+				if err != nil {
+					t.Error(err)
+				}
+				children <- child
+			}
+		})
+	}
+	for range (n + 6) / 7 {
+		<-children
+	}
+	live := map[*Ref]bool{}
+	for _, r := range refs {
+		live[r] = true
+	}
+	stop := func(r *Ref) {
+		waitClosed(t, r.Stop(), "a top-level actor stopped")
+		delete(live, r)
+	}
+	for i := 0; i < n; i += 3 { // oldest first
+		stop(refs[i])
+	}
+	for i := n - 1; i >= 0; i -= 5 { // newest first
+		if live[refs[i]] {
+			stop(refs[i])
+		}
+	}
+	got := s.topWhere(func(*Ref) bool { return true })
+	seen := map[*Ref]bool{}
+	for _, r := range got {
+		if !live[r] || seen[r] {
+			t.Fatalf("the set holds an actor that stopped, a child, or one twice (%d actors, %d live)", len(got), len(live))
+		}
+		seen[r] = true
+	}
+	if len(seen) != len(live) {
+		t.Fatalf("the set holds %d actors, want the %d live ones", len(seen), len(live))
+	}
+	if err := s.Shutdown(ctxTimeout(t)); err != nil {
+		t.Fatal(err)
+	}
+	if left := s.topWhere(func(*Ref) bool { return true }); len(left) != 0 {
+		t.Fatalf("%d actors left in the set after Shutdown", len(left))
+	}
+}

@@ -70,7 +70,11 @@ type Ref struct {
 	graceful     bool                   // owned by the actor's goroutine: the stop in progress is graceful
 	finished     bool                   // owned by the actor's goroutine: everything that arrives is a dead letter
 	dead         bool                   // guarded by mu: Done is closed (or would be)
-	_            [16]byte
+	// topPrev and topNext link a top-level actor into its part of the
+	// System's set (see topShard), under that part's lock; they are
+	// written when the actor is spawned and when it, or a neighbour,
+	// stops.
+	topPrev, topNext *Ref
 
 	// Line 3: written by the actor's goroutine on every message.
 	sysTail  queueTail
