@@ -901,3 +901,51 @@ func TestServedContextOutlivesItsCall(t *testing.T) {
 		t.Errorf("a kept context's deadline moved from %v to %v", firstDeadline, dl)
 	}
 }
+
+// TestConcurrentRemoteCallsKeepTheirPayloads: many callers send requests of
+// varied sizes to grains on another node at once, so the owner's reader
+// gets batches big enough to come from the pool and hands each back as
+// soon as it has decoded the requests in it (see conn.serve). Every reply
+// must still echo its own request: a request that kept pointing into a
+// reused batch would come back with another call's bytes.
+func TestConcurrentRemoteCallsKeepTheirPayloads(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	var ids []string // grains that nodes[1] owns
+	for i := 0; len(ids) < 8; i++ {
+		if i == 10000 {
+			t.Fatalf("found %d identities owned by %s in 10000", len(ids), nodes[1].Name())
+		}
+		id := fmt.Sprintf("payload-%d", i)
+		if m, ok := nodes[0].Owner(echoKind, id); ok && m.Name == nodes[1].Name() {
+			ids = append(ids, id)
+		}
+	}
+	const callers, calls = 32, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls {
+				want := strings.Repeat(string(rune('a'+(c+i)%26)), 1+(c*calls+i)%700) + fmt.Sprintf("/%d/%d", c, i)
+				resp, err := nodes[0].Invoke(context.Background(), stringCall(methodString, ids[(c+i)%len(ids)], want))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if got := resp.(*wrapperspb.StringValue).GetValue(); got != want {
+					errs <- fmt.Errorf("caller %d call %d got %d bytes ending %q, want %d ending %q",
+						c, i, len(got), got[max(0, len(got)-12):], len(want), want[max(0, len(want)-12):])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
