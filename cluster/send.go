@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"runtime/debug"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -271,54 +270,41 @@ func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod,
 // of bench/grains BenchmarkOneWay the oneWayCall was 64% of the bytes
 // allocated and the collector's work a fifth of the CPU.
 //
-// Its context is the node's DefaultCallTimeout, counted from when the
-// grain (or anything it calls) first asks for the deadline, its Done
-// channel or its error, using the node's shared deadlines: fixing the
-// deadline when the message starts read the clock for every message, 5%
-// of the CPU of a one-way benchmark process, while most grains never look.
-// Until then Err is nil, as the deadline is still ahead. Without a
-// DefaultCallTimeout it never ends. It carries no values: a one-way message
-// has no caller's context.
+// Its context ends at the node's DefaultCallTimeout from when the message
+// starts: it takes the deadline of the calls that start in the same window
+// (see deadlines.forCall), one atomic load, where reading the clock for
+// every message was 5% of the CPU of a one-way benchmark process. Without
+// a DefaultCallTimeout it never ends. It carries no values: a one-way
+// message has no caller's context.
 type oneWayCall struct {
 	method *hostedMethod
 	req    proto.Message
-	g      *grainActor // the actor running it; set when it runs
-	d      atomic.Pointer[sharedDeadline]
+	g      *grainActor     // the actor running it; set when it starts
+	d      *sharedDeadline // its deadline, set when it starts; nil for none
 }
-
-func (m *oneWayCall) shared() *sharedDeadline {
-	if d := m.d.Load(); d != nil {
-		return d
-	}
-	m.d.CompareAndSwap(nil, m.g.n.deadlines.shared(time.Now()))
-	return m.d.Load()
-}
-
-// timed reports whether the message runs under a deadline.
-func (m *oneWayCall) timed() bool { return m.g.n.cfg.DefaultCallTimeout > 0 }
 
 // Deadline implements context.Context.
 func (m *oneWayCall) Deadline() (time.Time, bool) {
-	if !m.timed() {
+	if m.d == nil {
 		return time.Time{}, false
 	}
-	return m.shared().at, true
+	return m.d.at, true
 }
 
 // Done implements context.Context.
 func (m *oneWayCall) Done() <-chan struct{} {
-	if !m.timed() {
+	if m.d == nil {
 		return nil
 	}
-	return m.shared().ctx.Done()
+	return m.d.ctx.Done()
 }
 
 // Err implements context.Context.
 func (m *oneWayCall) Err() error {
-	if d := m.d.Load(); d != nil {
-		return d.ctx.Err()
+	if m.d == nil {
+		return nil
 	}
-	return nil
+	return m.d.ctx.Err()
 }
 
 // Value implements context.Context: there are no values.
@@ -438,6 +424,9 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 	// runs under the node's default deadline instead, and is its own
 	// context (see oneWayCall).
 	m.g = g
+	if g.n.cfg.DefaultCallTimeout > 0 {
+		m.d = g.n.deadlines.forCall()
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			g.n.log.Error("cluster: grain panicked on a one-way message", "kind", g.a.hk.Name, "identity", g.a.identity,

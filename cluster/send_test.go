@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +35,10 @@ const (
 	// Probe: Empty → Empty; records which of the probe* checks of its
 	// GrainContext passed, as a bit set.
 	methodProbe = "/test.Recorder/Probe"
+	// Poll: Empty → Empty; asks only ctx.Err, until it is not nil or for
+	// at most waitTimeout, and records 1 if it ended with
+	// context.DeadlineExceeded, else 0.
+	methodPoll = "/test.Recorder/Poll"
 )
 
 // The checks the Probe method makes of the GrainContext it gets.
@@ -142,6 +147,21 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 		r.mu.Unlock()
 		return &emptypb.Empty{}, nil
 	}
+	poll := func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+		var ok int64
+		for start := time.Now(); time.Since(start) < waitTimeout; goruntime.Gosched() {
+			if err := ctx.Err(); err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					ok = 1
+				}
+				break
+			}
+		}
+		r.mu.Lock()
+		r.got[ctx.Identity()] = append(r.got[ctx.Identity()], ok)
+		r.mu.Unlock()
+		return &emptypb.Empty{}, nil
+	}
 	return &Kind{
 		Name:        recorderKind,
 		IdleTimeout: idle,
@@ -157,6 +177,7 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 			{Name: methodCount, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: count, ReadOnly: true},
 			{Name: methodDeadline, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: deadline},
 			{Name: methodProbe, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: probe},
+			{Name: methodPoll, NewRequest: func() proto.Message { return new(emptypb.Empty) }, Handle: poll},
 		},
 	}
 }
@@ -645,6 +666,23 @@ func TestOneWayGrainContext(t *testing.T) {
 				waitValues(t, recs[owner.Name()], id, []int64{tc.want, tc.want})
 			}
 		})
+	}
+}
+
+// TestOneWayErrEndsAtTheDeadline: a one-way method that asks its context
+// only for Err still gets context.DeadlineExceeded once the node's
+// DefaultCallTimeout has passed: asking for the error starts the deadline,
+// as asking for it or for Done does.
+func TestOneWayErrEndsAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderCluster(t, 0, func(cfg *Config) { cfg.DefaultCallTimeout = 50 * time.Millisecond })
+	for _, owner := range nodes[:2] {
+		id := recorderOwnedBy(t, nodes, owner, "poll")
+		call := Call{Kind: recorderKind, Identity: id, Method: methodPoll, Request: &emptypb.Empty{}}
+		if err := nodes[0].Send(context.Background(), call); err != nil {
+			t.Fatal(err)
+		}
+		waitValues(t, recs[owner.Name()], id, []int64{1})
 	}
 }
 
