@@ -249,3 +249,33 @@ func wantCanceled(t testing.TB, ctx context.Context, what string) {
 		t.Errorf("%s: Done is not closed", what)
 	}
 }
+
+// TestOneWayContextEndsItsChildren: a context a grain derives from a
+// one-way message's context ends at the message's deadline, through
+// AfterFunc, and one derived without a deadline never ends by itself.
+func TestOneWayContextEndsItsChildren(t *testing.T) {
+	m := &oneWayCall{method: &hostedMethod{Method: &Method{Name: "/test.Recorder/Record"}},
+		d: newSharedDeadline(time.Now().Add(20 * time.Millisecond))}
+	if _, ok := any(m).(interface{ AfterFunc(func()) func() bool }); !ok {
+		t.Fatal("a one-way context has no AfterFunc: derived contexts would each need a goroutine")
+	}
+	child, cancel := context.WithTimeout(m, time.Hour)
+	defer cancel()
+	select {
+	case <-child.Done():
+	case <-time.After(waitTimeout):
+		t.Fatal("a derived context did not end at the message's deadline")
+	}
+	if !errors.Is(child.Err(), context.DeadlineExceeded) || !errors.Is(m.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err = %v and %v, want DeadlineExceeded", child.Err(), m.Err())
+	}
+
+	untimed := &oneWayCall{method: m.method}
+	if _, ok := untimed.Deadline(); ok || untimed.Done() != nil || untimed.Err() != nil {
+		t.Fatal("a one-way context without a DefaultCallTimeout has a deadline")
+	}
+	stop := untimed.AfterFunc(func() { t.Error("AfterFunc ran on a context that never ends") })
+	if !stop() {
+		t.Error("stopping the AfterFunc of a context that never ends reported it had run")
+	}
+}

@@ -310,6 +310,18 @@ func (m *oneWayCall) Err() error {
 // Value implements context.Context: there are no values.
 func (m *oneWayCall) Value(any) any { return nil }
 
+// AfterFunc lets contexts derived from m follow it with a callback instead
+// of a goroutine each (see deadlineCtx.AfterFunc).
+func (m *oneWayCall) AfterFunc(f func()) func() bool {
+	if m.d == nil {
+		return context.AfterFunc(context.Background(), f) // never runs f
+	}
+	return context.AfterFunc(m.d.ctx, f)
+}
+
+// String names the context in debugging output.
+func (m *oneWayCall) String() string { return "cluster.oneWayCall(" + m.method.Name + ")" }
+
 // Kind implements GrainContext.
 func (m *oneWayCall) Kind() string { return m.g.a.hk.Name }
 
