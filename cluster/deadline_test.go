@@ -279,3 +279,39 @@ func TestOneWayContextEndsItsChildren(t *testing.T) {
 		t.Error("stopping the AfterFunc of a context that never ends reported it had run")
 	}
 }
+
+// TestGrainContextEndsItsChildren: a context a grain derives from a call's
+// GrainContext ends with the call's context, through AfterFunc, whether
+// that context is a caller's under a shared deadline or a peer's request.
+func TestGrainContextEndsItsChildren(t *testing.T) {
+	d := newDeadlines(20 * time.Millisecond)
+	served := &servedCtx{d: d.shared(time.Now())}
+	caller, cancel := d.with(context.WithValue(context.Background(), ctxKey{}, "v"))
+	defer cancel()
+	for name, ctx := range map[string]context.Context{"caller's": caller, "peer's": served} {
+		g := &grainContext{Context: ctx}
+		if _, ok := any(g).(interface{ AfterFunc(func()) func() bool }); !ok {
+			t.Fatal("a grainContext has no AfterFunc: derived contexts would each need a goroutine")
+		}
+		child, stop := context.WithTimeout(g, time.Hour)
+		defer stop()
+		select {
+		case <-child.Done():
+		case <-time.After(waitTimeout):
+			t.Fatalf("a context derived under a %s context did not end with it", name)
+		}
+		if !errors.Is(child.Err(), context.DeadlineExceeded) {
+			t.Fatalf("under a %s context: Err = %v, want DeadlineExceeded", name, child.Err())
+		}
+	}
+	// Ending a peer's request early ends what the grain derived, too.
+	early := &servedCtx{d: newDeadlines(time.Hour).shared(time.Now())}
+	child, stop := context.WithCancel(&grainContext{Context: early})
+	defer stop()
+	early.end()
+	select {
+	case <-child.Done():
+	case <-time.After(waitTimeout):
+		t.Fatal("a context derived under a peer's request did not end when the request did")
+	}
+}

@@ -414,6 +414,12 @@ func (g *grainContext) Identity() string { return g.a.identity }
 // State implements GrainContext.
 func (g *grainContext) State() State { return g.a.touchState(g.n) }
 
+// AfterFunc lets contexts derived from g follow the call's context with a
+// callback when that context can (the node's deadlineCtx and servedCtx
+// can), instead of a goroutine each: the context package looks for this
+// method on g itself, which the embedded Context's does not satisfy.
+func (g *grainContext) AfterFunc(f func()) func() bool { return context.AfterFunc(g.Context, f) }
+
 // Invoke implements Caller: grains call other grains through their node.
 //
 // Activations are not reentrant: a call to a grain that is itself waiting
