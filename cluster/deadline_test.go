@@ -256,16 +256,10 @@ func wantCanceled(t testing.TB, ctx context.Context, what string) {
 func TestOneWayContextEndsItsChildren(t *testing.T) {
 	m := &oneWayCall{method: &hostedMethod{Method: &Method{Name: "/test.Recorder/Record"}},
 		d: newSharedDeadline(time.Now().Add(20 * time.Millisecond))}
-	if _, ok := any(m).(interface{ AfterFunc(func()) func() bool }); !ok {
-		t.Fatal("a one-way context has no AfterFunc: derived contexts would each need a goroutine")
-	}
+	wantAfterFunc(t, m, "a one-way context")
 	child, cancel := context.WithTimeout(m, time.Hour)
 	defer cancel()
-	select {
-	case <-child.Done():
-	case <-time.After(waitTimeout):
-		t.Fatal("a derived context did not end at the message's deadline")
-	}
+	receive(t, child.Done(), "a derived context to end at the message's deadline")
 	if !errors.Is(child.Err(), context.DeadlineExceeded) || !errors.Is(m.Err(), context.DeadlineExceeded) {
 		t.Fatalf("Err = %v and %v, want DeadlineExceeded", child.Err(), m.Err())
 	}
@@ -290,16 +284,10 @@ func TestGrainContextEndsItsChildren(t *testing.T) {
 	defer cancel()
 	for name, ctx := range map[string]context.Context{"caller's": caller, "peer's": served} {
 		g := &grainContext{Context: ctx}
-		if _, ok := any(g).(interface{ AfterFunc(func()) func() bool }); !ok {
-			t.Fatal("a grainContext has no AfterFunc: derived contexts would each need a goroutine")
-		}
+		wantAfterFunc(t, g, "a grainContext")
 		child, stop := context.WithTimeout(g, time.Hour)
 		defer stop()
-		select {
-		case <-child.Done():
-		case <-time.After(waitTimeout):
-			t.Fatalf("a context derived under a %s context did not end with it", name)
-		}
+		receive(t, child.Done(), "a context derived under a "+name+" context to end with it")
 		if !errors.Is(child.Err(), context.DeadlineExceeded) {
 			t.Fatalf("under a %s context: Err = %v, want DeadlineExceeded", name, child.Err())
 		}
@@ -309,9 +297,15 @@ func TestGrainContextEndsItsChildren(t *testing.T) {
 	child, stop := context.WithCancel(&grainContext{Context: early})
 	defer stop()
 	early.end()
-	select {
-	case <-child.Done():
-	case <-time.After(waitTimeout):
-		t.Fatal("a context derived under a peer's request did not end when the request did")
+	receive(t, child.Done(), "a context derived under a peer's request to end when the request did")
+}
+
+// wantAfterFunc fails t unless ctx has the AfterFunc method through which
+// the context package follows a parent with a callback, rather than with a
+// goroutine for each context derived from it.
+func wantAfterFunc(t testing.TB, ctx context.Context, what string) {
+	t.Helper()
+	if _, ok := ctx.(interface{ AfterFunc(func()) func() bool }); !ok {
+		t.Fatalf("%s has no AfterFunc: each context derived from it would need a goroutine", what)
 	}
 }

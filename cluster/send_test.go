@@ -64,6 +64,13 @@ func newRecorder() *recorder {
 	return &recorder{got: map[string][]int64{}, news: map[string]int{}}
 }
 
+// add records v for identity.
+func (r *recorder) add(identity string, v int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got[identity] = append(r.got[identity], v)
+}
+
 func (r *recorder) values(identity string) []int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -84,9 +91,7 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 		case -2:
 			return nil, errors.New("recorder: told to fail")
 		default:
-			r.mu.Lock()
-			r.got[ctx.Identity()] = append(r.got[ctx.Identity()], v)
-			r.mu.Unlock()
+			r.add(ctx.Identity(), v)
 		}
 		return &emptypb.Empty{}, nil
 	}
@@ -112,9 +117,7 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 				ok = 1
 			}
 		}
-		r.mu.Lock()
-		r.got[ctx.Identity()] = append(r.got[ctx.Identity()], ok)
-		r.mu.Unlock()
+		r.add(ctx.Identity(), ok)
 		return &emptypb.Empty{}, nil
 	}
 	probe := func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
@@ -142,9 +145,7 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 		if d, has := ctx.Deadline(); has && time.Until(d) > 0 && time.Until(d) <= waitTimeout+waitTimeout/50 && ctx.Err() == nil {
 			got |= probeDeadline
 		}
-		r.mu.Lock()
-		r.got[ctx.Identity()] = append(r.got[ctx.Identity()], got)
-		r.mu.Unlock()
+		r.add(ctx.Identity(), got)
 		return &emptypb.Empty{}, nil
 	}
 	poll := func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
@@ -157,9 +158,7 @@ func newRecorderKind(r *recorder, idle time.Duration) *Kind {
 				break
 			}
 		}
-		r.mu.Lock()
-		r.got[ctx.Identity()] = append(r.got[ctx.Identity()], ok)
-		r.mu.Unlock()
+		r.add(ctx.Identity(), ok)
 		return &emptypb.Empty{}, nil
 	}
 	return &Kind{
