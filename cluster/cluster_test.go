@@ -911,15 +911,9 @@ func TestServedContextOutlivesItsCall(t *testing.T) {
 func TestConcurrentRemoteCallsKeepTheirPayloads(t *testing.T) {
 	t.Parallel()
 	nodes, _ := echoCluster(t, 2, 0, nil)
-	var ids []string // grains that nodes[1] owns
-	for i := 0; len(ids) < 8; i++ {
-		if i == 10000 {
-			t.Fatalf("found %d identities owned by %s in 10000", len(ids), nodes[1].Name())
-		}
-		id := fmt.Sprintf("payload-%d", i)
-		if m, ok := nodes[0].Owner(echoKind, id); ok && m.Name == nodes[1].Name() {
-			ids = append(ids, id)
-		}
+	ids := make([]string, 8) // distinct grains that nodes[1] owns
+	for i := range ids {
+		ids[i] = ownedInEveryView(t, nodes, nodes[1], echoKind, fmt.Sprintf("payload%d", i))
 	}
 	const callers, calls = 32, 50
 	var wg sync.WaitGroup

@@ -582,7 +582,7 @@ func (s *servedCall) run() {
 	reply.typ, reply.id = frameResponse, s.req.id
 	// An error here means the conn closed: the caller retries or gives up.
 	_ = c.sendAlone(context.Background(), &reply)
-	*s = servedCall{} // let the payload and the context go
+	*s = servedCall{} // let the request and the context go
 	c.t.served.Put(s)
 }
 

@@ -317,6 +317,25 @@ func identityOwnedBy(t testing.TB, nodes []*Node, owner *Node) string {
 	return ""
 }
 
+// ownedInEveryView returns an identity of kind, prefix-N, that owner owns
+// in every node's view.
+func ownedInEveryView(t testing.TB, nodes []*Node, owner *Node, kind, prefix string) string {
+	t.Helper()
+	for i := range 10000 {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		agree := true
+		for _, n := range nodes {
+			m, ok := n.Owner(kind, id)
+			agree = agree && ok && m.Name == owner.Name()
+		}
+		if agree {
+			return id
+		}
+	}
+	t.Fatalf("no %s identity owned by %s", kind, owner.Name())
+	return ""
+}
+
 // nodeByName returns the node named name.
 func nodeByName(nodes []*Node, name string) *Node {
 	for _, n := range nodes {

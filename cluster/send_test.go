@@ -286,19 +286,7 @@ func recorderCluster(t *testing.T, idle time.Duration, configure func(*Config)) 
 // recorderOwnedBy returns an identity that owner owns in every node's view.
 func recorderOwnedBy(t *testing.T, nodes []*Node, owner *Node, prefix string) string {
 	t.Helper()
-	for i := range 10000 {
-		id := fmt.Sprintf("%s-%d", prefix, i)
-		agree := true
-		for _, n := range nodes {
-			m, ok := n.Owner(recorderKind, id)
-			agree = agree && ok && m.Name == owner.Name()
-		}
-		if agree {
-			return id
-		}
-	}
-	t.Fatalf("no recorder identity owned by %s", owner.Name())
-	return ""
+	return ownedInEveryView(t, nodes, owner, recorderKind, prefix)
 }
 
 // waitValues waits until the recorder has want values for identity and
