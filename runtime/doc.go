@@ -28,7 +28,9 @@
 // actor goes idle and re-checks its queues, so no wake-up is lost. The
 // queues recycle their nodes, so a send allocates nothing; Context.Send,
 // for sending from inside an actor, reuses the nodes the actor's own turn
-// freed and is the cheapest send. An idle actor holds no
+// freed and is the cheapest send; a Batch, for a goroutine that delivers
+// messages in bursts (a network reader), queues a run of messages for one
+// actor with a single push. An idle actor holds no
 // goroutine: it costs its Ref and its Actor value (about 270 bytes of heap
 // on amd64 with a small Actor; TestIdleActorMemory reports the figure).
 //

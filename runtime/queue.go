@@ -75,9 +75,16 @@ func initQueue(h *queueHead, t *queueTail, free *envelopePool) {
 }
 
 // push appends e. Safe for concurrent use by any number of producers.
-func (h *queueHead) push(e *envelope) {
-	prev := h.last.Swap(e)
-	atomic.StorePointer(&prev.next, unsafe.Pointer(e))
+func (h *queueHead) push(e *envelope) { h.pushRun(e, e) }
+
+// pushRun appends the nodes first to last, linked through next, as push
+// appends one: the consumer reaches the run through the atomic store into
+// the node before it, which also publishes the plain stores that linked
+// the run (a consumer that sees a node has seen everything written before
+// it was linked).
+func (h *queueHead) pushRun(first, last *envelope) {
+	prev := h.last.Swap(last)
+	atomic.StorePointer(&prev.next, unsafe.Pointer(first))
 }
 
 // empty reports whether nothing was pushed since stub became the
