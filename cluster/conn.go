@@ -389,6 +389,9 @@ func (c *conn) dispatch(f *frame) {
 		if f.oneWay {
 			c.serveOneWay(f)
 		} else {
+			// The one-way messages before this request reach their
+			// grain before it does, as they were sent.
+			c.target.batch.Flush()
 			c.serve(f)
 		}
 	case frameResponse:

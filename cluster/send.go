@@ -190,17 +190,26 @@ func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
 // atomic adds), and the clock reading of a release. A stream's reader keeps
 // one for the length of a batch, as if one call delivered all of them, and
 // ends it with endOneWay.
+//
+// The messages for the target are collected in a runtime.Batch and reach
+// the mailbox together when the target ends, with one push instead of one
+// per message (see runtime.Batch); a reader that hands a request to a
+// goroutine flushes them first, so that the grain still receives what one
+// peer sent in the order it was sent.
 type oneWayTarget struct {
 	kind, identity, method string
 	m                      *hostedMethod
 	a                      *activation // nil: no target
+	batch                  runtime.Batch
 }
 
-// endOneWay implements requestHandler: it releases the batch's target.
+// endOneWay implements requestHandler: it delivers the messages collected
+// for the batch's target and releases it.
 func (n *Node) endOneWay(t *oneWayTarget) {
 	if t.a == nil {
 		return
 	}
+	t.batch.Flush()
 	n.acts.release(t.a)
 	n.calls.leave()
 	*t = oneWayTarget{}
@@ -219,7 +228,7 @@ func (n *Node) queueToTarget(t *oneWayTarget, req *frame) bool {
 			req.kind, req.identity, req.method, err))
 		return true
 	}
-	if t.a.ref.Send(newOneWayCall(t.m, msg)) == nil {
+	if t.batch.Add(t.a.ref, newOneWayCall(t.m, msg)) == nil {
 		return true
 	}
 	n.endOneWay(t) // the activation is going away: the full path follows it
@@ -384,15 +393,19 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 		return true
 	}
 	if a := n.readyActivation(hk, req.identity); a != nil {
-		err := a.ref.Send(newOneWayCall(m, msg))
-		if err == nil && target != nil && n.calls.enter() {
+		if target != nil && n.calls.enter() {
 			// Keep the activation and a gate entry for the next frames.
 			*target = oneWayTarget{kind: req.kind, identity: req.identity, method: req.method, m: m, a: a}
-			return true
-		}
-		n.acts.release(a)
-		if err == nil {
-			return true
+			if target.batch.Add(a.ref, newOneWayCall(m, msg)) == nil {
+				return true
+			}
+			n.endOneWay(target)
+		} else {
+			err := a.ref.Send(newOneWayCall(m, msg))
+			n.acts.release(a)
+			if err == nil {
+				return true
+			}
 		}
 	}
 	if !wait {

@@ -344,6 +344,66 @@ func TestSendDeliversOnceInOrder(t *testing.T) {
 	}
 }
 
+// TestOneWayMessagesPrecedeALaterCall sends one gRPC message holding
+// one-way messages to an active grain followed by a call to it, many times
+// over: the reader collects the one-way messages for the grain's mailbox
+// (see oneWayTarget), and the call, served on another goroutine, must
+// still find every one of them handled. (Without the flush in
+// conn.dispatch, it failed within the first dozen rounds.)
+func TestOneWayMessagesPrecedeALaterCall(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderCluster(t, 0, nil)
+	owner := nodes[1]
+	id := recorderOwnedBy(t, nodes, owner, "precede")
+	if err := nodes[0].Send(context.Background(), recordCall(id, 0)); err != nil { // activate it
+		t.Fatal(err)
+	}
+	waitValues(t, recs[owner.Name()], id, []int64{0})
+
+	s := rawStream(t, owner)
+	sendBatches(t, s, appendFrame(nil, &frame{typ: frameHello, node: "raw"}))
+	const rounds, perRound = 50, 20
+	for round := range uint64(rounds) {
+		var batch []byte
+		for range perRound {
+			payload, err := proto.Marshal(wrapperspb.Int64(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch = appendFrame(batch, &frame{typ: frameRequest, oneWay: true, kind: recorderKind, identity: id,
+				method: methodRecord, payload: payload})
+		}
+		batch = appendFrame(batch, &frame{typ: frameRequest, id: round + 1, kind: recorderKind, identity: id, method: methodCount})
+		// Cancels of requests nobody sent keep the reader busy after the
+		// call, so that the call's goroutine has time to overtake a reader
+		// that delivered the one-way messages only at the batch's end.
+		for range 2000 {
+			batch = appendFrame(batch, &frame{typ: frameCancel, id: 1 << 40})
+		}
+		sendBatches(t, s, batch)
+
+		var reply []byte
+		if err := s.RecvMsg(&reply); err != nil {
+			t.Fatal(err)
+		}
+		var count wrapperspb.Int64Value
+		err := decodeBatch(reply, func(f *frame) {
+			if f.typ != frameResponse || f.id != round+1 || f.code != codes.OK {
+				t.Fatalf("round %d: got %+v; want the response to the Count", round, f)
+			}
+			if err := proto.Unmarshal(f.payload, &count); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := int64(1 + (round+1)*perRound); count.GetValue() != want {
+			t.Fatalf("round %d: the call found %d messages handled; want %d", round, count.GetValue(), want)
+		}
+	}
+}
+
 // TestSendSurvivesPassivation sends one-way messages to a grain whose kind
 // passivates it after a millisecond idle, so that its activations come and
 // go between and under the messages: each message still runs exactly once,
