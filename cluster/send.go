@@ -197,10 +197,15 @@ func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
 // goroutine flushes them first, so that the grain still receives what one
 // peer sent in the order it was sent.
 type oneWayTarget struct {
+	oneWayGrain
+	batch runtime.Batch // kept from target to target, with its free queue nodes
+}
+
+// oneWayGrain is the grain of a oneWayTarget.
+type oneWayGrain struct {
 	kind, identity, method string
 	m                      *hostedMethod
 	a                      *activation // nil: no target
-	batch                  runtime.Batch
 }
 
 // endOneWay implements requestHandler: it delivers the messages collected
@@ -212,7 +217,7 @@ func (n *Node) endOneWay(t *oneWayTarget) {
 	t.batch.Flush()
 	n.acts.release(t.a)
 	n.calls.leave()
-	*t = oneWayTarget{}
+	t.oneWayGrain = oneWayGrain{}
 }
 
 // queueToTarget queues req for t's grain if it is the one the frame is for,
@@ -395,7 +400,7 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	if a := n.readyActivation(hk, req.identity); a != nil {
 		if target != nil && n.calls.enter() {
 			// Keep the activation and a gate entry for the next frames.
-			*target = oneWayTarget{kind: req.kind, identity: req.identity, method: req.method, m: m, a: a}
+			target.oneWayGrain = oneWayGrain{kind: req.kind, identity: req.identity, method: req.method, m: m, a: a}
 			if target.batch.Add(a.ref, newOneWayCall(m, msg)) == nil {
 				return true
 			}

@@ -26,10 +26,13 @@ import (
 //
 // The zero Batch is ready to use. A Batch is owned by one goroutine, and
 // whatever it holds must be flushed: a Batch that is dropped unflushed
-// loses its messages.
+// loses its messages. Between runs it keeps the free queue nodes it took
+// from the System's pool in one piece (a few hundred at most), so keep
+// one Batch for a goroutine's life rather than one per run.
 type Batch struct {
 	to          *Ref
 	first, last *envelope
+	free        *envelope // nodes for the next Adds, a run from the pool (see envelopePool)
 }
 
 // Add collects msg for the actor to. It fails as Send would, and then
@@ -56,7 +59,13 @@ func (b *Batch) Add(to *Ref, msg any) error {
 		to.sys.deadLetter(to, msg, ErrStopped)
 		return ErrStopped
 	}
-	e := to.sys.envelopes.get(msg, nil)
+	e := b.free
+	if e == nil {
+		e = to.sys.envelopes.getRun()
+	}
+	b.free = (*envelope)(e.next)
+	e.next = nil
+	e.msg = msg
 	if b.first == nil {
 		b.to, b.first = to, e
 	} else {
@@ -75,6 +84,9 @@ func (b *Batch) Flush() {
 	}
 	to := b.to
 	to.userHead.pushRun(b.first, b.last)
-	*b = Batch{}
+	if !to.fedInRuns.Load() { // read first: the line is shared with every producer
+		to.fedInRuns.Store(true)
+	}
+	b.to, b.first, b.last = nil, nil, nil
 	to.schedule()
 }

@@ -69,6 +69,15 @@ func TestBatchDeliversOnFlushInOrder(t *testing.T) {
 	if got, want := received(t, a), []string{"a1", "a2", "a3", "a4"}; !slices.Equal(got, want) {
 		t.Fatalf("a received %q; want %q", got, want)
 	}
+	// Actors fed by a Batch return their free queue nodes as runs, for
+	// Batches; others do not (see envelopePool.put).
+	sent := newLog()
+	if err := sent.Send("s"); err != nil {
+		t.Fatal(err)
+	}
+	if !a.fedInRuns.Load() || !b.fedInRuns.Load() || sent.fedInRuns.Load() {
+		t.Fatalf("fedInRuns: a %v, b %v, sent %v; want true, true, false", a.fedInRuns.Load(), b.fedInRuns.Load(), sent.fedInRuns.Load())
+	}
 }
 
 func TestBatchErrors(t *testing.T) {

@@ -37,7 +37,7 @@ func TestQueueConcurrentProducers(t *testing.T) {
 	finished := false
 	for total < producers*perProducer {
 		msg, _, ok := tail.pop(&spare)
-		spare.flush(&free) // back to the producers
+		spare.flush(&free, total%2 == 0) // back to the producers
 		if !ok {
 			if finished {
 				t.Fatalf("queue empty after all pushes returned; got %d of %d", total, producers*perProducer)
@@ -89,6 +89,47 @@ func TestQueueEmptyAndReuse(t *testing.T) {
 		}
 		if tail.stub.msg != nil {
 			t.Fatalf("round %d: stub still holds %v", round, tail.stub.msg)
+		}
+	}
+}
+
+// TestEnvelopePoolRuns puts runs of free nodes into the pool, as
+// spareList.flush does, and takes them back as single nodes (get) and as
+// runs (getRun): no node is handed out twice, and a node from get is
+// unlinked. (sync.Pool may drop what it is given, under -race on purpose,
+// so the test does not count on getting the same nodes back.)
+func TestEnvelopePoolRuns(t *testing.T) {
+	t.Parallel()
+	var free envelopePool
+	free.init()
+	run := func(n int) *envelope {
+		var l spareList
+		for range n {
+			l.push(new(envelope))
+		}
+		return l.head
+	}
+	out := map[*envelope]bool{}
+	take := func(e *envelope) {
+		if out[e] {
+			t.Fatalf("node %p handed out twice", e)
+		}
+		out[e] = true
+	}
+	for round := range 20 {
+		free.put(run(minRun-3+round%6), true) // singles, and runs from minRun on
+		free.put(run(minRun+round), false)    // singles
+		free.put(run(3), true)
+		free.put(nil, true)
+		for range minRun + 8 {
+			e := free.get(round, nil)
+			if e.next != nil || e.msg != round {
+				t.Fatalf("get returned next=%p msg=%v; want an unlinked node holding %d", e.next, e.msg, round)
+			}
+			take(e)
+		}
+		for e := free.getRun(); e != nil; e = (*envelope)(e.next) {
+			take(e)
 		}
 	}
 }

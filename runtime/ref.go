@@ -80,7 +80,12 @@ type Ref struct {
 	sysTail  queueTail
 	userTail queueTail
 	ctx      Context
-	_        [8]byte
+	// fedInRuns is set by the first Batch.Flush to the actor: its free
+	// queue nodes go back to the pool as runs, for Batches to take (see
+	// envelopePool). It is read at the end of every turn, so it lives on
+	// the line the actor's goroutine owns; a producer writes it once.
+	fedInRuns atomic.Bool
+	_         [4]byte
 }
 
 // refExt is the part of an actor that most actors never use. Each group of
@@ -472,7 +477,7 @@ func (r *Ref) goIdle() bool {
 func (r *Ref) process(bounded bool) bool {
 	more := r.processLoop(bounded)
 	// Before the actor may go idle: the next turn may run elsewhere.
-	r.ctx.spare.flush(&r.sys.envelopes)
+	r.ctx.spare.flush(&r.sys.envelopes, r.fedInRuns.Load())
 	return more
 }
 
@@ -512,7 +517,7 @@ func (r *Ref) processLoop(bounded bool) bool {
 			n = 0
 			// Bound the nodes kept for Send by an actor that receives
 			// more than it sends.
-			r.ctx.spare.flush(&r.sys.envelopes)
+			r.ctx.spare.flush(&r.sys.envelopes, r.fedInRuns.Load())
 			goruntime.Gosched() // let other actors run; the turn continues
 			continue
 		}
