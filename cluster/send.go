@@ -228,7 +228,7 @@ func (n *Node) queueToTarget(t *oneWayTarget, req *frame) bool {
 		return false
 	}
 	msg := t.m.NewRequest()
-	if err := proto.Unmarshal(req.payload, msg); err != nil {
+	if err := unmarshalNew(req.payload, msg); err != nil {
 		n.dropOneWay(req, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the one-way message to %s/%s %s: %v",
 			req.kind, req.identity, req.method, err))
 		return true
@@ -392,7 +392,7 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 		return true
 	}
 	msg := m.NewRequest()
-	if err := proto.Unmarshal(req.payload, msg); err != nil {
+	if err := unmarshalNew(req.payload, msg); err != nil {
 		n.dropOneWay(req, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the one-way message to %s/%s %s: %v",
 			req.kind, req.identity, req.method, err))
 		return true
