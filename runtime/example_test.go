@@ -309,3 +309,36 @@ func ExampleMailboxConfig() {
 	// <nil>
 	// runtime: mailbox full
 }
+
+// ExampleBatch delivers the messages of a received packet, as a network
+// reader would: the messages for each actor reach its mailbox in one push,
+// in the order they were added.
+func ExampleBatch() {
+	sys := runtime.NewSystem(runtime.Config{})
+	defer sys.Close()
+
+	done := make(chan struct{})
+	counter, _ := sys.Spawn(runtime.Props{New: func() runtime.Actor {
+		sum := 0
+		return runtime.ActorFunc(func(c *runtime.Context) {
+			if n, ok := c.Message().(int); ok {
+				sum += n
+				if n == 4 {
+					fmt.Println("sum", sum)
+					close(done)
+				}
+			}
+		})
+	}})
+
+	var batch runtime.Batch // one per reader goroutine, kept for its life
+	for _, n := range []int{1, 2, 3, 4} {
+		if err := batch.Add(counter, n); err != nil {
+			fmt.Println(err)
+		}
+	}
+	batch.Flush() // the end of the packet: the actor sees all four
+	<-done
+	// Output:
+	// sum 10
+}
