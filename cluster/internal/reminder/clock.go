@@ -7,9 +7,12 @@ import "time"
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has passed, unless the
-	// returned Timer is stopped first, like time.AfterFunc.
-	AfterFunc(d time.Duration, f func()) Timer
+	// AfterFunc calls f in its own goroutine once the time is at (at once
+	// if it is already past), unless the returned Timer is stopped first.
+	// It takes a time rather than a duration so that a timer set from a
+	// reading of Now that is no longer current still goes off when due: a
+	// fake clock moved between the two would otherwise put it late.
+	AfterFunc(at time.Time, f func()) Timer
 }
 
 // Timer is a pending call of Clock.AfterFunc.
@@ -24,4 +27,4 @@ type realClock struct{}
 
 func (realClock) Now() time.Time { return time.Now() }
 
-func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+func (realClock) AfterFunc(at time.Time, f func()) Timer { return time.AfterFunc(time.Until(at), f) }

@@ -57,10 +57,14 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
+func (c *fakeClock) AfterFunc(at time.Time, f func()) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
+	t := &fakeTimer{c: c, at: at, f: f}
+	if !at.After(c.now) { // already due, as time.AfterFunc with d <= 0
+		go f()
+		return t
+	}
 	c.timers[t] = true
 	c.maxActive = max(c.maxActive, len(c.timers))
 	return t

@@ -507,13 +507,13 @@ func (s *Scheduler) dispatch() {
 		s.wg.Add(1)
 		go s.fire(e, e.reminder(), e.gen)
 	}
-	s.armLocked(now)
+	s.armLocked()
 }
 
 // armLocked sets the timer for the earliest entry in the heap, keeping the
 // timer that is already set for that time. With every slot taken, no timer
 // is needed: the next firing to return pokes the loop.
-func (s *Scheduler) armLocked(now time.Time) {
+func (s *Scheduler) armLocked() {
 	var next time.Time
 	if len(s.queue) > 0 && s.inflight < s.cfg.MaxConcurrentFires {
 		next = s.queue[0].at
@@ -529,7 +529,7 @@ func (s *Scheduler) armLocked(now time.Time) {
 	if !next.IsZero() {
 		s.timerGen++
 		gen := s.timerGen
-		s.timer = s.cfg.Clock.AfterFunc(next.Sub(now), func() { s.timerFired(gen) })
+		s.timer = s.cfg.Clock.AfterFunc(next, func() { s.timerFired(gen) })
 	}
 }
 
