@@ -235,12 +235,23 @@ func (n *Node) decodeRequest(req *frame) decodedRequest {
 	if err != nil {
 		return decodedRequest{err: err}
 	}
-	msg := m.NewRequest()
-	if err := unmarshalNew(req.payload, msg); err != nil {
-		return decodedRequest{err: newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the request to %s/%s %s: %v",
-			req.kind, req.identity, req.method, err)}
+	msg, err := decodePayload(req, m, "request")
+	if err != nil {
+		return decodedRequest{err: err}
 	}
 	return decodedRequest{hk: hk, m: m, msg: msg}
+}
+
+// decodePayload decodes the payload of req, a request (what says which
+// kind, for the error) to method m, into a new request message. A payload
+// that does not decode is a bad request.
+func decodePayload(req *frame, m *hostedMethod, what string) (proto.Message, error) {
+	msg := m.NewRequest()
+	if err := unmarshalNew(req.payload, msg); err != nil {
+		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the %s to %s/%s %s: %v",
+			what, req.kind, req.identity, req.method, err)
+	}
+	return msg, nil
 }
 
 // serveRemote checks a call from a peer, decoded as d, and runs it. It

@@ -227,10 +227,9 @@ func (n *Node) queueToTarget(t *oneWayTarget, req *frame) bool {
 	if t.a == nil || req.identity != t.identity || req.method != t.method || req.kind != t.kind {
 		return false
 	}
-	msg := t.m.NewRequest()
-	if err := unmarshalNew(req.payload, msg); err != nil {
-		n.dropOneWay(req, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the one-way message to %s/%s %s: %v",
-			req.kind, req.identity, req.method, err))
+	msg, err := decodePayload(req, t.m, "one-way message")
+	if err != nil {
+		n.dropOneWay(req, err)
 		return true
 	}
 	if t.batch.Add(t.a.ref, newOneWayCall(t.m, msg)) == nil {
@@ -391,10 +390,9 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 		n.dropOneWay(req, err)
 		return true
 	}
-	msg := m.NewRequest()
-	if err := unmarshalNew(req.payload, msg); err != nil {
-		n.dropOneWay(req, newError(codes.InvalidArgument, ErrBadRequest, "cluster: decode the one-way message to %s/%s %s: %v",
-			req.kind, req.identity, req.method, err))
+	msg, err := decodePayload(req, m, "one-way message")
+	if err != nil {
+		n.dropOneWay(req, err)
 		return true
 	}
 	if a := n.readyActivation(hk, req.identity); a != nil {

@@ -404,6 +404,41 @@ func TestOneWayMessagesPrecedeALaterCall(t *testing.T) {
 	}
 }
 
+// TestUndecodableOneWayInARun puts a payload that does not decode between
+// good one-way messages to an active grain, in one gRPC message, so that
+// it reaches the reader's batch target (queueToTarget): the owner logs it
+// once and drops it, and the messages around it arrive, in order.
+func TestUndecodableOneWayInARun(t *testing.T) {
+	t.Parallel()
+	nodes, recs, logs := recorderCluster(t, 0, nil)
+	owner := nodes[1]
+	id := recorderOwnedBy(t, nodes, owner, "run")
+	if err := nodes[0].Send(context.Background(), recordCall(id, 0)); err != nil { // activate it
+		t.Fatal(err)
+	}
+	waitValues(t, recs[owner.Name()], id, []int64{0})
+
+	record := func(b []byte, payload []byte) []byte {
+		return appendFrame(b, &frame{typ: frameRequest, oneWay: true, kind: recorderKind, identity: id,
+			method: methodRecord, payload: payload})
+	}
+	good := func(v int64) []byte {
+		b, err := proto.Marshal(wrapperspb.Int64(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	s := rawStream(t, owner)
+	batch := record(record(record(nil, good(1)), []byte{0x08}), good(2)) // 0x08: a varint field cut short
+	sendBatches(t, s, appendFrame(nil, &frame{typ: frameHello, node: "raw"}), batch)
+
+	waitValues(t, recs[owner.Name()], id, []int64{0, 1, 2})
+	if got := logs[owner.Name()].count("cluster: dropped a one-way message", methodRecord, "decode"); got != 1 {
+		t.Errorf("owner logged the undecodable message %d times, want once", got)
+	}
+}
+
 // TestSendSurvivesPassivation sends one-way messages to a grain whose kind
 // passivates it after a millisecond idle, so that its activations come and
 // go between and under the messages: each message still runs exactly once,
