@@ -344,6 +344,18 @@ func TestSendDeliversOnceInOrder(t *testing.T) {
 	}
 }
 
+// activeRecorder returns a recorder grain that owner owns, activated by a
+// one-way message of value 0 from nodes[0], which it has recorded.
+func activeRecorder(t *testing.T, nodes []*Node, recs map[string]*recorder, owner *Node, prefix string) string {
+	t.Helper()
+	id := recorderOwnedBy(t, nodes, owner, prefix)
+	if err := nodes[0].Send(context.Background(), recordCall(id, 0)); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[owner.Name()], id, []int64{0})
+	return id
+}
+
 // TestOneWayMessagesPrecedeALaterCall sends one gRPC message holding
 // one-way messages to an active grain followed by a call to it, many times
 // over: the reader collects the one-way messages for the grain's mailbox
@@ -354,11 +366,7 @@ func TestOneWayMessagesPrecedeALaterCall(t *testing.T) {
 	t.Parallel()
 	nodes, recs, _ := recorderCluster(t, 0, nil)
 	owner := nodes[1]
-	id := recorderOwnedBy(t, nodes, owner, "precede")
-	if err := nodes[0].Send(context.Background(), recordCall(id, 0)); err != nil { // activate it
-		t.Fatal(err)
-	}
-	waitValues(t, recs[owner.Name()], id, []int64{0})
+	id := activeRecorder(t, nodes, recs, owner, "precede")
 
 	s := rawStream(t, owner)
 	sendBatches(t, s, appendFrame(nil, &frame{typ: frameHello, node: "raw"}))
@@ -412,11 +420,7 @@ func TestUndecodableOneWayInARun(t *testing.T) {
 	t.Parallel()
 	nodes, recs, logs := recorderCluster(t, 0, nil)
 	owner := nodes[1]
-	id := recorderOwnedBy(t, nodes, owner, "run")
-	if err := nodes[0].Send(context.Background(), recordCall(id, 0)); err != nil { // activate it
-		t.Fatal(err)
-	}
-	waitValues(t, recs[owner.Name()], id, []int64{0})
+	id := activeRecorder(t, nodes, recs, owner, "run")
 
 	record := func(b []byte, payload []byte) []byte {
 		return appendFrame(b, &frame{typ: frameRequest, oneWay: true, kind: recorderKind, identity: id,
