@@ -357,8 +357,7 @@ func TestContextAccessors(t *testing.T) {
 		children     int
 	}
 	got := make(chan info, 2)
-	var parent *Ref
-	parent = spawnFunc(t, s, func(c *Context) {
+	parent := spawnFunc(t, s, func(c *Context) {
 		if _, ok := c.Message().(*Started); ok {
 			if _, err := c.Spawn(Props{New: func() Actor {
 				return ActorFunc(func(c *Context) {
