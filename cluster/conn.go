@@ -514,7 +514,8 @@ func (d *nameDict) ref(last *nameCache, s string) nameRef {
 // Decoding takes the reader well under a microsecond per request.
 func (c *conn) serve(f *frame) {
 	h := c.t.handler
-	if !h.admitCall() {
+	ticket, ok := h.admitCall()
+	if !ok {
 		reply := &frame{typ: frameResponse, id: f.id, code: codes.Unavailable,
 			message: "cluster: node " + c.t.name + " is shutting down", reason: reasonNotOwner}
 		_ = c.send(context.Background(), reply) // fails only when the conn is closed
@@ -546,7 +547,7 @@ func (c *conn) serve(f *frame) {
 	if s == nil {
 		s = new(servedCall)
 	}
-	s.c, s.req, s.ctx = c, *f, ctx
+	s.c, s.req, s.ctx, s.ticket = c, *f, ctx, ticket
 	s.decoded = h.decodeRequest(f)
 	s.req.payload = nil // decoded: the batch may take other frames
 	c.t.servers.run(s)
@@ -572,11 +573,12 @@ type servedCall struct {
 	req     frame // without its payload
 	decoded decodedRequest
 	ctx     *servedCtx
+	ticket  gateTicket // the request's entry in the node's gate
 }
 
 func (s *servedCall) run() {
 	c, h, ctx := s.c, s.c.t.handler, s.ctx
-	defer h.finishCall()
+	defer h.finishCall(s.ticket)
 	defer ctx.end()
 	reply := h.serveRequest(ctx, &s.req, &s.decoded)
 	c.mu.Lock()

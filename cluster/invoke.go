@@ -167,10 +167,11 @@ func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (
 // message through without copying it. A reply the grain recorded earlier
 // for the call's stamp is decoded into a new response.
 func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st stamp) (proto.Message, error) {
-	if !n.calls.enter() {
+	ticket, ok := n.calls.enter()
+	if !ok {
 		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
 	}
-	defer n.calls.leave()
+	defer n.calls.leave(ticket)
 	hk, m, err := n.lookup(call.Kind, call.Method)
 	if err != nil {
 		return nil, err

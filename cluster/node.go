@@ -446,5 +446,5 @@ func (n *Node) teardown(ctx context.Context) {
 
 // admitCall and finishCall implement requestHandler: they count the calls
 // the node serves, so that Shutdown can wait for them.
-func (n *Node) admitCall() bool { return n.calls.enter() }
-func (n *Node) finishCall()     { n.calls.leave() }
+func (n *Node) admitCall() (gateTicket, bool) { return n.calls.enter() }
+func (n *Node) finishCall(t gateTicket)       { n.calls.leave(t) }

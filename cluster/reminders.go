@@ -142,10 +142,11 @@ func (n *Node) fireReminder(ctx context.Context, r storage.Reminder) error {
 	if err := n.checkOwner(r.Grain.Kind, r.Grain.Identity); err != nil {
 		return err
 	}
-	if !n.calls.enter() {
+	ticket, ok := n.calls.enter()
+	if !ok {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
 	}
-	defer n.calls.leave()
+	defer n.calls.leave(ticket)
 	_, err := n.deliver(ctx, hk, r.Grain.Identity, "reminder "+r.Name, &reminderCall{ctx: ctx, name: r.Name}, false)
 	return err
 }

@@ -103,10 +103,11 @@ func (g *grainContext) Send(ctx context.Context, call Call, opts ...CallOption) 
 // sendLocal queues a one-way message in the mailbox of a grain this node
 // owns, passing the request message through without copying it.
 func (n *Node) sendLocal(ctx context.Context, call *Call) error {
-	if !n.calls.enter() {
+	ticket, ok := n.calls.enter()
+	if !ok {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
 	}
-	defer n.calls.leave()
+	defer n.calls.leave(ticket)
 	hk, m, err := n.lookup(call.Kind, call.Method)
 	if err != nil {
 		return err
@@ -198,7 +199,8 @@ func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
 // peer sent in the order it was sent.
 type oneWayTarget struct {
 	oneWayGrain
-	batch runtime.Batch // kept from target to target, with its free queue nodes
+	batch  runtime.Batch // kept from target to target, with its free queue nodes
+	ticket gateTicket    // the target's entry in the node's gate
 }
 
 // oneWayGrain is the grain of a oneWayTarget.
@@ -216,7 +218,7 @@ func (n *Node) endOneWay(t *oneWayTarget) {
 	}
 	t.batch.Flush()
 	n.acts.release(t.a)
-	n.calls.leave()
+	n.calls.leave(t.ticket)
 	t.oneWayGrain = oneWayGrain{}
 }
 
@@ -377,11 +379,12 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 		}
 		n.endOneWay(target)
 	}
-	if !n.calls.enter() {
+	ticket, ok := n.calls.enter()
+	if !ok {
 		n.dropOneWay(req, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name))
 		return true
 	}
-	defer n.calls.leave()
+	defer n.calls.leave(ticket)
 	hk, m, err := n.lookup(req.kind, req.method)
 	if err == nil {
 		err = n.checkOwner(req.kind, req.identity)
@@ -396,9 +399,14 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 		return true
 	}
 	if a := n.readyActivation(hk, req.identity); a != nil {
-		if target != nil && n.calls.enter() {
+		kept, keep := gateTicket(0), false
+		if target != nil {
+			kept, keep = n.calls.enter()
+		}
+		if keep {
 			// Keep the activation and a gate entry for the next frames.
 			target.oneWayGrain = oneWayGrain{kind: req.kind, identity: req.identity, method: req.method, m: m, a: a}
+			target.ticket = kept
 			if target.batch.Add(a.ref, newOneWayCall(m, msg)) == nil {
 				return true
 			}

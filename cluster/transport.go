@@ -128,9 +128,10 @@ type requestHandler interface {
 	serveOneWay(req *frame, wait bool, target *oneWayTarget) bool
 	endOneWay(target *oneWayTarget)
 	// admitCall counts a request in, or refuses it when the node is
-	// shutting down; finishCall counts it out.
-	admitCall() bool
-	finishCall()
+	// shutting down; finishCall counts it out, with the ticket admitCall
+	// gave it.
+	admitCall() (gateTicket, bool)
+	finishCall(gateTicket)
 }
 
 // transport owns the gRPC server and the streams to peers: at most one
