@@ -101,15 +101,7 @@ func (g *gate) leave(t gateTicket) {
 	// A call that reads the gate open here left before close summed the
 	// stripes, and close saw it gone; one that reads it closed may be the
 	// last, and looks.
-	if g.closed.Load() {
-		g.leftClosed()
-	}
-}
-
-// leftClosed is leave's end on a closed gate, out of line so that leave
-// stays small enough to inline.
-func (g *gate) leftClosed() {
-	if g.empty() {
+	if g.closed.Load() && g.empty() {
 		g.setIdle()
 	}
 }

@@ -219,7 +219,7 @@ func (n *Node) endOneWay(t *oneWayTarget) {
 	t.batch.Flush()
 	n.acts.release(t.a)
 	n.calls.leave(t.ticket)
-	t.oneWayGrain = oneWayGrain{}
+	t.oneWayGrain, t.ticket = oneWayGrain{}, 0
 }
 
 // queueToTarget queues req for t's grain if it is the one the frame is for,
