@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -805,6 +807,52 @@ func TestBusyActivationIsNotPassivated(t *testing.T) {
 	waitFor(t, waitTimeout, "the idle grain to be passivated", func() bool { return n.acts.passivate() == 1 })
 	if got := receive(t, h.deactivated, "OnDeactivate"); got != "busy" {
 		t.Fatalf("OnDeactivate(%q), want busy", got)
+	}
+}
+
+// TestPassivationWaitsIdleTimeout checks, on a clock the test moves, that
+// a grain is passivated no sooner than its idle timeout after its last
+// call, and by the second sweep after that.
+func TestPassivationWaitsIdleTimeout(t *testing.T) {
+	t.Parallel()
+	const idle = time.Minute
+	var now atomic.Int64 // the table's clock
+	nodes, hs := echoCluster(t, 1, idle, func(c *Config) {
+		c.PassivationInterval = time.Hour // only the test sweeps
+		c.clock = func() time.Duration { return time.Duration(now.Load()) }
+	})
+	n, h := nodes[0], hs[nodes[0].Name()]
+	call := func() {
+		t.Helper()
+		if _, err := n.Invoke(context.Background(), stringCall(methodString, "idle", "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweepAt := func(at time.Duration, want int) {
+		t.Helper()
+		now.Store(int64(at))
+		if got := n.acts.passivate(); got != want {
+			t.Fatalf("the sweep at %v passivated %d grains, want %d", at, got, want)
+		}
+	}
+
+	call()
+	sweepAt(0, 0)        // notes the call
+	sweepAt(idle-1, 0)   // idle for less than the timeout
+	call()               // a call just before a sweep...
+	sweepAt(idle, 0)     // ...counts as made at that sweep
+	sweepAt(2*idle-1, 0) // so the grain stays one more timeout
+	sweepAt(2*idle, 1)   // and goes after it
+	if got := receive(t, h.deactivated, "OnDeactivate"); got != "idle" {
+		t.Fatalf("OnDeactivate(%q), want idle", got)
+	}
+}
+
+// TestActivationSize keeps an activation, what every idle grain costs the
+// node, in the 112-byte size class (see activation).
+func TestActivationSize(t *testing.T) {
+	if got := unsafe.Sizeof(activation{}); got > 112 {
+		t.Errorf("an activation is %d bytes, want at most 112", got)
 	}
 }
 

@@ -154,7 +154,8 @@ type Config struct {
 
 	// PassivationInterval is how often the node looks for idle activations
 	// to passivate. An activation lives between its kind's IdleTimeout and
-	// IdleTimeout+PassivationInterval after its last call. Zero means
+	// IdleTimeout+2×PassivationInterval after its last call: a sweep notes
+	// the calls since the one before, and a later sweep passivates. Zero means
 	// DefaultPassivationInterval.
 	PassivationInterval time.Duration
 	// DeactivateTimeout bounds one grain's OnDeactivate hook. Zero means
@@ -181,6 +182,10 @@ type Config struct {
 	// GrainRestartWindow is the window GrainMaxRestarts counts in. Zero
 	// means DefaultGrainRestartWindow.
 	GrainRestartWindow time.Duration
+
+	// clock, when set, replaces the activation table's clock (the time
+	// since the node started), so that tests of passivation need not wait.
+	clock func() time.Duration
 }
 
 // Defaults of the Config fields whose zero value means "default".
