@@ -48,16 +48,6 @@ func newHostedKind(k *Kind) *hostedKind {
 
 type actKey struct{ kind, identity string }
 
-// tableKey is a grain's key in the activation table: its hosted kind by
-// pointer rather than by name. The trick: a lookup hashes and compares 8
-// bytes and the identity instead of the kind's full name and the identity
-// (the benchmark's kind name is 35 bytes; the map access was 5% of the CPU
-// of a local call), and a slot is 8 bytes smaller.
-type tableKey struct {
-	hk       *hostedKind
-	identity string
-}
-
 // activation is one grain in memory on its owner, running on an actor.
 //
 // Its life: created in the table by the first call, which runs New and
@@ -89,11 +79,8 @@ type activation struct {
 	// actor is the runtime.Actor the grain's actor runs, made with a.
 	actor grainActor
 
-	// calls counts the calls between get and release. It is atomic so
-	// that release needs no lock: get counts a call in under the shard's
-	// lock, where it also checks deactivating, so a deactivation that sees
-	// calls at zero under that lock cannot miss a call; a release that
-	// runs concurrently only lowers the count.
+	// calls counts the calls between get and release, and has the
+	// callsClosed bit while the activation is deactivating (see enter).
 	//
 	// used says that a call was released since a passivation sweep last
 	// looked; lastUsed is when the sweep that saw it looked (nanoseconds
@@ -107,7 +94,7 @@ type activation struct {
 	deactivated atomic.Bool
 
 	// Guarded by the mutex of the shard that holds the activation.
-	deactivating bool          // being deactivated by the node: new calls wait for gone
+	deactivating bool          // being deactivated by the node: new calls wait for gone; see close
 	failed       bool          // its actor stopped by itself (restart limit reached)
 	removed      bool          // out of the table
 	gone         chan struct{} // closed when out of the table; made by the first call that waits
@@ -116,8 +103,44 @@ type activation struct {
 // key returns the grain's key.
 func (a *activation) key() actKey { return actKey{a.hk.Name, a.identity} }
 
-// tableKey returns the grain's key in the table.
-func (a *activation) tableKey() tableKey { return tableKey{a.hk, a.identity} }
+// callsClosed is the bit of activation.calls that closes the activation
+// to calls that find it without the shard's lock.
+const callsClosed = 1 << 30
+
+// enter counts a call in, unless the activation is closed to calls. It
+// takes no lock: a call that finds the activation in the table (see
+// actTable.find) adds itself to the count and backs out if the count has
+// callsClosed. The bit is set under the shard's write lock, with
+// deactivating (see close) or as the activation leaves the table (see
+// remove), and never cleared; a passivation sets it only while the count
+// is zero. So a passivation either sees the call and leaves the grain be,
+// or the call sees the bit and takes get's slow path, which waits for the
+// grain to go.
+func (a *activation) enter() bool {
+	if a.calls.Add(1)&callsClosed != 0 {
+		a.calls.Add(-1)
+		return false
+	}
+	return true
+}
+
+// idle reports whether no call is in and the activation is open.
+func (a *activation) idle() bool { return a.calls.Load() == 0 }
+
+// close marks the activation deactivating: new calls wait for it to go.
+// With ifIdle, it does so only while no call is in, and reports whether
+// it did. The shard's write lock is held.
+func (a *activation) close(ifIdle bool) bool {
+	if ifIdle {
+		if !a.calls.CompareAndSwap(0, callsClosed) {
+			return false
+		}
+	} else {
+		a.calls.Or(callsClosed)
+	}
+	a.deactivating = true
+	return true
+}
 
 // activating is what calls wait on while a grain activates.
 //
@@ -191,13 +214,14 @@ type activations struct {
 	drained chan struct{} // closed when pending drops to zero
 }
 
-// actShard is one part of the table. Its mutex also guards the fields of
-// its activations that say so. It is a RWMutex so that calls, which only
-// look an activation up, share it (see get); with a plain mutex, many
-// callers convoyed behind one descheduled while holding it.
+// actShard is one part of the table. Calls find their activation in it
+// without its mutex (see actTable); the mutex orders the writers, and
+// guards the fields of its activations that say so. Sweeps look under the
+// read lock, so that they can run together and a writer waits for them
+// only in this shard.
 type actShard struct {
-	mu sync.RWMutex
-	m  map[tableKey]*activation
+	mu  sync.RWMutex
+	tab atomic.Pointer[actTable] // replaced by writers when it grows or shrinks
 }
 
 func newActivations(n *Node) *activations {
@@ -207,28 +231,33 @@ func newActivations(n *Node) *activations {
 		t.clock = n.cfg.clock
 	}
 	for i := range t.shards {
-		t.shards[i].m = make(map[tableKey]*activation)
+		t.shards[i].tab.Store(newActTable(0))
 	}
 	return t
 }
 
-// shard returns the part of the table that holds key.
-func (t *activations) shard(key actKey) *actShard {
-	return &t.shards[keyHash(key.kind, key.identity)%actShards]
+// shardOf returns the part of the table that holds the grain (hk,
+// identity), and the grain's key hash (keyHash), which also places it in
+// the shard's table. The kind's name is not hashed again (see
+// hostedKind.keySeed).
+func (t *activations) shardOf(hk *hostedKind, identity string) (*actShard, uint64) {
+	h := hashString(hk.keySeed, identity)
+	return &t.shards[h%actShards], h
 }
 
-// shardOf is shard for a grain of a hosted kind, without hashing the
-// kind's name again (the same shard: see hostedKind.keySeed).
-func (t *activations) shardOf(hk *hostedKind, identity string) *actShard {
-	return &t.shards[hashString(hk.keySeed, identity)%actShards]
+// shardOfActivation returns the part of the table that holds a, and its
+// key's hash.
+func (t *activations) shardOfActivation(a *activation) (*actShard, uint64) {
+	return t.shardOf(a.hk, a.identity)
 }
 
-// each calls fn for every shard, with its read lock held.
-func (t *activations) each(fn func(sh *actShard)) {
+// each calls fn for every activation in the table, with its shard's read
+// lock held.
+func (t *activations) each(fn func(a *activation)) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.RLock()
-		fn(sh)
+		sh.tab.Load().each(fn)
 		sh.mu.RUnlock()
 	}
 }
@@ -237,20 +266,20 @@ func (t *activations) each(fn func(sh *actShard)) {
 // first call, and counts a call on it; release must follow. Concurrent first
 // calls activate once: one runs the activation, the others wait for it.
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
-	key := tableKey{hk, identity}
-	sh := t.shardOf(hk, identity)
-	if a := t.lookupKey(sh, key); a != nil {
+	sh, h := t.shardOf(hk, identity)
+	if a := sh.tab.Load().find(h, hk, identity); a != nil && a.enter() {
 		return t.ready(ctx, a)
 	}
 	for {
 		sh.mu.Lock()
-		a := sh.m[key]
+		tab := sh.tab.Load()
+		a := tab.find(h, hk, identity)
 		if a == nil {
 			a = &activation{identity: identity, hk: hk}
 			a.actor = grainActor{n: t.n, a: a}
 			a.pending.Store(new(activating))
 			a.calls.Store(1)
-			sh.m[key] = a
+			sh.tab.Store(tab.insert(h, a))
 			sh.mu.Unlock()
 			if err := t.activate(ctx, a); err != nil {
 				return nil, err
@@ -273,28 +302,15 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 	}
 }
 
-// lookup is get's fast path, under the shard's read lock: it counts a call
-// in on the activation of key unless there is none or it is being
-// deactivated. deactivating only changes under the write lock, so it cannot
-// change between the check and the count.
-func (t *activations) lookup(sh *actShard, key actKey) *activation {
-	hk := t.n.kinds[key.kind]
-	if hk == nil {
-		return nil
+// lookup is get's fast path: it counts a call in on the activation of
+// (hk, identity) and returns it, or returns nil if there is none or it is
+// closed to calls. It takes no lock.
+func (t *activations) lookup(hk *hostedKind, identity string) *activation {
+	sh, h := t.shardOf(hk, identity)
+	if a := sh.tab.Load().find(h, hk, identity); a != nil && a.enter() {
+		return a
 	}
-	return t.lookupKey(sh, tableKey{hk, key.identity})
-}
-
-// lookupKey is lookup by the table's key.
-func (t *activations) lookupKey(sh *actShard, key tableKey) *activation {
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	a := sh.m[key]
-	if a == nil || a.deactivating {
-		return nil
-	}
-	a.calls.Add(1)
-	return a
+	return nil
 }
 
 // peek returns the table's entry for key, if any, without counting a call
@@ -304,10 +320,8 @@ func (t *activations) peek(key actKey) *activation {
 	if hk == nil {
 		return nil
 	}
-	sh := t.shardOf(hk, key.identity)
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	return sh.m[tableKey{hk, key.identity}]
+	sh, h := t.shardOf(hk, key.identity)
+	return sh.tab.Load().find(h, hk, key.identity)
 }
 
 // ready waits until a, counted in, is activated, and returns it or why it
@@ -432,13 +446,16 @@ func (a *activation) touchState(n *Node) *grainState {
 	return a.state
 }
 
-// remove takes a out of the table and closes gone, if a call made it.
+// remove takes a out of the table, closed to calls, and closes gone, if a
+// call made it. A call that still finds a (see actTable) then takes get's
+// slow path, which no longer does.
 func (t *activations) remove(a *activation) {
-	sh := t.shard(a.key())
+	sh, h := t.shardOfActivation(a)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.m[a.tableKey()] == a {
-		delete(sh.m, a.tableKey())
+	a.calls.Or(callsClosed)
+	if tab, ok := sh.tab.Load().remove(h, a); ok {
+		sh.tab.Store(tab)
 	}
 	if !a.removed && a.gone != nil {
 		close(a.gone)
@@ -450,7 +467,7 @@ func (t *activations) remove(a *activation) {
 // supervisor gave up after repeated panics. It leaves the table so that the
 // next call activates the grain afresh.
 func (t *activations) failed(a *activation) {
-	sh := t.shard(a.key())
+	sh, _ := t.shardOfActivation(a)
 	sh.mu.Lock()
 	if a.deactivating || a.failed {
 		sh.mu.Unlock()
@@ -462,33 +479,33 @@ func (t *activations) failed(a *activation) {
 	t.remove(a)
 }
 
-// deactivateWhere starts deactivating every activated, not busy activation
-// for which pick is true, and returns how many it started. It looks under
-// each shard's read lock, so that the periodic sweeps do not stop calls, and
-// takes the write lock only to mark what it found, checking it again.
-func (t *activations) deactivateWhere(pick func(a *activation, now time.Duration) bool) int {
+// deactivateWhere starts deactivating every activated activation for which
+// pick is true, and returns how many it started; with idleOnly, only those
+// no call is in at the moment it marks them. It looks under each shard's
+// read lock, so that the periodic sweeps do not stop writers, and takes the
+// write lock only to mark what it found, checking it again.
+func (t *activations) deactivateWhere(idleOnly bool, pick func(a *activation, now time.Duration) bool) int {
 	now := t.clock()
-	candidate := func(sh *actShard, a *activation) bool {
-		return sh.m[a.tableKey()] == a && !a.deactivating && !a.failed && a.activated() && pick(a, now)
+	candidate := func(a *activation) bool {
+		return !a.removed && !a.deactivating && !a.failed && a.activated() && pick(a, now)
 	}
 	var victims, found []*activation
 	for i := range t.shards {
 		sh := &t.shards[i]
 		found = found[:0]
 		sh.mu.RLock()
-		for _, a := range sh.m {
-			if candidate(sh, a) {
+		sh.tab.Load().each(func(a *activation) {
+			if candidate(a) {
 				found = append(found, a)
 			}
-		}
+		})
 		sh.mu.RUnlock()
 		if len(found) == 0 {
 			continue
 		}
 		sh.mu.Lock()
 		for _, a := range found {
-			if candidate(sh, a) {
-				a.deactivating = true
+			if candidate(a) && a.close(idleOnly) {
 				victims = append(victims, a)
 			}
 		}
@@ -503,13 +520,13 @@ func (t *activations) deactivateWhere(pick func(a *activation, now time.Duration
 // deactivation to a goroutine: calls arriving from now on wait for the next
 // activation, and calls already queued are sent there by handle.
 func (t *activations) retire(a *activation) {
-	sh := t.shard(a.key())
+	sh, _ := t.shardOfActivation(a)
 	sh.mu.Lock()
 	if a.deactivating || a.failed {
 		sh.mu.Unlock()
 		return
 	}
-	a.deactivating = true
+	a.close(false)
 	sh.mu.Unlock()
 	t.startDeactivations([]*activation{a})
 }
@@ -572,8 +589,8 @@ func (t *activations) deactivate(a *activation) {
 // passivate deactivates activations idle for longer than their kind's idle
 // timeout. A busy activation is never passivated.
 func (t *activations) passivate() int {
-	return t.deactivateWhere(func(a *activation, now time.Duration) bool {
-		return a.calls.Load() == 0 && a.hk.idle >= 0 && t.idleFor(a, now) >= a.hk.idle
+	return t.deactivateWhere(true, func(a *activation, now time.Duration) bool {
+		return a.idle() && a.hk.idle >= 0 && t.idleFor(a, now) >= a.hk.idle
 	})
 }
 
@@ -598,7 +615,7 @@ func (t *activations) idleFor(a *activation, now time.Duration) time.Duration {
 // checked ownership just before the view changed.
 func (t *activations) sweepStrays() int {
 	p := t.n.view.Load()
-	return t.deactivateWhere(func(a *activation, _ time.Duration) bool {
+	return t.deactivateWhere(false, func(a *activation, _ time.Duration) bool {
 		owner, ok := p.owner(a.hk.Name, a.identity)
 		return !ok || owner.Name != t.n.name
 	})
@@ -607,11 +624,9 @@ func (t *activations) sweepStrays() int {
 // sweepFailed removes activations whose actor stopped by itself.
 func (t *activations) sweepFailed() {
 	var stopped []*activation
-	t.each(func(sh *actShard) {
-		for _, a := range sh.m {
-			if !a.deactivating && !a.failed && a.activated() && a.ref.Stopped() {
-				stopped = append(stopped, a)
-			}
+	t.each(func(a *activation) {
+		if !a.deactivating && !a.failed && a.activated() && a.ref.Stopped() {
+			stopped = append(stopped, a)
 		}
 	})
 	for _, a := range stopped {
@@ -622,7 +637,7 @@ func (t *activations) sweepFailed() {
 // deactivateAll deactivates every activation (node shutdown) and waits for
 // them, or for ctx.
 func (t *activations) deactivateAll(ctx context.Context) error {
-	t.deactivateWhere(func(*activation, time.Duration) bool { return true })
+	t.deactivateWhere(false, func(*activation, time.Duration) bool { return true })
 	// Activations still activating finish, then are caught by a later pass
 	// or by the actor system's shutdown.
 	return t.waitDeactivations(ctx)
@@ -631,7 +646,12 @@ func (t *activations) deactivateAll(ctx context.Context) error {
 // count returns the number of activations in the table.
 func (t *activations) count() int {
 	n := 0
-	t.each(func(sh *actShard) { n += len(sh.m) })
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		n += sh.tab.Load().live
+		sh.mu.RUnlock()
+	}
 	return n
 }
 

@@ -375,7 +375,7 @@ func (n *Node) retryOnNextActivation(a *activation, err error) bool {
 	if !errors.Is(err, runtime.ErrStopped) || isDone(n.stop) {
 		return false
 	}
-	sh := n.acts.shard(a.key())
+	sh, _ := n.acts.shardOfActivation(a)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	return a.deactivating

@@ -113,16 +113,17 @@ func BenchmarkPlacementOwner(b *testing.B) {
 	}
 }
 
-// A call finds its activation's shard from the kind's seed; everything
-// else (removal, ownership sweeps) from the key: both must agree.
-func TestShardOfMatchesShard(t *testing.T) {
+// The activation table hashes a grain's key from its kind's seed, without
+// hashing the kind's name again: the hash must be keyHash's.
+func TestShardOfHashesTheKey(t *testing.T) {
 	tbl := newActivations(nil)
 	for _, kind := range []string{"", "a", "pkg.v1.Counter"} {
 		hk := newHostedKind(&Kind{Name: kind})
 		for i := range 200 {
 			id := fmt.Sprint("grain-", i)
-			if tbl.shardOf(hk, id) != tbl.shard(actKey{kind, id}) {
-				t.Fatalf("kind %q identity %q: shardOf and shard disagree", kind, id)
+			sh, h := tbl.shardOf(hk, id)
+			if want := keyHash(kind, id); h != want || sh != &tbl.shards[want%actShards] {
+				t.Fatalf("kind %q identity %q: shardOf hashed %#x, want %#x", kind, id, h, want)
 			}
 		}
 	}

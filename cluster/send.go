@@ -171,8 +171,7 @@ func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, 
 // readyActivation returns the grain's activation, counted in (release must
 // follow), if it is active and ready; otherwise nil, without waiting.
 func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
-	key := actKey{hk.Name, identity}
-	a := n.acts.lookup(n.acts.shard(key), key)
+	a := n.acts.lookup(hk, identity)
 	if a == nil {
 		return nil
 	}
