@@ -859,32 +859,56 @@ func TestActivationSize(t *testing.T) {
 // TestCallsRacePassivation runs calls from many goroutines while the
 // sweeps passivate the same grains between them (1 ms idle timeout): every
 // call must succeed, on the current activation or a new one, and
-// activations must come and go.
+// activations must come and go. With 8 grains the calls mostly meet busy
+// activations; with 512, the shards' tables also grow and shrink under the
+// lock-free lookups (see actTable).
 func TestCallsRacePassivation(t *testing.T) {
 	t.Parallel()
-	nodes, hs := echoCluster(t, 1, time.Millisecond, func(c *Config) { c.PassivationInterval = time.Millisecond })
-	h := hs[nodes[0].Name()]
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for g := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 300 {
-				id := fmt.Sprintf("grain-%d", (g+i)%8)
-				if _, err := nodes[0].Invoke(context.Background(), addCall(id, 1)); err != nil {
-					errs <- err
-					return
+	for _, grains := range []int{8, 512} {
+		t.Run(fmt.Sprint("grains=", grains), func(t *testing.T) {
+			t.Parallel()
+			nodes, hs := echoCluster(t, 1, time.Millisecond, func(c *Config) { c.PassivationInterval = time.Millisecond })
+			h := hs[nodes[0].Name()]
+			// Count passivations as they come, so that OnDeactivate never
+			// waits for room in the hooks' channel.
+			var passivated atomic.Int64
+			stop := make(chan struct{})
+			drained := make(chan struct{})
+			go func() {
+				defer close(drained)
+				for {
+					select {
+					case <-h.deactivated:
+						passivated.Add(1)
+					case <-stop:
+						return
+					}
 				}
+			}()
+			t.Cleanup(func() { close(stop); <-drained })
+			var wg sync.WaitGroup
+			errs := make(chan error, 16)
+			for g := range 16 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range 300 {
+						id := fmt.Sprintf("grain-%d", (g*37+i)%grains)
+						if _, err := nodes[0].Invoke(context.Background(), addCall(id, 1)); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
 			}
-		}()
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			waitFor(t, waitTimeout, "a passivation", func() bool { return passivated.Load() > 0 })
+		})
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	waitFor(t, waitTimeout, "a passivation", func() bool { return len(h.deactivated) > 0 })
 }
 
 // TestTinyPendingQueueStillServes makes every sender wait for the writer
