@@ -112,10 +112,10 @@ const callsClosed = 1 << 30
 // actTable.find) adds itself to the count and backs out if the count has
 // callsClosed. The bit is set under the shard's write lock, with
 // deactivating (see close) or as the activation leaves the table (see
-// remove), and never cleared; a passivation sets it only while the count
-// is zero. So a passivation either sees the call and leaves the grain be,
-// or the call sees the bit and takes get's slow path, which waits for the
-// grain to go.
+// remove); a passivation sets it only while the count is zero. So a
+// passivation either sees the call and leaves the grain be, or the call
+// sees the bit and takes get's slow path, which takes the write lock and
+// then waits for the grain to go.
 func (a *activation) enter() bool {
 	if a.calls.Add(1)&callsClosed != 0 {
 		a.calls.Add(-1)
@@ -128,15 +128,26 @@ func (a *activation) enter() bool {
 func (a *activation) idle() bool { return a.calls.Load() == 0 }
 
 // close marks the activation deactivating: new calls wait for it to go.
-// With ifIdle, it does so only while no call is in, and reports whether
-// it did. The shard's write lock is held.
+// With ifIdle (a passivation), it does so only while no call is in and
+// none was released since the sweep last looked (see idleFor), and reports
+// whether it did. The shard's write lock is held.
 func (a *activation) close(ifIdle bool) bool {
-	if ifIdle {
+	if !ifIdle {
+		a.calls.Or(callsClosed)
+	} else {
 		if !a.calls.CompareAndSwap(0, callsClosed) {
 			return false
 		}
-	} else {
-		a.calls.Or(callsClosed)
+		// A call may have come and gone between the sweep's look and the
+		// swap; the bit now keeps others out, so the flag says for sure.
+		// Such a grain was just used: open it again. A call that saw the
+		// bit meanwhile waits for the write lock, and then finds the
+		// grain open (deactivating is still false); one that is adding
+		// itself backs out on its own.
+		if a.used.Load() {
+			a.calls.Add(-callsClosed)
+			return false
+		}
 	}
 	a.deactivating = true
 	return true

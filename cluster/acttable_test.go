@@ -150,8 +150,9 @@ func TestActTableConcurrentFind(t *testing.T) {
 }
 
 // TestActivationCloses checks the call count's closed bit: a passivation
-// closes an activation only while no call is in, a call cannot count in
-// once it is closed, and calls in flight count out as before.
+// closes an activation only while no call is in and none came and went
+// since the sweep looked, a call cannot count in once it is closed, and
+// calls in flight count out as before.
 func TestActivationCloses(t *testing.T) {
 	a, _ := tableGrain(newHostedKind(&Kind{Name: "k"}), "g")
 	if !a.enter() || a.idle() {
@@ -169,6 +170,18 @@ func TestActivationCloses(t *testing.T) {
 	}
 	if got := a.calls.Load(); got != callsClosed {
 		t.Fatalf("calls = %#x after a refused call, want only the closed bit", got)
+	}
+
+	// A call that came and went after the sweep looked (it left the used
+	// flag) keeps the grain open.
+	c, _ := tableGrain(a.hk, "i")
+	c.used.Store(true)
+	if c.close(true) || c.deactivating || !c.enter() {
+		t.Fatal("a passivation closed an activation used since the sweep looked")
+	}
+	c.calls.Add(-1)
+	if got := c.calls.Load(); got != 0 {
+		t.Fatalf("calls = %#x after the passivation backed off, want 0", got)
 	}
 
 	b, _ := tableGrain(a.hk, "h")
