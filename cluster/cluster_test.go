@@ -886,26 +886,15 @@ func TestCallsRacePassivation(t *testing.T) {
 				}
 			}()
 			t.Cleanup(func() { close(stop); <-drained })
-			var wg sync.WaitGroup
-			errs := make(chan error, 16)
-			for g := range 16 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := range 300 {
-						id := fmt.Sprintf("grain-%d", (g*37+i)%grains)
-						if _, err := nodes[0].Invoke(context.Background(), addCall(id, 1)); err != nil {
-							errs <- err
-							return
-						}
+			concurrently(t, 16, func(g int) error {
+				for i := range 300 {
+					id := fmt.Sprintf("grain-%d", (g*37+i)%grains)
+					if _, err := nodes[0].Invoke(context.Background(), addCall(id, 1)); err != nil {
+						return err
 					}
-				}()
-			}
-			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Error(err)
-			}
+				}
+				return nil
+			})
 			waitFor(t, waitTimeout, "a passivation", func() bool { return passivated.Load() > 0 })
 		})
 	}
@@ -918,25 +907,14 @@ func TestTinyPendingQueueStillServes(t *testing.T) {
 	t.Parallel()
 	nodes, _ := echoCluster(t, 2, 0, func(c *Config) { c.MaxPendingBytes = 1 })
 	id := identityOwnedBy(t, nodes, nodes[1])
-	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 20 {
-				if _, err := nodes[0].Invoke(context.Background(), addCall(id, 1)); err != nil {
-					errs <- err
-					return
-				}
+	concurrently(t, 32, func(int) error {
+		for range 20 {
+			if _, err := nodes[0].Invoke(context.Background(), addCall(id, 1)); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		}
+		return nil
+	})
 	if got := add(t, nodes[0], id, 0); got != 32*20 {
 		t.Fatalf("total = %d, want %d", got, 32*20)
 	}
@@ -988,30 +966,18 @@ func TestConcurrentRemoteCallsKeepTheirPayloads(t *testing.T) {
 		ids[i] = ownedInEveryView(t, nodes, nodes[1], echoKind, fmt.Sprintf("payload%d", i))
 	}
 	const callers, calls = 32, 50
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	for c := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range calls {
-				want := strings.Repeat(string(rune('a'+(c+i)%26)), 1+(c*calls+i)%700) + fmt.Sprintf("/%d/%d", c, i)
-				resp, err := nodes[0].Invoke(context.Background(), stringCall(methodString, ids[(c+i)%len(ids)], want))
-				if err != nil {
-					errs <- err
-					return
-				}
-				if got := resp.(*wrapperspb.StringValue).GetValue(); got != want {
-					errs <- fmt.Errorf("caller %d call %d got %d bytes ending %q, want %d ending %q",
-						c, i, len(got), got[max(0, len(got)-12):], len(want), want[max(0, len(want)-12):])
-					return
-				}
+	concurrently(t, callers, func(c int) error {
+		for i := range calls {
+			want := strings.Repeat(string(rune('a'+(c+i)%26)), 1+(c*calls+i)%700) + fmt.Sprintf("/%d/%d", c, i)
+			resp, err := nodes[0].Invoke(context.Background(), stringCall(methodString, ids[(c+i)%len(ids)], want))
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+			if got := resp.(*wrapperspb.StringValue).GetValue(); got != want {
+				return fmt.Errorf("caller %d call %d got %d bytes ending %q, want %d ending %q",
+					c, i, len(got), got[max(0, len(got)-12):], len(want), want[max(0, len(want)-12):])
+			}
+		}
+		return nil
+	})
 }
