@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // sampleFrames covers every frame type and field.
@@ -518,6 +520,79 @@ func TestFrameSize(t *testing.T) {
 	if got := unsafe.Sizeof(servedCtx{}); got > 64 {
 		t.Errorf("a servedCtx is %d bytes, want at most 64", got)
 	}
+}
+
+// TestBatchedRequestsDoNotWaitForABlockedGrain sends four requests in one
+// gRPC message, the first two to grains that block until the test lets
+// them go. The requests of one message run in turn on one goroutine (see
+// servedBatch), which brings in another when they wait: the two behind
+// the blocked ones must still be answered, and only then does the test
+// release the first two.
+func TestBatchedRequestsDoNotWaitForABlockedGrain(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	target := nodes[1]
+	h := hs[target.Name()]
+	ids := make([]string, 4)
+	for i := range ids {
+		ids[i] = ownedInEveryView(t, nodes, target, echoKind, fmt.Sprint("batched-", i))
+	}
+	request := func(id uint64, method, identity, value string) frame {
+		payload, err := proto.Marshal(wrapperspb.String(value))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return frame{typ: frameRequest, id: id, kind: echoKind, identity: identity, method: method, payload: payload}
+	}
+	reqs := []frame{
+		request(1, methodBlock, ids[0], ""),
+		request(2, methodBlock, ids[1], ""),
+		request(3, methodString, ids[2], "third"),
+		request(4, methodString, ids[3], "fourth"),
+	}
+	var batch []byte
+	for i := range reqs {
+		batch = appendFrame(batch, &reqs[i])
+	}
+	s := rawStream(t, target)
+	sendBatches(t, s, appendFrame(nil, &frame{typ: frameHello, node: "batcher"}), batch)
+	receive(t, h.entered, "the first request to reach its grain")
+	receive(t, h.entered, "the second request to reach its grain")
+
+	replies := recvReplies(t, s, 3, 4)
+	for id, want := range map[uint64]string{3: "third", 4: "fourth"} {
+		var got wrapperspb.StringValue
+		if err := proto.Unmarshal(replies[id].payload, &got); err != nil || got.GetValue() != want {
+			t.Errorf("reply %d: %q (%v), want %q", id, got.GetValue(), err, want)
+		}
+	}
+	close(h.release)
+	for id, r := range recvReplies(t, s, 1, 2) {
+		if r.code != codes.OK {
+			t.Errorf("released request %d failed: %v %s", id, r.code, r.message)
+		}
+	}
+}
+
+// recvReplies reads s until it has a response frame for each of ids.
+func recvReplies(t *testing.T, s grpc.ClientStream, ids ...uint64) map[uint64]frame {
+	t.Helper()
+	got := make(map[uint64]frame)
+	for len(got) < len(ids) {
+		var b []byte
+		if err := s.RecvMsg(&b); err != nil {
+			t.Fatalf("receive: %v (have replies to %d of %v)", err, len(got), ids)
+		}
+		err := decodeBatch(b, func(f *frame) {
+			if f.typ == frameResponse && slices.Contains(ids, f.id) {
+				got[f.id] = *f
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return got
 }
 
 // TestClosedStreamEndsItsServedRequests feeds a corrupt frame to a stream
