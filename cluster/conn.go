@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"encoding/binary"
-	"math"
 	goruntime "runtime"
 	"sync"
 	"sync/atomic"
@@ -601,7 +600,7 @@ type servedBatch struct {
 	pool  *goPool
 	calls []*servedCall // in the order they came
 	next  atomic.Int32  // the index of the next request to start
-	timer atomic.Pointer[time.Timer]
+	timer *time.Timer   // the first help; set before the batch runs
 }
 
 // servedPatience is how long a served batch's requests wait for the one
@@ -610,21 +609,18 @@ type servedBatch struct {
 const servedPatience = 100 * time.Microsecond
 
 // start hands the batch to a pooled goroutine, with the timer that brings
-// in help. The timer is made far off and set once it is stored, so that
-// help always finds it.
+// in help.
 func (b *servedBatch) start() {
-	t := time.AfterFunc(math.MaxInt64, b.help)
-	b.timer.Store(t)
-	t.Reset(servedPatience)
+	b.timer = time.AfterFunc(servedPatience, b.help)
 	b.pool.run(b)
 }
 
 // run implements task: it runs requests until none is left to start, then
-// stops the timer. Helpers (servedBatchHelper) run the same loop without
-// the timer.
+// stops the first timer (a later one finds nothing left and stops by
+// itself). Helpers (servedBatchHelper) run the same loop.
 func (b *servedBatch) run() {
 	b.drain()
-	b.timer.Load().Stop()
+	b.timer.Stop()
 }
 
 // drain starts the batch's requests one at a time until none is left.
@@ -640,12 +636,13 @@ func (b *servedBatch) drain() {
 	}
 }
 
-// help runs on the timer: if requests are still waiting to start, another
-// goroutine starts on them, and the timer is set again.
+// help runs on a timer: if requests are still waiting to start, another
+// goroutine starts on them, and a new timer comes back after
+// servedPatience.
 func (b *servedBatch) help() {
 	if int(b.next.Load()) < len(b.calls) {
 		b.pool.run(servedBatchHelper{b})
-		b.timer.Load().Reset(servedPatience)
+		time.AfterFunc(servedPatience, b.help)
 	}
 }
 
