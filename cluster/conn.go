@@ -563,7 +563,9 @@ func (c *conn) serve(f *frame) {
 	case c.firstServed == nil:
 		c.firstServed = s
 	case c.batchServed == nil:
-		c.batchServed = &servedBatch{pool: c.t.servers, calls: []*servedCall{c.firstServed, s}}
+		// Room for a batch under load (about ten requests) in one go.
+		calls := append(make([]*servedCall, 0, 16), c.firstServed, s)
+		c.batchServed = &servedBatch{pool: c.t.servers, calls: calls}
 	default:
 		c.batchServed.calls = append(c.batchServed.calls, s)
 	}
