@@ -191,7 +191,7 @@ func TestCallInFlightWhenOwnerDies(t *testing.T) {
 			id := identityOwnedBy(t, nodes, victim)
 			for name, h := range hs {
 				if name != victim.Name() {
-					close(h.release) // Block returns at once elsewhere
+					h.releaseHeld() // Block returns at once elsewhere
 				}
 			}
 			type result struct {
@@ -651,7 +651,7 @@ func TestShutdownWaitsForCallsInFlight(t *testing.T) {
 		m, _ := leaver.Owner(echoKind, id)
 		return m.Name != leaver.Name()
 	})
-	close(hs[leaver.Name()].release)
+	hs[leaver.Name()].releaseHeld()
 	if err := receive(t, result, "the call"); err != nil {
 		t.Fatalf("call in flight during Shutdown: %v", err)
 	}
@@ -669,7 +669,7 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 	leaver := nodes[2]
 	for name, h := range hs {
 		if name != leaver.Name() {
-			close(h.release)
+			h.releaseHeld()
 		}
 	}
 	id := identityOwnedBy(t, nodes, leaver)
@@ -800,7 +800,7 @@ func TestBusyActivationIsNotPassivated(t *testing.T) {
 	if got := n.acts.passivate(); got != 0 {
 		t.Fatalf("passivate started %d deactivations while the grain was busy", got)
 	}
-	close(h.release)
+	h.releaseHeld()
 	if err := receive(t, done, "the call"); err != nil {
 		t.Fatal(err)
 	}

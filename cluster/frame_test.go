@@ -384,7 +384,7 @@ func TestBatchingUnderLoad(t *testing.T) {
 	t.Parallel()
 	nodes, hs := echoCluster(t, 2, 0, nil)
 	for _, h := range hs {
-		close(h.release)
+		h.releaseHeld()
 	}
 	remote := identityOwnedBy(t, nodes, nodes[1])
 	add(t, nodes[0], remote, 0)
@@ -481,7 +481,7 @@ func TestStreamsUseNameIDs(t *testing.T) {
 	t.Parallel()
 	nodes, hs := echoCluster(t, 2, 0, nil)
 	for _, h := range hs {
-		close(h.release)
+		h.releaseHeld()
 	}
 	for i := range 3 {
 		add(t, nodes[0], identityOwnedBy(t, nodes, nodes[1]), int64(i))
@@ -566,7 +566,7 @@ func TestBatchedRequestsDoNotWaitForABlockedGrain(t *testing.T) {
 			t.Errorf("reply %d: %q (%v), want %q", id, got.GetValue(), err, want)
 		}
 	}
-	close(h.release)
+	h.releaseHeld()
 	for id, r := range recvReplies(t, s, 1, 2) {
 		if r.code != codes.OK {
 			t.Errorf("released request %d failed: %v %s", id, r.code, r.message)

@@ -168,9 +168,16 @@ type hooks struct {
 	entered     chan string       // identities that entered Block
 	canceled    chan error        // why Block calls saw their context end
 	kept        chan GrainContext // the contexts of Keep calls, kept past them
-	release     chan struct{}     // closing it releases Block calls
+	release     chan struct{}     // closed by releaseHeld: releases Block and Hold calls
+	releaseOnce sync.Once         // releaseHeld's
 	activateErr error             // returned by OnActivate when set
 }
+
+// releaseHeld releases the Block and Hold calls, now and from now on. It
+// may be called more than once: echoCluster calls it again before its
+// nodes close, so that a test that fails while a Hold call (which ignores
+// its context) runs does not leave the nodes' shutdown waiting for it.
+func (h *hooks) releaseHeld() { h.releaseOnce.Do(func() { close(h.release) }) }
 
 func newHooks(node string) *hooks {
 	return &hooks{node: node, deactivated: make(chan string, 1024), entered: make(chan string, 1024), canceled: make(chan error, 1024), kept: make(chan GrainContext, 1024), release: make(chan struct{})}
@@ -322,6 +329,12 @@ func echoCluster(t testing.TB, size int, idle time.Duration, configure func(*Con
 		hs[name] = h
 		return []*Kind{newEchoKind(h, idle)}
 	}, configure)
+	// Cleanups run last in, first out: this one before the nodes close.
+	t.Cleanup(func() {
+		for _, h := range hs {
+			h.releaseHeld()
+		}
+	})
 	return nodes, hs
 }
 

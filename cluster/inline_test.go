@@ -50,8 +50,13 @@ func TestLocalCallWithoutDeadlineReturnsWithItsMethod(t *testing.T) {
 	if got := status.Code(err); got != codes.DeadlineExceeded {
 		t.Fatalf("call to the busy grain: code = %v (%v), want DeadlineExceeded", got, err)
 	}
-	if spent := time.Since(start); spent < timeout {
-		t.Fatalf("call to the busy grain failed after %v, before DefaultCallTimeout (%v)", spent, timeout)
+	// It waited for the deadline rather than failing at once. Not the
+	// whole timeout: calls share default deadlines, and one may come early
+	// by as much as the timer that ends a deadline's window fires late
+	// (see deadlines), which under -race on a busy machine is milliseconds
+	// against this test's 0.5 ms of slack.
+	if spent := time.Since(start); spent < timeout/2 {
+		t.Fatalf("call to the busy grain failed after %v, long before DefaultCallTimeout (%v)", spent, timeout)
 	}
 
 	// A call with a deadline of its own to another idle grain whose
@@ -67,7 +72,7 @@ func TestLocalCallWithoutDeadlineReturnsWithItsMethod(t *testing.T) {
 
 	// Released, the held method answers its caller, past the default
 	// deadline, and saw that deadline in its context.
-	close(h.release)
+	h.releaseHeld()
 	r := receive(t, late, "the held call to return")
 	if r.err != nil || r.resp != "deadline:true" {
 		t.Fatalf("held call = %q, %v; want deadline:true and no error", r.resp, r.err)
@@ -112,5 +117,5 @@ func TestPeerCallEndsAtItsDeadlineWhileTheMethodRuns(t *testing.T) {
 	if _, err := owner.Invoke(local, stringCall(methodHold, fresh, "")); status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("local first call to a held method: code = %v (%v), want DeadlineExceeded", status.Code(err), err)
 	}
-	close(h.release)
+	h.releaseHeld()
 }
