@@ -278,7 +278,7 @@ func (t *activations) each(fn func(a *activation)) {
 // calls activate once: one runs the activation, the others wait for it.
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
 	sh, h := t.shardOf(hk, identity)
-	if a := sh.tab.Load().find(h, hk, identity); a != nil && a.enter() {
+	if a := sh.lookup(h, hk, identity); a != nil {
 		return t.ready(ctx, a)
 	}
 	for {
@@ -318,6 +318,11 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 // closed to calls. It takes no lock.
 func (t *activations) lookup(hk *hostedKind, identity string) *activation {
 	sh, h := t.shardOf(hk, identity)
+	return sh.lookup(h, hk, identity)
+}
+
+// lookup is activations.lookup in sh, for a key that hashes to h.
+func (sh *actShard) lookup(h uint64, hk *hostedKind, identity string) *activation {
 	if a := sh.tab.Load().find(h, hk, identity); a != nil && a.enter() {
 		return a
 	}

@@ -47,7 +47,7 @@ type conn struct {
 	// senders' would otherwise pass back and forth: 3.9% more one-way
 	// messages per second between two processes (bench/grains
 	// BenchmarkOneWay, n=8).
-	_ [64]byte
+	_ [cacheLine]byte
 
 	mu           sync.Mutex
 	batches      []*[]byte // queued frames, each batch at most MaxBatchBytes (or one frame), from t.batches

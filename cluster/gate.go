@@ -47,6 +47,12 @@ type gateStripe struct {
 // cacheLine is the size of a cache line on the machines we run on.
 const cacheLine = 64
 
+// fibonacci is 2^64 divided by the golden ratio. Multiplying by it and
+// keeping the top bits spreads keys that differ only in their low bits
+// over the whole range (Fibonacci hashing): gate.stripe and actTable.home
+// pick their slots so.
+const fibonacci = 0x9e3779b97f4a7c15
+
 // gateTicket says which stripe of a gate a call entered by.
 type gateTicket uint32
 
@@ -91,7 +97,7 @@ func (g *gate) enter() (gateTicket, bool) {
 // core, or whose stack moves, costs one miss.
 func (g *gate) stripe() gateTicket {
 	var onStack byte
-	h := uint64(uintptr(unsafe.Pointer(&onStack))>>minStackShift) * 0x9e3779b97f4a7c15 // Fibonacci hashing
+	h := uint64(uintptr(unsafe.Pointer(&onStack))>>minStackShift) * fibonacci
 	return gateTicket(h >> (64 - g.shift))
 }
 
