@@ -574,6 +574,31 @@ func TestBatchedRequestsDoNotWaitForABlockedGrain(t *testing.T) {
 	}
 }
 
+// TestRequestBeforeACorruptFrameStillEnds sends a request and a corrupt
+// frame in one gRPC message. The stream is reset; the request, decoded
+// before the corrupt frame, is still served (its grain skips it, or sees
+// its context end, as the stream is gone), so it gives back its entry in
+// the node's gate and Shutdown does not wait for it.
+func TestRequestBeforeACorruptFrameStillEnds(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	target := nodes[1]
+	id := identityOwnedBy(t, nodes, target)
+	s := rawStream(t, target)
+	batch := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: echoKind, identity: id, method: methodBlock})
+	batch = append(batch, garbageBatch()...)
+	sendBatches(t, s, appendFrame(nil, &frame{typ: frameHello, node: "intruder"}), batch)
+	var b []byte
+	if err := s.RecvMsg(&b); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("the stream with a corrupt frame ended with %v, want InvalidArgument", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := target.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown after the reset stream: %v", err)
+	}
+}
+
 // recvReplies reads s until it has a response frame for each of ids.
 func recvReplies(t *testing.T, s grpc.ClientStream, ids ...uint64) map[uint64]frame {
 	t.Helper()
