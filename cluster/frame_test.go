@@ -581,20 +581,15 @@ func TestBatchedRequestsDoNotWaitForABlockedGrain(t *testing.T) {
 // the node's gate and Shutdown does not wait for it.
 func TestRequestBeforeACorruptFrameStillEnds(t *testing.T) {
 	t.Parallel()
-	nodes, _ := echoCluster(t, 2, 0, nil)
-	target := nodes[1]
-	id := identityOwnedBy(t, nodes, target)
-	s := rawStream(t, target)
-	batch := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: echoKind, identity: id, method: methodBlock})
-	batch = append(batch, garbageBatch()...)
-	sendBatches(t, s, appendFrame(nil, &frame{typ: frameHello, node: "intruder"}), batch)
+	g := newBlockingStream(t)
+	sendBatches(t, g.s, append(g.block, garbageBatch()...))
 	var b []byte
-	if err := s.RecvMsg(&b); status.Code(err) != codes.InvalidArgument {
+	if err := g.s.RecvMsg(&b); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("the stream with a corrupt frame ended with %v, want InvalidArgument", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := target.Shutdown(ctx); err != nil {
+	if err := g.target.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown after the reset stream: %v", err)
 	}
 }
@@ -620,25 +615,42 @@ func recvReplies(t *testing.T, s grpc.ClientStream, ids ...uint64) map[uint64]fr
 	return got
 }
 
+// blockingStream is a raw transport stream from a test to a node of a
+// two-node cluster, past its hello frame, with a Block request to a grain
+// that node owns, encoded and not yet sent.
+type blockingStream struct {
+	target, caller *Node // the node the stream goes to, and the other one
+	h              *hooks
+	id             string // the grain the request is for
+	s              grpc.ClientStream
+	block          []byte
+}
+
+func newBlockingStream(t *testing.T) blockingStream {
+	t.Helper()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	g := blockingStream{target: nodes[1], caller: nodes[0], h: hs[nodes[1].Name()]}
+	g.id = identityOwnedBy(t, nodes, g.target)
+	g.s = rawStream(t, g.target)
+	sendBatches(t, g.s, appendFrame(nil, &frame{typ: frameHello, node: "intruder"}))
+	g.block = appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: echoKind, identity: g.id, method: methodBlock})
+	return g
+}
+
 // TestClosedStreamEndsItsServedRequests feeds a corrupt frame to a stream
 // while a request that came on it is running: the stream is reset, and the
 // grain sees its context end instead of running on for a caller that is
 // gone. The node goes on serving other streams.
 func TestClosedStreamEndsItsServedRequests(t *testing.T) {
 	t.Parallel()
-	nodes, hs := echoCluster(t, 2, 0, nil)
-	target := nodes[1]
-	id := identityOwnedBy(t, nodes, target)
-	s := rawStream(t, target)
-	hello := appendFrame(nil, &frame{typ: frameHello, node: "intruder"})
-	block := appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: echoKind, identity: id, method: methodBlock})
-	sendBatches(t, s, hello, block)
-	receive(t, hs[target.Name()].entered, "the request to reach the grain")
-	sendBatches(t, s, garbageBatch())
-	if err := receive(t, hs[target.Name()].canceled, "the grain to see its stream end"); !errors.Is(err, context.Canceled) {
+	g := newBlockingStream(t)
+	sendBatches(t, g.s, g.block)
+	receive(t, g.h.entered, "the request to reach the grain")
+	sendBatches(t, g.s, garbageBatch())
+	if err := receive(t, g.h.canceled, "the grain to see its stream end"); !errors.Is(err, context.Canceled) {
 		t.Errorf("the grain saw %v, want context.Canceled", err)
 	}
-	if got := add(t, nodes[0], id, 1); got != 1 {
+	if got := add(t, g.caller, g.id, 1); got != 1 {
 		t.Fatalf("total = %d after the reset stream, want 1", got)
 	}
 }
