@@ -57,12 +57,13 @@ type conn struct {
 	writing      bool          // a goroutine is sending batches on the stream (writeLoop or writeAlone)
 	dict         nameDict      // the names this side defined in the stream's dictionary
 	nextID       uint64
-	calls        map[uint64]chan frame // requests sent, waiting for their reply
-	served       map[uint64]*servedCtx // requests received, running
-	err          error                 // why the conn closed
-	corrupt      error                 // the decoding error that closed it, if any
-	framesQueued uint64                // frames sent, for tests and debugging
-	batchesSent  uint64                // gRPC messages sent
+	calls        map[uint64]pendingCall // requests sent, waiting for their reply
+	watched      *sharedDeadline        // the last deadline this conn asked to watch (see call)
+	served       map[uint64]*servedCtx  // requests received, running
+	err          error                  // why the conn closed
+	corrupt      error                  // the decoding error that closed it, if any
+	framesQueued uint64                 // frames sent, for tests and debugging
+	batchesSent  uint64                 // gRPC messages sent
 }
 
 func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, cc *grpc.ClientConn) *conn {
@@ -70,7 +71,7 @@ func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, 
 		t: t, peer: peer, stream: s, cancel: cancel, cc: cc,
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
-		calls:  make(map[uint64]chan frame),
+		calls:  make(map[uint64]pendingCall),
 		served: make(map[uint64]*servedCtx),
 	}
 	return c
@@ -111,8 +112,8 @@ func (c *conn) close(err error) {
 	}
 	// Calls waiting for a reply get a frame of type 0, which no peer can
 	// send: the conn closed (see call).
-	for id, reply := range c.calls {
-		reply <- frame{} // buffered, and nothing else sends on it any more
+	for id, p := range c.calls {
+		p.reply <- frame{typ: frameClosed} // buffered, and nothing else sends on it any more
 		delete(c.calls, id)
 	}
 	close(c.done)
@@ -124,8 +125,35 @@ func (c *conn) close(err error) {
 	c.t.forget(c)
 }
 
+// pendingCall is a request sent and waiting for its reply.
+type pendingCall struct {
+	reply chan frame // buffered: whoever takes the call out of conn.calls sends its one reply
+	// d is the call's deadline when it is all there is to the call's
+	// context (see call), and expire ends the call then; nil otherwise.
+	d *sharedDeadline
+}
+
+// Replies that come from this side rather than from the peer, in frame
+// types that no peer sends (decoding rejects them).
+const (
+	frameClosed  frameType = 0   // the conn closed (see close)
+	frameExpired frameType = 255 // the call's shared deadline passed (see expire)
+)
+
 // call sends req and waits for its reply, ctx or the conn's end.
+//
+// The trick: a call made without a deadline has a context that ends only
+// at its shared deadline (see deadlines), one context for every call of a
+// window. Waiting on its Done as well as on the reply is a select, which
+// locks both channels to wait and again to stop waiting, so 64 callers
+// queued on that one shared channel's lock: selectgo was 17% of the CPU
+// of the calling goroutines in bench/grains RemoteCalls with 64 callers.
+// Such a call waits on its reply alone, and when the deadline passes the
+// conn sends it a reply of its own (frameExpired): the deadline watches the
+// conns that have calls under it (sharedDeadline.watch), a lock once per
+// window and conn instead of on every call.
 func (c *conn) call(ctx context.Context, req *frame) (frame, error) {
+	d := onlySharedDeadline(ctx)
 	reply := c.t.getReplyChan()
 	c.mu.Lock()
 	if c.err != nil {
@@ -133,36 +161,86 @@ func (c *conn) call(ctx context.Context, req *frame) (frame, error) {
 		c.t.putReplyChan(reply)
 		return frame{}, c.err
 	}
+	if d != nil && !c.watch(d) {
+		c.mu.Unlock()
+		c.t.putReplyChan(reply)
+		return frame{}, contextError(context.DeadlineExceeded)
+	}
 	c.nextID++
 	req.id = c.nextID
-	c.calls[req.id] = reply
+	c.calls[req.id] = pendingCall{reply: reply, d: d}
 	c.mu.Unlock()
 
 	if err := c.sendAlone(ctx, req); err != nil {
 		c.forgetCall(req.id)
 		return frame{}, err
 	}
+	if d != nil {
+		return c.replied(req.id, reply, <-reply)
+	}
 	// The conn's end comes as a reply (see close) rather than as a case
 	// on c.done: every call of the conn would wait on that one channel,
-	// and a select locks each of its channels to wait and again to stop
-	// waiting, so with 64 callers the lock was contended (selectgo was 8%
-	// of the CPU of a bench/grains RemoteCalls caller process).
+	// and a select on it was contended the same way (selectgo was 8% of
+	// the CPU of a bench/grains RemoteCalls caller process).
 	select {
 	case r := <-reply:
-		// The one reply for this id has been taken: nothing else can be
-		// sent on the channel, so it may serve another call. (On the other
-		// path a reply may still come, and the channel is left to the GC.)
-		c.t.putReplyChan(reply)
-		if r.typ == 0 {
-			return frame{}, c.closedErr()
-		}
-		return r, nil
+		return c.replied(req.id, reply, r)
 	case <-ctx.Done():
 		c.forgetCall(req.id)
-		// Tell the owner to stop working on it; if the queue is full the
-		// request times out there on its own deadline anyway.
-		_ = c.send(canceledContext(), &frame{typ: frameCancel, id: req.id})
+		// (On this path a reply may still come, and the channel is left to
+		// the GC.)
+		c.cancelServed(req.id)
 		return frame{}, contextError(ctx.Err())
+	}
+}
+
+// watch makes sure that d ends c's calls under it when it passes, and
+// reports false if d has passed already. c.mu is held.
+func (c *conn) watch(d *sharedDeadline) bool {
+	if c.watched == d {
+		// d watches c already, unless it has passed since (expire sets
+		// passed before it takes c.mu to end c's calls).
+		return !d.passed.Load()
+	}
+	if !d.watch(c) {
+		return false
+	}
+	c.watched = d
+	return true
+}
+
+// replied returns the reply r that call id received on reply, as call's
+// result.
+func (c *conn) replied(id uint64, reply chan frame, r frame) (frame, error) {
+	// The one reply for this id has been taken: nothing else can be sent
+	// on the channel, so it may serve another call.
+	c.t.putReplyChan(reply)
+	switch r.typ {
+	case frameClosed:
+		return frame{}, c.closedErr()
+	case frameExpired:
+		c.cancelServed(id)
+		return frame{}, contextError(context.DeadlineExceeded)
+	}
+	return r, nil
+}
+
+// cancelServed tells the peer to stop working on the request with this id,
+// which this side gave up on. If the queue is full the request times out
+// there on its own deadline anyway.
+func (c *conn) cancelServed(id uint64) {
+	_ = c.send(canceledContext(), &frame{typ: frameCancel, id: id})
+}
+
+// expire ends the calls waiting under d, which has passed (see call).
+func (c *conn) expire(d *sharedDeadline) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, p := range c.calls {
+		if p.d == d {
+			delete(c.calls, id)
+			p.reply <- frame{typ: frameExpired} // buffered, and nothing else sends on it any more
+		}
 	}
 }
 
@@ -404,12 +482,12 @@ func (c *conn) dispatch(f *frame) {
 		}
 	case frameResponse:
 		c.mu.Lock()
-		reply, ok := c.calls[f.id]
+		p, ok := c.calls[f.id]
 		delete(c.calls, f.id)
 		c.mu.Unlock()
 		if ok {
 			c.kept = true // decoded by the caller
-			reply <- *f   // buffered; the caller may have gone, which is fine
+			p.reply <- *f // buffered; the caller may have gone, which is fine
 		}
 	case frameCancel:
 		c.mu.Lock()

@@ -46,6 +46,56 @@ type sharedDeadline struct {
 	// all of them share it instead of allocating a deadlineCtx each (7% of
 	// the bytes of bench/grains LocalCalls).
 	background *deadlineCtx
+
+	// The conns with calls waiting under this deadline that end when it
+	// passes (see watch and conn.call).
+	mu       sync.Mutex
+	watchers []*conn
+	watching bool        // a callback on ctx runs expire
+	passed   atomic.Bool // set by expire before it ends any call
+}
+
+// watch asks that the calls of c that wait under s end when s passes (see
+// conn.expire). It reports false if s has passed already; then nothing
+// will end them. The first watch sets a callback on s's context, so a
+// deadline no remote call waits under costs nothing more.
+func (s *sharedDeadline) watch(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.passed.Load() {
+		return false
+	}
+	if !s.watching {
+		s.watching = true
+		context.AfterFunc(s.ctx, s.expire)
+	}
+	if n := len(s.watchers); n == 0 || s.watchers[n-1] != c {
+		s.watchers = append(s.watchers, c) // a conn twice is swept twice, to no effect
+	}
+	return true
+}
+
+// expire ends the waiting calls of the conns that watch s, once s has
+// passed.
+func (s *sharedDeadline) expire() {
+	s.mu.Lock()
+	s.passed.Store(true)
+	watchers := s.watchers
+	s.watchers = nil
+	s.mu.Unlock()
+	for _, c := range watchers {
+		c.expire(s)
+	}
+}
+
+// onlySharedDeadline returns the shared deadline that is all there is to
+// ctx's end, or nil: ctx is a deadlineCtx, which deadlines.with makes only
+// over a context that can never be cancelled.
+func onlySharedDeadline(ctx context.Context) *sharedDeadline {
+	if c, ok := ctx.(*deadlineCtx); ok {
+		return c.d
+	}
+	return nil
 }
 
 func newDeadlines(timeout time.Duration) *deadlines {

@@ -309,3 +309,50 @@ func wantAfterFunc(t testing.TB, ctx context.Context, what string) {
 		t.Fatalf("%s has no AfterFunc: each context derived from it would need a goroutine", what)
 	}
 }
+
+// TestSharedDeadlineEndsTheCallsItWatches checks the rules conn.call relies
+// on when it waits on a reply alone: a deadline that passes ends the
+// watching conns' calls under it and no others, and a deadline that has
+// passed takes no more watchers.
+func TestSharedDeadlineEndsTheCallsItWatches(t *testing.T) {
+	d := newDeadlines(time.Hour)
+	later := d.shared(time.Now())
+	s := newSharedDeadline(time.Now().Add(time.Millisecond))
+	c := &conn{calls: make(map[uint64]pendingCall)}
+	under, other, none := make(chan frame, 1), make(chan frame, 1), make(chan frame, 1)
+	c.calls[1] = pendingCall{reply: under, d: s}
+	c.calls[2] = pendingCall{reply: other, d: later}
+	c.calls[3] = pendingCall{reply: none}
+	c.mu.Lock()
+	if !c.watch(s) || !c.watch(s) {
+		t.Fatal("a deadline that has not passed refused to watch a conn")
+	}
+	c.mu.Unlock()
+
+	if r := receive(t, under, "the call under the deadline to end"); r.typ != frameExpired {
+		t.Fatalf("the call under the deadline got a frame of type %d, want frameExpired", r.typ)
+	}
+	if !s.passed.Load() {
+		t.Fatal("a call ended before its deadline was marked passed")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.calls[1]; ok || len(c.calls) != 2 {
+		t.Fatalf("after the deadline the conn waits for %d calls (the ended one: %t), want the 2 others", len(c.calls), ok)
+	}
+	select {
+	case r := <-other:
+		t.Fatalf("a call under another deadline got a frame of type %d", r.typ)
+	case r := <-none:
+		t.Fatalf("a call with no shared deadline got a frame of type %d", r.typ)
+	default:
+	}
+	// The conn watched s already; s has passed, and a new call under it
+	// must not wait for an expire that has come and gone.
+	if c.watch(s) {
+		t.Fatal("a conn accepted a call under a deadline that has passed")
+	}
+	if s.watch(&conn{}) {
+		t.Fatal("a passed deadline took a new watcher")
+	}
+}

@@ -119,3 +119,54 @@ func TestPeerCallEndsAtItsDeadlineWhileTheMethodRuns(t *testing.T) {
 	}
 	h.releaseHeld()
 }
+
+// TestPeerCallWithoutDeadlineEndsAtTheDefault checks that calls to a peer
+// made without a deadline, which wait on their reply alone while the conn
+// watches their shared deadline (see conn.call), still end at
+// DefaultCallTimeout when the peer never answers: several at once, with a
+// context of the caller's and without, then again under a later window's
+// deadline on the same conn. The conn serves on afterwards.
+func TestPeerCallWithoutDeadlineEndsAtTheDefault(t *testing.T) {
+	t.Parallel()
+	const timeout = 100 * time.Millisecond
+	nodes, hs := echoCluster(t, 2, 0, func(c *Config) { c.DefaultCallTimeout = timeout })
+	owner, caller := nodes[0], nodes[1]
+	// A grain each, so that every call is held by its method rather than
+	// queued behind another, and only the caller can end it.
+	var ids []string
+	for i := 0; len(ids) < 8; i++ {
+		id := fmt.Sprintf("held-%d", i)
+		if m, ok := owner.Owner(echoKind, id); ok && m.Name == owner.Name() {
+			ids = append(ids, id)
+		}
+	}
+	// Should the caller not end the calls, releasing them makes them
+	// answer, and the test fail, instead of hang.
+	h := hs[owner.Name()]
+	watchdog := time.AfterFunc(waitTimeout, h.releaseHeld)
+	defer watchdog.Stop()
+	ctxs := []context.Context{context.Background(), context.WithValue(context.Background(), ctxKey{}, 1)}
+	for round, ids := range [][]string{ids[:4], ids[4:]} {
+		concurrently(t, len(ids), func(c int) error {
+			start := time.Now()
+			_, err := caller.Invoke(ctxs[c%2], stringCall(methodHold, ids[c], ""))
+			spent := time.Since(start)
+			if status.Code(err) != codes.DeadlineExceeded {
+				return fmt.Errorf("round %d, call %d: code = %v (%v), want DeadlineExceeded", round, c, status.Code(err), err)
+			}
+			// Shared deadlines may come early by as much as the timer that
+			// ends their window fires late (see deadlines): a bound of half
+			// the timeout still tells a deadline from an early failure.
+			if spent < timeout/2 {
+				return fmt.Errorf("round %d, call %d: failed after %v, before DefaultCallTimeout (%v)", round, c, spent, timeout)
+			}
+			return nil
+		})
+		for range ids {
+			receive(t, h.entered, "a held call to start")
+		}
+	}
+	if got := add(t, caller, identityOwnedBy(t, nodes, owner), 1); got != 1 {
+		t.Fatalf("a call after the expired ones answered %d, want 1", got)
+	}
+}
