@@ -324,8 +324,11 @@ func TestSharedDeadlineEndsTheCallsItWatches(t *testing.T) {
 	c.calls[2] = pendingCall{reply: other, d: later}
 	c.calls[3] = pendingCall{reply: none}
 	c.mu.Lock()
-	if !c.watch(s) || !c.watch(s) {
+	if !c.watch(s) {
 		t.Fatal("a deadline that has not passed refused to watch a conn")
+	}
+	if !c.watch(s) { // the conn's second call under s: s watches it already
+		t.Fatal("a conn that a deadline watches refused a second call under it")
 	}
 	c.mu.Unlock()
 
