@@ -110,8 +110,8 @@ func (c *conn) close(err error) {
 		ctx.end()
 		delete(c.served, id)
 	}
-	// Calls waiting for a reply get a frame of type 0, which no peer can
-	// send: the conn closed (see call).
+	// Calls waiting for a reply get a frameClosed, which no peer can send
+	// (see call).
 	for id, p := range c.calls {
 		p.reply <- frame{typ: frameClosed} // buffered, and nothing else sends on it any more
 		delete(c.calls, id)
