@@ -126,6 +126,10 @@ func TestDecodeRejectsCorruptFrames(t *testing.T) {
 		{"truncated frame", valid[:len(valid)-2]},
 		{"no type", frameOf(varint(fieldID, 1))},
 		{"unknown type", frameOf(varint(fieldType, 9))},
+		// Replies a conn makes for its own calls (see conn.call): a peer
+		// must not be able to end a call with one.
+		{"a closed conn's reply", frameOf(varint(fieldType, uint64(frameClosed)), varint(fieldID, 1))},
+		{"an expired deadline's reply", frameOf(varint(fieldType, uint64(frameExpired)), varint(fieldID, 1))},
 		{"bad wire type", frameOf(protowire.AppendString(protowire.AppendTag(nil, fieldType, protowire.BytesType), "x"))},
 		{"bad status code", frameOf(varint(fieldType, uint64(frameResponse)), varint(fieldCode, 99))},
 		{"bad reason", frameOf(varint(fieldType, uint64(frameResponse)), varint(fieldReason, 200))},
