@@ -132,22 +132,20 @@ func (a *activation) idle() bool { return a.calls.Load() == 0 }
 // none was released since the sweep last looked (see idleFor), and reports
 // whether it did. The shard's write lock is held.
 func (a *activation) close(ifIdle bool) bool {
-	if !ifIdle {
+	switch {
+	case !ifIdle:
 		a.calls.Or(callsClosed)
-	} else {
-		if !a.calls.CompareAndSwap(0, callsClosed) {
-			return false
-		}
-		// A call may have come and gone between the sweep's look and the
-		// swap; the bit now keeps others out, so the flag says for sure.
-		// Such a grain was just used: open it again. A call that saw the
-		// bit meanwhile waits for the write lock, and then finds the
-		// grain open (deactivating is still false); one that is adding
-		// itself backs out on its own.
-		if a.used.Load() {
-			a.calls.Add(-callsClosed)
-			return false
-		}
+	case !a.calls.CompareAndSwap(0, callsClosed):
+		return false
+	case a.used.Load():
+		// A call came and went between the sweep's look and the swap; the
+		// bit now keeps others out, so the flag says for sure. Such a
+		// grain was just used: open it again. A call that saw the bit
+		// meanwhile waits for the write lock, and then finds the grain
+		// open (deactivating is still false); one that is adding itself
+		// backs out on its own.
+		a.calls.Add(-callsClosed)
+		return false
 	}
 	a.deactivating = true
 	return true
