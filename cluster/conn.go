@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	goruntime "runtime"
 	"sync"
 	"sync/atomic"
@@ -273,8 +272,8 @@ func (c *conn) sendAlone(ctx context.Context, f *frame) error {
 
 // queue implements send and sendAlone.
 func (c *conn) queue(ctx context.Context, f *frame, alone bool) error {
-	f.refs = nameRefs{} // set by enqueue; size is without them
-	size := f.size()
+	f.refs = nameRefs{} // set by enqueue
+	size := f.sizeBound()
 	c.mu.Lock()
 	for c.err == nil && c.pendingBytes > 0 && c.pendingBytes+size > c.t.cfg.MaxPendingBytes {
 		if c.space == nil {
@@ -315,8 +314,8 @@ func (c *conn) queue(ctx context.Context, f *frame, alone bool) error {
 }
 
 // enqueue appends f to the last batch, or starts a new one when it would
-// grow past MaxBatchBytes. c.mu is held.
-func (c *conn) enqueue(f *frame, size int) {
+// grow past MaxBatchBytes. bound is f.sizeBound(). c.mu is held.
+func (c *conn) enqueue(f *frame, bound int) {
 	// A frame never makes a batch grow: it goes to a new one when the last
 	// one is full (MaxBatchBytes, or its capacity). A new batch comes from
 	// the transport's pool, with room for twice as many bytes as the writer
@@ -326,18 +325,13 @@ func (c *conn) enqueue(f *frame, size int) {
 	// instead copied and cleared it at every step (14% of the CPU of a
 	// one-way benchmark process), and allocating each batch anew was a
 	// third of the bytes that process allocated.
-	// size is f's size with its names as strings; with ids it is mostly
-	// smaller. Adjusting it for the three names, and passing it on to
-	// appendFrameSize, spares two more walks over every field (f.size was
-	// 6.6% of the CPU of a one-way benchmark process when computed three
-	// times per frame).
-	if f.refs = c.dict.refs(f); f.refs != (nameRefs{}) {
-		size += f.refs.sizeDelta(f)
-	}
-	need := size + binary.MaxVarintLen64
+	// The checks use f's bound rather than its size, which is known only
+	// once it is written (see appendFrame): a batch may end a little
+	// before MaxBatchBytes, which costs nothing.
+	f.refs = c.dict.refs(f)
 	n := len(c.batches)
-	if n == 0 || len(*c.batches[n-1])+size > c.t.cfg.MaxBatchBytes || len(*c.batches[n-1])+need > cap(*c.batches[n-1]) {
-		b := c.t.batches.Get(max(need, min(2*c.batchHint, c.t.cfg.MaxBatchBytes)))
+	if n == 0 || len(*c.batches[n-1])+bound > min(c.t.cfg.MaxBatchBytes, cap(*c.batches[n-1])) {
+		b := c.t.batches.Get(max(bound, min(2*c.batchHint, c.t.cfg.MaxBatchBytes)))
 		*b = (*b)[:0]
 		c.batches = append(c.batches, b)
 		n++
@@ -345,7 +339,7 @@ func (c *conn) enqueue(f *frame, size int) {
 	c.framesQueued++
 	b := c.batches[n-1]
 	before := len(*b)
-	*b = appendFrameSize(*b, f, size)
+	*b = appendFrame(*b, f)
 	c.pendingBytes += len(*b) - before
 }
 

@@ -55,6 +55,77 @@ func TestFrameRoundTrip(t *testing.T) {
 	}
 }
 
+// TestFrameLengthPrefixes checks appendFrame's one pass (see appendFrame)
+// on frames around the sizes where it changes course: a length prefix of
+// one byte or more, small content or large. Each frame must encode as its
+// size followed by its fields, after what the batch held already, within
+// sizeBound, and decode back.
+func TestFrameLengthPrefixes(t *testing.T) {
+	var sizes []int
+	for _, around := range []int{0, 100, 128, smallFrameContent, 1 << 14, 1 << 20} {
+		for d := -30; d <= 30; d++ {
+			if around+d >= 0 {
+				sizes = append(sizes, around+d)
+			}
+		}
+	}
+	held := []byte("frames before")
+	for _, n := range sizes {
+		for _, identityLen := range []int{1, 100} {
+			f := frame{typ: frameRequest, id: 7, kind: "pkg.Counter", identity: strings.Repeat("i", identityLen),
+				method: "/pkg.Counter/Add", payload: bytes.Repeat([]byte{0xfe}, n), timeout: time.Second,
+				chain: []actKey{{"pkg.A", "a1"}}, stamp: stamp{client: "node-a", seq: 9}}
+			if n == 0 {
+				f.payload = nil // as decoded
+			}
+			want := appendFrameFields(protowire.AppendVarint(slices.Clone(held), uint64(f.size())), &f)
+			got := appendFrame(slices.Clone(held), &f)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("payload %d, identity %d: one pass wrote %d bytes, unlike the sized encoding (%d bytes)",
+					n, identityLen, len(got), len(want))
+			}
+			if len(got)-len(held) > f.sizeBound() {
+				t.Fatalf("payload %d, identity %d: %d bytes, over sizeBound %d", n, identityLen, len(got)-len(held), f.sizeBound())
+			}
+			var decoded []frame
+			if err := decodeBatch(got[len(held):], func(d *frame) { decoded = append(decoded, *d) }); err != nil {
+				t.Fatalf("payload %d, identity %d: %v", n, identityLen, err)
+			}
+			if len(decoded) != 1 || !reflect.DeepEqual(decoded[0], f) {
+				t.Fatalf("payload %d, identity %d: decoded %d frames, or not the one sent", n, identityLen, len(decoded))
+			}
+		}
+	}
+}
+
+// TestFrameSizeBound checks sizeBound against every sample frame with its
+// names as strings, as definitions of ids and as ids, and against frames
+// whose every field is at its largest.
+func TestFrameSizeBound(t *testing.T) {
+	long := strings.Repeat("n", 300)
+	frames := append(sampleFrames(), frame{typ: frameResponse, id: 1<<64 - 1, kind: long, identity: long, method: long,
+		payload: []byte(long), timeout: time.Duration(1<<63 - 1), code: maxCode, message: long,
+		reason: reasonCount - 1, node: long, chain: []actKey{{long, long}, {"", ""}},
+		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: true, names: true,
+		refs: nameRefs{kind: nameRef{maxNameID, true}, method: nameRef{maxNameID, true}, client: nameRef{maxNameID, true}}})
+	var d nameDict
+	d.on = true
+	for round := range 3 {
+		for i := range frames {
+			f := frames[i]
+			if i < len(frames)-1 {
+				f.refs = nameRefs{}
+				if round > 0 {
+					f.refs = d.refs(&f)
+				}
+			}
+			if got, bound := len(appendFrame(nil, &f)), f.sizeBound(); got > bound {
+				t.Fatalf("round %d, frame %d: %d bytes, over sizeBound %d", round, i, got, bound)
+			}
+		}
+	}
+}
+
 func TestDecodeSkipsUnknownFields(t *testing.T) {
 	b := protowire.AppendTag(nil, fieldType, protowire.VarintType)
 	b = protowire.AppendVarint(b, uint64(frameCancel))
@@ -182,12 +253,13 @@ func TestFrameNameDictionary(t *testing.T) {
 		var batch []byte
 		want := sampleFrames()
 		for i := range want {
-			base := want[i].size()
+			bound := want[i].sizeBound()
 			want[i].refs = d.refs(&want[i])
-			if got, exact := base+want[i].refs.sizeDelta(&want[i]), want[i].size(); got != exact {
-				t.Fatalf("round %d, frame %d: size with ids %d by sizeDelta, %d by size", round, i, got, exact)
-			}
+			before := len(batch)
 			batch = appendFrame(batch, &want[i])
+			if got := len(batch) - before; got > bound {
+				t.Fatalf("round %d, frame %d: %d bytes with ids, over its bound %d", round, i, got, bound)
+			}
 		}
 		sizes[round] = len(batch)
 		var got []frame
