@@ -43,24 +43,31 @@ trap 'rm -f "$bin"' EXIT
 	echo "# GOMAXPROCS=${GOMAXPROCS:-default} GOGC=${GOGC:-default} GOMEMLIMIT=${GOMEMLIMIT:-default}"
 } >"$raw"
 
-# phase NAME ARGS... runs benchmark NAME with ARGS unless BENCH excludes it.
+# phase NAME COUNT ARGS... takes COUNT samples of benchmark NAME with ARGS,
+# unless BENCH excludes it. Each sample is a run of its own, of both peers
+# one after the other, so that the peers' samples alternate: this shared
+# machine's speed drifts by a third within minutes, and -test.count
+# COUNT would take all of protoactor-go's samples before protograin's,
+# each peer in a phase of its own, so that the drift went into the ratio.
 phase() {
-	local name=$1
-	shift
+	local name=$1 count=$2
+	shift 2
 	if [[ $name =~ $BENCH ]]; then
-		"$bin" -test.run '^$' -test.bench "^Benchmark$name\$" "$@" | tee -a "$raw"
+		for _ in $(seq "$count"); do
+			"$bin" -test.run '^$' -test.bench "^Benchmark$name\$" -test.count 1 "$@" | tee -a "$raw"
+		done
 	fi
 }
-phase LocalCalls -test.count "$COUNT" -test.benchtime "$BENCHTIME"
-phase LocalCallsDeadline -test.count "$COUNT" -test.benchtime "$BENCHTIME"
-phase RemoteCalls -test.count "$COUNT" -test.benchtime "$BENCHTIME"
-phase OneWay -test.count "$COUNT" -test.benchtime "$BENCHTIME"
+phase LocalCalls "$COUNT" -test.benchtime "$BENCHTIME"
+phase LocalCallsDeadline "$COUNT" -test.benchtime "$BENCHTIME"
+phase RemoteCalls "$COUNT" -test.benchtime "$BENCHTIME"
+phase OneWay "$COUNT" -test.benchtime "$BENCHTIME"
 # The floor under cross-node calls: raw TCP and bare gRPC round trips.
-phase LoopbackFloor -test.count "$COUNT" -test.benchtime "$BENCHTIME"
+phase LoopbackFloor "$COUNT" -test.benchtime "$BENCHTIME"
 # One sample activates ACTIVATIONS fresh identities.
-phase Activation -test.count "$COUNT" -test.benchtime "${ACTIVATIONS}x"
+phase Activation "$COUNT" -test.benchtime "${ACTIVATIONS}x"
 # One op activates the idle grains and measures; one op per sample.
-phase IdleMemory -test.count "$IDLE_COUNT" -test.benchtime 1x -grains.idle "$IDLE"
+phase IdleMemory "$IDLE_COUNT" -test.benchtime 1x -grains.idle "$IDLE"
 
 # Columns: protoactor first, so that benchstat's "vs base" reads as
 # protograin relative to protoactor-go.
