@@ -3,8 +3,8 @@
 # runtime and protoactor-go, in the same test binary) and prints benchstat
 # tables with the peers side by side, followed by one ratio per benchmark.
 #
-#   bench/run.sh            full run: -count 6, 1,000,000 idle actors
-#   QUICK=1 bench/run.sh    quick run: -count 2, shorter runs, 100,000 idle actors
+#   bench/run.sh            full run: 6 samples, 1,000,000 idle actors
+#   QUICK=1 bench/run.sh    quick run: 2 samples, shorter runs, 100,000 idle actors
 #
 # Further knobs, all optional: COUNT (samples per benchmark), BENCHTIME
 # (-benchtime of the throughput benchmarks), ACTORS (idle actors per peer),
@@ -33,13 +33,20 @@ go test -c -o "$OUT/bench.test" .
 	echo "# COUNT=$COUNT BENCHTIME=$BENCHTIME ACTORS=$ACTORS BENCH=$BENCH"
 } >"$raw"
 
-# Throughput benchmarks: -benchtime decides how many ops each sample has.
-"$OUT/bench.test" -test.run '^$' -test.bench "$BENCH" -test.skip 'IdleMemory' \
-	-test.count "$COUNT" -test.benchtime "$BENCHTIME" | tee -a "$raw"
-
-# Idle memory: one op spawns ACTORS actors, so one op per sample is enough.
-"$OUT/bench.test" -test.run '^$' -test.bench "$BENCH" -test.skip 'PingPong|Request|SpawnStop' \
-	-test.count "$COUNT" -test.benchtime 1x -actors "$ACTORS" | tee -a "$raw"
+# Each sample is a run of the binary of its own, of both peers one after
+# the other, so that the peers' samples alternate: -test.count COUNT would
+# take all of one peer's samples of a benchmark before the other's, and
+# this shared machine's speed drifts by a third within minutes.
+for _ in $(seq "$COUNT"); do
+	# Throughput benchmarks: -benchtime decides how many ops each sample has.
+	"$OUT/bench.test" -test.run '^$' -test.bench "$BENCH" -test.skip 'IdleMemory' \
+		-test.count 1 -test.benchtime "$BENCHTIME" | tee -a "$raw"
+done
+for _ in $(seq "$COUNT"); do
+	# Idle memory: one op spawns ACTORS actors, so one op per sample is enough.
+	"$OUT/bench.test" -test.run '^$' -test.bench "$BENCH" -test.skip 'PingPong|Request|SpawnStop' \
+		-test.count 1 -test.benchtime 1x -actors "$ACTORS" | tee -a "$raw"
+done
 rm "$OUT/bench.test"
 
 # Columns: protoactor first, so benchstat's "vs base" reads as protograin
