@@ -16,7 +16,7 @@
 # BENCH (regexp selecting among LocalCalls, LocalCallsDeadline, RemoteCalls, OneWay,
 # LoopbackFloor, Activation, IdleMemory), OUT (directory for the results, default
 # bench/grains/results/<UTC time>). OUT receives raw.txt (the go test output),
-# benchstat.txt and ratios.txt.
+# benchstat.txt, ratios.txt and paired.txt.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -92,4 +92,7 @@ go tool benchstat -format csv -col "$cols" "$raw" 2>/dev/null | awk -F, '
 		adv = (worse == 0) ? "n/a" : sprintf("%.2fx", better / worse)
 		printf "%-44s %-14s %12.4g %12.4g  %s\n", $1, unit, $2, $4, adv
 	}' | tee "$OUT/ratios.txt"
+# The same ratios taken pair by pair (see paired.awk): a pair's two samples
+# come from one run of the binary, a minute apart at most.
+awk -f paired.awk "$raw" | tee "$OUT/paired.txt"
 echo "results in $(cd "$OUT" && pwd)"
