@@ -14,7 +14,7 @@
 	impl = name
 	sub(/.*\/impl=/, "", impl)
 	sub(/[\/-].*/, "", impl)
-	sub(/\/impl=[^\/]*/, "", name)
+	sub(/\/impl=[^\/-]*/, "", name)
 	sub(/^Benchmark/, "", name)
 	for (i = 3; i < NF; i += 2) {
 		if ($(i + 1) !~ /\/s$/)
