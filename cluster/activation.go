@@ -24,9 +24,15 @@ type hostedKind struct {
 	methods map[string]*hostedMethod
 	idle    time.Duration // negative: never passivate
 	// keySeed is keyHash's state after the kind's name and the separator:
-	// a call hashes only the identity to find its shard (see shardOf).
+	// a call hashes only the identity to find its shard (see keyHash).
 	keySeed uint64
 }
+
+// keyHash is the package's keyHash of the grain (hk's kind, identity),
+// without hashing the kind's name again. The activation table places a
+// grain by it, both when a call looks it up (activations.shardOf) and
+// when a table is rebuilt (actTable.rebuild).
+func (hk *hostedKind) keyHash(identity string) uint64 { return hashString(hk.keySeed, identity) }
 
 type hostedMethod struct {
 	*Method
@@ -246,11 +252,10 @@ func newActivations(n *Node) *activations {
 }
 
 // shardOf returns the part of the table that holds the grain (hk,
-// identity), and the grain's key hash (keyHash), which also places it in
-// the shard's table. The kind's name is not hashed again (see
-// hostedKind.keySeed).
+// identity), and the grain's key hash (hostedKind.keyHash), which also
+// places it in the shard's table.
 func (t *activations) shardOf(hk *hostedKind, identity string) (*actShard, uint64) {
-	h := hashString(hk.keySeed, identity)
+	h := hk.keyHash(identity)
 	return &t.shards[h%actShards], h
 }
 

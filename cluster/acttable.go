@@ -116,7 +116,7 @@ func (t *actTable) rebuild(live int) *actTable {
 	nt := newActTable(live)
 	mask := uint64(len(nt.slots) - 1)
 	t.each(func(a *activation) {
-		i := nt.home(hashString(a.hk.keySeed, a.identity))
+		i := nt.home(a.hk.keyHash(a.identity))
 		for nt.slots[i].Load() != nil {
 			i = (i + 1) & mask
 		}

@@ -360,10 +360,7 @@ func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what strin
 // past DefaultCallTimeout; the method still sees that deadline in its
 // GrainContext. A call with a deadline or cancellation of its own is handed
 // to the grain's worker, so that it can return at its deadline.
-func turnHere(ctx context.Context) bool {
-	_, onlyDefault := ctx.(*deadlineCtx)
-	return onlyDefault
-}
+func turnHere(ctx context.Context) bool { return onlySharedDeadline(ctx) != nil }
 
 // retryOnNextActivation reports whether err says the call met an
 // activation that was being deactivated: get then waits for it to go and
