@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -266,6 +267,79 @@ func TestShutdownHonoursContext(t *testing.T) {
 	close(release)
 	if err := s.Shutdown(ctxTimeout(t)); err != nil {
 		t.Fatalf("Shutdown after release = %v", err)
+	}
+}
+
+// TestShutdownStopsEveryWave checks Shutdown with more actors than it
+// stops at a time (stopWave): all handle what was queued before it, and
+// when ctx ends while one of them blocks, all the others stop anyway.
+func TestShutdownStopsEveryWave(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	entered, release := make(chan struct{}), make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce) // before the System's cleanup, which waits for the actor
+	var handled atomic.Int32
+	refs := make([]*Ref, 3*stopWave+7)
+	for i := range refs {
+		refs[i] = spawnFunc(t, s, func(c *Context) {
+			switch c.Message() {
+			case "block":
+				close(entered)
+				<-release
+			case "m":
+				handled.Add(1)
+			}
+		})
+		if err := refs[i].Send("m"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blocked := refs[len(refs)/2]
+	if err := blocked.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown = %v, want context.Canceled while an actor blocks", err)
+	}
+	for _, r := range refs {
+		if r != blocked {
+			waitClosed(t, r.Done(), "actor stopped after Shutdown gave up")
+		}
+	}
+	select {
+	case <-blocked.Done():
+		t.Fatal("the blocked actor stopped in its handler")
+	default:
+	}
+	releaseOnce()
+	if err := s.Shutdown(ctxTimeout(t)); err != nil {
+		t.Fatalf("Shutdown after release = %v", err)
+	}
+	if n, want := handled.Load(), int32(len(refs)); n != want {
+		t.Fatalf("handled %d messages, want the %d queued before Shutdown", n, want)
+	}
+}
+
+// TestCloseStopsEveryWave checks Close with more actors than it stops at
+// a time: it returns once every one has stopped.
+func TestCloseStopsEveryWave(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	refs := make([]*Ref, 2*stopWave+1)
+	for i := range refs {
+		refs[i] = spawnFunc(t, s, func(c *Context) {})
+	}
+	s.Close()
+	for _, r := range refs {
+		select {
+		case <-r.Done():
+		default:
+			t.Fatal("Close returned before every actor stopped")
+		}
 	}
 }
 

@@ -158,17 +158,8 @@ func (s *System) topShard(r *Ref) *topShard { return &s.top[r.id%topShards] }
 // must not be called from an actor's Receive, which would wait for itself.
 func (s *System) Shutdown(ctx context.Context) error {
 	refs := s.closeTop()
-	for _, r := range refs {
-		r.GracefulStop()
-	}
-	for _, r := range refs {
-		select {
-		case <-r.Done():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
+	defer s.workers.close()
+	return stopInWaves(ctx, refs, (*Ref).GracefulStop)
 }
 
 // Close stops every actor abruptly: each finishes its current message, and
@@ -177,18 +168,60 @@ func (s *System) Shutdown(ctx context.Context) error {
 // be called from an actor's Receive. It is idempotent.
 func (s *System) Close() {
 	refs := s.closeTop()
-	for _, r := range refs {
-		r.Stop()
+	defer s.workers.close()
+	_ = stopInWaves(context.Background(), refs, (*Ref).Stop) // Background never ends
+}
+
+// stopWave is how many top-level actors Shutdown and Close stop at a time.
+//
+// Stopping them all at once scheduled them all at once: the parked workers
+// were soon taken, and nearly every actor's stop started a goroutine and
+// grew its stack. In waves the stops run on the parked workers, which
+// Shutdown and Close keep until they return. Shutting down 100,000 idle
+// actors took 2.94 µs per actor with up to 8,900 goroutines at once, and
+// takes 2.08 µs with up to 1,040 (BenchmarkShutdown; waves of 64 to 4,096
+// all read about the same).
+const stopWave = 1024
+
+// stopInWaves applies stop to refs, at most stopWave at a time: before the
+// i-th, it waits until the (i-stopWave)-th is done. It returns when all
+// are done, or with ctx.Err() when ctx ends first, after it has applied
+// stop to the rest: they keep stopping.
+func stopInWaves(ctx context.Context, refs []*Ref, stop func(*Ref) <-chan struct{}) error {
+	var wave [stopWave]<-chan struct{} // the Done channels of the last stopWave stops
+	for i, r := range refs {
+		if i >= stopWave {
+			if err := waitDone(ctx, wave[i%stopWave]); err != nil {
+				for _, r := range refs[i:] {
+					stop(r)
+				}
+				return err
+			}
+		}
+		wave[i%stopWave] = stop(r)
 	}
-	for _, r := range refs {
-		<-r.Done()
+	for _, done := range wave[:min(len(refs), stopWave)] {
+		if err := waitDone(ctx, done); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitDone waits until done is closed or ctx ends, and returns ctx.Err()
+// then.
+func waitDone(ctx context.Context, done <-chan struct{}) error {
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
 // closeTop refuses further spawns and returns the live top-level actors.
 func (s *System) closeTop() []*Ref {
 	s.closed.Store(true)
-	s.workers.close()
 	return s.topWhere(func(*Ref) bool { return true })
 }
 
