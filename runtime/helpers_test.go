@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -180,4 +181,18 @@ func (c *fakeClock) Pending() int {
 		}
 	}
 	return n
+}
+
+// blockOrCount returns a handler that, on "block", closes entered and waits
+// until release is closed, and counts every "m" in handled.
+func blockOrCount(entered, release chan struct{}, handled *atomic.Int32) func(c *Context) {
+	return func(c *Context) {
+		switch c.Message() {
+		case "block":
+			close(entered)
+			<-release
+		case "m":
+			handled.Add(1)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -55,15 +56,7 @@ func TestGracefulStopDrainsAbruptStopDoesNot(t *testing.T) {
 			s := newTestSystem(t, Config{})
 			entered, release := make(chan struct{}), make(chan struct{})
 			var handled atomic.Int32
-			r := spawnFunc(t, s, func(c *Context) {
-				switch c.Message() {
-				case "block":
-					close(entered)
-					<-release
-				case "m":
-					handled.Add(1)
-				}
-			})
+			r := spawnFunc(t, s, blockOrCount(entered, release, &handled))
 			if err := r.Send("block"); err != nil {
 				t.Fatal(err)
 			}
@@ -132,15 +125,7 @@ func TestAbruptStopOvertakesGraceful(t *testing.T) {
 	s := newTestSystem(t, Config{})
 	entered, release := make(chan struct{}), make(chan struct{})
 	var handled atomic.Int32
-	r := spawnFunc(t, s, func(c *Context) {
-		switch c.Message() {
-		case "block":
-			close(entered)
-			<-release
-		case "m":
-			handled.Add(1)
-		}
-	})
+	r := spawnFunc(t, s, blockOrCount(entered, release, &handled))
 	if err := r.Send("block"); err != nil {
 		t.Fatal(err)
 	}
@@ -245,57 +230,34 @@ func TestShutdownDrainsAndRefusesSpawns(t *testing.T) {
 	s.Close()
 }
 
+// TestShutdownHonoursContext checks that Shutdown returns ctx's error when
+// ctx ends while an actor blocks, and that every other actor stops anyway,
+// having handled what was queued before: with one actor, and with more
+// than Shutdown stops at a time (stopWave), the blocked one in the middle.
 func TestShutdownHonoursContext(t *testing.T) {
 	t.Parallel()
-	s := newTestSystem(t, Config{})
-	entered, release := make(chan struct{}), make(chan struct{})
-	r := spawnFunc(t, s, func(c *Context) {
-		if c.Message() == "block" {
-			close(entered)
-			<-release
-		}
-	})
-	if err := r.Send("block"); err != nil {
-		t.Fatal(err)
-	}
-	<-entered
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Shutdown = %v, want context.Canceled", err)
-	}
-	close(release)
-	if err := s.Shutdown(ctxTimeout(t)); err != nil {
-		t.Fatalf("Shutdown after release = %v", err)
+	for _, n := range []int{1, 3*stopWave + 7} {
+		t.Run(fmt.Sprintf("actors=%d", n), func(t *testing.T) {
+			t.Parallel()
+			testShutdownGivesUp(t, n)
+		})
 	}
 }
 
-// TestShutdownStopsEveryWave checks Shutdown with more actors than it
-// stops at a time (stopWave): all handle what was queued before it, and
-// when ctx ends while one of them blocks, all the others stop anyway.
-func TestShutdownStopsEveryWave(t *testing.T) {
-	t.Parallel()
+func testShutdownGivesUp(t *testing.T, n int) {
 	s := newTestSystem(t, Config{})
 	entered, release := make(chan struct{}), make(chan struct{})
 	releaseOnce := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(releaseOnce) // before the System's cleanup, which waits for the actor
 	var handled atomic.Int32
-	refs := make([]*Ref, 3*stopWave+7)
+	refs := make([]*Ref, n)
 	for i := range refs {
-		refs[i] = spawnFunc(t, s, func(c *Context) {
-			switch c.Message() {
-			case "block":
-				close(entered)
-				<-release
-			case "m":
-				handled.Add(1)
-			}
-		})
+		refs[i] = spawnFunc(t, s, blockOrCount(entered, release, &handled))
 		if err := refs[i].Send("m"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	blocked := refs[len(refs)/2]
+	blocked := refs[n/2]
 	if err := blocked.Send("block"); err != nil {
 		t.Fatal(err)
 	}
@@ -319,8 +281,8 @@ func TestShutdownStopsEveryWave(t *testing.T) {
 	if err := s.Shutdown(ctxTimeout(t)); err != nil {
 		t.Fatalf("Shutdown after release = %v", err)
 	}
-	if n, want := handled.Load(), int32(len(refs)); n != want {
-		t.Fatalf("handled %d messages, want the %d queued before Shutdown", n, want)
+	if got := handled.Load(); got != int32(n) {
+		t.Fatalf("handled %d messages, want the %d queued before Shutdown", got, n)
 	}
 }
 

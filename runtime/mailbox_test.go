@@ -166,17 +166,7 @@ func TestBoundedMailboxFail(t *testing.T) {
 	var handled atomic.Int32
 	r := spawn(t, s, Props{
 		Mailbox: MailboxConfig{Capacity: 2, Overflow: MailboxFail},
-		New: func() Actor {
-			return ActorFunc(func(c *Context) {
-				switch c.Message() {
-				case "block":
-					close(entered)
-					<-release
-				case "m":
-					handled.Add(1)
-				}
-			})
-		},
+		New:     func() Actor { return ActorFunc(blockOrCount(entered, release, &handled)) },
 	})
 	if err := r.Send("block"); err != nil {
 		t.Fatal(err)
@@ -211,17 +201,7 @@ func TestBoundedMailboxBlock(t *testing.T) {
 	var handled atomic.Int32
 	r := spawn(t, s, Props{
 		Mailbox: MailboxConfig{Capacity: 1},
-		New: func() Actor {
-			return ActorFunc(func(c *Context) {
-				switch c.Message() {
-				case "block":
-					close(entered)
-					<-release
-				case "m":
-					handled.Add(1)
-				}
-			})
-		},
+		New:     func() Actor { return ActorFunc(blockOrCount(entered, release, &handled)) },
 	})
 	if err := r.Send("block"); err != nil {
 		t.Fatal(err)
