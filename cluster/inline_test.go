@@ -85,6 +85,55 @@ func TestLocalCallWithoutDeadlineReturnsWithItsMethod(t *testing.T) {
 	}
 }
 
+// TestWithTurnOnCallerReturnsWithItsMethod checks WithTurnOnCaller: a
+// local call under a deadline to an idle grain runs the method on the
+// caller, so a method that ignores its context holds the call past its
+// deadline and the call returns the method's answer; a call with the
+// option to the grain while it is busy still ends at its deadline.
+func TestWithTurnOnCallerReturnsWithItsMethod(t *testing.T) {
+	t.Parallel()
+	const timeout = 100 * time.Millisecond
+	nodes, hs := echoCluster(t, 1, 0, nil)
+	n, h := nodes[0], hs[nodes[0].Name()]
+	add(t, n, "held", 1) // activated, and idle again
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	type result struct {
+		resp string
+		err  error
+	}
+	held := make(chan result, 1)
+	go func() {
+		resp, err := n.Invoke(ctx, stringCall(methodHold, "held", ""), WithTurnOnCaller())
+		r := result{err: err}
+		if err == nil {
+			r.resp = resp.(*wrapperspb.StringValue).GetValue()
+		}
+		held <- r
+	}()
+	receive(t, h.entered, "the held call to enter the method")
+
+	busy, cancelBusy := context.WithTimeout(context.Background(), timeout/2)
+	defer cancelBusy()
+	if _, err := n.Invoke(busy, addCall("held", 1), WithTurnOnCaller()); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("call to the busy grain: code = %v (%v), want DeadlineExceeded", status.Code(err), err)
+	}
+
+	// Released only after its deadline, the held method answers its
+	// caller. A call handed to the worker would have returned
+	// DeadlineExceeded at the deadline, with no reply yet to take.
+	<-ctx.Done()
+	h.releaseHeld()
+	r := receive(t, held, "the held call to return")
+	if r.err != nil || r.resp != "deadline:true" {
+		t.Fatalf("held call = %q, %v; want the method's deadline:true and no error", r.resp, r.err)
+	}
+	if got := add(t, n, "held", 1); got != 2 {
+		t.Fatalf("total = %d, want 2 (the call to the busy grain must not have run)", got)
+	}
+}
+
 // TestPeerCallEndsAtItsDeadlineWhileTheMethodRuns checks the other side of
 // a served request running its grain's turn on the goroutine that serves
 // it: the caller, on another node, still returns at its deadline while a

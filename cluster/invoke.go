@@ -21,7 +21,8 @@ import (
 // without a deadline gets Config.DefaultCallTimeout. A local call whose
 // context can never end (no deadline, no cancellation) may run the grain's
 // method on the caller's goroutine: it then returns when the method does,
-// even past DefaultCallTimeout (the method sees that deadline). A call
+// even past DefaultCallTimeout (the method sees that deadline); so may any
+// local call made WithTurnOnCaller. A call
 // that activates a grain of this node runs its OnActivate on the caller's
 // goroutine (see Activator).
 //
@@ -40,12 +41,7 @@ func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto
 // first), or by no grain if chain is empty, stamped st unless st is zero
 // or an option says otherwise.
 func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, opts []CallOption) (proto.Message, error) {
-	var cc callConfig
-	for _, o := range opts {
-		if o != nil {
-			cc = o.applyCall(cc)
-		}
-	}
+	cc := applyCallOptions(opts)
 	if call.Request == nil || call.NewResponse == nil {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: call to %s/%s %s needs Request and NewResponse",
 			call.Kind, call.Identity, call.Method)
@@ -64,7 +60,7 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 		ctx, cancel = n.deadlines.with(ctx)
 		defer cancel()
 	}
-	r := remoteCall{call: call, chain: chain, stamp: st}
+	r := remoteCall{call: call, chain: chain, stamp: st, turnOnCaller: cc.turnOnCaller}
 	backoff := n.cfg.RetryBackoff
 	for {
 		resp, err := n.invokeOnce(ctx, &r)
@@ -84,11 +80,12 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 
 // remoteCall is a call with its request encoded once for all attempts.
 type remoteCall struct {
-	call    Call     // a copy, so that the caller's Call does not escape
-	chain   []actKey // the grains waiting on this call, outermost first
-	stamp   stamp
-	payload []byte
-	encoded bool
+	call         Call     // a copy, so that the caller's Call does not escape
+	chain        []actKey // the grains waiting on this call, outermost first
+	stamp        stamp
+	turnOnCaller bool // WithTurnOnCaller: a local call runs an idle grain's turn here
+	payload      []byte
+	encoded      bool
 }
 
 // pause waits d before a retry; it reports false if ctx ended or the node
@@ -117,7 +114,7 @@ func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, er
 		return nil, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
 	}
 	if owner.Name == n.name {
-		return n.serveLocal(ctx, call, r.chain, r.stamp)
+		return n.serveLocal(ctx, call, r.chain, r.stamp, r.turnOnCaller || turnHere(ctx))
 	}
 	return n.invokeRemote(ctx, owner, r)
 }
@@ -164,9 +161,10 @@ func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (
 }
 
 // serveLocal runs a call to a grain this node owns, passing the request
-// message through without copying it. A reply the grain recorded earlier
-// for the call's stamp is decoded into a new response.
-func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st stamp) (proto.Message, error) {
+// message through without copying it, on the caller's goroutine if runHere
+// and the grain is idle. A reply the grain recorded earlier for the call's
+// stamp is decoded into a new response.
+func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st stamp, runHere bool) (proto.Message, error) {
 	ticket, ok := n.calls.enter()
 	if !ok {
 		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
@@ -179,7 +177,7 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st st
 	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
 	}
-	resp, raw, err := n.callGrain(ctx, hk, m, call.Identity, call.Request, chain, st, turnHere(ctx))
+	resp, raw, err := n.callGrain(ctx, hk, m, call.Identity, call.Request, chain, st, runHere)
 	if err != nil || resp != nil {
 		return resp, err
 	}
@@ -359,7 +357,8 @@ func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what strin
 // it, see deadlines.with). Such a call returns when the method does, even
 // past DefaultCallTimeout; the method still sees that deadline in its
 // GrainContext. A call with a deadline or cancellation of its own is handed
-// to the grain's worker, so that it can return at its deadline.
+// to the grain's worker, so that it can return at its deadline, unless it
+// was made WithTurnOnCaller.
 func turnHere(ctx context.Context) bool { return onlySharedDeadline(ctx) != nil }
 
 // retryOnNextActivation reports whether err says the call met an

@@ -57,12 +57,7 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // fails with ErrBadRequest if it is given. WithoutRetry changes nothing.
 // call.NewResponse is not used.
 func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
-	var cc callConfig
-	for _, o := range opts {
-		if o != nil {
-			cc = o.applyCall(cc)
-		}
-	}
+	cc := applyCallOptions(opts)
 	if cc.stamp != (stamp{}) {
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: WithCallID does not apply to one-way messages",
 			call.Kind, call.Identity, call.Method)

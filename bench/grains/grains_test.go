@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/protograin/protograin/cluster"
 )
 
 // idleCounts lists the idle grain counts BenchmarkIdleMemory measures; a
@@ -81,13 +83,27 @@ func BenchmarkLocalCallsDeadline(b *testing.B) {
 	benchLocalCalls(b, ctx)
 }
 
+// BenchmarkLocalCallsTurnOnCaller is BenchmarkLocalCallsDeadline with
+// protograin's calls made cluster.WithTurnOnCaller: a caller that accepts
+// returning late from a grain method that ignores its context runs an idle
+// grain's turn itself, deadline or not. protoactor-go's calls are the same
+// as in the other two.
+func BenchmarkLocalCallsTurnOnCaller(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	benchLocalCalls(b, ctx, cluster.WithTurnOnCaller())
+}
+
 // benchLocalCalls runs the local call benchmarks on every peer, each call
-// with ctx.
-func benchLocalCalls(b *testing.B, ctx context.Context) {
+// with ctx, and protograin's with opts.
+func benchLocalCalls(b *testing.B, ctx context.Context, opts ...cluster.CallOption) {
 	forEachPeer(b, func(b *testing.B, p peer) {
 		n, err := p.local(b)
 		if err != nil {
 			b.Fatal(err)
+		}
+		if pn, ok := n.(*protograinNode); ok {
+			pn.callOpts = opts
 		}
 		clients, err := warm(ctx, n, "local", warmIdentities)
 		if err != nil {

@@ -105,12 +105,14 @@ type protograinNode struct {
 	joined bool
 	// current is the one-way exchange in progress, for the pinger grain.
 	current atomic.Pointer[oneWayRun]
+	// callOpts are the options of the calls of client's functions.
+	callOpts []cluster.CallOption
 }
 
 func (n *protograinNode) client(ctx context.Context, identity string) func() error {
 	c := protograinpb.NewCounterClient(n.node, identity)
 	return func() error {
-		_, err := c.Add(ctx, &protograinpb.AddRequest{Delta: 1})
+		_, err := c.Add(ctx, &protograinpb.AddRequest{Delta: 1}, n.callOpts...)
 		return err
 	}
 }

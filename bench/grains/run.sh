@@ -13,8 +13,9 @@
 # (-benchtime of the call and one-way benchmarks), ACTIVATIONS (fresh
 # identities per activation sample), IDLE (comma-separated idle grain
 # counts), IDLE_COUNT (samples per idle count; default 2, 1 when quick),
-# BENCH (regexp selecting among LocalCalls, LocalCallsDeadline, RemoteCalls, OneWay,
-# LoopbackFloor, Activation, IdleMemory), OUT (directory for the results, default
+# BENCH (regexp selecting among LocalCalls, LocalCallsDeadline,
+# LocalCallsTurnOnCaller, RemoteCalls, OneWay, LoopbackFloor, Activation,
+# IdleMemory), OUT (directory for the results, default
 # bench/grains/results/<UTC time>). OUT receives raw.txt (the go test output),
 # benchstat.txt, ratios.txt and paired.txt.
 set -euo pipefail
@@ -60,6 +61,7 @@ phase() {
 }
 phase LocalCalls "$COUNT" -test.benchtime "$BENCHTIME"
 phase LocalCallsDeadline "$COUNT" -test.benchtime "$BENCHTIME"
+phase LocalCallsTurnOnCaller "$COUNT" -test.benchtime "$BENCHTIME"
 phase RemoteCalls "$COUNT" -test.benchtime "$BENCHTIME"
 phase OneWay "$COUNT" -test.benchtime "$BENCHTIME"
 # The floor under cross-node calls: raw TCP and bare gRPC round trips.
