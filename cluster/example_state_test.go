@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -36,12 +35,7 @@ func piggyBankKind() *cluster.Kind {
 func ExampleWithCallID() {
 	store := memstore.New() // every node of a cluster shares one store
 	defer store.Close()
-	cfg := cluster.DefaultConfig()
-	cfg.BindAddr = "127.0.0.1:0"
-	cfg.GRPCAddr = "127.0.0.1:0"
-	cfg.Gossip = cluster.GossipLocal
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Kinds = []*cluster.Kind{piggyBankKind()}
+	cfg := exampleConfig(piggyBankKind())
 	cfg.Store = store
 
 	ctx := context.Background()
@@ -87,12 +81,7 @@ func (a *alarm) OnReminder(ctx cluster.GrainContext, name string) error {
 
 func ExampleRegisterReminder() {
 	rang := make(chan string, 1)
-	cfg := cluster.DefaultConfig()
-	cfg.BindAddr = "127.0.0.1:0"
-	cfg.GRPCAddr = "127.0.0.1:0"
-	cfg.Gossip = cluster.GossipLocal
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Kinds = []*cluster.Kind{{
+	cfg := exampleConfig(&cluster.Kind{
 		Name: "example.Alarm",
 		New:  func(string) any { return &alarm{rang: rang} },
 		Methods: []cluster.Method{{
@@ -102,7 +91,7 @@ func ExampleRegisterReminder() {
 				return req, nil
 			},
 		}},
-	}}
+	})
 
 	ctx := context.Background()
 	node, err := cluster.Start(ctx, cfg)
