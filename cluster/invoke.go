@@ -22,9 +22,8 @@ import (
 // context can never end (no deadline, no cancellation) may run the grain's
 // method on the caller's goroutine: it then returns when the method does,
 // even past DefaultCallTimeout (the method sees that deadline); so may any
-// local call made WithTurnOnCaller. A call
-// that activates a grain of this node runs its OnActivate on the caller's
-// goroutine (see Activator).
+// local call made WithTurnOnCaller. A call that activates a grain of this
+// node runs its OnActivate on the caller's goroutine (see Activator).
 //
 // Every call carries a stamp, (client ID, sequence number), fixed before
 // the first attempt so that retries reuse it: the node's Config.ClientID

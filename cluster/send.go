@@ -54,8 +54,9 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // An owner that cannot deliver a message it received (it does not know the
 // method, or no longer owns the grain) logs it and drops it. WithCallID
 // does not apply to one-way messages, which are not deduplicated: Send
-// fails with ErrBadRequest if it is given. WithoutRetry changes nothing.
-// call.NewResponse is not used.
+// fails with ErrBadRequest if it is given. WithoutRetry and
+// WithTurnOnCaller change nothing: a one-way message to a grain of this
+// node waits in its mailbox for its worker. call.NewResponse is not used.
 func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 	cc := applyCallOptions(opts)
 	if cc.stamp != (stamp{}) {
