@@ -21,6 +21,7 @@ import (
 // hostedKind is a Kind this node hosts, with its methods indexed.
 type hostedKind struct {
 	*Kind
+	n       *Node // the node that hosts it
 	methods map[string]*hostedMethod
 	idle    time.Duration // negative: never passivate
 	// keySeed is keyHash's state after the kind's name and the separator:
@@ -39,8 +40,8 @@ type hostedMethod struct {
 	request protoreflect.FullName // the request type, to check local calls
 }
 
-func newHostedKind(k *Kind) *hostedKind {
-	hk := &hostedKind{Kind: k, methods: make(map[string]*hostedMethod, len(k.Methods)), idle: k.IdleTimeout}
+func newHostedKind(n *Node, k *Kind) *hostedKind {
+	hk := &hostedKind{Kind: k, n: n, methods: make(map[string]*hostedMethod, len(k.Methods)), idle: k.IdleTimeout}
 	if hk.idle == 0 {
 		hk.idle = DefaultIdleTimeout
 	}
@@ -62,11 +63,11 @@ type actKey struct{ kind, identity string }
 // which makes new calls wait on gone; runs OnDeactivate on its actor; stops;
 // leaves the table and closes gone.
 //
-// An idle grain costs its activation, so the struct is kept small (112
+// An idle grain costs its activation, so the struct is kept small (96
 // bytes, a size class): what only activating or deactivating grains need
 // lives elsewhere (activating; gone is made by the first call that waits),
-// the shard is found again from the key, and the runtime.Actor is a field
-// rather than an object of its own.
+// the shard is found again from the key, and the runtime.Actor is the
+// activation itself (see grainActor).
 type activation struct {
 	// identity and hk are the grain's key (see key): its kind's name is
 	// hk.Name, not kept twice.
@@ -82,8 +83,6 @@ type activation struct {
 	// go: an idle grain keeps no channel. Failure leaves it, with the
 	// error, for the calls that still hold a.
 	pending atomic.Pointer[activating]
-	// actor is the runtime.Actor the grain's actor runs, made with a.
-	actor grainActor
 
 	// calls counts the calls between get and release, and has the
 	// callsClosed bit while the activation is deactivating (see enter).
@@ -290,7 +289,6 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 		a := tab.find(h, hk, identity)
 		if a == nil {
 			a = &activation{identity: identity, hk: hk}
-			a.actor = grainActor{n: t.n, a: a}
 			a.pending.Store(new(activating))
 			a.calls.Store(1)
 			sh.tab.Store(tab.insert(h, a))
@@ -442,7 +440,7 @@ func (t *activations) newGrain(ctx context.Context, a *activation) (err error) {
 }
 
 // newActor returns the activation's actor (runtime.Props.New).
-func (a *activation) newActor() runtime.Actor { return &a.actor }
+func (a *activation) newActor() runtime.Actor { return (*grainActor)(a) }
 
 // touchState returns the activation's state, making it if the activation
 // has none yet (see grainState): an empty Buffer at the zero version, which
@@ -717,14 +715,20 @@ type deactivateMsg struct{}
 // the caller retries them on the next activation.
 var errDeactivated = errors.New("cluster: activation deactivated")
 
-// grainActor runs one activation's calls, one at a time. A restart after a
-// panic makes a new grainActor around the same grain value: the grain keeps
-// its fields (the panicking call's changes to them are not rolled back),
-// while its durable state drops the call's buffered changes.
-type grainActor struct {
-	n *Node
-	a *activation
-}
+// grainActor is an activation seen as its actor: its methods run one call
+// at a time, on the actor's turn. It is the activation itself, not a value
+// of its own, so that an idle grain does not keep a second object (or 16
+// bytes of pointers back to its node and activation). A restart after a
+// panic runs the same grainActor around the same grain value: the grain
+// keeps its fields (the panicking call's changes to them are not rolled
+// back), while its durable state drops the call's buffered changes.
+type grainActor activation
+
+// act returns the activation g is.
+func (g *grainActor) act() *activation { return (*activation)(g) }
+
+// node returns the node that hosts g.
+func (g *grainActor) node() *Node { return g.hk.n }
 
 // Receive implements runtime.Actor.
 func (g *grainActor) Receive(c *runtime.Context) {
@@ -760,9 +764,9 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 	}
 	tracked := !m.method.ReadOnly && m.gctx.stamp.seq != 0
 	if tracked {
-		reply, seen, err := g.a.state.seen(m.gctx.stamp)
+		reply, seen, err := g.state.seen(m.gctx.stamp)
 		if err != nil {
-			c.RespondError(staleCallError(g.a.key(), err))
+			c.RespondError(staleCallError(g.act().key(), err))
 			return
 		}
 		if seen {
@@ -776,11 +780,11 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 		reply, err = g.commit(m, resp, tracked)
 	}
 	// The method may have made the state (touchState): read it again.
-	if ferr := g.a.state.failure(); ferr != nil {
+	if ferr := g.state.failure(); ferr != nil {
 		// A commit failed during or after the call: its error says more
 		// than whatever the grain made of it, and the activation goes.
 		err = ferr
-		g.n.acts.retire(g.a)
+		g.node().acts.retire(g.act())
 	}
 	if err != nil {
 		c.RespondError(err)
@@ -791,30 +795,30 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 
 // usable reports whether the activation may still run calls.
 func (g *grainActor) usable() bool {
-	return !g.a.deactivated.Load() && g.a.state.failure() == nil
+	return !g.deactivated.Load() && g.state.failure() == nil
 }
 
 // run calls the method. A call that fails, returns no response or panics
 // leaves no change in the state.
 func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
-	g.a.state.begin()
+	g.state.begin()
 	done := false
 	defer func() {
 		if !done { // a panic: the actor's supervisor takes it from here
-			g.a.state.rollback()
+			g.state.rollback()
 		}
 	}()
 	gc := &m.gctx
-	gc.n, gc.a = g.n, g.a
+	gc.n, gc.a = g.node(), g.act()
 	gc.inner.Store(0)
-	resp, err = m.method.Handle(g.a.grain, gc, m.req)
+	resp, err = m.method.Handle(g.grain, gc, m.req)
 	done = true
 	if err == nil && resp == nil {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
-			m.method.Name, g.a.hk.Name, g.a.identity)
+			m.method.Name, g.hk.Name, g.identity)
 	}
 	if err != nil {
-		g.a.state.rollback()
+		g.state.rollback()
 	}
 	return resp, err
 }
@@ -825,7 +829,7 @@ func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
 // send. A call that changed nothing records nothing: running it again is
 // harmless to state.
 func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any, error) {
-	st := g.a.state
+	st := g.state
 	if err := st.failure(); err != nil { // a Flush by the grain failed
 		st.rollback()
 		return nil, err
@@ -843,14 +847,14 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 		if raw, err = marshalDeterministic(resp); err != nil {
 			st.rollback()
 			return nil, newError(codes.Internal, ErrBadResponse, "cluster: encode the response of %s/%s %s: %v",
-				g.a.hk.Name, g.a.identity, m.method.Name, err)
+				g.hk.Name, g.identity, m.method.Name, err)
 		}
 		if err := st.buf.Record(m.gctx.stamp.client, m.gctx.stamp.seq, raw); err != nil {
 			st.rollback()
-			return nil, staleCallError(g.a.key(), err)
+			return nil, staleCallError(g.act().key(), err)
 		}
 	}
-	if g.a.hk.Flush == FlushAfterCall {
+	if g.hk.Flush == FlushAfterCall {
 		if err := g.flushAfter(m.gctx.Context); err != nil {
 			return nil, err
 		}
@@ -868,11 +872,11 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 // can learn the outcome by retrying with the same call ID. It ends instead
 // after Config.CommitTimeout, or when the node closes.
 func (g *grainActor) flushAfter(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.n.cfg.CommitTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.node().cfg.CommitTimeout)
 	defer cancel()
-	stop := context.AfterFunc(g.n.life, cancel)
+	stop := context.AfterFunc(g.node().life, cancel)
 	defer stop()
-	return g.a.state.flush(ctx)
+	return g.state.flush(ctx)
 }
 
 // remind delivers a reminder to the grain's OnReminder, then commits what
@@ -883,37 +887,37 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 		c.RespondError(errDeactivated)
 		return
 	}
-	r, ok := g.a.grain.(ReminderReceiver)
+	r, ok := g.grain.(ReminderReceiver)
 	if !ok {
 		c.RespondError(fmt.Errorf("cluster: grain kind %q does not implement ReminderReceiver; reminder %q cannot be delivered",
-			g.a.hk.Name, m.name))
+			g.hk.Name, m.name))
 		return
 	}
-	g.a.state.begin()
+	g.state.begin()
 	done := false
 	defer func() {
 		if !done {
-			g.a.state.rollback()
+			g.state.rollback()
 		}
 	}()
-	err := r.OnReminder(g.n.grainContext(m.ctx, g.a, nil, stamp{}), m.name)
+	err := r.OnReminder(g.node().grainContext(m.ctx, g.act(), nil, stamp{}), m.name)
 	done = true
-	st := g.a.state // OnReminder may have made it (touchState)
+	st := g.state // OnReminder may have made it (touchState)
 	if err == nil {
 		err = st.failure()
 	}
 	if err == nil {
 		err = st.sync()
 	}
-	if err == nil && g.a.hk.Flush == FlushAfterCall {
+	if err == nil && g.hk.Flush == FlushAfterCall {
 		err = g.flushAfter(m.ctx)
 	}
 	if err != nil {
 		st.rollback()
 		if st.failure() != nil {
-			g.n.acts.retire(g.a)
+			g.node().acts.retire(g.act())
 		}
-		c.RespondError(fmt.Errorf("cluster: reminder %q of grain %s/%s: %w", m.name, g.a.hk.Name, g.a.identity, err))
+		c.RespondError(fmt.Errorf("cluster: reminder %q of grain %s/%s: %w", m.name, g.hk.Name, g.identity, err))
 		return
 	}
 	c.Respond(struct{}{})
@@ -923,13 +927,13 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 // flush modes), even if the hook failed. An activation whose commit failed
 // earlier commits nothing: its state is stale or uncertain.
 func (g *grainActor) onDeactivate(c *runtime.Context) {
-	g.a.deactivated.Store(true)
-	ctx, cancel := context.WithTimeout(context.Background(), g.n.cfg.DeactivateTimeout)
+	g.deactivated.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), g.node().cfg.DeactivateTimeout)
 	defer cancel()
 	var hookErr error
-	if d, ok := g.a.grain.(Deactivator); ok {
-		if err := d.OnDeactivate(g.n.grainContext(ctx, g.a, nil, stamp{})); err != nil {
-			hookErr = fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.a.hk.Name, g.a.identity, err)
+	if d, ok := g.grain.(Deactivator); ok {
+		if err := d.OnDeactivate(g.node().grainContext(ctx, g.act(), nil, stamp{})); err != nil {
+			hookErr = fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.hk.Name, g.identity, err)
 		}
 	}
 	if err := errors.Join(hookErr, g.flushOnDeactivate(ctx)); err != nil {
@@ -941,7 +945,7 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 
 // flushOnDeactivate commits the activation's last changes.
 func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
-	st := g.a.state
+	st := g.state
 	if st.failure() != nil {
 		st.discard()
 		return nil
@@ -951,7 +955,7 @@ func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
 		err = st.flush(ctx)
 	}
 	if err != nil {
-		return fmt.Errorf("cluster: flush the state of %s/%s on deactivation: %w", g.a.hk.Name, g.a.identity, err)
+		return fmt.Errorf("cluster: flush the state of %s/%s on deactivation: %w", g.hk.Name, g.identity, err)
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ func tableGrain(hk *hostedKind, identity string) (*activation, uint64) {
 // it again, checking every key after each step: the table grows, probes
 // past tombstones, and shrinks.
 func TestActTableInsertFindRemove(t *testing.T) {
-	kinds := []*hostedKind{newHostedKind(&Kind{Name: "a"}), newHostedKind(&Kind{Name: "b"})}
+	kinds := []*hostedKind{newHostedKind(nil, &Kind{Name: "a"}), newHostedKind(nil, &Kind{Name: "b"})}
 	const n = 2000
 	type entry struct {
 		a *activation
@@ -91,7 +91,7 @@ func TestActTableInsertFindRemove(t *testing.T) {
 // growing and shrinking the table: every lookup finds its own activation.
 // Run it with -race.
 func TestActTableConcurrentFind(t *testing.T) {
-	hk := newHostedKind(&Kind{Name: "k"})
+	hk := newHostedKind(nil, &Kind{Name: "k"})
 	var sh actShard
 	sh.tab.Store(newActTable(0))
 	stable := make([]*activation, 64)
@@ -154,7 +154,7 @@ func TestActTableConcurrentFind(t *testing.T) {
 // since the sweep looked, a call cannot count in once it is closed, and
 // calls in flight count out as before.
 func TestActivationCloses(t *testing.T) {
-	a, _ := tableGrain(newHostedKind(&Kind{Name: "k"}), "g")
+	a, _ := tableGrain(newHostedKind(nil, &Kind{Name: "k"}), "g")
 	if !a.enter() || a.idle() {
 		t.Fatal("an open activation refused a call, or is idle with a call in")
 	}

@@ -849,10 +849,10 @@ func TestPassivationWaitsIdleTimeout(t *testing.T) {
 }
 
 // TestActivationSize keeps an activation, what every idle grain costs the
-// node, in the 112-byte size class (see activation).
+// node, in the 96-byte size class (see activation).
 func TestActivationSize(t *testing.T) {
-	if got := unsafe.Sizeof(activation{}); got > 112 {
-		t.Errorf("an activation is %d bytes, want at most 112", got)
+	if got := unsafe.Sizeof(activation{}); got > 96 {
+		t.Errorf("an activation is %d bytes, want at most 96", got)
 	}
 }
 

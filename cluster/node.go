@@ -78,7 +78,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, k := range cfg.Kinds {
-		n.kinds[k.Name] = newHostedKind(k)
+		n.kinds[k.Name] = newHostedKind(n, k)
 	}
 	n.clientID = cfg.ClientID
 	n.deadlines = newDeadlines(cfg.DefaultCallTimeout)

@@ -118,7 +118,7 @@ func BenchmarkPlacementOwner(b *testing.B) {
 func TestShardOfHashesTheKey(t *testing.T) {
 	tbl := newActivations(nil)
 	for _, kind := range []string{"", "a", "pkg.v1.Counter"} {
-		hk := newHostedKind(&Kind{Name: kind})
+		hk := newHostedKind(nil, &Kind{Name: kind})
 		for i := range 200 {
 			id := fmt.Sprint("grain-", i)
 			sh, h := tbl.shardOf(hk, id)

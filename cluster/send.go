@@ -333,28 +333,28 @@ func (m *oneWayCall) AfterFunc(f func()) func() bool {
 func (m *oneWayCall) String() string { return "cluster.oneWayCall(" + m.method.Name + ")" }
 
 // Kind implements GrainContext.
-func (m *oneWayCall) Kind() string { return m.g.a.hk.Name }
+func (m *oneWayCall) Kind() string { return m.g.hk.Name }
 
 // Identity implements GrainContext.
-func (m *oneWayCall) Identity() string { return m.g.a.identity }
+func (m *oneWayCall) Identity() string { return m.g.identity }
 
 // State implements GrainContext.
-func (m *oneWayCall) State() State { return m.g.a.touchState(m.g.n) }
+func (m *oneWayCall) State() State { return m.g.act().touchState(m.g.node()) }
 
 // Invoke implements Caller as a call's GrainContext does, for a grain that
 // no other grain waits for.
 func (m *oneWayCall) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
-	gc := grainContext{Context: m, n: m.g.n, a: m.g.a}
+	gc := grainContext{Context: m, n: m.g.node(), a: m.g.act()}
 	return gc.Invoke(ctx, call, opts...)
 }
 
 // Send implements Sender.
 func (m *oneWayCall) Send(ctx context.Context, call Call, opts ...CallOption) error {
-	return m.g.n.Send(ctx, call, opts...)
+	return m.g.node().Send(ctx, call, opts...)
 }
 
 // scope implements grainScope.
-func (m *oneWayCall) scope() (*Node, *activation) { return m.g.n, m.g.a }
+func (m *oneWayCall) scope() (*Node, *activation) { return m.g.node(), m.g.act() }
 
 func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
 	return &oneWayCall{method: m, req: req}
@@ -448,19 +448,19 @@ func (n *Node) dropOneWay(req *frame, err error) {
 // not recorded for deduplication: one-way messages carry no stamp.
 func (g *grainActor) handleOneWay(m *oneWayCall) {
 	if !g.usable() {
-		go g.n.resendOneWay(g.a.key(), m)
+		go g.node().resendOneWay(g.act().key(), m)
 		return
 	}
 	// The sender's context may end as soon as Send returns: the message
 	// runs under the node's default deadline instead, and is its own
 	// context (see oneWayCall).
 	m.g = g
-	if g.n.cfg.DefaultCallTimeout > 0 {
-		m.d = g.n.deadlines.forCall()
+	if g.node().cfg.DefaultCallTimeout > 0 {
+		m.d = g.node().deadlines.forCall()
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			g.n.log.Error("cluster: grain panicked on a one-way message", "kind", g.a.hk.Name, "identity", g.a.identity,
+			g.node().log.Error("cluster: grain panicked on a one-way message", "kind", g.hk.Name, "identity", g.identity,
 				"method", m.method.Name, "panic", p, "stack", string(debug.Stack()))
 			panic(p) // for the actor's supervisor, as for a call
 		}
@@ -470,12 +470,12 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 		// Not tracked: commit uses only the context and the method.
 		_, err = g.commit(newGrainCall(m, m.method, nil, nil, stamp{}), resp, false)
 	}
-	if ferr := g.a.state.failure(); ferr != nil {
+	if ferr := g.state.failure(); ferr != nil {
 		err = ferr
-		g.n.acts.retire(g.a)
+		g.node().acts.retire(g.act())
 	}
 	if err != nil {
-		g.n.log.Warn("cluster: one-way message failed", "kind", g.a.hk.Name, "identity", g.a.identity,
+		g.node().log.Warn("cluster: one-way message failed", "kind", g.hk.Name, "identity", g.identity,
 			"method", m.method.Name, "err", err)
 	}
 }
@@ -484,21 +484,21 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 // and a message that fails, returns no response or panics leaves no change
 // in the state.
 func (g *grainActor) runOneWay(m *oneWayCall) (resp proto.Message, err error) {
-	g.a.state.begin()
+	g.state.begin()
 	done := false
 	defer func() {
 		if !done { // a panic: the actor's supervisor takes it from here
-			g.a.state.rollback()
+			g.state.rollback()
 		}
 	}()
-	resp, err = m.method.Handle(g.a.grain, m, m.req)
+	resp, err = m.method.Handle(g.grain, m, m.req)
 	done = true
 	if err == nil && resp == nil {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
-			m.method.Name, g.a.hk.Name, g.a.identity)
+			m.method.Name, g.hk.Name, g.identity)
 	}
 	if err != nil {
-		g.a.state.rollback()
+		g.state.rollback()
 	}
 	return resp, err
 }
