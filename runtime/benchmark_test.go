@@ -94,7 +94,7 @@ func BenchmarkSend(b *testing.B) {
 // top-level actors, per actor. Spawning them is not timed; the peak number
 // of goroutines during Shutdown, read by a sampler, is reported as well,
 // since stopping every actor at once once started a goroutine for nearly
-// each of them (see stopWave).
+// each of them (see stopTop).
 func BenchmarkShutdown(b *testing.B) {
 	const actors = 100_000
 	props := Props{New: func() Actor { return ActorFunc(func(*Context) {}) }}

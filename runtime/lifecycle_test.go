@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestLifecycleOrderWithChildren(t *testing.T) {
@@ -233,10 +234,11 @@ func TestShutdownDrainsAndRefusesSpawns(t *testing.T) {
 // TestShutdownHonoursContext checks that Shutdown returns ctx's error when
 // ctx ends while an actor blocks, and that every other actor stops anyway,
 // having handled what was queued before: with one actor, and with more
-// than Shutdown stops at a time (stopWave), the blocked one in the middle.
+// than Shutdown ever has stoppers (maxStoppers), the blocked one in the
+// middle.
 func TestShutdownHonoursContext(t *testing.T) {
 	t.Parallel()
-	for _, n := range []int{1, 3*stopWave + 7} {
+	for _, n := range []int{1, 3*maxStoppers + 7} {
 		t.Run(fmt.Sprintf("actors=%d", n), func(t *testing.T) {
 			t.Parallel()
 			testShutdownGivesUp(t, n)
@@ -286,12 +288,12 @@ func testShutdownGivesUp(t *testing.T, n int) {
 	}
 }
 
-// TestCloseStopsEveryWave checks Close with more actors than it stops at
-// a time: it returns once every one has stopped.
-func TestCloseStopsEveryWave(t *testing.T) {
+// TestCloseWaitsForEveryActor checks Close with more actors than it ever
+// has stoppers: it returns once every one has stopped.
+func TestCloseWaitsForEveryActor(t *testing.T) {
 	t.Parallel()
 	s := newTestSystem(t, Config{})
-	refs := make([]*Ref, 2*stopWave+1)
+	refs := make([]*Ref, 2*maxStoppers+1)
 	for i := range refs {
 		refs[i] = spawnFunc(t, s, func(c *Context) {})
 	}
@@ -302,6 +304,54 @@ func TestCloseStopsEveryWave(t *testing.T) {
 		default:
 			t.Fatal("Close returned before every actor stopped")
 		}
+	}
+}
+
+// TestSlowStopsOverlap checks that Shutdown and Close stop up to
+// maxStoppers actors at once: every actor's Stopping waits until all of
+// them are in theirs.
+func TestSlowStopsOverlap(t *testing.T) {
+	t.Parallel()
+	for _, how := range []string{"Shutdown", "Close"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			s := newTestSystem(t, Config{})
+			const n = maxStoppers
+			var inside atomic.Int32
+			all := make(chan struct{})
+			release := sync.OnceFunc(func() { close(all) })
+			t.Cleanup(release) // before the System's cleanup, which waits for the actors
+			stopping := ActorFunc(func(c *Context) {
+				if _, ok := c.Message().(*Stopping); ok {
+					if inside.Add(1) == n {
+						release()
+					}
+					<-all
+				}
+			})
+			for range n {
+				// Idle from the start, so that the stoppers run the
+				// stopping turns themselves, not workers.
+				spawn(t, s, Props{New: func() Actor { return stopping }, StartOnFirstMessage: true})
+			}
+			switch how {
+			case "Shutdown":
+				if err := s.Shutdown(ctxTimeout(t)); err != nil {
+					t.Fatalf("Shutdown = %v with %d of %d actors in Stopping at once", err, inside.Load(), n)
+				}
+			case "Close":
+				closed := make(chan struct{})
+				go func() {
+					s.Close()
+					close(closed)
+				}()
+				select {
+				case <-closed:
+				case <-time.After(testTimeout):
+					t.Fatalf("Close did not return with %d of %d actors in Stopping at once", inside.Load(), n)
+				}
+			}
+		})
 	}
 }
 

@@ -283,9 +283,7 @@ func (r *Ref) request(ctx context.Context, msg any, inline bool) (any, error) {
 // is queued (those messages become dead letters). It is idempotent and
 // returns the Done channel.
 func (r *Ref) Stop() <-chan struct{} {
-	if r.stopReq.Or(stopAbrupt)&stopAbrupt == 0 {
-		r.sendSystem(sysStop{})
-	}
+	r.requestStop(stopAbrupt, false)
 	return r.Done()
 }
 
@@ -293,11 +291,28 @@ func (r *Ref) Stop() <-chan struct{} {
 // queued. It is idempotent and returns the Done channel. The stop request
 // bypasses a bounded mailbox's capacity.
 func (r *Ref) GracefulStop() <-chan struct{} {
-	if r.stopReq.Or(stopGraceful)&stopGraceful == 0 {
+	r.requestStop(stopGraceful, false)
+	return r.Done()
+}
+
+// requestStop asks the actor to stop, abruptly (how is stopAbrupt) or
+// gracefully (stopGraceful), unless it was asked so before. With here set,
+// an idle actor's stopping turn runs on the calling goroutine (see
+// runInline), as System.Shutdown and Close do; otherwise on a worker.
+func (r *Ref) requestStop(how uint32, here bool) {
+	if r.stopReq.Or(how)&how != 0 {
+		return
+	}
+	if how == stopAbrupt {
+		r.sysHead.push(r.sys.envelopes.get(sysStop{}, nil))
+	} else {
 		r.userHead.push(r.sys.envelopes.get(gracefulStop{}, nil))
+	}
+	if here {
+		r.runInline()
+	} else {
 		r.schedule()
 	}
-	return r.Done()
 }
 
 // Done returns a channel that is closed when the actor has stopped: it has
