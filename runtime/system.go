@@ -177,8 +177,7 @@ const maxStoppers = 1024
 
 // stopTop stops refs, abruptly or gracefully (how is stopAbrupt or
 // stopGraceful), and waits until all have stopped, or until ctx ends: then
-// it returns ctx.Err(), having asked every actor to stop, and they keep
-// stopping.
+// it returns ctx.Err(), and the actors keep stopping.
 //
 // The trick: goroutines of its own, the stoppers, take the actors in turn,
 // and each runs the stopping turn of an idle actor itself (see
@@ -192,6 +191,10 @@ const maxStoppers = 1024
 // that slow stops (a Stopping handler waiting on I/O, say) overlap as much
 // as they did: 16 stoppers, one per parked worker, were about as fast on
 // idle actors (0.61 µs), but would take slow ones 16 at a time.
+//
+// When ctx ends the stoppers go on: asking every actor left to stop on a
+// worker instead would start a goroutine for nearly each, which is what a
+// node's Close, a Shutdown with a context that has ended, used to do.
 func stopTop(ctx context.Context, refs []*Ref, how uint32) error {
 	if len(refs) == 0 {
 		return nil
@@ -200,11 +203,8 @@ func stopTop(ctx context.Context, refs []*Ref, how uint32) error {
 	for range min(len(refs), maxStoppers) {
 		go run.stopper()
 	}
-	select {
-	case <-run.taken:
-	case <-ctx.Done():
-		run.abandon()
-		return ctx.Err()
+	if err := waitDone(ctx, run.taken); err != nil {
+		return err
 	}
 	for _, r := range refs {
 		if !r.Stopped() {
@@ -236,15 +236,6 @@ func (run *stopRun) stopper() {
 			close(run.taken)
 		}
 		run.refs[i].requestStop(run.how, true)
-	}
-}
-
-// abandon takes the actors no stopper has taken yet and asks them to stop
-// on workers: stopTop returns without waiting for them.
-func (run *stopRun) abandon() {
-	from := min(int(run.next.Swap(int64(len(run.refs)))), len(run.refs))
-	for _, r := range run.refs[from:] {
-		r.requestStop(run.how, false)
 	}
 }
 
