@@ -321,19 +321,11 @@ func TestSlowStopsOverlap(t *testing.T) {
 			all := make(chan struct{})
 			release := sync.OnceFunc(func() { close(all) })
 			t.Cleanup(release) // before the System's cleanup, which waits for the actors
-			stopping := ActorFunc(func(c *Context) {
-				if _, ok := c.Message().(*Stopping); ok {
-					if inside.Add(1) == n {
-						release()
-					}
-					<-all
+			spawnSlowToStop(t, s, n, func() {
+				if inside.Add(1) == n {
+					release()
 				}
-			})
-			for range n {
-				// Idle from the start, so that the stoppers run the
-				// stopping turns themselves, not workers.
-				spawn(t, s, Props{New: func() Actor { return stopping }, StartOnFirstMessage: true})
-			}
+			}, all)
 			switch how {
 			case "Shutdown":
 				if err := s.Shutdown(ctxTimeout(t)); err != nil {
@@ -353,6 +345,54 @@ func TestSlowStopsOverlap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShutdownGivesUpWhileEveryStopperWaits checks that when Shutdown's
+// context ends while every stopper waits in a slow stop, the actors that no
+// stopper has taken yet stop once the stoppers are free.
+func TestShutdownGivesUpWhileEveryStopperWaits(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	var inside atomic.Int32
+	full, all := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(all) })
+	t.Cleanup(release) // before the System's cleanup, which waits for the actors
+	refs := spawnSlowToStop(t, s, maxStoppers+100, func() {
+		if inside.Add(1) == maxStoppers {
+			close(full)
+		}
+	}, all)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-full
+		cancel()
+	}()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown = %v, want context.Canceled with every stopper waiting", err)
+	}
+	release()
+	for _, r := range refs {
+		waitClosed(t, r.Done(), "actor stopped after Shutdown gave up")
+	}
+}
+
+// spawnSlowToStop spawns n actors that are idle until their first message,
+// so that Shutdown's stoppers run their stopping turns themselves, and
+// whose Stopping handler calls enter and then waits until release is
+// closed.
+func spawnSlowToStop(t *testing.T, s *System, n int, enter func(), release <-chan struct{}) []*Ref {
+	t.Helper()
+	a := ActorFunc(func(c *Context) {
+		if _, ok := c.Message().(*Stopping); ok {
+			enter()
+			<-release
+		}
+	})
+	refs := make([]*Ref, n)
+	for i := range refs {
+		refs[i] = spawn(t, s, Props{New: func() Actor { return a }, StartOnFirstMessage: true})
+	}
+	return refs
 }
 
 func TestCloseStopsAbruptly(t *testing.T) {
