@@ -2,9 +2,10 @@ package runtime
 
 import (
 	"context"
-	goruntime "runtime"
 	"testing"
 	"time"
+
+	"github.com/protograin/protograin/internal/goroutines"
 )
 
 // The runtime's own micro-benchmarks, to keep the hot paths honest. The
@@ -107,35 +108,15 @@ func BenchmarkShutdown(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		stopSampling := sampleGoroutines(&peak)
+		stopSampling := goroutines.Peak()
 		b.StartTimer()
 		if err := s.Shutdown(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		stopSampling()
+		peak = max(peak, stopSampling())
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*actors), "ns/actor")
 	b.ReportMetric(float64(peak), "peak-goroutines")
-}
-
-// sampleGoroutines raises *peak to the number of goroutines, read every
-// 100 µs, until the returned function is called.
-func sampleGoroutines(peak *int) (stop func()) {
-	done, exited := make(chan struct{}), make(chan struct{})
-	tick := time.NewTicker(100 * time.Microsecond)
-	go func() {
-		defer close(exited)
-		defer tick.Stop()
-		for {
-			*peak = max(*peak, goruntime.NumGoroutine())
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return func() { close(done); <-exited }
 }
