@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/protograin/protograin/internal/goroutines"
 )
 
 // Benchmarks of one call through the cluster: go test -bench . -benchtime 2000x ./cluster
@@ -115,6 +117,39 @@ func BenchmarkActivateLocal(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(heapAlloc()-before)/float64(b.N), "idle-B/grain")
+}
+
+// BenchmarkDeactivateAll deactivates every grain of a node, as its
+// Shutdown does once it has left the cluster (and as passivation and a
+// change of owners do for some): each grain's OnDeactivate (which returns
+// at once) and state flush (there is no state) on its actor, the actor's
+// stop, and its removal from the table. The grains are activated before
+// the timer starts. It reports the time per grain and the peak number of
+// goroutines while they are deactivated.
+func BenchmarkDeactivateAll(b *testing.B) {
+	const grains = 50_000
+	open := make(chan struct{})
+	close(open)
+	n := gateNode(b, func(string) gateGrain { return gateGrain{enter: func() {}, release: open} })
+	ctx := context.Background()
+	peak := 0
+	for b.Loop() {
+		b.StopTimer()
+		activateGates(b, n, "g", grains)
+		stopSampling := goroutines.Peak()
+		b.StartTimer()
+		if err := n.acts.deactivateAll(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		peak = max(peak, stopSampling())
+		if left := n.acts.count(); left != 0 {
+			b.Fatalf("%d activations left after deactivateAll", left)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*grains), "ns/grain")
+	b.ReportMetric(float64(peak), "peak-goroutines")
 }
 
 // heapAlloc returns the live heap after a full collection.
