@@ -232,6 +232,9 @@ type activations struct {
 	drained      chan struct{}
 	queue        []*activation
 	deactivators int
+	// looks counts watchSlow's looks, so that a test can tell that they go
+	// on while nothing waits.
+	looks atomic.Int64
 }
 
 // How grains are deactivated in the background (see startDeactivations).
@@ -627,20 +630,24 @@ func (t *activations) deactivator() {
 	}
 }
 
-// watchSlow starts one more deactivator after deactivationPatience, and
-// again after each patience, as long as the deactivation numbered begun in
-// running goes on and victims wait in the queue.
+// watchSlow looks every deactivationPatience, for as long as the
+// deactivation numbered begun in running goes on, and starts one more
+// deactivator each time victims wait in the queue. It keeps looking when
+// none do: a deactivation that never ends (an OnDeactivate that hangs)
+// still counts among the deactivators, and victims queued later would
+// otherwise wait for it.
 func (t *activations) watchSlow(running *atomic.Uint64, begun uint64) *time.Timer {
 	return time.AfterFunc(deactivationPatience, func() {
-		if running.Load() == begun && t.help() {
+		if running.Load() == begun {
+			t.looks.Add(1)
+			t.help()
 			t.watchSlow(running, begun)
 		}
 	})
 }
 
-// help starts one more deactivator if victims wait in the queue, and
-// reports whether it did.
-func (t *activations) help() bool {
+// help starts one more deactivator if victims wait in the queue.
+func (t *activations) help() {
 	t.mu.Lock()
 	more := len(t.queue) > 0
 	if more {
@@ -650,7 +657,6 @@ func (t *activations) help() bool {
 	if more {
 		go t.deactivator()
 	}
-	return more
 }
 
 // waitDeactivations waits until no deactivation is in progress, or ctx

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,6 +91,47 @@ func TestDeactivationsDoNotWaitForTheQueue(t *testing.T) {
 	activateGates(t, node, "parent", parents)
 	deactivateAllWithin(t, node, func() string {
 		return fmt.Sprintf("%d of %d parents deactivated", parentsIn.Load(), parents)
+	})
+}
+
+// TestHungDeactivationsDoNotStopLaterOnes checks that grains whose
+// OnDeactivate never returns, more of them than startDeactivations starts
+// deactivators for, do not keep grains deactivated after them from going.
+func TestHungDeactivationsDoNotStopLaterOnes(t *testing.T) {
+	t.Parallel()
+	hung := 2 * deactivatorsPerProc * goruntime.GOMAXPROCS(0)
+	var inside atomic.Int32
+	allIn, never := make(chan struct{}), make(chan struct{})
+	open := make(chan struct{})
+	close(open)
+	node := gateNode(t, func(identity string) gateGrain {
+		if strings.HasPrefix(identity, "hung") {
+			return gateGrain{enter: func() {
+				if inside.Add(1) == int32(hung) {
+					close(allIn)
+				}
+			}, release: never}
+		}
+		return gateGrain{enter: func() {}, release: open}
+	})
+	t.Cleanup(func() { close(never) }) // before the node closes, which waits for the grains
+	activateGates(t, node, "hung", hung)
+	node.acts.deactivateWhere(false, func(a *activation, _ time.Duration) bool {
+		return strings.HasPrefix(a.identity, "hung")
+	})
+	receive(t, allIn, "every hung grain in OnDeactivate")
+	// Every hung deactivation looks for waiting victims once more, with
+	// none waiting, before the later ones come.
+	looks := node.acts.looks.Load()
+	waitFor(t, waitTimeout, "the hung deactivations looking again", func() bool {
+		return node.acts.looks.Load() >= looks+2*int64(hung)
+	})
+	activateGates(t, node, "later", 10)
+	node.acts.deactivateWhere(false, func(a *activation, _ time.Duration) bool {
+		return strings.HasPrefix(a.identity, "later")
+	})
+	waitFor(t, waitTimeout, "the later grains deactivated", func() bool {
+		return node.acts.count() == hung
 	})
 }
 
