@@ -578,9 +578,9 @@ func (t *activations) retire(a *activation) {
 // deactivators, 53 goroutines and 6.20 µs. A deactivation that waits (an
 // OnDeactivate hook or a state flush waiting on I/O, or on a grain that is
 // itself in the queue) must not hold up the victims behind it, so while it
-// lasts it brings in one more deactivator every deactivationPatience, and
-// the new ones do the same: slow deactivations overlap, as many as there
-// are, within a few patiences.
+// lasts it brings in one more deactivator every deactivationPatience if
+// victims wait (see watchSlow), and the new ones do the same: slow
+// deactivations overlap, as many as there are, within a few patiences.
 func (t *activations) startDeactivations(victims []*activation) {
 	if len(victims) == 0 {
 		return
