@@ -120,8 +120,8 @@ func TestHungDeactivationsDoNotStopLaterOnes(t *testing.T) {
 		return strings.HasPrefix(a.identity, "hung")
 	})
 	receive(t, allIn, "every hung grain in OnDeactivate")
-	// Every hung deactivation looks for waiting victims once more, with
-	// none waiting, before the later ones come.
+	// The hung deactivations look for waiting victims again, with none
+	// waiting (twice each, on average), before the later ones come.
 	looks := node.acts.looks.Load()
 	waitFor(t, waitTimeout, "the hung deactivations looking again", func() bool {
 		return node.acts.looks.Load() >= looks+2*int64(hung)
