@@ -433,7 +433,10 @@ func (n *Node) teardown(ctx context.Context) {
 		}
 		close(n.stop)
 		n.loops.Wait()
-		if err := n.system.Shutdown(ctx); err != nil {
+		// With ctx ended (Close, or a Shutdown out of time) the grains'
+		// actors stop abruptly at once: a graceful stop first would only
+		// start what Close then cuts short.
+		if ctx.Err() != nil || n.system.Shutdown(ctx) != nil {
 			n.system.Close()
 		}
 		if n.ownStore {
