@@ -411,9 +411,11 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 		}
 		p.finish(err)
 		// A membership change while the grain was activating could not
-		// deactivate it, should it have moved: look again now.
-		if err == nil && t.n.view.Load() != view {
-			go t.sweepStrays()
+		// deactivate it, should it have moved: look again now, at this
+		// grain only. (A sweep of the whole table here was one per
+		// activation that ended during a change.)
+		if err == nil && t.n.view.Load() != view && !t.owns(a) {
+			t.retire(a)
 		}
 	}()
 	if a.state, err = loadState(ctx, t.n.store, t.n.cfg.State, a.key(), a.hk.Kind); err != nil {
@@ -551,10 +553,17 @@ func (t *activations) deactivateWhere(idleOnly bool, pick func(a *activation, no
 	return len(victims)
 }
 
-// retire starts deactivating a because its state can no longer be trusted
-// (a commit failed). It runs on a's actor, so it only marks a and leaves the
-// deactivation to a goroutine: calls arriving from now on wait for the next
-// activation, and calls already queued are sent there by handle.
+// owns reports whether this node owns a's grain in its current view.
+func (t *activations) owns(a *activation) bool {
+	owner, ok := t.n.view.Load().owner(a.hk.Name, a.identity)
+	return ok && owner.Name == t.n.name
+}
+
+// retire starts deactivating a, because its state can no longer be trusted
+// (a commit failed) or because its grain moved while it was activating. It
+// may run on a's actor, so it only marks a and leaves the deactivation to
+// a goroutine: calls arriving from now on wait for the next activation, and
+// calls already queued are sent there by handle.
 func (t *activations) retire(a *activation) {
 	sh, _ := t.shardOfActivation(a)
 	sh.mu.Lock()

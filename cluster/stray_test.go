@@ -1,0 +1,111 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// TestGrainThatMovedWhileActivatingIsDeactivated checks that a grain whose
+// owner changed while it was activating (its OnActivate ran when a new
+// member joined) is deactivated on the old owner once it is active, since
+// the membership change could not deactivate it then, and that its next
+// call reaches the new owner.
+func TestGrainThatMovedWhileActivatingIsDeactivated(t *testing.T) {
+	t.Parallel()
+	entered, release := make(chan struct{}), make(chan struct{})
+	deactivated := make(chan string, 4)
+	kind := &Kind{
+		Name:        slowKind,
+		IdleTimeout: -1,
+		New: func(identity string) any {
+			return &slowGrain{identity: identity, entered: entered, release: release, deactivated: deactivated}
+		},
+		Methods: []Method{{
+			Name:       methodAdd,
+			NewRequest: newInt64,
+			Handle:     func(_ any, _ GrainContext, req proto.Message) (proto.Message, error) { return req, nil },
+		}},
+	}
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	cfgA.NodeName, cfgB.NodeName = cfgA.NodeName+"-a", cfgB.NodeName+"-b"
+	cfgA.Kinds, cfgB.Kinds = []*Kind{kind}, []*Kind{kind}
+	cfgA.PassivationInterval, cfgB.PassivationInterval = time.Hour, time.Hour // no sweeps but the ones under test
+	// A grain that node a owns alone, and b once it joins.
+	both := newPlacement([]Member{
+		{Name: cfgA.NodeName, Kinds: []string{slowKind}, Status: StatusAlive},
+		{Name: cfgB.NodeName, Kinds: []string{slowKind}, Status: StatusAlive},
+	})
+	id := ""
+	for i := 0; id == ""; i++ {
+		if m, _ := both.owner(slowKind, fmt.Sprintf("moving-%d", i)); m.Name == cfgB.NodeName {
+			id = fmt.Sprintf("moving-%d", i)
+		}
+	}
+	a := startNode(t, cfgA)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release) // before the nodes close, which wait for the grain
+		}
+	})
+	call := addCall(id, 1)
+	call.Kind = slowKind
+	called := make(chan error, 1)
+	go func() {
+		_, err := a.Invoke(context.Background(), call)
+		called <- err
+	}()
+	receive(t, entered, "OnActivate on node a")
+	cfgB.Seeds = []string{a.GossipAddr()}
+	b := startNode(t, cfgB)
+	waitConverged(t, []*Node{a, b}, 2)
+	close(release)
+	if err := receive(t, called, "the first call"); err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+	if got := receive(t, deactivated, "OnDeactivate on node a"); got != id {
+		t.Fatalf("OnDeactivate(%q), want %q", got, id)
+	}
+	waitFor(t, waitTimeout, "the activation gone from node a", func() bool {
+		return a.acts.peek(actKey{slowKind, id}) == nil
+	})
+	if _, err := a.Invoke(context.Background(), call); err != nil {
+		t.Fatalf("second call: %v", err)
+	}
+	if b.acts.peek(actKey{slowKind, id}) == nil {
+		t.Fatal("the second call did not activate the grain on node b")
+	}
+}
+
+// slowKind is the kind of TestGrainThatMovedWhileActivatingIsDeactivated.
+const slowKind = "test.Slow"
+
+// slowGrain is a grain whose first activation waits in OnActivate until
+// release is closed, and which reports its deactivations.
+type slowGrain struct {
+	identity    string
+	entered     chan struct{}
+	release     <-chan struct{}
+	deactivated chan<- string
+}
+
+func (g *slowGrain) OnActivate(GrainContext) error {
+	select {
+	case <-g.release: // a later activation, on node b
+		return nil
+	default:
+	}
+	close(g.entered)
+	<-g.release
+	return nil
+}
+
+func (g *slowGrain) OnDeactivate(GrainContext) error {
+	g.deactivated <- g.identity
+	return nil
+}
