@@ -124,10 +124,18 @@ const callsClosed = 1 << 30
 // then waits for the grain to go.
 func (a *activation) enter() bool {
 	if a.calls.Add(1)&callsClosed != 0 {
-		a.calls.Add(-1)
+		a.out()
 		return false
 	}
 	return true
+}
+
+// out counts a call out. The last one out of a closed activation tells a
+// deactivation that waits for it (see activations.waitCallsOut).
+func (a *activation) out() {
+	if a.calls.Add(-1) == callsClosed {
+		a.hk.n.acts.lastCallOut(a)
+	}
 }
 
 // idle reports whether no call is in and the activation is open.
@@ -232,6 +240,9 @@ type activations struct {
 	drained      chan struct{}
 	queue        []*activation
 	deactivators int
+	// ending holds what the deactivations in progress keep outside their
+	// activations (see deactivation), by activation; guarded by mu.
+	ending map[*activation]*deactivation
 	// looks counts watchSlow's looks, so that a test can tell that they go
 	// on while nothing waits.
 	looks atomic.Int64
@@ -394,7 +405,7 @@ func (t *activations) release(a *activation) {
 	if !a.used.Load() {
 		a.used.Store(true)
 	}
-	a.calls.Add(-1)
+	a.out()
 }
 
 // activate creates the grain, runs OnActivate with the first caller's
@@ -688,8 +699,17 @@ func (t *activations) waitDeactivations(ctx context.Context) error {
 }
 
 // deactivate runs OnDeactivate on the grain's actor, after the calls queued
-// before it, then stops the actor. Calls that reach the actor afterwards are
-// answered with errDeactivated and retried on the next activation.
+// before it, then stops the actor and takes it out of the table. Calls that
+// reach the actor after OnDeactivate are answered with errDeactivated and
+// retried on the next activation; one-way messages are kept (keepOneWay)
+// and sent there once the grain is out of the table.
+//
+// Nothing may reach the mailbox once the actor has stopped, or it would be
+// lost as a dead letter: a one-way message has nobody to retry it. So the
+// actor stops only when the calls counted in before the activation closed
+// have all left (a stream's reader holds one for a whole batch of one-way
+// messages, see oneWayTarget), and stops gracefully, after what they
+// queued. All of it within DeactivateTimeout.
 func (t *activations) deactivate(a *activation) {
 	ctx, cancel := context.WithTimeout(context.Background(), t.n.cfg.DeactivateTimeout)
 	defer cancel()
@@ -698,8 +718,95 @@ func (t *activations) deactivate(a *activation) {
 		// Nobody waits for a passivation, so the log is where this goes.
 		t.n.log.Warn("cluster: grain deactivation failed", "kind", a.hk.Name, "identity", a.identity, "err", err)
 	}
-	<-a.ref.Stop()
+	t.waitCallsOut(ctx, a)
+	<-a.ref.GracefulStop()
 	t.remove(a)
+	t.sendLeftovers(a)
+}
+
+// deactivation is what a deactivation in progress keeps outside its
+// activation, which every idle grain would pay for: the channel closed
+// when the last call counted in leaves, while the deactivator waits for
+// that, and the one-way messages that reached the actor after its
+// OnDeactivate. It is made by the first of them to need it, and dropped by
+// sendLeftovers.
+type deactivation struct {
+	callsOut  chan struct{}
+	leftovers []*oneWayCall
+}
+
+// deactivation returns a's record, making it if there is none. t.mu is
+// held.
+func (t *activations) deactivation(a *activation) *deactivation {
+	d := t.ending[a]
+	if d == nil {
+		if t.ending == nil {
+			t.ending = make(map[*activation]*deactivation)
+		}
+		d = new(deactivation)
+		t.ending[a] = d
+	}
+	return d
+}
+
+// waitCallsOut waits until no call is counted in on a, which is closed to
+// calls, or until ctx ends.
+func (t *activations) waitCallsOut(ctx context.Context, a *activation) {
+	if a.calls.Load() == callsClosed {
+		return // the usual case: a passivation closes only idle grains
+	}
+	t.mu.Lock()
+	if a.calls.Load() == callsClosed {
+		t.mu.Unlock()
+		return
+	}
+	out := make(chan struct{})
+	t.deactivation(a).callsOut = out
+	t.mu.Unlock()
+	select {
+	case <-out:
+	case <-ctx.Done():
+	}
+}
+
+// lastCallOut wakes the deactivation that waits for a's calls to leave, if
+// one does (see waitCallsOut): the last one has. It takes t.mu after the
+// count dropped, so a deactivator that read the count before registering
+// its channel is woken.
+func (t *activations) lastCallOut(a *activation) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d := t.ending[a]; d != nil && d.callsOut != nil {
+		close(d.callsOut)
+		d.callsOut = nil
+	}
+}
+
+// keepOneWay keeps m, which reached a's actor after its OnDeactivate or a
+// failed commit, for sendLeftovers. It runs on a's actor.
+func (t *activations) keepOneWay(a *activation, m *oneWayCall) {
+	t.mu.Lock()
+	d := t.deactivation(a)
+	d.leftovers = append(d.leftovers, m)
+	t.mu.Unlock()
+}
+
+// sendLeftovers sends the one-way messages kept for a, whose actor has
+// stopped and which is out of the table, to the grain's next activation,
+// here or on its new owner, in the order they reached a's actor; and drops
+// a's record. A message sent after the activation closed may run before
+// them.
+func (t *activations) sendLeftovers(a *activation) {
+	t.mu.Lock()
+	d := t.ending[a]
+	delete(t.ending, a)
+	t.mu.Unlock()
+	if d == nil {
+		return
+	}
+	for _, m := range d.leftovers {
+		t.n.resendOneWay(a.key(), m)
+	}
 }
 
 // passivate deactivates activations idle for longer than their kind's idle

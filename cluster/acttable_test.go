@@ -154,7 +154,9 @@ func TestActTableConcurrentFind(t *testing.T) {
 // since the sweep looked, a call cannot count in once it is closed, and
 // calls in flight count out as before.
 func TestActivationCloses(t *testing.T) {
-	a, _ := tableGrain(newHostedKind(nil, &Kind{Name: "k"}), "g")
+	n := new(Node) // a call that backs out tells the node's deactivations
+	n.acts = newActivations(n)
+	a, _ := tableGrain(newHostedKind(n, &Kind{Name: "k"}), "g")
 	if !a.enter() || a.idle() {
 		t.Fatal("an open activation refused a call, or is idle with a call in")
 	}

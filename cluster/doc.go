@@ -83,7 +83,10 @@
 //     limit, is lost.
 //   - Order: messages from one node to one grain run in the order they
 //     were sent, as long as the grain's owner does not change. (Messages
-//     sent from several goroutines have no order to keep.)
+//     sent from several goroutines have no order to keep.) Messages that
+//     reach a grain as it deactivates, behind its OnDeactivate, are sent on
+//     to its next activation in their order, but may run after messages
+//     sent later, which went there directly.
 //   - The first message to an identity activates the grain, as a call does;
 //     Send on the owner waits for that activation, within ctx or the
 //     default call timeout.

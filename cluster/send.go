@@ -443,12 +443,13 @@ func (n *Node) dropOneWay(req *frame, err error) {
 // handleOneWay runs a one-way message. Nobody waits for it: an error is
 // logged, a panic is logged and then supervised as in a call, and a message
 // that reaches an activation after its OnDeactivate, or after a failed
-// commit, is sent again so that it reaches the next activation (wherever
-// the grain then lives). State changes are committed as after a call, but
-// not recorded for deduplication: one-way messages carry no stamp.
+// commit, is kept and sent on to the next activation (wherever the grain
+// then lives) once this one is gone (see activations.deactivate). State
+// changes are committed as after a call, but not recorded for
+// deduplication: one-way messages carry no stamp.
 func (g *grainActor) handleOneWay(m *oneWayCall) {
 	if !g.usable() {
-		go g.node().resendOneWay(g.act().key(), m)
+		g.node().acts.keepOneWay(g.act(), m)
 		return
 	}
 	// The sender's context may end as soon as Send returns: the message
@@ -504,7 +505,8 @@ func (g *grainActor) runOneWay(m *oneWayCall) (resp proto.Message, err error) {
 }
 
 // resendOneWay sends a one-way message that reached a retired activation
-// again, to the grain's next activation, here or on its new owner.
+// again, to the grain's next activation, here or on its new owner (see
+// activations.sendLeftovers).
 func (n *Node) resendOneWay(key actKey, m *oneWayCall) {
 	ctx, cancel := n.oneWayDeadline()
 	defer cancel()
