@@ -169,7 +169,7 @@ func BenchmarkFrameCodec(b *testing.B) {
 		name string
 		f    frame
 	}{
-		{"one-way", frame{typ: frameRequest, oneWay: true, kind: "bench.counter.v1.Ponger", identity: "ponger",
+		{"one-way", frame{typ: frameRequest, oneWay: oneWaySent, kind: "bench.counter.v1.Ponger", identity: "ponger",
 			method: "/bench.counter.v1.Ponger/Ping", payload: []byte{8, 1}}},
 		{"call", frame{typ: frameRequest, id: 123456, kind: "bench.counter.v1.Counter", identity: "counter-417",
 			method: "/bench.counter.v1.Counter/Add", payload: []byte{8, 1}, timeout: 4 * time.Second,

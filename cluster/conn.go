@@ -466,7 +466,7 @@ func (c *conn) readLoop() {
 func (c *conn) dispatch(f *frame) {
 	switch f.typ {
 	case frameRequest:
-		if f.oneWay {
+		if f.oneWay != twoWay {
 			c.serveOneWay(f)
 		} else {
 			// The one-way messages before this request reach their

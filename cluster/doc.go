@@ -94,9 +94,12 @@
 //     hosts the kind, or this node hosts the kind and it has no such method
 //     (codes.Unimplemented); a missing or unencodable request, or
 //     WithCallID (codes.InvalidArgument); ctx ended; the owner unreachable;
-//     the node closed. An owner that cannot deliver a message it received
-//     (an unknown method, a payload that does not decode, a grain it no
-//     longer owns) logs it and drops it.
+//     the node closed. A node that receives a message for a grain it does
+//     not own (the sender's view of the members was behind or ahead of its
+//     own, as a member joined or left) forwards it once, to the owner it
+//     sees. An owner that cannot deliver a message it received (an unknown
+//     method, a payload that does not decode, a forwarded message for a
+//     grain it does not own either) logs it and drops it.
 //   - The grain runs the message like a call, under the owner's
 //     DefaultCallTimeout from when it starts: its state changes are
 //     committed as after a call (FlushAfterCall), the error it returns is

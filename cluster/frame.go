@@ -31,7 +31,7 @@ const (
 type frame struct {
 	typ      frameType
 	reason   reason
-	oneWay   bool // a request that gets no reply (see fieldOneWay)
+	oneWay   oneWayMark // whether a request gets no reply (see fieldOneWay)
 	names    bool // in a hello frame: the sender understands name ids (see nameRefs)
 	code     codes.Code
 	id       uint64
@@ -99,7 +99,8 @@ const (
 	// follows, and its id is 0. It is a flag on a request rather than a
 	// frame type of its own so that an older peer, which skips the unknown
 	// field, runs it as a call instead of resetting the stream; the reply it
-	// sends carries id 0, which matches no call and is dropped.
+	// sends carries id 0, which matches no call and is dropped. Its value
+	// is a oneWayMark.
 	fieldOneWay protowire.Number = 16
 	// fieldNames, in a hello frame, says that its sender understands the
 	// name ids below (see nameRefs). The acceptor of a stream answers a
@@ -111,6 +112,19 @@ const (
 	fieldKindRef   protowire.Number = 18
 	fieldMethodRef protowire.Number = 19
 	fieldClientRef protowire.Number = 20
+)
+
+// oneWayMark is what fieldOneWay says about a request: nothing (a call), a
+// one-way message, or a one-way message that a node forwarded because it
+// did not own the grain (see Node.forwardOneWay). Any value past
+// oneWayForwarded decodes as it; an older peer reads any value but zero
+// as a one-way message, as for a proto bool.
+type oneWayMark uint8
+
+const (
+	twoWay          oneWayMark = iota // a call: a reply follows
+	oneWaySent                        // a one-way message, from the node that placed it
+	oneWayForwarded                   // a one-way message, forwarded once already
 )
 
 // maxCode is the highest gRPC code a frame may carry.
@@ -178,8 +192,8 @@ func appendFrameFields(b []byte, f *frame) []byte {
 	}
 	b = appendNameField(b, fieldClientID, fieldClientRef, f.stamp.client, f.refs.client)
 	b = appendVarintField(b, fieldSeq, f.stamp.seq)
-	if f.oneWay {
-		b = appendVarintField(b, fieldOneWay, 1)
+	if f.oneWay != twoWay {
+		b = appendVarintField(b, fieldOneWay, uint64(f.oneWay))
 	}
 	if f.names {
 		b = appendVarintField(b, fieldNames, 1)
@@ -196,8 +210,8 @@ func (f *frame) size() int {
 		stringFieldSize(fieldMessage, f.message) + varintFieldSize(fieldReason, uint64(f.reason)) +
 		stringFieldSize(fieldNode, f.node) +
 		nameFieldSize(fieldClientID, fieldClientRef, f.stamp.client, f.refs.client) + varintFieldSize(fieldSeq, f.stamp.seq)
-	if f.oneWay {
-		n += varintFieldSize(fieldOneWay, 1)
+	if f.oneWay != twoWay {
+		n += varintFieldSize(fieldOneWay, uint64(f.oneWay))
 	}
 	if f.names {
 		n += varintFieldSize(fieldNames, 1)
@@ -430,8 +444,7 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 	case fieldSeq:
 		f.stamp.seq = v
 	case fieldOneWay:
-		// Any value but zero is true, as for a proto bool.
-		f.oneWay = v != 0
+		f.oneWay = oneWayMark(min(v, uint64(oneWayForwarded)))
 	case fieldNames:
 		f.names = v != 0
 	case fieldKindRef, fieldMethodRef, fieldClientRef:
@@ -493,7 +506,7 @@ func (f *frame) check() error {
 		}
 		return nil
 	}
-	if f.oneWay {
+	if f.oneWay != twoWay {
 		return fmt.Errorf("%w: frame of type %d marked one-way; only requests can be", ErrCorruptFrame, f.typ)
 	}
 	return nil

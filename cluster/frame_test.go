@@ -33,7 +33,8 @@ func sampleFrames() []frame {
 		{typ: frameRequest, id: 6, kind: "k", identity: "i", method: "/k/M",
 			stamp: stamp{client: "node-a", seq: 1<<64 - 1}},
 		{typ: frameRequest, kind: "pkg.Player", identity: "p1", method: "/pkg.Player/Move", payload: []byte{8, 1},
-			oneWay: true},
+			oneWay: oneWaySent},
+		{typ: frameRequest, kind: "pkg.Player", identity: "p2", method: "/pkg.Player/Move", oneWay: oneWayForwarded},
 		{typ: frameResponse, id: 2, payload: []byte("resp")},
 		{typ: frameResponse, id: 3, code: codes.NotFound, message: "no such thing", reason: reasonUnknownMethod},
 		{typ: frameCancel, id: 4},
@@ -106,7 +107,7 @@ func TestFrameSizeBound(t *testing.T) {
 	frames := append(sampleFrames(), frame{typ: frameResponse, id: 1<<64 - 1, kind: long, identity: long, method: long,
 		payload: []byte(long), timeout: time.Duration(1<<63 - 1), code: maxCode, message: long,
 		reason: reasonCount - 1, node: long, chain: []actKey{{long, long}, {"", ""}},
-		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: true, names: true,
+		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: oneWaySent, names: true,
 		refs: nameRefs{kind: nameRef{maxNameID, true}, method: nameRef{maxNameID, true}, client: nameRef{maxNameID, true}}})
 	var d nameDict
 	d.on = true
@@ -145,7 +146,8 @@ func TestDecodeSkipsUnknownFields(t *testing.T) {
 
 // TestOldRequestFramesStillDecode checks that a request encoded without the
 // one-way field, as a peer from before it sends it, decodes as a call, and
-// that a flag of any non-zero value means one-way, as a proto bool does.
+// that a flag of any non-zero value means one-way, as a proto bool does:
+// 1 as sent, 2 and more as forwarded (see oneWayMark).
 func TestOldRequestFramesStillDecode(t *testing.T) {
 	varint := func(b []byte, num protowire.Number, v uint64) []byte {
 		return protowire.AppendVarint(protowire.AppendTag(b, num, protowire.VarintType), v)
@@ -160,12 +162,13 @@ func TestOldRequestFramesStillDecode(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		frame  []byte
-		oneWay bool
+		oneWay oneWayMark
 	}{
-		{"old request", old, false},
-		{"flag 0", varint(slices.Clone(old), fieldOneWay, 0), false},
-		{"flag 1", varint(slices.Clone(old), fieldOneWay, 1), true},
-		{"flag 7", varint(slices.Clone(old), fieldOneWay, 7), true},
+		{"old request", old, twoWay},
+		{"flag 0", varint(slices.Clone(old), fieldOneWay, 0), twoWay},
+		{"flag 1", varint(slices.Clone(old), fieldOneWay, 1), oneWaySent},
+		{"forwarded", varint(slices.Clone(old), fieldOneWay, 2), oneWayForwarded},
+		{"flag 7", varint(slices.Clone(old), fieldOneWay, 7), oneWayForwarded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got frame
@@ -339,7 +342,7 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0xff, 0xff, 0xff})
 	// The one-way flag where it does not belong, and with a large value.
-	f.Add(appendFrame(nil, &frame{typ: frameCancel, id: 3, oneWay: true}))
+	f.Add(appendFrame(nil, &frame{typ: frameCancel, id: 3, oneWay: oneWaySent}))
 	f.Add(protowire.AppendBytes(nil, []byte{byte(fieldType << 3), byte(frameRequest), 0x80, 0x01, 0xff, 0x01}))
 	// Frames of a stream with a name dictionary: definitions, then ids.
 	var d nameDict

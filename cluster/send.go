@@ -51,8 +51,11 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // (ErrBadRequest), ctx ended, the owner cannot be reached (ErrUnavailable),
 // or the node is closed (ErrNodeClosed).
 //
-// An owner that cannot deliver a message it received (it does not know the
-// method, or no longer owns the grain) logs it and drops it. WithCallID
+// A node that receives a message for a grain it does not own (its view of
+// the members differs from this node's) forwards it once to the owner it
+// sees. An owner that cannot deliver a message it received (it does not
+// know the method, the payload does not decode, or it received the message
+// forwarded and does not own the grain either) logs it and drops it. WithCallID
 // does not apply to one-way messages, which are not deduplicated: Send
 // fails with ErrBadRequest if it is given. WithoutRetry and
 // WithTurnOnCaller change nothing: a one-way message to a grain of this
@@ -147,7 +150,7 @@ func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error 
 	if err != nil {
 		return err
 	}
-	f := frame{typ: frameRequest, oneWay: true, kind: call.Kind, identity: call.Identity, method: call.Method, payload: b}
+	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: call.Kind, identity: call.Identity, method: call.Method, payload: b}
 	return c.send(ctx, &f)
 }
 
@@ -374,20 +377,29 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 		}
 		n.endOneWay(target)
 	}
+	hk, m, err := n.lookup(req.kind, req.method)
+	if err == nil {
+		err = n.checkOwner(req.kind, req.identity)
+	}
+	if errors.Is(err, ErrNotOwner) && req.oneWay != oneWayForwarded {
+		if !wait {
+			return false // forwarding may dial: not on the reader
+		}
+		if n.forwardOneWay(req) {
+			return true
+		}
+		err = nil // this node owns the grain now
+	}
+	if err != nil {
+		n.dropOneWay(req, err)
+		return true
+	}
 	ticket, ok := n.calls.enter()
 	if !ok {
 		n.dropOneWay(req, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name))
 		return true
 	}
 	defer n.calls.leave(ticket)
-	hk, m, err := n.lookup(req.kind, req.method)
-	if err == nil {
-		err = n.checkOwner(req.kind, req.identity)
-	}
-	if err != nil {
-		n.dropOneWay(req, err)
-		return true
-	}
 	msg, err := decodePayload(req, m, "one-way message")
 	if err != nil {
 		n.dropOneWay(req, err)
@@ -423,6 +435,47 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 		n.dropOneWay(req, err)
 	}
 	return true
+}
+
+// forwardOneWay sends a one-way message that this node received for a
+// grain it does not own to the grain's owner in this node's view, and
+// reports true; or reports false, doing nothing, if this node owns the
+// grain by now. The sender placed the message by a view of the members
+// that was behind or ahead of this node's (a member joined or left), and
+// nobody else would hear of the message: a caller whose call reaches the
+// wrong node gets ErrNotOwner and calls again, a sender has returned.
+//
+// The message goes marked oneWayForwarded, and a node that receives it so
+// and does not own the grain either drops it: two nodes whose views
+// disagree do not pass it back and forth. It is forwarded as it came, its
+// payload not decoded.
+func (n *Node) forwardOneWay(req *frame) bool {
+	owner, ok := n.view.Load().owner(req.kind, req.identity)
+	if ok && owner.Name == n.name {
+		return false
+	}
+	if !ok {
+		n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", req.kind))
+	} else if err := n.sendForwarded(req, owner); err != nil {
+		n.dropOneWay(req, err)
+	}
+	return true
+}
+
+// sendForwarded queues req on the stream to owner, marked forwarded.
+func (n *Node) sendForwarded(req *frame, owner *Member) error {
+	if isDone(n.stop) {
+		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
+	}
+	ctx, cancel := n.oneWayDeadline()
+	defer cancel()
+	c, err := n.transport.conn(ctx, owner)
+	if err != nil {
+		return err
+	}
+	f := frame{typ: frameRequest, oneWay: oneWayForwarded, kind: req.kind, identity: req.identity, method: req.method,
+		payload: req.payload}
+	return c.send(ctx, &f)
 }
 
 // oneWayDeadline bounds the delivery of a one-way message from a peer, or

@@ -378,7 +378,7 @@ func TestOneWayMessagesPrecedeALaterCall(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			batch = appendFrame(batch, &frame{typ: frameRequest, oneWay: true, kind: recorderKind, identity: id,
+			batch = appendFrame(batch, &frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id,
 				method: methodRecord, payload: payload})
 		}
 		batch = appendFrame(batch, &frame{typ: frameRequest, id: round + 1, kind: recorderKind, identity: id, method: methodCount})
@@ -423,7 +423,7 @@ func TestUndecodableOneWayInARun(t *testing.T) {
 	id := activeRecorder(t, nodes, recs, owner, "run")
 
 	record := func(b []byte, payload []byte) []byte {
-		return appendFrame(b, &frame{typ: frameRequest, oneWay: true, kind: recorderKind, identity: id,
+		return appendFrame(b, &frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id,
 			method: methodRecord, payload: payload})
 	}
 	good := func(v int64) []byte {
@@ -800,5 +800,51 @@ func TestGrainPanicIsLoggedOnce(t *testing.T) {
 				t.Errorf("the panic is in %d lines across the nodes, want 1", lines)
 			}
 		})
+	}
+}
+
+// TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded sends one-way
+// messages from the third node to the first for a grain the second owns,
+// as a sender whose view of the members is behind or ahead of the first
+// node's does. The first node forwards the message to the owner, once: a
+// message that comes to it marked forwarded is dropped and logged, not
+// forwarded again.
+func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
+	t.Parallel()
+	nodes, recs, logs := recorderCluster(t, 0, nil)
+	ctx := context.Background()
+	id := recorderOwnedBy(t, nodes, nodes[1], "forward")
+	wrong := nodes[2].view.Load().byName[nodes[0].Name()]
+	if wrong == nil {
+		t.Fatalf("%s does not see %s", nodes[2].Name(), nodes[0].Name())
+	}
+	call := recordCall(id, 1)
+	if err := nodes[2].sendRemote(ctx, wrong, &call); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1})
+
+	payload, err := proto.Marshal(wrapperspb.Int64(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nodes[2].transport.conn(ctx, wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forwarded := frame{typ: frameRequest, oneWay: oneWayForwarded, kind: recorderKind, identity: id, method: methodRecord,
+		payload: payload}
+	if err := c.send(ctx, &forwarded); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
+		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
+	})
+	if err := nodes[2].Send(ctx, recordCall(id, 3)); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 3})
+	if got := len(recs[nodes[0].Name()].values(id)); got != 0 {
+		t.Errorf("%s ran %d messages of a grain it does not own", nodes[0].Name(), got)
 	}
 }
