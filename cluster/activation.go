@@ -411,6 +411,13 @@ func (t *activations) release(a *activation) {
 // activate creates the grain, runs OnActivate with the first caller's
 // context and spawns its actor. On failure the activation leaves the table,
 // and the calls waiting for it get the error.
+//
+// It activates only a grain this node owns in its view: a call placed by
+// an older view, or one that waited for the grain's previous activation to
+// go (it moved), would otherwise activate a stray here, beside the one on
+// the owner, until a sweep found it. Those calls get ErrNotOwner and place
+// the grain again. A membership change while the grain activates is looked
+// at once it is done (below).
 func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	view := t.n.view.Load()
 	defer func() {
@@ -429,6 +436,9 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 			t.retire(a)
 		}
 	}()
+	if err := t.n.checkOwnerIn(view, a.hk.Name, a.identity); err != nil {
+		return err
+	}
 	if a.state, err = loadState(ctx, t.n.store, t.n.cfg.State, a.key(), a.hk.Kind); err != nil {
 		return err
 	}

@@ -276,7 +276,12 @@ func (n *Node) serveRemote(ctx context.Context, req *frame, d *decodedRequest) (
 // current view. The caller's view of the cluster may differ from ours; it
 // retries after placing the grain again.
 func (n *Node) checkOwner(kind, identity string) error {
-	if owner, ok := n.view.Load().owner(kind, identity); !ok || owner.Name != n.name {
+	return n.checkOwnerIn(n.view.Load(), kind, identity)
+}
+
+// checkOwnerIn is checkOwner in view p.
+func (n *Node) checkOwnerIn(p *placement, kind, identity string) error {
+	if owner, ok := p.owner(kind, identity); !ok || owner.Name != n.name {
 		return newError(codes.Unavailable, ErrNotOwner, "cluster: node %s does not own grain %s/%s", n.name, kind, identity)
 	}
 	return nil

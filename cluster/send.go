@@ -432,6 +432,11 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	ctx, cancel := n.oneWayDeadline()
 	defer cancel()
 	if err := n.queueOneWay(ctx, hk, m, req.identity, msg); err != nil {
+		// ErrNotOwner: the grain moved while the message waited for an
+		// activation.
+		if errors.Is(err, ErrNotOwner) && req.oneWay != oneWayForwarded && n.forwardOneWay(req) {
+			return true
+		}
 		n.dropOneWay(req, err)
 	}
 	return true

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -108,4 +109,30 @@ func (g *slowGrain) OnActivate(GrainContext) error {
 func (g *slowGrain) OnDeactivate(GrainContext) error {
 	g.deactivated <- g.identity
 	return nil
+}
+
+// TestOnlyTheOwnerActivates checks that a node does not activate a grain
+// that another member owns in its view, whatever view the call was placed
+// by (an older one, or the one before the grain moved while the call
+// waited for its last activation to go): the call gets ErrNotOwner, which
+// makes a caller place the grain again, and no activation is left.
+func TestOnlyTheOwnerActivates(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderCluster(t, 0, nil)
+	id := recorderOwnedBy(t, nodes, nodes[1], "stray")
+	hk := nodes[0].kinds[recorderKind]
+	if _, err := nodes[0].acts.get(context.Background(), hk, id); !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("get on a node that does not own the grain = %v, want ErrNotOwner", err)
+	}
+	if got := recs[nodes[0].Name()].activations(id); got != 0 {
+		t.Errorf("%s made the grain %d times", nodes[0].Name(), got)
+	}
+	if nodes[0].acts.peek(actKey{recorderKind, id}) != nil {
+		t.Error("the refused activation is still in the table")
+	}
+	// Its owner still activates it.
+	if err := nodes[2].Send(context.Background(), recordCall(id, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1})
 }
