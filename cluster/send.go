@@ -49,7 +49,9 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // and it has no such method (ErrUnknownKind, ErrUnknownMethod, both
 // codes.Unimplemented), the request is missing or does not encode
 // (ErrBadRequest), ctx ended, the owner cannot be reached (ErrUnavailable),
-// or the node is closed (ErrNodeClosed).
+// the grain moved away from this node while Send placed it here, as a
+// member joined (ErrNotOwner, codes.Unavailable: Send again, as Invoke
+// does on its own), or the node is closed (ErrNodeClosed).
 //
 // A node that receives a message for a grain it does not own (its view of
 // the members differs from this node's) forwards it once to the owner it
