@@ -32,7 +32,7 @@ type frame struct {
 	typ      frameType
 	reason   reason
 	oneWay   oneWayMark // whether a request gets no reply (see fieldOneWay)
-	names    bool // in a hello frame: the sender understands name ids (see nameRefs)
+	names    bool       // in a hello frame: the sender understands name ids (see nameRefs)
 	code     codes.Code
 	id       uint64
 	kind     string
