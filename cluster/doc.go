@@ -94,8 +94,9 @@
 //     hosts the kind, or this node hosts the kind and it has no such method
 //     (codes.Unimplemented); a missing or unencodable request, or
 //     WithCallID (codes.InvalidArgument); ctx ended; the owner unreachable;
-//     the grain moved away from this node while Send placed it here
-//     (ErrNotOwner: send again); the node closed. A node that receives a message for a grain it does
+//     the node closed. A message that finds its grain moved away while it
+//     waited for an activation on the sending node is placed again. A node
+//     that receives a message for a grain it does
 //     not own (the sender's view of the members was behind or ahead of its
 //     own, as a member joined or left) forwards it once, to the owner it
 //     sees. An owner that cannot deliver a message it received (an unknown

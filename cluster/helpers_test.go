@@ -392,3 +392,18 @@ func receive[T any](t testing.TB, ch <-chan T, what string) T {
 		return zero
 	}
 }
+
+// movingIdentity returns an identity of kind that node a owns while it is
+// the only member, and node b once it joins a.
+func movingIdentity(kind, a, b string) string {
+	both := newPlacement([]Member{
+		{Name: a, Kinds: []string{kind}, Status: StatusAlive},
+		{Name: b, Kinds: []string{kind}, Status: StatusAlive},
+	})
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("moving-%d", i)
+		if m, _ := both.owner(kind, id); m.Name == b {
+			return id
+		}
+	}
+}

@@ -49,9 +49,9 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // and it has no such method (ErrUnknownKind, ErrUnknownMethod, both
 // codes.Unimplemented), the request is missing or does not encode
 // (ErrBadRequest), ctx ended, the owner cannot be reached (ErrUnavailable),
-// the grain moved away from this node while Send placed it here, as a
-// member joined (ErrNotOwner, codes.Unavailable: Send again, as Invoke
-// does on its own), or the node is closed (ErrNodeClosed).
+// or the node is closed (ErrNodeClosed). A message placed on this node
+// that finds the grain moved away while it waited for an activation (a
+// member joined) is placed again by the new view.
 //
 // A node that receives a message for a grain it does not own (its view of
 // the members differs from this node's) forwards it once to the owner it
@@ -78,19 +78,28 @@ func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 	if isDone(n.stop) {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
 	}
-	owner, ok := n.view.Load().owner(call.Kind, call.Identity)
-	if !ok {
-		return newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
+	for {
+		view := n.view.Load()
+		owner, ok := view.owner(call.Kind, call.Identity)
+		if !ok {
+			return newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
+		}
+		if owner.Name != n.name {
+			// The owner would drop a message to a method its kind does
+			// not have; a node that hosts the kind itself can say so now.
+			if hk := n.kinds[call.Kind]; hk != nil && hk.methods[call.Method] == nil {
+				return newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", call.Kind, call.Method)
+			}
+			return n.sendRemote(ctx, owner, &call)
+		}
+		err := n.sendLocal(ctx, &call)
+		// ErrNotOwner: the grain moved away while the message waited here
+		// for its activation (a member joined). Place it again by the new
+		// view; each turn of the loop needs a view newer than the last.
+		if !errors.Is(err, ErrNotOwner) || n.view.Load() == view {
+			return err
+		}
 	}
-	if owner.Name == n.name {
-		return n.sendLocal(ctx, &call)
-	}
-	// The owner would drop a message to a method its kind does not have; a
-	// node that hosts the kind itself can say so now.
-	if hk := n.kinds[call.Kind]; hk != nil && hk.methods[call.Method] == nil {
-		return newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", call.Kind, call.Method)
-	}
-	return n.sendRemote(ctx, owner, &call)
 }
 
 // Send implements Sender: grains send one-way messages through their node.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -846,5 +847,64 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 3})
 	if got := len(recs[nodes[0].Name()].values(id)); got != 0 {
 		t.Errorf("%s ran %d messages of a grain it does not own", nodes[0].Name(), got)
+	}
+}
+
+// TestSendPlacesAgainWhenTheGrainMovesWhileItWaits sends a one-way message
+// on the grain's owner while the grain deactivates there (its OnDeactivate
+// waits), so that Send waits for the grain's next activation; meanwhile a
+// member joins and takes the grain over. Activating it again on the old
+// owner would make a stray, so Send must place the message again and hand
+// it to the new owner.
+func TestSendPlacesAgainWhenTheGrainMovesWhileItWaits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	inHook, release := make(chan struct{}), make(chan struct{})
+	open := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(open) // before the nodes close, which wait for the grain
+	recA, recB := newRecorder(), newRecorder()
+	kindA := newRecorderKind(recA, -1)
+	newRecorderGrain := kindA.New
+	var made atomic.Int32
+	kindA.New = func(identity string) any {
+		newRecorderGrain(identity)
+		if made.Add(1) == 1 { // only the first activation's hook waits
+			return gateGrain{enter: func() { close(inHook) }, release: release}
+		}
+		return struct{}{}
+	}
+	cfgA, cfgB := testConfig(t), testConfig(t)
+	cfgA.NodeName, cfgB.NodeName = cfgA.NodeName+"-a", cfgB.NodeName+"-b"
+	cfgA.Kinds, cfgB.Kinds = []*Kind{kindA}, []*Kind{newRecorderKind(recB, -1)}
+	cfgA.PassivationInterval, cfgB.PassivationInterval = time.Hour, time.Hour // only the test deactivates
+	id := movingIdentity(recorderKind, cfgA.NodeName, cfgB.NodeName)
+	a := startNode(t, cfgA)
+	if err := a.Send(ctx, recordCall(id, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recA, id, []int64{1})
+
+	act := a.acts.peek(actKey{recorderKind, id})
+	a.acts.retire(act)
+	receive(t, inHook, "OnDeactivate on node a")
+	sent := make(chan error, 1)
+	go func() { sent <- a.Send(ctx, recordCall(id, 2)) }()
+	waitFor(t, waitTimeout, "Send to wait for the grain's next activation", func() bool {
+		sh, _ := a.acts.shardOfActivation(act)
+		sh.mu.Lock()
+		defer sh.mu.Unlock()
+		return act.gone != nil // made by the first call that waits
+	})
+	cfgB.Seeds = []string{a.GossipAddr()}
+	b := startNode(t, cfgB)
+	waitConverged(t, []*Node{a, b}, 2)
+	open()
+
+	if err := receive(t, sent, "Send"); err != nil {
+		t.Fatalf("Send while the grain moved: %v", err)
+	}
+	waitValues(t, recB, id, []int64{2})
+	if got := recA.activations(id); got != 1 {
+		t.Errorf("node a made the grain %d times, want once", got)
 	}
 }

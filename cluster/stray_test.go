@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -35,17 +34,7 @@ func TestGrainThatMovedWhileActivatingIsDeactivated(t *testing.T) {
 	cfgA.NodeName, cfgB.NodeName = cfgA.NodeName+"-a", cfgB.NodeName+"-b"
 	cfgA.Kinds, cfgB.Kinds = []*Kind{kind}, []*Kind{kind}
 	cfgA.PassivationInterval, cfgB.PassivationInterval = time.Hour, time.Hour // no sweeps but the ones under test
-	// A grain that node a owns alone, and b once it joins.
-	both := newPlacement([]Member{
-		{Name: cfgA.NodeName, Kinds: []string{slowKind}, Status: StatusAlive},
-		{Name: cfgB.NodeName, Kinds: []string{slowKind}, Status: StatusAlive},
-	})
-	id := ""
-	for i := 0; id == ""; i++ {
-		if m, _ := both.owner(slowKind, fmt.Sprintf("moving-%d", i)); m.Name == cfgB.NodeName {
-			id = fmt.Sprintf("moving-%d", i)
-		}
-	}
+	id := movingIdentity(slowKind, cfgA.NodeName, cfgB.NodeName)
 	a := startNode(t, cfgA)
 	t.Cleanup(func() {
 		select {
