@@ -186,6 +186,9 @@ type Config struct {
 	// clock, when set, replaces the activation table's clock (the time
 	// since the node started), so that tests of passivation need not wait.
 	clock func() time.Duration
+	// forwardedPatience, when set, replaces defaultForwardedPatience, so
+	// that a test of a forwarded message's wait does not race a constant.
+	forwardedPatience time.Duration
 }
 
 // Defaults of the Config fields whose zero value means "default".

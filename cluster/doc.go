@@ -94,14 +94,16 @@
 //     hosts the kind, or this node hosts the kind and it has no such method
 //     (codes.Unimplemented); a missing or unencodable request, or
 //     WithCallID (codes.InvalidArgument); ctx ended; the owner unreachable;
-//     the node closed. A message that finds its grain moved away while it
-//     waited for an activation on the sending node is placed again. A node
-//     that receives a message for a grain it does
-//     not own (the sender's view of the members was behind or ahead of its
-//     own, as a member joined or left) forwards it once, to the owner it
-//     sees. An owner that cannot deliver a message it received (an unknown
-//     method, a payload that does not decode, a forwarded message for a
-//     grain it does not own either) logs it and drops it.
+//     the node closed.
+//   - While members join and leave, views of them differ for a moment. A
+//     message that finds its grain moved away while it waited for an
+//     activation on the sending node is placed again. A node that receives
+//     a message for a grain it does not own forwards it once, to the owner
+//     it sees. A node that does not own the grain of a forwarded message
+//     waits up to two seconds for a view in which it does (the forwarder
+//     may know first: a node that leaves does), and then drops it with a
+//     log line, as an owner does a message it cannot deliver (an unknown
+//     method, a payload that does not decode).
 //   - The grain runs the message like a call, under the owner's
 //     DefaultCallTimeout from when it starts: its state changes are
 //     committed as after a call (FlushAfterCall), the error it returns is

@@ -44,7 +44,12 @@ type Node struct {
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
+	viewMu    sync.Mutex    // guards viewNext
+	viewNext  chan struct{} // closed when the view is next replaced; made by the first to wait (see awaitView)
 	stop      chan struct{} // closed by teardown: ends the loops
+	// gaveUp is the last view in which a forwarded message waited for this
+	// node to own its grain and gave up (see checkForwardedOwner).
+	gaveUp atomic.Pointer[placement]
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
 	// abrupt Close abandons is what a crash would.
@@ -256,11 +261,28 @@ func (n *Node) refresh() {
 	}
 	p := newPlacement(members)
 	n.view.Store(p)
+	n.viewMu.Lock()
+	if n.viewNext != nil {
+		close(n.viewNext)
+		n.viewNext = nil
+	}
+	n.viewMu.Unlock()
 	n.dropFailed(old, p)
 	n.logChanges(old, p)
 	if moved := n.acts.sweepStrays(); moved > 0 {
 		n.log.Debug("cluster: moving grains after a membership change", "count", moved)
 	}
+}
+
+// awaitView returns the node's view and a channel closed once a newer one
+// replaces it.
+func (n *Node) awaitView() (*placement, <-chan struct{}) {
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
+	if n.viewNext == nil {
+		n.viewNext = make(chan struct{})
+	}
+	return n.view.Load(), n.viewNext
 }
 
 // dropFailed closes the streams to members that failed since the old view,

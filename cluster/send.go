@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"runtime/debug"
@@ -392,6 +393,12 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	if err == nil {
 		err = n.checkOwner(req.kind, req.identity)
 	}
+	if errors.Is(err, ErrNotOwner) && req.oneWay == oneWayForwarded {
+		if !wait {
+			return false // it may wait for the view: not on the reader
+		}
+		err = n.checkForwardedOwner(req)
+	}
 	if errors.Is(err, ErrNotOwner) && req.oneWay != oneWayForwarded {
 		if !wait {
 			return false // forwarding may dial: not on the reader
@@ -476,6 +483,44 @@ func (n *Node) forwardOneWay(req *frame) bool {
 		n.dropOneWay(req, err)
 	}
 	return true
+}
+
+// defaultForwardedPatience is how long a forwarded message waits for this
+// node's view to make it the grain's owner (see checkForwardedOwner):
+// longer than a leave takes to reach the members (LeavePropagateDelay is
+// 1 s in the LAN and WAN gossip profiles).
+const defaultForwardedPatience = 2 * time.Second
+
+// checkForwardedOwner checks that this node owns the grain of req, which
+// another node forwarded here, waiting up to defaultForwardedPatience for a view
+// in which it does. The forwarder placed the message by a view this node
+// may not have yet: a node that leaves knows it first, and forwards the
+// messages that still reach it to the owner without it, which is this node
+// once its view drops the leaver. Once a wait ran out in a view, later
+// messages forwarded under the same view do not wait again, so that a
+// stream's lane stalls at most once per view.
+func (n *Node) checkForwardedOwner(req *frame) error {
+	var timeout <-chan time.Time
+	for {
+		view, next := n.awaitView()
+		err := n.checkOwnerIn(view, req.kind, req.identity)
+		if err == nil || n.gaveUp.Load() == view {
+			return err
+		}
+		if timeout == nil {
+			t := time.NewTimer(cmp.Or(n.cfg.forwardedPatience, defaultForwardedPatience))
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-next:
+		case <-timeout:
+			n.gaveUp.Store(view)
+			return err
+		case <-n.stop:
+			return err
+		}
+	}
 }
 
 // sendForwarded queues req on the stream to owner, marked forwarded.

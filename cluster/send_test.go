@@ -808,11 +808,14 @@ func TestGrainPanicIsLoggedOnce(t *testing.T) {
 // messages from the third node to the first for a grain the second owns,
 // as a sender whose view of the members is behind or ahead of the first
 // node's does. The first node forwards the message to the owner, once: a
-// message that comes to it marked forwarded is dropped and logged, not
+// message that comes to it marked forwarded is dropped and logged (once
+// its wait for a view in which the first node owns the grain is over), not
 // forwarded again.
 func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	t.Parallel()
-	nodes, recs, logs := recorderCluster(t, 0, nil)
+	// The forwarded message waits that long for a view in which the first
+	// node owns its grain (see checkForwardedOwner), which never comes.
+	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = time.Millisecond })
 	ctx := context.Background()
 	id := recorderOwnedBy(t, nodes, nodes[1], "forward")
 	wrong := nodes[2].view.Load().byName[nodes[0].Name()]
@@ -906,5 +909,42 @@ func TestSendPlacesAgainWhenTheGrainMovesWhileItWaits(t *testing.T) {
 	waitValues(t, recB, id, []int64{2})
 	if got := recA.activations(id); got != 1 {
 		t.Errorf("node a made the grain %d times, want once", got)
+	}
+}
+
+// TestForwardedMessageWaitsForTheViewThatMakesThisNodeItsOwner forwards a
+// message to the first node for a grain the second owns, as the second
+// does when it leaves: it knows before the others that it no longer owns
+// anything. The first node must hold the message until its view drops the
+// second node, and then run it, rather than drop it.
+func TestForwardedMessageWaitsForTheViewThatMakesThisNodeItsOwner(t *testing.T) {
+	t.Parallel()
+	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = waitTimeout })
+	ctx := context.Background()
+	id := recorderOwnedBy(t, nodes, nodes[1], "leaving") // the first node's once the second has left
+	payload, err := proto.Marshal(wrapperspb.Int64(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nodes[2].transport.conn(ctx, nodes[2].view.Load().byName[nodes[0].Name()])
+	if err != nil {
+		t.Fatal(err)
+	}
+	forwarded := frame{typ: frameRequest, oneWay: oneWayForwarded, kind: recorderKind, identity: id, method: methodRecord,
+		payload: payload}
+	if err := c.send(ctx, &forwarded); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the forwarded message to wait for a newer view", func() bool {
+		nodes[0].viewMu.Lock()
+		defer nodes[0].viewMu.Unlock()
+		return nodes[0].viewNext != nil // made by the first to wait (awaitView)
+	})
+	if err := nodes[1].Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[nodes[0].Name()], id, []int64{1})
+	if got := logs[nodes[0].Name()].count("cluster: dropped a one-way message"); got != 0 {
+		t.Errorf("the first node dropped %d one-way messages", got)
 	}
 }
