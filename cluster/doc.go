@@ -80,7 +80,10 @@
 //   - At most once: a one-way message carries no stamp, is never
 //     deduplicated, and is never retried once handed over. A message queued
 //     for a node that fails, or behind a grain that fails past its restart
-//     limit, is lost.
+//     limit, is lost. So, for now, are messages that reach a node leaving
+//     with Shutdown after it closed its streams: senders that have not yet
+//     heard of the leave keep sending to it for a moment (it logs some of
+//     those it drops, not all).
 //   - Order: messages from one node to one grain run in the order they
 //     were sent, as long as the grain's owner does not change. (Messages
 //     sent from several goroutines have no order to keep.) Messages that
