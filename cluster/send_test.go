@@ -828,19 +828,7 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	}
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1})
 
-	payload, err := proto.Marshal(wrapperspb.Int64(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := nodes[2].transport.conn(ctx, wrong)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forwarded := frame{typ: frameRequest, oneWay: oneWayForwarded, kind: recorderKind, identity: id, method: methodRecord,
-		payload: payload}
-	if err := c.send(ctx, &forwarded); err != nil {
-		t.Fatal(err)
-	}
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 2)
 	waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
 		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
 	})
@@ -922,19 +910,7 @@ func TestForwardedMessageWaitsForTheViewThatMakesThisNodeItsOwner(t *testing.T) 
 	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = waitTimeout })
 	ctx := context.Background()
 	id := recorderOwnedBy(t, nodes, nodes[1], "leaving") // the first node's once the second has left
-	payload, err := proto.Marshal(wrapperspb.Int64(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := nodes[2].transport.conn(ctx, nodes[2].view.Load().byName[nodes[0].Name()])
-	if err != nil {
-		t.Fatal(err)
-	}
-	forwarded := frame{typ: frameRequest, oneWay: oneWayForwarded, kind: recorderKind, identity: id, method: methodRecord,
-		payload: payload}
-	if err := c.send(ctx, &forwarded); err != nil {
-		t.Fatal(err)
-	}
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 1)
 	waitFor(t, waitTimeout, "the forwarded message to wait for a newer view", func() bool {
 		nodes[0].viewMu.Lock()
 		defer nodes[0].viewMu.Unlock()
@@ -946,5 +922,25 @@ func TestForwardedMessageWaitsForTheViewThatMakesThisNodeItsOwner(t *testing.T) 
 	waitValues(t, recs[nodes[0].Name()], id, []int64{1})
 	if got := logs[nodes[0].Name()].count("cluster: dropped a one-way message"); got != 0 {
 		t.Errorf("the first node dropped %d one-way messages", got)
+	}
+}
+
+// sendForwardedRecord sends from to to a Record(v) one-way message for the
+// recorder grain id, marked forwarded, as a node that did not own the
+// grain would pass it on.
+func sendForwardedRecord(t *testing.T, from, to *Node, id string, v int64) {
+	t.Helper()
+	payload, err := proto.Marshal(wrapperspb.Int64(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := from.transport.conn(ctx, from.view.Load().byName[to.Name()])
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := frame{typ: frameRequest, oneWay: oneWayForwarded, kind: recorderKind, identity: id, method: methodRecord, payload: payload}
+	if err := c.send(ctx, &f); err != nil {
+		t.Fatal(err)
 	}
 }
