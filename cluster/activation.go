@@ -970,7 +970,7 @@ func (g *grainActor) Receive(c *runtime.Context) {
 // reply is recorded and, in FlushAfterCall mode, committed with the changes
 // before the reply is sent.
 func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
-	if !g.usable() {
+	if g.unusable() {
 		c.RespondError(errDeactivated)
 		return
 	}
@@ -1012,6 +1012,19 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 // usable reports whether the activation may still run calls.
 func (g *grainActor) usable() bool {
 	return !g.deactivated.Load() && g.state.failure() == nil
+}
+
+// unusable reports whether the activation may no longer run calls, and if
+// so makes sure that it goes, so that the calls sent on find another. A
+// commit that failed where no handler looked afterwards (a Flush in
+// OnActivate) left it unusable but in the table, open: calls came back to
+// it until their deadline.
+func (g *grainActor) unusable() bool {
+	if g.usable() {
+		return false
+	}
+	g.node().acts.retire(g.act()) // nothing if it is going already
+	return true
 }
 
 // run calls the method. A call that fails, returns no response or panics
@@ -1099,7 +1112,7 @@ func (g *grainActor) flushAfter(ctx context.Context) error {
 // it changed as after a call (reminders carry no stamp: they fire at least
 // once). An error is returned to the scheduler, which fires it again later.
 func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
-	if !g.usable() {
+	if g.unusable() {
 		c.RespondError(errDeactivated)
 		return
 	}

@@ -562,7 +562,7 @@ func (n *Node) dropOneWay(req *frame, err error) {
 // changes are committed as after a call, but not recorded for
 // deduplication: one-way messages carry no stamp.
 func (g *grainActor) handleOneWay(m *oneWayCall) {
-	if !g.usable() {
+	if g.unusable() {
 		g.node().acts.keepOneWay(g.act(), m)
 		return
 	}
