@@ -58,10 +58,12 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // the members differs from this node's) forwards it once to the owner it
 // sees. An owner that cannot deliver a message it received (it does not
 // know the method, the payload does not decode, or it received the message
-// forwarded and does not own the grain either) logs it and drops it. WithCallID
-// does not apply to one-way messages, which are not deduplicated: Send
-// fails with ErrBadRequest if it is given. WithoutRetry and
-// WithTurnOnCaller change nothing: a one-way message to a grain of this
+// forwarded and does not come to own the grain within two seconds) logs it
+// and drops it.
+//
+// WithCallID does not apply to one-way messages, which are not
+// deduplicated: Send fails with ErrBadRequest if it is given. WithoutRetry
+// and WithTurnOnCaller change nothing: a one-way message to a grain of this
 // node waits in its mailbox for its worker. call.NewResponse is not used.
 func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 	cc := applyCallOptions(opts)
@@ -492,8 +494,8 @@ func (n *Node) forwardOneWay(req *frame) bool {
 const defaultForwardedPatience = 2 * time.Second
 
 // checkForwardedOwner checks that this node owns the grain of req, which
-// another node forwarded here, waiting up to defaultForwardedPatience for a view
-// in which it does. The forwarder placed the message by a view this node
+// another node forwarded here, waiting up to defaultForwardedPatience for a
+// view in which it does. The forwarder placed the message by a view this node
 // may not have yet: a node that leaves knows it first, and forwards the
 // messages that still reach it to the owner without it, which is this node
 // once its view drops the leaver. Once a wait ran out in a view, later
