@@ -340,7 +340,7 @@ func TestDefaultCallTimeout(t *testing.T) {
 			t.Errorf("owner %s, cancelled: code = %v (%v), want Canceled or DeadlineExceeded", owner.Name(), got, err)
 		}
 		receive(t, h.canceled, "the grain seeing the cancellation")
-		if got := add(t, nodes[0], id, 1); got != 1 {
+		if got := addWithin(t, nodes[0], id, 1); got != 1 {
 			t.Errorf("owner %s: the grain answered %d after the timed-out calls, want 1", owner.Name(), got)
 		}
 	}

@@ -313,7 +313,23 @@ func where(t testing.TB, c Caller, identity string) string {
 // add adds delta to identity's total and returns the total.
 func add(t testing.TB, c Caller, identity string, delta int64) int64 {
 	t.Helper()
-	resp, err := c.Invoke(context.Background(), addCall(identity, delta))
+	return addIn(t, context.Background(), c, identity, delta)
+}
+
+// addWithin is add under a deadline of its own, waitTimeout, for tests
+// whose DefaultCallTimeout is short: an activation and a call across nodes
+// overran 100 ms once in .ci/run (2 cores, -race, every package at once).
+func addWithin(t testing.TB, c Caller, identity string, delta int64) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	return addIn(t, ctx, c, identity, delta)
+}
+
+// addIn is add under ctx.
+func addIn(t testing.TB, ctx context.Context, c Caller, identity string, delta int64) int64 {
+	t.Helper()
+	resp, err := c.Invoke(ctx, addCall(identity, delta))
 	if err != nil {
 		t.Fatalf("Add(%s, %d): %v", identity, delta, err)
 	}

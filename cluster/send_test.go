@@ -766,7 +766,12 @@ func TestOneWayErrEndsAtTheDeadline(t *testing.T) {
 	for _, owner := range nodes[:2] {
 		id := recorderOwnedBy(t, nodes, owner, "poll")
 		call := Call{Kind: recorderKind, Identity: id, Method: methodPoll, Request: &emptypb.Empty{}}
-		if err := nodes[0].Send(context.Background(), call); err != nil {
+		// Send's own deadline, for the activation on a loaded machine; the
+		// message runs under the owner's DefaultCallTimeout all the same.
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		err := nodes[0].Send(ctx, call)
+		cancel()
+		if err != nil {
 			t.Fatal(err)
 		}
 		waitValues(t, recs[owner.Name()], id, []int64{1})
