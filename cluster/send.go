@@ -502,6 +502,9 @@ const defaultForwardedPatience = 2 * time.Second
 // messages forwarded under the same view do not wait again, so that a
 // stream's lane stalls at most once per view.
 func (n *Node) checkForwardedOwner(req *frame) error {
+	if view := n.view.Load(); n.gaveUp.Load() == view {
+		return n.checkOwnerIn(view, req.kind, req.identity)
+	}
 	var timeout <-chan time.Time
 	for {
 		view, next := n.awaitView()

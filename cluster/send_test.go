@@ -949,3 +949,23 @@ func sendForwardedRecord(t *testing.T, from, to *Node, id string, v int64) {
 		t.Fatal(err)
 	}
 }
+
+// TestForwardedMessageWaitsOncePerView checks that a forwarded message for
+// a grain this node does not own does not wait for a newer view when a
+// wait already ran out in the current one (see checkForwardedOwner): it is
+// dropped at once, and nothing waits for a view.
+func TestForwardedMessageWaitsOncePerView(t *testing.T) {
+	t.Parallel()
+	nodes, _, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = time.Hour })
+	id := recorderOwnedBy(t, nodes, nodes[1], "gaveup")
+	nodes[0].gaveUp.Store(nodes[0].view.Load()) // as if a wait had run out in this view
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 1)
+	waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
+		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
+	})
+	nodes[0].viewMu.Lock()
+	defer nodes[0].viewMu.Unlock()
+	if nodes[0].viewNext != nil {
+		t.Error("the message waited for a newer view")
+	}
+}
