@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"io"
 	goruntime "runtime"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,7 @@ type conn struct {
 	cc     *grpc.ClientConn   // nil for streams the peer dialed
 	wake   chan struct{}      // tells the writer there is work
 	done   chan struct{}      // closed by close
+	heard  chan struct{}      // closed when the peer's bye arrives (see bye)
 	names  nameTable          // names decoded by readLoop, interned
 	lane   oneWayLane         // one-way requests that wait, in order
 	target oneWayTarget       // where the one-way requests of the batch being read go; readLoop's
@@ -61,6 +64,11 @@ type conn struct {
 	served       map[uint64]*servedCtx  // requests received, running
 	err          error                  // why the conn closed
 	corrupt      error                  // the decoding error that closed it, if any
+	byeSent      bool                   // this side sent its bye: it sends no more requests (see bye)
+	byeHeard     bool                   // the peer's bye arrived
+	ending       bool                   // both byes are out and nothing is pending: the stream ends (see endIfDone)
+	sendClosed   bool                   // the dialer's side of the stream is closed (CloseSend): nothing more goes out
+	peerEnded    bool                   // the dialer closed its side: the acceptor closes the conn once its queue is written
 	framesQueued uint64                 // frames sent, for tests and debugging
 	batchesSent  uint64                 // gRPC messages sent
 }
@@ -70,6 +78,7 @@ func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, 
 		t: t, peer: peer, stream: s, cancel: cancel, cc: cc,
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
+		heard:  make(chan struct{}),
 		calls:  make(map[uint64]pendingCall),
 		served: make(map[uint64]*servedCtx),
 	}
@@ -241,18 +250,20 @@ func (c *conn) expire(d *sharedDeadline) {
 			p.reply <- frame{typ: frameExpired} // buffered, and nothing else sends on it any more
 		}
 	}
+	c.endIfDone()
 }
 
 func (c *conn) forgetCall(id uint64) {
 	c.mu.Lock()
 	delete(c.calls, id)
+	c.endIfDone()
 	c.mu.Unlock()
 }
 
 // send queues f for the writer. It waits while MaxPendingBytes are queued,
 // until the writer makes room, ctx ends or the conn closes.
 func (c *conn) send(ctx context.Context, f *frame) error {
-	return c.queue(ctx, f, false)
+	return c.queue(ctx, f, queueForWriter)
 }
 
 // sendAlone is send for a call's request or a served request's reply: when
@@ -267,11 +278,28 @@ func (c *conn) send(ctx context.Context, f *frame) error {
 // batched by the writer; and it is never used for one-way messages, whose
 // single sender would lose the batching.
 func (c *conn) sendAlone(ctx context.Context, f *frame) error {
-	return c.queue(ctx, f, true)
+	return c.queue(ctx, f, queueAlone)
 }
 
-// queue implements send and sendAlone.
-func (c *conn) queue(ctx context.Context, f *frame, alone bool) error {
+// sendReply is sendAlone for the reply to a served request: the request
+// leaves c.served as its reply is queued, under the same lock, so that a
+// stream that ends once nothing is pending (endIfDone) never ends between
+// the two and leaves the reply behind.
+func (c *conn) sendReply(f *frame) error {
+	return c.queue(context.Background(), f, queueReply)
+}
+
+// sendMode says how queue treats a frame.
+type sendMode uint8
+
+const (
+	queueForWriter sendMode = iota // the writer writes it (send)
+	queueAlone                     // the calling goroutine may write it (sendAlone)
+	queueReply                     // sendAlone for a served request's reply (sendReply)
+)
+
+// queue implements send, sendAlone and sendReply.
+func (c *conn) queue(ctx context.Context, f *frame, mode sendMode) error {
 	f.refs = nameRefs{} // set by enqueue
 	size := f.sizeBound()
 	c.mu.Lock()
@@ -294,13 +322,21 @@ func (c *conn) queue(ctx context.Context, f *frame, alone bool) error {
 		c.mu.Unlock()
 		return err
 	}
+	if c.sendClosed || c.byeSent && f.typ == frameRequest {
+		c.mu.Unlock()
+		return newError(codes.Unavailable, ErrUnavailable, "cluster: the stream to %s is closing", c.peer)
+	}
 	// Only the frame that makes the queue non-empty wakes the writer: the
 	// writer empties the queue under c.mu after each wake, so frames queued
 	// behind it are taken with it. That spares the other frames a channel
 	// operation each.
 	wake := len(c.batches) == 0
 	c.enqueue(f, size)
-	if alone && wake && !c.writing && len(c.calls)+len(c.served) <= 1 {
+	if mode == queueReply {
+		delete(c.served, f.id)
+		c.endIfDone()
+	}
+	if mode != queueForWriter && wake && !c.writing && len(c.calls)+len(c.served) <= 1 {
 		return c.writeAlone() // unlocks c.mu
 	}
 	c.mu.Unlock()
@@ -352,9 +388,11 @@ func (c *conn) writeAlone() error {
 	err := c.write(batches)
 	c.mu.Lock()
 	c.writing = false
-	more := len(c.batches) > 0
+	// Queued while we wrote, or the stream is to end once all is written:
+	// the writer skipped it (see writeLoop).
+	more := len(c.batches) > 0 || c.ending || c.peerEnded
 	c.mu.Unlock()
-	if more { // queued while we wrote: the writer skipped them (see writeLoop)
+	if more {
 		select {
 		case c.wake <- struct{}{}:
 		default:
@@ -421,6 +459,102 @@ func (c *conn) writeLoop() {
 		c.mu.Lock()
 		c.writing = false
 		c.mu.Unlock()
+		c.endWritten()
+	}
+}
+
+// endWritten ends the stream if it is to end and everything queued has
+// been written: the dialer closes its side (CloseSend, which lets the
+// acceptor read every frame before it sees the end, where cancelling the
+// stream would drop what gRPC still buffers); the acceptor, once the
+// dialer has closed its side, closes the conn, and serveStream returns,
+// which ends the stream after the frames written. Only the writer calls
+// it, so that nothing is sent on the stream at the same time.
+func (c *conn) endWritten() {
+	c.mu.Lock()
+	if len(c.batches) > 0 || c.writing {
+		c.mu.Unlock()
+		return // the writer comes back for them
+	}
+	closeSend := c.ending && c.cc != nil && !c.sendClosed
+	if closeSend {
+		c.sendClosed = true
+	}
+	closeConn := c.peerEnded
+	c.mu.Unlock()
+	if closeSend {
+		if cs, ok := c.stream.(grpc.ClientStream); ok {
+			_ = cs.CloseSend() // fails only if the stream ended, which the reader sees
+		}
+	}
+	if closeConn {
+		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: the stream to %s ended", c.peer))
+	}
+}
+
+// bye tells the peer that this side sends no more requests on the stream:
+// a hello frame with fieldBye, queued behind every frame queued before it,
+// so the peer reads them all first. Requests queued later fail with
+// ErrUnavailable (Invoke and Send place them again by the view that made
+// this node say bye), and the transport stops handing the conn out.
+// Replies and cancels still go both ways; once both sides said bye and no
+// request is waiting for its reply in either direction, the stream ends
+// (endIfDone), with nothing lost. It is how a node stops talking to a
+// member that leaves gracefully, and how the leaver ends its streams
+// (see Node.Shutdown).
+func (c *conn) bye() {
+	c.mu.Lock()
+	if c.err != nil || c.byeSent {
+		c.mu.Unlock()
+		return
+	}
+	c.byeSent = true
+	f := frame{typ: frameHello, node: c.t.name, hello: helloBye}
+	wake := len(c.batches) == 0
+	c.enqueue(&f, f.sizeBound())
+	c.endIfDone()
+	c.mu.Unlock()
+	if wake {
+		c.wakeWriter()
+	}
+	c.t.retire(c)
+}
+
+// heardBye records the peer's bye. Unless this node is leaving, which
+// says bye itself once it has passed on what it still holds (see
+// transport.farewell), it answers with its own.
+func (c *conn) heardBye() {
+	c.mu.Lock()
+	if !c.byeHeard {
+		c.byeHeard = true
+		close(c.heard)
+	}
+	answer := !c.byeSent && !c.t.leaving.Load()
+	c.endIfDone()
+	c.mu.Unlock()
+	if answer {
+		c.bye()
+	}
+}
+
+// endIfDone starts the end of the stream once both sides said bye and no
+// request waits for its reply in either direction: the writer then ends
+// the stream when it has written all that is queued (endWritten). c.mu is
+// held; the paths that take a call or a served request out of their maps
+// call it, and it costs them two flags read.
+func (c *conn) endIfDone() {
+	if !c.byeSent || !c.byeHeard || c.ending || len(c.calls) > 0 || len(c.served) > 0 {
+		return
+	}
+	c.ending = true
+	c.wakeWriter()
+}
+
+// wakeWriter tells the writer there is work, without waiting.
+func (c *conn) wakeWriter() {
+	select {
+	case c.wake <- struct{}{}:
+	default: // the writer has been woken already
 	}
 }
 
@@ -433,6 +567,16 @@ func (c *conn) readLoop() {
 	var batch []byte
 	for {
 		if err := c.stream.RecvMsg(&batch); err != nil {
+			if errors.Is(err, io.EOF) && c.cc == nil {
+				// The dialer closed its side after both byes (see
+				// endWritten): the writer closes the conn once it has
+				// written what is queued.
+				c.mu.Lock()
+				c.peerEnded = true
+				c.mu.Unlock()
+				c.wakeWriter()
+				return
+			}
 			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s ended: %v", c.peer, err))
 			return
 		}
@@ -478,6 +622,7 @@ func (c *conn) dispatch(f *frame) {
 		c.mu.Lock()
 		p, ok := c.calls[f.id]
 		delete(c.calls, f.id)
+		c.endIfDone()
 		c.mu.Unlock()
 		if ok {
 			c.kept = true // decoded by the caller
@@ -494,10 +639,13 @@ func (c *conn) dispatch(f *frame) {
 		// The acceptor's answer to our hello: whether it understands name
 		// ids. Otherwise only the first frame of a dialed stream, which
 		// serveStream reads; repeated ones say nothing.
-		if f.names {
+		if f.hello&helloNames != 0 {
 			c.mu.Lock()
 			c.dict.on = true
 			c.mu.Unlock()
+		}
+		if f.hello&helloBye != 0 {
+			c.heardBye()
 		}
 	}
 }
@@ -753,12 +901,9 @@ func (s *servedCall) run() {
 	defer h.finishCall(s.ticket)
 	defer ctx.end()
 	reply := h.serveRequest(ctx, &s.req, &s.decoded)
-	c.mu.Lock()
-	delete(c.served, s.req.id)
-	c.mu.Unlock()
 	reply.typ, reply.id = frameResponse, s.req.id
 	// An error here means the conn closed: the caller retries or gives up.
-	_ = c.sendAlone(context.Background(), &reply)
+	_ = c.sendReply(&reply)
 	*s = servedCall{} // let the request and the context go
 	c.t.served.Put(s)
 }
@@ -781,6 +926,28 @@ type oneWayLane struct {
 	busy  atomic.Bool // the lane has requests; set by the reader only
 	mu    sync.Mutex
 	queue []frame
+	idle  chan struct{} // closed when the lane empties; made by a waiter (see waitIdle)
+}
+
+// waitIdle waits until the lane is empty, and reports false if ctx ended
+// first.
+func (l *oneWayLane) waitIdle(ctx context.Context) bool {
+	l.mu.Lock()
+	if !l.busy.Load() {
+		l.mu.Unlock()
+		return true
+	}
+	if l.idle == nil {
+		l.idle = make(chan struct{})
+	}
+	idle := l.idle
+	l.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // serveOneWay delivers a one-way request. The common case, a request to an
@@ -817,6 +984,10 @@ func (c *conn) drainLane() {
 		if len(l.queue) == 0 {
 			l.queue = nil
 			l.busy.Store(false)
+			if l.idle != nil {
+				close(l.idle)
+				l.idle = nil
+			}
 			l.mu.Unlock()
 			return
 		}

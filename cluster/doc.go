@@ -80,10 +80,11 @@
 //   - At most once: a one-way message carries no stamp, is never
 //     deduplicated, and is never retried once handed over. A message queued
 //     for a node that fails, or behind a grain that fails past its restart
-//     limit, is lost. So, for now, are messages that reach a node leaving
-//     with Shutdown after it closed its streams: senders that have not yet
-//     heard of the leave keep sending to it for a moment (it logs some of
-//     those it drops, not all).
+//     limit, is lost. A node that leaves with Shutdown loses none: it
+//     passes on what reaches it until every peer has said it sends no
+//     more, and only then ends its streams (see Node.Shutdown). A peer
+//     that has not heard of the leave within two seconds is the exception:
+//     what it sends later is lost.
 //   - Order: messages from one node to one grain run in the order they
 //     were sent, as long as the grain's owner does not change. (Messages
 //     sent from several goroutines have no order to keep.) Messages that

@@ -32,7 +32,7 @@ type frame struct {
 	typ      frameType
 	reason   reason
 	oneWay   oneWayMark // whether a request gets no reply (see fieldOneWay)
-	names    bool       // in a hello frame: the sender understands name ids (see nameRefs)
+	hello    helloFlags // what a hello frame says besides the sender's name
 	code     codes.Code
 	id       uint64
 	kind     string
@@ -112,6 +112,21 @@ const (
 	fieldKindRef   protowire.Number = 18
 	fieldMethodRef protowire.Number = 19
 	fieldClientRef protowire.Number = 20
+	// fieldBye, in a hello frame, says that its sender sends no more
+	// requests on the stream (see conn.bye). It rides on a hello frame, not
+	// a frame type of its own, because an older peer reads any hello after
+	// the first as nothing at all, where it would reset the stream on an
+	// unknown type.
+	fieldBye protowire.Number = 21
+)
+
+// helloFlags are what a hello frame says about its sender, each in a
+// field of its own on the wire.
+type helloFlags uint8
+
+const (
+	helloNames helloFlags = 1 << iota // the sender understands name ids (fieldNames)
+	helloBye                          // the sender sends no more requests on the stream (fieldBye)
 )
 
 // oneWayMark is what fieldOneWay says about a request: nothing (a call), a
@@ -195,8 +210,11 @@ func appendFrameFields(b []byte, f *frame) []byte {
 	if f.oneWay != twoWay {
 		b = appendVarintField(b, fieldOneWay, uint64(f.oneWay))
 	}
-	if f.names {
+	if f.hello&helloNames != 0 {
 		b = appendVarintField(b, fieldNames, 1)
+	}
+	if f.hello&helloBye != 0 {
+		b = appendVarintField(b, fieldBye, 1)
 	}
 	return b
 }
@@ -213,8 +231,11 @@ func (f *frame) size() int {
 	if f.oneWay != twoWay {
 		n += varintFieldSize(fieldOneWay, uint64(f.oneWay))
 	}
-	if f.names {
+	if f.hello&helloNames != 0 {
 		n += varintFieldSize(fieldNames, 1)
+	}
+	if f.hello&helloBye != 0 {
+		n += varintFieldSize(fieldBye, 1)
 	}
 	if len(f.payload) > 0 {
 		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(len(f.payload))
@@ -246,7 +267,7 @@ const maxTagSize = 2
 // of its strings and payload: the length prefix, and every field at its
 // largest, the three names both as strings and ids, the chain aside.
 const frameBoundFixed = binary.MaxVarintLen64 + // the length prefix
-	8*(maxTagSize+binary.MaxVarintLen64) + // type, id, timeout, code, reason, seq, one-way, names
+	9*(maxTagSize+binary.MaxVarintLen64) + // type, id, timeout, code, reason, seq, one-way, names, bye
 	7*(maxTagSize+binary.MaxVarintLen64) + // kind, identity, method, payload, message, node, client ID
 	3*(maxTagSize+binary.MaxVarintLen64) // the ids of kind, method and client ID
 
@@ -389,7 +410,7 @@ func decodeFrame(b []byte, f *frame, names *nameTable) error {
 func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame, names *nameTable) (int, error) {
 	switch num {
 	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq, fieldOneWay, fieldNames,
-		fieldKindRef, fieldMethodRef, fieldClientRef:
+		fieldBye, fieldKindRef, fieldMethodRef, fieldClientRef:
 		if typ != protowire.VarintType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want varint", ErrCorruptFrame, num, typ)
 		}
@@ -414,6 +435,15 @@ func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame, n
 			return 0, fmt.Errorf("%w: field %d: %v", ErrCorruptFrame, num, protowire.ParseError(n))
 		}
 		return n, nil
+	}
+}
+
+// setHello sets or clears flag in f.hello.
+func (f *frame) setHello(flag helloFlags, on bool) {
+	if on {
+		f.hello |= flag
+	} else {
+		f.hello &^= flag
 	}
 }
 
@@ -446,7 +476,9 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 	case fieldOneWay:
 		f.oneWay = oneWayMark(min(v, uint64(oneWayForwarded)))
 	case fieldNames:
-		f.names = v != 0
+		f.setHello(helloNames, v != 0)
+	case fieldBye:
+		f.setHello(helloBye, v != 0)
 	case fieldKindRef, fieldMethodRef, fieldClientRef:
 		if v == 0 || v > maxNameID {
 			return fmt.Errorf("%w: name id %d out of range", ErrCorruptFrame, v)

@@ -268,6 +268,7 @@ func (n *Node) refresh() {
 	}
 	n.viewMu.Unlock()
 	n.dropFailed(old, p)
+	n.byeToLeavers(old, p)
 	n.logChanges(old, p)
 	if moved := n.acts.sweepStrays(); moved > 0 {
 		n.log.Debug("cluster: moving grains after a membership change", "count", moved)
@@ -300,6 +301,28 @@ func (n *Node) dropFailed(old, p *placement) {
 			n.transport.dropPeer(name)
 		}
 	}
+}
+
+// byeToLeavers says bye on the streams to the members that began to leave
+// gracefully since the old view, or left: this node places nothing on
+// them any more, and their streams can end without losing what is on its
+// way (see transport.farewell).
+func (n *Node) byeToLeavers(old, p *placement) {
+	for _, m := range p.members {
+		if m.Name == n.name || m.Status != StatusLeaving && m.Status != StatusLeft {
+			continue
+		}
+		if was, ok := old.status(m.Name); !ok || was != m.Status {
+			n.transport.byeTo(m.Name)
+		}
+	}
+}
+
+// departed implements requestHandler: it reports whether this node's view
+// has the member leaving or left.
+func (n *Node) departed(name string) bool {
+	st, ok := n.view.Load().status(name)
+	return ok && (st == StatusLeaving || st == StatusLeft)
 }
 
 // logChanges logs members that joined or changed status between two views.
@@ -376,10 +399,13 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // Shutdown stops the node gracefully: it leaves the gossip, so that the
 // other members place its grains elsewhere; stops firing reminders;
 // deactivates its grains, running their OnDeactivate hooks and committing
-// their buffered state; waits for the calls it is serving; then stops
-// the transport and the actors. If ctx ends first, the rest is done as by
-// Close and ctx's error is returned. Calling it again, or after Close,
-// waits for the node to stop.
+// their buffered state; waits for the calls it is serving; passes on the
+// one-way messages that still reach it until every peer has stopped
+// sending to it (at most two seconds, see farewell); ends its streams
+// without dropping what is on them; then stops the transport and the
+// actors. If ctx ends first, the rest is done as by Close and ctx's error
+// is returned. Calling it again, or after Close, waits for the node to
+// stop.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
 	already := n.shuttingDown
@@ -393,6 +419,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	n.transport.leaving.Store(true)
 	err := n.leave(ctx)
 	n.reminders.Close() // the grains are leaving: no more firings here
 	if err == nil {
@@ -404,8 +431,31 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if err == nil {
 		err = n.acts.deactivateAll(ctx)
 	}
+	if err == nil {
+		n.farewell(ctx)
+	}
 	n.teardown(ctx)
 	return err
+}
+
+// farewellPatience bounds how long a leaving node waits for its peers to
+// say bye on their streams and for the streams to end (see farewell):
+// longer than a leave takes to reach the members (LeavePropagateDelay is
+// 1 s in the LAN and WAN gossip profiles).
+const farewellPatience = 2 * time.Second
+
+// farewell ends the node's streams once its peers stopped sending on them
+// and what it still held is passed on (see transport.farewell), within
+// ctx and farewellPatience. A peer that does not say bye in time (its
+// view still has this node alive, or it is older than the bye) is left as
+// before: its streams close with the node, and messages it sends later
+// are lost.
+func (n *Node) farewell(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, farewellPatience)
+	defer cancel()
+	if !n.transport.farewell(ctx) {
+		n.log.Warn("cluster: peers did not end their streams in time; closing them", "waited", farewellPatience)
+	}
 }
 
 // leave announces the node's departure and waits for it to be gossiped, or

@@ -86,6 +86,16 @@ func newPlacement(members []Member) *placement {
 	return p
 }
 
+// status returns the status of the named member, and false if the view
+// does not know it.
+func (p *placement) status(name string) (MemberStatus, bool) {
+	i, ok := slices.BinarySearchFunc(p.members, name, func(m Member, name string) int { return strings.Compare(m.Name, name) })
+	if !ok {
+		return 0, false
+	}
+	return p.members[i].Status, true
+}
+
 // owner returns the alive member that owns (kind, identity): the candidate
 // with the highest rendezvous score. Every node with the same member list
 // computes the same owner, and adding or removing one member only moves the

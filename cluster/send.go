@@ -52,7 +52,8 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // (ErrBadRequest), ctx ended, the owner cannot be reached (ErrUnavailable),
 // or the node is closed (ErrNodeClosed). A message placed on this node
 // that finds the grain moved away while it waited for an activation (a
-// member joined) is placed again by the new view.
+// member joined), or placed on a member whose stream no longer takes it
+// (the member leaves or failed), is placed again by the new view.
 //
 // A node that receives a message for a grain it does not own (its view of
 // the members differs from this node's) forwards it once to the owner it
@@ -93,13 +94,20 @@ func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 			if hk := n.kinds[call.Kind]; hk != nil && hk.methods[call.Method] == nil {
 				return newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", call.Kind, call.Method)
 			}
-			return n.sendRemote(ctx, owner, &call)
 		}
-		err := n.sendLocal(ctx, &call)
+		var err error
+		if owner.Name != n.name {
+			err = n.sendRemote(ctx, owner, &call)
+		} else {
+			err = n.sendLocal(ctx, &call)
+		}
 		// ErrNotOwner: the grain moved away while the message waited here
-		// for its activation (a member joined). Place it again by the new
-		// view; each turn of the loop needs a view newer than the last.
-		if !errors.Is(err, ErrNotOwner) || n.view.Load() == view {
+		// for its activation (a member joined). ErrUnavailable: the
+		// stream to the owner took no more requests (the owner leaves, and
+		// this node said bye to it) or ended. Either way the message was
+		// not handed over: place it again by the new view; each turn of
+		// the loop needs a view newer than the last.
+		if !retryable(err) || n.view.Load() == view {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,6 +133,10 @@ type requestHandler interface {
 	// gave it.
 	admitCall() (gateTicket, bool)
 	finishCall(gateTicket)
+	// departed reports whether the node's view has the named member
+	// leaving or gone after a leave: a stream it opens then gets this
+	// side's bye at once (see serveStream).
+	departed(name string) bool
 }
 
 // transport owns the gRPC server and the streams to peers: at most one
@@ -166,6 +171,10 @@ type transport struct {
 	payloads sync.Pool // *[]byte
 
 	last atomic.Pointer[conn] // the stream conn returned last; see conn
+	// leaving is set when the node begins to leave gracefully: its conns
+	// do not answer a peer's bye with their own, as the node says bye
+	// itself once it has passed on what it holds (see farewell).
+	leaving atomic.Bool
 
 	mu     sync.Mutex
 	peers  map[string]*peerEntry
@@ -310,6 +319,12 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 	}
 	e.conn = c
 	close(e.ready)
+	if c != nil && t.handler.departed(m.Name) {
+		// Dialed by a view older than ours, in which m was alive: the
+		// caller's request goes through, and m passes it on. Then say bye,
+		// as byeToLeavers did on the streams to m that were open then.
+		c.bye()
+	}
 }
 
 func (t *transport) open(m *Member) (*conn, error) {
@@ -332,7 +347,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 	timer := time.AfterFunc(t.cfg.DialTimeout, cancel)
 	stream, err := cc.NewStream(ctx, &transportDesc().Streams[0], streamMethod)
 	if err == nil {
-		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, names: true})
+		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, hello: helloNames})
 		err = stream.SendMsg(&hello)
 	}
 	if !timer.Stop() || err != nil {
@@ -404,13 +419,20 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	if !t.track(c) {
 		return status.Error(codes.Unavailable, ErrNodeClosed.Error())
 	}
-	if hello.names {
+	if hello.hello&helloNames != 0 {
 		// The dialer understands name ids: use them, and say that we do
 		// too, in the first frame we send (see nameRefs).
 		c.dict.on = true
-		_ = c.send(ctx, &frame{typ: frameHello, node: t.name, names: true}) // fails only if the conn closed
+		_ = c.send(ctx, &frame{typ: frameHello, node: t.name, hello: helloNames}) // fails only if the conn closed
 	}
-	t.offer(c)
+	if t.handler.departed(c.peer) {
+		// A member that is leaving passes on what it holds, and may dial
+		// us to do so; it then ends its streams (farewell), and this one
+		// can end only once we said bye too.
+		c.bye()
+	} else {
+		t.offer(c)
+	}
 	c.start()
 	select {
 	case <-c.done:
@@ -452,6 +474,91 @@ func (t *transport) dropPeer(name string) {
 	for _, c := range victims {
 		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: member %s left or failed", name))
 	}
+}
+
+// retire stops handing out c for new requests: it said bye (see conn.bye).
+func (t *transport) retire(c *conn) {
+	t.last.CompareAndSwap(c, nil)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.peers[c.peer]; e != nil && e.conn == c {
+		delete(t.peers, c.peer)
+	}
+}
+
+// byeTo says bye on every stream to a member that is leaving gracefully:
+// this node sends it nothing more, and the leaver's streams can end
+// without losing what is on its way (see farewell).
+func (t *transport) byeTo(name string) {
+	for _, c := range t.openConns() {
+		if c.peer == name {
+			c.bye()
+		}
+	}
+}
+
+// openConns returns the open conns.
+func (t *transport) openConns() []*conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	conns := make([]*conn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// farewell ends the streams of a node that leaves gracefully, without
+// losing a one-way message on its way through them, and reports false if
+// ctx ended first. Three steps, each over every stream:
+//
+//  1. Wait until each peer said bye: it saw the leave and sends nothing
+//     more. Until then, what it sends reaches this node, which forwards
+//     one-way messages to their new owners through the streams' lanes.
+//     Wait then until the lanes are empty, and again for the byes of the
+//     streams opened meanwhile (a forward may dial a peer).
+//  2. Say bye on each stream, behind everything queued on it: the
+//     forwards above included.
+//  3. Wait until each stream ended: each side's frames read by the other
+//     before the end (see conn.endWritten), where closing them at once
+//     would drop what gRPC still buffers.
+func (t *transport) farewell(ctx context.Context) bool {
+	conns := t.openConns()
+	for {
+		for _, c := range conns {
+			select {
+			case <-c.heard:
+			case <-c.done:
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for _, c := range conns {
+			if !c.lane.waitIdle(ctx) {
+				return false
+			}
+		}
+		// Each of conns heard its bye and has an empty lane, which stays
+		// empty: no request comes after a bye. Done, unless a forward
+		// opened another stream meanwhile.
+		now := t.openConns()
+		if !slices.ContainsFunc(now, func(c *conn) bool { return !slices.Contains(conns, c) }) {
+			conns = now
+			break
+		}
+		conns = now
+	}
+	for _, c := range conns {
+		c.bye()
+	}
+	for _, c := range conns {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // close ends every stream and stops the server. With a live ctx it lets the

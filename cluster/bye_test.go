@@ -1,0 +1,197 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// connTo returns from's open conn to the named peer, waiting for one.
+func connTo(t *testing.T, from *Node, peer string) *conn {
+	t.Helper()
+	var found *conn
+	waitFor(t, waitTimeout, fmt.Sprintf("a stream from %s to %s", from.Name(), peer), func() bool {
+		for _, c := range from.transport.openConns() {
+			if c.peer == peer {
+				found = c
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// TestByeEndsTheStreamAfterWhatWasQueuedBeforeIt checks the end of a
+// stream that the conns' byes bring about (see conn.bye), whichever side
+// says bye first: every one-way message queued before the bye arrives,
+// once and in order; a request queued after it on the same stream fails
+// with ErrUnavailable; both ends of the stream close without an error
+// logged; and the next message goes on a new stream.
+func TestByeEndsTheStreamAfterWhatWasQueuedBeforeIt(t *testing.T) {
+	t.Parallel()
+	for _, first := range []string{"sender", "receiver"} {
+		t.Run(first+" first", func(t *testing.T) {
+			t.Parallel()
+			const messages = 2000
+			nodes, recs, logs := recorderCluster(t, -1, nil)
+			from, to := nodes[2], nodes[1]
+			id := recorderOwnedBy(t, nodes, to, "bye")
+			ctx := context.Background()
+			for v := range int64(messages) {
+				if err := from.Send(ctx, recordCall(id, v)); err != nil {
+					t.Fatalf("Send %d: %v", v, err)
+				}
+			}
+			sending, receiving := connTo(t, from, to.Name()), connTo(t, to, from.Name())
+			if first == "sender" {
+				sending.bye()
+			} else {
+				receiving.bye()
+			}
+			late := frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id, method: methodRecord}
+			if first == "sender" {
+				if err := sending.send(ctx, &late); !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("a request queued after the bye: %v, want ErrUnavailable", err)
+				}
+			}
+			for side, c := range map[string]*conn{"sending": sending, "receiving": receiving} {
+				waitFor(t, waitTimeout, "the "+side+" end of the stream to close", func() bool { return isDone(c.done) })
+			}
+			waitValues(t, recs[to.Name()], id, sequence(0, messages-1))
+			for name, l := range logs {
+				l.mu.Lock()
+				lines := slices.Clone(l.lines)
+				l.mu.Unlock()
+				if len(lines) > 0 {
+					t.Errorf("%s logged warnings or errors, want none: %q", name, lines)
+				}
+			}
+
+			if err := from.Send(ctx, recordCall(id, messages)); err != nil {
+				t.Fatalf("Send after the stream ended: %v", err)
+			}
+			waitValues(t, recs[to.Name()], id, sequence(0, messages))
+		})
+	}
+}
+
+// TestStreamEndsOnlyOnceItsCallsAreAnswered checks that a stream whose
+// sides both said bye stays open while a call on it waits for its reply,
+// and ends once the reply is through.
+func TestStreamEndsOnlyOnceItsCallsAreAnswered(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, -1, nil)
+	caller, owner := nodes[0], nodes[1]
+	id := identityOwnedBy(t, nodes, owner)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	type result struct {
+		v   string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := caller.Invoke(ctx, stringCall(methodBlock, id, ""))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		done <- result{v: resp.(*wrapperspb.StringValue).GetValue()}
+	}()
+	receive(t, hs[owner.Name()].entered, "the call to enter the grain")
+	c := connTo(t, caller, owner.Name())
+	c.bye()
+	waitFor(t, waitTimeout, "the owner's bye in answer", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.byeHeard
+	})
+	c.mu.Lock()
+	ending := c.ending
+	c.mu.Unlock()
+	if ending || isDone(c.done) {
+		t.Fatal("the stream began to end while a call on it waited for its reply")
+	}
+
+	hs[owner.Name()].releaseHeld()
+	r := receive(t, done, "the call")
+	if r.err != nil || r.v != owner.Name() {
+		t.Fatalf("the call returned %q, %v; want %q from the owner", r.v, r.err, owner.Name())
+	}
+	waitFor(t, waitTimeout, "the stream to end", func() bool { return isDone(c.done) })
+	if _, err := caller.Invoke(ctx, addCall(id, 1)); err != nil {
+		t.Fatalf("a call after the stream ended: %v", err)
+	}
+}
+
+// viewWithLeaving stores in n a view in which the named member is
+// leaving, as a leave's gossip would make it, and keeps it until the test
+// ends: a late gossip event would otherwise replace it.
+func viewWithLeaving(t *testing.T, n *Node, name string) {
+	n.refreshMu.Lock()
+	t.Cleanup(n.refreshMu.Unlock)
+	members := n.Members()
+	for i := range members {
+		if members[i].Name == name {
+			members[i].Status = StatusLeaving
+		}
+	}
+	n.view.Store(newPlacement(members))
+}
+
+// TestStreamsWithALeavingMemberSayByeAtOnce checks that a stream opened
+// with a member that this node's view has leaving gets this node's bye at
+// once, on either side: byeToLeavers said bye on the streams open when the
+// view changed, and the leaver waits for a bye on every stream, the ones
+// it opened since to pass messages on included (see transport.farewell).
+func TestStreamsWithALeavingMemberSayByeAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("dialed", func(t *testing.T) {
+		t.Parallel()
+		nodes, _ := echoCluster(t, 2, -1, nil)
+		a, b := nodes[0], nodes[1]
+		member := a.view.Load().byName[b.Name()]
+		viewWithLeaving(t, a, b.Name())
+		c, err := a.transport.conn(ctx, member)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.mu.Lock()
+		said := c.byeSent
+		c.mu.Unlock()
+		if !said {
+			t.Fatal("a stream dialed to a leaving member did not say bye")
+		}
+		a.transport.mu.Lock()
+		e := a.transport.peers[b.Name()]
+		a.transport.mu.Unlock()
+		if e != nil && e.conn == c {
+			t.Error("the stream that said bye is still handed out for requests")
+		}
+	})
+	t.Run("accepted", func(t *testing.T) {
+		t.Parallel()
+		nodes, _ := echoCluster(t, 2, -1, nil)
+		a, b := nodes[0], nodes[1]
+		viewWithLeaving(t, b, a.Name())
+		c, err := a.transport.conn(ctx, a.view.Load().byName[b.Name()])
+		if err != nil {
+			t.Fatal(err)
+		}
+		// b said bye on the stream it accepted, a answered (it is not
+		// leaving), and with nothing pending the stream ends.
+		waitFor(t, waitTimeout, "the stream to end after both byes", func() bool { return isDone(c.done) })
+		c.mu.Lock()
+		heard := c.byeHeard
+		c.mu.Unlock()
+		if !heard {
+			t.Fatal("the stream ended without the accepting side's bye")
+		}
+	})
+}
