@@ -129,19 +129,17 @@ func TestStreamEndsOnlyOnceItsCallsAreAnswered(t *testing.T) {
 	}
 }
 
-// viewWithLeaving stores in n a view in which the named member is
-// leaving, as a leave's gossip would make it, and keeps it until the test
-// ends: a late gossip event would otherwise replace it.
+// viewWithLeaving makes n's view have the named member leaving, as a
+// leave's gossip would, until the test ends (see holdView).
 func viewWithLeaving(t *testing.T, n *Node, name string) {
-	n.refreshMu.Lock()
-	t.Cleanup(n.refreshMu.Unlock)
-	members := n.Members()
-	for i := range members {
-		if members[i].Name == name {
-			members[i].Status = StatusLeaving
+	holdView(t, n, func(members []Member) []Member {
+		for i := range members {
+			if members[i].Name == name {
+				members[i].Status = StatusLeaving
+			}
 		}
-	}
-	n.view.Store(newPlacement(members))
+		return members
+	})
 }
 
 // TestStreamsWithALeavingMemberSayByeAtOnce checks that a stream opened

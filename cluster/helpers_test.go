@@ -423,3 +423,13 @@ func movingIdentity(kind, a, b string) string {
 		}
 	}
 }
+
+// holdView stores in n a view of the members edit makes of n's, and keeps
+// it until the test ends: n's refreshes wait, so that a late gossip event
+// does not replace it.
+func holdView(t *testing.T, n *Node, edit func([]Member) []Member) {
+	t.Helper()
+	n.refreshMu.Lock()
+	t.Cleanup(n.refreshMu.Unlock)
+	n.view.Store(newPlacement(edit(n.Members())))
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	goruntime "runtime"
 	"slices"
 	"strings"
@@ -843,6 +844,48 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 3})
 	if got := len(recs[nodes[0].Name()].values(id)); got != 0 {
 		t.Errorf("%s ran %d messages of a grain it does not own", nodes[0].Name(), got)
+	}
+}
+
+// TestForwardToAnUnreachableOwnerIsLoggedAndDropped sends a one-way
+// message to the first node for a grain that, in the first node's view,
+// a member nobody can reach owns: the forward fails to connect, and the
+// first node logs the message as dropped, naming the owner, rather than
+// losing it without a word or running it itself.
+func TestForwardToAnUnreachableOwnerIsLoggedAndDropped(t *testing.T) {
+	t.Parallel()
+	nodes, recs, logs := recorderCluster(t, 0, nil)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreachable := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	holdView(t, nodes[0], func(members []Member) []Member {
+		return append(members, Member{Name: "ghost", GRPCAddr: unreachable, Kinds: []string{recorderKind}, Status: StatusAlive})
+	})
+	id := ""
+	for i := 0; i < 10000 && id == ""; i++ {
+		if m, _ := nodes[0].Owner(recorderKind, fmt.Sprintf("ghost-%d", i)); m.Name == "ghost" {
+			id = fmt.Sprintf("ghost-%d", i)
+		}
+	}
+	if id == "" {
+		t.Fatal("the unreachable member owns no identity")
+	}
+	call := recordCall(id, 1)
+	if err := nodes[2].sendRemote(context.Background(), nodes[2].view.Load().byName[nodes[0].Name()], &call); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the message dropped, with the owner it could not reach", func() bool {
+		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "connect to ghost at "+unreachable) == 1
+	})
+	for name, r := range recs {
+		if got := r.values(id); len(got) > 0 {
+			t.Errorf("%s ran %v", name, got)
+		}
 	}
 }
 
