@@ -393,10 +393,7 @@ func (c *conn) writeAlone() error {
 	more := len(c.batches) > 0 || c.ending || c.peerEnded
 	c.mu.Unlock()
 	if more {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		c.wakeWriter()
 	}
 	return err
 }
@@ -458,36 +455,53 @@ func (c *conn) writeLoop() {
 		}
 		c.mu.Lock()
 		c.writing = false
+		end := c.endStep()
 		c.mu.Unlock()
-		c.endWritten()
+		if end != keepOpen {
+			c.end(end)
+		}
 	}
 }
 
-// endWritten ends the stream if it is to end and everything queued has
-// been written: the dialer closes its side (CloseSend, which lets the
-// acceptor read every frame before it sees the end, where cancelling the
-// stream would drop what gRPC still buffers); the acceptor, once the
-// dialer has closed its side, closes the conn, and serveStream returns,
-// which ends the stream after the frames written. Only the writer calls
-// it, so that nothing is sent on the stream at the same time.
-func (c *conn) endWritten() {
-	c.mu.Lock()
-	if len(c.batches) > 0 || c.writing {
-		c.mu.Unlock()
-		return // the writer comes back for them
-	}
-	closeSend := c.ending && c.cc != nil && !c.sendClosed
-	if closeSend {
+// streamEnd is what the writer does to a stream that is to end, once it
+// has written everything queued (see endStep).
+type streamEnd uint8
+
+const (
+	keepOpen  streamEnd = iota // nothing (yet)
+	closeSend                  // the dialer closes its side of the stream
+	closeConn                  // the acceptor closes the conn, and serveStream returns
+)
+
+// endStep says how the writer ends the stream, if it is to end and
+// everything queued has been written. The dialer closes its side
+// (CloseSend, which lets the acceptor read every frame before it sees the
+// end, where cancelling the stream would drop what gRPC still buffers);
+// the acceptor, once the dialer has closed its side, closes the conn, and
+// serveStream returns, which ends the stream after the frames written.
+// Only the writer ends the stream, so that nothing is sent on it at the
+// same time. c.mu is held.
+func (c *conn) endStep() streamEnd {
+	switch {
+	case len(c.batches) > 0 || c.writing:
+		return keepOpen // the writer comes back for them
+	case c.peerEnded:
+		return closeConn
+	case c.ending && c.cc != nil && !c.sendClosed:
 		c.sendClosed = true
+		return closeSend
 	}
-	closeConn := c.peerEnded
-	c.mu.Unlock()
-	if closeSend {
+	return keepOpen
+}
+
+// end ends the stream as endStep said.
+func (c *conn) end(how streamEnd) {
+	switch how {
+	case closeSend:
 		if cs, ok := c.stream.(grpc.ClientStream); ok {
 			_ = cs.CloseSend() // fails only if the stream ended, which the reader sees
 		}
-	}
-	if closeConn {
+	case closeConn:
 		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: the stream to %s ended", c.peer))
 	}
 }
@@ -539,7 +553,7 @@ func (c *conn) heardBye() {
 
 // endIfDone starts the end of the stream once both sides said bye and no
 // request waits for its reply in either direction: the writer then ends
-// the stream when it has written all that is queued (endWritten). c.mu is
+// the stream when it has written all that is queued (endStep). c.mu is
 // held; the paths that take a call or a served request out of their maps
 // call it, and it costs them two flags read.
 func (c *conn) endIfDone() {
@@ -569,7 +583,7 @@ func (c *conn) readLoop() {
 		if err := c.stream.RecvMsg(&batch); err != nil {
 			if errors.Is(err, io.EOF) && c.cc == nil {
 				// The dialer closed its side after both byes (see
-				// endWritten): the writer closes the conn once it has
+				// endStep): the writer closes the conn once it has
 				// written what is queued.
 				c.mu.Lock()
 				c.peerEnded = true

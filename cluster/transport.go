@@ -520,7 +520,7 @@ func (t *transport) openConns() []*conn {
 //  2. Say bye on each stream, behind everything queued on it: the
 //     forwards above included.
 //  3. Wait until each stream ended: each side's frames read by the other
-//     before the end (see conn.endWritten), where closing them at once
+//     before the end (see conn.endStep), where closing them at once
 //     would drop what gRPC still buffers.
 func (t *transport) farewell(ctx context.Context) bool {
 	conns := t.openConns()
@@ -593,13 +593,7 @@ func (t *transport) close(ctx context.Context) {
 // stats returns how many frames the open conns queued and in how many
 // gRPC messages they went.
 func (t *transport) stats() (frames, batches uint64) {
-	t.mu.Lock()
-	conns := make([]*conn, 0, len(t.conns))
-	for c := range t.conns {
-		conns = append(conns, c)
-	}
-	t.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range t.openConns() {
 		c.mu.Lock()
 		frames += c.framesQueued
 		batches += c.batchesSent
