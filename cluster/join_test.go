@@ -17,72 +17,25 @@ import (
 // on, or placed again after waiting for an activation that moved.
 func TestOneWayMessagesSurviveAJoin(t *testing.T) {
 	t.Parallel()
-	const grains, afterJoin = 16, 400
-	recA, recB := newRecorder(), newRecorder()
-	cfgA, cfgB, cfgC := testConfig(t), testConfig(t), testConfig(t)
-	cfgA.NodeName, cfgB.NodeName, cfgC.NodeName = cfgA.NodeName+"-a", cfgB.NodeName+"-b", cfgC.NodeName+"-c"
-	cfgA.Kinds, cfgB.Kinds = []*Kind{newRecorderKind(recA, -1)}, []*Kind{newRecorderKind(recB, -1)}
-	a := startNode(t, cfgA)
-	cfgB.Seeds, cfgC.Seeds = []string{a.GossipAddr()}, []string{a.GossipAddr()}
-	c := startNode(t, cfgC)
+	m := newMembershipChange(t)
+	a := startNode(t, m.cfgA)
+	m.cfgB.Seeds, m.cfgC.Seeds = []string{a.GossipAddr()}, []string{a.GossipAddr()}
+	c := startNode(t, m.cfgC)
 	waitConverged(t, []*Node{a, c}, 2)
 
-	ids := make([]string, grains)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("join-%d", i)
-	}
-	var joined atomic.Bool
-	sent := make([][]int64, grains) // by grain, the values Send accepted
-	done := make(chan error, 1)
-	go func() {
-		after := 0
-		for v := int64(0); after < afterJoin; v++ {
-			g := int(v % grains)
-			if joined.Load() {
-				after++
-			}
-			if err := c.Send(context.Background(), recordCall(ids[g], v)); err != nil {
-				done <- fmt.Errorf("Send %d to %s: %w", v, ids[g], err)
-				return
-			}
-			sent[g] = append(sent[g], v)
-		}
-		done <- nil
-	}()
+	tr := startTraffic(c, "join")
 	waitFor(t, waitTimeout, "messages on their way before the join", func() bool {
-		return len(recA.values(ids[grains-1])) > 0
+		return len(m.recA.values(tr.ids[len(tr.ids)-1])) > 0
 	})
-	b := startNode(t, cfgB)
+	b := startNode(t, m.cfgB)
 	waitConverged(t, []*Node{a, b, c}, 3)
-	joined.Store(true)
-	if err := receive(t, done, "the sender"); err != nil {
-		t.Fatal(err)
-	}
+	tr.finish(t)
 
-	moved := 0
-	for g, id := range ids {
-		waitFor(t, waitTimeout, fmt.Sprintf("%d messages to %s", len(sent[g]), id), func() bool {
-			return len(recA.values(id))+len(recB.values(id)) >= len(sent[g])
-		})
-		got := append(recA.values(id), recB.values(id)...)
-		slices.Sort(got)
-		if !slices.Equal(got, sent[g]) {
-			t.Fatalf("%s ran %d messages, want each of the %d sent once (first difference near %v)",
-				id, len(got), len(sent[g]), firstDifference(got, sent[g]))
-		}
-		if len(recB.values(id)) > 0 {
-			moved++
-		}
-	}
-	if moved == 0 {
+	onB := tr.check(t, m.recA, m.recB)
+	if onB == 0 {
 		t.Fatal("no grain moved to the node that joined: the test tested nothing")
 	}
-	t.Logf("%d of %d grains moved; %d messages in all", moved, grains, func() (n int) {
-		for _, s := range sent {
-			n += len(s)
-		}
-		return n
-	}())
+	t.Logf("%d of %d grains moved; %d messages in all", onB, len(tr.ids), tr.total())
 }
 
 // TestOneWayMessagesSurviveALeave is TestOneWayMessagesSurviveAJoin the
@@ -94,47 +47,24 @@ func TestOneWayMessagesSurviveAJoin(t *testing.T) {
 // placed again because the stream to the leaver had closed to requests.
 func TestOneWayMessagesSurviveALeave(t *testing.T) {
 	t.Parallel()
-	const grains, afterLeave = 16, 400
-	recA, recB := newRecorder(), newRecorder()
-	cfgA, cfgB, cfgC := testConfig(t), testConfig(t), testConfig(t)
-	cfgA.NodeName, cfgB.NodeName, cfgC.NodeName = cfgA.NodeName+"-a", cfgB.NodeName+"-b", cfgC.NodeName+"-c"
-	cfgA.Kinds, cfgB.Kinds = []*Kind{newRecorderKind(recA, -1)}, []*Kind{newRecorderKind(recB, -1)}
-	a := startNode(t, cfgA)
-	cfgB.Seeds, cfgC.Seeds = []string{a.GossipAddr()}, []string{a.GossipAddr()}
-	b, c := startNode(t, cfgB), startNode(t, cfgC)
+	m := newMembershipChange(t)
+	a := startNode(t, m.cfgA)
+	m.cfgB.Seeds, m.cfgC.Seeds = []string{a.GossipAddr()}, []string{a.GossipAddr()}
+	b, c := startNode(t, m.cfgB), startNode(t, m.cfgC)
 	waitConverged(t, []*Node{a, b, c}, 3)
 
-	ids := make([]string, grains)
+	tr := startTraffic(c, "leave")
 	var onB []string
-	for i := range ids {
-		ids[i] = fmt.Sprintf("leave-%d", i)
-		if owner, _ := c.Owner(recorderKind, ids[i]); owner.Name == b.Name() {
-			onB = append(onB, ids[i])
+	for _, id := range tr.ids {
+		if owner, _ := c.Owner(recorderKind, id); owner.Name == b.Name() {
+			onB = append(onB, id)
 		}
 	}
 	if len(onB) == 0 {
 		t.Fatal("the leaving node owns none of the grains: the test would test nothing")
 	}
-	var left atomic.Bool
-	sent := make([][]int64, grains) // by grain, the values Send accepted
-	done := make(chan error, 1)
-	go func() {
-		after := 0
-		for v := int64(0); after < afterLeave; v++ {
-			g := int(v % grains)
-			if left.Load() {
-				after++
-			}
-			if err := c.Send(context.Background(), recordCall(ids[g], v)); err != nil {
-				done <- fmt.Errorf("Send %d to %s: %w", v, ids[g], err)
-				return
-			}
-			sent[g] = append(sent[g], v)
-		}
-		done <- nil
-	}()
 	waitFor(t, waitTimeout, "messages on their way to the leaving node", func() bool {
-		return len(recB.values(onB[len(onB)-1])) > 0
+		return len(m.recB.values(onB[len(onB)-1])) > 0
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -142,25 +72,102 @@ func TestOneWayMessagesSurviveALeave(t *testing.T) {
 		t.Fatalf("Shutdown of the leaving node: %v", err)
 	}
 	waitConverged(t, []*Node{a, c}, 2)
-	left.Store(true)
-	if err := receive(t, done, "the sender"); err != nil {
+	tr.finish(t)
+
+	tr.check(t, m.recA, m.recB)
+	t.Logf("%d of %d grains moved; %d messages in all", len(onB), len(tr.ids), tr.total())
+}
+
+// membershipChange is the cast of the tests above: two hosts of the
+// recorder kind, a and b, and a node that hosts nothing, c, which sends.
+type membershipChange struct {
+	cfgA, cfgB, cfgC Config
+	recA, recB       *recorder
+}
+
+func newMembershipChange(t *testing.T) *membershipChange {
+	m := &membershipChange{cfgA: testConfig(t), cfgB: testConfig(t), cfgC: testConfig(t), recA: newRecorder(), recB: newRecorder()}
+	m.cfgA.NodeName, m.cfgB.NodeName, m.cfgC.NodeName = m.cfgA.NodeName+"-a", m.cfgB.NodeName+"-b", m.cfgC.NodeName+"-c"
+	m.cfgA.Kinds, m.cfgB.Kinds = []*Kind{newRecorderKind(m.recA, -1)}, []*Kind{newRecorderKind(m.recB, -1)}
+	return m
+}
+
+// traffic sends one-way messages without pause from one node to 16
+// recorder grains in turn, until trafficAfter more were sent once finish
+// was called, and keeps the values Send accepted.
+type traffic struct {
+	ids     []string
+	sent    [][]int64 // by grain, the values Send accepted; the sender's until done
+	changed atomic.Bool
+	done    chan error
+}
+
+const (
+	trafficGrains = 16
+	trafficAfter  = 400 // messages sent after the membership change
+)
+
+func startTraffic(from *Node, prefix string) *traffic {
+	tr := &traffic{ids: make([]string, trafficGrains), sent: make([][]int64, trafficGrains), done: make(chan error, 1)}
+	for i := range tr.ids {
+		tr.ids[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+	go func() {
+		after := 0
+		for v := int64(0); after < trafficAfter; v++ {
+			g := int(v % trafficGrains)
+			if tr.changed.Load() {
+				after++
+			}
+			if err := from.Send(context.Background(), recordCall(tr.ids[g], v)); err != nil {
+				tr.done <- fmt.Errorf("Send %d to %s: %w", v, tr.ids[g], err)
+				return
+			}
+			tr.sent[g] = append(tr.sent[g], v)
+		}
+		tr.done <- nil
+	}()
+	return tr
+}
+
+// finish lets the sender send its last messages and waits for it.
+func (tr *traffic) finish(t *testing.T) {
+	t.Helper()
+	tr.changed.Store(true)
+	if err := receive(t, tr.done, "the sender"); err != nil {
 		t.Fatal(err)
 	}
+}
 
-	total := 0
-	for g, id := range ids {
-		waitFor(t, waitTimeout, fmt.Sprintf("%d messages to %s", len(sent[g]), id), func() bool {
-			return len(recA.values(id))+len(recB.values(id)) >= len(sent[g])
+// check waits until the grains ran as many messages as were sent, on the
+// two hosts together, and checks that each ran every value sent exactly
+// once. It returns how many grains ran messages on b.
+func (tr *traffic) check(t *testing.T, a, b *recorder) int {
+	t.Helper()
+	onB := 0
+	for g, id := range tr.ids {
+		waitFor(t, waitTimeout, fmt.Sprintf("%d messages to %s", len(tr.sent[g]), id), func() bool {
+			return len(a.values(id))+len(b.values(id)) >= len(tr.sent[g])
 		})
-		got := append(recA.values(id), recB.values(id)...)
+		got := append(a.values(id), b.values(id)...)
 		slices.Sort(got)
-		if !slices.Equal(got, sent[g]) {
+		if !slices.Equal(got, tr.sent[g]) {
 			t.Fatalf("%s ran %d messages, want each of the %d sent once (first difference near %v)",
-				id, len(got), len(sent[g]), firstDifference(got, sent[g]))
+				id, len(got), len(tr.sent[g]), firstDifference(got, tr.sent[g]))
 		}
-		total += len(sent[g])
+		if len(b.values(id)) > 0 {
+			onB++
+		}
 	}
-	t.Logf("%d of %d grains moved; %d messages in all", len(onB), grains, total)
+	return onB
+}
+
+// total returns how many messages Send accepted.
+func (tr *traffic) total() (n int) {
+	for _, s := range tr.sent {
+		n += len(s)
+	}
+	return n
 }
 
 // firstDifference returns the first value where got and want differ, or
