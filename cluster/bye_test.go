@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -192,4 +195,51 @@ func TestStreamsWithALeavingMemberSayByeAtOnce(t *testing.T) {
 			t.Fatal("the stream ended without the accepting side's bye")
 		}
 	})
+}
+
+// TestFarewellWithAPeerThatNeverSaysBye shuts down a node whose peer does
+// not hear of the leave (its view is held): the leaver's farewell waits for
+// a bye that never comes. If Shutdown's context ends first, Shutdown
+// returns its error, as it does when any of its graceful steps runs out;
+// if the farewell's patience ends first, the node logs it and stops
+// without an error. Either way the node stops.
+func TestFarewellWithAPeerThatNeverSaysBye(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		patience time.Duration
+		ctx      time.Duration
+		want     error
+	}{
+		{"context ends first", time.Hour, 200 * time.Millisecond, context.DeadlineExceeded},
+		{"patience ends first", 50 * time.Millisecond, waitTimeout, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &logLines{}
+			nodes, _ := echoCluster(t, 2, -1, func(cfg *Config) {
+				cfg.farewellPatience = tc.patience
+				if strings.HasSuffix(cfg.NodeName, "-n1") {
+					cfg.Logger = slog.New(logs.handler(cfg.Logger.Handler()))
+				}
+			})
+			peer, leaver := nodes[0], nodes[1]
+			if _, err := peer.Invoke(context.Background(), addCall(identityOwnedBy(t, nodes, leaver), 1)); err != nil {
+				t.Fatal(err) // a stream between the two
+			}
+			holdView(t, peer, func(members []Member) []Member { return members }) // it never hears of the leave
+			ctx, cancel := context.WithTimeout(context.Background(), tc.ctx)
+			defer cancel()
+			if err := leaver.Shutdown(ctx); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Shutdown = %v, want %v", err, tc.want)
+			}
+			if !isDone(leaver.Done()) {
+				t.Fatal("the node did not stop")
+			}
+			warned := logs.count("cluster: peers did not end their streams in time")
+			if (tc.want == nil) != (warned == 1) {
+				t.Errorf("logged the patience running out %d times", warned)
+			}
+		})
+	}
 }

@@ -189,6 +189,9 @@ type Config struct {
 	// forwardedPatience, when set, replaces defaultForwardedPatience, so
 	// that a test of a forwarded message's wait does not race a constant.
 	forwardedPatience time.Duration
+	// farewellPatience, when set, replaces defaultFarewellPatience, so
+	// that tests can run out of it.
+	farewellPatience time.Duration
 }
 
 // Defaults of the Config fields whose zero value means "default".

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -432,30 +433,37 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		err = n.acts.deactivateAll(ctx)
 	}
 	if err == nil {
-		n.farewell(ctx)
+		err = n.farewell(ctx)
 	}
 	n.teardown(ctx)
 	return err
 }
 
-// farewellPatience bounds how long a leaving node waits for its peers to
-// say bye on their streams and for the streams to end (see farewell):
-// longer than a leave takes to reach the members (LeavePropagateDelay is
-// 1 s in the LAN and WAN gossip profiles).
-const farewellPatience = 2 * time.Second
+// defaultFarewellPatience bounds how long a leaving node waits for its
+// peers to say bye on their streams and for the streams to end (see
+// farewell): longer than a leave takes to reach the members
+// (LeavePropagateDelay is 1 s in the LAN and WAN gossip profiles).
+const defaultFarewellPatience = 2 * time.Second
 
 // farewell ends the node's streams once its peers stopped sending on them
 // and what it still held is passed on (see transport.farewell), within
-// ctx and farewellPatience. A peer that does not say bye in time (its
-// view still has this node alive, or it is older than the bye) is left as
+// defaultFarewellPatience. A peer that does not say bye in time (its view
+// still has this node alive, or it is older than the bye) is left as
 // before: its streams close with the node, and messages it sends later
-// are lost.
-func (n *Node) farewell(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, farewellPatience)
+// are lost; that is logged, not returned. It returns ctx's error if ctx
+// ends first.
+func (n *Node) farewell(ctx context.Context) error {
+	patience := cmp.Or(n.cfg.farewellPatience, defaultFarewellPatience)
+	wait, cancel := context.WithTimeout(ctx, patience)
 	defer cancel()
-	if !n.transport.farewell(ctx) {
-		n.log.Warn("cluster: peers did not end their streams in time; closing them", "waited", farewellPatience)
+	if n.transport.farewell(wait) {
+		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n.log.Warn("cluster: peers did not end their streams in time; closing them", "waited", patience)
+	return nil
 }
 
 // leave announces the node's departure and waits for it to be gossiped, or
