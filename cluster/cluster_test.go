@@ -663,6 +663,13 @@ func TestShutdownWaitsForCallsInFlight(t *testing.T) {
 	}
 }
 
+// TestShutdownHonoursItsContext holds a call in a grain of the leaving node
+// with Hold, which ignores its context: the call cannot end, whatever
+// happens to the stream it came on (a peer that hears of the leave as a
+// failure, as serf reports it when memberlist's notice beats serf's leave
+// intent, cuts its streams). So Shutdown must give up at its deadline and
+// close the node; the caller's call, cut with the node's streams, is
+// retried on the grain's new owner.
 func TestShutdownHonoursItsContext(t *testing.T) {
 	t.Parallel()
 	nodes, hs := echoCluster(t, 3, 0, nil)
@@ -673,31 +680,35 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 		}
 	}
 	id := identityOwnedBy(t, nodes, leaver)
-	result := make(chan string, 1)
+	result := make(chan error, 1)
 	go func() {
-		resp, err := nodes[0].Invoke(context.Background(), stringCall(methodBlock, id, ""))
-		if err != nil {
-			result <- err.Error()
-			return
-		}
-		result <- resp.(*wrapperspb.StringValue).GetValue()
+		_, err := nodes[0].Invoke(context.Background(), stringCall(methodHold, id, ""))
+		result <- err
 	}()
 	receive(t, hs[leaver.Name()].entered, "the call to reach the grain")
-	// The call never finishes on the leaving node, so Shutdown gives up at
-	// its deadline and closes the node.
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	if err := leaver.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- leaver.Shutdown(ctx) }()
+
+	// Once Shutdown gave up and closed the node's streams, the call is
+	// retried on the new owner. Only then is the held call let go, as the
+	// node's actors stop only once it returns.
+	select {
+	case <-hs[nodes[0].Name()].entered:
+	case <-hs[nodes[1].Name()].entered:
+	case <-time.After(waitTimeout):
+		t.Fatal("timed out waiting for the call to be retried on a remaining node")
+	}
+	hs[leaver.Name()].releaseHeld()
+	if err := receive(t, shutdown, "Shutdown"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown = %v, want DeadlineExceeded", err)
 	}
-	select {
-	case <-leaver.Done():
-	default:
+	if !isDone(leaver.Done()) {
 		t.Fatal("node not stopped after Shutdown gave up")
 	}
-	// The call was retried on the grain's new owner.
-	if got := receive(t, result, "the call"); got == leaver.Name() || !strings.HasPrefix(got, t.Name()) {
-		t.Fatalf("call answered %q, want the name of a remaining node", got)
+	if err := receive(t, result, "the call"); err != nil {
+		t.Fatalf("the call retried on a remaining node: %v", err)
 	}
 }
 
