@@ -53,14 +53,12 @@ func TestByeEndsTheStreamAfterWhatWasQueuedBeforeIt(t *testing.T) {
 			sending, receiving := connTo(t, from, to.Name()), connTo(t, to, from.Name())
 			if first == "sender" {
 				sending.bye()
-			} else {
-				receiving.bye()
-			}
-			late := frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id, method: methodRecord}
-			if first == "sender" {
+				late := frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id, method: methodRecord}
 				if err := sending.send(ctx, &late); !errors.Is(err, ErrUnavailable) {
 					t.Fatalf("a request queued after the bye: %v, want ErrUnavailable", err)
 				}
+			} else {
+				receiving.bye()
 			}
 			for side, c := range map[string]*conn{"sending": sending, "receiving": receiving} {
 				waitFor(t, waitTimeout, "the "+side+" end of the stream to close", func() bool { return isDone(c.done) })
