@@ -131,15 +131,18 @@ const (
 
 // oneWayMark is what fieldOneWay says about a request: nothing (a call), a
 // one-way message, or a one-way message that a node forwarded because it
-// did not own the grain (see Node.forwardOneWay). Any value past
-// oneWayForwarded decodes as it; an older peer reads any value but zero
-// as a one-way message, as for a proto bool.
+// did not own the grain (see Node.forwardOneWay), once or, the second time
+// by a node that was leaving, twice. Any value past oneWayForwardedTwice
+// decodes as it; an older peer reads any value but zero as a one-way
+// message, as for a proto bool, and a peer from before the second hop reads
+// 3 as forwarded.
 type oneWayMark uint8
 
 const (
-	twoWay          oneWayMark = iota // a call: a reply follows
-	oneWaySent                        // a one-way message, from the node that placed it
-	oneWayForwarded                   // a one-way message, forwarded once already
+	twoWay               oneWayMark = iota // a call: a reply follows
+	oneWaySent                             // a one-way message, from the node that placed it
+	oneWayForwarded                        // a one-way message, forwarded once already
+	oneWayForwardedTwice                   // a one-way message, forwarded twice: the last hop
 )
 
 // maxCode is the highest gRPC code a frame may carry.
@@ -474,7 +477,7 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 	case fieldSeq:
 		f.stamp.seq = v
 	case fieldOneWay:
-		f.oneWay = oneWayMark(min(v, uint64(oneWayForwarded)))
+		f.oneWay = oneWayMark(min(v, uint64(oneWayForwardedTwice)))
 	case fieldNames:
 		f.setHello(helloNames, v != 0)
 	case fieldBye:

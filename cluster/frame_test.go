@@ -38,6 +38,7 @@ func sampleFrames() []frame {
 		{typ: frameRequest, kind: "pkg.Player", identity: "p1", method: "/pkg.Player/Move", payload: []byte{8, 1},
 			oneWay: oneWaySent},
 		{typ: frameRequest, kind: "pkg.Player", identity: "p2", method: "/pkg.Player/Move", oneWay: oneWayForwarded},
+		{typ: frameRequest, kind: "pkg.Player", identity: "p3", method: "/pkg.Player/Move", oneWay: oneWayForwardedTwice},
 		{typ: frameResponse, id: 2, payload: []byte("resp")},
 		{typ: frameResponse, id: 3, code: codes.NotFound, message: "no such thing", reason: reasonUnknownMethod},
 		{typ: frameCancel, id: 4},
@@ -150,7 +151,7 @@ func TestDecodeSkipsUnknownFields(t *testing.T) {
 // TestOldRequestFramesStillDecode checks that a request encoded without the
 // one-way field, as a peer from before it sends it, decodes as a call, and
 // that a flag of any non-zero value means one-way, as a proto bool does:
-// 1 as sent, 2 and more as forwarded (see oneWayMark).
+// 1 as sent, 2 as forwarded, 3 and more as forwarded twice (see oneWayMark).
 func TestOldRequestFramesStillDecode(t *testing.T) {
 	varint := func(b []byte, num protowire.Number, v uint64) []byte {
 		return protowire.AppendVarint(protowire.AppendTag(b, num, protowire.VarintType), v)
@@ -171,7 +172,8 @@ func TestOldRequestFramesStillDecode(t *testing.T) {
 		{"flag 0", varint(slices.Clone(old), fieldOneWay, 0), twoWay},
 		{"flag 1", varint(slices.Clone(old), fieldOneWay, 1), oneWaySent},
 		{"forwarded", varint(slices.Clone(old), fieldOneWay, 2), oneWayForwarded},
-		{"flag 7", varint(slices.Clone(old), fieldOneWay, 7), oneWayForwarded},
+		{"forwarded twice", varint(slices.Clone(old), fieldOneWay, 3), oneWayForwardedTwice},
+		{"flag 7", varint(slices.Clone(old), fieldOneWay, 7), oneWayForwardedTwice},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got frame

@@ -403,13 +403,13 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	if err == nil {
 		err = n.checkOwner(req.kind, req.identity)
 	}
-	if errors.Is(err, ErrNotOwner) && req.oneWay == oneWayForwarded {
+	if errors.Is(err, ErrNotOwner) && !n.mayForward(req) {
 		if !wait {
 			return false // it may wait for the view: not on the reader
 		}
 		err = n.checkForwardedOwner(req)
 	}
-	if errors.Is(err, ErrNotOwner) && req.oneWay != oneWayForwarded {
+	if errors.Is(err, ErrNotOwner) && n.mayForward(req) {
 		if !wait {
 			return false // forwarding may dial: not on the reader
 		}
@@ -462,7 +462,7 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	if err := n.queueOneWay(ctx, hk, m, req.identity, msg); err != nil {
 		// ErrNotOwner: the grain moved while the message waited for an
 		// activation.
-		if errors.Is(err, ErrNotOwner) && req.oneWay != oneWayForwarded && n.forwardOneWay(req) {
+		if errors.Is(err, ErrNotOwner) && n.mayForward(req) && n.forwardOneWay(req) {
 			return true
 		}
 		n.dropOneWay(req, err)
@@ -478,21 +478,45 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 // nobody else would hear of the message: a caller whose call reaches the
 // wrong node gets ErrNotOwner and calls again, a sender has returned.
 //
-// The message goes marked oneWayForwarded, and a node that receives it so
-// and does not own the grain either drops it: two nodes whose views
-// disagree do not pass it back and forth. It is forwarded as it came, its
-// payload not decoded.
+// The message goes marked as forwarded once more, and a node that receives
+// it so and does not own the grain either waits for a view in which it
+// does, then drops it (see mayForward for the one exception): two nodes
+// whose views disagree do not pass it back and forth. It is forwarded as
+// it came, its payload not decoded.
 func (n *Node) forwardOneWay(req *frame) bool {
-	owner, ok := n.view.Load().owner(req.kind, req.identity)
-	if ok && owner.Name == n.name {
-		return false
+	for {
+		view := n.view.Load()
+		owner, ok := view.owner(req.kind, req.identity)
+		if ok && owner.Name == n.name {
+			return false
+		}
+		if !ok {
+			n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", req.kind))
+			return true
+		}
+		err := n.sendForwarded(req, owner)
+		// ErrUnavailable under a newer view: the stream to the owner took
+		// no more requests (it leaves, and this node said bye to it), as
+		// in Send. Place the message again by the newer view.
+		if err == nil || !errors.Is(err, ErrUnavailable) || n.view.Load() == view {
+			if err != nil {
+				n.dropOneWay(req, err)
+			}
+			return true
+		}
 	}
-	if !ok {
-		n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", req.kind))
-	} else if err := n.sendForwarded(req, owner); err != nil {
-		n.dropOneWay(req, err)
-	}
-	return true
+}
+
+// mayForward reports whether this node passes req on to the grain's owner
+// in its view when it does not own the grain itself. A message from the
+// node that placed it may be forwarded once. A message forwarded already
+// may be forwarded once more by a node that is leaving: it will never own
+// the grain, and its view of itself is the newest there is, while the
+// forwarder's was older (two members leaving at once each forward to the
+// other what still reaches them, until they hear of each other's leave).
+// Two hops at most bound the messages that views in flux pass around.
+func (n *Node) mayForward(req *frame) bool {
+	return req.oneWay == oneWaySent || req.oneWay == oneWayForwarded && n.transport.leaving.Load()
 }
 
 // defaultForwardedPatience is how long a forwarded message waits for this
@@ -510,7 +534,8 @@ const defaultForwardedPatience = 2 * time.Second
 // messages forwarded under the same view do not wait again, so that a
 // stream's lane stalls at most once per view.
 func (n *Node) checkForwardedOwner(req *frame) error {
-	if view := n.view.Load(); n.gaveUp.Load() == view {
+	if view := n.view.Load(); n.gaveUp.Load() == view || n.transport.leaving.Load() {
+		// A node that leaves will not come to own the grain: no wait.
 		return n.checkOwnerIn(view, req.kind, req.identity)
 	}
 	var timeout <-chan time.Time
@@ -536,7 +561,8 @@ func (n *Node) checkForwardedOwner(req *frame) error {
 	}
 }
 
-// sendForwarded queues req on the stream to owner, marked forwarded.
+// sendForwarded queues req on the stream to owner, marked as forwarded
+// once more than it came.
 func (n *Node) sendForwarded(req *frame, owner *Member) error {
 	if isDone(n.stop) {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
@@ -547,7 +573,7 @@ func (n *Node) sendForwarded(req *frame, owner *Member) error {
 	if err != nil {
 		return err
 	}
-	f := frame{typ: frameRequest, oneWay: oneWayForwarded, kind: req.kind, identity: req.identity, method: req.method,
+	f := frame{typ: frameRequest, oneWay: req.oneWay + 1, kind: req.kind, identity: req.identity, method: req.method,
 		payload: req.payload}
 	return c.send(ctx, &f)
 }

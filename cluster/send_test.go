@@ -834,7 +834,7 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	}
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1})
 
-	sendForwardedRecord(t, nodes[2], nodes[0], id, 2)
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 2, oneWayForwarded)
 	waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
 		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
 	})
@@ -844,6 +844,33 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 3})
 	if got := len(recs[nodes[0].Name()].values(id)); got != 0 {
 		t.Errorf("%s ran %d messages of a grain it does not own", nodes[0].Name(), got)
+	}
+}
+
+// TestALeavingNodeForwardsAForwardedMessageOnceMore sends the first node,
+// which is leaving, messages forwarded to it by a node whose view still had
+// it as the grain's owner (two members leaving at once do that to each
+// other). It will never own the grain, so it passes a message forwarded
+// once on to the owner it sees, without waiting; a message forwarded twice
+// already is dropped and logged, so that views in flux cannot pass a
+// message around for ever.
+func TestALeavingNodeForwardsAForwardedMessageOnceMore(t *testing.T) {
+	t.Parallel()
+	// An hour: a message that waits for a view fails the test by its
+	// deadline instead of being dropped.
+	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = time.Hour })
+	id := recorderOwnedBy(t, nodes, nodes[1], "hop")
+	nodes[0].transport.leaving.Store(true) // as Shutdown does first
+
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 1, oneWayForwarded)
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1})
+
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 2, oneWayForwardedTwice)
+	waitFor(t, waitTimeout, "the message forwarded twice dropped", func() bool {
+		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
+	})
+	if got := recs[nodes[1].Name()].values(id); len(got) != 1 {
+		t.Errorf("the owner ran %v, want only the message forwarded once", got)
 	}
 }
 
@@ -958,7 +985,7 @@ func TestForwardedMessageWaitsForTheViewThatMakesThisNodeItsOwner(t *testing.T) 
 	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = waitTimeout })
 	ctx := context.Background()
 	id := recorderOwnedBy(t, nodes, nodes[1], "leaving") // the first node's once the second has left
-	sendForwardedRecord(t, nodes[2], nodes[0], id, 1)
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 1, oneWayForwarded)
 	waitFor(t, waitTimeout, "the forwarded message to wait for a newer view", func() bool {
 		nodes[0].viewMu.Lock()
 		defer nodes[0].viewMu.Unlock()
@@ -974,9 +1001,9 @@ func TestForwardedMessageWaitsForTheViewThatMakesThisNodeItsOwner(t *testing.T) 
 }
 
 // sendForwardedRecord sends from to to a Record(v) one-way message for the
-// recorder grain id, marked forwarded, as a node that did not own the
-// grain would pass it on.
-func sendForwardedRecord(t *testing.T, from, to *Node, id string, v int64) {
+// recorder grain id, marked forwarded (mark), as a node that did not own
+// the grain would pass it on.
+func sendForwardedRecord(t *testing.T, from, to *Node, id string, v int64, mark oneWayMark) {
 	t.Helper()
 	payload, err := proto.Marshal(wrapperspb.Int64(v))
 	if err != nil {
@@ -987,7 +1014,7 @@ func sendForwardedRecord(t *testing.T, from, to *Node, id string, v int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := frame{typ: frameRequest, oneWay: oneWayForwarded, kind: recorderKind, identity: id, method: methodRecord, payload: payload}
+	f := frame{typ: frameRequest, oneWay: mark, kind: recorderKind, identity: id, method: methodRecord, payload: payload}
 	if err := c.send(ctx, &f); err != nil {
 		t.Fatal(err)
 	}
@@ -1002,7 +1029,7 @@ func TestForwardedMessageWaitsOncePerView(t *testing.T) {
 	nodes, _, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = time.Hour })
 	id := recorderOwnedBy(t, nodes, nodes[1], "gaveup")
 	nodes[0].gaveUp.Store(nodes[0].view.Load()) // as if a wait had run out in this view
-	sendForwardedRecord(t, nodes[2], nodes[0], id, 1)
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 1, oneWayForwarded)
 	waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
 		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
 	})
