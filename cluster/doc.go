@@ -103,7 +103,9 @@
 //     message that finds its grain moved away while it waited for an
 //     activation on the sending node is placed again. A node that receives
 //     a message for a grain it does not own forwards it once, to the owner
-//     it sees. A node that does not own the grain of a forwarded message
+//     it sees; a node that is leaving forwards a forwarded message once
+//     more (two members leaving at once pass each other what reaches
+//     them). A node that does not own the grain of a forwarded message
 //     waits up to two seconds for a view in which it does (the forwarder
 //     may know first: a node that leaves does), and then drops it with a
 //     log line, as an owner does a message it cannot deliver (an unknown
