@@ -309,15 +309,17 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 // dial opens a stream to m, sends the hello frame and completes e.
 func (t *transport) dial(e *peerEntry, m *Member) {
 	c, err := t.open(m)
+	// e.conn is set under t.mu: the conn runs already, and if it ends at
+	// once its forget reads the entry of its peer, which may be e.
+	t.mu.Lock()
 	if err != nil {
-		t.mu.Lock()
 		if t.peers[m.Name] == e {
 			delete(t.peers, m.Name)
 		}
-		t.mu.Unlock()
 		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v", m.Name, m.GRPCAddr, err)
 	}
 	e.conn = c
+	t.mu.Unlock()
 	close(e.ready)
 	if c != nil && t.handler.departed(m.Name) {
 		// Dialed by a view older than ours, in which m was alive: the
