@@ -432,7 +432,7 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 		// deactivate it, should it have moved: look again now, at this
 		// grain only. (A sweep of the whole table here was one per
 		// activation that ended during a change.)
-		if err == nil && t.n.view.Load() != view && !t.owns(a) {
+		if err == nil && t.n.view.Load() != view && !t.n.owns(a.hk.Name, a.identity) {
 			t.retire(a)
 		}
 	}()
@@ -572,12 +572,6 @@ func (t *activations) deactivateWhere(idleOnly bool, pick func(a *activation, no
 	}
 	t.startDeactivations(victims)
 	return len(victims)
-}
-
-// owns reports whether this node owns a's grain in its current view.
-func (t *activations) owns(a *activation) bool {
-	owner, ok := t.n.view.Load().owner(a.hk.Name, a.identity)
-	return ok && owner.Name == t.n.name
 }
 
 // retire starts deactivating a, because its state can no longer be trusted

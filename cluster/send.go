@@ -88,18 +88,16 @@ func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 		if !ok {
 			return newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
 		}
-		if owner.Name != n.name {
+		var err error
+		if owner.Name == n.name {
+			err = n.sendLocal(ctx, &call)
+		} else {
 			// The owner would drop a message to a method its kind does
 			// not have; a node that hosts the kind itself can say so now.
 			if hk := n.kinds[call.Kind]; hk != nil && hk.methods[call.Method] == nil {
 				return newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", call.Kind, call.Method)
 			}
-		}
-		var err error
-		if owner.Name != n.name {
 			err = n.sendRemote(ctx, owner, &call)
-		} else {
-			err = n.sendLocal(ctx, &call)
 		}
 		// ErrNotOwner: the grain moved away while the message waited here
 		// for its activation (a member joined). ErrUnavailable: the
