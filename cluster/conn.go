@@ -66,6 +66,7 @@ type conn struct {
 	corrupt      error                  // the decoding error that closed it, if any
 	byeSent      bool                   // this side sent its bye: it sends no more requests (see bye)
 	byeHeard     bool                   // the peer's bye arrived
+	peerLeaving  bool                   // the peer said it is leaving the cluster (helloLeaving)
 	ending       bool                   // both byes are out and nothing is pending: the stream ends (see endIfDone)
 	sendClosed   bool                   // the dialer's side of the stream is closed (CloseSend): nothing more goes out
 	peerEnded    bool                   // the dialer closed its side: the acceptor closes the conn once its queue is written
@@ -523,15 +524,40 @@ func (c *conn) bye() {
 		return
 	}
 	c.byeSent = true
-	f := frame{typ: frameHello, node: c.t.name, hello: helloBye}
-	wake := len(c.batches) == 0
-	c.enqueue(&f, f.sizeBound())
+	wake := c.enqueueHello(helloBye)
 	c.endIfDone()
 	c.mu.Unlock()
 	if wake {
 		c.wakeWriter()
 	}
 	c.t.retire(c)
+}
+
+// sayLeaving tells the peer that this node is leaving the cluster: a hello
+// frame with helloLeaving, ahead of the forwards that follow, so that the
+// peer, whose view may not have the leave yet, does not send back what
+// this node passes on (see Node.forwardOneWay).
+func (c *conn) sayLeaving() {
+	c.mu.Lock()
+	if c.err != nil || c.sendClosed {
+		c.mu.Unlock()
+		return
+	}
+	wake := c.enqueueHello(helloLeaving)
+	c.mu.Unlock()
+	if wake {
+		c.wakeWriter()
+	}
+}
+
+// enqueueHello queues a hello frame with flags, past MaxPendingBytes (it
+// is a few bytes, and must not wait), and reports whether the writer
+// needs a wake-up. c.mu is held.
+func (c *conn) enqueueHello(flags helloFlags) bool {
+	f := frame{typ: frameHello, node: c.t.name, hello: flags}
+	wake := len(c.batches) == 0
+	c.enqueue(&f, f.sizeBound())
+	return wake
 }
 
 // heardBye records the peer's bye. Unless this node is leaving, which
@@ -656,6 +682,11 @@ func (c *conn) dispatch(f *frame) {
 		if f.hello&helloNames != 0 {
 			c.mu.Lock()
 			c.dict.on = true
+			c.mu.Unlock()
+		}
+		if f.hello&helloLeaving != 0 {
+			c.mu.Lock()
+			c.peerLeaving = true
 			c.mu.Unlock()
 		}
 		if f.hello&helloBye != 0 {
@@ -979,7 +1010,7 @@ func (c *conn) serveOneWay(f *frame) {
 		}
 		l.mu.Unlock() // the lane emptied meanwhile: f may go first
 	}
-	if c.t.handler.serveOneWay(f, false, &c.target) {
+	if c.t.handler.serveOneWay(f, c.peer, false, &c.target) {
 		return
 	}
 	c.kept = true
@@ -1009,6 +1040,6 @@ func (c *conn) drainLane() {
 		l.queue[0] = frame{} // let the payload go
 		l.queue = l.queue[1:]
 		l.mu.Unlock()
-		c.t.handler.serveOneWay(&f, true, nil)
+		c.t.handler.serveOneWay(&f, c.peer, true, nil)
 	}
 }

@@ -118,6 +118,10 @@ const (
 	// the first as nothing at all, where it would reset the stream on an
 	// unknown type.
 	fieldBye protowire.Number = 21
+	// fieldLeaving, in a hello frame, says that its sender is leaving the
+	// cluster gracefully, perhaps before the gossip says so (see
+	// conn.peerLeaving). A hello, for the reason fieldBye is.
+	fieldLeaving protowire.Number = 22
 )
 
 // helloFlags are what a hello frame says about its sender, each in a
@@ -125,8 +129,9 @@ const (
 type helloFlags uint8
 
 const (
-	helloNames helloFlags = 1 << iota // the sender understands name ids (fieldNames)
-	helloBye                          // the sender sends no more requests on the stream (fieldBye)
+	helloNames   helloFlags = 1 << iota // the sender understands name ids (fieldNames)
+	helloBye                            // the sender sends no more requests on the stream (fieldBye)
+	helloLeaving                        // the sender is leaving the cluster (fieldLeaving)
 )
 
 // oneWayMark is what fieldOneWay says about a request: nothing (a call), a
@@ -219,6 +224,9 @@ func appendFrameFields(b []byte, f *frame) []byte {
 	if f.hello&helloBye != 0 {
 		b = appendVarintField(b, fieldBye, 1)
 	}
+	if f.hello&helloLeaving != 0 {
+		b = appendVarintField(b, fieldLeaving, 1)
+	}
 	return b
 }
 
@@ -239,6 +247,9 @@ func (f *frame) size() int {
 	}
 	if f.hello&helloBye != 0 {
 		n += varintFieldSize(fieldBye, 1)
+	}
+	if f.hello&helloLeaving != 0 {
+		n += varintFieldSize(fieldLeaving, 1)
 	}
 	if len(f.payload) > 0 {
 		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(len(f.payload))
@@ -270,7 +281,7 @@ const maxTagSize = 2
 // of its strings and payload: the length prefix, and every field at its
 // largest, the three names both as strings and ids, the chain aside.
 const frameBoundFixed = binary.MaxVarintLen64 + // the length prefix
-	9*(maxTagSize+binary.MaxVarintLen64) + // type, id, timeout, code, reason, seq, one-way, names, bye
+	10*(maxTagSize+binary.MaxVarintLen64) + // type, id, timeout, code, reason, seq, one-way, names, bye, leaving
 	7*(maxTagSize+binary.MaxVarintLen64) + // kind, identity, method, payload, message, node, client ID
 	3*(maxTagSize+binary.MaxVarintLen64) // the ids of kind, method and client ID
 
@@ -413,7 +424,7 @@ func decodeFrame(b []byte, f *frame, names *nameTable) error {
 func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame, names *nameTable) (int, error) {
 	switch num {
 	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq, fieldOneWay, fieldNames,
-		fieldBye, fieldKindRef, fieldMethodRef, fieldClientRef:
+		fieldBye, fieldLeaving, fieldKindRef, fieldMethodRef, fieldClientRef:
 		if typ != protowire.VarintType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want varint", ErrCorruptFrame, num, typ)
 		}
@@ -482,6 +493,8 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 		f.setHello(helloNames, v != 0)
 	case fieldBye:
 		f.setHello(helloBye, v != 0)
+	case fieldLeaving:
+		f.setHello(helloLeaving, v != 0)
 	case fieldKindRef, fieldMethodRef, fieldClientRef:
 		if v == 0 || v > maxNameID {
 			return fmt.Errorf("%w: name id %d out of range", ErrCorruptFrame, v)

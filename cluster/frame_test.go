@@ -28,6 +28,7 @@ func sampleFrames() []frame {
 		{typ: frameHello, node: "node-a", hello: helloNames},
 		{typ: frameHello, node: "node-b", hello: helloBye},
 		{typ: frameHello, node: "node-b", hello: helloNames | helloBye},
+		{typ: frameHello, node: "node-b", hello: helloLeaving},
 		{typ: frameRequest, id: 1, kind: "pkg.Counter", identity: "user-42", method: "/pkg.Counter/Add",
 			payload: []byte{8, 5}, timeout: 1500 * time.Millisecond},
 		{typ: frameRequest, id: 1 << 60, kind: "k", method: "/k/M"}, // empty identity and payload
@@ -111,7 +112,7 @@ func TestFrameSizeBound(t *testing.T) {
 	frames := append(sampleFrames(), frame{typ: frameResponse, id: 1<<64 - 1, kind: long, identity: long, method: long,
 		payload: []byte(long), timeout: time.Duration(1<<63 - 1), code: maxCode, message: long,
 		reason: reasonCount - 1, node: long, chain: []actKey{{long, long}, {"", ""}},
-		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: oneWaySent, hello: helloNames | helloBye,
+		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: oneWaySent, hello: helloNames | helloBye | helloLeaving,
 		refs: nameRefs{kind: nameRef{maxNameID, true}, method: nameRef{maxNameID, true}, client: nameRef{maxNameID, true}}})
 	var d nameDict
 	d.on = true

@@ -421,6 +421,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 	}
 	n.transport.leaving.Store(true)
+	n.transport.sayLeavingOnAll()
 	err := n.leave(ctx)
 	n.reminders.Close() // the grains are leaving: no more firings here
 	if err == nil {

@@ -120,6 +120,23 @@ func (p *placement) owner(kind, identity string) (*Member, bool) {
 	return best, true
 }
 
+// ownerExcept is owner over the candidates other than the named members
+// ("" names nobody): the grain's owner once they are gone from the view.
+func (p *placement) ownerExcept(kind, identity, a, b string) (*Member, bool) {
+	var best *Member
+	var bestScore uint64
+	key := keyHash(kind, identity)
+	for _, c := range p.byKind[kind] {
+		if c.member.Name == a || c.member.Name == b {
+			continue
+		}
+		if s := score(c.seed, key); best == nil || s > bestScore {
+			best, bestScore = c.member, s
+		}
+	}
+	return best, best != nil
+}
+
 // FNV-1a, 64 bit. Fast and allocation-free; score mixes its output further.
 const (
 	fnvOffset = 14695981039346656037

@@ -128,3 +128,26 @@ func TestShardOfHashesTheKey(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerExceptIsTheOwnerWithoutThem checks ownerExcept against the
+// owner of a view without the members it leaves out.
+func TestOwnerExceptIsTheOwnerWithoutThem(t *testing.T) {
+	names := memberNames(4)
+	all := newPlacement(members(names...))
+	withoutTwo := newPlacement(members(names[2:]...))
+	for i := range 2000 {
+		id := fmt.Sprintf("id-%d", i)
+		owner, _ := all.owner("k", id)
+		if m, _ := all.ownerExcept("k", id, "", ""); m != owner {
+			t.Fatalf("%s: ownerExcept leaving out nobody = %s, owner = %s", id, m.Name, owner.Name)
+		}
+		got, ok := all.ownerExcept("k", id, names[1], names[0])
+		want, _ := withoutTwo.owner("k", id)
+		if !ok || got.Name != want.Name {
+			t.Fatalf("%s: ownerExcept = %v, %v; the view without them has %s", id, got, ok, want.Name)
+		}
+	}
+	if m, ok := newPlacement(members(names[0])).ownerExcept("k", "id", names[0], ""); ok {
+		t.Errorf("ownerExcept leaving out the only candidate = %s, want none", m.Name)
+	}
+}

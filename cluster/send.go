@@ -389,8 +389,9 @@ func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
 // activation, or a wait for one to go. A message that cannot be delivered
 // is logged and dropped: nobody waits for an answer. target, if not nil,
 // is the batch's target: a frame for it goes straight to its mailbox, and
-// a frame queued for a ready activation becomes the target.
-func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
+// a frame queued for a ready activation becomes the target. from names
+// the peer that sent it.
+func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTarget) bool {
 	if target != nil {
 		if n.queueToTarget(target, req) {
 			return true
@@ -411,7 +412,7 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 		if !wait {
 			return false // forwarding may dial: not on the reader
 		}
-		if n.forwardOneWay(req) {
+		if n.forwardOneWay(req, from) {
 			return true
 		}
 		err = nil // this node owns the grain now
@@ -460,7 +461,7 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	if err := n.queueOneWay(ctx, hk, m, req.identity, msg); err != nil {
 		// ErrNotOwner: the grain moved while the message waited for an
 		// activation.
-		if errors.Is(err, ErrNotOwner) && n.mayForward(req) && n.forwardOneWay(req) {
+		if errors.Is(err, ErrNotOwner) && n.mayForward(req) && n.forwardOneWay(req, from) {
 			return true
 		}
 		n.dropOneWay(req, err)
@@ -468,28 +469,43 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	return true
 }
 
-// forwardOneWay sends a one-way message that this node received for a
-// grain it does not own to the grain's owner in this node's view, and
-// reports true; or reports false, doing nothing, if this node owns the
-// grain by now. The sender placed the message by a view of the members
-// that was behind or ahead of this node's (a member joined or left), and
-// nobody else would hear of the message: a caller whose call reaches the
-// wrong node gets ErrNotOwner and calls again, a sender has returned.
+// forwardOneWay sends a one-way message that this node received from a
+// peer for a grain it does not own to the grain's owner in this node's
+// view, and reports true; or reports false, doing nothing, if this node
+// owns the grain by now. The sender placed the message by a view of the
+// members that was behind or ahead of this node's (a member joined or
+// left), and nobody else would hear of the message: a caller whose call
+// reaches the wrong node gets ErrNotOwner and calls again, a sender has
+// returned.
+//
+// A peer that said it is leaving (see conn.sayLeaving) owns nothing,
+// whatever this node's view says (the gossip may not have brought the
+// leave yet): when the message came from one, the owner is chosen among
+// the other members, so that it does not go back to where it came from
+// (two members leaving at once would otherwise pass messages to each
+// other). A node that is leaving skips itself, for the same reason.
 //
 // The message goes marked as forwarded once more, and a node that receives
 // it so and does not own the grain either waits for a view in which it
 // does, then drops it (see mayForward for the one exception): two nodes
 // whose views disagree do not pass it back and forth. It is forwarded as
 // it came, its payload not decoded.
-func (n *Node) forwardOneWay(req *frame) bool {
+func (n *Node) forwardOneWay(req *frame, from string) bool {
+	var leaver, self string
+	if n.transport.saidLeaving(from) {
+		leaver = from
+	}
+	if n.transport.leaving.Load() {
+		self = n.name
+	}
 	for {
 		view := n.view.Load()
-		owner, ok := view.owner(req.kind, req.identity)
+		owner, ok := view.ownerExcept(req.kind, req.identity, leaver, self)
 		if ok && owner.Name == n.name {
 			return false
 		}
 		if !ok {
-			n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", req.kind))
+			n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member that is not leaving hosts grain kind %q", req.kind))
 			return true
 		}
 		err := n.sendForwarded(req, owner)

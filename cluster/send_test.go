@@ -261,16 +261,23 @@ func (h *lineHandler) WithGroup(name string) slog.Handler {
 // recorders and the log lines by node name.
 func recorderCluster(t *testing.T, idle time.Duration, configure func(*Config)) ([]*Node, map[string]*recorder, map[string]*logLines) {
 	t.Helper()
+	return recorderClusterOf(t, 3, 2, idle, configure)
+}
+
+// recorderClusterOf is recorderCluster with size nodes, the first hosts of
+// which host the recorder kind.
+func recorderClusterOf(t *testing.T, size, hosts int, idle time.Duration, configure func(*Config)) ([]*Node, map[string]*recorder, map[string]*logLines) {
+	t.Helper()
 	recs := map[string]*recorder{}
 	logs := map[string]*logLines{}
 	var mu sync.Mutex
 	i := 0
-	nodes := startCluster(t, 3, func(name string) []*Kind {
+	nodes := startCluster(t, size, func(name string) []*Kind {
 		mu.Lock()
 		defer mu.Unlock()
 		recs[name] = newRecorder()
 		i++
-		if i == 3 {
+		if i > hosts {
 			return nil
 		}
 		return []*Kind{newRecorderKind(recs[name], idle)}
@@ -871,6 +878,46 @@ func TestALeavingNodeForwardsAForwardedMessageOnceMore(t *testing.T) {
 	})
 	if got := recs[nodes[1].Name()].values(id); len(got) != 1 {
 		t.Errorf("the owner ran %v, want only the message forwarded once", got)
+	}
+}
+
+// TestAForwardSkipsAPeerThatSaidItIsLeaving has the second node forward
+// the first node, which is leaving, a message for a grain that every view
+// has the second node own. If the second node said it is leaving too (two
+// members leaving at once, neither view having the other's leave yet),
+// the first node passes the message on to the owner without both of them,
+// the third node (which has heard of both leaves): sending it back would
+// be a second hop, which a leaver drops. If the second node stays, the
+// message goes back to it, and it runs there.
+func TestAForwardSkipsAPeerThatSaidItIsLeaving(t *testing.T) {
+	t.Parallel()
+	for _, forwarderLeaves := range []bool{true, false} {
+		t.Run(fmt.Sprintf("forwarder leaves %v", forwarderLeaves), func(t *testing.T) {
+			t.Parallel()
+			nodes, recs, logs := recorderClusterOf(t, 3, 3, 0, nil)
+			leaver, forwarder, third := nodes[0], nodes[1], nodes[2]
+			id := recorderOwnedBy(t, nodes, forwarder, "skip")
+			leaver.transport.leaving.Store(true) // as Shutdown does first
+			want := forwarder
+			if forwarderLeaves {
+				want = third
+				forwarder.transport.leaving.Store(true)
+				forwarder.transport.sayLeavingOnAll()
+				holdView(t, third, func(members []Member) []Member {
+					return slices.DeleteFunc(members, func(m Member) bool { return m.Name != third.Name() })
+				})
+			}
+			sendForwardedRecord(t, forwarder, leaver, id, 1, oneWayForwarded)
+			waitValues(t, recs[want.Name()], id, []int64{1})
+			for _, n := range nodes {
+				if got := recs[n.Name()].values(id); n != want && len(got) > 0 {
+					t.Errorf("%s ran %v", n.Name(), got)
+				}
+				if got := logs[n.Name()].count("cluster: dropped a one-way message"); got > 0 {
+					t.Errorf("%s dropped %d messages", n.Name(), got)
+				}
+			}
+		})
 	}
 }
 

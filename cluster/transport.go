@@ -126,7 +126,8 @@ type requestHandler interface {
 	// needs to (it is then called again with wait true, in order, from
 	// another goroutine). target, if not nil, carries what one request
 	// found out to the next ones of the same batch; endOneWay ends it.
-	serveOneWay(req *frame, wait bool, target *oneWayTarget) bool
+	// from names the peer.
+	serveOneWay(req *frame, from string, wait bool, target *oneWayTarget) bool
 	endOneWay(target *oneWayTarget)
 	// admitCall counts a request in, or refuses it when the node is
 	// shutting down; finishCall counts it out, with the ticket admitCall
@@ -365,8 +366,37 @@ func (t *transport) open(m *Member) (*conn, error) {
 		c.close(newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name))
 		return nil, ErrNodeClosed
 	}
+	if t.leaving.Load() {
+		c.sayLeaving() // after track, so that sayLeavingOnAll cannot miss c
+	}
 	c.start()
 	return c, nil
+}
+
+// sayLeavingOnAll tells every peer with an open stream that this node is
+// leaving (see conn.sayLeaving); the streams opened after leaving was set
+// say it themselves.
+func (t *transport) sayLeavingOnAll() {
+	for _, c := range t.openConns() {
+		c.sayLeaving()
+	}
+}
+
+// saidLeaving reports whether the named peer said, on a stream still open,
+// that it is leaving the cluster.
+func (t *transport) saidLeaving(name string) bool {
+	for _, c := range t.openConns() {
+		if c.peer != name {
+			continue
+		}
+		c.mu.Lock()
+		leaving := c.peerLeaving
+		c.mu.Unlock()
+		if leaving {
+			return true
+		}
+	}
+	return false
 }
 
 // track records c as open, unless the transport is closed.
@@ -418,6 +448,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	c := newConn(t, hello.node, ss, cancel, nil)
+	c.peerLeaving = hello.hello&helloLeaving != 0
 	if !t.track(c) {
 		return status.Error(codes.Unavailable, ErrNodeClosed.Error())
 	}
@@ -426,6 +457,9 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 		// too, in the first frame we send (see nameRefs).
 		c.dict.on = true
 		_ = c.send(ctx, &frame{typ: frameHello, node: t.name, hello: helloNames}) // fails only if the conn closed
+	}
+	if t.leaving.Load() {
+		c.sayLeaving() // as in open
 	}
 	if t.handler.departed(c.peer) {
 		// A member that is leaving passes on what it holds, and may dial
