@@ -130,6 +130,84 @@ func TestStreamEndsOnlyOnceItsCallsAreAnswered(t *testing.T) {
 	}
 }
 
+// TestAMemberSeenFailedFromAliveKeepsItsStreamsForAGrace gives a caller
+// a view in which the owner of a call it waits for turned failed from
+// alive, as serf's view of a graceful leave can be until the leave intent
+// arrives (see Node.dropFailed). The caller says bye on the stream at once
+// and keeps it: if the owner then turns left, the call gets its reply and
+// the stream ends as after a leave; if the owner is still failed after the
+// grace, the stream is cut and the call fails.
+func TestAMemberSeenFailedFromAliveKeepsItsStreamsForAGrace(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		then  MemberStatus
+		grace time.Duration
+	}{
+		{then: StatusLeft, grace: time.Hour},
+		{then: StatusFailed, grace: 50 * time.Millisecond},
+	} {
+		t.Run("then "+tc.then.String(), func(t *testing.T) {
+			t.Parallel()
+			var h *hooks
+			nodes := startCluster(t, 2, func(name string) []*Kind {
+				if h != nil {
+					return nil // the caller hosts nothing: its call cannot go elsewhere
+				}
+				h = newHooks(name)
+				return []*Kind{newEchoKind(h, -1)}
+			}, func(c *Config) { c.failedGrace = tc.grace })
+			t.Cleanup(h.releaseHeld) // before the nodes close
+			owner, caller := nodes[0], nodes[1]
+			id := identityOwnedBy(t, nodes, owner)
+			done := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+				defer cancel()
+				resp, err := caller.Invoke(ctx, stringCall(methodBlock, id, ""))
+				if err == nil && resp.(*wrapperspb.StringValue).GetValue() != owner.Name() {
+					err = fmt.Errorf("answered by %q", resp.(*wrapperspb.StringValue).GetValue())
+				}
+				done <- err
+			}()
+			receive(t, h.entered, "the call to enter the grain")
+			c := connTo(t, caller, owner.Name())
+			views := holdViews(t, caller)
+
+			views(withStatus(owner.Name(), StatusFailed))
+			waitFor(t, waitTimeout, "the owner's bye in answer to the caller's", func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.byeSent && c.byeHeard
+			})
+			if tc.then == StatusFailed {
+				err := receive(t, done, "the call to fail once the grace is over")
+				if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrUnknownKind) {
+					t.Errorf("the call returned %v, want it cut", err)
+				}
+				if !isDone(c.done) {
+					t.Error("the stream is open after the grace")
+				}
+				return
+			}
+			views(withStatus(owner.Name(), StatusLeft))
+			if isDone(c.done) {
+				t.Fatal("the stream closed while a call on it waited for its reply")
+			}
+			h.releaseHeld()
+			if err := receive(t, done, "the call"); err != nil {
+				t.Fatalf("the call: %v", err)
+			}
+			waitFor(t, waitTimeout, "the stream to end", func() bool { return isDone(c.done) })
+			c.mu.Lock()
+			err := c.err
+			c.mu.Unlock()
+			if !strings.Contains(fmt.Sprint(err), "ended") {
+				t.Errorf("the stream ended with %v, want the end after both byes", err)
+			}
+		})
+	}
+}
+
 // viewWithLeaving makes n's view have the named member leaving, as a
 // leave's gossip would, until the test ends (see holdView).
 func viewWithLeaving(t *testing.T, n *Node, name string) {

@@ -424,6 +424,31 @@ func movingIdentity(kind, a, b string) string {
 	}
 }
 
+// holdViews holds n's refreshes until the test ends, as holdView does, and
+// returns a function that gives n the view edit makes of its members, as
+// a gossip event would: n acts on what changed (see Node.replaceView).
+func holdViews(t *testing.T, n *Node) func(edit func([]Member) []Member) {
+	t.Helper()
+	n.refreshMu.Lock()
+	t.Cleanup(n.refreshMu.Unlock)
+	return func(edit func([]Member) []Member) {
+		n.replaceView(newPlacement(edit(n.Members())))
+	}
+}
+
+// withStatus returns an edit for holdViews that gives the named member
+// status st.
+func withStatus(name string, st MemberStatus) func([]Member) []Member {
+	return func(members []Member) []Member {
+		for i := range members {
+			if members[i].Name == name {
+				members[i].Status = st
+			}
+		}
+		return members
+	}
+}
+
 // holdView stores in n a view of the members edit makes of n's, and keeps
 // it until the test ends: n's refreshes wait, so that a late gossip event
 // does not replace it.

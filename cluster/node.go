@@ -42,6 +42,9 @@ type Node struct {
 	clientID  string        // stamps this node's calls
 	seq       atomic.Uint64 // the last sequence number stamped
 	deadlines *deadlines    // the default deadline of calls without one
+	// failedGrace is how long a member that turned failed from alive
+	// keeps its streams (see dropFailed).
+	failedGrace time.Duration
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
@@ -134,6 +137,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.failedGrace = cmp.Or(n.cfg.failedGrace, failedGraceRounds*sc.MemberlistConfig.GossipInterval)
 	if n.serf, err = serf.Create(sc); err != nil {
 		return fmt.Errorf("cluster: start gossip on %s: %w", n.cfg.BindAddr, err)
 	}
@@ -253,14 +257,19 @@ func (n *Node) refresh() {
 	}
 	n.refreshMu.Lock()
 	defer n.refreshMu.Unlock()
-	old := n.view.Load()
 	var members []Member
 	for _, sm := range n.serf.Members() {
 		if m, ok := memberFromSerf(sm); ok {
 			members = append(members, m)
 		}
 	}
-	p := newPlacement(members)
+	n.replaceView(newPlacement(members))
+}
+
+// replaceView makes p the node's view and acts on what changed since the
+// one it replaces (see refresh). n.refreshMu is held.
+func (n *Node) replaceView(p *placement) {
+	old := n.view.Load()
 	n.view.Store(p)
 	n.viewMu.Lock()
 	if n.viewNext != nil {
@@ -287,20 +296,55 @@ func (n *Node) awaitView() (*placement, <-chan struct{}) {
 	return n.view.Load(), n.viewNext
 }
 
-// dropFailed closes the streams to members that failed since the old view,
-// so that calls in flight to them fail now and are retried, rather than
-// wait for their deadline. Members that leave gracefully keep their streams:
-// they finish the calls they are serving and close the streams themselves.
+// dropFailed closes the streams to members that failed or were forgotten
+// since the old view, so that calls in flight to them fail now and are
+// retried, rather than wait for their deadline. Members that leave
+// gracefully keep their streams: they finish the calls they are serving
+// and end the streams with this node (see byeToLeavers).
+//
+// A member that turns failed straight from alive may be leaving
+// gracefully all the same: serf marks a leaver failed when memberlist's
+// notice that it left arrives before the leave intent, and turns it left
+// when the intent follows, tens of milliseconds later. Cutting its streams
+// then would drop what is on its way through them, both ways. So such a
+// member gets a bye on its streams at once, as a leaver would (nothing is
+// placed on a failed member either way), and its streams are cut only if
+// it is still failed after n.failedGrace. Most failures need no cut: a
+// process that crashed has its sockets closed, which ends its streams.
 func (n *Node) dropFailed(old, p *placement) {
-	status := make(map[string]MemberStatus, len(p.members))
-	for _, m := range p.members {
-		status[m.Name] = m.Status
-	}
-	for name := range old.byName {
-		st, known := status[name]
-		if name != n.name && (!known || st == StatusFailed) {
-			n.transport.dropPeer(name)
+	for _, was := range old.members {
+		if was.Name == n.name || was.Status == StatusFailed {
+			continue
 		}
+		st, known := p.status(was.Name)
+		switch {
+		case !known:
+			n.transport.dropPeer(was.Name)
+		case st != StatusFailed:
+		case was.Status == StatusAlive:
+			n.transport.byeTo(was.Name)
+			time.AfterFunc(n.failedGrace, func() { n.dropIfFailed(was.Name) })
+		default:
+			n.transport.dropPeer(was.Name)
+		}
+	}
+}
+
+// failedGraceRounds is n.failedGrace in gossip rounds (see dropFailed):
+// the leave intent and memberlist's notice are both gossiped, the intent
+// first, and were seen up to five rounds apart on a loaded machine. Ten
+// rounds are 200 ms in the GossipLocal profile, 2 s in LAN and 5 s in
+// WAN, which a failure detection of several rounds of probes precedes.
+const failedGraceRounds = 10
+
+// dropIfFailed closes the streams to the named member if the node's view
+// has it failed, or no longer knows it.
+func (n *Node) dropIfFailed(name string) {
+	if isDone(n.stop) {
+		return
+	}
+	if st, ok := n.view.Load().status(name); !ok || st == StatusFailed {
+		n.transport.dropPeer(name)
 	}
 }
 
