@@ -319,3 +319,69 @@ func TestFarewellWithAPeerThatNeverSaysBye(t *testing.T) {
 		})
 	}
 }
+
+// TestFarewellEndsTheStreamsOpenedDuringIt has a peer whose view does not
+// have the leave yet open its first stream to the leaver while the
+// leaver's farewell waits for its other streams to end (a call the leaver
+// made holds one open). The messages the peer sends on it are forwarded to
+// the grains' new owner on another new stream; once the first streams
+// end, the farewell must end these two as well, by the handshake, rather
+// than leave them to be cut when the node stops: every message runs once,
+// and the leaver's end of the peer's stream closes after both byes.
+func TestFarewellEndsTheStreamsOpenedDuringIt(t *testing.T) {
+	t.Parallel()
+	const messages = 500
+	var h *hooks
+	rec := newRecorder()
+	nodes := startCluster(t, 3, func(name string) []*Kind {
+		switch {
+		case strings.HasSuffix(name, "-n0"): // the leaver
+			return []*Kind{newRecorderKind(newRecorder(), -1)}
+		case strings.HasSuffix(name, "-n1"): // the late peer
+			return nil
+		}
+		h = newHooks(name)
+		return []*Kind{newEchoKind(h, -1), newRecorderKind(rec, -1)}
+	}, nil)
+	t.Cleanup(h.releaseHeld) // before the nodes close
+	leaver, peer, owner := nodes[0], nodes[1], nodes[2]
+	id := ownedInEveryView(t, nodes, leaver, recorderKind, "late")
+	hold := stringCall(methodHold, identityOwnedBy(t, nodes, owner), "")
+	held := make(chan error, 1)
+	go func() {
+		_, err := leaver.Invoke(context.Background(), hold)
+		held <- err
+	}()
+	receive(t, h.entered, "the leaver's call to enter the grain")
+	first := connTo(t, leaver, owner.Name())
+	holdView(t, peer, func(members []Member) []Member { return members }) // it has not heard of the leave
+
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- leaver.Shutdown(context.Background()) }()
+	waitFor(t, waitTimeout, "the leaver's bye on its first stream", func() bool {
+		first.mu.Lock()
+		defer first.mu.Unlock()
+		return first.byeSent
+	})
+	for v := range int64(messages) {
+		if err := peer.Send(context.Background(), recordCall(id, v)); err != nil {
+			t.Fatalf("Send %d: %v", v, err)
+		}
+	}
+	late := connTo(t, leaver, peer.Name())
+	peer.transport.byeTo(leaver.Name()) // as it would once it hears of the leave
+	h.releaseHeld()
+	if err := receive(t, held, "the leaver's call"); err != nil {
+		t.Fatalf("the leaver's call: %v", err)
+	}
+	if err := receive(t, shutdown, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	waitValues(t, rec, id, sequence(0, messages-1))
+	late.mu.Lock()
+	err := late.err
+	late.mu.Unlock()
+	if want := fmt.Sprintf("cluster: the stream to %s ended", peer.Name()); err == nil || err.Error() != want {
+		t.Errorf("the leaver's end of the peer's stream closed with %v, want %q", err, want)
+	}
+}

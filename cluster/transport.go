@@ -546,7 +546,24 @@ func (t *transport) openConns() []*conn {
 
 // farewell ends the streams of a node that leaves gracefully, without
 // losing a one-way message on its way through them, and reports false if
-// ctx ended first. Three steps, each over every stream:
+// ctx ended first. It ends the open streams (see farewellRound), then
+// those opened meanwhile, until none is left: a peer whose view does not
+// have the leave yet may still dial this node to send or forward to it,
+// and this node may dial an owner to pass on what still reaches it.
+func (t *transport) farewell(ctx context.Context) bool {
+	for {
+		// A conn that closed may not have left the table yet.
+		conns := slices.DeleteFunc(t.openConns(), func(c *conn) bool { return isDone(c.done) })
+		if len(conns) == 0 {
+			return true
+		}
+		if !t.farewellRound(ctx, conns) {
+			return false
+		}
+	}
+}
+
+// farewellRound ends conns, in three steps over each:
 //
 //  1. Wait until each peer said bye: it saw the leave and sends nothing
 //     more. Until then, what it sends reaches this node, which forwards
@@ -558,8 +575,7 @@ func (t *transport) openConns() []*conn {
 //  3. Wait until each stream ended: each side's frames read by the other
 //     before the end (see conn.endStep), where closing them at once
 //     would drop what gRPC still buffers.
-func (t *transport) farewell(ctx context.Context) bool {
-	conns := t.openConns()
+func (t *transport) farewellRound(ctx context.Context, conns []*conn) bool {
 	for {
 		for _, c := range conns {
 			select {
