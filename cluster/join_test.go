@@ -78,6 +78,58 @@ func TestOneWayMessagesSurviveALeave(t *testing.T) {
 	t.Logf("%d of %d grains moved; %d messages in all", len(onB), len(tr.ids), tr.total())
 }
 
+// TestOneWayMessagesSurviveTwoLeavesAtOnce is TestOneWayMessagesSurviveALeave
+// with three hosts, two of which leave at the same moment. Each leaver
+// forwards what still reaches it, to the other one too until it hears of
+// the other's leave, and the other may see it failed before it sees it
+// leave (see Node.dropFailed): again, every message that Send accepted
+// must run exactly once.
+func TestOneWayMessagesSurviveTwoLeavesAtOnce(t *testing.T) {
+	t.Parallel()
+	m := newMembershipChange(t)
+	cfgD, recD := testConfig(t), newRecorder()
+	cfgD.NodeName += "-d"
+	cfgD.Kinds = []*Kind{newRecorderKind(recD, -1)}
+	a := startNode(t, m.cfgA)
+	seeds := []string{a.GossipAddr()}
+	m.cfgB.Seeds, m.cfgC.Seeds, cfgD.Seeds = seeds, seeds, seeds
+	b, c, d := startNode(t, m.cfgB), startNode(t, m.cfgC), startNode(t, cfgD)
+	waitConverged(t, []*Node{a, b, c, d}, 4)
+
+	tr := startTraffic(c, "twoleaves")
+	for _, leaver := range []struct {
+		n   *Node
+		rec *recorder
+	}{{b, m.recB}, {d, recD}} {
+		owned := slices.IndexFunc(tr.ids, func(id string) bool {
+			owner, _ := c.Owner(recorderKind, id)
+			return owner.Name == leaver.n.Name()
+		})
+		if owned < 0 {
+			t.Fatalf("%s owns none of the grains: the test would test less", leaver.n.Name())
+		}
+		waitFor(t, waitTimeout, "messages on their way to "+leaver.n.Name(), func() bool {
+			return len(leaver.rec.values(tr.ids[owned])) > 0
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	errs := make(chan error, 2)
+	for _, n := range []*Node{b, d} {
+		go func() { errs <- n.Shutdown(ctx) }()
+	}
+	for range 2 {
+		if err := receive(t, errs, "the leaving nodes' Shutdown"); err != nil {
+			t.Fatalf("Shutdown of a leaving node: %v", err)
+		}
+	}
+	waitConverged(t, []*Node{a, c}, 2)
+	tr.finish(t)
+
+	tr.check(t, m.recA, m.recB, recD)
+	t.Logf("%d messages in all", tr.total())
+}
+
 // membershipChange is the cast of the tests above: two hosts of the
 // recorder kind, a and b, and a node that hosts nothing, c, which sends.
 type membershipChange struct {
@@ -140,26 +192,33 @@ func (tr *traffic) finish(t *testing.T) {
 }
 
 // check waits until the grains ran as many messages as were sent, on the
-// two hosts together, and checks that each ran every value sent exactly
-// once. It returns how many grains ran messages on b.
-func (tr *traffic) check(t *testing.T, a, b *recorder) int {
+// hosts together, and checks that each ran every value sent exactly once.
+// It returns how many grains ran messages on the last host.
+func (tr *traffic) check(t *testing.T, hosts ...*recorder) int {
 	t.Helper()
-	onB := 0
+	ran := func(id string) []int64 {
+		var all []int64
+		for _, h := range hosts {
+			all = append(all, h.values(id)...)
+		}
+		return all
+	}
+	onLast := 0
 	for g, id := range tr.ids {
 		waitFor(t, waitTimeout, fmt.Sprintf("%d messages to %s", len(tr.sent[g]), id), func() bool {
-			return len(a.values(id))+len(b.values(id)) >= len(tr.sent[g])
+			return len(ran(id)) >= len(tr.sent[g])
 		})
-		got := append(a.values(id), b.values(id)...)
+		got := ran(id)
 		slices.Sort(got)
 		if !slices.Equal(got, tr.sent[g]) {
 			t.Fatalf("%s ran %d messages, want each of the %d sent once (first difference near %v)",
 				id, len(got), len(tr.sent[g]), firstDifference(got, tr.sent[g]))
 		}
-		if len(b.values(id)) > 0 {
-			onB++
+		if len(hosts[len(hosts)-1].values(id)) > 0 {
+			onLast++
 		}
 	}
-	return onB
+	return onLast
 }
 
 // total returns how many messages Send accepted.
