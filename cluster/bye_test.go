@@ -130,23 +130,28 @@ func TestStreamEndsOnlyOnceItsCallsAreAnswered(t *testing.T) {
 	}
 }
 
-// TestAMemberSeenFailedFromAliveKeepsItsStreamsForAGrace gives a caller
-// a view in which the owner of a call it waits for turned failed from
-// alive, as serf's view of a graceful leave can be until the leave intent
-// arrives (see Node.dropFailed). The caller says bye on the stream at once
-// and keeps it: if the owner then turns left, the call gets its reply and
-// the stream ends as after a leave; if the owner is still failed after the
-// grace, the stream is cut and the call fails.
-func TestAMemberSeenFailedFromAliveKeepsItsStreamsForAGrace(t *testing.T) {
+// TestAMemberSeenFailedThatSaidItIsLeavingKeepsItsStreams gives a caller
+// a view in which the owner of a call it waits for failed, as serf's view
+// of a graceful leave can be until the leave intent arrives (see
+// Node.dropFailed). If the owner said it is leaving, the caller says bye
+// on the stream at once and keeps it: once the owner answers and says bye,
+// as its farewell would, the call has its reply and the stream ends by the
+// handshake; if the owner is still failed after the grace, the stream is
+// cut and the call fails. If the owner never said it is leaving, the
+// stream is cut at once.
+func TestAMemberSeenFailedThatSaidItIsLeavingKeepsItsStreams(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		then  MemberStatus
-		grace time.Duration
+		name          string
+		saidLeaving   bool
+		grace         time.Duration
+		theCallEndsBy string
 	}{
-		{then: StatusLeft, grace: time.Hour},
-		{then: StatusFailed, grace: 50 * time.Millisecond},
+		{"said it is leaving", true, time.Hour, "its reply"},
+		{"said it is leaving, still failed after the grace", true, 50 * time.Millisecond, "the cut"},
+		{"did not say it is leaving", false, time.Hour, "the cut"},
 	} {
-		t.Run("then "+tc.then.String(), func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var h *hooks
 			nodes := startCluster(t, 2, func(name string) []*Kind {
@@ -155,7 +160,7 @@ func TestAMemberSeenFailedFromAliveKeepsItsStreamsForAGrace(t *testing.T) {
 				}
 				h = newHooks(name)
 				return []*Kind{newEchoKind(h, -1)}
-			}, func(c *Config) { c.failedGrace = tc.grace })
+			}, func(c *Config) { c.leaverGrace = tc.grace })
 			t.Cleanup(h.releaseHeld) // before the nodes close
 			owner, caller := nodes[0], nodes[1]
 			id := identityOwnedBy(t, nodes, owner)
@@ -171,38 +176,42 @@ func TestAMemberSeenFailedFromAliveKeepsItsStreamsForAGrace(t *testing.T) {
 			}()
 			receive(t, h.entered, "the call to enter the grain")
 			c := connTo(t, caller, owner.Name())
-			views := holdViews(t, caller)
+			if tc.saidLeaving {
+				owner.transport.leaving.Store(true) // as Shutdown does first
+				owner.transport.sayLeavingOnAll()
+				waitFor(t, waitTimeout, "the caller to hear that the owner leaves", func() bool {
+					return caller.transport.saidLeaving(owner.Name())
+				})
+			}
 
-			views(withStatus(owner.Name(), StatusFailed))
-			waitFor(t, waitTimeout, "the owner's bye in answer to the caller's", func() bool {
-				c.mu.Lock()
-				defer c.mu.Unlock()
-				return c.byeSent && c.byeHeard
-			})
-			if tc.then == StatusFailed {
-				err := receive(t, done, "the call to fail once the grace is over")
+			holdViews(t, caller)(withStatus(owner.Name(), StatusFailed))
+			if tc.theCallEndsBy == "the cut" {
+				err := receive(t, done, "the call to fail")
 				if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrUnknownKind) {
 					t.Errorf("the call returned %v, want it cut", err)
 				}
 				if !isDone(c.done) {
-					t.Error("the stream is open after the grace")
+					t.Error("the stream is open after the cut")
 				}
 				return
 			}
-			views(withStatus(owner.Name(), StatusLeft))
-			if isDone(c.done) {
-				t.Fatal("the stream closed while a call on it waited for its reply")
+			c.mu.Lock()
+			byeSent := c.byeSent
+			c.mu.Unlock()
+			if !byeSent || isDone(c.done) {
+				t.Fatalf("the stream closed, or got no bye (%v)", byeSent)
 			}
 			h.releaseHeld()
 			if err := receive(t, done, "the call"); err != nil {
 				t.Fatalf("the call: %v", err)
 			}
+			connTo(t, owner, caller.Name()).bye() // as the owner's farewell would
 			waitFor(t, waitTimeout, "the stream to end", func() bool { return isDone(c.done) })
 			c.mu.Lock()
 			err := c.err
 			c.mu.Unlock()
-			if !strings.Contains(fmt.Sprint(err), "ended") {
-				t.Errorf("the stream ended with %v, want the end after both byes", err)
+			if want := fmt.Sprintf("cluster: stream to %s ended: EOF", owner.Name()); err == nil || err.Error() != want {
+				t.Errorf("the stream ended with %v, want %q: the end after both byes", err, want)
 			}
 		})
 	}
@@ -222,8 +231,8 @@ func viewWithLeaving(t *testing.T, n *Node, name string) {
 }
 
 // TestStreamsWithALeavingMemberSayByeAtOnce checks that a stream opened
-// with a member that this node's view has leaving gets this node's bye at
-// once, on either side: byeToLeavers said bye on the streams open when the
+// with a member that this node's view has leaving, or that says it is
+// leaving as it dials, gets this node's bye at once, on either side: byeToLeavers said bye on the streams open when the
 // view changed, and the leaver waits for a bye on every stream, the ones
 // it opened since to pass messages on included (see transport.farewell).
 func TestStreamsWithALeavingMemberSayByeAtOnce(t *testing.T) {
@@ -270,6 +279,21 @@ func TestStreamsWithALeavingMemberSayByeAtOnce(t *testing.T) {
 		if !heard {
 			t.Fatal("the stream ended without the accepting side's bye")
 		}
+	})
+	t.Run("accepted from a member that says it is leaving", func(t *testing.T) {
+		t.Parallel()
+		nodes, _ := echoCluster(t, 2, -1, nil)
+		a, b := nodes[0], nodes[1]
+		b.transport.leaving.Store(true) // a's view has b alive: only b's hello says it leaves
+		if _, err := b.transport.conn(ctx, b.view.Load().byName[a.Name()]); err != nil {
+			t.Fatal(err)
+		}
+		c := connTo(t, a, b.Name())
+		waitFor(t, waitTimeout, "the accepting side's bye", func() bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.byeSent
+		})
 	})
 }
 

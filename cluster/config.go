@@ -192,10 +192,10 @@ type Config struct {
 	// farewellPatience, when set, replaces defaultFarewellPatience, so
 	// that tests can run out of it.
 	farewellPatience time.Duration
-	// failedGrace, when set, replaces the grace a member that turns
-	// failed from alive gets before its streams are cut (see
+	// leaverGrace, when set, replaces the grace a member seen failed
+	// that said it is leaving gets before its streams are cut (see
 	// Node.dropFailed).
-	failedGrace time.Duration
+	leaverGrace time.Duration
 }
 
 // Defaults of the Config fields whose zero value means "default".

@@ -42,9 +42,9 @@ type Node struct {
 	clientID  string        // stamps this node's calls
 	seq       atomic.Uint64 // the last sequence number stamped
 	deadlines *deadlines    // the default deadline of calls without one
-	// failedGrace is how long a member that turned failed from alive
-	// keeps its streams (see dropFailed).
-	failedGrace time.Duration
+	// leaverGrace is how long a member seen failed that said it is
+	// leaving keeps its streams (see dropFailed).
+	leaverGrace time.Duration
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
@@ -91,6 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.clientID = cfg.ClientID
 	n.deadlines = newDeadlines(cfg.DefaultCallTimeout)
+	n.leaverGrace = newLeaverGrace(&cfg)
 	n.store = cfg.Store
 	if n.store == nil {
 		n.store, n.ownStore = memstore.New(), true
@@ -137,7 +138,6 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.failedGrace = cmp.Or(n.cfg.failedGrace, failedGraceRounds*sc.MemberlistConfig.GossipInterval)
 	if n.serf, err = serf.Create(sc); err != nil {
 		return fmt.Errorf("cluster: start gossip on %s: %w", n.cfg.BindAddr, err)
 	}
@@ -302,15 +302,15 @@ func (n *Node) awaitView() (*placement, <-chan struct{}) {
 // gracefully keep their streams: they finish the calls they are serving
 // and end the streams with this node (see byeToLeavers).
 //
-// A member that turns failed straight from alive may be leaving
-// gracefully all the same: serf marks a leaver failed when memberlist's
-// notice that it left arrives before the leave intent, and turns it left
-// when the intent follows, tens of milliseconds later. Cutting its streams
-// then would drop what is on its way through them, both ways. So such a
-// member gets a bye on its streams at once, as a leaver would (nothing is
-// placed on a failed member either way), and its streams are cut only if
-// it is still failed after n.failedGrace. Most failures need no cut: a
-// process that crashed has its sockets closed, which ends its streams.
+// A member seen failed may be leaving gracefully all the same: serf marks
+// a leaver failed when memberlist's notice that it left arrives before
+// the leave intent, and the intent can then take a push-pull round (2 s
+// in the GossipLocal profile, 30 s in LAN) to arrive. Cutting its streams
+// would drop what is on its way through them, both ways. A leaver says it
+// leaves on its streams first (see conn.sayLeaving), so a member that did
+// gets a bye instead, as a leaver would, and its streams end with its
+// farewell; they are cut only if it is still failed after n.leaverGrace,
+// longer than a leaver takes to end them (see newLeaverGrace).
 func (n *Node) dropFailed(old, p *placement) {
 	for _, was := range old.members {
 		if was.Name == n.name || was.Status == StatusFailed {
@@ -318,24 +318,24 @@ func (n *Node) dropFailed(old, p *placement) {
 		}
 		st, known := p.status(was.Name)
 		switch {
-		case !known:
-			n.transport.dropPeer(was.Name)
-		case st != StatusFailed:
-		case was.Status == StatusAlive:
+		case known && st != StatusFailed:
+		case known && n.transport.saidLeaving(was.Name):
 			n.transport.byeTo(was.Name)
-			time.AfterFunc(n.failedGrace, func() { n.dropIfFailed(was.Name) })
+			time.AfterFunc(n.leaverGrace, func() { n.dropIfFailed(was.Name) })
 		default:
 			n.transport.dropPeer(was.Name)
 		}
 	}
 }
 
-// failedGraceRounds is n.failedGrace in gossip rounds (see dropFailed):
-// the leave intent and memberlist's notice are both gossiped, the intent
-// first, and were seen up to five rounds apart on a loaded machine. Ten
-// rounds are 200 ms in the GossipLocal profile, 2 s in LAN and 5 s in
-// WAN, which a failure detection of several rounds of probes precedes.
-const failedGraceRounds = 10
+// newLeaverGrace returns how long a member seen failed that said it is
+// leaving keeps its streams: after the gossip has its leave, a leaver
+// deactivates its grains, each within DeactivateTimeout, and ends its
+// streams within its farewell's patience; twice that patience leaves a
+// margin.
+func newLeaverGrace(cfg *Config) time.Duration {
+	return cmp.Or(cfg.leaverGrace, cfg.DeactivateTimeout+2*cmp.Or(cfg.farewellPatience, defaultFarewellPatience))
+}
 
 // dropIfFailed closes the streams to the named member if the node's view
 // has it failed, or no longer knows it.

@@ -349,8 +349,12 @@ func (t *transport) open(m *Member) (*conn, error) {
 	// while the stream is being opened.
 	timer := time.AfterFunc(t.cfg.DialTimeout, cancel)
 	stream, err := cc.NewStream(ctx, &transportDesc().Streams[0], streamMethod)
+	flags := helloNames
+	if t.leaving.Load() {
+		flags |= helloLeaving // so that the acceptor says bye at once (see serveStream)
+	}
 	if err == nil {
-		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, hello: helloNames})
+		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, hello: flags})
 		err = stream.SendMsg(&hello)
 	}
 	if !timer.Stop() || err != nil {
@@ -366,7 +370,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 		c.close(newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name))
 		return nil, ErrNodeClosed
 	}
-	if t.leaving.Load() {
+	if flags&helloLeaving == 0 && t.leaving.Load() {
 		c.sayLeaving() // after track, so that sayLeavingOnAll cannot miss c
 	}
 	c.start()
@@ -461,10 +465,11 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	if t.leaving.Load() {
 		c.sayLeaving() // as in open
 	}
-	if t.handler.departed(c.peer) {
+	if c.peerLeaving || t.handler.departed(c.peer) {
 		// A member that is leaving passes on what it holds, and may dial
 		// us to do so; it then ends its streams (farewell), and this one
-		// can end only once we said bye too.
+		// can end only once we said bye too. It says it is leaving before
+		// the gossip may say so.
 		c.bye()
 	} else {
 		t.offer(c)
