@@ -133,23 +133,25 @@ func TestStreamEndsOnlyOnceItsCallsAreAnswered(t *testing.T) {
 // TestAMemberSeenFailedThatSaidItIsLeavingKeepsItsStreams gives a caller
 // a view in which the owner of a call it waits for failed, as serf's view
 // of a graceful leave can be until the leave intent arrives (see
-// Node.dropFailed). If the owner said it is leaving, the caller says bye
-// on the stream at once and keeps it: once the owner answers and says bye,
-// as its farewell would, the call has its reply and the stream ends by the
-// handshake; if the owner is still failed after the grace, the stream is
-// cut and the call fails. If the owner never said it is leaving, the
-// stream is cut at once.
+// Node.dropFailed). If the owner said it is leaving, before or during the
+// grace a member seen failed gets, the caller says bye on the stream and
+// keeps it: once the owner answers and says bye, as its farewell would,
+// the call has its reply and the stream ends by the handshake. If the
+// owner is still failed after the leaver's grace, or never said it is
+// leaving, the stream is cut and the call fails.
 func TestAMemberSeenFailedThatSaidItIsLeavingKeepsItsStreams(t *testing.T) {
 	t.Parallel()
+	const never = time.Hour
 	for _, tc := range []struct {
-		name          string
-		saidLeaving   bool
-		grace         time.Duration
-		theCallEndsBy string
+		name                     string
+		saysLeaving              string // "before" the view has it failed, "during" the grace, or "never"
+		failedGrace, leaverGrace time.Duration
+		theCallEndsBy            string
 	}{
-		{"said it is leaving", true, time.Hour, "its reply"},
-		{"said it is leaving, still failed after the grace", true, 50 * time.Millisecond, "the cut"},
-		{"did not say it is leaving", false, time.Hour, "the cut"},
+		{"said it is leaving", "before", never, never, "its reply"},
+		{"said it is leaving during the grace", "during", never, never, "its reply"},
+		{"said it is leaving, still failed after the grace", "before", never, 50 * time.Millisecond, "the cut"},
+		{"did not say it is leaving", "never", 50 * time.Millisecond, never, "the cut"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -160,7 +162,7 @@ func TestAMemberSeenFailedThatSaidItIsLeavingKeepsItsStreams(t *testing.T) {
 				}
 				h = newHooks(name)
 				return []*Kind{newEchoKind(h, -1)}
-			}, func(c *Config) { c.leaverGrace = tc.grace })
+			}, func(c *Config) { c.failedGrace, c.leaverGrace = tc.failedGrace, tc.leaverGrace })
 			t.Cleanup(h.releaseHeld) // before the nodes close
 			owner, caller := nodes[0], nodes[1]
 			id := identityOwnedBy(t, nodes, owner)
@@ -176,15 +178,22 @@ func TestAMemberSeenFailedThatSaidItIsLeavingKeepsItsStreams(t *testing.T) {
 			}()
 			receive(t, h.entered, "the call to enter the grain")
 			c := connTo(t, caller, owner.Name())
-			if tc.saidLeaving {
+			sayLeaving := func() {
 				owner.transport.leaving.Store(true) // as Shutdown does first
 				owner.transport.sayLeavingOnAll()
 				waitFor(t, waitTimeout, "the caller to hear that the owner leaves", func() bool {
 					return caller.transport.saidLeaving(owner.Name())
 				})
 			}
-
+			if tc.saysLeaving == "before" {
+				sayLeaving()
+			}
 			holdViews(t, caller)(withStatus(owner.Name(), StatusFailed))
+			if tc.saysLeaving == "during" {
+				sayLeaving()
+				caller.recheckFailed(owner.Name()) // as the grace's timer would
+			}
+
 			if tc.theCallEndsBy == "the cut" {
 				err := receive(t, done, "the call to fail")
 				if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrUnknownKind) {

@@ -192,10 +192,10 @@ type Config struct {
 	// farewellPatience, when set, replaces defaultFarewellPatience, so
 	// that tests can run out of it.
 	farewellPatience time.Duration
-	// leaverGrace, when set, replaces the grace a member seen failed
-	// that said it is leaving gets before its streams are cut (see
-	// Node.dropFailed).
-	leaverGrace time.Duration
+	// failedGrace and leaverGrace, when set, replace the graces a member
+	// seen failed gets before its streams are cut, and one that said it
+	// is leaving (see Node.dropFailed).
+	failedGrace, leaverGrace time.Duration
 }
 
 // Defaults of the Config fields whose zero value means "default".

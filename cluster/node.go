@@ -42,9 +42,9 @@ type Node struct {
 	clientID  string        // stamps this node's calls
 	seq       atomic.Uint64 // the last sequence number stamped
 	deadlines *deadlines    // the default deadline of calls without one
-	// leaverGrace is how long a member seen failed that said it is
-	// leaving keeps its streams (see dropFailed).
-	leaverGrace time.Duration
+	// failedGrace and leaverGrace are how long a member seen failed
+	// keeps its streams, and one that said it is leaving (see dropFailed).
+	failedGrace, leaverGrace time.Duration
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.clientID = cfg.ClientID
 	n.deadlines = newDeadlines(cfg.DefaultCallTimeout)
-	n.leaverGrace = newLeaverGrace(&cfg)
+	n.failedGrace, n.leaverGrace = cmp.Or(cfg.failedGrace, defaultFailedGrace), newLeaverGrace(&cfg)
 	n.store = cfg.Store
 	if n.store == nil {
 		n.store, n.ownStore = memstore.New(), true
@@ -307,10 +307,11 @@ func (n *Node) awaitView() (*placement, <-chan struct{}) {
 // the leave intent, and the intent can then take a push-pull round (2 s
 // in the GossipLocal profile, 30 s in LAN) to arrive. Cutting its streams
 // would drop what is on its way through them, both ways. A leaver says it
-// leaves on its streams first (see conn.sayLeaving), so a member that did
-// gets a bye instead, as a leaver would, and its streams end with its
-// farewell; they are cut only if it is still failed after n.leaverGrace,
-// longer than a leaver takes to end them (see newLeaverGrace).
+// leaves on its streams before it leaves the gossip (see conn.sayLeaving),
+// so a member that did is treated as a leaver (see keepLeaver). One that
+// did not may have said it in a frame still on its way on a loaded
+// machine: its streams are cut only if it has not said it after
+// n.failedGrace either.
 func (n *Node) dropFailed(old, p *placement) {
 	for _, was := range old.members {
 		if was.Name == n.name || was.Status == StatusFailed {
@@ -320,13 +321,45 @@ func (n *Node) dropFailed(old, p *placement) {
 		switch {
 		case known && st != StatusFailed:
 		case known && n.transport.saidLeaving(was.Name):
-			n.transport.byeTo(was.Name)
-			time.AfterFunc(n.leaverGrace, func() { n.dropIfFailed(was.Name) })
+			n.keepLeaver(was.Name)
+		case known:
+			time.AfterFunc(n.failedGrace, func() { n.recheckFailed(was.Name) })
 		default:
 			n.transport.dropPeer(was.Name)
 		}
 	}
 }
+
+// keepLeaver says bye on the streams to a member seen failed that said it
+// is leaving, as to a leaver, so that they end with its farewell; they are
+// cut only if it is still failed after n.leaverGrace.
+func (n *Node) keepLeaver(name string) {
+	n.transport.byeTo(name)
+	time.AfterFunc(n.leaverGrace, func() { n.dropIfFailed(name) })
+}
+
+// recheckFailed treats a member seen failed failedGrace ago that is still
+// failed, or forgotten, as a leaver if it said it is leaving since, and
+// otherwise closes its streams.
+func (n *Node) recheckFailed(name string) {
+	if isDone(n.stop) {
+		return
+	}
+	switch st, ok := n.view.Load().status(name); {
+	case ok && st != StatusFailed:
+	case ok && n.transport.saidLeaving(name):
+		n.keepLeaver(name)
+	default:
+		n.transport.dropPeer(name)
+	}
+}
+
+// defaultFailedGrace is how long a member seen failed that has not said it
+// is leaving keeps its streams (see dropFailed): a frame on a stream was
+// seen slower than the gossip by tens of milliseconds on a loaded machine.
+// Calls in flight to a member that stopped answering with its sockets
+// open wait that much longer before they fail and are retried.
+const defaultFailedGrace = time.Second
 
 // newLeaverGrace returns how long a member seen failed that said it is
 // leaving keeps its streams: after the gossip has its leave, a leaver
