@@ -536,7 +536,8 @@ func (c *conn) bye() {
 // sayLeaving tells the peer that this node is leaving the cluster: a hello
 // frame with helloLeaving, ahead of the forwards that follow, so that the
 // peer, whose view may not have the leave yet, does not send back what
-// this node passes on (see Node.forwardOneWay).
+// this node passes on (see Node.forwardOneWay), nor cut the stream if the
+// gossip tells it of the leave as a failure (see Node.dropFailed).
 func (c *conn) sayLeaving() {
 	c.mu.Lock()
 	if c.err != nil || c.sendClosed {

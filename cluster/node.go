@@ -338,9 +338,9 @@ func (n *Node) keepLeaver(name string) {
 	time.AfterFunc(n.leaverGrace, func() { n.dropIfFailed(name) })
 }
 
-// recheckFailed treats a member seen failed failedGrace ago that is still
-// failed, or forgotten, as a leaver if it said it is leaving since, and
-// otherwise closes its streams.
+// recheckFailed acts on a member seen failed n.failedGrace ago: if it is
+// still failed and said it is leaving since, it is kept as a leaver; if it
+// is still failed, or forgotten, its streams are closed.
 func (n *Node) recheckFailed(name string) {
 	if isDone(n.stop) {
 		return
