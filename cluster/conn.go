@@ -51,6 +51,8 @@ type conn struct {
 	// BenchmarkOneWay, n=8).
 	_ [cacheLine]byte
 
+	peerLeaving atomic.Bool // the peer said it is leaving the cluster (helloLeaving); read without c.mu
+
 	mu           sync.Mutex
 	batches      []*[]byte // queued frames, each batch at most MaxBatchBytes (or one frame), from t.batches
 	batchHint    int       // the bytes the writer took last time: the capacity of the next batch, doubled
@@ -66,7 +68,6 @@ type conn struct {
 	corrupt      error                  // the decoding error that closed it, if any
 	byeSent      bool                   // this side sent its bye: it sends no more requests (see bye)
 	byeHeard     bool                   // the peer's bye arrived
-	peerLeaving  bool                   // the peer said it is leaving the cluster (helloLeaving)
 	ending       bool                   // both byes are out and nothing is pending: the stream ends (see endIfDone)
 	sendClosed   bool                   // the dialer's side of the stream is closed (CloseSend): nothing more goes out
 	peerEnded    bool                   // the dialer closed its side: the acceptor closes the conn once its queue is written
@@ -686,9 +687,7 @@ func (c *conn) dispatch(f *frame) {
 			c.mu.Unlock()
 		}
 		if f.hello&helloLeaving != 0 {
-			c.mu.Lock()
-			c.peerLeaving = true
-			c.mu.Unlock()
+			c.peerLeaving.Store(true)
 		}
 		if f.hello&helloBye != 0 {
 			c.heardBye()

@@ -387,16 +387,13 @@ func (t *transport) sayLeavingOnAll() {
 }
 
 // saidLeaving reports whether the named peer said, on a stream still open,
-// that it is leaving the cluster.
+// that it is leaving the cluster. A forward asks it for every message, so
+// it reads the table in place rather than take a copy (openConns).
 func (t *transport) saidLeaving(name string) bool {
-	for _, c := range t.openConns() {
-		if c.peer != name {
-			continue
-		}
-		c.mu.Lock()
-		leaving := c.peerLeaving
-		c.mu.Unlock()
-		if leaving {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		if c.peer == name && c.peerLeaving.Load() {
 			return true
 		}
 	}
@@ -452,7 +449,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	c := newConn(t, hello.node, ss, cancel, nil)
-	c.peerLeaving = hello.hello&helloLeaving != 0
+	c.peerLeaving.Store(hello.hello&helloLeaving != 0)
 	if !t.track(c) {
 		return status.Error(codes.Unavailable, ErrNodeClosed.Error())
 	}
@@ -465,7 +462,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	if t.leaving.Load() {
 		c.sayLeaving() // as in open
 	}
-	if c.peerLeaving || t.handler.departed(c.peer) {
+	if c.peerLeaving.Load() || t.handler.departed(c.peer) {
 		// A member that is leaving passes on what it holds, and may dial
 		// us to do so; it then ends its streams (farewell), and this one
 		// can end only once we said bye too. It says it is leaving before
