@@ -49,10 +49,15 @@ func (p GossipProfile) String() string {
 // Config configures a Node. Start it from DefaultConfig and change what you
 // need; a zero field takes the default its comment names.
 type Config struct {
-	// NodeName names this node in the cluster. It must be unique per
-	// incarnation: a restarted process must not reuse the name of an
-	// earlier one while the cluster may still remember it, or gossip
-	// reports a name conflict. Zero means a generated name,
+	// NodeName names this node in the cluster. Two nodes that run at the
+	// same time must not share it. A restarted process may reuse its old
+	// name (a fixed name, as a StatefulSet's pod name), on new addresses
+	// too: until the others declare the old incarnation failed (a few
+	// seconds; at once after a graceful Shutdown) the restarted node is
+	// not a member, Invoke waits for it within the call's deadline and
+	// Send fails with ErrUnavailable, and then it takes the name over. A
+	// node started under the name of a member that is alive stays so, and
+	// logs it. Zero means a generated name,
 	// "<hostname>-<8 random hex digits>".
 	NodeName string
 

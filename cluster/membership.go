@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/serf/serf"
 )
@@ -100,8 +101,9 @@ func memberStatus(s serf.MemberStatus) (MemberStatus, bool) {
 	}
 }
 
-// newSerfConfig builds serf's configuration for the node.
-func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, logger *log.Logger) (*serf.Config, error) {
+// newSerfConfig builds serf's configuration for the node; merge watches
+// the member lists of push-pull exchanges (see nameClaim).
+func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, logger *log.Logger, merge serf.MergeDelegate) (*serf.Config, error) {
 	host, port, err := splitHostPort(cfg.BindAddr)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: bind address: %w", err)
@@ -114,12 +116,26 @@ func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, 
 	sc.Logger = logger
 	sc.LogOutput = nil
 	sc.BroadcastTimeout, sc.LeavePropagateDelay = cfg.leaveTimings(sc.BroadcastTimeout, sc.LeavePropagateDelay)
+	sc.Merge = merge
+	// Serf settles a name that two addresses claim by a vote, and the node
+	// that loses it shuts its gossip down, under a node that goes on
+	// running: a node restarted under its old name lost it whenever it
+	// came back before its old incarnation was declared failed. Without
+	// the vote each side only logs the conflict, the one the cluster knows
+	// keeps the name, and a restarted node claims it once the old
+	// incarnation is dead (see nameClaim).
+	sc.EnableNameConflictResolution = false
 
 	mc := cfg.memberlistConfig()
 	mc.Name = cfg.NodeName
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertisePort = port
 	mc.Logger = logger
+	// A dead member's name goes to a new address at once: the failure
+	// detector's suspicion was the wait. Memberlist's default (0) keeps it
+	// until the dead member is forgotten (GossipToTheDeadTime, 30 s in the
+	// LAN profile), for which a restarted node would wait.
+	mc.DeadNodeReclaimTime = time.Nanosecond
 	if cfg.AdvertiseAddr != "" {
 		ah, ap, err := splitHostPort(cfg.AdvertiseAddr)
 		if err != nil {

@@ -33,8 +33,12 @@ type Node struct {
 	serf      *serf.Serf
 	events    chan serf.Event
 	view      atomic.Pointer[placement]
-	acts      *activations
-	calls     *gate // calls this node is serving
+	// claim keeps the node out of its own view while the cluster knows its
+	// name at another address (see nameClaim). Next to view: both are read
+	// for every remote call and written on membership changes only.
+	claim nameClaim
+	acts  *activations
+	calls *gate // calls this node is serving
 
 	store     storage.Store
 	ownStore  bool // store is the node's private memstore: close it
@@ -134,17 +138,21 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.events = make(chan serf.Event, n.cfg.EventBuffer)
-	sc, err := newSerfConfig(&n.cfg, tags, n.events, newSerfLogger(n.log))
+	n.claim = nameClaim{n: n, wake: make(chan struct{}, 1)}
+	sc, err := newSerfConfig(&n.cfg, tags, n.events, newSerfLogger(n.log), &n.claim)
 	if err != nil {
 		return err
 	}
 	if n.serf, err = serf.Create(sc); err != nil {
 		return fmt.Errorf("cluster: start gossip on %s: %w", n.cfg.BindAddr, err)
 	}
-	n.loops.Add(3)
+	local := n.serf.Memberlist().LocalNode()
+	n.claim.self.Store(&net.TCPAddr{IP: local.Addr, Port: int(local.Port)})
+	n.loops.Add(4)
 	go n.drainEvents()
 	go n.watchMembership()
 	go n.sweep()
+	go n.claim.claim(sc.MemberlistConfig.ProbeInterval)
 	if err := n.join(ctx); err != nil {
 		return err
 	}
@@ -189,7 +197,7 @@ func (n *Node) join(ctx context.Context) error {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		joined, err := n.serf.Join(n.cfg.Seeds, true)
+		joined, err := n.claim.join(n.cfg.Seeds)
 		ch <- result{joined, err}
 	}()
 	select {
@@ -259,6 +267,9 @@ func (n *Node) refresh() {
 	defer n.refreshMu.Unlock()
 	var members []Member
 	for _, sm := range n.serf.Members() {
+		if sm.Name == n.name && n.claim.held.Load() {
+			continue // not a member for the others yet (see nameClaim)
+		}
 		if m, ok := memberFromSerf(sm); ok {
 			members = append(members, m)
 		}

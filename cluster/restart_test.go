@@ -1,0 +1,189 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestANodeRestartedUnderItsNameRejoins restarts a member under its name
+// (a fixed NodeName, as a StatefulSet's) on new addresses: after a crash,
+// at once or once the others saw it failed, and after a graceful leave.
+// Serf's vote on the name conflict used to shut the restarted node's
+// gossip down when it came back before its old incarnation was declared
+// failed, and memberlist would not give a failed member's name to a new
+// address until it forgot the old one.
+func TestANodeRestartedUnderItsNameRejoins(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		stop func(t *testing.T, victim *Node, others []*Node)
+		// claim is whether the restarted node had to claim its name (see
+		// nameClaim): "needed" while the old incarnation is alive in the
+		// others' views (it takes them over a second to declare it
+		// failed, the restart milliseconds), "never" after a leave, and
+		// "either" once it is failed, as the join itself may hand the
+		// name over.
+		claim string
+	}{
+		{"crashed", func(t *testing.T, victim *Node, _ []*Node) { _ = victim.Close() }, "needed"},
+		{"crashed and seen failed", func(t *testing.T, victim *Node, others []*Node) {
+			_ = victim.Close()
+			waitFor(t, waitTimeout, "the others to see the crashed member failed", func() bool {
+				for _, n := range others {
+					if st, _ := n.view.Load().status(victim.Name()); st != StatusFailed {
+						return false
+					}
+				}
+				return true
+			})
+		}, "either"},
+		{"left", func(t *testing.T, victim *Node, _ []*Node) {
+			if err := victim.Shutdown(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}, "never"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nodes, _ := echoCluster(t, 3, 0, nil)
+			victim, others := nodes[1], []*Node{nodes[0], nodes[2]}
+			id := identityOwnedBy(t, nodes, victim)
+			add(t, nodes[0], id, 3)
+			oldAddr := victim.GRPCAddr()
+			cfg := victim.cfg
+			tc.stop(t, victim, others)
+
+			cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+			cfg.Seeds = []string{nodes[0].GossipAddr()}
+			again := startNode(t, cfg)
+			if again.GRPCAddr() == oldAddr {
+				t.Fatalf("the restarted node listens at its old address %s", oldAddr)
+			}
+			waitFor(t, waitTimeout, "every node to see the restarted one at its new address", func() bool {
+				for _, n := range append(others, again) {
+					if m, ok := memberNamed(n, cfg.NodeName); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() {
+						return false
+					}
+				}
+				return true
+			})
+			switch rounds := again.claim.rounds.Load(); {
+			case tc.claim == "needed" && rounds == 0:
+				t.Error("the restarted node joined without claiming its name from the old incarnation")
+			case tc.claim == "never" && rounds > 0:
+				t.Errorf("the restarted node made %d claim rounds for a name that was free", rounds)
+			}
+			// The grain lived in the old incarnation's memory: the restarted
+			// node serves it anew, for callers anywhere.
+			if got := add(t, nodes[0], id, 1); got != 1 {
+				t.Errorf("total = %d from a peer, want 1 (a fresh activation)", got)
+			}
+			if got := where(t, nodes[2], id); got != cfg.NodeName {
+				t.Errorf("%s answered from %s, want the restarted %s", id, got, cfg.NodeName)
+			}
+			if got := add(t, again, id, 1); got != 2 {
+				t.Errorf("total = %d from the restarted node, want 2", got)
+			}
+			if got := add(t, again, identityOwnedBy(t, nodes, nodes[2]), 5); got != 5 {
+				t.Errorf("call from the restarted node to a peer's grain: total = %d, want 5", got)
+			}
+		})
+	}
+}
+
+// TestASecondNodeUnderANameInUseIsNotAdmitted starts a node under the name
+// of a member that is alive, joining through another member, through that
+// one, or through both: the cluster keeps the member it knows, and the newcomer stays
+// out of placement, refusing to call or send, rather than act as the owner
+// of grains the others place elsewhere.
+func TestASecondNodeUnderANameInUseIsNotAdmitted(t *testing.T) {
+	t.Parallel()
+	for _, seeds := range [][]int{{0}, {1}, {0, 1}} {
+		t.Run(fmt.Sprint("through ", seeds), func(t *testing.T) {
+			t.Parallel()
+			nodes, _ := echoCluster(t, 3, 0, nil)
+			original := nodes[1]
+			id := identityOwnedBy(t, nodes, original)
+			add(t, nodes[0], id, 3)
+
+			cfg := original.cfg
+			cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+			cfg.Seeds = nil
+			for _, i := range seeds {
+				cfg.Seeds = append(cfg.Seeds, nodes[i].GossipAddr())
+			}
+			dup := startNode(t, cfg)
+			// Each round offers the newcomer's list to a peer, which
+			// refuses its entry while the original answers its probes.
+			waitFor(t, waitTimeout, "three claim rounds", func() bool { return dup.claim.rounds.Load() >= 3 })
+
+			if !dup.claim.held.Load() {
+				t.Error("the newcomer does not see its name held by the original")
+			}
+			if _, ok := memberNamed(dup, cfg.NodeName); ok {
+				t.Error("the newcomer placed grains on itself")
+			}
+			if original.claim.held.Load() || original.claim.rounds.Load() > 0 {
+				t.Error("the original took the newcomer's list for a claim on its name")
+			}
+			for _, n := range nodes {
+				if m, ok := memberNamed(n, cfg.NodeName); !ok || m.Status != StatusAlive || m.GRPCAddr != original.GRPCAddr() {
+					t.Errorf("%s sees %s as %+v, want alive at the original's %s", n.Name(), cfg.NodeName, m, original.GRPCAddr())
+				}
+			}
+			if got := add(t, nodes[0], id, 1); got != 4 {
+				t.Errorf("total = %d, want 4: the original keeps its grains", got)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			if _, err := dup.Invoke(ctx, addCall(id, 1)); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("Invoke from the newcomer: %v, want ErrUnavailable", err)
+			}
+			if err := dup.Send(context.Background(), addCall(id, 1)); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("Send from the newcomer: %v, want ErrUnavailable", err)
+			}
+			if got := add(t, original, id, 1); got != 5 {
+				t.Errorf("total = %d from the original, want 5: nothing from the newcomer arrived", got)
+			}
+		})
+	}
+}
+
+// memberNamed returns the member named name in n's view.
+func memberNamed(n *Node, name string) (Member, bool) {
+	for _, m := range n.Members() {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// TestSerfConfigLetsARestartedNodeTakeItsName checks the two settings the
+// restart test above cannot tell from timing alone: without the reclaim
+// time a restarted node is still admitted, once memberlist forgets the old
+// incarnation (15 s later in the GossipLocal profile).
+func TestSerfConfigLetsARestartedNodeTakeItsName(t *testing.T) {
+	t.Parallel()
+	for _, profile := range []GossipProfile{GossipLAN, GossipWAN, GossipLocal} {
+		cfg := testConfig(t)
+		cfg.Gossip = profile
+		n := &Node{name: cfg.NodeName}
+		sc, err := newSerfConfig(&cfg, nil, nil, nil, &n.claim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sc.EnableNameConflictResolution {
+			t.Errorf("%v: serf's vote on name conflicts is on: the loser's gossip shuts down under a running node", profile)
+		}
+		if d := sc.MemberlistConfig.DeadNodeReclaimTime; d <= 0 || d >= sc.MemberlistConfig.ProbeInterval {
+			t.Errorf("%v: DeadNodeReclaimTime = %v, want a failed member's name free at once", profile, d)
+		}
+		if sc.Merge != &n.claim {
+			t.Errorf("%v: serf's merge delegate is %v, want the node's name claim", profile, sc.Merge)
+		}
+	}
+}
