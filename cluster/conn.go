@@ -24,8 +24,13 @@ type msgStream interface {
 // batches by the goroutines that send them and written by one writer
 // goroutine, so under load several frames share a gRPC message.
 type conn struct {
-	t      *transport
-	peer   string
+	t    *transport
+	peer string
+	// addr is the peer's transport address: the one dialed, or the one
+	// its hello said. A node restarted under its name has a new one, so
+	// the streams of its old incarnation are told from its own (see
+	// transport.conn and Node.dropMoved). "" from a peer too old to say.
+	addr   string
 	stream msgStream
 	cancel context.CancelFunc // ends the stream
 	cc     *grpc.ClientConn   // nil for streams the peer dialed
@@ -75,9 +80,9 @@ type conn struct {
 	batchesSent  uint64                 // gRPC messages sent
 }
 
-func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, cc *grpc.ClientConn) *conn {
+func newConn(t *transport, peer, addr string, s msgStream, cancel context.CancelFunc, cc *grpc.ClientConn) *conn {
 	c := &conn{
-		t: t, peer: peer, stream: s, cancel: cancel, cc: cc,
+		t: t, peer: peer, addr: addr, stream: s, cancel: cancel, cc: cc,
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 		heard:  make(chan struct{}),
@@ -86,6 +91,10 @@ func newConn(t *transport, peer string, s msgStream, cancel context.CancelFunc, 
 	}
 	return c
 }
+
+// at reports whether c may be a stream to the peer at addr: its own
+// address, or one it did not say.
+func (c *conn) at(addr string) bool { return c.addr == addr || c.addr == "" }
 
 // start runs the reader and the writer.
 func (c *conn) start() {

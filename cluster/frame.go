@@ -40,10 +40,10 @@ type frame struct {
 	method   string
 	payload  []byte
 	timeout  time.Duration // time left until the caller's deadline; 0 = none
-	message  string
-	node     string   // the dialing node's name, in a hello frame
-	chain    []actKey // a request's callers, outermost first
-	stamp    stamp    // a request's exactly-once stamp
+	message  string        // a reply's error; in a hello frame, the sender's transport address
+	node     string        // the sender's name, in a hello frame
+	chain    []actKey      // a request's callers, outermost first
+	stamp    stamp         // a request's exactly-once stamp
 	// refs says how kind, method and stamp.client go on the wire of a
 	// stream with a name dictionary: set by the sending conn, and by the
 	// decoder, which then resolves them into the strings.
@@ -85,9 +85,12 @@ const (
 	fieldPayload  protowire.Number = 6
 	fieldTimeout  protowire.Number = 7
 	fieldCode     protowire.Number = 8
-	fieldMessage  protowire.Number = 9
-	fieldReason   protowire.Number = 10
-	fieldNode     protowire.Number = 11
+	// fieldMessage is a reply's error message. In a hello frame it is the
+	// sender's transport address, which tells two incarnations of one
+	// node name apart (see conn.addr); an older peer reads neither.
+	fieldMessage protowire.Number = 9
+	fieldReason  protowire.Number = 10
+	fieldNode    protowire.Number = 11
 	// A request's chain of callers: each caller is a chainKind field
 	// followed by a chainIdentity field.
 	fieldChainKind     protowire.Number = 12

@@ -29,6 +29,7 @@ func sampleFrames() []frame {
 		{typ: frameHello, node: "node-b", hello: helloBye},
 		{typ: frameHello, node: "node-b", hello: helloNames | helloBye},
 		{typ: frameHello, node: "node-b", hello: helloLeaving},
+		{typ: frameHello, node: "node-c", message: "10.0.0.7:7947", hello: helloNames}, // a dialer's first hello says its address
 		{typ: frameRequest, id: 1, kind: "pkg.Counter", identity: "user-42", method: "/pkg.Counter/Add",
 			payload: []byte{8, 5}, timeout: 1500 * time.Millisecond},
 		{typ: frameRequest, id: 1 << 60, kind: "k", method: "/k/M"}, // empty identity and payload

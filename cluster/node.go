@@ -133,6 +133,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	t.advertised = advertised
 	tags, err := nodeTags(advertised, n.cfg.Kinds)
 	if err != nil {
 		return err
@@ -289,6 +290,7 @@ func (n *Node) replaceView(p *placement) {
 	}
 	n.viewMu.Unlock()
 	n.dropFailed(old, p)
+	n.dropMoved(old, p)
 	n.byeToLeavers(old, p)
 	n.logChanges(old, p)
 	if moved := n.acts.sweepStrays(); moved > 0 {
@@ -336,9 +338,31 @@ func (n *Node) dropFailed(old, p *placement) {
 		case known:
 			time.AfterFunc(n.failedGrace, func() { n.recheckFailed(was.Name) })
 		default:
-			n.transport.dropPeer(was.Name)
+			n.transport.dropPeer(was.Name, was.GRPCAddr)
 		}
 	}
+}
+
+// dropMoved closes the streams to the earlier incarnation of each member
+// that restarted under its name at a new address since the old view (see
+// nameClaim). The old process may hang with its sockets open rather than
+// be gone, and its streams, still under the member's name, would take the
+// new incarnation's calls. Not on a failure alone: the member may come
+// back at the same address.
+func (n *Node) dropMoved(old, p *placement) {
+	for i := range p.members {
+		m := &p.members[i]
+		if was, ok := old.member(m.Name); ok && m.Name != n.name && was.GRPCAddr != m.GRPCAddr {
+			n.transport.dropPeer(m.Name, was.GRPCAddr)
+		}
+	}
+}
+
+// dropStreams closes the streams to the named member at its address in
+// the node's view, or to every address if the view no longer knows it.
+func (n *Node) dropStreams(name string) {
+	addr, _ := n.memberAddr(name)
+	n.transport.dropPeer(name, addr)
 }
 
 // keepLeaver says bye on the streams to a member seen failed that said it
@@ -361,7 +385,7 @@ func (n *Node) recheckFailed(name string) {
 	case ok && n.transport.saidLeaving(name):
 		n.keepLeaver(name)
 	default:
-		n.transport.dropPeer(name)
+		n.dropStreams(name)
 	}
 }
 
@@ -388,7 +412,7 @@ func (n *Node) dropIfFailed(name string) {
 		return
 	}
 	if st, ok := n.view.Load().status(name); !ok || st == StatusFailed {
-		n.transport.dropPeer(name)
+		n.dropStreams(name)
 	}
 }
 
@@ -408,10 +432,18 @@ func (n *Node) byeToLeavers(old, p *placement) {
 }
 
 // departed implements requestHandler: it reports whether this node's view
-// has the member leaving or left.
-func (n *Node) departed(name string) bool {
-	st, ok := n.view.Load().status(name)
-	return ok && (st == StatusLeaving || st == StatusLeft)
+// has the member (at addr, unless addr is "") leaving or left.
+func (n *Node) departed(name, addr string) bool {
+	m, ok := n.view.Load().member(name)
+	return ok && (m.Status == StatusLeaving || m.Status == StatusLeft) && (addr == "" || m.GRPCAddr == addr)
+}
+
+// memberAddr implements requestHandler.
+func (n *Node) memberAddr(name string) (string, bool) {
+	if m, ok := n.view.Load().member(name); ok {
+		return m.GRPCAddr, true
+	}
+	return "", false
 }
 
 // logChanges logs members that joined or changed status between two views.

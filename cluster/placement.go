@@ -86,14 +86,23 @@ func newPlacement(members []Member) *placement {
 	return p
 }
 
+// member returns the named member, whatever its status, and false if the
+// view does not know it.
+func (p *placement) member(name string) (*Member, bool) {
+	i, ok := slices.BinarySearchFunc(p.members, name, func(m Member, name string) int { return strings.Compare(m.Name, name) })
+	if !ok {
+		return nil, false
+	}
+	return &p.members[i], true
+}
+
 // status returns the status of the named member, and false if the view
 // does not know it.
 func (p *placement) status(name string) (MemberStatus, bool) {
-	i, ok := slices.BinarySearchFunc(p.members, name, func(m Member, name string) int { return strings.Compare(m.Name, name) })
-	if !ok {
-		return 0, false
+	if m, ok := p.member(name); ok {
+		return m.Status, true
 	}
-	return p.members[i].Status, true
+	return 0, false
 }
 
 // owner returns the alive member that owns (kind, identity): the candidate

@@ -10,7 +10,8 @@ import (
 
 // TestANodeRestartedUnderItsNameRejoins restarts a member under its name
 // (a fixed NodeName, as a StatefulSet's) on new addresses: after a crash,
-// at once or once the others saw it failed, and after a graceful leave.
+// at once or once the others saw it failed, after a hang, and after a
+// graceful leave.
 // Serf's vote on the name conflict used to shut the restarted node's
 // gossip down when it came back before its old incarnation was declared
 // failed, and memberlist would not give a failed member's name to a new
@@ -40,6 +41,14 @@ func TestANodeRestartedUnderItsNameRejoins(t *testing.T) {
 				return true
 			})
 		}, "either"},
+		{"hung", func(t *testing.T, victim *Node, _ []*Node) {
+			// Its gossip stops, its transport goes on answering: the
+			// streams to it stay open, and only its new address tells
+			// them from the new incarnation's (see Node.dropMoved).
+			if err := victim.serf.Shutdown(); err != nil {
+				t.Fatal(err)
+			}
+		}, "needed"},
 		{"left", func(t *testing.T, victim *Node, _ []*Node) {
 			if err := victim.Shutdown(t.Context()); err != nil {
 				t.Fatal(err)
@@ -186,4 +195,97 @@ func TestSerfConfigLetsARestartedNodeTakeItsName(t *testing.T) {
 			t.Errorf("%v: serf's merge delegate is %v, want the node's name claim", profile, sc.Merge)
 		}
 	}
+}
+
+// TestAStreamToAnEarlierIncarnationIsNotHandedOut gives a node views in
+// which a member it has a stream to restarted at a new address (the third
+// node's, which stands in for the new incarnation). The old incarnation
+// may hang with its sockets open: the stream to it must not take calls
+// placed on the new one.
+func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	moved := func(name, addr string) func([]Member) []Member {
+		return func(members []Member) []Member {
+			for i := range members {
+				if members[i].Name == name {
+					members[i].GRPCAddr = addr
+				}
+			}
+			return members
+		}
+	}
+	t.Run("the view changes", func(t *testing.T) {
+		t.Parallel()
+		nodes, _ := echoCluster(t, 3, 0, nil)
+		a, b, c := nodes[0], nodes[1], nodes[2]
+		before := *a.view.Load().byName[b.Name()]
+		old, err := a.transport.conn(ctx, &before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if old.addr != b.GRPCAddr() {
+			t.Fatalf("a dialed stream is at %q, want %s", old.addr, b.GRPCAddr())
+		}
+		holdViews(t, a)(moved(b.Name(), c.GRPCAddr()))
+		receive(t, old.done, "the stream to the earlier incarnation to close")
+		after := *a.view.Load().byName[b.Name()]
+		fresh, err := a.transport.conn(ctx, &after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fresh.addr != c.GRPCAddr() {
+			t.Errorf("the stream handed out is at %q, want the new address %s", fresh.addr, c.GRPCAddr())
+		}
+		if _, err := a.transport.conn(ctx, &before); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("a stream for the member as an older view has it: %v, want ErrUnavailable", err)
+		}
+		if isDone(fresh.done) {
+			t.Error("a caller with an older view closed the stream to the new incarnation")
+		}
+	})
+	t.Run("a call comes first", func(t *testing.T) {
+		// The view is stored without acting on the change (a caller that
+		// reads it before dropMoved runs): the transport itself must not
+		// hand out the old stream.
+		t.Parallel()
+		nodes, _ := echoCluster(t, 3, 0, nil)
+		a, b, c := nodes[0], nodes[1], nodes[2]
+		before := *a.view.Load().byName[b.Name()]
+		old, err := a.transport.conn(ctx, &before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		holdView(t, a, moved(b.Name(), c.GRPCAddr()))
+		after := *a.view.Load().byName[b.Name()]
+		fresh, err := a.transport.conn(ctx, &after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fresh == old || fresh.addr != c.GRPCAddr() {
+			t.Errorf("the stream handed out is at %q, want a new one at %s", fresh.addr, c.GRPCAddr())
+		}
+		receive(t, old.done, "the stream to the earlier incarnation to close")
+	})
+	t.Run("the acceptor learns the address", func(t *testing.T) {
+		t.Parallel()
+		nodes, _ := echoCluster(t, 2, 0, nil)
+		a, b := nodes[0], nodes[1]
+		if _, err := a.transport.conn(ctx, a.view.Load().byName[b.Name()]); err != nil {
+			t.Fatal(err)
+		}
+		var accepted *conn
+		waitFor(t, waitTimeout, "the acceptor's stream from a", func() bool {
+			for _, c := range b.transport.openConns() {
+				if c.peer == a.Name() && c.cc == nil {
+					accepted = c
+				}
+			}
+			return accepted != nil
+		})
+		if accepted.addr != a.GRPCAddr() {
+			t.Errorf("the acceptor has a's stream at %q, want %s", accepted.addr, a.GRPCAddr())
+		}
+	})
 }

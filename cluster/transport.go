@@ -134,24 +134,32 @@ type requestHandler interface {
 	// gave it.
 	admitCall() (gateTicket, bool)
 	finishCall(gateTicket)
-	// departed reports whether the node's view has the named member
-	// leaving or gone after a leave: a stream it opens then gets this
-	// side's bye at once (see serveStream).
-	departed(name string) bool
+	// departed reports whether the node's view has the named member, at
+	// addr unless addr is "", leaving or gone after a leave: a stream it
+	// opens then gets this side's bye at once (see serveStream). The same
+	// name at another address is a new incarnation, not the leaver.
+	departed(name, addr string) bool
+	// memberAddr returns the transport address of the named member in the
+	// node's view, and false if the view does not know it.
+	memberAddr(name string) (string, bool)
 }
 
 // transport owns the gRPC server and the streams to peers: at most one
 // stream per pair of nodes in the steady state, used in both directions
 // (two if both dialed each other at the same moment; both then work).
 type transport struct {
-	name    string // this node's name, sent in hello frames
-	cfg     *Config
-	log     *slog.Logger
-	handler requestHandler
-	server  *grpc.Server
-	lis     net.Listener
-	ctx     context.Context // cancelled by close: ends every stream
-	cancel  context.CancelFunc
+	name string // this node's name, sent in hello frames
+	// advertised is the address members dial this node at, which the
+	// first hello of the streams it dials says (see conn.addr). Set by
+	// the node before it joins.
+	advertised string
+	cfg        *Config
+	log        *slog.Logger
+	handler    requestHandler
+	server     *grpc.Server
+	lis        net.Listener
+	ctx        context.Context // cancelled by close: ends every stream
+	cancel     context.CancelFunc
 	// replies recycles the channels calls wait on for their reply frame
 	// (a frame is large, so each channel is a 250-byte allocation).
 	replies sync.Pool // chan frame, capacity 1, empty
@@ -263,7 +271,7 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 	// peer (with two nodes, always), and finding it here takes no lock
 	// and no map lookup (t.mu and the lookup were 3% of the CPU of a
 	// one-way benchmark process, once per message).
-	if c := t.last.Load(); c != nil && c.peer == m.Name && !isDone(c.done) {
+	if c := t.last.Load(); c != nil && c.peer == m.Name && c.at(m.GRPCAddr) && !isDone(c.done) {
 		return c, nil
 	}
 	for {
@@ -294,11 +302,24 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 		if e.err != nil {
 			return nil, e.err
 		}
-		if !isDone(e.conn.done) {
-			t.last.Store(e.conn)
-			return e.conn, nil
+		if c := e.conn; !isDone(c.done) {
+			if c.at(m.GRPCAddr) {
+				t.last.Store(c)
+				return c, nil
+			}
+			// The stream and m disagree on m's address: m restarted under
+			// its name (see nameClaim). If the node's view has m where m
+			// says, the stream is to the earlier incarnation, which may
+			// hang rather than be gone: close it, and dial. Otherwise m
+			// comes from an older view than the stream: the caller places
+			// its call again by the newer one.
+			if cur, _ := t.handler.memberAddr(m.Name); cur != m.GRPCAddr {
+				return nil, newError(codes.Unavailable, ErrUnavailable, "cluster: member %s is no longer at %s", m.Name, m.GRPCAddr)
+			}
+			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: member %s restarted at %s", m.Name, m.GRPCAddr))
 		}
-		// Broken since: forget it (it may not have done so yet) and dial.
+		// Broken or stale since: forget it (it may not have done so yet)
+		// and dial.
 		t.mu.Lock()
 		if t.peers[m.Name] == e {
 			delete(t.peers, m.Name)
@@ -322,7 +343,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 	e.conn = c
 	t.mu.Unlock()
 	close(e.ready)
-	if c != nil && t.handler.departed(m.Name) {
+	if c != nil && t.handler.departed(m.Name, m.GRPCAddr) {
 		// Dialed by a view older than ours, in which m was alive: the
 		// caller's request goes through, and m passes it on. Then say bye,
 		// as byeToLeavers did on the streams to m that were open then.
@@ -354,7 +375,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 		flags |= helloLeaving // so that the acceptor says bye at once (see serveStream)
 	}
 	if err == nil {
-		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, hello: flags})
+		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, message: t.advertised, hello: flags})
 		err = stream.SendMsg(&hello)
 	}
 	if !timer.Stop() || err != nil {
@@ -365,7 +386,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 		}
 		return nil, err
 	}
-	c := newConn(t, m.Name, stream, cancel, cc)
+	c := newConn(t, m.Name, m.GRPCAddr, stream, cancel, cc)
 	if !t.track(c) {
 		c.close(newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name))
 		return nil, ErrNodeClosed
@@ -448,7 +469,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
-	c := newConn(t, hello.node, ss, cancel, nil)
+	c := newConn(t, hello.node, hello.message, ss, cancel, nil)
 	c.peerLeaving.Store(hello.hello&helloLeaving != 0)
 	if !t.track(c) {
 		return status.Error(codes.Unavailable, ErrNodeClosed.Error())
@@ -462,7 +483,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	if t.leaving.Load() {
 		c.sayLeaving() // as in open
 	}
-	if c.peerLeaving.Load() || t.handler.departed(c.peer) {
+	if c.peerLeaving.Load() || t.handler.departed(c.peer, c.addr) {
 		// A member that is leaving passes on what it holds, and may dial
 		// us to do so; it then ends its streams (farewell), and this one
 		// can end only once we said bye too. It says it is leaving before
@@ -500,11 +521,15 @@ func (t *transport) offer(c *conn) {
 // dropPeer closes the streams to a member that left or failed, so calls in
 // flight to it fail at once (and are retried) instead of waiting for their
 // deadline.
-func (t *transport) dropPeer(name string) {
+//
+// Only the streams that may be to the member at addr close: a new
+// incarnation of the same name, at another address, keeps its own. addr
+// "" closes every stream to the name.
+func (t *transport) dropPeer(name, addr string) {
 	t.mu.Lock()
 	var victims []*conn
 	for c := range t.conns {
-		if c.peer == name {
+		if c.peer == name && (addr == "" || c.at(addr)) {
 			victims = append(victims, c)
 		}
 	}
