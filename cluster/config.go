@@ -96,11 +96,12 @@ type Config struct {
 	Store storage.Store
 
 	// ClientID is the client ID that stamps the calls this node makes (see
-	// Invoke and WithCallID). It must be unique per incarnation, like
-	// NodeName: sequence numbers start again at 1 in each process, so a
-	// restarted process that reused it would have its calls refused as
-	// stale (ErrStaleCall) or answered with replies recorded for old calls.
-	// Zero means NodeName.
+	// Invoke and WithCallID). It must be unique per incarnation: sequence
+	// numbers start again at 1 in each process, so a restarted process
+	// that reused it would have its calls refused as stale (ErrStaleCall)
+	// or answered with replies recorded for old calls. Zero means
+	// NodeName, "-" and 8 random hex digits drawn at each start, so that a
+	// node restarted under its name is a new client.
 	ClientID string
 
 	// Logger receives the node's logs, including serf's and memberlist's
@@ -273,7 +274,9 @@ func (c Config) withDefaults() Config {
 	if c.NodeName == "" {
 		c.NodeName = d.NodeName
 	}
-	setDefault(&c.ClientID, c.NodeName)
+	if c.ClientID == "" {
+		c.ClientID = c.NodeName + "-" + randomHex()
+	}
 	setDefault(&c.BindAddr, d.BindAddr)
 	setDefault(&c.GRPCAddr, d.GRPCAddr)
 	if c.Logger == nil {
@@ -323,7 +326,7 @@ func (c *Config) validate() error {
 			c.State.MaxClients, c.State.WindowPerClient)
 	}
 	if err := state.CheckClientID(c.ClientID); err != nil {
-		return fmt.Errorf("cluster: Config.ClientID (NodeName unless set): %w", err)
+		return fmt.Errorf("cluster: Config.ClientID (from NodeName unless set): %w", err)
 	}
 	return validateKinds(c.Kinds)
 }
@@ -433,7 +436,12 @@ func generatedNodeName() string {
 	if err != nil || host == "" {
 		host = "node"
 	}
+	return host + "-" + randomHex()
+}
+
+// randomHex returns 8 random hex digits.
+func randomHex() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
-	return host + "-" + hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:])
 }

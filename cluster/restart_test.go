@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/protograin/protograin/cluster/storage/memstore"
 )
 
 // TestANodeRestartedUnderItsNameRejoins restarts a member under its name
@@ -288,4 +290,35 @@ func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 			t.Errorf("the acceptor has a's stream at %q, want %s", accepted.addr, a.GRPCAddr())
 		}
 	})
+}
+
+// TestARestartedNodeIsANewClient restarts a caller under its name (its
+// config without a ClientID, as a user's would be): its calls, numbered
+// from 1 again, must run rather than be taken for retries of the old
+// process's calls, whose replies the grain recorded.
+func TestARestartedNodeIsANewClient(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	t.Cleanup(func() { store.Close() })
+	var configs []Config
+	nodes, _ := bankCluster(t, 2, store, -1, func(cfg *Config) { configs = append(configs, *cfg) })
+	owner, caller := nodes[0], nodes[1]
+	id := accountOwnedBy(t, owner, accountKind, "restarted-client")
+	for i := range 3 {
+		if got := deposit(t, caller, accountKind, id, 5); got != int64(5*(i+1)) {
+			t.Fatalf("deposit %d: balance %d, want %d", i+1, got, 5*(i+1))
+		}
+	}
+	_ = caller.Close()
+
+	cfg := configs[1]
+	cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Seeds = []string{owner.GossipAddr()}
+	again := startNode(t, cfg)
+	if again.clientID == caller.clientID {
+		t.Fatalf("the restarted node stamps its calls as %q, as before", again.clientID)
+	}
+	if got := deposit(t, again, accountKind, id, 5); got != 20 {
+		t.Errorf("the restarted node's first deposit: balance %d, want 20", got)
+	}
 }
