@@ -30,8 +30,12 @@ func TestANodeRestartedUnderItsNameRejoins(t *testing.T) {
 		// "either" once it is failed, as the join itself may hand the
 		// name over.
 		claim string
+		// sameAddrs restarts the node on its old ports: the others then
+		// see the same member, with a higher incarnation.
+		sameAddrs bool
 	}{
-		{"crashed", func(t *testing.T, victim *Node, _ []*Node) { _ = victim.Close() }, "needed"},
+		{"crashed", func(t *testing.T, victim *Node, _ []*Node) { _ = victim.Close() }, "needed", false},
+		{"crashed, back at its addresses", func(t *testing.T, victim *Node, _ []*Node) { _ = victim.Close() }, "never", true},
 		{"crashed and seen failed", func(t *testing.T, victim *Node, others []*Node) {
 			_ = victim.Close()
 			waitFor(t, waitTimeout, "the others to see the crashed member failed", func() bool {
@@ -42,7 +46,7 @@ func TestANodeRestartedUnderItsNameRejoins(t *testing.T) {
 				}
 				return true
 			})
-		}, "either"},
+		}, "either", false},
 		{"hung", func(t *testing.T, victim *Node, _ []*Node) {
 			// Its gossip stops, its transport goes on answering: the
 			// streams to it stay open, and only its new address tells
@@ -50,12 +54,12 @@ func TestANodeRestartedUnderItsNameRejoins(t *testing.T) {
 			if err := victim.serf.Shutdown(); err != nil {
 				t.Fatal(err)
 			}
-		}, "needed"},
+		}, "needed", false},
 		{"left", func(t *testing.T, victim *Node, _ []*Node) {
 			if err := victim.Shutdown(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-		}, "never"},
+		}, "never", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -63,15 +67,18 @@ func TestANodeRestartedUnderItsNameRejoins(t *testing.T) {
 			victim, others := nodes[1], []*Node{nodes[0], nodes[2]}
 			id := identityOwnedBy(t, nodes, victim)
 			add(t, nodes[0], id, 3)
-			oldAddr := victim.GRPCAddr()
+			oldAddr, oldGossip := victim.GRPCAddr(), victim.GossipAddr()
 			cfg := victim.cfg
 			tc.stop(t, victim, others)
 
 			cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+			if tc.sameAddrs {
+				cfg.BindAddr, cfg.GRPCAddr = oldGossip, oldAddr
+			}
 			cfg.Seeds = []string{nodes[0].GossipAddr()}
 			again := startNode(t, cfg)
-			if again.GRPCAddr() == oldAddr {
-				t.Fatalf("the restarted node listens at its old address %s", oldAddr)
+			if (again.GRPCAddr() == oldAddr) != tc.sameAddrs {
+				t.Fatalf("the restarted node listens at %s, its old address %s", again.GRPCAddr(), oldAddr)
 			}
 			waitFor(t, waitTimeout, "every node to see the restarted one at its new address", func() bool {
 				for _, n := range append(others, again) {
