@@ -225,25 +225,33 @@ func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 			return members
 		}
 	}
-	t.Run("the view changes", func(t *testing.T) {
-		t.Parallel()
-		nodes, _ := echoCluster(t, 3, 0, nil)
-		a, b, c := nodes[0], nodes[1], nodes[2]
-		before := *a.view.Load().byName[b.Name()]
-		old, err := a.transport.conn(ctx, &before)
+	// streamTo returns a's stream to member m as a's view has it.
+	streamTo := func(t *testing.T, a *Node, m Member) *conn {
+		t.Helper()
+		c, err := a.transport.conn(ctx, &m)
 		if err != nil {
 			t.Fatal(err)
 		}
+		return c
+	}
+	// setup starts three nodes, a, b and c, and returns them with a's
+	// view of b and a's stream to it.
+	setup := func(t *testing.T) (a, b, c *Node, before Member, old *conn) {
+		t.Helper()
+		nodes, _ := echoCluster(t, 3, 0, nil)
+		a, b, c = nodes[0], nodes[1], nodes[2]
+		before = *a.view.Load().byName[b.Name()]
+		return a, b, c, before, streamTo(t, a, before)
+	}
+	t.Run("the view changes", func(t *testing.T) {
+		t.Parallel()
+		a, b, c, before, old := setup(t)
 		if old.addr != b.GRPCAddr() {
 			t.Fatalf("a dialed stream is at %q, want %s", old.addr, b.GRPCAddr())
 		}
 		holdViews(t, a)(moved(b.Name(), c.GRPCAddr()))
 		receive(t, old.done, "the stream to the earlier incarnation to close")
-		after := *a.view.Load().byName[b.Name()]
-		fresh, err := a.transport.conn(ctx, &after)
-		if err != nil {
-			t.Fatal(err)
-		}
+		fresh := streamTo(t, a, *a.view.Load().byName[b.Name()])
 		if fresh.addr != c.GRPCAddr() {
 			t.Errorf("the stream handed out is at %q, want the new address %s", fresh.addr, c.GRPCAddr())
 		}
@@ -259,19 +267,9 @@ func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 		// reads it before dropMoved runs): the transport itself must not
 		// hand out the old stream.
 		t.Parallel()
-		nodes, _ := echoCluster(t, 3, 0, nil)
-		a, b, c := nodes[0], nodes[1], nodes[2]
-		before := *a.view.Load().byName[b.Name()]
-		old, err := a.transport.conn(ctx, &before)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a, b, c, _, old := setup(t)
 		holdView(t, a, moved(b.Name(), c.GRPCAddr()))
-		after := *a.view.Load().byName[b.Name()]
-		fresh, err := a.transport.conn(ctx, &after)
-		if err != nil {
-			t.Fatal(err)
-		}
+		fresh := streamTo(t, a, *a.view.Load().byName[b.Name()])
 		if fresh == old || fresh.addr != c.GRPCAddr() {
 			t.Errorf("the stream handed out is at %q, want a new one at %s", fresh.addr, c.GRPCAddr())
 		}
