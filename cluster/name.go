@@ -116,8 +116,9 @@ func (c *nameClaim) set(held bool, m *serf.Member) {
 // pushes this node's state to a random alive peer every interval. The
 // exchange offers the peer this node's alive entry, which it takes once the
 // old incarnation is dead, and brings back the peer's list, from which
-// NotifyMerge learns whether it did. Without it the node would wait for
-// memberlist's own push-pull (30 s in the LAN profile).
+// NotifyMerge learns whether it did. Memberlist's own push-pull would
+// offer the entry too, but only every 30 s in the LAN profile, and serf's
+// merge delegate sees the lists of joins alone.
 func (c *nameClaim) claim(interval time.Duration) {
 	n := c.n
 	defer n.loops.Done()
