@@ -52,12 +52,11 @@ type Config struct {
 	// NodeName names this node in the cluster. Two nodes that run at the
 	// same time must not share it. A restarted process may reuse its old
 	// name (a fixed name, as a StatefulSet's pod name), on new addresses
-	// too: until the others declare the old incarnation failed (a few
-	// seconds; at once after a graceful Shutdown) the restarted node is
-	// not a member, Invoke waits for it within the call's deadline and
-	// Send fails with ErrUnavailable, and then it takes the name over. A
-	// node started under the name of a member that is alive stays so, and
-	// logs it. Zero means a generated name,
+	// too: if the cluster still knows the name at the old incarnation's
+	// addresses, Start waits until the others have declared that one
+	// failed (a few seconds; no wait after a graceful Shutdown) and the
+	// name is this node's. Start under the name of a member that is alive
+	// fails with ErrNameInUse. Zero means a generated name,
 	// "<hostname>-<8 random hex digits>".
 	NodeName string
 

@@ -48,6 +48,12 @@ var (
 	// ErrTagsTooLarge: the node's tags (transport address and kind names)
 	// exceed MaxTagsSize.
 	ErrTagsTooLarge = errors.New("cluster: node tags too large")
+	// ErrNameInUse: Start found the node's name held by a member at another
+	// address, and the cluster did not give it to this node before Start's
+	// context ended or the failure detector would have declared a dead
+	// holder failed: another node runs under that name (see
+	// Config.NodeName).
+	ErrNameInUse = errors.New("cluster: node name in use")
 	// ErrCorruptFrame: bytes from a peer could not be decoded as frames.
 	ErrCorruptFrame = errors.New("cluster: corrupt frame")
 	// ErrStaleActivation: the grain's state was committed by another

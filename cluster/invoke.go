@@ -120,9 +120,6 @@ func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, er
 
 // invokeRemote sends a call to its owner over the transport.
 func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (proto.Message, error) {
-	if err := n.claim.errIfHeld(); err != nil {
-		return nil, err
-	}
 	call := &r.call
 	if !r.encoded {
 		b, err := proto.Marshal(call.Request)

@@ -1,14 +1,18 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
-	"google.golang.org/grpc/codes"
 )
 
 // A node that restarts under its old name (a fixed NodeName, as a
@@ -17,46 +21,28 @@ import (
 // the new address as long as the old incarnation counts as alive, and gives
 // the name to it once the old one is declared dead (newSerfConfig sets
 // DeadNodeReclaimTime for that). Until then the node is not a member for
-// the others: they do not route to it, and it must not act as the owner of
-// grains they place elsewhere. nameClaim keeps it out of its own view for
-// that time, and offers its state to a peer every probe interval until the
-// peer's state has the name at this node's address.
+// the others. nameClaim finds that out when the node joins, and Start then
+// offers the node's state to a peer every probe interval until the peer's
+// state has the name at this node's address (await): a restarted node's
+// Start returns once it is a member, and that of a second node started
+// under the name of a live member fails with ErrNameInUse.
 //
 // The signal is serf's merge delegate. A join's push-pull exchange hands
 // it the member list of the peer this node contacted, in which this node's
 // name is missing (it is free), at this node's gossip address, or at
-// another one. Only the lists of the exchanges this node starts (its join,
-// and claim's) count: the list a joiner sends along is that node's own
-// belief, and a second node under a member's name, joining through it,
-// must not take the name from the member the cluster knows. An alive
-// message comes through the same delegate, one member at a time; one at
-// this node's address (a peer relaying it) says the name is this node's.
+// another one; an alive message comes through the same delegate, one
+// member at a time. held only matters while Start waits in await: a member
+// that a second node under its name joins through sees its name elsewhere
+// in the joiner's list, and nothing follows from it.
 type nameClaim struct {
 	n    *Node
 	self atomic.Pointer[net.TCPAddr] // this node's gossip address, once serf runs
-	held atomic.Bool                 // the peer this node asked has the name at another address
-	// asking counts this node's joins in progress: the lists merged
-	// meanwhile are those of the peers it asked (a joiner's list that
-	// comes in at the same moment is taken for one too; the next round
-	// corrects it).
-	asking atomic.Int32
-	// rounds counts the exchanges claim made, for tests and debugging.
+	held atomic.Bool                 // the last list or alive message had the name at another address
+	// rounds counts the exchanges await made, for tests and debugging.
 	rounds atomic.Uint32
-	wake   chan struct{} // held was set; capacity 1, coalescing
-}
 
-// errIfHeld returns ErrUnavailable while the name is held elsewhere: the
-// node is not a member for the others yet, and a stream it opened now
-// would carry the name of the incarnation its peers may still be cutting
-// off. Invoke retries until the name is this node's, or the call's
-// deadline; Send fails. Only calls and messages to other members ask:
-// while the name is held, the node's view has no member it could place a
-// grain on locally.
-func (c *nameClaim) errIfHeld() error {
-	if !c.held.Load() {
-		return nil
-	}
-	return newError(codes.Unavailable, ErrUnavailable, "cluster: node %s is not a member yet: the cluster knows its name at another address", c.n.name)
+	mu    sync.Mutex
+	other string // the address the name was last seen held at
 }
 
 // NotifyMerge implements serf.MergeDelegate. It never refuses a merge.
@@ -69,82 +55,75 @@ func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 		if m.Name != c.n.name {
 			continue
 		}
-		switch {
-		case m.Status == serf.StatusLeft || int(m.Port) == self.Port && m.Addr.Equal(self.IP):
-			c.set(false, m) // the name is free, or this node's
-		case c.asking.Load() > 0:
-			c.set(true, m)
+		if m.Status == serf.StatusLeft || int(m.Port) == self.Port && m.Addr.Equal(self.IP) {
+			c.held.Store(false) // the name is free, or this node's
+			return nil
 		}
+		c.mu.Lock()
+		c.other = net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+		c.mu.Unlock()
+		c.held.Store(true)
 		return nil
 	}
 	return nil
 }
 
-// join joins the cluster through addrs, as the node that asks (see
-// asking).
-func (c *nameClaim) join(addrs []string) (int, error) {
-	c.asking.Add(1)
-	defer c.asking.Add(-1)
-	return c.n.serf.Join(addrs, true)
-}
-
-// set records whether a peer holds the name at another address, and acts on
-// a change: the view is rebuilt with or without this node, and the claim
-// loop wakes.
-func (c *nameClaim) set(held bool, m *serf.Member) {
-	if c.held.Swap(held) == held {
-		return
+// await returns once the name is this node's: at once, unless the join
+// found it held at another address. Then, every probe interval of mc, it
+// joins a random alive peer: the exchange offers the peer this node's
+// alive entry, which the peer takes once the old incarnation is declared
+// dead, and brings back the peer's list, from which NotifyMerge learns
+// whether it did. (Memberlist's own push-pull would offer the entry too,
+// but only every 30 s in the LAN profile, and serf's merge delegate sees
+// the lists of joins alone.) It gives up with ErrNameInUse once the
+// failure detector would have declared a dead incarnation failed at its
+// slowest (claimPatience), and with ctx's error if ctx ends first.
+func (c *nameClaim) await(ctx context.Context, mc *memberlist.Config) error {
+	if !c.held.Load() {
+		return nil
 	}
-	addr := net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
-	if held {
-		c.n.log.Warn("cluster: the cluster knows this node's name at another address (an earlier incarnation not yet declared failed, or another node with the same name); this node stays out of placement until the name is its own",
-			"node", c.n.name, "other", addr)
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	} else {
-		c.n.log.Info("cluster: the cluster knows this node's name at its address again", "node", c.n.name)
-	}
-	select {
-	case c.n.changed <- struct{}{}:
-	default: // a refresh is pending and will see this change too
-	}
-}
-
-// claim runs for the node's life: while the name is held elsewhere, it
-// pushes this node's state to a random alive peer every interval. The
-// exchange offers the peer this node's alive entry, which it takes once the
-// old incarnation is dead, and brings back the peer's list, from which
-// NotifyMerge learns whether it did. Memberlist's own push-pull would
-// offer the entry too, but only every 30 s in the LAN profile, and serf's
-// merge delegate sees the lists of joins alone.
-func (c *nameClaim) claim(interval time.Duration) {
 	n := c.n
-	defer n.loops.Done()
-	timer := time.NewTimer(interval)
-	defer timer.Stop()
-	for {
+	patience := claimPatience(mc, n.serf.NumNodes())
+	c.mu.Lock()
+	other := c.other
+	c.mu.Unlock()
+	n.log.Warn("cluster: the cluster knows this node's name at another address (an earlier incarnation not yet declared failed, or another node under the same name); waiting for the name",
+		"other", other, "patience", patience)
+	giveUp := time.NewTimer(patience)
+	defer giveUp.Stop()
+	tick := time.NewTicker(mc.ProbeInterval)
+	defer tick.Stop()
+	for c.held.Load() {
 		select {
-		case <-c.wake:
-		case <-n.stop:
-			return
+		case <-tick.C:
+		case <-giveUp.C:
+			return fmt.Errorf("%w: the cluster knows node name %q at %s, and did not give it to this node within %v: another node runs under this name, or its old incarnation is still answering",
+				ErrNameInUse, n.name, other, patience)
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the cluster knows node name %q at %s, and did not give it to this node before the start's context ended: %w",
+				ErrNameInUse, n.name, other, ctx.Err())
 		}
-		for c.held.Load() {
-			timer.Reset(interval)
-			select {
-			case <-timer.C:
-			case <-n.stop:
-				return
+		if peer := c.somePeer(); peer != "" {
+			if _, err := n.serf.Join([]string{peer}, true); err != nil {
+				n.log.Debug("cluster: push the node's state to a peer", "peer", peer, "err", err)
 			}
-			if peer := c.somePeer(); peer != "" {
-				if _, err := c.join([]string{peer}); err != nil {
-					n.log.Debug("cluster: push the node's state to a peer", "peer", peer, "err", err)
-				}
-				c.rounds.Add(1)
-			}
+			c.rounds.Add(1)
 		}
 	}
+	n.log.Info("cluster: the cluster knows this node's name at its address now")
+	return nil
+}
+
+// claimPatience bounds await: the time for a member to probe the old
+// incarnation and time its ack out, the failure detector's suspicion at
+// its longest (SuspicionMaxTimeoutMult times the shortest, which scales
+// with the log of the member count), and a claim round, each counted in
+// probe intervals: 27 of them in a small cluster (8.1 s in the GossipLocal
+// profile, 27 s in LAN).
+func claimPatience(mc *memberlist.Config, members int) time.Duration {
+	scale := math.Max(1, math.Log10(float64(members)))
+	rounds := 3 + float64(mc.SuspicionMult*mc.SuspicionMaxTimeoutMult)*scale
+	return time.Duration(rounds * float64(mc.ProbeInterval))
 }
 
 // somePeer returns the gossip address of a random alive member other than

@@ -33,9 +33,8 @@ type Node struct {
 	serf      *serf.Serf
 	events    chan serf.Event
 	view      atomic.Pointer[placement]
-	// claim keeps the node out of its own view while the cluster knows its
-	// name at another address (see nameClaim). Next to view: both are read
-	// for every remote call and written on membership changes only.
+	// claim makes the node's name its own before Start returns (see
+	// nameClaim).
 	claim nameClaim
 	acts  *activations
 	calls *gate // calls this node is serving
@@ -72,8 +71,10 @@ type Node struct {
 }
 
 // Start starts a node: it opens the transport, joins the gossip (through
-// cfg.Seeds, if any) and returns once the node knows the cluster's members.
-// ctx bounds the start; the node itself lives until Shutdown or Close.
+// cfg.Seeds, if any) and returns once the node knows the cluster's members
+// and they know it under its name (see Config.NodeName for a node that
+// restarts under its old name). ctx bounds the start; the node itself
+// lives until Shutdown or Close.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -139,7 +140,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.events = make(chan serf.Event, n.cfg.EventBuffer)
-	n.claim = nameClaim{n: n, wake: make(chan struct{}, 1)}
+	n.claim = nameClaim{n: n}
 	sc, err := newSerfConfig(&n.cfg, tags, n.events, newSerfLogger(n.log), &n.claim)
 	if err != nil {
 		return err
@@ -149,12 +150,14 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	local := n.serf.Memberlist().LocalNode()
 	n.claim.self.Store(&net.TCPAddr{IP: local.Addr, Port: int(local.Port)})
-	n.loops.Add(4)
+	n.loops.Add(3)
 	go n.drainEvents()
 	go n.watchMembership()
 	go n.sweep()
-	go n.claim.claim(sc.MemberlistConfig.ProbeInterval)
 	if err := n.join(ctx); err != nil {
+		return err
+	}
+	if err := n.claim.await(ctx, sc.MemberlistConfig); err != nil {
 		return err
 	}
 	n.refresh()
@@ -198,7 +201,7 @@ func (n *Node) join(ctx context.Context) error {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		joined, err := n.claim.join(n.cfg.Seeds)
+		joined, err := n.serf.Join(n.cfg.Seeds, true)
 		ch <- result{joined, err}
 	}()
 	select {
@@ -268,9 +271,6 @@ func (n *Node) refresh() {
 	defer n.refreshMu.Unlock()
 	var members []Member
 	for _, sm := range n.serf.Members() {
-		if sm.Name == n.name && n.claim.held.Load() {
-			continue // not a member for the others yet (see nameClaim)
-		}
 		if m, ok := memberFromSerf(sm); ok {
 			members = append(members, m)
 		}

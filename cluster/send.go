@@ -49,9 +49,8 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // handed over: no alive member hosts the kind, or this node hosts the kind
 // and it has no such method (ErrUnknownKind, ErrUnknownMethod, both
 // codes.Unimplemented), the request is missing or does not encode
-// (ErrBadRequest), ctx ended, the owner cannot be reached or this node is
-// not a member yet (ErrUnavailable; see Config.NodeName), or the node is
-// closed (ErrNodeClosed). A message placed on this node
+// (ErrBadRequest), ctx ended, the owner cannot be reached (ErrUnavailable),
+// or the node is closed (ErrNodeClosed). A message placed on this node
 // that finds the grain moved away while it waited for an activation (a
 // member joined), or placed on a member whose stream no longer takes it
 // (the member leaves or failed), is placed again by the new view.
@@ -155,9 +154,6 @@ const maxPooledPayload = 64 << 10
 // sendRemote encodes a one-way message and queues it on the stream to its
 // owner.
 func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error {
-	if err := n.claim.errIfHeld(); err != nil {
-		return err
-	}
 	buf := n.transport.getPayload()
 	defer n.transport.putPayload(buf)
 	b, err := proto.MarshalOptions{}.MarshalAppend((*buf)[:0], call.Request)
