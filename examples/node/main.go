@@ -43,7 +43,7 @@ func main() {
 
 func run() error {
 	cfg := cluster.DefaultConfig()
-	flag.StringVar(&cfg.NodeName, "name", cfg.NodeName, "node name, unique in the cluster")
+	flag.StringVar(&cfg.NodeName, "name", cfg.NodeName, "node name, unique among running nodes (a restarted node may take its old one back)")
 	flag.StringVar(&cfg.BindAddr, "bind", "127.0.0.1:7001", "gossip address to listen on")
 	flag.StringVar(&cfg.GRPCAddr, "grpc", "127.0.0.1:8001", "node-to-node gRPC address to listen on")
 	join := flag.String("join", "", "comma-separated gossip addresses of members to join")
