@@ -481,11 +481,7 @@ func TestStartErrors(t *testing.T) {
 			tc.edit(&cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
-			n, err := Start(ctx, cfg)
-			if err == nil {
-				_ = n.Close()
-				t.Fatal("Start succeeded")
-			}
+			err := startFails(t, ctx, cfg)
 			if tc.want != nil && !errors.Is(err, tc.want) {
 				t.Errorf("err = %v, want %v", err, tc.want)
 			}

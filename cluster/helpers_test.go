@@ -98,6 +98,17 @@ func startNode(t testing.TB, cfg Config) *Node {
 	return n
 }
 
+// startFails starts a node that must not start, and returns Start's error.
+func startFails(t testing.TB, ctx context.Context, cfg Config) error {
+	t.Helper()
+	n, err := Start(ctx, cfg)
+	if err == nil {
+		_ = n.Close()
+		t.Fatalf("Start(%s) succeeded", cfg.NodeName)
+	}
+	return err
+}
+
 // startCluster starts size nodes hosting the kinds kindsFor returns for each
 // node's name, joined through the first, and waits until every node sees
 // all of them alive. configure, if not nil, adjusts each config.

@@ -136,12 +136,7 @@ func TestASecondNodeUnderANameInUseIsNotAdmitted(t *testing.T) {
 			// the GossipLocal profile): Start gives up by itself.
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
-			dup, err := Start(ctx, cfg)
-			if err == nil {
-				_ = dup.Close()
-				t.Fatal("a second node started under a live member's name")
-			}
-			if !errors.Is(err, ErrNameInUse) || ctx.Err() != nil {
+			if err := startFails(t, ctx, cfg); !errors.Is(err, ErrNameInUse) || ctx.Err() != nil {
 				t.Fatalf("Start: %v, want ErrNameInUse before the context ended", err)
 			}
 			for _, n := range nodes {
@@ -162,12 +157,7 @@ func TestASecondNodeUnderANameInUseIsNotAdmitted(t *testing.T) {
 		cfg.Seeds = []string{nodes[0].GossipAddr()}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		dup, err := Start(ctx, cfg)
-		if err == nil {
-			_ = dup.Close()
-			t.Fatal("a second node started under a live member's name")
-		}
-		if !errors.Is(err, ErrNameInUse) || !errors.Is(err, context.DeadlineExceeded) {
+		if err := startFails(t, ctx, cfg); !errors.Is(err, ErrNameInUse) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Start: %v, want ErrNameInUse and the context's error", err)
 		}
 	})
