@@ -11,9 +11,11 @@ import (
 )
 
 // TestANodeRestartedUnderItsNameRejoins restarts a member under its name
-// (a fixed NodeName, as a StatefulSet's) on new addresses: after a crash,
-// at once or once the others saw it failed, after a hang, and after a
-// graceful leave.
+// (a fixed NodeName, as a StatefulSet's): after a crash, on new addresses
+// at once or once the others saw it failed, or on its old ones; after a
+// hang; and after a graceful leave. Start returns once the node is a
+// member again.
+//
 // Serf's vote on the name conflict used to shut the restarted node's
 // gossip down when it came back before its old incarnation was declared
 // failed, and memberlist would not give a failed member's name to a new
@@ -155,7 +157,8 @@ func TestASecondNodeUnderANameInUseIsNotAdmitted(t *testing.T) {
 		cfg := nodes[1].cfg
 		cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
 		cfg.Seeds = []string{nodes[0].GossipAddr()}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		// Shorter than the claim's patience, and long enough for the join.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		if err := startFails(t, ctx, cfg); !errors.Is(err, ErrNameInUse) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Start: %v, want ErrNameInUse and the context's error", err)
