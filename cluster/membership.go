@@ -101,8 +101,8 @@ func memberStatus(s serf.MemberStatus) (MemberStatus, bool) {
 	}
 }
 
-// newSerfConfig builds serf's configuration for the node; merge watches
-// the member lists of push-pull exchanges (see nameClaim).
+// newSerfConfig builds serf's configuration for the node; merge sees the
+// member lists of joins and the alive messages (see nameClaim).
 func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, logger *log.Logger, merge serf.MergeDelegate) (*serf.Config, error) {
 	host, port, err := splitHostPort(cfg.BindAddr)
 	if err != nil {
