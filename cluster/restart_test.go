@@ -291,6 +291,29 @@ func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 			t.Errorf("the acceptor has a's stream at %q, want %s", accepted.addr, a.GRPCAddr())
 		}
 	})
+	t.Run("a peer too old to say its address", func(t *testing.T) {
+		// Its stream counts as at any address, as every stream did
+		// before: handed out for the member wherever the view has it,
+		// and closed with the member at any address.
+		t.Parallel()
+		nodes, _ := echoCluster(t, 1, 0, nil)
+		b := nodes[0]
+		sendBatches(t, rawStream(t, b), appendFrame(nil, &frame{typ: frameHello, node: "old-peer"}))
+		var accepted *conn
+		waitFor(t, waitTimeout, "the acceptor's stream from the old peer", func() bool {
+			for _, c := range b.transport.openConns() {
+				if c.peer == "old-peer" {
+					accepted = c
+				}
+			}
+			return accepted != nil
+		})
+		if accepted.addr != "" || !accepted.at("10.0.0.7:7947") {
+			t.Errorf("the old peer's stream is at %q, want no address, which matches any", accepted.addr)
+		}
+		b.transport.dropPeer("old-peer", "10.0.0.7:7947")
+		receive(t, accepted.done, "the old peer's stream to close with the member")
+	})
 }
 
 // TestARestartedNodeIsANewClient restarts a caller under its name (its
