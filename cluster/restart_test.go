@@ -13,8 +13,8 @@ import (
 // TestANodeRestartedUnderItsNameRejoins restarts a member under its name
 // (a fixed NodeName, as a StatefulSet's): after a crash, on new addresses
 // at once or once the others saw it failed, or on its old ones; after a
-// hang; and after a graceful leave. Start returns once the node is a
-// member again.
+// hang; and after a graceful leave, on new addresses or its old ones.
+// Start returns once the node is a member again.
 //
 // Serf's vote on the name conflict used to shut the restarted node's
 // gossip down when it came back before its old incarnation was declared
@@ -22,6 +22,11 @@ import (
 // address until it forgot the old one.
 func TestANodeRestartedUnderItsNameRejoins(t *testing.T) {
 	t.Parallel()
+	leave := func(t *testing.T, victim *Node, _ []*Node) {
+		if err := victim.Shutdown(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		stop func(t *testing.T, victim *Node, others []*Node)
@@ -57,11 +62,8 @@ func TestANodeRestartedUnderItsNameRejoins(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "needed", false},
-		{"left", func(t *testing.T, victim *Node, _ []*Node) {
-			if err := victim.Shutdown(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-		}, "never", false},
+		{"left", leave, "never", false},
+		{"left, back at its addresses", leave, "never", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
