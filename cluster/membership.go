@@ -80,7 +80,7 @@ func memberFromSerf(m serf.Member) (Member, bool) {
 	return Member{
 		Name:       m.Name,
 		GRPCAddr:   addr,
-		GossipAddr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+		GossipAddr: gossipAddr(m.Addr, m.Port),
 		Kinds:      kinds,
 		Status:     st,
 	}, true
@@ -145,6 +145,12 @@ func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, 
 	}
 	sc.MemberlistConfig = mc
 	return sc, nil
+}
+
+// gossipAddr is the "host:port" of a member's gossip, as serf and
+// memberlist give it.
+func gossipAddr(ip net.IP, port uint16) string {
+	return net.JoinHostPort(ip.String(), strconv.Itoa(int(port)))
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,8 +34,8 @@ import (
 // in the joiner's list, and nothing follows from it.
 type nameClaim struct {
 	n    *Node
-	self atomic.Pointer[net.TCPAddr] // this node's gossip address, once serf runs
-	held atomic.Bool                 // the last list or alive message had the name at another address
+	self atomic.Pointer[string] // this node's gossip address, once serf runs
+	held atomic.Bool            // the last list or alive message had the name at another address
 	// rounds counts the exchanges await made, for tests and debugging.
 	rounds atomic.Uint32
 
@@ -55,12 +53,13 @@ func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 		if m.Name != c.n.name {
 			continue
 		}
-		if m.Status == serf.StatusLeft || int(m.Port) == self.Port && m.Addr.Equal(self.IP) {
+		addr := gossipAddr(m.Addr, m.Port)
+		if m.Status == serf.StatusLeft || addr == *self {
 			c.held.Store(false) // the name is free, or this node's
 			return nil
 		}
 		c.mu.Lock()
-		c.other = net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+		c.other = addr
 		c.mu.Unlock()
 		c.held.Store(true)
 		return nil
@@ -132,7 +131,7 @@ func (c *nameClaim) somePeer() string {
 	var peers []string
 	for _, m := range c.n.serf.Members() {
 		if m.Name != c.n.name && m.Status == serf.StatusAlive {
-			peers = append(peers, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+			peers = append(peers, gossipAddr(m.Addr, m.Port))
 		}
 	}
 	if len(peers) == 0 {

@@ -148,8 +148,8 @@ func (n *Node) start(ctx context.Context) error {
 	if n.serf, err = serf.Create(sc); err != nil {
 		return fmt.Errorf("cluster: start gossip on %s: %w", n.cfg.BindAddr, err)
 	}
-	local := n.serf.Memberlist().LocalNode()
-	n.claim.self.Store(&net.TCPAddr{IP: local.Addr, Port: int(local.Port)})
+	self := n.GossipAddr()
+	n.claim.self.Store(&self)
 	n.loops.Add(3)
 	go n.drainEvents()
 	go n.watchMembership()
@@ -508,7 +508,7 @@ func (n *Node) Owner(kind, identity string) (Member, bool) {
 // nodes' Seeds.
 func (n *Node) GossipAddr() string {
 	ln := n.serf.Memberlist().LocalNode()
-	return net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+	return gossipAddr(ln.Addr, ln.Port)
 }
 
 // GRPCAddr returns the address the node's transport listens on.
