@@ -56,7 +56,9 @@ type Config struct {
 	// addresses, Start waits until the others have declared that one
 	// failed (a few seconds; no wait after a graceful Shutdown) and the
 	// name is this node's. Start under the name of a member that is alive
-	// fails with ErrNameInUse. Zero means a generated name,
+	// fails with ErrNameInUse. An old process that comes back after its
+	// successor took the name (a paused VM) stops once a member tells it
+	// so, and its Err returns ErrSuperseded. Zero means a generated name,
 	// "<hostname>-<8 random hex digits>".
 	NodeName string
 
@@ -274,7 +276,7 @@ func (c Config) withDefaults() Config {
 		c.NodeName = d.NodeName
 	}
 	if c.ClientID == "" {
-		c.ClientID = c.NodeName + "-" + randomHex()
+		c.ClientID = c.NodeName + "-" + randomHex(4)
 	}
 	setDefault(&c.BindAddr, d.BindAddr)
 	setDefault(&c.GRPCAddr, d.GRPCAddr)
@@ -435,12 +437,12 @@ func generatedNodeName() string {
 	if err != nil || host == "" {
 		host = "node"
 	}
-	return host + "-" + randomHex()
+	return host + "-" + randomHex(4)
 }
 
-// randomHex returns 8 random hex digits.
-func randomHex() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+).
-	return hex.EncodeToString(b[:])
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+).
+	return hex.EncodeToString(b)
 }

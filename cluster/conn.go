@@ -701,6 +701,9 @@ func (c *conn) dispatch(f *frame) {
 		if f.hello&helloBye != 0 {
 			c.heardBye()
 		}
+		if f.hello&helloSuperseded != 0 {
+			c.t.handler.replaced(f.identity, c.peer)
+		}
 	}
 }
 

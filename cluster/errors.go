@@ -54,6 +54,9 @@ var (
 	// holder failed: another node runs under that name (see
 	// Config.NodeName).
 	ErrNameInUse = errors.New("cluster: node name in use")
+	// ErrSuperseded: a later start under the node's name replaced it in
+	// the cluster, and the node stopped (see Node.Err).
+	ErrSuperseded = errors.New("cluster: node superseded by a later start under its name")
 	// ErrCorruptFrame: bytes from a peer could not be decoded as frames.
 	ErrCorruptFrame = errors.New("cluster: corrupt frame")
 	// ErrStaleActivation: the grain's state was committed by another

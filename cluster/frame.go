@@ -36,7 +36,7 @@ type frame struct {
 	code     codes.Code
 	id       uint64
 	kind     string
-	identity string
+	identity string // a request's grain; in a hello frame, the sender's incarnation (see Node.incarnation)
 	method   string
 	payload  []byte
 	timeout  time.Duration // time left until the caller's deadline; 0 = none
@@ -77,9 +77,13 @@ const maxNameID = 1024
 
 // Field numbers of a frame.
 const (
-	fieldType     protowire.Number = 1
-	fieldID       protowire.Number = 2
-	fieldKind     protowire.Number = 3
+	fieldType protowire.Number = 1
+	fieldID   protowire.Number = 2
+	fieldKind protowire.Number = 3
+	// fieldIdentity is a request's grain identity. In a dialer's first
+	// hello it is the sender's incarnation, which a peer that saw a later
+	// start take the name answers with fieldSuperseded; an older peer
+	// reads neither.
 	fieldIdentity protowire.Number = 4
 	fieldMethod   protowire.Number = 5
 	fieldPayload  protowire.Number = 6
@@ -125,6 +129,11 @@ const (
 	// cluster gracefully, perhaps before the gossip says so (see
 	// conn.peerLeaving). A hello, for the reason fieldBye is.
 	fieldLeaving protowire.Number = 22
+	// fieldSuperseded, in the hello frame an acceptor answers a dialer's
+	// with, says that the dialer's name belongs to a later start of the
+	// node: the acceptor's view replaced the dialer's incarnation with
+	// another (see Node.superseded). A hello, for the reason fieldBye is.
+	fieldSuperseded protowire.Number = 23
 )
 
 // helloFlags are what a hello frame says about its sender, each in a
@@ -132,10 +141,26 @@ const (
 type helloFlags uint8
 
 const (
-	helloNames   helloFlags = 1 << iota // the sender understands name ids (fieldNames)
-	helloBye                            // the sender sends no more requests on the stream (fieldBye)
-	helloLeaving                        // the sender is leaving the cluster (fieldLeaving)
+	helloNames      helloFlags = 1 << iota // the sender understands name ids (fieldNames)
+	helloBye                               // the sender sends no more requests on the stream (fieldBye)
+	helloLeaving                           // the sender is leaving the cluster (fieldLeaving)
+	helloSuperseded                        // the receiver was replaced by a later start under its name (fieldSuperseded)
+	helloLast       = helloSuperseded
 )
+
+// helloField returns the field that carries flag on the wire.
+func helloField(flag helloFlags) protowire.Number {
+	switch flag {
+	case helloNames:
+		return fieldNames
+	case helloBye:
+		return fieldBye
+	case helloLeaving:
+		return fieldLeaving
+	default:
+		return fieldSuperseded
+	}
+}
 
 // oneWayMark is what fieldOneWay says about a request: nothing (a call), a
 // one-way message, or a one-way message that a node forwarded because it
@@ -221,14 +246,10 @@ func appendFrameFields(b []byte, f *frame) []byte {
 	if f.oneWay != twoWay {
 		b = appendVarintField(b, fieldOneWay, uint64(f.oneWay))
 	}
-	if f.hello&helloNames != 0 {
-		b = appendVarintField(b, fieldNames, 1)
-	}
-	if f.hello&helloBye != 0 {
-		b = appendVarintField(b, fieldBye, 1)
-	}
-	if f.hello&helloLeaving != 0 {
-		b = appendVarintField(b, fieldLeaving, 1)
+	for flag := helloFlags(1); f.hello != 0 && flag <= helloLast; flag <<= 1 {
+		if f.hello&flag != 0 {
+			b = appendVarintField(b, helloField(flag), 1)
+		}
 	}
 	return b
 }
@@ -245,14 +266,10 @@ func (f *frame) size() int {
 	if f.oneWay != twoWay {
 		n += varintFieldSize(fieldOneWay, uint64(f.oneWay))
 	}
-	if f.hello&helloNames != 0 {
-		n += varintFieldSize(fieldNames, 1)
-	}
-	if f.hello&helloBye != 0 {
-		n += varintFieldSize(fieldBye, 1)
-	}
-	if f.hello&helloLeaving != 0 {
-		n += varintFieldSize(fieldLeaving, 1)
+	for flag := helloFlags(1); f.hello != 0 && flag <= helloLast; flag <<= 1 {
+		if f.hello&flag != 0 {
+			n += varintFieldSize(helloField(flag), 1)
+		}
 	}
 	if len(f.payload) > 0 {
 		n += protowire.SizeTag(fieldPayload) + protowire.SizeBytes(len(f.payload))
@@ -284,7 +301,7 @@ const maxTagSize = 2
 // of its strings and payload: the length prefix, and every field at its
 // largest, the three names both as strings and ids, the chain aside.
 const frameBoundFixed = binary.MaxVarintLen64 + // the length prefix
-	10*(maxTagSize+binary.MaxVarintLen64) + // type, id, timeout, code, reason, seq, one-way, names, bye, leaving
+	11*(maxTagSize+binary.MaxVarintLen64) + // type, id, timeout, code, reason, seq, one-way, names, bye, leaving, superseded
 	7*(maxTagSize+binary.MaxVarintLen64) + // kind, identity, method, payload, message, node, client ID
 	3*(maxTagSize+binary.MaxVarintLen64) // the ids of kind, method and client ID
 
@@ -427,7 +444,7 @@ func decodeFrame(b []byte, f *frame, names *nameTable) error {
 func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame, names *nameTable) (int, error) {
 	switch num {
 	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq, fieldOneWay, fieldNames,
-		fieldBye, fieldLeaving, fieldKindRef, fieldMethodRef, fieldClientRef:
+		fieldBye, fieldLeaving, fieldSuperseded, fieldKindRef, fieldMethodRef, fieldClientRef:
 		if typ != protowire.VarintType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want varint", ErrCorruptFrame, num, typ)
 		}
@@ -498,6 +515,8 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 		f.setHello(helloBye, v != 0)
 	case fieldLeaving:
 		f.setHello(helloLeaving, v != 0)
+	case fieldSuperseded:
+		f.setHello(helloSuperseded, v != 0)
 	case fieldKindRef, fieldMethodRef, fieldClientRef:
 		if v == 0 || v > maxNameID {
 			return fmt.Errorf("%w: name id %d out of range", ErrCorruptFrame, v)

@@ -29,7 +29,9 @@ func sampleFrames() []frame {
 		{typ: frameHello, node: "node-b", hello: helloBye},
 		{typ: frameHello, node: "node-b", hello: helloNames | helloBye},
 		{typ: frameHello, node: "node-b", hello: helloLeaving},
-		{typ: frameHello, node: "node-c", message: "10.0.0.7:7947", hello: helloNames}, // a dialer's first hello says its address
+		{typ: frameHello, node: "node-c", message: "10.0.0.7:7947", hello: helloNames},                               // a dialer's first hello says its address
+		{typ: frameHello, node: "node-c", message: "10.0.0.7:7947", identity: "5f0e2b9c41d3a877", hello: helloNames}, // and its incarnation
+		{typ: frameHello, node: "node-a", identity: "5f0e2b9c41d3a877", hello: helloSuperseded},                      // the answer to a replaced start
 		{typ: frameRequest, id: 1, kind: "pkg.Counter", identity: "user-42", method: "/pkg.Counter/Add",
 			payload: []byte{8, 5}, timeout: 1500 * time.Millisecond},
 		{typ: frameRequest, id: 1 << 60, kind: "k", method: "/k/M"}, // empty identity and payload
@@ -113,7 +115,7 @@ func TestFrameSizeBound(t *testing.T) {
 	frames := append(sampleFrames(), frame{typ: frameResponse, id: 1<<64 - 1, kind: long, identity: long, method: long,
 		payload: []byte(long), timeout: time.Duration(1<<63 - 1), code: maxCode, message: long,
 		reason: reasonCount - 1, node: long, chain: []actKey{{long, long}, {"", ""}},
-		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: oneWaySent, hello: helloNames | helloBye | helloLeaving,
+		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: oneWaySent, hello: helloNames | helloBye | helloLeaving | helloSuperseded,
 		refs: nameRefs{kind: nameRef{maxNameID, true}, method: nameRef{maxNameID, true}, client: nameRef{maxNameID, true}}})
 	var d nameDict
 	d.on = true

@@ -18,22 +18,26 @@ import (
 const (
 	tagGRPC  = "pg-grpc"
 	tagKinds = "pg-kinds"
+	// tagIncarnation is the random ID of the node's start (see
+	// Node.incarnation).
+	tagIncarnation = "pg-inc"
 	// kindSeparator joins kind names in tagKinds; proto names contain none.
 	kindSeparator = ","
 )
 
 // nodeTags returns the serf tags of a node, or ErrTagsTooLarge.
-func nodeTags(grpcAddr string, kinds []*Kind) (map[string]string, error) {
+func nodeTags(grpcAddr, incarnation string, kinds []*Kind) (map[string]string, error) {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
 		names[i] = k.Name
 	}
 	tags := map[string]string{
-		tagGRPC:  grpcAddr,
-		tagKinds: strings.Join(names, kindSeparator),
+		tagGRPC:        grpcAddr,
+		tagKinds:       strings.Join(names, kindSeparator),
+		tagIncarnation: incarnation,
 	}
 	if n := encodedTagsSize(tags); n > MaxTagsSize {
-		return nil, fmt.Errorf("%w: the transport address and the names of %d kinds take %d bytes encoded, over serf's limit of %d; host fewer kinds on this node",
+		return nil, fmt.Errorf("%w: the transport address, the incarnation and the names of %d kinds take %d bytes encoded, over serf's limit of %d; host fewer kinds on this node",
 			ErrTagsTooLarge, len(kinds), n, MaxTagsSize)
 	}
 	return tags, nil
@@ -78,11 +82,12 @@ func memberFromSerf(m serf.Member) (Member, bool) {
 		return Member{}, false
 	}
 	return Member{
-		Name:       m.Name,
-		GRPCAddr:   addr,
-		GossipAddr: gossipAddr(m.Addr, m.Port),
-		Kinds:      kinds,
-		Status:     st,
+		Name:        m.Name,
+		GRPCAddr:    addr,
+		GossipAddr:  gossipAddr(m.Addr, m.Port),
+		Kinds:       kinds,
+		Status:      st,
+		incarnation: m.Tags[tagIncarnation], // "" from a node older than the tag
 	}, true
 }
 

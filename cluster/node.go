@@ -36,8 +36,12 @@ type Node struct {
 	// claim makes the node's name its own before Start returns (see
 	// nameClaim).
 	claim nameClaim
-	acts  *activations
-	calls *gate // calls this node is serving
+	// incarnation is the random ID of this start of the node (see
+	// retiredIncarnations); retiredIDs are other members' replaced ones.
+	incarnation string
+	retiredIDs  retiredIncarnations
+	acts        *activations
+	calls       *gate // calls this node is serving
 
 	store     storage.Store
 	ownStore  bool // store is the node's private memstore: close it
@@ -66,6 +70,7 @@ type Node struct {
 
 	mu           sync.Mutex
 	shuttingDown bool
+	stopErr      error // why the node stopped by itself (see Err)
 	teardownOnce sync.Once
 	done         chan struct{}
 }
@@ -81,14 +86,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:     cfg,
-		name:    cfg.NodeName,
-		log:     cfg.Logger.With("node", cfg.NodeName),
-		kinds:   make(map[string]*hostedKind, len(cfg.Kinds)),
-		calls:   newGate(),
-		changed: make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		cfg:         cfg,
+		name:        cfg.NodeName,
+		incarnation: randomHex(incarnationBytes),
+		log:         cfg.Logger.With("node", cfg.NodeName),
+		kinds:       make(map[string]*hostedKind, len(cfg.Kinds)),
+		calls:       newGate(),
+		changed:     make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, k := range cfg.Kinds {
@@ -134,8 +140,8 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t.advertised = advertised
-	tags, err := nodeTags(advertised, n.cfg.Kinds)
+	t.advertised, t.incarnation = advertised, n.incarnation
+	tags, err := nodeTags(advertised, n.incarnation, n.cfg.Kinds)
 	if err != nil {
 		return err
 	}
@@ -289,6 +295,7 @@ func (n *Node) replaceView(p *placement) {
 		n.viewNext = nil
 	}
 	n.viewMu.Unlock()
+	n.retiredIDs.update(old, p)
 	n.dropFailed(old, p)
 	n.dropMoved(old, p)
 	n.byeToLeavers(old, p)

@@ -47,6 +47,8 @@ type Member struct {
 	Kinds []string
 	// Status is the node's gossip status.
 	Status MemberStatus
+	// incarnation tells the node's starts apart (see Node.incarnation).
+	incarnation string
 }
 
 // candidate is an alive member hosting a kind, with its name hashed once.

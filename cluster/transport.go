@@ -142,6 +142,12 @@ type requestHandler interface {
 	// memberAddr returns the transport address of the named member in the
 	// node's view, and false if the view does not know it.
 	memberAddr(name string) (string, bool)
+	// retired reports whether a later start of the named member replaced
+	// incarnation in the node's view: a stream from it is answered
+	// superseded (see serveStream). replaced is told that a peer answered
+	// so to incarnation, which may be this node's.
+	retired(name, incarnation string) bool
+	replaced(incarnation, peer string)
 }
 
 // transport owns the gRPC server and the streams to peers: at most one
@@ -149,17 +155,18 @@ type requestHandler interface {
 // (two if both dialed each other at the same moment; both then work).
 type transport struct {
 	name string // this node's name, sent in hello frames
-	// advertised is the address members dial this node at, which the
-	// first hello of the streams it dials says (see conn.addr). Set by
-	// the node before it joins.
-	advertised string
-	cfg        *Config
-	log        *slog.Logger
-	handler    requestHandler
-	server     *grpc.Server
-	lis        net.Listener
-	ctx        context.Context // cancelled by close: ends every stream
-	cancel     context.CancelFunc
+	// advertised is the address members dial this node at, and
+	// incarnation the random ID of the node's start: the first hello of
+	// the streams it dials says both (see conn.addr and
+	// retiredIncarnations). Set by the node before it joins.
+	advertised, incarnation string
+	cfg                     *Config
+	log                     *slog.Logger
+	handler                 requestHandler
+	server                  *grpc.Server
+	lis                     net.Listener
+	ctx                     context.Context // cancelled by close: ends every stream
+	cancel                  context.CancelFunc
 	// replies recycles the channels calls wait on for their reply frame
 	// (a frame is large, so each channel is a 250-byte allocation).
 	replies sync.Pool // chan frame, capacity 1, empty
@@ -375,7 +382,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 		flags |= helloLeaving // so that the acceptor says bye at once (see serveStream)
 	}
 	if err == nil {
-		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, message: t.advertised, hello: flags})
+		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, message: t.advertised, identity: t.incarnation, hello: flags})
 		err = stream.SendMsg(&hello)
 	}
 	if !timer.Stop() || err != nil {
@@ -466,6 +473,16 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	if err != nil {
 		t.log.Warn("cluster: refused a transport stream", "err", err)
 		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if hello.identity != "" && t.handler.retired(hello.node, hello.identity) {
+		// An earlier start of the member, which a later one replaced:
+		// tell it, and serve none of its requests (see
+		// retiredIncarnations). The answer goes before the status that
+		// ends the stream.
+		t.log.Warn("cluster: refused a stream from a replaced start of a member", "peer", hello.node, "addr", hello.message, "incarnation", hello.identity)
+		answer := appendFrame(nil, &frame{typ: frameHello, node: t.name, identity: hello.identity, hello: helloSuperseded})
+		_ = ss.SendMsg(&answer) // if it fails, the dialer is gone already
+		return status.Errorf(codes.FailedPrecondition, "cluster: %s: %v", hello.node, ErrSuperseded)
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()

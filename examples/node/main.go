@@ -82,6 +82,17 @@ func run() error {
 	}
 	defer node.Close()
 	fmt.Printf("%s: gossip on %s, gRPC on %s\n", node.Name(), node.GossipAddr(), node.GRPCAddr())
+	// The node may stop by itself (a later start under its name replaced
+	// it; see cluster.Node.Err): end with it.
+	ctx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	go func() {
+		select {
+		case <-node.Done():
+			cancelRun()
+		case <-ctx.Done():
+		}
+	}()
 
 	if *call != "" {
 		callEvery(ctx, node, strings.Split(*call, ","), *every)
@@ -89,6 +100,9 @@ func run() error {
 		<-ctx.Done()
 	}
 
+	if err := node.Err(); err != nil {
+		return err
+	}
 	fmt.Printf("%s: leaving the cluster\n", node.Name())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

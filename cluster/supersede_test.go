@@ -1,0 +1,130 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAnEarlierStartThatComesBackStops hangs a member's gossip (its
+// transport goes on, as a paused process's sockets do), restarts the
+// member under its name elsewhere, and then lets the old process call a
+// grain on a peer, as a resumed one would: the peer tells it a later start
+// replaced it, and it stops instead of serving on from a stale view. The
+// cluster keeps the new start, with the grain the old one had.
+func TestAnEarlierStartThatComesBackStops(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 3, 0, nil)
+	old, peer := nodes[1], nodes[2]
+	own, peers := identityOwnedBy(t, nodes, old), identityOwnedBy(t, nodes, peer)
+	add(t, old, own, 3)
+	if err := old.serf.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := old.cfg
+	cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Seeds = []string{nodes[0].GossipAddr()}
+	again := startNode(t, cfg)
+	waitFor(t, waitTimeout, "the peers to see the new start", func() bool {
+		for _, n := range []*Node{nodes[0], peer} {
+			if m, ok := memberNamed(n, cfg.NodeName); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() {
+				return false
+			}
+		}
+		return true
+	})
+
+	// The old process's view still places the peer's grain on the peer.
+	// Its first call may go out on a stream the peer has cut and fail;
+	// the one after dials, and is answered superseded.
+	var calls []error
+	waitFor(t, waitTimeout, "the old process to stop", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := old.Invoke(ctx, addCall(peers, 1))
+		calls = append(calls, err)
+		return isDone(old.Done())
+	})
+	for i, err := range calls {
+		if err == nil {
+			t.Errorf("call %d of %d from the old process succeeded after its successor started", i+1, len(calls))
+		}
+	}
+	if err := old.Err(); !errors.Is(err, ErrSuperseded) {
+		t.Errorf("old.Err() = %v, want ErrSuperseded", err)
+	}
+	if _, err := old.Invoke(context.Background(), addCall(own, 1)); !errors.Is(err, ErrNodeClosed) {
+		t.Errorf("call to its own grain after it stopped: %v, want ErrNodeClosed", err)
+	}
+
+	// An answer about another incarnation (a process that had this
+	// node's address before) changes nothing.
+	again.replaced(old.incarnation, peer.Name())
+	if err := again.Err(); err != nil || isDone(again.Done()) {
+		t.Fatalf("the new start stopped too: %v", err)
+	}
+	if got := add(t, nodes[0], own, 1); got != 1 {
+		t.Errorf("total = %d, want 1: the grain is activated afresh on the new start", got)
+	}
+	if got := where(t, peer, own); got != cfg.NodeName {
+		t.Errorf("%s answered from %s, want the new %s", own, got, cfg.NodeName)
+	}
+	if got := add(t, again, peers, 1); got != 1 {
+		t.Errorf("the new start's call to the peer's grain: total = %d, want 1 (the old process's calls did not run)", got)
+	}
+}
+
+// TestRetiredIncarnations feeds views to the record of replaced starts: a
+// start replaced by another is retired, one a view has again (the old
+// process took the name back) is not, members without an incarnation (older
+// nodes) and starts no view replaced are never retired, and the record
+// keeps the latest maxRetired.
+func TestRetiredIncarnations(t *testing.T) {
+	view := func(members ...Member) *placement { return newPlacement(members) }
+	at := func(name, incarnation string) Member {
+		return Member{Name: name, GRPCAddr: "127.0.0.1:1", Status: StatusAlive, incarnation: incarnation}
+	}
+	var r retiredIncarnations
+	steps := []struct {
+		view           *placement
+		retired, alive []string // "name/incarnation"
+	}{
+		{view(at("a", "a1"), at("b", "b1"), at("c", "")), nil, []string{"a/a1", "b/b1"}},
+		{view(at("a", "a2"), at("b", "b1"), at("c", "")), []string{"a/a1"}, []string{"a/a2", "b/b1"}},
+		// b is forgotten, then back under another start: no view had
+		// one replace the other.
+		{view(at("a", "a2"), at("c", "")), []string{"a/a1"}, []string{"a/a2", "b/b1"}},
+		{view(at("a", "a2"), at("b", "b2"), at("c", "c1")), []string{"a/a1"}, []string{"b/b1", "b/b2", "c/c1"}},
+		// The first start of a takes the name back after the second died.
+		{view(at("a", "a1"), at("b", "b2"), at("c", "c1")), []string{"a/a2"}, []string{"a/a1"}},
+	}
+	prev := newPlacement(nil)
+	for i, s := range steps {
+		r.update(prev, s.view)
+		prev = s.view
+		for _, want := range []struct {
+			ids     []string
+			retired bool
+		}{{s.retired, true}, {s.alive, false}} {
+			for _, id := range want.ids {
+				name, inc, _ := strings.Cut(id, "/")
+				if got := r.has(name, inc); got != want.retired {
+					t.Errorf("step %d: has(%s) = %v, want %v", i, id, got, want.retired)
+				}
+			}
+		}
+	}
+	for i := range maxRetired + 1 {
+		next := view(at("a", fmt.Sprint("x", i)))
+		r.update(prev, next)
+		prev = next
+	}
+	if r.has("a", "a1") || !r.has("a", "x0") || !r.has("a", fmt.Sprint("x", maxRetired-1)) {
+		t.Errorf("after %d more replacements: a1 kept %v, x0 %v, x%d %v; want the latest %d only",
+			maxRetired+1, r.has("a", "a1"), r.has("a", "x0"), maxRetired-1, r.has("a", fmt.Sprint("x", maxRetired-1)), maxRetired)
+	}
+}
