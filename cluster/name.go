@@ -51,6 +51,7 @@ func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 	}
 	for _, m := range members {
 		if m.Name != c.n.name {
+			c.n.tellIfSuperseded(m)
 			continue
 		}
 		addr := gossipAddr(m.Addr, m.Port)

@@ -3,6 +3,9 @@ package cluster
 import (
 	"slices"
 	"sync"
+	"time"
+
+	"github.com/hashicorp/serf/serf"
 )
 
 // An old process can come back after the cluster replaced it: a paused VM
@@ -25,11 +28,17 @@ import (
 // it leaves, which would be about the successor's name. Node.Err says
 // why it stopped.
 //
-// Only a member that saw the replacement answers so: a member whose view
+// An old process that dials nobody (its stale view places every grain its
+// callers ask for on itself) still gossips: its push-pull exchanges bring
+// its alive entry, with its tags, to a member's merge delegate, which
+// memberlist calls before it refuses the entry. A member that has the
+// entry's incarnation retired dials it at the entry's transport address
+// and says the same (transport.tellSuperseded), at most once per
+// tellSpacing.
+//
+// Only a member that saw the replacement says so: a member whose view
 // lags (it still has the old incarnation, or never heard of it) does not,
-// so a new start is never told it was superseded. An old process that
-// dials nobody, serving only grains its stale view places on itself, is
-// not told.
+// so a new start is never told it was superseded.
 
 // incarnationBytes is the size of a node's incarnation: random bytes, so
 // that two starts under one name differ with overwhelming probability.
@@ -40,15 +49,32 @@ const incarnationBytes = 8
 // not told it was replaced.
 const maxRetired = 64
 
+// tellSpacing is how long a member waits before it tells an old process
+// again that it was replaced, if its entry still comes through the
+// gossip: a process from before the superseded hello ignores it.
+const tellSpacing = 30 * time.Second
+
 // retiredIncarnations are the incarnations of members that a later start
 // under their name replaced in this node's view, oldest first.
 type retiredIncarnations struct {
 	mu  sync.Mutex
-	ids []memberIncarnation
+	ids []retiredIncarnation
 }
 
 // memberIncarnation is one start of a named member.
 type memberIncarnation struct{ name, incarnation string }
+
+// retiredIncarnation is a replaced start, and when this node last told it
+// so after seeing its entry in the gossip (see tell).
+type retiredIncarnation struct {
+	memberIncarnation
+	told time.Time
+}
+
+// find returns the index of id in r.ids, or -1. r.mu is held.
+func (r *retiredIncarnations) find(id memberIncarnation) int {
+	return slices.IndexFunc(r.ids, func(e retiredIncarnation) bool { return e.memberIncarnation == id })
+}
 
 // update records the incarnations the view p replaced since old, and
 // forgets those p has again (the old process took the name back after its
@@ -62,14 +88,14 @@ func (r *retiredIncarnations) update(old, p *placement) {
 		if m.incarnation == "" {
 			continue
 		}
-		r.ids = slices.DeleteFunc(r.ids, func(id memberIncarnation) bool {
-			return id == memberIncarnation{m.Name, m.incarnation}
-		})
+		if i := r.find(memberIncarnation{m.Name, m.incarnation}); i >= 0 {
+			r.ids = slices.Delete(r.ids, i, i+1)
+		}
 		if was, ok := old.member(m.Name); ok && was.incarnation != "" && was.incarnation != m.incarnation {
 			if len(r.ids) == maxRetired {
 				r.ids = slices.Delete(r.ids, 0, 1)
 			}
-			r.ids = append(r.ids, memberIncarnation{m.Name, was.incarnation})
+			r.ids = append(r.ids, retiredIncarnation{memberIncarnation: memberIncarnation{m.Name, was.incarnation}})
 		}
 	}
 }
@@ -79,7 +105,32 @@ func (r *retiredIncarnations) update(old, p *placement) {
 func (r *retiredIncarnations) has(name, incarnation string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Contains(r.ids, memberIncarnation{name, incarnation})
+	return r.find(memberIncarnation{name, incarnation}) >= 0
+}
+
+// tell reports whether the named member's incarnation is retired and was
+// not told so within tellSpacing before now; if so, it counts it told.
+func (r *retiredIncarnations) tell(name, incarnation string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := r.find(memberIncarnation{name, incarnation})
+	if i < 0 || !r.ids[i].told.IsZero() && now.Sub(r.ids[i].told) < tellSpacing {
+		return false
+	}
+	r.ids[i].told = now
+	return true
+}
+
+// tellIfSuperseded tells the process behind a member's alive entry from
+// the gossip that it was replaced, if its incarnation is retired here
+// (see retiredIncarnations). The merge delegate calls it under
+// memberlist's lock: the dial runs on a goroutine of its own.
+func (n *Node) tellIfSuperseded(m *serf.Member) {
+	inc, addr := m.Tags[tagIncarnation], m.Tags[tagGRPC]
+	if inc == "" || addr == "" || !n.retiredIDs.tell(m.Name, inc, time.Now()) {
+		return
+	}
+	go n.transport.tellSuperseded(m.Name, addr, inc)
 }
 
 // retired implements requestHandler.

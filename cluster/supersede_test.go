@@ -7,74 +7,117 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/serf/serf"
 )
 
 // TestAnEarlierStartThatComesBackStops hangs a member's gossip (its
 // transport goes on, as a paused process's sockets do), restarts the
-// member under its name elsewhere, and then lets the old process call a
-// grain on a peer, as a resumed one would: the peer tells it a later start
-// replaced it, and it stops instead of serving on from a stale view. The
-// cluster keeps the new start, with the grain the old one had.
+// member under its name elsewhere, and then lets the old process come
+// back: it calls a grain on a peer, or (as it dials nobody when its stale
+// view places its callers' grains on itself) its gossip reaches a peer.
+// Either way a peer tells it a later start replaced it, and it stops
+// instead of serving on from a stale view. The cluster keeps the new
+// start, with the grain the old one had.
 func TestAnEarlierStartThatComesBackStops(t *testing.T) {
 	t.Parallel()
-	nodes, _ := echoCluster(t, 3, 0, nil)
-	old, peer := nodes[1], nodes[2]
-	own, peers := identityOwnedBy(t, nodes, old), identityOwnedBy(t, nodes, peer)
-	add(t, old, own, 3)
-	if err := old.serf.Shutdown(); err != nil {
-		t.Fatal(err)
-	}
-
-	cfg := old.cfg
-	cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Seeds = []string{nodes[0].GossipAddr()}
-	again := startNode(t, cfg)
-	waitFor(t, waitTimeout, "the peers to see the new start", func() bool {
-		for _, n := range []*Node{nodes[0], peer} {
-			if m, ok := memberNamed(n, cfg.NodeName); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() {
-				return false
+	for _, tc := range []struct {
+		name     string
+		comeBack func(t *testing.T, old, peer *Node, peersGrain string)
+	}{
+		{"it calls a peer", func(t *testing.T, old, _ *Node, peersGrain string) {
+			// The old process's view still places the grain on the
+			// peer. Its first call may go out on a stream the peer has
+			// cut and fail; the one after dials, and is answered
+			// superseded.
+			var calls []error
+			waitFor(t, waitTimeout, "the old process to stop", func() bool {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				_, err := old.Invoke(ctx, addCall(peersGrain, 1))
+				calls = append(calls, err)
+				return isDone(old.Done())
+			})
+			for i, err := range calls {
+				if err == nil {
+					t.Errorf("call %d of %d from the old process succeeded after its successor started", i+1, len(calls))
+				}
 			}
-		}
-		return true
-	})
+		}},
+		{"its gossip reaches a peer", func(t *testing.T, old, peer *Node, _ string) {
+			// What a push-pull exchange of the old process hands the
+			// peer's merge delegate (the test hung its gossip for good).
+			entry := &serf.Member{Name: old.Name(), Status: serf.StatusAlive,
+				Tags: map[string]string{tagGRPC: old.GRPCAddr(), tagIncarnation: old.incarnation}}
+			if err := peer.claim.NotifyMerge([]*serf.Member{entry}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-old.Done():
+			case <-time.After(waitTimeout):
+				t.Fatal("the old process did not stop")
+			}
+			if peer.retiredIDs.tell(old.Name(), old.incarnation, time.Now()) {
+				t.Error("the peer would tell the old process again at once")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nodes, _ := echoCluster(t, 3, 0, nil)
+			old, peer := nodes[1], nodes[2]
+			own, peers := identityOwnedBy(t, nodes, old), identityOwnedBy(t, nodes, peer)
+			add(t, old, own, 3)
+			if err := old.serf.Shutdown(); err != nil {
+				t.Fatal(err)
+			}
 
-	// The old process's view still places the peer's grain on the peer.
-	// Its first call may go out on a stream the peer has cut and fail;
-	// the one after dials, and is answered superseded.
-	var calls []error
-	waitFor(t, waitTimeout, "the old process to stop", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := old.Invoke(ctx, addCall(peers, 1))
-		calls = append(calls, err)
-		return isDone(old.Done())
-	})
-	for i, err := range calls {
-		if err == nil {
-			t.Errorf("call %d of %d from the old process succeeded after its successor started", i+1, len(calls))
-		}
-	}
-	if err := old.Err(); !errors.Is(err, ErrSuperseded) {
-		t.Errorf("old.Err() = %v, want ErrSuperseded", err)
-	}
-	if _, err := old.Invoke(context.Background(), addCall(own, 1)); !errors.Is(err, ErrNodeClosed) {
-		t.Errorf("call to its own grain after it stopped: %v, want ErrNodeClosed", err)
-	}
+			cfg := old.cfg
+			cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+			cfg.Seeds = []string{nodes[0].GossipAddr()}
+			again := startNode(t, cfg)
+			waitFor(t, waitTimeout, "the peers to see the new start", func() bool {
+				for _, n := range []*Node{nodes[0], peer} {
+					if m, ok := memberNamed(n, cfg.NodeName); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() {
+						return false
+					}
+				}
+				return true
+			})
 
-	// An answer about another incarnation (a process that had this
-	// node's address before) changes nothing.
-	again.replaced(old.incarnation, peer.Name())
-	if err := again.Err(); err != nil || isDone(again.Done()) {
-		t.Fatalf("the new start stopped too: %v", err)
-	}
-	if got := add(t, nodes[0], own, 1); got != 1 {
-		t.Errorf("total = %d, want 1: the grain is activated afresh on the new start", got)
-	}
-	if got := where(t, peer, own); got != cfg.NodeName {
-		t.Errorf("%s answered from %s, want the new %s", own, got, cfg.NodeName)
-	}
-	if got := add(t, again, peers, 1); got != 1 {
-		t.Errorf("the new start's call to the peer's grain: total = %d, want 1 (the old process's calls did not run)", got)
+			tc.comeBack(t, old, peer, peers)
+			if err := old.Err(); !errors.Is(err, ErrSuperseded) {
+				t.Errorf("old.Err() = %v, want ErrSuperseded", err)
+			}
+			if _, err := old.Invoke(context.Background(), addCall(own, 1)); !errors.Is(err, ErrNodeClosed) {
+				t.Errorf("call to its own grain after it stopped: %v, want ErrNodeClosed", err)
+			}
+
+			// An answer about another incarnation (a process that had
+			// this node's address before) changes nothing, nor does the
+			// new start's own entry in the gossip.
+			again.replaced(old.incarnation, peer.Name())
+			entry := &serf.Member{Name: again.Name(), Status: serf.StatusAlive,
+				Tags: map[string]string{tagGRPC: again.GRPCAddr(), tagIncarnation: again.incarnation}}
+			if err := peer.claim.NotifyMerge([]*serf.Member{entry}); err != nil {
+				t.Fatal(err)
+			}
+			if peer.retiredIDs.has(again.Name(), again.incarnation) {
+				t.Error("the peer has the new start's incarnation retired")
+			}
+			if got := add(t, nodes[0], own, 1); got != 1 {
+				t.Errorf("total = %d, want 1: the grain is activated afresh on the new start", got)
+			}
+			if got := where(t, peer, own); got != cfg.NodeName {
+				t.Errorf("%s answered from %s, want the new %s", own, got, cfg.NodeName)
+			}
+			if got := add(t, again, peers, 1); got != 1 {
+				t.Errorf("the new start's call to the peer's grain: total = %d, want 1 (the old process's calls did not run)", got)
+			}
+			if err := again.Err(); err != nil || isDone(again.Done()) {
+				t.Fatalf("the new start stopped too: %v", err)
+			}
+		})
 	}
 }
 

@@ -449,6 +449,29 @@ func (t *transport) forget(c *conn) {
 	}
 }
 
+// tellSuperseded dials an earlier start of the named member at addr, which
+// a later start replaced, and tells it so (see retiredIncarnations): a
+// hello that says superseded, naming its incarnation. The old process
+// then stops, which ends the stream; it is cut after DialTimeout if not.
+func (t *transport) tellSuperseded(name, addr, incarnation string) {
+	c, err := t.open(&Member{Name: name, GRPCAddr: addr})
+	if err != nil {
+		t.log.Debug("cluster: dial a replaced start of a member", "peer", name, "addr", addr, "err", err)
+		return
+	}
+	t.log.Warn("cluster: telling a replaced start of a member that it was replaced", "peer", name, "addr", addr, "incarnation", incarnation)
+	f := frame{typ: frameHello, node: t.name, identity: incarnation, hello: helloSuperseded}
+	if c.send(t.ctx, &f) == nil {
+		wait := time.NewTimer(t.cfg.DialTimeout)
+		defer wait.Stop()
+		select {
+		case <-c.done:
+		case <-wait.C:
+		}
+	}
+	c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: told %s at %s it was replaced", name, addr))
+}
+
 // serveStream runs a stream a peer dialed: it waits for the peer's hello,
 // offers the stream for calls to that peer, and serves it until either side
 // ends it.
