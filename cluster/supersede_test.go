@@ -45,11 +45,27 @@ func TestAnEarlierStartThatComesBackStops(t *testing.T) {
 			}
 		}},
 		{"its gossip reaches a peer", func(t *testing.T, old, peer *Node, _ string) {
-			// What a push-pull exchange of the old process hands the
-			// peer's merge delegate (the test hung its gossip for good).
-			entry := &serf.Member{Name: old.Name(), Status: serf.StatusAlive,
-				Tags: map[string]string{tagGRPC: old.GRPCAddr(), tagIncarnation: old.incarnation}}
-			if err := peer.claim.NotifyMerge([]*serf.Member{entry}); err != nil {
+			// The test stopped the old process's gossip for good; a
+			// serf of its own under its name and tags stands in for it
+			// as it comes back, and joins the peer: the join's
+			// exchange hands the peer the entry a resumed process's
+			// push-pull would, which the peer's memberlist refuses.
+			tags, err := nodeTags(old.GRPCAddr(), old.incarnation, old.cfg.Kinds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := old.cfg
+			cfg.BindAddr = "127.0.0.1:0"
+			sc, err := newSerfConfig(&cfg, tags, nil, newSerfLogger(cfg.Logger), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resumed, err := serf.Create(sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = resumed.Shutdown() })
+			if _, err := resumed.Join([]string{peer.GossipAddr()}, true); err != nil {
 				t.Fatal(err)
 			}
 			select {
