@@ -43,29 +43,36 @@ type nameClaim struct {
 	other string // the address the name was last seen held at
 }
 
-// NotifyMerge implements serf.MergeDelegate. It never refuses a merge.
+// NotifyMerge implements serf.MergeDelegate. It never refuses a merge. It
+// also hands every other member's entry to Node.tellIfSuperseded, since
+// serf takes one merge delegate.
 func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 	self := c.self.Load()
 	if self == nil {
 		return nil // serf is starting: its own alive message
 	}
 	for _, m := range members {
-		if m.Name != c.n.name {
+		if m.Name == c.n.name {
+			c.observe(m, *self)
+		} else {
 			c.n.tellIfSuperseded(m)
-			continue
 		}
-		addr := gossipAddr(m.Addr, m.Port)
-		if m.Status == serf.StatusLeft || addr == *self {
-			c.held.Store(false) // the name is free, or this node's
-			return nil
-		}
-		c.mu.Lock()
-		c.other = addr
-		c.mu.Unlock()
-		c.held.Store(true)
-		return nil
 	}
 	return nil
+}
+
+// observe records whether the entry under this node's name, whose own
+// gossip address is self, has the name held at another address.
+func (c *nameClaim) observe(m *serf.Member, self string) {
+	addr := gossipAddr(m.Addr, m.Port)
+	if m.Status == serf.StatusLeft || addr == self {
+		c.held.Store(false) // the name is free, or this node's
+		return
+	}
+	c.mu.Lock()
+	c.other = addr
+	c.mu.Unlock()
+	c.held.Store(true)
 }
 
 // await returns once the name is this node's: at once, unless the join

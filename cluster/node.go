@@ -521,7 +521,8 @@ func (n *Node) GossipAddr() string {
 // GRPCAddr returns the address the node's transport listens on.
 func (n *Node) GRPCAddr() string { return n.transport.addr().String() }
 
-// Done returns a channel that is closed when the node has stopped.
+// Done returns a channel that is closed when the node has stopped: after
+// Shutdown or Close, or by itself (see Err).
 func (n *Node) Done() <-chan struct{} { return n.done }
 
 // Shutdown stops the node gracefully: it leaves the gossip, so that the

@@ -25,7 +25,7 @@ func TestAnEarlierStartThatComesBackStops(t *testing.T) {
 		name     string
 		comeBack func(t *testing.T, old, peer *Node, peersGrain string)
 	}{
-		{"it calls a peer", func(t *testing.T, old, _ *Node, peersGrain string) {
+		{"it calls a peer", func(t *testing.T, old, peer *Node, peersGrain string) {
 			// The old process's view still places the grain on the
 			// peer. Its first call may go out on a stream the peer has
 			// cut and fail; the one after dials, and is answered
@@ -42,6 +42,17 @@ func TestAnEarlierStartThatComesBackStops(t *testing.T) {
 				if err == nil {
 					t.Errorf("call %d of %d from the old process succeeded after its successor started", i+1, len(calls))
 				}
+			}
+			// Its entry in a join's member list, after the peer's own,
+			// is looked at too: the peer counts it told.
+			self := peer.serf.LocalMember()
+			entry := &serf.Member{Name: old.Name(), Status: serf.StatusAlive,
+				Tags: map[string]string{tagGRPC: old.GRPCAddr(), tagIncarnation: old.incarnation}}
+			if err := peer.claim.NotifyMerge([]*serf.Member{&self, entry}); err != nil {
+				t.Fatal(err)
+			}
+			if peer.retiredIDs.tell(old.Name(), old.incarnation, time.Now()) {
+				t.Error("the merge delegate skipped the old process's entry behind the peer's own")
 			}
 		}},
 		{"its gossip reaches a peer", func(t *testing.T, old, peer *Node, _ string) {
