@@ -36,7 +36,7 @@ type frame struct {
 	code     codes.Code
 	id       uint64
 	kind     string
-	identity string // a request's grain; in a hello frame, the sender's incarnation (see Node.incarnation)
+	identity string // a request's grain; in a hello frame, an incarnation (see fieldIdentity)
 	method   string
 	payload  []byte
 	timeout  time.Duration // time left until the caller's deadline; 0 = none
@@ -80,10 +80,10 @@ const (
 	fieldType protowire.Number = 1
 	fieldID   protowire.Number = 2
 	fieldKind protowire.Number = 3
-	// fieldIdentity is a request's grain identity. In a dialer's first
-	// hello it is the sender's incarnation, which a peer that saw a later
-	// start take the name answers with fieldSuperseded; an older peer
-	// reads neither.
+	// fieldIdentity is a request's grain identity. In a hello frame it
+	// is an incarnation (see retiredIncarnations): in a dialer's first
+	// hello, the dialer's own; in a hello with fieldSuperseded, the
+	// receiver's. An older peer reads neither.
 	fieldIdentity protowire.Number = 4
 	fieldMethod   protowire.Number = 5
 	fieldPayload  protowire.Number = 6
@@ -129,10 +129,12 @@ const (
 	// cluster gracefully, perhaps before the gossip says so (see
 	// conn.peerLeaving). A hello, for the reason fieldBye is.
 	fieldLeaving protowire.Number = 22
-	// fieldSuperseded, in the hello frame an acceptor answers a dialer's
-	// with, says that the dialer's name belongs to a later start of the
-	// node: the acceptor's view replaced the dialer's incarnation with
-	// another (see Node.superseded). A hello, for the reason fieldBye is.
+	// fieldSuperseded, in a hello frame, tells the receiver that a later
+	// start under its name replaced it: the sender's view replaced the
+	// incarnation in fieldIdentity with another (see
+	// retiredIncarnations). An acceptor answers such a dialer's first
+	// hello with it, and a member that sees such a start's gossip dials
+	// it to send it. A hello, for the reason fieldBye is.
 	fieldSuperseded protowire.Number = 23
 )
 

@@ -288,6 +288,9 @@ func (n *Node) refresh() {
 // one it replaces (see refresh). n.refreshMu is held.
 func (n *Node) replaceView(p *placement) {
 	old := n.view.Load()
+	// Before p is seen: from then on a stream from a start that p
+	// replaced is refused (see retiredIncarnations).
+	n.retiredIDs.update(old, p)
 	n.view.Store(p)
 	n.viewMu.Lock()
 	if n.viewNext != nil {
@@ -295,7 +298,6 @@ func (n *Node) replaceView(p *placement) {
 		n.viewNext = nil
 	}
 	n.viewMu.Unlock()
-	n.retiredIDs.update(old, p)
 	n.dropFailed(old, p)
 	n.dropMoved(old, p)
 	n.byeToLeavers(old, p)

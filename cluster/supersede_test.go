@@ -105,7 +105,8 @@ func TestAnEarlierStartThatComesBackStops(t *testing.T) {
 			again := startNode(t, cfg)
 			waitFor(t, waitTimeout, "the peers to see the new start", func() bool {
 				for _, n := range []*Node{nodes[0], peer} {
-					if m, ok := memberNamed(n, cfg.NodeName); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() {
+					if m, ok := memberNamed(n, cfg.NodeName); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() ||
+						!n.retiredIDs.has(cfg.NodeName, old.incarnation) {
 						return false
 					}
 				}
