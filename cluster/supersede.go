@@ -88,8 +88,8 @@ func (r *retiredIncarnations) update(old, p *placement) {
 		if m.incarnation == "" {
 			continue
 		}
-		if i := r.find(memberIncarnation{m.Name, m.incarnation}); i >= 0 {
-			r.ids = slices.Delete(r.ids, i, i+1)
+		if j := r.find(memberIncarnation{m.Name, m.incarnation}); j >= 0 {
+			r.ids = slices.Delete(r.ids, j, j+1)
 		}
 		if was, ok := old.member(m.Name); ok && was.incarnation != "" && was.incarnation != m.incarnation {
 			if len(r.ids) == maxRetired {

@@ -460,7 +460,7 @@ func (t *transport) tellSuperseded(name, addr, incarnation string) {
 		return
 	}
 	t.log.Warn("cluster: telling a replaced start of a member that it was replaced", "peer", name, "addr", addr, "incarnation", incarnation)
-	f := frame{typ: frameHello, node: t.name, identity: incarnation, hello: helloSuperseded}
+	f := t.supersededHello(incarnation)
 	if c.send(t.ctx, &f) == nil {
 		wait := time.NewTimer(t.cfg.DialTimeout)
 		defer wait.Stop()
@@ -470,6 +470,12 @@ func (t *transport) tellSuperseded(name, addr, incarnation string) {
 		}
 	}
 	c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: told %s at %s it was replaced", name, addr))
+}
+
+// supersededHello is the hello that tells a replaced start, the one with
+// incarnation, that it was replaced (see fieldSuperseded).
+func (t *transport) supersededHello(incarnation string) frame {
+	return frame{typ: frameHello, node: t.name, identity: incarnation, hello: helloSuperseded}
 }
 
 // serveStream runs a stream a peer dialed: it waits for the peer's hello,
@@ -503,7 +509,8 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 		// retiredIncarnations). The answer goes before the status that
 		// ends the stream.
 		t.log.Warn("cluster: refused a stream from a replaced start of a member", "peer", hello.node, "addr", hello.message, "incarnation", hello.identity)
-		answer := appendFrame(nil, &frame{typ: frameHello, node: t.name, identity: hello.identity, hello: helloSuperseded})
+		f := t.supersededHello(hello.identity)
+		answer := appendFrame(nil, &f)
 		_ = ss.SendMsg(&answer) // if it fails, the dialer is gone already
 		return status.Errorf(codes.FailedPrecondition, "cluster: %s: %v", hello.node, ErrSuperseded)
 	}
