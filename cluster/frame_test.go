@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -740,5 +741,51 @@ func TestClosedStreamEndsItsServedRequests(t *testing.T) {
 	}
 	if got := add(t, g.caller, g.id, 1); got != 1 {
 		t.Fatalf("total = %d after the reset stream, want 1", got)
+	}
+}
+
+// TestRawCodecKeepsUnpooledSlices checks how a received message becomes a
+// batch: gRPC's own small slice is kept as it is, cut to the message so
+// that the reader never pools it; a message in pooled or several buffers
+// is copied, since gRPC frees those.
+func TestRawCodecKeepsUnpooledSlices(t *testing.T) {
+	var pool batchPool
+	pool.init()
+	c := rawCodec{pool: &pool}
+
+	frameBuf := []byte("first message|the next one")
+	msg := frameBuf[:13:len(frameBuf)] // as gRPC splits a data frame that holds two messages
+	var got []byte
+	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer(msg)}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "first message" || unsafe.SliceData(got) != unsafe.SliceData(msg) {
+		t.Fatalf("an unpooled slice was copied: %q", got)
+	}
+	if cap(got) != len(got) {
+		t.Fatalf("kept slice has capacity %d past its %d bytes: the reader could pool the next message's bytes", cap(got), len(got))
+	}
+
+	// A message in a pooled buffer is freed after Unmarshal: copied.
+	owned := bytes.Repeat([]byte{7}, 2*smallBatch)
+	src := &owned
+	gp := mem.NewTieredBufferPool(4 * smallBatch)
+	pooled := mem.NewBuffer(src, gp)
+	if err := c.Unmarshal(mem.BufferSlice{pooled}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, owned) || unsafe.SliceData(got) == unsafe.SliceData(owned) {
+		t.Fatal("a message in a pooled buffer was not copied")
+	}
+
+	// A message in two slices is copied into one.
+	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer("ab"), mem.SliceBuffer("cd")}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "abcd" {
+		t.Fatalf("two slices decoded as %q", got)
+	}
+	if err := c.Unmarshal(mem.BufferSlice{}, new(string)); err == nil {
+		t.Fatal("unmarshal into a string: no error")
 	}
 }
