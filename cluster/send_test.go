@@ -191,12 +191,14 @@ func recordCall(identity string, v int64) Call {
 // logLines records the messages a node logs, to check what a one-way
 // message that fails leaves behind: nobody else hears of it.
 type logLines struct {
+	debug bool // record every level, not only Warn and above
 	mu    sync.Mutex
 	lines []string // "message key=value ..."
 }
 
 // handler returns a slog.Handler that records into l the records at Warn
-// and above, and passes every record on to next.
+// and above (at every level with l.debug), and passes every record on to
+// next.
 func (l *logLines) handler(next slog.Handler) slog.Handler { return &lineHandler{l: l, next: next} }
 
 // count returns how many recorded lines contain every one of parts.
@@ -216,6 +218,9 @@ func (l *logLines) count(parts ...string) int {
 	return n
 }
 
+// records reports whether l records a record at level.
+func (l *logLines) records(level slog.Level) bool { return l.debug || level >= slog.LevelWarn }
+
 type lineHandler struct {
 	l     *logLines
 	next  slog.Handler
@@ -223,7 +228,7 @@ type lineHandler struct {
 }
 
 func (h *lineHandler) Enabled(ctx context.Context, level slog.Level) bool {
-	return level >= slog.LevelWarn || h.next.Enabled(ctx, level)
+	return h.l.records(level) || h.next.Enabled(ctx, level)
 }
 
 func (h *lineHandler) Handle(ctx context.Context, r slog.Record) error {
@@ -237,7 +242,7 @@ func (h *lineHandler) Handle(ctx context.Context, r slog.Record) error {
 		add(a)
 	}
 	r.Attrs(add)
-	if r.Level >= slog.LevelWarn {
+	if h.l.records(r.Level) {
 		h.l.mu.Lock()
 		h.l.lines = append(h.l.lines, b.String())
 		h.l.mu.Unlock()

@@ -130,7 +130,7 @@ func (n *Node) tellIfSuperseded(m *serf.Member) {
 	if inc == "" || addr == "" || !n.retiredIDs.tell(m.Name, inc, time.Now()) {
 		return
 	}
-	go n.transport.tellSuperseded(m.Name, addr, inc)
+	n.transport.goTell(m.Name, addr, inc)
 }
 
 // retired implements requestHandler.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +199,49 @@ func TestRetiredIncarnations(t *testing.T) {
 	if r.has("a", "a1") || !r.has("a", "x0") || !r.has("a", fmt.Sprint("x", maxRetired-1)) {
 		t.Errorf("after %d more replacements: a1 kept %v, x0 %v, x%d %v; want the latest %d only",
 			maxRetired+1, r.has("a", "a1"), r.has("a", "x0"), maxRetired-1, r.has("a", fmt.Sprint("x", maxRetired-1)), maxRetired)
+	}
+}
+
+// TestCloseWaitsForATell checks that a node's Close waits for the
+// goroutine that tells a replaced start so: here it dials an address that
+// accepts and never answers, and is still dialing when the node closes.
+// What the goroutine logs as it gives up must be logged before Close
+// returns, not after (with a test's logger, after the test).
+func TestCloseWaitsForATell(t *testing.T) {
+	t.Parallel()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = silent.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := silent.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+
+	logs := &logLines{debug: true}
+	cfg := testConfig(t)
+	cfg.Logger = slog.New(logs.handler(cfg.Logger.Handler()))
+	cfg.DialTimeout = time.Hour // the tell is cut by Close, not by its timeout
+	n := startNode(t, cfg)
+	at := func(incarnation string) *placement {
+		return newPlacement([]Member{{Name: "ghost", GRPCAddr: "127.0.0.1:1", Status: StatusAlive, incarnation: incarnation}})
+	}
+	n.retiredIDs.update(at("old"), at("new"))
+	n.tellIfSuperseded(&serf.Member{Name: "ghost", Tags: map[string]string{tagIncarnation: "old", tagGRPC: silent.Addr().String()}})
+	select {
+	case c := <-accepted:
+		t.Cleanup(func() { _ = c.Close() })
+	case <-time.After(waitTimeout):
+		t.Fatal("the tell did not dial")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if logs.count("dial a replaced start of a member", "peer=ghost") != 1 {
+		t.Fatal("Close returned before the tell's dial ended")
 	}
 }

@@ -216,6 +216,9 @@ type transport struct {
 	// do not answer a peer's bye with their own, as the node says bye
 	// itself once it has passed on what it holds (see farewell).
 	leaving atomic.Bool
+	// tells counts the goroutines that tell a replaced start so (see
+	// goTell); close waits for them.
+	tells sync.WaitGroup
 
 	mu     sync.Mutex
 	peers  map[string]*peerEntry
@@ -474,6 +477,21 @@ func (t *transport) forget(c *conn) {
 	}
 }
 
+// goTell runs tellSuperseded on a goroutine of its own, which close waits
+// for; once the transport is closed it does nothing.
+func (t *transport) goTell(name, addr, incarnation string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.tells.Add(1)
+	go func() {
+		defer t.tells.Done()
+		t.tellSuperseded(name, addr, incarnation)
+	}()
+}
+
 // tellSuperseded dials an earlier start of the named member at addr, which
 // a later start replaced, and tells it so (see retiredIncarnations): a
 // hello that says superseded, naming its incarnation. The old process
@@ -727,6 +745,9 @@ func (t *transport) close(ctx context.Context) {
 		c.close(err)
 	}
 	t.cancel()
+	// A tell dialing now fails with t.ctx, and one on a stream ends with
+	// its conn: each is over soon.
+	t.tells.Wait()
 	t.servers.close()
 	stopped := make(chan struct{})
 	go func() {
