@@ -1,0 +1,74 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+)
+
+// brokenStream is a stream whose every send fails, as a stream does whose
+// TCP connection broke under it, and whose receive is never called (the
+// test starts no reader).
+type brokenStream struct{ sends atomic.Int32 }
+
+var errBrokenPipe = errors.New("write: broken pipe")
+
+func (s *brokenStream) SendMsg(any) error { s.sends.Add(1); return errBrokenPipe }
+func (s *brokenStream) RecvMsg(any) error { panic("cluster test: brokenStream has no reader") }
+
+// TestLoneCallWhoseWriteFails checks the call that registered itself and
+// then failed to write its own request (see conn.queue's writeAlone): it
+// returns ErrUnavailable at once rather than waiting for a reply, the conn
+// is closed with nothing left registered, a later call fails without
+// writing, and the call's reply channel, which the conn's close sent an end
+// to, is not recycled for another call to read that end as its own.
+func TestLoneCallWhoseWriteFails(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, testConfig(t))
+	tr := n.transport
+	// Whatever the pool holds from the node's start is taken out, so that
+	// what is found in it below was put there by the calls.
+	for tr.replies.Get() != nil {
+	}
+
+	// sync.Pool drops a quarter of its Puts at random under -race: the
+	// failed call is repeated so that a recycled channel would be found.
+	// The empty channel of the call on the closed conn is recycled, and
+	// taken out again below.
+	for range 16 {
+		s := &brokenStream{}
+		canceled := false
+		c := newConn(tr, "peer", "", s, func() { canceled = true }, nil)
+		_, err := c.call(context.Background(), &frame{typ: frameRequest, kind: "Counter", identity: "a", method: "Add"})
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(c.closedErr(), ErrUnavailable) {
+			t.Fatalf("call on a broken stream: %v (the conn's error %v), want ErrUnavailable for both", err, c.closedErr())
+		}
+		if !isDone(c.done) || !canceled {
+			t.Fatal("the conn was not closed by its failed write")
+		}
+		c.mu.Lock()
+		left := len(c.calls)
+		c.mu.Unlock()
+		if left != 0 {
+			t.Fatalf("%d calls still registered on the closed conn", left)
+		}
+		if _, err := c.call(context.Background(), &frame{typ: frameRequest, kind: "Counter", identity: "a", method: "Add"}); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("call on the closed conn: %v, want ErrUnavailable", err)
+		}
+		if got := s.sends.Load(); got != 1 {
+			t.Fatalf("%d sends on the stream, want the failed call's one", got)
+		}
+		// Checked after each call: a next call that took a recycled channel
+		// with an end in it would block the conn's close sending its own.
+		for {
+			ch, ok := tr.replies.Get().(chan frame)
+			if !ok {
+				break
+			}
+			if len(ch) != 0 {
+				t.Fatalf("a recycled reply channel holds a frame of type %d: the next call would take it as its reply", (<-ch).typ)
+			}
+		}
+	}
+}
