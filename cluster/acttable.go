@@ -54,13 +54,20 @@ func (t *actTable) home(h uint64) uint64 {
 // find returns the activation of (hk, identity), whose key hashes to h, or
 // nil. It takes no lock. A table is never full, so a probe ends at nil.
 func (t *actTable) find(h uint64, hk *hostedKind, identity string) *activation {
+	return findIn(t, h, hk, identity)
+}
+
+// findIn is find for an identity as a string or as bytes: the stream's
+// reader looks one up as the bytes of a frame (see Node.heldIdentity).
+// Comparing string(identity) does not allocate.
+func findIn[S ~string | ~[]byte](t *actTable, h uint64, hk *hostedKind, identity S) *activation {
 	mask := uint64(len(t.slots) - 1)
 	for i := t.home(h); ; i = (i + 1) & mask {
 		a := t.slots[i].Load()
 		if a == nil {
 			return nil
 		}
-		if a.hk == hk && a.identity == identity {
+		if a.hk == hk && a.identity == string(identity) {
 			return a // never the tombstone, which has no kind
 		}
 	}

@@ -89,6 +89,7 @@ func newConn(t *transport, peer, addr string, s msgStream, cancel context.Cancel
 		calls:  make(map[uint64]pendingCall),
 		served: make(map[uint64]*servedCtx),
 	}
+	c.names.held = t.handler
 	return c
 }
 

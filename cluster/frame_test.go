@@ -789,3 +789,83 @@ func TestRawCodecKeepsUnpooledSlices(t *testing.T) {
 		t.Fatal("unmarshal into a string: no error")
 	}
 }
+
+// TestReaderSharesHeldIdentities decodes requests to a node's active
+// grains, their kind and method as name ids (resolved only at the end of
+// each frame), and checks that each frame's identity is the string its
+// activation holds, so that decoding them allocates nothing, while an
+// identity with no activation, or of a kind the node does not host, still
+// decodes to its own string.
+func TestReaderSharesHeldIdentities(t *testing.T) {
+	nodes, _ := echoCluster(t, 1, time.Hour, nil)
+	n := nodes[0]
+	active := []string{"held-a", "held-b"}
+	for _, id := range active {
+		add(t, n, id, 1)
+	}
+	var d nameDict
+	d.on = true
+	encode := func(reqs ...frame) []byte {
+		var batch []byte
+		for i := range reqs {
+			reqs[i].refs = d.refs(&reqs[i])
+			batch = appendFrame(batch, &reqs[i])
+		}
+		return batch
+	}
+	req := func(kind, identity string) frame {
+		return frame{typ: frameRequest, id: 1, kind: kind, identity: identity, method: methodAdd, payload: []byte{8, 1}}
+	}
+	if c := newConn(n.transport, "peer", "", nil, func() {}, nil); c.names.held != identityHolder(n) {
+		t.Fatalf("a conn's reader looks identities up in %v, not in its node", c.names.held)
+	}
+	names := nameTable{held: n}
+	var got []frame
+	collect := func(f *frame) { got = append(got, *f) }
+	// The first batch defines the names; "cold" has no activation and
+	// "other.Kind" no hosted kind.
+	first := encode(req(echoKind, "held-a"), req(echoKind, "cold"), req("other.Kind", "held-b"), req(echoKind, "held-a"))
+	if err := decodeBatchNames(first, &names, collect); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"held-a", "cold", "held-b", "held-a"}
+	if len(got) != len(want) {
+		t.Fatalf("decoded %d frames, want %d", len(got), len(want))
+	}
+	for i, f := range got {
+		if f.identity != want[i] {
+			t.Fatalf("frame %d: identity %q, want %q", i, f.identity, want[i])
+		}
+	}
+	held := func(f frame) bool {
+		a := n.acts.peek(actKey{kind: echoKind, identity: f.identity})
+		return a != nil && unsafe.StringData(a.identity) == unsafe.StringData(f.identity)
+	}
+	if !held(got[0]) || !held(got[3]) {
+		t.Fatalf("requests to active grains do not share their activations' identities")
+	}
+	if held(got[2]) {
+		t.Fatalf("a request to another kind shares the identity of an activation of %s", echoKind)
+	}
+
+	// Alternating grains, so that no frame repeats the previous identity.
+	again := encode(req(echoKind, "held-a"), req(echoKind, "held-b"), req(echoKind, "held-a"), req(echoKind, "held-b"))
+	got = got[:0]
+	if err := decodeBatchNames(again, &names, collect); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range got {
+		if f.identity != active[i%2] || !held(f) {
+			t.Fatalf("frame %d: identity %q, not %s's activation's", i, f.identity, active[i%2])
+		}
+	}
+	var f frame
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := decodeBatchInto(again, &f, &names, func(*frame) {}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("decoding four requests to active grains allocated %v times, want 0", allocs)
+	}
+}

@@ -240,6 +240,21 @@ func (n *Node) decodeRequest(req *frame) decodedRequest {
 	return decodedRequest{hk: hk, m: m, msg: msg}
 }
 
+// heldIdentity implements identityHolder. It takes no lock: the
+// activation it finds may be going away, but its identity is the same
+// string all the same.
+func (n *Node) heldIdentity(kind string, v []byte) string {
+	hk := n.kinds[kind]
+	if hk == nil {
+		return ""
+	}
+	h := hashString(hk.keySeed, v)
+	if a := findIn(n.acts.shards[h%actShards].tab.Load(), h, hk, v); a != nil {
+		return a.identity
+	}
+	return ""
+}
+
 // decodePayload decodes the payload of req, a request (what says which
 // kind, for the error) to method m, into a new request message. A payload
 // that does not decode is a bad request.

@@ -170,7 +170,7 @@ func kindSeed(kind string) uint64 {
 	return h
 }
 
-func hashString(h uint64, s string) uint64 {
+func hashString[S ~string | ~[]byte](h uint64, s S) uint64 {
 	for i := 0; i < len(s); i++ {
 		h ^= uint64(s[i])
 		h *= fnvPrime

@@ -142,6 +142,9 @@ type requestHandler interface {
 	// stream's reader calls it, so that no frame keeps the batch it came
 	// in once the reader is done with it (see conn.serve).
 	decodeRequest(req *frame) decodedRequest
+	// identityHolder lets the reader share an active grain's identity
+	// string instead of making one per request (see nameTable.identity).
+	identityHolder
 	// serveRequest runs req, decoded as d, and returns the reply frame
 	// (its id is set by the caller). The reply is a value so that it need
 	// not live on the heap: the conn encodes it into its queue at once.
