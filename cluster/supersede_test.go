@@ -206,7 +206,10 @@ func TestRetiredIncarnations(t *testing.T) {
 // goroutine that tells a replaced start so: here it dials an address that
 // accepts and never answers, and is still dialing when the node closes.
 // What the goroutine logs as it gives up must be logged before Close
-// returns, not after (with a test's logger, after the test).
+// returns, not after (with a test's logger, after the test). The logger
+// holds that record until Close has returned, for a second at most, so
+// that a Close that does not wait for the tell returns first in every run,
+// rather than only when the tell happens to end late.
 func TestCloseWaitsForATell(t *testing.T) {
 	t.Parallel()
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -223,8 +226,11 @@ func TestCloseWaitsForATell(t *testing.T) {
 	}()
 
 	logs := &logLines{debug: true}
+	closed := make(chan struct{})
 	cfg := testConfig(t)
-	cfg.Logger = slog.New(logs.handler(cfg.Logger.Handler()))
+	cfg.Logger = slog.New(&holdingHandler{
+		Handler: logs.handler(cfg.Logger.Handler()), match: "dial a replaced start of a member", until: closed, most: time.Second,
+	})
 	cfg.DialTimeout = time.Hour // the tell is cut by Close, not by its timeout
 	n := startNode(t, cfg)
 	at := func(incarnation string) *placement {
@@ -238,10 +244,40 @@ func TestCloseWaitsForATell(t *testing.T) {
 	case <-time.After(waitTimeout):
 		t.Fatal("the tell did not dial")
 	}
-	if err := n.Close(); err != nil {
+	err = n.Close()
+	logged := logs.count("dial a replaced start of a member", "peer=ghost")
+	close(closed)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if logs.count("dial a replaced start of a member", "peer=ghost") != 1 {
+	if logged != 1 {
 		t.Fatal("Close returned before the tell's dial ended")
 	}
+}
+
+// holdingHandler holds each record whose message contains match until
+// until is closed, or for most at the longest, then hands it on.
+type holdingHandler struct {
+	slog.Handler
+	match string
+	until <-chan struct{}
+	most  time.Duration
+}
+
+func (h *holdingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.match) {
+		select {
+		case <-h.until:
+		case <-time.After(h.most):
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h *holdingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &holdingHandler{Handler: h.Handler.WithAttrs(attrs), match: h.match, until: h.until, most: h.most}
+}
+
+func (h *holdingHandler) WithGroup(name string) slog.Handler {
+	return &holdingHandler{Handler: h.Handler.WithGroup(name), match: h.match, until: h.until, most: h.most}
 }
