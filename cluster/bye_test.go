@@ -418,3 +418,31 @@ func TestFarewellEndsTheStreamsOpenedDuringIt(t *testing.T) {
 		t.Errorf("the leaver's end of the peer's stream closed with %v, want %q", err, want)
 	}
 }
+
+// TestAStreamDialedAfterTheFarewellIsRefused: once a leaving node's
+// farewell found no stream left, the node is about to close and takes no
+// new stream. A peer whose view still has it alive dials it, is refused
+// before it sends anything (a dialer waits for the acceptor's hello), and
+// its Send returns ErrUnavailable, where it returned nil for a message that
+// the node's close then cut off its stream unread.
+func TestAStreamDialedAfterTheFarewellIsRefused(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 2, 2, 0, nil)
+	leaver, peer := nodes[0], nodes[1]
+	id := recorderOwnedBy(t, nodes, leaver, "after-farewell")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if !leaver.transport.farewell(ctx) {
+		t.Fatal("the farewell of a node with no stream did not end")
+	}
+	err := peer.Send(context.Background(), recordCall(id, 1))
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Send after the farewell: %v, want ErrUnavailable", err)
+	}
+	if got := recs[leaver.Name()].values(id); len(got) != 0 {
+		t.Fatalf("the leaver ran %v after its farewell", got)
+	}
+	if got := leaver.transport.openConns(); len(got) != 0 {
+		t.Fatalf("the leaver took %d streams after its farewell", len(got))
+	}
+}

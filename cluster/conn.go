@@ -97,9 +97,11 @@ func newConn(t *transport, peer, addr string, s msgStream, cancel context.Cancel
 // address, or one it did not say.
 func (c *conn) at(addr string) bool { return c.addr == addr || c.addr == "" }
 
-// start runs the reader and the writer.
-func (c *conn) start() {
-	go c.readLoop()
+// start runs the reader and the writer. first, if not nil, is a batch
+// already received on the stream (a dialer's first, see transport.open):
+// the reader handles it before it reads more.
+func (c *conn) start(first []byte) {
+	go c.readLoop(first)
 	go c.writeLoop()
 }
 
@@ -614,8 +616,12 @@ func (c *conn) wakeWriter() {
 
 // readLoop receives batches and dispatches their frames until the stream
 // ends or a batch does not decode; a corrupt batch closes the conn (and so
-// resets the stream) without touching other conns.
-func (c *conn) readLoop() {
+// resets the stream) without touching other conns. first, if not nil, is
+// the batch to handle before the next one read.
+func (c *conn) readLoop(first []byte) {
+	if first != nil && !c.handleBatch(first) {
+		return
+	}
 	// One variable for every batch: RecvMsg takes it as an interface, so
 	// it lives on the heap, and declaring it in the loop made one per batch.
 	var batch []byte
@@ -634,31 +640,41 @@ func (c *conn) readLoop() {
 			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s ended: %v", c.peer, err))
 			return
 		}
-		c.kept = false
-		err := decodeBatchInto(batch, &c.frame, &c.names, c.dispatch)
-		c.t.handler.endOneWay(&c.target)
-		// Even when the batch was corrupt: every request decoded so far
-		// holds a ticket of the node's gate, and runs to give it back.
-		c.serveBatch()
-		if err == nil && !c.kept && cap(batch) >= smallBatch { // a small batch is not the pool's
-			// Every frame is done with the batch (requests decode their
-			// payload here, into messages of their own; see serve): its
-			// buffer can take another batch. A new slice header, as the pool
-			// must not hold the address of the variable RecvMsg fills.
-			b := batch
-			c.t.batches.Put(&b)
-		}
-		if err != nil {
-			c.t.log.Error("cluster: closing the stream to a peer that sent a corrupt frame", "peer", c.peer, "err", err)
-			c.mu.Lock()
-			c.corrupt = err
-			c.mu.Unlock()
-			// Calls waiting on this stream did not fail for their own
-			// sake: they get a retryable error.
-			c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s reset: %v", c.peer, err))
+		if !c.handleBatch(batch) {
 			return
 		}
 	}
+}
+
+// handleBatch dispatches the frames of a batch received and reports
+// whether the conn may read on: false when the batch was corrupt, which
+// closes the conn.
+func (c *conn) handleBatch(batch []byte) bool {
+	c.kept = false
+	err := decodeBatchInto(batch, &c.frame, &c.names, c.dispatch)
+	c.t.handler.endOneWay(&c.target)
+	// Even when the batch was corrupt: every request decoded so far
+	// holds a ticket of the node's gate, and runs to give it back.
+	c.serveBatch()
+	if err == nil && !c.kept && cap(batch) >= smallBatch { // a small batch is not the pool's
+		// Every frame is done with the batch (requests decode their
+		// payload here, into messages of their own; see serve): its
+		// buffer can take another batch. A new slice header, as the pool
+		// must not hold the address of the variable RecvMsg fills.
+		b := batch
+		c.t.batches.Put(&b)
+	}
+	if err != nil {
+		c.t.log.Error("cluster: closing the stream to a peer that sent a corrupt frame", "peer", c.peer, "err", err)
+		c.mu.Lock()
+		c.corrupt = err
+		c.mu.Unlock()
+		// Calls waiting on this stream did not fail for their own
+		// sake: they get a retryable error.
+		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s reset: %v", c.peer, err))
+		return false
+	}
+	return true
 }
 
 func (c *conn) dispatch(f *frame) {

@@ -82,9 +82,11 @@
 //     for a node that fails, or behind a grain that fails past its restart
 //     limit, is lost. A node that leaves with Shutdown loses none: it
 //     passes on what reaches it until every peer has said it sends no
-//     more, and only then ends its streams (see Node.Shutdown). A peer
-//     that has not heard of the leave within two seconds is the exception:
-//     what it sends later is lost.
+//     more, and only then ends its streams (see Node.Shutdown); a stream
+//     dialed to it after that is refused before anything is sent on it,
+//     and Send places the message again by a newer view, or returns
+//     ErrUnavailable. A peer that has not heard of the leave within two
+//     seconds is the exception: what it sends later is lost.
 //   - Order: messages from one node to one grain run in the order they
 //     were sent, as long as the grain's owner does not change. (Messages
 //     sent from several goroutines have no order to keep.) Messages that

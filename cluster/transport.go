@@ -227,6 +227,9 @@ type transport struct {
 	peers  map[string]*peerEntry
 	conns  map[*conn]struct{} // every open conn, dialed or accepted
 	closed bool
+	// refusing is set when the farewell found no stream left: from then
+	// on the transport opens and accepts none (see lastConns).
+	refusing bool
 }
 
 // peerEntry is the stream to one peer, or the dial in progress.
@@ -416,6 +419,16 @@ func (t *transport) open(m *Member) (*conn, error) {
 		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, message: t.advertised, identity: t.incarnation, hello: flags})
 		err = stream.SendMsg(&hello)
 	}
+	// Nothing more goes on the stream before the acceptor's answer to the
+	// hello: an acceptor that refuses the stream (it closes, or its
+	// farewell is over: see lastConns) ends it with an error instead, and
+	// then no request was sent that it would drop unread. Its first batch
+	// goes to the conn's reader. One round trip per stream, and streams
+	// last.
+	var first []byte
+	if err == nil {
+		err = stream.RecvMsg(&first)
+	}
 	if !timer.Stop() || err != nil {
 		cancel()
 		_ = cc.Close() // the dial already failed; a close error adds nothing
@@ -432,7 +445,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 	if flags&helloLeaving == 0 && t.leaving.Load() {
 		c.sayLeaving() // after track, so that sayLeavingOnAll cannot miss c
 	}
-	c.start()
+	c.start(first)
 	return c, nil
 }
 
@@ -463,7 +476,7 @@ func (t *transport) saidLeaving(name string) bool {
 func (t *transport) track(c *conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
+	if t.closed || t.refusing {
 		return false
 	}
 	t.conns[c] = struct{}{}
@@ -585,7 +598,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	} else {
 		t.offer(c)
 	}
-	c.start()
+	c.start(nil)
 	select {
 	case <-c.done:
 	case <-ctx.Done():
@@ -669,11 +682,11 @@ func (t *transport) openConns() []*conn {
 // ctx ended first. It ends the open streams (see farewellRound), then
 // those opened meanwhile, until none is left: a peer whose view does not
 // have the leave yet may still dial this node to send or forward to it,
-// and this node may dial an owner to pass on what still reaches it.
+// and this node may dial an owner to pass on what still reaches it. Once
+// none is left, it takes no new one (see lastConns).
 func (t *transport) farewell(ctx context.Context) bool {
 	for {
-		// A conn that closed may not have left the table yet.
-		conns := slices.DeleteFunc(t.openConns(), func(c *conn) bool { return isDone(c.done) })
+		conns := t.lastConns()
 		if len(conns) == 0 {
 			return true
 		}
@@ -681,6 +694,27 @@ func (t *transport) farewell(ctx context.Context) bool {
 			return false
 		}
 	}
+}
+
+// lastConns returns the open conns, and when there are none, refuses new
+// ones from then on, under the same lock: a peer that dials this node after
+// its farewell (its view has not had the leave yet) is refused before it
+// sends anything (see open), and so loses nothing; it places its message
+// again or returns ErrUnavailable, where its stream would otherwise be cut
+// with the message on it when the node closes.
+func (t *transport) lastConns() []*conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var conns []*conn
+	for c := range t.conns {
+		if !isDone(c.done) { // a conn that closed may not have left the table yet
+			conns = append(conns, c)
+		}
+	}
+	if len(conns) == 0 {
+		t.refusing = true
+	}
+	return conns
 }
 
 // farewellRound ends conns, in three steps over each:
