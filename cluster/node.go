@@ -534,9 +534,9 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // one-way messages that still reach it until every peer has stopped
 // sending to it (at most two seconds, see farewell); ends its streams
 // without dropping what is on them, and takes no new one; then stops the
-// transport and the actors. If ctx ends first, the rest is done as by Close and ctx's error
-// is returned. Calling it again, or after Close, waits for the node to
-// stop.
+// transport and the actors. If ctx ends first, the rest is done as by
+// Close and ctx's error is returned. Calling it again, or after Close,
+// waits for the node to stop.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
 	already := n.shuttingDown
