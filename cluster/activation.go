@@ -285,8 +285,12 @@ func newActivations(n *Node) *activations {
 // places it in the shard's table.
 func (t *activations) shardOf(hk *hostedKind, identity string) (*actShard, uint64) {
 	h := hk.keyHash(identity)
-	return &t.shards[h%actShards], h
+	return t.shard(h), h
 }
+
+// shard returns the part of the table that holds the grains whose key
+// hashes to h.
+func (t *activations) shard(h uint64) *actShard { return &t.shards[h%actShards] }
 
 // shardOfActivation returns the part of the table that holds a, and its
 // key's hash.

@@ -249,7 +249,7 @@ func (n *Node) heldIdentity(kind string, v []byte) string {
 		return ""
 	}
 	h := hashString(hk.keySeed, v)
-	if a := findIn(n.acts.shards[h%actShards].tab.Load(), h, hk, v); a != nil {
+	if a := findIn(n.acts.shard(h).tab.Load(), h, hk, v); a != nil {
 		return a.identity
 	}
 	return ""
