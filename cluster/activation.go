@@ -1051,10 +1051,15 @@ func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
 }
 
 // commit follows a call that succeeded: it hands the typed state message to
-// the buffer and, if the call left changes, records its reply under its
+// the buffer and, if the call changed state, records its reply under its
 // stamp and, in FlushAfterCall mode, commits both. It returns the reply to
 // send. A call that changed nothing records nothing: running it again is
 // harmless to state.
+//
+// Whether the call changed state is not whether the buffer is dirty: a call
+// that flushed itself, or that undid changes buffered before it (from
+// OnActivate, a one-way message, an earlier call in FlushManual mode),
+// leaves it clean, yet running it again would apply it twice.
 func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any, error) {
 	st := g.state
 	if err := st.failure(); err != nil { // a Flush by the grain failed
@@ -1065,7 +1070,7 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 		st.rollback()
 		return nil, err
 	}
-	if !st.dirty() {
+	if !st.changed() {
 		return resp, nil
 	}
 	var raw []byte

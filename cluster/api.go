@@ -86,7 +86,10 @@ type State interface {
 	// has none. Change it in place; the next flush commits it. Generated code
 	// offers it typed as <Service>StateOf(ctx).
 	Message() proto.Message
-	// Flush commits the buffered changes now.
+	// Flush commits the buffered changes now. Within a call, the call's
+	// exactly-once record is not in that commit but in the one after the
+	// call (in FlushManual mode, the next flush): if the node fails in
+	// between, a retry of the call runs it again (see docs/state.md).
 	Flush(ctx context.Context) error
 }
 

@@ -74,7 +74,7 @@ func marshalDeterministic(m proto.Message) ([]byte, error) {
 // nothing stored keeps no grainState until its grain touches State (see
 // activation.touchState): most grains of stateless kinds never do, and an
 // empty Buffer costs each idle grain some 270 bytes. The methods the
-// cluster calls around a call (begin, sync, rollback, failure, seen, dirty,
+// cluster calls around a call (begin, sync, rollback, failure, seen, changed,
 // flush, discard) therefore accept a nil *grainState, which is a state with
 // nothing in it: a new Buffer at the zero version.
 type grainState struct {
@@ -258,8 +258,11 @@ func (s *grainState) seen(st stamp) ([]byte, bool, error) {
 	return s.buf.Seen(st.client, st.seq)
 }
 
-// dirty reports whether changes are buffered.
-func (s *grainState) dirty() bool { return s != nil && s.buf.Dirty() }
+// changed reports whether the current call changed the state: it flushed,
+// or what is buffered differs from what was when it began (see begin). A
+// call can change state and leave the buffer clean: by flushing, or by
+// undoing changes buffered before it.
+func (s *grainState) changed() bool { return s != nil && s.buf.Changed(s.mark) }
 
 // discard drops what is buffered.
 func (s *grainState) discard() {

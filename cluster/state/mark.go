@@ -1,6 +1,9 @@
 package state
 
-import "maps"
+import (
+	"bytes"
+	"maps"
+)
 
 // Mark is the content of a Buffer's buffered changes at one moment, taken
 // with Mark and restored with Rollback. The zero Mark stands for a buffer
@@ -56,4 +59,31 @@ func (b *Buffer) Rollback(m Mark) {
 		put(&b.pendingClients, id, r)
 	}
 	b.pendingMessage, b.messagePending = m.pendingMessage, m.messagePending
+}
+
+// Changed reports whether anything changed since m was taken: a Flush, or
+// buffered changes, typed state message or exactly-once records that
+// differ from m's. Dirty does not tell that: a change that undoes one
+// buffered before m (a Remove of a key only Set since the last Flush, a
+// message set back to what is committed) can leave the buffer clean, and a
+// Flush leaves it clean too.
+func (b *Buffer) Changed(m Mark) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m.flushes != b.flushes || m.messagePending != b.messagePending || !bytes.Equal(m.pendingMessage, b.pendingMessage) ||
+		len(m.pending) != len(b.pending) || len(m.pendingClients) != len(b.pendingClients) {
+		return true
+	}
+	for k, c := range b.pending {
+		if mc, ok := m.pending[k]; !ok || mc.remove != c.remove || !bytes.Equal(mc.value, c.value) {
+			return true
+		}
+	}
+	for id, r := range b.pendingClients {
+		// Each Record gives the client's record a new clock stamp.
+		if mr, ok := m.pendingClients[id]; !ok || mr.stamp != r.stamp {
+			return true
+		}
+	}
+	return false
 }

@@ -70,3 +70,51 @@ func TestRollbackAfterFlush(t *testing.T) {
 	}
 	wantEntries(t, b, map[string]string{"a": "1"})
 }
+
+// TestChangedSinceAMark: Changed tells a change since the mark even where
+// the buffer ends clean (a change undoing one buffered before the mark, a
+// Flush), and no change where the buffer ends as the mark has it.
+func TestChangedSinceAMark(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		before func(b *state.Buffer) // buffered before the mark
+		after  func(b *state.Buffer) // between the mark and Changed
+		want   bool
+	}{
+		{"nothing", nil, nil, false},
+		{"a Set", nil, func(b *state.Buffer) { mustSet(t, b, "a", "1") }, true},
+		{"a Set back to the mark's value", func(b *state.Buffer) { mustSet(t, b, "a", "1") },
+			func(b *state.Buffer) { mustSet(t, b, "a", "2"); mustSet(t, b, "a", "1") }, false},
+		{"a Remove that leaves the buffer clean", func(b *state.Buffer) { mustSet(t, b, "a", "1") },
+			func(b *state.Buffer) {
+				if err := b.Remove("a"); err != nil {
+					t.Fatal(err)
+				}
+			}, true},
+		{"the message set back to the committed one", func(b *state.Buffer) { b.SetMessage([]byte("m2")) },
+			func(b *state.Buffer) { b.SetMessage([]byte("m1")) }, true},
+		{"the message set to what the mark has", func(b *state.Buffer) { b.SetMessage([]byte("m2")) },
+			func(b *state.Buffer) { b.SetMessage([]byte("m2")) }, false},
+		{"a Flush", func(b *state.Buffer) { mustSet(t, b, "a", "1") }, func(b *state.Buffer) { mustFlush(t, b) }, true},
+		{"a Flush of a clean buffer, which commits nothing", nil, func(b *state.Buffer) { mustFlush(t, b) }, false},
+		{"a Record", nil, func(b *state.Buffer) { mustRecord(t, b, "c", 1, "one") }, true},
+		{"a Record of a client with one buffered", func(b *state.Buffer) { mustRecord(t, b, "c", 1, "one") },
+			func(b *state.Buffer) { mustRecord(t, b, "c", 2, "two") }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := load(t, memstore.New(), state.Config{})
+			b.SetMessage([]byte("m1"))
+			mustFlush(t, b)
+			if tc.before != nil {
+				tc.before(b)
+			}
+			m := b.Mark()
+			if tc.after != nil {
+				tc.after(b)
+			}
+			if got := b.Changed(m); got != tc.want {
+				t.Fatalf("Changed = %v, want %v (Dirty %v)", got, tc.want, b.Dirty())
+			}
+		})
+	}
+}

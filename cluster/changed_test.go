@@ -1,0 +1,180 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/memstore"
+)
+
+// The tests in this file check that a call that changed state is applied
+// once per stamp even where its buffer ends clean: a call that flushed
+// itself, or one that undid changes buffered before it. Each grain is a
+// wallet whose typed state is its balance.
+
+const (
+	walletKind        = "test.Wallet"
+	walletAdd         = "/test.Wallet/Add"         // Int64Value amount, any sign → Int64Value balance
+	walletAddAndFlush = "/test.Wallet/AddAndFlush" // Add, then State().Flush within the call
+)
+
+// wallet counts its method's runs; bonus is what OnActivate adds to the
+// balance, buffered like any change.
+type wallet struct {
+	runs  *walletRuns
+	bonus int64
+}
+
+// walletRuns counts the method's runs by amount, across activations.
+type walletRuns struct {
+	mu       sync.Mutex
+	byAmount map[int64]int
+}
+
+func (r *walletRuns) ran(amount int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byAmount == nil {
+		r.byAmount = make(map[int64]int)
+	}
+	r.byAmount[amount]++
+}
+
+func (r *walletRuns) count(amount int64) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byAmount[amount]
+}
+
+func (w *wallet) OnActivate(ctx GrainContext) error {
+	balanceOf(ctx).Value += w.bonus
+	return nil
+}
+
+func newWalletKind(mode FlushMode, bonus int64, runs *walletRuns) *Kind {
+	add := func(flush bool) func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+		return func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+			amount := req.(*wrapperspb.Int64Value).GetValue()
+			runs.ran(amount)
+			balanceOf(ctx).Value += amount
+			if flush {
+				if err := ctx.State().Flush(ctx); err != nil {
+					return nil, err
+				}
+			}
+			return wrapperspb.Int64(balanceOf(ctx).Value), nil
+		}
+	}
+	return &Kind{
+		Name:        walletKind,
+		Flush:       mode,
+		IdleTimeout: -1,
+		NewState:    func() proto.Message { return new(wrapperspb.Int64Value) },
+		New:         func(string) any { return &wallet{runs: runs, bonus: bonus} },
+		Methods: []Method{
+			{Name: walletAdd, NewRequest: newInt64, Handle: add(false)},
+			{Name: walletAddAndFlush, NewRequest: newInt64, Handle: add(true)},
+		},
+	}
+}
+
+func walletCall(method string, amount int64) Call {
+	return Call{Kind: walletKind, Identity: "w", Method: method, Request: wrapperspb.Int64(amount), NewResponse: newInt64}
+}
+
+// walletNode starts a node hosting the wallet kind over store.
+func walletNode(t *testing.T, mode FlushMode, bonus int64, store storage.Store) (*Node, *walletRuns) {
+	t.Helper()
+	runs := new(walletRuns)
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newWalletKind(mode, bonus, runs)} },
+		func(cfg *Config) { cfg.Store = store })
+	return nodes[0], runs
+}
+
+// invokeTwice makes the call stamped (client, seq), then again as a retry
+// would, and returns both replies.
+func invokeTwice(t *testing.T, n *Node, call Call, client string, seq uint64) [2]int64 {
+	t.Helper()
+	var replies [2]int64
+	for i := range replies {
+		resp, err := n.Invoke(context.Background(), call, WithCallID(client, seq))
+		if err != nil {
+			t.Fatalf("%s(%v) %s/%d, attempt %d: %v", call.Method, call.Request, client, seq, i+1, err)
+		}
+		replies[i] = resp.(*wrapperspb.Int64Value).GetValue()
+	}
+	return replies
+}
+
+func TestACallThatUndoesBufferedChangesRunsOnce(t *testing.T) {
+	t.Parallel()
+	t.Run("changes of OnActivate, FlushAfterCall", func(t *testing.T) {
+		t.Parallel()
+		store := memstore.New()
+		n, runs := walletNode(t, FlushAfterCall, 100, store)
+		invokeStamped(t, n, walletCall(walletAdd, 50), "c", 1) // 100 from OnActivate, then 150, committed
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := n.acts.deactivateAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// The next activation buffers 250; -100 brings it back to the
+		// committed 150, which leaves the buffer clean.
+		replies := invokeTwice(t, n, walletCall(walletAdd, -100), "c", 2)
+		if got := runs.count(-100); got != 1 || replies != [2]int64{150, 150} {
+			t.Fatalf("Add(-100) c/2 ran %d times, replies %v; want once, [150 150]", got, replies)
+		}
+		if got := storedBalance(t, store, walletKind, "w"); got != 150 {
+			t.Fatalf("stored balance %d, want 150", got)
+		}
+	})
+	t.Run("changes of a one-way message, FlushManual", func(t *testing.T) {
+		t.Parallel()
+		n, runs := walletNode(t, FlushManual, 0, memstore.New())
+		invokeStamped(t, n, walletCall(walletAddAndFlush, 50), "c", 1) // 50 committed
+		if err := n.Send(context.Background(), walletCall(walletAdd, 100)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, waitTimeout, "the one-way message to run", func() bool { return runs.count(100) == 1 })
+		// 150 buffered; -100 brings it back to the committed 50.
+		replies := invokeTwice(t, n, walletCall(walletAdd, -100), "c", 2)
+		if got := runs.count(-100); got != 1 || replies != [2]int64{50, 50} {
+			t.Fatalf("Add(-100) c/2 ran %d times, replies %v; want once, [50 50]", got, replies)
+		}
+	})
+}
+
+func TestACallThatFlushesItselfRunsOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		mode FlushMode
+	}{{"FlushAfterCall", FlushAfterCall}, {"FlushManual", FlushManual}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			store := memstore.New()
+			n, runs := walletNode(t, tc.mode, 0, store)
+			replies := invokeTwice(t, n, walletCall(walletAddAndFlush, 1), "c", 1)
+			if got := runs.count(1); got != 1 || replies != [2]int64{1, 1} {
+				t.Fatalf("AddAndFlush(1) c/1 ran %d times, replies %v; want once, [1 1]", got, replies)
+			}
+			if got := storedBalance(t, store, walletKind, "w"); got != 1 {
+				t.Fatalf("stored balance %d, want 1", got)
+			}
+		})
+	}
+}
+
+// invokeStamped makes call stamped (client, seq) and fails the test if it
+// fails.
+func invokeStamped(t *testing.T, n *Node, call Call, client string, seq uint64) {
+	t.Helper()
+	if _, err := n.Invoke(context.Background(), call, WithCallID(client, seq)); err != nil {
+		t.Fatalf("%s(%v) %s/%d: %v", call.Method, call.Request, client, seq, err)
+	}
+}
