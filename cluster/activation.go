@@ -1164,15 +1164,34 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 	defer cancel()
 	var hookErr error
 	if d, ok := g.grain.(Deactivator); ok {
-		if err := d.OnDeactivate(g.node().grainContext(ctx, g.act(), nil, stamp{})); err != nil {
-			hookErr = fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.hk.Name, g.identity, err)
-		}
+		hookErr = g.runOnDeactivate(ctx, d)
 	}
 	if err := errors.Join(hookErr, g.flushOnDeactivate(ctx)); err != nil {
 		c.RespondError(err)
 		return
 	}
 	c.Respond(struct{}{})
+}
+
+// runOnDeactivate calls the grain's OnDeactivate and returns its error. A
+// panic in the hook is its error too, with the hook's own changes rolled
+// back (as a panicking call's are): the changes acknowledged calls left
+// buffered are committed after it all the same, where letting the panic
+// reach the actor's supervisor would drop them with the activation.
+func (g *grainActor) runOnDeactivate(ctx context.Context, d Deactivator) (err error) {
+	g.state.begin()
+	defer func() {
+		if p := recover(); p != nil {
+			g.node().log.Error("cluster: grain panicked in OnDeactivate", "kind", g.hk.Name, "identity", g.identity,
+				"panic", p, "stack", string(debug.Stack()))
+			g.state.rollback() // the hook may have made the state: read it again
+			err = newError(codes.Internal, ErrGrainPanic, "cluster: OnDeactivate of %s/%s panicked: %v", g.hk.Name, g.identity, p)
+		}
+	}()
+	if err := d.OnDeactivate(g.node().grainContext(ctx, g.act(), nil, stamp{})); err != nil {
+		return fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.hk.Name, g.identity, err)
+	}
+	return nil
 }
 
 // flushOnDeactivate commits the activation's last changes.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
 
@@ -176,5 +177,42 @@ func invokeStamped(t *testing.T, n *Node, call Call, client string, seq uint64) 
 	t.Helper()
 	if _, err := n.Invoke(context.Background(), call, WithCallID(client, seq)); err != nil {
 		t.Fatalf("%s(%v) %s/%d: %v", call.Method, call.Request, client, seq, err)
+	}
+}
+
+// panickyDeactivator is an account whose OnDeactivate changes the balance
+// and panics.
+type panickyDeactivator struct{ account }
+
+func (*panickyDeactivator) OnDeactivate(ctx GrainContext) error {
+	balanceOf(ctx).Value += 1000
+	panic("OnDeactivate fails")
+}
+
+// TestAPanicInOnDeactivateKeepsWhatCallsLeft: a FlushManual grain whose
+// OnDeactivate panics still has what acknowledged calls left buffered
+// committed at deactivation, as after a hook's error, without the hook's
+// own changes; the panic is logged.
+func TestAPanicInOnDeactivateKeepsWhatCallsLeft(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	logs := &logLines{}
+	kind := newAccountKind(newBank("n"), manualKind, FlushManual, -1)
+	kind.New = func(string) any { return &panickyDeactivator{} }
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, func(cfg *Config) {
+		cfg.Store = store
+		cfg.Logger = slog.New(logs.handler(cfg.Logger.Handler()))
+	})
+	deposit(t, nodes[0], manualKind, "d", 5)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := nodes[0].acts.deactivateAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := storedBalance(t, store, manualKind, "d"); got != 5 {
+		t.Fatalf("stored balance %d after deactivation, want the acknowledged deposit of 5 alone", got)
+	}
+	if logs.count("grain panicked in OnDeactivate", "identity=d", "panic=OnDeactivate fails") != 1 {
+		t.Fatal("the panic in OnDeactivate was not logged once")
 	}
 }
