@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -445,4 +447,34 @@ func TestAStreamDialedAfterTheFarewellIsRefused(t *testing.T) {
 	if got := leaver.transport.openConns(); len(got) != 0 {
 		t.Fatalf("the leaver took %d streams after its farewell", len(got))
 	}
+}
+
+// TestStreamsAcceptedWhileSayingLeaving opens streams to a node while it
+// says it is leaving on every stream it has, over and over: an accepted
+// stream is seen by sayLeavingOnAll as soon as it is tracked, so whether it
+// uses name ids must be settled before (under -race, this failed when
+// serveStream set it after).
+func TestStreamsAcceptedWhileSayingLeaving(t *testing.T) {
+	t.Parallel()
+	a := startNode(t, testConfig(t))
+	b := startNode(t, testConfig(t))
+	m := &Member{Name: a.name, GRPCAddr: a.transport.addr().String()}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for !isDone(stop) {
+				a.transport.sayLeavingOnAll()
+			}
+		})
+	}
+	for range 100 {
+		c, err := b.transport.open(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.close(newError(codes.Unavailable, ErrUnavailable, "test: done with the stream"))
+	}
+	close(stop)
+	wg.Wait()
 }

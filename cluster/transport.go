@@ -577,13 +577,14 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	defer cancel()
 	c := newConn(t, hello.node, hello.message, ss, cancel, nil)
 	c.peerLeaving.Store(hello.hello&helloLeaving != 0)
+	// The dialer understands name ids: use them (see nameRefs). Set before
+	// track, after which other goroutines may queue frames on c.
+	c.dict.on = hello.hello&helloNames != 0
 	if !t.track(c) {
 		return status.Error(codes.Unavailable, ErrNodeClosed.Error())
 	}
-	if hello.hello&helloNames != 0 {
-		// The dialer understands name ids: use them, and say that we do
-		// too, in the first frame we send (see nameRefs).
-		c.dict.on = true
+	if c.dict.on {
+		// Say that we understand them too.
 		_ = c.send(ctx, &frame{typ: frameHello, node: t.name, hello: helloNames}) // fails only if the conn closed
 	}
 	if t.leaving.Load() {
