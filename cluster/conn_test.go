@@ -3,8 +3,14 @@ package cluster
 import (
 	"context"
 	"errors"
+	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // brokenStream is a stream whose every send fails, as a stream does whose
@@ -69,6 +75,59 @@ func TestLoneCallWhoseWriteFails(t *testing.T) {
 			if len(ch) != 0 {
 				t.Fatalf("a recycled reply channel holds a frame of type %d: the next call would take it as its reply", (<-ch).typ)
 			}
+		}
+	}
+}
+
+// TestACallWaitsForADialNoLongerThanItsDeadline: the first call to a peer
+// that accepts TCP connections and never answers (a paused process) dials
+// it, and must still return at its own deadline, not after DialTimeout
+// (an hour here), as the callers waiting for the same dial do.
+func TestACallWaitsForADialNoLongerThanItsDeadline(t *testing.T) {
+	t.Parallel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	t.Cleanup(func() {
+		_ = lis.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			_ = c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // accepted, never read or written
+			mu.Unlock()
+		}
+	}()
+	cfg := testConfig(t)
+	cfg.DialTimeout = time.Hour
+	n := startNode(t, cfg)
+	holdView(t, n, func(members []Member) []Member {
+		return append(members, Member{Name: "paused", GRPCAddr: lis.Addr().String(), Kinds: []string{echoKind}, Status: StatusAlive})
+	})
+	done := make(chan error, 2)
+	for range 2 { // the caller that dials, and one that waits for its dial
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			_, err := n.Invoke(ctx, addCall("a", 1), WithoutRetry())
+			done <- err
+		}()
+	}
+	for range 2 {
+		if err := receive(t, done, "a call to a peer that never answers"); status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("the call returned %v, want its deadline's error", err)
 		}
 	}
 }

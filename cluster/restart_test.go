@@ -211,8 +211,10 @@ func TestSerfConfigLetsARestartedNodeTakeItsName(t *testing.T) {
 // placed on the new one.
 func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 	t.Parallel()
+	// Cancelled once the parallel subtests are done, not when this
+	// function returns, which is before they run.
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
+	t.Cleanup(cancel)
 	moved := func(name, addr string) func([]Member) []Member {
 		return func(members []Member) []Member {
 			for i := range members {

@@ -220,8 +220,9 @@ type transport struct {
 	// itself once it has passed on what it holds (see farewell).
 	leaving atomic.Bool
 	// tells counts the goroutines that tell a replaced start so (see
-	// goTell); close waits for them.
-	tells sync.WaitGroup
+	// goTell), dials those that open a stream (see conn); close waits for
+	// them.
+	tells, dials sync.WaitGroup
 
 	mu     sync.Mutex
 	peers  map[string]*peerEntry
@@ -325,8 +326,17 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 		if e == nil {
 			e = &peerEntry{ready: make(chan struct{})}
 			t.peers[m.Name] = e
+			t.dials.Add(1)
 			t.mu.Unlock()
-			t.dial(e, m)
+			// The dial runs on a goroutine of its own, which close waits
+			// for: this caller, like the others that want the stream,
+			// waits for it only as long as its context lets it, where a
+			// peer that accepts and never answers held it for
+			// DialTimeout.
+			go func() {
+				defer t.dials.Done()
+				t.dial(e, m)
+			}()
 		} else {
 			t.mu.Unlock()
 		}
@@ -783,9 +793,10 @@ func (t *transport) close(ctx context.Context) {
 		c.close(err)
 	}
 	t.cancel()
-	// A tell dialing now fails with t.ctx, and one on a stream ends with
-	// its conn: each is over soon.
+	// A tell or a dial in progress now fails with t.ctx, and a tell on a
+	// stream ends with its conn: each is over soon.
 	t.tells.Wait()
+	t.dials.Wait()
 	t.servers.close()
 	stopped := make(chan struct{})
 	go func() {
