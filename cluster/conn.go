@@ -64,6 +64,7 @@ type conn struct {
 	pendingBytes int
 	space        chan struct{} // closed when the writer takes the batches; made by a sender that waits
 	writing      bool          // a goroutine is sending batches on the stream (writeLoop or writeAlone)
+	lone         loneWrite     // the write of a caller that writes its own request, while it lasts
 	dict         nameDict      // the names this side defined in the stream's dictionary
 	nextID       uint64
 	calls        map[uint64]pendingCall // requests sent, waiting for their reply
@@ -187,6 +188,9 @@ func (c *conn) call(ctx context.Context, req *frame) (frame, error) {
 			// the GC.
 			c.forgetCall(req.id)
 		}
+		if ctx.Err() != nil { // the write was reset at the deadline (see writeAlone)
+			err = contextError(ctx.Err())
+		}
 		return frame{}, err
 	}
 	if d != nil {
@@ -246,10 +250,11 @@ func (c *conn) cancelServed(id uint64) {
 	_ = c.send(canceledContext(), &frame{typ: frameCancel, id: id})
 }
 
-// expire ends the calls waiting under d, which has passed (see call).
+// expire ends the calls waiting under d, which has passed (see call), and
+// resets the stream if a caller under d is still writing its own request
+// (see writeAlone).
 func (c *conn) expire(d *sharedDeadline) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for id, p := range c.calls {
 		if p.d == d {
 			delete(c.calls, id)
@@ -257,6 +262,11 @@ func (c *conn) expire(d *sharedDeadline) {
 		}
 	}
 	c.endIfDone()
+	stuck, seq := c.lone.active && c.lone.d == d, c.lone.seq
+	c.mu.Unlock()
+	if stuck { // a caller under d is still writing its own request
+		c.resetLoneWrite(seq)
+	}
 }
 
 func (c *conn) forgetCall(id uint64) {
@@ -353,7 +363,7 @@ func (c *conn) queue(ctx context.Context, f *frame, mode sendMode, p pendingCall
 		c.endIfDone()
 	}
 	if mode != queueForWriter && wake && !c.writing && len(c.calls)+len(c.served) <= 1 {
-		return c.writeAlone() // unlocks c.mu
+		return c.writeAlone(ctx, p.d) // unlocks c.mu
 	}
 	c.mu.Unlock()
 	if wake {
@@ -396,14 +406,36 @@ func (c *conn) enqueue(f *frame, bound int) {
 }
 
 // writeAlone sends the queued batches from the calling goroutine (see
-// queue). c.mu is held, and released.
-func (c *conn) writeAlone() error {
+// queue), for a call under ctx, or under the shared deadline d alone if d
+// is not nil. c.mu is held, and released.
+//
+// gRPC's SendMsg blocks while 64 KiB of the stream's data wait unsent,
+// which they do when the peer stops reading (a hung process with its
+// socket open) after a large message, and it takes no context. A caller
+// writing its own request would then stay in it past its deadline, where
+// one whose request the writer sends waits on its reply and returns at the
+// deadline. So if the call's deadline passes, or its ctx ends, while the
+// write is blocked, the stream is reset, which ends the write: a stream
+// that took nothing for a call's whole deadline is taken for a broken
+// one, and its calls fail as they would when it breaks, to be retried. A
+// call under d alone is watched by d (see expire); context.AfterFunc on
+// such a call's context would start a goroutine per call.
+func (c *conn) writeAlone(ctx context.Context, d *sharedDeadline) error {
 	batches := c.take()
 	c.writing = true
+	c.lone.seq++
+	c.lone.active, c.lone.d = true, d
+	seq := c.lone.seq
 	c.mu.Unlock()
+	stop := func() bool { return true }
+	if d == nil && ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { c.resetLoneWrite(seq) })
+	}
 	err := c.write(batches)
+	stop()
 	c.mu.Lock()
 	c.writing = false
+	c.lone.active, c.lone.d = false, nil
 	// Queued while we wrote, or the stream is to end once all is written:
 	// the writer skipped it (see writeLoop).
 	more := len(c.batches) > 0 || c.ending || c.peerEnded
@@ -412,6 +444,26 @@ func (c *conn) writeAlone() error {
 		c.wakeWriter()
 	}
 	return err
+}
+
+// loneWrite is the write of a caller that sends its own request (see
+// writeAlone).
+type loneWrite struct {
+	seq    uint64          // counts the lone writes, to tell this one from later ones
+	active bool            // the write is in progress
+	d      *sharedDeadline // the call's deadline, when it is all there is to its context
+}
+
+// resetLoneWrite resets the stream if lone write seq is still in progress:
+// its call's deadline passed or its context ended (see writeAlone).
+func (c *conn) resetLoneWrite(seq uint64) {
+	c.mu.Lock()
+	stuck := c.lone.active && c.lone.seq == seq
+	c.mu.Unlock()
+	if stuck {
+		c.t.log.Warn("cluster: resetting a stream whose write outlasted a call's deadline", "peer", c.peer)
+		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s reset: a write did not finish within a call's deadline", c.peer))
+	}
 }
 
 // take takes the queued batches for writing. c.mu is held.

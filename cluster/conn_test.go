@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -129,5 +130,101 @@ func TestACallWaitsForADialNoLongerThanItsDeadline(t *testing.T) {
 		if err := receive(t, done, "a call to a peer that never answers"); status.Code(err) != codes.DeadlineExceeded {
 			t.Fatalf("the call returned %v, want its deadline's error", err)
 		}
+	}
+}
+
+// stalledPeer is a transport peer that answers a stream's hello and then
+// never reads from it: a process hung with its socket open.
+type stalledPeer struct{ stop chan struct{} }
+
+func (p *stalledPeer) serveStream(ss grpc.ServerStream) error {
+	var hello []byte
+	if err := ss.RecvMsg(&hello); err != nil {
+		return err
+	}
+	answer := appendFrame(nil, &frame{typ: frameHello, node: "stalled", hello: helloNames})
+	if err := ss.SendMsg(&answer); err != nil {
+		return err
+	}
+	<-p.stop
+	return nil
+}
+
+// startStalledPeer serves a stalledPeer on loopback and returns its address.
+func startStalledPeer(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stalledPeer{stop: make(chan struct{})}
+	s := grpc.NewServer(grpc.ForceServerCodecV2(rawCodec{}), grpc.InitialWindowSize(flowWindow),
+		grpc.InitialConnWindowSize(flowWindow), grpc.MaxRecvMsgSize(64<<20))
+	s.RegisterService(transportDesc(), p)
+	go func() { _ = s.Serve(lis) }()
+	t.Cleanup(func() {
+		close(p.stop)
+		s.Stop()
+	})
+	return lis.Addr().String()
+}
+
+// TestALoneCallReturnsAtItsDeadlineWhenItsWriteBlocks: a call alone on its
+// stream writes its own request, and gRPC's SendMsg blocks once the peer
+// stopped reading after large messages filled the stream's window. The
+// call must still return at its deadline, its own or the shared one of a
+// call without: its write is ended by resetting the stream, and later
+// calls fail on the reset stream at once.
+func TestALoneCallReturnsAtItsDeadlineWhenItsWriteBlocks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		deadline func(n *Node) (context.Context, context.CancelFunc)
+	}{
+		{"its own deadline", func(*Node) (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 100*time.Millisecond)
+		}},
+		{"the shared deadline of a call without one", func(n *Node) (context.Context, context.CancelFunc) {
+			return n.deadlines.with(context.Background())
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t)
+			cfg.DefaultCallTimeout = 100 * time.Millisecond
+			n := startNode(t, cfg)
+			c, err := n.transport.open(&Member{Name: "stalled", GRPCAddr: startStalledPeer(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Two one-way messages of nearly MaxFrameBytes: the first fills
+			// the peer's window, the second stays in gRPC's buffers, and the
+			// writer, done with both, goes idle.
+			for range 2 {
+				f := frame{typ: frameRequest, oneWay: oneWaySent, kind: "k", identity: "i", method: "m", payload: make([]byte, 4<<20-4096)}
+				if err := c.send(context.Background(), &f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, waitTimeout, "the writer to hand both messages to gRPC", func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return !c.writing && len(c.batches) == 0
+			})
+			done := make(chan error, 1)
+			go func() {
+				ctx, cancel := tc.deadline(n)
+				defer cancel()
+				_, err := c.call(ctx, &frame{typ: frameRequest, kind: "k", identity: "i", method: "m"})
+				done <- err
+			}()
+			if err := receive(t, done, "the call whose write blocks"); status.Code(err) != codes.DeadlineExceeded {
+				t.Fatalf("the call returned %v, want its deadline's error", err)
+			}
+			receive(t, c.done, "the stuck stream to be reset")
+			if _, err := c.call(context.Background(), &frame{typ: frameRequest, kind: "k", identity: "i", method: "m"}); !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("a call on the reset stream returned %v, want ErrUnavailable", err)
+			}
+		})
 	}
 }
