@@ -34,17 +34,29 @@ func (t *Timer) Stop() bool {
 }
 
 // startTimer arms a timer that sends msg after d and then, if every is
-// positive, every every.
+// positive, every every. It runs on the actor's goroutine.
+//
+// A stopping actor arms none: its timers were cancelled as it began to
+// stop (see beginStop), so one armed later, in the *Stopping or *Stopped
+// handler, would never be, and a periodic one would fire for good after
+// the actor and its System are gone. Its message goes to the dead letters,
+// and the Timer it returns is stopped already.
 func (r *Ref) startTimer(d, every time.Duration, msg any) *Timer {
 	t := &Timer{r: r, msg: msg, every: every}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	e := r.side()
+	if r.inStop {
+		r.mu.Unlock()
+		t.cancelled.Store(true)
+		r.sys.deadLetter(r, msg, ErrStopped)
+		return t
+	}
 	if e.timers == nil {
 		e.timers = make(map[*Timer]struct{})
 	}
 	e.timers[t] = struct{}{}
 	t.stopClock = r.sys.clock.AfterFunc(d, t.fire)
+	r.mu.Unlock()
 	return t
 }
 

@@ -219,3 +219,36 @@ func TestTimerIntoFullMailboxIsDeadLetter(t *testing.T) {
 	}
 	close(release)
 }
+
+// TestTimersStartedWhileStoppingAreNotArmed: SendEvery and SendAfter in the
+// *Stopping handler run after the actor's timers were cancelled: they arm
+// nothing, which would fire for good after the actor and its System are
+// gone, their messages go to the dead letters, and the Timers they return
+// are stopped already.
+func TestTimersStartedWhileStoppingAreNotArmed(t *testing.T) {
+	clk := newFakeClock()
+	s := NewSystem(Config{Clock: clk, Logger: testLogger(t)})
+	dead := make(chan DeadLetter, 4)
+	s.SubscribeDeadLetters(dead)
+	stopped := make(chan bool, 1)
+	spawnFunc(t, s, func(c *Context) {
+		if _, ok := c.Message().(*Stopping); ok {
+			c.SendEvery(time.Millisecond, "tick") // never stopped by the actor
+			stopped <- c.SendAfter(time.Millisecond, "once").Stop()
+		}
+	})
+	if err := s.Shutdown(ctxTimeout(t)); err != nil {
+		t.Fatal(err)
+	}
+	if n := clk.Pending(); n != 0 {
+		t.Fatalf("%d timers armed after Shutdown", n)
+	}
+	if recv(t, stopped, "Stop's result") {
+		t.Fatal("Stop of a timer started while stopping reported it cancelled a live timer")
+	}
+	for _, want := range []string{"tick", "once"} {
+		if d := recv(t, dead, "a dead letter"); d.Message != want || !errors.Is(d.Reason, ErrStopped) {
+			t.Fatalf("dead letter %v (%v), want %q (ErrStopped)", d.Message, d.Reason, want)
+		}
+	}
+}
