@@ -5,6 +5,7 @@ import (
 	"fmt"
 	goruntime "runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -102,10 +103,13 @@ type refExt struct {
 	timers map[*Timer]struct{}
 
 	// Owned by the goroutine running the actor.
-	children  map[*Ref]struct{}
-	watchers  map[*Ref]struct{}
-	watching  map[*Ref]struct{}
-	escalated *Ref // child whose failure this actor escalated
+	children map[*Ref]struct{}
+	watchers map[*Ref]struct{}
+	watching map[*Ref]struct{}
+	// escalated are the children whose failures this actor escalated and
+	// whose fate waits on its supervisor's decision: a second child can
+	// fail before the decision about the first comes.
+	escalated []*Ref
 
 	// Owned by the supervisor (the parent's goroutine, or the root under
 	// System.rootMu).
@@ -639,9 +643,7 @@ func (r *Ref) handleSystem(msg any) {
 	case sysChildDone:
 		if e := r.ext.Load(); e != nil {
 			delete(e.children, m.who)
-			if e.escalated == m.who {
-				e.escalated = nil
-			}
+			e.escalated = slices.DeleteFunc(e.escalated, func(c *Ref) bool { return c == m.who })
 		}
 		r.maybeFinish()
 	case sysFailure:

@@ -365,15 +365,17 @@ func (r *Ref) superviseChild(f *Failure) {
 	strategy.handleFailure(r, f)
 }
 
-// resume continues after a failure; a child whose failure this actor had
-// escalated resumes too.
+// resume continues after a failure; the children whose failures this actor
+// had escalated resume too.
 func (r *Ref) resume() {
 	if !r.suspended || r.inStop {
 		return
 	}
 	r.suspended = false
-	if e := r.ext.Load(); e != nil && e.escalated != nil {
-		e.escalated.sendSystem(sysResume{})
+	if e := r.ext.Load(); e != nil {
+		for _, c := range e.escalated {
+			c.sendSystem(sysResume{})
+		}
 		e.escalated = nil
 	}
 }
@@ -434,7 +436,10 @@ func (r *Ref) siblings() []*Ref {
 }
 
 func (r *Ref) escalate(f *Failure) {
-	r.side().escalated = f.Who
+	e := r.side()
+	if !slices.Contains(e.escalated, f.Who) {
+		e.escalated = append(e.escalated, f.Who)
+	}
 	r.fail(&Failure{Who: r, Reason: f.Reason, Stack: f.Stack, Message: f.Message, Cause: f})
 }
 

@@ -660,3 +660,74 @@ func (l *recordLog) atLeast(level slog.Level) []logRecord {
 	}
 	return out
 }
+
+// TestEscalatedFailuresOfTwoChildrenAllResume: a supervisor escalates the
+// failures of two children, the second before its own supervisor decided
+// about the first; the Resume that comes must resume both children, where
+// it resumed only the last one escalated and left the other suspended for
+// good.
+func TestEscalatedFailuresOfTwoChildrenAllResume(t *testing.T) {
+	s := newTestSystem(t, Config{})
+	var escalations atomic.Int32
+	both := make(chan struct{})
+	kids := make(chan *Ref, 2)
+	child := Props{New: func() Actor {
+		return ActorFunc(func(c *Context) {
+			switch c.Message() {
+			case "boom":
+				panic("boom")
+			case "ping":
+				c.Respond("pong")
+			}
+		})
+	}}
+	parent := Props{
+		Supervisor: NewOneForOne(StrategyConfig{Decider: func(*Failure) Directive {
+			if escalations.Add(1) == 2 {
+				close(both)
+			}
+			return Escalate
+		}}),
+		New: func() Actor {
+			return ActorFunc(func(c *Context) {
+				if _, ok := c.Message().(*Started); ok {
+					for range 2 {
+						k, err := c.Spawn(child)
+						if err != nil {
+							panic(err)
+						}
+						kids <- k
+					}
+				}
+			})
+		},
+	}
+	spawn(t, s, Props{
+		// Decides about the parent's first escalation only once the
+		// parent has escalated the second child's failure too.
+		Supervisor: NewOneForOne(StrategyConfig{Decider: func(*Failure) Directive {
+			select {
+			case <-both:
+			case <-time.After(10 * time.Second): // the test fails below
+			}
+			return Resume
+		}}),
+		New: func() Actor {
+			return ActorFunc(func(c *Context) {
+				if _, ok := c.Message().(*Started); ok {
+					if _, err := c.Spawn(parent); err != nil {
+						panic(err)
+					}
+				}
+			})
+		},
+	})
+	c1, c2 := recv(t, kids, "the first child"), recv(t, kids, "the second child")
+	c1.Send("boom")
+	c2.Send("boom")
+	for i, c := range []*Ref{c1, c2} {
+		if v, err := c.Request(ctxTimeout(t), "ping"); err != nil || v != "pong" {
+			t.Fatalf("child %d after its parent resumed: %v, %v; want pong", i+1, v, err)
+		}
+	}
+}
