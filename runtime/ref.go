@@ -110,6 +110,10 @@ type refExt struct {
 	// whose fate waits on its supervisor's decision: a second child can
 	// fail before the decision about the first comes.
 	escalated []*Ref
+	// heldTerminated are watched actors that stopped while this actor
+	// was suspended: their *Terminated waits for the instance that goes
+	// on, resumed or new (see handleTerminated).
+	heldTerminated []*Ref
 
 	// Owned by the supervisor (the parent's goroutine, or the root under
 	// System.rootMu).
@@ -655,7 +659,10 @@ func (r *Ref) handleSystem(msg any) {
 	}
 }
 
-// handleTerminated delivers *Terminated for a watched actor.
+// handleTerminated delivers *Terminated for a watched actor. A suspended
+// actor's instance failed and waits for its supervisor: the message is
+// held for the instance that goes on (see deliverHeldTerminated), where
+// delivering it to the failed one lost it for a restarted actor.
 func (r *Ref) handleTerminated(who *Ref) {
 	e := r.ext.Load()
 	if e == nil || r.inStop {
@@ -665,8 +672,25 @@ func (r *Ref) handleTerminated(who *Ref) {
 		return
 	}
 	delete(e.watching, who)
+	if r.suspended {
+		e.heldTerminated = append(e.heldTerminated, who)
+		return
+	}
 	if f := r.deliver(&Terminated{Who: who}); f != nil {
 		r.fail(f)
+	}
+}
+
+// deliverHeldTerminated delivers the *Terminated held while the actor was
+// suspended, in the order they came, until one fails.
+func (r *Ref) deliverHeldTerminated() {
+	e := r.ext.Load()
+	for e != nil && len(e.heldTerminated) > 0 && !r.suspended && !r.inStop {
+		who := e.heldTerminated[0]
+		e.heldTerminated = e.heldTerminated[1:]
+		if f := r.deliver(&Terminated{Who: who}); f != nil {
+			r.fail(f)
+		}
 	}
 }
 

@@ -378,6 +378,7 @@ func (r *Ref) resume() {
 		}
 		e.escalated = nil
 	}
+	r.deliverHeldTerminated()
 }
 
 // restart replaces the instance: Restarting to the old one, timers
@@ -404,7 +405,9 @@ func (r *Ref) restart() {
 	r.suspended = false
 	if f := r.deliver(&Started{}); f != nil {
 		r.fail(f)
+		return
 	}
+	r.deliverHeldTerminated()
 }
 
 func (r *Ref) newInstance() (a Actor, f *Failure) {

@@ -731,3 +731,49 @@ func TestEscalatedFailuresOfTwoChildrenAllResume(t *testing.T) {
 		}
 	}
 }
+
+// TestTerminatedWaitsForTheInstanceThatGoesOn: a watched actor stops while
+// the watcher is suspended after a failure, waiting for a delayed restart;
+// the *Terminated goes to the restarted instance, not to the failed one.
+func TestTerminatedWaitsForTheInstanceThatGoesOn(t *testing.T) {
+	clk := newFakeClock()
+	s := newTestSystem(t, Config{Clock: clk, Supervisor: NewOneForOne(StrategyConfig{
+		Backoff: Backoff{Initial: time.Hour, Jitter: -1},
+	})})
+	other := spawnFunc(t, s, func(*Context) {})
+	var generation atomic.Int32
+	type event struct {
+		generation int32
+		what       string
+	}
+	events := make(chan event, 16)
+	w := spawn(t, s, Props{New: func() Actor {
+		g := generation.Add(1)
+		return ActorFunc(func(c *Context) {
+			switch c.Message().(type) {
+			case *Started:
+				if g == 1 {
+					c.Watch(other) // a watch outlives restarts
+				}
+				events <- event{g, "started"}
+			case *Terminated:
+				events <- event{g, "terminated"}
+			case string:
+				panic("boom")
+			}
+		})
+	}})
+	recv(t, events, "the first start")
+	w.Send("boom") // the first restart is at once
+	recv(t, events, "the second start")
+	w.Send("boom") // the second waits an hour
+	waitFor(t, 5*time.Second, func() bool { return clk.Pending() == 1 }, "the delayed restart")
+	<-other.Stop() // *Terminated is queued for w before Done closes
+	clk.Advance(time.Hour)
+	if e := recv(t, events, "the next event"); e != (event{3, "started"}) {
+		t.Fatalf("after the watched actor stopped: %+v, want generation 3 started (the failed instance got *Terminated)", e)
+	}
+	if e := recv(t, events, "the next event"); e != (event{3, "terminated"}) {
+		t.Fatalf("then %+v, want generation 3 to get *Terminated", e)
+	}
+}
