@@ -1119,6 +1119,14 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 		c.RespondError(errDeactivated)
 		return
 	}
+	if err := m.ctx.Err(); err != nil {
+		// The firing gave up while this waited in the mailbox (a busy
+		// grain, or the node stopping its reminders): the scheduler counts
+		// it failed and fires the due time again, so it must not run now
+		// as well.
+		c.RespondError(contextError(err))
+		return
+	}
 	r, ok := g.grain.(ReminderReceiver)
 	if !ok {
 		c.RespondError(fmt.Errorf("cluster: grain kind %q does not implement ReminderReceiver; reminder %q cannot be delivered",

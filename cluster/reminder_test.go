@@ -150,3 +150,43 @@ func (fakeGrainContext) Invoke(context.Context, Call, ...CallOption) (proto.Mess
 func (fakeGrainContext) Kind() string     { return accountKind }
 func (fakeGrainContext) Identity() string { return "fake" }
 func (fakeGrainContext) State() State     { return nil }
+
+// TestAFiringThatTimedOutDoesNotRun: a reminder's firing waits in the
+// mailbox of a grain busy committing a call, and gives up at its deadline:
+// the scheduler counts it failed and fires the due time again, so
+// OnReminder must not run for it once the grain is free.
+func TestAFiringThatTimedOutDoesNotRun(t *testing.T) {
+	t.Parallel()
+	store := hookedMemstore(t)
+	nodes, banks := bankCluster(t, 1, store, -1, nil)
+	n, b := nodes[0], banks[nodes[0].Name()]
+	deposit(t, n, accountKind, "busy", 1)
+	key := storage.Key{Kind: accountKind, Identity: "busy"}
+	store.holdKey.Store(&key)
+	held := make(chan error, 1)
+	go func() {
+		_, err := n.Invoke(context.Background(), depositCall(accountKind, "busy", 1))
+		held <- err
+	}()
+	receive(t, store.holding, "the grain busy committing")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := n.fireReminder(ctx, storage.Reminder{Grain: key, Name: "r", Due: time.Now()}); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("the firing returned %v, want its deadline's error", err)
+	}
+	store.holdKey.Store(nil)
+	close(store.release)
+	if err := receive(t, held, "the held call"); err != nil {
+		t.Fatal(err)
+	}
+	// The firing's message was queued before this call's, so the grain has
+	// dealt with it once this call returns.
+	if got := balance(t, n, accountKind, "busy"); got != 2 {
+		t.Fatalf("balance %d, want 2: the timed-out firing changed it", got)
+	}
+	select {
+	case f := <-b.reminded:
+		t.Fatalf("OnReminder ran for a firing that had timed out: %q", f)
+	default:
+	}
+}
