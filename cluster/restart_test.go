@@ -211,10 +211,14 @@ func TestSerfConfigLetsARestartedNodeTakeItsName(t *testing.T) {
 // placed on the new one.
 func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 	t.Parallel()
-	// Cancelled once the parallel subtests are done, not when this
-	// function returns, which is before they run.
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	t.Cleanup(cancel)
+	// within bounds a subtest's waits for a stream. Each subtest makes its
+	// own: the parallel subtests run after this function returns, once a
+	// slot is free, which may be long after it began.
+	within := func(t *testing.T) context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		t.Cleanup(cancel)
+		return ctx
+	}
 	moved := func(name, addr string) func([]Member) []Member {
 		return func(members []Member) []Member {
 			for i := range members {
@@ -228,7 +232,7 @@ func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 	// streamTo returns a's stream to member m as a's view has it.
 	streamTo := func(t *testing.T, a *Node, m Member) *conn {
 		t.Helper()
-		c, err := a.transport.conn(ctx, &m)
+		c, err := a.transport.conn(within(t), &m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +259,7 @@ func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 		if fresh.addr != c.GRPCAddr() {
 			t.Errorf("the stream handed out is at %q, want the new address %s", fresh.addr, c.GRPCAddr())
 		}
-		if _, err := a.transport.conn(ctx, &before); !errors.Is(err, ErrUnavailable) {
+		if _, err := a.transport.conn(within(t), &before); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("a stream for the member as an older view has it: %v, want ErrUnavailable", err)
 		}
 		if isDone(fresh.done) {
@@ -279,7 +283,7 @@ func TestAStreamToAnEarlierIncarnationIsNotHandedOut(t *testing.T) {
 		t.Parallel()
 		nodes, _ := echoCluster(t, 2, 0, nil)
 		a, b := nodes[0], nodes[1]
-		if _, err := a.transport.conn(ctx, a.view.Load().byName[b.Name()]); err != nil {
+		if _, err := a.transport.conn(within(t), a.view.Load().byName[b.Name()]); err != nil {
 			t.Fatal(err)
 		}
 		var accepted *conn
