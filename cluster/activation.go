@@ -177,7 +177,17 @@ type activating struct {
 	done  bool          // guarded by mu; set by finish
 	ready chan struct{} // guarded by mu; made by the first wait, closed by finish
 	err   error         // why activation failed; set before done
+	// again says that the activating call's context ended before the
+	// activation was done: the calls that waited for it activate the grain
+	// again under their own, rather than fail with an error that belongs
+	// to that call. Set before done.
+	again bool
 }
+
+// errActivateAgain is what ready returns to a call that waited for an
+// activation whose activating call gave up (see activating.again); get
+// starts over.
+var errActivateAgain = errors.New("cluster: activate again")
 
 // wait returns a channel closed when activation is over: nil if it is
 // over already.
@@ -315,7 +325,9 @@ func (t *activations) each(fn func(a *activation)) {
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
 	sh, h := t.shardOf(hk, identity)
 	if a := sh.lookup(h, hk, identity); a != nil {
-		return t.ready(ctx, a)
+		if a, err := t.ready(ctx, a); err != errActivateAgain {
+			return a, err
+		}
 	}
 	for {
 		sh.mu.Lock()
@@ -344,7 +356,9 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 		}
 		a.calls.Add(1)
 		sh.mu.Unlock()
-		return t.ready(ctx, a)
+		if a, err := t.ready(ctx, a); err != errActivateAgain {
+			return a, err
+		}
 	}
 }
 
@@ -389,6 +403,9 @@ func (t *activations) ready(ctx context.Context, a *activation) (*activation, er
 		}
 		if p.err != nil {
 			t.release(a)
+			if p.again {
+				return nil, errActivateAgain
+			}
 			return nil, p.err
 		}
 	}
@@ -414,7 +431,8 @@ func (t *activations) release(a *activation) {
 
 // activate creates the grain, runs OnActivate with the first caller's
 // context and spawns its actor. On failure the activation leaves the table,
-// and the calls waiting for it get the error.
+// and the calls waiting for it get the error; if the failure came as that
+// caller's context ended, they activate the grain again instead.
 //
 // It activates only a grain this node owns in its view: a call placed by
 // an older view, or one that waited for the grain's previous activation to
@@ -427,6 +445,13 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	defer func() {
 		p := a.pending.Load()
 		if err != nil {
+			if ctx.Err() != nil {
+				// This call gave up (its deadline, or its caller): it
+				// gets its context's error, and the calls waiting for
+				// the activation try again under their own contexts.
+				err = contextError(ctx.Err())
+				p.again = true
+			}
 			t.remove(a)
 		} else {
 			a.pending.Store(nil)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/protograin/protograin/cluster/state"
 	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/memstore"
 )
 
 // A retry storm: one call, delivered many times at once from every node,
@@ -642,5 +643,64 @@ func TestLazyState(t *testing.T) {
 	}
 	if a := activation(); a == nil || a.state == nil {
 		t.Fatal("an activation of a grain with stored state has no state")
+	}
+}
+
+// firstLoadBlocks is a store whose first Load waits for its context to end
+// and fails with it; it closes loading when that Load starts.
+type firstLoadBlocks struct {
+	storage.Store
+	once    sync.Once
+	loading chan struct{}
+}
+
+func (s *firstLoadBlocks) Load(ctx context.Context, key storage.Key) (map[string][]byte, storage.Version, error) {
+	first := false
+	s.once.Do(func() {
+		first = true
+		close(s.loading)
+	})
+	if first {
+		<-ctx.Done()
+		return nil, 0, ctx.Err()
+	}
+	return s.Store.Load(ctx, key)
+}
+
+// TestACallThatJoinsAnActivationOutlivesTheActivatingCall: two first calls
+// to a grain; the first, which activates it, gives up while the state
+// loads. It gets its context's error; the second, which waited for that
+// activation, activates the grain itself instead of failing with the
+// first call's error.
+func TestACallThatJoinsAnActivationOutlivesTheActivatingCall(t *testing.T) {
+	t.Parallel()
+	store := &firstLoadBlocks{Store: memstore.New(), loading: make(chan struct{})}
+	nodes, _ := bankCluster(t, 1, store, -1, nil)
+	n := nodes[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first, second := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := n.Invoke(ctx, depositCall(accountKind, "j", 1))
+		first <- err
+	}()
+	receive(t, store.loading, "the first call's activation to load the state")
+	go func() {
+		_, err := n.Invoke(context.Background(), depositCall(accountKind, "j", 1))
+		second <- err
+	}()
+	waitFor(t, waitTimeout, "the second call to wait for the activation", func() bool {
+		a := n.acts.peek(actKey{kind: accountKind, identity: "j"})
+		return a != nil && a.calls.Load() == 2
+	})
+	cancel()
+	if err := receive(t, first, "the first call"); status.Code(err) != codes.Canceled {
+		t.Fatalf("the call that gave up returned %v, want its context's error", err)
+	}
+	if err := receive(t, second, "the second call"); err != nil {
+		t.Fatalf("the call that waited for the activation: %v", err)
+	}
+	if got := balance(t, n, accountKind, "j"); got != 1 {
+		t.Fatalf("balance %d, want 1", got)
 	}
 }
