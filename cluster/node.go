@@ -553,7 +553,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.transport.leaving.Store(true)
 	n.transport.sayLeavingOnAll()
 	err := n.leave(ctx)
-	n.reminders.Close() // the grains are leaving: no more firings here
+	// The grains are leaving: no more firings here. Their OnDeactivate
+	// hooks may still register and unregister reminders, for the grains'
+	// next owners, so the scheduler is closed only in teardown.
+	n.reminders.Stop()
 	if err == nil {
 		// Our own view now places nothing here: this starts deactivating
 		// every grain, and calls still arriving are answered "not owner".

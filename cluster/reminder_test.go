@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,7 +13,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/protograin/protograin/cluster/internal/reminder"
 	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/memstore"
 )
 
 // remind registers (or, with "off", unregisters) the reminder name of
@@ -188,5 +191,67 @@ func TestAFiringThatTimedOutDoesNotRun(t *testing.T) {
 	case f := <-b.reminded:
 		t.Fatalf("OnReminder ran for a firing that had timed out: %q", f)
 	default:
+	}
+}
+
+// tidyGrain unregisters its reminder as it deactivates, once its node's
+// reminders stopped firing (a leave's view change may deactivate it before
+// Shutdown gets that far).
+type tidyGrain struct {
+	node         *atomic.Pointer[Node]
+	unregistered chan error
+}
+
+func (g *tidyGrain) OnReminder(GrainContext, string) error { return nil }
+
+func (g *tidyGrain) OnDeactivate(ctx GrainContext) error {
+	// Refresh refuses once the scheduler stopped firing.
+	stopped := func() bool { return errors.Is(g.node.Load().reminders.Refresh(ctx), reminder.ErrClosed) }
+	for deadline := time.Now().Add(waitTimeout); !stopped() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	err := UnregisterReminder(ctx, "r")
+	g.unregistered <- err
+	return err
+}
+
+// TestRemindersChangeInOnDeactivateDuringShutdown: a node that leaves stops
+// firing reminders before its grains deactivate, but their OnDeactivate
+// hooks may still unregister (or register) reminders, for the grains' next
+// owners; the scheduler refused them as closed.
+func TestRemindersChangeInOnDeactivateDuringShutdown(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	unregistered := make(chan error, 1)
+	var node atomic.Pointer[Node]
+	kind := &Kind{
+		Name:        "test.Tidy",
+		IdleTimeout: -1,
+		New:         func(string) any { return &tidyGrain{node: &node, unregistered: unregistered} },
+		Methods: []Method{{
+			Name:       "/test.Tidy/Arm",
+			NewRequest: newString,
+			Handle: func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+				return req, RegisterReminder(ctx, "r", time.Hour, 0)
+			},
+		}},
+	}
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, func(cfg *Config) { cfg.Store = store })
+	n := nodes[0]
+	node.Store(n)
+	if _, err := n.Invoke(context.Background(), Call{Kind: "test.Tidy", Identity: "x", Method: "/test.Tidy/Arm",
+		Request: wrapperspb.String(""), NewResponse: newString}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := receive(t, unregistered, "OnDeactivate"); err != nil {
+		t.Fatalf("UnregisterReminder in OnDeactivate during Shutdown: %v", err)
+	}
+	if rs, err := store.ListReminders(context.Background(), "test.Tidy"); err != nil || len(rs) != 0 {
+		t.Fatalf("stored reminders after the grain unregistered its one: %v, %v", rs, err)
 	}
 }

@@ -14,7 +14,8 @@ import (
 	"github.com/protograin/protograin/cluster/storage"
 )
 
-// ErrClosed is returned by the Scheduler's methods after Close.
+// ErrClosed is returned by the Scheduler's methods after Close (by Start
+// and Refresh after Stop).
 var ErrClosed = errors.New("reminder: scheduler closed")
 
 // ErrStarted is returned by Start when the scheduler was started before.
@@ -47,7 +48,7 @@ type Config struct {
 	// Fire delivers a due reminder to its grain. A nil error means it was
 	// delivered; any other error makes the scheduler retry later. Fire runs
 	// in its own goroutine, several at a time for different reminders, and
-	// ctx ends after FireTimeout or when the scheduler is closed.
+	// ctx ends after FireTimeout or when the scheduler is stopped.
 	Fire func(ctx context.Context, r storage.Reminder) error
 	// Clock tells time and runs the timer. Nil means real time.
 	Clock Clock
@@ -128,12 +129,12 @@ type Scheduler struct {
 	hosts  map[string]bool // cfg.Kinds as a set
 	seed   maphash.Seed
 
-	ctx    context.Context // ends at Close; parent of every Fire
+	ctx    context.Context // ends at Stop (or Close); parent of every Fire
 	cancel context.CancelFunc
 	wake   chan struct{} // pokes the loop; capacity one
-	done   chan struct{} // closed by Close
+	done   chan struct{} // closed by Stop
 	wg     sync.WaitGroup
-	close  sync.Once
+	stop   sync.Once
 
 	// listing is held for writing by Refresh while it lists the store and
 	// updates the schedule, and for reading by every store write of
@@ -153,7 +154,8 @@ type Scheduler struct {
 	timerGen uint64    // tells the current timer from stopped ones
 	inflight int
 	started  bool
-	closed   bool
+	stopped  bool // nothing fires any more (Stop)
+	closed   bool // nothing is done any more (Close)
 }
 
 // New returns a Scheduler that does nothing until Start. A bad Config is
@@ -190,7 +192,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	switch {
-	case s.closed: // checked under mu, so that Close's Wait cannot race the Add
+	case s.stopped: // checked under mu, so that Stop's Wait cannot race the Add
 		s.mu.Unlock()
 		return ErrClosed
 	case s.started:
@@ -212,6 +214,12 @@ func (s *Scheduler) Start(ctx context.Context) error {
 func (s *Scheduler) Refresh(ctx context.Context) error {
 	if err := s.usable(); err != nil {
 		return err
+	}
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		return ErrClosed // it would schedule what never fires
 	}
 	s.listing.Lock()
 	defer s.listing.Unlock()
@@ -319,7 +327,7 @@ func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
 	owns := s.cfg.Owns(r.Grain.Kind, r.Grain.Identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if owns {
+	if owns && !s.stopped {
 		s.putLocked(k, r)
 		s.poke()
 	} else if e := s.lookupLocked(k); e != nil {
@@ -361,13 +369,16 @@ func (s *Scheduler) Len() int {
 	return len(s.entries)
 }
 
-// Close stops the timer, cancels the context of running Fires and waits for
-// them and their store writes to return. It is idempotent. The store is not
-// closed.
-func (s *Scheduler) Close() {
-	s.close.Do(func() {
+// Stop ends the firing for good: it stops the timer, cancels the context
+// of running Fires and waits for them and their store writes to return.
+// Register and Unregister still save to and delete from the store, and
+// schedule nothing; Start and Refresh return ErrClosed. A node that leaves
+// stops firing before its grains deactivate, whose hooks may still change
+// their reminders for the grains' next owners. It is idempotent.
+func (s *Scheduler) Stop() {
+	s.stop.Do(func() {
 		s.mu.Lock()
-		s.closed = true
+		s.stopped = true
 		if s.timer != nil {
 			s.timer.Stop()
 			s.timer, s.timerAt = nil, time.Time{}
@@ -377,6 +388,15 @@ func (s *Scheduler) Close() {
 		s.cancel()
 	})
 	s.wg.Wait()
+}
+
+// Close stops the scheduler as Stop does, and refuses every later call
+// with ErrClosed. It is idempotent. The store is not closed.
+func (s *Scheduler) Close() {
+	s.Stop()
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
 }
 
 // usable returns the Config error or ErrClosed, if any.
@@ -496,7 +516,7 @@ func (s *Scheduler) loop() {
 func (s *Scheduler) dispatch() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.stopped {
 		return
 	}
 	now := s.cfg.Clock.Now()

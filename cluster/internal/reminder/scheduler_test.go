@@ -756,3 +756,39 @@ func TestFireContextHasTimeout(t *testing.T) {
 		t.Fatal("timed out waiting for Fire")
 	}
 }
+
+// TestStopEndsFiringButKeepsStoreWrites: after Stop nothing is scheduled
+// or fired, Start and Refresh return ErrClosed, while Register and
+// Unregister still save to and delete from the store (a node's leaving
+// grains may change their reminders for their next owners); Close then
+// refuses them too.
+func TestStopEndsFiringButKeepsStoreWrites(t *testing.T) {
+	t.Parallel()
+	st, clk, rec, o := newMemstore(t), newFakeClock(), &recorder{}, &owners{}
+	s := start(t, testConfig(t, st, clk, o.owns("a"), rec))
+	s.Stop()
+	s.Stop() // idempotent
+	ctx := context.Background()
+	register(t, s, storage.Reminder{Grain: grain("g1"), Name: "r", Due: t0()})
+	if n := s.Len(); n != 0 {
+		t.Fatalf("%d reminders scheduled after Stop, want 0", n)
+	}
+	if len(stored(t, st)) != 1 {
+		t.Fatal("Register after Stop did not save the reminder")
+	}
+	for name, err := range map[string]error{"Start": s.Start(ctx), "Refresh": s.Refresh(ctx)} {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Stop: %v, want ErrClosed", name, err)
+		}
+	}
+	if err := s.Unregister(ctx, grain("g1"), "r"); err != nil {
+		t.Fatalf("Unregister after Stop: %v", err)
+	}
+	if len(stored(t, st)) != 0 {
+		t.Fatal("Unregister after Stop did not delete the reminder")
+	}
+	s.Close()
+	if err := s.Register(ctx, storage.Reminder{Grain: grain("g1"), Name: "r", Due: t0()}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Register after Close: %v, want ErrClosed", err)
+	}
+}
