@@ -245,16 +245,27 @@ func (n *Node) drainEvents() {
 }
 
 // watchMembership rebuilds placement after membership changes and moves the
-// grains this node no longer owns.
+// grains this node no longer owns, and their reminders. A reminder listing
+// that fails is tried again, with the call retries' backoff, until one
+// succeeds: a grain that moved here while the store was down would
+// otherwise get its reminders only at the next membership change.
 func (n *Node) watchMembership() {
 	defer n.loops.Done()
+	var retry <-chan time.Time // while a listing failed
+	backoff := n.cfg.RetryBackoff
 	for {
 		select {
 		case <-n.changed:
 			n.refresh()
-			n.refreshReminders()
+		case <-retry:
 		case <-n.stop:
 			return
+		}
+		if n.refreshReminders() {
+			retry, backoff = nil, n.cfg.RetryBackoff
+		} else {
+			retry = time.After(backoff)
+			backoff = min(2*backoff, n.cfg.RetryBackoffMax)
 		}
 	}
 }

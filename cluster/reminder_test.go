@@ -255,3 +255,47 @@ func TestRemindersChangeInOnDeactivateDuringShutdown(t *testing.T) {
 		t.Fatalf("stored reminders after the grain unregistered its one: %v, %v", rs, err)
 	}
 }
+
+// flakyListStore fails ListReminders while failing is set, as a database
+// does during a brief outage, and counts the failures.
+type flakyListStore struct {
+	storage.Store
+	failing atomic.Bool
+	failed  atomic.Int64
+}
+
+func (s *flakyListStore) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
+	if s.failing.Load() {
+		s.failed.Add(1)
+		return nil, errors.New("test: store briefly down")
+	}
+	return s.Store.ListReminders(ctx, kind)
+}
+
+// TestARemindersListingThatFailedIsTriedAgain: a grain's owner leaves while
+// the store fails to list reminders; once the store is back, the grain's
+// new owner lists again by itself and fires the reminder, where it waited
+// for the next membership change.
+func TestARemindersListingThatFailedIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	store := &flakyListStore{Store: memstore.New()}
+	nodes, banks := bankCluster(t, 2, store, -1, nil)
+	owner, other := nodes[0], nodes[1]
+	id := accountOwnedBy(t, owner, accountKind, "flaky")
+	remind(t, other, id, "tick", "50ms")
+	nextFiring(t, banks[owner.Name()])
+
+	store.failing.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := owner.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the other node to fail to list the reminders after the leave", func() bool {
+		return aliveCount(other) == 1 && store.failed.Load() > 0
+	})
+	store.failing.Store(false)
+	if f := nextFiring(t, banks[other.Name()]); !strings.Contains(f, id+" tick") {
+		t.Fatalf("fired %q on the new owner, want %s's tick", f, id)
+	}
+}

@@ -109,9 +109,9 @@ func (n *Node) startReminders(ctx context.Context) error {
 }
 
 // refreshReminders makes the reminder schedule follow a membership change:
-// this node fires the reminders of the grains it owns now. A failure is
-// logged: the next membership change, or the owner's start, lists again.
-func (n *Node) refreshReminders() {
+// this node fires the reminders of the grains it owns now. It reports
+// false if listing them failed, which it logs (see watchMembership).
+func (n *Node) refreshReminders() bool {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -122,8 +122,10 @@ func (n *Node) refreshReminders() {
 		}
 	}()
 	if err := n.reminders.Refresh(ctx); err != nil && !errors.Is(err, reminder.ErrClosed) && !isDone(n.stop) {
-		n.log.Warn("cluster: list reminders after a membership change", "err", err)
+		n.log.Warn("cluster: list reminders after a membership change; trying again", "err", err)
+		return false
 	}
+	return true
 }
 
 // owns reports whether this node owns the grain in its current view.
