@@ -148,7 +148,9 @@ func (c *Context) Unwatch(who *Ref) {
 // SendAfter sends msg to the actor itself after d. The timer is cancelled
 // when the actor stops or restarts, or when the returned Timer is stopped;
 // a cancelled timer's message is not delivered even if it was already
-// queued.
+// queued. An actor that is stopping (in its *Stopping or *Stopped handler)
+// gets a Timer stopped already, and msg goes to the dead letters; the same
+// holds for SendEvery.
 func (c *Context) SendAfter(d time.Duration, msg any) *Timer {
 	return c.ref.startTimer(d, 0, msg)
 }
