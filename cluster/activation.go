@@ -182,6 +182,33 @@ type activating struct {
 	// again under their own, rather than fail with an error that belongs
 	// to that call. Set before done.
 	again bool
+	// early are the one-way messages the grain sent itself from
+	// OnActivate, for its actor once it is spawned (see hookContext);
+	// guarded by mu. drained is set when activate took them.
+	early   []*oneWayCall
+	drained bool
+}
+
+// keep keeps m for the actor, and reports false if the activation is past
+// taking it (m then goes the usual way).
+func (p *activating) keep(m *oneWayCall) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drained {
+		return false
+	}
+	p.early = append(p.early, m)
+	return true
+}
+
+// takeEarly returns the messages keep kept, and keeps no more.
+func (p *activating) takeEarly() []*oneWayCall {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.drained = true
+	early := p.early
+	p.early = nil
+	return early
 }
 
 // errActivateAgain is what ready returns to a call that waited for an
@@ -444,6 +471,7 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	view := t.n.view.Load()
 	defer func() {
 		p := a.pending.Load()
+		t.sendEarly(a, p.takeEarly(), err)
 		if err != nil {
 			if ctx.Err() != nil {
 				// This call gave up (its deadline, or its caller): it
@@ -486,6 +514,22 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	return nil
 }
 
+// sendEarly hands the actor of a, just spawned, the one-way messages the
+// grain sent itself from OnActivate, in order; when the activation failed
+// (err), they are dropped with a log line, as messages to a grain that
+// fails are.
+func (t *activations) sendEarly(a *activation, early []*oneWayCall, err error) {
+	for _, m := range early {
+		if err == nil {
+			err = a.ref.Send(m)
+		}
+		if err != nil {
+			t.n.log.Warn("cluster: dropped a one-way message a grain sent itself while activating", "kind", a.hk.Name,
+				"identity", a.identity, "method", m.method.Name, "err", err)
+		}
+	}
+}
+
 // newGrain calls the kind's New and the grain's OnActivate, turning a panic
 // in either into an error. OnActivate sees the loaded state; what it changes
 // is flushed with the first call that changes state, or at deactivation.
@@ -503,7 +547,9 @@ func (t *activations) newGrain(ctx context.Context, a *activation) (err error) {
 		return newError(codes.Internal, ErrActivation, "cluster: kind %q: New returned nil", a.hk.Name)
 	}
 	if act, ok := a.grain.(Activator); ok {
-		if err := act.OnActivate(t.n.grainContext(ctx, a, nil, stamp{})); err != nil {
+		h := t.n.hookContext(ctx, a, false)
+		defer h.over.Store(true)
+		if err := act.OnActivate(h); err != nil {
 			return newError(codes.Unavailable, ErrActivation, "cluster: activate %s/%s: %v", a.hk.Name, a.identity, err)
 		}
 	}
@@ -1221,7 +1267,9 @@ func (g *grainActor) runOnDeactivate(ctx context.Context, d Deactivator) (err er
 			err = newError(codes.Internal, ErrGrainPanic, "cluster: OnDeactivate of %s/%s panicked: %v", g.hk.Name, g.identity, p)
 		}
 	}()
-	if err := d.OnDeactivate(g.node().grainContext(ctx, g.act(), nil, stamp{})); err != nil {
+	h := g.node().hookContext(ctx, g.act(), true)
+	defer h.over.Store(true)
+	if err := d.OnDeactivate(h); err != nil {
 		return fmt.Errorf("cluster: OnDeactivate of %s/%s: %w", g.hk.Name, g.identity, err)
 	}
 	return nil

@@ -432,6 +432,12 @@ func (n *Node) grainContext(ctx context.Context, a *activation, callers []actKey
 	return &grainContext{Context: ctx, n: n, a: a, callers: callers, stamp: st}
 }
 
+// hookContext returns the GrainContext of a's OnActivate, or of its
+// OnDeactivate if deactivating.
+func (n *Node) hookContext(ctx context.Context, a *activation, deactivating bool) *hookContext {
+	return &hookContext{grainContext: grainContext{Context: ctx, n: n, a: a}, deactivating: deactivating}
+}
+
 // grainScope is implemented by the GrainContexts a node passes to grain
 // methods: scope returns the node and the grain's activation.
 type grainScope interface {

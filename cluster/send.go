@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -67,14 +68,8 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // and WithTurnOnCaller change nothing: a one-way message to a grain of this
 // node waits in its mailbox for its worker. call.NewResponse is not used.
 func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
-	cc := applyCallOptions(opts)
-	if cc.stamp != (stamp{}) {
-		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: WithCallID does not apply to one-way messages",
-			call.Kind, call.Identity, call.Method)
-	}
-	if call.Request == nil {
-		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s needs a Request",
-			call.Kind, call.Identity, call.Method)
+	if err := checkOneWay(&call, opts); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return contextError(err)
@@ -111,6 +106,20 @@ func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 	}
 }
 
+// checkOneWay refuses a one-way message that Send cannot take whoever
+// owns its grain.
+func checkOneWay(call *Call, opts []CallOption) error {
+	if applyCallOptions(opts).stamp != (stamp{}) {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: WithCallID does not apply to one-way messages",
+			call.Kind, call.Identity, call.Method)
+	}
+	if call.Request == nil {
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s needs a Request",
+			call.Kind, call.Identity, call.Method)
+	}
+	return nil
+}
+
 // Send implements Sender: grains send one-way messages through their node.
 // Unlike a call, a one-way message to a grain waiting in the chain of calls
 // that led here, or to the grain itself, cannot deadlock: nobody waits for
@@ -127,12 +136,9 @@ func (n *Node) sendLocal(ctx context.Context, call *Call) error {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
 	}
 	defer n.calls.leave(ticket)
-	hk, m, err := n.lookup(call.Kind, call.Method)
+	hk, m, err := n.localMethod(call)
 	if err != nil {
 		return err
-	}
-	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
-		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
 	}
 	if n.tryQueueOneWay(hk, m, call.Identity, call.Request) {
 		return nil
@@ -145,6 +151,56 @@ func (n *Node) sendLocal(ctx context.Context, call *Call) error {
 		defer cancel()
 	}
 	return n.queueOneWay(ctx, hk, m, call.Identity, call.Request)
+}
+
+// localMethod finds the kind and method of a message for a grain of this
+// node, and checks its request's type: a local message is passed on as it
+// is, with no encoding that would catch a wrong one.
+func (n *Node) localMethod(call *Call) (*hostedKind, *hostedMethod, error) {
+	hk, m, err := n.lookup(call.Kind, call.Method)
+	if err != nil {
+		return nil, nil, err
+	}
+	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
+		return nil, nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
+	}
+	return hk, m, nil
+}
+
+// hookContext is the GrainContext of OnActivate and OnDeactivate. While
+// the hook runs, a one-way message the grain sends itself cannot go the
+// usual way, which waits until the activation is done (or gone), that is
+// for the hook itself, until ctx ends: Send keeps it instead, for the
+// actor once it is spawned (OnActivate), or for the grain's next
+// activation (OnDeactivate, see keepOneWay).
+type hookContext struct {
+	grainContext
+	deactivating bool        // OnDeactivate's; OnActivate's otherwise
+	over         atomic.Bool // the hook returned: Send goes the usual way
+}
+
+// Send implements Sender.
+func (h *hookContext) Send(ctx context.Context, call Call, opts ...CallOption) error {
+	a := h.a
+	if h.over.Load() || call.Kind != a.hk.Name || call.Identity != a.identity {
+		return h.grainContext.Send(ctx, call, opts...)
+	}
+	if err := checkOneWay(&call, opts); err != nil {
+		return err
+	}
+	_, m, err := h.n.localMethod(&call)
+	if err != nil {
+		return err
+	}
+	msg := newOneWayCall(m, call.Request)
+	if h.deactivating {
+		h.n.acts.keepOneWay(a, msg)
+		return nil
+	}
+	if p := a.pending.Load(); p != nil && p.keep(msg) {
+		return nil
+	}
+	return h.grainContext.Send(ctx, call, opts...)
 }
 
 // maxPooledPayload bounds the buffers kept in transport.payloads, so that one huge

@@ -1091,3 +1091,90 @@ func TestForwardedMessageWaitsOncePerView(t *testing.T) {
 		t.Error("the message waited for a newer view")
 	}
 }
+
+// selfSender sends itself one one-way message from OnActivate or from
+// OnDeactivate (once per test, across activations), and reports Send's
+// error; its Note method reports each note it runs.
+type selfSender struct {
+	inActivate bool
+	once       *sync.Once
+	sent       chan error
+	noted      chan string
+}
+
+func (g *selfSender) send(ctx GrainContext, note string) {
+	g.once.Do(func() {
+		g.sent <- ctx.(Sender).Send(ctx, Call{Kind: "test.Self", Identity: ctx.Identity(), Method: "/test.Self/Note",
+			Request: wrapperspb.String(note)})
+	})
+}
+
+func (g *selfSender) OnActivate(ctx GrainContext) error {
+	if g.inActivate {
+		g.send(ctx, "from OnActivate")
+	}
+	return nil
+}
+
+func (g *selfSender) OnDeactivate(ctx GrainContext) error {
+	if !g.inActivate {
+		g.send(ctx, "from OnDeactivate")
+	}
+	return nil
+}
+
+// TestAGrainSendsItselfAMessageFromItsHooks: a one-way message a grain
+// sends itself from OnActivate or OnDeactivate went through the node,
+// which waited for the activation to be done or gone, that is for the hook
+// itself: the hook hung until its deadline, and the message was lost. Now
+// Send returns at once, and the message runs: after OnActivate on the
+// activation it came from, after OnDeactivate on the grain's next one.
+func TestAGrainSendsItselfAMessageFromItsHooks(t *testing.T) {
+	t.Parallel()
+	for _, inActivate := range []bool{true, false} {
+		name := map[bool]string{true: "OnActivate", false: "OnDeactivate"}[inActivate]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			sent, noted := make(chan error, 1), make(chan string, 4)
+			var once sync.Once
+			kind := &Kind{
+				Name:        "test.Self",
+				IdleTimeout: -1,
+				New: func(string) any {
+					return &selfSender{inActivate: inActivate, once: &once, sent: sent, noted: noted}
+				},
+				Methods: []Method{{
+					Name: "/test.Self/Note", NewRequest: newString,
+					Handle: func(_ any, _ GrainContext, req proto.Message) (proto.Message, error) {
+						noted <- req.(*wrapperspb.StringValue).GetValue()
+						return req, nil
+					},
+				}},
+			}
+			nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, nil)
+			n := nodes[0]
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := n.Invoke(ctx, Call{Kind: "test.Self", Identity: "s", Method: "/test.Self/Note",
+				Request: wrapperspb.String("a call"), NewResponse: newString}); err != nil {
+				t.Fatalf("the call that activates the grain: %v", err)
+			}
+			if !inActivate {
+				if got := receive(t, noted, "the call"); got != "a call" {
+					t.Fatalf("ran %q, want the call", got)
+				}
+				hk := n.kinds["test.Self"]
+				n.acts.deactivateWhere(false, func(a *activation, _ time.Duration) bool { return a.hk == hk }) // as a passivation does
+			}
+			if err := receive(t, sent, "the hook's Send"); err != nil {
+				t.Fatalf("Send from %s: %v", name, err)
+			}
+			want := "from " + name
+			for got := receive(t, noted, "the message"); got != want; got = receive(t, noted, "the message") {
+				if got != "a call" {
+					t.Fatalf("ran %q, want %q", got, want)
+				}
+			}
+		})
+	}
+}
