@@ -123,7 +123,9 @@ func checkOneWay(call *Call, opts []CallOption) error {
 // Send implements Sender: grains send one-way messages through their node.
 // Unlike a call, a one-way message to a grain waiting in the chain of calls
 // that led here, or to the grain itself, cannot deadlock: nobody waits for
-// it. It runs after the current call.
+// it. It runs after the current call; one a grain sends itself from
+// OnActivate runs after OnActivate, and one from OnDeactivate on the
+// grain's next activation (see hookContext).
 func (g *grainContext) Send(ctx context.Context, call Call, opts ...CallOption) error {
 	return g.n.Send(ctx, call, opts...)
 }
