@@ -261,7 +261,7 @@ func (n *Node) watchMembership() {
 		case <-n.stop:
 			return
 		}
-		if n.refreshReminders() {
+		if n.refreshReminders(retry != nil) {
 			retry, backoff = nil, n.cfg.RetryBackoff
 		} else {
 			retry = time.After(backoff)

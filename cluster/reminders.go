@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -110,8 +111,10 @@ func (n *Node) startReminders(ctx context.Context) error {
 
 // refreshReminders makes the reminder schedule follow a membership change:
 // this node fires the reminders of the grains it owns now. It reports
-// false if listing them failed, which it logs (see watchMembership).
-func (n *Node) refreshReminders() bool {
+// false if listing them failed, which it logs: as a warning, or at debug
+// level when again is set, so that a store down for a while does not fill
+// the log with one line per retry (see watchMembership).
+func (n *Node) refreshReminders(again bool) bool {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -122,7 +125,11 @@ func (n *Node) refreshReminders() bool {
 		}
 	}()
 	if err := n.reminders.Refresh(ctx); err != nil && !errors.Is(err, reminder.ErrClosed) && !isDone(n.stop) {
-		n.log.Warn("cluster: list reminders after a membership change; trying again", "err", err)
+		level := slog.LevelWarn
+		if again {
+			level = slog.LevelDebug
+		}
+		n.log.Log(ctx, level, "cluster: list reminders after a membership change; trying again", "err", err)
 		return false
 	}
 	return true
