@@ -2,6 +2,7 @@ package main
 
 import (
 	"go/token"
+	"go/types"
 	"sort"
 
 	"google.golang.org/protobuf/compiler/protogen"
@@ -149,6 +150,9 @@ func messageNames(m *protogen.Message) []string {
 		if field.Oneof != nil {
 			names = append(names, field.GoIdent.GoName) // the oneof wrapper type
 		}
+		if field.Desc.HasDefault() {
+			names = append(names, "Default_"+m.GoIdent.GoName+"_"+field.GoName) // its default's constant
+		}
 	}
 	names = append(names, enumNames(m.Enums)...)
 	names = append(names, extensionNames(m.Extensions)...)
@@ -186,9 +190,12 @@ func localIdents() []string {
 
 // importName returns the name the generated file uses for an imported Go
 // package whose package name is pkg: pkg itself, with "_" appended while it
-// would be shadowed by a local identifier.
+// would be shadowed by a local identifier, or would shadow a predeclared
+// one that the generated code uses (any, string, error; jennifer's list of
+// reserved words lacks any).
 func importName(pkg string) string {
 	locals := nameSet{}
 	locals.reserve(localIdents()...)
+	locals.reserve(types.Universe.Names()...)
 	return locals.claim(pkg)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/compiler/protogen"
@@ -31,6 +32,24 @@ func TestImportNameAvoidsLocals(t *testing.T) {
 	}
 	if got := importName("typespb"); got != "typespb" {
 		t.Errorf("importName(typespb) = %q, want it unchanged", got)
+	}
+	// Predeclared names the generated code uses: a package named any made
+	// "New: func(identity string) any" refer to the package.
+	for _, predeclared := range []string{"any", "string", "error"} {
+		if got := importName(predeclared); got != predeclared+"_" {
+			t.Errorf("importName(%q) = %q, want %q", predeclared, got, predeclared+"_")
+		}
+	}
+}
+
+// TestProtocGenGoNamesHaveDefaultConstants: protoc-gen-go declares a
+// Default_<Message>_<Field> constant for a field with an explicit default
+// (proto2, editions), which a grain name must yield to like any other.
+func TestProtocGenGoNamesHaveDefaultConstants(t *testing.T) {
+	gen := plugin(t, "testdata/proto2/proto2.proto")
+	names := protocGenGoNames(gen.Files[len(gen.Files)-1])
+	if !slices.Contains(names, "Default_LookupRequest_Limit") {
+		t.Errorf("protoc-gen-go's names %v lack Default_LookupRequest_Limit", names)
 	}
 }
 
