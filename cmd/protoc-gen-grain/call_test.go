@@ -369,18 +369,21 @@ func TestEveryGoldenMethodIsCallable(t *testing.T) {
 	}
 }
 
-// clashGrain implements the clash golden's Counter, whose RPC OnActivate is
-// generated as OnActivate_ so that the grain can still implement
-// cluster.Activator.
+// clashGrain implements the clash golden's Counter, whose RPCs OnActivate
+// and OnReminder are generated as OnActivate_ and OnReminder_ so that the
+// grain can still implement cluster.Activator and cluster.ReminderReceiver.
 type clashGrain struct {
 	clash.UnimplementedCounterGrain
 	activated bool
 }
 
 var (
-	_ clash.CounterGrain_ = (*clashGrain)(nil)
-	_ cluster.Activator   = (*clashGrain)(nil)
+	_ clash.CounterGrain_      = (*clashGrain)(nil)
+	_ cluster.Activator        = (*clashGrain)(nil)
+	_ cluster.ReminderReceiver = (*clashGrain)(nil)
 )
+
+func (g *clashGrain) OnReminder(cluster.GrainContext, string) error { return nil }
 
 func (g *clashGrain) OnActivate(cluster.GrainContext) error {
 	g.activated = true
@@ -401,6 +404,9 @@ func TestClashingNamesStillWork(t *testing.T) {
 	ctx := context.Background()
 	if _, err := client.OnActivate_(ctx, &clash.Empty{}); err != nil {
 		t.Errorf("OnActivate_: %v", err)
+	}
+	if _, err := client.OnReminder_(ctx, &clash.Empty{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("OnReminder_ of a grain that does not implement it: %v, want Unimplemented", err)
 	}
 	health, err := client.Uses(ctx, &req.Thing{Name: "ok"})
 	if err != nil || !health.GetOk() {

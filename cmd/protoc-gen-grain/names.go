@@ -27,9 +27,10 @@ import (
 //     within the service).
 //
 // Method names (on the grain interface, the Unimplemented type and the
-// client) are unique per service; OnActivate and OnDeactivate are reserved
-// there because a grain implementing cluster.Activator or cluster.Deactivator
-// needs those names for its lifecycle hooks.
+// client) are unique per service; OnActivate, OnDeactivate and OnReminder
+// are reserved there because a grain implementing cluster.Activator,
+// cluster.Deactivator or cluster.ReminderReceiver needs those names for its
+// hooks.
 //
 // All files of one Go package must be generated in one run (buf does this by
 // default) for names that collide across files to be resolved the same way.
@@ -55,7 +56,7 @@ type methodNames struct {
 // reservedMethodNames are grain method names that belong to the cluster's
 // optional lifecycle interfaces.
 func reservedMethodNames() []string {
-	return []string{"OnActivate", "OnDeactivate"}
+	return []string{"OnActivate", "OnDeactivate", "OnReminder"}
 }
 
 // nameSet hands out unique identifiers within one scope.

@@ -95,8 +95,9 @@ func TestPackageNamesResolveCollisions(t *testing.T) {
 			{Go: "Invoke", Const: "CounterInvokeMethod"},
 			{Go: "OnActivate_", Const: "CounterOnActivateMethod"}, // cluster.Activator's hook
 			{Go: "OnDeactivate_", Const: "CounterOnDeactivateMethod"},
-			{Go: "GetValue", Const: "CounterGetValueMethod"},   // get_value
-			{Go: "GetValue_", Const: "CounterGetValueMethod_"}, // GetValue, same Go name
+			{Go: "OnReminder_", Const: "CounterOnReminderMethod"}, // cluster.ReminderReceiver's
+			{Go: "GetValue", Const: "CounterGetValueMethod"},      // get_value
+			{Go: "GetValue_", Const: "CounterGetValueMethod_"},    // GetValue, same Go name
 			{Go: "Uses", Const: "CounterUsesMethod"},
 		},
 	}

@@ -47,6 +47,9 @@ const (
 	// CounterOnDeactivateMethod is the full method name of
 	// protograin.testdata.clash.v1.Counter.OnDeactivate.
 	CounterOnDeactivateMethod = "/protograin.testdata.clash.v1.Counter/OnDeactivate"
+	// CounterOnReminderMethod is the full method name of
+	// protograin.testdata.clash.v1.Counter.OnReminder.
+	CounterOnReminderMethod = "/protograin.testdata.clash.v1.Counter/OnReminder"
 	// CounterGetValueMethod is the full method name of
 	// protograin.testdata.clash.v1.Counter.get_value.
 	CounterGetValueMethod = "/protograin.testdata.clash.v1.Counter/get_value"
@@ -92,6 +95,13 @@ type CounterGrain_ interface {
 	// The Go name of OnDeactivate has a trailing underscore because OnDeactivate
 	// is taken by another RPC or reserved for a grain lifecycle hook.
 	OnDeactivate_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
+	// OnReminder_ handles the protograin.testdata.clash.v1.Counter.OnReminder RPC.
+	//
+	// OnReminder would clash with cluster.ReminderReceiver's.
+	//
+	// The Go name of OnReminder has a trailing underscore because OnReminder is
+	// taken by another RPC or reserved for a grain lifecycle hook.
+	OnReminder_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 	// GetValue handles the protograin.testdata.clash.v1.Counter.get_value RPC.
 	GetValue(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 	// GetValue_ handles the protograin.testdata.clash.v1.Counter.GetValue RPC.
@@ -143,6 +153,11 @@ func (UnimplementedCounterGrain) OnActivate_(cluster.GrainContext, *Empty) (*Emp
 // OnDeactivate_ returns an error with code codes.Unimplemented.
 func (UnimplementedCounterGrain) OnDeactivate_(cluster.GrainContext, *Empty) (*Empty, error) {
 	return nil, status1.Error(codes.Unimplemented, "protograin: "+CounterOnDeactivateMethod+" is not implemented")
+}
+
+// OnReminder_ returns an error with code codes.Unimplemented.
+func (UnimplementedCounterGrain) OnReminder_(cluster.GrainContext, *Empty) (*Empty, error) {
+	return nil, status1.Error(codes.Unimplemented, "protograin: "+CounterOnReminderMethod+" is not implemented")
 }
 
 // GetValue returns an error with code codes.Unimplemented.
@@ -342,6 +357,33 @@ func (c *CounterClient) OnDeactivate_(ctx context.Context, req *Empty, opts ...c
 	typed, ok := resp.(*Empty)
 	if !ok {
 		return nil, status1.Errorf(codes.Internal, "protograin: %s: response has type %T, want %T", CounterOnDeactivateMethod, resp, typed)
+	}
+	return typed, nil
+}
+
+// OnReminder_ calls the protograin.testdata.clash.v1.Counter.OnReminder RPC on
+// the client's grain.
+//
+// OnReminder would clash with cluster.ReminderReceiver's.
+//
+// The Go name of OnReminder has a trailing underscore because OnReminder is
+// taken by another RPC or reserved for a grain lifecycle hook.
+func (c *CounterClient) OnReminder_(ctx context.Context, req *Empty, opts ...cluster.CallOption) (*Empty, error) {
+	resp, err := c.caller.Invoke(ctx, cluster.Call{
+		Kind:     CounterKind,
+		Identity: c.identity,
+		Method:   CounterOnReminderMethod,
+		Request:  req,
+		NewResponse: func() proto.Message {
+			return new(Empty)
+		},
+	}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	typed, ok := resp.(*Empty)
+	if !ok {
+		return nil, status1.Errorf(codes.Internal, "protograin: %s: response has type %T, want %T", CounterOnReminderMethod, resp, typed)
 	}
 	return typed, nil
 }
@@ -575,6 +617,27 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 						return nil, status1.Errorf(codes.InvalidArgument, "protograin: %s: request has type %T, want %T", CounterOnDeactivateMethod, req, r)
 					}
 					resp, err := g.OnDeactivate_(ctx, r)
+					if err != nil {
+						return nil, err
+					}
+					return resp, nil
+				},
+			},
+			{
+				Name: CounterOnReminderMethod,
+				NewRequest: func() proto.Message {
+					return new(Empty)
+				},
+				Handle: func(grain any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
+					g, ok := grain.(CounterGrain_)
+					if !ok {
+						return nil, status1.Errorf(codes.Internal, "protograin: %s: grain has type %T, want an implementation of CounterGrain_", CounterOnReminderMethod, grain)
+					}
+					r, ok := req.(*Empty)
+					if !ok {
+						return nil, status1.Errorf(codes.InvalidArgument, "protograin: %s: request has type %T, want %T", CounterOnReminderMethod, req, r)
+					}
+					resp, err := g.OnReminder_(ctx, r)
 					if err != nil {
 						return nil, err
 					}
