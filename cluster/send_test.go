@@ -1096,10 +1096,27 @@ func TestForwardedMessageWaitsOncePerView(t *testing.T) {
 // OnDeactivate (once per test, across activations), and reports Send's
 // error; its Note method reports each note it runs.
 type selfSender struct {
-	inActivate bool
-	once       *sync.Once
-	sent       chan error
-	noted      chan string
+	inActivate   bool
+	failActivate error // what OnActivate returns after sending
+	once         *sync.Once
+	sent         chan error
+}
+
+// newSelfKind returns the kind test.Self of grains newGrain makes, whose
+// Note method reports each note it runs on noted.
+func newSelfKind(newGrain func() *selfSender, noted chan<- string) *Kind {
+	return &Kind{
+		Name:        "test.Self",
+		IdleTimeout: -1,
+		New:         func(string) any { return newGrain() },
+		Methods: []Method{{
+			Name: "/test.Self/Note", NewRequest: newString,
+			Handle: func(_ any, _ GrainContext, req proto.Message) (proto.Message, error) {
+				noted <- req.(*wrapperspb.StringValue).GetValue()
+				return req, nil
+			},
+		}},
+	}
 }
 
 func (g *selfSender) send(ctx GrainContext, note string) {
@@ -1113,7 +1130,7 @@ func (g *selfSender) OnActivate(ctx GrainContext) error {
 	if g.inActivate {
 		g.send(ctx, "from OnActivate")
 	}
-	return nil
+	return g.failActivate
 }
 
 func (g *selfSender) OnDeactivate(ctx GrainContext) error {
@@ -1137,20 +1154,9 @@ func TestAGrainSendsItselfAMessageFromItsHooks(t *testing.T) {
 			t.Parallel()
 			sent, noted := make(chan error, 1), make(chan string, 4)
 			var once sync.Once
-			kind := &Kind{
-				Name:        "test.Self",
-				IdleTimeout: -1,
-				New: func(string) any {
-					return &selfSender{inActivate: inActivate, once: &once, sent: sent, noted: noted}
-				},
-				Methods: []Method{{
-					Name: "/test.Self/Note", NewRequest: newString,
-					Handle: func(_ any, _ GrainContext, req proto.Message) (proto.Message, error) {
-						noted <- req.(*wrapperspb.StringValue).GetValue()
-						return req, nil
-					},
-				}},
-			}
+			kind := newSelfKind(func() *selfSender {
+				return &selfSender{inActivate: inActivate, once: &once, sent: sent}
+			}, noted)
 			nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, nil)
 			n := nodes[0]
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -1176,5 +1182,41 @@ func TestAGrainSendsItselfAMessageFromItsHooks(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAMessageAGrainSentItselfFromAFailedActivationIsDropped: a grain sends
+// itself a message from OnActivate, which then fails. Send returned nil (the
+// message was kept for the actor), but no actor comes: the message is
+// dropped with a log line, as one to a grain that fails is, and never runs.
+func TestAMessageAGrainSentItselfFromAFailedActivationIsDropped(t *testing.T) {
+	t.Parallel()
+	sent, noted := make(chan error, 1), make(chan string, 4)
+	var once sync.Once
+	kind := newSelfKind(func() *selfSender {
+		return &selfSender{inActivate: true, failActivate: errors.New("test: activation fails"), once: &once, sent: sent}
+	}, noted)
+	logs := &logLines{}
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, func(cfg *Config) {
+		cfg.Logger = slog.New(logs.handler(cfg.Logger.Handler()))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := nodes[0].Invoke(ctx, Call{Kind: "test.Self", Identity: "s", Method: "/test.Self/Note",
+		Request: wrapperspb.String("a call"), NewResponse: newString}, WithoutRetry())
+	if !errors.Is(err, ErrActivation) {
+		t.Fatalf("the call whose activation fails: %v, want ErrActivation", err)
+	}
+	if err := receive(t, sent, "OnActivate's Send"); err != nil {
+		t.Fatalf("Send from OnActivate: %v", err)
+	}
+	// The activation drops what it kept before its error reaches the call.
+	if logs.count("dropped a one-way message a grain sent itself while activating", "identity=s", "method=/test.Self/Note") != 1 {
+		t.Fatal("the kept message was not logged as dropped once")
+	}
+	select {
+	case got := <-noted:
+		t.Fatalf("ran %q on a grain whose activation failed", got)
+	default:
 	}
 }
