@@ -421,6 +421,80 @@ func TestFarewellEndsTheStreamsOpenedDuringIt(t *testing.T) {
 	}
 }
 
+// TestFarewellWaitsForTheForwardsOfAStreamThatEnded: a leaver forwards
+// what reaches it from its streams' lanes, which may outlast their stream.
+// Here a peer whose view does not have the leave opens its first stream to
+// the leaver while the leaver's farewell waits for its other stream (a
+// call the leaver made holds it open), sends a message, and its stream
+// breaks while the leaver's forward of the message is held. The farewell must wait for that forward rather than take no
+// stream left for done and close the node: the message runs on the owner.
+func TestFarewellWaitsForTheForwardsOfAStreamThatEnded(t *testing.T) {
+	t.Parallel()
+	var h *hooks
+	rec := newRecorder()
+	forwarding, forward := make(chan struct{}, 1), make(chan struct{})
+	nodes := startCluster(t, 3, func(name string) []*Kind {
+		switch {
+		case strings.HasSuffix(name, "-n0"): // the leaver
+			return []*Kind{newRecorderKind(newRecorder(), -1)}
+		case strings.HasSuffix(name, "-n1"): // the peer
+			return nil
+		}
+		h = newHooks(name)
+		return []*Kind{newEchoKind(h, -1), newRecorderKind(rec, -1)}
+	}, func(cfg *Config) {
+		if strings.HasSuffix(cfg.NodeName, "-n0") {
+			cfg.farewellPatience = time.Hour // the test's steps, however slow, are not cut short
+			cfg.forwarding = func() {
+				forwarding <- struct{}{}
+				<-forward
+			}
+		}
+	})
+	t.Cleanup(h.releaseHeld) // before the nodes close
+	leaver, peer, owner := nodes[0], nodes[1], nodes[2]
+	id := ownedInEveryView(t, nodes, leaver, recorderKind, "lane")
+	held := make(chan error, 1)
+	go func() {
+		_, err := leaver.Invoke(context.Background(), stringCall(methodHold, identityOwnedBy(t, nodes, owner), ""))
+		held <- err
+	}()
+	receive(t, h.entered, "the leaver's call to enter the grain")
+	first := connTo(t, leaver, owner.Name())
+	holdView(t, peer, func(members []Member) []Member { return members }) // it has not heard of the leave
+
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- leaver.Shutdown(context.Background()) }()
+	waitFor(t, waitTimeout, "the leaver's bye on its first stream", func() bool {
+		first.mu.Lock()
+		defer first.mu.Unlock()
+		return first.byeSent
+	})
+	if err := peer.Send(context.Background(), recordCall(id, 7)); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	receive(t, forwarding, "the leaver's forward of the message")
+	connTo(t, peer, leaver.Name()).close(newError(codes.Unavailable, ErrUnavailable, "test: the stream breaks"))
+	waitFor(t, waitTimeout, "the end of the peer's stream at the leaver", func() bool {
+		return !slices.ContainsFunc(leaver.transport.openConns(), func(c *conn) bool { return c.peer == peer.Name() })
+	})
+	h.releaseHeld()
+	if err := receive(t, held, "the leaver's call"); err != nil {
+		t.Fatalf("the leaver's call: %v", err)
+	}
+	// Now the farewell waits for the lane (or, wrongly, the node stops).
+	waitFor(t, waitTimeout, "the farewell to wait for the forward, or the node to stop", func() bool {
+		leaver.transport.mu.Lock()
+		defer leaver.transport.mu.Unlock()
+		return leaver.transport.lanesIdle != nil || isDone(leaver.Done())
+	})
+	close(forward)
+	if err := receive(t, shutdown, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	waitValues(t, rec, id, []int64{7})
+}
+
 // TestAStreamDialedAfterTheFarewellIsRefused: once a leaving node's
 // farewell found no stream left, the node is about to close and takes no
 // new stream. A peer whose view still has it alive dials it, is refused

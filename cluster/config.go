@@ -199,6 +199,9 @@ type Config struct {
 	// farewellPatience, when set, replaces defaultFarewellPatience, so
 	// that tests can run out of it.
 	farewellPatience time.Duration
+	// forwarding, when set, runs before each forward of a one-way message
+	// (see Node.sendForwarded), so that a test can hold one.
+	forwarding func()
 	// failedGrace and leaverGrace, when set, replace the graces a member
 	// seen failed gets before its streams are cut, and one that said it
 	// is leaving (see Node.dropFailed).

@@ -1054,28 +1054,6 @@ type oneWayLane struct {
 	busy  atomic.Bool // the lane has requests; set by the reader only
 	mu    sync.Mutex
 	queue []frame
-	idle  chan struct{} // closed when the lane empties; made by a waiter (see waitIdle)
-}
-
-// waitIdle waits until the lane is empty, and reports false if ctx ended
-// first.
-func (l *oneWayLane) waitIdle(ctx context.Context) bool {
-	l.mu.Lock()
-	if !l.busy.Load() {
-		l.mu.Unlock()
-		return true
-	}
-	if l.idle == nil {
-		l.idle = make(chan struct{})
-	}
-	idle := l.idle
-	l.mu.Unlock()
-	select {
-	case <-idle:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // serveOneWay delivers a one-way request. The common case, a request to an
@@ -1097,6 +1075,7 @@ func (c *conn) serveOneWay(f *frame) {
 		return
 	}
 	c.kept = true
+	c.t.laneBusy() // before the lane is, so that the count is never short
 	l.mu.Lock()
 	l.queue = append(l.queue, *f)
 	l.busy.Store(true)
@@ -1112,11 +1091,8 @@ func (c *conn) drainLane() {
 		if len(l.queue) == 0 {
 			l.queue = nil
 			l.busy.Store(false)
-			if l.idle != nil {
-				close(l.idle)
-				l.idle = nil
-			}
 			l.mu.Unlock()
+			c.t.laneIdle() // after the lane is, so that the count is never short
 			return
 		}
 		f := l.queue[0]

@@ -636,6 +636,9 @@ func (n *Node) checkForwardedOwner(req *frame) error {
 // sendForwarded queues req on the stream to owner, marked as forwarded
 // once more than it came.
 func (n *Node) sendForwarded(req *frame, owner *Member) error {
+	if n.cfg.forwarding != nil {
+		n.cfg.forwarding()
+	}
 	if isDone(n.stop) {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
 	}

@@ -231,6 +231,12 @@ type transport struct {
 	// refusing is set when the farewell found no stream left: from then
 	// on the transport opens and accepts none (see lastConns).
 	refusing bool
+	// busyLanes counts the conns' one-way lanes that hold requests (see
+	// oneWayLane), of open conns and closed ones alike: a conn that
+	// closed leaves the table, while its lane may still forward what its
+	// stream brought, and the farewell waits for that (see lastConns).
+	busyLanes int
+	lanesIdle chan struct{} // closed when busyLanes drops to 0; made by a waiter (see waitLanes)
 }
 
 // peerEntry is the stream to one peer, or the dial in progress.
@@ -691,41 +697,102 @@ func (t *transport) openConns() []*conn {
 // farewell ends the streams of a node that leaves gracefully, without
 // losing a one-way message on its way through them, and reports false if
 // ctx ended first. It ends the open streams (see farewellRound), then
-// those opened meanwhile, until none is left: a peer whose view does not
-// have the leave yet may still dial this node to send or forward to it,
-// and this node may dial an owner to pass on what still reaches it. Once
-// none is left, it takes no new one (see lastConns).
+// those opened meanwhile, until none is left and no lane forwards what a
+// stream brought: a peer whose view does not have the leave yet may still
+// dial this node to send or forward to it, and this node may dial an owner
+// to pass on what still reaches it, even from a stream that has ended
+// since. Once nothing is left, it takes no new stream (see lastConns).
 func (t *transport) farewell(ctx context.Context) bool {
 	for {
-		conns := t.lastConns()
-		if len(conns) == 0 {
+		conns, lanes := t.lastConns()
+		switch {
+		case len(conns) > 0:
+			if !t.farewellRound(ctx, conns) {
+				return false
+			}
+		case lanes: // only lanes of streams that ended: they may dial
+			if !t.waitLanes(ctx) {
+				return false
+			}
+		default:
 			return true
-		}
-		if !t.farewellRound(ctx, conns) {
-			return false
 		}
 	}
 }
 
-// lastConns returns the open conns, and when there are none, refuses new
-// ones from then on, under the same lock: a peer that dials this node after
-// its farewell (its view has not had the leave yet) is refused before it
-// sends anything (see open), and so loses nothing; it places its message
-// again or returns ErrUnavailable, where its stream would otherwise be cut
-// with the message on it when the node closes.
-func (t *transport) lastConns() []*conn {
+// lastConns returns the open conns, and whether a lane is busy (see
+// busyLanes). When there are neither, it refuses new conns from then on,
+// under the same lock: a peer that dials this node after its farewell (its
+// view has not had the leave yet) is refused before it sends anything (see
+// open), and so loses nothing; it places its message again or returns
+// ErrUnavailable, where its stream would otherwise be cut with the message
+// on it when the node closes.
+func (t *transport) lastConns() (conns []*conn, lanes bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	conns, lanes = t.censusLocked()
+	if len(conns) == 0 && !lanes {
+		t.refusing = true
+	}
+	return conns, lanes
+}
+
+// census returns the open conns, and whether a lane is busy.
+func (t *transport) census() ([]*conn, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.censusLocked()
+}
+
+// censusLocked is census with t.mu held.
+func (t *transport) censusLocked() ([]*conn, bool) {
 	var conns []*conn
 	for c := range t.conns {
 		if !isDone(c.done) { // a conn that closed may not have left the table yet
 			conns = append(conns, c)
 		}
 	}
-	if len(conns) == 0 {
-		t.refusing = true
+	return conns, t.busyLanes > 0
+}
+
+// laneBusy counts a lane that takes its first request (see busyLanes).
+func (t *transport) laneBusy() {
+	t.mu.Lock()
+	t.busyLanes++
+	t.mu.Unlock()
+}
+
+// laneIdle counts a lane that emptied, and wakes waitLanes when it was the
+// last busy one.
+func (t *transport) laneIdle() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.busyLanes--
+	if t.busyLanes == 0 && t.lanesIdle != nil {
+		close(t.lanesIdle)
+		t.lanesIdle = nil
 	}
-	return conns
+}
+
+// waitLanes waits until no lane is busy, and reports false if ctx ended
+// first.
+func (t *transport) waitLanes(ctx context.Context) bool {
+	t.mu.Lock()
+	if t.busyLanes == 0 {
+		t.mu.Unlock()
+		return true
+	}
+	if t.lanesIdle == nil {
+		t.lanesIdle = make(chan struct{})
+	}
+	idle := t.lanesIdle
+	t.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // farewellRound ends conns, in three steps over each:
@@ -733,8 +800,9 @@ func (t *transport) lastConns() []*conn {
 //  1. Wait until each peer said bye: it saw the leave and sends nothing
 //     more. Until then, what it sends reaches this node, which forwards
 //     one-way messages to their new owners through the streams' lanes.
-//     Wait then until the lanes are empty, and again for the byes of the
-//     streams opened meanwhile (a forward may dial a peer).
+//     Wait then until every lane is empty, those of streams that ended
+//     included, and again for the byes of the streams opened meanwhile (a
+//     forward may dial a peer).
 //  2. Say bye on each stream, behind everything queued on it: the
 //     forwards above included.
 //  3. Wait until each stream ended: each side's frames read by the other
@@ -750,16 +818,16 @@ func (t *transport) farewellRound(ctx context.Context, conns []*conn) bool {
 				return false
 			}
 		}
-		for _, c := range conns {
-			if !c.lane.waitIdle(ctx) {
-				return false
-			}
+		if !t.waitLanes(ctx) {
+			return false
 		}
-		// Each of conns heard its bye and has an empty lane, which stays
-		// empty: no request comes after a bye. Done, unless a forward
-		// opened another stream meanwhile.
-		now := t.openConns()
-		if !slices.ContainsFunc(now, func(c *conn) bool { return !slices.Contains(conns, c) }) {
+		// Each of conns heard its bye, and every lane is empty, which a
+		// lane of conns stays: no request comes after a bye. Done, unless
+		// another stream opened meanwhile (a forward may dial a peer, a
+		// peer may dial this node), whose requests may have filled a lane
+		// again even if it has ended since.
+		now, lanes := t.census()
+		if !lanes && !slices.ContainsFunc(now, func(c *conn) bool { return !slices.Contains(conns, c) }) {
 			conns = now
 			break
 		}
