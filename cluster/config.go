@@ -199,6 +199,8 @@ type Config struct {
 	// farewellPatience, when set, replaces defaultFarewellPatience, so
 	// that tests can run out of it.
 	farewellPatience time.Duration
+	// loneWriteGrace, when set, replaces defaultLoneWriteGrace.
+	loneWriteGrace time.Duration
 	// forwarding, when set, runs before each forward of a one-way message
 	// (see Node.sendForwarded), so that a test can hold one.
 	forwarding func()

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -262,10 +263,10 @@ func (c *conn) expire(d *sharedDeadline) {
 		}
 	}
 	c.endIfDone()
-	stuck, seq := c.lone.active && c.lone.d == d, c.lone.seq
+	writing, seq := c.lone.active && c.lone.d == d, c.lone.seq
 	c.mu.Unlock()
-	if stuck { // a caller under d is still writing its own request
-		c.resetLoneWrite(seq)
+	if writing { // a caller under d is still writing its own request
+		c.loneWriteLate(seq)
 	}
 }
 
@@ -417,9 +418,10 @@ func (c *conn) enqueue(f *frame, bound int) {
 // deadline. So if the call's deadline passes, or its ctx ends, while the
 // write is blocked, the stream is reset, which ends the write: a stream
 // that took nothing for a call's whole deadline is taken for a broken
-// one, and its calls fail as they would when it breaks, to be retried. A
-// call under d alone is watched by d (see expire); context.AfterFunc on
-// such a call's context would start a goroutine per call.
+// one, and its calls fail as they would when it breaks, to be retried (see
+// loneWriteLate). A call under d alone is watched by d (see expire);
+// context.AfterFunc on such a call's context would start a goroutine per
+// call.
 func (c *conn) writeAlone(ctx context.Context, d *sharedDeadline) error {
 	batches := c.take()
 	c.writing = true
@@ -429,7 +431,7 @@ func (c *conn) writeAlone(ctx context.Context, d *sharedDeadline) error {
 	c.mu.Unlock()
 	stop := func() bool { return true }
 	if d == nil && ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { c.resetLoneWrite(seq) })
+		stop = context.AfterFunc(ctx, func() { c.loneWriteLate(seq) })
 	}
 	err := c.write(batches)
 	stop()
@@ -454,13 +456,35 @@ type loneWrite struct {
 	d      *sharedDeadline // the call's deadline, when it is all there is to its context
 }
 
-// resetLoneWrite resets the stream if lone write seq is still in progress:
-// its call's deadline passed or its context ended (see writeAlone).
-func (c *conn) resetLoneWrite(seq uint64) {
+// defaultLoneWriteGrace is how long a lone write may go on after its
+// call's deadline passed or its context ended before the stream is reset
+// (see loneWriteLate).
+const defaultLoneWriteGrace = 100 * time.Millisecond
+
+// loneWriteLate is called when the call of lone write seq has ended (its
+// deadline passed, or its context ended) and the write may still be in
+// progress. Most likely the write is only finishing, a matter of
+// microseconds: the caller, rescheduled, has yet to see it done (a
+// cancelled call whose request had reached the grain was seen to reset a
+// healthy stream so). The stream is reset only if the write is still in
+// progress after a grace: then the peer's flow control holds it.
+func (c *conn) loneWriteLate(seq uint64) {
+	if c.loneWriting(seq) {
+		time.AfterFunc(cmp.Or(c.t.cfg.loneWriteGrace, defaultLoneWriteGrace), func() { c.resetLoneWrite(seq) })
+	}
+}
+
+// loneWriting reports whether lone write seq is still in progress.
+func (c *conn) loneWriting(seq uint64) bool {
 	c.mu.Lock()
-	stuck := c.lone.active && c.lone.seq == seq
-	c.mu.Unlock()
-	if stuck {
+	defer c.mu.Unlock()
+	return c.lone.active && c.lone.seq == seq
+}
+
+// resetLoneWrite resets the stream if lone write seq is still in progress
+// (see loneWriteLate).
+func (c *conn) resetLoneWrite(seq uint64) {
+	if c.loneWriting(seq) {
 		c.t.log.Warn("cluster: resetting a stream whose write outlasted a call's deadline", "peer", c.peer)
 		c.close(newError(codes.Unavailable, ErrUnavailable, "cluster: stream to %s reset: a write did not finish within a call's deadline", c.peer))
 	}

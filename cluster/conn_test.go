@@ -169,6 +169,40 @@ func startStalledPeer(t *testing.T) string {
 	return lis.Addr().String()
 }
 
+// TestALoneWriteThatEndsLateKeepsItsStream: a call's context may end
+// while the call writes its own request, with the write only finishing:
+// the caller has yet to be rescheduled to see it done. The stream must not
+// be reset then (it was, by a cancelled call whose request had reached the
+// grain, failing the stream's other calls); only a write still in progress
+// after a grace is taken for one the peer holds (see
+// TestALoneCallReturnsAtItsDeadlineWhenItsWriteBlocks).
+func TestALoneWriteThatEndsLateKeepsItsStream(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.loneWriteGrace = time.Hour // the write below always ends within it
+	n, peer := startNode(t, cfg), startNode(t, testConfig(t))
+	c, err := n.transport.open(&Member{Name: peer.Name(), GRPCAddr: peer.transport.addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock() // a lone write begins, as in writeAlone
+	c.lone.seq++
+	c.lone.active = true
+	seq := c.lone.seq
+	c.mu.Unlock()
+	c.loneWriteLate(seq) // its call ends
+	if isDone(c.done) {
+		t.Fatal("the stream was reset while a write was finishing")
+	}
+	c.mu.Lock() // the write ends
+	c.lone.active = false
+	c.mu.Unlock()
+	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: "k", identity: "i", method: "m"}
+	if err := c.send(context.Background(), &f); err != nil {
+		t.Fatalf("the stream took no more frames: %v", err)
+	}
+}
+
 // TestALoneCallReturnsAtItsDeadlineWhenItsWriteBlocks: a call alone on its
 // stream writes its own request, and gRPC's SendMsg blocks once the peer
 // stopped reading after large messages filled the stream's window. The
