@@ -495,6 +495,59 @@ func TestFarewellWaitsForTheForwardsOfAStreamThatEnded(t *testing.T) {
 	waitValues(t, rec, id, []int64{7})
 }
 
+// TestAForwardOnAStreamThatSaidByeGoesOnANewOne: a node may say bye on a
+// stream (its farewell, or a dial by a view in which the peer leaves)
+// between handing the stream out for a forward and the forward's send,
+// which then fails: the stream takes no more requests. The owner may be
+// as good as before, and nobody else would send the message: it goes on a
+// new stream.
+func TestAForwardOnAStreamThatSaidByeGoesOnANewOne(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 2, 2, 0, nil)
+	forwarder, owner := nodes[0], nodes[1]
+	id := recorderOwnedBy(t, nodes, owner, "bye-forward")
+	if err := forwarder.Send(context.Background(), recordCall(id, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[owner.Name()], id, []int64{1})
+	c := connTo(t, forwarder, owner.Name())
+	c.mu.Lock() // the bye, as it stands the moment after it was said: not yet retired
+	c.byeSent = true
+	c.mu.Unlock()
+	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id, method: methodRecord,
+		payload: []byte{0x08, 0x02}} // an Int64Value of 2
+	if !forwarder.forwardOneWay(&f, "elsewhere") {
+		t.Fatal("the forwarder took itself for the owner")
+	}
+	waitValues(t, recs[owner.Name()], id, []int64{1, 2})
+}
+
+// TestAForwardToAnOwnerThatIsGoneGoesToTheNextOne: a node forwards a
+// message to the owner in a view that does not have the owner's leave
+// yet (two members that leave at once: each sees the other alive after a
+// stream on which it said so has ended). The owner is gone and takes no
+// stream; nothing was handed to it, and nobody else would send the
+// message: it goes to the owner without it, which runs it once its own
+// view has the leave.
+func TestAForwardToAnOwnerThatIsGoneGoesToTheNextOne(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 3, 3, 0, nil)
+	forwarder, gone, next := nodes[0], nodes[1], nodes[2]
+	id := ownedNextBy(t, forwarder, gone.Name(), next.Name(), "gone")
+	holdView(t, forwarder, func(members []Member) []Member { return members }) // it does not hear of the leave
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := gone.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id, method: methodRecord,
+		payload: []byte{0x08, 0x03}} // an Int64Value of 3
+	if !forwarder.forwardOneWay(&f, "elsewhere") {
+		t.Fatal("the forwarder took itself for the owner")
+	}
+	waitValues(t, recs[next.Name()], id, []int64{3})
+}
+
 // TestAStreamDialedAfterTheFarewellIsRefused: once a leaving node's
 // farewell found no stream left, the node is about to close and takes no
 // new stream. A peer whose view still has it alive dials it, is refused

@@ -624,6 +624,14 @@ func (c *conn) bye() {
 	c.t.retire(c)
 }
 
+// saidBye reports whether this side said bye on the stream: it takes no
+// more requests.
+func (c *conn) saidBye() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byeSent
+}
+
 // sayLeaving tells the peer that this node is leaving the cluster: a hello
 // frame with helloLeaving, ahead of the forwards that follow, so that the
 // peer, whose view may not have the leave yet, does not send back what

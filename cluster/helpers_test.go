@@ -469,3 +469,22 @@ func holdView(t *testing.T, n *Node, edit func([]Member) []Member) {
 	t.Cleanup(n.refreshMu.Unlock)
 	n.view.Store(newPlacement(edit(n.Members())))
 }
+
+// ownedNextBy returns an identity of the recorder kind that the member
+// named owner owns in view's view of the members, and the one named next
+// once owner is gone from it.
+func ownedNextBy(t *testing.T, view *Node, owner, next, prefix string) string {
+	t.Helper()
+	p := view.view.Load()
+	for i := range 10000 {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		if o, _ := p.owner(recorderKind, id); o == nil || o.Name != owner {
+			continue
+		}
+		if o, _ := p.ownerExcept(recorderKind, id, owner); o != nil && o.Name == next {
+			return id
+		}
+	}
+	t.Fatalf("no identity owned by %s and then by %s", owner, next)
+	return ""
+}

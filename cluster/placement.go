@@ -133,12 +133,12 @@ func (p *placement) owner(kind, identity string) (*Member, bool) {
 
 // ownerExcept is owner over the candidates other than the named members
 // ("" names nobody): the grain's owner once they are gone from the view.
-func (p *placement) ownerExcept(kind, identity, a, b string) (*Member, bool) {
+func (p *placement) ownerExcept(kind, identity string, except ...string) (*Member, bool) {
 	var best *Member
 	var bestScore uint64
 	key := keyHash(kind, identity)
 	for _, c := range p.byKind[kind] {
-		if c.member.Name == a || c.member.Name == b {
+		if slices.Contains(except, c.member.Name) {
 			continue
 		}
 		if s := score(c.seed, key); best == nil || s > bestScore {

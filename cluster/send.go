@@ -548,6 +548,14 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 // does, then drops it (see mayForward for the one exception): two nodes
 // whose views disagree do not pass it back and forth. It is forwarded as
 // it came, its payload not decoded.
+//
+// An owner that takes no stream (it refused one: its own farewell is over)
+// may be leaving, its leave not yet in this node's view: two members that
+// leave at once see each other alive after one of them said so on a
+// stream that has ended since. Nothing was handed to it, and nobody else
+// would send the message: it goes to the owner without that member, once.
+// Not to this node, though, which would activate a grain that its view
+// places elsewhere.
 func (n *Node) forwardOneWay(req *frame, from string) bool {
 	var leaver, self string
 	if n.transport.saidLeaving(from) {
@@ -556,26 +564,38 @@ func (n *Node) forwardOneWay(req *frame, from string) bool {
 	if n.transport.leaving.Load() {
 		self = n.name
 	}
+	var unreachable string // the owner that took no stream, in this view
+	var err error          // why it took none
 	for {
 		view := n.view.Load()
-		owner, ok := view.ownerExcept(req.kind, req.identity, leaver, self)
-		if ok && owner.Name == n.name {
-			return false
-		}
-		if !ok {
+		owner, ok := view.ownerExcept(req.kind, req.identity, leaver, self, unreachable)
+		switch {
+		case !ok && unreachable == "":
 			n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member that is not leaving hosts grain kind %q", req.kind))
 			return true
-		}
-		err := n.sendForwarded(req, owner)
-		// ErrUnavailable under a newer view: the stream to the owner took
-		// no more requests (it leaves, and this node said bye to it), as
-		// in Send. Place the message again by the newer view.
-		if err == nil || !errors.Is(err, ErrUnavailable) || n.view.Load() == view {
-			if err != nil {
-				n.dropOneWay(req, err)
-			}
+		case !ok || unreachable != "" && owner.Name == n.name:
+			n.dropOneWay(req, err)
 			return true
+		case owner.Name == n.name:
+			return false
 		}
+		err = n.sendForwarded(req, owner)
+		switch {
+		case err == nil:
+			return true
+		case !errors.Is(err, ErrUnavailable): // this node closed, say
+		case n.view.Load() != view:
+			// The stream to the owner took no more requests (it leaves,
+			// and this node said bye to it), as in Send: place the
+			// message again by the newer view.
+			unreachable = ""
+			continue
+		case unreachable == "":
+			unreachable = owner.Name
+			continue
+		}
+		n.dropOneWay(req, err)
+		return true
 	}
 }
 
@@ -644,13 +664,25 @@ func (n *Node) sendForwarded(req *frame, owner *Member) error {
 	}
 	ctx, cancel := n.oneWayDeadline()
 	defer cancel()
-	c, err := n.transport.conn(ctx, owner)
-	if err != nil {
-		return err
-	}
 	f := frame{typ: frameRequest, oneWay: req.oneWay + 1, kind: req.kind, identity: req.identity, method: req.method,
 		payload: req.payload}
-	return c.send(ctx, &f)
+	c, err := n.transport.conn(ctx, owner)
+	if err == nil {
+		err = c.send(ctx, &f)
+		// This node said bye on the stream after it was handed out (its
+		// farewell, or a dial by a view in which the owner leaves, see
+		// transport.dial): it takes no more requests, while the owner may
+		// be as good as before. Once more, on a stream of its own; a
+		// second bye means the view was old, and forwardOneWay places the
+		// message again by the newer one.
+		if err != nil && c.saidBye() {
+			n.transport.retire(c)
+			if c, err = n.transport.conn(ctx, owner); err == nil {
+				err = c.send(ctx, &f)
+			}
+		}
+	}
+	return err
 }
 
 // oneWayDeadline bounds the delivery of a one-way message from a peer, or
