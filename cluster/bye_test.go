@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -546,6 +547,37 @@ func TestAForwardToAnOwnerThatIsGoneGoesToTheNextOne(t *testing.T) {
 		t.Fatal("the forwarder took itself for the owner")
 	}
 	waitValues(t, recs[next.Name()], id, []int64{3})
+}
+
+// TestAPeerThatRefusedAStreamAsClosingIsNotDialedAgain: once a peer
+// refused a stream because its farewell is over, the transport fails the
+// next stream to that start of the peer at once, where it dialed it again
+// for every message that a view with the peer alive sent there.
+func TestAPeerThatRefusedAStreamAsClosingIsNotDialedAgain(t *testing.T) {
+	t.Parallel()
+	nodes, _, _ := recorderClusterOf(t, 2, 2, 0, nil)
+	n, closing := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if !closing.transport.farewell(ctx) {
+		t.Fatal("the farewell of a node with no stream did not end")
+	}
+	m, ok := n.view.Load().member(closing.Name())
+	if !ok || m.incarnation == "" {
+		t.Fatalf("the view has %+v for the closing node", m)
+	}
+	if _, err := n.transport.conn(ctx, m); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the first stream: %v, want ErrUnavailable", err)
+	}
+	// A dial would wait for a context that has ended: the refusal comes first.
+	if _, err := n.transport.conn(canceledContext(), m); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the second stream: %v, want ErrUnavailable at once", err)
+	}
+	later := *m
+	later.incarnation += "-later" // a later start under the name is dialed
+	if _, err := n.transport.conn(canceledContext(), &later); status.Code(err) != codes.Canceled {
+		t.Fatalf("a stream to a later start: %v, want a dial cut short by its context", err)
+	}
 }
 
 // TestAStreamDialedAfterTheFarewellIsRefused: once a leaving node's

@@ -237,6 +237,11 @@ type transport struct {
 	// stream brought, and the farewell waits for that (see lastConns).
 	busyLanes int
 	lanesIdle chan struct{} // closed when busyLanes drops to 0; made by a waiter (see waitLanes)
+	// closedPeers holds, by name, the incarnation of each peer that
+	// refused a stream because it is closing (its farewell is over, see
+	// lastConns): it takes none again, and conn fails at once rather than
+	// dial it for every message a view that has it alive still sends there.
+	closedPeers map[string]string
 }
 
 // peerEntry is the stream to one peer, or the dial in progress.
@@ -253,8 +258,9 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	}
 	t := &transport{
 		name: name, cfg: cfg, log: log, handler: h, lis: lis,
-		peers: make(map[string]*peerEntry),
-		conns: make(map[*conn]struct{}),
+		peers:       make(map[string]*peerEntry),
+		conns:       make(map[*conn]struct{}),
+		closedPeers: make(map[string]string),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.servers = newGoPool()
@@ -328,6 +334,10 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 			t.mu.Unlock()
 			return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name)
 		}
+		if inc, ok := t.closedPeers[m.Name]; ok && inc == m.incarnation {
+			t.mu.Unlock()
+			return nil, newError(codes.Unavailable, ErrUnavailable, "cluster: member %s at %s refuses streams: it is closing", m.Name, m.GRPCAddr)
+		}
 		e := t.peers[m.Name]
 		if e == nil {
 			e = &peerEntry{ready: make(chan struct{})}
@@ -385,6 +395,18 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 	}
 }
 
+// errRefusedAsClosing is how a node that is closing refuses a stream (see
+// serveStream): it will take none again.
+var errRefusedAsClosing = status.Error(codes.Unavailable, ErrNodeClosed.Error())
+
+// refusedAsClosing reports whether a dial's err is a peer's refusal of the
+// stream because it is closing (see errRefusedAsClosing), rather than a
+// failure to reach it, which may pass.
+func refusedAsClosing(err error) bool {
+	s, ok := status.FromError(err)
+	return ok && s.Code() == codes.Unavailable && s.Message() == ErrNodeClosed.Error()
+}
+
 // dial opens a stream to m, sends the hello frame and completes e.
 func (t *transport) dial(e *peerEntry, m *Member) {
 	c, err := t.open(m)
@@ -394,6 +416,9 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 	if err != nil {
 		if t.peers[m.Name] == e {
 			delete(t.peers, m.Name)
+		}
+		if m.incarnation != "" && refusedAsClosing(err) {
+			t.closedPeers[m.Name] = m.incarnation
 		}
 		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v", m.Name, m.GRPCAddr, err)
 	}
@@ -597,7 +622,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	// track, after which other goroutines may queue frames on c.
 	c.dict.on = hello.hello&helloNames != 0
 	if !t.track(c) {
-		return status.Error(codes.Unavailable, ErrNodeClosed.Error())
+		return errRefusedAsClosing
 	}
 	if c.dict.on {
 		// Say that we understand them too.
@@ -650,6 +675,7 @@ func (t *transport) offer(c *conn) {
 // "" closes every stream to the name.
 func (t *transport) dropPeer(name, addr string) {
 	t.mu.Lock()
+	delete(t.closedPeers, name) // it left or failed: the view no longer sends there
 	var victims []*conn
 	for c := range t.conns {
 		if c.peer == name && (addr == "" || c.at(addr)) {
