@@ -89,7 +89,7 @@ func TestOneWayMessagesSurviveTwoLeavesAtOnce(t *testing.T) {
 	m := newMembershipChange(t)
 	cfgD, recD := testConfig(t), newRecorder()
 	cfgD.NodeName += "-d"
-	cfgD.farewellPatience = waitTimeout / 2 // see newMembershipChange
+	cfgD.farewellPatience, cfgD.forwardedPatience = waitTimeout/2, waitTimeout/2 // see newMembershipChange
 	cfgD.Kinds = []*Kind{newRecorderKind(recD, -1)}
 	a := startNode(t, m.cfgA)
 	seeds := []string{a.GossipAddr()}
@@ -139,18 +139,19 @@ type membershipChange struct {
 }
 
 // newMembershipChange returns the cast, each member with a config of its
-// own. A leaver's farewell gets half of waitTimeout rather than its two
-// seconds (the other half is for the rest of its Shutdown): the
-// tests check what a leave hands on, and under -race on a loaded machine a
-// leaver's forwards, or a peer's view of the leave, were seen to take
-// longer (the documented limit of a leave, not a loss these tests look
-// for; TestFarewellWithAPeerThatNeverSaysBye tests the limit).
+// own. A leaver's farewell, and a forwarded message's wait for a view in
+// which its receiver owns the grain, get half of waitTimeout rather than
+// two seconds each: the tests check what a membership change hands on,
+// and under -race on a loaded machine a leaver's forwards, or a member's
+// view of the change, were seen to take longer. Those are documented
+// limits, not losses these tests look for (TestFarewellWithAPeerThatNever
+// SaysBye and TestForwardedMessageWaitsOncePerView test them).
 func newMembershipChange(t *testing.T) *membershipChange {
 	m := &membershipChange{cfgA: testConfig(t), cfgB: testConfig(t), cfgC: testConfig(t), recA: newRecorder(), recB: newRecorder()}
 	m.cfgA.NodeName, m.cfgB.NodeName, m.cfgC.NodeName = m.cfgA.NodeName+"-a", m.cfgB.NodeName+"-b", m.cfgC.NodeName+"-c"
 	m.cfgA.Kinds, m.cfgB.Kinds = []*Kind{newRecorderKind(m.recA, -1)}, []*Kind{newRecorderKind(m.recB, -1)}
 	for _, cfg := range []*Config{&m.cfgA, &m.cfgB, &m.cfgC} {
-		cfg.farewellPatience = waitTimeout / 2
+		cfg.farewellPatience, cfg.forwardedPatience = waitTimeout/2, waitTimeout/2
 	}
 	return m
 }
