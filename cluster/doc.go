@@ -86,7 +86,8 @@
 //     dialed to it after that is refused before anything is sent on it,
 //     and Send places the message again by a newer view, or returns
 //     ErrUnavailable. A peer that has not heard of the leave within two
-//     seconds is the exception: what it sends later is lost.
+//     seconds is the exception: what it sends later is lost, and so is what
+//     the leaver still holds then (its forwards of what reached it).
 //   - Order: messages from one node to one grain run in the order they
 //     were sent, as long as the grain's owner does not change. (Messages
 //     sent from several goroutines have no order to keep.) Messages that
@@ -107,11 +108,13 @@
 //     a message for a grain it does not own forwards it once, to the owner
 //     it sees; a node that is leaving forwards a forwarded message once
 //     more (two members leaving at once pass each other what reaches
-//     them). A node that does not own the grain of a forwarded message
-//     waits up to two seconds for a view in which it does (the forwarder
-//     may know first: a node that leaves does), and then drops it with a
-//     log line, as an owner does a message it cannot deliver (an unknown
-//     method, a payload that does not decode).
+//     them); a forward that the owner takes no stream for (it has left,
+//     though this node's view does not say so yet) goes once more, to the
+//     owner without it. A node that does not own the grain of a forwarded
+//     message waits up to two seconds for a view in which it does (the
+//     forwarder may know first: a node that leaves does), and then drops
+//     it with a log line, as an owner does a message it cannot deliver (an
+//     unknown method, a payload that does not decode).
 //   - The grain runs the message like a call, under the owner's
 //     DefaultCallTimeout from when it starts: its state changes are
 //     committed as after a call (FlushAfterCall), the error it returns is
