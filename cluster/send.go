@@ -549,13 +549,13 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 // whose views disagree do not pass it back and forth. It is forwarded as
 // it came, its payload not decoded.
 //
-// An owner that takes no stream (it refused one: its own farewell is over)
-// may be leaving, its leave not yet in this node's view: two members that
-// leave at once see each other alive after one of them said so on a
-// stream that has ended since. Nothing was handed to it, and nobody else
-// would send the message: it goes to the owner without that member, once.
-// Not to this node, though, which would activate a grain that its view
-// places elsewhere.
+// An owner that takes no stream (it refused one because its farewell is
+// over, or nothing listens at its address) may be gone, its leave not yet
+// in this node's view: two members that leave at once see each other
+// alive after one of them said so on a stream that has ended since.
+// Nothing was handed to it, and nobody else would send the message: it
+// goes to the owner without that member, once. Not to this node, though,
+// which would activate a grain that its view places elsewhere.
 func (n *Node) forwardOneWay(req *frame, from string) bool {
 	var leaver, self string
 	if n.transport.saidLeaving(from) {
