@@ -517,7 +517,7 @@ func TestAForwardOnAStreamThatSaidByeGoesOnANewOne(t *testing.T) {
 	c.mu.Unlock()
 	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id, method: methodRecord,
 		payload: []byte{0x08, 0x02}} // an Int64Value of 2
-	if !forwarder.forwardOneWay(&f, "elsewhere") {
+	if !forwarder.forwardOneWay(&f) {
 		t.Fatal("the forwarder took itself for the owner")
 	}
 	waitValues(t, recs[owner.Name()], id, []int64{1, 2})
@@ -543,7 +543,7 @@ func TestAForwardToAnOwnerThatIsGoneGoesToTheNextOne(t *testing.T) {
 	}
 	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id, method: methodRecord,
 		payload: []byte{0x08, 0x03}} // an Int64Value of 3
-	if !forwarder.forwardOneWay(&f, "elsewhere") {
+	if !forwarder.forwardOneWay(&f) {
 		t.Fatal("the forwarder took itself for the owner")
 	}
 	waitValues(t, recs[next.Name()], id, []int64{3})

@@ -106,9 +106,10 @@
 //     message that finds its grain moved away while it waited for an
 //     activation on the sending node is placed again. A node that receives
 //     a message for a grain it does not own forwards it once, to the owner
-//     it sees; a node that is leaving forwards a forwarded message once
-//     more (two members leaving at once pass each other what reaches
-//     them); a forward that the owner takes no stream for (it has left,
+//     it sees; a node that is leaving forwards a forwarded message on,
+//     three hops in all at most (two members leaving at once pass each
+//     other what reaches them), and skips every peer that said it is
+//     leaving; a forward that the owner takes no stream for (it has left,
 //     though this node's view does not say so yet) goes once more, to the
 //     owner without it. A node that does not own the grain of a forwarded
 //     message waits up to two seconds for a view in which it does (the

@@ -166,18 +166,20 @@ func helloField(flag helloFlags) protowire.Number {
 
 // oneWayMark is what fieldOneWay says about a request: nothing (a call), a
 // one-way message, or a one-way message that a node forwarded because it
-// did not own the grain (see Node.forwardOneWay), once or, the second time
-// by a node that was leaving, twice. Any value past oneWayForwardedTwice
-// decodes as it; an older peer reads any value but zero as a one-way
-// message, as for a proto bool, and a peer from before the second hop reads
-// 3 as forwarded.
+// did not own the grain (see Node.forwardOneWay), once or, then by nodes
+// that were leaving, twice or three times. Any value past
+// oneWayForwardedThrice decodes as it; an older peer reads any value but
+// zero as a one-way message, as for a proto bool, a peer from before the
+// second hop reads 3 and 4 as forwarded, and one from before the third
+// reads 4 as forwarded twice: the last hop, for it.
 type oneWayMark uint8
 
 const (
-	twoWay               oneWayMark = iota // a call: a reply follows
-	oneWaySent                             // a one-way message, from the node that placed it
-	oneWayForwarded                        // a one-way message, forwarded once already
-	oneWayForwardedTwice                   // a one-way message, forwarded twice: the last hop
+	twoWay                oneWayMark = iota // a call: a reply follows
+	oneWaySent                              // a one-way message, from the node that placed it
+	oneWayForwarded                         // a one-way message, forwarded once already
+	oneWayForwardedTwice                    // a one-way message, forwarded twice
+	oneWayForwardedThrice                   // a one-way message, forwarded three times: the last hop
 )
 
 // maxCode is the highest gRPC code a frame may carry.
@@ -517,7 +519,7 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 	case fieldSeq:
 		f.stamp.seq = v
 	case fieldOneWay:
-		f.oneWay = oneWayMark(min(v, uint64(oneWayForwardedTwice)))
+		f.oneWay = oneWayMark(min(v, uint64(oneWayForwardedThrice)))
 	case fieldNames:
 		f.setHello(helloNames, v != 0)
 	case fieldBye:

@@ -178,7 +178,8 @@ func TestOldRequestFramesStillDecode(t *testing.T) {
 		{"flag 1", varint(slices.Clone(old), fieldOneWay, 1), oneWaySent},
 		{"forwarded", varint(slices.Clone(old), fieldOneWay, 2), oneWayForwarded},
 		{"forwarded twice", varint(slices.Clone(old), fieldOneWay, 3), oneWayForwardedTwice},
-		{"flag 7", varint(slices.Clone(old), fieldOneWay, 7), oneWayForwardedTwice},
+		{"forwarded three times", varint(slices.Clone(old), fieldOneWay, 4), oneWayForwardedThrice},
+		{"flag 7", varint(slices.Clone(old), fieldOneWay, 7), oneWayForwardedThrice},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got frame

@@ -447,9 +447,8 @@ func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
 // activation, or a wait for one to go. A message that cannot be delivered
 // is logged and dropped: nobody waits for an answer. target, if not nil,
 // is the batch's target: a frame for it goes straight to its mailbox, and
-// a frame queued for a ready activation becomes the target. from names
-// the peer that sent it.
-func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTarget) bool {
+// a frame queued for a ready activation becomes the target.
+func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	if target != nil {
 		if n.queueToTarget(target, req) {
 			return true
@@ -470,7 +469,7 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 		if !wait {
 			return false // forwarding may dial: not on the reader
 		}
-		if n.forwardOneWay(req, from) {
+		if n.forwardOneWay(req) {
 			return true
 		}
 		err = nil // this node owns the grain now
@@ -519,7 +518,7 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 	if err := n.queueOneWay(ctx, hk, m, req.identity, msg); err != nil {
 		// ErrNotOwner: the grain moved while the message waited for an
 		// activation.
-		if errors.Is(err, ErrNotOwner) && n.mayForward(req) && n.forwardOneWay(req, from) {
+		if errors.Is(err, ErrNotOwner) && n.mayForward(req) && n.forwardOneWay(req) {
 			return true
 		}
 		n.dropOneWay(req, err)
@@ -538,10 +537,10 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 //
 // A peer that said it is leaving (see conn.sayLeaving) owns nothing,
 // whatever this node's view says (the gossip may not have brought the
-// leave yet): when the message came from one, the owner is chosen among
-// the other members, so that it does not go back to where it came from
-// (two members leaving at once would otherwise pass messages to each
-// other). A node that is leaving skips itself, for the same reason.
+// leave yet): the owner is chosen among the other members, so that a
+// message does not go back to the leaver it came from, nor to another
+// (members leaving at once would otherwise pass messages to each other).
+// A node that is leaving skips itself, for the same reason.
 //
 // The message goes marked as forwarded once more, and a node that receives
 // it so and does not own the grain either waits for a view in which it
@@ -556,19 +555,17 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 // Nothing was handed to it, and nobody else would send the message: it
 // goes to the owner without that member, once. Not to this node, though,
 // which would activate a grain that its view places elsewhere.
-func (n *Node) forwardOneWay(req *frame, from string) bool {
-	var leaver, self string
-	if n.transport.saidLeaving(from) {
-		leaver = from
-	}
+func (n *Node) forwardOneWay(req *frame) bool {
+	var skip []string // members that own nothing, whatever the view says
 	if n.transport.leaving.Load() {
-		self = n.name
+		skip = append(skip, n.name)
 	}
+	skip = n.transport.peersLeaving(skip)
 	var unreachable string // the owner that took no stream, in this view
 	var err error          // why it took none
 	for {
 		view := n.view.Load()
-		owner, ok := view.ownerExcept(req.kind, req.identity, leaver, self, unreachable)
+		owner, ok := view.ownerExcept(req.kind, req.identity, append(skip, unreachable)...)
 		switch {
 		case !ok && unreachable == "":
 			n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member that is not leaving hosts grain kind %q", req.kind))
@@ -602,13 +599,23 @@ func (n *Node) forwardOneWay(req *frame, from string) bool {
 // mayForward reports whether this node passes req on to the grain's owner
 // in its view when it does not own the grain itself. A message from the
 // node that placed it may be forwarded once. A message forwarded already
-// may be forwarded once more by a node that is leaving: it will never own
-// the grain, and its view of itself is the newest there is, while the
+// may be forwarded on by a node that is leaving: it will never own the
+// grain, and its view of itself is the newest there is, while the
 // forwarder's was older (two members leaving at once each forward to the
 // other what still reaches them, until they hear of each other's leave).
-// Two hops at most bound the messages that views in flux pass around.
+// Three hops at most bound the messages that views in flux pass around:
+// with two members leaving at once, a message may take one from a member
+// that stays, whose view is behind the sender's, to one leaver, one to
+// the other leaver, whose leave the first had not heard of, and one to
+// the owner that stays.
 func (n *Node) mayForward(req *frame) bool {
-	return req.oneWay == oneWaySent || req.oneWay == oneWayForwarded && n.transport.leaving.Load()
+	switch req.oneWay {
+	case oneWaySent:
+		return true
+	case oneWayForwarded, oneWayForwardedTwice:
+		return n.transport.leaving.Load()
+	}
+	return false
 }
 
 // defaultForwardedPatience is how long a forwarded message waits for this
@@ -634,8 +641,8 @@ func (n *Node) checkForwardedOwner(req *frame) error {
 	for {
 		view, next := n.awaitView()
 		err := n.checkOwnerIn(view, req.kind, req.identity)
-		if err == nil || n.gaveUp.Load() == view {
-			return err
+		if err == nil || n.gaveUp.Load() == view || n.transport.leaving.Load() {
+			return err // a node that began to leave meanwhile: as above
 		}
 		if timeout == nil {
 			t := time.NewTimer(cmp.Or(n.cfg.forwardedPatience, defaultForwardedPatience))

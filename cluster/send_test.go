@@ -863,9 +863,9 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 // which is leaving, messages forwarded to it by a node whose view still had
 // it as the grain's owner (two members leaving at once do that to each
 // other). It will never own the grain, so it passes a message forwarded
-// once on to the owner it sees, without waiting; a message forwarded twice
-// already is dropped and logged, so that views in flux cannot pass a
-// message around for ever.
+// once or twice on to the owner it sees, without waiting; a message
+// forwarded three times already is dropped and logged, so that views in
+// flux cannot pass a message around for ever.
 func TestALeavingNodeForwardsAForwardedMessageOnceMore(t *testing.T) {
 	t.Parallel()
 	// An hour: a message that waits for a view fails the test by its
@@ -878,11 +878,14 @@ func TestALeavingNodeForwardsAForwardedMessageOnceMore(t *testing.T) {
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1})
 
 	sendForwardedRecord(t, nodes[2], nodes[0], id, 2, oneWayForwardedTwice)
-	waitFor(t, waitTimeout, "the message forwarded twice dropped", func() bool {
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 2})
+
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 3, oneWayForwardedThrice)
+	waitFor(t, waitTimeout, "the message forwarded three times dropped", func() bool {
 		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
 	})
-	if got := recs[nodes[1].Name()].values(id); len(got) != 1 {
-		t.Errorf("the owner ran %v, want only the message forwarded once", got)
+	if got := recs[nodes[1].Name()].values(id); len(got) != 2 {
+		t.Errorf("the owner ran %v, want only the messages forwarded once and twice", got)
 	}
 }
 
@@ -891,9 +894,9 @@ func TestALeavingNodeForwardsAForwardedMessageOnceMore(t *testing.T) {
 // has the second node own. If the second node said it is leaving too (two
 // members leaving at once, neither view having the other's leave yet),
 // the first node passes the message on to the owner without both of them,
-// the third node (which has heard of both leaves): sending it back would
-// be a second hop, which a leaver drops. If the second node stays, the
-// message goes back to it, and it runs there.
+// the third node (which has heard of both leaves), rather than send it
+// back for one hop more. If the second node stays, the message goes back
+// to it, and it runs there.
 func TestAForwardSkipsAPeerThatSaidItIsLeaving(t *testing.T) {
 	t.Parallel()
 	for _, forwarderLeaves := range []bool{true, false} {
@@ -924,6 +927,63 @@ func TestAForwardSkipsAPeerThatSaidItIsLeaving(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAForwardSkipsEveryPeerThatSaidItIsLeaving: a peer that said it is
+// leaving owns nothing, whatever the forwarder's view says, even when the
+// message did not come from it (with two members leaving at once, a member
+// that stays may forward to one of them a message that the other sent it
+// by an older view). The forward goes to the owner without it.
+func TestAForwardSkipsEveryPeerThatSaidItIsLeaving(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 3, 3, 0, nil)
+	forwarder, leaver, next := nodes[0], nodes[1], nodes[2]
+	id := ownedNextBy(t, forwarder, leaver.Name(), next.Name(), "said")
+	holdView(t, next, func(members []Member) []Member { // it has heard of the leave
+		return slices.DeleteFunc(members, func(m Member) bool { return m.Name == leaver.Name() })
+	})
+	c, err := leaver.transport.conn(context.Background(), leaver.view.Load().byName[forwarder.Name()])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.sayLeaving()
+	waitFor(t, waitTimeout, "the leaver's word at the forwarder", func() bool { return forwarder.transport.saidLeaving(leaver.Name()) })
+	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: recorderKind, identity: id, method: methodRecord,
+		payload: []byte{0x08, 0x04}} // an Int64Value of 4
+	if !forwarder.forwardOneWay(&f) {
+		t.Fatal("the forwarder took itself for the owner")
+	}
+	waitValues(t, recs[next.Name()], id, []int64{4})
+	if got := recs[leaver.Name()].values(id); len(got) > 0 {
+		t.Errorf("the leaver ran %v", got)
+	}
+}
+
+// TestAForwardedMessageWaitingAtANodeThatBeginsToLeaveIsPassedOn: a node
+// that receives a forwarded message for a grain it does not own waits for
+// a view in which it does; if it begins to leave meanwhile, it never will,
+// and its farewell waits for that lane: it passes the message on to the
+// owner at once rather than when its wait, or its farewell, runs out.
+func TestAForwardedMessageWaitingAtANodeThatBeginsToLeaveIsPassedOn(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 3, 3, 0, func(c *Config) {
+		c.forwardedPatience = time.Hour
+		c.farewellPatience = waitTimeout / 2
+	})
+	sender, leaver, owner := nodes[0], nodes[1], nodes[2]
+	id := recorderOwnedBy(t, nodes, owner, "waiting")
+	sendForwardedRecord(t, sender, leaver, id, 5, oneWayForwarded)
+	waitFor(t, waitTimeout, "the message to wait in a lane", func() bool {
+		leaver.transport.mu.Lock()
+		defer leaver.transport.mu.Unlock()
+		return leaver.transport.busyLanes > 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := leaver.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[owner.Name()], id, []int64{5})
 }
 
 // TestForwardToAnUnreachableOwnerGoesToTheNextOrIsDropped sends one-way

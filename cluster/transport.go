@@ -154,8 +154,7 @@ type requestHandler interface {
 	// needs to (it is then called again with wait true, in order, from
 	// another goroutine). target, if not nil, carries what one request
 	// found out to the next ones of the same batch; endOneWay ends it.
-	// from names the peer.
-	serveOneWay(req *frame, from string, wait bool, target *oneWayTarget) bool
+	serveOneWay(req *frame, wait bool, target *oneWayTarget) bool
 	endOneWay(target *oneWayTarget)
 	// admitCall counts a request in, or refuses it when the node is
 	// shutting down; finishCall counts it out, with the ticket admitCall
@@ -511,6 +510,19 @@ func (t *transport) saidLeaving(name string) bool {
 		}
 	}
 	return false
+}
+
+// peersLeaving appends to names the peers that said, on a stream still
+// open, that they are leaving the cluster (see saidLeaving).
+func (t *transport) peersLeaving(names []string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		if c.peerLeaving.Load() && !slices.Contains(names, c.peer) {
+			names = append(names, c.peer)
+		}
+	}
+	return names
 }
 
 // track records c as open, unless the transport is closed.
