@@ -427,8 +427,9 @@ func TestFarewellEndsTheStreamsOpenedDuringIt(t *testing.T) {
 // Here a peer whose view does not have the leave opens its first stream to
 // the leaver while the leaver's farewell waits for its other stream (a
 // call the leaver made holds it open), sends a message, and its stream
-// breaks while the leaver's forward of the message is held. The farewell must wait for that forward rather than take no
-// stream left for done and close the node: the message runs on the owner.
+// breaks while the leaver's forward of the message is held. The farewell
+// must wait for that forward rather than take no stream left for done and
+// close the node: the message runs on the owner.
 func TestFarewellWaitsForTheForwardsOfAStreamThatEnded(t *testing.T) {
 	t.Parallel()
 	var h *hooks
