@@ -356,6 +356,32 @@ func TestFarewellWithAPeerThatNeverSaysBye(t *testing.T) {
 	}
 }
 
+// startHeldFarewell starts the farewell of the leaver, nodes[0], with a
+// stream held open: the leaver's call to a grain of nodes[2] that holds it
+// (through h) until h.releaseHeld. The peer, nodes[1], does not hear of the
+// leave: its view is held. It returns once the leaver said bye on that
+// stream, with the call's outcome and Shutdown's to come.
+func startHeldFarewell(t *testing.T, nodes []*Node, h *hooks) (held, shutdown chan error) {
+	t.Helper()
+	leaver, peer, owner := nodes[0], nodes[1], nodes[2]
+	held, shutdown = make(chan error, 1), make(chan error, 1)
+	hold := stringCall(methodHold, identityOwnedBy(t, nodes, owner), "")
+	go func() {
+		_, err := leaver.Invoke(context.Background(), hold)
+		held <- err
+	}()
+	receive(t, h.entered, "the leaver's call to enter the grain")
+	first := connTo(t, leaver, owner.Name())
+	holdView(t, peer, func(members []Member) []Member { return members }) // it has not heard of the leave
+	go func() { shutdown <- leaver.Shutdown(context.Background()) }()
+	waitFor(t, waitTimeout, "the leaver's bye on its first stream", func() bool {
+		first.mu.Lock()
+		defer first.mu.Unlock()
+		return first.byeSent
+	})
+	return held, shutdown
+}
+
 // TestFarewellEndsTheStreamsOpenedDuringIt has a peer whose view does not
 // have the leave yet open its first stream to the leaver while the
 // leaver's farewell waits for its other streams to end (a call the leaver
@@ -380,25 +406,9 @@ func TestFarewellEndsTheStreamsOpenedDuringIt(t *testing.T) {
 		return []*Kind{newEchoKind(h, -1), newRecorderKind(rec, -1)}
 	}, nil)
 	t.Cleanup(h.releaseHeld) // before the nodes close
-	leaver, peer, owner := nodes[0], nodes[1], nodes[2]
+	leaver, peer := nodes[0], nodes[1]
 	id := ownedInEveryView(t, nodes, leaver, recorderKind, "late")
-	hold := stringCall(methodHold, identityOwnedBy(t, nodes, owner), "")
-	held := make(chan error, 1)
-	go func() {
-		_, err := leaver.Invoke(context.Background(), hold)
-		held <- err
-	}()
-	receive(t, h.entered, "the leaver's call to enter the grain")
-	first := connTo(t, leaver, owner.Name())
-	holdView(t, peer, func(members []Member) []Member { return members }) // it has not heard of the leave
-
-	shutdown := make(chan error, 1)
-	go func() { shutdown <- leaver.Shutdown(context.Background()) }()
-	waitFor(t, waitTimeout, "the leaver's bye on its first stream", func() bool {
-		first.mu.Lock()
-		defer first.mu.Unlock()
-		return first.byeSent
-	})
+	held, shutdown := startHeldFarewell(t, nodes, h)
 	for v := range int64(messages) {
 		if err := peer.Send(context.Background(), recordCall(id, v)); err != nil {
 			t.Fatalf("Send %d: %v", v, err)
@@ -454,24 +464,9 @@ func TestFarewellWaitsForTheForwardsOfAStreamThatEnded(t *testing.T) {
 		}
 	})
 	t.Cleanup(h.releaseHeld) // before the nodes close
-	leaver, peer, owner := nodes[0], nodes[1], nodes[2]
+	leaver, peer := nodes[0], nodes[1]
 	id := ownedInEveryView(t, nodes, leaver, recorderKind, "lane")
-	held := make(chan error, 1)
-	go func() {
-		_, err := leaver.Invoke(context.Background(), stringCall(methodHold, identityOwnedBy(t, nodes, owner), ""))
-		held <- err
-	}()
-	receive(t, h.entered, "the leaver's call to enter the grain")
-	first := connTo(t, leaver, owner.Name())
-	holdView(t, peer, func(members []Member) []Member { return members }) // it has not heard of the leave
-
-	shutdown := make(chan error, 1)
-	go func() { shutdown <- leaver.Shutdown(context.Background()) }()
-	waitFor(t, waitTimeout, "the leaver's bye on its first stream", func() bool {
-		first.mu.Lock()
-		defer first.mu.Unlock()
-		return first.byeSent
-	})
+	held, shutdown := startHeldFarewell(t, nodes, h)
 	if err := peer.Send(context.Background(), recordCall(id, 7)); err != nil {
 		t.Fatalf("Send: %v", err)
 	}
