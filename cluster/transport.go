@@ -409,27 +409,30 @@ func refusedAsClosing(err error) bool {
 // dial opens a stream to m, sends the hello frame and completes e.
 func (t *transport) dial(e *peerEntry, m *Member) {
 	c, err := t.open(m)
+	// Dialed by a view older than ours, in which m was alive: say bye at
+	// once, as byeToLeavers did on the streams to m that were open then,
+	// and before the callers have the stream (the dial is not theirs to
+	// run, see conn): their requests fail on it, retryable, and are placed
+	// again by the newer view, which has m leaving.
+	departed := c != nil && t.handler.departed(m.Name, m.GRPCAddr)
+	if departed {
+		c.bye()
+	}
 	// e.conn is set under t.mu: the conn runs already, and if it ends at
 	// once its forget reads the entry of its peer, which may be e.
 	t.mu.Lock()
 	if err != nil {
-		if t.peers[m.Name] == e {
-			delete(t.peers, m.Name)
-		}
 		if m.incarnation != "" && refusedAsClosing(err) {
 			t.closedPeers[m.Name] = m.incarnation
 		}
 		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v", m.Name, m.GRPCAddr, err)
 	}
+	if (err != nil || departed) && t.peers[m.Name] == e {
+		delete(t.peers, m.Name) // not handed out for new requests
+	}
 	e.conn = c
 	t.mu.Unlock()
 	close(e.ready)
-	if c != nil && t.handler.departed(m.Name, m.GRPCAddr) {
-		// Dialed by a view older than ours, in which m was alive: the
-		// caller's request goes through, and m passes it on. Then say bye,
-		// as byeToLeavers did on the streams to m that were open then.
-		c.bye()
-	}
 }
 
 func (t *transport) open(m *Member) (*conn, error) {
