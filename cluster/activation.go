@@ -468,6 +468,9 @@ func (t *activations) release(a *activation) {
 // the grain again. A membership change while the grain activates is looked
 // at once it is done (below).
 func (t *activations) activate(ctx context.Context, a *activation) (err error) {
+	if t.n.cfg.activating != nil {
+		t.n.cfg.activating()
+	}
 	view := t.n.view.Load()
 	defer func() {
 		p := a.pending.Load()

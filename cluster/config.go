@@ -201,6 +201,9 @@ type Config struct {
 	farewellPatience time.Duration
 	// loneWriteGrace, when set, replaces defaultLoneWriteGrace.
 	loneWriteGrace time.Duration
+	// activating, when set, runs as each activation begins, before it
+	// reads the view, so that a test can change the view under it.
+	activating func()
 	// forwarding, when set, runs before each forward of a one-way message
 	// (see Node.sendForwarded), so that a test can hold one.
 	forwarding func()

@@ -515,15 +515,29 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 	}
 	ctx, cancel := n.oneWayDeadline()
 	defer cancel()
-	if err := n.queueOneWay(ctx, hk, m, req.identity, msg); err != nil {
-		// ErrNotOwner: the grain moved while the message waited for an
-		// activation.
-		if errors.Is(err, ErrNotOwner) && n.mayForward(req) && n.forwardOneWay(req) {
+	for {
+		err := n.queueOneWay(ctx, hk, m, req.identity, msg)
+		if !errors.Is(err, ErrNotOwner) {
+			if err != nil {
+				n.dropOneWay(req, err)
+			}
 			return true
 		}
-		n.dropOneWay(req, err)
+		// The grain moved away while the message waited for an
+		// activation: a member joined, or this node's view of a leaver
+		// changed back and forth (serf can take a leaving member for
+		// alive again for a moment). Forward it, or, if it may not be
+		// forwarded (again) or this node owns the grain but for members
+		// that said they leave, wait for a view in which this node owns
+		// it, as a forwarded message does when it arrives.
+		if n.mayForward(req) && n.forwardOneWay(req) {
+			return true
+		}
+		if err := n.checkForwardedOwner(req); err != nil {
+			n.dropOneWay(req, err)
+			return true
+		}
 	}
-	return true
 }
 
 // forwardOneWay sends a one-way message that this node received from a

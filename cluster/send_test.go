@@ -986,6 +986,43 @@ func TestAForwardedMessageWaitingAtANodeThatBeginsToLeaveIsPassedOn(t *testing.T
 	waitValues(t, recs[owner.Name()], id, []int64{5})
 }
 
+// TestAForwardedMessageWhoseGrainMovesAwayAndBackRuns: a forwarded message
+// for a grain its receiver owns waits for the grain's activation, and the
+// receiver's view changes meanwhile so that it owns the grain no longer
+// (serf can take a leaving member for alive again for a moment), and then
+// back. The message may not be forwarded again; it waits for a view in
+// which its receiver owns the grain, as on arrival, and runs, where it was
+// dropped.
+func TestAForwardedMessageWhoseGrainMovesAwayAndBackRuns(t *testing.T) {
+	t.Parallel()
+	activating, activate := make(chan struct{}), make(chan struct{})
+	var first sync.Once
+	nodes, recs, logs := recorderClusterOf(t, 2, 2, 0, func(cfg *Config) {
+		if strings.HasSuffix(cfg.NodeName, "-n0") {
+			cfg.activating = func() {
+				first.Do(func() {
+					activating <- struct{}{}
+					<-activate
+				})
+			}
+		}
+	})
+	receiver, sender := nodes[0], nodes[1]
+	id := recorderOwnedBy(t, nodes, receiver, "away")
+	setView := holdViews(t, receiver)
+	sendForwardedRecord(t, sender, receiver, id, 6, oneWayForwarded)
+	receive(t, activating, "the grain's activation")
+	setView(withStatus(receiver.Name(), StatusLeaving)) // it owns nothing now
+	close(activate)
+	waitFor(t, waitTimeout, "the message to wait for a view, or to be dropped", func() bool {
+		receiver.viewMu.Lock()
+		defer receiver.viewMu.Unlock()
+		return receiver.viewNext != nil || logs[receiver.Name()].count("cluster: dropped a one-way message", id) > 0
+	})
+	setView(withStatus(receiver.Name(), StatusAlive)) // it owns the grain again
+	waitValues(t, recs[receiver.Name()], id, []int64{6})
+}
+
 // TestForwardToAnUnreachableOwnerGoesToTheNextOrIsDropped sends one-way
 // messages to the first node for grains that, in the first node's view, a
 // member nobody can reach owns: the forward fails to connect, and nothing
