@@ -524,12 +524,12 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 			return true
 		}
 		// The grain moved away while the message waited for an
-		// activation: a member joined, or this node's view of a leaver
-		// changed back and forth (serf can take a leaving member for
-		// alive again for a moment). Forward it, or, if it may not be
-		// forwarded (again) or this node owns the grain but for members
-		// that said they leave, wait for a view in which this node owns
-		// it, as a forwarded message does when it arrives.
+		// activation: a member joined, or this node's view changed, and
+		// may change back (a test loop saw a staying host lose a leaver's
+		// grains for a moment during the leave). Forward it, or, if it
+		// may not be forwarded (again) or this node owns the grain but
+		// for members that said they leave, wait for a view in which this
+		// node owns it, as a forwarded message does when it arrives.
 		if n.mayForward(req) && n.forwardOneWay(req) {
 			return true
 		}

@@ -988,9 +988,9 @@ func TestAForwardedMessageWaitingAtANodeThatBeginsToLeaveIsPassedOn(t *testing.T
 
 // TestAForwardedMessageWhoseGrainMovesAwayAndBackRuns: a forwarded message
 // for a grain its receiver owns waits for the grain's activation, and the
-// receiver's view changes meanwhile so that it owns the grain no longer
-// (serf can take a leaving member for alive again for a moment), and then
-// back. The message may not be forwarded again; it waits for a view in
+// receiver's view changes meanwhile so that it owns the grain no longer,
+// and then back (a staying host was seen to lose a leaver's grains for a
+// moment during the leave). The message may not be forwarded again; it waits for a view in
 // which its receiver owns the grain, as on arrival, and runs, where it was
 // dropped.
 func TestAForwardedMessageWhoseGrainMovesAwayAndBackRuns(t *testing.T) {
