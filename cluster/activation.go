@@ -564,8 +564,9 @@ func (a *activation) newActor() runtime.Actor { return (*grainActor)(a) }
 
 // touchState returns the activation's state, making it if the activation
 // has none yet (see grainState): an empty Buffer at the zero version, which
-// is what loading it found. It runs where the grain runs.
-func (a *activation) touchState(n *Node) *grainState {
+// is what loading it found, for the call in progress stamped tracked (see
+// grainState.begin). It runs where the grain runs.
+func (a *activation) touchState(n *Node, tracked stamp) *grainState {
 	if a.state != nil {
 		return a.state
 	}
@@ -576,7 +577,7 @@ func (a *activation) touchState(n *Node) *grainState {
 		// and New checks no more than Load.
 		panic(fmt.Sprintf("cluster: grain %s: make its state: %v", key, err))
 	}
-	a.state = &grainState{key: key, buf: buf}
+	a.state = &grainState{key: key, buf: buf, call: tracked}
 	// The call in progress began with nothing buffered: its mark is the
 	// new buffer's, so that a rollback drops what it changes.
 	a.state.mark = buf.Mark()
@@ -985,6 +986,16 @@ type grainCall struct {
 	req    proto.Message
 }
 
+// tracked returns the stamp under which the call's effects on state are
+// recorded (see grainActor.handle): its stamp, or none for a ReadOnly
+// method.
+func (m *grainCall) tracked() stamp {
+	if m.method.ReadOnly {
+		return stamp{}
+	}
+	return m.gctx.stamp
+}
+
 // newGrainCall makes the message of a call.
 func newGrainCall(ctx context.Context, m *hostedMethod, req proto.Message, callers []actKey, st stamp) *grainCall {
 	return &grainCall{gctx: grainContext{Context: ctx, callers: callers, stamp: st}, method: m, req: req}
@@ -1050,7 +1061,7 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 		c.RespondError(contextError(err))
 		return
 	}
-	tracked := !m.method.ReadOnly && m.gctx.stamp.seq != 0
+	tracked := m.tracked().seq != 0
 	if tracked {
 		reply, seen, err := g.state.seen(m.gctx.stamp)
 		if err != nil {
@@ -1102,7 +1113,7 @@ func (g *grainActor) unusable() bool {
 // run calls the method. A call that fails, returns no response or panics
 // leaves no change in the state.
 func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
-	g.state.begin()
+	g.state.begin(m.tracked())
 	done := false
 	defer func() {
 		if !done { // a panic: the actor's supervisor takes it from here
@@ -1207,7 +1218,7 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 			g.hk.Name, m.name))
 		return
 	}
-	g.state.begin()
+	g.state.begin(stamp{})
 	done := false
 	defer func() {
 		if !done {
@@ -1261,7 +1272,7 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 // buffered are committed after it all the same, where letting the panic
 // reach the actor's supervisor would drop them with the activation.
 func (g *grainActor) runOnDeactivate(ctx context.Context, d Deactivator) (err error) {
-	g.state.begin()
+	g.state.begin(stamp{})
 	defer func() {
 		if p := recover(); p != nil {
 			g.node().log.Error("cluster: grain panicked in OnDeactivate", "kind", g.hk.Name, "identity", g.identity,

@@ -86,10 +86,12 @@ type State interface {
 	// has none. Change it in place; the next flush commits it. Generated code
 	// offers it typed as <Service>StateOf(ctx).
 	Message() proto.Message
-	// Flush commits the buffered changes now. Within a call, the call's
-	// exactly-once record is not in that commit but in the one after the
-	// call (in FlushManual mode, the next flush): if the node fails in
-	// between, a retry of the call runs it again (see docs/state.md).
+	// Flush commits the buffered changes now. Within a stamped call that
+	// changed state, the commit also records that the call ran; its reply
+	// is recorded in the commit after the call (in FlushManual mode, the
+	// next flush). If the reply is lost in between (the node fails, that
+	// commit fails), a retry of the call fails with ErrStaleCall instead
+	// of running again (see docs/state.md).
 	Flush(ctx context.Context) error
 }
 

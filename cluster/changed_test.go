@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -169,6 +172,75 @@ func TestACallThatFlushesItselfRunsOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestACallThatFlushesItselfIsNotRunAgainOnceItsReplyIsLost: a stamped
+// call that flushed what it changed, and whose reply was then lost before
+// it was recorded (the node failed, the commit after the call failed), is
+// refused with ErrStaleCall when retried under its stamp: its flush took
+// effect, so running it again would apply it twice. A call whose reply a
+// later flush recorded still gets it.
+func TestACallThatFlushesItselfIsNotRunAgainOnceItsReplyIsLost(t *testing.T) {
+	t.Parallel()
+	wantRefused := func(t *testing.T, n *Node, call Call, client string, seq uint64) {
+		t.Helper()
+		_, err := n.Invoke(context.Background(), call, WithCallID(client, seq))
+		if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStaleCall) {
+			t.Fatalf("retry of %s(%v) %s/%d: %v, want FailedPrecondition, ErrStaleCall", call.Method, call.Request, client, seq, err)
+		}
+	}
+	t.Run("the node fails, FlushManual", func(t *testing.T) {
+		t.Parallel()
+		store := memstore.New()
+		runs := new(walletRuns)
+		kinds := func(string) []*Kind { return []*Kind{newWalletKind(FlushManual, 0, runs)} }
+		first := startCluster(t, 1, kinds, func(cfg *Config) { cfg.Store = store })[0]
+		invokeStamped(t, first, walletCall(walletAddAndFlush, 1), "c", 1)
+		invokeStamped(t, first, walletCall(walletAddAndFlush, 2), "c", 2) // its flush records call 1's reply
+		// Call 2's reply waits for the next flush; the node fails first.
+		if err := first.Close(); err != nil {
+			t.Fatal(err)
+		}
+		second := startCluster(t, 1, kinds, func(cfg *Config) { cfg.Store = store })[0]
+		wantRefused(t, second, walletCall(walletAddAndFlush, 2), "c", 2)
+		resp, err := second.Invoke(context.Background(), walletCall(walletAddAndFlush, 1), WithCallID("c", 1))
+		if err != nil || resp.(*wrapperspb.Int64Value).GetValue() != 1 {
+			t.Fatalf("retry of AddAndFlush(1) c/1: %v, %v; want its recorded reply 1", resp, err)
+		}
+		if r1, r2 := runs.count(1), runs.count(2); r1 != 1 || r2 != 1 {
+			t.Fatalf("AddAndFlush(1) ran %d times, AddAndFlush(2) %d; want once each", r1, r2)
+		}
+		if got := storedBalance(t, store, walletKind, "w"); got != 3 {
+			t.Fatalf("stored balance %d, want 3", got)
+		}
+	})
+	t.Run("the commit after the call fails, FlushAfterCall", func(t *testing.T) {
+		t.Parallel()
+		store := hookedMemstore(t)
+		runs := new(walletRuns)
+		kind := newWalletKind(FlushAfterCall, 0, runs)
+		const breakAfterFlush = "/test.Wallet/AddAndFlushThenTheStoreFails"
+		addAndFlush := kind.Methods[1].Handle
+		kind.Methods = append(kind.Methods, Method{Name: breakAfterFlush, NewRequest: newInt64,
+			Handle: func(g any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+				resp, err := addAndFlush(g, ctx, req)
+				store.commitErr.Store(&errStoreDown)
+				return resp, err
+			}})
+		n := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, func(cfg *Config) { cfg.Store = store })[0]
+		call := walletCall(breakAfterFlush, 1)
+		if _, err := n.Invoke(context.Background(), call, WithCallID("c", 1)); !errors.Is(err, ErrStateUnavailable) {
+			t.Fatalf("%s(1) c/1 with the store failing after its flush: %v, want ErrStateUnavailable", breakAfterFlush, err)
+		}
+		store.commitErr.Store(nil)
+		wantRefused(t, n, call, "c", 1) // a new activation, loaded from the store
+		if got := runs.count(1); got != 1 {
+			t.Fatalf("%s(1) c/1 ran %d times, want once", breakAfterFlush, got)
+		}
+		if got := storedBalance(t, store, walletKind, "w"); got != 1 {
+			t.Fatalf("stored balance %d, want 1", got)
+		}
+	})
 }
 
 // invokeStamped makes call stamped (client, seq) and fails the test if it

@@ -58,7 +58,9 @@
 // commit as the call's changes. A call whose stamp the grain recorded gets
 // the recorded reply without running again, also after the grain moved to
 // another node; one below the client's window fails with ErrStaleCall
-// (codes.FailedPrecondition). A call that changed nothing is not recorded:
+// (codes.FailedPrecondition), and so does one that flushed its changes
+// itself (State().Flush) and whose reply was lost before it was recorded
+// after the call: it ran. A call that changed nothing is not recorded:
 // running it again is harmless to state. ReadOnly methods are neither
 // deduplicated nor followed by a commit, and calls that change nothing, like
 // them, never touch the store.

@@ -65,10 +65,14 @@ var (
 	// deactivated (codes.Aborted). The call had no effect on state; the
 	// next call activates the grain again from the store.
 	ErrStaleActivation = errors.New("cluster: stale grain activation")
-	// ErrStaleCall: the call's stamp (client ID, sequence number) is below
-	// the window of that client's latest calls the grain keeps replies for,
-	// so whether it ran cannot be told (codes.FailedPrecondition). The call
-	// did not run now.
+	// ErrStaleCall: the grain keeps no reply for the call's stamp (client
+	// ID, sequence number), and the call may have run, so it did not run
+	// now (codes.FailedPrecondition). Either the stamp is below the window
+	// of that client's latest calls the grain keeps replies for, so
+	// whether it ran cannot be told; or the call ran and committed changes
+	// by flushing them itself (State().Flush), and its reply was lost
+	// before it was recorded after the call (its node failed, or the
+	// commit after the call did).
 	ErrStaleCall = errors.New("cluster: stale call sequence number")
 	// ErrStateUnavailable: the grain's state could not be loaded, or a
 	// commit failed for another reason than a version conflict

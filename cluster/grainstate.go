@@ -84,6 +84,10 @@ type grainState struct {
 	// mark is what was buffered when the current call began: a failed
 	// call rolls back to it (begin, rollback).
 	mark state.Mark
+	// call is the stamp of the call in progress if its effects are
+	// recorded (a method that is not ReadOnly, with a stamp), for Flush;
+	// zero in any other turn (begin).
+	call stamp
 
 	mu sync.Mutex
 	// broken is set when a commit failed: the activation's state is stale
@@ -147,9 +151,21 @@ func (s *grainState) Message() proto.Message { return s.msg }
 // change now. A version conflict (or any commit error) also dooms the
 // activation: the cluster deactivates it after the current call, and the
 // call fails with the flush's error whatever the grain returns.
+//
+// A stamped call that flushes what it changed commits it before its reply
+// is known, so the commit records the call as unanswered
+// (state.Buffer.RecordUnanswered): if the reply is then lost before it is
+// recorded after the call (the node fails, or the commit after the call
+// does), a retry under the stamp is refused with ErrStaleCall instead of
+// applying the call twice.
 func (s *grainState) Flush(ctx context.Context) error {
 	if err := s.sync(); err != nil {
 		return err
+	}
+	if s.call.seq != 0 && s.buf.Dirty() {
+		if err := s.buf.RecordUnanswered(s.call.client, s.call.seq); err != nil {
+			return staleCallError(actKey{kind: s.key.Kind, identity: s.key.Identity}, err)
+		}
 	}
 	return s.flush(ctx)
 }
@@ -211,18 +227,21 @@ func (s *grainState) failure() error {
 	return s.broken
 }
 
-// begin marks the start of a call (or reminder) for rollback. It first
+// begin marks the start of a turn (a call, one-way message, reminder or
+// OnDeactivate) for rollback, and notes tracked, the stamp under which a
+// call's effects are recorded (zero for any other turn), for Flush. It first
 // hands the buffer what changed in the typed message since the last sync (in
 // OnActivate, say), so that rolling this call back does not undo it. That
 // costs one encoding of the message per call of a kind with typed state. An
 // encoding error is not lost: the sync after the call meets it again and
 // fails the call.
-func (s *grainState) begin() {
+func (s *grainState) begin(tracked stamp) {
 	if s == nil {
 		return
 	}
 	_ = s.sync()
 	s.mark = s.buf.Mark()
+	s.call = tracked
 }
 
 // rollback drops the changes buffered since the call began, and restores
@@ -273,7 +292,7 @@ func (s *grainState) discard() {
 
 // staleCallError maps an error of state.Buffer's Seen or Record.
 func staleCallError(key actKey, err error) error {
-	if errors.Is(err, state.ErrStaleSequence) {
+	if errors.Is(err, state.ErrStaleSequence) || errors.Is(err, state.ErrReplyLost) {
 		return newError(codes.FailedPrecondition, ErrStaleCall, "cluster: grain %s/%s: %v", key.kind, key.identity, err)
 	}
 	return newError(codes.InvalidArgument, ErrBadRequest, "cluster: grain %s/%s: %v", key.kind, key.identity, err)

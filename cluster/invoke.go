@@ -454,7 +454,12 @@ func (g *grainContext) Kind() string { return g.a.hk.Name }
 func (g *grainContext) Identity() string { return g.a.identity }
 
 // State implements GrainContext.
-func (g *grainContext) State() State { return g.a.touchState(g.n) }
+func (g *grainContext) State() State {
+	// Only a call's own turn makes the state here with a stamp: hooks and
+	// reminders have none. A ReadOnly method changes no state, so the
+	// stamp is not recorded (see grainState.Flush).
+	return g.a.touchState(g.n, g.stamp)
+}
 
 // AfterFunc lets contexts derived from g follow the call's context with a
 // callback when that context can (the node's deadlineCtx and servedCtx

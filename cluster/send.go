@@ -420,7 +420,7 @@ func (m *oneWayCall) Kind() string { return m.g.hk.Name }
 func (m *oneWayCall) Identity() string { return m.g.identity }
 
 // State implements GrainContext.
-func (m *oneWayCall) State() State { return m.g.act().touchState(m.g.node()) }
+func (m *oneWayCall) State() State { return m.g.act().touchState(m.g.node(), stamp{}) }
 
 // Invoke implements Caller as a call's GrainContext does, for a grain that
 // no other grain waits for.
@@ -766,7 +766,7 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 // and a message that fails, returns no response or panics leaves no change
 // in the state.
 func (g *grainActor) runOneWay(m *oneWayCall) (resp proto.Message, err error) {
-	g.state.begin()
+	g.state.begin(stamp{})
 	done := false
 	defer func() {
 		if !done { // a panic: the actor's supervisor takes it from here

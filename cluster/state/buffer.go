@@ -36,6 +36,13 @@ var ErrReservedKey = errors.New("state: reserved key")
 // recorded.
 var ErrStaleSequence = errors.New("state: stale sequence number")
 
+// ErrReplyLost is returned by Seen for a call recorded by RecordUnanswered
+// and never answered by Record: the call committed changes of its own (it
+// flushed while it ran), and its reply was lost before it was recorded (the
+// node failed, or the commit after the call did). The call must not run
+// again, and its reply cannot be given.
+var ErrReplyLost = errors.New("state: the call ran, but its reply was lost")
+
 // ErrCorrupt is returned by Load when an exactly-once record in the store
 // cannot be read.
 var ErrCorrupt = errors.New("state: corrupt record")

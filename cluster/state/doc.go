@@ -43,6 +43,10 @@
 //
 //   - seq recorded and still in the window: a retry; Seen returns that
 //     call's reply, and the call must not run again;
+//   - seq recorded unanswered (RecordUnanswered: a call that committed
+//     changes while it ran, before its reply was known) and never given
+//     its reply by Record: Seen returns ErrReplyLost, and the call must
+//     not run again;
 //   - seq below the window: W later calls of the client were recorded
 //     since, or a call at or above seq was dropped from the window, so its
 //     reply may be gone; Seen returns ErrStaleSequence;

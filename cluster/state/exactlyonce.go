@@ -40,6 +40,9 @@ type record struct {
 type call struct {
 	seq   uint64
 	reply []byte
+	// unanswered marks a call recorded by RecordUnanswered: it took
+	// effect, and its reply is not known (reply is nil).
+	unanswered bool
 }
 
 // Formats of an encoded record: its first byte, so the encoding can change
@@ -50,6 +53,11 @@ const (
 	recordFormatLast = 1
 	// recordFormatWindow holds a window of calls (see encode).
 	recordFormatWindow = 2
+	// recordFormatUnanswered is recordFormatWindow with each reply's
+	// length stored plus one, zero marking a call recorded unanswered. It
+	// is written only for a record that holds such a call, so that builds
+	// that read only the first two formats read every other record.
+	recordFormatUnanswered = 3
 )
 
 // find returns the index of the call seq in r.calls, or where it would go,
@@ -72,13 +80,17 @@ func (r record) lowEdge(w int) uint64 {
 	return edge
 }
 
-// with returns a copy of r with call seq added and the window trimmed to
-// its w highest calls, raising the floor over those it drops.
-func (r record) with(seq uint64, reply []byte, w int) record {
-	i, _ := r.find(seq)
+// with returns a copy of r with c added, or put in place of the call with
+// its seq, and the window trimmed to its w highest calls, raising the floor
+// over those it drops.
+func (r record) with(c call, w int) record {
+	i, found := r.find(c.seq)
 	calls := make([]call, 0, len(r.calls)+1)
 	calls = append(calls, r.calls[:i]...)
-	calls = append(calls, call{seq: seq, reply: clone(reply)})
+	calls = append(calls, c)
+	if found {
+		i++ // replaced
+	}
 	calls = append(calls, r.calls[i:]...)
 	if drop := len(calls) - w; drop > 0 {
 		// seq+1 cannot overflow: a dropped call is below a kept one.
@@ -92,21 +104,33 @@ func (r record) with(seq uint64, reply []byte, w int) record {
 // encode returns the record as stored, in recordFormatWindow: the format
 // byte, then as uvarints the stamp, the floor and the number of calls, then
 // per call by ascending seq the seq's distance from the previous one (from
-// zero for the first), the reply's length and the reply.
+// zero for the first), the reply's length and the reply. A record that
+// holds an unanswered call is stored in recordFormatUnanswered instead.
 func (r record) encode() []byte {
 	size := 1 + 3*binary.MaxVarintLen64
+	format := byte(recordFormatWindow)
 	for _, c := range r.calls {
 		size += 2*binary.MaxVarintLen64 + len(c.reply)
+		if c.unanswered {
+			format = recordFormatUnanswered
+		}
 	}
 	b := make([]byte, 0, size)
-	b = append(b, recordFormatWindow)
+	b = append(b, format)
 	b = binary.AppendUvarint(b, r.stamp)
 	b = binary.AppendUvarint(b, r.floor)
 	b = binary.AppendUvarint(b, uint64(len(r.calls)))
 	prev := uint64(0)
 	for _, c := range r.calls {
 		b = binary.AppendUvarint(b, c.seq-prev)
-		b = binary.AppendUvarint(b, uint64(len(c.reply)))
+		switch {
+		case format == recordFormatWindow:
+			b = binary.AppendUvarint(b, uint64(len(c.reply)))
+		case c.unanswered:
+			b = binary.AppendUvarint(b, 0)
+		default:
+			b = binary.AppendUvarint(b, uint64(len(c.reply))+1)
+		}
 		b = append(b, c.reply...)
 		prev = c.seq
 	}
@@ -131,13 +155,13 @@ func decodeRecord(b []byte) (record, error) {
 			r.floor = seq
 			r.calls = []call{{seq: seq, reply: clone(d.b)}}
 		}
-	case recordFormatWindow:
-		r = d.window()
+	case recordFormatWindow, recordFormatUnanswered:
+		r = d.window(b[0] == recordFormatUnanswered)
 		if d.err == nil && len(d.b) > 0 {
 			d.err = fmt.Errorf("%d bytes after the last call", len(d.b))
 		}
 	default:
-		return record{}, fmt.Errorf("record format %d, this build reads %d and %d", b[0], recordFormatLast, recordFormatWindow)
+		return record{}, fmt.Errorf("record format %d, this build reads %d to %d", b[0], recordFormatLast, recordFormatUnanswered)
 	}
 	if d.err != nil {
 		return record{}, d.err
@@ -165,7 +189,11 @@ func (d *decoder) uvarint(what string) uint64 {
 }
 
 func (d *decoder) bytes(what string) []byte {
-	n := d.uvarint(what + " length")
+	return d.take(what, d.uvarint(what+" length"))
+}
+
+// take reads n bytes, copied.
+func (d *decoder) take(what string, n uint64) []byte {
 	if d.err == nil && n > uint64(len(d.b)) {
 		d.err = fmt.Errorf("%s of %d bytes, %d left", what, n, len(d.b))
 	}
@@ -177,9 +205,23 @@ func (d *decoder) bytes(what string) []byte {
 	return v
 }
 
-// window reads the body of a recordFormatWindow record and checks that its
-// calls ascend and are not below the floor.
-func (d *decoder) window() record {
+// reply reads a call's reply: in recordFormatUnanswered (unanswered set) a
+// length stored plus one, zero for an unanswered call.
+func (d *decoder) reply(unanswered bool) call {
+	if !unanswered {
+		return call{reply: d.bytes("reply")}
+	}
+	n := d.uvarint("reply length")
+	if d.err != nil || n == 0 {
+		return call{unanswered: true}
+	}
+	return call{reply: d.take("reply", n-1)}
+}
+
+// window reads the body of a recordFormatWindow record, or with unanswered
+// of a recordFormatUnanswered one, and checks that its calls ascend and are
+// not below the floor.
+func (d *decoder) window(unanswered bool) record {
 	r := record{stamp: d.uvarint("stamp"), floor: d.uvarint("floor")}
 	n := d.uvarint("call count")
 	// Each call takes at least two bytes: check before allocating.
@@ -193,7 +235,7 @@ func (d *decoder) window() record {
 	seq := uint64(0)
 	for i := range n {
 		delta := d.uvarint("sequence number")
-		reply := d.bytes("reply")
+		c := d.reply(unanswered)
 		switch {
 		case d.err != nil:
 			return record{}
@@ -208,7 +250,8 @@ func (d *decoder) window() record {
 			return record{}
 		}
 		seq += delta
-		r.calls = append(r.calls, call{seq: seq, reply: reply})
+		c.seq = seq
+		r.calls = append(r.calls, c)
 	}
 	return r
 }
@@ -224,9 +267,10 @@ func (b *Buffer) lookup(clientID string) (record, bool) {
 
 // Seen reports whether the call seq of clientID already ran, by the rules
 // in the package doc: for a recorded call it returns a copy of its reply
-// and true; for a call below the client's window, an error wrapping
-// ErrStaleSequence; for any other, a new call, nil and false. Buffered
-// records count. Seen changes nothing.
+// and true; for a call recorded unanswered (RecordUnanswered), an error
+// wrapping ErrReplyLost; for a call below the client's window, an error
+// wrapping ErrStaleSequence; for any other, a new call, nil and false.
+// Buffered records count. Seen changes nothing.
 func (b *Buffer) Seen(clientID string, seq uint64) (reply []byte, ok bool, err error) {
 	if err := checkClientID(clientID); err != nil {
 		return nil, false, err
@@ -238,6 +282,10 @@ func (b *Buffer) Seen(clientID string, seq uint64) (reply []byte, ok bool, err e
 		return nil, false, nil
 	}
 	if i, ok := r.find(seq); ok {
+		if r.calls[i].unanswered {
+			return nil, false, fmt.Errorf("%w: grain %s, client %q: call %d committed changes while it ran, and its reply was not recorded",
+				ErrReplyLost, b.key, clientID, seq)
+		}
 		return clone(r.calls[i].reply), true, nil
 	}
 	if seq < r.lowEdge(b.window) {
@@ -250,22 +298,42 @@ func (b *Buffer) Seen(clientID string, seq uint64) (reply []byte, ok bool, err e
 // the client's window and dropping the lowest calls beyond
 // Config.WindowPerClient; the next Flush commits it with the state. Calls
 // may be recorded in any order, but recording a call already recorded, or
-// one Seen calls stale, returns an error wrapping ErrStaleSequence.
+// one Seen calls stale, returns an error wrapping ErrStaleSequence. A call
+// recorded unanswered gets its reply.
 func (b *Buffer) Record(clientID string, seq uint64, reply []byte) error {
+	return b.record(clientID, call{seq: seq, reply: clone(reply)})
+}
+
+// RecordUnanswered buffers that call seq of clientID took effect while its
+// reply is not known yet, for a call that commits changes of its own before
+// it returns (a Flush while it runs): if its reply is lost before Record
+// gives it (the node fails, the commit after the call fails), Seen tells a
+// retry that the call ran (ErrReplyLost) instead of letting it run again.
+// A call already recorded, answered or not, is left as it is.
+func (b *Buffer) RecordUnanswered(clientID string, seq uint64) error {
+	return b.record(clientID, call{seq: seq, unanswered: true})
+}
+
+// record buffers c in the window of clientID (see Record).
+func (b *Buffer) record(clientID string, c call) error {
 	if err := checkClientID(clientID); err != nil {
 		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	r, _ := b.lookup(clientID)
-	if _, ok := r.find(seq); ok {
-		return fmt.Errorf("%w: grain %s, client %q: call %d is already recorded", ErrStaleSequence, b.key, clientID, seq)
-	}
-	if seq < r.lowEdge(b.window) {
-		return b.stale(clientID, seq, r)
+	if i, ok := r.find(c.seq); ok {
+		switch {
+		case c.unanswered:
+			return nil
+		case !r.calls[i].unanswered:
+			return fmt.Errorf("%w: grain %s, client %q: call %d is already recorded", ErrStaleSequence, b.key, clientID, c.seq)
+		}
+	} else if c.seq < r.lowEdge(b.window) {
+		return b.stale(clientID, c.seq, r)
 	}
 	b.clock++
-	r = r.with(seq, reply, b.window)
+	r = r.with(c, b.window)
 	r.stamp = b.clock
 	put(&b.pendingClients, clientID, r)
 	return nil

@@ -428,3 +428,75 @@ func TestRecordOfAnEarlierBuild(t *testing.T) {
 		}
 	})
 }
+
+// wantReplyLost checks that Seen tells a retry of call seq of client that
+// the call ran and its reply is lost.
+func wantReplyLost(t *testing.T, b *state.Buffer, client string, seq uint64) {
+	t.Helper()
+	reply, ok, err := b.Seen(client, seq)
+	if !errors.Is(err, state.ErrReplyLost) || ok || reply != nil {
+		t.Fatalf("Seen(%q, %d) = %q, %v, %v; want ErrReplyLost", client, seq, reply, ok, err)
+	}
+}
+
+// TestAnUnansweredCallIsNotNew: a call recorded unanswered (it flushed while
+// it ran) is not a new call to a retry, in the buffer and after a flush and
+// a new load alike, until Record gives its reply; recording it unanswered
+// again, or after its reply, changes nothing.
+func TestAnUnansweredCallIsNotNew(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		b := load(t, s, state.Config{})
+		mustRecord(t, b, "c", 1, "one")
+		if err := b.RecordUnanswered("c", 2); err != nil {
+			t.Fatalf("RecordUnanswered(c, 2): %v", err)
+		}
+		wantReplyLost(t, b, "c", 2)
+		wantSeen(t, b, "c", 1, "one", true)
+		mustFlush(t, b)
+
+		// The node failed before the call's reply was recorded.
+		b = load(t, s, state.Config{})
+		wantReplyLost(t, b, "c", 2)
+		wantSeen(t, b, "c", 1, "one", true)
+		wantSeen(t, b, "c", 3, "", false)
+		if err := b.RecordUnanswered("c", 2); err != nil {
+			t.Fatalf("RecordUnanswered(c, 2) again: %v", err)
+		}
+		if b.Dirty() {
+			t.Fatal("recording an unanswered call again made the buffer dirty")
+		}
+
+		// The same activation goes on to record the reply.
+		mustRecord(t, b, "c", 2, "two")
+		wantSeen(t, b, "c", 2, "two", true)
+		if err := b.Record("c", 2, []byte("again")); !errors.Is(err, state.ErrStaleSequence) {
+			t.Fatalf("Record(c, 2) after its reply: err = %v, want ErrStaleSequence", err)
+		}
+		mustFlush(t, b)
+		if err := b.RecordUnanswered("c", 2); err != nil || b.Dirty() {
+			t.Fatalf("RecordUnanswered(c, 2) after its reply: %v, dirty %v; want nil and nothing buffered", err, b.Dirty())
+		}
+		b = load(t, s, state.Config{})
+		wantSeen(t, b, "c", 2, "two", true)
+	})
+}
+
+// TestAnUnansweredCallKeepsTheWindow: unanswered calls take their place in
+// the client's window like answered ones, and one below it is stale.
+func TestAnUnansweredCallKeepsTheWindow(t *testing.T) {
+	b := load(t, memstore.New(), state.Config{WindowPerClient: 2})
+	for seq := uint64(1); seq <= 3; seq++ {
+		if err := b.RecordUnanswered("c", seq); err != nil {
+			t.Fatalf("RecordUnanswered(c, %d): %v", seq, err)
+		}
+	}
+	wantStale(t, b, "c", 1)
+	if err := b.RecordUnanswered("c", 1); !errors.Is(err, state.ErrStaleSequence) {
+		t.Fatalf("RecordUnanswered(c, 1) below the window: err = %v, want ErrStaleSequence", err)
+	}
+	wantReplyLost(t, b, "c", 2)
+	wantReplyLost(t, b, "c", 3)
+	mustRecord(t, b, "c", 2, "two") // a reply in place of its mark keeps the window
+	wantSeen(t, b, "c", 2, "two", true)
+	wantReplyLost(t, b, "c", 3)
+}

@@ -12,7 +12,7 @@ import (
 func sameRecord(a, b record) bool {
 	return a.stamp == b.stamp && a.floor == b.floor &&
 		slices.EqualFunc(a.calls, b.calls, func(x, y call) bool {
-			return x.seq == y.seq && bytes.Equal(x.reply, y.reply)
+			return x.seq == y.seq && x.unanswered == y.unanswered && bytes.Equal(x.reply, y.reply)
 		})
 }
 
@@ -26,8 +26,20 @@ func TestRecordRoundTrip(t *testing.T) {
 			{seq: 1<<64 - 2, reply: bytes.Repeat([]byte{0xff}, 1000)},
 			{seq: 1<<64 - 1, reply: []byte("last")},
 		}},
+		{stamp: 2, floor: 1, calls: []call{{seq: 1, unanswered: true}}},
+		{stamp: 5, calls: []call{{seq: 2, reply: []byte{}}, {seq: 3, unanswered: true}, {seq: 4, reply: []byte("four")}}},
 	} {
-		got, err := decodeRecord(r.encode())
+		b := r.encode()
+		// Only a record with an unanswered call needs the third format,
+		// which builds before it cannot read.
+		format := byte(recordFormatWindow)
+		if slices.ContainsFunc(r.calls, func(c call) bool { return c.unanswered }) {
+			format = recordFormatUnanswered
+		}
+		if b[0] != format {
+			t.Errorf("encode(%+v) is in format %d, want %d", r, b[0], format)
+		}
+		got, err := decodeRecord(b)
 		if err != nil {
 			t.Fatalf("decode(encode(%+v)): %v", r, err)
 		}
@@ -35,7 +47,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			t.Fatalf("decode(encode(%+v)) = %+v", r, got)
 		}
 		for _, c := range got.calls {
-			if c.reply == nil {
+			if c.reply == nil && !c.unanswered {
 				t.Fatalf("decode(encode(%+v)) has a nil reply; stores return empty values", r)
 			}
 		}
@@ -65,10 +77,10 @@ func TestRecordFormatLast(t *testing.T) {
 func TestRecordWindow(t *testing.T) {
 	var r record
 	for _, seq := range []uint64{5, 2, 9, 7} {
-		r = r.with(seq, []byte{byte(seq)}, 3)
+		r = r.with(call{seq: seq, reply: []byte{byte(seq)}}, 3)
 	}
 	// 2 went: the window holds the three highest, and the floor is above 2.
-	want := record{floor: 3, calls: []call{{5, []byte{5}}, {7, []byte{7}}, {9, []byte{9}}}}
+	want := record{floor: 3, calls: []call{{seq: 5, reply: []byte{5}}, {seq: 7, reply: []byte{7}}, {seq: 9, reply: []byte{9}}}}
 	if !sameRecord(r, want) {
 		t.Fatalf("window = %+v, want %+v", r, want)
 	}
@@ -80,7 +92,8 @@ func TestRecordWindow(t *testing.T) {
 	}
 	// with copies: the record it started from is unchanged.
 	before := r
-	_ = r.with(8, nil, 3)
+	_ = r.with(call{seq: 8}, 3)
+	_ = r.with(call{seq: 7, reply: []byte{70}}, 3)
 	if !sameRecord(before, want) {
 		t.Fatalf("with changed its receiver: %+v", before)
 	}
@@ -110,6 +123,12 @@ func TestDecodeRecordRefusesDamage(t *testing.T) {
 		"sequence overflow": {window(1, 0, 2, append(binary.AppendUvarint(nil, 1<<64-1), 0, 1, 0)...), "overflows"},
 		"truncated call":    {window(1, 0, 1, 0x80, 0x80), "sequence number"},
 		"bad reply length":  {window(1, 0, 1, 1, 0x80), "reply length"},
+		"unanswered format, reply beyond data": {
+			append([]byte{recordFormatUnanswered}, window(1, 0, 1, 1, 6, 'a')[1:]...), "reply of 5 bytes",
+		},
+		"unanswered format, bad reply length": {
+			append([]byte{recordFormatUnanswered}, window(1, 0, 1, 1, 0x80)[1:]...), "reply length",
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := decodeRecord(tc.b)
@@ -125,7 +144,8 @@ func TestDecodeRecordRefusesDamage(t *testing.T) {
 // and that survives encoding and decoding again unchanged.
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte{})
-	f.Add(record{stamp: 9, floor: 2, calls: []call{{3, []byte("hi")}, {5, nil}}}.encode())
+	f.Add(record{stamp: 9, floor: 2, calls: []call{{seq: 3, reply: []byte("hi")}, {seq: 5}}}.encode())
+	f.Add(record{stamp: 9, floor: 2, calls: []call{{seq: 3, unanswered: true}, {seq: 5, reply: []byte("hi")}}}.encode())
 	f.Add([]byte{recordFormatLast, 3, 9, 'h', 'i'})
 	f.Add([]byte{recordFormatWindow, 0x80})
 	f.Add([]byte{recordFormatWindow, 1, 0, 2, 1, 0, 0, 0})
