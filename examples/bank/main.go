@@ -10,6 +10,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +36,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := runWithStore(ctx, os.Stdout, *db); err != nil {
+		if ctx.Err() != nil {
+			// Ctrl-C: the nodes were shut down, which is all it asks for.
+			fmt.Fprintln(os.Stderr, "bank: interrupted")
+			os.Exit(130)
+		}
 		fmt.Fprintln(os.Stderr, "bank:", err)
 		os.Exit(1)
 	}
@@ -68,12 +75,19 @@ func run(ctx context.Context, out io.Writer, store storage.Store) error {
 	if err != nil {
 		return err
 	}
-	defer localcluster.CloseAll(nodes)
+	defer localcluster.Stop(nodes) // after an error or an interrupt
 	front := nodes[0]
 	alice := bankpb.NewAccountClient(front, "alice")
 	bob := bankpb.NewAccountClient(front, "bob")
 
-	fmt.Fprintln(out, "deposits")
+	// A kept store (-db) has the balances of earlier runs.
+	fmt.Fprintln(out, "balances before this run")
+	before, err := totalBalance(ctx, out, front)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out, "\ndeposits")
 	for _, d := range []struct {
 		client *bankpb.AccountClient
 		name   string
@@ -92,20 +106,29 @@ func run(ctx context.Context, out io.Writer, store storage.Store) error {
 		return fmt.Errorf("transfer: %w", err)
 	}
 	printBalance(out, "alice", resp)
+	overdraft := resp.GetBalance() + 1000
 
 	// A client that lost a reply retries with the same stamp. The grain
 	// answers every retry from the record committed with the first call.
+	// A client ID stands for one client for as long as the grains keep
+	// their records, so each run takes a new one, as each start of a
+	// process would: a stamp from an earlier run would get that run's
+	// reply.
+	client, err := newClientID()
+	if err != nil {
+		return err
+	}
 	fmt.Fprintln(out, "\nthe same deposit of 5 to bob, sent three times with one stamp")
 	for range 3 {
-		resp, err := bob.Deposit(ctx, &bankpb.DepositRequest{Amount: 5}, cluster.WithCallID("bank-example", 1))
+		resp, err := bob.Deposit(ctx, &bankpb.DepositRequest{Amount: 5}, cluster.WithCallID(client, 1))
 		if err != nil {
 			return fmt.Errorf("retried deposit: %w", err)
 		}
 		printBalance(out, "bob", resp)
 	}
 
-	fmt.Fprintln(out, "\nwithdraw 1000 from alice")
-	_, err = alice.Withdraw(ctx, &bankpb.WithdrawRequest{Amount: 1000})
+	fmt.Fprintf(out, "\nwithdraw %d from alice, 1000 more than she has\n", overdraft)
+	_, err = alice.Withdraw(ctx, &bankpb.WithdrawRequest{Amount: overdraft})
 	if status.Code(err) == 0 {
 		return errors.New("a withdrawal over the balance succeeded")
 	}
@@ -125,22 +148,41 @@ func run(ctx context.Context, out io.Writer, store storage.Store) error {
 	}
 
 	fmt.Fprintln(out, "\nbalances, loaded from the store by their new activations")
-	var total int64
-	for _, name := range []string{"alice", "bob"} {
-		resp, err := bankpb.NewAccountClient(front, name).Balance(ctx, &bankpb.BalanceRequest{})
-		if err != nil {
-			return fmt.Errorf("balance of %s: %w", name, err)
-		}
-		printBalance(out, name, resp)
-		total += resp.GetBalance()
+	total, err := totalBalance(ctx, out, front)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(out, "  total %d (deposited 175)\n", total)
+	fmt.Fprintf(out, "  total %d (%d before this run, deposited 175)\n", total, before)
 
 	if err := localcluster.ShutdownAll(ctx, survivors); err != nil {
 		return err
 	}
 	fmt.Fprintln(out, "\nall nodes shut down")
 	return nil
+}
+
+// totalBalance prints the balances of alice and bob, called through front,
+// and returns their sum.
+func totalBalance(ctx context.Context, out io.Writer, front *cluster.Node) (int64, error) {
+	var total int64
+	for _, name := range []string{"alice", "bob"} {
+		resp, err := bankpb.NewAccountClient(front, name).Balance(ctx, &bankpb.BalanceRequest{})
+		if err != nil {
+			return 0, fmt.Errorf("balance of %s: %w", name, err)
+		}
+		printBalance(out, name, resp)
+		total += resp.GetBalance()
+	}
+	return total, nil
+}
+
+// newClientID returns a client ID no earlier run used.
+func newClientID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("client ID: %w", err)
+	}
+	return "bank-example-" + hex.EncodeToString(b[:]), nil
 }
 
 func printBalance(out io.Writer, name string, r *bankpb.BalanceResponse) {

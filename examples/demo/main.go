@@ -28,6 +28,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, os.Stdout); err != nil {
+		if ctx.Err() != nil {
+			// Ctrl-C: the nodes were shut down, which is all it asks for.
+			fmt.Fprintln(os.Stderr, "demo: interrupted")
+			os.Exit(130)
+		}
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -59,7 +64,7 @@ func run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer localcluster.CloseAll(nodes)
+	defer localcluster.Stop(nodes) // after an error or an interrupt
 	fmt.Fprintf(out, "started %d nodes\n", len(nodes))
 
 	identities := []string{"alice", "bob", "carol", "dave", "erin", "frank"}

@@ -54,6 +54,9 @@ func run() error {
 	postgres := flag.String("postgres", "", "PostgreSQL DSN of a database every node shares for grain state (default: a memory store per process)")
 	schema := flag.String("schema", "protograin", "PostgreSQL schema for grain state, with -postgres")
 	flag.Parse()
+	if *every <= 0 {
+		return fmt.Errorf("-every is %v; want a positive duration", *every)
+	}
 
 	if *join != "" {
 		cfg.Seeds = strings.Split(*join, ",")
@@ -117,6 +120,9 @@ func callEvery(ctx context.Context, node *cluster.Node, identities []string, per
 	defer tick.Stop()
 	for {
 		for _, id := range identities {
+			if ctx.Err() != nil {
+				return // interrupted within a round: the rest would only fail
+			}
 			callCtx, cancel := context.WithTimeout(ctx, period)
 			resp, err := counterpb.NewCounterClient(node, id).Add(callCtx, &counterpb.AddRequest{Delta: 1})
 			var got *counterpb.GetResponse

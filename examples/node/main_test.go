@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"os/exec"
 	"regexp"
@@ -210,4 +211,20 @@ func (n *nodeProcess) output() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return strings.Join(n.out, "\n")
+}
+
+// TestANonPositivePeriodIsRefused: -every 0 or below is a usage error, told
+// before the node starts (a ticker would panic on it once the node had
+// joined, leaving the cluster without a graceful leave).
+func TestANonPositivePeriodIsRefused(t *testing.T) {
+	for _, every := range []string{"0", "-1s"} {
+		cmd := exec.Command(os.Args[0], "-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0", "-call", "alice", "-every", every)
+		cmd.Env = append(os.Environ(), processEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "node: -every is") ||
+			strings.Contains(string(out), "gossip on") {
+			t.Errorf("-every %s: %v, output:\n%s\nwant exit status 1 with the flag named, before the node starts", every, err, out)
+		}
+	}
 }

@@ -102,6 +102,23 @@ func ShutdownAll(ctx context.Context, nodes []*cluster.Node) error {
 	return nil
 }
 
+// StopTimeout bounds Stop's graceful shutdown of the nodes.
+const StopTimeout = 30 * time.Second
+
+// Stop shuts down gracefully the nodes that still run, within StopTimeout
+// whatever the context of the example was, and closes those that do not
+// finish in time. It is for the clean-up of an example that ends early (an
+// error, an interrupt), and harmless after ShutdownAll.
+func Stop(nodes []*cluster.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
+	defer cancel()
+	for _, n := range nodes {
+		if err := n.Shutdown(ctx); err != nil {
+			n.Close()
+		}
+	}
+}
+
 // CloseAll closes the nodes abruptly; it is for clean-up after an error, and
 // harmless after ShutdownAll.
 func CloseAll(nodes []*cluster.Node) {
