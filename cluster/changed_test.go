@@ -243,6 +243,69 @@ func TestACallThatFlushesItselfIsNotRunAgainOnceItsReplyIsLost(t *testing.T) {
 	})
 }
 
+// TestAOneWayMessageThatFlushedIsNotRunAgainWhenStale: a one-way message
+// whose own Flush succeeded, and whose commit after it is then refused as
+// stale, took effect: unlike one that committed nothing, it does not run
+// again on the next activation.
+func TestAOneWayMessageThatFlushedIsNotRunAgainWhenStale(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	runs := new(walletRuns)
+	kind := newWalletKind(FlushAfterCall, 0, runs)
+	const flushThenStale = "/test.Wallet/AddFlushAddWhileAnotherCommits"
+	key := storage.Key{Kind: walletKind, Identity: "w"}
+	kind.Methods = append(kind.Methods, Method{Name: flushThenStale, NewRequest: newInt64,
+		Handle: func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+			amount := req.(*wrapperspb.Int64Value).GetValue()
+			runs.ran(amount)
+			balanceOf(ctx).Value += amount
+			if err := ctx.State().Flush(ctx); err != nil {
+				return nil, err
+			}
+			// Another activation commits behind this one's back; the
+			// change below is then refused with the commit after the
+			// message.
+			_, v, err := store.Load(ctx, key)
+			if err == nil {
+				_, err = store.Commit(ctx, key, v, nil)
+			}
+			if err != nil {
+				return nil, err
+			}
+			balanceOf(ctx).Value += amount
+			return wrapperspb.Int64(balanceOf(ctx).Value), nil
+		}})
+	n := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, func(cfg *Config) { cfg.Store = store })[0]
+	if err := n.Send(context.Background(), walletCall(flushThenStale, 7)); err != nil {
+		t.Fatal(err)
+	}
+	// The stale activation goes, and with it anything it kept to run
+	// again (its deactivation sends that on); a call after that runs on
+	// the next activation, behind whatever was sent on.
+	waitFor(t, waitTimeout, "the stale activation to go", func() bool { return runs.count(7) == 1 && n.acts.count() == 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := n.acts.waitDeactivations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := invokeAdd(t, n, 0); got != 7 {
+		t.Fatalf("balance %d on the next activation, want the 7 the message flushed itself", got)
+	}
+	if got := runs.count(7); got != 1 {
+		t.Fatalf("the message ran %d times, want once", got)
+	}
+}
+
+// invokeAdd adds amount to the wallet and returns its balance.
+func invokeAdd(t *testing.T, n *Node, amount int64) int64 {
+	t.Helper()
+	resp, err := n.Invoke(context.Background(), walletCall(walletAdd, amount))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.(*wrapperspb.Int64Value).GetValue()
+}
+
 // invokeStamped makes call stamped (client, seq) and fails the test if it
 // fails.
 func invokeStamped(t *testing.T, n *Node, call Call, client string, seq uint64) {

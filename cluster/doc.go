@@ -122,7 +122,13 @@
 //     DefaultCallTimeout from when it starts: its state changes are
 //     committed as after a call (FlushAfterCall), the error it returns is
 //     logged by the owner, and a panic is logged and supervised as for a
-//     call.
+//     call. A message whose commit is refused because another activation
+//     of the grain committed first (ErrStaleActivation: two nodes ran the
+//     grain while their views differed) committed nothing: it runs again
+//     on the grain's next activation, on the winner's state, where a call
+//     would fail to its caller. What it did beyond state (messages it sent,
+//     calls it made) may then happen twice; a message that committed
+//     something itself (a Flush of its own) is not run again.
 //
 // # Reminders
 //

@@ -283,6 +283,10 @@ func (s *grainState) seen(st stamp) ([]byte, bool, error) {
 // undoing changes buffered before it.
 func (s *grainState) changed() bool { return s != nil && s.buf.Changed(s.mark) }
 
+// flushedInTurn reports whether the current turn committed anything
+// itself (a Flush that succeeded since begin).
+func (s *grainState) flushedInTurn() bool { return s != nil && s.buf.FlushedSince(s.mark) }
+
 // discard drops what is buffered.
 func (s *grainState) discard() {
 	if s != nil {

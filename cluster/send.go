@@ -728,6 +728,14 @@ func (n *Node) dropOneWay(req *frame, err error) {
 // then lives) once this one is gone (see activations.deactivate). State
 // changes are committed as after a call, but not recorded for
 // deduplication: one-way messages carry no stamp.
+//
+// A message whose commit is refused because another activation of the
+// grain committed first (ErrStaleActivation: two nodes ran it while their
+// views of the members differed) is kept the same way, and runs again on
+// the next activation, which loads the winner's state: nothing of it was
+// committed, and dropping it would lose it though no node failed. Unless
+// it committed something itself first (a Flush of its own that
+// succeeded): then it ran, and is not run again.
 func (g *grainActor) handleOneWay(m *oneWayCall) {
 	if g.unusable() {
 		g.node().acts.keepOneWay(g.act(), m)
@@ -755,6 +763,11 @@ func (g *grainActor) handleOneWay(m *oneWayCall) {
 	if ferr := g.state.failure(); ferr != nil {
 		err = ferr
 		g.node().acts.retire(g.act())
+		if errors.Is(ferr, ErrStaleActivation) && !g.state.flushedInTurn() {
+			m.g, m.d = nil, nil // it runs anew
+			g.node().acts.keepOneWay(g.act(), m)
+			return
+		}
 	}
 	if err != nil {
 		g.node().log.Warn("cluster: one-way message failed", "kind", g.hk.Name, "identity", g.identity,

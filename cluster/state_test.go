@@ -210,6 +210,42 @@ func TestStaleActivationIsAborted(t *testing.T) {
 	})
 }
 
+// TestAOneWayMessageRefusedAsStaleRunsOnTheNextActivation: a one-way
+// message whose commit is refused because another activation committed
+// first (as during a join, when two nodes run the grain for a moment) is
+// not lost: it runs again on the next activation, on the winner's state.
+func TestAOneWayMessageRefusedAsStaleRunsOnTheNextActivation(t *testing.T) {
+	store := memstore.New()
+	nodes, banks := bankCluster(t, 1, store, -1, nil)
+	n := nodes[0]
+	deposit(t, n, accountKind, "stale", 10)
+
+	// Another activation commits behind this one's back.
+	other, err := state.Load(context.Background(), store, storage.Key{Kind: accountKind, Identity: "stale"}, state.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := proto.Marshal(wrapperspb.Int64(1000))
+	other.SetMessage(raw)
+	if err := other.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := n.Send(context.Background(), depositCall(accountKind, "stale", 5)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the one-way deposit to be committed on the winner's balance", func() bool {
+		return storedBalance(t, store, accountKind, "stale") == 1005
+	})
+	// Once on the stale activation, refused, and once on the next.
+	if runs := banks[n.Name()].count("stale", methodDeposit); runs != 3 {
+		t.Fatalf("Deposit ran %d times, want 3", runs)
+	}
+	if got := deposit(t, n, accountKind, "stale", 1); got != 1006 {
+		t.Fatalf("balance %d after one more deposit, want 1006: the deposit applied once", got)
+	}
+}
+
 // A grain's Flush on a stale activation fails too, and the call fails with
 // Aborted even though the grain swallowed nothing.
 func TestStaleManualFlushIsAborted(t *testing.T) {

@@ -87,3 +87,11 @@ func (b *Buffer) Changed(m Mark) bool {
 	}
 	return false
 }
+
+// FlushedSince reports whether a Flush succeeded since m was taken: what
+// was buffered then, or since, may be committed.
+func (b *Buffer) FlushedSince(m Mark) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return m.flushes != b.flushes
+}

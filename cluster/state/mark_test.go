@@ -1,6 +1,8 @@
 package state_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/protograin/protograin/cluster/state"
@@ -116,5 +118,37 @@ func TestChangedSinceAMark(t *testing.T) {
 				t.Fatalf("Changed = %v, want %v (Dirty %v)", got, tc.want, b.Dirty())
 			}
 		})
+	}
+}
+
+// TestFlushedSince: only a Flush that succeeded since the mark counts; one
+// that failed, or one with nothing to commit, does not.
+func TestFlushedSince(t *testing.T) {
+	s := memstore.New()
+	b := load(t, s, state.Config{})
+	m := b.Mark()
+	mustFlush(t, b) // nothing buffered: no commit
+	if b.FlushedSince(m) {
+		t.Fatal("FlushedSince after a Flush with nothing buffered")
+	}
+	mustSet(t, b, "k", "1")
+	if _, err := s.Commit(context.Background(), b.Key(), 0, nil); err != nil {
+		t.Fatal(err) // another activation commits first
+	}
+	if err := b.Flush(context.Background()); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("Flush behind another commit: %v, want ErrConflict", err)
+	}
+	if b.FlushedSince(m) {
+		t.Fatal("FlushedSince after a Flush that failed")
+	}
+	b = load(t, s, state.Config{})
+	m = b.Mark()
+	mustSet(t, b, "k", "2")
+	mustFlush(t, b)
+	if !b.FlushedSince(m) {
+		t.Fatal("FlushedSince is false after a Flush that committed")
+	}
+	if b.FlushedSince(b.Mark()) {
+		t.Fatal("FlushedSince of a mark taken after the Flush")
 	}
 }
