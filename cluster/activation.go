@@ -499,7 +499,7 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	if err := t.n.checkOwnerIn(view, a.hk.Name, a.identity); err != nil {
 		return err
 	}
-	if a.state, err = loadState(ctx, t.n.store, t.n.cfg.State, a.key(), a.hk.Kind); err != nil {
+	if err := t.loadState(ctx, a); err != nil {
 		return err
 	}
 	if err := t.newGrain(ctx, a); err != nil {
@@ -531,6 +531,27 @@ func (t *activations) sendEarly(a *activation, early []*oneWayCall, err error) {
 				"identity", a.identity, "method", m.method.Name, "err", err)
 		}
 	}
+}
+
+// loadState loads a's state from the node's store (see loadState). A store
+// that panics (a damaged file, a bug in a store of the user's) fails the
+// activation with ErrStateUnavailable, as a store's error does, and the
+// panic is logged with its stack: the load runs on the first caller's
+// goroutine, which the panic would otherwise end (with the process, unless
+// something recovers it), and activate would take a recovered panic for a
+// success.
+func (t *activations) loadState(ctx context.Context, a *activation) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			t.n.log.Error("cluster: the store panicked while loading a grain's state", "kind", a.hk.Name, "identity", a.identity,
+				"panic", p, "stack", string(debug.Stack()))
+			a.state = nil
+			err = newError(codes.Unavailable, ErrStateUnavailable, "cluster: load the state of grain %s/%s: the store panicked: %v",
+				a.hk.Name, a.identity, p)
+		}
+	}()
+	a.state, err = loadState(ctx, t.n.store, t.n.cfg.State, a.key(), a.hk.Kind)
+	return err
 }
 
 // newGrain calls the kind's New and the grain's OnActivate, turning a panic
