@@ -95,8 +95,11 @@ type activation struct {
 	lastUsed atomic.Int64
 	calls    atomic.Int32
 	used     atomic.Bool
-	// deactivated is set by the actor when it runs OnDeactivate; it lives
-	// here rather than in grainActor's run so that it survives restarts.
+	// deactivated is set by the actor when it runs OnDeactivate, or
+	// earlier when the grain moved to another node (sweepMoved); from then
+	// on the actor runs no call or message (see grainActor.usable). It
+	// lives here rather than in grainActor's run so that it survives
+	// restarts.
 	deactivated atomic.Bool
 
 	// Guarded by the mutex of the shard that holds the activation.
@@ -493,6 +496,7 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 		// grain only. (A sweep of the whole table here was one per
 		// activation that ended during a change.)
 		if err == nil && t.n.view.Load() != view && !t.n.owns(a.hk.Name, a.identity) {
+			a.deactivated.Store(true) // as sweepMoved does
 			t.retire(a)
 		}
 	}()
@@ -638,12 +642,30 @@ func (t *activations) failed(a *activation) {
 	t.remove(a)
 }
 
+// sweep says why deactivateWhere deactivates activations.
+type sweep uint8
+
+const (
+	// sweepIdle passivates: only activations no call is in are taken.
+	sweepIdle sweep = iota
+	// sweepAll takes every activation picked (the node shuts down): the
+	// calls and messages queued to each run before its OnDeactivate.
+	sweepAll
+	// sweepMoved takes activations whose grains this node no longer owns:
+	// they take no turn from now on (they are deactivated as soon as the
+	// actor looks), and what is queued to them goes where the grain lives
+	// now (calls are placed again, one-way messages sent on after
+	// OnDeactivate), rather than run here beside the grain's new
+	// activation for as long as the queue lasts.
+	sweepMoved
+)
+
 // deactivateWhere starts deactivating every activated activation for which
-// pick is true, and returns how many it started; with idleOnly, only those
-// no call is in at the moment it marks them. It looks under each shard's
+// pick is true, and returns how many it started, taking those why says
+// (see sweep). It looks under each shard's
 // read lock, so that the periodic sweeps do not stop writers, and takes the
 // write lock only to mark what it found, checking it again.
-func (t *activations) deactivateWhere(idleOnly bool, pick func(a *activation, now time.Duration) bool) int {
+func (t *activations) deactivateWhere(why sweep, pick func(a *activation, now time.Duration) bool) int {
 	now := t.clock()
 	candidate := func(a *activation) bool {
 		return !a.removed && !a.deactivating && !a.failed && a.activated() && pick(a, now)
@@ -664,7 +686,10 @@ func (t *activations) deactivateWhere(idleOnly bool, pick func(a *activation, no
 		}
 		sh.mu.Lock()
 		for _, a := range found {
-			if candidate(a) && a.close(idleOnly) {
+			if candidate(a) && a.close(why == sweepIdle) {
+				if why == sweepMoved {
+					a.deactivated.Store(true) // see grainActor.usable
+				}
 				victims = append(victims, a)
 			}
 		}
@@ -916,7 +941,7 @@ func (t *activations) sendLeftovers(a *activation) {
 // passivate deactivates activations idle for longer than their kind's idle
 // timeout. A busy activation is never passivated.
 func (t *activations) passivate() int {
-	return t.deactivateWhere(true, func(a *activation, now time.Duration) bool {
+	return t.deactivateWhere(sweepIdle, func(a *activation, now time.Duration) bool {
 		return a.idle() && a.hk.idle >= 0 && t.idleFor(a, now) >= a.hk.idle
 	})
 }
@@ -942,7 +967,7 @@ func (t *activations) idleFor(a *activation, now time.Duration) time.Duration {
 // checked ownership just before the view changed.
 func (t *activations) sweepStrays() int {
 	p := t.n.view.Load()
-	return t.deactivateWhere(false, func(a *activation, _ time.Duration) bool {
+	return t.deactivateWhere(sweepMoved, func(a *activation, _ time.Duration) bool {
 		owner, ok := p.owner(a.hk.Name, a.identity)
 		return !ok || owner.Name != t.n.name
 	})
@@ -964,7 +989,7 @@ func (t *activations) sweepFailed() {
 // deactivateAll deactivates every activation (node shutdown) and waits for
 // them, or for ctx.
 func (t *activations) deactivateAll(ctx context.Context) error {
-	t.deactivateWhere(false, func(*activation, time.Duration) bool { return true })
+	t.deactivateWhere(sweepAll, func(*activation, time.Duration) bool { return true })
 	// Activations still activating finish, then are caught by a later pass
 	// or by the actor system's shutdown.
 	return t.waitDeactivations(ctx)

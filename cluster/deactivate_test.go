@@ -116,7 +116,7 @@ func TestHungDeactivationsDoNotStopLaterOnes(t *testing.T) {
 	})
 	t.Cleanup(func() { close(never) }) // before the node closes, which waits for the grains
 	activateGates(t, node, "hung", hung)
-	node.acts.deactivateWhere(false, func(a *activation, _ time.Duration) bool {
+	node.acts.deactivateWhere(sweepAll, func(a *activation, _ time.Duration) bool {
 		return strings.HasPrefix(a.identity, "hung")
 	})
 	receive(t, allIn, "every hung grain in OnDeactivate")
@@ -127,7 +127,7 @@ func TestHungDeactivationsDoNotStopLaterOnes(t *testing.T) {
 		return node.acts.looks.Load() >= looks+2*int64(hung)
 	})
 	activateGates(t, node, "later", 10)
-	node.acts.deactivateWhere(false, func(a *activation, _ time.Duration) bool {
+	node.acts.deactivateWhere(sweepAll, func(a *activation, _ time.Duration) bool {
 		return strings.HasPrefix(a.identity, "later")
 	})
 	waitFor(t, waitTimeout, "the later grains deactivated", func() bool {

@@ -17,8 +17,9 @@
 //     changes, members adopt the new view one gossip round apart, so for
 //     that window (usually milliseconds) the old and the new owner may both
 //     run the grain; the old one deactivates it as soon as its view
-//     changes. State must be guarded by its store (ETag checks), not by
-//     placement.
+//     changes, running nothing more of what is queued to it (calls are
+//     placed again, one-way messages sent on to the new owner). State must
+//     be guarded by its store (ETag checks), not by placement.
 //   - At-least-once delivery when nodes fail: Invoke retries a call whose
 //     owner failed before replying, within the call's deadline (see
 //     WithoutRetry), so the call may have run on the failed node. For state,

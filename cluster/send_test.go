@@ -1265,7 +1265,7 @@ func TestAGrainSendsItselfAMessageFromItsHooks(t *testing.T) {
 					t.Fatalf("ran %q, want the call", got)
 				}
 				hk := n.kinds["test.Self"]
-				n.acts.deactivateWhere(false, func(a *activation, _ time.Duration) bool { return a.hk == hk }) // as a passivation does
+				n.acts.deactivateWhere(sweepAll, func(a *activation, _ time.Duration) bool { return a.hk == hk }) // as a passivation does
 			}
 			if err := receive(t, sent, "the hook's Send"); err != nil {
 				t.Fatalf("Send from %s: %v", name, err)
