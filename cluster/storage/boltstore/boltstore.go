@@ -6,7 +6,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -22,7 +24,11 @@ import (
 var ErrLocked = errors.New("boltstore: database file is locked")
 
 // ErrCorrupt is returned when the file holds a record this package cannot
-// read: a file written by something else, or damaged.
+// read: a file written by something else, or damaged. A damaged page makes
+// bbolt panic; Open and the Store's methods turn that panic into an error
+// wrapping ErrCorrupt that names the file and the panic (see Store for what
+// the Store does next). Check such a file with the bbolt command (bbolt
+// check) and repair it or restore it from a backup.
 var ErrCorrupt = errors.New("boltstore: corrupt database")
 
 // DefaultLockTimeout is how long Open waits for the file lock when
@@ -40,6 +46,10 @@ type Config struct {
 	// FileMode is the permission of a file Open creates. Zero means 0o600:
 	// grain state is private to the node's user.
 	FileMode os.FileMode
+
+	// Logger receives the reminder records that ListReminders skips because
+	// they do not decode, at error level. Nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // layoutVersion is the version of the file layout described in the package
@@ -57,8 +67,25 @@ const (
 
 // Store is a storage.Store kept in one bbolt file. It is safe for
 // concurrent use; commits are serialized by bbolt's single writer.
+//
+// A damaged page makes bbolt panic. Every method recovers such a panic and
+// returns an error wrapping ErrCorrupt instead. bbolt rolls back the
+// transaction that panicked, so none of its changes take effect. After a
+// panic in a read transaction the Store goes on: bbolt's state is intact,
+// and grains whose pages are intact still load. After a panic in a write
+// transaction (Commit, SaveReminder, DeleteReminder) the Store refuses every
+// later write with an error wrapping ErrCorrupt, while reads go on so that
+// intact grains can still be loaded and copied out: writing on into a file
+// known to be damaged risks spreading the damage (bbolt overwrites the pages
+// its free list names, and a damaged file may name pages still in use). The
+// file needs checking and repair (bbolt check, a backup) before it is used
+// again. If a panic struck bbolt's own clean-up, so that the transaction
+// still holds bbolt's locks, reads are refused too, and Close leaves the
+// file open and locked until the process exits rather than wait for those
+// locks forever.
 type Store struct {
 	path string
+	log  *slog.Logger
 
 	// mu guards closed. Operations hold it for reading while they run, so
 	// Close (which holds it for writing) waits for them and later
@@ -66,6 +93,16 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 	db     *bolt.DB
+
+	// failMu guards the fields below, which describe the first panic that
+	// made the Store refuse operations.
+	failMu sync.Mutex
+	// noWrites, once set, makes every later write fail.
+	noWrites string
+	// stuck, once set, makes every later operation fail: a transaction
+	// that panicked was left open and holds bbolt's locks, so Close must
+	// not call bbolt's Close, which would wait for them.
+	stuck string
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -85,18 +122,48 @@ func Open(path string, cfg Config) (*Store, error) {
 	if mode == 0 {
 		mode = 0o600
 	}
-	db, err := bolt.Open(path, mode, &bolt.Options{Timeout: timeout})
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	db, err := openDB(path, mode, timeout)
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s is in use by another process or store (%s)", ErrLocked, path, waited(cfg.LockTimeout))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
-	if err := db.Update(initLayout); err != nil {
-		db.Close()
+	s := &Store{path: path, log: logger, db: db}
+	if err := s.update(context.Background(), initLayout); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
-	return &Store{path: path, db: db}, nil
+	return s, nil
+}
+
+// openDB opens the bbolt file at path. bbolt reads the file's free list
+// while it opens it and panics if that page is damaged; openDB returns an
+// error wrapping ErrCorrupt instead, and unlocks and closes the file so that
+// a repair tool or a later Open can lock it. The memory map bbolt made stays
+// until the process exits: bbolt gives no handle to unmap it.
+func openDB(path string, mode os.FileMode, timeout time.Duration) (db *bolt.DB, err error) {
+	var file *os.File
+	openFile := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		file = f
+		return f, err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			if file != nil {
+				unlockFile(file)
+				file.Close()
+			}
+			db, err = nil, fmt.Errorf("%w: %s: panic while bbolt opened it: %v", ErrCorrupt, path, p)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return bolt.Open(path, mode, &bolt.Options{Timeout: timeout, OpenFile: openFile})
 }
 
 func waited(lockTimeout time.Duration) string {
@@ -148,30 +215,106 @@ func bucketNames(tx *bolt.Tx) []string {
 // Path returns the path of the store's file.
 func (s *Store) Path() string { return s.path }
 
-// view runs fn in a read-only transaction unless the store is closed.
-func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+// view runs fn in a read-only transaction unless the store is closed or
+// refuses reads. A panic of bbolt (a damaged page) becomes an error wrapping
+// ErrCorrupt.
+func (s *Store) view(fn func(tx *bolt.Tx) error) (err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return storage.ErrClosed
 	}
-	return s.db.View(fn)
+	if err := s.refused(false); err != nil {
+		return err
+	}
+	var tx *bolt.Tx
+	defer func() {
+		if p := recover(); p != nil {
+			err = s.panicked(p, tx, false)
+		}
+	}()
+	// A damaged page can also hold a page number past the end of the
+	// memory map: without this, reading it would crash the process.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return s.db.View(func(t *bolt.Tx) error {
+		tx = t
+		return fn(t)
+	})
 }
 
 // update runs fn in a read-write transaction unless the store is closed or
-// ctx ended while it waited for bbolt's writer lock.
-func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+// refuses writes, or ctx ended while it waited for bbolt's writer lock. A
+// panic of bbolt (a damaged page) becomes an error wrapping ErrCorrupt, and
+// the store refuses writes from then on.
+func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return storage.ErrClosed
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.refused(true); err != nil {
+		return err
+	}
+	var tx *bolt.Tx
+	defer func() {
+		if p := recover(); p != nil {
+			err = s.panicked(p, tx, true)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return s.db.Update(func(t *bolt.Tx) error {
+		tx = t
 		if err := ctx.Err(); err != nil {
 			return storeutil.Canceled(err)
 		}
-		return fn(tx)
+		return fn(t)
 	})
+}
+
+// panicked records the panic p of bbolt in transaction tx (nil if the panic
+// came before the transaction began) and returns the error to report.
+func (s *Store) panicked(p any, tx *bolt.Tx, write bool) error {
+	what := "read"
+	if write {
+		what = "write"
+	}
+	desc := fmt.Sprintf("panic in a %s transaction: %v", what, p)
+	// bbolt's Update and View roll back a transaction whose function
+	// panics, which releases its locks and clears its DB. A transaction
+	// that still has its DB was not closed: its locks stay held.
+	stuck := tx == nil || tx.DB() != nil
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	if (write || stuck) && s.noWrites == "" {
+		s.noWrites = desc
+	}
+	if stuck && s.stuck == "" {
+		s.stuck = desc
+	}
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, s.path, desc)
+}
+
+// refused returns an error wrapping ErrCorrupt if an earlier panic made the
+// store refuse the operation, a write if write is set.
+func (s *Store) refused(write bool) error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	switch {
+	case s.stuck != "":
+		return fmt.Errorf("%w: %s: refused since an earlier %s left bbolt's locks held", ErrCorrupt, s.path, s.stuck)
+	case write && s.noWrites != "":
+		return fmt.Errorf("%w: %s: writes refused since an earlier %s", ErrCorrupt, s.path, s.noWrites)
+	}
+	return nil
+}
+
+// topBucket returns the top-level bucket name, which Open created.
+func topBucket(tx *bolt.Tx, name string) (*bolt.Bucket, error) {
+	b := tx.Bucket([]byte(name))
+	if b == nil {
+		return nil, fmt.Errorf("%w: no %q bucket", ErrCorrupt, name)
+	}
+	return b, nil
 }
 
 // Load implements storage.Store.
@@ -187,9 +330,13 @@ func (s *Store) Load(ctx context.Context, key storage.Key) (map[string][]byte, s
 		if version, err = readVersion(tx, gk); err != nil {
 			return err
 		}
-		b := tx.Bucket([]byte(bucketGrains)).Bucket(gk)
-		if b == nil {
-			return nil
+		grains, err := topBucket(tx, bucketGrains)
+		if err != nil {
+			return err
+		}
+		b, err := entryBucket(grains, gk)
+		if b == nil || err != nil {
+			return err
 		}
 		// Values point into the memory map only while tx is open: copy.
 		return b.ForEach(func(k, v []byte) error {
@@ -219,10 +366,18 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 		if stored != expected {
 			return storeutil.Conflict(key, expected, stored)
 		}
-		if err := applyEntries(tx.Bucket([]byte(bucketGrains)), gk, effect); err != nil {
+		grains, err := topBucket(tx, bucketGrains)
+		if err != nil {
 			return err
 		}
-		return tx.Bucket([]byte(bucketVersions)).Put(gk, binary.BigEndian.AppendUint64(nil, uint64(next)))
+		if err := applyEntries(grains, gk, effect); err != nil {
+			return err
+		}
+		versions, err := topBucket(tx, bucketVersions)
+		if err != nil {
+			return err
+		}
+		return versions.Put(gk, binary.BigEndian.AppendUint64(nil, uint64(next)))
 	})
 	if errors.Is(err, storage.ErrConflict) {
 		return 0, err
@@ -237,12 +392,14 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 // for the first entry and dropping it with the last: the grain's version,
 // kept in its own bucket, outlives its entries.
 func applyEntries(grains *bolt.Bucket, gk []byte, effect storeutil.Coalesced) error {
-	b := grains.Bucket(gk)
+	b, err := entryBucket(grains, gk)
+	if err != nil {
+		return err
+	}
 	if b == nil && len(effect.Set) == 0 {
 		return nil
 	}
 	if b == nil {
-		var err error
 		if b, err = grains.CreateBucket(gk); err != nil {
 			return err
 		}
@@ -263,8 +420,25 @@ func applyEntries(grains *bolt.Bucket, gk []byte, effect storeutil.Coalesced) er
 	return nil
 }
 
+// entryBucket returns the nested bucket of grain gk in grains, or nil if
+// the grain has no entries. A plain value in its place is an error wrapping
+// ErrCorrupt: read as no entries, it would start the grain from empty state.
+func entryBucket(grains *bolt.Bucket, gk []byte) (*bolt.Bucket, error) {
+	if b := grains.Bucket(gk); b != nil {
+		return b, nil
+	}
+	if v := grains.Get(gk); v != nil {
+		return nil, fmt.Errorf("%w: the entries of the grain are a plain value of %d bytes, not a bucket", ErrCorrupt, len(v))
+	}
+	return nil, nil
+}
+
 func readVersion(tx *bolt.Tx, gk []byte) (storage.Version, error) {
-	b := tx.Bucket([]byte(bucketVersions)).Get(gk)
+	versions, err := topBucket(tx, bucketVersions)
+	if err != nil {
+		return 0, err
+	}
+	b := versions.Get(gk)
 	switch len(b) {
 	case 0:
 		return 0, nil
@@ -281,7 +455,11 @@ func (s *Store) SaveReminder(ctx context.Context, r storage.Reminder) error {
 		return err
 	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketReminders)).Put(reminderKey(r.Grain, r.Name), encodeReminder(r))
+		b, err := topBucket(tx, bucketReminders)
+		if err != nil {
+			return err
+		}
+		return b.Put(reminderKey(r.Grain, r.Name), encodeReminder(r))
 	})
 	if err != nil {
 		return fmt.Errorf("boltstore: save reminder %q of grain %s: %w", r.Name, r.Grain, err)
@@ -295,7 +473,11 @@ func (s *Store) DeleteReminder(ctx context.Context, key storage.Key, name string
 		return err
 	}
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketReminders)).Delete(reminderKey(key, name))
+		b, err := topBucket(tx, bucketReminders)
+		if err != nil {
+			return err
+		}
+		return b.Delete(reminderKey(key, name))
 	})
 	if err != nil {
 		return fmt.Errorf("boltstore: delete reminder %q of grain %s: %w", name, key, err)
@@ -303,19 +485,30 @@ func (s *Store) DeleteReminder(ctx context.Context, key storage.Key, name string
 	return nil
 }
 
-// ListReminders implements storage.Store.
+// ListReminders implements storage.Store. A reminder record that does not
+// decode (a damaged file) is skipped and logged at error level to
+// Config.Logger, with an error wrapping ErrCorrupt that names it: failing
+// the whole listing would hide every other reminder of the kind, and keep a
+// node that lists them at start-up from starting. Saving the reminder again,
+// or deleting it, replaces the record.
 func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
 	if err := storeutil.CheckKind(ctx, kind); err != nil {
 		return nil, err
 	}
 	prefix := appendString(nil, kind)
 	var out []storage.Reminder
+	var skipped []error
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket([]byte(bucketReminders)).Cursor()
+		b, err := topBucket(tx, bucketReminders)
+		if err != nil {
+			return err
+		}
+		c := b.Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			r, err := decodeReminder(k, v)
 			if err != nil {
-				return err
+				skipped = append(skipped, err)
+				continue
 			}
 			out = append(out, r)
 		}
@@ -324,12 +517,19 @@ func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Remin
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: list reminders of kind %q: %w", kind, err)
 	}
+	for _, err := range skipped {
+		s.log.LogAttrs(ctx, slog.LevelError, "boltstore: skipped a reminder record that does not decode",
+			slog.String("file", s.path), slog.String("kind", kind), slog.Any("err", err))
+	}
 	// Keys sort by identity length first; the interface promises byte order.
 	storeutil.SortReminders(out)
 	return out, nil
 }
 
-// Close implements storage.Store. It waits for operations under way.
+// Close implements storage.Store. It waits for operations under way. If a
+// panic left a transaction holding bbolt's locks, Close does not wait for
+// them: it returns an error wrapping ErrCorrupt, and the file stays open and
+// locked until the process exits.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -337,6 +537,12 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.failMu.Lock()
+	stuck := s.stuck
+	s.failMu.Unlock()
+	if stuck != "" {
+		return fmt.Errorf("boltstore: close %s: %w: the file stays open and locked until the process exits, since an earlier %s left bbolt's locks held", s.path, ErrCorrupt, stuck)
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("boltstore: close %s: %w", s.path, err)
 	}

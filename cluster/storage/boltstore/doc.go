@@ -23,5 +23,9 @@
 // bbolt locks the file: a second Open of the same file, from this process or
 // another, fails with ErrLocked after Config.LockTimeout.
 //
+// A damaged file gives errors wrapping ErrCorrupt, not panics: see Store for
+// what the store does after bbolt panicked on a damaged page, and
+// ListReminders for the reminder records it skips.
+//
 // It must not import the cluster or runtime packages.
 package boltstore
