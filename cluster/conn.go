@@ -1103,7 +1103,7 @@ func (c *conn) serveOneWay(f *frame) {
 		}
 		l.mu.Unlock() // the lane emptied meanwhile: f may go first
 	}
-	if c.t.handler.serveOneWay(f, false, &c.target) {
+	if c.t.handler.serveOneWay(f, c.peer, false, &c.target) {
 		return
 	}
 	c.kept = true
@@ -1131,6 +1131,6 @@ func (c *conn) drainLane() {
 		l.queue[0] = frame{} // let the payload go
 		l.queue = l.queue[1:]
 		l.mu.Unlock()
-		c.t.handler.serveOneWay(&f, true, nil)
+		c.t.handler.serveOneWay(&f, c.peer, true, nil)
 	}
 }

@@ -116,9 +116,13 @@
 //     though this node's view does not say so yet) goes once more, to the
 //     owner without it. A node that does not own the grain of a forwarded
 //     message waits up to two seconds for a view in which it does (the
-//     forwarder may know first: a node that leaves does), and then drops
-//     it with a log line, as an owner does a message it cannot deliver (an
-//     unknown method, a payload that does not decode).
+//     forwarder may know first: a node that leaves does). If none comes,
+//     its view is rather ahead of the forwarder's (two members joined at
+//     once, and it knows of one the forwarder did not): it forwards the
+//     message once more, to the owner it sees, unless that is the node it
+//     came from; otherwise it drops it with a log line, as an owner does a
+//     message it cannot deliver (an unknown method, a payload that does not
+//     decode).
 //   - The grain runs the message like a call, under the owner's
 //     DefaultCallTimeout from when it starts: its state changes are
 //     committed as after a call (FlushAfterCall), the error it returns is

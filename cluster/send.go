@@ -447,8 +447,9 @@ func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
 // activation, or a wait for one to go. A message that cannot be delivered
 // is logged and dropped: nobody waits for an answer. target, if not nil,
 // is the batch's target: a frame for it goes straight to its mailbox, and
-// a frame queued for a ready activation becomes the target.
-func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
+// a frame queued for a ready activation becomes the target. from is the
+// peer the message came from.
+func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTarget) bool {
 	if target != nil {
 		if n.queueToTarget(target, req) {
 			return true
@@ -464,6 +465,12 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 			return false // it may wait for the view: not on the reader
 		}
 		err = n.checkForwardedOwner(req)
+		if errors.Is(err, ErrNotOwner) && n.mayForwardAfterWaiting(req, from) {
+			if n.forwardOneWay(req) {
+				return true
+			}
+			err = nil // this node owns the grain now
+		}
 	}
 	if errors.Is(err, ErrNotOwner) && n.mayForward(req) {
 		if !wait {
@@ -558,8 +565,9 @@ func (n *Node) serveOneWay(req *frame, wait bool, target *oneWayTarget) bool {
 //
 // The message goes marked as forwarded once more, and a node that receives
 // it so and does not own the grain either waits for a view in which it
-// does, then drops it (see mayForward for the one exception): two nodes
-// whose views disagree do not pass it back and forth. It is forwarded as
+// does, then drops it (see mayForward and mayForwardAfterWaiting for the
+// exceptions): two nodes whose views disagree do not pass it back and
+// forth. It is forwarded as
 // it came, its payload not decoded.
 //
 // An owner that takes no stream (it refused one because its farewell is
@@ -630,6 +638,24 @@ func (n *Node) mayForward(req *frame) bool {
 		return n.transport.leaving.Load()
 	}
 	return false
+}
+
+// mayForwardAfterWaiting reports whether req, which the peer named from
+// forwarded here once, goes on to the grain's owner in this node's view
+// after checkForwardedOwner waited in vain for a view in which this node
+// owns it. That wait is for a view behind the forwarder's (a leave this node
+// has not heard of yet). A view that stays is rather ahead of it: two
+// members joined at once, the forwarder knew of one, this node knows of
+// both, and the other owns the grain. The message then takes its second
+// hop, to that owner, instead of being dropped; not back to the node it
+// came from, which would only return it, and no further than a second hop
+// unless a node that leaves takes it (see mayForward).
+func (n *Node) mayForwardAfterWaiting(req *frame, from string) bool {
+	if req.oneWay != oneWayForwarded {
+		return false
+	}
+	owner, ok := n.view.Load().owner(req.kind, req.identity)
+	return ok && owner.Name != from && owner.Name != n.name
 }
 
 // defaultForwardedPatience is how long a forwarded message waits for this

@@ -825,10 +825,11 @@ func TestGrainPanicIsLoggedOnce(t *testing.T) {
 // TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded sends one-way
 // messages from the third node to the first for a grain the second owns,
 // as a sender whose view of the members is behind or ahead of the first
-// node's does. The first node forwards the message to the owner, once: a
-// message that comes to it marked forwarded is dropped and logged (once
-// its wait for a view in which the first node owns the grain is over), not
-// forwarded again.
+// node's does. The first node forwards the message to the owner. A message
+// that comes to it marked forwarded goes on once more, to the owner, once
+// its wait for a view in which the first node owns the grain is over (the
+// forwarder's view was behind: see mayForwardAfterWaiting); it is dropped
+// and logged if it came from that owner, or was forwarded twice already.
 func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	t.Parallel()
 	// The forwarded message waits that long for a view in which the first
@@ -847,13 +848,21 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1})
 
 	sendForwardedRecord(t, nodes[2], nodes[0], id, 2, oneWayForwarded)
-	waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
-		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
-	})
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 2})
+
+	for i, from := range []struct {
+		node *Node
+		mark oneWayMark
+	}{{nodes[1], oneWayForwarded}, {nodes[2], oneWayForwardedTwice}} {
+		sendForwardedRecord(t, from.node, nodes[0], id, int64(10+i), from.mark)
+		waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
+			return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == i+1
+		})
+	}
 	if err := nodes[2].Send(ctx, recordCall(id, 3)); err != nil {
 		t.Fatal(err)
 	}
-	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 3})
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 2, 3})
 	if got := len(recs[nodes[0].Name()].values(id)); got != 0 {
 		t.Errorf("%s ran %d messages of a grain it does not own", nodes[0].Name(), got)
 	}
@@ -1169,17 +1178,20 @@ func sendForwardedRecord(t *testing.T, from, to *Node, id string, v int64, mark 
 
 // TestForwardedMessageWaitsOncePerView checks that a forwarded message for
 // a grain this node does not own does not wait for a newer view when a
-// wait already ran out in the current one (see checkForwardedOwner): it is
-// dropped at once, and nothing waits for a view.
+// wait already ran out in the current one (see checkForwardedOwner): one
+// forwarded twice is dropped at once, one forwarded once goes on to the
+// owner at once, and nothing waits for a view.
 func TestForwardedMessageWaitsOncePerView(t *testing.T) {
 	t.Parallel()
-	nodes, _, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = time.Hour })
+	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = time.Hour })
 	id := recorderOwnedBy(t, nodes, nodes[1], "gaveup")
 	nodes[0].gaveUp.Store(nodes[0].view.Load()) // as if a wait had run out in this view
-	sendForwardedRecord(t, nodes[2], nodes[0], id, 1, oneWayForwarded)
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 1, oneWayForwardedTwice)
 	waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
 		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
 	})
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 2, oneWayForwarded)
+	waitValues(t, recs[nodes[1].Name()], id, []int64{2})
 	nodes[0].viewMu.Lock()
 	defer nodes[0].viewMu.Unlock()
 	if nodes[0].viewNext != nil {

@@ -149,12 +149,13 @@ type requestHandler interface {
 	// (its id is set by the caller). The reply is a value so that it need
 	// not live on the heap: the conn encodes it into its queue at once.
 	serveRequest(ctx context.Context, req *frame, d *decodedRequest) frame
-	// serveOneWay delivers a one-way request, which gets no reply. With
-	// wait false it must not block, and reports false when the request
-	// needs to (it is then called again with wait true, in order, from
-	// another goroutine). target, if not nil, carries what one request
-	// found out to the next ones of the same batch; endOneWay ends it.
-	serveOneWay(req *frame, wait bool, target *oneWayTarget) bool
+	// serveOneWay delivers a one-way request from the peer named from,
+	// which gets no reply. With wait false it must not block, and reports
+	// false when the request needs to (it is then called again with wait
+	// true, in order, from another goroutine). target, if not nil,
+	// carries what one request found out to the next ones of the same
+	// batch; endOneWay ends it.
+	serveOneWay(req *frame, from string, wait bool, target *oneWayTarget) bool
 	endOneWay(target *oneWayTarget)
 	// admitCall counts a request in, or refuses it when the node is
 	// shutting down; finishCall counts it out, with the ticket admitCall
