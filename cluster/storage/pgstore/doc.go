@@ -3,7 +3,10 @@
 //
 // Open creates its schema and tables if they are missing, under an advisory
 // lock so that nodes starting together do not race, and checks the layout
-// version of tables that exist. Tables, in Config.Schema:
+// version of tables that exist. A schema whose tables all exist is only
+// read, so a role without CREATE rights can open it; a schema holding tables
+// that protograin did not create (no meta table) is refused. Tables, in
+// Config.Schema:
 //
 //	grains    (kind, identity) → version
 //	entries   (kind, identity, key) → value
@@ -14,11 +17,20 @@
 // byte-wise like Go strings; times are kept as Unix nanoseconds so they
 // round-trip exactly.
 //
-// A Commit is one transaction: a conditional update of the grain's version
-// row (an insert that does nothing on conflict, for a new grain) followed by
-// the entry changes. Two racing commits with the same expected version
-// serialize on the version row; the second finds the version changed, its
-// update touches no row, and it rolls back with storage.ErrConflict.
+// A Commit is one transaction at READ COMMITTED, whatever the server's
+// default isolation. One statement checks the version (a conditional update
+// of the grain's version row, or an insert that does nothing on conflict for
+// a new grain) and applies the entry changes only if the check passed. Two
+// racing commits with the same expected version serialize on the version
+// row; the second finds the version changed, writes nothing, takes no lock
+// on entries, and rolls back with storage.ErrConflict. The statement goes
+// with its BEGIN in one round trip, the COMMIT in a second.
+//
+// Open sets idle_in_transaction_session_timeout to one minute on the store's
+// sessions, unless the DSN sets it: if the network fails between a commit's
+// statement and its COMMIT, the server ends the transaction, and releases
+// the grain's version row, after a minute instead of when TCP keepalive
+// notices, hours later.
 //
 // It must not import the cluster or runtime packages.
 package pgstore

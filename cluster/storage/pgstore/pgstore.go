@@ -20,7 +20,8 @@ import (
 const DefaultSchema = "protograin"
 
 // ErrIncompatibleSchema is returned by Open when the schema holds tables of
-// a layout this build does not know.
+// a layout this build does not know, or tables that are not protograin's
+// (some of the store's table names, but no meta table).
 var ErrIncompatibleSchema = errors.New("pgstore: incompatible schema")
 
 // Config configures a Store.
@@ -54,9 +55,35 @@ type Store struct {
 
 var _ storage.Store = (*Store)(nil)
 
+// idleInTransactionTimeout is the idle_in_transaction_session_timeout Open
+// sets on the store's sessions unless the DSN sets one: how long the server
+// keeps a transaction of the store open while it waits for the client. A
+// Commit waits so between its statement and its COMMIT, and Open's schema
+// set-up between its statements, normally for far less than a millisecond.
+// The bound matters when the network fails: the server would otherwise keep
+// such a transaction, and its locks, until TCP keepalive notices the dead
+// client, hours later with common settings, and every later commit of the
+// grain would wait for it.
+//
+// It is a variable so that tests can shorten it.
+var idleInTransactionTimeout = time.Minute
+
 // Open connects to the database, creates the schema and tables if they are
 // missing, and returns the store. ctx bounds the connection and the schema
 // set-up only.
+//
+// When the schema and tables exist, Open only reads them: the role needs
+// USAGE on the schema and SELECT, INSERT, UPDATE and DELETE on the tables,
+// not CREATE. It refuses, with ErrIncompatibleSchema, a schema whose tables
+// are of another layout or are not protograin's (tables without the meta
+// table).
+//
+// Open sets idle_in_transaction_session_timeout to one minute on the store's
+// sessions unless the DSN sets it (as a parameter or in options): the server
+// then ends a transaction whose client vanished mid-way, releasing its locks,
+// after a minute rather than when TCP keepalive notices. (It is sent at
+// connection start-up; behind PgBouncer, list it in ignore_startup_parameters
+// and rely on PgBouncer's idle_transaction_timeout instead.)
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.DSN == "" {
 		return nil, errors.New("pgstore: Config.DSN is empty")
@@ -76,6 +103,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxConns > 0 {
 		pc.MaxConns = cfg.MaxConns
 	}
+	if !setsParam(pc.ConnConfig.RuntimeParams, idleInTransactionParam) {
+		pc.ConnConfig.RuntimeParams[idleInTransactionParam] = fmt.Sprint(idleInTransactionTimeout.Milliseconds())
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
@@ -92,6 +122,26 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// idleInTransactionParam is the name of the server setting that bounds how
+// long a session may stay idle in a transaction.
+const idleInTransactionParam = "idle_in_transaction_session_timeout"
+
+// setsParam reports whether the run-time parameters of a parsed DSN set the
+// server setting name, directly or through "-c name=value" in options.
+func setsParam(params map[string]string, name string) bool {
+	for k, v := range params {
+		switch strings.ToLower(k) {
+		case name:
+			return true
+		case "options":
+			if strings.Contains(strings.ToLower(v), name) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Schema returns the schema that holds the store's tables.
@@ -169,49 +219,63 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 }
 
 // commitTx runs the commit transaction and reports whether the version
-// check passed; if it did not, the transaction is rolled back.
+// check passed.
+//
+// The transaction's work is one statement (see commitSQL): it checks the
+// version and writes the entries only if the check passed, so a stale commit
+// takes no lock on entries and cannot deadlock with the valid commit of the
+// grain. It is sent with its BEGIN in one round trip; COMMIT, or ROLLBACK
+// when the check failed, takes a second. COMMIT is not sent with the rest:
+// it could not be withdrawn then, and a Commit whose context ended while its
+// statement waited on a lock would still take effect once the lock was
+// released. Between the two round trips the transaction waits for the
+// client; idle_in_transaction_session_timeout (see Open) bounds that wait if
+// the client vanishes.
+//
+// The isolation level is explicit, READ COMMITTED whatever the server's
+// default: under REPEATABLE READ or SERIALIZABLE a commit racing another
+// would fail with a serialization error instead of finding the version
+// changed.
 func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.Version, effect storeutil.Coalesced) (bool, error) {
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return false, err
 	}
-	// Rollback after Commit is a no-op; on every other path it undoes.
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	// The pool closes a connection released inside a transaction, which
+	// rolls the transaction back: an error below needs no ROLLBACK.
+	defer conn.Release()
 
-	// One round trip: the version check, then the changes. If the check
-	// fails the changes ran for nothing, and the rollback undoes them.
-	batch := &pgx.Batch{}
+	commit := s.q.commit
 	if expected == 0 {
-		batch.Queue(s.q.insertGrain, key.Kind, key.Identity)
-	} else {
-		batch.Queue(s.q.bumpVersion, key.Kind, key.Identity, int64(expected))
+		commit = s.q.commitNew
 	}
-	if len(effect.Remove) > 0 {
-		batch.Queue(s.q.deleteEntries, key.Kind, key.Identity, effect.Remove)
+	keys, values := split(effect.Set)
+	batch := &pgx.Batch{}
+	batch.Queue(beginReadCommitted)
+	batch.Queue(commit, key.Kind, key.Identity, int64(expected), effect.Remove, keys, values)
+	results := conn.SendBatch(ctx, batch)
+	var won bool
+	_, err = results.Exec()
+	if err == nil {
+		err = results.QueryRow().Scan(&won)
 	}
-	if len(effect.Set) > 0 {
-		keys, values := split(effect.Set)
-		batch.Queue(s.q.upsertEntries, key.Kind, key.Identity, keys, values)
+	if cerr := results.Close(); err == nil {
+		err = cerr
 	}
-	results := tx.SendBatch(ctx, batch)
-	tag, err := results.Exec()
 	if err != nil {
-		results.Close()
 		return false, err
 	}
-	for range batch.Len() - 1 {
-		if _, err := results.Exec(); err != nil {
-			results.Close()
-			return false, err
-		}
-	}
-	if err := results.Close(); err != nil {
-		return false, err
-	}
-	if tag.RowsAffected() != 1 {
+	if !won {
+		// Nothing was written; the conflict stands even if this fails.
+		conn.Exec(ctx, "ROLLBACK")
 		return false, nil
 	}
-	return true, tx.Commit(ctx)
+	tag, err := conn.Exec(ctx, "COMMIT")
+	if err == nil && tag.String() != "COMMIT" {
+		// The server answers COMMIT of a failed transaction with ROLLBACK.
+		err = fmt.Errorf("transaction rolled back (%s)", tag)
+	}
+	return err == nil, err
 }
 
 func split(m map[string][]byte) ([]string, [][]byte) {
