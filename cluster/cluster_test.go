@@ -463,10 +463,6 @@ func TestStartErrors(t *testing.T) {
 			c.Kinds = []*Kind{k}
 		}, nil, `cluster: kind "test.Echo": unknown flush mode 7`},
 		{"bad client ID", func(c *Config) { c.ClientID = "a\x00b" }, storage.ErrInvalid, ""},
-		{"store fails listing reminders", func(c *Config) {
-			c.Kinds = []*Kind{newEchoKind(newHooks(""), 0)}
-			c.Store = brokenStore{}
-		}, errStoreDown, ""},
 		{"bad retry backoff", func(c *Config) { c.RetryBackoff, c.RetryBackoffMax = time.Second, time.Millisecond }, nil,
 			"cluster: retry backoff 1s..1ms is not a valid range"},
 		{"negative exactly-once window", func(c *Config) { c.State.WindowPerClient = -1 }, nil,

@@ -167,7 +167,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	n.refresh()
-	return n.startReminders(ctx)
+	return n.startReminders()
 }
 
 // grpcAdvertiseAddr returns the transport address to put in the tags.
@@ -245,27 +245,19 @@ func (n *Node) drainEvents() {
 }
 
 // watchMembership rebuilds placement after membership changes and moves the
-// grains this node no longer owns, and their reminders. A reminder listing
-// that fails is tried again, with the call retries' backoff, until one
-// succeeds: a grain that moved here while the store was down would
-// otherwise get its reminders only at the next membership change.
+// grains this node no longer owns, and their reminders. It never waits for
+// the store: the reminders are listed again on the scheduler's goroutine,
+// and tried again there with backoff while listing fails (see
+// refreshReminders), so a slow or hung store cannot hold back the view.
 func (n *Node) watchMembership() {
 	defer n.loops.Done()
-	var retry <-chan time.Time // while a listing failed
-	backoff := n.cfg.RetryBackoff
 	for {
 		select {
 		case <-n.changed:
 			n.refresh()
-		case <-retry:
+			n.refreshReminders()
 		case <-n.stop:
 			return
-		}
-		if n.refreshReminders(retry != nil) {
-			retry, backoff = nil, n.cfg.RetryBackoff
-		} else {
-			retry = time.After(backoff)
-			backoff = min(2*backoff, n.cfg.RetryBackoffMax)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -85,54 +84,46 @@ func reminderError(err error, format string, args ...any) error {
 }
 
 // newReminders makes the node's reminder scheduler. It fires nothing
-// until startReminders.
+// until startReminders. Listings that fail are tried again with the call
+// retries' backoff (Config.RetryBackoff, RetryBackoffMax).
 func (n *Node) newReminders() *reminder.Scheduler {
 	kinds := make([]string, 0, len(n.cfg.Kinds))
 	for _, k := range n.cfg.Kinds {
 		kinds = append(kinds, k.Name)
 	}
 	return reminder.New(reminder.Config{
-		Store:  n.store,
-		Kinds:  kinds,
-		Owns:   n.owns,
-		Fire:   n.fireReminder,
-		Logger: n.log,
+		Store:               n.store,
+		Kinds:               kinds,
+		Owns:                n.owns,
+		Fire:                n.fireReminder,
+		ListRetryBackoff:    n.cfg.RetryBackoff,
+		ListRetryBackoffMax: n.cfg.RetryBackoffMax,
+		Logger:              n.log,
 	})
 }
 
-// startReminders lists the reminders of the grains this node owns and
-// starts firing them. Placement must know the members by now.
-func (n *Node) startReminders(ctx context.Context) error {
-	if err := n.reminders.Start(ctx); err != nil {
+// startReminders starts firing the reminders of the grains this node owns.
+// Placement must know the members by now. It does not wait for the store:
+// the scheduler lists the reminders in the background, and tries again
+// with backoff while a listing fails, so a store that is down, slow, or
+// holds a record it cannot read does not keep the node from starting (see
+// reminder.Scheduler.Relist). It fails only if the scheduler cannot start.
+func (n *Node) startReminders() error {
+	if err := n.reminders.Start(); err != nil {
 		return fmt.Errorf("cluster: start reminders: %w", err)
 	}
 	return nil
 }
 
-// refreshReminders makes the reminder schedule follow a membership change:
-// this node fires the reminders of the grains it owns now. It reports
-// false if listing them failed, which it logs: as a warning, or at debug
-// level when again is set, so that a store down for a while does not fill
-// the log with one line per retry (see watchMembership).
-func (n *Node) refreshReminders(again bool) bool {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	if err := n.reminders.Refresh(ctx); err != nil && !errors.Is(err, reminder.ErrClosed) && !isDone(n.stop) {
-		level := slog.LevelWarn
-		if again {
-			level = slog.LevelDebug
-		}
-		n.log.Log(ctx, level, "cluster: list reminders after a membership change; trying again", "err", err)
-		return false
-	}
-	return true
+// refreshReminders makes the reminder schedule follow a membership change,
+// so that this node fires the reminders of the grains it owns now. It
+// returns at once: the scheduler lists the store on a goroutine of its own,
+// each listing within a minute, a change that comes while one runs is
+// listed after it, with the view of then, and a listing that fails is
+// tried again with backoff until one succeeds. So the view never waits for
+// the store (see watchMembership).
+func (n *Node) refreshReminders() {
+	n.reminders.Relist()
 }
 
 // owns reports whether this node owns the grain in its current view.

@@ -339,16 +339,5 @@ func (s *hookedStore) Commit(ctx context.Context, key storage.Key, expected stor
 	return s.Store.Commit(ctx, key, expected, changes)
 }
 
-// errStoreDown is what brokenStore answers.
+// errStoreDown is an error of a store that is down.
 var errStoreDown = errors.New("store down")
-
-// brokenStore fails every operation.
-type brokenStore struct{ storage.Store }
-
-func (brokenStore) ListReminders(context.Context, string) ([]storage.Reminder, error) {
-	return nil, errStoreDown
-}
-
-func (brokenStore) Load(context.Context, storage.Key) (map[string][]byte, storage.Version, error) {
-	return nil, 0, errStoreDown
-}

@@ -14,13 +14,13 @@
 //     delay a firing.
 //   - Only if Config.Owns still says this node owns the grain at fire time.
 //     If not, the reminder is dropped locally (it stays in the store), and
-//     the owner's Start or Refresh picks it up.
+//     the owner's next listing picks it up.
 //   - At least once, not exactly once. A periodic reminder's next Due is
 //     saved to the store only after Fire returned nil, so a crash between
 //     the two fires it again after the restart. A one-shot reminder (zero
 //     Period) is deleted from the store after Fire returned nil, with the
 //     same consequence. If that save or delete fails, the failure is logged
-//     and the firing may repeat after the next Start or Refresh.
+//     and the firing may repeat after the next listing.
 //   - Missed periods collapse into one firing: after a periodic reminder
 //     fired, its next Due is Due+Period, or, if that is not in the future
 //     any more (the node was down, Fire was slow or kept failing), the first
@@ -32,13 +32,24 @@
 // # Registering and ownership
 //
 // Register saves a reminder, replacing one of the same grain and name, and
-// schedules it when this node owns the grain; Unregister deletes it. Refresh,
-// called when ownership may have moved, re-lists every hosted kind from the
-// store and makes the local schedule match: reminders of grains this node
-// now owns are added, those it no longer owns are dropped, and those changed
-// or deleted in the store by another node are updated. Register, Unregister
-// and the store write after a firing are serialized with Refresh, so a
-// Refresh never undoes a change this node made while it listed.
+// schedules it when this node owns the grain; Unregister deletes it. A
+// listing re-lists every hosted kind from the store and makes the local
+// schedule match: reminders of grains this node now owns are added, those
+// it no longer owns are dropped, and those changed or deleted in the store
+// by another node are updated. Register, Unregister and the store write
+// after a firing are serialized with listings, so a listing never undoes a
+// change this node made while it listed.
+//
+// Start asks for the first listing, and Relist, called when ownership may
+// have moved, for another; neither waits for the store. The scheduler
+// lists on a goroutine of its own, one listing at a time: the requests
+// made while one runs are served by one listing after it, which asks
+// Config.Owns afresh. Each listing has Config.ListTimeout. A kind whose
+// listing fails (a store that is down, or holds a record of the kind that
+// cannot be read) keeps its part of the schedule as it was, while the
+// other kinds are updated, and is listed again with backoff
+// (Config.ListRetryBackoff) until its listing succeeds; failures are
+// logged. Refresh lists at once and returns when done, without retrying.
 //
 // While ownership moves, two nodes may briefly both believe they own a grain
 // and both fire its reminder; that is allowed by "at least once". The store

@@ -11,7 +11,7 @@ import (
 )
 
 // A node creates one Scheduler over its store, starts it once placement
-// knows the members, calls Refresh on every membership change, and closes it
+// knows the members, calls Relist on every membership change, and closes it
 // on shutdown before closing the store.
 func Example() {
 	store := memstore.New()
@@ -30,7 +30,7 @@ func Example() {
 		},
 	})
 	defer s.Close()
-	if err := s.Start(context.Background()); err != nil {
+	if err := s.Start(); err != nil {
 		fmt.Println(err)
 		return
 	}

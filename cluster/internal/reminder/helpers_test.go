@@ -208,12 +208,27 @@ func testConfig(t *testing.T, store storage.Store, clock Clock, own func(string,
 	}
 }
 
-// start starts a scheduler with cfg and closes it at the end of the test.
+// start starts a scheduler with cfg, waits for the listing Start asks for
+// to end (in success or not), and closes the scheduler at the end of the
+// test.
 func start(t *testing.T, cfg Config) *Scheduler {
+	t.Helper()
+	s := startNoWait(t, cfg)
+	waitFor(t, wait, "the listing asked for by Start", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.relists > 0
+	})
+	return s
+}
+
+// startNoWait starts a scheduler with cfg and closes it at the end of the
+// test. It does not wait for the listing Start asks for.
+func startNoWait(t *testing.T, cfg Config) *Scheduler {
 	t.Helper()
 	s := New(cfg)
 	t.Cleanup(s.Close)
-	if err := s.Start(context.Background()); err != nil {
+	if err := s.Start(); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
 	return s

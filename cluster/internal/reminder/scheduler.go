@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,7 @@ const (
 	DefaultRetryBackoff       = time.Second
 	DefaultRetryBackoffMax    = time.Minute
 	DefaultFireTimeout        = time.Minute
+	DefaultListTimeout        = time.Minute
 	DefaultMaxConcurrentFires = 64
 )
 
@@ -60,12 +62,23 @@ type Config struct {
 	// FireTimeout bounds one Fire, and the store write after it. Zero means
 	// DefaultFireTimeout; negative values are refused.
 	FireTimeout time.Duration
+	// ListTimeout bounds one listing of the store (of every kind it lists,
+	// by Refresh or in the background), so that a hung store delays the
+	// listings asked for meanwhile by that much at most. Zero means
+	// DefaultListTimeout; negative values are refused.
+	ListTimeout time.Duration
+	// ListRetryBackoff is how long the background listing (see Relist)
+	// waits before it lists again the kinds whose listing failed; each
+	// further failure in a row doubles the wait, up to ListRetryBackoffMax.
+	// Zero means RetryBackoff and RetryBackoffMax; negative values are
+	// refused.
+	ListRetryBackoff, ListRetryBackoffMax time.Duration
 	// MaxConcurrentFires bounds how many Fires run at once; due reminders
 	// beyond it wait for a free slot. Zero means DefaultMaxConcurrentFires;
 	// negative values are refused.
 	MaxConcurrentFires int
-	// Logger receives failed firings and failed store writes after a
-	// firing. Nil means slog.Default().
+	// Logger receives failed firings, failed store writes after a firing
+	// and failed background listings. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -83,6 +96,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("reminder: Config.RetryBackoff %v and RetryBackoffMax %v must not be negative", c.RetryBackoff, c.RetryBackoffMax)
 	case c.FireTimeout < 0:
 		return c, fmt.Errorf("reminder: Config.FireTimeout %v is negative", c.FireTimeout)
+	case c.ListTimeout < 0:
+		return c, fmt.Errorf("reminder: Config.ListTimeout %v is negative", c.ListTimeout)
+	case c.ListRetryBackoff < 0 || c.ListRetryBackoffMax < 0:
+		return c, fmt.Errorf("reminder: Config.ListRetryBackoff %v and ListRetryBackoffMax %v must not be negative", c.ListRetryBackoff, c.ListRetryBackoffMax)
 	case c.MaxConcurrentFires < 0:
 		return c, fmt.Errorf("reminder: Config.MaxConcurrentFires %d is negative", c.MaxConcurrentFires)
 	}
@@ -105,6 +122,18 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.FireTimeout == 0 {
 		c.FireTimeout = DefaultFireTimeout
+	}
+	if c.ListTimeout == 0 {
+		c.ListTimeout = DefaultListTimeout
+	}
+	if c.ListRetryBackoff == 0 {
+		c.ListRetryBackoff = c.RetryBackoff
+	}
+	if c.ListRetryBackoffMax == 0 {
+		c.ListRetryBackoffMax = max(c.RetryBackoffMax, c.ListRetryBackoff)
+	}
+	if c.ListRetryBackoffMax < c.ListRetryBackoff {
+		return c, fmt.Errorf("reminder: Config.ListRetryBackoffMax %v is below ListRetryBackoff %v", c.ListRetryBackoffMax, c.ListRetryBackoff)
 	}
 	if c.MaxConcurrentFires == 0 {
 		c.MaxConcurrentFires = DefaultMaxConcurrentFires
@@ -129,14 +158,18 @@ type Scheduler struct {
 	hosts  map[string]bool // cfg.Kinds as a set
 	seed   maphash.Seed
 
-	ctx    context.Context // ends at Stop (or Close); parent of every Fire
+	ctx    context.Context // ends at Stop (or Close); parent of every Fire and background listing
 	cancel context.CancelFunc
 	wake   chan struct{} // pokes the loop; capacity one
-	done   chan struct{} // closed by Stop
-	wg     sync.WaitGroup
-	stop   sync.Once
+	// relist asks listLoop for a listing of every kind (see Relist), and
+	// relistRetry for one of the kinds whose listing failed; capacity one
+	// each, so that requests made while a listing runs coalesce.
+	relist, relistRetry chan struct{}
+	done                chan struct{} // closed by Stop
+	wg                  sync.WaitGroup
+	stop                sync.Once
 
-	// listing is held for writing by Refresh while it lists the store and
+	// listing is held for writing by a listing while it lists the store and
 	// updates the schedule, and for reading by every store write of
 	// Register, Unregister and the firings, so a listing never misses a
 	// write of this node that the schedule already shows.
@@ -153,6 +186,7 @@ type Scheduler struct {
 	timerAt  time.Time // when timer fires; zero when there is none
 	timerGen uint64    // tells the current timer from stopped ones
 	inflight int
+	relists  uint64 // background listings done, failed or not (tests wait for them)
 	started  bool
 	stopped  bool // nothing fires any more (Stop)
 	closed   bool // nothing is done any more (Close)
@@ -165,16 +199,18 @@ func New(cfg Config) *Scheduler {
 	c, err := cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Scheduler{
-		cfg:     c,
-		cfgErr:  err,
-		hosts:   make(map[string]bool, len(c.Kinds)),
-		seed:    maphash.MakeSeed(),
-		ctx:     ctx,
-		cancel:  cancel,
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		entries: make(map[id]*entry),
-		leaving: make(map[id]*entry),
+		cfg:         c,
+		cfgErr:      err,
+		hosts:       make(map[string]bool, len(c.Kinds)),
+		seed:        maphash.MakeSeed(),
+		ctx:         ctx,
+		cancel:      cancel,
+		wake:        make(chan struct{}, 1),
+		relist:      make(chan struct{}, 1),
+		relistRetry: make(chan struct{}, 1),
+		done:        make(chan struct{}),
+		entries:     make(map[id]*entry),
+		leaving:     make(map[id]*entry),
 	}
 	for _, k := range c.Kinds {
 		s.hosts[k] = true
@@ -182,11 +218,14 @@ func New(cfg Config) *Scheduler {
 	return s
 }
 
-// Start lists the reminders of every hosted kind, schedules those of grains
-// this node owns, and starts firing them. ctx bounds the listing only; the
-// scheduler runs until Close. If the listing fails, Start returns the error
-// but the scheduler is started: a later Refresh can list again.
-func (s *Scheduler) Start(ctx context.Context) error {
+// Start starts firing, and asks for a first listing of every hosted kind,
+// which the scheduler runs in the background as it does those Relist asks
+// for: Start does not wait for the store, and a listing that fails is
+// logged and tried again with backoff, while the reminders of the kinds
+// listed are scheduled and fire. Placement must know the members by then.
+// The scheduler runs until Stop or Close. Start fails only for a bad
+// Config, a second Start (ErrStarted), or after Stop (ErrClosed).
+func (s *Scheduler) Start() error {
 	if err := s.usable(); err != nil {
 		return err
 	}
@@ -200,17 +239,21 @@ func (s *Scheduler) Start(ctx context.Context) error {
 		return ErrStarted
 	}
 	s.started = true
-	s.wg.Add(1)
+	s.wg.Add(2)
 	s.mu.Unlock()
 	go s.loop()
-	return s.Refresh(ctx)
+	go s.listLoop()
+	s.Relist()
+	return nil
 }
 
-// Refresh makes the schedule match the store and the current ownership: it
-// lists every hosted kind, adds the reminders of grains this node now owns,
-// drops those it no longer owns, and takes over changes other nodes made.
-// Call it whenever ownership may have moved (a member joined or left). If
-// listing fails, the schedule is left as it was.
+// Refresh makes the schedule match the store and the current ownership,
+// and returns once it does: it lists every hosted kind, adds the reminders
+// of grains this node now owns, drops those it no longer owns, and takes
+// over changes other nodes made. Relist does the same in the background.
+// The listing of a kind that fails leaves that kind's part of the schedule
+// as it was, and the other kinds are updated all the same; the error names
+// each kind that failed. Refresh does not retry: Relist does.
 func (s *Scheduler) Refresh(ctx context.Context) error {
 	if err := s.usable(); err != nil {
 		return err
@@ -221,17 +264,33 @@ func (s *Scheduler) Refresh(ctx context.Context) error {
 	if stopped {
 		return ErrClosed // it would schedule what never fires
 	}
+	_, err := s.refresh(ctx, s.cfg.Kinds)
+	return err
+}
+
+// refresh lists the given kinds within ListTimeout and makes their part of
+// the schedule match the store and the current ownership (see Refresh). It
+// returns the kinds whose listing failed, with an error naming each, or
+// ErrClosed if the scheduler stopped meanwhile.
+func (s *Scheduler) refresh(ctx context.Context, kinds []string) (failed []string, err error) {
 	s.listing.Lock()
 	defer s.listing.Unlock()
-	listed, err := s.list(ctx)
-	if err != nil {
-		return err
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ListTimeout)
+	defer cancel()
+	listed, failed, err := s.list(ctx, kinds)
+	fresh := make(map[string]bool, len(kinds)) // the kinds listed
+	for _, k := range kinds {
+		fresh[k] = !slices.Contains(failed, k)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return nil, ErrClosed // it would schedule what never fires
+	}
 	for k, e := range s.entries {
 		l, ok := listed[k]
 		switch {
+		case !fresh[k.grain.Kind]: // not listed: left as it was
 		case !ok: // deleted by another node: a running firing must not write it back
 			e.gen++
 			s.removeLocked(e)
@@ -240,7 +299,7 @@ func (s *Scheduler) Refresh(ctx context.Context) error {
 		}
 	}
 	for k, e := range s.leaving {
-		if _, ok := listed[k]; !ok {
+		if _, ok := listed[k]; !ok && fresh[k.grain.Kind] {
 			e.gen++
 		}
 	}
@@ -250,30 +309,53 @@ func (s *Scheduler) Refresh(ctx context.Context) error {
 		}
 	}
 	s.poke()
-	return nil
+	return failed, err
 }
 
-// listed is one reminder found in the store by Refresh.
+// listed is one reminder found in the store by a listing.
 type listed struct {
 	r     storage.Reminder
 	owned bool // this node owns the grain
 }
 
-// list lists the reminders of the hosted kinds, noting which grains this node
-// owns.
-func (s *Scheduler) list(ctx context.Context) (map[id]listed, error) {
-	all := make(map[id]listed)
-	for _, kind := range s.cfg.Kinds {
+// list lists the reminders of the given kinds, noting which grains this
+// node owns. A kind whose listing fails is left out of the result and
+// returned in failed; err joins the failures, naming each kind.
+func (s *Scheduler) list(ctx context.Context, kinds []string) (all map[id]listed, failed []string, err error) {
+	all = make(map[id]listed)
+	var errs []error
+	for _, kind := range kinds {
 		rs, err := s.cfg.Store.ListReminders(ctx, kind)
 		if err != nil {
-			return nil, fmt.Errorf("reminder: list reminders of kind %q: %w", kind, err)
+			failed = append(failed, kind)
+			errs = append(errs, fmt.Errorf("reminder: list reminders of kind %q: %w", kind, err))
+			continue
 		}
 		for _, r := range rs {
 			all[id{r.Grain, r.Name}] = listed{r, s.cfg.Owns(r.Grain.Kind, r.Grain.Identity)}
 		}
 	}
-	return all, nil
+	if len(errs) == 0 {
+		return all, nil, nil
+	}
+	return all, failed, listError(errs)
 }
+
+// listError is the error of a listing that failed for some kinds: one
+// error per kind, each naming it, on one line.
+type listError []error
+
+// Error returns the error of each kind, separated by semicolons.
+func (e listError) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap returns the error of each kind.
+func (e listError) Unwrap() []error { return e }
 
 // adoptLocked schedules r, listed from the store, unless the schedule
 // already holds it as stored. When the store holds something else, another
@@ -305,9 +387,9 @@ func same(a, b storage.Reminder) bool {
 // Register saves r in the store, replacing the reminder of the same grain and
 // name, and schedules it if this node owns the grain. A Due in the past fires
 // at once (or at Start, before the scheduler is started). If another node
-// owns the grain, r is only saved: the owner schedules it at its next Start
-// or Refresh. Bad reminders are refused with an error wrapping
-// storage.ErrInvalid, and nothing is saved.
+// owns the grain, r is only saved: the owner schedules it at its next
+// listing (Start, Refresh or Relist). Bad reminders are refused with an
+// error wrapping storage.ErrInvalid, and nothing is saved.
 func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
 	if err := s.checkGrain(r.Grain); err != nil {
 		return err
@@ -372,9 +454,11 @@ func (s *Scheduler) Len() int {
 // Stop ends the firing for good: it stops the timer, cancels the context
 // of running Fires and waits for them and their store writes to return.
 // Register and Unregister still save to and delete from the store, and
-// schedule nothing; Start and Refresh return ErrClosed. A node that leaves
-// stops firing before its grains deactivate, whose hooks may still change
-// their reminders for the grains' next owners. It is idempotent.
+// schedule nothing; Start and Refresh return ErrClosed, and Relist does
+// nothing. A background listing under way is cancelled and waited for. A
+// node that leaves stops firing before its grains deactivate, whose hooks
+// may still change their reminders for the grains' next owners. It is
+// idempotent.
 func (s *Scheduler) Stop() {
 	s.stop.Do(func() {
 		s.mu.Lock()

@@ -359,7 +359,7 @@ func TestCloseCancelsAndWaitsForFire(t *testing.T) {
 	ctx := context.Background()
 	r := storage.Reminder{Grain: grain("g1"), Name: "r2", Due: t0()}
 	for name, err := range map[string]error{
-		"Start":      s.Start(ctx),
+		"Start":      s.Start(),
 		"Refresh":    s.Refresh(ctx),
 		"Register":   s.Register(ctx, r),
 		"Unregister": s.Unregister(ctx, grain("g1"), "r"),
@@ -419,6 +419,9 @@ func TestBadInput(t *testing.T) {
 		"max below retry":       {func(c *Config) { c.RetryBackoffMax = time.Millisecond }, "below RetryBackoff"},
 		"negative fires":        {func(c *Config) { c.MaxConcurrentFires = -1 }, "MaxConcurrentFires"},
 		"negative fire timeout": {func(c *Config) { c.FireTimeout = -1 }, "FireTimeout"},
+		"negative list timeout": {func(c *Config) { c.ListTimeout = -1 }, "ListTimeout"},
+		"negative list retry":   {func(c *Config) { c.ListRetryBackoff = -1 }, "must not be negative"},
+		"list max below retry":  {func(c *Config) { c.ListRetryBackoff, c.ListRetryBackoffMax = time.Hour, time.Minute }, "ListRetryBackoffMax 1m0s is below"},
 		"empty kind":            {func(c *Config) { c.Kinds = []string{""} }, "empty grain kind"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -426,7 +429,7 @@ func TestBadInput(t *testing.T) {
 			tc.change(&cfg)
 			s := New(cfg)
 			defer s.Close()
-			err := s.Start(context.Background())
+			err := s.Start()
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "reminder: ") {
 				t.Errorf("Start: %v, want an error saying %q", err, tc.want)
 			}
@@ -437,7 +440,7 @@ func TestBadInput(t *testing.T) {
 	}
 
 	s := start(t, good())
-	if err := s.Start(context.Background()); !errors.Is(err, ErrStarted) {
+	if err := s.Start(); !errors.Is(err, ErrStarted) {
 		t.Errorf("second Start: %v, want ErrStarted", err)
 	}
 	ctx := context.Background()
@@ -466,6 +469,9 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestStoreErrorsAreReported: Start does not wait for the store, so a
+// store that fails does not make it fail; Refresh and Register report the
+// store's errors.
 func TestStoreErrorsAreReported(t *testing.T) {
 	t.Parallel()
 	st := memstore.New()
@@ -473,9 +479,12 @@ func TestStoreErrorsAreReported(t *testing.T) {
 	s := New(testConfig(t, st, newFakeClock(), o.owns("a"), rec))
 	t.Cleanup(s.Close)
 	st.Close()
-	err := s.Start(context.Background())
-	if !errors.Is(err, storage.ErrClosed) || !strings.Contains(err.Error(), kind) {
-		t.Errorf("Start over a closed store: %v, want storage.ErrClosed naming the kind", err)
+	if err := s.Start(); err != nil {
+		t.Errorf("Start over a closed store: %v, want nil (the listing is tried again in the background)", err)
+	}
+	err := s.Refresh(context.Background())
+	if !errors.Is(err, storage.ErrClosed) || !strings.Contains(err.Error(), kind) || !strings.HasPrefix(err.Error(), "reminder: ") {
+		t.Errorf("Refresh over a closed store: %v, want storage.ErrClosed naming the kind", err)
 	}
 	err = s.Register(context.Background(), storage.Reminder{Grain: grain("g"), Name: "r", Due: t0()})
 	if !errors.Is(err, storage.ErrClosed) || s.Len() != 0 {
@@ -516,9 +525,7 @@ func testDurable(t *testing.T, st storage.Store) {
 
 	rec2 := &recorder{}
 	s2 := start(t, testConfig(t, st, clk, o.owns("a"), rec2))
-	if s2.Len() != 2 {
-		t.Fatalf("a new scheduler on the same store scheduled %d, want 2", s2.Len())
-	}
+	waitFor(t, wait, "a new scheduler on the same store to schedule both", func() bool { return s2.Len() == 2 })
 	clk.Set(due.Add(time.Hour))
 	waitFor(t, wait, "both fired", func() bool { return rec2.count() == 2 && len(stored(t, st)) == 1 })
 }
@@ -583,7 +590,7 @@ func TestRegisterBeforeStart(t *testing.T) {
 	if s.Len() != 1 || rec.calls.Load() != 0 {
 		t.Fatalf("before Start: %d scheduled, %d fired; want 1 and 0", s.Len(), rec.calls.Load())
 	}
-	if err := s.Start(context.Background()); err != nil {
+	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, wait, "the firing after Start", func() bool { return rec.count() == 1 && len(stored(t, st)) == 0 })
@@ -776,7 +783,7 @@ func TestStopEndsFiringButKeepsStoreWrites(t *testing.T) {
 	if len(stored(t, st)) != 1 {
 		t.Fatal("Register after Stop did not save the reminder")
 	}
-	for name, err := range map[string]error{"Start": s.Start(ctx), "Refresh": s.Refresh(ctx)} {
+	for name, err := range map[string]error{"Start": s.Start(), "Refresh": s.Refresh(ctx)} {
 		if !errors.Is(err, ErrClosed) {
 			t.Errorf("%s after Stop: %v, want ErrClosed", name, err)
 		}
