@@ -567,8 +567,7 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 // it so and does not own the grain either waits for a view in which it
 // does, then drops it (see mayForward and mayForwardAfterWaiting for the
 // exceptions): two nodes whose views disagree do not pass it back and
-// forth. It is forwarded as
-// it came, its payload not decoded.
+// forth. It is forwarded as it came, its payload not decoded.
 //
 // An owner that takes no stream (it refused one because its farewell is
 // over, or nothing listens at its address) may be gone, its leave not yet
