@@ -662,9 +662,9 @@ const (
 
 // deactivateWhere starts deactivating every activated activation for which
 // pick is true, and returns how many it started, taking those why says
-// (see sweep). It looks under each shard's
-// read lock, so that the periodic sweeps do not stop writers, and takes the
-// write lock only to mark what it found, checking it again.
+// (see sweep). It looks under each shard's read lock, so that the periodic
+// sweeps do not stop writers, and takes the write lock only to mark what it
+// found, checking it again.
 func (t *activations) deactivateWhere(why sweep, pick func(a *activation, now time.Duration) bool) int {
 	now := t.clock()
 	candidate := func(a *activation) bool {
