@@ -140,8 +140,8 @@ func run(ctx context.Context, out io.Writer, store storage.Store) error {
 		front = survivors[0]
 	}
 	fmt.Fprintf(out, "\nshutting down %s, which hosts alice\n", victim.Name())
-	if err := victim.Shutdown(ctx); err != nil {
-		return fmt.Errorf("shut down %s: %w", victim.Name(), err)
+	if err := localcluster.ShutdownAll(ctx, []*cluster.Node{victim}); err != nil {
+		return err
 	}
 	if err := localcluster.WaitForMembers(ctx, survivors, len(survivors)); err != nil {
 		return err

@@ -79,8 +79,8 @@ func run(ctx context.Context, out io.Writer) error {
 	owner, _ := nodes[0].Owner(counterpb.CounterKind, identities[0])
 	victim, survivors := localcluster.Split(nodes, owner.Name)
 	fmt.Fprintf(out, "\nshutting down %s\n", victim.Name())
-	if err := victim.Shutdown(ctx); err != nil {
-		return fmt.Errorf("shut down %s: %w", victim.Name(), err)
+	if err := localcluster.ShutdownAll(ctx, []*cluster.Node{victim}); err != nil {
+		return err
 	}
 	if err := localcluster.WaitForMembers(ctx, survivors, len(survivors)); err != nil {
 		return err

@@ -92,8 +92,12 @@ func Split(nodes []*cluster.Node, name string) (*cluster.Node, []*cluster.Node) 
 	return found, rest
 }
 
-// ShutdownAll shuts the nodes down gracefully, one after the other.
+// ShutdownAll shuts the nodes down gracefully, one after the other,
+// within StopTimeout. ctx ending does not cut the shutdown short: an
+// interrupt asks for a stop, which this is.
 func ShutdownAll(ctx context.Context, nodes []*cluster.Node) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StopTimeout)
+	defer cancel()
 	for _, n := range nodes {
 		if err := n.Shutdown(ctx); err != nil {
 			return fmt.Errorf("shut down %s: %w", n.Name(), err)
@@ -105,17 +109,13 @@ func ShutdownAll(ctx context.Context, nodes []*cluster.Node) error {
 // StopTimeout bounds Stop's graceful shutdown of the nodes.
 const StopTimeout = 30 * time.Second
 
-// Stop shuts down gracefully the nodes that still run, within StopTimeout
-// whatever the context of the example was, and closes those that do not
-// finish in time. It is for the clean-up of an example that ends early (an
-// error, an interrupt), and harmless after ShutdownAll.
+// Stop shuts down gracefully the nodes that still run, within StopTimeout,
+// and closes those that do not finish in time. It is for the clean-up of an
+// example that ends early (an error, an interrupt), and harmless after
+// ShutdownAll.
 func Stop(nodes []*cluster.Node) {
-	ctx, cancel := context.WithTimeout(context.Background(), StopTimeout)
-	defer cancel()
-	for _, n := range nodes {
-		if err := n.Shutdown(ctx); err != nil {
-			n.Close()
-		}
+	if ShutdownAll(context.Background(), nodes) != nil {
+		CloseAll(nodes)
 	}
 }
 
