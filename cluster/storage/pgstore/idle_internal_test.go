@@ -107,11 +107,8 @@ func TestOpenSetsIdleInTransactionTimeout(t *testing.T) {
 // connection, goes through instead of waiting for TCP keepalive.
 func TestCutCommitDoesNotWedgeTheGrain(t *testing.T) {
 	ctx := context.Background()
-	saved := idleInTransactionTimeout
-	idleInTransactionTimeout = 200 * time.Millisecond
-	t.Cleanup(func() { idleInTransactionTimeout = saved })
-
 	cfg := internalConfig(t)
+	cfg.idleInTransaction = 200 * time.Millisecond
 	healthy := openInternal(t, cfg)
 	key := storage.Key{Kind: "test.Counter", Identity: "wedged"}
 	v, err := healthy.Commit(ctx, key, 0, []storage.Change{{Key: "k", Value: []byte("before")}})
@@ -120,7 +117,7 @@ func TestCutCommitDoesNotWedgeTheGrain(t *testing.T) {
 	}
 
 	p := newCutProxy(t, cfg.DSN)
-	cut := openInternal(t, Config{DSN: p.dsn, Schema: cfg.Schema, MaxConns: 1})
+	cut := openInternal(t, Config{DSN: p.dsn, Schema: cfg.Schema, MaxConns: 1, idleInTransaction: cfg.idleInTransaction})
 	p.armed.Store(true)
 	cutCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

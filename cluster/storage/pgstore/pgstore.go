@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,10 @@ type Config struct {
 	// MaxConns caps the connection pool. Zero means pgxpool's default, the
 	// greater of 4 and the number of CPUs.
 	MaxConns int32
+
+	// idleInTransaction replaces DefaultIdleInTransactionTimeout when not
+	// zero; tests shorten it.
+	idleInTransaction time.Duration
 }
 
 // Store is a storage.Store in PostgreSQL. It is safe for concurrent use.
@@ -55,8 +60,8 @@ type Store struct {
 
 var _ storage.Store = (*Store)(nil)
 
-// idleInTransactionTimeout is the idle_in_transaction_session_timeout Open
-// sets on the store's sessions unless the DSN sets one: how long the server
+// DefaultIdleInTransactionTimeout is the idle_in_transaction_session_timeout
+// Open sets on the store's sessions unless the DSN sets one: how long the server
 // keeps a transaction of the store open while it waits for the client. A
 // Commit waits so between its statement and its COMMIT, and Open's schema
 // set-up between its statements, normally for far less than a millisecond.
@@ -64,9 +69,7 @@ var _ storage.Store = (*Store)(nil)
 // such a transaction, and its locks, until TCP keepalive notices the dead
 // client, hours later with common settings, and every later commit of the
 // grain would wait for it.
-//
-// It is a variable so that tests can shorten it.
-var idleInTransactionTimeout = time.Minute
+const DefaultIdleInTransactionTimeout = time.Minute
 
 // Open connects to the database, creates the schema and tables if they are
 // missing, and returns the store. ctx bounds the connection and the schema
@@ -104,7 +107,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pc.MaxConns = cfg.MaxConns
 	}
 	if !setsParam(pc.ConnConfig.RuntimeParams, idleInTransactionParam) {
-		pc.ConnConfig.RuntimeParams[idleInTransactionParam] = fmt.Sprint(idleInTransactionTimeout.Milliseconds())
+		idle := cmp.Or(cfg.idleInTransaction, DefaultIdleInTransactionTimeout)
+		pc.ConnConfig.RuntimeParams[idleInTransactionParam] = fmt.Sprint(idle.Milliseconds())
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {

@@ -19,40 +19,48 @@ const layoutVersion = "1"
 // two sessions race.
 const migrationLock = 0x70726f746f67 // "protog"
 
-// tableSQL creates each of the store's tables; {s} is replaced by the quoted
-// schema name. Open runs only the statements of missing tables: PostgreSQL
-// checks the CREATE privilege before IF NOT EXISTS, so running them all
-// would need rights a store whose tables exist does not.
-var tableSQL = map[string]string{
-	"meta": `CREATE TABLE IF NOT EXISTS {s}.meta (
+// tableSQL returns the statement that creates the named table of the
+// store (one of tableNames); {s} is replaced by the quoted schema name. Open
+// runs only the statements of missing tables: PostgreSQL checks the CREATE
+// privilege before IF NOT EXISTS, so running them all would need rights a
+// store whose tables exist does not.
+func tableSQL(name string) string {
+	switch name {
+	case "meta":
+		return `CREATE TABLE IF NOT EXISTS {s}.meta (
 	name  text COLLATE "C" PRIMARY KEY,
 	value text NOT NULL
-)`,
-	"grains": `CREATE TABLE IF NOT EXISTS {s}.grains (
+)`
+	case "grains":
+		return `CREATE TABLE IF NOT EXISTS {s}.grains (
 	kind     text COLLATE "C" NOT NULL,
 	identity text COLLATE "C" NOT NULL,
 	version  bigint NOT NULL,
 	PRIMARY KEY (kind, identity)
-)`,
-	"entries": `CREATE TABLE IF NOT EXISTS {s}.entries (
+)`
+	case "entries":
+		return `CREATE TABLE IF NOT EXISTS {s}.entries (
 	kind     text COLLATE "C" NOT NULL,
 	identity text COLLATE "C" NOT NULL,
 	key      text COLLATE "C" NOT NULL,
 	value    bytea NOT NULL,
 	PRIMARY KEY (kind, identity, key)
-)`,
-	"reminders": `CREATE TABLE IF NOT EXISTS {s}.reminders (
+)`
+	case "reminders":
+		return `CREATE TABLE IF NOT EXISTS {s}.reminders (
 	kind      text COLLATE "C" NOT NULL,
 	identity  text COLLATE "C" NOT NULL,
 	name      text COLLATE "C" NOT NULL,
 	due_ns    bigint NOT NULL,
 	period_ns bigint NOT NULL,
 	PRIMARY KEY (kind, identity, name)
-)`,
+)`
+	}
+	panic("pgstore: no table " + name)
 }
 
-// tableNames are the store's tables, meta first: it is created first.
-var tableNames = []string{"meta", "grains", "entries", "reminders"}
+// tableNames returns the store's tables, meta first: it is created first.
+func tableNames() []string { return []string{"meta", "grains", "entries", "reminders"} }
 
 // beginReadCommitted begins a transaction of the store. The isolation level
 // is explicit: the store relies on READ COMMITTED (a statement waiting on a
@@ -135,7 +143,7 @@ func (s *Store) inspect(ctx context.Context, db interface {
 	}
 	rows, err := db.Query(ctx, `SELECT c.relname::text FROM pg_catalog.pg_class c
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = ANY($2::text[])`, s.schema, tableNames)
+		WHERE n.nspname = $1 AND c.relname = ANY($2::text[])`, s.schema, tableNames())
 	if err != nil {
 		return l, err
 	}
@@ -161,7 +169,7 @@ func (s *Store) inspect(ctx context.Context, db interface {
 func (l schemaState) check(schema string) (complete bool, err error) {
 	if !l.tables["meta"] && len(l.tables) > 0 {
 		var found []string
-		for _, n := range tableNames {
+		for _, n := range tableNames() {
 			if l.tables[n] {
 				found = append(found, n)
 			}
@@ -173,7 +181,7 @@ func (l schemaState) check(schema string) (complete bool, err error) {
 		return false, fmt.Errorf("%w: schema %q has layout version %q, this build uses %q",
 			ErrIncompatibleSchema, schema, l.version, layoutVersion)
 	}
-	return l.version == layoutVersion && len(l.tables) == len(tableNames), nil
+	return l.version == layoutVersion && len(l.tables) == len(tableNames()), nil
 }
 
 // migrate creates the schema and tables if they are missing and checks the
@@ -217,9 +225,9 @@ func (s *Store) create(ctx context.Context, tx pgx.Tx) error {
 			return err
 		}
 	}
-	for _, n := range tableNames {
+	for _, n := range tableNames() {
 		if !l.tables[n] {
-			if _, err := tx.Exec(ctx, strings.ReplaceAll(tableSQL[n], "{s}", quoted)); err != nil {
+			if _, err := tx.Exec(ctx, strings.ReplaceAll(tableSQL(n), "{s}", quoted)); err != nil {
 				return err
 			}
 		}
