@@ -170,6 +170,25 @@ func depositUntilAcked(c Caller, identity string, amount int64, id CallOption) e
 	}
 }
 
+// commitBalanceBehind commits balance as the typed state of grain
+// kind/identity, as another activation (on another node, during a
+// membership change) would behind the back of the one a test holds.
+func commitBalanceBehind(t *testing.T, store storage.Store, kind, identity string, balance int64) {
+	t.Helper()
+	other, err := state.Load(context.Background(), store, storage.Key{Kind: kind, Identity: identity}, state.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := proto.Marshal(wrapperspb.Int64(balance))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.SetMessage(raw)
+	if err := other.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // A stale activation's flush is rejected with Aborted, nothing of it is
 // committed, and the activation is replaced by one that sees the winner's
 // state.
@@ -181,17 +200,9 @@ func TestStaleActivationIsAborted(t *testing.T) {
 
 		// Another activation (as on another node, during a membership
 		// change) commits behind this one's back.
-		other, err := state.Load(context.Background(), store, storage.Key{Kind: accountKind, Identity: "stale"}, state.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := proto.Marshal(wrapperspb.Int64(1000))
-		other.SetMessage(raw)
-		if err := other.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		commitBalanceBehind(t, store, accountKind, "stale", 1000)
 
-		_, err = n.Invoke(context.Background(), depositCall(accountKind, "stale", 5), WithCallID("c", 1))
+		_, err := n.Invoke(context.Background(), depositCall(accountKind, "stale", 5), WithCallID("c", 1))
 		if status.Code(err) != codes.Aborted || !errors.Is(err, ErrStaleActivation) {
 			t.Fatalf("deposit on the stale activation: %v, want Aborted, ErrStaleActivation", err)
 		}
@@ -220,16 +231,7 @@ func TestAOneWayMessageRefusedAsStaleRunsOnTheNextActivation(t *testing.T) {
 	n := nodes[0]
 	deposit(t, n, accountKind, "stale", 10)
 
-	// Another activation commits behind this one's back.
-	other, err := state.Load(context.Background(), store, storage.Key{Kind: accountKind, Identity: "stale"}, state.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := proto.Marshal(wrapperspb.Int64(1000))
-	other.SetMessage(raw)
-	if err := other.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	commitBalanceBehind(t, store, accountKind, "stale", 1000)
 
 	if err := n.Send(context.Background(), depositCall(accountKind, "stale", 5)); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/internal/logrecord"
 )
 
 // otherKind is a second hosted kind, for the tests of a listing that fails
@@ -63,33 +64,14 @@ func (f *listFaults) ListReminders(ctx context.Context, kind string) ([]storage.
 	return f.Store.ListReminders(ctx, kind)
 }
 
-// logRecords is a slog.Handler that keeps the records logged through it.
-type logRecords struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-// Enabled, WithAttrs and WithGroup implement slog.Handler: every level is
-// kept, attributes and groups are not.
-func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logRecords) WithGroup(string) slog.Handler            { return l }
-
-// Handle keeps r.
-func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.records = append(l.records, r.Clone())
-	return nil
-}
+// logRecords keeps what a scheduler logs.
+type logRecords struct{ logrecord.Recorder }
 
 // levels returns the level of each record whose message contains msg, in
 // the order they were logged.
 func (l *logRecords) levels(msg string) []slog.Level {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []slog.Level
-	for _, r := range l.records {
+	for _, r := range l.Records() {
 		if strings.Contains(r.Message, msg) {
 			out = append(out, r.Level)
 		}

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/cluster/storage/boltstore"
+	"github.com/protograin/protograin/internal/logrecord"
 )
 
 // These tests damage store files the way a bad disk or a stray write would,
@@ -204,15 +204,7 @@ func TestPageNumberPastTheFileIsAnError(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := filePageSize(t, b)
+	b, ps := closeAndRead(t, s, path)
 	// A branch page (flags 0x01) lists its children after the header as
 	// 16-byte elements: key position (4), key size (4), page id (8). The
 	// first child gets page 1<<30, terabytes past the end of the file (and
@@ -234,7 +226,7 @@ func TestPageNumberPastTheFileIsAnError(t *testing.T) {
 
 	s = open(t, path, boltstore.Config{})
 	// g0 has the smallest key: it is under the first child of the branch.
-	_, _, err = s.Load(ctx, storage.Key{Kind: "test.Counter", Identity: "g0"})
+	_, _, err := s.Load(ctx, storage.Key{Kind: "test.Counter", Identity: "g0"})
 	wantCorrupt(t, "Load of a grain under a page past the file", err, path, "panic")
 	_, err = s.Commit(ctx, storage.Key{Kind: "test.Counter", Identity: "g0"}, 1, nil)
 	wantCorrupt(t, "Commit of a grain under a page past the file", err, path, "panic")
@@ -250,15 +242,7 @@ func TestDamagedFreelistIsAnError(t *testing.T) {
 	if _, err := s.Commit(context.Background(), storage.Key{Kind: "test.Counter", Identity: "a"}, 0, []storage.Change{{Key: "k", Value: []byte("v")}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := filePageSize(t, b)
+	b, ps := closeAndRead(t, s, path)
 	meta := 0 // the meta page of the latest transaction is the current one
 	if binary.LittleEndian.Uint64(b[ps+metaTxidOffset:]) > binary.LittleEndian.Uint64(b[metaTxidOffset:]) {
 		meta = ps
@@ -276,32 +260,6 @@ func TestDamagedFreelistIsAnError(t *testing.T) {
 		}
 		wantCorrupt(t, fmt.Sprintf("Open %d of a file with a damaged free list", i+1), err, path, "panic")
 	}
-}
-
-// logRecorder is a slog.Handler that keeps the records it is given.
-type logRecorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
-
-func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.records = append(l.records, r.Clone())
-	return nil
-}
-
-// take returns the records kept so far and forgets them.
-func (l *logRecorder) take() []slog.Record {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	rs := l.records
-	l.records = nil
-	return rs
 }
 
 // recordErr returns the "err" attribute of r.
@@ -346,7 +304,7 @@ func TestUndecodableReminderIsSkipped(t *testing.T) {
 		return errors.New("no reminder record of grain b")
 	})
 
-	var log logRecorder
+	var log logrecord.Recorder
 	s = open(t, path, boltstore.Config{Logger: slog.New(&log)})
 	rs, err := s.ListReminders(ctx, "test.Timer")
 	if err != nil {
@@ -355,7 +313,7 @@ func TestUndecodableReminderIsSkipped(t *testing.T) {
 	if want := []storage.Reminder{reminder("a"), reminder("c")}; !slices.Equal(rs, want) {
 		t.Fatalf("ListReminders beside a damaged record = %+v, want %+v", rs, want)
 	}
-	records := log.take()
+	records := log.Take()
 	if len(records) != 1 || records[0].Level != slog.LevelError {
 		t.Fatalf("logged %d records (%v), want the damaged record at error level", len(records), records)
 	}
@@ -368,7 +326,7 @@ func TestUndecodableReminderIsSkipped(t *testing.T) {
 	if want := []storage.Reminder{reminder("a"), reminder("b"), reminder("c")}; err != nil || !slices.Equal(rs, want) {
 		t.Fatalf("ListReminders after saving the damaged reminder again = %+v, %v; want %+v", rs, err, want)
 	}
-	if records := log.take(); len(records) != 0 {
+	if records := log.Take(); len(records) != 0 {
 		t.Errorf("logged %v after the repair, want nothing", records)
 	}
 }
@@ -413,4 +371,18 @@ func TestGrainEntriesTurnedValueIsCorrupt(t *testing.T) {
 	wantCorrupt(t, "Commit that removes an entry", err, "plain value")
 	_, err = s.Commit(ctx, key, 1, []storage.Change{{Key: "balance", Value: []byte("50")}})
 	wantCorrupt(t, "Commit that sets an entry", err, "plain value")
+}
+
+// closeAndRead closes s and returns the bytes of its file at path and the
+// file's page size, for a test to damage.
+func closeAndRead(t *testing.T, s *boltstore.Store, path string) ([]byte, int) {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, filePageSize(t, b)
 }
