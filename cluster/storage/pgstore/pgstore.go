@@ -8,6 +8,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,6 +57,11 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 	pool   *pgxpool.Pool
+	// closing is set by Close before it waits for mu: an operation that
+	// begins then fails with ErrClosed at once, rather than wait behind
+	// Close (a waiting writer holds new readers back) for as long as the
+	// operations under way take, whatever its own context says.
+	closing atomic.Bool
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -154,6 +160,9 @@ func (s *Store) Schema() string { return s.schema }
 // acquire holds the read lock for one operation, unless the store is
 // closed; the caller must call the returned release.
 func (s *Store) acquire() (release func(), err error) {
+	if s.closing.Load() {
+		return nil, storage.ErrClosed
+	}
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -364,8 +373,10 @@ func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Remin
 }
 
 // Close implements storage.Store. It waits for operations under way, then
-// closes the connection pool.
+// closes the connection pool; operations that begin meanwhile fail with
+// storage.ErrClosed.
 func (s *Store) Close() error {
+	s.closing.Store(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed {
