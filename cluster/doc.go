@@ -114,8 +114,10 @@
 //     other what reaches them), and skips every peer that said it is
 //     leaving; a forward that the owner takes no stream for (it has left,
 //     though this node's view does not say so yet) goes once more, to the
-//     owner without it. A node that does not own the grain of a forwarded
-//     message waits up to two seconds for a view in which it does (the
+//     owner without it; if that is this node, which stays, it waits for a
+//     view in which it owns the grain, as below. A node that does not own
+//     the grain of a forwarded message waits up to two seconds for a view
+//     in which it does (the
 //     forwarder may know first: a node that leaves does). If none comes,
 //     its view is rather ahead of the forwarder's (two members joined at
 //     once, and it knows of one the forwarder did not): it forwards the

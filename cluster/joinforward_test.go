@@ -58,3 +58,44 @@ func TestAForwardedMessageGoesOnWhenTwoMembersJoinAtOnce(t *testing.T) {
 		t.Errorf("%s logged %d drops", x.Name, n)
 	}
 }
+
+// TestAStayingNodeBehindALeaveRunsWhatItCouldNotForward: a member that
+// joined just before another left still has the leaver alive in its view
+// when a sender that knows of the leave sends it a message for a grain it
+// now owns. It forwards the message to the leaver, which takes no stream
+// any more; the owner without the leaver is itself. A node that stays is
+// behind the leave, not ahead of it: it waits for the view that drops the
+// leaver, and then runs the message, rather than drop it though no node
+// failed.
+func TestAStayingNodeBehindALeaveRunsWhatItCouldNotForward(t *testing.T) {
+	t.Parallel()
+	nodes, recs, logs := recorderClusterOf(t, 3, 2, -1, func(cfg *Config) {
+		cfg.forwardedPatience = time.Hour // a message dropped after the wait fails the test
+	})
+	leaver, stayer, sender := nodes[0], nodes[1], nodes[2]
+	id := recorderOwnedBy(t, nodes, leaver, "behind")
+	setView := holdViews(t, stayer) // the leave does not reach the stayer's view yet
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := leaver.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the sender to place the grain on the stayer", func() bool {
+		o, ok := sender.Owner(recorderKind, id)
+		return ok && o.Name == stayer.Name()
+	})
+	if err := sender.Send(context.Background(), recordCall(id, 7)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the stayer to wait for a newer view, or drop the message", func() bool {
+		stayer.viewMu.Lock()
+		defer stayer.viewMu.Unlock()
+		return stayer.viewNext != nil || logs[stayer.Name()].count("cluster: dropped a one-way message", id) > 0
+	})
+	setView(withStatus(leaver.Name(), StatusLeft))
+	waitValues(t, recs[stayer.Name()], id, []int64{7})
+	if n := logs[stayer.Name()].count("cluster: dropped a one-way message", id); n != 0 {
+		t.Errorf("%s logged %d drops", stayer.Name(), n)
+	}
+}

@@ -575,7 +575,10 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 // alive after one of them said so on a stream that has ended since.
 // Nothing was handed to it, and nobody else would send the message: it
 // goes to the owner without that member, once. Not to this node, though,
-// which would activate a grain that its view places elsewhere.
+// which would activate a grain that its view places elsewhere: a node that
+// stays waits for a view in which it owns the grain instead (its view is
+// behind the leave), as for a forwarded message, and a node that leaves
+// drops the message.
 func (n *Node) forwardOneWay(req *frame) bool {
 	var skip []string // members that own nothing, whatever the view says
 	if n.transport.leaving.Load() {
@@ -590,6 +593,16 @@ func (n *Node) forwardOneWay(req *frame) bool {
 		switch {
 		case !ok && unreachable == "":
 			n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member that is not leaving hosts grain kind %q", req.kind))
+			return true
+		case ok && unreachable != "" && owner.Name == n.name && !n.transport.leaving.Load():
+			// This node stays, and its view is behind a leave: the
+			// view that drops the owner that is gone makes it the
+			// owner (see checkForwardedOwner's wait). A node that
+			// leaves never will.
+			if n.checkForwardedOwner(req) == nil {
+				return false
+			}
+			n.dropOneWay(req, err)
 			return true
 		case !ok || unreachable != "" && owner.Name == n.name:
 			n.dropOneWay(req, err)

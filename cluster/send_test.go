@@ -1038,11 +1038,13 @@ func TestAForwardedMessageWhoseGrainMovesAwayAndBackRuns(t *testing.T) {
 // was handed over. The message goes once more, to the owner without that
 // member, which runs it (its view has no such member); when that owner is
 // the first node itself, which would activate a grain its view places
-// elsewhere, the message is logged as dropped, naming the owner it could
-// not reach, rather than lost without a word or run there.
+// elsewhere, it waits for a view in which it owns the grain (see
+// TestAStayingNodeBehindALeaveRunsWhatItCouldNotForward), and when none
+// comes, the message is logged as dropped, naming the owner it could not
+// reach, rather than lost without a word or run there.
 func TestForwardToAnUnreachableOwnerGoesToTheNextOrIsDropped(t *testing.T) {
 	t.Parallel()
-	nodes, recs, logs := recorderCluster(t, 0, nil)
+	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = 100 * time.Millisecond })
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
