@@ -728,12 +728,18 @@ func (r *Ref) maybeFinish() {
 	}
 }
 
-// finish delivers *Stopped, notifies watchers and parent, turns the queued
-// messages into dead letters and closes Done.
+// finish delivers *Stopped, turns the queued messages into dead letters,
+// closes Done, and only then notifies watchers and parent: a parent that
+// learns of its child's end may finish and close its own Done at once, and
+// System.Close returns once the top-level actors are removed, so the child
+// must be done by then. What arrives after the drain meets a finished actor
+// and becomes a dead letter too (see processLoop).
 func (r *Ref) finish() {
 	r.deliverOrLog(&Stopped{})
 	r.finished = true
 	r.actor = nil
+	r.drainDead()
+	r.closeDone()
 	if e := r.ext.Load(); e != nil {
 		for w := range e.watchers {
 			w.sendSystem(sysTerminated{r})
@@ -748,8 +754,6 @@ func (r *Ref) finish() {
 	} else {
 		r.sys.removeTop(r)
 	}
-	r.drainDead()
-	r.closeDone()
 }
 
 // drainDead empties both queues of a stopped actor.
