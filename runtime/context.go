@@ -105,15 +105,11 @@ func (c *Context) Spawn(p Props) (*Ref, error) {
 	return child, nil
 }
 
-// Children returns the actor's children that have not stopped yet.
-func (c *Context) Children() []*Ref {
-	children := c.ref.children()
-	out := make([]*Ref, 0, len(children))
-	for ch := range children {
-		out = append(out, ch)
-	}
-	return out
-}
+// Children returns the actor's children that were not asked to stop. A
+// child being stopped (by its parent's restart, say, which starts the new
+// instance without children) is left out, though its Done may not be
+// closed yet.
+func (c *Context) Children() []*Ref { return c.ref.siblings() }
 
 // Watch asks for a *Terminated message when who stops. Watching an actor
 // that has already stopped delivers *Terminated promptly. Watching is

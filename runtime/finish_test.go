@@ -124,3 +124,35 @@ func TestCloseReturnsOnceEveryDeadLetterIsOut(t *testing.T) {
 		t.Fatalf("after Close returned: child stopped %v, %d of %d dead letters published", kid.Stopped(), len(dead), queued)
 	}
 }
+
+// TestARestartedInstanceStartsWithoutChildren: a restart stops the old
+// instance's children, and the new instance's *Started sees none of them
+// in Context.Children, as the package doc says, though they may not have
+// stopped yet.
+func TestARestartedInstanceStartsWithoutChildren(t *testing.T) {
+	s := newTestSystem(t, Config{})
+	seen := make(chan int, 4)
+	r := spawn(t, s, Props{New: func() Actor {
+		return ActorFunc(func(c *Context) {
+			switch c.Message().(type) {
+			case *Started:
+				seen <- len(c.Children())
+				if _, err := c.Spawn(Props{New: func() Actor { return ActorFunc(func(*Context) {}) }}); err != nil {
+					panic(err)
+				}
+			case string:
+				panic("restart me")
+			}
+		})
+	}})
+	for i, what := range []string{"the first *Started", "the restarted instance's *Started"} {
+		if i > 0 {
+			if err := r.Send("fail"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := recv(t, seen, what); n != 0 {
+			t.Fatalf("%s sees %d children, want none", what, n)
+		}
+	}
+}

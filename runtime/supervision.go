@@ -427,6 +427,9 @@ func (r *Ref) newInstance() (a Actor, f *Failure) {
 
 func (r *Ref) system() *System { return r.sys }
 
+// siblings returns r's children that were not asked to stop: those a
+// supervisor's decision about one of them applies to, and what
+// Context.Children reports.
 func (r *Ref) siblings() []*Ref {
 	children := r.children()
 	out := make([]*Ref, 0, len(children))
