@@ -218,55 +218,46 @@ func (s *Store) Path() string { return s.path }
 // view runs fn in a read-only transaction unless the store is closed or
 // refuses reads. A panic of bbolt (a damaged page) becomes an error wrapping
 // ErrCorrupt.
-func (s *Store) view(fn func(tx *bolt.Tx) error) (err error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return storage.ErrClosed
-	}
-	if err := s.refused(false); err != nil {
-		return err
-	}
-	var tx *bolt.Tx
-	defer func() {
-		if p := recover(); p != nil {
-			err = s.panicked(p, tx, false)
-		}
-	}()
-	// A damaged page can also hold a page number past the end of the
-	// memory map: without this, reading it would crash the process.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return s.db.View(func(t *bolt.Tx) error {
-		tx = t
-		return fn(t)
-	})
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	return s.transact(false, s.db.View, fn)
 }
 
 // update runs fn in a read-write transaction unless the store is closed or
 // refuses writes, or ctx ended while it waited for bbolt's writer lock. A
 // panic of bbolt (a damaged page) becomes an error wrapping ErrCorrupt, and
 // the store refuses writes from then on.
-func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) (err error) {
+func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	return s.transact(true, s.db.Update, func(tx *bolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return storeutil.Canceled(err)
+		}
+		return fn(tx)
+	})
+}
+
+// transact runs fn in a transaction of run (bbolt's View or Update; write
+// says which) for view and update: under the store's read lock, unless the
+// store is closed or refuses it, turning a panic of bbolt into an error.
+func (s *Store) transact(write bool, run func(func(*bolt.Tx) error) error, fn func(tx *bolt.Tx) error) (err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return storage.ErrClosed
 	}
-	if err := s.refused(true); err != nil {
+	if err := s.refused(write); err != nil {
 		return err
 	}
 	var tx *bolt.Tx
 	defer func() {
 		if p := recover(); p != nil {
-			err = s.panicked(p, tx, true)
+			err = s.panicked(p, tx, write)
 		}
 	}()
+	// A damaged page can also hold a page number past the end of the
+	// memory map: without this, reading it would crash the process.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return s.db.Update(func(t *bolt.Tx) error {
+	return run(func(t *bolt.Tx) error {
 		tx = t
-		if err := ctx.Err(); err != nil {
-			return storeutil.Canceled(err)
-		}
 		return fn(t)
 	})
 }
