@@ -31,18 +31,23 @@ type conn struct {
 	// its hello said. A node restarted under its name has a new one, so
 	// the streams of its old incarnation are told from its own (see
 	// transport.conn and Node.dropMoved). "" from a peer too old to say.
-	addr   string
-	stream msgStream
-	cancel context.CancelFunc // ends the stream
-	cc     *grpc.ClientConn   // nil for streams the peer dialed
-	wake   chan struct{}      // tells the writer there is work
-	done   chan struct{}      // closed by close
-	heard  chan struct{}      // closed when the peer's bye arrives (see bye)
-	names  nameTable          // names decoded by readLoop, interned
-	lane   oneWayLane         // one-way requests that wait, in order
-	target oneWayTarget       // where the one-way requests of the batch being read go; readLoop's
-	kept   bool               // a frame of the batch being read kept its payload; readLoop's
-	frame  frame              // the frame being decoded; readLoop's
+	addr string
+	// replaced is the incarnation the peer's start replaced under its
+	// name, as the hello of a stream it dialed said; "" if none or not
+	// said. Such a stream is newer than a view that still has that
+	// incarnation (see transport.conn).
+	replaced string
+	stream   msgStream
+	cancel   context.CancelFunc // ends the stream
+	cc       *grpc.ClientConn   // nil for streams the peer dialed
+	wake     chan struct{}      // tells the writer there is work
+	done     chan struct{}      // closed by close
+	heard    chan struct{}      // closed when the peer's bye arrives (see bye)
+	names    nameTable          // names decoded by readLoop, interned
+	lane     oneWayLane         // one-way requests that wait, in order
+	target   oneWayTarget       // where the one-way requests of the batch being read go; readLoop's
+	kept     bool               // a frame of the batch being read kept its payload; readLoop's
+	frame    frame              // the frame being decoded; readLoop's
 	// The requests of the batch being read, served once it is read (see
 	// serveBatch): the first, and the batch they share if there are more.
 	// readLoop's.

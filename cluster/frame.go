@@ -37,7 +37,7 @@ type frame struct {
 	id       uint64
 	kind     string
 	identity string // a request's grain; in a hello frame, an incarnation (see fieldIdentity)
-	method   string
+	method   string // a request's method; in a hello frame, the incarnation the sender replaced (see fieldMethod)
 	payload  []byte
 	timeout  time.Duration // time left until the caller's deadline; 0 = none
 	message  string        // a reply's error; in a hello frame, the sender's transport address
@@ -85,10 +85,13 @@ const (
 	// hello, the dialer's own; in a hello with fieldSuperseded, the
 	// receiver's. An older peer reads neither.
 	fieldIdentity protowire.Number = 4
-	fieldMethod   protowire.Number = 5
-	fieldPayload  protowire.Number = 6
-	fieldTimeout  protowire.Number = 7
-	fieldCode     protowire.Number = 8
+	// fieldMethod is a request's method. In a dialer's first hello it is
+	// the incarnation the dialer's start replaced under its name, if it
+	// saw one (see conn.replaced); an older peer reads neither.
+	fieldMethod  protowire.Number = 5
+	fieldPayload protowire.Number = 6
+	fieldTimeout protowire.Number = 7
+	fieldCode    protowire.Number = 8
 	// fieldMessage is a reply's error message. In a hello frame it is the
 	// sender's transport address, which tells two incarnations of one
 	// node name apart (see conn.addr); an older peer reads neither.

@@ -41,6 +41,12 @@ type nameClaim struct {
 
 	mu    sync.Mutex
 	other string // the address the name was last seen held at
+	// replaced is the incarnation of the entry last seen under this
+	// node's name at another address: an earlier start, since the cluster
+	// knew it before this one had the name (or another node's, and then
+	// Start fails with ErrNameInUse). "" if there was none, or it was too
+	// old to have the tag.
+	replaced string
 }
 
 // NotifyMerge implements serf.MergeDelegate. It never refuses a merge. It
@@ -65,14 +71,30 @@ func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 // gossip address is self, has the name held at another address.
 func (c *nameClaim) observe(m *serf.Member, self string) {
 	addr := gossipAddr(m.Addr, m.Port)
-	if m.Status == serf.StatusLeft || addr == self {
-		c.held.Store(false) // the name is free, or this node's
+	if addr == self {
+		c.held.Store(false) // the name is this node's
 		return
 	}
 	c.mu.Lock()
+	if inc := m.Tags[tagIncarnation]; inc != "" {
+		c.replaced = inc
+	}
+	if m.Status == serf.StatusLeft {
+		c.mu.Unlock()
+		c.held.Store(false) // the name is free
+		return
+	}
 	c.other = addr
 	c.mu.Unlock()
 	c.held.Store(true)
+}
+
+// replacedIncarnation returns the incarnation of the start this node
+// replaced under its name, if its join saw one (see replaced).
+func (c *nameClaim) replacedIncarnation() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.replaced
 }
 
 // await returns once the name is this node's: at once, unless the join

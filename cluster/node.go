@@ -166,6 +166,8 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.claim.await(ctx, sc.MemberlistConfig); err != nil {
 		return err
 	}
+	replaced := n.claim.replacedIncarnation()
+	t.replaced.Store(&replaced)
 	n.refresh()
 	return n.startReminders()
 }

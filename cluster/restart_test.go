@@ -354,3 +354,75 @@ func TestARestartedNodeIsANewClient(t *testing.T) {
 		t.Errorf("the restarted node's first deposit: balance %d, want 20", got)
 	}
 }
+
+// TestALaggingViewKeepsTheStreamOfARestartedMember restarts a member under
+// its name while another member's view still has its first start, alive at
+// its old address. The restarted member's stream to that peer says in its
+// hello which start it replaced: the peer hands it out for calls to the
+// member, where it used to take it for the old start's and close it, which
+// failed the calls in flight on it both ways (a call from the restarted
+// member ran twice when retried).
+func TestALaggingViewKeepsTheStreamOfARestartedMember(t *testing.T) {
+	t.Parallel()
+	nodes, hooks := echoCluster(t, 3, 0, nil)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	first := *a.view.Load().byName[b.Name()]
+	// a's view keeps b's first start until the test ends.
+	holdView(t, a, func(members []Member) []Member { return members })
+	cfg := b.cfg
+	_ = b.Close()
+	waitFor(t, waitTimeout, "a's streams to b's first start to close", func() bool {
+		for _, s := range a.transport.openConns() {
+			if s.peer == b.Name() {
+				return false
+			}
+		}
+		return true
+	})
+	cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Seeds = []string{c.GossipAddr()}
+	again := startNode(t, cfg)
+	if m := *a.view.Load().byName[b.Name()]; m.GRPCAddr != first.GRPCAddr || m.Status != StatusAlive {
+		t.Fatalf("a's view has %s at %s, %v; want its first start's view of it", m.Name, m.GRPCAddr, m.Status)
+	}
+
+	// A call from the restarted member to a's grain, held there: it is
+	// in flight on the restarted member's stream to a.
+	held := ownedInEveryView(t, []*Node{a, c, again}, a, echoKind, "held")
+	heldDone := make(chan error, 1)
+	go func() {
+		_, err := again.Invoke(context.Background(), stringCall(methodHold, held, ""))
+		heldDone <- err
+	}()
+	if got := receive(t, hooks[a.Name()].entered, "the held call to start on a"); got != held {
+		t.Fatalf("%s entered Hold, want %s", got, held)
+	}
+	var accepted *conn
+	for _, s := range a.transport.openConns() {
+		if s.peer == b.Name() && s.addr == again.GRPCAddr() {
+			accepted = s
+		}
+	}
+	if accepted == nil || accepted.replaced != first.incarnation {
+		t.Fatalf("a's stream from the restarted member: %+v, want one whose hello says it replaced %q", accepted, first.incarnation)
+	}
+
+	// a calls a grain of b's, placed by its lagging view: on the
+	// restarted member's stream.
+	owned := ownedInEveryView(t, []*Node{a, c, again}, again, echoKind, "owned")
+	if got := where(t, a, owned); got != b.Name() {
+		t.Errorf("%s answered from %s, want %s", owned, got, b.Name())
+	}
+	if isDone(accepted.done) {
+		t.Error("a closed the restarted member's stream")
+	}
+	hooks[a.Name()].releaseHeld()
+	if err := receive(t, heldDone, "the held call to return"); err != nil {
+		t.Errorf("the held call: %v", err)
+	}
+	select {
+	case id := <-hooks[a.Name()].entered:
+		t.Errorf("Hold ran again on %s: the call was retried", id)
+	default:
+	}
+}

@@ -38,7 +38,11 @@ import (
 //
 // Only a member that saw the replacement says so: a member whose view
 // lags (it still has the old incarnation, or never heard of it) does not,
-// so a new start is never told it was superseded.
+// so a new start is never told it was superseded. The order goes the other
+// way too: a new start names, in the first hello of its streams, the
+// incarnation its join saw under its name (nameClaim.replaced), and a
+// member whose view still has that one keeps the stream for the member's
+// (see transport.conn).
 
 // incarnationBytes is the size of a node's incarnation: random bytes, so
 // that two starts under one name differ with overwhelming probability.

@@ -188,13 +188,19 @@ type transport struct {
 	// the streams it dials says both (see conn.addr and
 	// retiredIncarnations). Set by the node before it joins.
 	advertised, incarnation string
-	cfg                     *Config
-	log                     *slog.Logger
-	handler                 requestHandler
-	server                  *grpc.Server
-	lis                     net.Listener
-	ctx                     context.Context // cancelled by close: ends every stream
-	cancel                  context.CancelFunc
+	// replaced is the incarnation this node's start replaced under its
+	// name, if the join saw one (see nameClaim.replaced): the first hello
+	// of the streams it dials says it too, so that a peer whose view still
+	// has the old start knows the stream for a newer one (see conn).
+	// Stored once the node has its name, read by dials.
+	replaced atomic.Pointer[string]
+	cfg      *Config
+	log      *slog.Logger
+	handler  requestHandler
+	server   *grpc.Server
+	lis      net.Listener
+	ctx      context.Context // cancelled by close: ends every stream
+	cancel   context.CancelFunc
 	// replies recycles the channels calls wait on for their reply frame
 	// (a frame is large, so each channel is a 250-byte allocation).
 	replies sync.Pool // chan frame, capacity 1, empty
@@ -374,6 +380,14 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 				t.last.Store(c)
 				return c, nil
 			}
+			if c.replaced != "" && c.replaced == m.incarnation {
+				// The stream is from the start that replaced the one m
+				// describes, as its hello said: m comes from a view that
+				// has not seen the restart yet. The stream is to the
+				// member's newest start, which answers for its name:
+				// closing it would fail the calls on it both ways.
+				return c, nil
+			}
 			// The stream and m disagree on m's address: m restarted under
 			// its name (see nameClaim). If the node's view has m where m
 			// says, the stream is to the earlier incarnation, which may
@@ -460,7 +474,11 @@ func (t *transport) open(m *Member) (*conn, error) {
 		flags |= helloLeaving // so that the acceptor says bye at once (see serveStream)
 	}
 	if err == nil {
-		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, message: t.advertised, identity: t.incarnation, hello: flags})
+		var replaced string
+		if p := t.replaced.Load(); p != nil {
+			replaced = *p
+		}
+		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, message: t.advertised, identity: t.incarnation, method: replaced, hello: flags})
 		err = stream.SendMsg(&hello)
 	}
 	// Nothing more goes on the stream before the acceptor's answer to the
@@ -633,6 +651,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	c := newConn(t, hello.node, hello.message, ss, cancel, nil)
+	c.replaced = hello.method
 	c.peerLeaving.Store(hello.hello&helloLeaving != 0)
 	// The dialer understands name ids: use them (see nameRefs). Set before
 	// track, after which other goroutines may queue frames on c.
