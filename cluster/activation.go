@@ -1107,9 +1107,10 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 		c.RespondError(contextError(err))
 		return
 	}
-	tracked := m.tracked().seq != 0
+	st := m.tracked()
+	tracked := st.seq != 0
 	if tracked {
-		reply, seen, err := g.state.seen(m.gctx.stamp)
+		reply, seen, err := g.state.seen(st)
 		if err != nil {
 			c.RespondError(staleCallError(g.act().key(), err))
 			return
@@ -1119,7 +1120,7 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 			return
 		}
 	}
-	resp, err := g.run(m)
+	resp, err := g.run(m, st)
 	var reply any = resp
 	if err == nil && !m.method.ReadOnly {
 		reply, err = g.commit(m, resp, tracked)
@@ -1156,10 +1157,11 @@ func (g *grainActor) unusable() bool {
 	return true
 }
 
-// run calls the method. A call that fails, returns no response or panics
+// run calls the method, its effects on state recorded under st (see
+// grainCall.tracked). A call that fails, returns no response or panics
 // leaves no change in the state.
-func (g *grainActor) run(m *grainCall) (resp proto.Message, err error) {
-	g.state.begin(m.tracked())
+func (g *grainActor) run(m *grainCall, st stamp) (resp proto.Message, err error) {
+	g.state.begin(st)
 	done := false
 	defer func() {
 		if !done { // a panic: the actor's supervisor takes it from here
