@@ -190,6 +190,26 @@ type Config struct {
 	// means DefaultGrainRestartWindow.
 	GrainRestartWindow time.Duration
 
+	// KeepMajority turns on split-brain protection: a node serves grains
+	// only while the members it sees alive are a majority of the cluster
+	// (on an even split, the half with the member whose name sorts
+	// first), and a member seen failed keeps its grains for DownAfter
+	// before the others take them. A node without a majority owns no
+	// grain: calls made through it fail with ErrNoQuorum until it sees a
+	// majority again. Every node of a cluster must set it alike. Off by
+	// default: a cluster that loses half of its members then stops
+	// serving, and a failed member's grains wait DownAfter. See the
+	// package doc.
+	KeepMajority bool
+	// DownAfter is how long, with KeepMajority, a member seen failed
+	// keeps its vote and its grains before the members that have a
+	// majority count it out and place its grains on others. It must be
+	// longer than the other side of a partition takes to see it, which
+	// has fewer members to confirm a failure. Zero means the failure
+	// detector's longest suspicion and a margin, 27 probe intervals in a
+	// small cluster (8.1 s with GossipLocal, 27 s with GossipLAN).
+	DownAfter time.Duration
+
 	// clock, when set, replaces the activation table's clock (the time
 	// since the node started), so that tests of passivation need not wait.
 	clock func() time.Duration
@@ -325,7 +345,7 @@ func (c *Config) validate() error {
 	if c.EventBuffer < 0 || c.MaxBatchBytes < 0 || c.MaxFrameBytes < 0 || c.MaxPendingBytes < 0 {
 		return errors.New("cluster: buffer sizes must not be negative")
 	}
-	for _, d := range []time.Duration{c.DialTimeout, c.PassivationInterval, c.DeactivateTimeout, c.CommitTimeout, c.GrainRestartWindow} {
+	for _, d := range []time.Duration{c.DialTimeout, c.PassivationInterval, c.DeactivateTimeout, c.CommitTimeout, c.GrainRestartWindow, c.DownAfter} {
 		if d < 0 {
 			return fmt.Errorf("cluster: negative timeout %v", d)
 		}

@@ -27,6 +27,15 @@
 //   - No reentrancy, and no deadlock from it: a call to a grain that is
 //     waiting in the chain of calls that led to it (A calls B, B calls A)
 //     fails at once with ErrReentrant.
+//   - Across a network partition, by default, each side places the other
+//     side's grains on itself, so a grain called on both sides runs on
+//     both until the partition heals (its durable state refuses the second
+//     commit). Config.KeepMajority opts into split-brain protection: only
+//     the side that sees a majority of the members serves (on an even
+//     split, the half with the member whose name sorts first); the other
+//     side's nodes own nothing and fail calls with ErrNoQuorum; and a
+//     failed member's grains move only after Config.DownAfter, once the
+//     other side had time to see the partition and stand down.
 //
 // # Durable state
 //

@@ -45,6 +45,11 @@ var (
 	ErrUnavailable = errors.New("cluster: owner unavailable")
 	// ErrNodeClosed: the calling node is shut down (codes.Unavailable).
 	ErrNodeClosed = errors.New("cluster: node is closed")
+	// ErrNoQuorum: with Config.KeepMajority, the calling node does not see
+	// a majority of the cluster's members, and serves and places no grain
+	// until it does (codes.Unavailable). Invoke retries it within the
+	// call's deadline, like ErrUnavailable; Send returns it at once.
+	ErrNoQuorum = errors.New("cluster: no majority of the cluster's members in sight")
 	// ErrTagsTooLarge: the node's tags (transport address and kind names)
 	// exceed MaxTagsSize.
 	ErrTagsTooLarge = errors.New("cluster: node tags too large")
@@ -201,5 +206,5 @@ func contextError(err error) error {
 // the owner was unreachable or not the owner any more, so the grain did not
 // run it (or ran it on a node that has since failed).
 func retryable(err error) bool {
-	return errors.Is(err, ErrNotOwner) || errors.Is(err, ErrUnavailable)
+	return errors.Is(err, ErrNotOwner) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoQuorum)
 }

@@ -71,7 +71,11 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 			if ctx.Err() != nil {
 				why = ctx.Err().Error()
 			}
-			return nil, newError(codes.Unavailable, ErrUnavailable, "%v (gave up retrying: %s)", err, why)
+			sentinel := ErrUnavailable
+			if errors.Is(err, ErrNoQuorum) {
+				sentinel = ErrNoQuorum // the node's own state, which says more
+			}
+			return nil, newError(codes.Unavailable, sentinel, "%v (gave up retrying: %s)", err, why)
 		}
 		backoff = min(2*backoff, n.cfg.RetryBackoffMax)
 	}
@@ -108,9 +112,10 @@ func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, er
 		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
 	}
 	call := &r.call
-	owner, ok := n.view.Load().owner(call.Kind, call.Identity)
+	p := n.view.Load()
+	owner, ok := p.owner(call.Kind, call.Identity)
 	if !ok {
-		return nil, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
+		return nil, p.noOwner(call.Kind)
 	}
 	if owner.Name == n.name {
 		return n.serveLocal(ctx, call, r.chain, r.stamp, r.turnOnCaller || turnHere(ctx))

@@ -55,9 +55,14 @@ type Node struct {
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
-	viewMu    sync.Mutex    // guards viewNext
-	viewNext  chan struct{} // closed when the view is next replaced; made by the first to wait (see awaitView)
-	stop      chan struct{} // closed by teardown: ends the loops
+	// majority is the split-brain vote (Config.KeepMajority; nil without
+	// it), and recheck the timer that refreshes the view when the next
+	// failed member it holds is due to be downed; both under refreshMu.
+	majority *majority
+	recheck  *time.Timer
+	viewMu   sync.Mutex    // guards viewNext
+	viewNext chan struct{} // closed when the view is next replaced; made by the first to wait (see awaitView)
+	stop     chan struct{} // closed by teardown: ends the loops
 	// gaveUp is the last view in which a forwarded message waited for this
 	// node to own its grain and gave up (see checkForwardedOwner).
 	gaveUp atomic.Pointer[placement]
@@ -103,6 +108,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.clientID = cfg.ClientID
 	n.deadlines = newDeadlines(cfg.DefaultCallTimeout)
 	n.failedGrace, n.leaverGrace = cmp.Or(cfg.failedGrace, defaultFailedGrace), newLeaverGrace(&cfg)
+	if cfg.KeepMajority {
+		mc := cfg.memberlistConfig()
+		n.majority = newMajority(cfg.DownAfter, func(members int) time.Duration { return claimPatience(mc, members) })
+	}
 	n.store = cfg.Store
 	if n.store == nil {
 		n.store, n.ownStore = memstore.New(), true
@@ -236,10 +245,7 @@ func (n *Node) drainEvents() {
 			if _, ok := e.(serf.MemberEvent); !ok {
 				continue
 			}
-			select {
-			case n.changed <- struct{}{}:
-			default: // a refresh is pending and will see this change too
-			}
+			n.membershipChanged()
 		case <-n.stop:
 			return
 		}
@@ -293,6 +299,9 @@ func (n *Node) refresh() {
 // one it replaces (see refresh). n.refreshMu is held.
 func (n *Node) replaceView(p *placement) {
 	old := n.view.Load()
+	if n.majority != nil {
+		p = n.judge(old, p)
+	}
 	// Before p is seen: from then on a stream from a start that p
 	// replaced is refused (see retiredIncarnations).
 	n.retiredIDs.update(old, p)
@@ -309,6 +318,38 @@ func (n *Node) replaceView(p *placement) {
 	n.logChanges(old, p)
 	if moved := n.acts.sweepStrays(); moved > 0 {
 		n.log.Debug("cluster: moving grains after a membership change", "count", moved)
+	}
+}
+
+// judge applies the node's split-brain vote to p, the view about to
+// replace old (see majority), logs a change of side, and arranges a
+// refresh for when the next failed member the vote holds is due to be
+// downed. n.refreshMu is held.
+func (n *Node) judge(old, p *placement) *placement {
+	v := n.majority.vote(p.members, time.Now(), n.transport.saidLeaving)
+	switch {
+	case v.fenced && !old.fenced:
+		n.log.Warn("cluster: this node sees no majority of the cluster's members: it serves no grain until it does (Config.KeepMajority)",
+			"unreachable", v.held)
+	case !v.fenced && old.fenced:
+		n.log.Info("cluster: this node sees a majority of the cluster's members again")
+	}
+	if v.recheck > 0 && !isDone(n.stop) {
+		if n.recheck == nil {
+			n.recheck = time.AfterFunc(v.recheck, n.membershipChanged)
+		} else {
+			n.recheck.Reset(v.recheck)
+		}
+	}
+	return p.judged(v)
+}
+
+// membershipChanged asks the membership watcher for a refresh of the view,
+// without waiting.
+func (n *Node) membershipChanged() {
+	select {
+	case n.changed <- struct{}{}:
+	default: // a refresh is pending and will see this change too
 	}
 }
 
@@ -507,7 +548,8 @@ func (n *Node) Members() []Member {
 }
 
 // Owner returns the member that owns the grain (kind, identity) in this
-// node's view, and false if no alive member hosts kind.
+// node's view, and false if no alive member hosts kind, or if the node is
+// fenced (see Config.KeepMajority).
 func (n *Node) Owner(kind, identity string) (Member, bool) {
 	m, ok := n.view.Load().owner(kind, identity)
 	if !ok {
@@ -652,6 +694,13 @@ func (n *Node) teardown(ctx context.Context) {
 		}
 		close(n.stop)
 		n.loops.Wait()
+		if n.majority != nil {
+			n.refreshMu.Lock()
+			if n.recheck != nil {
+				n.recheck.Stop()
+			}
+			n.refreshMu.Unlock()
+		}
 		// With ctx ended (Close, or a Shutdown out of time) the grains'
 		// actors stop abruptly at once: a graceful stop first would only
 		// start what Close then cuts short.

@@ -3,6 +3,8 @@ package cluster
 import (
 	"slices"
 	"strings"
+
+	"google.golang.org/grpc/codes"
 )
 
 // MemberStatus is a member's state as gossip reports it.
@@ -63,7 +65,10 @@ type candidate struct {
 type placement struct {
 	members []Member               // every known member, sorted by name
 	byName  map[string]*Member     // alive members
-	byKind  map[string][]candidate // alive members hosting each kind
+	byKind  map[string][]candidate // alive members hosting each kind, and those a vote holds (see judged)
+	// fenced is whether this node's split-brain vote took it out of the
+	// cluster (see majority): then it owns nothing.
+	fenced bool
 }
 
 // newPlacement indexes members (which it keeps; do not modify them after).
@@ -86,6 +91,34 @@ func newPlacement(members []Member) *placement {
 		}
 	}
 	return p
+}
+
+// judged applies a split-brain vote's verdict to p, which is not yet in
+// use, and returns it: a fenced node has no candidates for any grain, and
+// the failed members the vote holds stay candidates for their grains
+// until they are downed.
+func (p *placement) judged(v verdict) *placement {
+	if v.fenced {
+		p.fenced, p.byKind = true, nil
+		return p
+	}
+	for _, name := range v.held {
+		m, _ := p.member(name)
+		seed := hashString(fnvOffset, m.Name)
+		for _, k := range m.Kinds {
+			p.byKind[k] = append(p.byKind[k], candidate{member: m, seed: seed})
+		}
+	}
+	return p
+}
+
+// noOwner is the error of a call or message to a grain of kind that has
+// no owner in p.
+func (p *placement) noOwner(kind string) error {
+	if p.fenced {
+		return newError(codes.Unavailable, ErrNoQuorum, "cluster: this node sees no majority of the cluster's members, and places no grain (Config.KeepMajority)")
+	}
+	return newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", kind)
 }
 
 // member returns the named member, whatever its status, and false if the

@@ -81,7 +81,7 @@ func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 		view := n.view.Load()
 		owner, ok := view.owner(call.Kind, call.Identity)
 		if !ok {
-			return newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member hosts grain kind %q", call.Kind)
+			return view.noOwner(call.Kind)
 		}
 		var err error
 		if owner.Name == n.name {

@@ -1,0 +1,240 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// view builds members from "name:status" pairs, each with incarnation
+// "1" unless the pair is "name:status:incarnation".
+func view(t *testing.T, pairs ...string) []Member {
+	t.Helper()
+	statuses := map[string]MemberStatus{"alive": StatusAlive, "leaving": StatusLeaving, "left": StatusLeft, "failed": StatusFailed}
+	var members []Member
+	for _, p := range pairs {
+		var name, st, inc string
+		for i, part := range strings.Split(p, ":") {
+			switch i {
+			case 0:
+				name = part
+			case 1:
+				st = part
+			case 2:
+				inc = part
+			}
+		}
+		status, ok := statuses[st]
+		if !ok {
+			t.Fatalf("bad status in %q", p)
+		}
+		if inc == "" {
+			inc = "1"
+		}
+		members = append(members, Member{Name: name, Status: status, Kinds: []string{echoKind}, incarnation: inc})
+	}
+	return members
+}
+
+func nobodyLeaving(string) bool { return false }
+
+// TestTheMajorityVote checks the split-brain vote on one view at a time.
+func TestTheMajorityVote(t *testing.T) {
+	const downAfter = 10 * time.Second
+	for _, tc := range []struct {
+		name    string
+		members []string
+		leaving string // a member that said it is leaving
+		fenced  bool
+		held    []string
+	}{
+		{"everyone alive", []string{"a:alive", "b:alive", "c:alive"}, "", false, nil},
+		{"one of three failed", []string{"a:alive", "b:alive", "c:failed"}, "", false, []string{"c"}},
+		{"two of three failed", []string{"a:alive", "b:failed", "c:failed"}, "", true, []string{"b", "c"}},
+		{"an even split, with the first name", []string{"a:alive", "b:alive", "c:failed", "d:failed"}, "", false, []string{"c", "d"}},
+		{"an even split, without the first name", []string{"a:failed", "b:failed", "c:alive", "d:alive"}, "", true, []string{"a", "b"}},
+		{"a leaving member is reachable", []string{"a:failed", "b:leaving", "c:alive"}, "", false, []string{"a"}},
+		{"members that left do not count", []string{"a:left", "b:left", "c:alive", "d:failed"}, "", false, []string{"d"}},
+		{"a leaver seen failed does not count", []string{"a:failed", "b:alive"}, "a", false, nil},
+		{"alone", []string{"a:alive"}, "", false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newMajority(downAfter, nil)
+			leaving := func(name string) bool { return name == tc.leaving }
+			got := v.vote(view(t, tc.members...), time.Unix(100, 0), leaving)
+			if got.fenced != tc.fenced || !slices.Equal(got.held, tc.held) {
+				t.Errorf("vote = fenced %t, held %v; want fenced %t, held %v", got.fenced, got.held, tc.fenced, tc.held)
+			}
+			if wantRecheck := !tc.fenced && len(tc.held) > 0; (got.recheck == downAfter) != wantRecheck {
+				t.Errorf("recheck in %v, want it in %v: %t", got.recheck, downAfter, wantRecheck)
+			}
+		})
+	}
+}
+
+// TestTheMajorityDownsFailedMembersInTime follows one vote over time: a
+// failed member is held for DownAfter and then downed by a node with a
+// majority, counts again once back, and a fenced node downs nobody.
+func TestTheMajorityDownsFailedMembersInTime(t *testing.T) {
+	const downAfter = 10 * time.Second
+	t0 := time.Unix(100, 0)
+	v := newMajority(downAfter, nil)
+	check := func(at time.Duration, members []Member, fenced bool, held []string, recheck time.Duration) {
+		t.Helper()
+		got := v.vote(members, t0.Add(at), nobodyLeaving)
+		if got.fenced != fenced || !slices.Equal(got.held, held) || got.recheck != recheck {
+			t.Errorf("at %v: vote = fenced %t, held %v, recheck %v; want fenced %t, held %v, recheck %v",
+				at, got.fenced, got.held, got.recheck, fenced, held, recheck)
+		}
+	}
+	cFailed := view(t, "a:alive", "b:alive", "c:failed")
+	check(0, cFailed, false, []string{"c"}, downAfter)
+	check(4*time.Second, cFailed, false, []string{"c"}, 6*time.Second)
+	check(downAfter, cFailed, false, nil, 0) // downed
+	// With c downed, b's failure is an even split that a, the first name, wins.
+	check(11*time.Second, view(t, "a:alive", "b:failed", "c:failed"), false, []string{"b"}, downAfter)
+	// Both back: they count again.
+	check(12*time.Second, view(t, "a:alive", "b:alive", "c:alive"), false, nil, 0)
+	check(13*time.Second, view(t, "a:alive", "b:failed", "c:failed"), true, []string{"b", "c"}, 0)
+	// Fenced, a downs nobody, however long it waits.
+	check(time.Hour, view(t, "a:alive", "b:failed", "c:failed"), true, []string{"b", "c"}, 0)
+	// c restarted under its name: the new start counts, the old one is
+	// gone, and b, failed for an hour, is downed at once.
+	check(time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, nil, 0)
+
+	// Without DownAfter, the patience for the view's size applies.
+	v = newMajority(0, func(members int) time.Duration { return time.Duration(members) * time.Second })
+	if got := v.vote(cFailed, t0, nobodyLeaving); got.recheck != 3*time.Second {
+		t.Errorf("recheck in %v with a patience of 1 s per member of three, want 3s", got.recheck)
+	}
+}
+
+// withStatuses returns an edit for holdViews that gives each named member
+// status st.
+func withStatuses(st MemberStatus, names ...string) func([]Member) []Member {
+	return func(members []Member) []Member {
+		for _, name := range names {
+			members = withStatus(name, st)(members)
+		}
+		return members
+	}
+}
+
+// TestANodeWithoutAMajorityServesNoGrain partitions a three-node cluster
+// with KeepMajority, one node from two, by holding the views: the lone
+// node deactivates its grains and refuses calls with ErrNoQuorum, the
+// others hold its grains for DownAfter, and once the partition heals the
+// lone node serves again.
+func TestANodeWithoutAMajorityServesNoGrain(t *testing.T) {
+	t.Parallel()
+	nodes, hooks := echoCluster(t, 3, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, time.Minute })
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	id := identityOwnedBy(t, nodes, a)
+	if got := add(t, b, id, 1); got != 1 {
+		t.Fatalf("total %d, want 1", got)
+	}
+	setA, setB := holdViews(t, a), holdViews(t, b)
+
+	setA(withStatuses(StatusFailed, b.Name(), c.Name()))
+	if got := receive(t, hooks[a.Name()].deactivated, "the lone node's grain to deactivate"); got != id {
+		t.Errorf("%s deactivated, want %s", got, id)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err := a.Invoke(ctx, addCall(id, 1))
+	if !errors.Is(err, ErrNoQuorum) || status.Code(err) != codes.Unavailable {
+		t.Errorf("a call through the lone node: %v (%v), want ErrNoQuorum, Unavailable", err, status.Code(err))
+	}
+	if err := a.Send(t.Context(), addCall(id, 1)); !errors.Is(err, ErrNoQuorum) {
+		t.Errorf("a message through the lone node: %v, want ErrNoQuorum", err)
+	}
+	if m, ok := a.Owner(echoKind, id); ok {
+		t.Errorf("the lone node places %s on %s, want nowhere", id, m.Name)
+	}
+
+	// The other side holds the lone node's grains until DownAfter.
+	setB(withStatuses(StatusFailed, a.Name()))
+	if m, ok := b.Owner(echoKind, id); !ok || m.Name != a.Name() {
+		t.Errorf("the majority places %s on %s before DownAfter, want %s", id, m.Name, a.Name())
+	}
+	if _, err := b.Invoke(t.Context(), addCall(id, 1), WithoutRetry()); err == nil {
+		t.Error("a call to a grain of the fenced node succeeded")
+	}
+
+	// The partition heals.
+	setA(withStatuses(StatusAlive, b.Name(), c.Name()))
+	setB(withStatuses(StatusAlive, a.Name()))
+	if got := where(t, b, id); got != a.Name() {
+		t.Errorf("%s answered from %s after the partition healed, want %s", id, got, a.Name())
+	}
+	if got := add(t, a, id, 1); got != 1 {
+		t.Errorf("total %d from a fresh activation, want 1", got)
+	}
+}
+
+// TestTheMajorityTakesAFailedMembersGrainsAfterDownAfter crashes one node
+// of three with KeepMajority: the other two place its grains on themselves
+// once DownAfter has passed since they saw it failed, with no further
+// membership change to prompt them.
+func TestTheMajorityTakesAFailedMembersGrainsAfterDownAfter(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, 300*time.Millisecond })
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	id := identityOwnedBy(t, nodes, c)
+	add(t, a, id, 1)
+	_ = c.Close()
+	waitFor(t, waitTimeout, "the others to place the crashed node's grain on themselves", func() bool {
+		for _, n := range []*Node{a, b} {
+			if m, ok := n.Owner(echoKind, id); !ok || m.Name == c.Name() {
+				return false
+			}
+		}
+		return true
+	})
+	if got := add(t, a, id, 1); got != 1 {
+		t.Errorf("total %d from the new owner's fresh activation, want 1", got)
+	}
+}
+
+// TestAnEvenSplitKeepsTheFirstName crashes one node of two with
+// KeepMajority: the survivor serves only if its name sorts first.
+func TestAnEvenSplitKeepsTheFirstName(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, time.Minute })
+	slices.SortFunc(nodes, func(x, y *Node) int { return strings.Compare(x.Name(), y.Name()) })
+	first, second := nodes[0], nodes[1]
+	id := identityOwnedBy(t, nodes, first)
+	_ = first.Close()
+	waitFor(t, waitTimeout, "the survivor to fence itself", func() bool { return second.view.Load().fenced })
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := second.Invoke(ctx, addCall(id, 1)); !errors.Is(err, ErrNoQuorum) {
+		t.Errorf("a call through the survivor: %v, want ErrNoQuorum", err)
+	}
+}
+
+// TestAGracefulLeaveKeepsTheMajority shuts one node of two down
+// gracefully with KeepMajority: a member that left does not count, so the
+// other serves on, its grains too.
+func TestAGracefulLeaveKeepsTheMajority(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, time.Minute })
+	slices.SortFunc(nodes, func(x, y *Node) int { return strings.Compare(x.Name(), y.Name()) })
+	first, second := nodes[0], nodes[1]
+	id := identityOwnedBy(t, nodes, first)
+	if err := first.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := addWithin(t, second, id, 1); got != 1 {
+		t.Errorf("total %d, want 1", got)
+	}
+	if second.view.Load().fenced {
+		t.Error("the node that stayed fenced itself after a graceful leave")
+	}
+}
