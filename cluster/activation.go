@@ -1173,7 +1173,7 @@ func (g *grainActor) run(m *grainCall, st stamp) (resp proto.Message, err error)
 	gc.inner.Store(0)
 	resp, err = m.method.Handle(g.grain, gc, m.req)
 	done = true
-	if err == nil && resp == nil {
+	if err == nil && noMessage(resp) {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
 			m.method.Name, g.hk.Name, g.identity)
 	}

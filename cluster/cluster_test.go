@@ -266,6 +266,13 @@ func TestErrorCodesLocalAndRemote(t *testing.T) {
 			code: codes.Internal, sentinel: ErrGrainPanic},
 		{name: "nil response is Internal", call: func(id string) Call { return stringCall(methodFail, id, "nil") },
 			code: codes.Internal, sentinel: ErrBadResponse},
+		{name: "typed nil response is Internal", call: func(id string) Call { return stringCall(methodFail, id, "typednil") },
+			code: codes.Internal, sentinel: ErrBadResponse},
+		{name: "typed nil request", call: func(id string) Call {
+			c := stringCall(methodString, id, "")
+			c.Request = (*wrapperspb.StringValue)(nil)
+			return c
+		}, code: codes.InvalidArgument, sentinel: ErrBadRequest},
 		{name: "unknown method", call: func(id string) Call { return stringCall("/test.Echo/Nope", id, "") },
 			code: codes.Unimplemented, sentinel: ErrUnknownMethod},
 		{name: "unknown kind", call: func(id string) Call {

@@ -416,7 +416,7 @@ func validateMethods(k *Kind) error {
 			return fmt.Errorf("cluster: kind %q lists method %q twice", k.Name, m.Name)
 		case m.NewRequest == nil || m.Handle == nil:
 			return fmt.Errorf("cluster: method %q of kind %q needs NewRequest and Handle", m.Name, k.Name)
-		case m.NewRequest() == nil:
+		case noMessage(m.NewRequest()):
 			return fmt.Errorf("cluster: method %q of kind %q: NewRequest returned nil", m.Name, k.Name)
 		}
 		seen[m.Name] = true

@@ -268,7 +268,7 @@ func newEchoKind(h *hooks, idle time.Duration) *Kind {
 }
 
 // fail fails the way how says: "status:<code>:<msg>", "plain:<msg>",
-// "panic:<msg>" or "nil".
+// "panic:<msg>", "nil" or "typednil" (a nil *StringValue).
 func fail(how string) (proto.Message, error) {
 	kind, msg, _ := strings.Cut(how, ":")
 	switch kind {
@@ -285,6 +285,8 @@ func fail(how string) (proto.Message, error) {
 		panic(msg)
 	case "nil":
 		return nil, nil
+	case "typednil":
+		return (*wrapperspb.StringValue)(nil), nil
 	}
 	return wrapperspb.String(how), nil
 }

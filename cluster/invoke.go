@@ -41,7 +41,7 @@ func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto
 // or an option says otherwise.
 func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, opts []CallOption) (proto.Message, error) {
 	cc := applyCallOptions(opts)
-	if call.Request == nil || call.NewResponse == nil {
+	if noMessage(call.Request) || call.NewResponse == nil {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: call to %s/%s %s needs Request and NewResponse",
 			call.Kind, call.Identity, call.Method)
 	}
@@ -79,6 +79,14 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 		}
 		backoff = min(2*backoff, n.cfg.RetryBackoffMax)
 	}
+}
+
+// noMessage reports whether m is no message: nil, or a nil pointer to a
+// message type in an interface (a generated method's typed nil), which
+// would encode as an empty message across nodes and reach a grain on the
+// same node as a nil pointer.
+func noMessage(m proto.Message) bool {
+	return m == nil || !m.ProtoReflect().IsValid()
 }
 
 // remoteCall is a call with its request encoded once for all attempts.

@@ -113,7 +113,7 @@ func checkOneWay(call *Call, opts []CallOption) error {
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: WithCallID does not apply to one-way messages",
 			call.Kind, call.Identity, call.Method)
 	}
-	if call.Request == nil {
+	if noMessage(call.Request) {
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s needs a Request",
 			call.Kind, call.Identity, call.Method)
 	}
@@ -826,7 +826,7 @@ func (g *grainActor) runOneWay(m *oneWayCall) (resp proto.Message, err error) {
 	}()
 	resp, err = m.method.Handle(g.grain, m, m.req)
 	done = true
-	if err == nil && resp == nil {
+	if err == nil && noMessage(resp) {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
 			m.method.Name, g.hk.Name, g.identity)
 	}

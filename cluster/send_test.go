@@ -524,6 +524,8 @@ func TestSendErrors(t *testing.T) {
 		wrongType.Request = wrapperspb.String("not an int")
 		noRequest := recordCall(id, 1)
 		noRequest.Request = nil
+		typedNilRequest := recordCall(id, 1)
+		typedNilRequest.Request = (*wrapperspb.Int64Value)(nil)
 		unknownKind := recordCall(id, 1)
 		unknownKind.Kind = "test.Nope"
 		for _, tc := range []struct {
@@ -539,6 +541,7 @@ func TestSendErrors(t *testing.T) {
 			{"unknown method", ctx, unknownMethod, nil, codes.Unimplemented, ErrUnknownMethod},
 			{"unknown kind", ctx, unknownKind, nil, codes.Unimplemented, ErrUnknownKind},
 			{"no request", ctx, noRequest, nil, codes.InvalidArgument, ErrBadRequest},
+			{"a typed nil request", ctx, typedNilRequest, nil, codes.InvalidArgument, ErrBadRequest},
 			{"call ID", ctx, recordCall(id, 1), []CallOption{WithCallID("client", 1)}, codes.InvalidArgument, ErrBadRequest},
 			{"canceled", canceled, recordCall(id, 1), nil, codes.Canceled, nil},
 		} {
