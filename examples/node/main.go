@@ -53,6 +53,7 @@ func run() error {
 	local := flag.Bool("local", true, "use the fast gossip timings meant for one machine")
 	postgres := flag.String("postgres", "", "PostgreSQL DSN of a database every node shares for grain state (default: a memory store per process)")
 	schema := flag.String("schema", "protograin", "PostgreSQL schema for grain state, with -postgres")
+	flag.BoolVar(&cfg.KeepMajority, "keep-majority", false, "split-brain protection: serve grains only while this node sees a majority of the members (give it to every node)")
 	flag.Parse()
 	if *every <= 0 {
 		return fmt.Errorf("-every is %v; want a positive duration", *every)
