@@ -21,8 +21,10 @@ import (
 	"github.com/protograin/protograin/testdata/oneway"
 	"github.com/protograin/protograin/testdata/productwords"
 	"github.com/protograin/protograin/testdata/proto2"
+	"github.com/protograin/protograin/testdata/publicimport"
 	"github.com/protograin/protograin/testdata/samepackage"
 	"github.com/protograin/protograin/testdata/unary"
+	"github.com/protograin/protograin/testdata/upperpkg"
 	"github.com/protograin/protograin/testdata/wkt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -278,6 +280,29 @@ func TestKindHandleRejectsWrongTypes(t *testing.T) {
 	}
 }
 
+// nilGrain's Count returns neither a response nor an error, a grain's bug.
+type nilGrain struct{ unary.UnimplementedEchoGrain }
+
+func (nilGrain) Count(cluster.GrainContext, *unary.CountRequest) (*unary.CountResponse, error) {
+	return nil, nil
+}
+
+// TestKindHandleReturnsNoMessageForNil checks that a grain's nil response
+// leaves Handle as an untyped nil, which the cluster rejects as a response
+// that is missing. A nil *CountResponse in a proto.Message would not be nil.
+func TestKindHandleReturnsNoMessageForNil(t *testing.T) {
+	kind := unary.NewEchoKind(func(string) unary.EchoGrain { return nilGrain{} })
+	count, ok := findMethod(kind, unary.EchoCountMethod)
+	if !ok {
+		t.Fatal("no Count method")
+	}
+	ctx := grainContext{Context: context.Background(), kind: unary.EchoKind, identity: "alice"}
+	resp, err := count.Handle(nilGrain{}, ctx, &unary.CountRequest{})
+	if resp != nil || err != nil {
+		t.Errorf("Handle = %#v, %v; want an untyped nil and no error", resp, err)
+	}
+}
+
 // goldenService is one service of a golden package, built with a grain that
 // only embeds its Unimplemented type.
 type goldenService struct {
@@ -324,6 +349,10 @@ func goldenServices() []goldenService {
 			func(c cluster.Caller) any { return nested.NewNestClient(c, "id") }},
 		{empty.NewPlaceholderKind(func(string) empty.PlaceholderGrain { return empty.UnimplementedPlaceholderGrain{} }),
 			func(c cluster.Caller) any { return empty.NewPlaceholderClient(c, "id") }},
+		{publicimport.NewUserKind(func(string) publicimport.UserGrain { return publicimport.UnimplementedUserGrain{} }),
+			func(c cluster.Caller) any { return publicimport.NewUserClient(c, "id") }},
+		{upperpkg.NewDepotKind(func(string) upperpkg.DepotGrain { return upperpkg.UnimplementedDepotGrain{} }),
+			func(c cluster.Caller) any { return upperpkg.NewDepotClient(c, "id") }},
 		{multiservice.NewFirstKind(func(string) multiservice.FirstGrain { return multiservice.UnimplementedFirstGrain{} }),
 			func(c cluster.Caller) any { return multiservice.NewFirstClient(c, "id") }},
 		{multiservice.NewSecondKind(func(string) multiservice.SecondGrain { return multiservice.UnimplementedSecondGrain{} }),
@@ -425,6 +454,47 @@ func TestClashingNamesStillWork(t *testing.T) {
 		if got != want {
 			t.Errorf("constant %q, want %q", got, want)
 		}
+	}
+}
+
+// TestVetMethodNamesRenamed checks the clash golden's RPCs MarshalJSON and
+// ReadByte, which go vet's stdmethods check would reject with the grain's
+// signatures (TestGoldensVet runs go vet on the golden).
+func TestVetMethodNamesRenamed(t *testing.T) {
+	client := reflect.TypeOf(clash.NewCounterClient(newTestCaller(), "id"))
+	for _, name := range []string{"MarshalJSON", "ReadByte"} {
+		if _, ok := client.MethodByName(name); ok {
+			t.Errorf("the client has a method %s", name)
+		}
+		if _, ok := client.MethodByName(name + "_"); !ok {
+			t.Errorf("the client has no method %s_", name)
+		}
+	}
+}
+
+// twoKinds serves the multiservice golden's First and Second with one type.
+// It leaves Second's Undo to a nil *UnimplementedSecondGrain.
+type twoKinds struct {
+	*multiservice.UnimplementedSecondGrain // nil
+	multiservice.UnimplementedFirstGrain
+}
+
+// Do is an RPC of both services, which both embedded types have.
+func (*twoKinds) Do(cluster.GrainContext, *multiservice.Msg) (*multiservice.Msg, error) {
+	return &multiservice.Msg{}, nil
+}
+
+// TestNilEmbedNextToAnotherUnimplemented embeds two Unimplemented types of
+// one package, one by nil pointer: each has a nil check of its own name,
+// so the one of the nil pointer is still in the grain's method set.
+func TestNilEmbedNextToAnotherUnimplemented(t *testing.T) {
+	kind := multiservice.NewSecondKind(func(string) multiservice.SecondGrain { return &twoKinds{} })
+	if msg := panicOf(func() { kind.New("alice") }); !strings.Contains(msg, "nil *UnimplementedSecondGrain") {
+		t.Errorf("New panicked with %q, want a panic naming the nil *UnimplementedSecondGrain", msg)
+	}
+	first := multiservice.NewFirstKind(func(string) multiservice.FirstGrain { return &twoKinds{} })
+	if msg := panicOf(func() { first.New("alice") }); msg != "" {
+		t.Errorf("NewFirstKind's New panicked: %s", msg)
 	}
 }
 

@@ -26,13 +26,28 @@
 //	       --grain_out=. --grain_opt=paths=source_relative counter.proto
 //
 // Parameters are the ones protoc-gen-go takes for placing files (paths=,
-// module=, M<file>=<import path>); any other parameter is an error. Only
-// unary RPCs are supported: a streaming RPC fails the run with an error that
-// names the file, service and method, and nothing is written.
+// module=, M<file>=<import path>, where <file> is the path of a .proto
+// file), and grpc=true; any other parameter is an error, including the
+// ones protoc-gen-go takes for its own code (annotate_code,
+// default_api_level, apilevelM<file>). Only unary RPCs are supported: a
+// streaming RPC fails the run with an error that names the file, service
+// and method, and nothing is written.
+//
+// Set grpc=true when protoc-gen-go-grpc writes into the same Go packages:
+// the generated names then yield to the ones protoc-gen-go-grpc declares
+// (<S>Client, New<S>Client, <S>Server, Unimplemented<S>Server,
+// Unsafe<S>Server, Register<S>Server, <S>_ServiceDesc,
+// <S>_<M>_FullMethodName, and <S>_<M>Client and <S>_<M>Server for
+// streaming RPCs), by the renaming rule of names.go: the grain client of a
+// service Counter becomes CounterClient_, made by NewCounterClient_. The
+// golden is internal/grpcgolden.
 //
 // A service may name a typed state message and a flush mode, and an RPC may
 // be marked read-only, with the options of protograin/v1/options.proto (in
-// the protograin module's proto/ directory; see docs/state-options.md). The
+// the protograin module's proto/ directory; see docs/state-options.md).
+// They are read only in files that import options.proto, directly or not:
+// in other files, an option with the same field number belongs to another
+// option set. The
 // kind then carries NewState, Flush and ReadOnly, and a typed accessor
 // <Service>StateOf(ctx) returns the state message during a call. Options
 // that name no message or an unknown flush mode fail the run, naming the

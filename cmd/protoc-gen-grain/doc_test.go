@@ -18,6 +18,7 @@ func TestGoldensDocumentEveryExportedName(t *testing.T) {
 		t.Fatalf("no goldens found: %v", err)
 	}
 	more, _ := filepath.Glob(filepath.Join(repoRoot, "examples", "*", "*_grain.pb.go"))
+	more = append(more, filepath.Join(repoRoot, filepath.FromSlash(strings.TrimSuffix(grpcGolden, ".proto")+"_grain.pb.go")))
 	for _, path := range append(files, more...) {
 		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ParseComments)
 		if err != nil {

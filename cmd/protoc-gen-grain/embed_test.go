@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/protograin/protograin/cluster"
+	"github.com/protograin/protograin/testdata/oneway"
 	"github.com/protograin/protograin/testdata/unary"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -76,5 +78,59 @@ func TestNilEmbeddedUnimplementedFailsTheCall(t *testing.T) {
 	}
 	if msg := status.Convert(err).Message(); !strings.Contains(msg, "activating") || !strings.Contains(msg, "UnimplementedEchoGrain") {
 		t.Errorf("message %q does not say the activation failed on the nil UnimplementedEchoGrain", msg)
+	}
+}
+
+// TestNilRequestIsRejected calls a real node through generated clients with
+// a nil request. The client hands it on as it is, a nil *Request in the
+// Call, and the node refuses it as a call without a request: an
+// InvalidArgument error wrapping cluster.ErrBadRequest, before any grain
+// sees it. The nil response of a grain is checked by
+// TestKindHandleReturnsNoMessageForNil.
+func TestNilRequestIsRejected(t *testing.T) {
+	var activated atomic.Bool
+	cfg := cluster.DefaultConfig()
+	cfg.NodeName = "nil-request-test"
+	cfg.BindAddr = "127.0.0.1:0"
+	cfg.GRPCAddr = "127.0.0.1:0"
+	cfg.Gossip = cluster.GossipLocal
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Kinds = []*cluster.Kind{
+		unary.NewEchoKind(func(string) unary.EchoGrain {
+			activated.Store(true)
+			return &echoGrain{}
+		}),
+		oneway.NewPlayerKind(func(string) oneway.PlayerGrain {
+			activated.Store(true)
+			return oneway.UnimplementedPlayerGrain{}
+		}),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	node, err := cluster.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := node.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	calls := map[string]func() error{
+		"call": func() error {
+			_, err := unary.NewEchoClient(node, "alice").Say(ctx, nil)
+			return err
+		},
+		"one-way": func() error {
+			return oneway.NewPlayerClient(node, "alice").Move(ctx, nil)
+		},
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, cluster.ErrBadRequest) || status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s with a nil request: %v, want an InvalidArgument error wrapping cluster.ErrBadRequest", name, err)
+		}
+	}
+	if activated.Load() {
+		t.Error("a grain was activated for a call with a nil request")
 	}
 }

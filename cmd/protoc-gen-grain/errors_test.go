@@ -1,7 +1,10 @@
 package main
 
 import (
+	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 )
 
 func TestStreamingRPCsAreRejected(t *testing.T) {
@@ -61,17 +64,60 @@ func TestBadParameters(t *testing.T) {
 	}{
 		{
 			param: "paths=source_relative,verbose=true",
-			want:  `unknown parameter "verbose": protoc-gen-grain takes only paths=, module= and M<file>= (see --help)`,
+			want:  `unknown parameter "verbose": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`,
 		},
 		{
 			param: "simple",
-			want:  `unknown parameter "simple": protoc-gen-grain takes only paths=, module= and M<file>= (see --help)`,
+			want:  `unknown parameter "simple": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`,
 		},
 		{
 			// protogen checks the parameters it owns; the plugin passes its
 			// error through unchanged.
 			param: "paths=nowhere",
 			want:  `unknown path type "nowhere": want "import" or "source_relative"`,
+		},
+		// protogen would take the rest silently.
+		{
+			// module=, capitalised: protogen would take it as an M<file>
+			// mapping of the file "odule".
+			param: "Module=github.com/protograin/protograin",
+			want:  `unknown parameter "Module": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`,
+		},
+		{
+			param: "=x",
+			want:  `parameter "=x" has no name`,
+		},
+		{
+			param: "annotate_code",
+			want:  `unknown parameter "annotate_code": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`,
+		},
+		{
+			param: "annotate_code=true",
+			want:  `unknown parameter "annotate_code": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`,
+		},
+		{
+			param: "default_api_level=API_OPAQUE",
+			want:  `unknown parameter "default_api_level": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`,
+		},
+		{
+			param: "apilevelMtestdata/unary/unary.proto=API_OPAQUE",
+			want:  `unknown parameter "apilevelMtestdata/unary/unary.proto": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`,
+		},
+		{
+			param: "module",
+			want:  `parameter module needs a value: module=...`,
+		},
+		{
+			param: "grpc",
+			want:  `parameter grpc needs a value: grpc=...`,
+		},
+		{
+			param: "grpc=maybe",
+			want:  `parameter grpc=maybe: parse error`,
+		},
+		{
+			param: "Mtestdata/unary/unary.proto=",
+			want:  `parameter Mtestdata/unary/unary.proto needs an import path: Mtestdata/unary/unary.proto=<import path>`,
 		},
 	}
 	files := compile(t, "testdata/unary/unary.proto")
@@ -98,6 +144,8 @@ func TestOutputPaths(t *testing.T) {
 		{"paths=import", "github.com/protograin/protograin/testdata/unary/unary_grain.pb.go"},
 		{"module=github.com/protograin/protograin", "testdata/unary/unary_grain.pb.go"},
 		{"Mtestdata/unary/unary.proto=example.com/elsewhere;echo", "example.com/elsewhere/unary_grain.pb.go"},
+		// Empty parameters, as from a trailing comma, are ignored.
+		{"module=github.com/protograin/protograin,,grpc=false,", "testdata/unary/unary_grain.pb.go"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.param, func(t *testing.T) {
@@ -116,5 +164,60 @@ func TestOutputPaths(t *testing.T) {
 				t.Errorf("files %v, want [%s]", names, tt.want)
 			}
 		})
+	}
+}
+
+// TestCommentsAreCleaned: a proto comment may hold a byte order mark, NUL
+// or invalid UTF-8, none of which Go source may hold. The generated comment
+// has U+FFFD for invalid UTF-8 and drops the others.
+func TestCommentsAreCleaned(t *testing.T) {
+	req := request(compile(t, "testdata/unary/unary.proto"), genParameter)
+	file := req.ProtoFile[len(req.ProtoFile)-1]
+	set := false
+	for _, loc := range file.GetSourceCodeInfo().GetLocation() {
+		path := loc.GetPath()
+		switch {
+		case len(path) == 2 && path[0] == 6 && path[1] == 0: // service 0
+			loc.LeadingComments = proto.String(" Echo \ufeffhas a BOM,\x00 a NUL and caf\xe9 in Latin-1.\n")
+			set = true
+		case len(path) == 4 && path[0] == 6 && path[1] == 0 && path[2] == 2 && path[3] == 0: // its method 0
+			loc.LeadingComments = proto.String(" Say \xff\xfe\ufeff.\n")
+		}
+	}
+	if !set {
+		t.Fatal("no source location for the service; the test does not test what it says")
+	}
+	resp, err := runPlugin(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetError() != "" || len(resp.GetFile()) != 1 {
+		t.Fatalf("error %.300q, %d files; want one file", resp.GetError(), len(resp.GetFile()))
+	}
+	src := resp.GetFile()[0].GetContent()
+	for _, want := range []string{"// Echo has a BOM, a NUL and caf\ufffd in Latin-1.", "// Say \ufffd."} {
+		if !strings.Contains(src, want) {
+			t.Errorf("generated code lacks %q", want)
+		}
+	}
+}
+
+// TestRenderErrorNamesTheService: should the generated code fail to
+// format, which is a bug, the error names the service whose code fails,
+// without the source listing the formatter's error comes with.
+func TestRenderErrorNamesTheService(t *testing.T) {
+	gen := plugin(t, "testdata/multiservice/multi.proto")
+	file := gen.FilesByPath["testdata/multiservice/multi.proto"]
+	names := packageNames(gen.Files, hasStateOption, false)
+	configs, err := fileConfigs(gen, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names.services[servicesByName(gen)["protograin.testdata.multiservice.v1.Second"]].Kind = "Second Kind" // not an identifier
+	err = generateFile(gen, file, names, configs)
+	const prefix = "protoc-gen-grain: testdata/multiservice/multi.proto: service protograin.testdata.multiservice.v1.Second: " +
+		"generated Go code does not format ("
+	if err == nil || !strings.HasPrefix(err.Error(), prefix) || strings.Contains(err.Error(), "\n") || len(err.Error()) > len(prefix)+100 {
+		t.Errorf("error %q, want one line starting %q", err, prefix)
 	}
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"maps"
 	"strings"
 
@@ -22,9 +24,9 @@ const (
 )
 
 // generate writes a _grain.pb.go file for each file to generate that has
-// services. It checks every service first, so that an unsupported RPC fails
-// the run without any output.
-func generate(gen *protogen.Plugin) error {
+// services, with the plugin parameters p. It checks every service first, so
+// that an unsupported RPC fails the run without any output.
+func generate(gen *protogen.Plugin, p *params) error {
 	// The generator reads no editions features, so it supports every edition
 	// protogen can parse up to 2023; advertising it lets buf and protoc pass
 	// editions files instead of refusing them.
@@ -47,7 +49,7 @@ func generate(gen *protogen.Plugin) error {
 		}
 		maps.Copy(configs, fileConfigs)
 	}
-	names := packageNames(gen.Files, hasStateOption)
+	names := packageNames(gen.Files, hasStateOption, p.grpc)
 	for _, file := range gen.Files {
 		if !file.Generate || len(file.Services) == 0 {
 			continue
@@ -90,26 +92,57 @@ func checkMethod(m *protogen.Method) error {
 
 // fileGen writes one _grain.pb.go file.
 type fileGen struct {
-	file    *protogen.File
-	names   map[*protogen.Service]*serviceNames
-	configs map[*protogen.Service]*grainConfig
-	out     *jen.File
+	file     *protogen.File
+	names    map[*protogen.Service]*serviceNames
+	declared nameSet // the top-level names of the file's Go package
+	configs  map[*protogen.Service]*grainConfig
+	out      *jen.File
 }
 
-func generateFile(gen *protogen.Plugin, file *protogen.File, names map[*protogen.Service]*serviceNames, configs map[*protogen.Service]*grainConfig) error {
-	out := jen.NewFilePathName(string(file.GoImportPath), string(file.GoPackageName))
-	fg := &fileGen{file: file, names: names, configs: configs, out: out}
+func generateFile(gen *protogen.Plugin, file *protogen.File, names runNames, configs map[*protogen.Service]*grainConfig) error {
+	fg := newFileGen(file, names, configs)
 	fg.header()
 	for _, svc := range file.Services {
 		fg.service(svc)
 	}
 	fg.importNames(gen)
 
-	g := gen.NewGeneratedFile(file.GeneratedFilenamePrefix+"_grain.pb.go", file.GoImportPath)
-	if err := out.Render(g); err != nil {
-		return fmt.Errorf("protoc-gen-grain: %s: rendering Go code: %w", file.Desc.Path(), err)
+	var b bytes.Buffer
+	if err := fg.out.Render(&b); err != nil {
+		return fmt.Errorf("protoc-gen-grain: %s: %w", file.Desc.Path(), fg.renderError(err))
 	}
-	return nil
+	g := gen.NewGeneratedFile(file.GeneratedFilenamePrefix+"_grain.pb.go", file.GoImportPath)
+	_, err := g.Write(b.Bytes())
+	return err
+}
+
+// newFileGen prepares the generation of file's _grain.pb.go.
+func newFileGen(file *protogen.File, names runNames, configs map[*protogen.Service]*grainConfig) *fileGen {
+	return &fileGen{
+		file:     file,
+		names:    names.services,
+		declared: names.declared[file.GoImportPath],
+		configs:  configs,
+		out:      jen.NewFilePathName(string(file.GoImportPath), string(file.GoPackageName)),
+	}
+}
+
+// renderError explains why the file's Go code failed to render, which is a
+// bug of the generator: it names the first service whose code fails on its
+// own, and keeps the formatter's message without the source listing that
+// jennifer appends to it.
+func (fg *fileGen) renderError(err error) error {
+	msg, _, _ := strings.Cut(err.Error(), "\n")
+	msg = strings.TrimSuffix(strings.TrimPrefix(msg, "Error "), " while formatting source:")
+	for _, svc := range fg.file.Services {
+		one := *fg
+		one.out = jen.NewFilePathName(string(fg.file.GoImportPath), string(fg.file.GoPackageName))
+		one.service(svc)
+		if one.out.Render(io.Discard) != nil {
+			return fmt.Errorf("service %s: generated Go code does not format (%s)", svc.Desc.FullName(), msg)
+		}
+	}
+	return fmt.Errorf("generated Go code does not format (%s)", msg)
 }
 
 // header writes the file header and the version handshake. The header names
@@ -146,7 +179,7 @@ func (fg *fileGen) importNames(gen *protogen.Plugin) {
 			continue
 		}
 		name := string(f.GoPackageName)
-		if alias := importName(name); alias != name {
+		if alias := importName(name, fg.declared); alias != name {
 			fg.out.ImportAlias(string(f.GoImportPath), alias)
 		} else {
 			fg.out.ImportName(string(f.GoImportPath), name)
@@ -232,16 +265,11 @@ func (fg *fileGen) unimplemented(svc *protogen.Service, n *serviceNames) {
 		)
 	}
 	fg.out.Comment(doc(prose("%s reports whether u is nil: %s uses it to reject a grain that embeds a nil *%s.",
-		embeddedNil, n.NewKind, n.Unimplemented)))
-	fg.out.Func().Params(jen.Id("u").Op("*").Id(n.Unimplemented)).Id(embeddedNil).Params().Bool().Block(
+		n.IsNil, n.NewKind, n.Unimplemented)))
+	fg.out.Func().Params(jen.Id("u").Op("*").Id(n.Unimplemented)).Id(n.IsNil).Params().Bool().Block(
 		jen.Return(jen.Id("u").Op("==").Nil()),
 	)
 }
-
-// embeddedNil names the unexported method of every Unimplemented type that
-// the generated New of a kind calls (see kindNew). Unexported, it cannot
-// clash with an RPC's method, whose Go name is exported.
-const embeddedNil = "embeddedNil"
 
 // kindNew returns the Kind's New: it makes the grain with factory and
 // panics if the grain embeds a nil *Unimplemented<S>Grain. Such a grain
@@ -250,13 +278,16 @@ const embeddedNil = "embeddedNil"
 // error says why, as grpc-go fails the registration of such a server. The
 // method has a pointer receiver so that it sees the nil: the method sets
 // of grains that embed the type by value, as its doc asks, include it only
-// when the grain is a pointer, and then it is never nil.
+// when the grain is a pointer, and then it is never nil. Each Unimplemented
+// type has a method of its own name (n.IsNil), so that a grain embedding
+// those of several services of one package still has each in its method
+// set.
 func kindNew(n *serviceNames) jen.Code {
 	return jen.Func().Params(jen.Id("identity").String()).Any().Block(
 		jen.Id("g").Op(":=").Id("factory").Call(jen.Id("identity")),
 		jen.If(
-			jen.List(jen.Id("u"), jen.Id("ok")).Op(":=").Id("g").Assert(jen.Interface(jen.Id(embeddedNil).Params().Bool())),
-			jen.Id("ok").Op("&&").Id("u").Dot(embeddedNil).Call(),
+			jen.List(jen.Id("u"), jen.Id("ok")).Op(":=").Id("g").Assert(jen.Interface(jen.Id(n.IsNil).Params().Bool())),
+			jen.Id("ok").Op("&&").Id("u").Dot(n.IsNil).Call(),
 		).Block(
 			jen.Panic(jen.Lit(fmt.Sprintf("protograin: the grain embeds a nil *%s; embed %s by value", n.Unimplemented, n.Unimplemented))),
 		),
@@ -463,7 +494,10 @@ func (fg *fileGen) oneWayNote(svc *protogen.Service, m *protogen.Method, meaning
 
 // kindMethod is the cluster.Method entry of one RPC. Its Handle checks both
 // dynamic types instead of asserting blindly: a mismatch is a bug elsewhere,
-// and it should fail one call with a clear error, not crash the node.
+// and it should fail one call with a clear error, not crash the node. A nil
+// response from the grain becomes an untyped nil, so that the cluster sees
+// that the grain returned neither a response nor an error; a typed nil
+// pointer in a proto.Message would not be nil.
 func (fg *fileGen) kindMethod(m *protogen.Method, n *serviceNames, mn methodNames, readOnly bool) jen.Code {
 	input := ident(m.Input.GoIdent)
 	elems := []jen.Code{
@@ -498,6 +532,10 @@ func (fg *fileGen) kindMethod(m *protogen.Method, n *serviceNames, mn methodName
 		),
 		jen.List(jen.Id("resp"), jen.Err()).Op(":=").Id("g").Dot(mn.Go).Call(jen.Id("ctx"), jen.Id("r")),
 		jen.If(jen.Err().Op("!=").Nil()).Block(jen.Return(jen.Nil(), jen.Err())),
+		jen.If(jen.Id("resp").Op("==").Nil()).Block(
+			jen.Comment("Neither a response nor an error: an untyped nil, which the cluster rejects."),
+			jen.Return(jen.Nil(), jen.Nil()),
+		),
 		jen.Return(jen.Id("resp"), jen.Nil()),
 	)),
 	)...)
@@ -537,17 +575,31 @@ func methodDoc(svc *protogen.Service, m *protogen.Method, mn methodNames, fallba
 	}
 	var renamed string
 	if mn.Go != m.GoName {
-		renamed = prose("The Go name of %s has a trailing underscore because %s is taken by another RPC "+
-			"or reserved for a grain lifecycle hook.", m.Desc.Name(), m.GoName)
+		renamed = prose("The Go name of %s has a trailing underscore because %s is taken by another RPC, "+
+			"or reserved for a grain lifecycle hook or a method whose signature go vet checks.", m.Desc.Name(), m.GoName)
 	}
 	paragraphs := append([]string{fallback, comment, renamed}, notes...)
 	return doc(append(paragraphs, deprecation(m.Desc.Options()))...)
 }
 
 // leading returns the text of a proto leading comment without its comment
-// markers, or "" when there is none.
+// markers, or "" when there is none. The text is cleaned for Go source (see
+// cleanComment).
 func leading(c protogen.Comments) string {
-	return strings.TrimSpace(string(c))
+	return strings.TrimSpace(cleanComment(string(c)))
+}
+
+// cleanComment makes proto comment text fit for a Go comment. Go source
+// must be valid UTF-8 without NUL characters or byte order marks, while a
+// .proto file's comments may hold any bytes: invalid UTF-8 becomes U+FFFD,
+// and NULs and byte order marks are dropped.
+func cleanComment(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == 0 || r == '\uFEFF' {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\uFFFD"))
 }
 
 // deprecation returns the Deprecated paragraph for a proto element whose

@@ -55,9 +55,18 @@ const errorCases = "testdata/errors"
 // buf's workspace: from repoRoot or optionsRoot, or to a well-known type.
 func compile(t *testing.T, paths ...string) []protoreflect.FileDescriptor {
 	t.Helper()
+	return compileSources(t, nil, paths...)
+}
+
+// compileSources is compile with the source of some files given: sources
+// maps a path to its source, for cases kept out of testdata/ because buf
+// generate must not see them. Other imports resolve as in compile.
+func compileSources(t *testing.T, sources map[string]string, paths ...string) []protoreflect.FileDescriptor {
+	t.Helper()
 	c := protocompile.Compiler{
-		Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{
-			ImportPaths: []string{repoRoot, optionsRoot},
+		Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
+			&protocompile.SourceResolver{Accessor: protocompile.SourceAccessorFromMap(sources)},
+			&protocompile.SourceResolver{ImportPaths: []string{repoRoot, optionsRoot}},
 		}),
 		SourceInfoMode: protocompile.SourceInfoStandard,
 	}
@@ -100,14 +109,7 @@ func request(files []protoreflect.FileDescriptor, parameter string) *pluginpb.Co
 // come back as an error (the binary prints them and exits 1), generation
 // errors in the response.
 func runPlugin(req *pluginpb.CodeGeneratorRequest) (*pluginpb.CodeGeneratorResponse, error) {
-	gen, err := pluginOptions().New(req)
-	if err != nil {
-		return nil, err
-	}
-	if err := generate(gen); err != nil {
-		gen.Error(err)
-	}
-	return gen.Response(), nil
+	return respond(req)
 }
 
 // protoDirs returns every directory under testdata/ holding .proto files,

@@ -23,7 +23,7 @@ func TestHandleFlags(t *testing.T) {
 		{[]string{"--help"}, true, "protoc-gen-grain generates"},
 		{[]string{"-h"}, true, "protoc-gen-grain generates"},
 		{nil, false, ""},                   // protoc's way: the request on stdin
-		{[]string{"--verbose"}, false, ""}, // left to protogen, which rejects it
+		{[]string{"--verbose"}, false, ""}, // left to run, which rejects it
 		{[]string{"--version", "x"}, false, ""},
 	}
 	for _, tt := range tests {
@@ -70,12 +70,12 @@ func TestBinary(t *testing.T) {
 		cmd.Stdin = strings.NewReader("")
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), `unknown argument "--verbose"`) {
-			t.Errorf("got %q, %v; want protogen's refusal and a failure", out, err)
+			t.Errorf("got %q, %v; want a refusal and a failure", out, err)
 		}
 	})
 	t.Run("bad parameter", func(t *testing.T) {
 		stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/unary/unary.proto"), "verbose=true"))
-		want := `protoc-gen-grain: unknown parameter "verbose": protoc-gen-grain takes only paths=, module= and M<file>= (see --help)` + "\n"
+		want := `protoc-gen-grain: unknown parameter "verbose": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)` + "\n"
 		if err == nil || stderr != want || len(stdout) != 0 {
 			t.Errorf("got err %v, stderr %q, %d bytes on stdout; want a failure with stderr %q", err, stderr, len(stdout), want)
 		}

@@ -26,17 +26,17 @@ func TestNameSetClaim(t *testing.T) {
 
 func TestImportNameAvoidsLocals(t *testing.T) {
 	for _, local := range localIdents() {
-		if got := importName(local); got != local+"_" {
+		if got := importName(local, nil); got != local+"_" {
 			t.Errorf("importName(%q) = %q, want %q", local, got, local+"_")
 		}
 	}
-	if got := importName("typespb"); got != "typespb" {
+	if got := importName("typespb", nil); got != "typespb" {
 		t.Errorf("importName(typespb) = %q, want it unchanged", got)
 	}
 	// Predeclared names the generated code uses: a package named any made
 	// "New: func(identity string) any" refer to the package.
 	for _, predeclared := range []string{"any", "string", "error"} {
-		if got := importName(predeclared); got != predeclared+"_" {
+		if got := importName(predeclared, nil); got != predeclared+"_" {
 			t.Errorf("importName(%q) = %q, want %q", predeclared, got, predeclared+"_")
 		}
 	}
@@ -57,7 +57,7 @@ func TestProtocGenGoNamesHaveDefaultConstants(t *testing.T) {
 // generator sees it.
 func plugin(t *testing.T, protos ...string) *protogen.Plugin {
 	t.Helper()
-	gen, err := pluginOptions().New(request(compile(t, protos...), "paths=source_relative"))
+	gen, _, err := newPlugin(request(compile(t, protos...), "paths=source_relative"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func servicesByName(gen *protogen.Plugin) map[string]*protogen.Service {
 
 func TestPackageNamesResolveCollisions(t *testing.T) {
 	gen := plugin(t, "testdata/clash/clash.proto")
-	names := packageNames(gen.Files, hasStateOption)
+	names := packageNames(gen.Files, hasStateOption, false).services
 	svc := servicesByName(gen)
 
 	counter := names[svc["protograin.testdata.clash.v1.Counter"]]
@@ -84,6 +84,7 @@ func TestPackageNamesResolveCollisions(t *testing.T) {
 		Kind:          "CounterKind",
 		Grain:         "CounterGrain_", // message CounterGrain
 		Unimplemented: "UnimplementedCounterGrain",
+		IsNil:         "isNilUnimplementedCounterGrain",
 		Client:        "CounterClient",
 		NewClient:     "NewCounterClient",
 		NewKind:       "NewCounterKind",
@@ -99,6 +100,8 @@ func TestPackageNamesResolveCollisions(t *testing.T) {
 			{Go: "GetValue", Const: "CounterGetValueMethod"},      // get_value
 			{Go: "GetValue_", Const: "CounterGetValueMethod_"},    // GetValue, same Go name
 			{Go: "Uses", Const: "CounterUsesMethod"},
+			{Go: "MarshalJSON_", Const: "CounterMarshalJSONMethod"}, // go vet's stdmethods
+			{Go: "ReadByte_", Const: "CounterReadByteMethod"},
 		},
 	}
 	if !reflect.DeepEqual(counter, want) {
@@ -124,7 +127,7 @@ func TestPackageNamesAcrossFiles(t *testing.T) {
 		{"testdata/samepackage/b.proto", "testdata/samepackage/a.proto"},
 	} {
 		gen := plugin(t, order...)
-		beta := packageNames(gen.Files, hasStateOption)[servicesByName(gen)["protograin.testdata.samepackage.v1.Beta"]]
+		beta := packageNames(gen.Files, hasStateOption, false).services[servicesByName(gen)["protograin.testdata.samepackage.v1.Beta"]]
 		if beta.Kind != "BetaKind_" {
 			t.Errorf("files %v: Beta's kind constant is %q, want BetaKind_ (message BetaKind in a.proto)", order, beta.Kind)
 		}
@@ -133,7 +136,7 @@ func TestPackageNamesAcrossFiles(t *testing.T) {
 
 func TestProductWordsNeedNoRenaming(t *testing.T) {
 	gen := plugin(t, "testdata/productwords/words.proto")
-	names := packageNames(gen.Files, hasStateOption)
+	names := packageNames(gen.Files, hasStateOption, false).services
 	for full, want := range map[string]string{
 		"protograin.testdata.productwords.v1.Grain":  "GrainGrain",
 		"protograin.testdata.productwords.v1.Client": "ClientGrain",
@@ -142,5 +145,74 @@ func TestProductWordsNeedNoRenaming(t *testing.T) {
 		if got := names[servicesByName(gen)[full]].Grain; got != want {
 			t.Errorf("%s: grain interface %q, want %q", full, got, want)
 		}
+	}
+}
+
+// TestImportNameAvoidsPackageNames: a package named like a top-level name of
+// the generated file's own package, as Dep for a package declared
+// go_package ".../dep;Dep" next to a message Dep, is renamed.
+func TestImportNameAvoidsPackageNames(t *testing.T) {
+	declared := nameSet{}
+	declared.reserve("Dep", "DepotKind")
+	if got := importName("Dep", declared); got != "Dep_" {
+		t.Errorf("importName(Dep) = %q, want Dep_", got)
+	}
+	if got := importName("dep", declared); got != "dep" {
+		t.Errorf("importName(dep) = %q, want it unchanged", got)
+	}
+	gen := plugin(t, "testdata/upperpkg/upperpkg.proto")
+	file := gen.FilesByPath["testdata/upperpkg/upperpkg.proto"]
+	names := packageNames(gen.Files, hasStateOption, false)
+	if got := importName("Dep", names.declared[file.GoImportPath]); got != "Dep_" {
+		t.Errorf("importName(Dep) in package upperpkg = %q, want Dep_ (message Dep)", got)
+	}
+}
+
+// TestPublicImportNamesAreReserved: protoc-gen-go declares in the package
+// of a file forwarding names for what the file imports publicly from
+// another Go package, such as type UserKind = typespb.UserKind.
+func TestPublicImportNamesAreReserved(t *testing.T) {
+	gen := plugin(t, "testdata/publicimport/publicimport.proto")
+	user := packageNames(gen.Files, hasStateOption, false).services[servicesByName(gen)["protograin.testdata.publicimport.v1.User"]]
+	if user.Kind != "UserKind_" {
+		t.Errorf("User's kind constant is %q, want UserKind_ (the forward of enum UserKind)", user.Kind)
+	}
+	// The imported file's own descriptor variable is not forwarded.
+	byPath := map[string]*protogen.File{}
+	for _, f := range gen.Files {
+		byPath[f.Desc.Path()] = f
+	}
+	got := publicImportNames(gen.FilesByPath["testdata/publicimport/publicimport.proto"], byPath)
+	want := []string{"UserKind", "UserKind_name", "UserKind_value", "UserKind_USER_KIND_UNSPECIFIED", "UserKind_USER_KIND_ADMIN", "GetRequest", "GetResponse"}
+	if !slices.Equal(got, want) {
+		t.Errorf("publicImportNames = %v, want %v", got, want)
+	}
+}
+
+// TestGRPCNamesAreReserved: with grpc=true, the grain names yield to those
+// of protoc-gen-go-grpc, of every service of the package.
+func TestGRPCNamesAreReserved(t *testing.T) {
+	gen := plugin(t, "testdata/multiservice/multi.proto")
+	byName := servicesByName(gen)
+	for _, grpc := range []bool{false, true} {
+		first := packageNames(gen.Files, hasStateOption, grpc).services[byName["protograin.testdata.multiservice.v1.First"]]
+		wantClient, wantNew := "FirstClient", "NewFirstClient"
+		if grpc {
+			wantClient, wantNew = "FirstClient_", "NewFirstClient_"
+		}
+		if first.Client != wantClient || first.NewClient != wantNew || first.Grain != "FirstGrain" {
+			t.Errorf("grpc=%t: First's names %+v, want client %s, constructor %s and grain FirstGrain", grpc, first, wantClient, wantNew)
+		}
+	}
+	file := gen.FilesByPath["testdata/multiservice/multi.proto"]
+	names := grpcNames(file)
+	for _, want := range []string{"FirstClient", "NewFirstClient", "FirstServer", "UnimplementedFirstServer", "UnsafeFirstServer",
+		"RegisterFirstServer", "First_ServiceDesc", "First_Do_FullMethodName", "Second_Undo_FullMethodName"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("grpcNames lacks %s", want)
+		}
+	}
+	if slices.Contains(names, "First_DoClient") {
+		t.Error("grpcNames has First_DoClient, which protoc-gen-go-grpc declares only for a streaming RPC")
 	}
 }

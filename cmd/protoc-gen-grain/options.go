@@ -67,7 +67,12 @@ func decodeOptions(opts, into proto.Message) error {
 }
 
 // grainOptions returns the (protograin.v1.grain) option of svc, or nil.
+// It reads the option only where svc's file sees protograin's extension
+// (see seesOption).
 func grainOptions(svc *protogen.Service) (*protograinv1.GrainOptions, error) {
+	if !seesOption(svc.Desc.ParentFile(), protograinv1.E_Grain) {
+		return nil, nil
+	}
 	opts := new(descriptorpb.ServiceOptions)
 	if err := decodeOptions(svc.Desc.Options(), opts); err != nil {
 		return nil, fmt.Errorf("reading option (protograin.v1.grain): %w", err)
@@ -77,13 +82,53 @@ func grainOptions(svc *protogen.Service) (*protograinv1.GrainOptions, error) {
 }
 
 // methodOptions returns the (protograin.v1.method) option of m, or nil.
+// It reads the option only where m's file sees protograin's extension (see
+// seesOption).
 func methodOptions(m *protogen.Method) (*protograinv1.MethodOptions, error) {
+	if !seesOption(m.Desc.ParentFile(), protograinv1.E_Method) {
+		return nil, nil
+	}
 	opts := new(descriptorpb.MethodOptions)
 	if err := decodeOptions(m.Desc.Options(), opts); err != nil {
 		return nil, fmt.Errorf("reading option (protograin.v1.method): %w", err)
 	}
 	method, _ := proto.GetExtension(opts, protograinv1.E_Method).(*protograinv1.MethodOptions)
 	return method, nil
+}
+
+// seesOption reports whether the file fd or a file it imports, directly or
+// not, declares the extension x: the same full name, extending the same
+// options message with the same number. Options are decoded by number, and
+// protograin's numbers are in the range that protobuf leaves to in-house
+// options, so another option set may use them: its options must not be
+// read as protograin's. A file that sets protograin's options imports
+// protograin/v1/options.proto (or a copy of it), and protoc and buf refuse
+// two extensions of one number in a request, so an option of x's number in
+// a file that sees x is x.
+func seesOption(fd protoreflect.FileDescriptor, x protoreflect.ExtensionType) bool {
+	want := x.TypeDescriptor()
+	seen := map[string]bool{}
+	var sees func(fd protoreflect.FileDescriptor) bool
+	sees = func(fd protoreflect.FileDescriptor) bool {
+		if seen[fd.Path()] {
+			return false
+		}
+		seen[fd.Path()] = true
+		if fd.Package() == want.FullName().Parent() {
+			got := fd.Extensions().ByName(want.Name())
+			if got != nil && got.Number() == want.Number() && got.ContainingMessage().FullName() == want.ContainingMessage().FullName() {
+				return true
+			}
+		}
+		imports := fd.Imports()
+		for i := range imports.Len() {
+			if sees(imports.Get(i).FileDescriptor) {
+				return true
+			}
+		}
+		return false
+	}
+	return sees(fd)
 }
 
 // hasStateOption reports whether svc names a state message. Naming uses it

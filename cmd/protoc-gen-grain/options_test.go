@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/pluginpb"
 )
 
 func TestBadOptionsAreRejected(t *testing.T) {
@@ -101,7 +102,9 @@ func TestBadOptionsAreRejected(t *testing.T) {
 
 // TestUnreadableOptionsAreRejected feeds options whose bytes do not decode
 // as protograin's, as from a copy of options.proto that changed a field's
-// type, or a broken request.
+// type, or a broken request. It sets them in a file that imports
+// options.proto: in other files, field 53170 is not protograin's (see
+// TestForeignOptionsAreNotRead).
 func TestUnreadableOptionsAreRejected(t *testing.T) {
 	// Field 1 (state, a string) with invalid UTF-8.
 	badGrain := protowire.AppendTag(nil, 1, protowire.BytesType)
@@ -120,7 +123,7 @@ func TestUnreadableOptionsAreRejected(t *testing.T) {
 				svc.Options = &descriptorpb.ServiceOptions{}
 				svc.Options.ProtoReflect().SetUnknown(unknown)
 			},
-			prefix: "protoc-gen-grain: testdata/unary/unary.proto: service protograin.testdata.unary.v1.Echo: " +
+			prefix: "protoc-gen-grain: testdata/readonly/readonly.proto: service protograin.testdata.readonly.v1.Catalog: " +
 				"reading option (protograin.v1.grain): ",
 		},
 		{
@@ -131,13 +134,13 @@ func TestUnreadableOptionsAreRejected(t *testing.T) {
 				svc.Method[1].Options = &descriptorpb.MethodOptions{}
 				svc.Method[1].Options.ProtoReflect().SetUnknown(unknown)
 			},
-			prefix: "protoc-gen-grain: testdata/unary/unary.proto: service protograin.testdata.unary.v1.Echo method Count: " +
+			prefix: "protoc-gen-grain: testdata/readonly/readonly.proto: service protograin.testdata.readonly.v1.Catalog method List: " +
 				"reading option (protograin.v1.method): ",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := request(compile(t, "testdata/unary/unary.proto"), genParameter)
+			req := request(compile(t, "testdata/readonly/readonly.proto"), genParameter)
 			file := req.ProtoFile[len(req.ProtoFile)-1]
 			tt.set(file.Service[0])
 			resp, err := runPlugin(req)
@@ -153,6 +156,60 @@ func TestUnreadableOptionsAreRejected(t *testing.T) {
 				t.Errorf("failed run returned %d files, want none", len(resp.GetFile()))
 			}
 		})
+	}
+}
+
+// foreignOptions declares in-house options with protograin's number,
+// 53170, from the range that protobuf leaves to organisations, and sets
+// them to bytes that would read as FLUSH_MODE_MANUAL and read_only = true.
+// The file does not import protograin/v1/options.proto.
+const foreignOptions = `syntax = "proto3";
+package protograin.testdata.foreign.v1;
+import "google/protobuf/descriptor.proto";
+option go_package = "github.com/protograin/protograin/testdata/foreign";
+message Sharding { int32 replicas = 2; }
+extend google.protobuf.ServiceOptions { Sharding sharding = 53170; }
+message Audit { bool logged = 1; }
+extend google.protobuf.MethodOptions { Audit audit = 53170; }
+message M {}
+service Bank {
+  option (sharding) = {replicas: 2};
+  rpc Deposit(M) returns (M) { option (audit) = {logged: true}; }
+}
+`
+
+// TestForeignOptionsAreNotRead checks that another option set's extension
+// with protograin's number is not read as protograin's options, whether the
+// request was decoded with protograin's extensions registered (the binary:
+// they are registered by number, so the foreign bytes parse as protograin's)
+// or not (in-process: they stay unknown fields).
+func TestForeignOptionsAreNotRead(t *testing.T) {
+	const path = "testdata/foreign/foreign.proto"
+	files := compileSources(t, map[string]string{path: foreignOptions}, path)
+	req := request(files, genParameter)
+	b, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed := &pluginpb.CodeGeneratorRequest{}
+	if err := proto.Unmarshal(b, parsed); err != nil { // protograinv1 is linked in: registered
+		t.Fatal(err)
+	}
+	if !proto.HasExtension(parsed.ProtoFile[len(parsed.ProtoFile)-1].Service[0].Options, protograinv1.E_Grain) {
+		t.Fatal("the foreign option did not decode as protograin's; the test does not test what it says")
+	}
+	for name, req := range map[string]*pluginpb.CodeGeneratorRequest{"unknown fields": req, "parsed": parsed} {
+		resp, err := runPlugin(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetError() != "" || len(resp.GetFile()) != 1 {
+			t.Fatalf("%s: error %q, %d files; want one file", name, resp.GetError(), len(resp.GetFile()))
+		}
+		src := resp.GetFile()[0].GetContent()
+		if strings.Contains(src, "ReadOnly") || strings.Contains(src, "FlushManual") {
+			t.Errorf("%s: the kind has ReadOnly or FlushManual, from options that are not protograin's:\n%s", name, src)
+		}
 	}
 }
 
@@ -251,7 +308,7 @@ func TestStateNameResolution(t *testing.T) {
 
 func TestStateAccessorNames(t *testing.T) {
 	gen := plugin(t, "testdata/stateclash/stateclash.proto", "testdata/state/state.proto", "testdata/unary/unary.proto")
-	names := packageNames(gen.Files, hasStateOption)
+	names := packageNames(gen.Files, hasStateOption, false).services
 	byName := servicesByName(gen)
 	tests := map[string]string{
 		"protograin.testdata.stateclash.v1.Vault": "VaultStateOf_", // VaultStateOf is a message

@@ -93,9 +93,9 @@ func (UnimplementedAccountGrain) Balance(cluster.GrainContext, *BalanceRequest) 
 	return nil, status.Error(codes.Unimplemented, "protograin: "+AccountBalanceMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewAccountKind uses it to reject a
-// grain that embeds a nil *UnimplementedAccountGrain.
-func (u *UnimplementedAccountGrain) embeddedNil() bool {
+// isNilUnimplementedAccountGrain reports whether u is nil: NewAccountKind uses
+// it to reject a grain that embeds a nil *UnimplementedAccountGrain.
+func (u *UnimplementedAccountGrain) isNilUnimplementedAccountGrain() bool {
 	return u == nil
 }
 
@@ -222,8 +222,8 @@ func NewAccountKind(factory func(identity string) AccountGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedAccountGrain() bool
+			}); ok && u.isNilUnimplementedAccountGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedAccountGrain; embed UnimplementedAccountGrain by value")
 			}
 			return g
@@ -247,6 +247,10 @@ func NewAccountKind(factory func(identity string) AccountGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -267,6 +271,10 @@ func NewAccountKind(factory func(identity string) AccountGrain) *cluster.Kind {
 					resp, err := g.Withdraw(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -289,6 +297,10 @@ func NewAccountKind(factory func(identity string) AccountGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -310,6 +322,10 @@ func NewAccountKind(factory func(identity string) AccountGrain) *cluster.Kind {
 					resp, err := g.Balance(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -69,9 +69,9 @@ func (UnimplementedCounterGrain) Get(cluster.GrainContext, *GetRequest) (*GetRes
 	return nil, status.Error(codes.Unimplemented, "protograin: "+CounterGetMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewCounterKind uses it to reject a
-// grain that embeds a nil *UnimplementedCounterGrain.
-func (u *UnimplementedCounterGrain) embeddedNil() bool {
+// isNilUnimplementedCounterGrain reports whether u is nil: NewCounterKind uses
+// it to reject a grain that embeds a nil *UnimplementedCounterGrain.
+func (u *UnimplementedCounterGrain) isNilUnimplementedCounterGrain() bool {
 	return u == nil
 }
 
@@ -154,8 +154,8 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedCounterGrain() bool
+			}); ok && u.isNilUnimplementedCounterGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedCounterGrain; embed UnimplementedCounterGrain by value")
 			}
 			return g
@@ -179,6 +179,10 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -200,6 +204,10 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 					resp, err := g.Get(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -189,7 +189,7 @@ const file_testdata_clash_clash_proto_rawDesc = "" +
 	"\fCounterGrain\"\x15\n" +
 	"\x13CounterStringMethod*%\n" +
 	"\bTypeKind\x12\x19\n" +
-	"\x15TYPE_KIND_UNSPECIFIED\x10\x002\xbc\a\n" +
+	"\x15TYPE_KIND_UNSPECIFIED\x10\x002\xeb\b\n" +
 	"\aCounter\x12Q\n" +
 	"\x05Close\x12#.protograin.testdata.clash.v1.Empty\x1a#.protograin.testdata.clash.v1.Empty\x12R\n" +
 	"\x06String\x12#.protograin.testdata.clash.v1.Empty\x1a#.protograin.testdata.clash.v1.Empty\x12P\n" +
@@ -203,7 +203,9 @@ const file_testdata_clash_clash_proto_rawDesc = "" +
 	"OnReminder\x12#.protograin.testdata.clash.v1.Empty\x1a#.protograin.testdata.clash.v1.Empty\x12U\n" +
 	"\tget_value\x12#.protograin.testdata.clash.v1.Empty\x1a#.protograin.testdata.clash.v1.Empty\x12T\n" +
 	"\bGetValue\x12#.protograin.testdata.clash.v1.Empty\x1a#.protograin.testdata.clash.v1.Empty\x12\\\n" +
-	"\x04Uses\x12'.protograin.testdata.clash.req.v1.Thing\x1a+.protograin.testdata.clash.status.v1.Health2]\n" +
+	"\x04Uses\x12'.protograin.testdata.clash.req.v1.Thing\x1a+.protograin.testdata.clash.status.v1.Health\x12W\n" +
+	"\vMarshalJSON\x12#.protograin.testdata.clash.v1.Empty\x1a#.protograin.testdata.clash.v1.Empty\x12T\n" +
+	"\bReadByte\x12#.protograin.testdata.clash.v1.Empty\x1a#.protograin.testdata.clash.v1.Empty2]\n" +
 	"\n" +
 	"NewCounter\x12O\n" +
 	"\x03Add\x12#.protograin.testdata.clash.v1.Empty\x1a#.protograin.testdata.clash.v1.Empty2\xab\x01\n" +
@@ -245,25 +247,29 @@ var file_testdata_clash_clash_proto_depIdxs = []int32{
 	1,  // 8: protograin.testdata.clash.v1.Counter.get_value:input_type -> protograin.testdata.clash.v1.Empty
 	1,  // 9: protograin.testdata.clash.v1.Counter.GetValue:input_type -> protograin.testdata.clash.v1.Empty
 	4,  // 10: protograin.testdata.clash.v1.Counter.Uses:input_type -> protograin.testdata.clash.req.v1.Thing
-	1,  // 11: protograin.testdata.clash.v1.NewCounter.Add:input_type -> protograin.testdata.clash.v1.Empty
-	1,  // 12: protograin.testdata.clash.v1.type.func:input_type -> protograin.testdata.clash.v1.Empty
-	1,  // 13: protograin.testdata.clash.v1.type.range:input_type -> protograin.testdata.clash.v1.Empty
-	1,  // 14: protograin.testdata.clash.v1.Counter.Close:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 15: protograin.testdata.clash.v1.Counter.String:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 16: protograin.testdata.clash.v1.Counter.Kind:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 17: protograin.testdata.clash.v1.Counter.New:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 18: protograin.testdata.clash.v1.Counter.Invoke:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 19: protograin.testdata.clash.v1.Counter.OnActivate:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 20: protograin.testdata.clash.v1.Counter.OnDeactivate:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 21: protograin.testdata.clash.v1.Counter.OnReminder:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 22: protograin.testdata.clash.v1.Counter.get_value:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 23: protograin.testdata.clash.v1.Counter.GetValue:output_type -> protograin.testdata.clash.v1.Empty
-	5,  // 24: protograin.testdata.clash.v1.Counter.Uses:output_type -> protograin.testdata.clash.status.v1.Health
-	1,  // 25: protograin.testdata.clash.v1.NewCounter.Add:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 26: protograin.testdata.clash.v1.type.func:output_type -> protograin.testdata.clash.v1.Empty
-	1,  // 27: protograin.testdata.clash.v1.type.range:output_type -> protograin.testdata.clash.v1.Empty
-	14, // [14:28] is the sub-list for method output_type
-	0,  // [0:14] is the sub-list for method input_type
+	1,  // 11: protograin.testdata.clash.v1.Counter.MarshalJSON:input_type -> protograin.testdata.clash.v1.Empty
+	1,  // 12: protograin.testdata.clash.v1.Counter.ReadByte:input_type -> protograin.testdata.clash.v1.Empty
+	1,  // 13: protograin.testdata.clash.v1.NewCounter.Add:input_type -> protograin.testdata.clash.v1.Empty
+	1,  // 14: protograin.testdata.clash.v1.type.func:input_type -> protograin.testdata.clash.v1.Empty
+	1,  // 15: protograin.testdata.clash.v1.type.range:input_type -> protograin.testdata.clash.v1.Empty
+	1,  // 16: protograin.testdata.clash.v1.Counter.Close:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 17: protograin.testdata.clash.v1.Counter.String:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 18: protograin.testdata.clash.v1.Counter.Kind:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 19: protograin.testdata.clash.v1.Counter.New:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 20: protograin.testdata.clash.v1.Counter.Invoke:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 21: protograin.testdata.clash.v1.Counter.OnActivate:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 22: protograin.testdata.clash.v1.Counter.OnDeactivate:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 23: protograin.testdata.clash.v1.Counter.OnReminder:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 24: protograin.testdata.clash.v1.Counter.get_value:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 25: protograin.testdata.clash.v1.Counter.GetValue:output_type -> protograin.testdata.clash.v1.Empty
+	5,  // 26: protograin.testdata.clash.v1.Counter.Uses:output_type -> protograin.testdata.clash.status.v1.Health
+	1,  // 27: protograin.testdata.clash.v1.Counter.MarshalJSON:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 28: protograin.testdata.clash.v1.Counter.ReadByte:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 29: protograin.testdata.clash.v1.NewCounter.Add:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 30: protograin.testdata.clash.v1.type.func:output_type -> protograin.testdata.clash.v1.Empty
+	1,  // 31: protograin.testdata.clash.v1.type.range:output_type -> protograin.testdata.clash.v1.Empty
+	16, // [16:32] is the sub-list for method output_type
+	0,  // [0:16] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name

@@ -59,6 +59,12 @@ const (
 	// CounterUsesMethod is the full method name of
 	// protograin.testdata.clash.v1.Counter.Uses.
 	CounterUsesMethod = "/protograin.testdata.clash.v1.Counter/Uses"
+	// CounterMarshalJSONMethod is the full method name of
+	// protograin.testdata.clash.v1.Counter.MarshalJSON.
+	CounterMarshalJSONMethod = "/protograin.testdata.clash.v1.Counter/MarshalJSON"
+	// CounterReadByteMethod is the full method name of
+	// protograin.testdata.clash.v1.Counter.ReadByte.
+	CounterReadByteMethod = "/protograin.testdata.clash.v1.Counter/ReadByte"
 )
 
 // CounterGrain_ is implemented by the grains of kind
@@ -87,20 +93,23 @@ type CounterGrain_ interface {
 	// OnActivate would clash with cluster.Activator's hook.
 	//
 	// The Go name of OnActivate has a trailing underscore because OnActivate is
-	// taken by another RPC or reserved for a grain lifecycle hook.
+	// taken by another RPC, or reserved for a grain lifecycle hook or a method
+	// whose signature go vet checks.
 	OnActivate_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 	// OnDeactivate_ handles the protograin.testdata.clash.v1.Counter.OnDeactivate
 	// RPC.
 	//
 	// The Go name of OnDeactivate has a trailing underscore because OnDeactivate
-	// is taken by another RPC or reserved for a grain lifecycle hook.
+	// is taken by another RPC, or reserved for a grain lifecycle hook or a method
+	// whose signature go vet checks.
 	OnDeactivate_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 	// OnReminder_ handles the protograin.testdata.clash.v1.Counter.OnReminder RPC.
 	//
 	// OnReminder would clash with cluster.ReminderReceiver's.
 	//
 	// The Go name of OnReminder has a trailing underscore because OnReminder is
-	// taken by another RPC or reserved for a grain lifecycle hook.
+	// taken by another RPC, or reserved for a grain lifecycle hook or a method
+	// whose signature go vet checks.
 	OnReminder_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 	// GetValue handles the protograin.testdata.clash.v1.Counter.get_value RPC.
 	GetValue(ctx cluster.GrainContext, req *Empty) (*Empty, error)
@@ -109,10 +118,27 @@ type CounterGrain_ interface {
 	// GetValue has the Go name of get_value.
 	//
 	// The Go name of GetValue has a trailing underscore because GetValue is taken
-	// by another RPC or reserved for a grain lifecycle hook.
+	// by another RPC, or reserved for a grain lifecycle hook or a method whose
+	// signature go vet checks.
 	GetValue_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 	// Uses take types from packages named req and status.
 	Uses(ctx cluster.GrainContext, req *req_.Thing) (*status.Health, error)
+	// MarshalJSON_ handles the protograin.testdata.clash.v1.Counter.MarshalJSON
+	// RPC.
+	//
+	// MarshalJSON and ReadByte would fail go vet, whose stdmethods check
+	// wants the signatures of json.Marshaler and io.ByteReader.
+	//
+	// The Go name of MarshalJSON has a trailing underscore because MarshalJSON is
+	// taken by another RPC, or reserved for a grain lifecycle hook or a method
+	// whose signature go vet checks.
+	MarshalJSON_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
+	// ReadByte_ handles the protograin.testdata.clash.v1.Counter.ReadByte RPC.
+	//
+	// The Go name of ReadByte has a trailing underscore because ReadByte is taken
+	// by another RPC, or reserved for a grain lifecycle hook or a method whose
+	// signature go vet checks.
+	ReadByte_(ctx cluster.GrainContext, req *Empty) (*Empty, error)
 }
 
 // UnimplementedCounterGrain implements CounterGrain_ with methods that return
@@ -175,9 +201,19 @@ func (UnimplementedCounterGrain) Uses(cluster.GrainContext, *req_.Thing) (*statu
 	return nil, status1.Error(codes.Unimplemented, "protograin: "+CounterUsesMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewCounterKind uses it to reject a
-// grain that embeds a nil *UnimplementedCounterGrain.
-func (u *UnimplementedCounterGrain) embeddedNil() bool {
+// MarshalJSON_ returns an error with code codes.Unimplemented.
+func (UnimplementedCounterGrain) MarshalJSON_(cluster.GrainContext, *Empty) (*Empty, error) {
+	return nil, status1.Error(codes.Unimplemented, "protograin: "+CounterMarshalJSONMethod+" is not implemented")
+}
+
+// ReadByte_ returns an error with code codes.Unimplemented.
+func (UnimplementedCounterGrain) ReadByte_(cluster.GrainContext, *Empty) (*Empty, error) {
+	return nil, status1.Error(codes.Unimplemented, "protograin: "+CounterReadByteMethod+" is not implemented")
+}
+
+// isNilUnimplementedCounterGrain reports whether u is nil: NewCounterKind uses
+// it to reject a grain that embeds a nil *UnimplementedCounterGrain.
+func (u *UnimplementedCounterGrain) isNilUnimplementedCounterGrain() bool {
 	return u == nil
 }
 
@@ -315,7 +351,8 @@ func (c *CounterClient) Invoke(ctx context.Context, req *Empty, opts ...cluster.
 // OnActivate would clash with cluster.Activator's hook.
 //
 // The Go name of OnActivate has a trailing underscore because OnActivate is
-// taken by another RPC or reserved for a grain lifecycle hook.
+// taken by another RPC, or reserved for a grain lifecycle hook or a method
+// whose signature go vet checks.
 func (c *CounterClient) OnActivate_(ctx context.Context, req *Empty, opts ...cluster.CallOption) (*Empty, error) {
 	resp, err := c.caller.Invoke(ctx, cluster.Call{
 		Kind:     CounterKind,
@@ -340,7 +377,8 @@ func (c *CounterClient) OnActivate_(ctx context.Context, req *Empty, opts ...clu
 // RPC on the client's grain.
 //
 // The Go name of OnDeactivate has a trailing underscore because OnDeactivate
-// is taken by another RPC or reserved for a grain lifecycle hook.
+// is taken by another RPC, or reserved for a grain lifecycle hook or a method
+// whose signature go vet checks.
 func (c *CounterClient) OnDeactivate_(ctx context.Context, req *Empty, opts ...cluster.CallOption) (*Empty, error) {
 	resp, err := c.caller.Invoke(ctx, cluster.Call{
 		Kind:     CounterKind,
@@ -367,7 +405,8 @@ func (c *CounterClient) OnDeactivate_(ctx context.Context, req *Empty, opts ...c
 // OnReminder would clash with cluster.ReminderReceiver's.
 //
 // The Go name of OnReminder has a trailing underscore because OnReminder is
-// taken by another RPC or reserved for a grain lifecycle hook.
+// taken by another RPC, or reserved for a grain lifecycle hook or a method
+// whose signature go vet checks.
 func (c *CounterClient) OnReminder_(ctx context.Context, req *Empty, opts ...cluster.CallOption) (*Empty, error) {
 	resp, err := c.caller.Invoke(ctx, cluster.Call{
 		Kind:     CounterKind,
@@ -416,7 +455,8 @@ func (c *CounterClient) GetValue(ctx context.Context, req *Empty, opts ...cluste
 // GetValue has the Go name of get_value.
 //
 // The Go name of GetValue has a trailing underscore because GetValue is taken
-// by another RPC or reserved for a grain lifecycle hook.
+// by another RPC, or reserved for a grain lifecycle hook or a method whose
+// signature go vet checks.
 func (c *CounterClient) GetValue_(ctx context.Context, req *Empty, opts ...cluster.CallOption) (*Empty, error) {
 	resp, err := c.caller.Invoke(ctx, cluster.Call{
 		Kind:     CounterKind,
@@ -458,6 +498,61 @@ func (c *CounterClient) Uses(ctx context.Context, req *req_.Thing, opts ...clust
 	return typed, nil
 }
 
+// MarshalJSON_ calls the protograin.testdata.clash.v1.Counter.MarshalJSON RPC
+// on the client's grain.
+//
+// MarshalJSON and ReadByte would fail go vet, whose stdmethods check
+// wants the signatures of json.Marshaler and io.ByteReader.
+//
+// The Go name of MarshalJSON has a trailing underscore because MarshalJSON is
+// taken by another RPC, or reserved for a grain lifecycle hook or a method
+// whose signature go vet checks.
+func (c *CounterClient) MarshalJSON_(ctx context.Context, req *Empty, opts ...cluster.CallOption) (*Empty, error) {
+	resp, err := c.caller.Invoke(ctx, cluster.Call{
+		Kind:     CounterKind,
+		Identity: c.identity,
+		Method:   CounterMarshalJSONMethod,
+		Request:  req,
+		NewResponse: func() proto.Message {
+			return new(Empty)
+		},
+	}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	typed, ok := resp.(*Empty)
+	if !ok {
+		return nil, status1.Errorf(codes.Internal, "protograin: %s: response has type %T, want %T", CounterMarshalJSONMethod, resp, typed)
+	}
+	return typed, nil
+}
+
+// ReadByte_ calls the protograin.testdata.clash.v1.Counter.ReadByte RPC on the
+// client's grain.
+//
+// The Go name of ReadByte has a trailing underscore because ReadByte is taken
+// by another RPC, or reserved for a grain lifecycle hook or a method whose
+// signature go vet checks.
+func (c *CounterClient) ReadByte_(ctx context.Context, req *Empty, opts ...cluster.CallOption) (*Empty, error) {
+	resp, err := c.caller.Invoke(ctx, cluster.Call{
+		Kind:     CounterKind,
+		Identity: c.identity,
+		Method:   CounterReadByteMethod,
+		Request:  req,
+		NewResponse: func() proto.Message {
+			return new(Empty)
+		},
+	}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	typed, ok := resp.(*Empty)
+	if !ok {
+		return nil, status1.Errorf(codes.Internal, "protograin: %s: response has type %T, want %T", CounterReadByteMethod, resp, typed)
+	}
+	return typed, nil
+}
+
 // NewCounterKind returns the kind protograin.testdata.clash.v1.Counter for a
 // cluster node to host. The node calls factory once per activation to make the
 // grain for identity; a grain that embeds a nil *UnimplementedCounterGrain
@@ -469,8 +564,8 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedCounterGrain() bool
+			}); ok && u.isNilUnimplementedCounterGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedCounterGrain; embed UnimplementedCounterGrain by value")
 			}
 			return g
@@ -494,6 +589,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -514,6 +613,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					resp, err := g.String(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -536,6 +639,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -556,6 +663,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					resp, err := g.New(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -578,6 +689,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -598,6 +713,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					resp, err := g.OnActivate_(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -620,6 +739,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -640,6 +763,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					resp, err := g.OnReminder_(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -662,6 +789,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -683,6 +814,10 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -703,6 +838,60 @@ func NewCounterKind(factory func(identity string) CounterGrain_) *cluster.Kind {
 					resp, err := g.Uses(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
+					return resp, nil
+				},
+			},
+			{
+				Name: CounterMarshalJSONMethod,
+				NewRequest: func() proto.Message {
+					return new(Empty)
+				},
+				Handle: func(grain any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
+					g, ok := grain.(CounterGrain_)
+					if !ok {
+						return nil, status1.Errorf(codes.Internal, "protograin: %s: grain has type %T, want an implementation of CounterGrain_", CounterMarshalJSONMethod, grain)
+					}
+					r, ok := req.(*Empty)
+					if !ok {
+						return nil, status1.Errorf(codes.InvalidArgument, "protograin: %s: request has type %T, want %T", CounterMarshalJSONMethod, req, r)
+					}
+					resp, err := g.MarshalJSON_(ctx, r)
+					if err != nil {
+						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
+					return resp, nil
+				},
+			},
+			{
+				Name: CounterReadByteMethod,
+				NewRequest: func() proto.Message {
+					return new(Empty)
+				},
+				Handle: func(grain any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
+					g, ok := grain.(CounterGrain_)
+					if !ok {
+						return nil, status1.Errorf(codes.Internal, "protograin: %s: grain has type %T, want an implementation of CounterGrain_", CounterReadByteMethod, grain)
+					}
+					r, ok := req.(*Empty)
+					if !ok {
+						return nil, status1.Errorf(codes.InvalidArgument, "protograin: %s: request has type %T, want %T", CounterReadByteMethod, req, r)
+					}
+					resp, err := g.ReadByte_(ctx, r)
+					if err != nil {
+						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -749,9 +938,10 @@ func (UnimplementedNewCounterGrain) Add(cluster.GrainContext, *Empty) (*Empty, e
 	return nil, status1.Error(codes.Unimplemented, "protograin: "+NewCounterAddMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewNewCounterKind uses it to reject a
-// grain that embeds a nil *UnimplementedNewCounterGrain.
-func (u *UnimplementedNewCounterGrain) embeddedNil() bool {
+// isNilUnimplementedNewCounterGrain reports whether u is nil:
+// NewNewCounterKind uses it to reject a grain that embeds a nil
+// *UnimplementedNewCounterGrain.
+func (u *UnimplementedNewCounterGrain) isNilUnimplementedNewCounterGrain() bool {
 	return u == nil
 }
 
@@ -807,8 +997,8 @@ func NewNewCounterKind(factory func(identity string) NewCounterGrain) *cluster.K
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedNewCounterGrain() bool
+			}); ok && u.isNilUnimplementedNewCounterGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedNewCounterGrain; embed UnimplementedNewCounterGrain by value")
 			}
 			return g
@@ -831,6 +1021,10 @@ func NewNewCounterKind(factory func(identity string) NewCounterGrain) *cluster.K
 					resp, err := g.Add(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -886,9 +1080,9 @@ func (UnimplementedTypeGrain) Range(cluster.GrainContext, *Empty) (*Empty, error
 	return nil, status1.Error(codes.Unimplemented, "protograin: "+TypeRangeMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewTypeKind uses it to reject a grain
-// that embeds a nil *UnimplementedTypeGrain.
-func (u *UnimplementedTypeGrain) embeddedNil() bool {
+// isNilUnimplementedTypeGrain reports whether u is nil: NewTypeKind uses it to
+// reject a grain that embeds a nil *UnimplementedTypeGrain.
+func (u *UnimplementedTypeGrain) isNilUnimplementedTypeGrain() bool {
 	return u == nil
 }
 
@@ -965,8 +1159,8 @@ func NewTypeKind(factory func(identity string) TypeGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedTypeGrain() bool
+			}); ok && u.isNilUnimplementedTypeGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedTypeGrain; embed UnimplementedTypeGrain by value")
 			}
 			return g
@@ -990,6 +1184,10 @@ func NewTypeKind(factory func(identity string) TypeGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -1010,6 +1208,10 @@ func NewTypeKind(factory func(identity string) TypeGrain) *cluster.Kind {
 					resp, err := g.Range(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

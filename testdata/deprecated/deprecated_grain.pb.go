@@ -64,9 +64,9 @@ func (UnimplementedOldGrain) Gone(cluster.GrainContext, *Msg) (*Msg, error) {
 	return nil, status.Error(codes.Unimplemented, "protograin: "+OldGoneMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewOldKind uses it to reject a grain
-// that embeds a nil *UnimplementedOldGrain.
-func (u *UnimplementedOldGrain) embeddedNil() bool {
+// isNilUnimplementedOldGrain reports whether u is nil: NewOldKind uses it to
+// reject a grain that embeds a nil *UnimplementedOldGrain.
+func (u *UnimplementedOldGrain) isNilUnimplementedOldGrain() bool {
 	return u == nil
 }
 
@@ -129,8 +129,8 @@ func NewOldKind(factory func(identity string) OldGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedOldGrain() bool
+			}); ok && u.isNilUnimplementedOldGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedOldGrain; embed UnimplementedOldGrain by value")
 			}
 			return g
@@ -153,6 +153,10 @@ func NewOldKind(factory func(identity string) OldGrain) *cluster.Kind {
 					resp, err := g.Gone(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -212,9 +216,9 @@ func (UnimplementedCurrentGrain) Modern(cluster.GrainContext, *Msg) (*Msg, error
 	return nil, status.Error(codes.Unimplemented, "protograin: "+CurrentModernMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewCurrentKind uses it to reject a
-// grain that embeds a nil *UnimplementedCurrentGrain.
-func (u *UnimplementedCurrentGrain) embeddedNil() bool {
+// isNilUnimplementedCurrentGrain reports whether u is nil: NewCurrentKind uses
+// it to reject a grain that embeds a nil *UnimplementedCurrentGrain.
+func (u *UnimplementedCurrentGrain) isNilUnimplementedCurrentGrain() bool {
 	return u == nil
 }
 
@@ -293,8 +297,8 @@ func NewCurrentKind(factory func(identity string) CurrentGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedCurrentGrain() bool
+			}); ok && u.isNilUnimplementedCurrentGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedCurrentGrain; embed UnimplementedCurrentGrain by value")
 			}
 			return g
@@ -318,6 +322,10 @@ func NewCurrentKind(factory func(identity string) CurrentGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -338,6 +346,10 @@ func NewCurrentKind(factory func(identity string) CurrentGrain) *cluster.Kind {
 					resp, err := g.Modern(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -51,9 +51,9 @@ func (UnimplementedModernGrain) Greet(cluster.GrainContext, *GreetRequest) (*Gre
 	return nil, status.Error(codes.Unimplemented, "protograin: "+ModernGreetMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewModernKind uses it to reject a
-// grain that embeds a nil *UnimplementedModernGrain.
-func (u *UnimplementedModernGrain) embeddedNil() bool {
+// isNilUnimplementedModernGrain reports whether u is nil: NewModernKind uses
+// it to reject a grain that embeds a nil *UnimplementedModernGrain.
+func (u *UnimplementedModernGrain) isNilUnimplementedModernGrain() bool {
 	return u == nil
 }
 
@@ -108,8 +108,8 @@ func NewModernKind(factory func(identity string) ModernGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedModernGrain() bool
+			}); ok && u.isNilUnimplementedModernGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedModernGrain; embed UnimplementedModernGrain by value")
 			}
 			return g
@@ -132,6 +132,10 @@ func NewModernKind(factory func(identity string) ModernGrain) *cluster.Kind {
 					resp, err := g.Greet(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

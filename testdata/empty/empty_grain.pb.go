@@ -31,9 +31,10 @@ type PlaceholderGrain interface{}
 // implementations for forward compatibility.
 type UnimplementedPlaceholderGrain struct{}
 
-// embeddedNil reports whether u is nil: NewPlaceholderKind uses it to reject a
-// grain that embeds a nil *UnimplementedPlaceholderGrain.
-func (u *UnimplementedPlaceholderGrain) embeddedNil() bool {
+// isNilUnimplementedPlaceholderGrain reports whether u is nil:
+// NewPlaceholderKind uses it to reject a grain that embeds a nil
+// *UnimplementedPlaceholderGrain.
+func (u *UnimplementedPlaceholderGrain) isNilUnimplementedPlaceholderGrain() bool {
 	return u == nil
 }
 
@@ -67,8 +68,8 @@ func NewPlaceholderKind(factory func(identity string) PlaceholderGrain) *cluster
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedPlaceholderGrain() bool
+			}); ok && u.isNilUnimplementedPlaceholderGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedPlaceholderGrain; embed UnimplementedPlaceholderGrain by value")
 			}
 			return g

@@ -64,9 +64,9 @@ func (UnimplementedStoreGrain) Peek(cluster.GrainContext, *PeekRequest) (*typesp
 	return nil, status.Error(codes.Unimplemented, "protograin: "+StorePeekMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewStoreKind uses it to reject a grain
-// that embeds a nil *UnimplementedStoreGrain.
-func (u *UnimplementedStoreGrain) embeddedNil() bool {
+// isNilUnimplementedStoreGrain reports whether u is nil: NewStoreKind uses it
+// to reject a grain that embeds a nil *UnimplementedStoreGrain.
+func (u *UnimplementedStoreGrain) isNilUnimplementedStoreGrain() bool {
 	return u == nil
 }
 
@@ -142,8 +142,8 @@ func NewStoreKind(factory func(identity string) StoreGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedStoreGrain() bool
+			}); ok && u.isNilUnimplementedStoreGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedStoreGrain; embed UnimplementedStoreGrain by value")
 			}
 			return g
@@ -167,6 +167,10 @@ func NewStoreKind(factory func(identity string) StoreGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -187,6 +191,10 @@ func NewStoreKind(factory func(identity string) StoreGrain) *cluster.Kind {
 					resp, err := g.Peek(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -63,9 +63,9 @@ func (UnimplementedBatchGrain) Commit(cluster.GrainContext, *Empty) (*Size, erro
 	return nil, status.Error(codes.Unimplemented, "protograin: "+BatchCommitMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewBatchKind uses it to reject a grain
-// that embeds a nil *UnimplementedBatchGrain.
-func (u *UnimplementedBatchGrain) embeddedNil() bool {
+// isNilUnimplementedBatchGrain reports whether u is nil: NewBatchKind uses it
+// to reject a grain that embeds a nil *UnimplementedBatchGrain.
+func (u *UnimplementedBatchGrain) isNilUnimplementedBatchGrain() bool {
 	return u == nil
 }
 
@@ -148,8 +148,8 @@ func NewBatchKind(factory func(identity string) BatchGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedBatchGrain() bool
+			}); ok && u.isNilUnimplementedBatchGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedBatchGrain; embed UnimplementedBatchGrain by value")
 			}
 			return g
@@ -173,6 +173,10 @@ func NewBatchKind(factory func(identity string) BatchGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -193,6 +197,10 @@ func NewBatchKind(factory func(identity string) BatchGrain) *cluster.Kind {
 					resp, err := g.Commit(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -272,9 +280,9 @@ func (UnimplementedJournalGrain) Read(cluster.GrainContext, *Item) (*Item, error
 	return nil, status.Error(codes.Unimplemented, "protograin: "+JournalReadMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewJournalKind uses it to reject a
-// grain that embeds a nil *UnimplementedJournalGrain.
-func (u *UnimplementedJournalGrain) embeddedNil() bool {
+// isNilUnimplementedJournalGrain reports whether u is nil: NewJournalKind uses
+// it to reject a grain that embeds a nil *UnimplementedJournalGrain.
+func (u *UnimplementedJournalGrain) isNilUnimplementedJournalGrain() bool {
 	return u == nil
 }
 
@@ -358,8 +366,8 @@ func NewJournalKind(factory func(identity string) JournalGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedJournalGrain() bool
+			}); ok && u.isNilUnimplementedJournalGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedJournalGrain; embed UnimplementedJournalGrain by value")
 			}
 			return g
@@ -383,6 +391,10 @@ func NewJournalKind(factory func(identity string) JournalGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -404,6 +416,10 @@ func NewJournalKind(factory func(identity string) JournalGrain) *cluster.Kind {
 					resp, err := g.Read(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

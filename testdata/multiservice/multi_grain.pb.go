@@ -53,9 +53,9 @@ func (UnimplementedFirstGrain) Do(cluster.GrainContext, *Msg) (*Msg, error) {
 	return nil, status.Error(codes.Unimplemented, "protograin: "+FirstDoMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewFirstKind uses it to reject a grain
-// that embeds a nil *UnimplementedFirstGrain.
-func (u *UnimplementedFirstGrain) embeddedNil() bool {
+// isNilUnimplementedFirstGrain reports whether u is nil: NewFirstKind uses it
+// to reject a grain that embeds a nil *UnimplementedFirstGrain.
+func (u *UnimplementedFirstGrain) isNilUnimplementedFirstGrain() bool {
 	return u == nil
 }
 
@@ -111,8 +111,8 @@ func NewFirstKind(factory func(identity string) FirstGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedFirstGrain() bool
+			}); ok && u.isNilUnimplementedFirstGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedFirstGrain; embed UnimplementedFirstGrain by value")
 			}
 			return g
@@ -135,6 +135,10 @@ func NewFirstKind(factory func(identity string) FirstGrain) *cluster.Kind {
 					resp, err := g.Do(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -190,9 +194,9 @@ func (UnimplementedSecondGrain) Undo(cluster.GrainContext, *Msg) (*Msg, error) {
 	return nil, status.Error(codes.Unimplemented, "protograin: "+SecondUndoMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewSecondKind uses it to reject a
-// grain that embeds a nil *UnimplementedSecondGrain.
-func (u *UnimplementedSecondGrain) embeddedNil() bool {
+// isNilUnimplementedSecondGrain reports whether u is nil: NewSecondKind uses
+// it to reject a grain that embeds a nil *UnimplementedSecondGrain.
+func (u *UnimplementedSecondGrain) isNilUnimplementedSecondGrain() bool {
 	return u == nil
 }
 
@@ -270,8 +274,8 @@ func NewSecondKind(factory func(identity string) SecondGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedSecondGrain() bool
+			}); ok && u.isNilUnimplementedSecondGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedSecondGrain; embed UnimplementedSecondGrain by value")
 			}
 			return g
@@ -295,6 +299,10 @@ func NewSecondKind(factory func(identity string) SecondGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -315,6 +323,10 @@ func NewSecondKind(factory func(identity string) SecondGrain) *cluster.Kind {
 					resp, err := g.Undo(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -358,9 +370,9 @@ func (UnimplementedThirdGrain) Do(cluster.GrainContext, *Msg) (*Msg, error) {
 	return nil, status.Error(codes.Unimplemented, "protograin: "+ThirdDoMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewThirdKind uses it to reject a grain
-// that embeds a nil *UnimplementedThirdGrain.
-func (u *UnimplementedThirdGrain) embeddedNil() bool {
+// isNilUnimplementedThirdGrain reports whether u is nil: NewThirdKind uses it
+// to reject a grain that embeds a nil *UnimplementedThirdGrain.
+func (u *UnimplementedThirdGrain) isNilUnimplementedThirdGrain() bool {
 	return u == nil
 }
 
@@ -416,8 +428,8 @@ func NewThirdKind(factory func(identity string) ThirdGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedThirdGrain() bool
+			}); ok && u.isNilUnimplementedThirdGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedThirdGrain; embed UnimplementedThirdGrain by value")
 			}
 			return g
@@ -440,6 +452,10 @@ func NewThirdKind(factory func(identity string) ThirdGrain) *cluster.Kind {
 					resp, err := g.Do(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

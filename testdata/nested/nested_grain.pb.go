@@ -51,9 +51,9 @@ func (UnimplementedNestGrain) Dig(cluster.GrainContext, *Outer_Inner) (*Outer_In
 	return nil, status.Error(codes.Unimplemented, "protograin: "+NestDigMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewNestKind uses it to reject a grain
-// that embeds a nil *UnimplementedNestGrain.
-func (u *UnimplementedNestGrain) embeddedNil() bool {
+// isNilUnimplementedNestGrain reports whether u is nil: NewNestKind uses it to
+// reject a grain that embeds a nil *UnimplementedNestGrain.
+func (u *UnimplementedNestGrain) isNilUnimplementedNestGrain() bool {
 	return u == nil
 }
 
@@ -108,8 +108,8 @@ func NewNestKind(factory func(identity string) NestGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedNestGrain() bool
+			}); ok && u.isNilUnimplementedNestGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedNestGrain; embed UnimplementedNestGrain by value")
 			}
 			return g
@@ -132,6 +132,10 @@ func NewNestKind(factory func(identity string) NestGrain) *cluster.Kind {
 					resp, err := g.Dig(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -86,9 +86,9 @@ func (UnimplementedPlayerGrain) Position(cluster.GrainContext, *PositionRequest)
 	return nil, status.Error(codes.Unimplemented, "protograin: "+PlayerPositionMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewPlayerKind uses it to reject a
-// grain that embeds a nil *UnimplementedPlayerGrain.
-func (u *UnimplementedPlayerGrain) embeddedNil() bool {
+// isNilUnimplementedPlayerGrain reports whether u is nil: NewPlayerKind uses
+// it to reject a grain that embeds a nil *UnimplementedPlayerGrain.
+func (u *UnimplementedPlayerGrain) isNilUnimplementedPlayerGrain() bool {
 	return u == nil
 }
 
@@ -185,8 +185,8 @@ func NewPlayerKind(factory func(identity string) PlayerGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedPlayerGrain() bool
+			}); ok && u.isNilUnimplementedPlayerGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedPlayerGrain; embed UnimplementedPlayerGrain by value")
 			}
 			return g
@@ -210,6 +210,10 @@ func NewPlayerKind(factory func(identity string) PlayerGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -232,6 +236,10 @@ func NewPlayerKind(factory func(identity string) PlayerGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -252,6 +260,10 @@ func NewPlayerKind(factory func(identity string) PlayerGrain) *cluster.Kind {
 					resp, err := g.Position(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

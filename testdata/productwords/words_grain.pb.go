@@ -51,9 +51,9 @@ func (UnimplementedGrainGrain) Kind(cluster.GrainContext, *Call) (*Method, error
 	return nil, status.Error(codes.Unimplemented, "protograin: "+GrainKindMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewGrainKind uses it to reject a grain
-// that embeds a nil *UnimplementedGrainGrain.
-func (u *UnimplementedGrainGrain) embeddedNil() bool {
+// isNilUnimplementedGrainGrain reports whether u is nil: NewGrainKind uses it
+// to reject a grain that embeds a nil *UnimplementedGrainGrain.
+func (u *UnimplementedGrainGrain) isNilUnimplementedGrainGrain() bool {
 	return u == nil
 }
 
@@ -109,8 +109,8 @@ func NewGrainKind(factory func(identity string) GrainGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedGrainGrain() bool
+			}); ok && u.isNilUnimplementedGrainGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedGrainGrain; embed UnimplementedGrainGrain by value")
 			}
 			return g
@@ -133,6 +133,10 @@ func NewGrainKind(factory func(identity string) GrainGrain) *cluster.Kind {
 					resp, err := g.Kind(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -176,9 +180,9 @@ func (UnimplementedClientGrain) Call(cluster.GrainContext, *Call) (*Call, error)
 	return nil, status.Error(codes.Unimplemented, "protograin: "+ClientCallMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewClientKind uses it to reject a
-// grain that embeds a nil *UnimplementedClientGrain.
-func (u *UnimplementedClientGrain) embeddedNil() bool {
+// isNilUnimplementedClientGrain reports whether u is nil: NewClientKind uses
+// it to reject a grain that embeds a nil *UnimplementedClientGrain.
+func (u *UnimplementedClientGrain) isNilUnimplementedClientGrain() bool {
 	return u == nil
 }
 
@@ -234,8 +238,8 @@ func NewClientKind(factory func(identity string) ClientGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedClientGrain() bool
+			}); ok && u.isNilUnimplementedClientGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedClientGrain; embed UnimplementedClientGrain by value")
 			}
 			return g
@@ -258,6 +262,10 @@ func NewClientKind(factory func(identity string) ClientGrain) *cluster.Kind {
 					resp, err := g.Call(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -301,9 +309,9 @@ func (UnimplementedKindGrain) Grain(cluster.GrainContext, *GrainContext) (*CallO
 	return nil, status.Error(codes.Unimplemented, "protograin: "+KindGrainMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewKindKind uses it to reject a grain
-// that embeds a nil *UnimplementedKindGrain.
-func (u *UnimplementedKindGrain) embeddedNil() bool {
+// isNilUnimplementedKindGrain reports whether u is nil: NewKindKind uses it to
+// reject a grain that embeds a nil *UnimplementedKindGrain.
+func (u *UnimplementedKindGrain) isNilUnimplementedKindGrain() bool {
 	return u == nil
 }
 
@@ -358,8 +366,8 @@ func NewKindKind(factory func(identity string) KindGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedKindGrain() bool
+			}); ok && u.isNilUnimplementedKindGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedKindGrain; embed UnimplementedKindGrain by value")
 			}
 			return g
@@ -382,6 +390,10 @@ func NewKindKind(factory func(identity string) KindGrain) *cluster.Kind {
 					resp, err := g.Grain(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

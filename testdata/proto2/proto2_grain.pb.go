@@ -51,9 +51,9 @@ func (UnimplementedLegacyGrain) Lookup(cluster.GrainContext, *LookupRequest) (*L
 	return nil, status.Error(codes.Unimplemented, "protograin: "+LegacyLookupMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewLegacyKind uses it to reject a
-// grain that embeds a nil *UnimplementedLegacyGrain.
-func (u *UnimplementedLegacyGrain) embeddedNil() bool {
+// isNilUnimplementedLegacyGrain reports whether u is nil: NewLegacyKind uses
+// it to reject a grain that embeds a nil *UnimplementedLegacyGrain.
+func (u *UnimplementedLegacyGrain) isNilUnimplementedLegacyGrain() bool {
 	return u == nil
 }
 
@@ -108,8 +108,8 @@ func NewLegacyKind(factory func(identity string) LegacyGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedLegacyGrain() bool
+			}); ok && u.isNilUnimplementedLegacyGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedLegacyGrain; embed UnimplementedLegacyGrain by value")
 			}
 			return g
@@ -132,6 +132,10 @@ func NewLegacyKind(factory func(identity string) LegacyGrain) *cluster.Kind {
 					resp, err := g.Lookup(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -81,9 +81,9 @@ func (UnimplementedCatalogGrain) Put(cluster.GrainContext, *Product) (*Product, 
 	return nil, status.Error(codes.Unimplemented, "protograin: "+CatalogPutMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewCatalogKind uses it to reject a
-// grain that embeds a nil *UnimplementedCatalogGrain.
-func (u *UnimplementedCatalogGrain) embeddedNil() bool {
+// isNilUnimplementedCatalogGrain reports whether u is nil: NewCatalogKind uses
+// it to reject a grain that embeds a nil *UnimplementedCatalogGrain.
+func (u *UnimplementedCatalogGrain) isNilUnimplementedCatalogGrain() bool {
 	return u == nil
 }
 
@@ -187,8 +187,8 @@ func NewCatalogKind(factory func(identity string) CatalogGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedCatalogGrain() bool
+			}); ok && u.isNilUnimplementedCatalogGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedCatalogGrain; embed UnimplementedCatalogGrain by value")
 			}
 			return g
@@ -213,6 +213,10 @@ func NewCatalogKind(factory func(identity string) CatalogGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -235,6 +239,10 @@ func NewCatalogKind(factory func(identity string) CatalogGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -255,6 +263,10 @@ func NewCatalogKind(factory func(identity string) CatalogGrain) *cluster.Kind {
 					resp, err := g.Put(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

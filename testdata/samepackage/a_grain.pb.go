@@ -51,9 +51,9 @@ func (UnimplementedAlphaGrain) Ping(cluster.GrainContext, *Shared) (*Shared, err
 	return nil, status.Error(codes.Unimplemented, "protograin: "+AlphaPingMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewAlphaKind uses it to reject a grain
-// that embeds a nil *UnimplementedAlphaGrain.
-func (u *UnimplementedAlphaGrain) embeddedNil() bool {
+// isNilUnimplementedAlphaGrain reports whether u is nil: NewAlphaKind uses it
+// to reject a grain that embeds a nil *UnimplementedAlphaGrain.
+func (u *UnimplementedAlphaGrain) isNilUnimplementedAlphaGrain() bool {
 	return u == nil
 }
 
@@ -109,8 +109,8 @@ func NewAlphaKind(factory func(identity string) AlphaGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedAlphaGrain() bool
+			}); ok && u.isNilUnimplementedAlphaGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedAlphaGrain; embed UnimplementedAlphaGrain by value")
 			}
 			return g
@@ -133,6 +133,10 @@ func NewAlphaKind(factory func(identity string) AlphaGrain) *cluster.Kind {
 					resp, err := g.Ping(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

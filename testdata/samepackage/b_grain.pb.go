@@ -51,9 +51,9 @@ func (UnimplementedBetaGrain) Pong(cluster.GrainContext, *Shared) (*BetaKind, er
 	return nil, status.Error(codes.Unimplemented, "protograin: "+BetaPongMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewBetaKind uses it to reject a grain
-// that embeds a nil *UnimplementedBetaGrain.
-func (u *UnimplementedBetaGrain) embeddedNil() bool {
+// isNilUnimplementedBetaGrain reports whether u is nil: NewBetaKind uses it to
+// reject a grain that embeds a nil *UnimplementedBetaGrain.
+func (u *UnimplementedBetaGrain) isNilUnimplementedBetaGrain() bool {
 	return u == nil
 }
 
@@ -108,8 +108,8 @@ func NewBetaKind(factory func(identity string) BetaGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedBetaGrain() bool
+			}); ok && u.isNilUnimplementedBetaGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedBetaGrain; embed UnimplementedBetaGrain by value")
 			}
 			return g
@@ -132,6 +132,10 @@ func NewBetaKind(factory func(identity string) BetaGrain) *cluster.Kind {
 					resp, err := g.Pong(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -51,9 +51,9 @@ func (UnimplementedVaultGrain) Open(cluster.GrainContext, *VaultStateOf) (*Vault
 	return nil, status.Error(codes.Unimplemented, "protograin: "+VaultOpenMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewVaultKind uses it to reject a grain
-// that embeds a nil *UnimplementedVaultGrain.
-func (u *UnimplementedVaultGrain) embeddedNil() bool {
+// isNilUnimplementedVaultGrain reports whether u is nil: NewVaultKind uses it
+// to reject a grain that embeds a nil *UnimplementedVaultGrain.
+func (u *UnimplementedVaultGrain) isNilUnimplementedVaultGrain() bool {
 	return u == nil
 }
 
@@ -112,8 +112,8 @@ func NewVaultKind(factory func(identity string) VaultGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedVaultGrain() bool
+			}); ok && u.isNilUnimplementedVaultGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedVaultGrain; embed UnimplementedVaultGrain by value")
 			}
 			return g
@@ -136,6 +136,10 @@ func NewVaultKind(factory func(identity string) VaultGrain) *cluster.Kind {
 					resp, err := g.Open(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -54,9 +54,9 @@ func (UnimplementedLedgerGrain) Post(cluster.GrainContext, *PostRequest) (*PostR
 	return nil, status.Error(codes.Unimplemented, "protograin: "+LedgerPostMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewLedgerKind uses it to reject a
-// grain that embeds a nil *UnimplementedLedgerGrain.
-func (u *UnimplementedLedgerGrain) embeddedNil() bool {
+// isNilUnimplementedLedgerGrain reports whether u is nil: NewLedgerKind uses
+// it to reject a grain that embeds a nil *UnimplementedLedgerGrain.
+func (u *UnimplementedLedgerGrain) isNilUnimplementedLedgerGrain() bool {
 	return u == nil
 }
 
@@ -116,8 +116,8 @@ func NewLedgerKind(factory func(identity string) LedgerGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedLedgerGrain() bool
+			}); ok && u.isNilUnimplementedLedgerGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedLedgerGrain; embed UnimplementedLedgerGrain by value")
 			}
 			return g
@@ -140,6 +140,10 @@ func NewLedgerKind(factory func(identity string) LedgerGrain) *cluster.Kind {
 					resp, err := g.Post(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

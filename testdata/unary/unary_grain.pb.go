@@ -80,9 +80,9 @@ func (UnimplementedEchoGrain) Fail(cluster.GrainContext, *CountRequest) (*CountR
 	return nil, status.Error(codes.Unimplemented, "protograin: "+EchoFailMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewEchoKind uses it to reject a grain
-// that embeds a nil *UnimplementedEchoGrain.
-func (u *UnimplementedEchoGrain) embeddedNil() bool {
+// isNilUnimplementedEchoGrain reports whether u is nil: NewEchoKind uses it to
+// reject a grain that embeds a nil *UnimplementedEchoGrain.
+func (u *UnimplementedEchoGrain) isNilUnimplementedEchoGrain() bool {
 	return u == nil
 }
 
@@ -180,8 +180,8 @@ func NewEchoKind(factory func(identity string) EchoGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedEchoGrain() bool
+			}); ok && u.isNilUnimplementedEchoGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedEchoGrain; embed UnimplementedEchoGrain by value")
 			}
 			return g
@@ -205,6 +205,10 @@ func NewEchoKind(factory func(identity string) EchoGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -226,6 +230,10 @@ func NewEchoKind(factory func(identity string) EchoGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -246,6 +254,10 @@ func NewEchoKind(factory func(identity string) EchoGrain) *cluster.Kind {
 					resp, err := g.Fail(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

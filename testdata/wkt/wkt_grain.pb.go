@@ -99,9 +99,9 @@ func (UnimplementedClockGrain) Reset(cluster.GrainContext, *emptypb.Empty) (*emp
 	return nil, status.Error(codes.Unimplemented, "protograin: "+ClockResetMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewClockKind uses it to reject a grain
-// that embeds a nil *UnimplementedClockGrain.
-func (u *UnimplementedClockGrain) embeddedNil() bool {
+// isNilUnimplementedClockGrain reports whether u is nil: NewClockKind uses it
+// to reject a grain that embeds a nil *UnimplementedClockGrain.
+func (u *UnimplementedClockGrain) isNilUnimplementedClockGrain() bool {
 	return u == nil
 }
 
@@ -246,8 +246,8 @@ func NewClockKind(factory func(identity string) ClockGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedClockGrain() bool
+			}); ok && u.isNilUnimplementedClockGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedClockGrain; embed UnimplementedClockGrain by value")
 			}
 			return g
@@ -271,6 +271,10 @@ func NewClockKind(factory func(identity string) ClockGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -291,6 +295,10 @@ func NewClockKind(factory func(identity string) ClockGrain) *cluster.Kind {
 					resp, err := g.Unpack(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -313,6 +321,10 @@ func NewClockKind(factory func(identity string) ClockGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -334,6 +346,10 @@ func NewClockKind(factory func(identity string) ClockGrain) *cluster.Kind {
 					if err != nil {
 						return nil, err
 					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
 					return resp, nil
 				},
 			},
@@ -354,6 +370,10 @@ func NewClockKind(factory func(identity string) ClockGrain) *cluster.Kind {
 					resp, err := g.Reset(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

@@ -50,9 +50,9 @@ func (UnimplementedCounterGrain) Add(cluster.GrainContext, *AddRequest) (*AddRes
 	return nil, status.Error(codes.Unimplemented, "protograin: "+CounterAddMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewCounterKind uses it to reject a
-// grain that embeds a nil *UnimplementedCounterGrain.
-func (u *UnimplementedCounterGrain) embeddedNil() bool {
+// isNilUnimplementedCounterGrain reports whether u is nil: NewCounterKind uses
+// it to reject a grain that embeds a nil *UnimplementedCounterGrain.
+func (u *UnimplementedCounterGrain) isNilUnimplementedCounterGrain() bool {
 	return u == nil
 }
 
@@ -106,8 +106,8 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedCounterGrain() bool
+			}); ok && u.isNilUnimplementedCounterGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedCounterGrain; embed UnimplementedCounterGrain by value")
 			}
 			return g
@@ -130,6 +130,10 @@ func NewCounterKind(factory func(identity string) CounterGrain) *cluster.Kind {
 					resp, err := g.Add(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},

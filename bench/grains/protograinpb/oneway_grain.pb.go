@@ -55,9 +55,9 @@ func (UnimplementedPongerGrain) Ping(cluster.GrainContext, *Ball) (*emptypb.Empt
 	return nil, status.Error(codes.Unimplemented, "protograin: "+PongerPingMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewPongerKind uses it to reject a
-// grain that embeds a nil *UnimplementedPongerGrain.
-func (u *UnimplementedPongerGrain) embeddedNil() bool {
+// isNilUnimplementedPongerGrain reports whether u is nil: NewPongerKind uses
+// it to reject a grain that embeds a nil *UnimplementedPongerGrain.
+func (u *UnimplementedPongerGrain) isNilUnimplementedPongerGrain() bool {
 	return u == nil
 }
 
@@ -111,8 +111,8 @@ func NewPongerKind(factory func(identity string) PongerGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedPongerGrain() bool
+			}); ok && u.isNilUnimplementedPongerGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedPongerGrain; embed UnimplementedPongerGrain by value")
 			}
 			return g
@@ -135,6 +135,10 @@ func NewPongerKind(factory func(identity string) PongerGrain) *cluster.Kind {
 					resp, err := g.Ping(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
@@ -182,9 +186,9 @@ func (UnimplementedPingerGrain) Pong(cluster.GrainContext, *Ball) (*emptypb.Empt
 	return nil, status.Error(codes.Unimplemented, "protograin: "+PingerPongMethod+" is not implemented")
 }
 
-// embeddedNil reports whether u is nil: NewPingerKind uses it to reject a
-// grain that embeds a nil *UnimplementedPingerGrain.
-func (u *UnimplementedPingerGrain) embeddedNil() bool {
+// isNilUnimplementedPingerGrain reports whether u is nil: NewPingerKind uses
+// it to reject a grain that embeds a nil *UnimplementedPingerGrain.
+func (u *UnimplementedPingerGrain) isNilUnimplementedPingerGrain() bool {
 	return u == nil
 }
 
@@ -238,8 +242,8 @@ func NewPingerKind(factory func(identity string) PingerGrain) *cluster.Kind {
 		New: func(identity string) any {
 			g := factory(identity)
 			if u, ok := g.(interface {
-				embeddedNil() bool
-			}); ok && u.embeddedNil() {
+				isNilUnimplementedPingerGrain() bool
+			}); ok && u.isNilUnimplementedPingerGrain() {
 				panic("protograin: the grain embeds a nil *UnimplementedPingerGrain; embed UnimplementedPingerGrain by value")
 			}
 			return g
@@ -262,6 +266,10 @@ func NewPingerKind(factory func(identity string) PingerGrain) *cluster.Kind {
 					resp, err := g.Pong(ctx, r)
 					if err != nil {
 						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
 					}
 					return resp, nil
 				},
