@@ -248,7 +248,27 @@ type transport struct {
 	// lastConns): it takes none again, and conn fails at once rather than
 	// dial it for every message a view that has it alive still sends there.
 	closedPeers map[string]string
+	// unreachable holds, by name, the last dial that failed to reach a
+	// peer (nothing listens, say: a crashed member that the view still
+	// has alive). For unreachableMemory conn fails at once with its error
+	// for the same address and incarnation, rather than dial again for
+	// every message: a leaver forwarding what still reaches it, one
+	// message at a time, spent its farewell on such dials.
+	unreachable map[string]failedDial
 }
+
+// failedDial is a dial that did not reach a peer (see
+// transport.unreachable).
+type failedDial struct {
+	addr, incarnation string
+	at                time.Time
+	err               error
+}
+
+// unreachableMemory is how long a dial that failed to reach a peer is
+// remembered (see transport.unreachable): short, as the peer may be
+// starting, and calls retry within their deadline meanwhile.
+const unreachableMemory = time.Second
 
 // peerEntry is the stream to one peer, or the dial in progress.
 type peerEntry struct {
@@ -267,6 +287,7 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 		peers:       make(map[string]*peerEntry),
 		conns:       make(map[*conn]struct{}),
 		closedPeers: make(map[string]string),
+		unreachable: make(map[string]failedDial),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.servers = newGoPool()
@@ -343,6 +364,10 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 		if inc, ok := t.closedPeers[m.Name]; ok && inc == m.incarnation {
 			t.mu.Unlock()
 			return nil, newError(codes.Unavailable, ErrUnavailable, "cluster: member %s at %s refuses streams: it is closing", m.Name, m.GRPCAddr)
+		}
+		if f, ok := t.unreachable[m.Name]; ok && f.addr == m.GRPCAddr && f.incarnation == m.incarnation && time.Since(f.at) < unreachableMemory {
+			t.mu.Unlock()
+			return nil, f.err
 		}
 		e := t.peers[m.Name]
 		if e == nil {
@@ -437,10 +462,15 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 	// once its forget reads the entry of its peer, which may be e.
 	t.mu.Lock()
 	if err != nil {
-		if m.incarnation != "" && refusedAsClosing(err) {
-			t.closedPeers[m.Name] = m.incarnation
-		}
 		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v", m.Name, m.GRPCAddr, err)
+		switch {
+		case refusedAsClosing(err):
+			if m.incarnation != "" {
+				t.closedPeers[m.Name] = m.incarnation
+			}
+		case t.ctx.Err() == nil: // not this node closing
+			t.unreachable[m.Name] = failedDial{addr: m.GRPCAddr, incarnation: m.incarnation, at: time.Now(), err: e.err}
+		}
 	}
 	if (err != nil || departed) && t.peers[m.Name] == e {
 		delete(t.peers, m.Name) // not handed out for new requests
@@ -711,6 +741,7 @@ func (t *transport) offer(c *conn) {
 func (t *transport) dropPeer(name, addr string) {
 	t.mu.Lock()
 	delete(t.closedPeers, name) // it left or failed: the view no longer sends there
+	delete(t.unreachable, name)
 	var victims []*conn
 	for c := range t.conns {
 		if c.peer == name && (addr == "" || c.at(addr)) {

@@ -1,0 +1,91 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+)
+
+// These tests come from an audit of restarts and leaves at once: each
+// loses one-way messages through nodes that never fail without its fix.
+
+// sendUntil sends Record(v), v = 0, 1, ..., from a to the identities in
+// turn until stop is set, and returns what it sent to each (once done is
+// closed) and a count of the messages sent so far.
+func sendUntil(a *Node, ids []string, stop *atomic.Bool) (sent map[string][]int64, count *atomic.Int64, done chan struct{}) {
+	sent, count, done = make(map[string][]int64), new(atomic.Int64), make(chan struct{})
+	go func() {
+		defer close(done)
+		for v := int64(0); !stop.Load(); v++ {
+			id := ids[int(v)%len(ids)]
+			if err := a.Send(context.Background(), recordCall(id, v)); err == nil {
+				sent[id] = append(sent[id], v)
+				count.Add(1)
+			}
+		}
+	}()
+	return sent, count, done
+}
+
+// ranOn returns the values that identity's grain ran on the named nodes'
+// recorders, sorted.
+func ranOn(recs map[string]*recorder, identity string, nodes ...*Node) []int64 {
+	var got []int64
+	for _, n := range nodes {
+		got = append(got, recs[n.Name()].values(identity)...)
+	}
+	slices.Sort(got)
+	return got
+}
+
+// TestALeaverForwardsPastACrashedMember crashes B and at once lets C leave
+// gracefully, while A sends one-way messages without pause to grains of
+// C, half of which go to B once C is gone, half to D. What was sent to B
+// is lost with B; but the messages to the grains that go to D never meet
+// B, and C and D do not fail: each must run once. C used to dial B again
+// for each message for B's grains it forwarded, one at a time, so its
+// farewell ran out with thousands of messages for D still in its lanes.
+func TestALeaverForwardsPastACrashedMember(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 4, 3, -1, nil)
+	b, c, d, a := nodes[0], nodes[1], nodes[2], nodes[3] // a hosts nothing
+	p := a.view.Load()
+	var toB, toD []string
+	for i := 0; len(toB) < 4 || len(toD) < 4; i++ {
+		id := fmt.Sprintf("past-%d", i)
+		if o, _ := p.owner(recorderKind, id); o.Name != c.Name() {
+			continue
+		}
+		switch o, _ := p.ownerExcept(recorderKind, id, c.Name()); {
+		case o.Name == b.Name() && len(toB) < 4:
+			toB = append(toB, id)
+		case o.Name == d.Name() && len(toD) < 4:
+			toD = append(toD, id)
+		}
+	}
+	var stop atomic.Bool
+	sent, count, done := sendUntil(a, append(slices.Clone(toB), toD...), &stop)
+	waitFor(t, waitTimeout, "messages on their way", func() bool { return len(recs[c.Name()].values(toD[0])) > 50 })
+	_ = b.Close()
+	if err := c.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "A to see C gone", func() bool {
+		st, _ := a.view.Load().status(c.Name())
+		return st != StatusAlive
+	})
+	after := count.Load()
+	waitFor(t, waitTimeout, "messages sent after the leave", func() bool { return count.Load() > after+100 })
+	stop.Store(true)
+	<-done
+	for _, id := range toD {
+		waitFor(t, waitTimeout, fmt.Sprintf("the %d messages for %s to run", len(sent[id]), id), func() bool {
+			return len(ranOn(recs, id, c, d)) >= len(sent[id])
+		})
+		if got := ranOn(recs, id, c, d); !slices.Equal(got, sent[id]) {
+			t.Errorf("%s (C's, then D's) ran %d of the %d messages sent", id, len(got), len(sent[id]))
+		}
+	}
+}
