@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
@@ -87,5 +88,49 @@ func TestALeaverForwardsPastACrashedMember(t *testing.T) {
 		if got := ranOn(recs, id, c, d); !slices.Equal(got, sent[id]) {
 			t.Errorf("%s (C's, then D's) ran %d of the %d messages sent", id, len(got), len(sent[id]))
 		}
+	}
+}
+
+// TestALeaveAfterAGiveUpInTheSameView lets D's view be one in which a
+// forwarded message waited in vain for D to own its grain (as when two
+// members join at once: the message then goes on to its owner). In that
+// view, C begins to leave and forwards to D, its grain's next owner, a
+// message that still reached it: D, which hears of the leave from C before
+// its view has it, must wait for the view in which it owns the grain, not
+// drop the message because a wait in that view ran out before.
+func TestALeaveAfterAGiveUpInTheSameView(t *testing.T) {
+	t.Parallel()
+	nodes, recs, logs := recorderClusterOf(t, 2, 2, -1, nil)
+	c, d := nodes[0], nodes[1]
+	fromC := recorderOwnedBy(t, nodes, c, "giveup")
+	// C's stream to D, on which C says it leaves.
+	if _, err := c.transport.conn(t.Context(), c.view.Load().byName[d.Name()]); err != nil {
+		t.Fatal(err)
+	}
+	// D's view stays one until the test lets it hear of the leave; a
+	// fresh one, so that nobody waits for the next yet.
+	d.refresh()
+	d.refreshMu.Lock()
+	release := sync.OnceFunc(d.refreshMu.Unlock)
+	// Released before the nodes close, whose membership watchers need it.
+	t.Cleanup(release)
+	// As if a forwarded message had waited in vain in this view.
+	d.gaveUp.Store(d.view.Load())
+
+	left := make(chan error, 1)
+	go func() { left <- c.Shutdown(context.Background()) }()
+	waitFor(t, waitTimeout, "C to tell D it leaves", func() bool { return d.transport.saidLeaving(c.Name()) })
+	sendForwardedRecord(t, c, d, fromC, 2, oneWayForwarded) // as C forwards what still reaches it
+	waitFor(t, waitTimeout, "D to wait for a view in which it owns the grain, or drop the message", func() bool {
+		d.viewMu.Lock()
+		waiting := d.viewNext != nil
+		d.viewMu.Unlock()
+		return waiting || logs[d.Name()].count("dropped a one-way message", fromC) > 0
+	})
+	release()
+	d.membershipChanged()
+	waitValues(t, recs[d.Name()], fromC, []int64{2})
+	if err := receive(t, left, "C's Shutdown"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -805,6 +805,7 @@ func (c *conn) dispatch(f *frame) {
 		}
 		if f.hello&helloLeaving != 0 {
 			c.peerLeaving.Store(true)
+			c.t.handler.heardLeaving()
 		}
 		if f.hello&helloBye != 0 {
 			c.heardBye()

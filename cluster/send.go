@@ -712,6 +712,16 @@ func (n *Node) checkForwardedOwner(req *frame) error {
 	}
 }
 
+// heardLeaving implements requestHandler: a peer leaves, perhaps before
+// this node's view says so, and may forward to this node what still
+// reaches it. A forwarded message that finds this node not its owner is
+// then worth a wait again, even in a view in which such a wait ran out
+// (see checkForwardedOwner): the view that drops the leaver may make this
+// node the owner. Without this, one wait that ran out (two members that
+// joined at once) made the node drop, without a wait, what the next
+// leaver forwarded for as long as the view lasted.
+func (n *Node) heardLeaving() { n.gaveUp.Store(nil) }
+
 // sendForwarded queues req on the stream to owner, marked as forwarded
 // once more than it came.
 func (n *Node) sendForwarded(req *frame, owner *Member) error {

@@ -176,6 +176,10 @@ type requestHandler interface {
 	// so to incarnation, which may be this node's.
 	retired(name, incarnation string) bool
 	replaced(incarnation, peer string)
+	// heardLeaving is told that a peer said it is leaving, or refused a
+	// stream because it is closing: a leave the node's view may not have
+	// yet.
+	heardLeaving()
 }
 
 // transport owns the gRPC server and the streams to peers: at most one
@@ -468,6 +472,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 			if m.incarnation != "" {
 				t.closedPeers[m.Name] = m.incarnation
 			}
+			defer t.handler.heardLeaving() // after t.mu
 		case t.ctx.Err() == nil: // not this node closing
 			t.unreachable[m.Name] = failedDial{addr: m.GRPCAddr, incarnation: m.incarnation, at: time.Now(), err: e.err}
 		}
@@ -682,7 +687,10 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	defer cancel()
 	c := newConn(t, hello.node, hello.message, ss, cancel, nil)
 	c.replaced = hello.method
-	c.peerLeaving.Store(hello.hello&helloLeaving != 0)
+	if hello.hello&helloLeaving != 0 {
+		c.peerLeaving.Store(true)
+		t.handler.heardLeaving()
+	}
 	// The dialer understands name ids: use them (see nameRefs). Set before
 	// track, after which other goroutines may queue frames on c.
 	c.dict.on = hello.hello&helloNames != 0
