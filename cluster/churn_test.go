@@ -134,3 +134,44 @@ func TestALeaveAfterAGiveUpInTheSameView(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAMessageForARestartedMembersGrainIsNotDropped gives D a message for
+// a grain of B while D's view still has B's crashed process alive (the
+// sender's view placed the grain on D). D's forward to B finds nothing
+// listening, and the owner without B is D itself, so D waits for a view in
+// which it owns the grain. The view that comes has B restarted at a new
+// address, owning the grain: the message, never handed to the process that
+// failed, goes there instead of being dropped.
+func TestAMessageForARestartedMembersGrainIsNotDropped(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 3, 2, -1, nil)
+	b, d, s := nodes[0], nodes[1], nodes[2]
+	id := recorderOwnedBy(t, nodes, b, "restarted")
+	setView := holdViews(t, d) // D keeps B's old process alive in its view
+	cfg := b.cfg
+	_ = b.Close()
+	cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Seeds = []string{s.GossipAddr()}
+	cfg.Kinds = []*Kind{newRecorderKind(recs[b.Name()], -1)}
+	again := startNode(t, cfg)
+	waitFor(t, waitTimeout, "S to see B's new process", func() bool {
+		m, ok := memberNamed(s, b.Name())
+		return ok && m.Status == StatusAlive && m.GRPCAddr == again.GRPCAddr()
+	})
+	sendForwardedRecord(t, s, d, id, 7, oneWaySent) // as S would, had its view placed the grain on D
+	waitFor(t, waitTimeout, "D to wait for a view in which it owns the grain", func() bool {
+		d.viewMu.Lock()
+		defer d.viewMu.Unlock()
+		return d.viewNext != nil
+	})
+	restarted, _ := memberNamed(s, b.Name())
+	setView(func(members []Member) []Member {
+		for i := range members {
+			if members[i].Name == restarted.Name {
+				members[i] = restarted
+			}
+		}
+		return members
+	})
+	waitValues(t, recs[b.Name()], id, []int64{7})
+}

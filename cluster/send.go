@@ -602,6 +602,14 @@ func (n *Node) forwardOneWay(req *frame) bool {
 			if n.checkForwardedOwner(req) == nil {
 				return false
 			}
+			if n.view.Load() != view {
+				// The view moved on without making this node the
+				// owner: the owner that took no stream came back
+				// under its name at a new address, say. Place the
+				// message again by it.
+				unreachable = ""
+				continue
+			}
 			n.dropOneWay(req, err)
 			return true
 		case !ok || unreachable != "" && owner.Name == n.name:
