@@ -1,16 +1,14 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/protograin/protograin/cluster"
+	"github.com/protograin/protograin/internal/testnode"
 	"github.com/protograin/protograin/testdata/oneway"
 	"github.com/protograin/protograin/testdata/unary"
 	"google.golang.org/grpc/codes"
@@ -53,26 +51,10 @@ func TestNewRejectsANilEmbeddedUnimplemented(t *testing.T) {
 // for a method the grain would have left to the nil pointer as for any
 // other.
 func TestNilEmbeddedUnimplementedFailsTheCall(t *testing.T) {
-	cfg := cluster.DefaultConfig()
-	cfg.NodeName = "embed-test"
-	cfg.BindAddr = "127.0.0.1:0"
-	cfg.GRPCAddr = "127.0.0.1:0"
-	cfg.Gossip = cluster.GossipLocal
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Kinds = []*cluster.Kind{unary.NewEchoKind(func(string) unary.EchoGrain { return pointerEmbedGrain{} })}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	node, err := cluster.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := node.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	node := testnode.Start(t, "embed-test", unary.NewEchoKind(func(string) unary.EchoGrain { return pointerEmbedGrain{} }))
+	ctx := t.Context()
 	client := unary.NewEchoClient(node, "alice")
-	_, err = client.Fail(ctx, &unary.CountRequest{})
+	_, err := client.Fail(ctx, &unary.CountRequest{})
 	if !errors.Is(err, cluster.ErrGrainPanic) || status.Code(err) != codes.Internal {
 		t.Fatalf("Fail = %v, want an Internal ErrGrainPanic from the activation", err)
 	}
@@ -89,13 +71,7 @@ func TestNilEmbeddedUnimplementedFailsTheCall(t *testing.T) {
 // TestKindHandleReturnsNoMessageForNil.
 func TestNilRequestIsRejected(t *testing.T) {
 	var activated atomic.Bool
-	cfg := cluster.DefaultConfig()
-	cfg.NodeName = "nil-request-test"
-	cfg.BindAddr = "127.0.0.1:0"
-	cfg.GRPCAddr = "127.0.0.1:0"
-	cfg.Gossip = cluster.GossipLocal
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Kinds = []*cluster.Kind{
+	node := testnode.Start(t, "nil-request-test",
 		unary.NewEchoKind(func(string) unary.EchoGrain {
 			activated.Store(true)
 			return &echoGrain{}
@@ -104,18 +80,8 @@ func TestNilRequestIsRejected(t *testing.T) {
 			activated.Store(true)
 			return oneway.UnimplementedPlayerGrain{}
 		}),
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	node, err := cluster.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := node.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	)
+	ctx := t.Context()
 	calls := map[string]func() error{
 		"call": func() error {
 			_, err := unary.NewEchoClient(node, "alice").Say(ctx, nil)

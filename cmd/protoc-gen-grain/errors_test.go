@@ -105,11 +105,11 @@ func TestBadParameters(t *testing.T) {
 		},
 		{
 			param: "module",
-			want:  `parameter module needs a value: module=...`,
+			want:  `parameter module needs a value (module=<value>)`,
 		},
 		{
 			param: "grpc",
-			want:  `parameter grpc needs a value: grpc=...`,
+			want:  `parameter grpc needs a value (grpc=<value>)`,
 		},
 		{
 			param: "grpc=maybe",

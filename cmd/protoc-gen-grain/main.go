@@ -206,7 +206,7 @@ func (p *params) check(raw string) error {
 			return fmt.Errorf("parameter %q has no name", param)
 		case name == "paths" || name == "module" || p.flags.Lookup(name) != nil:
 			if !hasValue || value == "" {
-				return fmt.Errorf("parameter %s needs a value: %s=...", name, name)
+				return fmt.Errorf("parameter %s needs a value (%s=<value>)", name, name)
 			}
 		case strings.HasPrefix(name, "M") && strings.HasSuffix(name, ".proto"):
 			if value == "" {

@@ -2,12 +2,11 @@ package grpcgolden
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/protograin/protograin/cluster"
+	"github.com/protograin/protograin/internal/testnode"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -41,24 +40,8 @@ var (
 )
 
 func TestGRPCServerCallsGrain(t *testing.T) {
-	cfg := cluster.DefaultConfig()
-	cfg.NodeName = "grpcgolden"
-	cfg.BindAddr = "127.0.0.1:0"
-	cfg.GRPCAddr = "127.0.0.1:0"
-	cfg.Gossip = cluster.GossipLocal
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Kinds = []*cluster.Kind{NewCounterKind(func(string) CounterGrain { return &counterGrain{} })}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	node, err := cluster.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := node.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
+	node := testnode.Start(t, "grpcgolden", NewCounterKind(func(string) CounterGrain { return &counterGrain{} }))
+	ctx := t.Context()
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
