@@ -191,23 +191,26 @@ type Config struct {
 	GrainRestartWindow time.Duration
 
 	// KeepMajority turns on split-brain protection: a node serves grains
-	// only while the members it sees alive are a majority of the cluster
-	// (on an even split, the half with the member whose name sorts
-	// first), and a member seen failed keeps its grains for DownAfter
-	// before the others take them. A node without a majority owns no
-	// grain: calls made through it fail with ErrNoQuorum until it sees a
-	// majority again. Every node of a cluster must set it alike. Off by
-	// default: a cluster that loses half of its members then stops
-	// serving, and a failed member's grains wait DownAfter. See the
-	// package doc.
+	// only while the members it sees alive are a majority of those it
+	// knows, failed ones included (on an even split, the half with the
+	// member whose name sorts first), and a member seen failed keeps its
+	// grains for DownAfter before the others take them. A node without a
+	// majority owns no grain: calls made through it fail with ErrNoQuorum
+	// until it sees a majority again. Every node of a cluster must set it
+	// alike. Off by default: a cluster that loses half of its members,
+	// one after the other included, then stops serving until they come
+	// back, and a failed member's grains wait DownAfter. It is a vote of
+	// each node on its own view, not agreement: see the package doc for
+	// what it does not cover.
 	KeepMajority bool
-	// DownAfter is how long, with KeepMajority, a member seen failed
-	// keeps its vote and its grains before the members that have a
-	// majority count it out and place its grains on others. It must be
-	// longer than the other side of a partition takes to see it, which
-	// has fewer members to confirm a failure. Zero means the failure
-	// detector's longest suspicion and a margin, 27 probe intervals in a
-	// small cluster (8.1 s with GossipLocal, 27 s with GossipLAN).
+	// DownAfter is how long, with KeepMajority, a member seen failed keeps
+	// its grains before the members that have a majority place them on
+	// others. It must be longer than the other side of a partition takes
+	// to see it, which has fewer members to confirm a failure and probes
+	// more slowly when its probes fail. Zero means the failure detector's
+	// longest suspicion, plus half of the members probed at memberlist's
+	// slowest rate, plus three probe intervals: 12.9 s for three members
+	// with GossipLocal, 43 s with GossipLAN.
 	DownAfter time.Duration
 
 	// clock, when set, replaces the activation table's clock (the time

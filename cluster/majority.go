@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // Split-brain protection (Config.KeepMajority). A network partition splits
@@ -12,27 +14,37 @@ import (
 // doubled).
 //
 // With it, each node votes on its own view: the members it sees alive or
-// leaving are reachable, the members it sees failed are unreachable, until
-// they are counted out (downed, below), and members that left gracefully
-// do not count. A node whose reachable members are a majority of those
-// counted serves; on an even split, the side with the member whose name
-// sorts first does. Every other node fences itself: it owns no grain, so
-// its activations are deactivated, calls made through it fail with
-// ErrNoQuorum, and the calls other members send it are refused as for a
-// grain it does not own. A side that has the majority waits before it
-// takes the grains of the members it sees failed: they keep their grains
-// (calls to them fail and are retried) for DownAfter, long enough for the
-// failure detector on the other side, which has fewer members to confirm a
-// suspicion, to see the partition too and fence itself. Then it downs
-// them: they no longer count, and their grains move. A fenced node downs
-// nobody, so it stays fenced until it sees a majority again (the partition
-// heals) or is shut down; a member that was downed and comes back alive
-// counts again.
+// leaving are reachable, the members it sees failed are unreachable, and
+// members that left gracefully, or said on a stream that they are leaving
+// (a leaver may be seen failed before its leave arrives), do not count. A
+// node whose reachable members are a majority of those counted serves; on
+// an even split, the side with the member whose name sorts first does.
+// Every other node fences itself: it owns no grain, so its activations are
+// deactivated, calls made through it fail with ErrNoQuorum, and the calls
+// other members send it are refused as for a grain it does not own.
+//
+// A side that has the majority waits before it takes the grains of the
+// members it sees failed: they keep their grains (calls to them fail and
+// are retried) for DownAfter, long enough for the failure detector on the
+// other side, which has fewer members to confirm a suspicion and probes
+// more slowly when its probes fail, to see the partition too and fence
+// itself. Then it downs them: their grains move. A downed member still
+// counts against the majority while the view has it failed: the nodes do
+// not agree on whom they downed, so a vote that left downed members out
+// could give two sides a majority once a partition changes shape (a node
+// cut off, downed by the others, then reaching one of them but not the
+// rest). It stops counting when it comes back (a restart under its name is
+// a new member, and its old start is gone from the view) or when the
+// gossip forgets it. A fenced node downs nobody, and when it regains a
+// majority it waits DownAfter afresh before it downs anyone.
 //
 // The vote has the usual price: a cluster that loses half of its members
-// or more at once (two of three crash within DownAfter, or one of two whose
-// name sorts first) stops serving until they come back, and every failure
-// keeps the failed member's grains unavailable for DownAfter.
+// or more (two of three, one after the other included, until one comes
+// back), or one of two whose name sorts first, stops serving, and every
+// failure keeps the failed member's grains unavailable for DownAfter. And
+// it is not agreement: a node that joins the cluster through a fenced node
+// during a partition hears only of the members that node saw alive, and
+// may count a majority of its own.
 
 // majority is a node's split-brain vote (see above). Its fields are used
 // only by the view's refresh, under Node.refreshMu.
@@ -42,11 +54,17 @@ type majority struct {
 	downAfter time.Duration
 	patience  func(members int) time.Duration
 	// failedSince is when each member counted as unreachable was first
-	// seen failed, by incarnation: a restart under the name is a new
-	// member.
+	// seen failed while this node was not fenced, by incarnation: a
+	// restart under the name is a new member.
 	failedSince map[memberIncarnation]time.Time
-	// downed are the members counted out after DownAfter.
+	// downed are the failed members whose grains moved after DownAfter.
 	downed map[memberIncarnation]bool
+	// leavers are the members seen failed that said they are leaving:
+	// remembered, as their streams, which said so, end before the gossip
+	// may bring the leave.
+	leavers map[memberIncarnation]bool
+	// fenced is the last vote's verdict.
+	fenced bool
 }
 
 func newMajority(downAfter time.Duration, patience func(members int) time.Duration) *majority {
@@ -55,13 +73,15 @@ func newMajority(downAfter time.Duration, patience func(members int) time.Durati
 		patience:    patience,
 		failedSince: make(map[memberIncarnation]time.Time),
 		downed:      make(map[memberIncarnation]bool),
+		leavers:     make(map[memberIncarnation]bool),
 	}
 }
 
 // verdict is the outcome of a vote on one view.
 type verdict struct {
 	fenced bool
-	// held are the failed members that still count and keep their grains.
+	// held are the failed members that are not downed: they keep their
+	// grains.
 	held []string
 	// recheck is when the next held member is due to be downed; zero if
 	// none is.
@@ -70,63 +90,96 @@ type verdict struct {
 
 // vote judges view members at now, downs the members due if the node is
 // not fenced, and reports the verdict. saidLeaving reports whether a
-// member said it is leaving gracefully, which a view may not show yet (a
-// leaver can be seen failed before its leave arrives): such a member does
-// not count.
+// member said on a stream that it is leaving gracefully.
 func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name string) bool) verdict {
 	byID := make(map[memberIncarnation]*Member, len(members))
-	reachable, first, firstReachable := 0, "", false
-	var unreachable []*Member
+	reachable, against, first, firstReachable := 0, 0, "", false
+	var held []*Member
 	for i := range members {
 		m := &members[i]
 		id := memberIncarnation{m.Name, m.incarnation}
 		byID[id] = m
+		failed := m.Status == StatusFailed
+		if failed && !v.leavers[id] && saidLeaving(m.Name) {
+			v.leavers[id] = true
+		}
 		up := m.Status == StatusAlive || m.Status == StatusLeaving
 		switch {
 		case up:
 			reachable++
-		case m.Status == StatusFailed && !v.downed[id] && !saidLeaving(m.Name):
-			if _, ok := v.failedSince[id]; !ok {
-				v.failedSince[id] = now
+		case failed && !v.leavers[id]:
+			against++
+			if !v.downed[id] {
+				held = append(held, m)
 			}
-			unreachable = append(unreachable, m)
 		default:
-			continue // left, downed, or leaving: it does not count
+			continue // left, or a leaver: it does not count
 		}
 		if first == "" || m.Name < first {
 			first, firstReachable = m.Name, up
 		}
 	}
 	// Forget the members the view no longer has failed: back alive (they
-	// count again), or gone from it.
+	// count as reachable again), or gone from it.
+	for _, set := range []map[memberIncarnation]bool{v.downed, v.leavers} {
+		for id := range set {
+			if m := byID[id]; m == nil || m.Status != StatusFailed {
+				delete(set, id)
+			}
+		}
+	}
 	for id := range v.failedSince {
 		if m := byID[id]; m == nil || m.Status != StatusFailed {
 			delete(v.failedSince, id)
 		}
 	}
-	for id := range v.downed {
-		if m := byID[id]; m == nil || m.Status != StatusFailed {
-			delete(v.downed, id)
-		}
-	}
 	var out verdict
-	out.fenced = reachable < len(unreachable) || reachable == len(unreachable) && !firstReachable
+	// Nobody counts when this node has left and the others too: nothing
+	// to serve, and nothing to fence against.
+	out.fenced = reachable+against > 0 && (reachable < against || reachable == against && !firstReachable)
+	wasFenced := v.fenced
+	v.fenced = out.fenced
 	downAfter := v.downAfter
 	if downAfter == 0 {
 		downAfter = v.patience(len(members))
 	}
-	for _, m := range unreachable {
+	for _, m := range held {
+		out.held = append(out.held, m.Name)
+		if out.fenced {
+			continue // a fenced node downs nobody, and its clocks stand still
+		}
 		id := memberIncarnation{m.Name, m.incarnation}
-		left := v.failedSince[id].Add(downAfter).Sub(now)
-		if !out.fenced && left <= 0 {
+		since, ok := v.failedSince[id]
+		if !ok || wasFenced {
+			since = now // first seen failed, or a majority regained: DownAfter afresh
+			v.failedSince[id] = since
+		}
+		left := since.Add(downAfter).Sub(now)
+		if left <= 0 {
 			v.downed[id] = true
 			delete(v.failedSince, id)
+			out.held = out.held[:len(out.held)-1]
 			continue
 		}
-		out.held = append(out.held, m.Name)
-		if !out.fenced && (out.recheck == 0 || left < out.recheck) {
+		if out.recheck == 0 || left < out.recheck {
 			out.recheck = left
 		}
 	}
 	return out
+}
+
+// defaultDownAfter is DownAfter's default for a view of the given number
+// of members under the gossip timings mc: the longest a name claim waits
+// (three probe intervals and the failure detector's longest suspicion,
+// see claimPatience), plus the time a node cut off from the others takes
+// to probe half of them at the slowest rate memberlist's Lifeguard drops
+// to when its own probes keep failing (AwarenessMaxMultiplier times the
+// probe interval). Probes go to one member at a time, and a lone node has
+// nobody to confirm its suspicions, so it sees a partition last: an audit
+// cut one node of seven off, and without the second term the others took
+// its grains 0.6 s before it fenced itself.
+func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
+	half := (members + 1) / 2
+	slowest := time.Duration(max(1, mc.AwarenessMaxMultiplier)) * mc.ProbeInterval
+	return claimPatience(mc, members) + time.Duration(half)*slowest
 }

@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -63,6 +65,7 @@ func TestTheMajorityVote(t *testing.T) {
 		{"members that left do not count", []string{"a:left", "b:left", "c:alive", "d:failed"}, "", false, []string{"d"}},
 		{"a leaver seen failed does not count", []string{"a:failed", "b:alive"}, "a", false, nil},
 		{"alone", []string{"a:alive"}, "", false, nil},
+		{"nobody counts: the last node has left", []string{"a:left", "b:left"}, "", false, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newMajority(downAfter, nil)
@@ -80,7 +83,10 @@ func TestTheMajorityVote(t *testing.T) {
 
 // TestTheMajorityDownsFailedMembersInTime follows one vote over time: a
 // failed member is held for DownAfter and then downed by a node with a
-// majority, counts again once back, and a fenced node downs nobody.
+// majority, but still counts against it while it is failed (the nodes do
+// not agree on whom they downed); a member back counts again; a fenced
+// node downs nobody, and waits DownAfter afresh once it regains a
+// majority.
 func TestTheMajorityDownsFailedMembersInTime(t *testing.T) {
 	const downAfter = 10 * time.Second
 	t0 := time.Unix(100, 0)
@@ -96,22 +102,70 @@ func TestTheMajorityDownsFailedMembersInTime(t *testing.T) {
 	cFailed := view(t, "a:alive", "b:alive", "c:failed")
 	check(0, cFailed, false, []string{"c"}, downAfter)
 	check(4*time.Second, cFailed, false, []string{"c"}, 6*time.Second)
-	check(downAfter, cFailed, false, nil, 0) // downed
-	// With c downed, b's failure is an even split that a, the first name, wins.
-	check(11*time.Second, view(t, "a:alive", "b:failed", "c:failed"), false, []string{"b"}, downAfter)
-	// Both back: they count again.
+	check(downAfter, cFailed, false, nil, 0) // downed: its grains move
+	// c, downed, still counts: with b failed too, a is one against two. (A
+	// partition that changed shape, b now with c: they count a majority.)
+	check(11*time.Second, view(t, "a:alive", "b:failed", "c:failed"), true, []string{"b"}, 0)
+	// Both back: they count as reachable again.
 	check(12*time.Second, view(t, "a:alive", "b:alive", "c:alive"), false, nil, 0)
 	check(13*time.Second, view(t, "a:alive", "b:failed", "c:failed"), true, []string{"b", "c"}, 0)
 	// Fenced, a downs nobody, however long it waits.
 	check(time.Hour, view(t, "a:alive", "b:failed", "c:failed"), true, []string{"b", "c"}, 0)
 	// c restarted under its name: the new start counts, the old one is
-	// gone, and b, failed for an hour, is downed at once.
-	check(time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, nil, 0)
+	// gone; a has a majority again and gives b DownAfter afresh, not the
+	// hour it was fenced.
+	check(time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, []string{"b"}, downAfter)
+	check(time.Hour+11*time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, nil, 0)
 
 	// Without DownAfter, the patience for the view's size applies.
 	v = newMajority(0, func(members int) time.Duration { return time.Duration(members) * time.Second })
 	if got := v.vote(cFailed, t0, nobodyLeaving); got.recheck != 3*time.Second {
 		t.Errorf("recheck in %v with a patience of 1 s per member of three, want 3s", got.recheck)
+	}
+}
+
+// TestALeaverSeenFailedDoesNotCountOnceItsStreamsEnd: a member seen
+// failed that said it is leaving does not count, and keeps not counting
+// after its streams, which said so, have ended, until the gossip brings
+// its leave; back alive and failed again without a word, it counts.
+func TestALeaverSeenFailedDoesNotCountOnceItsStreamsEnd(t *testing.T) {
+	v := newMajority(time.Minute, nil)
+	leaving := true
+	said := func(name string) bool { return leaving && name == "a" }
+	for i, tc := range []struct {
+		members []string
+		leaving bool
+		fenced  bool
+	}{
+		{[]string{"a:failed", "b:alive"}, true, false},
+		{[]string{"a:failed", "b:alive"}, false, false}, // its streams ended
+		{[]string{"a:alive", "b:alive"}, false, false},
+		{[]string{"a:failed", "b:alive"}, false, true}, // failed, without a word: a sorts first
+	} {
+		leaving = tc.leaving
+		if got := v.vote(view(t, tc.members...), time.Unix(100, 0), said); got.fenced != tc.fenced {
+			t.Errorf("vote %d on %v: fenced %t, want %t", i, tc.members, got.fenced, tc.fenced)
+		}
+	}
+}
+
+// TestDefaultDownAfter checks DownAfter's default: the name claim's
+// patience plus half of the members probed at Lifeguard's slowest rate.
+func TestDefaultDownAfter(t *testing.T) {
+	mc := (&Config{Gossip: GossipLocal}).memberlistConfig()
+	for _, tc := range []struct {
+		members int
+		want    time.Duration
+	}{
+		{3, claimPatience(mc, 3) + 2*8*localProbeInterval},
+		{7, claimPatience(mc, 7) + 4*8*localProbeInterval},
+	} {
+		if got := defaultDownAfter(mc, tc.members); got != tc.want {
+			t.Errorf("defaultDownAfter(local, %d) = %v, want %v", tc.members, got, tc.want)
+		}
+	}
+	if got := defaultDownAfter(mc, 3); got != 12900*time.Millisecond {
+		t.Errorf("defaultDownAfter(local, 3) = %v, want 12.9s", got)
 	}
 }
 
@@ -236,5 +290,131 @@ func TestAGracefulLeaveKeepsTheMajority(t *testing.T) {
 	}
 	if second.view.Load().fenced {
 		t.Error("the node that stayed fenced itself after a graceful leave")
+	}
+}
+
+// TestAReshapedPartitionHasOneMajority cuts z off from x and y, who down
+// it after DownAfter; then the partition changes shape without healing: y
+// now sees z, not x. z, downed by x, still counts against x, so x fences
+// itself, and no grain is served on both sides of {x} | {y, z}.
+func TestAReshapedPartitionHasOneMajority(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, 200*time.Millisecond })
+	slices.SortFunc(nodes, func(p, q *Node) int { return strings.Compare(p.Name(), q.Name()) })
+	x, y, z := nodes[0], nodes[1], nodes[2]
+	ofZ := identityOwnedBy(t, nodes, z)
+	setX, setY, setZ := holdViews(t, x), holdViews(t, y), holdViews(t, z)
+
+	// {z} | {x, y}
+	setZ(withStatuses(StatusFailed, x.Name(), y.Name()))
+	if !z.view.Load().fenced {
+		t.Fatal("z, alone, is not fenced")
+	}
+	waitFor(t, waitTimeout, "x and y to down z", func() bool {
+		setX(withStatuses(StatusFailed, z.Name())) // a refresh, as the vote's timer asks for
+		setY(withStatuses(StatusFailed, z.Name()))
+		mx, okx := x.Owner(echoKind, ofZ)
+		my, oky := y.Owner(echoKind, ofZ)
+		return okx && oky && mx.Name != z.Name() && my.Name != z.Name()
+	})
+
+	// Reshaped, not healed: {x} | {y, z}.
+	setX(withStatuses(StatusFailed, y.Name(), z.Name()))
+	setY(func(m []Member) []Member {
+		return withStatus(z.Name(), StatusAlive)(withStatus(x.Name(), StatusFailed)(m))
+	})
+	setZ(func(m []Member) []Member {
+		return withStatus(y.Name(), StatusAlive)(withStatus(x.Name(), StatusFailed)(m))
+	})
+	if !x.view.Load().fenced {
+		t.Error("x serves alone against y and z")
+	}
+	if y.view.Load().fenced || z.view.Load().fenced {
+		t.Error("y and z, two of three, fenced themselves")
+	}
+	for i := range 1000 {
+		id := fmt.Sprintf("grain-%d", i)
+		if mx, ok := x.Owner(echoKind, id); ok {
+			t.Fatalf("x, fenced, places %s on %s", id, mx.Name)
+		}
+	}
+}
+
+// TestALeaverSeenFailedDoesNotFenceTheSurvivor lets the first-named of two
+// nodes leave gracefully while the other sees it failed before the leave
+// arrives (as serf may), before and after the leaver's streams, which said
+// it leaves, have ended: the survivor does not fence itself.
+func TestALeaverSeenFailedDoesNotFenceTheSurvivor(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, time.Minute })
+	slices.SortFunc(nodes, func(p, q *Node) int { return strings.Compare(p.Name(), q.Name()) })
+	first, second := nodes[0], nodes[1]
+	add(t, second, identityOwnedBy(t, nodes, first), 1) // streams both ways
+	add(t, first, identityOwnedBy(t, nodes, second), 1)
+	setSecond := holdViews(t, second)
+	seenFailed := withStatus(first.Name(), StatusFailed)
+
+	done := make(chan error, 1)
+	go func() { done <- first.Shutdown(t.Context()) }()
+	waitFor(t, waitTimeout, "the leaver to say it leaves", func() bool { return second.transport.saidLeaving(first.Name()) })
+	setSecond(seenFailed)
+	if second.view.Load().fenced {
+		t.Fatal("fenced by a leaver seen failed that said it leaves")
+	}
+	if err := receive(t, done, "the leaver's Shutdown"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the leaver's streams to end", func() bool { return !second.transport.saidLeaving(first.Name()) })
+	setSecond(seenFailed) // a refresh while the leave is on its way
+	if second.view.Load().fenced {
+		t.Error("the survivor fenced itself once the leaver's streams had ended")
+	}
+}
+
+// TestTheLastNodeToLeaveDoesNotFenceItself shuts a cluster of one down
+// gracefully: its view then has nobody who counts, itself included, which
+// is no reason to fence itself or to warn that it sees no majority.
+func TestTheLastNodeToLeaveDoesNotFenceItself(t *testing.T) {
+	t.Parallel()
+	logs := &logLines{}
+	nodes, _ := echoCluster(t, 1, 0, func(cfg *Config) {
+		cfg.KeepMajority = true
+		cfg.Logger = slog.New(logs.handler(cfg.Logger.Handler()))
+	})
+	n := nodes[0]
+	if err := n.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n.view.Load().fenced || logs.count("sees no majority") > 0 {
+		t.Errorf("a lone node shutting down fenced itself (fenced %t, %d warnings)", n.view.Load().fenced, logs.count("sees no majority"))
+	}
+}
+
+// TestAMessageToAFencedNodeIsDroppedForWantOfAMajority sends a one-way
+// message to a grain of a node that has fenced itself, from a node whose
+// view still places the grain there: the fenced node drops it, logging
+// that it sees no majority, not that nobody hosts the kind.
+func TestAMessageToAFencedNodeIsDroppedForWantOfAMajority(t *testing.T) {
+	t.Parallel()
+	logs := &logLines{}
+	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
+		cfg.KeepMajority, cfg.DownAfter = true, time.Minute
+		if strings.HasSuffix(cfg.NodeName, "-n0") {
+			cfg.Logger = slog.New(logs.handler(cfg.Logger.Handler()))
+		}
+	})
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	if !strings.HasSuffix(a.Name(), "-n0") {
+		t.Fatalf("the first node is %s, want the one named -n0", a.Name())
+	}
+	id := identityOwnedBy(t, nodes, a)
+	add(t, b, id, 1)
+	holdViews(t, a)(withStatuses(StatusFailed, b.Name(), c.Name()))
+	if err := b.Send(t.Context(), addCall(id, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the fenced node to drop the message", func() bool { return logs.count("dropped a one-way message") > 0 })
+	if n := logs.count("dropped a one-way message", "no majority"); n == 0 {
+		t.Errorf("the fenced node dropped the message for another reason than its missing majority: %d drops logged so", n)
 	}
 }

@@ -110,7 +110,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.failedGrace, n.leaverGrace = cmp.Or(cfg.failedGrace, defaultFailedGrace), newLeaverGrace(&cfg)
 	if cfg.KeepMajority {
 		mc := cfg.memberlistConfig()
-		n.majority = newMajority(cfg.DownAfter, func(members int) time.Duration { return claimPatience(mc, members) })
+		n.majority = newMajority(cfg.DownAfter, func(members int) time.Duration { return defaultDownAfter(mc, members) })
 	}
 	n.store = cfg.Store
 	if n.store == nil {
@@ -549,7 +549,9 @@ func (n *Node) Members() []Member {
 
 // Owner returns the member that owns the grain (kind, identity) in this
 // node's view, and false if no alive member hosts kind, or if the node is
-// fenced (see Config.KeepMajority).
+// fenced (see Config.KeepMajority). With KeepMajority, a failed member
+// that the node has not downed yet still owns its grains, and may be
+// returned.
 func (n *Node) Owner(kind, identity string) (Member, bool) {
 	m, ok := n.view.Load().owner(kind, identity)
 	if !ok {

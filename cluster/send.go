@@ -591,6 +591,9 @@ func (n *Node) forwardOneWay(req *frame) bool {
 		view := n.view.Load()
 		owner, ok := view.ownerExcept(req.kind, req.identity, append(skip, unreachable)...)
 		switch {
+		case !ok && unreachable == "" && view.fenced:
+			n.dropOneWay(req, view.noOwner(req.kind))
+			return true
 		case !ok && unreachable == "":
 			n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member that is not leaving hosts grain kind %q", req.kind))
 			return true
