@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -416,5 +417,40 @@ func TestAMessageToAFencedNodeIsDroppedForWantOfAMajority(t *testing.T) {
 	waitFor(t, waitTimeout, "the fenced node to drop the message", func() bool { return logs.count("dropped a one-way message") > 0 })
 	if n := logs.count("dropped a one-way message", "no majority"); n == 0 {
 		t.Errorf("the fenced node dropped the message for another reason than its missing majority: %d drops logged so", n)
+	}
+}
+
+// TestALeavingNodeDoesNotWarnOfItsSide lets z, of x, y and z, leave after
+// x failed and y left: z's vote is then an even split that x, failed and
+// first, wins, which fences z, but z leaves and owns nothing either way,
+// so it does not warn (the README's walk-through did, at every Ctrl-C).
+func TestALeavingNodeDoesNotWarnOfItsSide(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	logs := map[string]*logLines{}
+	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
+		cfg.KeepMajority, cfg.DownAfter = true, time.Minute
+		l := &logLines{}
+		mu.Lock()
+		logs[cfg.NodeName] = l
+		mu.Unlock()
+		cfg.Logger = slog.New(l.handler(cfg.Logger.Handler()))
+	})
+	slices.SortFunc(nodes, func(p, q *Node) int { return strings.Compare(p.Name(), q.Name()) })
+	x, y, z := nodes[0], nodes[1], nodes[2]
+	setZ := holdViews(t, z)
+	setZ(withStatus(x.Name(), StatusFailed))
+	if z.view.Load().fenced {
+		t.Fatal("z fenced itself with y beside it")
+	}
+	z.transport.leaving.Store(true) // as Shutdown does first
+	setZ(func(m []Member) []Member {
+		return withStatus(z.Name(), StatusLeaving)(withStatus(y.Name(), StatusLeft)(m))
+	})
+	if !z.view.Load().fenced {
+		t.Error("z, alone against x, which sorts first, is not fenced")
+	}
+	if n := logs[z.Name()].count("sees no majority"); n > 0 {
+		t.Errorf("z, leaving, warned %d times that it sees no majority", n)
 	}
 }

@@ -328,6 +328,11 @@ func (n *Node) replaceView(p *placement) {
 func (n *Node) judge(old, p *placement) *placement {
 	v := n.majority.vote(p.members, time.Now(), n.transport.saidLeaving)
 	switch {
+	case n.transport.leaving.Load():
+		// A node that leaves owns nothing either way: its side of a
+		// vote is no news (the last members of a cluster that shut
+		// down one after the other, beside a failed one, would each
+		// warn).
 	case v.fenced && !old.fenced:
 		n.log.Warn("cluster: this node sees no majority of the cluster's members: it serves no grain until it does (Config.KeepMajority)",
 			"unreachable", v.held)
