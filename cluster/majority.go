@@ -80,6 +80,9 @@ func newMajority(downAfter time.Duration, patience func(members int) time.Durati
 // verdict is the outcome of a vote on one view.
 type verdict struct {
 	fenced bool
+	// against are the failed members that count against the majority,
+	// downed or not.
+	against []string
 	// held are the failed members that are not downed: they keep their
 	// grains.
 	held []string
@@ -92,6 +95,7 @@ type verdict struct {
 // not fenced, and reports the verdict. saidLeaving reports whether a
 // member said on a stream that it is leaving gracefully.
 func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name string) bool) verdict {
+	var out verdict
 	byID := make(map[memberIncarnation]*Member, len(members))
 	reachable, against, first, firstReachable := 0, 0, "", false
 	var held []*Member
@@ -109,6 +113,7 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 			reachable++
 		case failed && !v.leavers[id]:
 			against++
+			out.against = append(out.against, m.Name)
 			if !v.downed[id] {
 				held = append(held, m)
 			}
@@ -133,7 +138,6 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 			delete(v.failedSince, id)
 		}
 	}
-	var out verdict
 	// Nobody counts when this node has left and the others too: nothing
 	// to serve, and nothing to fence against.
 	out.fenced = reachable+against > 0 && (reachable < against || reachable == against && !firstReachable)

@@ -107,6 +107,9 @@ func TestTheMajorityDownsFailedMembersInTime(t *testing.T) {
 	// c, downed, still counts: with b failed too, a is one against two. (A
 	// partition that changed shape, b now with c: they count a majority.)
 	check(11*time.Second, view(t, "a:alive", "b:failed", "c:failed"), true, []string{"b"}, 0)
+	if got := v.vote(view(t, "a:alive", "b:failed", "c:failed"), t0.Add(11*time.Second), nobodyLeaving); !slices.Equal(got.against, []string{"b", "c"}) {
+		t.Errorf("the members against a: %v, want [b c], c downed included", got.against)
+	}
 	// Both back: they count as reachable again.
 	check(12*time.Second, view(t, "a:alive", "b:alive", "c:alive"), false, nil, 0)
 	check(13*time.Second, view(t, "a:alive", "b:failed", "c:failed"), true, []string{"b", "c"}, 0)

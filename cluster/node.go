@@ -335,7 +335,7 @@ func (n *Node) judge(old, p *placement) *placement {
 		// warn).
 	case v.fenced && !old.fenced:
 		n.log.Warn("cluster: this node sees no majority of the cluster's members: it serves no grain until it does (Config.KeepMajority)",
-			"unreachable", v.held)
+			"failed", v.against)
 	case !v.fenced && old.fenced:
 		n.log.Info("cluster: this node sees a majority of the cluster's members again")
 	}
