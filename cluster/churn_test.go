@@ -7,6 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
 )
 
 // These tests come from an audit of restarts and leaves at once: each
@@ -174,4 +177,33 @@ func TestAMessageForARestartedMembersGrainIsNotDropped(t *testing.T) {
 		return members
 	})
 	waitValues(t, recs[b.Name()], id, []int64{7})
+}
+
+// TestAStreamThePeerDialedIsUsedAfterAFailedDial remembers a dial to b
+// that did not reach it, as when b was not listening yet, and then lets b
+// dial this node: the stream b opened is handed out for calls to b at
+// once, not refused for the rest of the dial's memory.
+func TestAStreamThePeerDialedIsUsedAfterAFailedDial(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	a, b := nodes[0], nodes[1]
+	mb := *a.view.Load().byName[b.Name()]
+	a.transport.mu.Lock()
+	a.transport.unreachable[b.Name()] = failedDial{addr: mb.GRPCAddr, incarnation: mb.incarnation, at: time.Now(),
+		err: newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s: refused", b.Name())}
+	a.transport.mu.Unlock()
+	if _, err := b.transport.conn(t.Context(), b.view.Load().byName[a.Name()]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "a to take b's stream", func() bool {
+		for _, c := range a.transport.openConns() {
+			if c.peer == b.Name() {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := a.transport.conn(t.Context(), &mb); err != nil {
+		t.Errorf("a's stream to b, with b's own stream open: %v", err)
+	}
 }

@@ -369,12 +369,14 @@ func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
 			t.mu.Unlock()
 			return nil, newError(codes.Unavailable, ErrUnavailable, "cluster: member %s at %s refuses streams: it is closing", m.Name, m.GRPCAddr)
 		}
-		if f, ok := t.unreachable[m.Name]; ok && f.addr == m.GRPCAddr && f.incarnation == m.incarnation && time.Since(f.at) < unreachableMemory {
-			t.mu.Unlock()
-			return nil, f.err
-		}
 		e := t.peers[m.Name]
 		if e == nil {
+			// No stream to use (one the peer dialed would be here): a
+			// dial that just failed is not tried again for a while.
+			if f, ok := t.unreachable[m.Name]; ok && f.addr == m.GRPCAddr && f.incarnation == m.incarnation && time.Since(f.at) < unreachableMemory {
+				t.mu.Unlock()
+				return nil, f.err
+			}
 			e = &peerEntry{ready: make(chan struct{})}
 			t.peers[m.Name] = e
 			t.dials.Add(1)
