@@ -207,3 +207,22 @@ func TestAStreamThePeerDialedIsUsedAfterAFailedDial(t *testing.T) {
 		t.Errorf("a's stream to b, with b's own stream open: %v", err)
 	}
 }
+
+// TestARefusalAsClosingMakesForwardsWorthAWaitAgain: a peer that refuses a
+// stream because its farewell is over is leaving, perhaps before this
+// node's view says so; like a peer's leaving hello, the refusal clears a
+// give-up recorded in the view, so that what the leaver forwarded is
+// waited for rather than dropped.
+func TestARefusalAsClosingMakesForwardsWorthAWaitAgain(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	c, d := nodes[0], nodes[1]
+	c.transport.mu.Lock()
+	c.transport.refusing = true // as at the end of c's farewell
+	c.transport.mu.Unlock()
+	d.gaveUp.Store(d.view.Load()) // as if a forwarded message had waited in vain in this view
+	if _, err := d.transport.conn(t.Context(), d.view.Load().byName[c.Name()]); err == nil {
+		t.Fatal("c, refusing streams, took one")
+	}
+	waitFor(t, waitTimeout, "the refusal to clear D's give-up", func() bool { return d.gaveUp.Load() == nil })
+}

@@ -180,8 +180,8 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 // to when its own probes keep failing (AwarenessMaxMultiplier times the
 // probe interval). Probes go to one member at a time, and a lone node has
 // nobody to confirm its suspicions, so it sees a partition last: an audit
-// cut one node of seven off, and without the second term the others took
-// its grains 0.6 s before it fenced itself.
+// that cut one node of seven off saw the others take its grains before it
+// fenced itself when the second term was missing.
 func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
 	half := (members + 1) / 2
 	slowest := time.Duration(max(1, mc.AwarenessMaxMultiplier)) * mc.ProbeInterval

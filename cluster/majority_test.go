@@ -168,8 +168,12 @@ func TestDefaultDownAfter(t *testing.T) {
 			t.Errorf("defaultDownAfter(local, %d) = %v, want %v", tc.members, got, tc.want)
 		}
 	}
+	// The figures Config.DownAfter's doc gives.
 	if got := defaultDownAfter(mc, 3); got != 12900*time.Millisecond {
 		t.Errorf("defaultDownAfter(local, 3) = %v, want 12.9s", got)
+	}
+	if got := defaultDownAfter((&Config{Gossip: GossipLAN}).memberlistConfig(), 3); got != 43*time.Second {
+		t.Errorf("defaultDownAfter(lan, 3) = %v, want 43s", got)
 	}
 }
 
