@@ -75,11 +75,17 @@ func (s *Scheduler) retry(e *entry, r storage.Reminder, gen uint64, err error) {
 // attempts in a row: RetryBackoff doubled per earlier failure, capped at
 // RetryBackoffMax.
 func (s *Scheduler) backoff(failures int) time.Duration {
-	d := s.cfg.RetryBackoff
-	for i := 1; i < failures && d < s.cfg.RetryBackoffMax; i++ {
+	return doubled(s.cfg.RetryBackoff, s.cfg.RetryBackoffMax, failures)
+}
+
+// doubled returns first doubled per failure in a row after the first,
+// capped at most.
+func doubled(first, most time.Duration, failures int) time.Duration {
+	d := first
+	for i := 1; i < failures && d < most; i++ {
 		d *= 2
 	}
-	return min(d, s.cfg.RetryBackoffMax)
+	return min(d, most)
 }
 
 // fired records a successful Fire: it saves a periodic reminder's next due

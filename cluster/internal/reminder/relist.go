@@ -102,9 +102,5 @@ func (s *Scheduler) listLoop() {
 // of failed listings in a row: ListRetryBackoff doubled per earlier
 // failure, capped at ListRetryBackoffMax.
 func (s *Scheduler) listBackoff(failures int) time.Duration {
-	d := s.cfg.ListRetryBackoff
-	for i := 1; i < failures && d < s.cfg.ListRetryBackoffMax; i++ {
-		d *= 2
-	}
-	return min(d, s.cfg.ListRetryBackoffMax)
+	return doubled(s.cfg.ListRetryBackoff, s.cfg.ListRetryBackoffMax, failures)
 }
