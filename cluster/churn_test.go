@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // These tests come from an audit of restarts and leaves at once: each
@@ -225,4 +227,65 @@ func TestARefusalAsClosingMakesForwardsWorthAWaitAgain(t *testing.T) {
 		t.Fatal("c, refusing streams, took one")
 	}
 	waitFor(t, waitTimeout, "the refusal to clear D's give-up", func() bool { return d.gaveUp.Load() == nil })
+}
+
+// TestALeaverForwardsPastAHungOwner gives C, whose view has a member that
+// accepts connections and never answers (a hung process), a message for
+// that member's grain and then one for D's, both on A's stream, as A's
+// view would send them had it placed the grains on C; and lets C leave
+// while its forward of the first waits for the dial. The forward waits
+// only so long, then goes to the owner without the hung member, D, which
+// owns the grain in its own view; and the message behind it goes on to D
+// within C's farewell. A forward used to wait for DialTimeout (five
+// seconds), longer than the farewell (two), and both were lost.
+func TestALeaverForwardsPastAHungOwner(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 3, 2, -1, nil)
+	c, d, a := nodes[0], nodes[1], nodes[2] // a hosts nothing
+	addr, accepted := hungListener(t)
+	c.refreshMu.Lock()
+	release := sync.OnceFunc(c.refreshMu.Unlock)
+	t.Cleanup(release) // C's Shutdown and its membership watcher need it
+	hung := Member{Name: "hung", GRPCAddr: addr, Kinds: []string{recorderKind}, Status: StatusAlive}
+	c.replaceView(newPlacement(append(c.Members(), hung)))
+	toHung := ownedNextBy(t, c, hung.Name, d.Name(), "hung")
+	toD := ownedNextBy(t, c, d.Name(), c.Name(), "d")
+
+	sendForwardedRecord(t, a, c, toHung, 1, oneWaySent)
+	sendForwardedRecord(t, a, c, toD, 2, oneWaySent)
+	receive(t, accepted, "C to dial the hung member")
+	release()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitValues(t, recs[d.Name()], toD, []int64{2})
+	waitValues(t, recs[d.Name()], toHung, []int64{1})
+}
+
+// TestAKeptMessageGoesPastAnUnreachableOwner resends a one-way message
+// that a retired activation kept, as a deactivation does, from a node
+// whose view has the grain's new owner alive though nothing listens at its
+// address (a crashed member whose failure the gossip has not brought yet).
+// Nothing was handed to that owner: the message goes to the owner without
+// it, as a forwarded message does, where it used to be dropped.
+func TestAKeptMessageGoesPastAnUnreachableOwner(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 2, 2, -1, nil)
+	c, d := nodes[0], nodes[1]
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := Member{Name: "crashed", GRPCAddr: lis.Addr().String(), Kinds: []string{recorderKind}, Status: StatusAlive}
+	_ = lis.Close() // nothing listens there now
+	holdView(t, c, func(members []Member) []Member { return append(members, crashed) })
+	id := ownedNextBy(t, c, crashed.Name, d.Name(), "kept")
+	_, m, err := c.lookup(recorderKind, methodRecord)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.resendOneWay(actKey{recorderKind, id}, newOneWayCall(m, wrapperspb.Int64(4)))
+	waitValues(t, recs[d.Name()], id, []int64{4})
 }

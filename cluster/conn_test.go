@@ -86,36 +86,12 @@ func TestLoneCallWhoseWriteFails(t *testing.T) {
 // (an hour here), as the callers waiting for the same dial do.
 func TestACallWaitsForADialNoLongerThanItsDeadline(t *testing.T) {
 	t.Parallel()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	t.Cleanup(func() {
-		_ = lis.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			_ = c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c) // accepted, never read or written
-			mu.Unlock()
-		}
-	}()
+	addr, _ := hungListener(t)
 	cfg := testConfig(t)
 	cfg.DialTimeout = time.Hour
 	n := startNode(t, cfg)
 	holdView(t, n, func(members []Member) []Member {
-		return append(members, Member{Name: "paused", GRPCAddr: lis.Addr().String(), Kinds: []string{echoKind}, Status: StatusAlive})
+		return append(members, Member{Name: "paused", GRPCAddr: addr, Kinds: []string{echoKind}, Status: StatusAlive})
 	})
 	done := make(chan error, 2)
 	for range 2 { // the caller that dials, and one that waits for its dial
@@ -131,6 +107,44 @@ func TestACallWaitsForADialNoLongerThanItsDeadline(t *testing.T) {
 			t.Fatalf("the call returned %v, want its deadline's error", err)
 		}
 	}
+}
+
+// hungListener listens on a loopback port, accepts every connection and
+// never reads or writes: a paused process. It returns its address, and a
+// channel that receives each connection it accepts.
+func hungListener(t *testing.T) (addr string, accepted <-chan struct{}) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	t.Cleanup(func() {
+		_ = lis.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			_ = c.Close()
+		}
+	})
+	ch := make(chan struct{}, 100)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return lis.Addr().String(), ch
 }
 
 // stalledPeer is a transport peer that answers a stream's hello and then

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -687,6 +688,19 @@ func (n *Node) mayForwardAfterWaiting(req *frame, from string) bool {
 // 1 s in the LAN and WAN gossip profiles).
 const defaultForwardedPatience = 2 * time.Second
 
+// forwardDialPatience bounds how long a forward waits for the stream to
+// the grain's owner while it is being dialed, far longer than a dial takes
+// on loopback or a LAN (a few milliseconds): an owner that takes no stream
+// by then may hang, and forwardOneWay passes the message to the owner without it
+// (where it waits for a view that moves the grain, and goes back to the
+// owner if none does, see mayForwardAfterWaiting). Forwards after it do
+// not wait for the same dial at all. A forward waits on the lane of the
+// stream its message came on, and a node that leaves passes on what still
+// reaches it within its farewell (two seconds): a hung owner held each
+// message behind for DialTimeout (five seconds) before, and the farewell
+// ended with them in the lane.
+const forwardDialPatience = 500 * time.Millisecond
+
 // checkForwardedOwner checks that this node owns the grain of req, which
 // another node forwarded here, waiting up to defaultForwardedPatience for a
 // view in which it does. The forwarder placed the message by a view this node
@@ -746,7 +760,7 @@ func (n *Node) sendForwarded(req *frame, owner *Member) error {
 	defer cancel()
 	f := frame{typ: frameRequest, oneWay: req.oneWay + 1, kind: req.kind, identity: req.identity, method: req.method,
 		payload: req.payload}
-	c, err := n.transport.conn(ctx, owner)
+	c, err := n.transport.connWithin(ctx, owner, forwardDialPatience)
 	if err == nil {
 		err = c.send(ctx, &f)
 		// This node said bye on the stream after it was handed out (its
@@ -757,7 +771,7 @@ func (n *Node) sendForwarded(req *frame, owner *Member) error {
 		// message again by the newer one.
 		if err != nil && c.saidBye() {
 			n.transport.retire(c)
-			if c, err = n.transport.conn(ctx, owner); err == nil {
+			if c, err = n.transport.connWithin(ctx, owner, forwardDialPatience); err == nil {
 				err = c.send(ctx, &f)
 			}
 		}
@@ -859,13 +873,17 @@ func (g *grainActor) runOneWay(m *oneWayCall) (resp proto.Message, err error) {
 
 // resendOneWay sends a one-way message that reached a retired activation
 // again, to the grain's next activation, here or on its new owner (see
-// activations.sendLeftovers).
+// activations.sendLeftovers). It goes as if a peer had sent it here, so
+// that it follows the rules of a message placed by another node's view:
+// an owner that takes no stream (a crashed member that this node's view
+// still has alive, while the node leaves, say) passes it to the owner
+// without that member, where Send would drop it (see forwardOneWay).
 func (n *Node) resendOneWay(key actKey, m *oneWayCall) {
-	ctx, cancel := n.oneWayDeadline()
-	defer cancel()
-	err := n.Send(ctx, Call{Kind: key.kind, Identity: key.identity, Method: m.method.Name, Request: m.req})
-	if err != nil {
-		n.log.Warn("cluster: dropped a one-way message", "kind", key.kind, "identity", key.identity, "method", m.method.Name,
-			"err", err)
+	req := frame{typ: frameRequest, oneWay: oneWaySent, kind: key.kind, identity: key.identity, method: m.method.Name}
+	var err error
+	if req.payload, err = proto.Marshal(m.req); err != nil {
+		n.dropOneWay(&req, fmt.Errorf("cluster: encode the one-way message: %w", err))
+		return
 	}
+	n.serveOneWay(&req, n.name, true, nil)
 }
