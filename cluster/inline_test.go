@@ -177,7 +177,9 @@ func TestPeerCallEndsAtItsDeadlineWhileTheMethodRuns(t *testing.T) {
 // deadline on the same conn. The conn serves on afterwards.
 func TestPeerCallWithoutDeadlineEndsAtTheDefault(t *testing.T) {
 	t.Parallel()
-	const timeout = 100 * time.Millisecond
+	// Long enough for a call to reach its grain on a machine busy with
+	// other tests under -race (100 ms was not, once in a loop of runs).
+	const timeout = 300 * time.Millisecond
 	nodes, hs := echoCluster(t, 2, 0, func(c *Config) { c.DefaultCallTimeout = timeout })
 	owner, caller := nodes[0], nodes[1]
 	// A grain each, so that every call is held by its method rather than
@@ -190,7 +192,7 @@ func TestPeerCallWithoutDeadlineEndsAtTheDefault(t *testing.T) {
 		}
 	}
 	// Activated first, each under a deadline of its own: a held call must
-	// reach its grain within the 100 ms, which an activation on a busy
+	// reach its grain within the timeout, which an activation on a busy
 	// machine under -race can take by itself (the check below that every
 	// call started timed out once so).
 	for _, id := range ids {
