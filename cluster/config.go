@@ -196,7 +196,8 @@ type Config struct {
 	// member whose name sorts first), and a member seen failed keeps its
 	// grains for DownAfter before the others take them. A node without a
 	// majority owns no grain: calls made through it fail with ErrNoQuorum
-	// until it sees a majority again. Every node of a cluster must set it
+	// until it sees a majority again (Node.Fenced reports it, for a
+	// readiness probe). Every node of a cluster must set it
 	// alike. Off by default: a cluster that loses half of its members,
 	// one after the other included, then stops serving until they come
 	// back, and a failed member's grains wait DownAfter. It is a vote of

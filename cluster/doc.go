@@ -34,9 +34,10 @@
 //     the side that sees a majority of the members serves (on an even
 //     split, the half with the member whose name sorts first, and failed
 //     members count against a majority until they come back); the other
-//     side's nodes own nothing and fail calls with ErrNoQuorum; and a
-//     failed member's grains move only after Config.DownAfter, once the
-//     other side had time to see the partition and stand down. It is a
+//     side's nodes own nothing and fail calls with ErrNoQuorum (Node.Fenced
+//     reports it, for a readiness probe); and a failed member's grains
+//     move only after Config.DownAfter, once the other side had time to
+//     see the partition and stand down. It is a
 //     vote of each node on its own view, not agreement among the nodes: a
 //     node that joins through a fenced node during a partition hears only
 //     of that node's side, and may count a majority of its own.

@@ -190,9 +190,9 @@ func withStatuses(st MemberStatus, names ...string) func([]Member) []Member {
 
 // TestANodeWithoutAMajorityServesNoGrain partitions a three-node cluster
 // with KeepMajority, one node from two, by holding the views: the lone
-// node deactivates its grains and refuses calls with ErrNoQuorum, the
-// others hold its grains for DownAfter, and once the partition heals the
-// lone node serves again.
+// node deactivates its grains, refuses calls with ErrNoQuorum and says it
+// is Fenced, the others hold its grains for DownAfter, and once the
+// partition heals the lone node serves again.
 func TestANodeWithoutAMajorityServesNoGrain(t *testing.T) {
 	t.Parallel()
 	nodes, hooks := echoCluster(t, 3, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, time.Minute })
@@ -204,6 +204,9 @@ func TestANodeWithoutAMajorityServesNoGrain(t *testing.T) {
 	setA, setB := holdViews(t, a), holdViews(t, b)
 
 	setA(withStatuses(StatusFailed, b.Name(), c.Name()))
+	if !a.Fenced() || b.Fenced() {
+		t.Errorf("Fenced: the lone node %t, the others %t; want true, false", a.Fenced(), b.Fenced())
+	}
 	if got := receive(t, hooks[a.Name()].deactivated, "the lone node's grain to deactivate"); got != id {
 		t.Errorf("%s deactivated, want %s", got, id)
 	}
@@ -232,6 +235,9 @@ func TestANodeWithoutAMajorityServesNoGrain(t *testing.T) {
 	// The partition heals.
 	setA(withStatuses(StatusAlive, b.Name(), c.Name()))
 	setB(withStatuses(StatusAlive, a.Name()))
+	if a.Fenced() {
+		t.Error("the lone node says it is fenced after the partition healed")
+	}
 	if got := where(t, b, id); got != a.Name() {
 		t.Errorf("%s answered from %s after the partition healed, want %s", id, got, a.Name())
 	}
@@ -273,7 +279,7 @@ func TestAnEvenSplitKeepsTheFirstName(t *testing.T) {
 	first, second := nodes[0], nodes[1]
 	id := identityOwnedBy(t, nodes, first)
 	_ = first.Close()
-	waitFor(t, waitTimeout, "the survivor to fence itself", func() bool { return second.view.Load().fenced })
+	waitFor(t, waitTimeout, "the survivor to fence itself", second.Fenced)
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	if _, err := second.Invoke(ctx, addCall(id, 1)); !errors.Is(err, ErrNoQuorum) {

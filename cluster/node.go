@@ -567,6 +567,13 @@ func (n *Node) Owner(kind, identity string) (Member, bool) {
 	return owner, true
 }
 
+// Fenced reports whether the node owns no grain for want of a majority
+// of the members it knows (Config.KeepMajority): while it does, calls made
+// through it fail with ErrNoQuorum, and it takes no call for a grain.
+// Always false without KeepMajority. A readiness probe can ask it, to take
+// the node out of a load balancer's rotation while it is fenced.
+func (n *Node) Fenced() bool { return n.view.Load().fenced }
+
 // GossipAddr returns the address the node's gossip listens on, for other
 // nodes' Seeds.
 func (n *Node) GossipAddr() string {
