@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
 )
 
 // Split-brain protection (Config.KeepMajority). A network partition splits
@@ -186,4 +188,42 @@ func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
 	half := (members + 1) / 2
 	slowest := time.Duration(max(1, mc.AwarenessMaxMultiplier)) * mc.ProbeInterval
 	return claimPatience(mc, members) + time.Duration(half)*slowest
+}
+
+// refuseStrangers refuses, while this node is fenced, a merge of members
+// that are all unknown to it (serf's merge delegate, see nameClaim).
+// Memberlist asks that delegate before it merges the state of a join's
+// push-pull, on both sides, and before it takes an alive message (one
+// member, whether gossiped or from a periodic push-pull). A new node that
+// joins through a fenced node during a partition would otherwise be taken
+// in by that side alone, and could tip its vote: on an even split, the
+// new node's name may sort first. A state or an alive message that names
+// any member this node's view has, whatever its status, or this node, is
+// taken as before: a restart under a known name, and the healing of the
+// partition (serf's reconnects to failed members are joins, and the other
+// side's state names the members it knows; a member that joined the other
+// side meanwhile is taken once this node is no longer fenced, as gossip
+// brings it again).
+//
+// The refusal does not reach the joiner: memberlist sends the seed's state
+// before it merges the joiner's, and only logs the seed's failure to
+// merge, so the joiner merges the seed's state and its join succeeds.
+func (n *Node) refuseStrangers(members []*serf.Member) error {
+	p := n.view.Load()
+	if !p.fenced {
+		return nil
+	}
+	if len(members) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(members))
+	for _, m := range members {
+		if _, known := p.member(m.Name); known || m.Name == n.name {
+			return nil
+		}
+		names = append(names, m.Name)
+	}
+	n.log.Warn("cluster: refused members this node never saw: it has no majority of the members it knows (Config.KeepMajority); they must join through a member of the majority",
+		"members", names)
+	return fmt.Errorf("cluster: node %s has no majority of the members it knows (KeepMajority): join through a member of the majority", n.name)
 }

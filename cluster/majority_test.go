@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/serf/serf"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -465,5 +466,43 @@ func TestALeavingNodeDoesNotWarnOfItsSide(t *testing.T) {
 	}
 	if n := logs[z.Name()].count("sees no majority"); n > 0 {
 		t.Errorf("z, leaving, warned %d times that it sees no majority", n)
+	}
+}
+
+// TestAFencedNodeRefusesStrangers checks the rule of a fenced node's merge
+// delegate: members that are all unknown to it are refused; a state that
+// names one it knows (a partition that heals, a restart under a known
+// name) or itself is taken, and so is anything while it is not fenced.
+func TestAFencedNodeRefusesStrangers(t *testing.T) {
+	n := &Node{name: "a", log: testLogger(t)}
+	members := func(names ...string) []*serf.Member {
+		var out []*serf.Member
+		for _, name := range names {
+			out = append(out, &serf.Member{Name: name})
+		}
+		return out
+	}
+	for _, fenced := range []bool{false, true} {
+		n.view.Store(newPlacement(view(t, "a:alive", "b:failed", "c:failed")).judged(verdict{fenced: fenced}))
+		for _, tc := range []struct {
+			members []*serf.Member
+			refused bool
+		}{
+			{members("j"), true},
+			{members("j", "k"), true},
+			{members("j", "b"), false},
+			{members("c"), false},
+			{members("a", "j"), false},
+			{nil, false},
+		} {
+			err := n.refuseStrangers(tc.members)
+			if want := fenced && tc.refused; (err != nil) != want {
+				t.Errorf("fenced %t, a merge of %d members: %v, want refused %t", fenced, len(tc.members), err, want)
+			}
+		}
+	}
+	n.view.Store(newPlacement(view(t, "a:alive", "b:failed")).judged(verdict{fenced: true}))
+	if err := n.refuseStrangers(members("j")); err == nil || !strings.HasPrefix(err.Error(), "cluster: node a has no majority") {
+		t.Errorf("the refusal: %v", err)
 	}
 }

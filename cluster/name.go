@@ -49,13 +49,17 @@ type nameClaim struct {
 	replaced string
 }
 
-// NotifyMerge implements serf.MergeDelegate. It never refuses a merge. It
-// also hands every other member's entry to Node.tellIfSuperseded, since
-// serf takes one merge delegate.
+// NotifyMerge implements serf.MergeDelegate. It refuses only what a fenced
+// node refuses from strangers (see Node.refuseStrangers). It also hands
+// every other member's entry to Node.tellIfSuperseded, since serf takes
+// one merge delegate.
 func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 	self := c.self.Load()
 	if self == nil {
 		return nil // serf is starting: its own alive message
+	}
+	if err := c.n.refuseStrangers(members); err != nil {
+		return err
 	}
 	for _, m := range members {
 		if m.Name == c.n.name {
