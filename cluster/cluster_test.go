@@ -712,26 +712,41 @@ func TestShutdownHonoursItsContext(t *testing.T) {
 	}
 }
 
+// TestTagsThatJustFitAreAccepted adds kinds while the tags still fit:
+// serf must accept what the size check lets through, with KeepMajority
+// the tags of a fenced node too (see advertiseFence).
 func TestTagsThatJustFitAreAccepted(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t)
-	// Add kinds while the tags still fit: serf must accept what the size
-	// check lets through.
-	for i := 0; ; i++ {
-		k := newEchoKind(newHooks(""), 0)
-		k.Name = fmt.Sprintf("pkg.v1.Service%03d", i)
-		tags, err := nodeTags("127.0.0.1:65535", randomHex(incarnationBytes), append(cfg.Kinds, k))
-		if err != nil {
-			break
-		}
-		if encodedTagsSize(tags) > MaxTagsSize {
-			t.Fatalf("nodeTags accepted %d bytes", encodedTagsSize(tags))
-		}
-		cfg.Kinds = append(cfg.Kinds, k)
-	}
-	n := startNode(t, cfg)
-	if got := len(n.Members()[0].Kinds); got != len(cfg.Kinds) {
-		t.Fatalf("member lists %d kinds, want %d", got, len(cfg.Kinds))
+	for _, keepMajority := range []bool{false, true} {
+		t.Run(fmt.Sprintf("KeepMajority=%t", keepMajority), func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig(t)
+			cfg.KeepMajority = keepMajority
+			for i := 0; ; i++ {
+				k := newEchoKind(newHooks(""), 0)
+				k.Name = fmt.Sprintf("pkg.v1.Service%03d", i)
+				tags, err := nodeTags("127.0.0.1:65535", randomHex(incarnationBytes), append(cfg.Kinds, k), keepMajority)
+				if err != nil {
+					break
+				}
+				if keepMajority {
+					tags = fencedTags(tags)
+				}
+				if encodedTagsSize(tags) > MaxTagsSize {
+					t.Fatalf("nodeTags accepted %d bytes", encodedTagsSize(tags))
+				}
+				cfg.Kinds = append(cfg.Kinds, k)
+			}
+			n := startNode(t, cfg)
+			if got := len(n.Members()[0].Kinds); got != len(cfg.Kinds) {
+				t.Fatalf("member lists %d kinds, want %d", got, len(cfg.Kinds))
+			}
+			if keepMajority {
+				if err := n.serf.SetTags(fencedTags(n.tags)); err != nil {
+					t.Fatalf("the tags of a fenced node: %v", err)
+				}
+			}
+		})
 	}
 }
 

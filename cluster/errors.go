@@ -48,7 +48,9 @@ var (
 	// ErrNoQuorum: with Config.KeepMajority, the calling node does not see
 	// a majority of the cluster's members, and serves and places no grain
 	// until it does (codes.Unavailable). Invoke retries it within the
-	// call's deadline, like ErrUnavailable; Send returns it at once.
+	// call's deadline, like ErrUnavailable; Send returns it at once. Start
+	// returns it when every member the node reached through its seeds has
+	// no majority, as on the minority side of a partition.
 	ErrNoQuorum = errors.New("cluster: no majority of the cluster's members in sight")
 	// ErrTagsTooLarge: the node's tags (transport address and kind names)
 	// exceed MaxTagsSize.

@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -207,7 +210,9 @@ func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
 //
 // The refusal does not reach the joiner: memberlist sends the seed's state
 // before it merges the joiner's, and only logs the seed's failure to
-// merge, so the joiner merges the seed's state and its join succeeds.
+// merge, so the joiner merges the seed's state and its join succeeds. It
+// learns that the seed is fenced from the seed's tags instead (see
+// advertiseFence and awaitMajoritySide).
 func (n *Node) refuseStrangers(members []*serf.Member) error {
 	p := n.view.Load()
 	if !p.fenced {
@@ -226,4 +231,102 @@ func (n *Node) refuseStrangers(members []*serf.Member) error {
 	n.log.Warn("cluster: refused members this node never saw: it has no majority of the members it knows (Config.KeepMajority); they must join through a member of the majority",
 		"members", names)
 	return fmt.Errorf("cluster: node %s has no majority of the members it knows (KeepMajority): join through a member of the majority", n.name)
+}
+
+// advertiseFence keeps tagFenced in the node's serf tags while its view is
+// fenced, and out of them otherwise, so that a node that joins through it
+// learns that it has no majority (see awaitMajoritySide): memberlist sends
+// a seed's state, tags included, to a joiner whatever the seed's merge
+// delegate says of the joiner's (see refuseStrangers). A leaving node's
+// side is no news (see judge). Serf's SetTags waits for the update's
+// broadcast (up to its BroadcastTimeout), so it runs here rather than on
+// the view's goroutine.
+func (n *Node) advertiseFence() {
+	defer n.loops.Done()
+	advertised := false
+	for {
+		select {
+		case <-n.fenceChanged:
+		case <-n.stop:
+			return
+		}
+		fenced := n.view.Load().fenced
+		if fenced == advertised || n.transport.leaving.Load() || n.serf.State() != serf.SerfAlive {
+			continue // no news, or the node is going: SetTags would wait out its broadcast
+		}
+		tags := n.tags
+		if fenced {
+			tags = fencedTags(n.tags)
+		}
+		// An error is a broadcast that timed out: the update is queued,
+		// and gossip carries it once a member answers.
+		if err := n.serf.SetTags(tags); err != nil {
+			n.log.Debug("cluster: advertise the split-brain vote in the node's tags", "fenced", fenced, "err", err)
+		}
+		advertised = fenced
+	}
+}
+
+// awaitMajoritySide returns once a member that this node, joining with
+// KeepMajority, found alive says it is not fenced (it has no tagFenced),
+// or at once if it found none. A joiner that reached only fenced members,
+// on the minority side of a partition, would otherwise count a majority
+// of its own: those members and itself, without the failed members it
+// never heard of (memberlist takes in no failed member it has not seen
+// alive). A fenced seed may take the joiner in all the same, when the
+// joiner comes back under a name it knows (see refuseStrangers), and may
+// have a majority with it; so the joiner waits fenceNewsPatience for the
+// news that a seed is no longer fenced before it gives up with
+// ErrNoQuorum. A seed that has not yet seen the partition, or has not yet
+// said so in its tags, is not fenced for the joiner either.
+func (n *Node) awaitMajoritySide(ctx context.Context) error {
+	fenced := n.fencedPeers()
+	if fenced == nil {
+		return nil
+	}
+	mc := n.cfg.memberlistConfig()
+	patience := fenceNewsPatience(mc)
+	giveUp := time.NewTimer(patience)
+	defer giveUp.Stop()
+	tick := time.NewTicker(mc.GossipInterval)
+	defer tick.Stop()
+	for ; fenced != nil; fenced = n.fencedPeers() {
+		select {
+		case <-tick.C:
+		case <-giveUp.C:
+			return fmt.Errorf("%w: every member this node reached through %v (%s) has no majority of the members it knows (Config.KeepMajority), as on the minority side of a partition: join through a member of the majority, or once the partition heals",
+				ErrNoQuorum, n.cfg.Seeds, strings.Join(fenced, ", "))
+		case <-ctx.Done():
+			return fmt.Errorf("%w: every member this node reached through %v (%s) has no majority of the members it knows (Config.KeepMajority), and the start's context ended: %w",
+				ErrNoQuorum, n.cfg.Seeds, strings.Join(fenced, ", "), ctx.Err())
+		}
+	}
+	return nil
+}
+
+// fencedPeers returns the names of the alive members other than this
+// node, sorted, if each of them has tagFenced; nil if one has not, or
+// there are none.
+func (n *Node) fencedPeers() []string {
+	var fenced []string
+	for _, m := range n.serf.Members() {
+		if m.Name == n.name || m.Status != serf.StatusAlive {
+			continue
+		}
+		if _, ok := m.Tags[tagFenced]; !ok {
+			return nil
+		}
+		fenced = append(fenced, m.Name)
+	}
+	slices.Sort(fenced)
+	return fenced
+}
+
+// fenceNewsPatience is how long a joiner whose peers are all fenced waits
+// for one of them to say it is no longer (see awaitMajoritySide): ten
+// gossip rounds for the seed's new tags to arrive, and a probe interval to
+// spare for the seed to merge the joiner and vote again. 0.5 s in the
+// GossipLocal profile, 3 s in LAN.
+func fenceNewsPatience(mc *memberlist.Config) time.Duration {
+	return mc.ProbeInterval + 10*mc.GossipInterval
 }

@@ -506,3 +506,73 @@ func TestAFencedNodeRefusesStrangers(t *testing.T) {
 		t.Errorf("the refusal: %v", err)
 	}
 }
+
+// TestAStrangerCannotJoinThroughAFencedNode crashes two nodes of three with
+// KeepMajority: a new node that joins through the survivor, fenced, fails
+// to start with ErrNoQuorum, and the survivor does not take it in. One of
+// the two comes back under its name: the survivor takes it, serves again,
+// and then takes the new node.
+func TestAStrangerCannotJoinThroughAFencedNode(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, time.Minute })
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	bCfg := b.cfg
+	_ = b.Close()
+	_ = c.Close()
+	waitFor(t, waitTimeout, "the survivor to fence itself", a.Fenced)
+	waitFor(t, waitTimeout, "the survivor to say so in its tags", func() bool { return hasTag(a, a.Name(), tagFenced) })
+
+	stranger := testConfig(t)
+	stranger.NodeName += "-stranger"
+	stranger.KeepMajority = true
+	stranger.Kinds = []*Kind{newEchoKind(newHooks(stranger.NodeName), 0)}
+	stranger.Seeds = []string{a.GossipAddr()}
+	ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+	defer cancel()
+	err := startFails(t, ctx, stranger)
+	t.Logf("Start through the fenced node: %v", err)
+	if !errors.Is(err, ErrNoQuorum) || !strings.Contains(err.Error(), a.Name()) || !strings.Contains(err.Error(), "join through a member of the majority") {
+		t.Errorf("Start through the fenced node: %v; want ErrNoQuorum, naming %s and what to do", err, a.Name())
+	}
+	if knowsName(a, stranger.NodeName) {
+		t.Error("the fenced node took the stranger in")
+	}
+
+	// b comes back under its name: the survivor knows it, takes it, and
+	// has a majority with it.
+	bCfg.BindAddr, bCfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
+	bCfg.Seeds = []string{a.GossipAddr()}
+	again := startNode(t, bCfg)
+	waitFor(t, waitTimeout, "the survivor to see a majority again", func() bool { return !a.Fenced() })
+	if again.Fenced() {
+		t.Error("the restarted node is fenced")
+	}
+
+	j := startNode(t, stranger)
+	waitFor(t, waitTimeout, "the survivor to see the new node alive", func() bool {
+		m, ok := memberNamed(a, j.Name())
+		return ok && m.Status == StatusAlive
+	})
+}
+
+// hasTag reports whether n's serf has the named member with tag.
+func hasTag(n *Node, name, tag string) bool {
+	for _, m := range n.serf.Members() {
+		if m.Name == name {
+			_, ok := m.Tags[tag]
+			return ok
+		}
+	}
+	return false
+}
+
+// knowsName reports whether n's serf has a member named name, whatever
+// its status.
+func knowsName(n *Node, name string) bool {
+	for _, m := range n.serf.Members() {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}

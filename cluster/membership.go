@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -21,12 +22,17 @@ const (
 	// tagIncarnation is the random ID of the node's start (see
 	// Node.incarnation).
 	tagIncarnation = "pg-inc"
+	// tagFenced is in the tags of a node while its split-brain vote
+	// fences it (Config.KeepMajority; see Node.advertiseFence), so that a
+	// node that joins through it learns it.
+	tagFenced = "pg-fenced"
 	// kindSeparator joins kind names in tagKinds; proto names contain none.
 	kindSeparator = ","
 )
 
-// nodeTags returns the serf tags of a node, or ErrTagsTooLarge.
-func nodeTags(grpcAddr, incarnation string, kinds []*Kind) (map[string]string, error) {
+// nodeTags returns the serf tags of a node, or ErrTagsTooLarge; with
+// keepMajority, they leave room for tagFenced.
+func nodeTags(grpcAddr, incarnation string, kinds []*Kind, keepMajority bool) (map[string]string, error) {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
 		names[i] = k.Name
@@ -36,11 +42,22 @@ func nodeTags(grpcAddr, incarnation string, kinds []*Kind) (map[string]string, e
 		tagKinds:       strings.Join(names, kindSeparator),
 		tagIncarnation: incarnation,
 	}
-	if n := encodedTagsSize(tags); n > MaxTagsSize {
+	most := tags
+	if keepMajority {
+		most = fencedTags(tags)
+	}
+	if n := encodedTagsSize(most); n > MaxTagsSize {
 		return nil, fmt.Errorf("%w: the transport address, the incarnation and the names of %d kinds take %d bytes encoded, over serf's limit of %d; host fewer kinds on this node",
 			ErrTagsTooLarge, len(kinds), n, MaxTagsSize)
 	}
 	return tags, nil
+}
+
+// fencedTags returns a copy of a node's tags with tagFenced.
+func fencedTags(tags map[string]string) map[string]string {
+	fenced := maps.Clone(tags)
+	fenced[tagFenced] = "1"
+	return fenced
 }
 
 // encodedTagsSize is an upper bound of the size serf encodes tags to: a

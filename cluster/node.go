@@ -60,9 +60,13 @@ type Node struct {
 	// failed member it holds is due to be downed; both under refreshMu.
 	majority *majority
 	recheck  *time.Timer
-	viewMu   sync.Mutex    // guards viewNext
-	viewNext chan struct{} // closed when the view is next replaced; made by the first to wait (see awaitView)
-	stop     chan struct{} // closed by teardown: ends the loops
+	// tags are the node's serf tags, without tagFenced; fenceChanged
+	// wakes advertiseFence (capacity 1, coalescing).
+	tags         map[string]string
+	fenceChanged chan struct{}
+	viewMu       sync.Mutex    // guards viewNext
+	viewNext     chan struct{} // closed when the view is next replaced; made by the first to wait (see awaitView)
+	stop         chan struct{} // closed by teardown: ends the loops
 	// gaveUp is the last view in which a forwarded message waited for this
 	// node to own its grain and gave up (see checkForwardedOwner).
 	gaveUp atomic.Pointer[placement]
@@ -91,15 +95,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:         cfg,
-		name:        cfg.NodeName,
-		incarnation: randomHex(incarnationBytes),
-		log:         cfg.Logger.With("node", cfg.NodeName),
-		kinds:       make(map[string]*hostedKind, len(cfg.Kinds)),
-		calls:       newGate(),
-		changed:     make(chan struct{}, 1),
-		stop:        make(chan struct{}),
-		done:        make(chan struct{}),
+		cfg:          cfg,
+		name:         cfg.NodeName,
+		incarnation:  randomHex(incarnationBytes),
+		log:          cfg.Logger.With("node", cfg.NodeName),
+		kinds:        make(map[string]*hostedKind, len(cfg.Kinds)),
+		calls:        newGate(),
+		changed:      make(chan struct{}, 1),
+		fenceChanged: make(chan struct{}, 1),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, k := range cfg.Kinds {
@@ -150,10 +155,11 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	t.advertised, t.incarnation = advertised, n.incarnation
-	tags, err := nodeTags(advertised, n.incarnation, n.cfg.Kinds)
+	tags, err := nodeTags(advertised, n.incarnation, n.cfg.Kinds, n.cfg.KeepMajority)
 	if err != nil {
 		return err
 	}
+	n.tags = tags
 	n.events = make(chan serf.Event, n.cfg.EventBuffer)
 	n.claim = nameClaim{n: n}
 	sc, err := newSerfConfig(&n.cfg, tags, n.events, newSerfLogger(n.log), &n.claim)
@@ -169,6 +175,10 @@ func (n *Node) start(ctx context.Context) error {
 	go n.drainEvents()
 	go n.watchMembership()
 	go n.sweep()
+	if n.majority != nil {
+		n.loops.Add(1)
+		go n.advertiseFence()
+	}
 	if err := n.join(ctx); err != nil {
 		return err
 	}
@@ -228,6 +238,9 @@ func (n *Node) join(ctx context.Context) error {
 		}
 		if r.err != nil {
 			n.log.Warn("cluster: some seeds could not be reached", "seeds", n.cfg.Seeds, "err", r.err)
+		}
+		if n.majority != nil {
+			return n.awaitMajoritySide(ctx)
 		}
 		return nil
 	case <-ctx.Done():
@@ -306,6 +319,13 @@ func (n *Node) replaceView(p *placement) {
 	// replaced is refused (see retiredIncarnations).
 	n.retiredIDs.update(old, p)
 	n.view.Store(p)
+	if p.fenced != old.fenced {
+		// After the store: advertiseFence reads the view.
+		select {
+		case n.fenceChanged <- struct{}{}:
+		default: // advertiseFence has yet to read the view, and will see p
+		}
+	}
 	n.viewMu.Lock()
 	if n.viewNext != nil {
 		close(n.viewNext)
