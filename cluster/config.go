@@ -197,12 +197,13 @@ type Config struct {
 	// grains for DownAfter before the others take them. A node without a
 	// majority owns no grain: calls made through it fail with ErrNoQuorum
 	// until it sees a majority again (Node.Fenced reports it, for a
-	// readiness probe). Every node of a cluster must set it
-	// alike. Off by default: a cluster that loses half of its members,
-	// one after the other included, then stops serving until they come
-	// back, and a failed member's grains wait DownAfter. It is a vote of
-	// each node on its own view, not agreement: see the package doc for
-	// what it does not cover.
+	// readiness probe), and a node that starts with it fails with
+	// ErrNoQuorum if every member it reaches through its Seeds has no
+	// majority. Every node of a cluster must set it alike. Off by default:
+	// a cluster that loses half of its members, one after the other
+	// included, then stops serving until they come back, and a failed
+	// member's grains wait DownAfter. It is a vote of each node on its own
+	// view, not agreement: see the package doc for what it does not cover.
 	KeepMajority bool
 	// DownAfter is how long, with KeepMajority, a member seen failed keeps
 	// its grains before the members that have a majority place them on

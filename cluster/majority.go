@@ -47,9 +47,19 @@ import (
 // or more (two of three, one after the other included, until one comes
 // back), or one of two whose name sorts first, stops serving, and every
 // failure keeps the failed member's grains unavailable for DownAfter. And
-// it is not agreement: a node that joins the cluster through a fenced node
-// during a partition hears only of the members that node saw alive, and
-// may count a majority of its own.
+// it is not agreement. A node that joins the cluster through a fenced node
+// during a partition hears only of the members that node sees alive
+// (memberlist takes in no failed member it never saw alive), and would
+// count a majority of its own: so a fenced node refuses members it never
+// saw (refuseStrangers), and says in its tags that it is fenced
+// (advertiseFence), and a joiner that reached fenced members only fails to
+// start (awaitMajoritySide). What is left: a joiner whose seeds are all on
+// the minority side cannot start until the partition heals; one that
+// joins through a member that has not fenced itself yet (its failure
+// detector has yet to declare the others failed, and memberlist does not
+// pass on its suspicions to a joiner either) may still count a majority
+// of its own; and a node restarted under a name the fenced side knows is
+// taken back, as a member, and starts if that gives the side a majority.
 
 // majority is a node's split-brain vote (see above). Its fields are used
 // only by the view's refresh, under Node.refreshMu.
