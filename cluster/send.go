@@ -51,8 +51,10 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // handed over: no alive member hosts the kind, or this node hosts the kind
 // and it has no such method (ErrUnknownKind, ErrUnknownMethod, both
 // codes.Unimplemented), the request is missing or does not encode
-// (ErrBadRequest), ctx ended, the owner cannot be reached (ErrUnavailable),
-// or the node is closed (ErrNodeClosed). A message placed on this node
+// (ErrBadRequest), ctx ended (or, if ctx has no deadline, DefaultCallTimeout
+// passed while the message waited for an activation, or for room in the
+// stream to its owner), the owner cannot be reached (ErrUnavailable), or
+// the node is closed (ErrNodeClosed). A message placed on this node
 // that finds the grain moved away while it waited for an activation (a
 // member joined), or placed on a member whose stream no longer takes it
 // (the member leaves or failed), is placed again by the new view.
@@ -224,6 +226,14 @@ func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error 
 	if len(b) > n.cfg.MaxFrameBytes {
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s is %d bytes, over MaxFrameBytes (%d)",
 			call.Kind, call.Identity, call.Method, len(b), n.cfg.MaxFrameBytes)
+	}
+	// A dial and a full queue wait for ctx: without a deadline of the
+	// caller's, for the default one, as a local message's activation does,
+	// or a hung owner (whose stream takes nothing) held Send for good.
+	if _, ok := ctx.Deadline(); !ok && n.cfg.DefaultCallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = n.deadlines.with(ctx)
+		defer cancel()
 	}
 	c, err := n.transport.conn(ctx, owner)
 	if err != nil {
