@@ -146,6 +146,18 @@ type Store interface {
 	// reminder that does not exist is not an error.
 	DeleteReminder(ctx context.Context, key Key, name string) error
 
+	// CompleteReminder records the outcome of a firing of fired, if no other
+	// writer changed the reminder since it was read: when the store holds
+	// the reminder fired.Name of grain fired.Grain with exactly fired's Due
+	// and Period, it replaces it with *next (the next due time of a
+	// periodic reminder) or, when next is nil, deletes it (a one-shot
+	// reminder), and reports true. Otherwise (the reminder was replaced or
+	// deleted meanwhile) it changes nothing and reports false: the other
+	// write stands, and a deleted reminder is not recreated. The check and
+	// the write are one atomic step. next, if not nil, must name the same
+	// grain and reminder as fired.
+	CompleteReminder(ctx context.Context, fired Reminder, next *Reminder) (bool, error)
+
 	// ListReminders returns the reminders of every grain of kind, ordered by
 	// identity then name (byte-wise), with Due in UTC. The cluster calls it
 	// at start-up and when grain ownership moves.

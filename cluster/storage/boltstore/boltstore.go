@@ -476,6 +476,37 @@ func (s *Store) DeleteReminder(ctx context.Context, key storage.Key, name string
 	return nil
 }
 
+// CompleteReminder implements storage.Store. The comparison and the write
+// are one bbolt transaction. A record of the reminder that does not decode
+// is not the fired one: it is left alone, and false reported.
+func (s *Store) CompleteReminder(ctx context.Context, fired storage.Reminder, next *storage.Reminder) (bool, error) {
+	if err := storeutil.CheckCompleteReminder(ctx, fired, next); err != nil {
+		return false, err
+	}
+	var done bool
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		b, err := topBucket(tx, bucketReminders)
+		if err != nil {
+			return err
+		}
+		k := reminderKey(fired.Grain, fired.Name)
+		// Due and Period are stored as their nanoseconds, so comparing the
+		// encoded values compares them exactly.
+		if v := b.Get(k); v == nil || !bytes.Equal(v, encodeReminder(fired)) {
+			return nil
+		}
+		done = true
+		if next == nil {
+			return b.Delete(k)
+		}
+		return b.Put(k, encodeReminder(*next))
+	})
+	if err != nil {
+		return false, fmt.Errorf("boltstore: complete reminder %q of grain %s: %w", fired.Name, fired.Grain, err)
+	}
+	return done, nil
+}
+
 // ListReminders implements storage.Store. A reminder record that does not
 // decode (a damaged file) is skipped and logged at error level to
 // Config.Logger, with an error wrapping ErrCorrupt that names it: failing

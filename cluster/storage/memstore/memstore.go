@@ -116,6 +116,30 @@ func (s *Store) DeleteReminder(ctx context.Context, key storage.Key, name string
 	return nil
 }
 
+// CompleteReminder implements storage.Store.
+func (s *Store) CompleteReminder(ctx context.Context, fired storage.Reminder, next *storage.Reminder) (bool, error) {
+	if err := storeutil.CheckCompleteReminder(ctx, fired, next); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false, storage.ErrClosed
+	}
+	k := reminderKey{fired.Grain, fired.Name}
+	if r, ok := s.reminders[k]; !ok || !r.Due.Equal(fired.Due) || r.Period != fired.Period {
+		return false, nil
+	}
+	if next == nil {
+		delete(s.reminders, k)
+		return true, nil
+	}
+	n := *next
+	n.Due = n.Due.UTC()
+	s.reminders[k] = n
+	return true, nil
+}
+
 // ListReminders implements storage.Store.
 func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
 	if err := storeutil.CheckKind(ctx, kind); err != nil {

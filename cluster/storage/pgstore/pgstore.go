@@ -344,6 +344,31 @@ func (s *Store) DeleteReminder(ctx context.Context, key storage.Key, name string
 	return nil
 }
 
+// CompleteReminder implements storage.Store, in one statement that
+// updates or deletes the row only where it still holds fired's due time and
+// period (both stored as nanoseconds, so compared exactly).
+func (s *Store) CompleteReminder(ctx context.Context, fired storage.Reminder, next *storage.Reminder) (bool, error) {
+	if err := storeutil.CheckCompleteReminder(ctx, fired, next); err != nil {
+		return false, err
+	}
+	release, err := s.acquire()
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	args := []any{fired.Grain.Kind, fired.Grain.Identity, fired.Name, fired.Due.UnixNano(), int64(fired.Period)}
+	q := s.q.deleteFiredReminder
+	if next != nil {
+		q = s.q.replaceFiredReminder
+		args = append(args, next.Due.UnixNano(), int64(next.Period))
+	}
+	tag, err := s.pool.Exec(ctx, q, args...)
+	if err != nil {
+		return false, fmt.Errorf("pgstore: complete reminder %q of grain %s: %w", fired.Name, fired.Grain, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // ListReminders implements storage.Store.
 func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
 	if err := storeutil.CheckKind(ctx, kind); err != nil {

@@ -94,6 +94,7 @@ type queries struct {
 	load, version                               string
 	commit, commitNew                           string
 	saveReminder, deleteReminder, listReminders string
+	replaceFiredReminder, deleteFiredReminder   string
 	layout                                      string
 }
 
@@ -117,6 +118,13 @@ func newQueries(schema string) queries {
 			VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (kind, identity, name) DO UPDATE SET due_ns = EXCLUDED.due_ns, period_ns = EXCLUDED.period_ns`),
 		deleteReminder: q(`DELETE FROM {s}.reminders WHERE kind = $1 AND identity = $2 AND name = $3`),
+		// The fired reminder's row, if it still holds the due time and
+		// period that fired ($4, $5): a row another writer changed or
+		// deleted meanwhile is left as it is.
+		replaceFiredReminder: q(`UPDATE {s}.reminders SET due_ns = $6, period_ns = $7
+			WHERE kind = $1 AND identity = $2 AND name = $3 AND due_ns = $4 AND period_ns = $5`),
+		deleteFiredReminder: q(`DELETE FROM {s}.reminders
+			WHERE kind = $1 AND identity = $2 AND name = $3 AND due_ns = $4 AND period_ns = $5`),
 		listReminders: q(`SELECT identity, name, due_ns, period_ns FROM {s}.reminders
 			WHERE kind = $1 ORDER BY identity, name`),
 		layout: q(`SELECT value FROM {s}.meta WHERE name = 'layout'`),

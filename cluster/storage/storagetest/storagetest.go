@@ -57,6 +57,8 @@ func Run(t *testing.T, newStore NewStore) {
 		{"Reminders", testReminders},
 		{"RemindersPerKind", testRemindersPerKind},
 		{"InvalidReminders", testInvalidReminders},
+		{"CompleteReminder", testCompleteReminder},
+		{"InvalidCompleteReminder", testInvalidCompleteReminder},
 		{"Closed", testClosed},
 		{"CloseWhileBusy", testCloseWhileBusy},
 		{"CanceledContext", testCanceledContext},
@@ -496,6 +498,103 @@ func testInvalidReminders(t *testing.T, s storage.Store) {
 	wantReminders(t, s, good.Grain.Kind)
 }
 
+// completeReminder calls CompleteReminder and checks its report.
+func completeReminder(t *testing.T, s storage.Store, fired storage.Reminder, next *storage.Reminder, want bool) {
+	t.Helper()
+	got, err := s.CompleteReminder(context.Background(), fired, next)
+	if err != nil {
+		t.Fatalf("CompleteReminder(%+v, %+v): %v", fired, next, err)
+	}
+	if got != want {
+		t.Errorf("CompleteReminder(%+v, %+v) = %v, want %v", fired, next, got, want)
+	}
+}
+
+func testCompleteReminder(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	save := func(r storage.Reminder) {
+		t.Helper()
+		if err := s.SaveReminder(ctx, r); err != nil {
+			t.Fatalf("SaveReminder(%+v): %v", r, err)
+		}
+	}
+
+	// The stored reminder is the fired one: replaced by next.
+	fired := reminder("a", "tick", due(0), time.Minute)
+	save(fired)
+	next := fired
+	next.Due = due(time.Minute)
+	completeReminder(t, s, fired, &next, true)
+	wantReminders(t, s, "test.Timer", next)
+
+	// Replaced meanwhile (a new due time, then a new period): false, and
+	// the other writer's reminder stays.
+	completeReminder(t, s, fired, &storage.Reminder{Grain: fired.Grain, Name: fired.Name, Due: due(time.Hour)}, false)
+	wantReminders(t, s, "test.Timer", next)
+	other := next
+	other.Period = time.Second
+	save(other)
+	later := next
+	later.Due = due(2 * time.Minute)
+	completeReminder(t, s, next, &later, false)
+	completeReminder(t, s, next, nil, false)
+	wantReminders(t, s, "test.Timer", other)
+
+	// Deleted meanwhile: false, and not recreated.
+	if err := s.DeleteReminder(ctx, other.Grain, other.Name); err != nil {
+		t.Fatal(err)
+	}
+	completeReminder(t, s, other, &later, false)
+	wantReminders(t, s, "test.Timer")
+
+	// A one-shot reminder: next nil deletes it; the other reminders of the
+	// grain and of other grains stay.
+	once := reminder("a", "once", due(0), 0)
+	keep := reminder("a", "keep", due(0), 0)
+	elsewhere := reminder("b", "once", due(0), 0)
+	save(once)
+	save(keep)
+	save(elsewhere)
+	completeReminder(t, s, once, nil, true)
+	wantReminders(t, s, "test.Timer", keep, elsewhere)
+	completeReminder(t, s, once, nil, false) // deleted already
+
+	// The due time is compared to the nanosecond, whatever its location.
+	fine := reminder("c", "fine", due(time.Nanosecond).In(time.FixedZone("x", 3600)), time.Hour)
+	save(fine)
+	off := fine
+	off.Due = fine.Due.Add(-time.Nanosecond)
+	completeReminder(t, s, off, nil, false)
+	completeReminder(t, s, fine, nil, true)
+	wantReminders(t, s, "test.Timer", keep, elsewhere)
+}
+
+func testInvalidCompleteReminder(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	fired := reminder("a", "tick", due(0), time.Minute)
+	if err := s.SaveReminder(ctx, fired); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]func(fired, next *storage.Reminder){
+		"empty name":           func(f, _ *storage.Reminder) { f.Name = "" },
+		"zero due":             func(f, _ *storage.Reminder) { f.Due = time.Time{} },
+		"next of another name": func(_, n *storage.Reminder) { n.Name = "other" },
+		"next of another grain": func(_, n *storage.Reminder) {
+			n.Grain.Identity = "b"
+		},
+		"next with a negative period": func(_, n *storage.Reminder) { n.Period = -time.Second },
+	}
+	for name, change := range bad {
+		f, n := fired, fired
+		n.Due = due(time.Hour)
+		change(&f, &n)
+		if _, err := s.CompleteReminder(ctx, f, &n); !errors.Is(err, storage.ErrInvalid) {
+			t.Errorf("CompleteReminder with %s: err = %v, want ErrInvalid", name, err)
+		}
+	}
+	wantReminders(t, s, "test.Timer", fired)
+}
+
 func testClosed(t *testing.T, s storage.Store) {
 	ctx := context.Background()
 	mustCommit(t, s, grainA(), 0, set("a", "1"))
@@ -511,6 +610,7 @@ func testClosed(t *testing.T, s storage.Store) {
 	_, calls["Commit"] = s.Commit(ctx, grainA(), 1, []storage.Change{set("a", "2")})
 	calls["SaveReminder"] = s.SaveReminder(ctx, r)
 	calls["DeleteReminder"] = s.DeleteReminder(ctx, r.Grain, r.Name)
+	_, calls["CompleteReminder"] = s.CompleteReminder(ctx, r, nil)
 	_, calls["ListReminders"] = s.ListReminders(ctx, r.Grain.Kind)
 	for name, err := range calls {
 		if !errors.Is(err, storage.ErrClosed) {
@@ -574,6 +674,7 @@ func testCanceledContext(t *testing.T, s storage.Store) {
 	_, calls["Commit"] = s.Commit(ctx, grainA(), v, []storage.Change{set("a", "2")})
 	calls["SaveReminder"] = s.SaveReminder(ctx, reminder("b", "tick", due(0), 0))
 	calls["DeleteReminder"] = s.DeleteReminder(ctx, r.Grain, r.Name)
+	_, calls["CompleteReminder"] = s.CompleteReminder(ctx, r, nil)
 	_, calls["ListReminders"] = s.ListReminders(ctx, r.Grain.Kind)
 	for name, err := range calls {
 		if !errors.Is(err, context.Canceled) {

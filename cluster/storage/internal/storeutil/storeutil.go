@@ -60,6 +60,25 @@ func CheckReminder(ctx context.Context, r storage.Reminder) error {
 	return r.Validate()
 }
 
+// CheckCompleteReminder validates the arguments of Store.CompleteReminder:
+// fired and next must be valid reminders, of the same grain and name.
+func CheckCompleteReminder(ctx context.Context, fired storage.Reminder, next *storage.Reminder) error {
+	if err := CheckReminder(ctx, fired); err != nil {
+		return err
+	}
+	if next == nil {
+		return nil
+	}
+	if err := next.Validate(); err != nil {
+		return err
+	}
+	if next.Grain != fired.Grain || next.Name != fired.Name {
+		return fmt.Errorf("%w: next reminder %q of grain %s is not the fired one, %q of grain %s",
+			storage.ErrInvalid, next.Name, next.Grain, fired.Name, fired.Grain)
+	}
+	return nil
+}
+
 // Canceled wraps the error of a done context.
 func Canceled(err error) error {
 	return fmt.Errorf("storage: %w", err)
