@@ -636,8 +636,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	err := n.leave(ctx)
 	// The grains are leaving: no more firings here. Their OnDeactivate
 	// hooks may still register and unregister reminders, for the grains'
-	// next owners, so the scheduler is closed only in teardown.
-	n.reminders.Stop()
+	// next owners, so the scheduler is closed only in teardown. The store
+	// writes after firings get until ctx ends.
+	n.reminders.Stop(ctx)
 	if err == nil {
 		// Our own view now places nothing here: this starts deactivating
 		// every grain, and calls still arriving are answered "not owner".

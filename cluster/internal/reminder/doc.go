@@ -21,6 +21,16 @@
 //     Period) is deleted from the store after Fire returned nil, with the
 //     same consequence. If that save or delete fails, the failure is logged
 //     and the firing may repeat after the next listing.
+//   - The write after a firing is conditional (storage.Store's
+//     CompleteReminder): it applies only if the store still holds the
+//     reminder that fired. A reminder that was unregistered or replaced
+//     meanwhile, here or on another node, stays as that change left it; the
+//     entry then leaves the schedule, and the next listing schedules what
+//     the store holds.
+//   - A firing under way is cancelled when its reminder is unregistered or
+//     replaced on this node, or a listing finds it deleted or changed:
+//     Config.Fire sees its context end, and the firing is neither retried
+//     nor logged as failed.
 //   - Missed periods collapse into one firing: after a periodic reminder
 //     fired, its next Due is Due+Period, or, if that is not in the future
 //     any more (the node was down, Fire was slow or kept failing), the first
@@ -36,20 +46,37 @@
 // listing re-lists every hosted kind from the store and makes the local
 // schedule match: reminders of grains this node now owns are added, those
 // it no longer owns are dropped, and those changed or deleted in the store
-// by another node are updated. Register, Unregister and the store write
-// after a firing are serialized with listings, so a listing never undoes a
-// change this node made while it listed.
+// by another node are updated. No lock is held across a call to the store:
+// Register, Unregister and firings never wait for a listing. A listing
+// never undoes a change this node made while it listed: the scheduler
+// notes its own store writes per reminder, and a listing leaves alone the
+// reminders with a write in flight, or one that ended after the listing
+// started.
 //
 // Start asks for the first listing, and Relist, called when ownership may
-// have moved, for another; neither waits for the store. The scheduler
-// lists on a goroutine of its own, one listing at a time: the requests
-// made while one runs are served by one listing after it, which asks
-// Config.Owns afresh. Each listing has Config.ListTimeout. A kind whose
-// listing fails (a store that is down, or holds a record of the kind that
-// cannot be read) keeps its part of the schedule as it was, while the
-// other kinds are updated, and is listed again with backoff
-// (Config.ListRetryBackoff) until its listing succeeds; failures are
-// logged. Refresh lists at once and returns when done, without retrying.
+// have moved, for another; neither waits for the store. Each hosted kind
+// is listed on a goroutine of its own, each kind within its own
+// Config.ListTimeout, and its part of the schedule is updated as soon as
+// its listing ends, so a kind whose listing hangs holds up no other. The
+// requests made while a kind is listed are served by one listing of it
+// after that one, which asks Config.Owns afresh. A kind whose listing
+// fails (a store that is down, or holds a record of the kind that cannot
+// be read) keeps its part of the schedule as it was, and is listed again
+// with backoff (Config.ListRetryBackoff) until its listing succeeds;
+// failures are logged. Refresh lists at once and returns when done,
+// without retrying.
+//
+// Another node's store write can land after this node's listing for the
+// change that prompted it: a node that leaves deactivates its grains after
+// the others saw it leave, and their hooks may register and unregister
+// reminders. RelistAfter asks for a listing once such writes are over (the
+// cluster calls it when a member left its view); and the scheduler lists
+// by itself Config.RelistEvery (five minutes by default) after the last
+// listing asked for, as anti-entropy.
+//
+// Stop ends the firing: it cancels the Fires under way, and waits for the
+// store writes after firings as long as its context lasts, then cancels
+// them too. Close stops at once, without waiting for those writes.
 //
 // While ownership moves, two nodes may briefly both believe they own a grain
 // and both fire its reminder; that is allowed by "at least once". The store

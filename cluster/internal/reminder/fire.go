@@ -17,8 +17,19 @@ func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.FireTimeout)
+	defer cancel()
+	s.mu.Lock()
+	if e.gen != gen { // replaced or unregistered since dispatch: nothing to deliver
+		s.finishLocked(e)
+		s.mu.Unlock()
+		return
+	}
+	e.cancelFire = cancel // see entry.bump
+	s.mu.Unlock()
 	err := s.cfg.Fire(ctx, r)
-	cancel()
+	s.mu.Lock()
+	e.cancelFire = nil
+	s.mu.Unlock()
 	if err != nil {
 		s.retry(e, r, gen, err)
 		return
@@ -27,13 +38,13 @@ func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
 }
 
 // stillOwned asks Config.Owns whether this node still owns r's grain, and
-// takes e off the schedule if not. The shared listing lock makes the answer
-// and its effect one step for Refresh: a Refresh that keeps e either comes
+// takes e off the schedule if not. Holding own makes the answer and its
+// effect one step for a listing: a listing that keeps e either comes
 // before (and then this check is the newer word) or after (and adds the
 // reminder back).
 func (s *Scheduler) stillOwned(e *entry, r storage.Reminder, gen uint64) bool {
-	s.listing.RLock()
-	defer s.listing.RUnlock()
+	s.own.Lock()
+	defer s.own.Unlock()
 	if s.cfg.Owns(r.Grain.Kind, r.Grain.Identity) {
 		return true
 	}
@@ -55,7 +66,9 @@ func (s *Scheduler) disown(e *entry, gen uint64) {
 
 // retry schedules the next attempt after a failed Fire, with exponential
 // backoff. The store is left alone: the reminder still has the due time that
-// failed, so a restart fires it again.
+// failed, so a restart fires it again. A firing whose reminder was replaced
+// or unregistered meanwhile (its context was cancelled for that) did not
+// fail: it is neither retried nor logged.
 func (s *Scheduler) retry(e *entry, r storage.Reminder, gen uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -91,66 +104,83 @@ func doubled(first, most time.Duration, failures int) time.Duration {
 // fired records a successful Fire: it saves a periodic reminder's next due
 // time or deletes a one-shot reminder, then reschedules or forgets e.
 //
-// Holding the listing lock (shared) and the reminder's key lock keeps
-// Register, Unregister and Refresh out until e reflects the write, so gen
-// cannot change below. An entry that Refresh dropped because another node
-// owns the grain now keeps its generation, so its write still happens and the
-// new owner does not fire the same due time again.
+// The store write is conditional (Store.CompleteReminder): it applies only
+// if the store still holds the reminder as this node last read or wrote
+// it. So a firing never undoes a change made meanwhile, by this node or
+// another: a Register or Unregister here, a leaving node's hook, a firing
+// on a node that owned the grain a moment before. That is why no lock
+// orders the firing's write with Register's and Unregister's: whichever
+// lands last, the store is right (Register's unconditional save last: its
+// reminder stands; the firing's write last: it finds Register's reminder,
+// not the fired one, and changes nothing; likewise for a delete, which the
+// firing's write cannot undo). When the write changes nothing, the entry
+// leaves the schedule unless a Register or Unregister here changed it
+// meanwhile (they raised its generation, and own it now), and a listing is
+// asked for, which schedules whatever the store holds. An entry that a
+// listing dropped because another node owns the grain now keeps its
+// generation, so its write still happens and the new owner does not fire
+// the same due time again.
 func (s *Scheduler) fired(e *entry, r storage.Reminder, gen uint64) {
-	s.listing.RLock()
-	defer s.listing.RUnlock()
-	unlock := s.lockKey(e.id)
-	defer unlock()
-
 	s.mu.Lock()
-	current := e.gen == gen
-	s.mu.Unlock()
-	if !current { // replaced or unregistered while firing: that write wins
-		s.mu.Lock()
+	if e.gen != gen { // replaced or unregistered while firing: that write wins
 		s.finishLocked(e)
 		s.mu.Unlock()
 		return
 	}
+	was := e.stored // as this node last read or wrote it: what the write expects
+	s.mu.Unlock()
+	s.beginWrite(e.id)
 
 	next := r
 	if r.Period > 0 {
 		next.Due = nextDue(r.Due, r.Period, s.cfg.Clock.Now())
 	}
-	err := s.persist(r, next)
+	done, err := s.persist(was, r, next)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r.Period > 0 {
+	s.endWriteLocked(e.id)
+	switch {
+	case e.gen != gen: // replaced or unregistered meanwhile: that change owns e
+	case err == nil && !done:
+		// Another writer replaced or deleted the reminder: the next
+		// listing schedules what the store holds.
+		if !e.gone {
+			delete(s.entries, e.id)
+			e.gone = true
+		}
+		s.Relist()
+	case r.Period > 0:
 		e.due, e.at, e.failures = next.Due, next.Due, 0
 		if err == nil {
 			e.stored = next
 		}
-	} else if !e.gone {
+	case !e.gone:
 		delete(s.entries, e.id)
 		e.gone = true
 	}
 	s.finishLocked(e)
 }
 
-// persist writes the outcome of a successful firing of r to the store: next
-// for a periodic reminder, a deletion for a one-shot one. The write is
-// bounded by FireTimeout but not cancelled by Close, which waits for it. A
-// failure is logged: the firing is over, and the worst outcome is that it
-// repeats, which at-least-once allows.
-func (s *Scheduler) persist(r, next storage.Reminder) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.cfg.FireTimeout)
+// persist writes the outcome of a successful firing of r to the store, if
+// the store still holds was: next for a periodic reminder, a deletion for
+// a one-shot one. It reports whether the write applied. The write is
+// bounded by FireTimeout and cancelled when the context given to Stop ends.
+// A failure is logged: the firing is over, and the worst outcome is that
+// it repeats, which at-least-once allows.
+func (s *Scheduler) persist(was, r, next storage.Reminder) (bool, error) {
+	ctx, cancel := context.WithTimeout(s.writeCtx, s.cfg.FireTimeout)
 	defer cancel()
-	var err error
+	var n *storage.Reminder
 	if r.Period > 0 {
-		err = s.cfg.Store.SaveReminder(ctx, next)
-	} else {
-		err = s.cfg.Store.DeleteReminder(ctx, r.Grain, r.Name)
+		n = &next
 	}
+	done, err := s.cfg.Store.CompleteReminder(ctx, was, n)
 	if err != nil {
 		s.cfg.Logger.Error("reminder: store write after firing failed; the reminder may fire again",
 			"grain", r.Grain.String(), "reminder", r.Name, "due", r.Due, "error", err)
 	}
-	return err
+	return done, err
 }
 
 // finishLocked ends e's firing and puts e back on the heap unless it left

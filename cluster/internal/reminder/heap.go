@@ -26,9 +26,13 @@ type entry struct {
 	at time.Time
 	// failures counts the failed attempts at firing due.
 	failures int
-	// gen changes whenever the reminder is replaced or removed, so a firing
-	// that started before can tell that its result no longer applies.
+	// gen changes whenever the reminder is replaced or removed (see bump),
+	// so a firing that started before can tell that its result no longer
+	// applies.
 	gen uint64
+	// cancelFire cancels the context of the firing under way, from just
+	// before Config.Fire is called until it returned; nil otherwise.
+	cancelFire func()
 	// index is the entry's position in the heap, or -1 when it is not in
 	// the heap (it is being fired).
 	index int
@@ -37,6 +41,19 @@ type entry struct {
 	// gone is set when the entry left the schedule while it was running;
 	// it then waits in Scheduler.leaving until the firing ends.
 	gone bool
+}
+
+// bump raises e's generation, because the reminder was replaced or
+// deleted: a firing under way must not record its outcome, and, if it has
+// not reached the grain yet, must not deliver the old reminder: its
+// context is cancelled (the grain would otherwise run OnReminder after its
+// UnregisterReminder returned). Callers hold the Scheduler's mu.
+func (e *entry) bump() {
+	e.gen++
+	if e.cancelFire != nil {
+		e.cancelFire()
+		e.cancelFire = nil
+	}
 }
 
 // reminder returns the reminder to hand to Config.Fire.

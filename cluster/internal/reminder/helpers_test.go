@@ -204,6 +204,7 @@ func testConfig(t *testing.T, store storage.Store, clock Clock, own func(string,
 		Clock:           clock,
 		RetryBackoff:    time.Second,
 		RetryBackoffMax: 4 * time.Second,
+		RelistEvery:     -1, // no anti-entropy timer among those the tests count
 		Logger:          testLogger(t),
 	}
 }
@@ -285,6 +286,13 @@ func (f *faultyStore) SaveReminder(ctx context.Context, r storage.Reminder) erro
 		return errBroken
 	}
 	return f.Store.SaveReminder(ctx, r)
+}
+
+func (f *faultyStore) CompleteReminder(ctx context.Context, fired storage.Reminder, next *storage.Reminder) (bool, error) {
+	if f.broken.Load() {
+		return false, errBroken
+	}
+	return f.Store.CompleteReminder(ctx, fired, next)
 }
 
 func (f *faultyStore) DeleteReminder(ctx context.Context, k storage.Key, name string) error {

@@ -264,7 +264,7 @@ func TestRelistDoesNotWaitAndCoalesces(t *testing.T) {
 	o.set("g1", "a")
 	st.grant <- struct{}{}
 	waitFor(t, wait, "the second listing to schedule the grain a owns now", func() bool { return s.Len() == 1 })
-	s.Stop() // waits for the listing goroutine; a third listing would hang until Stop cancels it
+	s.Stop(context.Background()) // waits for the listing goroutine; a third listing would hang until Stop cancels it
 	if n := len(st.entered); n != 0 {
 		t.Errorf("%d more listings after the second, want none", n)
 	}
@@ -303,7 +303,7 @@ func TestStopCancelsAHungListing(t *testing.T) {
 	s := startNoWait(t, testConfig(t, st, clk, o.owns("a"), rec))
 	receive(t, st.entered, "the listing asked for by Start")
 	stopped := make(chan struct{})
-	go func() { s.Stop(); close(stopped) }()
+	go func() { s.Stop(context.Background()); close(stopped) }()
 	receive(t, stopped, "Stop to return while a listing hangs")
 	if err := receiveErr(t, st.ended, "the hung listing to end"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("the listing hung at Stop ended with %v, want it cancelled", err)

@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +32,7 @@ const (
 	DefaultFireTimeout        = time.Minute
 	DefaultListTimeout        = time.Minute
 	DefaultMaxConcurrentFires = 64
+	DefaultRelistEvery        = 5 * time.Minute
 )
 
 // Config configures a Scheduler. Store, Owns and Fire are required.
@@ -62,11 +61,18 @@ type Config struct {
 	// FireTimeout bounds one Fire, and the store write after it. Zero means
 	// DefaultFireTimeout; negative values are refused.
 	FireTimeout time.Duration
-	// ListTimeout bounds one listing of the store (of every kind it lists,
-	// by Refresh or in the background), so that a hung store delays the
-	// listings asked for meanwhile by that much at most. Zero means
+	// ListTimeout bounds the listing of one kind (by Refresh or in the
+	// background); each kind has a ListTimeout of its own, so that a kind
+	// whose listing hangs does not starve the others. Zero means
 	// DefaultListTimeout; negative values are refused.
 	ListTimeout time.Duration
+	// RelistEvery is how long after the last listing asked for (by Start,
+	// Relist or RelistAfter) the scheduler asks for another one by itself,
+	// as anti-entropy: it takes over a change another node made to the
+	// store that no listing saw, such as a leaving node's write that landed
+	// after this node's listings. Zero means DefaultRelistEvery; a negative
+	// value turns it off.
+	RelistEvery time.Duration
 	// ListRetryBackoff is how long the background listing (see Relist)
 	// waits before it lists again the kinds whose listing failed; each
 	// further failure in a row doubles the wait, up to ListRetryBackoffMax.
@@ -126,6 +132,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ListTimeout == 0 {
 		c.ListTimeout = DefaultListTimeout
 	}
+	if c.RelistEvery == 0 {
+		c.RelistEvery = DefaultRelistEvery
+	}
 	if c.ListRetryBackoff == 0 {
 		c.ListRetryBackoff = c.RetryBackoff
 	}
@@ -145,38 +154,45 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// keyLocks is the number of locks that serialize store writes per reminder.
-// A small fixed number bounds memory; collisions only make unrelated
-// reminders wait for each other's store write.
-const keyLocks = 64
-
 // Scheduler fires the reminders of the grains this node owns; see the package
 // documentation. Its methods are safe for concurrent use.
+//
+// No lock is held across a call to the store: Register, Unregister and the
+// firings never wait for a listing, nor a listing for them. Instead, the
+// scheduler notes this node's store writes per reminder (see writes), and a
+// listing leaves alone the reminders this node wrote while it listed.
 type Scheduler struct {
 	cfg    Config
 	cfgErr error
 	hosts  map[string]bool // cfg.Kinds as a set
-	seed   maphash.Seed
 
 	ctx    context.Context // ends at Stop (or Close); parent of every Fire and background listing
 	cancel context.CancelFunc
-	wake   chan struct{} // pokes the loop; capacity one
-	// relist asks listLoop for a listing of every kind (see Relist), and
-	// relistRetry for one of the kinds whose listing failed; capacity one
-	// each, so that requests made while a listing runs coalesce.
-	relist, relistRetry chan struct{}
-	done                chan struct{} // closed by Stop
-	wg                  sync.WaitGroup
-	stop                sync.Once
+	// writeCtx is the parent of the store writes after firings: it ends
+	// when the context given to Stop ends, so that Stop can wait for them
+	// as long as its caller allows, and no longer.
+	writeCtx    context.Context
+	writeCancel context.CancelFunc
+	wake        chan struct{} // pokes the loop; capacity one
+	// relist asks listLoop for a listing of every kind (see Relist);
+	// capacity one, so that requests made while listings run coalesce.
+	relist chan struct{}
+	// relistRetry asks listLoop for a listing of the kind it carries, whose
+	// last listing failed.
+	relistRetry chan string
+	done        chan struct{} // closed by Stop
+	wg          sync.WaitGroup
+	stop        sync.Once
 
-	// listing is held for writing by a listing while it lists the store and
-	// updates the schedule, and for reading by every store write of
-	// Register, Unregister and the firings, so a listing never misses a
-	// write of this node that the schedule already shows.
-	listing sync.RWMutex
-	// keys serialize the store writes of one reminder, so a firing's write
-	// cannot overwrite a Register that happened meanwhile.
-	keys [keyLocks]sync.Mutex
+	// own makes a call of Config.Owns and its effect on the schedule one
+	// step: it is held by a listing while it asks Owns about the reminders
+	// it listed and applies them, by a firing while it asks whether this
+	// node still owns the grain and drops the entry if not (stillOwned),
+	// and by Register while it asks and schedules. So a listing that keeps
+	// an entry comes either before such a check (which is then the newer
+	// word) or after it (and adds the entry back with the newer view). It
+	// is never held across a call to the store. Lock order: own, then mu.
+	own sync.Mutex
 
 	mu       sync.Mutex    // guards the fields below
 	entries  map[id]*entry // the schedule
@@ -185,11 +201,38 @@ type Scheduler struct {
 	timer    Timer
 	timerAt  time.Time // when timer fires; zero when there is none
 	timerGen uint64    // tells the current timer from stopped ones
+	// later is the pending timer of RelistAfter, at laterAt; laterGen
+	// tells it from stopped ones.
+	later    Timer
+	laterAt  time.Time
+	laterGen uint64
+	// writes records this node's store writes of each reminder (Register,
+	// Unregister, the write after a firing) that a listing may need to know
+	// of: those in flight, and those that ended after a running listing
+	// started. A listing reads the store at some moment after it started,
+	// so what it read of such a reminder may be older than what this node
+	// wrote, and the schedule, which this node updated with its write, is
+	// the newer word: a listing leaves those reminders alone (see skipLocked).
+	// A record goes once no running listing needs it (see endListingLocked).
+	writes map[id]*writeRecord
+	// seq counts the beginnings and ends of store writes: a listing notes it
+	// as it starts, a write as it ends.
+	seq uint64
+	// listings counts the running listings by the seq they started at.
+	listings map[uint64]int
 	inflight int
-	relists  uint64 // background listings done, failed or not (tests wait for them)
+	relists  uint64 // rounds of background listings done, failed or not (tests wait for them)
 	started  bool
 	stopped  bool // nothing fires any more (Stop)
 	closed   bool // nothing is done any more (Close)
+}
+
+// writeRecord is what a Scheduler knows of its store writes of one
+// reminder: how many are in flight, and the seq at which the last one
+// ended.
+type writeRecord struct {
+	inflight int
+	ended    uint64
 }
 
 // New returns a Scheduler that does nothing until Start. A bad Config is
@@ -198,19 +241,23 @@ type Scheduler struct {
 func New(cfg Config) *Scheduler {
 	c, err := cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
+	writeCtx, writeCancel := context.WithCancel(context.Background())
 	s := &Scheduler{
 		cfg:         c,
 		cfgErr:      err,
 		hosts:       make(map[string]bool, len(c.Kinds)),
-		seed:        maphash.MakeSeed(),
 		ctx:         ctx,
 		cancel:      cancel,
+		writeCtx:    writeCtx,
+		writeCancel: writeCancel,
 		wake:        make(chan struct{}, 1),
 		relist:      make(chan struct{}, 1),
-		relistRetry: make(chan struct{}, 1),
+		relistRetry: make(chan string),
 		done:        make(chan struct{}),
 		entries:     make(map[id]*entry),
 		leaving:     make(map[id]*entry),
+		writes:      make(map[id]*writeRecord),
+		listings:    make(map[uint64]int),
 	}
 	for _, k := range c.Kinds {
 		s.hosts[k] = true
@@ -247,143 +294,6 @@ func (s *Scheduler) Start() error {
 	return nil
 }
 
-// Refresh makes the schedule match the store and the current ownership,
-// and returns once it does: it lists every hosted kind, adds the reminders
-// of grains this node now owns, drops those it no longer owns, and takes
-// over changes other nodes made. Relist does the same in the background.
-// The listing of a kind that fails leaves that kind's part of the schedule
-// as it was, and the other kinds are updated all the same; the error names
-// each kind that failed. Refresh does not retry: Relist does.
-func (s *Scheduler) Refresh(ctx context.Context) error {
-	if err := s.usable(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	stopped := s.stopped
-	s.mu.Unlock()
-	if stopped {
-		return ErrClosed // it would schedule what never fires
-	}
-	_, err := s.refresh(ctx, s.cfg.Kinds)
-	return err
-}
-
-// refresh lists the given kinds within ListTimeout and makes their part of
-// the schedule match the store and the current ownership (see Refresh). It
-// returns the kinds whose listing failed, with an error naming each, or
-// ErrClosed if the scheduler stopped meanwhile.
-func (s *Scheduler) refresh(ctx context.Context, kinds []string) (failed []string, err error) {
-	s.listing.Lock()
-	defer s.listing.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ListTimeout)
-	defer cancel()
-	listed, failed, err := s.list(ctx, kinds)
-	fresh := make(map[string]bool, len(kinds)) // the kinds listed
-	for _, k := range kinds {
-		fresh[k] = !slices.Contains(failed, k)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return nil, ErrClosed // it would schedule what never fires
-	}
-	for k, e := range s.entries {
-		l, ok := listed[k]
-		switch {
-		case !fresh[k.grain.Kind]: // not listed: left as it was
-		case !ok: // deleted by another node: a running firing must not write it back
-			e.gen++
-			s.removeLocked(e)
-		case !l.owned: // moved: a running firing still records its outcome
-			s.removeLocked(e)
-		}
-	}
-	for k, e := range s.leaving {
-		if _, ok := listed[k]; !ok && fresh[k.grain.Kind] {
-			e.gen++
-		}
-	}
-	for k, l := range listed {
-		if l.owned {
-			s.adoptLocked(k, l.r)
-		}
-	}
-	s.poke()
-	return failed, err
-}
-
-// listed is one reminder found in the store by a listing.
-type listed struct {
-	r     storage.Reminder
-	owned bool // this node owns the grain
-}
-
-// list lists the reminders of the given kinds, noting which grains this
-// node owns. A kind whose listing fails is left out of the result and
-// returned in failed; err joins the failures, naming each kind.
-func (s *Scheduler) list(ctx context.Context, kinds []string) (all map[id]listed, failed []string, err error) {
-	all = make(map[id]listed)
-	var errs []error
-	for _, kind := range kinds {
-		rs, err := s.cfg.Store.ListReminders(ctx, kind)
-		if err != nil {
-			failed = append(failed, kind)
-			errs = append(errs, fmt.Errorf("reminder: list reminders of kind %q: %w", kind, err))
-			continue
-		}
-		for _, r := range rs {
-			all[id{r.Grain, r.Name}] = listed{r, s.cfg.Owns(r.Grain.Kind, r.Grain.Identity)}
-		}
-	}
-	if len(errs) == 0 {
-		return all, nil, nil
-	}
-	return all, failed, listError(errs)
-}
-
-// listError is the error of a listing that failed for some kinds: one
-// error per kind, each naming it, on one line.
-type listError []error
-
-// Error returns the error of each kind, separated by semicolons.
-func (e listError) Error() string {
-	msgs := make([]string, len(e))
-	for i, err := range e {
-		msgs[i] = err.Error()
-	}
-	return strings.Join(msgs, "; ")
-}
-
-// Unwrap returns the error of each kind.
-func (e listError) Unwrap() []error { return e }
-
-// adoptLocked schedules r, listed from the store, unless the schedule
-// already holds it as stored. When the store holds something else, another
-// node wrote it after this one: it replaces the entry, and a firing under
-// way for the entry will not write its outcome over it. An entry that left
-// the schedule while being fired and is listed unchanged comes back as it
-// is, so that the firing's outcome still applies to it.
-func (s *Scheduler) adoptLocked(k id, r storage.Reminder) {
-	if e, ok := s.entries[k]; ok {
-		if !same(e.stored, r) {
-			s.putLocked(k, r)
-		}
-		return
-	}
-	if e, ok := s.leaving[k]; ok && same(e.stored, r) {
-		delete(s.leaving, k)
-		e.gone = false
-		s.entries[k] = e
-		return
-	}
-	s.putLocked(k, r)
-}
-
-// same reports whether a and b are the same reminder record.
-func same(a, b storage.Reminder) bool {
-	return a.Grain == b.Grain && a.Name == b.Name && a.Due.Equal(b.Due) && a.Period == b.Period
-}
-
 // Register saves r in the store, replacing the reminder of the same grain and
 // name, and schedules it if this node owns the grain. A Due in the past fires
 // at once (or at Start, before the scheduler is started). If another node
@@ -399,21 +309,29 @@ func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
 	}
 	r.Due = r.Due.UTC() // as ListReminders returns it
 	k := id{r.Grain, r.Name}
-	s.listing.RLock()
-	defer s.listing.RUnlock()
-	unlock := s.lockKey(k)
-	defer unlock()
-	if err := s.cfg.Store.SaveReminder(ctx, r); err != nil {
-		return fmt.Errorf("reminder: register %q of grain %s: %w", r.Name, r.Grain, err)
-	}
-	owns := s.cfg.Owns(r.Grain.Kind, r.Grain.Identity)
+	s.beginWrite(k)
+	err := s.cfg.Store.SaveReminder(ctx, r)
+	s.own.Lock()
+	defer s.own.Unlock()
+	owns := err == nil && s.cfg.Owns(r.Grain.Kind, r.Grain.Identity)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// The write ends with its effect on the schedule, in one step, so a
+	// listing that applies its result sees both or neither.
+	s.endWriteLocked(k)
+	if err != nil {
+		return fmt.Errorf("reminder: register %q of grain %s: %w", r.Name, r.Grain, err)
+	}
+	// Two Registers of one reminder at once (the cluster does not make
+	// them: a grain registers from its turns, one at a time) may land in
+	// the store in one order and here in the other; the firing's
+	// conditional write then fails, and the next listing mends the
+	// schedule (see fired).
 	if owns && !s.stopped {
 		s.putLocked(k, r)
 		s.poke()
 	} else if e := s.lookupLocked(k); e != nil {
-		e.gen++ // a running firing must not overwrite r
+		e.bump() // a running firing must not overwrite r, nor deliver the old one
 		s.removeLocked(e)
 	}
 	return nil
@@ -421,26 +339,92 @@ func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
 
 // Unregister deletes the reminder name of grain from the store and the
 // schedule. Deleting a reminder that does not exist is not an error. A
-// firing already under way still completes.
+// firing already under way is cancelled once the reminder is deleted: if
+// it has not reached the grain by then, it does not (Config.Fire sees its
+// context end), and it is neither retried nor written back.
 func (s *Scheduler) Unregister(ctx context.Context, grain storage.Key, name string) error {
 	if err := s.checkGrain(grain); err != nil {
 		return err
 	}
 	k := id{grain, name}
-	s.listing.RLock()
-	defer s.listing.RUnlock()
-	unlock := s.lockKey(k)
-	defer unlock()
-	if err := s.cfg.Store.DeleteReminder(ctx, grain, name); err != nil {
-		return fmt.Errorf("reminder: unregister %q of grain %s: %w", name, grain, err)
-	}
+	s.beginWrite(k)
+	err := s.cfg.Store.DeleteReminder(ctx, grain, name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.endWriteLocked(k)
+	if err != nil {
+		// The delete may have landed all the same (a reply lost to ctx):
+		// then the firing's conditional write fails on the missing
+		// reminder, and the entry leaves the schedule (see fired).
+		return fmt.Errorf("reminder: unregister %q of grain %s: %w", name, grain, err)
+	}
 	if e := s.lookupLocked(k); e != nil {
-		e.gen++ // a running firing must not write the reminder back
+		e.bump() // a running firing must not write the reminder back, nor deliver it
 		s.removeLocked(e)
 	}
 	return nil
+}
+
+// beginWrite notes that a store write of reminder k begins (see
+// Scheduler.writes).
+func (s *Scheduler) beginWrite(k id) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.writes[k]
+	if w == nil {
+		w = &writeRecord{}
+		s.writes[k] = w
+	}
+	w.inflight++
+	s.seq++
+}
+
+// endWriteLocked notes that a store write of reminder k ended, landed or
+// not: a failed write may have landed all the same. Callers apply the
+// write's effect on the schedule under the same hold of mu.
+func (s *Scheduler) endWriteLocked(k id) {
+	s.seq++
+	w := s.writes[k]
+	w.inflight--
+	w.ended = s.seq
+	if w.inflight == 0 && len(s.listings) == 0 {
+		delete(s.writes, k) // no listing runs that could have read the store before it
+	}
+}
+
+// skipLocked reports whether a listing that started at seq start must
+// leave reminder k alone: this node has a write of k in flight, or ended
+// one after the listing started, so what the listing read of k may be
+// older than the schedule.
+func (s *Scheduler) skipLocked(k id, start uint64) bool {
+	w := s.writes[k]
+	return w != nil && (w.inflight > 0 || w.ended > start)
+}
+
+// beginListingLocked notes that a listing starts, and returns the seq it
+// started at.
+func (s *Scheduler) beginListingLocked() uint64 {
+	s.listings[s.seq]++
+	return s.seq
+}
+
+// endListingLocked notes that the listing that started at start ended, and
+// forgets the writes that no running listing needs any more.
+func (s *Scheduler) endListingLocked(start uint64) {
+	if s.listings[start]--; s.listings[start] == 0 {
+		delete(s.listings, start)
+	}
+	oldest, any := uint64(0), false
+	for st := range s.listings {
+		if !any || st < oldest {
+			oldest, any = st, true
+		}
+	}
+	for k, w := range s.writes {
+		if w.inflight == 0 && (!any || w.ended <= oldest) {
+			delete(s.writes, k)
+		}
+	}
 }
 
 // Len returns the number of reminders scheduled on this node, including
@@ -451,15 +435,19 @@ func (s *Scheduler) Len() int {
 	return len(s.entries)
 }
 
-// Stop ends the firing for good: it stops the timer, cancels the context
-// of running Fires and waits for them and their store writes to return.
-// Register and Unregister still save to and delete from the store, and
-// schedule nothing; Start and Refresh return ErrClosed, and Relist does
-// nothing. A background listing under way is cancelled and waited for. A
-// node that leaves stops firing before its grains deactivate, whose hooks
-// may still change their reminders for the grains' next owners. It is
-// idempotent.
-func (s *Scheduler) Stop() {
+// Stop ends the firing for good: it stops the timers, cancels the
+// context of running Fires and of a background listing under way, and
+// waits for them. It also waits for the store writes that record the
+// outcome of firings that succeeded, until ctx ends; it then cancels those
+// too, and waits for them to return (at once with a store that honours its
+// context): a write cancelled so is logged, and its firing may repeat,
+// which at-least-once allows. Register and Unregister still save to and
+// delete from the store, and schedule nothing; Start and Refresh return
+// ErrClosed, and Relist does nothing. A node that leaves stops firing
+// before its grains deactivate, whose hooks may still change their
+// reminders for the grains' next owners. It is idempotent; a later call
+// waits as the first does, within its own ctx.
+func (s *Scheduler) Stop(ctx context.Context) {
 	s.stop.Do(func() {
 		s.mu.Lock()
 		s.stopped = true
@@ -467,17 +455,27 @@ func (s *Scheduler) Stop() {
 			s.timer.Stop()
 			s.timer, s.timerAt = nil, time.Time{}
 		}
+		if s.later != nil {
+			s.later.Stop()
+			s.later, s.laterAt = nil, time.Time{}
+		}
 		s.mu.Unlock()
 		close(s.done)
 		s.cancel()
 	})
+	cancelWrites := context.AfterFunc(ctx, s.writeCancel)
+	defer cancelWrites()
 	s.wg.Wait()
 }
 
-// Close stops the scheduler as Stop does, and refuses every later call
-// with ErrClosed. It is idempotent. The store is not closed.
+// Close stops the scheduler as Stop does with a context that has ended
+// (it cancels the store writes after firings at once, as in a crash), and
+// refuses every later call with ErrClosed. It is idempotent. The store is
+// not closed.
 func (s *Scheduler) Close() {
-	s.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Stop(ctx)
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
@@ -510,20 +508,6 @@ func (s *Scheduler) checkGrain(grain storage.Key) error {
 	return nil
 }
 
-// lockKey locks the store writes of reminder k and returns the unlock.
-func (s *Scheduler) lockKey(k id) func() {
-	var h maphash.Hash
-	h.SetSeed(s.seed)
-	h.WriteString(k.grain.Kind)
-	h.WriteByte(0)
-	h.WriteString(k.grain.Identity)
-	h.WriteByte(0)
-	h.WriteString(k.name)
-	m := &s.keys[h.Sum64()%keyLocks]
-	m.Lock()
-	return m.Unlock
-}
-
 // lookupLocked returns the entry of k, on the schedule or leaving it, or
 // nil.
 func (s *Scheduler) lookupLocked(k id) *entry {
@@ -535,8 +519,8 @@ func (s *Scheduler) lookupLocked(k id) *entry {
 
 // putLocked schedules r, as stored, in place of whatever k held. An entry
 // that is leaving the schedule while being fired is taken back rather than
-// doubled, so that its firing sees the new generation and does not write
-// over r.
+// doubled, so that its firing sees the new generation, is cancelled, and
+// does not write over r.
 func (s *Scheduler) putLocked(k id, r storage.Reminder) {
 	e := s.lookupLocked(k)
 	switch {
@@ -547,7 +531,7 @@ func (s *Scheduler) putLocked(k id, r storage.Reminder) {
 		e.gone = false
 	}
 	s.entries[k] = e
-	e.gen++
+	e.bump()
 	e.stored, e.due, e.at, e.failures = r, r.Due, r.Due, 0
 	switch {
 	case e.running: // the firing reschedules it when it returns
