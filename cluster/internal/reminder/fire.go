@@ -127,9 +127,9 @@ func (s *Scheduler) fired(e *entry, r storage.Reminder, gen uint64) {
 		s.mu.Unlock()
 		return
 	}
-	was := e.stored // as this node last read or wrote it: what the write expects
+	was := e.stored          // as this node last read or wrote it: what the write expects
+	s.beginWriteLocked(e.id) // with the read of was: no listing applies in between
 	s.mu.Unlock()
-	s.beginWrite(e.id)
 
 	next := r
 	if r.Period > 0 {

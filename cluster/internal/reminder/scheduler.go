@@ -370,6 +370,11 @@ func (s *Scheduler) Unregister(ctx context.Context, grain storage.Key, name stri
 func (s *Scheduler) beginWrite(k id) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.beginWriteLocked(k)
+}
+
+// beginWriteLocked is beginWrite with mu held.
+func (s *Scheduler) beginWriteLocked(k id) {
 	w := s.writes[k]
 	if w == nil {
 		w = &writeRecord{}
