@@ -1256,7 +1256,9 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 		// The firing gave up while this waited in the mailbox (a busy
 		// grain, or the node stopping its reminders): the scheduler counts
 		// it failed and fires the due time again, so it must not run now
-		// as well.
+		// as well. Or it was cancelled because the reminder was
+		// unregistered or replaced meanwhile (perhaps by the call this
+		// waited behind): it must not run after that change.
 		c.RespondError(contextError(err))
 		return
 	}

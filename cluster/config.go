@@ -232,6 +232,10 @@ type Config struct {
 	// forwarding, when set, runs before each forward of a one-way message
 	// (see Node.sendForwarded), so that a test can hold one.
 	forwarding func()
+	// relistEvery, when set, replaces the reminder scheduler's default
+	// anti-entropy period (reminder.Config.RelistEvery); negative turns
+	// it off.
+	relistEvery time.Duration
 	// failedGrace and leaverGrace, when set, replace the graces a member
 	// seen failed gets before its streams are cut, and one that said it
 	// is leaving (see Node.dropFailed).

@@ -50,7 +50,9 @@ func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration
 
 // UnregisterReminder deletes the reminder name of the grain whose call ctx
 // belongs to. Deleting a reminder that does not exist is not an error. A
-// firing already under way still completes.
+// firing of the reminder under way on this node that has not reached the
+// grain yet (it waits in the mailbox behind this call) does not: OnReminder
+// does not run for it after UnregisterReminder returned nil.
 func UnregisterReminder(ctx GrainContext, name string) error {
 	n, a, err := reminderContext(ctx, "UnregisterReminder")
 	if err != nil {
@@ -85,7 +87,8 @@ func reminderError(err error, format string, args ...any) error {
 
 // newReminders makes the node's reminder scheduler. It fires nothing
 // until startReminders. Listings that fail are tried again with the call
-// retries' backoff (Config.RetryBackoff, RetryBackoffMax).
+// retries' backoff (Config.RetryBackoff, RetryBackoffMax), and the
+// scheduler lists by itself every reminder.DefaultRelistEvery.
 func (n *Node) newReminders() *reminder.Scheduler {
 	kinds := make([]string, 0, len(n.cfg.Kinds))
 	for _, k := range n.cfg.Kinds {
@@ -98,6 +101,7 @@ func (n *Node) newReminders() *reminder.Scheduler {
 		Fire:                n.fireReminder,
 		ListRetryBackoff:    n.cfg.RetryBackoff,
 		ListRetryBackoffMax: n.cfg.RetryBackoffMax,
+		RelistEvery:         n.cfg.relistEvery,
 		Logger:              n.log,
 	})
 }
@@ -117,13 +121,40 @@ func (n *Node) startReminders() error {
 
 // refreshReminders makes the reminder schedule follow a membership change,
 // so that this node fires the reminders of the grains it owns now. It
-// returns at once: the scheduler lists the store on a goroutine of its own,
-// each listing within a minute, a change that comes while one runs is
+// returns at once: the scheduler lists the store on goroutines of its own,
+// each kind within a minute, a change that comes while a kind is listed is
 // listed after it, with the view of then, and a listing that fails is
 // tried again with backoff until one succeeds. So the view never waits for
 // the store (see watchMembership).
 func (n *Node) refreshReminders() {
 	n.reminders.Relist()
+}
+
+// leaverRelistMargin is how long after a member left the view, beyond
+// DeactivateTimeout, the node lists the reminders once more (see
+// relistAfterLeavers): a leaver starts deactivating its grains once its
+// leave has spread (LeavePropagateDelay, 1 s in the LAN and WAN gossip
+// profiles) and the calls it serves have ended.
+const leaverRelistMargin = 3 * time.Second
+
+// relistAfterLeavers asks for one more listing of the reminders once the
+// members that old had alive and p has not (they left or failed) are done
+// deactivating their grains: a leaver's OnDeactivate hooks may register
+// and unregister reminders for the grains' next owners, and those store
+// writes can land after the listing this node made for the change, which
+// would then miss them (a reminder registered there would not fire, one
+// unregistered there would). The scheduler keeps one such timer at most.
+// A member that crashed writes nothing more, and costs one listing.
+func (n *Node) relistAfterLeavers(old, p *placement) {
+	for _, was := range old.members {
+		if was.Name == n.name || was.Status != StatusAlive {
+			continue
+		}
+		if st, ok := p.status(was.Name); !ok || st != StatusAlive {
+			n.reminders.RelistAfter(n.cfg.DeactivateTimeout + leaverRelistMargin)
+			return
+		}
+	}
 }
 
 // owns reports whether this node owns the grain in its current view.
