@@ -73,16 +73,16 @@ const (
 // transaction that panicked, so none of its changes take effect. After a
 // panic in a read transaction the Store goes on: bbolt's state is intact,
 // and grains whose pages are intact still load. After a panic in a write
-// transaction (Commit, SaveReminder, DeleteReminder) the Store refuses every
-// later write with an error wrapping ErrCorrupt, while reads go on so that
-// intact grains can still be loaded and copied out: writing on into a file
-// known to be damaged risks spreading the damage (bbolt overwrites the pages
-// its free list names, and a damaged file may name pages still in use). The
-// file needs checking and repair (bbolt check, a backup) before it is used
-// again. If a panic struck bbolt's own clean-up, so that the transaction
-// still holds bbolt's locks, reads are refused too, and Close leaves the
-// file open and locked until the process exits rather than wait for those
-// locks forever.
+// transaction (Commit, SaveReminder, DeleteReminder, CompleteReminder) the
+// Store refuses every later write with an error wrapping ErrCorrupt, while
+// reads go on so that intact grains can still be loaded and copied out:
+// writing on into a file known to be damaged risks spreading the damage
+// (bbolt overwrites the pages its free list names, and a damaged file may
+// name pages still in use). The file needs checking and repair (bbolt
+// check, a backup) before it is used again. If a panic struck bbolt's own
+// clean-up, so that the transaction still holds bbolt's locks, reads are
+// refused too, and Close leaves the file open and locked until the process
+// exits rather than wait for those locks forever.
 type Store struct {
 	path string
 	log  *slog.Logger
