@@ -298,8 +298,9 @@ func (s *Scheduler) Start() error {
 // name, and schedules it if this node owns the grain. A Due in the past fires
 // at once (or at Start, before the scheduler is started). If another node
 // owns the grain, r is only saved: the owner schedules it at its next
-// listing (Start, Refresh or Relist). Bad reminders are refused with an
-// error wrapping storage.ErrInvalid, and nothing is saved.
+// listing (Start, Refresh or Relist). A firing under way of the reminder
+// r replaces is cancelled, as by Unregister. Bad reminders are refused
+// with an error wrapping storage.ErrInvalid, and nothing is saved.
 func (s *Scheduler) Register(ctx context.Context, r storage.Reminder) error {
 	if err := s.checkGrain(r.Grain); err != nil {
 		return err
