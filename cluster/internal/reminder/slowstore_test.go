@@ -382,6 +382,12 @@ func TestAChangeCancelsTheFiringUnderWay(t *testing.T) {
 		{"replaced", func(s *Scheduler, _ storage.Store) error {
 			return s.Register(context.Background(), storage.Reminder{Grain: r.Grain, Name: r.Name, Due: t0().Add(time.Hour)})
 		}, 1},
+		{"changed by another node", func(s *Scheduler, st storage.Store) error {
+			if err := st.SaveReminder(context.Background(), storage.Reminder{Grain: r.Grain, Name: r.Name, Due: t0().Add(time.Hour)}); err != nil {
+				return err
+			}
+			return s.Refresh(context.Background())
+		}, 1},
 		{"deleted by another node", func(s *Scheduler, st storage.Store) error {
 			if err := st.DeleteReminder(context.Background(), r.Grain, r.Name); err != nil {
 				return err
