@@ -541,3 +541,38 @@ func TestRelistEvery(t *testing.T) {
 	}
 	waitFor(t, wait, "the next anti-entropy timer", func() bool { return pendingAt(clk, t0().Add(12*time.Minute)) })
 }
+
+// TestAListingDropsAMovedReminderWhoseWriteRuns: the grain of a reminder
+// whose write after a firing is slow moves to another node; a listing
+// meanwhile leaves the reminder's record alone (the write is newer than
+// what it read) but drops it from the schedule all the same, since this
+// node no longer owns the grain. The write still records the firing.
+func TestAListingDropsAMovedReminderWhoseWriteRuns(t *testing.T) {
+	t.Parallel()
+	st := newGateStore(t)
+	clk, rec, o := newFakeClock(), &recorder{}, &owners{}
+	s := start(t, testConfig(t, st, clk, o.owns("a"), rec))
+	p := storage.Reminder{Grain: grain("g1"), Name: "p", Due: t0().Add(time.Second), Period: time.Hour}
+	register(t, s, p)
+	open := st.hold(t, "complete p")
+	clk.Advance(time.Second)
+	enteredGate(t, st, "complete p")
+	o.set("g1", "b")
+	if err := s.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	open()
+	waitFor(t, wait, "the write after the firing to end", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.inflight == 0
+	})
+	if n := s.Len(); n != 0 {
+		t.Errorf("%d scheduled after the grain moved, want none", n)
+	}
+	next := p
+	next.Due = p.Due.Add(time.Hour)
+	if rs := stored(t, st); len(rs) != 1 || !same(rs[0], next) {
+		t.Errorf("stored %+v, want the next due time %v", rs, next.Due)
+	}
+}
