@@ -576,3 +576,33 @@ func TestAListingDropsAMovedReminderWhoseWriteRuns(t *testing.T) {
 		t.Errorf("stored %+v, want the next due time %v", rs, next.Due)
 	}
 }
+
+// TestCloseStopsEveryTimer: Close, with a listing hung, a write after a
+// firing hung, a listing retry, a RelistAfter and the anti-entropy listing
+// pending, returns and leaves no timer behind.
+func TestCloseStopsEveryTimer(t *testing.T) {
+	t.Parallel()
+	st := newGateStore(t)
+	clk, rec, o := newFakeClock(), &recorder{}, &owners{}
+	faults := &listFaults{Store: st}
+	faults.fail(kind, true)
+	cfg := testConfig(t, faults, clk, o.owns("a"), rec)
+	cfg.Kinds = []string{kind, otherKind}
+	cfg.RelistEvery = time.Hour
+	s := startNoWait(t, cfg)
+	waitFor(t, wait, "a retry of the failed kind", func() bool { return pendingAt(clk, t0().Add(time.Second)) })
+	faults.fail(kind, false)
+	register(t, s, storage.Reminder{Grain: grain("g1"), Name: "p", Due: t0(), Period: time.Minute})
+	st.hold(t, "complete p")
+	enteredGate(t, st, "complete p")
+	st.hold(t, "list "+otherKind)
+	s.RelistAfter(time.Minute)
+	s.Relist()
+	enteredGate(t, st, "list "+otherKind)
+	if err := returnsWithin(t, "Close", func() error { s.Close(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if p := clk.pending(); len(p) != 0 {
+		t.Errorf("timers pending after Close: %v", p)
+	}
+}
