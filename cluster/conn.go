@@ -1098,9 +1098,16 @@ type servedCall struct {
 
 func (s *servedCall) run() {
 	c, h, ctx := s.c, s.c.t.handler, s.ctx
-	defer h.finishCall(s.ticket)
 	defer ctx.end()
-	reply := h.serveRequest(ctx, &s.req, &s.decoded)
+	// The node's gate lets go of the request once it is served, before its
+	// reply is queued: the queue waits for room while the peer reads
+	// nothing (a hung process), and a Shutdown that waits for the requests
+	// being served would wait for that peer too, for good if its gossip
+	// keeps it alive. The farewell bounds the wait for replies instead.
+	reply := func() frame {
+		defer h.finishCall(s.ticket)
+		return h.serveRequest(ctx, &s.req, &s.decoded)
+	}()
 	reply.typ, reply.id = frameResponse, s.req.id
 	// An error here means the conn closed: the caller retries or gives up.
 	_ = c.sendReply(&reply)

@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -106,4 +109,84 @@ func TestAForwardToAPausedOwnerDoesNotHoldTheLane(t *testing.T) {
 		resp, err := b.Invoke(t.Context(), addCall(mine, 0))
 		return err == nil && resp.(*wrapperspb.Int64Value).GetValue() == 1
 	})
+}
+
+// hungRequester dials n's transport as a peer named "hung", with a node's
+// windows, sends it reqs, and then reads nothing: a process that hung
+// after sending calls.
+func hungRequester(t *testing.T, n *Node, reqs []frame) {
+	t.Helper()
+	cc, err := grpc.NewClient(n.GRPCAddr(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(flowWindow),
+		grpc.WithInitialConnWindowSize(flowWindow),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{}), grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20)),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		_ = cc.Close()
+	})
+	stream, err := cc.NewStream(ctx, &transportDesc().Streams[0], streamMethod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := appendFrame(nil, &frame{typ: frameHello, node: "hung", message: "127.0.0.1:1"})
+	if err := stream.SendMsg(&hello); err != nil {
+		t.Fatal(err)
+	}
+	for i := range reqs {
+		b := appendFrame(nil, &reqs[i])
+		if err := stream.SendMsg(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestShutdownBesideAPeerThatReadsNothing lets a peer call a node for
+// replies of a megabyte each and then read nothing, so that the replies
+// wait for room in the stream: the node's graceful Shutdown, without a
+// deadline, must still deactivate its grains and return. It waited for the
+// replies in the gate of requests being served, and then in the gRPC
+// server's GracefulStop for the stream that could not end, both for good.
+func TestShutdownBesideAPeerThatReadsNothing(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.MaxPendingBytes = 256 << 10
+	h := newHooks(cfg.NodeName)
+	cfg.Kinds = []*Kind{newEchoKind(h, time.Hour)}
+	n := startNode(t, cfg)
+	payload, err := proto.Marshal(wrapperspb.String(strings.Repeat("x", 1<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs []frame
+	for i := range 8 {
+		reqs = append(reqs, frame{typ: frameRequest, id: uint64(i + 1), kind: echoKind, identity: "big", method: methodString, payload: payload})
+	}
+	hungRequester(t, n, reqs)
+	waitFor(t, waitTimeout, "a reply to wait for room in the stream", func() bool {
+		for _, c := range n.transport.openConns() {
+			c.mu.Lock()
+			waits := c.peer == "hung" && c.space != nil
+			c.mu.Unlock()
+			if waits {
+				return true
+			}
+		}
+		return false
+	})
+	done := make(chan error, 1)
+	go func() { done <- n.Shutdown(context.Background()) }()
+	if err := receive(t, done, "Shutdown beside a peer that reads nothing"); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	select {
+	case <-h.deactivated:
+	default:
+		t.Error("the grain was not deactivated: the shutdown was not graceful")
+	}
 }

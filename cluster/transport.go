@@ -1013,13 +1013,26 @@ func (t *transport) close(ctx context.Context) {
 		t.server.GracefulStop()
 		close(stopped)
 	}()
+	patience := time.NewTimer(gracefulStopPatience)
+	defer patience.Stop()
 	select {
 	case <-stopped:
 	case <-ctx.Done():
 		t.server.Stop()
 		<-stopped
+	case <-patience.C:
+		t.server.Stop()
+		<-stopped
 	}
 }
+
+// gracefulStopPatience bounds how long close lets the gRPC server finish
+// its handlers. Every conn is closed by then, and a graceful leave passed
+// on what it held in its farewell; but a stream to a peer that reads
+// nothing (a hung process) never ends, as gRPC queues its end behind the
+// data the peer's window holds back, and GracefulStop waited for it for
+// good.
+const gracefulStopPatience = time.Second
 
 // stats returns how many frames the open conns queued and in how many
 // gRPC messages they went.
