@@ -1275,7 +1275,18 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 			g.state.rollback()
 		}
 	}()
-	err := r.OnReminder(g.node().grainContext(m.ctx, g.act(), nil, stamp{}), m.name)
+	// The firing reached the grain: from here on, a change of the reminder
+	// must not cancel the turn under the grain, as the firing's context is
+	// cancelled when the reminder is unregistered or replaced, and the
+	// turn itself may do that (a reminder that re-arms or ends itself). It
+	// keeps the firing's deadline.
+	turn := context.WithoutCancel(m.ctx)
+	if at, ok := m.ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		turn, cancel = context.WithDeadline(turn, at)
+		defer cancel()
+	}
+	err := r.OnReminder(g.node().grainContext(turn, g.act(), nil, stamp{}), m.name)
 	done = true
 	st := g.state // OnReminder may have made it (touchState)
 	if err == nil {
@@ -1285,7 +1296,7 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 		err = st.sync()
 	}
 	if err == nil && g.hk.Flush == FlushAfterCall {
-		err = g.flushAfter(m.ctx)
+		err = g.flushAfter(turn)
 	}
 	if err != nil {
 		st.rollback()

@@ -299,3 +299,73 @@ func TestARemindersListingThatFailedIsTriedAgain(t *testing.T) {
 		t.Fatalf("fired %q on the new owner, want %s's tick", f, id)
 	}
 }
+
+// rearmGrain's OnReminder, for reminder "tick", runs first (which changes
+// the reminder itself) and then registers another reminder, sending what
+// that returned on done.
+type rearmGrain struct {
+	first func(ctx GrainContext, name string) error
+	done  chan error
+}
+
+// OnReminder implements ReminderReceiver.
+func (g *rearmGrain) OnReminder(ctx GrainContext, name string) error {
+	if name != "tick" {
+		return nil
+	}
+	if err := g.first(ctx, name); err != nil {
+		g.done <- err
+		return err
+	}
+	err := RegisterReminder(ctx, "tock", time.Hour, 0)
+	g.done <- err
+	return err
+}
+
+// TestAReminderThatChangesItselfKeepsItsTurn: a grain that
+// unregisters (or re-registers) the reminder being delivered, from its
+// OnReminder, has that turn's context cancelled under it (Register and
+// Unregister bump the running firing's entry), so what the hook does next
+// with its GrainContext fails.
+// TestAReminderThatChangesItselfKeepsItsTurn: a grain's OnReminder
+// unregisters, or registers again, the reminder that fired (a reminder that
+// ends or re-arms itself), and then registers another: the change must not
+// cancel the turn under it. It did, since a change of a reminder cancels
+// its firing's context, which the turn ran under: the second registration
+// failed with "context canceled".
+func TestAReminderThatChangesItselfKeepsItsTurn(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		first func(ctx GrainContext, name string) error
+	}{
+		{"unregister", func(ctx GrainContext, name string) error { return UnregisterReminder(ctx, name) }},
+		{"re-register", func(ctx GrainContext, name string) error { return RegisterReminder(ctx, name, time.Hour, 0) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			store := memstore.New()
+			done := make(chan error, 4)
+			kind := &Kind{
+				Name:        "test.Chain",
+				IdleTimeout: -1,
+				New:         func(string) any { return &rearmGrain{first: tc.first, done: done} },
+				Methods: []Method{{
+					Name:       "/test.Chain/Arm",
+					NewRequest: newString,
+					Handle: func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+						return req, RegisterReminder(ctx, "tick", 0, 0)
+					},
+				}},
+			}
+			nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, func(cfg *Config) { cfg.Store = store })
+			if _, err := nodes[0].Invoke(context.Background(), Call{Kind: "test.Chain", Identity: "x", Method: "/test.Chain/Arm",
+				Request: wrapperspb.String(""), NewResponse: newString}); err != nil {
+				t.Fatal(err)
+			}
+			if err := receive(t, done, "OnReminder"); err != nil {
+				t.Fatalf("OnReminder: RegisterReminder(tock) after %s of its own reminder: %v", tc.name, err)
+			}
+		})
+	}
+}
