@@ -65,6 +65,8 @@ func (s *Scheduler) listKind(ctx context.Context, kind string) error {
 	defer cancel()
 	s.mu.Lock()
 	start := s.beginListingLocked()
+	s.kindSeq[kind]++
+	n := s.kindSeq[kind]
 	s.mu.Unlock()
 	rs, err := s.cfg.Store.ListReminders(ctx, kind)
 	if err != nil {
@@ -73,7 +75,7 @@ func (s *Scheduler) listKind(ctx context.Context, kind string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("reminder: list reminders of kind %q: %w", kind, err)
 	}
-	return s.apply(kind, rs, start)
+	return s.apply(kind, rs, start, n)
 }
 
 // listed is one reminder found in the store by a listing.
@@ -86,8 +88,10 @@ type listed struct {
 // a listing that started at seq start found them in the store, and the
 // current ownership. It leaves alone the reminders this node wrote while
 // the listing ran (see Scheduler.writes): the schedule already shows those
-// writes, which the listing may not have seen.
-func (s *Scheduler) apply(kind string, rs []storage.Reminder, start uint64) error {
+// writes, which the listing may not have seen; where what it read of them
+// disagrees with the schedule, it asks for another listing. n numbers the
+// listing among those of kind (see Scheduler.kindSeq).
+func (s *Scheduler) apply(kind string, rs []storage.Reminder, start, n uint64) error {
 	// Ownership is asked and applied under own, one step for stillOwned.
 	s.own.Lock()
 	defer s.own.Unlock()
@@ -101,6 +105,10 @@ func (s *Scheduler) apply(kind string, rs []storage.Reminder, start uint64) erro
 	if s.stopped {
 		return ErrClosed // it would schedule what never fires
 	}
+	if n < s.applied[kind] {
+		return nil // a listing of kind that started later was applied: this read may be older
+	}
+	s.applied[kind] = n
 	for k, e := range s.entries {
 		if k.grain.Kind != kind {
 			continue
@@ -112,6 +120,9 @@ func (s *Scheduler) apply(kind string, rs []storage.Reminder, start uint64) erro
 			// write, but ownership is asked now: a grain this node does
 			// not own leaves the schedule all the same, and its owner
 			// lists the reminder from the store.
+			if !ok || !same(e.stored, l.r) {
+				s.recheckLocked(k)
+			}
 			if !ok {
 				l.owned = s.cfg.Owns(k.grain.Kind, k.grain.Identity)
 			}
@@ -131,8 +142,12 @@ func (s *Scheduler) apply(kind string, rs []storage.Reminder, start uint64) erro
 		}
 	}
 	for k, l := range found {
-		if l.owned && !s.skipLocked(k, start) {
+		switch {
+		case !l.owned:
+		case !s.skipLocked(k, start):
 			s.adoptLocked(k, l.r)
+		case s.entries[k] == nil || !same(s.entries[k].stored, l.r):
+			s.recheckLocked(k) // it may be this node's again, or changed by another
 		}
 	}
 	s.poke()

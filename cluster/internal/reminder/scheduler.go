@@ -220,11 +220,16 @@ type Scheduler struct {
 	seq uint64
 	// listings counts the running listings by the seq they started at.
 	listings map[uint64]int
-	inflight int
-	relists  uint64 // rounds of background listings done, failed or not (tests wait for them)
-	started  bool
-	stopped  bool // nothing fires any more (Stop)
-	closed   bool // nothing is done any more (Close)
+	// kindSeq numbers the listings of each kind as they start, and applied
+	// holds the number of the last one applied: a listing that ends after
+	// one that started later is not applied, as what it read may be older
+	// (Refresh may run beside the background listing).
+	kindSeq, applied map[string]uint64
+	inflight         int
+	relists          uint64 // rounds of background listings done, failed or not (tests wait for them)
+	started          bool
+	stopped          bool // nothing fires any more (Stop)
+	closed           bool // nothing is done any more (Close)
 }
 
 // writeRecord is what a Scheduler knows of its store writes of one
@@ -233,6 +238,10 @@ type Scheduler struct {
 type writeRecord struct {
 	inflight int
 	ended    uint64
+	// relist is set when a listing left the reminder alone while a write
+	// was in flight, though what it read disagreed with the schedule: the
+	// write's end asks for another listing (see recheckLocked).
+	relist bool
 }
 
 // New returns a Scheduler that does nothing until Start. A bad Config is
@@ -258,6 +267,8 @@ func New(cfg Config) *Scheduler {
 		leaving:     make(map[id]*entry),
 		writes:      make(map[id]*writeRecord),
 		listings:    make(map[uint64]int),
+		kindSeq:     make(map[string]uint64),
+		applied:     make(map[string]uint64),
 	}
 	for _, k := range c.Kinds {
 		s.hosts[k] = true
@@ -393,6 +404,10 @@ func (s *Scheduler) endWriteLocked(k id) {
 	w := s.writes[k]
 	w.inflight--
 	w.ended = s.seq
+	if w.inflight == 0 && w.relist {
+		w.relist = false
+		s.Relist()
+	}
 	if w.inflight == 0 && len(s.listings) == 0 {
 		delete(s.writes, k) // no listing runs that could have read the store before it
 	}
@@ -405,6 +420,23 @@ func (s *Scheduler) endWriteLocked(k id) {
 func (s *Scheduler) skipLocked(k id, start uint64) bool {
 	w := s.writes[k]
 	return w != nil && (w.inflight > 0 || w.ended > start)
+}
+
+// recheckLocked asks for another listing, once this node's write of k in
+// flight (if any) has ended, for a reminder that a listing left alone (see
+// skipLocked) though what it read disagreed with the schedule. That
+// listing's word on k is lost, and it may have been the newer one: another
+// node changed or deleted the reminder after this node's write, or the
+// grain's ownership moved while this node wrote. The next listing starts
+// after the write, and does not skip k for it. A listing that read what
+// the schedule holds asks for nothing, so a node whose grains keep
+// registering does not list without pause.
+func (s *Scheduler) recheckLocked(k id) {
+	if w := s.writes[k]; w != nil && w.inflight > 0 {
+		w.relist = true
+		return
+	}
+	s.Relist()
 }
 
 // beginListingLocked notes that a listing starts, and returns the seq it
