@@ -51,7 +51,9 @@
 // never undoes a change this node made while it listed: the scheduler
 // notes its own store writes per reminder, and a listing leaves alone the
 // reminders with a write in flight, or one that ended after the listing
-// started.
+// started; where what it read of them disagrees with the schedule, it asks
+// for another listing, after the write. Of two listings of one kind, one
+// that ends after a listing that started later is not applied.
 //
 // Start asks for the first listing, and Relist, called when ownership may
 // have moved, for another; neither waits for the store. Each hosted kind
