@@ -34,19 +34,24 @@ func (s *slowReminderStore) slow(ctx context.Context, op string, r storage.Remin
 
 // delayBy makes every reminder write wait d (or until its ctx ends).
 func (s *slowReminderStore) delayBy(d time.Duration) {
-	f := func(ctx context.Context, _ string, _ storage.Reminder) error {
-		timer := time.NewTimer(d) // the store's latency, not a wait for an outcome
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	f := func(ctx context.Context, _ string, _ storage.Reminder) error { return storeLatency(ctx, d) }
 	s.delay.Store(&f)
 }
 
+// storeLatency waits d, or until ctx ends, and returns ctx's error then: a
+// store's latency, not a wait for an outcome.
+func storeLatency(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// SaveReminder implements storage.Store, after the delay.
 func (s *slowReminderStore) SaveReminder(ctx context.Context, r storage.Reminder) error {
 	if err := s.slow(ctx, "save", r); err != nil {
 		return err
@@ -54,6 +59,7 @@ func (s *slowReminderStore) SaveReminder(ctx context.Context, r storage.Reminder
 	return s.Store.SaveReminder(ctx, r)
 }
 
+// DeleteReminder implements storage.Store, after the delay.
 func (s *slowReminderStore) DeleteReminder(ctx context.Context, k storage.Key, name string) error {
 	if err := s.slow(ctx, "delete", storage.Reminder{Grain: k, Name: name}); err != nil {
 		return err
@@ -61,6 +67,7 @@ func (s *slowReminderStore) DeleteReminder(ctx context.Context, k storage.Key, n
 	return s.Store.DeleteReminder(ctx, k, name)
 }
 
+// CompleteReminder implements storage.Store, after the delay.
 func (s *slowReminderStore) CompleteReminder(ctx context.Context, fired storage.Reminder, next *storage.Reminder) (bool, error) {
 	if err := s.slow(ctx, "complete", fired); err != nil {
 		return false, err
@@ -81,6 +88,7 @@ type tidier struct {
 	off          map[string]bool // unregistered by this activation: UnregisterReminder returned nil
 }
 
+// OnReminder implements ReminderReceiver.
 func (g *tidier) OnReminder(ctx GrainContext, name string) error {
 	prefix := ""
 	if g.off[name] {
@@ -90,6 +98,7 @@ func (g *tidier) OnReminder(ctx GrainContext, name string) error {
 	return nil
 }
 
+// OnDeactivate implements the grain's deactivation hook.
 func (g *tidier) OnDeactivate(ctx GrainContext) error {
 	if f := g.onDeactivate.Load(); f != nil {
 		(*f)(ctx)
@@ -146,6 +155,23 @@ func tidyCall(method, identity, arg string) Call {
 // tidyPair starts two nodes a and b over one memstore, a through a
 // slowReminderStore, with a short DeactivateTimeout, and returns them with
 // the store a writes through, the shared store, the firings and a's
+// shutdownDoing lets a's grains run change in OnDeactivate, with each of
+// a's reminder writes taking half a second, shuts a down gracefully, and
+// returns what change returned.
+func shutdownDoing(t *testing.T, a *Node, slow *slowReminderStore, hook *atomic.Pointer[func(GrainContext)], change func(GrainContext) error) error {
+	t.Helper()
+	changed := make(chan error, 1)
+	f := func(ctx GrainContext) { changed <- change(ctx) }
+	hook.Store(&f)
+	slow.delayBy(500 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return receive(t, changed, "a's OnDeactivate to change its reminders")
+}
+
 // OnDeactivate hook.
 func tidyPair(t *testing.T) (a, b *Node, slow *slowReminderStore, shared storage.Store, fired chan string, hook *atomic.Pointer[func(GrainContext)]) {
 	t.Helper()
@@ -228,16 +254,7 @@ func TestOnDeactivateReminderChangesReachTheNextOwner(t *testing.T) {
 			rs, err := shared.ListReminders(context.Background(), tidyKind)
 			return err == nil && len(rs) == 1 && time.Until(rs[0].Due) > 30*time.Minute
 		})
-		unregistered := make(chan error, 1)
-		f := func(ctx GrainContext) { unregistered <- UnregisterReminder(ctx, "r") }
-		hook.Store(&f)
-		slow.delayBy(500 * time.Millisecond)
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := receive(t, unregistered, "a's OnDeactivate to unregister r"); err != nil {
+		if err := shutdownDoing(t, a, slow, hook, func(ctx GrainContext) error { return UnregisterReminder(ctx, "r") }); err != nil {
 			t.Fatalf("UnregisterReminder in OnDeactivate: %v", err)
 		}
 		waitFor(t, waitTimeout, "r to leave the store and b's schedule", func() bool {
@@ -251,16 +268,7 @@ func TestOnDeactivateReminderChangesReachTheNextOwner(t *testing.T) {
 		if _, err := a.Invoke(context.Background(), tidyCall("Touch", id, "")); err != nil {
 			t.Fatal(err)
 		}
-		registered := make(chan error, 1)
-		f := func(ctx GrainContext) { registered <- RegisterReminder(ctx, "r2", 0, 0) }
-		hook.Store(&f)
-		slow.delayBy(500 * time.Millisecond)
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := receive(t, registered, "a's OnDeactivate to register r2"); err != nil {
+		if err := shutdownDoing(t, a, slow, hook, func(ctx GrainContext) error { return RegisterReminder(ctx, "r2", 0, 0) }); err != nil {
 			t.Fatalf("RegisterReminder in OnDeactivate: %v", err)
 		}
 		waitFiring(t, fired, b.Name()+" "+id+" r2")
@@ -343,14 +351,7 @@ func TestAFiringQueuedBehindUnregisterDoesNotRun(t *testing.T) {
 		if op != "delete" {
 			return nil
 		}
-		timer := time.NewTimer(time.Until(due.Add(500 * time.Millisecond)))
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return storeLatency(ctx, time.Until(due.Add(500*time.Millisecond)))
 	}
 	slow.delay.Store(&hold)
 	if _, err := a.Invoke(context.Background(), tidyCall("Arm", id, "r=off")); err != nil {

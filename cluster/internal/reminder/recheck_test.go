@@ -21,10 +21,7 @@ func TestAReminderMovedAwayAndBackDuringItsWriteStaysScheduled(t *testing.T) {
 	clk, rec, o := newFakeClock(), &recorder{}, &owners{}
 	s := start(t, testConfig(t, st, clk, o.owns("a"), rec))
 	p := storage.Reminder{Grain: grain("g1"), Name: "p", Due: t0().Add(time.Second), Period: time.Hour}
-	register(t, s, p)
-	open := st.hold(t, "complete p")
-	clk.Advance(time.Second)
-	enteredGate(t, st, "complete p")
+	open := fireHoldingTheWrite(t, s, st, clk, p)
 
 	o.set("g1", "b") // b joined and owns g1
 	if err := s.Refresh(context.Background()); err != nil {
@@ -35,11 +32,7 @@ func TestAReminderMovedAwayAndBackDuringItsWriteStaysScheduled(t *testing.T) {
 		t.Fatal(err)
 	}
 	open()
-	waitFor(t, wait, "the write after the firing to end", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.inflight == 0
-	})
+	waitNoFiring(t, s)
 	next := p
 	next.Due = p.Due.Add(time.Hour)
 	if rs := stored(t, st); len(rs) != 1 || !same(rs[0], next) {
@@ -56,6 +49,7 @@ type preListStore struct {
 	entered chan struct{}
 }
 
+// ListReminders implements storage.Store for preListStore: see the type.
 func (p *preListStore) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
 	if p.gate != nil {
 		p.entered <- struct{}{}
@@ -77,21 +71,14 @@ func TestAListingThatSkipsAReminderAnotherNodeDeletedListsAgain(t *testing.T) {
 	clk, rec, o := newFakeClock(), &recorder{}, &owners{}
 	s := start(t, testConfig(t, st, clk, o.owns("a"), rec))
 	p := storage.Reminder{Grain: grain("g1"), Name: "p", Due: t0().Add(time.Second), Period: time.Hour}
-	register(t, s, p)
-	open := gs.hold(t, "complete p")
-	clk.Advance(time.Second)
-	enteredGate(t, gs, "complete p")
+	open := fireHoldingTheWrite(t, s, gs, clk, p)
 
 	st.gate = make(chan struct{}) // set before Refresh starts its goroutine
 	refreshed := make(chan error, 1)
 	go func() { refreshed <- s.Refresh(context.Background()) }()
 	<-st.entered // the listing started (its seq is noted), and has not read yet
 	open()
-	waitFor(t, wait, "the write after the firing to end", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.inflight == 0
-	})
+	waitNoFiring(t, s)
 	if err := gs.Store.DeleteReminder(context.Background(), p.Grain, p.Name); err != nil { // another node
 		t.Fatal(err)
 	}

@@ -70,6 +70,7 @@ func (g *gateStore) pass(ctx context.Context, what string) error {
 	}
 }
 
+// ListReminders implements storage.Store for gateStore: see the type.
 func (g *gateStore) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
 	rs, err := g.Store.ListReminders(ctx, kind)
 	if err != nil {
@@ -81,6 +82,7 @@ func (g *gateStore) ListReminders(ctx context.Context, kind string) ([]storage.R
 	return rs, nil
 }
 
+// SaveReminder implements storage.Store for gateStore: see the type.
 func (g *gateStore) SaveReminder(ctx context.Context, r storage.Reminder) error {
 	if err := g.pass(ctx, "save "+r.Name); err != nil {
 		return err
@@ -88,6 +90,7 @@ func (g *gateStore) SaveReminder(ctx context.Context, r storage.Reminder) error 
 	return g.Store.SaveReminder(ctx, r)
 }
 
+// DeleteReminder implements storage.Store for gateStore: see the type.
 func (g *gateStore) DeleteReminder(ctx context.Context, k storage.Key, name string) error {
 	if err := g.pass(ctx, "delete "+name); err != nil {
 		return err
@@ -95,6 +98,7 @@ func (g *gateStore) DeleteReminder(ctx context.Context, k storage.Key, name stri
 	return g.Store.DeleteReminder(ctx, k, name)
 }
 
+// CompleteReminder implements storage.Store for gateStore: see the type.
 func (g *gateStore) CompleteReminder(ctx context.Context, fired storage.Reminder, next *storage.Reminder) (bool, error) {
 	if err := g.pass(ctx, "complete "+fired.Name); err != nil {
 		return false, err
@@ -116,6 +120,30 @@ func enteredGate(t *testing.T, g *gateStore, what string) {
 			t.Fatalf("timed out waiting for a call to meet gate %q", what)
 		}
 	}
+}
+
+// waitNoFiring waits until no firing of s is under way, the write after
+// it included.
+func waitNoFiring(t *testing.T, s *Scheduler) {
+	t.Helper()
+	waitFor(t, wait, "the firings and their writes to end", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.inflight == 0
+	})
+}
+
+// fireHoldingTheWrite registers r, which must be due a second after t0,
+// fires it by advancing clk a second, and holds the write after the firing
+// at st's gate until the returned open is called: the firing is then over
+// but for its write.
+func fireHoldingTheWrite(t *testing.T, s *Scheduler, st *gateStore, clk *fakeClock, r storage.Reminder) (open func()) {
+	t.Helper()
+	register(t, s, r)
+	open = st.hold(t, "complete "+r.Name)
+	clk.Advance(time.Second)
+	enteredGate(t, st, "complete "+r.Name)
+	return open
 }
 
 // relists returns how many rounds of background listings s finished.
@@ -199,10 +227,7 @@ func TestASlowWriteAfterAFiringHoldsUpNothing(t *testing.T) {
 	clk, rec, o := newFakeClock(), &recorder{}, &owners{}
 	s := start(t, testConfig(t, st, clk, o.owns("a"), rec))
 	slow := storage.Reminder{Grain: grain("g1"), Name: "slow", Due: t0().Add(time.Second), Period: time.Hour}
-	register(t, s, slow)
-	open := st.hold(t, "complete slow")
-	clk.Advance(time.Second)
-	enteredGate(t, st, "complete slow")
+	open := fireHoldingTheWrite(t, s, st, clk, slow)
 
 	before := relists(s)
 	s.Relist()
@@ -330,6 +355,7 @@ func TestAFiringDoesNotWriteOverAChangeMadeWhileItFired(t *testing.T) {
 // it failed.
 type lostReplyStore struct{ storage.Store }
 
+// DeleteReminder implements storage.Store for lostReplyStore: see the type.
 func (s *lostReplyStore) DeleteReminder(ctx context.Context, k storage.Key, name string) error {
 	if err := s.Store.DeleteReminder(ctx, k, name); err != nil {
 		return err
@@ -553,20 +579,13 @@ func TestAListingDropsAMovedReminderWhoseWriteRuns(t *testing.T) {
 	clk, rec, o := newFakeClock(), &recorder{}, &owners{}
 	s := start(t, testConfig(t, st, clk, o.owns("a"), rec))
 	p := storage.Reminder{Grain: grain("g1"), Name: "p", Due: t0().Add(time.Second), Period: time.Hour}
-	register(t, s, p)
-	open := st.hold(t, "complete p")
-	clk.Advance(time.Second)
-	enteredGate(t, st, "complete p")
+	open := fireHoldingTheWrite(t, s, st, clk, p)
 	o.set("g1", "b")
 	if err := s.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	open()
-	waitFor(t, wait, "the write after the firing to end", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.inflight == 0
-	})
+	waitNoFiring(t, s)
 	if n := s.Len(); n != 0 {
 		t.Errorf("%d scheduled after the grain moved, want none", n)
 	}
