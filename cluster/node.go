@@ -617,9 +617,9 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // sending to it (at most two seconds, see farewell); ends its streams
 // without dropping what is on them, and takes no new one; then stops the
 // transport (a stream to a peer that reads nothing, a hung process, is
-// cut after a second) and the actors. If ctx ends first, the rest is done as by
-// Close and ctx's error is returned. Calling it again, or after Close,
-// waits for the node to stop.
+// cut after a second) and the actors. If ctx ends first, the rest is done
+// as by Close and ctx's error is returned. Calling it again, or after
+// Close, waits for the node to stop.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
 	already := n.shuttingDown
