@@ -842,6 +842,9 @@ func (c *conn) dispatch(f *frame) {
 			c.t.handler.heardLeaving()
 		}
 		if f.hello&helloBye != 0 {
+			if c.peerLeaving.Load() {
+				c.t.handler.heardFarewell()
+			}
 			c.heardBye()
 		}
 		if f.hello&helloSuperseded != 0 {

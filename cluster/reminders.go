@@ -157,6 +157,15 @@ func (n *Node) relistAfterLeavers(old, p *placement) {
 	}
 }
 
+// heardFarewell implements requestHandler: a leaving peer said bye, which
+// it does once its grains are deactivated, so what their OnDeactivate
+// hooks wrote to the reminders is in the store. The listing that follows
+// takes it over at once, where the one relistAfterLeavers times may come
+// after the hooks or, if the leaver's calls took long to drain, before
+// them. A peer with no stream to the leaver has only that timer, and the
+// scheduler's periodic listing.
+func (n *Node) heardFarewell() { n.reminders.Relist() }
+
 // owns reports whether this node owns the grain in its current view.
 func (n *Node) owns(kind, identity string) bool {
 	m, ok := n.view.Load().owner(kind, identity)

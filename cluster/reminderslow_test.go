@@ -152,9 +152,6 @@ func tidyCall(method, identity, arg string) Call {
 		Request: wrapperspb.String(arg), NewResponse: newString}
 }
 
-// tidyPair starts two nodes a and b over one memstore, a through a
-// slowReminderStore, with a short DeactivateTimeout, and returns them with
-// the store a writes through, the shared store, the firings and a's
 // shutdownDoing lets a's grains run change in OnDeactivate, with each of
 // a's reminder writes taking half a second, shuts a down gracefully, and
 // returns what change returned.
@@ -172,8 +169,17 @@ func shutdownDoing(t *testing.T, a *Node, slow *slowReminderStore, hook *atomic.
 	return receive(t, changed, "a's OnDeactivate to change its reminders")
 }
 
+// tidyPair starts two nodes a and b over one memstore, a through a
+// slowReminderStore, with a short DeactivateTimeout, and returns them with
+// the store a writes through, the shared store, the firings and a's
 // OnDeactivate hook.
 func tidyPair(t *testing.T) (a, b *Node, slow *slowReminderStore, shared storage.Store, fired chan string, hook *atomic.Pointer[func(GrainContext)]) {
+	t.Helper()
+	return tidyPairWith(t, time.Second)
+}
+
+// tidyPairWith is tidyPair with the given DeactivateTimeout.
+func tidyPairWith(t *testing.T, deactivateTimeout time.Duration) (a, b *Node, slow *slowReminderStore, shared storage.Store, fired chan string, hook *atomic.Pointer[func(GrainContext)]) {
 	t.Helper()
 	shared = memstore.New()
 	t.Cleanup(func() { shared.Close() })
@@ -192,7 +198,7 @@ func tidyPair(t *testing.T) (a, b *Node, slow *slowReminderStore, shared storage
 		}
 		return []*Kind{newTidyKind(name, fired, h)}
 	}, func(cfg *Config) {
-		cfg.DeactivateTimeout = time.Second
+		cfg.DeactivateTimeout = deactivateTimeout
 		cfg.Store = shared
 		if strings.HasSuffix(cfg.NodeName, "-n0") {
 			cfg.Store = slow
@@ -370,4 +376,25 @@ func TestAFiringQueuedBehindUnregisterDoesNotRun(t *testing.T) {
 	if names := storedTidy(t, shared, id); len(names) != 0 {
 		t.Fatalf("stored %v after the grain unregistered r", names)
 	}
+}
+
+// TestALeaversFarewellListsTheRemindersAgain: as in the register case of
+// TestOnDeactivateReminderChangesReachTheNextOwner, but with a
+// DeactivateTimeout of a minute, so that the listing b times after a's
+// leave (a minute and three seconds later) cannot be what fires the
+// reminder within the test: b lists again when a says bye on their stream
+// in its farewell, which a does once its grains are deactivated and their
+// hooks' writes have landed.
+func TestALeaversFarewellListsTheRemindersAgain(t *testing.T) {
+	t.Parallel()
+	a, b, slow, _, fired, hook := tidyPairWith(t, time.Minute)
+	id := ownedInEveryView(t, []*Node{a, b}, a, tidyKind, "bye")
+	// b calls a's grain: a stream between them, on which a says bye.
+	if _, err := b.Invoke(context.Background(), tidyCall("Touch", id, "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := shutdownDoing(t, a, slow, hook, func(ctx GrainContext) error { return RegisterReminder(ctx, "r2", 0, 0) }); err != nil {
+		t.Fatalf("RegisterReminder in OnDeactivate: %v", err)
+	}
+	waitFiring(t, fired, b.Name()+" "+id+" r2")
 }

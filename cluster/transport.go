@@ -180,6 +180,9 @@ type requestHandler interface {
 	// stream because it is closing: a leave the node's view may not have
 	// yet.
 	heardLeaving()
+	// heardFarewell is told that a peer that said it is leaving said bye:
+	// it does so in its farewell, once its grains are deactivated.
+	heardFarewell()
 }
 
 // transport owns the gRPC server and the streams to peers: at most one
