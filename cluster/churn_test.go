@@ -229,41 +229,6 @@ func TestARefusalAsClosingMakesForwardsWorthAWaitAgain(t *testing.T) {
 	waitFor(t, waitTimeout, "the refusal to clear D's give-up", func() bool { return d.gaveUp.Load() == nil })
 }
 
-// TestALeaverForwardsPastAHungOwner gives C, whose view has a member that
-// accepts connections and never answers (a hung process), a message for
-// that member's grain and then one for D's, both on A's stream, as A's
-// view would send them had it placed the grains on C; and lets C leave
-// while its forward of the first waits for the dial. The forward waits
-// only so long, then goes to the owner without the hung member, D, which
-// owns the grain in its own view; and the message behind it goes on to D
-// within C's farewell. A forward used to wait for DialTimeout (five
-// seconds), longer than the farewell (two), and both were lost.
-func TestALeaverForwardsPastAHungOwner(t *testing.T) {
-	t.Parallel()
-	nodes, recs, _ := recorderClusterOf(t, 3, 2, -1, nil)
-	c, d, a := nodes[0], nodes[1], nodes[2] // a hosts nothing
-	addr, accepted := hungListener(t)
-	c.refreshMu.Lock()
-	release := sync.OnceFunc(c.refreshMu.Unlock)
-	t.Cleanup(release) // C's Shutdown and its membership watcher need it
-	hung := Member{Name: "hung", GRPCAddr: addr, Kinds: []string{recorderKind}, Status: StatusAlive}
-	c.replaceView(newPlacement(append(c.Members(), hung)))
-	toHung := ownedNextBy(t, c, hung.Name, d.Name(), "hung")
-	toD := ownedNextBy(t, c, d.Name(), c.Name(), "d")
-
-	sendForwardedRecord(t, a, c, toHung, 1, oneWaySent)
-	sendForwardedRecord(t, a, c, toD, 2, oneWaySent)
-	receive(t, accepted, "C to dial the hung member")
-	release()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := c.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitValues(t, recs[d.Name()], toD, []int64{2})
-	waitValues(t, recs[d.Name()], toHung, []int64{1})
-}
-
 // TestAKeptMessageGoesPastAnUnreachableOwner resends a one-way message
 // that a retired activation kept, as a deactivation does, from a node
 // whose view has the grain's new owner alive though nothing listens at its

@@ -69,25 +69,22 @@ type conn struct {
 	batchHint    int       // the bytes the writer took last time: the capacity of the next batch, doubled
 	pendingBytes int
 	space        chan struct{} // closed when the writer takes the batches; made by a sender that waits
-	// forwardsStalled is set when a forward gave up waiting for room, and
-	// cleared when the writer takes the batches (see forward).
-	forwardsStalled bool
-	writing         bool      // a goroutine is sending batches on the stream (writeLoop or writeAlone)
-	lone            loneWrite // the write of a caller that writes its own request, while it lasts
-	dict            nameDict  // the names this side defined in the stream's dictionary
-	nextID          uint64
-	calls           map[uint64]pendingCall // requests sent, waiting for their reply
-	watched         *sharedDeadline        // the last deadline this conn asked to watch (see call)
-	served          map[uint64]*servedCtx  // requests received, running
-	err             error                  // why the conn closed
-	corrupt         error                  // the decoding error that closed it, if any
-	byeSent         bool                   // this side sent its bye: it sends no more requests (see bye)
-	byeHeard        bool                   // the peer's bye arrived
-	ending          bool                   // both byes are out and nothing is pending: the stream ends (see endIfDone)
-	sendClosed      bool                   // the dialer's side of the stream is closed (CloseSend): nothing more goes out
-	peerEnded       bool                   // the dialer closed its side: the acceptor closes the conn once its queue is written
-	framesQueued    uint64                 // frames sent, for tests and debugging
-	batchesSent     uint64                 // gRPC messages sent
+	writing      bool          // a goroutine is sending batches on the stream (writeLoop or writeAlone)
+	lone         loneWrite     // the write of a caller that writes its own request, while it lasts
+	dict         nameDict      // the names this side defined in the stream's dictionary
+	nextID       uint64
+	calls        map[uint64]pendingCall // requests sent, waiting for their reply
+	watched      *sharedDeadline        // the last deadline this conn asked to watch (see call)
+	served       map[uint64]*servedCtx  // requests received, running
+	err          error                  // why the conn closed
+	corrupt      error                  // the decoding error that closed it, if any
+	byeSent      bool                   // this side sent its bye: it sends no more requests (see bye)
+	byeHeard     bool                   // the peer's bye arrived
+	ending       bool                   // both byes are out and nothing is pending: the stream ends (see endIfDone)
+	sendClosed   bool                   // the dialer's side of the stream is closed (CloseSend): nothing more goes out
+	peerEnded    bool                   // the dialer closed its side: the acceptor closes the conn once its queue is written
+	framesQueued uint64                 // frames sent, for tests and debugging
+	batchesSent  uint64                 // gRPC messages sent
 }
 
 func newConn(t *transport, peer, addr string, s msgStream, cancel context.CancelFunc, cc *grpc.ClientConn) *conn {
@@ -291,19 +288,6 @@ func (c *conn) send(ctx context.Context, f *frame) error {
 	return c.queue(ctx, f, queueForWriter, pendingCall{})
 }
 
-// forward queues f, a one-way message this node passes on to the grain's
-// owner (see Node.sendForwarded), as send does, but waits for room at most
-// forwardPatience, and not at all once a forward gave up waiting, until
-// the writer takes the queue again: a peer that reads nothing (a hung
-// process, whose stream's window fills) would hold each forward, and the
-// stream's lane behind it, for its whole deadline. A forward that does not
-// wait fails with ErrUnavailable, and goes to the owner without the peer.
-func (c *conn) forward(ctx context.Context, f *frame) error {
-	ctx, cancel := context.WithTimeout(ctx, forwardPatience)
-	defer cancel()
-	return c.queue(ctx, f, queueForward, pendingCall{})
-}
-
 // sendReply queues the reply to a served request. The request leaves
 // c.served as its reply is queued, under the same lock, so that a stream
 // that ends once nothing is pending (endIfDone) never ends between the two
@@ -319,7 +303,6 @@ const (
 	queueForWriter sendMode = iota // the writer writes it (send)
 	queueCall                      // a call's request: it gets its id and waits as p (see call); alone, the caller writes it
 	queueReply                     // a served request's reply (sendReply); alone, the server writes it
-	queueForward                   // a forwarded one-way message (forward): the writer writes it
 )
 
 // queue implements send, sendReply and the sending of call's request,
@@ -344,10 +327,6 @@ func (c *conn) queue(ctx context.Context, f *frame, mode sendMode, p pendingCall
 	size := f.sizeBound()
 	c.mu.Lock()
 	for c.err == nil && c.pendingBytes > 0 && c.pendingBytes+size > c.t.cfg.MaxPendingBytes {
-		if mode == queueForward && c.forwardsStalled {
-			c.mu.Unlock()
-			return c.stalledForward()
-		}
 		if c.space == nil {
 			c.space = make(chan struct{})
 		}
@@ -356,12 +335,6 @@ func (c *conn) queue(ctx context.Context, f *frame, mode sendMode, p pendingCall
 		select {
 		case <-space:
 		case <-ctx.Done():
-			if mode == queueForward {
-				c.mu.Lock()
-				c.forwardsStalled = true
-				c.mu.Unlock()
-				return c.stalledForward()
-			}
 			return contextError(ctx.Err())
 		case <-c.done:
 		}
@@ -395,7 +368,7 @@ func (c *conn) queue(ctx context.Context, f *frame, mode sendMode, p pendingCall
 		delete(c.served, f.id)
 		c.endIfDone()
 	}
-	if (mode == queueCall || mode == queueReply) && wake && !c.writing && len(c.calls)+len(c.served) <= 1 {
+	if mode != queueForWriter && wake && !c.writing && len(c.calls)+len(c.served) <= 1 {
 		return c.writeAlone(ctx, p.d) // unlocks c.mu
 	}
 	c.mu.Unlock()
@@ -532,14 +505,7 @@ func (c *conn) take() []*[]byte {
 		close(c.space)
 		c.space = nil
 	}
-	c.forwardsStalled = false // the peer took something: forwards may wait again
 	return batches
-}
-
-// stalledForward is the error of a forward that found no room in the
-// queue for forwardPatience (see forward).
-func (c *conn) stalledForward() error {
-	return newError(codes.Unavailable, ErrUnavailable, "cluster: the stream to %s took nothing for %v: it may hang", c.peer, forwardPatience)
 }
 
 // write sends batches on the stream; only the writer, or a goroutine that

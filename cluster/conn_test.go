@@ -86,7 +86,7 @@ func TestLoneCallWhoseWriteFails(t *testing.T) {
 // (an hour here), as the callers waiting for the same dial do.
 func TestACallWaitsForADialNoLongerThanItsDeadline(t *testing.T) {
 	t.Parallel()
-	addr, _ := hungListener(t)
+	addr := hungListener(t)
 	cfg := testConfig(t)
 	cfg.DialTimeout = time.Hour
 	n := startNode(t, cfg)
@@ -110,9 +110,8 @@ func TestACallWaitsForADialNoLongerThanItsDeadline(t *testing.T) {
 }
 
 // hungListener listens on a loopback port, accepts every connection and
-// never reads or writes: a paused process. It returns its address, and a
-// channel that receives each connection it accepts.
-func hungListener(t *testing.T) (addr string, accepted <-chan struct{}) {
+// never reads or writes: a paused process. It returns its address.
+func hungListener(t *testing.T) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -128,7 +127,6 @@ func hungListener(t *testing.T) (addr string, accepted <-chan struct{}) {
 			_ = c.Close()
 		}
 	})
-	ch := make(chan struct{}, 100)
 	go func() {
 		for {
 			c, err := lis.Accept()
@@ -136,15 +134,11 @@ func hungListener(t *testing.T) (addr string, accepted <-chan struct{}) {
 				return
 			}
 			mu.Lock()
-			held = append(held, c)
+			held = append(held, c) // accepted, never read or written
 			mu.Unlock()
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
 		}
 	}()
-	return lis.Addr().String(), ch
+	return lis.Addr().String()
 }
 
 // stalledPeer is a transport peer that answers a stream's hello and then

@@ -698,22 +698,6 @@ func (n *Node) mayForwardAfterWaiting(req *frame, from string) bool {
 // 1 s in the LAN and WAN gossip profiles).
 const defaultForwardedPatience = 2 * time.Second
 
-// forwardPatience bounds how long a forward waits for the stream to the
-// grain's owner, while it is being dialed, and then for room in it, far
-// longer than a dial takes on loopback or a LAN (a few milliseconds), or a
-// healthy peer's writer takes to drain a full queue: an owner that takes
-// no stream, or nothing on it, by then may hang, and forwardOneWay passes
-// the message to the owner without it (where it waits for a view that
-// moves the grain, and goes back to the owner if none does, see
-// mayForwardAfterWaiting). Forwards after it do not wait for the same dial
-// or stream at all, until the stream takes something again (see
-// transport.connWithin and conn.forward). A forward waits on the lane of
-// the stream its message came on, and a node that leaves passes on what
-// still reaches it within its farewell (two seconds): a hung owner held
-// each message behind for DialTimeout (five seconds), or DefaultCallTimeout
-// for room, before, and the farewell ended with them in the lane.
-const forwardPatience = 500 * time.Millisecond
-
 // checkForwardedOwner checks that this node owns the grain of req, which
 // another node forwarded here, waiting up to defaultForwardedPatience for a
 // view in which it does. The forwarder placed the message by a view this node
@@ -773,9 +757,9 @@ func (n *Node) sendForwarded(req *frame, owner *Member) error {
 	defer cancel()
 	f := frame{typ: frameRequest, oneWay: req.oneWay + 1, kind: req.kind, identity: req.identity, method: req.method,
 		payload: req.payload}
-	c, err := n.transport.connWithin(ctx, owner, forwardPatience)
+	c, err := n.transport.conn(ctx, owner)
 	if err == nil {
-		err = c.forward(ctx, &f)
+		err = c.send(ctx, &f)
 		// This node said bye on the stream after it was handed out (its
 		// farewell, or a dial by a view in which the owner leaves, see
 		// transport.dial): it takes no more requests, while the owner may
@@ -784,8 +768,8 @@ func (n *Node) sendForwarded(req *frame, owner *Member) error {
 		// message again by the newer one.
 		if err != nil && c.saidBye() {
 			n.transport.retire(c)
-			if c, err = n.transport.connWithin(ctx, owner, forwardPatience); err == nil {
-				err = c.forward(ctx, &f)
+			if c, err = n.transport.conn(ctx, owner); err == nil {
+				err = c.send(ctx, &f)
 			}
 		}
 	}

@@ -282,37 +282,6 @@ type peerEntry struct {
 	ready chan struct{} // closed when the dial finished
 	conn  *conn
 	err   error
-	// stalled is set when a caller gave up waiting for the dial (see
-	// transport.connWithin).
-	stalled atomic.Bool
-}
-
-// await waits for e's dial to m to finish, as long as ctx lets it and, if
-// patience is positive, at most patience, or not at all if the dial
-// outlasted that patience before.
-func (e *peerEntry) await(ctx context.Context, m *Member, patience time.Duration) error {
-	var expired <-chan time.Time
-	if patience > 0 {
-		if e.stalled.Load() {
-			return e.stalledError(m, patience)
-		}
-		timer := time.NewTimer(patience)
-		defer timer.Stop()
-		expired = timer.C
-	}
-	select {
-	case <-e.ready:
-		return nil
-	case <-ctx.Done():
-		return contextError(ctx.Err())
-	case <-expired:
-		e.stalled.Store(true)
-		return e.stalledError(m, patience)
-	}
-}
-
-func (e *peerEntry) stalledError(m *Member, patience time.Duration) error {
-	return newError(codes.Unavailable, ErrUnavailable, "cluster: no stream to %s at %s within %v: it may hang", m.Name, m.GRPCAddr, patience)
 }
 
 func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) (*transport, error) {
@@ -386,17 +355,6 @@ func (t *transport) addr() net.Addr { return t.lis.Addr() }
 
 // conn returns the stream to member m, dialing it if there is none.
 func (t *transport) conn(ctx context.Context, m *Member) (*conn, error) {
-	return t.connWithin(ctx, m, 0)
-}
-
-// connWithin is conn for a caller that waits for a dial in progress at
-// most patience, if patience is positive, and not at all for one that
-// already kept such a caller waiting that long: a peer that accepts and
-// never answers (a hung process the view still has alive) holds a dial
-// for DialTimeout, and a node that forwards one-way messages one at a
-// time, in the order of the stream they came on, would hold every message
-// behind for it (see Node.sendForwarded).
-func (t *transport) connWithin(ctx context.Context, m *Member, patience time.Duration) (*conn, error) {
 	// The stream returned last: the next frame mostly goes to the same
 	// peer (with two nodes, always), and finding it here takes no lock
 	// and no map lookup (t.mu and the lookup were 3% of the CPU of a
@@ -442,8 +400,10 @@ func (t *transport) connWithin(ctx context.Context, m *Member, patience time.Dur
 		// receive says so without the locks of a two-case select (5% of
 		// a one-way benchmark process).
 		if !isDone(e.ready) {
-			if err := e.await(ctx, m, patience); err != nil {
-				return nil, err
+			select {
+			case <-e.ready:
+			case <-ctx.Done():
+				return nil, contextError(ctx.Err())
 			}
 		}
 		if e.err != nil {
