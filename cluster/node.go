@@ -31,8 +31,10 @@ type Node struct {
 	system    *runtime.System
 	transport *transport
 	serf      *serf.Serf
-	events    chan serf.Event
-	view      atomic.Pointer[placement]
+	// gossip is the address serf listens on, set once it started.
+	gossip string
+	events chan serf.Event
+	view   atomic.Pointer[placement]
 	// claim makes the node's name its own before Start returns (see
 	// nameClaim).
 	claim nameClaim
@@ -64,9 +66,13 @@ type Node struct {
 	// wakes advertiseFence (capacity 1, coalescing).
 	tags         map[string]string
 	fenceChanged chan struct{}
-	viewMu       sync.Mutex    // guards viewNext
-	viewNext     chan struct{} // closed when the view is next replaced; made by the first to wait (see awaitView)
-	stop         chan struct{} // closed by teardown: ends the loops
+	// refusedStrangers is set when the fenced node refused the gossip of
+	// members it never saw, and cleared by advertiseFence once it is no
+	// longer fenced and has exchanged member lists (see syncAfterFence).
+	refusedStrangers atomic.Bool
+	viewMu           sync.Mutex    // guards viewNext
+	viewNext         chan struct{} // closed when the view is next replaced; made by the first to wait (see awaitView)
+	stop             chan struct{} // closed by teardown: ends the loops
 	// gaveUp is the last view in which a forwarded message waited for this
 	// node to own its grain and gave up (see checkForwardedOwner).
 	gaveUp atomic.Pointer[placement]
@@ -169,7 +175,12 @@ func (n *Node) start(ctx context.Context) error {
 	if n.serf, err = serf.Create(sc); err != nil {
 		return fmt.Errorf("cluster: start gossip on %s: %w", n.cfg.BindAddr, err)
 	}
-	self := n.GossipAddr()
+	// Read once, before anything can change the local node: serf's
+	// SetTags rewrites memberlist's record of it (see advertiseFence), so
+	// GossipAddr must not read it later.
+	ln := n.serf.Memberlist().LocalNode()
+	n.gossip = gossipAddr(ln.Addr, ln.Port)
+	self := n.gossip
 	n.claim.self.Store(&self)
 	n.loops.Add(3)
 	go n.drainEvents()
@@ -597,10 +608,7 @@ func (n *Node) Fenced() bool { return n.view.Load().fenced }
 
 // GossipAddr returns the address the node's gossip listens on, for other
 // nodes' Seeds.
-func (n *Node) GossipAddr() string {
-	ln := n.serf.Memberlist().LocalNode()
-	return gossipAddr(ln.Addr, ln.Port)
-}
+func (n *Node) GossipAddr() string { return n.gossip }
 
 // GRPCAddr returns the address the node's transport listens on.
 func (n *Node) GRPCAddr() string { return n.transport.addr().String() }
