@@ -232,6 +232,10 @@ type Config struct {
 	// forwarding, when set, runs before each forward of a one-way message
 	// (see Node.sendForwarded), so that a test can hold one.
 	forwarding func()
+	// pushPullInterval, when set, replaces the gossip profile's interval
+	// of memberlist's periodic push-pull, so that a test can tell what
+	// else brings a member.
+	pushPullInterval time.Duration
 	// relistEvery, when set, replaces the reminder scheduler's default
 	// anti-entropy period (reminder.Config.RelistEvery); negative turns
 	// it off.
@@ -435,6 +439,15 @@ func validateMethods(k *Kind) error {
 
 // memberlistConfig returns the memberlist timings of the profile.
 func (c *Config) memberlistConfig() *memberlist.Config {
+	mc := c.profileConfig()
+	if c.pushPullInterval > 0 {
+		mc.PushPullInterval = c.pushPullInterval
+	}
+	return mc
+}
+
+// profileConfig returns the memberlist configuration of c.Gossip.
+func (c *Config) profileConfig() *memberlist.Config {
 	switch c.Gossip {
 	case GossipWAN:
 		return memberlist.DefaultWANConfig()

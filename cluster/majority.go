@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -238,6 +240,7 @@ func (n *Node) refuseStrangers(members []*serf.Member) error {
 		}
 		names = append(names, m.Name)
 	}
+	n.refusedStrangers.Store(true) // see syncAfterFence
 	n.log.Warn("cluster: refused members this node never saw: it has no majority of the members it knows (Config.KeepMajority); they must join through a member of the majority",
 		"members", names)
 	return fmt.Errorf("cluster: node %s has no majority of the members it knows (KeepMajority): join through a member of the majority", n.name)
@@ -248,9 +251,11 @@ func (n *Node) refuseStrangers(members []*serf.Member) error {
 // learns that it has no majority (see awaitMajoritySide): memberlist sends
 // a seed's state, tags included, to a joiner whatever the seed's merge
 // delegate says of the joiner's (see refuseStrangers). A leaving node's
-// side is no news (see judge). Serf's SetTags waits for the update's
-// broadcast (up to its BroadcastTimeout), so it runs here rather than on
-// the view's goroutine.
+// side is no news (see judge). Once the node is no longer fenced, it also
+// exchanges member lists with the others if it refused strangers meanwhile
+// (see syncAfterFence). Serf's SetTags waits for the update's broadcast
+// (up to its BroadcastTimeout), and a join for its push-pull, so both run
+// here rather than on the view's goroutine.
 func (n *Node) advertiseFence() {
 	defer n.loops.Done()
 	advertised := false
@@ -261,8 +266,14 @@ func (n *Node) advertiseFence() {
 			return
 		}
 		fenced := n.view.Load().fenced
-		if fenced == advertised || n.transport.leaving.Load() || n.serf.State() != serf.SerfAlive {
-			continue // no news, or the node is going: SetTags would wait out its broadcast
+		if n.transport.leaving.Load() || n.serf.State() != serf.SerfAlive {
+			continue // the node is going: SetTags would wait out its broadcast
+		}
+		if !fenced && n.refusedStrangers.Swap(false) {
+			n.syncAfterFence()
+		}
+		if fenced == advertised {
+			continue // no news
 		}
 		tags := n.tags
 		if fenced {
@@ -276,6 +287,35 @@ func (n *Node) advertiseFence() {
 		advertised = fenced
 	}
 }
+
+// syncAfterFence exchanges the member lists with a few alive members (a
+// push-pull, as a join makes) once this node is no longer fenced, if it
+// refused the gossip of members it never saw while it was (see
+// refuseStrangers): such as a node that joined the majority meanwhile,
+// whose alive messages are retransmitted a few times only; without the
+// exchange, this node would place that node's grains on itself until the
+// next periodic push-pull (2 s in GossipLocal, 30 s in LAN), while the
+// others place them on the newcomer.
+func (n *Node) syncAfterFence() {
+	var addrs []string
+	for _, m := range n.serf.Members() {
+		if m.Name != n.name && m.Status == serf.StatusAlive && len(addrs) < syncAfterFenceMembers {
+			addrs = append(addrs, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	if _, err := n.serf.Join(addrs, true); err != nil {
+		n.log.Warn("cluster: exchange member lists after regaining a majority", "members", addrs, "err", err)
+		return
+	}
+	n.log.Info("cluster: exchanged member lists after regaining a majority, having refused members it never saw", "with", addrs)
+}
+
+// syncAfterFenceMembers is how many alive members syncAfterFence asks:
+// one that answers is enough, three ride out one that is slow.
+const syncAfterFenceMembers = 3
 
 // awaitMajoritySide returns once a member that this node, joining with
 // KeepMajority, found alive says it is not fenced (it has no tagFenced),

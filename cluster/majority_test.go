@@ -576,3 +576,53 @@ func knowsName(n *Node, name string) bool {
 	}
 	return false
 }
+
+// TestANodeNoLongerFencedLearnsOfAMemberItRefused: X, one of three with
+// KeepMajority, is fenced for a moment (its vote held so), and N joins
+// the majority meanwhile, through A and X: X refuses N, as a stranger. Once X is no longer fenced it exchanges member
+// lists with the others at once, and learns of N; it used to wait for the
+// next periodic push-pull (an hour here), or a retransmission of N's
+// gossip that came late enough, placing N's grains on itself meanwhile
+// while the others placed them on N.
+func TestANodeNoLongerFencedLearnsOfAMemberItRefused(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	logs := map[string]*logLines{}
+	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
+		cfg.KeepMajority, cfg.pushPullInterval = true, time.Hour
+		l := &logLines{debug: true} // the exchange is logged at Info
+		mu.Lock()
+		logs[cfg.NodeName] = l
+		mu.Unlock()
+		cfg.Logger = slog.New(l.handler(cfg.Logger.Handler()))
+	})
+	a, x := nodes[0], nodes[2]
+	x.refresh()
+	x.refreshMu.Lock()
+	release := sync.OnceFunc(x.refreshMu.Unlock)
+	t.Cleanup(release) // X's membership watcher needs it at close
+	x.replaceView(newPlacement(x.Members()).judged(verdict{fenced: true}))
+
+	joiner := testConfig(t)
+	joiner.NodeName += "-joiner"
+	joiner.KeepMajority, joiner.pushPullInterval = true, time.Hour
+	joiner.Kinds = []*Kind{newEchoKind(newHooks(joiner.NodeName), 0)}
+	// Through A and X: X refuses the join's exchange of member lists, and
+	// A takes it.
+	joiner.Seeds = []string{a.GossipAddr(), x.GossipAddr()}
+	n := startNode(t, joiner)
+	waitFor(t, waitTimeout, "X to refuse the joiner", func() bool {
+		return logs[x.Name()].count("refused members this node never saw") > 0
+	})
+	release()
+	x.refresh() // X's own view: the others alive, no longer fenced
+	if x.Fenced() {
+		t.Fatal("X is still fenced")
+	}
+	// The joiner's gossip, retransmitted, may still reach X after it is
+	// no longer fenced; the exchange is what makes sure X hears of it.
+	waitFor(t, waitTimeout, "X to exchange member lists", func() bool {
+		return logs[x.Name()].count("exchanged member lists after regaining a majority") > 0
+	})
+	waitFor(t, waitTimeout, "X to learn of the joiner", func() bool { return knowsName(x, n.Name()) })
+}
