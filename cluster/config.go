@@ -199,7 +199,11 @@ type Config struct {
 	// until it sees a majority again (Node.Fenced reports it, for a
 	// readiness probe), and a node that starts with it fails with
 	// ErrNoQuorum if every member it reaches through its Seeds has no
-	// majority. Every node of a cluster must set it alike. Off by default:
+	// majority. Every node of a cluster must set it alike, and give itself
+	// a fixed NodeName: a fenced node takes back a failed member restarted
+	// under its name, but refuses a node it never saw, so a replacement
+	// under a new name (the default name is new at each start) cannot give
+	// the fenced side its majority back. Off by default:
 	// a cluster that loses half of its members, one after the other
 	// included, then stops serving until they come back, and a failed
 	// member's grains wait DownAfter. It is a vote of each node on its own

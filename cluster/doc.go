@@ -45,7 +45,8 @@
 //     through a member of the majority. A seed that has not yet fenced
 //     itself (the failure detector takes seconds) still lets a joiner in,
 //     and a node restarted under a name the fenced side knows is taken
-//     back, and starts if it gives that side a majority.
+//     back, and starts if it gives that side a majority; one that comes
+//     under a new name is not, so nodes with KeepMajority need fixed names.
 //
 // # Durable state
 //
