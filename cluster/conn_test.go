@@ -113,6 +113,24 @@ func TestACallWaitsForADialNoLongerThanItsDeadline(t *testing.T) {
 // never reads or writes: a paused process. It returns its address.
 func hungListener(t *testing.T) string {
 	t.Helper()
+	lis, hold := heldListener(t)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			hold(c) // accepted, never read or written
+		}
+	}()
+	return lis.Addr().String()
+}
+
+// heldListener listens on a loopback port, and returns the listener and a
+// function that keeps a connection until the test ends, when it is closed
+// with the listener.
+func heldListener(t *testing.T) (net.Listener, func(...net.Conn)) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -127,18 +145,11 @@ func hungListener(t *testing.T) string {
 			_ = c.Close()
 		}
 	})
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c) // accepted, never read or written
-			mu.Unlock()
-		}
-	}()
-	return lis.Addr().String()
+	return lis, func(cs ...net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		held = append(held, cs...)
+	}
 }
 
 // stalledPeer is a transport peer that answers a stream's hello and then

@@ -8,7 +8,6 @@ import (
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,21 +172,8 @@ func TestShutdownBesideAPeerThatReadsNothing(t *testing.T) {
 // pipes both ways.
 func slowDialProxy(t *testing.T, delay time.Duration) (addr string, setTarget func(string)) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis, hold := heldListener(t)
 	var target atomic.Pointer[string]
-	var mu sync.Mutex
-	var held []net.Conn
-	t.Cleanup(func() {
-		_ = lis.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			_ = c.Close()
-		}
-	})
 	go func() {
 		for {
 			in, err := lis.Accept()
@@ -206,9 +192,7 @@ func slowDialProxy(t *testing.T, delay time.Duration) (addr string, setTarget fu
 					_ = in.Close()
 					return
 				}
-				mu.Lock()
-				held = append(held, in, out)
-				mu.Unlock()
+				hold(in, out)
 				go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
 				go func() { _, _ = io.Copy(in, out); _ = in.Close() }()
 			}()
