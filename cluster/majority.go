@@ -3,9 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -61,7 +59,9 @@ import (
 // detector has yet to declare the others failed, and memberlist does not
 // pass on its suspicions to a joiner either) may still count a majority
 // of its own; and a node restarted under a name the fenced side knows is
-// taken back, as a member, and starts if that gives the side a majority.
+// taken back, as a member, and starts if that gives the side a majority,
+// while one under a new name is refused (so nodes with KeepMajority need
+// fixed names).
 
 // majority is a node's split-brain vote (see above). Its fields are used
 // only by the view's refresh, under Node.refreshMu.
@@ -217,8 +217,8 @@ func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
 // taken as before: a restart under a known name, and the healing of the
 // partition (serf's reconnects to failed members are joins, and the other
 // side's state names the members it knows; a member that joined the other
-// side meanwhile is taken once this node is no longer fenced, as gossip
-// brings it again).
+// side meanwhile is taken once this node is no longer fenced, from the
+// member lists it then exchanges, see syncAfterFence).
 //
 // The refusal does not reach the joiner: memberlist sends the seed's state
 // before it merges the joiner's, and only logs the seed's failure to
@@ -300,7 +300,7 @@ func (n *Node) syncAfterFence() {
 	var addrs []string
 	for _, m := range n.serf.Members() {
 		if m.Name != n.name && m.Status == serf.StatusAlive && len(addrs) < syncAfterFenceMembers {
-			addrs = append(addrs, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+			addrs = append(addrs, gossipAddr(m.Addr, m.Port))
 		}
 	}
 	if len(addrs) == 0 {
