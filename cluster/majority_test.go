@@ -440,16 +440,10 @@ func TestAMessageToAFencedNodeIsDroppedForWantOfAMajority(t *testing.T) {
 // so it does not warn (the README's walk-through did, at every Ctrl-C).
 func TestALeavingNodeDoesNotWarnOfItsSide(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
 	logs := map[string]*logLines{}
-	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
+	nodes, _ := echoCluster(t, 3, 0, withLogs(logs, false, func(cfg *Config) {
 		cfg.KeepMajority, cfg.DownAfter = true, time.Minute
-		l := &logLines{}
-		mu.Lock()
-		logs[cfg.NodeName] = l
-		mu.Unlock()
-		cfg.Logger = slog.New(l.handler(cfg.Logger.Handler()))
-	})
+	}))
 	slices.SortFunc(nodes, func(p, q *Node) int { return strings.Compare(p.Name(), q.Name()) })
 	x, y, z := nodes[0], nodes[1], nodes[2]
 	setZ := holdViews(t, z)
@@ -586,16 +580,10 @@ func knowsName(n *Node, name string) bool {
 // while the others placed them on N.
 func TestANodeNoLongerFencedLearnsOfAMemberItRefused(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	logs := map[string]*logLines{}
-	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
+	logs := map[string]*logLines{} // at every level: the exchange is logged at Info
+	nodes, _ := echoCluster(t, 3, 0, withLogs(logs, true, func(cfg *Config) {
 		cfg.KeepMajority, cfg.pushPullInterval = true, time.Hour
-		l := &logLines{debug: true} // the exchange is logged at Info
-		mu.Lock()
-		logs[cfg.NodeName] = l
-		mu.Unlock()
-		cfg.Logger = slog.New(l.handler(cfg.Logger.Handler()))
-	})
+	}))
 	a, x := nodes[0], nodes[2]
 	x.refresh()
 	x.refreshMu.Lock()

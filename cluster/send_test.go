@@ -275,7 +275,7 @@ func recorderClusterOf(t *testing.T, size, hosts int, idle time.Duration, config
 	t.Helper()
 	recs := map[string]*recorder{}
 	logs := map[string]*logLines{}
-	var mu sync.Mutex
+	var mu sync.Mutex // guards recs and i
 	i := 0
 	nodes := startCluster(t, size, func(name string) []*Kind {
 		mu.Lock()
@@ -286,15 +286,25 @@ func recorderClusterOf(t *testing.T, size, hosts int, idle time.Duration, config
 			return nil
 		}
 		return []*Kind{newRecorderKind(recs[name], idle)}
-	}, func(cfg *Config) {
-		l := &logLines{}
+	}, withLogs(logs, false, configure))
+	return nodes, recs, logs
+}
+
+// withLogs returns a configure function for startCluster that records
+// each node's log in logs, by node name (every level with debug, Warn and
+// above otherwise), and then applies configure, if not nil.
+func withLogs(logs map[string]*logLines, debug bool, configure func(*Config)) func(*Config) {
+	var mu sync.Mutex
+	return func(cfg *Config) {
+		l := &logLines{debug: debug}
+		mu.Lock()
 		logs[cfg.NodeName] = l
+		mu.Unlock()
 		cfg.Logger = slog.New(l.handler(cfg.Logger.Handler()))
 		if configure != nil {
 			configure(cfg)
 		}
-	})
-	return nodes, recs, logs
+	}
 }
 
 // recorderOwnedBy returns an identity that owner owns in every node's view.
