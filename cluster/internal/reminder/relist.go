@@ -142,11 +142,12 @@ func (s *Scheduler) apply(kind string, rs []storage.Reminder, start, n uint64) e
 		}
 	}
 	for k, l := range found {
-		switch {
-		case !l.owned:
-		case !s.skipLocked(k, start):
+		if !l.owned {
+			continue
+		}
+		if !s.skipLocked(k, start) {
 			s.adoptLocked(k, l.r)
-		case s.entries[k] == nil || !same(s.entries[k].stored, l.r):
+		} else if e, ok := s.entries[k]; !ok || !same(e.stored, l.r) {
 			s.recheckLocked(k) // it may be this node's again, or changed by another
 		}
 	}
