@@ -226,3 +226,45 @@ func TestAForwardToASlowDialingHealthyOwnerArrives(t *testing.T) {
 	sendForwardedRecord(t, a, b, id, 1, oneWaySent) // as A's view, behind C's join, places it
 	waitValues(t, recC, id, []int64{1})
 }
+
+// TestAForwardToAHungOwnerHoldsUpNoOtherOwner: a node forwards two
+// messages that came to it on one stream, the first to an owner whose dial
+// hangs (alive in its view, at a listener that accepts and never answers),
+// the second to a healthy owner. The second must arrive while the first
+// still waits: forwarded from the stream's lane, it waited behind the
+// first for the dial's DialTimeout, an hour here.
+func TestAForwardToAHungOwnerHoldsUpNoOtherOwner(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 3, 2, -1, func(cfg *Config) {
+		cfg.DialTimeout = time.Hour
+		cfg.DefaultCallTimeout = time.Hour
+	})
+	b, c, a := nodes[0], nodes[1], nodes[2] // a hosts nothing
+	lis, hold := heldListener(t)
+	go func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			hold(conn) // never answered
+		}
+	}()
+	holdView(t, b, func(members []Member) []Member {
+		return append(members, Member{Name: "hung", GRPCAddr: lis.Addr().String(), Kinds: []string{recorderKind}, Status: StatusAlive})
+	})
+	ownedInB := func(owner, prefix string) string {
+		for i := range 10000 {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			if m, _ := b.Owner(recorderKind, id); m.Name == owner {
+				return id
+			}
+		}
+		t.Fatalf("no identity that %s's view places on %s", b.Name(), owner)
+		return ""
+	}
+	toHung, toC := ownedInB("hung", "to-hung"), ownedInB(c.Name(), "to-c")
+	sendForwardedRecord(t, a, b, toHung, 1, oneWaySent)
+	sendForwardedRecord(t, a, b, toC, 2, oneWaySent)
+	waitValues(t, recs[c.Name()], toC, []int64{2})
+}

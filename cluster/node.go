@@ -76,6 +76,8 @@ type Node struct {
 	// gaveUp is the last view in which a forwarded message waited for this
 	// node to own its grain and gave up (see checkForwardedOwner).
 	gaveUp atomic.Pointer[placement]
+	// forwards queues the one-way messages this node forwards, by owner.
+	forwards forwardQueues
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
 	// abrupt Close abandons is what a crash would.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -477,7 +478,7 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 		}
 		err = n.checkForwardedOwner(req)
 		if errors.Is(err, ErrNotOwner) && n.mayForwardAfterWaiting(req, from) {
-			if n.forwardOneWay(req) {
+			if n.passOn(req, from) {
 				return true
 			}
 			err = nil // this node owns the grain now
@@ -487,7 +488,7 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 		if !wait {
 			return false // forwarding may dial: not on the reader
 		}
-		if n.forwardOneWay(req) {
+		if n.passOn(req, from) {
 			return true
 		}
 		err = nil // this node owns the grain now
@@ -548,7 +549,7 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 		// may not be forwarded (again) or this node owns the grain but
 		// for members that said they leave, wait for a view in which this
 		// node owns it, as a forwarded message does when it arrives.
-		if n.mayForward(req) && n.forwardOneWay(req) {
+		if n.mayForward(req) && n.passOn(req, from) {
 			return true
 		}
 		if err := n.checkForwardedOwner(req); err != nil {
@@ -561,11 +562,13 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 // forwardOneWay sends a one-way message that this node received from a
 // peer for a grain it does not own to the grain's owner in this node's
 // view, and reports true; or reports false, doing nothing, if this node
-// owns the grain by now. The sender placed the message by a view of the
-// members that was behind or ahead of this node's (a member joined or
-// left), and nobody else would hear of the message: a caller whose call
-// reaches the wrong node gets ErrNotOwner and calls again, a sender has
-// returned.
+// owns the grain by now. It may wait for a dial, or for room in the
+// owner's stream, up to DefaultCallTimeout: it runs on the owner's forward
+// queue (see passOn), where the wait holds up no other owner's messages.
+// The sender placed the message by a view of the members that was behind
+// or ahead of this node's (a member joined or left), and nobody else would
+// hear of the message: a caller whose call reaches the wrong node gets
+// ErrNotOwner and calls again, a sender has returned.
 //
 // A peer that said it is leaving (see conn.sayLeaving) owns nothing,
 // whatever this node's view says (the gossip may not have brought the
@@ -591,11 +594,7 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 // behind the leave), as for a forwarded message, and a node that leaves
 // drops the message.
 func (n *Node) forwardOneWay(req *frame) bool {
-	var skip []string // members that own nothing, whatever the view says
-	if n.transport.leaving.Load() {
-		skip = append(skip, n.name)
-	}
-	skip = n.transport.peersLeaving(skip)
+	skip := n.ownNothing()
 	var unreachable string // the owner that took no stream, in this view
 	var err error          // why it took none
 	for {
@@ -649,6 +648,102 @@ func (n *Node) forwardOneWay(req *frame) bool {
 		}
 		n.dropOneWay(req, err)
 		return true
+	}
+}
+
+// ownNothing returns the members that own no grain whatever this node's
+// view says, to place a message that this node forwards: this node if it
+// leaves, and the peers that said they leave (see forwardOneWay).
+func (n *Node) ownNothing() []string {
+	var skip []string
+	if n.transport.leaving.Load() {
+		skip = append(skip, n.name)
+	}
+	return n.transport.peersLeaving(skip)
+}
+
+// passOn forwards req, a one-way message that this node does not own and
+// may forward, through the queue of its owner in this node's view (see
+// forwardQueues), and reports true; or reports false, doing nothing, if
+// this node owns the grain by now. from is the peer req came from.
+func (n *Node) passOn(req *frame, from string) bool {
+	owner, ok := n.view.Load().ownerExcept(req.kind, req.identity, n.ownNothing()...)
+	if ok && owner.Name == n.name {
+		return false
+	}
+	var name string // no owner: forwardOneWay drops it, saying why, from the queue of none
+	if ok {
+		name = owner.Name
+	}
+	n.forwards.add(n, name, queuedForward{req: *req, from: from})
+	return true
+}
+
+// forwardQueues holds the one-way messages that this node forwards, in a
+// queue per owner, each delivered in order by a goroutine of its own while
+// it holds any (see forwardOneWay). An owner that takes its messages
+// slowly, or not at all while the gossip has it alive (a dial that hangs,
+// a stream whose peer reads nothing: a paused process), holds up only its
+// own queue. Forwarded from the lane of the stream they came on, they held
+// the lane, and every message behind them for other owners, for the dial's
+// DialTimeout or the stream's DefaultCallTimeout, where a leaver's
+// farewell gives up sooner and loses what is left. A bound on that wait
+// lost messages to healthy owners whose first connection was slow instead.
+// A queue keeps its messages in the order of the lanes that filled it, and
+// a grain's messages from one peer take one lane and, in one view, one
+// queue: they keep their order as before.
+//
+// A busy queue counts as a busy lane in the transport (see
+// transport.busyLanes): a leaver's farewell waits for its forwards to be
+// handed to their streams before it says bye on them.
+type forwardQueues struct {
+	mu     sync.Mutex
+	queues map[string][]queuedForward // by owner's name; present while its goroutine runs
+}
+
+// queuedForward is a message in a forward queue, and the peer it came from.
+type queuedForward struct {
+	req  frame
+	from string
+}
+
+// add appends f to the queue of owner, and starts the queue's goroutine if
+// it has none.
+func (q *forwardQueues) add(n *Node, owner string, f queuedForward) {
+	q.mu.Lock()
+	if q.queues == nil {
+		q.queues = make(map[string][]queuedForward)
+	}
+	pending, running := q.queues[owner]
+	q.queues[owner] = append(pending, f)
+	q.mu.Unlock()
+	if !running {
+		n.transport.laneBusy() // before the lane that passed f on is idle: the count is never short
+		go q.drain(n, owner)
+	}
+}
+
+// drain forwards the messages of owner's queue in order until it is
+// empty. Each goes to its owner in the view of its turn, which is owner
+// unless the view changed meanwhile; a message whose grain this node owns
+// by then is delivered here, as it would have been had it come later.
+func (q *forwardQueues) drain(n *Node, owner string) {
+	for {
+		q.mu.Lock()
+		pending := q.queues[owner]
+		if len(pending) == 0 {
+			delete(q.queues, owner)
+			q.mu.Unlock()
+			n.transport.laneIdle()
+			return
+		}
+		f := pending[0]
+		pending[0] = queuedForward{} // let the payload go
+		q.queues[owner] = pending[1:]
+		q.mu.Unlock()
+		if !n.forwardOneWay(&f.req) {
+			n.serveOneWay(&f.req, f.from, true, nil)
+		}
 	}
 }
 
