@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -240,6 +242,11 @@ type Config struct {
 	// of memberlist's periodic push-pull, so that a test can tell what
 	// else brings a member.
 	pushPullInterval time.Duration
+	// gossipTransport, when set, wraps the network transport of the
+	// node's gossip, so that a test can cut it as a partition would; and
+	// dialer, when set, opens the connections of the node's streams.
+	gossipTransport func(*memberlist.NetTransport) memberlist.NodeAwareTransport
+	dialer          func(ctx context.Context, addr string) (net.Conn, error)
 	// relistEvery, when set, replaces the reminder scheduler's default
 	// anti-entropy period (reminder.Config.RelistEvery); negative turns
 	// it off.
@@ -282,6 +289,10 @@ const (
 	localTCPTimeout          = 2 * time.Second
 	localBroadcastTimeout    = 500 * time.Millisecond
 	localLeavePropagateDelay = 100 * time.Millisecond
+	// localReconnectInterval is how often serf tries to join a member it
+	// sees failed, which is how the sides of a healed partition find each
+	// other again: every 30 s in serf's default, for a machine's loopback.
+	localReconnectInterval = time.Second
 )
 
 // MaxTagsSize is serf's limit on the encoded size of a node's tags, which

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 )
 
@@ -139,6 +140,9 @@ func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, 
 	sc.LogOutput = nil
 	sc.BroadcastTimeout, sc.LeavePropagateDelay = cfg.leaveTimings(sc.BroadcastTimeout, sc.LeavePropagateDelay)
 	sc.Merge = merge
+	if cfg.Gossip == GossipLocal {
+		sc.ReconnectInterval = localReconnectInterval
+	}
 	// Serf settles a name that two addresses claim by a vote, and the node
 	// that loses it shuts its gossip down, under a node that goes on
 	// running: a node restarted under its old name lost it whenever it
@@ -164,6 +168,19 @@ func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, 
 			return nil, fmt.Errorf("cluster: advertise address: %w", err)
 		}
 		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+	}
+	if cfg.gossipTransport != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{host}, BindPort: port, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("cluster: gossip transport: %w", err)
+		}
+		if port == 0 {
+			mc.BindPort = nt.GetAutoBindPort()
+			if cfg.AdvertiseAddr == "" {
+				mc.AdvertisePort = mc.BindPort
+			}
+		}
+		mc.Transport = cfg.gossipTransport(nt)
 	}
 	sc.MemberlistConfig = mc
 	return sc, nil

@@ -491,7 +491,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 }
 
 func (t *transport) open(m *Member) (*conn, error) {
-	cc, err := grpc.NewClient(m.GRPCAddr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(flowWindow),
 		grpc.WithInitialConnWindowSize(flowWindow),
@@ -500,7 +500,11 @@ func (t *transport) open(m *Member) (*conn, error) {
 			grpc.MaxCallRecvMsgSize(t.maxMessage()),
 			grpc.MaxCallSendMsgSize(t.maxMessage()),
 		),
-	)
+	}
+	if t.cfg.dialer != nil {
+		opts = append(opts, grpc.WithContextDialer(t.cfg.dialer))
+	}
+	cc, err := grpc.NewClient(m.GRPCAddr, opts...)
 	if err != nil {
 		return nil, err
 	}

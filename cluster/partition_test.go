@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/grpc/codes"
+)
+
+// partition cuts the network of a test cluster in two, as a real
+// partition would, but on loopback: each node's gossip drops the packets
+// it sends to the other side (as if lost) and fails to connect to it, and
+// its transport neither dials the other side nor keeps the streams it had
+// there. Nothing else is held: the failure detectors, the votes and the
+// reconnects that heal it are serf's and the node's own.
+type partition struct {
+	mu    sync.Mutex
+	names map[string]string // node name, by gossip and transport address
+	cut   map[string]bool   // the nodes cut off from the others, by name
+}
+
+func newPartition() *partition {
+	return &partition{names: make(map[string]string), cut: make(map[string]bool)}
+}
+
+// configure makes cfg's node send through p.
+func (p *partition) configure(cfg *Config) {
+	self := cfg.NodeName
+	cfg.gossipTransport = func(nt *memberlist.NetTransport) memberlist.NodeAwareTransport {
+		return &cutGossip{NetTransport: nt, cut: func(addr string) bool { return p.between(self, addr) }}
+	}
+	cfg.dialer = func(ctx context.Context, addr string) (net.Conn, error) {
+		if p.between(self, addr) {
+			return nil, fmt.Errorf("test: the network from %s to %s is cut", self, addr)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+}
+
+// learn records the addresses of nodes, started with p's configuration.
+func (p *partition) learn(nodes ...*Node) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range nodes {
+		p.names[n.GossipAddr()] = n.Name()
+		p.names[n.GRPCAddr()] = n.Name()
+	}
+}
+
+// between reports whether the network from the node named self to the
+// node at addr is cut.
+func (p *partition) between(self, addr string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	to, ok := p.names[addr]
+	return ok && p.cut[self] != p.cut[to]
+}
+
+// split cuts off the nodes of minority from the others, and ends the
+// streams between the two sides.
+func (p *partition) split(all []*Node, minority ...*Node) {
+	p.mu.Lock()
+	for _, n := range minority {
+		p.cut[n.Name()] = true
+	}
+	p.mu.Unlock()
+	for _, n := range all {
+		for _, c := range n.transport.openConns() {
+			if p.between(n.Name(), addrOf(all, c.peer)) {
+				c.close(newError(codes.Unavailable, ErrUnavailable, "test: the network is cut"))
+			}
+		}
+	}
+}
+
+// heal ends the partition.
+func (p *partition) heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.cut)
+}
+
+// addrOf returns the transport address of the node named name.
+func addrOf(nodes []*Node, name string) string {
+	for _, n := range nodes {
+		if n.Name() == name {
+			return n.GRPCAddr()
+		}
+	}
+	return ""
+}
+
+// cutGossip is memberlist's network transport behind a partition.
+type cutGossip struct {
+	*memberlist.NetTransport
+	cut func(addr string) bool
+}
+
+func (g *cutGossip) WriteTo(b []byte, addr string) (time.Time, error) {
+	if g.cut(addr) {
+		return time.Now(), nil // lost on the way, as UDP may be
+	}
+	return g.NetTransport.WriteTo(b, addr)
+}
+
+func (g *cutGossip) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	if g.cut(a.Addr) {
+		return time.Now(), nil
+	}
+	return g.NetTransport.WriteToAddress(b, a)
+}
+
+func (g *cutGossip) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if g.cut(addr) {
+		return nil, fmt.Errorf("test: the network to %s is cut", addr)
+	}
+	return g.NetTransport.DialTimeout(addr, timeout)
+}
+
+func (g *cutGossip) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	if g.cut(a.Addr) {
+		return nil, fmt.Errorf("test: the network to %s is cut", a.Addr)
+	}
+	return g.NetTransport.DialAddressTimeout(a, timeout)
+}
+
+// TestARealPartitionFencesTheMinorityUntilItHeals cuts one node of three
+// with KeepMajority off from the others, on the network: nothing but the
+// network is held. The lone node must find itself without a majority,
+// deactivate its grain and refuse calls with ErrNoQuorum; the two others
+// must stay unfenced and, after DownAfter, serve its grain; and once the
+// network heals, serf's reconnects must bring the sides together, the lone
+// node serve again, and its grain come back to it.
+func TestARealPartitionFencesTheMinorityUntilItHeals(t *testing.T) {
+	t.Parallel()
+	p := newPartition()
+	nodes, hooks := echoCluster(t, 3, 0, func(cfg *Config) {
+		cfg.KeepMajority, cfg.DownAfter = true, 3*time.Second
+		p.configure(cfg)
+	})
+	p.learn(nodes...)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	id := identityOwnedBy(t, nodes, c)
+	if got := add(t, a, id, 1); got != 1 {
+		t.Fatalf("total %d, want 1", got)
+	}
+
+	p.split(nodes, c)
+	waitFor(t, waitTimeout, "the lone node to fence itself", c.Fenced)
+	if got := receive(t, hooks[c.Name()].deactivated, "the lone node's grain to deactivate"); got != id {
+		t.Errorf("%s deactivated, want %s", got, id)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.Invoke(ctx, addCall(id, 1)); !errors.Is(err, ErrNoQuorum) {
+		t.Errorf("a call through the lone node: %v, want ErrNoQuorum", err)
+	}
+	waitFor(t, waitTimeout, "the majority to place the lone node's grain on itself", func() bool {
+		ma, okA := a.Owner(echoKind, id)
+		mb, okB := b.Owner(echoKind, id)
+		return okA && okB && ma.Name == mb.Name && ma.Name != c.Name()
+	})
+	if a.Fenced() || b.Fenced() {
+		t.Errorf("Fenced on the majority side: %t, %t; want false", a.Fenced(), b.Fenced())
+	}
+	if got := addWithin(t, a, id, 1); got != 1 {
+		t.Errorf("total %d from the majority's fresh activation, want 1", got)
+	}
+
+	p.heal()
+	waitFor(t, waitTimeout, "the partition to heal", func() bool {
+		if c.Fenced() {
+			return false
+		}
+		for _, n := range nodes {
+			if aliveCount(n) != len(nodes) {
+				return false
+			}
+			if m, ok := n.Owner(echoKind, id); !ok || m.Name != c.Name() {
+				return false
+			}
+		}
+		return true
+	})
+	if got := where(t, a, id); got != c.Name() {
+		t.Errorf("%s answered from %s after the partition healed, want %s", id, got, c.Name())
+	}
+	if got := addWithin(t, b, id, 1); got != 1 {
+		t.Errorf("total %d from the lone node's fresh activation, want 1", got)
+	}
+}
