@@ -30,7 +30,8 @@ const (
 	GossipWAN
 	// GossipLocal is a fast profile for one machine: tests, examples and
 	// development clusters on loopback. Failures are detected within a few
-	// seconds; do not use it across a real network.
+	// seconds, and the sides of a healed partition find each other within
+	// one; do not use it across a real network.
 	GossipLocal
 )
 
