@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"google.golang.org/grpc/codes"
+
+	"github.com/protograin/protograin/cluster/storage"
 )
 
 // partition cuts the network of a test cluster in two, as a real
@@ -195,4 +198,100 @@ func TestARealPartitionFencesTheMinorityUntilItHeals(t *testing.T) {
 	if got := addWithin(t, b, id, 1); got != 1 {
 		t.Errorf("total %d from the lone node's fresh activation, want 1", got)
 	}
+}
+
+// depositor deposits 1 on an account through one node, call after call,
+// each with a stamp of its own (WithCallID), retried with the same stamp
+// until it succeeds: a client that wants each deposit once, whatever
+// fails in between.
+type depositor struct {
+	acked atomic.Int64 // deposits that succeeded
+	stale atomic.Int64 // attempts refused as stale (two activations at once)
+}
+
+// run deposits until stop ends, and then finishes the deposit under way,
+// retrying it until it succeeds or hard ends.
+func (d *depositor) run(stop, hard context.Context, through *Node, identity, client string) {
+	for seq := uint64(1); stop.Err() == nil; seq++ {
+		for {
+			attempt, cancel := context.WithTimeout(hard, 2*time.Second)
+			_, err := through.Invoke(attempt, depositCall(accountKind, identity, 1), WithCallID(client, seq))
+			cancel()
+			if err == nil {
+				break
+			}
+			if errors.Is(err, ErrStaleActivation) {
+				d.stale.Add(1)
+			}
+			if hard.Err() != nil {
+				return
+			}
+		}
+		d.acked.Add(1)
+	}
+}
+
+// TestARealPartitionLosesNoDeposit cuts one node of three off from the
+// others on the network, without KeepMajority, while a client on each side
+// deposits on one account, each deposit retried with its stamp until it
+// succeeds. Both sides then run the account (each places it on itself),
+// over one store: version checks must refuse the stale side's commits, and
+// stamps must keep a retried deposit from running twice, so that once the
+// partition heals the balance is exactly the deposits that succeeded.
+func TestARealPartitionLosesNoDeposit(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		p := newPartition()
+		nodes, _ := bankCluster(t, 3, store, 0, p.configure)
+		p.learn(nodes...)
+		a, c := nodes[0], nodes[2]
+		id := accountOwnedBy(t, c, accountKind, "split")
+		ctx, stop := context.WithCancel(t.Context())
+		var left, right depositor // through the lone node, and through the majority
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); left.run(ctx, t.Context(), c, id, "left") }()
+		go func() { defer wg.Done(); right.run(ctx, t.Context(), a, id, "right") }()
+		go func() { wg.Wait(); close(done) }()
+		t.Cleanup(func() { stop(); <-done })
+		progress := func(what string) {
+			t.Helper()
+			l, r := left.acked.Load(), right.acked.Load()
+			waitFor(t, waitTimeout, what, func() bool { return left.acked.Load() >= l+10 && right.acked.Load() >= r+10 })
+		}
+		progress("deposits on both sides before the partition")
+
+		p.split(nodes, c)
+		waitFor(t, waitTimeout, "each side to see the other failed", func() bool {
+			ma, _ := a.Owner(accountKind, id)
+			mc, _ := c.Owner(accountKind, id)
+			return aliveCount(a) == 2 && aliveCount(c) == 1 && ma.Name != c.Name() && mc.Name == c.Name()
+		})
+		progress("deposits on both sides of the partition")
+
+		p.heal()
+		waitFor(t, waitTimeout, "the partition to heal", func() bool {
+			for _, n := range nodes {
+				if m, ok := n.Owner(accountKind, id); aliveCount(n) != len(nodes) || !ok || m.Name != c.Name() {
+					return false
+				}
+			}
+			return true
+		})
+		progress("deposits on both sides after the partition")
+		stop()
+		receive(t, done, "the deposits under way to succeed")
+
+		want := left.acked.Load() + right.acked.Load()
+		if got := balance(t, a, accountKind, id); got != want {
+			t.Errorf("balance %d after %d deposits succeeded (%d through the lone node, %d through the majority)",
+				got, want, left.acked.Load(), right.acked.Load())
+		}
+		if got := storedBalance(t, store, accountKind, id); got != want {
+			t.Errorf("stored balance %d after %d deposits succeeded", got, want)
+		}
+		t.Logf("%d deposits through the lone node, %d through the majority, %d attempts refused as stale",
+			left.acked.Load(), right.acked.Load(), left.stale.Load()+right.stale.Load())
+	})
 }
