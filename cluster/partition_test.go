@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"google.golang.org/grpc/codes"
 
 	"github.com/protograin/protograin/cluster/storage"
 )
@@ -19,17 +18,20 @@ import (
 // partition cuts the network of a test cluster in two, as a real
 // partition would, but on loopback: each node's gossip drops the packets
 // it sends to the other side (as if lost) and fails to connect to it, and
-// its transport neither dials the other side nor keeps the streams it had
-// there. Nothing else is held: the failure detectors, the votes and the
-// reconnects that heal it are serf's and the node's own.
+// its transport fails to dial the other side, while the streams it had
+// there fall silent, their bytes held until the partition heals, as TCP
+// holds them while it retransmits. Nothing else is held: the failure
+// detectors, the votes, the streams' ends and the reconnects that heal the
+// partition are serf's and the nodes' own.
 type partition struct {
-	mu    sync.Mutex
-	names map[string]string // node name, by gossip and transport address
-	cut   map[string]bool   // the nodes cut off from the others, by name
+	mu     sync.Mutex
+	names  map[string]string // node name, by gossip and transport address
+	cut    map[string]bool   // the nodes cut off from the others, by name
+	healed chan struct{}     // closed, and made again, by heal
 }
 
 func newPartition() *partition {
-	return &partition{names: make(map[string]string), cut: make(map[string]bool)}
+	return &partition{names: make(map[string]string), cut: make(map[string]bool), healed: make(chan struct{})}
 }
 
 // configure makes cfg's node send through p.
@@ -43,7 +45,11 @@ func (p *partition) configure(cfg *Config) {
 			return nil, fmt.Errorf("test: the network from %s to %s is cut", self, addr)
 		}
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", addr)
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return &cutConn{Conn: c, pass: func(closed <-chan struct{}) bool { return p.pass(self, addr, closed) }, closed: make(chan struct{})}, nil
 	}
 }
 
@@ -62,24 +68,38 @@ func (p *partition) learn(nodes ...*Node) {
 func (p *partition) between(self, addr string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.betweenLocked(self, addr)
+}
+
+func (p *partition) betweenLocked(self, addr string) bool {
 	to, ok := p.names[addr]
 	return ok && p.cut[self] != p.cut[to]
 }
 
-// split cuts off the nodes of minority from the others, and ends the
-// streams between the two sides.
-func (p *partition) split(all []*Node, minority ...*Node) {
+// pass waits until the network from self to addr is whole, and reports
+// false if closed is closed first.
+func (p *partition) pass(self, addr string, closed <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		cut, healed := p.betweenLocked(self, addr), p.healed
+		p.mu.Unlock()
+		if !cut {
+			return true
+		}
+		select {
+		case <-healed:
+		case <-closed:
+			return false
+		}
+	}
+}
+
+// split cuts off the nodes of minority from the others.
+func (p *partition) split(minority ...*Node) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, n := range minority {
 		p.cut[n.Name()] = true
-	}
-	p.mu.Unlock()
-	for _, n := range all {
-		for _, c := range n.transport.openConns() {
-			if p.between(n.Name(), addrOf(all, c.peer)) {
-				c.close(newError(codes.Unavailable, ErrUnavailable, "test: the network is cut"))
-			}
-		}
 	}
 }
 
@@ -88,16 +108,37 @@ func (p *partition) heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.cut)
+	close(p.healed)
+	p.healed = make(chan struct{})
 }
 
-// addrOf returns the transport address of the node named name.
-func addrOf(nodes []*Node, name string) string {
-	for _, n := range nodes {
-		if n.Name() == name {
-			return n.GRPCAddr()
-		}
+// cutConn is a transport's connection behind a partition: while it is
+// cut, what is written waits, and what was read is held.
+type cutConn struct {
+	net.Conn
+	pass   func(closed <-chan struct{}) bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *cutConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if !c.pass(c.closed) {
+		return 0, net.ErrClosed
 	}
-	return ""
+	return n, err
+}
+
+func (c *cutConn) Write(b []byte) (int, error) {
+	if !c.pass(c.closed) {
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *cutConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
 }
 
 // cutGossip is memberlist's network transport behind a partition.
@@ -155,7 +196,7 @@ func TestARealPartitionFencesTheMinorityUntilItHeals(t *testing.T) {
 		t.Fatalf("total %d, want 1", got)
 	}
 
-	p.split(nodes, c)
+	p.split(c)
 	waitFor(t, waitTimeout, "the lone node to fence itself", c.Fenced)
 	if got := receive(t, hooks[c.Name()].deactivated, "the lone node's grain to deactivate"); got != id {
 		t.Errorf("%s deactivated, want %s", got, id)
@@ -262,7 +303,7 @@ func TestARealPartitionLosesNoDeposit(t *testing.T) {
 		}
 		progress("deposits on both sides before the partition")
 
-		p.split(nodes, c)
+		p.split(c)
 		waitFor(t, waitTimeout, "each side to see the other failed", func() bool {
 			ma, _ := a.Owner(accountKind, id)
 			mc, _ := c.Owner(accountKind, id)
