@@ -268,3 +268,18 @@ func TestAForwardToAHungOwnerHoldsUpNoOtherOwner(t *testing.T) {
 	sendForwardedRecord(t, a, b, toC, 2, oneWaySent)
 	waitValues(t, recs[c.Name()], toC, []int64{2})
 }
+
+// TestForwardsKeepTheirOrder: messages a node forwards for one grain, from
+// one peer, reach the grain in the order the peer sent them, through the
+// owner's forward queue as they did through the stream's lane.
+func TestForwardsKeepTheirOrder(t *testing.T) {
+	t.Parallel()
+	nodes, recs, _ := recorderClusterOf(t, 3, 2, -1, nil)
+	b, c, a := nodes[0], nodes[1], nodes[2] // a hosts nothing
+	id := recorderOwnedBy(t, nodes, c, "forward-order")
+	const messages = 300
+	for v := range int64(messages) {
+		sendForwardedRecord(t, a, b, id, v, oneWaySent) // as a view that places it on b would
+	}
+	waitValues(t, recs[c.Name()], id, sequence(0, messages-1))
+}
