@@ -204,8 +204,11 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// serfLogWriter forwards serf's and memberlist's log lines to slog, at the
-// level their "[LEVEL]" prefix names (debug when there is none).
+// serfLogWriter forwards serf's and memberlist's log lines to slog, their
+// warnings and errors at those levels, the rest at debug: the node logs
+// the member changes that serf's lines at INFO report (see
+// Node.logChanges), once and in its own words. The "[LEVEL] "
+// prefix goes, as slog prints the level.
 type serfLogWriter struct{ log *slog.Logger }
 
 func newSerfLogger(l *slog.Logger) *log.Logger {
@@ -213,18 +216,29 @@ func newSerfLogger(l *slog.Logger) *log.Logger {
 }
 
 func (w serfLogWriter) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	level := slog.LevelDebug
-	switch {
-	case strings.Contains(line, "[ERR]"):
-		level = slog.LevelError
-	case strings.Contains(line, "[WARN]"):
-		level = slog.LevelWarn
-	case strings.Contains(line, "[INFO]"):
-		level = slog.LevelInfo
-	}
-	w.log.Log(context.Background(), level, line)
+	level, msg := serfLogLine(string(p))
+	w.log.Log(context.Background(), level, msg)
 	return len(p), nil
+}
+
+// serfLogLine returns the slog level and message of one of serf's or
+// memberlist's log lines.
+func serfLogLine(line string) (slog.Level, string) {
+	line = strings.TrimSpace(line)
+	for _, l := range []struct {
+		prefix string
+		level  slog.Level
+	}{
+		{"[ERR] ", slog.LevelError},
+		{"[WARN] ", slog.LevelWarn},
+		{"[INFO] ", slog.LevelDebug},
+		{"[DEBUG] ", slog.LevelDebug},
+	} {
+		if msg, ok := strings.CutPrefix(line, l.prefix); ok {
+			return l.level, msg
+		}
+	}
+	return slog.LevelDebug, line
 }
 
 var _ io.Writer = serfLogWriter{}
