@@ -256,6 +256,7 @@ func TestErrorCodesLocalAndRemote(t *testing.T) {
 		call     func(id string) Call
 		code     codes.Code
 		msg      string // exact message, when set
+		says     string // a part of the message, when set
 		sentinel error
 	}{
 		{name: "status error keeps code and message", call: func(id string) Call { return stringCall(methodFail, id, "status:NOT_FOUND:no such thing") },
@@ -272,7 +273,12 @@ func TestErrorCodesLocalAndRemote(t *testing.T) {
 			c := stringCall(methodString, id, "")
 			c.Request = (*wrapperspb.StringValue)(nil)
 			return c
-		}, code: codes.InvalidArgument, sentinel: ErrBadRequest},
+		}, code: codes.InvalidArgument, sentinel: ErrBadRequest, says: ": the request is nil"},
+		{name: "no NewResponse", call: func(id string) Call {
+			c := stringCall(methodString, id, "")
+			c.NewResponse = nil
+			return c
+		}, code: codes.InvalidArgument, sentinel: ErrBadRequest, says: ": Call.NewResponse is nil"},
 		{name: "unknown method", call: func(id string) Call { return stringCall("/test.Echo/Nope", id, "") },
 			code: codes.Unimplemented, sentinel: ErrUnknownMethod},
 		{name: "unknown kind", call: func(id string) Call {
@@ -294,6 +300,9 @@ func TestErrorCodesLocalAndRemote(t *testing.T) {
 					if s, _ := status.FromError(err); s.Message() != tc.msg {
 						t.Errorf("message = %q, want %q", s.Message(), tc.msg)
 					}
+				}
+				if s, _ := status.FromError(err); !strings.Contains(s.Message(), tc.says) {
+					t.Errorf("message = %q, want it to say %q", s.Message(), tc.says)
 				}
 				if tc.sentinel != nil && !errors.Is(err, tc.sentinel) {
 					t.Errorf("error %v does not wrap %v", err, tc.sentinel)

@@ -41,8 +41,12 @@ func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto
 // or an option says otherwise.
 func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, opts []CallOption) (proto.Message, error) {
 	cc := applyCallOptions(opts)
-	if noMessage(call.Request) || call.NewResponse == nil {
-		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: call to %s/%s %s needs Request and NewResponse",
+	if noMessage(call.Request) {
+		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: call to %s/%s %s: the request is nil",
+			call.Kind, call.Identity, call.Method)
+	}
+	if call.NewResponse == nil {
+		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: call to %s/%s %s: Call.NewResponse is nil",
 			call.Kind, call.Identity, call.Method)
 	}
 	switch {

@@ -118,7 +118,7 @@ func checkOneWay(call *Call, opts []CallOption) error {
 			call.Kind, call.Identity, call.Method)
 	}
 	if noMessage(call.Request) {
-		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s needs a Request",
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: the request is nil",
 			call.Kind, call.Identity, call.Method)
 	}
 	return nil
