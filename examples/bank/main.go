@@ -107,6 +107,11 @@ func run(ctx context.Context, out io.Writer, store storage.Store) error {
 	}
 	printBalance(out, "alice", resp)
 	overdraft := resp.GetBalance() + 1000
+	received, err := bob.Balance(ctx, &bankpb.BalanceRequest{})
+	if err != nil {
+		return fmt.Errorf("balance of bob: %w", err)
+	}
+	printBalance(out, "bob", received)
 
 	// A client that lost a reply retries with the same stamp. The grain
 	// answers every retry from the record committed with the first call.

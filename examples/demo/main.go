@@ -65,9 +65,12 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	defer localcluster.Stop(nodes) // after an error or an interrupt
-	fmt.Fprintf(out, "started %d nodes\n", len(nodes))
+	fmt.Fprintf(out, "started %d nodes on loopback, grain state in %s (a bbolt file they share, removed at the end)\n",
+		len(nodes), store.Path())
 
 	identities := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+	fmt.Fprintln(out, "\neach round calls Add(1) and then Get on one Counter grain per identity;")
+	fmt.Fprintln(out, "the first call activates a grain on the node that owns it, which Get reports")
 	fmt.Fprintln(out, "\ncalling grains from", nodes[0].Name())
 	before, err := callAll(ctx, out, nodes[0], identities, nil)
 	if err != nil {
@@ -78,7 +81,7 @@ func run(ctx context.Context, out io.Writer) error {
 	// leaves the gossip, so the others place its grains elsewhere at once.
 	owner, _ := nodes[0].Owner(counterpb.CounterKind, identities[0])
 	victim, survivors := localcluster.Split(nodes, owner.Name)
-	fmt.Fprintf(out, "\nshutting down %s\n", victim.Name())
+	fmt.Fprintf(out, "\nshutting down %s, which hosts %s: its grains flush their state and passivate\n", victim.Name(), identities[0])
 	if err := localcluster.ShutdownAll(ctx, []*cluster.Node{victim}); err != nil {
 		return err
 	}
@@ -116,7 +119,7 @@ func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identitie
 		where[id] = got.GetNode()
 		moved := ""
 		if prev, ok := before[id]; ok && prev != got.GetNode() {
-			moved = fmt.Sprintf("  (reactivated here from the store; it lived on %s)", prev)
+			moved = fmt.Sprintf("  (moved from %s: reactivated on %s with its total from the store)", prev, got.GetNode())
 		}
 		fmt.Fprintf(out, "  counter %-6s total %d  lives on %s%s\n", id, got.GetTotal(), got.GetNode(), moved)
 	}

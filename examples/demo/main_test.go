@@ -27,7 +27,7 @@ func TestDemo(t *testing.T) {
 	if strings.Contains(after, "lives on "+victim[1]) {
 		t.Errorf("a grain still lives on %s after it shut down:\n%s", victim[1], text)
 	}
-	if !strings.Contains(after, "counter alice  total 2  lives on") || !strings.Contains(after, "reactivated here from the store; it lived on "+victim[1]) {
+	if !strings.Contains(after, "counter alice  total 2  lives on") || !strings.Contains(after, "(moved from "+victim[1]+": reactivated on ") {
 		t.Errorf("alice was not reactivated elsewhere with its total of 1 plus the new call's 1:\n%s", text)
 	}
 	for _, want := range []string{"started 3 nodes", "all nodes shut down"} {
