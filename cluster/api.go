@@ -156,8 +156,11 @@ type Kind struct {
 	Flush FlushMode
 
 	// IdleTimeout is how long an activation may go without a call before it
-	// is passivated. Zero means DefaultIdleTimeout; a negative value means
-	// activations stay until their node shuts down.
+	// is passivated. A sweep every Config.PassivationInterval (10 s by
+	// default) finds idle activations, so one passivates between
+	// IdleTimeout and IdleTimeout plus two intervals after its last call.
+	// Zero means DefaultIdleTimeout; a negative value means activations
+	// stay until their node shuts down.
 	IdleTimeout time.Duration
 }
 

@@ -57,9 +57,11 @@ type Config struct {
 	// name (a fixed name, as a StatefulSet's pod name), on new addresses
 	// too: if the cluster still knows the name at the old incarnation's
 	// addresses, Start waits until the others have declared that one
-	// failed (a few seconds; no wait after a graceful Shutdown) and the
-	// name is this node's. Start under the name of a member that is alive
-	// fails with ErrNameInUse. An old process that comes back after its
+	// failed (seconds; no wait after a graceful Shutdown) and the name is
+	// this node's. Start under the name of a member that is alive fails
+	// with ErrNameInUse once a dead incarnation would have been declared
+	// failed at the slowest (27 probe intervals in a small cluster: 27 s
+	// with GossipLAN, 8 s with GossipLocal). An old process that comes back after its
 	// successor took the name (a paused VM) stops once a member tells it
 	// so, and its Err returns ErrSuperseded. Zero means a generated name,
 	// "<hostname>-<8 random hex digits>".
@@ -109,7 +111,8 @@ type Config struct {
 	ClientID string
 
 	// Logger receives the node's logs, including serf's and memberlist's
-	// (at debug level). Zero means slog.Default().
+	// (their warnings and errors at those levels, the rest at debug). Zero
+	// means slog.Default().
 	Logger *slog.Logger
 
 	// Gossip selects the gossip timings. Zero means GossipLAN.

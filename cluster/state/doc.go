@@ -77,8 +77,9 @@
 // call" from Seen, and the call runs a second time. Set MaxClients above
 // the number of clients that may retry calls to one grain.
 //
-// The cluster loads every grain with the zero Config, so W is
-// DefaultWindowPerClient and the client bound DefaultMaxClients there.
+// The cluster loads every grain with its node's cluster.Config.State, whose
+// zero value means DefaultWindowPerClient and DefaultMaxClients; give every
+// node of a cluster the same.
 //
 // # Keys
 //
