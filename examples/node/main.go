@@ -3,14 +3,17 @@
 // unless -host=false; with -call it also adds to a set of counters once per
 // -every and prints where each one lives, until interrupted.
 //
-// Three terminals on one machine:
+// Three terminals on one machine, with the command built first, so that
+// kill -9 reaches the node rather than go run:
 //
-//	go run ./examples/node -name a -bind 127.0.0.1:7001 -grpc 127.0.0.1:8001
-//	go run ./examples/node -name b -bind 127.0.0.1:7002 -grpc 127.0.0.1:8002 -join 127.0.0.1:7001
-//	go run ./examples/node -name c -bind 127.0.0.1:7003 -grpc 127.0.0.1:8003 -join 127.0.0.1:7001 -call alice,bob,carol
+//	go build -o bin/node ./examples/node
+//	bin/node -name a -bind 127.0.0.1:7001 -grpc 127.0.0.1:8001
+//	bin/node -name b -bind 127.0.0.1:7002 -grpc 127.0.0.1:8002 -join 127.0.0.1:7001
+//	bin/node -name c -bind 127.0.0.1:7003 -grpc 127.0.0.1:8003 -join 127.0.0.1:7001 -call alice,bob,carol
 //
-// Stop node a or b with Ctrl-C (a graceful leave) or kill -9 (a failure) and
-// watch node c's calls move to the remaining nodes.
+// Node c prints where each counter lives. Stop a node that hosts one (with
+// these names, b hosts carol) with Ctrl-C (a graceful leave) or kill -9 (a
+// failure) and watch its counters move to the remaining nodes.
 //
 // Each process keeps grain state in a memory store of its own unless
 // -postgres names a database they all share: then a counter that moves
