@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"fmt"
 	goruntime "runtime"
 	"strconv"
 	"strings"
@@ -191,6 +192,52 @@ func TestInlineTurnRespectsThroughput(t *testing.T) {
 		if inCaller := e.g == me; inCaller != (i < 2) {
 			t.Fatalf("%s ran on goroutine %d (caller %d); want only m1 and m2 in the caller", e.msg, e.g, me)
 		}
+	}
+}
+
+// TestInlineTurnEndsWithTheCallersRequest: a message another producer
+// queues while the caller runs the turn of its request goes to a worker,
+// and the caller returns once its own handler has. Here that message
+// blocks until the caller's Request returned: the caller used to handle it
+// in its turn, and so never returned.
+func TestInlineTurnEndsWithTheCallersRequest(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	returned := make(chan struct{})
+	later := make(chan uint64, 1)
+	var r *Ref
+	r = spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "req":
+			if err := r.Send("later"); err != nil {
+				c.RespondError(err)
+				return
+			}
+			c.Respond("re:req")
+		case "later":
+			<-returned
+			later <- goid()
+		}
+	})
+	release := sync.OnceFunc(func() { close(returned) })
+	t.Cleanup(release) // before the system shuts down, should the test fail
+	waitFor(t, testTimeout, func() bool { return r.status.Load() == idle }, "actor idle")
+	caller := make(chan uint64, 1)
+	done := make(chan error, 1)
+	go func() {
+		caller <- goid()
+		v, err := r.RequestInline(ctxTimeout(t), "req")
+		if err == nil && v != "re:req" {
+			err = fmt.Errorf("reply %v, want re:req", v)
+		}
+		done <- err
+	}()
+	if err := recv(t, done, "the caller's Request to return while a later message blocks"); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if g, me := recv(t, later, "the later message"), <-caller; g == me {
+		t.Fatalf("the later message ran on the caller's goroutine %d", g)
 	}
 }
 

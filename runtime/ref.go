@@ -246,8 +246,9 @@ func (r *Ref) SendContext(ctx context.Context, msg any) error {
 // ErrPanic (a *PanicError) when the handler panics; and with ErrNoReply
 // when the handler returns without replying. With a context that can never
 // end (Done returns nil) and an idle actor, the caller runs the actor's turn
-// itself, handling its request and what else is queued (at most
-// Props.Throughput user messages) exactly as a worker would.
+// itself, exactly as a worker would, up to its request: what was queued
+// before it (at most Props.Throughput user messages), and the request; a
+// worker takes what is queued after it.
 func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
 	if r == nil {
 		return nil, errNilRef
@@ -260,8 +261,8 @@ func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
 
 // RequestInline is Request for a caller that accepts to run the actor's
 // turn itself: to an idle actor, the caller handles msg on its own
-// goroutine (with what else is queued, at most Props.Throughput user
-// messages, exactly as a worker would), whatever ctx. ctx then bounds the
+// goroutine (after what was queued before it, at most Props.Throughput
+// user messages, exactly as a worker would), whatever ctx. ctx then bounds the
 // wait for a busy actor only: a turn the caller runs ends when its handler
 // returns, even past ctx's deadline, and Request returns its reply. Use it
 // where the handler is known to honour its context or to be short, and a
@@ -317,7 +318,7 @@ func (r *Ref) requestStop(how uint32, here bool) {
 		r.userHead.push(r.sys.envelopes.get(gracefulStop{}, nil))
 	}
 	if here {
-		r.runInline()
+		r.runInline(nil)
 	} else {
 		r.schedule()
 	}
@@ -388,7 +389,7 @@ func (r *Ref) enqueue(ctx context.Context, msg any, reply *replySlot, spare *spa
 		// A Request that nothing can end early, or whose caller accepts to
 		// return late (RequestInline): its caller would only wait for the
 		// reply, so it may as well produce it (see runInline).
-		r.runInline()
+		r.runInline(reply)
 	} else {
 		r.schedule()
 	}
@@ -436,12 +437,14 @@ func (r *Ref) schedule() {
 }
 
 // runInline runs one turn of an idle actor on the calling goroutine, the
-// caller of a Request: it claims the actor with the CAS a producer uses to
+// caller of a Request whose reply goes to own (nil for a stop, see
+// requestStop): it claims the actor with the CAS a producer uses to
 // schedule it, so no worker can run it at the same time, handles what is
-// queued (system messages first, then at most Throughput user messages,
-// the caller's request among them unless more were queued before it), and
-// then releases the actor exactly as a worker's turn ends, or hands it to a
-// worker if messages are left.
+// queued up to the caller's request (system messages first, then at most
+// Throughput user messages: those queued before the request, and the
+// request; then the system messages queued by then, such as the stop a
+// handler asked for), and then releases the actor exactly as a worker's turn ends,
+// or hands it to a worker if messages are left.
 //
 // The trick: a request to an idle actor otherwise costs a handoff to a
 // worker goroutine and a park and wake-up of the caller; here the reply is
@@ -451,11 +454,18 @@ func (r *Ref) schedule() {
 // deadline passes, and Request must return then. A caller that is
 // itself inside a turn nests the two actors' turns on its goroutine, which
 // is fine: the CAS still lets only one goroutine run each actor.
-func (r *Ref) runInline() {
+//
+// The turn ends with the caller's request: the messages other producers
+// queued meanwhile go to a worker. Run here, they held the caller past its
+// own handler (up to Throughput handlers of others), its reply with it,
+// and could deadlock it: a message queued after the request that waits on
+// the caller (an actor that calls the caller's actor, which waits for this
+// reply) would wait for a reply that waits for it.
+func (r *Ref) runInline(own *replySlot) {
 	if r.status.Load() != idle || !r.status.CompareAndSwap(idle, running) {
 		return // running elsewhere: that turn will handle the request
 	}
-	if r.process(true) || r.goIdle() {
+	if r.process(true, own) || r.goIdle() {
 		r.sys.workers.start(r) // still running: a worker takes the rest
 	}
 }
@@ -463,7 +473,7 @@ func (r *Ref) runInline() {
 // run drains the mailbox on a worker, then goes idle.
 func (r *Ref) run() {
 	for {
-		r.process(false)
+		r.process(false, nil)
 		if !r.goIdle() {
 			return
 		}
@@ -494,17 +504,18 @@ func (r *Ref) goIdle() bool {
 }
 
 // process handles queued messages, system messages first, until none can be
-// handled now. Every Throughput user messages a worker yields its goroutine
-// and continues; with bounded set, process instead returns true there,
-// leaving the rest queued.
-func (r *Ref) process(bounded bool) bool {
-	more := r.processLoop(bounded)
+// handled now, or, if own is not nil, until it handled the request whose
+// reply goes to own and the system messages queued by then. Every Throughput user messages a worker yields its
+// goroutine and continues; with bounded set, process instead returns true
+// there, leaving the rest queued.
+func (r *Ref) process(bounded bool, own *replySlot) bool {
+	more := r.processLoop(bounded, own)
 	// Before the actor may go idle: the next turn may run elsewhere.
 	r.ctx.spare.flush(&r.sys.envelopes, r.fedInRuns.Load())
 	return more
 }
 
-func (r *Ref) processLoop(bounded bool) bool {
+func (r *Ref) processLoop(bounded bool, own *replySlot) bool {
 	limit := r.throughput()
 	if r.startPending {
 		r.startPending = false
@@ -513,6 +524,7 @@ func (r *Ref) processLoop(bounded bool) bool {
 		}
 	}
 	n := int32(0)
+	ownDone := false // the request whose reply goes to own was handled
 	for {
 		if msg, _, ok := r.sysTail.pop(&r.ctx.spare); ok {
 			if r.finished {
@@ -530,7 +542,7 @@ func (r *Ref) processLoop(bounded bool) bool {
 			r.deadUser(msg, reply)
 			continue
 		}
-		if r.suspended || r.inStop {
+		if r.suspended || r.inStop || ownDone {
 			return false
 		}
 		if n == limit {
@@ -550,6 +562,10 @@ func (r *Ref) processLoop(bounded bool) bool {
 		}
 		n++
 		r.handleUser(msg, reply)
+		// After the caller's request, only the system messages it left (a
+		// stop, say) are the caller's to handle: the other producers' user
+		// messages are a worker's (see runInline).
+		ownDone = ownDone || own != nil && reply == own
 	}
 }
 
