@@ -71,10 +71,15 @@ func TestBadParameters(t *testing.T) {
 			want:  `unknown parameter "simple": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`,
 		},
 		{
-			// protogen checks the parameters it owns; the plugin passes its
-			// error through unchanged.
+			// protogen would say `unknown path type "nowhere"`; the plugin
+			// checks the value first, so that every bad value gets an error
+			// of one form.
 			param: "paths=nowhere",
-			want:  `unknown path type "nowhere": want "import" or "source_relative"`,
+			want:  `parameter paths=nowhere: want import or source_relative`,
+		},
+		{
+			param: "paths=",
+			want:  `parameter paths needs a value: want import or source_relative`,
 		},
 		// protogen would take the rest silently.
 		{
@@ -105,15 +110,20 @@ func TestBadParameters(t *testing.T) {
 		},
 		{
 			param: "module",
-			want:  `parameter module needs a value (module=<value>)`,
+			want:  `parameter module needs a value: want the Go import path prefix to strip from output paths`,
 		},
 		{
 			param: "grpc",
-			want:  `parameter grpc needs a value (grpc=<value>)`,
+			want:  `parameter grpc needs a value: want true or false`,
 		},
 		{
-			param: "grpc=maybe",
-			want:  `parameter grpc=maybe: parse error`,
+			// flag's own error would be "parse error".
+			param: "grpc=yes",
+			want:  `parameter grpc=yes: want true or false`,
+		},
+		{
+			param: "paths=source_relative,grpc=maybe",
+			want:  `parameter grpc=maybe: want true or false`,
 		},
 		{
 			param: "Mtestdata/unary/unary.proto=",

@@ -191,7 +191,8 @@ func newParams() *params {
 }
 
 // check checks the raw, comma-separated parameter before protogen parses
-// it. protogen ignores a parameter without a name ("=x"), takes any
+// it. It checks the value of paths= itself, so that every bad value gets an
+// error of the same form (see badValue). protogen ignores a parameter without a name ("=x"), takes any
 // parameter that starts with M as an M<file> mapping (so Module=x, meant as
 // module=x, maps a file "odule"), and accepts parameters only protoc-gen-go
 // uses (annotate_code, default_api_level, apilevelM<file>). check refuses
@@ -206,7 +207,10 @@ func (p *params) check(raw string) error {
 			return fmt.Errorf("parameter %q has no name", param)
 		case name == "paths" || name == "module" || p.flags.Lookup(name) != nil:
 			if !hasValue || value == "" {
-				return fmt.Errorf("parameter %s needs a value (%s=<value>)", name, name)
+				return fmt.Errorf("parameter %s needs a value: want %s", name, p.wantValue(name))
+			}
+			if name == "paths" && value != "import" && value != "source_relative" {
+				return badValue(name, value, p.wantValue(name))
 			}
 		case strings.HasPrefix(name, "M") && strings.HasSuffix(name, ".proto"):
 			if value == "" {
@@ -226,9 +230,32 @@ func (p *params) set(name, value string) error {
 		return unknownParameter(name)
 	}
 	if err := p.flags.Set(name, value); err != nil {
-		return fmt.Errorf("parameter %s=%s: %w", name, value, err)
+		// flag's own error says only "parse error".
+		return badValue(name, value, p.wantValue(name))
 	}
 	return nil
+}
+
+// wantValue describes the values the parameter name takes, for errors.
+func (p *params) wantValue(name string) string {
+	switch name {
+	case "paths":
+		return "import or source_relative"
+	case "module":
+		return "the Go import path prefix to strip from output paths"
+	}
+	if f := p.flags.Lookup(name); f != nil {
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			return "true or false"
+		}
+	}
+	return "a value"
+}
+
+// badValue is the error for a parameter whose value the plugin does not
+// take; want describes the values it takes.
+func badValue(name, value, want string) error {
+	return fmt.Errorf("parameter %s=%s: want %s", name, value, want)
 }
 
 // unknownParameter is the error for a parameter the plugin does not take.

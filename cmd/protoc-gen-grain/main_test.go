@@ -73,13 +73,17 @@ func TestBinary(t *testing.T) {
 			t.Errorf("got %q, %v; want a refusal and a failure", out, err)
 		}
 	})
-	t.Run("bad parameter", func(t *testing.T) {
-		stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/unary/unary.proto"), "verbose=true"))
-		want := `protoc-gen-grain: unknown parameter "verbose": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)` + "\n"
-		if err == nil || stderr != want || len(stdout) != 0 {
-			t.Errorf("got err %v, stderr %q, %d bytes on stdout; want a failure with stderr %q", err, stderr, len(stdout), want)
-		}
-	})
+	for _, tt := range []struct{ param, want string }{
+		{"verbose=true", `protoc-gen-grain: unknown parameter "verbose": protoc-gen-grain takes only paths=, module=, grpc= and M<file>.proto= (see --help)`},
+		{"grpc=yes", "protoc-gen-grain: parameter grpc=yes: want true or false"},
+	} {
+		t.Run("bad parameter "+tt.param, func(t *testing.T) {
+			stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/unary/unary.proto"), tt.param))
+			if err == nil || stderr != tt.want+"\n" || len(stdout) != 0 {
+				t.Errorf("got err %v, stderr %q, %d bytes on stdout; want a failure with stderr %q", err, stderr, len(stdout), tt.want+"\n")
+			}
+		})
+	}
 	t.Run("generate", func(t *testing.T) {
 		stdout, stderr, err := runBinary(t, bin, request(compile(t, "testdata/unary/unary.proto"), "paths=source_relative"))
 		if err != nil {
