@@ -31,7 +31,9 @@
 // ones protoc-gen-go takes for its own code (annotate_code,
 // default_api_level, apilevelM<file>). Only unary RPCs are supported: a
 // streaming RPC fails the run with an error that names the file, service
-// and method, and nothing is written.
+// and method, and nothing is written. Errors about a service, a method or
+// an option give its position as compilers do, file:line:column (the file
+// alone when the request has no source info).
 //
 // Set grpc=true when protoc-gen-go-grpc writes into the same Go packages:
 // the generated names then yield to the ones protoc-gen-go-grpc declares

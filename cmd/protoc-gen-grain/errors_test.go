@@ -14,15 +14,15 @@ func TestStreamingRPCsAreRejected(t *testing.T) {
 	}{
 		{
 			file: "testdata/errors/client_streaming.proto",
-			want: "protoc-gen-grain: testdata/errors/client_streaming.proto: service protograin.testdata.errors.v1.Svc method Watch: client streaming is not supported for grains yet",
+			want: "protoc-gen-grain: testdata/errors/client_streaming.proto:13:3: service protograin.testdata.errors.v1.Svc method Watch: client streaming is not supported for grains yet",
 		},
 		{
 			file: "testdata/errors/server_streaming.proto",
-			want: "protoc-gen-grain: testdata/errors/server_streaming.proto: service protograin.testdata.errors.v1.Svc method Watch: server streaming is not supported for grains yet",
+			want: "protoc-gen-grain: testdata/errors/server_streaming.proto:13:3: service protograin.testdata.errors.v1.Svc method Watch: server streaming is not supported for grains yet",
 		},
 		{
 			file: "testdata/errors/bidi_streaming.proto",
-			want: "protoc-gen-grain: testdata/errors/bidi_streaming.proto: service protograin.testdata.errors.v1.Svc method Watch: bidirectional streaming is not supported for grains yet",
+			want: "protoc-gen-grain: testdata/errors/bidi_streaming.proto:13:3: service protograin.testdata.errors.v1.Svc method Watch: bidirectional streaming is not supported for grains yet",
 		},
 	}
 	for _, tt := range tests {
@@ -225,9 +225,80 @@ func TestRenderErrorNamesTheService(t *testing.T) {
 	}
 	names.services[servicesByName(gen)["protograin.testdata.multiservice.v1.Second"]].Kind = "Second Kind" // not an identifier
 	err = generateFile(gen, file, names, configs)
-	const prefix = "protoc-gen-grain: testdata/multiservice/multi.proto: service protograin.testdata.multiservice.v1.Second: " +
+	const prefix = "protoc-gen-grain: testdata/multiservice/multi.proto:14:1: service protograin.testdata.multiservice.v1.Second: " +
 		"generated Go code does not format ("
 	if err == nil || !strings.HasPrefix(err.Error(), prefix) || strings.Contains(err.Error(), "\n") || len(err.Error()) > len(prefix)+100 {
 		t.Errorf("error %q, want one line starting %q", err, prefix)
+	}
+}
+
+// TestErrorPositionFallsBack: an error about a service or method points at
+// the option it is about (TestBadOptionsAreRejected), else at the service
+// or method, else, without source info, as in a descriptor set built
+// without it, at the file alone.
+func TestErrorPositionFallsBack(t *testing.T) {
+	const svc = "service protograin.testdata.errors.v1.Svc"
+	tests := []struct {
+		name string
+		file string
+		// keep says which source locations the request keeps.
+		keep func(path []int32) bool
+		want string
+	}{
+		{
+			name: "no option location",
+			file: "testdata/errors/state_missing.proto",
+			keep: func(path []int32) bool { return len(path) <= 2 }, // the service, not its options
+			want: "protoc-gen-grain: testdata/errors/state_missing.proto:11:1: " + svc + `: option (protograin.v1.grain).state ` +
+				`names "Missing", which is not a message in this file or the files it imports`,
+		},
+		{
+			name: "no source info",
+			file: "testdata/errors/state_missing.proto",
+			keep: func([]int32) bool { return false },
+			want: "protoc-gen-grain: testdata/errors/state_missing.proto: " + svc + `: option (protograin.v1.grain).state ` +
+				`names "Missing", which is not a message in this file or the files it imports`,
+		},
+		{
+			name: "method without source info",
+			file: "testdata/errors/one_way_response.proto",
+			keep: func([]int32) bool { return false },
+			want: "protoc-gen-grain: testdata/errors/one_way_response.proto: " + svc + " method Notify: " +
+				"option (protograin.v1.method).one_way needs the response type google.protobuf.Empty, " +
+				"not protograin.testdata.errors.v1.Msg",
+		},
+		{
+			name: "streaming without source info",
+			file: "testdata/errors/bidi_streaming.proto",
+			keep: func([]int32) bool { return false },
+			want: "protoc-gen-grain: testdata/errors/bidi_streaming.proto: " + svc + " method Watch: " +
+				"bidirectional streaming is not supported for grains yet",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := request(compile(t, tt.file), genParameter)
+			for _, f := range req.ProtoFile {
+				info := f.GetSourceCodeInfo()
+				kept := info.GetLocation()[:0]
+				for _, loc := range info.GetLocation() {
+					if tt.keep(loc.GetPath()) {
+						kept = append(kept, loc)
+					}
+				}
+				if len(kept) == 0 {
+					f.SourceCodeInfo = nil
+				} else {
+					info.Location = kept
+				}
+			}
+			resp, err := runPlugin(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resp.GetError(); got != tt.want {
+				t.Errorf("error\n got: %s\nwant: %s", got, tt.want)
+			}
+		})
 	}
 }

@@ -66,8 +66,7 @@ func checkFile(file *protogen.File) error {
 	for _, svc := range file.Services {
 		for _, m := range svc.Methods {
 			if err := checkMethod(m); err != nil {
-				return fmt.Errorf("protoc-gen-grain: %s: service %s method %s: %w",
-					file.Desc.Path(), svc.Desc.FullName(), m.Desc.Name(), err)
+				return descError(m.Desc, err)
 			}
 		}
 	}
@@ -109,7 +108,7 @@ func generateFile(gen *protogen.Plugin, file *protogen.File, names runNames, con
 
 	var b bytes.Buffer
 	if err := fg.out.Render(&b); err != nil {
-		return fmt.Errorf("protoc-gen-grain: %s: %w", file.Desc.Path(), fg.renderError(err))
+		return fg.renderError(err)
 	}
 	g := gen.NewGeneratedFile(file.GeneratedFilenamePrefix+"_grain.pb.go", file.GoImportPath)
 	_, err := g.Write(b.Bytes())
@@ -129,20 +128,22 @@ func newFileGen(file *protogen.File, names runNames, configs map[*protogen.Servi
 
 // renderError explains why the file's Go code failed to render, which is a
 // bug of the generator: it names the first service whose code fails on its
-// own, and keeps the formatter's message without the source listing that
-// jennifer appends to it.
+// own, at its position (see descError), or else the file, and keeps the
+// formatter's message without the source listing that jennifer appends to
+// it.
 func (fg *fileGen) renderError(err error) error {
 	msg, _, _ := strings.Cut(err.Error(), "\n")
 	msg = strings.TrimSuffix(strings.TrimPrefix(msg, "Error "), " while formatting source:")
+	err = fmt.Errorf("generated Go code does not format (%s)", msg)
 	for _, svc := range fg.file.Services {
 		one := *fg
 		one.out = jen.NewFilePathName(string(fg.file.GoImportPath), string(fg.file.GoPackageName))
 		one.service(svc)
 		if one.out.Render(io.Discard) != nil {
-			return fmt.Errorf("service %s: generated Go code does not format (%s)", svc.Desc.FullName(), msg)
+			return descError(svc.Desc, err)
 		}
 	}
-	return fmt.Errorf("generated Go code does not format (%s)", msg)
+	return fmt.Errorf("protoc-gen-grain: %s: %w", fg.file.Desc.Path(), err)
 }
 
 // header writes the file header and the version handshake. The header names

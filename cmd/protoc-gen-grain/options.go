@@ -75,7 +75,7 @@ func grainOptions(svc *protogen.Service) (*protograinv1.GrainOptions, error) {
 	}
 	opts := new(descriptorpb.ServiceOptions)
 	if err := decodeOptions(svc.Desc.Options(), opts); err != nil {
-		return nil, fmt.Errorf("reading option (protograin.v1.grain): %w", err)
+		return nil, inOption(fmt.Errorf("reading option (protograin.v1.grain): %w", err), protograinv1.E_Grain, "")
 	}
 	grain, _ := proto.GetExtension(opts, protograinv1.E_Grain).(*protograinv1.GrainOptions)
 	return grain, nil
@@ -90,7 +90,7 @@ func methodOptions(m *protogen.Method) (*protograinv1.MethodOptions, error) {
 	}
 	opts := new(descriptorpb.MethodOptions)
 	if err := decodeOptions(m.Desc.Options(), opts); err != nil {
-		return nil, fmt.Errorf("reading option (protograin.v1.method): %w", err)
+		return nil, inOption(fmt.Errorf("reading option (protograin.v1.method): %w", err), protograinv1.E_Method, "")
 	}
 	method, _ := proto.GetExtension(opts, protograinv1.E_Method).(*protograinv1.MethodOptions)
 	return method, nil
@@ -141,27 +141,26 @@ func hasStateOption(svc *protogen.Service) bool {
 }
 
 // fileConfigs reads and checks the options of every service of file.
-// Errors name the file, service and method like checkFile's.
+// Errors name the position, service and method like checkFile's.
 func fileConfigs(gen *protogen.Plugin, file *protogen.File) (map[*protogen.Service]*grainConfig, error) {
 	configs := map[*protogen.Service]*grainConfig{}
 	for _, svc := range file.Services {
 		cfg, err := serviceConfig(gen, file, svc)
 		if err != nil {
-			return nil, fmt.Errorf("protoc-gen-grain: %s: service %s: %w", file.Desc.Path(), svc.Desc.FullName(), err)
+			return nil, descError(svc.Desc, err)
 		}
 		for _, m := range svc.Methods {
 			opts, err := methodOptions(m)
 			if err != nil {
-				return nil, fmt.Errorf("protoc-gen-grain: %s: service %s method %s: %w",
-					file.Desc.Path(), svc.Desc.FullName(), m.Desc.Name(), err)
+				return nil, descError(m.Desc, err)
 			}
 			if opts.GetReadOnly() {
 				cfg.readOnly[m] = true
 			}
 			if opts.GetOneWay() {
 				if out := m.Output.Desc.FullName(); out != emptyMessage {
-					return nil, fmt.Errorf("protoc-gen-grain: %s: service %s method %s: %s needs the response type %s, not %s",
-						file.Desc.Path(), svc.Desc.FullName(), m.Desc.Name(), oneWayOption, emptyMessage, out)
+					err := fmt.Errorf("%s needs the response type %s, not %s", oneWayOption, emptyMessage, out)
+					return nil, descError(m.Desc, inOption(err, protograinv1.E_Method, "one_way"))
 				}
 				cfg.oneWay[m] = true
 			}
@@ -183,13 +182,13 @@ func serviceConfig(gen *protogen.Plugin, file *protogen.File, svc *protogen.Serv
 	case protograinv1.FlushMode_FLUSH_MODE_MANUAL:
 		cfg.manual = true
 	default:
-		return nil, fmt.Errorf("%s has unknown value %d; this protoc-gen-grain knows FLUSH_MODE_UNSPECIFIED, "+
+		return nil, inOption(fmt.Errorf("%s has unknown value %d; this protoc-gen-grain knows FLUSH_MODE_UNSPECIFIED, "+
 			"FLUSH_MODE_AFTER_CALL and FLUSH_MODE_MANUAL (is your copy of protograin/v1/options.proto newer than the plugin?)",
-			flushOption, flush)
+			flushOption, flush), protograinv1.E_Grain, "flush")
 	}
 	if name := opts.GetState(); name != "" {
 		if cfg.state, err = findStateMessage(gen, file, name); err != nil {
-			return nil, err
+			return nil, inOption(err, protograinv1.E_Grain, "state")
 		}
 	}
 	return cfg, nil

@@ -22,65 +22,65 @@ func TestBadOptionsAreRejected(t *testing.T) {
 	}{
 		{
 			files: []string{"testdata/errors/state_missing.proto"},
-			want: "protoc-gen-grain: testdata/errors/state_missing.proto: " + svc + `: option (protograin.v1.grain).state ` +
+			want: "protoc-gen-grain: testdata/errors/state_missing.proto:12:3: " + svc + `: option (protograin.v1.grain).state ` +
 				`names "Missing", which is not a message in this file or the files it imports`,
 		},
 		{
 			files: []string{"testdata/errors/state_enum.proto"},
-			want: "protoc-gen-grain: testdata/errors/state_enum.proto: " + svc + `: option (protograin.v1.grain).state ` +
+			want: "protoc-gen-grain: testdata/errors/state_enum.proto:11:3: " + svc + `: option (protograin.v1.grain).state ` +
 				`names "Color", which is enum protograin.testdata.errors.v1.Color, not a message`,
 		},
 		{
 			files: []string{"testdata/errors/state_field.proto"},
-			want: "protoc-gen-grain: testdata/errors/state_field.proto: " + svc + `: option (protograin.v1.grain).state ` +
+			want: "protoc-gen-grain: testdata/errors/state_field.proto:11:3: " + svc + `: option (protograin.v1.grain).state ` +
 				`names "Msg.text", which is field protograin.testdata.errors.v1.Msg.text, not a message`,
 		},
 		{
 			files: []string{"testdata/errors/state_map_entry.proto"},
-			want: "protoc-gen-grain: testdata/errors/state_map_entry.proto: " + svc + `: option (protograin.v1.grain).state ` +
+			want: "protoc-gen-grain: testdata/errors/state_map_entry.proto:12:3: " + svc + `: option (protograin.v1.grain).state ` +
 				`names "Msg.TagsEntry", which is the entry type of a map field, not a message`,
 		},
 		{
 			files: []string{"testdata/errors/state_invalid_name.proto"},
-			want: "protoc-gen-grain: testdata/errors/state_invalid_name.proto: " + svc + `: option (protograin.v1.grain).state ` +
+			want: "protoc-gen-grain: testdata/errors/state_invalid_name.proto:11:3: " + svc + `: option (protograin.v1.grain).state ` +
 				`"Msg..State" is not a valid message name`,
 		},
 		{
 			// The state message is in the request, but the service's file
 			// does not import it.
 			files: []string{"testdata/errors/state_not_imported.proto", "testdata/errors/state_elsewhere.proto"},
-			want: "protoc-gen-grain: testdata/errors/state_not_imported.proto: " + svc + `: option (protograin.v1.grain).state ` +
+			want: "protoc-gen-grain: testdata/errors/state_not_imported.proto:14:3: " + svc + `: option (protograin.v1.grain).state ` +
 				`names "ElsewhereState", which is not a message in this file or the files it imports`,
 		},
 		{
 			files: []string{"testdata/errors/flush_unknown.proto"},
-			want: "protoc-gen-grain: testdata/errors/flush_unknown.proto: " + svc + ": option (protograin.v1.grain).flush " +
+			want: "protoc-gen-grain: testdata/errors/flush_unknown.proto:13:3: " + svc + ": option (protograin.v1.grain).flush " +
 				"has unknown value 7; this protoc-gen-grain knows FLUSH_MODE_UNSPECIFIED, FLUSH_MODE_AFTER_CALL and " +
 				"FLUSH_MODE_MANUAL (is your copy of protograin/v1/options.proto newer than the plugin?)",
 		},
 		{
 			// read_only does not make a streaming RPC acceptable.
 			files: []string{"testdata/errors/read_only_streaming.proto"},
-			want: "protoc-gen-grain: testdata/errors/read_only_streaming.proto: " + svc + " method Watch: " +
+			want: "protoc-gen-grain: testdata/errors/read_only_streaming.proto:12:3: " + svc + " method Watch: " +
 				"server streaming is not supported for grains yet",
 		},
 		{
 			files: []string{"testdata/errors/one_way_response.proto"},
-			want: "protoc-gen-grain: testdata/errors/one_way_response.proto: " + svc + " method Notify: " +
+			want: "protoc-gen-grain: testdata/errors/one_way_response.proto:13:5: " + svc + " method Notify: " +
 				"option (protograin.v1.method).one_way needs the response type google.protobuf.Empty, " +
 				"not protograin.testdata.errors.v1.Msg",
 		},
 		{
 			// A message called Empty is not google.protobuf.Empty.
 			files: []string{"testdata/errors/one_way_local_empty.proto"},
-			want: "protoc-gen-grain: testdata/errors/one_way_local_empty.proto: " + svc + " method Notify: " +
+			want: "protoc-gen-grain: testdata/errors/one_way_local_empty.proto:13:5: " + svc + " method Notify: " +
 				"option (protograin.v1.method).one_way needs the response type google.protobuf.Empty, " +
 				"not protograin.testdata.errors.v1.Empty",
 		},
 		{
 			// one_way does not make a streaming RPC acceptable either.
 			files: []string{"testdata/errors/one_way_streaming.proto"},
-			want: "protoc-gen-grain: testdata/errors/one_way_streaming.proto: " + svc + " method Watch: " +
+			want: "protoc-gen-grain: testdata/errors/one_way_streaming.proto:13:3: " + svc + " method Watch: " +
 				"client streaming is not supported for grains yet",
 		},
 	}
@@ -123,7 +123,9 @@ func TestUnreadableOptionsAreRejected(t *testing.T) {
 				svc.Options = &descriptorpb.ServiceOptions{}
 				svc.Options.ProtoReflect().SetUnknown(unknown)
 			},
-			prefix: "protoc-gen-grain: testdata/readonly/readonly.proto: service protograin.testdata.readonly.v1.Catalog: " +
+			// The service sets no option in its source, so the error
+			// points at the service.
+			prefix: "protoc-gen-grain: testdata/readonly/readonly.proto:12:1: service protograin.testdata.readonly.v1.Catalog: " +
 				"reading option (protograin.v1.grain): ",
 		},
 		{
@@ -134,7 +136,9 @@ func TestUnreadableOptionsAreRejected(t *testing.T) {
 				svc.Method[1].Options = &descriptorpb.MethodOptions{}
 				svc.Method[1].Options.ProtoReflect().SetUnknown(unknown)
 			},
-			prefix: "protoc-gen-grain: testdata/readonly/readonly.proto: service protograin.testdata.readonly.v1.Catalog method List: " +
+			// The method's source sets the option, which the test then
+			// replaced: the error points at that statement.
+			prefix: "protoc-gen-grain: testdata/readonly/readonly.proto:18:5: service protograin.testdata.readonly.v1.Catalog method List: " +
 				"reading option (protograin.v1.method): ",
 		},
 	}
