@@ -45,15 +45,17 @@
 // golden is internal/grpcgolden.
 //
 // A service may name a typed state message and a flush mode, and an RPC may
-// be marked read-only, with the options of protograin/v1/options.proto (in
-// the protograin module's proto/ directory; see docs/state-options.md).
-// They are read only in files that import options.proto, directly or not:
-// in other files, an option with the same field number belongs to another
-// option set. The
-// kind then carries NewState, Flush and ReadOnly, and a typed accessor
-// <Service>StateOf(ctx) returns the state message during a call. Options
-// that name no message or an unknown flush mode fail the run, naming the
-// file and service.
+// be marked read-only or one-way, with the options of
+// protograin/v1/options.proto (in the protograin module's proto/ directory;
+// see docs/state-options.md; --help lists them). They are read only in
+// files that import options.proto, directly or not: in other files, an
+// option with the same field number belongs to another option set. The
+// kind then carries NewState, Flush and ReadOnly, the client's method for a
+// one-way RPC returns only an error, and a typed accessor
+// <Service>StateOf(ctx) returns the state message during a call.
+// Options that name no message or an unknown flush mode, and one_way on an
+// RPC whose response type is not google.protobuf.Empty, fail the run,
+// naming the option's position and the service and method.
 //
 // Generate all files of one Go package in one run (buf does, one run per
 // directory): generated names that collide with names declared in other

@@ -37,11 +37,13 @@ Parameters (comma-separated, as for protoc-gen-go; any other is an error):
                                  so the client is <S>Client_ (default false)
 
 Proto options (import "protograin/v1/options.proto", which is in the proto/
-directory of the protograin module):
-  option (protograin.v1.grain) = {state: "StateMsg", flush: FLUSH_MODE_MANUAL};
-      on a service: its typed state message (<Service>StateOf) and flush mode
-  option (protograin.v1.method).read_only = true;
-      on an RPC: not deduplicated, never followed by a flush
+directory of the protograin module; see its comments):
+  on a service, option (protograin.v1.grain) = {state: "S", flush: ...}:
+    state: "<message>"        typed state message, read with <Service>StateOf
+    flush: FLUSH_MODE_MANUAL  commit state only on Flush and at deactivation
+  on an RPC, option (protograin.v1.method).<name> = true:
+    read_only: true           changes no state: not deduplicated, never flushed
+    one_way: true             a one-way message; returns google.protobuf.Empty
 
 Flags:
   --version   print the version and exit
@@ -192,12 +194,13 @@ func newParams() *params {
 
 // check checks the raw, comma-separated parameter before protogen parses
 // it. It checks the value of paths= itself, so that every bad value gets an
-// error of the same form (see badValue). protogen ignores a parameter without a name ("=x"), takes any
-// parameter that starts with M as an M<file> mapping (so Module=x, meant as
-// module=x, maps a file "odule"), and accepts parameters only protoc-gen-go
-// uses (annotate_code, default_api_level, apilevelM<file>). check refuses
-// all of them; it lets empty parameters, as from a trailing comma, through
-// for protogen to ignore, as protoc-gen-go does.
+// error of the same form (see badValue). protogen ignores a parameter
+// without a name ("=x"), takes any parameter that starts with M as an
+// M<file> mapping (so Module=x, meant as module=x, maps a file "odule"),
+// and accepts parameters only protoc-gen-go uses (annotate_code,
+// default_api_level, apilevelM<file>). check refuses all of them; it lets
+// empty parameters, as from a trailing comma, through for protogen to
+// ignore, as protoc-gen-go does.
 func (p *params) check(raw string) error {
 	for _, param := range strings.Split(raw, ",") {
 		name, value, hasValue := strings.Cut(param, "=")

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	protograinv1 "github.com/protograin/protograin/proto/protograin/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/pluginpb"
 )
 
@@ -37,6 +39,41 @@ func TestHandleFlags(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUsageListsEveryOption checks that --help lists every field of the
+// options the plugin reads, one line each, under the option it belongs to.
+func TestUsageListsEveryOption(t *testing.T) {
+	for _, x := range []protoreflect.ExtensionType{protograinv1.E_Grain, protograinv1.E_Method} {
+		xd := x.TypeDescriptor()
+		header := "option (" + string(xd.FullName()) + ")"
+		section, ok := usageSection(header)
+		if !ok {
+			t.Errorf("--help does not list %s", header)
+			continue
+		}
+		fields := xd.Message().Fields()
+		for i := range fields.Len() {
+			if name := string(fields.Get(i).Name()); !strings.Contains(section, "\n    "+name+": ") {
+				t.Errorf("--help does not list %s under %s", name, header)
+			}
+		}
+	}
+}
+
+// usageSection returns the lines of usage from the one that mentions
+// header up to the next line that is not indented further.
+func usageSection(header string) (string, bool) {
+	_, rest, ok := strings.Cut(usage, header)
+	if !ok {
+		return "", false
+	}
+	lines := strings.Split(rest, "\n")
+	end := 1
+	for end < len(lines) && strings.HasPrefix(lines[end], "    ") {
+		end++
+	}
+	return strings.Join(lines[:end], "\n"), true
 }
 
 // buildPlugin builds the real binary once for the tests that run it.
