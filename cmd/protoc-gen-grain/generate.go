@@ -228,7 +228,8 @@ func (fg *fileGen) grainInterface(svc *protogen.Service, n *serviceNames) {
 		prose("%s is implemented by the grains of kind %s: one value per identity, which the cluster calls one method at a time.", n.Grain, full),
 		leading(svc.Comments.Leading),
 		prose("Embed %s in implementations so that they keep compiling when RPCs are added to the service. "+
-			"A grain may also implement cluster.Activator and cluster.Deactivator.", n.Unimplemented),
+			"A grain may also implement cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver "+
+			"(to receive the reminders it registers with cluster.RegisterReminder).", n.Unimplemented),
 		deprecation(svc.Desc.Options()),
 	))
 	fg.out.Type().Id(n.Grain).InterfaceFunc(func(g *jen.Group) {

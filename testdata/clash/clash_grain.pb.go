@@ -76,7 +76,8 @@ const (
 //
 // Embed UnimplementedCounterGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type CounterGrain_ interface {
 	// Close handles the protograin.testdata.clash.v1.Counter.Close RPC.
 	Close(ctx cluster.GrainContext, req *Empty) (*Empty, error)
@@ -922,7 +923,8 @@ const (
 //
 // Embed UnimplementedNewCounterGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type NewCounterGrain interface {
 	// Add handles the protograin.testdata.clash.v1.NewCounter.Add RPC.
 	Add(ctx cluster.GrainContext, req *Empty) (*Empty, error)
@@ -1057,7 +1059,8 @@ const (
 //
 // Embed UnimplementedTypeGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type TypeGrain interface {
 	// Func handles the protograin.testdata.clash.v1.type.func RPC.
 	Func(ctx cluster.GrainContext, req *Empty) (*Empty, error)

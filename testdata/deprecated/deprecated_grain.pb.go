@@ -44,7 +44,8 @@ const (
 //
 // Embed UnimplementedOldGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 //
 // Deprecated: do not use.
 type OldGrain interface {
@@ -191,7 +192,8 @@ const (
 //
 // Embed UnimplementedCurrentGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type CurrentGrain interface {
 	// Legacy does what Modern does, worse.
 	//

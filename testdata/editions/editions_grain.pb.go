@@ -35,7 +35,8 @@ const (
 //
 // Embed UnimplementedModernGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type ModernGrain interface {
 	// Greet handles the protograin.testdata.editions.v1.Modern.Greet RPC.
 	Greet(ctx cluster.GrainContext, req *GreetRequest) (*GreetResponse, error)

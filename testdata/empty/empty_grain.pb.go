@@ -23,7 +23,8 @@ const PlaceholderKind = "protograin.testdata.empty.v1.Placeholder"
 //
 // Embed UnimplementedPlaceholderGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type PlaceholderGrain interface{}
 
 // UnimplementedPlaceholderGrain implements PlaceholderGrain with methods that

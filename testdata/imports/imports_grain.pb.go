@@ -41,7 +41,8 @@ const (
 //
 // Embed UnimplementedStoreGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type StoreGrain interface {
 	// Put handles the protograin.testdata.imports.v1.Store.Put RPC.
 	Put(ctx cluster.GrainContext, req *typespb.PutRequest) (*typespb.PutResponse, error)

@@ -40,7 +40,8 @@ const (
 //
 // Embed UnimplementedBatchGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type BatchGrain interface {
 	// Add buffers an item.
 	Add(ctx cluster.GrainContext, req *Item) (*Size, error)
@@ -253,7 +254,8 @@ const (
 //
 // Embed UnimplementedJournalGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type JournalGrain interface {
 	// Write handles the protograin.testdata.manualflush.v1.Journal.Write RPC.
 	Write(ctx cluster.GrainContext, req *Item) (*Size, error)

@@ -37,7 +37,8 @@ const (
 //
 // Embed UnimplementedFirstGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type FirstGrain interface {
 	// Do handles the protograin.testdata.multiservice.v1.First.Do RPC.
 	Do(ctx cluster.GrainContext, req *Msg) (*Msg, error)
@@ -171,7 +172,8 @@ const (
 //
 // Embed UnimplementedSecondGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type SecondGrain interface {
 	// Do handles the protograin.testdata.multiservice.v1.Second.Do RPC.
 	Do(ctx cluster.GrainContext, req *Msg) (*Msg, error)
@@ -354,7 +356,8 @@ const (
 //
 // Embed UnimplementedThirdGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type ThirdGrain interface {
 	// Do handles the protograin.testdata.multiservice.v1.Third.Do RPC.
 	Do(ctx cluster.GrainContext, req *Msg) (*Msg, error)

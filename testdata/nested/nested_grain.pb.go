@@ -35,7 +35,8 @@ const (
 //
 // Embed UnimplementedNestGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type NestGrain interface {
 	// Dig handles the protograin.testdata.nested.v1.Nest.Dig RPC.
 	Dig(ctx cluster.GrainContext, req *Outer_Inner) (*Outer_Inner_Deeper, error)

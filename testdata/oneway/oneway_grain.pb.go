@@ -44,7 +44,8 @@ const (
 //
 // Embed UnimplementedPlayerGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type PlayerGrain interface {
 	// Move moves the player; the sender does not wait for it.
 	//

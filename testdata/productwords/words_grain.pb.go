@@ -35,7 +35,8 @@ const (
 //
 // Embed UnimplementedGrainGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type GrainGrain interface {
 	// Kind handles the protograin.testdata.productwords.v1.Grain.Kind RPC.
 	Kind(ctx cluster.GrainContext, req *Call) (*Method, error)
@@ -164,7 +165,8 @@ const (
 //
 // Embed UnimplementedClientGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type ClientGrain interface {
 	// Call handles the protograin.testdata.productwords.v1.Client.Call RPC.
 	Call(ctx cluster.GrainContext, req *Call) (*Call, error)
@@ -293,7 +295,8 @@ const (
 //
 // Embed UnimplementedKindGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type KindGrain interface {
 	// Grain handles the protograin.testdata.productwords.v1.Kind.Grain RPC.
 	Grain(ctx cluster.GrainContext, req *GrainContext) (*CallOption, error)

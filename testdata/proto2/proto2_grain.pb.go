@@ -35,7 +35,8 @@ const (
 //
 // Embed UnimplementedLegacyGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type LegacyGrain interface {
 	// Lookup handles the protograin.testdata.proto2.v1.Legacy.Lookup RPC.
 	Lookup(ctx cluster.GrainContext, req *LookupRequest) (*LookupResponse, error)

@@ -36,7 +36,8 @@ const (
 //
 // Embed UnimplementedUserGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type UserGrain interface {
 	// Get handles the protograin.testdata.publicimport.v1.User.Get RPC.
 	Get(ctx cluster.GrainContext, req *typespb.GetRequest) (*typespb.GetResponse, error)

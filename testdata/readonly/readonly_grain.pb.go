@@ -43,7 +43,8 @@ const (
 //
 // Embed UnimplementedCatalogGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type CatalogGrain interface {
 	// Get returns one product.
 	//

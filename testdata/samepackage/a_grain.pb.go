@@ -35,7 +35,8 @@ const (
 //
 // Embed UnimplementedAlphaGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type AlphaGrain interface {
 	// Ping handles the protograin.testdata.samepackage.v1.Alpha.Ping RPC.
 	Ping(ctx cluster.GrainContext, req *Shared) (*Shared, error)

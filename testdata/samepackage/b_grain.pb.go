@@ -35,7 +35,8 @@ const (
 //
 // Embed UnimplementedBetaGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type BetaGrain interface {
 	// Pong handles the protograin.testdata.samepackage.v1.Beta.Pong RPC.
 	Pong(ctx cluster.GrainContext, req *Shared) (*BetaKind, error)

@@ -40,7 +40,8 @@ const (
 //
 // Embed UnimplementedAccountGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type AccountGrain interface {
 	// Deposit adds to the balance.
 	Deposit(ctx cluster.GrainContext, req *DepositRequest) (*BalanceResponse, error)

@@ -35,7 +35,8 @@ const (
 //
 // Embed UnimplementedVaultGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type VaultGrain interface {
 	// Open handles the protograin.testdata.stateclash.v1.Vault.Open RPC.
 	Open(ctx cluster.GrainContext, req *VaultStateOf) (*VaultStateOf, error)

@@ -38,7 +38,8 @@ const (
 //
 // Embed UnimplementedLedgerGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type LedgerGrain interface {
 	// Post handles the protograin.testdata.stateimport.v1.Ledger.Post RPC.
 	Post(ctx cluster.GrainContext, req *PostRequest) (*PostResponse, error)

@@ -49,7 +49,8 @@ const (
 //
 // Embed UnimplementedEchoGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type EchoGrain interface {
 	// Say returns the request's text, prefixed with the grain's identity.
 	Say(ctx cluster.GrainContext, req *SayRequest) (*SayResponse, error)

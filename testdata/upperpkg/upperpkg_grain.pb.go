@@ -36,7 +36,8 @@ const (
 //
 // Embed UnimplementedDepotGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type DepotGrain interface {
 	// Fetch handles the protograin.testdata.upperpkg.v1.Depot.Fetch RPC.
 	Fetch(ctx cluster.GrainContext, req *Dep_.Thing) (*Dep, error)

@@ -53,7 +53,8 @@ const (
 //
 // Embed UnimplementedClockGrain in implementations so that they keep compiling
 // when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type ClockGrain interface {
 	// Now handles the protograin.testdata.wkt.v1.Clock.Now RPC.
 	//

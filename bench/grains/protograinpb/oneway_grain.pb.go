@@ -35,7 +35,8 @@ const (
 //
 // Embed UnimplementedPongerGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type PongerGrain interface {
 	// Ping asks for a pong to the pinger grain named in the ball.
 	//
@@ -166,7 +167,8 @@ const (
 //
 // Embed UnimplementedPingerGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type PingerGrain interface {
 	// Pong answers a ping.
 	//

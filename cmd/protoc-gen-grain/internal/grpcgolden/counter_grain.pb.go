@@ -41,7 +41,8 @@ const (
 //
 // Embed UnimplementedCounterGrain in implementations so that they keep
 // compiling when RPCs are added to the service. A grain may also implement
-// cluster.Activator and cluster.Deactivator.
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
 type CounterGrain interface {
 	// Add handles the protograin.grpcgolden.v1.Counter.Add RPC.
 	Add(ctx cluster.GrainContext, req *AddRequest) (*AddResponse, error)
