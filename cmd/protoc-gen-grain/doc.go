@@ -57,10 +57,15 @@
 // RPC whose response type is not google.protobuf.Empty, fail the run,
 // naming the option's position and the service and method.
 //
-// Generate all files of one Go package in one run (buf does, one run per
-// directory): generated names that collide with names declared in other
-// files of the package are resolved across the files of the run. The rules
-// are in names.go.
+// Generate all files of one Go package in one run: generated names that
+// collide with names declared in other files of the package are resolved
+// across the files of the run, and a run cannot see the files of another.
+// buf runs the plugin once per directory by default, which suffices when a
+// Go package's .proto files share a directory. When they do not (say proto
+// packages a.v1 and b.v1, in different directories, with one go_package),
+// set "strategy: all" on the plugin in buf.gen.yaml, or give protoc all the
+// files at once; otherwise two services named Cart both generate CartKind,
+// and the Go package does not compile. The rules are in names.go.
 //
 // The generated code imports github.com/protograin/protograin/cluster and
 // must compile against a cluster package of the same protograin version; see

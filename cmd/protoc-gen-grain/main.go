@@ -24,6 +24,7 @@ CodeGeneratorRequest on standard input; it is not meant to be run by hand.
   buf.gen.yaml:  - local: ["go", "tool", "protoc-gen-grain"]
                    out: .
                    opt: paths=source_relative
+                   strategy: all  # if a Go package's .proto files span directories
   protoc:        protoc --go_out=. --grain_out=. --grain_opt=paths=source_relative x.proto
 
 Parameters (comma-separated, as for protoc-gen-go; any other is an error):
