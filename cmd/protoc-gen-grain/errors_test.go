@@ -127,7 +127,7 @@ func TestBadParameters(t *testing.T) {
 		},
 		{
 			param: "Mtestdata/unary/unary.proto=",
-			want:  `parameter Mtestdata/unary/unary.proto needs an import path: Mtestdata/unary/unary.proto=<import path>`,
+			want:  `parameter Mtestdata/unary/unary.proto needs a value: want the Go import path of testdata/unary/unary.proto`,
 		},
 	}
 	files := compile(t, "testdata/unary/unary.proto")

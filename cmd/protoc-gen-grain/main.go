@@ -195,7 +195,7 @@ func newParams() *params {
 
 // check checks the raw, comma-separated parameter before protogen parses
 // it. It checks the value of paths= itself, so that every bad value gets an
-// error of the same form (see badValue). protogen ignores a parameter
+// error of the same form (see params.badValue). protogen ignores a parameter
 // without a name ("=x"), takes any parameter that starts with M as an
 // M<file> mapping (so Module=x, meant as module=x, maps a file "odule"),
 // and accepts parameters only protoc-gen-go uses (annotate_code,
@@ -211,14 +211,14 @@ func (p *params) check(raw string) error {
 			return fmt.Errorf("parameter %q has no name", param)
 		case name == "paths" || name == "module" || p.flags.Lookup(name) != nil:
 			if !hasValue || value == "" {
-				return fmt.Errorf("parameter %s needs a value: want %s", name, p.wantValue(name))
+				return p.needsValue(name)
 			}
 			if name == "paths" && value != "import" && value != "source_relative" {
-				return badValue(name, value, p.wantValue(name))
+				return p.badValue(name, value)
 			}
 		case strings.HasPrefix(name, "M") && strings.HasSuffix(name, ".proto"):
 			if value == "" {
-				return fmt.Errorf("parameter %s needs an import path: %s=<import path>", name, name)
+				return p.needsValue(name)
 			}
 		default:
 			return unknownParameter(name)
@@ -235,18 +235,20 @@ func (p *params) set(name, value string) error {
 	}
 	if err := p.flags.Set(name, value); err != nil {
 		// flag's own error says only "parse error".
-		return badValue(name, value, p.wantValue(name))
+		return p.badValue(name, value)
 	}
 	return nil
 }
 
 // wantValue describes the values the parameter name takes, for errors.
 func (p *params) wantValue(name string) string {
-	switch name {
-	case "paths":
+	switch {
+	case name == "paths":
 		return "import or source_relative"
-	case "module":
+	case name == "module":
 		return "the Go import path prefix to strip from output paths"
+	case strings.HasPrefix(name, "M") && strings.HasSuffix(name, ".proto"):
+		return "the Go import path of " + name[1:]
 	}
 	if f := p.flags.Lookup(name); f != nil {
 		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
@@ -256,10 +258,15 @@ func (p *params) wantValue(name string) string {
 	return "a value"
 }
 
+// needsValue is the error for a parameter given without a value.
+func (p *params) needsValue(name string) error {
+	return fmt.Errorf("parameter %s needs a value: want %s", name, p.wantValue(name))
+}
+
 // badValue is the error for a parameter whose value the plugin does not
-// take; want describes the values it takes.
-func badValue(name, value, want string) error {
-	return fmt.Errorf("parameter %s=%s: want %s", name, value, want)
+// take.
+func (p *params) badValue(name, value string) error {
+	return fmt.Errorf("parameter %s=%s: want %s", name, value, p.wantValue(name))
 }
 
 // unknownParameter is the error for a parameter the plugin does not take.
