@@ -1131,12 +1131,44 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 		// than whatever the grain made of it, and the activation goes.
 		err = ferr
 		g.node().acts.retire(g.act())
+		if tracked && errors.Is(err, ErrStaleActivation) {
+			reply, err = g.winnersReply(m, st, err)
+		}
 	}
 	if err != nil {
 		c.RespondError(err)
 		return
 	}
 	c.Respond(reply)
+}
+
+// winnersReply answers a call whose commit lost to another activation's,
+// lost being that error: with the reply the winner recorded under the
+// call's stamp, if it ran the call too. It did when the call was retried
+// under its stamp after a commit whose outcome was unknown and that landed
+// meanwhile, or retried on another node while two nodes ran the grain: its
+// effect is in the store, and lost ("no effect on state") would let its
+// caller apply it again under a new stamp. If the winner recorded nothing
+// for the stamp, lost stands; if the store cannot tell, the caller is told
+// to retry under the stamp.
+func (g *grainActor) winnersReply(m *grainCall, st stamp, lost error) (any, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.gctx.Context), g.node().cfg.CommitTimeout)
+	defer cancel()
+	key := g.act().key()
+	winner, err := loadState(ctx, g.node().store, g.node().cfg.State, key, g.hk.Kind)
+	if err != nil {
+		return nil, newError(codes.Unavailable, ErrStateUnavailable,
+			"cluster: grain %s/%s: another activation committed first, and whether it ran this call under its stamp is unknown: %v; a retry with the same call ID tells",
+			key.kind, key.identity, err)
+	}
+	raw, seen, err := winner.seen(st)
+	switch {
+	case err != nil:
+		return nil, staleCallError(key, err)
+	case seen:
+		return &encodedReply{raw: raw}, nil
+	}
+	return nil, lost
 }
 
 // usable reports whether the activation may still run calls.

@@ -70,7 +70,9 @@ var (
 	// activation (on another node, during a membership change) since this
 	// one loaded it, so this activation's changes were refused and it was
 	// deactivated (codes.Aborted). The call had no effect on state; the
-	// next call activates the grain again from the store.
+	// next call activates the grain again from the store. (A call that
+	// the winning activation ran too, under the same stamp, gets the
+	// winner's recorded reply instead of this error.)
 	ErrStaleActivation = errors.New("cluster: stale grain activation")
 	// ErrStaleCall: the grain keeps no reply for the call's stamp (client
 	// ID, sequence number), and the call may have run, so it did not run

@@ -221,6 +221,52 @@ func TestStaleActivationIsAborted(t *testing.T) {
 	})
 }
 
+// TestAStaleActivationAnswersACallTheWinnerRecorded: a call whose commit
+// loses to another activation that ran the same call under the same stamp
+// (a retry after a commit whose outcome was unknown, which landed
+// meanwhile) gets the winner's recorded reply. It got ErrStaleActivation,
+// "no effect on state", though its effect was in the store, and a caller
+// that then retried under a new stamp, as that error allows, applied it
+// twice.
+func TestAStaleActivationAnswersACallTheWinnerRecorded(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, banks := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		deposit(t, n, accountKind, "won", 10)
+
+		// The winner ran the deposit of 5 under ("c", 1) and recorded
+		// its reply, behind the back of this node's activation.
+		winner, err := state.Load(context.Background(), store, storage.Key{Kind: accountKind, Identity: "won"}, state.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := proto.Marshal(wrapperspb.Int64(15))
+		if err != nil {
+			t.Fatal(err)
+		}
+		winner.SetMessage(raw)
+		if err := winner.Record("c", 1, raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := winner.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+
+		if got := deposit(t, n, accountKind, "won", 5, WithCallID("c", 1)); got != 15 {
+			t.Fatalf("the deposit on the stale activation replied %d, want the winner's recorded 15", got)
+		}
+		if got := storedBalance(t, store, accountKind, "won"); got != 15 {
+			t.Fatalf("stored balance %d, want the winner's 15", got)
+		}
+		if runs := banks[n.Name()].count("won", methodDeposit); runs != 2 {
+			t.Fatalf("Deposit ran %d times here, want 2 (the second refused as stale)", runs)
+		}
+		if got := deposit(t, n, accountKind, "won", 1); got != 16 {
+			t.Fatalf("the next deposit replied %d, want 16", got)
+		}
+	})
+}
+
 // TestAOneWayMessageRefusedAsStaleRunsOnTheNextActivation: a one-way
 // message whose commit is refused because another activation committed
 // first (as during a join, when two nodes run the grain for a moment) is
