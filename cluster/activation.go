@@ -554,7 +554,7 @@ func (t *activations) loadState(ctx context.Context, a *activation) (err error) 
 				a.hk.Name, a.identity, p)
 		}
 	}()
-	a.state, err = loadState(ctx, t.n.store, t.n.cfg.State, a.key(), a.hk.Kind)
+	a.state, err = loadState(ctx, t.n, a.key(), a.hk.Kind)
 	return err
 }
 
@@ -602,7 +602,7 @@ func (a *activation) touchState(n *Node, tracked stamp) *grainState {
 		// and New checks no more than Load.
 		panic(fmt.Sprintf("cluster: grain %s: make its state: %v", key, err))
 	}
-	a.state = &grainState{key: key, buf: buf, call: tracked}
+	a.state = &grainState{n: n, key: key, buf: buf, call: tracked}
 	// The call in progress began with nothing buffered: its mark is the
 	// new buffer's, so that a rollback drops what it changes.
 	a.state.mark = buf.Mark()
@@ -1262,18 +1262,25 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 	return &encodedReply{msg: resp, raw: raw}, nil
 }
 
-// flushAfter commits what a call or reminder left buffered. The commit
-// keeps ctx's values but not its deadline or cancellation: once the grain's
-// method has run, giving up on the commit halfway would only make its
+// flushAfter commits what a call or reminder left buffered (see
+// Node.commitState).
+func (g *grainActor) flushAfter(ctx context.Context) error {
+	return g.node().commitState(ctx, g.state)
+}
+
+// commitState commits what s has buffered, after a call (flushAfter) or
+// when the grain flushes (grainState.Flush). The commit keeps ctx's values
+// but not its deadline or cancellation: once the grain's method has run, or
+// has decided to flush, giving up on the commit halfway would only make its
 // outcome unknown and cost the activation, while the caller, gone or not,
 // can learn the outcome by retrying with the same call ID. It ends instead
 // after Config.CommitTimeout, or when the node closes.
-func (g *grainActor) flushAfter(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.node().cfg.CommitTimeout)
+func (n *Node) commitState(ctx context.Context, s *grainState) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.CommitTimeout)
 	defer cancel()
-	stop := context.AfterFunc(g.node().life, cancel)
+	stop := context.AfterFunc(n.life, cancel)
 	defer stop()
-	return g.state.flush(ctx)
+	return s.flush(ctx)
 }
 
 // remind delivers a reminder to the grain's OnReminder, then commits what

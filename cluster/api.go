@@ -91,7 +91,10 @@ type State interface {
 	// is recorded in the commit after the call (in FlushManual mode, the
 	// next flush). If the reply is lost in between (the node fails, that
 	// commit fails), a retry of the call fails with ErrStaleCall instead
-	// of running again (see docs/state.md).
+	// of running again (see docs/state.md). The commit keeps ctx's values
+	// but not its deadline or cancellation, as the commit after a call
+	// does: it goes through even if the call's caller gave up meanwhile,
+	// and ends after Config.CommitTimeout.
 	Flush(ctx context.Context) error
 }
 

@@ -180,10 +180,11 @@ type Config struct {
 	// fields mean state.DefaultMaxClients and state.DefaultWindowPerClient.
 	State state.Config
 	// CommitTimeout bounds one commit of a grain's state to the Store. A
-	// commit after a call does not end when the caller's context does: a
-	// caller that gives up while its call's changes are being written would
-	// otherwise leave the commit's outcome unknown, which costs the
-	// activation (see ErrStateUnavailable). The commit finishes or fails
+	// commit after a call, or by the grain's State().Flush, does not end
+	// when the caller's context does: a caller that gives up while its
+	// call's changes are being written would otherwise leave the commit's
+	// outcome unknown, which costs the activation (see
+	// ErrStateUnavailable). The commit finishes or fails
 	// within CommitTimeout; a retry with the same call ID tells the caller
 	// which. Zero means DefaultCommitTimeout.
 	CommitTimeout time.Duration

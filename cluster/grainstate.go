@@ -78,6 +78,7 @@ func marshalDeterministic(m proto.Message) ([]byte, error) {
 // flush, discard) therefore accept a nil *grainState, which is a state with
 // nothing in it: a new Buffer at the zero version.
 type grainState struct {
+	n   *Node // whose store and CommitTimeout Flush commits with
 	key storage.Key
 	buf *state.Buffer
 	msg proto.Message // nil when the kind has none
@@ -97,17 +98,17 @@ type grainState struct {
 	broken error
 }
 
-// loadState loads the state of grain key for an activation of kind k. It
-// returns nil, and no error, for a kind without a typed state message when
-// the store has nothing for the grain (see grainState).
-func loadState(ctx context.Context, store storage.Store, cfg state.Config, key actKey, k *Kind) (*grainState, error) {
+// loadState loads the state of grain key for an activation of kind k from
+// n's store. It returns nil, and no error, for a kind without a typed state
+// message when the store has nothing for the grain (see grainState).
+func loadState(ctx context.Context, n *Node, key actKey, k *Kind) (*grainState, error) {
 	sk := storage.Key{Kind: key.kind, Identity: key.identity}
 	var buf *state.Buffer
 	var err error
 	if k.NewState == nil {
-		buf, err = state.LoadStored(ctx, store, sk, cfg) // nil if nothing is stored
+		buf, err = state.LoadStored(ctx, n.store, sk, n.cfg.State) // nil if nothing is stored
 	} else {
-		buf, err = state.Load(ctx, store, sk, cfg)
+		buf, err = state.Load(ctx, n.store, sk, n.cfg.State)
 	}
 	if err != nil {
 		return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: load the state of grain %s/%s: %v", key.kind, key.identity, err)
@@ -115,7 +116,7 @@ func loadState(ctx context.Context, store storage.Store, cfg state.Config, key a
 	if buf == nil {
 		return nil, nil
 	}
-	st := &grainState{key: sk, buf: buf}
+	st := &grainState{n: n, key: sk, buf: buf}
 	if k.NewState == nil {
 		return st, nil
 	}
@@ -158,6 +159,16 @@ func (s *grainState) Message() proto.Message { return s.msg }
 // recorded after the call (the node fails, or the commit after the call
 // does), a retry under the stamp is refused with ErrStaleCall instead of
 // applying the call twice.
+//
+// Flush commits as the commit after a call does (see Node.commitState):
+// with ctx's values but not its deadline or cancellation, within
+// Config.CommitTimeout, or until the node closes. A grain flushes with its
+// call's context (ctx.State().Flush(ctx)), and that caller may have given
+// up by then: a commit it cut short would leave its outcome unknown, which
+// costs the activation and, in FlushManual mode, drops the changes of
+// earlier calls that were acknowledged and waited for this flush, though
+// the store never failed. A grain that must not wait for the store past
+// its caller's deadline checks ctx before it flushes.
 func (s *grainState) Flush(ctx context.Context) error {
 	if err := s.sync(); err != nil {
 		return err
@@ -167,7 +178,7 @@ func (s *grainState) Flush(ctx context.Context) error {
 			return staleCallError(actKey{kind: s.key.Kind, identity: s.key.Identity}, err)
 		}
 	}
-	return s.flush(ctx)
+	return s.n.commitState(ctx, s)
 }
 
 // sync hands the typed message's current encoding to the buffer, which

@@ -641,6 +641,88 @@ func TestCallerGivesUpDuringCommit(t *testing.T) {
 	}
 }
 
+// TestFlushAfterTheCallerGaveUpKeepsAcknowledgedChanges: in FlushManual
+// mode, a method that flushes with its call's context, as docs/state.md
+// shows (ctx.State().Flush(ctx)), after its caller cancelled or its
+// deadline passed, commits what it flushes: with it the change of an
+// earlier call that was acknowledged and waited for this flush. Before,
+// the store refused the commit with the context's error, the cluster took
+// that for an uncertain commit (ErrStateUnavailable) and dropped the
+// activation with its buffer: the stored balance stayed 0, not 10, though
+// the store never failed.
+func TestFlushAfterTheCallerGaveUpKeepsAcknowledgedChanges(t *testing.T) {
+	t.Parallel()
+	const methodFlushLater = "/test.ManualAccount/FlushLater" // StringValue → StringValue; flushes once proceed is closed
+	for _, tc := range []struct {
+		name   string
+		cancel bool          // the caller cancels once the method runs
+		within time.Duration // the caller's deadline, if not zero
+		want   codes.Code
+	}{
+		{name: "cancelled", cancel: true, want: codes.Canceled},
+		{name: "deadline exceeded", within: 100 * time.Millisecond, want: codes.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			store := hookedMemstore(t)
+			entered, proceed, flushed := make(chan struct{}, 1), make(chan struct{}), make(chan error, 1)
+			var once sync.Once
+			letFlush := func() { once.Do(func() { close(proceed) }) }
+			t.Cleanup(letFlush) // before the node closes, should the test fail first
+			nodes := startCluster(t, 1, func(name string) []*Kind {
+				k := newAccountKind(newBank(name), manualKind, FlushManual, -1)
+				k.Methods = append(k.Methods, Method{Name: methodFlushLater, NewRequest: newString,
+					Handle: func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+						entered <- struct{}{}
+						<-proceed // the caller has given up by now
+						err := ctx.State().Flush(ctx)
+						flushed <- err
+						return req, err
+					}})
+				return []*Kind{k}
+			}, func(cfg *Config) { cfg.Store = store })
+			n := nodes[0]
+			if got := deposit(t, n, manualKind, "m", 10); got != 10 {
+				t.Fatalf("Deposit(10) replied %d", got)
+			}
+			if got := storedBalance(t, store.Store, manualKind, "m"); got != 0 {
+				t.Fatalf("stored balance %d before any flush, want 0", got)
+			}
+			loads := store.loads.Load()
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.within > 0 {
+				ctx, cancel = context.WithTimeout(context.Background(), tc.within)
+			}
+			defer cancel()
+			result := make(chan error, 1)
+			go func() {
+				_, err := n.Invoke(ctx, accountCall(manualKind, methodFlushLater, "m", ""), WithoutRetry())
+				result <- err
+			}()
+			receive(t, entered, "the flushing call to run")
+			if tc.cancel {
+				cancel()
+			}
+			if err := receive(t, result, "the caller's result"); status.Code(err) != tc.want {
+				t.Fatalf("the call returned %v, want %v", err, tc.want)
+			}
+			letFlush()
+			if err := receive(t, flushed, "the flush"); err != nil {
+				t.Fatalf("Flush after the caller gave up: %v, want nil", err)
+			}
+			if got := storedBalance(t, store.Store, manualKind, "m"); got != 10 {
+				t.Fatalf("stored balance %d after the flush, want the acknowledged 10", got)
+			}
+			if got := balance(t, n, manualKind, "m"); got != 10 {
+				t.Fatalf("balance %d after the flush, want 10", got)
+			}
+			if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
+				t.Fatalf("%d loads and %d activations after the flush, want the same activation (0 loads, 1)", got, n.acts.count())
+			}
+		})
+	}
+}
+
 // State changed by OnActivate or by a read-only method is not lost: it is
 // committed with the next call that changes state, or at deactivation.
 func TestStateChangedOutsideCallsIsFlushedOnDeactivation(t *testing.T) {
