@@ -150,6 +150,11 @@ func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (
 		}
 		r.payload, r.encoded = b, true
 	}
+	// A caller that gave up already sends nothing: the owner would run
+	// the request if it read it before the cancel frame behind it.
+	if err := ctx.Err(); err != nil {
+		return nil, contextError(err)
+	}
 	req := frame{typ: frameRequest, kind: call.Kind, identity: call.Identity, method: call.Method, payload: r.payload,
 		chain: r.chain, stamp: r.stamp}
 	if deadline, ok := ctx.Deadline(); ok {
