@@ -223,6 +223,60 @@ func TestCallInFlightWhenOwnerDies(t *testing.T) {
 	}
 }
 
+// TestGivingUpWhileInvokeWaitsToRetry: a caller that cancels while Invoke
+// waits to retry an owner it could not reach gets Canceled, as a caller
+// that cancels at any other time does; one whose deadline passes there
+// gets Unavailable and ErrUnavailable, "gave up retrying", as documented:
+// the retries ran out of time. Before, the cancelled caller got that
+// Unavailable too ("gave up retrying: context canceled"), so its status
+// code did not tell its own cancellation from an outage.
+func TestGivingUpWhileInvokeWaitsToRetry(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		cancel   bool          // the caller cancels once the dial failed
+		within   time.Duration // the caller's deadline, if not zero
+		code     codes.Code
+		sentinel error // wrapped by the error, if not nil
+	}{
+		{name: "cancelled", cancel: true, code: codes.Canceled},
+		{name: "deadline", within: time.Second, code: codes.Unavailable, sentinel: ErrUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nodes, _ := echoCluster(t, 2, 0, func(c *Config) { c.RetryBackoff, c.RetryBackoffMax = time.Hour, time.Hour })
+			caller, owner := nodes[0], nodes[1]
+			id := identityOwnedBy(t, nodes, owner)
+			holdView(t, caller, func(m []Member) []Member { return m }) // the caller goes on placing the grain on owner
+			_ = owner.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.within > 0 {
+				ctx, cancel = context.WithTimeout(context.Background(), tc.within)
+			}
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := caller.Invoke(ctx, addCall(id, 1))
+				done <- err
+			}()
+			waitFor(t, waitTimeout, "the dial to the closed owner to fail", func() bool {
+				tr := caller.transport
+				tr.mu.Lock()
+				defer tr.mu.Unlock()
+				_, ok := tr.unreachable[owner.Name()]
+				return ok
+			})
+			if tc.cancel {
+				cancel()
+			}
+			err := receive(t, done, "Invoke to return")
+			if status.Code(err) != tc.code || tc.sentinel != nil && !errors.Is(err, tc.sentinel) {
+				t.Fatalf("Invoke returned %v (code %v), want %v (%v)", err, status.Code(err), tc.code, tc.sentinel)
+			}
+		})
+	}
+}
+
 func TestClientOnlyNodeCallsGrains(t *testing.T) {
 	t.Parallel()
 	nodes, _ := echoCluster(t, 2, 0, nil)

@@ -17,7 +17,10 @@ import (
 // (or runs it here, without serialization, if this node owns it) and
 // returns the response. When the owner cannot be reached or turns out not to
 // own the grain any more, Invoke places the grain again and retries, with
-// backoff, until the call's deadline; WithoutRetry turns that off. A context
+// backoff, until the call's deadline; WithoutRetry turns that off. A call
+// whose deadline passes while it waits to retry fails with the error that
+// made it retry, as codes.Unavailable (the retry budget ran out); one whose
+// caller cancels fails with codes.Canceled, as anywhere else. A context
 // without a deadline gets Config.DefaultCallTimeout. A local call whose
 // context can never end (no deadline, no cancellation) may run the grain's
 // method on the caller's goroutine: it then returns when the method does,
@@ -71,6 +74,10 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 			return resp, err
 		}
 		if !n.pause(ctx, backoff) {
+			if err := ctx.Err(); errors.Is(err, context.Canceled) {
+				// The caller cancelled: that, not the outage, ends the call.
+				return nil, contextError(err)
+			}
 			why := "the node closed"
 			if ctx.Err() != nil {
 				why = ctx.Err().Error()
