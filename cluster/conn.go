@@ -213,8 +213,9 @@ func (c *conn) call(ctx context.Context, req *frame) (frame, error) {
 		c.forgetCall(req.id)
 		// (On this path a reply may still come, and the channel is left to
 		// the GC.)
-		c.cancelServed(req.id)
-		return frame{}, contextError(ctx.Err())
+		err := ctx.Err()
+		c.cancelServed(req.id, err)
+		return frame{}, contextError(err)
 	}
 }
 
@@ -243,17 +244,23 @@ func (c *conn) replied(id uint64, reply chan frame, r frame) (frame, error) {
 	case frameClosed:
 		return frame{}, c.closedErr()
 	case frameExpired:
-		c.cancelServed(id)
+		c.cancelServed(id, context.DeadlineExceeded)
 		return frame{}, contextError(context.DeadlineExceeded)
 	}
 	return r, nil
 }
 
 // cancelServed tells the peer to stop working on the request with this id,
-// which this side gave up on. If the queue is full the request times out
-// there on its own deadline anyway.
-func (c *conn) cancelServed(id uint64) {
-	_ = c.send(canceledContext(), &frame{typ: frameCancel, id: id})
+// which this side gave up on because its context ended with why: the
+// cancel frame says whether that was the call's deadline (see fieldCode),
+// so that the request's context there ends with the same error. If the
+// queue is full the request times out there on its own deadline anyway.
+func (c *conn) cancelServed(id uint64, why error) {
+	f := frame{typ: frameCancel, id: id}
+	if errors.Is(why, context.DeadlineExceeded) {
+		f.code = codes.DeadlineExceeded
+	}
+	_ = c.send(canceledContext(), &f)
 }
 
 // expire ends the calls waiting under d, which has passed (see call), and
@@ -791,7 +798,11 @@ func (c *conn) dispatch(f *frame) {
 		c.mu.Lock()
 		ctx, ok := c.served[f.id]
 		c.mu.Unlock()
-		if ok {
+		switch {
+		case !ok:
+		case f.code == codes.DeadlineExceeded:
+			ctx.expire()
+		default: // cancelled, or a peer from before the code on cancel frames
 			ctx.end()
 		}
 	case frameHello:

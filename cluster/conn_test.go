@@ -281,3 +281,57 @@ func TestALoneCallReturnsAtItsDeadlineWhenItsWriteBlocks(t *testing.T) {
 		})
 	}
 }
+
+// TestAPeerGrainSeesWhyItsCallerGaveUp: the context of a request a node
+// serves for a peer ends as its caller's did: with
+// context.DeadlineExceeded when the caller's deadline passed (its own, or
+// the shared one of a call made without one), with context.Canceled when
+// the caller cancelled, as a grain on the caller's own node sees it. The
+// requests here carry no deadline, so only the caller's cancel frame ends
+// their context on the owner. Before, a cancel frame said nothing of why,
+// and a grain on a peer saw context.Canceled at its caller's deadline.
+func TestAPeerGrainSeesWhyItsCallerGaveUp(t *testing.T) {
+	t.Parallel()
+	nodes, hs := echoCluster(t, 2, 0, nil)
+	owner := nodes[1]
+	h := hs[owner.Name()]
+	id := identityOwnedBy(t, nodes, owner)
+	add(t, nodes[0], id, 0) // activates the grain and opens the stream to its owner
+	c := connTo(t, nodes[0], owner.Name())
+	for _, tc := range []struct {
+		name   string
+		ctx    func() (context.Context, context.CancelFunc)
+		cancel bool // the caller cancels once the grain runs
+		want   error
+	}{
+		{"cancelled", func() (context.Context, context.CancelFunc) {
+			return context.WithCancel(context.Background())
+		}, true, context.Canceled},
+		{"deadline", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 100*time.Millisecond)
+		}, false, context.DeadlineExceeded},
+		{"shared deadline", func() (context.Context, context.CancelFunc) {
+			return newDeadlines(100 * time.Millisecond).with(context.Background())
+		}, false, context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.call(ctx, &frame{typ: frameRequest, kind: echoKind, identity: id, method: methodBlock})
+				done <- err
+			}()
+			receive(t, h.entered, "the request to reach the grain")
+			if tc.cancel {
+				cancel()
+			}
+			if err, want := receive(t, done, "the call to return"), status.Code(contextError(tc.want)); status.Code(err) != want {
+				t.Fatalf("the call returned %v, want %v", err, want)
+			}
+			if err := receive(t, h.canceled, "the grain to see its context end"); err != tc.want {
+				t.Fatalf("the grain's context ended with %v, want %v", err, tc.want)
+			}
+		})
+	}
+}

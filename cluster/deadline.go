@@ -208,8 +208,11 @@ func (c *deadlineCtx) String() string {
 }
 
 // servedCtx is the context of a request a peer sent: it ends at the
-// request's shared deadline (d; none when nil), when the caller cancels,
-// when the conn closes, or when the request has been answered.
+// request's shared deadline (d; none when nil), when the caller cancels or
+// its deadline passes (a cancel frame), when the conn closes, or when the
+// request has been answered. Err reports context.DeadlineExceeded when it
+// ended at either deadline, context.Canceled otherwise, as the caller's own
+// context would on the caller's node.
 //
 // The trick: most requests never wait on Done. A grain that is idle runs
 // the request's turn on the goroutine that serves it, and neither the
@@ -225,20 +228,32 @@ func (c *deadlineCtx) String() string {
 type servedCtx struct {
 	d *sharedDeadline
 
-	mu     sync.Mutex
-	ended  bool               // end came before anyone asked for Done
-	inner  context.Context    // made by the first Done, then the source of truth
-	cancel context.CancelFunc // inner's
+	mu      sync.Mutex
+	ended   bool               // end came before anyone asked for Done
+	expired bool               // it ended as the caller's deadline passed (see expire)
+	inner   context.Context    // made by the first Done, then the source of truth
+	cancel  context.CancelFunc // inner's
 }
 
 // end cancels the context: the request was answered, cancelled by the
 // caller, or its conn closed. It is idempotent.
-func (c *servedCtx) end() {
+func (c *servedCtx) end() { c.finish(false) }
+
+// expire ends the context because the caller's deadline passed (its cancel
+// frame says so), before the request's own deadline here, which is a
+// little later (see deadlines.sharedAfter): Err then reports
+// context.DeadlineExceeded. A context that ended already keeps its error.
+func (c *servedCtx) expire() { c.finish(true) }
+
+// finish implements end and expire.
+func (c *servedCtx) finish(deadline bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.inner != nil {
+		c.expired = c.expired || deadline && c.inner.Err() == nil
 		c.cancel()
 	} else {
+		c.expired = c.expired || deadline && !c.ended
 		c.ended = true
 	}
 }
@@ -278,7 +293,12 @@ func (c *servedCtx) Err() error {
 	defer c.mu.Unlock()
 	switch {
 	case c.inner != nil:
-		return c.inner.Err()
+		if err := c.inner.Err(); err == nil || !c.expired {
+			return err
+		}
+		return context.DeadlineExceeded
+	case c.ended && c.expired:
+		return context.DeadlineExceeded
 	case c.ended:
 		return context.Canceled
 	case c.d != nil:

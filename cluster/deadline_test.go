@@ -359,3 +359,38 @@ func TestSharedDeadlineEndsTheCallsItWatches(t *testing.T) {
 		t.Fatal("a passed deadline took a new watcher")
 	}
 }
+
+// TestServedCtxExpireReportsTheDeadline: a served request's context that
+// its caller's cancel frame ends as the caller's deadline passed reports
+// context.DeadlineExceeded, whether or not anyone asked for Done first,
+// and so do contexts derived from it; one that ended already keeps
+// context.Canceled. Before, there was no way to end it but as cancelled.
+func TestServedCtxExpireReportsTheDeadline(t *testing.T) {
+	notAsked := &servedCtx{}
+	notAsked.expire()
+	<-notAsked.Done()
+	if err := notAsked.Err(); err != context.DeadlineExceeded {
+		t.Errorf("expired before Done: Err = %v, want DeadlineExceeded", err)
+	}
+
+	asked := &servedCtx{d: newSharedDeadline(time.Now().Add(time.Hour))}
+	child, cancel := context.WithCancel(asked)
+	defer cancel()
+	asked.expire()
+	<-child.Done()
+	if err, childErr := asked.Err(), child.Err(); err != context.DeadlineExceeded || childErr != context.DeadlineExceeded {
+		t.Errorf("expired after Done: Err = %v, a child's %v; want DeadlineExceeded for both", err, childErr)
+	}
+
+	for _, done := range []bool{false, true} {
+		answered := &servedCtx{}
+		if done {
+			answered.Done()
+		}
+		answered.end()
+		answered.expire() // a cancel frame that comes after the reply
+		if err := answered.Err(); err != context.Canceled {
+			t.Errorf("ended, then expired (Done asked: %t): Err = %v, want Canceled", done, err)
+		}
+	}
+}

@@ -33,7 +33,7 @@ type frame struct {
 	reason   reason
 	oneWay   oneWayMark // whether a request gets no reply (see fieldOneWay)
 	hello    helloFlags // what a hello frame says besides the sender's name
-	code     codes.Code
+	code     codes.Code // a reply's status; in a cancel frame, why (see fieldCode)
 	id       uint64
 	kind     string
 	identity string // a request's grain; in a hello frame, an incarnation (see fieldIdentity)
@@ -91,7 +91,13 @@ const (
 	fieldMethod  protowire.Number = 5
 	fieldPayload protowire.Number = 6
 	fieldTimeout protowire.Number = 7
-	fieldCode    protowire.Number = 8
+	// fieldCode is a reply's status code. In a cancel frame it says why
+	// the caller gave up: codes.DeadlineExceeded when its deadline passed,
+	// so that the request's context ends with context.DeadlineExceeded
+	// there too (see servedCtx.expire); none when it cancelled. A peer
+	// from before it decodes the field (any frame may carry a code) and
+	// ignores it, and a cancel frame it sends has none: a cancellation.
+	fieldCode protowire.Number = 8
 	// fieldMessage is a reply's error message. In a hello frame it is the
 	// sender's transport address, which tells two incarnations of one
 	// node name apart (see conn.addr); an older peer reads neither.

@@ -47,6 +47,7 @@ func sampleFrames() []frame {
 		{typ: frameResponse, id: 2, payload: []byte("resp")},
 		{typ: frameResponse, id: 3, code: codes.NotFound, message: "no such thing", reason: reasonUnknownMethod},
 		{typ: frameCancel, id: 4},
+		{typ: frameCancel, id: 5, code: codes.DeadlineExceeded}, // the caller's deadline passed
 	}
 }
 
