@@ -1152,10 +1152,10 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 // for the stamp, lost stands; if the store cannot tell, the caller is told
 // to retry under the stamp.
 func (g *grainActor) winnersReply(m *grainCall, st stamp, lost error) (any, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.gctx.Context), g.node().cfg.CommitTimeout)
+	ctx, cancel := g.node().storeContext(m.gctx.Context)
 	defer cancel()
 	key := g.act().key()
-	winner, err := loadState(ctx, g.node().store, g.node().cfg.State, key, g.hk.Kind)
+	winner, err := loadState(ctx, g.node(), key, g.hk.Kind)
 	if err != nil {
 		return nil, newError(codes.Unavailable, ErrStateUnavailable,
 			"cluster: grain %s/%s: another activation committed first, and whether it ran this call under its stamp is unknown: %v; a retry with the same call ID tells",
@@ -1276,11 +1276,21 @@ func (g *grainActor) flushAfter(ctx context.Context) error {
 // can learn the outcome by retrying with the same call ID. It ends instead
 // after Config.CommitTimeout, or when the node closes.
 func (n *Node) commitState(ctx context.Context, s *grainState) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.CommitTimeout)
+	ctx, cancel := n.storeContext(ctx)
 	defer cancel()
-	stop := context.AfterFunc(n.life, cancel)
-	defer stop()
 	return s.flush(ctx)
+}
+
+// storeContext returns a context for a store call that follows a grain's
+// turn: ctx's values without its deadline or cancellation, ended after
+// Config.CommitTimeout or when the node closes.
+func (n *Node) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.CommitTimeout)
+	stop := context.AfterFunc(n.life, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // remind delivers a reminder to the grain's OnReminder, then commits what
