@@ -32,5 +32,12 @@
 // the grain's version row, after a minute instead of when TCP keepalive
 // notices, hours later.
 //
+// Connection attempts are bounded by Config.ConnectTimeout
+// (DefaultConnectTimeout, five seconds, unless it or the DSN's
+// connect_timeout says otherwise), and so are the cancel requests the driver
+// sends when a connection dies under a query: an address that accepts
+// connections and never answers, as during a failover, holds the pool's
+// slots for that long rather than minutes.
+//
 // It must not import the cluster or runtime packages.
 package pgstore

@@ -168,6 +168,29 @@ type cutProxy struct {
 
 func newCutProxy(t *testing.T, dsn string) *cutProxy {
 	t.Helper()
+	ln, target, proxied := listenProxy(t, dsn)
+	p := &cutProxy{dsn: proxied, cut: make(chan struct{}), target: target, ln: ln}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// listenProxy listens on a Unix socket of its own for a proxy to the server
+// dsn names. It returns the listener, a function that dials the server, and
+// dsn through the proxy: the client reaches the proxy's socket, the rest of
+// the DSN (user, database, password) goes through unchanged. It skips t for
+// a DSN that is not a URL.
+func listenProxy(t *testing.T, dsn string) (ln net.Listener, target func() (net.Conn, error), proxied string) {
+	t.Helper()
 	pc, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -185,37 +208,17 @@ func newCutProxy(t *testing.T, dsn string) *cutProxy {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	ln, err := net.Listen("unix", filepath.Join(dir, fmt.Sprintf(".s.PGSQL.%d", pc.Port)))
+	ln, err = net.Listen("unix", filepath.Join(dir, fmt.Sprintf(".s.PGSQL.%d", pc.Port)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{
-		cut:    make(chan struct{}),
-		target: func() (net.Conn, error) { return net.Dial(network, address) },
-		ln:     ln,
-	}
-	// The client reaches the proxy's socket; the rest of the DSN (user,
-	// database, password) goes through unchanged.
 	q := u.Query()
 	q.Set("host", dir)
 	q.Set("port", fmt.Sprint(pc.Port))
 	q.Set("sslmode", "disable")
 	u.Host = ""
 	u.RawQuery = q.Encode()
-	p.dsn = u.String()
-
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
+	return ln, func() (net.Conn, error) { return net.Dial(network, address) }, u.String()
 }
 
 func (p *cutProxy) track(c net.Conn) {

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/protograin/protograin/cluster/storage"
@@ -40,6 +42,13 @@ type Config struct {
 	// MaxConns caps the connection pool. Zero means pgxpool's default, the
 	// greater of 4 and the number of CPUs.
 	MaxConns int32
+
+	// ConnectTimeout bounds each attempt to open a connection to the
+	// server, and each cancel request the driver sends when a connection
+	// dies under a query (see Open). Zero means the DSN's connect_timeout
+	// if it sets a non-zero one, else DefaultConnectTimeout. It must not be
+	// negative.
+	ConnectTimeout time.Duration
 
 	// idleInTransaction replaces DefaultIdleInTransactionTimeout when not
 	// zero; tests shorten it.
@@ -77,6 +86,17 @@ var _ storage.Store = (*Store)(nil)
 // grain would wait for it.
 const DefaultIdleInTransactionTimeout = time.Minute
 
+// DefaultConnectTimeout is the connect timeout Open uses when neither
+// Config.ConnectTimeout nor the DSN's connect_timeout sets one. A healthy
+// server answers a connection in milliseconds, a distant one with TLS in
+// well under a second; a few seconds tell a server that is down or frozen
+// from a slow one. Without a bound, pgxpool gives a connection attempt two
+// minutes, and it goes on after the caller that needed it gave up, holding
+// a slot of the pool: an address that accepts connections but never answers
+// (a frozen host, a load balancer with no backend during a failover) would
+// leave the store unusable for two minutes after the database is back.
+const DefaultConnectTimeout = 5 * time.Second
+
 // Open connects to the database, creates the schema and tables if they are
 // missing, and returns the store. ctx bounds the connection and the schema
 // set-up only.
@@ -93,28 +113,15 @@ const DefaultIdleInTransactionTimeout = time.Minute
 // after a minute rather than when TCP keepalive notices. (It is sent at
 // connection start-up; behind PgBouncer, list it in ignore_startup_parameters
 // and rely on PgBouncer's idle_transaction_timeout instead.)
+//
+// Each connection attempt is bounded by Config.ConnectTimeout (by default
+// DefaultConnectTimeout, or the DSN's connect_timeout), and so is each cancel
+// request the driver sends to the server when a connection dies under a
+// query or a query's context ends.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	if cfg.DSN == "" {
-		return nil, errors.New("pgstore: Config.DSN is empty")
-	}
-	schema := cfg.Schema
-	if schema == "" {
-		schema = DefaultSchema
-	}
-	if strings.IndexByte(schema, 0) >= 0 || len(schema) > 63 {
-		return nil, fmt.Errorf("pgstore: Config.Schema %q is not a PostgreSQL identifier (at most 63 bytes, no NUL)", schema)
-	}
-	pc, err := pgxpool.ParseConfig(cfg.DSN)
+	pc, schema, err := poolConfig(cfg)
 	if err != nil {
-		// pgx's parse errors quote the DSN with its password masked.
-		return nil, fmt.Errorf("pgstore: Config.DSN: %w", err)
-	}
-	if cfg.MaxConns > 0 {
-		pc.MaxConns = cfg.MaxConns
-	}
-	if !setsParam(pc.ConnConfig.RuntimeParams, idleInTransactionParam) {
-		idle := cmp.Or(cfg.idleInTransaction, DefaultIdleInTransactionTimeout)
-		pc.ConnConfig.RuntimeParams[idleInTransactionParam] = fmt.Sprint(idle.Milliseconds())
+		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -132,6 +139,94 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// poolConfig checks cfg and returns the pool's configuration and the schema.
+func poolConfig(cfg Config) (*pgxpool.Config, string, error) {
+	if cfg.DSN == "" {
+		return nil, "", errors.New("pgstore: Config.DSN is empty")
+	}
+	schema := cfg.Schema
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	if strings.IndexByte(schema, 0) >= 0 || len(schema) > 63 {
+		return nil, "", fmt.Errorf("pgstore: Config.Schema %q is not a PostgreSQL identifier (at most 63 bytes, no NUL)", schema)
+	}
+	pc, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		// pgx's parse errors quote the DSN with its password masked.
+		return nil, "", fmt.Errorf("pgstore: Config.DSN: %w", err)
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	if cfg.ConnectTimeout < 0 {
+		return nil, "", fmt.Errorf("pgstore: Config.ConnectTimeout %v is negative", cfg.ConnectTimeout)
+	}
+	// The DSN's connect_timeout (or PGCONNECT_TIMEOUT) is parsed into
+	// ConnectTimeout; 0 there, libpq's "wait forever", counts as unset:
+	// pgxpool would make it two minutes anyway.
+	timeout := cmp.Or(cfg.ConnectTimeout, pc.ConnConfig.ConnectTimeout, DefaultConnectTimeout)
+	pc.ConnConfig.ConnectTimeout = timeout
+	boundCancelRequests(&pc.ConnConfig.Config, timeout)
+	if !setsParam(pc.ConnConfig.RuntimeParams, idleInTransactionParam) {
+		idle := cmp.Or(cfg.idleInTransaction, DefaultIdleInTransactionTimeout)
+		pc.ConnConfig.RuntimeParams[idleInTransactionParam] = fmt.Sprint(idle.Milliseconds())
+	}
+	return pc, schema, nil
+}
+
+// boundCancelRequests bounds by timeout the cancel requests the driver sends.
+//
+// When a connection fails under a query (the network broke, the server went
+// away) or the query's context ends, pgconn closes the connection in the
+// background and first sends the server a cancel request on a connection of
+// its own, waiting up to 15 s for the server to acknowledge it; pgxpool keeps
+// the connection's slot until that is done. Against a server that is down the
+// request fails at once, but an address that accepts connections and never
+// answers holds the slot for the full 15 s. pgx offers no setting for that
+// wait: it is not the context watcher's doing (pgx's default,
+// DeadlineContextWatcherHandler, sends no cancel request of its own; the
+// CancelRequestContextWatcherHandler alternative would delay the return of a
+// query whose context ended, and its own request would be sent the same way),
+// so the bound is put on the connection: the dial is bounded, and the
+// connection gets a deadline timeout ahead, which AfterNetConnect clears on
+// the connections that become sessions. Only cancel-request connections, which
+// pgconn dials with the same DialFunc but never passes to AfterNetConnect,
+// keep it. The cancel request is worth keeping rather than dropping: when the
+// server is alive, it stops at once a statement whose client gave up (one
+// waiting on a lock, say), which would otherwise run on, holding locks, until
+// the server notices the closed connection. A live server acknowledges it in
+// milliseconds; the connect timeout is what the store allows any connection
+// to the server to take.
+func boundCancelRequests(cc *pgconn.Config, timeout time.Duration) {
+	dial := cc.DialFunc
+	cc.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
+	after := cc.AfterNetConnect
+	cc.AfterNetConnect = func(ctx context.Context, c *pgconn.Config, conn net.Conn) (net.Conn, error) {
+		// A session's deadlines are pgconn's to set from contexts from here
+		// on; ConnectTimeout bounds the rest of the start-up.
+		if err := conn.SetDeadline(time.Time{}); err != nil {
+			return conn, err // pgconn closes it
+		}
+		if after != nil {
+			return after(ctx, c, conn)
+		}
+		return conn, nil
+	}
 }
 
 // idleInTransactionParam is the name of the server setting that bounds how
