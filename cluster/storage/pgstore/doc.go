@@ -26,11 +26,15 @@
 // on entries, and rolls back with storage.ErrConflict. The statement goes
 // with its BEGIN in one round trip, the COMMIT in a second.
 //
-// Open sets idle_in_transaction_session_timeout to one minute on the store's
-// sessions, unless the DSN sets it: if the network fails between a commit's
-// statement and its COMMIT, the server ends the transaction, and releases
-// the grain's version row, after a minute instead of when TCP keepalive
-// notices, hours later.
+// Open sets idle_in_transaction_session_timeout to ten seconds on the
+// store's sessions, unless the DSN sets it: if the network fails between a
+// commit's statement and its COMMIT, the server ends the transaction, and
+// releases the grain's version row, after ten seconds instead of when TCP
+// keepalive notices, hours later. Meanwhile a Commit of that grain waits for
+// the row at most Config.LockTimeout (DefaultLockTimeout, half a second, unless
+// the DSN sets lock_timeout), then fails having committed nothing: stuck
+// grains do not hold the pool's connections for their callers' whole budget,
+// starving the other grains and the reminders.
 //
 // Connection attempts are bounded by Config.ConnectTimeout
 // (DefaultConnectTimeout, five seconds, unless it or the DSN's

@@ -76,7 +76,7 @@ func TestOpenSetsIdleInTransactionTimeout(t *testing.T) {
 	tests := []struct {
 		name, params, want string
 	}{
-		{"default", "", "1min"},
+		{"default", "", "10s"},
 		{"parameter", "idle_in_transaction_session_timeout=250", "250ms"},
 		{"options", "options=" + url.QueryEscape("-c idle_in_transaction_session_timeout=5s"), "5s"},
 	}

@@ -50,6 +50,14 @@ type Config struct {
 	// negative.
 	ConnectTimeout time.Duration
 
+	// LockTimeout bounds how long a Commit waits for a row lock that
+	// another transaction holds on the grain; the Commit then fails, having
+	// changed nothing, and returns its connection to the pool. Zero means
+	// DefaultLockTimeout, unless the DSN sets lock_timeout, which then
+	// applies; a negative value sets no bound of the store's own (the
+	// session's lock_timeout applies, by default none).
+	LockTimeout time.Duration
+
 	// idleInTransaction replaces DefaultIdleInTransactionTimeout when not
 	// zero; tests shorten it.
 	idleInTransaction time.Duration
@@ -59,6 +67,12 @@ type Config struct {
 type Store struct {
 	schema string
 	q      queries
+	// lockTimeout is the lock_timeout of a commit's transaction, and
+	// setLockTimeout the statement that sets it; zero and empty when the
+	// store sets none.
+	lockTimeout    time.Duration
+	setLockTimeout string
+	maxConns       int32 // the pool's, for errors
 
 	// mu guards closed. Operations hold it for reading while they run, so
 	// Close waits for them and later operations see closed instead of a
@@ -84,7 +98,39 @@ var _ storage.Store = (*Store)(nil)
 // such a transaction, and its locks, until TCP keepalive notices the dead
 // client, hours later with common settings, and every later commit of the
 // grain would wait for it.
-const DefaultIdleInTransactionTimeout = time.Minute
+//
+// Ten seconds is far above that, and as long as the cluster's default
+// CommitTimeout, after which the client has given up on the commit anyway;
+// while an orphaned transaction lasts, every commit of its grain fails
+// after LockTimeout, so it should not outlast the caller's patience by
+// much. A client that stalls for that long between the two (a process
+// frozen for ten seconds) loses its commit, which fails having committed
+// nothing.
+const DefaultIdleInTransactionTimeout = 10 * time.Second
+
+// DefaultLockTimeout is the lock_timeout a Commit's transaction sets unless
+// Config.LockTimeout or the DSN says otherwise. A Commit waits on a lock
+// only behind another commit of the same grain (two activations racing,
+// briefly, during a hand-off), which holds it for one round trip between its
+// statement and its COMMIT: milliseconds. A longer wait means a holder that
+// is not coming back soon, such as the transaction of a client cut off by
+// the network, which lasts until idle_in_transaction_session_timeout ends
+// it. Without a bound each commit of that grain would hold one of the pool's
+// connections for its caller's whole budget (the cluster's CommitTimeout,
+// ten seconds by default) and, a few grains so stuck, starve every other
+// grain's commits and the reminders. The bound does not end the
+// starvation, it eases it: while stuck commits, retried by their callers,
+// hold every connection, each other operation waits for one of them to give
+// up, up to the lock timeout, and the pool serves the other grains about
+// MaxConns operations per lock timeout (eight a second with pgxpool's
+// default of four connections). So the bound is as short as a healthy wait
+// allows. Half a second is far above one (milliseconds; tens of them for a
+// COMMIT waiting on synchronous replication), and a commit that waits that
+// long behind a racing commit of its grain would almost always fail anyway,
+// with storage.ErrConflict once the other commits. It is well below the
+// cluster's budget: a commit behind a stuck lock fails with most of its
+// caller's time left.
+const DefaultLockTimeout = 500 * time.Millisecond
 
 // DefaultConnectTimeout is the connect timeout Open uses when neither
 // Config.ConnectTimeout nor the DSN's connect_timeout sets one. A healthy
@@ -107,10 +153,11 @@ const DefaultConnectTimeout = 5 * time.Second
 // are of another layout or are not protograin's (tables without the meta
 // table).
 //
-// Open sets idle_in_transaction_session_timeout to one minute on the store's
-// sessions unless the DSN sets it (as a parameter or in options): the server
-// then ends a transaction whose client vanished mid-way, releasing its locks,
-// after a minute rather than when TCP keepalive notices. (It is sent at
+// Open sets idle_in_transaction_session_timeout to ten seconds
+// (DefaultIdleInTransactionTimeout) on the store's sessions unless the DSN
+// sets it (as a parameter or in options): the server then ends a transaction
+// whose client vanished mid-way, releasing its locks, after ten seconds
+// rather than when TCP keepalive notices. (It is sent at
 // connection start-up; behind PgBouncer, list it in ignore_startup_parameters
 // and rely on PgBouncer's idle_transaction_timeout instead.)
 //
@@ -123,6 +170,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	lockTimeout := cmp.Or(cfg.LockTimeout, DefaultLockTimeout)
+	if cfg.LockTimeout == 0 && setsParam(pc.ConnConfig.RuntimeParams, lockTimeoutParam) {
+		lockTimeout = -1 // the DSN's applies
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
@@ -133,7 +184,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
 	}
-	s := &Store{schema: schema, q: newQueries(schema), pool: pool}
+	s := &Store{schema: schema, q: newQueries(schema), pool: pool, maxConns: pc.MaxConns}
+	if lockTimeout > 0 {
+		// SET LOCAL, in the commit's transaction, rather than a session
+		// setting sent at start-up: it applies to the commit alone, not to
+		// Open's wait for the schema set-up lock, and it needs no
+		// ignore_startup_parameters behind PgBouncer.
+		s.lockTimeout = max(lockTimeout, time.Millisecond) // the setting's unit
+		s.setLockTimeout = fmt.Sprintf("SET LOCAL lock_timeout = %d", s.lockTimeout.Milliseconds())
+	}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -233,6 +292,14 @@ func boundCancelRequests(cc *pgconn.Config, timeout time.Duration) {
 // long a session may stay idle in a transaction.
 const idleInTransactionParam = "idle_in_transaction_session_timeout"
 
+// lockNotAvailable is the SQLSTATE of a statement that gave up waiting for
+// a lock after lock_timeout.
+const lockNotAvailable = "55P03"
+
+// lockTimeoutParam is the name of the server setting that bounds how long a
+// statement waits for a lock.
+const lockTimeoutParam = "lock_timeout"
+
 // setsParam reports whether the run-time parameters of a parsed DSN set the
 // server setting name, directly or through "-c name=value" in options.
 func setsParam(params map[string]string, name string) bool {
@@ -266,6 +333,29 @@ func (s *Store) acquire() (release func(), err error) {
 	return s.mu.RUnlock, nil
 }
 
+// conn takes a connection from the pool. If ctx ends first, the error says
+// so: a caller sees that it waited for a connection (every one busy, or a new
+// one slow to come), not for the database.
+func (s *Store) conn(ctx context.Context) (*pgxpool.Conn, error) {
+	c, err := s.pool.Acquire(ctx)
+	// Not every error that wraps DeadlineExceeded: a connection attempt
+	// that timed out (Config.ConnectTimeout) says so itself.
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("waiting for a connection from the pool (MaxConns %d): %w", s.maxConns, err)
+	}
+	return c, err
+}
+
+// exec runs a statement on a connection from the pool.
+func (s *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer c.Release()
+	return c.Exec(ctx, sql, args...)
+}
+
 // Load implements storage.Store. One statement reads the version and the
 // entries, so they come from one snapshot.
 func (s *Store) Load(ctx context.Context, key storage.Key) (map[string][]byte, storage.Version, error) {
@@ -278,7 +368,12 @@ func (s *Store) Load(ctx context.Context, key storage.Key) (map[string][]byte, s
 	}
 	defer release()
 
-	rows, err := s.pool.Query(ctx, s.q.load, key.Kind, key.Identity)
+	c, err := s.conn(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
+	}
+	defer c.Release()
+	rows, err := c.Query(ctx, s.q.load, key.Kind, key.Identity)
 	if err != nil {
 		return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
 	}
@@ -340,17 +435,23 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 // client; idle_in_transaction_session_timeout (see Open) bounds that wait if
 // the client vanishes.
 //
+// The statement waits on the grain's version row while another transaction
+// holds it, for at most the store's lock timeout (Config.LockTimeout, set
+// with SET LOCAL in the same round trip); it then fails, before any COMMIT,
+// so nothing was committed.
+//
 // The isolation level is explicit, READ COMMITTED whatever the server's
 // default: under REPEATABLE READ or SERIALIZABLE a commit racing another
 // would fail with a serialization error instead of finding the version
 // changed.
 func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.Version, effect storeutil.Coalesced) (bool, error) {
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := s.conn(ctx)
 	if err != nil {
 		return false, err
 	}
 	// The pool closes a connection released inside a transaction, which
-	// rolls the transaction back: an error below needs no ROLLBACK.
+	// rolls the transaction back: an error below needs no ROLLBACK to be
+	// safe, only to keep the connection.
 	defer conn.Release()
 
 	commit := s.q.commit
@@ -360,10 +461,16 @@ func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.
 	keys, values := split(effect.Set)
 	batch := &pgx.Batch{}
 	batch.Queue(beginReadCommitted)
+	if s.setLockTimeout != "" {
+		batch.Queue(s.setLockTimeout)
+	}
 	batch.Queue(commit, key.Kind, key.Identity, int64(expected), effect.Remove, keys, values)
 	results := conn.SendBatch(ctx, batch)
 	var won bool
 	_, err = results.Exec()
+	if err == nil && s.setLockTimeout != "" {
+		_, err = results.Exec()
+	}
 	if err == nil {
 		err = results.QueryRow().Scan(&won)
 	}
@@ -371,6 +478,22 @@ func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.
 		err = cerr
 	}
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && !conn.Conn().IsClosed() {
+			// The server failed the statement, and with it the
+			// transaction, and the connection is sound: end the
+			// transaction so the pool keeps the connection, rather than
+			// make a new one (a grain stuck behind a lock fails again and
+			// again).
+			conn.Exec(ctx, "ROLLBACK")
+			if pgErr.Code == lockNotAvailable {
+				bound := "lock_timeout"
+				if s.lockTimeout > 0 {
+					bound = fmt.Sprintf("the lock timeout (%v)", s.lockTimeout)
+				}
+				err = fmt.Errorf("another transaction held the grain locked past %s; nothing was committed: %w", bound, err)
+			}
+		}
 		return false, err
 	}
 	if !won {
@@ -400,7 +523,12 @@ func split(m map[string][]byte) ([]string, [][]byte) {
 // it cannot.
 func (s *Store) storedVersion(ctx context.Context, key storage.Key) storage.Version {
 	var v int64
-	if err := s.pool.QueryRow(ctx, s.q.version, key.Kind, key.Identity).Scan(&v); err != nil {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return 0
+	}
+	defer c.Release()
+	if err := c.QueryRow(ctx, s.q.version, key.Kind, key.Identity).Scan(&v); err != nil {
 		return 0
 	}
 	return storage.Version(v)
@@ -416,7 +544,7 @@ func (s *Store) SaveReminder(ctx context.Context, r storage.Reminder) error {
 		return err
 	}
 	defer release()
-	_, err = s.pool.Exec(ctx, s.q.saveReminder, r.Grain.Kind, r.Grain.Identity, r.Name, r.Due.UnixNano(), int64(r.Period))
+	_, err = s.exec(ctx, s.q.saveReminder, r.Grain.Kind, r.Grain.Identity, r.Name, r.Due.UnixNano(), int64(r.Period))
 	if err != nil {
 		return fmt.Errorf("pgstore: save reminder %q of grain %s: %w", r.Name, r.Grain, err)
 	}
@@ -433,7 +561,7 @@ func (s *Store) DeleteReminder(ctx context.Context, key storage.Key, name string
 		return err
 	}
 	defer release()
-	if _, err := s.pool.Exec(ctx, s.q.deleteReminder, key.Kind, key.Identity, name); err != nil {
+	if _, err := s.exec(ctx, s.q.deleteReminder, key.Kind, key.Identity, name); err != nil {
 		return fmt.Errorf("pgstore: delete reminder %q of grain %s: %w", name, key, err)
 	}
 	return nil
@@ -457,7 +585,7 @@ func (s *Store) CompleteReminder(ctx context.Context, fired storage.Reminder, ne
 		q = s.q.replaceFiredReminder
 		args = append(args, next.Due.UnixNano(), int64(next.Period))
 	}
-	tag, err := s.pool.Exec(ctx, q, args...)
+	tag, err := s.exec(ctx, q, args...)
 	if err != nil {
 		return false, fmt.Errorf("pgstore: complete reminder %q of grain %s: %w", fired.Name, fired.Grain, err)
 	}
@@ -474,7 +602,12 @@ func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Remin
 		return nil, err
 	}
 	defer release()
-	rows, err := s.pool.Query(ctx, s.q.listReminders, kind)
+	c, err := s.conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: list reminders of kind %q: %w", kind, err)
+	}
+	defer c.Release()
+	rows, err := c.Query(ctx, s.q.listReminders, kind)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: list reminders of kind %q: %w", kind, err)
 	}
