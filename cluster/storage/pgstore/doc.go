@@ -43,5 +43,13 @@
 // connections and never answers, as during a failover, holds the pool's
 // slots for that long rather than minutes.
 //
+// When a connection turns out dead under a call (the server restarted, or
+// ended the session, before the pool noticed), the pool checks each of its
+// other connections with a ping before it is next used, and the call is
+// tried once more on another connection if that is safe: a read (Load,
+// ListReminders), a Commit that had not yet sent its COMMIT (nothing was
+// committed), or a statement that was never sent. A reminder write that
+// failed after it was sent is not repeated: it may have taken effect.
+//
 // It must not import the cluster or runtime packages.
 package pgstore

@@ -73,6 +73,10 @@ type Store struct {
 	lockTimeout    time.Duration
 	setLockTimeout string
 	maxConns       int32 // the pool's, for errors
+	// lost counts the connections the store's operations saw fail (see
+	// noteLost); a pooled connection that has not been checked since the
+	// latest is pinged before it is handed out (see Open).
+	lost atomic.Uint64
 
 	// mu guards closed. Operations hold it for reading while they run, so
 	// Close waits for them and later operations see closed instead of a
@@ -174,6 +178,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.LockTimeout == 0 && setsParam(pc.ConnConfig.RuntimeParams, lockTimeoutParam) {
 		lockTimeout = -1 // the DSN's applies
 	}
+	s := &Store{schema: schema, q: newQueries(schema), maxConns: pc.MaxConns}
+	// pgxpool pings a pooled connection before handing it out only when it
+	// was idle over a second, so after a server restart quicker than that
+	// the pool's connections, all dead, would be handed out one by one, each
+	// failing its call. Once an operation has seen a connection fail, the
+	// pool pings each connection it had, once, before it is used again.
+	pc.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		c.PgConn().CustomData()[checkedKey] = s.lost.Load()
+		return nil
+	}
+	pc.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool {
+		return p.IdleDuration > time.Second || s.unchecked(p.Conn)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
@@ -184,7 +201,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: connect: %w", err)
 	}
-	s := &Store{schema: schema, q: newQueries(schema), pool: pool, maxConns: pc.MaxConns}
+	s.pool = pool
 	if lockTimeout > 0 {
 		// SET LOCAL, in the commit's transaction, rather than a session
 		// setting sent at start-up: it applies to the commit alone, not to
@@ -346,14 +363,73 @@ func (s *Store) conn(ctx context.Context) (*pgxpool.Conn, error) {
 	return c, err
 }
 
-// exec runs a statement on a connection from the pool.
-func (s *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	c, err := s.conn(ctx)
-	if err != nil {
-		return pgconn.CommandTag{}, err
+// checkedKey keys, in a connection's CustomData, the value of Store.lost
+// when the connection was last known sound.
+const checkedKey = "pgstore.checked"
+
+// unchecked reports whether the connection has not been checked since an
+// operation last saw a connection fail, and marks it checked: the pool pings
+// it, and drops it if the ping fails. The pool calls it with the connection
+// acquired, so no other goroutine uses its CustomData.
+func (s *Store) unchecked(c *pgx.Conn) bool {
+	lost := s.lost.Load()
+	data := c.PgConn().CustomData()
+	if checked, _ := data[checkedKey].(uint64); checked >= lost {
+		return false
 	}
-	defer c.Release()
-	return c.Exec(ctx, sql, args...)
+	data[checkedKey] = lost
+	return true
+}
+
+// noteLost reports whether err, from an operation on c, ended the connection
+// for a reason other than ctx: the server went away or restarted (57P01 on a
+// fast shutdown), the network failed. It then counts the loss, so that the
+// pool checks its other connections before handing them out: what ended this
+// one has likely ended them too. It must be called before c is released.
+func (s *Store) noteLost(ctx context.Context, c *pgxpool.Conn, err error) bool {
+	if err == nil || ctx.Err() != nil || !c.Conn().IsClosed() {
+		return false
+	}
+	s.lost.Add(1)
+	return true
+}
+
+// read runs f, a read-only operation, on a connection from the pool. If the
+// connection fails under it, f runs once more on another one: a read has no
+// effect to repeat, and f returns nothing of a failed run (its results are
+// only handed out once it succeeded). The second try gets a connection that
+// the pool has just checked (see noteLost) or a new one.
+func (s *Store) read(ctx context.Context, f func(c *pgxpool.Conn) error) error {
+	for try := 0; ; try++ {
+		c, err := s.conn(ctx)
+		if err != nil {
+			return err
+		}
+		err = f(c)
+		lost := s.noteLost(ctx, c, err)
+		c.Release()
+		if !lost || try > 0 {
+			return err
+		}
+	}
+}
+
+// exec runs a statement on a connection from the pool. It tries again, once,
+// only if the statement was never sent (pgconn.SafeToRetry): a write that
+// failed after it was sent may have taken effect.
+func (s *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	for try := 0; ; try++ {
+		c, err := s.conn(ctx)
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		tag, err := c.Exec(ctx, sql, args...)
+		s.noteLost(ctx, c, err)
+		c.Release()
+		if err == nil || try > 0 || ctx.Err() != nil || !pgconn.SafeToRetry(err) {
+			return tag, err
+		}
+	}
 }
 
 // Load implements storage.Store. One statement reads the version and the
@@ -368,29 +444,28 @@ func (s *Store) Load(ctx context.Context, key storage.Key) (map[string][]byte, s
 	}
 	defer release()
 
-	c, err := s.conn(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
-	}
-	defer c.Release()
-	rows, err := c.Query(ctx, s.q.load, key.Kind, key.Identity)
-	if err != nil {
-		return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
-	}
-	defer rows.Close()
-	entries := make(map[string][]byte)
+	var entries map[string][]byte
 	var version int64
-	for rows.Next() {
-		var k *string
-		var v []byte
-		if err := rows.Scan(&version, &k, &v); err != nil {
-			return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
+	err = s.read(ctx, func(c *pgxpool.Conn) error {
+		rows, err := c.Query(ctx, s.q.load, key.Kind, key.Identity)
+		if err != nil {
+			return err
 		}
-		if k != nil { // nil for a grain with a version and no entries
-			entries[*k] = storeutil.Clone(v)
+		defer rows.Close()
+		entries, version = make(map[string][]byte), 0
+		for rows.Next() {
+			var k *string
+			var v []byte
+			if err := rows.Scan(&version, &k, &v); err != nil {
+				return err
+			}
+			if k != nil { // nil for a grain with a version and no entries
+				entries[*k] = storeutil.Clone(v)
+			}
 		}
-	}
-	if err := rows.Err(); err != nil {
+		return rows.Err()
+	})
+	if err != nil {
 		return nil, 0, fmt.Errorf("pgstore: load grain %s: %w", key, err)
 	}
 	return entries, storage.Version(version), nil
@@ -411,7 +486,11 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 		// The version column is a bigint: no stored version is this high.
 		return 0, storeutil.Conflict(key, expected, s.storedVersion(ctx, key))
 	}
-	won, err := s.commitTx(ctx, key, expected, storeutil.Coalesce(changes))
+	effect := storeutil.Coalesce(changes)
+	won, retry, err := s.commitTx(ctx, key, expected, effect)
+	if retry {
+		won, _, err = s.commitTx(ctx, key, expected, effect)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: commit grain %s: %w", key, err)
 	}
@@ -440,14 +519,22 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 // with SET LOCAL in the same round trip); it then fails, before any COMMIT,
 // so nothing was committed.
 //
+// It reports retry when the first round trip failed because the connection
+// did (see noteLost), such as one the server closed in a restart before
+// the pool noticed: no COMMIT was sent, so nothing was committed (a server
+// that is still there rolls the transaction back when the connection closes,
+// or when idle_in_transaction_session_timeout ends it), and the commit may
+// be tried again on another connection. A COMMIT that fails leaves the
+// outcome unknown, and is not tried again.
+//
 // The isolation level is explicit, READ COMMITTED whatever the server's
 // default: under REPEATABLE READ or SERIALIZABLE a commit racing another
 // would fail with a serialization error instead of finding the version
 // changed.
-func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.Version, effect storeutil.Coalesced) (bool, error) {
+func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.Version, effect storeutil.Coalesced) (won, retry bool, err error) {
 	conn, err := s.conn(ctx)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	// The pool closes a connection released inside a transaction, which
 	// rolls the transaction back: an error below needs no ROLLBACK to be
@@ -466,7 +553,6 @@ func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.
 	}
 	batch.Queue(commit, key.Kind, key.Identity, int64(expected), effect.Remove, keys, values)
 	results := conn.SendBatch(ctx, batch)
-	var won bool
 	_, err = results.Exec()
 	if err == nil && s.setLockTimeout != "" {
 		_, err = results.Exec()
@@ -494,19 +580,20 @@ func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.
 				err = fmt.Errorf("another transaction held the grain locked past %s; nothing was committed: %w", bound, err)
 			}
 		}
-		return false, err
+		return false, s.noteLost(ctx, conn, err), err
 	}
 	if !won {
 		// Nothing was written; the conflict stands even if this fails.
 		conn.Exec(ctx, "ROLLBACK")
-		return false, nil
+		return false, false, nil
 	}
 	tag, err := conn.Exec(ctx, "COMMIT")
 	if err == nil && tag.String() != "COMMIT" {
 		// The server answers COMMIT of a failed transaction with ROLLBACK.
 		err = fmt.Errorf("transaction rolled back (%s)", tag)
 	}
-	return err == nil, err
+	s.noteLost(ctx, conn, err)
+	return err == nil, false, err
 }
 
 func split(m map[string][]byte) ([]string, [][]byte) {
@@ -523,12 +610,10 @@ func split(m map[string][]byte) ([]string, [][]byte) {
 // it cannot.
 func (s *Store) storedVersion(ctx context.Context, key storage.Key) storage.Version {
 	var v int64
-	c, err := s.conn(ctx)
+	err := s.read(ctx, func(c *pgxpool.Conn) error {
+		return c.QueryRow(ctx, s.q.version, key.Kind, key.Identity).Scan(&v)
+	})
 	if err != nil {
-		return 0
-	}
-	defer c.Release()
-	if err := c.QueryRow(ctx, s.q.version, key.Kind, key.Identity).Scan(&v); err != nil {
 		return 0
 	}
 	return storage.Version(v)
@@ -602,22 +687,21 @@ func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Remin
 		return nil, err
 	}
 	defer release()
-	c, err := s.conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: list reminders of kind %q: %w", kind, err)
-	}
-	defer c.Release()
-	rows, err := c.Query(ctx, s.q.listReminders, kind)
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: list reminders of kind %q: %w", kind, err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.Reminder, error) {
-		r := storage.Reminder{Grain: storage.Key{Kind: kind}}
-		var due, period int64
-		err := row.Scan(&r.Grain.Identity, &r.Name, &due, &period)
-		r.Due = time.Unix(0, due).UTC()
-		r.Period = time.Duration(period)
-		return r, err
+	var out []storage.Reminder
+	err = s.read(ctx, func(c *pgxpool.Conn) error {
+		rows, err := c.Query(ctx, s.q.listReminders, kind)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (storage.Reminder, error) {
+			r := storage.Reminder{Grain: storage.Key{Kind: kind}}
+			var due, period int64
+			err := row.Scan(&r.Grain.Identity, &r.Name, &due, &period)
+			r.Due = time.Unix(0, due).UTC()
+			r.Period = time.Duration(period)
+			return r, err
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: list reminders of kind %q: %w", kind, err)
