@@ -240,18 +240,9 @@ func TestAForwardToAHungOwnerHoldsUpNoOtherOwner(t *testing.T) {
 		cfg.DefaultCallTimeout = time.Hour
 	})
 	b, c, a := nodes[0], nodes[1], nodes[2] // a hosts nothing
-	lis, hold := heldListener(t)
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			hold(conn) // never answered
-		}
-	}()
+	hung := hungListener(t)
 	holdView(t, b, func(members []Member) []Member {
-		return append(members, Member{Name: "hung", GRPCAddr: lis.Addr().String(), Kinds: []string{recorderKind}, Status: StatusAlive})
+		return append(members, Member{Name: "hung", GRPCAddr: hung, Kinds: []string{recorderKind}, Status: StatusAlive})
 	})
 	ownedInB := func(owner, prefix string) string {
 		for i := range 10000 {

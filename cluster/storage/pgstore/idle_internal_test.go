@@ -66,13 +66,6 @@ func openInternal(t *testing.T, cfg Config) *Store {
 // DSN's own otherwise, given as a parameter or in options.
 func TestOpenSetsIdleInTransactionTimeout(t *testing.T) {
 	cfg := internalConfig(t)
-	if !strings.Contains(cfg.DSN, "://") {
-		t.Skip("the test appends URL parameters to the DSN")
-	}
-	sep := "?"
-	if strings.Contains(cfg.DSN, "?") {
-		sep = "&"
-	}
 	tests := []struct {
 		name, params, want string
 	}{
@@ -82,11 +75,7 @@ func TestOpenSetsIdleInTransactionTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dsn := cfg.DSN
-			if tt.params != "" {
-				dsn += sep + tt.params
-			}
-			s := openInternal(t, Config{DSN: dsn, Schema: cfg.Schema, MaxConns: 1})
+			s := openInternal(t, Config{DSN: withParams(t, cfg.DSN, tt.params), Schema: cfg.Schema, MaxConns: 1})
 			var got string
 			if err := s.pool.QueryRow(context.Background(), "SHOW idle_in_transaction_session_timeout").Scan(&got); err != nil {
 				t.Fatal(err)
@@ -291,4 +280,20 @@ func (p *cutProxy) relay(client, server net.Conn) bool {
 			return false
 		}
 	}
+}
+
+// withParams returns dsn, a URL, with the URL parameters params appended;
+// it skips the test when dsn is not a URL.
+func withParams(t *testing.T, dsn, params string) string {
+	t.Helper()
+	if !strings.Contains(dsn, "://") {
+		t.Skip("the test appends URL parameters to the DSN")
+	}
+	switch {
+	case params == "":
+		return dsn
+	case strings.Contains(dsn, "?"):
+		return dsn + "&" + params
+	}
+	return dsn + "?" + params
 }

@@ -203,13 +203,6 @@ func TestPoolWaitSaysWhatItWaitedFor(t *testing.T) {
 // own applies), else the default; none for a negative one.
 func TestLockTimeoutSetting(t *testing.T) {
 	cfg := internalConfig(t)
-	if !strings.Contains(cfg.DSN, "://") {
-		t.Skip("the test appends URL parameters to the DSN")
-	}
-	sep := "?"
-	if strings.Contains(cfg.DSN, "?") {
-		sep = "&"
-	}
 	for _, tc := range []struct {
 		name   string
 		config time.Duration
@@ -222,11 +215,7 @@ func TestLockTimeoutSetting(t *testing.T) {
 		{"none", -1, "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dsn := cfg.DSN
-			if tc.params != "" {
-				dsn += sep + tc.params
-			}
-			s := openInternal(t, Config{DSN: dsn, Schema: cfg.Schema, MaxConns: 1, LockTimeout: tc.config})
+			s := openInternal(t, Config{DSN: withParams(t, cfg.DSN, tc.params), Schema: cfg.Schema, MaxConns: 1, LockTimeout: tc.config})
 			if s.lockTimeout != tc.want {
 				t.Fatalf("lock timeout %v, want %v", s.lockTimeout, tc.want)
 			}
