@@ -24,8 +24,10 @@
 // actor on the caller's goroutine instead, with the same guarantees, since
 // its caller would only wait for the reply; so does RequestInline, for a
 // caller that accepts to return late should the handler outlive its
-// context. When the mailbox is empty the
-// actor goes idle and re-checks its queues, so no wake-up is lost. The
+// context. That turn ends with the caller's request: what other senders
+// queued after it goes to a worker, so the caller returns when its handler
+// does, and waits on nobody else's. When the mailbox is empty the actor
+// goes idle and re-checks its queues, so no wake-up is lost. The
 // queues recycle their nodes, so a send allocates nothing; Context.Send,
 // for sending from inside an actor, reuses the nodes the actor's own turn
 // freed and is the cheapest send; a Batch, for a goroutine that delivers
