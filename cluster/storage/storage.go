@@ -15,6 +15,20 @@ import (
 // Errors wrap it and name the grain; test with errors.Is.
 var ErrConflict = errors.New("storage: version conflict")
 
+// ErrNotCommitted is wrapped by the errors of Commit, and of
+// CompleteReminder, when the store knows that the call changed nothing: it
+// failed before the store started (its context was done), or before the
+// write could take effect (no connection to the database could be had, the
+// transaction's work failed before its COMMIT was sent, it gave up waiting
+// for a lock). Such a failure may pass: the same call made again later can
+// succeed. Test with errors.Is.
+//
+// A store returns it only where that is certain. An error that wraps
+// neither it nor ErrConflict may or may not have taken effect, which costs
+// its caller more: the cluster then drops the activation and its buffered
+// changes, as its state is uncertain.
+var ErrNotCommitted = errors.New("storage: nothing committed")
+
 // ErrClosed is returned by every Store method called after Close.
 var ErrClosed = errors.New("storage: store closed")
 
@@ -133,9 +147,13 @@ type Store interface {
 	// still checks and raises the version. If the stored version differs,
 	// Commit changes nothing and returns an error wrapping ErrConflict.
 	//
-	// An error other than ErrConflict can leave it unknown whether the
-	// commit happened (a lost reply from a database server); a later Commit
-	// with the same expected version then tells, by succeeding or not.
+	// An error that wraps ErrNotCommitted says that the commit changed
+	// nothing and may be tried again. Any other error (besides ErrConflict)
+	// can leave it unknown whether the commit happened (a lost reply from
+	// a database server); a later Commit with the same expected version
+	// then tells, by succeeding or not. A store that cannot tell returns
+	// an error without ErrNotCommitted: that is always correct, only more
+	// costly for the caller (see ErrNotCommitted).
 	Commit(ctx context.Context, key Key, expected Version, changes []Change) (Version, error)
 
 	// SaveReminder creates the reminder r.Name of grain r.Grain, or replaces
@@ -155,7 +173,8 @@ type Store interface {
 	// deleted meanwhile) it changes nothing and reports false: the other
 	// write stands, and a deleted reminder is not recreated. The check and
 	// the write are one atomic step. next, if not nil, must name the same
-	// grain and reminder as fired.
+	// grain and reminder as fired. An error that wraps ErrNotCommitted
+	// says that it changed nothing, as for Commit.
 	CompleteReminder(ctx context.Context, fired Reminder, next *Reminder) (bool, error)
 
 	// ListReminders returns the reminders of every grain of kind, ordered by

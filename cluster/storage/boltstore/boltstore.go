@@ -223,13 +223,14 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 }
 
 // update runs fn in a read-write transaction unless the store is closed or
-// refuses writes, or ctx ended while it waited for bbolt's writer lock. A
-// panic of bbolt (a damaged page) becomes an error wrapping ErrCorrupt, and
-// the store refuses writes from then on.
+// refuses writes, or ctx ended while it waited for bbolt's writer lock (an
+// error wrapping storage.ErrNotCommitted: the transaction, rolled back,
+// wrote nothing). A panic of bbolt (a damaged page) becomes an error
+// wrapping ErrCorrupt, and the store refuses writes from then on.
 func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	return s.transact(true, s.db.Update, func(tx *bolt.Tx) error {
 		if err := ctx.Err(); err != nil {
-			return storeutil.Canceled(err)
+			return storeutil.NotStarted(err)
 		}
 		return fn(tx)
 	})

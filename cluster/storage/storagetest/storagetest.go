@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"Closed", testClosed},
 		{"CloseWhileBusy", testCloseWhileBusy},
 		{"CanceledContext", testCanceledContext},
+		{"NotCommitted", testNotCommitted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -679,6 +680,34 @@ func testCanceledContext(t *testing.T, s storage.Store) {
 	for name, err := range calls {
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("%s with a canceled context: err = %v, want context.Canceled", name, err)
+		}
+	}
+	wantState(t, s, grainA(), map[string]string{"a": "1"}, v)
+	wantReminders(t, s, r.Grain.Kind, r)
+}
+
+// testNotCommitted: a Commit or CompleteReminder whose context is done
+// before the call changes nothing, and its error says so by wrapping
+// storage.ErrNotCommitted, so that a caller may keep what it meant to
+// commit and try again.
+func testNotCommitted(t *testing.T, s storage.Store) {
+	v := mustCommit(t, s, grainA(), 0, set("a", "1"))
+	r := reminder("a", "tick", due(0), 0)
+	if err := s.SaveReminder(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	for name, ctx := range map[string]context.Context{"canceled": canceled, "expired": expired} {
+		_, err := s.Commit(ctx, grainA(), v, []storage.Change{set("a", "2")})
+		if !errors.Is(err, storage.ErrNotCommitted) || !errors.Is(err, ctx.Err()) {
+			t.Errorf("Commit with a %s context: err = %v, want one wrapping storage.ErrNotCommitted and %v", name, err, ctx.Err())
+		}
+		_, err = s.CompleteReminder(ctx, r, nil)
+		if !errors.Is(err, storage.ErrNotCommitted) || !errors.Is(err, ctx.Err()) {
+			t.Errorf("CompleteReminder with a %s context: err = %v, want one wrapping storage.ErrNotCommitted and %v", name, err, ctx.Err())
 		}
 	}
 	wantState(t, s, grainA(), map[string]string{"a": "1"}, v)

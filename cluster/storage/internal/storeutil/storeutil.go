@@ -16,9 +16,13 @@ import (
 )
 
 // CheckCommit validates the arguments of Store.Commit, all of them before
-// anything is written, and checks that ctx is not done.
+// anything is written, and checks that ctx is not done (an error wrapping
+// storage.ErrNotCommitted, see NotStarted).
 func CheckCommit(ctx context.Context, key storage.Key, changes []storage.Change) error {
-	if err := CheckKey(ctx, key); err != nil {
+	if err := ctx.Err(); err != nil {
+		return NotStarted(err)
+	}
+	if err := key.Validate(); err != nil {
 		return err
 	}
 	for i, c := range changes {
@@ -61,9 +65,13 @@ func CheckReminder(ctx context.Context, r storage.Reminder) error {
 }
 
 // CheckCompleteReminder validates the arguments of Store.CompleteReminder:
-// fired and next must be valid reminders, of the same grain and name.
+// fired and next must be valid reminders, of the same grain and name. A
+// done ctx is an error wrapping storage.ErrNotCommitted (see NotStarted).
 func CheckCompleteReminder(ctx context.Context, fired storage.Reminder, next *storage.Reminder) error {
-	if err := CheckReminder(ctx, fired); err != nil {
+	if err := ctx.Err(); err != nil {
+		return NotStarted(err)
+	}
+	if err := fired.Validate(); err != nil {
 		return err
 	}
 	if next == nil {
@@ -82,6 +90,18 @@ func CheckCompleteReminder(ctx context.Context, fired storage.Reminder, next *st
 // Canceled wraps the error of a done context.
 func Canceled(err error) error {
 	return fmt.Errorf("storage: %w", err)
+}
+
+// NotStarted wraps the error of a context that was done before a write
+// began, and storage.ErrNotCommitted: the write changed nothing.
+func NotStarted(err error) error {
+	return NotCommitted(Canceled(err))
+}
+
+// NotCommitted wraps err, the error of a write the store knows changed
+// nothing, and storage.ErrNotCommitted.
+func NotCommitted(err error) error {
+	return fmt.Errorf("%w (%w)", err, storage.ErrNotCommitted)
 }
 
 // Conflict returns the error wrapping storage.ErrConflict for a commit to key
