@@ -131,8 +131,8 @@ func TestStuckCommitsDoNotStarveThePool(t *testing.T) {
 		for _, err := range errs {
 			var pgErr *pgconn.PgError
 			if err == nil || errors.Is(err, storage.ErrConflict) || !errors.As(err, &pgErr) || pgErr.Code != lockNotAvailable ||
-				!strings.Contains(err.Error(), "nothing was committed") {
-				t.Errorf("a commit of %s behind the lock: %v; want a lock timeout (SQLSTATE %s) saying nothing was committed",
+				!errors.Is(err, storage.ErrNotCommitted) {
+				t.Errorf("a commit of %s behind the lock: %v; want a lock timeout (SQLSTATE %s) wrapping storage.ErrNotCommitted",
 					slow[i], err, lockNotAvailable)
 			}
 		}
@@ -155,7 +155,8 @@ func TestStuckCommitsDoNotStarveThePool(t *testing.T) {
 // TestPoolWaitSaysWhatItWaitedFor: with the pool's only connection held by
 // a commit waiting on a row lock, calls whose context ends while they wait
 // for a connection say so, and how many the pool has, keeping the context's
-// error for errors.Is.
+// error for errors.Is. The writes that can tell (Commit, CompleteReminder)
+// say that they committed nothing (storage.ErrNotCommitted).
 func TestPoolWaitSaysWhatItWaitedFor(t *testing.T) {
 	ctx := context.Background()
 	cfg := internalConfig(t)
@@ -177,9 +178,14 @@ func TestPoolWaitSaysWhatItWaitedFor(t *testing.T) {
 
 	other := storage.Key{Kind: "test.Counter", Identity: "other"}
 	const want = "waiting for a connection from the pool (MaxConns 1)"
+	notCommitted := map[string]bool{"Commit": true, "CompleteReminder": true}
 	for name, call := range map[string]func(context.Context) error{
 		"Commit": func(ctx context.Context) error { _, err := s.Commit(ctx, other, 0, nil); return err },
-		"Load":   func(ctx context.Context) error { _, _, err := s.Load(ctx, other); return err },
+		"CompleteReminder": func(ctx context.Context) error {
+			_, err := s.CompleteReminder(ctx, storage.Reminder{Grain: other, Name: "r", Due: time.Now()}, nil)
+			return err
+		},
+		"Load": func(ctx context.Context) error { _, _, err := s.Load(ctx, other); return err },
 		"SaveReminder": func(ctx context.Context) error {
 			return s.SaveReminder(ctx, storage.Reminder{Grain: other, Name: "r", Due: time.Now()})
 		},
@@ -190,6 +196,9 @@ func TestPoolWaitSaysWhatItWaitedFor(t *testing.T) {
 		cancel()
 		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s with the pool's only connection busy: %v; want DeadlineExceeded, saying %q", name, err, want)
+		}
+		if notCommitted[name] && !errors.Is(err, storage.ErrNotCommitted) {
+			t.Errorf("%s with the pool's only connection busy: %v; want it to wrap storage.ErrNotCommitted", name, err)
 		}
 	}
 	release()

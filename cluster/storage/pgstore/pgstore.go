@@ -416,17 +416,22 @@ func (s *Store) read(ctx context.Context, f func(c *pgxpool.Conn) error) error {
 
 // exec runs a statement on a connection from the pool. It tries again, once,
 // only if the statement was never sent (pgconn.SafeToRetry): a write that
-// failed after it was sent may have taken effect.
+// failed after it was sent may have taken effect. An error of a statement
+// that was never sent, or that found no connection, wraps
+// storage.ErrNotCommitted.
 func (s *Store) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	for try := 0; ; try++ {
 		c, err := s.conn(ctx)
 		if err != nil {
-			return pgconn.CommandTag{}, err
+			return pgconn.CommandTag{}, storeutil.NotCommitted(err)
 		}
 		tag, err := c.Exec(ctx, sql, args...)
 		s.noteLost(ctx, c, err)
 		c.Release()
 		if err == nil || try > 0 || ctx.Err() != nil || !pgconn.SafeToRetry(err) {
+			if err != nil && pgconn.SafeToRetry(err) {
+				err = storeutil.NotCommitted(err) // never sent
+			}
 			return tag, err
 		}
 	}
@@ -519,6 +524,11 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 // with SET LOCAL in the same round trip); it then fails, before any COMMIT,
 // so nothing was committed.
 //
+// Every error before COMMIT is sent wraps storage.ErrNotCommitted: no
+// connection from the pool, a statement that failed (the lock timeout
+// included), a connection lost. Only a COMMIT that fails leaves the outcome
+// unknown.
+//
 // It reports retry when the first round trip failed because the connection
 // did (see noteLost), such as one the server closed in a restart before
 // the pool noticed: no COMMIT was sent, so nothing was committed (a server
@@ -534,7 +544,7 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.Version, effect storeutil.Coalesced) (won, retry bool, err error) {
 	conn, err := s.conn(ctx)
 	if err != nil {
-		return false, false, err
+		return false, false, storeutil.NotCommitted(err)
 	}
 	// The pool closes a connection released inside a transaction, which
 	// rolls the transaction back: an error below needs no ROLLBACK to be
@@ -577,10 +587,10 @@ func (s *Store) commitTx(ctx context.Context, key storage.Key, expected storage.
 				if s.lockTimeout > 0 {
 					bound = fmt.Sprintf("the lock timeout (%v)", s.lockTimeout)
 				}
-				err = fmt.Errorf("another transaction held the grain locked past %s; nothing was committed: %w", bound, err)
+				err = fmt.Errorf("another transaction held the grain locked past %s: %w", bound, err)
 			}
 		}
-		return false, s.noteLost(ctx, conn, err), err
+		return false, s.noteLost(ctx, conn, err), storeutil.NotCommitted(err)
 	}
 	if !won {
 		// Nothing was written; the conflict stands even if this fails.
