@@ -1253,6 +1253,11 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 	}
 	if g.hk.Flush == FlushAfterCall {
 		if err := g.flushAfter(m.gctx.Context); err != nil {
+			// A commit that committed nothing leaves the activation
+			// usable (see grainState.flush): the call, which fails, must
+			// leave no change and no recorded reply behind for the next
+			// commit, while the changes buffered before it stay.
+			st.rollback()
 			return nil, err
 		}
 	}
@@ -1399,7 +1404,22 @@ func (g *grainActor) runOnDeactivate(ctx context.Context, d Deactivator) (err er
 	return nil
 }
 
+// How flushOnDeactivate waits between tries of a commit that committed
+// nothing: the first wait, doubled after each try up to the last.
+const (
+	deactivateRetryFirst = 50 * time.Millisecond
+	deactivateRetryMax   = time.Second
+)
+
 // flushOnDeactivate commits the activation's last changes.
+//
+// A commit that committed nothing (storage.ErrNotCommitted: no connection
+// to the database, which is restarting, say) is tried again, with backoff,
+// until ctx ends (DeactivateTimeout) or the node closes; only then are the
+// changes lost, logged by deactivate. Keeping the activation instead, to
+// flush again at a later sweep, is not an option: OnDeactivate has run, so
+// the grain may serve no call any more, and its calls wait for it to go.
+// The same holds for Shutdown and for a grain that moved.
 func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
 	st := g.state
 	if st.failure() != nil {
@@ -1408,10 +1428,22 @@ func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
 	}
 	err := st.sync()
 	if err == nil {
-		err = st.flush(ctx)
+		err = g.flushPatiently(ctx)
 	}
 	if err != nil {
 		return fmt.Errorf("cluster: flush the state of %s/%s on deactivation: %w", g.hk.Name, g.identity, err)
 	}
 	return nil
+}
+
+// flushPatiently commits the activation's state, trying again while the
+// store commits nothing (see flushOnDeactivate). A commit that failed and
+// left the state unbroken committed nothing (see grainState.flush).
+func (g *grainActor) flushPatiently(ctx context.Context) error {
+	for wait := deactivateRetryFirst; ; wait = min(2*wait, deactivateRetryMax) {
+		err := g.state.flush(ctx)
+		if err == nil || g.state.failure() != nil || !g.node().pause(ctx, wait) {
+			return err
+		}
+	}
 }

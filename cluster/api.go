@@ -94,7 +94,9 @@ type State interface {
 	// of running again (see docs/state.md). The commit keeps ctx's values
 	// but not its deadline or cancellation, as the commit after a call
 	// does: it goes through even if the call's caller gave up meanwhile,
-	// and ends after Config.CommitTimeout.
+	// and ends after Config.CommitTimeout. A commit the store refused
+	// without committing anything fails with ErrStateUnavailable, saying
+	// so, and keeps everything buffered; the activation lives on.
 	Flush(ctx context.Context) error
 }
 

@@ -171,8 +171,10 @@ type Config struct {
 	// the calls since the one before, and a later sweep passivates. Zero means
 	// DefaultPassivationInterval.
 	PassivationInterval time.Duration
-	// DeactivateTimeout bounds one grain's OnDeactivate hook. Zero means
-	// DefaultDeactivateTimeout.
+	// DeactivateTimeout bounds one grain's deactivation: its OnDeactivate
+	// hook and the commit of its state after it, which is tried again
+	// within this time while the store commits nothing
+	// (storage.ErrNotCommitted). Zero means DefaultDeactivateTimeout.
 	DeactivateTimeout time.Duration
 
 	// State sets how many clients' exactly-once records each grain keeps

@@ -86,7 +86,9 @@ var (
 	// ErrStateUnavailable: the grain's state could not be loaded, or a
 	// commit failed for another reason than a version conflict
 	// (codes.Unavailable). After a failed commit it is unknown whether the
-	// call took effect; retrying it with the same stamp (WithCallID) tells.
+	// call took effect, unless its message says that nothing was
+	// committed (the store said so: storage.ErrNotCommitted); retrying it
+	// with the same stamp (WithCallID) tells.
 	ErrStateUnavailable = errors.New("cluster: grain state unavailable")
 )
 

@@ -92,9 +92,10 @@ type grainState struct {
 
 	mu sync.Mutex
 	// broken is set when a commit failed: the activation's state is stale
-	// (a version conflict) or uncertain (any other commit error), so the
-	// activation must be deactivated without flushing and its pending
-	// calls sent to the next activation.
+	// (a version conflict) or uncertain (any other commit error but one
+	// that committed nothing, storage.ErrNotCommitted), so the activation
+	// must be deactivated without flushing and its pending calls sent to
+	// the next activation.
 	broken error
 }
 
@@ -149,9 +150,14 @@ func (s *grainState) Keys() []string { return s.buf.Keys() }
 func (s *grainState) Message() proto.Message { return s.msg }
 
 // Flush implements State: it commits the typed message and every buffered
-// change now. A version conflict (or any commit error) also dooms the
-// activation: the cluster deactivates it after the current call, and the
-// call fails with the flush's error whatever the grain returns.
+// change now. A version conflict (or any commit error whose outcome is
+// unknown) also dooms the activation: the cluster deactivates it after the
+// current call, and the call fails with the flush's error whatever the
+// grain returns. A commit the store refused without committing anything
+// (storage.ErrNotCommitted) fails with ErrStateUnavailable and leaves
+// everything buffered and the activation usable: a call that returns the
+// error has no effect (its own changes are rolled back), and the changes
+// of earlier calls wait for the next commit.
 //
 // A stamped call that flushes what it changed commits it before its reply
 // is known, so the commit records the call as unanswered
@@ -202,20 +208,29 @@ func (s *grainState) sync() error {
 	return nil
 }
 
-// flush commits the buffer, marking the state broken if that fails.
+// flush commits the buffer, marking the state broken if that fails with
+// an outcome that leaves it stale or uncertain. A commit that committed
+// nothing (storage.ErrNotCommitted) does not break it: the buffer keeps
+// everything (state.Buffer.Flush keeps it on any error), and the version
+// it loaded is still the stored one as far as this activation knows. So
+// a flush that fails while failure stays nil committed nothing.
 func (s *grainState) flush(ctx context.Context) error {
 	if s == nil {
 		return nil // nothing to commit
 	}
 	err := s.buf.Flush(ctx)
-	if err == nil {
+	switch {
+	case err == nil:
 		return nil
-	}
-	if errors.Is(err, storage.ErrConflict) {
+	case errors.Is(err, storage.ErrConflict):
 		err = newError(codes.Aborted, ErrStaleActivation,
 			"cluster: grain %s: stale activation: another activation committed its state first; this one is deactivated and its changes dropped (%v)",
 			s.key, err)
-	} else {
+	case errors.Is(err, storage.ErrNotCommitted):
+		return newError(codes.Unavailable, ErrStateUnavailable,
+			"cluster: grain %s: commit state: %v; nothing was committed: a call that fails with this error did not take effect, and may be retried",
+			s.key, err)
+	default:
 		err = newError(codes.Unavailable, ErrStateUnavailable,
 			"cluster: grain %s: commit state: %v; the activation is deactivated, and a retry with the same call ID tells whether the call took effect",
 			s.key, err)
