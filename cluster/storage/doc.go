@@ -20,7 +20,9 @@
 // store, for a cluster that is one process) and pgstore (PostgreSQL, for
 // clusters of several processes). The storagetest package holds the
 // conformance suite every Store must pass; a user's own Store should run it
-// too.
+// too. Of ErrNotCommitted, which saves the cluster an activation when a
+// commit fails, it asks only what every store can tell: a context done
+// before the call.
 //
 // The change buffer that grains use (Get/Set/Remove then Flush) is in package
 // state, built on this interface.

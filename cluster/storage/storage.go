@@ -133,7 +133,8 @@ func representable(t time.Time) bool {
 // change them afterwards without affecting the store.
 //
 // Every method returns ErrInvalid for bad arguments, ErrClosed after Close,
-// and the context's error (wrapped) when ctx is done before the store acted.
+// and the context's error (wrapped) when ctx is done before the store acted;
+// Commit and CompleteReminder wrap ErrNotCommitted with it.
 type Store interface {
 	// Load returns the entries of grain key and their version. A grain with
 	// nothing committed has no entries and version zero. The map is never
