@@ -1257,8 +1257,18 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 			// usable (see grainState.flush): the call, which fails, must
 			// leave no change and no recorded reply behind for the next
 			// commit, while the changes buffered before it stay.
+			flushed := st.flushedInTurn()
 			st.rollback()
-			return nil, err
+			switch {
+			case st.failure() != nil:
+				return nil, err
+			case flushed:
+				// Not "no effect": what the call flushed itself stays.
+				return nil, newError(codes.Unavailable, ErrStateUnavailable,
+					"%v; what the call flushed itself before stays committed, and its reply is lost", err)
+			}
+			return nil, newError(codes.Unavailable, ErrStateUnavailable,
+				"%v; the call did not take effect, and may be retried", err)
 		}
 	}
 	if raw == nil {

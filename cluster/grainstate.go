@@ -228,7 +228,7 @@ func (s *grainState) flush(ctx context.Context) error {
 			s.key, err)
 	case errors.Is(err, storage.ErrNotCommitted):
 		return newError(codes.Unavailable, ErrStateUnavailable,
-			"cluster: grain %s: commit state: %v; nothing was committed: a call that fails with this error did not take effect, and may be retried",
+			"cluster: grain %s: commit state: %v; nothing was committed, and the activation keeps what it had buffered",
 			s.key, err)
 	default:
 		err = newError(codes.Unavailable, ErrStateUnavailable,

@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/protograin/protograin/cluster/storage"
 )
@@ -44,6 +46,9 @@ func TestCommitThatCommittedNothingKeepsTheActivation(t *testing.T) {
 	_, err := n.Invoke(context.Background(), depositCall(accountKind, "nc", 5), WithCallID("nc-client", 1))
 	store.commitErr.Store(nil)
 	wantNothingCommitted(t, "Deposit(5)", err)
+	if !strings.Contains(err.Error(), "the call did not take effect") {
+		t.Fatalf("Deposit(5) with a commit that committed nothing: %v; want it to say that the call did not take effect", err)
+	}
 	if got := balance(t, n, accountKind, "nc"); got != 10 {
 		t.Fatalf("balance %d after the failed call, want 10: the call left its change behind", got)
 	}
@@ -57,6 +62,53 @@ func TestCommitThatCommittedNothingKeepsTheActivation(t *testing.T) {
 	}
 	if runs := banks[n.Name()].count("nc", methodDeposit); runs != 3 {
 		t.Fatalf("Deposit ran %d times, want 3: the first deposit, the failed one, and the first retry", runs)
+	}
+	if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
+		t.Fatalf("%d loads and %d activations after the failed commit, want the same activation (0 loads, 1)", got, n.acts.count())
+	}
+}
+
+// TestCommitAfterAFlushThatCommittedNothing: in FlushAfterCall mode, a call
+// that flushed state itself, and whose commit after the call then commits
+// nothing, is not said to have had no effect: what it flushed stays
+// committed, and a retry under its stamp is refused (ErrStaleCall) rather
+// than run again. The activation is kept.
+func TestCommitAfterAFlushThatCommittedNothing(t *testing.T) {
+	const methodFlushThenFail = "/test.Account/FlushThenFail" // Int64Value amount → Int64Value; deposits, flushes, then the store commits nothing
+	store := hookedMemstore(t)
+	var b *bank
+	nodes := startCluster(t, 1, func(name string) []*Kind {
+		b = newBank(name)
+		k := newAccountKind(b, accountKind, FlushAfterCall, -1)
+		k.Methods = append(k.Methods, accountMethod(b, methodFlushThenFail, false, newInt64,
+			func(ctx GrainContext, req proto.Message) (proto.Message, error) {
+				balanceOf(ctx).Value += req.(*wrapperspb.Int64Value).GetValue()
+				if err := ctx.State().Flush(ctx); err != nil {
+					return nil, err
+				}
+				store.commitErr.Store(&errNothingCommitted)
+				return wrapperspb.Int64(balanceOf(ctx).Value), nil
+			}))
+		return []*Kind{k}
+	}, func(cfg *Config) { cfg.Store = store })
+	n := nodes[0]
+	balance(t, n, accountKind, "ff") // activates
+	loads := store.loads.Load()
+	call := Call{Kind: accountKind, Identity: "ff", Method: methodFlushThenFail, Request: wrapperspb.Int64(3), NewResponse: newInt64}
+	_, err := n.Invoke(context.Background(), call, WithCallID("ff-client", 1))
+	store.commitErr.Store(nil)
+	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrStateUnavailable) || !strings.Contains(err.Error(), "stays committed") ||
+		strings.Contains(err.Error(), "did not take effect") {
+		t.Fatalf("a call that flushed, then whose commit committed nothing: %v; want Unavailable, ErrStateUnavailable, saying what it flushed stays committed", err)
+	}
+	if got := storedBalance(t, store.Store, accountKind, "ff"); got != 3 {
+		t.Fatalf("stored balance %d, want the flushed 3", got)
+	}
+	if _, err := n.Invoke(context.Background(), call, WithCallID("ff-client", 1)); !errors.Is(err, ErrStaleCall) {
+		t.Fatalf("a retry under the call's stamp: %v, want ErrStaleCall", err)
+	}
+	if runs := b.count("ff", methodFlushThenFail); runs != 1 {
+		t.Fatalf("the method ran %d times, want 1", runs)
 	}
 	if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
 		t.Fatalf("%d loads and %d activations after the failed commit, want the same activation (0 loads, 1)", got, n.acts.count())
