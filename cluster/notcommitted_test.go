@@ -163,3 +163,28 @@ func TestPassivationWhoseFlushCommittedNothingLosesNothing(t *testing.T) {
 		t.Fatalf("stored balance %d after the passivation, want the acknowledged 7", got)
 	}
 }
+
+// TestShutdownWhoseFlushCommittedNothingLosesNothing: as a passivation's,
+// a Shutdown's final flush that the store refuses without committing
+// anything is tried again within DeactivateTimeout, and Shutdown returns
+// once the acknowledged changes are stored.
+func TestShutdownWhoseFlushCommittedNothingLosesNothing(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, _ := bankCluster(t, 1, store, -1, nil)
+	n := nodes[0]
+	deposit(t, n, manualKind, "s", 5) // buffered until the deactivation
+	commits := store.commits.Load()
+	store.commitErr.Store(&errNothingCommitted)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.Shutdown(ctx) }()
+	waitFor(t, waitTimeout, "the final flush to be tried twice", func() bool { return store.commits.Load()-commits >= 2 })
+	store.commitErr.Store(nil)
+	if err := receive(t, done, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got := storedBalance(t, store.Store, manualKind, "s"); got != 5 {
+		t.Fatalf("stored balance %d after Shutdown, want the acknowledged 5", got)
+	}
+}
