@@ -746,15 +746,20 @@ func (r *Ref) maybeFinish() {
 
 // finish delivers *Stopped, turns the queued messages into dead letters,
 // closes Done, and only then notifies watchers and parent: a parent that
-// learns of its child's end may finish and close its own Done at once, and
-// System.Close returns once the top-level actors are removed, so the child
-// must be done by then. What arrives after the drain meets a finished actor
-// and becomes a dead letter too (see processLoop).
+// learns of its child's end may finish and close its own Done at once, so
+// the child must be done by then. A top-level actor leaves the System's set
+// before its Done closes, so that whoever saw it stop (System.Shutdown and
+// Close wait for Done) finds it gone from the set. What arrives after the
+// drain meets a finished actor and becomes a dead letter too (see
+// processLoop).
 func (r *Ref) finish() {
 	r.deliverOrLog(&Stopped{})
 	r.finished = true
 	r.actor = nil
 	r.drainDead()
+	if r.parent == nil {
+		r.sys.removeTop(r)
+	}
 	r.closeDone()
 	if e := r.ext.Load(); e != nil {
 		for w := range e.watchers {
@@ -767,8 +772,6 @@ func (r *Ref) finish() {
 	}
 	if r.parent != nil {
 		r.parent.sendSystem(sysChildDone{r})
-	} else {
-		r.sys.removeTop(r)
 	}
 }
 
