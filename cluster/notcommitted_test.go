@@ -63,9 +63,7 @@ func TestCommitThatCommittedNothingKeepsTheActivation(t *testing.T) {
 	if runs := banks[n.Name()].count("nc", methodDeposit); runs != 3 {
 		t.Fatalf("Deposit ran %d times, want 3: the first deposit, the failed one, and the first retry", runs)
 	}
-	if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
-		t.Fatalf("%d loads and %d activations after the failed commit, want the same activation (0 loads, 1)", got, n.acts.count())
-	}
+	wantSameActivation(t, n, store, loads, "the failed commit")
 }
 
 // TestCommitAfterAFlushThatCommittedNothing: in FlushAfterCall mode, a call
@@ -110,9 +108,7 @@ func TestCommitAfterAFlushThatCommittedNothing(t *testing.T) {
 	if runs := b.count("ff", methodFlushThenFail); runs != 1 {
 		t.Fatalf("the method ran %d times, want 1", runs)
 	}
-	if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
-		t.Fatalf("%d loads and %d activations after the failed commit, want the same activation (0 loads, 1)", got, n.acts.count())
-	}
+	wantSameActivation(t, n, store, loads, "the failed commit")
 }
 
 // TestManualFlushThatCommittedNothingKeepsAcknowledgedChanges: in
@@ -139,9 +135,7 @@ func TestManualFlushThatCommittedNothingKeepsAcknowledgedChanges(t *testing.T) {
 	if got := storedBalance(t, store.Store, manualKind, "m"); got != 4 {
 		t.Fatalf("stored balance %d after the second flush, want the acknowledged 4", got)
 	}
-	if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
-		t.Fatalf("%d loads and %d activations after the failed flush, want the same activation (0 loads, 1)", got, n.acts.count())
-	}
+	wantSameActivation(t, n, store, loads, "the failed flush")
 }
 
 // TestPassivationWhoseFlushCommittedNothingLosesNothing: a passivation

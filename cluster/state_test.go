@@ -636,9 +636,7 @@ func TestCallerGivesUpDuringCommit(t *testing.T) {
 	if runs := banks[n.Name()].count("quitter", methodDeposit); runs != 2 {
 		t.Fatalf("Deposit ran %d times, want 2: the first deposit and the cancelled one, not the retry", runs)
 	}
-	if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
-		t.Fatalf("%d loads and %d activations after the cancelled call, want the same activation (0 loads, 1)", got, n.acts.count())
-	}
+	wantSameActivation(t, n, store, loads, "the cancelled call")
 }
 
 // TestFlushAfterTheCallerGaveUpKeepsAcknowledgedChanges: in FlushManual
@@ -716,9 +714,7 @@ func TestFlushAfterTheCallerGaveUpKeepsAcknowledgedChanges(t *testing.T) {
 			if got := balance(t, n, manualKind, "m"); got != 10 {
 				t.Fatalf("balance %d after the flush, want 10", got)
 			}
-			if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
-				t.Fatalf("%d loads and %d activations after the flush, want the same activation (0 loads, 1)", got, n.acts.count())
-			}
+			wantSameActivation(t, n, store, loads, "the flush")
 		})
 	}
 }

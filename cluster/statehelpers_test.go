@@ -341,3 +341,13 @@ func (s *hookedStore) Commit(ctx context.Context, key storage.Key, expected stor
 
 // errStoreDown is an error of a store that is down.
 var errStoreDown = errors.New("store down")
+
+// wantSameActivation fails the test unless n still runs the one activation
+// it had when store had made loads loads: none was loaded since, and none
+// is gone. after says what happened meanwhile.
+func wantSameActivation(t *testing.T, n *Node, store *hookedStore, loads int64, after string) {
+	t.Helper()
+	if got := store.loads.Load() - loads; got != 0 || n.acts.count() != 1 {
+		t.Fatalf("%d loads and %d activations after %s, want the same activation (0 loads, 1)", got, n.acts.count(), after)
+	}
+}
