@@ -267,6 +267,34 @@ func TestAStaleActivationAnswersACallTheWinnerRecorded(t *testing.T) {
 	})
 }
 
+// TestAStaleActivationThatCannotReadTheWinnerSaysToRetry: a call whose
+// commit loses to another activation, when the store then fails the read
+// of the winner's state, cannot tell whether the winner ran it under its
+// stamp: it fails with ErrStateUnavailable, telling the caller to retry
+// under the stamp, not with ErrStaleActivation's "no effect"; and the
+// retry runs it once on the next activation.
+func TestAStaleActivationThatCannotReadTheWinnerSaysToRetry(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, banks := bankCluster(t, 1, store, -1, nil)
+	n := nodes[0]
+	deposit(t, n, accountKind, "unread", 10)
+	commitBalanceBehind(t, store.Store, accountKind, "unread", 1000)
+
+	store.loadErr.Store(&errStoreDown)
+	_, err := n.Invoke(context.Background(), depositCall(accountKind, "unread", 5), WithCallID("c", 1))
+	store.loadErr.Store(nil)
+	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrStateUnavailable) || !strings.Contains(err.Error(), "a retry with the same call ID tells") {
+		t.Fatalf("deposit on the stale activation, the winner unreadable: %v; want Unavailable, ErrStateUnavailable, telling to retry under the stamp", err)
+	}
+	waitFor(t, waitTimeout, "the stale activation to go", func() bool { return n.acts.count() == 0 })
+	if got := deposit(t, n, accountKind, "unread", 5, WithCallID("c", 1)); got != 1005 {
+		t.Fatalf("the retry replied %d, want 1005", got)
+	}
+	if runs := banks[n.Name()].count("unread", methodDeposit); runs != 3 {
+		t.Fatalf("Deposit ran %d times, want 3", runs)
+	}
+}
+
 // TestAOneWayMessageRefusedAsStaleRunsOnTheNextActivation: a one-way
 // message whose commit is refused because another activation committed
 // first (as during a join, when two nodes run the grain for a moment) is
