@@ -1267,7 +1267,7 @@ func (g *grainActor) commit(m *grainCall, resp proto.Message, tracked bool) (any
 				return nil, newError(codes.Unavailable, ErrStateUnavailable,
 					"%v; what the call flushed itself before stays committed, and its reply is lost", err)
 			}
-			return nil, newError(codes.Unavailable, ErrStateUnavailable,
+			return nil, newError(codes.Unavailable, errStateNotCommitted,
 				"%v; the call did not take effect, and may be retried", err)
 		}
 	}

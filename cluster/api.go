@@ -95,8 +95,9 @@ type State interface {
 	// but not its deadline or cancellation, as the commit after a call
 	// does: it goes through even if the call's caller gave up meanwhile,
 	// and ends after Config.CommitTimeout. A commit the store refused
-	// without committing anything fails with ErrStateUnavailable, saying
-	// so, and keeps everything buffered; the activation lives on.
+	// without committing anything fails with an error that wraps
+	// ErrStateUnavailable and storage.ErrNotCommitted, and keeps
+	// everything buffered; the activation lives on.
 	Flush(ctx context.Context) error
 }
 

@@ -64,9 +64,12 @@
 // committed first (two nodes both ran the grain during a membership
 // change), the commit is refused, the call fails with ErrStaleActivation
 // (codes.Aborted), and the activation is deactivated; the next call loads
-// the winner's state. Any other commit failure deactivates the activation
-// too and fails the call with ErrStateUnavailable (codes.Unavailable). A
-// state that cannot be loaded fails the activating call the same way.
+// the winner's state. Any other commit failure fails the call with
+// ErrStateUnavailable (codes.Unavailable) and deactivates the activation
+// too, unless the store said that it committed nothing: the error then
+// wraps storage.ErrNotCommitted as well, the call had no effect on state,
+// and the activation lives on. A state that cannot be loaded fails the
+// activating call with ErrStateUnavailable.
 //
 // # Exactly-once calls
 //

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/protograin/protograin/cluster/storage"
 )
 
 // Sentinel errors. Errors returned by Invoke wrap one of them when the
@@ -86,11 +88,18 @@ var (
 	// ErrStateUnavailable: the grain's state could not be loaded, or a
 	// commit failed for another reason than a version conflict
 	// (codes.Unavailable). After a failed commit it is unknown whether the
-	// call took effect, unless its message says that nothing was
-	// committed (the store said so: storage.ErrNotCommitted); retrying it
-	// with the same stamp (WithCallID) tells.
+	// call took effect, unless the error also wraps
+	// storage.ErrNotCommitted: the store said that nothing was committed,
+	// so the call had no effect on state and may be sent again, with its
+	// stamp or without. Otherwise retrying it with the same stamp
+	// (WithCallID) tells.
 	ErrStateUnavailable = errors.New("cluster: grain state unavailable")
 )
+
+// errStateNotCommitted is the sentinel of an ErrStateUnavailable failure
+// whose commit committed nothing: errors.Is finds both ErrStateUnavailable
+// and storage.ErrNotCommitted in it, on the calling node and across nodes.
+var errStateNotCommitted = fmt.Errorf("%w: %w", ErrStateUnavailable, storage.ErrNotCommitted)
 
 // reason says which sentinel an error frame stands for, so that a remote
 // caller gets the same errors.Is behaviour as a local one. The values are
@@ -113,6 +122,7 @@ const (
 	reasonStaleActivation
 	reasonStaleCall
 	reasonStateUnavailable
+	reasonStateNotCommitted
 	reasonCount // first unused value
 )
 
@@ -130,9 +140,10 @@ var reasonErrors = [reasonCount]error{
 	reasonNodeClosed:    ErrNodeClosed,
 	reasonReentrant:     ErrReentrant,
 
-	reasonStaleActivation:  ErrStaleActivation,
-	reasonStaleCall:        ErrStaleCall,
-	reasonStateUnavailable: ErrStateUnavailable,
+	reasonStaleActivation:   ErrStaleActivation,
+	reasonStaleCall:         ErrStaleCall,
+	reasonStateUnavailable:  ErrStateUnavailable,
+	reasonStateNotCommitted: errStateNotCommitted,
 }
 
 // Error is the error Invoke returns when the cluster decided a call's
@@ -143,7 +154,9 @@ type Error struct {
 	Code codes.Code
 	// Msg describes the failure.
 	Msg string
-	// Err is the sentinel the failure stands for.
+	// Err is the sentinel the failure stands for (or, for a commit that
+	// committed nothing, one that wraps both ErrStateUnavailable and
+	// storage.ErrNotCommitted).
 	Err error
 }
 

@@ -521,10 +521,11 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 		}
 		f.code = codes.Code(v)
 	case fieldReason:
-		if v >= uint64(reasonCount) {
-			return fmt.Errorf("%w: unknown error reason %d", ErrCorruptFrame, v)
+		// A reason this node does not know comes from a newer peer: the
+		// error keeps its code and message, without a sentinel.
+		if v < uint64(reasonCount) {
+			f.reason = reason(v)
 		}
-		f.reason = reason(v)
 	case fieldSeq:
 		f.stamp.seq = v
 	case fieldOneWay:

@@ -154,7 +154,8 @@ func (s *grainState) Message() proto.Message { return s.msg }
 // unknown) also dooms the activation: the cluster deactivates it after the
 // current call, and the call fails with the flush's error whatever the
 // grain returns. A commit the store refused without committing anything
-// (storage.ErrNotCommitted) fails with ErrStateUnavailable and leaves
+// fails with an error wrapping ErrStateUnavailable and
+// storage.ErrNotCommitted, and leaves
 // everything buffered and the activation usable: a call that returns the
 // error has no effect (its own changes are rolled back), and the changes
 // of earlier calls wait for the next commit.
@@ -227,7 +228,7 @@ func (s *grainState) flush(ctx context.Context) error {
 			"cluster: grain %s: stale activation: another activation committed its state first; this one is deactivated and its changes dropped (%v)",
 			s.key, err)
 	case errors.Is(err, storage.ErrNotCommitted):
-		return newError(codes.Unavailable, ErrStateUnavailable,
+		return newError(codes.Unavailable, errStateNotCommitted,
 			"cluster: grain %s: commit state: %v; nothing was committed, and the activation keeps what it had buffered",
 			s.key, err)
 	default:

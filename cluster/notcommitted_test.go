@@ -21,11 +21,12 @@ import (
 var errNothingCommitted = fmt.Errorf("connection refused: %w", storage.ErrNotCommitted)
 
 // wantNothingCommitted fails t unless err says that the call failed on a
-// commit that committed nothing.
+// commit that committed nothing, in its message and to errors.Is.
 func wantNothingCommitted(t *testing.T, what string, err error) {
 	t.Helper()
-	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrStateUnavailable) || !strings.Contains(err.Error(), "nothing was committed") {
-		t.Fatalf("%s with a commit that committed nothing: %v; want Unavailable, ErrStateUnavailable, saying nothing was committed", what, err)
+	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrStateUnavailable) || !errors.Is(err, storage.ErrNotCommitted) ||
+		!strings.Contains(err.Error(), "nothing was committed") {
+		t.Fatalf("%s with a commit that committed nothing: %v; want Unavailable, ErrStateUnavailable and storage.ErrNotCommitted, saying nothing was committed", what, err)
 	}
 }
 
@@ -66,6 +67,35 @@ func TestCommitThatCommittedNothingKeepsTheActivation(t *testing.T) {
 	wantSameActivation(t, n, store, loads, "the failed commit")
 }
 
+// TestACallerOnAnotherNodeLearnsThatNothingWasCommitted: the reply frame
+// carries "nothing was committed" as a reason of its own, so a caller on
+// another node can tell it with errors.Is, as a local one can, and retry a
+// call that had no effect; a commit whose outcome is unknown says no such
+// thing.
+func TestACallerOnAnotherNodeLearnsThatNothingWasCommitted(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, _ := bankCluster(t, 2, store, -1, nil)
+	owner, caller := nodes[0], nodes[1]
+	id := accountOwnedBy(t, owner, accountKind, "remote-nc")
+	deposit(t, caller, accountKind, id, 10)
+
+	store.commitErr.Store(&errNothingCommitted)
+	_, err := caller.Invoke(context.Background(), depositCall(accountKind, id, 5), WithCallID("remote-nc", 1))
+	store.commitErr.Store(nil)
+	wantNothingCommitted(t, "Deposit(5) from another node", err)
+	if got := deposit(t, caller, accountKind, id, 5, WithCallID("remote-nc", 1)); got != 15 {
+		t.Fatalf("the retry replied %d, want 15", got)
+	}
+
+	unknown := errors.New("connection reset after COMMIT was sent")
+	store.commitErr.Store(&unknown)
+	_, err = caller.Invoke(context.Background(), depositCall(accountKind, id, 5), WithCallID("remote-nc", 2))
+	store.commitErr.Store(nil)
+	if !errors.Is(err, ErrStateUnavailable) || errors.Is(err, storage.ErrNotCommitted) {
+		t.Fatalf("Deposit(5) from another node with a commit of unknown outcome: %v; want ErrStateUnavailable without storage.ErrNotCommitted", err)
+	}
+}
+
 // TestCommitAfterAFlushThatCommittedNothing: in FlushAfterCall mode, a call
 // that flushed state itself, and whose commit after the call then commits
 // nothing, is not said to have had no effect: what it flushed stays
@@ -96,7 +126,7 @@ func TestCommitAfterAFlushThatCommittedNothing(t *testing.T) {
 	_, err := n.Invoke(context.Background(), call, WithCallID("ff-client", 1))
 	store.commitErr.Store(nil)
 	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrStateUnavailable) || !strings.Contains(err.Error(), "stays committed") ||
-		strings.Contains(err.Error(), "did not take effect") {
+		strings.Contains(err.Error(), "did not take effect") || errors.Is(err, storage.ErrNotCommitted) {
 		t.Fatalf("a call that flushed, then whose commit committed nothing: %v; want Unavailable, ErrStateUnavailable, saying what it flushed stays committed", err)
 	}
 	if got := storedBalance(t, store.Store, accountKind, "ff"); got != 3 {
