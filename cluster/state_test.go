@@ -295,6 +295,51 @@ func TestAStaleActivationThatCannotReadTheWinnerSaysToRetry(t *testing.T) {
 	}
 }
 
+// TestAStaleActivationWhoseWinnerMovedOnSaysStaleCall: a call whose commit
+// loses to another activation that has since recorded so many of the
+// client's later calls that the call's stamp fell out of its window cannot
+// tell whether the winner ran it: it fails with ErrStaleCall, not with
+// ErrStaleActivation's "no effect on state", which would let its caller
+// apply it again under a new stamp.
+func TestAStaleActivationWhoseWinnerMovedOnSaysStaleCall(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, banks := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		deposit(t, n, accountKind, "moved-on", 10)
+
+		// The winner ran the client's calls 2 and after, more of them
+		// than it keeps replies for, behind this activation's back.
+		winner, err := state.Load(context.Background(), store, storage.Key{Kind: accountKind, Identity: "moved-on"}, state.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := proto.Marshal(wrapperspb.Int64(1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		winner.SetMessage(raw)
+		for seq := uint64(2); seq <= state.DefaultWindowPerClient+5; seq++ {
+			if err := winner.Record("c", seq, raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := winner.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+
+		_, err = n.Invoke(context.Background(), depositCall(accountKind, "moved-on", 5), WithCallID("c", 1))
+		if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStaleCall) {
+			t.Fatalf("deposit on the stale activation, its stamp out of the winner's window: %v; want FailedPrecondition, ErrStaleCall", err)
+		}
+		if got := storedBalance(t, store, accountKind, "moved-on"); got != 1000 {
+			t.Fatalf("stored balance %d, want the winner's 1000", got)
+		}
+		if runs := banks[n.Name()].count("moved-on", methodDeposit); runs != 2 {
+			t.Fatalf("Deposit ran %d times here, want 2 (the second refused as stale)", runs)
+		}
+	})
+}
+
 // TestAOneWayMessageRefusedAsStaleRunsOnTheNextActivation: a one-way
 // message whose commit is refused because another activation committed
 // first (as during a join, when two nodes run the grain for a moment) is
