@@ -88,26 +88,46 @@ type activation struct {
 	// calls counts the calls between get and release, and has the
 	// callsClosed bit while the activation is deactivating (see enter).
 	//
-	// used says that a call was released since a passivation sweep last
-	// looked; lastUsed is when the sweep that saw it looked (nanoseconds
-	// on the table's clock), so the last call was released before it.
-	// See release for why a call does not read the clock itself.
+	// The usedFlag of flags says that a call was released since a
+	// passivation sweep last looked; lastUsed is when the sweep that saw
+	// it looked (nanoseconds on the table's clock), so the last call was
+	// released before it. See release for why a call does not read the
+	// clock itself.
 	lastUsed atomic.Int64
 	calls    atomic.Int32
-	used     atomic.Bool
-	// deactivated is set by the actor when it runs OnDeactivate, or
-	// earlier when the grain moved to another node (sweepMoved); from then
-	// on the actor runs no call or message (see grainActor.usable). It
-	// lives here rather than in grainActor's run so that it survives
-	// restarts.
-	deactivated atomic.Bool
+	// flags holds usedFlag and deactivatedFlag. They share a word so that
+	// oneWays fits in the 96 bytes an activation takes (a size class of
+	// the allocator: two words more would take 112 per idle grain).
+	flags atomic.Uint32
+	// oneWays counts the one-way messages in the actor's mailbox, for
+	// Config.MaxQueuedOneWay (see admitOneWay). The actor counts the
+	// messages it runs out in groups, in oneWaysRun, which it alone uses:
+	// an atomic write per message on a line that the senders also write
+	// would cost each message a cache miss on both sides.
+	oneWays atomic.Int32
 
-	// Guarded by the mutex of the shard that holds the activation.
+	// Guarded by the mutex of the shard that holds the activation, but
+	// oneWaysRun (the actor's, see oneWays; declared here, it takes the
+	// padding after the flags).
 	deactivating bool          // being deactivated by the node: new calls wait for gone; see close
 	failed       bool          // its actor stopped by itself (restart limit reached)
 	removed      bool          // out of the table
+	oneWaysRun   uint8         // one-way messages run and not yet counted out of oneWays
 	gone         chan struct{} // closed when out of the table; made by the first call that waits
 }
+
+// The bits of activation.flags.
+const (
+	// usedFlag: a call was released since a passivation sweep last looked
+	// (see release and idleFor).
+	usedFlag uint32 = 1 << iota
+	// deactivatedFlag is set by the actor when it runs OnDeactivate, or
+	// earlier when the grain moved to another node (sweepMoved); from then
+	// on the actor runs no call or message (see grainActor.usable). It
+	// lives in the activation rather than in grainActor's run so that it
+	// survives restarts.
+	deactivatedFlag
+)
 
 // key returns the grain's key.
 func (a *activation) key() actKey { return actKey{a.hk.Name, a.identity} }
@@ -154,7 +174,7 @@ func (a *activation) close(ifIdle bool) bool {
 		a.calls.Or(callsClosed)
 	case !a.calls.CompareAndSwap(0, callsClosed):
 		return false
-	case a.used.Load():
+	case a.flags.Load()&usedFlag != 0:
 		// A call came and went between the sweep's look and the swap; the
 		// bit now keeps others out, so the flag says for sure. Such a
 		// grain was just used: open it again. A call that saw the bit
@@ -453,8 +473,8 @@ func (t *activations) ready(ctx context.Context, a *activation) (*activation, er
 // made 5.4% more calls per second. The flag is written only when it is
 // not set already, so that calls between two sweeps only read it.
 func (t *activations) release(a *activation) {
-	if !a.used.Load() {
-		a.used.Store(true)
+	if a.flags.Load()&usedFlag == 0 {
+		a.flags.Or(usedFlag)
 	}
 	a.out()
 }
@@ -496,7 +516,7 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 		// grain only. (A sweep of the whole table here was one per
 		// activation that ended during a change.)
 		if err == nil && t.n.view.Load() != view && !t.n.owns(a.hk.Name, a.identity) {
-			a.deactivated.Store(true) // as sweepMoved does
+			a.flags.Or(deactivatedFlag) // as sweepMoved does
 			t.retire(a)
 		}
 	}()
@@ -528,7 +548,10 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 func (t *activations) sendEarly(a *activation, early []*oneWayCall, err error) {
 	for _, m := range early {
 		if err == nil {
-			err = a.ref.Send(m)
+			a.oneWays.Add(1) // unbounded: the grain sent them itself, and they were taken
+			if err = a.ref.Send(m); err != nil {
+				a.oneWays.Add(-1)
+			}
 		}
 		if err != nil {
 			t.n.log.Warn("cluster: dropped a one-way message a grain sent itself while activating", "kind", a.hk.Name,
@@ -688,7 +711,7 @@ func (t *activations) deactivateWhere(why sweep, pick func(a *activation, now ti
 		for _, a := range found {
 			if candidate(a) && a.close(why == sweepIdle) {
 				if why == sweepMoved {
-					a.deactivated.Store(true) // see grainActor.usable
+					a.flags.Or(deactivatedFlag) // see grainActor.usable
 				}
 				victims = append(victims, a)
 			}
@@ -954,7 +977,7 @@ func (t *activations) passivate() int {
 // between IdleTimeout and IdleTimeout plus two PassivationIntervals after
 // its last call.
 func (t *activations) idleFor(a *activation, now time.Duration) time.Duration {
-	if a.used.Swap(false) {
+	if a.flags.And(^usedFlag)&usedFlag != 0 {
 		a.lastUsed.Store(int64(t.clock()))
 		return 0
 	}
@@ -1173,7 +1196,7 @@ func (g *grainActor) winnersReply(m *grainCall, st stamp, lost error) (any, erro
 
 // usable reports whether the activation may still run calls.
 func (g *grainActor) usable() bool {
-	return !g.deactivated.Load() && g.state.failure() == nil
+	return g.flags.Load()&deactivatedFlag == 0 && g.state.failure() == nil
 }
 
 // unusable reports whether the activation may no longer run calls, and if
@@ -1377,7 +1400,7 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 // flush modes), even if the hook failed. An activation whose commit failed
 // earlier commits nothing: its state is stale or uncertain.
 func (g *grainActor) onDeactivate(c *runtime.Context) {
-	g.deactivated.Store(true)
+	g.flags.Or(deactivatedFlag)
 	ctx, cancel := context.WithTimeout(context.Background(), g.node().cfg.DeactivateTimeout)
 	defer cancel()
 	var hookErr error

@@ -177,7 +177,7 @@ func TestActivationCloses(t *testing.T) {
 	// A call that came and went after the sweep looked (it left the used
 	// flag) keeps the grain open.
 	c, _ := tableGrain(a.hk, "i")
-	c.used.Store(true)
+	c.flags.Or(usedFlag)
 	if c.close(true) || c.deactivating || !c.enter() {
 		t.Fatal("a passivation closed an activation used since the sweep looked")
 	}

@@ -164,6 +164,17 @@ type Config struct {
 	// finds the queue full waits for room or for its context. Zero means
 	// DefaultMaxPendingBytes.
 	MaxPendingBytes int
+	// MaxQueuedOneWay bounds the one-way messages waiting in one grain's
+	// mailbox, so that a grain that cannot keep up with what it is sent
+	// costs a bounded amount of memory rather than the node's. Past it, a
+	// message from a peer is dropped, as a one-way message to an owner
+	// that fails may be (a warning a second at most counts them), and Send
+	// on this node fails with ErrMailboxFull. The grain counts what it ran
+	// out in groups of 64, so a few messages fewer than the bound may be
+	// let wait, never more. Calls are not counted: each has a caller
+	// waiting for it. Zero means DefaultMaxQueuedOneWay; a negative value
+	// means no bound.
+	MaxQueuedOneWay int
 
 	// PassivationInterval is how often the node looks for idle activations
 	// to passivate. An activation lives between its kind's IdleTimeout and
@@ -276,6 +287,7 @@ const (
 	DefaultMaxBatchBytes       = 256 << 10
 	DefaultMaxFrameBytes       = 4 << 20
 	DefaultMaxPendingBytes     = 16 << 20
+	DefaultMaxQueuedOneWay     = 100_000
 	DefaultPassivationInterval = 10 * time.Second
 	DefaultDeactivateTimeout   = 10 * time.Second
 	DefaultCommitTimeout       = 10 * time.Second
@@ -324,6 +336,7 @@ func DefaultConfig() Config {
 		MaxBatchBytes:       DefaultMaxBatchBytes,
 		MaxFrameBytes:       DefaultMaxFrameBytes,
 		MaxPendingBytes:     DefaultMaxPendingBytes,
+		MaxQueuedOneWay:     DefaultMaxQueuedOneWay,
 		PassivationInterval: DefaultPassivationInterval,
 		DeactivateTimeout:   DefaultDeactivateTimeout,
 		CommitTimeout:       DefaultCommitTimeout,
@@ -354,6 +367,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxBatchBytes, d.MaxBatchBytes)
 	setDefault(&c.MaxFrameBytes, d.MaxFrameBytes)
 	setDefault(&c.MaxPendingBytes, d.MaxPendingBytes)
+	setDefault(&c.MaxQueuedOneWay, d.MaxQueuedOneWay)
 	setDefault(&c.PassivationInterval, d.PassivationInterval)
 	setDefault(&c.DeactivateTimeout, d.DeactivateTimeout)
 	setDefault(&c.CommitTimeout, d.CommitTimeout)

@@ -113,7 +113,9 @@
 //     and Send places the message again by a newer view, or returns
 //     ErrUnavailable. A peer that has not heard of the leave within two
 //     seconds is the exception: what it sends later is lost, and so is what
-//     the leaver still holds then (its forwards of what reached it).
+//     the leaver still holds then (its forwards of what reached it). A
+//     message from a peer that finds Config.MaxQueuedOneWay messages
+//     waiting for its grain is dropped, and counted in the owner's log.
 //   - Order: messages from one node to one grain run in the order they
 //     were sent, as long as the grain's owner does not change. (Messages
 //     sent from several goroutines have no order to keep.) Messages that
@@ -127,7 +129,9 @@
 //     hosts the kind, or this node hosts the kind and it has no such method
 //     (codes.Unimplemented); a missing or unencodable request, or
 //     WithCallID (codes.InvalidArgument); ctx ended; the owner unreachable;
-//     the node closed.
+//     the node closed; on the owner's node, Config.MaxQueuedOneWay
+//     messages waiting for the grain already (ErrMailboxFull,
+//     codes.ResourceExhausted).
 //   - While members join and leave, views of them differ for a moment. A
 //     message that finds its grain moved away while it waited for an
 //     activation on the sending node is placed again. A node that receives

@@ -94,6 +94,11 @@ var (
 	// stamp or without. Otherwise retrying it with the same stamp
 	// (WithCallID) tells.
 	ErrStateUnavailable = errors.New("cluster: grain state unavailable")
+	// ErrMailboxFull: Send found Config.MaxQueuedOneWay one-way messages
+	// waiting for the grain already (codes.ResourceExhausted); the message
+	// was not queued. A peer's message that finds the mailbox full is
+	// dropped, and its sender is not told.
+	ErrMailboxFull = errors.New("cluster: grain mailbox full")
 )
 
 // errStateNotCommitted is the sentinel of an ErrStateUnavailable failure
@@ -123,6 +128,7 @@ const (
 	reasonStaleCall
 	reasonStateUnavailable
 	reasonStateNotCommitted
+	reasonMailboxFull
 	reasonCount // first unused value
 )
 
@@ -144,6 +150,7 @@ var reasonErrors = [reasonCount]error{
 	reasonStaleCall:         ErrStaleCall,
 	reasonStateUnavailable:  ErrStateUnavailable,
 	reasonStateNotCommitted: errStateNotCommitted,
+	reasonMailboxFull:       ErrMailboxFull,
 }
 
 // Error is the error Invoke returns when the cluster decided a call's

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -78,6 +79,10 @@ type Node struct {
 	gaveUp atomic.Pointer[placement]
 	// forwards queues the one-way messages this node forwards, by owner.
 	forwards forwardQueues
+	// maxOneWays is Config.MaxQueuedOneWay, math.MaxInt32 for no bound;
+	// overflow counts what it turned away (see admitOneWay).
+	maxOneWays int32
+	overflow   overflowLog
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
 	// abrupt Close abandons is what a crash would.
@@ -113,6 +118,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		fenceChanged: make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 		done:         make(chan struct{}),
+		maxOneWays:   math.MaxInt32,
+	}
+	if cfg.MaxQueuedOneWay >= 0 {
+		n.maxOneWays = int32(min(cfg.MaxQueuedOneWay, math.MaxInt32))
 	}
 	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, k := range cfg.Kinds {
@@ -553,8 +562,10 @@ func (n *Node) logChanges(old, p *placement) {
 	}
 }
 
-// sweep passivates idle activations and clears failed ones, every
-// PassivationInterval: one ticker per node, not one timer per grain.
+// sweep passivates idle activations, clears failed ones and logs the
+// one-way messages dropped since the last line about them (see
+// overflowLog), every PassivationInterval: one ticker per node, not one
+// timer per grain.
 func (n *Node) sweep() {
 	defer n.loops.Done()
 	tick := time.NewTicker(n.cfg.PassivationInterval)
@@ -565,6 +576,7 @@ func (n *Node) sweep() {
 			n.acts.sweepFailed()
 			n.acts.sweepStrays()
 			n.acts.passivate()
+			n.logOverflow()
 		case <-n.stop:
 			return
 		}

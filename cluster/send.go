@@ -146,8 +146,8 @@ func (n *Node) sendLocal(ctx context.Context, call *Call) error {
 	if err != nil {
 		return err
 	}
-	if n.tryQueueOneWay(hk, m, call.Identity, call.Request) {
-		return nil
+	if queued, err := n.tryQueueOneWay(hk, m, call.Identity, call.Request); queued || err != nil {
+		return err
 	}
 	// The grain is not active yet (or is going away): activate it within
 	// the caller's deadline, or the default one.
@@ -246,15 +246,22 @@ func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error 
 
 // tryQueueOneWay queues a one-way message in the mailbox of the grain's
 // activation if it is active and ready, without waiting for anything; it
-// reports whether it did. It is the common case, and the only one a
-// stream's reader may run itself (see conn.serveOneWay).
-func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, req proto.Message) bool {
+// reports whether it did, or ErrMailboxFull if the grain is active and has
+// no room for it (see Config.MaxQueuedOneWay).
+func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, req proto.Message) (bool, error) {
 	a := n.readyActivation(hk, identity)
 	if a == nil {
-		return false
+		return false, nil
 	}
 	defer n.acts.release(a)
-	return a.ref.Send(newOneWayCall(m, req)) == nil
+	if !a.admitOneWay(n.maxOneWays) {
+		return false, n.mailboxFull(a)
+	}
+	if a.ref.Send(newOneWayCall(m, req)) != nil {
+		a.oneWays.Add(-1)
+		return false, nil
+	}
+	return true, nil
 }
 
 // readyActivation returns the grain's activation, counted in (release must
@@ -285,10 +292,15 @@ func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
 // per message (see runtime.Batch); a reader that hands a request to a
 // goroutine flushes them first, so that the grain still receives what one
 // peer sent in the order it was sent.
+//
+// The messages are counted into the grain's mailbox (Config.MaxQueuedOneWay)
+// oneWaysReserved at a time, before they are delivered: room is what the
+// target counted in and has not used yet, given back when it ends.
 type oneWayTarget struct {
 	oneWayGrain
 	batch  runtime.Batch // kept from target to target, with its free queue nodes
 	ticket gateTicket    // the target's entry in the node's gate
+	room   int32         // messages counted into the grain's mailbox and not yet added to batch
 }
 
 // oneWayGrain is the grain of a oneWayTarget.
@@ -305,9 +317,30 @@ func (n *Node) endOneWay(t *oneWayTarget) {
 		return
 	}
 	t.batch.Flush()
+	if t.room > 0 {
+		t.a.oneWays.Add(-t.room)
+	}
 	n.acts.release(t.a)
 	n.calls.leave(t.ticket)
-	t.oneWayGrain, t.ticket = oneWayGrain{}, 0
+	t.oneWayGrain, t.ticket, t.room = oneWayGrain{}, 0, 0
+}
+
+// addToTarget adds msg, a message for t's grain, to the batch, and reports
+// whether it did: false if the grain's activation is going away (the
+// target is ended then). A message the grain has no room for is dropped.
+func (n *Node) addToTarget(t *oneWayTarget, msg *oneWayCall) bool {
+	if t.room == 0 {
+		if t.room = t.a.reserveOneWays(oneWaysReserved, n.maxOneWays); t.room == 0 {
+			n.dropOverflow(t.kind, t.identity, t.method)
+			return true
+		}
+	}
+	if t.batch.Add(t.a.ref, msg) != nil {
+		n.endOneWay(t)
+		return false
+	}
+	t.room--
+	return true
 }
 
 // queueToTarget queues req for t's grain if it is the one the frame is for,
@@ -322,11 +355,7 @@ func (n *Node) queueToTarget(t *oneWayTarget, req *frame) bool {
 		n.dropOneWay(req, err)
 		return true
 	}
-	if t.batch.Add(t.a.ref, newOneWayCall(t.m, msg)) == nil {
-		return true
-	}
-	n.endOneWay(t) // the activation is going away: the full path follows it
-	return false
+	return n.addToTarget(t, newOneWayCall(t.m, msg)) // if not, the activation is going away: the full path follows it
 }
 
 // queueOneWay queues a one-way message in the mailbox of the grain's
@@ -339,11 +368,16 @@ func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod,
 		if err != nil {
 			return err
 		}
+		if !a.admitOneWay(n.maxOneWays) {
+			n.acts.release(a)
+			return n.mailboxFull(a)
+		}
 		err = a.ref.Send(newOneWayCall(m, req))
 		n.acts.release(a)
 		if err == nil {
 			return nil
 		}
+		a.oneWays.Add(-1)
 		if n.retryOnNextActivation(a, err) {
 			if err := n.checkOwner(hk.Name, identity); err != nil {
 				return err
@@ -517,16 +551,21 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 			// Keep the activation and a gate entry for the next frames.
 			target.oneWayGrain = oneWayGrain{kind: req.kind, identity: req.identity, method: req.method, m: m, a: a}
 			target.ticket = kept
-			if target.batch.Add(a.ref, newOneWayCall(m, msg)) == nil {
+			if n.addToTarget(target, newOneWayCall(m, msg)) {
 				return true
 			}
-			n.endOneWay(target)
 		} else {
+			if !a.admitOneWay(n.maxOneWays) {
+				n.acts.release(a)
+				n.dropOverflow(req.kind, req.identity, req.method)
+				return true
+			}
 			err := a.ref.Send(newOneWayCall(m, msg))
 			n.acts.release(a)
 			if err == nil {
 				return true
 			}
+			a.oneWays.Add(-1)
 		}
 	}
 	if !wait {
@@ -537,7 +576,10 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 	for {
 		err := n.queueOneWay(ctx, hk, m, req.identity, msg)
 		if !errors.Is(err, ErrNotOwner) {
-			if err != nil {
+			switch {
+			case errors.Is(err, ErrMailboxFull):
+				n.dropOverflow(req.kind, req.identity, req.method)
+			case err != nil:
 				n.dropOneWay(req, err)
 			}
 			return true
@@ -902,6 +944,7 @@ func (n *Node) dropOneWay(req *frame, err error) {
 // it committed something itself first (a Flush of its own that
 // succeeded): then it ran, and is not run again.
 func (g *grainActor) handleOneWay(m *oneWayCall) {
+	g.ranOneWay()
 	if g.unusable() {
 		g.node().acts.keepOneWay(g.act(), m)
 		return
