@@ -543,8 +543,12 @@ func TestNodeAnswersRequestsItCannotServe(t *testing.T) {
 		reason reason
 	}{
 		{"not the owner", frame{kind: echoKind, identity: notOwned, method: methodAdd}, codes.Unavailable, reasonNotOwner},
-		{"unknown kind", frame{kind: "test.Nope", identity: owned, method: methodAdd}, codes.Unimplemented, reasonUnknownKind},
+		// A kind no member hosts in the target's view: the sender's view,
+		// which placed it there, is not the target's. It places it again.
+		{"unknown kind", frame{kind: "test.Nope", identity: owned, method: methodAdd}, codes.Unavailable, reasonNotOwner},
+		// Only the owner says that a method is unknown.
 		{"unknown method", frame{kind: echoKind, identity: owned, method: "/test.Echo/Nope"}, codes.Unimplemented, reasonUnknownMethod},
+		{"unknown method, not the owner", frame{kind: echoKind, identity: notOwned, method: "/test.Echo/Nope"}, codes.Unavailable, reasonNotOwner},
 		{"undecodable payload", frame{kind: echoKind, identity: owned, method: methodAdd, payload: []byte{0x08}}, codes.InvalidArgument, reasonBadRequest},
 		{"served", frame{kind: echoKind, identity: owned, method: methodAdd, payload: []byte{0x08, 0x02}}, codes.OK, reasonNone},
 	} {

@@ -298,12 +298,20 @@ func decodePayload(req *frame, m *hostedMethod, what string) (proto.Message, err
 
 // serveRemote checks a call from a peer, decoded as d, and runs it. It
 // returns the response, its encoding, or both.
+//
+// Ownership is checked first: a peer that sends a call for a kind or
+// method this node does not know placed it by a view that differs from
+// this node's (a member restarted at its old address with other kinds, or
+// runs another version of the kind, and the gossip has not told everyone
+// yet). Only the grain's owner may answer that the kind or method is
+// unknown, which is final; any other node answers ErrNotOwner, and the
+// caller places the call again by a newer view.
 func (n *Node) serveRemote(ctx context.Context, req *frame, d *decodedRequest) (proto.Message, []byte, error) {
-	if d.err != nil {
-		return nil, nil, d.err
-	}
 	if err := n.checkOwner(req.kind, req.identity); err != nil {
 		return nil, nil, err
+	}
+	if d.err != nil {
+		return nil, nil, d.err
 	}
 	if req.stamp != (stamp{}) {
 		if err := req.stamp.check(); err != nil {
@@ -339,7 +347,7 @@ func (n *Node) lookup(kind, method string) (*hostedKind, *hostedMethod, error) {
 	}
 	m := hk.methods[method]
 	if m == nil {
-		return nil, nil, newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", kind, method)
+		return nil, nil, newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q on node %s", kind, method, n.name)
 	}
 	return hk, m, nil
 }

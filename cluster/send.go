@@ -502,10 +502,11 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 		}
 		n.endOneWay(target)
 	}
-	hk, m, err := n.lookup(req.kind, req.method)
-	if err == nil {
-		err = n.checkOwner(req.kind, req.identity)
-	}
+	// Ownership first, as for a call (see serveRemote): a message for a kind
+	// or method this node does not know is dropped as unknown only by the
+	// grain's owner, and forwarded by any other node.
+	hk, m, unknown := n.lookup(req.kind, req.method)
+	err := n.checkOwner(req.kind, req.identity)
 	if errors.Is(err, ErrNotOwner) && !n.mayForward(req) {
 		if !wait {
 			return false // it may wait for the view: not on the reader
@@ -526,6 +527,9 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 			return true
 		}
 		err = nil // this node owns the grain now
+	}
+	if err == nil {
+		err = unknown
 	}
 	if err != nil {
 		n.dropOneWay(req, err)
