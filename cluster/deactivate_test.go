@@ -195,3 +195,40 @@ func deactivateAllWithin(t *testing.T, node *Node, state func() string) {
 		t.Fatalf("%d activations left after deactivateAll, with %s", left, state())
 	}
 }
+
+// TestClosingReturnsThoughAGrainIgnoresItsContext: Close, and a Shutdown
+// whose context ends, wait at most DeactivateTimeout for a grain whose
+// method ignores its context and never returns, and then return without
+// it. They waited for it for good, so a process could not stop.
+func TestClosingReturnsThoughAGrainIgnoresItsContext(t *testing.T) {
+	for _, how := range []string{"Close", "Shutdown"} {
+		t.Run(how, func(t *testing.T) {
+			logs := map[string]*logLines{}
+			nodes, hs := echoCluster(t, 1, 0, withLogs(logs, false, func(cfg *Config) { cfg.DeactivateTimeout = 100 * time.Millisecond }))
+			n, h := nodes[0], hs[nodes[0].Name()]
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				defer cancel()
+				_, _ = n.Invoke(ctx, stringCall(methodHold, "stuck", ""))
+			}()
+			receive(t, h.entered, "the grain's method to begin")
+			closed := make(chan error, 1)
+			go func() {
+				if how == "Close" {
+					closed <- n.Close()
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				defer cancel()
+				closed <- n.Shutdown(ctx)
+			}()
+			err := receive(t, closed, how+" to return while the grain's method still runs")
+			if how == "Close" && err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if logs[n.Name()].count("did not end their turn") != 1 {
+				t.Fatalf("%s logged no line about the grain it left running", how)
+			}
+		})
+	}
+}

@@ -725,7 +725,10 @@ func (n *Node) leave(ctx context.Context) error {
 // Close stops the node at once, without leaving the gossip first: the
 // other members see it fail. Calls it is serving are cancelled and grains
 // are stopped without their OnDeactivate hooks and without committing their
-// buffered state changes, as in a crash. It is idempotent.
+// buffered state changes, as in a crash. A grain stops once its method
+// returns; Close waits DeactivateTimeout at most for that, and leaves
+// running, with a line in the log, a method that ignores its context. It
+// is idempotent.
 func (n *Node) Close() error {
 	n.mu.Lock()
 	n.shuttingDown = true
@@ -764,7 +767,7 @@ func (n *Node) teardown(ctx context.Context) {
 		// actors stop abruptly at once: a graceful stop first would only
 		// start what Close then cuts short.
 		if ctx.Err() != nil || n.system.Shutdown(ctx) != nil {
-			n.system.Close()
+			n.closeSystem()
 		}
 		if n.ownStore {
 			n.store.Close() // a memstore: closing cannot fail
@@ -772,6 +775,28 @@ func (n *Node) teardown(ctx context.Context) {
 		close(n.done)
 	})
 	<-n.done
+}
+
+// closeSystem stops the grains' actors abruptly, and waits for them to
+// end their turns for DeactivateTimeout at most. An actor stops between
+// two messages, so a grain whose method ignores its context and never
+// returns would hold the node's Close for good, and with it the process
+// that closes the node; such grains are left running, with a line in the
+// log, as their goroutines cannot be stopped from outside.
+func (n *Node) closeSystem() {
+	closed := make(chan struct{})
+	go func() {
+		n.system.Close()
+		close(closed)
+	}()
+	t := time.NewTimer(n.cfg.DeactivateTimeout)
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+		n.log.Error("cluster: grains did not end their turn within DeactivateTimeout of the node's close; it returns without them",
+			"deactivate_timeout", n.cfg.DeactivateTimeout)
+	}
 }
 
 // admitCall and finishCall implement requestHandler: they count the calls
