@@ -32,7 +32,11 @@
 // A grain whose kind names a typed state message keeps it, encoded, as one
 // reserved entry: SetMessage buffers new bytes (bytes equal to the current
 // ones buffer nothing), Message reads them, and Flush commits them with the
-// other changes. Encoding is the caller's: this package sees only bytes.
+// other changes. Encoding is the caller's: this package sees only bytes. A
+// caller whose encoding of the message it decoded differs from the stored
+// bytes (fields of a newer version of the message, say, which it keeps but
+// encodes in another place) makes that encoding the committed one with
+// RebaseMessage, so that an unchanged message is no change to write.
 //
 // # Exactly-once calls
 //

@@ -45,3 +45,31 @@ func (b *Buffer) SetMessage(v []byte) bool {
 	b.pendingMessage, b.messagePending = clone(v), true
 	return true
 }
+
+// RebaseMessage makes v the bytes of the committed typed state message in
+// place of those loaded or flushed, without buffering a change: the store
+// keeps the bytes it has until a change to the message is flushed. v must
+// be another encoding of the same message, one the caller made by decoding
+// the committed bytes and encoding the result; the Buffer cannot check
+// that. Message then returns v, and SetMessage(v) changes nothing.
+//
+// It is for a caller whose encoding of an unchanged message may differ
+// from the stored bytes: the cluster encodes deterministically, which puts
+// the fields its version of the message does not know (written by a newer
+// version of the .proto) after the known ones, where the version that
+// wrote them put them in field order. Without it, the first SetMessage of
+// such a message would buffer a change, and a grain that only read its
+// state would write it back.
+//
+// It reports whether it replaced the committed bytes: it does nothing when
+// v equals them, when no message is committed, or when a change to the
+// message is buffered (whose bytes then are not the committed ones).
+func (b *Buffer) RebaseMessage(v []byte) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.hasMessage || b.messagePending || bytes.Equal(b.message, v) {
+		return false
+	}
+	b.message = clone(v)
+	return true
+}

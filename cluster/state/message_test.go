@@ -92,3 +92,57 @@ func TestCheckClientID(t *testing.T) {
 		}
 	}
 }
+
+// TestRebaseMessage: another encoding of the committed message, made the
+// committed bytes by RebaseMessage, is no change: setting it buffers
+// nothing, so Flush leaves the store (its bytes and version) as it was;
+// setting it back after a change is clean again; and a real change is
+// committed as usual.
+func TestRebaseMessage(t *testing.T) {
+	eachStore(t, func(t *testing.T, s storage.Store) {
+		ctx := context.Background()
+		fresh := load(t, s, state.Config{})
+		if fresh.RebaseMessage([]byte("canon")) {
+			t.Fatal("RebaseMessage with no message committed replaced something")
+		}
+		fresh.SetMessage([]byte("stored"))
+		mustFlush(t, fresh)
+		_, version, err := s.Load(ctx, fresh.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		b := load(t, s, state.Config{})
+		if b.RebaseMessage([]byte("stored")) {
+			t.Fatal("RebaseMessage with the committed bytes reported a replacement")
+		}
+		if !b.RebaseMessage([]byte("canon")) {
+			t.Fatal("RebaseMessage did not replace the committed bytes")
+		}
+		wantMessage(t, b, "canon", true)
+		if b.SetMessage([]byte("canon")) || b.Dirty() {
+			t.Fatal("SetMessage of the rebased bytes buffered a change")
+		}
+		m := b.Mark()
+		b.SetMessage([]byte("changed"))
+		if b.RebaseMessage([]byte("other")) {
+			t.Fatal("RebaseMessage with a message change buffered replaced the committed bytes")
+		}
+		b.SetMessage([]byte("canon"))
+		if b.Dirty() || b.Changed(m) {
+			t.Fatal("a message set back to the rebased bytes leaves a change buffered")
+		}
+		b.SetMessage([]byte("changed"))
+		b.Rollback(m)
+		wantMessage(t, b, "canon", true)
+		mustFlush(t, b) // nothing buffered: no commit
+		wantMessage(t, load(t, s, state.Config{}), "stored", true)
+		if _, v, err := s.Load(ctx, b.Key()); err != nil || v != version {
+			t.Fatalf("store at version %d (%v) after a flush of a rebased message alone, want %d", v, err, version)
+		}
+
+		b.SetMessage([]byte("changed"))
+		mustFlush(t, b)
+		wantMessage(t, load(t, s, state.Config{}), "changed", true)
+	})
+}
