@@ -127,8 +127,27 @@ func loadState(ctx context.Context, n *Node, key actKey, k *Kind) (*grainState, 
 			return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: decode the state message of grain %s/%s: %v",
 				key.kind, key.identity, err)
 		}
+		st.rebase()
 	}
 	return st, nil
+}
+
+// rebase makes the encoding of the typed message, just decoded from the
+// buffer's committed bytes, the committed message where the two differ
+// (state.Buffer.RebaseMessage): it is the same message, not a change to
+// commit. They differ when another version of the message wrote it: the
+// fields this version does not know are kept in the message, and its
+// deterministic encoding puts them after the known ones, where the other
+// version put them in field order. Unless rebased, the first sync would
+// buffer that encoding as a change, and a grain that only served read-only
+// calls would commit on deactivation, at every activation after a version
+// change. The store keeps its bytes until the message really changes; that
+// commit writes the unknown fields too. An encoding error is left to the
+// first sync, which fails the call.
+func (s *grainState) rebase() {
+	if b, err := marshalDeterministic(s.msg); err == nil {
+		s.buf.RebaseMessage(b)
+	}
 }
 
 // Get implements State.
