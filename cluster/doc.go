@@ -69,7 +69,10 @@
 // too, unless the store said that it committed nothing: the error then
 // wraps storage.ErrNotCommitted as well, the call had no effect on state,
 // and the activation lives on. A state that cannot be loaded fails the
-// activating call with ErrStateUnavailable.
+// activating call with ErrStateUnavailable; a stored typed state message
+// that does not decode as the kind's message (written by an incompatible
+// version of it, or damaged) fails it with ErrStateUndecodable
+// (codes.FailedPrecondition), which no retry mends, and is left as stored.
 //
 // # Exactly-once calls
 //

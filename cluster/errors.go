@@ -85,9 +85,10 @@ var (
 	// before it was recorded after the call (its node failed, or the
 	// commit after the call did).
 	ErrStaleCall = errors.New("cluster: stale call sequence number")
-	// ErrStateUnavailable: the grain's state could not be loaded, or a
-	// commit failed for another reason than a version conflict
-	// (codes.Unavailable). After a failed commit it is unknown whether the
+	// ErrStateUnavailable: the grain's state could not be loaded from the
+	// store (a stored state message that does not decode is
+	// ErrStateUndecodable instead), or a commit failed for another reason
+	// than a version conflict (codes.Unavailable). After a failed commit it is unknown whether the
 	// call took effect, unless the error also wraps
 	// storage.ErrNotCommitted: the store said that nothing was committed,
 	// so the call had no effect on state and may be sent again, with its
@@ -99,6 +100,17 @@ var (
 	// was not queued. A peer's message that finds the mailbox full is
 	// dropped, and its sender is not told.
 	ErrMailboxFull = errors.New("cluster: grain mailbox full")
+	// ErrStateUndecodable: the grain's stored typed state message does not
+	// decode as this node's version of the message
+	// (codes.FailedPrecondition): another version of the .proto wrote it
+	// and a field changed incompatibly between the two (bytes that are not
+	// valid UTF-8 in a field now declared string, say), or the stored
+	// bytes are damaged. The call did not run, no activation is kept, and
+	// nothing stored was changed. It is not transient: every call to the
+	// grain fails so while a node of this version owns it, until a version
+	// that decodes the state owns it or the stored state is repaired, so
+	// retrying does not help, and Invoke does not retry it.
+	ErrStateUndecodable = errors.New("cluster: grain state undecodable")
 )
 
 // errStateNotCommitted is the sentinel of an ErrStateUnavailable failure
@@ -129,6 +141,7 @@ const (
 	reasonStateUnavailable
 	reasonStateNotCommitted
 	reasonMailboxFull
+	reasonStateUndecodable
 	reasonCount // first unused value
 )
 
@@ -151,6 +164,7 @@ var reasonErrors = [reasonCount]error{
 	reasonStateUnavailable:  ErrStateUnavailable,
 	reasonStateNotCommitted: errStateNotCommitted,
 	reasonMailboxFull:       ErrMailboxFull,
+	reasonStateUndecodable:  ErrStateUndecodable,
 }
 
 // Error is the error Invoke returns when the cluster decided a call's

@@ -124,7 +124,8 @@ func loadState(ctx context.Context, n *Node, key actKey, k *Kind) (*grainState, 
 	st.msg = k.NewState()
 	if b, ok := buf.Message(); ok {
 		if err := proto.Unmarshal(b, st.msg); err != nil {
-			return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: decode the state message of grain %s/%s: %v",
+			return nil, newError(codes.FailedPrecondition, ErrStateUndecodable,
+				"cluster: decode the state message of grain %s/%s: %v; it was written by another version of the message, or is damaged, and is left as it is",
 				key.kind, key.identity, err)
 		}
 		st.rebase()
@@ -305,10 +306,12 @@ func (s *grainState) rollback() {
 	if err := proto.Unmarshal(b, s.msg); err != nil {
 		// The bytes were encoded by sync or loaded and decoded before,
 		// so this cannot happen; if it does, the state is not to be
-		// trusted any more.
+		// trusted any more. Bytes this version of the message does not
+		// decode are no store outage to retry: ErrStateUndecodable, as
+		// at activation (loadState).
 		s.mu.Lock()
 		if s.broken == nil {
-			s.broken = newError(codes.Unavailable, ErrStateUnavailable, "cluster: grain %s: restore its state message: %v", s.key, err)
+			s.broken = newError(codes.FailedPrecondition, ErrStateUndecodable, "cluster: grain %s: restore its state message: %v", s.key, err)
 		}
 		s.mu.Unlock()
 	}

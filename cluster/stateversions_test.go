@@ -3,9 +3,14 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
+	"maps"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -170,4 +175,114 @@ func TestShutdownAfterReadOnlyCallsOnStateOfAnotherVersionWritesNothing(t *testi
 			t.Fatalf("calls that changed nothing, and the Shutdown, wrote %x at version %d over %x at version %d", raw, v, stored, version)
 		}
 	})
+}
+
+// The note kind: its typed state message is a StringValue, which another
+// version of the message declared bytes (a BytesValue: the same field 1,
+// the same wire type).
+const (
+	noteKind        = "test.Note"
+	methodReadNote  = "/test.Note/Read"  // read-only; StringValue → StringValue, the note
+	methodWriteNote = "/test.Note/Write" // StringValue → StringValue; sets the note
+)
+
+func newNoteKind() *Kind {
+	note := func(ctx GrainContext) *wrapperspb.StringValue { return ctx.State().Message().(*wrapperspb.StringValue) }
+	return &Kind{
+		Name:     noteKind,
+		NewState: func() proto.Message { return new(wrapperspb.StringValue) },
+		New:      func(string) any { return struct{}{} },
+		Methods: []Method{
+			{Name: methodReadNote, NewRequest: newString, ReadOnly: true,
+				Handle: func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+					return wrapperspb.String(note(ctx).GetValue()), nil
+				}},
+			{Name: methodWriteNote, NewRequest: newString,
+				Handle: func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+					note(ctx).Value = req.(*wrapperspb.StringValue).GetValue()
+					return req, nil
+				}},
+		},
+	}
+}
+
+// wantUndecodable fails t unless err says that the grain's state message
+// does not decode, and not that the store is unavailable: retrying does
+// not help.
+func wantUndecodable(t *testing.T, what string, err error) {
+	t.Helper()
+	if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStateUndecodable) || errors.Is(err, ErrStateUnavailable) ||
+		!strings.Contains(err.Error(), "decode the state message") {
+		t.Fatalf("%s: %v (code %v); want FailedPrecondition and ErrStateUndecodable (not ErrStateUnavailable), saying the state message does not decode",
+			what, err, status.Code(err))
+	}
+}
+
+// TestUndecodableStateIsNotTransient: a stored state message that does
+// not decode as the kind's message fails every call, on the owner and from
+// another node, with ErrStateUndecodable (FailedPrecondition), and leaves
+// what is stored as it was. It failed with ErrStateUnavailable
+// (Unavailable), the error of a store outage that callers are told to
+// retry, though no retry can succeed while a node of this version owns the
+// grain.
+func TestUndecodableStateIsNotTransient(t *testing.T) {
+	undecodable := map[string][]byte{
+		// Another version declared field 1 bytes and stored bytes that
+		// are not UTF-8; this one declares it string.
+		"not UTF-8": protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte{0xff, 0xfe}),
+		// Damaged: a length past the end.
+		"truncated": {0x0a, 0x05, 'a'},
+	}
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes := startCluster(t, 2, func(string) []*Kind { return []*Kind{newNoteKind()} }, func(cfg *Config) { cfg.Store = store })
+		owner, other := nodes[0], nodes[1]
+		ctx := context.Background()
+		for name, raw := range undecodable {
+			id := accountOwnedBy(t, owner, noteKind, strings.ReplaceAll(name, " ", "-"))
+			key := storage.Key{Kind: noteKind, Identity: id}
+			commitMessageBehind(t, store, noteKind, id, raw)
+			before, version, err := store.Load(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, caller := range []*Node{owner, other, owner} {
+				for _, method := range []string{methodReadNote, methodWriteNote} {
+					_, err := caller.Invoke(ctx, Call{Kind: noteKind, Identity: id, Method: method,
+						Request: wrapperspb.String("x"), NewResponse: newString})
+					wantUndecodable(t, name+": "+method+" from "+caller.Name(), err)
+				}
+			}
+			if n := owner.acts.count(); n != 0 {
+				t.Fatalf("%s: %d activations kept on the owner, want none", name, n)
+			}
+			after, v, err := store.Load(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v != version || !maps.EqualFunc(before, after, bytes.Equal) {
+				t.Fatalf("%s: the failed calls changed what is stored: version %d -> %d, entries %q -> %q", name, version, v, before, after)
+			}
+		}
+	})
+}
+
+// TestARollbackThatCannotDecodeTheMessageIsNotTransient: a rollback that
+// cannot restore the typed message from the bytes it goes back to (which
+// cannot happen to bytes that were decoded or encoded here) breaks the
+// state with ErrStateUndecodable, not with a store outage's error.
+func TestARollbackThatCannotDecodeTheMessageIsNotTransient(t *testing.T) {
+	key := storage.Key{Kind: noteKind, Identity: "rollback"}
+	buf, err := state.New(nil, key, state.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf.SetMessage([]byte{0x0a, 0x02, 0xff, 0xfe}) // field 1, not UTF-8
+	st := &grainState{key: key, buf: buf, msg: new(wrapperspb.StringValue), mark: buf.Mark()}
+	st.rollback()
+	err = st.failure()
+	if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStateUndecodable) || errors.Is(err, ErrStateUnavailable) ||
+		!strings.Contains(err.Error(), "restore its state message") {
+		t.Fatalf("failure after the rollback: %v (code %v); want FailedPrecondition and ErrStateUndecodable, saying the message was not restored",
+			err, status.Code(err))
+	}
 }
