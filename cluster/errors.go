@@ -88,12 +88,12 @@ var (
 	// ErrStateUnavailable: the grain's state could not be loaded from the
 	// store (a stored state message that does not decode is
 	// ErrStateUndecodable instead), or a commit failed for another reason
-	// than a version conflict (codes.Unavailable). After a failed commit it is unknown whether the
-	// call took effect, unless the error also wraps
-	// storage.ErrNotCommitted: the store said that nothing was committed,
-	// so the call had no effect on state and may be sent again, with its
-	// stamp or without. Otherwise retrying it with the same stamp
-	// (WithCallID) tells.
+	// than a version conflict (codes.Unavailable). After a failed commit
+	// it is unknown whether the call took effect, unless the error also
+	// wraps storage.ErrNotCommitted: the store said that nothing was
+	// committed, so the call had no effect on state and may be sent
+	// again, with its stamp or without. Otherwise retrying it with the
+	// same stamp (WithCallID) tells.
 	ErrStateUnavailable = errors.New("cluster: grain state unavailable")
 	// ErrMailboxFull: Send found Config.MaxQueuedOneWay one-way messages
 	// waiting for the grain already (codes.ResourceExhausted); the message
