@@ -232,3 +232,4 @@ func TestClosingReturnsThoughAGrainIgnoresItsContext(t *testing.T) {
 		})
 	}
 }
+

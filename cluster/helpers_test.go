@@ -445,7 +445,7 @@ func holdViews(t *testing.T, n *Node) func(edit func([]Member) []Member) {
 	n.refreshMu.Lock()
 	t.Cleanup(n.refreshMu.Unlock)
 	return func(edit func([]Member) []Member) {
-		n.replaceView(newPlacement(edit(n.Members())))
+		n.replaceView(n.viewOf(edit(n.Members())))
 	}
 }
 

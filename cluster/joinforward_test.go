@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -98,4 +99,135 @@ func TestAStayingNodeBehindALeaveRunsWhatItCouldNotForward(t *testing.T) {
 	if n := logs[stayer.Name()].count("cluster: dropped a one-way message", id); n != 0 {
 		t.Errorf("%s logged %d drops", stayer.Name(), n)
 	}
+}
+
+// TestAForwardFromALeaverThatSaidSoRuns: J's gossip still has L alive (J
+// joined as L left and missed the leave's broadcast: it hears of it from a
+// push-pull or the failure detector, seconds later), but L said on its
+// stream to J that it leaves, and forwards to J, its grain's next owner,
+// what still reaches it. J's view takes L for a leaver from then on, as
+// the refresh that L's word asks for makes it, and runs the messages. It
+// checked ownership by the gossip alone, waited forwardedPatience for a
+// view without L, then dropped them, though no node failed.
+func TestAForwardFromALeaverThatSaidSoRuns(t *testing.T) {
+	nodes, recs, logs := recorderClusterOf(t, 2, 2, -1, nil)
+	l, j := nodes[0], nodes[1]
+	id := recorderOwnedBy(t, nodes, l, "saidso")
+	if _, err := l.transport.conn(t.Context(), l.view.Load().byName[j.Name()]); err != nil {
+		t.Fatal(err)
+	}
+	setView := holdViews(t, j) // J's gossip keeps L alive for now
+	left := make(chan error, 1)
+	go func() { left <- l.Shutdown(context.Background()) }()
+	waitFor(t, waitTimeout, "L to tell J it leaves", func() bool { return j.transport.saidLeaving(l.Name()) })
+	setView(func(ms []Member) []Member { return ms }) // the refresh L's word asks for; the gossip has L alive
+	if st, _ := j.view.Load().status(l.Name()); st != StatusLeaving {
+		t.Fatalf("L is %v in J's view, want leaving: it said so", st)
+	}
+	for v := range int64(3) {
+		sendForwardedRecord(t, l, j, id, v, oneWayForwarded) // as L forwards what still reaches it
+	}
+	waitValues(t, recs[j.Name()], id, []int64{0, 1, 2})
+	setView(withStatus(l.Name(), StatusLeft)) // the gossip brings the leave at last
+	receive(t, left, "L's Shutdown")
+	if n := logs[j.Name()].count("dropped a one-way message", id); n > 0 {
+		t.Errorf("J dropped %d messages L forwarded", n)
+	}
+}
+
+// TestAStayingNodeBehindALeaveWaitsForTheFailureDetector is
+// TestAStayingNodeBehindALeaveRunsWhatItCouldNotForward with a
+// forwardedPatience that runs out at once: the stayer, which cannot reach
+// the grain's owner in its view and owns the grain without it, waits for
+// a view without the owner as long as the failure detector may take to
+// bring it (a member that joined as the owner left hears of the leave only
+// so), not the patience of a forwarded message. It waited two seconds,
+// then dropped what it could not forward.
+func TestAStayingNodeBehindALeaveWaitsForTheFailureDetector(t *testing.T) {
+	nodes, recs, logs := recorderClusterOf(t, 3, 2, -1, func(cfg *Config) {
+		cfg.forwardedPatience = time.Nanosecond
+	})
+	leaver, stayer, sender := nodes[0], nodes[1], nodes[2]
+	id := recorderOwnedBy(t, nodes, leaver, "detector")
+	setView := holdViews(t, stayer) // the leave does not reach the stayer's view yet
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := leaver.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the sender to place the grain on the stayer", func() bool {
+		o, ok := sender.Owner(recorderKind, id)
+		return ok && o.Name == stayer.Name()
+	})
+	for v := range int64(3) {
+		if err := sender.Send(context.Background(), recordCall(id, v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, waitTimeout, "the stayer to wait for a newer view, or drop a message", func() bool {
+		stayer.viewMu.Lock()
+		defer stayer.viewMu.Unlock()
+		return stayer.viewNext != nil || logs[stayer.Name()].count("cluster: dropped a one-way message", id) > 0
+	})
+	setView(withStatus(leaver.Name(), StatusLeft))
+	waitValues(t, recs[stayer.Name()], id, []int64{0, 1, 2})
+	if n := logs[stayer.Name()].count("cluster: dropped a one-way message", id); n != 0 {
+		t.Errorf("%s dropped %d messages", stayer.Name(), n)
+	}
+}
+
+// TestAForwardedMessageWhoseGrainMovesWhileItActivatesGoesOn: B receives
+// from A a message forwarded once, for a grain B owns in its view, and
+// starts activating the grain; meanwhile B's view takes in J, a member
+// that joined, which owns the grain now. The message goes on to J (neither
+// B nor the forwarder A), as one that finds its grain elsewhere as it
+// arrives does (mayForwardAfterWaiting). It was dropped after B's wait.
+func TestAForwardedMessageWhoseGrainMovesWhileItActivatesGoesOn(t *testing.T) {
+	block := make(chan struct{})
+	entered := make(chan struct{}, 16)
+	var armed atomic.Bool
+	nodes, recs, logs := recorderClusterOf(t, 4, 3, -1, func(cfg *Config) {
+		cfg.forwardedPatience = 10 * time.Millisecond // B's view is ahead of A's: the wait is in vain
+		cfg.activating = func() {
+			if armed.Load() {
+				entered <- struct{}{}
+				<-block
+			}
+		}
+	})
+	b, j, a := nodes[0], nodes[2], nodes[3]
+	id := placedWithout(t, a, recorderKind, "moves", j.Name(), b.Name())
+	jm, _ := memberNamed(b, j.Name())
+	setView := holdViews(t, b)
+	setView(withoutMembers(j.Name())) // B has not heard of J yet
+	armed.Store(true)
+	sendForwardedRecord(t, a, b, id, 5, oneWayForwarded) // A's view placed the grain on B
+	receive(t, entered, "B to start activating the grain")
+	armed.Store(false)
+	setView(func(ms []Member) []Member { return append(ms, jm) }) // J joins B's view: the grain moves to J
+	close(block)
+	waitValues(t, recs[j.Name()], id, []int64{5})
+	if n := logs[b.Name()].count("dropped a one-way message", id); n > 0 {
+		t.Errorf("B dropped the message, though J, its owner in B's view, is neither B nor the forwarder")
+	}
+}
+
+// placedWithout returns an identity of kind, prefix-N, that view's view
+// places on the member named with, and on the one named without once with
+// is gone from it.
+func placedWithout(t *testing.T, view *Node, kind, prefix, with, without string) string {
+	t.Helper()
+	p := view.view.Load()
+	for i := range 10000 {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		if o, _ := p.owner(kind, id); o == nil || o.Name != with {
+			continue
+		}
+		if o, _ := p.ownerExcept(kind, id, with); o != nil && o.Name == without {
+			return id
+		}
+	}
+	t.Fatalf("no %s identity placed on %s, and on %s without it", kind, with, without)
+	return ""
 }

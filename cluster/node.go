@@ -58,6 +58,10 @@ type Node struct {
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
+	// leavers holds, by name, the incarnation of each member that said it
+	// leaves while the gossip still had it alive (see viewOf); under
+	// refreshMu.
+	leavers map[string]string
 	// majority is the split-brain vote (Config.KeepMajority; nil without
 	// it), and recheck the timer that refreshes the view when the next
 	// failed member it holds is due to be downed; both under refreshMu.
@@ -327,7 +331,38 @@ func (n *Node) refresh() {
 			members = append(members, m)
 		}
 	}
-	n.replaceView(newPlacement(members))
+	n.replaceView(n.viewOf(members))
+}
+
+// viewOf returns the placement of members, the gossip's list, in which
+// the members that said on a stream that they leave, or refused one as
+// closing, are leaving, whatever the gossip says yet: they own nothing.
+// A leaver says so on its streams before it leaves the gossip, and a
+// member may hear of the leave only seconds later (one that joined as the
+// other left misses the leave's broadcast, and learns of it from a
+// push-pull or the failure detector); meanwhile the leaver forwards what
+// still reaches it to the grains' next owners, which took the messages
+// for someone else's and dropped them. Such a member stays leaving in the
+// views that follow for as long as the gossip has its start alive (see
+// Node.leavers), after its streams have ended. n.refreshMu is held.
+func (n *Node) viewOf(members []Member) *placement {
+	var leavers map[string]string
+	for i := range members {
+		m := &members[i]
+		if m.Status != StatusAlive || m.Name == n.name {
+			continue
+		}
+		inc, known := n.leavers[m.Name]
+		if known && inc != "" && inc == m.incarnation || n.transport.leaves(m) {
+			m.Status = StatusLeaving
+			if leavers == nil {
+				leavers = make(map[string]string)
+			}
+			leavers[m.Name] = m.incarnation
+		}
+	}
+	n.leavers = leavers
+	return newPlacement(members)
 }
 
 // replaceView makes p the node's view and acts on what changed since the

@@ -598,7 +598,16 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 		if n.mayForward(req) && n.passOn(req, from) {
 			return true
 		}
-		if err := n.checkForwardedOwner(req); err != nil {
+		err = n.checkForwardedOwner(req)
+		if errors.Is(err, ErrNotOwner) && n.mayForwardAfterWaiting(req, from) {
+			// As for a message that finds its grain elsewhere as it
+			// arrives: this node's view is ahead of the forwarder's.
+			if n.passOn(req, from) {
+				return true
+			}
+			continue // this node owns the grain now
+		}
+		if err != nil {
 			n.dropOneWay(req, err)
 			return true
 		}
@@ -654,11 +663,16 @@ func (n *Node) forwardOneWay(req *frame) bool {
 			n.dropOneWay(req, newError(codes.Unimplemented, ErrUnknownKind, "cluster: no alive member that is not leaving hosts grain kind %q", req.kind))
 			return true
 		case ok && unreachable != "" && owner.Name == n.name && !n.transport.leaving.Load():
-			// This node stays, and its view is behind a leave: the
-			// view that drops the owner that is gone makes it the
-			// owner (see checkForwardedOwner's wait). A node that
-			// leaves never will.
-			if n.checkForwardedOwner(req) == nil {
+			// This node stays, and its view is behind a leave, or a
+			// failure: the view that drops the owner that is gone
+			// makes it the owner (see checkForwardedOwner's wait). It
+			// may take the failure detector to bring that view (a
+			// member that joined as the owner left misses the leave's
+			// broadcast), so the wait is as long as the detector may
+			// take, not the forwardedPatience of a leave's gossip; it
+			// holds up the queue of an owner that is gone, and no
+			// other. A node that leaves never will own the grain.
+			if n.checkForwardedOwnerWithin(req, n.failurePatience()) == nil {
 				return false
 			}
 			if n.view.Load() != view {
@@ -848,6 +862,21 @@ const defaultForwardedPatience = 2 * time.Second
 // messages forwarded under the same view do not wait again, so that a
 // stream's lane stalls at most once per view.
 func (n *Node) checkForwardedOwner(req *frame) error {
+	return n.checkForwardedOwnerWithin(req, cmp.Or(n.cfg.forwardedPatience, defaultForwardedPatience))
+}
+
+// failurePatience is how long the failure detector may take to declare a
+// member failed (see claimPatience).
+func (n *Node) failurePatience() time.Duration {
+	members := 1
+	if n.serf != nil {
+		members = n.serf.NumNodes()
+	}
+	return claimPatience(n.cfg.memberlistConfig(), members)
+}
+
+// checkForwardedOwnerWithin is checkForwardedOwner waiting up to patience.
+func (n *Node) checkForwardedOwnerWithin(req *frame, patience time.Duration) error {
 	if view := n.view.Load(); n.gaveUp.Load() == view || n.transport.leaving.Load() {
 		// A node that leaves will not come to own the grain: no wait.
 		return n.checkOwnerIn(view, req.kind, req.identity)
@@ -860,7 +889,7 @@ func (n *Node) checkForwardedOwner(req *frame) error {
 			return err // a node that began to leave meanwhile: as above
 		}
 		if timeout == nil {
-			t := time.NewTimer(cmp.Or(n.cfg.forwardedPatience, defaultForwardedPatience))
+			t := time.NewTimer(patience)
 			defer t.Stop()
 			timeout = t.C
 		}
@@ -883,7 +912,13 @@ func (n *Node) checkForwardedOwner(req *frame) error {
 // node the owner. Without this, one wait that ran out (two members that
 // joined at once) made the node drop, without a wait, what the next
 // leaver forwarded for as long as the view lasted.
-func (n *Node) heardLeaving() { n.gaveUp.Store(nil) }
+//
+// The view is refreshed too: the leaver owns nothing from now on (see
+// viewOf).
+func (n *Node) heardLeaving() {
+	n.gaveUp.Store(nil)
+	n.membershipChanged()
+}
 
 // sendForwarded queues req on the stream to owner, marked as forwarded
 // once more than it came.

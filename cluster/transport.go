@@ -578,6 +578,23 @@ func (t *transport) saidLeaving(name string) bool {
 	return false
 }
 
+// leaves reports whether member m said, on a stream to its address still
+// open, that it is leaving the cluster, or refused a stream because it is
+// closing (see closedPeers).
+func (t *transport) leaves(m *Member) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if inc, ok := t.closedPeers[m.Name]; ok && inc == m.incarnation {
+		return true
+	}
+	for c := range t.conns {
+		if c.peer == m.Name && c.at(m.GRPCAddr) && c.peerLeaving.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 // peersLeaving appends to names the peers that said, on a stream still
 // open, that they are leaving the cluster (see saidLeaving).
 func (t *transport) peersLeaving(names []string) []string {
