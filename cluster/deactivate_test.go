@@ -233,3 +233,22 @@ func TestClosingReturnsThoughAGrainIgnoresItsContext(t *testing.T) {
 	}
 }
 
+// TestShutdownAndCloseAtOnce: a Close while a Shutdown leaves the gossip
+// (a signal handler's, say) waits for the leave. Serf let its Shutdown run
+// under a Leave in progress, and memberlist then panicked ("leave after
+// shutdown"), taking the process down. The race is narrow: the test
+// closes the node at a different point of its Shutdown each time.
+func TestShutdownAndCloseAtOnce(t *testing.T) {
+	for i := range 100 {
+		n := startNode(t, testConfig(t))
+		shut := make(chan error, 1)
+		go func() { shut <- n.Shutdown(context.Background()) }()
+		for range i % 20 {
+			goruntime.Gosched()
+		}
+		if err := n.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		receive(t, shut, "Shutdown to return")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"google.golang.org/grpc/codes"
 	"log/slog"
 	"math"
 	"net"
@@ -58,6 +59,14 @@ type Node struct {
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
+	// gossipMu orders serf's Leave (a Shutdown's) and Shutdown (the
+	// node's teardown): serf lets a Shutdown run under a Leave in
+	// progress, and memberlist then panics ("leave after shutdown"). A
+	// Close during a Shutdown's leave waits for the leave to end (serf's
+	// BroadcastTimeout at most); gossipDown, set by the teardown, keeps a
+	// later Leave from starting.
+	gossipMu   sync.Mutex
+	gossipDown bool
 	// leavers holds, by name, the incarnation of each member that said it
 	// leaves while the gossip still had it alive (see viewOf); under
 	// refreshMu.
@@ -745,7 +754,15 @@ func (n *Node) farewell(ctx context.Context) error {
 // for ctx.
 func (n *Node) leave(ctx context.Context) error {
 	left := make(chan error, 1)
-	go func() { left <- n.serf.Leave() }()
+	go func() {
+		n.gossipMu.Lock()
+		defer n.gossipMu.Unlock()
+		if n.gossipDown {
+			left <- newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s closed before it left the gossip", n.name)
+			return
+		}
+		left <- n.serf.Leave()
+	}()
 	select {
 	case err := <-left:
 		if err != nil {
@@ -785,9 +802,12 @@ func (n *Node) teardown(ctx context.Context) {
 			n.transport.close(ctx)
 		}
 		if n.serf != nil {
+			n.gossipMu.Lock()
+			n.gossipDown = true
 			if err := n.serf.Shutdown(); err != nil {
 				n.log.Warn("cluster: gossip shutdown", "err", err)
 			}
+			n.gossipMu.Unlock()
 		}
 		close(n.stop)
 		n.loops.Wait()
