@@ -285,6 +285,156 @@ func TestInlineTurnPanicIsSupervised(t *testing.T) {
 	}
 }
 
+// TestInlineTurnPanicErrorComesBeforeRestart: when the handler of a
+// request panics, the caller has its *PanicError before the actor
+// restarts, whether a worker or the caller ran the turn. The restarted
+// instance's Started waits until the caller's Request has returned: a
+// caller that ran the restart in its own turn never returned.
+func TestInlineTurnPanicErrorComesBeforeRestart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		inline bool
+	}{{"worker", false}, {"caller", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newTestSystem(t, Config{})
+			returned := make(chan struct{})
+			sawReturn := make(chan bool, 1)
+			var instances atomic.Int32
+			r := spawn(t, s, Props{New: func() Actor {
+				n := instances.Add(1)
+				return ActorFunc(func(c *Context) {
+					switch c.Message().(type) {
+					case *Started:
+						if n == 2 { // the restarted instance
+							select {
+							case <-returned:
+								sawReturn <- true
+							case <-time.After(testTimeout / 2):
+								sawReturn <- false
+							}
+						}
+					case string:
+						panic("boom")
+					}
+				})
+			}})
+			waitFor(t, testTimeout, func() bool { return r.status.Load() == idle }, "actor idle")
+			ctx := ctxTimeout(t)
+			if tc.inline {
+				ctx = context.Background()
+			}
+			_, err := r.Request(ctx, "boom")
+			close(returned)
+			if !errors.Is(err, ErrPanic) {
+				t.Fatalf("Request = %v, want ErrPanic", err)
+			}
+			if !recv(t, sawReturn, "the restarted instance's Started") {
+				t.Fatal("the restarted instance's Started ran before the caller's Request returned")
+			}
+		})
+	}
+}
+
+// TestRestartedActorCanCallItsCaller is the same as an actor program meets
+// it: actor X asks top-level actor A without a deadline, so X runs A's
+// turn; A panics, and its new instance's Started asks X something. X must
+// have its *PanicError and return first, then answer A. When X ran A's
+// restart, A's Started waited for X, and X for A's Started.
+func TestRestartedActorCanCallItsCaller(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	var x *Ref
+	askedX := make(chan error, 1)
+	var instances atomic.Int32
+	a := spawn(t, s, Props{New: func() Actor {
+		n := instances.Add(1)
+		return ActorFunc(func(c *Context) {
+			switch c.Message().(type) {
+			case *Started:
+				if n == 2 {
+					ctx, cancel := context.WithTimeout(context.Background(), testTimeout/2)
+					defer cancel()
+					_, err := x.Request(ctx, "hello")
+					askedX <- err
+				}
+			case string:
+				panic("boom")
+			}
+		})
+	}})
+	x = spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "go":
+			_, err := a.Request(context.Background(), "boom")
+			c.Respond(err)
+		case "hello":
+			c.Respond("hi")
+		}
+	})
+	waitFor(t, testTimeout, func() bool { return a.status.Load() == idle }, "actor idle")
+	v, err := x.Request(ctxTimeout(t), "go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := v.(error); !errors.Is(e, ErrPanic) {
+		t.Fatalf("X's request to A = %v, want ErrPanic", v)
+	}
+	if err := recv(t, askedX, "A's Started to ask X"); err != nil {
+		t.Fatalf("the restarted A asked X: %v; want an answer (A's restart ran inside X's handler)", err)
+	}
+}
+
+// TestInlineTurnLeavesTerminatedToAWorker: a *Terminated queued while the
+// caller runs the watcher's turn is handled by a worker, after the
+// caller's Request returned. Here the watched actor stops during the
+// caller's request (its own turn, run by the same goroutine, stops it).
+func TestInlineTurnLeavesTerminatedToAWorker(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec := &recorder{}
+	w := spawn(t, s, recordingProps(rec))
+	waitIdle(t, w, rec, 1)
+	returned := make(chan struct{})
+	sawReturn := make(chan bool, 1)
+	a := spawnFunc(t, s, func(c *Context) {
+		switch m := c.Message().(type) {
+		case *Started:
+			c.Watch(w)
+		case *Terminated:
+			select {
+			case <-returned:
+				sawReturn <- true
+			case <-time.After(testTimeout / 2):
+				sawReturn <- false
+			}
+		case string:
+			_, err := w.Request(context.Background(), "stop-me")
+			if err != nil {
+				c.RespondError(err)
+				return
+			}
+			// *Terminated is queued for a before w's Done closes.
+			select {
+			case <-w.Done():
+				c.Respond("re:" + m)
+			case <-time.After(testTimeout / 2):
+				c.RespondError(errors.New("w did not stop"))
+			}
+		}
+	})
+	waitFor(t, testTimeout, func() bool { return a.status.Load() == idle }, "watcher idle")
+	v, err := a.Request(context.Background(), "kill")
+	close(returned)
+	if err != nil || v != "re:kill" {
+		t.Fatalf("Request = %v, %v", v, err)
+	}
+	if !recv(t, sawReturn, "the watcher's *Terminated") {
+		t.Fatal("*Terminated ran on the caller before its Request returned")
+	}
+}
+
 func TestInlineTurnChildFailureEscalates(t *testing.T) {
 	t.Parallel()
 	parentSaw := make(chan *Failure, 1)
@@ -343,23 +493,28 @@ func TestInlineTurnMiddleware(t *testing.T) {
 	}
 }
 
+// TestInlineTurnStopsActor: a handler that stops its actor in a turn the
+// caller runs gets the stop done, by a worker: the caller's turn ends with
+// its request, and the stop, queued after it, runs user code (*Stopping,
+// *Stopped) that the caller must not wait for.
 func TestInlineTurnStopsActor(t *testing.T) {
 	t.Parallel()
 	s := newTestSystem(t, Config{})
 	rec := &recorder{}
 	r := spawn(t, s, recordingProps(rec))
 	waitIdle(t, r, rec, 1)
+	me := goid()
 	if v, err := r.Request(context.Background(), "stop-me"); err != nil || v != "re:stop-me" {
 		t.Fatalf("Request = %v, %v", v, err)
 	}
-	// The caller ran the whole turn, the stop included.
-	select {
-	case <-r.Done():
-	default:
-		t.Fatal("actor not stopped when the caller's turn returned")
-	}
+	waitClosed(t, r.Done(), "the stop the handler asked for")
 	if got := strings.Join(rec.msgs(), ","); got != "Started,stop-me,Stopping,Stopped" {
 		t.Fatalf("handled %s", got)
+	}
+	for _, e := range rec.get()[2:] {
+		if e.g == me {
+			t.Fatalf("%s ran on the caller's goroutine %d; want a worker", e.msg, me)
+		}
 	}
 }
 

@@ -246,9 +246,12 @@ func (r *Ref) SendContext(ctx context.Context, msg any) error {
 // ErrPanic (a *PanicError) when the handler panics; and with ErrNoReply
 // when the handler returns without replying. With a context that can never
 // end (Done returns nil) and an idle actor, the caller runs the actor's turn
-// itself, exactly as a worker would, up to its request: what was queued
-// before it (at most Props.Throughput user messages), and the request; a
-// worker takes what is queued after it.
+// itself, as a worker would, up to its request: the system messages and
+// the user messages queued before it, then the request, at most
+// Props.Throughput user messages in all. The turn ends there: a worker
+// takes the rest, and whatever is queued after the request, system
+// messages included (a stop or a restart the handler caused, say). So the
+// caller has its reply, or its *PanicError, before a restart begins.
 func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
 	if r == nil {
 		return nil, errNilRef
@@ -261,12 +264,12 @@ func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
 
 // RequestInline is Request for a caller that accepts to run the actor's
 // turn itself: to an idle actor, the caller handles msg on its own
-// goroutine (after what was queued before it, at most Props.Throughput
-// user messages, exactly as a worker would), whatever ctx. ctx then bounds the
-// wait for a busy actor only: a turn the caller runs ends when its handler
-// returns, even past ctx's deadline, and Request returns its reply. Use it
-// where the handler is known to honour its context or to be short, and a
-// late return is better than the cost of a hand-off to a worker.
+// goroutine, after what was queued before it, as Request does with a
+// context that can never end, whatever ctx. ctx then bounds the wait for a
+// busy actor only: a turn the caller runs ends with its request, even past
+// ctx's deadline, and RequestInline returns its reply. Use it where the
+// handler is known to honour its context or to be short, and a late return
+// is better than the cost of a hand-off to a worker.
 func (r *Ref) RequestInline(ctx context.Context, msg any) (any, error) {
 	if r == nil {
 		return nil, errNilRef
@@ -442,8 +445,7 @@ func (r *Ref) schedule() {
 // schedule it, so no worker can run it at the same time, handles what is
 // queued up to the caller's request (system messages first, then at most
 // Throughput user messages: those queued before the request, and the
-// request; then the system messages queued by then, such as the stop a
-// handler asked for), and then releases the actor exactly as a worker's turn ends,
+// request), and then releases the actor exactly as a worker's turn ends,
 // or hands it to a worker if messages are left.
 //
 // The trick: a request to an idle actor otherwise costs a handoff to a
@@ -455,12 +457,16 @@ func (r *Ref) schedule() {
 // itself inside a turn nests the two actors' turns on its goroutine, which
 // is fine: the CAS still lets only one goroutine run each actor.
 //
-// The turn ends with the caller's request: the messages other producers
-// queued meanwhile go to a worker. Run here, they held the caller past its
-// own handler (up to Throughput handlers of others), its reply with it,
-// and could deadlock it: a message queued after the request that waits on
-// the caller (an actor that calls the caller's actor, which waits for this
-// reply) would wait for a reply that waits for it.
+// The turn ends with the caller's request: the messages queued meanwhile,
+// system messages included, go to a worker. Run here, they held the caller
+// past its own handler, and could deadlock it: a message queued after the
+// request that waits on the caller (an actor that calls the caller's
+// actor, which waits for this reply) would wait for a reply that waits for
+// it. The system messages did so too, and ran user code: the restart that
+// a panicking handler caused (Restarting, Props.New, the new instance's
+// Started), a *Terminated, a stop, a child's failure for the Decider. A
+// new instance whose Started asked the caller's actor something waited
+// for the caller, which waited for the restart to end.
 func (r *Ref) runInline(own *replySlot) {
 	if r.status.Load() != idle || !r.status.CompareAndSwap(idle, running) {
 		return // running elsewhere: that turn will handle the request
@@ -505,8 +511,8 @@ func (r *Ref) goIdle() bool {
 
 // process handles queued messages, system messages first, until none can be
 // handled now, or, if own is not nil, until it handled the request whose
-// reply goes to own and the system messages queued by then. Every Throughput user messages a worker yields its
-// goroutine and continues; with bounded set, process instead returns true
+// reply goes to own. Every Throughput user messages a worker yields its
+// processor and continues; with bounded set, process instead returns true
 // there, leaving the rest queued.
 func (r *Ref) process(bounded bool, own *replySlot) bool {
 	more := r.processLoop(bounded, own)
@@ -524,7 +530,6 @@ func (r *Ref) processLoop(bounded bool, own *replySlot) bool {
 		}
 	}
 	n := int32(0)
-	ownDone := false // the request whose reply goes to own was handled
 	for {
 		if msg, _, ok := r.sysTail.pop(&r.ctx.spare); ok {
 			if r.finished {
@@ -542,7 +547,7 @@ func (r *Ref) processLoop(bounded bool, own *replySlot) bool {
 			r.deadUser(msg, reply)
 			continue
 		}
-		if r.suspended || r.inStop || ownDone {
+		if r.suspended || r.inStop {
 			return false
 		}
 		if n == limit {
@@ -562,10 +567,11 @@ func (r *Ref) processLoop(bounded bool, own *replySlot) bool {
 		}
 		n++
 		r.handleUser(msg, reply)
-		// After the caller's request, only the system messages it left (a
-		// stop, say) are the caller's to handle: the other producers' user
-		// messages are a worker's (see runInline).
-		ownDone = ownDone || own != nil && reply == own
+		if own != nil && reply == own {
+			// The caller's turn ends with its request: what is queued now,
+			// system messages included, is a worker's (see runInline).
+			return false
+		}
 	}
 }
 
