@@ -115,8 +115,9 @@ type refExt struct {
 	// on, resumed or new (see handleTerminated).
 	heldTerminated []*Ref
 
-	// Owned by the supervisor (the parent's goroutine, or the root under
-	// System.rootMu).
+	// Owned by the supervisor: the parent's goroutine, or, for a top-level
+	// actor, the goroutine running its turn, where the root supervisor
+	// handles its failures.
 	restarts []time.Time
 }
 
@@ -454,8 +455,13 @@ func (r *Ref) schedule() {
 // can never end (Done is nil), or when the caller asked for it
 // (RequestInline): a caller running a handler cannot return when its
 // deadline passes, and Request must return then. A caller that is
-// itself inside a turn nests the two actors' turns on its goroutine, which
-// is fine: the CAS still lets only one goroutine run each actor.
+// itself inside a turn nests the two actors' turns on its goroutine: the
+// CAS still lets only one goroutine run each actor. But nothing may hold a
+// lock across user code that can make a request (a handler, a Decider):
+// the nested turn may come back to the code that took it, on the same
+// goroutine, and wait for itself. The root supervisor held System's lock
+// around its Decider, and a Decider that asked an actor that then failed
+// waited for that lock forever (see Ref.fail).
 //
 // The turn ends with the caller's request: the messages queued meanwhile,
 // system messages included, go to a worker. Run here, they held the caller

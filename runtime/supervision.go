@@ -75,7 +75,15 @@ func (d Directive) String() string {
 	return "Directive(" + fmt.Sprint(int(d)) + ")"
 }
 
-// Decider chooses the directive for a failure.
+// Decider chooses the directive for a failure. It runs on the supervisor's
+// goroutine: the parent's for a child; for a top-level actor, the failing
+// actor's own, which may be a Request's caller running the actor's turn
+// (see Ref.Request). No lock is held around it, so it may make requests,
+// even without a deadline. It must be safe for concurrent use: the root
+// strategy (Config.Supervisor) decides for top-level actors that fail at
+// the same time, each on its own goroutine, as does a strategy shared by
+// several parents. It may be called again before it returns, on the same
+// goroutine, if the turn of an actor it asks runs there and fails.
 type Decider func(f *Failure) Directive
 
 // DefaultDecider restarts on every failure.
@@ -110,7 +118,8 @@ type StrategyConfig struct {
 	// Backoff spaces restarts that follow each other within Window.
 	Backoff Backoff
 	// Rand returns a number in [0, 1) for the backoff jitter. Nil means
-	// math/rand/v2's Float64; tests inject a fixed source.
+	// math/rand/v2's Float64; tests inject a fixed source. Like Decider, it
+	// must be safe for concurrent use.
 	Rand func() float64
 	// QuietFailures logs the children's failures at Debug instead of Warn,
 	// for a supervisor whose owner reports them better itself: the cluster
@@ -335,8 +344,11 @@ func (r *Ref) fail(f *Failure) {
 		r.parent.sendSystem(sysFailure{f})
 		return
 	}
-	r.sys.rootMu.Lock()
-	defer r.sys.rootMu.Unlock()
+	// The root supervisor runs here, on the failing actor's goroutine, and
+	// holds no lock: the Decider may make a request whose turn runs on this
+	// goroutine (see Ref.runInline), and a failure in that turn comes back
+	// here. Under a lock it waited for itself (see
+	// TestRootDeciderMayAskAnActorThatFails).
 	r.sys.root.handleFailure(r.sys, f)
 }
 

@@ -777,3 +777,72 @@ func TestTerminatedWaitsForTheInstanceThatGoesOn(t *testing.T) {
 		t.Fatalf("then %+v, want generation 3 to get *Terminated", e)
 	}
 }
+
+// TestRootDeciderMayAskAnActorThatFails: a root Decider asks another
+// top-level actor, which panics on the question. With a deadline the turn
+// runs on a worker; without one it runs on the Decider's own goroutine,
+// and the asked actor's failure goes to the root supervisor on that same
+// goroutine, before the Decider returns. The root held a lock around its
+// Decider, and that second failure waited for it forever, as did every
+// later failure of a top-level actor.
+//
+// Should the "caller" case fail, it leaks its System's goroutines: Close
+// would wait for the deadlocked actors.
+func TestRootDeciderMayAskAnActorThatFails(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		inline bool
+	}{{"worker", false}, {"caller", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var policy *Ref
+			var asked atomic.Bool
+			decided := make(chan error, 1)
+			s := NewSystem(Config{Logger: testLogger(t), Supervisor: NewOneForOne(StrategyConfig{
+				Decider: func(f *Failure) Directive {
+					if f.Who == policy || !asked.CompareAndSwap(false, true) {
+						return Restart
+					}
+					ctx := context.Background()
+					if !tc.inline {
+						c, cancel := context.WithTimeout(ctx, testTimeout)
+						defer cancel()
+						ctx = c
+					}
+					_, err := policy.Request(ctx, "ask") // the policy actor panics on it
+					decided <- err
+					return Restart
+				},
+			})})
+			t.Cleanup(func() {
+				if !t.Failed() {
+					s.Close()
+				}
+			})
+			policy = spawnFunc(t, s, func(c *Context) {
+				if c.Message() == "ask" {
+					panic("policy broken")
+				}
+			})
+			a := spawnFunc(t, s, func(c *Context) {
+				if c.Message() == "boom" {
+					panic("boom")
+				}
+			})
+			waitFor(t, testTimeout, func() bool { return policy.status.Load() == idle }, "policy idle")
+			if _, err := a.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+				t.Fatalf("Request = %v, want ErrPanic", err)
+			}
+			if err := recv(t, decided, "the Decider's request"); !errors.Is(err, ErrPanic) {
+				t.Fatalf("the Decider's request = %v, want ErrPanic", err)
+			}
+			// Both actors were restarted and serve again.
+			for _, r := range []*Ref{a, policy} {
+				if _, err := r.Request(ctxTimeout(t), "ping"); !errors.Is(err, ErrNoReply) {
+					t.Fatalf("%v after its restart: %v, want ErrNoReply from a live actor", r, err)
+				}
+			}
+		})
+	}
+}

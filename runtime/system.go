@@ -23,10 +23,6 @@ type System struct {
 	closed atomic.Bool
 	top    [topShards]topShard
 
-	// rootMu serialises the root supervisor, which runs on the goroutines
-	// of the failing top-level actors.
-	rootMu sync.Mutex
-
 	dlMu      sync.Mutex
 	dlSubs    atomic.Pointer[[]*deadLetterSub] // copy on write
 	dlDropped atomic.Uint64
