@@ -10,9 +10,10 @@ type Config struct {
 	// Supervisor supervises the actors spawned with System.Spawn. Nil means
 	// DefaultStrategy(). A failure escalated past it (Escalate, or the
 	// restart limit reached) stops the actor and is logged at Error level.
-	// It runs on the goroutine of the failing actor, for several actors at
-	// once if they fail together, so its Decider must be safe for
-	// concurrent use (see Decider).
+	// It runs on the goroutine that ran the failing actor's turn (a worker,
+	// or a Request's caller; see Ref.Request), for several actors at once
+	// if they fail together, so its Decider must be safe for concurrent use
+	// (see Decider).
 	Supervisor SupervisorStrategy
 	// Logger receives failures, supervision decisions and, if
 	// LogDeadLetters is set, dead letters. Nil means slog.Default().

@@ -17,17 +17,26 @@
 // multi-producer single-consumer queues: one for system messages (stop,
 // watch, supervision, lifecycle) and one for user messages. A sender that
 // moves the actor from idle to scheduled with a compare-and-swap starts a
-// turn that drains up to Props.Throughput messages, system messages first,
-// on one of the System's worker goroutines (an idle worker is reused, so a
-// turn rarely pays for a new goroutine and its stack growth). A Request
-// whose context can never end (its Done is nil) runs the turn of an idle
-// actor on the caller's goroutine instead, with the same guarantees, since
-// its caller would only wait for the reply; so does RequestInline, for a
-// caller that accepts to return late should the handler outlive its
-// context. That turn ends with the caller's request: what other senders
-// queued after it goes to a worker, so the caller returns when its handler
-// does, and waits on nobody else's. When the mailbox is empty the actor
-// goes idle and re-checks its queues, so no wake-up is lost. The
+// turn on one of the System's worker goroutines (an idle worker is reused,
+// so a turn rarely pays for a new goroutine and its stack growth). The turn
+// handles the queued messages, system messages first, until the mailbox is
+// empty; every Props.Throughput user messages it yields the processor to
+// other goroutines (runtime.Gosched) and carries on with the same actor. A
+// Request whose context can never end (its Done is nil) runs the turn of an
+// idle actor on the caller's goroutine instead, since its caller would
+// only wait for the reply; so does RequestInline, for a caller that
+// accepts to return late should the handler outlive its context. For the
+// actor nothing changes: one message at a time, system messages first, the
+// same supervision. But that turn ends with the caller's request, or after
+// Props.Throughput user messages: the caller handles what was queued
+// before its request, as a worker would before answering it, and a worker
+// takes whatever is queued after it, system messages included (a stop or
+// a restart that the handler caused, a *Terminated). So the caller returns
+// once its handler has, and waits on nothing queued after its request; the
+// one exception is the panic of a top-level actor's handler, whose root
+// supervisor decides on the goroutine that ran it (see Config.Supervisor),
+// after the caller's *PanicError is set. When the mailbox is empty the
+// actor goes idle and re-checks its queues, so no wake-up is lost. The
 // queues recycle their nodes, so a send allocates nothing; Context.Send,
 // for sending from inside an actor, reuses the nodes the actor's own turn
 // freed and is the cheapest send; a Batch, for a goroutine that delivers
@@ -62,17 +71,28 @@
 //
 // A panic in Receive is recovered at the actor boundary and becomes a
 // *Failure. If the actor was handling a Request, the caller at once gets a
-// *PanicError (errors.Is(err, ErrPanic)). The actor is suspended and its
-// parent's SupervisorStrategy (Props.Supervisor of the parent, or
-// Config.Supervisor for actors spawned by System.Spawn) chooses a Directive.
+// *PanicError (errors.Is(err, ErrPanic)), before the supervisor decides and
+// before any restart, whether a worker or the caller ran the turn (a
+// caller running a top-level actor's turn returns once the root strategy
+// has decided, on its goroutine; see Config.Supervisor). The actor is
+// suspended and its parent's SupervisorStrategy (Props.Supervisor of the
+// parent, or Config.Supervisor for actors spawned by System.Spawn) chooses
+// a Directive.
 // On Restart, the old instance gets *Restarting, its timers are cancelled,
 // its children are stopped (the new instance starts without children, and
 // the message that failed is not delivered again), Props.New is called and
 // the new instance gets *Started.
 //
-// Each failure leaves one line in Config.Logger, at Warn, with the directive
-// and the panic's stack; StrategyConfig.QuietFailures moves it to Debug, for
-// code that reports its actors' failures itself.
+// Each failure a supervisor handles leaves one line in Config.Logger,
+// "runtime: actor failed", at Warn, with the directive and the panic's
+// stack; StrategyConfig.QuietFailures moves it to Debug, for code that
+// reports its actors' failures itself. Some outcomes add a line: a Decider
+// that panics (at Error; the failure is escalated), a failure that exhausts
+// StrategyConfig.MaxRestarts (at Warn, whatever QuietFailures says; the
+// failure is escalated), and a failure escalated past the root (at Error;
+// the actor stops). A panic that no supervisor handles leaves one line at
+// Error, without the stack: in a *Restarting, *Stopping or *Stopped
+// handler, or anywhere while the actor is stopping.
 //
 // # Dead letters
 //

@@ -5,8 +5,7 @@ import (
 	"math"
 )
 
-// DefaultThroughput is the number of messages an actor handles per turn
-// when Props.Throughput is zero.
+// DefaultThroughput is Props.Throughput when it is zero.
 const DefaultThroughput = 300
 
 // Actor is the behaviour of an actor. Receive is called with one message at
@@ -37,8 +36,12 @@ type Props struct {
 	New func() Actor
 	// Mailbox bounds the user-message queue. The zero value is unbounded.
 	Mailbox MailboxConfig
-	// Throughput is how many messages the actor handles before it yields
-	// its goroutine to others. Zero means DefaultThroughput.
+	// Throughput is how many user messages a worker's turn handles between
+	// two yields of the processor to other goroutines (runtime.Gosched):
+	// the turn then carries on with the same actor until its mailbox is
+	// empty. A turn run by a Request's caller (see Ref.Request), or by
+	// System.Shutdown and Close, ends after Throughput user messages
+	// instead, and a worker takes the rest. Zero means DefaultThroughput.
 	Throughput int
 	// Supervisor decides what happens to this actor's children when they
 	// fail. Nil means DefaultStrategy().
