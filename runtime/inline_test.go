@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -656,5 +657,362 @@ func TestRequestInlineWithDeadline(t *testing.T) {
 	close(release)
 	if v, err := busy.RequestInline(ctxTimeout(t), "b"); err != nil || v != "re:b" {
 		t.Fatalf("RequestInline after the actor was released = %v, %v; want re:b", v, err)
+	}
+}
+
+// queuedUser counts the user messages queued for r. Only call it while
+// r's current handler is blocked, so that nothing pops meanwhile.
+func queuedUser(r *Ref) int {
+	n := 0
+	for e := (*envelope)(atomic.LoadPointer(&r.userTail.stub.next)); e != nil; e = (*envelope)(atomic.LoadPointer(&e.next)) {
+		n++
+	}
+	return n
+}
+
+// TestStopDuringInlineTurnFailsQueuedRequests: Stop from another goroutine
+// while a caller runs the actor's turn. The caller gets its own reply; the
+// requests queued behind it, of every kind (no deadline, a deadline,
+// RequestInline), fail with ErrStopped and become dead letters; nobody
+// waits for a deadline.
+func TestStopDuringInlineTurnFailsQueuedRequests(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	dl := make(chan DeadLetter, 64)
+	s.SubscribeDeadLetters(dl)
+	entered, release := make(chan struct{}), make(chan struct{})
+	r := spawnFunc(t, s, func(c *Context) {
+		if m, ok := c.Message().(string); ok {
+			if m == "hold" {
+				close(entered)
+				<-release
+			}
+			c.Respond("re:" + m)
+		}
+	})
+	waitFor(t, testTimeout, func() bool { return r.status.Load() == idle }, "actor idle")
+	own := make(chan error, 1)
+	go func() {
+		v, err := r.Request(context.Background(), "hold")
+		if err == nil && v != "re:hold" {
+			err = fmt.Errorf("reply %v, want re:hold", v)
+		}
+		own <- err
+	}()
+	recv(t, entered, "the caller's turn to begin")
+	const n = 6
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			var err error
+			switch i % 3 {
+			case 0:
+				_, err = r.Request(context.Background(), fmt.Sprint("bg", i))
+			case 1:
+				_, err = r.Request(ctxTimeout(t), fmt.Sprint("dl", i))
+			default:
+				_, err = r.RequestInline(ctxTimeout(t), fmt.Sprint("in", i))
+			}
+			errs <- err
+		}()
+	}
+	waitFor(t, testTimeout, func() bool { return queuedUser(r) == n }, "the requests to queue")
+	r.Stop()
+	close(release)
+	if err := recv(t, own, "the caller's reply"); err != nil {
+		t.Fatalf("the caller's request: %v", err)
+	}
+	for range n {
+		if err := recv(t, errs, "a queued request"); !errors.Is(err, ErrStopped) {
+			t.Fatalf("queued request = %v, want ErrStopped", err)
+		}
+	}
+	for range n {
+		if d := recv(t, dl, "a dead letter"); d.To != r || !errors.Is(d.Reason, ErrStopped) {
+			t.Fatalf("dead letter %+v, want one to the actor for ErrStopped", d)
+		}
+	}
+	waitClosed(t, r.Done(), "stop")
+}
+
+// TestBackoffHoldsMessagesQueuedDuringInlineTurn: a second failure within
+// the restart window, in a turn the caller runs, waits for its backoff. The
+// messages the handler queued before it panicked, and a later caller's
+// request, wait for the restart too (the later caller runs no turn of a
+// suspended actor), then go to the new instance in order.
+func TestBackoffHoldsMessagesQueuedDuringInlineTurn(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := newTestSystem(t, Config{Clock: clock, Supervisor: NewOneForOne(StrategyConfig{
+		MaxRestarts: -1,
+		Backoff:     Backoff{Initial: 100 * time.Millisecond, Jitter: -1},
+	})})
+	log := &eventLog{}
+	var r *Ref
+	var instances atomic.Int32
+	r = spawn(t, s, Props{New: func() Actor {
+		n := instances.Add(1)
+		return ActorFunc(func(c *Context) {
+			switch m := c.Message().(type) {
+			case *Started:
+				log.add("started#%d", n)
+			case string:
+				switch m {
+				case "send-boom":
+					for i := range 3 {
+						if err := r.Send(fmt.Sprintf("q%d", i)); err != nil {
+							panic(err)
+						}
+					}
+					panic("boom")
+				case "boom":
+					panic("boom")
+				default:
+					log.add("%s#%d", m, n)
+					c.Respond(m)
+				}
+			}
+		})
+	}})
+	waitFor(t, testTimeout, func() bool { return r.status.Load() == idle && log.count("started#1") == 1 }, "actor idle")
+	if _, err := r.Request(context.Background(), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("first boom = %v, want ErrPanic", err)
+	}
+	waitFor(t, testTimeout, func() bool { return r.status.Load() == idle && log.count("started#2") == 1 }, "the first restart")
+	// The second failure within the window: the restart waits 100ms.
+	if _, err := r.Request(context.Background(), "send-boom"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("second boom = %v, want ErrPanic", err)
+	}
+	waitFor(t, testTimeout, func() bool { return clock.Pending() == 1 }, "the backoff timer")
+	late := make(chan any, 1)
+	go func() {
+		v, err := r.Request(context.Background(), "late")
+		if err != nil {
+			late <- err
+			return
+		}
+		late <- v
+	}()
+	waitFor(t, testTimeout, func() bool { return r.status.Load() == idle && queuedUser(r) == 4 }, "the late request to queue")
+	if ev := log.snapshot(); len(ev) != 2 {
+		t.Fatalf("handled %v during the backoff; want the two starts only", ev)
+	}
+	clock.Advance(100 * time.Millisecond)
+	if v := recv(t, late, "the late reply"); v != "late" {
+		t.Fatalf("late request = %v, want late", v)
+	}
+	want := []string{"started#1", "started#2", "started#3", "q0#3", "q1#3", "q2#3", "late#3"}
+	if got := log.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("handled %v, want %v", got, want)
+	}
+}
+
+// TestRestartLimitInInlineTurnFailsQueuedRequests: the failure that
+// exhausts the restart limit happens in a turn the caller runs, while other
+// requests wait behind it. The caller gets its *PanicError, the waiting
+// requests fail with ErrStopped and become dead letters, and the actor
+// stops.
+func TestRestartLimitInInlineTurnFailsQueuedRequests(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{MaxRestarts: 1, Backoff: Backoff{Initial: -1}})})
+	dl := make(chan DeadLetter, 16)
+	s.SubscribeDeadLetters(dl)
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	r := spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "hold-boom":
+			entered <- struct{}{}
+			<-release
+			panic("boom")
+		case "boom":
+			panic("boom")
+		}
+	})
+	waitFor(t, testTimeout, func() bool { return r.status.Load() == idle }, "actor idle")
+	if _, err := r.Request(context.Background(), "boom"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("first boom = %v, want ErrPanic", err)
+	}
+	waitFor(t, testTimeout, func() bool { return r.status.Load() == idle }, "actor idle after its restart")
+	own := make(chan error, 1)
+	go func() { _, err := r.Request(context.Background(), "hold-boom"); own <- err }()
+	recv(t, entered, "the caller's turn to begin")
+	const n = 4
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			ctx := context.Background()
+			if i%2 == 1 {
+				ctx = ctxTimeout(t)
+			}
+			_, err := r.Request(ctx, fmt.Sprint("q", i))
+			errs <- err
+		}()
+	}
+	waitFor(t, testTimeout, func() bool { return queuedUser(r) == n }, "the requests to queue")
+	close(release)
+	if err := recv(t, own, "the caller's reply"); !errors.Is(err, ErrPanic) {
+		t.Fatalf("the caller's request = %v, want ErrPanic", err)
+	}
+	for range n {
+		if err := recv(t, errs, "a queued request"); !errors.Is(err, ErrStopped) {
+			t.Fatalf("queued request = %v, want ErrStopped", err)
+		}
+		if d := recv(t, dl, "a dead letter"); !errors.Is(d.Reason, ErrStopped) {
+			t.Fatalf("dead letter %+v, want one for ErrStopped", d)
+		}
+	}
+	waitClosed(t, r.Done(), "the stop after the restart limit")
+}
+
+// TestInlineTurnsOneAtATimeUnderFailures mixes turns run by callers, by
+// workers and nested in other turns, with timers, panics that the root
+// restarts or resumes (concurrently, for two top-level actors), and a stop
+// racing all of it: no two handlers of one actor overlap (the
+// unsynchronised counters let -race see it too), and every request
+// returns.
+func TestInlineTurnsOneAtATimeUnderFailures(t *testing.T) {
+	t.Parallel()
+	var decisions atomic.Int32
+	s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{
+		MaxRestarts: -1,
+		Backoff:     Backoff{Initial: -1},
+		Decider: func(*Failure) Directive {
+			if decisions.Add(1)%2 == 0 {
+				return Resume
+			}
+			return Restart
+		},
+	})})
+	var overlaps atomic.Int32
+	type guard struct {
+		in    atomic.Int32
+		count int // only touched by the actor
+	}
+	enter := func(g *guard) (leave func()) {
+		if !g.in.CompareAndSwap(0, 1) {
+			overlaps.Add(1)
+		}
+		g.count++
+		return func() { g.in.Store(0) }
+	}
+	gb, ga := &guard{}, &guard{}
+	b := spawn(t, s, Props{Throughput: 3, New: func() Actor {
+		return ActorFunc(func(c *Context) {
+			defer enter(gb)()
+			switch m := c.Message().(type) {
+			case *Started:
+				c.SendEvery(200*time.Microsecond, "tick")
+			case int:
+				if m%97 == 0 {
+					panic("boom")
+				}
+				c.Respond(m)
+			}
+		})
+	}})
+	a := spawn(t, s, Props{Throughput: 2, New: func() Actor {
+		return ActorFunc(func(c *Context) {
+			defer enter(ga)()
+			switch m := c.Message().(type) {
+			case *Started:
+				c.SendAfter(time.Millisecond, "tick")
+			case int:
+				if m%89 == 0 {
+					panic("boom")
+				}
+				if m%3 == 0 {
+					v, err := b.Request(context.Background(), m) // nested, maybe on this goroutine
+					if err != nil {
+						c.RespondError(err)
+						return
+					}
+					c.Respond(v)
+					return
+				}
+				c.Respond(m)
+			case string:
+				if m == "tick" {
+					c.SendAfter(time.Millisecond, "tick")
+				}
+			}
+		})
+	}})
+	const goroutines, each = 8, 300
+	var wg sync.WaitGroup
+	bad := make(chan error, goroutines*each)
+	var stopped atomic.Bool
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				m := g*each + i + 1
+				var err error
+				var v any
+				switch g % 4 {
+				case 0:
+					v, err = a.Request(context.Background(), m)
+				case 1:
+					v, err = a.Request(ctxTimeout(t), m)
+				case 2:
+					v, err = a.RequestInline(ctxTimeout(t), m)
+				default:
+					v, err = b.Request(context.Background(), m)
+				}
+				switch {
+				case err == nil && v != m:
+					bad <- fmt.Errorf("reply %v to %d", v, m)
+				case err != nil && !errors.Is(err, ErrPanic) && !(stopped.Load() && errors.Is(err, ErrStopped)):
+					bad <- fmt.Errorf("request %d: %w", m, err)
+				}
+			}
+		}()
+	}
+	// Stop both actors while requests are still in flight.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		waitFor(t, testTimeout, func() bool { return decisions.Load() >= 10 }, "some failures")
+		stopped.Store(true)
+		a.Stop()
+		b.GracefulStop()
+	}()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	waitClosed(t, done, "every request to return")
+	close(bad)
+	for err := range bad {
+		t.Error(err)
+	}
+	waitClosed(t, a.Done(), "a to stop")
+	waitClosed(t, b.Done(), "b to stop")
+	if n := overlaps.Load(); n != 0 {
+		t.Fatalf("%d handlers overlapped another of the same actor", n)
+	}
+}
+
+// TestWorkerTurnCarriesOnPastThroughput pins what Props.Throughput means
+// for a worker: at Throughput user messages its turn yields the processor
+// and carries on with the same actor, on the same goroutine, until the
+// mailbox is empty (only a caller's turn ends there; see
+// TestInlineTurnRespectsThroughput).
+func TestWorkerTurnCarriesOnPastThroughput(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	rec := &recorder{}
+	p := recordingProps(rec)
+	p.Throughput = 2
+	r := spawn(t, s, p)
+	waitIdle(t, r, rec, 1)
+	for i := range 7 {
+		pushRaw(&r.userHead, s, fmt.Sprint("m", i))
+	}
+	r.schedule()
+	waitFor(t, testTimeout, func() bool { return len(rec.get()) == 8 }, "every message handled")
+	ev := rec.get()[1:]
+	for _, e := range ev {
+		if e.g != ev[0].g {
+			t.Fatalf("the turn's messages ran on more than one goroutine: %+v", ev)
+		}
 	}
 }

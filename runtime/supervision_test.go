@@ -846,3 +846,77 @@ func TestRootDeciderMayAskAnActorThatFails(t *testing.T) {
 		})
 	}
 }
+
+// TestFailureLogLinesOfEachOutcome checks the lines the package doc lists
+// beyond the one a failure leaves: a Decider's panic, the restart limit
+// (at Warn even with QuietFailures), escalation past the root, and a panic
+// no supervisor handles (at Error, without the stack).
+func TestFailureLogLinesOfEachOutcome(t *testing.T) {
+	t.Parallel()
+	type line struct {
+		level slog.Level
+		msg   string
+	}
+	const (
+		failed    = "runtime: actor failed"
+		escalated = "runtime: failure escalated to the root; stopping the actor"
+	)
+	for _, tc := range []struct {
+		name     string
+		strategy StrategyConfig
+		booms    int // failures, each waited for
+		stop     bool
+		want     []line
+	}{
+		{"decider panics", StrategyConfig{Decider: func(*Failure) Directive { panic("bad decider") }}, 1, false, []line{
+			{slog.LevelError, "runtime: supervisor Decider panicked; escalating"},
+			{slog.LevelWarn, failed},
+			{slog.LevelError, escalated},
+		}},
+		{"restart limit", StrategyConfig{MaxRestarts: 1, Backoff: Backoff{Initial: -1}, QuietFailures: true}, 2, false, []line{
+			{slog.LevelDebug, failed},
+			{slog.LevelDebug, failed},
+			{slog.LevelWarn, "runtime: restart limit reached; stopping and escalating"},
+			{slog.LevelError, escalated},
+		}},
+		{"panic in Stopping", StrategyConfig{}, 0, true, []line{
+			{slog.LevelError, "runtime: actor panicked in lifecycle handler"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			logs := &recordLog{}
+			s := newTestSystem(t, Config{Logger: slog.New(logs), Supervisor: NewOneForOne(tc.strategy)})
+			r := spawnFunc(t, s, func(c *Context) {
+				switch c.Message().(type) {
+				case *Stopping:
+					if tc.stop {
+						panic("stopping")
+					}
+				case string:
+					panic("boom")
+				}
+			})
+			for i := range tc.booms {
+				if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+					t.Fatalf("boom %d = %v, want ErrPanic", i, err)
+				}
+			}
+			if tc.stop {
+				r.Stop()
+			}
+			// Every outcome here ends with the actor stopped, after its lines.
+			waitClosed(t, r.Done(), "the actor to stop")
+			var got []line
+			for _, rec := range logs.all() {
+				got = append(got, line{rec.level, rec.message})
+				if rec.level == slog.LevelError && rec.attrs["stack"] != "" {
+					t.Errorf("%q carries a stack", rec.message)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("logged %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
