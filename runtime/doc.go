@@ -28,12 +28,13 @@
 // accepts to return late should the handler outlive its context. For the
 // actor nothing changes: one message at a time, system messages first, the
 // same supervision. But that turn ends with the caller's request, or after
-// Props.Throughput user messages: the caller handles what was queued
-// before its request, as a worker would before answering it, and a worker
-// takes whatever is queued after it, system messages included (a stop or
-// a restart that the handler caused, a *Terminated). So the caller returns
-// once its handler has, and waits on nothing queued after its request; the
-// one exception is the panic of a top-level actor's handler, whose root
+// Props.Throughput user messages: the caller handles what is ahead of its
+// request, as a worker would before answering it (system messages first,
+// even those that arrive meanwhile), and a worker takes whatever is left
+// once the request is handled, system messages included (a stop or a
+// restart that the handler caused, a *Terminated). So the caller returns
+// once its handler has, and runs nothing that comes after it; the one
+// exception is the panic of a top-level actor's handler, whose root
 // supervisor decides on the goroutine that ran it (see Config.Supervisor),
 // after the caller's *PanicError is set. When the mailbox is empty the
 // actor goes idle and re-checks its queues, so no wake-up is lost. The

@@ -247,12 +247,13 @@ func (r *Ref) SendContext(ctx context.Context, msg any) error {
 // ErrPanic (a *PanicError) when the handler panics; and with ErrNoReply
 // when the handler returns without replying. With a context that can never
 // end (Done returns nil) and an idle actor, the caller runs the actor's turn
-// itself, as a worker would, up to its request: the system messages and
-// the user messages queued before it, then the request, at most
-// Props.Throughput user messages in all. The turn ends there: a worker
-// takes the rest, and whatever is queued after the request, system
-// messages included (a stop or a restart the handler caused, say). So the
-// caller has its reply, or its *PanicError, before a restart begins.
+// itself, as a worker would, up to its request: the user messages queued
+// before it, then the request, at most Props.Throughput user messages in
+// all, with the system messages first, even those that arrive meanwhile.
+// The turn ends there: a worker takes the rest, and whatever is left once
+// the request is handled, system messages included (a stop or a restart
+// the handler caused, say). So the caller has its reply, or its
+// *PanicError, before a restart begins.
 func (r *Ref) Request(ctx context.Context, msg any) (any, error) {
 	if r == nil {
 		return nil, errNilRef
@@ -463,8 +464,8 @@ func (r *Ref) schedule() {
 // around its Decider, and a Decider that asked an actor that then failed
 // waited for that lock forever (see Ref.fail).
 //
-// The turn ends with the caller's request: the messages queued meanwhile,
-// system messages included, go to a worker. Run here, they held the caller
+// The turn ends with the caller's request: the messages left once it is
+// handled, system messages included, go to a worker. Run here, they held the caller
 // past its own handler, and could deadlock it: a message queued after the
 // request that waits on the caller (an actor that calls the caller's
 // actor, which waits for this reply) would wait for a reply that waits for
