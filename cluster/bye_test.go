@@ -582,12 +582,14 @@ func TestAPeerThatRefusedAStreamAsClosingIsNotDialedAgain(t *testing.T) {
 // new stream. A peer whose view still has it alive dials it, is refused
 // before it sends anything (a dialer waits for the acceptor's hello), and
 // its Send returns ErrUnavailable, where it returned nil for a message that
-// the node's close then cut off its stream unread.
+// the node's close then cut off its stream unread. Once the peer's view
+// takes the refusal for a leave, the grain is the peer's.
 func TestAStreamDialedAfterTheFarewellIsRefused(t *testing.T) {
 	t.Parallel()
 	nodes, recs, _ := recorderClusterOf(t, 2, 2, 0, nil)
 	leaver, peer := nodes[0], nodes[1]
 	id := recorderOwnedBy(t, nodes, leaver, "after-farewell")
+	setView := holdViews(t, peer) // the refusal's refresh waits (see Node.viewOf)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	if !leaver.transport.farewell(ctx) {
@@ -603,6 +605,16 @@ func TestAStreamDialedAfterTheFarewellIsRefused(t *testing.T) {
 	if got := leaver.transport.openConns(); len(got) != 0 {
 		t.Fatalf("the leaver took %d streams after its farewell", len(got))
 	}
+	// Once the peer's view takes the refusal for a leave, the grain is the
+	// peer's, and the message runs there.
+	setView(func(ms []Member) []Member { return ms })
+	if st, _ := peer.view.Load().status(leaver.Name()); st != StatusLeaving {
+		t.Fatalf("the leaver is %v in the peer's view after it refused a stream as closing, want leaving", st)
+	}
+	if err := peer.Send(context.Background(), recordCall(id, 2)); err != nil {
+		t.Fatalf("Send once the view has the leave: %v", err)
+	}
+	waitValues(t, recs[peer.Name()], id, []int64{2})
 }
 
 // TestStreamsAcceptedWhileSayingLeaving opens streams to a node while it

@@ -353,12 +353,22 @@ func (n *Node) refresh() {
 // still reaches it to the grains' next owners, which took the messages
 // for someone else's and dropped them. Such a member stays leaving in the
 // views that follow for as long as the gossip has its start alive (see
-// Node.leavers), after its streams have ended. n.refreshMu is held.
+// Node.leavers), after its streams have ended. This node is leaving too
+// in its own view once its Shutdown began. n.refreshMu is held.
 func (n *Node) viewOf(members []Member) *placement {
 	var leavers map[string]string
 	for i := range members {
 		m := &members[i]
-		if m.Status != StatusAlive || m.Name == n.name {
+		if m.Status != StatusAlive {
+			continue
+		}
+		if m.Name == n.name {
+			// This node leaves too once it said so (Shutdown), before its
+			// gossip has it leaving: a peer's leave must not move a grain
+			// here meanwhile.
+			if n.transport.leaving.Load() {
+				m.Status = StatusLeaving
+			}
 			continue
 		}
 		inc, known := n.leavers[m.Name]

@@ -665,21 +665,16 @@ func (n *Node) forwardOneWay(req *frame) bool {
 		case ok && unreachable != "" && owner.Name == n.name && !n.transport.leaving.Load():
 			// This node stays, and its view is behind a leave, or a
 			// failure: the view that drops the owner that is gone
-			// makes it the owner (see checkForwardedOwner's wait). It
-			// may take the failure detector to bring that view (a
-			// member that joined as the owner left misses the leave's
-			// broadcast), so the wait is as long as the detector may
-			// take, not the forwardedPatience of a leave's gossip; it
-			// holds up the queue of an owner that is gone, and no
-			// other. A node that leaves never will own the grain.
-			if n.checkForwardedOwnerWithin(req, n.failurePatience()) == nil {
-				return false
-			}
-			if n.view.Load() != view {
-				// The view moved on without making this node the
-				// owner: the owner that took no stream came back
-				// under its name at a new address, say. Place the
-				// message again by it.
+			// makes it the owner. It may take the failure detector to
+			// bring that view (a member that joined as the owner left
+			// misses the leave's broadcast), so the wait is as long as
+			// the detector may take, not the forwardedPatience of a
+			// leave's gossip; it holds up the queue of an owner that
+			// is gone, and no other. The message is placed again by
+			// the view that comes (which may also have the owner back
+			// under its name at a new address). A node that leaves
+			// never will own the grain.
+			if n.awaitNewerView(view, n.failurePatience()) {
 				unreachable = ""
 				continue
 			}
@@ -862,21 +857,6 @@ const defaultForwardedPatience = 2 * time.Second
 // messages forwarded under the same view do not wait again, so that a
 // stream's lane stalls at most once per view.
 func (n *Node) checkForwardedOwner(req *frame) error {
-	return n.checkForwardedOwnerWithin(req, cmp.Or(n.cfg.forwardedPatience, defaultForwardedPatience))
-}
-
-// failurePatience is how long the failure detector may take to declare a
-// member failed (see claimPatience).
-func (n *Node) failurePatience() time.Duration {
-	members := 1
-	if n.serf != nil {
-		members = n.serf.NumNodes()
-	}
-	return claimPatience(n.cfg.memberlistConfig(), members)
-}
-
-// checkForwardedOwnerWithin is checkForwardedOwner waiting up to patience.
-func (n *Node) checkForwardedOwnerWithin(req *frame, patience time.Duration) error {
 	if view := n.view.Load(); n.gaveUp.Load() == view || n.transport.leaving.Load() {
 		// A node that leaves will not come to own the grain: no wait.
 		return n.checkOwnerIn(view, req.kind, req.identity)
@@ -889,7 +869,7 @@ func (n *Node) checkForwardedOwnerWithin(req *frame, patience time.Duration) err
 			return err // a node that began to leave meanwhile: as above
 		}
 		if timeout == nil {
-			t := time.NewTimer(patience)
+			t := time.NewTimer(cmp.Or(n.cfg.forwardedPatience, defaultForwardedPatience))
 			defer t.Stop()
 			timeout = t.C
 		}
@@ -901,6 +881,40 @@ func (n *Node) checkForwardedOwnerWithin(req *frame, patience time.Duration) err
 		case <-n.stop:
 			return err
 		}
+	}
+}
+
+// failurePatience is how long the failure detector may take to declare a
+// member failed (see claimPatience).
+func (n *Node) failurePatience() time.Duration {
+	members := 1
+	if n.serf != nil {
+		members = n.serf.NumNodes()
+	}
+	return claimPatience(n.cfg.memberlistConfig(), members)
+}
+
+// awaitNewerView waits up to patience for a view newer than view, and
+// reports whether one came. Once a wait ran out in a view, later ones in
+// the same view do not wait, as in checkForwardedOwner.
+func (n *Node) awaitNewerView(view *placement, patience time.Duration) bool {
+	cur, next := n.awaitView()
+	if cur != view {
+		return true
+	}
+	if n.gaveUp.Load() == view {
+		return false
+	}
+	t := time.NewTimer(patience)
+	defer t.Stop()
+	select {
+	case <-next:
+		return true
+	case <-t.C:
+		n.gaveUp.Store(view)
+		return false
+	case <-n.stop:
+		return false
 	}
 }
 
