@@ -384,18 +384,29 @@ func identityOwnedBy(t testing.TB, nodes []*Node, owner *Node) string {
 // in every node's view.
 func ownedInEveryView(t testing.TB, nodes []*Node, owner *Node, kind, prefix string) string {
 	t.Helper()
+	owners := make(map[*Node]string, len(nodes))
+	for _, n := range nodes {
+		owners[n] = owner.Name()
+	}
+	return placedOn(t, kind, prefix, owners)
+}
+
+// placedOn returns an identity of kind, prefix-N, that each node's view
+// places on the member named with it.
+func placedOn(t testing.TB, kind, prefix string, owners map[*Node]string) string {
+	t.Helper()
 	for i := range 10000 {
 		id := fmt.Sprintf("%s-%d", prefix, i)
-		agree := true
-		for _, n := range nodes {
+		all := true
+		for n, owner := range owners {
 			m, ok := n.Owner(kind, id)
-			agree = agree && ok && m.Name == owner.Name()
+			all = all && ok && m.Name == owner
 		}
-		if agree {
+		if all {
 			return id
 		}
 	}
-	t.Fatalf("no %s identity owned by %s", kind, owner.Name())
+	t.Fatalf("no %s identity placed as %v", kind, owners)
 	return ""
 }
 
@@ -477,16 +488,24 @@ func holdView(t *testing.T, n *Node, edit func([]Member) []Member) {
 // once owner is gone from it.
 func ownedNextBy(t *testing.T, view *Node, owner, next, prefix string) string {
 	t.Helper()
+	return placedWithout(t, view, recorderKind, prefix, owner, next)
+}
+
+// placedWithout returns an identity of kind, prefix-N, that view's view
+// places on the member named with, and on the one named without once with
+// is gone from it.
+func placedWithout(t *testing.T, view *Node, kind, prefix, with, without string) string {
+	t.Helper()
 	p := view.view.Load()
 	for i := range 10000 {
 		id := fmt.Sprintf("%s-%d", prefix, i)
-		if o, _ := p.owner(recorderKind, id); o == nil || o.Name != owner {
+		if o, _ := p.owner(kind, id); o == nil || o.Name != with {
 			continue
 		}
-		if o, _ := p.ownerExcept(recorderKind, id, owner); o != nil && o.Name == next {
+		if o, _ := p.ownerExcept(kind, id, with); o != nil && o.Name == without {
 			return id
 		}
 	}
-	t.Fatalf("no identity owned by %s and then by %s", owner, next)
+	t.Fatalf("no %s identity placed on %s, and on %s without it", kind, with, without)
 	return ""
 }

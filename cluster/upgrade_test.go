@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -130,23 +129,4 @@ func TestAMessageForAKindItsReceiverDoesNotHostIsForwarded(t *testing.T) {
 	waitFor(t, waitTimeout, "the message to reach the grain on c", func() bool {
 		return add(t, c, id, 0) == 5
 	})
-}
-
-// placedOn returns an identity of kind, prefix-N, that each node's view
-// places on the member named with it.
-func placedOn(t *testing.T, kind, prefix string, owners map[*Node]string) string {
-	t.Helper()
-	for i := range 10000 {
-		id := fmt.Sprintf("%s-%d", prefix, i)
-		all := true
-		for n, owner := range owners {
-			m, ok := n.Owner(kind, id)
-			all = all && ok && m.Name == owner
-		}
-		if all {
-			return id
-		}
-	}
-	t.Fatalf("no %s identity placed as %v", kind, owners)
-	return ""
 }
