@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"google.golang.org/grpc/codes"
 	"log/slog"
 	"math"
 	"net"
@@ -15,6 +14,7 @@ import (
 
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/serf/serf"
+	"google.golang.org/grpc/codes"
 
 	"github.com/protograin/protograin/cluster/internal/reminder"
 	"github.com/protograin/protograin/cluster/storage"
