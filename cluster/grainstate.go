@@ -175,10 +175,10 @@ func (s *grainState) Message() proto.Message { return s.msg }
 // current call, and the call fails with the flush's error whatever the
 // grain returns. A commit the store refused without committing anything
 // fails with an error wrapping ErrStateUnavailable and
-// storage.ErrNotCommitted, and leaves
-// everything buffered and the activation usable: a call that returns the
-// error has no effect (its own changes are rolled back), and the changes
-// of earlier calls wait for the next commit.
+// storage.ErrNotCommitted, and leaves everything buffered and the
+// activation usable: a call that returns the error has no effect (its own
+// changes are rolled back), and the changes of earlier calls wait for the
+// next commit.
 //
 // A stamped call that flushes what it changed commits it before its reply
 // is known, so the commit records the call as unanswered
