@@ -153,8 +153,10 @@ func TestAGrainThatFallsBehindItsPeersHoldsABoundedQueue(t *testing.T) {
 	if got := droppedLogged(logs[owner.Name()]); got != sent-kept {
 		t.Fatalf("the owner logged %d messages dropped, want %d", got, sent-kept)
 	}
-	if lines := logs[owner.Name()].count("mailbox was full"); lines > 20 {
-		t.Fatalf("the owner wrote %d lines about the drops; want a few, at most one a second and one a sweep", lines)
+	// A line a second at most, and one a sweep (every 10 ms in tests):
+	// far fewer than one a message.
+	if lines := logs[owner.Name()].count("mailbox was full"); lines*100 > sent-kept {
+		t.Fatalf("the owner wrote %d lines about %d drops; want one a second and one a sweep at most", lines, sent-kept)
 	}
 	sinks[owner.Name()].releaseHeld()
 	if got := sinkGot(t, sender, id); got != kept {
