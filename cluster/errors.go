@@ -105,7 +105,8 @@ var (
 	// (codes.FailedPrecondition): another version of the .proto wrote it
 	// and a field changed incompatibly between the two (bytes that are not
 	// valid UTF-8 in a field now declared string, say), or the stored
-	// bytes are damaged. The call did not run, no activation is kept, and
+	// bytes are damaged, an exactly-once record's too (state.ErrCorrupt).
+	// The call did not run, no activation is kept, and
 	// nothing stored was changed. It is not transient: every call to the
 	// grain fails so while a node of this version owns it, until a version
 	// that decodes the state owns it or the stored state is repaired, so

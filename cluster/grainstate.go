@@ -111,7 +111,12 @@ func loadState(ctx context.Context, n *Node, key actKey, k *Kind) (*grainState, 
 	} else {
 		buf, err = state.Load(ctx, n.store, sk, n.cfg.State)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, state.ErrCorrupt):
+		// Damaged bytes, not a store outage: retrying does not help.
+		return nil, newError(codes.FailedPrecondition, ErrStateUndecodable,
+			"cluster: load the state of grain %s/%s: %v; it is damaged, and is left as it is", key.kind, key.identity, err)
+	case err != nil:
 		return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: load the state of grain %s/%s: %v", key.kind, key.identity, err)
 	}
 	if buf == nil {

@@ -286,3 +286,30 @@ func TestARollbackThatCannotDecodeTheMessageIsNotTransient(t *testing.T) {
 			err, status.Code(err))
 	}
 }
+
+// TestADamagedExactlyOnceRecordIsNotTransient: an exactly-once record
+// whose stored bytes do not decode fails the grain's calls with
+// ErrStateUndecodable (FailedPrecondition), as a damaged state message
+// does, and leaves what is stored as it was. It failed with
+// ErrStateUnavailable, which callers are told to retry.
+func TestADamagedExactlyOnceRecordIsNotTransient(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, _ := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		ctx := context.Background()
+		key := storage.Key{Kind: accountKind, Identity: "damaged-record"}
+		version, err := store.Commit(ctx, key, 0, []storage.Change{{Key: state.ReservedPrefix + "client/c1", Value: []byte{0xff}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = n.Invoke(ctx, depositCall(accountKind, key.Identity, 5))
+		if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStateUndecodable) || errors.Is(err, ErrStateUnavailable) ||
+			!strings.Contains(err.Error(), "damaged") {
+			t.Fatalf("a deposit to a grain with a damaged exactly-once record: %v (code %v); want FailedPrecondition and ErrStateUndecodable, saying it is damaged",
+				err, status.Code(err))
+		}
+		if _, v, err := store.Load(ctx, key); err != nil || v != version {
+			t.Fatalf("after the failed call: version %d (%v), want %d: what is stored changed", v, err, version)
+		}
+	})
+}
