@@ -142,13 +142,17 @@
 //     it sees; a node that is leaving forwards a forwarded message on,
 //     three hops in all at most (two members leaving at once pass each
 //     other what reaches them), and skips every peer that said it is
-//     leaving; a forward that the owner takes no stream for (it has left,
+//     leaving. A peer that says so on a stream, or refuses one as closing,
+//     is leaving in the node's view at once, before the gossip brings the
+//     leave. A forward that the owner takes no stream for (it has left,
 //     though this node's view does not say so yet) goes once more, to the
 //     owner without it; if that is this node, which stays, it waits for a
-//     view in which it owns the grain, as below. A node that does not own
-//     the grain of a forwarded message waits up to two seconds for a view
-//     in which it does (the
-//     forwarder may know first: a node that leaves does). If none comes,
+//     newer view, as long as the failure detector may take, and places the
+//     message again by it. A node that does not own the grain of a
+//     forwarded message waits up to two seconds for a view in which it
+//     does (the forwarder may know first: a node that leaves does), and so
+//     does one whose grain moved away while the message waited for an
+//     activation. If none comes,
 //     its view is rather ahead of the forwarder's (two members joined at
 //     once, and it knows of one the forwarder did not): it forwards the
 //     message once more, to the owner it sees, unless that is the node it
