@@ -30,6 +30,15 @@ func wantNothingCommitted(t *testing.T, what string, err error) {
 	}
 }
 
+// invokeFailingCommits makes call through c while every commit of store
+// fails with commitErr, and returns the call's error.
+func invokeFailingCommits(c Caller, store *hookedStore, commitErr error, call Call, opts ...CallOption) error {
+	store.commitErr.Store(&commitErr)
+	defer store.commitErr.Store(nil)
+	_, err := c.Invoke(context.Background(), call, opts...)
+	return err
+}
+
 // TestCommitThatCommittedNothingKeepsTheActivation: in FlushAfterCall mode,
 // a call whose commit the store refused without committing anything
 // (storage.ErrNotCommitted) fails with Unavailable and leaves no effect:
@@ -43,9 +52,7 @@ func TestCommitThatCommittedNothingKeepsTheActivation(t *testing.T) {
 	deposit(t, n, accountKind, "nc", 10)
 	loads := store.loads.Load()
 
-	store.commitErr.Store(&errNothingCommitted)
-	_, err := n.Invoke(context.Background(), depositCall(accountKind, "nc", 5), WithCallID("nc-client", 1))
-	store.commitErr.Store(nil)
+	err := invokeFailingCommits(n, store, errNothingCommitted, depositCall(accountKind, "nc", 5), WithCallID("nc-client", 1))
 	wantNothingCommitted(t, "Deposit(5)", err)
 	if !strings.Contains(err.Error(), "the call did not take effect") {
 		t.Fatalf("Deposit(5) with a commit that committed nothing: %v; want it to say that the call did not take effect", err)
@@ -79,18 +86,14 @@ func TestACallerOnAnotherNodeLearnsThatNothingWasCommitted(t *testing.T) {
 	id := accountOwnedBy(t, owner, accountKind, "remote-nc")
 	deposit(t, caller, accountKind, id, 10)
 
-	store.commitErr.Store(&errNothingCommitted)
-	_, err := caller.Invoke(context.Background(), depositCall(accountKind, id, 5), WithCallID("remote-nc", 1))
-	store.commitErr.Store(nil)
+	err := invokeFailingCommits(caller, store, errNothingCommitted, depositCall(accountKind, id, 5), WithCallID("remote-nc", 1))
 	wantNothingCommitted(t, "Deposit(5) from another node", err)
 	if got := deposit(t, caller, accountKind, id, 5, WithCallID("remote-nc", 1)); got != 15 {
 		t.Fatalf("the retry replied %d, want 15", got)
 	}
 
 	unknown := errors.New("connection reset after COMMIT was sent")
-	store.commitErr.Store(&unknown)
-	_, err = caller.Invoke(context.Background(), depositCall(accountKind, id, 5), WithCallID("remote-nc", 2))
-	store.commitErr.Store(nil)
+	err = invokeFailingCommits(caller, store, unknown, depositCall(accountKind, id, 5), WithCallID("remote-nc", 2))
 	if !errors.Is(err, ErrStateUnavailable) || errors.Is(err, storage.ErrNotCommitted) {
 		t.Fatalf("Deposit(5) from another node with a commit of unknown outcome: %v; want ErrStateUnavailable without storage.ErrNotCommitted", err)
 	}
@@ -152,9 +155,7 @@ func TestManualFlushThatCommittedNothingKeepsAcknowledgedChanges(t *testing.T) {
 	deposit(t, n, manualKind, "m", 4)
 	loads := store.loads.Load()
 
-	store.commitErr.Store(&errNothingCommitted)
-	_, err := n.Invoke(context.Background(), accountCall(manualKind, methodFlush, "m", ""))
-	store.commitErr.Store(nil)
+	err := invokeFailingCommits(n, store, errNothingCommitted, accountCall(manualKind, methodFlush, "m", ""))
 	wantNothingCommitted(t, "Flush", err)
 	if v := storedVersion(t, store.Store, manualKind, "m"); v != 0 {
 		t.Fatalf("version %d after the failed flush, want 0", v)

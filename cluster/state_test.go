@@ -172,8 +172,10 @@ func depositUntilAcked(c Caller, identity string, amount int64, id CallOption) e
 
 // commitBalanceBehind commits balance as the typed state of grain
 // kind/identity, as another activation (on another node, during a
-// membership change) would behind the back of the one a test holds.
-func commitBalanceBehind(t *testing.T, store storage.Store, kind, identity string, balance int64) {
+// membership change) would behind the back of the one a test holds, and
+// records it as the reply to client "c"'s calls seqs, as that activation
+// would had it run them.
+func commitBalanceBehind(t *testing.T, store storage.Store, kind, identity string, balance int64, seqs ...uint64) {
 	t.Helper()
 	other, err := state.Load(context.Background(), store, storage.Key{Kind: kind, Identity: identity}, state.Config{})
 	if err != nil {
@@ -184,8 +186,29 @@ func commitBalanceBehind(t *testing.T, store storage.Store, kind, identity strin
 		t.Fatal(err)
 	}
 	other.SetMessage(raw)
+	for _, seq := range seqs {
+		if err := other.Record("c", seq, raw); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := other.Flush(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// wantRetryRunsOnce waits for n's stale activation of account identity to
+// go, and checks that a retry of its deposit of 5 under ("c", 1) runs on
+// the next activation, on the winner's balance of 1000: the account's
+// Deposit then ran three times in all (a first deposit, the stale one, the
+// retry).
+func wantRetryRunsOnce(t *testing.T, n *Node, banks map[string]*bank, identity string) {
+	t.Helper()
+	waitFor(t, waitTimeout, "the stale activation to go", func() bool { return n.acts.count() == 0 })
+	if got := deposit(t, n, accountKind, identity, 5, WithCallID("c", 1)); got != 1005 {
+		t.Fatalf("the retry replied %d, want 1005", got)
+	}
+	if runs := banks[n.Name()].count(identity, methodDeposit); runs != 3 {
+		t.Fatalf("Deposit ran %d times, want 3", runs)
 	}
 }
 
@@ -209,15 +232,9 @@ func TestStaleActivationIsAborted(t *testing.T) {
 		if got := storedBalance(t, store, accountKind, "stale"); got != 1000 {
 			t.Fatalf("stored balance %d, want the winner's 1000", got)
 		}
-		waitFor(t, waitTimeout, "the stale activation to go", func() bool { return n.acts.count() == 0 })
 		// The aborted call had no effect: retried, it runs on the new
 		// activation.
-		if got := deposit(t, n, accountKind, "stale", 5, WithCallID("c", 1)); got != 1005 {
-			t.Fatalf("the retry replied %d, want 1005", got)
-		}
-		if runs := banks[n.Name()].count("stale", methodDeposit); runs != 3 {
-			t.Fatalf("Deposit ran %d times, want 3", runs)
-		}
+		wantRetryRunsOnce(t, n, banks, "stale")
 	})
 }
 
@@ -236,21 +253,7 @@ func TestAStaleActivationAnswersACallTheWinnerRecorded(t *testing.T) {
 
 		// The winner ran the deposit of 5 under ("c", 1) and recorded
 		// its reply, behind the back of this node's activation.
-		winner, err := state.Load(context.Background(), store, storage.Key{Kind: accountKind, Identity: "won"}, state.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := proto.Marshal(wrapperspb.Int64(15))
-		if err != nil {
-			t.Fatal(err)
-		}
-		winner.SetMessage(raw)
-		if err := winner.Record("c", 1, raw); err != nil {
-			t.Fatal(err)
-		}
-		if err := winner.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		commitBalanceBehind(t, store, accountKind, "won", 15, 1)
 
 		if got := deposit(t, n, accountKind, "won", 5, WithCallID("c", 1)); got != 15 {
 			t.Fatalf("the deposit on the stale activation replied %d, want the winner's recorded 15", got)
@@ -286,13 +289,7 @@ func TestAStaleActivationThatCannotReadTheWinnerSaysToRetry(t *testing.T) {
 	if status.Code(err) != codes.Unavailable || !errors.Is(err, ErrStateUnavailable) || !strings.Contains(err.Error(), "a retry with the same call ID tells") {
 		t.Fatalf("deposit on the stale activation, the winner unreadable: %v; want Unavailable, ErrStateUnavailable, telling to retry under the stamp", err)
 	}
-	waitFor(t, waitTimeout, "the stale activation to go", func() bool { return n.acts.count() == 0 })
-	if got := deposit(t, n, accountKind, "unread", 5, WithCallID("c", 1)); got != 1005 {
-		t.Fatalf("the retry replied %d, want 1005", got)
-	}
-	if runs := banks[n.Name()].count("unread", methodDeposit); runs != 3 {
-		t.Fatalf("Deposit ran %d times, want 3", runs)
-	}
+	wantRetryRunsOnce(t, n, banks, "unread")
 }
 
 // TestAStaleActivationWhoseWinnerMovedOnSaysStaleCall: a call whose commit
@@ -309,25 +306,13 @@ func TestAStaleActivationWhoseWinnerMovedOnSaysStaleCall(t *testing.T) {
 
 		// The winner ran the client's calls 2 and after, more of them
 		// than it keeps replies for, behind this activation's back.
-		winner, err := state.Load(context.Background(), store, storage.Key{Kind: accountKind, Identity: "moved-on"}, state.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, err := proto.Marshal(wrapperspb.Int64(1000))
-		if err != nil {
-			t.Fatal(err)
-		}
-		winner.SetMessage(raw)
+		seqs := make([]uint64, 0, state.DefaultWindowPerClient+4)
 		for seq := uint64(2); seq <= state.DefaultWindowPerClient+5; seq++ {
-			if err := winner.Record("c", seq, raw); err != nil {
-				t.Fatal(err)
-			}
+			seqs = append(seqs, seq)
 		}
-		if err := winner.Flush(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		commitBalanceBehind(t, store, accountKind, "moved-on", 1000, seqs...)
 
-		_, err = n.Invoke(context.Background(), depositCall(accountKind, "moved-on", 5), WithCallID("c", 1))
+		_, err := n.Invoke(context.Background(), depositCall(accountKind, "moved-on", 5), WithCallID("c", 1))
 		if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStaleCall) {
 			t.Fatalf("deposit on the stale activation, its stamp out of the winner's window: %v; want FailedPrecondition, ErrStaleCall", err)
 		}
