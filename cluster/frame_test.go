@@ -20,6 +20,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage"
 )
 
 // sampleFrames covers every frame type and field.
@@ -151,6 +153,35 @@ func TestDecodeSkipsUnknownFields(t *testing.T) {
 	}
 	if got.typ != frameCancel || got.id != 7 {
 		t.Fatalf("got %+v", got)
+	}
+}
+
+// TestEverySentinelCrossesTheWire: an error wrapping any sentinel with a
+// reason code, as a grain may return one it got itself (ErrMailboxFull
+// from a Send, say), reaches a caller on another node with its code,
+// message and sentinel: through reasonOf, a reply frame's encoding and
+// decoding, and fromWire. ErrNodeClosed reads as ErrUnavailable there (a
+// closing peer is an unavailable owner to its callers).
+func TestEverySentinelCrossesTheWire(t *testing.T) {
+	for r := reasonNone + 1; r < reasonCount; r++ {
+		sentinel := reasonErrors[r]
+		sent := fmt.Errorf("grain: %w", newError(codes.Aborted, sentinel, "cluster: %v", sentinel))
+		f := frame{typ: frameResponse, id: 9, code: codes.Aborted, message: sent.Error(), reason: reasonOf(sent)}
+		var got frame
+		if err := decodeBatch(appendFrame(nil, &f), func(d *frame) { got = *d }); err != nil {
+			t.Fatalf("%v: %v", sentinel, err)
+		}
+		want := sentinel
+		if r == reasonNodeClosed {
+			want = ErrUnavailable
+		}
+		err := fromWire(got.code, got.message, got.reason)
+		if !errors.Is(err, want) || status.Code(err) != codes.Aborted || err.Error() != sent.Error() {
+			t.Fatalf("%v crossed the wire as %v (code %v), want it with code Aborted and the message %q", sentinel, err, status.Code(err), sent.Error())
+		}
+	}
+	if !errors.Is(fromWire(codes.Unavailable, "x", reasonStateNotCommitted), storage.ErrNotCommitted) {
+		t.Fatal("a commit that committed nothing lost storage.ErrNotCommitted on the wire")
 	}
 }
 
