@@ -140,7 +140,7 @@
 //     activation on the sending node is placed again. A node that receives
 //     a message for a grain it does not own forwards it once, to the owner
 //     it sees; a node that is leaving forwards a forwarded message on,
-//     three hops in all at most (two members leaving at once pass each
+//     four hops in all at most (two members leaving at once pass each
 //     other what reaches them), and skips every peer that said it is
 //     leaving. A peer that says so on a stream, or refuses one as closing,
 //     is leaving in the node's view at once, before the gossip brings the
@@ -156,7 +156,7 @@
 //     its view is rather ahead of the forwarder's (two members joined at
 //     once, and it knows of one the forwarder did not): it forwards the
 //     message once more, to the owner it sees, unless that is the node it
-//     came from; otherwise it drops it with a log line, as an owner does a
+//     came from or the message had its four hops; otherwise it drops it with a log line, as an owner does a
 //     message it cannot deliver (an unknown method, a payload that does not
 //     decode).
 //   - The grain runs the message like a call, under the owner's

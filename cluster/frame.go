@@ -176,7 +176,8 @@ func helloField(flag helloFlags) protowire.Number {
 // oneWayMark is what fieldOneWay says about a request: nothing (a call), a
 // one-way message, or a one-way message that a node forwarded because it
 // did not own the grain (see Node.forwardOneWay), once or, then by nodes
-// that were leaving, twice or three times. Any value past
+// that were leaving or whose view was ahead of the forwarder's, twice or
+// three times. Any value past
 // oneWayForwardedThrice decodes as it; an older peer reads any value but
 // zero as a one-way message, as for a proto bool, a peer from before the
 // second hop reads 3 and 4 as forwarded, and one from before the third

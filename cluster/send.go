@@ -809,11 +809,13 @@ func (q *forwardQueues) drain(n *Node, owner string) {
 // grain, and its view of itself is the newest there is, while the
 // forwarder's was older (two members leaving at once each forward to the
 // other what still reaches them, until they hear of each other's leave).
-// Three hops at most bound the messages that views in flux pass around:
+// Four hops at most bound the messages that views in flux pass around:
 // with two members leaving at once, a message may take one from a member
 // that stays, whose view is behind the sender's, to one leaver, one to
 // the other leaver, whose leave the first had not heard of, and one to
-// the owner that stays.
+// the owner that stays in that leaver's view; and, while members join as
+// well, one more from there to a joiner that the leaver had not heard of
+// (see mayForwardAfterWaiting).
 func (n *Node) mayForward(req *frame) bool {
 	switch req.oneWay {
 	case oneWaySent:
@@ -825,17 +827,19 @@ func (n *Node) mayForward(req *frame) bool {
 }
 
 // mayForwardAfterWaiting reports whether req, which the peer named from
-// forwarded here once, goes on to the grain's owner in this node's view
-// after checkForwardedOwner waited in vain for a view in which this node
-// owns it. That wait is for a view behind the forwarder's (a leave this node
-// has not heard of yet). A view that stays is rather ahead of it: two
-// members joined at once, the forwarder knew of one, this node knows of
-// both, and the other owns the grain. The message then takes its second
-// hop, to that owner, instead of being dropped; not back to the node it
-// came from, which would only return it, and no further than a second hop
-// unless a node that leaves takes it (see mayForward).
+// forwarded here, goes on to the grain's owner in this node's view after
+// checkForwardedOwner waited in vain for a view in which this node owns
+// it. That wait is for a view behind the forwarder's (a leave this node has
+// not heard of yet). A view that stays is rather ahead of it: two members
+// joined at once, the forwarder knew of one, this node knows of both, and
+// the other owns the grain; or members joined while others left, and a
+// leaver that forwarded the message a second time had not heard of the
+// joiner that owns it now. The message then takes one hop more, to that
+// owner, instead of being dropped; not back to the node it came from,
+// which would only return it. A message forwarded three times has had its
+// last hop: it goes no further.
 func (n *Node) mayForwardAfterWaiting(req *frame, from string) bool {
-	if req.oneWay != oneWayForwarded {
+	if req.oneWay != oneWayForwarded && req.oneWay != oneWayForwardedTwice {
 		return false
 	}
 	owner, ok := n.view.Load().owner(req.kind, req.identity)

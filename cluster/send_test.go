@@ -839,10 +839,11 @@ func TestGrainPanicIsLoggedOnce(t *testing.T) {
 // messages from the third node to the first for a grain the second owns,
 // as a sender whose view of the members is behind or ahead of the first
 // node's does. The first node forwards the message to the owner. A message
-// that comes to it marked forwarded goes on once more, to the owner, once
-// its wait for a view in which the first node owns the grain is over (the
-// forwarder's view was behind: see mayForwardAfterWaiting); it is dropped
-// and logged if it came from that owner, or was forwarded twice already.
+// that comes to it marked forwarded, once or twice, goes on once more, to
+// the owner, once its wait for a view in which the first node owns the
+// grain is over (the forwarder's view was behind: see
+// mayForwardAfterWaiting); it is dropped and logged if it came from that
+// owner, or was forwarded three times already.
 func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 	t.Parallel()
 	// The forwarded message waits that long for a view in which the first
@@ -862,20 +863,24 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 
 	sendForwardedRecord(t, nodes[2], nodes[0], id, 2, oneWayForwarded)
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 2})
+	// As a leaver forwards on what another leaver forwarded to it, by a
+	// view without the member that joined meanwhile and owns the grain.
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 3, oneWayForwardedTwice)
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 2, 3})
 
 	for i, from := range []struct {
 		node *Node
 		mark oneWayMark
-	}{{nodes[1], oneWayForwarded}, {nodes[2], oneWayForwardedTwice}} {
+	}{{nodes[1], oneWayForwarded}, {nodes[2], oneWayForwardedThrice}} {
 		sendForwardedRecord(t, from.node, nodes[0], id, int64(10+i), from.mark)
 		waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
 			return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == i+1
 		})
 	}
-	if err := nodes[2].Send(ctx, recordCall(id, 3)); err != nil {
+	if err := nodes[2].Send(ctx, recordCall(id, 4)); err != nil {
 		t.Fatal(err)
 	}
-	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 2, 3})
+	waitValues(t, recs[nodes[1].Name()], id, []int64{1, 2, 3, 4})
 	if got := len(recs[nodes[0].Name()].values(id)); got != 0 {
 		t.Errorf("%s ran %d messages of a grain it does not own", nodes[0].Name(), got)
 	}
@@ -1207,14 +1212,14 @@ func sendForwardedRecord(t *testing.T, from, to *Node, id string, v int64, mark 
 // TestForwardedMessageWaitsOncePerView checks that a forwarded message for
 // a grain this node does not own does not wait for a newer view when a
 // wait already ran out in the current one (see checkForwardedOwner): one
-// forwarded twice is dropped at once, one forwarded once goes on to the
-// owner at once, and nothing waits for a view.
+// forwarded three times is dropped at once, one forwarded once goes on to
+// the owner at once, and nothing waits for a view.
 func TestForwardedMessageWaitsOncePerView(t *testing.T) {
 	t.Parallel()
 	nodes, recs, logs := recorderCluster(t, 0, func(c *Config) { c.forwardedPatience = time.Hour })
 	id := recorderOwnedBy(t, nodes, nodes[1], "gaveup")
 	nodes[0].gaveUp.Store(nodes[0].view.Load()) // as if a wait had run out in this view
-	sendForwardedRecord(t, nodes[2], nodes[0], id, 1, oneWayForwardedTwice)
+	sendForwardedRecord(t, nodes[2], nodes[0], id, 1, oneWayForwardedThrice)
 	waitFor(t, waitTimeout, "the forwarded message dropped", func() bool {
 		return logs[nodes[0].Name()].count("cluster: dropped a one-way message", id, "does not own") == 1
 	})
