@@ -1173,13 +1173,18 @@ func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
 // effect is in the store, and lost ("no effect on state") would let its
 // caller apply it again under a new stamp. If the winner recorded nothing
 // for the stamp, lost stands; if the store cannot tell, the caller is told
-// to retry under the stamp.
+// to retry under the stamp. Only the winner's records are read, not its
+// typed message: a message this version cannot decode (another version's,
+// during a rolling upgrade) does not keep the call from its reply.
 func (g *grainActor) winnersReply(m *grainCall, st stamp, lost error) (any, error) {
 	ctx, cancel := g.node().storeContext(m.gctx.Context)
 	defer cancel()
 	key := g.act().key()
-	winner, err := loadState(ctx, g.node(), key, g.hk.Kind)
-	if err != nil {
+	winner, err := loadBuffer(ctx, g.node(), key, true)
+	switch {
+	case errors.Is(err, ErrStateUndecodable):
+		return nil, err // damaged records: a retry under the stamp fails the same way
+	case err != nil:
 		return nil, newError(codes.Unavailable, ErrStateUnavailable,
 			"cluster: grain %s/%s: another activation committed first, and whether it ran this call under its stamp is unknown: %v; a retry with the same call ID tells",
 			key.kind, key.identity, err)

@@ -103,11 +103,32 @@ type grainState struct {
 // n's store. It returns nil, and no error, for a kind without a typed state
 // message when the store has nothing for the grain (see grainState).
 func loadState(ctx context.Context, n *Node, key actKey, k *Kind) (*grainState, error) {
+	st, err := loadBuffer(ctx, n, key, k.NewState == nil)
+	if st == nil || k.NewState == nil {
+		return st, err
+	}
+	st.msg = k.NewState()
+	if b, ok := st.buf.Message(); ok {
+		if err := proto.Unmarshal(b, st.msg); err != nil {
+			return nil, newError(codes.FailedPrecondition, ErrStateUndecodable,
+				"cluster: decode the state message of grain %s/%s: %v; it was written by another version of the message, or is damaged, and is left as it is",
+				key.kind, key.identity, err)
+		}
+		st.rebase()
+	}
+	return st, nil
+}
+
+// loadBuffer loads the stored state of grain key from n's store, without
+// decoding its typed message: what loadState does first, and all that a
+// look at the grain's exactly-once records needs. With orNil it returns
+// nil, and no error, when the store has nothing for the grain.
+func loadBuffer(ctx context.Context, n *Node, key actKey, orNil bool) (*grainState, error) {
 	sk := storage.Key{Kind: key.kind, Identity: key.identity}
 	var buf *state.Buffer
 	var err error
-	if k.NewState == nil {
-		buf, err = state.LoadStored(ctx, n.store, sk, n.cfg.State) // nil if nothing is stored
+	if orNil {
+		buf, err = state.LoadStored(ctx, n.store, sk, n.cfg.State)
 	} else {
 		buf, err = state.Load(ctx, n.store, sk, n.cfg.State)
 	}
@@ -118,24 +139,10 @@ func loadState(ctx context.Context, n *Node, key actKey, k *Kind) (*grainState, 
 			"cluster: load the state of grain %s/%s: %v; it is damaged, and is left as it is", key.kind, key.identity, err)
 	case err != nil:
 		return nil, newError(codes.Unavailable, ErrStateUnavailable, "cluster: load the state of grain %s/%s: %v", key.kind, key.identity, err)
-	}
-	if buf == nil {
+	case buf == nil:
 		return nil, nil
 	}
-	st := &grainState{n: n, key: sk, buf: buf}
-	if k.NewState == nil {
-		return st, nil
-	}
-	st.msg = k.NewState()
-	if b, ok := buf.Message(); ok {
-		if err := proto.Unmarshal(b, st.msg); err != nil {
-			return nil, newError(codes.FailedPrecondition, ErrStateUndecodable,
-				"cluster: decode the state message of grain %s/%s: %v; it was written by another version of the message, or is damaged, and is left as it is",
-				key.kind, key.identity, err)
-		}
-		st.rebase()
-	}
-	return st, nil
+	return &grainState{n: n, key: sk, buf: buf}, nil
 }
 
 // rebase makes the encoding of the typed message, just decoded from the

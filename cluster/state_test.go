@@ -177,23 +177,33 @@ func depositUntilAcked(c Caller, identity string, amount int64, id CallOption) e
 // would had it run them.
 func commitBalanceBehind(t *testing.T, store storage.Store, kind, identity string, balance int64, seqs ...uint64) {
 	t.Helper()
-	other, err := state.Load(context.Background(), store, storage.Key{Kind: kind, Identity: identity}, state.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	raw, err := proto.Marshal(wrapperspb.Int64(balance))
 	if err != nil {
 		t.Fatal(err)
 	}
-	other.SetMessage(raw)
+	commitBehind(t, store, kind, identity, raw, raw, seqs...)
+}
+
+// commitBehind commits message as the encoded typed state message of
+// grain kind/identity, as another activation would behind the back of the
+// one a test holds, and records reply as its reply to client "c"'s calls
+// seqs. It returns the version it committed.
+func commitBehind(t *testing.T, store storage.Store, kind, identity string, message, reply []byte, seqs ...uint64) storage.Version {
+	t.Helper()
+	other, err := state.Load(context.Background(), store, storage.Key{Kind: kind, Identity: identity}, state.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.SetMessage(message)
 	for _, seq := range seqs {
-		if err := other.Record("c", seq, raw); err != nil {
+		if err := other.Record("c", seq, reply); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := other.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return other.Version()
 }
 
 // wantRetryRunsOnce waits for n's stale activation of account identity to
@@ -266,6 +276,33 @@ func TestAStaleActivationAnswersACallTheWinnerRecorded(t *testing.T) {
 		}
 		if got := deposit(t, n, accountKind, "won", 1); got != 16 {
 			t.Fatalf("the next deposit replied %d, want 16", got)
+		}
+	})
+}
+
+// TestAStaleActivationAnswersACallTheWinnerRecordedUnderAnotherMessage: as
+// TestAStaleActivationAnswersACallTheWinnerRecorded, where the winner ran
+// another version of the grain, whose state message this one cannot
+// decode (a rolling upgrade, or damage). The call gets the winner's recorded reply:
+// only the record is needed. It failed with the error of the message that
+// does not decode, though the winner had recorded its reply.
+func TestAStaleActivationAnswersACallTheWinnerRecordedUnderAnotherMessage(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, _ := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		deposit(t, n, accountKind, "upgraded", 10)
+
+		reply, err := proto.Marshal(wrapperspb.Int64(15))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Field 1's varint cut short: so another version's message looks
+		// to this one.
+		message := []byte{0x08, 0xff}
+		commitBehind(t, store, accountKind, "upgraded", message, reply, 1)
+
+		if got := deposit(t, n, accountKind, "upgraded", 5, WithCallID("c", 1)); got != 15 {
+			t.Fatalf("the deposit on the stale activation replied %d, want the winner's recorded 15", got)
 		}
 	})
 }

@@ -29,15 +29,7 @@ import (
 // would, and returns the version it committed.
 func commitMessageBehind(t *testing.T, store storage.Store, kind, identity string, raw []byte) storage.Version {
 	t.Helper()
-	other, err := state.Load(context.Background(), store, storage.Key{Kind: kind, Identity: identity}, state.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	other.SetMessage(raw)
-	if err := other.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return other.Version()
+	return commitBehind(t, store, kind, identity, raw, nil)
 }
 
 // storedMessage returns the encoded typed state message stored for grain
