@@ -37,7 +37,34 @@
 //     Due+k·Period that is.
 //   - A failed Fire (a non-nil error) is retried after Config.RetryBackoff,
 //     doubling up to Config.RetryBackoffMax, for as long as this node owns
-//     the grain. The store is not touched until a Fire succeeds.
+//     the grain, or sooner once the store works again if it failed for
+//     the store (see below). The store is not touched until a Fire
+//     succeeds.
+//
+// # When the store fails
+//
+// A Fire that failed for the store (Config.StoreFailure says so: the
+// grain's state could not be loaded or saved) and a listing that failed
+// wait in backoff as any failure does, but they also make the scheduler
+// probe the store: it lists the reminders of a kind no grain has, which
+// reads nothing but needs a working store. While the probe fails, it is
+// made again every Config.ProbeEvery (a second by default); once a probe
+// that follows a failed one succeeds, the store is back, and every firing
+// and listing that waits for it is tried again within ProbeEvery, at a
+// random moment, rather than at the end of a backoff that a long outage
+// stretched to a minute. The random spread, and Config.MaxConcurrentFires,
+// keep a store that just came back from meeting them all at once.
+//
+// Only an outage the probe saw begin and end does that. A firing that
+// failed for its grain (an error of its own, a panic, an owner that cannot
+// be reached) keeps its backoff, as does one that failed for the store
+// while a probe finds the store working: the grain's record alone may be
+// unreadable, or locked, which a working store says nothing about, and
+// trying it again at each sign of life of the store would try it without
+// backoff. For the same reason the probe runs at most once per
+// ProbeEvery. A firing or listing that was under way when the store came
+// back and failed then is tried again within ProbeEvery too: it met the
+// store as it was before.
 //
 // # Registering and ownership
 //
@@ -64,8 +91,8 @@
 // after that one, which asks Config.Owns afresh. A kind whose listing
 // fails (a store that is down, or holds a record of the kind that cannot
 // be read) keeps its part of the schedule as it was, and is listed again
-// with backoff (Config.ListRetryBackoff) until its listing succeeds;
-// failures are logged. Refresh lists at once and returns when done,
+// with backoff (Config.ListRetryBackoff) until its listing succeeds, or
+// sooner once the store works again (see below); failures are logged. Refresh lists at once and returns when done,
 // without retrying.
 //
 // Another node's store write can land after this node's listing for the

@@ -25,13 +25,14 @@ func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
 		return
 	}
 	e.cancelFire = cancel // see entry.bump
+	recoveries := s.watch.recoveries
 	s.mu.Unlock()
 	err := s.cfg.Fire(ctx, r)
 	s.mu.Lock()
 	e.cancelFire = nil
 	s.mu.Unlock()
 	if err != nil {
-		s.retry(e, r, gen, err)
+		s.retry(e, r, gen, err, recoveries)
 		return
 	}
 	s.fired(e, r, gen)
@@ -69,16 +70,33 @@ func (s *Scheduler) disown(e *entry, gen uint64) {
 // failed, so a restart fires it again. A firing whose reminder was replaced
 // or unregistered meanwhile (its context was cancelled for that) did not
 // fail: it is neither retried nor logged.
-func (s *Scheduler) retry(e *entry, r storage.Reminder, gen uint64, err error) {
+//
+// A firing that failed for the store (Config.StoreFailure) waits for it:
+// the store is probed, and the entry is let out of its backoff once a probe
+// finds the store working after one found it down (see storeWatch). If a
+// probe did so while the firing ran (recoveries is the count of such
+// probes when it started), the failure is news from before the store came
+// back, and the entry is tried again soon rather than after its backoff.
+func (s *Scheduler) retry(e *entry, r storage.Reminder, gen uint64, err error, recoveries uint64) {
+	store := s.cfg.StoreFailure != nil && s.cfg.StoreFailure(err) // not under mu: it is the caller's code
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.gen == gen && !e.gone {
+		now := s.cfg.Clock.Now()
 		e.failures++
-		e.at = s.cfg.Clock.Now().Add(s.backoff(e.failures))
+		e.at = now.Add(s.backoff(e.failures))
+		if store {
+			if recoveries == s.watch.recoveries {
+				e.storeWait = true
+			} else if at := s.soon(now); at.Before(e.at) {
+				e.at = at
+			}
+			s.suspectStoreLocked()
+		}
 		if !s.closed {
 			s.cfg.Logger.Warn("reminder: fire failed; retrying",
 				"grain", r.Grain.String(), "reminder", r.Name, "due", r.Due,
-				"failures", e.failures, "retry_at", e.at, "error", err)
+				"failures", e.failures, "retry_at", e.at, "store_failed", store, "error", err)
 		}
 	}
 	s.finishLocked(e)

@@ -209,9 +209,10 @@ func same(a, b storage.Reminder) bool {
 // by one more listing of it after that one, whatever their number, which
 // asks Config.Owns afresh. A kind whose listing fails is listed again
 // after ListRetryBackoff, doubling up to ListRetryBackoffMax, until its
-// listing succeeds. Failures are logged, per kind, the first of a run of
-// them as a warning and the others at debug level, so that a store down
-// for a while does not fill the log.
+// listing succeeds, or within ProbeEvery once a probe finds the store
+// working again after it found it down (see storeWatch). Failures are
+// logged, per kind, the first of a run of them as a warning and the others
+// at debug level, so that a store down for a while does not fill the log.
 //
 // Besides, the scheduler asks for a listing by itself RelistEvery after
 // the last one asked for. A request made before Start waits for it; after
@@ -274,6 +275,8 @@ type kindListing struct {
 type kindListed struct {
 	kind string
 	err  error
+	// recoveries is storeWatch.recoveries when the listing started.
+	recoveries uint64
 }
 
 // listLoop is the goroutine that runs the background listings: see Relist.
@@ -306,6 +309,8 @@ func (s *Scheduler) listLoop() {
 			every = s.relistAll(kinds, every)
 		case k := <-s.relistRetry:
 			kinds[k].pending = true
+		case <-s.recovered:
+			s.listSoon(kinds)
 		case res := <-results:
 			l := kinds[res.kind]
 			l.running = false
@@ -342,7 +347,8 @@ func (s *Scheduler) listLoop() {
 			s.wg.Add(1) // listLoop is counted too, so Stop's Wait cannot miss this
 			go func() {
 				defer s.wg.Done()
-				results <- kindListed{k, s.listKind(s.ctx, k)}
+				recoveries := s.recoveries()
+				results <- kindListed{k, s.listKind(s.ctx, k), recoveries}
 			}()
 		}
 	}
@@ -367,6 +373,13 @@ func (s *Scheduler) relistAll(kinds map[string]*kindListing, every Timer) Timer 
 // listed handles the outcome of a background listing of one kind, whose
 // state is l: it logs a failure and sets the timer that lists the kind
 // again, or logs the recovery. It reports whether the scheduler stopped.
+//
+// A listing fails for the store, whatever the cause (a store that is down,
+// or a damaged record): the store is probed, and once a probe finds it
+// working after one found it down, the kind is listed again within
+// ProbeEvery (see listSoon) rather than after its backoff; so is a kind
+// whose listing failed while a probe found the store working again, as
+// that failure is news from before.
 func (s *Scheduler) listed(res kindListed, l *kindListing) (stopped bool) {
 	switch {
 	case errors.Is(res.err, ErrClosed) || s.ctx.Err() != nil:
@@ -379,7 +392,14 @@ func (s *Scheduler) listed(res kindListed, l *kindListing) (stopped bool) {
 		return false
 	}
 	l.failures++
+	now := s.cfg.Clock.Now()
 	wait := s.listBackoff(l.failures)
+	s.mu.Lock()
+	if res.recoveries != s.watch.recoveries {
+		wait = min(wait, s.soon(now).Sub(now))
+	}
+	s.suspectStoreLocked()
+	s.mu.Unlock()
 	level := slog.LevelWarn
 	if l.failures > 1 {
 		level = slog.LevelDebug
@@ -389,14 +409,39 @@ func (s *Scheduler) listed(res kindListed, l *kindListing) (stopped bool) {
 	if l.retry != nil {
 		l.retry.Stop()
 	}
-	kind := res.kind
-	l.retry = s.cfg.Clock.AfterFunc(s.cfg.Clock.Now().Add(wait), func() {
+	l.retry = s.listAgainAt(res.kind, now.Add(wait))
+	return false
+}
+
+// listAgainAt returns a timer that asks listLoop, at at, for a listing of
+// kind, whose last listing failed.
+func (s *Scheduler) listAgainAt(kind string, at time.Time) Timer {
+	return s.cfg.Clock.AfterFunc(at, func() {
 		select {
 		case s.relistRetry <- kind:
 		case <-s.done:
 		}
 	})
-	return false
+}
+
+// listSoon lists again, each within ProbeEvery, the kinds that wait in
+// backoff after a failed listing: a probe found the store working again
+// (see storeWatch). A kind whose timer went off already is asked for by
+// it.
+func (s *Scheduler) listSoon(kinds map[string]*kindListing) {
+	now := s.cfg.Clock.Now()
+	for k, l := range kinds {
+		if l.retry != nil && l.retry.Stop() {
+			l.retry = s.listAgainAt(k, s.soon(now))
+		}
+	}
+}
+
+// recoveries returns storeWatch.recoveries.
+func (s *Scheduler) recoveries() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.watch.recoveries
 }
 
 // listBackoff returns the wait before listing a kind again after the

@@ -219,8 +219,12 @@ func newHangingStore(t *testing.T) *hangingStore {
 }
 
 // ListReminders says it began, and lists once granted, or fails with
-// ctx's error.
+// ctx's error. The scheduler's probe (see storeWatch), which a failed
+// listing asks for, passes: the tests hang the listings, not the store.
 func (h *hangingStore) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
+	if kind == probeKind {
+		return h.Store.ListReminders(ctx, kind)
+	}
 	h.entered <- struct{}{}
 	select {
 	case <-h.grant:

@@ -33,6 +33,7 @@ const (
 	DefaultListTimeout        = time.Minute
 	DefaultMaxConcurrentFires = 64
 	DefaultRelistEvery        = 5 * time.Minute
+	DefaultProbeEvery         = time.Second
 )
 
 // Config configures a Scheduler. Store, Owns and Fire are required.
@@ -51,12 +52,23 @@ type Config struct {
 	// in its own goroutine, several at a time for different reminders, and
 	// ctx ends after FireTimeout or when the scheduler is stopped.
 	Fire func(ctx context.Context, r storage.Reminder) error
+	// StoreFailure reports whether an error of Fire says that the store
+	// failed (the grain's state could not be loaded or saved), rather than
+	// the grain or the way to it. Such a firing waits in backoff as any
+	// failed one, but the scheduler then probes the store, and once it saw
+	// the store down and working again it tries the firing within
+	// ProbeEvery rather than after its backoff (see the package
+	// documentation). It must be
+	// safe for concurrent use. Nil means that no error of Fire is the
+	// store's.
+	StoreFailure func(err error) bool
 	// Clock tells time and runs the timer. Nil means real time.
 	Clock Clock
 	// RetryBackoff is how long the first retry of a failed Fire waits; each
-	// further failure doubles the wait, up to RetryBackoffMax. Zero means
-	// DefaultRetryBackoff and DefaultRetryBackoffMax; negative values are
-	// refused.
+	// further failure doubles the wait, up to RetryBackoffMax (a Fire that
+	// failed for the store may be retried sooner: see StoreFailure). Zero
+	// means DefaultRetryBackoff and DefaultRetryBackoffMax; negative values
+	// are refused.
 	RetryBackoff, RetryBackoffMax time.Duration
 	// FireTimeout bounds one Fire, and the store write after it. Zero means
 	// DefaultFireTimeout; negative values are refused.
@@ -75,16 +87,23 @@ type Config struct {
 	RelistEvery time.Duration
 	// ListRetryBackoff is how long the background listing (see Relist)
 	// waits before it lists again the kinds whose listing failed; each
-	// further failure in a row doubles the wait, up to ListRetryBackoffMax.
-	// Zero means RetryBackoff and RetryBackoffMax; negative values are
-	// refused.
+	// further failure in a row doubles the wait, up to ListRetryBackoffMax
+	// (or less, once the store works again: see ProbeEvery). Zero means
+	// RetryBackoff and RetryBackoffMax; negative values are refused.
 	ListRetryBackoff, ListRetryBackoffMax time.Duration
+	// ProbeEvery is how often the scheduler probes the store while it
+	// finds it down, after a firing or a listing failed for it, and the
+	// time over which the firings and listings that wait for the store are
+	// spread once a probe finds it working again. Zero means
+	// DefaultProbeEvery; negative values are refused.
+	ProbeEvery time.Duration
 	// MaxConcurrentFires bounds how many Fires run at once; due reminders
 	// beyond it wait for a free slot. Zero means DefaultMaxConcurrentFires;
 	// negative values are refused.
 	MaxConcurrentFires int
-	// Logger receives failed firings, failed store writes after a firing
-	// and failed background listings. Nil means slog.Default().
+	// Logger receives failed firings, failed store writes after a firing,
+	// failed background listings, and the store's outages as the probe
+	// sees them begin and end. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -106,6 +125,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("reminder: Config.ListTimeout %v is negative", c.ListTimeout)
 	case c.ListRetryBackoff < 0 || c.ListRetryBackoffMax < 0:
 		return c, fmt.Errorf("reminder: Config.ListRetryBackoff %v and ListRetryBackoffMax %v must not be negative", c.ListRetryBackoff, c.ListRetryBackoffMax)
+	case c.ProbeEvery < 0:
+		return c, fmt.Errorf("reminder: Config.ProbeEvery %v is negative", c.ProbeEvery)
 	case c.MaxConcurrentFires < 0:
 		return c, fmt.Errorf("reminder: Config.MaxConcurrentFires %d is negative", c.MaxConcurrentFires)
 	}
@@ -144,6 +165,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ListRetryBackoffMax < c.ListRetryBackoff {
 		return c, fmt.Errorf("reminder: Config.ListRetryBackoffMax %v is below ListRetryBackoff %v", c.ListRetryBackoffMax, c.ListRetryBackoff)
 	}
+	if c.ProbeEvery == 0 {
+		c.ProbeEvery = DefaultProbeEvery
+	}
 	if c.MaxConcurrentFires == 0 {
 		c.MaxConcurrentFires = DefaultMaxConcurrentFires
 	}
@@ -180,9 +204,12 @@ type Scheduler struct {
 	// relistRetry asks listLoop for a listing of the kind it carries, whose
 	// last listing failed.
 	relistRetry chan string
-	done        chan struct{} // closed by Stop
-	wg          sync.WaitGroup
-	stop        sync.Once
+	// recovered tells listLoop that a probe found the store working again
+	// (see storeWatch); capacity one.
+	recovered chan struct{}
+	done      chan struct{} // closed by Stop
+	wg        sync.WaitGroup
+	stop      sync.Once
 
 	// own makes a call of Config.Owns and its effect on the schedule one
 	// step: it is held by a listing while it asks Owns about the reminders
@@ -226,6 +253,7 @@ type Scheduler struct {
 	// (Refresh may run beside the background listing).
 	kindSeq, applied map[string]uint64
 	inflight         int
+	watch            storeWatch
 	relists          uint64 // rounds of background listings done, failed or not (tests wait for them)
 	started          bool
 	stopped          bool // nothing fires any more (Stop)
@@ -262,6 +290,7 @@ func New(cfg Config) *Scheduler {
 		wake:        make(chan struct{}, 1),
 		relist:      make(chan struct{}, 1),
 		relistRetry: make(chan string),
+		recovered:   make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		entries:     make(map[id]*entry),
 		leaving:     make(map[id]*entry),
@@ -497,6 +526,10 @@ func (s *Scheduler) Stop(ctx context.Context) {
 			s.later.Stop()
 			s.later, s.laterAt = nil, time.Time{}
 		}
+		if s.watch.timer != nil {
+			s.watch.timer.Stop()
+			s.watch.timer = nil
+		}
 		s.mu.Unlock()
 		close(s.done)
 		s.cancel()
@@ -570,7 +603,7 @@ func (s *Scheduler) putLocked(k id, r storage.Reminder) {
 	}
 	s.entries[k] = e
 	e.bump()
-	e.stored, e.due, e.at, e.failures = r, r.Due, r.Due, 0
+	e.stored, e.due, e.at, e.failures, e.storeWait = r, r.Due, r.Due, 0, false
 	switch {
 	case e.running: // the firing reschedules it when it returns
 	case e.index >= 0:
@@ -628,7 +661,7 @@ func (s *Scheduler) dispatch() {
 	now := s.cfg.Clock.Now()
 	for len(s.queue) > 0 && !s.queue[0].at.After(now) && s.inflight < s.cfg.MaxConcurrentFires {
 		e := heap.Pop(&s.queue).(*entry)
-		e.running = true
+		e.running, e.storeWait = true, false
 		s.inflight++
 		s.wg.Add(1)
 		go s.fire(e, e.reminder(), e.gen)

@@ -422,6 +422,7 @@ func TestBadInput(t *testing.T) {
 		"negative list timeout": {func(c *Config) { c.ListTimeout = -1 }, "ListTimeout"},
 		"negative list retry":   {func(c *Config) { c.ListRetryBackoff = -1 }, "must not be negative"},
 		"list max below retry":  {func(c *Config) { c.ListRetryBackoff, c.ListRetryBackoffMax = time.Hour, time.Minute }, "ListRetryBackoffMax 1m0s is below"},
+		"negative probe":        {func(c *Config) { c.ProbeEvery = -1 }, "ProbeEvery"},
 		"empty kind":            {func(c *Config) { c.Kinds = []string{""} }, "empty grain kind"},
 	} {
 		t.Run(name, func(t *testing.T) {
