@@ -269,6 +269,11 @@ type Config struct {
 	// anti-entropy period (reminder.Config.RelistEvery); negative turns
 	// it off.
 	relistEvery time.Duration
+	// reminderRetryBackoff, when set, replaces the reminder scheduler's
+	// backoff after a failed delivery, first and last
+	// (reminder.Config.RetryBackoff, RetryBackoffMax), so that a test can
+	// tell a retry the store's recovery brought from one the backoff did.
+	reminderRetryBackoff time.Duration
 	// failedGrace and leaverGrace, when set, replace the graces a member
 	// seen failed gets before its streams are cut, and one that said it
 	// is leaving (see Node.dropFailed).

@@ -88,7 +88,8 @@ func reminderError(err error, format string, args ...any) error {
 // newReminders makes the node's reminder scheduler. It fires nothing
 // until startReminders. Listings that fail are tried again with the call
 // retries' backoff (Config.RetryBackoff, RetryBackoffMax), and the
-// scheduler lists by itself every reminder.DefaultRelistEvery.
+// scheduler lists by itself every reminder.DefaultRelistEvery. A delivery
+// that failed for the store waits for it (see reminderStoreFailure).
 func (n *Node) newReminders() *reminder.Scheduler {
 	kinds := make([]string, 0, len(n.cfg.Kinds))
 	for _, k := range n.cfg.Kinds {
@@ -99,12 +100,26 @@ func (n *Node) newReminders() *reminder.Scheduler {
 		Kinds:               kinds,
 		Owns:                n.owns,
 		Fire:                n.fireReminder,
+		StoreFailure:        reminderStoreFailure,
+		RetryBackoff:        n.cfg.reminderRetryBackoff,
+		RetryBackoffMax:     n.cfg.reminderRetryBackoff,
 		ListRetryBackoff:    n.cfg.RetryBackoff,
 		ListRetryBackoffMax: n.cfg.RetryBackoffMax,
 		RelistEvery:         n.cfg.relistEvery,
 		Logger:              n.log,
 	})
 }
+
+// reminderStoreFailure reports whether a delivery of a reminder failed for
+// the store: the grain's state could not be loaded, or the commit after
+// OnReminder failed, committed or not (ErrStateUnavailable). The scheduler
+// tries such a delivery again as soon as it finds the store working after
+// an outage, instead of waiting out a backoff that the outage stretched.
+// Anything else keeps its backoff, as a working store says nothing about
+// it: OnReminder's error or panic, a stored state that does not decode
+// (ErrStateUndecodable), a version conflict (ErrStaleActivation), an
+// owner that moved or cannot be reached.
+func reminderStoreFailure(err error) bool { return errors.Is(err, ErrStateUnavailable) }
 
 // startReminders starts firing the reminders of the grains this node owns.
 // Placement must know the members by now. It does not wait for the store:
