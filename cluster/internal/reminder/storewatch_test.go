@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,4 +209,60 @@ func TestAListingThatFailedForTheStoreIsTriedOnceTheStoreWorks(t *testing.T) {
 	waitFor(t, wait, "the listing, and the firing of what it found", func() bool {
 		return st.listings(kind) == 2 && rec.count() == 1 && len(stored(t, st)) == 0
 	})
+}
+
+// heldListing holds the first listing of kind until release is closed,
+// and then fails it, as a listing that met the store while it was down
+// and took long to say so; the listings after it, and the probes, go to
+// listFaults.
+type heldListing struct {
+	*listFaults
+	entered, release chan struct{}
+	held             atomic.Bool
+}
+
+func (h *heldListing) ListReminders(ctx context.Context, k string) ([]storage.Reminder, error) {
+	if k == kind && h.held.CompareAndSwap(false, true) {
+		close(h.entered)
+		<-h.release
+		return nil, errOutage
+	}
+	return h.listFaults.ListReminders(ctx, k)
+}
+
+// TestAListingThatFailedForTheStoreAsItCameBackIsTriedSoon: a listing
+// runs while the store goes down (a firing's failure makes the probe see
+// it) and comes back, and fails once a probe found the store working
+// again. Its failure is news from before the recovery: it is tried again
+// within a second, not after its hour of backoff.
+func TestAListingThatFailedForTheStoreAsItCameBackIsTriedSoon(t *testing.T) {
+	t.Parallel()
+	st := &heldListing{listFaults: &listFaults{Store: newMemstore(t)}, entered: make(chan struct{}), release: make(chan struct{})}
+	clk, rec, o := newFakeClock(), &recorder{}, &owners{}
+	s := startNoWait(t, outageConfig(t, st, clk, o.owns("a"), rec))
+	receive(t, st.entered, "the listing asked for by Start")
+	rec.setFail(func(storage.Reminder) error { return fmt.Errorf("load the grain's state: %w", errOutage) })
+	st.fail(probeKind, true)
+	register(t, s, storage.Reminder{Grain: grain("g1"), Name: "r", Due: t0()})
+	waitFor(t, wait, "the firing to fail, and a probe to find the store down", func() bool {
+		return rec.calls.Load() == 1 && st.listings(probeKind) == 1 && pendingAt(clk, t0().Add(time.Second))
+	})
+
+	st.fail(probeKind, false)
+	rec.setFail(nil)
+	clk.Advance(time.Second)
+	waitFor(t, wait, "a probe to find the store working", func() bool {
+		return st.listings(probeKind) == 2 && probeDone(s)
+	})
+	clk.Advance(time.Second)
+	waitFor(t, wait, "the firing, within a second", func() bool { return rec.count() == 1 && len(clk.pending()) == 0 })
+
+	close(st.release)
+	soon := t0().Add(3 * time.Second)
+	waitFor(t, wait, "the listing to fail, and its retry within a second", func() bool {
+		p := clk.pending()
+		return len(p) == 1 && p[0].Before(soon) || st.listings(kind) == 1 // with no jitter, it listed already
+	})
+	clk.Set(soon)
+	waitFor(t, wait, "the retry", func() bool { return st.listings(kind) == 1 && relists(s) == 2 })
 }
