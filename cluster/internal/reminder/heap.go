@@ -28,7 +28,8 @@ type entry struct {
 	failures int
 	// storeWait is set while the entry waits in backoff after an attempt
 	// that failed for the store (Config.StoreFailure): once a probe finds
-	// the store working again, it is tried at once (see storeWatch).
+	// the store working again, it is tried within ProbeEvery (see
+	// storeWatch).
 	storeWait bool
 	// gen changes whenever the reminder is replaced or removed (see bump),
 	// so a firing that started before can tell that its result no longer

@@ -35,8 +35,10 @@ type storeWatch struct {
 	timer Timer     // the next probe, while down or asked for too soon after the last
 	last  time.Time // when the last probe started
 	// recoveries counts the probes that found the store working after one
-	// that found it down. A firing or a listing that failed for the store
-	// in a recovery it did not see (it began before) waits for no backoff.
+	// that found it down. A firing or a listing that began before such a
+	// probe and failed for the store after it is tried again within
+	// ProbeEvery: it met the store as it was before, and no later recovery
+	// may come to let it out of its backoff.
 	recoveries uint64
 }
 
@@ -48,7 +50,7 @@ func (s *Scheduler) suspectStoreLocked() {
 	w := &s.watch
 	switch {
 	case s.stopped:
-	case w.probing && w.timer == nil:
+	case w.probing && w.timer == nil: // a probe runs, and may have got through before this failure
 		w.again = true
 	case !w.probing:
 		w.probing = true

@@ -58,9 +58,8 @@ type Config struct {
 	// failed one, but the scheduler then probes the store, and once it saw
 	// the store down and working again it tries the firing within
 	// ProbeEvery rather than after its backoff (see the package
-	// documentation). It must be
-	// safe for concurrent use. Nil means that no error of Fire is the
-	// store's.
+	// documentation). It must be safe for concurrent use. Nil means that
+	// no error of Fire is the store's.
 	StoreFailure func(err error) bool
 	// Clock tells time and runs the timer. Nil means real time.
 	Clock Clock
