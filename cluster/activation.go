@@ -62,7 +62,10 @@ type actKey struct{ kind, identity string }
 // OnActivate and spawns the actor (later calls wait on ready); serves calls;
 // then marked deactivating (idle, not the owner any more, or node shutdown),
 // which makes new calls wait on gone; runs OnDeactivate on its actor; stops;
-// leaves the table and closes gone.
+// leaves the table and closes gone. An idle grain is marked deactivating by
+// its own actor, and only once what it had buffered is committed (see
+// grainActor.passivate): a passivation whose commit fails leaves it
+// serving calls.
 //
 // An idle grain costs its activation, so the struct is kept small (96
 // bytes, a size class): what only activating or deactivating grains need
@@ -165,9 +168,10 @@ func (a *activation) out() {
 func (a *activation) idle() bool { return a.calls.Load() == 0 }
 
 // close marks the activation deactivating: new calls wait for it to go.
-// With ifIdle (a passivation), it does so only while no call is in and
-// none was released since the sweep last looked (see idleFor), and reports
-// whether it did. The shard's write lock is held.
+// With ifIdle (a passivation, on the grain's actor: see closeIdle), it does
+// so only while no call is in and none was released since the sweep last
+// looked (see idleFor), and reports whether it did. The shard's write lock
+// is held.
 func (a *activation) close(ifIdle bool) bool {
 	switch {
 	case !ifIdle:
@@ -298,7 +302,7 @@ type activations struct {
 	mu           sync.Mutex
 	pending      int
 	drained      chan struct{}
-	queue        []*activation
+	queue        []victim
 	deactivators int
 	// ending holds what the deactivations in progress keep outside their
 	// activations (see deactivation), by activation; guarded by mu.
@@ -669,11 +673,9 @@ func (t *activations) failed(a *activation) {
 type sweep uint8
 
 const (
-	// sweepIdle passivates: only activations no call is in are taken.
-	sweepIdle sweep = iota
 	// sweepAll takes every activation picked (the node shuts down): the
 	// calls and messages queued to each run before its OnDeactivate.
-	sweepAll
+	sweepAll sweep = iota
 	// sweepMoved takes activations whose grains this node no longer owns:
 	// they take no turn from now on (they are deactivated as soon as the
 	// actor looks), and what is queued to them goes where the grain lives
@@ -687,7 +689,8 @@ const (
 // pick is true, and returns how many it started, taking those why says
 // (see sweep). It looks under each shard's read lock, so that the periodic
 // sweeps do not stop writers, and takes the write lock only to mark what it
-// found, checking it again.
+// found, checking it again. A passivation does not come here: it closes
+// nothing before the grain's actor committed its state (see passivate).
 func (t *activations) deactivateWhere(why sweep, pick func(a *activation, now time.Duration) bool) int {
 	now := t.clock()
 	candidate := func(a *activation) bool {
@@ -709,7 +712,7 @@ func (t *activations) deactivateWhere(why sweep, pick func(a *activation, now ti
 		}
 		sh.mu.Lock()
 		for _, a := range found {
-			if candidate(a) && a.close(why == sweepIdle) {
+			if candidate(a) && a.close(false) {
 				if why == sweepMoved {
 					a.flags.Or(deactivatedFlag) // see grainActor.usable
 				}
@@ -739,6 +742,28 @@ func (t *activations) retire(a *activation) {
 	t.startDeactivations([]*activation{a})
 }
 
+// job says what a deactivator does with a victim.
+type job uint8
+
+const (
+	// jobDeactivate: the victim is marked deactivating; run its
+	// OnDeactivate on its actor, then stop it (see deactivate).
+	jobDeactivate job = iota
+	// jobPassivate: the victim was idle at a sweep, and is still open; ask
+	// its actor to passivate it (see askPassivation), which may keep it.
+	jobPassivate
+	// jobStop: the victim's actor marked it deactivating and runs its
+	// OnDeactivate itself (a passivation, see closeIdle): stop it once
+	// that is done.
+	jobStop
+)
+
+// victim is a deactivator's work: an activation and what to do with it.
+type victim struct {
+	a   *activation
+	job job
+}
+
 // startDeactivations deactivates victims, already marked deactivating, in
 // the background, counting them for waitDeactivations.
 //
@@ -753,7 +778,18 @@ func (t *activations) retire(a *activation) {
 // lasts it brings in one more deactivator every deactivationPatience if
 // victims wait (see watchSlow), and the new ones do the same: slow
 // deactivations overlap, as many as there are, within a few patiences.
+//
+// Passivations go through the same queue (startJobs with jobPassivate), so
+// that a sweep that finds many idle grains asks their actors a few at a
+// time, as it deactivated them: each asks the store for a commit.
 func (t *activations) startDeactivations(victims []*activation) {
+	t.startJobs(jobDeactivate, victims)
+}
+
+// startJobs queues victims for the deactivators with j (see job),
+// counting them for waitDeactivations, and starts deactivators as
+// startDeactivations says.
+func (t *activations) startJobs(j job, victims []*activation) {
 	if len(victims) == 0 {
 		return
 	}
@@ -762,7 +798,9 @@ func (t *activations) startDeactivations(victims []*activation) {
 		t.drained = make(chan struct{})
 	}
 	t.pending += len(victims)
-	t.queue = append(t.queue, victims...)
+	for _, a := range victims {
+		t.queue = append(t.queue, victim{a: a, job: j})
+	}
 	start := max(0, min(len(t.queue), deactivatorsPerProc*goruntime.GOMAXPROCS(0)-t.deactivators))
 	t.deactivators += start
 	t.mu.Unlock()
@@ -777,10 +815,10 @@ func (t *activations) deactivator() {
 	// running counts the deactivations begun and ended: odd while one runs,
 	// so that a watch knows whether the one it watches still does.
 	var running atomic.Uint64
-	var a *activation
+	var v victim
 	for {
 		t.mu.Lock()
-		if a != nil {
+		if v.a != nil {
 			if t.pending--; t.pending == 0 {
 				close(t.drained)
 			}
@@ -791,12 +829,19 @@ func (t *activations) deactivator() {
 			t.mu.Unlock()
 			return
 		}
-		a = t.queue[0]
-		t.queue[0] = nil
+		v = t.queue[0]
+		t.queue[0] = victim{}
 		t.queue = t.queue[1:]
 		t.mu.Unlock()
 		watch := t.watchSlow(&running, running.Add(1))
-		t.deactivate(a)
+		switch v.job {
+		case jobPassivate:
+			t.askPassivation(v.a)
+		case jobStop:
+			t.stopAfterPassivation(v.a)
+		default:
+			t.deactivate(v.a)
+		}
 		running.Add(1)
 		watch.Stop()
 	}
@@ -867,13 +912,48 @@ func (t *activations) deactivate(a *activation) {
 	defer cancel()
 	_, err := a.ref.Request(ctx, deactivateMsg{})
 	if err != nil && !errors.Is(err, runtime.ErrStopped) {
-		// Nobody waits for a passivation, so the log is where this goes.
+		// Nobody waits for a deactivation, so the log is where this goes.
 		t.n.log.Warn("cluster: grain deactivation failed", "kind", a.hk.Name, "identity", a.identity, "err", err)
 	}
+	t.stop(ctx, a)
+}
+
+// stop stops the actor of a, which is marked deactivating, once the calls
+// counted in before it closed have left (or ctx ends) and what is queued
+// to it has run; then it takes a out of the table and sends on the one-way
+// messages kept for its next activation (see deactivate).
+func (t *activations) stop(ctx context.Context, a *activation) {
 	t.waitCallsOut(ctx, a)
 	<-a.ref.GracefulStop()
 	t.remove(a)
 	t.sendLeftovers(a)
+}
+
+// askPassivation asks the actor of a, idle at the last sweep, to passivate
+// it (see grainActor.passivate), and waits for its answer, within
+// DeactivateTimeout: whether the actor keeps the grain or deactivates it is
+// its own affair, and a deactivation it starts goes on through jobStop. The
+// wait only keeps this deactivator on the grain while it lasts, so that the
+// passivations of many idle grains take a few deactivators at a time (and
+// their commits a few connections), and a slow one brings in help as a slow
+// deactivation does (see watchSlow). An actor that is busy past the wait
+// still runs the passivation when it comes to it.
+func (t *activations) askPassivation(a *activation) {
+	ctx, cancel := context.WithTimeout(context.Background(), t.n.cfg.DeactivateTimeout)
+	defer cancel()
+	_, err := a.ref.Request(ctx, passivateMsg{})
+	if err != nil && !errors.Is(err, runtime.ErrStopped) && !errors.Is(err, context.DeadlineExceeded) {
+		t.n.log.Warn("cluster: grain passivation failed", "kind", a.hk.Name, "identity", a.identity, "err", err)
+	}
+}
+
+// stopAfterPassivation is jobStop: the actor of a closed it and runs its
+// OnDeactivate (see grainActor.passivate); stop waits for that turn to end,
+// as GracefulStop stops the actor only after it.
+func (t *activations) stopAfterPassivation(a *activation) {
+	ctx, cancel := context.WithTimeout(context.Background(), t.n.cfg.DeactivateTimeout)
+	defer cancel()
+	t.stop(ctx, a)
 }
 
 // deactivation is what a deactivation in progress keeps outside its
@@ -961,12 +1041,57 @@ func (t *activations) sendLeftovers(a *activation) {
 	}
 }
 
-// passivate deactivates activations idle for longer than their kind's idle
-// timeout. A busy activation is never passivated.
+// passivate asks the actors of the activations idle for longer than their
+// kind's idle timeout to passivate them, and returns how many it asked. A
+// busy activation is never passivated.
+//
+// It marks nothing: the actor first commits what the grain has buffered,
+// and only then closes the activation, if no call came meanwhile, and runs
+// OnDeactivate, all in one turn (see grainActor.passivate). A commit that
+// fails keeps the grain. The look sets the grain's last use to the sweep's
+// time, so that the grain is asked again only after another idle timeout,
+// whether the actor kept it or has not come to the request yet (a one-way
+// message of its ran long): a store that is down is asked for each idle
+// grain's commit once per idle timeout, not at every sweep.
 func (t *activations) passivate() int {
-	return t.deactivateWhere(sweepIdle, func(a *activation, now time.Duration) bool {
-		return a.idle() && a.hk.idle >= 0 && t.idleFor(a, now) >= a.hk.idle
-	})
+	now := t.clock()
+	var idle []*activation
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		sh.tab.Load().each(func(a *activation) {
+			if !a.removed && !a.deactivating && !a.failed && a.activated() &&
+				a.idle() && a.hk.idle >= 0 && t.idleFor(a, now) >= a.hk.idle {
+				a.lastUsed.Store(int64(now))
+				idle = append(idle, a)
+			}
+		})
+		sh.mu.RUnlock()
+	}
+	t.startJobs(jobPassivate, idle)
+	return len(idle)
+}
+
+// closeIdle marks a deactivating for its passivation, if no call is in and
+// none was released since the sweep that asked for it looked (see close),
+// and if nothing else deactivates it already; and if it did, queues its
+// stop (jobStop), counted for waitDeactivations from now on. It runs on the
+// actor of a, which runs OnDeactivate next, in the same turn.
+//
+// A call that is counted in, or that was since the sweep looked, keeps the
+// grain: the passivation either sees the call and leaves the grain be, or
+// the call sees the activation closed and waits for the next one, as with
+// any deactivation. A call counted in now waits for this turn, behind it
+// in the mailbox, and then runs on the grain.
+func (t *activations) closeIdle(a *activation) bool {
+	sh, _ := t.shardOfActivation(a)
+	sh.mu.Lock()
+	closed := !a.removed && !a.deactivating && !a.failed && a.close(true)
+	sh.mu.Unlock()
+	if closed {
+		t.startJobs(jobStop, []*activation{a})
+	}
+	return closed
 }
 
 // idleFor returns how long a has gone without a call at now, the time the
@@ -1079,6 +1204,10 @@ type reminderCall struct {
 // deactivateMsg asks the grain's actor to run OnDeactivate.
 type deactivateMsg struct{}
 
+// passivateMsg asks the grain's actor to passivate it, if it is still idle
+// and its state can be committed (see grainActor.passivate).
+type passivateMsg struct{}
+
 // errDeactivated answers calls that reach an actor after its OnDeactivate;
 // the caller retries them on the next activation.
 var errDeactivated = errors.New("cluster: activation deactivated")
@@ -1109,6 +1238,9 @@ func (g *grainActor) Receive(c *runtime.Context) {
 		g.remind(c, m)
 	case deactivateMsg:
 		g.onDeactivate(c)
+	case passivateMsg:
+		g.passivate()
+		c.Respond(struct{}{})
 	}
 }
 
@@ -1401,10 +1533,22 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 	c.Respond(struct{}{})
 }
 
-// onDeactivate runs OnDeactivate, then commits what is buffered (in both
-// flush modes), even if the hook failed. An activation whose commit failed
-// earlier commits nothing: its state is stale or uncertain.
+// onDeactivate runs the deactivation of a grain that must go (Shutdown, a
+// move, a failed commit): see deactivateHere.
 func (g *grainActor) onDeactivate(c *runtime.Context) {
+	if err := g.deactivateHere(); err != nil {
+		c.RespondError(err)
+		return
+	}
+	c.Respond(struct{}{})
+}
+
+// deactivateHere runs OnDeactivate, then commits what is buffered (in both
+// flush modes), even if the hook failed, within DeactivateTimeout. An
+// activation whose commit failed earlier commits nothing: its state is
+// stale or uncertain. From here on the actor runs no call or message
+// (deactivatedFlag).
+func (g *grainActor) deactivateHere() error {
 	g.flags.Or(deactivatedFlag)
 	ctx, cancel := context.WithTimeout(context.Background(), g.node().cfg.DeactivateTimeout)
 	defer cancel()
@@ -1412,11 +1556,78 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 	if d, ok := g.grain.(Deactivator); ok {
 		hookErr = g.runOnDeactivate(ctx, d)
 	}
-	if err := errors.Join(hookErr, g.flushOnDeactivate(ctx)); err != nil {
-		c.RespondError(err)
+	return errors.Join(hookErr, g.flushOnDeactivate(ctx))
+}
+
+// passivate passivates the idle grain, on its actor, in one turn: it
+// commits what is buffered (in FlushManual mode, the changes of calls,
+// one-way messages and reminders already acknowledged; in either mode,
+// those of OnActivate, which wait for the next commit: a commit after a
+// call that committed nothing rolls back only that call's changes), then
+// closes the activation to calls (see activations.closeIdle), then runs
+// OnDeactivate and commits what the hook changed (deactivateHere). Nothing
+// runs on the grain between the first commit and the hook: the turn holds
+// the actor, and a call that comes meanwhile is counted in, which keeps
+// the grain (it runs after the turn).
+//
+// If the first commit committed nothing (storage.ErrNotCommitted: the
+// store refused it, or could not be reached) the grain stays, serving
+// calls, with what it buffered: OnDeactivate has not run, so nothing
+// forces it out, and the sweep asks again once it has been idle for
+// another IdleTimeout (see activations.passivate). A commit whose outcome
+// is unknown, or that lost to another activation, breaks the state
+// instead, and the activation goes as after any such commit: without
+// committing, its OnDeactivate run once.
+//
+// Once the first commit went through, only the hook's own changes can be
+// lost: if the commit after it fails as deactivateHere says, the grain
+// goes all the same.
+func (g *grainActor) passivate() {
+	a, n := g.act(), g.node()
+	switch {
+	case a.calls.Load()&callsClosed != 0:
+		return // another deactivation has it (Shutdown, a move), and runs its hook
+	case g.unusable():
+		return // a failed commit: retired, its hook runs behind this turn
+	case a.flags.Load()&usedFlag != 0:
+		return // used since the sweep looked: closeIdle would keep it too
+	}
+	if err := g.commitBeforePassivation(); err != nil {
+		if g.state.failure() != nil {
+			n.log.Warn("cluster: the commit before an idle grain's passivation failed, and left its state uncertain; the grain is deactivated without committing",
+				"kind", g.hk.Name, "identity", g.identity, "err", err)
+			n.acts.retire(a)
+			return
+		}
+		// Idle from now: the next sweep asks again after IdleTimeout. If
+		// Shutdown or a move took the grain meanwhile, or the node is
+		// closing, there is nothing to tell: the grain goes, and commits
+		// after its hook (or, closing, not at all).
+		a.lastUsed.Store(int64(n.acts.clock()))
+		if a.calls.Load()&callsClosed == 0 && n.life.Err() == nil {
+			n.keptIdle(g.hk.Name, g.identity, err)
+		}
 		return
 	}
-	c.Respond(struct{}{})
+	if !n.acts.closeIdle(a) {
+		return
+	}
+	if err := g.deactivateHere(); err != nil {
+		// Nobody waits for a passivation, so the log is where this goes.
+		n.log.Warn("cluster: grain deactivation failed", "kind", g.hk.Name, "identity", g.identity, "err", err)
+	}
+}
+
+// commitBeforePassivation commits what the grain has buffered, once,
+// within CommitTimeout (a commit after a call's, see Node.commitState). A
+// typed state message that does not encode is not the store's failure,
+// and holding the grain would not mend it: that is left to the commit
+// after OnDeactivate, which meets it again and logs it.
+func (g *grainActor) commitBeforePassivation() error {
+	if g.state.sync() != nil {
+		return nil
+	}
+	return g.node().commitState(context.Background(), g.state)
 }
 
 // runOnDeactivate calls the grain's OnDeactivate and returns its error. A
@@ -1454,10 +1665,13 @@ const (
 // A commit that committed nothing (storage.ErrNotCommitted: no connection
 // to the database, which is restarting, say) is tried again, with backoff,
 // until ctx ends (DeactivateTimeout) or the node closes; only then are the
-// changes lost, logged by deactivate. Keeping the activation instead, to
-// flush again at a later sweep, is not an option: OnDeactivate has run, so
-// the grain may serve no call any more, and its calls wait for it to go.
-// The same holds for Shutdown and for a grain that moved.
+// changes lost, logged by deactivate (or passivate). Keeping the activation
+// instead, to flush again at a later sweep, is not an option here:
+// OnDeactivate has run, so the grain may serve no call any more, and its
+// calls wait for it to go. A passivation commits before the hook instead,
+// and keeps the grain if that fails (see passivate), so that only the
+// hook's own changes meet this; Shutdown and a grain that moved must go,
+// and commit everything here.
 func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
 	st := g.state
 	if st.failure() != nil {

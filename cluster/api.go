@@ -110,7 +110,9 @@ const (
 	// It is the default.
 	FlushAfterCall FlushMode = iota
 	// FlushManual commits only when the grain calls State().Flush, and when
-	// the grain is deactivated.
+	// the grain is deactivated. A passivation commits before OnDeactivate,
+	// and keeps the grain active while the store fails that commit, so
+	// that acknowledged changes are not dropped with an idle grain.
 	FlushManual
 )
 
@@ -125,7 +127,10 @@ type Activator interface {
 }
 
 // Deactivator is implemented by grains that want to run code when they are
-// deactivated: after their idle timeout, or when their node shuts down.
+// deactivated: after their idle timeout, or when their node shuts down or
+// they move to another node. After the idle timeout, OnDeactivate runs once
+// what the grain had buffered is committed, and not at all while the store
+// fails that commit (the grain stays active meanwhile).
 type Deactivator interface {
 	OnDeactivate(ctx GrainContext) error
 }
@@ -165,6 +170,9 @@ type Kind struct {
 	// is passivated. A sweep every Config.PassivationInterval (10 s by
 	// default) finds idle activations, so one passivates between
 	// IdleTimeout and IdleTimeout plus two intervals after its last call.
+	// A passivation first commits what the grain has buffered; if the
+	// store fails that commit, the grain stays active, and is tried again
+	// once idle for another IdleTimeout (see docs/state.md).
 	// Zero means DefaultIdleTimeout; a negative value means activations
 	// stay until their node shuts down.
 	IdleTimeout time.Duration

@@ -185,7 +185,13 @@ type Config struct {
 	// DeactivateTimeout bounds one grain's deactivation: its OnDeactivate
 	// hook and the commit of its state after it, which is tried again
 	// within this time while the store commits nothing
-	// (storage.ErrNotCommitted). Zero means DefaultDeactivateTimeout.
+	// (storage.ErrNotCommitted); what is still not committed then is lost.
+	// A passivation commits what the grain buffered before the hook, in
+	// one try within CommitTimeout, and keeps the grain if that fails, to
+	// try again after another IdleTimeout: only what the hook changes is
+	// committed within DeactivateTimeout then. Shutdown and a grain that
+	// moves commit everything after the hook. Zero means
+	// DefaultDeactivateTimeout.
 	DeactivateTimeout time.Duration
 
 	// State sets how many clients' exactly-once records each grain keeps

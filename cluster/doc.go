@@ -59,7 +59,9 @@
 // a manual flush stay (what the grain flushed itself stays committed). After a call that changed state, in
 // FlushAfterCall mode (the default), every change is committed atomically
 // before the reply is sent; in FlushManual mode, only when the grain calls
-// State().Flush. Deactivation commits what is left, in both modes. Every
+// State().Flush. Deactivation commits what is left, in both modes; a
+// passivation commits it before OnDeactivate, and keeps the grain active
+// while the store refuses that commit, rather than drop it. Every
 // commit checks the version the activation loaded: if another activation
 // committed first (two nodes both ran the grain during a membership
 // change), the commit is refused, the call fails with ErrStaleActivation

@@ -96,6 +96,9 @@ type Node struct {
 	// overflow counts what it turned away (see admitOneWay).
 	maxOneWays int32
 	overflow   overflowLog
+	// kept counts the passivations held back by a failed commit (see
+	// keptIdle).
+	kept keptLog
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
 	// abrupt Close abandons is what a crash would.
@@ -617,9 +620,9 @@ func (n *Node) logChanges(old, p *placement) {
 }
 
 // sweep passivates idle activations, clears failed ones and logs the
-// one-way messages dropped since the last line about them (see
-// overflowLog), every PassivationInterval: one ticker per node, not one
-// timer per grain.
+// one-way messages dropped and the passivations held back since the last
+// line about them (see overflowLog and keptLog), every
+// PassivationInterval: one ticker per node, not one timer per grain.
 func (n *Node) sweep() {
 	defer n.loops.Done()
 	tick := time.NewTicker(n.cfg.PassivationInterval)
@@ -631,6 +634,7 @@ func (n *Node) sweep() {
 			n.acts.sweepStrays()
 			n.acts.passivate()
 			n.logOverflow()
+			n.logKept()
 		case <-n.stop:
 			return
 		}

@@ -170,10 +170,10 @@ func TestManualFlushThatCommittedNothingKeepsAcknowledgedChanges(t *testing.T) {
 }
 
 // TestPassivationWhoseFlushCommittedNothingLosesNothing: a passivation
-// whose final flush the store refuses without committing anything tries
-// again, and the acknowledged changes of a FlushManual grain reach the
-// store once it takes commits again, instead of being dropped with the
-// activation.
+// whose commit the store refuses without committing anything keeps the
+// grain and is tried again at a later sweep, and the acknowledged changes
+// of a FlushManual grain reach the store once it takes commits again,
+// instead of being dropped with the activation (see passivate_test.go).
 func TestPassivationWhoseFlushCommittedNothingLosesNothing(t *testing.T) {
 	store := hookedMemstore(t)
 	nodes, _ := bankCluster(t, 1, store, 50*time.Millisecond, nil)
@@ -181,7 +181,7 @@ func TestPassivationWhoseFlushCommittedNothingLosesNothing(t *testing.T) {
 	commits := store.commits.Load()
 	store.commitErr.Store(&errNothingCommitted)
 	deposit(t, n, manualKind, "p", 7) // buffered until the passivation
-	waitFor(t, waitTimeout, "the final flush to be tried twice", func() bool { return store.commits.Load()-commits >= 2 })
+	waitFor(t, waitTimeout, "the passivation's commit to be tried twice", func() bool { return store.commits.Load()-commits >= 2 })
 	store.commitErr.Store(nil)
 	waitFor(t, waitTimeout, "the passivation", func() bool { return n.acts.count() == 0 })
 	if got := storedBalance(t, store.Store, manualKind, "p"); got != 7 {
@@ -189,10 +189,11 @@ func TestPassivationWhoseFlushCommittedNothingLosesNothing(t *testing.T) {
 	}
 }
 
-// TestShutdownWhoseFlushCommittedNothingLosesNothing: as a passivation's,
-// a Shutdown's final flush that the store refuses without committing
-// anything is tried again within DeactivateTimeout, and Shutdown returns
-// once the acknowledged changes are stored.
+// TestShutdownWhoseFlushCommittedNothingLosesNothing: a Shutdown's final
+// flush that the store refuses without committing anything is tried again
+// within DeactivateTimeout (the grain must go: it is not kept as a
+// passivation keeps it), and Shutdown returns once the acknowledged
+// changes are stored.
 func TestShutdownWhoseFlushCommittedNothingLosesNothing(t *testing.T) {
 	store := hookedMemstore(t)
 	nodes, _ := bankCluster(t, 1, store, -1, nil)

@@ -106,3 +106,39 @@ func (n *Node) logOverflow(args ...any) {
 	n.log.Warn("cluster: dropped one-way messages from peers: their grain's mailbox was full (Config.MaxQueuedOneWay)",
 		append([]any{"dropped", dropped, "max", n.cfg.MaxQueuedOneWay}, args...)...)
 }
+
+// keptLog counts the idle grains whose passivation was held back because
+// the commit of their buffered state failed (see grainActor.passivate),
+// and logs them as overflowLog logs drops: a line at most once per
+// overflowLogEvery, written by the grain that finds none written in the
+// last one, and by the node's sweep for those no line counted yet. A store
+// that is down holds back the passivation of every idle grain that has
+// changes buffered, once per IdleTimeout each: a line each would flood
+// the log.
+type keptLog struct {
+	kept atomic.Int64 // since the last line
+	next atomic.Int64 // when the next line may be written, in Unix nanoseconds
+}
+
+// keptIdle notes that the grain (kind, identity) stays active, its
+// passivation held back by err, the failure of the commit before it.
+func (n *Node) keptIdle(kind, identity string, err error) {
+	n.kept.kept.Add(1)
+	now := time.Now().UnixNano()
+	next := n.kept.next.Load()
+	if now < next || !n.kept.next.CompareAndSwap(next, now+int64(overflowLogEvery)) {
+		return
+	}
+	n.logKept("kind", kind, "identity", identity, "err", err)
+}
+
+// logKept logs the held-back passivations not logged yet, if any, with
+// args.
+func (n *Node) logKept(args ...any) {
+	kept := n.kept.kept.Swap(0)
+	if kept == 0 {
+		return
+	}
+	n.log.Warn("cluster: idle grains kept active: the commit of their buffered state before passivation failed; each is passivated once a commit goes through, tried again after its kind's IdleTimeout",
+		append([]any{"kept", kept}, args...)...)
+}

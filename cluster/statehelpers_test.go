@@ -56,6 +56,8 @@ type bank struct {
 	failPay  atomic.Int64   // Pay calls left that fail after paying
 	deaf     atomic.Bool    // OnReminder fails
 	reminded chan string    // "node identity name" per reminder delivered
+	// farewell, when set, is the entry OnDeactivate sets (to "bye").
+	farewell atomic.Pointer[string]
 }
 
 func newBank(node string) *bank {
@@ -82,6 +84,19 @@ type account struct {
 // balanceOf returns the grain's typed state.
 func balanceOf(ctx GrainContext) *wrapperspb.Int64Value {
 	return ctx.State().Message().(*wrapperspb.Int64Value)
+}
+
+// hookDeactivate is what bank.count counts OnDeactivate runs under.
+const hookDeactivate = "OnDeactivate"
+
+// OnDeactivate counts its runs, and sets the bank's farewell entry, if it
+// has one.
+func (a *account) OnDeactivate(ctx GrainContext) error {
+	a.b.ran(ctx.Identity(), hookDeactivate)
+	if k := a.b.farewell.Load(); k != nil {
+		return ctx.State().Set(*k, []byte("bye"))
+	}
+	return nil
 }
 
 // OnReminder counts the firing in the balance, so that firings are durable
@@ -302,6 +317,10 @@ type hookedStore struct {
 	holdKey   atomic.Pointer[storage.Key] // commits of this grain block until their ctx ends or release closes
 	holding   chan struct{}               // a held commit started
 	release   chan struct{}               // closed: held commits go through
+
+	// beforeCommit, when set, runs first in every Commit, before commitErr
+	// is read: a test holds a commit there, then lets it fail or not.
+	beforeCommit atomic.Pointer[func()]
 }
 
 // hookedMemstore returns a hookedStore over a memstore of the test's own.
@@ -325,6 +344,9 @@ func (s *hookedStore) Load(ctx context.Context, key storage.Key) (map[string][]b
 
 func (s *hookedStore) Commit(ctx context.Context, key storage.Key, expected storage.Version, changes []storage.Change) (storage.Version, error) {
 	s.commits.Add(1)
+	if f := s.beforeCommit.Load(); f != nil {
+		(*f)()
+	}
 	if err := s.commitErr.Load(); err != nil {
 		return 0, *err
 	}
