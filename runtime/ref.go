@@ -282,13 +282,39 @@ func (r *Ref) RequestInline(ctx context.Context, msg any) (any, error) {
 	return r.request(ctx, msg, true)
 }
 
+// Ask is Request, or RequestInline when inline is set, for a caller that
+// must know what became of msg when ctx ends first: gaveUp reports that
+// msg was queued and that the caller gave up waiting before the actor
+// answered it. The actor then still holds msg in its mailbox, or is
+// handling it, or handled it just now, and its answer reaches nobody. The
+// error is ctx.Err() then, as Request's. With gaveUp false, an error means
+// that msg was not queued (ctx had ended, the actor is stopping) or is the
+// actor's answer; a message that was queued and answered is never reported
+// as given up.
+func (r *Ref) Ask(ctx context.Context, msg any, inline bool) (reply any, gaveUp bool, err error) {
+	if r == nil {
+		return nil, false, errNilRef
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	return r.ask(ctx, msg, inline || ctx.Done() == nil)
+}
+
 // request enqueues msg with a reply slot and waits for the reply; with
 // inline set it runs the turn of an idle actor in the caller first.
 func (r *Ref) request(ctx context.Context, msg any, inline bool) (any, error) {
+	val, _, err := r.ask(ctx, msg, inline)
+	return val, err
+}
+
+// ask is request, and reports whether the caller gave up on msg once it
+// was queued (see Ask).
+func (r *Ref) ask(ctx context.Context, msg any, inline bool) (any, bool, error) {
 	slot := r.sys.getSlot()
 	if err := r.enqueue(ctx, msg, slot, nil, inline); err != nil {
 		r.sys.putSlot(slot)
-		return nil, err
+		return nil, false, err
 	}
 	return slot.wait(ctx, r.sys)
 }

@@ -57,18 +57,21 @@ func (slot *replySlot) complete(val any, err error) bool {
 // context: every select locks that one channel twice (to wait and to stop
 // waiting). So it is skipped when the reply is already there and when ctx
 // can never end.
-func (slot *replySlot) wait(ctx context.Context, s *System) (any, error) {
+//
+// It reports whether the caller gave up: ctx ended before the responder
+// began to reply, and the slot is abandoned (see Ref.Ask).
+func (slot *replySlot) wait(ctx context.Context, s *System) (any, bool, error) {
 	if !slot.arrived() {
 		goruntime.Gosched()
 		if !slot.arrived() {
 			if err := slot.block(ctx); err != nil {
-				return nil, err
+				return nil, true, err
 			}
 		}
 	}
 	val, err := slot.val, slot.err
 	s.putSlot(slot)
-	return val, err
+	return val, false, err
 }
 
 // arrived reports, without blocking, whether the reply is there. When it

@@ -289,3 +289,57 @@ func TestRequestsRacingStopNeverHang(t *testing.T) {
 		waitClosed(t, r.Done(), "stop")
 	}
 }
+
+// TestAskReportsACallerThatGaveUp: Ask tells a caller whose context ended
+// whether its message was queued, and so is still the actor's (it gave
+// up), or was not queued at all; an answered request is never reported
+// given up, whatever its error.
+func TestAskReportsACallerThatGaveUp(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	// abandoned is a request whose handler cancels the caller's context and
+	// answers only once the caller has returned.
+	type abandoned struct {
+		cancel context.CancelFunc
+		gaveUp chan struct{}
+	}
+	delivered := make(chan bool, 1)
+	r := spawnFunc(t, s, func(c *Context) {
+		switch m := c.Message().(type) {
+		case abandoned:
+			m.cancel()
+			<-m.gaveUp
+			resp := c.DetachReply()
+			delivered <- resp.Respond("late")
+		case error:
+			c.RespondError(m) // an answer, though it may look like a context's error
+		default:
+			c.Respond(m)
+		}
+	})
+	for _, inline := range []bool{false, true} {
+		if v, gaveUp, err := r.Ask(ctxTimeout(t), "fast", inline); v != "fast" || gaveUp || err != nil {
+			t.Errorf("Ask(inline %t) = %v, %t, %v; want fast, false, nil", inline, v, gaveUp, err)
+		}
+		if _, gaveUp, err := r.Ask(ctxTimeout(t), context.DeadlineExceeded, inline); gaveUp || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Ask(inline %t) answered with DeadlineExceeded = %t, %v; want false, the answer", inline, gaveUp, err)
+		}
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, gaveUp, err := r.Ask(done, "never", inline); gaveUp || !errors.Is(err, context.Canceled) {
+			t.Errorf("Ask(inline %t) with an ended context = %t, %v; want false (not queued), Canceled", inline, gaveUp, err)
+		}
+	}
+	// A caller that waits on a worker's turn (an inline one would run the
+	// handler itself) gives up while the actor handles its message.
+	ctx, cancel := context.WithCancel(context.Background())
+	m := abandoned{cancel: cancel, gaveUp: make(chan struct{})}
+	_, gaveUp, err := r.Ask(ctx, m, false)
+	close(m.gaveUp)
+	if !gaveUp || !errors.Is(err, context.Canceled) {
+		t.Errorf("Ask that gave up on a queued message = %t, %v; want true, Canceled", gaveUp, err)
+	}
+	if recv(t, delivered, "the late answer") {
+		t.Error("the answer to a message whose caller gave up was delivered")
+	}
+}
