@@ -25,6 +25,10 @@ type hostedKind struct {
 	n       *Node // the node that hosts it
 	methods map[string]*hostedMethod
 	idle    time.Duration // negative: never passivate
+	// maxCalls is the bound of Config.MaxQueuedCalls on the calls counted
+	// in on an activation of the kind (see callBound), kept here, on a
+	// line every call reads, rather than in the Node.
+	maxCalls int32
 	// keySeed is keyHash's state after the kind's name and the separator:
 	// a call hashes only the identity to find its shard (see keyHash).
 	keySeed uint64
@@ -42,7 +46,10 @@ type hostedMethod struct {
 }
 
 func newHostedKind(n *Node, k *Kind) *hostedKind {
-	hk := &hostedKind{Kind: k, n: n, methods: make(map[string]*hostedMethod, len(k.Methods)), idle: k.IdleTimeout}
+	hk := &hostedKind{Kind: k, n: n, methods: make(map[string]*hostedMethod, len(k.Methods)), idle: k.IdleTimeout, maxCalls: maxCallsIn}
+	if n != nil {
+		hk.maxCalls = callBound(n.cfg.MaxQueuedCalls)
+	}
 	if hk.idle == 0 {
 		hk.idle = DefaultIdleTimeout
 	}
@@ -377,10 +384,27 @@ func (t *activations) each(fn func(a *activation)) {
 // first call, and counts a call on it; release must follow. Concurrent first
 // calls activate once: one runs the activation, the others wait for it.
 func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) (*activation, error) {
+	return t.getWithin(ctx, hk, identity, maxCallsIn)
+}
+
+// getWithin is get for a call that an activation with max calls counted in
+// already refuses (see Config.MaxQueuedCalls): it then fails with
+// ErrMailboxFull, and counts nothing.
+func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity string, max int32) (*activation, error) {
 	sh, h := t.shardOf(hk, identity)
-	if a := sh.lookup(h, hk, identity); a != nil {
-		if a, err := t.ready(ctx, a); err != errActivateAgain {
-			return a, err
+	if a := sh.tab.Load().find(h, hk, identity); a != nil {
+		// sh.lookup with the bound. It costs nothing: the one comparison
+		// that looked for callsClosed now looks for the bound too, as the
+		// bit makes the count greater than any bound (see callBound).
+		if in := a.calls.Add(1); in <= max {
+			if a, err := t.ready(ctx, a); err != errActivateAgain {
+				return a, err
+			}
+		} else {
+			a.out()
+			if in&callsClosed == 0 {
+				return nil, t.n.callsFull(a)
+			}
 		}
 	}
 	for {
@@ -408,8 +432,12 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 				return nil, contextError(ctx.Err())
 			}
 		}
-		a.calls.Add(1)
+		in := a.calls.Add(1)
 		sh.mu.Unlock()
+		if in > max {
+			a.out()
+			return nil, t.n.callsFull(a)
+		}
 		if a, err := t.ready(ctx, a); err != errActivateAgain {
 			return a, err
 		}
@@ -998,6 +1026,10 @@ func (t *activations) waitCallsOut(ctx context.Context, a *activation) {
 	select {
 	case <-out:
 	case <-ctx.Done():
+	case <-a.ref.Done():
+		// An actor that stopped by itself (repeated panics) takes nothing
+		// more, and the calls whose callers gave up that it held as it
+		// stopped stay counted in (see handOff).
 	}
 }
 
@@ -1254,6 +1286,9 @@ func (g *grainActor) Receive(c *runtime.Context) {
 // reply is recorded and, in FlushAfterCall mode, committed with the changes
 // before the reply is sent.
 func (g *grainActor) handle(c *runtime.Context, m *grainCall) {
+	if m.take() {
+		g.act().out() // its caller gave up and left it to the grain (see handOff)
+	}
 	if g.unusable() {
 		c.RespondError(errDeactivated)
 		return
@@ -1362,7 +1397,6 @@ func (g *grainActor) run(m *grainCall, st stamp) (resp proto.Message, err error)
 	}()
 	gc := &m.gctx
 	gc.n, gc.a = g.node(), g.act()
-	gc.inner.Store(0)
 	resp, err = m.method.Handle(g.grain, gc, m.req)
 	done = true
 	if err == nil && noMessage(resp) {

@@ -171,10 +171,24 @@ type Config struct {
 	// that fails may be (a warning a second at most counts them), and Send
 	// on this node fails with ErrMailboxFull. The grain counts what it ran
 	// out in groups of 64, so a few messages fewer than the bound may be
-	// let wait, never more. Calls are not counted: each has a caller
-	// waiting for it. Zero means DefaultMaxQueuedOneWay; a negative value
-	// means no bound.
+	// let wait, never more. Calls are not counted: MaxQueuedCalls bounds
+	// them. Zero means DefaultMaxQueuedOneWay; a negative value means no
+	// bound.
 	MaxQueuedOneWay int
+	// MaxQueuedCalls bounds the calls waiting for one grain: those whose
+	// callers wait for their reply (in the grain's mailbox, in its turn,
+	// or for it to activate), and those in its mailbox whose callers gave
+	// up (a deadline, a cancellation), which stay there until the grain
+	// reaches and skips them. Without it, callers that time out and call a
+	// slow or stuck grain again, as a front end does, queue a call per
+	// attempt until the node runs out of memory. Past it, a call fails at
+	// once with ErrMailboxFull (codes.ResourceExhausted), on this node or
+	// from another one, and Invoke does not retry it; a call whose grain
+	// caught up succeeds again. A one-way message being sent counts as a
+	// call for a moment, so a few calls fewer than the bound may be let
+	// wait, never more. Reminders are not refused. Zero means
+	// DefaultMaxQueuedCalls; a negative value means no bound.
+	MaxQueuedCalls int
 
 	// PassivationInterval is how often the node looks for idle activations
 	// to passivate. An activation lives between its kind's IdleTimeout and
@@ -299,6 +313,7 @@ const (
 	DefaultMaxFrameBytes       = 4 << 20
 	DefaultMaxPendingBytes     = 16 << 20
 	DefaultMaxQueuedOneWay     = 100_000
+	DefaultMaxQueuedCalls      = 10_000
 	DefaultPassivationInterval = 10 * time.Second
 	DefaultDeactivateTimeout   = 10 * time.Second
 	DefaultCommitTimeout       = 10 * time.Second
@@ -348,6 +363,7 @@ func DefaultConfig() Config {
 		MaxFrameBytes:       DefaultMaxFrameBytes,
 		MaxPendingBytes:     DefaultMaxPendingBytes,
 		MaxQueuedOneWay:     DefaultMaxQueuedOneWay,
+		MaxQueuedCalls:      DefaultMaxQueuedCalls,
 		PassivationInterval: DefaultPassivationInterval,
 		DeactivateTimeout:   DefaultDeactivateTimeout,
 		CommitTimeout:       DefaultCommitTimeout,
@@ -379,6 +395,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxFrameBytes, d.MaxFrameBytes)
 	setDefault(&c.MaxPendingBytes, d.MaxPendingBytes)
 	setDefault(&c.MaxQueuedOneWay, d.MaxQueuedOneWay)
+	setDefault(&c.MaxQueuedCalls, d.MaxQueuedCalls)
 	setDefault(&c.PassivationInterval, d.PassivationInterval)
 	setDefault(&c.DeactivateTimeout, d.DeactivateTimeout)
 	setDefault(&c.CommitTimeout, d.CommitTimeout)

@@ -358,7 +358,7 @@ func (n *Node) lookup(kind, method string) (*hostedKind, *hostedMethod, error) {
 // runHere is deliver's.
 func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message,
 	chain []actKey, st stamp, runHere bool) (proto.Message, []byte, error) {
-	resp, err := n.deliver(ctx, hk, identity, m.Name, newGrainCall(ctx, m, req, chain, st), runHere)
+	resp, err := n.deliverWithin(ctx, hk, identity, m.Name, newGrainCall(ctx, m, req, chain, st), runHere, hk.maxCalls)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -374,24 +374,26 @@ func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, i
 // accepts to run an idle grain's turn on its own goroutine, and so to
 // return when the turn ends, even past ctx's deadline (see turnHere).
 func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what string, msg any, runHere bool) (any, error) {
+	return n.deliverWithin(ctx, hk, identity, what, msg, runHere, maxCallsIn)
+}
+
+// deliverWithin is deliver for a message that an activation with max
+// calls counted in refuses with ErrMailboxFull (see activations.getWithin).
+func (n *Node) deliverWithin(ctx context.Context, hk *hostedKind, identity, what string, msg any, runHere bool, max int32) (any, error) {
 	for {
-		a, err := n.acts.get(ctx, hk, identity)
+		a, err := n.acts.getWithin(ctx, hk, identity, max)
 		if err != nil {
 			return nil, err
 		}
-		var resp any
-		if runHere {
-			// The trick: the caller runs the turn of an idle grain
-			// itself, as the runtime does for a Request without a
-			// deadline. A turn on a worker costs two goroutine switches
-			// per call (caller -> worker -> caller), which were most of
-			// the CPU of a local call. A busy grain is still waited for
-			// under ctx.
-			resp, err = a.ref.RequestInline(ctx, msg)
-		} else {
-			resp, err = a.ref.Request(ctx, msg)
+		// The trick, with runHere: the caller runs the turn of an idle
+		// grain itself, as the runtime does for a Request without a
+		// deadline. A turn on a worker costs two goroutine switches per
+		// call (caller -> worker -> caller), which were most of the CPU
+		// of a local call. A busy grain is still waited for under ctx.
+		resp, gaveUp, err := a.ref.Ask(ctx, msg, runHere)
+		if !gaveUp || !n.acts.handOff(a, msg) {
+			n.acts.release(a)
 		}
-		n.acts.release(a)
 		if err == nil {
 			return resp, nil
 		}
@@ -462,7 +464,10 @@ type grainContext struct {
 	a       *activation
 	callers []actKey // the grains waiting on this call, outermost first
 	stamp   stamp    // the call's stamp; zero in hooks and reminders
-	inner   atomic.Uint64
+	// inner counts the calls the grain made in a call's turn, above
+	// callTaken, to stamp them (see Invoke); until the grain takes the
+	// call, it says whether the caller gave up (see grainCall.take).
+	inner atomic.Uint64
 }
 
 func (n *Node) grainContext(ctx context.Context, a *activation, callers []actKey, st stamp) GrainContext {
@@ -527,7 +532,7 @@ func (g *grainContext) Invoke(ctx context.Context, call Call, opts ...CallOption
 	chain := append(g.callers[:len(g.callers):len(g.callers)], self)
 	var st stamp
 	if g.stamp != (stamp{}) {
-		st = innerStamp(g.stamp, self, g.inner.Add(1))
+		st = innerStamp(g.stamp, self, g.inner.Add(1)-callTaken)
 	}
 	return g.n.invoke(ctx, call, chain, st, opts)
 }
