@@ -24,6 +24,13 @@
 //     owner failed before replying, within the call's deadline (see
 //     WithoutRetry), so the call may have run on the failed node. For state,
 //     exactly-once effects make up for it (below).
+//   - A bounded queue: at most Config.MaxQueuedCalls calls (10,000 by
+//     default) wait for one grain, those whose callers gave up at their
+//     deadline included, as they stay in its mailbox until the grain
+//     reaches them. Past it, a call fails at once with ErrMailboxFull
+//     (codes.ResourceExhausted), locally and from another node, and is not
+//     retried: a grain stuck in a turn, or slower than its callers, costs
+//     the node a bounded amount of memory, however often they call again.
 //   - No reentrancy, and no deadlock from it: a call to a grain that is
 //     waiting in the chain of calls that led to it (A calls B, B calls A)
 //     fails at once with ErrReentrant.

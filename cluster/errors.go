@@ -98,7 +98,10 @@ var (
 	// ErrMailboxFull: Send found Config.MaxQueuedOneWay one-way messages
 	// waiting for the grain already (codes.ResourceExhausted); the message
 	// was not queued. A peer's message that finds the mailbox full is
-	// dropped, and its sender is not told.
+	// dropped, and its sender is not told. A call fails with it, on the
+	// grain's node or from another one, when Config.MaxQueuedCalls calls
+	// wait for the grain already: the call was not queued, and Invoke does
+	// not retry it (the grain is busy, not misplaced).
 	ErrMailboxFull = errors.New("cluster: grain mailbox full")
 	// ErrStateUndecodable: the grain's stored typed state message does not
 	// decode as this node's version of the message
