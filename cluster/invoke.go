@@ -403,6 +403,7 @@ func (n *Node) deliverWithin(ctx context.Context, hk *hostedKind, identity, what
 			if err := n.checkOwner(hk.Name, identity); err != nil {
 				return nil, err
 			}
+			untake(msg)
 			continue
 		}
 		return nil, n.callError(ctx, a, what, err)

@@ -75,6 +75,17 @@ func (m *grainCall) take() bool {
 	return m.gctx.inner.Swap(callTaken) == callGaveUp
 }
 
+// untake makes msg, if it is a grain call that an activation that went
+// away answered (see Node.retryOnNextActivation), untaken again before it
+// goes to the next activation, so that a caller that gives up on it there
+// leaves it to that grain as it would a new call. The activation that
+// answered is done with it.
+func untake(msg any) {
+	if m, ok := msg.(*grainCall); ok {
+		m.gctx.inner.Store(0)
+	}
+}
+
 // handOff leaves the count of a call whose caller gave up after it was
 // queued (runtime.Ref.Ask) to the grain, which counts it out when it takes
 // it (grainCall.take), and reports whether it did; if the grain took it
