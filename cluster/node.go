@@ -99,6 +99,8 @@ type Node struct {
 	// kept counts the passivations held back by a failed commit (see
 	// keptIdle).
 	kept keptLog
+	// drops counts the one-way messages from peers it could not deliver.
+	drops dropLog
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
 	// abrupt Close abandons is what a crash would.
@@ -621,7 +623,7 @@ func (n *Node) logChanges(old, p *placement) {
 
 // sweep passivates idle activations, clears failed ones and logs the
 // one-way messages dropped and the passivations held back since the last
-// line about them (see overflowLog and keptLog), every
+// line about them (see overflowLog, dropLog and keptLog), every
 // PassivationInterval: one ticker per node, not one timer per grain.
 func (n *Node) sweep() {
 	defer n.loops.Done()
@@ -635,6 +637,7 @@ func (n *Node) sweep() {
 			n.acts.passivate()
 			n.logOverflow()
 			n.logKept()
+			n.logDrops()
 		case <-n.stop:
 			return
 		}

@@ -979,12 +979,6 @@ func (n *Node) oneWayDeadline() (context.Context, context.CancelFunc) {
 	return n.deadlines.with(context.Background())
 }
 
-// dropOneWay logs a one-way message from a peer that this node cannot
-// deliver.
-func (n *Node) dropOneWay(req *frame, err error) {
-	n.log.Warn("cluster: dropped a one-way message", "kind", req.kind, "identity", req.identity, "method", req.method, "err", err)
-}
-
 // handleOneWay runs a one-way message. Nobody waits for it: an error is
 // logged, a panic is logged and then supervised as in a call, and a message
 // that reaches an activation after its OnDeactivate, or after a failed
