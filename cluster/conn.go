@@ -44,7 +44,7 @@ type conn struct {
 	done     chan struct{}      // closed by close
 	heard    chan struct{}      // closed when the peer's bye arrives (see bye)
 	names    nameTable          // names decoded by readLoop, interned
-	lane     oneWayLane         // one-way requests that wait, in order
+	lanes    oneWayLanes        // one-way requests that wait, in a lane per grain
 	target   oneWayTarget       // where the one-way requests of the batch being read go; readLoop's
 	kept     bool               // a frame of the batch being read kept its payload; readLoop's
 	frame    frame              // the frame being decoded; readLoop's
@@ -1103,61 +1103,136 @@ func canceledContext() context.Context {
 	return ctx
 }
 
-// oneWayLane holds the one-way requests of a conn that could not be
-// delivered by its reader without blocking (their grain was not active),
-// and those that arrived after them: one goroutine delivers them in order,
-// so messages from one peer to one grain keep their order, while the reader
-// goes on with other frames (a reply this grain's activation waits for,
-// say).
-type oneWayLane struct {
-	busy  atomic.Bool // the lane has requests; set by the reader only
+// oneWayLanes holds the one-way requests of a conn that its reader could
+// not deliver without blocking (their grain was not active: it needs an
+// activation; or the request must be forwarded, or wait for a view), in a
+// lane per grain. A grain's later requests join its lane while it holds
+// any, and one goroutine per lane delivers them in order: messages from
+// one peer to one grain keep their order, while the reader goes on with
+// other frames (a reply this grain's activation waits for, say), and the
+// requests for other grains go on by the reader's fast path. With one lane
+// per stream, one slow activation (a store under load) held up every
+// later one-way message of the peer, to every grain, for as long as it
+// took.
+//
+// A goroutine per lane rather than a bounded pool: a pool of k would be
+// held up whole by k slow activations, the very stall the lanes remove. A
+// lane costs a goroutine only while its grain waits for something, as a
+// call that waits for an activation costs the goroutine that serves it;
+// and what waits in the lanes is bounded (see Node.laneRoom).
+//
+// Each lane counts as a busy lane in the transport (see
+// transport.busyLanes) while it holds requests.
+type oneWayLanes struct {
+	// busy counts the lanes: the reader looks a frame's grain up in lanes
+	// only when it is not 0, so that a stream with no waiting grain pays
+	// one atomic load per one-way frame, as before. Changed under mu.
+	busy  atomic.Int32
 	mu    sync.Mutex
+	lanes map[laneKey]*grainLane // present while the lane's goroutine runs
+}
+
+// laneKey is the grain of a lane.
+type laneKey struct{ kind, identity string }
+
+// grainLane is the lane of one grain: its requests in order, the first
+// the one being delivered. They count against the grain's bound,
+// MaxQueuedOneWay, from when they join until they are delivered (see
+// Node.laneRoom).
+type grainLane struct {
 	queue []frame
 }
 
+// waiting returns how many one-way requests wait in c's lanes, for tests
+// and debugging.
+func (c *conn) waiting() int {
+	l := &c.lanes
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, gl := range l.lanes {
+		n += len(gl.queue)
+	}
+	return n
+}
+
 // serveOneWay delivers a one-way request. The common case, a request to an
-// active grain with an empty lane, is handled right here by the reader: no
-// goroutine, no copy of the frame. Otherwise the request joins the lane.
+// active grain that has no lane, is handled right here by the reader: no
+// goroutine, no copy of the frame. Otherwise the request joins its grain's
+// lane, or opens one.
 func (c *conn) serveOneWay(f *frame) {
-	l := &c.lane
-	if l.busy.Load() {
+	l := &c.lanes
+	// A frame for the batch's target grain skips the look-up: the target
+	// is set only for a grain that had no lane, and only the reader opens
+	// lanes, ending the target first (serveOneWay ends it for any frame
+	// it does not take). So a run of frames to one grain stays as cheap
+	// while other grains' lanes are busy.
+	if l.busy.Load() != 0 && !c.target.holds(f) {
 		l.mu.Lock()
-		if l.busy.Load() {
-			c.kept = true // delivered from the lane's goroutine
-			l.queue = append(l.queue, *f)
+		if gl := l.lanes[laneKey{f.kind, f.identity}]; gl != nil {
+			if c.t.handler.laneRoom(f) {
+				c.kept = true // delivered from the lane's goroutine
+				gl.queue = append(gl.queue, *f)
+			}
 			l.mu.Unlock()
 			return
 		}
-		l.mu.Unlock() // the lane emptied meanwhile: f may go first
+		l.mu.Unlock() // no lane, or it emptied meanwhile: f may go first
 	}
-	if c.t.handler.serveOneWay(f, c.peer, false, &c.target) {
+	if c.t.handler.serveOneWay(f, c.peer, false, &c.target) || !c.t.handler.laneRoom(f) {
 		return
 	}
 	c.kept = true
+	key := laneKey{f.kind, f.identity}
+	gl := &grainLane{queue: []frame{*f}}
 	c.t.laneBusy() // before the lane is, so that the count is never short
 	l.mu.Lock()
-	l.queue = append(l.queue, *f)
-	l.busy.Store(true)
+	if l.lanes == nil {
+		l.lanes = make(map[laneKey]*grainLane)
+	}
+	l.lanes[key] = gl
+	l.busy.Add(1)
 	l.mu.Unlock()
-	go c.drainLane()
+	go c.drainLane(key, gl)
 }
 
-// drainLane delivers the lane's requests in order until it is empty.
-func (c *conn) drainLane() {
-	l := &c.lane
+// drainLane delivers the requests of gl, the lane of key's grain, in order
+// until it is empty. When one is dropped because its grain could not be
+// activated, those behind it, which waited for the same activation, are
+// dropped with it, with one log line: a store that is down is not asked
+// once per message, nor the log written once per message. Requests that
+// arrive later try again.
+func (c *conn) drainLane(key laneKey, gl *grainLane) {
+	l := &c.lanes
+	h := c.t.handler
 	for {
 		l.mu.Lock()
-		if len(l.queue) == 0 {
-			l.queue = nil
-			l.busy.Store(false)
-			l.mu.Unlock()
+		f := gl.queue[0]
+		l.mu.Unlock()
+		err := h.serveWaiting(&f, c.peer)
+		l.mu.Lock()
+		gl.queue[0] = frame{} // let the payload go
+		gl.queue = gl.queue[1:]
+		left, dropped := 1, 0
+		if err != nil {
+			dropped = 1 + len(gl.queue)
+			left = dropped
+			clear(gl.queue)
+			gl.queue = nil
+		}
+		h.laneLeft(&f, left) // after the mailbox counted f in: the counts err high, never low
+		empty := len(gl.queue) == 0
+		if empty {
+			delete(l.lanes, key)
+			l.busy.Add(-1)
+		}
+		l.mu.Unlock()
+		if dropped > 0 {
+			h.dropWaiting(&f, err, dropped)
+		}
+		if empty {
 			c.t.laneIdle() // after the lane is, so that the count is never short
 			return
 		}
-		f := l.queue[0]
-		l.queue[0] = frame{} // let the payload go
-		l.queue = l.queue[1:]
-		l.mu.Unlock()
-		c.t.handler.serveOneWay(&f, c.peer, true, nil)
 	}
 }

@@ -99,8 +99,10 @@ type Node struct {
 	// kept counts the passivations held back by a failed commit (see
 	// keptIdle).
 	kept keptLog
-	// drops counts the one-way messages from peers it could not deliver.
+	// drops counts the one-way messages from peers it could not deliver;
+	// laned those waiting in the streams' lanes, by grain.
 	drops dropLog
+	laned lanedOneWays
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
 	// abrupt Close abandons is what a crash would.

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage"
 )
 
 // These tests hold what a node keeps for one-way messages it cannot
@@ -154,5 +156,181 @@ func TestDroppedOneWayMessagesAreLoggedALineASecond(t *testing.T) {
 	// far fewer than one a message.
 	if lines := l.count("dropped a one-way message"); lines*20 > sent {
 		t.Fatalf("the owner wrote %d lines about %d drops; want one a second and one a sweep at most", lines, sent)
+	}
+}
+
+// laneWaiting returns how many one-way requests wait in the lanes of n's
+// streams to peer.
+func laneWaiting(n *Node, peer string) int {
+	waiting := 0
+	for _, c := range n.transport.openConns() {
+		if c.peer == peer {
+			waiting += c.waiting()
+		}
+	}
+	return waiting
+}
+
+// TestOneWayMessagesWaitingForAnActivationAreBounded: two peers send
+// one-way messages to a grain whose activation is slow. The owner's
+// readers cannot queue them in a mailbox that does not exist yet: they
+// wait in the grain's lanes, one per stream, which hold no more than
+// MaxQueuedOneWay together; the rest are dropped and counted in the
+// owner's log, as for a full mailbox. Once the grain is active, what the
+// lanes held runs. Before, a stream's lane took every message (20,000
+// here) until the node ran out of memory, and Send returned nil for each.
+func TestOneWayMessagesWaitingForAnActivationAreBounded(t *testing.T) {
+	const bound, sent = 1000, 20_000
+	s := newLaneSink("held")
+	nodes, logs := laneCluster(t, 3, s, func(cfg *Config) { cfg.MaxQueuedOneWay = bound })
+	owner, senders := nodes[0], nodes[1:]
+	ctx := context.Background()
+	concurrently(t, len(senders), func(i int) error {
+		for range sent / len(senders) {
+			if err := senders[i].Send(ctx, lanePut("held-1", "")); err != nil {
+				return err
+			}
+		}
+		// A call behind the messages on the same stream: once it is
+		// answered, the owner's reader has taken every message before it.
+		_, err := senders[i].Invoke(ctx, laneProbe("probe"))
+		return err
+	})
+	receive(t, s.activating, "the held activation")
+	waiting := 0
+	for _, sender := range senders {
+		waiting += laneWaiting(owner, sender.Name())
+	}
+	if waiting != bound {
+		t.Fatalf("the owner holds %d one-way messages for an activating grain in its lanes, want Config.MaxQueuedOneWay (%d)", waiting, bound)
+	}
+	waitFor(t, waitTimeout, "the owner to log every message it dropped", func() bool {
+		return droppedLogged(logs[owner.Name()]) >= sent-bound
+	})
+	if got := droppedLogged(logs[owner.Name()]); got != sent-bound {
+		t.Fatalf("the owner logged %d messages dropped, want %d", got, sent-bound)
+	}
+	s.activate <- struct{}{} // not closed: Cleanup closes it
+	waitFor(t, waitTimeout, "the grain to run what its lanes held", func() bool { return s.ran.Load() >= bound })
+	for _, sender := range senders {
+		waitFor(t, waitTimeout, "the lanes to empty", func() bool { return laneWaiting(owner, sender.Name()) == 0 })
+	}
+	if got := s.ran.Load(); got != bound {
+		t.Fatalf("the grain ran %d messages, want the %d its lanes held", got, bound)
+	}
+	owner.laned.mu.Lock()
+	defer owner.laned.mu.Unlock()
+	if len(owner.laned.count) != 0 {
+		t.Errorf("the owner still counts messages in lanes: %v", owner.laned.count)
+	}
+}
+
+// TestASlowActivationHoldsUpNoOtherGrainsMessages: a peer sends a one-way
+// message to a grain whose activation is slow, then one to a grain that is
+// active and idle: the second runs while the first grain activates. With
+// one lane per stream, every later one-way message of the peer, to any
+// grain, waited behind the activation.
+func TestASlowActivationHoldsUpNoOtherGrainsMessages(t *testing.T) {
+	s := newLaneSink("held")
+	nodes, _ := laneCluster(t, 2, s, func(cfg *Config) { cfg.DefaultCallTimeout = time.Hour })
+	owner, sender := nodes[0], nodes[1]
+	ctx := context.Background()
+	if _, err := sender.Invoke(ctx, laneProbe("ready")); err != nil { // "ready" is active
+		t.Fatal(err)
+	}
+	if err := sender.Send(ctx, lanePut("held-1", "")); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, s.activating, "the held activation")
+	if err := sender.Send(ctx, lanePut("ready", "")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the active grain to run its message while another activates", func() bool { return s.ran.Load() == 1 })
+	if waiting := laneWaiting(owner, sender.Name()); waiting != 1 {
+		t.Errorf("%d one-way messages wait in the owner's lanes, want the held grain's 1", waiting)
+	}
+}
+
+// heldLoads is a hookedStore whose loads of one grain wait until the test
+// lets them go.
+type heldLoads struct {
+	*hookedStore
+	key     storage.Key
+	loading chan struct{} // a held load began (if it has room)
+	loaded  chan struct{} // closed: held loads go on
+}
+
+func (s *heldLoads) Load(ctx context.Context, key storage.Key) (map[string][]byte, storage.Version, error) {
+	if key == s.key {
+		select {
+		case s.loading <- struct{}{}:
+		default: // the test does not wait for this one
+		}
+		select {
+		case <-s.loaded:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+	return s.hookedStore.Load(ctx, key)
+}
+
+// TestOneWayMessagesWaitingForAnActivationThatFailsShareItsOutcome: the
+// store is down while a peer sends one-way messages to a grain with
+// durable state that is not active. The messages that wait in the grain's
+// lane while its state loads are dropped with the first when the load
+// fails, with one line that counts them: one load from a store that is
+// down, one line. A message that arrives later tries again. Before, each
+// message of the lane tried an activation of its own in turn, a load and
+// a warning line per message.
+func TestOneWayMessagesWaitingForAnActivationThatFailsShareItsOutcome(t *testing.T) {
+	const messages = 2000
+	store := &heldLoads{hookedStore: hookedMemstore(t), key: storage.Key{Kind: accountKind, Identity: "down-1"},
+		loading: make(chan struct{}, 16), loaded: make(chan struct{})}
+	logs := map[string]*logLines{}
+	nodes := startCluster(t, 2, func(name string) []*Kind {
+		if strings.HasSuffix(name, "-n0") {
+			return []*Kind{newAccountKind(newBank(name), accountKind, FlushAfterCall, time.Hour)}
+		}
+		return nil
+	}, withLogs(logs, false, func(cfg *Config) { cfg.Store = store }))
+	owner, sender := nodes[0], nodes[1]
+	down := errStoreDown
+	store.loadErr.Store(&down)
+	loads := store.loads.Load()
+	ctx := context.Background()
+	for range messages {
+		if err := sender.Send(ctx, accountCall(accountKind, methodTouch, "down-1", "x")); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	receive(t, store.loading, "the grain's state to load")
+	waitFor(t, waitTimeout, "every message to wait in the grain's lane", func() bool {
+		return laneWaiting(owner, sender.Name()) == messages
+	})
+	close(store.loaded)
+	waitFor(t, waitTimeout, "the owner to drop the messages", func() bool {
+		return logs[owner.Name()].count("dropped a one-way message") > 0 && laneWaiting(owner, sender.Name()) == 0
+	})
+	if got := store.loads.Load() - loads; got != 1 {
+		t.Errorf("%d one-way messages waiting for one activation: the owner loaded the grain's state %d times, want once", messages, got)
+	}
+	if got := logs[owner.Name()].count("dropped a one-way message", "down-1", "store down", "dropped=2000"); got != 1 {
+		t.Errorf("the owner wrote %d lines that count the %d messages dropped with the failed activation, want 1:\n%s",
+			got, messages, logText(logs[owner.Name()]))
+	}
+	if got := logs[owner.Name()].count("dropped a one-way message"); got != 1 {
+		t.Errorf("the owner wrote %d lines about dropped messages, want 1", got)
+	}
+
+	// A later message tries again: the store is back.
+	store.loadErr.Store(nil)
+	if err := sender.Send(ctx, accountCall(accountKind, methodTouch, "down-1", "x")); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, store.loading, "the grain's state to load again")
+	waitFor(t, waitTimeout, "the grain to activate", func() bool { return owner.acts.count() == 1 })
+	if got := store.loads.Load() - loads; got != 2 {
+		t.Errorf("the owner loaded the grain's state %d times, want twice", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -310,6 +311,12 @@ type oneWayGrain struct {
 	a                      *activation // nil: no target
 }
 
+// holds reports whether t has a target, and req is for its grain (by any
+// method).
+func (t *oneWayTarget) holds(req *frame) bool {
+	return t.a != nil && req.identity == t.identity && req.kind == t.kind
+}
+
 // endOneWay implements requestHandler: it delivers the messages collected
 // for the batch's target and releases it.
 func (n *Node) endOneWay(t *oneWayTarget) {
@@ -496,9 +503,101 @@ func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
 // a frame queued for a ready activation becomes the target. from is the
 // peer the message came from.
 func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTarget) bool {
+	done, err := n.deliverOneWay(req, from, wait, target)
+	if err != nil {
+		n.dropOneWay(req, err)
+	}
+	return done
+}
+
+// serveWaiting implements requestHandler: it delivers a one-way message
+// from a grain's lane, and returns why it dropped it, unlogged, if the
+// grain could not be activated (or the message queued after waiting for
+// its activation: the node closed, say); the lane drops the messages that
+// waited behind it with it (see conn.drainLane).
+func (n *Node) serveWaiting(req *frame, from string) error {
+	_, err := n.deliverOneWay(req, from, true, nil)
+	return err
+}
+
+// dropWaiting implements requestHandler: it logs req, dropped for err,
+// and the messages behind it in its lane, count in all.
+func (n *Node) dropWaiting(req *frame, err error, count int) {
+	n.dropOneWays(req, err, count)
+}
+
+// laneRoom implements requestHandler. The messages that wait for a grain
+// in its lanes, on every peer's stream, and those in its mailbox are held
+// together to Config.MaxQueuedOneWay: the mailbox is empty while the
+// grain activates, and fills as the lanes drain into it. A message past
+// the bound is dropped and counted in the overflow log, as one that finds
+// the mailbox full is.
+func (n *Node) laneRoom(req *frame) bool {
+	if n.maxOneWays == math.MaxInt32 {
+		return true // no bound, nothing counted
+	}
+	var mailbox int32
+	// Only the count is read: the activation need not be counted in.
+	if a := n.acts.peek(actKey{req.kind, req.identity}); a != nil {
+		mailbox = a.oneWays.Load()
+	}
+	if n.laned.admit(actKey{req.kind, req.identity}, n.maxOneWays-mailbox) {
+		return true
+	}
+	n.dropOverflow(req.kind, req.identity, req.method)
+	return false
+}
+
+// laneLeft implements requestHandler.
+func (n *Node) laneLeft(req *frame, count int) {
+	if n.maxOneWays != math.MaxInt32 {
+		n.laned.leave(actKey{req.kind, req.identity}, int32(count))
+	}
+}
+
+// lanedOneWays counts, by grain, the one-way messages waiting in the
+// lanes of the node's streams (see oneWayLanes), for the bound they share
+// with the grain's mailbox (see Node.laneRoom). A grain is in it while it
+// has any. Only messages that could not go straight to a mailbox take it:
+// the reader's fast path does not.
+type lanedOneWays struct {
+	mu    sync.Mutex
+	count map[actKey]int32
+}
+
+// admit counts a message of key's grain in, and reports true, if fewer
+// than max wait; otherwise it reports false, counting nothing.
+func (l *lanedOneWays) admit(key actKey, max int32) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.count[key] >= max {
+		return false
+	}
+	if l.count == nil {
+		l.count = make(map[actKey]int32)
+	}
+	l.count[key]++
+	return true
+}
+
+// leave counts k messages of key's grain out.
+func (l *lanedOneWays) leave(key actKey, k int32) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c := l.count[key] - k; c > 0 {
+		l.count[key] = c
+	} else {
+		delete(l.count, key)
+	}
+}
+
+// deliverOneWay is serveOneWay, but returns, rather than logs, why it
+// dropped a message that waited for its grain's activation in vain: err
+// is not nil only then, and done is true.
+func (n *Node) deliverOneWay(req *frame, from string, wait bool, target *oneWayTarget) (done bool, err error) {
 	if target != nil {
 		if n.queueToTarget(target, req) {
-			return true
+			return true, nil
 		}
 		n.endOneWay(target)
 	}
@@ -506,25 +605,25 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 	// or method this node does not know is dropped as unknown only by the
 	// grain's owner, and forwarded by any other node.
 	hk, m, unknown := n.lookup(req.kind, req.method)
-	err := n.checkOwner(req.kind, req.identity)
+	err = n.checkOwner(req.kind, req.identity)
 	if errors.Is(err, ErrNotOwner) && !n.mayForward(req) {
 		if !wait {
-			return false // it may wait for the view: not on the reader
+			return false, nil // it may wait for the view: not on the reader
 		}
 		err = n.checkForwardedOwner(req)
 		if errors.Is(err, ErrNotOwner) && n.mayForwardAfterWaiting(req, from) {
 			if n.passOn(req, from) {
-				return true
+				return true, nil
 			}
 			err = nil // this node owns the grain now
 		}
 	}
 	if errors.Is(err, ErrNotOwner) && n.mayForward(req) {
 		if !wait {
-			return false // forwarding may dial: not on the reader
+			return false, nil // forwarding may dial: not on the reader
 		}
 		if n.passOn(req, from) {
-			return true
+			return true, nil
 		}
 		err = nil // this node owns the grain now
 	}
@@ -533,18 +632,18 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 	}
 	if err != nil {
 		n.dropOneWay(req, err)
-		return true
+		return true, nil
 	}
 	ticket, ok := n.calls.enter()
 	if !ok {
 		n.dropOneWay(req, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name))
-		return true
+		return true, nil
 	}
 	defer n.calls.leave(ticket)
 	msg, err := decodePayload(req, m, "one-way message")
 	if err != nil {
 		n.dropOneWay(req, err)
-		return true
+		return true, nil
 	}
 	if a := n.readyActivation(hk, req.identity); a != nil {
 		kept, keep := gateTicket(0), false
@@ -556,24 +655,24 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 			target.oneWayGrain = oneWayGrain{kind: req.kind, identity: req.identity, method: req.method, m: m, a: a}
 			target.ticket = kept
 			if n.addToTarget(target, newOneWayCall(m, msg)) {
-				return true
+				return true, nil
 			}
 		} else {
 			if !a.admitOneWay(n.maxOneWays) {
 				n.acts.release(a)
 				n.dropOverflow(req.kind, req.identity, req.method)
-				return true
+				return true, nil
 			}
 			err := a.ref.Send(newOneWayCall(m, msg))
 			n.acts.release(a)
 			if err == nil {
-				return true
+				return true, nil
 			}
 			a.oneWays.Add(-1)
 		}
 	}
 	if !wait {
-		return false
+		return false, nil
 	}
 	ctx, cancel := n.oneWayDeadline()
 	defer cancel()
@@ -584,9 +683,9 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 			case errors.Is(err, ErrMailboxFull):
 				n.dropOverflow(req.kind, req.identity, req.method)
 			case err != nil:
-				n.dropOneWay(req, err)
+				return true, err // the activation failed: the caller logs it
 			}
-			return true
+			return true, nil
 		}
 		// The grain moved away while the message waited for an
 		// activation: a member joined, or this node's view changed, and
@@ -596,20 +695,20 @@ func (n *Node) serveOneWay(req *frame, from string, wait bool, target *oneWayTar
 		// for members that said they leave, wait for a view in which this
 		// node owns it, as a forwarded message does when it arrives.
 		if n.mayForward(req) && n.passOn(req, from) {
-			return true
+			return true, nil
 		}
 		err = n.checkForwardedOwner(req)
 		if errors.Is(err, ErrNotOwner) && n.mayForwardAfterWaiting(req, from) {
 			// As for a message that finds its grain elsewhere as it
 			// arrives: this node's view is ahead of the forwarder's.
 			if n.passOn(req, from) {
-				return true
+				return true, nil
 			}
 			continue // this node owns the grain now
 		}
 		if err != nil {
 			n.dropOneWay(req, err)
-			return true
+			return true, nil
 		}
 	}
 }

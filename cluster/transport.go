@@ -157,6 +157,19 @@ type requestHandler interface {
 	// batch; endOneWay ends it.
 	serveOneWay(req *frame, from string, wait bool, target *oneWayTarget) bool
 	endOneWay(target *oneWayTarget)
+	// serveWaiting delivers a one-way request from a grain's lane (see
+	// oneWayLanes), as serveOneWay does with wait true, except when the
+	// grain could not be activated: it then returns why, without logging
+	// the drop, and dropWaiting logs it with the count of the requests
+	// that waited behind it, which the lane drops with it.
+	serveWaiting(req *frame, from string) error
+	dropWaiting(req *frame, err error, count int)
+	// laneRoom counts req into the requests waiting in its grain's lanes
+	// and reports true if they have room for it; if not, req is counted
+	// as dropped. laneLeft counts count of them out, once delivered or
+	// dropped.
+	laneRoom(req *frame) bool
+	laneLeft(req *frame, count int)
 	// admitCall counts a request in, or refuses it when the node is
 	// shutting down; finishCall counts it out, with the ticket admitCall
 	// gave it.
@@ -244,9 +257,10 @@ type transport struct {
 	// refusing is set when the farewell found no stream left: from then
 	// on the transport opens and accepts none (see lastConns).
 	refusing bool
-	// busyLanes counts the conns' one-way lanes that hold requests (see
-	// oneWayLane), of open conns and closed ones alike: a conn that
-	// closed leaves the table, while its lane may still forward what its
+	// busyLanes counts the conns' one-way lanes that hold requests, one
+	// per grain (see oneWayLanes), and the forward queues (see
+	// forwardQueues), of open conns and closed ones alike: a conn that
+	// closed leaves the table, while its lanes may still forward what its
 	// stream brought, and the farewell waits for that (see lastConns).
 	busyLanes int
 	lanesIdle chan struct{} // closed when busyLanes drops to 0; made by a waiter (see waitLanes)
