@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
@@ -838,21 +839,40 @@ func (n *Node) passOn(req *frame, from string) bool {
 // it holds any (see forwardOneWay). An owner that takes its messages
 // slowly, or not at all while the gossip has it alive (a dial that hangs,
 // a stream whose peer reads nothing: a paused process), holds up only its
-// own queue. Forwarded from the lane of the stream they came on, they held
-// the lane, and every message behind them for other owners, for the dial's
-// DialTimeout or the stream's DefaultCallTimeout, where a leaver's
-// farewell gives up sooner and loses what is left. A bound on that wait
-// lost messages to healthy owners whose first connection was slow instead.
-// A queue keeps its messages in the order of the lanes that filled it, and
-// a grain's messages from one peer take one lane and, in one view, one
-// queue: they keep their order as before.
+// own queue. Forwarded from the lane they came on, they held the lane,
+// and every message behind them, for the dial's DialTimeout or the
+// stream's DefaultCallTimeout, where a leaver's farewell gives up sooner
+// and loses what is left. A bound on that wait lost messages to healthy
+// owners whose first connection was slow instead. A queue keeps its
+// messages in the order of the lanes that filled it, and a grain's
+// messages from one peer take one lane and, in one view, one queue: they
+// keep their order as before.
+//
+// A queue holds at most Config.MaxPendingBytes, counting each message's
+// payload and its place in the queue (see forwardCost); past it, a
+// message is dropped and counted in the log, as a one-way message may be
+// (at most once). A queue is frames waiting to go to one peer, as the
+// stream's own queue is, and is bounded in the same unit by the same
+// number: forwarding holds at most twice MaxPendingBytes per owner
+// (its queue, and the stream's). A bound in messages would not bound the
+// memory (each may be MaxFrameBytes), and MaxQueuedOneWay, a bound per
+// grain, says nothing of an owner's many grains. Without a bound, the
+// queue to a hung owner took everything forwarded to it until the node
+// ran out of memory: each forward waits up to DefaultCallTimeout for room
+// in its stream.
 //
 // A busy queue counts as a busy lane in the transport (see
 // transport.busyLanes): a leaver's farewell waits for its forwards to be
 // handed to their streams before it says bye on them.
 type forwardQueues struct {
 	mu     sync.Mutex
-	queues map[string][]queuedForward // by owner's name; present while its goroutine runs
+	queues map[string]*forwardQueue // by owner's name; present while its goroutine runs
+}
+
+// forwardQueue is the queue of one owner.
+type forwardQueue struct {
+	msgs  []queuedForward
+	bytes int // the forwardCost of msgs
 }
 
 // queuedForward is a message in a forward queue, and the peer it came from.
@@ -861,39 +881,59 @@ type queuedForward struct {
 	from string
 }
 
+// forwardCost is what f counts for in its queue's bound: its payload and
+// names, and the queue's slot.
+func forwardCost(f *queuedForward) int {
+	return len(f.req.payload) + len(f.req.kind) + len(f.req.identity) + len(f.req.method) + int(unsafe.Sizeof(*f))
+}
+
 // add appends f to the queue of owner, and starts the queue's goroutine if
-// it has none.
+// it has none. It drops f if the queue has no room for it; an empty queue
+// takes any message.
 func (q *forwardQueues) add(n *Node, owner string, f queuedForward) {
+	cost := forwardCost(&f)
 	q.mu.Lock()
 	if q.queues == nil {
-		q.queues = make(map[string][]queuedForward)
+		q.queues = make(map[string]*forwardQueue)
 	}
-	pending, running := q.queues[owner]
-	q.queues[owner] = append(pending, f)
+	fq, running := q.queues[owner]
+	if !running {
+		fq = new(forwardQueue)
+		q.queues[owner] = fq
+	}
+	if len(fq.msgs) > 0 && fq.bytes+cost > n.cfg.MaxPendingBytes {
+		held := fq.bytes
+		q.mu.Unlock()
+		n.dropOneWay(&f.req, fmt.Errorf("cluster: the queue of messages forwarded to %s holds %d bytes, Config.MaxPendingBytes (%d)",
+			owner, held, n.cfg.MaxPendingBytes))
+		return
+	}
+	fq.msgs = append(fq.msgs, f)
+	fq.bytes += cost
 	q.mu.Unlock()
 	if !running {
 		n.transport.laneBusy() // before the lane that passed f on is idle: the count is never short
-		go q.drain(n, owner)
+		go q.drain(n, owner, fq)
 	}
 }
 
-// drain forwards the messages of owner's queue in order until it is
+// drain forwards the messages of fq, owner's queue, in order until it is
 // empty. Each goes to its owner in the view of its turn, which is owner
 // unless the view changed meanwhile; a message whose grain this node owns
 // by then is delivered here, as it would have been had it come later.
-func (q *forwardQueues) drain(n *Node, owner string) {
+func (q *forwardQueues) drain(n *Node, owner string, fq *forwardQueue) {
 	for {
 		q.mu.Lock()
-		pending := q.queues[owner]
-		if len(pending) == 0 {
+		if len(fq.msgs) == 0 {
 			delete(q.queues, owner)
 			q.mu.Unlock()
 			n.transport.laneIdle()
 			return
 		}
-		f := pending[0]
-		pending[0] = queuedForward{} // let the payload go
-		q.queues[owner] = pending[1:]
+		f := fq.msgs[0]
+		fq.msgs[0] = queuedForward{} // let the payload go
+		fq.msgs = fq.msgs[1:]
+		fq.bytes -= forwardCost(&f)
 		q.mu.Unlock()
 		if !n.forwardOneWay(&f.req) {
 			n.serveOneWay(&f.req, f.from, true, nil)
