@@ -161,12 +161,18 @@ type Config struct {
 	// codes.Internal (response). Zero means DefaultMaxFrameBytes.
 	MaxFrameBytes int
 	// MaxPendingBytes bounds the frames queued for one peer; a call that
-	// finds the queue full waits for room or for its context. Zero means
-	// DefaultMaxPendingBytes.
+	// finds the queue full waits for room or for its context. It bounds
+	// too the one-way messages this node forwards to one owner (it got
+	// them for grains it does not own) that wait for that owner's stream:
+	// past it, such a message is dropped, and counted in a warning a
+	// second at most. Zero means DefaultMaxPendingBytes.
 	MaxPendingBytes int
-	// MaxQueuedOneWay bounds the one-way messages waiting in one grain's
-	// mailbox, so that a grain that cannot keep up with what it is sent
-	// costs a bounded amount of memory rather than the node's. Past it, a
+	// MaxQueuedOneWay bounds the one-way messages waiting for one grain,
+	// so that a grain that cannot keep up with what it is sent costs a
+	// bounded amount of memory rather than the node's. It is one number
+	// for the messages in the grain's mailbox and those that the streams
+	// from peers hold for it, together, while it activates (its lanes,
+	// which drain into the mailbox once the grain is active). Past it, a
 	// message from a peer is dropped, as a one-way message to an owner
 	// that fails may be (a warning a second at most counts them), and Send
 	// on this node fails with ErrMailboxFull. The grain counts what it ran

@@ -127,7 +127,13 @@
 //     seconds is the exception: what it sends later is lost, and so is what
 //     the leaver still holds then (its forwards of what reached it). A
 //     message from a peer that finds Config.MaxQueuedOneWay messages
-//     waiting for its grain is dropped, and counted in the owner's log.
+//     waiting for its grain (in its mailbox, or for its activation) is
+//     dropped, and counted in the owner's log; so is one that a node
+//     forwards when Config.MaxPendingBytes of forwards wait for the
+//     owner's stream already. The messages from a peer that wait for an
+//     activation that fails (a store that is down) are dropped with the
+//     one that tried it, with one log line; later ones try again. Such
+//     lines are written a second at most, and the sweep counts the rest.
 //   - Order: messages from one node to one grain run in the order they
 //     were sent, as long as the grain's owner does not change. (Messages
 //     sent from several goroutines have no order to keep.) Messages that
@@ -136,7 +142,10 @@
 //     sent later, which went there directly.
 //   - The first message to an identity activates the grain, as a call does;
 //     Send on the owner waits for that activation, within ctx or the
-//     default call timeout.
+//     default call timeout. On an owner that received it from a peer, it
+//     and the peer's later messages to that grain wait for the activation
+//     in a lane of the grain's, without holding up the peer's messages to
+//     other grains.
 //   - Send fails only when it cannot hand the message over: no alive member
 //     hosts the kind, or this node hosts the kind and it has no such method
 //     (codes.Unimplemented); a missing or unencodable request, or
