@@ -998,7 +998,8 @@ const defaultForwardedPatience = 2 * time.Second
 // messages that still reach it to the owner without it, which is this node
 // once its view drops the leaver. Once a wait ran out in a view, later
 // messages forwarded under the same view do not wait again, so that a
-// stream's lane stalls at most once per view.
+// grain's lane stalls at most once per view (the lanes of several grains
+// that wait at once wait side by side).
 func (n *Node) checkForwardedOwner(req *frame) error {
 	if view := n.view.Load(); n.gaveUp.Load() == view || n.transport.leaving.Load() {
 		// A node that leaves will not come to own the grain: no wait.
