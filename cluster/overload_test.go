@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,10 +36,19 @@ type laneSink struct {
 	activate   chan struct{} // closed: held activations go on
 	activating chan string   // an identity as its OnActivate begins
 	ran        atomic.Int64  // Puts run
+	mu         sync.Mutex
+	values     map[string][]string // the values of the Puts each identity ran, in order
+}
+
+// ranValues returns the values of the Puts identity ran, in order.
+func (s *laneSink) ranValues(identity string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.values[identity])
 }
 
 func newLaneSink(heldPrefix string) *laneSink {
-	return &laneSink{heldPrefix: heldPrefix, activate: make(chan struct{}), activating: make(chan string, 16)}
+	return &laneSink{heldPrefix: heldPrefix, activate: make(chan struct{}), activating: make(chan string, 16), values: map[string][]string{}}
 }
 
 type laneGrain struct {
@@ -66,8 +77,12 @@ func newLaneKind(s *laneSink) *Kind {
 		IdleTimeout: time.Hour,
 		New:         func(identity string) any { return &laneGrain{s: s, identity: identity} },
 		Methods: []Method{
-			{Name: methodLanePut, NewRequest: newString, Handle: func(grain any, _ GrainContext, _ proto.Message) (proto.Message, error) {
-				grain.(*laneGrain).s.ran.Add(1)
+			{Name: methodLanePut, NewRequest: newString, Handle: func(grain any, _ GrainContext, req proto.Message) (proto.Message, error) {
+				g := grain.(*laneGrain)
+				g.s.mu.Lock()
+				g.s.values[g.identity] = append(g.s.values[g.identity], req.(*wrapperspb.StringValue).GetValue())
+				g.s.mu.Unlock()
+				g.s.ran.Add(1)
 				return &emptypb.Empty{}, nil
 			}},
 			{Name: methodLaneProbe, NewRequest: newString, Handle: func(_ any, _ GrainContext, req proto.Message) (proto.Message, error) {
@@ -249,6 +264,44 @@ func TestASlowActivationHoldsUpNoOtherGrainsMessages(t *testing.T) {
 	waitFor(t, waitTimeout, "the active grain to run its message while another activates", func() bool { return s.ran.Load() == 1 })
 	if waiting := laneWaiting(owner, sender.Name()); waiting != 1 {
 		t.Errorf("%d one-way messages wait in the owner's lanes, want the held grain's 1", waiting)
+	}
+}
+
+// TestOneWayMessagesKeepTheirOrderInTheirGrainsLane: a peer sends one-way
+// messages to a grain whose activation is slow and, between them, to an
+// active grain. Each grain runs its messages in the order they were sent:
+// the active grain's at once, by the reader's fast path, the other's once
+// it is active, from its lane.
+func TestOneWayMessagesKeepTheirOrderInTheirGrainsLane(t *testing.T) {
+	const messages = 300
+	s := newLaneSink("held")
+	nodes, _ := laneCluster(t, 2, s, func(cfg *Config) { cfg.DefaultCallTimeout = time.Hour })
+	sender := nodes[1]
+	ctx := context.Background()
+	if _, err := sender.Invoke(ctx, laneProbe("ready")); err != nil { // "ready" is active
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range messages {
+		v := strconv.Itoa(i)
+		want = append(want, v)
+		for _, id := range []string{"held-1", "ready"} {
+			if err := sender.Send(ctx, lanePut(id, v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	receive(t, s.activating, "the held activation")
+	waitFor(t, waitTimeout, "the active grain to run its messages", func() bool { return len(s.ranValues("ready")) == messages })
+	if got := s.ranValues("held-1"); len(got) != 0 {
+		t.Fatalf("the held grain ran %d messages before it was active", len(got))
+	}
+	s.activate <- struct{}{} // not closed: Cleanup closes it
+	waitFor(t, waitTimeout, "the held grain to run its messages", func() bool { return len(s.ranValues("held-1")) == messages })
+	for _, id := range []string{"held-1", "ready"} {
+		if got := s.ranValues(id); !slices.Equal(got, want) {
+			t.Errorf("%s ran %v, want %v", id, got, want)
+		}
 	}
 }
 
