@@ -1115,22 +1115,33 @@ func canceledContext() context.Context {
 // later one-way message of the peer, to every grain, for as long as it
 // took.
 //
-// A goroutine per lane rather than a bounded pool: a pool of k would be
-// held up whole by k slow activations, the very stall the lanes remove. A
-// lane costs a goroutine only while its grain waits for something, as a
-// call that waits for an activation costs the goroutine that serves it;
-// and what waits in the lanes is bounded (see Node.laneRoom).
+// At most maxLaneDrainers goroutines of a stream drain its lanes, each a
+// lane at a time until it is empty; lanes beyond them wait for one, in the
+// order they opened. A goroutine per lane took, for a burst of one-way
+// messages to grains that were not active (an event fanned out to many
+// devices), a goroutine stack per grain, forty times the message it held.
+// A pool of k is held up whole only by k slow activations at once from one
+// peer, where one lane per stream was by one; what waits in the lanes is
+// bounded per grain (see Node.laneRoom).
 //
 // Each lane counts as a busy lane in the transport (see
-// transport.busyLanes) while it holds requests.
+// transport.busyLanes) while it holds requests, drained or waiting.
 type oneWayLanes struct {
 	// busy counts the lanes: the reader looks a frame's grain up in lanes
 	// only when it is not 0, so that a stream with no waiting grain pays
 	// one atomic load per one-way frame, as before. Changed under mu.
 	busy  atomic.Int32
 	mu    sync.Mutex
-	lanes map[laneKey]*grainLane // present while the lane's goroutine runs
+	lanes map[laneKey]*grainLane // present while the lane holds requests
+	// undrained holds the lanes that no drainer has taken yet, oldest
+	// first, while drainers is maxLaneDrainers.
+	undrained []*grainLane
+	drainers  int // goroutines draining lanes
 }
+
+// maxLaneDrainers bounds the goroutines that drain the lanes of a stream
+// (see oneWayLanes).
+const maxLaneDrainers = 64
 
 // laneKey is the grain of a lane.
 type laneKey struct{ kind, identity string }
@@ -1140,6 +1151,7 @@ type laneKey struct{ kind, identity string }
 // MaxQueuedOneWay, from when they join until they are delivered (see
 // Node.laneRoom).
 type grainLane struct {
+	key   laneKey
 	queue []frame
 }
 
@@ -1183,26 +1195,52 @@ func (c *conn) serveOneWay(f *frame) {
 		return
 	}
 	c.kept = true
-	key := laneKey{f.kind, f.identity}
-	gl := &grainLane{queue: []frame{*f}}
+	gl := &grainLane{key: laneKey{f.kind, f.identity}, queue: []frame{*f}}
 	c.t.laneBusy() // before the lane is, so that the count is never short
 	l.mu.Lock()
 	if l.lanes == nil {
 		l.lanes = make(map[laneKey]*grainLane)
 	}
-	l.lanes[key] = gl
+	l.lanes[gl.key] = gl
 	l.busy.Add(1)
+	drain := l.drainers < maxLaneDrainers
+	if drain {
+		l.drainers++
+	} else {
+		l.undrained = append(l.undrained, gl)
+	}
 	l.mu.Unlock()
-	go c.drainLane(key, gl)
+	if drain {
+		go c.drainLanes(gl)
+	}
 }
 
-// drainLane delivers the requests of gl, the lane of key's grain, in order
-// until it is empty. When one is dropped because its grain could not be
-// activated, those behind it, which waited for the same activation, are
-// dropped with it, with one log line: a store that is down is not asked
-// once per message, nor the log written once per message. Requests that
-// arrive later try again.
-func (c *conn) drainLane(key laneKey, gl *grainLane) {
+// drainLanes drains gl, then the lanes that wait for a drainer, until none
+// does.
+func (c *conn) drainLanes(gl *grainLane) {
+	l := &c.lanes
+	for gl != nil {
+		c.drainLane(gl)
+		l.mu.Lock()
+		if len(l.undrained) > 0 {
+			gl = l.undrained[0]
+			l.undrained[0] = nil
+			l.undrained = l.undrained[1:]
+		} else {
+			gl = nil
+			l.drainers--
+		}
+		l.mu.Unlock()
+	}
+}
+
+// drainLane delivers the requests of gl, a grain's lane, in order until it
+// is empty. When one is dropped because its grain could not be activated,
+// those behind it, which waited for the same activation, are dropped with
+// it, with one log line: a store that is down is not asked once per
+// message, nor the log written once per message. Requests that arrive
+// later try again.
+func (c *conn) drainLane(gl *grainLane) {
 	l := &c.lanes
 	h := c.t.handler
 	for {
@@ -1223,7 +1261,7 @@ func (c *conn) drainLane(key laneKey, gl *grainLane) {
 		h.laneLeft(&f, left) // after the mailbox counted f in: the counts err high, never low
 		empty := len(gl.queue) == 0
 		if empty {
-			delete(l.lanes, key)
+			delete(l.lanes, gl.key)
 			l.busy.Add(-1)
 		}
 		l.mu.Unlock()

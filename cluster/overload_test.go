@@ -452,3 +452,49 @@ func TestForwardsToAHungOwnerAreBounded(t *testing.T) {
 		return logs[forwarder.Name()].count("dropped a one-way message", "forwarded to paused", "Config.MaxPendingBytes") > 0
 	})
 }
+
+// laneDrainers returns how many goroutines drain the lanes of n's streams
+// to peer, and how many lanes wait for one.
+func laneDrainers(n *Node, peer string) (drainers, undrained int) {
+	for _, c := range n.transport.openConns() {
+		if c.peer == peer {
+			c.lanes.mu.Lock()
+			drainers += c.lanes.drainers
+			undrained += len(c.lanes.undrained)
+			c.lanes.mu.Unlock()
+		}
+	}
+	return drainers, undrained
+}
+
+// TestABurstToActivatingGrainsTakesFewGoroutines: a peer sends one-way
+// messages to many grains whose activations are slow. The owner's stream
+// opens a lane for each, and drains at most maxLaneDrainers of them at a
+// time; the others wait for a drainer, and every message runs once the
+// activations go on. With a goroutine per lane, a burst to grains that
+// were not active took a goroutine stack per grain.
+func TestABurstToActivatingGrainsTakesFewGoroutines(t *testing.T) {
+	const grains = maxLaneDrainers + 36
+	s := newLaneSink("held")
+	nodes, _ := laneCluster(t, 2, s, nil)
+	owner, sender := nodes[0], nodes[1]
+	for i := range grains {
+		if err := sender.Send(context.Background(), lanePut(fmt.Sprintf("held-%d", i), "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, waitTimeout, "every message in a lane", func() bool { return laneWaiting(owner, sender.Name()) == grains })
+	if drainers, undrained := laneDrainers(owner, sender.Name()); drainers != maxLaneDrainers || undrained != grains-maxLaneDrainers {
+		t.Fatalf("%d goroutines drain the lanes of %d grains, %d lanes wait for one; want %d and %d",
+			drainers, grains, undrained, maxLaneDrainers, grains-maxLaneDrainers)
+	}
+	for range grains { // each held activation in turn
+		receive(t, s.activating, "a held activation")
+		s.activate <- struct{}{}
+	}
+	waitFor(t, waitTimeout, "every message to run", func() bool { return s.ran.Load() == grains })
+	waitFor(t, waitTimeout, "the drainers to end", func() bool {
+		drainers, undrained := laneDrainers(owner, sender.Name())
+		return drainers == 0 && undrained == 0
+	})
+}
