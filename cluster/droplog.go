@@ -41,6 +41,7 @@ func (n *Node) dropOneWay(req *frame, err error) {
 // dropOneWays drops count one-way messages from a peer for err: req, and
 // those that waited behind it for the same grain.
 func (n *Node) dropOneWays(req *frame, err error, count int) {
+	n.dropped.Add(uint64(count))
 	d := droppedOneWays{kind: req.kind, identity: req.identity, method: req.method, err: err, count: count}
 	l := &n.drops
 	now := time.Now()

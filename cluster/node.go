@@ -103,6 +103,10 @@ type Node struct {
 	// laned those waiting in the streams' lanes, by grain.
 	drops dropLog
 	laned lanedOneWays
+	// dropped counts the one-way messages from peers it dropped, for
+	// Stats: for a full mailbox or forward queue (dropOverflow), or
+	// undeliverable (dropOneWays).
+	dropped atomic.Uint64
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
 	// abrupt Close abandons is what a crash would.

@@ -88,6 +88,7 @@ const overflowLogEvery = time.Second
 // dropOverflow drops a one-way message from a peer for its grain's full
 // mailbox.
 func (n *Node) dropOverflow(kind, identity, method string) {
+	n.dropped.Add(1)
 	n.overflow.dropped.Add(1)
 	now := time.Now().UnixNano()
 	next := n.overflow.next.Load()

@@ -1,0 +1,69 @@
+package cluster
+
+// Stats is a snapshot of what a node holds: its grains, the messages that
+// wait for them or for their owners, and what it dropped, for a dashboard,
+// an alert or a readiness probe (a node whose grains fall behind their
+// senders shows it here before Config.MaxQueuedOneWay and MaxQueuedCalls
+// turn messages away). Each figure is read on its own, not all at one
+// instant.
+type Stats struct {
+	// Activations is how many grains are active on the node, those being
+	// activated or deactivated included.
+	Activations int
+	// Calls is how many calls the node's grains have counted in, as
+	// Config.MaxQueuedCalls counts them: running, waiting in a mailbox or
+	// for an activation, and those whose callers gave up that the grain
+	// has not reached yet.
+	Calls int
+	// QueuedOneWay is how many one-way messages wait for the node's
+	// grains, in their mailboxes and, while they activate, in the lanes of
+	// the streams they came on, as Config.MaxQueuedOneWay counts them: it
+	// errs high, by up to 64 per grain (the grains count what they ran out
+	// in groups), never low.
+	QueuedOneWay int
+	// Forwarding is how many one-way messages wait to be forwarded to
+	// their grains' owners: messages that reached this node while its
+	// peers' views of the members differed from its own.
+	Forwarding int
+	// DroppedOneWay counts the one-way messages from peers that the node
+	// dropped since it started: for a full mailbox or forward queue, or
+	// because it could not deliver them (each also counted in its log).
+	DroppedOneWay uint64
+}
+
+// Stats returns a snapshot of what n holds. It looks at every activation,
+// under each shard's read lock in turn: call it every few seconds, not per
+// call.
+func (n *Node) Stats() Stats {
+	s := Stats{DroppedOneWay: n.dropped.Load()}
+	n.acts.each(func(a *activation) {
+		s.Activations++
+		s.Calls += int(a.calls.Load() &^ callsClosed)
+		s.QueuedOneWay += int(max(0, a.oneWays.Load()))
+	})
+	s.QueuedOneWay += n.laned.total()
+	s.Forwarding = n.forwards.len()
+	return s
+}
+
+// total returns how many messages wait in the lanes.
+func (l *lanedOneWays) total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.count {
+		n += int(c)
+	}
+	return n
+}
+
+// len returns how many messages wait in the queues.
+func (q *forwardQueues) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, fq := range q.queues {
+		n += len(fq.msgs)
+	}
+	return n
+}
