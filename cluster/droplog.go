@@ -7,7 +7,7 @@ import (
 
 // dropLog counts the one-way messages from peers that this node dropped
 // because it could not deliver them (see Node.dropOneWay), and logs them
-// at most once per dropLogEvery, as overflowLog does the drops for a full
+// at most once per dropLogEvery, as lineASecond does the drops for a full
 // mailbox: a grain that cannot activate (its store is down), or an owner
 // that hangs, can make a node drop thousands a second, which a line each
 // would turn into a flood of the log. A drop writes a line, with its

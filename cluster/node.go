@@ -95,10 +95,10 @@ type Node struct {
 	// maxOneWays is Config.MaxQueuedOneWay, math.MaxInt32 for no bound;
 	// overflow counts what it turned away (see admitOneWay).
 	maxOneWays int32
-	overflow   overflowLog
+	overflow   lineASecond
 	// kept counts the passivations held back by a failed commit (see
 	// keptIdle).
-	kept keptLog
+	kept lineASecond
 	// drops counts the one-way messages from peers it could not deliver;
 	// laned those waiting in the streams' lanes, by grain.
 	drops dropLog
@@ -629,7 +629,7 @@ func (n *Node) logChanges(old, p *placement) {
 
 // sweep passivates idle activations, clears failed ones and logs the
 // one-way messages dropped and the passivations held back since the last
-// line about them (see overflowLog, dropLog and keptLog), every
+// line about them (see lineASecond and dropLog), every
 // PassivationInterval: one ticker per node, not one timer per grain.
 func (n *Node) sweep() {
 	defer n.loops.Done()

@@ -70,37 +70,41 @@ func (n *Node) mailboxFull(a *activation) error {
 		a.hk.Name, a.identity, n.cfg.MaxQueuedOneWay)
 }
 
-// overflowLog counts the one-way messages from peers dropped for a full
-// mailbox, and logs them at most once per overflowLogEvery: a grain that
-// falls behind a stream drops thousands a second, which a line each would
-// turn into a flood of the log. A drop writes a line if none was written
-// in the last overflowLogEvery; the node's sweep (every
-// PassivationInterval) writes one for the drops no line counted yet.
-type overflowLog struct {
-	dropped atomic.Int64 // since the last line
-	next    atomic.Int64 // when the next line may be written, in Unix nanoseconds
+// lineASecond counts events of one sort, and has them logged a line a
+// second at most: a grain that falls behind a stream drops thousands of
+// messages a second, and a store that is down holds back the passivation
+// of every idle grain with changes, which a line each would turn into a
+// flood of the log. An event writes a line if none was written in the
+// last second (note); the node's sweep (every PassivationInterval) writes
+// one for the events no line counted yet (take).
+type lineASecond struct {
+	count atomic.Int64 // since the last line
+	next  atomic.Int64 // when the next line may be written, in Unix nanoseconds
 }
 
-// overflowLogEvery is the shortest time between two lines of overflowLog
-// written by drops.
-const overflowLogEvery = time.Second
+// note counts an event, and reports whether it writes a line now.
+func (l *lineASecond) note() bool {
+	l.count.Add(1)
+	now := time.Now().UnixNano()
+	next := l.next.Load()
+	return now >= next && l.next.CompareAndSwap(next, now+int64(time.Second))
+}
+
+// take returns the events counted since the last line, and counts afresh.
+func (l *lineASecond) take() int64 { return l.count.Swap(0) }
 
 // dropOverflow drops a one-way message from a peer for its grain's full
-// mailbox.
+// mailbox, counted in Node.overflow.
 func (n *Node) dropOverflow(kind, identity, method string) {
 	n.dropped.Add(1)
-	n.overflow.dropped.Add(1)
-	now := time.Now().UnixNano()
-	next := n.overflow.next.Load()
-	if now < next || !n.overflow.next.CompareAndSwap(next, now+int64(overflowLogEvery)) {
-		return
+	if n.overflow.note() {
+		n.logOverflow("kind", kind, "identity", identity, "method", method)
 	}
-	n.logOverflow("kind", kind, "identity", identity, "method", method)
 }
 
 // logOverflow logs the drops not logged yet, if any, with args.
 func (n *Node) logOverflow(args ...any) {
-	dropped := n.overflow.dropped.Swap(0)
+	dropped := n.overflow.take()
 	if dropped == 0 {
 		return
 	}
@@ -108,35 +112,19 @@ func (n *Node) logOverflow(args ...any) {
 		append([]any{"dropped", dropped, "max", n.cfg.MaxQueuedOneWay}, args...)...)
 }
 
-// keptLog counts the idle grains whose passivation was held back because
-// the commit of their buffered state failed (see grainActor.passivate),
-// and logs them as overflowLog logs drops: a line at most once per
-// overflowLogEvery, written by the grain that finds none written in the
-// last one, and by the node's sweep for those no line counted yet. A store
-// that is down holds back the passivation of every idle grain that has
-// changes buffered, once per IdleTimeout each: a line each would flood
-// the log.
-type keptLog struct {
-	kept atomic.Int64 // since the last line
-	next atomic.Int64 // when the next line may be written, in Unix nanoseconds
-}
-
 // keptIdle notes that the grain (kind, identity) stays active, its
-// passivation held back by err, the failure of the commit before it.
+// passivation held back by err, the failure of the commit before it;
+// counted in Node.kept.
 func (n *Node) keptIdle(kind, identity string, err error) {
-	n.kept.kept.Add(1)
-	now := time.Now().UnixNano()
-	next := n.kept.next.Load()
-	if now < next || !n.kept.next.CompareAndSwap(next, now+int64(overflowLogEvery)) {
-		return
+	if n.kept.note() {
+		n.logKept("kind", kind, "identity", identity, "err", err)
 	}
-	n.logKept("kind", kind, "identity", identity, "err", err)
 }
 
 // logKept logs the held-back passivations not logged yet, if any, with
 // args.
 func (n *Node) logKept(args ...any) {
-	kept := n.kept.kept.Swap(0)
+	kept := n.kept.take()
 	if kept == 0 {
 		return
 	}
