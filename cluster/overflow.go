@@ -104,12 +104,16 @@ func (n *Node) dropOverflow(kind, identity, method string) {
 
 // logOverflow logs the drops not logged yet, if any, with args.
 func (n *Node) logOverflow(args ...any) {
-	dropped := n.overflow.take()
-	if dropped == 0 {
-		return
+	n.logTaken(&n.overflow, "cluster: dropped one-way messages from peers: their grain's mailbox was full (Config.MaxQueuedOneWay)",
+		"dropped", append([]any{"max", n.cfg.MaxQueuedOneWay}, args...)...)
+}
+
+// logTaken writes msg, if l counted events since its last line: their
+// count under key, then args.
+func (n *Node) logTaken(l *lineASecond, msg, key string, args ...any) {
+	if count := l.take(); count > 0 {
+		n.log.Warn(msg, append([]any{key, count}, args...)...)
 	}
-	n.log.Warn("cluster: dropped one-way messages from peers: their grain's mailbox was full (Config.MaxQueuedOneWay)",
-		append([]any{"dropped", dropped, "max", n.cfg.MaxQueuedOneWay}, args...)...)
 }
 
 // keptIdle notes that the grain (kind, identity) stays active, its
@@ -124,10 +128,6 @@ func (n *Node) keptIdle(kind, identity string, err error) {
 // logKept logs the held-back passivations not logged yet, if any, with
 // args.
 func (n *Node) logKept(args ...any) {
-	kept := n.kept.take()
-	if kept == 0 {
-		return
-	}
-	n.log.Warn("cluster: idle grains kept active: the commit of their buffered state before passivation failed; each is passivated once a commit goes through, tried again after its kind's IdleTimeout",
-		append([]any{"kept", kept}, args...)...)
+	n.logTaken(&n.kept, "cluster: idle grains kept active: the commit of their buffered state before passivation failed; each is passivated once a commit goes through, tried again after its kind's IdleTimeout",
+		"kept", args...)
 }
