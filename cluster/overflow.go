@@ -8,12 +8,13 @@ import (
 )
 
 // A grain's one-way messages are bounded (Config.MaxQueuedOneWay): nothing
-// else holds back a sender that outruns its grain. A call has a caller
-// that waits for its reply, so callers can queue only as many calls as
-// there are callers; a one-way message's sender returns once the message
-// is queued, and a peer's stream delivers whatever it reads. Without a
-// bound, a grain slower than its senders queued their messages until the
-// node ran out of memory.
+// else holds back a sender that outruns its grain. A one-way message's
+// sender returns once the message is queued, and a peer's stream delivers
+// whatever it reads. Without a bound, a grain slower than its senders
+// queued their messages until the node ran out of memory. Calls have a
+// bound of their own (Config.MaxQueuedCalls, see queuedcalls.go): a caller
+// waits for its reply, but only until its deadline, and its call stays
+// queued.
 //
 // The count is activation.oneWays. Senders count their messages in before
 // they queue them (admitOneWay; a stream's reader oneWaysReserved at a
