@@ -161,7 +161,10 @@ type Config struct {
 	// codes.Internal (response). Zero means DefaultMaxFrameBytes.
 	MaxFrameBytes int
 	// MaxPendingBytes bounds the frames queued for one peer; a call that
-	// finds the queue full waits for room or for its context. It bounds
+	// finds the queue full waits for room or for its context. The writer
+	// takes the queue whole and writes it while the next one fills, and
+	// gRPC buffers up to its flow-control window besides, so a peer that
+	// reads nothing holds about twice this, and that window. It bounds
 	// too the one-way messages this node forwards to one owner (it got
 	// them for grains it does not own) that wait for that owner's stream:
 	// past it, such a message is dropped, and counted in a warning a
