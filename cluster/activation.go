@@ -790,6 +790,9 @@ const (
 type victim struct {
 	a   *activation
 	job job
+	// asked is, for jobPassivate, the time of the sweep that asked, which
+	// it stored in the victim's lastUsed (see activations.passivate).
+	asked time.Duration
 }
 
 // startDeactivations deactivates victims, already marked deactivating, in
@@ -811,13 +814,13 @@ type victim struct {
 // that a sweep that finds many idle grains asks their actors a few at a
 // time, as it deactivated them: each asks the store for a commit.
 func (t *activations) startDeactivations(victims []*activation) {
-	t.startJobs(jobDeactivate, victims)
+	t.startJobs(jobDeactivate, 0, victims)
 }
 
 // startJobs queues victims for the deactivators with j (see job),
 // counting them for waitDeactivations, and starts deactivators as
 // startDeactivations says.
-func (t *activations) startJobs(j job, victims []*activation) {
+func (t *activations) startJobs(j job, asked time.Duration, victims []*activation) {
 	if len(victims) == 0 {
 		return
 	}
@@ -827,7 +830,7 @@ func (t *activations) startJobs(j job, victims []*activation) {
 	}
 	t.pending += len(victims)
 	for _, a := range victims {
-		t.queue = append(t.queue, victim{a: a, job: j})
+		t.queue = append(t.queue, victim{a: a, job: j, asked: asked})
 	}
 	start := max(0, min(len(t.queue), deactivatorsPerProc*goruntime.GOMAXPROCS(0)-t.deactivators))
 	t.deactivators += start
@@ -864,7 +867,7 @@ func (t *activations) deactivator() {
 		watch := t.watchSlow(&running, running.Add(1))
 		switch v.job {
 		case jobPassivate:
-			t.askPassivation(v.a)
+			t.askPassivation(v.a, v.asked)
 		case jobStop:
 			t.stopAfterPassivation(v.a)
 		default:
@@ -966,10 +969,10 @@ func (t *activations) stop(ctx context.Context, a *activation) {
 // their commits a few connections), and a slow one brings in help as a slow
 // deactivation does (see watchSlow). An actor that is busy past the wait
 // still runs the passivation when it comes to it.
-func (t *activations) askPassivation(a *activation) {
+func (t *activations) askPassivation(a *activation, asked time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), t.n.cfg.DeactivateTimeout)
 	defer cancel()
-	_, err := a.ref.Request(ctx, passivateMsg{})
+	_, err := a.ref.Request(ctx, passivateMsg{asked: asked})
 	if err != nil && !errors.Is(err, runtime.ErrStopped) && !errors.Is(err, context.DeadlineExceeded) {
 		t.n.log.Warn("cluster: grain passivation failed", "kind", a.hk.Name, "identity", a.identity, "err", err)
 	}
@@ -1100,7 +1103,7 @@ func (t *activations) passivate() int {
 		})
 		sh.mu.RUnlock()
 	}
-	t.startJobs(jobPassivate, idle)
+	t.startJobs(jobPassivate, now, idle)
 	return len(idle)
 }
 
@@ -1115,13 +1118,16 @@ func (t *activations) passivate() int {
 // the call sees the activation closed and waits for the next one, as with
 // any deactivation. A call counted in now waits for this turn, behind it
 // in the mailbox, and then runs on the grain.
-func (t *activations) closeIdle(a *activation) bool {
+func (t *activations) closeIdle(a *activation, asked time.Duration) bool {
 	sh, _ := t.shardOfActivation(a)
 	sh.mu.Lock()
-	closed := !a.removed && !a.deactivating && !a.failed && a.close(true)
+	// Under the write lock, no sweep looks meanwhile: a use that a sweep
+	// noted since the one that asked moved lastUsed (and cleared the flag),
+	// one it has not noted yet has the flag set (see close).
+	closed := !a.removed && !a.deactivating && !a.failed && a.lastUsed.Load() == int64(asked) && a.close(true)
 	sh.mu.Unlock()
 	if closed {
-		t.startJobs(jobStop, []*activation{a})
+		t.startJobs(jobStop, 0, []*activation{a})
 	}
 	return closed
 }
@@ -1237,8 +1243,9 @@ type reminderCall struct {
 type deactivateMsg struct{}
 
 // passivateMsg asks the grain's actor to passivate it, if it is still idle
-// and its state can be committed (see grainActor.passivate).
-type passivateMsg struct{}
+// and its state can be committed (see grainActor.passivate). asked is the
+// time of the sweep that asked.
+type passivateMsg struct{ asked time.Duration }
 
 // errDeactivated answers calls that reach an actor after its OnDeactivate;
 // the caller retries them on the next activation.
@@ -1271,7 +1278,7 @@ func (g *grainActor) Receive(c *runtime.Context) {
 	case deactivateMsg:
 		g.onDeactivate(c)
 	case passivateMsg:
-		g.passivate()
+		g.passivate(m.asked)
 		c.Respond(struct{}{})
 	}
 }
@@ -1616,15 +1623,18 @@ func (g *grainActor) deactivateHere() error {
 // Once the first commit went through, only the hook's own changes can be
 // lost: if the commit after it fails as deactivateHere says, the grain
 // goes all the same.
-func (g *grainActor) passivate() {
+func (g *grainActor) passivate(asked time.Duration) {
 	a, n := g.act(), g.node()
 	switch {
 	case a.calls.Load()&callsClosed != 0:
 		return // another deactivation has it (Shutdown, a move), and runs its hook
 	case g.unusable():
 		return // a failed commit: retired, its hook runs behind this turn
-	case a.flags.Load()&usedFlag != 0:
-		return // used since the sweep looked: closeIdle would keep it too
+	case a.flags.Load()&usedFlag != 0 || a.lastUsed.Load() != int64(asked):
+		// Used since the sweep that asked looked (a later sweep noted the
+		// use, and cleared the flag), or asked again since: the request
+		// waited behind a long turn, and is out of date.
+		return
 	}
 	if err := g.commitBeforePassivation(); err != nil {
 		if g.state.failure() != nil {
@@ -1643,7 +1653,7 @@ func (g *grainActor) passivate() {
 		}
 		return
 	}
-	if !n.acts.closeIdle(a) {
+	if !n.acts.closeIdle(a, asked) {
 		return
 	}
 	if err := g.deactivateHere(); err != nil {

@@ -438,3 +438,53 @@ func TestDepositsRacePassivation(t *testing.T) {
 		t.Logf("only %d activations of %d grains: the sweeps rarely passivated between calls", activations, grains)
 	}
 }
+
+// deactivationsPending returns how many jobs of the deactivators
+// (passivations asked, deactivations, stops) waitDeactivations counts.
+func deactivationsPending(n *Node) int {
+	n.acts.mu.Lock()
+	defer n.acts.mu.Unlock()
+	return n.acts.pending
+}
+
+// TestAGrainUsedAfterTheSweepThatAskedItToPassivateIsKept: a sweep asks an
+// idle grain's actor to passivate it, and the actor is busy (a long
+// one-way turn) past DeactivateTimeout: the request waits in the mailbox.
+// The grain is then sent a message, and the next sweep notes that use.
+// The grain, used a moment ago, must not be passivated when its actor
+// reaches the old request: a grain lives IdleTimeout after its last use.
+// The sweep that noted the use cleared usedFlag, which was all that
+// grainActor.passivate and close(true) looked at: the grain was
+// passivated, and the message, which reached the actor after its
+// OnDeactivate, went to a new activation (a found it).
+func TestAGrainUsedAfterTheSweepThatAskedItToPassivateIsKept(t *testing.T) {
+	s := newSink()
+	sw := &sweeper{}
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newSinkKind(s)} }, func(cfg *Config) {
+		sw.configure(cfg)
+		cfg.DeactivateTimeout = 50 * time.Millisecond
+	})
+	t.Cleanup(s.releaseHeld) // before the node closes
+	n := nodes[0]
+	sw.n = n
+	const id = "busy"
+	key := actKey{sinkKind, id}
+	holdGrain(t, n, s, id) // a long one-way turn
+	a := n.acts.peek(key)
+	sw.at(t, 0, 0)                  // notes the Hold
+	sw.at(t, DefaultIdleTimeout, 1) // idle for IdleTimeout: asked, behind the turn
+	waitFor(t, waitTimeout, "the passivation's request to be queued and its wait to end", func() bool {
+		return deactivationsPending(n) == 0
+	})
+	if err := n.Send(context.Background(), holdCall(id, 1)); err != nil { // a use, after the sweep that asked
+		t.Fatal(err)
+	}
+	sw.at(t, DefaultIdleTimeout+time.Second, 0) // the next sweep notes it
+	s.releaseHeld()
+	waitFor(t, waitTimeout, "the message to run", func() bool { return s.got.Load() == 1 })
+	waitFor(t, waitTimeout, "the deactivations to end", func() bool { return deactivationsPending(n) == 0 })
+	if now := n.acts.peek(key); now != a || a.calls.Load()&callsClosed != 0 {
+		t.Fatalf("a grain sent a message after the sweep that asked it to passivate, one sweep before, was passivated " +
+			"(its activation replaced or closed): the request that waited behind its turn passivated it anyway")
+	}
+}
