@@ -279,6 +279,18 @@ func (a *activation) activated() bool {
 	return a.pending.Load() == nil
 }
 
+// stoppedByItself reports whether a's actor stopped on its own, after
+// repeated panics: it is out of use, and sweepFailed takes it out of the
+// table at its next sweep. Its count of calls may stay high until then:
+// the calls whose callers gave up and left their count to the grain (see
+// handOff) are dead letters now, which nobody counts out. So a call that
+// finds it past Config.MaxQueuedCalls goes on, to learn that the grain
+// failed (and the next to activate it again), rather than fail as if the
+// grain had calls waiting.
+func (a *activation) stoppedByItself() bool {
+	return a.activated() && a.ref.Stopped()
+}
+
 // goneChan returns the channel closed when a leaves the table. The shard's
 // lock is held.
 func (a *activation) goneChan() chan struct{} {
@@ -396,7 +408,7 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 		// sh.lookup with the bound. It costs nothing: the one comparison
 		// that looked for callsClosed now looks for the bound too, as the
 		// bit makes the count greater than any bound (see callBound).
-		if in := a.calls.Add(1); in <= max {
+		if in := a.calls.Add(1); in <= max || in&callsClosed == 0 && a.stoppedByItself() {
 			if a, err := t.ready(ctx, a); err != errActivateAgain {
 				return a, err
 			}
@@ -434,7 +446,7 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 		}
 		in := a.calls.Add(1)
 		sh.mu.Unlock()
-		if in > max {
+		if in > max && !a.stoppedByItself() {
 			a.out()
 			return nil, t.n.callsFull(a)
 		}
@@ -1163,7 +1175,7 @@ func (t *activations) sweepStrays() int {
 func (t *activations) sweepFailed() {
 	var stopped []*activation
 	t.each(func(a *activation) {
-		if !a.deactivating && !a.failed && a.activated() && a.ref.Stopped() {
+		if !a.deactivating && !a.failed && a.stoppedByItself() {
 			stopped = append(stopped, a)
 		}
 	})

@@ -245,3 +245,59 @@ func TestCallBound(t *testing.T) {
 		}
 	}
 }
+
+// TestAGrainThatFailedIsActivatedAgainWhateverItsCallersGaveUp:
+// a grain's actor stops after repeated panics (one-way messages that
+// panic, GrainMaxRestarts) while calls whose callers gave up wait in its
+// mailbox, as many as Config.MaxQueuedCalls. Those callers left their
+// count to the grain (handOff), which never takes them: they become dead
+// letters. The next call must get the grain activated afresh (at worst
+// one ErrGrainFailed first, as the doc of ErrGrainFailed says), not
+// ErrMailboxFull for calls that no longer exist, until a sweep happens to
+// clear the stopped activation (sweepFailed, every PassivationInterval),
+// as it did.
+func TestAGrainThatFailedIsActivatedAgainWhateverItsCallersGaveUp(t *testing.T) {
+	const bound = 4
+	nodes, hs := echoCluster(t, 1, time.Hour, func(cfg *Config) {
+		cfg.MaxQueuedCalls = bound
+		cfg.PassivationInterval = time.Hour // as if the sweep were not due yet (10 s by default)
+	})
+	n, h := nodes[0], hs[nodes[0].Name()]
+	const id = "dying"
+	ctx := context.Background()
+	if err := n.Send(ctx, stringCall(methodHold, id, "")); err != nil { // a one-way turn that holds the grain
+		t.Fatal(err)
+	}
+	receive(t, h.entered, "the held turn")
+	for range 3 { // GrainMaxRestarts is 2 (testConfig): the third stops the actor
+		if err := n.Send(ctx, stringCall(methodFail, id, "panic:boom")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range bound {
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		_, err := n.Invoke(cctx, addCall(id, 1))
+		cancel()
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("call %d to the held grain: %v, want DeadlineExceeded", i, err)
+		}
+	}
+	a := n.acts.peek(actKey{echoKind, id})
+	h.releaseHeld()
+	waitFor(t, waitTimeout, "the actor to stop after repeated panics", func() bool { return a.ref.Stopped() })
+	var errs []error
+	for range 3 {
+		cctx, cancel := context.WithTimeout(ctx, waitTimeout)
+		_, err := n.Invoke(cctx, addCall(id, 1))
+		cancel()
+		if err == nil {
+			return
+		}
+		errs = append(errs, err)
+		if !errors.Is(err, ErrGrainFailed) {
+			break
+		}
+	}
+	t.Fatalf("calls to a grain whose actor stopped after repeated panics, with %d calls whose callers gave up left in its mailbox: %v; "+
+		"want the grain activated again (Stats: %+v)", bound, errs, n.Stats())
+}
