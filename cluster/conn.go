@@ -1155,8 +1155,8 @@ type grainLane struct {
 	queue []frame
 }
 
-// waiting returns how many one-way requests wait in c's lanes, for tests
-// and debugging.
+// waiting returns how many one-way requests wait in c's lanes (see
+// Node.Stats).
 func (c *conn) waiting() int {
 	l := &c.lanes
 	l.mu.Lock()

@@ -41,20 +41,13 @@ func (n *Node) Stats() Stats {
 		s.Calls += int(a.calls.Load() &^ callsClosed)
 		s.QueuedOneWay += int(max(0, a.oneWays.Load()))
 	})
-	s.QueuedOneWay += n.laned.total()
+	// The lanes themselves, not Node.laned, which counts nothing when
+	// MaxQueuedOneWay bounds nothing.
+	for _, c := range n.transport.openConns() {
+		s.QueuedOneWay += c.waiting()
+	}
 	s.Forwarding = n.forwards.len()
 	return s
-}
-
-// total returns how many messages wait in the lanes.
-func (l *lanedOneWays) total() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, c := range l.count {
-		n += int(c)
-	}
-	return n
 }
 
 // len returns how many messages wait in the queues.

@@ -114,3 +114,29 @@ func TestStatsCountTheMessagesWaitingToBeForwarded(t *testing.T) {
 	waitValues(t, recs[nodes[1].Name()], id, []int64{0, 1, 2, 3, 4})
 	waitFor(t, waitTimeout, "the forward queue to empty", func() bool { return nodes[0].Stats().Forwarding == 0 })
 }
+
+// TestStatsCountTheMessagesInLanesWithoutABound: with MaxQueuedOneWay
+// negative (no bound), one-way messages from a peer that wait in a lane
+// for their grain's activation are still waiting for the grain, and Stats
+// counts them in QueuedOneWay, as it does the messages in a mailbox
+// without a bound. Stats read Node.laned, which counts nothing without a
+// bound.
+func TestStatsCountTheMessagesInLanesWithoutABound(t *testing.T) {
+	const sent = 15
+	s := newLaneSink("held")
+	nodes, _ := laneCluster(t, 2, s, func(cfg *Config) { cfg.MaxQueuedOneWay = -1 })
+	owner, sender := nodes[0], nodes[1]
+	for range sent {
+		if err := sender.Send(context.Background(), lanePut("held-1", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	receive(t, s.activating, "the held activation")
+	waitFor(t, waitTimeout, "the messages to wait in the owner's lane", func() bool {
+		return laneWaiting(owner, sender.Name()) == sent
+	})
+	if st := owner.Stats(); st.QueuedOneWay != sent {
+		t.Fatalf("Stats with %d one-way messages waiting in a lane for an activating grain, MaxQueuedOneWay -1: %+v; want QueuedOneWay %d",
+			sent, st, sent)
+	}
+}
