@@ -31,6 +31,8 @@
 //     (codes.ResourceExhausted), locally and from another node, and is not
 //     retried: a grain stuck in a turn, or slower than its callers, costs
 //     the node a bounded amount of memory, however often they call again.
+//     Node.Stats tells how many calls and one-way messages wait on a node,
+//     and how many one-way messages it dropped.
 //   - No reentrancy, and no deadlock from it: a call to a grain that is
 //     waiting in the chain of calls that led to it (A calls B, B calls A)
 //     fails at once with ErrReentrant.
@@ -170,11 +172,11 @@
 //     forwarded message waits up to two seconds for a view in which it
 //     does (the forwarder may know first: a node that leaves does), and so
 //     does one whose grain moved away while the message waited for an
-//     activation. If none comes,
-//     its view is rather ahead of the forwarder's (two members joined at
-//     once, and it knows of one the forwarder did not): it forwards the
-//     message once more, to the owner it sees, unless that is the node it
-//     came from or the message had its four hops; otherwise it drops it with a log line, as an owner does a
+//     activation. If none comes, its view is rather ahead of the
+//     forwarder's (two members joined at once, and it knows of one the
+//     forwarder did not): it forwards the message once more, to the owner
+//     it sees, unless that is the node it came from or the message had its
+//     four hops; otherwise it drops it with a log line, as an owner does a
 //     message it cannot deliver (an unknown method, a payload that does not
 //     decode).
 //   - The grain runs the message like a call, under the owner's
