@@ -137,6 +137,10 @@ const (
 	// lives in the activation rather than in grainActor's run so that it
 	// survives restarts.
 	deactivatedFlag
+	// askedFlag: a sweep asked the actor to passivate the grain, and the
+	// actor has not handled the request yet; sweeps ask no more meanwhile
+	// (see activations.passivate).
+	askedFlag
 )
 
 // key returns the grain's key.
@@ -802,9 +806,9 @@ const (
 type victim struct {
 	a   *activation
 	job job
-	// asked is, for jobPassivate, the time of the sweep that asked, which
-	// it stored in the victim's lastUsed (see activations.passivate).
-	asked time.Duration
+	// seen is, for jobPassivate, the victim's lastUsed as the sweep that
+	// asked saw it (see activations.passivate).
+	seen time.Duration
 }
 
 // startDeactivations deactivates victims, already marked deactivating, in
@@ -826,13 +830,13 @@ type victim struct {
 // that a sweep that finds many idle grains asks their actors a few at a
 // time, as it deactivated them: each asks the store for a commit.
 func (t *activations) startDeactivations(victims []*activation) {
-	t.startJobs(jobDeactivate, 0, victims)
+	t.startJobs(jobDeactivate, victims, nil)
 }
 
 // startJobs queues victims for the deactivators with j (see job),
 // counting them for waitDeactivations, and starts deactivators as
 // startDeactivations says.
-func (t *activations) startJobs(j job, asked time.Duration, victims []*activation) {
+func (t *activations) startJobs(j job, victims []*activation, seen []time.Duration) {
 	if len(victims) == 0 {
 		return
 	}
@@ -841,8 +845,12 @@ func (t *activations) startJobs(j job, asked time.Duration, victims []*activatio
 		t.drained = make(chan struct{})
 	}
 	t.pending += len(victims)
-	for _, a := range victims {
-		t.queue = append(t.queue, victim{a: a, job: j, asked: asked})
+	for i, a := range victims {
+		v := victim{a: a, job: j}
+		if seen != nil {
+			v.seen = seen[i]
+		}
+		t.queue = append(t.queue, v)
 	}
 	start := max(0, min(len(t.queue), deactivatorsPerProc*goruntime.GOMAXPROCS(0)-t.deactivators))
 	t.deactivators += start
@@ -879,7 +887,7 @@ func (t *activations) deactivator() {
 		watch := t.watchSlow(&running, running.Add(1))
 		switch v.job {
 		case jobPassivate:
-			t.askPassivation(v.a, v.asked)
+			t.askPassivation(v.a, v.seen)
 		case jobStop:
 			t.stopAfterPassivation(v.a)
 		default:
@@ -981,10 +989,10 @@ func (t *activations) stop(ctx context.Context, a *activation) {
 // their commits a few connections), and a slow one brings in help as a slow
 // deactivation does (see watchSlow). An actor that is busy past the wait
 // still runs the passivation when it comes to it.
-func (t *activations) askPassivation(a *activation, asked time.Duration) {
+func (t *activations) askPassivation(a *activation, seen time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), t.n.cfg.DeactivateTimeout)
 	defer cancel()
-	_, err := a.ref.Request(ctx, passivateMsg{asked: asked})
+	_, err := a.ref.Request(ctx, passivateMsg{seen: seen})
 	if err != nil && !errors.Is(err, runtime.ErrStopped) && !errors.Is(err, context.DeadlineExceeded) {
 		t.n.log.Warn("cluster: grain passivation failed", "kind", a.hk.Name, "identity", a.identity, "err", err)
 	}
@@ -1095,27 +1103,35 @@ func (t *activations) sendLeftovers(a *activation) {
 // It marks nothing: the actor first commits what the grain has buffered,
 // and only then closes the activation, if no call came meanwhile, and runs
 // OnDeactivate, all in one turn (see grainActor.passivate). A commit that
-// fails keeps the grain. The look sets the grain's last use to the sweep's
-// time, so that the grain is asked again only after another idle timeout,
-// whether the actor kept it or has not come to the request yet (a one-way
-// message of its ran long): a store that is down is asked for each idle
-// grain's commit once per idle timeout, not at every sweep.
+// fails keeps the grain, idle from then: a store that is down is asked for
+// each idle grain's commit once per idle timeout, not at every sweep. The
+// request carries the grain's last use as the sweep saw it, so that one
+// that waited behind a long turn, while a later sweep noted a use (and
+// cleared usedFlag), does not passivate a grain used a moment ago. The
+// sweep does not write that last use itself: a sweep that set it to its
+// own time made the request of the sweep before out of date, and a grain
+// whose requests took longer to reach its actor than its idle timeout was
+// never passivated. While a request waits (askedFlag), sweeps ask no
+// more: a grain behind a long turn gets one request, not one a sweep.
 func (t *activations) passivate() int {
 	now := t.clock()
 	var idle []*activation
+	var seen []time.Duration
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.RLock()
 		sh.tab.Load().each(func(a *activation) {
+			// idleFor first: it notes a use even while a request waits.
 			if !a.removed && !a.deactivating && !a.failed && a.activated() &&
-				a.idle() && a.hk.idle >= 0 && t.idleFor(a, now) >= a.hk.idle {
-				a.lastUsed.Store(int64(now))
+				a.idle() && a.hk.idle >= 0 && t.idleFor(a, now) >= a.hk.idle && a.flags.Load()&askedFlag == 0 {
+				a.flags.Or(askedFlag)
 				idle = append(idle, a)
+				seen = append(seen, time.Duration(a.lastUsed.Load()))
 			}
 		})
 		sh.mu.RUnlock()
 	}
-	t.startJobs(jobPassivate, now, idle)
+	t.startJobs(jobPassivate, idle, seen)
 	return len(idle)
 }
 
@@ -1130,16 +1146,16 @@ func (t *activations) passivate() int {
 // the call sees the activation closed and waits for the next one, as with
 // any deactivation. A call counted in now waits for this turn, behind it
 // in the mailbox, and then runs on the grain.
-func (t *activations) closeIdle(a *activation, asked time.Duration) bool {
+func (t *activations) closeIdle(a *activation, seen time.Duration) bool {
 	sh, _ := t.shardOfActivation(a)
 	sh.mu.Lock()
 	// Under the write lock, no sweep looks meanwhile: a use that a sweep
 	// noted since the one that asked moved lastUsed (and cleared the flag),
 	// one it has not noted yet has the flag set (see close).
-	closed := !a.removed && !a.deactivating && !a.failed && a.lastUsed.Load() == int64(asked) && a.close(true)
+	closed := !a.removed && !a.deactivating && !a.failed && a.lastUsed.Load() == int64(seen) && a.close(true)
 	sh.mu.Unlock()
 	if closed {
-		t.startJobs(jobStop, 0, []*activation{a})
+		t.startJobs(jobStop, []*activation{a}, nil)
 	}
 	return closed
 }
@@ -1255,9 +1271,9 @@ type reminderCall struct {
 type deactivateMsg struct{}
 
 // passivateMsg asks the grain's actor to passivate it, if it is still idle
-// and its state can be committed (see grainActor.passivate). asked is the
-// time of the sweep that asked.
-type passivateMsg struct{ asked time.Duration }
+// and its state can be committed (see grainActor.passivate). seen is the
+// activation's lastUsed as the sweep that asked saw it.
+type passivateMsg struct{ seen time.Duration }
 
 // errDeactivated answers calls that reach an actor after its OnDeactivate;
 // the caller retries them on the next activation.
@@ -1290,7 +1306,7 @@ func (g *grainActor) Receive(c *runtime.Context) {
 	case deactivateMsg:
 		g.onDeactivate(c)
 	case passivateMsg:
-		g.passivate(m.asked)
+		g.passivate(m.seen)
 		c.Respond(struct{}{})
 	}
 }
@@ -1635,17 +1651,18 @@ func (g *grainActor) deactivateHere() error {
 // Once the first commit went through, only the hook's own changes can be
 // lost: if the commit after it fails as deactivateHere says, the grain
 // goes all the same.
-func (g *grainActor) passivate(asked time.Duration) {
+func (g *grainActor) passivate(seen time.Duration) {
 	a, n := g.act(), g.node()
+	a.flags.And(^askedFlag) // sweeps may ask again
 	switch {
 	case a.calls.Load()&callsClosed != 0:
 		return // another deactivation has it (Shutdown, a move), and runs its hook
 	case g.unusable():
 		return // a failed commit: retired, its hook runs behind this turn
-	case a.flags.Load()&usedFlag != 0 || a.lastUsed.Load() != int64(asked):
-		// Used since the sweep that asked looked (a later sweep noted the
-		// use, and cleared the flag), or asked again since: the request
-		// waited behind a long turn, and is out of date.
+	case a.flags.Load()&usedFlag != 0 || a.lastUsed.Load() != int64(seen):
+		// Used since the sweep that asked looked (a later sweep may have
+		// noted the use, and cleared the flag): the request waited behind
+		// a long turn, and is out of date.
 		return
 	}
 	if err := g.commitBeforePassivation(); err != nil {
@@ -1665,7 +1682,7 @@ func (g *grainActor) passivate(asked time.Duration) {
 		}
 		return
 	}
-	if !n.acts.closeIdle(a, asked) {
+	if !n.acts.closeIdle(a, seen) {
 		return
 	}
 	if err := g.deactivateHere(); err != nil {
