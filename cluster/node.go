@@ -104,8 +104,8 @@ type Node struct {
 	drops dropLog
 	laned lanedOneWays
 	// dropped counts the one-way messages from peers it dropped, for
-	// Stats: for a full mailbox or forward queue (dropOverflow), or
-	// undeliverable (dropOneWays).
+	// Stats: for a full mailbox (dropOverflow), or a full forward queue,
+	// or undeliverable (dropOneWays).
 	dropped atomic.Uint64
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
