@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	goruntime "runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/protograin/protograin/internal/goroutines"
 )
@@ -200,4 +204,74 @@ func BenchmarkFrameCodec(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkWaitingMemory measures what a message waiting for a grain stuck
+// in a turn costs its node: the live heap that b.N messages add, per
+// message. One-way messages come from a peer (each decoded on its own, as
+// a peer's are), with a payload of 0 and 1,024 bytes; calls are local, and
+// their callers give up after a millisecond, so that they stay in the
+// mailbox until the grain reaches them. It backs the costs that
+// docs/architecture.md gives for the bounds (Config.MaxQueuedOneWay,
+// MaxQueuedCalls):
+//
+//	go test -run '^$' -bench WaitingMemory -benchtime 20000x -count 3 ./cluster
+func BenchmarkWaitingMemory(b *testing.B) {
+	ctx := context.Background()
+	for _, payload := range []int{0, 1024} {
+		b.Run(fmt.Sprintf("one-way/payload=%d", payload), func(b *testing.B) {
+			nodes, hs := echoCluster(b, 2, time.Hour, func(c *Config) { c.MaxQueuedOneWay = -1 })
+			owner, sender := nodes[0], nodes[1]
+			id := ownedInEveryView(b, nodes, owner, echoKind, "held")
+			probe := ownedInEveryView(b, nodes, owner, echoKind, "probe")
+			heldTurn(b, sender, hs[owner.Name()], id)
+			call := stringCall(methodString, id, strings.Repeat("x", payload))
+			before := heapAlloc()
+			for range b.N {
+				if err := sender.Send(ctx, call); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// A call behind them on the same stream: once it is answered,
+			// the owner's reader has queued every message before it.
+			if _, err := sender.Invoke(ctx, addCall(probe, 0)); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(heapAlloc()-before)/float64(b.N), "B/msg")
+		})
+	}
+	b.Run("call-given-up", func(b *testing.B) {
+		nodes, hs := echoCluster(b, 1, time.Hour, func(c *Config) { c.MaxQueuedCalls = -1 })
+		n := nodes[0]
+		id := identityOwnedBy(b, nodes, n)
+		heldTurn(b, n, hs[n.Name()], id)
+		before := heapAlloc()
+		var next atomic.Int64
+		concurrently(b, 16, func(int) error {
+			for next.Add(1) <= int64(b.N) {
+				cctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+				_, err := n.Invoke(cctx, addCall(id, 1))
+				cancel()
+				if status.Code(err) != codes.DeadlineExceeded {
+					return fmt.Errorf("a call to a held grain: %v, want DeadlineExceeded", err)
+				}
+			}
+			return nil
+		})
+		waiting := callsIn(n, id)
+		if waiting <= 0 {
+			b.Fatalf("no call waits for the held grain")
+		}
+		b.ReportMetric(float64(heapAlloc()-before)/float64(waiting), "B/call")
+	})
+}
+
+// heldTurn holds identity's grain in a one-way Hold turn sent by from,
+// until h.releaseHeld (echoCluster calls it before its nodes close).
+func heldTurn(b *testing.B, from *Node, h *hooks, identity string) {
+	b.Helper()
+	if err := from.Send(context.Background(), stringCall(methodHold, identity, "")); err != nil {
+		b.Fatal(err)
+	}
+	receive(b, h.entered, "the held turn")
 }
