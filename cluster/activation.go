@@ -477,7 +477,7 @@ func (sh *actShard) lookup(h uint64, hk *hostedKind, identity string) *activatio
 }
 
 // peek returns the table's entry for key, if any, without counting a call
-// in (for tests and diagnostics).
+// in: for what reads only its counts (Node.laneRoom), and for tests.
 func (t *activations) peek(key actKey) *activation {
 	hk := t.n.kinds[key.kind]
 	if hk == nil {
