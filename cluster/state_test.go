@@ -307,6 +307,35 @@ func TestAStaleActivationAnswersACallTheWinnerRecordedUnderAnotherMessage(t *tes
 	})
 }
 
+// TestAStaleActivationWhoseWinnerLeftDamagedRecordsSaysSo: a call whose
+// commit loses to another activation, whose stored exactly-once records do
+// not decode, fails with ErrStateUndecodable (FailedPrecondition), as the
+// next activation would: not with ErrStateUnavailable, which tells the
+// caller to retry, though no retry can read those records.
+func TestAStaleActivationWhoseWinnerLeftDamagedRecordsSaysSo(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, _ := bankCluster(t, 1, store, -1, nil)
+		n := nodes[0]
+		ctx := context.Background()
+		deposit(t, n, accountKind, "damaged-winner", 10)
+		key := storage.Key{Kind: accountKind, Identity: "damaged-winner"}
+		_, version, err := store.Load(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The winner commits behind the activation's back, leaving a record
+		// that does not decode.
+		if _, err := store.Commit(ctx, key, version, []storage.Change{{Key: state.ReservedPrefix + "client/c1", Value: []byte{0xff}}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = n.Invoke(ctx, depositCall(accountKind, key.Identity, 5), WithCallID("c", 1))
+		if status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrStateUndecodable) || errors.Is(err, ErrStateUnavailable) {
+			t.Fatalf("deposit on a stale activation whose winner left damaged records: %v (code %v); want FailedPrecondition and ErrStateUndecodable",
+				err, status.Code(err))
+		}
+	})
+}
+
 // TestAStaleActivationThatCannotReadTheWinnerSaysToRetry: a call whose
 // commit loses to another activation, when the store then fails the read
 // of the winner's state, cannot tell whether the winner ran it under its
