@@ -1617,12 +1617,21 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 // activation whose commit failed earlier commits nothing: its state is
 // stale or uncertain. From here on the actor runs no call or message
 // (deactivatedFlag).
+//
+// Before the hook, what acknowledged calls left buffered is committed
+// once (commitBuffered): a hook that is slow, or waits for its context,
+// would otherwise spend the whole DeactivateTimeout and leave the commit
+// after it none, losing changes the callers were told about along with
+// the hook's own. If that first try fails, the commit after the hook tries
+// them again with the hook's changes. A passivation has committed them
+// already (see passivate), and the try finds nothing to commit.
 func (g *grainActor) deactivateHere() error {
 	g.flags.Or(deactivatedFlag)
 	ctx, cancel := context.WithTimeout(context.Background(), g.node().cfg.DeactivateTimeout)
 	defer cancel()
 	var hookErr error
 	if d, ok := g.grain.(Deactivator); ok {
+		_ = g.commitBuffered(ctx) // its failure is the commit after the hook's to meet
 		hookErr = g.runOnDeactivate(ctx, d)
 	}
 	return errors.Join(hookErr, g.flushOnDeactivate(ctx))
@@ -1665,7 +1674,7 @@ func (g *grainActor) passivate(seen time.Duration) {
 		// a long turn, and is out of date.
 		return
 	}
-	if err := g.commitBeforePassivation(); err != nil {
+	if err := g.commitBuffered(n.life); err != nil {
 		if g.state.failure() != nil {
 			n.log.Warn("cluster: the commit before an idle grain's passivation failed, and left its state uncertain; the grain is deactivated without committing",
 				"kind", g.hk.Name, "identity", g.identity, "err", err)
@@ -1691,16 +1700,21 @@ func (g *grainActor) passivate(seen time.Duration) {
 	}
 }
 
-// commitBeforePassivation commits what the grain has buffered, once,
-// within CommitTimeout (a commit after a call's, see Node.commitState). A
-// typed state message that does not encode is not the store's failure,
-// and holding the grain would not mend it: that is left to the commit
-// after OnDeactivate, which meets it again and logs it.
-func (g *grainActor) commitBeforePassivation() error {
-	if g.state.sync() != nil {
+// commitBuffered commits what the grain has buffered, once, within
+// CommitTimeout and ctx (before a passivation, the node's life; before a
+// deactivation's OnDeactivate, its DeactivateTimeout). A state that an
+// earlier commit broke commits nothing: it is stale or uncertain, and
+// flushOnDeactivate drops it. A typed state message that does not encode
+// is not the store's failure, and holding the grain would not mend it:
+// that is left to the commit after OnDeactivate, which meets it again and
+// logs it.
+func (g *grainActor) commitBuffered(ctx context.Context) error {
+	if g.state.failure() != nil || g.state.sync() != nil {
 		return nil
 	}
-	return g.node().commitState(context.Background(), g.state)
+	ctx, cancel := context.WithTimeout(ctx, g.node().cfg.CommitTimeout)
+	defer cancel()
+	return g.state.flush(ctx)
 }
 
 // runOnDeactivate calls the grain's OnDeactivate and returns its error. A
@@ -1743,8 +1757,9 @@ const (
 // OnDeactivate has run, so the grain may serve no call any more, and its
 // calls wait for it to go. A passivation commits before the hook instead,
 // and keeps the grain if that fails (see passivate), so that only the
-// hook's own changes meet this; Shutdown and a grain that moved must go,
-// and commit everything here.
+// hook's own changes meet this; Shutdown and a grain that moved must go:
+// they try once before the hook (see deactivateHere), and whatever that
+// left is tried here.
 func (g *grainActor) flushOnDeactivate(ctx context.Context) error {
 	st := g.state
 	if st.failure() != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	goruntime "runtime"
 	"sync"
@@ -296,6 +297,67 @@ func TestShutdownDuringAPassivationsCommit(t *testing.T) {
 				t.Fatalf("stored balance %d after Shutdown, want the acknowledged 5", got)
 			}
 		})
+	}
+}
+
+// TestShutdownCommitsBeforeALingeringOnDeactivate: Shutdown commits what
+// acknowledged calls left buffered before the grain's OnDeactivate, so a
+// hook that spends all of DeactivateTimeout (it waits for its context to
+// end) loses only its own change, not the callers'.
+func TestShutdownCommitsBeforeALingeringOnDeactivate(t *testing.T) {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, banks := bankCluster(t, 1, store, time.Hour, func(cfg *Config) {
+			cfg.DeactivateTimeout = heldDeactivateTimeout
+		})
+		n, b := nodes[0], banks[nodes[0].Name()]
+		const id, farewell = "lingering", "farewell"
+		k := farewell
+		b.farewell.Store(&k)
+		b.lingering.Store(true)
+		deposit(t, n, manualKind, id, 5)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := n.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if runs := b.count(id, hookDeactivate); runs != 1 {
+			t.Fatalf("OnDeactivate ran %d times, want once", runs)
+		}
+		if got := storedBalance(t, store, manualKind, id); got != 5 {
+			t.Fatalf("stored balance %d after Shutdown, want the acknowledged 5, committed before the hook", got)
+		}
+	})
+}
+
+// TestAStateACommitBrokeIsNotCommittedBeforeOnDeactivate: a grain's own
+// Flush of unknown outcome breaks its state, and the activation goes
+// without committing what it held: the try before its OnDeactivate
+// commits nothing either, though the store answers again by then.
+func TestAStateACommitBrokeIsNotCommittedBeforeOnDeactivate(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, banks := bankCluster(t, 1, store, time.Hour, nil)
+	n, b := nodes[0], banks[nodes[0].Name()]
+	const id = "unsure"
+	var commits atomic.Int32
+	failFirst := func() {
+		if commits.Add(1) == 1 {
+			store.commitErr.Store(&errStoreDown)
+		} else {
+			store.commitErr.Store(nil)
+		}
+	}
+	deposit(t, n, manualKind, id, 5) // acknowledged, buffered
+	store.beforeCommit.Store(&failFirst)
+	_, err := n.Invoke(context.Background(), accountCall(manualKind, methodFlush, id, ""), WithoutRetry())
+	if !errors.Is(err, ErrStateUnavailable) {
+		t.Fatalf("Flush whose commit failed: %v, want ErrStateUnavailable", err)
+	}
+	waitFor(t, waitTimeout, "the deactivation", func() bool { return n.acts.count() == 0 })
+	if runs := b.count(id, hookDeactivate); runs != 1 {
+		t.Fatalf("OnDeactivate ran %d times, want once", runs)
+	}
+	if got := storedBalance(t, store.Store, manualKind, id); got != 0 {
+		t.Fatalf("stored balance %d, want 0: the deactivation committed the changes of a commit of unknown outcome", got)
 	}
 }
 

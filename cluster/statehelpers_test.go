@@ -58,6 +58,9 @@ type bank struct {
 	reminded chan string    // "node identity name" per reminder delivered
 	// farewell, when set, is the entry OnDeactivate sets (to "bye").
 	farewell atomic.Pointer[string]
+	// lingering makes OnDeactivate wait, after its farewell, until its
+	// context ends: a hook that spends all of DeactivateTimeout.
+	lingering atomic.Bool
 }
 
 func newBank(node string) *bank {
@@ -89,12 +92,17 @@ func balanceOf(ctx GrainContext) *wrapperspb.Int64Value {
 // hookDeactivate is what bank.count counts OnDeactivate runs under.
 const hookDeactivate = "OnDeactivate"
 
-// OnDeactivate counts its runs, and sets the bank's farewell entry, if it
-// has one.
+// OnDeactivate counts its runs, sets the bank's farewell entry, if it has
+// one, and lingers if the bank says so.
 func (a *account) OnDeactivate(ctx GrainContext) error {
 	a.b.ran(ctx.Identity(), hookDeactivate)
 	if k := a.b.farewell.Load(); k != nil {
-		return ctx.State().Set(*k, []byte("bye"))
+		if err := ctx.State().Set(*k, []byte("bye")); err != nil {
+			return err
+		}
+	}
+	if a.b.lingering.Load() {
+		<-ctx.Done()
 	}
 	return nil
 }
