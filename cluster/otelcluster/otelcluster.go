@@ -1,0 +1,94 @@
+// Package otelcluster reports what a cluster node holds (cluster.Stats) as
+// OpenTelemetry metrics, so that a dashboard or an alert sees a node whose
+// grains fall behind their senders without polling Node.Stats by hand.
+//
+// The figures are observed, not counted on the call path: Register adds
+// one callback to the meter, which reads Node.Stats once per collection
+// (every export interval of the meter provider's reader, typically 10 s
+// or more). Nothing is added to a grain call or a message.
+//
+// Usage, with a meter provider of the user's (the OpenTelemetry SDK's, or
+// one an exporter's setup returns):
+//
+//	reg, err := otelcluster.Register(node, provider.Meter("github.com/protograin/protograin/cluster"))
+//	if err != nil {
+//		return err
+//	}
+//	defer reg.Unregister()
+//
+// Each observation carries the attribute protograin.node, the node's name,
+// so that several nodes in one process (or one metrics backend) stay apart.
+package otelcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/protograin/protograin/cluster"
+)
+
+// The names of the instruments Register creates, following OpenTelemetry's
+// naming rules (lower case, dotted, units in braces for counts).
+const (
+	// MetricActivations is the number of grains active on the node, those
+	// being activated or deactivated included (Stats.Activations).
+	MetricActivations = "protograin.grain.activations"
+	// MetricCalls is the number of calls the node's grains have counted in:
+	// running, queued, or given up by their callers but not yet reached
+	// (Stats.Calls, what Config.MaxQueuedCalls bounds per grain).
+	MetricCalls = "protograin.grain.calls"
+	// MetricOneWayQueued is the number of one-way messages waiting for the
+	// node's grains (Stats.QueuedOneWay, what Config.MaxQueuedOneWay bounds
+	// per grain).
+	MetricOneWayQueued = "protograin.oneway.queued"
+	// MetricOneWayForwarding is the number of one-way messages waiting to be
+	// forwarded to their grains' owners (Stats.Forwarding).
+	MetricOneWayForwarding = "protograin.oneway.forwarding"
+	// MetricOneWayDropped is the number of one-way messages from peers the
+	// node dropped since it started (Stats.DroppedOneWay), a monotonic sum.
+	MetricOneWayDropped = "protograin.oneway.dropped"
+)
+
+// AttributeNode is the attribute that carries the node's name on every
+// observation.
+const AttributeNode = "protograin.node"
+
+// Register creates the instruments above on meter and a callback that
+// observes n's Stats on each collection. Unregister the returned
+// registration when the node is closed (its Stats still answer, with what
+// it held last, but the figures are no longer worth reporting).
+func Register(n *cluster.Node, meter metric.Meter) (metric.Registration, error) {
+	var errs []error
+	gauge := func(name, unit, desc string) metric.Int64ObservableUpDownCounter {
+		g, err := meter.Int64ObservableUpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return g
+	}
+	activations := gauge(MetricActivations, "{activation}", "Grains active on the node, those activating or deactivating included.")
+	calls := gauge(MetricCalls, "{call}", "Calls the node's grains have counted in: running, queued, or given up by their callers but not yet reached.")
+	queued := gauge(MetricOneWayQueued, "{message}", "One-way messages waiting for the node's grains.")
+	forwarding := gauge(MetricOneWayForwarding, "{message}", "One-way messages waiting to be forwarded to their grains' owners.")
+	dropped, err := meter.Int64ObservableCounter(MetricOneWayDropped, metric.WithUnit("{message}"),
+		metric.WithDescription("One-way messages from peers the node dropped since it started: for a full mailbox or forward queue, or undeliverable."))
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return nil, fmt.Errorf("otelcluster: create the instruments: %w", err)
+	}
+	node := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttributeNode, n.Name())))
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		s := n.Stats()
+		o.ObserveInt64(activations, int64(s.Activations), node)
+		o.ObserveInt64(calls, int64(s.Calls), node)
+		o.ObserveInt64(queued, int64(s.QueuedOneWay), node)
+		o.ObserveInt64(forwarding, int64(s.Forwarding), node)
+		o.ObserveInt64(dropped, int64(s.DroppedOneWay), node)
+		return nil
+	}, activations, calls, queued, forwarding, dropped)
+	if err != nil {
+		return nil, fmt.Errorf("otelcluster: register the stats callback: %w", err)
+	}
+	return reg, nil
+}

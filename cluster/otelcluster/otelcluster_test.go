@@ -1,0 +1,206 @@
+package otelcluster_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/protograin/protograin/cluster"
+	"github.com/protograin/protograin/cluster/otelcluster"
+)
+
+const (
+	holderKind = "test.Holder"
+	methodHold = "/test.Holder/Hold"
+	// waitTimeout bounds every wait for a condition.
+	waitTimeout = 20 * time.Second
+)
+
+// gate holds every turn of the holder grains until it is opened.
+type gate struct {
+	once sync.Once
+	open chan struct{}
+}
+
+func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
+
+// holderKindOf returns a kind whose Hold method, as a call or a one-way
+// message, waits for g to open.
+func holderKindOf(g *gate) *cluster.Kind {
+	return &cluster.Kind{
+		Name: holderKind,
+		New:  func(string) any { return struct{}{} },
+		Methods: []cluster.Method{{
+			Name:       methodHold,
+			NewRequest: func() proto.Message { return new(emptypb.Empty) },
+			Handle: func(_ any, ctx cluster.GrainContext, _ proto.Message) (proto.Message, error) {
+				select {
+				case <-g.open:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				return new(emptypb.Empty), nil
+			},
+		}},
+	}
+}
+
+// startNode starts a node on loopback ports, gossiping as on one host,
+// and shuts it down when the test ends.
+func startNode(t *testing.T, name string, configure func(*cluster.Config)) *cluster.Node {
+	t.Helper()
+	cfg := cluster.DefaultConfig()
+	cfg.NodeName = name
+	cfg.BindAddr = "127.0.0.1:0"
+	cfg.GRPCAddr = "127.0.0.1:0"
+	cfg.Gossip = cluster.GossipLocal
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	configure(&cfg)
+	n, err := cluster.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := n.Shutdown(ctx); err != nil {
+			t.Errorf("shut %s down: %v", name, err)
+		}
+	})
+	return n
+}
+
+// waitFor waits until cond holds, failing the test after waitTimeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		}
+		<-tick.C
+	}
+}
+
+// collected returns the protograin metrics reader collected, by name: the
+// value of the one data point each, and the data itself.
+func collected(t *testing.T, reader sdkmetric.Reader) map[string]metricdata.Sum[int64] {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatalf("collect: %v", err)
+	}
+	got := make(map[string]metricdata.Sum[int64])
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			sum, ok := m.Data.(metricdata.Sum[int64])
+			if !ok {
+				t.Fatalf("metric %s is a %T, want an int64 sum", m.Name, m.Data)
+			}
+			if len(sum.DataPoints) > 0 {
+				got[m.Name] = sum
+			}
+		}
+	}
+	return got
+}
+
+// TestRegisterReportsTheNodesStats holds a grain in a turn while a peer
+// sends it more one-way messages than Config.MaxQueuedOneWay lets wait, so
+// that every figure but Forwarding is above zero, and checks that a
+// collection reports what Node.Stats says, under the node's name, until
+// the registration is undone.
+func TestRegisterReportsTheNodesStats(t *testing.T) {
+	const bound, sent = 10, 15
+	g := &gate{open: make(chan struct{})}
+	t.Cleanup(g.release) // before the nodes' shutdowns, which wait for the turn
+	owner := startNode(t, "owner", func(cfg *cluster.Config) {
+		cfg.Kinds = []*cluster.Kind{holderKindOf(g)}
+		cfg.MaxQueuedOneWay = bound
+	})
+	sender := startNode(t, "sender", func(cfg *cluster.Config) { cfg.Seeds = []string{owner.GossipAddr()} })
+	waitFor(t, "the sender to see the owner", func() bool { return len(sender.Members()) == 2 })
+
+	reader := sdkmetric.NewManualReader()
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	reg, err := otelcluster.Register(owner, provider.Meter("otelcluster_test"))
+	if err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+
+	hold := cluster.Call{Kind: holderKind, Identity: "held", Method: methodHold, Request: new(emptypb.Empty),
+		NewResponse: func() proto.Message { return new(emptypb.Empty) }}
+	called := make(chan error, 1)
+	go func() {
+		_, err := owner.Invoke(context.Background(), hold)
+		called <- err
+	}()
+	waitFor(t, "the call to be counted in", func() bool { return owner.Stats().Calls == 1 })
+	for range sent {
+		if err := sender.Send(context.Background(), hold); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	waitFor(t, "the messages past the bound to be dropped", func() bool { return owner.Stats().DroppedOneWay == sent-bound })
+
+	st := owner.Stats()
+	if st.Activations != 1 || st.QueuedOneWay != bound {
+		t.Fatalf("Stats of the owner: %+v, want 1 activation and %d messages queued", st, bound)
+	}
+	got := collected(t, reader)
+	want := map[string]struct {
+		value     int64
+		monotonic bool
+	}{
+		otelcluster.MetricActivations:      {int64(st.Activations), false},
+		otelcluster.MetricCalls:            {int64(st.Calls), false},
+		otelcluster.MetricOneWayQueued:     {int64(st.QueuedOneWay), false},
+		otelcluster.MetricOneWayForwarding: {int64(st.Forwarding), false},
+		otelcluster.MetricOneWayDropped:    {int64(st.DroppedOneWay), true},
+	}
+	for name, w := range want {
+		sum, ok := got[name]
+		switch {
+		case !ok:
+			t.Errorf("%s: not collected", name)
+			continue
+		case len(sum.DataPoints) != 1:
+			t.Errorf("%s: %d data points, want 1", name, len(sum.DataPoints))
+			continue
+		case sum.IsMonotonic != w.monotonic:
+			t.Errorf("%s: monotonic %v, want %v", name, sum.IsMonotonic, w.monotonic)
+		}
+		dp := sum.DataPoints[0]
+		if dp.Value != w.value {
+			t.Errorf("%s = %d, want %d as in %+v", name, dp.Value, w.value, st)
+		}
+		if v, _ := dp.Attributes.Value(attribute.Key(otelcluster.AttributeNode)); v.AsString() != "owner" {
+			t.Errorf("%s: %s = %q, want the node's name", name, otelcluster.AttributeNode, v.AsString())
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("collected %d metrics, want %d", len(got), len(want))
+	}
+
+	g.release()
+	if err := <-called; err != nil {
+		t.Fatalf("the held call: %v", err)
+	}
+	if err := reg.Unregister(); err != nil {
+		t.Fatalf("Unregister: %v", err)
+	}
+	if got := collected(t, reader); len(got) != 0 {
+		t.Fatalf("after Unregister, collected %v, want nothing", got)
+	}
+}
