@@ -1,11 +1,13 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	goruntime "runtime"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -333,6 +335,11 @@ type activations struct {
 	// looks counts watchSlow's looks, so that a test can tell that they go
 	// on while nothing waits.
 	looks atomic.Int64
+
+	// held counts the activations in the table; trimNow wakes the node's
+	// sweep when that passes Config.MaxActivations (see added and trim).
+	held    atomic.Int64
+	trimNow chan struct{}
 }
 
 // How grains are deactivated in the background (see startDeactivations).
@@ -357,7 +364,7 @@ type actShard struct {
 
 func newActivations(n *Node) *activations {
 	epoch := time.Now()
-	t := &activations{n: n, clock: func() time.Duration { return time.Since(epoch) }}
+	t := &activations{n: n, clock: func() time.Duration { return time.Since(epoch) }, trimNow: make(chan struct{}, 1)}
 	if n != nil && n.cfg.clock != nil {
 		t.clock = n.cfg.clock
 	}
@@ -433,6 +440,7 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 			a.calls.Store(1)
 			sh.tab.Store(tab.insert(h, a))
 			sh.mu.Unlock()
+			t.added()
 			if err := t.activate(ctx, a); err != nil {
 				return nil, err
 			}
@@ -690,6 +698,7 @@ func (t *activations) remove(a *activation) {
 	a.calls.Or(callsClosed)
 	if tab, ok := sh.tab.Load().remove(h, a); ok {
 		sh.tab.Store(tab)
+		t.held.Add(-1)
 	}
 	if !a.removed && a.gone != nil {
 		close(a.gone)
@@ -1133,6 +1142,89 @@ func (t *activations) passivate() int {
 	}
 	t.startJobs(jobPassivate, idle, seen)
 	return len(idle)
+}
+
+// added counts an activation into the table, and wakes the node's sweep to
+// trim the table if that took it past Config.MaxActivations.
+func (t *activations) added() {
+	if held := t.held.Add(1); t.n.cfg.MaxActivations > 0 && held > int64(t.n.cfg.MaxActivations) {
+		select {
+		case t.trimNow <- struct{}{}:
+		default: // a trim is due already
+		}
+	}
+}
+
+// trimmedShare is how far below Config.MaxActivations a trim brings the
+// table: to nine tenths of it, so that the next trim, which looks at every
+// activation, is due after a tenth of the limit's activations more, not
+// after the next one.
+const trimmedShare = 10
+
+// trim asks the least recently used idle grains to passivate, if the table
+// holds more than Config.MaxActivations, so that it holds nine tenths of
+// the limit once they have gone; it returns how many it asked. Grains with
+// a call counted in (a one-way message's turn counts none: its grain is
+// asked, and passivates after the turn unless used meanwhile), activating
+// or deactivating, and those of kinds that never passivate (a negative
+// IdleTimeout) are left be: if too few remain, it
+// asks them all, and notes the shortfall (see Node.crowded). The
+// passivations are those of idle grains (see passivate): what a grain
+// buffered is committed first, and a grain used since it was picked stays.
+//
+// Least recently used is to the resolution of the looks at a grain: each
+// look (a sweep, a trim) notes the calls released since the one before at
+// its own time (idleFor), so the grains used between the same two looks
+// tie, and a trim picks among them in no particular order.
+func (t *activations) trim() int {
+	limit := t.n.cfg.MaxActivations
+	if limit <= 0 {
+		return 0
+	}
+	type candidate struct {
+		a    *activation
+		seen time.Duration // its lastUsed, as this look left it
+	}
+	now := t.clock()
+	var idle []candidate
+	held, going := 0, 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.RLock()
+		sh.tab.Load().each(func(a *activation) {
+			held++
+			switch {
+			case a.deactivating || a.failed || a.flags.Load()&askedFlag != 0:
+				going++
+			case a.activated() && a.idle() && a.hk.idle >= 0:
+				t.idleFor(a, now) // notes a use since the last look
+				idle = append(idle, candidate{a, time.Duration(a.lastUsed.Load())})
+			}
+		})
+		sh.mu.RUnlock()
+	}
+	excess := held - going - (limit - limit/trimmedShare)
+	if excess <= 0 {
+		return 0
+	}
+	if excess > len(idle) {
+		t.n.crowdedNode(held, len(idle))
+		excess = len(idle)
+	}
+	slices.SortFunc(idle, func(x, y candidate) int { return cmp.Compare(x.seen, y.seen) })
+	victims := make([]*activation, 0, excess)
+	seen := make([]time.Duration, 0, excess)
+	for _, c := range idle {
+		if len(victims) == excess {
+			break
+		}
+		if c.a.flags.Or(askedFlag)&askedFlag == 0 { // not asked meanwhile
+			victims = append(victims, c.a)
+			seen = append(seen, c.seen)
+		}
+	}
+	t.startJobs(jobPassivate, victims, seen)
+	return len(victims)
 }
 
 // closeIdle marks a deactivating for its passivation, if no call is in and

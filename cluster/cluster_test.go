@@ -537,6 +537,8 @@ func TestStartErrors(t *testing.T) {
 		{"negative exactly-once window", func(c *Config) { c.State.WindowPerClient = -1 }, nil,
 			"cluster: Config.State: MaxClients 0 and WindowPerClient -1 must not be negative"},
 		{"negative commit timeout", func(c *Config) { c.CommitTimeout = -time.Second }, nil, "cluster: negative timeout -1s"},
+		{"negative MaxActivations", func(c *Config) { c.MaxActivations = -1 }, nil,
+			"cluster: Config.MaxActivations -1 is negative; zero means no limit"},
 		{"negative DownAfter", func(c *Config) { c.KeepMajority, c.DownAfter = true, -time.Second }, nil, "cluster: negative timeout -1s"},
 		{"unreachable seed", func(c *Config) { c.Seeds = []string{"127.0.0.1:1"} }, nil, ""},
 		{"bad bind address", func(c *Config) { c.BindAddr = "nonsense" }, nil, ""},

@@ -198,6 +198,20 @@ type Config struct {
 	// wait, never more. Reminders are not refused. Zero means
 	// DefaultMaxQueuedCalls; a negative value means no bound.
 	MaxQueuedCalls int
+	// MaxActivations is how many grains the node keeps active before it
+	// passivates idle ones early: past it, the node asks its least
+	// recently used idle grains to passivate, as their IdleTimeout would,
+	// until it holds nine tenths of it. Without it, a scan over many
+	// fresh identities (a batch job that touches each user once) keeps
+	// every grain it touched for its IdleTimeout: about 400 bytes each,
+	// plus the grain's own fields and state. Least recently used is to
+	// the resolution of the node's looks at its grains (a sweep every
+	// PassivationInterval, and each trim). Grains with a call in progress
+	// or waiting, and those of kinds whose IdleTimeout is negative, are not
+	// passivated early, so a node whose grains are busy may hold more (logged, a line
+	// a second at most); activations are never refused. Zero (the
+	// default) means no limit.
+	MaxActivations int
 
 	// PassivationInterval is how often the node looks for idle activations
 	// to passivate. An activation lives between its kind's IdleTimeout and
@@ -435,6 +449,9 @@ func (c *Config) validate() error {
 		if d < 0 {
 			return fmt.Errorf("cluster: negative timeout %v", d)
 		}
+	}
+	if c.MaxActivations < 0 {
+		return fmt.Errorf("cluster: Config.MaxActivations %d is negative; zero means no limit", c.MaxActivations)
 	}
 	if c.State.MaxClients < 0 || c.State.WindowPerClient < 0 {
 		return fmt.Errorf("cluster: Config.State: MaxClients %d and WindowPerClient %d must not be negative",

@@ -97,8 +97,10 @@ type Node struct {
 	maxOneWays int32
 	overflow   lineASecond
 	// kept counts the passivations held back by a failed commit (see
-	// keptIdle).
-	kept lineASecond
+	// keptIdle); crowded the trims that found too few idle grains to
+	// bring the node under Config.MaxActivations (see crowdedNode).
+	kept    lineASecond
+	crowded lineASecond
 	// drops counts the one-way messages from peers it could not deliver;
 	// laned those waiting in the streams' lanes, by grain.
 	drops dropLog
@@ -628,9 +630,11 @@ func (n *Node) logChanges(old, p *placement) {
 }
 
 // sweep passivates idle activations, clears failed ones and logs the
-// one-way messages dropped and the passivations held back since the last
-// line about them (see lineASecond and dropLog), every
-// PassivationInterval: one ticker per node, not one timer per grain.
+// one-way messages dropped, the passivations held back and the trims that
+// fell short since the last line about them (see lineASecond and
+// dropLog), every PassivationInterval: one ticker per node, not one timer
+// per grain. Between its ticks it trims the activations when there are
+// more than Config.MaxActivations (see activations.trim).
 func (n *Node) sweep() {
 	defer n.loops.Done()
 	tick := time.NewTicker(n.cfg.PassivationInterval)
@@ -643,7 +647,19 @@ func (n *Node) sweep() {
 			n.acts.passivate()
 			n.logOverflow()
 			n.logKept()
+			n.logCrowded()
 			n.logDrops()
+		case <-n.acts.trimNow:
+			began := time.Now()
+			n.acts.trim()
+			// A trim looks at every activation. While activations keep
+			// coming past the limit, the next one waits nine times as long
+			// as this one took: trims take a tenth of a core at most.
+			select {
+			case <-time.After(9 * time.Since(began)):
+			case <-n.stop:
+				return
+			}
 		case <-n.stop:
 			return
 		}

@@ -117,6 +117,22 @@ func (n *Node) logTaken(l *lineASecond, msg, key string, args ...any) {
 	}
 }
 
+// crowdedNode notes a trim that found too few idle grains to bring the
+// node's activations (held) under Config.MaxActivations; counted in
+// Node.crowded.
+func (n *Node) crowdedNode(held, idle int) {
+	if n.crowded.note() {
+		n.logCrowded("activations", held, "idle", idle)
+	}
+}
+
+// logCrowded logs the trims that fell short not logged yet, if any, with
+// args.
+func (n *Node) logCrowded(args ...any) {
+	n.logTaken(&n.crowded, "cluster: the node holds more activations than Config.MaxActivations, and too few of them are idle to passivate; the others are busy, activating or of kinds that never passivate",
+		"trims", append(args, "max", n.cfg.MaxActivations)...)
+}
+
 // keptIdle notes that the grain (kind, identity) stays active, its
 // passivation held back by err, the failure of the commit before it;
 // counted in Node.kept.

@@ -1,0 +1,163 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// TestMaxActivationsPassivatesTheLeastRecentlyUsed: past
+// Config.MaxActivations, the node passivates its least recently used idle
+// grains, down to nine tenths of the limit, committing what they buffered
+// as a passivation does; the others stay.
+func TestMaxActivationsPassivatesTheLeastRecentlyUsed(t *testing.T) {
+	store := hookedMemstore(t)
+	sw := &sweeper{}
+	nodes, banks := bankCluster(t, 1, store, time.Hour, func(cfg *Config) {
+		sw.configure(cfg)
+		cfg.MaxActivations = 10
+	})
+	n, b := nodes[0], banks[nodes[0].Name()]
+	sw.n = n
+	old := []string{"old-0", "old-1"}
+	for _, id := range old {
+		deposit(t, n, manualKind, id, 1)
+	}
+	sw.at(t, time.Second, 0) // notes their use at 1s
+	var recent []string
+	for i := range 8 {
+		id := fmt.Sprintf("recent-%d", i)
+		recent = append(recent, id)
+		deposit(t, n, manualKind, id, 1)
+	}
+	sw.at(t, 2*time.Second, 0) // at 2s; the node holds its limit
+	sw.now.Store(int64(3 * time.Second))
+	deposit(t, n, manualKind, "newest", 1) // one over: a trim to 9
+
+	waitFor(t, waitTimeout, "the trim", func() bool { return n.acts.count() == 9 })
+	for _, id := range old {
+		if n.acts.peek(actKey{manualKind, id}) != nil {
+			t.Errorf("%s, used least recently, is still active", id)
+		}
+		if runs := b.count(id, hookDeactivate); runs != 1 {
+			t.Errorf("OnDeactivate of %s ran %d times, want once", id, runs)
+		}
+		if got := storedBalance(t, store.Store, manualKind, id); got != 1 {
+			t.Errorf("stored balance of %s: %d, want the acknowledged 1, committed at its passivation", id, got)
+		}
+	}
+	for _, id := range append(recent, "newest") {
+		if n.acts.peek(actKey{manualKind, id}) == nil {
+			t.Errorf("%s, used since, was passivated", id)
+		}
+	}
+	if held, count := n.acts.held.Load(), n.acts.count(); held != int64(count) {
+		t.Errorf("the table counts %d activations, and holds %d", held, count)
+	}
+}
+
+// TestMaxActivationsLeavesBusyGrains: grains in a call are not passivated
+// to bring the node under Config.MaxActivations; the shortfall is logged,
+// and once they are idle the next activation past the limit passivates
+// them.
+func TestMaxActivationsLeavesBusyGrains(t *testing.T) {
+	nodes, sinks, logs := sinkCluster(t, 1, -1)
+	n, s := nodes[0], sinks[nodes[0].Name()]
+	n.cfg.MaxActivations = 2 // read by the sweep and by activations only, after this
+	calls := make(chan error, 3)
+	for _, id := range []string{"a", "b", "c"} {
+		go func() {
+			call := holdCall(id, 0)
+			call.NewResponse = func() proto.Message { return new(emptypb.Empty) }
+			_, err := n.Invoke(context.Background(), call)
+			calls <- err
+		}()
+		receive(t, s.held, "the grain to hold")
+	}
+	waitFor(t, waitTimeout, "the shortfall to be logged", func() bool {
+		return logs[n.Name()].count("more activations than Config.MaxActivations", "activations=3", "idle=0", "max=2") > 0
+	})
+	if got := n.acts.count(); got != 3 {
+		t.Fatalf("the node holds %d activations, want the 3 busy ones", got)
+	}
+	s.releaseHeld()
+	for range 3 {
+		if err := receive(t, calls, "a held call's reply"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sinkGot(t, n, "d") // the fourth: a trim to 2
+	waitFor(t, waitTimeout, "the trim", func() bool { return n.acts.count() == 2 })
+}
+
+// TestMaxActivationsLeavesKindsThatNeverPassivate: a kind whose
+// IdleTimeout is negative keeps its grains past Config.MaxActivations.
+func TestMaxActivationsLeavesKindsThatNeverPassivate(t *testing.T) {
+	logs := map[string]*logLines{}
+	nodes, _ := bankCluster(t, 1, nil, -1, withLogs(logs, false, func(cfg *Config) { cfg.MaxActivations = 2 }))
+	n := nodes[0]
+	for _, id := range []string{"a", "b", "c"} {
+		deposit(t, n, accountKind, id, 1)
+	}
+	waitFor(t, waitTimeout, "the shortfall to be logged", func() bool {
+		return logs[n.Name()].count("more activations than Config.MaxActivations", "activations=3", "idle=0") > 0
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := n.acts.waitDeactivations(ctx); err != nil || n.acts.count() != 3 {
+		t.Fatalf("the node holds %d activations (%v), want all 3", n.acts.count(), err)
+	}
+}
+
+// TestMaxActivationsUnderLoad deposits, from several goroutines, twice on
+// each of many FlushManual grains, far more than Config.MaxActivations, so
+// that trims passivate grains between and during the calls: no
+// acknowledged deposit may be lost, and the node's count of its
+// activations must match its table.
+func TestMaxActivationsUnderLoad(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, banks := bankCluster(t, 1, store, time.Hour, func(cfg *Config) { cfg.MaxActivations = 20 })
+	n, b := nodes[0], banks[nodes[0].Name()]
+	const callers, grains = 4, 100
+	for range 2 {
+		concurrently(t, callers, func(c int) error {
+			for i := range grains {
+				if _, err := n.Invoke(context.Background(), depositCall(manualKind, fmt.Sprintf("g-%d-%d", c, i), 1)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	runs := 0
+	for c := range callers {
+		for i := range grains {
+			runs += b.count(fmt.Sprintf("g-%d-%d", c, i), hookDeactivate)
+		}
+	}
+	if runs == 0 {
+		t.Fatal("no grain was passivated during the deposits: the test tested nothing")
+	}
+	for c := range callers {
+		for i := range grains {
+			if got := balance(t, n, manualKind, fmt.Sprintf("g-%d-%d", c, i)); got != 2 {
+				t.Fatalf("balance of g-%d-%d: %d, want the 2 acknowledged deposits", c, i, got)
+			}
+		}
+	}
+	// The last activations woke a trim, which runs once the one before it
+	// has paused.
+	waitFor(t, waitTimeout, "the last trim", func() bool { return n.acts.count() <= 20 })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := n.acts.waitDeactivations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if held, count := n.acts.held.Load(), n.acts.count(); held != int64(count) {
+		t.Fatalf("the table counts %d activations, and holds %d", held, count)
+	}
+}
