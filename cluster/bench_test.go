@@ -275,3 +275,30 @@ func heldTurn(b *testing.B, from *Node, h *hooks, identity string) {
 	}
 	receive(b, h.entered, "the held turn")
 }
+
+// BenchmarkTrimLook measures the look at every activation that a trim past
+// Config.MaxActivations takes (see activations.trim), on a node holding
+// that many idle grains and a limit just above them, so that the look asks
+// none to passivate: one op is one look. The sweep's passivation look
+// walks the table the same way.
+func BenchmarkTrimLook(b *testing.B) {
+	for _, grains := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("grains=%d", grains), func(b *testing.B) {
+			nodes, _ := echoCluster(b, 1, 0, func(cfg *Config) { cfg.PassivationInterval = time.Hour })
+			n := nodes[0]
+			n.cfg.MaxActivations = grains*trimmedShare/(trimmedShare-1) + trimmedShare // trims to above grains
+			ctx := context.Background()
+			for i := range grains {
+				if _, err := n.Invoke(ctx, addCall(fmt.Sprintf("grain-%d", i), 1)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for b.Loop() {
+				if asked := n.acts.trim(); asked != 0 {
+					b.Fatalf("the look asked %d grains to passivate, want none", asked)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(grains), "ns/grain")
+		})
+	}
+}
