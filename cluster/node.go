@@ -107,8 +107,10 @@ type Node struct {
 	laned lanedOneWays
 	// dropped counts the one-way messages from peers it dropped, for
 	// Stats: for a full mailbox (dropOverflow), or a full forward queue,
-	// or undeliverable (dropOneWays).
+	// or undeliverable (dropOneWays); refused the calls and messages its
+	// grains turned away with ErrMailboxFull (callsFull, mailboxFull).
 	dropped atomic.Uint64
+	refused atomic.Uint64
 	// life ends when teardown begins. Work that outlives the call that
 	// started it, such as a commit after a call, ends with it: what an
 	// abrupt Close abandons is what a crash would.

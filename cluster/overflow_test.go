@@ -182,6 +182,9 @@ func TestSendToAGrainWithAFullMailboxFails(t *testing.T) {
 	if !errors.Is(err, ErrMailboxFull) || status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("Send to a full mailbox: %v, want ErrMailboxFull, ResourceExhausted", err)
 	}
+	if st := n.Stats(); st.Refused != 1 || st.DroppedOneWay != 0 {
+		t.Fatalf("Stats after a Send to a full mailbox: %+v, want Refused 1 and nothing dropped", st)
+	}
 	s.releaseHeld()
 	if got := sinkGot(t, n, "local"); got != max-1 {
 		t.Fatalf("the grain got %d messages, want %d", got, max-1)

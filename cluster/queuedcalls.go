@@ -105,8 +105,9 @@ func (t *activations) handOff(a *activation, msg any) bool {
 }
 
 // callsFull is a call's error when its grain has Config.MaxQueuedCalls
-// calls counted in already.
+// calls counted in already, counted in Stats.Refused.
 func (n *Node) callsFull(a *activation) error {
+	n.refused.Add(1)
 	return newError(codes.ResourceExhausted, ErrMailboxFull,
 		"cluster: grain %s/%s has %d calls waiting, Config.MaxQueuedCalls: the call was not queued",
 		a.hk.Name, a.identity, n.cfg.MaxQueuedCalls)

@@ -172,6 +172,9 @@ func TestCallsPastTheBoundFailAtOnce(t *testing.T) {
 			if got := callsIn(owner, id); got != bound {
 				t.Errorf("%d calls counted in after a call past the bound, want %d", got, bound)
 			}
+			if st := owner.Stats(); st.Refused != 1 {
+				t.Errorf("Stats of the grain's node after a call past the bound: %+v, want Refused 1", st)
+			}
 			hs[owner.Name()].releaseHeld()
 			for range waiting {
 				if err := receive(t, replies, "the reply of a call under the bound"); err != nil {

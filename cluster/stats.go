@@ -29,13 +29,19 @@ type Stats struct {
 	// dropped since it started: for a full mailbox or forward queue, or
 	// because it could not deliver them (each also counted in its log).
 	DroppedOneWay uint64
+	// Refused counts what the node's grains turned away with
+	// ErrMailboxFull since it started: calls past Config.MaxQueuedCalls,
+	// from this node or a peer, and one-way messages sent on this node
+	// past Config.MaxQueuedOneWay (a peer's are dropped instead, and
+	// counted in DroppedOneWay).
+	Refused uint64
 }
 
 // Stats returns a snapshot of what n holds. It looks at every activation,
 // under each shard's read lock in turn: call it every few seconds, not per
 // call.
 func (n *Node) Stats() Stats {
-	s := Stats{DroppedOneWay: n.dropped.Load()}
+	s := Stats{DroppedOneWay: n.dropped.Load(), Refused: n.refused.Load()}
 	n.acts.each(func(a *activation) {
 		s.Activations++
 		s.Calls += int(a.calls.Load() &^ callsClosed)

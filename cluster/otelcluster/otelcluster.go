@@ -51,6 +51,10 @@ const (
 	// MetricOneWayDropped is the number of one-way messages from peers the
 	// node dropped since it started (Stats.DroppedOneWay), a monotonic sum.
 	MetricOneWayDropped = "protograin.oneway.dropped"
+	// MetricRefused is the number of calls and one-way messages the node's
+	// grains turned away with ErrMailboxFull since it started
+	// (Stats.Refused), a monotonic sum.
+	MetricRefused = "protograin.grain.refused"
 )
 
 // AttributeNode is the attribute that carries the node's name on every
@@ -72,9 +76,14 @@ func Register(n *cluster.Node, meter metric.Meter) (metric.Registration, error) 
 	calls := gauge(MetricCalls, "{call}", "Calls the node's grains have counted in: running, queued, or given up by their callers but not yet reached.")
 	queued := gauge(MetricOneWayQueued, "{message}", "One-way messages waiting for the node's grains.")
 	forwarding := gauge(MetricOneWayForwarding, "{message}", "One-way messages waiting to be forwarded to their grains' owners.")
-	dropped, err := meter.Int64ObservableCounter(MetricOneWayDropped, metric.WithUnit("{message}"),
-		metric.WithDescription("One-way messages from peers the node dropped since it started: for a full mailbox or forward queue, or undeliverable."))
-	if err := errors.Join(append(errs, err)...); err != nil {
+	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
+		c, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	dropped := counter(MetricOneWayDropped, "{message}", "One-way messages from peers the node dropped since it started: for a full mailbox or forward queue, or undeliverable.")
+	refused := counter(MetricRefused, "{message}", "Calls and one-way messages the node's grains turned away with ErrMailboxFull since it started.")
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("otelcluster: create the instruments: %w", err)
 	}
 	node := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttributeNode, n.Name())))
@@ -85,8 +94,9 @@ func Register(n *cluster.Node, meter metric.Meter) (metric.Registration, error) 
 		o.ObserveInt64(queued, int64(s.QueuedOneWay), node)
 		o.ObserveInt64(forwarding, int64(s.Forwarding), node)
 		o.ObserveInt64(dropped, int64(s.DroppedOneWay), node)
+		o.ObserveInt64(refused, int64(s.Refused), node)
 		return nil
-	}, activations, calls, queued, forwarding, dropped)
+	}, activations, calls, queued, forwarding, dropped, refused)
 	if err != nil {
 		return nil, fmt.Errorf("otelcluster: register the stats callback: %w", err)
 	}

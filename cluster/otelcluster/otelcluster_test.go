@@ -2,6 +2,7 @@ package otelcluster_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"testing"
@@ -115,9 +116,10 @@ func collected(t *testing.T, reader sdkmetric.Reader) map[string]metricdata.Sum[
 	return got
 }
 
-// TestRegisterReportsTheNodesStats holds a grain in a turn while a peer
-// sends it more one-way messages than Config.MaxQueuedOneWay lets wait, so
-// that every figure but Forwarding is above zero, and checks that a
+// TestRegisterReportsTheNodesStats holds a grain in a call while a peer
+// sends it more one-way messages than Config.MaxQueuedOneWay lets wait,
+// and its node one more, so that every figure but Forwarding is above
+// zero, and checks that a
 // collection reports what Node.Stats says, under the node's name, until
 // the registration is undone.
 func TestRegisterReportsTheNodesStats(t *testing.T) {
@@ -153,10 +155,13 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 		}
 	}
 	waitFor(t, "the messages past the bound to be dropped", func() bool { return owner.Stats().DroppedOneWay == sent-bound })
+	if err := owner.Send(context.Background(), hold); !errors.Is(err, cluster.ErrMailboxFull) {
+		t.Fatalf("Send on the owner past the bound: %v, want ErrMailboxFull", err)
+	}
 
 	st := owner.Stats()
-	if st.Activations != 1 || st.QueuedOneWay != bound {
-		t.Fatalf("Stats of the owner: %+v, want 1 activation and %d messages queued", st, bound)
+	if st.Activations != 1 || st.QueuedOneWay != bound || st.Refused != 1 {
+		t.Fatalf("Stats of the owner: %+v, want 1 activation, %d messages queued and 1 refused", st, bound)
 	}
 	got := collected(t, reader)
 	want := map[string]struct {
@@ -168,6 +173,7 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 		otelcluster.MetricOneWayQueued:     {int64(st.QueuedOneWay), false},
 		otelcluster.MetricOneWayForwarding: {int64(st.Forwarding), false},
 		otelcluster.MetricOneWayDropped:    {int64(st.DroppedOneWay), true},
+		otelcluster.MetricRefused:          {int64(st.Refused), true},
 	}
 	for name, w := range want {
 		sum, ok := got[name]
