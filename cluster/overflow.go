@@ -63,10 +63,9 @@ func (g *grainActor) ranOneWay() {
 	}
 }
 
-// mailboxFull is Send's error for a message that a's mailbox had no room
-// for, counted in Stats.Refused.
+// mailboxFull is the error for a message that a's mailbox had no room
+// for: Send's (see sendLocal), or the reason a peer's message is dropped.
 func (n *Node) mailboxFull(a *activation) error {
-	n.refused.Add(1)
 	return newError(codes.ResourceExhausted, ErrMailboxFull,
 		"cluster: grain %s/%s has %d one-way messages waiting, Config.MaxQueuedOneWay: the message was not queued",
 		a.hk.Name, a.identity, n.cfg.MaxQueuedOneWay)

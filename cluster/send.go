@@ -149,7 +149,7 @@ func (n *Node) sendLocal(ctx context.Context, call *Call) error {
 		return err
 	}
 	if queued, err := n.tryQueueOneWay(hk, m, call.Identity, call.Request); queued || err != nil {
-		return err
+		return n.refusedSend(err)
 	}
 	// The grain is not active yet (or is going away): activate it within
 	// the caller's deadline, or the default one.
@@ -158,7 +158,17 @@ func (n *Node) sendLocal(ctx context.Context, call *Call) error {
 		ctx, cancel = n.deadlines.with(ctx)
 		defer cancel()
 	}
-	return n.queueOneWay(ctx, hk, m, call.Identity, call.Request)
+	return n.refusedSend(n.queueOneWay(ctx, hk, m, call.Identity, call.Request))
+}
+
+// refusedSend returns err, Send's, and counts it in Stats.Refused if the
+// grain's mailbox was full. A peer's message refused the same way is
+// dropped instead, and counted in Stats.DroppedOneWay.
+func (n *Node) refusedSend(err error) error {
+	if err != nil && errors.Is(err, ErrMailboxFull) {
+		n.refused.Add(1)
+	}
+	return err
 }
 
 // localMethod finds the kind and method of a message for a grain of this

@@ -67,8 +67,8 @@ func TestStatsCountTheMessagesInLanesAndThoseDropped(t *testing.T) {
 	waitFor(t, waitTimeout, "the messages past the bound to be dropped", func() bool {
 		return owner.Stats().DroppedOneWay == sent-bound
 	})
-	if st := owner.Stats(); st.QueuedOneWay != bound || st.Activations != 1 {
-		t.Fatalf("Stats with %d messages in the lanes of an activating grain: %+v; want them queued, and one activation", bound, st)
+	if st := owner.Stats(); st.QueuedOneWay != bound || st.Activations != 1 || st.Refused != 0 {
+		t.Fatalf("Stats with %d messages in the lanes of an activating grain: %+v; want them queued, one activation, and nothing refused", bound, st)
 	}
 }
 
