@@ -1176,9 +1176,14 @@ const trimmedShare = 10
 // look (a sweep, a trim) notes the calls released since the one before at
 // its own time (idleFor), so the grains used between the same two looks
 // tie, and a trim picks among them in no particular order.
+//
+// A grain asked may stay (it was used meanwhile, or its store refused the
+// commit), and no activation may come to wake another trim: the sweep
+// trims at every tick too, so that the node is back under the limit
+// within a PassivationInterval of the last such refusal.
 func (t *activations) trim() int {
 	limit := t.n.cfg.MaxActivations
-	if limit <= 0 {
+	if limit <= 0 || t.held.Load() <= int64(limit) {
 		return 0
 	}
 	type candidate struct {

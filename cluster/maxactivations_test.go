@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/protograin/protograin/cluster/storage"
 )
 
 // TestMaxActivationsPassivatesTheLeastRecentlyUsed: past
@@ -119,45 +121,79 @@ func TestMaxActivationsLeavesKindsThatNeverPassivate(t *testing.T) {
 // acknowledged deposit may be lost, and the node's count of its
 // activations must match its table.
 func TestMaxActivationsUnderLoad(t *testing.T) {
-	store := hookedMemstore(t)
-	nodes, banks := bankCluster(t, 1, store, time.Hour, func(cfg *Config) { cfg.MaxActivations = 20 })
-	n, b := nodes[0], banks[nodes[0].Name()]
-	const callers, grains = 4, 100
-	for range 2 {
-		concurrently(t, callers, func(c int) error {
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		nodes, banks := bankCluster(t, 1, store, time.Hour, func(cfg *Config) { cfg.MaxActivations = 20 })
+		n, b := nodes[0], banks[nodes[0].Name()]
+		const callers, grains = 4, 100
+		for range 2 {
+			concurrently(t, callers, func(c int) error {
+				for i := range grains {
+					if _, err := n.Invoke(context.Background(), depositCall(manualKind, fmt.Sprintf("g-%d-%d", c, i), 1)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		runs := 0
+		for c := range callers {
 			for i := range grains {
-				if _, err := n.Invoke(context.Background(), depositCall(manualKind, fmt.Sprintf("g-%d-%d", c, i), 1)); err != nil {
-					return err
+				runs += b.count(fmt.Sprintf("g-%d-%d", c, i), hookDeactivate)
+			}
+		}
+		if runs == 0 {
+			t.Fatal("no grain was passivated during the deposits: the test tested nothing")
+		}
+		for c := range callers {
+			for i := range grains {
+				if got := balance(t, n, manualKind, fmt.Sprintf("g-%d-%d", c, i)); got != 2 {
+					t.Fatalf("balance of g-%d-%d: %d, want the 2 acknowledged deposits", c, i, got)
 				}
 			}
-			return nil
-		})
-	}
-	runs := 0
-	for c := range callers {
-		for i := range grains {
-			runs += b.count(fmt.Sprintf("g-%d-%d", c, i), hookDeactivate)
 		}
-	}
-	if runs == 0 {
-		t.Fatal("no grain was passivated during the deposits: the test tested nothing")
-	}
-	for c := range callers {
-		for i := range grains {
-			if got := balance(t, n, manualKind, fmt.Sprintf("g-%d-%d", c, i)); got != 2 {
-				t.Fatalf("balance of g-%d-%d: %d, want the 2 acknowledged deposits", c, i, got)
-			}
+		// The last activations woke a trim, which runs once the one before
+		// it has paused.
+		waitFor(t, waitTimeout, "the last trim", func() bool { return n.acts.count() <= 20 })
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := n.acts.waitDeactivations(ctx); err != nil {
+			t.Fatal(err)
 		}
+		if held, count := n.acts.held.Load(), n.acts.count(); held != int64(count) {
+			t.Fatalf("the table counts %d activations, and holds %d", held, count)
+		}
+	})
+}
+
+// TestMaxActivationsTrimsAgainAfterAGrainAskedStays: a grain a trim asked
+// to passivate may be used before its actor comes to it, and stay; with
+// no activation to come, the node's sweep trims again at its next tick.
+func TestMaxActivationsTrimsAgainAfterAGrainAskedStays(t *testing.T) {
+	nodes, sinks, _ := sinkCluster(t, 1, -1)
+	n, s := nodes[0], sinks[nodes[0].Name()]
+	n.cfg.MaxActivations = 2 // read by the sweep and by activations only, after this
+	holdGrain(t, n, s, "asked") // in a one-way turn: no call counted in, so a trim may ask it
+	calls := make(chan error, 2)
+	for _, id := range []string{"busy-1", "busy-2"} { // in calls: a trim leaves them be
+		go func() {
+			call := holdCall(id, 0)
+			call.NewResponse = func() proto.Message { return new(emptypb.Empty) }
+			_, err := n.Invoke(context.Background(), call)
+			calls <- err
+		}()
+		receive(t, s.held, "the grain to hold")
 	}
-	// The last activations woke a trim, which runs once the one before it
-	// has paused.
-	waitFor(t, waitTimeout, "the last trim", func() bool { return n.acts.count() <= 20 })
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := n.acts.waitDeactivations(ctx); err != nil {
+	a := n.acts.peek(actKey{sinkKind, "asked"})
+	waitFor(t, waitTimeout, "the trim to ask the idle grain", func() bool { return a.flags.Load()&askedFlag != 0 })
+	// Used before its actor takes the request, which waits behind the turn.
+	if err := n.Send(context.Background(), holdCall("asked", 1)); err != nil {
 		t.Fatal(err)
 	}
-	if held, count := n.acts.held.Load(), n.acts.count(); held != int64(count) {
-		t.Fatalf("the table counts %d activations, and holds %d", held, count)
+	s.releaseHeld()
+	for range 2 {
+		if err := receive(t, calls, "a held call's reply"); err != nil {
+			t.Fatal(err)
+		}
 	}
+	waitFor(t, waitTimeout, "the node to be back under Config.MaxActivations", func() bool { return n.acts.count() <= 2 })
 }

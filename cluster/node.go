@@ -635,8 +635,9 @@ func (n *Node) logChanges(old, p *placement) {
 // one-way messages dropped, the passivations held back and the trims that
 // fell short since the last line about them (see lineASecond and
 // dropLog), every PassivationInterval: one ticker per node, not one timer
-// per grain. Between its ticks it trims the activations when there are
-// more than Config.MaxActivations (see activations.trim).
+// per grain. It trims the activations when there are more than
+// Config.MaxActivations (see activations.trim): at each tick, and between
+// them when an activation passes the limit.
 func (n *Node) sweep() {
 	defer n.loops.Done()
 	tick := time.NewTicker(n.cfg.PassivationInterval)
@@ -647,6 +648,7 @@ func (n *Node) sweep() {
 			n.acts.sweepFailed()
 			n.acts.sweepStrays()
 			n.acts.passivate()
+			n.acts.trim()
 			n.logOverflow()
 			n.logKept()
 			n.logCrowded()
