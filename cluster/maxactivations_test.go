@@ -171,7 +171,7 @@ func TestMaxActivationsUnderLoad(t *testing.T) {
 func TestMaxActivationsTrimsAgainAfterAGrainAskedStays(t *testing.T) {
 	nodes, sinks, _ := sinkCluster(t, 1, -1)
 	n, s := nodes[0], sinks[nodes[0].Name()]
-	n.cfg.MaxActivations = 2 // read by the sweep and by activations only, after this
+	n.cfg.MaxActivations = 2    // read by the sweep and by activations only, after this
 	holdGrain(t, n, s, "asked") // in a one-way turn: no call counted in, so a trim may ask it
 	calls := make(chan error, 2)
 	for _, id := range []string{"busy-1", "busy-2"} { // in calls: a trim leaves them be
