@@ -540,6 +540,8 @@ func TestStartErrors(t *testing.T) {
 		{"negative MaxActivations", func(c *Config) { c.MaxActivations = -1 }, nil,
 			"cluster: Config.MaxActivations -1 is negative; zero means no limit"},
 		{"negative DownAfter", func(c *Config) { c.KeepMajority, c.DownAfter = true, -time.Second }, nil, "cluster: negative timeout -1s"},
+		{"keepalive under gRPC's floor", func(c *Config) { c.KeepaliveTime = 500 * time.Millisecond }, nil,
+			"cluster: KeepaliveTime 500ms is under gRPC's minimum of 1s"},
 		{"unreachable seed", func(c *Config) { c.Seeds = []string{"127.0.0.1:1"} }, nil, ""},
 		{"bad bind address", func(c *Config) { c.BindAddr = "nonsense" }, nil, ""},
 	} {

@@ -134,6 +134,23 @@ type Config struct {
 	// DialTimeout bounds connecting to a peer's transport. Zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// KeepaliveTime is how long each end of a stream to a peer lets pass
+	// without receiving anything on it before it pings the peer (an HTTP/2
+	// ping, which a live peer's transport answers whatever its grains do);
+	// if nothing comes back within KeepaliveTime more, it closes the
+	// stream. That ends the streams of a peer that stopped answering with
+	// its sockets open, which the view may not drop: a network path that
+	// drops the transport's packets silently while the gossip's get
+	// through, or a paused process, before the gossip declares it failed.
+	// Calls in flight on the stream fail with ErrUnavailable and are
+	// retried, the requests it brought are cancelled, and the next call
+	// dials again. A healthy stream answers the pings, busy or idle, and
+	// is not closed. The end that dialed a stream pings no sooner than
+	// after 10 s, gRPC's floor for clients, so it closes the stream within
+	// 10 s plus KeepaliveTime. Zero means DefaultKeepaliveTime; a negative
+	// value turns the pings off (a node still answers its peers' pings);
+	// under 1 s, gRPC's floor for servers, is refused.
+	KeepaliveTime time.Duration
 	// RetryBackoff is the first pause before a call is retried after its
 	// owner could not be reached or was not the owner any more; each
 	// further retry doubles it up to RetryBackoffMax. Retries stop at the
@@ -329,6 +346,7 @@ const (
 	DefaultGRPCAddr            = "0.0.0.0:7947"
 	DefaultEventBuffer         = 1024
 	DefaultDialTimeout         = 5 * time.Second
+	DefaultKeepaliveTime       = 10 * time.Second
 	DefaultRetryBackoff        = 10 * time.Millisecond
 	DefaultRetryBackoffMax     = 500 * time.Millisecond
 	DefaultCallTimeout         = 30 * time.Second
@@ -379,6 +397,7 @@ func DefaultConfig() Config {
 		Gossip:              GossipLAN,
 		EventBuffer:         DefaultEventBuffer,
 		DialTimeout:         DefaultDialTimeout,
+		KeepaliveTime:       DefaultKeepaliveTime,
 		RetryBackoff:        DefaultRetryBackoff,
 		RetryBackoffMax:     DefaultRetryBackoffMax,
 		DefaultCallTimeout:  DefaultCallTimeout,
@@ -411,6 +430,7 @@ func (c Config) withDefaults() Config {
 	}
 	setDefault(&c.EventBuffer, d.EventBuffer)
 	setDefault(&c.DialTimeout, d.DialTimeout)
+	setDefault(&c.KeepaliveTime, d.KeepaliveTime)
 	setDefault(&c.RetryBackoff, d.RetryBackoff)
 	setDefault(&c.RetryBackoffMax, d.RetryBackoffMax)
 	setDefault(&c.DefaultCallTimeout, d.DefaultCallTimeout)
@@ -452,6 +472,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxActivations < 0 {
 		return fmt.Errorf("cluster: Config.MaxActivations %d is negative; zero means no limit", c.MaxActivations)
+	}
+	if c.KeepaliveTime > 0 && c.KeepaliveTime < minKeepaliveTime {
+		return fmt.Errorf("cluster: KeepaliveTime %v is under gRPC's minimum of %v", c.KeepaliveTime, minKeepaliveTime)
 	}
 	if c.State.MaxClients < 0 || c.State.WindowPerClient < 0 {
 		return fmt.Errorf("cluster: Config.State: MaxClients %d and WindowPerClient %d must not be negative",

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 )
@@ -35,6 +36,39 @@ const (
 	// 4 MiB holds several full batches, so a sender does not wait for window
 	// updates under load either.
 	flowWindow = 4 << 20
+)
+
+// Keepalive: each end of a stream pings its peer after Config.KeepaliveTime
+// without a frame from it, and closes the stream if the ping goes
+// unanswered for as long again: the gRPC server (the acceptor) with
+// grpc.KeepaliveParams, the client (the dialer) with
+// grpc.WithKeepaliveParams. Both also set the socket's TCP_USER_TIMEOUT to
+// that timeout, so data that the peer's host does not acknowledge for as
+// long (a path that drops packets) fails the connection too. Without
+// them, nothing but the view closed a stream to a peer that stopped
+// answering with its sockets open, and a path that dropped the
+// transport's packets while the gossip's got through left the stream open
+// until the kernels gave up on the connection (hours when idle, never
+// behind a proxy that holds it): its calls waited for their deadlines,
+// and each request it brought for room for its reply. gRPC's own server
+// pings came 2 h after the last frame.
+const (
+	// minKeepaliveTime is gRPC's floor for a server's keepalive time (a
+	// shorter one is raised to it, with a warning): Config.validate
+	// refuses one under it.
+	minKeepaliveTime = time.Second
+	// minClientKeepalive is gRPC's floor for a client's (grpc-go's
+	// internal.KeepaliveMinPingTime, out of reach): a dialer pings no
+	// sooner, and asking for less logs a warning at every dial.
+	minClientKeepalive = 10 * time.Second
+	// keepaliveMinTime is how often a peer's pings may come while this
+	// side sends nothing before gRPC's server takes them for abuse and
+	// closes the connection (the third ping too soon gets a GOAWAY,
+	// "too_many_pings"). gRPC's default, 5 minutes, would cut an idle
+	// stream at its dialer's fourth ping. Half the client's floor: every
+	// dialer pings less often than that, whatever its KeepaliveTime, so
+	// nodes with other settings keep their streams too.
+	keepaliveMinTime = minClientKeepalive / 2
 )
 
 // rawCodec passes []byte messages through gRPC unchanged. It is a CodecV2
@@ -314,13 +348,21 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	t.servers = newGoPool()
 	t.deadlines = newDeadlines(0) // each request brings its own timeout (sharedAfter)
 	t.batches.init()
-	t.server = grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(rawCodec{pool: &t.batches}),
 		grpc.MaxRecvMsgSize(t.maxMessage()),
 		grpc.MaxSendMsgSize(t.maxMessage()),
 		grpc.InitialWindowSize(flowWindow),
 		grpc.InitialConnWindowSize(flowWindow),
-	)
+		// Whatever this node's KeepaliveTime: its peers' may differ.
+		// PermitWithoutStream stays off, as a dialer's ClientConn carries
+		// one stream and closes with it, so it never pings without one.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime}),
+	}
+	if ka := cfg.KeepaliveTime; ka > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{Time: ka, Timeout: ka}))
+	}
+	t.server = grpc.NewServer(opts...)
 	t.server.RegisterService(transportDesc(), t)
 	go func() {
 		// Serve returns when the server stops; an error before that is
@@ -514,6 +556,9 @@ func (t *transport) open(m *Member) (*conn, error) {
 			grpc.MaxCallRecvMsgSize(t.maxMessage()),
 			grpc.MaxCallSendMsgSize(t.maxMessage()),
 		),
+	}
+	if ka := t.cfg.KeepaliveTime; ka > 0 {
+		opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: max(ka, minClientKeepalive), Timeout: ka}))
 	}
 	if t.cfg.dialer != nil {
 		opts = append(opts, grpc.WithContextDialer(t.cfg.dialer))
@@ -1027,9 +1072,10 @@ func (t *transport) close(ctx context.Context) {
 // gracefulStopPatience bounds how long close lets the gRPC server finish
 // its handlers. Every conn is closed by then, and a graceful leave passed
 // on what it held in its farewell; but a stream to a peer that reads
-// nothing (a hung process) never ends, as gRPC queues its end behind the
+// nothing (a hung process) does not end, as gRPC queues its end behind the
 // data the peer's window holds back, and GracefulStop waited for it for
-// good.
+// good (the keepalive ends it only after twice Config.KeepaliveTime, and
+// never if the peer's transport answers the pings).
 const gracefulStopPatience = time.Second
 
 // stats returns how many frames the open conns queued and in how many
