@@ -145,9 +145,10 @@ type Config struct {
 	// Calls in flight on the stream fail with ErrUnavailable and are
 	// retried, the requests it brought are cancelled, and the next call
 	// dials again. A healthy stream answers the pings, busy or idle, and
-	// is not closed. The end that dialed a stream pings no sooner than
-	// after 10 s, gRPC's floor for clients, so it closes the stream within
-	// 10 s plus KeepaliveTime. Zero means DefaultKeepaliveTime; a negative
+	// is not closed. The end that dialed a stream waits 10 s at least
+	// before it pings, gRPC's floor for clients: with a KeepaliveTime
+	// under that, it closes the stream within 10 s plus KeepaliveTime,
+	// later than the other end. Zero means DefaultKeepaliveTime; a negative
 	// value turns the pings off (a node still answers its peers' pings);
 	// under 1 s, gRPC's floor for servers, is refused.
 	KeepaliveTime time.Duration
