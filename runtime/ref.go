@@ -114,6 +114,11 @@ type refExt struct {
 	// was suspended: their *Terminated waits for the instance that goes
 	// on, resumed or new (see handleTerminated).
 	heldTerminated []*Ref
+	// restarted counts the restarts. A timer belongs to the restarts it
+	// was armed after (Timer.restarted): the message of a one-shot timer
+	// that fired before a restart is no longer in the timers that the
+	// restart cancels, and must not reach the instance after it.
+	restarted uint32
 
 	// Owned by the supervisor: the parent's goroutine, or, for a top-level
 	// actor, the goroutine running its turn, where the root supervisor
@@ -616,7 +621,7 @@ func (r *Ref) handleUser(msg any, reply *replySlot) {
 		return
 	case timerFired:
 		r.release()
-		if m.t.cancelled.Load() {
+		if !r.timerLive(m.t) {
 			return
 		}
 		msg = m.t.msg
@@ -842,7 +847,7 @@ func (r *Ref) deadUser(msg any, reply *replySlot) {
 	case gracefulStop:
 		return
 	case timerFired:
-		if !m.t.cancelled.Load() {
+		if r.timerLive(m.t) {
 			r.sys.deadLetter(r, m.t.msg, ErrStopped)
 		}
 		return

@@ -402,6 +402,7 @@ func (r *Ref) restart() {
 	}
 	r.deliverOrLog(&Restarting{})
 	r.cancelTimers()
+	r.side().restarted++ // and those that fired already: see refExt.restarted
 	for c := range r.children() {
 		c.Stop() // they leave the children when they report that they stopped
 	}

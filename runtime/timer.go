@@ -12,6 +12,7 @@ type Timer struct {
 	msg       any
 	every     time.Duration // zero for a one-shot timer
 	cancelled atomic.Bool
+	restarted uint32      // refExt.restarted when it was armed; beside cancelled, in its padding
 	stopClock func() bool // guarded by r.mu
 }
 
@@ -45,6 +46,7 @@ func (r *Ref) startTimer(d, every time.Duration, msg any) *Timer {
 	t := &Timer{r: r, msg: msg, every: every}
 	r.mu.Lock()
 	e := r.side()
+	t.restarted = e.restarted
 	if r.inStop {
 		r.mu.Unlock()
 		t.cancelled.Store(true)
@@ -93,6 +95,13 @@ func (r *Ref) cancelTimers() {
 		t.stopClock()
 	}
 	e.timers = nil
+}
+
+// timerLive reports whether the queued message of t is still to be
+// delivered: t was not stopped, and no restart came after it was armed
+// (see refExt.restarted). It runs on the actor's goroutine.
+func (r *Ref) timerLive(t *Timer) bool {
+	return !t.cancelled.Load() && t.restarted == r.ext.Load().restarted
 }
 
 // enqueueTimer queues a fired timer's message without ever blocking: into a

@@ -252,3 +252,48 @@ func TestTimersStartedWhileStoppingAreNotArmed(t *testing.T) {
 		}
 	}
 }
+
+// TestATimerThatFiredBeforeARestartIsDropped: a one-shot timer that fired
+// while its instance was busy has its message queued when that instance
+// fails; the restart cancels the old instance's timers, so the new
+// instance must not get it.
+func TestATimerThatFiredBeforeARestartIsDropped(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := newTestSystem(t, Config{Clock: clock})
+	entered, release := make(chan struct{}), make(chan struct{})
+	fired := make(chan string, 10)
+	timers := make(chan *Timer, 1)
+	r := spawnFunc(t, s, func(c *Context) {
+		switch c.Message() {
+		case "arm":
+			timers <- c.SendAfter(time.Second, "tick")
+		case "block":
+			close(entered)
+			<-release
+			panic("boom")
+		case "tick":
+			fired <- "tick"
+		case "ping":
+			c.Respond("pong")
+		}
+	})
+	if err := r.Send("arm"); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, timers, "timer")
+	if err := r.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	clock.Advance(time.Second) // "tick" is queued behind "block"
+	close(release)             // the restart comes before "tick"
+	if v, err := r.Request(ctxTimeout(t), "ping"); err != nil || v != "pong" {
+		t.Fatal(v, err)
+	}
+	select {
+	case m := <-fired:
+		t.Fatalf("the new instance got %q, from a timer of the instance that failed", m)
+	default:
+	}
+}
