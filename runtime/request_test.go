@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestRequestDeadlineAndCancel(t *testing.T) {
@@ -341,5 +342,115 @@ func TestAskReportsACallerThatGaveUp(t *testing.T) {
 	}
 	if recv(t, delivered, "the late answer") {
 		t.Error("the answer to a message whose caller gave up was delivered")
+	}
+}
+
+// TestRespondReportsWhatTheCallerGot races every reply with its caller's
+// cancellation, on worker and caller-run turns: a Responder reports the
+// reply delivered exactly when its caller returned it, and Ask reports
+// the caller gave up exactly when it was not.
+func TestRespondReportsWhatTheCallerGot(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	type req struct {
+		n         int
+		delivered chan bool
+	}
+	r := spawnFunc(t, s, func(c *Context) {
+		if m, ok := c.Message().(req); ok {
+			resp := c.DetachReply()
+			go func() { m.delivered <- resp.Respond(m.n) }()
+		}
+	})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				m := req{n: g*1000 + i, delivered: make(chan bool, 1)}
+				ctx, cancel := context.WithCancel(context.Background())
+				go cancel() // anywhere between the Ask and the reply
+				v, gaveUp, err := r.Ask(ctx, m, i%2 == 0)
+				cancel()
+				if !gaveUp && errors.Is(err, context.Canceled) {
+					continue // not queued: nobody answers it
+				}
+				delivered := recv(t, m.delivered, "the Responder's report")
+				if delivered == gaveUp || !gaveUp && (v != m.n || err != nil) {
+					t.Errorf("Ask(%d) = %v, gave up %t, %v; Respond reported delivered %t", m.n, v, gaveUp, err, delivered)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestRequestsRacingStopLeaveOneDeadLetterEach races requests, some with
+// a deadline, with a stop: each request that fails with ErrStopped leaves
+// exactly one dead letter, and only those and the ones whose callers gave
+// up leave any.
+func TestRequestsRacingStopLeaveOneDeadLetterEach(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	dead := make(chan DeadLetter, 1<<14)
+	s.SubscribeDeadLetters(dead)
+	for round := range 20 {
+		r := spawnFunc(t, s, func(c *Context) {
+			if n, ok := c.Message().(int); ok {
+				c.Respond(n)
+			}
+		})
+		var mu sync.Mutex
+		stopped, gaveUp := map[int]bool{}, map[int]bool{}
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 100 {
+					n := g*1000 + i
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%4)*50*time.Microsecond)
+					v, gave, err := r.Ask(ctx, n, i%3 == 0)
+					cancel()
+					mu.Lock()
+					switch {
+					case gave:
+						gaveUp[n] = true
+					case errors.Is(err, ErrStopped):
+						stopped[n] = true
+					case errors.Is(err, context.DeadlineExceeded): // not queued
+					case err != nil || v != n:
+						t.Errorf("round %d: Ask(%d) = %v, %v", round, n, v, err)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		if round%2 == 0 {
+			r.Stop()
+		} else {
+			r.GracefulStop()
+		}
+		wg.Wait()
+		waitClosed(t, r.Done(), "stop")
+		letters := map[int]int{}
+		for len(dead) > 0 {
+			letters[(<-dead).Message.(int)]++
+		}
+		for n := range stopped {
+			if letters[n] != 1 {
+				t.Errorf("round %d: request %d failed with ErrStopped and left %d dead letters", round, n, letters[n])
+			}
+		}
+		for n, count := range letters {
+			if count != 1 || !stopped[n] && !gaveUp[n] {
+				t.Errorf("round %d: %d dead letters for request %d (ErrStopped %t, gave up %t)", round, count, n, stopped[n], gaveUp[n])
+			}
+		}
+	}
+	if d := s.DroppedDeadLetters(); d != 0 {
+		t.Fatalf("%d dead letters dropped: the subscriber's buffer is too small for the test", d)
 	}
 }
