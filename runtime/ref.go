@@ -291,11 +291,13 @@ func (r *Ref) RequestInline(ctx context.Context, msg any) (any, error) {
 // must know what became of msg when ctx ends first: gaveUp reports that
 // msg was queued and that the caller gave up waiting before the actor
 // answered it. The actor then still holds msg in its mailbox, or is
-// handling it, or handled it just now, and its answer reaches nobody. The
-// error is ctx.Err() then, as Request's. With gaveUp false, an error means
-// that msg was not queued (ctx had ended, the actor is stopping) or is the
-// actor's answer; a message that was queued and answered is never reported
-// as given up.
+// handling it, or handled it just now, and its answer reaches nobody; or
+// it stopped, or stops, before it reached msg, which is then a dead letter
+// that nobody answers either. The error is ctx.Err() then, as Request's.
+// With gaveUp false, an error means that msg was not queued (ctx had
+// ended, the actor is stopping, its bounded mailbox is full) or is the
+// actor's answer (ErrStopped when it stopped before it reached msg); a
+// message that was queued and answered is never reported as given up.
 func (r *Ref) Ask(ctx context.Context, msg any, inline bool) (reply any, gaveUp bool, err error) {
 	if r == nil {
 		return nil, false, errNilRef

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -452,5 +453,51 @@ func TestRequestsRacingStopLeaveOneDeadLetterEach(t *testing.T) {
 	}
 	if d := s.DroppedDeadLetters(); d != 0 {
 		t.Fatalf("%d dead letters dropped: the subscriber's buffer is too small for the test", d)
+	}
+}
+
+// TestAMessageGivenUpOnAndNeverReachedIsADeadLetter: a caller gives up on
+// its message while it waits behind a long turn, and the actor stops
+// before it reaches it. Ask reports the message given up, and it becomes
+// a dead letter, unanswered: the one case where a given-up message never
+// reaches the actor, which a caller that leaves its message's bookkeeping
+// to the actor must allow for.
+func TestAMessageGivenUpOnAndNeverReachedIsADeadLetter(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	dead := make(chan DeadLetter, 1)
+	s.SubscribeDeadLetters(dead)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var handled atomic.Int32
+	r := spawnFunc(t, s, blockOrCount(entered, release, &handled))
+	if err := r.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		gaveUp bool
+		err    error
+	}
+	asked := make(chan result, 1)
+	go func() {
+		_, gaveUp, err := r.Ask(ctx, "m", false)
+		asked <- result{gaveUp, err}
+	}()
+	// The actor's goroutine wrote its queue's tail before it entered the
+	// handler, and waits there: a read is safe.
+	waitFor(t, testTimeout, func() bool { return !r.userHead.empty(r.userTail.stub) }, "the message queued")
+	cancel()
+	if res := recv(t, asked, "Ask"); !res.gaveUp || !errors.Is(res.err, context.Canceled) {
+		t.Fatalf("Ask = gave up %t, %v; want true, Canceled", res.gaveUp, res.err)
+	}
+	r.Stop()
+	close(release)
+	waitClosed(t, r.Done(), "the stop")
+	if dl := recv(t, dead, "the dead letter"); dl.Message != "m" || !errors.Is(dl.Reason, ErrStopped) {
+		t.Fatalf("dead letter = %+v, want m, ErrStopped", dl)
+	}
+	if handled.Load() != 0 {
+		t.Fatal("the stopped actor handled the message")
 	}
 }
