@@ -1,6 +1,9 @@
 package runtime
 
-import "slices"
+import (
+	"slices"
+	"sync"
+)
 
 // DeadLetter is a message that could not be delivered.
 type DeadLetter struct {
@@ -12,10 +15,37 @@ type DeadLetter struct {
 	Reason error
 }
 
-type deadLetterSub struct{ ch chan<- DeadLetter }
+// deadLetterSub is one subscriber. Publishers offer it a letter under a
+// read lock of mu, and unsubscribe takes the write lock to mark it gone:
+// so once unsubscribe returns, no publisher that loaded the subscribers
+// before can still send to ch, and its owner may close it. Without that,
+// a publisher sent to a closed channel and panicked, on an actor's
+// goroutine if the letter came from its stop, which ended the process.
+type deadLetterSub struct {
+	mu   sync.RWMutex
+	gone bool // guarded by mu
+	ch   chan<- DeadLetter
+}
+
+// offer sends dl to the subscriber if it is still subscribed. It reports
+// false when the channel was full and the letter dropped.
+func (sub *deadLetterSub) offer(dl DeadLetter) bool {
+	sub.mu.RLock()
+	defer sub.mu.RUnlock()
+	if sub.gone {
+		return true
+	}
+	select {
+	case sub.ch <- dl:
+		return true
+	default:
+		return false
+	}
+}
 
 // SubscribeDeadLetters registers ch to receive every dead letter from now
-// on and returns a function that unregisters it. Publishing never blocks
+// on and returns a function that unregisters it: once that returns, no
+// letter is sent to ch, which may then be closed. Publishing never blocks
 // the sender: when ch is full the letter is dropped for this subscriber and
 // counted by DroppedDeadLetters, so give ch a buffer and drain it.
 func (s *System) SubscribeDeadLetters(ch chan<- DeadLetter) (unsubscribe func()) {
@@ -33,13 +63,16 @@ func (s *System) SubscribeDeadLetters(ch chan<- DeadLetter) (unsubscribe func())
 
 func (s *System) unsubscribe(sub *deadLetterSub) {
 	s.dlMu.Lock()
-	defer s.dlMu.Unlock()
-	p := s.dlSubs.Load()
-	if p == nil {
-		return
+	if p := s.dlSubs.Load(); p != nil {
+		subs := slices.DeleteFunc(slices.Clone(*p), func(x *deadLetterSub) bool { return x == sub })
+		s.dlSubs.Store(&subs)
 	}
-	subs := slices.DeleteFunc(slices.Clone(*p), func(x *deadLetterSub) bool { return x == sub })
-	s.dlSubs.Store(&subs)
+	s.dlMu.Unlock()
+	// Publishers that loaded the list before may still offer it a letter:
+	// wait for those offering one now, and turn the later ones away.
+	sub.mu.Lock()
+	sub.gone = true
+	sub.mu.Unlock()
 }
 
 // DroppedDeadLetters returns how many dead letters were not delivered to a
@@ -57,9 +90,7 @@ func (s *System) deadLetter(to *Ref, msg any, reason error) {
 	}
 	dl := DeadLetter{To: to, Message: msg, Reason: reason}
 	for _, sub := range *p {
-		select {
-		case sub.ch <- dl:
-		default:
+		if !sub.offer(dl) {
 			s.dlDropped.Add(1)
 		}
 	}

@@ -2,6 +2,8 @@ package runtime
 
 import (
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -80,4 +82,40 @@ func TestRespondToSendIsNoop(t *testing.T) {
 	if v, err := r.Request(ctxTimeout(t), "req"); err != nil || v != "ok" {
 		t.Fatal(v, err)
 	}
+}
+
+// TestNoLetterAfterUnsubscribe: once unsubscribe returns, nothing is sent
+// to the channel, so its owner may close it. Publishers that had loaded
+// the subscribers before sent to it afterwards, and a closed channel made
+// them panic: on an actor's goroutine, as it turned its queued messages
+// into dead letters, that ended the process.
+func TestNoLetterAfterUnsubscribe(t *testing.T) {
+	t.Parallel()
+	s := newTestSystem(t, Config{})
+	r := spawnFunc(t, s, func(c *Context) {})
+	waitClosed(t, r.Stop(), "stop")
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				if v := recover(); v != nil {
+					t.Errorf("publishing a dead letter panicked: %v", v)
+				}
+			}()
+			for !done.Load() {
+				_ = r.Send("x") // ErrStopped and a dead letter
+			}
+		}()
+	}
+	for range 5000 {
+		ch := make(chan DeadLetter, 1)
+		unsubscribe := s.SubscribeDeadLetters(ch)
+		unsubscribe()
+		close(ch)
+	}
+	done.Store(true)
+	wg.Wait()
 }
