@@ -23,9 +23,11 @@ import (
 // activation for a moment (a Send, a stream's reader for one batch, see
 // oneWayTarget): the bound errs a few calls low, never high. A turn the
 // caller runs itself (WithTurnOnCaller, or a context that cannot end)
-// changes nothing: its caller has the reply when the turn ends, and the
-// calls whose callers gave up that it takes on the way are counted out as
-// a worker's turn would.
+// changes nothing: the calls whose callers gave up that it takes on the
+// way are counted out as a worker's turn would, and its own call is
+// counted out when its caller has the reply, whether the turn ended with
+// it or stopped before it (the Throughput limit, a suspended grain) and
+// left it to a worker.
 //
 // What it costs a call whose caller waits for the reply, the hot path:
 // nothing but a comparison of a value it has in a register already (see
