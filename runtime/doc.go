@@ -68,6 +68,17 @@
 // *Stopped. System.Shutdown stops every actor gracefully and waits;
 // System.Close stops them abruptly.
 //
+// # Requests that wait for each other
+//
+// An actor handles one message at a time, so a request that waits, inside
+// a turn, for a reply that needs that same turn to end never gets one: a
+// request from an actor to itself; a parent that asks a child which waits
+// for the parent's supervision decision; a root Decider that asks the
+// actor whose failure it is deciding. Give such requests a context with a
+// deadline (they then fail with it), or send instead of asking. The
+// cluster's grain calls detect the cycles among grains (see the cluster
+// package); the runtime does not.
+//
 // # Failures and supervision
 //
 // A panic in Receive is recovered at the actor boundary and becomes a
