@@ -3,7 +3,6 @@ package otelcluster_test
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/protograin/protograin/cluster"
 	"github.com/protograin/protograin/cluster/otelcluster"
+	"github.com/protograin/protograin/internal/testnode"
 )
 
 const (
@@ -52,31 +52,6 @@ func holderKindOf(g *gate) *cluster.Kind {
 			},
 		}},
 	}
-}
-
-// startNode starts a node on loopback ports, gossiping as on one host,
-// and shuts it down when the test ends.
-func startNode(t *testing.T, name string, configure func(*cluster.Config)) *cluster.Node {
-	t.Helper()
-	cfg := cluster.DefaultConfig()
-	cfg.NodeName = name
-	cfg.BindAddr = "127.0.0.1:0"
-	cfg.GRPCAddr = "127.0.0.1:0"
-	cfg.Gossip = cluster.GossipLocal
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	configure(&cfg)
-	n, err := cluster.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("shut %s down: %v", name, err)
-		}
-	})
-	return n
 }
 
 // waitFor waits until cond holds, failing the test after waitTimeout.
@@ -125,12 +100,12 @@ func collected(t *testing.T, reader sdkmetric.Reader) map[string]metricdata.Sum[
 func TestRegisterReportsTheNodesStats(t *testing.T) {
 	const bound, sent = 10, 15
 	g := &gate{open: make(chan struct{})}
-	t.Cleanup(g.release) // before the nodes' shutdowns, which wait for the turn
-	owner := startNode(t, "owner", func(cfg *cluster.Config) {
+	t.Cleanup(g.release) // a test that fails early leaves no turn held
+	owner := testnode.StartConfigured(t, "owner", func(cfg *cluster.Config) {
 		cfg.Kinds = []*cluster.Kind{holderKindOf(g)}
 		cfg.MaxQueuedOneWay = bound
 	})
-	sender := startNode(t, "sender", func(cfg *cluster.Config) { cfg.Seeds = []string{owner.GossipAddr()} })
+	sender := testnode.StartConfigured(t, "sender", func(cfg *cluster.Config) { cfg.Seeds = []string{owner.GossipAddr()} })
 	waitFor(t, "the sender to see the owner", func() bool { return len(sender.Members()) == 2 })
 
 	reader := sdkmetric.NewManualReader()

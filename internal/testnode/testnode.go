@@ -20,13 +20,20 @@ const startTimeout = 30 * time.Second
 // ends. A failed start fails t.
 func Start(t testing.TB, name string, kinds ...*cluster.Kind) *cluster.Node {
 	t.Helper()
+	return StartConfigured(t, name, func(cfg *cluster.Config) { cfg.Kinds = kinds })
+}
+
+// StartConfigured is Start for a node whose configuration configure
+// completes (its kinds, seeds, bounds) after the loopback defaults are set.
+func StartConfigured(t testing.TB, name string, configure func(*cluster.Config)) *cluster.Node {
+	t.Helper()
 	cfg := cluster.DefaultConfig()
 	cfg.NodeName = name
 	cfg.BindAddr = "127.0.0.1:0"
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.Gossip = cluster.GossipLocal
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Kinds = kinds
+	configure(&cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	node, err := cluster.Start(ctx, cfg)
