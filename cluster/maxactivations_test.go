@@ -62,16 +62,13 @@ func TestMaxActivationsPassivatesTheLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
-// TestMaxActivationsLeavesBusyGrains: grains in a call are not passivated
-// to bring the node under Config.MaxActivations; the shortfall is logged,
-// and once they are idle the next activation past the limit passivates
-// them.
-func TestMaxActivationsLeavesBusyGrains(t *testing.T) {
-	nodes, sinks, logs := sinkCluster(t, 1, -1)
-	n, s := nodes[0], sinks[nodes[0].Name()]
-	n.cfg.MaxActivations = 2 // read by the sweep and by activations only, after this
-	calls := make(chan error, 3)
-	for _, id := range []string{"a", "b", "c"} {
+// holdInCalls holds the sink grains ids, each in a call to Hold(0) from its
+// own goroutine, and returns a function that releases every held grain and
+// waits for those calls' replies.
+func holdInCalls(t *testing.T, n *Node, s *sink, ids ...string) (release func()) {
+	t.Helper()
+	calls := make(chan error, len(ids))
+	for _, id := range ids {
 		go func() {
 			call := holdCall(id, 0)
 			call.NewResponse = func() proto.Message { return new(emptypb.Empty) }
@@ -80,18 +77,33 @@ func TestMaxActivationsLeavesBusyGrains(t *testing.T) {
 		}()
 		receive(t, s.held, "the grain to hold")
 	}
+	return func() {
+		t.Helper()
+		s.releaseHeld()
+		for range ids {
+			if err := receive(t, calls, "a held call's reply"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestMaxActivationsLeavesBusyGrains: grains in a call are not passivated
+// to bring the node under Config.MaxActivations; the shortfall is logged,
+// and once they are idle the next activation past the limit passivates
+// them.
+func TestMaxActivationsLeavesBusyGrains(t *testing.T) {
+	nodes, sinks, logs := sinkCluster(t, 1, -1)
+	n, s := nodes[0], sinks[nodes[0].Name()]
+	n.cfg.MaxActivations = 2 // read by the sweep and by activations only, after this
+	release := holdInCalls(t, n, s, "a", "b", "c")
 	waitFor(t, waitTimeout, "the shortfall to be logged", func() bool {
 		return logs[n.Name()].count("more activations than Config.MaxActivations", "activations=3", "idle=0", "max=2") > 0
 	})
 	if got := n.acts.count(); got != 3 {
 		t.Fatalf("the node holds %d activations, want the 3 busy ones", got)
 	}
-	s.releaseHeld()
-	for range 3 {
-		if err := receive(t, calls, "a held call's reply"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	release()
 	sinkGot(t, n, "d") // the fourth: a trim to 2
 	waitFor(t, waitTimeout, "the trim", func() bool { return n.acts.count() == 2 })
 }
@@ -171,29 +183,15 @@ func TestMaxActivationsUnderLoad(t *testing.T) {
 func TestMaxActivationsTrimsAgainAfterAGrainAskedStays(t *testing.T) {
 	nodes, sinks, _ := sinkCluster(t, 1, -1)
 	n, s := nodes[0], sinks[nodes[0].Name()]
-	n.cfg.MaxActivations = 2    // read by the sweep and by activations only, after this
-	holdGrain(t, n, s, "asked") // in a one-way turn: no call counted in, so a trim may ask it
-	calls := make(chan error, 2)
-	for _, id := range []string{"busy-1", "busy-2"} { // in calls: a trim leaves them be
-		go func() {
-			call := holdCall(id, 0)
-			call.NewResponse = func() proto.Message { return new(emptypb.Empty) }
-			_, err := n.Invoke(context.Background(), call)
-			calls <- err
-		}()
-		receive(t, s.held, "the grain to hold")
-	}
+	n.cfg.MaxActivations = 2                            // read by the sweep and by activations only, after this
+	holdGrain(t, n, s, "asked")                         // in a one-way turn: no call counted in, so a trim may ask it
+	release := holdInCalls(t, n, s, "busy-1", "busy-2") // a trim leaves them be
 	a := n.acts.peek(actKey{sinkKind, "asked"})
 	waitFor(t, waitTimeout, "the trim to ask the idle grain", func() bool { return a.flags.Load()&askedFlag != 0 })
 	// Used before its actor takes the request, which waits behind the turn.
 	if err := n.Send(context.Background(), holdCall("asked", 1)); err != nil {
 		t.Fatal(err)
 	}
-	s.releaseHeld()
-	for range 2 {
-		if err := receive(t, calls, "a held call's reply"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	release()
 	waitFor(t, waitTimeout, "the node to be back under Config.MaxActivations", func() bool { return n.acts.count() <= 2 })
 }
