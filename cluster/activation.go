@@ -143,6 +143,12 @@ const (
 	// actor has not handled the request yet; sweeps ask no more meanwhile
 	// (see activations.passivate).
 	askedFlag
+	// keptFlag: the commit before the grain's passivation committed
+	// nothing, and the grain stays until its IdleTimeout asks again (see
+	// grainActor.passivate). Trims leave it be meanwhile (see
+	// activations.trim): each would otherwise ask a store that is down for
+	// its commit once more.
+	keptFlag
 )
 
 // key returns the grain's key.
@@ -1166,8 +1172,10 @@ const trimmedShare = 10
 // the limit once they have gone; it returns how many it asked. Grains with
 // a call counted in (a one-way message's turn counts none: its grain is
 // asked, and passivates after the turn unless used meanwhile), activating
-// or deactivating, and those of kinds that never passivate (a negative
-// IdleTimeout) are left be: if too few remain, it
+// or deactivating, those whose store committed nothing at their last
+// passivation (keptFlag: their IdleTimeout asks again), and those of kinds
+// that never passivate (a negative IdleTimeout) are left be: if too few
+// remain, it
 // asks them all, and notes the shortfall (see Node.crowded). The
 // passivations are those of idle grains (see passivate): what a grain
 // buffered is committed first, and a grain used since it was picked stays.
@@ -1201,6 +1209,9 @@ func (t *activations) trim() int {
 			switch {
 			case a.deactivating || a.failed || a.flags.Load()&askedFlag != 0:
 				going++
+			case a.flags.Load()&keptFlag != 0:
+				// Its store committed nothing lately: its IdleTimeout
+				// asks again, not each trim.
 			case a.activated() && a.idle() && a.hk.idle >= 0:
 				t.idleFor(a, now) // notes a use since the last look
 				idle = append(idle, candidate{a, time.Duration(a.lastUsed.Load())})
@@ -1771,6 +1782,9 @@ func (g *grainActor) passivate(seen time.Duration) {
 		// a long turn, and is out of date.
 		return
 	}
+	// This try decides whether the store keeps the grain: not a request
+	// that came during an earlier try and is out of date (above).
+	a.flags.And(^keptFlag)
 	if err := g.commitBuffered(n.life); err != nil {
 		if g.state.failure() != nil {
 			n.log.Warn("cluster: the commit before an idle grain's passivation failed, and left its state uncertain; the grain is deactivated without committing",
@@ -1783,6 +1797,7 @@ func (g *grainActor) passivate(seen time.Duration) {
 		// closing, there is nothing to tell: the grain goes, and commits
 		// after its hook (or, closing, not at all).
 		a.lastUsed.Store(int64(n.acts.clock()))
+		a.flags.Or(keptFlag) // and not each trim before that
 		if a.calls.Load()&callsClosed == 0 && n.life.Err() == nil {
 			n.keptIdle(g.hk.Name, g.identity, err)
 		}

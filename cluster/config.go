@@ -225,10 +225,11 @@ type Config struct {
 	// plus the grain's own fields and state. Least recently used is to
 	// the resolution of the node's looks at its grains (a sweep every
 	// PassivationInterval, and each trim). Grains with a call in progress
-	// or waiting, and those of kinds whose IdleTimeout is negative, are not
-	// passivated early, so a node whose grains are busy may hold more (logged, a line
-	// a second at most); activations are never refused. Zero (the
-	// default) means no limit.
+	// or waiting, those of kinds whose IdleTimeout is negative, and those
+	// whose passivation the store held back (until their IdleTimeout asks
+	// again) are not passivated early, so a node whose grains are busy may
+	// hold more (logged, a line a second at most); activations are never
+	// refused. Zero (the default) means no limit.
 	MaxActivations int
 
 	// PassivationInterval is how often the node looks for idle activations

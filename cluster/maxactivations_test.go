@@ -195,3 +195,77 @@ func TestMaxActivationsTrimsAgainAfterAGrainAskedStays(t *testing.T) {
 	release()
 	waitFor(t, waitTimeout, "the node to be back under Config.MaxActivations", func() bool { return n.acts.count() <= 2 })
 }
+
+// TestTrimsLeaveTheGrainsTheStoreKept: a grain whose passivation the store
+// held back (it committed nothing) stays, and is asked again once it has
+// been idle for another IdleTimeout (see grainActor.passivate), so that a
+// store that is down gets one commit per idle grain and IdleTimeout. The
+// trims that activations past Config.MaxActivations bring, one after the
+// other, must keep to that: a trim that asked the kept grains again would
+// give the store a commit per kept grain and activation.
+func TestTrimsLeaveTheGrainsTheStoreKept(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, _ := bankCluster(t, 1, store, time.Hour, func(cfg *Config) { cfg.PassivationInterval = time.Hour })
+	n := nodes[0]
+	const grains, limit = 20, 10
+	for i := range grains {
+		deposit(t, n, manualKind, fmt.Sprintf("g-%d", i), 1) // acknowledged, buffered
+	}
+	// From here on only the trims below read the limit: no activation
+	// wakes the node's own.
+	n.cfg.MaxActivations = limit
+	store.commitErr.Store(&errNothingCommitted)
+	commits := store.commits.Load()
+	// The trims of three activations past the limit, the one after the
+	// other once its passivations are over.
+	for range 3 {
+		n.acts.trim()
+		waitFor(t, waitTimeout, "the trim's passivations", func() bool { return deactivationsPending(n) == 0 })
+	}
+	if got := store.commits.Load() - commits; got != grains {
+		t.Fatalf("three trims tried %d commits of %d grains' buffered changes while the store committed nothing, want %d: "+
+			"one per grain, the others wait for their IdleTimeout", got, grains, grains)
+	}
+	if got := n.acts.count(); got != grains {
+		t.Fatalf("the node holds %d activations, want the %d the store kept", got, grains)
+	}
+}
+
+// TestATrimThatAsksAGrainDuringItsPassivationsCommitLeavesItKept: a trim
+// that comes while a grain's passivation commits (the request it answers
+// was taken, the grain is not marked asked any more) asks it again; the
+// store then commits nothing, and the grain is kept. The second request,
+// out of date once it reaches the actor, must not make the grain a
+// trim's to ask again before its IdleTimeout.
+func TestATrimThatAsksAGrainDuringItsPassivationsCommitLeavesItKept(t *testing.T) {
+	store := hookedMemstore(t)
+	nodes, _ := bankCluster(t, 1, store, time.Hour, func(cfg *Config) { cfg.PassivationInterval = time.Hour })
+	n := nodes[0]
+	for _, id := range []string{"g", "h"} {
+		deposit(t, n, manualKind, id, 1) // acknowledged, buffered
+	}
+	// From here on only the trims below read the limit: no activation
+	// wakes the node's own.
+	n.cfg.MaxActivations = 1
+	commits := store.commits.Load()
+	entered, release := gateCommits(store)
+	if asked := n.acts.trim(); asked != 1 {
+		t.Fatalf("the first trim asked %d grains, want 1", asked)
+	}
+	receive(t, entered, "the passivation's commit")
+	if asked := n.acts.trim(); asked != 1 {
+		t.Fatalf("the trim during the commit asked %d grains, want the committing one again", asked)
+	}
+	store.commitErr.Store(&errNothingCommitted)
+	release()
+	waitFor(t, waitTimeout, "the trims' passivations", func() bool { return deactivationsPending(n) == 0 })
+	// The next trims: the other grain, then none, both kept.
+	for range 2 {
+		n.acts.trim()
+		waitFor(t, waitTimeout, "the trim's passivations", func() bool { return deactivationsPending(n) == 0 })
+	}
+	if got := store.commits.Load() - commits; got != 2 {
+		t.Fatalf("the trims tried %d commits of 2 grains' buffered changes while the store committed nothing, want 2: "+
+			"one per grain, the others wait for their IdleTimeout", got)
+	}
+}

@@ -129,7 +129,7 @@ func (n *Node) crowdedNode(held, idle int) {
 // logCrowded logs the trims that fell short not logged yet, if any, with
 // args.
 func (n *Node) logCrowded(args ...any) {
-	n.logTaken(&n.crowded, "cluster: the node holds more activations than Config.MaxActivations, and too few of them are idle to passivate; the others are busy, activating or of kinds that never passivate",
+	n.logTaken(&n.crowded, "cluster: the node holds more activations than Config.MaxActivations, and too few of them are idle to passivate; the others are busy, activating, kept by a commit that committed nothing, or of kinds that never passivate",
 		"trims", append(args, "max", n.cfg.MaxActivations)...)
 }
 
