@@ -269,3 +269,42 @@ func TestATrimThatAsksAGrainDuringItsPassivationsCommitLeavesItKept(t *testing.T
 			"one per grain, the others wait for their IdleTimeout", got)
 	}
 }
+
+// TestANodeLeftPastMaxActivationsByBusyGrainsTrimsOnceTheyAreIdle: grains
+// in a call keep a node past Config.MaxActivations; once their calls are
+// over, the node trims itself at its next sweeps, without waiting for an
+// activation to come (a burst of calls that ended, a batch job that
+// stopped) or for their IdleTimeout.
+func TestANodeLeftPastMaxActivationsByBusyGrainsTrimsOnceTheyAreIdle(t *testing.T) {
+	s := newSink()
+	logs := map[string]*logLines{}
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newSinkKind(s)} },
+		withLogs(logs, false, func(cfg *Config) { cfg.MaxActivations = 2 }))
+	t.Cleanup(s.releaseHeld) // before the node closes, which waits for the turns
+	n := nodes[0]
+	calls := make(chan error, 3)
+	for _, id := range []string{"a", "b", "c"} {
+		go func() {
+			call := holdCall(id, 0)
+			call.NewResponse = func() proto.Message { return new(emptypb.Empty) }
+			_, err := n.Invoke(context.Background(), call)
+			calls <- err
+		}()
+		receive(t, s.held, "the grain to hold")
+	}
+	waitFor(t, waitTimeout, "the shortfall to be logged", func() bool {
+		return logs[n.Name()].count("more activations than Config.MaxActivations", "activations=3") > 0
+	})
+	if got := n.acts.count(); got != 3 {
+		t.Fatalf("the node holds %d activations, want the 3 busy ones", got)
+	}
+	s.releaseHeld()
+	for range 3 {
+		if err := receive(t, calls, "a held call's reply"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Sweeps run every 10 ms (testConfig): a hundred of them, and no
+	// activation.
+	waitFor(t, time.Second, "the node to trim itself to the limit", func() bool { return n.acts.count() <= 2 })
+}
