@@ -1737,12 +1737,18 @@ func (g *grainActor) deactivateHere() error {
 	g.flags.Or(deactivatedFlag)
 	ctx, cancel := context.WithTimeout(context.Background(), g.node().cfg.DeactivateTimeout)
 	defer cancel()
-	var hookErr error
+	var commitErr, hookErr error
 	if d, ok := g.grain.(Deactivator); ok {
-		_ = g.commitBuffered(ctx) // its failure is the commit after the hook's to meet
+		// A failure that committed nothing is the commit after the
+		// hook's to meet. One that broke the state is not: that commit
+		// then drops what is buffered without a word, so the error that
+		// may have lost the callers' changes is reported here.
+		if err := g.commitBuffered(ctx); err != nil && g.state.failure() != nil {
+			commitErr = fmt.Errorf("cluster: commit the state of %s/%s before OnDeactivate: %w", g.hk.Name, g.identity, err)
+		}
 		hookErr = g.runOnDeactivate(ctx, d)
 	}
-	return errors.Join(hookErr, g.flushOnDeactivate(ctx))
+	return errors.Join(commitErr, hookErr, g.flushOnDeactivate(ctx))
 }
 
 // passivate passivates the idle grain, on its actor, in one turn: it

@@ -550,3 +550,33 @@ func TestAGrainUsedAfterTheSweepThatAskedItToPassivateIsKept(t *testing.T) {
 			"(its activation replaced or closed): the request that waited behind its turn passivated it anyway")
 	}
 }
+
+// TestShutdownLogsACommitBeforeOnDeactivateOfUnknownOutcome: the commit
+// that Shutdown tries before a grain's OnDeactivate fails with an outcome
+// that is unknown (not storage.ErrNotCommitted): the acknowledged changes
+// it held may be lost, and the commit after the hook, which finds the
+// state broken, commits nothing. The log must say so, as it did when that
+// commit came after the hook.
+func TestShutdownLogsACommitBeforeOnDeactivateOfUnknownOutcome(t *testing.T) {
+	store := hookedMemstore(t)
+	logs := map[string]*logLines{}
+	nodes, banks := bankCluster(t, 1, store, time.Hour, withLogs(logs, false, nil))
+	n, b := nodes[0], banks[nodes[0].Name()]
+	const id = "unsure"
+	deposit(t, n, manualKind, id, 5) // acknowledged, buffered
+	store.commitErr.Store(&errStoreDown)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if runs := b.count(id, hookDeactivate); runs != 1 {
+		t.Fatalf("OnDeactivate ran %d times, want once", runs)
+	}
+	if got := storedBalance(t, store.Store, manualKind, id); got != 0 {
+		t.Fatalf("stored balance %d, want 0: the store was down", got)
+	}
+	if logs[n.Name()].count(id, errStoreDown.Error()) == 0 {
+		t.Fatalf("no log line says that the acknowledged changes of %s may be lost (%s): the failed commit was silent", id, errStoreDown)
+	}
+}
