@@ -246,7 +246,10 @@ type Config struct {
 	// one try within CommitTimeout, and keeps the grain if that fails, to
 	// try again after another IdleTimeout: only what the hook changes is
 	// committed within DeactivateTimeout then. Shutdown and a grain that
-	// moves commit everything after the hook. Zero means
+	// moves, which take the grain whether the store answers or not, try
+	// once before the hook too, within CommitTimeout and DeactivateTimeout
+	// (the hook has what that try left of it), and commit what that try
+	// did not after the hook. Zero means
 	// DefaultDeactivateTimeout.
 	DeactivateTimeout time.Duration
 
