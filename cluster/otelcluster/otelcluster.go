@@ -65,6 +65,12 @@ const AttributeNode = "protograin.node"
 // observes n's Stats on each collection. Unregister the returned
 // registration when the node is closed (its Stats still answer, with what
 // it held last, but the figures are no longer worth reporting).
+//
+// Register a node once per meter provider, and unregister a closed node
+// before a node of the same name is registered there: the SDK adds up the
+// observations that two callbacks make with the same attributes, so a
+// second registration doubles every figure, and a closed node left
+// registered adds what it held last to its successor's.
 func Register(n *cluster.Node, meter metric.Meter) (metric.Registration, error) {
 	var errs []error
 	gauge := func(name, unit, desc string) metric.Int64ObservableUpDownCounter {
