@@ -35,7 +35,7 @@ func ExampleRegister() {
 	reader := sdkmetric.NewManualReader()
 	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer provider.Shutdown(ctx)
-	reg, err := otelcluster.Register(node, provider.Meter("github.com/protograin/protograin/cluster"))
+	reg, err := otelcluster.Register(node, provider)
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -3,14 +3,16 @@
 // grains fall behind their senders without polling Node.Stats by hand.
 //
 // The figures are observed, not counted on the call path: Register adds
-// one callback to the meter, which reads Node.Stats once per collection
+// one callback to a meter of its own (named ScopeName, as instrumentation
+// libraries name theirs), which reads Node.Stats once per collection
 // (every export interval of the meter provider's reader, typically 10 s
 // or more). Nothing is added to a grain call or a message.
 //
 // Usage, with a meter provider of the user's (the OpenTelemetry SDK's, or
-// one an exporter's setup returns):
+// one an exporter's setup returns; otel.GetMeterProvider() for the
+// global one):
 //
-//	reg, err := otelcluster.Register(node, provider.Meter("github.com/protograin/protograin/cluster"))
+//	reg, err := otelcluster.Register(node, provider)
 //	if err != nil {
 //		return err
 //	}
@@ -61,8 +63,13 @@ const (
 // observation.
 const AttributeNode = "protograin.node"
 
-// Register creates the instruments above on meter and a callback that
-// observes n's Stats on each collection. Unregister the returned
+// ScopeName is the instrumentation scope of the meter Register takes from
+// its provider: this package's import path.
+const ScopeName = "github.com/protograin/protograin/cluster/otelcluster"
+
+// Register creates the instruments above on provider's meter for
+// ScopeName, and a callback that observes n's Stats on each collection.
+// Unregister the returned
 // registration when the node is closed (its Stats still answer, with what
 // it held last, but the figures are no longer worth reporting).
 //
@@ -71,7 +78,8 @@ const AttributeNode = "protograin.node"
 // observations that two callbacks make with the same attributes, so a
 // second registration doubles every figure, and a closed node left
 // registered adds what it held last to its successor's.
-func Register(n *cluster.Node, meter metric.Meter) (metric.Registration, error) {
+func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registration, error) {
+	meter := provider.Meter(ScopeName)
 	var errs []error
 	gauge := func(name, unit, desc string) metric.Int64ObservableUpDownCounter {
 		g, err := meter.Int64ObservableUpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))

@@ -78,6 +78,9 @@ func collected(t *testing.T, reader sdkmetric.Reader) map[string]metricdata.Sum[
 	}
 	got := make(map[string]metricdata.Sum[int64])
 	for _, sm := range rm.ScopeMetrics {
+		if sm.Scope.Name != otelcluster.ScopeName && len(sm.Metrics) > 0 {
+			t.Fatalf("metrics under the scope %q, want %q", sm.Scope.Name, otelcluster.ScopeName)
+		}
 		for _, m := range sm.Metrics {
 			sum, ok := m.Data.(metricdata.Sum[int64])
 			if !ok {
@@ -94,9 +97,9 @@ func collected(t *testing.T, reader sdkmetric.Reader) map[string]metricdata.Sum[
 // TestRegisterReportsTheNodesStats holds a grain in a call while a peer
 // sends it more one-way messages than Config.MaxQueuedOneWay lets wait,
 // and its node one more, so that every figure but Forwarding is above
-// zero, and checks that a
-// collection reports what Node.Stats says, under the node's name, until
-// the registration is undone.
+// zero, and checks that a collection reports what Node.Stats says, under
+// the package's scope and the node's name, until the registration is
+// undone.
 func TestRegisterReportsTheNodesStats(t *testing.T) {
 	const bound, sent = 10, 15
 	g := &gate{open: make(chan struct{})}
@@ -111,7 +114,7 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
-	reg, err := otelcluster.Register(owner, provider.Meter("otelcluster_test"))
+	reg, err := otelcluster.Register(owner, provider)
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
