@@ -1175,9 +1175,8 @@ const trimmedShare = 10
 // or deactivating, those whose store committed nothing at their last
 // passivation (keptFlag: their IdleTimeout asks again), and those of kinds
 // that never passivate (a negative IdleTimeout) are left be: if too few
-// remain, it
-// asks them all, and notes the shortfall (see Node.crowded). The
-// passivations are those of idle grains (see passivate): what a grain
+// remain, it asks them all, and notes the shortfall (see Node.crowded).
+// The passivations are those of idle grains (see passivate): what a grain
 // buffered is committed first, and a grain used since it was picked stays.
 //
 // Least recently used is to the resolution of the looks at a grain: each
