@@ -108,7 +108,7 @@ type Node struct {
 	// dropped counts the one-way messages from peers it dropped, for
 	// Stats: for a full mailbox (dropOverflow), or a full forward queue,
 	// or undeliverable (dropOneWays); refused the calls and messages its
-	// grains turned away with ErrMailboxFull (callsFull, mailboxFull).
+	// grains turned away with ErrMailboxFull (callsFull, refusedSend).
 	dropped atomic.Uint64
 	refused atomic.Uint64
 	// life ends when teardown begins. Work that outlives the call that
