@@ -1156,17 +1156,15 @@ type grainLane struct {
 	queue []frame
 }
 
-// waiting returns how many one-way requests wait in c's lanes (see
-// Node.Stats).
-func (c *conn) waiting() int {
+// waiting calls count with how many one-way requests wait in each of c's
+// lanes, and the kind of the lane's grain (see Node.Stats).
+func (c *conn) waiting(count func(kind string, waiting int)) {
 	l := &c.lanes
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := 0
-	for _, gl := range l.lanes {
-		n += len(gl.queue)
+	for key, gl := range l.lanes {
+		count(key.kind, len(gl.queue))
 	}
-	return n
 }
 
 // serveOneWay delivers a one-way request. The common case, a request to an

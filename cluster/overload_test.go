@@ -181,7 +181,7 @@ func laneWaiting(n *Node, peer string) int {
 	waiting := 0
 	for _, c := range n.transport.openConns() {
 		if c.peer == peer {
-			waiting += c.waiting()
+			c.waiting(func(_ string, n int) { waiting += n })
 		}
 	}
 	return waiting

@@ -35,22 +35,55 @@ type Stats struct {
 	// past Config.MaxQueuedOneWay (a peer's are dropped instead, and
 	// counted in DroppedOneWay).
 	Refused uint64
+	// Kinds breaks Activations, Calls and QueuedOneWay down by grain kind,
+	// to tell which kind falls behind: an entry for every kind the node
+	// hosts (Config.Kinds), zero while none of its grains is active. The
+	// entries add up to the node's figures.
+	Kinds map[string]KindStats
+}
+
+// KindStats is the part of a node's Stats that the grains of one kind
+// account for.
+type KindStats struct {
+	// Activations is how many grains of the kind are active on the node,
+	// as Stats.Activations counts them.
+	Activations int
+	// Calls is how many calls the kind's grains have counted in, as
+	// Stats.Calls counts them.
+	Calls int
+	// QueuedOneWay is how many one-way messages wait for the kind's
+	// grains, as Stats.QueuedOneWay counts them.
+	QueuedOneWay int
 }
 
 // Stats returns a snapshot of what n holds. It looks at every activation,
 // under each shard's read lock in turn: call it every few seconds, not per
 // call.
 func (n *Node) Stats() Stats {
-	s := Stats{DroppedOneWay: n.dropped.Load(), Refused: n.refused.Load()}
+	s := Stats{DroppedOneWay: n.dropped.Load(), Refused: n.refused.Load(), Kinds: make(map[string]KindStats, len(n.kinds))}
+	for name := range n.kinds {
+		s.Kinds[name] = KindStats{}
+	}
 	n.acts.each(func(a *activation) {
-		s.Activations++
-		s.Calls += int(a.calls.Load() &^ callsClosed)
-		s.QueuedOneWay += int(max(0, a.oneWays.Load()))
+		k := s.Kinds[a.hk.Name]
+		k.Activations++
+		k.Calls += int(a.calls.Load() &^ callsClosed)
+		k.QueuedOneWay += int(max(0, a.oneWays.Load()))
+		s.Kinds[a.hk.Name] = k
 	})
 	// The lanes themselves, not Node.laned, which counts nothing when
 	// MaxQueuedOneWay bounds nothing.
 	for _, c := range n.transport.openConns() {
-		s.QueuedOneWay += c.waiting()
+		c.waiting(func(kind string, waiting int) {
+			k := s.Kinds[kind]
+			k.QueuedOneWay += waiting
+			s.Kinds[kind] = k
+		})
+	}
+	for _, k := range s.Kinds {
+		s.Activations += k.Activations
+		s.Calls += k.Calls
+		s.QueuedOneWay += k.QueuedOneWay
 	}
 	s.Forwarding = n.forwards.len()
 	return s

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -16,8 +18,8 @@ import (
 func TestStatsCountTheGrainsAndWhatWaitsForThem(t *testing.T) {
 	nodes, sinks, _ := sinkCluster(t, 1, -1)
 	n, s := nodes[0], sinks[nodes[0].Name()]
-	if got := n.Stats(); got != (Stats{}) {
-		t.Fatalf("Stats of a node that served nothing: %+v, want zeros", got)
+	if got := n.Stats(); !reflect.DeepEqual(got, Stats{Kinds: map[string]KindStats{sinkKind: {}}}) {
+		t.Fatalf("Stats of a node that served nothing: %+v, want zeros, and its one kind", got)
 	}
 	holdGrain(t, n, s, "held")
 	sinkGot(t, n, "idle") // a second grain, with nothing queued
@@ -49,6 +51,22 @@ func TestStatsCountTheGrainsAndWhatWaitsForThem(t *testing.T) {
 	}
 }
 
+// TestStatsBreakTheFiguresDownByKind: Stats.Kinds has an entry for each
+// kind the node hosts, with the activations and calls of its grains, and
+// the entries add up to the node's figures.
+func TestStatsBreakTheFiguresDownByKind(t *testing.T) {
+	nodes, _ := bankCluster(t, 1, nil, time.Hour, nil)
+	n := nodes[0]
+	for _, id := range []string{"a", "b", "c"} {
+		deposit(t, n, accountKind, id, 1)
+	}
+	deposit(t, n, manualKind, "d", 1)
+	want := Stats{Activations: 4, Kinds: map[string]KindStats{accountKind: {Activations: 3}, manualKind: {Activations: 1}}}
+	if got := n.Stats(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Stats with three grains of one kind and one of another: %+v, want %+v", got, want)
+	}
+}
+
 // TestStatsCountTheMessagesInLanesAndThoseDropped: one-way messages from a
 // peer to a grain that activates wait in the lanes of the owner's stream,
 // and count as queued; those past Config.MaxQueuedOneWay are dropped, and
@@ -67,8 +85,9 @@ func TestStatsCountTheMessagesInLanesAndThoseDropped(t *testing.T) {
 	waitFor(t, waitTimeout, "the messages past the bound to be dropped", func() bool {
 		return owner.Stats().DroppedOneWay == sent-bound
 	})
-	if st := owner.Stats(); st.QueuedOneWay != bound || st.Activations != 1 || st.Refused != 0 {
-		t.Fatalf("Stats with %d messages in the lanes of an activating grain: %+v; want them queued, one activation, and nothing refused", bound, st)
+	if st := owner.Stats(); st.QueuedOneWay != bound || st.Activations != 1 || st.Refused != 0 ||
+		st.Kinds[laneKind].QueuedOneWay != bound || st.Kinds[laneKind].Activations != 1 {
+		t.Fatalf("Stats with %d messages in the lanes of an activating grain: %+v; want them queued, under their kind too, one activation, and nothing refused", bound, st)
 	}
 }
 

@@ -21,7 +21,7 @@ func ExampleRegister() {
 	cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Gossip = cluster.GossipLocal
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	cfg.Kinds = []*cluster.Kind{holderKindOf(g)}
+	cfg.Kinds = []*cluster.Kind{holderKindOf(g, holderKind)}
 	ctx := context.Background()
 	node, err := cluster.Start(ctx, cfg)
 	if err != nil {

@@ -19,7 +19,9 @@
 //	defer reg.Unregister()
 //
 // Each observation carries the attribute protograin.node, the node's name,
-// so that several nodes in one process (or one metrics backend) stay apart.
+// so that several nodes in one process (or one metrics backend) stay apart;
+// the grains' figures come per kind as well, under protograin.kind, so that
+// a dashboard shows which kind falls behind.
 package otelcluster
 
 import (
@@ -63,6 +65,12 @@ const (
 // observation.
 const AttributeNode = "protograin.node"
 
+// AttributeKind is the attribute that carries the grain kind on the
+// observations of MetricActivations, MetricCalls and MetricOneWayQueued,
+// one per kind the node hosts (Stats.Kinds): their sum over the kinds is
+// the node's figure.
+const AttributeKind = "protograin.kind"
+
 // ScopeName is the instrumentation scope of the meter Register takes from
 // its provider: this package's import path.
 const ScopeName = "github.com/protograin/protograin/cluster/otelcluster"
@@ -101,11 +109,19 @@ func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registrati
 		return nil, fmt.Errorf("otelcluster: create the instruments: %w", err)
 	}
 	node := metric.WithAttributeSet(attribute.NewSet(attribute.String(AttributeNode, n.Name())))
+	// A node's kinds are fixed at its start: their attribute sets are
+	// made once, not at each collection.
+	kinds := make(map[string]metric.MeasurementOption)
+	for kind := range n.Stats().Kinds {
+		kinds[kind] = metric.WithAttributeSet(attribute.NewSet(attribute.String(AttributeNode, n.Name()), attribute.String(AttributeKind, kind)))
+	}
 	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		s := n.Stats()
-		o.ObserveInt64(activations, int64(s.Activations), node)
-		o.ObserveInt64(calls, int64(s.Calls), node)
-		o.ObserveInt64(queued, int64(s.QueuedOneWay), node)
+		for kind, k := range s.Kinds {
+			o.ObserveInt64(activations, int64(k.Activations), kinds[kind])
+			o.ObserveInt64(calls, int64(k.Calls), kinds[kind])
+			o.ObserveInt64(queued, int64(k.QueuedOneWay), kinds[kind])
+		}
 		o.ObserveInt64(forwarding, int64(s.Forwarding), node)
 		o.ObserveInt64(dropped, int64(s.DroppedOneWay), node)
 		o.ObserveInt64(refused, int64(s.Refused), node)

@@ -3,6 +3,7 @@ package otelcluster_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 const (
 	holderKind = "test.Holder"
+	idleKind   = "test.Idle" // hosted beside holderKind, never called
 	methodHold = "/test.Holder/Hold"
 	// waitTimeout bounds every wait for a condition.
 	waitTimeout = 20 * time.Second
@@ -33,14 +35,14 @@ type gate struct {
 
 func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
 
-// holderKindOf returns a kind whose Hold method, as a call or a one-way
-// message, waits for g to open.
-func holderKindOf(g *gate) *cluster.Kind {
+// holderKindOf returns a kind named name whose Hold method, as a call or a
+// one-way message, waits for g to open.
+func holderKindOf(g *gate, name string) *cluster.Kind {
 	return &cluster.Kind{
-		Name: holderKind,
+		Name: name,
 		New:  func(string) any { return struct{}{} },
 		Methods: []cluster.Method{{
-			Name:       methodHold,
+			Name:       "/" + name + "/Hold",
 			NewRequest: func() proto.Message { return new(emptypb.Empty) },
 			Handle: func(_ any, ctx cluster.GrainContext, _ proto.Message) (proto.Message, error) {
 				select {
@@ -98,14 +100,14 @@ func collected(t *testing.T, reader sdkmetric.Reader) map[string]metricdata.Sum[
 // sends it more one-way messages than Config.MaxQueuedOneWay lets wait,
 // and its node one more, so that every figure but Forwarding is above
 // zero, and checks that a collection reports what Node.Stats says, under
-// the package's scope and the node's name, until the registration is
-// undone.
+// the package's scope and the node's name, the grains' figures per kind,
+// until the registration is undone.
 func TestRegisterReportsTheNodesStats(t *testing.T) {
 	const bound, sent = 10, 15
 	g := &gate{open: make(chan struct{})}
 	t.Cleanup(g.release) // a test that fails early leaves no turn held
 	owner := testnode.StartConfigured(t, "owner", func(cfg *cluster.Config) {
-		cfg.Kinds = []*cluster.Kind{holderKindOf(g)}
+		cfg.Kinds = []*cluster.Kind{holderKindOf(g, holderKind), holderKindOf(g, idleKind)}
 		cfg.MaxQueuedOneWay = bound
 	})
 	sender := testnode.StartConfigured(t, "sender", func(cfg *cluster.Config) { cfg.Seeds = []string{owner.GossipAddr()} })
@@ -142,39 +144,43 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 		t.Fatalf("Stats of the owner: %+v, want 1 activation, %d messages queued and 1 refused", st, bound)
 	}
 	got := collected(t, reader)
-	want := map[string]struct {
-		value     int64
-		monotonic bool
-	}{
-		otelcluster.MetricActivations:      {int64(st.Activations), false},
-		otelcluster.MetricCalls:            {int64(st.Calls), false},
-		otelcluster.MetricOneWayQueued:     {int64(st.QueuedOneWay), false},
-		otelcluster.MetricOneWayForwarding: {int64(st.Forwarding), false},
-		otelcluster.MetricOneWayDropped:    {int64(st.DroppedOneWay), true},
-		otelcluster.MetricRefused:          {int64(st.Refused), true},
+	// The grains' figures come per kind, the idle kind's at zero; the
+	// node's other figures once, under the node alone.
+	perKind := map[string]int64{
+		otelcluster.MetricActivations:  int64(st.Activations),
+		otelcluster.MetricCalls:        int64(st.Calls),
+		otelcluster.MetricOneWayQueued: int64(st.QueuedOneWay),
 	}
-	for name, w := range want {
-		sum, ok := got[name]
-		switch {
-		case !ok:
-			t.Errorf("%s: not collected", name)
-			continue
-		case len(sum.DataPoints) != 1:
-			t.Errorf("%s: %d data points, want 1", name, len(sum.DataPoints))
-			continue
-		case sum.IsMonotonic != w.monotonic:
-			t.Errorf("%s: monotonic %v, want %v", name, sum.IsMonotonic, w.monotonic)
+	perNode := map[string]int64{
+		otelcluster.MetricOneWayForwarding: int64(st.Forwarding),
+		otelcluster.MetricOneWayDropped:    int64(st.DroppedOneWay),
+		otelcluster.MetricRefused:          int64(st.Refused),
+	}
+	monotonic := map[string]bool{otelcluster.MetricOneWayDropped: true, otelcluster.MetricRefused: true}
+	for name, sum := range got {
+		if sum.IsMonotonic != monotonic[name] {
+			t.Errorf("%s: monotonic %v, want %v", name, sum.IsMonotonic, monotonic[name])
 		}
-		dp := sum.DataPoints[0]
-		if dp.Value != w.value {
-			t.Errorf("%s = %d, want %d as in %+v", name, dp.Value, w.value, st)
+		points := map[string]int64{} // by kind, "" for the node's own
+		for _, dp := range sum.DataPoints {
+			if v, _ := dp.Attributes.Value(attribute.Key(otelcluster.AttributeNode)); v.AsString() != "owner" {
+				t.Errorf("%s: %s = %q, want the node's name", name, otelcluster.AttributeNode, v.AsString())
+			}
+			kind, _ := dp.Attributes.Value(attribute.Key(otelcluster.AttributeKind))
+			points[kind.AsString()] = dp.Value
 		}
-		if v, _ := dp.Attributes.Value(attribute.Key(otelcluster.AttributeNode)); v.AsString() != "owner" {
-			t.Errorf("%s: %s = %q, want the node's name", name, otelcluster.AttributeNode, v.AsString())
+		var want map[string]int64
+		if v, ok := perKind[name]; ok {
+			want = map[string]int64{holderKind: v, idleKind: 0}
+		} else if v, ok := perNode[name]; ok {
+			want = map[string]int64{"": v}
+		}
+		if !maps.Equal(points, want) {
+			t.Errorf("%s: %v by kind, want %v as in %+v", name, points, want, st)
 		}
 	}
-	if len(got) != len(want) {
-		t.Errorf("collected %d metrics, want %d", len(got), len(want))
+	if len(got) != len(perKind)+len(perNode) {
+		t.Errorf("collected %d metrics, want %d", len(got), len(perKind)+len(perNode))
 	}
 
 	g.release()
