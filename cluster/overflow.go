@@ -105,7 +105,7 @@ func (n *Node) dropOverflow(kind, identity, method string) {
 
 // logOverflow logs the drops not logged yet, if any, with args.
 func (n *Node) logOverflow(args ...any) {
-	n.logTaken(&n.overflow, "cluster: dropped one-way messages from peers: their grain's mailbox was full (Config.MaxQueuedOneWay)",
+	n.logTaken(&n.overflow, "cluster: dropped one-way messages from peers: Config.MaxQueuedOneWay messages waited for their grain already, in its mailbox or lanes",
 		"dropped", append([]any{"max", n.cfg.MaxQueuedOneWay}, args...)...)
 }
 

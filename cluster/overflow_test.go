@@ -119,7 +119,7 @@ func droppedLogged(l *logLines) int {
 	defer l.mu.Unlock()
 	sum := 0
 	for _, line := range l.lines {
-		if m := droppedAttr.FindStringSubmatch(line); m != nil && strings.Contains(line, "mailbox was full") {
+		if m := droppedAttr.FindStringSubmatch(line); m != nil && strings.Contains(line, "waited for their grain already") {
 			n, _ := strconv.Atoi(m[1])
 			sum += n
 		}
@@ -155,7 +155,7 @@ func TestAGrainThatFallsBehindItsPeersHoldsABoundedQueue(t *testing.T) {
 	}
 	// A line a second at most, and one a sweep (every 10 ms in tests):
 	// far fewer than one a message.
-	if lines := logs[owner.Name()].count("mailbox was full"); lines*20 > sent-kept {
+	if lines := logs[owner.Name()].count("waited for their grain already"); lines*20 > sent-kept {
 		t.Fatalf("the owner wrote %d lines about %d drops; want one a second and one a sweep at most", lines, sent-kept)
 	}
 	sinks[owner.Name()].releaseHeld()
