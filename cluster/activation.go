@@ -147,7 +147,8 @@ const (
 	// nothing, and the grain stays until its IdleTimeout asks again (see
 	// grainActor.passivate). Trims leave it be meanwhile (see
 	// activations.trim): each would otherwise ask a store that is down for
-	// its commit once more.
+	// its commit once more. A use ends it (see idleFor): the grain is then
+	// idle afresh, and a trim may ask it again.
 	keptFlag
 )
 
@@ -1173,9 +1174,10 @@ const trimmedShare = 10
 // a call counted in (a one-way message's turn counts none: its grain is
 // asked, and passivates after the turn unless used meanwhile), activating
 // or deactivating, those whose store committed nothing at their last
-// passivation (keptFlag: their IdleTimeout asks again), and those of kinds
-// that never passivate (a negative IdleTimeout) are left be: if too few
-// remain, it asks them all, and notes the shortfall (see Node.crowded).
+// passivation and that were not used since (keptFlag: their IdleTimeout
+// asks again), and those of kinds that never passivate (a negative
+// IdleTimeout) are left be: if too few remain, it asks them all, and notes
+// the shortfall (see Node.crowded).
 // The passivations are those of idle grains (see passivate): what a grain
 // buffered is committed first, and a grain used since it was picked stays.
 //
@@ -1208,11 +1210,16 @@ func (t *activations) trim() int {
 			switch {
 			case a.deactivating || a.failed || a.flags.Load()&askedFlag != 0:
 				going++
-			case a.flags.Load()&keptFlag != 0:
-				// Its store committed nothing lately: its IdleTimeout
-				// asks again, not each trim.
 			case a.activated() && a.idle() && a.hk.idle >= 0:
-				t.idleFor(a, now) // notes a use since the last look
+				// First: a use since the last look is noted, and ends a
+				// keep (see idleFor).
+				t.idleFor(a, now)
+				if a.flags.Load()&keptFlag != 0 {
+					// Its store committed nothing lately, and it has not
+					// been used since: its IdleTimeout asks again, not
+					// each trim.
+					break
+				}
 				idle = append(idle, candidate{a, time.Duration(a.lastUsed.Load())})
 			}
 		})
@@ -1274,8 +1281,14 @@ func (t *activations) closeIdle(a *activation, seen time.Duration) bool {
 // before a sweep is thus idle from that sweep on, and is passivated
 // between IdleTimeout and IdleTimeout plus two PassivationIntervals after
 // its last call.
+//
+// A use noted ends the grain's keep (keptFlag): its IdleTimeout starts over
+// from it, so the keep no longer says when it is due, and a grain used more
+// often than its IdleTimeout would otherwise stay out of the trims' reach
+// for good once a short outage of the store had kept it.
 func (t *activations) idleFor(a *activation, now time.Duration) time.Duration {
 	if a.flags.And(^usedFlag)&usedFlag != 0 {
+		a.flags.And(^keptFlag)
 		a.lastUsed.Store(int64(t.clock()))
 		return 0
 	}

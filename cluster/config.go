@@ -227,7 +227,7 @@ type Config struct {
 	// PassivationInterval, and each trim). Grains with a call in progress
 	// or waiting, those of kinds whose IdleTimeout is negative, and those
 	// whose passivation the store held back (until their IdleTimeout asks
-	// again) are not passivated early, so a node whose grains are busy may
+	// again, or they are used) are not passivated early, so a node whose grains are busy may
 	// hold more (logged, a line a second at most); activations are never
 	// refused. Zero (the default) means no limit.
 	MaxActivations int

@@ -308,3 +308,45 @@ func TestANodeLeftPastMaxActivationsByBusyGrainsTrimsOnceTheyAreIdle(t *testing.
 	// activation.
 	waitFor(t, time.Second, "the node to trim itself to the limit", func() bool { return n.acts.count() <= 2 })
 }
+
+// TestTrimsAskAgainTheGrainsTheStoreKeptOnceTheyAreUsed: a grain whose
+// passivation the store held back is left to its IdleTimeout, not asked by
+// each trim (see TestTrimsLeaveTheGrainsTheStoreKept); but once it is used
+// again its IdleTimeout starts over, and it is an idle grain like any
+// other. A grain kept during a short outage of the store and used after it
+// must not stay out of the trims' reach until it has been idle for a whole
+// IdleTimeout (never, for a grain used more often than that): the node
+// would stay past Config.MaxActivations long after the load stopped.
+func TestTrimsAskAgainTheGrainsTheStoreKeptOnceTheyAreUsed(t *testing.T) {
+	store := hookedMemstore(t)
+	const grains, limit = 20, 10
+	nodes, _ := bankCluster(t, 1, store, time.Hour, func(cfg *Config) { cfg.MaxActivations = limit })
+	n := nodes[0]
+	store.commitErr.Store(&errNothingCommitted) // the outage
+	var ids []string
+	for i := range grains {
+		ids = append(ids, fmt.Sprintf("g-%d", i))
+		deposit(t, n, manualKind, ids[i], 1) // acknowledged, buffered
+	}
+	waitFor(t, waitTimeout, "the trims to find every grain kept by the store", func() bool {
+		for _, id := range ids {
+			if a := n.acts.peek(actKey{manualKind, id}); a == nil || a.flags.Load()&keptFlag == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	store.commitErr.Store(nil) // the store is back
+	for _, id := range ids {
+		deposit(t, n, manualKind, id, 1) // used once more, then the load stops
+	}
+	// Sweeps run every 10 ms (testConfig): a hundred of them.
+	waitFor(t, time.Second, "the node to trim itself to the limit once the load stopped", func() bool {
+		return n.acts.count() <= limit
+	})
+	for _, id := range ids {
+		if got := balance(t, n, manualKind, id); got != 2 {
+			t.Errorf("balance of %s: %d, want the 2 acknowledged deposits", id, got)
+		}
+	}
+}
