@@ -219,7 +219,8 @@ type Config struct {
 	// MaxActivations is how many grains the node keeps active before it
 	// passivates idle ones early: past it, the node asks its least
 	// recently used idle grains to passivate, as their IdleTimeout would,
-	// until it holds nine tenths of it. Without it, a scan over many
+	// until it holds nine tenths of it (the limit itself, below ten
+	// grains). Without it, a scan over many
 	// fresh identities (a batch job that touches each user once) keeps
 	// every grain it touched for its IdleTimeout: about 400 bytes each,
 	// plus the grain's own fields and state. Least recently used is to
