@@ -1195,6 +1195,13 @@ func (t *activations) trim() int {
 	if limit <= 0 || t.held.Load() <= int64(limit) {
 		return 0
 	}
+	return t.trimTo(limit - limit/trimmedShare)
+}
+
+// trimTo is trim's look at every activation, and its requests: it asks as
+// many of the least recently used idle grains to passivate as the table
+// holds over target, not counting those going already.
+func (t *activations) trimTo(target int) int {
 	type candidate struct {
 		a    *activation
 		seen time.Duration // its lastUsed, as this look left it
@@ -1225,7 +1232,7 @@ func (t *activations) trim() int {
 		})
 		sh.mu.RUnlock()
 	}
-	excess := held - going - (limit - limit/trimmedShare)
+	excess := held - going - target
 	if excess <= 0 {
 		return 0
 	}

@@ -277,8 +277,8 @@ func heldTurn(b *testing.B, from *Node, h *hooks, identity string) {
 }
 
 // BenchmarkTrimLook measures the look at every activation that a trim past
-// Config.MaxActivations takes (see activations.trim), on a node holding
-// that many idle grains and a limit just above them, so that the look asks
+// Config.MaxActivations takes (see activations.trimTo), on a node holding
+// that many idle grains, with a target of as many, so that the look asks
 // none to passivate: one op is one look. The sweep's passivation look
 // walks the table the same way.
 func BenchmarkTrimLook(b *testing.B) {
@@ -286,7 +286,6 @@ func BenchmarkTrimLook(b *testing.B) {
 		b.Run(fmt.Sprintf("grains=%d", grains), func(b *testing.B) {
 			nodes, _ := echoCluster(b, 1, 0, func(cfg *Config) { cfg.PassivationInterval = time.Hour })
 			n := nodes[0]
-			n.cfg.MaxActivations = grains*trimmedShare/(trimmedShare-1) + trimmedShare // trims to above grains
 			ctx := context.Background()
 			for i := range grains {
 				if _, err := n.Invoke(ctx, addCall(fmt.Sprintf("grain-%d", i), 1)); err != nil {
@@ -294,7 +293,7 @@ func BenchmarkTrimLook(b *testing.B) {
 				}
 			}
 			for b.Loop() {
-				if asked := n.acts.trim(); asked != 0 {
+				if asked := n.acts.trimTo(grains); asked != 0 {
 					b.Fatalf("the look asked %d grains to passivate, want none", asked)
 				}
 			}

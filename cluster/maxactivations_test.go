@@ -62,6 +62,19 @@ func TestMaxActivationsPassivatesTheLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
+// limitedSinkNode starts a node that hosts the sink kind (overflow_test.go)
+// under a Config.MaxActivations of limit, and returns it with its sink and
+// its log.
+func limitedSinkNode(t *testing.T, limit int) (*Node, *sink, *logLines) {
+	t.Helper()
+	s := newSink()
+	logs := map[string]*logLines{}
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newSinkKind(s)} },
+		withLogs(logs, false, func(cfg *Config) { cfg.MaxActivations = limit }))
+	t.Cleanup(s.releaseHeld) // before the node closes, which waits for the turns
+	return nodes[0], s, logs[nodes[0].Name()]
+}
+
 // holdInCalls holds the sink grains ids, each in a call to Hold(0) from its
 // own goroutine, and returns a function that releases every held grain and
 // waits for those calls' replies.
@@ -90,22 +103,22 @@ func holdInCalls(t *testing.T, n *Node, s *sink, ids ...string) (release func())
 
 // TestMaxActivationsLeavesBusyGrains: grains in a call are not passivated
 // to bring the node under Config.MaxActivations; the shortfall is logged,
-// and once they are idle the next activation past the limit passivates
-// them.
+// and once they are idle the node's sweeps passivate them, with no
+// activation to wake a trim.
 func TestMaxActivationsLeavesBusyGrains(t *testing.T) {
-	nodes, sinks, logs := sinkCluster(t, 1, -1)
-	n, s := nodes[0], sinks[nodes[0].Name()]
-	n.cfg.MaxActivations = 2 // read by the sweep and by activations only, after this
+	n, s, log := limitedSinkNode(t, 2)
 	release := holdInCalls(t, n, s, "a", "b", "c")
 	waitFor(t, waitTimeout, "the shortfall to be logged", func() bool {
-		return logs[n.Name()].count("more activations than Config.MaxActivations", "activations=3", "idle=0", "max=2") > 0
+		return log.count("more activations than Config.MaxActivations", "activations=3", "idle=0", "max=2") > 0
 	})
 	if got := n.acts.count(); got != 3 {
 		t.Fatalf("the node holds %d activations, want the 3 busy ones", got)
 	}
+	// No activation comes to wake a trim (a burst of calls that ended, a
+	// batch job that stopped): the node's next sweeps trim it, every 10 ms
+	// here (testConfig), long before the grains' IdleTimeout.
 	release()
-	sinkGot(t, n, "d") // the fourth: a trim to 2
-	waitFor(t, waitTimeout, "the trim", func() bool { return n.acts.count() == 2 })
+	waitFor(t, waitTimeout, "the node to trim itself to the limit", func() bool { return n.acts.count() <= 2 })
 }
 
 // TestMaxActivationsLeavesKindsThatNeverPassivate: a kind whose
@@ -181,9 +194,7 @@ func TestMaxActivationsUnderLoad(t *testing.T) {
 // to passivate may be used before its actor comes to it, and stay; with
 // no activation to come, the node's sweep trims again at its next tick.
 func TestMaxActivationsTrimsAgainAfterAGrainAskedStays(t *testing.T) {
-	nodes, sinks, _ := sinkCluster(t, 1, -1)
-	n, s := nodes[0], sinks[nodes[0].Name()]
-	n.cfg.MaxActivations = 2                            // read by the sweep and by activations only, after this
+	n, s, _ := limitedSinkNode(t, 2)
 	holdGrain(t, n, s, "asked")                         // in a one-way turn: no call counted in, so a trim may ask it
 	release := holdInCalls(t, n, s, "busy-1", "busy-2") // a trim leaves them be
 	a := n.acts.peek(actKey{sinkKind, "asked"})
@@ -268,45 +279,6 @@ func TestATrimThatAsksAGrainDuringItsPassivationsCommitLeavesItKept(t *testing.T
 		t.Fatalf("the trims tried %d commits of 2 grains' buffered changes while the store committed nothing, want 2: "+
 			"one per grain, the others wait for their IdleTimeout", got)
 	}
-}
-
-// TestANodeLeftPastMaxActivationsByBusyGrainsTrimsOnceTheyAreIdle: grains
-// in a call keep a node past Config.MaxActivations; once their calls are
-// over, the node trims itself at its next sweeps, without waiting for an
-// activation to come (a burst of calls that ended, a batch job that
-// stopped) or for their IdleTimeout.
-func TestANodeLeftPastMaxActivationsByBusyGrainsTrimsOnceTheyAreIdle(t *testing.T) {
-	s := newSink()
-	logs := map[string]*logLines{}
-	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newSinkKind(s)} },
-		withLogs(logs, false, func(cfg *Config) { cfg.MaxActivations = 2 }))
-	t.Cleanup(s.releaseHeld) // before the node closes, which waits for the turns
-	n := nodes[0]
-	calls := make(chan error, 3)
-	for _, id := range []string{"a", "b", "c"} {
-		go func() {
-			call := holdCall(id, 0)
-			call.NewResponse = func() proto.Message { return new(emptypb.Empty) }
-			_, err := n.Invoke(context.Background(), call)
-			calls <- err
-		}()
-		receive(t, s.held, "the grain to hold")
-	}
-	waitFor(t, waitTimeout, "the shortfall to be logged", func() bool {
-		return logs[n.Name()].count("more activations than Config.MaxActivations", "activations=3") > 0
-	})
-	if got := n.acts.count(); got != 3 {
-		t.Fatalf("the node holds %d activations, want the 3 busy ones", got)
-	}
-	s.releaseHeld()
-	for range 3 {
-		if err := receive(t, calls, "a held call's reply"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Sweeps run every 10 ms (testConfig): a hundred of them, and no
-	// activation.
-	waitFor(t, time.Second, "the node to trim itself to the limit", func() bool { return n.acts.count() <= 2 })
 }
 
 // TestTrimsAskAgainTheGrainsTheStoreKeptOnceTheyAreUsed: a grain whose
