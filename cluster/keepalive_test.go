@@ -31,8 +31,11 @@ type darkProxy struct {
 	addr     string
 	target   atomic.Pointer[string]
 	accepted atomic.Int32 // connections forwarded
-	mu       sync.Mutex
-	dark     chan struct{} // closed by goDark, for the connections accepted before it
+	// pings counts the HTTP/2 pings the dialers sent, and pongs the
+	// acknowledgements their peers sent back, through the proxy.
+	pings, pongs atomic.Int32
+	mu           sync.Mutex
+	dark         chan struct{} // closed by goDark, for the connections accepted before it
 }
 
 // startDarkProxy starts a darkProxy on loopback; its target is set with
@@ -62,8 +65,8 @@ func startDarkProxy(t *testing.T) *darkProxy {
 			p.mu.Lock()
 			dark := p.dark
 			p.mu.Unlock()
-			go forwardUntilDark(out, in, dark)
-			go forwardUntilDark(in, out, dark)
+			go forwardUntilDark(out, in, dark, &http2Pings{preface: len(http2Preface), count: &p.pings})
+			go forwardUntilDark(in, out, dark, &http2Pings{acks: true, count: &p.pongs})
 		}
 	}()
 	return p
@@ -81,8 +84,8 @@ func (p *darkProxy) goDark() {
 
 // forwardUntilDark copies src to dst until dark is closed, when it stops
 // reading and drops what it read last, or until src ends, which it passes
-// on by closing dst.
-func forwardUntilDark(dst, src net.Conn, dark <-chan struct{}) {
+// on by closing dst. pings counts the HTTP/2 pings in what it forwards.
+func forwardUntilDark(dst, src net.Conn, dark <-chan struct{}, pings *http2Pings) {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := src.Read(buf)
@@ -90,6 +93,7 @@ func forwardUntilDark(dst, src net.Conn, dark <-chan struct{}) {
 			return
 		}
 		if n > 0 {
+			pings.scan(buf[:n])
 			if _, werr := dst.Write(buf[:n]); werr != nil && err == nil {
 				err = werr
 			}
@@ -97,6 +101,51 @@ func forwardUntilDark(dst, src net.Conn, dark <-chan struct{}) {
 		if err != nil {
 			_ = dst.Close()
 			return
+		}
+	}
+}
+
+// http2Preface is what an HTTP/2 client sends first, before any frame.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// http2Pings counts the PING frames in one direction of an HTTP/2
+// connection, read in pieces as they come: those that ask (acks false), or
+// those that acknowledge (acks true). A frame is a 9-byte header (a 24-bit
+// length, a type, flags, a stream) and its payload; a PING is type 6, with
+// flag 1 when it acknowledges one.
+type http2Pings struct {
+	acks    bool
+	count   *atomic.Int32
+	preface int     // bytes of the client's preface still to skip
+	header  [9]byte // the header being read
+	got     int     // how much of it was read
+	skip    int     // payload bytes still to skip
+}
+
+// scan counts the pings in b, the next bytes of the stream.
+func (p *http2Pings) scan(b []byte) {
+	for len(b) > 0 {
+		switch {
+		case p.preface > 0:
+			n := min(p.preface, len(b))
+			p.preface -= n
+			b = b[n:]
+		case p.skip > 0:
+			n := min(p.skip, len(b))
+			p.skip -= n
+			b = b[n:]
+		default:
+			n := copy(p.header[p.got:], b)
+			p.got += n
+			b = b[n:]
+			if p.got < len(p.header) {
+				return
+			}
+			p.got = 0
+			p.skip = int(p.header[0])<<16 | int(p.header[1])<<8 | int(p.header[2])
+			if ping, ack := p.header[3] == 6, p.header[4]&1 != 0; ping && ack == p.acks {
+				p.count.Add(1)
+			}
 		}
 	}
 }
@@ -210,9 +259,9 @@ func TestAStreamWhosePeerGoesDarkEnds(t *testing.T) {
 // 5 minutes by default) while it sends the client nothing with a GOAWAY,
 // "too_many_pings", at the fourth ping, and closes the connection: an idle
 // stream was cut every 40 s. The acceptor pings never here, so that the
-// dialer's pings are its only frames. It takes 45 s, idle: the dialer
-// pings every 10 s at the soonest, gRPC's floor for clients, which a test
-// cannot lower.
+// dialer's pings are its only frames; the proxy counts their answers. It
+// takes about 40 s, idle: the dialer pings every 10 s at the soonest,
+// gRPC's floor for clients, which a test cannot lower.
 func TestAnIdleStreamOutlivesItsKeepalives(t *testing.T) {
 	t.Parallel()
 	proxy := startDarkProxy(t)
@@ -231,9 +280,11 @@ func TestAnIdleStreamOutlivesItsKeepalives(t *testing.T) {
 		t.Fatalf("%s ran on %s, want %s", toB, got, b.Name())
 	}
 	dialed := openConnTo(t, a, b.Name())
-	// The idle period under test, not a wait for an outcome: the dialer's
-	// fourth ping comes at 40 s.
-	<-time.After(4*minClientKeepalive + minClientKeepalive/2)
+	// The dialer's fourth ping comes 40 s after the call, and a GOAWAY
+	// would come in its answer's place.
+	waitFor(t, 8*minClientKeepalive, "the dialer's fourth keepalive ping to be answered", func() bool {
+		return proxy.pongs.Load() >= 4
+	})
 	if got := where(t, a, toB); got != b.Name() {
 		t.Fatalf("%s ran on %s, want %s", toB, got, b.Name())
 	}
