@@ -93,6 +93,16 @@ func spawnFunc(t testing.TB, s *System, f func(c *Context)) *Ref {
 }
 
 // ctxTimeout returns a context bounded by testTimeout.
+// goEach runs run(g) for g from 0 to n-1, each on a goroutine of its own,
+// and returns a function that waits for them all.
+func goEach(n int, run func(g int)) (wait func()) {
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Go(func() { run(g) })
+	}
+	return wg.Wait
+}
+
 func ctxTimeout(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)

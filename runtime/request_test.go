@@ -85,31 +85,26 @@ func TestLateRepliesDoNotCross(t *testing.T) {
 			}()
 		}
 	})
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 200 {
-				n := g*1000 + i
-				if i%2 == 0 {
-					ctx, cancel := context.WithCancel(context.Background())
-					m := abandoned{n: n, cancel: cancel, gaveUp: make(chan struct{})}
-					if _, err := r.Request(ctx, m); !errors.Is(err, context.Canceled) {
-						t.Errorf("abandoned request %d = %v, want context.Canceled", n, err)
-					}
-					close(m.gaveUp)
-					continue
+	wait := goEach(8, func(g int) {
+		for i := range 200 {
+			n := g*1000 + i
+			if i%2 == 0 {
+				ctx, cancel := context.WithCancel(context.Background())
+				m := abandoned{n: n, cancel: cancel, gaveUp: make(chan struct{})}
+				if _, err := r.Request(ctx, m); !errors.Is(err, context.Canceled) {
+					t.Errorf("abandoned request %d = %v, want context.Canceled", n, err)
 				}
-				v, err := r.Request(context.Background(), n)
-				if err != nil || v != n {
-					t.Errorf("request %d = %v, %v", n, v, err)
-					return
-				}
+				close(m.gaveUp)
+				continue
 			}
-		}()
-	}
-	wg.Wait()
+			v, err := r.Request(context.Background(), n)
+			if err != nil || v != n {
+				t.Errorf("request %d = %v, %v", n, v, err)
+				return
+			}
+		}
+	})
+	wait()
 }
 
 func TestRequestErrors(t *testing.T) {
@@ -265,29 +260,24 @@ func TestRequestsRacingStopNeverHang(t *testing.T) {
 				c.Respond(n)
 			}
 		})
-		var wg sync.WaitGroup
-		for g := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range 50 {
-					v, err := r.Request(context.Background(), i)
-					switch {
-					case errors.Is(err, ErrStopped):
-						return
-					case err != nil || v != i:
-						t.Errorf("round %d, goroutine %d: Request = %v, %v", round, g, v, err)
-						return
-					}
+		wait := goEach(4, func(g int) {
+			for i := range 50 {
+				v, err := r.Request(context.Background(), i)
+				switch {
+				case errors.Is(err, ErrStopped):
+					return
+				case err != nil || v != i:
+					t.Errorf("round %d, goroutine %d: Request = %v, %v", round, g, v, err)
+					return
 				}
-			}()
-		}
+			}
+		})
 		if round%2 == 0 {
 			r.Stop()
 		} else {
 			r.GracefulStop()
 		}
-		wg.Wait()
+		wait()
 		waitClosed(t, r.Done(), "stop")
 	}
 }
@@ -363,29 +353,24 @@ func TestRespondReportsWhatTheCallerGot(t *testing.T) {
 			go func() { m.delivered <- resp.Respond(m.n) }()
 		}
 	})
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 500 {
-				m := req{n: g*1000 + i, delivered: make(chan bool, 1)}
-				ctx, cancel := context.WithCancel(context.Background())
-				go cancel() // anywhere between the Ask and the reply
-				v, gaveUp, err := r.Ask(ctx, m, i%2 == 0)
-				cancel()
-				if !gaveUp && errors.Is(err, context.Canceled) {
-					continue // not queued: nobody answers it
-				}
-				delivered := recv(t, m.delivered, "the Responder's report")
-				if delivered == gaveUp || !gaveUp && (v != m.n || err != nil) {
-					t.Errorf("Ask(%d) = %v, gave up %t, %v; Respond reported delivered %t", m.n, v, gaveUp, err, delivered)
-					return
-				}
+	wait := goEach(8, func(g int) {
+		for i := range 500 {
+			m := req{n: g*1000 + i, delivered: make(chan bool, 1)}
+			ctx, cancel := context.WithCancel(context.Background())
+			go cancel() // anywhere between the Ask and the reply
+			v, gaveUp, err := r.Ask(ctx, m, i%2 == 0)
+			cancel()
+			if !gaveUp && errors.Is(err, context.Canceled) {
+				continue // not queued: nobody answers it
 			}
-		}()
-	}
-	wg.Wait()
+			delivered := recv(t, m.delivered, "the Responder's report")
+			if delivered == gaveUp || !gaveUp && (v != m.n || err != nil) {
+				t.Errorf("Ask(%d) = %v, gave up %t, %v; Respond reported delivered %t", m.n, v, gaveUp, err, delivered)
+				return
+			}
+		}
+	})
+	wait()
 }
 
 // TestRequestsRacingStopLeaveOneDeadLetterEach races requests, some with
@@ -405,36 +390,31 @@ func TestRequestsRacingStopLeaveOneDeadLetterEach(t *testing.T) {
 		})
 		var mu sync.Mutex
 		stopped, gaveUp := map[int]bool{}, map[int]bool{}
-		var wg sync.WaitGroup
-		for g := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := range 100 {
-					n := g*1000 + i
-					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%4)*50*time.Microsecond)
-					v, gave, err := r.Ask(ctx, n, i%3 == 0)
-					cancel()
-					mu.Lock()
-					switch {
-					case gave:
-						gaveUp[n] = true
-					case errors.Is(err, ErrStopped):
-						stopped[n] = true
-					case errors.Is(err, context.DeadlineExceeded): // not queued
-					case err != nil || v != n:
-						t.Errorf("round %d: Ask(%d) = %v, %v", round, n, v, err)
-					}
-					mu.Unlock()
+		wait := goEach(4, func(g int) {
+			for i := range 100 {
+				n := g*1000 + i
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%4)*50*time.Microsecond)
+				v, gave, err := r.Ask(ctx, n, i%3 == 0)
+				cancel()
+				mu.Lock()
+				switch {
+				case gave:
+					gaveUp[n] = true
+				case errors.Is(err, ErrStopped):
+					stopped[n] = true
+				case errors.Is(err, context.DeadlineExceeded): // not queued
+				case err != nil || v != n:
+					t.Errorf("round %d: Ask(%d) = %v, %v", round, n, v, err)
 				}
-			}()
-		}
+				mu.Unlock()
+			}
+		})
 		if round%2 == 0 {
 			r.Stop()
 		} else {
 			r.GracefulStop()
 		}
-		wg.Wait()
+		wait()
 		waitClosed(t, r.Done(), "stop")
 		letters := map[int]int{}
 		for len(dead) > 0 {
