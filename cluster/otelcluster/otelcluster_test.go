@@ -3,12 +3,15 @@ package otelcluster_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"google.golang.org/protobuf/proto"
@@ -192,5 +195,72 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 	}
 	if got := collected(t, reader); len(got) != 0 {
 		t.Fatalf("after Unregister, collected %v, want nothing", got)
+	}
+}
+
+// errMeter is what refusingMeter's refusals wrap.
+var errMeter = errors.New("test meter: refused")
+
+// refusingMeter is a meter that refuses one instrument, by name, or the
+// callback's registration, as a meter of another SDK may (the SDK's own
+// refuses only invalid names). Everything else is the no-op meter's.
+type refusingMeter struct {
+	noop.Meter
+	instrument string // the instrument whose creation fails, or ""
+	callback   bool   // whether RegisterCallback fails
+}
+
+func (m refusingMeter) Int64ObservableUpDownCounter(name string, opts ...metric.Int64ObservableUpDownCounterOption) (metric.Int64ObservableUpDownCounter, error) {
+	g, _ := m.Meter.Int64ObservableUpDownCounter(name, opts...)
+	return g, m.refuse(name)
+}
+
+func (m refusingMeter) Int64ObservableCounter(name string, opts ...metric.Int64ObservableCounterOption) (metric.Int64ObservableCounter, error) {
+	c, _ := m.Meter.Int64ObservableCounter(name, opts...)
+	return c, m.refuse(name)
+}
+
+func (m refusingMeter) RegisterCallback(f metric.Callback, instruments ...metric.Observable) (metric.Registration, error) {
+	if m.callback {
+		return nil, errMeter
+	}
+	return m.Meter.RegisterCallback(f, instruments...)
+}
+
+func (m refusingMeter) refuse(name string) error {
+	if name == m.instrument {
+		return fmt.Errorf("%w: %s", errMeter, name)
+	}
+	return nil
+}
+
+// refusingProvider hands out its refusingMeter.
+type refusingProvider struct {
+	noop.MeterProvider
+	meter refusingMeter
+}
+
+func (p refusingProvider) Meter(string, ...metric.MeterOption) metric.Meter { return p.meter }
+
+func TestRegisterReportsWhatTheMeterRefuses(t *testing.T) {
+	node := testnode.Start(t, "node", holderKindOf(&gate{open: make(chan struct{})}, holderKind))
+	for _, tc := range []struct {
+		name  string
+		meter refusingMeter
+		want  string
+	}{
+		{"an up-down counter", refusingMeter{instrument: otelcluster.MetricCalls}, "otelcluster: create the instruments: test meter: refused: " + otelcluster.MetricCalls},
+		{"a counter", refusingMeter{instrument: otelcluster.MetricRefused}, "otelcluster: create the instruments: test meter: refused: " + otelcluster.MetricRefused},
+		{"the callback", refusingMeter{callback: true}, "otelcluster: register the stats callback: test meter: refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg, err := otelcluster.Register(node, refusingProvider{meter: tc.meter})
+			if err == nil || err.Error() != tc.want || !errors.Is(err, errMeter) {
+				t.Fatalf("Register: %v, want %q wrapping the meter's error", err, tc.want)
+			}
+			if reg != nil {
+				t.Fatalf("Register returned a registration beside its error: %v", reg)
+			}
+		})
 	}
 }
