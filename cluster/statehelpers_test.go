@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,16 +16,26 @@ import (
 
 	"github.com/protograin/protograin/cluster/state"
 	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/boltstore"
 	"github.com/protograin/protograin/cluster/storage/memstore"
 	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
 )
 
 // eachStore runs test with a fresh store the nodes of the test share: a
-// memstore, and PostgreSQL when PROTOGRAIN_POSTGRES_DSN is set (CI sets it
+// memstore, a bbolt file (the embedded store the demo and examples run
+// on), and PostgreSQL when PROTOGRAIN_POSTGRES_DSN is set (CI sets it
 // through .ci/postgres.sh).
 func eachStore(t *testing.T, test func(t *testing.T, store storage.Store)) {
 	t.Run("memstore", func(t *testing.T) {
 		s := memstore.New()
+		t.Cleanup(func() { s.Close() })
+		test(t, s)
+	})
+	t.Run("boltstore", func(t *testing.T) {
+		s, err := boltstore.Open(filepath.Join(t.TempDir(), "grains.db"), boltstore.Config{})
+		if err != nil {
+			t.Fatalf("boltstore.Open: %v", err)
+		}
 		t.Cleanup(func() { s.Close() })
 		test(t, s)
 	})
