@@ -89,7 +89,10 @@
 // has decided, on its goroutine; see Config.Supervisor). The actor is
 // suspended and its parent's SupervisorStrategy (Props.Supervisor of the
 // parent, or Config.Supervisor for actors spawned by System.Spawn) chooses
-// a Directive.
+// a Directive. A handler that calls runtime.Goexit (t.FailNow in a test,
+// or a library's) fails the same way, with ErrGoexit for the panic value:
+// the goroutine that ran the turn ends, a worker's or a Request's caller's
+// (that Request never returns), and a new one carries on with the actor.
 // On Restart, the old instance gets *Restarting, its timers are cancelled,
 // its children are stopped (the new instance starts without children, and
 // the message that failed is not delivered again), Props.New is called and

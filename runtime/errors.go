@@ -13,8 +13,13 @@ var (
 	// it handled the request.
 	ErrStopped = errors.New("runtime: actor stopped")
 	// ErrPanic is wrapped by the *PanicError a Request returns when the
-	// handler panicked.
+	// handler panicked, or called runtime.Goexit.
 	ErrPanic = errors.New("runtime: actor panicked")
+	// ErrGoexit is the Failure.Reason of an actor whose handler, or
+	// Props.New, called runtime.Goexit (t.FailNow does), and the
+	// PanicError.Value of its Request: the runtime treats a Goexit as a
+	// panic.
+	ErrGoexit = errors.New("runtime: actor called runtime.Goexit")
 	// ErrMailboxFull is returned by Send to a bounded mailbox that is full
 	// and whose policy is MailboxFail.
 	ErrMailboxFull = errors.New("runtime: mailbox full")
@@ -29,17 +34,22 @@ var (
 	ErrInvalidProps = errors.New("runtime: invalid props")
 )
 
-// PanicError is the error a Request returns when the handler panicked. It
-// wraps ErrPanic and, when the panic value is an error, that error too.
+// PanicError is the error a Request returns when the handler panicked, or
+// called runtime.Goexit. It wraps ErrPanic and, when the panic value is an
+// error, that error too (ErrGoexit for a Goexit).
 type PanicError struct {
-	// Value is the value passed to panic.
+	// Value is the value passed to panic, or ErrGoexit.
 	Value any
 	// Stack is the stack of the panicking goroutine.
 	Stack []byte
 }
 
-// Error returns "runtime: actor panicked: " and the panic value.
+// Error returns "runtime: actor panicked: " and the panic value, or
+// ErrGoexit's message for a Goexit.
 func (e *PanicError) Error() string {
+	if e.Value == ErrGoexit {
+		return ErrGoexit.Error()
+	}
 	return fmt.Sprintf("%v: %v", ErrPanic, e.Value)
 }
 

@@ -71,6 +71,7 @@ type Ref struct {
 	graceful     bool                   // owned by the actor's goroutine: the stop in progress is graceful
 	finished     bool                   // owned by the actor's goroutine: everything that arrives is a dead letter
 	dead         bool                   // guarded by mu: Done is closed (or would be)
+	after        stage                  // owned by the actor's goroutine: what follows the lifecycle handler running now
 	// topPrev and topNext link a top-level actor into its part of the
 	// System's set (see topShard), under that part's lock; they are
 	// written when the actor is spawned and when it, or a neighbour,
@@ -249,7 +250,8 @@ func (r *Ref) SendContext(ctx context.Context, msg any) error {
 // Context.RespondError. It returns ctx.Err() when ctx ends first; a reply
 // that arrives later is dropped. It fails at once with ErrStopped when the
 // actor has stopped, or stops before handling msg; with an error wrapping
-// ErrPanic (a *PanicError) when the handler panics; and with ErrNoReply
+// ErrPanic (a *PanicError) when the handler panics, or calls
+// runtime.Goexit (the error then wraps ErrGoexit); and with ErrNoReply
 // when the handler returns without replying. With a context that can never
 // end (Done returns nil) and an idle actor, the caller runs the actor's turn
 // itself, as a worker would, up to its request: the user messages queued
@@ -632,19 +634,27 @@ func (r *Ref) handleUser(msg any, reply *replySlot) {
 	}
 	c := &r.ctx
 	c.msg, c.reply = msg, reply
-	f := r.invoke(c)
+	if f := r.invoke(c); f != nil {
+		r.failed(f)
+		return
+	}
 	if c.reply != nil {
-		if f != nil {
-			c.reply.complete(nil, &PanicError{Value: f.Reason, Stack: f.Stack})
-		} else {
-			c.reply.complete(nil, fmt.Errorf("%w: %s handled %T", ErrNoReply, r, msg))
-		}
+		c.reply.complete(nil, fmt.Errorf("%w: %s handled %T", ErrNoReply, r, msg))
 		c.reply = nil
 	}
 	c.msg = nil
-	if f != nil {
-		r.fail(f)
+}
+
+// failed ends the handling of a message whose handler failed: a Request
+// it left unanswered gets a *PanicError, and the supervisor the failure.
+func (r *Ref) failed(f *Failure) {
+	c := &r.ctx
+	if c.reply != nil {
+		c.reply.complete(nil, &PanicError{Value: f.Reason, Stack: f.Stack})
+		c.reply = nil
 	}
+	c.msg = nil
+	r.fail(f)
 }
 
 // release frees the bounded-mailbox slot of a dequeued message.
@@ -656,18 +666,62 @@ func (r *Ref) release() {
 
 // invoke calls the actor with the message in c, recovering a panic into a
 // Failure. This is the only place the runtime recovers panics.
+//
+// A handler that calls runtime.Goexit (t.FailNow does) neither returns nor
+// panics: its goroutine runs its deferred calls and ends, and recover sees
+// nothing. So the deferred call tells a Goexit by returned, unset, and a
+// recover that finds no panic, and hands the actor to a new goroutine (see
+// exited). A handler that returned pays a flag for it, and skips the
+// recover.
 func (r *Ref) invoke(c *Context) (f *Failure) {
+	returned := false
 	defer func() {
+		if returned {
+			return
+		}
 		if v := recover(); v != nil {
 			f = newFailure(r, v, c.msg)
+			return
 		}
+		r.exited(c.msg)
 	}()
 	if e := r.ext.Load(); e != nil && e.recv != nil {
 		e.recv(c)
 	} else {
 		r.actor.Receive(c)
 	}
+	returned = true
 	return nil
+}
+
+// exited takes over from a goroutine that runtime.Goexit is ending in the
+// middle of the actor's turn: a handler called it, handling msg, or
+// Props.New did. It runs among that goroutine's deferred calls, after
+// which nothing runs on it: neither the rest of the turn nor, if a
+// Request's caller was running the turn (see runInline), the caller. So a
+// new goroutine takes the actor, still running, and does what a panic
+// would have led to: a Request being handled gets a *PanicError, the
+// supervisor the Failure, and a restart or a stop whose lifecycle handler
+// it was carries on (see deliverOrLog). It then runs the actor's turns as
+// a worker does.
+func (r *Ref) exited(msg any) {
+	f := &Failure{Who: r, Reason: ErrGoexit, Stack: debug.Stack(), Message: msg}
+	after := r.after
+	r.after = noStage
+	go func() {
+		if after == noStage {
+			r.failed(f)
+		} else {
+			r.ctx.msg = nil
+			r.logLifecycleFailure(msg, f)
+			r.carryOn(after)
+		}
+		r.sys.workers.loop(r)
+	}()
+	// Under GODEBUG=panicnil=1 a panic(nil) recovers as nil too, and its
+	// goroutine would go on with the turn beside the new one: it ends here,
+	// as if the handler had called Goexit.
+	goruntime.Goexit()
 }
 
 // deliver passes a lifecycle or system-originated message to the actor.
@@ -681,11 +735,44 @@ func (r *Ref) deliver(msg any) *Failure {
 
 // deliverOrLog delivers msg and logs a panic instead of supervising it: used
 // for Restarting, Stopping and Stopped, after which supervision makes no
-// sense.
-func (r *Ref) deliverOrLog(msg any) {
-	if f := r.deliver(msg); f != nil {
-		r.sys.logger.Error("runtime: actor panicked in lifecycle handler",
-			"actor", r.String(), "message", typeName(msg), "panic", f.Reason)
+// sense. The caller goes on with the stage then; should the handler end
+// the goroutine with runtime.Goexit, the goroutine that takes over does
+// (see exited).
+func (r *Ref) deliverOrLog(msg any, then stage) {
+	r.after = then
+	f := r.deliver(msg)
+	r.after = noStage
+	if f != nil {
+		r.logLifecycleFailure(msg, f)
+	}
+}
+
+func (r *Ref) logLifecycleFailure(msg any, f *Failure) {
+	r.sys.logger.Error("runtime: actor panicked in lifecycle handler",
+		"actor", r.String(), "message", typeName(msg), "panic", f.Reason)
+}
+
+// A stage is the part of a restart or of a stop that follows a lifecycle
+// handler, named for the goroutine that takes over from one that a
+// handler ended with runtime.Goexit (see exited).
+type stage uint8
+
+const (
+	noStage         stage = iota
+	afterRestarting       // restart's: renew
+	afterStopping         // beginStop's: stopChildren
+	afterStopped          // finish's: bury
+)
+
+// carryOn runs the stage s.
+func (r *Ref) carryOn(s stage) {
+	switch s {
+	case afterRestarting:
+		r.renew()
+	case afterStopping:
+		r.stopChildren()
+	case afterStopped:
+		r.bury()
 	}
 }
 
@@ -772,9 +859,14 @@ func (r *Ref) beginStop(graceful bool) {
 	r.inStop, r.graceful = true, graceful
 	r.stopReq.Or(stopping)
 	r.cancelTimers()
-	r.deliverOrLog(&Stopping{})
+	r.deliverOrLog(&Stopping{}, afterStopping)
+	r.stopChildren()
+}
+
+// stopChildren is the end of beginStop, after *Stopping.
+func (r *Ref) stopChildren() {
 	for c := range r.children() {
-		if graceful {
+		if r.graceful {
 			c.GracefulStop()
 		} else {
 			c.Stop()
@@ -799,7 +891,12 @@ func (r *Ref) maybeFinish() {
 // drain meets a finished actor and becomes a dead letter too (see
 // processLoop).
 func (r *Ref) finish() {
-	r.deliverOrLog(&Stopped{})
+	r.deliverOrLog(&Stopped{}, afterStopped)
+	r.bury()
+}
+
+// bury is the end of finish, after *Stopped.
+func (r *Ref) bury() {
 	r.finished = true
 	r.actor = nil
 	r.drainDead()

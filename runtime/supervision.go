@@ -10,15 +10,16 @@ import (
 	"time"
 )
 
-// Failure describes a panic recovered from an actor. A Decider sees it; it
-// is also an error.
+// Failure describes a panic recovered from an actor, or a handler's
+// runtime.Goexit (its Reason is ErrGoexit then). A Decider sees it; it is
+// also an error.
 type Failure struct {
 	// Who is the actor that failed. For an escalated failure it is the
 	// supervisor that escalated, and Cause is the child's failure.
 	Who *Ref
-	// Reason is the value passed to panic.
+	// Reason is the value passed to panic, or ErrGoexit.
 	Reason any
-	// Stack is the stack of the panicking goroutine.
+	// Stack is the stack of the panicking (or exiting) goroutine.
 	Stack []byte
 	// Message is the message being handled when the panic happened.
 	Message any
@@ -34,6 +35,9 @@ func newFailure(who *Ref, reason any, msg any) *Failure {
 func (f *Failure) Error() string {
 	if f.Cause != nil {
 		return fmt.Sprintf("runtime: actor %s escalated: %v", f.Who, f.Cause)
+	}
+	if f.Reason == ErrGoexit {
+		return fmt.Sprintf("runtime: actor %s called runtime.Goexit handling %s", f.Who, typeName(f.Message))
 	}
 	return fmt.Sprintf("runtime: actor %s panicked handling %s: %v", f.Who, typeName(f.Message), f.Reason)
 }
@@ -400,7 +404,12 @@ func (r *Ref) restart() {
 	if r.inStop {
 		return
 	}
-	r.deliverOrLog(&Restarting{})
+	r.deliverOrLog(&Restarting{}, afterRestarting)
+	r.renew()
+}
+
+// renew is the end of restart, after *Restarting.
+func (r *Ref) renew() {
 	r.cancelTimers()
 	r.side().restarted++ // and those that fired already: see refExt.restarted
 	for c := range r.children() {
@@ -423,16 +432,25 @@ func (r *Ref) restart() {
 	r.deliverHeldTerminated()
 }
 
+// newInstance calls Props.New for a restart, turning a panic into a
+// Failure, and a Goexit into one too, as invoke does.
 func (r *Ref) newInstance() (a Actor, f *Failure) {
+	returned := false
 	defer func() {
+		if returned {
+			return
+		}
 		if v := recover(); v != nil {
 			f = newFailure(r, v, &Restarting{})
+			return
 		}
+		r.exited(&Restarting{})
 	}()
 	a = r.newActor()
 	if a == nil {
 		panic(fmt.Errorf("%w: New returned nil", ErrInvalidProps))
 	}
+	returned = true
 	return a, nil
 }
 
