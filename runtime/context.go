@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	goruntime "runtime"
 	"time"
 )
 
@@ -54,15 +55,23 @@ func (c *Context) RespondError(err error) {
 
 // DetachReply takes over the answer to the current Request, so that it can
 // be given after Receive returns, from any goroutine. Without it, a Request
-// that Receive leaves unanswered fails with ErrNoReply. It returns nil when
-// the message is not an unanswered Request.
+// that Receive leaves unanswered fails with ErrNoReply; so does one whose
+// Responder is dropped unanswered, once it is garbage-collected (see
+// Responder). It returns nil when the message is not an unanswered
+// Request.
+//
+// That backstop is a cleanup (runtime.AddCleanup) on each Responder, a few
+// allocations that only a detached reply pays: a Request answered in
+// Receive makes no Responder.
 func (c *Context) DetachReply() *Responder {
 	if c.reply == nil {
 		return nil
 	}
-	r := &Responder{}
-	r.slot.Store(c.reply)
+	d := &detached{who: c.ref}
+	d.slot.Store(c.reply)
 	c.reply = nil
+	r := &Responder{answer: d}
+	goruntime.AddCleanup(r, (*detached).drop, d)
 	return r
 }
 

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 	goruntime "runtime"
 	"sync/atomic"
 )
@@ -109,8 +110,32 @@ func (slot *replySlot) block(ctx context.Context) error {
 // Responder answers a Request after Receive has returned; see
 // Context.DetachReply. Its methods are safe for concurrent use, and only
 // the first Respond or RespondError has an effect.
+//
+// A Responder dropped unanswered still answers: once the garbage collector
+// finds it unreachable, its Request fails with an error wrapping
+// ErrNoReply, where a caller without a deadline would otherwise wait for
+// good. That comes when a collection comes, so it is a backstop, not a way
+// to answer: a Responder should answer, and callers have deadlines.
 type Responder struct {
+	answer *detached
+}
+
+// detached is the reply slot of a Responder, shared with the cleanup that
+// answers for the Responder once it is unreachable (see
+// Context.DetachReply). Whoever swaps the slot out answers, once: the
+// cleanup of a Responder that answered finds nil, so it cannot reach the
+// slot, which its caller has put back in the pool for another Request by
+// then. (A cleanup given the slot itself would answer that Request.)
+type detached struct {
 	slot atomic.Pointer[replySlot]
+	who  *Ref // for the error; the Responder is not reachable from it unless the actor keeps it
+}
+
+// drop answers for a Responder that was collected unanswered.
+func (d *detached) drop() {
+	if slot := d.slot.Swap(nil); slot != nil {
+		slot.complete(nil, fmt.Errorf("%w: %s dropped the Responder of a Request unanswered", ErrNoReply, d.who))
+	}
 }
 
 // Respond makes the Request return msg. It reports whether the reply was
@@ -121,6 +146,6 @@ func (r *Responder) Respond(msg any) bool { return r.finish(msg, nil) }
 func (r *Responder) RespondError(err error) bool { return r.finish(nil, err) }
 
 func (r *Responder) finish(val any, err error) bool {
-	slot := r.slot.Swap(nil)
+	slot := r.answer.slot.Swap(nil)
 	return slot != nil && slot.complete(val, err)
 }
