@@ -162,7 +162,10 @@ func (c *Context) SendAfter(d time.Duration, msg any) *Timer {
 
 // SendEvery sends msg to the actor itself every d until the returned Timer
 // is stopped or the actor stops or restarts. It panics if d is not
-// positive, as time.NewTicker does.
+// positive, as time.NewTicker does. Like a time.Ticker's, its ticks do not
+// pile up: while one is in the mailbox the timer sends none, so an actor
+// that is busy, or suspended awaiting a restart, while periods pass finds
+// one tick when it gets to it.
 func (c *Context) SendEvery(d time.Duration, msg any) *Timer {
 	if d <= 0 {
 		panic("runtime: non-positive interval for SendEvery")

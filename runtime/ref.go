@@ -625,6 +625,9 @@ func (r *Ref) handleUser(msg any, reply *replySlot) {
 		return
 	case timerFired:
 		r.release()
+		if m.t.every > 0 {
+			m.t.queued.Store(false) // the timer may queue its next tick (see Timer.fire)
+		}
 		if !r.timerLive(m.t) {
 			return
 		}

@@ -12,7 +12,8 @@ type Timer struct {
 	msg       any
 	every     time.Duration // zero for a one-shot timer
 	cancelled atomic.Bool
-	restarted uint32      // refExt.restarted when it was armed; beside cancelled, in its padding
+	queued    atomic.Bool // a SendEvery timer's tick is in the mailbox (see fire)
+	restarted uint32      // refExt.restarted when it was armed; beside the flags, in their padding
 	stopClock func() bool // guarded by r.mu
 }
 
@@ -65,6 +66,13 @@ func (r *Ref) startTimer(d, every time.Duration, msg any) *Timer {
 // fire enqueues the timer's message and re-arms a periodic timer. Holding
 // mu while enqueueing orders the send before any later cancellation;
 // enqueueing never blocks here.
+//
+// A periodic timer whose last tick is still queued sends none: its ticks
+// coalesce, as a time.Ticker's do in its channel. An actor busy in a long
+// handler, or suspended through a restart's backoff, would otherwise find
+// a tick per period in its mailbox, stale ones after a restart; in a
+// bounded mailbox they took the room of other messages, and those past
+// the capacity were dead letters.
 func (t *Timer) fire() {
 	r := t.r
 	r.mu.Lock()
@@ -76,7 +84,9 @@ func (t *Timer) fire() {
 	if t.every == 0 {
 		delete(e.timers, t)
 	}
-	r.enqueueTimer(t)
+	if t.every == 0 || !t.queued.Load() {
+		r.enqueueTimer(t)
+	}
 	if t.every > 0 {
 		t.stopClock = r.sys.clock.AfterFunc(t.every, t.fire)
 	}
@@ -117,6 +127,10 @@ func (r *Ref) enqueueTimer(t *Timer) {
 			r.sys.deadLetter(r, t.msg, ErrMailboxFull)
 			return
 		}
+	}
+	if t.every > 0 {
+		// Before the push: the actor clears it once it takes the tick.
+		t.queued.Store(true)
 	}
 	r.userHead.push(r.sys.envelopes.get(timerFired{t}, nil))
 	r.schedule()

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 )
@@ -294,6 +295,70 @@ func TestATimerThatFiredBeforeARestartIsDropped(t *testing.T) {
 	select {
 	case m := <-fired:
 		t.Fatalf("the new instance got %q, from a timer of the instance that failed", m)
+	default:
+	}
+}
+
+// TestPeriodicTicksCoalesce: a SendEvery timer has at most one tick in the
+// mailbox, as a time.Ticker has in its channel. An actor that is busy (or
+// suspended through a restart's backoff) while periods pass then finds one
+// tick, not one per period: in a bounded mailbox those took the room of
+// other messages, and those past the capacity were dead letters.
+func TestPeriodicTicksCoalesce(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := newTestSystem(t, Config{Clock: clock})
+	dead := make(chan DeadLetter, 10)
+	s.SubscribeDeadLetters(dead)
+	entered, release := make(chan struct{}), make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unblock) // before the System's Close, should the test fail with the actor blocked
+	ticks := make(chan string, 10)
+	r := spawn(t, s, Props{
+		Mailbox: MailboxConfig{Capacity: 3, Overflow: MailboxFail},
+		New: func() Actor {
+			return ActorFunc(func(c *Context) {
+				switch c.Message() {
+				case "every":
+					c.SendEvery(time.Second, "tick")
+					c.Respond("armed")
+				case "block":
+					close(entered)
+					<-release
+				case "tick":
+					ticks <- "tick"
+				case "sync":
+					c.Respond("synced")
+				}
+			})
+		},
+	})
+	if _, err := r.Request(ctxTimeout(t), "every"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Send("block"); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	for range 5 {
+		clock.Advance(time.Second)
+	}
+	if err := r.Send("room"); err != nil {
+		t.Fatalf("Send after 5 periods of a busy actor = %v; want room beside one tick", err)
+	}
+	unblock()
+	if _, err := r.Request(ctxTimeout(t), "sync"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ticks); n != 1 {
+		t.Fatalf("the actor got %d ticks queued while it was busy; want 1", n)
+	}
+	<-ticks
+	clock.Advance(time.Second)
+	recv(t, ticks, "the tick after the actor took the queued one")
+	select {
+	case d := <-dead:
+		t.Fatalf("dead letter %v (%v); want none", d.Message, d.Reason)
 	default:
 	}
 }
