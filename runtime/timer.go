@@ -20,6 +20,17 @@ type Timer struct {
 // Stop cancels the timer. It reports whether this call cancelled it: false
 // if it was already cancelled or, for SendAfter, had already fired. Once
 // Stop returns, the timer's message is not delivered, even if it was queued.
+//
+// That promise is whole on the actor's own goroutine, in its handlers. Stop
+// is safe to call from any goroutine, but on another one it races with the
+// actor, which may have taken the timer's message from its mailbox, and
+// found the timer live, just before Stop cancelled it: that one message is
+// still delivered, and may be after Stop returns. Any other is dropped:
+// the timer sends none once Stop has returned, and the actor drops those
+// it takes from then on. The actor checks a flag as it takes the message;
+// to close the window, Stop would have to wait for the actor's handler. To
+// order a stop with the actor's messages, send the actor a message whose
+// handler calls Stop.
 func (t *Timer) Stop() bool {
 	r := t.r
 	r.mu.Lock()

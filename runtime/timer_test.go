@@ -362,3 +362,62 @@ func TestPeriodicTicksCoalesce(t *testing.T) {
 	default:
 	}
 }
+
+// TestTimerStopFromAnotherGoroutine pins what Timer.Stop promises off the
+// actor's goroutine: the one tick the actor took from its mailbox before
+// Stop cancelled the timer is still delivered, after Stop has returned
+// here; none follows it. The middleware holds the tick after the actor has
+// taken it and found the timer live, the window Stop cannot close.
+func TestTimerStopFromAnotherGoroutine(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	s := newTestSystem(t, Config{Clock: clock})
+	taken, release := make(chan struct{}), make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(unblock)
+	ticks := make(chan string, 10)
+	timers := make(chan *Timer, 1)
+	var held sync.Once
+	r := spawn(t, s, Props{
+		Middleware: []Middleware{func(next ReceiveFunc) ReceiveFunc {
+			return func(c *Context) {
+				if c.Message() == "tick" {
+					held.Do(func() { close(taken); <-release })
+				}
+				next(c)
+			}
+		}},
+		New: func() Actor {
+			return ActorFunc(func(c *Context) {
+				switch c.Message() {
+				case "every":
+					timers <- c.SendEvery(time.Second, "tick")
+				case "tick":
+					ticks <- "tick"
+				case "sync":
+					c.Respond("synced")
+				}
+			})
+		},
+	})
+	if err := r.Send("every"); err != nil {
+		t.Fatal(err)
+	}
+	tm := recv(t, timers, "the timer")
+	clock.Advance(time.Second)
+	<-taken
+	if !tm.Stop() {
+		t.Fatal("Stop of a live SendEvery timer reported false")
+	}
+	clock.Advance(time.Second)
+	unblock()
+	if _, err := r.Request(ctxTimeout(t), "sync"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ticks); n != 1 {
+		t.Fatalf("%d ticks delivered; want the one taken before Stop", n)
+	}
+	if n := clock.Pending(); n != 0 {
+		t.Fatalf("%d clock timers armed after Stop", n)
+	}
+}
