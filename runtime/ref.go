@@ -750,6 +750,8 @@ func (r *Ref) deliverOrLog(msg any, then stage) {
 	}
 }
 
+// logLifecycleFailure logs the failure of the handler of msg, a
+// *Restarting, *Stopping or *Stopped, which no supervisor handles.
 func (r *Ref) logLifecycleFailure(msg any, f *Failure) {
 	r.sys.logger.Error("runtime: actor panicked in lifecycle handler",
 		"actor", r.String(), "message", typeName(msg), "panic", f.Reason)
