@@ -112,7 +112,14 @@ const (
 	// FlushManual commits only when the grain calls State().Flush, and when
 	// the grain is deactivated. A passivation commits before OnDeactivate,
 	// and keeps the grain active while the store fails that commit, so
-	// that acknowledged changes are not dropped with an idle grain.
+	// that acknowledged changes are not dropped with an idle grain. A grain
+	// that moves to a member that joins, or from one that leaves
+	// gracefully, commits on its old owner before the new one loads it
+	// (see docs/architecture.md, "Moves wait for the old owner's
+	// release"). Acknowledged changes not yet committed are lost in a
+	// crash, and by an activation that the version check finds stale
+	// (ErrStaleActivation), which only the moves that the hand-off does
+	// not cover make (a member that fails or flaps, a move past its bound).
 	FlushManual
 )
 

@@ -319,6 +319,10 @@ type Config struct {
 	// activating, when set, runs as each activation begins, before it
 	// reads the view, so that a test can change the view under it.
 	activating func()
+	// awaitingRelease, when set, runs as an activation begins to wait
+	// for the release of its grain's predecessor (see awaitRelease), so
+	// that a test knows it waits.
+	awaitingRelease func()
 	// forwarding, when set, runs before each forward of a one-way message
 	// (see Node.sendForwarded), so that a test can hold one.
 	forwarding func()

@@ -827,6 +827,12 @@ func (c *conn) dispatch(f *frame) {
 		if f.hello&helloSuperseded != 0 {
 			c.t.handler.replaced(f.identity, c.peer)
 		}
+		if f.hello&helloAskRelease != 0 {
+			c.t.handler.askedRelease(c, f.identity, f.message)
+		}
+		if f.hello&helloReleased != 0 {
+			c.t.handler.released(c.peer, f.identity, f.message, f.hello&helloLeaving != 0)
+		}
 	}
 }
 

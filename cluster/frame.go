@@ -145,6 +145,20 @@ const (
 	// hello with it, and a member that sees such a start's gossip dials
 	// it to send it. A hello, for the reason fieldBye is.
 	fieldSuperseded protowire.Number = 23
+	// fieldAskRelease, in a hello frame, asks the receiver to say when it
+	// has released the grains its sender took from it (see handoffs): the
+	// receiver answers with fieldReleased once it holds none of them. The
+	// hello's fieldIdentity is the sender's incarnation, its fieldMessage
+	// the receiver's that the sender's view has. A hello, for the reason
+	// fieldBye is; an older peer skips the field, and is not asked.
+	fieldAskRelease protowire.Number = 25
+	// fieldReleased, in a hello frame, answers fieldAskRelease: its sender
+	// holds none of the grains the receiver took from it, and committed
+	// what they had buffered. With fieldLeaving too, it holds no grain at
+	// all: it is leaving, and has deactivated them all. The hello's
+	// fieldIdentity is the sender's incarnation, its fieldMessage the
+	// receiver's that asked.
+	fieldReleased protowire.Number = 24
 )
 
 // helloFlags are what a hello frame says about its sender, each in a
@@ -156,7 +170,9 @@ const (
 	helloBye                               // the sender sends no more requests on the stream (fieldBye)
 	helloLeaving                           // the sender is leaving the cluster (fieldLeaving)
 	helloSuperseded                        // the receiver was replaced by a later start under its name (fieldSuperseded)
-	helloLast       = helloSuperseded
+	helloAskRelease                        // the sender asks when the receiver released its grains (fieldAskRelease)
+	helloReleased                          // the sender released the grains the receiver took from it (fieldReleased)
+	helloLast       = helloReleased
 )
 
 // helloField returns the field that carries flag on the wire.
@@ -168,6 +184,10 @@ func helloField(flag helloFlags) protowire.Number {
 		return fieldBye
 	case helloLeaving:
 		return fieldLeaving
+	case helloAskRelease:
+		return fieldAskRelease
+	case helloReleased:
+		return fieldReleased
 	default:
 		return fieldSuperseded
 	}
@@ -315,7 +335,7 @@ const maxTagSize = 2
 // of its strings and payload: the length prefix, and every field at its
 // largest, the three names both as strings and ids, the chain aside.
 const frameBoundFixed = binary.MaxVarintLen64 + // the length prefix
-	11*(maxTagSize+binary.MaxVarintLen64) + // type, id, timeout, code, reason, seq, one-way, names, bye, leaving, superseded
+	13*(maxTagSize+binary.MaxVarintLen64) + // type, id, timeout, code, reason, seq, one-way, names, bye, leaving, superseded, ask release, released
 	7*(maxTagSize+binary.MaxVarintLen64) + // kind, identity, method, payload, message, node, client ID
 	3*(maxTagSize+binary.MaxVarintLen64) // the ids of kind, method and client ID
 
@@ -465,7 +485,7 @@ func decodeFrame(b []byte, f *frame, names *nameTable) error {
 func decodeField(b []byte, num protowire.Number, typ protowire.Type, f *frame, names *nameTable) (int, error) {
 	switch num {
 	case fieldType, fieldID, fieldTimeout, fieldCode, fieldReason, fieldSeq, fieldOneWay, fieldNames,
-		fieldBye, fieldLeaving, fieldSuperseded, fieldKindRef, fieldMethodRef, fieldClientRef:
+		fieldBye, fieldLeaving, fieldSuperseded, fieldAskRelease, fieldReleased, fieldKindRef, fieldMethodRef, fieldClientRef:
 		if typ != protowire.VarintType {
 			return 0, fmt.Errorf("%w: field %d has wire type %d, want varint", ErrCorruptFrame, num, typ)
 		}
@@ -539,6 +559,10 @@ func (f *frame) setVarint(num protowire.Number, v uint64) error {
 		f.setHello(helloLeaving, v != 0)
 	case fieldSuperseded:
 		f.setHello(helloSuperseded, v != 0)
+	case fieldAskRelease:
+		f.setHello(helloAskRelease, v != 0)
+	case fieldReleased:
+		f.setHello(helloReleased, v != 0)
 	case fieldKindRef, fieldMethodRef, fieldClientRef:
 		if v == 0 || v > maxNameID {
 			return fmt.Errorf("%w: name id %d out of range", ErrCorruptFrame, v)

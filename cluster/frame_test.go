@@ -32,9 +32,12 @@ func sampleFrames() []frame {
 		{typ: frameHello, node: "node-b", hello: helloBye},
 		{typ: frameHello, node: "node-b", hello: helloNames | helloBye},
 		{typ: frameHello, node: "node-b", hello: helloLeaving},
-		{typ: frameHello, node: "node-c", message: "10.0.0.7:7947", hello: helloNames},                               // a dialer's first hello says its address
-		{typ: frameHello, node: "node-c", message: "10.0.0.7:7947", identity: "5f0e2b9c41d3a877", hello: helloNames}, // and its incarnation
-		{typ: frameHello, node: "node-a", identity: "5f0e2b9c41d3a877", hello: helloSuperseded},                      // the answer to a replaced start
+		{typ: frameHello, node: "node-c", message: "10.0.0.7:7947", hello: helloNames},                                                    // a dialer's first hello says its address
+		{typ: frameHello, node: "node-c", message: "10.0.0.7:7947", identity: "5f0e2b9c41d3a877", hello: helloNames},                      // and its incarnation
+		{typ: frameHello, node: "node-a", identity: "5f0e2b9c41d3a877", hello: helloSuperseded},                                           // the answer to a replaced start
+		{typ: frameHello, node: "node-b", identity: "0c4d1e7a9b3f2685", message: "5f0e2b9c41d3a877", hello: helloAskRelease},              // a joiner asks for a release
+		{typ: frameHello, node: "node-a", identity: "5f0e2b9c41d3a877", message: "0c4d1e7a9b3f2685", hello: helloReleased},                // and gets it
+		{typ: frameHello, node: "node-a", identity: "5f0e2b9c41d3a877", message: "0c4d1e7a9b3f2685", hello: helloReleased | helloLeaving}, // from a leaver
 		{typ: frameRequest, id: 1, kind: "pkg.Counter", identity: "user-42", method: "/pkg.Counter/Add",
 			payload: []byte{8, 5}, timeout: 1500 * time.Millisecond},
 		{typ: frameRequest, id: 1 << 60, kind: "k", method: "/k/M"}, // empty identity and payload
@@ -119,7 +122,7 @@ func TestFrameSizeBound(t *testing.T) {
 	frames := append(sampleFrames(), frame{typ: frameResponse, id: 1<<64 - 1, kind: long, identity: long, method: long,
 		payload: []byte(long), timeout: time.Duration(1<<63 - 1), code: maxCode, message: long,
 		reason: reasonCount - 1, node: long, chain: []actKey{{long, long}, {"", ""}},
-		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: oneWaySent, hello: helloNames | helloBye | helloLeaving | helloSuperseded,
+		stamp: stamp{client: long, seq: 1<<64 - 1}, oneWay: oneWaySent, hello: helloNames | helloBye | helloLeaving | helloSuperseded | helloAskRelease | helloReleased,
 		refs: nameRefs{kind: nameRef{maxNameID, true}, method: nameRef{maxNameID, true}, client: nameRef{maxNameID, true}}})
 	var d nameDict
 	d.on = true

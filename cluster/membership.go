@@ -27,6 +27,11 @@ const (
 	// fences it (Config.KeepMajority; see Node.advertiseFence), so that a
 	// node that joins through it learns it.
 	tagFenced = "pg-fenced"
+	// tagReleases says that the node tells each member that joins when it
+	// has released the grains the member took from it (see handoffs): the
+	// member's activations wait for that. A node older than it does not
+	// say so, and nobody waits for it.
+	tagReleases = "pg-rel"
 	// kindSeparator joins kind names in tagKinds; proto names contain none.
 	kindSeparator = ","
 )
@@ -42,6 +47,7 @@ func nodeTags(grpcAddr, incarnation string, kinds []*Kind, keepMajority bool) (m
 		tagGRPC:        grpcAddr,
 		tagKinds:       strings.Join(names, kindSeparator),
 		tagIncarnation: incarnation,
+		tagReleases:    "1",
 	}
 	most := tags
 	if keepMajority {
@@ -106,6 +112,7 @@ func memberFromSerf(m serf.Member) (Member, bool) {
 		Kinds:       kinds,
 		Status:      st,
 		incarnation: m.Tags[tagIncarnation], // "" from a node older than the tag
+		releases:    m.Tags[tagReleases] != "",
 	}, true
 }
 

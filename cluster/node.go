@@ -46,6 +46,12 @@ type Node struct {
 	retiredIDs  retiredIncarnations
 	acts        *activations
 	calls       *gate // calls this node is serving
+	// handoffs is what the node knows of its peers' releases of the
+	// grains it took from them (see handoffs); movedAll is closed once a
+	// Shutdown has deactivated every grain: a peer that asks for a
+	// release then gets it.
+	handoffs *handoffs
+	movedAll chan struct{}
 
 	store     storage.Store
 	ownStore  bool // store is the node's private memstore: close it
@@ -142,6 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		log:          cfg.Logger.With("node", cfg.NodeName),
 		kinds:        make(map[string]*hostedKind, len(cfg.Kinds)),
 		calls:        newGate(),
+		movedAll:     make(chan struct{}),
 		changed:      make(chan struct{}, 1),
 		fenceChanged: make(chan struct{}, 1),
 		stop:         make(chan struct{}),
@@ -155,6 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	for _, k := range cfg.Kinds {
 		n.kinds[k.Name] = newHostedKind(n, k)
 	}
+	n.handoffs = newHandoffs(n)
 	n.clientID = cfg.ClientID
 	n.deadlines = newDeadlines(cfg.DefaultCallTimeout)
 	n.failedGrace, n.leaverGrace = cmp.Or(cfg.failedGrace, defaultFailedGrace), newLeaverGrace(&cfg)
@@ -409,7 +417,11 @@ func (n *Node) replaceView(p *placement) {
 	// Before p is seen: from then on a stream from a start that p
 	// replaced is refused (see retiredIncarnations).
 	n.retiredIDs.update(old, p)
+	// Before p is seen too: an activation that finds p waits for the
+	// releases of p's members, until viewChanged knows which it needs.
+	n.handoffs.unsettle()
 	n.view.Store(p)
+	n.handoffs.viewChanged(p)
 	if p.fenced != old.fenced {
 		// After the store: advertiseFence reads the view.
 		select {
@@ -760,6 +772,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		err = n.acts.deactivateAll(ctx)
 	}
 	if err == nil {
+		// Every grain is committed and gone: the members that took them
+		// may load their state (see handoffs).
+		close(n.movedAll)
 		err = n.farewell(ctx)
 	}
 	n.teardown(ctx)

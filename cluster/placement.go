@@ -51,6 +51,9 @@ type Member struct {
 	Status MemberStatus
 	// incarnation tells the node's starts apart (see Node.incarnation).
 	incarnation string
+	// releases says that the node tells the members that join when it
+	// released their grains (tagReleases, see handoffs).
+	releases bool
 }
 
 // candidate is an alive member hosting a kind, with its name hashed once.

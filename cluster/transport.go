@@ -230,6 +230,14 @@ type requestHandler interface {
 	// heardFarewell is told that a peer that said it is leaving said bye:
 	// it does so in its farewell, once its grains are deactivated.
 	heardFarewell()
+	// askedRelease is told that the peer that dialed or accepted c, in its
+	// start incarnation, asks when this node's start to released the
+	// grains the peer took from it (see handoffs); released is told the
+	// answer to this node's ask, from the peer's start incarnation, to
+	// this node's start to, and whether the peer is leaving (it then holds
+	// no grain at all).
+	askedRelease(c *conn, incarnation, to string)
+	released(peer, incarnation, to string, leaving bool)
 }
 
 // transport owns the gRPC server and the streams to peers: at most one
@@ -280,8 +288,8 @@ type transport struct {
 	// itself once it has passed on what it holds (see farewell).
 	leaving atomic.Bool
 	// tells counts the goroutines that tell a replaced start so (see
-	// goTell), dials those that open a stream (see conn); close waits for
-	// them.
+	// goTell), or ask for and answer releases (see handoffs), dials those
+	// that open a stream (see conn); close waits for them.
 	tells, dials sync.WaitGroup
 
 	mu     sync.Mutex
@@ -688,9 +696,14 @@ func (t *transport) forget(c *conn) {
 	}
 }
 
-// goTell runs tellSuperseded on a goroutine of its own, which close waits
-// for; once the transport is closed it does nothing.
+// goTell runs tellSuperseded on a goroutine of its own (see goAlong).
 func (t *transport) goTell(name, addr, incarnation string) {
+	t.goAlong(func() { t.tellSuperseded(name, addr, incarnation) })
+}
+
+// goAlong runs fn on a goroutine of its own, which close waits for, so fn
+// must end once t.ctx does; once the transport is closed it does nothing.
+func (t *transport) goAlong(fn func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -699,7 +712,7 @@ func (t *transport) goTell(name, addr, incarnation string) {
 	t.tells.Add(1)
 	go func() {
 		defer t.tells.Done()
-		t.tellSuperseded(name, addr, incarnation)
+		fn()
 	}()
 }
 

@@ -1,0 +1,483 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// The hand-off of grains between members, in the manner of Akka sharding's
+// hand-off.
+//
+// When a member B joins, the grains it wins move to it from the members
+// that held them. A caller whose view has B already sends B such a grain's
+// calls, and B activates the grain, loading its stored state, while the old
+// owner A (whose view may not have B yet) still holds its activation, with
+// changes it acknowledged and has not committed (FlushManual). A's move
+// then commits them, and B's activation is stale: its first commit fails
+// the version check, and in manual mode every change it acknowledged until
+// then was lost with it, not only those of the overlap. A member L that
+// leaves gracefully is the same: the others take its grains as soon as
+// they hear it leaves, and L commits what its grains buffered only once its
+// leave has gone round the gossip.
+//
+// So an activation on B of a grain whose predecessor P has not released
+// it yet waits, before it loads the state. The predecessor is the grain's
+// owner in B's view without B (placement.ownerExcept), if that is an alive
+// member; or a member that B's view has leaving or left and that would
+// have won the grain over B. B asks P once per start of P (and once more
+// when P leaves) whether it released B's grains: a hello with
+// fieldAskRelease. P answers, with a hello with fieldReleased, once its
+// view has B's start alive and P holds no activation of a grain that B
+// owns in that view (the moves committed); a P that is leaving answers
+// once it has deactivated all its grains (see Node.Shutdown). B's wait
+// ends with the answer, or when P is no longer a predecessor (it failed,
+// say), or once Config.DeactivateTimeout has passed since B's view first
+// had P's start alive (for a leaver, the leaver's grace: see
+// newLeaverGrace); an activation that waited until then logs it, once per
+// P, and goes on: the version check still guards the state. The calls to
+// the grain wait meanwhile, within their deadlines.
+//
+// The cost: B knows, for each kind it hosts, whether every member hosting
+// the kind has released or is past its bound (hostedKind.handedOver). An
+// activation reads that flag, and in the steady state does nothing more;
+// it computes a predecessor only during the bound after a change. Only
+// members whose tags say they answer (tagReleases) are asked and waited
+// for: a node older than the hand-off holds up nobody.
+//
+// What it does not cover: a member that flaps (seen failed, then alive
+// again, under the same start) while its peer kept its activations has
+// released once per start, not per return, and is left to the version
+// check; so are members that fail (they commit nothing), leavers that the
+// gossip has failed rather than leaving, and moves that outlast the bound.
+// See docs/architecture.md, "Non-guarantees".
+
+// handoffs is what a node knows of its peers' releases (see above).
+type handoffs struct {
+	n *Node
+
+	mu sync.Mutex
+	// peers holds, by name and incarnation (see peerKey), the starts of
+	// the members of the view that answer, and those that released to this
+	// node before its view had them.
+	peers map[string]*peerRelease
+	// wake is closed, and replaced, when a wait ends: waiting activations
+	// look again.
+	wake chan struct{}
+}
+
+// peerRelease is what a node knows of one start of a peer: the release of
+// the grains the node took from it while it was alive, and of all of its
+// grains once it leaves.
+type peerRelease struct {
+	join, leave releaseWait
+	// viewed: a view of this node had the start. One that released before
+	// is kept until a view has it; others go with the view.
+	viewed bool
+}
+
+// releaseWait is one release a node waits for.
+type releaseWait struct {
+	timer  *time.Timer // ends the wait at its bound; nil until it began
+	asked  bool        // the peer was asked
+	done   bool        // released, or past its bound
+	waited bool        // an activation waited for it: it says so if the bound ends the wait
+}
+
+func newHandoffs(n *Node) *handoffs {
+	return &handoffs{n: n, peers: make(map[string]*peerRelease), wake: make(chan struct{})}
+}
+
+// peerKey is the key of a member's start in handoffs.peers.
+func peerKey(name, incarnation string) string { return name + " " + incarnation }
+
+// unsettle clears the kinds' handedOver flags, before a new view is
+// stored: an activation that finds the view finds them cleared, until
+// viewChanged has looked at its members.
+func (h *handoffs) unsettle() {
+	for _, hk := range h.n.kinds {
+		hk.handedOver.Store(false)
+	}
+}
+
+// viewChanged begins the waits for the starts that p, the node's new view,
+// has alive, leaving or left, and forgets the starts that p does not have.
+func (h *handoffs) viewChanged(p *placement) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	inView := make(map[string]bool, len(p.members))
+	for i := range p.members {
+		m := &p.members[i]
+		if m.Name == h.n.name || !m.releases {
+			continue
+		}
+		key := peerKey(m.Name, m.incarnation)
+		inView[key] = true
+		e := h.entry(key)
+		e.viewed = true
+		switch m.Status {
+		case StatusAlive:
+			h.begin(key, &e.join, false)
+		case StatusLeaving, StatusLeft:
+			h.begin(key, &e.leave, true)
+		}
+	}
+	for key, e := range h.peers {
+		if !inView[key] && e.viewed {
+			e.join.stop()
+			e.leave.stop()
+			delete(h.peers, key)
+		}
+	}
+	h.settle(p)
+}
+
+// entry returns the record of a start, making it if there is none. h.mu is
+// held.
+func (h *handoffs) entry(key string) *peerRelease {
+	e := h.peers[key]
+	if e == nil {
+		e = &peerRelease{}
+		h.peers[key] = e
+	}
+	return e
+}
+
+// begin starts w, a wait for the start key's release (of all its grains,
+// if leave), unless it began or ended already: its bound runs from now.
+// h.mu is held.
+func (h *handoffs) begin(key string, w *releaseWait, leave bool) {
+	if w.done || w.timer != nil {
+		return
+	}
+	bound := h.n.cfg.DeactivateTimeout
+	if leave {
+		bound = h.n.leaverGrace
+	}
+	w.timer = time.AfterFunc(bound, func() { h.expire(key, leave, bound) })
+}
+
+// stop stops w's bound.
+func (w *releaseWait) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
+// expire ends a wait at its bound (see begin).
+func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.peers[key]
+	if e == nil {
+		return
+	}
+	w := &e.join
+	if leave {
+		w = &e.leave
+	}
+	if w.done {
+		return
+	}
+	w.done = true
+	if w.waited {
+		h.n.log.Warn("cluster: a member did not say in time that it released the grains this node took from it; activating them without waiting",
+			"start", key, "leaving", leave, "waited", bound)
+	}
+	h.settle(h.n.view.Load())
+}
+
+// settle sets the handedOver flag of each kind the node hosts that no
+// member of p, the node's view, hosts and has yet to release, and wakes
+// the waiting activations. h.mu is held.
+func (h *handoffs) settle(p *placement) {
+	for _, hk := range h.n.kinds {
+		hk.handedOver.Store(!h.waitsIn(p, hk.Name))
+	}
+	close(h.wake)
+	h.wake = make(chan struct{})
+}
+
+// waitsIn reports whether a member of p that hosts kind has yet to
+// release. h.mu is held.
+func (h *handoffs) waitsIn(p *placement, kind string) bool {
+	for i := range p.members {
+		m := &p.members[i]
+		if m.Name == h.n.name || !m.releases || !slices.Contains(m.Kinds, kind) {
+			continue
+		}
+		e := h.peers[peerKey(m.Name, m.incarnation)]
+		switch m.Status {
+		case StatusAlive:
+			if e == nil || !e.join.done {
+				return true
+			}
+		case StatusLeaving, StatusLeft:
+			if e == nil || !e.leave.done {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pending returns the channel to wait on while an activation waits for
+// m's release (of all its grains, if leave), asking m for it if nobody has
+// yet; nil if m released, or is past its bound.
+func (h *handoffs) pending(m *Member, leave bool) <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	key := peerKey(m.Name, m.incarnation)
+	e := h.entry(key) // none while viewChanged has yet to see the view that has m
+	w := &e.join
+	if leave {
+		w = &e.leave
+	}
+	if w.done {
+		return nil
+	}
+	h.begin(key, w, leave)
+	w.waited = true
+	if !w.asked {
+		w.asked = true
+		h.n.askRelease(*m, leave)
+	}
+	return h.wake
+}
+
+// leaving reports whether the node waits for the leaver m's release, and
+// returns the channel closed when that may have changed.
+func (h *handoffs) leaving(m *Member) (<-chan struct{}, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.peers[peerKey(m.Name, m.incarnation)]
+	return h.wake, e != nil && !e.leave.done
+}
+
+// release records that a start released the grains this node took from it
+// (all of its grains, if leaving).
+func (h *handoffs) release(name, incarnation string, leaving bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.entry(peerKey(name, incarnation))
+	e.join.done = true
+	e.join.stop()
+	if leaving {
+		e.leave.done = true
+		e.leave.stop()
+	}
+	h.settle(h.n.view.Load())
+}
+
+// waitingFor returns the channel to wait on while the activation of the
+// grain (kind, identity) waits for its predecessor's release, or nil if it
+// waits for nobody (see handoffs), in p, the node's view.
+func (h *handoffs) waitingFor(p *placement, kind, identity string) <-chan struct{} {
+	self := h.n.name
+	if pred, ok := p.ownerExcept(kind, identity, self); ok && pred.Status == StatusAlive && pred.releases {
+		if wake := h.pending(pred, false); wake != nil {
+			return wake
+		}
+	}
+	key := keyHash(kind, identity)
+	own := score(hashString(fnvOffset, self), key)
+	for i := range p.members {
+		m := &p.members[i]
+		if m.Status != StatusLeaving && m.Status != StatusLeft || !m.releases || !slices.Contains(m.Kinds, kind) {
+			continue
+		}
+		if score(hashString(fnvOffset, m.Name), key) < own {
+			continue // the grain was this node's before m left
+		}
+		if wake := h.pending(m, true); wake != nil {
+			return wake
+		}
+	}
+	return nil
+}
+
+// awaitRelease waits, before an activation of the grain (hk, identity)
+// loads its state, until the grain's predecessor has released it (see
+// handoffs); or ctx ends, which fails the activation with ctx's error. In
+// the steady state it costs one atomic load.
+func (n *Node) awaitRelease(ctx context.Context, hk *hostedKind, identity string) error {
+	said := false
+	for !hk.handedOver.Load() {
+		wake := n.handoffs.waitingFor(n.view.Load(), hk.Name, identity)
+		if wake == nil {
+			return nil
+		}
+		if !said && n.cfg.awaitingRelease != nil {
+			n.cfg.awaitingRelease()
+		}
+		said = true
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return contextError(ctx.Err())
+		case <-n.life.Done():
+			return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
+		}
+	}
+	return nil
+}
+
+// askRelease asks m, on a goroutine of its own, to say when it released
+// the grains this node took from it (see fieldAskRelease), or all of its
+// grains if leave. If the ask does not reach m, the wait for its answer
+// ends at its bound; unless m is leaving: a leaver that cannot be reached,
+// or that ends the stream the ask went on, has nothing more to commit (it
+// ends its streams in its farewell, after its grains are deactivated, or
+// as it closes, which commits nothing), and it is taken for released.
+func (n *Node) askRelease(m Member, leave bool) {
+	n.transport.goAlong(func() {
+		ctx, cancel := context.WithTimeout(n.transport.ctx, n.cfg.DialTimeout)
+		c, err := n.transport.conn(ctx, &m)
+		if err == nil {
+			f := frame{typ: frameHello, node: n.name, identity: n.incarnation, message: m.incarnation, hello: helloAskRelease}
+			err = c.send(ctx, &f)
+		}
+		cancel()
+		switch {
+		case err != nil && leave:
+			n.handoffs.release(m.Name, m.incarnation, true)
+		case err != nil:
+			n.log.Debug("cluster: could not ask a member whether it released its grains", "member", m.Name, "err", err)
+		case leave:
+			n.watchLeaver(c, &m)
+		}
+	})
+}
+
+// watchLeaver takes m, a leaver asked for its release on c, for released
+// if c ends before m answered (see askRelease).
+func (n *Node) watchLeaver(c *conn, m *Member) {
+	for {
+		wake, waiting := n.handoffs.leaving(m)
+		if !waiting {
+			return
+		}
+		select {
+		case <-c.done:
+			n.handoffs.release(m.Name, m.incarnation, true)
+			return
+		case <-wake:
+		case <-n.transport.ctx.Done():
+			return
+		}
+	}
+}
+
+// askedRelease implements requestHandler: the peer on c, in its start
+// incarnation, asks when this node released the grains it took from it.
+// An ask to an earlier start under this node's name is not this one's.
+func (n *Node) askedRelease(c *conn, incarnation, to string) {
+	if to != "" && to != n.incarnation {
+		return
+	}
+	n.transport.goAlong(func() { n.answerRelease(c, incarnation) })
+}
+
+// answerRelease answers the ask of the peer on c, in its start
+// incarnation, once this node's view has that start alive and this node
+// holds no activation of a grain the peer owns in it; or, if this node is
+// leaving, once it has deactivated all its grains. It gives up after the
+// longest the peer waits (a leaver's grace), or when the transport closes.
+func (n *Node) answerRelease(c *conn, incarnation string) {
+	bound := time.NewTimer(n.leaverGrace)
+	defer bound.Stop()
+	done := n.transport.ctx.Done()
+	for {
+		if n.transport.leaving.Load() {
+			select {
+			case <-n.movedAll:
+				n.sayReleased(c, incarnation, true)
+			case <-bound.C:
+			case <-done:
+			}
+			return
+		}
+		p := n.view.Load()
+		if m, ok := p.member(c.peer); ok && m.Status == StatusAlive && m.incarnation == incarnation {
+			held := n.acts.ownedBy(p, c.peer)
+			if len(held) == 0 {
+				n.sayReleased(c, incarnation, false)
+				return
+			}
+			// Moving, or activating and about to move (see activate).
+			if !n.acts.awaitGone(held, bound.C, done) {
+				return
+			}
+			continue
+		}
+		// The view does not have the peer's start alive yet: wait for
+		// the next. (Asked only then, as awaitView makes the channel.)
+		if later, next := n.awaitView(); later == p {
+			select {
+			case <-next:
+			case <-bound.C:
+				return
+			case <-done:
+				return
+			}
+		}
+	}
+}
+
+// sayReleased answers an ask on c (see answerRelease).
+func (n *Node) sayReleased(c *conn, incarnation string, leaving bool) {
+	ctx, cancel := context.WithTimeout(n.transport.ctx, n.cfg.DialTimeout)
+	defer cancel()
+	f := frame{typ: frameHello, node: n.name, identity: n.incarnation, message: incarnation, hello: helloReleased}
+	if leaving {
+		f.hello |= helloLeaving
+	}
+	if err := c.send(ctx, &f); err != nil {
+		n.log.Debug("cluster: could not tell a member that its grains are released", "member", c.peer, "err", err)
+	}
+}
+
+// released implements requestHandler: the peer's start incarnation says it
+// released the grains this node took from it, or all of its grains if it
+// is leaving. An answer to an earlier start under this node's name is not
+// this one's.
+func (n *Node) released(peer, incarnation, to string, leaving bool) {
+	if to != "" && to != n.incarnation {
+		return
+	}
+	n.handoffs.release(peer, incarnation, leaving)
+}
+
+// ownedBy returns the activations in the table, in any state, of the
+// grains that the named member owns in p.
+func (t *activations) ownedBy(p *placement, name string) []*activation {
+	var held []*activation
+	t.each(func(a *activation) {
+		if o, ok := p.owner(a.hk.Name, a.identity); ok && o.Name == name && !a.removed {
+			held = append(held, a)
+		}
+	})
+	return held
+}
+
+// awaitGone waits until every activation of acts has left the table, and
+// reports whether they did before bound fired or done closed.
+func (t *activations) awaitGone(acts []*activation, bound <-chan time.Time, done <-chan struct{}) bool {
+	for _, a := range acts {
+		sh, _ := t.shardOfActivation(a)
+		sh.mu.Lock()
+		gone := a.goneChan()
+		sh.mu.Unlock()
+		select {
+		case <-gone:
+		case <-bound:
+			return false
+		case <-done:
+			return false
+		}
+	}
+	return true
+}

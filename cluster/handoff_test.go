@@ -1,0 +1,187 @@
+package cluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// handoffConfig returns the config of a node named after the test and
+// suffix that hosts the bank's kinds (accountKind, and manualKind in
+// FlushManual mode) over store, and passivates nothing by itself.
+func handoffConfig(t *testing.T, suffix string, store storage.Store) Config {
+	cfg := testConfig(t)
+	cfg.NodeName += suffix
+	b := newBank(cfg.NodeName)
+	cfg.Kinds = []*Kind{newAccountKind(b, accountKind, FlushAfterCall, time.Hour), newAccountKind(b, manualKind, FlushManual, time.Hour)}
+	cfg.Store = store
+	return cfg
+}
+
+// TestAJoinerActivatesAMovingManualGrainOnceItsOldOwnerCommitted: a
+// FlushManual grain on a holds deposits it acknowledged and has not
+// committed; b joins, and wins the grain. a's move of the grain commits
+// them, slowly (the store holds the commit), and meanwhile a call through
+// b, whose view has b, activates the grain on b. That activation waits for
+// a's release, loads what a committed, and no acknowledged deposit is
+// lost. Without the wait it loaded the state before a's commit, and lost
+// every deposit it acknowledged, at its own commit, as stale.
+func TestAJoinerActivatesAMovingManualGrainOnceItsOldOwnerCommitted(t *testing.T) {
+	eachStore(t, func(t *testing.T, shared storage.Store) {
+		held := newHookedStore(shared) // a's: its commits can be held
+		a := startNode(t, handoffConfig(t, "-a", held))
+		bCfg := handoffConfig(t, "-b", shared)
+		bCfg.Seeds = []string{a.GossipAddr()}
+		waiting := make(chan struct{}, 16)
+		bCfg.awaitingRelease = func() { waiting <- struct{}{} }
+		id := movingIdentity(manualKind, a.Name(), bCfg.NodeName)
+
+		const onA = 5
+		for range onA {
+			deposit(t, a, manualKind, id, 1) // acknowledged, buffered on a
+		}
+		held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+		b := startNode(t, bCfg)
+		receive(t, held.holding, "a's commit of the grain it moves to b")
+
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		first := make(chan error, 1)
+		var resp proto.Message
+		go func() {
+			// b's view has b: the call activates the grain there.
+			var err error
+			resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
+			first <- err
+		}()
+		var err error
+		select {
+		case <-waiting: // the activation waits for a's release
+			close(held.release)
+			err = receive(t, first, "the first deposit on b")
+		case err = <-first: // it did not wait
+			close(held.release)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
+			t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not load what a acknowledged", got, onA+1)
+		}
+		const more = 4
+		for i := range more {
+			deposit(t, []*Node{a, b}[i%2], manualKind, id, 1) // a's view has b: it sends them there
+		}
+		for _, n := range []*Node{b, a} {
+			if err := n.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := storedBalance(t, shared, manualKind, id), int64(onA+1+more); got != want {
+			t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
+		}
+	})
+}
+
+// TestAJoinersWaitForARelease: b joins a, whose view is held without b, so
+// that a never releases the grains b takes from it. b's activations of
+// those grains wait for a's release, within DeactivateTimeout of b seeing
+// a, then go on: the calls succeed, and later activations wait no more.
+func TestAJoinersWaitForAReleaseIsBounded(t *testing.T) {
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	holdView(t, a, func(m []Member) []Member { return m }) // a never sees b join
+	bCfg := handoffConfig(t, "-b", store)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	bCfg.DeactivateTimeout = 200 * time.Millisecond
+	waits := make(chan struct{}, 16)
+	bCfg.awaitingRelease = func() { waits <- struct{}{} }
+	b := startNode(t, bCfg)
+
+	// Each with a as its predecessor: the only other member.
+	first, second := accountOwnedBy(t, b, manualKind, "first"), accountOwnedBy(t, b, manualKind, "second")
+	if got := deposit(t, b, manualKind, first, 1); got != 1 {
+		t.Fatalf("deposit returned balance %d, want 1", got)
+	}
+	receive(t, waits, "the activation to wait for a's release")
+	if !b.kinds[manualKind].handedOver.Load() {
+		t.Error("b still waits for a release after it gave up on a")
+	}
+	deposit(t, b, manualKind, second, 1)
+	select {
+	case <-waits:
+		t.Error("a later activation waited again for the member given up on")
+	default:
+	}
+}
+
+// TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted: a
+// FlushManual grain on l holds deposits it acknowledged and has not
+// committed; l shuts down gracefully, and its move of the grain commits
+// them, slowly (the store holds the commit). Meanwhile a call through s,
+// whose view has l leaving, activates the grain on s. That activation
+// waits for l's release, loads what l committed, and no acknowledged
+// deposit is lost.
+func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing.T) {
+	eachStore(t, func(t *testing.T, shared storage.Store) {
+		sCfg := handoffConfig(t, "-s", shared)
+		waiting := make(chan struct{}, 16)
+		sCfg.awaitingRelease = func() { waiting <- struct{}{} }
+		s := startNode(t, sCfg)
+		held := newHookedStore(shared) // l's: its commits can be held
+		lCfg := handoffConfig(t, "-l", held)
+		lCfg.Seeds = []string{s.GossipAddr()}
+		l := startNode(t, lCfg)
+		waitConverged(t, []*Node{s, l}, 2)
+		id := movingIdentity(manualKind, s.Name(), l.Name()) // l's while it is there, then s's
+
+		const onL = 5
+		for range onL {
+			deposit(t, s, manualKind, id, 1) // acknowledged, buffered on l
+		}
+		held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		left := make(chan error, 1)
+		go func() { left <- l.Shutdown(ctx) }()
+		receive(t, held.holding, "l's commit of the grain it moves as it leaves")
+
+		first := make(chan error, 1)
+		var resp proto.Message
+		go func() {
+			// s's view has l leaving: the call activates the grain on s.
+			var err error
+			resp, err = s.Invoke(ctx, depositCall(manualKind, id, 1))
+			first <- err
+		}()
+		var err error
+		select {
+		case <-waiting: // the activation waits for l's release
+			close(held.release)
+			err = receive(t, first, "the first deposit on s")
+		case err = <-first: // it did not wait
+			close(held.release)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onL+1 {
+			t.Errorf("the first deposit on s returned balance %d, want %d: its activation did not load what l acknowledged", got, onL+1)
+		}
+		if err := receive(t, left, "l's shutdown"); err != nil {
+			t.Fatal(err)
+		}
+		deposit(t, s, manualKind, id, 1)
+		if err := s.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := storedBalance(t, shared, manualKind, id), int64(onL+2); got != want {
+			t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
+		}
+	})
+}
