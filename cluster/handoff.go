@@ -94,20 +94,19 @@ func newHandoffs(n *Node) *handoffs {
 // peerKey is the key of a member's start in handoffs.peers.
 func peerKey(name, incarnation string) string { return name + " " + incarnation }
 
-// unsettle clears the kinds' handedOver flags, before a new view is
-// stored: an activation that finds the view finds them cleared, until
-// viewChanged has looked at its members.
-func (h *handoffs) unsettle() {
+// storeView makes p the node's view (Node.view), and begins the waits for
+// the starts that p has alive, leaving or left, and forgets those that p
+// does not have. The kinds' handedOver flags are cleared before p is
+// stored, and set again for p, all under h.mu: an activation that finds p
+// never finds a flag set for an earlier view (settle looks at the view
+// stored, under h.mu too).
+func (h *handoffs) storeView(p *placement) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for _, hk := range h.n.kinds {
 		hk.handedOver.Store(false)
 	}
-}
-
-// viewChanged begins the waits for the starts that p, the node's new view,
-// has alive, leaving or left, and forgets the starts that p does not have.
-func (h *handoffs) viewChanged(p *placement) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.n.view.Store(p)
 	inView := make(map[string]bool, len(p.members))
 	for i := range p.members {
 		m := &p.members[i]
@@ -231,7 +230,7 @@ func (h *handoffs) pending(m *Member, leave bool) <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	key := peerKey(m.Name, m.incarnation)
-	e := h.entry(key) // none while viewChanged has yet to see the view that has m
+	e := h.entry(key) // none if the view that has m was replaced since: its bound ends this one
 	w := &e.join
 	if leave {
 		w = &e.leave

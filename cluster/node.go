@@ -417,11 +417,9 @@ func (n *Node) replaceView(p *placement) {
 	// Before p is seen: from then on a stream from a start that p
 	// replaced is refused (see retiredIncarnations).
 	n.retiredIDs.update(old, p)
-	// Before p is seen too: an activation that finds p waits for the
-	// releases of p's members, until viewChanged knows which it needs.
-	n.handoffs.unsettle()
-	n.view.Store(p)
-	n.handoffs.viewChanged(p)
+	// Stored with the waits for the releases of p's members (see
+	// handoffs).
+	n.handoffs.storeView(p)
 	if p.fenced != old.fenced {
 		// After the store: advertiseFence reads the view.
 		select {
