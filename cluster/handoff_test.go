@@ -30,65 +30,88 @@ func handoffConfig(t *testing.T, suffix string, store storage.Store) Config {
 // b, whose view has b, activates the grain on b. That activation waits for
 // a's release, loads what a committed, and no acknowledged deposit is
 // lost. Without the wait it loaded the state before a's commit, and lost
-// every deposit it acknowledged, at its own commit, as stale.
+// every deposit it acknowledged, at its own commit, as stale. The same
+// when b is a new start under the name of a member that crashed, whose
+// grains a took meanwhile.
 func TestAJoinerActivatesAMovingManualGrainOnceItsOldOwnerCommitted(t *testing.T) {
-	eachStore(t, func(t *testing.T, shared storage.Store) {
-		held := newHookedStore(shared) // a's: its commits can be held
-		a := startNode(t, handoffConfig(t, "-a", held))
-		bCfg := handoffConfig(t, "-b", shared)
-		bCfg.Seeds = []string{a.GossipAddr()}
-		waiting := make(chan struct{}, 16)
-		bCfg.awaitingRelease = func() { waiting <- struct{}{} }
-		id := movingIdentity(manualKind, a.Name(), bCfg.NodeName)
-
-		const onA = 5
-		for range onA {
-			deposit(t, a, manualKind, id, 1) // acknowledged, buffered on a
+	for _, restart := range []bool{false, true} {
+		name := "join"
+		if restart {
+			name = "restart_after_a_crash"
 		}
-		held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
-		b := startNode(t, bCfg)
-		receive(t, held.holding, "a's commit of the grain it moves to b")
-
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		first := make(chan error, 1)
-		var resp proto.Message
-		go func() {
-			// b's view has b: the call activates the grain there.
-			var err error
-			resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
-			first <- err
-		}()
-		var err error
-		select {
-		case <-waiting: // the activation waits for a's release
-			close(held.release)
-			err = receive(t, first, "the first deposit on b")
-		case err = <-first: // it did not wait
-			close(held.release)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
-			t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not load what a acknowledged", got, onA+1)
-		}
-		const more = 4
-		for i := range more {
-			deposit(t, []*Node{a, b}[i%2], manualKind, id, 1) // a's view has b: it sends them there
-		}
-		for _, n := range []*Node{b, a} {
-			if err := n.Shutdown(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if got, want := storedBalance(t, shared, manualKind, id), int64(onA+1+more); got != want {
-			t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
-		}
-	})
+		t.Run(name, func(t *testing.T) {
+			eachStore(t, func(t *testing.T, shared storage.Store) { joinerWaitsForTheOldOwner(t, shared, restart) })
+		})
+	}
 }
 
-// TestAJoinersWaitForARelease: b joins a, whose view is held without b, so
+// joinerWaitsForTheOldOwner is TestAJoinerActivatesAMovingManualGrainOnceItsOldOwnerCommitted
+// over shared, with b's first start crashed before, if restart.
+func joinerWaitsForTheOldOwner(t *testing.T, shared storage.Store, restart bool) {
+	held := newHookedStore(shared) // a's: its commits can be held
+	a := startNode(t, handoffConfig(t, "-a", held))
+	bCfg := handoffConfig(t, "-b", shared)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	waiting := make(chan struct{}, 16)
+	bCfg.awaitingRelease = func() { waiting <- struct{}{} }
+	id := movingIdentity(manualKind, a.Name(), bCfg.NodeName)
+	if restart {
+		crashed := startNode(t, bCfg)
+		waitConverged(t, []*Node{a, crashed}, 2)
+		_ = crashed.Close()
+		waitFor(t, waitTimeout, "a to see b's first start failed", func() bool {
+			st, _ := a.view.Load().status(bCfg.NodeName)
+			return st == StatusFailed
+		})
+	}
+
+	const onA = 5
+	for range onA {
+		deposit(t, a, manualKind, id, 1) // acknowledged, buffered on a
+	}
+	held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+	b := startNode(t, bCfg)
+	receive(t, held.holding, "a's commit of the grain it moves to b")
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	first := make(chan error, 1)
+	var resp proto.Message
+	go func() {
+		// b's view has b: the call activates the grain there.
+		var err error
+		resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
+		first <- err
+	}()
+	var err error
+	select {
+	case <-waiting: // the activation waits for a's release
+		close(held.release)
+		err = receive(t, first, "the first deposit on b")
+	case err = <-first: // it did not wait
+		close(held.release)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
+		t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not load what a acknowledged", got, onA+1)
+	}
+	const more = 4
+	for i := range more {
+		deposit(t, []*Node{a, b}[i%2], manualKind, id, 1) // a's view has b: it sends them there
+	}
+	for _, n := range []*Node{b, a} {
+		if err := n.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := storedBalance(t, shared, manualKind, id), int64(onA+1+more); got != want {
+		t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
+	}
+}
+
+// TestAJoinersWaitForAReleaseIsBounded: b joins a, whose view is held without b, so
 // that a never releases the grains b takes from it. b's activations of
 // those grains wait for a's release, within DeactivateTimeout of b seeing
 // a, then go on: the calls succeed, and later activations wait no more.
