@@ -347,10 +347,14 @@ func (n *Node) watchMembership() {
 //
 // Ownership moves are not atomic across the cluster: between the moment a
 // new owner's view changes and the moment this node's view does (one gossip
-// round, usually milliseconds), a grain can be active on both nodes, and
-// the new owner may even activate it before the old one has finished
-// OnDeactivate. State writes must therefore be guarded (storage uses
-// ETags), not assumed exclusive.
+// round, usually milliseconds), a grain can be called on both nodes. The
+// new owner's activation of a grain that moved by a join or a graceful
+// leave waits, before it loads the state and runs OnActivate, until the
+// old owner says it has deactivated the grain and committed it (see
+// handoffs), so that the old owner's commit does not make it stale; but
+// that wait is bounded, and a failure moves grains without one. State
+// writes must therefore be guarded (storage uses ETags), not assumed
+// exclusive.
 func (n *Node) refresh() {
 	if n.serf == nil {
 		return
