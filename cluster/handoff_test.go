@@ -97,6 +97,13 @@ func joinerWaitsForTheOldOwner(t *testing.T, shared storage.Store, restart bool)
 	if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
 		t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not load what a acknowledged", got, onA+1)
 	}
+	// a's answer covers every grain b took from it: b's activations of
+	// either kind wait for nobody now.
+	for _, kind := range []string{accountKind, manualKind} {
+		if !b.kinds[kind].handedOver.Load() {
+			t.Errorf("b's activations of %s still wait for a release after a's answer", kind)
+		}
+	}
 	const more = 4
 	for i := range more {
 		deposit(t, []*Node{a, b}[i%2], manualKind, id, 1) // a's view has b: it sends them there
