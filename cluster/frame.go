@@ -83,7 +83,8 @@ const (
 	// fieldIdentity is a request's grain identity. In a hello frame it
 	// is an incarnation (see retiredIncarnations): in a dialer's first
 	// hello, the dialer's own; in a hello with fieldSuperseded, the
-	// receiver's. An older peer reads neither.
+	// receiver's; in one with fieldAskRelease or fieldReleased, the
+	// sender's. An older peer reads none.
 	fieldIdentity protowire.Number = 4
 	// fieldMethod is a request's method. In a dialer's first hello it is
 	// the incarnation the dialer's start replaced under its name, if it
@@ -100,7 +101,9 @@ const (
 	fieldCode protowire.Number = 8
 	// fieldMessage is a reply's error message. In a hello frame it is the
 	// sender's transport address, which tells two incarnations of one
-	// node name apart (see conn.addr); an older peer reads neither.
+	// node name apart (see conn.addr); in one with fieldAskRelease or
+	// fieldReleased, the receiver's incarnation, as the sender knows it.
+	// An older peer reads none.
 	fieldMessage protowire.Number = 9
 	fieldReason  protowire.Number = 10
 	fieldNode    protowire.Number = 11
@@ -145,13 +148,6 @@ const (
 	// hello with it, and a member that sees such a start's gossip dials
 	// it to send it. A hello, for the reason fieldBye is.
 	fieldSuperseded protowire.Number = 23
-	// fieldAskRelease, in a hello frame, asks the receiver to say when it
-	// has released the grains its sender took from it (see handoffs): the
-	// receiver answers with fieldReleased once it holds none of them. The
-	// hello's fieldIdentity is the sender's incarnation, its fieldMessage
-	// the receiver's that the sender's view has. A hello, for the reason
-	// fieldBye is; an older peer skips the field, and is not asked.
-	fieldAskRelease protowire.Number = 25
 	// fieldReleased, in a hello frame, answers fieldAskRelease: its sender
 	// holds none of the grains the receiver took from it, and committed
 	// what they had buffered. With fieldLeaving too, it holds no grain at
@@ -159,6 +155,13 @@ const (
 	// fieldIdentity is the sender's incarnation, its fieldMessage the
 	// receiver's that asked.
 	fieldReleased protowire.Number = 24
+	// fieldAskRelease, in a hello frame, asks the receiver to say when it
+	// has released the grains its sender took from it (see handoffs): the
+	// receiver answers with fieldReleased once it holds none of them. The
+	// hello's fieldIdentity is the sender's incarnation, its fieldMessage
+	// the receiver's that the sender's view has. A hello, for the reason
+	// fieldBye is; an older peer skips the field, and is not asked.
+	fieldAskRelease protowire.Number = 25
 )
 
 // helloFlags are what a hello frame says about its sender, each in a

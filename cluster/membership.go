@@ -27,10 +27,10 @@ const (
 	// fences it (Config.KeepMajority; see Node.advertiseFence), so that a
 	// node that joins through it learns it.
 	tagFenced = "pg-fenced"
-	// tagReleases says that the node tells each member that joins when it
-	// has released the grains the member took from it (see handoffs): the
-	// member's activations wait for that. A node older than it does not
-	// say so, and nobody waits for it.
+	// tagReleases says that the node answers a member that asks whether
+	// it released the grains the member took from it (see handoffs): the
+	// member's activations of those grains wait for the answer. A node
+	// older than the tag is neither asked nor waited for.
 	tagReleases = "pg-rel"
 	// kindSeparator joins kind names in tagKinds; proto names contain none.
 	kindSeparator = ","

@@ -51,8 +51,8 @@ type Member struct {
 	Status MemberStatus
 	// incarnation tells the node's starts apart (see Node.incarnation).
 	incarnation string
-	// releases says that the node tells the members that join when it
-	// released their grains (tagReleases, see handoffs).
+	// releases says that the node answers asks for the release of the
+	// grains taken from it (tagReleases, see handoffs).
 	releases bool
 }
 
