@@ -134,6 +134,17 @@ func (h *handoffs) storeView(p *placement) {
 	h.settle(p)
 }
 
+// close stops the bounds of the waits, as the node stops: a closed node
+// keeps no timer.
+func (h *handoffs) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, e := range h.peers {
+		e.join.stop()
+		e.leave.stop()
+	}
+}
+
 // entry returns the record of a start, making it if there is none. h.mu is
 // held.
 func (h *handoffs) entry(key string) *peerRelease {

@@ -871,6 +871,7 @@ func (n *Node) teardown(ctx context.Context) {
 		}
 		close(n.stop)
 		n.loops.Wait()
+		n.handoffs.close()
 		if n.majority != nil {
 			n.refreshMu.Lock()
 			if n.recheck != nil {
