@@ -37,9 +37,10 @@ import (
 // ends with the answer, or when P is no longer a predecessor (it failed,
 // say), or once Config.DeactivateTimeout has passed since B's view first
 // had P's start alive (for a leaver, the leaver's grace: see
-// newLeaverGrace); an activation that waited until then logs it, once per
-// P, and goes on: the version check still guards the state. The calls to
-// the grain wait meanwhile, within their deadlines.
+// newLeaverGrace); a bound that ends a wait an activation was in is
+// logged, once per P, and the activations go on: the version check still
+// guards the state. The calls to the grain wait meanwhile, within their
+// deadlines.
 //
 // The cost: B knows, for each kind it hosts, whether every member hosting
 // the kind has released or is past its bound (hostedKind.handedOver). An
