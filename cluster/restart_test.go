@@ -381,6 +381,11 @@ func TestALaggingViewKeepsTheStreamOfARestartedMember(t *testing.T) {
 	})
 	cfg.BindAddr, cfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Seeds = []string{c.GossipAddr()}
+	// The restarted member's activation of "owned" below waits for a's
+	// release of the grains it took, which a's held view never gives:
+	// the wait ends at this bound (see handoffs), sooner than the
+	// default's 10 s.
+	cfg.DeactivateTimeout = time.Second
 	again := startNode(t, cfg)
 	if m := *a.view.Load().byName[b.Name()]; m.GRPCAddr != first.GRPCAddr || m.Status != StatusAlive {
 		t.Fatalf("a's view has %s at %s, %v; want its first start's view of it", m.Name, m.GRPCAddr, m.Status)
