@@ -323,6 +323,11 @@ type Config struct {
 	// for the release of its grain's predecessor (see awaitRelease), so
 	// that a test knows it waits.
 	awaitingRelease func()
+	// manualTrims, when set, leaves the trims to the test: the node's
+	// sweep neither trims at its ticks nor when an activation passes
+	// MaxActivations (see Node.sweep), so that a test that calls
+	// activations.trim itself knows what it asked.
+	manualTrims bool
 	// forwarding, when set, runs before each forward of a one-way message
 	// (see Node.sendForwarded), so that a test can hold one.
 	forwarding func()

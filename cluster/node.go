@@ -662,12 +662,17 @@ func (n *Node) sweep() {
 			n.acts.sweepFailed()
 			n.acts.sweepStrays()
 			n.acts.passivate()
-			n.acts.trim()
+			if !n.cfg.manualTrims {
+				n.acts.trim()
+			}
 			n.logOverflow()
 			n.logKept()
 			n.logCrowded()
 			n.logDrops()
 		case <-n.acts.trimNow:
+			if n.cfg.manualTrims {
+				break
+			}
 			began := time.Now()
 			n.acts.trim()
 			// A trim looks at every activation. While activations keep
