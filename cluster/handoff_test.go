@@ -75,26 +75,8 @@ func joinerWaitsForTheOldOwner(t *testing.T, shared storage.Store, restart bool)
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	first := make(chan error, 1)
-	var resp proto.Message
-	go func() {
-		// b's view has b: the call activates the grain there.
-		var err error
-		resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
-		first <- err
-	}()
-	var err error
-	select {
-	case <-waiting: // the activation waits for a's release
-		close(held.release)
-		err = receive(t, first, "the first deposit on b")
-	case err = <-first: // it did not wait
-		close(held.release)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
+	// b's view has b: the call activates the grain there.
+	if got := depositWhileHeld(t, ctx, b, id, waiting, held); got != onA+1 {
 		t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not load what a acknowledged", got, onA+1)
 	}
 	// a's answer covers every grain b took from it: b's activations of
@@ -181,26 +163,8 @@ func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing
 		go func() { left <- l.Shutdown(ctx) }()
 		receive(t, held.holding, "l's commit of the grain it moves as it leaves")
 
-		first := make(chan error, 1)
-		var resp proto.Message
-		go func() {
-			// s's view has l leaving: the call activates the grain on s.
-			var err error
-			resp, err = s.Invoke(ctx, depositCall(manualKind, id, 1))
-			first <- err
-		}()
-		var err error
-		select {
-		case <-waiting: // the activation waits for l's release
-			close(held.release)
-			err = receive(t, first, "the first deposit on s")
-		case err = <-first: // it did not wait
-			close(held.release)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onL+1 {
+		// s's view has l leaving: the call activates the grain on s.
+		if got := depositWhileHeld(t, ctx, s, id, waiting, held); got != onL+1 {
 			t.Errorf("the first deposit on s returned balance %d, want %d: its activation did not load what l acknowledged", got, onL+1)
 		}
 		if err := receive(t, left, "l's shutdown"); err != nil {
@@ -214,4 +178,33 @@ func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing
 			t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
 		}
 	})
+}
+
+// depositWhileHeld deposits 1 on the manual grain id through n, whose
+// activation of the grain the old owner's held commit should keep waiting
+// (waiting hears it wait), releases that commit, and returns the balance
+// the deposit answered. The commit is released either way, so that a
+// test of the mutation without the wait fails on the balance, not on a
+// hang.
+func depositWhileHeld(t *testing.T, ctx context.Context, n *Node, id string, waiting <-chan struct{}, held *hookedStore) int64 {
+	t.Helper()
+	first := make(chan error, 1)
+	var resp proto.Message
+	go func() {
+		var err error
+		resp, err = n.Invoke(ctx, depositCall(manualKind, id, 1))
+		first <- err
+	}()
+	var err error
+	select {
+	case <-waiting: // the activation waits for the old owner's release
+		close(held.release)
+		err = receive(t, first, "the first deposit on "+n.Name())
+	case err = <-first: // it did not wait
+		close(held.release)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.(*wrapperspb.Int64Value).GetValue()
 }
