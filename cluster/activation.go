@@ -590,11 +590,11 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	if err := t.n.checkOwnerIn(view, a.hk.Name, a.identity); err != nil {
 		return err
 	}
-	// The member that held the grain before this node joined, or before
-	// it left, may not have committed what it acknowledged yet: wait for
-	// it (see handoffs), or this activation would load a state that its
+	// A member that held the grain before this node joined, or before it
+	// left, may not have committed what it acknowledged yet: wait for it
+	// (see handoffs), or this activation would load a state that its
 	// commit makes stale.
-	if err := t.n.awaitRelease(ctx, a.hk, a.identity); err != nil {
+	if err := t.n.awaitRelease(ctx, a.hk); err != nil {
 		return err
 	}
 	if err := t.loadState(ctx, a); err != nil {

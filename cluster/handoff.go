@@ -24,30 +24,32 @@ import (
 // they hear it leaves, and L commits what its grains buffered only once its
 // leave has gone round the gossip.
 //
-// So an activation on B of a grain whose predecessor P has not released
-// it yet waits, before it loads the state. The predecessor is the grain's
-// owner in B's view without B (placement.ownerExcept), if that is an alive
-// member; or a member that B's view has leaving or left and that would
-// have won the grain over B. B asks P once per start of P (and once more
-// when P leaves) whether it released B's grains: a hello with
+// So an activation on B of a grain that a member P may hold, and has not
+// released yet, waits before it loads the state. Any member that hosts
+// the grain's kind may hold it: the grain's owner in B's view without B
+// never held it if another member joined just before B and the old owner
+// has yet to see that join; nor did a leaver ranked above B if the leaver
+// ranked below B held it in a view that lacked B. So B waits for every
+// alive member of its view that hosts the kind, and every one its view
+// has leaving or left (see waitingFor). B asks P once per start of P (and
+// once more when P leaves) whether it released B's grains: a hello with
 // fieldAskRelease. P answers, with a hello with fieldReleased, once its
 // view has B's start alive and P holds no activation of a grain that B
-// owns in that view (the moves committed); a P that is leaving answers
-// once it has deactivated all its grains (see Node.Shutdown). B's wait
-// ends with the answer, or when P is no longer a predecessor (it failed,
-// say), or once Config.DeactivateTimeout has passed since B's view first
-// had P's start alive (for a leaver, the leaver's grace: see
-// newLeaverGrace); a bound that ends a wait an activation was in is
-// logged, once per P, and the activations go on: the version check still
-// guards the state. The calls to the grain wait meanwhile, within their
-// deadlines.
+// owns in that view (the moves committed); a P that is leaving answers once it has deactivated
+// all its grains (see Node.Shutdown). B's wait ends with the answer, or
+// when P is no longer in B's view as alive or leaving (it failed, say),
+// or once Config.DeactivateTimeout has passed since B's view first had
+// P's start alive (for a leaver, the leaver's grace: see newLeaverGrace);
+// a bound that ends a wait an activation was in is logged, once per P,
+// and the activations go on: the version check still guards the state.
+// The calls to the grain wait meanwhile, within their deadlines.
 //
 // The cost: B knows, for each kind it hosts, whether every member hosting
 // the kind has released or is past its bound (hostedKind.handedOver). An
 // activation reads that flag, and in the steady state does nothing more;
-// it computes a predecessor only during the bound after a change. Only
-// members whose tags say they answer (tagReleases) are asked and waited
-// for: a node older than the hand-off holds up nobody.
+// only during the bound after a change does it look for the members it
+// waits for. Only members whose tags say they answer (tagReleases) are
+// asked and waited for: a node older than the hand-off holds up nobody.
 //
 // What it does not cover: a member that flaps (seen failed, then alive
 // again, under the same start) while its peer kept its activations has
@@ -283,41 +285,47 @@ func (h *handoffs) release(name, incarnation string, leaving bool) {
 	h.settle(h.n.view.Load())
 }
 
-// waitingFor returns the channel to wait on while the activation of the
-// grain (kind, identity) waits for its predecessor's release, or nil if it
-// waits for nobody (see handoffs), in p, the node's view.
-func (h *handoffs) waitingFor(p *placement, kind, identity string) <-chan struct{} {
-	self := h.n.name
-	if pred, ok := p.ownerExcept(kind, identity, self); ok && pred.Status == StatusAlive && pred.releases {
-		if wake := h.pending(pred, false); wake != nil {
-			return wake
-		}
-	}
-	key := keyHash(kind, identity)
-	own := score(hashString(fnvOffset, self), key)
+// waitingFor returns the channel to wait on while an activation of a
+// grain of kind waits for the release of a member that may hold it, or nil
+// if it waits for nobody (see handoffs), in p, the node's view.
+//
+// Every member of p that hosts kind may hold it, whatever its rank for
+// the grain: an alive member ranks below this node, and owned the grain in
+// a view that lacked the members ranked above it (one that joined just
+// before this node, say, whose join the grain's old owner has yet to see:
+// the owner without this node never held the grain then); a leaver ranked
+// below this node owned it in a view that lacked this node (it joined as
+// the other left). So the wait is the kind's, not the grain's: the answers
+// cover all the grains a member moves, and the flags (handedOver) are per
+// kind already.
+func (h *handoffs) waitingFor(p *placement, kind string) <-chan struct{} {
 	for i := range p.members {
 		m := &p.members[i]
-		if m.Status != StatusLeaving && m.Status != StatusLeft || !m.releases || !slices.Contains(m.Kinds, kind) {
+		if m.Name == h.n.name || !m.releases || !slices.Contains(m.Kinds, kind) {
 			continue
 		}
-		if score(hashString(fnvOffset, m.Name), key) < own {
-			continue // the grain was this node's before m left
+		var wake <-chan struct{}
+		switch m.Status {
+		case StatusAlive:
+			wake = h.pending(m, false)
+		case StatusLeaving, StatusLeft:
+			wake = h.pending(m, true)
 		}
-		if wake := h.pending(m, true); wake != nil {
+		if wake != nil {
 			return wake
 		}
 	}
 	return nil
 }
 
-// awaitRelease waits, before an activation of the grain (hk, identity)
-// loads its state, until the grain's predecessor has released it (see
-// handoffs); or ctx ends, which fails the activation with ctx's error. In
-// the steady state it costs one atomic load.
-func (n *Node) awaitRelease(ctx context.Context, hk *hostedKind, identity string) error {
+// awaitRelease waits, before an activation of a grain of hk loads its
+// state, until every member that may hold the grain has released it (see
+// handoffs and waitingFor); or ctx ends, which fails the activation with
+// ctx's error. In the steady state it costs one atomic load.
+func (n *Node) awaitRelease(ctx context.Context, hk *hostedKind) error {
 	said := false
 	for !hk.handedOver.Load() {
-		wake := n.handoffs.waitingFor(n.view.Load(), hk.Name, identity)
+		wake := n.handoffs.waitingFor(n.view.Load(), hk.Name)
 		if wake == nil {
 			return nil
 		}

@@ -1,0 +1,188 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// rankedIdentity returns an identity of kind whose rendezvous scores rank
+// the named members in the order given, the first the highest: the grain's
+// owner in a view of all of them, and each next one's once those before it
+// are gone from the view.
+func rankedIdentity(t *testing.T, kind string, names ...string) string {
+	t.Helper()
+	for i := range 100000 {
+		id := fmt.Sprintf("ranked-%d", i)
+		key := keyHash(kind, id)
+		ranked := true
+		for j := 1; j < len(names) && ranked; j++ {
+			ranked = score(hashString(fnvOffset, names[j-1]), key) > score(hashString(fnvOffset, names[j]), key)
+		}
+		if ranked {
+			return id
+		}
+	}
+	t.Fatalf("no identity of %s ranks %v", kind, names)
+	return ""
+}
+
+// waitsOn reports whether an activation on n waits for the release of
+// peer's start, which has not come.
+func waitsOn(n, peer *Node) bool {
+	n.handoffs.mu.Lock()
+	defer n.handoffs.mu.Unlock()
+	e := n.handoffs.peers[peerKey(peer.name, peer.incarnation)]
+	return e != nil && e.join.waited && !e.join.done
+}
+
+// TestASecondJoinerWaitsForTheOwnerStillMovingTheGrain: a FlushManual
+// grain on a holds deposits it acknowledged and has not committed. c joins
+// and wins the grain, and a's move of it to c commits them, slowly (the
+// store holds the commit). Meanwhile b joins, and wins the grain over c
+// and a. b's activation of the grain must wait for a, which holds it, and
+// not only for c, its owner in b's view without b, which never held it.
+func TestASecondJoinerWaitsForTheOwnerStillMovingTheGrain(t *testing.T) {
+	eachStore(t, func(t *testing.T, shared storage.Store) {
+		held := newHookedStore(shared) // a's: its commits can be held
+		a := startNode(t, handoffConfig(t, "-a", held))
+		bCfg := handoffConfig(t, "-b", shared)
+		bCfg.Seeds = []string{a.GossipAddr()}
+		cCfg := handoffConfig(t, "-c", shared)
+		cCfg.Seeds = []string{a.GossipAddr()}
+		id := rankedIdentity(t, manualKind, bCfg.NodeName, cCfg.NodeName, a.Name())
+
+		const onA = 5
+		for range onA {
+			deposit(t, a, manualKind, id, 1) // acknowledged, buffered on a
+		}
+		held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+		c := startNode(t, cCfg)
+		receive(t, held.holding, "a's commit of the grain it moves to c")
+		b := startNode(t, bCfg)
+		waitConverged(t, []*Node{b}, 3)
+
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		first := make(chan error, 1)
+		var resp proto.Message
+		go func() {
+			// b's view has a, b and c: the call activates the grain on b.
+			var err error
+			resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
+			first <- err
+		}()
+		var err error
+		ended := false
+		waitFor(t, waitTimeout, "b's activation to wait for a, or to end", func() bool {
+			select {
+			case err = <-first: // it did not wait for a
+				ended = true
+				return true
+			default:
+				return waitsOn(b, a)
+			}
+		})
+		close(held.release)
+		if !ended {
+			err = receive(t, first, "the first deposit on b")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
+			t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not wait for a, which held the grain", got, onA+1)
+		}
+		for _, n := range []*Node{b, c, a} {
+			if err := n.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := storedBalance(t, shared, manualKind, id), int64(onA+1); got != want {
+			t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
+		}
+	})
+}
+
+// leavesOn reports whether an activation on n waits for the leaver
+// peer's release of all its grains, which has not come.
+func leavesOn(n, peer *Node) bool {
+	n.handoffs.mu.Lock()
+	defer n.handoffs.mu.Unlock()
+	e := n.handoffs.peers[peerKey(peer.name, peer.incarnation)]
+	return e != nil && e.leave.waited && !e.leave.done
+}
+
+// TestAJoinerWaitsForAnOldOwnerThatLeavesWhileItMovesTheGrain: a
+// FlushManual grain on l holds deposits it acknowledged and has not
+// committed. b joins and wins it, and l's move of it to b commits them,
+// slowly (the store holds the commit); meanwhile l shuts down, as a rolling
+// replacement does once the new member is in. b's view has l leaving, and
+// l ranks below b for the grain: b's activation must still wait for l,
+// which holds it, and not only for a, its owner in b's view without b.
+func TestAJoinerWaitsForAnOldOwnerThatLeavesWhileItMovesTheGrain(t *testing.T) {
+	store := hookedMemstore(t) // a's and b's
+	aCfg := handoffConfig(t, "-a", store)
+	held := newHookedStore(store.Store) // l's: its commits can be held
+	lCfg := handoffConfig(t, "-l", held)
+	bCfg := handoffConfig(t, "-b", store)
+	id := rankedIdentity(t, manualKind, bCfg.NodeName, lCfg.NodeName, aCfg.NodeName)
+	a := startNode(t, aCfg)
+	lCfg.Seeds = []string{a.GossipAddr()}
+	l := startNode(t, lCfg)
+	waitConverged(t, []*Node{a, l}, 2)
+
+	const onL = 5
+	for range onL {
+		deposit(t, a, manualKind, id, 1) // acknowledged, buffered on l
+	}
+	held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+	bCfg.Seeds = []string{a.GossipAddr()}
+	b := startNode(t, bCfg)
+	receive(t, held.holding, "l's commit of the grain it moves to b")
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	left := make(chan error, 1)
+	go func() { left <- l.Shutdown(ctx) }()
+	waitFor(t, waitTimeout, "b to see l leave", func() bool {
+		st, _ := b.view.Load().status(l.Name())
+		return st == StatusLeaving || st == StatusLeft
+	})
+
+	first := make(chan error, 1)
+	var resp proto.Message
+	go func() {
+		var err error
+		resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
+		first <- err
+	}()
+	var err error
+	ended := false
+	waitFor(t, waitTimeout, "b's activation to wait for l, or to end", func() bool {
+		select {
+		case err = <-first: // it did not wait for l
+			ended = true
+			return true
+		default:
+			return leavesOn(b, l)
+		}
+	})
+	close(held.release)
+	if !ended {
+		err = receive(t, first, "the first deposit on b")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onL+1 {
+		t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not wait for l, which held the grain", got, onL+1)
+	}
+	if err := receive(t, left, "l's shutdown"); err != nil {
+		t.Fatal(err)
+	}
+}
