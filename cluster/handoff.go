@@ -34,15 +34,17 @@ import (
 // has leaving or left (see waitingFor). B asks P once per start of P (and
 // once more when P leaves) whether it released B's grains: a hello with
 // fieldAskRelease. P answers, with a hello with fieldReleased, once its
-// view has B's start alive and P holds no activation of a grain that B
-// owns in that view (the moves committed); a P that is leaving answers once it has deactivated
-// all its grains (see Node.Shutdown). B's wait ends with the answer, or
-// when P is no longer in B's view as alive or leaving (it failed, say),
-// or once Config.DeactivateTimeout has passed since B's view first had
-// P's start alive (for a leaver, the leaver's grace: see newLeaverGrace);
-// a bound that ends a wait an activation was in is logged, once per P,
-// and the activations go on: the version check still guards the state.
-// The calls to the grain wait meanwhile, within their deadlines.
+// view has B's start alive and P holds no activation of a grain that its
+// view places elsewhere (its moves committed: B's view may place on B a
+// grain that P's places on a third member); a P that is leaving answers
+// once it has deactivated all its grains (see Node.Shutdown). B's wait
+// ends with the answer, or when P is no longer in B's view as alive or
+// leaving (it failed, say), or once Config.DeactivateTimeout has passed
+// since B's view first had P's start alive (for a leaver, the leaver's
+// grace: see newLeaverGrace); a bound that ends a wait an activation was
+// in is logged, once per P, and the activations go on: the version check
+// still guards the state. The calls to the grain wait meanwhile, within
+// their deadlines.
 //
 // The cost: B knows, for each kind it hosts, whether every member hosting
 // the kind has released or is past its bound (hostedKind.handedOver). An
@@ -402,7 +404,7 @@ func (n *Node) askedRelease(c *conn, incarnation, to string) {
 
 // answerRelease answers the ask of the peer on c, in its start
 // incarnation, once this node's view has that start alive and this node
-// holds no activation of a grain the peer owns in it; or, if this node is
+// holds no activation of a grain it moves (see moving); or, if this node is
 // leaving, once it has deactivated all its grains. It gives up after the
 // longest the peer waits (a leaver's grace), or when the transport closes.
 func (n *Node) answerRelease(c *conn, incarnation string) {
@@ -421,7 +423,7 @@ func (n *Node) answerRelease(c *conn, incarnation string) {
 		}
 		p := n.view.Load()
 		if m, ok := p.member(c.peer); ok && m.Status == StatusAlive && m.incarnation == incarnation {
-			held := n.acts.ownedBy(p, c.peer)
+			held := n.acts.moving(p)
 			if len(held) == 0 {
 				n.sayReleased(c, incarnation, false)
 				return
@@ -470,12 +472,17 @@ func (n *Node) released(peer, incarnation, to string, leaving bool) {
 	n.handoffs.release(peer, incarnation, leaving)
 }
 
-// ownedBy returns the activations in the table, in any state, of the
-// grains that the named member owns in p.
-func (t *activations) ownedBy(p *placement, name string) []*activation {
+// moving returns the activations in the table, in any state, of the
+// grains that p, the node's view, does not place on this node: those it
+// moves, or is about to (see activate). An asker may own any of them in
+// its own view, not only those it owns in p: a view of the asker's that
+// lacks a member that joined, which p has, places on the asker grains that
+// p places on that member, and this node may still hold one of them.
+func (t *activations) moving(p *placement) []*activation {
+	self := t.n.name
 	var held []*activation
 	t.each(func(a *activation) {
-		if o, ok := p.owner(a.hk.Name, a.identity); ok && o.Name == name && !a.removed {
+		if o, ok := p.owner(a.hk.Name, a.identity); (!ok || o.Name != self) && !a.removed {
 			held = append(held, a)
 		}
 	})

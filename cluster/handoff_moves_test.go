@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -107,6 +108,85 @@ func TestASecondJoinerWaitsForTheOwnerStillMovingTheGrain(t *testing.T) {
 			t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
 		}
 	})
+}
+
+// awaitedGone reports whether something waits for n's activation of the
+// grain (kind, identity) to leave the table: a call, or an answer to an
+// ask for a release (see awaitGone).
+func awaitedGone(n *Node, kind, identity string) bool {
+	act := n.acts.peek(actKey{kind, identity})
+	if act == nil {
+		return false
+	}
+	sh, _ := n.acts.shardOfActivation(act)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return act.gone != nil
+}
+
+// TestAnOldOwnerReleasesOnceItsMovesToOthersCommitted: a FlushManual grain
+// on a holds deposits it acknowledged and has not committed. c joins and
+// wins it, and a's move of it to c commits them, slowly (the store holds
+// the commit). b joins too, and its view does not have c yet: b owns the
+// grain in it, with a as its predecessor. a, whose view has b and c, must
+// not tell b that it released b's grains while it still moves this one,
+// which b takes for its own: b's activation would load the state before
+// a's commit.
+func TestAnOldOwnerReleasesOnceItsMovesToOthersCommitted(t *testing.T) {
+	held := hookedMemstore(t) // a's: its commits can be held
+	a := startNode(t, handoffConfig(t, "-a", held))
+	bCfg := handoffConfig(t, "-b", held.Store)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	cCfg := handoffConfig(t, "-c", held.Store)
+	cCfg.Seeds = []string{a.GossipAddr()}
+	id := rankedIdentity(t, manualKind, cCfg.NodeName, bCfg.NodeName, a.Name())
+
+	const onA = 5
+	for range onA {
+		deposit(t, a, manualKind, id, 1) // acknowledged, buffered on a
+	}
+	held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+	c := startNode(t, cCfg)
+	receive(t, held.holding, "a's commit of the grain it moves to c")
+	b := startNode(t, bCfg)
+	waitConverged(t, []*Node{a, c}, 3)
+	holdViews(t, b)(func(members []Member) []Member {
+		return slices.DeleteFunc(members, func(m Member) bool { return m.Name == c.Name() })
+	})
+	if o, _ := b.Owner(manualKind, id); o.Name != b.Name() {
+		t.Fatalf("b's view places the grain on %s, want b", o.Name)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	first := make(chan error, 1)
+	var resp proto.Message
+	go func() {
+		var err error
+		resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
+		first <- err
+	}()
+	var err error
+	ended := false
+	waitFor(t, waitTimeout, "a to wait for its move of the grain before it answers b, or b's activation to end", func() bool {
+		select {
+		case err = <-first: // a answered while it still held the grain
+			ended = true
+			return true
+		default:
+			return awaitedGone(a, manualKind, id)
+		}
+	})
+	close(held.release)
+	if !ended {
+		err = receive(t, first, "the first deposit on b")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
+		t.Errorf("the first deposit on b returned balance %d, want %d: a said it released b's grains while it still moved this one", got, onA+1)
+	}
 }
 
 // leavesOn reports whether an activation on n waits for the leaver
