@@ -92,6 +92,14 @@ type releaseWait struct {
 	waited bool        // an activation waited for it: it says so if the bound ends the wait
 }
 
+// closedWake is the channel pending returns to an activation that read a
+// view replaced since: it looks again at once.
+var closedWake = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
 func newHandoffs(n *Node) *handoffs {
 	return &handoffs{n: n, peers: make(map[string]*peerRelease), wake: make(chan struct{})}
 }
@@ -241,12 +249,21 @@ func (h *handoffs) waitsIn(p *placement, kind string) bool {
 
 // pending returns the channel to wait on while an activation waits for
 // m's release (of all its grains, if leave), asking m for it if nobody has
-// yet; nil if m released, or is past its bound.
-func (h *handoffs) pending(m *Member, leave bool) <-chan struct{} {
+// yet; nil if m released, or is past its bound. p is the view the
+// activation read m from.
+func (h *handoffs) pending(p *placement, m *Member, leave bool) <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.n.view.Load() != p {
+		// p, which has m, was replaced since the activation read it, and
+		// the wake of that change is closed already: look again, in the
+		// view that replaced it, rather than begin a wait for m, which it
+		// may not have (a record of m made now would then wait for its
+		// bound, and stay for good).
+		return closedWake
+	}
 	key := peerKey(m.Name, m.incarnation)
-	e := h.entry(key) // none if the view that has m was replaced since: its bound ends this one
+	e := h.entry(key)
 	w := &e.join
 	if leave {
 		w = &e.leave
@@ -309,9 +326,9 @@ func (h *handoffs) waitingFor(p *placement, kind string) <-chan struct{} {
 		var wake <-chan struct{}
 		switch m.Status {
 		case StatusAlive:
-			wake = h.pending(m, false)
+			wake = h.pending(p, m, false)
 		case StatusLeaving, StatusLeft:
-			wake = h.pending(m, true)
+			wake = h.pending(p, m, true)
 		}
 		if wake != nil {
 			return wake

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -264,5 +265,43 @@ func TestAJoinerWaitsForAnOldOwnerThatLeavesWhileItMovesTheGrain(t *testing.T) {
 	}
 	if err := receive(t, left, "l's shutdown"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAWaitThatReadAViewBeforeAMemberLeftItEndsAtOnce: an activation on b
+// reads b's view, which has a alive and unreleased, and looks for the
+// members it waits for only once a newer view has taken a out (a failed,
+// say): the wait must not begin again for a, which no view has any more,
+// until its bound, nor keep a's record for good.
+func TestAWaitThatReadAViewBeforeAMemberLeftItEndsAtOnce(t *testing.T) {
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	bCfg := handoffConfig(t, "-b", store)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	bCfg.DeactivateTimeout = time.Minute // the wait for a lasts the test
+	b := startNode(t, bCfg)
+	waitConverged(t, []*Node{a, b}, 2)
+	setView := holdViews(t, b)
+	setView(func(m []Member) []Member { return m })
+	if b.kinds[manualKind].handedOver.Load() {
+		t.Fatal("b waits for nobody: a released already")
+	}
+	read := b.view.Load() // as awaitRelease reads it
+	setView(func(members []Member) []Member {
+		return slices.DeleteFunc(members, func(m Member) bool { return m.Name == a.Name() })
+	})
+
+	if wake := b.handoffs.waitingFor(read, manualKind); wake != nil {
+		select {
+		case <-wake:
+		default:
+			t.Error("an activation that read the view before a left it waits for a, which b's view no longer has, until its bound")
+		}
+	}
+	b.handoffs.mu.Lock()
+	_, kept := b.handoffs.peers[peerKey(a.name, a.incarnation)]
+	b.handoffs.mu.Unlock()
+	if kept {
+		t.Error("b keeps a record of a's start, which its view no longer has")
 	}
 }
