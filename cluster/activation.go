@@ -594,7 +594,7 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	// left, may not have committed what it acknowledged yet: wait for it
 	// (see handoffs), or this activation would load a state that its
 	// commit makes stale.
-	if err := t.n.awaitRelease(ctx, a.hk); err != nil {
+	if err := t.n.awaitRelease(ctx, a.hk, a.identity); err != nil {
 		return err
 	}
 	if err := t.loadState(ctx, a); err != nil {

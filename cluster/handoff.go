@@ -337,14 +337,27 @@ func (h *handoffs) waitingFor(p *placement, kind string) <-chan struct{} {
 	return nil
 }
 
-// awaitRelease waits, before an activation of a grain of hk loads its
-// state, until every member that may hold the grain has released it (see
-// handoffs and waitingFor); or ctx ends, which fails the activation with
-// ctx's error. In the steady state it costs one atomic load.
-func (n *Node) awaitRelease(ctx context.Context, hk *hostedKind) error {
+// awaitRelease waits, before an activation of the grain (hk, identity)
+// loads its state, until every member that may hold the grain has released
+// it (see handoffs and waitingFor); or ctx ends, which fails the
+// activation with ctx's error; or the node's view no longer places the
+// grain here, which fails it with ErrNotOwner. In the steady state it
+// costs one atomic load.
+func (n *Node) awaitRelease(ctx context.Context, hk *hostedKind, identity string) error {
 	said := false
 	for !hk.handedOver.Load() {
-		wake := n.handoffs.waitingFor(n.view.Load(), hk.Name)
+		p := n.view.Load()
+		if said {
+			// The wait woke: a view may have moved the grain on (a member
+			// joined that wins it). Its new owner activates it: the call
+			// places it again, and this node's answer to the new owner,
+			// which waits for this activation to go, need not wait out
+			// the bound of this one's wait.
+			if err := n.checkOwnerIn(p, hk.Name, identity); err != nil {
+				return err
+			}
+		}
+		wake := n.handoffs.waitingFor(p, hk.Name)
 		if wake == nil {
 			return nil
 		}

@@ -305,3 +305,44 @@ func TestAWaitThatReadAViewBeforeAMemberLeftItEndsAtOnce(t *testing.T) {
 		t.Error("b keeps a record of a's start, which its view no longer has")
 	}
 }
+
+// TestAnActivationThatWaitsGivesUpOnceItsGrainMovesOn: b's activation of
+// a grain waits for a's release, which a, whose view is held without b,
+// never gives. Then c joins and wins the grain. The activation on b, whose
+// grain is c's now, must end (its call places the grain again, on c)
+// rather than wait out its bound, load the state and run OnActivate on a
+// node that no longer owns the grain; meanwhile it also held up b's
+// answer to c, whose activation of the grain waited for it.
+func TestAnActivationThatWaitsGivesUpOnceItsGrainMovesOn(t *testing.T) {
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	holdView(t, a, func(m []Member) []Member { return m }) // a never sees b or c join
+	bCfg := handoffConfig(t, "-b", store)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	bCfg.DeactivateTimeout = time.Minute // longer than the test waits
+	waits := make(chan struct{}, 16)
+	bCfg.awaitingRelease = func() { waits <- struct{}{} }
+	cCfg := handoffConfig(t, "-c", store)
+	cCfg.Seeds = []string{a.GossipAddr()}
+	cCfg.DeactivateTimeout = 200 * time.Millisecond // c gives up on a soon
+	id := rankedIdentity(t, manualKind, cCfg.NodeName, bCfg.NodeName, a.Name())
+	b := startNode(t, bCfg)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Invoke(context.Background(), depositCall(manualKind, id, 1))
+		done <- err
+	}()
+	receive(t, waits, "b's activation to wait for a's release")
+	c := startNode(t, cCfg)
+	waitFor(t, waitTimeout, "b to see c", func() bool {
+		st, _ := b.view.Load().status(c.Name())
+		return st == StatusAlive
+	})
+	waitFor(t, waitTimeout, "b's activation of the grain c owns now to end", func() bool {
+		return b.acts.peek(actKey{manualKind, id}) == nil
+	})
+	if err := receive(t, done, "the deposit"); err != nil {
+		t.Fatal(err)
+	}
+}
