@@ -280,13 +280,36 @@ func (h *handoffs) pending(p *placement, m *Member, leave bool) <-chan struct{} 
 	return h.wake
 }
 
-// leaving reports whether the node waits for the leaver m's release, and
-// returns the channel closed when that may have changed.
-func (h *handoffs) leaving(m *Member) (<-chan struct{}, bool) {
+// waiting reports whether the node waits for m's release (of all its
+// grains, if leave), and returns the channel closed when that may have
+// changed.
+func (h *handoffs) waiting(m *Member, leave bool) (<-chan struct{}, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.peers[peerKey(m.Name, m.incarnation)]
-	return h.wake, e != nil && !e.leave.done
+	if e == nil {
+		return h.wake, false
+	}
+	w := &e.join
+	if leave {
+		w = &e.leave
+	}
+	return h.wake, !w.done
+}
+
+// askAgain forgets that m was asked for its release of the grains this
+// node took from it, as the stream the ask went on ended before m
+// answered, and wakes the waiting activations: the next one asks again.
+func (h *handoffs) askAgain(m *Member) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.peers[peerKey(m.Name, m.incarnation)]
+	if e == nil || e.join.done {
+		return
+	}
+	e.join.asked = false
+	close(h.wake)
+	h.wake = make(chan struct{})
 }
 
 // release records that a start released the grains this node took from it
@@ -382,7 +405,9 @@ func (n *Node) awaitRelease(ctx context.Context, hk *hostedKind, identity string
 // ends at its bound; unless m is leaving: a leaver that cannot be reached,
 // or that ends the stream the ask went on, has nothing more to commit (it
 // ends its streams in its farewell, after its grains are deactivated, or
-// as it closes, which commits nothing), and it is taken for released.
+// as it closes, which commits nothing), and it is taken for released. An
+// alive member answers on the stream the ask went on: if that ends before
+// the answer, the next activation that waits for m asks again.
 func (n *Node) askRelease(m Member, leave bool) {
 	n.transport.goAlong(func() {
 		ctx, cancel := context.WithTimeout(n.transport.ctx, n.cfg.DialTimeout)
@@ -397,23 +422,29 @@ func (n *Node) askRelease(m Member, leave bool) {
 			n.handoffs.release(m.Name, m.incarnation, true)
 		case err != nil:
 			n.log.Debug("cluster: could not ask a member whether it released its grains", "member", m.Name, "err", err)
-		case leave:
-			n.watchLeaver(c, &m)
+		default:
+			n.watchAsk(c, &m, leave)
 		}
 	})
 }
 
-// watchLeaver takes m, a leaver asked for its release on c, for released
-// if c ends before m answered (see askRelease).
-func (n *Node) watchLeaver(c *conn, m *Member) {
+// watchAsk watches c, the stream m was asked on for its release (of all
+// its grains, if leave), until m answers: if c ends first, a leaver is
+// taken for released, and an alive member is asked again (see
+// askRelease).
+func (n *Node) watchAsk(c *conn, m *Member, leave bool) {
 	for {
-		wake, waiting := n.handoffs.leaving(m)
+		wake, waiting := n.handoffs.waiting(m, leave)
 		if !waiting {
 			return
 		}
 		select {
 		case <-c.done:
-			n.handoffs.release(m.Name, m.incarnation, true)
+			if leave {
+				n.handoffs.release(m.Name, m.incarnation, true)
+			} else {
+				n.handoffs.askAgain(m)
+			}
 			return
 		case <-wake:
 		case <-n.transport.ctx.Done():

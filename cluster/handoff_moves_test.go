@@ -346,3 +346,56 @@ func TestAnActivationThatWaitsGivesUpOnceItsGrainMovesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAnAskWhoseStreamEndsIsAskedAgain: b's activation waits for a's
+// release, and a, whose view does not have b yet, has yet to answer. The
+// stream the ask went on ends (a network blip), and a's view then has b:
+// a's answer goes nowhere, and b must ask again, on a new stream, rather
+// than wait out its bound.
+func TestAnAskWhoseStreamEndsIsAskedAgain(t *testing.T) {
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	bCfg := handoffConfig(t, "-b", store)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	bCfg.DeactivateTimeout = time.Minute // longer than the test waits
+	waits := make(chan struct{}, 16)
+	bCfg.awaitingRelease = func() { waits <- struct{}{} }
+	setA := holdViews(t, a)
+	b := startNode(t, bCfg)
+	setA(func(members []Member) []Member { // a has yet to see b
+		return slices.DeleteFunc(members, func(m Member) bool { return m.Name == b.Name() })
+	})
+	id := rankedIdentity(t, manualKind, b.Name(), a.Name())
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Invoke(context.Background(), depositCall(manualKind, id, 1))
+		done <- err
+	}()
+	receive(t, waits, "b's activation to wait for a's release")
+	waitFor(t, waitTimeout, "b to ask a", func() bool {
+		return slices.ContainsFunc(a.transport.openConns(), func(c *conn) bool { return c.peer == b.Name() })
+	})
+	var asked []*conn // a's streams with b, the ask's among them
+	for _, c := range a.transport.openConns() {
+		if c.peer == b.Name() {
+			asked = append(asked, c)
+		}
+	}
+	b.transport.dropPeer(a.Name(), "")
+	for _, c := range asked {
+		receive(t, c.done, "a's stream with b to end")
+	}
+	setA(func([]Member) []Member { // a sees b: the gossip's members, not its view's
+		var members []Member
+		for _, sm := range a.serf.Members() {
+			if m, ok := memberFromSerf(sm); ok {
+				members = append(members, m)
+			}
+		}
+		return members
+	})
+	if err := receive(t, done, "the deposit"); err != nil {
+		t.Fatal(err)
+	}
+}
