@@ -34,9 +34,10 @@ type hostedKind struct {
 	// keySeed is keyHash's state after the kind's name and the separator:
 	// a call hashes only the identity to find its shard (see keyHash).
 	keySeed uint64
-	// handedOver is set while no member that hosts the kind has yet to
-	// release grains to this node: an activation then waits for nobody,
-	// which it learns from this one load (see handoffs).
+	// handedOver is set, for a FlushManual kind, while no member that
+	// hosts the kind has yet to release grains to this node: an
+	// activation then waits for nobody, which it learns from this one
+	// load (see handoffs). Other kinds do not wait, and leave it unset.
 	handedOver atomic.Bool
 }
 
@@ -590,12 +591,14 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	if err := t.n.checkOwnerIn(view, a.hk.Name, a.identity); err != nil {
 		return err
 	}
-	// A member that held the grain before this node joined, or before it
-	// left, may not have committed what it acknowledged yet: wait for it
-	// (see handoffs), or this activation would load a state that its
-	// commit makes stale.
-	if err := t.n.awaitRelease(ctx, a.hk, a.identity); err != nil {
-		return err
+	// A member that held a FlushManual grain before this node joined, or
+	// before it left, may not have committed what it acknowledged yet:
+	// wait for it (see handoffs), or this activation would load a state
+	// that its commit makes stale, and lose all it acknowledges itself.
+	if a.hk.Flush == FlushManual {
+		if err := t.n.awaitRelease(ctx, a.hk, a.identity); err != nil {
+			return err
+		}
 	}
 	if err := t.loadState(ctx, a); err != nil {
 		return err

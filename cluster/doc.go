@@ -73,9 +73,9 @@
 // while the store refuses that commit, rather than drop it. Every
 // commit checks the version the activation loaded: if another activation
 // committed first (two nodes both ran the grain during a membership
-// change; a grain that moves to a member that joins, or from one that
-// leaves gracefully, is loaded by its new owner only once its old owner
-// committed it, see the architecture doc's "Moves wait for the old
+// change; a FlushManual grain that moves to a member that joins, or from
+// one that leaves gracefully, is loaded by its new owner only once its old
+// owner committed it, see the architecture doc's "Moves wait for the old
 // owner's release"), the commit is refused, the call fails with ErrStaleActivation
 // (codes.Aborted), and the activation is deactivated; the next call loads
 // the winner's state. Any other commit failure fails the call with

@@ -46,8 +46,18 @@ import (
 // still guards the state. The calls to the grain wait meanwhile, within
 // their deadlines.
 //
-// The cost: B knows, for each kind it hosts, whether every member hosting
-// the kind has released or is past its bound (hostedKind.handedOver). An
+// Only FlushManual kinds wait. Their grains are the ones that lose what
+// they acknowledged to a stale activation; a FlushAfterCall grain has
+// committed every call it acknowledged, and a stale activation of it
+// fails its first call with ErrStaleActivation, which changed nothing. And
+// the wait is the kind's, on every node, for as long as a member takes to
+// release: a leaver releases once its leave has gone round the gossip and
+// its grains are deactivated (1.5 s in the LAN profile), during which
+// every activation of its kinds anywhere would wait.
+//
+// The cost: B knows, for each FlushManual kind it hosts, whether every
+// member hosting the kind has released or is past its bound
+// (hostedKind.handedOver). An
 // activation reads that flag, and in the steady state does nothing more;
 // only during the bound after a change does it look for the members it
 // waits for. Only members whose tags say they answer (tagReleases) are
@@ -92,14 +102,6 @@ type releaseWait struct {
 	waited bool        // an activation waited for it: it says so if the bound ends the wait
 }
 
-// closedWake is the channel pending returns to an activation that read a
-// view replaced since: it looks again at once.
-var closedWake = func() chan struct{} {
-	c := make(chan struct{})
-	close(c)
-	return c
-}()
-
 func newHandoffs(n *Node) *handoffs {
 	return &handoffs{n: n, peers: make(map[string]*peerRelease), wake: make(chan struct{})}
 }
@@ -117,7 +119,9 @@ func (h *handoffs) storeView(p *placement) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, hk := range h.n.kinds {
-		hk.handedOver.Store(false)
+		if hk.Flush == FlushManual {
+			hk.handedOver.Store(false)
+		}
 	}
 	h.n.view.Store(p)
 	inView := make(map[string]bool, len(p.members))
@@ -213,12 +217,14 @@ func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
 	h.settle(h.n.view.Load())
 }
 
-// settle sets the handedOver flag of each kind the node hosts that no
-// member of p, the node's view, hosts and has yet to release, and wakes
+// settle sets the handedOver flag of each FlushManual kind the node hosts
+// that no member of p, the node's view, hosts and has yet to release, and wakes
 // the waiting activations. h.mu is held.
 func (h *handoffs) settle(p *placement) {
 	for _, hk := range h.n.kinds {
-		hk.handedOver.Store(!h.waitsIn(p, hk.Name))
+		if hk.Flush == FlushManual {
+			hk.handedOver.Store(!h.waitsIn(p, hk.Name))
+		}
 	}
 	close(h.wake)
 	h.wake = make(chan struct{})
@@ -260,7 +266,9 @@ func (h *handoffs) pending(p *placement, m *Member, leave bool) <-chan struct{} 
 		// view that replaced it, rather than begin a wait for m, which it
 		// may not have (a record of m made now would then wait for its
 		// bound, and stay for good).
-		return closedWake
+		again := make(chan struct{})
+		close(again)
+		return again
 	}
 	key := peerKey(m.Name, m.incarnation)
 	e := h.entry(key)
@@ -534,8 +542,9 @@ func (n *Node) released(peer, incarnation, to string, leaving bool) {
 }
 
 // moving returns the activations in the table, in any state, of the
-// grains that p, the node's view, does not place on this node: those it
-// moves, or is about to (see activate). An asker may own any of them in
+// FlushManual grains that p, the node's view, does not place on this node:
+// those it moves, or is about to (see activate); only their activations
+// wait for the answer (see handoffs). An asker may own any of them in
 // its own view, not only those it owns in p: a view of the asker's that
 // lacks a member that joined, which p has, places on the asker grains that
 // p places on that member, and this node may still hold one of them.
@@ -543,7 +552,10 @@ func (t *activations) moving(p *placement) []*activation {
 	self := t.n.name
 	var held []*activation
 	t.each(func(a *activation) {
-		if o, ok := p.owner(a.hk.Name, a.identity); (!ok || o.Name != self) && !a.removed {
+		if a.hk.Flush != FlushManual || a.removed {
+			return
+		}
+		if o, ok := p.owner(a.hk.Name, a.identity); !ok || o.Name != self {
 			held = append(held, a)
 		}
 	})

@@ -80,11 +80,9 @@ func joinerWaitsForTheOldOwner(t *testing.T, shared storage.Store, restart bool)
 		t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not load what a acknowledged", got, onA+1)
 	}
 	// a's answer covers every grain b took from it: b's activations of
-	// either kind wait for nobody now.
-	for _, kind := range []string{accountKind, manualKind} {
-		if !b.kinds[kind].handedOver.Load() {
-			t.Errorf("b's activations of %s still wait for a release after a's answer", kind)
-		}
+	// the kind wait for nobody now.
+	if !b.kinds[manualKind].handedOver.Load() {
+		t.Errorf("b's activations of %s still wait for a release after a's answer", manualKind)
 	}
 	const more = 4
 	for i := range more {
@@ -100,10 +98,12 @@ func joinerWaitsForTheOldOwner(t *testing.T, shared storage.Store, restart bool)
 	}
 }
 
-// TestAJoinersWaitForAReleaseIsBounded: b joins a, whose view is held without b, so
-// that a never releases the grains b takes from it. b's activations of
-// those grains wait for a's release, within DeactivateTimeout of b seeing
-// a, then go on: the calls succeed, and later activations wait no more.
+// TestAJoinersWaitForAReleaseIsBounded: b joins a, whose view is held
+// without b, so that a never releases the grains b takes from it. b's
+// activations of those grains of a FlushManual kind wait for a's release,
+// within DeactivateTimeout of b seeing a, then go on: the calls succeed,
+// and later activations wait no more. Those of a FlushAfterCall kind do
+// not wait at all.
 func TestAJoinersWaitForAReleaseIsBounded(t *testing.T) {
 	store := hookedMemstore(t)
 	a := startNode(t, handoffConfig(t, "-a", store))
@@ -115,6 +115,14 @@ func TestAJoinersWaitForAReleaseIsBounded(t *testing.T) {
 	bCfg.awaitingRelease = func() { waits <- struct{}{} }
 	b := startNode(t, bCfg)
 
+	// A FlushAfterCall grain has committed every call it acknowledged:
+	// its activation waits for nobody.
+	deposit(t, b, accountKind, accountOwnedBy(t, b, accountKind, "after-call"), 1)
+	select {
+	case <-waits:
+		t.Fatal("an activation of a FlushAfterCall kind waited for a's release")
+	default:
+	}
 	// Each with a as its predecessor: the only other member.
 	first, second := accountOwnedBy(t, b, manualKind, "first"), accountOwnedBy(t, b, manualKind, "second")
 	if got := deposit(t, b, manualKind, first, 1); got != 1 {

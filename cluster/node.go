@@ -348,8 +348,8 @@ func (n *Node) watchMembership() {
 // Ownership moves are not atomic across the cluster: between the moment a
 // new owner's view changes and the moment this node's view does (one gossip
 // round, usually milliseconds), a grain can be called on both nodes. The
-// new owner's activation of a grain that moved by a join or a graceful
-// leave waits, before it loads the state and runs OnActivate, until the
+// new owner's activation of a FlushManual grain that moved by a join or a
+// graceful leave waits, before it loads the state and runs OnActivate, until the
 // old owner says it has deactivated the grain and committed it (see
 // handoffs), so that the old owner's commit does not make it stale; but
 // that wait is bounded, and a failure moves grains without one. State
