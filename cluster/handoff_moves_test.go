@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/wrapperspb"
-
 	"github.com/protograin/protograin/cluster/storage"
 )
 
@@ -71,33 +68,8 @@ func TestASecondJoinerWaitsForTheOwnerStillMovingTheGrain(t *testing.T) {
 
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		first := make(chan error, 1)
-		var resp proto.Message
-		go func() {
-			// b's view has a, b and c: the call activates the grain on b.
-			var err error
-			resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
-			first <- err
-		}()
-		var err error
-		ended := false
-		waitFor(t, waitTimeout, "b's activation to wait for a, or to end", func() bool {
-			select {
-			case err = <-first: // it did not wait for a
-				ended = true
-				return true
-			default:
-				return waitsOn(b, a)
-			}
-		})
-		close(held.release)
-		if !ended {
-			err = receive(t, first, "the first deposit on b")
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
+		// b's view has a, b and c: the call activates the grain on b.
+		if got := depositWhileHeld(t, ctx, b, id, held, "b's activation to wait for a", func() bool { return waitsOn(b, a) }); got != onA+1 {
 			t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not wait for a, which held the grain", got, onA+1)
 		}
 		for _, n := range []*Node{b, c, a} {
@@ -160,32 +132,7 @@ func TestAnOldOwnerReleasesOnceItsMovesToOthersCommitted(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	first := make(chan error, 1)
-	var resp proto.Message
-	go func() {
-		var err error
-		resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
-		first <- err
-	}()
-	var err error
-	ended := false
-	waitFor(t, waitTimeout, "a to wait for its move of the grain before it answers b, or b's activation to end", func() bool {
-		select {
-		case err = <-first: // a answered while it still held the grain
-			ended = true
-			return true
-		default:
-			return awaitedGone(a, manualKind, id)
-		}
-	})
-	close(held.release)
-	if !ended {
-		err = receive(t, first, "the first deposit on b")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onA+1 {
+	if got := depositWhileHeld(t, ctx, b, id, held, "a to wait for its move of the grain before it answers b", func() bool { return awaitedGone(a, manualKind, id) }); got != onA+1 {
 		t.Errorf("the first deposit on b returned balance %d, want %d: a said it released b's grains while it still moved this one", got, onA+1)
 	}
 }
@@ -235,32 +182,7 @@ func TestAJoinerWaitsForAnOldOwnerThatLeavesWhileItMovesTheGrain(t *testing.T) {
 		return st == StatusLeaving || st == StatusLeft
 	})
 
-	first := make(chan error, 1)
-	var resp proto.Message
-	go func() {
-		var err error
-		resp, err = b.Invoke(ctx, depositCall(manualKind, id, 1))
-		first <- err
-	}()
-	var err error
-	ended := false
-	waitFor(t, waitTimeout, "b's activation to wait for l, or to end", func() bool {
-		select {
-		case err = <-first: // it did not wait for l
-			ended = true
-			return true
-		default:
-			return leavesOn(b, l)
-		}
-	})
-	close(held.release)
-	if !ended {
-		err = receive(t, first, "the first deposit on b")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onL+1 {
+	if got := depositWhileHeld(t, ctx, b, id, held, "b's activation to wait for l", func() bool { return leavesOn(b, l) }); got != onL+1 {
 		t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not wait for l, which held the grain", got, onL+1)
 	}
 	if err := receive(t, left, "l's shutdown"); err != nil {

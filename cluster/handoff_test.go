@@ -76,7 +76,7 @@ func joinerWaitsForTheOldOwner(t *testing.T, shared storage.Store, restart bool)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	// b's view has b: the call activates the grain there.
-	if got := depositWhileHeld(t, ctx, b, id, waiting, held); got != onA+1 {
+	if got := depositWhileHeld(t, ctx, b, id, held, "b's activation to wait for a's release", func() bool { return isDone(waiting) }); got != onA+1 {
 		t.Errorf("the first deposit on b returned balance %d, want %d: its activation did not load what a acknowledged", got, onA+1)
 	}
 	// a's answer covers every grain b took from it: b's activations of
@@ -172,7 +172,7 @@ func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing
 		receive(t, held.holding, "l's commit of the grain it moves as it leaves")
 
 		// s's view has l leaving: the call activates the grain on s.
-		if got := depositWhileHeld(t, ctx, s, id, waiting, held); got != onL+1 {
+		if got := depositWhileHeld(t, ctx, s, id, held, "s's activation to wait for l's release", func() bool { return isDone(waiting) }); got != onL+1 {
 			t.Errorf("the first deposit on s returned balance %d, want %d: its activation did not load what l acknowledged", got, onL+1)
 		}
 		if err := receive(t, left, "l's shutdown"); err != nil {
@@ -188,13 +188,13 @@ func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing
 	})
 }
 
-// depositWhileHeld deposits 1 on the manual grain id through n, whose
-// activation of the grain the old owner's held commit should keep waiting
-// (waiting hears it wait), releases that commit, and returns the balance
-// the deposit answered. The commit is released either way, so that a
-// test of the mutation without the wait fails on the balance, not on a
-// hang.
-func depositWhileHeld(t *testing.T, ctx context.Context, n *Node, id string, waiting <-chan struct{}, held *hookedStore) int64 {
+// depositWhileHeld deposits 1 on the manual grain id through n while held
+// holds the old owner's commit of the grain, until waits reports that the
+// wait under test has begun (what) or the deposit ended, then releases
+// that commit and returns the balance the deposit answered. The commit is
+// released either way, so that a test of the mutation without the wait
+// fails on the balance, not on a hang.
+func depositWhileHeld(t *testing.T, ctx context.Context, n *Node, id string, held *hookedStore, what string, waits func() bool) int64 {
 	t.Helper()
 	first := make(chan error, 1)
 	var resp proto.Message
@@ -204,12 +204,19 @@ func depositWhileHeld(t *testing.T, ctx context.Context, n *Node, id string, wai
 		first <- err
 	}()
 	var err error
-	select {
-	case <-waiting: // the activation waits for the old owner's release
-		close(held.release)
+	ended := false
+	waitFor(t, waitTimeout, what+", or the deposit to end", func() bool {
+		select {
+		case err = <-first: // it did not wait
+			ended = true
+			return true
+		default:
+			return waits()
+		}
+	})
+	close(held.release)
+	if !ended {
 		err = receive(t, first, "the first deposit on "+n.Name())
-	case err = <-first: // it did not wait
-		close(held.release)
 	}
 	if err != nil {
 		t.Fatal(err)
