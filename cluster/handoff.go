@@ -348,24 +348,34 @@ func (h *handoffs) release(name, incarnation string, leaving bool) {
 // the other left). So the wait is the kind's, not the grain's: the answers
 // cover all the grains a member moves, and the flags (handedOver) are per
 // kind already.
+//
+// It asks every member it waits for in one pass, not one after the other
+// as their answers come: in a cluster of many members the first
+// activation after a change waits for the slowest answer, not for the sum
+// of them.
 func (h *handoffs) waitingFor(p *placement, kind string) <-chan struct{} {
+	var wake <-chan struct{}
 	for i := range p.members {
 		m := &p.members[i]
 		if m.Name == h.n.name || !m.releases || !slices.Contains(m.Kinds, kind) {
 			continue
 		}
-		var wake <-chan struct{}
+		var w <-chan struct{}
 		switch m.Status {
 		case StatusAlive:
-			wake = h.pending(p, m, false)
+			w = h.pending(p, m, false)
 		case StatusLeaving, StatusLeft:
-			wake = h.pending(p, m, true)
+			w = h.pending(p, m, true)
 		}
-		if wake != nil {
-			return wake
+		if w == nil {
+			continue
 		}
+		if isDone(w) {
+			return w // the view changed, or an answer came: look again now
+		}
+		wake = w
 	}
-	return nil
+	return wake
 }
 
 // awaitRelease waits, before an activation of the grain (hk, identity)

@@ -321,3 +321,47 @@ func TestAnAskWhoseStreamEndsIsAskedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// asked reports whether n asked peer's start for its release of the
+// grains n took from it.
+func asked(n, peer *Node) bool {
+	n.handoffs.mu.Lock()
+	defer n.handoffs.mu.Unlock()
+	e := n.handoffs.peers[peerKey(peer.name, peer.incarnation)]
+	return e != nil && e.join.asked
+}
+
+// TestAJoinerAsksEveryMemberAtOnce: b joins a and c, neither of which sees
+// b yet, so neither answers. The first activation of a FlushManual grain on
+// b asks both at once, rather than c only once a has answered: with many
+// members, it waits for the slowest answer, not for their sum.
+func TestAJoinerAsksEveryMemberAtOnce(t *testing.T) {
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	cCfg := handoffConfig(t, "-c", store)
+	cCfg.Seeds = []string{a.GossipAddr()}
+	c := startNode(t, cCfg)
+	waitConverged(t, []*Node{a, c}, 2)
+	for _, n := range []*Node{a, c} {
+		holdView(t, n, func(m []Member) []Member { return m }) // neither sees b join
+	}
+	bCfg := handoffConfig(t, "-b", store)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	bCfg.DeactivateTimeout = time.Minute // the waits last the test
+	b := startNode(t, bCfg)
+	waitConverged(t, []*Node{b}, 3)
+	id := accountOwnedBy(t, b, manualKind, "asks")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Invoke(ctx, depositCall(manualKind, id, 1))
+		done <- err
+	}()
+	waitFor(t, waitTimeout, "b to ask both a and c for their release", func() bool { return asked(b, a) && asked(b, c) })
+	cancel()
+	if err := receive(t, done, "the deposit, cancelled"); err == nil {
+		t.Fatal("the deposit went through, though neither a nor c has released")
+	}
+}
