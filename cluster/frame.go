@@ -149,9 +149,10 @@ const (
 	// it to send it. A hello, for the reason fieldBye is.
 	fieldSuperseded protowire.Number = 23
 	// fieldReleased, in a hello frame, answers fieldAskRelease: its sender
-	// holds none of the grains the receiver took from it, and committed
-	// what they had buffered. With fieldLeaving too, it holds no grain at
-	// all: it is leaving, and has deactivated them all. The hello's
+	// holds no FlushManual grain that its view places on another member
+	// (those the receiver may have taken from it among them), and
+	// committed what they had buffered. With fieldLeaving too, it holds no
+	// grain at all: it is leaving, and has deactivated them all. The hello's
 	// fieldIdentity is the sender's incarnation, its fieldMessage the
 	// receiver's that asked.
 	fieldReleased protowire.Number = 24
