@@ -34,7 +34,7 @@ import (
 // has leaving or left (see waitingFor). B asks P once per start of P (and
 // once more when P leaves) whether it released B's grains: a hello with
 // fieldAskRelease. P answers, with a hello with fieldReleased, once its
-// view has B's start alive and P holds no activation of a grain that its
+// view has B's start alive and P holds no activation of a FlushManual grain that its
 // view places elsewhere (its moves committed: B's view may place on B a
 // grain that P's places on a third member); a P that is leaving answers
 // once it has deactivated all its grains (see Node.Shutdown). B's wait
@@ -483,7 +483,7 @@ func (n *Node) askedRelease(c *conn, incarnation, to string) {
 
 // answerRelease answers the ask of the peer on c, in its start
 // incarnation, once this node's view has that start alive and this node
-// holds no activation of a grain it moves (see moving); or, if this node is
+// holds no activation of a FlushManual grain it moves (see moving); or, if this node is
 // leaving, once it has deactivated all its grains. It gives up after the
 // longest the peer waits (a leaver's grace), or when the transport closes.
 func (n *Node) answerRelease(c *conn, incarnation string) {
