@@ -25,26 +25,26 @@ import (
 // leave has gone round the gossip.
 //
 // So an activation on B of a grain that a member P may hold, and has not
-// released yet, waits before it loads the state. Any member that hosts
-// the grain's kind may hold it: the grain's owner in B's view without B
-// never held it if another member joined just before B and the old owner
-// has yet to see that join; nor did a leaver ranked above B if the leaver
-// ranked below B held it in a view that lacked B. So B waits for every
-// alive member of its view that hosts the kind, and every one its view
-// has leaving or left (see waitingFor). B asks P once per start of P (and
-// once more when P leaves) whether it released B's grains: a hello with
+// released yet, waits before it loads the state. Any member that hosts the
+// grain's kind may hold it: the grain's owner in B's view without B never
+// held it if another member joined just before B and the old owner has yet
+// to see that join; nor did a leaver ranked above B if the leaver ranked
+// below B held it in a view that lacked B. So B waits for every alive
+// member of its view that hosts the kind, and every one its view has
+// leaving or left (see waitingFor). B asks P once per start of P (and once
+// more when P leaves) whether it released B's grains: a hello with
 // fieldAskRelease. P answers, with a hello with fieldReleased, once its
-// view has B's start alive and P holds no activation of a FlushManual grain that its
-// view places elsewhere (its moves committed: B's view may place on B a
-// grain that P's places on a third member); a P that is leaving answers
-// once it has deactivated all its grains (see Node.Shutdown). B's wait
-// ends with the answer, or when P is no longer in B's view as alive or
-// leaving (it failed, say), or once Config.DeactivateTimeout has passed
-// since B's view first had P's start alive (for a leaver, the leaver's
-// grace: see newLeaverGrace); a bound that ends a wait an activation was
-// in is logged, once per P, and the activations go on: the version check
-// still guards the state. The calls to the grain wait meanwhile, within
-// their deadlines.
+// view has B's start alive and P holds no activation of a FlushManual
+// grain that its view places elsewhere (its moves committed: B's view may
+// place on B a grain that P's places on a third member); a P that is
+// leaving answers once it has deactivated all its grains (see
+// Node.Shutdown). B's wait ends with the answer, or when P is no longer in
+// B's view as alive or leaving (it failed, say), or once
+// Config.DeactivateTimeout has passed since B's view first had P's start
+// alive (for a leaver, the leaver's grace: see newLeaverGrace); a bound
+// that ends a wait an activation was in is logged, once per P, and the
+// activations go on: the version check still guards the state. The calls
+// to the grain wait meanwhile, within their deadlines.
 //
 // Only FlushManual kinds wait. Their grains are the ones that lose what
 // they acknowledged to a stale activation; a FlushAfterCall grain has
@@ -483,9 +483,10 @@ func (n *Node) askedRelease(c *conn, incarnation, to string) {
 
 // answerRelease answers the ask of the peer on c, in its start
 // incarnation, once this node's view has that start alive and this node
-// holds no activation of a FlushManual grain it moves (see moving); or, if this node is
-// leaving, once it has deactivated all its grains. It gives up after the
-// longest the peer waits (a leaver's grace), or when the transport closes.
+// holds no activation of a FlushManual grain it moves (see moving); or, if
+// this node is leaving, once it has deactivated all its grains. It gives
+// up after the longest the peer waits (a leaver's grace), or when the
+// transport closes.
 func (n *Node) answerRelease(c *conn, incarnation string) {
 	bound := time.NewTimer(n.leaverGrace)
 	defer bound.Stop()
