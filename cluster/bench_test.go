@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	goruntime "runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/protograin/protograin/cluster/storage/memstore"
 	"github.com/protograin/protograin/internal/goroutines"
 )
 
@@ -300,4 +303,107 @@ func BenchmarkTrimLook(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(grains), "ns/grain")
 		})
 	}
+}
+
+// BenchmarkCallsDuringALeave measures what a graceful leave costs the
+// callers of the leaver's grains, for each flush mode: only FlushManual
+// grains wait for the leaver's release (see handoffs). Three nodes in the
+// LAN gossip profile, eight callers on the first depositing in turn on 200
+// grains of the third, which shuts down once every caller has made 100
+// calls; the calls go on until each has made 100 more after Shutdown
+// returned. One op is one such leave: run it with -benchtime=1x.
+//
+//	go test -run '^$' -bench CallsDuringALeave -benchtime 1x -count 2 ./cluster
+func BenchmarkCallsDuringALeave(b *testing.B) {
+	for _, kind := range []string{accountKind, manualKind} {
+		b.Run("kind="+kind, func(b *testing.B) {
+			for b.Loop() {
+				leave := leaveUnderCalls(b, kind)
+				b.ReportMetric(float64(leave.shutdown.Milliseconds()), "shutdown-ms")
+				b.ReportMetric(float64(leave.max.Milliseconds()), "max-call-ms")
+				b.ReportMetric(float64(leave.p99.Microseconds()), "p99-µs")
+			}
+		})
+	}
+}
+
+// leaveFigures are what leaveUnderCalls measured.
+type leaveFigures struct {
+	shutdown, max, p99 time.Duration
+}
+
+// leaveUnderCalls runs one leave of BenchmarkCallsDuringALeave on grains of
+// kind, and returns how long the leaver's Shutdown took and the longest
+// and 99th-percentile call.
+func leaveUnderCalls(b *testing.B, kind string) leaveFigures {
+	const callers, grains, calls = 8, 200, 100
+	memory := memstore.New()
+	b.Cleanup(func() { memory.Close() })
+	nodes := startCluster(b, 3, func(name string) []*Kind {
+		bk := newBank(name)
+		return []*Kind{newAccountKind(bk, accountKind, FlushAfterCall, time.Hour), newAccountKind(bk, manualKind, FlushManual, time.Hour)}
+	}, func(cfg *Config) {
+		cfg.Store = memory
+		cfg.Gossip = GossipLAN
+		// The nodes' closing lines would come between a result's name
+		// and its figures.
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	})
+	caller, leaver := nodes[0], nodes[2]
+	var ids []string
+	for i := 0; len(ids) < grains; i++ {
+		if o, _ := caller.Owner(kind, fmt.Sprintf("g-%d", i)); o.Name == leaver.Name() {
+			ids = append(ids, fmt.Sprintf("g-%d", i))
+		}
+	}
+	var left atomic.Bool
+	warm, after := make(chan struct{}, callers), make(chan struct{}, callers)
+	took := make([][]time.Duration, callers)
+	errs := make(chan error, callers)
+	for c := range callers {
+		go func() {
+			made, madeAfter := 0, 0
+			for r := 0; madeAfter < calls; r++ {
+				began := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err := caller.Invoke(ctx, depositCall(kind, ids[(r*callers+c)%len(ids)], 1))
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+				took[c] = append(took[c], time.Since(began))
+				if made++; made == calls {
+					warm <- struct{}{}
+				}
+				if left.Load() {
+					madeAfter++
+				}
+			}
+			after <- struct{}{}
+		}()
+	}
+	for range callers {
+		select {
+		case <-warm:
+		case err := <-errs:
+			b.Fatalf("a call before the leave: %v", err)
+		}
+	}
+	began := time.Now()
+	if err := leaver.Shutdown(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	shutdown := time.Since(began)
+	left.Store(true)
+	for range callers {
+		select {
+		case <-after:
+		case err := <-errs:
+			b.Fatalf("a call during or after the leave: %v", err)
+		}
+	}
+	all := slices.Concat(took...)
+	slices.Sort(all)
+	return leaveFigures{shutdown: shutdown, max: all[len(all)-1], p99: all[len(all)*99/100]}
 }
