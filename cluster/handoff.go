@@ -102,6 +102,39 @@ type releaseWait struct {
 	waited bool        // an activation waited for it: it says so if the bound ends the wait
 }
 
+// wait returns e's wait for the release of the grains the node took from
+// the start, or for that of all its grains if leave.
+func (e *peerRelease) wait(leave bool) *releaseWait {
+	if leave {
+		return &e.leave
+	}
+	return &e.join
+}
+
+// leaves reports which release of m a node waits for: that of the grains
+// it took from m while m is alive, that of all its grains once m leaves or
+// left; ok is false for a member in neither state (failed, say), which
+// nobody waits for.
+func leaves(m *Member) (leave, ok bool) {
+	switch m.Status {
+	case StatusAlive:
+		return false, true
+	case StatusLeaving, StatusLeft:
+		return true, true
+	}
+	return false, false
+}
+
+// awaited reports whether an activation of kind on this node may wait for
+// m, and for which of its releases (see leaves): m is another member, says
+// it answers, and hosts the kind.
+func (h *handoffs) awaited(m *Member, kind string) (leave, ok bool) {
+	if m.Name == h.n.name || !m.releases || !slices.Contains(m.Kinds, kind) {
+		return false, false
+	}
+	return leaves(m)
+}
+
 func newHandoffs(n *Node) *handoffs {
 	return &handoffs{n: n, peers: make(map[string]*peerRelease), wake: make(chan struct{})}
 }
@@ -134,11 +167,8 @@ func (h *handoffs) storeView(p *placement) {
 		inView[key] = true
 		e := h.entry(key)
 		e.viewed = true
-		switch m.Status {
-		case StatusAlive:
-			h.begin(key, &e.join, false)
-		case StatusLeaving, StatusLeft:
-			h.begin(key, &e.leave, true)
+		if leave, ok := leaves(m); ok {
+			h.begin(key, e.wait(leave), leave)
 		}
 	}
 	for key, e := range h.peers {
@@ -202,10 +232,7 @@ func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
 	if e == nil {
 		return
 	}
-	w := &e.join
-	if leave {
-		w = &e.leave
-	}
+	w := e.wait(leave)
 	if w.done {
 		return
 	}
@@ -235,19 +262,12 @@ func (h *handoffs) settle(p *placement) {
 func (h *handoffs) waitsIn(p *placement, kind string) bool {
 	for i := range p.members {
 		m := &p.members[i]
-		if m.Name == h.n.name || !m.releases || !slices.Contains(m.Kinds, kind) {
+		leave, ok := h.awaited(m, kind)
+		if !ok {
 			continue
 		}
-		e := h.peers[peerKey(m.Name, m.incarnation)]
-		switch m.Status {
-		case StatusAlive:
-			if e == nil || !e.join.done {
-				return true
-			}
-		case StatusLeaving, StatusLeft:
-			if e == nil || !e.leave.done {
-				return true
-			}
+		if e := h.peers[peerKey(m.Name, m.incarnation)]; e == nil || !e.wait(leave).done {
+			return true
 		}
 	}
 	return false
@@ -272,10 +292,7 @@ func (h *handoffs) pending(p *placement, m *Member, leave bool) <-chan struct{} 
 	}
 	key := peerKey(m.Name, m.incarnation)
 	e := h.entry(key)
-	w := &e.join
-	if leave {
-		w = &e.leave
-	}
+	w := e.wait(leave)
 	if w.done {
 		return nil
 	}
@@ -298,11 +315,7 @@ func (h *handoffs) waiting(m *Member, leave bool) (<-chan struct{}, bool) {
 	if e == nil {
 		return h.wake, false
 	}
-	w := &e.join
-	if leave {
-		w = &e.leave
-	}
-	return h.wake, !w.done
+	return h.wake, !e.wait(leave).done
 }
 
 // askAgain forgets that m was asked for its release of the grains this
@@ -357,16 +370,11 @@ func (h *handoffs) waitingFor(p *placement, kind string) <-chan struct{} {
 	var wake <-chan struct{}
 	for i := range p.members {
 		m := &p.members[i]
-		if m.Name == h.n.name || !m.releases || !slices.Contains(m.Kinds, kind) {
+		leave, ok := h.awaited(m, kind)
+		if !ok {
 			continue
 		}
-		var w <-chan struct{}
-		switch m.Status {
-		case StatusAlive:
-			w = h.pending(p, m, false)
-		case StatusLeaving, StatusLeft:
-			w = h.pending(p, m, true)
-		}
+		w := h.pending(p, m, leave)
 		if w == nil {
 			continue
 		}
