@@ -349,7 +349,7 @@ type activations struct {
 	looks atomic.Int64
 
 	// held counts the activations in the table; trimNow wakes the node's
-	// sweep when that passes Config.MaxActivations (see added and trim).
+	// sweep when that passes Config.MaxActivations (see admit and trim).
 	held    atomic.Int64
 	trimNow chan struct{}
 }
@@ -447,12 +447,15 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 		tab := sh.tab.Load()
 		a := tab.find(h, hk, identity)
 		if a == nil {
+			if !t.admit() {
+				sh.mu.Unlock()
+				return nil, t.n.activationsFull(hk, identity)
+			}
 			a = &activation{identity: identity, hk: hk}
 			a.pending.Store(new(activating))
 			a.calls.Store(1)
 			sh.tab.Store(tab.insert(h, a))
 			sh.mu.Unlock()
-			t.added()
 			if err := t.activate(ctx, a); err != nil {
 				return nil, err
 			}
@@ -1165,15 +1168,27 @@ func (t *activations) passivate() int {
 	return len(idle)
 }
 
-// added counts an activation into the table, and wakes the node's sweep to
-// trim the table if that took it past Config.MaxActivations.
-func (t *activations) added() {
-	if held := t.held.Add(1); t.n.cfg.MaxActivations > 0 && held > int64(t.n.cfg.MaxActivations) {
+// admit counts an activation about to enter the table, and reports true;
+// or, if that would take the table past Config.ActivationLimit, counts
+// nothing and reports false. The count comes first, so that activations
+// entering other shards at once cannot pass the limit together; it costs
+// an activation one comparison when no limit is set. It wakes the node's
+// sweep to trim the table (see trim) if it now holds more than
+// Config.MaxActivations, or if it refused.
+func (t *activations) admit() bool {
+	held := t.held.Add(1)
+	limit := int64(t.n.cfg.ActivationLimit)
+	admitted := limit <= 0 || held <= limit
+	if !admitted {
+		t.held.Add(-1)
+	}
+	if max := t.n.cfg.MaxActivations; !admitted || max > 0 && held > int64(max) {
 		select {
 		case t.trimNow <- struct{}{}:
 		default: // a trim is due already
 		}
 	}
+	return admitted
 }
 
 // trimmedShare is how far below Config.MaxActivations a trim brings the
@@ -1183,8 +1198,11 @@ func (t *activations) added() {
 const trimmedShare = 10
 
 // trim asks the least recently used idle grains to passivate, if the table
-// holds more than Config.MaxActivations, so that it holds nine tenths of
-// the limit once they have gone; it returns how many it asked. Grains with
+// holds more than Config.MaxActivations, or Config.ActivationLimit's
+// activations (it refuses the next), so that it holds nine tenths of
+// MaxActivations once they have gone (of ActivationLimit without it), and
+// at least one activation fewer than ActivationLimit; it returns how many
+// it asked. Grains with
 // a call counted in (a one-way message's turn counts none: its grain is
 // asked, and passivates after the turn unless used meanwhile), activating
 // or deactivating, those whose store committed nothing at their last
@@ -1205,11 +1223,17 @@ const trimmedShare = 10
 // trims at every tick too, so that the node is back under the limit
 // within a PassivationInterval of the last such refusal.
 func (t *activations) trim() int {
-	limit := t.n.cfg.MaxActivations
-	if limit <= 0 || t.held.Load() <= int64(limit) {
+	max, limit := t.n.cfg.MaxActivations, t.n.cfg.ActivationLimit
+	held := t.held.Load()
+	if (max <= 0 || held <= int64(max)) && (limit <= 0 || held < int64(limit)) {
 		return 0
 	}
-	return t.trimTo(limit - limit/trimmedShare)
+	aim := cmp.Or(max, limit)
+	target := aim - aim/trimmedShare
+	if limit > 0 {
+		target = min(target, limit-1)
+	}
+	return t.trimTo(target)
 }
 
 // trimTo is trim's look at every activation, and its requests: it asks as

@@ -229,9 +229,29 @@ type Config struct {
 	// or waiting, those of kinds whose IdleTimeout is negative, and those
 	// whose passivation the store held back (until their IdleTimeout asks
 	// again, or they are used) are not passivated early, so a node whose grains are busy may
-	// hold more (logged, a line a second at most); activations are never
-	// refused. Zero (the default) means no limit.
+	// hold more (logged, a line a second at most): it refuses no
+	// activation (ActivationLimit does). Zero (the default) means no
+	// limit.
 	MaxActivations int
+	// ActivationLimit is how many grains the node holds at most, where
+	// MaxActivations only aims: an activation that would pass it is
+	// refused with ErrTooManyActivations (codes.ResourceExhausted), and
+	// so is what needed it: a call, on this node or from another one
+	// (Invoke does not retry it: the node is full, not misplaced), a
+	// Send on this node, a reminder's firing (tried again as after any
+	// failed delivery); a peer's one-way message is dropped, as when its
+	// grain's activation fails. Stats.RefusedActivations counts them, and
+	// the log has a line a second at most. So a node whose grains are all
+	// busy, or of kinds that never passivate, turns new grains away
+	// rather than run out of memory; grains active already are not
+	// affected. A refusal wakes a trim, as an activation past
+	// MaxActivations does, which passivates least recently used idle
+	// grains to make room: down to nine tenths of MaxActivations (of
+	// ActivationLimit without it), and at least one. It must not be below
+	// MaxActivations; room between the two takes the activations that
+	// arrive while a trim's grains passivate. Zero (the default) means no
+	// limit.
+	ActivationLimit int
 
 	// PassivationInterval is how often the node looks for idle activations
 	// to passivate. An activation lives between its kind's IdleTimeout and
@@ -487,6 +507,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxActivations < 0 {
 		return fmt.Errorf("cluster: Config.MaxActivations %d is negative; zero means no limit", c.MaxActivations)
+	}
+	if c.ActivationLimit < 0 {
+		return fmt.Errorf("cluster: Config.ActivationLimit %d is negative; zero means no limit", c.ActivationLimit)
+	}
+	if c.ActivationLimit > 0 && c.ActivationLimit < c.MaxActivations {
+		return fmt.Errorf("cluster: Config.ActivationLimit %d is below Config.MaxActivations %d", c.ActivationLimit, c.MaxActivations)
 	}
 	if c.KeepaliveTime > 0 && c.KeepaliveTime < minKeepaliveTime {
 		return fmt.Errorf("cluster: KeepaliveTime %v is under gRPC's minimum of %v", c.KeepaliveTime, minKeepaliveTime)

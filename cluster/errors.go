@@ -103,6 +103,11 @@ var (
 	// wait for the grain already: the call was not queued, and Invoke does
 	// not retry it (the grain is busy, not misplaced).
 	ErrMailboxFull = errors.New("cluster: grain mailbox full")
+	// ErrTooManyActivations: the grain's owner holds
+	// Config.ActivationLimit grains, and the call or message needed one
+	// more (codes.ResourceExhausted); nothing was activated or run, and
+	// Invoke does not retry it. A grain active already is not refused.
+	ErrTooManyActivations = errors.New("cluster: node holds too many activations")
 	// ErrStateUndecodable: the grain's stored typed state message does not
 	// decode as this node's version of the message
 	// (codes.FailedPrecondition): another version of the .proto wrote it
@@ -146,6 +151,7 @@ const (
 	reasonStateNotCommitted
 	reasonMailboxFull
 	reasonStateUndecodable
+	reasonTooManyActivations
 	reasonCount // first unused value
 )
 
@@ -169,6 +175,8 @@ var reasonErrors = [reasonCount]error{
 	reasonStateNotCommitted: errStateNotCommitted,
 	reasonMailboxFull:       ErrMailboxFull,
 	reasonStateUndecodable:  ErrStateUndecodable,
+
+	reasonTooManyActivations: ErrTooManyActivations,
 }
 
 // Error is the error Invoke returns when the cluster decided a call's

@@ -107,6 +107,10 @@ type Node struct {
 	// bring the node under Config.MaxActivations (see crowdedNode).
 	kept    lineASecond
 	crowded lineASecond
+	// full counts the activations refused past Config.ActivationLimit
+	// (see activationsFull), for the log; refusedActivations for Stats.
+	full               lineASecond
+	refusedActivations atomic.Uint64
 	// drops counts the one-way messages from peers it could not deliver;
 	// laned those waiting in the streams' lanes, by grain.
 	drops dropLog
@@ -668,6 +672,7 @@ func (n *Node) sweep() {
 			n.logOverflow()
 			n.logKept()
 			n.logCrowded()
+			n.logFull()
 			n.logDrops()
 		case <-n.acts.trimNow:
 			if n.cfg.manualTrims {

@@ -118,8 +118,8 @@ func (n *Node) logTaken(l *lineASecond, msg, key string, args ...any) {
 }
 
 // crowdedNode notes a trim that found too few idle grains to bring the
-// node's activations (held) under Config.MaxActivations; counted in
-// Node.crowded.
+// node's activations (held) under Config.MaxActivations, or under
+// ActivationLimit; counted in Node.crowded.
 func (n *Node) crowdedNode(held, idle int) {
 	if n.crowded.note() {
 		n.logCrowded("activations", held, "idle", idle)
@@ -129,8 +129,27 @@ func (n *Node) crowdedNode(held, idle int) {
 // logCrowded logs the trims that fell short not logged yet, if any, with
 // args.
 func (n *Node) logCrowded(args ...any) {
-	n.logTaken(&n.crowded, "cluster: the node holds more activations than Config.MaxActivations, and too few of them are idle to passivate; the others are busy, activating, kept by a commit that committed nothing, or of kinds that never passivate",
-		"trims", append(args, "max", n.cfg.MaxActivations)...)
+	n.logTaken(&n.crowded, "cluster: the node holds more activations than Config.MaxActivations, or ActivationLimit's, and too few of them are idle to passivate; the others are busy, activating, kept by a commit that committed nothing, or of kinds that never passivate",
+		"trims", append(args, "max", n.cfg.MaxActivations, "limit", n.cfg.ActivationLimit)...)
+}
+
+// activationsFull counts and returns the refusal of an activation of
+// (hk, identity) past Config.ActivationLimit (see activations.admit), and
+// logs the refusals, a line a second at most.
+func (n *Node) activationsFull(hk *hostedKind, identity string) error {
+	n.refusedActivations.Add(1)
+	if n.full.note() {
+		n.logFull()
+	}
+	return newError(codes.ResourceExhausted, ErrTooManyActivations,
+		"cluster: node %s holds Config.ActivationLimit activations (%d): grain %s/%s was not activated",
+		n.name, n.cfg.ActivationLimit, hk.Name, identity)
+}
+
+// logFull logs the refused activations not logged yet, if any.
+func (n *Node) logFull() {
+	n.logTaken(&n.full, "cluster: the node holds Config.ActivationLimit activations, and refused new ones",
+		"refused", "limit", n.cfg.ActivationLimit)
 }
 
 // keptIdle notes that the grain (kind, identity) stays active, its

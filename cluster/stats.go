@@ -35,6 +35,9 @@ type Stats struct {
 	// past Config.MaxQueuedOneWay (a peer's are dropped instead, and
 	// counted in DroppedOneWay).
 	Refused uint64
+	// RefusedActivations counts the activations the node refused since it
+	// started, past Config.ActivationLimit, each with what needed it.
+	RefusedActivations uint64
 	// Kinds breaks Activations, Calls and QueuedOneWay down by grain kind,
 	// to tell which kind falls behind: an entry for every kind the node
 	// hosts (Config.Kinds), zero while none of its grains is active. The
@@ -60,7 +63,12 @@ type KindStats struct {
 // under each shard's read lock in turn: call it every few seconds, not per
 // call.
 func (n *Node) Stats() Stats {
-	s := Stats{DroppedOneWay: n.dropped.Load(), Refused: n.refused.Load(), Kinds: make(map[string]KindStats, len(n.kinds))}
+	s := Stats{
+		DroppedOneWay:      n.dropped.Load(),
+		Refused:            n.refused.Load(),
+		RefusedActivations: n.refusedActivations.Load(),
+		Kinds:              make(map[string]KindStats, len(n.kinds)),
+	}
 	for name := range n.kinds {
 		s.Kinds[name] = KindStats{}
 	}

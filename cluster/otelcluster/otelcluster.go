@@ -59,6 +59,10 @@ const (
 	// grains turned away with ErrMailboxFull since it started
 	// (Stats.Refused), a monotonic sum.
 	MetricRefused = "protograin.grain.refused"
+	// MetricActivationsRefused is the number of activations the node
+	// refused past Config.ActivationLimit since it started
+	// (Stats.RefusedActivations), a monotonic sum.
+	MetricActivationsRefused = "protograin.grain.activations.refused"
 )
 
 // AttributeNode is the attribute that carries the node's name on every
@@ -105,6 +109,7 @@ func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registrati
 	}
 	dropped := counter(MetricOneWayDropped, "{message}", "One-way messages from peers the node dropped since it started: for a full mailbox or forward queue, or undeliverable.")
 	refused := counter(MetricRefused, "{message}", "Calls and one-way messages the node's grains turned away with ErrMailboxFull since it started.")
+	refusedActivations := counter(MetricActivationsRefused, "{activation}", "Activations the node refused past Config.ActivationLimit since it started.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("otelcluster: create the instruments: %w", err)
 	}
@@ -125,8 +130,9 @@ func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registrati
 		o.ObserveInt64(forwarding, int64(s.Forwarding), node)
 		o.ObserveInt64(dropped, int64(s.DroppedOneWay), node)
 		o.ObserveInt64(refused, int64(s.Refused), node)
+		o.ObserveInt64(refusedActivations, int64(s.RefusedActivations), node)
 		return nil
-	}, activations, calls, queued, forwarding, dropped, refused)
+	}, activations, calls, queued, forwarding, dropped, refused, refusedActivations)
 	if err != nil {
 		return nil, fmt.Errorf("otelcluster: register the stats callback: %w", err)
 	}

@@ -101,7 +101,8 @@ func collected(t *testing.T, reader sdkmetric.Reader) map[string]metricdata.Sum[
 
 // TestRegisterReportsTheNodesStats holds a grain in a call while a peer
 // sends it more one-way messages than Config.MaxQueuedOneWay lets wait,
-// and its node one more, so that every figure but Forwarding is above
+// and its node one more, and calls a second grain past
+// Config.ActivationLimit, so that every figure but Forwarding is above
 // zero, and checks that a collection reports what Node.Stats says, under
 // the package's scope and the node's name, the grains' figures per kind,
 // until the registration is undone.
@@ -112,6 +113,7 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 	owner := testnode.StartConfigured(t, "owner", func(cfg *cluster.Config) {
 		cfg.Kinds = []*cluster.Kind{holderKindOf(g, holderKind), holderKindOf(g, idleKind)}
 		cfg.MaxQueuedOneWay = bound
+		cfg.ActivationLimit = 1
 	})
 	sender := testnode.StartConfigured(t, "sender", func(cfg *cluster.Config) { cfg.Seeds = []string{owner.GossipAddr()} })
 	waitFor(t, "the sender to see the owner", func() bool { return len(sender.Members()) == 2 })
@@ -141,10 +143,15 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 	if err := owner.Send(context.Background(), hold); !errors.Is(err, cluster.ErrMailboxFull) {
 		t.Fatalf("Send on the owner past the bound: %v, want ErrMailboxFull", err)
 	}
+	another := hold
+	another.Identity = "another"
+	if err := owner.Send(context.Background(), another); !errors.Is(err, cluster.ErrTooManyActivations) {
+		t.Fatalf("Send to a second grain past Config.ActivationLimit: %v, want ErrTooManyActivations", err)
+	}
 
 	st := owner.Stats()
-	if st.Activations != 1 || st.QueuedOneWay != bound || st.Refused != 1 {
-		t.Fatalf("Stats of the owner: %+v, want 1 activation, %d messages queued and 1 refused", st, bound)
+	if st.Activations != 1 || st.QueuedOneWay != bound || st.Refused != 1 || st.RefusedActivations != 1 {
+		t.Fatalf("Stats of the owner: %+v, want 1 activation, %d messages queued, 1 refused and 1 activation refused", st, bound)
 	}
 	got := collected(t, reader)
 	// The grains' figures come per kind, the idle kind's at zero; the
@@ -158,8 +165,10 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 		otelcluster.MetricOneWayForwarding: int64(st.Forwarding),
 		otelcluster.MetricOneWayDropped:    int64(st.DroppedOneWay),
 		otelcluster.MetricRefused:          int64(st.Refused),
+
+		otelcluster.MetricActivationsRefused: int64(st.RefusedActivations),
 	}
-	monotonic := map[string]bool{otelcluster.MetricOneWayDropped: true, otelcluster.MetricRefused: true}
+	monotonic := map[string]bool{otelcluster.MetricOneWayDropped: true, otelcluster.MetricRefused: true, otelcluster.MetricActivationsRefused: true}
 	for name, sum := range got {
 		if sum.IsMonotonic != monotonic[name] {
 			t.Errorf("%s: monotonic %v, want %v", name, sum.IsMonotonic, monotonic[name])
