@@ -13,7 +13,9 @@ type Config struct {
 	// It runs on the goroutine that ran the failing actor's turn (a worker,
 	// or a Request's caller; see Ref.Request), for several actors at once
 	// if they fail together, so its Decider must be safe for concurrent use
-	// (see Decider).
+	// (see Decider). A Decider that calls runtime.Goexit there ends that
+	// goroutine, and the failure is escalated, as for a panic: the actor
+	// stops.
 	Supervisor SupervisorStrategy
 	// Logger receives failures, supervision decisions and, if
 	// LogDeadLetters is set, dead letters. Nil means slog.Default().

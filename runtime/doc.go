@@ -93,6 +93,16 @@
 // or a library's) fails the same way, with ErrGoexit for the panic value:
 // the goroutine that ran the turn ends, a worker's or a Request's caller's
 // (that Request never returns), and a new one carries on with the actor.
+// A Decider that panics or calls runtime.Goexit escalates the failure
+// (StrategyConfig.Rand too); a Goexit there ends the goroutine running
+// the supervisor's turn (for a top-level actor, the failing actor's), and
+// a new one escalates and carries on with it. In Props.New called by
+// Spawn, or a Middleware composed by it, a Goexit ends Spawn's caller and
+// spawns nothing. A Clock and a Logger must neither panic nor call
+// runtime.Goexit: the runtime calls them outside any handler, where a
+// panic ends the program and a Goexit may leave an actor's turn
+// unfinished for good.
+//
 // On Restart, the old instance gets *Restarting, its timers are cancelled,
 // its children are stopped (the new instance starts without children, and
 // the message that failed is not delivered again), Props.New is called and
@@ -102,7 +112,8 @@
 // "runtime: actor failed", at Warn, with the directive and the panic's
 // stack; StrategyConfig.QuietFailures moves it to Debug, for code that
 // reports its actors' failures itself. Some outcomes add a line: a Decider
-// that panics (at Error; the failure is escalated), a failure that exhausts
+// that panics or calls runtime.Goexit, or a Rand that does (at Error; the
+// failure is escalated), a failure that exhausts
 // StrategyConfig.MaxRestarts (at Warn, whatever QuietFailures says; the
 // failure is escalated), and a failure escalated past the root (at Error;
 // the actor stops). A panic that no supervisor handles leaves one line at

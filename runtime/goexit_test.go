@@ -214,3 +214,125 @@ func TestGoexitInLifecycleHandlers(t *testing.T) {
 		})
 	}
 }
+
+// TestGoexitInADeciderEscalates: a Decider that calls runtime.Goexit
+// escalates the failure, as one that panics does, whichever goroutine it
+// ends: a worker's or a Request's caller's, deciding for a top-level
+// actor, where the escalation stops the actor; the parent's, deciding for
+// a child, where the parent fails and its own supervisor decides. So does
+// a Rand that calls it, in a restart's backoff. The supervising actor goes
+// on, on a new goroutine, and the System closes.
+func TestGoexitInADeciderEscalates(t *testing.T) {
+	t.Parallel()
+	exit := func(*Failure) Directive { goruntime.Goexit(); return Restart }
+	failing := func(c *Context) {
+		switch c.Message() {
+		case "boom":
+			panic("boom")
+		case "ping":
+			c.Respond("pong")
+		}
+	}
+	// stopped checks that r was stopped by the escalation, and that the
+	// System closes.
+	stopped := func(t *testing.T, s *System, r *Ref) {
+		t.Helper()
+		waitClosed(t, r.Done(), "the escalation to stop the actor")
+		if _, err := r.Request(ctxTimeout(t), "ping"); !errors.Is(err, ErrStopped) {
+			t.Fatalf("ping after the escalation = %v; want ErrStopped", err)
+		}
+		closed := make(chan struct{})
+		go func() { defer close(closed); s.Close() }()
+		waitClosed(t, closed, "Close")
+	}
+
+	t.Run("root/worker", func(t *testing.T) {
+		t.Parallel()
+		s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{Decider: exit})})
+		r := spawnFunc(t, s, failing)
+		if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+			t.Fatalf("Request(boom) = %v; want ErrPanic", err)
+		}
+		stopped(t, s, r)
+	})
+
+	t.Run("root/caller", func(t *testing.T) {
+		t.Parallel()
+		s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{Decider: exit})})
+		r := spawnFunc(t, s, failing)
+		waitFor(t, testTimeout, func() bool { return r.status.Load() == idle }, "the actor to idle")
+		ended, returned := make(chan struct{}), make(chan error, 1)
+		go func() {
+			defer close(ended)
+			_, err := r.Request(context.Background(), "boom") // runs the turn, and the root Decider, here
+			returned <- err
+		}()
+		waitClosed(t, ended, "the caller's goroutine to end")
+		select {
+		case err := <-returned:
+			t.Fatalf("Request(boom) returned %v on a goroutine that the Decider ended", err)
+		default:
+		}
+		stopped(t, s, r)
+	})
+
+	t.Run("rand", func(t *testing.T) {
+		t.Parallel()
+		s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{
+			Rand: func() float64 { goruntime.Goexit(); return 0 },
+		})})
+		r := spawnFunc(t, s, failing)
+		// The first restart in the window has no backoff, so no jitter:
+		// the second failure's backoff calls Rand.
+		for range 2 {
+			if _, err := r.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+				t.Fatalf("Request(boom) = %v; want ErrPanic", err)
+			}
+		}
+		stopped(t, s, r)
+	})
+
+	t.Run("parent", func(t *testing.T) {
+		t.Parallel()
+		decided := make(chan *Failure, 1)
+		s := newTestSystem(t, Config{Supervisor: NewOneForOne(StrategyConfig{
+			Decider: func(f *Failure) Directive { decided <- f; return Restart },
+		})})
+		parent := spawn(t, s, Props{
+			Supervisor: NewOneForOne(StrategyConfig{Decider: exit}),
+			New: func() Actor {
+				return ActorFunc(func(c *Context) {
+					switch c.Message() {
+					case "spawn":
+						child, err := c.Spawn(Props{New: func() Actor { return ActorFunc(failing) }})
+						if err != nil {
+							panic(err)
+						}
+						c.Respond(child)
+					case "ping":
+						c.Respond("pong")
+					}
+				})
+			},
+		})
+		v, err := parent.Request(ctxTimeout(t), "spawn")
+		if err != nil {
+			t.Fatalf("Request(spawn) = %v", err)
+		}
+		child := v.(*Ref)
+		if _, err := child.Request(ctxTimeout(t), "boom"); !errors.Is(err, ErrPanic) {
+			t.Fatalf("the child's Request(boom) = %v; want ErrPanic", err)
+		}
+		f := recv(t, decided, "the root's decision")
+		if f.Who != parent || f.Cause == nil || f.Cause.Who != child || f.Cause.Reason != "boom" {
+			t.Fatalf("the root decided about %v; want the parent escalating the child's panic", f)
+		}
+		waitClosed(t, child.Done(), "the parent's restart to stop the child")
+		if v, err := parent.Request(ctxTimeout(t), "ping"); err != nil || v != "pong" {
+			t.Fatalf("the parent's ping after its restart = %v, %v", v, err)
+		}
+		closed := make(chan struct{})
+		go func() { defer close(closed); s.Close() }()
+		waitClosed(t, closed, "Close")
+	})
+}

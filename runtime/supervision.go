@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	goruntime "runtime"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -88,6 +89,12 @@ func (d Directive) String() string {
 // the same time, each on its own goroutine, as does a strategy shared by
 // several parents. It may be called again before it returns, on the same
 // goroutine, if the turn of an actor it asks runs there and fails.
+//
+// A Decider that panics, or calls runtime.Goexit, escalates the failure.
+// A Goexit ends the goroutine it runs on, as anywhere: a worker's, or the
+// caller's of a Request whose turn it was running (that Request never
+// returns); a new goroutine escalates and carries on with the supervising
+// actor.
 type Decider func(f *Failure) Directive
 
 // DefaultDecider restarts on every failure.
@@ -123,7 +130,8 @@ type StrategyConfig struct {
 	Backoff Backoff
 	// Rand returns a number in [0, 1) for the backoff jitter. Nil means
 	// math/rand/v2's Float64; tests inject a fixed source. Like Decider, it
-	// must be safe for concurrent use.
+	// must be safe for concurrent use, and one that panics or calls
+	// runtime.Goexit escalates the failure.
 	Rand func() float64
 	// QuietFailures logs the children's failures at Debug instead of Warn,
 	// for a supervisor whose owner reports them better itself: the cluster
@@ -201,6 +209,10 @@ type supervisor interface {
 	siblings() []*Ref
 	// escalate hands a failure to the supervisor's own supervisor.
 	escalate(f *Failure)
+	// runner returns the actor whose turn the decision about f runs in:
+	// the supervisor's own for a child, the failing actor's for a
+	// top-level one.
+	runner(f *Failure) *Ref
 }
 
 // NewOneForOne returns a strategy that applies the directive to the failed
@@ -243,9 +255,16 @@ type strategy struct {
 }
 
 func (s *strategy) handleFailure(sup supervisor, f *Failure) {
+	d, delay, ok := s.decide(sup, f)
+	s.apply(sup, f, d, delay, ok)
+}
+
+// apply carries out d, the directive for f: with Restart, after delay, or,
+// if ok is false (the restart limit is reached), by stopping the actor and
+// escalating instead.
+func (s *strategy) apply(sup supervisor, f *Failure, d Directive, delay time.Duration, ok bool) {
 	child := f.Who
 	sys := sup.system()
-	d := s.decide(sys, f)
 	s.logFailure(sys, f, d.String())
 	targets := []*Ref{child}
 	if s.allForOne && (d == Restart || d == Stop) {
@@ -255,7 +274,6 @@ func (s *strategy) handleFailure(sup supervisor, f *Failure) {
 	case Resume:
 		child.sendSystem(sysResume{})
 	case Restart:
-		delay, ok := s.nextRestart(sys, child)
 		if !ok {
 			sys.logger.Warn("runtime: restart limit reached; stopping and escalating",
 				"actor", child.String(), "max_restarts", s.cfg.MaxRestarts, "window", s.cfg.Window)
@@ -282,16 +300,60 @@ func (s *strategy) logFailure(sys *System, f *Failure, outcome string) {
 		"error", f.Error(), "stack", string(f.Stack))
 }
 
-// decide runs the Decider. A Decider that panics escalates the failure:
-// the supervisor could not handle it.
-func (s *strategy) decide(sys *System, f *Failure) (d Directive) {
+// decide runs the strategy's user code for f: the Decider and, for a
+// Restart, the backoff's Rand and the System's Clock (see nextRestart). It
+// returns the directive and, for a Restart, its delay, or ok false when
+// the restart limit is reached.
+//
+// User code that panics escalates the failure: the supervisor could not
+// handle it. So does user code that calls runtime.Goexit, which ends the
+// goroutine it runs on: the goroutine running the turn of the supervising
+// actor (the parent, or the failing top-level actor itself; see
+// supervisor.runner). The deferred call tells a Goexit as invoke does (see
+// Ref.invoke), and a new goroutine escalates and then carries on with that
+// actor (see decideExited). Left to end, the goroutine left the actor
+// running for good, and the System's Close waiting for it.
+func (s *strategy) decide(sup supervisor, f *Failure) (d Directive, delay time.Duration, ok bool) {
+	sys := sup.system()
+	in, returned := "Decider", false
 	defer func() {
-		if v := recover(); v != nil {
-			sys.logger.Error("runtime: supervisor Decider panicked; escalating", "actor", f.Who.String(), "panic", v)
-			d = Escalate
+		if returned {
+			return
 		}
+		if v := recover(); v != nil {
+			sys.logger.Error("runtime: supervisor "+in+" panicked; escalating", "actor", f.Who.String(), "panic", v)
+			d = Escalate
+			return
+		}
+		sys.logger.Error("runtime: supervisor "+in+" called runtime.Goexit; escalating", "actor", f.Who.String())
+		s.decideExited(sup, f)
 	}()
-	return s.cfg.Decider(f)
+	d = s.cfg.Decider(f)
+	if d == Restart {
+		in = "restart backoff" // Rand, or the Clock's Now
+		delay, ok = s.nextRestart(sys, f.Who)
+	}
+	returned = true
+	return d, delay, ok
+}
+
+// decideExited takes over from a goroutine that runtime.Goexit is ending
+// in the strategy's user code, deciding about f. It runs among that
+// goroutine's deferred calls, after which nothing runs on it: neither the
+// rest of the turn of the supervising actor nor, if a Request's caller was
+// running that turn, the caller. So a new goroutine takes the actor, still
+// running, escalates f as a panic there would have, and then runs the
+// actor's turns as a worker does (see Ref.exited, the same for a handler).
+func (s *strategy) decideExited(sup supervisor, f *Failure) {
+	r := sup.runner(f)
+	go func() {
+		s.apply(sup, f, Escalate, 0, false)
+		r.sys.workers.loop(r)
+	}()
+	// Under GODEBUG=panicnil=1 a panic(nil) recovers as nil too, and its
+	// goroutine would go on with the turn beside the new one: it ends
+	// here, as if the Decider had called Goexit.
+	goruntime.Goexit()
 }
 
 // nextRestart records a restart of child and returns its backoff delay, or
@@ -458,6 +520,8 @@ func (r *Ref) newInstance() (a Actor, f *Failure) {
 
 func (r *Ref) system() *System { return r.sys }
 
+func (r *Ref) runner(*Failure) *Ref { return r }
+
 // siblings returns r's children that were not asked to stop: those a
 // supervisor's decision about one of them applies to, and what
 // Context.Children reports.
@@ -485,6 +549,10 @@ func (r *Ref) escalate(f *Failure) {
 func (s *System) system() *System { return s }
 
 func (s *System) siblings() []*Ref { return s.topChildren() }
+
+// runner returns f.Who: the root supervisor decides on the goroutine
+// running the failing actor's turn (see Ref.fail).
+func (s *System) runner(f *Failure) *Ref { return f.Who }
 
 func (s *System) escalate(f *Failure) {
 	s.logger.Error("runtime: failure escalated to the root; stopping the actor", "actor", f.Who.String(), "error", f.Error())

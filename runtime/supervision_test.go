@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -848,9 +849,9 @@ func TestRootDeciderMayAskAnActorThatFails(t *testing.T) {
 }
 
 // TestFailureLogLinesOfEachOutcome checks the lines the package doc lists
-// beyond the one a failure leaves: a Decider's panic, the restart limit
-// (at Warn even with QuietFailures), escalation past the root, and a panic
-// no supervisor handles (at Error, without the stack).
+// beyond the one a failure leaves: a Decider's panic or Goexit, the
+// restart limit (at Warn even with QuietFailures), escalation past the
+// root, and a panic no supervisor handles (at Error, without the stack).
 func TestFailureLogLinesOfEachOutcome(t *testing.T) {
 	t.Parallel()
 	type line struct {
@@ -870,6 +871,11 @@ func TestFailureLogLinesOfEachOutcome(t *testing.T) {
 	}{
 		{"decider panics", StrategyConfig{Decider: func(*Failure) Directive { panic("bad decider") }}, 1, false, []line{
 			{slog.LevelError, "runtime: supervisor Decider panicked; escalating"},
+			{slog.LevelWarn, failed},
+			{slog.LevelError, escalated},
+		}},
+		{"decider calls Goexit", StrategyConfig{Decider: func(*Failure) Directive { goruntime.Goexit(); return Restart }}, 1, false, []line{
+			{slog.LevelError, "runtime: supervisor Decider called runtime.Goexit; escalating"},
 			{slog.LevelWarn, failed},
 			{slog.LevelError, escalated},
 		}},
