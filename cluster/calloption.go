@@ -81,8 +81,9 @@ func WithCallID(clientID string, seq uint64) CallOption {
 // method on the calling goroutine when the grain is idle, even though ctx
 // can end. The call then returns when the method does, even past ctx's
 // deadline or cancellation; the method still sees ctx, and should watch it.
-// A call to a busy grain still waits under ctx and returns at its
-// deadline.
+// A method that calls runtime.Goexit then ends the calling goroutine (see
+// Node.Invoke). A call to a busy grain still waits under ctx and returns
+// at its deadline.
 //
 // Without it, only a call whose context can never end runs there; a call
 // under a deadline is handed to the grain's worker goroutine and back, so

@@ -25,8 +25,13 @@ import (
 // context can never end (no deadline, no cancellation) may run the grain's
 // method on the caller's goroutine: it then returns when the method does,
 // even past DefaultCallTimeout (the method sees that deadline); so may any
-// local call made WithTurnOnCaller. A call that activates a grain of this
-// node runs its OnActivate on the caller's goroutine (see Activator).
+// local call made WithTurnOnCaller. A method that calls runtime.Goexit
+// (t.FailNow does) there ends the caller's goroutine, as any function the
+// caller called would, and Invoke never returns; the grain fails as if the
+// method had panicked, and its call is counted out all the same, so that
+// it still passivates and a Shutdown does not wait for it. A call that
+// activates a grain of this node runs its OnActivate on the caller's
+// goroutine (see Activator).
 //
 // Every call carries a stamp, (client ID, sequence number), fixed before
 // the first attempt so that retries reuse it: the node's Config.ClientID
@@ -197,7 +202,8 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st st
 	if !ok {
 		return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
 	}
-	defer n.calls.leave(ticket)
+	var held heldCall
+	defer n.leaveCall(ticket, &held)
 	hk, m, err := n.lookup(call.Kind, call.Method)
 	if err != nil {
 		return nil, err
@@ -205,7 +211,7 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st st
 	if got := call.Request.ProtoReflect().Descriptor().FullName(); got != m.request {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s takes a %s, not a %s", m.Name, m.request, got)
 	}
-	resp, raw, err := n.callGrain(ctx, hk, m, call.Identity, call.Request, chain, st, runHere)
+	resp, raw, err := n.callGrain(ctx, hk, m, call.Identity, call.Request, chain, st, runHere, &held)
 	if err != nil || resp != nil {
 		return resp, err
 	}
@@ -215,6 +221,53 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st st
 			call.Kind, call.Identity, call.Method, err)
 	}
 	return resp, nil
+}
+
+// leaveCall ends a local call (see serveLocal): it releases the activation the
+// call still holds, which only a Goexit in a turn the caller ran leaves
+// held (see heldCall), and lets go of the node's gate.
+func (n *Node) leaveCall(ticket gateTicket, held *heldCall) {
+	held.release(n)
+	n.calls.leave(ticket)
+}
+
+// heldCall is the activation a call is counted in on (see activations.get)
+// while the grain's turn may run on the call's own goroutine: while
+// deliverWithin waits in runtime.Ref.Ask.
+//
+// A grain method that calls runtime.Goexit there (t.FailNow, or a
+// library's) ends that goroutine. The runtime fails the grain's actor as
+// for a panic, on a new goroutine, and the supervisor restarts it; but the
+// caller never gets back to deliverWithin, which counted its call out
+// (activations.release). Counted in for good, the call kept the grain from
+// passivating, and each Shutdown waited for it until DeactivateTimeout. So
+// the function that began the call holds it here too, and its deferred
+// call, which a Goexit runs, releases what is still held (release).
+//
+// The trick: the local path had a deferred call already (the gate's
+// leave), which now reads one pointer more; deliverWithin writes it
+// before and after Ask, in the caller's frame. No defer of its own, no
+// atomic, no allocation: a panic needs none of this, the runtime recovers
+// it in the turn, and Ask returns.
+type heldCall struct{ a *activation }
+
+// release counts the call out of the activation it still holds, if any.
+// It is small enough to inline: a call that returned pays the nil check.
+func (h *heldCall) release(n *Node) {
+	if h.a != nil {
+		h.exited(n)
+	}
+}
+
+// exited is release for a call whose goroutine is ending in the grain's
+// turn, by a Goexit, which it logs. The caller of such a call gets nothing
+// back, since its goroutine is gone: that is Go's way with Goexit.
+func (h *heldCall) exited(n *Node) {
+	a := h.a
+	h.a = nil
+	n.log.Error("cluster: grain method called runtime.Goexit on its caller's goroutine, which ends",
+		"kind", a.hk.Name, "identity", a.identity)
+	n.acts.release(a)
 }
 
 // serveRequest implements requestHandler: it runs a call from a peer and
@@ -320,8 +373,12 @@ func (n *Node) serveRemote(ctx context.Context, req *frame, d *decodedRequest) (
 	}
 	// A peer's request runs an idle grain's turn on the goroutine that
 	// serves it: that goroutine exists only to wait for the reply, and the
-	// caller, on its own node, still returns at its deadline.
-	return n.callGrain(ctx, d.hk, d.m, req.identity, d.msg, req.chain, req.stamp, true)
+	// caller, on its own node, still returns at its deadline. A method
+	// that ends it with runtime.Goexit leaves the peer without a reply,
+	// until its deadline, but not the call counted in (see heldCall).
+	var held heldCall
+	defer held.release(n)
+	return n.callGrain(ctx, d.hk, d.m, req.identity, d.msg, req.chain, req.stamp, true, &held)
 }
 
 // checkOwner returns ErrNotOwner unless this node owns the grain in its
@@ -355,10 +412,10 @@ func (n *Node) lookup(kind, method string) (*hostedKind, *hostedMethod, error) {
 // callGrain delivers a call to the grain's activation and returns the
 // response, its encoding (when the grain recorded it), or both: a reply
 // recorded by an earlier run of the same stamp comes as bytes only.
-// runHere is deliver's.
+// runHere is deliver's, held deliverWithin's.
 func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message,
-	chain []actKey, st stamp, runHere bool) (proto.Message, []byte, error) {
-	resp, err := n.deliverWithin(ctx, hk, identity, m.Name, newGrainCall(ctx, m, req, chain, st), runHere, hk.maxCalls)
+	chain []actKey, st stamp, runHere bool, held *heldCall) (proto.Message, []byte, error) {
+	resp, err := n.deliverWithin(ctx, hk, identity, m.Name, newGrainCall(ctx, m, req, chain, st), runHere, held, hk.maxCalls)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -374,12 +431,16 @@ func (n *Node) callGrain(ctx context.Context, hk *hostedKind, m *hostedMethod, i
 // accepts to run an idle grain's turn on its own goroutine, and so to
 // return when the turn ends, even past ctx's deadline (see turnHere).
 func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what string, msg any, runHere bool) (any, error) {
-	return n.deliverWithin(ctx, hk, identity, what, msg, runHere, maxCallsIn)
+	var held heldCall
+	defer held.release(n)
+	return n.deliverWithin(ctx, hk, identity, what, msg, runHere, &held, maxCallsIn)
 }
 
 // deliverWithin is deliver for a message that an activation with max
 // calls counted in refuses with ErrMailboxFull (see activations.getWithin).
-func (n *Node) deliverWithin(ctx context.Context, hk *hostedKind, identity, what string, msg any, runHere bool, max int32) (any, error) {
+// held holds the activation while its turn may run here (see heldCall):
+// the caller releases it from a deferred call.
+func (n *Node) deliverWithin(ctx context.Context, hk *hostedKind, identity, what string, msg any, runHere bool, held *heldCall, max int32) (any, error) {
 	for {
 		a, err := n.acts.getWithin(ctx, hk, identity, max)
 		if err != nil {
@@ -390,7 +451,9 @@ func (n *Node) deliverWithin(ctx context.Context, hk *hostedKind, identity, what
 		// deadline. A turn on a worker costs two goroutine switches per
 		// call (caller -> worker -> caller), which were most of the CPU
 		// of a local call. A busy grain is still waited for under ctx.
+		held.a = a
 		resp, gaveUp, err := a.ref.Ask(ctx, msg, runHere)
+		held.a = nil
 		if !gaveUp || !n.acts.handOff(a, msg) {
 			n.acts.release(a)
 		}
