@@ -223,9 +223,9 @@ func (n *Node) serveLocal(ctx context.Context, call *Call, chain []actKey, st st
 	return resp, nil
 }
 
-// leaveCall ends a local call (see serveLocal): it releases the activation the
-// call still holds, which only a Goexit in a turn the caller ran leaves
-// held (see heldCall), and lets go of the node's gate.
+// leaveCall ends a local call (see serveLocal): it releases the activation
+// the call still holds, which only a Goexit in a turn the caller ran
+// leaves held (see heldCall), and lets go of the node's gate.
 func (n *Node) leaveCall(ticket gateTicket, held *heldCall) {
 	held.release(n)
 	n.calls.leave(ticket)
@@ -244,11 +244,14 @@ func (n *Node) leaveCall(ticket gateTicket, held *heldCall) {
 // the function that began the call holds it here too, and its deferred
 // call, which a Goexit runs, releases what is still held (release).
 //
-// The trick: the local path had a deferred call already (the gate's
-// leave), which now reads one pointer more; deliverWithin writes it
-// before and after Ask, in the caller's frame. No defer of its own, no
-// atomic, no allocation: a panic needs none of this, the runtime recovers
-// it in the turn, and Ask returns.
+// The trick: a local call had a deferred call already, the gate's leave.
+// It is now leaveCall, which checks the pointer first (release inlines)
+// and calls the gate's leave, one call deeper; deliverWithin writes the
+// pointer before and after Ask, in the caller's frame. No defer of its
+// own, no atomic, no allocation. A peer's request and deliver (reminders)
+// have a defer of their own, nanoseconds on paths of microseconds. A panic
+// needs none of this: the runtime recovers it in the turn, and Ask
+// returns.
 type heldCall struct{ a *activation }
 
 // release counts the call out of the activation it still holds, if any.
