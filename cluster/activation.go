@@ -561,12 +561,26 @@ func (t *activations) release(a *activation) {
 // the owner, until a sweep found it. Those calls get ErrNotOwner and place
 // the grain again. A membership change while the grain activates is looked
 // at once it is done (below).
+//
+// Kind.New, OnActivate and the store's Load run on the first caller's
+// goroutine, and one that calls runtime.Goexit ends it: the deferred call
+// then fails the activation as if they had panicked. Taken for a success,
+// it left in the table an activation without an actor, which the next call
+// took for one that had failed after repeated panics, and a sweep crashed
+// the node on.
 func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	if t.n.cfg.activating != nil {
 		t.n.cfg.activating()
 	}
 	view := t.n.view.Load()
+	returned := false
 	defer func() {
+		if !returned {
+			t.n.log.Error("cluster: grain called runtime.Goexit while activating, on its first caller's goroutine, which ends",
+				"kind", a.hk.Name, "identity", a.identity)
+			err = newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s called runtime.Goexit while activating",
+				a.hk.Name, a.identity)
+		}
 		p := a.pending.Load()
 		t.sendEarly(a, p.takeEarly(), err)
 		if err != nil {
@@ -591,6 +605,13 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 			t.retire(a)
 		}
 	}()
+	err = t.activateIn(ctx, a, view)
+	returned = true
+	return err
+}
+
+// activateIn is activate's work, for a grain that this node owns in view.
+func (t *activations) activateIn(ctx context.Context, a *activation, view *placement) error {
 	if err := t.n.checkOwnerIn(view, a.hk.Name, a.identity); err != nil {
 		return err
 	}

@@ -128,7 +128,10 @@ const (
 // that caused the activation, and the activation is discarded. OnActivate
 // runs on the goroutine of the call (or reminder) that caused the
 // activation: that call returns when OnActivate has, even past its deadline
-// (OnActivate sees the deadline in its GrainContext).
+// (OnActivate sees the deadline in its GrainContext). A panic there fails
+// the call with ErrGrainPanic; a runtime.Goexit ends the call's goroutine,
+// and the activation is discarded too, its waiting calls failing with
+// ErrGrainPanic.
 type Activator interface {
 	OnActivate(ctx GrainContext) error
 }

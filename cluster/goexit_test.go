@@ -31,15 +31,34 @@ const (
 	methodPing = "/test.Exit/Ping"
 )
 
-// exitGrain tells its deactivations on deactivated.
-type exitGrain struct{ deactivated chan<- string }
+// exitGrain tells its deactivations on deactivated. Its OnActivate calls
+// runtime.Goexit once for each token in exitOnActivate, after telling
+// exited.
+type exitGrain struct {
+	exited         chan<- string
+	exitOnActivate <-chan struct{}
+	deactivated    chan<- string
+}
+
+func (g *exitGrain) OnActivate(ctx GrainContext) error {
+	select {
+	case <-g.exitOnActivate:
+		g.exited <- ctx.Identity()
+		goruntime.Goexit()
+	default:
+	}
+	return nil
+}
 
 func (g *exitGrain) OnDeactivate(ctx GrainContext) error {
 	g.deactivated <- ctx.Identity()
 	return nil
 }
 
-func newExitKind(idle time.Duration, exited, deactivated chan<- string) *Kind {
+// newExitKind returns the exit kind, whose activations stay idle for
+// idle, and whose grains tell exited and deactivated (see exitGrain).
+// exitOnActivate may be nil.
+func newExitKind(idle time.Duration, exited, deactivated chan<- string, exitOnActivate <-chan struct{}) *Kind {
 	method := func(name string, h func(ctx GrainContext) proto.Message) Method {
 		return Method{Name: name, NewRequest: newString, Handle: func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
 			return h(ctx), nil
@@ -48,7 +67,9 @@ func newExitKind(idle time.Duration, exited, deactivated chan<- string) *Kind {
 	return &Kind{
 		Name:        exitKind,
 		IdleTimeout: idle,
-		New:         func(string) any { return &exitGrain{deactivated: deactivated} },
+		New: func(string) any {
+			return &exitGrain{exited: exited, exitOnActivate: exitOnActivate, deactivated: deactivated}
+		},
 		Methods: []Method{
 			method(methodExit, func(ctx GrainContext) proto.Message {
 				exited <- ctx.Identity()
@@ -105,7 +126,7 @@ func TestGoexitInAGrainMethodLetsTheGrainGo(t *testing.T) {
 				if w.peer {
 					size = 2
 				}
-				nodes := startCluster(t, size, func(string) []*Kind { return []*Kind{newExitKind(idle, exited, deactivated)} }, func(c *Config) {
+				nodes := startCluster(t, size, func(string) []*Kind { return []*Kind{newExitKind(idle, exited, deactivated, nil)} }, func(c *Config) {
 					// A deactivation that waits for a call still counted in
 					// gives up at DeactivateTimeout: past Shutdown's
 					// deadline, so that Shutdown fails if it waits.
@@ -153,5 +174,52 @@ func TestGoexitInAGrainMethodLetsTheGrainGo(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestGoexitInOnActivateFailsTheActivation: OnActivate runs on the
+// goroutine of the call that activates the grain, and a Goexit there ends
+// it; the activation fails as if OnActivate had panicked, so that the next
+// call activates the grain afresh, and a Shutdown deactivates that one.
+func TestGoexitInOnActivateFailsTheActivation(t *testing.T) {
+	t.Parallel()
+	exited, deactivated := make(chan string, 1), make(chan string, 4)
+	exitOnActivate := make(chan struct{}, 1)
+	exitOnActivate <- struct{}{} // the first activation's OnActivate exits
+	nodes := startCluster(t, 1, func(string) []*Kind {
+		return []*Kind{newExitKind(-1, exited, deactivated, exitOnActivate)}
+	}, func(c *Config) { c.DeactivateTimeout = 2 * waitTimeout })
+	n := nodes[0]
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+
+	returned := make(chan error, 1)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		_, err := n.Invoke(ctx, exitCall(methodPing, "a"))
+		returned <- err
+	}()
+	receive(t, exited, "OnActivate to call runtime.Goexit")
+	receive(t, ended, "the caller's goroutine to end")
+	select {
+	case err := <-returned:
+		t.Fatalf("Invoke(Ping) returned %v on a goroutine that OnActivate ended", err)
+	default:
+	}
+
+	// Out of the table before the goroutine ended: left in it, without
+	// an actor, it crashed the node's next sweep.
+	if a := n.acts.peek(actKey{exitKind, "a"}); a != nil {
+		t.Fatalf("the failed activation is still in the table (its actor: %v)", a.ref)
+	}
+	if resp, err := n.Invoke(ctx, exitCall(methodPing, "a")); err != nil || resp.(*wrapperspb.StringValue).GetValue() != "a" {
+		t.Fatalf("Ping after the Goexit = %v, %v; want the grain activated afresh", resp, err)
+	}
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	if got := receive(t, deactivated, "the grain's deactivation"); got != "a" {
+		t.Fatalf("%s deactivated; want a", got)
 	}
 }
