@@ -91,8 +91,8 @@ func (d Directive) String() string {
 // goroutine, if the turn of an actor it asks runs there and fails.
 //
 // A Decider that panics, or calls runtime.Goexit, escalates the failure.
-// A Goexit ends the goroutine it runs on, as anywhere: a worker's, or the
-// caller's of a Request whose turn it was running (that Request never
+// A Goexit ends the goroutine it runs on, as anywhere: a worker, or the
+// caller of a Request that was running the turn (that Request never
 // returns); a new goroutine escalates and carries on with the supervising
 // actor.
 type Decider func(f *Failure) Directive
