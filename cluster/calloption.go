@@ -17,6 +17,8 @@ type callConfig struct {
 	noRetry      bool
 	turnOnCaller bool
 	stamp        stamp // zero: the node stamps the call
+	metadata     Metadata
+	metadataErr  error // a WithMetadata given bad pairs
 }
 
 // applyCallOptions returns the config of a call made with opts; nil

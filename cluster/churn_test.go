@@ -251,6 +251,6 @@ func TestAKeptMessageGoesPastAnUnreachableOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.resendOneWay(actKey{recorderKind, id}, newOneWayCall(m, wrapperspb.Int64(4)))
+	c.resendOneWay(actKey{recorderKind, id}, newOneWayCall(m, wrapperspb.Int64(4), Metadata{}))
 	waitValues(t, recs[d.Name()], id, []int64{4})
 }

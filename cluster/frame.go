@@ -40,7 +40,7 @@ type frame struct {
 	method   string // a request's method; in a hello frame, the incarnation the sender replaced (see fieldMethod)
 	payload  []byte
 	timeout  time.Duration // time left until the caller's deadline; 0 = none
-	message  string        // a reply's error; in a hello frame, the sender's transport address
+	message  string        // a reply's error; in a hello frame, the sender's transport address; in a request, its metadata (see fieldMessage)
 	node     string        // the sender's name, in a hello frame
 	chain    []actKey      // a request's callers, outermost first
 	stamp    stamp         // a request's exactly-once stamp
@@ -103,7 +103,9 @@ const (
 	// sender's transport address, which tells two incarnations of one
 	// node name apart (see conn.addr); in one with fieldAskRelease or
 	// fieldReleased, the receiver's incarnation, as the sender knows it.
-	// An older peer reads none.
+	// An older peer reads none. In a request frame it is the request's
+	// metadata, encoded (see Metadata); an older peer ignores it there, as
+	// a request had no message.
 	fieldMessage protowire.Number = 9
 	fieldReason  protowire.Number = 10
 	fieldNode    protowire.Number = 11
@@ -627,6 +629,9 @@ func (f *frame) check() error {
 	case frameRequest:
 		if f.kind == "" || f.method == "" {
 			return fmt.Errorf("%w: request frame %d without kind or method", ErrCorruptFrame, f.id)
+		}
+		if f.message != "" {
+			return checkMetadata(f.message)
 		}
 		return nil
 	}

@@ -49,6 +49,8 @@ func sampleFrames() []frame {
 			oneWay: oneWaySent},
 		{typ: frameRequest, kind: "pkg.Player", identity: "p2", method: "/pkg.Player/Move", oneWay: oneWayForwarded},
 		{typ: frameRequest, kind: "pkg.Player", identity: "p3", method: "/pkg.Player/Move", oneWay: oneWayForwardedTwice},
+		{typ: frameRequest, id: 7, kind: "k", identity: "i", method: "/k/M", message: metadataOf("traceparent", "00-0af7-01", "tenant", "")},
+		{typ: frameRequest, kind: "k", identity: "i", method: "/k/M", oneWay: oneWaySent, message: metadataOf("k", "v")},
 		{typ: frameResponse, id: 2, payload: []byte("resp")},
 		{typ: frameResponse, id: 3, code: codes.NotFound, message: "no such thing", reason: reasonUnknownMethod},
 		{typ: frameCancel, id: 4},
@@ -304,6 +306,12 @@ func TestDecodeRejectsCorruptFrames(t *testing.T) {
 		{"name id too large", frameOf(varint(fieldType, uint64(frameRequest)), varint(fieldMethodRef, maxNameID+1))},
 		{"name id as bytes", frameOf(varint(fieldType, uint64(frameRequest)),
 			protowire.AppendString(protowire.AppendTag(nil, fieldKindRef, protowire.BytesType), "x"))},
+		// A request's metadata (see Metadata), in its fieldMessage.
+		{"metadata cut short", requestWithMetadata("\x05key")},
+		{"metadata key without a value", requestWithMetadata("\x03key")},
+		{"metadata with an empty key", requestWithMetadata("\x00\x01v")},
+		{"metadata that is not UTF-8", requestWithMetadata("\x01k\x01\xff")},
+		{"metadata past MaxMetadataBytes", requestWithMetadata(metadataOf("k", strings.Repeat("v", MaxMetadataBytes)))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var names *nameTable
@@ -937,4 +945,17 @@ func TestReaderSharesHeldIdentities(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("decoding four requests to active grains allocated %v times, want 0", allocs)
 	}
+}
+
+// metadataOf returns the encoding of the metadata kv, as WithMetadata
+// makes it.
+func metadataOf(kv ...string) string {
+	var cc callConfig
+	return WithMetadata(kv...).applyCall(cc).metadata.enc
+}
+
+// requestWithMetadata returns a batch of one request frame whose metadata
+// is enc.
+func requestWithMetadata(enc string) []byte {
+	return appendFrame(nil, &frame{typ: frameRequest, id: 1, kind: "k", method: "/k/M", message: enc})
 }

@@ -66,12 +66,15 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 	case st == (stamp{}):
 		st = stamp{client: n.clientID, seq: n.seq.Add(1)}
 	}
+	if err := cc.checkMetadata(&call); err != nil {
+		return nil, err
+	}
 	if _, ok := ctx.Deadline(); !ok && n.cfg.DefaultCallTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = n.deadlines.with(ctx)
 		defer cancel()
 	}
-	r := remoteCall{call: call, chain: chain, stamp: st, turnOnCaller: cc.turnOnCaller}
+	r := remoteCall{call: call, chain: chain, stamp: st, metadata: cc.metadata, turnOnCaller: cc.turnOnCaller}
 	backoff := n.cfg.RetryBackoff
 	for {
 		resp, err := n.invokeOnce(ctx, &r)
@@ -110,6 +113,7 @@ type remoteCall struct {
 	call         Call     // a copy, so that the caller's Call does not escape
 	chain        []actKey // the grains waiting on this call, outermost first
 	stamp        stamp
+	metadata     Metadata
 	turnOnCaller bool // WithTurnOnCaller: a local call runs an idle grain's turn here
 	payload      []byte
 	encoded      bool
@@ -142,7 +146,10 @@ func (n *Node) invokeOnce(ctx context.Context, r *remoteCall) (proto.Message, er
 		return nil, p.noOwner(call.Kind)
 	}
 	if owner.Name == n.name {
-		return n.serveLocal(ctx, call, r.chain, r.stamp, r.turnOnCaller || turnHere(ctx))
+		// Whether the turn may run here is ctx's to say, not that of the
+		// context the grain gets, which carries the call's metadata.
+		runHere := r.turnOnCaller || turnHere(ctx)
+		return n.serveLocal(withMetadataOf(ctx, r.metadata), call, r.chain, r.stamp, runHere)
 	}
 	return n.invokeRemote(ctx, owner, r)
 }
@@ -168,7 +175,7 @@ func (n *Node) invokeRemote(ctx context.Context, owner *Member, r *remoteCall) (
 		return nil, contextError(err)
 	}
 	req := frame{typ: frameRequest, kind: call.Kind, identity: call.Identity, method: call.Method, payload: r.payload,
-		chain: r.chain, stamp: r.stamp}
+		chain: r.chain, stamp: r.stamp, message: r.metadata.enc}
 	if deadline, ok := ctx.Deadline(); ok {
 		if req.timeout = time.Until(deadline); req.timeout <= 0 {
 			return nil, contextError(context.DeadlineExceeded)
@@ -381,6 +388,7 @@ func (n *Node) serveRemote(ctx context.Context, req *frame, d *decodedRequest) (
 	// until its deadline, but not the call counted in (see heldCall).
 	var held heldCall
 	defer held.release(n)
+	ctx = withMetadataOf(ctx, Metadata{enc: req.message})
 	return n.callGrain(ctx, d.hk, d.m, req.identity, d.msg, req.chain, req.stamp, true, &held)
 }
 
@@ -575,6 +583,22 @@ func (g *grainContext) State() State {
 // can), instead of a goroutine each: the context package looks for this
 // method on g itself, which the embedded Context's does not satisfy.
 func (g *grainContext) AfterFunc(f func()) func() bool { return context.AfterFunc(g.Context, f) }
+
+// Value implements context.Context. For metadataKey it answers with the
+// call's own metadata, not with what a context it derives from carries: a
+// grain that calls another grain of its node passes its GrainContext on,
+// and the callee's context derives from it, while the callee's metadata
+// is its own call's. A call's context is a metadataCtx exactly when the
+// call carries metadata (see withMetadataOf), so telling needs no field.
+func (g *grainContext) Value(key any) any {
+	if key == (metadataKey{}) {
+		if c, ok := g.Context.(*metadataCtx); ok {
+			return c.md
+		}
+		return Metadata{}
+	}
+	return g.Context.Value(key)
+}
 
 // Invoke implements Caller: grains call other grains through their node.
 //

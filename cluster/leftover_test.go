@@ -69,7 +69,7 @@ func TestOneWayMessagesBehindADeactivationReachTheNextActivation(t *testing.T) {
 	queue := func(from, to int64) {
 		t.Helper()
 		for v := from; v <= to; v++ {
-			if err := batch.Add(a.ref, newOneWayCall(m, wrapperspb.Int64(v))); err != nil {
+			if err := batch.Add(a.ref, newOneWayCall(m, wrapperspb.Int64(v), Metadata{})); err != nil {
 				t.Fatalf("message %d: %v", v, err)
 			}
 		}

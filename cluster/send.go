@@ -74,7 +74,8 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // and WithTurnOnCaller change nothing: a one-way message to a grain of this
 // node waits in its mailbox for its worker. call.NewResponse is not used.
 func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
-	if err := checkOneWay(&call, opts); err != nil {
+	md, err := checkOneWay(&call, opts)
+	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -91,14 +92,14 @@ func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 		}
 		var err error
 		if owner.Name == n.name {
-			err = n.sendLocal(ctx, &call)
+			err = n.sendLocal(ctx, &call, md)
 		} else {
 			// The owner would drop a message to a method its kind does
 			// not have; a node that hosts the kind itself can say so now.
 			if hk := n.kinds[call.Kind]; hk != nil && hk.methods[call.Method] == nil {
 				return newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", call.Kind, call.Method)
 			}
-			err = n.sendRemote(ctx, owner, &call)
+			err = n.sendRemote(ctx, owner, &call, md)
 		}
 		// ErrNotOwner: the grain moved away while the message waited here
 		// for its activation (a member joined). ErrUnavailable: the
@@ -113,17 +114,18 @@ func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 }
 
 // checkOneWay refuses a one-way message that Send cannot take whoever
-// owns its grain.
-func checkOneWay(call *Call, opts []CallOption) error {
-	if applyCallOptions(opts).stamp != (stamp{}) {
-		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: WithCallID does not apply to one-way messages",
+// owns its grain, and returns the metadata its options attach.
+func checkOneWay(call *Call, opts []CallOption) (Metadata, error) {
+	cc := applyCallOptions(opts)
+	if cc.stamp != (stamp{}) {
+		return Metadata{}, newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: WithCallID does not apply to one-way messages",
 			call.Kind, call.Identity, call.Method)
 	}
 	if noMessage(call.Request) {
-		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: the request is nil",
+		return Metadata{}, newError(codes.InvalidArgument, ErrBadRequest, "cluster: one-way message to %s/%s %s: the request is nil",
 			call.Kind, call.Identity, call.Method)
 	}
-	return nil
+	return cc.metadata, cc.checkMetadata(call)
 }
 
 // Send implements Sender: grains send one-way messages through their node.
@@ -137,8 +139,9 @@ func (g *grainContext) Send(ctx context.Context, call Call, opts ...CallOption) 
 }
 
 // sendLocal queues a one-way message in the mailbox of a grain this node
-// owns, passing the request message through without copying it.
-func (n *Node) sendLocal(ctx context.Context, call *Call) error {
+// owns, with its metadata md, passing the request message through without
+// copying it.
+func (n *Node) sendLocal(ctx context.Context, call *Call, md Metadata) error {
 	ticket, ok := n.calls.enter()
 	if !ok {
 		return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is shutting down", n.name)
@@ -148,7 +151,7 @@ func (n *Node) sendLocal(ctx context.Context, call *Call) error {
 	if err != nil {
 		return err
 	}
-	if queued, err := n.tryQueueOneWay(hk, m, call.Identity, call.Request); queued || err != nil {
+	if queued, err := n.tryQueueOneWay(hk, m, call.Identity, call.Request, md); queued || err != nil {
 		return n.refusedSend(err)
 	}
 	// The grain is not active yet (or is going away): activate it within
@@ -158,7 +161,7 @@ func (n *Node) sendLocal(ctx context.Context, call *Call) error {
 		ctx, cancel = n.deadlines.with(ctx)
 		defer cancel()
 	}
-	return n.refusedSend(n.queueOneWay(ctx, hk, m, call.Identity, call.Request))
+	return n.refusedSend(n.queueOneWay(ctx, hk, m, call.Identity, call.Request, md))
 }
 
 // refusedSend returns err, Send's, and counts it in Stats.Refused if the
@@ -197,20 +200,30 @@ type hookContext struct {
 	over         atomic.Bool // the hook returned: Send goes the usual way
 }
 
+// Value implements context.Context: a hook serves no call, so it has no
+// metadata, even when the call that activated the grain had some.
+func (h *hookContext) Value(key any) any {
+	if key == (metadataKey{}) {
+		return Metadata{}
+	}
+	return h.grainContext.Value(key)
+}
+
 // Send implements Sender.
 func (h *hookContext) Send(ctx context.Context, call Call, opts ...CallOption) error {
 	a := h.a
 	if h.over.Load() || call.Kind != a.hk.Name || call.Identity != a.identity {
 		return h.grainContext.Send(ctx, call, opts...)
 	}
-	if err := checkOneWay(&call, opts); err != nil {
+	md, err := checkOneWay(&call, opts)
+	if err != nil {
 		return err
 	}
 	_, m, err := h.n.localMethod(&call)
 	if err != nil {
 		return err
 	}
-	msg := newOneWayCall(m, call.Request)
+	msg := newOneWayCall(m, call.Request, md)
 	if h.deactivating {
 		h.n.acts.keepOneWay(a, msg)
 		return nil
@@ -225,9 +238,9 @@ func (h *hookContext) Send(ctx context.Context, call Call, opts ...CallOption) e
 // message does not keep its buffer alive in the pool.
 const maxPooledPayload = 64 << 10
 
-// sendRemote encodes a one-way message and queues it on the stream to its
-// owner.
-func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error {
+// sendRemote encodes a one-way message, with its metadata md, and queues
+// it on the stream to its owner.
+func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call, md Metadata) error {
 	buf := n.transport.getPayload()
 	defer n.transport.putPayload(buf)
 	b, err := proto.MarshalOptions{}.MarshalAppend((*buf)[:0], call.Request)
@@ -252,7 +265,8 @@ func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error 
 	if err != nil {
 		return err
 	}
-	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: call.Kind, identity: call.Identity, method: call.Method, payload: b}
+	f := frame{typ: frameRequest, oneWay: oneWaySent, kind: call.Kind, identity: call.Identity, method: call.Method, payload: b,
+		message: md.enc}
 	return c.send(ctx, &f)
 }
 
@@ -260,7 +274,7 @@ func (n *Node) sendRemote(ctx context.Context, owner *Member, call *Call) error 
 // activation if it is active and ready, without waiting for anything; it
 // reports whether it did, or ErrMailboxFull if the grain is active and has
 // no room for it (see Config.MaxQueuedOneWay).
-func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, req proto.Message) (bool, error) {
+func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, req proto.Message, md Metadata) (bool, error) {
 	a := n.readyActivation(hk, identity)
 	if a == nil {
 		return false, nil
@@ -269,7 +283,7 @@ func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, 
 	if !a.admitOneWay(n.maxOneWays) {
 		return false, n.mailboxFull(a)
 	}
-	if a.ref.Send(newOneWayCall(m, req)) != nil {
+	if a.ref.Send(newOneWayCall(m, req, md)) != nil {
 		a.oneWays.Add(-1)
 		return false, nil
 	}
@@ -373,14 +387,14 @@ func (n *Node) queueToTarget(t *oneWayTarget, req *frame) bool {
 		n.dropOneWay(req, err)
 		return true
 	}
-	return n.addToTarget(t, newOneWayCall(t.m, msg)) // if not, the activation is going away: the full path follows it
+	return n.addToTarget(t, newOneWayCall(t.m, msg, Metadata{enc: req.message})) // if not, the activation is going away: the full path follows it
 }
 
 // queueOneWay queues a one-way message in the mailbox of the grain's
 // activation, activating it first if needed. Like deliver, it follows a
 // grain whose activation goes away under it to the next activation, as
 // long as this node owns the grain.
-func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message) error {
+func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message, md Metadata) error {
 	for {
 		a, err := n.acts.get(ctx, hk, identity)
 		if err != nil {
@@ -390,7 +404,7 @@ func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod,
 			n.acts.release(a)
 			return n.mailboxFull(a)
 		}
-		err = a.ref.Send(newOneWayCall(m, req))
+		err = a.ref.Send(newOneWayCall(m, req, md))
 		n.acts.release(a)
 		if err == nil {
 			return nil
@@ -436,6 +450,10 @@ type oneWayCall struct {
 	req    proto.Message
 	g      *grainActor     // the actor running it; set when it starts
 	d      *sharedDeadline // its deadline, set when it starts; nil for none
+	// md is its metadata, nil for none: a pointer rather than the
+	// Metadata, which would take the message to the next size class (48
+	// bytes to 64) for what most messages do not carry.
+	md *Metadata
 }
 
 // Deadline implements context.Context.
@@ -462,8 +480,22 @@ func (m *oneWayCall) Err() error {
 	return m.d.ctx.Err()
 }
 
-// Value implements context.Context: there are no values.
-func (m *oneWayCall) Value(any) any { return nil }
+// Value implements context.Context: the message's metadata is its only
+// value.
+func (m *oneWayCall) Value(key any) any {
+	if key == (metadataKey{}) {
+		return m.metadata()
+	}
+	return nil
+}
+
+// metadata returns the message's metadata.
+func (m *oneWayCall) metadata() Metadata {
+	if m.md == nil {
+		return Metadata{}
+	}
+	return *m.md
+}
 
 // AfterFunc lets contexts derived from m follow it with a callback instead
 // of a goroutine each (see deadlineCtx.AfterFunc).
@@ -501,8 +533,14 @@ func (m *oneWayCall) Send(ctx context.Context, call Call, opts ...CallOption) er
 // scope implements grainScope.
 func (m *oneWayCall) scope() (*Node, *activation) { return m.g.node(), m.g.act() }
 
-func newOneWayCall(m *hostedMethod, req proto.Message) *oneWayCall {
-	return &oneWayCall{method: m, req: req}
+// newOneWayCall makes the message of a one-way call to method m, with its
+// metadata md.
+func newOneWayCall(m *hostedMethod, req proto.Message, md Metadata) *oneWayCall {
+	msg := &oneWayCall{method: m, req: req}
+	if md.enc != "" {
+		msg.md = &md
+	}
+	return msg
 }
 
 // serveOneWay implements requestHandler: it delivers a one-way message a
@@ -665,7 +703,7 @@ func (n *Node) deliverOneWay(req *frame, from string, wait bool, target *oneWayT
 			// Keep the activation and a gate entry for the next frames.
 			target.oneWayGrain = oneWayGrain{kind: req.kind, identity: req.identity, method: req.method, m: m, a: a}
 			target.ticket = kept
-			if n.addToTarget(target, newOneWayCall(m, msg)) {
+			if n.addToTarget(target, newOneWayCall(m, msg, Metadata{enc: req.message})) {
 				return true, nil
 			}
 		} else {
@@ -674,7 +712,7 @@ func (n *Node) deliverOneWay(req *frame, from string, wait bool, target *oneWayT
 				n.dropOverflow(req.kind, req.identity, req.method)
 				return true, nil
 			}
-			err := a.ref.Send(newOneWayCall(m, msg))
+			err := a.ref.Send(newOneWayCall(m, msg, Metadata{enc: req.message}))
 			n.acts.release(a)
 			if err == nil {
 				return true, nil
@@ -688,7 +726,7 @@ func (n *Node) deliverOneWay(req *frame, from string, wait bool, target *oneWayT
 	ctx, cancel := n.oneWayDeadline()
 	defer cancel()
 	for {
-		err := n.queueOneWay(ctx, hk, m, req.identity, msg)
+		err := n.queueOneWay(ctx, hk, m, req.identity, msg, Metadata{enc: req.message})
 		if !errors.Is(err, ErrNotOwner) {
 			switch {
 			case errors.Is(err, ErrMailboxFull):
@@ -1100,7 +1138,7 @@ func (n *Node) sendForwarded(req *frame, owner *Member) error {
 	ctx, cancel := n.oneWayDeadline()
 	defer cancel()
 	f := frame{typ: frameRequest, oneWay: req.oneWay + 1, kind: req.kind, identity: req.identity, method: req.method,
-		payload: req.payload}
+		payload: req.payload, message: req.message}
 	c, err := n.transport.conn(ctx, owner)
 	if err == nil {
 		err = c.send(ctx, &f)
@@ -1215,7 +1253,8 @@ func (g *grainActor) runOneWay(m *oneWayCall) (resp proto.Message, err error) {
 // still has alive, while the node leaves, say) passes it to the owner
 // without that member, where Send would drop it (see forwardOneWay).
 func (n *Node) resendOneWay(key actKey, m *oneWayCall) {
-	req := frame{typ: frameRequest, oneWay: oneWaySent, kind: key.kind, identity: key.identity, method: m.method.Name}
+	req := frame{typ: frameRequest, oneWay: oneWaySent, kind: key.kind, identity: key.identity, method: m.method.Name,
+		message: m.metadata().enc}
 	var err error
 	if req.payload, err = proto.Marshal(m.req); err != nil {
 		n.dropOneWay(&req, fmt.Errorf("cluster: encode the one-way message: %w", err))

@@ -861,7 +861,7 @@ func TestOneWayToANodeThatDoesNotOwnTheGrainIsForwarded(t *testing.T) {
 		t.Fatalf("%s does not see %s", nodes[2].Name(), nodes[0].Name())
 	}
 	call := recordCall(id, 1)
-	if err := nodes[2].sendRemote(ctx, wrong, &call); err != nil {
+	if err := nodes[2].sendRemote(ctx, wrong, &call, Metadata{}); err != nil {
 		t.Fatal(err)
 	}
 	waitValues(t, recs[nodes[1].Name()], id, []int64{1})
@@ -1091,7 +1091,7 @@ func TestForwardToAnUnreachableOwnerGoesToTheNextOrIsDropped(t *testing.T) {
 	dropped, next := ownedNextBy(t, nodes[0], "ghost", nodes[0].Name(), "ghost"), ownedNextBy(t, nodes[0], "ghost", nodes[1].Name(), "ghost")
 	for _, id := range []string{dropped, next} {
 		call := recordCall(id, 1)
-		if err := nodes[2].sendRemote(context.Background(), nodes[2].view.Load().byName[nodes[0].Name()], &call); err != nil {
+		if err := nodes[2].sendRemote(context.Background(), nodes[2].view.Load().byName[nodes[0].Name()], &call, Metadata{}); err != nil {
 			t.Fatal(err)
 		}
 	}

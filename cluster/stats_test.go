@@ -121,7 +121,7 @@ func TestStatsCountTheMessagesWaitingToBeForwarded(t *testing.T) {
 	const sent = 5
 	for v := range int64(sent) {
 		call := recordCall(id, v)
-		if err := nodes[2].sendRemote(ctx, wrong, &call); err != nil {
+		if err := nodes[2].sendRemote(ctx, wrong, &call, Metadata{}); err != nil {
 			t.Fatal(err)
 		}
 	}
