@@ -1618,7 +1618,7 @@ func (g *grainActor) run(m *grainCall, st stamp) (resp proto.Message, err error)
 	}()
 	gc := &m.gctx
 	gc.n, gc.a = g.node(), g.act()
-	resp, err = m.method.Handle(g.grain, gc, m.req)
+	resp, err = g.callMethod(gc, m.method, false, m.req)
 	done = true
 	if err == nil && noMessage(resp) {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",

@@ -92,6 +92,13 @@ type Config struct {
 	// node calls grains on other members but hosts none itself.
 	Kinds []*Kind
 
+	// OutgoingInterceptors run around each call and one-way message the
+	// node sends, the first outermost (see OutgoingInterceptor);
+	// IncomingInterceptors around each one its grains handle (see
+	// IncomingInterceptor). A node with none pays nothing for them.
+	OutgoingInterceptors []OutgoingInterceptor
+	IncomingInterceptors []IncomingInterceptor
+
 	// Store keeps the durable state and reminders of the grains this node
 	// hosts. Every node of a cluster must use the same store (one
 	// PostgreSQL database, say), or a grain's state and reminders do not

@@ -41,7 +41,18 @@ import (
 // because the grain records the reply of each call that changed its state,
 // in the same commit, and answers a retry with it (see the package doc).
 func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
-	return n.invoke(ctx, call, nil, stamp{}, opts)
+	return n.invokeVia(ctx, call, nil, stamp{}, opts)
+}
+
+// invokeVia is invoke through the node's outgoing interceptors, if it has
+// any.
+func (n *Node) invokeVia(ctx context.Context, call Call, chain []actKey, st stamp, opts []CallOption) (proto.Message, error) {
+	if n.outgoing == nil {
+		return n.invoke(ctx, call, chain, st, opts)
+	}
+	return n.outgoing(ctx, call, false, func(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+		return n.invoke(ctx, call, chain, st, opts)
+	}, opts...)
 }
 
 // invoke is Invoke for a call made by the grains in chain (outermost
@@ -625,5 +636,5 @@ func (g *grainContext) Invoke(ctx context.Context, call Call, opts ...CallOption
 	if g.stamp != (stamp{}) {
 		st = innerStamp(g.stamp, self, g.inner.Add(1)-callTaken)
 	}
-	return g.n.invoke(ctx, call, chain, st, opts)
+	return g.n.invokeVia(ctx, call, chain, st, opts)
 }

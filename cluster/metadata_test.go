@@ -26,6 +26,10 @@ type metaGrain struct{ activated chan<- string }
 
 func (g *metaGrain) OnActivate(ctx GrainContext) error {
 	g.activated <- renderMetadata(MetadataFrom(ctx))
+	if strings.HasPrefix(ctx.Identity(), "greeter") {
+		// A message to itself, sent while the hook runs (see hookContext).
+		return Send(ctx, ctx, Call{Kind: metaKind, Identity: ctx.Identity(), Method: methodMetaPut, Request: wrapperspb.String("")})
+	}
 	return nil
 }
 
@@ -34,6 +38,9 @@ func (g *metaGrain) OnActivate(ctx GrainContext) error {
 func metaKindOf(seen, activated chan<- string) *Kind {
 	get := func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
 		got := renderMetadata(MetadataFrom(ctx))
+		if tag, ok := ctx.Value(ctxTag{}).(string); ok { // see TestWithContextKeepsTheGrainsScope
+			got += " tag " + tag
+		}
 		if other := req.(*wrapperspb.StringValue).GetValue(); other != "" {
 			resp, err := ctx.Invoke(ctx, Call{Kind: metaKind, Identity: other, Method: methodMetaGet, Request: wrapperspb.String(""), NewResponse: newString})
 			if err != nil {

@@ -101,7 +101,11 @@ type Node struct {
 	// maxOneWays is Config.MaxQueuedOneWay, math.MaxInt32 for no bound;
 	// overflow counts what it turned away (see admitOneWay).
 	maxOneWays int32
-	overflow   lineASecond
+	// outgoing and incoming are Config's interceptors, chained; nil for
+	// none.
+	outgoing OutgoingInterceptor
+	incoming IncomingInterceptor
+	overflow lineASecond
 	// kept counts the passivations held back by a failed commit (see
 	// keptIdle); crowded the trims that found too few idle grains to
 	// bring the node under Config.MaxActivations (see crowdedNode).
@@ -162,6 +166,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.MaxQueuedOneWay >= 0 {
 		n.maxOneWays = int32(min(cfg.MaxQueuedOneWay, math.MaxInt32))
 	}
+	n.outgoing, n.incoming = chainOutgoing(cfg.OutgoingInterceptors), chainIncoming(cfg.IncomingInterceptors)
 	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, k := range cfg.Kinds {
 		n.kinds[k.Name] = newHostedKind(n, k)

@@ -68,11 +68,14 @@ func UnregisterReminder(ctx GrainContext, name string) error {
 // reminderContext returns the node and the activation of the grain whose
 // GrainContext ctx is.
 func reminderContext(ctx GrainContext, fn string) (*Node, *activation, error) {
-	g, ok := ctx.(grainScope)
-	if !ok {
+	var n *Node
+	var a *activation
+	if g, ok := ctx.(grainScope); ok {
+		n, a = g.scope()
+	}
+	if n == nil {
 		return nil, nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: %s needs the GrainContext a cluster node passed to the grain, not a %T", fn, ctx)
 	}
-	n, a := g.scope()
 	return n, a, nil
 }
 

@@ -74,6 +74,17 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // and WithTurnOnCaller change nothing: a one-way message to a grain of this
 // node waits in its mailbox for its worker. call.NewResponse is not used.
 func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
+	if n.outgoing == nil {
+		return n.send(ctx, call, opts)
+	}
+	_, err := n.outgoing(ctx, call, true, func(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+		return nil, n.send(ctx, call, opts)
+	}, opts...)
+	return err
+}
+
+// send is Send past the node's outgoing interceptors.
+func (n *Node) send(ctx context.Context, call Call, opts []CallOption) error {
 	md, err := checkOneWay(&call, opts)
 	if err != nil {
 		return err
@@ -215,6 +226,22 @@ func (h *hookContext) Send(ctx context.Context, call Call, opts ...CallOption) e
 	if h.over.Load() || call.Kind != a.hk.Name || call.Identity != a.identity {
 		return h.grainContext.Send(ctx, call, opts...)
 	}
+	if h.n.outgoing == nil {
+		return h.sendSelf(ctx, call, opts)
+	}
+	_, err := h.n.outgoing(ctx, call, true, func(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+		return nil, h.sendSelf(ctx, call, opts)
+	}, opts...)
+	return err
+}
+
+// sendSelf is Send for a one-way message the grain sends itself while its
+// hook runs, past the node's outgoing interceptors.
+func (h *hookContext) sendSelf(ctx context.Context, call Call, opts []CallOption) error {
+	a := h.a
+	if call.Kind != a.hk.Name || call.Identity != a.identity { // an interceptor sent it elsewhere
+		return h.n.send(ctx, call, opts)
+	}
 	md, err := checkOneWay(&call, opts)
 	if err != nil {
 		return err
@@ -231,7 +258,7 @@ func (h *hookContext) Send(ctx context.Context, call Call, opts ...CallOption) e
 	if p := a.pending.Load(); p != nil && p.keep(msg) {
 		return nil
 	}
-	return h.grainContext.Send(ctx, call, opts...)
+	return h.n.send(ctx, call, opts)
 }
 
 // maxPooledPayload bounds the buffers kept in transport.payloads, so that one huge
@@ -1233,7 +1260,7 @@ func (g *grainActor) runOneWay(m *oneWayCall) (resp proto.Message, err error) {
 			g.state.rollback()
 		}
 	}()
-	resp, err = m.method.Handle(g.grain, m, m.req)
+	resp, err = g.callMethod(m, m.method, true, m.req)
 	done = true
 	if err == nil && noMessage(resp) {
 		err = newError(codes.Internal, ErrBadResponse, "cluster: %s of grain %s/%s returned neither a response nor an error",
