@@ -1,6 +1,7 @@
 // Package otelcluster reports what a cluster node holds (cluster.Stats) as
 // OpenTelemetry metrics, so that a dashboard or an alert sees a node whose
-// grains fall behind their senders without polling Node.Stats by hand.
+// grains fall behind their senders without polling Node.Stats by hand, and
+// traces grain calls across nodes (TraceOutgoing, TraceIncoming).
 //
 // The figures are observed, not counted on the call path: Register adds
 // one callback to a meter of its own (named ScopeName, as instrumentation
@@ -22,6 +23,18 @@
 // so that several nodes in one process (or one metrics backend) stay apart;
 // the grains' figures come per kind as well, under protograin.kind, so that
 // a dashboard shows which kind falls behind.
+//
+// Tracing is two interceptors, one for the calls a node sends and one for
+// those its grains handle, with a tracer provider of the user's:
+//
+//	cfg.OutgoingInterceptors = append(cfg.OutgoingInterceptors, otelcluster.TraceOutgoing(provider, nil))
+//	cfg.IncomingInterceptors = append(cfg.IncomingInterceptors, otelcluster.TraceIncoming(provider, nil))
+//
+// The span context travels in each call's metadata (cluster.WithMetadata),
+// W3C trace context unless another propagator is given, so that a call
+// from one grain to another, on any node, is a child of the call that made
+// it. Unlike the metrics, tracing is on the call path: a span per call on
+// each side, and the metadata's few dozen bytes.
 package otelcluster
 
 import (
