@@ -322,6 +322,8 @@ func BenchmarkCallsDuringALeave(b *testing.B) {
 				b.ReportMetric(float64(leave.shutdown.Milliseconds()), "shutdown-ms")
 				b.ReportMetric(float64(leave.max.Milliseconds()), "max-call-ms")
 				b.ReportMetric(float64(leave.p99.Microseconds()), "p99-µs")
+				b.ReportMetric(float64(leave.byLeaver), "retries-leaver")
+				b.ReportMetric(float64(leave.byOthers), "retries-others")
 			}
 		})
 	}
@@ -330,15 +332,21 @@ func BenchmarkCallsDuringALeave(b *testing.B) {
 // leaveFigures are what leaveUnderCalls measured.
 type leaveFigures struct {
 	shutdown, max, p99 time.Duration
+	// byLeaver and byOthers count the attempts the callers retried
+	// (ErrNotOwner, mostly) on the leaver's answer, and on another
+	// member's: one whose view did not have the leave yet.
+	byLeaver, byOthers int64
 }
 
 // leaveUnderCalls runs one leave of BenchmarkCallsDuringALeave on grains of
-// kind, and returns how long the leaver's Shutdown took and the longest
-// and 99th-percentile call.
+// kind, and returns how long the leaver's Shutdown took, the longest and
+// 99th-percentile call, and the attempts retried.
 func leaveUnderCalls(b *testing.B, kind string) leaveFigures {
 	const callers, grains, calls = 8, 200, 100
 	memory := memstore.New()
 	b.Cleanup(func() { memory.Close() })
+	var leaverName atomic.Pointer[string]
+	var byLeaver, byOthers atomic.Int64
 	nodes := startCluster(b, 3, func(name string) []*Kind {
 		bk := newBank(name)
 		return []*Kind{newAccountKind(bk, accountKind, FlushAfterCall, time.Hour), newAccountKind(bk, manualKind, FlushManual, time.Hour)}
@@ -348,8 +356,18 @@ func leaveUnderCalls(b *testing.B, kind string) leaveFigures {
 		// The nodes' closing lines would come between a result's name
 		// and its figures.
 		cfg.Logger = slog.New(slog.DiscardHandler)
+		cfg.retrying = func(err error) {
+			// The errors name the member that answered.
+			if name := leaverName.Load(); name != nil && strings.Contains(err.Error(), *name) {
+				byLeaver.Add(1)
+			} else {
+				byOthers.Add(1)
+			}
+		}
 	})
 	caller, leaver := nodes[0], nodes[2]
+	name := leaver.Name()
+	leaverName.Store(&name)
 	var ids []string
 	for i := 0; len(ids) < grains; i++ {
 		if o, _ := caller.Owner(kind, fmt.Sprintf("g-%d", i)); o.Name == leaver.Name() {
@@ -405,5 +423,6 @@ func leaveUnderCalls(b *testing.B, kind string) leaveFigures {
 	}
 	all := slices.Concat(took...)
 	slices.Sort(all)
-	return leaveFigures{shutdown: shutdown, max: all[len(all)-1], p99: all[len(all)*99/100]}
+	return leaveFigures{shutdown: shutdown, max: all[len(all)-1], p99: all[len(all)*99/100],
+		byLeaver: byLeaver.Load(), byOthers: byOthers.Load()}
 }

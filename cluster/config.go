@@ -350,6 +350,9 @@ type Config struct {
 	// for the release of its grain's predecessor (see awaitRelease), so
 	// that a test knows it waits.
 	awaitingRelease func()
+	// retrying, when set, is told the error of each attempt at a call
+	// that Invoke retries, so that a test can count the retries.
+	retrying func(err error)
 	// manualTrims, when set, leaves the trims to the test: the node's
 	// sweep neither trims at its ticks nor when an activation passes
 	// MaxActivations (see Node.sweep), so that a test that calls

@@ -92,6 +92,9 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 		if err == nil || !retryable(err) || cc.noRetry {
 			return resp, err
 		}
+		if n.cfg.retrying != nil {
+			n.cfg.retrying(err)
+		}
 		if !n.pause(ctx, backoff) {
 			if err := ctx.Err(); errors.Is(err, context.Canceled) {
 				// The caller cancelled: that, not the outage, ends the call.
