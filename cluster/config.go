@@ -350,6 +350,9 @@ type Config struct {
 	// for the release of its grain's predecessor (see awaitRelease), so
 	// that a test knows it waits.
 	awaitingRelease func()
+	// leavingGossip, when set, runs as a Shutdown's gossip leave begins,
+	// before serf's Leave, so that a test can hold the leave.
+	leavingGossip func()
 	// retrying, when set, is told the error of each attempt at a call
 	// that Invoke retries, so that a test can count the retries.
 	retrying func(err error)

@@ -2,10 +2,14 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/protograin/protograin/cluster/storage"
 )
 
 // TestCallsSurviveALeave calls grains of two hosts without pause, from
@@ -58,4 +62,114 @@ func TestCallsSurviveALeave(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%d calls", calls.Load())
+}
+
+// holdGossipLeave holds the gossip leave of the node cfg starts, as its
+// Shutdown begins it, until the returned release is called or the test
+// ends; holding is closed once a leave is held.
+func holdGossipLeave(t *testing.T, cfg *Config) (holding <-chan struct{}, release func()) {
+	held, released := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(released) }) }
+	t.Cleanup(release)
+	cfg.leavingGossip = func() {
+		close(held)
+		<-released
+	}
+	return held, release
+}
+
+// TestALeaversGrainsMoveBeforeItsGossipLeave: l holds deposits on a
+// FlushManual grain that it acknowledged and has not committed, and shuts
+// down; its gossip leave is held. s, which heard on its stream that l
+// leaves, activates the grain, and the deposit through it returns with
+// every deposit l acknowledged, while l's leave has yet to go round the
+// gossip: l deactivated its grains and released them as soon as it said
+// it leaves, not once the gossip had its leave (LeavePropagateDelay, 1 s
+// in the LAN profile), which its grains' callers waited for.
+func TestALeaversGrainsMoveBeforeItsGossipLeave(t *testing.T) {
+	eachStore(t, func(t *testing.T, shared storage.Store) {
+		sCfg := handoffConfig(t, "-s", shared)
+		sCfg.leaverGrace = time.Hour // only l's release ends s's wait for it
+		s := startNode(t, sCfg)
+		lCfg := handoffConfig(t, "-l", shared)
+		lCfg.Seeds = []string{s.GossipAddr()}
+		leaveHeld, releaseLeave := holdGossipLeave(t, &lCfg)
+		l := startNode(t, lCfg)
+		waitConverged(t, []*Node{s, l}, 2)
+		id := movingIdentity(manualKind, s.Name(), l.Name()) // l's while it is there, then s's
+
+		const onL = 5
+		for range onL {
+			deposit(t, s, manualKind, id, 1) // acknowledged, buffered on l
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		left := make(chan error, 1)
+		go func() { left <- l.Shutdown(ctx) }()
+		receive(t, leaveHeld, "l's gossip leave to begin")
+		waitFor(t, waitTimeout, "s to hear that l leaves", func() bool {
+			st, _ := s.view.Load().status(l.Name())
+			return st == StatusLeaving
+		})
+
+		if got := deposit(t, s, manualKind, id, 1); got != onL+1 {
+			t.Errorf("the deposit during l's leave returned balance %d, want %d", got, onL+1)
+		}
+		if s.acts.peek(actKey{manualKind, id}) == nil {
+			t.Error("the grain is not active on s during l's leave")
+		}
+		releaseLeave()
+		if err := receive(t, left, "l's shutdown"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := storedBalance(t, shared, manualKind, id), int64(onL+1); got != want {
+			t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
+		}
+	})
+}
+
+// TestALeaveThatFailsStillCommitsTheGrains: l holds deposits on a
+// FlushManual grain that it acknowledged and has not committed, and shuts
+// down; its gossip leave is held, and fails: the Shutdown's context ends,
+// or a Close stops the gossip under it. l committed the deposits all the
+// same, as it deactivated its grains without waiting for the leave, and
+// the Shutdown returns the leave's error. Before, l deactivated nothing
+// until the leave was over, and a leave that failed lost them.
+func TestALeaveThatFailsStillCommitsTheGrains(t *testing.T) {
+	for _, how := range []string{"context_ends", "close"} {
+		t.Run(how, func(t *testing.T) {
+			store := hookedMemstore(t)
+			lCfg := handoffConfig(t, "-l", store)
+			leaveHeld, releaseLeave := holdGossipLeave(t, &lCfg)
+			l := startNode(t, lCfg)
+			id := accountOwnedBy(t, l, manualKind, "failed-leave")
+			const onL = 5
+			for range onL {
+				deposit(t, l, manualKind, id, 1) // acknowledged, buffered
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			left := make(chan error, 1)
+			go func() { left <- l.Shutdown(ctx) }()
+			receive(t, leaveHeld, "l's gossip leave to begin")
+			waitFor(t, waitTimeout, "l to commit its grain", func() bool { return storedBalance(t, store, manualKind, id) == onL })
+
+			want := context.Canceled
+			if how == "close" {
+				_ = l.Close()
+				want = ErrNodeClosed
+			} else {
+				cancel()
+			}
+			releaseLeave()
+			if err := receive(t, left, "l's shutdown"); !errors.Is(err, want) {
+				t.Errorf("Shutdown returned %v, want %v", err, want)
+			}
+			receive(t, l.Done(), "l to stop")
+		})
+	}
 }

@@ -592,8 +592,8 @@ func (n *Node) recheckFailed(name string) {
 const defaultFailedGrace = time.Second
 
 // newLeaverGrace returns how long a member seen failed that said it is
-// leaving keeps its streams: after the gossip has its leave, a leaver
-// deactivates its grains, each within DeactivateTimeout, and ends its
+// leaving keeps its streams: a leaver deactivates its grains, each within
+// DeactivateTimeout, as its leave goes round the gossip, and then ends its
 // streams within its farewell's patience; twice that patience leaves a
 // margin.
 func newLeaverGrace(cfg *Config) time.Duration {
@@ -747,17 +747,24 @@ func (n *Node) GRPCAddr() string { return n.transport.addr().String() }
 // Shutdown or Close, or by itself (see Err).
 func (n *Node) Done() <-chan struct{} { return n.done }
 
-// Shutdown stops the node gracefully: it leaves the gossip, so that the
-// other members place its grains elsewhere; stops firing reminders;
-// deactivates its grains, running their OnDeactivate hooks and committing
-// their buffered state; waits for the calls it is serving; passes on the
-// one-way messages that still reach it until every peer has stopped
-// sending to it (at most two seconds, see farewell); ends its streams
-// without dropping what is on them, and takes no new one; then stops the
-// transport (a stream to a peer that reads nothing, a hung process, is
-// cut after a second) and the actors. If ctx ends first, the rest is done
-// as by Close and ctx's error is returned. Calling it again, or after
-// Close, waits for the node to stop.
+// Shutdown stops the node gracefully: it stops firing reminders; says on
+// its streams that it leaves, and leaves the gossip, so that the other members place its
+// grains elsewhere; meanwhile, without waiting for the gossip's leave,
+// it answers the calls that still reach its grains "not owner" (their
+// callers place them again), deactivates the grains, running their
+// OnDeactivate hooks and committing their buffered state, and waits for
+// the calls it is serving. Once the leave has gone round the gossip, it
+// passes on the one-way messages that still reach it until every peer
+// has stopped sending to it (at most two seconds, see farewell); ends its
+// streams without dropping what is on them, and takes no new one; then
+// stops the transport (a stream to a peer that reads nothing, a hung
+// process, is cut after a second) and the actors. If ctx ends first, the
+// rest is done as by Close and ctx's error is returned. If the gossip's
+// leave fails (a Close stopped the gossip under it, say), the grains are
+// deactivated and committed all the same, the rest is done as by Close,
+// and the leave's error is returned: members that had not heard of the
+// leave see the node fail. Calling it again, or after Close, waits for
+// the node to stop.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
 	already := n.shuttingDown
@@ -772,19 +779,27 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 	}
 	n.transport.leaving.Store(true)
-	n.transport.sayLeavingOnAll()
-	err := n.leave(ctx)
 	// The grains are leaving: no more firings here. Their OnDeactivate
 	// hooks may still register and unregister reminders, for the grains'
 	// next owners, so the scheduler is closed only in teardown. The store
 	// writes after firings get until ctx ends.
 	n.reminders.Stop(ctx)
-	if err == nil {
-		// Our own view now places nothing here: this starts deactivating
-		// every grain, and calls still arriving are answered "not owner".
-		n.refresh()
-		err = n.calls.close(ctx)
-	}
+	// Our own view now places nothing here: this starts deactivating
+	// every grain, and calls still arriving are answered "not owner".
+	// Before the others hear of the leave, so that a grain's next owner,
+	// which activates it as soon as it hears, does not find this node
+	// still taking its calls.
+	n.refresh()
+	n.transport.sayLeavingOnAll()
+	// The gossip's leave waits LeavePropagateDelay (1 s in the LAN
+	// profile); the grains do not wait for it: the members with a stream
+	// to this node heard of the leave on it, and a caller whose view
+	// lags, calling here, is answered "not owner" and hears of the leave
+	// on the stream it called on. A grain's next owner activates it once
+	// this node has released it (see handoffs): the sooner the grains go,
+	// the shorter their callers wait.
+	left := n.leave(ctx)
+	err := n.calls.close(ctx)
 	if err == nil {
 		err = n.acts.deactivateAll(ctx)
 	}
@@ -792,6 +807,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		// Every grain is committed and gone: the members that took them
 		// may load their state (see handoffs).
 		close(n.movedAll)
+	}
+	// The farewell waits for the peers' byes, which the gossip's leave
+	// brings to those that have no stream to this node.
+	if lerr := n.awaitLeave(ctx, left); err == nil {
+		err = lerr
+	}
+	if err == nil {
 		err = n.farewell(ctx)
 	}
 	n.teardown(ctx)
@@ -825,25 +847,36 @@ func (n *Node) farewell(ctx context.Context) error {
 	return nil
 }
 
-// leave announces the node's departure and waits for it to be gossiped, or
-// for ctx.
-func (n *Node) leave(ctx context.Context) error {
+// leave starts announcing the node's departure to the gossip, and
+// returns the channel that gets the outcome once the leave has been
+// gossiped (see awaitLeave). The leave goes on if ctx ends: a Close under
+// it waits for it (see gossipMu).
+func (n *Node) leave(ctx context.Context) <-chan error {
 	left := make(chan error, 1)
 	go func() {
+		if n.cfg.leavingGossip != nil {
+			n.cfg.leavingGossip()
+		}
 		n.gossipMu.Lock()
 		defer n.gossipMu.Unlock()
 		if n.gossipDown {
 			left <- newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s closed before it left the gossip", n.name)
 			return
 		}
-		left <- n.serf.Leave()
+		if err := n.serf.Leave(); err != nil {
+			left <- fmt.Errorf("cluster: leave the cluster: %w", err)
+			return
+		}
+		left <- nil
 	}()
+	return left
+}
+
+// awaitLeave waits for the outcome of the leave begun by leave, or for ctx.
+func (n *Node) awaitLeave(ctx context.Context, left <-chan error) error {
 	select {
 	case err := <-left:
-		if err != nil {
-			return fmt.Errorf("cluster: leave the cluster: %w", err)
-		}
-		return nil
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
