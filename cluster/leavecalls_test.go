@@ -173,3 +173,36 @@ func TestALeaveThatFailsStillCommitsTheGrains(t *testing.T) {
 		})
 	}
 }
+
+// TestAMemberWithoutAStreamHearsOfALeaveBeforeTheGossip: s has no stream
+// to l, which shuts down with its gossip leave held. l dials s to say that
+// it leaves, as s hosts l's kinds and may own its grains next: s's view
+// has l leaving while the gossip has yet to say so. Without it, s would
+// answer "not owner" to the calls for l's grains that others, which heard
+// of the leave on their streams, place on s, until the gossip told it.
+func TestAMemberWithoutAStreamHearsOfALeaveBeforeTheGossip(t *testing.T) {
+	kinds := func(name string) []*Kind {
+		return []*Kind{newAccountKind(newBank(name), accountKind, FlushAfterCall, time.Hour)}
+	}
+	sCfg := testConfig(t)
+	sCfg.NodeName += "-s"
+	sCfg.Kinds = kinds(sCfg.NodeName)
+	s := startNode(t, sCfg)
+	lCfg := testConfig(t)
+	lCfg.NodeName += "-l"
+	lCfg.Kinds = kinds(lCfg.NodeName)
+	lCfg.Seeds = []string{s.GossipAddr()}
+	leaveHeld, _ := holdGossipLeave(t, &lCfg)
+	l := startNode(t, lCfg)
+	waitConverged(t, []*Node{s, l}, 2)
+	for _, c := range s.transport.openConns() {
+		t.Fatalf("s has a stream to %s before l leaves", c.peer)
+	}
+
+	go func() { _ = l.Shutdown(context.Background()) }() // ends with l's Close
+	receive(t, leaveHeld, "l's gossip leave to begin")
+	waitFor(t, waitTimeout, "s to hear that l leaves", func() bool {
+		st, _ := s.view.Load().status(l.Name())
+		return st == StatusLeaving
+	})
+}
