@@ -399,9 +399,9 @@ func (n *Node) viewOf(members []Member) *placement {
 			continue
 		}
 		if m.Name == n.name {
-			// This node leaves too once it said so (Shutdown), before its
-			// gossip has it leaving: a peer's leave must not move a grain
-			// here meanwhile.
+			// This node leaves too once its Shutdown began, before it says
+			// so and before its gossip has it leaving: a peer's leave must
+			// not move a grain here meanwhile.
 			if n.transport.leaving.Load() {
 				m.Status = StatusLeaving
 			}
