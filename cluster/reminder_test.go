@@ -74,10 +74,17 @@ func TestRemindersFollowTheOwner(t *testing.T) {
 		if n := len(ob.reminded); n != 0 {
 			t.Fatalf("%d firings on the old owner after it left", n)
 		}
-		// Each firing changed state, and its changes were committed.
-		if got := storedBalance(t, store, accountKind, id); got < 6 {
-			t.Fatalf("stored balance %d after at least 6 firings", got)
-		}
+		// Each firing changed state, and its changes were committed. Not
+		// all of them by now: a firing reports itself before its commit.
+		// And the new owner's first may have met a stale activation: the
+		// old owner's last firing, which its Shutdown stopped waiting for
+		// (reminder.Scheduler.Stop), commits as the new owner, which does
+		// not wait for a FlushAfterCall grain's release, loads it (see
+		// docs/state.md, "Overlapping activations"). That firing's change
+		// is dropped, and the scheduler fires it again.
+		waitFor(t, waitTimeout, "the firings on both owners to be committed", func() bool {
+			return storedBalance(t, store, accountKind, id) >= 6
+		})
 
 		remind(t, other, id, "tick", "off")
 		rs, err := store.ListReminders(context.Background(), accountKind)
