@@ -787,13 +787,19 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	c.replaced = hello.method
 	if hello.hello&helloLeaving != 0 {
 		c.peerLeaving.Store(true)
-		t.handler.heardLeaving()
 	}
 	// The dialer understands name ids: use them (see nameRefs). Set before
 	// track, after which other goroutines may queue frames on c.
 	c.dict.on = hello.hello&helloNames != 0
 	if !t.track(c) {
 		return errRefusedAsClosing
+	}
+	if c.peerLeaving.Load() {
+		// Once c is tracked: the refresh this asks for finds the peer
+		// leaving by its open streams (see leaves), and one that ran
+		// before c was in the table would miss it, with no later one to
+		// come until the gossip has the leave.
+		t.handler.heardLeaving()
 	}
 	if c.dict.on {
 		// Say that we understand them too.
