@@ -79,15 +79,23 @@ func TestAnActivationLimitRefusalWakesTheTrim(t *testing.T) {
 	for _, max := range []int{2, 3, 0} {
 		t.Run(fmt.Sprintf("MaxActivations=%d", max), func(t *testing.T) {
 			s := newSink()
-			nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newSinkKind(s)} }, func(cfg *Config) {
+			logs := map[string]*logLines{}
+			nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newSinkKind(s)} }, withLogs(logs, false, func(cfg *Config) {
 				cfg.MaxActivations, cfg.ActivationLimit = max, 3
 				cfg.PassivationInterval = time.Hour
-			})
+			}))
 			n := nodes[0]
 			t.Cleanup(s.releaseHeld)
-			// Busy, the three grains at the limit are left be by the trims
-			// their activations woke; idle, they wait for a trim.
-			holdInCalls(t, n, s, "a", "b", "c")()
+			// Busy, the three grains at the limit are left be by the trim
+			// the third one's activation woke past MaxActivations, if it is
+			// below the limit; idle, they wait for a trim.
+			release := holdInCalls(t, n, s, "a", "b", "c")
+			if max < 3 && max > 0 {
+				waitFor(t, waitTimeout, "the trim the third activation woke", func() bool {
+					return logs[n.Name()].count("more activations than Config.MaxActivations") > 0
+				})
+			}
+			release()
 			call := holdCall("d", 1)
 			call.NewResponse = func() proto.Message { return new(emptypb.Empty) }
 			waitFor(t, waitTimeout, "the new grain to be activated", func() bool {
