@@ -565,7 +565,10 @@ func (m *oneWayCall) scope() (*Node, *activation) { return m.g.node(), m.g.act()
 func newOneWayCall(m *hostedMethod, req proto.Message, md Metadata) *oneWayCall {
 	msg := &oneWayCall{method: m, req: req}
 	if md.enc != "" {
-		msg.md = &md
+		// A copy: &md would move md to the heap on every message, with
+		// metadata or without, in each function this one inlines into.
+		msg.md = new(Metadata)
+		*msg.md = md
 	}
 	return msg
 }
