@@ -75,17 +75,17 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // node waits in its mailbox for its worker. call.NewResponse is not used.
 func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 	if n.outgoing == nil {
-		return n.send(ctx, call, opts)
+		return n.send(ctx, &call, opts)
 	}
 	_, err := n.outgoing(ctx, call, true, func(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
-		return nil, n.send(ctx, call, opts)
+		return nil, n.send(ctx, &call, opts)
 	}, opts...)
 	return err
 }
 
 // send is Send past the node's outgoing interceptors.
-func (n *Node) send(ctx context.Context, call Call, opts []CallOption) error {
-	md, err := checkOneWay(&call, opts)
+func (n *Node) send(ctx context.Context, call *Call, opts []CallOption) error {
+	md, err := checkOneWay(call, opts)
 	if err != nil {
 		return err
 	}
@@ -103,14 +103,14 @@ func (n *Node) send(ctx context.Context, call Call, opts []CallOption) error {
 		}
 		var err error
 		if owner.Name == n.name {
-			err = n.sendLocal(ctx, &call, md)
+			err = n.sendLocal(ctx, call, md)
 		} else {
 			// The owner would drop a message to a method its kind does
 			// not have; a node that hosts the kind itself can say so now.
 			if hk := n.kinds[call.Kind]; hk != nil && hk.methods[call.Method] == nil {
 				return newError(codes.Unimplemented, ErrUnknownMethod, "cluster: grain kind %q has no method %q", call.Kind, call.Method)
 			}
-			err = n.sendRemote(ctx, owner, &call, md)
+			err = n.sendRemote(ctx, owner, call, md)
 		}
 		// ErrNotOwner: the grain moved away while the message waited here
 		// for its activation (a member joined). ErrUnavailable: the
@@ -240,7 +240,7 @@ func (h *hookContext) Send(ctx context.Context, call Call, opts ...CallOption) e
 func (h *hookContext) sendSelf(ctx context.Context, call Call, opts []CallOption) error {
 	a := h.a
 	if call.Kind != a.hk.Name || call.Identity != a.identity { // an interceptor sent it elsewhere
-		return h.n.send(ctx, call, opts)
+		return h.n.send(ctx, &call, opts)
 	}
 	md, err := checkOneWay(&call, opts)
 	if err != nil {
@@ -258,7 +258,7 @@ func (h *hookContext) sendSelf(ctx context.Context, call Call, opts []CallOption
 	if p := a.pending.Load(); p != nil && p.keep(msg) {
 		return nil
 	}
-	return h.n.send(ctx, call, opts)
+	return h.n.send(ctx, &call, opts)
 }
 
 // maxPooledPayload bounds the buffers kept in transport.payloads, so that one huge
