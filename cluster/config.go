@@ -346,6 +346,10 @@ type Config struct {
 	// activating, when set, runs as each activation begins, before it
 	// reads the view, so that a test can change the view under it.
 	activating func()
+	// merging, when set, runs as the node's gossip merges a peer's list
+	// of members (serf's merge delegate: a join's, see nameClaim), so
+	// that a test can hold a start whose peers know it already.
+	merging func()
 	// awaitingRelease, when set, runs as an activation begins to wait
 	// for the release of its grain's predecessor (see awaitRelease), so
 	// that a test knows it waits.

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,6 +96,86 @@ func joinerWaitsForTheOldOwner(t *testing.T, shared storage.Store, restart bool)
 		}
 	}
 	if got, want := storedBalance(t, shared, manualKind, id), int64(onA+1+more); got != want {
+		t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
+	}
+}
+
+// TestAJoinerServesNoGrainBeforeItsStartKnowsTheCluster: a holds a
+// FlushManual grain with deposits it acknowledged and has not committed;
+// b starts, and its join is held as it merges a's list of members, once a
+// has b alive and sends it the grain's calls. b's view then had b alone,
+// or some members only: b took the grain for its own, activated it
+// without waiting for a's release (it knew of no a) from the state a had
+// yet to commit, and acknowledged a deposit on a balance without a's. Its
+// activation then lived on as the grain's owner, stale, and lost what it
+// acknowledged at its commit (TestGrainStateThroughARollingRestart found
+// it: a restarted member's start served its peers' calls). Now b owns no
+// grain until its start has the cluster's members: the call is refused
+// as not the owner's, and once b has started, the deposit lands on a's.
+func TestAJoinerServesNoGrainBeforeItsStartKnowsTheCluster(t *testing.T) {
+	shared := hookedMemstore(t)
+	held := newHookedStore(shared) // a's: its commits can be held
+	a := startNode(t, handoffConfig(t, "-a", held))
+	bCfg := handoffConfig(t, "-b", shared)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	merging, merge := make(chan struct{}), make(chan struct{})
+	letMerge := sync.OnceFunc(func() { close(merge) })
+	t.Cleanup(letMerge) // a test that failed does not hold b's start
+	var once sync.Once
+	bCfg.merging = func() {
+		once.Do(func() {
+			close(merging)
+			<-merge
+		})
+	}
+	id := movingIdentity(manualKind, a.Name(), bCfg.NodeName)
+	const onA = 5
+	for range onA {
+		deposit(t, a, manualKind, id, 1) // acknowledged, buffered on a
+	}
+	held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id}) // a's move cannot commit them yet
+
+	type start struct {
+		n   *Node
+		err error
+	}
+	started := make(chan start, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		b, err := Start(ctx, bCfg)
+		started <- start{b, err}
+	}()
+	receive(t, merging, "b's join to merge a's members")
+	waitFor(t, waitTimeout, "a to place the grain on b", func() bool {
+		m, ok := a.Owner(manualKind, id)
+		return ok && m.Name == bCfg.NodeName
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if resp, err := a.Invoke(ctx, depositCall(manualKind, id, 1), WithoutRetry()); err == nil {
+		t.Fatalf("b, before its start knew a, acknowledged a deposit on balance %d, without the %d a acknowledged", resp.(*wrapperspb.Int64Value).GetValue(), onA)
+	} else if !errors.Is(err, ErrNotOwner) {
+		t.Fatalf("a deposit on b before its start knew a failed with %v, want %v", err, ErrNotOwner)
+	}
+
+	letMerge()
+	st := receive(t, started, "b's start")
+	if st.err != nil {
+		t.Fatalf("Start(%s): %v", bCfg.NodeName, st.err)
+	}
+	b := st.n
+	t.Cleanup(func() { _ = b.Close() })
+	close(held.release)
+	if got := deposit(t, a, manualKind, id, 1); got != onA+1 {
+		t.Errorf("the deposit once b started returned balance %d, want %d", got, onA+1)
+	}
+	for _, n := range []*Node{b, a} {
+		if err := n.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := storedBalance(t, shared, manualKind, id), int64(onA+1); got != want {
 		t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
 	}
 }

@@ -58,6 +58,9 @@ func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 	if self == nil {
 		return nil // serf is starting: its own alive message
 	}
+	if c.n.cfg.merging != nil {
+		c.n.cfg.merging()
+	}
 	if err := c.n.refuseStrangers(members); err != nil {
 		return err
 	}

@@ -65,6 +65,10 @@ type Node struct {
 
 	changed   chan struct{} // membership changed; capacity 1, coalescing
 	refreshMu sync.Mutex    // serializes refresh, so views are stored in order
+	// joined is set once the start's join has brought the cluster's
+	// members: until then refresh keeps the empty view, which owns no
+	// grain (see start).
+	joined atomic.Bool
 	// gossipMu orders serf's Leave (a Shutdown's) and Shutdown (the
 	// node's teardown): serf lets a Shutdown run under a Leave in
 	// progress, and memberlist then panics ("leave after shutdown"). A
@@ -142,8 +146,10 @@ type Node struct {
 // Start starts a node: it opens the transport, joins the gossip (through
 // cfg.Seeds, if any) and returns once the node knows the cluster's members
 // and they know it under its name (see Config.NodeName for a node that
-// restarts under its old name). ctx bounds the start; the node itself
-// lives until Shutdown or Close.
+// restarts under its old name). Until then it owns no grain: the calls
+// that peers which know it already send it are answered "not owner", and
+// placed again. ctx bounds the start; the node itself lives until
+// Shutdown or Close.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -254,6 +260,16 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	replaced := n.claim.replacedIncarnation()
 	t.replaced.Store(&replaced)
+	// Until now the view stayed empty, whatever serf's events said: a
+	// view of this node alone, or of some members only (the join's
+	// merge was under way), placed here every grain of the others, and
+	// a peer that has this node already sends it their calls. It
+	// activated them without waiting for their owners' release (it knew
+	// of no other member), from a state their owners had yet to commit:
+	// a rolling restart's test lost deposits that FlushManual grains had
+	// acknowledged. The empty view answers such calls "not owner", and
+	// they are placed again until this view has the cluster.
+	n.joined.Store(true)
 	n.refresh()
 	return n.startReminders()
 }
@@ -365,8 +381,8 @@ func (n *Node) watchMembership() {
 // writes must therefore be guarded (storage uses ETags), not assumed
 // exclusive.
 func (n *Node) refresh() {
-	if n.serf == nil {
-		return
+	if n.serf == nil || !n.joined.Load() {
+		return // not a member yet: see start
 	}
 	n.refreshMu.Lock()
 	defer n.refreshMu.Unlock()
