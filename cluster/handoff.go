@@ -68,7 +68,9 @@ import (
 // again, under the same start) while its peer kept its activations has
 // released once per start, not per return, and is left to the version
 // check; so are members that fail (they commit nothing), leavers that the
-// gossip has failed rather than leaving, and moves that outlast the bound.
+// gossip has failed rather than leaving before they said on a stream to
+// the node that they leave (one that said so is waited for as a leaver:
+// see leaves), and moves that outlast the bound.
 // See docs/architecture.md, "Non-guarantees".
 
 // handoffs is what a node knows of its peers' releases (see above).
@@ -114,14 +116,19 @@ func (e *peerRelease) wait(leave bool) *releaseWait {
 
 // leaves reports which release of m a node waits for: that of the grains
 // it took from m while m is alive, that of all its grains once m leaves or
-// left; ok is false for a member in neither state (failed, say), which
-// nobody waits for.
+// left, or the gossip has it failed after it said on its stream that it
+// leaves (Member.saidLeaving: the gossip may report a graceful leave as a
+// failure, and the leaver commits its grains all the same); ok is false
+// for a member in none of these states (failed, say), which nobody waits
+// for.
 func leaves(m *Member) (leave, ok bool) {
 	switch m.Status {
 	case StatusAlive:
 		return false, true
 	case StatusLeaving, StatusLeft:
 		return true, true
+	case StatusFailed:
+		return true, m.saidLeaving
 	}
 	return false, false
 }

@@ -270,6 +270,76 @@ func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing
 	})
 }
 
+// TestASuccessorWaitsForALeaverTheGossipReportsFailed: l leaves
+// gracefully, with a FlushManual grain whose deposits it acknowledged and
+// commits slowly (the store holds the commit); it said on its stream to s
+// that it leaves, and s's activation of the grain waits for its release.
+// Then the gossip reports l failed, as it does when memberlist's notice
+// that l left arrives before serf's leave intent (see Node.dropFailed).
+// s's wait used to end there, as for a member that fails: the activation
+// loaded the state l had yet to commit, and lost what it acknowledged
+// (TestGrainStateThroughARollingRestart lost up to 15 deposits of a grain
+// so). l commits its grains all the same, so s waits on for its answer,
+// or for the end of the stream it asked on, within the leaver's grace.
+func TestASuccessorWaitsForALeaverTheGossipReportsFailed(t *testing.T) {
+	shared := hookedMemstore(t)
+	sCfg := handoffConfig(t, "-s", shared)
+	waiting := make(chan struct{}, 16)
+	sCfg.awaitingRelease = func() { waiting <- struct{}{} }
+	s := startNode(t, sCfg)
+	held := newHookedStore(shared) // l's: its commits can be held
+	lCfg := handoffConfig(t, "-l", held)
+	lCfg.Seeds = []string{s.GossipAddr()}
+	l := startNode(t, lCfg)
+	waitConverged(t, []*Node{s, l}, 2)
+	id := movingIdentity(manualKind, s.Name(), l.Name()) // l's while it is there, then s's
+
+	const onL = 5
+	for range onL {
+		deposit(t, s, manualKind, id, 1) // acknowledged, buffered on l
+	}
+	held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+	setView := holdViews(t, s) // the test gives s its views from here on
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	left := make(chan error, 1)
+	go func() { left <- l.Shutdown(ctx) }()
+	receive(t, held.holding, "l's commit of the grain it moves as it leaves")
+	lm, _ := memberNamed(s, l.Name())
+	waitFor(t, waitTimeout, "l to say on its stream to s that it leaves", func() bool { return s.transport.leaves(&lm) })
+	setView(func(m []Member) []Member { return m }) // l leaving, as it said
+
+	deposited := make(chan error, 1)
+	var resp proto.Message
+	go func() {
+		var err error
+		resp, err = s.Invoke(ctx, depositCall(manualKind, id, 1))
+		deposited <- err
+	}()
+	receive(t, waiting, "s's activation to wait for l's release")
+	setView(withStatus(l.Name(), StatusFailed))
+	if s.kinds[manualKind].handedOver.Load() {
+		t.Errorf("s's activations of %s no longer wait for l once the gossip reports l failed, while l commits its grains", manualKind)
+	}
+	close(held.release)
+	if err := receive(t, deposited, "the deposit on s"); err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.(*wrapperspb.Int64Value).GetValue(); got != onL+1 {
+		t.Errorf("the first deposit on s returned balance %d, want %d: its activation did not load what l acknowledged", got, onL+1)
+	}
+	if err := receive(t, left, "l's shutdown"); err != nil {
+		t.Fatal(err)
+	}
+	// s's activation is not stale: it commits on the version l left.
+	if _, err := s.Invoke(ctx, accountCall(manualKind, methodFlush, id, "")); err != nil {
+		t.Fatalf("s's flush of the grain: %v", err)
+	}
+	if got, want := storedBalance(t, shared, manualKind, id), int64(onL+1); got != want {
+		t.Errorf("stored balance %d, want the %d deposits acknowledged", got, want)
+	}
+}
+
 // depositWhileHeld deposits 1 on the manual grain id through n while held
 // holds the old owner's commit of the grain, until waits reports that the
 // wait under test has begun (what) or the deposit ended, then releases

@@ -411,6 +411,13 @@ func (n *Node) viewOf(members []Member) *placement {
 	var leavers map[string]string
 	for i := range members {
 		m := &members[i]
+		if m.Status == StatusFailed && m.Name != n.name {
+			// The gossip reports a graceful leaver failed when
+			// memberlist's notice that it left arrives before serf's
+			// leave intent (see dropFailed). The hand-off still waits
+			// for its release (see leaves), as it commits its grains.
+			m.saidLeaving = n.transport.leaves(m)
+		}
 		if m.Status != StatusAlive {
 			continue
 		}

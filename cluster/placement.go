@@ -54,6 +54,10 @@ type Member struct {
 	// releases says that the node answers asks for the release of the
 	// grains taken from it (tagReleases, see handoffs).
 	releases bool
+	// saidLeaving, for a member the gossip has failed, says that it said
+	// on a stream still open that it is leaving (see Node.viewOf): a
+	// graceful leaver, which the gossip may report failed.
+	saidLeaving bool
 }
 
 // candidate is an alive member hosting a kind, with its name hashed once.
