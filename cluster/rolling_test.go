@@ -1,0 +1,391 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// rollingCallTimeout is each deposit's deadline in the rolling restarts,
+// and rollingHang how far past it a call may return before it counts as
+// hung: the caller's goroutine may wait a little for a core, under -race.
+const (
+	rollingCallTimeout = 5 * time.Second
+	rollingHang        = time.Second
+)
+
+// rollingLoad deposits 1 on grains of both flush modes ("a-i" of
+// accountKind, FlushAfterCall, and "m-i" of manualKind, FlushManual) from
+// callers on a gateway node that stays and on members that are restarted
+// under it. Each caller is a client of its own: it stamps its deposits
+// with WithCallID, a sequence number per deposit, and retries a deposit
+// that failed under the same stamp until it is acknowledged, as a client
+// that must know the outcome does (state.md, "An unknown commit
+// outcome"). So once the callers stopped, every deposit was acknowledged
+// once, and a grain's stored balance must be exactly its deposits.
+type rollingLoad struct {
+	gateway *Node
+	members []atomic.Pointer[Node] // the start of each member its callers call through
+	callers int                    // per member, and on the gateway
+	grains  int                    // per kind
+
+	mu       sync.Mutex
+	acked    map[string]int64 // "kind identity" → deposits acknowledged
+	failures map[string]int   // failed attempts, by error, each retried
+	latest   time.Duration    // the most a call returned past its deadline
+
+	deposits atomic.Int64
+	stop     atomic.Bool
+	done     chan struct{}
+}
+
+func newRollingLoad(t *testing.T, gateway *Node, members []*Node, callers, grains int) *rollingLoad {
+	l := &rollingLoad{
+		gateway: gateway, members: make([]atomic.Pointer[Node], len(members)), callers: callers, grains: grains,
+		acked: make(map[string]int64), failures: make(map[string]int), done: make(chan struct{}),
+	}
+	for i, m := range members {
+		l.members[i].Store(m)
+	}
+	l.run(t)
+	t.Cleanup(l.finish)
+	return l
+}
+
+// run starts the callers: callers on the gateway, and as many on each
+// member. It reports the errors that ended a caller when they stop.
+func (l *rollingLoad) run(t *testing.T) {
+	go func() {
+		defer close(l.done)
+		concurrently(t, (len(l.members)+1)*l.callers, func(c int) error {
+			from := func() *Node { return l.gateway }
+			if m := c % (len(l.members) + 1); m < len(l.members) {
+				from = l.members[m].Load
+			}
+			client := fmt.Sprintf("rolling-%d", c)
+			for seq := uint64(1); !l.stop.Load(); seq++ {
+				i := (c*31 + int(seq)) % (2 * l.grains)
+				kind, id := accountKind, fmt.Sprintf("a-%d", i/2)
+				if i%2 == 1 {
+					kind, id = manualKind, fmt.Sprintf("m-%d", i/2)
+				}
+				if err := l.deposit(from, kind, id, client, seq); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}()
+}
+
+// deposit deposits 1 on (kind, id) under the stamp (client, seq) until it
+// is acknowledged, through from's node, or the gateway once that node is
+// closed. It returns an error for a call that returned past its deadline,
+// one that failed with an error the documents do not give for it, and a
+// deposit not acknowledged within waitTimeout.
+func (l *rollingLoad) deposit(from func() *Node, kind, id, client string, seq uint64) error {
+	giveUp := time.Now().Add(waitTimeout)
+	n := from()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), rollingCallTimeout)
+		start := time.Now()
+		_, err := n.Invoke(ctx, depositCall(kind, id, 1), WithCallID(client, seq))
+		late := time.Since(start) - rollingCallTimeout
+		cancel()
+		l.mu.Lock()
+		l.latest = max(l.latest, late)
+		if err == nil {
+			l.acked[kind+" "+id]++
+		} else {
+			l.failures[rollingFailure(err)]++
+		}
+		l.mu.Unlock()
+		switch {
+		case late > rollingHang:
+			return fmt.Errorf("deposit %d of %s on %s %s through %s returned %v past its deadline: %v", seq, client, kind, id, n.Name(), late, err)
+		case err == nil:
+			l.deposits.Add(1)
+			return nil
+		case rollingFailure(err) == "":
+			return fmt.Errorf("deposit %d of %s on %s %s through %s failed with an undocumented error: %w", seq, client, kind, id, n.Name(), err)
+		case time.Now().After(giveUp):
+			return fmt.Errorf("deposit %d of %s on %s %s not acknowledged in %v: %w", seq, client, kind, id, waitTimeout, err)
+		case errors.Is(err, ErrNodeClosed):
+			n = l.gateway // its node is shutting down: the client goes on elsewhere
+		}
+	}
+}
+
+// rollingFailure names the documented error a deposit may fail with while
+// members restart, which a retry under its stamp resolves, or returns ""
+// for any other: ErrNodeClosed (the caller's node shuts down),
+// ErrUnavailable (the owner could not be reached within the deadline: a
+// member that crashed; and a call through a node that shuts down while
+// the call waits to be retried, which the errors table would have fail
+// with ErrNodeClosed), ErrStaleActivation (a FlushAfterCall grain's stale
+// activation), ErrStateUnavailable (a commit's outcome is unknown: a
+// node closed abruptly during it), and the caller's deadline. ErrStaleCall
+// is not among them: each client calls one grain at a time, so no call is
+// overtaken.
+func rollingFailure(err error) string {
+	for _, documented := range []error{ErrNodeClosed, ErrUnavailable, ErrStaleActivation, ErrStateUnavailable} {
+		if errors.Is(err, documented) {
+			return documented.Error()
+		}
+	}
+	if status.Code(err) == codes.DeadlineExceeded {
+		return "deadline exceeded"
+	}
+	return ""
+}
+
+// replace has member i's callers call through its new start.
+func (l *rollingLoad) replace(i int, n *Node) { l.members[i].Store(n) }
+
+// progress waits until the callers made more deposits.
+func (l *rollingLoad) progress(t *testing.T, what string, more int64) {
+	t.Helper()
+	from := l.deposits.Load()
+	waitFor(t, waitTimeout, what, func() bool { return l.deposits.Load() >= from+more })
+}
+
+// finish stops the callers once their deposits in flight are
+// acknowledged, and waits for them.
+func (l *rollingLoad) finish() {
+	l.stop.Store(true)
+	<-l.done
+}
+
+// rollingCluster is a gateway that hosts no kind and members that host
+// the bank's kinds (countedBankKinds) over one store.
+type rollingCluster struct {
+	gateway *Node
+	members []*Node            // each member's latest start
+	configs []Config           // each member's config, to start it again under its name
+	banks   map[string][]*bank // by node name, one per start
+}
+
+// startRollingCluster starts a gateway and size members over store,
+// joined through the gateway.
+func startRollingCluster(t *testing.T, store storage.Store, size int) *rollingCluster {
+	cfg := testConfig(t)
+	cfg.NodeName += "-gateway"
+	cfg.Store = store
+	rc := &rollingCluster{gateway: startNode(t, cfg), banks: make(map[string][]*bank)}
+	for i := range size {
+		cfg := testConfig(t)
+		cfg.NodeName += fmt.Sprintf("-m%d", i)
+		cfg.Store = store
+		cfg.Seeds = []string{rc.gateway.GossipAddr()}
+		rc.configs = append(rc.configs, cfg)
+		rc.members = append(rc.members, rc.start(t, cfg))
+	}
+	waitConverged(t, rc.all(), size+1)
+	return rc
+}
+
+// start starts a member under cfg, with a bank of its own: cfg may be a
+// member's, started again.
+func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
+	b := newBank(cfg.NodeName)
+	rc.banks[cfg.NodeName] = append(rc.banks[cfg.NodeName], b)
+	cfg.Kinds = countedBankKinds(b, time.Hour) // only moves and shutdowns deactivate
+	return startNode(t, cfg)
+}
+
+// history says where identity's grain was active: for each start of each
+// member, its activations, OnDeactivate runs and deposits.
+func (rc *rollingCluster) history(id string) string {
+	var h string
+	for name, starts := range rc.banks {
+		for i, b := range starts {
+			if news := b.count(id, hookNew); news > 0 {
+				h += fmt.Sprintf("\n\t%s start %d: %d activations, %d OnDeactivate, %d deposits", name, i, news, b.count(id, hookDeactivate), b.count(id, methodDeposit))
+			}
+		}
+	}
+	return h
+}
+
+// all returns the gateway and the members.
+func (rc *rollingCluster) all() []*Node { return append([]*Node{rc.gateway}, rc.members...) }
+
+// restart stops member i, by Shutdown or, if crash, by Close, and starts
+// it again under its name at new addresses, as a rolling deploy does; the
+// load's callers on it go on through the new start.
+func (rc *rollingCluster) restart(t *testing.T, load *rollingLoad, i int, crash bool) {
+	t.Helper()
+	if crash {
+		_ = rc.members[i].Close()
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := rc.members[i].Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown of %s: %v", rc.members[i].Name(), err)
+		}
+	}
+	again := rc.start(t, rc.configs[i])
+	rc.members[i] = again
+	load.replace(i, again)
+	// As a deploy waits for the new start to be ready before it
+	// restarts the next member: every node has it, at its new address.
+	waitFor(t, waitTimeout, "every node to see "+again.Name()+"'s new start", func() bool {
+		for _, n := range rc.all() {
+			if m, ok := memberNamed(n, again.Name()); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() {
+				return false
+			}
+		}
+		return true
+	})
+	waitConverged(t, rc.all(), len(rc.members)+1)
+}
+
+// TestGrainStateThroughARollingRestart deposits on a few hundred grains
+// of both flush modes, from callers on a gateway node and on the members,
+// while every member is restarted in turn under its name, gracefully
+// (Shutdown, then a new start), as a rolling deploy does; and, in the
+// second variant, with the middle member crashed (Close) instead. Every
+// deposit is retried under its stamp until acknowledged; no call may
+// return past its deadline, and each failed attempt must fail with an
+// error the documents give for it (rollingFailure).
+//
+// Then the nodes shut down, and every grain's stored balance must be its
+// acknowledged deposits, exactly: none lost, none applied twice. That is
+// what state.md promises for FlushAfterCall grains (committed before the
+// reply, and a retry under the same stamp answered from the record), and,
+// through graceful restarts, for FlushManual grains (a leaver commits
+// what it buffered, and its grains' next owners wait for it: the
+// hand-off). A crash is not covered for FlushManual: "a member that fails
+// commits nothing", so a manual grain that was active on the crashed
+// start may have lost deposits acknowledged since its last commit, and
+// is checked only for deposits applied twice. The manual grains never
+// active there must still hold every deposit exactly: the crash moved
+// them only by the restarted start's join, which the hand-off covers,
+// once every node has that start (restart waits for it, as a deploy
+// waits for a restarted member to be ready; without the wait, a member
+// started next could miss the crashed member's new start in its view
+// for seconds, and own its grains beside it: a brief overlap that
+// architecture.md leaves to the version check).
+//
+// This found that a starting node served its peers' calls before it
+// knew the cluster (TestAJoinerServesNoGrainBeforeItsStartKnowsTheCluster)
+// and that the hand-off gave up on a leaver the gossip reported failed
+// (TestASuccessorWaitsForALeaverTheGossipReportsFailed), both of which
+// lost acknowledged deposits of FlushManual grains.
+//
+// Each variant runs for two to six seconds per store under -race;
+// ROLLING_ROUNDS=n restarts every member n times instead of once, for a
+// longer soak:
+//
+//	ROLLING_ROUNDS=10 go test -race -run TestGrainStateThroughARollingRestart ./cluster
+func TestGrainStateThroughARollingRestart(t *testing.T) {
+	rounds := 1
+	if v := os.Getenv("ROLLING_ROUNDS"); v != "" {
+		var err error
+		if rounds, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("ROLLING_ROUNDS: %v", err)
+		}
+	}
+	for _, crash := range []bool{false, true} {
+		name := "graceful"
+		if crash {
+			name = "one_crashed"
+		}
+		t.Run(name, func(t *testing.T) {
+			eachStore(t, func(t *testing.T, store storage.Store) { rollingRestart(t, store, crash, rounds) })
+		})
+	}
+}
+
+// rollingRestart is TestGrainStateThroughARollingRestart over store, with
+// the middle member crashed in the first round if crash.
+func rollingRestart(t *testing.T, store storage.Store, crash bool, rounds int) {
+	const members, callers, grains, between = 3, 2, 150, 300
+	rc := startRollingCluster(t, store, members)
+	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
+	load.progress(t, "deposits before the restarts", between)
+	crashed := ""
+	for r := range rounds {
+		for i := range members {
+			if crash && r == 0 && i == 1 {
+				crashed = rc.members[i].Name()
+			}
+			rc.restart(t, load, i, crashed != "" && r == 0 && i == 1)
+			load.progress(t, fmt.Sprintf("deposits after %s's restart", rc.members[i].Name()), between)
+		}
+	}
+	load.finish()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for _, n := range append(rc.members, rc.gateway) {
+		if err := n.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown of %s: %v", n.Name(), err)
+		}
+	}
+
+	// The manual grains the crashed start held, whose acknowledged
+	// deposits it may have taken with it.
+	mayLose := map[string]bool{}
+	if crashed != "" {
+		for i := range grains {
+			if rc.banks[crashed][0].count(fmt.Sprintf("m-%d", i), hookNew) > 0 {
+				mayLose[fmt.Sprintf("m-%d", i)] = true
+			}
+		}
+	}
+	var acked, lost int64
+	for key, want := range load.acked {
+		var kind, id string
+		fmt.Sscan(key, &kind, &id)
+		got := storedBalance(t, store, kind, id)
+		acked += want
+		switch {
+		case mayLose[id] && got <= want:
+			lost += want - got
+		case got != want:
+			t.Errorf("stored balance of %s: %d, want the %d deposits acknowledged%s", key, got, want, rc.history(id))
+		}
+	}
+	if got := int64(len(load.acked)); got != 2*grains {
+		t.Errorf("deposits reached %d grains of %d", got, 2*grains)
+	}
+	if crashed != "" && len(mayLose) == 0 {
+		t.Errorf("the crashed %s held no manual grain: the crash tested little", crashed)
+	}
+	// The restarts moved the manual grains, and the graceful ones ran
+	// OnDeactivate once per activation.
+	moved := 0
+	for i := range grains {
+		id, starts := fmt.Sprintf("m-%d", i), 0
+		for name, banks := range rc.banks {
+			for j, b := range banks {
+				news, hooks := b.count(id, hookNew), b.count(id, hookDeactivate)
+				if news > 0 {
+					starts++
+				}
+				if news != hooks && (name != crashed || j > 0) {
+					t.Errorf("%s on %s start %d: %d activations ran OnDeactivate %d times", id, name, j, news, hooks)
+				}
+			}
+		}
+		if starts > 1 {
+			moved++
+		}
+	}
+	if moved < grains/2 {
+		t.Errorf("%d manual grains of %d were active on more than one start: the restarts tested little", moved, grains)
+	}
+	t.Logf("%d deposits acknowledged, %d lost with the crashed start's %d manual grains; %d manual grains moved; failed attempts, each retried: %v; latest return %v past the deadline",
+		acked, lost, len(mayLose), moved, load.failures, load.latest)
+}
