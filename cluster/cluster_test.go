@@ -227,20 +227,24 @@ func TestCallInFlightWhenOwnerDies(t *testing.T) {
 // waits to retry an owner it could not reach gets Canceled, as a caller
 // that cancels at any other time does; one whose deadline passes there
 // gets Unavailable and ErrUnavailable, "gave up retrying", as documented:
-// the retries ran out of time. Before, the cancelled caller got that
-// Unavailable too ("gave up retrying: context canceled"), so its status
-// code did not tell its own cancellation from an outage.
+// the retries ran out of time; one whose node closes there gets
+// ErrNodeClosed, as the errors table says (it got ErrUnavailable). Before,
+// the cancelled caller got that Unavailable too ("gave up retrying:
+// context canceled"), so its status code did not tell its own
+// cancellation from an outage.
 func TestGivingUpWhileInvokeWaitsToRetry(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		cancel   bool          // the caller cancels once the dial failed
+		close    bool          // the caller's node closes once the dial failed
 		within   time.Duration // the caller's deadline, if not zero
 		code     codes.Code
 		sentinel error // wrapped by the error, if not nil
 	}{
 		{name: "cancelled", cancel: true, code: codes.Canceled},
 		{name: "deadline", within: time.Second, code: codes.Unavailable, sentinel: ErrUnavailable},
+		{name: "node closes", close: true, code: codes.Unavailable, sentinel: ErrNodeClosed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -268,6 +272,9 @@ func TestGivingUpWhileInvokeWaitsToRetry(t *testing.T) {
 			})
 			if tc.cancel {
 				cancel()
+			}
+			if tc.close {
+				_ = caller.Close()
 			}
 			err := receive(t, done, "Invoke to return")
 			if status.Code(err) != tc.code || tc.sentinel != nil && !errors.Is(err, tc.sentinel) {

@@ -20,7 +20,8 @@ import (
 // backoff, until the call's deadline; WithoutRetry turns that off. A call
 // whose deadline passes while it waits to retry fails with the error that
 // made it retry, as codes.Unavailable (the retry budget ran out); one whose
-// caller cancels fails with codes.Canceled, as anywhere else. A context
+// caller cancels fails with codes.Canceled, as anywhere else, and one whose
+// node closes with ErrNodeClosed. A context
 // without a deadline gets Config.DefaultCallTimeout. A local call whose
 // context can never end (no deadline, no cancellation) may run the grain's
 // method on the caller's goroutine: it then returns when the method does,
@@ -100,15 +101,15 @@ func (n *Node) invoke(ctx context.Context, call Call, chain []actKey, st stamp, 
 				// The caller cancelled: that, not the outage, ends the call.
 				return nil, contextError(err)
 			}
-			why := "the node closed"
-			if ctx.Err() != nil {
-				why = ctx.Err().Error()
+			if ctx.Err() == nil {
+				// The node closed: that, not the outage, ends the call.
+				return nil, newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s closed while %v waited to be retried", n.name, err)
 			}
 			sentinel := ErrUnavailable
 			if errors.Is(err, ErrNoQuorum) {
 				sentinel = ErrNoQuorum // the node's own state, which says more
 			}
-			return nil, newError(codes.Unavailable, sentinel, "%v (gave up retrying: %s)", err, why)
+			return nil, newError(codes.Unavailable, sentinel, "%v (gave up retrying: %s)", err, ctx.Err())
 		}
 		backoff = min(2*backoff, n.cfg.RetryBackoffMax)
 	}

@@ -131,9 +131,7 @@ func (l *rollingLoad) deposit(from func() *Node, kind, id, client string, seq ui
 // members restart, which a retry under its stamp resolves, or returns ""
 // for any other: ErrNodeClosed (the caller's node shuts down),
 // ErrUnavailable (the owner could not be reached within the deadline: a
-// member that crashed; and a call through a node that shuts down while
-// the call waits to be retried, which the errors table would have fail
-// with ErrNodeClosed), ErrStaleActivation (a FlushAfterCall grain's stale
+// member that crashed), ErrStaleActivation (a FlushAfterCall grain's stale
 // activation), ErrStateUnavailable (a commit's outcome is unknown: a
 // node closed abruptly during it), and the caller's deadline. ErrStaleCall
 // is not among them: each client calls one grain at a time, so no call is
