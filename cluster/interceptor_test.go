@@ -249,3 +249,27 @@ func TestWithContextKeepsTheGrainsScope(t *testing.T) {
 		t.Fatalf("firing %q, want ping of payer", f)
 	}
 }
+
+// TestAPanickingIncomingInterceptorIsTheGrainsPanic: an incoming
+// interceptor runs in the grain's turn, so its panic is the grain's: the
+// call fails with ErrGrainPanic, what the method changed is undone, and
+// the grain goes on serving.
+func TestAPanickingIncomingInterceptorIsTheGrainsPanic(t *testing.T) {
+	nodes, _ := bankCluster(t, 1, nil, -1, func(cfg *Config) {
+		cfg.IncomingInterceptors = []IncomingInterceptor{func(ctx GrainContext, method string, oneWay bool, req proto.Message, handle Handler) (proto.Message, error) {
+			resp, err := handle(ctx, req)
+			if amount, _ := req.(*wrapperspb.Int64Value); amount.GetValue() == 13 {
+				panic("unlucky")
+			}
+			return resp, err
+		}}
+	})
+	n := nodes[0]
+	deposit(t, n, accountKind, "g", 1)
+	if _, err := n.Invoke(context.Background(), depositCall(accountKind, "g", 13)); !errors.Is(err, ErrGrainPanic) {
+		t.Fatalf("a deposit whose interceptor panicked: %v, want ErrGrainPanic", err)
+	}
+	if got := balance(t, n, accountKind, "g"); got != 1 {
+		t.Fatalf("balance %d after the panic, want 1: the deposit is undone", got)
+	}
+}
