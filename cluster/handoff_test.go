@@ -222,6 +222,31 @@ func TestAJoinersWaitForAReleaseIsBounded(t *testing.T) {
 	}
 }
 
+// leaverWithHeldGrain starts s and l over the shared store, l through a
+// store that can hold its commits, and makes onL deposits through s on a
+// FlushManual grain that l owns while it is there and s once l leaves:
+// acknowledged, buffered on l. l's commits of the grain are held from
+// then on. It returns the nodes, l's store, the channel s's activations
+// signal on as they wait for a release, and the grain's identity.
+func leaverWithHeldGrain(t *testing.T, shared storage.Store, onL int) (s, l *Node, held *hookedStore, waiting chan struct{}, id string) {
+	t.Helper()
+	sCfg := handoffConfig(t, "-s", shared)
+	waiting = make(chan struct{}, 16)
+	sCfg.awaitingRelease = func() { waiting <- struct{}{} }
+	s = startNode(t, sCfg)
+	held = newHookedStore(shared)
+	lCfg := handoffConfig(t, "-l", held)
+	lCfg.Seeds = []string{s.GossipAddr()}
+	l = startNode(t, lCfg)
+	waitConverged(t, []*Node{s, l}, 2)
+	id = movingIdentity(manualKind, s.Name(), l.Name())
+	for range onL {
+		deposit(t, s, manualKind, id, 1)
+	}
+	held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+	return s, l, held, waiting, id
+}
+
 // TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted: a
 // FlushManual grain on l holds deposits it acknowledged and has not
 // committed; l shuts down gracefully, and its move of the grain commits
@@ -231,22 +256,8 @@ func TestAJoinersWaitForAReleaseIsBounded(t *testing.T) {
 // deposit is lost.
 func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing.T) {
 	eachStore(t, func(t *testing.T, shared storage.Store) {
-		sCfg := handoffConfig(t, "-s", shared)
-		waiting := make(chan struct{}, 16)
-		sCfg.awaitingRelease = func() { waiting <- struct{}{} }
-		s := startNode(t, sCfg)
-		held := newHookedStore(shared) // l's: its commits can be held
-		lCfg := handoffConfig(t, "-l", held)
-		lCfg.Seeds = []string{s.GossipAddr()}
-		l := startNode(t, lCfg)
-		waitConverged(t, []*Node{s, l}, 2)
-		id := movingIdentity(manualKind, s.Name(), l.Name()) // l's while it is there, then s's
-
 		const onL = 5
-		for range onL {
-			deposit(t, s, manualKind, id, 1) // acknowledged, buffered on l
-		}
-		held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+		s, l, held, waiting, id := leaverWithHeldGrain(t, shared, onL)
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		left := make(chan error, 1)
@@ -282,23 +293,9 @@ func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing
 // so). l commits its grains all the same, so s waits on for its answer,
 // or for the end of the stream it asked on, within the leaver's grace.
 func TestASuccessorWaitsForALeaverTheGossipReportsFailed(t *testing.T) {
-	shared := hookedMemstore(t)
-	sCfg := handoffConfig(t, "-s", shared)
-	waiting := make(chan struct{}, 16)
-	sCfg.awaitingRelease = func() { waiting <- struct{}{} }
-	s := startNode(t, sCfg)
-	held := newHookedStore(shared) // l's: its commits can be held
-	lCfg := handoffConfig(t, "-l", held)
-	lCfg.Seeds = []string{s.GossipAddr()}
-	l := startNode(t, lCfg)
-	waitConverged(t, []*Node{s, l}, 2)
-	id := movingIdentity(manualKind, s.Name(), l.Name()) // l's while it is there, then s's
-
 	const onL = 5
-	for range onL {
-		deposit(t, s, manualKind, id, 1) // acknowledged, buffered on l
-	}
-	held.holdKey.Store(&storage.Key{Kind: manualKind, Identity: id})
+	shared := hookedMemstore(t)
+	s, l, held, waiting, id := leaverWithHeldGrain(t, shared, onL)
 	setView := holdViews(t, s) // the test gives s its views from here on
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
