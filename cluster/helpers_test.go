@@ -136,14 +136,38 @@ func startCluster(t testing.TB, size int, kindsFor func(name string) []*Kind, co
 // waitConverged waits until every node sees want alive members.
 func waitConverged(t testing.TB, nodes []*Node, want int) {
 	t.Helper()
-	waitFor(t, waitTimeout, fmt.Sprintf("%d nodes to see %d alive members", len(nodes), want), func() bool {
+	converged := func() bool {
 		for _, n := range nodes {
 			if aliveCount(n) != want {
 				return false
 			}
 		}
 		return true
-	})
+	}
+	deadline := time.Now().Add(waitTimeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !converged() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %d nodes to see %d alive members; their views:\n%s",
+				waitTimeout, len(nodes), want, describeViews(nodes))
+		}
+		<-tick.C
+	}
+}
+
+// describeViews writes what each node's view has of each member, for a
+// test that timed out waiting for them to agree.
+func describeViews(nodes []*Node) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "%s:", n.Name())
+		for _, m := range n.Members() {
+			fmt.Fprintf(&b, " %s=%v@%s", m.Name, m.Status, m.GRPCAddr)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 func aliveCount(n *Node) int {
