@@ -32,6 +32,12 @@ type conn struct {
 	// the streams of its old incarnation are told from its own (see
 	// transport.conn and Node.dropMoved). "" from a peer too old to say.
 	addr string
+	// inc is the incarnation of the peer's start the stream is with: the
+	// one dialed, or the one its hello said; "" if not known (a peer too
+	// old to say). A start restarted at the same address, a fixed port,
+	// has a new one, so that what its old start's streams said (that it
+	// leaves) is not taken for the new start's (see transport.leaves).
+	inc string
 	// replaced is the incarnation the peer's start replaced under its
 	// name, as the hello of a stream it dialed said; "" if none or not
 	// said. Such a stream is newer than a view that still has that
@@ -103,6 +109,10 @@ func newConn(t *transport, peer, addr string, s msgStream, cancel context.Cancel
 // at reports whether c may be a stream to the peer at addr: its own
 // address, or one it did not say.
 func (c *conn) at(addr string) bool { return c.addr == addr || c.addr == "" }
+
+// of reports whether the stream is with start inc of its peer, as far as
+// it knows.
+func (c *conn) of(inc string) bool { return c.inc == inc || c.inc == "" || inc == "" }
 
 // start runs the reader and the writer. first, if not nil, is a batch
 // already received on the stream (a dialer's first, see transport.open):

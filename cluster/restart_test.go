@@ -431,3 +431,38 @@ func TestALaggingViewKeepsTheStreamOfARestartedMember(t *testing.T) {
 	default:
 	}
 }
+
+// TestANewStartAtItsOldAddressIsNotTakenForItsOldStartsLeave: a member
+// restarted under its name at its old address (a fixed port) may come
+// alive in a peer's view while a stream of its old start, which said it
+// leaves, is still open there. The peer took the new start for a leaver,
+// in that view and, remembering its leavers, in every view after it for
+// as long as the new start lived: it owned nothing there, and its grains
+// went to others beside it. What a stream says is its own start's.
+func TestANewStartAtItsOldAddressIsNotTakenForItsOldStartsLeave(t *testing.T) {
+	n := startCluster(t, 1, nil, nil)[0]
+	const addr = "127.0.0.1:7001"
+	old := newConn(n.transport, "b", addr, &brokenStream{}, func() {}, nil)
+	old.inc = "old-start"
+	old.peerLeaving.Store(true) // its hello said it leaves
+	if !n.transport.track(old) {
+		t.Fatal("the transport took no stream")
+	}
+	defer n.transport.forget(old)
+	b := Member{Name: "b", GRPCAddr: addr, Status: StatusAlive, Kinds: []string{echoKind}, incarnation: "new-start"}
+	if n.transport.leaves(&b) {
+		t.Fatal("b's new start is taken for a leaver by what its old start's stream said")
+	}
+	n.refreshMu.Lock()
+	view := n.viewOf([]Member{b})
+	leavers := n.leavers
+	n.refreshMu.Unlock()
+	if st, _ := view.status("b"); st != StatusAlive || len(leavers) != 0 {
+		t.Fatalf("b's new start is %v in the view, the leavers %v; want it alive, and no leaver", st, leavers)
+	}
+	was := b
+	was.incarnation = "old-start"
+	if !n.transport.leaves(&was) {
+		t.Fatal("b's old start, which said it leaves, is not taken for a leaver")
+	}
+}

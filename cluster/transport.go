@@ -611,6 +611,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 		return nil, err
 	}
 	c := newConn(t, m.Name, m.GRPCAddr, stream, cancel, cc)
+	c.inc = m.incarnation
 	if !t.track(c) {
 		c.close(newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name))
 		return nil, ErrNodeClosed
@@ -655,7 +656,7 @@ func (t *transport) leaves(m *Member) bool {
 		return true
 	}
 	for c := range t.conns {
-		if c.peer == m.Name && c.at(m.GRPCAddr) && c.peerLeaving.Load() {
+		if c.peer == m.Name && c.at(m.GRPCAddr) && c.of(m.incarnation) && c.peerLeaving.Load() {
 			return true
 		}
 	}
@@ -784,7 +785,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	c := newConn(t, hello.node, hello.message, ss, cancel, nil)
-	c.replaced = hello.method
+	c.inc, c.replaced = hello.identity, hello.method
 	if hello.hello&helloLeaving != 0 {
 		c.peerLeaving.Store(true)
 	}
