@@ -646,9 +646,10 @@ func (t *transport) saidLeaving(name string) bool {
 	return false
 }
 
-// leaves reports whether member m said, on a stream to its address still
-// open, that it is leaving the cluster, or refused a stream because it is
-// closing (see closedPeers).
+// leaves reports whether member m said, on a stream to its address and
+// its start still open, that it is leaving the cluster, or refused a
+// stream because it is closing (see closedPeers). A stream of an earlier
+// start at the same address says nothing of m (see conn.inc).
 func (t *transport) leaves(m *Member) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
