@@ -163,11 +163,22 @@ func describeViews(nodes []*Node) string {
 	for _, n := range nodes {
 		fmt.Fprintf(&b, "%s:", n.Name())
 		for _, m := range n.Members() {
-			fmt.Fprintf(&b, " %s=%v@%s", m.Name, m.Status, m.GRPCAddr)
+			// What says so: serf's status, a stream's (transport.leaves).
+			fmt.Fprintf(&b, " %s=%v@%s(serf %v, streams %v)", m.Name, m.Status, m.GRPCAddr, serfStatus(n, m.Name), n.transport.leaves(&m))
 		}
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// serfStatus returns what n's serf says of the member named name.
+func serfStatus(n *Node, name string) string {
+	for _, sm := range n.serf.Members() {
+		if sm.Name == name {
+			return sm.Status.String()
+		}
+	}
+	return "unknown"
 }
 
 func aliveCount(n *Node) int {
