@@ -288,7 +288,7 @@ func (rc *rollingCluster) restart(t *testing.T, load *rollingLoad, i int, crash 
 //	ROLLING_ROUNDS=1 go test -race -run TestGrainStateThroughARollingRestart ./cluster
 //
 // It is opt-in, and not in the package's run, because it failed two runs
-// in about twenty-five, under load, on a defect not yet fixed: the last member
+// in about thirty, under load, on a defect not yet fixed: the last member
 // started sees an earlier restarted member as leaving, for good, at its
 // new start's address, while the other nodes have it alive, and
 // activates that member's grains beside it (docs/architecture.md,
