@@ -35,6 +35,30 @@ func sendUntil(a *Node, ids []string, stop *atomic.Bool) (sent map[string][]int6
 	return sent, count, done
 }
 
+// waitForProgress waits until got reaches want, and fails the test if got
+// stays the same for waitTimeout before that: for a backlog whose size
+// the machine's speed sets, which a slow machine takes longer to drain
+// but drains all the same, while one that loses messages stops short.
+func waitForProgress(t *testing.T, what string, want int, got func() int) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	last, since := -1, time.Now()
+	for {
+		n := got()
+		if n >= want {
+			return
+		}
+		if n != last {
+			last, since = n, time.Now()
+		}
+		if time.Since(since) > waitTimeout {
+			t.Fatalf("no progress for %v waiting for %s: %d of %d", waitTimeout, what, n, want)
+		}
+		<-tick.C
+	}
+}
+
 // ranOn returns the values that identity's grain ran on the named nodes'
 // recorders, sorted.
 func ranOn(recs map[string]*recorder, identity string, nodes ...*Node) []int64 {
@@ -87,8 +111,10 @@ func TestALeaverForwardsPastACrashedMember(t *testing.T) {
 	stop.Store(true)
 	<-done
 	for _, id := range toD {
-		waitFor(t, waitTimeout, fmt.Sprintf("the %d messages for %s to run", len(sent[id]), id), func() bool {
-			return len(ranOn(recs, id, c, d)) >= len(sent[id])
+		// A tally that grows with the machine's speed: the wait gives up
+		// when the grain stops running them, not at a fixed time.
+		waitForProgress(t, fmt.Sprintf("the messages for %s to run", id), len(sent[id]), func() int {
+			return len(ranOn(recs, id, c, d))
 		})
 		if got := ranOn(recs, id, c, d); !slices.Equal(got, sent[id]) {
 			t.Errorf("%s (C's, then D's) ran %d of the %d messages sent", id, len(got), len(sent[id]))
