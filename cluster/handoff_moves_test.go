@@ -239,11 +239,8 @@ func TestAnActivationThatWaitsGivesUpOnceItsGrainMovesOn(t *testing.T) {
 	store := hookedMemstore(t)
 	a := startNode(t, handoffConfig(t, "-a", store))
 	holdView(t, a, func(m []Member) []Member { return m }) // a never sees b or c join
-	bCfg := handoffConfig(t, "-b", store)
-	bCfg.Seeds = []string{a.GossipAddr()}
+	bCfg, waits := joinerConfig(t, "-b", a, store)
 	bCfg.DeactivateTimeout = time.Minute // longer than the test waits
-	waits := make(chan struct{}, 16)
-	bCfg.awaitingRelease = func() { waits <- struct{}{} }
 	cCfg := handoffConfig(t, "-c", store)
 	cCfg.Seeds = []string{a.GossipAddr()}
 	cCfg.DeactivateTimeout = 200 * time.Millisecond // c gives up on a soon
@@ -277,11 +274,8 @@ func TestAnActivationThatWaitsGivesUpOnceItsGrainMovesOn(t *testing.T) {
 func TestAnAskWhoseStreamEndsIsAskedAgain(t *testing.T) {
 	store := hookedMemstore(t)
 	a := startNode(t, handoffConfig(t, "-a", store))
-	bCfg := handoffConfig(t, "-b", store)
-	bCfg.Seeds = []string{a.GossipAddr()}
+	bCfg, waits := joinerConfig(t, "-b", a, store)
 	bCfg.DeactivateTimeout = time.Minute // longer than the test waits
-	waits := make(chan struct{}, 16)
-	bCfg.awaitingRelease = func() { waits <- struct{}{} }
 	setA := holdViews(t, a)
 	b := startNode(t, bCfg)
 	setA(func(members []Member) []Member { // a has yet to see b

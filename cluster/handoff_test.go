@@ -25,6 +25,17 @@ func handoffConfig(t *testing.T, suffix string, store storage.Store) Config {
 	return cfg
 }
 
+// joinerConfig returns handoffConfig's for a node that joins through a,
+// and the channel its activations signal on as they begin to wait for a
+// member's release.
+func joinerConfig(t *testing.T, suffix string, a *Node, store storage.Store) (Config, chan struct{}) {
+	cfg := handoffConfig(t, suffix, store)
+	cfg.Seeds = []string{a.GossipAddr()}
+	waits := make(chan struct{}, 16)
+	cfg.awaitingRelease = func() { waits <- struct{}{} }
+	return cfg, waits
+}
+
 // TestAJoinerActivatesAMovingManualGrainOnceItsOldOwnerCommitted: a
 // FlushManual grain on a holds deposits it acknowledged and has not
 // committed; b joins, and wins the grain. a's move of the grain commits
@@ -52,10 +63,7 @@ func TestAJoinerActivatesAMovingManualGrainOnceItsOldOwnerCommitted(t *testing.T
 func joinerWaitsForTheOldOwner(t *testing.T, shared storage.Store, restart bool) {
 	held := newHookedStore(shared) // a's: its commits can be held
 	a := startNode(t, handoffConfig(t, "-a", held))
-	bCfg := handoffConfig(t, "-b", shared)
-	bCfg.Seeds = []string{a.GossipAddr()}
-	waiting := make(chan struct{}, 16)
-	bCfg.awaitingRelease = func() { waiting <- struct{}{} }
+	bCfg, waiting := joinerConfig(t, "-b", a, shared)
 	id := movingIdentity(manualKind, a.Name(), bCfg.NodeName)
 	if restart {
 		crashed := startNode(t, bCfg)
@@ -190,11 +198,8 @@ func TestAJoinersWaitForAReleaseIsBounded(t *testing.T) {
 	store := hookedMemstore(t)
 	a := startNode(t, handoffConfig(t, "-a", store))
 	holdView(t, a, func(m []Member) []Member { return m }) // a never sees b join
-	bCfg := handoffConfig(t, "-b", store)
-	bCfg.Seeds = []string{a.GossipAddr()}
+	bCfg, waits := joinerConfig(t, "-b", a, store)
 	bCfg.DeactivateTimeout = 200 * time.Millisecond
-	waits := make(chan struct{}, 16)
-	bCfg.awaitingRelease = func() { waits <- struct{}{} }
 	b := startNode(t, bCfg)
 
 	// A FlushAfterCall grain has committed every call it acknowledged:
