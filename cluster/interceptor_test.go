@@ -273,3 +273,28 @@ func TestAPanickingIncomingInterceptorIsTheGrainsPanic(t *testing.T) {
 		t.Fatalf("balance %d after the panic, want 1: the deposit is undone", got)
 	}
 }
+
+// TestAnIncomingInterceptorThatHandsTheMethodNothingFailsTheCall: an
+// interceptor that calls handle without a GrainContext or a request
+// fails the call with an error that says so, as the method's own error,
+// rather than the method running on nil.
+func TestAnIncomingInterceptorThatHandsTheMethodNothingFailsTheCall(t *testing.T) {
+	nodes, banks := bankCluster(t, 1, nil, -1, func(cfg *Config) {
+		cfg.IncomingInterceptors = []IncomingInterceptor{func(ctx GrainContext, method string, oneWay bool, req proto.Message, handle Handler) (proto.Message, error) {
+			if amount, _ := req.(*wrapperspb.Int64Value); amount.GetValue() == 7 {
+				return handle(nil, req)
+			}
+			return handle(ctx, nil)
+		}}
+	})
+	n := nodes[0]
+	for _, amount := range []int64{7, 8} {
+		_, err := n.Invoke(context.Background(), depositCall(accountKind, "g", amount))
+		if err == nil || !strings.Contains(err.Error(), "an IncomingInterceptor handed /test.Account/Deposit no GrainContext or no request") {
+			t.Fatalf("a deposit of %d handed nothing: %v, want the interceptor's mistake named", amount, err)
+		}
+	}
+	if runs := banks[n.Name()].count("g", methodDeposit); runs != 0 {
+		t.Fatalf("Deposit ran %d times on nothing", runs)
+	}
+}

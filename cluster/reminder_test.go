@@ -143,6 +143,11 @@ func TestBadReminders(t *testing.T) {
 	if err := RegisterReminder(fakeGrainContext{context.Background()}, "r", 0, 0); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("RegisterReminder with a foreign GrainContext: %v, want ErrBadRequest", err)
 	}
+	// WithContext over one: the same refusal, not a nil node.
+	derived := WithContext(fakeGrainContext{context.Background()}, context.Background())
+	if err := RegisterReminder(derived, "r", 0, 0); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("RegisterReminder with a foreign GrainContext under WithContext: %v, want ErrBadRequest", err)
+	}
 	for _, kind := range []string{accountKind, "test.Plain"} {
 		if rs, err := store.ListReminders(context.Background(), kind); err != nil || len(rs) != 0 {
 			t.Fatalf("reminders of %s saved by bad registrations: %v, %v", kind, rs, err)
