@@ -33,11 +33,20 @@ func rankedIdentity(t *testing.T, kind string, names ...string) string {
 
 // waitsOn reports whether an activation on n waits for the release of
 // peer's start, which has not come.
-func waitsOn(n, peer *Node) bool {
+func waitsOn(n, peer *Node) bool { return awaitsRelease(n, peer, false) }
+
+// awaitsRelease reports whether an activation on n waits for a release of
+// peer's start that has not come: of the grains n took from it, or, if
+// leave, of all its grains, a leaver's (see peerRelease.wait).
+func awaitsRelease(n, peer *Node, leave bool) bool {
 	n.handoffs.mu.Lock()
 	defer n.handoffs.mu.Unlock()
 	e := n.handoffs.peers[peerKey(peer.name, peer.incarnation)]
-	return e != nil && e.join.waited && !e.join.done
+	if e == nil {
+		return false
+	}
+	w := e.wait(leave)
+	return w.waited && !w.done
 }
 
 // TestASecondJoinerWaitsForTheOwnerStillMovingTheGrain: a FlushManual
@@ -139,12 +148,7 @@ func TestAnOldOwnerReleasesOnceItsMovesToOthersCommitted(t *testing.T) {
 
 // leavesOn reports whether an activation on n waits for the leaver
 // peer's release of all its grains, which has not come.
-func leavesOn(n, peer *Node) bool {
-	n.handoffs.mu.Lock()
-	defer n.handoffs.mu.Unlock()
-	e := n.handoffs.peers[peerKey(peer.name, peer.incarnation)]
-	return e != nil && e.leave.waited && !e.leave.done
-}
+func leavesOn(n, peer *Node) bool { return awaitsRelease(n, peer, true) }
 
 // TestAJoinerWaitsForAnOldOwnerThatLeavesWhileItMovesTheGrain: a
 // FlushManual grain on l holds deposits it acknowledged and has not
