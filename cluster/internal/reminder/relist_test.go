@@ -79,6 +79,13 @@ func (l *logRecords) levels(msg string) []slog.Level {
 	return out
 }
 
+// probing reports whether the store probe of s runs or waits for its timer.
+func probing(s *Scheduler) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.watch.probing
+}
+
 // pendingAt reports whether a timer of clk is pending for at.
 func pendingAt(clk *fakeClock, at time.Time) bool {
 	return slices.ContainsFunc(clk.pending(), at.Equal)
@@ -104,8 +111,11 @@ func TestStartDoesNotFailWhenListingFails(t *testing.T) {
 
 	for i, backoff := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
 		retryAt := clk.Now().Add(backoff)
-		waitFor(t, wait, fmt.Sprintf("listing %d to fail and a retry after %v", i+1, backoff), func() bool {
-			return st.listings(kind) == i+1 && clk.timerAt(retryAt)
+		// The probe each failure asks for must have read the clock before
+		// it moves: one that reads it after would be due a second later,
+		// a timer beside the retry's.
+		waitFor(t, wait, fmt.Sprintf("listing %d to fail, its probe to end, and a retry after %v", i+1, backoff), func() bool {
+			return st.listings(kind) == i+1 && !probing(s) && clk.timerAt(retryAt)
 		})
 		if i < 3 {
 			clk.Advance(backoff)
