@@ -355,7 +355,8 @@ type Config struct {
 	// that a test knows it waits.
 	awaitingRelease func()
 	// leavingGossip, when set, runs as a Shutdown's gossip leave begins,
-	// before serf's Leave, so that a test can hold the leave.
+	// once the node's tags say it leaves (see advertiseLeave) and before
+	// serf's Leave, so that a test can hold the leave.
 	leavingGossip func()
 	// retrying, when set, is told the error of each attempt at a call
 	// that Invoke retries, so that a test can count the retries.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/serf/serf"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -163,22 +164,25 @@ func describeViews(nodes []*Node) string {
 	for _, n := range nodes {
 		fmt.Fprintf(&b, "%s:", n.Name())
 		for _, m := range n.Members() {
-			// What says so: serf's status, a stream's (transport.leaves).
-			fmt.Fprintf(&b, " %s=%v@%s(serf %v, streams %v)", m.Name, m.Status, m.GRPCAddr, serfStatus(n, m.Name), n.transport.leaves(&m))
+			// What says so: serf's status, the member's tags, a stream's
+			// (transport.leaves).
+			st, leaving := serfStatus(n, m.Name)
+			fmt.Fprintf(&b, " %s=%v@%s(serf %v, tag %q, streams %v)", m.Name, m.Status, m.GRPCAddr, st, leaving, n.transport.leaves(&m))
 		}
 		b.WriteString("\n")
 	}
 	return b.String()
 }
 
-// serfStatus returns what n's serf says of the member named name.
-func serfStatus(n *Node, name string) string {
+// serfStatus returns what n's serf says of the member named name, and
+// its tagLeaving; "none" if serf does not know it.
+func serfStatus(n *Node, name string) (serf.MemberStatus, string) {
 	for _, sm := range n.serf.Members() {
 		if sm.Name == name {
-			return sm.Status.String()
+			return sm.Status, sm.Tags[tagLeaving]
 		}
 	}
-	return "unknown"
+	return serf.StatusNone, ""
 }
 
 func aliveCount(n *Node) int {

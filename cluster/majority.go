@@ -272,20 +272,32 @@ func (n *Node) advertiseFence() {
 		if !fenced && n.refusedStrangers.Swap(false) {
 			n.syncAfterFence()
 		}
-		if fenced == advertised {
-			continue // no news
+		if fenced != advertised && n.advertiseVote(fenced) {
+			advertised = fenced
 		}
-		tags := n.tags
-		if fenced {
-			tags = fencedTags(n.tags)
-		}
-		// An error is a broadcast that timed out: the update is queued,
-		// and gossip carries it once a member answers.
-		if err := n.serf.SetTags(tags); err != nil {
-			n.log.Debug("cluster: advertise the split-brain vote in the node's tags", "fenced", fenced, "err", err)
-		}
-		advertised = fenced
 	}
+}
+
+// advertiseVote sets the node's tags to say whether it is fenced (see
+// advertiseFence), unless its Shutdown began: then the tags say it leaves
+// (see advertiseLeave), which they must go on saying. It reports whether
+// it set them.
+func (n *Node) advertiseVote(fenced bool) bool {
+	n.tagsMu.Lock()
+	defer n.tagsMu.Unlock()
+	if n.transport.leaving.Load() {
+		return false
+	}
+	tags := n.tags
+	if fenced {
+		tags = fencedTags(n.tags)
+	}
+	// An error is a broadcast that timed out: the update is queued, and
+	// gossip carries it once a member answers.
+	if err := n.serf.SetTags(tags); err != nil {
+		n.log.Debug("cluster: advertise the split-brain vote in the node's tags", "fenced", fenced, "err", err)
+	}
+	return true
 }
 
 // syncAfterFence exchanges the member lists with a few alive members (a

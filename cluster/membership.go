@@ -32,6 +32,10 @@ const (
 	// member's activations of those grains wait for the answer. A node
 	// older than the tag is neither asked nor waited for.
 	tagReleases = "pg-rel"
+	// tagLeaving is "1" in the tags of a node once its Shutdown began, set
+	// before its gossip leave, and "0" before (see memberFromSerf). A node
+	// older than the tag has none.
+	tagLeaving = "pg-lv"
 	// kindSeparator joins kind names in tagKinds; proto names contain none.
 	kindSeparator = ","
 )
@@ -48,8 +52,9 @@ func nodeTags(grpcAddr, incarnation string, kinds []*Kind, keepMajority bool) (m
 		tagKinds:       strings.Join(names, kindSeparator),
 		tagIncarnation: incarnation,
 		tagReleases:    "1",
+		tagLeaving:     "0",
 	}
-	most := tags
+	most := tags // leavingTags takes no more room
 	if keepMajority {
 		most = fencedTags(tags)
 	}
@@ -65,6 +70,14 @@ func fencedTags(tags map[string]string) map[string]string {
 	fenced := maps.Clone(tags)
 	fenced[tagFenced] = "1"
 	return fenced
+}
+
+// leavingTags returns a copy of a node's tags that says it is leaving
+// (tagLeaving).
+func leavingTags(tags map[string]string) map[string]string {
+	leaving := maps.Clone(tags)
+	leaving[tagLeaving] = "1"
+	return leaving
 }
 
 // encodedTagsSize is an upper bound of the size serf encodes tags to: a
@@ -92,6 +105,23 @@ func msgpackHeaderSize(n, fix int) int {
 
 // memberFromSerf converts a serf member. Members without the transport tag
 // are not protograin nodes and are skipped.
+//
+// A member is leaving when serf says so only if its tags say so too
+// (tagLeaving), and whenever they do. Serf's status can lag behind
+// the member's start: serf keeps, for a name it does not know yet, the
+// newest leave or join it heard of (its intents), and gives the leave to
+// the member it then learns of under that name; push-pull exchanges pass
+// on a left member's leave, one Lamport tick past its last status. A node
+// that joins as a member restarts under its name can so take the new start
+// for the old one's leave and keep it leaving for good, since no later
+// word of that start outranks the leave: it would place the member's
+// grains on others while the member runs them, two activations of a grain
+// at once. The tags are the member's own, carried by memberlist's alive
+// messages, whose record memberlist keeps for the start that is alive: a
+// start that has not begun to leave says "0". A leaver sets "1" before its gossip leave
+// begins; a peer that hears of the leave first has it alive until the tag
+// arrives, the safe side: its calls there are answered "not owner" and
+// placed again. A node older than the tag is taken at serf's word.
 func memberFromSerf(m serf.Member) (Member, bool) {
 	addr, ok := m.Tags[tagGRPC]
 	if !ok {
@@ -104,6 +134,12 @@ func memberFromSerf(m serf.Member) (Member, bool) {
 	st, ok := memberStatus(m.Status)
 	if !ok {
 		return Member{}, false
+	}
+	switch leaving, tagged := m.Tags[tagLeaving]; {
+	case st == StatusLeaving && tagged && leaving != "1":
+		st = StatusAlive
+	case st == StatusAlive && leaving == "1":
+		st = StatusLeaving
 	}
 	return Member{
 		Name:        m.Name,

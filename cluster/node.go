@@ -86,9 +86,13 @@ type Node struct {
 	// failed member it holds is due to be downed; both under refreshMu.
 	majority *majority
 	recheck  *time.Timer
-	// tags are the node's serf tags, without tagFenced; fenceChanged
-	// wakes advertiseFence (capacity 1, coalescing).
+	// tags are the node's serf tags, without tagFenced, saying it is not
+	// leaving; fenceChanged wakes advertiseFence (capacity 1, coalescing).
+	// tagsMu orders the SetTags of advertiseFence and of a Shutdown's
+	// leave, so that the fence's cannot undo the leave's (see
+	// advertiseLeave).
 	tags         map[string]string
+	tagsMu       sync.Mutex
 	fenceChanged chan struct{}
 	// refusedStrangers is set when the fenced node refused the gossip of
 	// members it never saw, and cleared by advertiseFence once it is no
@@ -772,8 +776,8 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 
 // Shutdown stops the node gracefully: it stops firing reminders; says on
 // its streams, and on one to each member that may take its grains, that
-// it leaves, and leaves the gossip, so that the other members place its
-// grains elsewhere; meanwhile, without waiting for the gossip's leave,
+// it leaves, then in its gossip tags, and leaves the gossip, so that the
+// other members place its grains elsewhere; meanwhile, without waiting for the gossip's leave,
 // it answers the calls that still reach its grains "not owner" (their
 // callers place them again), deactivates the grains, running their
 // OnDeactivate hooks and committing their buffered state, and waits for
@@ -918,6 +922,11 @@ func (n *Node) farewell(ctx context.Context) error {
 func (n *Node) leave(ctx context.Context) <-chan error {
 	left := make(chan error, 1)
 	go func() {
+		n.gossipMu.Lock()
+		if !n.gossipDown {
+			n.advertiseLeave()
+		}
+		n.gossipMu.Unlock()
 		if n.cfg.leavingGossip != nil {
 			n.cfg.leavingGossip()
 		}
@@ -934,6 +943,27 @@ func (n *Node) leave(ctx context.Context) <-chan error {
 		left <- nil
 	}()
 	return left
+}
+
+// advertiseLeave says in the node's tags that it is leaving (tagLeaving),
+// before its gossip leave: the members take serf's word that it leaves
+// only with its tags' (see memberFromSerf). Serf's SetTags waits until the
+// update has gone round (a few gossip rounds, BroadcastTimeout at most), so
+// that the leave's broadcast follows it; the grains do not wait for
+// either. If it times out, the update is queued all the same, and the
+// leave goes on: a member that hears of the leave before the tags keeps
+// placing calls here, answered "not owner", until they come. n.gossipMu
+// is held, so that serf is not shut down under it.
+func (n *Node) advertiseLeave() {
+	n.tagsMu.Lock()
+	defer n.tagsMu.Unlock()
+	tags := leavingTags(n.tags)
+	if n.view.Load().fenced {
+		tags = fencedTags(tags)
+	}
+	if err := n.serf.SetTags(tags); err != nil {
+		n.log.Debug("cluster: advertise the leave in the node's tags", "err", err)
+	}
 }
 
 // awaitLeave waits for the outcome of the leave begun by leave, or for ctx.

@@ -1,0 +1,103 @@
+package cluster
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+)
+
+// TestAStaleGossipLeaveDoesNotMoveAMembersGrains: x's gossip has m
+// leaving while m runs and has not begun to leave, as serf does when it
+// gives a leave it kept for a name to a start that came after it (see
+// memberFromSerf); here x's gossip is told, by a forced leave that m
+// never hears of and so cannot refute. x must go on placing m's grains on
+// m: one placed elsewhere would be activated beside m's, and a
+// FlushManual grain's acknowledged changes lost.
+func TestAStaleGossipLeaveDoesNotMoveAMembersGrains(t *testing.T) {
+	t.Parallel()
+	var cutTo atomic.Pointer[string] // the gossip address x's packets no longer reach
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) {
+		// The LAN profile's failure detector takes seconds to find m
+		// silent, long after the view below is built.
+		cfg.Gossip = GossipLAN
+		cfg.gossipTransport = func(nt *memberlist.NetTransport) memberlist.NodeAwareTransport {
+			return &cutGossip{NetTransport: nt, cut: func(addr string) bool {
+				to := cutTo.Load()
+				return to != nil && *to == addr
+			}}
+		}
+	})
+	x, m := nodes[0], nodes[1]
+	id := identityOwnedBy(t, nodes, m)
+	to := m.GossipAddr()
+	cutTo.Store(&to) // x's leave never reaches m, which would refute it
+	go func() { _ = x.serf.RemoveFailedNode(m.Name()) }()
+	waitFor(t, waitTimeout, "x's gossip to have m leaving", func() bool {
+		st, _ := serfStatus(x, m.Name())
+		return st == serf.StatusLeaving
+	})
+
+	// The view x builds from what its gossip says now; a refresh would
+	// build the same, but the failure detector, finding m silent, may
+	// change the gossip's word first.
+	var members []Member
+	for _, sm := range x.serf.Members() {
+		if mm, ok := memberFromSerf(sm); ok {
+			members = append(members, mm)
+		}
+	}
+	if st, _ := serfStatus(x, m.Name()); st != serf.StatusLeaving {
+		t.Fatalf("x's gossip changed its word on m to %v while the view was built", st)
+	}
+	x.refreshMu.Lock()
+	p := x.viewOf(members)
+	x.refreshMu.Unlock()
+	if st, _ := p.status(m.Name()); st != StatusAlive {
+		t.Errorf("x's view has m %v on its gossip's stale leave, want alive: m's tags do not say it leaves", st)
+	}
+	if owner, ok := p.owner(echoKind, id); !ok || owner.Name != m.Name() {
+		t.Errorf("x's view places m's grain %s on %v, want m", id, owner)
+	}
+}
+
+// TestALeaversTagsSayItLeavesBeforeItsGossipLeave: a member that has no
+// stream to a leaver, and so hears nothing of it there (a gateway hosting
+// no kind, which the leaver does not dial), learns that it leaves from its
+// tags, set before its gossip leave: here the gossip leave is held, and the
+// gateway's view must have the leaver leaving all the same.
+func TestALeaversTagsSayItLeavesBeforeItsGossipLeave(t *testing.T) {
+	t.Parallel()
+	gCfg := testConfig(t)
+	gCfg.NodeName += "-gateway"
+	g := startNode(t, gCfg)
+	lCfg := testConfig(t)
+	lCfg.NodeName += "-l"
+	lCfg.Kinds = []*Kind{newEchoKind(newHooks(lCfg.NodeName), 0)}
+	lCfg.Seeds = []string{g.GossipAddr()}
+	leaveHeld, releaseLeave := holdGossipLeave(t, &lCfg)
+	l := startNode(t, lCfg)
+	waitConverged(t, []*Node{g, l}, 2)
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	left := make(chan error, 1)
+	go func() { left <- l.Shutdown(ctx) }()
+	receive(t, leaveHeld, "l's gossip leave to begin")
+	waitFor(t, waitTimeout, "the gateway to see l leaving", func() bool {
+		st, _ := g.view.Load().status(l.Name())
+		return st == StatusLeaving
+	})
+	if st, _ := serfStatus(g, l.Name()); st != serf.StatusAlive {
+		t.Fatalf("the gateway's gossip has l %v, want alive: l's gossip leave is held", st)
+	}
+	if g.transport.saidLeaving(l.Name()) {
+		t.Fatalf("l said on a stream to the gateway that it leaves; the test needs its tags alone to say it")
+	}
+	releaseLeave()
+	if err := receive(t, left, "l's Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
