@@ -10,6 +10,7 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -99,18 +100,35 @@ func orTraceContext(p propagation.TextMapPropagator) propagation.TextMapPropagat
 // conventions: the full method name without its leading slash.
 func spanName(method string) string { return strings.TrimPrefix(method, "/") }
 
-// callAttributes returns the attributes of a call's span.
+// callAttributes returns the attributes of a call's span: its method's,
+// and the grain's identity.
 func callAttributes(kind, identity, method string, oneWay bool) []attribute.KeyValue {
-	attrs := []attribute.KeyValue{
+	attrs := methodAttributes(make([]attribute.KeyValue, 0, 5), kind, method, oneWay)
+	return append(attrs, attribute.String(AttributeIdentity, identity))
+}
+
+// methodAttributes appends to attrs the attributes that say which method a
+// call or one-way message is of, after OpenTelemetry's RPC conventions,
+// and whether it is a one-way message: what its spans and its measurements
+// (MeasureOutgoing, MeasureIncoming) have in common, so that a dashboard
+// goes from one to the other on the same keys.
+func methodAttributes(attrs []attribute.KeyValue, kind, method string, oneWay bool) []attribute.KeyValue {
+	attrs = append(attrs,
 		attribute.String("rpc.system", "protograin"),
 		attribute.String("rpc.service", kind),
 		attribute.String("rpc.method", method[strings.LastIndex(method, "/")+1:]),
-		attribute.String(AttributeIdentity, identity),
-	}
+	)
 	if oneWay {
 		attrs = append(attrs, attribute.Bool(AttributeOneWay, true))
 	}
 	return attrs
+}
+
+// codeAttribute returns the AttributeCode of a call that ended with code,
+// the code status.Code finds in its error: that of a status error (every
+// error the cluster returns has one), Unknown for a grain's plain error.
+func codeAttribute(code codes.Code) attribute.KeyValue {
+	return attribute.String(AttributeCode, code.String())
 }
 
 // endSpan records err, if any, on span.
@@ -120,7 +138,7 @@ func endSpan(span trace.Span, err error) {
 	}
 	span.RecordError(err)
 	span.SetStatus(otelcodes.Error, err.Error())
-	span.SetAttributes(attribute.String(AttributeCode, status.Code(err).String()))
+	span.SetAttributes(codeAttribute(status.Code(err)))
 }
 
 // pairs returns c's keys and values in turn, sorted by key, for
