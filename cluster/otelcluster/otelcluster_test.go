@@ -229,6 +229,11 @@ func (m refusingMeter) Int64ObservableCounter(name string, opts ...metric.Int64O
 	return c, m.refuse(name)
 }
 
+func (m refusingMeter) Float64Histogram(name string, opts ...metric.Float64HistogramOption) (metric.Float64Histogram, error) {
+	h, _ := m.Meter.Float64Histogram(name, opts...)
+	return h, m.refuse(name)
+}
+
 func (m refusingMeter) RegisterCallback(f metric.Callback, instruments ...metric.Observable) (metric.Registration, error) {
 	if m.callback {
 		return nil, errMeter

@@ -19,14 +19,18 @@ import (
 
 // The attributes of the spans the tracing interceptors start, besides
 // OpenTelemetry's rpc.system ("protograin"), rpc.service (the grain kind)
-// and rpc.method (the method's short name).
+// and rpc.method (the method's short name). The measurements of
+// MeasureOutgoing and MeasureIncoming have the same, but the identity.
 const (
 	// AttributeIdentity is the identity of the grain called.
 	AttributeIdentity = "protograin.grain.identity"
-	// AttributeOneWay is true on the spans of one-way messages.
+	// AttributeOneWay is true on the spans and measurements of one-way
+	// messages.
 	AttributeOneWay = "protograin.oneway"
-	// AttributeCode is the gRPC code of a call that failed, as its name
-	// ("NotFound"; "Unknown" for a grain's own error).
+	// AttributeCode is the gRPC code a call ended with, as its name
+	// ("NotFound"; "Unknown" for a grain's own error): on the spans of the
+	// calls that failed, and on every measurement, "OK" for a call that
+	// succeeded, so that a query of the failures needs no absent value.
 	AttributeCode = "protograin.code"
 )
 
