@@ -1,7 +1,8 @@
 // Package otelcluster reports what a cluster node holds (cluster.Stats) as
 // OpenTelemetry metrics, so that a dashboard or an alert sees a node whose
-// grains fall behind their senders without polling Node.Stats by hand, and
-// traces grain calls across nodes (TraceOutgoing, TraceIncoming).
+// grains fall behind their senders without polling Node.Stats by hand,
+// measures grain calls per method (MeasureOutgoing, MeasureIncoming), and
+// traces them across nodes (TraceOutgoing, TraceIncoming).
 //
 // The figures are observed, not counted on the call path: Register adds
 // one callback to a meter of its own (named ScopeName, as instrumentation
@@ -33,8 +34,30 @@
 // The span context travels in each call's metadata (cluster.WithMetadata),
 // W3C trace context unless another propagator is given, so that a call
 // from one grain to another, on any node, is a child of the call that made
-// it. Unlike the metrics, tracing is on the call path: a span per call on
-// each side, and the metadata's few dozen bytes.
+// it. Unlike Register's metrics, tracing is on the call path: a span per
+// call on each side, and the metadata's few dozen bytes.
+//
+// Per-method metrics are two interceptors as well, with a meter provider:
+//
+//	out, err := otelcluster.MeasureOutgoing(provider)
+//	if err != nil {
+//		return err
+//	}
+//	in, err := otelcluster.MeasureIncoming(provider)
+//	if err != nil {
+//		return err
+//	}
+//	cfg.OutgoingInterceptors = append(cfg.OutgoingInterceptors, out)
+//	cfg.IncomingInterceptors = append(cfg.IncomingInterceptors, in)
+//
+// They record each call's duration in OpenTelemetry's RPC histograms,
+// rpc.client.call.duration on the sending node and
+// rpc.server.call.duration on the grain's, per kind, method and gRPC code
+// (AttributeCode): each histogram's count is the calls, its buckets how
+// long they took, and its sets with a code other than OK the failures.
+// They are on the call path too, for a measurement per call on each side
+// and, once a method's first call has made its attribute set, no
+// allocation.
 package otelcluster
 
 import (
