@@ -74,7 +74,8 @@ func TraceOutgoing(provider trace.TracerProvider, propagator propagation.TextMap
 // the call's metadata (TraceOutgoing's), around the grain's method, which
 // gets it in its context: the calls the method makes are its children.
 // Tracers come from provider under ScopeName; propagator nil means W3C
-// trace context.
+// trace context. A method that panics ends its span failed, with the code
+// its caller gets, Internal.
 func TraceIncoming(provider trace.TracerProvider, propagator propagation.TextMapPropagator) cluster.IncomingInterceptor {
 	tracer, propagator := provider.Tracer(ScopeName), orTraceContext(propagator)
 	return func(ctx cluster.GrainContext, method string, oneWay bool, req proto.Message, handle cluster.Handler) (proto.Message, error) {
@@ -85,8 +86,16 @@ func TraceIncoming(provider trace.TracerProvider, propagator propagation.TextMap
 		parent := propagator.Extract(ctx, metadataCarrier(cluster.MetadataFrom(ctx)))
 		spanCtx, span := tracer.Start(parent, spanName(method), trace.WithSpanKind(kind),
 			trace.WithAttributes(callAttributes(ctx.Kind(), ctx.Identity(), method, oneWay)...))
-		defer span.End()
+		returned := false
+		defer func() {
+			if !returned { // a panic, or runtime.Goexit: the caller gets ErrGrainPanic
+				span.SetStatus(otelcodes.Error, "the grain's method panicked")
+				span.SetAttributes(codeAttribute(codes.Internal))
+			}
+			span.End()
+		}()
 		resp, err := handle(cluster.WithContext(ctx, spanCtx), req)
+		returned = true
 		endSpan(span, err)
 		return resp, err
 	}

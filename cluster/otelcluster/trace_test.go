@@ -162,6 +162,33 @@ func TestTracingFollowsACallAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestATracedMethodThatPanicsFails: the server span of a method that
+// panics ends failed, with the code its caller gets (Internal), as the
+// client span does.
+func TestATracedMethodThatPanicsFails(t *testing.T) {
+	recorder := tracetest.NewSpanRecorder()
+	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	t.Cleanup(func() { _ = provider.Shutdown(context.Background()) })
+	n := testnode.StartConfigured(t, "panicking", func(cfg *cluster.Config) {
+		cfg.Kinds = []*cluster.Kind{stringKind(leafKind, methodLeaf, func(cluster.GrainContext, string) (string, error) {
+			panic("the leaf panicked")
+		})}
+		cfg.OutgoingInterceptors = []cluster.OutgoingInterceptor{otelcluster.TraceOutgoing(provider, nil)}
+		cfg.IncomingInterceptors = []cluster.IncomingInterceptor{otelcluster.TraceIncoming(provider, nil)}
+	})
+	call := cluster.Call{Kind: leafKind, Identity: "l", Method: methodLeaf, Request: wrapperspb.String("x"), NewResponse: newStringValue}
+	if _, err := n.Invoke(context.Background(), call); !errors.Is(err, cluster.ErrGrainPanic) {
+		t.Fatalf("Leaf = %v, want ErrGrainPanic", err)
+	}
+	waitFor(t, "both spans to end", func() bool { return len(recorder.Ended()) == 2 })
+	for _, s := range recorder.Ended() {
+		if s.Status().Code != otelcodes.Error || attributeOf(s, otelcluster.AttributeCode) != "Internal" {
+			t.Errorf("the %s span of the panicking method ended with status %v, code %q; want an error, Internal",
+				s.SpanKind(), s.Status(), attributeOf(s, otelcluster.AttributeCode))
+		}
+	}
+}
+
 // attributeOf returns the value of span's attribute key, as a string.
 func attributeOf(span sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range span.Attributes() {
