@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -130,4 +131,38 @@ func (d *derivedContext) scope() (*Node, *activation) {
 		return s.scope()
 	}
 	return nil, nil
+}
+
+// ForwardMetadata returns an interceptor for Config.OutgoingInterceptors
+// that passes the metadata of the call or one-way message a grain is
+// handling on to the calls and messages the grain sends while it handles
+// it: the pairs whose key is among keys, or every pair if keys is empty.
+// Metadata does not flow by itself (see MetadataFrom), as gRPC's does
+// not: a tenant, a principal or a request ID the grains' callees should
+// see is named here, and goes from grain to grain, on one node and across
+// nodes, as far as the nodes that run this interceptor. A pair the grain
+// attaches itself with WithMetadata comes after the forwarded ones, so
+// Metadata.Get answers with the grain's. What a grain sends from its
+// hooks, its reminders or outside a call (a client's Invoke) forwards
+// nothing: no call's metadata is in its context.
+func ForwardMetadata(keys ...string) OutgoingInterceptor {
+	keys = slices.Clone(keys)
+	return func(ctx context.Context, call Call, oneWay bool, invoke Invoker, opts ...CallOption) (proto.Message, error) {
+		md := MetadataFrom(ctx)
+		if md.Len() == 0 {
+			return invoke(ctx, call, opts...)
+		}
+		var kv []string
+		for k, v := range md.All() {
+			if len(keys) == 0 || slices.Contains(keys, k) {
+				kv = append(kv, k, v)
+			}
+		}
+		if kv == nil {
+			return invoke(ctx, call, opts...)
+		}
+		// The caller's opts are not changed: a new slice, the forwarded
+		// pairs first.
+		return invoke(ctx, call, append([]CallOption{WithMetadata(kv...)}, opts...)...)
+	}
 }

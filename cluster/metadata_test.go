@@ -15,8 +15,12 @@ import (
 // one-way messages carry, and calls another grain to show what that call
 // carries.
 const (
-	metaKind      = "test.Meta"
-	methodMetaGet = "/test.Meta/Get" // StringValue → StringValue: the call's metadata; a non-empty request names a grain to ask too
+	metaKind = "test.Meta"
+	// methodMetaGet: StringValue → StringValue, the call's metadata; a
+	// non-empty request names a grain to ask too, "own:" before the name
+	// with a tenant of the asking grain's, or, with "put:" before it, a
+	// grain to send a one-way Put.
+	methodMetaGet = "/test.Meta/Get"
 	methodMetaPut = "/test.Meta/Put" // StringValue → Empty, one-way: the message's metadata goes to the test's channel
 )
 
@@ -41,8 +45,18 @@ func metaKindOf(seen, activated chan<- string) *Kind {
 		if tag, ok := ctx.Value(ctxTag{}).(string); ok { // see TestWithContextKeepsTheGrainsScope
 			got += " tag " + tag
 		}
-		if other := req.(*wrapperspb.StringValue).GetValue(); other != "" {
-			resp, err := ctx.Invoke(ctx, Call{Kind: metaKind, Identity: other, Method: methodMetaGet, Request: wrapperspb.String(""), NewResponse: newString})
+		other := req.(*wrapperspb.StringValue).GetValue()
+		var opts []CallOption
+		switch {
+		case strings.HasPrefix(other, "put:"): // a one-way message to the grain named
+			err := Send(ctx, ctx, Call{Kind: metaKind, Identity: other[len("put:"):], Method: methodMetaPut, Request: wrapperspb.String("")})
+			return wrapperspb.String(got), err
+		case strings.HasPrefix(other, "own:"): // a call with a tenant of the grain's own
+			other = other[len("own:"):]
+			opts = append(opts, WithMetadata("tenant", "the grain's"))
+		}
+		if other != "" {
+			resp, err := ctx.Invoke(ctx, Call{Kind: metaKind, Identity: other, Method: methodMetaGet, Request: wrapperspb.String(""), NewResponse: newString}, opts...)
 			if err != nil {
 				return nil, err
 			}
@@ -158,5 +172,63 @@ func TestBadMetadataIsRefused(t *testing.T) {
 	}
 	if got := n.Stats().Activations; got != 0 {
 		t.Fatalf("%d grains were activated by refused calls", got)
+	}
+}
+
+// TestForwardMetadataPassesTheCallsPairsOn: with ForwardMetadata("tenant")
+// on both nodes, a call with tenant and k reaches a grain, which calls a
+// grain on the other node, which calls one on its own: each sees tenant,
+// and only tenant; a one-way message a grain sends forwards it too; a pair
+// the grain attaches itself comes after the forwarded one (Get answers the
+// last); the grains' OnActivate, and a call that carried no tenant,
+// forward nothing.
+func TestForwardMetadataPassesTheCallsPairsOn(t *testing.T) {
+	seen, activated := make(chan string, 4), make(chan string, 8)
+	nodes := startCluster(t, 2, func(string) []*Kind { return []*Kind{metaKindOf(seen, activated)} }, func(cfg *Config) {
+		cfg.OutgoingInterceptors = []OutgoingInterceptor{ForwardMetadata("tenant")}
+	})
+	a, b := nodes[0], nodes[1]
+	first := ownedInEveryView(t, nodes, a, metaKind, "first")
+	second := ownedInEveryView(t, nodes, b, metaKind, "second")
+	third := ownedInEveryView(t, nodes, b, metaKind, "third")
+	get := func(identity, next string, opts ...CallOption) string {
+		t.Helper()
+		resp, err := a.Invoke(context.Background(), Call{Kind: metaKind, Identity: identity, Method: methodMetaGet,
+			Request: wrapperspb.String(next), NewResponse: newString}, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.(*wrapperspb.StringValue).GetValue()
+	}
+
+	// first calls second across nodes (its request names it); second's
+	// own call, to third on its node, is made by a grain of the kind
+	// that calls on: ask second to ask third.
+	got := get(first, second, WithMetadata("k", "1", "tenant", "acme"))
+	want := `[k=1,tenant=acme] len 2, k="1" true then ` + second + `: [tenant=acme] len 1, k="" false`
+	if got != want {
+		t.Fatalf("the call saw %s, want %s", got, want)
+	}
+	got = get(second, third, WithMetadata("tenant", "acme"))
+	want = `[tenant=acme] len 1, k="" false then ` + third + `: [tenant=acme] len 1, k="" false`
+	if got != want {
+		t.Fatalf("the call saw %s, want %s", got, want)
+	}
+	got = get(first, "own:"+second, WithMetadata("tenant", "acme"))
+	want = `[tenant=acme] len 1, k="" false then ` + second + `: [tenant=acme,tenant=the grain's] len 2, k="" false`
+	if got != want {
+		t.Fatalf("the call saw %s, want %s", got, want)
+	}
+	get(first, "put:"+second, WithMetadata("tenant", "acme", "k", "1"))
+	if got := receive(t, seen, "the grain's one-way message"); got != `[tenant=acme] len 1, k="" false` {
+		t.Fatalf("the grain's one-way message saw %s, want the tenant alone", got)
+	}
+	if got := get(first, second); got != `[] len 0, k="" false then `+second+`: [] len 0, k="" false` {
+		t.Fatalf("a call without metadata forwarded %s", got)
+	}
+	for range 3 { // first, second, third
+		if got := receive(t, activated, "an OnActivate"); got != `[] len 0, k="" false` {
+			t.Fatalf("OnActivate of a grain activated by a forwarded call saw %s", got)
+		}
 	}
 }
