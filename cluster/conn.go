@@ -1042,6 +1042,12 @@ func (b *servedBatch) run() {
 }
 
 // drain starts the batch's requests one at a time until none is left.
+//
+// A grain that calls runtime.Goexit ends the goroutine in the middle of
+// the loop, once its request is answered (see servedCall.exited): the
+// requests left are then started by the next help, within
+// servedPatience, as if that request had blocked. No timer is ever
+// missing for that: one is pending for as long as requests wait to start.
 func (b *servedBatch) drain() {
 	for {
 		i := int(b.next.Add(1)) - 1
@@ -1094,7 +1100,13 @@ type servedCall struct {
 
 func (s *servedCall) run() {
 	c, h, ctx := s.c, s.c.t.handler, s.ctx
-	defer ctx.end()
+	served := false
+	defer func() {
+		if !served {
+			s.exited()
+		}
+		ctx.end()
+	}()
 	// The node's gate lets go of the request once it is served, before its
 	// reply is queued: the queue waits for room while the peer reads
 	// nothing (a hung process), and a Shutdown that waits for the requests
@@ -1104,10 +1116,34 @@ func (s *servedCall) run() {
 		defer h.finishCall(s.ticket)
 		return h.serveRequest(ctx, &s.req, &s.decoded)
 	}()
+	served = true
 	reply.typ, reply.id = frameResponse, s.req.id
 	// An error here means the conn closed: the caller retries or gives up.
 	_ = c.sendReply(&reply)
 	*s = servedCall{} // let the request and the context go
+	c.t.served.Put(s)
+}
+
+// exited answers the request whose serving a grain ended with
+// runtime.Goexit (t.FailNow in a method, or a library's), among the
+// deferred calls of the goroutine that it ends: the grain's method, or its
+// OnActivate, which the request's turn or activation ran here (see
+// Node.serveRemote). Without it the peer had no reply until its deadline.
+// The reply is the error a local caller whose turn a worker ran gets, so
+// the peer's call fails at once, as if the method had panicked (see
+// goexitReply). The goroutine then ends: the runtime carries on with the
+// grain's actor on a new one (its supervisor restarts it), and a served
+// batch with its other requests on another (see servedBatch.drain).
+//
+// run tells a Goexit by served, unset when its deferred call runs: a
+// request that was served pays that flag, in a deferred call it had
+// already, and nothing else.
+func (s *servedCall) exited() {
+	c := s.c
+	reply := goexitReply(&s.req)
+	reply.typ, reply.id = frameResponse, s.req.id
+	_ = c.sendReply(&reply)
+	*s = servedCall{}
 	c.t.served.Put(s)
 }
 

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/runtime"
 )
 
 // Tests of grain methods that end their goroutine with runtime.Goexit
@@ -21,7 +23,8 @@ import (
 // ends, one made WithTurnOnCaller, a peer's request on the goroutine that
 // serves it), that is the caller's, and the call never returns; but the
 // call must not stay counted on the activation, which then never
-// passivated, and held a Shutdown until its deadline.
+// passivated, and held a Shutdown until its deadline. A peer's request is
+// answered all the same, and the other requests of its batch run on.
 
 // The exit kind: Exit tells exited and calls runtime.Goexit; Ping answers
 // the grain's identity.
@@ -90,9 +93,9 @@ func exitCall(method, identity string) Call {
 // turn its caller ran or a worker did, the grain serves the next call (it
 // restarted, as after a panic), passivates once idle, and a Shutdown
 // deactivates it in time. A caller that ran the turn never returns; one
-// whose turn a worker ran gets ErrGrainPanic, which names the Goexit; a
-// peer whose request the owner served on the goroutine that ran the turn
-// gets no reply, and fails at its deadline.
+// whose turn a worker ran gets ErrGrainPanic, which names the Goexit; so
+// does a peer whose request the owner served on the goroutine that ran the
+// turn, which the Goexit ended: another goroutine sends the reply.
 func TestGoexitInAGrainMethodLetsTheGrainGo(t *testing.T) {
 	t.Parallel()
 	type way struct {
@@ -151,7 +154,7 @@ func TestGoexitInAGrainMethodLetsTheGrainGo(t *testing.T) {
 						t.Fatalf("Invoke(Exit) returned %v on a goroutine that the method ended", err)
 					default:
 					}
-				case !w.peer:
+				default:
 					err := receive(t, returned, "the call to fail")
 					if !errors.Is(err, ErrGrainPanic) || status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "Goexit") {
 						t.Fatalf("Invoke(Exit) = %v; want ErrGrainPanic naming the Goexit", err)
@@ -180,46 +183,130 @@ func TestGoexitInAGrainMethodLetsTheGrainGo(t *testing.T) {
 // TestGoexitInOnActivateFailsTheActivation: OnActivate runs on the
 // goroutine of the call that activates the grain, and a Goexit there ends
 // it; the activation fails as if OnActivate had panicked, so that the next
-// call activates the grain afresh, and a Shutdown deactivates that one.
+// call activates the grain afresh, and a Shutdown deactivates that one. A
+// local caller never returns; a peer, whose request the owner served on
+// the goroutine that ended, gets ErrGrainPanic, which names the Goexit.
 func TestGoexitInOnActivateFailsTheActivation(t *testing.T) {
 	t.Parallel()
-	exited, deactivated := make(chan string, 1), make(chan string, 4)
-	exitOnActivate := make(chan struct{}, 1)
-	exitOnActivate <- struct{}{} // the first activation's OnActivate exits
-	nodes := startCluster(t, 1, func(string) []*Kind {
-		return []*Kind{newExitKind(-1, exited, deactivated, exitOnActivate)}
-	}, func(c *Config) { c.DeactivateTimeout = 2 * waitTimeout })
-	n := nodes[0]
+	for _, way := range []string{"local", "peer"} {
+		t.Run(way, func(t *testing.T) {
+			t.Parallel()
+			exited, deactivated := make(chan string, 1), make(chan string, 4)
+			exitOnActivate := make(chan struct{}, 1)
+			exitOnActivate <- struct{}{} // the first activation's OnActivate exits
+			size := 1
+			if way == "peer" {
+				size = 2
+			}
+			nodes := startCluster(t, size, func(string) []*Kind {
+				return []*Kind{newExitKind(-1, exited, deactivated, exitOnActivate)}
+			}, func(c *Config) { c.DeactivateTimeout = 2 * waitTimeout })
+			n, caller := nodes[0], nodes[len(nodes)-1]
+			id := ownedInEveryView(t, nodes, n, exitKind, "a")
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+
+			returned := make(chan error, 1)
+			ended := make(chan struct{})
+			go func() {
+				defer close(ended)
+				_, err := caller.Invoke(ctx, exitCall(methodPing, id))
+				returned <- err
+			}()
+			receive(t, exited, "OnActivate to call runtime.Goexit")
+			if way == "local" {
+				receive(t, ended, "the caller's goroutine to end")
+				select {
+				case err := <-returned:
+					t.Fatalf("Invoke(Ping) returned %v on a goroutine that OnActivate ended", err)
+				default:
+				}
+			} else if err := receive(t, returned, "the call to fail"); !errors.Is(err, ErrGrainPanic) || status.Code(err) != codes.Internal ||
+				!strings.Contains(err.Error(), "Goexit") {
+				t.Fatalf("Invoke(Ping) = %v; want ErrGrainPanic naming the Goexit", err)
+			}
+
+			// Out of the table before the goroutine ended, or the reply
+			// went: left in it, without an actor, it crashed the node's
+			// next sweep.
+			if a := n.acts.peek(actKey{exitKind, id}); a != nil {
+				t.Fatalf("the failed activation is still in the table (its actor: %v)", a.ref)
+			}
+			if resp, err := caller.Invoke(ctx, exitCall(methodPing, id)); err != nil || resp.(*wrapperspb.StringValue).GetValue() != id {
+				t.Fatalf("Ping after the Goexit = %v, %v; want the grain activated afresh", resp, err)
+			}
+			if err := n.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown = %v", err)
+			}
+			if got := receive(t, deactivated, "the grain's deactivation"); got != id {
+				t.Fatalf("%s deactivated; want %s", got, id)
+			}
+		})
+	}
+}
+
+// TestGoexitInABatchOfServedRequests sends four requests to the owner in
+// one gRPC message, which it serves in turn on one goroutine (see
+// servedBatch): the first and the third call Exit, whose Goexit ends the
+// goroutine that runs them. Every request must be answered, and promptly:
+// each Exit with the ErrGrainPanic a local caller gets, and the Pings
+// behind them, including one to the grain whose method exited, which
+// restarted, with the grain's identity. A Shutdown then waits for nothing
+// that the Goexits left counted in.
+func TestGoexitInABatchOfServedRequests(t *testing.T) {
+	t.Parallel()
+	exited, deactivated := make(chan string, 2), make(chan string, 4)
+	nodes := startCluster(t, 2, func(string) []*Kind { return []*Kind{newExitKind(-1, exited, deactivated, nil)} },
+		func(c *Config) { c.DeactivateTimeout = 2 * waitTimeout })
+	owner := nodes[1]
+	x := ownedInEveryView(t, nodes, owner, exitKind, "x")
+	y := ownedInEveryView(t, nodes, owner, exitKind, "y")
+	z := ownedInEveryView(t, nodes, owner, exitKind, "z")
+
+	request := func(id uint64, method, identity string) frame {
+		payload, err := proto.Marshal(wrapperspb.String(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return frame{typ: frameRequest, id: id, kind: exitKind, identity: identity, method: method, payload: payload}
+	}
+	reqs := []frame{
+		request(1, methodExit, x),
+		request(2, methodPing, y),
+		request(3, methodExit, z),
+		request(4, methodPing, x),
+	}
+	var batch []byte
+	for i := range reqs {
+		batch = appendFrame(batch, &reqs[i])
+	}
+	s := rawStream(t, owner)
+	sendBatches(t, s, appendFrame(nil, &frame{typ: frameHello, node: "batcher"}), batch)
+
+	replies := recvReplies(t, s, 1, 2, 3, 4)
+	for _, id := range []uint64{1, 3} {
+		r := replies[id]
+		err := fromWire(r.code, r.message, r.reason)
+		want := "cluster: grain " + exitKind + "/" + reqs[id-1].identity + " panicked in " + methodExit + ": " + runtime.ErrGoexit.Error()
+		if !errors.Is(err, ErrGrainPanic) || r.code != codes.Internal || r.message != want {
+			t.Errorf("reply %d: %v (%v); want ErrGrainPanic: %s", id, err, r.code, want)
+		}
+	}
+	for id, want := range map[uint64]string{2: y, 4: x} {
+		var got wrapperspb.StringValue
+		if r := replies[id]; r.code != codes.OK {
+			t.Errorf("reply %d: %v %s; want %s", id, r.code, r.message, want)
+		} else if err := proto.Unmarshal(r.payload, &got); err != nil || got.GetValue() != want {
+			t.Errorf("reply %d: %q (%v); want %q", id, got.GetValue(), err, want)
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-
-	returned := make(chan error, 1)
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		_, err := n.Invoke(ctx, exitCall(methodPing, "a"))
-		returned <- err
-	}()
-	receive(t, exited, "OnActivate to call runtime.Goexit")
-	receive(t, ended, "the caller's goroutine to end")
-	select {
-	case err := <-returned:
-		t.Fatalf("Invoke(Ping) returned %v on a goroutine that OnActivate ended", err)
-	default:
-	}
-
-	// Out of the table before the goroutine ended: left in it, without
-	// an actor, it crashed the node's next sweep.
-	if a := n.acts.peek(actKey{exitKind, "a"}); a != nil {
-		t.Fatalf("the failed activation is still in the table (its actor: %v)", a.ref)
-	}
-	if resp, err := n.Invoke(ctx, exitCall(methodPing, "a")); err != nil || resp.(*wrapperspb.StringValue).GetValue() != "a" {
-		t.Fatalf("Ping after the Goexit = %v, %v; want the grain activated afresh", resp, err)
-	}
-	if err := n.Shutdown(ctx); err != nil {
+	if err := owner.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown = %v", err)
 	}
-	if got := receive(t, deactivated, "the grain's deactivation"); got != "a" {
-		t.Fatalf("%s deactivated; want a", got)
+	for range 3 { // x, y and z
+		receive(t, deactivated, "the grains' deactivation")
 	}
 }

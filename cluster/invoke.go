@@ -30,7 +30,9 @@ import (
 // (t.FailNow does) there ends the caller's goroutine, as any function the
 // caller called would, and Invoke never returns; the grain fails as if the
 // method had panicked, and its call is counted out all the same, so that
-// it still passivates and a Shutdown does not wait for it. A call that
+// it still passivates and a Shutdown does not wait for it. A call to a
+// grain of another node fails with ErrGrainPanic then, wherever the owner
+// ran the turn, as a local call whose turn a worker ran does. A call that
 // activates a grain of this node runs its OnActivate on the caller's
 // goroutine (see Activator).
 //
@@ -285,14 +287,25 @@ func (h *heldCall) release(n *Node) {
 }
 
 // exited is release for a call whose goroutine is ending in the grain's
-// turn, by a Goexit, which it logs. The caller of such a call gets nothing
-// back, since its goroutine is gone: that is Go's way with Goexit.
+// turn, by a Goexit, which it logs. A local caller gets nothing back,
+// since its goroutine is gone: that is Go's way with Goexit. A peer whose
+// request the goroutine served gets ErrGrainPanic (see servedCall.exited).
 func (h *heldCall) exited(n *Node) {
 	a := h.a
 	h.a = nil
-	n.log.Error("cluster: grain method called runtime.Goexit on its caller's goroutine, which ends",
+	n.log.Error("cluster: grain method called runtime.Goexit on the goroutine that delivered its call, which ends",
 		"kind", a.hk.Name, "identity", a.identity)
 	n.acts.release(a)
+}
+
+// goexitReply returns the reply to req, a peer's request whose serving a
+// grain ended with runtime.Goexit (see servedCall.exited): ErrGrainPanic,
+// as callError makes of the *runtime.PanicError that a local caller gets
+// when a worker ran the turn. A Goexit while the request activated the
+// grain (in OnActivate, say) gets the same.
+func goexitReply(req *frame) frame {
+	code, msg := toStatus(grainPanicked(req.kind, req.identity, req.method, runtime.ErrGoexit))
+	return frame{code: code, message: msg, reason: reasonGrainPanic}
 }
 
 // serveRequest implements requestHandler: it runs a call from a peer and
@@ -399,8 +412,9 @@ func (n *Node) serveRemote(ctx context.Context, req *frame, d *decodedRequest) (
 	// A peer's request runs an idle grain's turn on the goroutine that
 	// serves it: that goroutine exists only to wait for the reply, and the
 	// caller, on its own node, still returns at its deadline. A method
-	// that ends it with runtime.Goexit leaves the peer without a reply,
-	// until its deadline, but not the call counted in (see heldCall).
+	// that ends it with runtime.Goexit leaves neither the peer without a
+	// reply (see servedCall.exited) nor the call counted in (see
+	// heldCall).
 	var held heldCall
 	defer held.release(n)
 	ctx = withMetadataOf(ctx, Metadata{enc: req.message})
@@ -532,7 +546,7 @@ func (n *Node) callError(ctx context.Context, a *activation, what string, err er
 	case errors.As(err, &p):
 		n.log.Error("cluster: grain panicked", "kind", a.hk.Name, "identity", a.identity, "method", what,
 			"panic", p.Value, "stack", string(p.Stack))
-		return newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked in %s: %v", a.hk.Name, a.identity, what, p.Value)
+		return grainPanicked(a.hk.Name, a.identity, what, p.Value)
 	case errors.Is(err, runtime.ErrStopped):
 		if isDone(n.stop) {
 			return newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", n.name)
@@ -545,6 +559,12 @@ func (n *Node) callError(ctx context.Context, a *activation, what string, err er
 	default:
 		return err
 	}
+}
+
+// grainPanicked is the error of a call whose grain panicked with value
+// (runtime.ErrGoexit for a Goexit) running what.
+func grainPanicked(kind, identity, what string, value any) error {
+	return newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s panicked in %s: %v", kind, identity, what, value)
 }
 
 // grainContext is the GrainContext of one call or hook.
