@@ -1811,6 +1811,11 @@ func (g *grainActor) onDeactivate(c *runtime.Context) {
 // the hook's own. If that first try fails, the commit after the hook tries
 // them again with the hook's changes. A passivation has committed them
 // already (see passivate), and the try finds nothing to commit.
+//
+// A hook that calls runtime.Goexit ends the goroutine, and deactivateHere
+// never returns: its deferred call, which tells the Goexit by a flag set
+// once the hook has returned, rolls back the hook's changes and commits
+// the rest all the same (see exitedOnDeactivate).
 func (g *grainActor) deactivateHere() error {
 	g.flags.Or(deactivatedFlag)
 	ctx, cancel := context.WithTimeout(context.Background(), g.node().cfg.DeactivateTimeout)
@@ -1824,9 +1829,40 @@ func (g *grainActor) deactivateHere() error {
 		if err := g.commitBuffered(ctx); err != nil && g.state.failure() != nil {
 			commitErr = fmt.Errorf("cluster: commit the state of %s/%s before OnDeactivate: %w", g.hk.Name, g.identity, err)
 		}
+		returned := false
+		defer func() {
+			if !returned {
+				g.exitedOnDeactivate(ctx, commitErr)
+			}
+		}()
 		hookErr = g.runOnDeactivate(ctx, d)
+		returned = true
 	}
 	return errors.Join(commitErr, hookErr, g.flushOnDeactivate(ctx))
+}
+
+// exitedOnDeactivate ends the deactivation of a grain whose OnDeactivate
+// called runtime.Goexit (t.FailNow, or a library's), among the deferred
+// calls of the goroutine that it ends, as deactivateHere does after a hook
+// that panicked (see runOnDeactivate): it rolls back the hook's own
+// changes and commits what calls left buffered, which a commit before the
+// hook that failed (Shutdown's, a move's) left to it. Without it the
+// commit after the hook never ran, and those acknowledged changes were
+// lost. commitErr is the error of that first commit, if it broke the
+// state.
+//
+// Nobody gets the deactivation's error: the runtime fails the actor's
+// turn, as after a panic, answering the deactivation (or passivation) with
+// a *runtime.PanicError, and carries on with the actor on a new goroutine,
+// where its supervisor restarts it (it runs no call any more:
+// deactivatedFlag). So the Goexit, and what the commit left, are logged.
+func (g *grainActor) exitedOnDeactivate(ctx context.Context, commitErr error) {
+	n := g.node()
+	n.log.Error("cluster: grain called runtime.Goexit in OnDeactivate", "kind", g.hk.Name, "identity", g.identity)
+	g.state.rollback() // the hook may have made the state: read it again
+	if err := errors.Join(commitErr, g.flushOnDeactivate(ctx)); err != nil {
+		n.log.Warn("cluster: grain deactivation failed", "kind", g.hk.Name, "identity", g.identity, "err", err)
+	}
 }
 
 // passivate passivates the idle grain, on its actor, in one turn: it
@@ -1917,7 +1953,10 @@ func (g *grainActor) commitBuffered(ctx context.Context) error {
 // panic in the hook is its error too, with the hook's own changes rolled
 // back (as a panicking call's are): the changes acknowledged calls left
 // buffered are committed after it all the same, where letting the panic
-// reach the actor's supervisor would drop them with the activation.
+// reach the actor's supervisor would drop them with the activation. A
+// runtime.Goexit in the hook reaches the supervisor, as nothing can stop
+// it, but is otherwise handled as a panic, by deactivateHere's deferred
+// call (see exitedOnDeactivate).
 func (g *grainActor) runOnDeactivate(ctx context.Context, d Deactivator) (err error) {
 	g.state.begin(stamp{})
 	defer func() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	goruntime "runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,5 +309,78 @@ func TestGoexitInABatchOfServedRequests(t *testing.T) {
 	}
 	for range 3 { // x, y and z
 		receive(t, deactivated, "the grains' deactivation")
+	}
+}
+
+// failingDeactivator is an account whose OnDeactivate changes the balance,
+// then panics or, if exit, calls runtime.Goexit.
+type failingDeactivator struct {
+	account
+	exit bool
+}
+
+func (d *failingDeactivator) OnDeactivate(ctx GrainContext) error {
+	balanceOf(ctx).Value += 1000
+	if d.exit {
+		goruntime.Goexit()
+	}
+	panic("OnDeactivate fails")
+}
+
+// TestGoexitInOnDeactivateIsHandledAsAPanic: a FlushManual grain whose
+// OnDeactivate calls runtime.Goexit is deactivated as one whose hook
+// panics: the commit after the hook still runs, without the hook's own
+// changes, so that what acknowledged calls left buffered reaches the
+// store, though the commit before the hook (Shutdown's) committed nothing;
+// and the hook's failure is logged. Passivation commits before it closes
+// the grain, and keeps the grain while that commits nothing.
+func TestGoexitInOnDeactivateIsHandledAsAPanic(t *testing.T) {
+	t.Parallel()
+	for _, hook := range []string{"panic", "goexit"} {
+		for _, end := range []string{"shutdown", "passivation"} {
+			t.Run(hook+"/"+end, func(t *testing.T) {
+				t.Parallel()
+				idle := time.Duration(-1) // stays until Shutdown
+				if end == "passivation" {
+					idle = 50 * time.Millisecond
+				}
+				store := hookedMemstore(t)
+				logs := map[string]*logLines{}
+				kind := newAccountKind(newBank("n"), manualKind, FlushManual, idle)
+				kind.New = func(string) any { return &failingDeactivator{exit: hook == "goexit"} }
+				n := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, withLogs(logs, false, func(cfg *Config) {
+					cfg.Store = store
+				}))[0]
+				// The first commit, Shutdown's before the hook or the
+				// passivation's, commits nothing; the next ones go through.
+				var commits atomic.Int32
+				failFirst := func() {
+					if commits.Add(1) == 1 {
+						store.commitErr.Store(&errNothingCommitted)
+					} else {
+						store.commitErr.Store(nil)
+					}
+				}
+				store.beforeCommit.Store(&failFirst)
+				const id = "d"
+				deposit(t, n, manualKind, id, 5)
+
+				ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+				defer cancel()
+				if end == "shutdown" {
+					if err := n.Shutdown(ctx); err != nil {
+						t.Fatalf("Shutdown = %v", err)
+					}
+				} else {
+					waitFor(t, waitTimeout, "the passivation", func() bool { return n.acts.count() == 0 })
+				}
+				if got := storedBalance(t, store.Store, manualKind, id); got != 5 {
+					t.Fatalf("stored balance %d after the %s, want the acknowledged deposit of 5 alone", got, end)
+				}
+				if got := logs[n.Name()].count("in OnDeactivate", "identity="+id); got != 1 {
+					t.Fatalf("the hook's failure was logged %d times, want once", got)
+				}
+			})
+		}
 	}
 }
