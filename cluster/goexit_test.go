@@ -17,15 +17,17 @@ import (
 	"github.com/protograin/protograin/runtime"
 )
 
-// Tests of grain methods that end their goroutine with runtime.Goexit
-// (t.FailNow in a method, or a library's): the grain's actor fails as if
-// the method had panicked, and the goroutine ends, whoever's it is. When
-// the call's own goroutine ran the turn (a local call whose context never
-// ends, one made WithTurnOnCaller, a peer's request on the goroutine that
-// serves it), that is the caller's, and the call never returns; but the
-// call must not stay counted on the activation, which then never
-// passivated, and held a Shutdown until its deadline. A peer's request is
-// answered all the same, and the other requests of its batch run on.
+// Tests of grain methods and hooks that end their goroutine with
+// runtime.Goexit (t.FailNow in a method, or a library's): the grain's actor
+// fails as if the method had panicked, and the goroutine ends, whoever's
+// it is. When the call's own goroutine ran the turn (a local call whose
+// context never ends, one made WithTurnOnCaller), that is the caller's,
+// and the call never returns; but the call must not stay counted on the
+// activation, which then never passivated, and held a Shutdown until its
+// deadline. A peer's request, which the owner runs on the goroutine that
+// serves it, is answered all the same, as promptly as after a panic, and
+// the other requests of its batch run on. An OnDeactivate that exits is
+// deactivated as one that panics.
 
 // The exit kind: Exit tells exited and calls runtime.Goexit; Ping answers
 // the grain's identity.
