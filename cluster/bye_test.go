@@ -68,7 +68,10 @@ func TestByeEndsTheStreamAfterWhatWasQueuedBeforeIt(t *testing.T) {
 			waitValues(t, recs[to.Name()], id, sequence(0, messages-1))
 			for name, l := range logs {
 				l.mu.Lock()
-				lines := slices.Clone(l.lines)
+				// The gossip's failure detector may warn of a member it
+				// suspected on a busy machine ("Refuting a suspect
+				// message"): not what the stream's end is to warn of.
+				lines := slices.DeleteFunc(slices.Clone(l.lines), func(line string) bool { return strings.Contains(line, "component=gossip") })
 				l.mu.Unlock()
 				if len(lines) > 0 {
 					t.Errorf("%s logged warnings or errors, want none: %q", name, lines)
