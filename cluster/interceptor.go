@@ -39,6 +39,18 @@ type Handler func(ctx GrainContext, req proto.Message) (proto.Message, error)
 // MetadataFrom(ctx). Hooks and reminders do not run through it.
 type IncomingInterceptor func(ctx GrainContext, method string, oneWay bool, req proto.Message, handle Handler) (proto.Message, error)
 
+// chainInterceptors sets the node's interceptors from cfg's, chained, and
+// what the outgoing ones send a client's call or message on to.
+func (n *Node) chainInterceptors(cfg *Config) {
+	n.outgoing, n.incoming = chainOutgoing(cfg.OutgoingInterceptors), chainIncoming(cfg.IncomingInterceptors)
+	n.invokeNext = func(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+		return n.invoke(ctx, call, nil, stamp{}, opts)
+	}
+	n.sendNext = func(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
+		return nil, n.send(ctx, &call, opts)
+	}
+}
+
 // chainOutgoing returns ics as one interceptor, the first outermost; nil
 // for none, which the node then skips at no cost.
 func chainOutgoing(ics []OutgoingInterceptor) OutgoingInterceptor {

@@ -50,8 +50,11 @@ func (n *Node) Invoke(ctx context.Context, call Call, opts ...CallOption) (proto
 // invokeVia is invoke through the node's outgoing interceptors, if it has
 // any.
 func (n *Node) invokeVia(ctx context.Context, call Call, chain []actKey, st stamp, opts []CallOption) (proto.Message, error) {
-	if n.outgoing == nil {
+	switch {
+	case n.outgoing == nil:
 		return n.invoke(ctx, call, chain, st, opts)
+	case chain == nil && st == (stamp{}): // a client's call
+		return n.outgoing(ctx, call, false, n.invokeNext, opts...)
 	}
 	return n.outgoing(ctx, call, false, func(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
 		return n.invoke(ctx, call, chain, st, opts)

@@ -110,9 +110,13 @@ type Node struct {
 	// overflow counts what it turned away (see admitOneWay).
 	maxOneWays int32
 	// outgoing and incoming are Config's interceptors, chained; nil for
-	// none.
-	outgoing OutgoingInterceptor
-	incoming IncomingInterceptor
+	// none. invokeNext and sendNext are what outgoing sends a client's
+	// call or message on to (see invokeVia, Send), made once so that a
+	// call through the interceptors does not allocate a closure for them.
+	outgoing   OutgoingInterceptor
+	incoming   IncomingInterceptor
+	invokeNext Invoker
+	sendNext   Invoker
 	overflow lineASecond
 	// kept counts the passivations held back by a failed commit (see
 	// keptIdle); crowded the trims that found too few idle grains to
@@ -176,7 +180,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.MaxQueuedOneWay >= 0 {
 		n.maxOneWays = int32(min(cfg.MaxQueuedOneWay, math.MaxInt32))
 	}
-	n.outgoing, n.incoming = chainOutgoing(cfg.OutgoingInterceptors), chainIncoming(cfg.IncomingInterceptors)
+	n.chainInterceptors(&cfg)
 	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, k := range cfg.Kinds {
 		n.kinds[k.Name] = newHostedKind(n, k)

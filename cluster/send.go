@@ -77,9 +77,7 @@ func (n *Node) Send(ctx context.Context, call Call, opts ...CallOption) error {
 	if n.outgoing == nil {
 		return n.send(ctx, &call, opts)
 	}
-	_, err := n.outgoing(ctx, call, true, func(ctx context.Context, call Call, opts ...CallOption) (proto.Message, error) {
-		return nil, n.send(ctx, &call, opts)
-	}, opts...)
+	_, err := n.outgoing(ctx, call, true, n.sendNext, opts...)
 	return err
 }
 
