@@ -117,7 +117,7 @@ type Node struct {
 	incoming   IncomingInterceptor
 	invokeNext Invoker
 	sendNext   Invoker
-	overflow lineASecond
+	overflow   lineASecond
 	// kept counts the passivations held back by a failed commit (see
 	// keptIdle); crowded the trims that found too few idle grains to
 	// bring the node under Config.MaxActivations (see crowdedNode).
