@@ -135,7 +135,8 @@ func memberFromSerf(m serf.Member) (Member, bool) {
 	if !ok {
 		return Member{}, false
 	}
-	switch leaving, tagged := m.Tags[tagLeaving]; {
+	leaving, tagged := m.Tags[tagLeaving]
+	switch {
 	case st == StatusLeaving && tagged && leaving != "1":
 		st = StatusAlive
 	case st == StatusAlive && leaving == "1":
@@ -149,6 +150,7 @@ func memberFromSerf(m serf.Member) (Member, bool) {
 		Status:      st,
 		incarnation: m.Tags[tagIncarnation], // "" from a node older than the tag
 		releases:    m.Tags[tagReleases] != "",
+		leavingTag:  leaving == "1",
 	}, true
 }
 

@@ -424,7 +424,9 @@ func (n *Node) viewOf(members []Member) *placement {
 			// memberlist's notice that it left arrives before serf's
 			// leave intent (see dropFailed). The hand-off still waits
 			// for its release (see leaves), as it commits its grains.
-			m.saidLeaving = n.transport.leaves(m)
+			// Its tags say it before its gossip leave begins, and its
+			// streams before that.
+			m.saidLeaving = m.leavingTag || n.transport.leaves(m)
 		}
 		if m.Status != StatusAlive {
 			continue

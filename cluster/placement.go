@@ -55,9 +55,12 @@ type Member struct {
 	// grains taken from it (tagReleases, see handoffs).
 	releases bool
 	// saidLeaving, for a member the gossip has failed, says that it said
-	// on a stream still open that it is leaving (see Node.viewOf): a
-	// graceful leaver, which the gossip may report failed.
+	// on a stream still open, or in its tags, that it is leaving (see
+	// Node.viewOf): a graceful leaver, which the gossip may report failed.
 	saidLeaving bool
+	// leavingTag says that the member's tags say it is leaving
+	// (tagLeaving, see memberFromSerf).
+	leavingTag bool
 }
 
 // candidate is an alive member hosting a kind, with its name hashed once.

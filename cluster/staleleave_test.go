@@ -101,3 +101,29 @@ func TestALeaversTagsSayItLeavesBeforeItsGossipLeave(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// TestAFailedMemberWhoseTagsSaidItLeavesIsAwaitedAsALeaver: the gossip
+// reports a graceful leaver failed when memberlist's notice that it left
+// comes before serf's leave; a member whose tags said it leaves is then
+// still a leaver for the hand-off, whose activations wait for its release
+// (it commits its grains), even if it never said so on a stream here.
+func TestAFailedMemberWhoseTagsSaidItLeavesIsAwaitedAsALeaver(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, nil)
+	s, l := nodes[0], nodes[1]
+	for _, tagged := range []bool{false, true} {
+		members := s.Members()
+		for i := range members {
+			if members[i].Name == l.Name() {
+				members[i].Status, members[i].leavingTag = StatusFailed, tagged
+			}
+		}
+		s.refreshMu.Lock()
+		p := s.viewOf(members)
+		s.refreshMu.Unlock()
+		m, _ := p.member(l.Name())
+		if leave, ok := leaves(m); ok != tagged || ok && !leave {
+			t.Errorf("a failed member whose tags say leaving=%t: awaited %t (for its leave %t), want %t", tagged, ok, leave, tagged)
+		}
+	}
+}
