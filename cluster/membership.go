@@ -107,21 +107,21 @@ func msgpackHeaderSize(n, fix int) int {
 // are not protograin nodes and are skipped.
 //
 // A member is leaving when serf says so only if its tags say so too
-// (tagLeaving), and whenever they do. Serf's status can lag behind
-// the member's start: serf keeps, for a name it does not know yet, the
-// newest leave or join it heard of (its intents), and gives the leave to
-// the member it then learns of under that name; push-pull exchanges pass
-// on a left member's leave, one Lamport tick past its last status. A node
-// that joins as a member restarts under its name can so take the new start
-// for the old one's leave and keep it leaving for good, since no later
-// word of that start outranks the leave: it would place the member's
-// grains on others while the member runs them, two activations of a grain
-// at once. The tags are the member's own, carried by memberlist's alive
-// messages, whose record memberlist keeps for the start that is alive: a
-// start that has not begun to leave says "0". A leaver sets "1" before its gossip leave
-// begins; a peer that hears of the leave first has it alive until the tag
-// arrives, the safe side: its calls there are answered "not owner" and
-// placed again. A node older than the tag is taken at serf's word.
+// (tagLeaving), and whenever they do. Serf's status can lag behind the
+// member's start: serf keeps, for a name it does not know yet, the newest
+// leave or join it heard of (its intents), and gives the leave to the
+// member it then learns of under that name; push-pull exchanges pass on a
+// left member's leave, one Lamport tick past its last status. A node that
+// joins as a member restarts under its name can so take the new start for
+// the old one's leave and keep it leaving for good, since no later word of
+// that start outranks the leave: it would place the member's grains on
+// others while the member runs them, two activations of a grain at once.
+// The tags are the member's own, carried by memberlist's alive messages,
+// whose record memberlist keeps for the start that is alive: a start that
+// has not begun to leave says "0". A leaver sets "1" before its gossip
+// leave begins; a peer that hears of the leave first has it alive until
+// the tag arrives, the safe side: its calls there are answered "not owner"
+// and placed again. A node older than the tag is taken at serf's word.
 func memberFromSerf(m serf.Member) (Member, bool) {
 	addr, ok := m.Tags[tagGRPC]
 	if !ok {

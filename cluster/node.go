@@ -69,12 +69,13 @@ type Node struct {
 	// members: until then refresh keeps the empty view, which owns no
 	// grain (see start).
 	joined atomic.Bool
-	// gossipMu orders serf's Leave (a Shutdown's) and Shutdown (the
-	// node's teardown): serf lets a Shutdown run under a Leave in
-	// progress, and memberlist then panics ("leave after shutdown"). A
-	// Close during a Shutdown's leave waits for the leave to end (serf's
-	// BroadcastTimeout at most); gossipDown, set by the teardown, keeps a
-	// later Leave from starting.
+	// gossipMu orders serf's Leave and the tags' update before it (a
+	// Shutdown's) and Shutdown (the node's teardown): serf lets a
+	// Shutdown run under a Leave in progress, and memberlist then panics
+	// ("leave after shutdown"). A Close during a Shutdown's leave waits
+	// for the leave, or the update, to end (serf's BroadcastTimeout at
+	// most); gossipDown, set by the teardown, keeps a later Leave from
+	// starting.
 	gossipMu   sync.Mutex
 	gossipDown bool
 	// leavers holds, by name, the incarnation of each member that said it
@@ -783,8 +784,8 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // Shutdown stops the node gracefully: it stops firing reminders; says on
 // its streams, and on one to each member that may take its grains, that
 // it leaves, then in its gossip tags, and leaves the gossip, so that the
-// other members place its grains elsewhere; meanwhile, without waiting for the gossip's leave,
-// it answers the calls that still reach its grains "not owner" (their
+// other members place its grains elsewhere; meanwhile, without waiting
+// for the gossip's leave, it answers the calls that still reach its grains "not owner" (their
 // callers place them again), deactivates the grains, running their
 // OnDeactivate hooks and committing their buffered state, and waits for
 // the calls it is serving. Once the leave has gone round the gossip, it
