@@ -3,16 +3,34 @@ package reminder
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"math"
 	"time"
 
 	"github.com/protograin/protograin/cluster/storage"
 )
 
+// errFireExited is the failure of a firing whose Fire called
+// runtime.Goexit (see Scheduler.exited).
+var errFireExited = errors.New("reminder: Fire called runtime.Goexit")
+
 // fire runs one firing of r, entry e's reminder at generation gen, in its own
 // goroutine, and then puts e back on the schedule or takes it off.
+//
+// Fire is the caller's code, and the grain's may run in it (a cluster node
+// activates the grain on this goroutine): one that calls runtime.Goexit
+// ends the goroutine, and fire never gets back from it. The deferred call
+// tells that by firing, set while Fire runs, and fails the firing all the
+// same (see exited).
 func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
-	defer s.wg.Done()
+	var recoveries uint64
+	firing := false
+	defer func() {
+		if firing {
+			s.exited(e, r, gen, recoveries)
+		}
+		s.wg.Done()
+	}()
 	if !s.stillOwned(e, r, gen) {
 		return
 	}
@@ -25,9 +43,11 @@ func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
 		return
 	}
 	e.cancelFire = cancel // see entry.bump
-	recoveries := s.watch.recoveries
+	recoveries = s.watch.recoveries
 	s.mu.Unlock()
+	firing = true
 	err := s.cfg.Fire(ctx, r)
+	firing = false
 	s.mu.Lock()
 	e.cancelFire = nil
 	s.mu.Unlock()
@@ -36,6 +56,21 @@ func (s *Scheduler) fire(e *entry, r storage.Reminder, gen uint64) {
 		return
 	}
 	s.fired(e, r, gen)
+}
+
+// exited ends the firing of r, entry e's reminder at generation gen, whose
+// Fire called runtime.Goexit (t.FailNow, or a library's), among the
+// deferred calls of the goroutine that it ends: the firing failed, as one
+// whose Fire returned an error does, and is retried after its backoff
+// (see retry, which logs it). Without it the entry stayed marked running
+// for good, so that the reminder never fired again on this node, and its
+// firing held one of the MaxConcurrentFires slots until Stop. recoveries is
+// as for retry.
+func (s *Scheduler) exited(e *entry, r storage.Reminder, gen uint64, recoveries uint64) {
+	s.mu.Lock()
+	e.cancelFire = nil
+	s.mu.Unlock()
+	s.retry(e, r, gen, errFireExited, recoveries)
 }
 
 // stillOwned asks Config.Owns whether this node still owns r's grain, and

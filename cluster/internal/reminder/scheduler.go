@@ -50,7 +50,9 @@ type Config struct {
 	// Fire delivers a due reminder to its grain. A nil error means it was
 	// delivered; any other error makes the scheduler retry later. Fire runs
 	// in its own goroutine, several at a time for different reminders, and
-	// ctx ends after FireTimeout or when the scheduler is stopped.
+	// ctx ends after FireTimeout or when the scheduler is stopped. A Fire
+	// that calls runtime.Goexit, ending that goroutine, failed: it is
+	// retried as after an error.
 	Fire func(ctx context.Context, r storage.Reminder) error
 	// StoreFailure reports whether an error of Fire says that the store
 	// failed (the grain's state could not be loaded or saved), rather than
