@@ -1269,20 +1269,27 @@ func (c *conn) serveOneWay(f *frame) {
 // drainLanes drains gl, then the lanes that wait for a drainer, until none
 // does.
 func (c *conn) drainLanes(gl *grainLane) {
-	l := &c.lanes
 	for gl != nil {
 		c.drainLane(gl)
-		l.mu.Lock()
-		if len(l.undrained) > 0 {
-			gl = l.undrained[0]
-			l.undrained[0] = nil
-			l.undrained = l.undrained[1:]
-		} else {
-			gl = nil
-			l.drainers--
-		}
-		l.mu.Unlock()
+		gl = c.nextLane()
 	}
+}
+
+// nextLane returns the oldest lane that waits for a drainer, taking it out
+// of the wait, for a drainer that is done with its lane; or nil, counting
+// the drainer out, if none waits.
+func (c *conn) nextLane() *grainLane {
+	l := &c.lanes
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.undrained) == 0 {
+		l.drainers--
+		return nil
+	}
+	gl := l.undrained[0]
+	l.undrained[0] = nil
+	l.undrained = l.undrained[1:]
+	return gl
 }
 
 // drainLane delivers the requests of gl, a grain's lane, in order until it
@@ -1291,37 +1298,85 @@ func (c *conn) drainLanes(gl *grainLane) {
 // it, with one log line: a store that is down is not asked once per
 // message, nor the log written once per message. Requests that arrive
 // later try again.
+//
+// A request's delivery may activate its grain, and Kind.New, OnActivate
+// and the store's Load run on this goroutine (see activations.activate):
+// one that calls runtime.Goexit (t.FailNow, or a library's) ends it in the
+// middle of the loop. The deferred call, which tells that by delivering,
+// set while a delivery is under way, takes over (see exitedLane): without
+// it the lane stayed open with nobody to drain it, and every later request
+// from the peer to the grain joined it, undelivered until the stream
+// ended, and counted against the grain's bound and in the transport's
+// busy lanes, which a farewell waits for.
 func (c *conn) drainLane(gl *grainLane) {
 	l := &c.lanes
 	h := c.t.handler
+	delivering := false
+	defer func() {
+		if delivering {
+			c.exitedLane(gl)
+		}
+	}()
 	for {
 		l.mu.Lock()
 		f := gl.queue[0]
 		l.mu.Unlock()
+		delivering = true
 		err := h.serveWaiting(&f, c.peer)
-		l.mu.Lock()
-		gl.queue[0] = frame{} // let the payload go
-		gl.queue = gl.queue[1:]
-		left, dropped := 1, 0
-		if err != nil {
-			dropped = 1 + len(gl.queue)
-			left = dropped
-			clear(gl.queue)
-			gl.queue = nil
-		}
-		h.laneLeft(&f, left) // after the mailbox counted f in: the counts err high, never low
-		empty := len(gl.queue) == 0
-		if empty {
-			delete(l.lanes, gl.key)
-			l.busy.Add(-1)
-		}
-		l.mu.Unlock()
-		if dropped > 0 {
-			h.dropWaiting(&f, err, dropped)
-		}
-		if empty {
-			c.t.laneIdle() // after the lane is, so that the count is never short
+		delivering = false
+		if c.delivered(gl, &f, err) {
 			return
 		}
+	}
+}
+
+// delivered takes f, the first request of gl, out of the lane once it is
+// delivered, or dropped for err with the requests behind it, and reports
+// whether that emptied the lane, which then leaves the conn's lanes.
+func (c *conn) delivered(gl *grainLane, f *frame, err error) (empty bool) {
+	l := &c.lanes
+	h := c.t.handler
+	l.mu.Lock()
+	gl.queue[0] = frame{} // let the payload go
+	gl.queue = gl.queue[1:]
+	left, dropped := 1, 0
+	if err != nil {
+		dropped = 1 + len(gl.queue)
+		left = dropped
+		clear(gl.queue)
+		gl.queue = nil
+	}
+	h.laneLeft(f, left) // after the mailbox counted f in: the counts err high, never low
+	empty = len(gl.queue) == 0
+	if empty {
+		delete(l.lanes, gl.key)
+		l.busy.Add(-1)
+	}
+	l.mu.Unlock()
+	if dropped > 0 {
+		h.dropWaiting(f, err, dropped)
+	}
+	if empty {
+		c.t.laneIdle() // after the lane is, so that the count is never short
+	}
+	return empty
+}
+
+// exitedLane ends the drain of gl, whose first request's delivery a grain
+// ended with runtime.Goexit (see drainLane), among the deferred calls of
+// the goroutine that it ends. The Goexit failed the grain's activation as
+// a panic does (see activations.activate, which logs it), so the request
+// is dropped, with those behind it that waited for the same activation,
+// as after any activation that failed; a later request tries again. The
+// lanes that wait for a drainer are handed to a new goroutine, since this
+// one goes: the drainer's place is passed on, not given up.
+func (c *conn) exitedLane(gl *grainLane) {
+	l := &c.lanes
+	l.mu.Lock()
+	f := gl.queue[0]
+	l.mu.Unlock()
+	c.delivered(gl, &f, goexitDropped(&f))
+	if next := c.nextLane(); next != nil {
+		go c.drainLanes(next)
 	}
 }

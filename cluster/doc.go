@@ -137,8 +137,11 @@
 //     forwards when Config.MaxPendingBytes of forwards wait for the
 //     owner's stream already. The messages from a peer that wait for an
 //     activation that fails (a store that is down) are dropped with the
-//     one that tried it, with one log line; later ones try again. Such
-//     lines are written a second at most, and the sweep counts the rest.
+//     one that tried it, with one log line; later ones try again. So are
+//     those behind an activation whose OnActivate (or Kind.New, or the
+//     store's Load) called runtime.Goexit, which fails it as a panic does.
+//     Such lines are written a second at most, and the sweep counts the
+//     rest.
 //   - Order: messages from one node to one grain run in the order they
 //     were sent, as long as the grain's owner does not change. (Messages
 //     sent from several goroutines have no order to keep.) Messages that

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	goruntime "runtime"
 	"strings"
 	"sync/atomic"
@@ -384,5 +385,121 @@ func TestGoexitInOnDeactivateIsHandledAsAPanic(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// methodNote is a method that the tests of one-way messages add to the
+// exit kind, since a one-way message has no caller to answer: it tells
+// noted the grain's identity (see withNote).
+const methodNote = "/test.Exit/Note"
+
+// withNote adds methodNote to kind, an exit kind, telling noted.
+func withNote(kind *Kind, noted chan<- string) *Kind {
+	kind.Methods = append(kind.Methods, Method{Name: methodNote, NewRequest: newString,
+		Handle: func(_ any, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+			noted <- ctx.Identity()
+			return wrapperspb.String(ctx.Identity()), nil
+		}})
+	return kind
+}
+
+// lanesLetGo reports whether n holds nothing for one-way messages from
+// peer that wait for their grains: no request in a lane, no lane, no
+// goroutine draining one, and nothing counted against a grain's bound or
+// in the transport's busy lanes, which a farewell waits for.
+func lanesLetGo(n *Node, peer string) bool {
+	drainers, undrained := laneDrainers(n, peer)
+	n.laned.mu.Lock()
+	laned := len(n.laned.count)
+	n.laned.mu.Unlock()
+	n.transport.mu.Lock()
+	busy := n.transport.busyLanes
+	n.transport.mu.Unlock()
+	return laneWaiting(n, peer) == 0 && drainers == 0 && undrained == 0 && laned == 0 && busy == 0
+}
+
+// TestGoexitInOnActivateOnAPeersOneWayLane: a peer's one-way message to a
+// grain that is not active waits in the grain's lane on the owner, and a
+// goroutine that drains lanes activates the grain (see conn.drainLane). A
+// Goexit in OnActivate ends that goroutine; the activation fails as after
+// a panic, and the message is dropped with those that waited behind it
+// for the same activation, and logged. The lane goes, and what it counted,
+// and the lanes that waited for a drainer are drained all the same: here
+// one more than maxLaneDrainers grains, so that one waits for a drainer,
+// which the Goexits must hand on. Later messages to the grains that
+// exited, and to another, run; the owner shuts down in time.
+//
+// Before, the lane stayed with nobody to drain it: every later message
+// from the peer to the grain joined it and never ran, the lanes that
+// waited for a drainer waited for good, and the owner's farewell waited
+// for the busy lanes.
+func TestGoexitInOnActivateOnAPeersOneWayLane(t *testing.T) {
+	t.Parallel()
+	const grains = maxLaneDrainers + 1
+	// exited has no room: each OnActivate waits until the test takes its
+	// Goexit, so that all the lanes are open, and one waits for a drainer.
+	exited, deactivated, noted := make(chan string), make(chan string, grains+1), make(chan string, grains+1)
+	exitOnActivate := make(chan struct{}, grains)
+	for range grains {
+		exitOnActivate <- struct{}{} // each grain's first activation exits
+	}
+	logs := map[string]*logLines{}
+	nodes := startCluster(t, 2, func(name string) []*Kind {
+		if strings.HasSuffix(name, "-n0") {
+			return []*Kind{withNote(newExitKind(-1, exited, deactivated, exitOnActivate), noted)}
+		}
+		return nil
+	}, withLogs(logs, false, func(c *Config) { c.DeactivateTimeout = 2 * waitTimeout }))
+	owner, sender := nodes[0], nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	send := func(identity string) {
+		t.Helper()
+		if err := sender.Send(ctx, exitCall(methodNote, identity)); err != nil {
+			t.Fatalf("Send(Note to %s) = %v", identity, err)
+		}
+	}
+	id := func(i int) string { return fmt.Sprintf("lane-%d", i) }
+	for i := range grains {
+		send(id(i))
+	}
+	send(id(0)) // behind the first, in its lane
+	waitFor(t, waitTimeout, "every message in a lane, and a lane waiting for a drainer", func() bool {
+		drainers, undrained := laneDrainers(owner, sender.Name())
+		return laneWaiting(owner, sender.Name()) == grains+1 && drainers == maxLaneDrainers && undrained == 1
+	})
+	for range grains {
+		receive(t, exited, "an OnActivate to call runtime.Goexit")
+	}
+	waitFor(t, waitTimeout, "the owner to let go of the lanes", func() bool { return lanesLetGo(owner, sender.Name()) })
+	l := logs[owner.Name()]
+	waitFor(t, waitTimeout, "the owner to log the messages it dropped", func() bool { return undeliveredLogged(l) >= grains+1 })
+	if got := undeliveredLogged(l); got != grains+1 {
+		t.Errorf("the owner logged %d messages dropped, want %d:\n%s", got, grains+1, logText(l))
+	}
+	if got := l.count("dropped a one-way message", "panicked in "+methodNote, runtime.ErrGoexit.Error()); got == 0 {
+		t.Errorf("no line says a message was dropped for a Goexit:\n%s", logText(l))
+	}
+	if got := l.count("called runtime.Goexit while activating"); got != grains {
+		t.Errorf("the owner logged %d Goexits while activating, want %d", got, grains)
+	}
+
+	// Later messages run: to each grain, activated afresh, and to another.
+	for i := range grains + 1 {
+		send(id(i))
+	}
+	ran := map[string]bool{}
+	for range grains + 1 {
+		ran[receive(t, noted, "a later message to run")] = true
+	}
+	if len(ran) != grains+1 {
+		t.Fatalf("later messages ran on %d grains, want %d", len(ran), grains+1)
+	}
+	waitFor(t, waitTimeout, "the owner to let go of the lanes", func() bool { return lanesLetGo(owner, sender.Name()) })
+	if err := owner.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	for range grains + 1 {
+		receive(t, deactivated, "the grains' deactivation")
 	}
 }

@@ -597,6 +597,15 @@ func (n *Node) serveWaiting(req *frame, from string) error {
 	return err
 }
 
+// goexitDropped is why a one-way message is dropped whose delivery a
+// grain ended with runtime.Goexit, in Kind.New, OnActivate or the store's
+// Load, which the delivery ran to activate the grain: ErrGrainPanic, as
+// for a peer's request whose activation exited (see goexitReply), since
+// the activation failed as if the grain had panicked.
+func goexitDropped(req *frame) error {
+	return grainPanicked(req.kind, req.identity, req.method, runtime.ErrGoexit)
+}
+
 // dropWaiting implements requestHandler: it logs req, dropped for err,
 // and the messages behind it in its lane, count in all.
 func (n *Node) dropWaiting(req *frame, err error, count int) {
