@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	goruntime "runtime"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -502,4 +505,107 @@ func TestGoexitInOnActivateOnAPeersOneWayLane(t *testing.T) {
 	for range grains + 1 {
 		receive(t, deactivated, "the grains' deactivation")
 	}
+}
+
+// TestGoexitInOnActivateOnAForwardQueue: a node forwards a peer's one-way
+// messages for a grain its view places on another member, through that
+// member's forward queue; a message whose grain the node's view places on
+// the node itself by the time it leaves the queue is delivered here, on
+// the queue's goroutine, which activates the grain (see
+// forwardQueues.drain). A Goexit in OnActivate ends that goroutine: the
+// message is dropped and logged, and the rest of the queue goes on, on a
+// new goroutine; the queue then goes, and the node shuts down in time.
+// Before, the queue stayed, drained by nobody: the messages behind, and
+// every later one forwarded to that member, waited there for good, and
+// the farewell waited for them.
+func TestGoexitInOnActivateOnAForwardQueue(t *testing.T) {
+	t.Parallel()
+	exited, deactivated, noted := make(chan string, 1), make(chan string, 1), make(chan string, 1)
+	exitOnActivate := make(chan struct{}, 1)
+	exitOnActivate <- struct{}{} // the first activation exits
+	forwarding, forward := make(chan struct{}), make(chan struct{})
+	var first sync.Once
+	logs := map[string]*logLines{}
+	nodes := startCluster(t, 2, func(name string) []*Kind {
+		if strings.HasSuffix(name, "-n0") {
+			return []*Kind{withNote(newExitKind(-1, exited, deactivated, exitOnActivate), noted)}
+		}
+		return nil
+	}, withLogs(logs, false, func(c *Config) {
+		c.DeactivateTimeout = 2 * waitTimeout
+		if strings.HasSuffix(c.NodeName, "-n0") {
+			// The first forward waits until the view no longer has the
+			// member it goes to.
+			c.forwarding = func() {
+				first.Do(func() {
+					forwarding <- struct{}{}
+					<-forward
+				})
+			}
+		}
+	}))
+	receiver, sender := nodes[0], nodes[1]
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unreachable := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The receiver's view has a member, ghost, that owns the grain; the
+	// sender's does not, and sends the messages to the receiver. The
+	// views stay until the test gives them back (or ends).
+	receiver.refreshMu.Lock()
+	held := true
+	t.Cleanup(func() {
+		if held {
+			receiver.refreshMu.Unlock()
+		}
+	})
+	setView := func(edit func([]Member) []Member) { receiver.replaceView(receiver.viewOf(edit(receiver.Members()))) }
+	setView(func(members []Member) []Member {
+		return append(members, Member{Name: "ghost", GRPCAddr: unreachable, Kinds: []string{exitKind}, Status: StatusAlive})
+	})
+	id := placedWithout(t, receiver, exitKind, "fwd", "ghost", receiver.Name())
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for range 2 {
+		if err := sender.Send(ctx, exitCall(methodNote, id)); err != nil {
+			t.Fatalf("Send = %v", err)
+		}
+	}
+	receive(t, forwarding, "the forward of the first message")
+	waitFor(t, waitTimeout, "the second message in the forward queue", func() bool {
+		msgs, _ := forwardQueued(receiver, "ghost")
+		return msgs == 1
+	})
+	setView(func(members []Member) []Member {
+		return slices.DeleteFunc(members, func(m Member) bool { return m.Name == "ghost" })
+	})
+	receiver.refreshMu.Unlock()
+	held = false
+	close(forward)
+
+	receive(t, exited, "OnActivate to call runtime.Goexit")
+	if got := receive(t, noted, "the second message to run"); got != id {
+		t.Fatalf("the second message ran on %s, want %s", got, id)
+	}
+	waitFor(t, waitTimeout, "the forward queue to go", func() bool {
+		receiver.forwards.mu.Lock()
+		_, queued := receiver.forwards.queues["ghost"]
+		receiver.forwards.mu.Unlock()
+		return !queued && lanesLetGo(receiver, sender.Name())
+	})
+	l := logs[receiver.Name()]
+	waitFor(t, waitTimeout, "the receiver to log the message it dropped", func() bool {
+		return l.count("dropped a one-way message", "identity="+id, runtime.ErrGoexit.Error()) == 1
+	})
+	if got := l.count("called runtime.Goexit while activating", "identity="+id); got != 1 {
+		t.Errorf("the Goexit was logged %d times, want once", got)
+	}
+	if err := receiver.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	receive(t, deactivated, "the grain's deactivation")
 }

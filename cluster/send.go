@@ -1006,7 +1006,25 @@ func (q *forwardQueues) add(n *Node, owner string, f queuedForward) {
 // empty. Each goes to its owner in the view of its turn, which is owner
 // unless the view changed meanwhile; a message whose grain this node owns
 // by then is delivered here, as it would have been had it come later.
+//
+// That delivery may activate the grain on this goroutine, and a Kind.New,
+// OnActivate or store Load that calls runtime.Goexit (t.FailNow, or a
+// library's) ends it in the middle of the loop. The activation failed as
+// after a panic, and the message with it (logged, as the message behind a
+// failed activation is); the deferred call, which tells the Goexit by
+// delivering, set while a message is under way, hands the rest of the
+// queue to a new goroutine. Without it the queue stayed registered as
+// drained with nobody draining it: every later message forwarded to owner
+// joined it and never went, and the farewell waited for it.
 func (q *forwardQueues) drain(n *Node, owner string, fq *forwardQueue) {
+	var f queuedForward
+	delivering := false
+	defer func() {
+		if delivering {
+			n.dropOneWay(&f.req, goexitDropped(&f.req))
+			go q.drain(n, owner, fq)
+		}
+	}()
 	for {
 		q.mu.Lock()
 		if len(fq.msgs) == 0 {
@@ -1015,13 +1033,15 @@ func (q *forwardQueues) drain(n *Node, owner string, fq *forwardQueue) {
 			n.transport.laneIdle()
 			return
 		}
-		f := fq.msgs[0]
+		f = fq.msgs[0]
 		fq.msgs[0] = queuedForward{} // let the payload go
 		fq.msgs = fq.msgs[1:]
 		fq.bytes -= forwardCost(&f)
 		q.mu.Unlock()
 		if !n.forwardOneWay(&f.req) {
+			delivering = true
 			n.serveOneWay(&f.req, f.from, true, nil)
+			delivering = false
 		}
 	}
 }
