@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/runtime"
 )
 
@@ -31,7 +32,10 @@ import (
 // deadline. A peer's request, which the owner runs on the goroutine that
 // serves it, is answered all the same, as promptly as after a panic, and
 // the other requests of its batch run on. An OnDeactivate that exits is
-// deactivated as one that panics.
+// deactivated as one that panics. A one-way message, or a reminder's
+// firing, whose delivery exits in OnActivate leaves nothing held: the
+// goroutine that drained a lane or a forward queue hands its work on, and
+// the firing is retried.
 
 // The exit kind: Exit tells exited and calls runtime.Goexit; Ping answers
 // the grain's identity.
@@ -504,6 +508,157 @@ func TestGoexitInOnActivateOnAPeersOneWayLane(t *testing.T) {
 	}
 	for range grains + 1 {
 		receive(t, deactivated, "the grains' deactivation")
+	}
+}
+
+// TestGoexitInOnActivateOnALocalSend: Send to a grain of this node that is
+// not active activates it on the sender's goroutine (see Node.sendLocal),
+// as a call does, and a Goexit in OnActivate ends that goroutine: Send
+// never returns. It holds nothing: the activation fails as after a panic
+// (logged), the next message activates the grain afresh and runs, as do
+// messages to other grains, and Shutdown waits for nothing the Goexit left.
+func TestGoexitInOnActivateOnALocalSend(t *testing.T) {
+	t.Parallel()
+	exited, deactivated, noted := make(chan string, 1), make(chan string, 2), make(chan string, 2)
+	exitOnActivate := make(chan struct{}, 1)
+	exitOnActivate <- struct{}{} // the first activation exits
+	logs := map[string]*logLines{}
+	n := startCluster(t, 1, func(string) []*Kind {
+		return []*Kind{withNote(newExitKind(-1, exited, deactivated, exitOnActivate), noted)}
+	}, withLogs(logs, false, func(c *Config) { c.DeactivateTimeout = 2 * waitTimeout }))[0]
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+
+	returned := make(chan error, 1)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		returned <- n.Send(ctx, exitCall(methodNote, "a"))
+	}()
+	receive(t, exited, "OnActivate to call runtime.Goexit")
+	receive(t, ended, "the sender's goroutine to end")
+	select {
+	case err := <-returned:
+		t.Fatalf("Send returned %v on a goroutine that OnActivate ended", err)
+	default:
+	}
+	if got := logs[n.Name()].count("called runtime.Goexit while activating", "identity=a"); got != 1 {
+		t.Errorf("the Goexit was logged %d times, want once", got)
+	}
+
+	for _, id := range []string{"a", "b"} {
+		if err := n.Send(ctx, exitCall(methodNote, id)); err != nil {
+			t.Fatalf("Send(Note to %s) after the Goexit = %v", id, err)
+		}
+		if got := receive(t, noted, "the message to "+id+" to run"); got != id {
+			t.Fatalf("the message to %s ran on %s", id, got)
+		}
+	}
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
+	for range 2 {
+		receive(t, deactivated, "the grains' deactivation")
+	}
+}
+
+// exitingAccount is an account whose OnActivate and OnReminder call
+// runtime.Goexit once for each token in theirs.
+type exitingAccount struct {
+	account
+	onActivate, onReminder <-chan struct{}
+}
+
+// exitIfAsked calls runtime.Goexit if tokens holds one, taking it.
+func exitIfAsked(tokens <-chan struct{}) {
+	select {
+	case <-tokens:
+		goruntime.Goexit()
+	default:
+	}
+}
+
+func (a *exitingAccount) OnActivate(GrainContext) error {
+	exitIfAsked(a.onActivate)
+	return nil
+}
+
+func (a *exitingAccount) OnReminder(ctx GrainContext, name string) error {
+	exitIfAsked(a.onReminder)
+	return a.account.OnReminder(ctx, name)
+}
+
+// TestGoexitWhileARemindersFiringIsRetried: a reminder's firing activates
+// its grain on the scheduler's goroutine that fires it (see
+// Node.fireReminder), and a Goexit in OnActivate ends that goroutine; the
+// scheduler takes it for a failed firing (see reminder.Scheduler.exited)
+// and fires the reminder again after its backoff, when it reaches the
+// grain, activated afresh. OnReminder runs on a worker, whose Goexit fails
+// the firing as a panic does, with the same outcome. Either is logged, a
+// reminder of another grain fires all the same, and Shutdown waits for
+// nothing the Goexit left. Before, a Goexit in OnActivate left the firing
+// marked running for good: the reminder never fired again on the node.
+func TestGoexitWhileARemindersFiringIsRetried(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"OnActivate", "OnReminder"} {
+		t.Run(in, func(t *testing.T) {
+			t.Parallel()
+			store := hookedMemstore(t)
+			onActivate, onReminder := make(chan struct{}, 1), make(chan struct{}, 1)
+			if in == "OnActivate" {
+				onActivate <- struct{}{}
+			} else {
+				onReminder <- struct{}{}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			// Due before the node starts: its first listing fires them.
+			for _, id := range []string{"x", "y"} {
+				if err := store.SaveReminder(ctx, storage.Reminder{Grain: storage.Key{Kind: accountKind, Identity: id},
+					Name: "wake", Due: time.Now()}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b := newBank("n")
+			kind := newAccountKind(b, accountKind, FlushAfterCall, -1)
+			kind.New = func(identity string) any {
+				if identity == "x" {
+					return &exitingAccount{account: account{b: b}, onActivate: onActivate, onReminder: onReminder}
+				}
+				return &account{b: b}
+			}
+			logs := map[string]*logLines{}
+			n := startCluster(t, 1, func(string) []*Kind { return []*Kind{kind} }, withLogs(logs, false, func(c *Config) {
+				c.Store = store
+				c.reminderRetryBackoff = 10 * time.Millisecond
+			}))[0]
+
+			fired := map[string]bool{}
+			for range 2 {
+				fired[receive(t, b.reminded, "a reminder to fire")] = true
+			}
+			if !fired["n x wake"] || !fired["n y wake"] {
+				t.Fatalf("fired %v; want wake of x, retried after the Goexit, and of y", fired)
+			}
+			waitFor(t, waitTimeout, "the one-shot reminders to leave the store", func() bool {
+				rs, err := store.ListReminders(ctx, accountKind)
+				return err == nil && len(rs) == 0
+			})
+			l := logs[n.Name()]
+			want := "called runtime.Goexit while activating"
+			if in == "OnReminder" {
+				want = runtime.ErrGoexit.Error()
+			}
+			if got := l.count(want, "identity=x"); got != 1 {
+				t.Errorf("the Goexit in %s was logged %d times, want once:\n%s", in, got, logText(l))
+			}
+			if got := l.count("reminder: fire failed; retrying", "Goexit"); got != 1 {
+				t.Errorf("the failed firing was logged %d times, want once:\n%s", got, logText(l))
+			}
+			if err := n.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown = %v", err)
+			}
+		})
 	}
 }
 

@@ -69,6 +69,13 @@ func Send(ctx context.Context, caller Caller, call Call, opts ...CallOption) err
 // forwarded and does not come to own the grain within two seconds) logs it
 // and drops it.
 //
+// A message to a grain of this node that is not active activates it on
+// the caller's goroutine, as a call does (see Activator): an OnActivate
+// that calls runtime.Goexit ends that goroutine, and Send never returns;
+// the activation fails as if OnActivate had panicked, and the next message
+// activates the grain afresh. A peer's message that activates the grain
+// on its owner is dropped then, and logged (see conn.drainLane).
+//
 // WithCallID does not apply to one-way messages, which are not
 // deduplicated: Send fails with ErrBadRequest if it is given. WithoutRetry
 // and WithTurnOnCaller change nothing: a one-way message to a grain of this
