@@ -916,37 +916,67 @@ func (t *activations) startJobs(j job, victims []*activation, seen []time.Durati
 
 // deactivator deactivates the queued victims one after the other until the
 // queue is empty.
-func (t *activations) deactivator() {
+func (t *activations) deactivator() { t.deactivateFrom(victim{}, false) }
+
+// deactivateFrom is deactivator, for a goroutine that takes over, with
+// resumed set, from one that a runtime.Goexit ended in the middle of v's
+// job: it first sends on what is left of v's one-way messages, then goes
+// on with the queue.
+//
+// A job runs no grain code on this goroutine but for one thing: a one-way
+// message that reached the activation after its OnDeactivate is sent on
+// to the next activation, which may be here, and is then activated on
+// this goroutine (see sendLeftovers), where an OnActivate that calls
+// runtime.Goexit (t.FailNow, or a library's) ends it. The deferred call
+// tells that by working, set while a job runs, and hands the rest of the
+// job and the queue to a new goroutine. Without it the victim was never
+// counted out, and waitDeactivations (Shutdown) waited for it until its
+// deadline; the messages after the one that exited were lost.
+func (t *activations) deactivateFrom(v victim, resumed bool) {
 	// running counts the deactivations begun and ended: odd while one runs,
 	// so that a watch knows whether the one it watches still does.
 	var running atomic.Uint64
-	var v victim
+	var watch *time.Timer
+	working := false
+	defer func() {
+		if working {
+			running.Add(1)
+			watch.Stop()
+			go t.deactivateFrom(v, true)
+		}
+	}()
 	for {
-		t.mu.Lock()
-		if v.a != nil {
-			if t.pending--; t.pending == 0 {
-				close(t.drained)
+		if !resumed {
+			t.mu.Lock()
+			if v.a != nil {
+				if t.pending--; t.pending == 0 {
+					close(t.drained)
+				}
 			}
-		}
-		if len(t.queue) == 0 {
-			t.queue = nil
-			t.deactivators--
+			if len(t.queue) == 0 {
+				t.queue = nil
+				t.deactivators--
+				t.mu.Unlock()
+				return
+			}
+			v = t.queue[0]
+			t.queue[0] = victim{}
+			t.queue = t.queue[1:]
 			t.mu.Unlock()
-			return
 		}
-		v = t.queue[0]
-		t.queue[0] = victim{}
-		t.queue = t.queue[1:]
-		t.mu.Unlock()
-		watch := t.watchSlow(&running, running.Add(1))
-		switch v.job {
-		case jobPassivate:
+		watch = t.watchSlow(&running, running.Add(1))
+		working = true
+		switch {
+		case resumed:
+			t.sendLeftovers(v.a) // what the Goexit left of them
+		case v.job == jobPassivate:
 			t.askPassivation(v.a, v.seen)
-		case jobStop:
+		case v.job == jobStop:
 			t.stopAfterPassivation(v.a)
 		default:
 			t.deactivate(v.a)
 		}
+		working, resumed = false, false
 		running.Add(1)
 		watch.Stop()
 	}
@@ -1145,8 +1175,37 @@ func (t *activations) sendLeftovers(a *activation) {
 	if d == nil {
 		return
 	}
-	for _, m := range d.leftovers {
-		t.n.resendOneWay(a.key(), m)
+	// A message may activate the grain here, on this goroutine, and a
+	// Goexit in its OnActivate ends it: the deferred call keeps the
+	// messages after it for the goroutine that takes over (see
+	// deactivateFrom).
+	i, sending := 0, false
+	defer func() {
+		if sending {
+			t.exitedLeftovers(a, d.leftovers[i], d.leftovers[i+1:])
+		}
+	}()
+	for i = range d.leftovers {
+		sending = true
+		t.n.resendOneWay(a.key(), d.leftovers[i])
+		sending = false
+	}
+}
+
+// exitedLeftovers takes over from sendLeftovers when the resend of a's
+// message m activated the grain on the goroutine, and its OnActivate (or
+// Kind.New, or the store's Load) called runtime.Goexit: it runs among the
+// deferred calls of the goroutine that the Goexit ends. The activation failed as after a panic, and
+// m with it: it is logged as dropped, as a peer's message behind a failed
+// activation is. rest, the messages after it, go back in a's record, for
+// the deactivator that takes over, which sends them on in order.
+func (t *activations) exitedLeftovers(a *activation, m *oneWayCall, rest []*oneWayCall) {
+	req := frame{kind: a.hk.Name, identity: a.identity, method: m.method.Name}
+	t.n.dropOneWay(&req, goexitDropped(&req))
+	if len(rest) > 0 {
+		t.mu.Lock()
+		t.deactivation(a).leftovers = rest
+		t.mu.Unlock()
 	}
 }
 

@@ -34,8 +34,8 @@ import (
 // the other requests of its batch run on. An OnDeactivate that exits is
 // deactivated as one that panics. A one-way message, or a reminder's
 // firing, whose delivery exits in OnActivate leaves nothing held: the
-// goroutine that drained a lane or a forward queue hands its work on, and
-// the firing is retried.
+// goroutine that drained a lane, a forward queue or the deactivations
+// hands its work on, and the firing is retried.
 
 // The exit kind: Exit tells exited and calls runtime.Goexit; Ping answers
 // the grain's identity.
@@ -763,4 +763,76 @@ func TestGoexitInOnActivateOnAForwardQueue(t *testing.T) {
 		t.Fatalf("Shutdown = %v", err)
 	}
 	receive(t, deactivated, "the grain's deactivation")
+}
+
+// TestGoexitInOnActivateOfALeftoverMessage: one-way messages that reach a
+// grain's actor after its OnDeactivate are sent on to its next activation
+// by the goroutine that deactivated it, a deactivator, once the actor has
+// stopped (see activations.sendLeftovers); here the grain stays on this
+// node, and the first of them activates it on that goroutine. A Goexit in
+// OnActivate ends the deactivator: the message is dropped and logged, and
+// a new deactivator sends the second on, which runs, and counts the
+// deactivation out, so that Shutdown is prompt. Before, the second was
+// lost, and Shutdown waited for the deactivation until its deadline.
+func TestGoexitInOnActivateOfALeftoverMessage(t *testing.T) {
+	t.Parallel()
+	// deactivated has no room: OnDeactivate waits until the test takes it.
+	exited, deactivated, noted := make(chan string, 1), make(chan string), make(chan string, 2)
+	exitOnActivate := make(chan struct{}, 1)
+	logs := map[string]*logLines{}
+	n := startCluster(t, 1, func(string) []*Kind {
+		return []*Kind{withNote(newExitKind(-1, exited, deactivated, exitOnActivate), noted)}
+	}, withLogs(logs, false, func(c *Config) {
+		c.DeactivateTimeout = 2 * waitTimeout
+		c.PassivationInterval = time.Hour // only the test deactivates
+	}))[0]
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	const id = "left"
+	if err := n.Send(ctx, exitCall(methodNote, id)); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, noted, "the first activation's message")
+	hk, m, err := n.lookup(exitKind, methodNote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := n.readyActivation(hk, id) // counted in, as a stream's reader is
+	if a == nil {
+		t.Fatal("no ready activation after its message ran")
+	}
+	n.acts.retire(a)
+	waitFor(t, waitTimeout, "the deactivation's turn to begin", func() bool { return a.flags.Load()&deactivatedFlag != 0 })
+	var batch runtime.Batch
+	for range 2 { // behind the deactivation: kept for the next activation
+		if err := batch.Add(a.ref, newOneWayCall(m, wrapperspb.String(""), Metadata{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch.Flush()
+	n.acts.release(a)
+	exitOnActivate <- struct{}{} // the next activation exits
+	if got := receive(t, deactivated, "OnDeactivate"); got != id {
+		t.Fatalf("%s deactivated, want %s", got, id)
+	}
+
+	receive(t, exited, "the next activation's OnActivate to call runtime.Goexit")
+	if got := receive(t, noted, "the second message to run"); got != id {
+		t.Fatalf("the second message ran on %s, want %s", got, id)
+	}
+	l := logs[n.Name()]
+	waitFor(t, waitTimeout, "the message dropped to be logged", func() bool {
+		return l.count("dropped a one-way message", "identity="+id, runtime.ErrGoexit.Error()) == 1
+	})
+	if got := l.count("called runtime.Goexit while activating", "identity="+id); got != 1 {
+		t.Errorf("the Goexit was logged %d times, want once", got)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- n.Shutdown(ctx) }()
+	if got := receive(t, deactivated, "the grain's deactivation"); got != id {
+		t.Fatalf("%s deactivated, want %s", got, id)
+	}
+	if err := receive(t, shut, "Shutdown"); err != nil {
+		t.Fatalf("Shutdown = %v", err)
+	}
 }
