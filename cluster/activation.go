@@ -562,8 +562,10 @@ func (t *activations) release(a *activation) {
 // the grain again. A membership change while the grain activates is looked
 // at once it is done (below).
 //
-// Kind.New, OnActivate and the store's Load run on the first caller's
-// goroutine, and one that calls runtime.Goexit ends it: the deferred call
+// Kind.New, OnActivate and the store's Load run on the goroutine that
+// delivers the first call (its caller's, a peer's request's, a one-way
+// lane's, a reminder's firing's), and one that calls runtime.Goexit ends
+// it: the deferred call
 // then fails the activation as if they had panicked. Taken for a success,
 // it left in the table an activation without an actor, which the next call
 // took for one that had failed after repeated panics, and a sweep crashed
@@ -576,7 +578,7 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 	returned := false
 	defer func() {
 		if !returned {
-			t.n.log.Error("cluster: grain called runtime.Goexit while activating, on its first caller's goroutine, which ends",
+			t.n.log.Error("cluster: grain called runtime.Goexit while activating, on the goroutine that delivered the first call, which ends",
 				"kind", a.hk.Name, "identity", a.identity)
 			err = newError(codes.Internal, ErrGrainPanic, "cluster: grain %s/%s called runtime.Goexit while activating",
 				a.hk.Name, a.identity)
