@@ -536,7 +536,26 @@ func TestAStrangerCannotJoinThroughAFencedNode(t *testing.T) {
 	// has a majority with it.
 	bCfg.BindAddr, bCfg.GRPCAddr = "127.0.0.1:0", "127.0.0.1:0"
 	bCfg.Seeds = []string{a.GossipAddr()}
-	again := startNode(t, bCfg)
+	// A joiner waits half a second (fenceNewsPatience) for the survivor to
+	// say it is no longer fenced; on a starved machine the news can come
+	// later, and the start fails with ErrNoQuorum: a deploy starts it
+	// again, and so does the test.
+	var again *Node
+	waitFor(t, waitTimeout, "b to start again through the survivor", func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), waitTimeout)
+		defer cancel()
+		n, err := Start(ctx, bCfg)
+		if err != nil {
+			if !errors.Is(err, ErrNoQuorum) {
+				t.Fatalf("Start(%s) again: %v", bCfg.NodeName, err)
+			}
+			t.Logf("b's start gave up, as the survivor's news came late; again: %v", err)
+			return false
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		again = n
+		return true
+	})
 	waitFor(t, waitTimeout, "the survivor to see a majority again", func() bool { return !a.Fenced() })
 	if again.Fenced() {
 		t.Error("the restarted node is fenced")
