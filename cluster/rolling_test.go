@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,15 +174,19 @@ type rollingCluster struct {
 	members []*Node            // each member's latest start
 	configs []Config           // each member's config, to start it again under its name
 	banks   map[string][]*bank // by node name, one per start
+	// sameAddrs restarts a member at its previous start's gossip and
+	// transport addresses, as a member with fixed ports in its config
+	// comes back, rather than at new ones.
+	sameAddrs bool
 }
 
 // startRollingCluster starts a gateway and size members over store,
-// joined through the gateway.
-func startRollingCluster(t *testing.T, store storage.Store, size int) *rollingCluster {
+// joined through the gateway; sameAddrs is rollingCluster's.
+func startRollingCluster(t *testing.T, store storage.Store, size int, sameAddrs bool) *rollingCluster {
 	cfg := testConfig(t)
 	cfg.NodeName += "-gateway"
 	cfg.Store = store
-	rc := &rollingCluster{gateway: startNode(t, cfg), banks: make(map[string][]*bank)}
+	rc := &rollingCluster{gateway: startNode(t, cfg), banks: make(map[string][]*bank), sameAddrs: sameAddrs}
 	for i := range size {
 		cfg := testConfig(t)
 		cfg.NodeName += fmt.Sprintf("-m%d", i)
@@ -199,7 +205,33 @@ func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
 	b := newBank(cfg.NodeName)
 	rc.banks[cfg.NodeName] = append(rc.banks[cfg.NodeName], b)
 	cfg.Kinds = countedBankKinds(b, time.Hour) // only moves and shutdowns deactivate
-	return startNode(t, cfg)
+	if cfg.BindAddr == "127.0.0.1:0" {
+		return startNode(t, cfg)
+	}
+	// At its previous start's ports, which the OS gave that start from
+	// its ephemeral range: in the rare case that another socket took one
+	// since that start closed (a connection's local port, of this process
+	// or another), the start fails with "address already in use", and is
+	// tried again until the port is free, as a deploy would retry it. The
+	// gossip's error says so only in its text: memberlist formats the
+	// listener's error with %v.
+	var n *Node
+	waitFor(t, waitTimeout, cfg.NodeName+"'s ports to be free", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		var err error
+		n, err = Start(ctx, cfg)
+		if err != nil && (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
+			t.Logf("Start(%s) at its previous start's ports, tried again: %v", cfg.NodeName, err)
+			return false
+		}
+		if err != nil {
+			t.Fatalf("Start(%s): %v", cfg.NodeName, err)
+		}
+		return true
+	})
+	t.Cleanup(func() { _ = n.Close() })
+	return n
 }
 
 // history says where identity's grain was active: for each start of each
@@ -220,27 +252,33 @@ func (rc *rollingCluster) history(id string) string {
 func (rc *rollingCluster) all() []*Node { return append([]*Node{rc.gateway}, rc.members...) }
 
 // restart stops member i, by Shutdown or, if crash, by Close, and starts
-// it again under its name at new addresses, as a rolling deploy does; the
+// it again under its name, as a rolling deploy does: at new addresses, or
+// at the stopped start's if rc.sameAddrs, right after it stopped; the
 // load's callers on it go on through the new start.
 func (rc *rollingCluster) restart(t *testing.T, load *rollingLoad, i int, crash bool) {
 	t.Helper()
+	old := rc.members[i]
 	if crash {
-		_ = rc.members[i].Close()
+		_ = old.Close()
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
-		if err := rc.members[i].Shutdown(ctx); err != nil {
-			t.Fatalf("Shutdown of %s: %v", rc.members[i].Name(), err)
+		if err := old.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown of %s: %v", old.Name(), err)
 		}
+	}
+	if rc.sameAddrs {
+		rc.configs[i].BindAddr, rc.configs[i].GRPCAddr = old.GossipAddr(), old.GRPCAddr()
 	}
 	again := rc.start(t, rc.configs[i])
 	rc.members[i] = again
 	load.replace(i, again)
 	// As a deploy waits for the new start to be ready before it
-	// restarts the next member: every node has it, at its new address.
+	// restarts the next member: every node has it, alive, its
+	// incarnation telling it from the old start at the same addresses.
 	waitFor(t, waitTimeout, "every node to see "+again.Name()+"'s new start", func() bool {
 		for _, n := range rc.all() {
-			if m, ok := memberNamed(n, again.Name()); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() {
+			if m, ok := memberNamed(n, again.Name()); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() || m.incarnation != again.incarnation {
 				return false
 			}
 		}
@@ -303,22 +341,28 @@ func TestGrainStateThroughARollingRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ROLLING_ROUNDS: %v", err)
 	}
-	for _, crash := range []bool{false, true} {
-		name := "graceful"
-		if crash {
-			name = "one_crashed"
+	for _, sameAddrs := range []bool{false, true} {
+		for _, crash := range []bool{false, true} {
+			name := "graceful"
+			if crash {
+				name = "one_crashed"
+			}
+			if sameAddrs {
+				name += "_at_the_same_addresses"
+			}
+			t.Run(name, func(t *testing.T) {
+				eachStore(t, func(t *testing.T, store storage.Store) { rollingRestart(t, store, crash, sameAddrs, rounds) })
+			})
 		}
-		t.Run(name, func(t *testing.T) {
-			eachStore(t, func(t *testing.T, store storage.Store) { rollingRestart(t, store, crash, rounds) })
-		})
 	}
 }
 
 // rollingRestart is TestGrainStateThroughARollingRestart over store, with
-// the middle member crashed in the first round if crash.
-func rollingRestart(t *testing.T, store storage.Store, crash bool, rounds int) {
+// the middle member crashed in the first round if crash, and every member
+// restarted at its previous start's addresses if sameAddrs.
+func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs bool, rounds int) {
 	const members, callers, grains, between = 3, 2, 150, 300
-	rc := startRollingCluster(t, store, members)
+	rc := startRollingCluster(t, store, members, sameAddrs)
 	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
 	load.progress(t, "deposits before the restarts", between)
 	crashed := ""
