@@ -417,7 +417,7 @@ func TestFarewellEndsTheStreamsOpenedDuringIt(t *testing.T) {
 		}
 	}
 	late := connTo(t, leaver, peer.Name())
-	peer.transport.byeTo(leaver.Name()) // as it would once it hears of the leave
+	peer.transport.byeTo(leaver.Name(), leaver.incarnation) // as it would once it hears of the leave
 	h.releaseHeld()
 	if err := receive(t, held, "the leaver's call"); err != nil {
 		t.Fatalf("the leaver's call: %v", err)

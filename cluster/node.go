@@ -598,7 +598,11 @@ func (n *Node) dropStreams(name string) {
 // is leaving, as to a leaver, so that they end with its farewell; they are
 // cut only if it is still failed after n.leaverGrace.
 func (n *Node) keepLeaver(name string) {
-	n.transport.byeTo(name)
+	var inc string
+	if m, ok := n.view.Load().member(name); ok {
+		inc = m.incarnation
+	}
+	n.transport.byeTo(name, inc)
 	time.AfterFunc(n.leaverGrace, func() { n.dropIfFailed(name) })
 }
 
@@ -655,16 +659,19 @@ func (n *Node) byeToLeavers(old, p *placement) {
 			continue
 		}
 		if was, ok := old.status(m.Name); !ok || was != m.Status {
-			n.transport.byeTo(m.Name)
+			n.transport.byeTo(m.Name, m.incarnation)
 		}
 	}
 }
 
 // departed implements requestHandler: it reports whether this node's view
-// has the member (at addr, unless addr is "") leaving or left.
-func (n *Node) departed(name, addr string) bool {
+// has the member (at addr, unless addr is "", and in its start
+// incarnation) leaving or left. A member restarted with fixed ports comes
+// back at its old start's address while the view may still have that
+// start left: the new start's streams are its own.
+func (n *Node) departed(name, addr, incarnation string) bool {
 	m, ok := n.view.Load().member(name)
-	return ok && (m.Status == StatusLeaving || m.Status == StatusLeft) && (addr == "" || m.GRPCAddr == addr)
+	return ok && (m.Status == StatusLeaving || m.Status == StatusLeft) && (addr == "" || m.GRPCAddr == addr) && (incarnation == "" || m.incarnation == "" || m.incarnation == incarnation)
 }
 
 // memberAddr implements requestHandler.

@@ -210,10 +210,12 @@ type requestHandler interface {
 	admitCall() (gateTicket, bool)
 	finishCall(gateTicket)
 	// departed reports whether the node's view has the named member, at
-	// addr unless addr is "", leaving or gone after a leave: a stream it
-	// opens then gets this side's bye at once (see serveStream). The same
-	// name at another address is a new incarnation, not the leaver.
-	departed(name, addr string) bool
+	// addr unless addr is "", in its start incarnation unless either does
+	// not say it, leaving or gone after a leave: a stream it opens then
+	// gets this side's bye at once (see serveStream). The same name at
+	// another address, or in another start at the same address (a member
+	// restarted with fixed ports), is a new incarnation, not the leaver.
+	departed(name, addr, incarnation string) bool
 	// memberAddr returns the transport address of the named member in the
 	// node's view, and false if the view does not know it.
 	memberAddr(name string) (string, bool)
@@ -527,7 +529,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 	// and before the callers have the stream (the dial is not theirs to
 	// run, see conn): their requests fail on it, retryable, and are placed
 	// again by the newer view, which has m leaving.
-	departed := c != nil && t.handler.departed(m.Name, m.GRPCAddr)
+	departed := c != nil && t.handler.departed(m.Name, m.GRPCAddr, m.incarnation)
 	if departed {
 		c.bye()
 	}
@@ -810,7 +812,7 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	if t.leaving.Load() {
 		c.sayLeaving() // as in open
 	}
-	if c.peerLeaving.Load() || t.handler.departed(c.peer, c.addr) {
+	if c.peerLeaving.Load() || t.handler.departed(c.peer, c.addr, c.inc) {
 		// A member that is leaving passes on what it holds, and may dial
 		// us to do so; it then ends its streams (farewell), and this one
 		// can end only once we said bye too. It says it is leaving before
@@ -878,12 +880,14 @@ func (t *transport) retire(c *conn) {
 	}
 }
 
-// byeTo says bye on every stream to a member that is leaving gracefully:
-// this node sends it nothing more, and the leaver's streams can end
-// without losing what is on its way (see farewell).
-func (t *transport) byeTo(name string) {
+// byeTo says bye on every stream to a member's start incarnation that is
+// leaving gracefully: this node sends it nothing more, and the leaver's
+// streams can end without losing what is on its way (see farewell). A
+// stream of a later start under the name, which may have dialed already,
+// at the same address too, is not the leaver's (see conn.of).
+func (t *transport) byeTo(name, incarnation string) {
 	for _, c := range t.openConns() {
-		if c.peer == name {
+		if c.peer == name && c.of(incarnation) {
 			c.bye()
 		}
 	}
