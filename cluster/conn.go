@@ -33,7 +33,8 @@ type conn struct {
 	// transport.conn and Node.dropMoved). "" from a peer too old to say.
 	addr string
 	// inc is the incarnation of the peer's start the stream is with: the
-	// one dialed, or the one its hello said; "" if not known (a peer too
+	// one that answered the hello of a stream this node dialed (else the
+	// one dialed), or the one its hello said; "" if not known (a peer too
 	// old to say). A start restarted at the same address, a fixed port,
 	// has a new one, so that what its old start's streams said (that it
 	// leaves) is not taken for the new start's (see transport.leaves).

@@ -82,9 +82,10 @@ const (
 	fieldKind protowire.Number = 3
 	// fieldIdentity is a request's grain identity. In a hello frame it
 	// is an incarnation (see retiredIncarnations): in a dialer's first
-	// hello, the dialer's own; in a hello with fieldSuperseded, the
-	// receiver's; in one with fieldAskRelease or fieldReleased, the
-	// sender's. An older peer reads none.
+	// hello, the dialer's own; in the acceptor's answer to it (a hello
+	// with fieldNames), the acceptor's (see answeringStart); in a hello
+	// with fieldSuperseded, the receiver's; in one with fieldAskRelease
+	// or fieldReleased, the sender's. An older peer reads none.
 	fieldIdentity protowire.Number = 4
 	// fieldMethod is a request's method. In a dialer's first hello it is
 	// the incarnation the dialer's start replaced under its name, if it

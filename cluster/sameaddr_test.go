@@ -97,3 +97,52 @@ func gossipMember(n *Node, name string) Member {
 	}
 	return Member{}
 }
+
+// TestAStreamDialedToAnOldStartsAddressIsTheNewStarts: b crashes and
+// starts again at its old addresses while a's view still has the old
+// start alive, and a dials b there for a call: the new start answers. Once
+// a's view has the new start, and then has it leave, a says bye on that
+// stream as on the new start's others, so that the leaver's farewell ends
+// it. The stream took the old start's incarnation from a's view, and a's
+// bye, which goes to the leaving start's streams alone (byeTo), passed it
+// by: the new start's farewell waited for it in vain, and cut it after its
+// patience (the rolling-restart test at the same addresses logged "peers
+// did not end their streams in time" as its crashed member shut down). The
+// acceptor's answer to the hello now names its start.
+func TestAStreamDialedToAnOldStartsAddressIsTheNewStarts(t *testing.T) {
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	bCfg := handoffConfig(t, "-b", store)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	b := startNode(t, bCfg)
+	waitConverged(t, []*Node{a, b}, 2)
+	set := holdViews(t, a) // a's view keeps b's old start alive
+	_ = b.Close()
+	bCfg.BindAddr, bCfg.GRPCAddr = b.GossipAddr(), b.GRPCAddr()
+	again := startNode(t, bCfg)
+
+	// a's view places the grain on b's old start, and dials its address.
+	onB := movingIdentity(accountKind, a.Name(), b.Name())
+	if got := deposit(t, a, accountKind, onB, 1); got != 1 {
+		t.Errorf("a deposit through a on b's grain returned balance %d, want 1", got)
+	}
+	waitFor(t, waitTimeout, "a's gossip to have b's new start alive", func() bool {
+		st, _ := serfStatus(a, again.Name())
+		return st == serf.StatusAlive && gossipMember(a, again.Name()).incarnation == again.incarnation
+	})
+	set(func([]Member) []Member { return []Member{gossipMember(a, a.Name()), gossipMember(a, again.Name())} })
+	set(withStatus(again.Name(), StatusLeaving)) // as when the new start begins to leave
+	streams := 0
+	for _, c := range a.transport.openConns() {
+		if c.peer != again.Name() {
+			continue
+		}
+		streams++
+		if !c.saidBye() {
+			t.Errorf("a said no bye on its stream to b's new start, which leaves (the stream has start %s, the new start is %s)", c.inc, again.incarnation)
+		}
+	}
+	if streams == 0 {
+		t.Error("a holds no stream to b's new start: the one it dialed ended")
+	}
+}

@@ -614,6 +614,13 @@ func (t *transport) open(m *Member) (*conn, error) {
 	}
 	c := newConn(t, m.Name, m.GRPCAddr, stream, cancel, cc)
 	c.inc = m.incarnation
+	if inc := answeringStart(first); inc != "" {
+		// The start that accepted the stream, which may be a later one
+		// than the view's at the same address (a member restarted with
+		// fixed ports): what the stream says, and the bye this node
+		// says on it when that start leaves (see byeTo), are its.
+		c.inc = inc
+	}
 	if !t.track(c) {
 		c.close(newError(codes.Unavailable, ErrNodeClosed, "cluster: node %s is closed", t.name))
 		return nil, ErrNodeClosed
@@ -623,6 +630,22 @@ func (t *transport) open(m *Member) (*conn, error) {
 	}
 	c.start(first)
 	return c, nil
+}
+
+// answeringStart returns the start incarnation that the acceptor's answer
+// to a dialer's hello names (see serveStream), the first batch of the
+// stream, or "" if it names none (a peer too old to say).
+func answeringStart(first []byte) string {
+	var inc string
+	// The answer comes before any request on the stream, whose names a
+	// decode without the stream's dictionary would fail on: the error
+	// only ends the search.
+	_ = decodeBatch(first, func(f *frame) {
+		if inc == "" && f.typ == frameHello && f.hello&helloNames != 0 {
+			inc = f.identity
+		}
+	})
+	return inc
 }
 
 // sayLeavingOnAll tells every peer with an open stream that this node is
@@ -806,8 +829,10 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 		t.handler.heardLeaving()
 	}
 	if c.dict.on {
-		// Say that we understand them too.
-		_ = c.send(ctx, &frame{typ: frameHello, node: t.name, hello: helloNames}) // fails only if the conn closed
+		// Say that we understand them too, and which start answers: the
+		// dialer's view may have an earlier one at this address (see
+		// answeringStart).
+		_ = c.send(ctx, &frame{typ: frameHello, node: t.name, identity: t.incarnation, hello: helloNames}) // fails only if the conn closed
 	}
 	if t.leaving.Load() {
 		c.sayLeaving() // as in open
