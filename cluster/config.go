@@ -354,6 +354,11 @@ type Config struct {
 	// for the release of its grain's predecessor (see awaitRelease), so
 	// that a test knows it waits.
 	awaitingRelease func()
+	// releaseGaveUp, when set, is told the start (name and incarnation)
+	// whose release activations waited for until the wait's bound ended
+	// it (see handoffs.expire), so that a test can tell a hand-off that
+	// went on without the release.
+	releaseGaveUp func(start string)
 	// leavingGossip, when set, runs as a Shutdown's gossip leave begins,
 	// once the node's tags say it leaves (see advertiseLeave) and before
 	// serf's Leave, so that a test can hold the leave.

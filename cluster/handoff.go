@@ -248,6 +248,9 @@ func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
 	if w.waited {
 		h.n.log.Warn("cluster: a member did not say in time that it released the grains this node took from it; activating them without waiting",
 			"start", key, "leaving", leave, "waited", bound)
+		if h.n.cfg.releaseGaveUp != nil {
+			h.n.cfg.releaseGaveUp(key)
+		}
 	}
 	h.settle(h.n.view.Load())
 }
