@@ -438,9 +438,12 @@ func (n *Node) awaitRelease(ctx context.Context, hk *hostedKind, identity string
 
 // askRelease asks m, on a goroutine of its own, to say when it released
 // the grains this node took from it (see fieldAskRelease), or all of its
-// grains if leave. If the ask does not reach m, the wait for its answer
-// ends at its bound; unless m is leaving: a leaver that cannot be reached,
-// or that ends the stream the ask went on, has nothing more to commit (it
+// grains if leave. If the ask does not reach an alive member, it is made
+// again once the transport would dial m again (unreachableMemory): a dial
+// may fail for a moment, and the wait would otherwise run to its bound
+// (DeactivateTimeout) for want of an ask; a member that stays out of
+// reach keeps the wait to its bound. A leaver that cannot be reached, or
+// that ends the stream the ask went on, has nothing more to commit (it
 // ends its streams in its farewell, after its grains are deactivated, or
 // as it closes, which commits nothing), and it is taken for released. An
 // alive member answers on the stream the ask went on: if that ends before
@@ -458,7 +461,14 @@ func (n *Node) askRelease(m Member, leave bool) {
 		case err != nil && leave:
 			n.handoffs.release(m.Name, m.incarnation, true)
 		case err != nil:
-			n.log.Debug("cluster: could not ask a member whether it released its grains", "member", m.Name, "err", err)
+			n.log.Debug("cluster: could not ask a member whether it released its grains; asking again", "member", m.Name, "err", err)
+			again := time.NewTimer(unreachableMemory)
+			defer again.Stop()
+			select {
+			case <-again.C:
+				n.handoffs.askAgain(&m) // the activations still waiting ask
+			case <-n.transport.ctx.Done():
+			}
 		default:
 			n.watchAsk(c, &m, leave)
 		}

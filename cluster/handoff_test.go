@@ -3,7 +3,9 @@ package cluster
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -376,4 +378,43 @@ func depositWhileHeld(t *testing.T, ctx context.Context, n *Node, id string, hel
 		t.Fatal(err)
 	}
 	return resp.(*wrapperspb.Int64Value).GetValue()
+}
+
+// TestAnAskForAReleaseThatDoesNotReachTheMemberIsMadeAgain: b joins a,
+// and its first dial to a fails, as a dial may while the network or a
+// busy peer hiccups; b's activation of a FlushManual grain it took from
+// a waits for a's release, and the ask that failed to reach a is made
+// again, so that the wait ends with a's answer. It ran to its bound
+// (DeactivateTimeout, ten seconds by default) without an answer.
+func TestAnAskForAReleaseThatDoesNotReachTheMemberIsMadeAgain(t *testing.T) {
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	bCfg, waits := joinerConfig(t, "-b", a, store)
+	bCfg.DeactivateTimeout = time.Hour // only a's answer ends the wait in time
+	gaveUp := make(chan string, 1)
+	bCfg.releaseGaveUp = func(start string) { gaveUp <- start }
+	var failed atomic.Bool
+	bCfg.dialer = func(ctx context.Context, addr string) (net.Conn, error) {
+		if addr == a.GRPCAddr() && failed.CompareAndSwap(false, true) {
+			return nil, errors.New("test: the first dial to a fails")
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	b := startNode(t, bCfg)
+	waitConverged(t, []*Node{a, b}, 2)
+
+	id := accountOwnedBy(t, b, manualKind, "taken")
+	if got := deposit(t, b, manualKind, id, 1); got != 1 {
+		t.Fatalf("deposit returned balance %d, want 1", got)
+	}
+	receive(t, waits, "the activation to wait for a's release")
+	if !failed.Load() {
+		t.Fatal("b's ask reached a on its first dial; the test needs it to fail")
+	}
+	select {
+	case start := <-gaveUp:
+		t.Fatalf("b's wait for %s ended at its bound", start)
+	default:
+	}
 }
