@@ -82,6 +82,9 @@ type Node struct {
 	// leaves while the gossip still had it alive (see viewOf); under
 	// refreshMu.
 	leavers map[string]string
+	// failedSince holds, by start (peerKey), when refresh first found
+	// each member the gossip has failed (see holdFailed); under refreshMu.
+	failedSince map[string]time.Time
 	// majority is the split-brain vote (Config.KeepMajority; nil without
 	// it), and recheck the timer that refreshes the view when the next
 	// failed member it holds is due to be downed; both under refreshMu.
@@ -401,7 +404,48 @@ func (n *Node) refresh() {
 			members = append(members, m)
 		}
 	}
-	n.replaceView(n.viewOf(members))
+	n.replaceView(n.viewOf(n.holdFailed(members)))
+}
+
+// holdFailed keeps alive in members, for up to n.failedGrace after refresh
+// first found it failed, a member the gossip has failed while this node
+// has a stream open with the member's start that has not said it leaves,
+// and asks for a refresh when that time is up. The gossip can fail a
+// member that runs: memberlist keeps one record per name, and a member
+// that missed another's restart at a new address keeps the old start
+// alive, then declares it dead with the old start's incarnation number;
+// the new start's record, whose number has not passed it yet, takes the
+// death until the new start refutes it (400 ms in a soak). Its peers
+// placed its grains on themselves meanwhile, beside it, and a FlushManual
+// grain lost what it had acknowledged at its next commit. A stream that is
+// open says the start runs, or ran until moments ago: a start that crashed
+// ends its streams as its process goes, and is not held. One that hangs,
+// or is cut off by a partition, is failed n.failedGrace later than the
+// gossip says, the safe side: calls to it wait, none runs beside it. A
+// leaver's death is the gossip's to tell (viewOf). n.refreshMu is held.
+func (n *Node) holdFailed(members []Member) []Member {
+	now := time.Now()
+	since := make(map[string]time.Time)
+	for i := range members {
+		m := &members[i]
+		if m.Status != StatusFailed || m.Name == n.name || m.leavingTag {
+			continue
+		}
+		key := peerKey(m.Name, m.incarnation)
+		first, seen := n.failedSince[key]
+		if !seen {
+			first = now
+		}
+		since[key] = first
+		if now.Sub(first) < n.failedGrace && n.transport.streamWith(m) {
+			m.Status = StatusAlive
+			if !seen {
+				time.AfterFunc(n.failedGrace, n.membershipChanged)
+			}
+		}
+	}
+	n.failedSince = since
+	return members
 }
 
 // viewOf returns the placement of members, the gossip's list, in which

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
@@ -126,4 +127,44 @@ func TestAFailedMemberWhoseTagsSaidItLeavesIsAwaitedAsALeaver(t *testing.T) {
 			t.Errorf("a failed member whose tags say leaving=%t: awaited %t (for its leave %t), want %t", tagged, ok, leave, tagged)
 		}
 	}
+}
+
+// TestAMemberTheGossipFailsWhileItsStreamIsOpenIsHeldAlive: x's gossip
+// fails m, which runs and keeps its stream with x open, as memberlist
+// does when another member's stale record of m's old start dies (see
+// holdFailed); here the gossip between them is cut, the transport not. x
+// must go on placing m's grains on m while the stream is open, within its
+// grace (an hour here), and have m failed once m is gone.
+func TestAMemberTheGossipFailsWhileItsStreamIsOpenIsHeldAlive(t *testing.T) {
+	t.Parallel()
+	var cut atomic.Bool
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) {
+		cfg.failedGrace = time.Hour
+		cfg.gossipTransport = func(nt *memberlist.NetTransport) memberlist.NodeAwareTransport {
+			return &cutGossip{NetTransport: nt, cut: func(string) bool { return cut.Load() }}
+		}
+	})
+	x, m := nodes[0], nodes[1]
+	id := identityOwnedBy(t, nodes, m)
+	if got := add(t, x, id, 1); got != 1 { // a stream from x to m
+		t.Fatalf("total %d, want 1", got)
+	}
+	cut.Store(true)
+	waitFor(t, waitTimeout, "x's gossip to fail m", func() bool {
+		st, _ := serfStatus(x, m.Name())
+		return st == serf.StatusFailed
+	})
+	x.refresh()
+	if st, _ := x.view.Load().status(m.Name()); st != StatusAlive {
+		t.Fatalf("x's view has m %v while its stream with m is open, want alive", st)
+	}
+	if got := add(t, x, id, 1); got != 2 {
+		t.Fatalf("total %d, want 2: the grain was activated beside m's", got)
+	}
+	_ = m.Close()
+	waitFor(t, waitTimeout, "x to have m failed once m is gone", func() bool {
+		x.refresh()
+		st, _ := x.view.Load().status(m.Name())
+		return st == StatusFailed
+	})
 }

@@ -689,6 +689,20 @@ func (t *transport) leaves(m *Member) bool {
 	return false
 }
 
+// streamWith reports whether a stream with member m's start, at its
+// address, is open and has not said the start leaves (see
+// Node.holdFailed).
+func (t *transport) streamWith(m *Member) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		if c.peer == m.Name && c.at(m.GRPCAddr) && c.of(m.incarnation) && !c.peerLeaving.Load() && !isDone(c.done) {
+			return true
+		}
+	}
+	return false
+}
+
 // peersLeaving appends to names the peers that said, on a stream still
 // open, that they are leaving the cluster (see saidLeaving).
 func (t *transport) peersLeaving(names []string) []string {
