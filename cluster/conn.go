@@ -115,6 +115,12 @@ func (c *conn) at(addr string) bool { return c.addr == addr || c.addr == "" }
 // it knows.
 func (c *conn) of(inc string) bool { return c.inc == inc || c.inc == "" || inc == "" }
 
+// with reports whether the stream is with member m's start, at m's
+// address, as far as it knows.
+func (c *conn) with(m *Member) bool {
+	return c.peer == m.Name && c.at(m.GRPCAddr) && c.of(m.incarnation)
+}
+
 // start runs the reader and the writer. first, if not nil, is a batch
 // already received on the stream (a dialer's first, see transport.open):
 // the reader handles it before it reads more.

@@ -682,7 +682,7 @@ func (t *transport) leaves(m *Member) bool {
 		return true
 	}
 	for c := range t.conns {
-		if c.peer == m.Name && c.at(m.GRPCAddr) && c.of(m.incarnation) && c.peerLeaving.Load() {
+		if c.with(m) && c.peerLeaving.Load() {
 			return true
 		}
 	}
@@ -696,7 +696,7 @@ func (t *transport) streamWith(m *Member) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c := range t.conns {
-		if c.peer == m.Name && c.at(m.GRPCAddr) && c.of(m.incarnation) && !c.peerLeaving.Load() && !isDone(c.done) {
+		if c.with(m) && !c.peerLeaving.Load() && !isDone(c.done) {
 			return true
 		}
 	}
