@@ -232,3 +232,27 @@ func TestForwardMetadataPassesTheCallsPairsOn(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardedMetadataOverTheBoundFailsTheGrainsCall: the pairs a grain
+// forwards count against MaxMetadataBytes with its own; a call that would
+// carry more fails with ErrBadRequest before it is sent, and the grain's
+// caller gets that error, naming the bound.
+func TestForwardedMetadataOverTheBoundFailsTheGrainsCall(t *testing.T) {
+	seen, activated := make(chan string, 4), make(chan string, 8)
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{metaKindOf(seen, activated)} }, func(cfg *Config) {
+		cfg.OutgoingInterceptors = []OutgoingInterceptor{ForwardMetadata("tenant")}
+	})
+	n := nodes[0]
+	// The largest tenant a call may carry: its key and value, each with a
+	// two-byte length at this size for the value, one for the key.
+	big := strings.Repeat("x", MaxMetadataBytes-len("tenant")-1-2)
+	call := Call{Kind: metaKind, Identity: "first", Method: methodMetaGet, Request: wrapperspb.String("own:second"), NewResponse: newString}
+	_, err := n.Invoke(context.Background(), call, WithMetadata("tenant", big))
+	if err == nil || !strings.Contains(err.Error(), "more than MaxMetadataBytes") {
+		t.Fatalf("a grain's call with its own tenant after a forwarded one at the bound: %v, want the bound named", err)
+	}
+	call.Request = wrapperspb.String("second") // forwards the tenant alone: within the bound
+	if _, err := n.Invoke(context.Background(), call, WithMetadata("tenant", big)); err != nil {
+		t.Fatalf("a grain's call forwarding a tenant at the bound: %v", err)
+	}
+}
