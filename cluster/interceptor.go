@@ -154,7 +154,9 @@ func (d *derivedContext) scope() (*Node, *activation) {
 // see is named here, and goes from grain to grain, on one node and across
 // nodes, as far as the nodes that run this interceptor. A pair the grain
 // attaches itself with WithMetadata comes after the forwarded ones, so
-// Metadata.Get answers with the grain's. What a grain sends from its
+// Metadata.Get answers with the grain's; both count against
+// MaxMetadataBytes, and a call over it fails with ErrBadRequest before it
+// is sent. What a grain sends from its
 // hooks, its reminders or outside a call (a client's Invoke) forwards
 // nothing: no call's metadata is in its context.
 func ForwardMetadata(keys ...string) OutgoingInterceptor {
