@@ -82,9 +82,9 @@ type Node struct {
 	// leaves while the gossip still had it alive (see viewOf); under
 	// refreshMu.
 	leavers map[string]string
-	// failedSince holds, by start (peerKey), when refresh first found
-	// each member the gossip has failed (see holdFailed); under refreshMu.
-	failedSince map[string]time.Time
+	// failedSince holds, by start (peerKey), each member the gossip has
+	// failed (see holdFailed); under refreshMu.
+	failedSince map[string]*failedStart
 	// majority is the split-brain vote (Config.KeepMajority; nil without
 	// it), and recheck the timer that refreshes the view when the next
 	// failed member it holds is due to be downed; both under refreshMu.
@@ -408,44 +408,80 @@ func (n *Node) refresh() {
 }
 
 // holdFailed keeps alive in members, for up to n.failedGrace after refresh
-// first found it failed, a member the gossip has failed while this node
-// has a stream open with the member's start that has not said it leaves,
-// and asks for a refresh when that time is up. The gossip can fail a
-// member that runs: memberlist keeps one record per name, and a member
-// that missed another's restart at a new address keeps the old start
+// first found it failed, a member the gossip has failed whose start still
+// answers this node: a stream with the start is open and has not said it
+// leaves, or a dial to it, made when refresh first found it failed, is
+// under way. It asks for a refresh when the dial ends and when that time
+// is up.
+//
+// The gossip can fail a member that runs: memberlist keeps one record per
+// name, and a member that missed another's restart keeps the old start
 // alive, then declares it dead with the old start's incarnation number;
 // the new start's record, whose number has not passed it yet, takes the
 // death until the new start refutes it (400 ms in a soak). Its peers
 // placed its grains on themselves meanwhile, beside it, and a FlushManual
-// grain lost what it had acknowledged at its next commit. A stream that is
-// open says the start runs, or ran until moments ago: a start that crashed
-// ends its streams as its process goes, and is not held. One that hangs,
-// or is cut off by a partition, is failed n.failedGrace later than the
-// gossip says, the safe side: calls to it wait, none runs beside it. A
-// leaver's death is the gossip's to tell (viewOf). n.refreshMu is held.
+// grain lost what it had acknowledged at its next commit. A stream that
+// is open, or a dial that the start answers (its hello's answer names
+// it, see transport.open), says it runs. A start that crashed has ended
+// its streams as its process went, and refuses the dial: it is failed at
+// once. One that hangs, or is cut off by a partition, is failed
+// n.failedGrace later than the gossip says, the safe side: calls to it
+// wait, none runs beside it. A leaver's death is the gossip's to tell
+// (viewOf). n.refreshMu is held.
 func (n *Node) holdFailed(members []Member) []Member {
 	now := time.Now()
-	since := make(map[string]time.Time)
+	since := make(map[string]*failedStart)
 	for i := range members {
 		m := &members[i]
 		if m.Status != StatusFailed || m.Name == n.name || m.leavingTag {
 			continue
 		}
 		key := peerKey(m.Name, m.incarnation)
-		first, seen := n.failedSince[key]
-		if !seen {
-			first = now
-		}
-		since[key] = first
-		if now.Sub(first) < n.failedGrace && n.transport.streamWith(m) {
-			m.Status = StatusAlive
-			if !seen {
-				time.AfterFunc(n.failedGrace, n.membershipChanged)
+		f := n.failedSince[key]
+		if f == nil {
+			f = &failedStart{first: now}
+			if !n.transport.streamWith(m) {
+				f.probing.Store(true)
+				n.probe(*m, f)
 			}
+			time.AfterFunc(n.failedGrace, n.membershipChanged)
+		}
+		since[key] = f
+		if now.Sub(f.first) < n.failedGrace && (f.probing.Load() || n.transport.streamWith(m)) {
+			m.Status = StatusAlive
 		}
 	}
 	n.failedSince = since
 	return members
+}
+
+// failedStart is what holdFailed knows of a member's start that the
+// gossip has failed.
+type failedStart struct {
+	first   time.Time   // when refresh first found it failed
+	probing atomic.Bool // a dial to the start is under way (see probe)
+}
+
+// probe dials member m's start, which the gossip has just failed and this
+// node has no stream with, clears f.probing once the dial ends, and asks
+// for a refresh: a start that answers keeps the stream, and holdFailed
+// holds it alive. The dial waits at most n.failedGrace, holdFailed's
+// bound.
+func (n *Node) probe(m Member, f *failedStart) {
+	done := func() {
+		f.probing.Store(false)
+		n.membershipChanged()
+	}
+	if !n.transport.goAlong(func() {
+		defer done()
+		ctx, cancel := context.WithTimeout(n.transport.ctx, n.failedGrace)
+		defer cancel()
+		if _, err := n.transport.conn(ctx, &m); err != nil {
+			n.log.Debug("cluster: a member the gossip failed does not answer", "member", m.Name, "err", err)
+		}
+	}) {
+		done()
+	}
 }
 
 // viewOf returns the placement of members, the gossip's list, in which

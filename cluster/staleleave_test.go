@@ -168,3 +168,71 @@ func TestAMemberTheGossipFailsWhileItsStreamIsOpenIsHeldAlive(t *testing.T) {
 		return st == StatusFailed
 	})
 }
+
+// TestAMemberTheGossipFailsWithNoStreamIsHeldAliveWhileItAnswers: x's
+// gossip fails m, which runs, and x has no stream with m, as when a
+// member's stale record of m's old start dies and x never called m (see
+// holdFailed); here the gossip between them is cut, the transport not. x
+// must dial m, keep it alive in its view while the dial is under way and
+// then while the stream it opened is, within its grace (an hour here),
+// and place m's grains on m; and have m failed once m is gone.
+func TestAMemberTheGossipFailsWithNoStreamIsHeldAliveWhileItAnswers(t *testing.T) {
+	t.Parallel()
+	var cut atomic.Bool
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) {
+		cfg.failedGrace = time.Hour
+		cfg.gossipTransport = func(nt *memberlist.NetTransport) memberlist.NodeAwareTransport {
+			return &cutGossip{NetTransport: nt, cut: func(string) bool { return cut.Load() }}
+		}
+	})
+	x, m := nodes[0], nodes[1]
+	mv, _ := x.view.Load().member(m.Name())
+	if x.transport.streamWith(mv) {
+		t.Fatal("x has a stream with m before any call: the test needs none")
+	}
+	cut.Store(true)
+	waitFor(t, waitTimeout, "x's gossip to fail m", func() bool {
+		st, _ := serfStatus(x, m.Name())
+		return st == serf.StatusFailed
+	})
+	x.refresh()
+	if st, _ := x.view.Load().status(m.Name()); st != StatusAlive {
+		t.Fatalf("x's view has m %v while x dials it, want alive", st)
+	}
+	waitFor(t, waitTimeout, "x's dial to open a stream with m", func() bool {
+		return x.transport.streamWith(mv)
+	})
+	x.refresh()
+	if st, _ := x.view.Load().status(m.Name()); st != StatusAlive {
+		t.Fatalf("x's view has m %v while the stream x dialed is open, want alive", st)
+	}
+	id := identityOwnedBy(t, nodes, m)
+	if got := where(t, x, id); got != m.Name() {
+		t.Fatalf("x's call to %s ran on %s, want m, which runs", id, got)
+	}
+	_ = m.Close()
+	waitFor(t, waitTimeout, "x to have m failed once m is gone", func() bool {
+		x.refresh()
+		st, _ := x.view.Load().status(m.Name())
+		return st == StatusFailed
+	})
+}
+
+// TestACrashedMemberWithNoStreamIsFailedWhenItsDialFails: m crashes, x has
+// no stream with it, and its grace is an hour: x's dial to m fails, and
+// x's view must have m failed then, not an hour later.
+func TestACrashedMemberWithNoStreamIsFailedWhenItsDialFails(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) { cfg.failedGrace = time.Hour })
+	x, m := nodes[0], nodes[1]
+	_ = m.Close()
+	waitFor(t, waitTimeout, "x's gossip to fail m", func() bool {
+		st, _ := serfStatus(x, m.Name())
+		return st == serf.StatusFailed
+	})
+	waitFor(t, waitTimeout, "x to have m failed once its dial fails", func() bool {
+		x.refresh()
+		st, _ := x.view.Load().status(m.Name())
+		return st == StatusFailed
+	})
+}

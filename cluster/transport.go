@@ -743,18 +743,20 @@ func (t *transport) goTell(name, addr, incarnation string) {
 }
 
 // goAlong runs fn on a goroutine of its own, which close waits for, so fn
-// must end once t.ctx does; once the transport is closed it does nothing.
-func (t *transport) goAlong(fn func()) {
+// must end once t.ctx does, and reports whether it did: once the
+// transport is closed it does nothing.
+func (t *transport) goAlong(fn func()) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
-		return
+		return false
 	}
 	t.tells.Add(1)
 	go func() {
 		defer t.tells.Done()
 		fn()
 	}()
+	return true
 }
 
 // tellSuperseded dials an earlier start of the named member at addr, which
