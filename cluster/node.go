@@ -234,7 +234,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t.advertised, t.incarnation = advertised, n.incarnation
+	t.serve(advertised, n.incarnation)
 	tags, err := nodeTags(advertised, n.incarnation, n.cfg.Kinds, n.cfg.KeepMajority)
 	if err != nil {
 		return err

@@ -250,7 +250,7 @@ type transport struct {
 	// advertised is the address members dial this node at, and
 	// incarnation the random ID of the node's start: the first hello of
 	// the streams it dials says both (see conn.addr and
-	// retiredIncarnations). Set by the node before it joins.
+	// retiredIncarnations). Set by serve.
 	advertised, incarnation string
 	// replaced is the incarnation this node's start replaced under its
 	// name, if the join saw one (see nameClaim.replaced): the first hello
@@ -374,14 +374,22 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	}
 	t.server = grpc.NewServer(opts...)
 	t.server.RegisterService(transportDesc(), t)
+	return t, nil
+}
+
+// serve sets the address members dial this node at and the incarnation
+// of its start, and then serves streams: the answer to a stream's hello
+// names the start (see serveStream), and a member restarted at its old
+// address is dialed as soon as it listens.
+func (t *transport) serve(advertised, incarnation string) {
+	t.advertised, t.incarnation = advertised, incarnation
 	go func() {
 		// Serve returns when the server stops; an error before that is
 		// logged because nobody else can see it.
-		if err := t.server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := t.server.Serve(t.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			t.log.Error("cluster: transport server stopped", "err", err)
 		}
 	}()
-	return t, nil
 }
 
 func (t *transport) getReplyChan() chan frame {
@@ -1133,6 +1141,7 @@ func (t *transport) close(ctx context.Context) {
 		t.server.Stop()
 		<-stopped
 	}
+	_ = t.lis.Close() // if serve never ran; the server closed it otherwise
 }
 
 // gracefulStopPatience bounds how long close lets the gRPC server finish
