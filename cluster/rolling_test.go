@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -205,9 +206,9 @@ func startRollingCluster(t *testing.T, store storage.Store, size int, sameAddrs 
 	return rc
 }
 
-// start starts a member under cfg, with a bank of its own: cfg may be a
-// member's, started again.
-func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
+// prepare returns cfg for a start of a member, with a bank of its own:
+// cfg may be a member's, started again.
+func (rc *rollingCluster) prepare(cfg Config) Config {
 	b := newBank(cfg.NodeName)
 	rc.banks[cfg.NodeName] = append(rc.banks[cfg.NodeName], b)
 	cfg.Kinds = countedBankKinds(b, time.Hour) // only moves and shutdowns deactivate
@@ -216,6 +217,12 @@ func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
 		defer rc.mu.Unlock()
 		rc.gaveUp = append(rc.gaveUp, cfg.NodeName+" for "+start)
 	}
+	return cfg
+}
+
+// start starts a member under cfg (see prepare).
+func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
+	cfg = rc.prepare(cfg)
 	if cfg.BindAddr == "127.0.0.1:0" {
 		return startNode(t, cfg)
 	}
@@ -404,6 +411,17 @@ func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs bool, ro
 		}
 	}
 	load.finish()
+	rc.verify(t, store, load, crashed)
+}
+
+// verify shuts the members and the gateway down once the load finished,
+// and checks every grain's stored balance against the deposits
+// acknowledged, the hand-off's waits, and that the members' changes
+// moved grains; the manual grains active on the start of crashed, if
+// not "", may have lost deposits.
+func (rc *rollingCluster) verify(t *testing.T, store storage.Store, load *rollingLoad, crashed string) {
+	t.Helper()
+	grains := load.grains
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	for _, n := range append(rc.members, rc.gateway) {
@@ -440,7 +458,7 @@ func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs bool, ro
 		t.Errorf("hand-off waits ended at their bound, without the release: %v", rc.gaveUp)
 	}
 	rc.mu.Unlock()
-	if got := int64(len(load.acked)); got != 2*grains {
+	if got := len(load.acked); got != 2*grains {
 		t.Errorf("deposits reached %d grains of %d", got, 2*grains)
 	}
 	if crashed != "" && len(mayLose) == 0 {
@@ -467,8 +485,94 @@ func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs bool, ro
 		}
 	}
 	if moved < grains/2 {
-		t.Errorf("%d manual grains of %d were active on more than one start: the restarts tested little", moved, grains)
+		t.Errorf("%d manual grains of %d were active on more than one start: the changes tested little", moved, grains)
 	}
 	t.Logf("%d deposits acknowledged, %d lost with the crashed start's %d manual grains; %d manual grains moved; failed attempts, each retried: %v; latest return %v past the deadline",
 		acked, lost, len(mayLose), moved, load.failures, load.latest)
+}
+
+// TestGrainStateThroughAScaleOutAndIn deposits on grains of both flush
+// modes as TestGrainStateThroughARollingRestart does, while the cluster
+// grows from two members to five, three joining at once, and shrinks to
+// two again, three leaving at once (both first members and a joiner), as
+// an autoscaler moves it. Each step moves many grains at once, so the
+// hand-offs overlap: a joiner's activation waits for releases from
+// members that are themselves joining, or leaving and moving the grain
+// on. Every acknowledged deposit must be stored exactly once, on the
+// three stores, and no hand-off's wait may end at its bound.
+func TestGrainStateThroughAScaleOutAndIn(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		const callers, grains, between = 2, 150, 300
+		rc := startRollingCluster(t, store, 2, false)
+		load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
+		// Enough for most grains to be active before the joins: each
+		// of them moves then, or at the leaves.
+		load.progress(t, "deposits before the joins", 3*between)
+		rc.joinAtOnce(t, 3)
+		load.progress(t, "deposits after the joins", between)
+		rc.leaveAtOnce(t, 0, 1, 2)
+		load.progress(t, "deposits after the leaves", between)
+		load.finish()
+		rc.verify(t, store, load, "")
+	})
+}
+
+// joinAtOnce starts count new members at the same moment, and waits until
+// every node sees them all.
+func (rc *rollingCluster) joinAtOnce(t *testing.T, count int) {
+	t.Helper()
+	cfgs := make([]Config, count)
+	for i := range cfgs {
+		cfg := testConfig(t)
+		cfg.NodeName += fmt.Sprintf("-m%d", len(rc.members)+i)
+		cfg.Store = rc.gateway.store
+		cfg.Seeds = []string{rc.gateway.GossipAddr()}
+		cfgs[i] = rc.prepare(cfg)
+	}
+	nodes := make([]*Node, count)
+	errs := make([]error, count)
+	var wg sync.WaitGroup
+	for i, cfg := range cfgs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			nodes[i], errs[i] = Start(ctx, cfg)
+		})
+	}
+	wg.Wait()
+	for i, n := range nodes {
+		if errs[i] != nil {
+			t.Fatalf("Start(%s): %v", cfgs[i].NodeName, errs[i])
+		}
+		t.Cleanup(func() { _ = n.Close() })
+	}
+	rc.members = append(rc.members, nodes...)
+	waitConverged(t, rc.all(), len(rc.members)+1)
+}
+
+// leaveAtOnce shuts the members at the given indexes down at the same
+// moment, gracefully, and waits until every node that stays sees them
+// gone. The load's callers on them go on through the gateway.
+func (rc *rollingCluster) leaveAtOnce(t *testing.T, indexes ...int) {
+	t.Helper()
+	leavers := make([]*Node, len(indexes))
+	errs := make([]error, len(indexes))
+	var wg sync.WaitGroup
+	for i, idx := range indexes {
+		leavers[i] = rc.members[idx]
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			errs[i] = leavers[i].Shutdown(ctx)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Shutdown of %s: %v", leavers[i].Name(), err)
+		}
+	}
+	rc.members = slices.DeleteFunc(rc.members, func(n *Node) bool { return slices.Contains(leavers, n) })
+	waitConverged(t, rc.all(), len(rc.members)+1)
 }
