@@ -410,9 +410,9 @@ func (n *Node) refresh() {
 // holdFailed keeps alive in members, for up to n.failedGrace after refresh
 // first found it failed, a member the gossip has failed whose start still
 // answers this node: a stream with the start is open and has not said it
-// leaves, or a dial to it, made when refresh first found it failed, is
-// under way. It asks for a refresh when the dial ends and when that time
-// is up.
+// leaves, or a dial to it, made when refresh first found it failed after
+// the view had it alive, is under way. It asks for a refresh when the
+// dial ends and when that time is up.
 //
 // The gossip can fail a member that runs: memberlist keeps one record per
 // name, and a member that missed another's restart keeps the old start
@@ -440,7 +440,7 @@ func (n *Node) holdFailed(members []Member) []Member {
 		f := n.failedSince[key]
 		if f == nil {
 			f = &failedStart{first: now}
-			if !n.transport.streamWith(m) {
+			if !n.transport.streamWith(m) && n.wasAlive(m) {
 				f.probing.Store(true)
 				n.probe(*m, f)
 			}
@@ -453,6 +453,15 @@ func (n *Node) holdFailed(members []Member) []Member {
 	}
 	n.failedSince = since
 	return members
+}
+
+// wasAlive reports whether the node's view has member m's start alive:
+// holdFailed dials a start the gossip has just failed, not one failed
+// before this node knew it (a joiner learns of members that failed long
+// ago, whose hosts may be gone, and would hold each for the dial's time).
+func (n *Node) wasAlive(m *Member) bool {
+	was, ok := n.view.Load().member(m.Name)
+	return ok && was.Status == StatusAlive && was.incarnation == m.incarnation
 }
 
 // failedStart is what holdFailed knows of a member's start that the

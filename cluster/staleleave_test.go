@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -235,4 +236,32 @@ func TestACrashedMemberWithNoStreamIsFailedWhenItsDialFails(t *testing.T) {
 		st, _ := x.view.Load().status(m.Name())
 		return st == StatusFailed
 	})
+}
+
+// TestOnlyAStartTheViewHadAliveIsDialedWhenTheGossipFailsIt: a node whose
+// gossip fails a member dials it, and holds it alive meanwhile, only if
+// its view had that start alive: a joiner learns of members that failed
+// long ago, whose hosts may be gone, and would hold each for the dial's
+// time. The member's address here accepts connections and never answers,
+// as a hung host's may, so a dial would be under way for the whole test.
+func TestOnlyAStartTheViewHadAliveIsDialedWhenTheGossipFailsIt(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 1, 0, func(cfg *Config) { cfg.failedGrace = time.Hour })
+	x := nodes[0]
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = lis.Close() })
+	start := func(incarnation string, st MemberStatus) Member {
+		return Member{Name: "hung", GRPCAddr: lis.Addr().String(), Status: st, incarnation: incarnation}
+	}
+	holdView(t, x, func(members []Member) []Member { return members }) // without hung; refreshes wait
+	if got := x.holdFailed([]Member{start("1", StatusFailed)}); got[0].Status != StatusFailed {
+		t.Fatalf("a start failed before x's view had it is %v in x's next view, want failed", got[0].Status)
+	}
+	x.view.Store(newPlacement(append(x.Members(), start("2", StatusAlive))))
+	if got := x.holdFailed([]Member{start("2", StatusFailed)}); got[0].Status != StatusAlive {
+		t.Fatalf("a start x's view had alive is %v in x's next view while x dials it, want alive", got[0].Status)
+	}
 }
