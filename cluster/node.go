@@ -437,18 +437,20 @@ func (n *Node) holdFailed(members []Member) []Member {
 			continue
 		}
 		key := peerKey(m.Name, m.incarnation)
-		f := n.failedSince[key]
-		if f == nil {
+		f, seen := n.failedSince[key]
+		if !seen {
 			f = &failedStart{first: now}
 			if !n.transport.streamWith(m) && n.wasAlive(m) {
 				f.probing.Store(true)
 				n.probe(*m, f)
 			}
-			time.AfterFunc(n.failedGrace, n.membershipChanged)
 		}
 		since[key] = f
 		if now.Sub(f.first) < n.failedGrace && (f.probing.Load() || n.transport.streamWith(m)) {
 			m.Status = StatusAlive
+			if !seen {
+				time.AfterFunc(n.failedGrace, n.membershipChanged)
+			}
 		}
 	}
 	n.failedSince = since

@@ -751,8 +751,8 @@ func (t *transport) goTell(name, addr, incarnation string) {
 }
 
 // goAlong runs fn on a goroutine of its own, which close waits for, so fn
-// must end once t.ctx does, and reports whether it did: once the
-// transport is closed it does nothing.
+// must end once t.ctx does. Once the transport is closed it does nothing,
+// and returns false.
 func (t *transport) goAlong(fn func()) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
