@@ -138,36 +138,19 @@ func TestAFailedMemberWhoseTagsSaidItLeavesIsAwaitedAsALeaver(t *testing.T) {
 // grace (an hour here), and have m failed once m is gone.
 func TestAMemberTheGossipFailsWhileItsStreamIsOpenIsHeldAlive(t *testing.T) {
 	t.Parallel()
-	var cut atomic.Bool
-	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) {
-		cfg.failedGrace = time.Hour
-		cfg.gossipTransport = func(nt *memberlist.NetTransport) memberlist.NodeAwareTransport {
-			return &cutGossip{NetTransport: nt, cut: func(string) bool { return cut.Load() }}
-		}
-	})
+	nodes, cut := heldPair(t)
 	x, m := nodes[0], nodes[1]
 	id := identityOwnedBy(t, nodes, m)
 	if got := add(t, x, id, 1); got != 1 { // a stream from x to m
 		t.Fatalf("total %d, want 1", got)
 	}
 	cut.Store(true)
-	waitFor(t, waitTimeout, "x's gossip to fail m", func() bool {
-		st, _ := serfStatus(x, m.Name())
-		return st == serf.StatusFailed
-	})
-	x.refresh()
-	if st, _ := x.view.Load().status(m.Name()); st != StatusAlive {
-		t.Fatalf("x's view has m %v while its stream with m is open, want alive", st)
-	}
+	awaitGossipFailed(t, x, m)
+	wantStatus(t, x, m, StatusAlive, "while its stream with m is open")
 	if got := add(t, x, id, 1); got != 2 {
 		t.Fatalf("total %d, want 2: the grain was activated beside m's", got)
 	}
-	_ = m.Close()
-	waitFor(t, waitTimeout, "x to have m failed once m is gone", func() bool {
-		x.refresh()
-		st, _ := x.view.Load().status(m.Name())
-		return st == StatusFailed
-	})
+	awaitFailedOnceGone(t, x, m)
 }
 
 // TestAMemberTheGossipFailsWithNoStreamIsHeldAliveWhileItAnswers: x's
@@ -179,44 +162,24 @@ func TestAMemberTheGossipFailsWhileItsStreamIsOpenIsHeldAlive(t *testing.T) {
 // and place m's grains on m; and have m failed once m is gone.
 func TestAMemberTheGossipFailsWithNoStreamIsHeldAliveWhileItAnswers(t *testing.T) {
 	t.Parallel()
-	var cut atomic.Bool
-	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) {
-		cfg.failedGrace = time.Hour
-		cfg.gossipTransport = func(nt *memberlist.NetTransport) memberlist.NodeAwareTransport {
-			return &cutGossip{NetTransport: nt, cut: func(string) bool { return cut.Load() }}
-		}
-	})
+	nodes, cut := heldPair(t)
 	x, m := nodes[0], nodes[1]
 	mv, _ := x.view.Load().member(m.Name())
 	if x.transport.streamWith(mv) {
 		t.Fatal("x has a stream with m before any call: the test needs none")
 	}
 	cut.Store(true)
-	waitFor(t, waitTimeout, "x's gossip to fail m", func() bool {
-		st, _ := serfStatus(x, m.Name())
-		return st == serf.StatusFailed
-	})
-	x.refresh()
-	if st, _ := x.view.Load().status(m.Name()); st != StatusAlive {
-		t.Fatalf("x's view has m %v while x dials it, want alive", st)
-	}
+	awaitGossipFailed(t, x, m)
+	wantStatus(t, x, m, StatusAlive, "while x dials it")
 	waitFor(t, waitTimeout, "x's dial to open a stream with m", func() bool {
 		return x.transport.streamWith(mv)
 	})
-	x.refresh()
-	if st, _ := x.view.Load().status(m.Name()); st != StatusAlive {
-		t.Fatalf("x's view has m %v while the stream x dialed is open, want alive", st)
-	}
+	wantStatus(t, x, m, StatusAlive, "while the stream x dialed is open")
 	id := identityOwnedBy(t, nodes, m)
 	if got := where(t, x, id); got != m.Name() {
 		t.Fatalf("x's call to %s ran on %s, want m, which runs", id, got)
 	}
-	_ = m.Close()
-	waitFor(t, waitTimeout, "x to have m failed once m is gone", func() bool {
-		x.refresh()
-		st, _ := x.view.Load().status(m.Name())
-		return st == StatusFailed
-	})
+	awaitFailedOnceGone(t, x, m)
 }
 
 // TestACrashedMemberWithNoStreamIsFailedWhenItsDialFails: m crashes, x has
@@ -224,14 +187,50 @@ func TestAMemberTheGossipFailsWithNoStreamIsHeldAliveWhileItAnswers(t *testing.T
 // x's view must have m failed then, not an hour later.
 func TestACrashedMemberWithNoStreamIsFailedWhenItsDialFails(t *testing.T) {
 	t.Parallel()
-	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) { cfg.failedGrace = time.Hour })
+	nodes, _ := heldPair(t)
 	x, m := nodes[0], nodes[1]
 	_ = m.Close()
+	awaitGossipFailed(t, x, m)
+	awaitFailedOnceGone(t, x, m)
+}
+
+// heldPair starts two nodes whose failed grace is an hour, and returns
+// them and a switch that cuts the gossip between them.
+func heldPair(t *testing.T) ([]*Node, *atomic.Bool) {
+	t.Helper()
+	cut := new(atomic.Bool)
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) {
+		cfg.failedGrace = time.Hour
+		cfg.gossipTransport = func(nt *memberlist.NetTransport) memberlist.NodeAwareTransport {
+			return &cutGossip{NetTransport: nt, cut: func(string) bool { return cut.Load() }}
+		}
+	})
+	return nodes, cut
+}
+
+// awaitGossipFailed waits until x's gossip has m failed.
+func awaitGossipFailed(t *testing.T, x, m *Node) {
+	t.Helper()
 	waitFor(t, waitTimeout, "x's gossip to fail m", func() bool {
 		st, _ := serfStatus(x, m.Name())
 		return st == serf.StatusFailed
 	})
-	waitFor(t, waitTimeout, "x to have m failed once its dial fails", func() bool {
+}
+
+// wantStatus refreshes x's view and fails the test unless it has m at st.
+func wantStatus(t *testing.T, x, m *Node, want MemberStatus, when string) {
+	t.Helper()
+	x.refresh()
+	if st, _ := x.view.Load().status(m.Name()); st != want {
+		t.Fatalf("x's view has m %v %s, want %v", st, when, want)
+	}
+}
+
+// awaitFailedOnceGone waits until x's view has m failed, m gone.
+func awaitFailedOnceGone(t *testing.T, x, m *Node) {
+	t.Helper()
+	_ = m.Close()
+	waitFor(t, waitTimeout, "x to have m failed once m is gone", func() bool {
 		x.refresh()
 		st, _ := x.view.Load().status(m.Name())
 		return st == StatusFailed
