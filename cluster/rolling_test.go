@@ -354,27 +354,28 @@ func (rc *rollingCluster) restart(t *testing.T, load *rollingLoad, i int, crash 
 // start's activations of FlushManual grains waited out the hand-off's
 // bound, 10 s, and went on without the release.
 //
-// Each variant runs for two to six seconds per store under -race.
-// ROLLING_ROUNDS=n runs it, restarting every member n times:
+// Each variant runs for two to six seconds per store under -race, one
+// round in the package's run; ROLLING_ROUNDS=n restarts every member n
+// times, for a soak:
 //
-//	ROLLING_ROUNDS=1 go test -race -run TestGrainStateThroughARollingRestart ./cluster
+//	ROLLING_ROUNDS=5 go test -race -run TestGrainStateThroughARollingRestart ./cluster
 //
-// It is opt-in, and not in the package's run, because a run that restarts
-// members at new addresses still fails now and then (two store-runs in
-// about 110 of a helper's soak) on a defect not yet fixed: a stale
-// failure of a member's old start, which memberlist applies to its new
-// start by name (docs/architecture.md, "Non-guarantees"). The defects it
-// found before, a stale serf leave that kept a restarted member leaving
-// for good, and those of the same-address runs, are fixed, each with a
-// deterministic test that runs; waitConverged prints the views.
+// Its soaks also met a stale serf leave that kept a restarted member
+// leaving for good (TestAStaleGossipLeaveDoesNotMoveAMembersGrains), and
+// a stale gossip death of a member's old start, which memberlist applied
+// to its new start by name, and which the members with no stream to the
+// new start took
+// (TestAMemberTheGossipFailsWithNoStreamIsHeldAliveWhileItAnswers); both
+// lost acknowledged deposits of FlushManual grains now and then. On a
+// failure, waitConverged prints the views.
 func TestGrainStateThroughARollingRestart(t *testing.T) {
-	v := os.Getenv("ROLLING_ROUNDS")
-	if v == "" {
-		t.Skip("opt-in: set ROLLING_ROUNDS=1 (see the comment: the new-address runs fail now and then on an open defect)")
-	}
-	rounds, err := strconv.Atoi(v)
-	if err != nil {
-		t.Fatalf("ROLLING_ROUNDS: %v", err)
+	t.Parallel()
+	rounds := 1
+	if v := os.Getenv("ROLLING_ROUNDS"); v != "" {
+		var err error
+		if rounds, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("ROLLING_ROUNDS: %v", err)
+		}
 	}
 	for _, sameAddrs := range []bool{false, true} {
 		for _, crash := range []bool{false, true} {
