@@ -154,11 +154,14 @@ func rollingFailure(err error) string {
 // replace has member i's callers call through its new start.
 func (l *rollingLoad) replace(i int, n *Node) { l.members[i].Store(n) }
 
-// progress waits until the callers made more deposits.
-func (l *rollingLoad) progress(t *testing.T, what string, more int64) {
+// progress waits until the callers made more deposits, and fails the
+// test if none was made for waitTimeout: a starved machine makes them
+// slowly, a stuck cluster not at all (and a deposit that is not
+// acknowledged in that time ends its caller with an error).
+func (l *rollingLoad) progress(t *testing.T, what string, more int) {
 	t.Helper()
-	from := l.deposits.Load()
-	waitFor(t, waitTimeout, what, func() bool { return l.deposits.Load() >= from+more })
+	from := int(l.deposits.Load())
+	waitForProgress(t, what, from+more, func() int { return int(l.deposits.Load()) })
 }
 
 // finish stops the callers once their deposits in flight are
