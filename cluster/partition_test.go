@@ -23,33 +23,45 @@ import (
 // holds them while it retransmits. Nothing else is held: the failure
 // detectors, the votes, the streams' ends and the reconnects that heal the
 // partition are serf's and the nodes' own.
+//
+// A partition may also lose the packets of one direction only, between
+// two nodes (lose): one node's datagrams reach the other, but not the
+// other's. A TCP connection needs both directions for its handshake, so
+// neither node can connect to the other, and on the streams they had, the
+// bytes of the lost direction are held while the others pass.
 type partition struct {
 	mu     sync.Mutex
-	names  map[string]string // node name, by gossip and transport address
-	cut    map[string]bool   // the nodes cut off from the others, by name
-	healed chan struct{}     // closed, and made again, by heal
+	names  map[string]string  // node name, by gossip and transport address
+	cut    map[string]bool    // the nodes cut off from the others, by name
+	lost   map[[2]string]bool // the directions lost, from one node to another, by name
+	healed chan struct{}      // closed, and made again, by heal and every change of shape
 }
 
 func newPartition() *partition {
-	return &partition{names: make(map[string]string), cut: make(map[string]bool), healed: make(chan struct{})}
+	return &partition{names: make(map[string]string), cut: make(map[string]bool), lost: make(map[[2]string]bool), healed: make(chan struct{})}
 }
 
 // configure makes cfg's node send through p.
 func (p *partition) configure(cfg *Config) {
 	self := cfg.NodeName
 	cfg.gossipTransport = func(nt *memberlist.NetTransport) memberlist.NodeAwareTransport {
-		return &cutGossip{NetTransport: nt, cut: func(addr string) bool { return p.between(self, addr) }}
+		return &cutGossip{NetTransport: nt,
+			cut:  func(addr string) bool { return p.between(self, addr, true) },
+			lose: func(addr string) bool { return p.between(self, addr, false) }}
 	}
 	cfg.dialer = func(ctx context.Context, addr string) (net.Conn, error) {
-		if p.between(self, addr) {
-			return nil, fmt.Errorf("test: the network from %s to %s is cut", self, addr)
+		if p.between(self, addr, true) {
+			return nil, fmt.Errorf("test: the network between %s and %s is cut", self, addr)
 		}
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
 		}
-		return &cutConn{Conn: c, pass: func(closed <-chan struct{}) bool { return p.pass(self, addr, closed) }, closed: make(chan struct{})}, nil
+		return &cutConn{Conn: c,
+			passOut: func(closed <-chan struct{}) bool { return p.pass(self, addr, false, closed) },
+			passIn:  func(closed <-chan struct{}) bool { return p.pass(self, addr, true, closed) },
+			closed:  make(chan struct{})}, nil
 	}
 }
 
@@ -63,27 +75,34 @@ func (p *partition) learn(nodes ...*Node) {
 	}
 }
 
-// between reports whether the network from the node named self to the
-// node at addr is cut.
-func (p *partition) between(self, addr string) bool {
+// between reports whether the packets from the node named self to the
+// node at addr are lost, or if either, whether those of either direction
+// are: a connection needs both.
+func (p *partition) between(self, addr string, either bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.betweenLocked(self, addr)
-}
-
-func (p *partition) betweenLocked(self, addr string) bool {
 	to, ok := p.names[addr]
-	return ok && p.cut[self] != p.cut[to]
+	return ok && (p.losesLocked(self, to) || either && p.losesLocked(to, self))
 }
 
-// pass waits until the network from self to addr is whole, and reports
-// false if closed is closed first.
-func (p *partition) pass(self, addr string, closed <-chan struct{}) bool {
+// losesLocked reports whether the packets from the node named from to the
+// one named to are lost.
+func (p *partition) losesLocked(from, to string) bool {
+	return p.cut[from] != p.cut[to] || p.lost[[2]string{from, to}]
+}
+
+// pass waits until the packets from self to addr (or, if in, those from
+// addr to self) go through, and reports false if closed is closed first.
+func (p *partition) pass(self, addr string, in bool, closed <-chan struct{}) bool {
 	for {
 		p.mu.Lock()
-		cut, healed := p.betweenLocked(self, addr), p.healed
+		from, to := self, p.names[addr]
+		if in {
+			from, to = to, from
+		}
+		lost, healed := to != "" && from != "" && p.losesLocked(from, to), p.healed
 		p.mu.Unlock()
-		if !cut {
+		if !lost {
 			return true
 		}
 		select {
@@ -103,34 +122,61 @@ func (p *partition) split(minority ...*Node) {
 	}
 }
 
+// reshape makes the partition one that cuts off the nodes of minority,
+// and only them, from the others: the nodes that cross over reach their
+// new side at once, as the held bytes between them go through.
+func (p *partition) reshape(minority ...*Node) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.cut)
+	for _, n := range minority {
+		p.cut[n.Name()] = true
+	}
+	p.wakeLocked()
+}
+
+// lose loses the packets from one node to the other, one direction only.
+func (p *partition) lose(from, to *Node) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lost[[2]string{from.Name(), to.Name()}] = true
+}
+
 // heal ends the partition.
 func (p *partition) heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.cut)
+	clear(p.lost)
+	p.wakeLocked()
+}
+
+// wakeLocked has the bytes held look again whether they may pass.
+func (p *partition) wakeLocked() {
 	close(p.healed)
 	p.healed = make(chan struct{})
 }
 
-// cutConn is a transport's connection behind a partition: while it is
-// cut, what is written waits, and what was read is held.
+// cutConn is a transport's connection behind a partition: while the
+// direction out is lost, what is written waits, and while the direction in
+// is, what was read is held.
 type cutConn struct {
 	net.Conn
-	pass   func(closed <-chan struct{}) bool
-	closed chan struct{}
-	once   sync.Once
+	passOut, passIn func(closed <-chan struct{}) bool
+	closed          chan struct{}
+	once            sync.Once
 }
 
 func (c *cutConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if !c.pass(c.closed) {
+	if !c.passIn(c.closed) {
 		return 0, net.ErrClosed
 	}
 	return n, err
 }
 
 func (c *cutConn) Write(b []byte) (int, error) {
-	if !c.pass(c.closed) {
+	if !c.passOut(c.closed) {
 		return 0, net.ErrClosed
 	}
 	return c.Conn.Write(b)
@@ -141,21 +187,30 @@ func (c *cutConn) Close() error {
 	return c.Conn.Close()
 }
 
-// cutGossip is memberlist's network transport behind a partition.
+// cutGossip is memberlist's network transport behind a partition: it
+// fails to connect where cut says, and loses the datagrams where lose
+// does, or if lose is nil, where cut does.
 type cutGossip struct {
 	*memberlist.NetTransport
-	cut func(addr string) bool
+	cut, lose func(addr string) bool
+}
+
+func (g *cutGossip) loses(addr string) bool {
+	if g.lose != nil {
+		return g.lose(addr)
+	}
+	return g.cut(addr)
 }
 
 func (g *cutGossip) WriteTo(b []byte, addr string) (time.Time, error) {
-	if g.cut(addr) {
+	if g.loses(addr) {
 		return time.Now(), nil // lost on the way, as UDP may be
 	}
 	return g.NetTransport.WriteTo(b, addr)
 }
 
 func (g *cutGossip) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if g.cut(a.Addr) {
+	if g.loses(a.Addr) {
 		return time.Now(), nil
 	}
 	return g.NetTransport.WriteToAddress(b, a)
