@@ -318,8 +318,10 @@ type Config struct {
 	// under a new name (the default name is new at each start) cannot give
 	// the fenced side its majority back. Off by default:
 	// a cluster that loses half of its members, one after the other
-	// included, then stops serving until they come back, and a failed
-	// member's grains wait DownAfter. It is a vote of each node on its own
+	// included, then stops serving until they come back, a failed
+	// member's grains wait DownAfter, and a node that regains a majority
+	// while members it knows are still failed waits DownAfter before it
+	// serves again (it settles: they may serve its grains meanwhile). It is a vote of each node on its own
 	// view, not agreement: see the package doc for what it does not cover.
 	KeepMajority bool
 	// DownAfter is how long, with KeepMajority, a member seen failed keeps

@@ -43,10 +43,22 @@ import (
 // gossip forgets it. A fenced node downs nobody, and when it regains a
 // majority it waits DownAfter afresh before it downs anyone.
 //
+// Nor does it serve at once when it regains a majority while members it
+// counts against are still failed: it stays fenced for DownAfter (it
+// settles), unless they all come back first. The members it sees failed
+// may have downed it meanwhile, and serve its grains until their own
+// failure detectors find that they lost their majority: a partition
+// that changes shape, {a,b | c} becoming {a | b,c}, gives c a majority as
+// soon as it sees b again, while a, which took c's grains, serves them
+// until it sees b failed, seconds later. A test of that ran c's grain on
+// both a and c. DownAfter is the time the design gives a side to see a
+// partition, and a began to see it before c saw b again.
+//
 // The vote has the usual price: a cluster that loses half of its members
 // or more (two of three, one after the other included, until one comes
-// back), or one of two whose name sorts first, stops serving, and every
-// failure keeps the failed member's grains unavailable for DownAfter. And
+// back), or one of two whose name sorts first, stops serving, every
+// failure keeps the failed member's grains unavailable for DownAfter, and
+// a node that settles serves none of its grains for as long. And
 // it is not agreement. A node that joins the cluster through a fenced node
 // during a partition hears only of the members that node sees alive
 // (memberlist takes in no failed member it never saw alive), and would
@@ -80,8 +92,12 @@ type majority struct {
 	// remembered, as their streams, which said so, end before the gossip
 	// may bring the leave.
 	leavers map[memberIncarnation]bool
-	// fenced is the last vote's verdict.
+	// fenced is whether the last vote found no majority.
 	fenced bool
+	// settled is when a node that regained a majority while members it
+	// counts against were failed may serve again (see above); zero if it
+	// is not settling.
+	settled time.Time
 }
 
 func newMajority(downAfter time.Duration, patience func(members int) time.Duration) *majority {
@@ -96,15 +112,20 @@ func newMajority(downAfter time.Duration, patience func(members int) time.Durati
 
 // verdict is the outcome of a vote on one view.
 type verdict struct {
+	// fenced is whether the node owns no grain: it has no majority, or
+	// it is settling.
 	fenced bool
+	// settling is whether the node has a majority, but is fenced while it
+	// settles; regained, whether this vote gave it the majority back.
+	settling, regained bool
 	// against are the failed members that count against the majority,
 	// downed or not.
 	against []string
 	// held are the failed members that are not downed: they keep their
 	// grains.
 	held []string
-	// recheck is when the next held member is due to be downed; zero if
-	// none is.
+	// recheck is when the next held member is due to be downed, or the
+	// node to have settled; zero if none is.
 	recheck time.Duration
 }
 
@@ -157,16 +178,27 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 	}
 	// Nobody counts when this node has left and the others too: nothing
 	// to serve, and nothing to fence against.
-	out.fenced = reachable+against > 0 && (reachable < against || reachable == against && !firstReachable)
+	noMajority := reachable+against > 0 && (reachable < against || reachable == against && !firstReachable)
 	wasFenced := v.fenced
-	v.fenced = out.fenced
+	v.fenced = noMajority
+	out.regained = wasFenced && !noMajority
 	downAfter := v.downAfter
 	if downAfter == 0 {
 		downAfter = v.patience(len(members))
 	}
+	switch {
+	case noMajority || against == 0:
+		v.settled = time.Time{} // fenced anyway, or nobody failed is left to fear
+	case out.regained:
+		v.settled = now.Add(downAfter)
+	}
+	out.fenced = noMajority
+	if left := v.settled.Sub(now); !noMajority && left > 0 {
+		out.fenced, out.settling, out.recheck = true, true, left
+	}
 	for _, m := range held {
 		out.held = append(out.held, m.Name)
-		if out.fenced {
+		if noMajority {
 			continue // a fenced node downs nobody, and its clocks stand still
 		}
 		id := memberIncarnation{m.Name, m.incarnation}
@@ -205,7 +237,8 @@ func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
 	return claimPatience(mc, members) + time.Duration(half)*slowest
 }
 
-// refuseStrangers refuses, while this node is fenced, a merge of members
+// refuseStrangers refuses, while this node is fenced for want of a
+// majority (see placement.minority), a merge of members
 // that are all unknown to it (serf's merge delegate, see nameClaim).
 // Memberlist asks that delegate before it merges the state of a join's
 // push-pull, on both sides, and before it takes an alive message (one
@@ -227,8 +260,8 @@ func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
 // advertiseFence and awaitMajoritySide).
 func (n *Node) refuseStrangers(members []*serf.Member) error {
 	p := n.view.Load()
-	if !p.fenced {
-		return nil
+	if !p.minority() {
+		return nil // a settling node has a majority: the stranger tips no vote
 	}
 	if len(members) == 0 {
 		return nil
@@ -247,7 +280,8 @@ func (n *Node) refuseStrangers(members []*serf.Member) error {
 }
 
 // advertiseFence keeps tagFenced in the node's serf tags while its view is
-// fenced, and out of them otherwise, so that a node that joins through it
+// fenced for want of a majority (not while it settles, see
+// placement.minority), and out of them otherwise, so that a node that joins through it
 // learns that it has no majority (see awaitMajoritySide): memberlist sends
 // a seed's state, tags included, to a joiner whatever the seed's merge
 // delegate says of the joiner's (see refuseStrangers). A leaving node's
@@ -265,7 +299,7 @@ func (n *Node) advertiseFence() {
 		case <-n.stop:
 			return
 		}
-		fenced := n.view.Load().fenced
+		fenced := n.view.Load().minority()
 		if n.transport.leaving.Load() || n.serf.State() != serf.SerfAlive {
 			continue // the node is going: SetTags would wait out its broadcast
 		}

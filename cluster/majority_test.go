@@ -88,7 +88,7 @@ func TestTheMajorityVote(t *testing.T) {
 // majority, but still counts against it while it is failed (the nodes do
 // not agree on whom they downed); a member back counts again; a fenced
 // node downs nobody, and waits DownAfter afresh once it regains a
-// majority.
+// majority, fenced for as long unless the failed members come back.
 func TestTheMajorityDownsFailedMembersInTime(t *testing.T) {
 	const downAfter = 10 * time.Second
 	t0 := time.Unix(100, 0)
@@ -118,9 +118,23 @@ func TestTheMajorityDownsFailedMembersInTime(t *testing.T) {
 	check(time.Hour, view(t, "a:alive", "b:failed", "c:failed"), true, []string{"b", "c"}, 0)
 	// c restarted under its name: the new start counts, the old one is
 	// gone; a has a majority again and gives b DownAfter afresh, not the
-	// hour it was fenced.
-	check(time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, []string{"b"}, downAfter)
+	// hour it was fenced. And for as long, a settles: b may have downed
+	// it, and serve its grains until b sees that it lost its majority.
+	check(time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, []string{"b"}, downAfter)
+	check(time.Hour+5*time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, []string{"b"}, 6*time.Second)
 	check(time.Hour+11*time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, nil, 0)
+	// Settling ends at once when the members it counts against come back:
+	// nobody is left to serve its grains but through the view it shares.
+	// (b, downed, is no longer held.)
+	check(2*time.Hour, view(t, "a:alive", "b:failed", "c:failed:2"), true, []string{"c"}, 0)
+	check(2*time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, nil, downAfter)
+	check(2*time.Hour+2*time.Second, view(t, "a:alive", "b:alive", "c:alive:2"), false, nil, 0)
+	// A majority lost while settling, and regained: settling afresh.
+	check(3*time.Hour, view(t, "a:alive", "b:failed", "c:failed:2"), true, []string{"b", "c"}, 0)
+	check(3*time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, []string{"b"}, downAfter)
+	check(3*time.Hour+2*time.Second, view(t, "a:alive", "b:failed", "c:failed:2"), true, []string{"b", "c"}, 0)
+	check(3*time.Hour+3*time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, []string{"b"}, downAfter)
+	check(3*time.Hour+13*time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, nil, 0)
 
 	// Without DownAfter, the patience for the view's size applies.
 	v = newMajority(0, func(members int) time.Duration { return time.Duration(members) * time.Second })
@@ -311,7 +325,10 @@ func TestAGracefulLeaveKeepsTheMajority(t *testing.T) {
 // TestAReshapedPartitionHasOneMajority cuts z off from x and y, who down
 // it after DownAfter; then the partition changes shape without healing: y
 // now sees z, not x. z, downed by x, still counts against x, so x fences
-// itself, and no grain is served on both sides of {x} | {y, z}.
+// itself, and no grain is served on both sides of {x} | {y, z}. z, which
+// regained its majority while x is failed, settles for DownAfter before it
+// serves: on a real network x sees the new shape only later (see
+// TestAPartitionThatChangesShapeRunsNoGrainTwice).
 func TestAReshapedPartitionHasOneMajority(t *testing.T) {
 	t.Parallel()
 	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) { cfg.KeepMajority, cfg.DownAfter = true, 200*time.Millisecond })
@@ -344,9 +361,16 @@ func TestAReshapedPartitionHasOneMajority(t *testing.T) {
 	if !x.view.Load().fenced {
 		t.Error("x serves alone against y and z")
 	}
-	if y.view.Load().fenced || z.view.Load().fenced {
-		t.Error("y and z, two of three, fenced themselves")
+	if y.view.Load().fenced {
+		t.Error("y, which never lost its majority, fenced itself")
 	}
+	if p := z.view.Load(); !p.fenced || !p.settling {
+		t.Errorf("z, back in a majority while x is failed: fenced %t, settling %t; want it settling", p.fenced, p.settling)
+	}
+	waitFor(t, waitTimeout, "z to settle", func() bool {
+		setZ(func(m []Member) []Member { return m }) // a refresh, as the vote's timer asks for
+		return !z.view.Load().fenced
+	})
 	for i := range 1000 {
 		id := fmt.Sprintf("grain-%d", i)
 		if mx, ok := x.Owner(echoKind, id); ok {
@@ -556,7 +580,12 @@ func TestAStrangerCannotJoinThroughAFencedNode(t *testing.T) {
 		again = n
 		return true
 	})
-	waitFor(t, waitTimeout, "the survivor to see a majority again", func() bool { return !a.Fenced() })
+	// It settles then (c is still failed): it owns no grain for DownAfter,
+	// but says it has a majority, and takes in the new node.
+	waitFor(t, waitTimeout, "the survivor to see a majority again", func() bool { return !a.view.Load().minority() })
+	if !a.Fenced() {
+		t.Error("the survivor serves at once, with c still failed")
+	}
 	if again.Fenced() {
 		t.Error("the restarted node is fenced")
 	}

@@ -558,7 +558,7 @@ func (n *Node) replaceView(p *placement) {
 	// Stored with the waits for the releases of p's members (see
 	// handoffs).
 	n.handoffs.storeView(p)
-	if p.fenced != old.fenced {
+	if p.minority() != old.minority() {
 		// After the store: advertiseFence reads the view.
 		select {
 		case n.fenceChanged <- struct{}{}:
@@ -593,9 +593,12 @@ func (n *Node) judge(old, p *placement) *placement {
 		// vote is no news (the last members of a cluster that shut
 		// down one after the other, beside a failed one, would each
 		// warn).
-	case v.fenced && !old.fenced:
+	case v.fenced && !v.settling && (!old.fenced || old.settling):
 		n.log.Warn("cluster: this node sees no majority of the cluster's members: it serves no grain until it does (Config.KeepMajority)",
 			"failed", v.against)
+	case v.regained && v.settling:
+		n.log.Info("cluster: this node sees a majority of the cluster's members again, and serves once the members it sees failed have had DownAfter to see it too, unless they come back first",
+			"failed", v.against, "in", v.recheck)
 	case !v.fenced && old.fenced:
 		n.log.Info("cluster: this node sees a majority of the cluster's members again")
 	}
@@ -862,7 +865,9 @@ func (n *Node) Owner(kind, identity string) (Member, bool) {
 }
 
 // Fenced reports whether the node owns no grain for want of a majority
-// of the members it knows (Config.KeepMajority): while it does, calls made
+// of the members it knows (Config.KeepMajority), or for DownAfter after it
+// regained one while members it knows are still failed (they may serve its
+// grains until they see that they lost theirs): while it does, calls made
 // through it fail with ErrNoQuorum, and it takes no call for a grain.
 // Always false without KeepMajority. A readiness probe can ask it, to take
 // the node out of a load balancer's rotation while it is fenced.
@@ -1063,7 +1068,7 @@ func (n *Node) advertiseLeave() {
 	n.tagsMu.Lock()
 	defer n.tagsMu.Unlock()
 	tags := leavingTags(n.tags)
-	if n.view.Load().fenced {
+	if n.view.Load().minority() {
 		tags = fencedTags(tags)
 	}
 	if err := n.serf.SetTags(tags); err != nil {

@@ -77,8 +77,9 @@ type placement struct {
 	byName  map[string]*Member     // alive members
 	byKind  map[string][]candidate // alive members hosting each kind, and those a vote holds (see judged)
 	// fenced is whether this node's split-brain vote took it out of the
-	// cluster (see majority): then it owns nothing.
-	fenced bool
+	// cluster (see majority): then it owns nothing. settling, whether the
+	// vote did so although the node has a majority, while it settles.
+	fenced, settling bool
 }
 
 // newPlacement indexes members (which it keeps; do not modify them after).
@@ -109,7 +110,7 @@ func newPlacement(members []Member) *placement {
 // until they are downed.
 func (p *placement) judged(v verdict) *placement {
 	if v.fenced {
-		p.fenced, p.byKind = true, nil
+		p.fenced, p.settling, p.byKind = true, v.settling, nil
 		return p
 	}
 	for _, name := range v.held {
@@ -122,9 +123,18 @@ func (p *placement) judged(v verdict) *placement {
 	return p
 }
 
+// minority reports whether p is fenced for want of a majority, rather
+// than while the node settles: what the node says in its tags, and why it
+// refuses strangers (see advertiseFence and refuseStrangers). A settling
+// node has a majority: a joiner that reaches it can count on it.
+func (p *placement) minority() bool { return p.fenced && !p.settling }
+
 // noOwner is the error of a call or message to a grain of kind that has
 // no owner in p.
 func (p *placement) noOwner(kind string) error {
+	if p.settling {
+		return newError(codes.Unavailable, ErrNoQuorum, "cluster: this node regained a majority of the cluster's members while some are failed, and places no grain until they have had DownAfter to see it (Config.KeepMajority)")
+	}
 	if p.fenced {
 		return newError(codes.Unavailable, ErrNoQuorum, "cluster: this node sees no majority of the cluster's members, and places no grain (Config.KeepMajority)")
 	}
