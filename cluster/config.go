@@ -312,7 +312,8 @@ type Config struct {
 	// until it sees a majority again (Node.Fenced reports it, for a
 	// readiness probe), and a node that starts with it fails with
 	// ErrNoQuorum if every member it reaches through its Seeds has no
-	// majority. Every node of a cluster must set it alike, and give itself
+	// majority, or if it cannot connect to a strict majority of the
+	// members it hears of there, itself included. Every node of a cluster must set it alike, and give itself
 	// a fixed NodeName: a fenced node takes back a failed member restarted
 	// under its name, but refuses a node it never saw, so a replacement
 	// under a new name (the default name is new at each start) cannot give

@@ -52,7 +52,8 @@ var (
 	// until it does (codes.Unavailable). Invoke retries it within the
 	// call's deadline, like ErrUnavailable; Send returns it at once. Start
 	// returns it when every member the node reached through its seeds has
-	// no majority, as on the minority side of a partition.
+	// no majority, or the node cannot connect to a strict majority of the
+	// members it heard of there, as on the minority side of a partition.
 	ErrNoQuorum = errors.New("cluster: no majority of the cluster's members in sight")
 	// ErrTagsTooLarge: the node's tags (transport address and kind names)
 	// exceed MaxTagsSize.

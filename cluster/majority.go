@@ -65,12 +65,16 @@ import (
 // count a majority of its own: so a fenced node refuses members it never
 // saw (refuseStrangers), and says in its tags that it is fenced
 // (advertiseFence), and a joiner that reached fenced members only fails to
-// start (awaitMajoritySide). What is left: a joiner whose seeds are all on
+// start (awaitMajoritySide). A seed that has not fenced itself yet (its
+// failure detector has yet to declare the others failed, and memberlist
+// does not pass on its suspicions to a joiner either) passes on the other
+// side as alive: so a joiner connects to the members it heard of, and
+// fails to start unless it reaches a strict majority of them, itself
+// included (reachMajority). What is left: a joiner whose seeds are all on
 // the minority side cannot start until the partition heals; one that
-// joins through a member that has not fenced itself yet (its failure
-// detector has yet to declare the others failed, and memberlist does not
-// pass on its suspicions to a joiner either) may still count a majority
-// of its own; and a node restarted under a name the fenced side knows is
+// starts just before a partition, before the other side heard of it, may
+// count a majority of its own; and a node restarted under a name the
+// fenced side knows is
 // taken back, as a member, and starts if that gives the side a majority,
 // while one under a new name is refused (so nodes with KeepMajority need
 // fixed names).
@@ -398,6 +402,62 @@ func (n *Node) awaitMajoritySide(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// reachMajority returns once this node, joining with KeepMajority, has
+// connected to the transports of a strict majority of the alive members
+// it heard of through its seeds, itself included, and fails with
+// ErrNoQuorum if it cannot. A seed that has yet to see a partition (its
+// failure detector takes seconds to declare the other side failed) is
+// not fenced, and passes the other side's members on as alive; a joiner
+// that counted on them would, with its seed, count the vote its own,
+// while the other side, which never heard of it, counts its own too: on
+// an even split when its name sorts first, on any split with enough
+// joiners. A test on the network ran the seed's grain on both sides so.
+// The joiner cannot connect to the other side, and learns so here. An
+// even split does not do: the name that sorts first may be the joiner's.
+// A joiner that starts before the partition begins is left to the gossip:
+// the other side has likely heard of it by then.
+func (n *Node) reachMajority(ctx context.Context) error {
+	var peers []Member
+	for _, sm := range n.serf.Members() {
+		if m, ok := memberFromSerf(sm); ok && m.Name != n.name && m.Status == StatusAlive {
+			peers = append(peers, m)
+		}
+	}
+	members := len(peers) + 1
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+	defer cancel() // once a majority answered: the other dials go on alone
+	type dial struct {
+		name string
+		err  error
+	}
+	dials := make(chan dial, len(peers))
+	for i := range peers {
+		go func() {
+			_, err := n.transport.conn(ctx, &peers[i])
+			dials <- dial{peers[i].Name, err}
+		}()
+	}
+	reached := 1
+	var unreached []string
+	for range peers {
+		if 2*reached > members {
+			return nil
+		}
+		d := <-dials
+		if d.err != nil {
+			unreached = append(unreached, d.name)
+			continue
+		}
+		reached++
+	}
+	if 2*reached > members {
+		return nil
+	}
+	slices.Sort(unreached)
+	return fmt.Errorf("%w: this node reached %d of the %d members it heard of through %v, itself included, and not %s, as on the minority side of a partition its seeds have yet to see (Config.KeepMajority): join through a member of the majority, or once the partition heals",
+		ErrNoQuorum, reached, members, n.cfg.Seeds, strings.Join(unreached, ", "))
 }
 
 // fencedPeers returns the names of the alive members other than this

@@ -334,8 +334,20 @@ func (n *Node) join(ctx context.Context) error {
 		if r.err != nil {
 			n.log.Warn("cluster: some seeds could not be reached", "seeds", n.cfg.Seeds, "err", r.err)
 		}
-		if n.majority != nil {
-			return n.awaitMajoritySide(ctx)
+		if n.majority == nil {
+			return nil
+		}
+		if err := n.awaitMajoritySide(ctx); err != nil {
+			return err
+		}
+		if err := n.reachMajority(ctx); err != nil {
+			// The members it reached took it in, and would count it, once
+			// failed, against their majority until the gossip forgets it:
+			// it leaves them instead.
+			if err := n.awaitLeave(ctx, n.leave(ctx)); err != nil {
+				n.log.Warn("cluster: leave the members reached, as the start failed", "err", err)
+			}
+			return err
 		}
 		return nil
 	case <-ctx.Done():

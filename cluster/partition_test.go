@@ -115,10 +115,20 @@ func (p *partition) pass(self, addr string, in bool, closed <-chan struct{}) boo
 
 // split cuts off the nodes of minority from the others.
 func (p *partition) split(minority ...*Node) {
+	names := make([]string, len(minority))
+	for i, n := range minority {
+		names[i] = n.Name()
+	}
+	p.splitNamed(names...)
+}
+
+// splitNamed is split by the nodes' names: a node not started yet may be
+// put on a side before it starts.
+func (p *partition) splitNamed(minority ...string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, n := range minority {
-		p.cut[n.Name()] = true
+	for _, name := range minority {
+		p.cut[name] = true
 	}
 }
 
