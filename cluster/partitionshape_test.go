@@ -3,11 +3,15 @@ package cluster
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage/memstore"
 )
 
 // TestAPartitionThatChangesShapeRunsNoGrainTwice cuts c off from a and b
@@ -177,4 +181,131 @@ func TestAJoinerThroughTheMinorityBeforeItFencedCountsNoMajority(t *testing.T) {
 	if got := addWithin(t, a, id, 1); got != 1 {
 		t.Errorf("total %d from the majority's fresh activation, want 1", got)
 	}
+}
+
+// TestAHealWithinDownAfterMovesNoGrain cuts c off from a and b, with
+// KeepMajority, and heals the network before DownAfter has passed: c
+// fences itself and deactivates its grain, a and b hold it for c, and a
+// call made through a meanwhile waits, to be answered by c once the
+// network heals. No other node ever activates the grain.
+func TestAHealWithinDownAfterMovesNoGrain(t *testing.T) {
+	t.Parallel()
+	p := newPartition()
+	nodes, hooks := echoCluster(t, 3, 0, func(cfg *Config) {
+		cfg.KeepMajority, cfg.DownAfter = true, time.Minute
+		p.configure(cfg)
+	})
+	p.learn(nodes...)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	id := identityOwnedBy(t, nodes, c)
+	if got := add(t, a, id, 1); got != 1 {
+		t.Fatalf("total %d, want 1", got)
+	}
+
+	p.split(c)
+	waitFor(t, waitTimeout, "c to fence itself", c.Fenced)
+	if got := receive(t, hooks[c.Name()].deactivated, "c's grain to deactivate"); got != id {
+		t.Errorf("%s deactivated, want %s", got, id)
+	}
+	waitFor(t, waitTimeout, "a and b to see c failed", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
+	for _, n := range []*Node{a, b} {
+		if m, ok := n.Owner(echoKind, id); !ok || m.Name != c.Name() {
+			t.Errorf("%s places %s on %s within DownAfter, want %s, which it holds", n.Name(), id, m.Name, c.Name())
+		}
+	}
+	total := make(chan int64, 1)
+	go func() {
+		resp, err := a.Invoke(t.Context(), addCall(id, 1))
+		if err != nil {
+			t.Errorf("a call through a across the heal: %v", err)
+			total <- -1
+			return
+		}
+		total <- resp.(*wrapperspb.Int64Value).GetValue()
+	}()
+
+	p.heal()
+	if got := receive(t, total, "the call through a to be answered"); got != 1 {
+		t.Errorf("total %d from c's fresh activation, want 1", got)
+	}
+	if got := where(t, b, id); got != c.Name() {
+		t.Errorf("%s answered from %s, want %s", id, got, c.Name())
+	}
+	if na, nb := hooks[a.Name()].news.Load(), hooks[b.Name()].news.Load(); na != 0 || nb != 0 {
+		t.Errorf("a and b made %d and %d grains, want none", na, nb)
+	}
+}
+
+// TestAHealAfterDownAfterLosesNoDeposit is TestARealPartitionLosesNoDeposit
+// with KeepMajority: a client deposits through c, cut off from a and b,
+// and another through a, each deposit retried with its stamp until it
+// succeeds. c fences itself (its client's deposits wait), a and b take
+// the account after DownAfter, and the network heals: c takes it back.
+// The balance must be exactly the deposits that succeeded.
+func TestAHealAfterDownAfterLosesNoDeposit(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	p := newPartition()
+	nodes, _ := bankCluster(t, 3, store, 0, func(cfg *Config) {
+		cfg.KeepMajority, cfg.DownAfter = true, 3*time.Second
+		p.configure(cfg)
+	})
+	p.learn(nodes...)
+	a, c := nodes[0], nodes[2]
+	id := accountOwnedBy(t, c, accountKind, "heal")
+	ctx, stop := context.WithCancel(t.Context())
+	var left, right depositor // through c, and through a
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); left.run(ctx, t.Context(), c, id, "left") }()
+	go func() { defer wg.Done(); right.run(ctx, t.Context(), a, id, "right") }()
+	go func() { wg.Wait(); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	progress := func(what string, ds ...*depositor) {
+		t.Helper()
+		before := make([]int64, len(ds))
+		for i, d := range ds {
+			before[i] = d.acked.Load()
+		}
+		waitFor(t, waitTimeout, what, func() bool {
+			for i, d := range ds {
+				if d.acked.Load() < before[i]+10 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	progress("deposits on both sides before the partition", &left, &right)
+
+	p.split(c)
+	waitFor(t, waitTimeout, "c to fence itself, and a to take the account", func() bool {
+		ma, ok := a.Owner(accountKind, id)
+		return c.Fenced() && ok && ma.Name != c.Name()
+	})
+	progress("deposits through the majority", &right)
+
+	p.heal()
+	waitFor(t, waitTimeout, "the partition to heal", func() bool {
+		for _, n := range nodes {
+			if m, ok := n.Owner(accountKind, id); aliveCount(n) != len(nodes) || !ok || m.Name != c.Name() {
+				return false
+			}
+		}
+		return true
+	})
+	progress("deposits on both sides after the partition", &left, &right)
+	stop()
+	receive(t, done, "the deposits under way to succeed")
+
+	want := left.acked.Load() + right.acked.Load()
+	if got := balance(t, a, accountKind, id); got != want {
+		t.Errorf("balance %d after %d deposits succeeded (%d through c, %d through a)", got, want, left.acked.Load(), right.acked.Load())
+	}
+	if got := storedBalance(t, store, accountKind, id); got != want {
+		t.Errorf("stored balance %d after %d deposits succeeded", got, want)
+	}
+	t.Logf("%d deposits through c, %d through a, %d attempts refused as stale",
+		left.acked.Load(), right.acked.Load(), left.stale.Load()+right.stale.Load())
 }
