@@ -33,7 +33,8 @@ import (
 // below B held it in a view that lacked B. So B waits for every alive
 // member of its view that hosts the kind, and every one its view has
 // leaving or left (see waitingFor). B asks P once per start of P (and once
-// more when P leaves) whether it released B's grains: a hello with
+// more each time P comes back from a failure, see below, and when P
+// leaves) whether it released B's grains: a hello with
 // fieldAskRelease. P answers, with a hello with fieldReleased, once its
 // view has B's start alive and P holds no activation of a FlushManual
 // grain that its view places elsewhere (its moves committed: B's view may
@@ -64,10 +65,18 @@ import (
 // waits for. Only members whose tags say they answer (tagReleases) are
 // asked and waited for: a node older than the hand-off holds up nobody.
 //
-// What it does not cover: a member that flaps (seen failed, then alive
-// again, under the same start) while its peer kept its activations has
-// released once per start, not per return, and is left to the version
-// check; so are members that fail (they commit nothing), leavers that the
+// A member that B's view had failed and has alive again, under the same
+// start, is asked again (see storeView): it may have taken grains from B
+// meanwhile, as the side of a partition that kept a majority takes the
+// grains of the other after DownAfter, and moves them back as it sees B
+// again, committing what it acknowledged. A test that healed a partition
+// and held that commit saw B load a FlushManual account before it, and
+// lose the deposit the other side had acknowledged, when a member
+// released once per start.
+//
+// What it does not cover: a one-sided failure, P seeing B failed (and
+// taking its grains) while B never saw P failed, so never asks again, is
+// left to the version check; so are members that fail (they commit nothing), leavers that the
 // gossip has failed rather than leaving before they said on a stream to
 // the node that they leave (one that said so is waited for as a leaver:
 // see leaves), and moves that outlast the bound.
@@ -95,6 +104,9 @@ type peerRelease struct {
 	// viewed: a view of this node had the start. One that released before
 	// is kept until a view has it; others go with the view.
 	viewed bool
+	// failed: the last view had the start failed. Back alive, it is asked
+	// again for the grains this node took from it (see storeView).
+	failed bool
 }
 
 // releaseWait is one release a node waits for.
@@ -151,8 +163,8 @@ func newHandoffs(n *Node) *handoffs {
 func peerKey(name, incarnation string) string { return name + " " + incarnation }
 
 // storeView makes p the node's view (Node.view), and begins the waits for
-// the starts that p has alive, leaving or left, and forgets those that p
-// does not have. The kinds' handedOver flags are cleared before p is
+// the starts that p has alive, leaving or left (afresh for one back from a
+// failure), and forgets those that p does not have. The kinds' handedOver flags are cleared before p is
 // stored, and set again for p, all under h.mu: an activation that finds p
 // never finds a flag set for an earlier view (settle looks at the view
 // stored, under h.mu too).
@@ -175,6 +187,17 @@ func (h *handoffs) storeView(p *placement) {
 		inView[key] = true
 		e := h.entry(key)
 		e.viewed = true
+		switch {
+		case m.Status == StatusFailed:
+			e.failed = true
+		case e.failed:
+			// Back from a failure, as when a partition heals: the start
+			// may hold grains it took from this node meanwhile, and its
+			// release covers only those it took before.
+			e.failed = false
+			e.join.stop()
+			e.join = releaseWait{}
+		}
 		if leave, ok := leaves(m); ok {
 			h.begin(key, e.wait(leave), leave)
 		}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/protograin/protograin/cluster/storage"
 	"github.com/protograin/protograin/cluster/storage/memstore"
 )
 
@@ -311,4 +312,75 @@ func TestAHealAfterDownAfterLosesNoDeposit(t *testing.T) {
 	}
 	t.Logf("%d deposits through c, %d through a, %d attempts refused as stale",
 		left.acked.Load(), right.acked.Load(), left.stale.Load()+right.stale.Load())
+}
+
+// TestAHealAfterDownAfterWaitsForTheMajoritysCommit cuts c off from a and
+// b, with KeepMajority, until a takes c's FlushManual account and
+// acknowledges a deposit there, which it has yet to commit; then the
+// network heals, and a's commit, as it gives the account back, is slow.
+// c must not load the account before that commit (its activation would
+// lose the deposit a acknowledged): a member back from a partition has
+// the grains taken from it released to it as after a join.
+func TestAHealAfterDownAfterWaitsForTheMajoritysCommit(t *testing.T) {
+	t.Parallel()
+	store := hookedMemstore(t)
+	p := newPartition()
+	waiting := make(chan string, 64)
+	nodes, _ := bankCluster(t, 3, store, 0, func(cfg *Config) {
+		cfg.KeepMajority, cfg.DownAfter = true, 3*time.Second
+		name := cfg.NodeName
+		cfg.awaitingRelease = func() {
+			select {
+			case waiting <- name:
+			default: // nobody reads: the test waits for c's only
+			}
+		}
+		p.configure(cfg)
+	})
+	p.learn(nodes...)
+	a, c := nodes[0], nodes[2]
+	id := placedWithout(t, a, manualKind, "heal", c.Name(), a.Name())
+	if got := deposit(t, a, manualKind, id, 1); got != 1 {
+		t.Fatalf("balance %d, want 1", got)
+	}
+
+	p.split(c) // c commits the deposit as it deactivates the account
+	waitFor(t, waitTimeout, "c to fence itself, and a to take the account", func() bool {
+		ma, ok := a.Owner(manualKind, id)
+		return c.Fenced() && ok && ma.Name == a.Name()
+	})
+	if got := deposit(t, a, manualKind, id, 5); got != 6 {
+		t.Fatalf("balance %d on a, want 6", got)
+	}
+	key := storage.Key{Kind: manualKind, Identity: id}
+	store.holdKey.Store(&key)
+
+	p.heal()
+	receive(t, store.holding, "a's commit as it gives the account back")
+	loads := store.loads.Load()
+	for len(waiting) > 0 {
+		<-waiting // the waits of the activations before
+	}
+	got := make(chan int64, 1)
+	go func() {
+		resp, err := c.Invoke(t.Context(), depositCall(manualKind, id, 1))
+		if err != nil {
+			t.Errorf("a deposit through c after the heal: %v", err)
+			got <- -1
+			return
+		}
+		got <- resp.(*wrapperspb.Int64Value).GetValue()
+	}()
+	waitFor(t, waitTimeout, "c to wait for a's release, or to load the account", func() bool {
+		select {
+		case name := <-waiting:
+			return name == c.Name()
+		default:
+			return store.loads.Load() > loads
+		}
+	})
+	close(store.release)
+	if balance := receive(t, got, "the deposit through c"); balance != 7 {
+		t.Errorf("balance %d after the deposit through c, want 7: c loaded the account before a committed the deposit it acknowledged", balance)
+	}
 }
