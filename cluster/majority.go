@@ -74,10 +74,9 @@ import (
 // the minority side cannot start until the partition heals; one that
 // starts just before a partition, before the other side heard of it, may
 // count a majority of its own; and a node restarted under a name the
-// fenced side knows is
-// taken back, as a member, and starts if that gives the side a majority,
-// while one under a new name is refused (so nodes with KeepMajority need
-// fixed names).
+// fenced side knows is taken back, as a member, and starts if that gives
+// the side a majority, while one under a new name is refused (so nodes
+// with KeepMajority need fixed names).
 
 // majority is a node's split-brain vote (see above). Its fields are used
 // only by the view's refresh, under Node.refreshMu.
@@ -242,8 +241,8 @@ func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
 }
 
 // refuseStrangers refuses, while this node is fenced for want of a
-// majority (see placement.minority), a merge of members
-// that are all unknown to it (serf's merge delegate, see nameClaim).
+// majority (see placement.minority), a merge of members that are all
+// unknown to it (serf's merge delegate, see nameClaim).
 // Memberlist asks that delegate before it merges the state of a join's
 // push-pull, on both sides, and before it takes an alive message (one
 // member, whether gossiped or from a periodic push-pull). A new node that
@@ -285,8 +284,8 @@ func (n *Node) refuseStrangers(members []*serf.Member) error {
 
 // advertiseFence keeps tagFenced in the node's serf tags while its view is
 // fenced for want of a majority (not while it settles, see
-// placement.minority), and out of them otherwise, so that a node that joins through it
-// learns that it has no majority (see awaitMajoritySide): memberlist sends
+// placement.minority), and out of them otherwise, so that a node that
+// joins through it learns that it has no majority (see awaitMajoritySide): memberlist sends
 // a seed's state, tags included, to a joiner whatever the seed's merge
 // delegate says of the joiner's (see refuseStrangers). A leaving node's
 // side is no news (see judge). Once the node is no longer fenced, it also

@@ -344,8 +344,8 @@ func (n *Node) join(ctx context.Context) error {
 			// The members it reached took it in, and would count it, once
 			// failed, against their majority until the gossip forgets it:
 			// it leaves them instead.
-			if err := n.awaitLeave(ctx, n.leave(ctx)); err != nil {
-				n.log.Warn("cluster: leave the members reached, as the start failed", "err", err)
+			if lerr := n.awaitLeave(ctx, n.leave(ctx)); lerr != nil {
+				n.log.Warn("cluster: leave the members reached, as the start failed", "err", lerr)
 			}
 			return err
 		}
