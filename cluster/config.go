@@ -321,7 +321,7 @@ type Config struct {
 	// a cluster that loses half of its members, one after the other
 	// included, then stops serving until they come back, a failed
 	// member's grains wait DownAfter, and a node that regains a majority
-	// while members it knows are still failed waits DownAfter before it
+	// while members it did not down are failed waits DownAfter before it
 	// serves again (it settles: they may serve its grains meanwhile). It is a vote of each node on its own
 	// view, not agreement: see the package doc for what it does not cover.
 	KeepMajority bool

@@ -44,8 +44,8 @@ import (
 // majority it waits DownAfter afresh before it downs anyone.
 //
 // Nor does it serve at once when it regains a majority while members it
-// counts against are still failed: it stays fenced for DownAfter (it
-// settles), unless they all come back first. The members it sees failed
+// did not down are failed: it stays fenced for DownAfter (it settles),
+// unless they all come back first. The members it sees failed
 // may have downed it meanwhile, and serve its grains until their own
 // failure detectors find that they lost their majority: a partition
 // that changes shape, {a,b | c} becoming {a | b,c}, gives c a majority as
@@ -98,8 +98,8 @@ type majority struct {
 	// fenced is whether the last vote found no majority.
 	fenced bool
 	// settled is when a node that regained a majority while members it
-	// counts against were failed may serve again (see above); zero if it
-	// is not settling.
+	// did not down were failed may serve again (see above); zero if it is
+	// not settling.
 	settled time.Time
 }
 
@@ -190,8 +190,12 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 		downAfter = v.patience(len(members))
 	}
 	switch {
-	case noMajority || against == 0:
-		v.settled = time.Time{} // fenced anyway, or nobody failed is left to fear
+	case noMajority || len(held) == 0:
+		// Fenced anyway, or nobody is left to fear: the members this node
+		// downed while it had a majority were fenced then, and could take
+		// a majority again only with members it sees failed and did not
+		// down, which it would fear.
+		v.settled = time.Time{}
 	case out.regained:
 		v.settled = now.Add(downAfter)
 	}

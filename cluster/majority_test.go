@@ -123,12 +123,16 @@ func TestTheMajorityDownsFailedMembersInTime(t *testing.T) {
 	check(time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, []string{"b"}, downAfter)
 	check(time.Hour+5*time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, []string{"b"}, 6*time.Second)
 	check(time.Hour+11*time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, nil, 0)
-	// Settling ends at once when the members it counts against come back:
-	// nobody is left to serve its grains but through the view it shares.
-	// (b, downed, is no longer held.)
+	// A member a downed while it had a majority is no reason to settle:
+	// it was fenced then, and c, which a did not down, is back.
 	check(2*time.Hour, view(t, "a:alive", "b:failed", "c:failed:2"), true, []string{"c"}, 0)
-	check(2*time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, nil, downAfter)
-	check(2*time.Hour+2*time.Second, view(t, "a:alive", "b:alive", "c:alive:2"), false, nil, 0)
+	check(2*time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), false, nil, 0)
+	// Settling ends at once when the members it did not down come back:
+	// nobody is left to serve its grains but through the view it shares.
+	check(2*time.Hour+2*time.Second, view(t, "a:alive", "b:alive", "c:failed:2"), false, []string{"c"}, downAfter)
+	check(2*time.Hour+3*time.Second, view(t, "a:alive", "b:failed", "c:failed:2"), true, []string{"b", "c"}, 0)
+	check(2*time.Hour+4*time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, []string{"b"}, downAfter)
+	check(2*time.Hour+5*time.Second, view(t, "a:alive", "b:alive", "c:alive:2"), false, nil, 0)
 	// A majority lost while settling, and regained: settling afresh.
 	check(3*time.Hour, view(t, "a:alive", "b:failed", "c:failed:2"), true, []string{"b", "c"}, 0)
 	check(3*time.Hour+time.Second, view(t, "a:alive", "b:failed", "c:alive:2"), true, []string{"b"}, downAfter)

@@ -878,8 +878,8 @@ func (n *Node) Owner(kind, identity string) (Member, bool) {
 
 // Fenced reports whether the node owns no grain for want of a majority
 // of the members it knows (Config.KeepMajority), or for DownAfter after it
-// regained one while members it knows are still failed (they may serve its
-// grains until they see that they lost theirs): while it does, calls made
+// regained one while members it did not down are failed (they may serve
+// its grains until they see that they lost theirs): while it does, calls made
 // through it fail with ErrNoQuorum, and it takes no call for a grain.
 // Always false without KeepMajority. A readiness probe can ask it, to take
 // the node out of a load balancer's rotation while it is fenced.
