@@ -77,7 +77,8 @@ func TestAPartitionThatChangesShapeRunsNoGrainTwice(t *testing.T) {
 // handshake needs both ways). Memberlist's indirect probes, through c,
 // keep a and b alive in every view: nobody fences itself or takes
 // another's grains, and b's grain runs once, served through c and through
-// b. But a's calls to it fail at their deadlines until the network heals: the cluster neither routes around the cut nor
+// b. But a's calls to it fail at their deadlines until the network heals
+// (and may run then): the cluster neither routes around the cut nor
 // downs a member for it (see docs/architecture.md, "Non-guarantees").
 func TestAOneWayPartitionRunsEachGrainOnce(t *testing.T) {
 	t.Parallel()
@@ -121,9 +122,18 @@ func TestAOneWayPartitionRunsEachGrainOnce(t *testing.T) {
 		t.Errorf("total %d through b, want 3", got)
 	}
 
+	// The calls a gave up on may run once the network heals: on a stream
+	// that was open, their bytes were held, as TCP holds them, and the
+	// time left that they carry starts afresh as they arrive. Their
+	// outcome was unknown to their caller, as that of any call that fails
+	// at its deadline.
 	p.heal()
-	if got := addWithin(t, a, id, 1); got != 4 {
-		t.Errorf("total %d through a once the network heals, want 4", got)
+	got := addWithin(t, a, id, 1)
+	if got < 4 || got > 7 {
+		t.Errorf("total %d through a once the network heals, want 4, and 3 more at most", got)
+	}
+	if again := addWithin(t, c, id, 1); again != got+1 {
+		t.Errorf("total %d through c after %d through a, want %d: the grain's one activation", again, got, got+1)
 	}
 }
 
