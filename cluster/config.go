@@ -304,26 +304,26 @@ type Config struct {
 	GrainRestartWindow time.Duration
 
 	// KeepMajority turns on split-brain protection: a node serves grains
-	// only while the members it sees alive are a majority of those it
-	// knows, failed ones included (on an even split, the half with the
-	// member whose name sorts first), and a member seen failed keeps its
-	// grains for DownAfter before the others take them. A node without a
-	// majority owns no grain: calls made through it fail with ErrNoQuorum
-	// until it sees a majority again (Node.Fenced reports it, for a
-	// readiness probe), and a node that starts with it fails with
-	// ErrNoQuorum if every member it reaches through its Seeds has no
-	// majority, or if it cannot connect to a strict majority of the
-	// members it hears of there, itself included. Every node of a cluster must set it alike, and give itself
-	// a fixed NodeName: a fenced node takes back a failed member restarted
-	// under its name, but refuses a node it never saw, so a replacement
-	// under a new name (the default name is new at each start) cannot give
-	// the fenced side its majority back. Off by default:
-	// a cluster that loses half of its members, one after the other
-	// included, then stops serving until they come back, a failed
-	// member's grains wait DownAfter, and a node that regains a majority
-	// while members it did not down are failed waits DownAfter before it
-	// serves again (it settles: they may serve its grains meanwhile). It is a vote of each node on its own
-	// view, not agreement: see the package doc for what it does not cover.
+	// only while the members it sees alive are a majority of those it knows,
+	// failed ones included (on an even split, the half with the member whose
+	// name sorts first), and a member seen failed keeps its grains for
+	// DownAfter before the others take them. A node without a majority owns
+	// no grain: calls made through it fail with ErrNoQuorum until it sees a
+	// majority again (Node.Fenced reports it, for a readiness probe), and a
+	// node that starts with it fails with ErrNoQuorum if every member it
+	// reaches through its Seeds has no majority, or if it cannot connect to
+	// a strict majority of the members it hears of there, itself included.
+	// Every node of a cluster must set it alike, and give itself a fixed
+	// NodeName: a fenced node takes back a failed member restarted under its
+	// name, but refuses a node it never saw, so a replacement under a new
+	// name (the default name is new at each start) cannot give the fenced
+	// side its majority back. Off by default: a cluster that loses half of
+	// its members, one after the other included, then stops serving until
+	// they come back, a failed member's grains wait DownAfter, and a node
+	// that regains a majority while members it did not down are failed waits
+	// DownAfter before it serves again (it settles: they may serve its
+	// grains meanwhile). It is a vote of each node on its own view, not
+	// agreement: see the package doc for what it does not cover.
 	KeepMajority bool
 	// DownAfter is how long, with KeepMajority, a member seen failed keeps
 	// its grains before the members that have a majority place them on

@@ -74,12 +74,12 @@ import (
 // lose the deposit the other side had acknowledged, when a member
 // released once per start.
 //
-// What it does not cover: a one-sided failure, P seeing B failed (and
-// taking its grains) while B never saw P failed, so never asks again, is
-// left to the version check; so are members that fail (they commit nothing), leavers that the
-// gossip has failed rather than leaving before they said on a stream to
-// the node that they leave (one that said so is waited for as a leaver:
-// see leaves), and moves that outlast the bound.
+// What it does not cover: a one-sided failure, P seeing B failed (and taking
+// its grains) while B never saw P failed, so never asks again, is left to the
+// version check; so are members that fail (they commit nothing), leavers that
+// the gossip has failed rather than leaving before they said on a stream to
+// the node that they leave (one that said so is waited for as a leaver: see
+// leaves), and moves that outlast the bound.
 // See docs/architecture.md, "Non-guarantees".
 
 // handoffs is what a node knows of its peers' releases (see above).
@@ -162,12 +162,12 @@ func newHandoffs(n *Node) *handoffs {
 // peerKey is the key of a member's start in handoffs.peers.
 func peerKey(name, incarnation string) string { return name + " " + incarnation }
 
-// storeView makes p the node's view (Node.view), and begins the waits for
-// the starts that p has alive, leaving or left (afresh for one back from a
-// failure), and forgets those that p does not have. The kinds' handedOver flags are cleared before p is
-// stored, and set again for p, all under h.mu: an activation that finds p
-// never finds a flag set for an earlier view (settle looks at the view
-// stored, under h.mu too).
+// storeView makes p the node's view (Node.view), and begins the waits for the
+// starts that p has alive, leaving or left (afresh for one back from a
+// failure), and forgets those that p does not have. The kinds' handedOver
+// flags are cleared before p is stored, and set again for p, all under h.mu:
+// an activation that finds p never finds a flag set for an earlier view
+// (settle looks at the view stored, under h.mu too).
 func (h *handoffs) storeView(p *placement) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

@@ -288,15 +288,15 @@ func (n *Node) refuseStrangers(members []*serf.Member) error {
 
 // advertiseFence keeps tagFenced in the node's serf tags while its view is
 // fenced for want of a majority (not while it settles, see
-// placement.minority), and out of them otherwise, so that a node that
-// joins through it learns that it has no majority (see awaitMajoritySide): memberlist sends
-// a seed's state, tags included, to a joiner whatever the seed's merge
-// delegate says of the joiner's (see refuseStrangers). A leaving node's
-// side is no news (see judge). Once the node is no longer fenced, it also
-// exchanges member lists with the others if it refused strangers meanwhile
-// (see syncAfterFence). Serf's SetTags waits for the update's broadcast
-// (up to its BroadcastTimeout), and a join for its push-pull, so both run
-// here rather than on the view's goroutine.
+// placement.minority), and out of them otherwise, so that a node that joins
+// through it learns that it has no majority (see awaitMajoritySide):
+// memberlist sends a seed's state, tags included, to a joiner whatever the
+// seed's merge delegate says of the joiner's (see refuseStrangers). A leaving
+// node's side is no news (see judge). Once the node is no longer fenced, it
+// also exchanges member lists with the others if it refused strangers
+// meanwhile (see syncAfterFence). Serf's SetTags waits for the update's
+// broadcast (up to its BroadcastTimeout), and a join for its push-pull, so
+// both run here rather than on the view's goroutine.
 func (n *Node) advertiseFence() {
 	defer n.loops.Done()
 	advertised := false

@@ -896,25 +896,24 @@ func (n *Node) GRPCAddr() string { return n.transport.addr().String() }
 // Shutdown or Close, or by itself (see Err).
 func (n *Node) Done() <-chan struct{} { return n.done }
 
-// Shutdown stops the node gracefully: it stops firing reminders; says on
-// its streams, and on one to each member that may take its grains, that
-// it leaves, then in its gossip tags, and leaves the gossip, so that the
-// other members place its grains elsewhere; meanwhile, without waiting
-// for the gossip's leave, it answers the calls that still reach its grains "not owner" (their
+// Shutdown stops the node gracefully: it stops firing reminders; says on its
+// streams, and on one to each member that may take its grains, that it leaves,
+// then in its gossip tags, and leaves the gossip, so that the other members
+// place its grains elsewhere; meanwhile, without waiting for the gossip's
+// leave, it answers the calls that still reach its grains "not owner" (their
 // callers place them again), deactivates the grains, running their
-// OnDeactivate hooks and committing their buffered state, and waits for
-// the calls it is serving. Once the leave has gone round the gossip, it
-// passes on the one-way messages that still reach it until every peer
-// has stopped sending to it (at most two seconds, see farewell); ends its
-// streams without dropping what is on them, and takes no new one; then
-// stops the transport (a stream to a peer that reads nothing, a hung
-// process, is cut after a second) and the actors. If ctx ends first, the
-// rest is done as by Close and ctx's error is returned. If the gossip's
-// leave fails (a Close stopped the gossip under it, say), the grains are
-// deactivated and committed all the same, the rest is done as by Close,
-// and the leave's error is returned: members that had not heard of the
-// leave see the node fail. Calling it again, or after Close, waits for
-// the node to stop.
+// OnDeactivate hooks and committing their buffered state, and waits for the
+// calls it is serving. Once the leave has gone round the gossip, it passes on
+// the one-way messages that still reach it until every peer has stopped
+// sending to it (at most two seconds, see farewell); ends its streams without
+// dropping what is on them, and takes no new one; then stops the transport (a
+// stream to a peer that reads nothing, a hung process, is cut after a second)
+// and the actors. If ctx ends first, the rest is done as by Close and ctx's
+// error is returned. If the gossip's leave fails (a Close stopped the gossip
+// under it, say), the grains are deactivated and committed all the same, the
+// rest is done as by Close, and the leave's error is returned: members that
+// had not heard of the leave see the node fail. Calling it again, or after
+// Close, waits for the node to stop.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
 	already := n.shuttingDown
