@@ -299,33 +299,39 @@ func TestAPeerGrainSeesWhyItsCallerGaveUp(t *testing.T) {
 	add(t, nodes[0], id, 0) // activates the grain and opens the stream to its owner
 	c := connTo(t, nodes[0], owner.Name())
 	for _, tc := range []struct {
-		name   string
-		ctx    func() (context.Context, context.CancelFunc)
-		cancel bool // the caller cancels once the grain runs
-		want   error
+		name string
+		// ctx returns the caller's context, and what ends it: a cancel,
+		// or its deadline passing.
+		ctx  func() (context.Context, context.CancelFunc)
+		want error
 	}{
 		{"cancelled", func() (context.Context, context.CancelFunc) {
 			return context.WithCancel(context.Background())
-		}, true, context.Canceled},
+		}, context.Canceled},
 		{"deadline", func() (context.Context, context.CancelFunc) {
-			return context.WithTimeout(context.Background(), 100*time.Millisecond)
-		}, false, context.DeadlineExceeded},
+			d := newPassableDeadline()
+			return d, d.pass
+		}, context.DeadlineExceeded},
 		{"shared deadline", func() (context.Context, context.CancelFunc) {
-			return newDeadlines(100 * time.Millisecond).with(context.Background())
-		}, false, context.DeadlineExceeded},
+			d := newPassableDeadline()
+			s := &sharedDeadline{ctx: d, at: d.at}
+			s.background = &deadlineCtx{Context: context.Background(), d: s}
+			return s.background, d.pass
+		}, context.DeadlineExceeded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := tc.ctx()
-			defer cancel()
+			// The caller's deadline passes, or it cancels, once the grain
+			// runs: a deadline of its own could pass first on a starved
+			// machine, before the request reached the grain.
+			ctx, end := tc.ctx()
+			defer end()
 			done := make(chan error, 1)
 			go func() {
 				_, err := c.call(ctx, &frame{typ: frameRequest, kind: echoKind, identity: id, method: methodBlock})
 				done <- err
 			}()
 			receive(t, h.entered, "the request to reach the grain")
-			if tc.cancel {
-				cancel()
-			}
+			end()
 			if err, want := receive(t, done, "the call to return"), status.Code(contextError(tc.want)); status.Code(err) != want {
 				t.Fatalf("the call returned %v, want %v", err, want)
 			}
@@ -334,4 +340,35 @@ func TestAPeerGrainSeesWhyItsCallerGaveUp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// passableDeadline is a context with a deadline an hour away that passes
+// when the test says so (pass): Err is then context.DeadlineExceeded, as
+// for a deadline that passed by itself.
+type passableDeadline struct {
+	context.Context // Background: its values
+	at              time.Time
+	done            chan struct{}
+	once            sync.Once
+}
+
+func newPassableDeadline() *passableDeadline {
+	return &passableDeadline{Context: context.Background(), at: time.Now().Add(time.Hour), done: make(chan struct{})}
+}
+
+// pass makes the deadline pass.
+func (d *passableDeadline) pass() { d.once.Do(func() { close(d.done) }) }
+
+// Deadline implements context.Context.
+func (d *passableDeadline) Deadline() (time.Time, bool) { return d.at, true }
+
+// Done implements context.Context.
+func (d *passableDeadline) Done() <-chan struct{} { return d.done }
+
+// Err implements context.Context.
+func (d *passableDeadline) Err() error {
+	if isDone(d.done) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
