@@ -586,7 +586,7 @@ func (n *Node) replaceView(p *placement) {
 	n.dropFailed(old, p)
 	n.dropMoved(old, p)
 	n.byeToLeavers(old, p)
-	n.relistAfterLeavers(old, p)
+	n.relistAfterMoves(old, p)
 	n.logChanges(old, p)
 	if moved := n.acts.sweepStrays(); moved > 0 {
 		n.log.Debug("cluster: moving grains after a membership change", "count", moved)

@@ -21,7 +21,10 @@ import (
 // firing recorded with the node it ran on and when.
 const (
 	tickKind   = "test.Tick"
-	methodTick = "/test.Tick/Remind" // StringValue "name=period" registers a reminder due after period ("name=off": unregisters) → StringValue: the node that did it
+	methodTick = "/test.Tick/Remind" // StringValue "name=period,...": registers each reminder due after its period ("name=off": unregisters) → StringValue: the node that did it
+	// methodTickHeld is methodTick once tickLog.hold is closed; it
+	// reports on tickLog.entered that it waits.
+	methodTickHeld = "/test.Tick/RemindHeld"
 )
 
 // tickFiring is one run of OnReminder.
@@ -34,9 +37,14 @@ type tickFiring struct {
 type tickLog struct {
 	mu    sync.Mutex
 	fired map[string][]tickFiring // "identity name" → its firings, as they ended
+
+	hold    chan struct{} // methodTickHeld waits until it is closed
+	entered chan string   // methodTickHeld sends its grain's identity as it waits
 }
 
-func newTickLog() *tickLog { return &tickLog{fired: make(map[string][]tickFiring)} }
+func newTickLog() *tickLog {
+	return &tickLog{fired: make(map[string][]tickFiring), hold: make(chan struct{}), entered: make(chan string, 1024)}
+}
 
 func (l *tickLog) record(key string, f tickFiring) {
 	l.mu.Lock()
@@ -80,16 +88,14 @@ func (g *ticker) OnReminder(ctx GrainContext, name string) error {
 }
 
 func newTickKind(node string, log *tickLog) *Kind {
-	return &Kind{
-		Name: tickKind,
-		New:  func(string) any { return &ticker{node: node, log: log} },
-		Methods: []Method{{Name: methodTick, NewRequest: newString, Handle: func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
-			name, period, _ := strings.Cut(req.(*wrapperspb.StringValue).GetValue(), "=")
+	remind := func(_ any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+		for _, change := range strings.Split(req.(*wrapperspb.StringValue).GetValue(), ",") {
+			name, period, _ := strings.Cut(change, "=")
 			if period == "off" {
 				if err := UnregisterReminder(ctx, name); err != nil {
 					return nil, err
 				}
-				return wrapperspb.String(node), nil
+				continue
 			}
 			d, err := time.ParseDuration(period)
 			if err != nil {
@@ -98,8 +104,21 @@ func newTickKind(node string, log *tickLog) *Kind {
 			if err := RegisterReminder(ctx, name, d, d); err != nil {
 				return nil, err
 			}
-			return wrapperspb.String(node), nil
-		}}},
+		}
+		return wrapperspb.String(node), nil
+	}
+	held := func(g any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+		log.entered <- ctx.Identity()
+		<-log.hold
+		return remind(g, ctx, req)
+	}
+	return &Kind{
+		Name: tickKind,
+		New:  func(string) any { return &ticker{node: node, log: log} },
+		Methods: []Method{
+			{Name: methodTick, NewRequest: newString, Handle: remind},
+			{Name: methodTickHeld, NewRequest: newString, Handle: held},
+		},
 	}
 }
 

@@ -148,28 +148,42 @@ func (n *Node) refreshReminders() {
 	n.reminders.Relist()
 }
 
-// leaverRelistMargin is how long after a member left the view, beyond
-// DeactivateTimeout, the node lists the reminders once more (see
-// relistAfterLeavers): a leaver starts deactivating its grains once its
+// moveRelistMargin is how long after a change that moved grains to this
+// node, beyond DeactivateTimeout, the node lists the reminders once more
+// (see relistAfterMoves): a leaver starts deactivating its grains once its
 // leave has spread (LeavePropagateDelay, 1 s in the LAN and WAN gossip
 // profiles) and the calls it serves have ended.
-const leaverRelistMargin = 3 * time.Second
+const moveRelistMargin = 3 * time.Second
 
-// relistAfterLeavers asks for one more listing of the reminders once the
-// members that old had alive and p has not (they left or failed) are done
-// deactivating their grains: a leaver's OnDeactivate hooks may register
-// and unregister reminders for the grains' next owners, and those store
-// writes can land after the listing this node made for the change, which
-// would then miss them (a reminder registered there would not fire, one
-// unregistered there would). The scheduler keeps one such timer at most.
-// A member that crashed writes nothing more, and costs one listing.
-func (n *Node) relistAfterLeavers(old, p *placement) {
+// relistAfterMoves asks for one more listing of the reminders once the
+// members that held the grains that moved to this node between old and p
+// are done with them, which can be after the listing this node made for
+// the change, which would then miss their store writes (a reminder
+// registered there would not fire, one unregistered there would):
+//
+//   - members that old had alive and p has not (they left or failed):
+//     a leaver's OnDeactivate hooks may register and unregister reminders
+//     for the grains' next owners;
+//   - every member, when p is the first view to have this node alive
+//     (it started, or came back): the grains it wins were held by others,
+//     whose views may not have it yet, and whose calls under way on those
+//     grains may register reminders there after this node listed.
+//
+// The scheduler keeps one such timer at most. A member that crashed
+// writes nothing more, and costs one listing.
+func (n *Node) relistAfterMoves(old, p *placement) {
+	if st, ok := p.status(n.name); ok && st == StatusAlive {
+		if was, ok := old.status(n.name); !ok || was != StatusAlive {
+			n.reminders.RelistAfter(n.cfg.DeactivateTimeout + moveRelistMargin)
+			return
+		}
+	}
 	for _, was := range old.members {
 		if was.Name == n.name || was.Status != StatusAlive {
 			continue
 		}
 		if st, ok := p.status(was.Name); !ok || st != StatusAlive {
-			n.reminders.RelistAfter(n.cfg.DeactivateTimeout + leaverRelistMargin)
+			n.reminders.RelistAfter(n.cfg.DeactivateTimeout + moveRelistMargin)
 			return
 		}
 	}
@@ -178,7 +192,7 @@ func (n *Node) relistAfterLeavers(old, p *placement) {
 // heardFarewell implements requestHandler: a leaving peer said bye, which
 // it does once its grains are deactivated, so what their OnDeactivate
 // hooks wrote to the reminders is in the store. The listing that follows
-// takes it over at once, where the one relistAfterLeavers times may come
+// takes it over at once, where the one relistAfterMoves times may come
 // after the hooks or, if the leaver's calls took long to drain, before
 // them. A peer with no stream to the leaver has only that timer, and the
 // scheduler's periodic listing.

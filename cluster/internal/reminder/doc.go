@@ -98,10 +98,12 @@
 // Another node's store write can land after this node's listing for the
 // change that prompted it: a node that leaves deactivates its grains after
 // the others saw it leave, and their hooks may register and unregister
-// reminders. RelistAfter asks for a listing once such writes are over (the
-// cluster calls it when a member left its view); and the scheduler lists
-// by itself Config.RelistEvery (five minutes by default) after the last
-// listing asked for, as anti-entropy.
+// reminders; and a node that joins takes grains whose old owners, whose
+// views may not have it yet, still end calls on them that may do the same.
+// RelistAfter asks for a listing once such writes are over (the cluster
+// calls it when a member left its view, and when it joined); and the
+// scheduler lists by itself Config.RelistEvery (five minutes by default)
+// after the last listing asked for, as anti-entropy.
 //
 // Stop ends the firing: it cancels the Fires under way, and waits for the
 // store writes after firings as long as its context lasts, then cancels
