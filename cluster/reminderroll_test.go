@@ -265,10 +265,12 @@ type tickOp struct {
 }
 
 // tickChurn registers and unregisters the reminder "x" of the grains
-// "c-i" in turn, one caller per grain, until stopped. After each
-// registration it waits, within churnWait, for a firing of the reminder
-// registered: a registration must not be lost, nor stay unfired for
-// longer than a move takes, whatever the members do meanwhile.
+// "c-i" in turn, one caller per grain, until stopped; each grain also has
+// a steady reminder "y". After each registration it waits, within
+// churnWait, for a firing of the reminder registered: a registration must
+// not be lost, nor stay unfired for longer than a move takes, whatever
+// the members do meanwhile. After each unregistration it waits for two
+// firings of y, which leaves x time to fire wrongly.
 type tickChurn struct {
 	tc     *tickCluster
 	period time.Duration
@@ -285,6 +287,9 @@ func (c *tickChurn) run(t *testing.T, grains int, churnWait time.Duration) {
 		defer close(c.done)
 		concurrently(t, grains, func(g int) error {
 			id := fmt.Sprintf("c-%d", g)
+			if _, err := c.tc.remindThrough(id, "y", c.period.String()); err != nil {
+				return err
+			}
 			for off := false; ; off = !off {
 				select {
 				case <-c.stop:
@@ -304,16 +309,20 @@ func (c *tickChurn) run(t *testing.T, grains int, churnWait time.Duration) {
 				c.mu.Lock()
 				c.ops[id] = append(c.ops[id], tickOp{off: off, node: node, sent: sent, acked: acked})
 				c.mu.Unlock()
+				// Conditions with a deadline, not sleeps: after a
+				// registration, the firing of the reminder registered;
+				// after an unregistration, two firings of the grain's
+				// steady reminder y, two periods in which x must not
+				// fire.
+				key, want := id+" x", 1
 				if off {
-					continue
+					key, want = id+" y", 2
 				}
-				// A condition with a deadline, not a sleep: the firing
-				// of the reminder just registered.
 				deadline := time.Now().Add(churnWait)
-				for c.tc.log.firedSince(id+" x", acked) == 0 {
+				for c.tc.log.firedSince(key, acked) < want {
 					if time.Now().After(deadline) {
-						return fmt.Errorf("reminder x of %s, registered through %s at %s, did not fire within %v%s",
-							id, node, acked.Format("15:04:05.000"), churnWait, c.tc.history(id+" x"))
+						return fmt.Errorf("reminder %s, after %s changed x at %s, did not fire %d times within %v%s",
+							key, node, acked.Format("15:04:05.000"), want, churnWait, c.tc.history(key))
 					}
 					select {
 					case <-c.stop:
@@ -387,7 +396,7 @@ func remindersThroughChanges(t *testing.T, store storage.Store, rounds, steady, 
 		// new start waits for its name until then.
 		maxGap    = 10 * time.Second
 		churnWait = maxGap
-		between   = 50 // deposits
+		between   = 20 // deposits
 	)
 	tc := startTickCluster(t, store, members)
 	load := newRollingLoad(t, tc.gateway, tc.members, 1, 50)
@@ -424,6 +433,7 @@ func remindersThroughChanges(t *testing.T, store storage.Store, rounds, steady, 
 	}
 	churn.mu.Lock()
 	for id, ops := range churn.ops {
+		still = append(still, id+" y")
 		if !ops[len(ops)-1].off {
 			still = append(still, id+" x")
 		}
