@@ -157,17 +157,17 @@ const moveRelistMargin = 3 * time.Second
 
 // relistAfterMoves asks for one more listing of the reminders once the
 // members that held the grains that moved to this node between old and p
-// are done with them, which can be after the listing this node made for
-// the change, which would then miss their store writes (a reminder
-// registered there would not fire, one unregistered there would):
+// are done with them. Their store writes can land after the listing this
+// node made for the change, which then missed them (a reminder registered
+// there would not fire, one unregistered there would):
 //
 //   - members that old had alive and p has not (they left or failed):
 //     a leaver's OnDeactivate hooks may register and unregister reminders
 //     for the grains' next owners;
-//   - every member, when p is the first view to have this node alive
-//     (it started, or came back): the grains it wins were held by others,
-//     whose views may not have it yet, and whose calls under way on those
-//     grains may register reminders there after this node listed.
+//   - every member, when p is the first view to have this node alive (it
+//     started): the grains it wins were held by others, whose views may
+//     not have it yet, and whose calls under way on those grains may
+//     register and unregister reminders there after this node listed.
 //
 // The scheduler keeps one such timer at most. A member that crashed
 // writes nothing more, and costs one listing.
