@@ -345,7 +345,7 @@ func (tc *tickCluster) history(key string) string {
 }
 
 // TestRemindersThroughARollingRestartAndAScaleOutAndIn registers a
-// reminder with a short period on a few hundred grains, and has more
+// reminder with a short period on a hundred grains, and has more
 // grains register and unregister a reminder in turn without pause, while
 // the members are restarted in turn under their names (gracefully, the
 // middle one crashed), then three members join at once and three leave at
@@ -361,11 +361,16 @@ func (tc *tickCluster) history(key string) string {
 //   - A reminder unregistered does not fire after the unregistration was
 //     acknowledged on the node that unregistered it, and at most once on
 //     another node ("Unregistering stops firings on the node that
-//     unregisters. Another node that fires the reminder at that moment
-//     (ownership moving) may still deliver it once.").
+//     unregisters. Another node that owns the grain in its view at that
+//     moment (ownership moving) may still deliver it once").
 //
 // Firings of one reminder on two nodes at once are allowed (state.md,
 // "Exactly-once firing"), and only counted.
+//
+// A node that did not list the reminders on a membership change, nor at a
+// leaver's farewell, fails it (a steady reminder waits some thirteen
+// seconds, for the listing DeactivateTimeout after a leave); so does a
+// scheduler that kept a reminder this node unregistered.
 //
 // 100 steady grains and 10 churned ones, with one round of restarts, run
 // in the package's run; REMINDER_ROLL_ROUNDS=n restarts every member n
