@@ -2,12 +2,14 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,6 +131,9 @@ type tickCluster struct {
 	gateway *Node
 	members []*Node  // each member's latest start
 	configs []Config // each member's config, to start it again under its name
+	// sameAddrs restarts a member at its previous start's addresses, as
+	// rollingCluster does.
+	sameAddrs bool
 }
 
 func startTickCluster(t *testing.T, store storage.Store, size int) *tickCluster {
@@ -171,7 +176,29 @@ func (tc *tickCluster) restart(t *testing.T, load *rollingLoad, i int, crash boo
 			t.Fatalf("Shutdown of %s: %v", old.Name(), err)
 		}
 	}
-	again := startNode(t, tc.configs[slices.IndexFunc(tc.configs, func(c Config) bool { return c.NodeName == old.Name() })])
+	cfg := &tc.configs[slices.IndexFunc(tc.configs, func(c Config) bool { return c.NodeName == old.Name() })]
+	var again *Node
+	if tc.sameAddrs {
+		cfg.BindAddr, cfg.GRPCAddr = old.GossipAddr(), old.GRPCAddr()
+		// Another socket may have taken a port since (see
+		// rollingCluster.start): try again until it is free.
+		waitFor(t, waitTimeout, cfg.NodeName+"'s ports to be free", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			var err error
+			again, err = Start(ctx, *cfg)
+			if err != nil && (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
+				return false
+			}
+			if err != nil {
+				t.Fatalf("Start(%s): %v", cfg.NodeName, err)
+			}
+			return true
+		})
+		t.Cleanup(func() { _ = again.Close() })
+	} else {
+		again = startNode(t, *cfg)
+	}
 	tc.members[i] = again
 	load.replace(i, again)
 	waitFor(t, waitTimeout, "every node to see "+again.Name()+"'s new start", func() bool {
@@ -377,6 +404,9 @@ func (tc *tickCluster) history(key string) string {
 // times, with 300 steady grains and 30 churned ones, for a soak:
 //
 //	REMINDER_ROLL_ROUNDS=5 go test -race -run TestRemindersThroughARollingRestartAndAScaleOutAndIn ./cluster
+//
+// The soak also restarts each member at its previous start's addresses,
+// as TestGrainStateThroughARollingRestart's last variants do.
 func TestRemindersThroughARollingRestartAndAScaleOutAndIn(t *testing.T) {
 	t.Parallel()
 	rounds, steady, churned := 1, 100, 10
@@ -386,13 +416,22 @@ func TestRemindersThroughARollingRestartAndAScaleOutAndIn(t *testing.T) {
 		}
 		steady, churned = 300, 30
 	}
-	eachStore(t, func(t *testing.T, store storage.Store) { remindersThroughChanges(t, store, rounds, steady, churned) })
+	eachStore(t, func(t *testing.T, store storage.Store) {
+		remindersThroughChanges(t, store, rounds, steady, churned, false)
+	})
+	if os.Getenv("REMINDER_ROLL_ROUNDS") != "" {
+		t.Run("at_the_same_addresses", func(t *testing.T) {
+			eachStore(t, func(t *testing.T, store storage.Store) {
+				remindersThroughChanges(t, store, rounds, steady, churned, true)
+			})
+		})
+	}
 }
 
 // remindersThroughChanges is TestRemindersThroughARollingRestartAndAScaleOutAndIn
 // over store, with rounds of restarts, steady grains with a reminder, and
 // churned grains that register and unregister one.
-func remindersThroughChanges(t *testing.T, store storage.Store, rounds, steady, churned int) {
+func remindersThroughChanges(t *testing.T, store storage.Store, rounds, steady, churned int, sameAddrs bool) {
 	const (
 		members = 3
 		period  = 200 * time.Millisecond
@@ -404,6 +443,7 @@ func remindersThroughChanges(t *testing.T, store storage.Store, rounds, steady, 
 		between   = 20 // deposits
 	)
 	tc := startTickCluster(t, store, members)
+	tc.sameAddrs = sameAddrs
 	load := newRollingLoad(t, tc.gateway, tc.members, 1, 50)
 
 	concurrently(t, steady, func(i int) error {
