@@ -510,13 +510,14 @@ func TestGrainStateThroughAScaleOutAndIn(t *testing.T) {
 		const callers, grains, between = 2, 150, 300
 		rc := startRollingCluster(t, store, 2, false)
 		load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
-		// Enough for most grains to be active before the joins: each
-		// of them moves then, or at the leaves.
+		// Enough for the callers to reach every grain between the
+		// changes: each grain active on a first member moves at the
+		// joins or at the leaves, and is active again after the move.
 		load.progress(t, "deposits before the joins", 3*between)
 		rc.joinAtOnce(t, 3)
-		load.progress(t, "deposits after the joins", between)
+		load.progress(t, "deposits after the joins", 3*between)
 		rc.leaveAtOnce(t, 0, 1, 2)
-		load.progress(t, "deposits after the leaves", between)
+		load.progress(t, "deposits after the leaves", 3*between)
 		load.finish()
 		rc.verify(t, store, load, "")
 	})
