@@ -220,16 +220,7 @@ func (tc *tickCluster) joinAtOnce(t *testing.T, count int) {
 	for i := range cfgs {
 		cfgs[i] = tc.config(t, len(tc.configs))
 	}
-	nodes := make([]*Node, count)
-	var wg sync.WaitGroup
-	for i, cfg := range cfgs {
-		wg.Go(func() { nodes[i] = startNode(t, cfg) })
-	}
-	wg.Wait()
-	if slices.Contains(nodes, nil) {
-		t.FailNow() // startNode reported why
-	}
-	tc.members = append(tc.members, nodes...)
+	tc.members = append(tc.members, startAtOnce(t, cfgs)...)
 	waitConverged(t, tc.all(), len(tc.members)+1)
 }
 
@@ -238,24 +229,7 @@ func (tc *tickCluster) joinAtOnce(t *testing.T, count int) {
 // gone.
 func (tc *tickCluster) leaveAtOnce(t *testing.T, indexes ...int) {
 	t.Helper()
-	leavers := make([]*Node, len(indexes))
-	errs := make([]error, len(indexes))
-	var wg sync.WaitGroup
-	for i, idx := range indexes {
-		leavers[i] = tc.members[idx]
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-			defer cancel()
-			errs[i] = leavers[i].Shutdown(ctx)
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("Shutdown of %s: %v", leavers[i].Name(), err)
-		}
-	}
-	tc.members = slices.DeleteFunc(tc.members, func(n *Node) bool { return slices.Contains(leavers, n) })
+	tc.members = shutdownAtOnce(t, tc.members, indexes)
 	waitConverged(t, tc.all(), len(tc.members)+1)
 }
 

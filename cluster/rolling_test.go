@@ -535,8 +535,25 @@ func (rc *rollingCluster) joinAtOnce(t *testing.T, count int) {
 		cfg.Seeds = []string{rc.gateway.GossipAddr()}
 		cfgs[i] = rc.prepare(cfg)
 	}
-	nodes := make([]*Node, count)
-	errs := make([]error, count)
+	rc.members = append(rc.members, startAtOnce(t, cfgs)...)
+	waitConverged(t, rc.all(), len(rc.members)+1)
+}
+
+// leaveAtOnce shuts the members at the given indexes down at the same
+// moment, gracefully, and waits until every node that stays sees them
+// gone. The load's callers on them go on through the gateway.
+func (rc *rollingCluster) leaveAtOnce(t *testing.T, indexes ...int) {
+	t.Helper()
+	rc.members = shutdownAtOnce(t, rc.members, indexes)
+	waitConverged(t, rc.all(), len(rc.members)+1)
+}
+
+// startAtOnce starts a node under each of cfgs at the same moment, as an
+// autoscaler adds several, and returns them once all have started.
+func startAtOnce(t *testing.T, cfgs []Config) []*Node {
+	t.Helper()
+	nodes := make([]*Node, len(cfgs))
+	errs := make([]error, len(cfgs))
 	var wg sync.WaitGroup
 	for i, cfg := range cfgs {
 		wg.Go(func() {
@@ -547,25 +564,25 @@ func (rc *rollingCluster) joinAtOnce(t *testing.T, count int) {
 	}
 	wg.Wait()
 	for i, n := range nodes {
+		if n != nil {
+			t.Cleanup(func() { _ = n.Close() })
+		}
 		if errs[i] != nil {
 			t.Fatalf("Start(%s): %v", cfgs[i].NodeName, errs[i])
 		}
-		t.Cleanup(func() { _ = n.Close() })
 	}
-	rc.members = append(rc.members, nodes...)
-	waitConverged(t, rc.all(), len(rc.members)+1)
+	return nodes
 }
 
-// leaveAtOnce shuts the members at the given indexes down at the same
-// moment, gracefully, and waits until every node that stays sees them
-// gone. The load's callers on them go on through the gateway.
-func (rc *rollingCluster) leaveAtOnce(t *testing.T, indexes ...int) {
+// shutdownAtOnce shuts the members at the given indexes down at the same
+// moment, gracefully, and returns the others.
+func shutdownAtOnce(t *testing.T, members []*Node, indexes []int) []*Node {
 	t.Helper()
 	leavers := make([]*Node, len(indexes))
 	errs := make([]error, len(indexes))
 	var wg sync.WaitGroup
 	for i, idx := range indexes {
-		leavers[i] = rc.members[idx]
+		leavers[i] = members[idx]
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
@@ -578,6 +595,5 @@ func (rc *rollingCluster) leaveAtOnce(t *testing.T, indexes ...int) {
 			t.Fatalf("Shutdown of %s: %v", leavers[i].Name(), err)
 		}
 	}
-	rc.members = slices.DeleteFunc(rc.members, func(n *Node) bool { return slices.Contains(leavers, n) })
-	waitConverged(t, rc.all(), len(rc.members)+1)
+	return slices.DeleteFunc(slices.Clone(members), func(n *Node) bool { return slices.Contains(leavers, n) })
 }
