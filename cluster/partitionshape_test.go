@@ -27,12 +27,7 @@ import (
 // only after c had settled.
 func TestAPartitionThatChangesShapeRunsNoGrainTwice(t *testing.T) {
 	t.Parallel()
-	p := newPartition()
-	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
-		cfg.KeepMajority = true
-		p.configure(cfg)
-	})
-	p.learn(nodes...)
+	nodes, _, p := partitionedTrio(t, 0)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	id := placedWithout(t, a, echoKind, "shape", c.Name(), a.Name())
 	if got := add(t, a, id, 1); got != 1 {
@@ -82,12 +77,7 @@ func TestAPartitionThatChangesShapeRunsNoGrainTwice(t *testing.T) {
 // downs a member for it (see docs/architecture.md, "Non-guarantees").
 func TestAOneWayPartitionRunsEachGrainOnce(t *testing.T) {
 	t.Parallel()
-	p := newPartition()
-	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
-		cfg.KeepMajority, cfg.DownAfter = true, time.Second
-		p.configure(cfg)
-	})
-	p.learn(nodes...)
+	nodes, _, p := partitionedTrio(t, time.Second)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	id := identityOwnedBy(t, nodes, b)
 	if got := add(t, c, id, 1); got != 1 {
@@ -152,12 +142,7 @@ func TestAOneWayPartitionRunsEachGrainOnce(t *testing.T) {
 // take c's grain before c saw them failed).
 func TestAJoinerThroughTheMinorityBeforeItFencedCountsNoMajority(t *testing.T) {
 	t.Parallel()
-	p := newPartition()
-	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
-		cfg.KeepMajority = true
-		p.configure(cfg)
-	})
-	p.learn(nodes...)
+	nodes, _, p := partitionedTrio(t, 0)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	id := identityOwnedBy(t, nodes, c)
 	if got := add(t, a, id, 1); got != 1 {
@@ -204,12 +189,7 @@ func TestAJoinerThroughTheMinorityBeforeItFencedCountsNoMajority(t *testing.T) {
 // network heals. No other node ever activates the grain.
 func TestAHealWithinDownAfterMovesNoGrain(t *testing.T) {
 	t.Parallel()
-	p := newPartition()
-	nodes, hooks := echoCluster(t, 3, 0, func(cfg *Config) {
-		cfg.KeepMajority, cfg.DownAfter = true, time.Minute
-		p.configure(cfg)
-	})
-	p.learn(nodes...)
+	nodes, hooks, p := partitionedTrio(t, time.Minute)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	id := identityOwnedBy(t, nodes, c)
 	if got := add(t, a, id, 1); got != 1 {
@@ -393,4 +373,17 @@ func TestAHealAfterDownAfterWaitsForTheMajoritysCommit(t *testing.T) {
 	if balance := receive(t, got, "the deposit through c"); balance != 7 {
 		t.Errorf("balance %d after the deposit through c, want 7: c loaded the account before a committed the deposit it acknowledged", balance)
 	}
+}
+
+// partitionedTrio starts three echo nodes with KeepMajority and
+// downAfter (0 for the default), whose network a partition cuts.
+func partitionedTrio(t *testing.T, downAfter time.Duration) ([]*Node, map[string]*hooks, *partition) {
+	t.Helper()
+	p := newPartition()
+	nodes, hooks := echoCluster(t, 3, 0, func(cfg *Config) {
+		cfg.KeepMajority, cfg.DownAfter = true, downAfter
+		p.configure(cfg)
+	})
+	p.learn(nodes...)
+	return nodes, hooks, p
 }
