@@ -2,14 +2,12 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -162,53 +160,21 @@ func (tc *tickCluster) config(t *testing.T, i int) Config {
 func (tc *tickCluster) all() []*Node { return append([]*Node{tc.gateway}, tc.members...) }
 
 // restart stops member i, by Shutdown or, if crash, by Close, and starts
-// it again under its name at new addresses, then waits until every node
-// has the new start, as a rolling deploy does (see rollingCluster.restart).
+// it again under its name, at new addresses or, if tc.sameAddrs, at its
+// previous start's, then waits until every node has the new start, as a
+// rolling deploy does (see rollingCluster.restart).
 func (tc *tickCluster) restart(t *testing.T, load *rollingLoad, i int, crash bool) {
 	t.Helper()
 	old := tc.members[i]
-	if crash {
-		_ = old.Close()
-	} else {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := old.Shutdown(ctx); err != nil {
-			t.Fatalf("Shutdown of %s: %v", old.Name(), err)
-		}
-	}
+	stopMember(t, old, crash)
 	cfg := &tc.configs[slices.IndexFunc(tc.configs, func(c Config) bool { return c.NodeName == old.Name() })]
-	var again *Node
 	if tc.sameAddrs {
 		cfg.BindAddr, cfg.GRPCAddr = old.GossipAddr(), old.GRPCAddr()
-		// Another socket may have taken a port since (see
-		// rollingCluster.start): try again until it is free.
-		waitFor(t, waitTimeout, cfg.NodeName+"'s ports to be free", func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-			defer cancel()
-			var err error
-			again, err = Start(ctx, *cfg)
-			if err != nil && (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
-				return false
-			}
-			if err != nil {
-				t.Fatalf("Start(%s): %v", cfg.NodeName, err)
-			}
-			return true
-		})
-		t.Cleanup(func() { _ = again.Close() })
-	} else {
-		again = startNode(t, *cfg)
 	}
+	again := startAgain(t, *cfg)
 	tc.members[i] = again
 	load.replace(i, again)
-	waitFor(t, waitTimeout, "every node to see "+again.Name()+"'s new start", func() bool {
-		for _, n := range tc.all() {
-			if m, ok := memberNamed(n, again.Name()); !ok || m.Status != StatusAlive || m.incarnation != again.incarnation {
-				return false
-			}
-		}
-		return true
-	})
+	awaitNewStart(t, tc.all(), again)
 	waitConverged(t, tc.all(), len(tc.members)+1)
 }
 

@@ -225,17 +225,21 @@ func (rc *rollingCluster) prepare(cfg Config) Config {
 
 // start starts a member under cfg (see prepare).
 func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
-	cfg = rc.prepare(cfg)
+	return startAgain(t, rc.prepare(cfg))
+}
+
+// startAgain starts a node under cfg, which may be a member's, with its
+// previous start's ports. Those the OS gave that start from its ephemeral
+// range: in the rare case that another socket took one since that start
+// closed (a connection's local port, of this process or another), the
+// start fails with "address already in use", and is tried again until the
+// port is free, as a deploy would retry it. The gossip's error says so
+// only in its text: memberlist formats the listener's error with %v.
+func startAgain(t *testing.T, cfg Config) *Node {
+	t.Helper()
 	if cfg.BindAddr == "127.0.0.1:0" {
 		return startNode(t, cfg)
 	}
-	// At its previous start's ports, which the OS gave that start from
-	// its ephemeral range: in the rare case that another socket took one
-	// since that start closed (a connection's local port, of this process
-	// or another), the start fails with "address already in use", and is
-	// tried again until the port is free, as a deploy would retry it. The
-	// gossip's error says so only in its text: memberlist formats the
-	// listener's error with %v.
 	var n *Node
 	waitFor(t, waitTimeout, cfg.NodeName+"'s ports to be free", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -253,6 +257,36 @@ func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
 	})
 	t.Cleanup(func() { _ = n.Close() })
 	return n
+}
+
+// stopMember stops n, by Shutdown or, if crash, by Close.
+func stopMember(t *testing.T, n *Node, crash bool) {
+	t.Helper()
+	if crash {
+		_ = n.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown of %s: %v", n.Name(), err)
+	}
+}
+
+// awaitNewStart waits, as a deploy waits for a restarted member to be
+// ready before it restarts the next, until every one of nodes has the
+// start again alive, its incarnation telling it from an old start at the
+// same addresses.
+func awaitNewStart(t *testing.T, nodes []*Node, again *Node) {
+	t.Helper()
+	waitFor(t, waitTimeout, "every node to see "+again.Name()+"'s new start", func() bool {
+		for _, n := range nodes {
+			if m, ok := memberNamed(n, again.Name()); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() || m.incarnation != again.incarnation {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // history says where identity's grain was active: for each start of each
@@ -279,32 +313,14 @@ func (rc *rollingCluster) all() []*Node { return append([]*Node{rc.gateway}, rc.
 func (rc *rollingCluster) restart(t *testing.T, load *rollingLoad, i int, crash bool) {
 	t.Helper()
 	old := rc.members[i]
-	if crash {
-		_ = old.Close()
-	} else {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		if err := old.Shutdown(ctx); err != nil {
-			t.Fatalf("Shutdown of %s: %v", old.Name(), err)
-		}
-	}
+	stopMember(t, old, crash)
 	if rc.sameAddrs {
 		rc.configs[i].BindAddr, rc.configs[i].GRPCAddr = old.GossipAddr(), old.GRPCAddr()
 	}
 	again := rc.start(t, rc.configs[i])
 	rc.members[i] = again
 	load.replace(i, again)
-	// As a deploy waits for the new start to be ready before it
-	// restarts the next member: every node has it, alive, its
-	// incarnation telling it from the old start at the same addresses.
-	waitFor(t, waitTimeout, "every node to see "+again.Name()+"'s new start", func() bool {
-		for _, n := range rc.all() {
-			if m, ok := memberNamed(n, again.Name()); !ok || m.Status != StatusAlive || m.GRPCAddr != again.GRPCAddr() || m.incarnation != again.incarnation {
-				return false
-			}
-		}
-		return true
-	})
+	awaitNewStart(t, rc.all(), again)
 	waitConverged(t, rc.all(), len(rc.members)+1)
 }
 
