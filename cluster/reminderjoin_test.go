@@ -27,7 +27,11 @@ func TestAReminderRegisteredByAMovedGrainsLastCallFiresOnItsNewOwner(t *testing.
 	log := newTickLog()
 	configure := func(cfg *Config) {
 		cfg.Store = store
-		cfg.DeactivateTimeout = time.Second // the later listing comes a few seconds after the change
+		// The joiner's later listing comes DeactivateTimeout and 3 s
+		// after its start: the held calls below must end before it, once
+		// the joiner fired its first reminders, which takes well under a
+		// second, or seconds on a starved machine.
+		cfg.DeactivateTimeout = 4 * time.Second
 	}
 	old := startCluster(t, 1, func(name string) []*Kind { return []*Kind{newTickKind(name, log)} }, configure)[0]
 
