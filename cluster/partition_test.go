@@ -249,12 +249,7 @@ func (g *cutGossip) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 // node serve again, and its grain come back to it.
 func TestARealPartitionFencesTheMinorityUntilItHeals(t *testing.T) {
 	t.Parallel()
-	p := newPartition()
-	nodes, hooks := echoCluster(t, 3, 0, func(cfg *Config) {
-		cfg.KeepMajority, cfg.DownAfter = true, 3*time.Second
-		p.configure(cfg)
-	})
-	p.learn(nodes...)
+	nodes, hooks, p := partitionedTrio(t, 3*time.Second)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	id := identityOwnedBy(t, nodes, c)
 	if got := add(t, a, id, 1); got != 1 {
