@@ -8,7 +8,6 @@ import (
 	goruntime "runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -679,7 +678,6 @@ func TestGoexitInOnActivateOnAForwardQueue(t *testing.T) {
 	exitOnActivate := make(chan struct{}, 1)
 	exitOnActivate <- struct{}{} // the first activation exits
 	forwarding, forward := make(chan struct{}), make(chan struct{})
-	var first sync.Once
 	logs := map[string]*logLines{}
 	nodes := startCluster(t, 2, func(name string) []*Kind {
 		if strings.HasSuffix(name, "-n0") {
@@ -691,12 +689,7 @@ func TestGoexitInOnActivateOnAForwardQueue(t *testing.T) {
 		if strings.HasSuffix(c.NodeName, "-n0") {
 			// The first forward waits until the view no longer has the
 			// member it goes to.
-			c.forwarding = func() {
-				first.Do(func() {
-					forwarding <- struct{}{}
-					<-forward
-				})
-			}
+			c.forwarding = pauseFirst(forwarding, forward)
 		}
 	}))
 	receiver, sender := nodes[0], nodes[1]

@@ -131,13 +131,7 @@ func TestAJoinerServesNoGrainBeforeItsStartKnowsTheCluster(t *testing.T) {
 	merging, merge := make(chan struct{}), make(chan struct{})
 	letMerge := sync.OnceFunc(func() { close(merge) })
 	t.Cleanup(letMerge) // a test that failed does not hold b's start
-	var once sync.Once
-	bCfg.merging = func() {
-		once.Do(func() {
-			close(merging)
-			<-merge
-		})
-	}
+	bCfg.merging = pauseFirst(merging, merge)
 	id := movingIdentity(manualKind, a.Name(), bCfg.NodeName)
 	const onA = 5
 	for range onA {

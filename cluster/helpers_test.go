@@ -548,3 +548,15 @@ func placedWithout(t *testing.T, view *Node, kind, prefix, with, without string)
 	t.Fatalf("no %s identity placed on %s, and on %s without it", kind, with, without)
 	return ""
 }
+
+// pauseFirst returns a test hook that, the first time it runs, closes
+// reached and waits until resume is closed; it passes through after.
+func pauseFirst(reached, resume chan struct{}) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(reached)
+			<-resume
+		})
+	}
+}

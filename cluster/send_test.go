@@ -1037,15 +1037,9 @@ func TestAForwardedMessageWaitingAtANodeThatBeginsToLeaveIsPassedOn(t *testing.T
 func TestAForwardedMessageWhoseGrainMovesAwayAndBackRuns(t *testing.T) {
 	t.Parallel()
 	activating, activate := make(chan struct{}), make(chan struct{})
-	var first sync.Once
 	nodes, recs, logs := recorderClusterOf(t, 2, 2, 0, func(cfg *Config) {
 		if strings.HasSuffix(cfg.NodeName, "-n0") {
-			cfg.activating = func() {
-				first.Do(func() {
-					activating <- struct{}{}
-					<-activate
-				})
-			}
+			cfg.activating = pauseFirst(activating, activate)
 		}
 	})
 	receiver, sender := nodes[0], nodes[1]
