@@ -251,16 +251,7 @@ func TestARealPartitionFencesTheMinorityUntilItHeals(t *testing.T) {
 	t.Parallel()
 	nodes, hooks, p := partitionedTrio(t, 3*time.Second)
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	id := identityOwnedBy(t, nodes, c)
-	if got := add(t, a, id, 1); got != 1 {
-		t.Fatalf("total %d, want 1", got)
-	}
-
-	p.split(c)
-	waitFor(t, waitTimeout, "the lone node to fence itself", c.Fenced)
-	if got := receive(t, hooks[c.Name()].deactivated, "the lone node's grain to deactivate"); got != id {
-		t.Errorf("%s deactivated, want %s", got, id)
-	}
+	id := cutOffAnOwner(t, nodes, hooks, p)
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	if _, err := c.Invoke(ctx, addCall(id, 1)); !errors.Is(err, ErrNoQuorum) {

@@ -191,16 +191,7 @@ func TestAHealWithinDownAfterMovesNoGrain(t *testing.T) {
 	t.Parallel()
 	nodes, hooks, p := partitionedTrio(t, time.Minute)
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	id := identityOwnedBy(t, nodes, c)
-	if got := add(t, a, id, 1); got != 1 {
-		t.Fatalf("total %d, want 1", got)
-	}
-
-	p.split(c)
-	waitFor(t, waitTimeout, "c to fence itself", c.Fenced)
-	if got := receive(t, hooks[c.Name()].deactivated, "c's grain to deactivate"); got != id {
-		t.Errorf("%s deactivated, want %s", got, id)
-	}
+	id := cutOffAnOwner(t, nodes, hooks, p)
 	waitFor(t, waitTimeout, "a and b to see c failed", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
 	for _, n := range []*Node{a, b} {
 		if m, ok := n.Owner(echoKind, id); !ok || m.Name != c.Name() {
@@ -386,4 +377,23 @@ func partitionedTrio(t *testing.T, downAfter time.Duration) ([]*Node, map[string
 	})
 	p.learn(nodes...)
 	return nodes, hooks, p
+}
+
+// cutOffAnOwner activates, through the first of a partitionedTrio's
+// nodes, a grain the third owns, then cuts the third off from the others
+// and waits until it fenced itself and deactivated the grain; it returns
+// the grain's identity.
+func cutOffAnOwner(t *testing.T, nodes []*Node, hooks map[string]*hooks, p *partition) string {
+	t.Helper()
+	a, c := nodes[0], nodes[2]
+	id := identityOwnedBy(t, nodes, c)
+	if got := add(t, a, id, 1); got != 1 {
+		t.Fatalf("total %d, want 1", got)
+	}
+	p.split(c)
+	waitFor(t, waitTimeout, "the lone node to fence itself", c.Fenced)
+	if got := receive(t, hooks[c.Name()].deactivated, "the lone node's grain to deactivate"); got != id {
+		t.Errorf("%s deactivated, want %s", got, id)
+	}
+	return id
 }
