@@ -372,3 +372,24 @@ func (d *passableDeadline) Err() error {
 	}
 	return nil
 }
+
+// TestATransportClosedBeforeItServedFreesItsPort: a start that fails after
+// its transport listened and before it served (Node.start: the transport
+// serves once it knows its start) closes the transport, which must close
+// the listener that the gRPC server never took: the port is free again,
+// for a retried start at the same address.
+func TestATransportClosedBeforeItServedFreesItsPort(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t).withDefaults()
+	tr, err := newTransport(cfg.NodeName, &cfg, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := tr.addr().String()
+	tr.close(t.Context())
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen again at %s after the close: %v", addr, err)
+	}
+	_ = lis.Close()
+}
