@@ -458,6 +458,9 @@ func (n *Node) holdFailed(members []Member) []Member {
 			}
 		}
 		since[key] = f
+		// probing is read before the streams: a dial that ends in
+		// between has its stream open by then (probe clears the flag
+		// after transport.conn returned it).
 		if now.Sub(f.first) < n.failedGrace && (f.probing.Load() || n.transport.streamWith(m)) {
 			m.Status = StatusAlive
 			if !seen {
