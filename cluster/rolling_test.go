@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,10 @@ type rollingLoad struct {
 	members []atomic.Pointer[Node] // the start of each member its callers call through
 	callers int                    // per member, and on the gateway
 	grains  int                    // per kind
+	// patience is how long a deposit is tried before its caller gives
+	// up: waitTimeout, and with KeepMajority DownAfter on top, which a
+	// failed member's grains wait before they move.
+	patience time.Duration
 
 	mu       sync.Mutex
 	acked    map[string]int64 // "kind identity" → deposits acknowledged
@@ -57,6 +62,10 @@ func newRollingLoad(t *testing.T, gateway *Node, members []*Node, callers, grain
 	l := &rollingLoad{
 		gateway: gateway, members: make([]atomic.Pointer[Node], len(members)), callers: callers, grains: grains,
 		acked: make(map[string]int64), failures: make(map[string]int), done: make(chan struct{}),
+		patience: waitTimeout,
+	}
+	if v := gateway.majority; v != nil {
+		l.patience += cmp.Or(v.downAfter, v.patience(len(members)+1))
 	}
 	for i, m := range members {
 		l.members[i].Store(m)
@@ -94,11 +103,11 @@ func (l *rollingLoad) run(t *testing.T) {
 
 // deposit deposits 1 on (kind, id) under the stamp (client, seq) until it
 // is acknowledged, through from's node, or the gateway once that node is
-// closed. It returns an error for a call that returned past its deadline,
-// one that failed with an error the documents do not give for it, and a
-// deposit not acknowledged within waitTimeout.
+// closed or fenced. It returns an error for a call that returned past its
+// deadline, one that failed with an error the documents do not give for
+// it, and a deposit not acknowledged within l.patience.
 func (l *rollingLoad) deposit(from func() *Node, kind, id, client string, seq uint64) error {
-	giveUp := time.Now().Add(waitTimeout)
+	giveUp := time.Now().Add(l.patience)
 	n := from()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), rollingCallTimeout)
@@ -123,9 +132,11 @@ func (l *rollingLoad) deposit(from func() *Node, kind, id, client string, seq ui
 		case rollingFailure(err) == "":
 			return fmt.Errorf("deposit %d of %s on %s %s through %s failed with an undocumented error: %w", seq, client, kind, id, n.Name(), err)
 		case time.Now().After(giveUp):
-			return fmt.Errorf("deposit %d of %s on %s %s not acknowledged in %v: %w", seq, client, kind, id, waitTimeout, err)
-		case errors.Is(err, ErrNodeClosed):
-			n = l.gateway // its node is shutting down: the client goes on elsewhere
+			return fmt.Errorf("deposit %d of %s on %s %s not acknowledged in %v: %w", seq, client, kind, id, l.patience, err)
+		case errors.Is(err, ErrNodeClosed), errors.Is(err, ErrNoQuorum):
+			// Its node is shutting down, or is cut off from the
+			// majority: the client goes on elsewhere, under the stamp.
+			n = l.gateway
 		}
 	}
 }
@@ -136,11 +147,13 @@ func (l *rollingLoad) deposit(from func() *Node, kind, id, client string, seq ui
 // ErrUnavailable (the owner could not be reached within the deadline: a
 // member that crashed), ErrStaleActivation (a FlushAfterCall grain's stale
 // activation), ErrStateUnavailable (a commit's outcome is unknown: a
-// node closed abruptly during it), and the caller's deadline. ErrStaleCall
+// node closed abruptly during it), ErrNoQuorum (with KeepMajority, the
+// caller's node is cut off from the majority, or settles), and the
+// caller's deadline. ErrStaleCall
 // is not among them: each client calls one grain at a time, so no call is
 // overtaken.
 func rollingFailure(err error) string {
-	for _, documented := range []error{ErrNodeClosed, ErrUnavailable, ErrStaleActivation, ErrStateUnavailable} {
+	for _, documented := range []error{ErrNodeClosed, ErrUnavailable, ErrStaleActivation, ErrStateUnavailable, ErrNoQuorum} {
 		if errors.Is(err, documented) {
 			return documented.Error()
 		}
@@ -182,6 +195,9 @@ type rollingCluster struct {
 	// transport addresses, as a member with fixed ports in its config
 	// comes back, rather than at new ones.
 	sameAddrs bool
+	// partition, if not nil, cuts the network of every node, each of
+	// which keeps a majority (Config.KeepMajority).
+	partition *partition
 
 	mu sync.Mutex
 	// gaveUp lists the hand-off waits that ended at their bound, by the
@@ -191,22 +207,45 @@ type rollingCluster struct {
 }
 
 // startRollingCluster starts a gateway and size members over store,
-// joined through the gateway; sameAddrs is rollingCluster's.
-func startRollingCluster(t *testing.T, store storage.Store, size int, sameAddrs bool) *rollingCluster {
+// joined through the gateway; sameAddrs and p are rollingCluster's
+// sameAddrs and partition.
+func startRollingCluster(t *testing.T, store storage.Store, size int, sameAddrs bool, p *partition) *rollingCluster {
+	rc := &rollingCluster{banks: make(map[string][]*bank), sameAddrs: sameAddrs, partition: p}
 	cfg := testConfig(t)
 	cfg.NodeName += "-gateway"
 	cfg.Store = store
-	rc := &rollingCluster{gateway: startNode(t, cfg), banks: make(map[string][]*bank), sameAddrs: sameAddrs}
+	rc.gateway = rc.startNode(t, rc.partitioned(cfg))
 	for i := range size {
 		cfg := testConfig(t)
 		cfg.NodeName += fmt.Sprintf("-m%d", i)
 		cfg.Store = store
 		cfg.Seeds = []string{rc.gateway.GossipAddr()}
-		rc.configs = append(rc.configs, cfg)
-		rc.members = append(rc.members, rc.start(t, cfg))
+		rc.configs = append(rc.configs, rc.partitioned(cfg))
+		rc.members = append(rc.members, rc.start(t, rc.configs[i]))
 	}
 	waitConverged(t, rc.all(), size+1)
 	return rc
+}
+
+// partitioned returns cfg with KeepMajority, its network cut by
+// rc.partition, if rc has one.
+func (rc *rollingCluster) partitioned(cfg Config) Config {
+	if rc.partition != nil {
+		cfg.KeepMajority = true
+		rc.partition.configure(&cfg)
+	}
+	return cfg
+}
+
+// startNode starts a node under cfg with startAgain, and has
+// rc.partition learn its addresses.
+func (rc *rollingCluster) startNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n := startAgain(t, cfg)
+	if rc.partition != nil {
+		rc.partition.learn(n)
+	}
+	return n
 }
 
 // prepare returns cfg for a start of a member, with a bank of its own:
@@ -225,7 +264,7 @@ func (rc *rollingCluster) prepare(cfg Config) Config {
 
 // start starts a member under cfg (see prepare).
 func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
-	return startAgain(t, rc.prepare(cfg))
+	return rc.startNode(t, rc.prepare(cfg))
 }
 
 // startAgain starts a node under cfg, which may be a member's, with its
@@ -309,19 +348,38 @@ func (rc *rollingCluster) all() []*Node { return append([]*Node{rc.gateway}, rc.
 // restart stops member i, by Shutdown or, if crash, by Close, and starts
 // it again under its name, as a rolling deploy does: at new addresses, or
 // at the stopped start's if rc.sameAddrs, right after it stopped; the
-// load's callers on it go on through the new start.
-func (rc *rollingCluster) restart(t *testing.T, load *rollingLoad, i int, crash bool) {
+// load's callers on it go on through the new start. It waits until every
+// node has the new start, and sees every member alive, and returns the
+// bank of the start stopped.
+func (rc *rollingCluster) restart(t *testing.T, load *rollingLoad, i int, crash bool) *bank {
+	t.Helper()
+	stopped := rc.stop(t, i, crash)
+	rc.startAgain(t, load, i)
+	awaitNewStart(t, rc.all(), rc.members[i])
+	waitConverged(t, rc.all(), len(rc.members)+1)
+	return stopped
+}
+
+// stop stops member i, by Shutdown or, if crash, by Close, and returns the
+// bank of the start stopped; if rc.sameAddrs, its next start is to listen
+// at its addresses.
+func (rc *rollingCluster) stop(t *testing.T, i int, crash bool) *bank {
 	t.Helper()
 	old := rc.members[i]
 	stopMember(t, old, crash)
 	if rc.sameAddrs {
 		rc.configs[i].BindAddr, rc.configs[i].GRPCAddr = old.GossipAddr(), old.GRPCAddr()
 	}
-	again := rc.start(t, rc.configs[i])
-	rc.members[i] = again
-	load.replace(i, again)
-	awaitNewStart(t, rc.all(), again)
-	waitConverged(t, rc.all(), len(rc.members)+1)
+	banks := rc.banks[old.Name()]
+	return banks[len(banks)-1]
+}
+
+// startAgain starts member i, which stop stopped, again under its name,
+// and has the load's callers on it go on through the new start.
+func (rc *rollingCluster) startAgain(t *testing.T, load *rollingLoad, i int) {
+	t.Helper()
+	rc.members[i] = rc.start(t, rc.configs[i])
+	load.replace(i, rc.members[i])
 }
 
 // TestGrainStateThroughARollingRestart deposits on a few hundred grains
@@ -417,29 +475,29 @@ func TestGrainStateThroughARollingRestart(t *testing.T) {
 // restarted at its previous start's addresses if sameAddrs.
 func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs bool, rounds int) {
 	const members, callers, grains, between = 3, 2, 150, 300
-	rc := startRollingCluster(t, store, members, sameAddrs)
+	rc := startRollingCluster(t, store, members, sameAddrs, nil)
 	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
 	load.progress(t, "deposits before the restarts", between)
-	crashed := ""
+	var crashed []*bank
 	for r := range rounds {
 		for i := range members {
-			if crash && r == 0 && i == 1 {
-				crashed = rc.members[i].Name()
+			crashNow := crash && r == 0 && i == 1
+			if stopped := rc.restart(t, load, i, crashNow); crashNow {
+				crashed = append(crashed, stopped)
 			}
-			rc.restart(t, load, i, crashed != "" && r == 0 && i == 1)
 			load.progress(t, fmt.Sprintf("deposits after %s's restart", rc.members[i].Name()), between)
 		}
 	}
 	load.finish()
-	rc.verify(t, store, load, crashed)
+	rc.verify(t, store, load, crashed...)
 }
 
 // verify shuts the members and the gateway down once the load finished,
 // and checks every grain's stored balance against the deposits
 // acknowledged, the hand-off's waits, and that the members' changes
-// moved grains; the manual grains active on the start of crashed, if
-// not "", may have lost deposits.
-func (rc *rollingCluster) verify(t *testing.T, store storage.Store, load *rollingLoad, crashed string) {
+// moved grains; the manual grains active on the crashed starts, by their
+// banks, may have lost deposits.
+func (rc *rollingCluster) verify(t *testing.T, store storage.Store, load *rollingLoad, crashed ...*bank) {
 	t.Helper()
 	grains := load.grains
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -450,14 +508,19 @@ func (rc *rollingCluster) verify(t *testing.T, store storage.Store, load *rollin
 		}
 	}
 
-	// The manual grains the crashed start held, whose acknowledged
-	// deposits it may have taken with it.
+	// The manual grains the crashed starts held, whose acknowledged
+	// deposits they may have taken with them.
 	mayLose := map[string]bool{}
-	if crashed != "" {
+	for _, b := range crashed {
+		held := 0
 		for i := range grains {
-			if rc.banks[crashed][0].count(fmt.Sprintf("m-%d", i), hookNew) > 0 {
+			if b.count(fmt.Sprintf("m-%d", i), hookNew) > 0 {
 				mayLose[fmt.Sprintf("m-%d", i)] = true
+				held++
 			}
+		}
+		if held == 0 {
+			t.Errorf("the crashed %s held no manual grain: the crash tested little", b.node)
 		}
 	}
 	var acked, lost int64
@@ -481,9 +544,6 @@ func (rc *rollingCluster) verify(t *testing.T, store storage.Store, load *rollin
 	if got := len(load.acked); got != 2*grains {
 		t.Errorf("deposits reached %d grains of %d", got, 2*grains)
 	}
-	if crashed != "" && len(mayLose) == 0 {
-		t.Errorf("the crashed %s held no manual grain: the crash tested little", crashed)
-	}
 	// The restarts moved the manual grains, and the graceful ones ran
 	// OnDeactivate once per activation.
 	moved := 0
@@ -495,7 +555,7 @@ func (rc *rollingCluster) verify(t *testing.T, store storage.Store, load *rollin
 				if news > 0 {
 					starts++
 				}
-				if news != hooks && (name != crashed || j > 0) {
+				if news != hooks && !slices.Contains(crashed, b) {
 					t.Errorf("%s on %s start %d: %d activations ran OnDeactivate %d times", id, name, j, news, hooks)
 				}
 			}
@@ -507,7 +567,7 @@ func (rc *rollingCluster) verify(t *testing.T, store storage.Store, load *rollin
 	if moved < grains/2 {
 		t.Errorf("%d manual grains of %d were active on more than one start: the changes tested little", moved, grains)
 	}
-	t.Logf("%d deposits acknowledged, %d lost with the crashed start's %d manual grains; %d manual grains moved; failed attempts, each retried: %v; latest return %v past the deadline",
+	t.Logf("%d deposits acknowledged, %d lost with the crashed starts' %d manual grains; %d manual grains moved; failed attempts, each retried: %v; latest return %v past the deadline",
 		acked, lost, len(mayLose), moved, load.failures, load.latest)
 }
 
@@ -524,7 +584,7 @@ func TestGrainStateThroughAScaleOutAndIn(t *testing.T) {
 	t.Parallel()
 	eachStore(t, func(t *testing.T, store storage.Store) {
 		const callers, grains, between = 2, 150, 300
-		rc := startRollingCluster(t, store, 2, false)
+		rc := startRollingCluster(t, store, 2, false, nil)
 		load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
 		// Enough for the callers to reach every grain between the
 		// changes: each grain active on a first member moves at the
@@ -535,7 +595,7 @@ func TestGrainStateThroughAScaleOutAndIn(t *testing.T) {
 		rc.leaveAtOnce(t, 0, 1, 2)
 		load.progress(t, "deposits after the leaves", 3*between)
 		load.finish()
-		rc.verify(t, store, load, "")
+		rc.verify(t, store, load)
 	})
 }
 
@@ -549,9 +609,13 @@ func (rc *rollingCluster) joinAtOnce(t *testing.T, count int) {
 		cfg.NodeName += fmt.Sprintf("-m%d", len(rc.members)+i)
 		cfg.Store = rc.gateway.store
 		cfg.Seeds = []string{rc.gateway.GossipAddr()}
-		cfgs[i] = rc.prepare(cfg)
+		cfgs[i] = rc.prepare(rc.partitioned(cfg))
 	}
-	rc.members = append(rc.members, startAtOnce(t, cfgs)...)
+	joined := startAtOnce(t, cfgs)
+	if rc.partition != nil {
+		rc.partition.learn(joined...)
+	}
+	rc.members = append(rc.members, joined...)
 	waitConverged(t, rc.all(), len(rc.members)+1)
 }
 
