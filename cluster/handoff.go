@@ -45,7 +45,8 @@ import (
 // Config.DeactivateTimeout has passed since B's view first had P's start
 // alive (for a leaver, the leaver's grace: see newLeaverGrace); a bound
 // that ends a wait an activation was in is logged, once per P, and the
-// activations go on: the version check still guards the state. The calls
+// activations go on: the version check still guards the state. (A bound
+// that passes after P failed ended nothing, and says nothing.) The calls
 // to the grain wait meanwhile, within their deadlines.
 //
 // Only FlushManual kinds wait. Their grains are the ones that lose what
@@ -255,7 +256,10 @@ func (w *releaseWait) stop() {
 	}
 }
 
-// expire ends a wait at its bound (see begin).
+// expire ends a wait at its bound (see begin). It says so if an
+// activation waited, and the view still has the start in a state that is
+// waited for: a start that the view has failed since (see leaves) ended
+// the wait itself, and its activations went on then.
 func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -268,7 +272,7 @@ func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
 		return
 	}
 	w.done = true
-	if w.waited {
+	if w.waited && h.awaits(key, leave) {
 		h.n.log.Warn("cluster: a member did not say in time that it released the grains this node took from it; activating them without waiting",
 			"start", key, "leaving", leave, "waited", bound)
 		if h.n.cfg.releaseGaveUp != nil {
@@ -276,6 +280,21 @@ func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
 		}
 	}
 	h.settle(h.n.view.Load())
+}
+
+// awaits reports whether the node's view has the start key in a state in
+// which the node waits for its release (of all its grains, if leave; see
+// leaves). h.mu is held.
+func (h *handoffs) awaits(key string, leave bool) bool {
+	p := h.n.view.Load()
+	for i := range p.members {
+		m := &p.members[i]
+		if peerKey(m.Name, m.incarnation) == key {
+			l, ok := leaves(m)
+			return ok && l == leave
+		}
+	}
+	return false
 }
 
 // settle sets the handedOver flag of each FlushManual kind the node hosts

@@ -223,6 +223,52 @@ func TestAJoinersWaitForAReleaseIsBounded(t *testing.T) {
 	}
 }
 
+// TestAWaitThatTheMembersFailureEndedIsNotReportedAtItsBound: b joins
+// a, whose view is held without b, so that a never releases the grains b
+// takes from it, as a member that crashed while b joined does not. b's
+// activation of a FlushManual grain it took from a waits for a's release,
+// and goes on as b's view has a failed: nobody waits for a member that
+// fails. The wait's bound, DeactivateTimeout after b saw a, then passes:
+// it ended no wait, and must not say that it did. It warned that b
+// activated a's grains without its release, and told releaseGaveUp,
+// seconds after the failure had ended the wait: the rolling test with a
+// crash during a restart took it for a hand-off that ran to its bound.
+func TestAWaitThatTheMembersFailureEndedIsNotReportedAtItsBound(t *testing.T) {
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	holdView(t, a, func(m []Member) []Member { return m }) // a never sees b join
+	bCfg, waits := joinerConfig(t, "-b", a, store)
+	bCfg.DeactivateTimeout = 300 * time.Millisecond
+	gaveUp := make(chan string, 1)
+	bCfg.releaseGaveUp = func(start string) { gaveUp <- start }
+	b := startNode(t, bCfg)
+	waitConverged(t, []*Node{b}, 2)
+	setView := holdViews(t, b) // the test gives b its views from here on
+
+	id := accountOwnedBy(t, b, manualKind, "taken")
+	deposited := make(chan error, 1)
+	go func() {
+		_, err := b.Invoke(t.Context(), depositCall(manualKind, id, 1))
+		deposited <- err
+	}()
+	receive(t, waits, "b's activation to wait for a's release")
+	setView(withStatus(a.Name(), StatusFailed))
+	if err := receive(t, deposited, "the deposit once b sees a failed"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, "the bound of b's wait for a to pass", func() bool {
+		b.handoffs.mu.Lock()
+		defer b.handoffs.mu.Unlock()
+		e := b.handoffs.peers[peerKey(a.Name(), a.incarnation)]
+		return e == nil || e.join.done
+	})
+	select {
+	case start := <-gaveUp:
+		t.Errorf("b reported that its wait for %s ended at its bound, after the member's failure had ended it", start)
+	default:
+	}
+}
+
 // leaverWithHeldGrain starts s and l over the shared store, l through a
 // store that can hold its commits, and makes onL deposits through s on a
 // FlushManual grain that l owns while it is there and s once l leaves:
