@@ -46,16 +46,18 @@
 //     side's nodes own nothing and fail calls with ErrNoQuorum (Node.Fenced
 //     reports it, for a readiness probe); and a failed member's grains
 //     move only after Config.DownAfter, once the other side had time to
-//     see the partition and stand down. It is a vote of each node on its
-//     own view, not agreement among the nodes. A node that joins through
-//     fenced members only would hear of their side alone and count a
+//     see the partition and stand down (a node that starts meanwhile,
+//     whose gossip does not take in the failed members, serves nothing
+//     for DownAfter, unless they come back first). It is a vote of each node
+//     on its own view, not agreement among the nodes. A node that joins
+//     through fenced members only would hear of their side alone and count a
 //     majority of its own: the fenced members do not take it in, and its
 //     Start fails with ErrNoQuorum, until the partition heals or it joins
-//     through a member of the majority. A seed that has not yet fenced
-//     itself (the failure detector takes seconds) still lets a joiner in,
-//     and a node restarted under a name the fenced side knows is taken
-//     back, and starts if it gives that side a majority; one that comes
-//     under a new name is not, so nodes with KeepMajority need fixed names.
+//     through a member of the majority. A seed that has not yet fenced itself
+//     (the failure detector takes seconds) still lets a joiner in, and a node
+//     restarted under a name the fenced side knows is taken back, and starts
+//     if it gives that side a majority; one that comes under a new name is
+//     not, so nodes with KeepMajority need fixed names.
 //
 // # Durable state
 //

@@ -54,6 +54,10 @@ import (
 // both a and c. DownAfter is the time the design gives a side to see a
 // partition, and a began to see it before c saw b again.
 //
+// A node that starts while its seeds have members failed settles too (see
+// Node.settleForUnseen): its gossip does not take them in, so its view,
+// without them, would place their grains at once.
+//
 // The vote has the usual price: a cluster that loses half of its members
 // or more (two of three, one after the other included, until one comes
 // back), or one of two whose name sorts first, stops serving, every
@@ -101,6 +105,12 @@ type majority struct {
 	// did not down were failed may serve again (see above); zero if it is
 	// not settling.
 	settled time.Time
+	// unseen are the members that the lists a starting node merged had,
+	// and its gossip did not take in (see Node.settleForUnseen): the
+	// node settles until unseenUntil, unless they all come into its view
+	// first. nil once they did, or the time passed.
+	unseen      map[string]bool
+	unseenUntil time.Time
 }
 
 func newMajority(downAfter time.Duration, patience func(members int) time.Duration) *majority {
@@ -144,6 +154,7 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 		m := &members[i]
 		id := memberIncarnation{m.Name, m.incarnation}
 		byID[id] = m
+		delete(v.unseen, m.Name) // in the view: the vote judges it now
 		failed := m.Status == StatusFailed
 		if failed && !v.leavers[id] && saidLeaving(m.Name) {
 			v.leavers[id] = true
@@ -203,6 +214,14 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 	if left := v.settled.Sub(now); !noMajority && left > 0 {
 		out.fenced, out.settling, out.recheck = true, true, left
 	}
+	if left := v.unseenUntil.Sub(now); len(v.unseen) == 0 || left <= 0 {
+		v.unseen = nil
+	} else if !noMajority {
+		out.fenced, out.settling = true, true
+		if out.recheck == 0 || left < out.recheck {
+			out.recheck = left
+		}
+	}
 	for _, m := range held {
 		out.held = append(out.held, m.Name)
 		if noMajority {
@@ -226,6 +245,51 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 		}
 	}
 	return out
+}
+
+// settleForUnseen has a node that starts with KeepMajority settle (see
+// majority.unseen) if the member lists it merged as it joined named
+// members that its gossip did not take in: memberlist takes in no member
+// that a peer has failed (or suspects) unless it saw it alive itself. Its
+// view lacks them: without them, it would place at once the grains that
+// the members who saw them fail hold for them for DownAfter, and take
+// those it wins from them itself, while a member cut off by a partition,
+// which has yet to see it and never hears of this node, still serves
+// them (TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed: a member
+// restarted during a partition). The node settles for DownAfter from its
+// start, long enough for a member that failed before it to have stood
+// down, unless they all come into its view first (back alive, as a
+// partition heals). Its vote does not count them: its view does not have
+// them. Called from Start, before the node's first view.
+func (n *Node) settleForUnseen() {
+	known := make(map[string]bool)
+	for _, m := range n.serf.Members() {
+		known[m.Name] = true
+	}
+	var unseen []string
+	for _, name := range n.claim.heardNames() {
+		if !known[name] {
+			unseen = append(unseen, name)
+		}
+	}
+	if len(unseen) == 0 {
+		return
+	}
+	slices.Sort(unseen)
+	n.refreshMu.Lock()
+	defer n.refreshMu.Unlock()
+	v := n.majority
+	downAfter := v.downAfter
+	if downAfter == 0 {
+		downAfter = v.patience(len(known) + len(unseen))
+	}
+	v.unseen = make(map[string]bool, len(unseen))
+	for _, name := range unseen {
+		v.unseen[name] = true
+	}
+	v.unseenUntil = time.Now().Add(downAfter)
+	n.log.Info("cluster: this node's seeds have members failed that it never saw alive: it serves once they have had DownAfter to see it, unless they come back first (Config.KeepMajority)",
+		"failed", unseen, "in", downAfter)
 }
 
 // defaultDownAfter is DownAfter's default for a view of the given number

@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +49,10 @@ type nameClaim struct {
 	// Start fails with ErrNameInUse). "" if there was none, or it was too
 	// old to have the tag.
 	replaced string
+	// heard are the names of the other members, not left, in the lists
+	// and alive messages the node merged while it started (see
+	// Node.settleForUnseen).
+	heard map[string]bool
 }
 
 // NotifyMerge implements serf.MergeDelegate. It refuses only what a fenced
@@ -64,6 +70,9 @@ func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 	if err := c.n.refuseStrangers(members); err != nil {
 		return err
 	}
+	if !c.n.joined.Load() {
+		c.hear(members)
+	}
 	for _, m := range members {
 		if m.Name == c.n.name {
 			c.observe(m, *self)
@@ -72,6 +81,29 @@ func (c *nameClaim) NotifyMerge(members []*serf.Member) error {
 		}
 	}
 	return nil
+}
+
+// hear records the names of members, but this node's and those that
+// left, in c.heard.
+func (c *nameClaim) hear(members []*serf.Member) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range members {
+		if m.Name == c.n.name || m.Status == serf.StatusLeft {
+			continue
+		}
+		if c.heard == nil {
+			c.heard = make(map[string]bool)
+		}
+		c.heard[m.Name] = true
+	}
+}
+
+// heardNames returns the names hear recorded.
+func (c *nameClaim) heardNames() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Collect(maps.Keys(c.heard))
 }
 
 // observe records whether the entry under this node's name, whose own

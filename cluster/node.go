@@ -272,6 +272,9 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	replaced := n.claim.replacedIncarnation()
 	t.replaced.Store(&replaced)
+	if n.majority != nil {
+		n.settleForUnseen()
+	}
 	// Until now the view stayed empty, whatever serf's events said: a
 	// view of this node alone, or of some members only (the join's
 	// merge was under way), placed here every grain of the others, and
@@ -882,7 +885,8 @@ func (n *Node) Owner(kind, identity string) (Member, bool) {
 // Fenced reports whether the node owns no grain for want of a majority
 // of the members it knows (Config.KeepMajority), or for DownAfter after it
 // regained one while members it did not down are failed (they may serve
-// its grains until they see that they lost theirs): while it does, calls made
+// its grains until they see that they lost theirs), or after it started
+// while its seeds had members failed: while it does, calls made
 // through it fail with ErrNoQuorum, and it takes no call for a grain.
 // Always false without KeepMajority. A readiness probe can ask it, to take
 // the node out of a load balancer's rotation while it is fenced.

@@ -182,6 +182,57 @@ func TestAJoinerThroughTheMinorityBeforeItFencedCountsNoMajority(t *testing.T) {
 	}
 }
 
+// TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed cuts c off from a
+// and b, with KeepMajority and a DownAfter of a minute, and once a and b
+// see c failed, starts d through a, on their side, as a member restarted
+// during a partition comes back. a's state names c failed, and memberlist
+// takes in no failed member it never saw alive: d's view lacks c, so d
+// would place the grains that a and b hold for c on a, b or itself at
+// once, while c, which takes seconds to see the partition, may still
+// serve them: a grain on both sides. d must place none of them elsewhere
+// within DownAfter; nor may it serve those of c's grains that it wins
+// itself (a and b place them on d, and c, which never heard of d, on
+// itself): it settles, owning nothing, until c comes back or DownAfter
+// passes. Once the network heals, c and d serve again.
+func TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed(t *testing.T) {
+	t.Parallel()
+	nodes, _, p := partitionedTrio(t, time.Minute)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	p.split(c)
+	waitFor(t, waitTimeout, "a and b to see c failed", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
+	cfg := testConfig(t)
+	cfg.NodeName += "-d"
+	cfg.KeepMajority, cfg.DownAfter = true, time.Minute
+	cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+	cfg.Seeds = []string{a.GossipAddr()}
+	p.configure(&cfg)
+	d := startNode(t, cfg)
+	p.learn(d)
+	all := append(nodes, d)
+	waitConverged(t, []*Node{a, b, d}, 3)
+
+	id := placedOn(t, echoKind, "held", map[*Node]string{a: c.Name(), b: c.Name()})
+	if m, ok := d.Owner(echoKind, id); ok && m.Name != c.Name() {
+		t.Errorf("d places %s, which a and b hold for c, on %s within DownAfter; views:\n%s", id, m.Name, describeViews(all))
+	}
+	if !d.Fenced() {
+		t.Errorf("d serves, while c, failed in its seed's view, may serve the grains d wins from it")
+	}
+
+	p.heal()
+	waitFor(t, waitTimeout, "the partition to heal, and c to serve its grain for every node", func() bool {
+		for _, n := range all {
+			if m, ok := n.Owner(echoKind, id); n.Fenced() || aliveCount(n) != len(all) || !ok || m.Name != c.Name() {
+				return false
+			}
+		}
+		return true
+	})
+	if got := where(t, d, id); got != c.Name() {
+		t.Errorf("%s answered from %s through d, want %s", id, got, c.Name())
+	}
+}
+
 // TestAHealWithinDownAfterMovesNoGrain cuts c off from a and b, with
 // KeepMajority, and heals the network before DownAfter has passed: c
 // fences itself and deactivates its grain, a and b hold it for c, and a

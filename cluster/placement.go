@@ -133,7 +133,7 @@ func (p *placement) minority() bool { return p.fenced && !p.settling }
 // no owner in p.
 func (p *placement) noOwner(kind string) error {
 	if p.settling {
-		return newError(codes.Unavailable, ErrNoQuorum, "cluster: this node regained a majority of the cluster's members while some are failed, and places no grain until they have had DownAfter to see it (Config.KeepMajority)")
+		return newError(codes.Unavailable, ErrNoQuorum, "cluster: this node regained a majority of the cluster's members, or joined, while some are failed, and places no grain until they have had DownAfter to see it (Config.KeepMajority)")
 	}
 	if p.fenced {
 		return newError(codes.Unavailable, ErrNoQuorum, "cluster: this node sees no majority of the cluster's members, and places no grain (Config.KeepMajority)")
