@@ -26,11 +26,7 @@ import (
 // on), and PostgreSQL when PROTOGRAIN_POSTGRES_DSN is set (CI sets it
 // through .ci/postgres.sh).
 func eachStore(t *testing.T, test func(t *testing.T, store storage.Store)) {
-	t.Run("memstore", func(t *testing.T) {
-		s := memstore.New()
-		t.Cleanup(func() { s.Close() })
-		test(t, s)
-	})
+	onMemstore(t, test)
 	t.Run("boltstore", func(t *testing.T) {
 		s, err := boltstore.Open(filepath.Join(t.TempDir(), "grains.db"), boltstore.Config{})
 		if err != nil {
@@ -41,6 +37,16 @@ func eachStore(t *testing.T, test func(t *testing.T, store storage.Store)) {
 	})
 	t.Run("pgstore", func(t *testing.T) {
 		test(t, pgtest.Open(t, 4))
+	})
+}
+
+// onMemstore runs test with a fresh memstore, as eachStore's first
+// subtest: a test too long to run on every store in the package's run.
+func onMemstore(t *testing.T, test func(t *testing.T, store storage.Store)) {
+	t.Run("memstore", func(t *testing.T) {
+		s := memstore.New()
+		t.Cleanup(func() { s.Close() })
+		test(t, s)
 	})
 }
 
