@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -175,6 +176,28 @@ func (l *rollingLoad) progress(t *testing.T, what string, more int) {
 	t.Helper()
 	from := int(l.deposits.Load())
 	waitForProgress(t, what, from+more, func() int { return int(l.deposits.Load()) })
+}
+
+// reachAll waits until the callers acknowledged a deposit on every grain
+// since the call, as after a change that moved grains: each is active
+// again after its move. It fails the test as progress does if no grain
+// is reached for waitTimeout.
+func (l *rollingLoad) reachAll(t *testing.T, what string) {
+	t.Helper()
+	l.mu.Lock()
+	before := maps.Clone(l.acked)
+	l.mu.Unlock()
+	waitForProgress(t, what, 2*l.grains, func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		reached := 0
+		for key, n := range l.acked {
+			if n > before[key] {
+				reached++
+			}
+		}
+		return reached
+	})
 }
 
 // finish stops the callers once their deposits in flight are

@@ -81,7 +81,7 @@ func cutOffDuringARestart(t *testing.T, store storage.Store) {
 	p := newPartition()
 	rc := startRollingCluster(t, store, members, false, p)
 	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
-	load.progress(t, "deposits before the partition", between)
+	load.reachAll(t, "deposits on every grain before the partition")
 
 	cut := rc.members[2]
 	others := func() []*Node { return slices.DeleteFunc(rc.all(), func(n *Node) bool { return n == cut }) }
@@ -117,12 +117,12 @@ func cutOffDuringARestart(t *testing.T, store storage.Store) {
 			}
 		}
 	}
-	load.progress(t, "deposits once the others took the cut member's grains", between)
+	load.reachAll(t, "deposits on every grain once the others took the cut member's")
 
 	p.heal()
 	waitFor(t, waitTimeout, "the cut member to serve again", func() bool { return !cut.Fenced() })
 	waitConverged(t, rc.all(), members+1)
-	load.progress(t, "deposits after the partition healed", between)
+	load.reachAll(t, "deposits on every grain after the partition healed")
 	load.finish()
 	rc.verify(t, store, load)
 }
@@ -133,7 +133,7 @@ func crashDuringARestart(t *testing.T, store storage.Store) {
 	const members, callers, grains, between = 3, 2, 150, 300
 	rc := startRollingCluster(t, store, members, false, newPartition())
 	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
-	load.progress(t, "deposits before the restart", between)
+	load.reachAll(t, "deposits on every grain before the restart")
 
 	// The second member crashes once the first one's Shutdown is done,
 	// and its new start comes after the crash. The load then waits out
@@ -149,7 +149,7 @@ func crashDuringARestart(t *testing.T, store storage.Store) {
 	rc.startAgain(t, load, 1)
 	awaitNewStart(t, rc.all(), rc.members[1])
 	waitConverged(t, rc.all(), members+1)
-	load.progress(t, "deposits after the crashed member's restart", between)
+	load.reachAll(t, "deposits on every grain after the crashed member's restart")
 	load.finish()
 	rc.verify(t, store, load, crashed)
 }
