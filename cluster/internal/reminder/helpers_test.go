@@ -24,9 +24,20 @@ func t0() time.Time { return time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC) }
 // waitFor fails the test unless cond becomes true within timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	waitForState(t, timeout, what, cond, nil)
+}
+
+// waitForState is waitFor that, if it times out, says what state
+// returns then (if not nil): what a test needs to tell a stuck scheduler
+// from a slow one.
+func waitForState(t *testing.T, timeout time.Duration, what string, cond func() bool, state func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
+			if state != nil {
+				t.Fatalf("timed out after %v waiting for %s; %s", timeout, what, state())
+			}
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(time.Millisecond) // poll interval, not a wait for an event

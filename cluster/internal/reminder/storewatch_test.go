@@ -206,8 +206,11 @@ func TestAListingThatFailedForTheStoreIsTriedOnceTheStoreWorks(t *testing.T) {
 		return st.listings(probeKind) == 2 && probeDone(s) && !pendingAt(clk, t0().Add(time.Hour))
 	})
 	clk.Advance(time.Second)
-	waitFor(t, wait, "the listing, and the firing of what it found", func() bool {
+	waitForState(t, wait, "the listing, and the firing of what it found", func() bool {
 		return st.listings(kind) == 2 && rec.count() == 1 && len(stored(t, st)) == 0
+	}, func() string {
+		return fmt.Sprintf("%d listings of the kind, %d of the probe's, %d firings, %d reminders stored, timers pending at %v (now %v)",
+			st.listings(kind), st.listings(probeKind), rec.count(), len(stored(t, st)), clk.pending(), clk.Now())
 	})
 }
 
