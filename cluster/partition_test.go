@@ -161,6 +161,20 @@ func (p *partition) heal() {
 	p.wakeLocked()
 }
 
+// waitHealed waits until every node of nodes has them all alive and
+// places the grain kind/id on owner, as once a partition healed.
+func waitHealed(t *testing.T, nodes []*Node, kind, id string, owner *Node) {
+	t.Helper()
+	waitFor(t, waitTimeout, "the partition to heal", func() bool {
+		for _, n := range nodes {
+			if m, ok := n.Owner(kind, id); aliveCount(n) != len(nodes) || !ok || m.Name != owner.Name() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // wakeLocked has the bytes held look again whether they may pass.
 func (p *partition) wakeLocked() {
 	close(p.healed)
@@ -363,14 +377,7 @@ func TestARealPartitionLosesNoDeposit(t *testing.T) {
 		progress("deposits on both sides of the partition")
 
 		p.heal()
-		waitFor(t, waitTimeout, "the partition to heal", func() bool {
-			for _, n := range nodes {
-				if m, ok := n.Owner(accountKind, id); aliveCount(n) != len(nodes) || !ok || m.Name != c.Name() {
-					return false
-				}
-			}
-			return true
-		})
+		waitHealed(t, nodes, accountKind, id, c)
 		progress("deposits on both sides after the partition")
 		stop()
 		receive(t, done, "the deposits under way to succeed")

@@ -323,14 +323,7 @@ func TestAHealAfterDownAfterLosesNoDeposit(t *testing.T) {
 	progress("deposits through the majority", &right)
 
 	p.heal()
-	waitFor(t, waitTimeout, "the partition to heal", func() bool {
-		for _, n := range nodes {
-			if m, ok := n.Owner(accountKind, id); aliveCount(n) != len(nodes) || !ok || m.Name != c.Name() {
-				return false
-			}
-		}
-		return true
-	})
+	waitHealed(t, nodes, accountKind, id, c)
 	progress("deposits on both sides after the partition", &left, &right)
 	stop()
 	receive(t, done, "the deposits under way to succeed")
