@@ -337,6 +337,71 @@ func (d *depositor) run(stop, hard context.Context, through *Node, identity, cli
 	}
 }
 
+// depositPair deposits on one account through two nodes at once, as the
+// partition tests do: left through the node they cut off, right through
+// one of the majority, each deposit retried under its stamp until it
+// succeeds (see depositor.run), until check or the test's end.
+type depositPair struct {
+	left, right depositor
+	stop        context.CancelFunc
+	done        chan struct{} // closed once both depositors returned
+}
+
+// startDepositPair starts depositing on the account id through lone and
+// through other.
+func startDepositPair(t *testing.T, lone, other *Node, id string) *depositPair {
+	ctx, stop := context.WithCancel(t.Context())
+	d := &depositPair{stop: stop, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); d.left.run(ctx, t.Context(), lone, id, "left") }()
+	go func() { defer wg.Done(); d.right.run(ctx, t.Context(), other, id, "right") }()
+	go func() { wg.Wait(); close(d.done) }()
+	t.Cleanup(func() { stop(); <-d.done })
+	return d
+}
+
+// progress waits until each of ds, both depositors if none is given, has
+// ten more deposits acknowledged.
+func (d *depositPair) progress(t *testing.T, what string, ds ...*depositor) {
+	t.Helper()
+	if len(ds) == 0 {
+		ds = []*depositor{&d.left, &d.right}
+	}
+	before := make([]int64, len(ds))
+	for i, dep := range ds {
+		before[i] = dep.acked.Load()
+	}
+	waitFor(t, waitTimeout, what, func() bool {
+		for i, dep := range ds {
+			if dep.acked.Load() < before[i]+10 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// check ends the deposits, waits for those under way to succeed, and
+// checks that the account's balance, as node at reads it and as store
+// holds it, is exactly the deposits acknowledged. lone and other say how
+// the messages name the two sides.
+func (d *depositPair) check(t *testing.T, at *Node, store storage.Store, id, lone, other string) {
+	t.Helper()
+	d.stop()
+	receive(t, d.done, "the deposits under way to succeed")
+	want := d.left.acked.Load() + d.right.acked.Load()
+	if got := balance(t, at, accountKind, id); got != want {
+		t.Errorf("balance %d after %d deposits succeeded (%d through %s, %d through %s)",
+			got, want, d.left.acked.Load(), lone, d.right.acked.Load(), other)
+	}
+	if got := storedBalance(t, store, accountKind, id); got != want {
+		t.Errorf("stored balance %d after %d deposits succeeded", got, want)
+	}
+	t.Logf("%d deposits through %s, %d through %s, %d attempts refused as stale",
+		d.left.acked.Load(), lone, d.right.acked.Load(), other, d.left.stale.Load()+d.right.stale.Load())
+}
+
 // TestARealPartitionLosesNoDeposit cuts one node of three off from the
 // others on the network, without KeepMajority, while a client on each side
 // deposits on one account, each deposit retried with its stamp until it
@@ -352,21 +417,8 @@ func TestARealPartitionLosesNoDeposit(t *testing.T) {
 		p.learn(nodes...)
 		a, c := nodes[0], nodes[2]
 		id := accountOwnedBy(t, c, accountKind, "split")
-		ctx, stop := context.WithCancel(t.Context())
-		var left, right depositor // through the lone node, and through the majority
-		done := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(2)
-		go func() { defer wg.Done(); left.run(ctx, t.Context(), c, id, "left") }()
-		go func() { defer wg.Done(); right.run(ctx, t.Context(), a, id, "right") }()
-		go func() { wg.Wait(); close(done) }()
-		t.Cleanup(func() { stop(); <-done })
-		progress := func(what string) {
-			t.Helper()
-			l, r := left.acked.Load(), right.acked.Load()
-			waitFor(t, waitTimeout, what, func() bool { return left.acked.Load() >= l+10 && right.acked.Load() >= r+10 })
-		}
-		progress("deposits on both sides before the partition")
+		deposits := startDepositPair(t, c, a, id) // through the lone node, and through the majority
+		deposits.progress(t, "deposits on both sides before the partition")
 
 		p.split(c)
 		waitFor(t, waitTimeout, "each side to see the other failed", func() bool {
@@ -374,23 +426,11 @@ func TestARealPartitionLosesNoDeposit(t *testing.T) {
 			mc, _ := c.Owner(accountKind, id)
 			return aliveCount(a) == 2 && aliveCount(c) == 1 && ma.Name != c.Name() && mc.Name == c.Name()
 		})
-		progress("deposits on both sides of the partition")
+		deposits.progress(t, "deposits on both sides of the partition")
 
 		p.heal()
 		waitHealed(t, nodes, accountKind, id, c)
-		progress("deposits on both sides after the partition")
-		stop()
-		receive(t, done, "the deposits under way to succeed")
-
-		want := left.acked.Load() + right.acked.Load()
-		if got := balance(t, a, accountKind, id); got != want {
-			t.Errorf("balance %d after %d deposits succeeded (%d through the lone node, %d through the majority)",
-				got, want, left.acked.Load(), right.acked.Load())
-		}
-		if got := storedBalance(t, store, accountKind, id); got != want {
-			t.Errorf("stored balance %d after %d deposits succeeded", got, want)
-		}
-		t.Logf("%d deposits through the lone node, %d through the majority, %d attempts refused as stale",
-			left.acked.Load(), right.acked.Load(), left.stale.Load()+right.stale.Load())
+		deposits.progress(t, "deposits on both sides after the partition")
+		deposits.check(t, a, store, id, "the lone node", "the majority")
 	})
 }

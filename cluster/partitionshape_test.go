@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -289,54 +288,20 @@ func TestAHealAfterDownAfterLosesNoDeposit(t *testing.T) {
 	p.learn(nodes...)
 	a, c := nodes[0], nodes[2]
 	id := accountOwnedBy(t, c, accountKind, "heal")
-	ctx, stop := context.WithCancel(t.Context())
-	var left, right depositor // through c, and through a
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); left.run(ctx, t.Context(), c, id, "left") }()
-	go func() { defer wg.Done(); right.run(ctx, t.Context(), a, id, "right") }()
-	go func() { wg.Wait(); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
-	progress := func(what string, ds ...*depositor) {
-		t.Helper()
-		before := make([]int64, len(ds))
-		for i, d := range ds {
-			before[i] = d.acked.Load()
-		}
-		waitFor(t, waitTimeout, what, func() bool {
-			for i, d := range ds {
-				if d.acked.Load() < before[i]+10 {
-					return false
-				}
-			}
-			return true
-		})
-	}
-	progress("deposits on both sides before the partition", &left, &right)
+	deposits := startDepositPair(t, c, a, id) // through c, and through a
+	deposits.progress(t, "deposits on both sides before the partition")
 
 	p.split(c)
 	waitFor(t, waitTimeout, "c to fence itself, and a to take the account", func() bool {
 		ma, ok := a.Owner(accountKind, id)
 		return c.Fenced() && ok && ma.Name != c.Name()
 	})
-	progress("deposits through the majority", &right)
+	deposits.progress(t, "deposits through the majority", &deposits.right)
 
 	p.heal()
 	waitHealed(t, nodes, accountKind, id, c)
-	progress("deposits on both sides after the partition", &left, &right)
-	stop()
-	receive(t, done, "the deposits under way to succeed")
-
-	want := left.acked.Load() + right.acked.Load()
-	if got := balance(t, a, accountKind, id); got != want {
-		t.Errorf("balance %d after %d deposits succeeded (%d through c, %d through a)", got, want, left.acked.Load(), right.acked.Load())
-	}
-	if got := storedBalance(t, store, accountKind, id); got != want {
-		t.Errorf("stored balance %d after %d deposits succeeded", got, want)
-	}
-	t.Logf("%d deposits through c, %d through a, %d attempts refused as stale",
-		left.acked.Load(), right.acked.Load(), left.stale.Load()+right.stale.Load())
+	deposits.progress(t, "deposits on both sides after the partition")
+	deposits.check(t, a, store, id, "c", "a")
 }
 
 // TestAHealAfterDownAfterWaitsForTheMajoritysCommit cuts c off from a and
