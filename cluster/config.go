@@ -322,9 +322,10 @@ type Config struct {
 	// they come back, a failed member's grains wait DownAfter, and a node
 	// that regains a majority while members it did not down are failed waits
 	// DownAfter before it serves again (it settles: they may serve its
-	// grains meanwhile), as does a node that starts while its seeds have
-	// members failed. It is a vote of each node on its own view, not
-	// agreement: see the package doc for what it does not cover.
+	// grains meanwhile), as does a node that starts while its seeds hold
+	// the grains of members failed (for what is left of their hold). It is
+	// a vote of each node on its own view, not agreement: see the package
+	// doc for what it does not cover.
 	KeepMajority bool
 	// DownAfter is how long, with KeepMajority, a member seen failed keeps
 	// its grains before the members that have a majority place them on

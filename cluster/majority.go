@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -54,9 +55,10 @@ import (
 // both a and c. DownAfter is the time the design gives a side to see a
 // partition, and a began to see it before c saw b again.
 //
-// A node that starts while its seeds have members failed settles too (see
-// Node.settleForUnseen): its gossip does not take them in, so its view,
-// without them, would place their grains at once.
+// A node that starts while its seeds have members failed settles too, for
+// as long as the others still hold their grains (see Node.settleForUnseen
+// and holdTimes): its gossip does not take them in, so its view, without
+// them, would place their grains at once.
 //
 // The vote has the usual price: a cluster that loses half of its members
 // or more (two of three, one after the other included, until one comes
@@ -111,6 +113,9 @@ type majority struct {
 	// first. nil once they did, or the time passed.
 	unseen      map[string]bool
 	unseenUntil time.Time
+	// holds is what the last vote held, for the queries of starting nodes
+	// (see holdTimes), which read it without Node.refreshMu.
+	holds atomic.Pointer[holdTimes]
 }
 
 func newMajority(downAfter time.Duration, patience func(members int) time.Duration) *majority {
@@ -244,7 +249,35 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 			out.recheck = left
 		}
 	}
+	v.publish(noMajority, downAfter)
 	return out
+}
+
+// publish stores what the vote just made holds (see holdTimes): when this
+// node downs each failed member that counts against its majority, and
+// when it stops settling for the members its start did not take in.
+func (v *majority) publish(fenced bool, downAfter time.Duration) {
+	h := &holdTimes{fenced: fenced}
+	if !fenced {
+		h.until = make(map[string]time.Time, len(v.failedSince)+len(v.downed)+len(v.unseen))
+		later := func(name string, t time.Time) {
+			if t.After(h.until[name]) {
+				h.until[name] = t
+			} else if _, ok := h.until[name]; !ok {
+				h.until[name] = t
+			}
+		}
+		for id := range v.downed {
+			later(id.name, time.Time{})
+		}
+		for id, since := range v.failedSince {
+			later(id.name, since.Add(downAfter))
+		}
+		for name := range v.unseen {
+			later(name, v.unseenUntil)
+		}
+	}
+	v.holds.Store(h)
 }
 
 // settleForUnseen has a node that starts with KeepMajority settle (see
@@ -256,11 +289,12 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 // those it wins from them itself, while a member cut off by a partition,
 // which has yet to see it and never hears of this node, still serves
 // them (TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed: a member
-// restarted during a partition). The node settles for DownAfter from its
-// start, long enough for a member that failed before it to have stood
-// down, unless they all come into its view first (back alive, as a
-// partition heals). Its vote does not count them: its view does not have
-// them. Called from Start, before the node's first view.
+// restarted during a partition). The node settles until the others no
+// longer hold their grains, as they all say (see askHeld), or for
+// DownAfter if one does not, long enough for a member that failed before
+// it to have stood down; unless they all come into its view first (back
+// alive, as a partition heals). Its vote does not count them: its view
+// does not have them. Called from Start, before the node's first view.
 func (n *Node) settleForUnseen() {
 	known := make(map[string]bool)
 	for _, m := range n.serf.Members() {
@@ -276,6 +310,8 @@ func (n *Node) settleForUnseen() {
 		return
 	}
 	slices.Sort(unseen)
+	held, err := n.askHeld(unseen)
+	answered := time.Now()
 	n.refreshMu.Lock()
 	defer n.refreshMu.Unlock()
 	v := n.majority
@@ -283,13 +319,24 @@ func (n *Node) settleForUnseen() {
 	if downAfter == 0 {
 		downAfter = v.patience(len(known) + len(unseen))
 	}
+	if err != nil {
+		n.log.Info("cluster: this node's seeds have members failed that it never saw alive: it serves once they have had DownAfter to see it, unless they come back first (Config.KeepMajority)",
+			"failed", unseen, "in", downAfter, "why", err)
+		held = downAfter
+	} else if held = min(held, downAfter); held > 0 {
+		n.log.Info("cluster: this node's seeds have members failed that it never saw alive: it serves once the members no longer hold their grains, unless they come back first (Config.KeepMajority)",
+			"failed", unseen, "in", held)
+	}
+	if held <= 0 {
+		return // every member has downed them: their grains moved
+	}
 	v.unseen = make(map[string]bool, len(unseen))
 	for _, name := range unseen {
 		v.unseen[name] = true
 	}
-	v.unseenUntil = time.Now().Add(downAfter)
-	n.log.Info("cluster: this node's seeds have members failed that it never saw alive: it serves once they have had DownAfter to see it, unless they come back first (Config.KeepMajority)",
-		"failed", unseen, "in", downAfter)
+	// From the answers, which are older than that by their way here:
+	// the node settles a little longer than they hold, never shorter.
+	v.unseenUntil = answered.Add(held)
 }
 
 // defaultDownAfter is DownAfter's default for a view of the given number

@@ -668,3 +668,23 @@ func TestANodeNoLongerFencedLearnsOfAMemberItRefused(t *testing.T) {
 	})
 	waitFor(t, waitTimeout, "X to learn of the joiner", func() bool { return knowsName(x, n.Name()) })
 }
+
+// TestHeldAnswers: the answer to a starting node's question about the
+// members it did not take in (see queryHeld) says a hold, or that the
+// member cannot say; an answer that is not eight bytes cannot say either,
+// and the node then settles for DownAfter.
+func TestHeldAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		held time.Duration
+		ok   bool
+	}{{0, true}, {1500 * time.Millisecond, true}, {time.Hour, true}, {0, false}} {
+		if held, ok := parseHeldAnswer(heldAnswer(tc.held, tc.ok)); held != tc.held || ok != tc.ok {
+			t.Errorf("answer %v, %t came back as %v, %t", tc.held, tc.ok, held, ok)
+		}
+	}
+	for _, b := range [][]byte{nil, {1}, make([]byte, 9)} {
+		if _, ok := parseHeldAnswer(b); ok {
+			t.Errorf("the malformed answer %x says a hold", b)
+		}
+	}
+}

@@ -359,16 +359,21 @@ func (n *Node) join(ctx context.Context) error {
 }
 
 // drainEvents empties serf's event channel, which must never block serf,
-// and signals watchMembership without waiting.
+// signals watchMembership without waiting, and answers the starting
+// nodes' queries (see queryHeld).
 func (n *Node) drainEvents() {
 	defer n.loops.Done()
 	for {
 		select {
 		case e := <-n.events:
-			if _, ok := e.(serf.MemberEvent); !ok {
-				continue
+			switch e := e.(type) {
+			case serf.MemberEvent:
+				n.membershipChanged()
+			case *serf.Query:
+				if e.Name == queryHeld {
+					n.answerHeld(e)
+				}
 			}
-			n.membershipChanged()
 		case <-n.stop:
 			return
 		}

@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -229,6 +231,62 @@ func TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed(t *testing.T) {
 	})
 	if got := where(t, d, id); got != c.Name() {
 		t.Errorf("%s answered from %s through d, want %s", id, got, c.Name())
+	}
+}
+
+// TestAJoinerServesOnceTheMembersHaveDownedTheFailedOne: c crashes, and a
+// and b, with KeepMajority and a DownAfter of a second, down it and take
+// its grains, while serf lists it failed for a day. d starts through a,
+// with a DownAfter of an hour: its gossip does not take c in, and it asks
+// the others how much longer they hold c's grains. They hold them no
+// longer, so d serves at once, rather than settle for its DownAfter as a
+// start did at any time in the day after a member crashed for good, and
+// places c's grain as they do. If a member cannot say (b runs without
+// KeepMajority here, and does not answer), d settles for its DownAfter.
+func TestAJoinerServesOnceTheMembersHaveDownedTheFailedOne(t *testing.T) {
+	t.Parallel()
+	for _, allAnswer := range []bool{true, false} {
+		name := "every_member_answers"
+		if !allAnswer {
+			name = "a_member_does_not_answer"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) {
+				cfg.KeepMajority, cfg.DownAfter = allAnswer || !strings.HasSuffix(cfg.NodeName, "-n1"), time.Second
+			})
+			a, b, c := nodes[0], nodes[1], nodes[2]
+			id := identityOwnedBy(t, nodes, c)
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, waitTimeout, "a and b to down c and take its grain", func() bool {
+				ma, okA := a.Owner(echoKind, id)
+				mb, okB := b.Owner(echoKind, id)
+				return okA && okB && ma.Name != c.Name() && mb.Name != c.Name()
+			})
+			cfg := testConfig(t)
+			cfg.NodeName += "-d"
+			cfg.KeepMajority, cfg.DownAfter = true, time.Hour
+			cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+			cfg.Seeds = []string{a.GossipAddr()}
+			d := startNode(t, cfg)
+			if !slices.Contains(d.claim.heardNames(), c.Name()) {
+				t.Fatalf("d's join did not hear of c, which the test is about")
+			}
+			if !allAnswer {
+				if !d.Fenced() {
+					t.Error("d serves, though b could not say how long it holds c's grains")
+				}
+				return
+			}
+			waitConverged(t, []*Node{a, b, d}, 3)
+			waitFor(t, waitTimeout, "d to serve, and place c's grain as a does", func() bool {
+				ma, _ := a.Owner(echoKind, id)
+				md, ok := d.Owner(echoKind, id)
+				return !d.Fenced() && ok && md.Name == ma.Name
+			})
+		})
 	}
 }
 
