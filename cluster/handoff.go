@@ -88,6 +88,9 @@ type handoffs struct {
 	n *Node
 
 	mu sync.Mutex
+	// bounds counts the bounds begun, to tell each wait's from the
+	// earlier waits' (see releaseWait.bound).
+	bounds uint64
 	// peers holds, by name and incarnation (see peerKey), the starts of
 	// the members of the view that answer, and those that released to this
 	// node before its view had them.
@@ -112,10 +115,15 @@ type peerRelease struct {
 
 // releaseWait is one release a node waits for.
 type releaseWait struct {
-	timer  *time.Timer // ends the wait at its bound; nil until it began
-	asked  bool        // the peer was asked
-	done   bool        // released, or past its bound
-	waited bool        // an activation waited for it: it says so if the bound ends the wait
+	timer *time.Timer // ends the wait at its bound; nil until it began
+	// bound numbers the timer among the node's (handoffs.bounds): a timer
+	// that fired as the wait was replaced, afresh for a member back from
+	// a failure, say, and waits for handoffs.mu meanwhile, must not end
+	// the new wait (see expire).
+	bound  uint64
+	asked  bool // the peer was asked
+	done   bool // released, or past its bound
+	waited bool // an activation waited for it: it says so if the bound ends the wait
 }
 
 // wait returns e's wait for the release of the grains the node took from
@@ -246,7 +254,10 @@ func (h *handoffs) begin(key string, w *releaseWait, leave bool) {
 	if leave {
 		bound = h.n.leaverGrace
 	}
-	w.timer = time.AfterFunc(bound, func() { h.expire(key, leave, bound) })
+	h.bounds++
+	w.bound = h.bounds
+	id := w.bound
+	w.timer = time.AfterFunc(bound, func() { h.expire(key, leave, bound, id) })
 }
 
 // stop stops w's bound.
@@ -256,11 +267,12 @@ func (w *releaseWait) stop() {
 	}
 }
 
-// expire ends a wait at its bound (see begin). It says so if an
-// activation waited, and the view still has the start in a state that is
-// waited for: a start that the view has failed since (see leaves) ended
-// the wait itself, and its activations went on then.
-func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
+// expire ends a wait at its bound (see begin), if id is still the wait's
+// bound. It says so if an activation waited, and the view still has the
+// start in a state that is waited for: a start that the view has failed
+// since (see leaves) ended the wait itself, and its activations went on
+// then.
+func (h *handoffs) expire(key string, leave bool, bound time.Duration, id uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e := h.peers[key]
@@ -268,7 +280,7 @@ func (h *handoffs) expire(key string, leave bool, bound time.Duration) {
 		return
 	}
 	w := e.wait(leave)
-	if w.done {
+	if w.done || w.bound != id {
 		return
 	}
 	w.done = true

@@ -269,6 +269,50 @@ func TestAWaitThatTheMembersFailureEndedIsNotReportedAtItsBound(t *testing.T) {
 	}
 }
 
+// TestALateBoundDoesNotEndTheWaitThatReplacedItsOwn: b's wait for a's
+// release begins afresh when a comes back from a failure (a partition that
+// heals, say). The bound timer of the wait it replaced may have fired just
+// before, and waited for the hand-off's lock meanwhile: it must not end
+// the new wait, whose activations would then load what a may have yet to
+// commit. The test plays that timer: its expiry comes after the new wait
+// began.
+func TestALateBoundDoesNotEndTheWaitThatReplacedItsOwn(t *testing.T) {
+	t.Parallel()
+	store := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", store))
+	bCfg, _ := joinerConfig(t, "-b", a, store)
+	bCfg.DeactivateTimeout = time.Hour // only the test ends the waits
+	b := startNode(t, bCfg)
+	waitConverged(t, []*Node{a, b}, 2)
+	setView := holdViews(t, b) // the test gives b its views from here on
+	key := peerKey(a.Name(), a.incarnation)
+	wait := func() releaseWait {
+		b.handoffs.mu.Lock()
+		defer b.handoffs.mu.Unlock()
+		e := b.handoffs.peers[key]
+		if e == nil {
+			t.Fatalf("b does not wait for %s", key)
+		}
+		return e.join
+	}
+	first := wait()
+	if first.done || first.timer == nil {
+		t.Fatalf("b's wait for a is not under way (done %t)", first.done)
+	}
+	setView(withStatus(a.Name(), StatusFailed))
+	setView(withStatus(a.Name(), StatusAlive))
+	if wait().bound == first.bound {
+		t.Fatal("a's return from its failure did not begin a new wait")
+	}
+	b.handoffs.expire(key, false, bCfg.DeactivateTimeout, first.bound) // the first wait's timer, late
+	if wait().done {
+		t.Error("the bound of the wait that a's return replaced ended the new wait")
+	}
+	if b.kinds[manualKind].handedOver.Load() {
+		t.Errorf("b's activations of %s no longer wait for a", manualKind)
+	}
+}
+
 // leaverWithHeldGrain starts s and l over the shared store, l through a
 // store that can hold its commits, and makes onL deposits through s on a
 // FlushManual grain that l owns while it is there and s once l leaves:
