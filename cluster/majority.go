@@ -260,10 +260,8 @@ func (v *majority) publish(fenced bool, downAfter time.Duration) {
 	h := &holdTimes{fenced: fenced}
 	if !fenced {
 		h.until = make(map[string]time.Time, len(v.failedSince)+len(v.downed)+len(v.unseen))
-		later := func(name string, t time.Time) {
-			if t.After(h.until[name]) {
-				h.until[name] = t
-			} else if _, ok := h.until[name]; !ok {
+		later := func(name string, t time.Time) { // the latest per name: a restart is a new member
+			if was, ok := h.until[name]; !ok || t.After(was) {
 				h.until[name] = t
 			}
 		}
