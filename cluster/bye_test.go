@@ -311,6 +311,64 @@ func TestStreamsWithALeavingMemberSayByeAtOnce(t *testing.T) {
 	})
 }
 
+// TestAStreamDialedToALeaverTheGossipFailedSaysByeAtOnce: the gossip may
+// report a graceful leave as a failure. A peer whose view has the leaver
+// failed, having heard on a stream that it leaves, says bye on the streams
+// open then (keepLeaver) and may dial it again, as the hand-off's ask for
+// its release does: that stream must say bye at once too, as one dialed to
+// a member the view has leaving does, or the leaver's farewell waits for
+// its bye until its patience runs out and warns.
+func TestAStreamDialedToALeaverTheGossipFailedSaysByeAtOnce(t *testing.T) {
+	t.Parallel()
+	logs := &logLines{}
+	var leaveHeld <-chan struct{}
+	var releaseLeave func()
+	nodes, _ := echoCluster(t, 2, -1, func(cfg *Config) {
+		if strings.HasSuffix(cfg.NodeName, "-n1") {
+			cfg.farewellPatience = waitTimeout // only the byes end the farewell before the test's own timeout
+			cfg.Logger = slog.New(logs.handler(cfg.Logger.Handler()))
+			leaveHeld, releaseLeave = holdGossipLeave(t, cfg)
+		}
+	})
+	peer, leaver := nodes[0], nodes[1]
+	if _, err := peer.Invoke(context.Background(), addCall(identityOwnedBy(t, nodes, leaver), 1)); err != nil {
+		t.Fatal(err) // a stream between the two
+	}
+	first := connTo(t, peer, leaver.Name())
+	setView := holdViews(t, peer) // the test gives the peer its views from here on
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- leaver.Shutdown(context.Background()) }()
+	receive(t, leaveHeld, "the leaver's gossip leave")
+	waitFor(t, waitTimeout, "the peer to hear on its stream that the leaver leaves", func() bool {
+		return peer.transport.saidLeaving(leaver.Name())
+	})
+	setView(withStatus(leaver.Name(), StatusFailed))
+	if !first.saidBye() {
+		t.Fatal("the stream open as the view had the leaver failed did not say bye")
+	}
+	member, ok := peer.view.Load().member(leaver.Name())
+	if !ok || member.Status != StatusFailed || !member.saidLeaving {
+		t.Fatalf("the peer's view has the leaver %v (said it leaves: %v), want failed having said it leaves", member.Status, member.saidLeaving)
+	}
+	c, err := peer.transport.conn(context.Background(), member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c == first {
+		t.Fatal("the stream that said bye was handed out again")
+	}
+	if !c.saidBye() {
+		t.Error("a stream dialed to a leaver the gossip failed did not say bye")
+	}
+	releaseLeave()
+	if err := receive(t, shutdown, "the leaver's Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if n := logs.count("cluster: peers did not end their streams in time"); n > 0 {
+		t.Error("the leaver's farewell waited out its patience for a bye")
+	}
+}
+
 // TestFarewellWithAPeerThatNeverSaysBye shuts down a node whose peer does
 // not hear of the leave (its view is held): the leaver's farewell waits for
 // a bye that never comes. If Shutdown's context ends first, Shutdown

@@ -211,8 +211,10 @@ type requestHandler interface {
 	finishCall(gateTicket)
 	// departed reports whether the node's view has the named member, at
 	// addr unless addr is "", in its start incarnation unless either does
-	// not say it, leaving or gone after a leave: a stream it opens then
-	// gets this side's bye at once (see serveStream). The same name at
+	// not say it, leaving or gone after a leave, or failed after it said
+	// it leaves (the gossip may report a graceful leave as a failure): a
+	// stream it opens then gets this side's bye at once (see serveStream),
+	// and so does one dialed to it (see dial). The same name at
 	// another address, or in another start at the same address (a member
 	// restarted with fixed ports), is a new incarnation, not the leaver.
 	departed(name, addr, incarnation string) bool
@@ -532,11 +534,14 @@ func refusedAsClosing(err error) bool {
 // dial opens a stream to m, sends the hello frame and completes e.
 func (t *transport) dial(e *peerEntry, m *Member) {
 	c, err := t.open(m)
-	// Dialed by a view older than ours, in which m was alive: say bye at
-	// once, as byeToLeavers did on the streams to m that were open then,
-	// and before the callers have the stream (the dial is not theirs to
-	// run, see conn): their requests fail on it, retryable, and are placed
-	// again by the newer view, which has m leaving.
+	// Dialed by a view older than ours, in which m was alive, or to a
+	// leaver that ours has failed (the hand-off's ask for its release
+	// dials it again, say): say bye at once, as byeToLeavers and
+	// keepLeaver did on the streams to m that were open then (else the
+	// leaver's farewell waits for this stream's bye until its patience
+	// runs out), and before the callers have the stream (the dial is not
+	// theirs to run, see conn): their requests fail on it, retryable, and
+	// are placed again by the newer view, which has m leaving.
 	departed := c != nil && t.handler.departed(m.Name, m.GRPCAddr, m.incarnation)
 	if departed {
 		c.bye()
