@@ -384,6 +384,21 @@ func TestASuccessorActivatesALeaversManualGrainOnceTheLeaverCommitted(t *testing
 // so). l commits its grains all the same, so s waits on for its answer,
 // or for the end of the stream it asked on, within the leaver's grace.
 func TestASuccessorWaitsForALeaverTheGossipReportsFailed(t *testing.T) {
+	for _, failedFirst := range []bool{false, true} {
+		name := "failed_while_waiting"
+		if failedFirst {
+			name = "failed_before_the_ask"
+		}
+		t.Run(name, func(t *testing.T) { successorWaitsForAFailedLeaver(t, failedFirst) })
+	}
+}
+
+// successorWaitsForAFailedLeaver is TestASuccessorWaitsForALeaverTheGossipReportsFailed,
+// with s's view having l failed before its activation asks l for its
+// release if failedFirst: the ask then goes on a stream dialed to a
+// member the view has failed, which says bye at once (see transport.dial),
+// and the wait must still end only with l's release.
+func successorWaitsForAFailedLeaver(t *testing.T, failedFirst bool) {
 	const onL = 5
 	shared := hookedMemstore(t)
 	s, l, held, waiting, id := leaverWithHeldGrain(t, shared, onL)
@@ -395,7 +410,11 @@ func TestASuccessorWaitsForALeaverTheGossipReportsFailed(t *testing.T) {
 	receive(t, held.holding, "l's commit of the grain it moves as it leaves")
 	lm, _ := memberNamed(s, l.Name())
 	waitFor(t, waitTimeout, "l to say on its stream to s that it leaves", func() bool { return s.transport.leaves(&lm) })
-	setView(func(m []Member) []Member { return m }) // l leaving, as it said
+	if failedFirst {
+		setView(withStatus(l.Name(), StatusFailed))
+	} else {
+		setView(func(m []Member) []Member { return m }) // l leaving, as it said
+	}
 
 	deposited := make(chan error, 1)
 	var resp proto.Message
@@ -405,7 +424,9 @@ func TestASuccessorWaitsForALeaverTheGossipReportsFailed(t *testing.T) {
 		deposited <- err
 	}()
 	receive(t, waiting, "s's activation to wait for l's release")
-	setView(withStatus(l.Name(), StatusFailed))
+	if !failedFirst {
+		setView(withStatus(l.Name(), StatusFailed))
+	}
 	if s.kinds[manualKind].handedOver.Load() {
 		t.Errorf("s's activations of %s no longer wait for l once the gossip reports l failed, while l commits its grains", manualKind)
 	}
