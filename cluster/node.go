@@ -784,9 +784,9 @@ func (n *Node) byeToLeavers(old, p *placement) {
 // departed implements requestHandler: it reports whether this node's view
 // has the member (at addr, unless addr is "", and in its start
 // incarnation) leaving or left, or failed after it said it leaves (see
-// keepLeaver). A member restarted with fixed ports comes
-// back at its old start's address while the view may still have that
-// start left: the new start's streams are its own.
+// keepLeaver). A member restarted with fixed ports comes back at its old
+// start's address while the view may still have that start left: the new
+// start's streams are its own.
 func (n *Node) departed(name, addr, incarnation string) bool {
 	m, ok := n.view.Load().member(name)
 	return ok && (m.Status == StatusLeaving || m.Status == StatusLeft || m.Status == StatusFailed && m.saidLeaving) && (addr == "" || m.GRPCAddr == addr) && (incarnation == "" || m.incarnation == "" || m.incarnation == incarnation)

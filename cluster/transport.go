@@ -214,9 +214,9 @@ type requestHandler interface {
 	// not say it, leaving or gone after a leave, or failed after it said
 	// it leaves (the gossip may report a graceful leave as a failure): a
 	// stream it opens then gets this side's bye at once (see serveStream),
-	// and so does one dialed to it (see dial). The same name at
-	// another address, or in another start at the same address (a member
-	// restarted with fixed ports), is a new incarnation, not the leaver.
+	// and so does one dialed to it (see dial). The same name at another
+	// address, or in another start at the same address (a member restarted
+	// with fixed ports), is a new incarnation, not the leaver.
 	departed(name, addr, incarnation string) bool
 	// memberAddr returns the transport address of the named member in the
 	// node's view, and false if the view does not know it.
