@@ -347,7 +347,10 @@ func TestAStreamDialedToALeaverTheGossipFailedSaysByeAtOnce(t *testing.T) {
 		t.Fatal("the stream open as the view had the leaver failed did not say bye")
 	}
 	member, ok := peer.view.Load().member(leaver.Name())
-	if !ok || member.Status != StatusFailed || !member.saidLeaving {
+	if !ok {
+		t.Fatal("the peer's view lost the leaver")
+	}
+	if member.Status != StatusFailed || !member.saidLeaving {
 		t.Fatalf("the peer's view has the leaver %v (said it leaves: %v), want failed having said it leaves", member.Status, member.saidLeaving)
 	}
 	c, err := peer.transport.conn(context.Background(), member)
