@@ -322,7 +322,7 @@ type Config struct {
 	// they come back, a failed member's grains wait DownAfter, and a node
 	// that regains a majority while members it did not down are failed waits
 	// DownAfter before it serves again (it settles: they may serve its
-	// grains meanwhile), as does a node that starts while its seeds hold
+	// grains meanwhile), as does a node that starts while the others hold
 	// the grains of members failed (for what is left of their hold). It is
 	// a vote of each node on its own view, not agreement: see the package
 	// doc for what it does not cover.

@@ -10,27 +10,37 @@ import (
 	"github.com/hashicorp/serf/serf"
 )
 
-// How long a starting node settles for the members its gossip did not take
-// in (see Node.settleForUnseen, Config.KeepMajority).
+// What a starting node settles for (see Node.settleForUnseen,
+// Config.KeepMajority).
 //
-// It settles for as long as the members that saw them fail still hold
-// their grains: once a member has downed a failed member, the design takes
-// that one to have fenced itself (DownAfter is the time it gives a member
-// cut off by a partition to see it). Serf keeps a failed member in its
-// lists for its reconnect timeout, a day by default, long after anyone
-// holds its grains: a node that settled for DownAfter then served nothing
-// for DownAfter at every start for a day after any member crashed for
-// good, and the grains it won waited with it (the others place them on it).
+// Its view lacks the members its seeds have failed: memberlist takes in no
+// member a peer has failed that it never saw alive. While the others hold
+// such a member's grains (DownAfter from when they saw it fail), the
+// member may be cut off and still serve them, so the starting node serves
+// nothing until the holds end. It asks every alive member, with a serf
+// query (queryHeld), which members it holds the grains of and for how much
+// longer, and settles for the longest hold of a member it does not know.
+// The answers name the members: a node that joins through members that
+// started after the failure hears of the failed member from nobody's list
+// (they never took it in either), and would otherwise serve its grains at
+// once.
 //
-// So it asks, with a serf query (queryHeld), every alive member how much
-// longer it holds the grains of those members, and settles for the longest
-// answer. It settles for DownAfter, as before, if a member does not answer
-// in time (an older version, say, or one that hears the query late) or
-// cannot say: it is fenced, or its view has one of them alive or leaving.
+// It settles for as long as the holds run, not for DownAfter: serf keeps a
+// failed member in its lists for its reconnect timeout, a day by default,
+// long after anyone holds its grains, and a node that settled for
+// DownAfter whenever a list named a failed member served nothing for
+// DownAfter at every start for a day after any member crashed for good,
+// with the grains it won waiting (the others place them on it).
+//
+// A member that does not answer in time (an older version, say), or cannot
+// say (it is fenced, or its view has one of the members the lists named
+// alive or leaving), leaves the node to settle for DownAfter if its lists
+// named failed members, as before; and to settle for the holds the others
+// reported otherwise.
 
 // queryHeld is the name of the serf query a starting node sends; its
-// payload is the names it asks about, separated by newlines (see
-// heldAnswer for the answer).
+// payload is the names of the failed members its seeds' lists named,
+// separated by newlines (see holdAnswer for the answer).
 const queryHeld = "pg-held"
 
 // holdTimes is what a node's last split-brain vote held (see
@@ -48,49 +58,90 @@ type holdTimes struct {
 	until map[string]time.Time
 }
 
-// heldFor returns how much longer, from now, the node holds the grains of
-// the named members, and false if it cannot say (see above). A member it
-// does not hold is one its view has left, leaving after it said so (it
-// does not count against the majority), or does not have: 0.
-func (n *Node) heldFor(names []string, now time.Time) (time.Duration, bool) {
+// holdAnswer is a member's answer to queryHeld.
+type holdAnswer struct {
+	// ok is false if the member cannot say what it holds of the members
+	// asked about (see above).
+	ok bool
+	// holds are the members whose grains it holds, by name, with what is
+	// left of each hold.
+	holds map[string]time.Duration
+}
+
+// heldAnswer returns the node's answer, at now, to a query about the
+// named members (see above). A node that has not voted yet holds nothing:
+// its view is yet to come.
+func (n *Node) heldAnswer(names []string, now time.Time) holdAnswer {
 	h := n.majority.holds.Load()
-	if h == nil || h.fenced {
-		return 0, false
+	if h == nil {
+		return holdAnswer{ok: true}
+	}
+	if h.fenced {
+		return holdAnswer{}
+	}
+	a := holdAnswer{ok: true}
+	for name, until := range h.until {
+		if left := until.Sub(now); left > 0 {
+			if a.holds == nil {
+				a.holds = make(map[string]time.Duration)
+			}
+			a.holds[name] = left
+		}
 	}
 	p := n.view.Load()
-	var longest time.Duration
 	for _, name := range names {
-		if until, ok := h.until[name]; ok {
-			longest = max(longest, until.Sub(now))
+		if _, held := h.until[name]; held {
 			continue
 		}
 		if st, ok := p.status(name); ok && (st == StatusAlive || st == StatusLeaving) {
-			return 0, false
+			a.ok = false
 		}
 	}
-	return longest, true
+	return a
 }
 
-// heldAnswer encodes an answer to queryHeld: the hold in nanoseconds, or
-// -1 if the node cannot say.
-func heldAnswer(held time.Duration, ok bool) []byte {
-	if !ok {
-		held = -1
+// encode renders a: a byte that is 1 if a.ok, then each hold as the
+// name's length (a uvarint), the name and the hold in nanoseconds (8
+// bytes).
+func (a holdAnswer) encode() []byte {
+	b := []byte{0}
+	if a.ok {
+		b[0] = 1
 	}
-	return binary.BigEndian.AppendUint64(nil, uint64(held))
+	for name, left := range a.holds {
+		b = binary.AppendUvarint(b, uint64(len(name)))
+		b = append(b, name...)
+		b = binary.BigEndian.AppendUint64(b, uint64(left))
+	}
+	return b
 }
 
-// parseHeldAnswer decodes an answer of heldAnswer; a malformed one cannot
-// say.
-func parseHeldAnswer(b []byte) (time.Duration, bool) {
-	if len(b) != 8 {
-		return 0, false
+// errMalformedHoldAnswer is how decodeHoldAnswer refuses an answer.
+var errMalformedHoldAnswer = errors.New("cluster: malformed answer to a starting node's question about holds")
+
+// decodeHoldAnswer parses an answer that encode rendered.
+func decodeHoldAnswer(b []byte) (holdAnswer, error) {
+	if len(b) == 0 || b[0] > 1 {
+		return holdAnswer{}, errMalformedHoldAnswer
 	}
-	held := time.Duration(binary.BigEndian.Uint64(b))
-	if held < 0 {
-		return 0, false
+	a := holdAnswer{ok: b[0] == 1}
+	for b = b[1:]; len(b) > 0; {
+		size, n := binary.Uvarint(b)
+		if n <= 0 || size > uint64(len(b)-n) || uint64(len(b)-n)-size < 8 {
+			return holdAnswer{}, errMalformedHoldAnswer
+		}
+		name := string(b[n : n+int(size)])
+		left := time.Duration(binary.BigEndian.Uint64(b[n+int(size):]))
+		if left <= 0 || name == "" {
+			return holdAnswer{}, errMalformedHoldAnswer
+		}
+		if a.holds == nil {
+			a.holds = make(map[string]time.Duration)
+		}
+		a.holds[name] = left
+		b = b[n+int(size)+8:]
 	}
-	return held, true
+	return a, nil
 }
 
 // answerHeld answers a starting node's queryHeld (see above).
@@ -98,21 +149,25 @@ func (n *Node) answerHeld(q *serf.Query) {
 	if n.majority == nil || q.SourceNode() == n.name {
 		return // it asks the others
 	}
-	held, ok := n.heldFor(strings.Split(string(q.Payload), "\n"), time.Now())
-	if err := q.Respond(heldAnswer(held, ok)); err != nil {
-		n.log.Debug("cluster: could not answer a starting node's question about the members it did not take in", "node", q.SourceNode(), "err", err)
+	var names []string
+	if len(q.Payload) > 0 {
+		names = strings.Split(string(q.Payload), "\n")
+	}
+	if err := q.Respond(n.heldAnswer(names, time.Now()).encode()); err != nil {
+		n.log.Debug("cluster: could not answer a starting node's question about holds", "node", q.SourceNode(), "err", err)
 	}
 }
 
 // errNoHoldAnswer says why a starting node settles for DownAfter (see
 // askHeld).
-var errNoHoldAnswer = errors.New("cluster: not every member said how long it holds them")
+var errNoHoldAnswer = errors.New("cluster: not every member said what it holds")
 
-// askHeld asks the alive members of serf's list, but this node, how much
-// longer they hold the grains of the named members (see above), and
-// returns the longest answer, or errNoHoldAnswer if one of them cannot say
-// or does not answer within serf's query timeout.
-func (n *Node) askHeld(names []string) (time.Duration, error) {
+// askHeld asks the alive members of serf's list, but this node, which
+// members they hold the grains of, among them the named ones, and for how
+// much longer (see above). It returns the longest hold of each member
+// they named, with errNoHoldAnswer if one of them could not say, or did
+// not answer within serf's query timeout, or answered malformed.
+func (n *Node) askHeld(names []string) (map[string]time.Duration, error) {
 	var asked []string
 	for _, m := range n.serf.Members() {
 		if m.Name != n.name && m.Status == serf.StatusAlive {
@@ -120,27 +175,33 @@ func (n *Node) askHeld(names []string) (time.Duration, error) {
 		}
 	}
 	if len(asked) == 0 {
-		return 0, errNoHoldAnswer
+		return nil, nil // nobody to hold anything
 	}
 	resp, err := n.serf.Query(queryHeld, []byte(strings.Join(names, "\n")), &serf.QueryParam{FilterNodes: asked})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Close()
-	var longest time.Duration
+	holds := make(map[string]time.Duration)
+	var failed error
 	for r := range resp.ResponseCh() {
 		i := slices.Index(asked, r.From)
 		if i < 0 {
 			continue // not asked, or answered twice
 		}
-		held, ok := parseHeldAnswer(r.Payload)
-		if !ok {
-			return 0, errNoHoldAnswer
+		a, err := decodeHoldAnswer(r.Payload)
+		if err == nil && !a.ok {
+			err = errNoHoldAnswer
 		}
-		longest = max(longest, held)
+		if err != nil {
+			failed = err
+		}
+		for name, left := range a.holds {
+			holds[name] = max(holds[name], left)
+		}
 		if asked = slices.Delete(asked, i, i+1); len(asked) == 0 {
-			return longest, nil
+			return holds, failed
 		}
 	}
-	return 0, errNoHoldAnswer // the query timed out
+	return holds, errNoHoldAnswer // the query timed out
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -279,62 +280,69 @@ func (v *majority) publish(fenced bool, downAfter time.Duration) {
 }
 
 // settleForUnseen has a node that starts with KeepMajority settle (see
-// majority.unseen) if the member lists it merged as it joined named
-// members that its gossip did not take in: memberlist takes in no member
-// that a peer has failed (or suspects) unless it saw it alive itself. Its
-// view lacks them: without them, it would place at once the grains that
-// the members who saw them fail hold for them for DownAfter, and take
-// those it wins from them itself, while a member cut off by a partition,
-// which has yet to see it and never hears of this node, still serves
-// them (TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed: a member
-// restarted during a partition). The node settles until the others no
-// longer hold their grains, as they all say (see askHeld), or for
-// DownAfter if one does not, long enough for a member that failed before
-// it to have stood down; unless they all come into its view first (back
-// alive, as a partition heals). Its vote does not count them: its view
-// does not have them. Called from Start, before the node's first view.
+// majority.unseen) while the others hold the grains of members its view
+// lacks: memberlist takes in no member that a peer has failed (or
+// suspects) unless it saw it alive itself. Without them, its view would
+// place at once the grains that the members who saw them fail hold for
+// them for DownAfter, and take those it wins from them itself, while a
+// member cut off by a partition, which has yet to see it and never hears
+// of this node, still serves them
+// (TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed: a member restarted
+// during a partition). The node asks the others what they hold (see
+// askHeld) and settles until the last of those holds ends, or for
+// DownAfter if the lists it merged as it joined named failed members and
+// not every member said what it holds (long enough for a member that
+// failed before it to have stood down); unless they all come into its
+// view first (back alive, as a partition heals). Its vote does not count
+// them: its view does not have them. Called from Start, before the node's
+// first view.
 func (n *Node) settleForUnseen() {
 	known := make(map[string]bool)
 	for _, m := range n.serf.Members() {
 		known[m.Name] = true
 	}
-	var unseen []string
+	var named []string // by the lists it merged
 	for _, name := range n.claim.heardNames() {
 		if !known[name] {
-			unseen = append(unseen, name)
+			named = append(named, name)
 		}
 	}
-	if len(unseen) == 0 {
-		return
-	}
-	slices.Sort(unseen)
-	held, err := n.askHeld(unseen)
+	slices.Sort(named)
+	holds, err := n.askHeld(named)
 	answered := time.Now()
 	n.refreshMu.Lock()
 	defer n.refreshMu.Unlock()
 	v := n.majority
 	downAfter := v.downAfter
 	if downAfter == 0 {
-		downAfter = v.patience(len(known) + len(unseen))
+		downAfter = v.patience(len(known) + len(named))
 	}
-	if err != nil {
-		n.log.Info("cluster: this node's seeds have members failed that it never saw alive: it serves once they have had DownAfter to see it, unless they come back first (Config.KeepMajority)",
-			"failed", unseen, "in", downAfter, "why", err)
-		held = downAfter
-	} else if held = min(held, downAfter); held > 0 {
-		n.log.Info("cluster: this node's seeds have members failed that it never saw alive: it serves once the members no longer hold their grains, unless they come back first (Config.KeepMajority)",
-			"failed", unseen, "in", held)
+	unseen := make(map[string]bool, len(named)+len(holds))
+	var wait time.Duration
+	for _, name := range named {
+		unseen[name] = true
 	}
-	if held <= 0 {
-		return // every member has downed them: their grains moved
+	for name, left := range holds {
+		// Its own name is an earlier start of this node, which is gone;
+		// a member it knows is its own vote's.
+		if name != n.name && !known[name] {
+			unseen[name] = true
+			wait = max(wait, left)
+		}
 	}
-	v.unseen = make(map[string]bool, len(unseen))
-	for _, name := range unseen {
-		v.unseen[name] = true
+	var why error
+	if err != nil && len(named) > 0 {
+		wait, why = downAfter, err
 	}
+	if wait = min(wait, downAfter); wait <= 0 {
+		return // nobody holds them: their grains moved
+	}
+	n.log.Info("cluster: the others hold the grains of failed members this node never saw alive: it serves once the holds end, unless they come back first (Config.KeepMajority)",
+		"failed", slices.Sorted(maps.Keys(unseen)), "in", wait, "why", why)
+	v.unseen = unseen
 	// From the answers, which are older than that by their way here:
 	// the node settles a little longer than they hold, never shorter.
-	v.unseenUntil = answered.Add(held)
+	v.unseenUntil = answered.Add(wait)
 }
 
 // defaultDownAfter is DownAfter's default for a view of the given number

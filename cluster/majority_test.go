@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -669,22 +670,26 @@ func TestANodeNoLongerFencedLearnsOfAMemberItRefused(t *testing.T) {
 	waitFor(t, waitTimeout, "X to learn of the joiner", func() bool { return knowsName(x, n.Name()) })
 }
 
-// TestHeldAnswers: the answer to a starting node's question about the
-// members it did not take in (see queryHeld) says a hold, or that the
-// member cannot say; an answer that is not eight bytes cannot say either,
-// and the node then settles for DownAfter.
-func TestHeldAnswers(t *testing.T) {
-	for _, tc := range []struct {
-		held time.Duration
-		ok   bool
-	}{{0, true}, {1500 * time.Millisecond, true}, {time.Hour, true}, {0, false}} {
-		if held, ok := parseHeldAnswer(heldAnswer(tc.held, tc.ok)); held != tc.held || ok != tc.ok {
-			t.Errorf("answer %v, %t came back as %v, %t", tc.held, tc.ok, held, ok)
+// TestHoldAnswers: a member's answer to a starting node's question (see
+// queryHeld) says whether it can say, and the members whose grains it
+// holds with what is left of each hold; an answer that does not parse is
+// refused, and the node then takes the member for one that cannot say.
+func TestHoldAnswers(t *testing.T) {
+	for _, a := range []holdAnswer{
+		{ok: true},
+		{},
+		{ok: true, holds: map[string]time.Duration{"a": 1500 * time.Millisecond, "node-with-a-longer-name": time.Hour}},
+	} {
+		got, err := decodeHoldAnswer(a.encode())
+		if err != nil || got.ok != a.ok || !maps.Equal(got.holds, a.holds) {
+			t.Errorf("answer %+v came back as %+v, %v", a, got, err)
 		}
 	}
-	for _, b := range [][]byte{nil, {1}, make([]byte, 9)} {
-		if _, ok := parseHeldAnswer(b); ok {
-			t.Errorf("the malformed answer %x says a hold", b)
+	whole := holdAnswer{ok: true, holds: map[string]time.Duration{"abc": time.Second}}.encode()
+	zero := holdAnswer{ok: true, holds: map[string]time.Duration{"abc": 0}}.encode()
+	for _, b := range [][]byte{nil, {2}, whole[:len(whole)-1], whole[:3], append(whole, 0x80), zero, {1, 0, 0, 0, 0, 0, 0, 0, 0, 1}} {
+		if a, err := decodeHoldAnswer(b); !errors.Is(err, errMalformedHoldAnswer) {
+			t.Errorf("the malformed answer %x parsed as %+v, %v", b, a, err)
 		}
 	}
 }

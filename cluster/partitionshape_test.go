@@ -234,6 +234,39 @@ func TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed(t *testing.T) {
 	}
 }
 
+// TestAJoinerThroughASettlingNodeSettlesToo is
+// TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed with a second joiner,
+// e, whose only seed is d, which started after a and b saw c fail: d never
+// took c in, so its list does not name c, and neither does e's view. e
+// must still settle while a and b hold c's grains, as the others tell it,
+// rather than serve those it wins from c, which c, cut off, may serve too.
+func TestAJoinerThroughASettlingNodeSettlesToo(t *testing.T) {
+	t.Parallel()
+	nodes, _, p := partitionedTrio(t, time.Minute)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	p.split(c)
+	waitFor(t, waitTimeout, "a and b to see c failed", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
+	joiner := func(suffix string, seed *Node) *Node {
+		cfg := testConfig(t)
+		cfg.NodeName += suffix
+		cfg.KeepMajority, cfg.DownAfter = true, time.Minute
+		cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+		cfg.Seeds = []string{seed.GossipAddr()}
+		p.configure(&cfg)
+		n := startNode(t, cfg)
+		p.learn(n)
+		return n
+	}
+	d := joiner("-d", a)
+	e := joiner("-e", d)
+	if slices.Contains(e.claim.heardNames(), c.Name()) {
+		t.Fatalf("e's join heard of c from d's list, so the test does not test what it is about")
+	}
+	if !d.Fenced() || !e.Fenced() {
+		t.Errorf("d or e serves (fenced: %t, %t), while a and b hold c's grains and c may serve them", d.Fenced(), e.Fenced())
+	}
+}
+
 // TestAJoinerServesOnceTheMembersHaveDownedTheFailedOne: c crashes, and a
 // and b, with KeepMajority and a DownAfter of a second, down it and take
 // its grains, while serf lists it failed for a day. d starts through a,
