@@ -337,8 +337,11 @@ func (n *Node) settleForUnseen() {
 	if wait = min(wait, downAfter); wait <= 0 {
 		return // nobody holds them: their grains moved
 	}
-	n.log.Info("cluster: the others hold the grains of failed members this node never saw alive: it serves once the holds end, unless they come back first (Config.KeepMajority)",
-		"failed", slices.Sorted(maps.Keys(unseen)), "in", wait, "why", why)
+	attrs := []any{"failed", slices.Sorted(maps.Keys(unseen)), "in", wait}
+	if why != nil {
+		attrs = append(attrs, "why", why) // it settles for DownAfter
+	}
+	n.log.Info("cluster: the others hold the grains of failed members this node never saw alive: it serves once the holds end, unless they come back first (Config.KeepMajority)", attrs...)
 	v.unseen = unseen
 	// From the answers, which are older than that by their way here:
 	// the node settles a little longer than they hold, never shorter.
