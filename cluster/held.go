@@ -25,12 +25,16 @@ import (
 // (they never took it in either), and would otherwise serve its grains at
 // once.
 //
-// It settles for as long as the holds run, not for DownAfter: serf keeps a
-// failed member in its lists for its reconnect timeout, a day by default,
-// long after anyone holds its grains, and a node that settled for
-// DownAfter whenever a list named a failed member served nothing for
-// DownAfter at every start for a day after any member crashed for good,
-// with the grains it won waiting (the others place them on it).
+// It settles for as long as the holds run, not for DownAfter from its
+// start, nor only when its lists name the member: memberlist passes a dead
+// member on in its lists for GossipToTheDeadTime (30 s in the LAN
+// profile), which may end after the holds (DownAfter from when the others
+// saw the failure, 12.9 s for three members by default) or before them (a
+// longer DownAfter). A node that settled for DownAfter whenever a list
+// named a failed member served nothing for up to DownAfter after the holds
+// had ended, with the grains it won waiting (the others place them on
+// it); one that started once the lists had dropped the member did not
+// settle at all while the holds ran.
 //
 // A member that does not answer in time (an older version, say), or cannot
 // say (it is fenced, or its view has one of the members the lists named

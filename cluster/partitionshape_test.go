@@ -269,13 +269,14 @@ func TestAJoinerThroughASettlingNodeSettlesToo(t *testing.T) {
 
 // TestAJoinerServesOnceTheMembersHaveDownedTheFailedOne: c crashes, and a
 // and b, with KeepMajority and a DownAfter of a second, down it and take
-// its grains, while serf lists it failed for a day. d starts through a,
-// with a DownAfter of an hour: its gossip does not take c in, and it asks
-// the others how much longer they hold c's grains. They hold them no
-// longer, so d serves at once, rather than settle for its DownAfter as a
-// start did at any time in the day after a member crashed for good, and
-// places c's grain as they do. If a member cannot say (b runs without
-// KeepMajority here, and does not answer), d settles for its DownAfter.
+// its grains, while their gossip still passes c on in its lists, failed
+// (for memberlist's GossipToTheDeadTime). d starts through a, with a
+// DownAfter of an hour: its gossip does not take c in, and it asks the
+// others how much longer they hold c's grains. They hold them no longer,
+// so d serves at once, rather than settle for its DownAfter as a start
+// whose lists named a failed member did, and places c's grain as they do.
+// If a member cannot say (b runs without KeepMajority here, and does not
+// answer), d settles for its DownAfter.
 func TestAJoinerServesOnceTheMembersHaveDownedTheFailedOne(t *testing.T) {
 	t.Parallel()
 	for _, allAnswer := range []bool{true, false} {
