@@ -197,18 +197,9 @@ func TestAJoinerThroughTheMinorityBeforeItFencedCountsNoMajority(t *testing.T) {
 // passes. Once the network heals, c and d serve again.
 func TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed(t *testing.T) {
 	t.Parallel()
-	nodes, _, p := partitionedTrio(t, time.Minute)
+	nodes, p := trioWithCCutOff(t)
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	p.split(c)
-	waitFor(t, waitTimeout, "a and b to see c failed", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
-	cfg := testConfig(t)
-	cfg.NodeName += "-d"
-	cfg.KeepMajority, cfg.DownAfter = true, time.Minute
-	cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
-	cfg.Seeds = []string{a.GossipAddr()}
-	p.configure(&cfg)
-	d := startNode(t, cfg)
-	p.learn(d)
+	d := keepMajorityJoiner(t, "-d", a, time.Minute, p)
 	all := append(nodes, d)
 	waitConverged(t, []*Node{a, b, d}, 3)
 
@@ -242,23 +233,10 @@ func TestAJoinerHoldsTheGrainsOfAMemberItsSeedHasFailed(t *testing.T) {
 // rather than serve those it wins from c, which c, cut off, may serve too.
 func TestAJoinerThroughASettlingNodeSettlesToo(t *testing.T) {
 	t.Parallel()
-	nodes, _, p := partitionedTrio(t, time.Minute)
-	a, b, c := nodes[0], nodes[1], nodes[2]
-	p.split(c)
-	waitFor(t, waitTimeout, "a and b to see c failed", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
-	joiner := func(suffix string, seed *Node) *Node {
-		cfg := testConfig(t)
-		cfg.NodeName += suffix
-		cfg.KeepMajority, cfg.DownAfter = true, time.Minute
-		cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
-		cfg.Seeds = []string{seed.GossipAddr()}
-		p.configure(&cfg)
-		n := startNode(t, cfg)
-		p.learn(n)
-		return n
-	}
-	d := joiner("-d", a)
-	e := joiner("-e", d)
+	nodes, p := trioWithCCutOff(t)
+	a, c := nodes[0], nodes[2]
+	d := keepMajorityJoiner(t, "-d", a, time.Minute, p)
+	e := keepMajorityJoiner(t, "-e", d, time.Minute, p)
 	if slices.Contains(e.claim.heardNames(), c.Name()) {
 		t.Fatalf("e's join heard of c from d's list, so the test does not test what it is about")
 	}
@@ -299,12 +277,7 @@ func TestAJoinerServesOnceTheMembersHaveDownedTheFailedOne(t *testing.T) {
 				mb, okB := b.Owner(echoKind, id)
 				return okA && okB && ma.Name != c.Name() && mb.Name != c.Name()
 			})
-			cfg := testConfig(t)
-			cfg.NodeName += "-d"
-			cfg.KeepMajority, cfg.DownAfter = true, time.Hour
-			cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
-			cfg.Seeds = []string{a.GossipAddr()}
-			d := startNode(t, cfg)
+			d := keepMajorityJoiner(t, "-d", a, time.Hour, nil)
 			if !slices.Contains(d.claim.heardNames(), c.Name()) {
 				t.Fatalf("d's join did not hear of c, which the test is about")
 			}
@@ -322,6 +295,38 @@ func TestAJoinerServesOnceTheMembersHaveDownedTheFailedOne(t *testing.T) {
 			})
 		})
 	}
+}
+
+// trioWithCCutOff starts a partitionedTrio with a DownAfter of a minute,
+// cuts its third node, c, off from the others, and waits until they see
+// it failed.
+func trioWithCCutOff(t *testing.T) ([]*Node, *partition) {
+	t.Helper()
+	nodes, _, p := partitionedTrio(t, time.Minute)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	p.split(c)
+	waitFor(t, waitTimeout, "a and b to see c failed", func() bool { return aliveCount(a) == 2 && aliveCount(b) == 2 })
+	return nodes, p
+}
+
+// keepMajorityJoiner starts a node with KeepMajority and the given
+// DownAfter, hosting the echo kind, through seed, on p's network unless p
+// is nil.
+func keepMajorityJoiner(t *testing.T, suffix string, seed *Node, downAfter time.Duration, p *partition) *Node {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.NodeName += suffix
+	cfg.KeepMajority, cfg.DownAfter = true, downAfter
+	cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+	cfg.Seeds = []string{seed.GossipAddr()}
+	if p != nil {
+		p.configure(&cfg)
+	}
+	n := startNode(t, cfg)
+	if p != nil {
+		p.learn(n)
+	}
+	return n
 }
 
 // TestAHealWithinDownAfterMovesNoGrain cuts c off from a and b, with
