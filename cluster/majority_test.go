@@ -693,3 +693,34 @@ func TestHoldAnswers(t *testing.T) {
 		}
 	}
 }
+
+// TestAMemberSaysWhatItHolds: a member's answer to a starting node names
+// the members whose grains it holds, with what is left of each hold, and
+// leaves out holds that ended; it cannot say while it is fenced, nor of a
+// member asked about that its view has alive. A member that has not voted
+// yet holds nothing.
+func TestAMemberSaysWhatItHolds(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) { cfg.KeepMajority = true })
+	a, b := nodes[0], nodes[1]
+	holdViews(t, a) // no vote replaces the holds the test sets
+	now := time.Now()
+	for _, tc := range []struct {
+		name  string
+		holds *holdTimes
+		asked []string
+		want  holdAnswer
+	}{
+		{"not voted yet", nil, []string{"x"}, holdAnswer{ok: true}},
+		{"holds, one ended", &holdTimes{until: map[string]time.Time{"x": now.Add(time.Minute), "y": now.Add(-time.Second), "z": {}}}, []string{"x", "w"},
+			holdAnswer{ok: true, holds: map[string]time.Duration{"x": time.Minute}}},
+		{"fenced", &holdTimes{fenced: true}, []string{"x"}, holdAnswer{}},
+		{"asked of a member its view has alive", &holdTimes{}, []string{b.Name()}, holdAnswer{}},
+	} {
+		a.majority.holds.Store(tc.holds)
+		got := a.heldAnswer(tc.asked, now)
+		if got.ok != tc.want.ok || !maps.Equal(got.holds, tc.want.holds) {
+			t.Errorf("%s: answered %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
