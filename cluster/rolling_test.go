@@ -454,11 +454,18 @@ func (rc *rollingCluster) startAgain(t *testing.T, load *rollingLoad, i int) {
 // start's activations of FlushManual grains waited out the hand-off's
 // bound, 10 s, and went on without the release.
 //
-// Each variant runs for two to six seconds per store under -race, one
-// round in the package's run; ROLLING_ROUNDS=n restarts every member n
-// times, for a soak:
+// The variants "keeping a majority" run the same restarts with
+// KeepMajority on every node, and no partition: each start then asks the
+// others what they hold (Node.settleForUnseen), and a crashed member's
+// grains are held for DownAfter unless its new start comes first, which
+// must not keep that start from serving its own grains.
 //
-//	ROLLING_ROUNDS=5 go test -race -run TestGrainStateThroughARollingRestart ./cluster
+// Each variant runs for two to six seconds per store under -race, one
+// round in the package's run, the variants keeping a majority on the
+// memstore only; ROLLING_ROUNDS=n restarts every member n times, for a
+// soak, and ROLLING_PARTITION=1 runs those variants on every store too:
+//
+//	ROLLING_ROUNDS=5 ROLLING_PARTITION=1 go test -race -run TestGrainStateThroughARollingRestart ./cluster
 //
 // Its soaks also met a stale serf leave that kept a restarted member
 // leaving for good (TestAStaleGossipLeaveDoesNotMoveAMembersGrains), and
@@ -477,28 +484,44 @@ func TestGrainStateThroughARollingRestart(t *testing.T) {
 			t.Fatalf("ROLLING_ROUNDS: %v", err)
 		}
 	}
-	for _, sameAddrs := range []bool{false, true} {
-		for _, crash := range []bool{false, true} {
-			name := "graceful"
-			if crash {
-				name = "one_crashed"
+	for _, keepMajority := range []bool{false, true} {
+		for _, sameAddrs := range []bool{false, true} {
+			for _, crash := range []bool{false, true} {
+				name := "graceful"
+				if crash {
+					name = "one_crashed"
+				}
+				if sameAddrs {
+					name += "_at_the_same_addresses"
+				}
+				stores := eachStore
+				if keepMajority {
+					name += "_keeping_a_majority"
+					if os.Getenv("ROLLING_PARTITION") == "" {
+						stores = onMemstore
+					}
+				}
+				t.Run(name, func(t *testing.T) {
+					stores(t, func(t *testing.T, store storage.Store) {
+						rollingRestart(t, store, crash, sameAddrs, keepMajority, rounds)
+					})
+				})
 			}
-			if sameAddrs {
-				name += "_at_the_same_addresses"
-			}
-			t.Run(name, func(t *testing.T) {
-				eachStore(t, func(t *testing.T, store storage.Store) { rollingRestart(t, store, crash, sameAddrs, rounds) })
-			})
 		}
 	}
 }
 
 // rollingRestart is TestGrainStateThroughARollingRestart over store, with
-// the middle member crashed in the first round if crash, and every member
-// restarted at its previous start's addresses if sameAddrs.
-func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs bool, rounds int) {
+// the middle member crashed in the first round if crash, every member
+// restarted at its previous start's addresses if sameAddrs, and every
+// node with KeepMajority if keepMajority.
+func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs, keepMajority bool, rounds int) {
 	const members, callers, grains, between = 3, 2, 150, 300
-	rc := startRollingCluster(t, store, members, sameAddrs, nil)
+	var p *partition // never cut: it only configures KeepMajority
+	if keepMajority {
+		p = newPartition()
+	}
+	rc := startRollingCluster(t, store, members, sameAddrs, p)
 	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
 	load.progress(t, "deposits before the restarts", between)
 	var crashed []*bank
