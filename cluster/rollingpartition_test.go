@@ -25,6 +25,10 @@ import (
 //   - a member crashes while another one is mid-restart (its Shutdown
 //     done, its new start not yet started); the two alive of the three
 //     counted keep the majority; then both start again.
+//   - a member is cut off and, once the others see it failed, another
+//     crashes and starts again at once: its new start never saw the cut
+//     member alive, and settles while the others hold the cut member's
+//     grains (Node.settleForUnseen), with its own grains waiting for it.
 //
 // KeepMajority promises that a fenced minority runs no grain, and that
 // the majority takes a failed member's grains only after DownAfter, once
@@ -72,6 +76,13 @@ func TestGrainStateThroughAPartitionAndASecondFailure(t *testing.T) {
 			return
 		}
 		eachStore(t, crashDuringARestart)
+	})
+	t.Run("a_member_crashed_and_restarted_while_another_is_cut_off", func(t *testing.T) {
+		if os.Getenv("ROLLING_PARTITION") == "" {
+			onMemstore(t, crashWhileCutOff)
+			return
+		}
+		eachStore(t, crashWhileCutOff)
 	})
 }
 
@@ -151,6 +162,40 @@ func crashDuringARestart(t *testing.T, store storage.Store) {
 	awaitNewStart(t, rc.all(), rc.members[1])
 	waitConverged(t, rc.all(), members+1)
 	load.reachAll(t, "deposits on every grain after the crashed member's restart")
+	load.finish()
+	rc.verify(t, store, load, crashed)
+}
+
+// crashWhileCutOff is TestGrainStateThroughAPartitionAndASecondFailure's
+// crash during a partition over store: once the others see a cut-off
+// member failed, another member crashes and its new start comes at once,
+// while the others still hold the cut member's grains. The new start
+// never saw the cut member alive: it asks the others what they hold, and
+// settles until their holds end, while its own grains, which the others
+// no longer hold for its crashed start, wait for it.
+func crashWhileCutOff(t *testing.T, store storage.Store) {
+	const members, callers, grains, between = 3, 2, 150, 300
+	p := newPartition()
+	rc := startRollingCluster(t, store, members, false, p)
+	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
+	load.reachAll(t, "deposits on every grain before the partition")
+
+	cut := rc.members[2]
+	others := func() []*Node { return slices.DeleteFunc(rc.all(), func(n *Node) bool { return n == cut }) }
+	p.split(cut)
+	waitConverged(t, others(), members)
+	crashed := rc.stop(t, 0, true)
+	rc.startAgain(t, load, 0)
+	awaitNewStart(t, others(), rc.members[0])
+	waitConverged(t, others(), members)
+	load.progress(t, fmt.Sprintf("deposits after %s's crash and new start, %s cut off", rc.members[0].Name(), cut.Name()), between)
+	waitFor(t, 2*load.patience, "the cut member to fence itself", cut.Fenced)
+	load.reachAll(t, "deposits on every grain once the others took the cut member's")
+
+	p.heal()
+	waitFor(t, waitTimeout, "the cut member to serve again", func() bool { return !cut.Fenced() })
+	waitConverged(t, rc.all(), members+1)
+	load.reachAll(t, "deposits on every grain after the partition healed")
 	load.finish()
 	rc.verify(t, store, load, crashed)
 }
