@@ -349,9 +349,12 @@ type activations struct {
 	looks atomic.Int64
 
 	// held counts the activations in the table; trimNow wakes the node's
-	// sweep when that passes Config.MaxActivations (see admit and trim).
+	// sweep when that passes Config.MaxActivations (see admit and trim),
+	// and heapNow after each garbage collection, with
+	// Config.MaxHeapBytes (see shed).
 	held    atomic.Int64
 	trimNow chan struct{}
+	heapNow chan struct{}
 }
 
 // How grains are deactivated in the background (see startDeactivations).
@@ -376,7 +379,7 @@ type actShard struct {
 
 func newActivations(n *Node) *activations {
 	epoch := time.Now()
-	t := &activations{n: n, clock: func() time.Duration { return time.Since(epoch) }, trimNow: make(chan struct{}, 1)}
+	t := &activations{n: n, clock: func() time.Duration { return time.Since(epoch) }, trimNow: make(chan struct{}, 1), heapNow: make(chan struct{}, 1)}
 	if n != nil && n.cfg.clock != nil {
 		t.clock = n.cfg.clock
 	}

@@ -259,6 +259,28 @@ type Config struct {
 	// arrive while a trim's grains passivate. Zero (the default) means no
 	// limit.
 	ActivationLimit int
+	// MaxHeapBytes is the live heap of the process, in bytes, over which
+	// the node passivates its least recently used idle grains early, as
+	// MaxActivations does for a count of grains: a node whose grains hold
+	// large states, or whose process holds more than grains, can keep
+	// memory in bounds without a count to guess. The live heap is what
+	// the last garbage collection marked live (/gc/heap/live:bytes of
+	// runtime/metrics), so the node looks after each collection: when it
+	// is over, it asks as many idle grains to passivate as bring the
+	// activations down in proportion to nine tenths of MaxHeapBytes (the
+	// heap's bytes per activation times the activations, which errs high
+	// when the heap holds more than grains: the look after the next
+	// collection asks again). The grains MaxActivations leaves be stay
+	// here too, and the passivations are those of idle grains: what a
+	// grain buffered is committed first. Stats.HeapPassivations counts
+	// the grains asked, and the log has a line for each look that asked
+	// some. The heap is the process's: each node in it with MaxHeapBytes
+	// looks, so give it to one node per process, or each its share of
+	// the figure. It is not GOMEMLIMIT, which has the collector work
+	// harder as the heap nears it, and frees no grain; the two go
+	// together, MaxHeapBytes below the memory limit. Zero (the default)
+	// means no limit.
+	MaxHeapBytes int
 
 	// PassivationInterval is how often the node looks for idle activations
 	// to passivate. An activation lives between its kind's IdleTimeout and
@@ -376,6 +398,10 @@ type Config struct {
 	// MaxActivations (see Node.sweep), so that a test that calls
 	// activations.trim itself knows what it asked.
 	manualTrims bool
+	// liveHeap, when set, replaces the node's reading of the live heap
+	// for MaxHeapBytes (see Node.liveHeap), so that a test says what the
+	// collections find.
+	liveHeap func() uint64
 	// forwarding, when set, runs before each forward of a one-way message
 	// (see Node.sendForwarded), so that a test can hold one.
 	forwarding func()
@@ -538,6 +564,9 @@ func (c *Config) validate() error {
 	}
 	if c.ActivationLimit < 0 {
 		return fmt.Errorf("cluster: Config.ActivationLimit %d is negative; zero means no limit", c.ActivationLimit)
+	}
+	if c.MaxHeapBytes < 0 {
+		return fmt.Errorf("cluster: Config.MaxHeapBytes %d is negative; zero means no limit", c.MaxHeapBytes)
 	}
 	if c.ActivationLimit > 0 && c.ActivationLimit < c.MaxActivations {
 		return fmt.Errorf("cluster: Config.ActivationLimit %d is below Config.MaxActivations %d", c.ActivationLimit, c.MaxActivations)

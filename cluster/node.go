@@ -124,13 +124,21 @@ type Node struct {
 	overflow   lineASecond
 	// kept counts the passivations held back by a failed commit (see
 	// keptIdle); crowded the trims that found too few idle grains to
-	// bring the node under Config.MaxActivations (see crowdedNode).
+	// bring the node under Config.MaxActivations, or in proportion under
+	// MaxHeapBytes (see crowdedNode).
 	kept    lineASecond
 	crowded lineASecond
 	// full counts the activations refused past Config.ActivationLimit
 	// (see activationsFull), for the log; refusedActivations for Stats.
 	full               lineASecond
 	refusedActivations atomic.Uint64
+	// heap reads the live heap for Config.MaxHeapBytes, nil without it;
+	// heapPassivations counts the grains it had the node ask to
+	// passivate, for Stats, and shedding the looks that asked, for the
+	// log (see activations.shed).
+	heap             *heapWatch
+	heapPassivations atomic.Uint64
+	shedding         lineASecond
 	// drops counts the one-way messages from peers it could not deliver;
 	// laned those waiting in the streams' lanes, by grain.
 	drops dropLog
@@ -256,10 +264,16 @@ func (n *Node) start(ctx context.Context) error {
 	n.gossip = gossipAddr(ln.Addr, ln.Port)
 	self := n.gossip
 	n.claim.self.Store(&self)
+	if n.cfg.MaxHeapBytes > 0 {
+		n.heap = newHeapWatch() // before the sweep, which reads it
+	}
 	n.loops.Add(3)
 	go n.drainEvents()
 	go n.watchMembership()
 	go n.sweep()
+	if n.heap != nil {
+		n.watchCollections()
+	}
 	if n.majority != nil {
 		n.loops.Add(1)
 		go n.advertiseFence()
@@ -819,7 +833,9 @@ func (n *Node) logChanges(old, p *placement) {
 // dropLog), every PassivationInterval: one ticker per node, not one timer
 // per grain. It trims the activations when there are more than
 // Config.MaxActivations (see activations.trim): at each tick, and between
-// them when an activation passes the limit.
+// them when an activation passes the limit; and with Config.MaxHeapBytes,
+// after each garbage collection that found the heap over it (see
+// activations.shed).
 func (n *Node) sweep() {
 	defer n.loops.Done()
 	tick := time.NewTicker(n.cfg.PassivationInterval)
@@ -836,26 +852,50 @@ func (n *Node) sweep() {
 			n.logOverflow()
 			n.logKept()
 			n.logCrowded()
+			n.logShedding()
 			n.logFull()
 			n.logDrops()
 		case <-n.acts.trimNow:
 			if n.cfg.manualTrims {
 				break
 			}
-			began := time.Now()
-			n.acts.trim()
-			// A trim looks at every activation. While activations keep
-			// coming past the limit, the next one waits nine times as long
-			// as this one took: trims take a tenth of a core at most.
-			select {
-			case <-time.After(9 * time.Since(began)):
-			case <-n.stop:
+			if !n.paced(func() { n.acts.trim() }) {
+				return
+			}
+		case <-n.acts.heapNow:
+			if !n.paced(func() { n.acts.shed(n.liveHeap()) }) {
 				return
 			}
 		case <-n.stop:
 			return
 		}
 	}
+}
+
+// paced runs trim, which looks at every activation, and then waits nine
+// times as long as it took, so that trims take a tenth of a core at most
+// while activations keep coming past a limit, or collections keep finding
+// the heap over Config.MaxHeapBytes. It reports false if the node stopped
+// meanwhile.
+func (n *Node) paced(trim func()) bool {
+	began := time.Now()
+	trim()
+	select {
+	case <-time.After(9 * time.Since(began)):
+		return true
+	case <-n.stop:
+		return false
+	}
+}
+
+// liveHeap returns the bytes the last garbage collection marked live, for
+// Config.MaxHeapBytes (see heapWatch), or what a test says they are. The
+// sweep alone calls it.
+func (n *Node) liveHeap() uint64 {
+	if n.cfg.liveHeap != nil {
+		return n.cfg.liveHeap()
+	}
+	return n.heap.live()
 }
 
 // Name returns the node's name.

@@ -119,7 +119,8 @@ func (n *Node) logTaken(l *lineASecond, msg, key string, args ...any) {
 
 // crowdedNode notes a trim that found too few idle grains to bring the
 // node's activations (held) under Config.MaxActivations, or under
-// ActivationLimit; counted in Node.crowded.
+// ActivationLimit, or down to what Config.MaxHeapBytes asked (see shed);
+// counted in Node.crowded.
 func (n *Node) crowdedNode(held, idle int) {
 	if n.crowded.note() {
 		n.logCrowded("activations", held, "idle", idle)
@@ -129,8 +130,8 @@ func (n *Node) crowdedNode(held, idle int) {
 // logCrowded logs the trims that fell short not logged yet, if any, with
 // args.
 func (n *Node) logCrowded(args ...any) {
-	n.logTaken(&n.crowded, "cluster: the node holds more activations than Config.MaxActivations, or ActivationLimit's, and too few of them are idle to passivate; the others are busy, activating, kept by a commit that committed nothing, or of kinds that never passivate",
-		"trims", append(args, "max", n.cfg.MaxActivations, "limit", n.cfg.ActivationLimit)...)
+	n.logTaken(&n.crowded, "cluster: the node holds more activations than Config.MaxActivations, ActivationLimit's or MaxHeapBytes' trims aim at, and too few of them are idle to passivate; the others are busy, activating, kept by a commit that committed nothing, or of kinds that never passivate",
+		"trims", append(args, "max", n.cfg.MaxActivations, "limit", n.cfg.ActivationLimit, "maxHeapBytes", n.cfg.MaxHeapBytes)...)
 }
 
 // activationsFull counts and returns the refusal of an activation of

@@ -38,6 +38,11 @@ type Stats struct {
 	// RefusedActivations counts the activations the node refused since it
 	// started, past Config.ActivationLimit, each with what needed it.
 	RefusedActivations uint64
+	// HeapPassivations counts the grains the node asked to passivate
+	// early since it started because the process's live heap was over
+	// Config.MaxHeapBytes (a grain used meanwhile stays, and is counted
+	// all the same).
+	HeapPassivations uint64
 	// Kinds breaks Activations, Calls and QueuedOneWay down by grain kind,
 	// to tell which kind falls behind: an entry for every kind the node
 	// hosts (Config.Kinds), zero while none of its grains is active. The
@@ -67,6 +72,7 @@ func (n *Node) Stats() Stats {
 		DroppedOneWay:      n.dropped.Load(),
 		Refused:            n.refused.Load(),
 		RefusedActivations: n.refusedActivations.Load(),
+		HeapPassivations:   n.heapPassivations.Load(),
 		Kinds:              make(map[string]KindStats, len(n.kinds)),
 	}
 	for name := range n.kinds {

@@ -99,6 +99,10 @@ const (
 	// refused past Config.ActivationLimit since it started
 	// (Stats.RefusedActivations), a monotonic sum.
 	MetricActivationsRefused = "protograin.grain.activations.refused"
+	// MetricHeapPassivations is the number of grains the node asked to
+	// passivate early since it started, for a live heap over
+	// Config.MaxHeapBytes (Stats.HeapPassivations), a monotonic sum.
+	MetricHeapPassivations = "protograin.grain.passivations.heap"
 )
 
 // AttributeNode is the attribute that carries the node's name on every
@@ -146,6 +150,7 @@ func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registrati
 	dropped := counter(MetricOneWayDropped, "{message}", "One-way messages from peers the node dropped since it started: for a full mailbox or forward queue, or undeliverable.")
 	refused := counter(MetricRefused, "{message}", "Calls and one-way messages the node's grains turned away with ErrMailboxFull since it started.")
 	refusedActivations := counter(MetricActivationsRefused, "{activation}", "Activations the node refused past Config.ActivationLimit since it started.")
+	heapPassivations := counter(MetricHeapPassivations, "{activation}", "Grains the node asked to passivate early since it started, for a live heap over Config.MaxHeapBytes.")
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("otelcluster: create the instruments: %w", err)
 	}
@@ -167,8 +172,9 @@ func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registrati
 		o.ObserveInt64(dropped, int64(s.DroppedOneWay), node)
 		o.ObserveInt64(refused, int64(s.Refused), node)
 		o.ObserveInt64(refusedActivations, int64(s.RefusedActivations), node)
+		o.ObserveInt64(heapPassivations, int64(s.HeapPassivations), node)
 		return nil
-	}, activations, calls, queued, forwarding, dropped, refused, refusedActivations)
+	}, activations, calls, queued, forwarding, dropped, refused, refusedActivations, heapPassivations)
 	if err != nil {
 		return nil, fmt.Errorf("otelcluster: register the stats callback: %w", err)
 	}

@@ -167,8 +167,10 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 		otelcluster.MetricRefused:          int64(st.Refused),
 
 		otelcluster.MetricActivationsRefused: int64(st.RefusedActivations),
+		otelcluster.MetricHeapPassivations:   int64(st.HeapPassivations),
 	}
-	monotonic := map[string]bool{otelcluster.MetricOneWayDropped: true, otelcluster.MetricRefused: true, otelcluster.MetricActivationsRefused: true}
+	monotonic := map[string]bool{otelcluster.MetricOneWayDropped: true, otelcluster.MetricRefused: true,
+		otelcluster.MetricActivationsRefused: true, otelcluster.MetricHeapPassivations: true}
 	for name, sum := range got {
 		if sum.IsMonotonic != monotonic[name] {
 			t.Errorf("%s: monotonic %v, want %v", name, sum.IsMonotonic, monotonic[name])

@@ -1,0 +1,196 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+)
+
+// collect runs garbage collections until done reports true, for the
+// node's look at the heap after one (see Node.watchCollections), or fails
+// the test after waitTimeout.
+func collect(t *testing.T, what string, done func() bool) {
+	t.Helper()
+	waitFor(t, waitTimeout, what, func() bool {
+		runtime.GC()
+		return done()
+	})
+}
+
+// touchSink activates the sink grain id with a call that returns at once.
+func touchSink(t *testing.T, n *Node, id string) {
+	t.Helper()
+	call := holdCall(id, 1)
+	call.NewResponse = func() proto.Message { return new(emptypb.Empty) }
+	if _, err := n.Invoke(context.Background(), call); err != nil {
+		t.Fatalf("a call to %s: %v", id, err)
+	}
+}
+
+// heapOnce is a live heap that a test sets for the node's next look at it
+// alone: the looks after read nothing over the limit, whatever collections
+// the test's own allocations bring.
+type heapOnce struct {
+	next  atomic.Uint64
+	looks atomic.Int64
+}
+
+func (h *heapOnce) configure(cfg *Config, max int) {
+	cfg.MaxHeapBytes = max
+	cfg.liveHeap = func() uint64 {
+		h.looks.Add(1)
+		return h.next.Swap(0)
+	}
+}
+
+// TestMaxHeapBytesPassivatesInProportion: after a garbage collection that
+// finds the live heap over Config.MaxHeapBytes, the node asks its least
+// recently used idle grains to passivate, as many as bring its
+// activations down in proportion to nine tenths of the limit, committing
+// what they buffered as a passivation does; the others stay. A look that
+// finds the heap under the limit asks nothing.
+func TestMaxHeapBytesPassivatesInProportion(t *testing.T) {
+	store := hookedMemstore(t)
+	sw := &sweeper{}
+	heap := &heapOnce{}
+	logs := map[string]*logLines{}
+	nodes, banks := bankCluster(t, 1, store, time.Hour, withLogs(logs, false, func(cfg *Config) {
+		sw.configure(cfg)
+		heap.configure(cfg, 1000)
+	}))
+	n, b := nodes[0], banks[nodes[0].Name()]
+	sw.n = n
+	old := []string{"old-0", "old-1", "old-2"}
+	for _, id := range old {
+		deposit(t, n, manualKind, id, 1)
+	}
+	sw.at(t, time.Second, 0) // notes their use at 1s
+	var recent []string
+	for i := range 7 {
+		id := fmt.Sprintf("recent-%d", i)
+		recent = append(recent, id)
+		deposit(t, n, manualKind, id, 1)
+	}
+	sw.at(t, 2*time.Second, 0) // at 2s
+	sw.now.Store(int64(3 * time.Second))
+
+	// Ten grains in 1250 bytes: nine tenths of the limit holds 7.2 of
+	// them, so the three used least recently go.
+	heap.next.Store(1250)
+	collect(t, "the look after a collection to ask the least recently used grains to passivate", func() bool {
+		return n.Stats().HeapPassivations == 3
+	})
+	waitFor(t, waitTimeout, "their passivations", func() bool { return n.acts.count() == 7 })
+	for _, id := range old {
+		if n.acts.peek(actKey{manualKind, id}) != nil {
+			t.Errorf("%s, used least recently, is still active", id)
+		}
+		if runs := b.count(id, hookDeactivate); runs != 1 {
+			t.Errorf("OnDeactivate of %s ran %d times, want once", id, runs)
+		}
+		if got := storedBalance(t, store.Store, manualKind, id); got != 1 {
+			t.Errorf("stored balance of %s: %d, want the acknowledged 1, committed at its passivation", id, got)
+		}
+	}
+	for _, id := range recent {
+		if n.acts.peek(actKey{manualKind, id}) == nil {
+			t.Errorf("%s, used since, was passivated", id)
+		}
+	}
+	if got := logs[n.Name()].count("the live heap was over Config.MaxHeapBytes", "live=1250", "activations=10", "asked=3", "max=1000"); got != 1 {
+		t.Errorf("the look was logged %d times, want once", got)
+	}
+
+	// Looks that find the heap under the limit ask nothing.
+	looks := heap.looks.Load()
+	collect(t, "two more looks", func() bool { return heap.looks.Load() >= looks+2 })
+	if got, passivations := n.acts.count(), n.Stats().HeapPassivations; got != 7 || passivations != 3 {
+		t.Errorf("after looks under the limit: %d activations, %d passivations for the heap; want 7 and 3", got, passivations)
+	}
+
+	// A passivated grain comes back with its state.
+	if got := deposit(t, n, manualKind, "old-0", 1); got != 2 {
+		t.Errorf("old-0's balance after a deposit on its new activation: %d, want 2", got)
+	}
+}
+
+// TestMaxHeapBytesLeavesBusyGrains: a grain in a call is not passivated
+// for the heap, however far over Config.MaxHeapBytes it is; the shortfall
+// is logged as a trim's is. Idle ones go.
+func TestMaxHeapBytesLeavesBusyGrains(t *testing.T) {
+	heap := &heapOnce{}
+	s := newSink()
+	logs := map[string]*logLines{}
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newSinkKind(s)} },
+		withLogs(logs, false, func(cfg *Config) { heap.configure(cfg, 1000) }))
+	t.Cleanup(s.releaseHeld) // before the node closes, which waits for the turns
+	n := nodes[0]
+	release := holdInCalls(t, n, s, "busy-0", "busy-1")
+	for _, id := range []string{"idle-0", "idle-1"} {
+		touchSink(t, n, id)
+	}
+
+	heap.next.Store(1 << 40)
+	collect(t, "the look to ask the idle grains to passivate", func() bool { return n.Stats().HeapPassivations == 2 })
+	waitFor(t, waitTimeout, "their passivations", func() bool { return n.acts.count() == 2 })
+	for _, id := range []string{"busy-0", "busy-1"} {
+		if n.acts.peek(actKey{sinkKind, id}) == nil {
+			t.Errorf("%s, in a call, was passivated", id)
+		}
+	}
+	if got := logs[n.Name()].count("more activations than Config.MaxActivations", "activations=4", "idle=2", "maxHeapBytes=1000"); got != 1 {
+		t.Errorf("the shortfall was logged %d times, want once", got)
+	}
+	release()
+}
+
+// TestMaxHeapBytesOnTheRealHeap: with Config.MaxHeapBytes under any heap
+// a process has, the node reads the runtime's figure after each
+// collection and passivates every idle grain; a grain in a call stays.
+func TestMaxHeapBytesOnTheRealHeap(t *testing.T) {
+	s := newSink()
+	nodes := startCluster(t, 1, func(string) []*Kind { return []*Kind{newSinkKind(s)} },
+		func(cfg *Config) { cfg.MaxHeapBytes = 1 })
+	t.Cleanup(s.releaseHeld)
+	n := nodes[0]
+	release := holdInCalls(t, n, s, "busy")
+	const idle = 20
+	for i := range idle {
+		touchSink(t, n, fmt.Sprintf("idle-%d", i))
+	}
+	collect(t, "every idle grain to be passivated", func() bool { return n.acts.count() == 1 })
+	if got := n.Stats().HeapPassivations; got < idle {
+		t.Errorf("Stats.HeapPassivations is %d, want at least the %d idle grains", got, idle)
+	}
+	if n.acts.peek(actKey{sinkKind, "busy"}) == nil {
+		t.Error("the grain in a call was passivated")
+	}
+	release()
+}
+
+// TestAClosedNodeEndsItsWatchOfCollections: once a node with
+// Config.MaxHeapBytes has closed, the chain of cleanups that tells it of
+// collections ends, and lets it go: the node is collected.
+func TestAClosedNodeEndsItsWatchOfCollections(t *testing.T) {
+	heap := &heapOnce{}
+	cfg := testConfig(t)
+	heap.configure(&cfg, 1000)
+	n, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	collect(t, "a look", func() bool { return heap.looks.Load() > 0 })
+	if err := n.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	gone := make(chan struct{})
+	runtime.AddCleanup(n, func(gone chan struct{}) { close(gone) }, gone)
+	n = nil
+	collect(t, "the closed node to be collected", func() bool { return isDone(gone) })
+}
