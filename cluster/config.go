@@ -398,6 +398,11 @@ type Config struct {
 	// MaxActivations (see Node.sweep), so that a test that calls
 	// activations.trim itself knows what it asked.
 	manualTrims bool
+	// queryResponseLimit, when set, replaces serf's limit on the size of
+	// a query's response (QueryResponseSizeLimit), so that a test can
+	// have a few holds fill an answer to a starting node (see
+	// holdAnswer.encode).
+	queryResponseLimit int
 	// liveHeap, when set, replaces the node's reading of the live heap
 	// for MaxHeapBytes (see Node.liveHeap), so that a test says what the
 	// collections find.

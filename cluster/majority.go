@@ -114,6 +114,11 @@ type majority struct {
 	// first. nil once they did, or the time passed.
 	unseen      map[string]bool
 	unseenUntil time.Time
+	// unlisted is when a starting node stops settling for the holds the
+	// answers to its question bounded without naming them (see
+	// holdAnswer.rest): no view tells when those members come back. Zero
+	// if there were none.
+	unlisted time.Time
 	// holds is what the last vote held, for the queries of starting nodes
 	// (see holdTimes), which read it without Node.refreshMu.
 	holds atomic.Pointer[holdTimes]
@@ -146,6 +151,15 @@ type verdict struct {
 	// recheck is when the next held member is due to be downed, or the
 	// node to have settled; zero if none is.
 	recheck time.Duration
+}
+
+// settleFor has the node settle: fenced for left more, at least, with a
+// recheck then.
+func (out *verdict) settleFor(left time.Duration) {
+	out.fenced, out.settling = true, true
+	if out.recheck == 0 || left < out.recheck {
+		out.recheck = left
+	}
 }
 
 // vote judges view members at now, downs the members due if the node is
@@ -223,10 +237,12 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 	if left := v.unseenUntil.Sub(now); len(v.unseen) == 0 || left <= 0 {
 		v.unseen = nil
 	} else if !noMajority {
-		out.fenced, out.settling = true, true
-		if out.recheck == 0 || left < out.recheck {
-			out.recheck = left
-		}
+		out.settleFor(left)
+	}
+	if left := v.unlisted.Sub(now); left <= 0 {
+		v.unlisted = time.Time{}
+	} else if !noMajority {
+		out.settleFor(left)
 	}
 	for _, m := range held {
 		out.held = append(out.held, m.Name)
@@ -275,6 +291,7 @@ func (v *majority) publish(fenced bool, downAfter time.Duration) {
 		for name := range v.unseen {
 			later(name, v.unseenUntil)
 		}
+		h.unlisted = v.unlisted
 	}
 	v.holds.Store(h)
 }
@@ -293,9 +310,10 @@ func (v *majority) publish(fenced bool, downAfter time.Duration) {
 // DownAfter if the lists it merged as it joined named failed members and
 // not every member said what it holds (long enough for a member that
 // failed before it to have stood down); unless they all come into its
-// view first (back alive, as a partition heals). Its vote does not count
-// them: its view does not have them. Called from Start, before the node's
-// first view.
+// view first (back alive, as a partition heals). The holds an answer
+// bounded without naming them (holdAnswer.rest) it settles for whoever
+// comes back. Its vote does not count them: its view does not have them.
+// Called from Start, before the node's first view.
 func (n *Node) settleForUnseen() {
 	known := make(map[string]bool)
 	for _, m := range n.serf.Members() {
@@ -308,7 +326,7 @@ func (n *Node) settleForUnseen() {
 		}
 	}
 	slices.Sort(named)
-	holds, err := n.askHeld(named)
+	holds, rest, err := n.askHeld(named)
 	answered := time.Now()
 	n.refreshMu.Lock()
 	defer n.refreshMu.Unlock()
@@ -334,18 +352,29 @@ func (n *Node) settleForUnseen() {
 	if err != nil && len(named) > 0 {
 		wait, why = downAfter, err
 	}
-	if wait = min(wait, downAfter); wait <= 0 {
+	wait, rest = min(wait, downAfter), min(rest, downAfter)
+	if wait <= 0 && rest <= 0 {
 		return // nobody holds them: their grains moved
 	}
 	attrs := []any{"failed", slices.Sorted(maps.Keys(unseen)), "in", wait}
+	if rest > 0 {
+		// Holds the answers had no room to name: the node settles for
+		// their bound whoever comes back (see holdAnswer.rest).
+		attrs = append(attrs, "unnamedIn", rest)
+	}
 	if why != nil {
 		attrs = append(attrs, "why", why) // it settles for DownAfter
 	}
 	n.log.Info("cluster: the others hold the grains of failed members this node never saw alive: it serves once the holds end, unless they come back first (Config.KeepMajority)", attrs...)
-	v.unseen = unseen
 	// From the answers, which are older than that by their way here:
 	// the node settles a little longer than they hold, never shorter.
-	v.unseenUntil = answered.Add(wait)
+	if wait > 0 {
+		v.unseen = unseen
+		v.unseenUntil = answered.Add(wait)
+	}
+	if rest > 0 {
+		v.unlisted = answered.Add(rest)
+	}
 }
 
 // defaultDownAfter is DownAfter's default for a view of the given number

@@ -173,6 +173,47 @@ func TestALeaverSeenFailedDoesNotCountOnceItsStreamsEnd(t *testing.T) {
 	}
 }
 
+// TestAStartSettlesForUnnamedHoldsWhoeverComesBack: a starting node that
+// settles for holds the answers named settles no longer once those
+// members are in its view; for holds they bounded without names it
+// settles until the bound, whoever is in its view, and it passes the bound
+// on in its own answers meanwhile.
+func TestAStartSettlesForUnnamedHoldsWhoeverComesBack(t *testing.T) {
+	start := time.Unix(100, 0)
+	for _, tc := range []struct {
+		name    string
+		unnamed bool
+		fenced  bool // at start+30s, with x back in the view
+	}{
+		{"named", false, false},
+		{"unnamed too", true, true},
+	} {
+		v := newMajority(time.Minute, nil)
+		v.unseen, v.unseenUntil = map[string]bool{"x": true}, start.Add(time.Minute)
+		if tc.unnamed {
+			v.unlisted = start.Add(time.Minute)
+		}
+		if got := v.vote(view(t, "a:alive", "b:alive"), start, nobodyLeaving); !got.fenced || !got.settling {
+			t.Errorf("%s: at the start, fenced %t and settling %t, want both", tc.name, got.fenced, got.settling)
+		}
+		got := v.vote(view(t, "a:alive", "b:alive", "x:alive"), start.Add(30*time.Second), nobodyLeaving)
+		if got.fenced != tc.fenced {
+			t.Errorf("%s: with x back, fenced %t, want %t", tc.name, got.fenced, tc.fenced)
+		}
+		if tc.unnamed {
+			if got.recheck != 30*time.Second {
+				t.Errorf("%s: recheck in %v, want when the bound ends, in 30s", tc.name, got.recheck)
+			}
+			if h := v.holds.Load(); !h.unlisted.Equal(start.Add(time.Minute)) {
+				t.Errorf("%s: published the unnamed bound as %v, want %v", tc.name, h.unlisted, start.Add(time.Minute))
+			}
+			if got := v.vote(view(t, "a:alive", "b:alive", "x:alive"), start.Add(time.Minute), nobodyLeaving); got.fenced {
+				t.Errorf("%s: still settling once the bound ended", tc.name)
+			}
+		}
+	}
+}
+
 // TestDefaultDownAfter checks DownAfter's default: the name claim's
 // patience plus half of the members probed at Lifeguard's slowest rate.
 func TestDefaultDownAfter(t *testing.T) {
@@ -671,26 +712,126 @@ func TestANodeNoLongerFencedLearnsOfAMemberItRefused(t *testing.T) {
 }
 
 // TestHoldAnswers: a member's answer to a starting node's question (see
-// queryHeld) says whether it can say, and the members whose grains it
-// holds with what is left of each hold; an answer that does not parse is
-// refused, and the node then takes the member for one that cannot say.
+// queryHeld) says whether it can say, the members whose grains it holds
+// with what is left of each hold, and a bound on the holds it does not
+// name; an answer that does not parse is refused, and the node then takes
+// the member for one that cannot say.
 func TestHoldAnswers(t *testing.T) {
+	const room = 1024
 	for _, a := range []holdAnswer{
 		{ok: true},
 		{},
 		{ok: true, holds: map[string]time.Duration{"a": 1500 * time.Millisecond, "node-with-a-longer-name": time.Hour}},
+		{ok: true, rest: time.Minute},
+		{ok: true, holds: map[string]time.Duration{"a": time.Second}, rest: time.Hour},
 	} {
-		got, err := decodeHoldAnswer(a.encode())
-		if err != nil || got.ok != a.ok || !maps.Equal(got.holds, a.holds) {
+		got, err := decodeHoldAnswer(a.encode(room))
+		if err != nil || got.ok != a.ok || !maps.Equal(got.holds, a.holds) || got.rest != a.rest {
 			t.Errorf("answer %+v came back as %+v, %v", a, got, err)
 		}
 	}
-	whole := holdAnswer{ok: true, holds: map[string]time.Duration{"abc": time.Second}}.encode()
-	zero := holdAnswer{ok: true, holds: map[string]time.Duration{"abc": 0}}.encode()
-	for _, b := range [][]byte{nil, {2}, whole[:len(whole)-1], whole[:3], append(whole, 0x80), zero, {1, 0, 0, 0, 0, 0, 0, 0, 0, 1}} {
+	whole := holdAnswer{ok: true, holds: map[string]time.Duration{"abc": time.Second}}.encode(room)
+	zero := holdAnswer{ok: true, holds: map[string]time.Duration{"abc": 0}}.encode(room)
+	for _, b := range [][]byte{nil, {2}, {4}, {2, 0, 0, 0, 0, 0, 0, 0, 0}, {3, 0, 0, 0, 0, 0, 0, 1}, whole[:len(whole)-1], whole[:3],
+		append(whole, 0x80), zero, {1, 0, 0, 0, 0, 0, 0, 0, 0, 1}} {
 		if a, err := decodeHoldAnswer(b); !errors.Is(err, errMalformedHoldAnswer) {
 			t.Errorf("the malformed answer %x parsed as %+v, %v", b, a, err)
 		}
+	}
+}
+
+// TestAHoldAnswerWithoutRoomNamesTheLongestHolds: an answer with more
+// holds than fit in its room names the longest and bounds the others by
+// the longest it leaves out, or by the bound the member had already if
+// that is longer; it never takes more than its room.
+func TestAHoldAnswerWithoutRoomNamesTheLongestHolds(t *testing.T) {
+	holds := make(map[string]time.Duration)
+	for i := range 40 {
+		holds[fmt.Sprintf("member-%02d", i)] = time.Duration(i+1) * time.Second
+	}
+	for _, tc := range []struct {
+		room       int
+		rest, want time.Duration // the bound the member had, and the one it gives
+		named      int
+	}{
+		{room: 1 + 8 + 3*(9+holdEntryBytes), want: 37 * time.Second, named: 3},
+		{room: 1 + 8 + 3*(9+holdEntryBytes) + 5, want: 37 * time.Second, named: 3},
+		{room: 1 + 8, want: 40 * time.Second},
+		{room: 1 + 8 + 3*(9+holdEntryBytes), rest: time.Hour, want: time.Hour, named: 3},
+	} {
+		a := holdAnswer{ok: true, holds: holds, rest: tc.rest}
+		b := a.encode(tc.room)
+		if len(b) > tc.room {
+			t.Errorf("room %d: the answer takes %d bytes", tc.room, len(b))
+		}
+		got, err := decodeHoldAnswer(b)
+		if err != nil {
+			t.Fatalf("room %d: %v", tc.room, err)
+		}
+		if got.rest != tc.want || len(got.holds) != tc.named {
+			t.Errorf("room %d: %d holds named, the rest bound by %v; want %d, %v", tc.room, len(got.holds), got.rest, tc.named, tc.want)
+		}
+		for name, left := range got.holds {
+			if left != holds[name] || left <= tc.want && tc.rest == 0 {
+				t.Errorf("room %d: named %s for %v, which is not among the longest holds", tc.room, name, left)
+			}
+		}
+	}
+	// With room for all, none is left out.
+	if got, err := decodeHoldAnswer(holdAnswer{ok: true, holds: holds}.encode(4096)); err != nil || len(got.holds) != len(holds) || got.rest != 0 {
+		t.Errorf("with room for all: %d holds named, the rest bound by %v, %v", len(got.holds), got.rest, err)
+	}
+}
+
+// TestAStartingNodeSettlesForHoldsAnAnswerHadNoRoomToName: a member that
+// holds the grains of more failed members than its answer to a starting
+// node has room to name (serf's response limit: 1 KB by default, 300
+// bytes here) names the longest holds and bounds the others: the starting
+// node gets an answer, and settles until the holds end. An answer too
+// large for serf was not sent: the starting node, whose lists named none
+// of those members, did not settle at all.
+func TestAStartingNodeSettlesForHoldsAnAnswerHadNoRoomToName(t *testing.T) {
+	t.Parallel()
+	nodes, _ := echoCluster(t, 1, 0, func(cfg *Config) {
+		cfg.KeepMajority = true
+		cfg.queryResponseLimit = 300
+	})
+	a := nodes[0]
+	holdViews(t, a) // no vote replaces the holds the test sets
+	asked := time.Now()
+	until := make(map[string]time.Time)
+	var last time.Time
+	for i := range 40 {
+		last = asked.Add(3*time.Second + time.Duration(i)*10*time.Millisecond)
+		until[fmt.Sprintf("gone-%02d", i)] = last
+	}
+	a.majority.holds.Store(&holdTimes{until: until})
+
+	logs := map[string]*logLines{}
+	cfg := testConfig(t)
+	cfg.NodeName += "-d"
+	cfg.KeepMajority, cfg.DownAfter = true, time.Hour
+	cfg.Seeds = []string{a.GossipAddr()}
+	withLogs(logs, true, nil)(&cfg) // the settle's line is at Info
+	d := startNode(t, cfg)
+	if !d.Fenced() {
+		t.Fatal("d serves at once: it did not settle for the holds a answered with")
+	}
+	if got := logs[d.Name()].count("the others hold the grains of failed members", "unnamedIn="); got != 1 {
+		t.Errorf("d logged %d settles for holds it was not told the names of, want 1", got)
+	}
+	if got := logs[d.Name()].count("the others hold the grains of failed members", "why="); got != 0 {
+		t.Errorf("d settled for DownAfter, as if a had not answered")
+	}
+	d.refreshMu.Lock()
+	unnamed := d.majority.unlisted
+	d.refreshMu.Unlock()
+	if !unnamed.After(asked) {
+		t.Errorf("d settles for the holds a left unnamed until %v, want after a answered", unnamed)
+	}
+	waitFor(t, waitTimeout, "d to serve once the holds end", func() bool { return !d.Fenced() })
+	if served := time.Now(); served.Before(last) {
+		t.Errorf("d served %v before the last of a's holds ended", last.Sub(served))
 	}
 }
 
@@ -716,10 +857,12 @@ func TestAMemberSaysWhatItHolds(t *testing.T) {
 			holdAnswer{ok: true, holds: map[string]time.Duration{"x": time.Minute}}},
 		{"fenced", &holdTimes{fenced: true}, []string{"x"}, holdAnswer{}},
 		{"asked of a member its view has alive", &holdTimes{}, []string{b.Name()}, holdAnswer{}},
+		{"settling for holds it was told of without their names", &holdTimes{unlisted: now.Add(time.Minute)}, nil,
+			holdAnswer{ok: true, rest: time.Minute}},
 	} {
 		a.majority.holds.Store(tc.holds)
 		got := a.heldAnswer(tc.asked, now)
-		if got.ok != tc.want.ok || !maps.Equal(got.holds, tc.want.holds) {
+		if got.ok != tc.want.ok || !maps.Equal(got.holds, tc.want.holds) || got.rest != tc.want.rest {
 			t.Errorf("%s: answered %+v, want %+v", tc.name, got, tc.want)
 		}
 	}

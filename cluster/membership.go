@@ -196,6 +196,9 @@ func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, 
 	// keeps the name, and a restarted node claims it once the old
 	// incarnation is dead (see nameClaim).
 	sc.EnableNameConflictResolution = false
+	if cfg.queryResponseLimit > 0 {
+		sc.QueryResponseSizeLimit = cfg.queryResponseLimit
+	}
 
 	mc := cfg.memberlistConfig()
 	mc.Name = cfg.NodeName

@@ -132,6 +132,9 @@ type Node struct {
 	// (see activationsFull), for the log; refusedActivations for Stats.
 	full               lineASecond
 	refusedActivations atomic.Uint64
+	// answerRoom is how many bytes the node's answers to starting nodes'
+	// queryHeld may take (see holdAnswer.encode).
+	answerRoom int
 	// heap reads the live heap for Config.MaxHeapBytes, nil without it;
 	// heapPassivations counts the grains it had the node ask to
 	// passivate, for Stats, and shedding the looks that asked, for the
@@ -254,6 +257,7 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	n.answerRoom = answerRoom(sc.QueryResponseSizeLimit, n.name)
 	if n.serf, err = serf.Create(sc); err != nil {
 		return fmt.Errorf("cluster: start gossip on %s: %w", n.cfg.BindAddr, err)
 	}
