@@ -273,11 +273,11 @@ type Config struct {
 	// collection asks again). The grains MaxActivations leaves be stay
 	// here too, and the passivations are those of idle grains: what a
 	// grain buffered is committed first. Stats.HeapPassivations counts
-	// the grains asked, and the log has a line for each look that asked
-	// some. The heap is the process's: each node in it with MaxHeapBytes
-	// looks, so give it to one node per process, or each its share of
-	// the figure. It is not GOMEMLIMIT, which has the collector work
-	// harder as the heap nears it, and frees no grain; the two go
+	// the grains asked, and the log has a line a second at most while
+	// looks ask some. The heap is the process's: each node in it with
+	// MaxHeapBytes looks, so give it to one node per process, or each its
+	// share of the figure. It is not GOMEMLIMIT, which has the collector
+	// work harder as the heap nears it, and frees no grain; the two go
 	// together, MaxHeapBytes below the memory limit. Zero (the default)
 	// means no limit.
 	MaxHeapBytes int

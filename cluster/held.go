@@ -137,11 +137,12 @@ const holdEntryBytes = binary.MaxVarintLen64 + 8
 // room).
 func answerRoom(limit int, name string) int { return limit - 96 - len(name) }
 
-// encode renders a in at most room bytes: a byte of flags (answerOK,
-// answerRest), a.rest in nanoseconds (8 bytes) if it is positive, then each
-// hold as the name's length (a uvarint), the name and the hold in
-// nanoseconds (8 bytes), longest first. Holds that do not fit are left
-// out, the longest of them bounding the rest.
+// encode renders a in at most room bytes (nine at least, for the flags
+// and the bound): a byte of flags (answerOK, answerRest), a.rest in
+// nanoseconds (8 bytes) if it is positive, then each hold as the name's
+// length (a uvarint), the name and the hold in nanoseconds (8 bytes),
+// longest first. Holds that do not fit are left out, the longest of them
+// bounding the rest.
 func (a holdAnswer) encode(room int) []byte {
 	type hold struct {
 		name string

@@ -838,7 +838,7 @@ func (n *Node) logChanges(old, p *placement) {
 // per grain. It trims the activations when there are more than
 // Config.MaxActivations (see activations.trim): at each tick, and between
 // them when an activation passes the limit; and with Config.MaxHeapBytes,
-// after each garbage collection that found the heap over it (see
+// after each garbage collection, when the live heap is over it (see
 // activations.shed).
 func (n *Node) sweep() {
 	defer n.loops.Done()
