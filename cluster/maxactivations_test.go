@@ -25,33 +25,11 @@ func TestMaxActivationsPassivatesTheLeastRecentlyUsed(t *testing.T) {
 	})
 	n, b := nodes[0], banks[nodes[0].Name()]
 	sw.n = n
-	old := []string{"old-0", "old-1"}
-	for _, id := range old {
-		deposit(t, n, manualKind, id, 1)
-	}
-	sw.at(t, time.Second, 0) // notes their use at 1s
-	var recent []string
-	for i := range 8 {
-		id := fmt.Sprintf("recent-%d", i)
-		recent = append(recent, id)
-		deposit(t, n, manualKind, id, 1)
-	}
-	sw.at(t, 2*time.Second, 0) // at 2s; the node holds its limit
-	sw.now.Store(int64(3 * time.Second))
-	deposit(t, n, manualKind, "newest", 1) // one over: a trim to 9
+	old, recent := depositInTwoLooks(t, n, sw, 2, 8) // the node holds its limit
+	deposit(t, n, manualKind, "newest", 1)           // one over: a trim to 9
 
 	waitFor(t, waitTimeout, "the trim", func() bool { return n.acts.count() == 9 })
-	for _, id := range old {
-		if n.acts.peek(actKey{manualKind, id}) != nil {
-			t.Errorf("%s, used least recently, is still active", id)
-		}
-		if runs := b.count(id, hookDeactivate); runs != 1 {
-			t.Errorf("OnDeactivate of %s ran %d times, want once", id, runs)
-		}
-		if got := storedBalance(t, store.Store, manualKind, id); got != 1 {
-			t.Errorf("stored balance of %s: %d, want the acknowledged 1, committed at its passivation", id, got)
-		}
-	}
+	checkPassivated(t, n, b, store.Store, old)
 	for _, id := range append(recent, "newest") {
 		if n.acts.peek(actKey{manualKind, id}) == nil {
 			t.Errorf("%s, used since, was passivated", id)
@@ -59,6 +37,44 @@ func TestMaxActivationsPassivatesTheLeastRecentlyUsed(t *testing.T) {
 	}
 	if held, count := n.acts.held.Load(), n.acts.count(); held != int64(count) {
 		t.Errorf("the table counts %d activations, and holds %d", held, count)
+	}
+}
+
+// depositInTwoLooks deposits 1 on olds manual grains ("old-i"), has sw
+// look at 1s, deposits on recents others ("recent-i"), has sw look at 2s,
+// and sets its clock to 3s: the old ones are the least recently used of
+// n's grains. It returns their identities.
+func depositInTwoLooks(t *testing.T, n *Node, sw *sweeper, olds, recents int) (old, recent []string) {
+	t.Helper()
+	for i := range olds {
+		old = append(old, fmt.Sprintf("old-%d", i))
+		deposit(t, n, manualKind, old[i], 1)
+	}
+	sw.at(t, time.Second, 0) // notes their use at 1s
+	for i := range recents {
+		recent = append(recent, fmt.Sprintf("recent-%d", i))
+		deposit(t, n, manualKind, recent[i], 1)
+	}
+	sw.at(t, 2*time.Second, 0)
+	sw.now.Store(int64(3 * time.Second))
+	return old, recent
+}
+
+// checkPassivated checks that the manual grains ids, each with an
+// acknowledged deposit of 1, were passivated on n: no longer active,
+// OnDeactivate run once (b, n's bank), the deposit committed to store.
+func checkPassivated(t *testing.T, n *Node, b *bank, store storage.Store, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		if n.acts.peek(actKey{manualKind, id}) != nil {
+			t.Errorf("%s, used least recently, is still active", id)
+		}
+		if runs := b.count(id, hookDeactivate); runs != 1 {
+			t.Errorf("OnDeactivate of %s ran %d times, want once", id, runs)
+		}
+		if got := storedBalance(t, store, manualKind, id); got != 1 {
+			t.Errorf("stored balance of %s: %d, want the acknowledged 1, committed at its passivation", id, got)
+		}
 	}
 }
 

@@ -66,19 +66,7 @@ func TestMaxHeapBytesPassivatesInProportion(t *testing.T) {
 	}))
 	n, b := nodes[0], banks[nodes[0].Name()]
 	sw.n = n
-	old := []string{"old-0", "old-1", "old-2"}
-	for _, id := range old {
-		deposit(t, n, manualKind, id, 1)
-	}
-	sw.at(t, time.Second, 0) // notes their use at 1s
-	var recent []string
-	for i := range 7 {
-		id := fmt.Sprintf("recent-%d", i)
-		recent = append(recent, id)
-		deposit(t, n, manualKind, id, 1)
-	}
-	sw.at(t, 2*time.Second, 0) // at 2s
-	sw.now.Store(int64(3 * time.Second))
+	old, recent := depositInTwoLooks(t, n, sw, 3, 7)
 
 	// Ten grains in 1250 bytes: nine tenths of the limit holds 7.2 of
 	// them, so the three used least recently go.
@@ -87,17 +75,7 @@ func TestMaxHeapBytesPassivatesInProportion(t *testing.T) {
 		return n.Stats().HeapPassivations == 3
 	})
 	waitFor(t, waitTimeout, "their passivations", func() bool { return n.acts.count() == 7 })
-	for _, id := range old {
-		if n.acts.peek(actKey{manualKind, id}) != nil {
-			t.Errorf("%s, used least recently, is still active", id)
-		}
-		if runs := b.count(id, hookDeactivate); runs != 1 {
-			t.Errorf("OnDeactivate of %s ran %d times, want once", id, runs)
-		}
-		if got := storedBalance(t, store.Store, manualKind, id); got != 1 {
-			t.Errorf("stored balance of %s: %d, want the acknowledged 1, committed at its passivation", id, got)
-		}
-	}
+	checkPassivated(t, n, b, store.Store, old)
 	for _, id := range recent {
 		if n.acts.peek(actKey{manualKind, id}) == nil {
 			t.Errorf("%s, used since, was passivated", id)

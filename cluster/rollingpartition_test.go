@@ -89,14 +89,8 @@ func TestGrainStateThroughAPartitionAndASecondFailure(t *testing.T) {
 // cutOffDuringARestart is TestGrainStateThroughAPartitionAndASecondFailure's
 // partition over store.
 func cutOffDuringARestart(t *testing.T, store storage.Store) {
-	const members, callers, grains, between = 3, 2, 150, 300
-	p := newPartition()
-	rc := startRollingCluster(t, store, members, false, p)
-	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
-	load.reachAll(t, "deposits on every grain before the partition")
-
-	cut := rc.members[2]
-	others := func() []*Node { return slices.DeleteFunc(rc.all(), func(n *Node) bool { return n == cut }) }
+	const members, grains, between = 3, 150, 300
+	rc, load, p, cut, others := startCutOff(t, store)
 	id := ownedInEveryView(t, rc.all(), cut, manualKind, "m")
 	p.split(cut)
 	// The others see it failed, and hold its grains for DownAfter; the
@@ -130,13 +124,36 @@ func cutOffDuringARestart(t *testing.T, store storage.Store) {
 		}
 	}
 	load.reachAll(t, "deposits on every grain once the others took the cut member's")
+	healAndVerify(t, store, rc, load, p, cut)
+}
 
+// startCutOff starts TestGrainStateThroughAPartitionAndASecondFailure's
+// cluster over store, three members and a gateway, with its load, which
+// has deposited on every grain; it returns them with the partition, the
+// member it is to cut off, and the others.
+func startCutOff(t *testing.T, store storage.Store) (rc *rollingCluster, load *rollingLoad, p *partition, cut *Node, others func() []*Node) {
+	t.Helper()
+	const members, callers, grains = 3, 2, 150
+	p = newPartition()
+	rc = startRollingCluster(t, store, members, false, p)
+	load = newRollingLoad(t, rc.gateway, rc.members, callers, grains)
+	load.reachAll(t, "deposits on every grain before the partition")
+	cut = rc.members[2]
+	others = func() []*Node { return slices.DeleteFunc(rc.all(), func(n *Node) bool { return n == cut }) }
+	return rc, load, p, cut, others
+}
+
+// healAndVerify heals the partition that cut off cut, waits for cut to
+// serve again and for the deposits to reach every grain, and checks what
+// the stores hold (see rollingCluster.verify).
+func healAndVerify(t *testing.T, store storage.Store, rc *rollingCluster, load *rollingLoad, p *partition, cut *Node, crashed ...*bank) {
+	t.Helper()
 	p.heal()
 	waitFor(t, waitTimeout, "the cut member to serve again", func() bool { return !cut.Fenced() })
-	waitConverged(t, rc.all(), members+1)
+	waitConverged(t, rc.all(), len(rc.members)+1)
 	load.reachAll(t, "deposits on every grain after the partition healed")
 	load.finish()
-	rc.verify(t, store, load)
+	rc.verify(t, store, load, crashed...)
 }
 
 // crashDuringARestart is TestGrainStateThroughAPartitionAndASecondFailure's
@@ -174,14 +191,8 @@ func crashDuringARestart(t *testing.T, store storage.Store) {
 // settles until their holds end, while its own grains, which the others
 // no longer hold for its crashed start, wait for it.
 func crashWhileCutOff(t *testing.T, store storage.Store) {
-	const members, callers, grains, between = 3, 2, 150, 300
-	p := newPartition()
-	rc := startRollingCluster(t, store, members, false, p)
-	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
-	load.reachAll(t, "deposits on every grain before the partition")
-
-	cut := rc.members[2]
-	others := func() []*Node { return slices.DeleteFunc(rc.all(), func(n *Node) bool { return n == cut }) }
+	const members, between = 3, 300
+	rc, load, p, cut, others := startCutOff(t, store)
 	p.split(cut)
 	waitConverged(t, others(), members)
 	crashed := rc.stop(t, 0, true)
@@ -191,11 +202,5 @@ func crashWhileCutOff(t *testing.T, store storage.Store) {
 	load.progress(t, fmt.Sprintf("deposits after %s's crash and new start, %s cut off", rc.members[0].Name(), cut.Name()), between)
 	waitFor(t, 2*load.patience, "the cut member to fence itself", cut.Fenced)
 	load.reachAll(t, "deposits on every grain once the others took the cut member's")
-
-	p.heal()
-	waitFor(t, waitTimeout, "the cut member to serve again", func() bool { return !cut.Fenced() })
-	waitConverged(t, rc.all(), members+1)
-	load.reachAll(t, "deposits on every grain after the partition healed")
-	load.finish()
-	rc.verify(t, store, load, crashed)
+	healAndVerify(t, store, rc, load, p, cut, crashed)
 }
