@@ -398,6 +398,11 @@ type Config struct {
 	// MaxActivations (see Node.sweep), so that a test that calls
 	// activations.trim itself knows what it asked.
 	manualTrims bool
+	// reachingMajority, when set, runs as a node joining with
+	// KeepMajority begins to dial the members it heard of (see
+	// Node.reachMajority), so that a test can tell what it dials them
+	// with.
+	reachingMajority func(n *Node)
 	// queryResponseLimit, when set, replaces serf's limit on the size of
 	// a query's response (QueryResponseSizeLimit), so that a test can
 	// have a few holds fill an answer to a starting node (see

@@ -571,6 +571,9 @@ func (n *Node) awaitMajoritySide(ctx context.Context) error {
 // A joiner that starts before the partition begins is left to the gossip:
 // the other side has likely heard of it by then.
 func (n *Node) reachMajority(ctx context.Context) error {
+	if n.cfg.reachingMajority != nil {
+		n.cfg.reachingMajority(n)
+	}
 	var peers []Member
 	for _, sm := range n.serf.Members() {
 		if m, ok := memberFromSerf(sm); ok && m.Name != n.name && m.Status == StatusAlive {

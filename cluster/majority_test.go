@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -833,6 +834,45 @@ func TestAStartingNodeSettlesForHoldsAnAnswerHadNoRoomToName(t *testing.T) {
 	if served := time.Now(); served.Before(last) {
 		t.Errorf("d served %v before the last of a's holds ended", last.Sub(served))
 	}
+}
+
+// TestACrashedMembersNewStartReachesTheOthersAsTheStartItReplaces: with
+// KeepMajority, a member that crashed and starts again at once under its
+// name, before the others declared its earlier start failed, dials them to
+// count a majority only once it holds its name, with the hello that says
+// which start it replaces. It dialed them first before: a member whose
+// view still had the earlier start took the new start's stream for a
+// stale one (they disagreed on the member's address) and closed it, and
+// with two members doing so under load the new start counted no majority
+// and failed to start (the rolling restart's variant keeping a majority,
+// in a soak).
+func TestACrashedMembersNewStartReachesTheOthersAsTheStartItReplaces(t *testing.T) {
+	t.Parallel()
+	var cfg Config
+	nodes, _ := echoCluster(t, 3, 0, func(c *Config) {
+		c.KeepMajority = true
+		cfg = *c // the last node's, c's
+	})
+	c := nodes[2]
+	earlier := c.incarnation
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close of %s: %v", c.Name(), err)
+	}
+	cfg.Seeds = []string{nodes[0].GossipAddr()}
+	var replaced atomic.Pointer[string]
+	reached := make(chan struct{})
+	cfg.reachingMajority = func(n *Node) {
+		if p := n.transport.replaced.Load(); p != nil {
+			replaced.Store(p)
+		}
+		close(reached)
+	}
+	again := startNode(t, cfg)
+	receive(t, reached, "the new start to count a majority")
+	if p := replaced.Load(); p == nil || *p != earlier {
+		t.Errorf("the new start dialed the others to count a majority saying it replaced %v, want its earlier start %s", p, earlier)
+	}
+	waitConverged(t, []*Node{nodes[0], nodes[1], again}, 3)
 }
 
 // TestAMemberSaysWhatItHolds: a member's answer to a starting node names

@@ -291,6 +291,17 @@ func (n *Node) start(ctx context.Context) error {
 	replaced := n.claim.replacedIncarnation()
 	t.replaced.Store(&replaced)
 	if n.majority != nil {
+		// After the claim: a start that comes back under its name before
+		// its earlier start is declared failed dials the members only
+		// once it holds the name, with the hello that says which start
+		// it replaces. Before, a member whose view still had the earlier
+		// start took the new start's stream for a stale one (the stream
+		// and its view disagreed on the member's address), and closed
+		// it: with two members doing so, a crashed member's new start
+		// counted no majority, and failed.
+		if err := n.joinMajoritySide(ctx); err != nil {
+			return err
+		}
 		n.settleForUnseen()
 	}
 	// Until now the view stayed empty, whatever serf's events said: a
@@ -355,25 +366,31 @@ func (n *Node) join(ctx context.Context) error {
 		if r.err != nil {
 			n.log.Warn("cluster: some seeds could not be reached", "seeds", n.cfg.Seeds, "err", r.err)
 		}
-		if n.majority == nil {
-			return nil
-		}
-		if err := n.awaitMajoritySide(ctx); err != nil {
-			return err
-		}
-		if err := n.reachMajority(ctx); err != nil {
-			// The members it reached took it in, and would count it, once
-			// failed, against their majority until the gossip forgets it:
-			// it leaves them instead.
-			if lerr := n.awaitLeave(ctx, n.leave(ctx)); lerr != nil {
-				n.log.Warn("cluster: leave the members reached, as the start failed", "err", lerr)
-			}
-			return err
-		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, ctx.Err())
 	}
+}
+
+// joinMajoritySide checks, for a node joining with KeepMajority, that it
+// joined the majority's side of any partition (see awaitMajoritySide and
+// reachMajority). If not, it fails with ErrNoQuorum: the members it
+// reached took it in, and would count it, once failed, against their
+// majority until the gossip forgets it, so it leaves them first.
+func (n *Node) joinMajoritySide(ctx context.Context) error {
+	if len(n.cfg.Seeds) == 0 {
+		return nil
+	}
+	if err := n.awaitMajoritySide(ctx); err != nil {
+		return err
+	}
+	if err := n.reachMajority(ctx); err != nil {
+		if lerr := n.awaitLeave(ctx, n.leave(ctx)); lerr != nil {
+			n.log.Warn("cluster: leave the members reached, as the start failed", "err", lerr)
+		}
+		return err
+	}
+	return nil
 }
 
 // drainEvents empties serf's event channel, which must never block serf,
