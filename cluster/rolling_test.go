@@ -221,6 +221,9 @@ type rollingCluster struct {
 	// partition, if not nil, cuts the network of every node, each of
 	// which keeps a majority (Config.KeepMajority).
 	partition *partition
+	// retryName has a start that fails with ErrNameInUse tried again, as
+	// a deploy would start it again (see crashWhileCutOff).
+	retryName bool
 
 	mu sync.Mutex
 	// gaveUp lists the hand-off waits that ended at their bound, by the
@@ -264,7 +267,7 @@ func (rc *rollingCluster) partitioned(cfg Config) Config {
 // rc.partition learn its addresses.
 func (rc *rollingCluster) startNode(t *testing.T, cfg Config) *Node {
 	t.Helper()
-	n := startAgain(t, cfg)
+	n := startRetrying(t, cfg, rc.retryName)
 	if rc.partition != nil {
 		rc.partition.learn(n)
 	}
@@ -299,17 +302,28 @@ func (rc *rollingCluster) start(t *testing.T, cfg Config) *Node {
 // only in its text: memberlist formats the listener's error with %v.
 func startAgain(t *testing.T, cfg Config) *Node {
 	t.Helper()
-	if cfg.BindAddr == "127.0.0.1:0" {
+	return startRetrying(t, cfg, false)
+}
+
+// startRetrying is startAgain that, if retryName, also tries a start that
+// fails with ErrNameInUse again.
+func startRetrying(t *testing.T, cfg Config, retryName bool) *Node {
+	t.Helper()
+	if cfg.BindAddr == "127.0.0.1:0" && !retryName {
 		return startNode(t, cfg)
 	}
 	var n *Node
-	waitFor(t, waitTimeout, cfg.NodeName+"'s ports to be free", func() bool {
+	waitFor(t, waitTimeout, cfg.NodeName+"'s ports and name to be free", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		var err error
 		n, err = Start(ctx, cfg)
 		if err != nil && (errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")) {
 			t.Logf("Start(%s) at its previous start's ports, tried again: %v", cfg.NodeName, err)
+			return false
+		}
+		if err != nil && retryName && errors.Is(err, ErrNameInUse) {
+			t.Logf("Start(%s), tried again: %v", cfg.NodeName, err)
 			return false
 		}
 		if err != nil {

@@ -193,6 +193,11 @@ func crashDuringARestart(t *testing.T, store storage.Store) {
 func crashWhileCutOff(t *testing.T, store storage.Store) {
 	const members, between = 3, 300
 	rc, load, p, cut, others := startCutOff(t, store)
+	// The others may take longer to agree that the crashed start is dead
+	// than the name claim waits (Lifeguard slows the probes of members
+	// whose probes of the cut member fail): the new start then fails with
+	// ErrNameInUse, and is started again, as a deploy would.
+	rc.retryName = true
 	p.split(cut)
 	waitConverged(t, others(), members)
 	crashed := rc.stop(t, 0, true)
