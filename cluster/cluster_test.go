@@ -548,6 +548,8 @@ func TestStartErrors(t *testing.T) {
 			"cluster: Config.MaxActivations -1 is negative; zero means no limit"},
 		{"negative ActivationLimit", func(c *Config) { c.ActivationLimit = -1 }, nil,
 			"cluster: Config.ActivationLimit -1 is negative; zero means no limit"},
+		{"negative MaxHeapBytes", func(c *Config) { c.MaxHeapBytes = -1 }, nil,
+			"cluster: Config.MaxHeapBytes -1 is negative; zero means no limit"},
 		{"ActivationLimit below MaxActivations", func(c *Config) { c.MaxActivations, c.ActivationLimit = 10, 9 }, nil,
 			"cluster: Config.ActivationLimit 9 is below Config.MaxActivations 10"},
 		{"negative DownAfter", func(c *Config) { c.KeepMajority, c.DownAfter = true, -time.Second }, nil, "cluster: negative timeout -1s"},

@@ -232,7 +232,7 @@ func (v *majority) vote(members []Member, now time.Time, saidLeaving func(name s
 	}
 	out.fenced = noMajority
 	if left := v.settled.Sub(now); !noMajority && left > 0 {
-		out.fenced, out.settling, out.recheck = true, true, left
+		out.settleFor(left)
 	}
 	if left := v.unseenUntil.Sub(now); len(v.unseen) == 0 || left <= 0 {
 		v.unseen = nil
