@@ -44,6 +44,15 @@ func TestActTableInsertFindRemove(t *testing.T) {
 				live++
 			}
 		}
+		for i := range tab.slots {
+			a := tab.slots[i].Load()
+			if a == nil || a == &tab.tomb {
+				continue
+			}
+			if want := tagOf(a.hk.keyHash(a.identity)); tab.tag(uint64(i)) != want {
+				t.Fatalf("%s: slot %d of %s/%s has tag %#x, want %#x", step, i, a.hk.Name, a.identity, tab.tag(uint64(i)), want)
+			}
+		}
 		seen := 0
 		tab.each(func(*activation) { seen++ })
 		if tab.live != live || seen != live {
@@ -197,5 +206,31 @@ func TestActivationCloses(t *testing.T) {
 	b.calls.Add(-1)
 	if got := b.calls.Load(); got != callsClosed {
 		t.Fatalf("calls = %#x after the last call left, want only the closed bit", got)
+	}
+}
+
+// TestActTableReadsOnlyTaggedSlots checks that a lookup reads the key of
+// no activation whose tag differs from its own: an activation stored
+// under another key's tag, in the slot its own key's probe starts at, is
+// not found, and the activation after it is.
+func TestActTableReadsOnlyTaggedSlots(t *testing.T) {
+	hk := newHostedKind(nil, &Kind{Name: "k"})
+	a, h := tableGrain(hk, "a")
+	b, _ := tableGrain(hk, "b")
+	other := h ^ 1<<56 // a hash with another tag
+	tab := newActTable(0)
+	i := tab.home(h)
+	tab.put(i, other, a)
+	if got := tab.find(h, hk, "a"); got != nil {
+		t.Fatalf("find a = %p with a's slot tagged %#x, want none: the lookup read an activation under another tag", got, tagOf(other))
+	}
+	tab.put(i, h, a)
+	if got := tab.find(h, hk, "a"); got != a {
+		t.Fatalf("find a = %p with its own tag, want %p", got, a)
+	}
+	tab.put(i, other, b)
+	tab.put((i+1)%uint64(len(tab.slots)), h, a)
+	if got := tab.find(h, hk, "a"); got != a {
+		t.Fatalf("find a = %p past a slot under another tag, want %p", got, a)
 	}
 }
