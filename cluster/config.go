@@ -60,8 +60,8 @@ type Config struct {
 	// failed (seconds; no wait after a graceful Shutdown) and the name is
 	// this node's. Start under the name of a member that is alive fails
 	// with ErrNameInUse once a dead incarnation would have been declared
-	// failed at the slowest (27 probe intervals in a small cluster: 27 s
-	// with GossipLAN, 8 s with GossipLocal). An old process that comes back after its
+	// failed at the slowest (41 probe intervals in a small cluster: 41 s
+	// with GossipLAN, 12.3 s with GossipLocal). An old process that comes back after its
 	// successor took the name (a paused VM) stops once a member tells it
 	// so, and its Err returns ErrSuperseded. Zero means a generated name,
 	// "<hostname>-<8 random hex digits>".

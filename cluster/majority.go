@@ -378,19 +378,23 @@ func (n *Node) settleForUnseen() {
 }
 
 // defaultDownAfter is DownAfter's default for a view of the given number
-// of members under the gossip timings mc: the longest a name claim waits
-// (three probe intervals and the failure detector's longest suspicion,
-// see claimPatience), plus the time a node cut off from the others takes
-// to probe half of them at the slowest rate memberlist's Lifeguard drops
-// to when its own probes keep failing (AwarenessMaxMultiplier times the
-// probe interval). Probes go to one member at a time, and a lone node has
-// nobody to confirm its suspicions, so it sees a partition last: an audit
-// that cut one node of seven off saw the others take its grains before it
-// fenced itself when the second term was missing.
+// of members under the gossip timings mc: three probe intervals and the
+// failure detector's longest suspicion (see suspicionRounds), plus the
+// time a node cut off from the others takes to probe half of them at the
+// slowest rate memberlist's Lifeguard drops to when its own probes keep
+// failing (AwarenessMaxMultiplier times the probe interval). Probes go to
+// one member at a time, and a lone node has nobody to confirm its
+// suspicions, so it sees a partition last: an audit that cut one node of
+// seven off saw the others take its grains before it fenced itself when
+// the second term was missing. (The name claim's patience counts the slow
+// probes differently, for a member probing a crashed one: see
+// claimPatience. This default was set before, and the majority's wait for a
+// failed member's grains is not made longer with it.)
 func defaultDownAfter(mc *memberlist.Config, members int) time.Duration {
 	half := (members + 1) / 2
 	slowest := time.Duration(max(1, mc.AwarenessMaxMultiplier)) * mc.ProbeInterval
-	return claimPatience(mc, members) + time.Duration(half)*slowest
+	rounds := 3 + suspicionRounds(mc, members)
+	return time.Duration(rounds*float64(mc.ProbeInterval)) + time.Duration(half)*slowest
 }
 
 // refuseStrangers refuses, while this node is fenced for want of a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -215,16 +217,19 @@ func TestAStartSettlesForUnnamedHoldsWhoeverComesBack(t *testing.T) {
 	}
 }
 
-// TestDefaultDownAfter checks DownAfter's default: the name claim's
-// patience plus half of the members probed at Lifeguard's slowest rate.
+// TestDefaultDownAfter checks DownAfter's default: three probe intervals
+// and the longest suspicion, plus half of the members probed at
+// Lifeguard's slowest rate; the name claim's patience counting that rate
+// does not lengthen it.
 func TestDefaultDownAfter(t *testing.T) {
 	mc := (&Config{Gossip: GossipLocal}).memberlistConfig()
 	for _, tc := range []struct {
 		members int
 		want    time.Duration
 	}{
-		{3, claimPatience(mc, 3) + 2*8*localProbeInterval},
-		{7, claimPatience(mc, 7) + 4*8*localProbeInterval},
+		{3, 27*localProbeInterval + 2*8*localProbeInterval},
+		{7, 27*localProbeInterval + 4*8*localProbeInterval},
+		{20, time.Duration((3+24*math.Log10(20))*float64(localProbeInterval)) + 10*8*localProbeInterval},
 	} {
 		if got := defaultDownAfter(mc, tc.members); got != tc.want {
 			t.Errorf("defaultDownAfter(local, %d) = %v, want %v", tc.members, got, tc.want)
@@ -904,6 +909,28 @@ func TestAMemberSaysWhatItHolds(t *testing.T) {
 		got := a.heldAnswer(tc.asked, now)
 		if got.ok != tc.want.ok || !maps.Equal(got.holds, tc.want.holds) || got.rest != tc.want.rest {
 			t.Errorf("%s: answered %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestClaimPatienceCountsLifeguard checks the name claim's patience: a
+// probe and its timeout at Lifeguard's slowest rate, the longest
+// suspicion and a claim round, the figures Config.NodeName's doc gives.
+func TestClaimPatienceCountsLifeguard(t *testing.T) {
+	local := (&Config{Gossip: GossipLocal}).memberlistConfig()
+	lan := (&Config{Gossip: GossipLAN}).memberlistConfig()
+	for _, tc := range []struct {
+		name    string
+		mc      *memberlist.Config
+		members int
+		want    time.Duration
+	}{
+		{"local, 3 members", local, 3, 12300 * time.Millisecond},
+		{"lan, 3 members", lan, 3, 41 * time.Second},
+		{"local, 20 members", local, 20, time.Duration((2*8 + 24*math.Log10(20) + 1) * float64(localProbeInterval))},
+	} {
+		if got := claimPatience(tc.mc, tc.members); got != tc.want {
+			t.Errorf("claimPatience(%s) = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -183,15 +183,30 @@ func (c *nameClaim) await(ctx context.Context, mc *memberlist.Config) error {
 }
 
 // claimPatience bounds await: the time for a member to probe the old
-// incarnation and time its ack out, the failure detector's suspicion at
-// its longest (SuspicionMaxTimeoutMult times the shortest, which scales
-// with the log of the member count), and a claim round, each counted in
-// probe intervals: 27 of them in a small cluster (8.1 s in the GossipLocal
-// profile, 27 s in LAN).
+// incarnation and time its ack out, both at the slowest rate memberlist's
+// Lifeguard drops to when a member's own probes keep failing
+// (AwarenessMaxMultiplier times the probe interval and timeout), the
+// failure detector's suspicion at its longest (see suspicionRounds), and a
+// claim round, each counted in probe intervals: 41 of them in a small
+// cluster (12.3 s in the GossipLocal profile, 41 s in LAN).
+//
+// The slow probes are those of a partition: the members' probes of a
+// member cut off fail, so they probe everyone more slowly, the crashed
+// incarnation a restart waits for among them. A soak that crashed a member
+// and started it again at once while another was cut off saw its start
+// give up in one run of five at the 27 intervals this bound had before.
 func claimPatience(mc *memberlist.Config, members int) time.Duration {
-	scale := math.Max(1, math.Log10(float64(members)))
-	rounds := 3 + float64(mc.SuspicionMult*mc.SuspicionMaxTimeoutMult)*scale
+	slowest := float64(max(1, mc.AwarenessMaxMultiplier))
+	rounds := 2*slowest + suspicionRounds(mc, members) + 1
 	return time.Duration(rounds * float64(mc.ProbeInterval))
+}
+
+// suspicionRounds is the failure detector's suspicion at its longest, in
+// probe intervals: SuspicionMaxTimeoutMult times the shortest, which
+// scales with the log of the member count (24 in a small cluster).
+func suspicionRounds(mc *memberlist.Config, members int) float64 {
+	scale := math.Max(1, math.Log10(float64(members)))
+	return float64(mc.SuspicionMult*mc.SuspicionMaxTimeoutMult) * scale
 }
 
 // somePeer returns the gossip address of a random alive member other than

@@ -136,8 +136,8 @@ func TestASecondNodeUnderANameInUseIsNotAdmitted(t *testing.T) {
 			for _, i := range seeds {
 				cfg.Seeds = append(cfg.Seeds, nodes[i].GossipAddr())
 			}
-			// The start's context outlasts the claim's patience (8.1 s in
-			// the GossipLocal profile): Start gives up by itself.
+			// The start's context outlasts the claim's patience (12.3 s
+			// in the GossipLocal profile): Start gives up by itself.
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 			defer cancel()
 			if err := startFails(t, ctx, cfg); !errors.Is(err, ErrNameInUse) || ctx.Err() != nil {
