@@ -412,6 +412,10 @@ type Config struct {
 	// for MaxHeapBytes (see Node.liveHeap), so that a test says what the
 	// collections find.
 	liveHeap func() uint64
+	// collectionWatchEnded, when set, is called when a stopped node's
+	// watch of collections ends (see collected), so that a test sees the
+	// chain let the node go.
+	collectionWatchEnded func()
 	// forwarding, when set, runs before each forward of a one-way message
 	// (see Node.sendForwarded), so that a test can hold one.
 	forwarding func()

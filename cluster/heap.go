@@ -60,6 +60,9 @@ func (n *Node) watchCollections() {
 // chain, and so lets itself go.
 func collected(n *Node) {
 	if isDone(n.stop) {
+		if n.cfg.collectionWatchEnded != nil {
+			n.cfg.collectionWatchEnded()
+		}
 		return
 	}
 	select {
