@@ -33,8 +33,10 @@ import (
 // tag matches. Without tags, every occupied slot a probe passed cost a read
 // of its activation, a cache miss in a big table; a lookup for a key that
 // is not there (every fresh identity, looked up by the stream's reader, by
-// the call and again under the shard's lock) passes several: findIn was 9%
-// of the host of bench/grains Activation at 100,000 grains.
+// the call and again under the shard's lock) passes several: the reader's
+// findIn was 8.5% of the host of bench/grains Activation at 500,000
+// activations, and 4.4% with the tags (docs/benchmarks-grains.md, 7 Dec
+// 08:33, has the command).
 type actTable struct {
 	slots []atomic.Pointer[activation] // a power of two long
 	tags  []atomic.Uint64              // slot i's tag is byte i%8 of word i/8; written by writers only
@@ -69,7 +71,7 @@ func (t *actTable) tag(i uint64) uint8 { return uint8(t.tags[i/8].Load() >> (8 *
 // put stores a, whose key hashes to h, in slot i: its tag first, so that
 // a reader that loads a from the slot reads its tag too (see findIn).
 // The shard's mutex is held, or t is not published yet.
-func (t *actTable) put(i uint64, h uint64, a *activation) {
+func (t *actTable) put(i, h uint64, a *activation) {
 	w := &t.tags[i/8]
 	shift := 8 * (i % 8)
 	w.Store(w.Load()&^(0xff<<shift) | uint64(tagOf(h))<<shift)
