@@ -293,8 +293,12 @@ func TestAnAskWhoseStreamEndsIsAskedAgain(t *testing.T) {
 		done <- err
 	}()
 	receive(t, waits, "b's activation to wait for a's release")
+	// Both ends of the stream the ask goes on: a has it once it read b's
+	// hello, b only once it read a's answer, and b's dropPeer below would
+	// miss a stream it has yet to track, which then stayed open.
 	waitFor(t, waitTimeout, "b to ask a", func() bool {
-		return slices.ContainsFunc(a.transport.openConns(), func(c *conn) bool { return c.peer == b.Name() })
+		return slices.ContainsFunc(a.transport.openConns(), func(c *conn) bool { return c.peer == b.Name() }) &&
+			slices.ContainsFunc(b.transport.openConns(), func(c *conn) bool { return c.peer == a.Name() })
 	})
 	var asked []*conn // a's streams with b, the ask's among them
 	for _, c := range a.transport.openConns() {
