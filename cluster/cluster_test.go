@@ -544,6 +544,8 @@ func TestStartErrors(t *testing.T) {
 		{"negative exactly-once window", func(c *Config) { c.State.WindowPerClient = -1 }, nil,
 			"cluster: Config.State: MaxClients 0 and WindowPerClient -1 must not be negative"},
 		{"negative commit timeout", func(c *Config) { c.CommitTimeout = -time.Second }, nil, "cluster: negative timeout -1s"},
+		{"ClusterName too long", func(c *Config) { c.ClusterName = strings.Repeat("x", 256) }, nil,
+			"cluster: Config.ClusterName is 256 bytes, over the 255 that gossip carries"},
 		{"negative MaxActivations", func(c *Config) { c.MaxActivations = -1 }, nil,
 			"cluster: Config.MaxActivations -1 is negative; zero means no limit"},
 		{"negative ActivationLimit", func(c *Config) { c.ActivationLimit = -1 }, nil,

@@ -87,6 +87,18 @@ type Config struct {
 	// join. Start fails if none of them can be reached. Zero means this
 	// node starts a new cluster.
 	Seeds []string
+	// ClusterName names the cluster the node belongs to, in up to 255
+	// bytes: the gossip of a member with another name is dropped, both
+	// ways (memberlist's label). Without it, two clusters on one network
+	// merge when a member of one takes over the address of a failed member
+	// of the other (a reused pod IP, say), as the other's members keep
+	// trying to reach their failed member there for a day (serf's
+	// reconnects), and a join to it is a join to all of them. Every member
+	// of a cluster must have the same name: a member with another one
+	// does not see the others, and its Start fails if Seeds name only
+	// them. Changing it needs every member restarted at once. Zero means
+	// no name, which only members without one share.
+	ClusterName string
 
 	// Kinds lists the grain kinds this node hosts. Zero means none: the
 	// node calls grains on other members but hosts none itself.
@@ -581,6 +593,9 @@ func (c *Config) validate() error {
 		if d < 0 {
 			return fmt.Errorf("cluster: negative timeout %v", d)
 		}
+	}
+	if len(c.ClusterName) > memberlist.LabelMaxSize {
+		return fmt.Errorf("cluster: Config.ClusterName is %d bytes, over the %d that gossip carries", len(c.ClusterName), memberlist.LabelMaxSize)
 	}
 	if c.MaxActivations < 0 {
 		return fmt.Errorf("cluster: Config.MaxActivations %d is negative; zero means no limit", c.MaxActivations)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -79,11 +80,26 @@ func testConfig(t testing.TB) Config {
 	cfg.BindAddr = "127.0.0.1:0"
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.Gossip = GossipLocal
+	// Each test's cluster apart: tests run in parallel on loopback ports
+	// that the kernel hands out again, and the members of one test try to
+	// reach a member they saw fail at its address, where another test's
+	// node may listen by then (see Config.ClusterName).
+	cfg.ClusterName = clusterName(t)
 	cfg.Logger = testLogger(t)
 	cfg.PassivationInterval = 10 * time.Millisecond
 	cfg.DefaultCallTimeout = waitTimeout
 	cfg.GrainMaxRestarts = 2
 	return cfg
+}
+
+// clusterName names the cluster of the nodes of test t: its name, cut to
+// what gossip carries.
+func clusterName(t testing.TB) string {
+	name := t.Name()
+	if len(name) > memberlist.LabelMaxSize {
+		name = name[len(name)-memberlist.LabelMaxSize:]
+	}
+	return name
 }
 
 // startNode starts a node and closes it when the test ends.

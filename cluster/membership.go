@@ -202,6 +202,7 @@ func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, 
 
 	mc := cfg.memberlistConfig()
 	mc.Name = cfg.NodeName
+	mc.Label = cfg.ClusterName
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertisePort = port
 	mc.Logger = logger

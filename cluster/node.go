@@ -361,7 +361,9 @@ func (n *Node) join(ctx context.Context) error {
 	select {
 	case r := <-ch:
 		if r.joined == 0 {
-			return fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, r.err)
+			// A seed of another cluster only closes the stream (EOF):
+			// say what the seeds must have.
+			return fmt.Errorf("cluster: join the cluster through %v (seeds whose Config.ClusterName is not %q drop the join): %w", n.cfg.Seeds, n.cfg.ClusterName, r.err)
 		}
 		if r.err != nil {
 			n.log.Warn("cluster: some seeds could not be reached", "seeds", n.cfg.Seeds, "err", r.err)

@@ -50,6 +50,7 @@ func run() error {
 	flag.StringVar(&cfg.BindAddr, "bind", "127.0.0.1:7001", "gossip address to listen on")
 	flag.StringVar(&cfg.GRPCAddr, "grpc", "127.0.0.1:8001", "node-to-node gRPC address to listen on")
 	join := flag.String("join", "", "comma-separated gossip addresses of members to join")
+	flag.StringVar(&cfg.ClusterName, "cluster", "", "name of the cluster, the same on every node: members of other clusters are ignored")
 	host := flag.Bool("host", true, "host the Counter grain on this node")
 	call := flag.String("call", "", "comma-separated counter identities to call")
 	every := flag.Duration("every", time.Second, "how often to call the counters")

@@ -117,7 +117,7 @@ type nodeProcess struct {
 // The process is killed when the test ends, if it is still running.
 func startNode(t *testing.T, args ...string) *nodeProcess {
 	t.Helper()
-	args = append([]string{"-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0"}, args...)
+	args = append([]string{"-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0", "-cluster", t.Name()}, args...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), processEnv+"=1")
 	cmd.Stderr = os.Stderr
