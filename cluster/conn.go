@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,6 +27,7 @@ type msgStream interface {
 // goroutine, so under load several frames share a gRPC message.
 type conn struct {
 	t    *transport
+	self weak.Pointer[conn] // for the shared deadlines that watch it (see sharedDeadline.watchers)
 	peer string
 	// addr is the peer's transport address: the one dialed, or the one
 	// its hello said. A node restarted under its name has a new one, so
@@ -104,6 +106,7 @@ func newConn(t *transport, peer, addr string, s msgStream, cancel context.Cancel
 		served: make(map[uint64]*servedCtx),
 	}
 	c.names.held = t.handler
+	c.self = weak.Make(c)
 	return c
 }
 

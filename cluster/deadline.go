@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 )
 
 // deadlines gives calls made without a deadline the node's
@@ -48,9 +49,11 @@ type sharedDeadline struct {
 	background *deadlineCtx
 
 	// The conns with calls waiting under this deadline that end when it
-	// passes (see watch and conn.call).
+	// passes (see watch and conn.call), held weakly: the deadline's
+	// context lives until it passes, DefaultCallTimeout after the calls
+	// began, and a conn held strongly here kept its closed node as long.
 	mu       sync.Mutex
-	watchers []*conn
+	watchers []weak.Pointer[conn]
 	watching bool        // a callback on ctx runs expire
 	passed   atomic.Bool // set by expire before it ends any call
 }
@@ -69,8 +72,8 @@ func (s *sharedDeadline) watch(c *conn) bool {
 		s.watching = true
 		context.AfterFunc(s.ctx, s.expire)
 	}
-	if n := len(s.watchers); n == 0 || s.watchers[n-1] != c {
-		s.watchers = append(s.watchers, c) // a conn twice is swept twice, to no effect
+	if n := len(s.watchers); n == 0 || s.watchers[n-1] != c.self {
+		s.watchers = append(s.watchers, c.self) // a conn twice is swept twice, to no effect
 	}
 	return true
 }
@@ -83,8 +86,10 @@ func (s *sharedDeadline) expire() {
 	watchers := s.watchers
 	s.watchers = nil
 	s.mu.Unlock()
-	for _, c := range watchers {
-		c.expire(s)
+	for _, w := range watchers {
+		if c := w.Value(); c != nil {
+			c.expire(s)
+		}
 	}
 }
 

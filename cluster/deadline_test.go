@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"weak"
 )
 
 type ctxKey struct{}
@@ -319,6 +320,7 @@ func TestSharedDeadlineEndsTheCallsItWatches(t *testing.T) {
 	later := d.shared(time.Now())
 	s := newSharedDeadline(time.Now().Add(time.Millisecond))
 	c := &conn{calls: make(map[uint64]pendingCall)}
+	c.self = weak.Make(c) // as newConn makes it
 	under, other, none := make(chan frame, 1), make(chan frame, 1), make(chan frame, 1)
 	c.calls[1] = pendingCall{reply: under, d: s}
 	c.calls[2] = pendingCall{reply: other, d: later}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/serf/serf"
@@ -509,7 +510,7 @@ func (n *Node) holdFailed(members []Member) []Member {
 		if now.Sub(f.first) < n.failedGrace && (f.probing.Load() || n.transport.streamWith(m)) {
 			m.Status = StatusAlive
 			if !seen {
-				time.AfterFunc(n.failedGrace, n.membershipChanged)
+				n.after(n.failedGrace, (*Node).membershipChanged)
 			}
 		}
 	}
@@ -719,7 +720,8 @@ func (n *Node) dropFailed(old, p *placement) {
 		case known && n.transport.saidLeaving(was.Name):
 			n.keepLeaver(was.Name)
 		case known:
-			time.AfterFunc(n.failedGrace, func() { n.recheckFailed(was.Name) })
+			name := was.Name
+			n.after(n.failedGrace, func(n *Node) { n.recheckFailed(name) })
 		default:
 			n.transport.dropPeer(was.Name, was.GRPCAddr)
 		}
@@ -757,7 +759,21 @@ func (n *Node) keepLeaver(name string) {
 		inc = m.incarnation
 	}
 	n.transport.byeTo(name, inc)
-	time.AfterFunc(n.leaverGrace, func() { n.dropIfFailed(name) })
+	n.after(n.leaverGrace, func(n *Node) { n.dropIfFailed(name) })
+}
+
+// after runs f with the node once d has passed, unless the node has been
+// collected by then. The timer holds the node weakly: one armed for long
+// (a leaver's grace, DeactivateTimeout and more) kept a closed node, and
+// all it held, until it fired (TestAClosedNodeIsCollected). f must reach
+// the node through its argument only.
+func (n *Node) after(d time.Duration, f func(*Node)) {
+	w := weak.Make(n)
+	time.AfterFunc(d, func() {
+		if n := w.Value(); n != nil {
+			f(n)
+		}
+	})
 }
 
 // recheckFailed acts on a member seen failed n.failedGrace ago: if it is
