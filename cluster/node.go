@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -362,9 +363,13 @@ func (n *Node) join(ctx context.Context) error {
 	select {
 	case r := <-ch:
 		if r.joined == 0 {
-			// A seed of another cluster only closes the stream (EOF):
-			// say what the seeds must have.
-			return fmt.Errorf("cluster: join the cluster through %v (seeds whose Config.ClusterName is not %q drop the join): %w", n.cfg.Seeds, n.cfg.ClusterName, r.err)
+			err := fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, r.err)
+			if strings.Contains(r.err.Error(), "EOF") {
+				// All a seed of another cluster does is close the
+				// stream: say what the seeds must have.
+				err = fmt.Errorf("%w (a seed that closes the stream at once may be of a cluster whose Config.ClusterName is not %q)", err, n.cfg.ClusterName)
+			}
+			return err
 		}
 		if r.err != nil {
 			n.log.Warn("cluster: some seeds could not be reached", "seeds", n.cfg.Seeds, "err", r.err)
