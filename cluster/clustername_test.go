@@ -49,3 +49,36 @@ func TestClustersOfOtherNamesDoNotMerge(t *testing.T) {
 		t.Errorf("a start whose only seed is of another cluster: %v; want an error naming the seed and the cluster's name", err)
 	}
 }
+
+// TestAStreamToAnotherClusterIsRefused: an address outlives the node that
+// had it, and a view may still have a failed member alive at an address
+// that a node of another cluster has taken (a reused pod IP). A stream
+// dialed there is refused: by the node that answers, if the dialer has a
+// cluster name, and by the dialer, when it reads the answer, if it has
+// none. Before, the stream carried the member's grain calls, which a node
+// of the other cluster that hosts the same kinds would have run against
+// its own store.
+func TestAStreamToAnotherClusterIsRefused(t *testing.T) {
+	start := func(suffix, cluster string, logs map[string]*logLines) *Node {
+		cfg := testConfig(t)
+		cfg.NodeName += suffix
+		withLogs(logs, false, func(cfg *Config) { cfg.ClusterName = cluster })(&cfg)
+		return startNode(t, cfg)
+	}
+	logs := map[string]*logLines{}
+	a, unnamed, other := start("-a", "a", logs), start("-u", "", logs), start("-y", "b", logs)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+
+	_, err := a.transport.conn(ctx, &Member{Name: "x", GRPCAddr: other.GRPCAddr()})
+	if err == nil || !strings.Contains(err.Error(), `is of cluster "b", not of `+a.Name()+`'s "a"`) {
+		t.Errorf("a stream from a node of cluster a to member x's address, where a node of cluster b listens: %v; want it refused by that node", err)
+	}
+	if got := logs[other.Name()].count("refused a transport stream from a node of another cluster", "cluster=a"); got != 1 {
+		t.Errorf("the node of cluster b logged %d refusals of a's stream, want 1", got)
+	}
+	_, err = unnamed.transport.conn(ctx, &Member{Name: "x", GRPCAddr: other.GRPCAddr()})
+	if err == nil || !strings.Contains(err.Error(), `as a node of cluster "b", not of this node's ""`) {
+		t.Errorf("a stream from a node without a cluster name to member x's address, where a node of cluster b listens: %v; want it refused on the answer", err)
+	}
+}

@@ -89,7 +89,8 @@ type Config struct {
 	Seeds []string
 	// ClusterName names the cluster the node belongs to, in up to 255
 	// bytes: the gossip of a member with another name is dropped, both
-	// ways (memberlist's label). Without it, two clusters on one network
+	// ways (memberlist's label), and so is a transport stream between
+	// nodes of different names. Without it, two clusters on one network
 	// merge when a member of one takes over the address of a failed member
 	// of the other (a reused pod IP, say), as the other's members keep
 	// trying to reach their failed member there for a day (serf's

@@ -153,7 +153,8 @@ func heldListener(t *testing.T) (net.Listener, func(...net.Conn)) {
 }
 
 // stalledPeer is a transport peer that answers a stream's hello and then
-// never reads from it: a process hung with its socket open.
+// never reads from it: a process hung with its socket open. It answers as
+// a node of the dialer's cluster.
 type stalledPeer struct{ stop chan struct{} }
 
 func (p *stalledPeer) serveStream(ss grpc.ServerStream) error {
@@ -161,7 +162,11 @@ func (p *stalledPeer) serveStream(ss grpc.ServerStream) error {
 	if err := ss.RecvMsg(&hello); err != nil {
 		return err
 	}
-	answer := appendFrame(nil, &frame{typ: frameHello, node: "stalled", hello: helloNames})
+	var cluster []byte
+	if err := decodeBatch(hello, func(f *frame) { cluster = f.payload }); err != nil {
+		return err
+	}
+	answer := appendFrame(nil, &frame{typ: frameHello, node: "stalled", hello: helloNames, payload: cluster})
 	if err := ss.SendMsg(&answer); err != nil {
 		return err
 	}

@@ -83,14 +83,18 @@ const (
 	// fieldIdentity is a request's grain identity. In a hello frame it
 	// is an incarnation (see retiredIncarnations): in a dialer's first
 	// hello, the dialer's own; in the acceptor's answer to it (a hello
-	// with fieldNames), the acceptor's (see answeringStart); in a hello
+	// with fieldNames), the acceptor's (see answerIn); in a hello
 	// with fieldSuperseded, the receiver's; in one with fieldAskRelease
 	// or fieldReleased, the sender's. An older peer reads none.
 	fieldIdentity protowire.Number = 4
 	// fieldMethod is a request's method. In a dialer's first hello it is
 	// the incarnation the dialer's start replaced under its name, if it
 	// saw one (see conn.replaced); an older peer reads neither.
-	fieldMethod  protowire.Number = 5
+	fieldMethod protowire.Number = 5
+	// fieldPayload is a request's or reply's message. In a dialer's first
+	// hello and in the acceptor's answer to it, the sender's
+	// Config.ClusterName (see transport.answeredBy and serveStream); an
+	// older peer sends none, which reads as no name, and ignores it.
 	fieldPayload protowire.Number = 6
 	fieldTimeout protowire.Number = 7
 	// fieldCode is a reply's status code. In a cancel frame it says why

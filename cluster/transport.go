@@ -604,7 +604,8 @@ func (t *transport) open(m *Member) (*conn, error) {
 		if p := t.replaced.Load(); p != nil {
 			replaced = *p
 		}
-		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, message: t.advertised, identity: t.incarnation, method: replaced, hello: flags})
+		hello := appendFrame(nil, &frame{typ: frameHello, node: t.name, message: t.advertised, identity: t.incarnation, method: replaced, hello: flags,
+			payload: []byte(t.cfg.ClusterName)})
 		err = stream.SendMsg(&hello)
 	}
 	// Nothing more goes on the stream before the acceptor's answer to the
@@ -617,6 +618,10 @@ func (t *transport) open(m *Member) (*conn, error) {
 	if err == nil {
 		err = stream.RecvMsg(&first)
 	}
+	answer := answerIn(first)
+	if err == nil {
+		err = t.answeredBy(m, answer)
+	}
 	if !timer.Stop() || err != nil {
 		cancel()
 		_ = cc.Close() // the dial already failed; a close error adds nothing
@@ -627,7 +632,7 @@ func (t *transport) open(m *Member) (*conn, error) {
 	}
 	c := newConn(t, m.Name, m.GRPCAddr, stream, cancel, cc)
 	c.inc = m.incarnation
-	if inc := answeringStart(first); inc != "" {
+	if inc := answer.identity; inc != "" {
 		// The start that accepted the stream, which may be a later one
 		// than the view's at the same address (a member restarted with
 		// fixed ports): what the stream says, and the bye this node
@@ -645,20 +650,45 @@ func (t *transport) open(m *Member) (*conn, error) {
 	return c, nil
 }
 
-// answeringStart returns the start incarnation that the acceptor's answer
-// to a dialer's hello names (see serveStream), the first batch of the
-// stream, or "" if it names none (a peer too old to say).
-func answeringStart(first []byte) string {
-	var inc string
+// streamAnswer is what the acceptor of a stream says of itself in its
+// answer to the dialer's hello (see serveStream).
+type streamAnswer struct {
+	ok       bool   // there is an answer: a peer too old to send one sends none
+	node     string // the acceptor's name
+	identity string // its start incarnation
+	cluster  string // its Config.ClusterName
+}
+
+// answerIn returns the acceptor's answer in first, the first batch of the
+// stream.
+func answerIn(first []byte) streamAnswer {
+	var a streamAnswer
 	// The answer comes before any request on the stream, whose names a
 	// decode without the stream's dictionary would fail on: the error
 	// only ends the search.
 	_ = decodeBatch(first, func(f *frame) {
-		if inc == "" && f.typ == frameHello && f.hello&helloNames != 0 {
-			inc = f.identity
+		if !a.ok && f.typ == frameHello && f.hello&helloNames != 0 {
+			a = streamAnswer{ok: true, node: f.node, identity: f.identity, cluster: string(f.payload)}
 		}
 	})
-	return inc
+	return a
+}
+
+// answeredBy checks that the node that answered a stream dialed to member
+// m is of this node's cluster. An address outlives the node that had it:
+// a member that failed, and whose failure this node's view has yet to
+// see, may have left it to a node of another cluster on the same network
+// (a reused pod IP, with the ports every pod uses), which would run m's
+// grain calls against its own store. The acceptor refuses a dialer of
+// another name itself (see serveStream); this covers a dialer without a
+// name, which the acceptor leaves to this check, and an acceptor whose
+// version does not check. An acceptor too old to answer, or one that says
+// the dialer was superseded, is not checked.
+func (t *transport) answeredBy(m *Member, a streamAnswer) error {
+	if a.ok && a.cluster != t.cfg.ClusterName {
+		return fmt.Errorf("cluster: %s answered at %s, the address of member %s, as a node of cluster %q, not of this node's %q", a.node, m.GRPCAddr, m.Name, a.cluster, t.cfg.ClusterName)
+	}
+	return nil
 }
 
 // sayLeavingOnAll tells every peer with an open stream that this node is
@@ -826,6 +856,13 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 		t.log.Warn("cluster: refused a transport stream", "err", err)
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	if cluster := string(hello.payload); cluster != "" && cluster != t.cfg.ClusterName {
+		// A node of another cluster on the same network, which dialed an
+		// address that was one of its members' (see answeredBy). A hello
+		// without a name is left to the dialer, which checks the answer.
+		t.log.Warn("cluster: refused a transport stream from a node of another cluster", "peer", hello.node, "addr", hello.message, "cluster", cluster)
+		return status.Errorf(codes.FailedPrecondition, "cluster: node %s at %s is of cluster %q, not of %s's %q", t.name, t.advertised, t.cfg.ClusterName, hello.node, cluster)
+	}
 	if hello.identity != "" && t.handler.retired(hello.node, hello.identity) {
 		// An earlier start of the member, which a later one replaced:
 		// tell it, and serve none of its requests (see
@@ -860,8 +897,9 @@ func (t *transport) serveStream(ss grpc.ServerStream) error {
 	if c.dict.on {
 		// Say that we understand them too, and which start answers: the
 		// dialer's view may have an earlier one at this address (see
-		// answeringStart).
-		_ = c.send(ctx, &frame{typ: frameHello, node: t.name, identity: t.incarnation, hello: helloNames}) // fails only if the conn closed
+		// answerIn).
+		answer := frame{typ: frameHello, node: t.name, identity: t.incarnation, hello: helloNames, payload: []byte(t.cfg.ClusterName)}
+		_ = c.send(ctx, &answer) // fails only if the conn closed
 	}
 	if t.leaving.Load() {
 		c.sayLeaving() // as in open
