@@ -14,10 +14,7 @@ import (
 // the node of "b" drops each try, and neither sees the other; a node
 // whose seeds are of another cluster fails to start.
 func TestClustersOfOtherNamesDoNotMerge(t *testing.T) {
-	named := func(name string) func(*Config) {
-		return func(cfg *Config) { cfg.ClusterName = name }
-	}
-	as := startCluster(t, 2, nil, named("a"))
+	as := startCluster(t, 2, nil, func(cfg *Config) { cfg.ClusterName = "a" })
 	a, crashed := as[0], as[1]
 	addr := crashed.GossipAddr()
 	if err := crashed.Close(); err != nil {
@@ -26,11 +23,7 @@ func TestClustersOfOtherNamesDoNotMerge(t *testing.T) {
 	waitFor(t, waitTimeout, "a to see its member failed", func() bool { return aliveCount(a) == 1 })
 
 	logs := map[string]*logLines{}
-	cfg := testConfig(t)
-	cfg.NodeName += "-b"
-	cfg.BindAddr = addr
-	withLogs(logs, false, named("b"))(&cfg)
-	b := startNode(t, cfg)
+	b := startNamed(t, "-b", "b", logs, func(cfg *Config) { cfg.BindAddr = addr })
 	waitFor(t, waitTimeout, "a's reconnects to reach b", func() bool {
 		return logs[b.Name()].count("discarding", "unacceptable label") > 0 || aliveCount(a) > 1 || aliveCount(b) > 1
 	})
@@ -40,7 +33,7 @@ func TestClustersOfOtherNamesDoNotMerge(t *testing.T) {
 		}
 	}
 
-	cfg = testConfig(t)
+	cfg := testConfig(t)
 	cfg.NodeName += "-c"
 	cfg.ClusterName = "b"
 	cfg.Seeds = []string{a.GossipAddr()}
@@ -48,6 +41,27 @@ func TestClustersOfOtherNamesDoNotMerge(t *testing.T) {
 	if !strings.Contains(err.Error(), a.GossipAddr()) || !strings.Contains(err.Error(), `ClusterName is not "b"`) {
 		t.Errorf("a start whose only seed is of another cluster: %v; want an error naming the seed and the cluster's name", err)
 	}
+	// A seed nobody listens at refuses the connection: nothing there
+	// says anything of cluster names, and neither does the error.
+	cfg.Seeds = []string{"127.0.0.1:1"}
+	if err := startFails(t, context.Background(), cfg); strings.Contains(err.Error(), "ClusterName") {
+		t.Errorf("a start whose only seed is unreachable: %v; want no word of cluster names", err)
+	}
+}
+
+// startNamed starts a node of the named cluster, its name suffixed,
+// recording its log in logs and configured by configure, if not nil.
+func startNamed(t *testing.T, suffix, cluster string, logs map[string]*logLines, configure func(*Config)) *Node {
+	t.Helper()
+	cfg := testConfig(t)
+	cfg.NodeName += suffix
+	withLogs(logs, false, func(cfg *Config) {
+		cfg.ClusterName = cluster
+		if configure != nil {
+			configure(cfg)
+		}
+	})(&cfg)
+	return startNode(t, cfg)
 }
 
 // TestAStreamToAnotherClusterIsRefused: an address outlives the node that
@@ -59,14 +73,8 @@ func TestClustersOfOtherNamesDoNotMerge(t *testing.T) {
 // of the other cluster that hosts the same kinds would have run against
 // its own store.
 func TestAStreamToAnotherClusterIsRefused(t *testing.T) {
-	start := func(suffix, cluster string, logs map[string]*logLines) *Node {
-		cfg := testConfig(t)
-		cfg.NodeName += suffix
-		withLogs(logs, false, func(cfg *Config) { cfg.ClusterName = cluster })(&cfg)
-		return startNode(t, cfg)
-	}
 	logs := map[string]*logLines{}
-	a, unnamed, other := start("-a", "a", logs), start("-u", "", logs), start("-y", "b", logs)
+	a, unnamed, other := startNamed(t, "-a", "a", logs, nil), startNamed(t, "-u", "", logs, nil), startNamed(t, "-y", "b", logs, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 
