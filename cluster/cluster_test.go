@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -546,6 +547,10 @@ func TestStartErrors(t *testing.T) {
 		{"negative commit timeout", func(c *Config) { c.CommitTimeout = -time.Second }, nil, "cluster: negative timeout -1s"},
 		{"ClusterName too long", func(c *Config) { c.ClusterName = strings.Repeat("x", 256) }, nil,
 			"cluster: Config.ClusterName is 256 bytes, over the 255 that gossip carries"},
+		{"gossip key of a bad size", func(c *Config) { c.GossipKeys = [][]byte{make([]byte, 32), make([]byte, 10)} }, nil,
+			"cluster: Config.GossipKeys[1] is 10 bytes; a key is 16, 24 or 32 bytes (AES-128, -192 or -256)"},
+		{"TLS without a certificate", func(c *Config) { c.TLS = &tls.Config{} }, nil,
+			"cluster: Config.TLS has no certificate for the node to serve the transport with (Certificates or GetCertificate)"},
 		{"negative MaxActivations", func(c *Config) { c.MaxActivations = -1 }, nil,
 			"cluster: Config.MaxActivations -1 is negative; zero means no limit"},
 		{"negative ActivationLimit", func(c *Config) { c.ActivationLimit = -1 }, nil,

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -100,6 +101,32 @@ type Config struct {
 	// them. Changing it needs every member restarted at once. Zero means
 	// no name, which only members without one share.
 	ClusterName string
+	// GossipKeys encrypt and authenticate the gossip (AES-GCM; a key is
+	// 16, 24 or 32 bytes): the first encrypts what this node sends, and
+	// what comes in under any of them is read. A member with keys drops
+	// gossip it cannot decrypt and gossip in the clear, so a node that
+	// has not the key its peers encrypt with does not see them (its Start
+	// fails if Seeds name only them), and one without keys is not seen.
+	// To change the key without stopping the cluster, restart every
+	// member three times: with the new key added last, then first, then
+	// alone. Anyone who has a key can join, so keep keys out of flags and
+	// logs. Zero means gossip in the clear, which only members without
+	// keys read. The transport between nodes is TLS's (see TLS).
+	GossipKeys [][]byte
+	// TLS secures the transport between nodes (calls, one-way messages,
+	// hand-offs): the node serves it to the peers that dial it and dials
+	// its peers with it. So it needs a certificate (Certificates or
+	// GetCertificate) that its peers trust, and the CAs of theirs
+	// (RootCAs; nil means the host's); for mutual TLS also ClientAuth
+	// tls.RequireAndVerifyClientCert and ClientCAs. MutualTLS makes such a
+	// configuration from PEM files. A dialer checks the peer's certificate
+	// for ServerName when it is set (a name all the nodes' certificates
+	// carry, for addresses that change) and for the peer's transport IP
+	// when it is not. All members use TLS or none: a node with TLS and one
+	// without cannot reach each other, and calls between them fail with
+	// ErrUnavailable. Zero means the transport in the clear, for a network
+	// only the cluster uses. Gossip is secured by GossipKeys.
+	TLS *tls.Config
 
 	// Kinds lists the grain kinds this node hosts. Zero means none: the
 	// node calls grains on other members but hosts none itself.
@@ -597,6 +624,14 @@ func (c *Config) validate() error {
 	}
 	if len(c.ClusterName) > memberlist.LabelMaxSize {
 		return fmt.Errorf("cluster: Config.ClusterName is %d bytes, over the %d that gossip carries", len(c.ClusterName), memberlist.LabelMaxSize)
+	}
+	for i, key := range c.GossipKeys {
+		if err := memberlist.ValidateKey(key); err != nil {
+			return fmt.Errorf("cluster: Config.GossipKeys[%d] is %d bytes; a key is 16, 24 or 32 bytes (AES-128, -192 or -256)", i, len(key))
+		}
+	}
+	if c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil {
+		return errors.New("cluster: Config.TLS has no certificate for the node to serve the transport with (Certificates or GetCertificate)")
 	}
 	if c.MaxActivations < 0 {
 		return fmt.Errorf("cluster: Config.MaxActivations %d is negative; zero means no limit", c.MaxActivations)

@@ -203,6 +203,14 @@ func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, 
 	mc := cfg.memberlistConfig()
 	mc.Name = cfg.NodeName
 	mc.Label = cfg.ClusterName
+	if len(cfg.GossipKeys) > 0 {
+		// The first key encrypts; memberlist reads with any of them.
+		ring, err := memberlist.NewKeyring(cfg.GossipKeys, cfg.GossipKeys[0])
+		if err != nil {
+			return nil, fmt.Errorf("cluster: gossip keys: %w", err)
+		}
+		mc.Keyring = ring
+	}
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertisePort = port
 	mc.Logger = logger

@@ -364,10 +364,14 @@ func (n *Node) join(ctx context.Context) error {
 	case r := <-ch:
 		if r.joined == 0 {
 			err := fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, r.err)
-			if strings.Contains(r.err.Error(), "EOF") {
+			switch msg := r.err.Error(); {
+			case strings.Contains(msg, "EOF"):
 				// All a seed of another cluster does is close the
 				// stream: say what the seeds must have.
 				err = fmt.Errorf("%w (a seed that closes the stream at once may be of a cluster whose Config.ClusterName is not %q)", err, n.cfg.ClusterName)
+			case strings.Contains(msg, "encrypt") || strings.Contains(msg, "decrypt"):
+				// Memberlist's words: name the setting.
+				err = fmt.Errorf("%w (the seeds' gossip keys and this node's Config.GossipKeys do not match)", err)
 			}
 			return err
 		}

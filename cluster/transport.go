@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
@@ -374,6 +376,9 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	if ka := cfg.KeepaliveTime; ka > 0 {
 		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{Time: ka, Timeout: ka}))
 	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(t.credentials()))
+	}
 	t.server = grpc.NewServer(opts...)
 	t.server.RegisterService(transportDesc(), t)
 	return t, nil
@@ -424,6 +429,30 @@ func (t *transport) putPayload(b *[]byte) {
 // maxMessage is the largest gRPC message a batch may need.
 func (t *transport) maxMessage() int {
 	return t.cfg.MaxBatchBytes + t.cfg.MaxFrameBytes + frameOverhead
+}
+
+// credentials returns the transport's credentials, for serving and for
+// dialing alike: TLS with Config.TLS, or none.
+func (t *transport) credentials() credentials.TransportCredentials {
+	if t.cfg.TLS == nil {
+		return insecure.NewCredentials()
+	}
+	return credentials.NewTLS(t.cfg.TLS)
+}
+
+// tlsHint says what a dial's error means when the peer's transport and
+// this node's disagree on TLS, which gRPC's words do not say: a TLS
+// listener closes a stream in the clear before it answers, and one in the
+// clear answers a TLS handshake with HTTP/2.
+func (t *transport) tlsHint(err error) string {
+	msg := err.Error()
+	switch {
+	case t.cfg.TLS == nil && strings.Contains(msg, "error reading server preface: EOF"):
+		return " (a peer whose transport uses TLS closes a stream in the clear so; every member needs Config.TLS, or none)"
+	case t.cfg.TLS != nil && strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return " (the peer's transport is in the clear; every member needs Config.TLS, or none)"
+	}
+	return ""
 }
 
 // addr returns the address the transport listens on.
@@ -550,7 +579,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 	// once its forget reads the entry of its peer, which may be e.
 	t.mu.Lock()
 	if err != nil {
-		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v", m.Name, m.GRPCAddr, err)
+		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v%s", m.Name, m.GRPCAddr, err, t.tlsHint(err))
 		switch {
 		case refusedAsClosing(err):
 			if m.incarnation != "" {
@@ -571,7 +600,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 
 func (t *transport) open(m *Member) (*conn, error) {
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(t.credentials()),
 		grpc.WithInitialWindowSize(flowWindow),
 		grpc.WithInitialConnWindowSize(flowWindow),
 		grpc.WithDefaultCallOptions(

@@ -1,0 +1,227 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/protograin/protograin/internal/tlstest"
+)
+
+// testServerName is the name every node certificate of these tests carries,
+// as a cluster whose addresses change would have them.
+const testServerName = "nodes.protograin.test"
+
+// secured returns a configure function for a node with the gossip keys
+// keys and mutual TLS under a certificate that ca issues for it, checked
+// for testServerName.
+func secured(t *testing.T, ca *tlstest.CA, keys ...[]byte) func(*Config) {
+	return securedFor(t, ca, testServerName, keys...)
+}
+
+// securedFor is secured with the server name serverName ("": the peers'
+// addresses).
+func securedFor(t *testing.T, ca *tlstest.CA, serverName string, keys ...[]byte) func(*Config) {
+	return func(cfg *Config) {
+		cert, key := ca.Issue(t, cfg.NodeName, testServerName)
+		tlsCfg, err := MutualTLS(cert, key, ca.CertFile(), serverName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.GossipKeys, cfg.TLS = keys, tlsCfg
+	}
+}
+
+// gossipKey returns a 32-byte key made of b.
+func gossipKey(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+
+// TestASecuredClusterCalls: nodes with gossip keys and mutual TLS form a
+// cluster and call each other's grains, with the peers' certificates
+// checked for a server name or for the peers' addresses, and their
+// transport speaks TLS only to a peer whose certificate their CA signed.
+func TestASecuredClusterCalls(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t, "nodes")
+	for _, check := range []struct{ name, serverName string }{{"for the server name", testServerName}, {"for the address", ""}} {
+		t.Run(check.name, func(t *testing.T) {
+			nodes, _ := echoCluster(t, 2, 0, securedFor(t, ca, check.serverName, gossipKey(1)))
+			for _, owner := range nodes {
+				id := identityOwnedBy(t, nodes, owner)
+				for _, caller := range nodes {
+					add(t, caller, id, 1)
+				}
+				if got := add(t, nodes[0], id, 0); got != 2 {
+					t.Errorf("grain %s on %s: total %d after two calls, want 2", id, owner.Name(), got)
+				}
+			}
+		})
+	}
+	nodes, _ := echoCluster(t, 2, 0, secured(t, ca, gossipKey(1)))
+
+	// The transport's listener is a TLS server that asks for the
+	// dialer's certificate, and presents the node's.
+	cert, key := ca.Issue(t, "probe")
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	pem, err := os.ReadFile(ca.CertFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots.AppendCertsFromPEM(pem)
+	probe := &tls.Config{RootCAs: roots, ServerName: testServerName, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{pair}}
+	conn, err := tls.Dial("tcp", nodes[1].GRPCAddr(), probe)
+	if err != nil {
+		t.Fatalf("a TLS dial of %s's transport with a certificate of the cluster's CA: %v", nodes[1].Name(), err)
+	}
+	if got := conn.ConnectionState().PeerCertificates[0].Subject.CommonName; got != nodes[1].Name() {
+		t.Errorf("the transport of %s presented the certificate of %q", nodes[1].Name(), got)
+	}
+	_ = conn.Close()
+
+	// Without a certificate, the node refuses the dialer.
+	probe.Certificates = nil
+	conn, err = tls.Dial("tcp", nodes[1].GRPCAddr(), probe)
+	if err == nil {
+		// TLS 1.3: the server checks the client's certificate after
+		// the client's handshake is done, and says so on the next read.
+		_ = conn.SetReadDeadline(time.Now().Add(waitTimeout))
+		_, err = conn.Read(make([]byte, 1))
+		_ = conn.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Errorf("a TLS dial without a certificate: %v; want it refused for the missing certificate", err)
+	}
+}
+
+// TestAMemberOutsideTheTLSIsRefused: a node that has the gossip keys but
+// not a certificate the others trust, or no TLS, is a member, but the
+// calls it makes to the others' grains fail with ErrUnavailable and say
+// why, and so do theirs to its grains.
+func TestAMemberOutsideTheTLSIsRefused(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t, "nodes")
+	key := gossipKey(1)
+	nodes, _ := echoCluster(t, 1, 0, secured(t, ca, key))
+	inside := nodes[0]
+	for _, tc := range []struct {
+		name            string
+		configure       func(*Config)
+		outward, inward string // what the outsider's calls and the inside's say
+	}{
+		{"another CA", secured(t, tlstest.NewCA(t, "others"), key),
+			"x509: certificate signed by unknown authority", "x509: certificate signed by unknown authority"},
+		{"no TLS", func(cfg *Config) { cfg.GossipKeys = [][]byte{key} }, "Config.TLS", "Config.TLS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.ClusterName = inside.cfg.ClusterName
+			cfg.NodeName += "-outsider"
+			cfg.Seeds = []string{inside.GossipAddr()}
+			cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+			tc.configure(&cfg)
+			outsider := startNode(t, cfg)
+			both := []*Node{inside, outsider}
+			waitConverged(t, both, 2)
+
+			for _, call := range []struct {
+				from, to *Node
+				want     string
+			}{{outsider, inside, tc.outward}, {inside, outsider, tc.inward}} {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_, err := call.from.Invoke(ctx, addCall(identityOwnedBy(t, both, call.to), 1))
+				cancel()
+				if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), call.want) {
+					t.Errorf("a call from %s to a grain of %s: %v; want ErrUnavailable that says %q", call.from.Name(), call.to.Name(), err, call.want)
+				}
+			}
+		})
+	}
+}
+
+// TestGossipOfOtherKeysIsRefused: a node whose keys cannot read the
+// gossip of a cluster, or that has none where the cluster has keys, or
+// keys where it has none, fails to start through its members, and the
+// error says which setting to check.
+func TestGossipOfOtherKeysIsRefused(t *testing.T) {
+	t.Parallel()
+	keyed := startCluster(t, 1, nil, func(cfg *Config) { cfg.GossipKeys = [][]byte{gossipKey(1)} })[0]
+	clear := startCluster(t, 1, nil, func(cfg *Config) { cfg.NodeName += "-clear" })[0]
+	for _, tc := range []struct {
+		name string
+		seed *Node
+		keys [][]byte
+	}{
+		{"another key", keyed, [][]byte{gossipKey(2)}},
+		{"no key", keyed, nil},
+		{"a key where the cluster has none", clear, [][]byte{gossipKey(1)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.ClusterName = tc.seed.cfg.ClusterName
+			cfg.Seeds = []string{tc.seed.GossipAddr()}
+			cfg.GossipKeys = tc.keys
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			err := startFails(t, ctx, cfg)
+			if !strings.Contains(err.Error(), "Config.GossipKeys") {
+				t.Errorf("a start through a member of other gossip keys: %v; want an error that names Config.GossipKeys", err)
+			}
+		})
+	}
+}
+
+// TestTheGossipKeyChangesWhileTheClusterRuns follows Config.GossipKeys's
+// way to change the key: every member restarted with the new key added
+// last, then first, then alone. The members of a cluster of two are
+// replaced one at a time (a node of the next step joins, the one it
+// replaces leaves), and they call each other's grains after each change;
+// at the end, a node with only the old key no longer joins.
+func TestTheGossipKeyChangesWhileTheClusterRuns(t *testing.T) {
+	t.Parallel()
+	old, next := gossipKey(1), gossipKey(2)
+	nodes, _ := echoCluster(t, 2, 0, func(cfg *Config) { cfg.GossipKeys = [][]byte{old} })
+	step := 0
+	for _, keys := range [][][]byte{{old, next}, {next, old}, {next}} {
+		for i := range nodes {
+			step++
+			cfg := testConfig(t)
+			cfg.NodeName += fmt.Sprintf("-step%d", step)
+			cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+			cfg.GossipKeys = keys
+			cfg.Seeds = []string{nodes[1-i].GossipAddr()}
+			joiner := startNode(t, cfg)
+			waitConverged(t, []*Node{nodes[0], nodes[1], joiner}, 3)
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			err := nodes[i].Shutdown(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("step %d: %s's Shutdown: %v", step, nodes[i].Name(), err)
+			}
+			nodes[i] = joiner
+			waitConverged(t, nodes, 2)
+			for _, owner := range nodes {
+				addWithin(t, nodes[0], identityOwnedBy(t, nodes, owner), 1)
+			}
+		}
+	}
+
+	cfg := testConfig(t)
+	cfg.NodeName += "-old"
+	cfg.GossipKeys = [][]byte{old}
+	cfg.Seeds = []string{nodes[0].GossipAddr()}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := startFails(t, ctx, cfg); !strings.Contains(err.Error(), "Config.GossipKeys") {
+		t.Errorf("a start with the old key alone, once the cluster has only the new one: %v; want an error that names Config.GossipKeys", err)
+	}
+}
