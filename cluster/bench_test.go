@@ -16,6 +16,7 @@ import (
 
 	"github.com/protograin/protograin/cluster/storage/memstore"
 	"github.com/protograin/protograin/internal/goroutines"
+	"github.com/protograin/protograin/internal/tlstest"
 )
 
 // Benchmarks of one call through the cluster: go test -bench . -benchtime 2000x ./cluster
@@ -34,40 +35,67 @@ func BenchmarkInvokeLocal(b *testing.B) {
 	}
 }
 
+// remoteTransports are the two transports the cross-node benchmarks run
+// on: in the clear, and mutual TLS with gossip keys (what securing a
+// cluster costs a call).
+var remoteTransports = []struct {
+	name   string
+	secure bool
+}{{"clear", false}, {"tls", true}}
+
+// benchCluster is echoCluster of two nodes, secured with secure.
+func benchCluster(b *testing.B, secure bool) []*Node {
+	var configure func(*Config)
+	if secure {
+		configure = secured(b, tlstest.NewCA(b, "nodes"), gossipKey(1))
+	}
+	nodes, _ := echoCluster(b, 2, 0, configure)
+	return nodes
+}
+
 func BenchmarkInvokeRemote(b *testing.B) {
-	nodes, _ := echoCluster(b, 2, 0, nil)
-	id := identityOwnedBy(b, nodes, nodes[1])
-	call := addCall(id, 1)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := nodes[0].Invoke(ctx, call); err != nil {
-			b.Fatal(err)
-		}
+	for _, tr := range remoteTransports {
+		b.Run("transport="+tr.name, func(b *testing.B) {
+			nodes := benchCluster(b, tr.secure)
+			id := identityOwnedBy(b, nodes, nodes[1])
+			call := addCall(id, 1)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := nodes[0].Invoke(ctx, call); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
 func BenchmarkInvokeRemoteParallel(b *testing.B) {
-	nodes, _ := echoCluster(b, 2, 0, nil)
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.SetParallelism(32)
-	var next atomic.Int64
-	b.RunParallel(func(pb *testing.PB) {
-		// One grain per goroutine, all owned by the other node, so that
-		// the transport is what is measured, not one grain's mailbox.
-		id := fmt.Sprintf("grain-%d", next.Add(1))
-		for m, _ := nodes[0].Owner(echoKind, id); m.Name != nodes[1].Name(); m, _ = nodes[0].Owner(echoKind, id) {
-			id = fmt.Sprintf("grain-%d", next.Add(1))
-		}
-		call := addCall(id, 1)
-		for pb.Next() {
-			if _, err := nodes[0].Invoke(ctx, call); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	for _, tr := range remoteTransports {
+		b.Run("transport="+tr.name, func(b *testing.B) {
+			nodes := benchCluster(b, tr.secure)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			var next atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				// One grain per goroutine, all owned by the other node, so
+				// that the transport is what is measured, not one grain's
+				// mailbox.
+				id := fmt.Sprintf("grain-%d", next.Add(1))
+				for m, _ := nodes[0].Owner(echoKind, id); m.Name != nodes[1].Name(); m, _ = nodes[0].Owner(echoKind, id) {
+					id = fmt.Sprintf("grain-%d", next.Add(1))
+				}
+				call := addCall(id, 1)
+				for pb.Next() {
+					if _, err := nodes[0].Invoke(ctx, call); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkInvokeLocalParallel calls grains of the calling node from 64

@@ -22,13 +22,13 @@ const testServerName = "nodes.protograin.test"
 // secured returns a configure function for a node with the gossip keys
 // keys and mutual TLS under a certificate that ca issues for it, checked
 // for testServerName.
-func secured(t *testing.T, ca *tlstest.CA, keys ...[]byte) func(*Config) {
+func secured(t testing.TB, ca *tlstest.CA, keys ...[]byte) func(*Config) {
 	return securedFor(t, ca, testServerName, keys...)
 }
 
 // securedFor is secured with the server name serverName ("": the peers'
 // addresses).
-func securedFor(t *testing.T, ca *tlstest.CA, serverName string, keys ...[]byte) func(*Config) {
+func securedFor(t testing.TB, ca *tlstest.CA, serverName string, keys ...[]byte) func(*Config) {
 	return func(cfg *Config) {
 		cert, key := ca.Issue(t, cfg.NodeName, testServerName)
 		tlsCfg, err := MutualTLS(cert, key, ca.CertFile(), serverName)

@@ -251,6 +251,9 @@ type requestHandler interface {
 // (two if both dialed each other at the same moment; both then work).
 type transport struct {
 	name string // this node's name, sent in hello frames
+	// creds secure the streams it serves and dials: TLS with Config.TLS,
+	// or none.
+	creds credentials.TransportCredentials
 	// advertised is the address members dial this node at, and
 	// incarnation the random ID of the node's start: the first hello of
 	// the streams it dials says both (see conn.addr and
@@ -376,8 +379,10 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	if ka := cfg.KeepaliveTime; ka > 0 {
 		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{Time: ka, Timeout: ka}))
 	}
+	t.creds = insecure.NewCredentials()
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(t.credentials()))
+		t.creds = credentials.NewTLS(cfg.TLS)
+		opts = append(opts, grpc.Creds(t.creds))
 	}
 	t.server = grpc.NewServer(opts...)
 	t.server.RegisterService(transportDesc(), t)
@@ -429,15 +434,6 @@ func (t *transport) putPayload(b *[]byte) {
 // maxMessage is the largest gRPC message a batch may need.
 func (t *transport) maxMessage() int {
 	return t.cfg.MaxBatchBytes + t.cfg.MaxFrameBytes + frameOverhead
-}
-
-// credentials returns the transport's credentials, for serving and for
-// dialing alike: TLS with Config.TLS, or none.
-func (t *transport) credentials() credentials.TransportCredentials {
-	if t.cfg.TLS == nil {
-		return insecure.NewCredentials()
-	}
-	return credentials.NewTLS(t.cfg.TLS)
 }
 
 // tlsHint says what a dial's error means when the peer's transport and
@@ -600,7 +596,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 
 func (t *transport) open(m *Member) (*conn, error) {
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(t.credentials()),
+		grpc.WithTransportCredentials(t.creds),
 		grpc.WithInitialWindowSize(flowWindow),
 		grpc.WithInitialConnWindowSize(flowWindow),
 		grpc.WithDefaultCallOptions(
