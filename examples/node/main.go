@@ -15,6 +15,10 @@
 // these names, b hosts carol) with Ctrl-C (a graceful leave) or kill -9 (a
 // failure) and watch its counters move to the remaining nodes.
 //
+// To keep the cluster's traffic to itself, give every node the same gossip
+// key (-gossip-key-file) and a certificate for mutual TLS between nodes
+// (-tls-cert, -tls-key, -tls-ca).
+//
 // Each process keeps grain state in a memory store of its own unless
 // -postgres names a database they all share: then a counter that moves
 // to another process keeps its total.
@@ -22,6 +26,8 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -58,9 +64,18 @@ func run() error {
 	postgres := flag.String("postgres", "", "PostgreSQL DSN of a database every node shares for grain state (default: a memory store per process)")
 	schema := flag.String("schema", "protograin", "PostgreSQL schema for grain state, with -postgres")
 	flag.BoolVar(&cfg.KeepMajority, "keep-majority", false, "split-brain protection: serve grains only while this node sees a majority of the members (give it to every node)")
+	var sec security
+	flag.StringVar(&sec.gossipKeyFile, "gossip-key-file", "", "file holding the gossip key every node shares, in base64 (openssl rand -base64 32 > key): gossip encrypted")
+	flag.StringVar(&sec.cert, "tls-cert", "", "PEM certificate of this node: mutual TLS between nodes, with -tls-key and -tls-ca")
+	flag.StringVar(&sec.key, "tls-key", "", "PEM private key of -tls-cert")
+	flag.StringVar(&sec.ca, "tls-ca", "", "PEM certificates of the CA that signs every node's certificate")
+	flag.StringVar(&sec.serverName, "tls-server-name", "", "name every node's certificate carries (default: peers' certificates are checked for their IP)")
 	flag.Parse()
 	if *every <= 0 {
 		return fmt.Errorf("-every is %v; want a positive duration", *every)
+	}
+	if err := sec.apply(&cfg); err != nil {
+		return err
 	}
 
 	if *join != "" {
@@ -115,6 +130,39 @@ func run() error {
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return node.Shutdown(shutdownCtx)
+}
+
+// security is what the flags say of the gossip key and of TLS.
+type security struct {
+	gossipKeyFile             string
+	cert, key, ca, serverName string
+}
+
+// apply sets cfg's gossip keys and TLS from the flags, if they name files.
+func (s security) apply(cfg *cluster.Config) error {
+	if s.gossipKeyFile != "" {
+		text, err := os.ReadFile(s.gossipKeyFile)
+		if err != nil {
+			return err
+		}
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(text)))
+		if err != nil {
+			return fmt.Errorf("-gossip-key-file %s: not base64: %w", s.gossipKeyFile, err)
+		}
+		cfg.GossipKeys = [][]byte{key}
+	}
+	if s.cert == "" && s.key == "" && s.ca == "" {
+		return nil
+	}
+	if s.cert == "" || s.key == "" || s.ca == "" {
+		return errors.New("-tls-cert, -tls-key and -tls-ca go together")
+	}
+	tlsCfg, err := cluster.MutualTLS(s.cert, s.key, s.ca, s.serverName)
+	if err != nil {
+		return err
+	}
+	cfg.TLS = tlsCfg
+	return nil
 }
 
 // callEvery adds 1 to each identity's counter once per period and prints its

@@ -2,9 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +19,7 @@ import (
 	"time"
 
 	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
+	"github.com/protograin/protograin/internal/tlstest"
 )
 
 // processEnv makes the test binary run the example's main instead of the
@@ -41,6 +47,97 @@ func TestThreeProcesses(t *testing.T) {
 		dsn := pgtest.DSN(t)
 		threeProcesses(t, true, "-postgres", dsn, "-schema", pgtest.Schema(t, dsn))
 	})
+	t.Run("secured", func(t *testing.T) {
+		threeProcesses(t, false, newSecurityFlags(t).args()...)
+	})
+}
+
+// securityFlags are the files of a secured cluster: a gossip key and a
+// certificate for mutual TLS, which all the nodes share.
+type securityFlags struct {
+	ca                 *tlstest.CA
+	cert, key, keyFile string
+}
+
+// testServerName is the name the nodes' certificate carries.
+const testServerName = "nodes.counter.test"
+
+func newSecurityFlags(t *testing.T) securityFlags {
+	t.Helper()
+	f := securityFlags{ca: tlstest.NewCA(t, "counter"), keyFile: filepath.Join(t.TempDir(), "gossip.key")}
+	f.cert, f.key = f.ca.Issue(t, "node", testServerName)
+	if err := os.WriteFile(f.keyFile, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// args returns the flags that give a node the files.
+func (f securityFlags) args() []string {
+	return []string{"-gossip-key-file", f.keyFile, "-tls-cert", f.cert, "-tls-key", f.key, "-tls-ca", f.ca.CertFile(), "-tls-server-name", testServerName}
+}
+
+// TestSecurityFlagsSecureTheNode: with the security flags, the node's
+// transport is a TLS listener that presents its certificate, and a node
+// without the gossip key does not join it.
+func TestSecurityFlagsSecureTheNode(t *testing.T) {
+	f := newSecurityFlags(t)
+	a := startNode(t, append([]string{"-name", "a"}, f.args()...)...)
+	m := a.waitFor(t, `^a: gossip on (\S+), gRPC on (\S+)$`)
+
+	pair, err := tls.LoadX509KeyPair(f.cert, f.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, err := os.ReadFile(f.ca.CertFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	conn, err := tls.Dial("tcp", m[2], &tls.Config{RootCAs: roots, ServerName: testServerName, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{pair}})
+	if err != nil {
+		t.Fatalf("a TLS dial of a's transport: %v", err)
+	}
+	_ = conn.Close()
+
+	cmd := exec.Command(os.Args[0], "-name", "b", "-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0", "-cluster", t.Name(), "-join", m[1])
+	cmd.Env = append(os.Environ(), processEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Config.GossipKeys") {
+		t.Errorf("a node without the gossip key joined a: %v, output:\n%s\nwant it refused for the key", err, out)
+	}
+}
+
+// TestBadSecurityFlagsAreRefused: a gossip key that is not base64 or not of
+// a key's size, and TLS flags without the others, are told before the
+// node starts.
+func TestBadSecurityFlagsAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	notBase64, short := filepath.Join(dir, "not-base64"), filepath.Join(dir, "short")
+	if err := os.WriteFile(notBase64, []byte("not a key!"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(short, []byte(base64.StdEncoding.EncodeToString([]byte("too short"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-gossip-key-file", notBase64}, "not base64"},
+		{[]string{"-gossip-key-file", short}, "Config.GossipKeys[0] is 9 bytes"},
+		{[]string{"-tls-cert", "node.pem"}, "-tls-cert, -tls-key and -tls-ca go together"},
+	} {
+		cmd := exec.Command(os.Args[0], append([]string{"-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0"}, tc.args...)...)
+		cmd.Env = append(os.Environ(), processEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), tc.want) ||
+			strings.Contains(string(out), "gossip on") {
+			t.Errorf("%v: %v, output:\n%s\nwant exit status 1 with %q, before the node starts", tc.args, err, out, tc.want)
+		}
+	}
 }
 
 // threeProcesses runs the walk-through with storeArgs given to every node.
