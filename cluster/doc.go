@@ -211,6 +211,15 @@
 // docs/state.md states all of this from a user's point of view, with what
 // is not guaranteed.
 //
+// # Securing a cluster
+//
+// By default any host that reaches a member's gossip port may join, and
+// nodes talk in the clear. Config.GossipKeys encrypts and authenticates
+// the gossip with keys every member shares, and Config.TLS runs the
+// transport between nodes over TLS (MutualTLS makes a mutual one from PEM
+// files). Config.ClusterName keeps clusters on one network apart, but
+// keeps nobody out.
+//
 // The package owns membership, placement, the node-to-node transport, the
 // activation table, passivation, and the wiring of state, exactly-once calls
 // and reminders into activations and calls. It builds on package runtime

@@ -225,3 +225,26 @@ func TestTheGossipKeyChangesWhileTheClusterRuns(t *testing.T) {
 		t.Errorf("a start with the old key alone, once the cluster has only the new one: %v; want an error that names Config.GossipKeys", err)
 	}
 }
+
+// TestMutualTLSErrors: files that are missing or hold no certificate are
+// told, with what was being read.
+func TestMutualTLSErrors(t *testing.T) {
+	ca := tlstest.NewCA(t, "nodes")
+	cert, key := ca.Issue(t, "node")
+	for _, tc := range []struct {
+		name, cert, key, ca, want string
+	}{
+		{"no certificate file", "missing.pem", key, ca.CertFile(), "cluster: load the node's certificate: open missing.pem"},
+		{"a key for another certificate", cert, func() string { _, other := ca.Issue(t, "other"); return other }(), ca.CertFile(),
+			"cluster: load the node's certificate: tls: private key does not match public key"},
+		{"no CA file", cert, key, "missing-ca.pem", "cluster: read the CA certificates: open missing-ca.pem"},
+		{"no certificate in the CA file", cert, key, key, "cluster: no PEM certificate in " + key},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := MutualTLS(tc.cert, tc.key, tc.ca, "")
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("MutualTLS: %v; want an error that begins %q", err, tc.want)
+			}
+		})
+	}
+}
