@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -67,18 +66,7 @@ func TestASecuredClusterCalls(t *testing.T) {
 
 	// The transport's listener is a TLS server that asks for the
 	// dialer's certificate, and presents the node's.
-	cert, key := ca.Issue(t, "probe")
-	pair, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	pem, err := os.ReadFile(ca.CertFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots.AppendCertsFromPEM(pem)
-	probe := &tls.Config{RootCAs: roots, ServerName: testServerName, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{pair}}
+	probe := ca.ClientConfig(t, testServerName)
 	conn, err := tls.Dial("tcp", nodes[1].GRPCAddr(), probe)
 	if err != nil {
 		t.Fatalf("a TLS dial of %s's transport with a certificate of the cluster's CA: %v", nodes[1].Name(), err)
@@ -246,5 +234,71 @@ func TestMutualTLSErrors(t *testing.T) {
 				t.Errorf("MutualTLS: %v; want an error that begins %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestMutualTLSUsesARenewedCertificate: once the certificate and key
+// files change, the node presents the new certificate on the streams
+// opened after, without a restart; while the files do not make a pair
+// (a renewal half-written), the last pair that did is presented.
+func TestMutualTLSUsesARenewedCertificate(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t, "nodes")
+	dir := t.TempDir()
+	certFile, keyFile := dir+"/node.pem", dir+"/node-key.pem"
+	renew := func(name string) (cert, key []byte) {
+		t.Helper()
+		c, k := ca.Issue(t, name, testServerName)
+		cert, key = readFile(t, c), readFile(t, k)
+		writeFile(t, certFile, cert)
+		writeFile(t, keyFile, key)
+		return cert, key
+	}
+	renew("first")
+	tlsCfg, err := MutualTLS(certFile, keyFile, ca.CertFile(), testServerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t)
+	cfg.TLS = tlsCfg
+	n := startNode(t, cfg)
+
+	presented := func() string {
+		t.Helper()
+		conn, err := tls.Dial("tcp", n.GRPCAddr(), ca.ClientConfig(t, testServerName))
+		if err != nil {
+			t.Fatalf("a TLS dial of the node's transport: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if got := presented(); got != "first" {
+		t.Fatalf("the node presented %q, want the first certificate", got)
+	}
+	renew("second-certificate")
+	if got := presented(); got != "second-certificate" {
+		t.Errorf("after the files changed, the node presented %q, want the renewed certificate", got)
+	}
+	// Half a renewal: the new certificate, the old key.
+	c, _ := ca.Issue(t, "third-certificate", testServerName)
+	writeFile(t, certFile, readFile(t, c))
+	if got := presented(); got != "second-certificate" {
+		t.Errorf("with a certificate and a key that do not match, the node presented %q, want the last pair that did", got)
+	}
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeFile(t *testing.T, name string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(name, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

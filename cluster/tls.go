@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"sync"
+	"time"
 )
 
 // MutualTLS returns a configuration for Config.TLS from PEM files: the
@@ -16,13 +18,15 @@ import (
 // certificate for (a DNS name every node's certificate carries, for
 // nodes whose addresses change); "" checks it for the peer's transport IP.
 //
-// The files are read once: to change certificates, restart the node, or
-// build a tls.Config whose GetCertificate and GetClientCertificate read
-// them again.
+// The certificate and key are read again for a handshake once their files
+// changed, so that a renewed certificate (cert-manager's, say) is used
+// for the streams opened after it, without a restart; while the two do not
+// match (one written, the other not yet) the last pair that did is used.
+// The CA file is read once.
 func MutualTLS(certFile, keyFile, caFile, serverName string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: load the node's certificate: %w", err)
+	pair := &keyPairFiles{cert: certFile, key: keyFile}
+	if _, err := pair.load(); err != nil {
+		return nil, err
 	}
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
@@ -33,11 +37,59 @@ func MutualTLS(certFile, keyFile, caFile, serverName string) (*tls.Config, error
 		return nil, fmt.Errorf("cluster: no PEM certificate in %s", caFile)
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		RootCAs:      cas,
-		ClientCAs:    cas,
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ServerName:   serverName,
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return pair.load()
+		},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return pair.load()
+		},
+		RootCAs:    cas,
+		ClientCAs:  cas,
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ServerName: serverName,
 	}, nil
+}
+
+// keyPairFiles is a certificate and its key, read from their files again
+// when the files change.
+type keyPairFiles struct {
+	cert, key string
+
+	mu      sync.Mutex
+	current *tls.Certificate // the last pair that loaded
+	seen    [2]fileVersion   // of the cert and the key, when current was loaded
+}
+
+// fileVersion tells a file's contents apart from the ones before it
+// without reading it.
+type fileVersion struct {
+	mod  time.Time
+	size int64
+}
+
+// load returns the pair as the files have it, or the last pair that
+// loaded while they do not make one. Handshakes are rare (one per stream
+// between two nodes), so two stats each cost nothing.
+func (p *keyPairFiles) load() (*tls.Certificate, error) {
+	var now [2]fileVersion
+	for i, name := range []string{p.cert, p.key} {
+		if fi, err := os.Stat(name); err == nil {
+			now[i] = fileVersion{fi.ModTime(), fi.Size()}
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.current != nil && now == p.seen {
+		return p.current, nil
+	}
+	pair, err := tls.LoadX509KeyPair(p.cert, p.key)
+	if err != nil {
+		if p.current != nil {
+			return p.current, nil // mid-renewal: the next handshake looks again
+		}
+		return nil, fmt.Errorf("cluster: load the node's certificate: %w", err)
+	}
+	p.current, p.seen = &pair, now
+	return p.current, nil
 }

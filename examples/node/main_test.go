@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"os"
@@ -85,17 +84,7 @@ func TestSecurityFlagsSecureTheNode(t *testing.T) {
 	a := startNode(t, append([]string{"-name", "a"}, f.args()...)...)
 	m := a.waitFor(t, `^a: gossip on (\S+), gRPC on (\S+)$`)
 
-	pair, err := tls.LoadX509KeyPair(f.cert, f.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, err := os.ReadFile(f.ca.CertFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pem)
-	conn, err := tls.Dial("tcp", m[2], &tls.Config{RootCAs: roots, ServerName: testServerName, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{pair}})
+	conn, err := tls.Dial("tcp", m[2], f.ca.ClientConfig(t, testServerName))
 	if err != nil {
 		t.Fatalf("a TLS dial of a's transport: %v", err)
 	}

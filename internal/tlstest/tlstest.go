@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -83,6 +84,21 @@ func (ca *CA) Issue(t testing.TB, name string, dnsNames ...string) (certFile, ke
 		t.Fatalf("tlstest: encode the key of %s: %v", name, err)
 	}
 	return ca.write(t, name+".pem", "CERTIFICATE", der), ca.write(t, name+"-key.pem", "PRIVATE KEY", keyDER)
+}
+
+// ClientConfig returns a TLS configuration that dials a node's transport
+// the way a peer does: it checks for serverName a certificate the CA
+// signed, presents one the CA issues for it, and speaks HTTP/2.
+func (ca *CA) ClientConfig(t testing.TB, serverName string) *tls.Config {
+	t.Helper()
+	certFile, keyFile := ca.Issue(t, "probe")
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatalf("tlstest: %v", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	return &tls.Config{RootCAs: roots, ServerName: serverName, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{pair}}
 }
 
 func (ca *CA) write(t testing.TB, name, typ string, der []byte) string {
