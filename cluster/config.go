@@ -85,9 +85,24 @@ type Config struct {
 	GRPCAdvertiseAddr string
 
 	// Seeds lists gossip addresses ("host:port") of existing members to
-	// join. Start fails if none of them can be reached. Zero means this
-	// node starts a new cluster.
+	// join; a host name stands for all its addresses (a headless
+	// service's, say). Start fails if none of them can be reached, and
+	// the node joins those that are not members again every
+	// SeedRejoinInterval. Seeds may include the node's own address, so
+	// that nodes started at once from one configuration (a StatefulSet's
+	// pods) can each start when none of the others listens yet. Zero
+	// means this node starts a new cluster.
 	Seeds []string
+	// SeedRejoinInterval is how often the node joins the addresses of
+	// Seeds that are not members of its cluster, as Start did. Without
+	// it, nodes that started at once each joined only what listened at
+	// the time, or what their DNS listed then, and could stay apart for
+	// good: two clusters, each placing every grain on its own members.
+	// With it they find each other within the interval. A join to an
+	// address of another cluster (see ClusterName) is refused, as at
+	// Start. Zero means the gossip profile's interval: 30 s for GossipLAN
+	// and GossipWAN, 1 s for GossipLocal; a negative value, never.
+	SeedRejoinInterval time.Duration
 	// ClusterName names the cluster the node belongs to, in up to 255
 	// bytes: the gossip of a member with another name is dropped, both
 	// ways (memberlist's label), and so is a transport stream between
@@ -533,6 +548,11 @@ const (
 	localRetransmitMult = 4
 )
 
+// defaultSeedRejoinInterval is SeedRejoinInterval's in the LAN and WAN
+// profiles: serf's reconnect interval, which is its rejoin of failed
+// members.
+const defaultSeedRejoinInterval = 30 * time.Second
+
 // MaxTagsSize is serf's limit on the encoded size of a node's tags, which
 // carry its transport address and the names of the kinds it hosts.
 const MaxTagsSize = memberlist.MetaMaxSize
@@ -764,6 +784,20 @@ func (c *Config) leaveTimings(broadcast, propagate time.Duration) (time.Duration
 		propagate = c.LeavePropagateDelay
 	}
 	return broadcast, propagate
+}
+
+// seedRejoinInterval returns how often the node joins the seeds that are
+// not members (see SeedRejoinInterval), or 0 for never.
+func (c *Config) seedRejoinInterval() time.Duration {
+	switch {
+	case c.SeedRejoinInterval < 0 || len(c.Seeds) == 0:
+		return 0
+	case c.SeedRejoinInterval > 0:
+		return c.SeedRejoinInterval
+	case c.Gossip == GossipLocal:
+		return localReconnectInterval
+	}
+	return defaultSeedRejoinInterval
 }
 
 // generatedNodeName returns "<hostname>-<8 random hex digits>", unique per

@@ -317,6 +317,10 @@ func (n *Node) start(ctx context.Context) error {
 	// they are placed again until this view has the cluster.
 	n.joined.Store(true)
 	n.refresh()
+	if every := n.cfg.seedRejoinInterval(); every > 0 {
+		n.loops.Add(1)
+		go n.rejoinSeeds(every)
+	}
 	return n.startReminders()
 }
 
