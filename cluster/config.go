@@ -126,7 +126,7 @@ type Config struct {
 	// member three times: with the new key added last, then first, then
 	// alone. Anyone who has a key can join, so keep keys out of flags and
 	// logs. Zero means gossip in the clear, which only members without
-	// keys read. The transport between nodes is TLS's (see TLS).
+	// keys read. The transport between nodes is secured by TLS.
 	GossipKeys [][]byte
 	// TLS secures the transport between nodes (calls, one-way messages,
 	// hand-offs): the node serves it to the peers that dial it and dials

@@ -444,7 +444,7 @@ func (t *transport) tlsHint(err error) string {
 	msg := err.Error()
 	switch {
 	case t.cfg.TLS == nil && strings.Contains(msg, "error reading server preface: EOF"):
-		return " (a peer whose transport uses TLS closes a stream in the clear so; every member needs Config.TLS, or none)"
+		return " (the peer's transport may use TLS, which closes a stream in the clear at once; every member needs Config.TLS, or none)"
 	case t.cfg.TLS != nil && strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return " (the peer's transport is in the clear; every member needs Config.TLS, or none)"
 	}
