@@ -24,8 +24,13 @@ import (
 
 func BenchmarkInvokeLocal(b *testing.B) {
 	nodes, _ := echoCluster(b, 2, 0, nil)
-	id := identityOwnedBy(b, nodes, nodes[0])
-	call := addCall(id, 1)
+	benchInvoke(b, nodes, nodes[0])
+}
+
+// benchInvoke calls from nodes[0], b.N times in turn, a grain that owner
+// hosts.
+func benchInvoke(b *testing.B, nodes []*Node, owner *Node) {
+	call := addCall(identityOwnedBy(b, nodes, owner), 1)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -57,15 +62,7 @@ func BenchmarkInvokeRemote(b *testing.B) {
 	for _, tr := range remoteTransports {
 		b.Run("transport="+tr.name, func(b *testing.B) {
 			nodes := benchCluster(b, tr.secure)
-			id := identityOwnedBy(b, nodes, nodes[1])
-			call := addCall(id, 1)
-			ctx := context.Background()
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := nodes[0].Invoke(ctx, call); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchInvoke(b, nodes, nodes[1])
 		})
 	}
 }
