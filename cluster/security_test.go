@@ -121,17 +121,25 @@ func TestAMemberOutsideTheTLSIsRefused(t *testing.T) {
 			both := []*Node{inside, outsider}
 			waitConverged(t, both, 2)
 
-			for _, call := range []struct {
+			// The calls retry until their deadline, and fail with the
+			// last dial's error: one both ways at once.
+			calls := []struct {
 				from, to *Node
-				want     string
-			}{{outsider, inside, tc.outward}, {inside, outsider, tc.inward}} {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, err := call.from.Invoke(ctx, addCall(identityOwnedBy(t, both, call.to), 1))
-				cancel()
-				if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), call.want) {
-					t.Errorf("a call from %s to a grain of %s: %v; want ErrUnavailable that says %q", call.from.Name(), call.to.Name(), err, call.want)
-				}
+				want, id string
+			}{
+				{outsider, inside, tc.outward, identityOwnedBy(t, both, inside)},
+				{inside, outsider, tc.inward, identityOwnedBy(t, both, outsider)},
 			}
+			concurrently(t, len(calls), func(i int) error {
+				call := calls[i]
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				defer cancel()
+				_, err := call.from.Invoke(ctx, addCall(call.id, 1))
+				if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), call.want) {
+					return fmt.Errorf("a call from %s to a grain of %s: %v; want ErrUnavailable that says %q", call.from.Name(), call.to.Name(), err, call.want)
+				}
+				return nil
+			})
 		})
 	}
 }
