@@ -31,7 +31,8 @@ func TestNodesThatStartedApartFindEachOther(t *testing.T) {
 		cfg.SeedRejoinInterval = 50 * time.Millisecond
 		cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
 		n := startNode(t, cfg)
-		if got := aliveCount(n); got != 1 {
+		// b's start joins only b; a's rejoin may reach it at once.
+		if got := aliveCount(n); len(nodes) == 0 && got != 1 {
 			t.Fatalf("%s sees %d members at its start, want only itself", n.Name(), got)
 		}
 		nodes = append(nodes, n)
