@@ -842,7 +842,7 @@ func TestTagsThatJustFitAreAccepted(t *testing.T) {
 			for i := 0; ; i++ {
 				k := newEchoKind(newHooks(""), 0)
 				k.Name = fmt.Sprintf("pkg.v1.Service%03d", i)
-				tags, err := nodeTags("127.0.0.1:65535", randomHex(incarnationBytes), append(cfg.Kinds, k), keepMajority)
+				tags, err := nodeTags("127.0.0.1:65535", randomHex(incarnationBytes), append(cfg.Kinds, k), keepMajority, false)
 				if err != nil {
 					break
 				}

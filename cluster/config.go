@@ -138,9 +138,12 @@ type Config struct {
 	// for ServerName when it is set (a name all the nodes' certificates
 	// carry, for addresses that change) and for the peer's transport IP
 	// when it is not. All members use TLS or none: a node with TLS and one
-	// without cannot reach each other, and calls between them fail with
-	// ErrUnavailable. Zero means the transport in the clear, for a network
-	// only the cluster uses. Gossip is secured by GossipKeys.
+	// without cannot reach each other, so Start fails for a node whose
+	// members' tags say otherwise than its own, and calls between it and a
+	// member too old to say fail with ErrUnavailable, as do calls between
+	// nodes whose certificates the other's CAs did not sign. Zero means the
+	// transport in the clear, for a network only the cluster uses. Gossip
+	// is secured by GossipKeys.
 	TLS *tls.Config
 
 	// Kinds lists the grain kinds this node hosts. Zero means none: the

@@ -36,13 +36,19 @@ const (
 	// before its gossip leave, and "0" before (see memberFromSerf). A node
 	// older than the tag has none.
 	tagLeaving = "pg-lv"
+	// tagTLS is "1" in the tags of a node whose transport uses TLS
+	// (Config.TLS) and "0" in those of one whose transport is in the
+	// clear, so that a node that disagrees with the members fails its
+	// start (see Node.checkTransportSecurity). A node older than the tag
+	// has none.
+	tagTLS = "pg-tls"
 	// kindSeparator joins kind names in tagKinds; proto names contain none.
 	kindSeparator = ","
 )
 
 // nodeTags returns the serf tags of a node, or ErrTagsTooLarge; with
 // keepMajority, they leave room for tagFenced.
-func nodeTags(grpcAddr, incarnation string, kinds []*Kind, keepMajority bool) (map[string]string, error) {
+func nodeTags(grpcAddr, incarnation string, kinds []*Kind, keepMajority, tls bool) (map[string]string, error) {
 	names := make([]string, len(kinds))
 	for i, k := range kinds {
 		names[i] = k.Name
@@ -53,6 +59,10 @@ func nodeTags(grpcAddr, incarnation string, kinds []*Kind, keepMajority bool) (m
 		tagIncarnation: incarnation,
 		tagReleases:    "1",
 		tagLeaving:     "0",
+		tagTLS:         "0",
+	}
+	if tls {
+		tags[tagTLS] = "1"
 	}
 	most := tags // leavingTags takes no more room
 	if keepMajority {

@@ -248,7 +248,7 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	t.serve(advertised, n.incarnation)
-	tags, err := nodeTags(advertised, n.incarnation, n.cfg.Kinds, n.cfg.KeepMajority)
+	tags, err := nodeTags(advertised, n.incarnation, n.cfg.Kinds, n.cfg.KeepMajority, n.cfg.TLS != nil)
 	if err != nil {
 		return err
 	}
@@ -285,6 +285,9 @@ func (n *Node) start(ctx context.Context) error {
 		go n.advertiseFence()
 	}
 	if err := n.join(ctx); err != nil {
+		return err
+	}
+	if err := n.checkTransportSecurity(); err != nil {
 		return err
 	}
 	if err := n.claim.await(ctx, sc.MemberlistConfig); err != nil {
@@ -386,6 +389,29 @@ func (n *Node) join(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, ctx.Err())
 	}
+}
+
+// checkTransportSecurity fails the start of a node whose transport
+// disagrees on TLS with a member's, as their tags say (tagTLS): neither
+// could open a stream to the other, and the members would place on this
+// node grains that every call then fails to reach, until it stopped.
+// Members older than the tag are not counted. A certificate that the
+// members' CAs did not sign is not seen here, only when a stream fails.
+func (n *Node) checkTransportSecurity() error {
+	own := n.tags[tagTLS]
+	var others []string
+	for _, m := range n.serf.Members() {
+		if tls, ok := m.Tags[tagTLS]; ok && m.Name != n.name && m.Status == serf.StatusAlive && tls != own {
+			others = append(others, m.Name)
+		}
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	if own == "1" {
+		return fmt.Errorf("cluster: members %v serve their transport in the clear, and this node uses TLS (Config.TLS): every member needs Config.TLS, or none", others)
+	}
+	return fmt.Errorf("cluster: members %v serve their transport with TLS, and this node has none (Config.TLS): every member needs Config.TLS, or none", others)
 }
 
 // joinMajoritySide checks, for a node joining with KeepMajority, that it

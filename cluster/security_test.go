@@ -92,55 +92,94 @@ func TestASecuredClusterCalls(t *testing.T) {
 }
 
 // TestAMemberOutsideTheTLSIsRefused: a node that has the gossip keys but
-// not a certificate the others trust, or no TLS, is a member, but the
-// calls it makes to the others' grains fail with ErrUnavailable and say
-// why, and so do theirs to its grains.
+// not a certificate the others trust is a member, but the calls it makes
+// to the others' grains fail with ErrUnavailable and say why, and so do
+// theirs to its grains. (One without TLS does not start: see
+// TestAStartThatDisagreesOnTLSFails.)
 func TestAMemberOutsideTheTLSIsRefused(t *testing.T) {
 	t.Parallel()
-	ca := tlstest.NewCA(t, "nodes")
 	key := gossipKey(1)
-	nodes, _ := echoCluster(t, 1, 0, secured(t, ca, key))
+	nodes, _ := echoCluster(t, 1, 0, secured(t, tlstest.NewCA(t, "nodes"), key))
 	inside := nodes[0]
-	for _, tc := range []struct {
-		name            string
-		configure       func(*Config)
-		outward, inward string // what the outsider's calls and the inside's say
+	cfg := testConfig(t)
+	cfg.NodeName += "-outsider"
+	cfg.Seeds = []string{inside.GossipAddr()}
+	cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+	secured(t, tlstest.NewCA(t, "others"), key)(&cfg)
+	outsider := startNode(t, cfg)
+	both := []*Node{inside, outsider}
+	waitConverged(t, both, 2)
+
+	// The calls retry until their deadline, and fail with the last
+	// dial's error: one both ways at once.
+	calls := []struct {
+		from, to *Node
+		id       string
 	}{
-		{"another CA", secured(t, tlstest.NewCA(t, "others"), key),
-			"x509: certificate signed by unknown authority", "x509: certificate signed by unknown authority"},
-		{"no TLS", func(cfg *Config) { cfg.GossipKeys = [][]byte{key} }, "Config.TLS", "Config.TLS"},
+		{outsider, inside, identityOwnedBy(t, both, inside)},
+		{inside, outsider, identityOwnedBy(t, both, outsider)},
+	}
+	concurrently(t, len(calls), func(i int) error {
+		call := calls[i]
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := call.from.Invoke(ctx, addCall(call.id, 1))
+		if want := "x509: certificate signed by unknown authority"; !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), want) {
+			return fmt.Errorf("a call from %s to a grain of %s: %v; want ErrUnavailable that says %q", call.from.Name(), call.to.Name(), err, want)
+		}
+		return nil
+	})
+}
+
+// TestAStartThatDisagreesOnTLSFails: a node whose transport has no TLS
+// where the members' have it, or TLS where theirs is in the clear, would
+// take grains that no call could reach: its start fails, naming the
+// members and the setting.
+func TestAStartThatDisagreesOnTLSFails(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t, "nodes")
+	withTLS := startCluster(t, 1, nil, secured(t, ca))[0]
+	clear := startCluster(t, 1, nil, func(cfg *Config) { cfg.NodeName += "-clear" })[0]
+	for _, tc := range []struct {
+		name      string
+		seed      *Node
+		configure func(*Config)
+		want      string
+	}{
+		{"none where the members have TLS", withTLS, func(*Config) {}, "serve their transport with TLS, and this node has none (Config.TLS)"},
+		{"TLS where the members have none", clear, secured(t, ca), "serve their transport in the clear, and this node uses TLS (Config.TLS)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)
-			cfg.ClusterName = inside.cfg.ClusterName
-			cfg.NodeName += "-outsider"
-			cfg.Seeds = []string{inside.GossipAddr()}
-			cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+			cfg.ClusterName = tc.seed.cfg.ClusterName
+			cfg.Seeds = []string{tc.seed.GossipAddr()}
 			tc.configure(&cfg)
-			outsider := startNode(t, cfg)
-			both := []*Node{inside, outsider}
-			waitConverged(t, both, 2)
-
-			// The calls retry until their deadline, and fail with the
-			// last dial's error: one both ways at once.
-			calls := []struct {
-				from, to *Node
-				want, id string
-			}{
-				{outsider, inside, tc.outward, identityOwnedBy(t, both, inside)},
-				{inside, outsider, tc.inward, identityOwnedBy(t, both, outsider)},
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			err := startFails(t, ctx, cfg)
+			if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.seed.Name()) {
+				t.Errorf("a start through %s: %v; want an error that names it and says %q", tc.seed.Name(), err, tc.want)
 			}
-			concurrently(t, len(calls), func(i int) error {
-				call := calls[i]
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-				defer cancel()
-				_, err := call.from.Invoke(ctx, addCall(call.id, 1))
-				if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), call.want) {
-					return fmt.Errorf("a call from %s to a grain of %s: %v; want ErrUnavailable that says %q", call.from.Name(), call.to.Name(), err, call.want)
-				}
-				return nil
-			})
 		})
+	}
+}
+
+// TestADialThatDisagreesOnTLSSaysSo: where the tags do not tell (a member
+// older than them), a stream between a node with TLS and one without
+// fails in gRPC's words, which say nothing of TLS on one side; the error
+// names the setting both ways.
+func TestADialThatDisagreesOnTLSSaysSo(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t, "nodes")
+	withTLS := startCluster(t, 1, nil, secured(t, ca))[0]
+	clear := startCluster(t, 1, nil, func(cfg *Config) { cfg.NodeName += "-clear" })[0]
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for _, dial := range []struct{ from, to *Node }{{clear, withTLS}, {withTLS, clear}} {
+		_, err := dial.from.transport.conn(ctx, &Member{Name: "x", GRPCAddr: dial.to.GRPCAddr()})
+		if err == nil || !strings.Contains(err.Error(), "every member needs Config.TLS, or none") {
+			t.Errorf("a stream from %s to %s: %v; want it failed, naming Config.TLS", dial.from.Name(), dial.to.Name(), err)
+		}
 	}
 }
 

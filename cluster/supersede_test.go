@@ -63,7 +63,7 @@ func TestAnEarlierStartThatComesBackStops(t *testing.T) {
 			// as it comes back, and joins the peer: the join's
 			// exchange hands the peer the entry a resumed process's
 			// push-pull would, which the peer's memberlist refuses.
-			tags, err := nodeTags(old.GRPCAddr(), old.incarnation, old.cfg.Kinds, false)
+			tags, err := nodeTags(old.GRPCAddr(), old.incarnation, old.cfg.Kinds, false, false)
 			if err != nil {
 				t.Fatal(err)
 			}
