@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/internal/tlstest"
 )
 
 // rollingCallTimeout is each deposit's deadline in the rolling restarts,
@@ -224,6 +225,8 @@ type rollingCluster struct {
 	// retryName has a start that fails with ErrNameInUse tried again, as
 	// a deploy would start it again (see crashWhileCutOff).
 	retryName bool
+	// configure adjusts every node's config (its security, say).
+	configure []func(*Config)
 
 	mu sync.Mutex
 	// gaveUp lists the hand-off waits that ended at their bound, by the
@@ -235,8 +238,8 @@ type rollingCluster struct {
 // startRollingCluster starts a gateway and size members over store,
 // joined through the gateway; sameAddrs and p are rollingCluster's
 // sameAddrs and partition.
-func startRollingCluster(t *testing.T, store storage.Store, size int, sameAddrs bool, p *partition) *rollingCluster {
-	rc := &rollingCluster{banks: make(map[string][]*bank), sameAddrs: sameAddrs, partition: p}
+func startRollingCluster(t *testing.T, store storage.Store, size int, sameAddrs bool, p *partition, configure ...func(*Config)) *rollingCluster {
+	rc := &rollingCluster{banks: make(map[string][]*bank), sameAddrs: sameAddrs, partition: p, configure: configure}
 	cfg := testConfig(t)
 	cfg.NodeName += "-gateway"
 	cfg.Store = store
@@ -254,8 +257,11 @@ func startRollingCluster(t *testing.T, store storage.Store, size int, sameAddrs 
 }
 
 // partitioned returns cfg with KeepMajority, its network cut by
-// rc.partition, if rc has one.
+// rc.partition, if rc has one, and as rc.configure has it.
 func (rc *rollingCluster) partitioned(cfg Config) Config {
+	for _, configure := range rc.configure {
+		configure(&cfg)
+	}
 	if rc.partition != nil {
 		cfg.KeepMajority = true
 		rc.partition.configure(&cfg)
@@ -525,17 +531,37 @@ func TestGrainStateThroughARollingRestart(t *testing.T) {
 	}
 }
 
+// TestGrainStateThroughASecuredRollingRestart is the rolling restart,
+// gracefully and with a crash, of a cluster with gossip keys and mutual
+// TLS: the moves' asks and releases, the farewells and the byes, all over
+// TLS, keep every acknowledged deposit.
+func TestGrainStateThroughASecuredRollingRestart(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t, "nodes")
+	for _, crash := range []bool{false, true} {
+		name := "graceful"
+		if crash {
+			name = "one_crashed"
+		}
+		t.Run(name, func(t *testing.T) {
+			onMemstore(t, func(t *testing.T, store storage.Store) {
+				rollingRestart(t, store, crash, false, false, 1, secured(t, ca, gossipKey(3)))
+			})
+		})
+	}
+}
+
 // rollingRestart is TestGrainStateThroughARollingRestart over store, with
 // the middle member crashed in the first round if crash, every member
-// restarted at its previous start's addresses if sameAddrs, and every
-// node with KeepMajority if keepMajority.
-func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs, keepMajority bool, rounds int) {
+// restarted at its previous start's addresses if sameAddrs, every node
+// with KeepMajority if keepMajority, and configured by configure.
+func rollingRestart(t *testing.T, store storage.Store, crash, sameAddrs, keepMajority bool, rounds int, configure ...func(*Config)) {
 	const members, callers, grains, between = 3, 2, 150, 300
 	var p *partition // never cut: it only configures KeepMajority
 	if keepMajority {
 		p = newPartition()
 	}
-	rc := startRollingCluster(t, store, members, sameAddrs, p)
+	rc := startRollingCluster(t, store, members, sameAddrs, p, configure...)
 	load := newRollingLoad(t, rc.gateway, rc.members, callers, grains)
 	load.progress(t, "deposits before the restarts", between)
 	var crashed []*bank
