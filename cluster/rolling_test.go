@@ -497,13 +497,7 @@ func (rc *rollingCluster) startAgain(t *testing.T, load *rollingLoad, i int) {
 // failure, waitConverged prints the views.
 func TestGrainStateThroughARollingRestart(t *testing.T) {
 	t.Parallel()
-	rounds := 1
-	if v := os.Getenv("ROLLING_ROUNDS"); v != "" {
-		var err error
-		if rounds, err = strconv.Atoi(v); err != nil {
-			t.Fatalf("ROLLING_ROUNDS: %v", err)
-		}
-	}
+	rounds := rollingRounds(t)
 	for _, keepMajority := range []bool{false, true} {
 		for _, sameAddrs := range []bool{false, true} {
 			for _, crash := range []bool{false, true} {
@@ -531,12 +525,27 @@ func TestGrainStateThroughARollingRestart(t *testing.T) {
 	}
 }
 
+// rollingRounds returns how many times a rolling restart test restarts
+// every member: once, or ROLLING_ROUNDS times for a soak.
+func rollingRounds(t *testing.T) int {
+	v := os.Getenv("ROLLING_ROUNDS")
+	if v == "" {
+		return 1
+	}
+	rounds, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("ROLLING_ROUNDS: %v", err)
+	}
+	return rounds
+}
+
 // TestGrainStateThroughASecuredRollingRestart is the rolling restart,
 // gracefully and with a crash, of a cluster with gossip keys and mutual
 // TLS: the moves' asks and releases, the farewells and the byes, all over
 // TLS, keep every acknowledged deposit.
 func TestGrainStateThroughASecuredRollingRestart(t *testing.T) {
 	t.Parallel()
+	rounds := rollingRounds(t)
 	ca := tlstest.NewCA(t, "nodes")
 	for _, crash := range []bool{false, true} {
 		name := "graceful"
@@ -545,7 +554,7 @@ func TestGrainStateThroughASecuredRollingRestart(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			onMemstore(t, func(t *testing.T, store storage.Store) {
-				rollingRestart(t, store, crash, false, false, 1, secured(t, ca, gossipKey(3)))
+				rollingRestart(t, store, crash, false, false, rounds, secured(t, ca, gossipKey(3)))
 			})
 		})
 	}
