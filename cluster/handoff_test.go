@@ -523,3 +523,58 @@ func TestAnAskForAReleaseThatDoesNotReachTheMemberIsMadeAgain(t *testing.T) {
 	default:
 	}
 }
+
+// TestAOneWayMessageToAStartingNodeWaitsForItsView: b starts, and its
+// join is held as it merges a's members, once a has b alive and sends it
+// a one-way message for a grain b owns in a's view. b's view is empty
+// until its start has the cluster's members (see the test above), so it
+// owned nothing, found no owner to pass the message on to, and dropped
+// it ("no alive member that is not leaving hosts grain kind", met in
+// TestMaxActivationsWhileMembersComeAndGo in CI). Now b waits for the
+// view its start brings, and the message lands.
+func TestAOneWayMessageToAStartingNodeWaitsForItsView(t *testing.T) {
+	t.Parallel()
+	shared := hookedMemstore(t)
+	a := startNode(t, handoffConfig(t, "-a", shared))
+	bCfg := handoffConfig(t, "-b", shared)
+	bCfg.Seeds = []string{a.GossipAddr()}
+	logs := map[string]*logLines{}
+	withLogs(logs, true, nil)(&bCfg)
+	merging, merge := make(chan struct{}), make(chan struct{})
+	letMerge := sync.OnceFunc(func() { close(merge) })
+	t.Cleanup(letMerge) // a test that failed does not hold b's start
+	bCfg.merging = pauseFirst(merging, merge)
+	id := movingIdentity(accountKind, a.Name(), bCfg.NodeName)
+
+	started := make(chan *Node, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		b, err := Start(ctx, bCfg)
+		if err != nil {
+			t.Errorf("Start(%s): %v", bCfg.NodeName, err)
+		}
+		started <- b
+	}()
+	receive(t, merging, "b's join to merge a's members")
+	waitFor(t, waitTimeout, "a to place the grain on b", func() bool {
+		m, ok := a.Owner(accountKind, id)
+		return ok && m.Name == bCfg.NodeName
+	})
+	if err := a.Send(context.Background(), depositCall(accountKind, id, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// The message reaches b while its start is held.
+	bLog := logs[bCfg.NodeName]
+	waitFor(t, waitTimeout, "b to receive the message", func() bool {
+		return bLog.count("a one-way message waits for the view of this node's start") > 0 || bLog.count("dropped a one-way message") > 0
+	})
+
+	letMerge()
+	b := receive(t, started, "b's start")
+	if b == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	waitFor(t, waitTimeout, "the one-way deposit", func() bool { return balance(t, a, accountKind, id) == 1 })
+}

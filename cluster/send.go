@@ -848,6 +848,17 @@ func (n *Node) forwardOneWay(req *frame) bool {
 		view := n.view.Load()
 		owner, ok := view.ownerExcept(req.kind, req.identity, append(skip, unreachable)...)
 		switch {
+		case !ok && !n.joined.Load():
+			// This node is starting: its view stays empty until the
+			// start has the cluster's members (see start), while peers
+			// that see it already place grains on it. Wait for that
+			// view, for as long as the start may wait for its name.
+			n.log.Debug("cluster: a one-way message waits for the view of this node's start", "kind", req.kind, "identity", req.identity)
+			if n.awaitNewerView(view, n.failurePatience()) {
+				continue
+			}
+			n.dropOneWay(req, newError(codes.Unavailable, ErrUnavailable, "cluster: node %s did not finish its start", n.name))
+			return true
 		case !ok && unreachable == "" && view.fenced:
 			n.dropOneWay(req, view.noOwner(req.kind))
 			return true
