@@ -143,7 +143,7 @@ func (s security) apply(cfg *cluster.Config) error {
 	if s.gossipKeyFile != "" {
 		text, err := os.ReadFile(s.gossipKeyFile)
 		if err != nil {
-			return err
+			return fmt.Errorf("-gossip-key-file: %w", err)
 		}
 		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(text)))
 		if err != nil {

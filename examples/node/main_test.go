@@ -98,9 +98,9 @@ func TestSecurityFlagsSecureTheNode(t *testing.T) {
 	}
 }
 
-// TestBadSecurityFlagsAreRefused: a gossip key that is not base64 or not of
-// a key's size, and TLS flags without the others, are told before the
-// node starts.
+// TestBadSecurityFlagsAreRefused: a gossip key file that is missing, not
+// base64 or not of a key's size, and TLS flags without the others, are
+// told before the node starts.
 func TestBadSecurityFlagsAreRefused(t *testing.T) {
 	dir := t.TempDir()
 	notBase64, short := filepath.Join(dir, "not-base64"), filepath.Join(dir, "short")
@@ -114,6 +114,7 @@ func TestBadSecurityFlagsAreRefused(t *testing.T) {
 		args []string
 		want string
 	}{
+		{[]string{"-gossip-key-file", filepath.Join(dir, "missing")}, "-gossip-key-file: open " + filepath.Join(dir, "missing")},
 		{[]string{"-gossip-key-file", notBase64}, "not base64"},
 		{[]string{"-gossip-key-file", short}, "Config.GossipKeys[0] is 9 bytes"},
 		{[]string{"-tls-cert", "node.pem"}, "-tls-cert, -tls-key and -tls-ca go together"},
