@@ -183,6 +183,29 @@ func TestADialThatDisagreesOnTLSSaysSo(t *testing.T) {
 	}
 }
 
+// TestTLSHints: the words of gRPC's dial errors that mean the peer
+// disagrees on TLS get the hint, a peer that closes the stream with a
+// reset included (under load, in a CI run); other errors do not.
+func TestTLSHints(t *testing.T) {
+	clear, withTLS := &transport{cfg: &Config{}}, &transport{cfg: &Config{TLS: &tls.Config{}}}
+	for _, tc := range []struct {
+		t    *transport
+		err  string
+		hint bool
+	}{
+		{clear, `connection error: desc = "error reading server preface: EOF"`, true},
+		{clear, `connection error: desc = "error reading server preface: read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer"`, true},
+		{clear, `connection error: desc = "error reading server preface: read tcp 127.0.0.1:1->127.0.0.1:2: i/o timeout"`, false},
+		{clear, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:2: connect: connection refused"`, false},
+		{withTLS, `connection error: desc = "transport: authentication handshake failed: tls: first record does not look like a TLS handshake"`, true},
+		{withTLS, `connection error: desc = "error reading server preface: EOF"`, false},
+	} {
+		if got := tc.t.tlsHint(errors.New(tc.err)) != ""; got != tc.hint {
+			t.Errorf("TLS %v, %q: hint %v, want %v", tc.t.cfg.TLS != nil, tc.err, got, tc.hint)
+		}
+	}
+}
+
 // TestGossipOfOtherKeysIsRefused: a node whose keys cannot read the
 // gossip of a cluster, or that has none where the cluster has keys, or
 // keys where it has none, fails to start through its members, and the

@@ -438,12 +438,15 @@ func (t *transport) maxMessage() int {
 
 // tlsHint says what a dial's error means when the peer's transport and
 // this node's disagree on TLS, which gRPC's words do not say: a TLS
-// listener closes a stream in the clear before it answers, and one in the
-// clear answers a TLS handshake with HTTP/2.
+// listener closes a stream in the clear before it answers (with a FIN or,
+// with data unread, a reset), and one in the clear answers a TLS
+// handshake with HTTP/2.
 func (t *transport) tlsHint(err error) string {
 	msg := err.Error()
+	closed := strings.Contains(msg, "error reading server preface: EOF") ||
+		strings.Contains(msg, "error reading server preface") && strings.Contains(msg, "connection reset by peer")
 	switch {
-	case t.cfg.TLS == nil && strings.Contains(msg, "error reading server preface: EOF"):
+	case t.cfg.TLS == nil && closed:
 		return " (the peer's transport may use TLS, which closes a stream in the clear at once; every member needs Config.TLS, or none)"
 	case t.cfg.TLS != nil && strings.Contains(msg, "first record does not look like a TLS handshake"):
 		return " (the peer's transport is in the clear; every member needs Config.TLS, or none)"
