@@ -243,22 +243,22 @@ func startRollingCluster(t *testing.T, store storage.Store, size int, sameAddrs 
 	cfg := testConfig(t)
 	cfg.NodeName += "-gateway"
 	cfg.Store = store
-	rc.gateway = rc.startNode(t, rc.partitioned(cfg))
+	rc.gateway = rc.startNode(t, rc.configured(cfg))
 	for i := range size {
 		cfg := testConfig(t)
 		cfg.NodeName += fmt.Sprintf("-m%d", i)
 		cfg.Store = store
 		cfg.Seeds = []string{rc.gateway.GossipAddr()}
-		rc.configs = append(rc.configs, rc.partitioned(cfg))
+		rc.configs = append(rc.configs, rc.configured(cfg))
 		rc.members = append(rc.members, rc.start(t, rc.configs[i]))
 	}
 	waitConverged(t, rc.all(), size+1)
 	return rc
 }
 
-// partitioned returns cfg with KeepMajority, its network cut by
-// rc.partition, if rc has one, and as rc.configure has it.
-func (rc *rollingCluster) partitioned(cfg Config) Config {
+// configured returns cfg as rc.configure has it, and with KeepMajority,
+// its network cut by rc.partition, if rc has one.
+func (rc *rollingCluster) configured(cfg Config) Config {
 	for _, configure := range rc.configure {
 		configure(&cfg)
 	}
@@ -704,7 +704,7 @@ func (rc *rollingCluster) joinAtOnce(t *testing.T, count int) {
 		cfg.NodeName += fmt.Sprintf("-m%d", len(rc.members)+i)
 		cfg.Store = rc.gateway.store
 		cfg.Seeds = []string{rc.gateway.GossipAddr()}
-		cfgs[i] = rc.prepare(rc.partitioned(cfg))
+		cfgs[i] = rc.prepare(rc.configured(cfg))
 	}
 	joined := startAtOnce(t, cfgs)
 	if rc.partition != nil {
