@@ -358,36 +358,46 @@ func (n *Node) join(ctx context.Context) error {
 	if len(n.cfg.Seeds) == 0 {
 		return nil
 	}
+	joined, err := n.joinThrough(ctx, n.cfg.Seeds)
+	if joined == 0 {
+		msg := err.Error()
+		err = fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, err)
+		switch {
+		case strings.Contains(msg, "EOF"):
+			// All a seed of another cluster does is close the stream:
+			// say what the seeds must have.
+			err = fmt.Errorf("%w (a seed that closes the stream at once may be of a cluster whose Config.ClusterName is not %q)", err, n.cfg.ClusterName)
+		case strings.Contains(msg, "encrypt") || strings.Contains(msg, "decrypt"):
+			// Memberlist's words: name the setting.
+			err = fmt.Errorf("%w (the seeds' gossip keys and this node's Config.GossipKeys do not match)", err)
+		}
+		return err
+	}
+	if err != nil {
+		n.log.Warn("cluster: some seeds could not be reached", "seeds", n.cfg.Seeds, "err", err)
+	}
+	return nil
+}
+
+// joinThrough has serf join addrs, and returns how many it reached and
+// why it did not reach the others; or ctx's error once ctx ends first.
+// Memberlist's join takes no context, and a dial to an address that does
+// not answer lasts its TCP timeout: the join's goroutine ends with it.
+func (n *Node) joinThrough(ctx context.Context, addrs []string) (int, error) {
 	type result struct {
 		joined int
 		err    error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		joined, err := n.serf.Join(n.cfg.Seeds, true)
+		joined, err := n.serf.Join(addrs, true)
 		ch <- result{joined, err}
 	}()
 	select {
 	case r := <-ch:
-		if r.joined == 0 {
-			err := fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, r.err)
-			switch msg := r.err.Error(); {
-			case strings.Contains(msg, "EOF"):
-				// All a seed of another cluster does is close the
-				// stream: say what the seeds must have.
-				err = fmt.Errorf("%w (a seed that closes the stream at once may be of a cluster whose Config.ClusterName is not %q)", err, n.cfg.ClusterName)
-			case strings.Contains(msg, "encrypt") || strings.Contains(msg, "decrypt"):
-				// Memberlist's words: name the setting.
-				err = fmt.Errorf("%w (the seeds' gossip keys and this node's Config.GossipKeys do not match)", err)
-			}
-			return err
-		}
-		if r.err != nil {
-			n.log.Warn("cluster: some seeds could not be reached", "seeds", n.cfg.Seeds, "err", r.err)
-		}
-		return nil
+		return r.joined, r.err
 	case <-ctx.Done():
-		return fmt.Errorf("cluster: join the cluster through %v: %w", n.cfg.Seeds, ctx.Err())
+		return 0, ctx.Err()
 	}
 }
 

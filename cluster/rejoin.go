@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"math/rand/v2"
 	"net"
 	"time"
@@ -20,25 +19,16 @@ import (
 // never brought them together, as neither side knew of the other.
 func (n *Node) rejoinSeeds(every time.Duration) {
 	defer n.loops.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-n.stop:
-			cancel() // a DNS lookup in progress
-		case <-ctx.Done():
-		}
-	}()
 	timer := time.NewTimer(jitter(every))
 	defer timer.Stop()
 	for {
 		select {
 		case <-timer.C:
-		case <-n.stop:
+		case <-n.life.Done():
 			return
 		}
-		if addrs := n.seedsToJoin(ctx); len(addrs) > 0 && !n.joinAgain(addrs) {
-			return
+		if addrs := n.seedsToJoin(); len(addrs) > 0 {
+			n.joinAgain(addrs)
 		}
 		timer.Reset(jitter(every))
 	}
@@ -53,7 +43,7 @@ func jitter(d time.Duration) time.Duration {
 // seedsToJoin returns the addresses of the seeds, their host names
 // resolved, that are not alive members. This node is one, so its own
 // address is never among them.
-func (n *Node) seedsToJoin(ctx context.Context) []string {
+func (n *Node) seedsToJoin() []string {
 	alive := make(map[string]bool)
 	for _, m := range n.serf.Members() {
 		if m.Status == serf.StatusAlive {
@@ -67,7 +57,7 @@ func (n *Node) seedsToJoin(ctx context.Context) []string {
 			addrs = append(addrs, seed) // memberlist reads it as Start's join did
 			continue
 		}
-		ips, err := net.DefaultResolver.LookupHost(ctx, host)
+		ips, err := net.DefaultResolver.LookupHost(n.life, host) // ended by teardown
 		if err != nil {
 			n.log.Debug("cluster: resolve a seed to join it again", "seed", seed, "err", err)
 			continue
@@ -81,26 +71,12 @@ func (n *Node) seedsToJoin(ctx context.Context) []string {
 	return addrs
 }
 
-// joinAgain joins addrs and reports whether the node goes on: false once
-// it stops, which does not wait for the join (a dial to an address that
-// does not answer takes memberlist's TCP timeout). The join's goroutine
-// ends with the dial.
-func (n *Node) joinAgain(addrs []string) bool {
+// joinAgain joins addrs, unless the node stops first (see joinThrough).
+func (n *Node) joinAgain(addrs []string) {
 	before := n.serf.NumNodes()
-	done := make(chan error, 1)
-	go func() {
-		_, err := n.serf.Join(addrs, true)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err != nil {
-			n.log.Debug("cluster: join the seeds that are not members", "seeds", addrs, "err", err)
-		} else if after := n.serf.NumNodes(); after > before {
-			n.log.Info("cluster: joined seeds that were not members", "seeds", addrs, "members", after, "before", before)
-		}
-		return true
-	case <-n.stop:
-		return false
+	if _, err := n.joinThrough(n.life, addrs); err != nil {
+		n.log.Debug("cluster: join the seeds that are not members", "seeds", addrs, "err", err)
+	} else if after := n.serf.NumNodes(); after > before {
+		n.log.Info("cluster: joined seeds that were not members", "seeds", addrs, "members", after, "before", before)
 	}
 }
