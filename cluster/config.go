@@ -140,8 +140,12 @@ type Config struct {
 	// when it is not. All members use TLS or none: a node with TLS and one
 	// without cannot reach each other, so Start fails for a node whose
 	// members' tags say otherwise than its own, and calls between it and a
-	// member too old to say fail with ErrUnavailable, as do calls between
-	// nodes whose certificates the other's CAs did not sign. Zero means the
+	// member too old to say fail with ErrUnavailable. Start also fails for
+	// a node whose TLS handshake every member that answers refuses over a
+	// certificate (the node's certificate of a CA they do not trust, or
+	// theirs of one it does not); where some members take it and others
+	// refuse it, it starts, with the refusals in its log, and calls
+	// between it and those fail with ErrUnavailable saying why. Zero means the
 	// transport in the clear, for a network only the cluster uses. Gossip
 	// is secured by GossipKeys.
 	TLS *tls.Config

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -287,7 +288,12 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.join(ctx); err != nil {
 		return err
 	}
-	if err := n.checkTransportSecurity(); err != nil {
+	if err := n.checkTransportSecurity(ctx); err != nil {
+		// The members reached took this node in: they would place
+		// grains on it until they saw it fail.
+		if lerr := n.awaitLeave(ctx, n.leave(ctx)); lerr != nil {
+			n.log.Warn("cluster: leave the members reached, as the start failed", "err", lerr)
+		}
 		return err
 	}
 	if err := n.claim.await(ctx, sc.MemberlistConfig); err != nil {
@@ -402,12 +408,13 @@ func (n *Node) joinThrough(ctx context.Context, addrs []string) (int, error) {
 }
 
 // checkTransportSecurity fails the start of a node whose transport
-// disagrees on TLS with a member's, as their tags say (tagTLS): neither
-// could open a stream to the other, and the members would place on this
-// node grains that every call then fails to reach, until it stopped.
-// Members older than the tag are not counted. A certificate that the
-// members' CAs did not sign is not seen here, only when a stream fails.
-func (n *Node) checkTransportSecurity() error {
+// members cannot reach, or which cannot reach theirs: the members would
+// place on it grains that every call then fails to reach, until it
+// stopped. First, by the tags (tagTLS), a transport that disagrees with a
+// member's on TLS (members older than the tag are not counted); then, with
+// TLS, a certificate that the members' CAs did not sign, or one of theirs
+// this node's CAs did not (see checkCertificates).
+func (n *Node) checkTransportSecurity(ctx context.Context) error {
 	own := n.tags[tagTLS]
 	var others []string
 	for _, m := range n.serf.Members() {
@@ -415,13 +422,67 @@ func (n *Node) checkTransportSecurity() error {
 			others = append(others, m.Name)
 		}
 	}
-	if len(others) == 0 {
+	switch {
+	case len(others) > 0 && own == "1":
+		return fmt.Errorf("cluster: members %v serve their transport in the clear, and this node uses TLS (Config.TLS): every member needs Config.TLS, or none", others)
+	case len(others) > 0:
+		return fmt.Errorf("cluster: members %v serve their transport with TLS, and this node has none (Config.TLS): every member needs Config.TLS, or none", others)
+	case n.cfg.TLS != nil:
+		return n.checkCertificates(ctx)
+	}
+	return nil
+}
+
+// checkCertificates shakes hands with the alive members' transports (see
+// transport.shakeHands), each handshake checking both certificates, and
+// fails the start if members refused the handshake over a certificate and
+// none took it: this node's certificate, or its CAs, are not the
+// cluster's. The first member that takes the handshake ends the check, so
+// that members that are merely slow, or unreachable for a while, hold no
+// start up beyond it (nor past DialTimeout); members that refuse where
+// another took it are named in the log, as the calls between them and
+// this node will fail (see TestAMemberOutsideTheTLSIsRefused).
+func (n *Node) checkCertificates(ctx context.Context) error {
+	var peers []Member
+	for _, sm := range n.serf.Members() {
+		if m, ok := memberFromSerf(sm); ok && m.Name != n.name && m.Status == StatusAlive {
+			peers = append(peers, m)
+		}
+	}
+	if len(peers) == 0 {
 		return nil
 	}
-	if own == "1" {
-		return fmt.Errorf("cluster: members %v serve their transport in the clear, and this node uses TLS (Config.TLS): every member needs Config.TLS, or none", others)
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+	defer cancel() // once a member took the handshake: the others end
+	handshakes := make(chan error, len(peers))
+	for _, m := range peers {
+		go func() {
+			if err := n.transport.shakeHands(ctx, m.GRPCAddr); err != nil {
+				handshakes <- fmt.Errorf("%s: %w", m.Name, err)
+				return
+			}
+			handshakes <- nil
+		}()
 	}
-	return fmt.Errorf("cluster: members %v serve their transport with TLS, and this node has none (Config.TLS): every member needs Config.TLS, or none", others)
+	var refusals []string
+	for range peers {
+		err := <-handshakes
+		switch {
+		case err == nil:
+			if len(refusals) > 0 {
+				n.log.Warn("cluster: members refused this node's TLS handshake over a certificate, where another took it: calls between them fail", "refusals", refusals)
+			}
+			return nil
+		case refusedCertificate(err):
+			refusals = append(refusals, err.Error())
+		}
+	}
+	if len(refusals) == 0 {
+		return nil // none answered in time: the calls will say why
+	}
+	slices.Sort(refusals)
+	return fmt.Errorf("cluster: every member that answered this node's TLS handshake refused it over a certificate (%s): the members' CAs must sign this node's certificate, and this node's CAs theirs (Config.TLS)",
+		strings.Join(refusals, "; "))
 }
 
 // joinMajoritySide checks, for a node joining with KeepMajority, that it

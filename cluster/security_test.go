@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/serf/serf"
+
 	"github.com/protograin/protograin/internal/tlstest"
 )
 
@@ -91,24 +93,83 @@ func TestASecuredClusterCalls(t *testing.T) {
 	}
 }
 
-// TestAMemberOutsideTheTLSIsRefused: a node that has the gossip keys but
-// not a certificate the others trust is a member, but the calls it makes
-// to the others' grains fail with ErrUnavailable and say why, and so do
-// theirs to its grains. (One without TLS does not start: see
-// TestAStartThatDisagreesOnTLSFails.)
+// securedBy returns a configure function for a node with mutual TLS under
+// a certificate that issuer issues for it, trusting the CAs trusted.
+func securedBy(t testing.TB, issuer *tlstest.CA, trusted ...*tlstest.CA) func(*Config) {
+	return func(cfg *Config) {
+		cert, key := issuer.Issue(t, cfg.NodeName, testServerName)
+		tlsCfg, err := MutualTLS(cert, key, tlstest.Bundle(t, trusted...), testServerName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.TLS = tlsCfg
+	}
+}
+
+// TestAStartOutsideTheTLSFails: a node whose certificate the members' CAs
+// did not sign, or whose CAs did not sign theirs, would take grains that
+// no call could reach: its start fails, saying why, and the members it
+// reached see it leave.
+func TestAStartOutsideTheTLSFails(t *testing.T) {
+	t.Parallel()
+	nodesCA, others := tlstest.NewCA(t, "nodes"), tlstest.NewCA(t, "others")
+	members := startCluster(t, 2, nil, secured(t, nodesCA))
+	for _, tc := range []struct {
+		name      string
+		configure func(*Config)
+		want      string // the refusal, as gRPC words it
+	}{
+		{"its certificate of another CA", securedBy(t, others, nodesCA, others), "remote error: tls: "},
+		{"its CA not theirs", securedBy(t, nodesCA, others), "x509: certificate signed by unknown authority"},
+		{"both", securedBy(t, others, others), "x509: certificate signed by unknown authority"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.ClusterName = members[0].cfg.ClusterName
+			cfg.Seeds = []string{members[0].GossipAddr()}
+			tc.configure(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			err := startFails(t, ctx, cfg)
+			for _, want := range []string{"refused it over a certificate", tc.want, "(Config.TLS)"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("the start: %v; want an error that says %q", err, want)
+				}
+			}
+			waitFor(t, waitTimeout, fmt.Sprintf("%s to see %s leave", members[0].Name(), cfg.NodeName), func() bool {
+				for _, m := range members[0].serf.Members() {
+					if m.Name == cfg.NodeName {
+						return m.Status == serf.StatusLeft
+					}
+				}
+				return false // the join's push-pull told the seed of it
+			})
+		})
+	}
+}
+
+// TestAMemberOutsideTheTLSIsRefused: a node whose certificate some members'
+// CAs did not sign starts when another member takes its handshake (that
+// member's CAs signed it), but the calls between it and the members that
+// refuse it fail with ErrUnavailable and say why, both ways.
 func TestAMemberOutsideTheTLSIsRefused(t *testing.T) {
 	t.Parallel()
-	key := gossipKey(1)
-	nodes, _ := echoCluster(t, 1, 0, secured(t, tlstest.NewCA(t, "nodes"), key))
+	nodesCA, others := tlstest.NewCA(t, "nodes"), tlstest.NewCA(t, "others")
+	nodes, _ := echoCluster(t, 1, 0, secured(t, nodesCA))
 	inside := nodes[0]
-	cfg := testConfig(t)
-	cfg.NodeName += "-outsider"
-	cfg.Seeds = []string{inside.GossipAddr()}
-	cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
-	secured(t, tlstest.NewCA(t, "others"), key)(&cfg)
-	outsider := startNode(t, cfg)
-	both := []*Node{inside, outsider}
-	waitConverged(t, both, 2)
+	join := func(suffix string, configure func(*Config)) *Node {
+		cfg := testConfig(t)
+		cfg.NodeName += suffix
+		cfg.ClusterName = inside.cfg.ClusterName
+		cfg.Seeds = []string{inside.GossipAddr()}
+		cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+		configure(&cfg)
+		return startNode(t, cfg)
+	}
+	bridge := join("-bridge", securedBy(t, nodesCA, nodesCA, others))
+	outsider := join("-outsider", securedBy(t, others, nodesCA, others))
+	all := []*Node{inside, bridge, outsider}
+	waitConverged(t, all, 3)
 
 	// The calls retry until their deadline, and fail with the last
 	// dial's error: one both ways at once.
@@ -116,19 +177,39 @@ func TestAMemberOutsideTheTLSIsRefused(t *testing.T) {
 		from, to *Node
 		id       string
 	}{
-		{outsider, inside, identityOwnedBy(t, both, inside)},
-		{inside, outsider, identityOwnedBy(t, both, outsider)},
+		{outsider, inside, identityOwnedBy(t, all, inside)},
+		{inside, outsider, identityOwnedBy(t, all, outsider)},
 	}
 	concurrently(t, len(calls), func(i int) error {
 		call := calls[i]
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		_, err := call.from.Invoke(ctx, addCall(call.id, 1))
-		if want := "x509: certificate signed by unknown authority"; !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), want) {
-			return fmt.Errorf("a call from %s to a grain of %s: %v; want ErrUnavailable that says %q", call.from.Name(), call.to.Name(), err, want)
+		if !errors.Is(err, ErrUnavailable) || !refusedCertificate(err) {
+			return fmt.Errorf("a call from %s to a grain of %s: %v; want ErrUnavailable for a refused certificate", call.from.Name(), call.to.Name(), err)
 		}
 		return nil
 	})
+	// A dial's reset says nothing of certificates; the handshake that
+	// follows it does, each way.
+	for _, tc := range []struct {
+		from, to *Node
+		want     string
+	}{
+		{outsider, inside, "remote error: tls: "},
+		{inside, outsider, "x509: certificate signed by unknown authority"},
+	} {
+		if got := tc.from.transport.refusal(tc.to.GRPCAddr()); !strings.Contains(got, tc.want) {
+			t.Errorf("the refusal %s's dial of %s meets: %q; want it to say %q", tc.from.Name(), tc.to.Name(), got, tc.want)
+		}
+	}
+	if got := inside.transport.refusal(bridge.GRPCAddr()); got != "" {
+		t.Errorf("the refusal %s's dial of %s meets: %q; want none", inside.Name(), bridge.Name(), got)
+	}
+	// The bridge, whose CAs signed both, calls them both.
+	for _, owner := range []*Node{inside, outsider} {
+		add(t, bridge, identityOwnedBy(t, all, owner), 1)
+	}
 }
 
 // TestAStartThatDisagreesOnTLSFails: a node whose transport has no TLS

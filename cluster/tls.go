@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -92,4 +95,53 @@ func (p *keyPairFiles) load() (*tls.Certificate, error) {
 	}
 	p.current, p.seen = &pair, now
 	return p.current, nil
+}
+
+// shakeHands opens a TLS connection to the transport at addr as a stream's
+// dial does, and returns nil once the peer took this node's certificate,
+// or the error that says why not: this node's check of the peer's
+// certificate fails the handshake ("x509: ..."), and the peer's check of
+// this node's, which TLS 1.3 makes after the dialer's handshake is done,
+// comes as an alert on the first read ("remote error: tls: ..."), where a
+// peer that took it sends its HTTP/2 settings. A gRPC dial cannot tell the
+// two apart reliably: it writes its preface at once, and a peer that
+// refuses closes the connection with the preface unread, which resets it,
+// and the reset may come before the alert is read.
+func (t *transport) shakeHands(ctx context.Context, addr string) error {
+	var raw net.Conn
+	var err error
+	if t.cfg.dialer != nil {
+		raw, err = t.cfg.dialer(ctx, addr)
+	} else {
+		raw, err = new(net.Dialer).DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	cfg := t.cfg.TLS.Clone()
+	if cfg.ServerName == "" { // as gRPC's credentials do: the peer's host
+		if cfg.ServerName, _, err = net.SplitHostPort(addr); err != nil {
+			return err
+		}
+	}
+	cfg.NextProtos = []string{"h2"}
+	conn := tls.Client(raw, cfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetReadDeadline(deadline)
+	}
+	_, err = conn.Read(make([]byte, 1))
+	return err
+}
+
+// refusedCertificate reports whether err is a TLS handshake that failed
+// over a certificate, either side's: this node's check of the peer's
+// ("x509: ..."), or the peer's alert about this node's ("remote error:
+// tls: ..."). Neither passes by dialing again.
+func refusedCertificate(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "x509: ") || strings.Contains(msg, "remote error: tls: ")
 }

@@ -454,6 +454,21 @@ func (t *transport) tlsHint(err error) string {
 	return ""
 }
 
+// refusal says, after a failed dial with TLS whose error does not, whether
+// the peer at addr refuses this node's certificate: gRPC writes its
+// preface as soon as its handshake is done, and a peer that refuses the
+// certificate closes the connection with the preface unread, which resets
+// it, often before the dialer reads the peer's alert. A handshake of its
+// own, which writes nothing, reads it.
+func (t *transport) refusal(addr string) string {
+	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
+	defer cancel()
+	if err := t.shakeHands(ctx, addr); err != nil && refusedCertificate(err) {
+		return " (a TLS handshake of its own: " + err.Error() + ")"
+	}
+	return ""
+}
+
 // addr returns the address the transport listens on.
 func (t *transport) addr() net.Addr { return t.lis.Addr() }
 
@@ -562,6 +577,13 @@ func refusedAsClosing(err error) bool {
 // dial opens a stream to m, sends the hello frame and completes e.
 func (t *transport) dial(e *peerEntry, m *Member) {
 	c, err := t.open(m)
+	var hint string // of what err means, where its words do not say
+	if err != nil {
+		hint = t.tlsHint(err)
+		if t.cfg.TLS != nil && hint == "" && !refusedCertificate(err) {
+			hint = t.refusal(m.GRPCAddr)
+		}
+	}
 	// Dialed by a view older than ours, in which m was alive, or to a
 	// leaver that ours has failed (the hand-off's ask for its release
 	// dials it again, say): say bye at once, as byeToLeavers and
@@ -578,7 +600,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 	// once its forget reads the entry of its peer, which may be e.
 	t.mu.Lock()
 	if err != nil {
-		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v%s", m.Name, m.GRPCAddr, err, t.tlsHint(err))
+		e.err = newError(codes.Unavailable, ErrUnavailable, "cluster: connect to %s at %s: %v%s", m.Name, m.GRPCAddr, err, hint)
 		switch {
 		case refusedAsClosing(err):
 			if m.incarnation != "" {

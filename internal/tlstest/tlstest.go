@@ -101,6 +101,21 @@ func (ca *CA) ClientConfig(t testing.TB, serverName string) *tls.Config {
 	return &tls.Config{RootCAs: roots, ServerName: serverName, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{pair}}
 }
 
+// Bundle writes the certificates of cas to one file, as a node that
+// trusts several CAs has them, and returns its path.
+func Bundle(t testing.TB, cas ...*CA) string {
+	t.Helper()
+	var pems []byte
+	for _, ca := range cas {
+		pems = append(pems, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})...)
+	}
+	path := filepath.Join(t.TempDir(), "bundle.pem")
+	if err := os.WriteFile(path, pems, 0o600); err != nil {
+		t.Fatalf("tlstest: %v", err)
+	}
+	return path
+}
+
 func (ca *CA) write(t testing.TB, name, typ string, der []byte) string {
 	t.Helper()
 	path := filepath.Join(ca.dir, name)
