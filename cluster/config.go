@@ -122,9 +122,10 @@ type Config struct {
 	// gossip it cannot decrypt and gossip in the clear, so a node that
 	// has not the key its peers encrypt with does not see them (its Start
 	// fails if Seeds name only them), and one without keys is not seen.
-	// To change the key without stopping the cluster, restart every
-	// member three times: with the new key added last, then first, then
-	// alone. Anyone who has a key can join, so keep keys out of flags and
+	// To change the key without stopping the cluster, call
+	// Node.ChangeGossipKey on a member (and give restarts the new key),
+	// or restart every member three times: with the new key added last,
+	// then first, then alone. Anyone who has a key can join, so keep keys out of flags and
 	// logs. Zero means gossip in the clear, which only members without
 	// keys read. The transport between nodes is secured by TLS.
 	GossipKeys [][]byte

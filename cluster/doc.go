@@ -217,7 +217,9 @@
 // nodes talk in the clear. Config.GossipKeys encrypts and authenticates
 // the gossip with keys every member shares, and Config.TLS runs the
 // transport between nodes over TLS (MutualTLS makes a mutual one from PEM
-// files). Config.ClusterName keeps clusters on one network apart, but
+// files). Node.ChangeGossipKey changes the gossip key of every member
+// while the cluster runs; MutualTLS takes renewed certificates from their
+// files. Config.ClusterName keeps clusters on one network apart, but
 // keeps nobody out.
 //
 // The package owns membership, placement, the node-to-node transport, the

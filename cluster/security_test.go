@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -362,6 +364,79 @@ func TestTheGossipKeyChangesWhileTheClusterRuns(t *testing.T) {
 	defer cancel()
 	if err := startFails(t, ctx, cfg); !strings.Contains(err.Error(), "Config.GossipKeys") {
 		t.Errorf("a start with the old key alone, once the cluster has only the new one: %v; want an error that names Config.GossipKeys", err)
+	}
+}
+
+// TestTheGossipKeyChangesAtRunTime: ChangeGossipKey, called on any member,
+// gives every member the new key alone, while they go on calling each
+// other's grains; then a node with the old key no longer joins, and one
+// with the new key does.
+func TestTheGossipKeyChangesAtRunTime(t *testing.T) {
+	t.Parallel()
+	old, next := gossipKey(1), gossipKey(2)
+	nodes, _ := echoCluster(t, 3, 0, func(cfg *Config) { cfg.GossipKeys = [][]byte{old, gossipKey(3)} })
+	if err := nodes[1].ChangeGossipKey(next); err != nil {
+		t.Fatalf("ChangeGossipKey: %v", err)
+	}
+	listed, err := nodes[2].serf.KeyManager().ListKeys()
+	if err != nil {
+		t.Fatalf("list the members' keys: %v", err)
+	}
+	want := map[string]int{base64.StdEncoding.EncodeToString(next): len(nodes)}
+	if !maps.Equal(listed.Keys, want) || !maps.Equal(listed.PrimaryKeys, want) {
+		t.Errorf("after the change, the members have the keys %v and encrypt with %v; want %v for both", listed.Keys, listed.PrimaryKeys, want)
+	}
+	for _, owner := range nodes {
+		add(t, nodes[0], identityOwnedBy(t, nodes, owner), 1)
+	}
+	// Changing it to the key it already is changes nothing.
+	if err := nodes[0].ChangeGossipKey(next); err != nil {
+		t.Errorf("ChangeGossipKey to the key in use: %v", err)
+	}
+
+	joiner := func(keys ...[]byte) Config {
+		cfg := testConfig(t)
+		cfg.ClusterName = nodes[0].cfg.ClusterName
+		cfg.GossipKeys = keys
+		cfg.Seeds = []string{nodes[0].GossipAddr()}
+		return cfg
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := startFails(t, ctx, joiner(old)); !strings.Contains(err.Error(), "Config.GossipKeys") {
+		t.Errorf("a start with the old key, after the change: %v; want an error that names Config.GossipKeys", err)
+	}
+	waitConverged(t, append(nodes, startNode(t, joiner(next))), len(nodes)+1)
+}
+
+// TestChangeGossipKeyErrors: a key of the wrong size, and a cluster whose
+// gossip is in the clear, are refused before any member is asked; a step
+// that members refused says what each said.
+func TestChangeGossipKeyErrors(t *testing.T) {
+	t.Parallel()
+	clear := startCluster(t, 1, nil, nil)[0]
+	if err := clear.ChangeGossipKey(gossipKey(1)); err == nil || !strings.Contains(err.Error(), "no Config.GossipKeys") {
+		t.Errorf("ChangeGossipKey on a cluster in the clear: %v; want an error that names Config.GossipKeys", err)
+	}
+	if err := clear.ChangeGossipKey([]byte("short")); err == nil || !strings.Contains(err.Error(), "16, 24 or 32 bytes") || !strings.Contains(err.Error(), "not 5") {
+		t.Errorf("ChangeGossipKey with a key of 5 bytes: %v; want an error that gives the sizes", err)
+	}
+
+	keyed := startCluster(t, 1, nil, func(cfg *Config) { cfg.GossipKeys = [][]byte{gossipKey(1)} })[0]
+	_ = keyed.Close()
+	if err := keyed.ChangeGossipKey(gossipKey(2)); !errors.Is(err, ErrNodeClosed) {
+		t.Errorf("ChangeGossipKey on a closed node: %v; want ErrNodeClosed", err)
+	}
+
+	refused := &serf.KeyResponse{NumNodes: 3, NumResp: 3, NumErr: 2, Messages: map[string]string{"b": "no keyring", "a": "removing the primary key is not allowed"}}
+	err := keyStepError("drop an old gossip key", refused, errors.New("2/3 nodes reported failure"))
+	want := "cluster: drop an old gossip key: 2/3 nodes reported failure (a: removing the primary key is not allowed; b: no keyring)"
+	if err.Error() != want {
+		t.Errorf("keyStepError: %q; want %q", err, want)
+	}
+	unanswered := errors.New("2/3 nodes reported success")
+	if err := keyStepError("install the new gossip key", &serf.KeyResponse{}, unanswered); !errors.Is(err, unanswered) || err.Error() != "cluster: install the new gossip key: 2/3 nodes reported success" {
+		t.Errorf("keyStepError without messages: %q; want serf's count, wrapped", err)
 	}
 }
 
