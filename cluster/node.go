@@ -290,9 +290,13 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	if err := n.checkTransportSecurity(ctx); err != nil {
 		// The members reached took this node in: they would place
-		// grains on it until they saw it fail.
-		if lerr := n.awaitLeave(ctx, n.leave(ctx)); lerr != nil {
-			n.log.Warn("cluster: leave the members reached, as the start failed", "err", lerr)
+		// grains on it until they saw it fail. Unless they know its
+		// name at another address (see nameClaim): a leave in the name
+		// would be taken for that node's.
+		if !n.claim.held.Load() {
+			if lerr := n.awaitLeave(ctx, n.leave(ctx)); lerr != nil {
+				n.log.Warn("cluster: leave the members reached, as the start failed", "err", lerr)
+			}
 		}
 		return err
 	}

@@ -150,6 +150,50 @@ func TestAStartOutsideTheTLSFails(t *testing.T) {
 	}
 }
 
+// TestAFailedStartUnderAMembersNameLeavesNothing: a start that fails its
+// TLS check under the name of a member that runs (an operator's mistake:
+// two nodes given one name) does not leave the cluster, as the leave
+// would be taken for that member's: it stays alive, and serves its grains.
+func TestAFailedStartUnderAMembersNameLeavesNothing(t *testing.T) {
+	t.Parallel()
+	nodesCA, others := tlstest.NewCA(t, "nodes"), tlstest.NewCA(t, "others")
+	members, _ := echoCluster(t, 2, 0, secured(t, nodesCA))
+	named := members[1]
+	cfg := testConfig(t)
+	cfg.NodeName = named.Name()
+	cfg.ClusterName = named.cfg.ClusterName
+	cfg.Seeds = []string{members[0].GossipAddr()}
+	securedBy(t, others, others)(&cfg)
+	// A leave in the name would show in members[0]'s list until the
+	// member refuted it (a few gossip rounds): watched throughout.
+	watching, seen := make(chan struct{}), make(chan serf.MemberStatus, 1)
+	go func() {
+		defer close(seen)
+		for {
+			if status, _ := serfStatus(members[0], named.Name()); status != serf.StatusAlive {
+				seen <- status
+				return
+			}
+			select {
+			case <-watching:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	err := startFails(t, ctx, cfg)
+	close(watching)
+	if !strings.Contains(err.Error(), "refused it over a certificate") {
+		t.Fatalf("the start under %s's name: %v; want it refused over a certificate", named.Name(), err)
+	}
+	if status, ok := <-seen; ok {
+		t.Errorf("as the start under its name failed, %s saw %s %v; want it alive throughout", members[0].Name(), named.Name(), status)
+	}
+	add(t, members[0], identityOwnedBy(t, members, named), 1)
+}
+
 // TestAMemberOutsideTheTLSIsRefused: a node whose certificate some members'
 // CAs did not sign starts when another member takes its handshake (that
 // member's CAs signed it), but the calls between it and the members that
