@@ -17,7 +17,10 @@
 //
 // To keep the cluster's traffic to itself, give every node the same gossip
 // key (-gossip-key-file) and a certificate for mutual TLS between nodes
-// (-tls-cert, -tls-key, -tls-ca).
+// (-tls-cert, -tls-key, -tls-ca). To change the key while the cluster runs,
+// write the new one to the file and send one node SIGHUP (kill -HUP): it
+// reads the file and gives every member the key (cluster.Node.ChangeGossipKey);
+// nodes started later read it from their files.
 //
 // Each process keeps grain state in a memory store of its own unless
 // -postgres names a database they all share: then a counter that moves
@@ -25,6 +28,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -99,6 +103,14 @@ func run() error {
 		defer store.Close()
 		cfg.Store = store
 	}
+	var hangup chan os.Signal
+	if sec.gossipKeyFile != "" {
+		// Before the start, so that a SIGHUP once the node says it runs
+		// changes the key rather than ends the process.
+		hangup = make(chan os.Signal, 1)
+		signal.Notify(hangup, syscall.SIGHUP)
+		defer signal.Stop(hangup)
+	}
 	node, err := cluster.Start(ctx, cfg)
 	if err != nil {
 		return err
@@ -117,6 +129,9 @@ func run() error {
 		}
 	}()
 
+	if hangup != nil {
+		go changeKeyOnHangup(ctx, hangup, node, sec.gossipKeyFile, cfg.GossipKeys[0])
+	}
 	if *call != "" {
 		callEvery(ctx, node, strings.Split(*call, ","), *every)
 	} else {
@@ -141,13 +156,9 @@ type security struct {
 // apply sets cfg's gossip keys and TLS from the flags, if they name files.
 func (s security) apply(cfg *cluster.Config) error {
 	if s.gossipKeyFile != "" {
-		text, err := os.ReadFile(s.gossipKeyFile)
+		key, err := readGossipKey(s.gossipKeyFile)
 		if err != nil {
-			return fmt.Errorf("-gossip-key-file: %w", err)
-		}
-		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(text)))
-		if err != nil {
-			return fmt.Errorf("-gossip-key-file %s: not base64: %w", s.gossipKeyFile, err)
+			return err
 		}
 		cfg.GossipKeys = [][]byte{key}
 	}
@@ -163,6 +174,47 @@ func (s security) apply(cfg *cluster.Config) error {
 	}
 	cfg.TLS = tlsCfg
 	return nil
+}
+
+// readGossipKey reads a gossip key in base64 from file.
+func readGossipKey(file string) ([]byte, error) {
+	text, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("-gossip-key-file: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(text)))
+	if err != nil {
+		return nil, fmt.Errorf("-gossip-key-file %s: not base64: %w", file, err)
+	}
+	return key, nil
+}
+
+// changeKeyOnHangup reads the gossip key file again at each signal on
+// hangup until ctx ends, and gives every member the key it holds if that is
+// not the key in use. What it did, or why not, goes to the output: the node
+// runs on either way.
+func changeKeyOnHangup(ctx context.Context, hangup <-chan os.Signal, node *cluster.Node, file string, inUse []byte) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hangup:
+		}
+		key, err := readGossipKey(file)
+		switch {
+		case err != nil:
+			fmt.Printf("%s: the gossip key stays: %v\n", node.Name(), err)
+		case bytes.Equal(key, inUse):
+			fmt.Printf("%s: the gossip key stays: %s holds the key in use\n", node.Name(), file)
+		default:
+			if err := node.ChangeGossipKey(key); err != nil {
+				fmt.Printf("%s: the gossip key change failed (send SIGHUP again to finish it): %v\n", node.Name(), err)
+				continue
+			}
+			inUse = key
+			fmt.Printf("%s: every member's gossip key is now the one in %s\n", node.Name(), file)
+		}
+	}
 }
 
 // callEvery adds 1 to each identity's counter once per period and prints its

@@ -98,6 +98,60 @@ func TestSecurityFlagsSecureTheNode(t *testing.T) {
 	}
 }
 
+// TestSIGHUPChangesTheGossipKey: after a new key is written to the key
+// file, a SIGHUP to one node gives every member the key: a node started
+// with the new key joins through another member, and one with the old key
+// no longer does. A file that holds no key, or the key in use, changes
+// nothing, and the node runs on.
+func TestSIGHUPChangesTheGossipKey(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "gossip.key")
+	writeKey := func(b byte) {
+		t.Helper()
+		if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32))+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeKey(1)
+	oldFile := filepath.Join(t.TempDir(), "old.key")
+	if err := os.WriteFile(oldFile, readFile(t, keyFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startNode(t, "-name", "a", "-gossip-key-file", keyFile)
+	aGossip := a.waitFor(t, `^a: gossip on (\S+), gRPC`)[1]
+	b := startNode(t, "-name", "b", "-gossip-key-file", keyFile, "-join", aGossip)
+	bGossip := b.waitFor(t, `^b: gossip on (\S+), gRPC`)[1]
+
+	a.hangup(t)
+	a.waitFor(t, `^a: the gossip key stays: .* holds the key in use$`)
+	if err := os.WriteFile(keyFile, []byte("not a key!"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.hangup(t)
+	a.waitFor(t, `^a: the gossip key stays: -gossip-key-file .*: not base64`)
+
+	writeKey(2)
+	a.hangup(t)
+	a.waitFor(t, `^a: every member's gossip key is now the one in `)
+	c := startNode(t, "-name", "c", "-gossip-key-file", keyFile, "-join", bGossip)
+	c.waitFor(t, `^c: gossip on `)
+	cmd := exec.Command(os.Args[0], "-name", "d", "-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0", "-cluster", t.Name(), "-gossip-key-file", oldFile, "-join", bGossip)
+	cmd.Env = append(os.Environ(), processEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Config.GossipKeys") {
+		t.Errorf("a node with the old key joined b: %v, output:\n%s\nwant it refused for the key", err, out)
+	}
+}
+
+// readFile returns the contents of file.
+func readFile(t *testing.T, file string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestBadSecurityFlagsAreRefused: a gossip key file that is missing, not
 // base64 or not of a key's size, and TLS flags without the others, are
 // told before the node starts.
@@ -275,6 +329,14 @@ func (n *nodeProcess) interrupt(t *testing.T) {
 	t.Helper()
 	if err := n.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatalf("interrupt node %s: %v", n.name, err)
+	}
+}
+
+// hangup sends the process SIGHUP.
+func (n *nodeProcess) hangup(t *testing.T) {
+	t.Helper()
+	if err := n.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("send node %s SIGHUP: %v", n.name, err)
 	}
 }
 
