@@ -104,18 +104,16 @@ func TestSecurityFlagsSecureTheNode(t *testing.T) {
 // no longer does. A file that holds no key, or the key in use, changes
 // nothing, and the node runs on.
 func TestSIGHUPChangesTheGossipKey(t *testing.T) {
-	keyFile := filepath.Join(t.TempDir(), "gossip.key")
-	writeKey := func(b byte) {
+	dir := t.TempDir()
+	keyFile, oldFile := filepath.Join(dir, "gossip.key"), filepath.Join(dir, "old.key")
+	writeKey := func(file string, b byte) {
 		t.Helper()
-		if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32))+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(file, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32))+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writeKey(1)
-	oldFile := filepath.Join(t.TempDir(), "old.key")
-	if err := os.WriteFile(oldFile, readFile(t, keyFile), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeKey(keyFile, 1)
+	writeKey(oldFile, 1)
 	a := startNode(t, "-name", "a", "-gossip-key-file", keyFile)
 	aGossip := a.waitFor(t, `^a: gossip on (\S+), gRPC`)[1]
 	b := startNode(t, "-name", "b", "-gossip-key-file", keyFile, "-join", aGossip)
@@ -129,7 +127,7 @@ func TestSIGHUPChangesTheGossipKey(t *testing.T) {
 	a.hangup(t)
 	a.waitFor(t, `^a: the gossip key stays: -gossip-key-file .*: not base64`)
 
-	writeKey(2)
+	writeKey(keyFile, 2)
 	a.hangup(t)
 	a.waitFor(t, `^a: every member's gossip key is now the one in `)
 	c := startNode(t, "-name", "c", "-gossip-key-file", keyFile, "-join", bGossip)
@@ -140,16 +138,6 @@ func TestSIGHUPChangesTheGossipKey(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "Config.GossipKeys") {
 		t.Errorf("a node with the old key joined b: %v, output:\n%s\nwant it refused for the key", err, out)
 	}
-}
-
-// readFile returns the contents of file.
-func readFile(t *testing.T, file string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // TestBadSecurityFlagsAreRefused: a gossip key file that is missing, not
