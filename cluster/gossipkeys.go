@@ -20,9 +20,9 @@ import (
 // suspected) must answer, and the next step waits for it, so that no
 // member drops a key another still encrypts with. A step that a member
 // refused or did not answer in time fails the change, with the count of
-// answers and what the members said, and leaves a cluster that still gossips: call it again with the same
-// key once they are back or gone. It needs a cluster started with
-// GossipKeys, and one change at a time.
+// answers and what the members said, and leaves a cluster that still
+// gossips: call it again with the same key once they are back or gone.
+// It needs a cluster started with GossipKeys, and one change at a time.
 //
 // The keys live in the members' memory: restart a member with the new key
 // first in Config.GossipKeys, as one with only the old keys no longer

@@ -312,6 +312,27 @@ func TestADialThatDisagreesOnTLSSaysSo(t *testing.T) {
 
 // TestTLSHints: the words of gRPC's dial errors that mean the peer
 // disagrees on TLS get the hint, a peer that closes the stream with a
+// TestAClosedDialIsAskedWhy: a dial that the peer closed (a reset, an
+// end of stream) may be a refused certificate, and gets a handshake of
+// its own to say so; one that did not reach the peer gets none, so that
+// its waiters are not held for a second DialTimeout.
+func TestAClosedDialIsAskedWhy(t *testing.T) {
+	for _, tc := range []struct {
+		err    string
+		closed bool
+	}{
+		{`connection error: desc = "transport: Error while dialing: write tcp 127.0.0.1:1->127.0.0.1:2: write: connection reset by peer"`, true},
+		{`connection error: desc = "error reading server preface: EOF"`, true},
+		{`write: broken pipe`, true},
+		{`connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:2: connect: connection refused"`, false},
+		{`context deadline exceeded`, false},
+	} {
+		if got := closedByPeer(errors.New(tc.err)); got != tc.closed {
+			t.Errorf("closedByPeer(%q) = %v, want %v", tc.err, got, tc.closed)
+		}
+	}
+}
+
 // reset included (under load, in a CI run); other errors do not.
 func TestTLSHints(t *testing.T) {
 	clear, withTLS := &transport{cfg: &Config{}}, &transport{cfg: &Config{TLS: &tls.Config{}}}

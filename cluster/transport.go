@@ -454,12 +454,12 @@ func (t *transport) tlsHint(err error) string {
 	return ""
 }
 
-// refusal says, after a failed dial with TLS whose error does not, whether
-// the peer at addr refuses this node's certificate: gRPC writes its
-// preface as soon as its handshake is done, and a peer that refuses the
-// certificate closes the connection with the preface unread, which resets
-// it, often before the dialer reads the peer's alert. A handshake of its
-// own, which writes nothing, reads it.
+// refusal says, after a dial with TLS that the peer closed (see
+// closedByPeer), whether the peer refuses this node's certificate: gRPC
+// writes its preface as soon as its handshake is done, and a peer that
+// refuses the certificate closes the connection with the preface unread,
+// which resets it, often before the dialer reads the peer's alert. A
+// handshake of its own, which writes nothing, reads it.
 func (t *transport) refusal(addr string) string {
 	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.DialTimeout)
 	defer cancel()
@@ -467,6 +467,16 @@ func (t *transport) refusal(addr string) string {
 		return " (a TLS handshake of its own: " + err.Error() + ")"
 	}
 	return ""
+}
+
+// closedByPeer reports whether a dial's err is the peer closing the
+// connection (a reset, or the end of it) rather than a failure to reach
+// it: only then may a TLS peer have refused a certificate without the
+// error saying so. A peer that does not answer gets no second handshake,
+// which would hold the dial's waiters for another DialTimeout.
+func closedByPeer(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "connection reset by peer") || strings.Contains(msg, "broken pipe") || strings.Contains(msg, "EOF")
 }
 
 // addr returns the address the transport listens on.
@@ -580,7 +590,7 @@ func (t *transport) dial(e *peerEntry, m *Member) {
 	var hint string // of what err means, where its words do not say
 	if err != nil {
 		hint = t.tlsHint(err)
-		if t.cfg.TLS != nil && hint == "" && !refusedCertificate(err) {
+		if t.cfg.TLS != nil && hint == "" && closedByPeer(err) {
 			hint = t.refusal(m.GRPCAddr)
 		}
 	}
