@@ -554,6 +554,13 @@ const (
 	// for a live member to confirm it, where a confirmation ends it in
 	// 3.4 s (see TestASuspicionReachesTheLiveMembers).
 	localRetransmitMult = 4
+	// localQueryTimeoutMult makes serf's default query timeout (gossip
+	// interval · mult · ⌈log10(members+1)⌉) LAN's 3.2 s for up to nine
+	// members, where serf's 16 made it 320 ms with the local gossip
+	// interval: on a loaded machine a member's answer to a step of
+	// ChangeGossipKey came later (one run in eight of the node
+	// example's test beside two busy loops), and the change failed.
+	localQueryTimeoutMult = 160
 )
 
 // defaultSeedRejoinInterval is SeedRejoinInterval's in the LAN and WAN

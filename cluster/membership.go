@@ -197,6 +197,7 @@ func newSerfConfig(cfg *Config, tags map[string]string, events chan serf.Event, 
 	sc.Merge = merge
 	if cfg.Gossip == GossipLocal {
 		sc.ReconnectInterval = localReconnectInterval
+		sc.QueryTimeoutMult = localQueryTimeoutMult
 	}
 	// Serf settles a name that two addresses claim by a vote, and the node
 	// that loses it shuts its gossip down, under a node that goes on
