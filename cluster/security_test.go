@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,6 +150,77 @@ func TestAStartOutsideTheTLSFails(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestASlowMemberHoldsNoSecuredStart: the start's handshakes end with
+// the first member that takes one, so a member whose transport does not
+// answer holds up no start that another member's answer ends; with no
+// other member, the start goes on after DialTimeout (the calls will say
+// what is wrong, if anything is).
+func TestASlowMemberHoldsNoSecuredStart(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t, "nodes")
+	joiner := func(seed *Node, slow string, release <-chan struct{}) (Config, *atomic.Int32) {
+		cfg := testConfig(t)
+		cfg.ClusterName = seed.cfg.ClusterName
+		cfg.Seeds = []string{seed.GossipAddr()}
+		cfg.DialTimeout = time.Second
+		secured(t, ca)(&cfg)
+		dialed := new(atomic.Int32)
+		cfg.dialer = func(ctx context.Context, addr string) (net.Conn, error) {
+			if addr != slow {
+				return new(net.Dialer).DialContext(ctx, "tcp", addr)
+			}
+			dialed.Add(1)
+			// A transport that does not answer: until the test
+			// releases it, or else until the dial gives up.
+			if release != nil {
+				<-release
+			} else {
+				<-ctx.Done()
+			}
+			return nil, errors.New("the slow member did not answer")
+		}
+		return cfg, dialed
+	}
+
+	t.Run("another member answers", func(t *testing.T) {
+		members := startCluster(t, 2, nil, secured(t, ca))
+		// The slow dial ends only once the test says so, whatever its
+		// context: a start that waited for it would not return.
+		release := make(chan struct{})
+		defer close(release)
+		cfg, dialed := joiner(members[0], members[1].GRPCAddr(), release)
+		type start struct {
+			n   *Node
+			err error
+		}
+		started := make(chan start, 1)
+		go func() {
+			n, err := Start(context.Background(), cfg)
+			started <- start{n, err}
+		}()
+		select {
+		case s := <-started:
+			if s.err != nil {
+				t.Fatalf("Start: %v", s.err)
+			}
+			t.Cleanup(func() { _ = s.n.Close() })
+		case <-time.After(waitTimeout):
+			t.Fatalf("the start did not return in %v while a member's transport did not answer and another's did", waitTimeout)
+		}
+		if dialed.Load() == 0 {
+			t.Error("the start did not shake hands with the slow member")
+		}
+	})
+	t.Run("none other", func(t *testing.T) {
+		member := startCluster(t, 1, nil, secured(t, ca))[0]
+		cfg, dialed := joiner(member, member.GRPCAddr(), nil)
+		startNode(t, cfg)
+		if dialed.Load() == 0 {
+			t.Error("the start did not shake hands with the slow member")
+		}
+	})
 }
 
 // TestAFailedStartUnderAMembersNameLeavesNothing: a start that fails its
