@@ -125,9 +125,10 @@ type Config struct {
 	// To change the key without stopping the cluster, call
 	// Node.ChangeGossipKey on a member (and give restarts the new key),
 	// or restart every member three times: with the new key added last,
-	// then first, then alone. Anyone who has a key can join, so keep keys out of flags and
-	// logs. Zero means gossip in the clear, which only members without
-	// keys read. The transport between nodes is secured by TLS.
+	// then first, then alone. Anyone who has a key can join, so keep keys
+	// out of flags and logs. Zero means gossip in the clear, which only
+	// members without keys read. The transport between nodes is secured
+	// by TLS.
 	GossipKeys [][]byte
 	// TLS secures the transport between nodes (calls, one-way messages,
 	// hand-offs): the node serves it to the peers that dial it and dials
@@ -146,9 +147,9 @@ type Config struct {
 	// certificate (the node's certificate of a CA they do not trust, or
 	// theirs of one it does not); where some members take it and others
 	// refuse it, it starts, with the refusals in its log, and calls
-	// between it and those fail with ErrUnavailable saying why. Zero means the
-	// transport in the clear, for a network only the cluster uses. Gossip
-	// is secured by GossipKeys.
+	// between it and those fail with ErrUnavailable saying why. Zero means
+	// the transport in the clear, for a network only the cluster uses.
+	// Gossip is secured by GossipKeys.
 	TLS *tls.Config
 
 	// Kinds lists the grain kinds this node hosts. Zero means none: the
