@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -15,6 +18,32 @@ import (
 // and call each other's grains.
 func TestNodesThatStartedApartFindEachOther(t *testing.T) {
 	t.Parallel()
+	// b's port is free when a takes it for a seed, and may not be when b
+	// starts: another test's connection may have taken it for its local
+	// port meanwhile (met once in a CI-like run). Such a start is tried
+	// again, on other ports.
+	var nodes []*Node
+	for attempt := 1; nodes == nil; attempt++ {
+		var err error
+		if nodes, err = startApart(t); err != nil {
+			if !strings.Contains(err.Error(), "address already in use") || attempt == 5 {
+				t.Fatal(err)
+			}
+			t.Logf("attempt %d: %v; again, on other ports", attempt, err)
+		}
+	}
+	waitConverged(t, nodes, 2)
+	for _, owner := range nodes {
+		for _, caller := range nodes {
+			addWithin(t, caller, identityOwnedBy(t, nodes, owner), 1)
+		}
+	}
+}
+
+// startApart starts a with seeds [a, b by the name localhost] before b
+// listens, then b with seeds [b], and returns them; or b's start error,
+// with a closed.
+func startApart(t *testing.T) ([]*Node, error) {
 	a, b := freeAddr(t), freeAddr(t)
 	// A's seed b by a host name, as a service's is.
 	_, port, _ := net.SplitHostPort(b)
@@ -30,19 +59,23 @@ func TestNodesThatStartedApartFindEachOther(t *testing.T) {
 		cfg.Seeds = start.seeds
 		cfg.SeedRejoinInterval = 50 * time.Millisecond
 		cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
-		n := startNode(t, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		n, err := Start(ctx, cfg)
+		cancel()
+		if err != nil {
+			for _, started := range nodes {
+				_ = started.Close()
+			}
+			return nil, fmt.Errorf("Start(%s): %w", cfg.NodeName, err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
 		// b's start joins only b; a's rejoin may reach it at once.
 		if got := aliveCount(n); len(nodes) == 0 && got != 1 {
 			t.Fatalf("%s sees %d members at its start, want only itself", n.Name(), got)
 		}
 		nodes = append(nodes, n)
 	}
-	waitConverged(t, nodes, 2)
-	for _, owner := range nodes {
-		for _, caller := range nodes {
-			addWithin(t, caller, identityOwnedBy(t, nodes, owner), 1)
-		}
-	}
+	return nodes, nil
 }
 
 // freeAddr returns a loopback address whose port the kernel just handed
