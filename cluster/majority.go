@@ -578,12 +578,7 @@ func (n *Node) reachMajority(ctx context.Context) error {
 	if n.cfg.reachingMajority != nil {
 		n.cfg.reachingMajority(n)
 	}
-	var peers []Member
-	for _, sm := range n.serf.Members() {
-		if m, ok := memberFromSerf(sm); ok && m.Name != n.name && m.Status == StatusAlive {
-			peers = append(peers, m)
-		}
-	}
+	peers := n.alivePeers()
 	members := len(peers) + 1
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
 	defer cancel() // once a majority answered: the other dials go on alone
@@ -617,6 +612,18 @@ func (n *Node) reachMajority(ctx context.Context) error {
 	slices.Sort(unreached)
 	return fmt.Errorf("%w: this node reached %d of the %d members it heard of through %v, itself included, and not %s, as on the minority side of a partition its seeds have yet to see (Config.KeepMajority): join through a member of the majority, or once the partition heals",
 		ErrNoQuorum, reached, members, n.cfg.Seeds, strings.Join(unreached, ", "))
+}
+
+// alivePeers returns the members alive in serf's list, but this node,
+// as a start sees them before its view has them.
+func (n *Node) alivePeers() []Member {
+	var peers []Member
+	for _, sm := range n.serf.Members() {
+		if m, ok := memberFromSerf(sm); ok && m.Name != n.name && m.Status == StatusAlive {
+			peers = append(peers, m)
+		}
+	}
+	return peers
 }
 
 // fencedPeers returns the names of the alive members other than this

@@ -447,12 +447,7 @@ func (n *Node) checkTransportSecurity(ctx context.Context) error {
 // another took it are named in the log, as the calls between them and
 // this node will fail (see TestAMemberOutsideTheTLSIsRefused).
 func (n *Node) checkCertificates(ctx context.Context) error {
-	var peers []Member
-	for _, sm := range n.serf.Members() {
-		if m, ok := memberFromSerf(sm); ok && m.Name != n.name && m.Status == StatusAlive {
-			peers = append(peers, m)
-		}
-	}
+	peers := n.alivePeers()
 	if len(peers) == 0 {
 		return nil
 	}
