@@ -335,19 +335,18 @@ type activations struct {
 
 	// mu guards the deactivations: those started and not done (pending),
 	// the channel closed when that drops to zero, those waiting for a
-	// deactivator (queue), and the deactivators running.
+	// deactivator (queue), the deactivators running, and those of them
+	// whose job has lasted past deactivationPatience (slow; see
+	// slowWatch).
 	mu           sync.Mutex
 	pending      int
 	drained      chan struct{}
 	queue        []victim
 	deactivators int
+	slow         int
 	// ending holds what the deactivations in progress keep outside their
 	// activations (see deactivation), by activation; guarded by mu.
 	ending map[*activation]*deactivation
-	// looks counts watchSlow's looks, so that a test can tell that they go
-	// on while nothing waits.
-	looks atomic.Int64
-
 	// held counts the activations in the table; trimNow wakes the node's
 	// sweep when that passes Config.MaxActivations (see admit and trim),
 	// and heapNow after each garbage collection, with
@@ -881,9 +880,11 @@ type victim struct {
 // deactivators, 53 goroutines and 6.20 µs. A deactivation that waits (an
 // OnDeactivate hook or a state flush waiting on I/O, or on a grain that is
 // itself in the queue) must not hold up the victims behind it, so while it
-// lasts it brings in one more deactivator every deactivationPatience if
-// victims wait (see watchSlow), and the new ones do the same: slow
-// deactivations overlap, as many as there are, within a few patiences.
+// lasts past deactivationPatience it stops counting among the
+// deactivators: one more comes in its place if victims wait, and victims
+// queued later find as many deactivators as before (see slowWatch). The
+// new ones do the same, so slow deactivations overlap, as many as there
+// are, within a few patiences.
 //
 // Passivations go through the same queue (startJobs with jobPassivate), so
 // that a sweep that finds many idle grains asks their actors a few at a
@@ -911,7 +912,7 @@ func (t *activations) startJobs(j job, victims []*activation, seen []time.Durati
 		}
 		t.queue = append(t.queue, v)
 	}
-	start := max(0, min(len(t.queue), deactivatorsPerProc*goruntime.GOMAXPROCS(0)-t.deactivators))
+	start := max(0, min(len(t.queue), deactivatorsPerProc*goruntime.GOMAXPROCS(0)-(t.deactivators-t.slow)))
 	t.deactivators += start
 	t.mu.Unlock()
 	for range start {
@@ -938,21 +939,22 @@ func (t *activations) deactivator() { t.deactivateFrom(victim{}, false) }
 // counted out, and waitDeactivations (Shutdown) waited for it until its
 // deadline; the messages after the one that exited were lost.
 func (t *activations) deactivateFrom(v victim, resumed bool) {
-	// running counts the deactivations begun and ended: odd while one runs,
-	// so that a watch knows whether the one it watches still does.
-	var running atomic.Uint64
-	var watch *time.Timer
+	var watch *slowWatch
 	working := false
 	defer func() {
 		if working {
-			running.Add(1)
-			watch.Stop()
+			t.mu.Lock()
+			watch.endLocked()
+			t.mu.Unlock()
 			go t.deactivateFrom(v, true)
 		}
 	}()
 	for {
 		if !resumed {
 			t.mu.Lock()
+			if watch != nil {
+				watch.endLocked()
+			}
 			if v.a != nil {
 				if t.pending--; t.pending == 0 {
 					close(t.drained)
@@ -969,7 +971,7 @@ func (t *activations) deactivateFrom(v victim, resumed bool) {
 			t.queue = t.queue[1:]
 			t.mu.Unlock()
 		}
-		watch = t.watchSlow(&running, running.Add(1))
+		watch = t.watchSlow()
 		working = true
 		switch {
 		case resumed:
@@ -982,37 +984,57 @@ func (t *activations) deactivateFrom(v victim, resumed bool) {
 			t.deactivate(v.a)
 		}
 		working, resumed = false, false
-		running.Add(1)
-		watch.Stop()
 	}
 }
 
-// watchSlow looks every deactivationPatience, for as long as the
-// deactivation numbered begun in running goes on, and starts one more
-// deactivator each time victims wait in the queue. It keeps looking when
-// none do: a deactivation that never ends (an OnDeactivate that hangs)
-// still counts among the deactivators, and victims queued later would
-// otherwise wait for it.
-func (t *activations) watchSlow(running *atomic.Uint64, begun uint64) *time.Timer {
-	return time.AfterFunc(deactivationPatience, func() {
-		if running.Load() == begun {
-			t.looks.Add(1)
-			t.help()
-			t.watchSlow(running, begun)
-		}
-	})
+// slowWatch watches one job of a deactivator. Once the job has lasted
+// deactivationPatience, the watch counts its deactivator as slow, which
+// startJobs does not count among the deactivators it may start, and starts
+// one more deactivator if victims wait. A job that never ends (an
+// OnDeactivate that hangs) thus holds no victim up, the ones queued later
+// included, and costs one timer: a watch that looked again every patience
+// kept waking up for as long as the job hung, after the node's Close too.
+type slowWatch struct {
+	t     *activations
+	timer *time.Timer
+	// slow and over are guarded by t.mu: the watch fired (and counted in
+	// t.slow), and the job ended.
+	slow, over bool
 }
 
-// help starts one more deactivator if victims wait in the queue.
-func (t *activations) help() {
+// watchSlow starts watching the job a deactivator begins.
+func (t *activations) watchSlow() *slowWatch {
+	w := &slowWatch{t: t}
+	w.timer = time.AfterFunc(deactivationPatience, w.fire)
+	return w
+}
+
+// fire counts the job as slow, unless it ended, and starts a deactivator
+// in its place if victims wait.
+func (w *slowWatch) fire() {
+	t := w.t
 	t.mu.Lock()
-	more := len(t.queue) > 0
-	if more {
-		t.deactivators++
+	more := false
+	if !w.over {
+		w.slow = true
+		t.slow++
+		if more = len(t.queue) > 0; more {
+			t.deactivators++
+		}
 	}
 	t.mu.Unlock()
 	if more {
 		go t.deactivator()
+	}
+}
+
+// endLocked ends the watch of a job that ended, with t.mu held: its
+// deactivator counts as one that takes victims again.
+func (w *slowWatch) endLocked() {
+	w.timer.Stop()
+	w.over = true
+	if w.slow {
+		w.t.slow--
 	}
 }
 

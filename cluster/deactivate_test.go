@@ -120,11 +120,12 @@ func TestHungDeactivationsDoNotStopLaterOnes(t *testing.T) {
 		return strings.HasPrefix(a.identity, "hung")
 	})
 	receive(t, allIn, "every hung grain in OnDeactivate")
-	// The hung deactivations look for waiting victims again, with none
-	// waiting (twice each, on average), before the later ones come.
-	looks := node.acts.looks.Load()
-	waitFor(t, waitTimeout, "the hung deactivations looking again", func() bool {
-		return node.acts.looks.Load() >= looks+2*int64(hung)
+	// The hung deactivations' watches fire, with no victim waiting, before
+	// the later ones come: the later ones find deactivators all the same.
+	waitFor(t, waitTimeout, "every hung deactivation counted as slow", func() bool {
+		node.acts.mu.Lock()
+		defer node.acts.mu.Unlock()
+		return node.acts.slow == hung
 	})
 	activateGates(t, node, "later", 10)
 	node.acts.deactivateWhere(sweepAll, func(a *activation, _ time.Duration) bool {
