@@ -139,7 +139,11 @@ type Config struct {
 	// configuration from PEM files. A dialer checks the peer's certificate
 	// for ServerName when it is set (a name all the nodes' certificates
 	// carry, for addresses that change) and for the peer's transport IP
-	// when it is not. All members use TLS or none: a node with TLS and one
+	// when it is not. A config with GetConfigForClient (MutualTLS's, whose
+	// CAs change with their file) is asked for the config of each dial as
+	// well, with a ClientHelloInfo that holds only the dialed connection,
+	// so that a dial trusts the CAs a served handshake does. All members
+	// use TLS or none: a node with TLS and one
 	// without cannot reach each other, so Start fails for a node whose
 	// members' tags say otherwise than its own, and calls between it and a
 	// member too old to say fail with ErrUnavailable. Start also fails for

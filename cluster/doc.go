@@ -218,8 +218,8 @@
 // the gossip with keys every member shares, and Config.TLS runs the
 // transport between nodes over TLS (MutualTLS makes a mutual one from PEM
 // files). Node.ChangeGossipKey changes the gossip key of every member
-// while the cluster runs; MutualTLS takes renewed certificates from their
-// files. Config.ClusterName keeps clusters on one network apart, but
+// while the cluster runs; MutualTLS takes renewed certificates and changed
+// CAs from their files. Config.ClusterName keeps clusters on one network apart, but
 // keeps nobody out.
 //
 // The package owns membership, placement, the node-to-node transport, the

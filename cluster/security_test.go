@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -651,6 +653,54 @@ func TestMutualTLSUsesARenewedCertificate(t *testing.T) {
 	}
 }
 
+// TestMutualTLSReadsTheCAFileAgain: the configuration's handshakes trust
+// the CAs the file holds, read again once it changed; while it holds no
+// certificate (written half), the last CAs it held.
+func TestMutualTLSReadsTheCAFileAgain(t *testing.T) {
+	t.Parallel()
+	one, two := tlstest.NewCA(t, "one"), tlstest.NewCA(t, "two")
+	certFile, keyFile := one.Issue(t, "node", testServerName)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	replaceFile(t, caFile, readFile(t, one.CertFile()))
+	tlsCfg, err := MutualTLS(certFile, keyFile, caFile, testServerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusted := func() *x509.CertPool {
+		t.Helper()
+		cfg, err := dialConfig(tlsCfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cfg.RootCAs.Equal(cfg.ClientCAs) {
+			t.Fatal("a handshake's configuration trusts other CAs as a dialer than as a server")
+		}
+		return cfg.RootCAs
+	}
+	pool := func(cas ...*tlstest.CA) *x509.CertPool {
+		p, err := readCAs(tlstest.Bundle(t, cas...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if !trusted().Equal(pool(one)) || !tlsCfg.RootCAs.Equal(pool(one)) {
+		t.Fatal("the configuration does not trust the CA its file holds")
+	}
+	replaceFile(t, caFile, readFile(t, tlstest.Bundle(t, one, two)))
+	if !trusted().Equal(pool(one, two)) {
+		t.Error("after a second CA was added to the file, a handshake does not trust both")
+	}
+	replaceFile(t, caFile, []byte("-----BEGIN CERT"))
+	if !trusted().Equal(pool(one, two)) {
+		t.Error("while the file holds no certificate, a handshake does not trust the CAs it last held")
+	}
+	replaceFile(t, caFile, readFile(t, two.CertFile()))
+	if !trusted().Equal(pool(two)) {
+		t.Error("after the first CA left the file, a handshake does not trust the second alone")
+	}
+}
+
 func readFile(t *testing.T, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(name)
@@ -663,6 +713,98 @@ func readFile(t *testing.T, name string) []byte {
 func writeFile(t *testing.T, name string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(name, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTheCAChangesWhileTheClusterRuns: MutualTLS reads the CA file again
+// once it changed, for the handshakes after, served and dialed, so a
+// cluster moves to a new CA without a restart. A node under the new CA is
+// refused until the members' CA files hold it beside the old; then it
+// joins, and calls and is called both ways. Once the members' certificates
+// are renewed by the new CA and the old CA leaves their files, a node
+// under the old CA is refused, and one that trusts the new CA alone joins.
+func TestTheCAChangesWhileTheClusterRuns(t *testing.T) {
+	t.Parallel()
+	oldCA, newCA := tlstest.NewCA(t, "old"), tlstest.NewCA(t, "new")
+	dir := t.TempDir()
+	// issue writes, in place of the node's files, a certificate that
+	// issuer issues for it and the CAs trusted.
+	issue := func(node string, issuer *tlstest.CA, trusted ...*tlstest.CA) (certFile, keyFile, caFile string) {
+		certFile, keyFile, caFile = dir+"/"+node+".pem", dir+"/"+node+"-key.pem", dir+"/"+node+"-ca.pem"
+		c, k := issuer.Issue(t, node, testServerName)
+		replaceFile(t, certFile, readFile(t, c))
+		replaceFile(t, keyFile, readFile(t, k))
+		replaceFile(t, caFile, readFile(t, tlstest.Bundle(t, trusted...)))
+		return certFile, keyFile, caFile
+	}
+	under := func(issuer *tlstest.CA, trusted ...*tlstest.CA) func(*Config) {
+		return func(cfg *Config) {
+			certFile, keyFile, caFile := issue(cfg.NodeName, issuer, trusted...)
+			tlsCfg, err := MutualTLS(certFile, keyFile, caFile, testServerName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.TLS = tlsCfg
+		}
+	}
+	members, _ := echoCluster(t, 2, 0, under(oldCA, oldCA))
+	newcomer := func(suffix string, configure func(*Config)) Config {
+		cfg := testConfig(t)
+		cfg.NodeName += suffix
+		cfg.ClusterName = members[0].cfg.ClusterName
+		cfg.Seeds = []string{members[0].GossipAddr()}
+		cfg.Kinds = []*Kind{newEchoKind(newHooks(cfg.NodeName), 0)}
+		configure(&cfg)
+		return cfg
+	}
+	refused := func(cfg Config) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := startFails(t, ctx, cfg); !strings.Contains(err.Error(), "refused it over a certificate") {
+			t.Fatalf("the start of %s: %v; want it refused over a certificate", cfg.NodeName, err)
+		}
+	}
+	// The members call first, so that they dial the new node (a stream
+	// serves calls both ways, whoever dialed it).
+	callsBothWays := func(all []*Node, newNode *Node) {
+		t.Helper()
+		for _, m := range all {
+			if m != newNode {
+				add(t, m, identityOwnedBy(t, all, newNode), 1)
+				add(t, newNode, identityOwnedBy(t, all, m), 1)
+			}
+		}
+	}
+
+	refused(newcomer("-early", under(newCA, oldCA, newCA)))
+	// The members trust both CAs: a node under the new one joins.
+	for _, m := range members {
+		issue(m.Name(), oldCA, oldCA, newCA)
+	}
+	joined := startNode(t, newcomer("-new", under(newCA, oldCA, newCA)))
+	all := append(members, joined)
+	waitConverged(t, all, 3)
+	callsBothWays(all, joined)
+
+	// Every certificate of the new CA, which alone is trusted.
+	for _, n := range all {
+		issue(n.Name(), newCA, newCA)
+	}
+	refused(newcomer("-old", under(oldCA, oldCA, newCA)))
+	last := startNode(t, newcomer("-last", under(newCA, newCA)))
+	all = append(all, last)
+	waitConverged(t, all, 4)
+	callsBothWays(all, last)
+}
+
+// replaceFile writes b to a file beside name and renames it to name: the
+// file changes whole, as a Secret's volume does.
+func replaceFile(t *testing.T, name string, b []byte) {
+	t.Helper()
+	writeFile(t, name+".next", b)
+	if err := os.Rename(name+".next", name); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // MutualTLS returns a configuration for Config.TLS from PEM files: the
@@ -21,25 +23,29 @@ import (
 // certificate for (a DNS name every node's certificate carries, for
 // nodes whose addresses change); "" checks it for the peer's transport IP.
 //
-// The certificate and key are read again for a handshake once their files
-// changed, so that a renewed certificate (cert-manager's, say) is used
-// for the streams opened after it, without a restart; while the two do not
-// match (one written, the other not yet) the last pair that did is used.
-// The CA file is read once.
+// The files are read again for a handshake once they changed, so that the
+// streams opened after a change use it, without a restart: a renewed
+// certificate (cert-manager's, say), and CAs added or taken away, as when
+// the CA itself is replaced (every node's CA file gets the new CA beside
+// the old one, then the nodes' certificates are renewed by the new one,
+// then the old CA goes). The streams open meanwhile stay open. While the
+// certificate and the key do not match (one written, the other not yet)
+// the last pair that did is used; while the CA file holds no certificate,
+// the last CAs it held. Replace a file whole (write another and rename
+// it, as Kubernetes updates a Secret's volume): a CA file read half
+// written holds only the CAs written so far.
+//
+// The config's GetConfigForClient gives the handshakes a copy of the
+// config as MutualTLS returns it, with the CAs as the file has them; the
+// transport's dials use it too (see Config.TLS). So a field set on the
+// returned config later reaches no handshake: to change one, set it on a
+// Clone whose GetConfigForClient is nil, which reads the CA file no more.
 func MutualTLS(certFile, keyFile, caFile, serverName string) (*tls.Config, error) {
 	pair := &keyPairFiles{cert: certFile, key: keyFile}
 	if _, err := pair.load(); err != nil {
 		return nil, err
 	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: read the CA certificates: %w", err)
-	}
-	cas := x509.NewCertPool()
-	if !cas.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("cluster: no PEM certificate in %s", caFile)
-	}
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return pair.load()
@@ -47,11 +53,118 @@ func MutualTLS(certFile, keyFile, caFile, serverName string) (*tls.Config, error
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return pair.load()
 		},
-		RootCAs:    cas,
-		ClientCAs:  cas,
 		ClientAuth: tls.RequireAndVerifyClientCert,
 		ServerName: serverName,
-	}, nil
+	}
+	cas := &caFiles{name: caFile, base: cfg.Clone()}
+	current, err := cas.config()
+	if err != nil {
+		return nil, err
+	}
+	cfg.RootCAs, cfg.ClientCAs = current.RootCAs, current.ClientCAs
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return cas.config()
+	}
+	return cfg, nil
+}
+
+// caFiles is the CA certificates of a PEM file, read again when the file
+// changes, and the configuration that trusts them.
+type caFiles struct {
+	name string
+	base *tls.Config // MutualTLS's, without CAs
+
+	mu      sync.Mutex
+	current *tls.Config // base with the CAs that last loaded
+	seen    fileVersion // of the file, when current was made
+}
+
+// config returns base with the CAs the file holds, or with the last ones
+// it held while it holds none. As with keyPairFiles.load, a stat per
+// handshake costs nothing.
+func (c *caFiles) config() (*tls.Config, error) {
+	var now fileVersion
+	if fi, err := os.Stat(c.name); err == nil {
+		now = fileVersion{fi.ModTime(), fi.Size()}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current != nil && now == c.seen {
+		return c.current, nil
+	}
+	cas, err := readCAs(c.name)
+	if err != nil {
+		if c.current != nil {
+			return c.current, nil // mid-change: the next handshake looks again
+		}
+		return nil, err
+	}
+	cfg := c.base.Clone()
+	cfg.RootCAs, cfg.ClientCAs = cas, cas
+	c.current, c.seen = cfg, now
+	return cfg, nil
+}
+
+// readCAs returns the certificates of the PEM file name.
+func readCAs(name string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: read the CA certificates: %w", err)
+	}
+	cas := x509.NewCertPool()
+	if !cas.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("cluster: no PEM certificate in %s", name)
+	}
+	return cas, nil
+}
+
+// dialConfig returns the configuration of a dial on conn with cfg: the
+// one cfg.GetConfigForClient gives, if set, as a handshake served with cfg
+// would use, so that a config that changes (MutualTLS's, as its files do)
+// secures the dials as it does the served streams.
+func dialConfig(cfg *tls.Config, conn net.Conn) (*tls.Config, error) {
+	if cfg.GetConfigForClient == nil {
+		return cfg, nil
+	}
+	got, err := cfg.GetConfigForClient(&tls.ClientHelloInfo{Conn: conn})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: the TLS configuration of a dial (Config.TLS.GetConfigForClient): %w", err)
+	}
+	if got == nil {
+		return cfg, nil
+	}
+	return got, nil
+}
+
+// tlsCredentials are gRPC's TLS credentials for Config.TLS, but for the
+// dials' configuration, which dialConfig gives.
+type tlsCredentials struct {
+	credentials.TransportCredentials
+	cfg *tls.Config
+}
+
+func newTLSCredentials(cfg *tls.Config) tlsCredentials {
+	return tlsCredentials{credentials.NewTLS(cfg), cfg}
+}
+
+// ClientHandshake shakes hands as gRPC's credentials do, with the
+// configuration dialConfig gives.
+func (c tlsCredentials) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	cfg, err := dialConfig(c.cfg, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg == c.cfg {
+		return c.TransportCredentials.ClientHandshake(ctx, authority, conn)
+	}
+	// Per dial, a few hundred bytes: dials are one per stream between
+	// two nodes.
+	return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
+}
+
+// Clone returns a copy of c.
+func (c tlsCredentials) Clone() credentials.TransportCredentials {
+	return tlsCredentials{c.TransportCredentials.Clone(), c.cfg}
 }
 
 // keyPairFiles is a certificate and its key, read from their files again
@@ -119,7 +232,11 @@ func (t *transport) shakeHands(ctx context.Context, addr string) error {
 		return err
 	}
 	defer raw.Close()
-	cfg := t.cfg.TLS.Clone()
+	cfg, err := dialConfig(t.cfg.TLS, raw)
+	if err != nil {
+		return err
+	}
+	cfg = cfg.Clone()
 	if cfg.ServerName == "" { // as gRPC's credentials do: the peer's host
 		if cfg.ServerName, _, err = net.SplitHostPort(addr); err != nil {
 			return err

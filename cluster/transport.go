@@ -381,7 +381,7 @@ func newTransport(name string, cfg *Config, log *slog.Logger, h requestHandler) 
 	}
 	t.creds = insecure.NewCredentials()
 	if cfg.TLS != nil {
-		t.creds = credentials.NewTLS(cfg.TLS)
+		t.creds = newTLSCredentials(cfg.TLS)
 		opts = append(opts, grpc.Creds(t.creds))
 	}
 	t.server = grpc.NewServer(opts...)
