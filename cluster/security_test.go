@@ -569,14 +569,30 @@ func TestChangeGossipKeyErrors(t *testing.T) {
 	}
 
 	refused := &serf.KeyResponse{NumNodes: 3, NumResp: 3, NumErr: 2, Messages: map[string]string{"b": "no keyring", "a": "removing the primary key is not allowed"}}
-	err := keyStepError("drop an old gossip key", refused, errors.New("2/3 nodes reported failure"))
+	err := keyStepError("drop an old gossip key", refused, nil, errors.New("2/3 nodes reported failure"))
 	want := "cluster: drop an old gossip key: 2/3 nodes reported failure (a: removing the primary key is not allowed; b: no keyring)"
 	if err.Error() != want {
 		t.Errorf("keyStepError: %q; want %q", err, want)
 	}
 	unanswered := errors.New("2/3 nodes reported success")
-	if err := keyStepError("install the new gossip key", &serf.KeyResponse{}, unanswered); !errors.Is(err, unanswered) || err.Error() != "cluster: install the new gossip key: 2/3 nodes reported success" {
+	if err := keyStepError("install the new gossip key", &serf.KeyResponse{}, nil, unanswered); !errors.Is(err, unanswered) || err.Error() != "cluster: install the new gossip key: 2/3 nodes reported success" {
 		t.Errorf("keyStepError without messages: %q; want serf's count, wrapped", err)
+	}
+	members := []serf.Member{{Name: "c", Status: serf.StatusAlive}, {Name: "a", Status: serf.StatusAlive}, {Name: "b", Status: serf.StatusAlive}, {Name: "gone", Status: serf.StatusFailed}}
+	silent := unheard(members, map[string]bool{"b": true})
+	err = keyStepError("install the new gossip key", &serf.KeyResponse{NumNodes: 3, NumResp: 1}, silent, unanswered)
+	if want := "cluster: install the new gossip key: 2/3 nodes reported success (no word from a, c)"; err.Error() != want {
+		t.Errorf("keyStepError with members that did not hear: %q; want %q", err, want)
+	}
+
+	// The roll call beside a step that lacked answers hears every member
+	// that is there, this one too, so it names none.
+	nodes := startCluster(t, 3, nil, func(cfg *Config) { cfg.GossipKeys = [][]byte{gossipKey(1)} })
+	err = nodes[1].keyStep("a step", func() (*serf.KeyResponse, error) {
+		return &serf.KeyResponse{NumNodes: 4, NumResp: 3}, unanswered
+	})
+	if want := "cluster: a step: 2/3 nodes reported success"; err == nil || err.Error() != want {
+		t.Errorf("a step that lacked answers, in a cluster whose members all heard it: %v; want %q", err, want)
 	}
 }
 
