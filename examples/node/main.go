@@ -20,7 +20,8 @@
 // (-tls-cert, -tls-key, -tls-ca). To change the key while the cluster runs,
 // write the new one to the file and send one node SIGHUP (kill -HUP): it
 // reads the file and gives every member the key (cluster.Node.ChangeGossipKey);
-// nodes started later read it from their files.
+// nodes started later read it from their files. The TLS files are read
+// again when they change, with no signal (cluster.MutualTLS).
 //
 // Each process keeps grain state in a memory store of its own unless
 // -postgres names a database they all share: then a counter that moves
