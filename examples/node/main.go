@@ -23,6 +23,9 @@
 // nodes started later read it from their files. The TLS files are read
 // again when they change, with no signal (cluster.MutualTLS).
 //
+// -health :8080 serves the probes of a container orchestrator: /livez and
+// /readyz (cluster.Node.HealthHandler).
+//
 // Each process keeps grain state in a memory store of its own unless
 // -postgres names a database they all share: then a counter that moves
 // to another process keeps its total.
@@ -36,6 +39,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -68,6 +73,7 @@ func run() error {
 	local := flag.Bool("local", true, "use the fast gossip timings meant for one machine")
 	postgres := flag.String("postgres", "", "PostgreSQL DSN of a database every node shares for grain state (default: a memory store per process)")
 	schema := flag.String("schema", "protograin", "PostgreSQL schema for grain state, with -postgres")
+	health := flag.String("health", "", "address to serve the HTTP probes /livez and /readyz on (cluster.Node.HealthHandler), e.g. :8080")
 	flag.BoolVar(&cfg.KeepMajority, "keep-majority", false, "split-brain protection: serve grains only while this node sees a majority of the members (give it to every node)")
 	var sec security
 	flag.StringVar(&sec.gossipKeyFile, "gossip-key-file", "", "file holding the gossip key every node shares, in base64 (openssl rand -base64 32 > key): gossip encrypted")
@@ -104,6 +110,16 @@ func run() error {
 		defer store.Close()
 		cfg.Store = store
 	}
+	// The probes' port is taken before the start, so that a port in use
+	// fails the process before it joins the cluster.
+	var probes net.Listener
+	if *health != "" {
+		var err error
+		if probes, err = net.Listen("tcp", *health); err != nil {
+			return fmt.Errorf("-health: %w", err)
+		}
+		defer probes.Close()
+	}
 	var hangup chan os.Signal
 	if sec.gossipKeyFile != "" {
 		// Before the start, so that a SIGHUP once the node says it runs
@@ -118,6 +134,14 @@ func run() error {
 	}
 	defer node.Close()
 	fmt.Printf("%s: gossip on %s, gRPC on %s\n", node.Name(), node.GossipAddr(), node.GRPCAddr())
+	if probes != nil {
+		// Served until the process ends, through the Shutdown below, so
+		// that readiness says the node shuts down while it does.
+		srv := &http.Server{Handler: node.HealthHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(probes) }()
+		defer srv.Close()
+		fmt.Printf("%s: probes on http://%s/livez and /readyz\n", node.Name(), probes.Addr())
+	}
 	// The node may stop by itself (a later start under its name replaced
 	// it; see cluster.Node.Err): end with it.
 	ctx, cancelRun := context.WithCancel(ctx)

@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,6 +171,38 @@ func TestBadSecurityFlagsAreRefused(t *testing.T) {
 			strings.Contains(string(out), "gossip on") {
 			t.Errorf("%v: %v, output:\n%s\nwant exit status 1 with %q, before the node starts", tc.args, err, out, tc.want)
 		}
+	}
+}
+
+// TestTheHealthFlagServesTheProbes: with -health, the node serves /livez
+// and /readyz on that address while it runs; an address it cannot listen
+// on ends the process before the node starts.
+func TestTheHealthFlagServesTheProbes(t *testing.T) {
+	a := startNode(t, "-name", "a", "-health", "127.0.0.1:0")
+	base := a.waitFor(t, `^a: probes on (http://\S+)/livez and /readyz$`)[1]
+	for _, path := range []string{"/livez", "/readyz"} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+			t.Errorf("GET %s: %d %q (%v); want 200 \"ok\"", path, resp.StatusCode, body, err)
+		}
+	}
+	a.interrupt(t)
+	if err := a.wait(t); err != nil {
+		t.Fatalf("a after the interrupt: %v\n%s", err, a.output())
+	}
+
+	cmd := exec.Command(os.Args[0], "-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0", "-health", "127.0.0.1:notaport")
+	cmd.Env = append(os.Environ(), processEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "node: -health: listen tcp") ||
+		strings.Contains(string(out), "gossip on") {
+		t.Errorf("-health 127.0.0.1:notaport: %v, output:\n%s\nwant exit status 1 naming -health, before the node starts", err, out)
 	}
 }
 
