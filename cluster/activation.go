@@ -828,7 +828,8 @@ func (t *activations) deactivateWhere(why sweep, pick func(a *activation, now ti
 }
 
 // retire starts deactivating a, because its state can no longer be trusted
-// (a commit failed) or because its grain moved while it was activating. It
+// (a commit failed), because its grain moved while it was activating, or
+// because the grain asked (Deactivate). It
 // may run on a's actor, so it only marks a and leaves the deactivation to
 // a goroutine: calls arriving from now on wait for the next activation, and
 // calls already queued are sent there by handle.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -143,6 +144,44 @@ type Activator interface {
 // fails that commit (the grain stays active meanwhile).
 type Deactivator interface {
 	OnDeactivate(ctx GrainContext) error
+}
+
+// Deactivate ends the activation of the grain whose call, one-way message
+// or reminder ctx is, without waiting for its IdleTimeout: for a grain that
+// knows it is done (an order delivered, a session closed). The calls
+// already counted in run first, this one included; then OnDeactivate runs
+// and what the grain buffered is committed, as when its node shuts down,
+// and the activation goes. Calls that arrive meanwhile wait for that, and
+// activate the grain again. A FlushManual grain whose commits at
+// deactivation fail loses what it buffered, as in a Shutdown: Flush first
+// what must not be lost.
+//
+// It does nothing for a grain already deactivating (in OnDeactivate, or
+// asked before), and returns ErrBadRequest in OnActivate (return an error
+// there to discard the activation) and for a context no node passed to a
+// grain.
+func Deactivate(ctx GrainContext) error {
+	inner := ctx
+	for {
+		d, ok := inner.(*derivedContext)
+		if !ok {
+			break
+		}
+		inner = d.g
+	}
+	if h, ok := inner.(*hookContext); ok && !h.over.Load() {
+		if h.deactivating {
+			return nil
+		}
+		return newError(codes.InvalidArgument, ErrBadRequest,
+			"cluster: Deactivate in OnActivate of grain %s/%s: return an error from OnActivate to discard the activation", h.Kind(), h.Identity())
+	}
+	n, a, err := grainOf(ctx, "Deactivate")
+	if err != nil {
+		return err
+	}
+	n.acts.retire(a)
+	return nil
 }
 
 // ReminderReceiver is implemented by grains that register reminders with

@@ -23,7 +23,7 @@ import (
 // the cluster passed to the grain. A bad name or a negative duration is
 // refused with an error wrapping ErrBadRequest, and nothing is saved.
 func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration) error {
-	n, a, err := reminderContext(ctx, "RegisterReminder")
+	n, a, err := grainOf(ctx, "RegisterReminder")
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration
 // grain yet (it waits in the mailbox behind this call) does not: OnReminder
 // does not run for it after UnregisterReminder returned nil.
 func UnregisterReminder(ctx GrainContext, name string) error {
-	n, a, err := reminderContext(ctx, "UnregisterReminder")
+	n, a, err := grainOf(ctx, "UnregisterReminder")
 	if err != nil {
 		return err
 	}
@@ -65,9 +65,9 @@ func UnregisterReminder(ctx GrainContext, name string) error {
 	return nil
 }
 
-// reminderContext returns the node and the activation of the grain whose
+// grainOf returns the node and the activation of the grain whose
 // GrainContext ctx is.
-func reminderContext(ctx GrainContext, fn string) (*Node, *activation, error) {
+func grainOf(ctx GrainContext, fn string) (*Node, *activation, error) {
 	var n *Node
 	var a *activation
 	if g, ok := ctx.(grainScope); ok {
