@@ -1099,7 +1099,7 @@ func (t *activations) stop(ctx context.Context, a *activation) {
 // wait only keeps this deactivator on the grain while it lasts, so that the
 // passivations of many idle grains take a few deactivators at a time (and
 // their commits a few connections), and a slow one brings in help as a slow
-// deactivation does (see watchSlow). An actor that is busy past the wait
+// deactivation does (see slowWatch). An actor that is busy past the wait
 // still runs the passivation when it comes to it.
 func (t *activations) askPassivation(a *activation, seen time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), t.n.cfg.DeactivateTimeout)

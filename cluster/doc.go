@@ -7,7 +7,7 @@
 // grain on the calling node skips the network and serialization. The owner
 // activates a grain on its first call, runs it on an actor of package
 // runtime (one call at a time, supervised), and passivates it after its
-// kind's idle timeout.
+// kind's idle timeout, or when the grain calls Deactivate.
 //
 // What a grain can rely on:
 //
