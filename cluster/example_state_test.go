@@ -115,3 +115,56 @@ func ExampleRegisterReminder() {
 	fmt.Println(<-rang)
 	// Output: morning: wake-up
 }
+
+// order is a grain that ends its activation once it is delivered, rather
+// than hold its memory until its kind's IdleTimeout.
+type order struct{ gone chan string }
+
+func (o *order) OnDeactivate(ctx cluster.GrainContext) error {
+	o.gone <- ctx.Identity() + ": deactivated"
+	return nil
+}
+
+func ExampleDeactivate() {
+	gone := make(chan string, 1)
+	cfg := exampleConfig(&cluster.Kind{
+		Name: "example.Order",
+		New:  func(string) any { return &order{gone: gone} },
+		Methods: []cluster.Method{{
+			Name:       "/example.Order/Deliver",
+			NewRequest: func() proto.Message { return new(wrapperspb.StringValue) },
+			Handle: func(_ any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
+				// This call runs to its end; OnDeactivate runs after it.
+				if err := cluster.Deactivate(ctx); err != nil {
+					return nil, err
+				}
+				return wrapperspb.String("delivered to " + req.(*wrapperspb.StringValue).GetValue()), nil
+			},
+		}},
+	})
+
+	ctx := context.Background()
+	node, err := cluster.Start(ctx, cfg)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer node.Shutdown(ctx)
+
+	resp, err := node.Invoke(ctx, cluster.Call{
+		Kind:        "example.Order",
+		Identity:    "order-1",
+		Method:      "/example.Order/Deliver",
+		Request:     wrapperspb.String("Bob"),
+		NewResponse: func() proto.Message { return new(wrapperspb.StringValue) },
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(resp.(*wrapperspb.StringValue).GetValue())
+	fmt.Println(<-gone)
+	// Output:
+	// delivered to Bob
+	// order-1: deactivated
+}
