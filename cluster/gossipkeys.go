@@ -78,21 +78,22 @@ const pingQuery = serf.InternalQueryPrefix + "ping"
 func (n *Node) keyStep(step string, run func() (*serf.KeyResponse, error)) error {
 	roll, rollErr := n.serf.Query(pingQuery, nil, &serf.QueryParam{RequestAck: true})
 	resp, err := run()
-	if err == nil {
-		if rollErr == nil {
-			roll.Close()
-		}
-		return nil
-	}
 	var silent []string
-	if rollErr == nil && resp != nil && resp.NumResp < resp.NumNodes {
+	switch {
+	case rollErr != nil:
+	case err != nil && resp != nil && resp.NumResp < resp.NumNodes:
 		heard := make(map[string]bool)
 		for name := range roll.AckCh() { // closed at the roll call's deadline
 			heard[name] = true
 		}
 		silent = unheard(n.serf.Members(), heard)
+	default:
+		roll.Close() // nobody to name
 	}
-	return keyStepError(step, resp, silent, err)
+	if err != nil {
+		return keyStepError(step, resp, silent, err)
+	}
+	return nil
 }
 
 // unheard returns the names of the alive members that heard is not true
