@@ -347,6 +347,14 @@ type activations struct {
 	// ending holds what the deactivations in progress keep outside their
 	// activations (see deactivation), by activation; guarded by mu.
 	ending map[*activation]*deactivation
+	// timers are the grain timers of the activations that have some
+	// (StartTimer), stopped when their activation leaves the table, and
+	// all of them when the node closes (timersClosed). timersMu is taken
+	// after a shard's mutex, never before.
+	timersMu     sync.Mutex
+	timers       map[*activation][]*Timer
+	timersClosed bool
+
 	// held counts the activations in the table; trimNow wakes the node's
 	// sweep when that passes Config.MaxActivations (see admit and trim),
 	// and heapNow after each garbage collection, with
@@ -753,6 +761,7 @@ func (t *activations) remove(a *activation) {
 		close(a.gone)
 	}
 	a.removed = true
+	t.stopTimers(a)
 }
 
 // failed handles an activation whose actor stopped on its own: its
@@ -1581,6 +1590,8 @@ func (g *grainActor) Receive(c *runtime.Context) {
 	case passivateMsg:
 		g.passivate(m.seen)
 		c.Respond(struct{}{})
+	case timerTick:
+		g.tick(m)
 	}
 }
 

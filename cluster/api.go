@@ -161,15 +161,7 @@ type Deactivator interface {
 // there to discard the activation) and for a context no node passed to a
 // grain.
 func Deactivate(ctx GrainContext) error {
-	inner := ctx
-	for {
-		d, ok := inner.(*derivedContext)
-		if !ok {
-			break
-		}
-		inner = d.g
-	}
-	if h, ok := inner.(*hookContext); ok && !h.over.Load() {
+	if h, ok := innerContext(ctx).(*hookContext); ok && !h.over.Load() {
 		if h.deactivating {
 			return nil
 		}

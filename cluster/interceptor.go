@@ -180,3 +180,15 @@ func ForwardMetadata(keys ...string) OutgoingInterceptor {
 		return invoke(ctx, call, append([]CallOption{WithMetadata(kv...)}, opts...)...)
 	}
 }
+
+// innerContext returns the GrainContext that ctx derives from (WithContext),
+// or ctx.
+func innerContext(ctx GrainContext) GrainContext {
+	for {
+		d, ok := ctx.(*derivedContext)
+		if !ok {
+			return ctx
+		}
+		ctx = d.g
+	}
+}

@@ -1319,6 +1319,7 @@ func (n *Node) Close() error {
 func (n *Node) teardown(ctx context.Context) {
 	n.teardownOnce.Do(func() {
 		n.endLife()
+		n.acts.stopTimers(nil)
 		// First, so that firings still running end while the grains
 		// they deliver to are there.
 		n.reminders.Close()

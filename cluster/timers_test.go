@@ -1,0 +1,230 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// The kind of TestGrainTimers. Start starts the timer its request names
+// ("name period", "name period panic" for one whose first tick panics);
+// Stop stops the one named and answers whether it ran; Ticks answers the
+// ticks the activation counted and, after a slash, those its state holds;
+// Done deactivates the grain.
+const (
+	tickingKind  = "test.Ticking"
+	tickingStart = "/test.Ticking/Start"
+	tickingStop  = "/test.Ticking/Stop"
+	tickingTicks = "/test.Ticking/Ticks"
+	tickingDone  = "/test.Ticking/Done"
+	// tickingOverlaps answers how many turns of the kind's grains ran
+	// while another turn of theirs ran.
+	tickingOverlaps = "/test.Ticking/Overlaps"
+	tickingStored   = "ticks"
+)
+
+type tickingGrain struct {
+	timers map[string]*Timer
+	ticks  map[string]int64
+	// inTurn checks that ticks run one turn at a time with calls, counting
+	// in overlaps those that did not.
+	inTurn   atomic.Int32
+	overlaps *atomic.Int32
+	// hooks' answers to StartTimer: in OnActivate, then OnDeactivate.
+	inHooks chan error
+}
+
+func (g *tickingGrain) enter() func() {
+	if g.inTurn.Add(1) > 1 {
+		g.overlaps.Add(1)
+	}
+	return func() { g.inTurn.Add(-1) }
+}
+
+func (g *tickingGrain) OnActivate(ctx GrainContext) error {
+	_, err := StartTimer(ctx, time.Hour, 0, func(GrainContext) error { return nil })
+	g.inHooks <- err
+	return nil
+}
+
+func (g *tickingGrain) OnDeactivate(ctx GrainContext) error {
+	_, err := StartTimer(ctx, 0, 0, func(GrainContext) error { return nil })
+	g.inHooks <- err
+	return nil
+}
+
+func newTickingKind(inHooks chan error) *Kind {
+	overlaps := new(atomic.Int32)
+	method := func(name string, h func(*tickingGrain, GrainContext, string) (string, error)) Method {
+		return Method{Name: name, NewRequest: newString, Handle: func(grain any, ctx GrainContext, req proto.Message) (proto.Message, error) {
+			g := grain.(*tickingGrain)
+			defer g.enter()()
+			resp, err := h(g, ctx, req.(*wrapperspb.StringValue).GetValue())
+			if err != nil {
+				return nil, err
+			}
+			return wrapperspb.String(resp), nil
+		}}
+	}
+	return &Kind{
+		Name:        tickingKind,
+		IdleTimeout: -1,
+		New: func(string) any {
+			return &tickingGrain{timers: map[string]*Timer{}, ticks: map[string]int64{}, overlaps: overlaps, inHooks: inHooks}
+		},
+		Methods: []Method{
+			method(tickingStart, func(g *tickingGrain, ctx GrainContext, req string) (string, error) {
+				args := strings.Fields(req)
+				name := args[0]
+				period, err := time.ParseDuration(args[1])
+				if err != nil {
+					return "", err
+				}
+				panics := len(args) > 2
+				t, err := StartTimer(ctx, 0, period, func(ctx GrainContext) error {
+					defer g.enter()()
+					g.ticks[name]++
+					if panics && g.ticks[name] == 1 {
+						panic("the first tick of " + name)
+					}
+					var total int64
+					for _, n := range g.ticks {
+						total += n
+					}
+					return ctx.State().Set(tickingStored, []byte(strconv.FormatInt(total, 10)))
+				})
+				g.timers[name] = t
+				return "", err
+			}),
+			method(tickingStop, func(g *tickingGrain, _ GrainContext, name string) (string, error) {
+				return strconv.FormatBool(g.timers[name].Stop()), nil
+			}),
+			method(tickingTicks, func(g *tickingGrain, ctx GrainContext, name string) (string, error) {
+				stored, _ := ctx.State().TryGet(tickingStored)
+				return strconv.FormatInt(g.ticks[name], 10) + "/" + string(stored), nil
+			}),
+			method(tickingDone, func(_ *tickingGrain, ctx GrainContext, _ string) (string, error) {
+				return "", Deactivate(ctx)
+			}),
+			method(tickingOverlaps, func(g *tickingGrain, _ GrainContext, _ string) (string, error) {
+				return strconv.Itoa(int(g.overlaps.Load())), nil
+			}),
+		},
+	}
+}
+
+// TestGrainTimers: a timer's ticks run on its grain one turn at a time with
+// the calls, commit what they change, go on after a tick that panicked, and
+// end with Stop (in a turn, none after it) or with the activation; a timer
+// fires once for a zero period. StartTimer is refused in OnDeactivate, for
+// bad arguments, and for a context no node made.
+func TestGrainTimers(t *testing.T) {
+	t.Parallel()
+	inHooks := make(chan error, 16)
+	cfg := testConfig(t)
+	cfg.Kinds = []*Kind{newTickingKind(inHooks)}
+	n := startNode(t, cfg)
+	call := func(method, id, req string) string {
+		t.Helper()
+		resp, err := n.Invoke(t.Context(), Call{Kind: tickingKind, Identity: id, Method: method, Request: wrapperspb.String(req), NewResponse: newString})
+		if err != nil {
+			t.Fatalf("%s(%q) on %s: %v", method, req, id, err)
+		}
+		return resp.(*wrapperspb.StringValue).GetValue()
+	}
+	ticks := func(id, name string) (counted, stored int64) {
+		t.Helper()
+		got := call(tickingTicks, id, name)
+		c, s, _ := strings.Cut(got, "/")
+		counted, _ = strconv.ParseInt(c, 10, 64)
+		stored, _ = strconv.ParseInt(s, 10, 64)
+		return counted, stored
+	}
+	ticked := func(id, name string, atLeast int64) {
+		t.Helper()
+		waitFor(t, waitTimeout, name+" ticking on "+id, func() bool {
+			counted, _ := ticks(id, name)
+			return counted >= atLeast
+		})
+	}
+	timersOf := func() int {
+		n.acts.timersMu.Lock()
+		defer n.acts.timersMu.Unlock()
+		var all int
+		for _, ts := range n.acts.timers {
+			all += len(ts)
+		}
+		return all
+	}
+
+	id := "g"
+	call(tickingStart, id, "fast 1ms")
+	if err := receive(t, inHooks, "StartTimer's answer in OnActivate"); err != nil {
+		t.Errorf("StartTimer in OnActivate: %v; want a timer", err)
+	}
+	ticked(id, "fast", 5)
+	if counted, stored := ticks(id, "fast"); stored < 5 || stored > counted {
+		t.Errorf("ticks committed: %d of %d counted; want at least 5", stored, counted)
+	}
+	if got := call(tickingStop, id, "fast"); got != "true" {
+		t.Errorf("Stop of a running timer: %s; want true", got)
+	}
+	stoppedAt, _ := ticks(id, "fast")
+	// Another timer of the grain ticks five times more, while the stopped
+	// one does not tick again.
+	call(tickingStart, id, "clock 1ms")
+	ticked(id, "clock", 5)
+	if counted, _ := ticks(id, "fast"); counted != stoppedAt {
+		t.Errorf("the stopped timer ticked %d times after Stop", counted-stoppedAt)
+	}
+	if got := call(tickingStop, id, "fast"); got != "false" {
+		t.Errorf("Stop again: %s; want false", got)
+	}
+
+	// A tick that panics: the actor restarts, the timer goes on.
+	call(tickingStart, id, "panicky 1ms panic")
+	ticked(id, "panicky", 3)
+
+	// Once, for a zero period; then nothing is left of it.
+	call(tickingStart, id, "once 0s")
+	ticked(id, "once", 1)
+	if got := call(tickingStop, id, "once"); got != "false" {
+		t.Errorf("Stop of a timer that fired once: %s; want false", got)
+	}
+
+	// The activation's end stops its timers: clock and panicky, and the
+	// one OnActivate started, due in an hour.
+	if got := timersOf(); got != 3 {
+		t.Errorf("%d timers recorded; want 3", got)
+	}
+	call(tickingDone, id, "")
+	if err := receive(t, inHooks, "StartTimer's answer in OnDeactivate"); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("StartTimer in OnDeactivate: %v; want ErrBadRequest", err)
+	}
+	waitFor(t, waitTimeout, "the grain's timers stopped with its activation", func() bool { return timersOf() == 0 })
+	_, stored := ticks(id, "") // a new activation, which loads the state
+	receive(t, inHooks, "StartTimer's answer in OnActivate, again")
+	if stored < 10 {
+		t.Errorf("after the deactivation, the state holds %d ticks; want what the ticks committed, 10 or more", stored)
+	}
+	if got := call(tickingOverlaps, id, ""); got != "0" {
+		t.Errorf("%s turns of the first activation overlapped; want none", got)
+	}
+
+	_, err := n.Invoke(t.Context(), Call{Kind: tickingKind, Identity: id, Method: tickingStart, Request: wrapperspb.String("bad -1ms"), NewResponse: newString})
+	if !errors.Is(err, ErrBadRequest) {
+		t.Errorf("StartTimer with a negative period: %v; want ErrBadRequest", err)
+	}
+	for _, ctx := range []GrainContext{fakeGrainContext{context.Background()}, WithContext(fakeGrainContext{context.Background()}, context.Background())} {
+		if _, err := StartTimer(ctx, 0, 0, func(GrainContext) error { return nil }); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("StartTimer(%T): %v; want ErrBadRequest", ctx, err)
+		}
+	}
+}
