@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -22,8 +23,11 @@ const (
 	tickingKind  = "test.Ticking"
 	tickingStart = "/test.Ticking/Start"
 	tickingStop  = "/test.Ticking/Stop"
-	tickingTicks = "/test.Ticking/Ticks"
-	tickingDone  = "/test.Ticking/Done"
+	// tickingStopQueued stops the timer named once one of its ticks
+	// waits behind this turn, and answers the ticks it counted then.
+	tickingStopQueued = "/test.Ticking/StopQueued"
+	tickingTicks      = "/test.Ticking/Ticks"
+	tickingDone       = "/test.Ticking/Done"
 	// tickingOverlaps answers how many turns of the kind's grains ran
 	// while another turn of theirs ran.
 	tickingOverlaps = "/test.Ticking/Overlaps"
@@ -106,6 +110,17 @@ func newTickingKind(inHooks chan error) *Kind {
 			method(tickingStop, func(g *tickingGrain, _ GrainContext, name string) (string, error) {
 				return strconv.FormatBool(g.timers[name].Stop()), nil
 			}),
+			method(tickingStopQueued, func(g *tickingGrain, _ GrainContext, name string) (string, error) {
+				timer, deadline := g.timers[name], time.Now().Add(waitTimeout)
+				for !timer.queued.Load() {
+					if time.Now().After(deadline) {
+						return "", errors.New("no tick queued behind the turn")
+					}
+					goruntime.Gosched()
+				}
+				timer.Stop()
+				return strconv.FormatInt(g.ticks[name], 10), nil
+			}),
 			method(tickingTicks, func(g *tickingGrain, ctx GrainContext, name string) (string, error) {
 				stored, _ := ctx.State().TryGet(tickingStored)
 				return strconv.FormatInt(g.ticks[name], 10) + "/" + string(stored), nil
@@ -186,6 +201,14 @@ func TestGrainTimers(t *testing.T) {
 	}
 	if got := call(tickingStop, id, "fast"); got != "false" {
 		t.Errorf("Stop again: %s; want false", got)
+	}
+	// A tick already queued when Stop runs does not run either.
+	call(tickingStart, id, "queued 1ms")
+	ticked(id, "queued", 1)
+	stoppedAt, _ = strconv.ParseInt(call(tickingStopQueued, id, "queued"), 10, 64)
+	ticked(id, "clock", 10) // past the queued tick
+	if counted, _ := ticks(id, "queued"); counted != stoppedAt {
+		t.Errorf("a tick queued before Stop ran after it (%d ticks, %d at Stop)", counted, stoppedAt)
 	}
 
 	// A tick that panics: the actor restarts, the timer goes on.
