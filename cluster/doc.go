@@ -206,7 +206,9 @@
 // the grains it owns (package cluster/internal/reminder), re-reading the
 // store on every membership change, so reminders survive restarts and move
 // with their grain. They fire at least once, from the owner only except
-// while ownership moves.
+// while ownership moves. StartTimer's timers are their in-memory
+// counterpart: they tick on the grain while it is active, and end with the
+// activation.
 //
 // docs/state.md states all of this from a user's point of view, with what
 // is not guaranteed.

@@ -34,8 +34,9 @@ type timerTick struct{ t *Timer }
 // once for a zero period), one turn at a time with the grain's calls, for
 // as long as this activation lives. Unlike a reminder, a timer is kept in
 // memory only: it ends with the activation (an idle passivation, a
-// Deactivate, a move, a crash), and its turns do not count as calls, so a
-// grain that only ticks still passivates after its IdleTimeout. What fn
+// Deactivate, a move, repeated panics, the node's close), and its turns do
+// not count as calls, so a grain that only ticks still passivates after
+// its IdleTimeout. What fn
 // changes in the grain's state is committed after its turn as after a
 // call's (in FlushAfterCall mode). An error fn returns is logged, as is a
 // panic, which the grain's actor then handles as a panicking call's; the
