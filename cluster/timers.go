@@ -61,7 +61,9 @@ func StartTimer(ctx GrainContext, dueIn, period time.Duration, fn func(ctx Grain
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: StartTimer on grain %s/%s, whose activation is going", a.hk.Name, a.identity)
 	}
 	t.mu.Lock()
-	t.clock = time.AfterFunc(dueIn, t.fire)
+	if !t.stopped.Load() { // the node's close may have stopped it already
+		t.clock = time.AfterFunc(dueIn, t.fire)
+	}
 	t.mu.Unlock()
 	return t, nil
 }
@@ -156,7 +158,9 @@ func (acts *activations) stopTimers(a *activation) {
 	for _, t := range ended {
 		t.stopped.Store(true)
 		t.mu.Lock()
-		t.clock.Stop()
+		if t.clock != nil { // nil while StartTimer arms it, which then sees stopped
+			t.clock.Stop()
+		}
 		t.mu.Unlock()
 	}
 }
@@ -174,7 +178,7 @@ func (g *grainActor) tick(m timerTick) {
 		t.stopped.Store(true)
 		n.acts.dropTimer(g.act(), t)
 	}
-	ctx := context.Background()
+	ctx := n.life // a tick ends with the node, at the latest
 	if timeout := n.cfg.DefaultCallTimeout; timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
