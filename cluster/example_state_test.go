@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -167,4 +168,59 @@ func ExampleDeactivate() {
 	// Output:
 	// delivered to Bob
 	// order-1: deactivated
+}
+
+// kettle starts a timer when it is switched on, and switches itself off
+// after three ticks.
+type kettle struct {
+	ticks   int
+	boiled  chan string
+	heating *cluster.Timer
+}
+
+func ExampleStartTimer() {
+	boiled := make(chan string, 1)
+	cfg := exampleConfig(&cluster.Kind{
+		Name: "example.Kettle",
+		New:  func(string) any { return &kettle{boiled: boiled} },
+		Methods: []cluster.Method{{
+			Name:       "/example.Kettle/SwitchOn",
+			NewRequest: func() proto.Message { return new(wrapperspb.StringValue) },
+			Handle: func(grain any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
+				k := grain.(*kettle)
+				var err error
+				// Each tick is a turn of the grain, one at a time with its calls.
+				k.heating, err = cluster.StartTimer(ctx, 0, time.Millisecond, func(ctx cluster.GrainContext) error {
+					if k.ticks++; k.ticks == 3 {
+						k.heating.Stop()
+						k.boiled <- fmt.Sprintf("%s boiled after %d ticks", ctx.Identity(), k.ticks)
+					}
+					return nil
+				})
+				return req, err
+			},
+		}},
+	})
+
+	ctx := context.Background()
+	node, err := cluster.Start(ctx, cfg)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer node.Shutdown(ctx)
+
+	_, err = node.Invoke(ctx, cluster.Call{
+		Kind:        "example.Kettle",
+		Identity:    "kitchen",
+		Method:      "/example.Kettle/SwitchOn",
+		Request:     wrapperspb.String(""),
+		NewResponse: func() proto.Message { return new(wrapperspb.StringValue) },
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(<-boiled)
+	// Output: kitchen boiled after 3 ticks
 }
