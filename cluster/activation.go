@@ -155,6 +155,10 @@ const (
 	// its commit once more. A use ends it (see idleFor): the grain is then
 	// idle afresh, and a trim may ask it again.
 	keptFlag
+	// timersFlag: the grain started a timer (StartTimer), so its removal
+	// looks for timers to stop; the removal of the others takes no lock
+	// for it.
+	timersFlag
 )
 
 // key returns the grain's key.
@@ -761,7 +765,9 @@ func (t *activations) remove(a *activation) {
 		close(a.gone)
 	}
 	a.removed = true
-	t.stopTimers(a)
+	if a.flags.Load()&timersFlag != 0 {
+		t.stopTimers(a)
+	}
 }
 
 // failed handles an activation whose actor stopped on its own: its

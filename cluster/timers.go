@@ -119,6 +119,7 @@ func (acts *activations) addTimer(a *activation, t *Timer) bool {
 		acts.timers = make(map[*activation][]*Timer)
 	}
 	acts.timers[a] = append(acts.timers[a], t)
+	a.flags.Or(timersFlag) // under the shard's lock, which remove holds
 	return true
 }
 
