@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,13 +128,7 @@ func (acts *activations) addTimer(a *activation, t *Timer) bool {
 func (acts *activations) dropTimer(a *activation, t *Timer) {
 	acts.timersMu.Lock()
 	defer acts.timersMu.Unlock()
-	ts := acts.timers[a]
-	for i, x := range ts {
-		if x == t {
-			ts = append(ts[:i], ts[i+1:]...)
-			break
-		}
-	}
+	ts := slices.DeleteFunc(acts.timers[a], func(x *Timer) bool { return x == t })
 	if len(ts) == 0 {
 		delete(acts.timers, a)
 	} else {
