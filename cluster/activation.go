@@ -1871,7 +1871,19 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 	}
 	err := r.OnReminder(g.node().grainContext(turn, g.act(), nil, stamp{}), m.name)
 	done = true
-	st := g.state // OnReminder may have made it (touchState)
+	if err = g.endTurn(turn, err); err != nil {
+		c.RespondError(fmt.Errorf("cluster: reminder %q of grain %s/%s: %w", m.name, g.hk.Name, g.identity, err))
+		return
+	}
+	c.Respond(struct{}{})
+}
+
+// endTurn ends a turn that was no call (a reminder's, a timer's), whose
+// code returned err: it commits what the turn changed as after a call, and
+// returns err, or why the commit failed. A failure rolls the turn's changes
+// back, and a commit that left the state uncertain retires the activation.
+func (g *grainActor) endTurn(ctx context.Context, err error) error {
+	st := g.state // the turn may have made it (touchState)
 	if err == nil {
 		err = st.failure()
 	}
@@ -1879,17 +1891,15 @@ func (g *grainActor) remind(c *runtime.Context, m *reminderCall) {
 		err = st.sync()
 	}
 	if err == nil && g.hk.Flush == FlushAfterCall {
-		err = g.flushAfter(turn)
+		err = g.flushAfter(ctx)
 	}
 	if err != nil {
 		st.rollback()
 		if st.failure() != nil {
 			g.node().acts.retire(g.act())
 		}
-		c.RespondError(fmt.Errorf("cluster: reminder %q of grain %s/%s: %w", m.name, g.hk.Name, g.identity, err))
-		return
 	}
-	c.Respond(struct{}{})
+	return err
 }
 
 // onDeactivate runs the deactivation of a grain that must go (Shutdown, a

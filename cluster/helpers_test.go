@@ -347,11 +347,16 @@ func fail(how string) (proto.Message, error) {
 }
 
 func echoMethod(name string, newReq func() proto.Message, h func(*echoGrain, GrainContext, proto.Message) (proto.Message, error)) Method {
+	return grainMethod(name, newReq, h)
+}
+
+// grainMethod returns the method name of a test kind whose grains are Gs.
+func grainMethod[G any](name string, newReq func() proto.Message, h func(G, GrainContext, proto.Message) (proto.Message, error)) Method {
 	return Method{
 		Name:       name,
 		NewRequest: newReq,
 		Handle: func(grain any, ctx GrainContext, req proto.Message) (proto.Message, error) {
-			return h(grain.(*echoGrain), ctx, req)
+			return h(grain.(G), ctx, req)
 		},
 	}
 }

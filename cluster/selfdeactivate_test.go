@@ -53,11 +53,7 @@ func (g *retiringGrain) OnDeactivate(ctx GrainContext) error {
 }
 
 func newRetiringKind(r *retirements) *Kind {
-	method := func(name string, newReq func() proto.Message, h func(*retiringGrain, GrainContext, proto.Message) (proto.Message, error)) Method {
-		return Method{Name: name, NewRequest: newReq, Handle: func(grain any, ctx GrainContext, req proto.Message) (proto.Message, error) {
-			return h(grain.(*retiringGrain), ctx, req)
-		}}
-	}
+	method := grainMethod[*retiringGrain]
 	return &Kind{
 		Name:        retiringKind,
 		IdleTimeout: -1, // only Deactivate ends an activation here

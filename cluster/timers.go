@@ -194,21 +194,7 @@ func (g *grainActor) tick(m timerTick) {
 	}()
 	err := t.fn(n.grainContext(ctx, g.act(), nil, stamp{}))
 	done = true
-	st := g.state // fn may have made it (touchState)
-	if err == nil {
-		err = st.failure()
-	}
-	if err == nil {
-		err = st.sync()
-	}
-	if err == nil && g.hk.Flush == FlushAfterCall {
-		err = g.flushAfter(ctx)
-	}
-	if err != nil {
-		st.rollback()
-		if st.failure() != nil {
-			n.acts.retire(g.act())
-		}
+	if err = g.endTurn(ctx, err); err != nil {
 		n.log.Warn("cluster: a grain timer's turn failed", "kind", g.hk.Name, "identity", g.identity,
 			"err", fmt.Errorf("cluster: timer of grain %s/%s: %w", g.hk.Name, g.identity, err))
 	}

@@ -67,15 +67,14 @@ func (g *tickingGrain) OnDeactivate(ctx GrainContext) error {
 func newTickingKind(inHooks chan error) *Kind {
 	overlaps := new(atomic.Int32)
 	method := func(name string, h func(*tickingGrain, GrainContext, string) (string, error)) Method {
-		return Method{Name: name, NewRequest: newString, Handle: func(grain any, ctx GrainContext, req proto.Message) (proto.Message, error) {
-			g := grain.(*tickingGrain)
+		return grainMethod(name, newString, func(g *tickingGrain, ctx GrainContext, req proto.Message) (proto.Message, error) {
 			defer g.enter()()
 			resp, err := h(g, ctx, req.(*wrapperspb.StringValue).GetValue())
 			if err != nil {
 				return nil, err
 			}
 			return wrapperspb.String(resp), nil
-		}}
+		})
 	}
 	return &Kind{
 		Name:        tickingKind,
