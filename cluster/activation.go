@@ -558,10 +558,16 @@ func (t *activations) ready(ctx context.Context, a *activation) (*activation, er
 // made 5.4% more calls per second. The flag is written only when it is
 // not set already, so that calls between two sweeps only read it.
 func (t *activations) release(a *activation) {
+	a.markUsed()
+	a.out()
+}
+
+// markUsed marks the activation used since the last sweep looked (see
+// release), as a call does, and as a timer's tick with TimerKeepsActive.
+func (a *activation) markUsed() {
 	if a.flags.Load()&usedFlag == 0 {
 		a.flags.Or(usedFlag)
 	}
-	a.out()
 }
 
 // activate creates the grain, runs OnActivate with the first caller's

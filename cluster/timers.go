@@ -14,9 +14,10 @@ import (
 
 // Timer is a grain timer: StartTimer's.
 type Timer struct {
-	a      *activation
-	fn     func(ctx GrainContext) error
-	period time.Duration // zero for a timer that fires once
+	a         *activation
+	fn        func(ctx GrainContext) error
+	period    time.Duration // zero for a timer that fires once
+	keepAlive bool          // TimerKeepsActive
 
 	mu      sync.Mutex
 	clock   *time.Timer // guarded by mu
@@ -30,6 +31,20 @@ type Timer struct {
 // timerTick is the message that runs a timer's turn on its grain's actor.
 type timerTick struct{ t *Timer }
 
+// TimerOption configures a timer that StartTimer starts.
+type TimerOption interface{ applyTimer(*Timer) }
+
+type timerKeepsActive struct{}
+
+func (timerKeepsActive) applyTimer(t *Timer) { t.keepAlive = true }
+
+// TimerKeepsActive makes each of the timer's ticks count as a use of its
+// grain, as a call does, so that the grain does not passivate while the
+// timer ticks more often than its kind's IdleTimeout (a game loop, a
+// poller that must not stop). Deactivate, a move and the node's close
+// still end it.
+func TimerKeepsActive() TimerOption { return timerKeepsActive{} }
+
 // StartTimer has fn run on the grain whose call, one-way message, reminder
 // or OnActivate ctx is: once dueIn has passed, then every period (only
 // once for a zero period), one turn at a time with the grain's calls, for
@@ -37,7 +52,7 @@ type timerTick struct{ t *Timer }
 // memory only: it ends with the activation (an idle passivation, a
 // Deactivate, a move, repeated panics, the node's close), and its turns do
 // not count as calls, so a grain that only ticks still passivates after
-// its IdleTimeout. What fn
+// its IdleTimeout (unless the timer has TimerKeepsActive). What fn
 // changes in the grain's state is committed after its turn as after a
 // call's (in FlushAfterCall mode). An error fn returns is logged, as is a
 // panic, which the grain's actor then handles as a panicking call's; the
@@ -46,7 +61,7 @@ type timerTick struct{ t *Timer }
 //
 // It returns ErrBadRequest for a negative dueIn or period, in OnDeactivate,
 // and for a context no node passed to a grain.
-func StartTimer(ctx GrainContext, dueIn, period time.Duration, fn func(ctx GrainContext) error) (*Timer, error) {
+func StartTimer(ctx GrainContext, dueIn, period time.Duration, fn func(ctx GrainContext) error, opts ...TimerOption) (*Timer, error) {
 	if dueIn < 0 || period < 0 || fn == nil {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: StartTimer needs a function, and a due time and a period of zero or more (not %v and %v)", dueIn, period)
 	}
@@ -58,6 +73,9 @@ func StartTimer(ctx GrainContext, dueIn, period time.Duration, fn func(ctx Grain
 		return nil, err
 	}
 	t := &Timer{a: a, fn: fn, period: period}
+	for _, o := range opts {
+		o.applyTimer(t)
+	}
 	if !n.acts.addTimer(a, t) {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: StartTimer on grain %s/%s, whose activation is going", a.hk.Name, a.identity)
 	}
@@ -170,6 +188,9 @@ func (g *grainActor) tick(m timerTick) {
 		return
 	}
 	n := g.node()
+	if t.keepAlive {
+		g.act().markUsed()
+	}
 	if t.period == 0 { // its one tick: done
 		t.stopped.Store(true)
 		n.acts.dropTimer(g.act(), t)

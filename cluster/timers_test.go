@@ -251,3 +251,70 @@ func TestGrainTimers(t *testing.T) {
 		}
 	}
 }
+
+// keeper is the grain of TestATimerKeepsItsGrainActive: Start starts a
+// timer, one that keeps the grain active when its request says "keep".
+type keeper struct {
+	gone  chan string
+	ticks atomic.Int64
+}
+
+func (k *keeper) OnDeactivate(ctx GrainContext) error {
+	k.gone <- ctx.Identity()
+	return nil
+}
+
+// TestATimerKeepsItsGrainActive: a grain whose only turns are its timer's
+// ticks passivates after its IdleTimeout, unless the timer has
+// TimerKeepsActive.
+func TestATimerKeepsItsGrainActive(t *testing.T) {
+	t.Parallel()
+	gone := make(chan string, 16)
+	grains := make(chan *keeper, 16)
+	const start = "/test.Keeper/Start"
+	cfg := testConfig(t)
+	cfg.Kinds = []*Kind{{
+		Name:        "test.Keeper",
+		IdleTimeout: 30 * time.Millisecond, // sweeps every 10 ms (testConfig)
+		New: func(string) any {
+			k := &keeper{gone: gone}
+			grains <- k
+			return k
+		},
+		Methods: []Method{grainMethod(start, newString, func(k *keeper, ctx GrainContext, req proto.Message) (proto.Message, error) {
+			var opts []TimerOption
+			if req.(*wrapperspb.StringValue).GetValue() == "keep" {
+				opts = append(opts, TimerKeepsActive())
+			}
+			_, err := StartTimer(ctx, 0, time.Millisecond, func(GrainContext) error {
+				k.ticks.Add(1)
+				return nil
+			}, opts...)
+			return req, err
+		})},
+	}}
+	n := startNode(t, cfg)
+	startOn := func(id, how string) *keeper {
+		t.Helper()
+		if _, err := n.Invoke(t.Context(), Call{Kind: "test.Keeper", Identity: id, Method: start, Request: wrapperspb.String(how), NewResponse: newString}); err != nil {
+			t.Fatalf("Start on %s: %v", id, err)
+		}
+		return receive(t, grains, "the activation of "+id)
+	}
+	kept := startOn("kept", "keep")
+	startOn("ticking", "")
+	if got := receive(t, gone, "the grain whose timer does not keep it to passivate"); got != "ticking" {
+		t.Fatalf("%s passivated; want ticking", got)
+	}
+	// A grain activated only now passivates too: an IdleTimeout and more
+	// has passed since, which the kept grain spent ticking.
+	startOn("later", "")
+	if got := receive(t, gone, "the later grain to passivate"); got != "later" {
+		t.Fatalf("%s passivated; want later, and not kept while its timer keeps it", got)
+	}
+	before := kept.ticks.Load()
+	waitFor(t, waitTimeout, "the kept grain ticking on", func() bool { return kept.ticks.Load() > before+5 })
+	if n.Stats().Activations != 1 {
+		t.Errorf("%d activations; want 1, the kept grain", n.Stats().Activations)
+	}
+}
