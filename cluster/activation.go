@@ -616,6 +616,9 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 			t.remove(a)
 		} else {
 			a.pending.Store(nil)
+			if a.flags.Load()&timersFlag != 0 {
+				t.armTimers(a) // OnActivate's
+			}
 		}
 		p.finish(err)
 		// A membership change while the grain was activating could not
@@ -850,10 +853,10 @@ func (t *activations) deactivateWhere(why sweep, pick func(a *activation, now ti
 
 // retire starts deactivating a, because its state can no longer be trusted
 // (a commit failed), because its grain moved while it was activating, or
-// because the grain asked (Deactivate). It
-// may run on a's actor, so it only marks a and leaves the deactivation to
-// a goroutine: calls arriving from now on wait for the next activation, and
-// calls already queued are sent there by handle.
+// because the grain asked (Deactivate). It may run on a's actor, so it only
+// marks a and leaves the deactivation to a goroutine: calls arriving from
+// now on wait for the next activation, and calls already queued are sent
+// there by handle when the state failed, and run first otherwise.
 func (t *activations) retire(a *activation) {
 	sh, _ := t.shardOfActivation(a)
 	sh.mu.Lock()

@@ -16,6 +16,7 @@ import (
 type Timer struct {
 	a         *activation
 	fn        func(ctx GrainContext) error
+	dueIn     time.Duration
 	period    time.Duration // zero for a timer that fires once
 	keepAlive bool          // TimerKeepsActive
 
@@ -72,19 +73,39 @@ func StartTimer(ctx GrainContext, dueIn, period time.Duration, fn func(ctx Grain
 	if err != nil {
 		return nil, err
 	}
-	t := &Timer{a: a, fn: fn, period: period}
+	t := &Timer{a: a, fn: fn, dueIn: dueIn, period: period}
 	for _, o := range opts {
 		o.applyTimer(t)
 	}
 	if !n.acts.addTimer(a, t) {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: StartTimer on grain %s/%s, whose activation is going", a.hk.Name, a.identity)
 	}
+	if h, ok := innerContext(ctx).(*hookContext); ok && !h.over.Load() {
+		return t, nil // OnActivate's: the grain's actor does not exist yet (see armTimers)
+	}
+	t.arm()
+	return t, nil
+}
+
+// arm starts the timer's clock, unless it runs already or the timer was
+// stopped (the node's close may have stopped it already).
+func (t *Timer) arm() {
 	t.mu.Lock()
-	if !t.stopped.Load() { // the node's close may have stopped it already
-		t.clock = time.AfterFunc(dueIn, t.fire)
+	if t.clock == nil && !t.stopped.Load() {
+		t.clock = time.AfterFunc(t.dueIn, t.fire)
 	}
 	t.mu.Unlock()
-	return t, nil
+}
+
+// armTimers arms the timers that a's OnActivate started, once a's actor
+// is spawned: a tick needs it.
+func (acts *activations) armTimers(a *activation) {
+	acts.timersMu.Lock()
+	ts := slices.Clone(acts.timers[a])
+	acts.timersMu.Unlock()
+	for _, t := range ts {
+		t.arm()
+	}
 }
 
 // Stop stops the timer, and reports whether it was running. In a turn of

@@ -53,7 +53,12 @@ func (g *tickingGrain) enter() func() {
 }
 
 func (g *tickingGrain) OnActivate(ctx GrainContext) error {
-	_, err := StartTimer(ctx, time.Hour, 0, func(GrainContext) error { return nil })
+	// Due at once, before the grain's actor exists: it ticks once the
+	// activation is done.
+	_, err := StartTimer(ctx, 0, time.Millisecond, func(GrainContext) error {
+		g.ticks["activate"]++
+		return nil
+	})
 	g.inHooks <- err
 	return nil
 }
@@ -183,9 +188,10 @@ func TestGrainTimers(t *testing.T) {
 	if err := receive(t, inHooks, "StartTimer's answer in OnActivate"); err != nil {
 		t.Errorf("StartTimer in OnActivate: %v; want a timer", err)
 	}
+	ticked(id, "activate", 3)
 	ticked(id, "fast", 5)
-	if counted, stored := ticks(id, "fast"); stored < 5 || stored > counted {
-		t.Errorf("ticks committed: %d of %d counted; want at least 5", stored, counted)
+	if _, stored := ticks(id, "fast"); stored < 5 {
+		t.Errorf("ticks committed: %d; want at least fast's 5", stored)
 	}
 	if got := call(tickingStop, id, "fast"); got != "true" {
 		t.Errorf("Stop of a running timer: %s; want true", got)
@@ -223,7 +229,7 @@ func TestGrainTimers(t *testing.T) {
 	}
 
 	// The activation's end stops its timers: clock and panicky, and the
-	// one OnActivate started, due in an hour.
+	// one OnActivate started.
 	if got := timersOf(); got != 3 {
 		t.Errorf("%d timers recorded; want 3", got)
 	}
