@@ -80,8 +80,12 @@ func StartTimer(ctx GrainContext, dueIn, period time.Duration, fn func(ctx Grain
 	if !n.acts.addTimer(a, t) {
 		return nil, newError(codes.InvalidArgument, ErrBadRequest, "cluster: StartTimer on grain %s/%s, whose activation is going", a.hk.Name, a.identity)
 	}
-	if h, ok := innerContext(ctx).(*hookContext); ok && !h.over.Load() {
-		return t, nil // OnActivate's: the grain's actor does not exist yet (see armTimers)
+	if a.pending.Load() != nil {
+		// Still activating (OnActivate's timer): the grain's actor does
+		// not exist yet. armTimers arms it once the activation is done;
+		// it runs after the load above saw the activation pending, and
+		// after addTimer, so it sees the timer.
+		return t, nil
 	}
 	t.arm()
 	return t, nil
