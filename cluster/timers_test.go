@@ -31,7 +31,10 @@ const (
 	// tickingOverlaps answers how many turns of the kind's grains ran
 	// while another turn of theirs ran.
 	tickingOverlaps = "/test.Ticking/Overlaps"
-	tickingStored   = "ticks"
+	// tickingWait answers the ticks the timer named had counted when it
+	// began, once the test sends on the kind's release channel.
+	tickingWait   = "/test.Ticking/Wait"
+	tickingStored = "ticks"
 )
 
 type tickingGrain struct {
@@ -69,7 +72,7 @@ func (g *tickingGrain) OnDeactivate(ctx GrainContext) error {
 	return nil
 }
 
-func newTickingKind(inHooks chan error) *Kind {
+func newTickingKind(inHooks chan error, waiting chan string, release chan struct{}) *Kind {
 	overlaps := new(atomic.Int32)
 	method := func(name string, h func(*tickingGrain, GrainContext, string) (string, error)) Method {
 		return grainMethod(name, newString, func(g *tickingGrain, ctx GrainContext, req proto.Message) (proto.Message, error) {
@@ -132,6 +135,12 @@ func newTickingKind(inHooks chan error) *Kind {
 			method(tickingDone, func(_ *tickingGrain, ctx GrainContext, _ string) (string, error) {
 				return "", Deactivate(ctx)
 			}),
+			method(tickingWait, func(g *tickingGrain, _ GrainContext, name string) (string, error) {
+				began := g.ticks[name]
+				waiting <- name
+				<-release
+				return strconv.FormatInt(began, 10), nil
+			}),
 			method(tickingOverlaps, func(g *tickingGrain, _ GrainContext, _ string) (string, error) {
 				return strconv.Itoa(int(g.overlaps.Load())), nil
 			}),
@@ -148,8 +157,10 @@ func TestGrainTimers(t *testing.T) {
 	t.Parallel()
 	inHooks := make(chan error, 16)
 	cfg := testConfig(t)
-	cfg.Kinds = []*Kind{newTickingKind(inHooks)}
+	waiting, release := make(chan string, 1), make(chan struct{})
+	cfg.Kinds = []*Kind{newTickingKind(inHooks, waiting, release)}
 	n := startNode(t, cfg)
+	t.Cleanup(func() { close(release) }) // before the node closes
 	call := func(method, id, req string) string {
 		t.Helper()
 		resp, err := n.Invoke(t.Context(), Call{Kind: tickingKind, Identity: id, Method: method, Request: wrapperspb.String(req), NewResponse: newString})
@@ -216,6 +227,31 @@ func TestGrainTimers(t *testing.T) {
 	if counted, _ := ticks(id, "queued"); counted != stoppedAt {
 		t.Errorf("a tick queued before Stop ran after it (%d ticks, %d at Stop)", counted, stoppedAt)
 	}
+
+	// Ticks due while one waits for the grain are skipped: while Wait holds
+	// the grain, one tick is queued, and the Ticks call queued after
+	// another grain's timer ticked twenty times finds one tick more.
+	beating := "beating"
+	call(tickingStart, beating, "beat 1ms")
+	receive(t, inHooks, "StartTimer's answer in OnActivate of "+beating)
+	ticked(beating, "beat", 1)
+	before := n.Stats().Calls
+	began, counted := make(chan string, 1), make(chan string, 1)
+	go func() { began <- call(tickingWait, beating, "beat") }()
+	receive(t, waiting, beating+" in Wait")
+	clockAt, _ := ticks(id, "clock")
+	ticked(id, "clock", clockAt+20) // the other grain: time passes
+	go func() { counted <- call(tickingTicks, beating, "beat") }()
+	waitFor(t, waitTimeout, "the Ticks call queued behind Wait", func() bool { return n.Stats().Calls == before+2 })
+	release <- struct{}{}
+	b, _ := strconv.ParseInt(receive(t, began, "Wait's answer"), 10, 64)
+	c, _ := strconv.ParseInt(strings.SplitN(receive(t, counted, "Ticks' answer"), "/", 2)[0], 10, 64)
+	if c != b+1 {
+		t.Errorf("ticks run between a turn that held the grain and the call queued behind it: %d; want 1, the others skipped", c-b)
+	}
+	call(tickingDone, beating, "")
+	receive(t, inHooks, "StartTimer's answer in OnDeactivate of "+beating)
+	waitFor(t, waitTimeout, beating+"'s timers stopped", func() bool { return timersOf() == 2 }) // id's activate and clock
 
 	// A tick that panics: the actor restarts, the timer goes on.
 	call(tickingStart, id, "panicky 1ms panic")
