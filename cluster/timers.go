@@ -197,7 +197,7 @@ func (acts *activations) stopTimers(a *activation) {
 	for _, t := range ended {
 		t.stopped.Store(true)
 		t.mu.Lock()
-		if t.clock != nil { // nil while StartTimer arms it, which then sees stopped
+		if t.clock != nil { // nil until armed (StartTimer, armTimers), which then sees stopped
 			t.clock.Stop()
 		}
 		t.mu.Unlock()
