@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,68 +42,85 @@ import (
 // returned config later reaches no handshake: to change one, set it on a
 // Clone whose GetConfigForClient is nil, which reads the CA file no more.
 func MutualTLS(certFile, keyFile, caFile, serverName string) (*tls.Config, error) {
-	pair := &keyPairFiles{cert: certFile, key: keyFile}
-	if _, err := pair.load(); err != nil {
+	pair := &watchedFiles[*tls.Certificate]{names: []string{certFile, keyFile}, read: func() (*tls.Certificate, error) {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: load the node's certificate: %w", err)
+		}
+		return &pair, nil
+	}}
+	if _, err := pair.get(); err != nil {
 		return nil, err
 	}
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return pair.load()
+			return pair.get()
 		},
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			return pair.load()
+			return pair.get()
 		},
 		ClientAuth: tls.RequireAndVerifyClientCert,
 		ServerName: serverName,
 	}
-	cas := &caFiles{name: caFile, base: cfg.Clone()}
-	current, err := cas.config()
+	base := cfg.Clone() // without CAs
+	withCAs := &watchedFiles[*tls.Config]{names: []string{caFile}, read: func() (*tls.Config, error) {
+		cas, err := readCAs(caFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg := base.Clone()
+		cfg.RootCAs, cfg.ClientCAs = cas, cas
+		return cfg, nil
+	}}
+	current, err := withCAs.get()
 	if err != nil {
 		return nil, err
 	}
 	cfg.RootCAs, cfg.ClientCAs = current.RootCAs, current.ClientCAs
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		return cas.config()
+		return withCAs.get()
 	}
 	return cfg, nil
 }
 
-// caFiles is the CA certificates of a PEM file, read again when the file
-// changes, and the configuration that trusts them.
-type caFiles struct {
-	name string
-	base *tls.Config // MutualTLS's, without CAs
+// watchedFiles is what read makes of the files names, made again for a
+// handshake once one of them changed, and the last one made while they
+// make none (a certificate written and its key not yet, a file written
+// half): the next handshake looks again. Handshakes are rare (one per
+// stream between two nodes), so a stat per file each costs nothing.
+type watchedFiles[T any] struct {
+	names []string
+	read  func() (T, error)
 
 	mu      sync.Mutex
-	current *tls.Config // base with the CAs that last loaded
-	seen    fileVersion // of the file, when current was made
+	current T
+	made    bool          // current holds what read made
+	seen    []fileVersion // of the files, when current was made
 }
 
-// config returns base with the CAs the file holds, or with the last ones
-// it held while it holds none. As with keyPairFiles.load, a stat per
-// handshake costs nothing.
-func (c *caFiles) config() (*tls.Config, error) {
-	var now fileVersion
-	if fi, err := os.Stat(c.name); err == nil {
-		now = fileVersion{fi.ModTime(), fi.Size()}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.current != nil && now == c.seen {
-		return c.current, nil
-	}
-	cas, err := readCAs(c.name)
-	if err != nil {
-		if c.current != nil {
-			return c.current, nil // mid-change: the next handshake looks again
+// get returns what the files make, or the last thing they made.
+func (w *watchedFiles[T]) get() (T, error) {
+	now := make([]fileVersion, len(w.names))
+	for i, name := range w.names {
+		if fi, err := os.Stat(name); err == nil {
+			now[i] = fileVersion{fi.ModTime(), fi.Size()}
 		}
-		return nil, err
 	}
-	cfg := c.base.Clone()
-	cfg.RootCAs, cfg.ClientCAs = cas, cas
-	c.current, c.seen = cfg, now
-	return cfg, nil
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.made && slices.Equal(now, w.seen) {
+		return w.current, nil
+	}
+	v, err := w.read()
+	if err != nil {
+		if w.made {
+			return w.current, nil // mid-change: the next handshake looks again
+		}
+		return v, err
+	}
+	w.current, w.seen, w.made = v, now, true
+	return v, nil
 }
 
 // readCAs returns the certificates of the PEM file name.
@@ -167,47 +185,11 @@ func (c tlsCredentials) Clone() credentials.TransportCredentials {
 	return tlsCredentials{c.TransportCredentials.Clone(), c.cfg}
 }
 
-// keyPairFiles is a certificate and its key, read from their files again
-// when the files change.
-type keyPairFiles struct {
-	cert, key string
-
-	mu      sync.Mutex
-	current *tls.Certificate // the last pair that loaded
-	seen    [2]fileVersion   // of the cert and the key, when current was loaded
-}
-
 // fileVersion tells a file's contents apart from the ones before it
 // without reading it.
 type fileVersion struct {
 	mod  time.Time
 	size int64
-}
-
-// load returns the pair as the files have it, or the last pair that
-// loaded while they do not make one. Handshakes are rare (one per stream
-// between two nodes), so two stats each cost nothing.
-func (p *keyPairFiles) load() (*tls.Certificate, error) {
-	var now [2]fileVersion
-	for i, name := range []string{p.cert, p.key} {
-		if fi, err := os.Stat(name); err == nil {
-			now[i] = fileVersion{fi.ModTime(), fi.Size()}
-		}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.current != nil && now == p.seen {
-		return p.current, nil
-	}
-	pair, err := tls.LoadX509KeyPair(p.cert, p.key)
-	if err != nil {
-		if p.current != nil {
-			return p.current, nil // mid-renewal: the next handshake looks again
-		}
-		return nil, fmt.Errorf("cluster: load the node's certificate: %w", err)
-	}
-	p.current, p.seen = &pair, now
-	return p.current, nil
 }
 
 // shakeHands opens a TLS connection to the transport at addr as a stream's
