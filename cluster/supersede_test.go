@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +121,12 @@ func TestAnEarlierStartThatComesBackStops(t *testing.T) {
 			if err := old.Err(); !errors.Is(err, ErrSuperseded) {
 				t.Errorf("old.Err() = %v, want ErrSuperseded", err)
 			}
+			// Its liveness probe says so, once it stopped.
+			waitFor(t, waitTimeout, "old's liveness probe to say why it stopped", func() bool {
+				rec := httptest.NewRecorder()
+				old.HealthHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/livez", nil))
+				return rec.Code == http.StatusServiceUnavailable && rec.Body.String() == "stopped: "+old.Err().Error()+"\n"
+			})
 			if _, err := old.Invoke(context.Background(), addCall(own, 1)); !errors.Is(err, ErrNodeClosed) {
 				t.Errorf("call to its own grain after it stopped: %v, want ErrNodeClosed", err)
 			}

@@ -292,6 +292,9 @@ func TestGrainTimers(t *testing.T) {
 			t.Errorf("StartTimer(%T): %v; want ErrBadRequest", ctx, err)
 		}
 	}
+	if _, err := StartTimer(fakeGrainContext{context.Background()}, 0, 0, nil); !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "needs a function") {
+		t.Errorf("StartTimer without a function: %v; want ErrBadRequest saying so", err)
+	}
 }
 
 // keeper is the grain of TestATimerKeepsItsGrainActive: Start starts a
