@@ -175,8 +175,8 @@ func (c tlsCredentials) ClientHandshake(ctx context.Context, authority string, c
 	if cfg == c.cfg {
 		return c.TransportCredentials.ClientHandshake(ctx, authority, conn)
 	}
-	// Per dial, a few hundred bytes: dials are one per stream between
-	// two nodes.
+	// Credentials per dial (gRPC's clone the config): dials are one per
+	// stream between two nodes.
 	return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
 }
 
