@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	goruntime "runtime"
 	"runtime/debug"
 	"slices"
@@ -39,6 +40,15 @@ type hostedKind struct {
 	// activation then waits for nobody, which it learns from this one
 	// load (see handoffs). Other kinds do not wait, and leave it unset.
 	handedOver atomic.Bool
+	// workers, for a kind of stateless workers (Kind.StatelessWorkers),
+	// holds one hostedKind per worker an identity may have, this one
+	// first; nil for other kinds, and in the workers' own. A worker is an
+	// activation of the grain under its worker's hostedKind, which the
+	// table tells apart by pointer as it would two kinds (see actTable.find),
+	// and places by the worker's own keySeed: so the workers of an identity
+	// need no field in every activation, and their activations keep the
+	// grain's identity and kind name, which is all the grain and the logs see.
+	workers []*hostedKind
 }
 
 // keyHash is the package's keyHash of the grain (hk's kind, identity),
@@ -65,8 +75,21 @@ func newHostedKind(n *Node, k *Kind) *hostedKind {
 		m := &k.Methods[i]
 		hk.methods[m.Name] = &hostedMethod{Method: m, request: m.NewRequest().ProtoReflect().Descriptor().FullName()}
 	}
+	if k.StatelessWorkers > 0 {
+		hk.workers = make([]*hostedKind, k.StatelessWorkers)
+		hk.workers[0] = hk
+		for i := 1; i < len(hk.workers); i++ {
+			// Every field but workers and the seed, which score spreads
+			// over the table as it spreads grains over members.
+			hk.workers[i] = &hostedKind{Kind: k, n: n, methods: hk.methods, idle: hk.idle, maxCalls: hk.maxCalls,
+				keySeed: score(hk.keySeed, uint64(i))}
+		}
+	}
 	return hk
 }
+
+// stateless reports whether the kind's grains are stateless workers.
+func (hk *hostedKind) stateless() bool { return hk.StatelessWorkers > 0 }
 
 type actKey struct{ kind, identity string }
 
@@ -497,6 +520,42 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 	}
 }
 
+// worker returns the worker of identity, among those of hk, a kind of
+// stateless workers, that a call or one-way message goes to: the first
+// whose activation is idle, else the first that has none, which the call
+// activates, else the one with the least in hand (calls counted in and
+// one-way messages queued). It takes no lock: calls that pick the same
+// worker at once run one after the other on it, as calls to an ordinary
+// grain do. Workers are picked in order so that a steady load keeps the
+// same few busy, and the others passivate once idle.
+func (t *activations) worker(hk *hostedKind, identity string) *hostedKind {
+	var free, least *hostedKind
+	leastLoad := int64(math.MaxInt64)
+	for _, w := range hk.workers {
+		sh, h := t.shardOf(w, identity)
+		a := sh.tab.Load().find(h, w, identity)
+		if a == nil {
+			if free == nil {
+				free = w
+			}
+			continue
+		}
+		// A closed activation's count has callsClosed, more than any
+		// open one's: it is picked last, and get then waits for it to go.
+		load := int64(a.calls.Load()) + int64(a.oneWays.Load())
+		if load == 0 {
+			return w
+		}
+		if load < leastLoad {
+			least, leastLoad = w, load
+		}
+	}
+	if free != nil {
+		return free
+	}
+	return least
+}
+
 // lookup is get's fast path: it counts a call in on the activation of
 // (hk, identity) and returns it, or returns nil if there is none or it is
 // closed to calls. It takes no lock.
@@ -649,8 +708,10 @@ func (t *activations) activateIn(ctx context.Context, a *activation, view *place
 			return err
 		}
 	}
-	if err := t.loadState(ctx, a); err != nil {
-		return err
+	if !a.hk.stateless() { // a stateless worker has nothing stored to load
+		if err := t.loadState(ctx, a); err != nil {
+			return err
+		}
 	}
 	if err := t.newGrain(ctx, a); err != nil {
 		return err
@@ -735,6 +796,15 @@ func (t *activations) newGrain(ctx context.Context, a *activation) (err error) {
 
 // newActor returns the activation's actor (runtime.Props.New).
 func (a *activation) newActor() runtime.Actor { return (*grainActor)(a) }
+
+// stateFor returns the State the grain of a sees in a turn stamped tracked:
+// its grainState (see touchState), or noState for a stateless worker.
+func (a *activation) stateFor(n *Node, tracked stamp) State {
+	if a.hk.stateless() {
+		return noState{a.key()}
+	}
+	return a.touchState(n, tracked)
+}
 
 // touchState returns the activation's state, making it if the activation
 // has none yet (see grainState): an empty Buffer at the zero version, which

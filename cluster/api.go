@@ -217,7 +217,34 @@ type Kind struct {
 	// Zero means DefaultIdleTimeout; a negative value means activations
 	// stay until their node shuts down.
 	IdleTimeout time.Duration
+
+	// StatelessWorkers, above zero, makes the kind's grains stateless
+	// workers, as Orleans' [StatelessWorker] does: for read-heavy or
+	// pure-compute grains that one activation per identity would hold
+	// to one call at a time on one node. A node that hosts the kind runs
+	// the calls and one-way messages it sends to the kind itself, never
+	// across the network, on up to StatelessWorkers activations per
+	// identity at once: a call goes to an idle activation, else to a new
+	// one while there are fewer, else waits on the one with the fewest
+	// calls. A node that does not host the kind sends them to the owner
+	// that placement picks among the nodes that do, which runs them the
+	// same way. Each activation still takes one call at a time, and
+	// passivates on its own after IdleTimeout, so a burst's extra
+	// activations go once it ends.
+	//
+	// What a stateless worker gives up for that: it has no durable state
+	// (State fails, the kind takes no NewState nor FlushManual), no
+	// reminders, and its calls are not deduplicated by their stamps (a
+	// retried call may run twice, as a ReadOnly method's may). A worker
+	// that calls a grain of its own kind and identity fails with
+	// ErrReentrant, as any grain does. Zero means an ordinary kind: one
+	// activation per identity in the cluster.
+	StatelessWorkers int
 }
+
+// maxStatelessWorkers bounds Kind.StatelessWorkers: a call looks at every
+// worker slot of an identity before it activates a new one.
+const maxStatelessWorkers = 1024
 
 // DefaultIdleTimeout is the idle timeout of a Kind whose IdleTimeout is zero.
 const DefaultIdleTimeout = 5 * time.Minute

@@ -741,6 +741,14 @@ func validateState(k *Kind) error {
 	if k.NewState != nil && k.NewState() == nil {
 		return fmt.Errorf("cluster: kind %q: NewState returned nil", k.Name)
 	}
+	switch w := k.StatelessWorkers; {
+	case w < 0 || w > maxStatelessWorkers:
+		return fmt.Errorf("cluster: kind %q: StatelessWorkers is %d; want 0 to %d", k.Name, w, maxStatelessWorkers)
+	case w > 0 && k.NewState != nil:
+		return fmt.Errorf("cluster: kind %q: a stateless worker kind (StatelessWorkers) has no state message (NewState)", k.Name)
+	case w > 0 && k.Flush == FlushManual:
+		return fmt.Errorf("cluster: kind %q: a stateless worker kind (StatelessWorkers) has no state to flush (FlushManual)", k.Name)
+	}
 	return nil
 }
 

@@ -99,6 +99,38 @@ type grainState struct {
 	broken error
 }
 
+// noState is the State of a stateless worker (Kind.StatelessWorkers):
+// several activations of its identity run at once, on every node that
+// calls it, so it has no state to keep. Reads find nothing, and writes and
+// Flush fail with ErrBadRequest, saying why.
+type noState struct{ key actKey }
+
+func (s noState) err() error {
+	return newError(codes.FailedPrecondition, ErrBadRequest,
+		"cluster: grain %s/%s is a stateless worker (Kind.StatelessWorkers) and has no state", s.key.kind, s.key.identity)
+}
+
+// Get implements State: it finds nothing, and says why.
+func (s noState) Get(string) ([]byte, error) { return nil, s.err() }
+
+// TryGet implements State: it finds nothing.
+func (noState) TryGet(string) ([]byte, bool) { return nil, false }
+
+// Set implements State: it fails.
+func (s noState) Set(string, []byte) error { return s.err() }
+
+// Remove implements State: it fails.
+func (s noState) Remove(string) error { return s.err() }
+
+// Keys implements State: there are none.
+func (noState) Keys() []string { return nil }
+
+// Message implements State: there is none.
+func (noState) Message() proto.Message { return nil }
+
+// Flush implements State: it fails.
+func (s noState) Flush(context.Context) error { return s.err() }
+
 // loadState loads the state of grain key for an activation of kind k from
 // n's store. It returns nil, and no error, for a kind without a typed state
 // message when the store has nothing for the grain (see grainState).

@@ -485,7 +485,11 @@ func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what strin
 // the caller releases it from a deferred call.
 func (n *Node) deliverWithin(ctx context.Context, hk *hostedKind, identity, what string, msg any, runHere bool, held *heldCall, max int32) (any, error) {
 	for {
-		a, err := n.acts.getWithin(ctx, hk, identity, max)
+		at := hk
+		if hk.workers != nil {
+			at = n.acts.worker(hk, identity)
+		}
+		a, err := n.acts.getWithin(ctx, at, identity, max)
 		if err != nil {
 			return nil, err
 		}
@@ -613,7 +617,7 @@ func (g *grainContext) State() State {
 	// Only a call's own turn makes the state here with a stamp: hooks and
 	// reminders have none. A ReadOnly method changes no state, so the
 	// stamp is not recorded (see grainState.Flush).
-	return g.a.touchState(g.n, g.stamp)
+	return g.a.stateFor(g.n, g.stamp)
 }
 
 // AfterFunc lets contexts derived from g follow the call's context with a

@@ -29,13 +29,16 @@ import (
 // placement gives it, and calls grains anywhere in the cluster. A *Node is a
 // Caller. Create one with Start; stop it with Shutdown (graceful) or Close.
 type Node struct {
-	cfg       Config
-	name      string
-	log       *slog.Logger
-	kinds     map[string]*hostedKind
-	system    *runtime.System
-	transport *transport
-	serf      *serf.Serf
+	cfg   Config
+	name  string
+	log   *slog.Logger
+	kinds map[string]*hostedKind
+	// workerKinds names the kinds of stateless workers the node hosts
+	// (Kind.StatelessWorkers): it owns every grain of theirs in its views.
+	workerKinds []string
+	system      *runtime.System
+	transport   *transport
+	serf        *serf.Serf
 	// gossip is the address serf listens on, set once it started.
 	gossip string
 	events chan serf.Event
@@ -202,6 +205,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.life, n.endLife = context.WithCancel(context.Background())
 	for _, k := range cfg.Kinds {
 		n.kinds[k.Name] = newHostedKind(n, k)
+		if k.StatelessWorkers > 0 {
+			n.workerKinds = append(n.workerKinds, k.Name)
+		}
 	}
 	n.handoffs = newHandoffs(n)
 	n.clientID = cfg.ClientID
@@ -722,6 +728,7 @@ func (n *Node) replaceView(p *placement) {
 	if n.majority != nil {
 		p = n.judge(old, p)
 	}
+	p.ownWorkers(n.name, n.workerKinds)
 	// Before p is seen: from then on a stream from a start that p
 	// replaced is refused (see retiredIncarnations).
 	n.retiredIDs.update(old, p)
@@ -1065,7 +1072,8 @@ func (n *Node) Members() []Member {
 // node's view, and false if no alive member hosts kind, or if the node is
 // fenced (see Config.KeepMajority). With KeepMajority, a failed member
 // that the node has not downed yet still owns its grains, and may be
-// returned.
+// returned. The grains of a kind of stateless workers that the node hosts
+// (Kind.StatelessWorkers) are its own.
 func (n *Node) Owner(kind, identity string) (Member, bool) {
 	m, ok := n.view.Load().owner(kind, identity)
 	if !ok {

@@ -123,6 +123,21 @@ func (p *placement) judged(v verdict) *placement {
 	return p
 }
 
+// ownWorkers makes self, while it is alive and not fenced in p, which is
+// not yet in use, the one candidate for the grains of kinds, the kinds of
+// stateless workers it hosts (see Kind.StatelessWorkers): it runs the calls
+// it makes to them itself, and serves those its peers place on it by their
+// own views, in which it is one candidate of several.
+func (p *placement) ownWorkers(self string, kinds []string) {
+	m, alive := p.byName[self]
+	if !alive || p.fenced {
+		return
+	}
+	for _, k := range kinds {
+		p.byKind[k] = []candidate{{member: m, seed: hashString(fnvOffset, self)}}
+	}
+}
+
 // minority reports whether p is fenced for want of a majority, rather
 // than while the node settles: what the node says in its tags, and why it
 // refuses strangers (see advertiseFence and refuseStrangers). A settling

@@ -32,6 +32,12 @@ func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: reminder %q of grain %s/%s: negative due time %v or period %v",
 			name, key.kind, key.identity, dueIn, period)
 	}
+	if a.hk.stateless() {
+		// A reminder fires on the grain's one owner; a stateless worker
+		// has none, nor anywhere to keep what the reminder is for.
+		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: reminder %q of grain %s/%s: a stateless worker (Kind.StatelessWorkers) takes no reminders",
+			name, key.kind, key.identity)
+	}
 	if _, ok := a.grain.(ReminderReceiver); !ok {
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: grain kind %q registers reminder %q but does not implement ReminderReceiver",
 			key.kind, name)

@@ -325,6 +325,9 @@ func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, 
 // readyActivation returns the grain's activation, counted in (release must
 // follow), if it is active and ready; otherwise nil, without waiting.
 func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
+	if hk.workers != nil {
+		hk = n.acts.worker(hk, identity)
+	}
 	a := n.acts.lookup(hk, identity)
 	if a == nil {
 		return nil
@@ -428,7 +431,11 @@ func (n *Node) queueToTarget(t *oneWayTarget, req *frame) bool {
 // long as this node owns the grain.
 func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message, md Metadata) error {
 	for {
-		a, err := n.acts.get(ctx, hk, identity)
+		at := hk
+		if hk.workers != nil {
+			at = n.acts.worker(hk, identity)
+		}
+		a, err := n.acts.get(ctx, at, identity)
 		if err != nil {
 			return err
 		}
@@ -548,7 +555,7 @@ func (m *oneWayCall) Kind() string { return m.g.hk.Name }
 func (m *oneWayCall) Identity() string { return m.g.identity }
 
 // State implements GrainContext.
-func (m *oneWayCall) State() State { return m.g.act().touchState(m.g.node(), stamp{}) }
+func (m *oneWayCall) State() State { return m.g.act().stateFor(m.g.node(), stamp{}) }
 
 // Invoke implements Caller as a call's GrainContext does, for a grain that
 // no other grain waits for.

@@ -1,0 +1,302 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// The kind of TestStatelessWorkers, hosted by the nodes that host workers:
+// Where answers "<node>/<activation>/<identity as the grain saw it>", Hold
+// does the same once the test releases that activation, Misuse answers what
+// the grain's State, RegisterReminder and a call to itself said, and Note
+// (one-way) records where it ran.
+const (
+	workerKind   = "test.Worker"
+	workerWhere  = "/test.Worker/Where"
+	workerHold   = "/test.Worker/Hold"
+	workerMisuse = "/test.Worker/Misuse"
+	workerNote   = "/test.Worker/Note"
+	workerCount  = 3
+)
+
+// workerFarm records what the workers of one node did.
+type workerFarm struct {
+	node   string
+	serial atomic.Int64 // activations made, to name them
+	held   chan string  // the answer of each Hold as it starts waiting
+	noted  chan string  // where each Note ran
+
+	mu          sync.Mutex
+	deactivated map[string]bool          // activations whose OnDeactivate ran
+	release     map[string]chan struct{} // by activation name; nil once the test ends
+}
+
+func newWorkerFarm(node string) *workerFarm {
+	return &workerFarm{node: node, held: make(chan string, 16), noted: make(chan string, 16),
+		deactivated: make(map[string]bool), release: make(map[string]chan struct{})}
+}
+
+// releaseOf returns the channel that lets the Holds of the activation named
+// name return: a send lets one go, a close (free) all.
+func (f *workerFarm) releaseOf(name string) chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := f.release[name]
+	if ch == nil {
+		ch = make(chan struct{})
+		if f.release == nil {
+			close(ch) // the test ended
+		} else {
+			f.release[name] = ch
+		}
+	}
+	return ch
+}
+
+// free lets every Hold return, those to come included.
+func (f *workerFarm) free() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ch := range f.release {
+		close(ch)
+	}
+	f.release = nil
+}
+
+// wasDeactivated reports whether the OnDeactivate of the activation named
+// name ran.
+func (f *workerFarm) wasDeactivated(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.deactivated[name]
+}
+
+type workerGrain struct {
+	f    *workerFarm
+	name string // node/serial
+}
+
+func (g *workerGrain) OnDeactivate(GrainContext) error {
+	g.f.mu.Lock()
+	defer g.f.mu.Unlock()
+	g.f.deactivated[g.name] = true
+	return nil
+}
+
+// where is Where's answer.
+func (g *workerGrain) where(ctx GrainContext) proto.Message {
+	return wrapperspb.String(g.name + "/" + ctx.Identity())
+}
+
+func newWorkerKind(f *workerFarm) *Kind {
+	method := grainMethod[*workerGrain]
+	return &Kind{
+		Name:             workerKind,
+		StatelessWorkers: workerCount,
+		IdleTimeout:      50 * time.Millisecond,
+		New: func(identity string) any {
+			return &workerGrain{f: f, name: fmt.Sprintf("%s/%d", f.node, f.serial.Add(1))}
+		},
+		Methods: []Method{
+			method(workerWhere, newString, func(g *workerGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+				return g.where(ctx), nil
+			}),
+			method(workerHold, newString, func(g *workerGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+				answer := g.where(ctx)
+				g.f.held <- answer.(*wrapperspb.StringValue).GetValue()
+				<-g.f.releaseOf(g.name)
+				return answer, nil
+			}),
+			method(workerMisuse, newString, func(g *workerGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+				_, found := ctx.State().TryGet("k")
+				_, self := ctx.Invoke(ctx, Call{Kind: workerKind, Identity: ctx.Identity(), Method: workerWhere,
+					Request: wrapperspb.String(""), NewResponse: newString})
+				return wrapperspb.String(fmt.Sprintf("found=%v set=%v remind=%v self=%v",
+					found, ctx.State().Set("k", nil), RegisterReminder(ctx, "r", time.Hour, 0), self)), nil
+			}),
+			method(workerNote, newString, func(g *workerGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+				g.f.noted <- g.name
+				return new(wrapperspb.StringValue), nil
+			}),
+		},
+	}
+}
+
+// TestStatelessWorkers: the grains of a kind with StatelessWorkers run on
+// the node that calls them when it hosts the kind, and on the placement's
+// owner when it does not; an identity has up to StatelessWorkers
+// activations at once, a call past them waits on the one with the least in
+// hand, and idle workers passivate; the grain sees its identity, no state,
+// no reminders, and no call to itself.
+func TestStatelessWorkers(t *testing.T) {
+	t.Parallel()
+	farms := make(map[string]*workerFarm)
+	nodes := startCluster(t, 3, func(name string) []*Kind {
+		if strings.HasSuffix(name, "-n2") {
+			return nil // a client of the kind
+		}
+		f := newWorkerFarm(name)
+		farms[name] = f
+		return []*Kind{newWorkerKind(f)}
+	}, nil)
+	client := nodes[2]
+	t.Cleanup(func() { // before the nodes close: let every Hold return
+		for _, f := range farms {
+			f.free()
+		}
+	})
+	call := func(c Caller, method, identity string) (string, error) {
+		resp, err := c.Invoke(t.Context(), Call{Kind: workerKind, Identity: identity, Method: method,
+			Request: wrapperspb.String(""), NewResponse: newString})
+		if err != nil {
+			return "", err
+		}
+		return resp.(*wrapperspb.StringValue).GetValue(), nil
+	}
+	ranOn := func(answer string) string { return answer[:strings.Index(answer, "/")] }
+
+	// Hosts run the calls they make themselves; the client's go to the
+	// owner its view places them on, among the hosts, and that owner runs
+	// them without asking where its own view would place them.
+	for i := range 20 {
+		id := fmt.Sprintf("w-%d", i)
+		for _, n := range nodes[:2] {
+			got, err := call(n, workerWhere, id)
+			if err != nil || ranOn(got) != n.Name() || !strings.HasSuffix(got, "/"+id) {
+				t.Fatalf("Where(%s) from host %s: %q, %v; want it run there, on identity %s", id, n.Name(), got, err, id)
+			}
+			if owner, _ := n.Owner(workerKind, id); owner.Name != n.Name() {
+				t.Errorf("Owner(%s) on host %s: %s; want the host itself", id, n.Name(), owner.Name)
+			}
+		}
+		owner, ok := client.Owner(workerKind, id)
+		if !ok {
+			t.Fatalf("the client sees no owner of %s", id)
+		}
+		if got, err := call(client, workerWhere, id); err != nil || ranOn(got) != owner.Name {
+			t.Fatalf("Where(%s) from the client: %q, %v; want it run on %s", id, got, err, owner.Name)
+		}
+	}
+
+	// Up to workerCount activations of one identity at once; the call
+	// past them waits on the first, which has no more in hand than the
+	// others, and runs there once that one's Hold returns.
+	host, farm := nodes[0], farms[nodes[0].Name()]
+	id := "busy"
+	type answer struct {
+		got string
+		err error
+	}
+	answers := make(chan answer, workerCount+1)
+	hold := func() {
+		go func() {
+			got, err := call(host, workerHold, id)
+			answers <- answer{got, err}
+		}()
+	}
+	seen := make(map[string]bool)
+	var first string
+	for i := range workerCount {
+		hold()
+		got := receive(t, farm.held, fmt.Sprintf("Hold #%d", i+1))
+		activation := strings.TrimSuffix(got, "/"+id)
+		if seen[activation] {
+			t.Fatalf("Hold #%d runs on %s, which holds an earlier one; want a worker of its own", i+1, activation)
+		}
+		seen[activation] = true
+		if i == 0 {
+			first = activation
+		}
+	}
+	before := host.Stats().Calls
+	hold()
+	waitFor(t, waitTimeout, "the last Hold counted in", func() bool { return host.Stats().Calls == before+1 })
+	select {
+	case got := <-farm.held:
+		t.Fatalf("a Hold past the %d workers runs at once, on %s; want it queued", workerCount, got)
+	default:
+	}
+	farm.releaseOf(first) <- struct{}{}
+	if got := receive(t, answers, "the first Hold's answer"); got.err != nil || got.got != first+"/"+id {
+		t.Fatalf("the first Hold: %q, %v; want %s/%s", got.got, got.err, first, id)
+	}
+	if got := receive(t, farm.held, "the queued Hold"); got != first+"/"+id {
+		t.Errorf("the queued Hold runs on %s; want %s, the worker it waited on", got, first)
+	}
+	farm.free()
+	for range workerCount {
+		if got := receive(t, answers, "a Hold's answer"); got.err != nil {
+			t.Errorf("Hold: %v", got.err)
+		}
+	}
+	// The burst's workers passivate once idle, each with its OnDeactivate.
+	waitFor(t, waitTimeout, "the host's workers passivated", func() bool { return host.Stats().Activations == 0 })
+	for activation := range seen {
+		if !farm.wasDeactivated(activation) {
+			t.Errorf("%s passivated without its OnDeactivate", activation)
+		}
+	}
+
+	// A one-way message runs where it is sent from, too.
+	sender := nodes[1]
+	if err := sender.Send(t.Context(), Call{Kind: workerKind, Identity: "noted", Method: workerNote, Request: wrapperspb.String("")}); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if got := receive(t, farms[sender.Name()].noted, "the Note"); !strings.HasPrefix(got, sender.Name()+"/") {
+		t.Errorf("Note sent from %s ran on %s", sender.Name(), got)
+	}
+
+	got, err := call(host, workerMisuse, "misuse")
+	if err != nil {
+		t.Fatalf("Misuse: %v", err)
+	}
+	for _, want := range []string{"found=false", "set=cluster: grain test.Worker/misuse is a stateless worker (Kind.StatelessWorkers) and has no state",
+		"remind=cluster: reminder \"r\" of grain test.Worker/misuse: a stateless worker", "self=cluster: grain test.Worker/misuse calls test.Worker/misuse"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Misuse: %q; want %q in it", got, want)
+		}
+	}
+}
+
+// TestStatelessWorkerKindsAreChecked: a kind of stateless workers takes
+// no state message, no manual flushes, and a worker count in bounds.
+func TestStatelessWorkerKindsAreChecked(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		edit func(k *Kind)
+		want string
+	}{
+		{"negative", func(k *Kind) { k.StatelessWorkers = -1 }, "StatelessWorkers is -1; want 0 to 1024"},
+		{"too many", func(k *Kind) { k.StatelessWorkers = 1025 }, "StatelessWorkers is 1025; want 0 to 1024"},
+		{"state message", func(k *Kind) { k.NewState = newInt64 }, "has no state message (NewState)"},
+		{"manual flushes", func(k *Kind) { k.Flush = FlushManual }, "has no state to flush (FlushManual)"},
+	} {
+		k := newWorkerKind(newWorkerFarm("checked"))
+		c.edit(k)
+		err := validateKinds([]*Kind{k})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want an error saying %q", c.name, err, c.want)
+		}
+	}
+	if err := validateKinds([]*Kind{newWorkerKind(newWorkerFarm("checked"))}); err != nil {
+		t.Errorf("a kind of %d stateless workers: %v", workerCount, err)
+	}
+	var errs []error
+	for _, n := range []int{1, maxStatelessWorkers} {
+		k := newWorkerKind(newWorkerFarm("checked"))
+		k.StatelessWorkers = n
+		errs = append(errs, validateKinds([]*Kind{k}))
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Errorf("the bounds: %v", err)
+	}
+}
