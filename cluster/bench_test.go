@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	goruntime "runtime"
@@ -13,6 +15,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/protograin/protograin/cluster/storage/memstore"
 	"github.com/protograin/protograin/internal/goroutines"
@@ -453,4 +457,44 @@ func leaveUnderCalls(b *testing.B, kind string) leaveFigures {
 	slices.Sort(all)
 	return leaveFigures{shutdown: shutdown, max: all[len(all)-1], p99: all[len(all)*99/100],
 		byLeaver: byLeaver.Load(), byOthers: byOthers.Load()}
+}
+
+// BenchmarkHotIdentity calls one identity from 64 goroutines of the node
+// that hosts its kind, a method that hashes 4 KiB (a few microseconds of
+// CPU): with workers=0 an ordinary grain, one call at a time, and with
+// workers=N a kind of N stateless workers (Kind.StatelessWorkers).
+func BenchmarkHotIdentity(b *testing.B) {
+	page := make([]byte, 4096)
+	for _, workers := range []int{0, 2, 8} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			cfg := testConfig(b)
+			cfg.Kinds = []*Kind{{
+				Name:             "bench.Hash",
+				StatelessWorkers: workers,
+				New:              func(string) any { return struct{}{} },
+				Methods: []Method{{
+					Name:       "/bench.Hash/Sum",
+					NewRequest: newInt64,
+					Handle: func(_ any, _ GrainContext, req proto.Message) (proto.Message, error) {
+						sum := sha256.Sum256(page)
+						return wrapperspb.Int64(int64(binary.BigEndian.Uint64(sum[:]))), nil
+					},
+				}},
+			}}
+			n := startNode(b, cfg)
+			call := Call{Kind: "bench.Hash", Identity: "hot", Method: "/bench.Hash/Sum", Request: wrapperspb.Int64(1), NewResponse: newInt64}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetParallelism(32) // 64 goroutines on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := n.Invoke(ctx, call); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+		})
+	}
 }

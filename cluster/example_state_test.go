@@ -3,6 +3,9 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -223,4 +226,59 @@ func ExampleStartTimer() {
 	}
 	fmt.Println(<-boiled)
 	// Output: kitchen boiled after 3 ticks
+}
+
+// Three calls to one identity of a kind of stateless workers run at once,
+// on three activations of it: each waits until all three are in, which
+// calls to an ordinary grain, one at a time, never would be.
+func ExampleKind_statelessWorkers() {
+	var in sync.WaitGroup
+	in.Add(3)
+	cfg := exampleConfig(&cluster.Kind{
+		Name:             "example.Quote",
+		StatelessWorkers: 3,
+		New:              func(string) any { return struct{}{} },
+		Methods: []cluster.Method{{
+			Name:       "/example.Quote/Price",
+			NewRequest: func() proto.Message { return new(wrapperspb.StringValue) },
+			Handle: func(_ any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
+				in.Done()
+				in.Wait()
+				return wrapperspb.String(ctx.Identity() + " priced for " + req.(*wrapperspb.StringValue).GetValue()), nil
+			},
+		}},
+	})
+
+	ctx := context.Background()
+	node, err := cluster.Start(ctx, cfg)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer node.Shutdown(ctx)
+
+	answers := make(chan string, 3)
+	for _, who := range []string{"Ann", "Bob", "Cy"} {
+		go func() {
+			resp, err := node.Invoke(ctx, cluster.Call{
+				Kind:        "example.Quote",
+				Identity:    "EURUSD",
+				Method:      "/example.Quote/Price",
+				Request:     wrapperspb.String(who),
+				NewResponse: func() proto.Message { return new(wrapperspb.StringValue) },
+			})
+			if err != nil {
+				answers <- err.Error()
+				return
+			}
+			answers <- resp.(*wrapperspb.StringValue).GetValue()
+		}()
+	}
+	got := []string{<-answers, <-answers, <-answers}
+	slices.Sort(got)
+	fmt.Println(strings.Join(got, "\n"))
+	// Output:
+	// EURUSD priced for Ann
+	// EURUSD priced for Bob
+	// EURUSD priced for Cy
 }
