@@ -415,9 +415,9 @@ func (fg *fileGen) kind(svc *protogen.Service, n *serviceNames) {
 		"activation to make the grain for identity; a grain that embeds a nil *%s fails its activation. "+
 		"Set the Kind's configuration fields, such as IdleTimeout, before the node starts.",
 		n.NewKind, full, n.Unimplemented)}
-	stateFields, stateDocs := kindState(cfg, n)
-	kindFields = append(kindFields, stateFields...)
-	paragraphs = append(paragraphs, stateDocs...)
+	optionFields, optionDocs := kindOptions(cfg, n)
+	kindFields = append(kindFields, optionFields...)
+	paragraphs = append(paragraphs, optionDocs...)
 	paragraphs = append(paragraphs, deprecation(svc.Desc.Options()))
 
 	fg.out.Comment(doc(paragraphs...))
@@ -428,10 +428,10 @@ func (fg *fileGen) kind(svc *protogen.Service, n *serviceNames) {
 	)
 }
 
-// kindState returns the Kind fields that the service's options ask for, and
+// kindOptions returns the Kind fields that the service's options ask for, and
 // the doc paragraphs that explain them. A service without options gets
 // none, so its code compiles against a cluster package without state.
-func kindState(cfg *grainConfig, n *serviceNames) (kindFields []jen.Code, docs []string) {
+func kindOptions(cfg *grainConfig, n *serviceNames) (kindFields []jen.Code, docs []string) {
 	if cfg.state != nil {
 		kindFields = append(kindFields, field("NewState", jen.Func().Params().Qual(protoPackage, "Message").Block(
 			jen.Return(jen.New(ident(cfg.state.GoIdent))),
@@ -443,6 +443,11 @@ func kindState(cfg *grainConfig, n *serviceNames) (kindFields []jen.Code, docs [
 		kindFields = append(kindFields, field("Flush", jen.Qual(clusterPackage, "FlushManual")))
 		docs = append(docs, prose("State changes are committed only when a grain calls ctx.State().Flush, "+
 			"and when it is deactivated (FLUSH_MODE_MANUAL)."))
+	}
+	if cfg.workers > 0 {
+		kindFields = append(kindFields, field("StatelessWorkers", jen.Lit(int(cfg.workers))))
+		docs = append(docs, prose("Its grains are stateless workers: a node that hosts the kind runs its own calls to "+
+			"them, on up to %d activations per identity at once, and they keep no state (stateless_workers).", cfg.workers))
 	}
 	return kindFields, docs
 }

@@ -23,6 +23,8 @@ type grainConfig struct {
 	state *protogen.Message
 	// manual is set for FLUSH_MODE_MANUAL.
 	manual bool
+	// workers is the stateless_workers option: zero for an ordinary kind.
+	workers uint32
 	// readOnly holds the methods marked read_only.
 	readOnly map[*protogen.Method]bool
 	// oneWay holds the methods marked one_way, checked to return
@@ -32,9 +34,10 @@ type grainConfig struct {
 
 // Option names as users write them, for error messages.
 const (
-	stateOption  = "option (protograin.v1.grain).state"
-	flushOption  = "option (protograin.v1.grain).flush"
-	oneWayOption = "option (protograin.v1.method).one_way"
+	stateOption   = "option (protograin.v1.grain).state"
+	flushOption   = "option (protograin.v1.grain).flush"
+	workersOption = "option (protograin.v1.grain).stateless_workers"
+	oneWayOption  = "option (protograin.v1.method).one_way"
 )
 
 // emptyMessage is the response type a one-way method must have: the
@@ -191,7 +194,30 @@ func serviceConfig(gen *protogen.Plugin, file *protogen.File, svc *protogen.Serv
 			return nil, inOption(err, protograinv1.E_Grain, "state")
 		}
 	}
+	if cfg.workers = opts.GetStatelessWorkers(); cfg.workers > 0 {
+		if err := checkWorkers(cfg); err != nil {
+			return nil, inOption(err, protograinv1.E_Grain, "stateless_workers")
+		}
+	}
 	return cfg, nil
+}
+
+// maxWorkers is the most stateless workers a kind may have
+// (cluster.Kind.StatelessWorkers checks the same bound when a node starts).
+const maxWorkers = 1024
+
+// checkWorkers checks that a service with the stateless_workers option
+// asks for nothing a stateless worker lacks.
+func checkWorkers(cfg *grainConfig) error {
+	switch {
+	case cfg.workers > maxWorkers:
+		return fmt.Errorf("%s is %d; a kind has at most %d", workersOption, cfg.workers, maxWorkers)
+	case cfg.state != nil:
+		return fmt.Errorf("%s makes grains without state, which cannot also have %s", workersOption, stateOption)
+	case cfg.manual:
+		return fmt.Errorf("%s makes grains without state, which have nothing to flush (FLUSH_MODE_MANUAL)", workersOption)
+	}
+	return nil
 }
 
 // findStateMessage resolves the state option's name like a type name in a

@@ -53,6 +53,21 @@ func TestBadOptionsAreRejected(t *testing.T) {
 				`names "ElsewhereState", which is not a message in this file or the files it imports`,
 		},
 		{
+			files: []string{"testdata/errors/workers_state.proto"},
+			want: "protoc-gen-grain: testdata/errors/workers_state.proto:11:3: " + svc + ": option (protograin.v1.grain).stateless_workers " +
+				"makes grains without state, which cannot also have option (protograin.v1.grain).state",
+		},
+		{
+			files: []string{"testdata/errors/workers_manual.proto"},
+			want: "protoc-gen-grain: testdata/errors/workers_manual.proto:11:3: " + svc + ": option (protograin.v1.grain).stateless_workers " +
+				"makes grains without state, which have nothing to flush (FLUSH_MODE_MANUAL)",
+		},
+		{
+			files: []string{"testdata/errors/workers_too_many.proto"},
+			want: "protoc-gen-grain: testdata/errors/workers_too_many.proto:11:3: " + svc + ": option (protograin.v1.grain).stateless_workers " +
+				"is 1025; a kind has at most 1024",
+		},
+		{
 			files: []string{"testdata/errors/flush_unknown.proto"},
 			want: "protoc-gen-grain: testdata/errors/flush_unknown.proto:13:3: " + svc + ": option (protograin.v1.grain).flush " +
 				"has unknown value 7; this protoc-gen-grain knows FLUSH_MODE_UNSPECIFIED, FLUSH_MODE_AFTER_CALL and " +

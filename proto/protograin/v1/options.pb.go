@@ -106,9 +106,17 @@ type GrainOptions struct {
 	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
 	// flush says when the grain's buffered state changes are committed to
 	// storage. It applies to the typed state message and to key/value state.
-	Flush         FlushMode `protobuf:"varint,2,opt,name=flush,proto3,enum=protograin.v1.FlushMode" json:"flush,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Flush FlushMode `protobuf:"varint,2,opt,name=flush,proto3,enum=protograin.v1.FlushMode" json:"flush,omitempty"`
+	// stateless_workers, above zero, makes the service's grains stateless
+	// workers (the generated Kind's StatelessWorkers): each node that hosts
+	// the kind runs the calls it makes to it itself, on up to this many
+	// activations per identity at once, for grains that read or compute and
+	// keep nothing. Such grains have no state: generation fails when the
+	// service also names a state message or FLUSH_MODE_MANUAL, or asks for
+	// more than 1024.
+	StatelessWorkers uint32 `protobuf:"varint,3,opt,name=stateless_workers,json=statelessWorkers,proto3" json:"stateless_workers,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GrainOptions) Reset() {
@@ -153,6 +161,13 @@ func (x *GrainOptions) GetFlush() FlushMode {
 		return x.Flush
 	}
 	return FlushMode_FLUSH_MODE_UNSPECIFIED
+}
+
+func (x *GrainOptions) GetStatelessWorkers() uint32 {
+	if x != nil {
+		return x.StatelessWorkers
+	}
+	return 0
 }
 
 // MethodOptions are the options of one RPC of a grain service.
@@ -280,10 +295,11 @@ var File_protograin_v1_options_proto protoreflect.FileDescriptor
 
 const file_protograin_v1_options_proto_rawDesc = "" +
 	"\n" +
-	"\x1bprotograin/v1/options.proto\x12\rprotograin.v1\x1a google/protobuf/descriptor.proto\"T\n" +
+	"\x1bprotograin/v1/options.proto\x12\rprotograin.v1\x1a google/protobuf/descriptor.proto\"\x81\x01\n" +
 	"\fGrainOptions\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12.\n" +
-	"\x05flush\x18\x02 \x01(\x0e2\x18.protograin.v1.FlushModeR\x05flush\"E\n" +
+	"\x05flush\x18\x02 \x01(\x0e2\x18.protograin.v1.FlushModeR\x05flush\x12+\n" +
+	"\x11stateless_workers\x18\x03 \x01(\rR\x10statelessWorkers\"E\n" +
 	"\rMethodOptions\x12\x1b\n" +
 	"\tread_only\x18\x01 \x01(\bR\breadOnly\x12\x17\n" +
 	"\aone_way\x18\x02 \x01(\bR\x06oneWay*Y\n" +
