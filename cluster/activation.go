@@ -41,8 +41,9 @@ type hostedKind struct {
 	// load (see handoffs). Other kinds do not wait, and leave it unset.
 	handedOver atomic.Bool
 	// workers, for a kind of stateless workers (Kind.StatelessWorkers),
-	// holds one hostedKind per worker an identity may have, this one
-	// first; nil for other kinds, and in the workers' own. A worker is an
+	// holds one hostedKind per worker an identity may have; nil for other
+	// kinds, and in the workers' own, which are this one's but for workers
+	// and keySeed (the kind itself has no activations). A worker is an
 	// activation of the grain under its worker's hostedKind, which the
 	// table tells apart by pointer as it would two kinds (see actTable.find),
 	// and places by the worker's own keySeed: so the workers of an identity
@@ -77,8 +78,7 @@ func newHostedKind(n *Node, k *Kind) *hostedKind {
 	}
 	if k.StatelessWorkers > 0 {
 		hk.workers = make([]*hostedKind, k.StatelessWorkers)
-		hk.workers[0] = hk
-		for i := 1; i < len(hk.workers); i++ {
+		for i := range hk.workers {
 			// Every field but workers and the seed, which score spreads
 			// over the table as it spreads grains over members.
 			hk.workers[i] = &hostedKind{Kind: k, n: n, methods: hk.methods, idle: hk.idle, maxCalls: hk.maxCalls,
@@ -463,6 +463,9 @@ func (t *activations) get(ctx context.Context, hk *hostedKind, identity string) 
 // already refuses (see Config.MaxQueuedCalls): it then fails with
 // ErrMailboxFull, and counts nothing.
 func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity string, max int32) (*activation, error) {
+	if hk.workers != nil {
+		return t.getWorker(ctx, hk, identity, max)
+	}
 	sh, h := t.shardOf(hk, identity)
 	if a := sh.tab.Load().find(h, hk, identity); a != nil {
 		// sh.lookup with the bound. It costs nothing: the one comparison
@@ -484,19 +487,7 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 		tab := sh.tab.Load()
 		a := tab.find(h, hk, identity)
 		if a == nil {
-			if !t.admit() {
-				sh.mu.Unlock()
-				return nil, t.n.activationsFull(hk, identity)
-			}
-			a = &activation{identity: identity, hk: hk}
-			a.pending.Store(new(activating))
-			a.calls.Store(1)
-			sh.tab.Store(tab.insert(h, a))
-			sh.mu.Unlock()
-			if err := t.activate(ctx, a); err != nil {
-				return nil, err
-			}
-			return a, nil
+			return t.activateNew(ctx, sh, tab, h, hk, identity)
 		}
 		if a.deactivating {
 			gone := a.goneChan()
@@ -520,40 +511,70 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 	}
 }
 
-// worker returns the worker of identity, among those of hk, a kind of
-// stateless workers, that a call or one-way message goes to: the first
-// whose activation is idle, else the first that has none, which the call
-// activates, else the one with the least in hand (calls counted in and
-// one-way messages queued). It takes no lock: calls that pick the same
-// worker at once run one after the other on it, as calls to an ordinary
-// grain do. Workers are picked in order so that a steady load keeps the
-// same few busy, and the others passivate once idle.
-func (t *activations) worker(hk *hostedKind, identity string) *hostedKind {
-	var free, least *hostedKind
-	leastLoad := int64(math.MaxInt64)
-	for _, w := range hk.workers {
-		sh, h := t.shardOf(w, identity)
-		a := sh.tab.Load().find(h, w, identity)
-		if a == nil {
-			if free == nil {
-				free = w
+// activateNew activates the grain (hk, identity), which is not in sh's
+// table tab, for a call it counts in: it inserts the activation, lets go of
+// sh.mu, which the caller holds, and activates it.
+func (t *activations) activateNew(ctx context.Context, sh *actShard, tab *actTable, h uint64, hk *hostedKind, identity string) (*activation, error) {
+	if !t.admit() {
+		sh.mu.Unlock()
+		return nil, t.n.activationsFull(hk, identity)
+	}
+	a := &activation{identity: identity, hk: hk}
+	a.pending.Store(new(activating))
+	a.calls.Store(1)
+	sh.tab.Store(tab.insert(h, a))
+	sh.mu.Unlock()
+	if err := t.activate(ctx, a); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// getWorker is getWithin for hk, a kind of stateless workers (see
+// Kind.StatelessWorkers): it counts the call in on one of identity's
+// workers, in order the first whose activation is idle, else the first
+// that has none, which the call activates, else the one with the least in
+// hand (calls counted in and one-way messages queued), which the call waits
+// on. An idle worker is taken by moving its count from zero to one, and a
+// new one by inserting it under its shard's lock, so that calls arriving
+// together each take a worker of their own while there are any. Workers are
+// taken in order so that a steady load keeps the same few busy, and the
+// others passivate once idle.
+func (t *activations) getWorker(ctx context.Context, hk *hostedKind, identity string, max int32) (*activation, error) {
+look:
+	for {
+		var least *hostedKind
+		leastLoad := int64(math.MaxInt64)
+		for _, w := range hk.workers {
+			sh, h := t.shardOf(w, identity)
+			a := sh.tab.Load().find(h, w, identity)
+			if a == nil {
+				sh.mu.Lock()
+				if tab := sh.tab.Load(); tab.find(h, w, identity) == nil {
+					return t.activateNew(ctx, sh, tab, h, w, identity)
+				}
+				sh.mu.Unlock() // another call took it meanwhile
+				continue
 			}
-			continue
+			// A closed activation's count has callsClosed, more than any
+			// open one's: it is taken last, and getWithin then waits for
+			// it to go.
+			load := int64(a.calls.Load()) + int64(a.oneWays.Load())
+			if load == 0 && a.calls.CompareAndSwap(0, 1) {
+				a, err := t.ready(ctx, a)
+				if err == errActivateAgain {
+					continue look // it failed: look again
+				}
+				return a, err
+			}
+			if load < leastLoad {
+				least, leastLoad = w, load
+			}
 		}
-		// A closed activation's count has callsClosed, more than any
-		// open one's: it is picked last, and get then waits for it to go.
-		load := int64(a.calls.Load()) + int64(a.oneWays.Load())
-		if load == 0 {
-			return w
-		}
-		if load < leastLoad {
-			least, leastLoad = w, load
+		if least != nil {
+			return t.getWithin(ctx, least, identity, max)
 		}
 	}
-	if free != nil {
-		return free
-	}
-	return least
 }
 
 // lookup is get's fast path: it counts a call in on the activation of

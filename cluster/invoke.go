@@ -485,11 +485,7 @@ func (n *Node) deliver(ctx context.Context, hk *hostedKind, identity, what strin
 // the caller releases it from a deferred call.
 func (n *Node) deliverWithin(ctx context.Context, hk *hostedKind, identity, what string, msg any, runHere bool, held *heldCall, max int32) (any, error) {
 	for {
-		at := hk
-		if hk.workers != nil {
-			at = n.acts.worker(hk, identity)
-		}
-		a, err := n.acts.getWithin(ctx, at, identity, max)
+		a, err := n.acts.getWithin(ctx, hk, identity, max)
 		if err != nil {
 			return nil, err
 		}

@@ -323,10 +323,13 @@ func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, 
 }
 
 // readyActivation returns the grain's activation, counted in (release must
-// follow), if it is active and ready; otherwise nil, without waiting.
+// follow), if it is active and ready; otherwise nil, without waiting, as
+// for a kind of stateless workers.
 func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
 	if hk.workers != nil {
-		hk = n.acts.worker(hk, identity)
+		// Which worker takes the message is getWorker's to say, and it
+		// may activate one: queueOneWay's path.
+		return nil
 	}
 	a := n.acts.lookup(hk, identity)
 	if a == nil {
@@ -431,11 +434,7 @@ func (n *Node) queueToTarget(t *oneWayTarget, req *frame) bool {
 // long as this node owns the grain.
 func (n *Node) queueOneWay(ctx context.Context, hk *hostedKind, m *hostedMethod, identity string, req proto.Message, md Metadata) error {
 	for {
-		at := hk
-		if hk.workers != nil {
-			at = n.acts.worker(hk, identity)
-		}
-		a, err := n.acts.get(ctx, at, identity)
+		a, err := n.acts.get(ctx, hk, identity)
 		if err != nil {
 			return err
 		}

@@ -61,14 +61,22 @@ func (f *workerFarm) releaseOf(name string) chan struct{} {
 	return ch
 }
 
-// free lets every Hold return, those to come included.
-func (f *workerFarm) free() {
+// free lets every Hold that waits return.
+func (f *workerFarm) free() { f.freeAll(false) }
+
+// end lets every Hold return, those to come included.
+func (f *workerFarm) end() { f.freeAll(true) }
+
+func (f *workerFarm) freeAll(forever bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, ch := range f.release {
 		close(ch)
 	}
-	f.release = nil
+	f.release = make(map[string]chan struct{})
+	if forever {
+		f.release = nil
+	}
 }
 
 // wasDeactivated reports whether the OnDeactivate of the activation named
@@ -150,7 +158,7 @@ func TestStatelessWorkers(t *testing.T) {
 	client := nodes[2]
 	t.Cleanup(func() { // before the nodes close: let every Hold return
 		for _, f := range farms {
-			f.free()
+			f.end()
 		}
 	})
 	call := func(c Caller, method, identity string) (string, error) {
@@ -242,6 +250,30 @@ func TestStatelessWorkers(t *testing.T) {
 	for activation := range seen {
 		if !farm.wasDeactivated(activation) {
 			t.Errorf("%s passivated without its OnDeactivate", activation)
+		}
+	}
+
+	// Calls that arrive together take a worker each: an idle or new
+	// worker is claimed before another call can see it free.
+	together := "together"
+	for range workerCount {
+		go func() {
+			got, err := call(host, workerHold, together)
+			answers <- answer{got, err}
+		}()
+	}
+	clear(seen)
+	for i := range workerCount {
+		got := strings.TrimSuffix(receive(t, farm.held, fmt.Sprintf("Hold #%d of those sent together", i+1)), "/"+together)
+		if seen[got] {
+			t.Fatalf("two Holds sent together run on %s; want a worker each", got)
+		}
+		seen[got] = true
+	}
+	farm.free()
+	for range workerCount {
+		if got := receive(t, answers, "a Hold's answer"); got.err != nil {
+			t.Errorf("Hold: %v", got.err)
 		}
 	}
 
