@@ -42,6 +42,7 @@ directory of the protograin module; see its comments):
   on a service, option (protograin.v1.grain) = {state: "S", flush: ...}:
     state: "<message>"        typed state message, read with <Service>StateOf
     flush: FLUSH_MODE_MANUAL  commit state only on Flush and at deactivation
+    stateless_workers: <n>    up to n activations per identity on each host, no state
   on an RPC, option (protograin.v1.method).<name> = true:
     read_only: true           changes no state: not deduplicated, never flushed
     one_way: true             a one-way message; returns google.protobuf.Empty
