@@ -487,6 +487,10 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 		tab := sh.tab.Load()
 		a := tab.find(h, hk, identity)
 		if a == nil {
+			if !t.admit() {
+				sh.mu.Unlock()
+				return nil, t.n.activationsFull(hk, identity)
+			}
 			return t.activateNew(ctx, sh, tab, h, hk, identity)
 		}
 		if a.deactivating {
@@ -512,13 +516,9 @@ func (t *activations) getWithin(ctx context.Context, hk *hostedKind, identity st
 }
 
 // activateNew activates the grain (hk, identity), which is not in sh's
-// table tab, for a call it counts in: it inserts the activation, lets go of
-// sh.mu, which the caller holds, and activates it.
+// table tab and which admit let in, for a call it counts in: it inserts the
+// activation, lets go of sh.mu, which the caller holds, and activates it.
 func (t *activations) activateNew(ctx context.Context, sh *actShard, tab *actTable, h uint64, hk *hostedKind, identity string) (*activation, error) {
-	if !t.admit() {
-		sh.mu.Unlock()
-		return nil, t.n.activationsFull(hk, identity)
-	}
 	a := &activation{identity: identity, hk: hk}
 	a.pending.Store(new(activating))
 	a.calls.Store(1)
@@ -539,7 +539,9 @@ func (t *activations) activateNew(ctx context.Context, sh *actShard, tab *actTab
 // new one by inserting it under its shard's lock, so that calls arriving
 // together each take a worker of their own while there are any. Workers are
 // taken in order so that a steady load keeps the same few busy, and the
-// others passivate once idle.
+// others passivate once idle. A node at its Config.ActivationLimit starts
+// no worker more: the call waits on one it has, and is refused only if the
+// identity has none.
 func (t *activations) getWorker(ctx context.Context, hk *hostedKind, identity string, max int32) (*activation, error) {
 look:
 	for {
@@ -550,11 +552,19 @@ look:
 			a := sh.tab.Load().find(h, w, identity)
 			if a == nil {
 				sh.mu.Lock()
-				if tab := sh.tab.Load(); tab.find(h, w, identity) == nil {
+				tab := sh.tab.Load()
+				if tab.find(h, w, identity) != nil {
+					sh.mu.Unlock() // another call took it meanwhile
+					continue
+				}
+				if t.admit() {
 					return t.activateNew(ctx, sh, tab, h, w, identity)
 				}
-				sh.mu.Unlock() // another call took it meanwhile
-				continue
+				sh.mu.Unlock()
+				if least == nil {
+					return nil, t.n.activationsFull(hk, identity)
+				}
+				break // wait on a worker the identity has
 			}
 			// A closed activation's count has callsClosed, more than any
 			// open one's: it is taken last, and getWithin then waits for

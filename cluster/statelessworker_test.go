@@ -332,3 +332,49 @@ func TestStatelessWorkerKindsAreChecked(t *testing.T) {
 		t.Errorf("the bounds: %v", err)
 	}
 }
+
+// TestStatelessWorkersWithinTheActivationLimit: a node at its
+// ActivationLimit starts no worker more; a call to an identity that has
+// one waits on it rather than fail, and only an identity with none is
+// refused.
+func TestStatelessWorkersWithinTheActivationLimit(t *testing.T) {
+	t.Parallel()
+	farm := newWorkerFarm("limited")
+	cfg := testConfig(t)
+	cfg.Kinds = []*Kind{newWorkerKind(farm)}
+	cfg.ActivationLimit = 1
+	n := startNode(t, cfg)
+	t.Cleanup(farm.end) // before the node closes
+	call := func(method, identity string) (string, error) {
+		resp, err := n.Invoke(t.Context(), Call{Kind: workerKind, Identity: identity, Method: method,
+			Request: wrapperspb.String(""), NewResponse: newString})
+		if err != nil {
+			return "", err
+		}
+		return resp.(*wrapperspb.StringValue).GetValue(), nil
+	}
+	second := make(chan error, 1)
+	go func() {
+		_, err := call(workerHold, "limited")
+		second <- err
+	}()
+	first := strings.TrimSuffix(receive(t, farm.held, "the first Hold"), "/limited")
+	go func() {
+		_, err := call(workerHold, "limited")
+		second <- err
+	}()
+	waitFor(t, waitTimeout, "the second Hold counted in", func() bool { return n.Stats().Calls == 2 })
+	if _, err := call(workerWhere, "other"); !errors.Is(err, ErrTooManyActivations) {
+		t.Errorf("a call to another identity at the limit: %v; want ErrTooManyActivations", err)
+	}
+	farm.releaseOf(first) <- struct{}{}
+	if got := receive(t, farm.held, "the second Hold"); got != first+"/limited" {
+		t.Errorf("the second Hold ran on %s; want %s, the one worker the limit allows", got, first)
+	}
+	farm.free()
+	for range 2 {
+		if err := receive(t, second, "a Hold's answer"); err != nil {
+			t.Errorf("Hold at the limit: %v; want it to wait for the worker", err)
+		}
+	}
+}
