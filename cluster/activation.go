@@ -533,9 +533,10 @@ func (t *activations) activateNew(ctx context.Context, sh *actShard, tab *actTab
 // getWorker is getWithin for hk, a kind of stateless workers (see
 // Kind.StatelessWorkers): it counts the call in on one of identity's
 // workers, in order the first whose activation is idle, else the first
-// that has none, which the call activates, else the one with the least in
-// hand (calls counted in and one-way messages queued), which the call waits
-// on. An idle worker is taken by moving its count from zero to one, and a
+// that has none, which the call activates, else the one with the fewest
+// calls counted in, which the call waits on. One-way messages do not count:
+// the actor counts those it ran out in groups, so a worker that ran one
+// would look busy for long after. An idle worker is taken by moving its count from zero to one, and a
 // new one by inserting it under its shard's lock, so that calls arriving
 // together each take a worker of their own while there are any. Workers are
 // taken in order so that a steady load keeps the same few busy, and the
@@ -546,7 +547,7 @@ func (t *activations) getWorker(ctx context.Context, hk *hostedKind, identity st
 look:
 	for {
 		var least *hostedKind
-		leastLoad := int64(math.MaxInt64)
+		leastLoad := int32(math.MaxInt32)
 		for _, w := range hk.workers {
 			sh, h := t.shardOf(w, identity)
 			a := sh.tab.Load().find(h, w, identity)
@@ -569,7 +570,7 @@ look:
 			// A closed activation's count has callsClosed, more than any
 			// open one's: it is taken last, and getWithin then waits for
 			// it to go.
-			load := int64(a.calls.Load()) + int64(a.oneWays.Load())
+			load := a.calls.Load()
 			if load == 0 && a.calls.CompareAndSwap(0, 1) {
 				a, err := t.ready(ctx, a)
 				if err == errActivateAgain {
@@ -585,6 +586,26 @@ look:
 			return t.getWithin(ctx, least, identity, max)
 		}
 	}
+}
+
+// readyWorker is getWorker for a one-way message that may not wait, nor
+// activate a worker (see readyActivation): it takes the first worker of
+// identity that is active, ready and idle, as getWorker takes one, and
+// returns it counted in; or nil, and the message takes getWorker's path.
+// A worker with messages queued may take more: they run in turn.
+func (t *activations) readyWorker(hk *hostedKind, identity string) *activation {
+	for _, w := range hk.workers {
+		sh, h := t.shardOf(w, identity)
+		a := sh.tab.Load().find(h, w, identity)
+		if a == nil || !a.calls.CompareAndSwap(0, 1) {
+			continue
+		}
+		if a.activated() {
+			return a
+		}
+		t.release(a)
+	}
+	return nil
 }
 
 // lookup is get's fast path: it counts a call in on the activation of

@@ -235,10 +235,11 @@ type Kind struct {
 	// What a stateless worker gives up for that: it has no durable state
 	// (State fails, the kind takes no NewState nor FlushManual), no
 	// reminders, and its calls are not deduplicated by their stamps (a
-	// retried call may run twice, as a ReadOnly method's may). A worker
-	// that calls a grain of its own kind and identity fails with
-	// ErrReentrant, as any grain does. Zero means an ordinary kind: one
-	// activation per identity in the cluster.
+	// retried call may run twice, as a ReadOnly method's may), nor are
+	// one-way messages kept in the order they were sent, since several
+	// workers may run them. A worker that calls a grain of its own kind
+	// and identity fails with ErrReentrant, as any grain does. Zero means
+	// an ordinary kind: one activation per identity in the cluster.
 	StatelessWorkers int
 }
 

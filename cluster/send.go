@@ -323,13 +323,11 @@ func (n *Node) tryQueueOneWay(hk *hostedKind, m *hostedMethod, identity string, 
 }
 
 // readyActivation returns the grain's activation, counted in (release must
-// follow), if it is active and ready; otherwise nil, without waiting, as
-// for a kind of stateless workers.
+// follow), if it is active and ready; otherwise nil, without waiting. For
+// a kind of stateless workers, it is an idle worker's (see readyWorker).
 func (n *Node) readyActivation(hk *hostedKind, identity string) *activation {
 	if hk.workers != nil {
-		// Which worker takes the message is getWorker's to say, and it
-		// may activate one: queueOneWay's path.
-		return nil
+		return n.acts.readyWorker(hk, identity)
 	}
 	a := n.acts.lookup(hk, identity)
 	if a == nil {

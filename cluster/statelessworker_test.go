@@ -195,7 +195,7 @@ func TestStatelessWorkers(t *testing.T) {
 	}
 
 	// Up to workerCount activations of one identity at once; the call
-	// past them waits on the first, which has no more in hand than the
+	// past them waits on the first, which has no more calls in than the
 	// others, and runs there once that one's Hold returns.
 	host, farm := nodes[0], farms[nodes[0].Name()]
 	id := "busy"
@@ -277,13 +277,26 @@ func TestStatelessWorkers(t *testing.T) {
 		}
 	}
 
-	// A one-way message runs where it is sent from, too.
-	sender := nodes[1]
-	if err := sender.Send(t.Context(), Call{Kind: workerKind, Identity: "noted", Method: workerNote, Request: wrapperspb.String("")}); err != nil {
-		t.Fatalf("Send: %v", err)
+	// A one-way message runs where it is sent from, too, the first on a
+	// new worker and the next on it once idle; the client's go to the owner
+	// its view names, over the stream, the second to the worker the first
+	// made.
+	note := func(from *Node, to string) {
+		t.Helper()
+		if err := from.Send(t.Context(), Call{Kind: workerKind, Identity: "noted", Method: workerNote, Request: wrapperspb.String("")}); err != nil {
+			t.Fatalf("Send from %s: %v", from.Name(), err)
+		}
+		if got := receive(t, farms[to].noted, "the Note"); !strings.HasPrefix(got, to+"/") {
+			t.Errorf("Note sent from %s ran on %s; want it on %s", from.Name(), got, to)
+		}
 	}
-	if got := receive(t, farms[sender.Name()].noted, "the Note"); !strings.HasPrefix(got, sender.Name()+"/") {
-		t.Errorf("Note sent from %s ran on %s", sender.Name(), got)
+	noteOwner, _ := client.Owner(workerKind, "noted")
+	for _, from := range []*Node{nodes[1], nodes[1], client, client} {
+		to := from.Name()
+		if from == client {
+			to = noteOwner.Name
+		}
+		note(from, to)
 	}
 
 	got, err := call(host, workerMisuse, "misuse")
