@@ -141,8 +141,8 @@ func newWorkerKind(f *workerFarm) *Kind {
 // TestStatelessWorkers: the grains of a kind with StatelessWorkers run on
 // the node that calls them when it hosts the kind, and on the placement's
 // owner when it does not; an identity has up to StatelessWorkers
-// activations at once, a call past them waits on the one with the least in
-// hand, and idle workers passivate; the grain sees its identity, no state,
+// activations at once, a call past them waits on the one with the fewest
+// calls in, and idle workers passivate; the grain sees its identity, no state,
 // no reminders, and no call to itself.
 func TestStatelessWorkers(t *testing.T) {
 	t.Parallel()
