@@ -138,6 +138,17 @@ func newWorkerKind(f *workerFarm) *Kind {
 	}
 }
 
+// callWorker calls method on the worker kind's grain identity from c, and
+// returns its answer.
+func callWorker(t *testing.T, c Caller, method, identity string) (string, error) {
+	resp, err := c.Invoke(t.Context(), Call{Kind: workerKind, Identity: identity, Method: method,
+		Request: wrapperspb.String(""), NewResponse: newString})
+	if err != nil {
+		return "", err
+	}
+	return resp.(*wrapperspb.StringValue).GetValue(), nil
+}
+
 // TestStatelessWorkers: the grains of a kind with StatelessWorkers run on
 // the node that calls them when it hosts the kind, and on the placement's
 // owner when it does not; an identity has up to StatelessWorkers
@@ -161,14 +172,6 @@ func TestStatelessWorkers(t *testing.T) {
 			f.end()
 		}
 	})
-	call := func(c Caller, method, identity string) (string, error) {
-		resp, err := c.Invoke(t.Context(), Call{Kind: workerKind, Identity: identity, Method: method,
-			Request: wrapperspb.String(""), NewResponse: newString})
-		if err != nil {
-			return "", err
-		}
-		return resp.(*wrapperspb.StringValue).GetValue(), nil
-	}
 	ranOn := func(answer string) string { return answer[:strings.Index(answer, "/")] }
 
 	// Hosts run the calls they make themselves; the client's go to the
@@ -177,7 +180,7 @@ func TestStatelessWorkers(t *testing.T) {
 	for i := range 20 {
 		id := fmt.Sprintf("w-%d", i)
 		for _, n := range nodes[:2] {
-			got, err := call(n, workerWhere, id)
+			got, err := callWorker(t, n, workerWhere, id)
 			if err != nil || ranOn(got) != n.Name() || !strings.HasSuffix(got, "/"+id) {
 				t.Fatalf("Where(%s) from host %s: %q, %v; want it run there, on identity %s", id, n.Name(), got, err, id)
 			}
@@ -189,7 +192,7 @@ func TestStatelessWorkers(t *testing.T) {
 		if !ok {
 			t.Fatalf("the client sees no owner of %s", id)
 		}
-		if got, err := call(client, workerWhere, id); err != nil || ranOn(got) != owner.Name {
+		if got, err := callWorker(t, client, workerWhere, id); err != nil || ranOn(got) != owner.Name {
 			t.Fatalf("Where(%s) from the client: %q, %v; want it run on %s", id, got, err, owner.Name)
 		}
 	}
@@ -206,7 +209,7 @@ func TestStatelessWorkers(t *testing.T) {
 	answers := make(chan answer, workerCount+1)
 	hold := func() {
 		go func() {
-			got, err := call(host, workerHold, id)
+			got, err := callWorker(t, host, workerHold, id)
 			answers <- answer{got, err}
 		}()
 	}
@@ -258,7 +261,7 @@ func TestStatelessWorkers(t *testing.T) {
 	together := "together"
 	for range workerCount {
 		go func() {
-			got, err := call(host, workerHold, together)
+			got, err := callWorker(t, host, workerHold, together)
 			answers <- answer{got, err}
 		}()
 	}
@@ -299,7 +302,7 @@ func TestStatelessWorkers(t *testing.T) {
 		note(from, to)
 	}
 
-	got, err := call(host, workerMisuse, "misuse")
+	got, err := callWorker(t, host, workerMisuse, "misuse")
 	if err != nil {
 		t.Fatalf("Misuse: %v", err)
 	}
@@ -358,26 +361,18 @@ func TestStatelessWorkersWithinTheActivationLimit(t *testing.T) {
 	cfg.ActivationLimit = 1
 	n := startNode(t, cfg)
 	t.Cleanup(farm.end) // before the node closes
-	call := func(method, identity string) (string, error) {
-		resp, err := n.Invoke(t.Context(), Call{Kind: workerKind, Identity: identity, Method: method,
-			Request: wrapperspb.String(""), NewResponse: newString})
-		if err != nil {
-			return "", err
-		}
-		return resp.(*wrapperspb.StringValue).GetValue(), nil
-	}
 	second := make(chan error, 1)
 	go func() {
-		_, err := call(workerHold, "limited")
+		_, err := callWorker(t, n, workerHold, "limited")
 		second <- err
 	}()
 	first := strings.TrimSuffix(receive(t, farm.held, "the first Hold"), "/limited")
 	go func() {
-		_, err := call(workerHold, "limited")
+		_, err := callWorker(t, n, workerHold, "limited")
 		second <- err
 	}()
 	waitFor(t, waitTimeout, "the second Hold counted in", func() bool { return n.Stats().Calls == 2 })
-	if _, err := call(workerWhere, "other"); !errors.Is(err, ErrTooManyActivations) {
+	if _, err := callWorker(t, n, workerWhere, "other"); !errors.Is(err, ErrTooManyActivations) {
 		t.Errorf("a call to another identity at the limit: %v; want ErrTooManyActivations", err)
 	}
 	farm.releaseOf(first) <- struct{}{}
