@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -384,5 +385,51 @@ func TestStatelessWorkersWithinTheActivationLimit(t *testing.T) {
 		if err := receive(t, second, "a Hold's answer"); err != nil {
 			t.Errorf("Hold at the limit: %v; want it to wait for the worker", err)
 		}
+	}
+}
+
+// TestAFencedHostRunsNoWorkers: a host that loses its majority
+// (Config.KeepMajority) owns no grain of a worker kind either: its workers
+// deactivate, and its own calls to the kind fail with ErrNoQuorum until it
+// sees a majority again, when they run on it once more.
+func TestAFencedHostRunsNoWorkers(t *testing.T) {
+	t.Parallel()
+	farms := make(map[string]*workerFarm)
+	nodes := startCluster(t, 2, func(name string) []*Kind {
+		farms[name] = newWorkerFarm(name)
+		return []*Kind{newWorkerKind(farms[name])}
+	}, func(cfg *Config) { cfg.KeepMajority = true })
+	t.Cleanup(func() {
+		for _, f := range farms {
+			f.end()
+		}
+	})
+	// The member whose name sorts last has no majority alone (the first
+	// keeps a tie).
+	first, last := nodes[0], nodes[1]
+	if last.Name() < first.Name() {
+		first, last = last, first
+	}
+	if got, err := callWorker(t, last, workerWhere, "fenced"); err != nil || !strings.HasPrefix(got, last.Name()+"/") {
+		t.Fatalf("Where before the fence: %q, %v; want it run on %s", got, err, last.Name())
+	}
+	setLast := holdViews(t, last)
+	setLast(withStatuses(StatusFailed, first.Name()))
+	if !last.Fenced() {
+		t.Fatalf("%s is not fenced with %s failed in its view", last.Name(), first.Name())
+	}
+	waitFor(t, waitTimeout, "the fenced host's workers deactivated", func() bool { return last.Stats().Activations == 0 })
+	if owner, ok := last.Owner(workerKind, "fenced"); ok {
+		t.Errorf("Owner on the fenced host: %s; want none", owner.Name)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := last.Invoke(ctx, Call{Kind: workerKind, Identity: "fenced", Method: workerWhere,
+		Request: wrapperspb.String(""), NewResponse: newString}); !errors.Is(err, ErrNoQuorum) {
+		t.Errorf("a call from the fenced host: %v; want ErrNoQuorum", err)
+	}
+	setLast(withStatuses(StatusAlive, first.Name()))
+	if got, err := callWorker(t, last, workerWhere, "fenced"); err != nil || !strings.HasPrefix(got, last.Name()+"/") {
+		t.Errorf("Where once the view healed: %q, %v; want it run on %s", got, err, last.Name())
 	}
 }
