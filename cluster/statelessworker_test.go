@@ -433,3 +433,48 @@ func TestAFencedHostRunsNoWorkers(t *testing.T) {
 		t.Errorf("Where once the view healed: %q, %v; want it run on %s", got, err, last.Name())
 	}
 }
+
+// TestAWorkerHostThatShutsDownOwnsNoWorkers: a host owns the grains of its
+// worker kinds only while it is alive in its own view: once its Shutdown
+// begins, it places them on the other hosts, as its peers do, and a
+// client's calls go there.
+func TestAWorkerHostThatShutsDownOwnsNoWorkers(t *testing.T) {
+	t.Parallel()
+	farms := make(map[string]*workerFarm)
+	nodes := startCluster(t, 3, func(name string) []*Kind {
+		if strings.HasSuffix(name, "-n2") {
+			return nil // a client of the kind
+		}
+		farms[name] = newWorkerFarm(name)
+		return []*Kind{newWorkerKind(farms[name])}
+	}, nil)
+	t.Cleanup(func() {
+		for _, f := range farms {
+			f.end()
+		}
+	})
+	stays, leaves, client := nodes[0], nodes[1], nodes[2]
+	id := placedOn(t, workerKind, "leaving", map[*Node]string{client: leaves.Name()})
+	held := make(chan error, 1)
+	go func() {
+		_, err := callWorker(t, client, workerHold, id)
+		held <- err
+	}()
+	receive(t, farms[leaves.Name()].held, "the Hold on the host that leaves")
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- leaves.Shutdown(context.Background()) }()
+	waitFor(t, waitTimeout, "the leaving host to place its workers elsewhere", func() bool {
+		owner, ok := leaves.Owner(workerKind, id)
+		return ok && owner.Name == stays.Name()
+	})
+	farms[leaves.Name()].free()
+	if err := receive(t, held, "the Hold's answer"); err != nil {
+		t.Errorf("the Hold that held the leaving host: %v; want it answered before the host left", err)
+	}
+	if err := receive(t, shutdown, "the Shutdown"); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if got, err := callWorker(t, client, workerWhere, id); err != nil || !strings.HasPrefix(got, stays.Name()+"/") {
+		t.Errorf("Where from the client once the host left: %q, %v; want it run on %s", got, err, stays.Name())
+	}
+}
