@@ -255,6 +255,107 @@ func (x *GetResponse) GetNode() string {
 	return ""
 }
 
+// SummarizeRequest is the request of Summary.Summarize.
+type SummarizeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// totals are the counters' totals to add up.
+	Totals        []int64 `protobuf:"varint,1,rep,packed,name=totals,proto3" json:"totals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummarizeRequest) Reset() {
+	*x = SummarizeRequest{}
+	mi := &file_examples_counterpb_counter_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummarizeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummarizeRequest) ProtoMessage() {}
+
+func (x *SummarizeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_counterpb_counter_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummarizeRequest.ProtoReflect.Descriptor instead.
+func (*SummarizeRequest) Descriptor() ([]byte, []int) {
+	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SummarizeRequest) GetTotals() []int64 {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+// SummarizeResponse is the response of Summary.Summarize.
+type SummarizeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sum is the sum of the totals.
+	Sum int64 `protobuf:"varint,1,opt,name=sum,proto3" json:"sum,omitempty"`
+	// node is the name of the node whose worker added them up.
+	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SummarizeResponse) Reset() {
+	*x = SummarizeResponse{}
+	mi := &file_examples_counterpb_counter_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SummarizeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SummarizeResponse) ProtoMessage() {}
+
+func (x *SummarizeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_counterpb_counter_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SummarizeResponse.ProtoReflect.Descriptor instead.
+func (*SummarizeResponse) Descriptor() ([]byte, []int) {
+	return file_examples_counterpb_counter_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SummarizeResponse) GetSum() int64 {
+	if x != nil {
+		return x.Sum
+	}
+	return 0
+}
+
+func (x *SummarizeResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
 var File_examples_counterpb_counter_proto protoreflect.FileDescriptor
 
 const file_examples_counterpb_counter_proto_rawDesc = "" +
@@ -271,11 +372,18 @@ const file_examples_counterpb_counter_proto_rawDesc = "" +
 	"GetRequest\"7\n" +
 	"\vGetResponse\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x03R\x05total\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"*\n" +
+	"\x10SummarizeRequest\x12\x16\n" +
+	"\x06totals\x18\x01 \x03(\x03R\x06totals\"9\n" +
+	"\x11SummarizeResponse\x12\x10\n" +
+	"\x03sum\x18\x01 \x01(\x03R\x03sum\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node2\xe5\x01\n" +
 	"\aCounter\x12^\n" +
 	"\x03Add\x12*.protograin.examples.counter.v1.AddRequest\x1a+.protograin.examples.counter.v1.AddResponse\x12f\n" +
 	"\x03Get\x12*.protograin.examples.counter.v1.GetRequest\x1a+.protograin.examples.counter.v1.GetResponse\"\x06\x92\xfb\x19\x02\b\x01\x1a\x12\x92\xfb\x19\x0e\n" +
-	"\fCounterStateB5Z3github.com/protograin/protograin/examples/counterpbb\x06proto3"
+	"\fCounterState2\x83\x01\n" +
+	"\aSummary\x12p\n" +
+	"\tSummarize\x120.protograin.examples.counter.v1.SummarizeRequest\x1a1.protograin.examples.counter.v1.SummarizeResponse\x1a\x06\x92\xfb\x19\x02\x18\x04B5Z3github.com/protograin/protograin/examples/counterpbb\x06proto3"
 
 var (
 	file_examples_counterpb_counter_proto_rawDescOnce sync.Once
@@ -289,21 +397,25 @@ func file_examples_counterpb_counter_proto_rawDescGZIP() []byte {
 	return file_examples_counterpb_counter_proto_rawDescData
 }
 
-var file_examples_counterpb_counter_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_examples_counterpb_counter_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_examples_counterpb_counter_proto_goTypes = []any{
-	(*CounterState)(nil), // 0: protograin.examples.counter.v1.CounterState
-	(*AddRequest)(nil),   // 1: protograin.examples.counter.v1.AddRequest
-	(*AddResponse)(nil),  // 2: protograin.examples.counter.v1.AddResponse
-	(*GetRequest)(nil),   // 3: protograin.examples.counter.v1.GetRequest
-	(*GetResponse)(nil),  // 4: protograin.examples.counter.v1.GetResponse
+	(*CounterState)(nil),      // 0: protograin.examples.counter.v1.CounterState
+	(*AddRequest)(nil),        // 1: protograin.examples.counter.v1.AddRequest
+	(*AddResponse)(nil),       // 2: protograin.examples.counter.v1.AddResponse
+	(*GetRequest)(nil),        // 3: protograin.examples.counter.v1.GetRequest
+	(*GetResponse)(nil),       // 4: protograin.examples.counter.v1.GetResponse
+	(*SummarizeRequest)(nil),  // 5: protograin.examples.counter.v1.SummarizeRequest
+	(*SummarizeResponse)(nil), // 6: protograin.examples.counter.v1.SummarizeResponse
 }
 var file_examples_counterpb_counter_proto_depIdxs = []int32{
 	1, // 0: protograin.examples.counter.v1.Counter.Add:input_type -> protograin.examples.counter.v1.AddRequest
 	3, // 1: protograin.examples.counter.v1.Counter.Get:input_type -> protograin.examples.counter.v1.GetRequest
-	2, // 2: protograin.examples.counter.v1.Counter.Add:output_type -> protograin.examples.counter.v1.AddResponse
-	4, // 3: protograin.examples.counter.v1.Counter.Get:output_type -> protograin.examples.counter.v1.GetResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
+	5, // 2: protograin.examples.counter.v1.Summary.Summarize:input_type -> protograin.examples.counter.v1.SummarizeRequest
+	2, // 3: protograin.examples.counter.v1.Counter.Add:output_type -> protograin.examples.counter.v1.AddResponse
+	4, // 4: protograin.examples.counter.v1.Counter.Get:output_type -> protograin.examples.counter.v1.GetResponse
+	6, // 5: protograin.examples.counter.v1.Summary.Summarize:output_type -> protograin.examples.counter.v1.SummarizeResponse
+	3, // [3:6] is the sub-list for method output_type
+	0, // [0:3] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -320,9 +432,9 @@ func file_examples_counterpb_counter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_examples_counterpb_counter_proto_rawDesc), len(file_examples_counterpb_counter_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_examples_counterpb_counter_proto_goTypes,
 		DependencyIndexes: file_examples_counterpb_counter_proto_depIdxs,

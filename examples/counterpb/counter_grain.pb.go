@@ -235,3 +235,141 @@ func CounterStateOf(ctx cluster.GrainContext) *CounterState {
 	msg, _ := st.Message().(*CounterState)
 	return msg
 }
+
+// SummaryKind is the grain kind of the protograin.examples.counter.v1.Summary
+// service: the fully qualified service name, by which a cluster routes calls
+// to its grains.
+const SummaryKind = "protograin.examples.counter.v1.Summary"
+
+// Full method names of the protograin.examples.counter.v1.Summary service.
+// Calls are routed by these names, never by an RPC's position in the service.
+const (
+	// SummarySummarizeMethod is the full method name of
+	// protograin.examples.counter.v1.Summary.Summarize.
+	SummarySummarizeMethod = "/protograin.examples.counter.v1.Summary/Summarize"
+)
+
+// SummaryGrain is implemented by the grains of kind
+// protograin.examples.counter.v1.Summary: one value per identity, which the
+// cluster calls one method at a time.
+//
+// Summary adds up counters' totals. It keeps nothing, so it is a stateless
+// worker: each node that hosts it runs the calls it makes to it itself, on
+// up to four activations per identity at once, with no network hop.
+//
+// Embed UnimplementedSummaryGrain in implementations so that they keep
+// compiling when RPCs are added to the service. A grain may also implement
+// cluster.Activator, cluster.Deactivator and cluster.ReminderReceiver (to
+// receive the reminders it registers with cluster.RegisterReminder).
+type SummaryGrain interface {
+	// Summarize returns the sum of the totals and the node that added them up.
+	Summarize(ctx cluster.GrainContext, req *SummarizeRequest) (*SummarizeResponse, error)
+}
+
+// UnimplementedSummaryGrain implements SummaryGrain with methods that return
+// an error with code codes.Unimplemented. Embed it by value in grain
+// implementations for forward compatibility.
+type UnimplementedSummaryGrain struct{}
+
+// Summarize returns an error with code codes.Unimplemented.
+func (UnimplementedSummaryGrain) Summarize(cluster.GrainContext, *SummarizeRequest) (*SummarizeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "protograin: "+SummarySummarizeMethod+" is not implemented")
+}
+
+// isNilUnimplementedSummaryGrain reports whether u is nil: NewSummaryKind uses
+// it to reject a grain that embeds a nil *UnimplementedSummaryGrain.
+func (u *UnimplementedSummaryGrain) isNilUnimplementedSummaryGrain() bool {
+	return u == nil
+}
+
+// SummaryClient calls one grain of kind
+// protograin.examples.counter.v1.Summary. It is safe for concurrent use if its
+// Caller is.
+type SummaryClient struct {
+	caller   cluster.Caller
+	identity string
+}
+
+// NewSummaryClient returns a client for the grain of kind
+// protograin.examples.counter.v1.Summary named identity. caller delivers the
+// calls: usually a cluster node, or the cluster.GrainContext of a grain that
+// calls another grain.
+func NewSummaryClient(caller cluster.Caller, identity string) *SummaryClient {
+	return &SummaryClient{
+		caller:   caller,
+		identity: identity,
+	}
+}
+
+// Summarize returns the sum of the totals and the node that added them up.
+func (c *SummaryClient) Summarize(ctx context.Context, req *SummarizeRequest, opts ...cluster.CallOption) (*SummarizeResponse, error) {
+	resp, err := c.caller.Invoke(ctx, cluster.Call{
+		Kind:     SummaryKind,
+		Identity: c.identity,
+		Method:   SummarySummarizeMethod,
+		Request:  req,
+		NewResponse: func() proto.Message {
+			return new(SummarizeResponse)
+		},
+	}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	typed, ok := resp.(*SummarizeResponse)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "protograin: %s: response has type %T, want %T", SummarySummarizeMethod, resp, typed)
+	}
+	return typed, nil
+}
+
+// NewSummaryKind returns the kind protograin.examples.counter.v1.Summary for a
+// cluster node to host. The node calls factory once per activation to make the
+// grain for identity; a grain that embeds a nil *UnimplementedSummaryGrain
+// fails its activation. Set the Kind's configuration fields, such as
+// IdleTimeout, before the node starts.
+//
+// Its grains are stateless workers: a node that hosts the kind runs its own
+// calls to them, on up to 4 activations per identity at once, and they keep no
+// state (stateless_workers).
+func NewSummaryKind(factory func(identity string) SummaryGrain) *cluster.Kind {
+	return &cluster.Kind{
+		Name: SummaryKind,
+		New: func(identity string) any {
+			g := factory(identity)
+			if u, ok := g.(interface {
+				isNilUnimplementedSummaryGrain() bool
+			}); ok && u.isNilUnimplementedSummaryGrain() {
+				panic("protograin: the grain embeds a nil *UnimplementedSummaryGrain; embed UnimplementedSummaryGrain by value")
+			}
+			return g
+		},
+		Methods: []cluster.Method{
+			{
+				Name: SummarySummarizeMethod,
+				NewRequest: func() proto.Message {
+					return new(SummarizeRequest)
+				},
+				Handle: func(grain any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
+					g, ok := grain.(SummaryGrain)
+					if !ok {
+						return nil, status.Errorf(codes.Internal, "protograin: %s: grain has type %T, want an implementation of SummaryGrain", SummarySummarizeMethod, grain)
+					}
+					r, ok := req.(*SummarizeRequest)
+					if !ok {
+						return nil, status.Errorf(codes.InvalidArgument, "protograin: %s: request has type %T, want %T", SummarySummarizeMethod, req, r)
+					}
+					resp, err := g.Summarize(ctx, r)
+					if err != nil {
+						return nil, err
+					}
+					if resp == nil {
+						// Neither a response nor an error: an untyped nil, which the cluster rejects.
+						return nil, nil
+					}
+					return resp, nil
+				},
+			},
+		},
+		StatelessWorkers: 4,
+	}
+}

@@ -1,5 +1,6 @@
 // Package counterpb holds the code generated from counter.proto, the
-// Counter service the examples run: its messages (protoc-gen-go) and its
-// grain interface, client and kind (protoc-gen-grain). Regenerate it with
+// Counter and Summary services the examples run: their messages
+// (protoc-gen-go) and their grain interfaces, clients and kinds
+// (protoc-gen-grain). Regenerate it with
 // `go tool -modfile=tools/go.mod buf generate` at the repository root.
 package counterpb

@@ -3,7 +3,8 @@
 // state in a bbolt file the nodes share. It calls Counter grains with
 // several identities, prints the node each one lives on, shuts down the node
 // that hosts the first of them, and shows those grains reactivating on the
-// nodes that remain with their totals intact.
+// nodes that remain with their totals intact. After each round a Summary
+// grain, a stateless worker, adds the totals up on the calling node itself.
 //
 //	go run ./examples/demo
 package main
@@ -58,7 +59,7 @@ func run(ctx context.Context, out io.Writer) error {
 	defer store.Close()
 
 	nodes, err := localcluster.Start(ctx, 3, log, func(cfg *cluster.Config) {
-		cfg.Kinds = []*cluster.Kind{countergrain.NewKind(cfg.NodeName)}
+		cfg.Kinds = []*cluster.Kind{countergrain.NewKind(cfg.NodeName), countergrain.NewSummaryKind(cfg.NodeName)}
 		cfg.Store = store
 	})
 	if err != nil {
@@ -107,6 +108,7 @@ func run(ctx context.Context, out io.Writer) error {
 // whose new activations loaded their totals from the store.
 func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identities []string, before map[string]string) (map[string]string, error) {
 	where := make(map[string]string, len(identities))
+	var totals []int64
 	for _, id := range identities {
 		client := counterpb.NewCounterClient(caller, id)
 		if _, err := client.Add(ctx, &counterpb.AddRequest{Delta: 1}); err != nil {
@@ -117,11 +119,19 @@ func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identitie
 			return nil, fmt.Errorf("get %s: %w", id, err)
 		}
 		where[id] = got.GetNode()
+		totals = append(totals, got.GetTotal())
 		moved := ""
 		if prev, ok := before[id]; ok && prev != got.GetNode() {
 			moved = fmt.Sprintf("  (moved from %s: reactivated on %s with its total from the store)", prev, got.GetNode())
 		}
 		fmt.Fprintf(out, "  counter %-6s total %d  lives on %s%s\n", id, got.GetTotal(), got.GetNode(), moved)
 	}
+	// A stateless worker runs on the node that calls it, whichever owns
+	// the identity: no network hop, and no state to keep in one place.
+	sum, err := counterpb.NewSummaryClient(caller, "round").Summarize(ctx, &counterpb.SummarizeRequest{Totals: totals})
+	if err != nil {
+		return nil, fmt.Errorf("summarize: %w", err)
+	}
+	fmt.Fprintf(out, "  sum of the totals %d, added up by a stateless worker on %s, the calling node\n", sum.GetSum(), sum.GetNode())
 	return where, nil
 }
