@@ -139,6 +139,27 @@ func newWorkerKind(f *workerFarm) *Kind {
 	}
 }
 
+// workerCluster starts size nodes that host the worker kind, but the last
+// if withClient, and returns them with their farms by node name. Every Hold
+// returns before the nodes close.
+func workerCluster(t *testing.T, size int, withClient bool, configure func(*Config)) ([]*Node, map[string]*workerFarm) {
+	t.Helper()
+	farms := make(map[string]*workerFarm)
+	nodes := startCluster(t, size, func(name string) []*Kind {
+		if withClient && strings.HasSuffix(name, fmt.Sprintf("-n%d", size-1)) {
+			return nil // a client of the kind
+		}
+		farms[name] = newWorkerFarm(name)
+		return []*Kind{newWorkerKind(farms[name])}
+	}, configure)
+	t.Cleanup(func() { // cleanups run last in, first out: before the nodes close
+		for _, f := range farms {
+			f.end()
+		}
+	})
+	return nodes, farms
+}
+
 // callWorker calls method on the worker kind's grain identity from c, and
 // returns its answer.
 func callWorker(t *testing.T, c Caller, method, identity string) (string, error) {
@@ -158,21 +179,8 @@ func callWorker(t *testing.T, c Caller, method, identity string) (string, error)
 // no reminders, and no call to itself.
 func TestStatelessWorkers(t *testing.T) {
 	t.Parallel()
-	farms := make(map[string]*workerFarm)
-	nodes := startCluster(t, 3, func(name string) []*Kind {
-		if strings.HasSuffix(name, "-n2") {
-			return nil // a client of the kind
-		}
-		f := newWorkerFarm(name)
-		farms[name] = f
-		return []*Kind{newWorkerKind(f)}
-	}, nil)
+	nodes, farms := workerCluster(t, 3, true, nil)
 	client := nodes[2]
-	t.Cleanup(func() { // before the nodes close: let every Hold return
-		for _, f := range farms {
-			f.end()
-		}
-	})
 	ranOn := func(answer string) string { return answer[:strings.Index(answer, "/")] }
 
 	// Hosts run the calls they make themselves; the client's go to the
@@ -394,16 +402,7 @@ func TestStatelessWorkersWithinTheActivationLimit(t *testing.T) {
 // sees a majority again, when they run on it once more.
 func TestAFencedHostRunsNoWorkers(t *testing.T) {
 	t.Parallel()
-	farms := make(map[string]*workerFarm)
-	nodes := startCluster(t, 2, func(name string) []*Kind {
-		farms[name] = newWorkerFarm(name)
-		return []*Kind{newWorkerKind(farms[name])}
-	}, func(cfg *Config) { cfg.KeepMajority = true })
-	t.Cleanup(func() {
-		for _, f := range farms {
-			f.end()
-		}
-	})
+	nodes, _ := workerCluster(t, 2, false, func(cfg *Config) { cfg.KeepMajority = true })
 	// The member whose name sorts last has no majority alone (the first
 	// keeps a tie).
 	first, last := nodes[0], nodes[1]
@@ -440,19 +439,7 @@ func TestAFencedHostRunsNoWorkers(t *testing.T) {
 // client's calls go there.
 func TestAWorkerHostThatShutsDownOwnsNoWorkers(t *testing.T) {
 	t.Parallel()
-	farms := make(map[string]*workerFarm)
-	nodes := startCluster(t, 3, func(name string) []*Kind {
-		if strings.HasSuffix(name, "-n2") {
-			return nil // a client of the kind
-		}
-		farms[name] = newWorkerFarm(name)
-		return []*Kind{newWorkerKind(farms[name])}
-	}, nil)
-	t.Cleanup(func() {
-		for _, f := range farms {
-			f.end()
-		}
-	})
+	nodes, farms := workerCluster(t, 3, true, nil)
 	stays, leaves, client := nodes[0], nodes[1], nodes[2]
 	id := placedOn(t, workerKind, "leaving", map[*Node]string{client: leaves.Name()})
 	held := make(chan error, 1)
