@@ -125,11 +125,15 @@ func newWorkerKind(f *workerFarm) *Kind {
 				return answer, nil
 			}),
 			method(workerMisuse, newString, func(g *workerGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
-				_, found := ctx.State().TryGet("k")
+				st := ctx.State()
+				_, found := st.TryGet("k")
+				_, got := st.Get("k")
+				refused := func(err error) bool { return errors.Is(err, ErrBadRequest) }
 				_, self := ctx.Invoke(ctx, Call{Kind: workerKind, Identity: ctx.Identity(), Method: workerWhere,
 					Request: wrapperspb.String(""), NewResponse: newString})
-				return wrapperspb.String(fmt.Sprintf("found=%v set=%v remind=%v self=%v",
-					found, ctx.State().Set("k", nil), RegisterReminder(ctx, "r", time.Hour, 0), self)), nil
+				return wrapperspb.String(fmt.Sprintf("found=%v set=%v remind=%v self=%v get=%v remove=%v flush=%v keys=%d message=%v",
+					found, st.Set("k", nil), RegisterReminder(ctx, "r", time.Hour, 0), self,
+					refused(got), refused(st.Remove("k")), refused(st.Flush(ctx)), len(st.Keys()), st.Message())), nil
 			}),
 			method(workerNote, newString, func(g *workerGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
 				g.f.noted <- g.name
@@ -316,7 +320,8 @@ func TestStatelessWorkers(t *testing.T) {
 		t.Fatalf("Misuse: %v", err)
 	}
 	for _, want := range []string{"found=false", "set=cluster: grain test.Worker/misuse is a stateless worker (Kind.StatelessWorkers) and has no state",
-		"remind=cluster: reminder \"r\" of grain test.Worker/misuse: a stateless worker", "self=cluster: grain test.Worker/misuse calls test.Worker/misuse"} {
+		"remind=cluster: reminder \"r\" of grain test.Worker/misuse: a stateless worker", "self=cluster: grain test.Worker/misuse calls test.Worker/misuse",
+		"get=true remove=true flush=true keys=0 message=<nil>"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("Misuse: %q; want %q in it", got, want)
 		}
