@@ -234,7 +234,11 @@ type Kind struct {
 	//
 	// What a stateless worker gives up for that: it has no durable state
 	// (State fails, the kind takes no NewState nor FlushManual), no
-	// reminders, and its calls are not deduplicated by their stamps (a
+	// reminders (RegisterReminder fails; those stored for the kind
+	// before it became one fire on one host, the one a node that does
+	// not host the kind would send the identity's calls to, until
+	// UnregisterReminder deletes them, after which that host may fire
+	// one once more), and its calls are not deduplicated by their stamps (a
 	// retried call may run twice, as a ReadOnly method's may), nor are
 	// one-way messages kept in the order they were sent, since several
 	// workers may run them. A worker that calls a grain of its own kind

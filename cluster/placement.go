@@ -76,6 +76,7 @@ type placement struct {
 	members []Member               // every known member, sorted by name
 	byName  map[string]*Member     // alive members
 	byKind  map[string][]candidate // alive members hosting each kind, and those a vote holds (see judged)
+	shared  map[string][]candidate // the candidates ownWorkers replaced in byKind, by kind
 	// fenced is whether this node's split-brain vote took it out of the
 	// cluster (see majority): then it owns nothing. settling, whether the
 	// vote did so although the node has a majority, while it settles.
@@ -127,15 +128,30 @@ func (p *placement) judged(v verdict) *placement {
 // not yet in use, the one candidate for the grains of kinds, the kinds of
 // stateless workers it hosts (see Kind.StatelessWorkers): it runs the calls
 // it makes to them itself, and serves those its peers place on it by their
-// own views, in which it is one candidate of several.
+// own views, in which it is one candidate of several. It keeps the
+// candidates it replaced for sharedOwner.
 func (p *placement) ownWorkers(self string, kinds []string) {
 	m, alive := p.byName[self]
-	if !alive || p.fenced {
+	if !alive || p.fenced || len(kinds) == 0 {
 		return
 	}
+	p.shared = make(map[string][]candidate, len(kinds))
 	for _, k := range kinds {
+		p.shared[k] = p.byKind[k]
 		p.byKind[k] = []candidate{{member: m, seed: hashString(fnvOffset, self)}}
 	}
+}
+
+// sharedOwner is owner as every member's view agrees on it: for the kinds
+// of stateless workers, where owner is this node in its own view on every
+// host, the owner that placement picks among the hosts, as a member that
+// does not host the kind would. What must happen on one node only, as the
+// firing of a reminder, goes by it.
+func (p *placement) sharedOwner(kind, identity string) (*Member, bool) {
+	if cands, ok := p.shared[kind]; ok {
+		return pick(cands, kind, identity)
+	}
+	return p.owner(kind, identity)
 }
 
 // minority reports whether p is fenced for want of a majority, rather
@@ -180,7 +196,12 @@ func (p *placement) status(name string) (MemberStatus, bool) {
 // computes the same owner, and adding or removing one member only moves the
 // grains that member wins or held.
 func (p *placement) owner(kind, identity string) (*Member, bool) {
-	cands := p.byKind[kind]
+	return pick(p.byKind[kind], kind, identity)
+}
+
+// pick returns the candidate of cands with the highest score for the
+// grain, and false if there is none.
+func pick(cands []candidate, kind, identity string) (*Member, bool) {
 	switch len(cands) {
 	case 0:
 		return nil, false

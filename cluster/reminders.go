@@ -33,8 +33,10 @@ func RegisterReminder(ctx GrainContext, name string, dueIn, period time.Duration
 			name, key.kind, key.identity, dueIn, period)
 	}
 	if a.hk.stateless() {
-		// A reminder fires on the grain's one owner; a stateless worker
-		// has none, nor anywhere to keep what the reminder is for.
+		// A stateless worker has no state to keep what a reminder is
+		// for, and its host is not the one that fires the reminders of
+		// the identity (see Node.owns), which would learn of it only at
+		// its next listing.
 		return newError(codes.InvalidArgument, ErrBadRequest, "cluster: reminder %q of grain %s/%s: a stateless worker (Kind.StatelessWorkers) takes no reminders",
 			name, key.kind, key.identity)
 	}
@@ -204,9 +206,12 @@ func (n *Node) relistAfterMoves(old, p *placement) {
 // scheduler's periodic listing.
 func (n *Node) heardFarewell() { n.reminders.Relist() }
 
-// owns reports whether this node owns the grain in its current view.
+// owns reports whether this node owns the grain in its current view, for
+// its reminders: for a kind of stateless workers, whether it is the host
+// its peers place the grain on, so that one host fires the reminders
+// stored for it (which it took before it became one) rather than all.
 func (n *Node) owns(kind, identity string) bool {
-	m, ok := n.view.Load().owner(kind, identity)
+	m, ok := n.view.Load().sharedOwner(kind, identity)
 	return ok && m.Name == n.name
 }
 

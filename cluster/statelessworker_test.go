@@ -12,19 +12,24 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/memstore"
 )
 
 // The kind of TestStatelessWorkers, hosted by the nodes that host workers:
 // Where answers "<node>/<activation>/<identity as the grain saw it>", Hold
 // does the same once the test releases that activation, Misuse answers what
 // the grain's State, RegisterReminder and a call to itself said, and Note
-// (one-way) records where it ran.
+// (one-way) records where it ran; Forget unregisters the reminder
+// "stale", and each firing of a reminder records where it ran.
 const (
 	workerKind   = "test.Worker"
 	workerWhere  = "/test.Worker/Where"
 	workerHold   = "/test.Worker/Hold"
 	workerMisuse = "/test.Worker/Misuse"
 	workerNote   = "/test.Worker/Note"
+	workerForget = "/test.Worker/Forget"
 	workerCount  = 3
 )
 
@@ -34,6 +39,7 @@ type workerFarm struct {
 	serial atomic.Int64 // activations made, to name them
 	held   chan string  // the answer of each Hold as it starts waiting
 	noted  chan string  // where each Note ran
+	fired  chan string  // where each reminder fired, while there is room
 
 	mu          sync.Mutex
 	deactivated map[string]bool          // activations whose OnDeactivate ran
@@ -42,6 +48,7 @@ type workerFarm struct {
 
 func newWorkerFarm(node string) *workerFarm {
 	return &workerFarm{node: node, held: make(chan string, 16), noted: make(chan string, 16),
+		fired:       make(chan string, 16),
 		deactivated: make(map[string]bool), release: make(map[string]chan struct{})}
 }
 
@@ -100,6 +107,15 @@ func (g *workerGrain) OnDeactivate(GrainContext) error {
 	return nil
 }
 
+// OnReminder implements ReminderReceiver.
+func (g *workerGrain) OnReminder(GrainContext, string) error {
+	select {
+	case g.f.fired <- g.f.node:
+	default: // the test has seen enough
+	}
+	return nil
+}
+
 // where is Where's answer.
 func (g *workerGrain) where(ctx GrainContext) proto.Message {
 	return wrapperspb.String(g.name + "/" + ctx.Identity())
@@ -134,6 +150,9 @@ func newWorkerKind(f *workerFarm) *Kind {
 				return wrapperspb.String(fmt.Sprintf("found=%v set=%v remind=%v self=%v get=%v remove=%v flush=%v keys=%d message=%v",
 					found, st.Set("k", nil), RegisterReminder(ctx, "r", time.Hour, 0), self,
 					refused(got), refused(st.Remove("k")), refused(st.Flush(ctx)), len(st.Keys()), st.Message())), nil
+			}),
+			method(workerForget, newString, func(g *workerGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
+				return new(wrapperspb.StringValue), UnregisterReminder(ctx, "stale")
 			}),
 			method(workerNote, newString, func(g *workerGrain, ctx GrainContext, _ proto.Message) (proto.Message, error) {
 				g.f.noted <- g.name
@@ -468,5 +487,61 @@ func TestAWorkerHostThatShutsDownOwnsNoWorkers(t *testing.T) {
 	}
 	if got, err := callWorker(t, client, workerWhere, id); err != nil || !strings.HasPrefix(got, stays.Name()+"/") {
 		t.Errorf("Where from the client once the host left: %q, %v; want it run on %s", got, err, stays.Name())
+	}
+}
+
+// TestStoredRemindersOfAWorkerKindFireOnOneHost: a reminder stored for a
+// kind before it became a kind of stateless workers fires on one of its
+// hosts, the one that a node that does not host the kind places the
+// identity on, though each host owns the identity in its own view; a
+// worker's UnregisterReminder on another host deletes it, and the firing
+// host drops it.
+func TestStoredRemindersOfAWorkerKindFireOnOneHost(t *testing.T) {
+	t.Parallel()
+	store := memstore.New()
+	t.Cleanup(func() { store.Close() })
+	nodes, farms := workerCluster(t, 3, true, func(cfg *Config) { cfg.Store = store })
+	client := nodes[2]
+	const id = "reminded"
+	owner, ok := client.Owner(workerKind, id)
+	if !ok {
+		t.Fatalf("the client places no owner for %s", id)
+	}
+	stale := storage.Reminder{Grain: storage.Key{Kind: workerKind, Identity: id}, Name: "stale",
+		Due: time.Now(), Period: 10 * time.Millisecond}
+	if err := store.SaveReminder(t.Context(), stale); err != nil {
+		t.Fatal(err)
+	}
+	hosts := nodes[:2]
+	for _, n := range hosts {
+		n.reminders.Relist() // as a start would
+	}
+	fired := make(map[string]int)
+	for range 8 {
+		select {
+		case node := <-farms[hosts[0].Name()].fired:
+			fired[node]++
+		case node := <-farms[hosts[1].Name()].fired:
+			fired[node]++
+		case <-time.After(waitTimeout):
+			t.Fatalf("timed out waiting for the stale reminder to fire; fired so far: %v", fired)
+		}
+	}
+	if len(fired) != 1 || fired[owner.Name] == 0 {
+		t.Fatalf("the stale reminder fired %v; want every firing on %s, where the client places %s", fired, owner.Name, id)
+	}
+
+	other := hosts[0]
+	if other.Name() == owner.Name {
+		other = hosts[1]
+	}
+	if got, err := callWorker(t, other, workerForget, id); err != nil {
+		t.Fatalf("Forget from %s: %q, %v", other.Name(), got, err)
+	}
+	for _, n := range hosts {
+		waitFor(t, waitTimeout, "the stale reminder to leave the schedule of "+n.Name(), func() bool { return n.reminders.Len() == 0 })
+	}
+	if left, err := store.ListReminders(t.Context(), workerKind); err != nil || len(left) != 0 {
+		t.Fatalf("reminders stored once Forget returned: %v, %v; want none", left, err)
 	}
 }
