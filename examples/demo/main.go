@@ -3,8 +3,9 @@
 // state in a bbolt file the nodes share. It calls Counter grains with
 // several identities, prints the node each one lives on, shuts down the node
 // that hosts the first of them, and shows those grains reactivating on the
-// nodes that remain with their totals intact. After each round a Summary
-// grain, a stateless worker, adds the totals up on the calling node itself.
+// nodes that remain with their totals intact. After each round every node
+// asks a Summary grain, a stateless worker, to add the totals up, and each
+// time it runs on the node that asks.
 //
 //	go run ./examples/demo
 package main
@@ -73,8 +74,11 @@ func run(ctx context.Context, out io.Writer) error {
 	fmt.Fprintln(out, "\neach round calls Add(1) and then Get on one Counter grain per identity;")
 	fmt.Fprintln(out, "the first call activates a grain on the node that owns it, which Get reports")
 	fmt.Fprintln(out, "\ncalling grains from", nodes[0].Name())
-	before, err := callAll(ctx, out, nodes[0], identities, nil)
+	before, totals, err := callAll(ctx, out, nodes[0], identities, nil)
 	if err != nil {
+		return err
+	}
+	if err := summarize(ctx, out, nodes, totals); err != nil {
 		return err
 	}
 
@@ -91,7 +95,11 @@ func run(ctx context.Context, out io.Writer) error {
 	}
 
 	fmt.Fprintln(out, "\ncalling grains again from", survivors[0].Name())
-	if _, err := callAll(ctx, out, survivors[0], identities, before); err != nil {
+	_, totals, err = callAll(ctx, out, survivors[0], identities, before)
+	if err != nil {
+		return err
+	}
+	if err := summarize(ctx, out, survivors, totals); err != nil {
 		return err
 	}
 
@@ -103,20 +111,21 @@ func run(ctx context.Context, out io.Writer) error {
 }
 
 // callAll adds 1 to every identity's counter, then prints its total and the
-// node its activation reports. It returns where each grain lives; with the
-// result of an earlier round in before, it marks the grains that moved,
-// whose new activations loaded their totals from the store.
-func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identities []string, before map[string]string) (map[string]string, error) {
+// node its activation reports. It returns where each grain lives and the
+// totals; with the result of an earlier round in before, it marks the
+// grains that moved, whose new activations loaded their totals from the
+// store.
+func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identities []string, before map[string]string) (map[string]string, []int64, error) {
 	where := make(map[string]string, len(identities))
 	var totals []int64
 	for _, id := range identities {
 		client := counterpb.NewCounterClient(caller, id)
 		if _, err := client.Add(ctx, &counterpb.AddRequest{Delta: 1}); err != nil {
-			return nil, fmt.Errorf("add to %s: %w", id, err)
+			return nil, nil, fmt.Errorf("add to %s: %w", id, err)
 		}
 		got, err := client.Get(ctx, &counterpb.GetRequest{})
 		if err != nil {
-			return nil, fmt.Errorf("get %s: %w", id, err)
+			return nil, nil, fmt.Errorf("get %s: %w", id, err)
 		}
 		where[id] = got.GetNode()
 		totals = append(totals, got.GetTotal())
@@ -126,12 +135,21 @@ func callAll(ctx context.Context, out io.Writer, caller *cluster.Node, identitie
 		}
 		fmt.Fprintf(out, "  counter %-6s total %d  lives on %s%s\n", id, got.GetTotal(), got.GetNode(), moved)
 	}
-	// A stateless worker runs on the node that calls it, whichever owns
-	// the identity: no network hop, and no state to keep in one place.
-	sum, err := counterpb.NewSummaryClient(caller, "round").Summarize(ctx, &counterpb.SummarizeRequest{Totals: totals})
-	if err != nil {
-		return nil, fmt.Errorf("summarize: %w", err)
+	return where, totals, nil
+}
+
+// summarize asks the Summary grain "round" from each of nodes to add totals
+// up, and prints the sum and where each call ran. A stateless worker runs
+// on the node that calls it, although one node owns the identity in
+// placement: no network hop, and no state to keep in one place.
+func summarize(ctx context.Context, out io.Writer, nodes []*cluster.Node, totals []int64) error {
+	for _, n := range nodes {
+		sum, err := counterpb.NewSummaryClient(n, "round").Summarize(ctx, &counterpb.SummarizeRequest{Totals: totals})
+		if err != nil {
+			return fmt.Errorf("summarize from %s: %w", n.Name(), err)
+		}
+		fmt.Fprintf(out, "  %s asks Summary \"round\" for the sum of the totals: %d, added up by a stateless worker on %s\n",
+			n.Name(), sum.GetSum(), sum.GetNode())
 	}
-	fmt.Fprintf(out, "  sum of the totals %d, added up by a stateless worker on %s, the calling node\n", sum.GetSum(), sum.GetNode())
-	return where, nil
+	return nil
 }
