@@ -262,6 +262,12 @@ func TestStatelessWorkers(t *testing.T) {
 	before := host.Stats().Calls
 	hold()
 	waitFor(t, waitTimeout, "the last Hold counted in", func() bool { return host.Stats().Calls == before+1 })
+	// The other identities the test called have one worker each, if any is
+	// still active.
+	if k := host.Stats().Kinds[workerKind]; k.Activations-k.Identities != workerCount-1 {
+		t.Errorf("Stats of the kind with %s's %d workers busy: %d activations of %d identities; want %d more activations than identities",
+			id, workerCount, k.Activations, k.Identities, workerCount-1)
+	}
 	select {
 	case got := <-farm.held:
 		t.Fatalf("a Hold past the %d workers runs at once, on %s; want it queued", workerCount, got)

@@ -44,9 +44,10 @@ type Stats struct {
 	// all the same).
 	HeapPassivations uint64
 	// Kinds breaks Activations, Calls and QueuedOneWay down by grain kind,
-	// to tell which kind falls behind: an entry for every kind the node
-	// hosts (Config.Kinds), zero while none of its grains is active. The
-	// entries add up to the node's figures.
+	// to tell which kind falls behind, and counts each kind's identities:
+	// an entry for every kind the node hosts (Config.Kinds), zero while
+	// none of its grains is active. The entries add up to the node's
+	// figures.
 	Kinds map[string]KindStats
 }
 
@@ -56,6 +57,11 @@ type KindStats struct {
 	// Activations is how many grains of the kind are active on the node,
 	// as Stats.Activations counts them.
 	Activations int
+	// Identities is how many identities of the kind have an activation on
+	// the node: Activations, but for a kind of stateless workers
+	// (Kind.StatelessWorkers), each of whose identities may have several,
+	// so that Activations over Identities is the workers per identity.
+	Identities int
 	// Calls is how many calls the kind's grains have counted in, as
 	// Stats.Calls counts them.
 	Calls int
@@ -78,9 +84,19 @@ func (n *Node) Stats() Stats {
 	for name := range n.kinds {
 		s.Kinds[name] = KindStats{}
 	}
+	var workers map[actKey]struct{} // the identities of worker kinds seen
 	n.acts.each(func(a *activation) {
 		k := s.Kinds[a.hk.Name]
 		k.Activations++
+		if !a.hk.stateless() {
+			k.Identities++
+		} else if _, seen := workers[a.key()]; !seen {
+			if workers == nil {
+				workers = make(map[actKey]struct{})
+			}
+			workers[a.key()] = struct{}{}
+			k.Identities++
+		}
 		k.Calls += int(a.calls.Load() &^ callsClosed)
 		k.QueuedOneWay += int(max(0, a.oneWays.Load()))
 		s.Kinds[a.hk.Name] = k

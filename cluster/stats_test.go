@@ -61,7 +61,7 @@ func TestStatsBreakTheFiguresDownByKind(t *testing.T) {
 		deposit(t, n, accountKind, id, 1)
 	}
 	deposit(t, n, manualKind, "d", 1)
-	want := Stats{Activations: 4, Kinds: map[string]KindStats{accountKind: {Activations: 3}, manualKind: {Activations: 1}}}
+	want := Stats{Activations: 4, Kinds: map[string]KindStats{accountKind: {Activations: 3, Identities: 3}, manualKind: {Activations: 1, Identities: 1}}}
 	if got := n.Stats(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Stats with three grains of one kind and one of another: %+v, want %+v", got, want)
 	}

@@ -77,6 +77,10 @@ const (
 	// MetricActivations is the number of grains active on the node, those
 	// being activated or deactivated included (Stats.Activations).
 	MetricActivations = "protograin.grain.activations"
+	// MetricIdentities is the number of identities with an activation on
+	// the node (Stats.Identities by kind): MetricActivations but for the
+	// kinds of stateless workers, whose identities may have several.
+	MetricIdentities = "protograin.grain.identities"
 	// MetricCalls is the number of calls the node's grains have counted in:
 	// running, queued, or given up by their callers but not yet reached
 	// (Stats.Calls, what Config.MaxQueuedCalls bounds per grain).
@@ -110,9 +114,9 @@ const (
 const AttributeNode = "protograin.node"
 
 // AttributeKind is the attribute that carries the grain kind on the
-// observations of MetricActivations, MetricCalls and MetricOneWayQueued,
-// one per kind the node hosts (Stats.Kinds): their sum over the kinds is
-// the node's figure.
+// observations of MetricActivations, MetricIdentities, MetricCalls and
+// MetricOneWayQueued, one per kind the node hosts (Stats.Kinds): their sum
+// over the kinds is the node's figure.
 const AttributeKind = "protograin.kind"
 
 // ScopeName is the instrumentation scope of the meter Register takes from
@@ -139,6 +143,7 @@ func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registrati
 		return g
 	}
 	activations := gauge(MetricActivations, "{activation}", "Grains active on the node, those activating or deactivating included.")
+	identities := gauge(MetricIdentities, "{identity}", "Identities with an activation on the node; fewer than the activations for a kind of stateless workers.")
 	calls := gauge(MetricCalls, "{call}", "Calls the node's grains have counted in: running, queued, or given up by their callers but not yet reached.")
 	queued := gauge(MetricOneWayQueued, "{message}", "One-way messages waiting for the node's grains.")
 	forwarding := gauge(MetricOneWayForwarding, "{message}", "One-way messages waiting to be forwarded to their grains' owners.")
@@ -165,6 +170,7 @@ func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registrati
 		s := n.Stats()
 		for kind, k := range s.Kinds {
 			o.ObserveInt64(activations, int64(k.Activations), kinds[kind])
+			o.ObserveInt64(identities, int64(k.Identities), kinds[kind])
 			o.ObserveInt64(calls, int64(k.Calls), kinds[kind])
 			o.ObserveInt64(queued, int64(k.QueuedOneWay), kinds[kind])
 		}
@@ -174,7 +180,7 @@ func Register(n *cluster.Node, provider metric.MeterProvider) (metric.Registrati
 		o.ObserveInt64(refusedActivations, int64(s.RefusedActivations), node)
 		o.ObserveInt64(heapPassivations, int64(s.HeapPassivations), node)
 		return nil
-	}, activations, calls, queued, forwarding, dropped, refused, refusedActivations, heapPassivations)
+	}, activations, identities, calls, queued, forwarding, dropped, refused, refusedActivations, heapPassivations)
 	if err != nil {
 		return nil, fmt.Errorf("otelcluster: register the stats callback: %w", err)
 	}

@@ -158,6 +158,7 @@ func TestRegisterReportsTheNodesStats(t *testing.T) {
 	// node's other figures once, under the node alone.
 	perKind := map[string]int64{
 		otelcluster.MetricActivations:  int64(st.Activations),
+		otelcluster.MetricIdentities:   int64(st.Kinds[holderKind].Identities),
 		otelcluster.MetricCalls:        int64(st.Calls),
 		otelcluster.MetricOneWayQueued: int64(st.QueuedOneWay),
 	}
