@@ -19,12 +19,14 @@ import (
 	"github.com/protograin/protograin/cluster/storage/boltstore"
 	"github.com/protograin/protograin/cluster/storage/memstore"
 	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
+	"github.com/protograin/protograin/cluster/storage/redisstore/redistest"
 )
 
 // eachStore runs test with a fresh store the nodes of the test share: a
 // memstore, a bbolt file (the embedded store the demo and examples run
-// on), and PostgreSQL when PROTOGRAIN_POSTGRES_DSN is set (CI sets it
-// through .ci/postgres.sh).
+// on), PostgreSQL when PROTOGRAIN_POSTGRES_DSN is set (CI sets it
+// through .ci/postgres.sh), and a Redis server of the test's own when
+// redis-server is installed (CI installs it).
 func eachStore(t *testing.T, test func(t *testing.T, store storage.Store)) {
 	onMemstore(t, test)
 	t.Run("boltstore", func(t *testing.T) {
@@ -37,6 +39,9 @@ func eachStore(t *testing.T, test func(t *testing.T, store storage.Store)) {
 	})
 	t.Run("pgstore", func(t *testing.T) {
 		test(t, pgtest.Open(t, 4))
+	})
+	t.Run("redisstore", func(t *testing.T) {
+		test(t, redistest.Open(t))
 	})
 }
 

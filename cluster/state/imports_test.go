@@ -38,7 +38,7 @@ func TestImportRule(t *testing.T) {
 			walk(imp, path)
 		}
 	}
-	for _, root := range []string{"state", "storage", "storage/memstore", "storage/boltstore", "storage/pgstore", "storage/storagetest"} {
+	for _, root := range []string{"state", "storage", "storage/memstore", "storage/boltstore", "storage/pgstore", "storage/redisstore", "storage/redisstore/redistest", "storage/storagetest"} {
 		walk(module+"cluster/"+root, "test")
 	}
 }

@@ -27,8 +27,8 @@
 // /readyz (cluster.Node.HealthHandler).
 //
 // Each process keeps grain state in a memory store of its own unless
-// -postgres names a database they all share: then a counter that moves
-// to another process keeps its total.
+// -postgres names a database they all share, or -redis a Redis server:
+// then a counter that moves to another process keeps its total.
 package main
 
 import (
@@ -49,6 +49,7 @@ import (
 
 	"github.com/protograin/protograin/cluster"
 	"github.com/protograin/protograin/cluster/storage/pgstore"
+	"github.com/protograin/protograin/cluster/storage/redisstore"
 	"github.com/protograin/protograin/examples/counterpb"
 	"github.com/protograin/protograin/examples/internal/countergrain"
 )
@@ -73,6 +74,7 @@ func run() error {
 	local := flag.Bool("local", true, "use the fast gossip timings meant for one machine")
 	postgres := flag.String("postgres", "", "PostgreSQL DSN of a database every node shares for grain state (default: a memory store per process)")
 	schema := flag.String("schema", "protograin", "PostgreSQL schema for grain state, with -postgres")
+	redisURL := flag.String("redis", "", "URL of a Redis server every node shares for grain state, e.g. redis://127.0.0.1:6379/0 (instead of -postgres)")
 	health := flag.String("health", "", "address to serve the HTTP probes /livez and /readyz on (cluster.Node.HealthHandler), e.g. :8080")
 	flag.BoolVar(&cfg.KeepMajority, "keep-majority", false, "split-brain protection: serve grains only while this node sees a majority of the members (give it to every node)")
 	var sec security
@@ -102,8 +104,18 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *postgres != "" {
+	switch {
+	case *postgres != "" && *redisURL != "":
+		return errors.New("-postgres and -redis name two stores; give one")
+	case *postgres != "":
 		store, err := pgstore.Open(ctx, pgstore.Config{DSN: *postgres, Schema: *schema})
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		cfg.Store = store
+	case *redisURL != "":
+		store, err := redisstore.Open(ctx, redisstore.Config{URL: *redisURL})
 		if err != nil {
 			return err
 		}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/protograin/protograin/cluster/storage/pgstore/pgtest"
+	"github.com/protograin/protograin/cluster/storage/redisstore/redistest"
 	"github.com/protograin/protograin/internal/tlstest"
 )
 
@@ -39,7 +40,8 @@ func TestMain(m *testing.M) {
 // TestThreeProcesses follows the README's three-terminal walk-through: nodes
 // a and b host the counter, c joins and calls ten counters; then a is
 // interrupted, leaves gracefully, and c's calls keep succeeding on b and c.
-// With a shared PostgreSQL store the counters that moved keep their totals.
+// With a shared PostgreSQL or Redis store the counters that moved keep
+// their totals.
 func TestThreeProcesses(t *testing.T) {
 	t.Run("memory", func(t *testing.T) {
 		threeProcesses(t, false)
@@ -47,6 +49,9 @@ func TestThreeProcesses(t *testing.T) {
 	t.Run("postgres", func(t *testing.T) {
 		dsn := pgtest.DSN(t)
 		threeProcesses(t, true, "-postgres", dsn, "-schema", pgtest.Schema(t, dsn))
+	})
+	t.Run("redis", func(t *testing.T) {
+		threeProcesses(t, true, "-redis", redistest.Start(t, false).URL())
 	})
 	t.Run("secured", func(t *testing.T) {
 		threeProcesses(t, false, newSecurityFlags(t).args()...)
@@ -397,5 +402,19 @@ func TestANonPositivePeriodIsRefused(t *testing.T) {
 			strings.Contains(string(out), "gossip on") {
 			t.Errorf("-every %s: %v, output:\n%s\nwant exit status 1 with the flag named, before the node starts", every, err, out)
 		}
+	}
+}
+
+// TestTwoStoresAreRefused: -postgres and -redis together are a usage error,
+// told before the node starts.
+func TestTwoStoresAreRefused(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-bind", "127.0.0.1:0", "-grpc", "127.0.0.1:0",
+		"-postgres", "postgres://nowhere/db", "-redis", "redis://nowhere:6379/0")
+	cmd.Env = append(os.Environ(), processEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "-postgres and -redis name two stores") ||
+		strings.Contains(string(out), "gossip on") {
+		t.Errorf("-postgres with -redis: %v, output:\n%s\nwant exit status 1 saying so, before the node starts", err, out)
 	}
 }

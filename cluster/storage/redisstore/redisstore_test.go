@@ -1,0 +1,254 @@
+package redisstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/protograin/protograin/cluster/storage"
+	"github.com/protograin/protograin/cluster/storage/redisstore"
+	"github.com/protograin/protograin/cluster/storage/redisstore/redistest"
+	"github.com/protograin/protograin/cluster/storage/storagetest"
+)
+
+func TestConformance(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Store { return redistest.Open(t) })
+}
+
+var grain = storage.Key{Kind: "test.Counter", Identity: "a"}
+
+// TestOpenRefusesBadConfigs: a config that names no server, or two, a bad
+// URL or prefix, and a server that does not answer are refused, saying so.
+func TestOpenRefusesBadConfigs(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	t.Cleanup(func() { client.Close() })
+	gone := "unix://" + t.TempDir() + "/none.sock"
+	for _, tc := range []struct {
+		name string
+		cfg  redisstore.Config
+		want string
+	}{
+		{"nothing", redisstore.Config{}, "neither URL nor Client"},
+		{"both", redisstore.Config{URL: gone, Client: client}, "both URL and Client"},
+		{"bad URL", redisstore.Config{URL: "http://example.com"}, "redisstore: redis: invalid URL scheme"},
+		{"NUL in prefix", redisstore.Config{URL: gone, Prefix: "a\x00b"}, "prefix"},
+		{"no server", redisstore.Config{URL: gone}, "redisstore: ping the server"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := redisstore.Open(t.Context(), tc.cfg)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%+v) succeeded; want an error saying %q", tc.cfg, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open(%+v): %v; want it to say %q", tc.cfg, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestAKilledServerComesBackWithWhatItCommitted: with the append-only file
+// synced on every write, a server killed as a crash would keeps every
+// commit the store acknowledged. While it is down, a Commit and a
+// CompleteReminder fail having changed nothing, and say so
+// (storage.ErrNotCommitted); once it is back, the same store works again.
+func TestAKilledServerComesBackWithWhatItCommitted(t *testing.T) {
+	server := redistest.Start(t, true)
+	s := redistest.OpenOn(t, server)
+	ctx := t.Context()
+	v, err := s.Commit(ctx, grain, 0, []storage.Change{{Key: "total", Value: []byte("1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := storage.Reminder{Grain: grain, Name: "tick", Due: time.Unix(100, 5).UTC(), Period: time.Second}
+	if err := s.SaveReminder(ctx, tick); err != nil {
+		t.Fatal(err)
+	}
+
+	server.Kill()
+	if _, err := s.Commit(ctx, grain, v, []storage.Change{{Key: "total", Value: []byte("2")}}); !errors.Is(err, storage.ErrNotCommitted) {
+		t.Errorf("Commit while the server is down: %v; want an error wrapping ErrNotCommitted", err)
+	}
+	if _, err := s.CompleteReminder(ctx, tick, nil); !errors.Is(err, storage.ErrNotCommitted) {
+		t.Errorf("CompleteReminder while the server is down: %v; want an error wrapping ErrNotCommitted", err)
+	}
+	if _, _, err := s.Load(ctx, grain); err == nil {
+		t.Errorf("Load while the server is down succeeded")
+	}
+
+	server.Restart(true)
+	entries, version, err := s.Load(ctx, grain)
+	if err != nil || version != v || string(entries["total"]) != "1" {
+		t.Fatalf("Load after the restart: %q, version %d, %v; want total 1 at version %d", entries, version, err, v)
+	}
+	if rs, err := s.ListReminders(ctx, grain.Kind); err != nil || len(rs) != 1 || !rs[0].Due.Equal(tick.Due) || rs[0].Period != tick.Period {
+		t.Fatalf("ListReminders after the restart: %v, %v; want [%v]", rs, err, tick)
+	}
+	if _, err := s.Commit(ctx, grain, v, []storage.Change{{Key: "total", Value: []byte("2")}}); err != nil {
+		t.Fatalf("Commit after the restart: %v", err)
+	}
+}
+
+// TestPrefixesAreSeparateStores: two stores on one server, with different
+// prefixes, keep the same grain apart.
+func TestPrefixesAreSeparateStores(t *testing.T) {
+	server := redistest.Start(t, false)
+	ctx := t.Context()
+	var stores []*redisstore.Store
+	for _, prefix := range []string{"", "other"} {
+		s, err := redisstore.Open(ctx, redisstore.Config{URL: server.URL(), Prefix: prefix})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
+	}
+	if _, err := stores[0].Commit(ctx, grain, 0, []storage.Change{{Key: "k", Value: []byte("first")}}); err != nil {
+		t.Fatal(err)
+	}
+	if entries, version, err := stores[1].Load(ctx, grain); err != nil || version != 0 || len(entries) != 0 {
+		t.Fatalf("the other prefix's Load: %q, version %d, %v; want nothing", entries, version, err)
+	}
+	if _, err := stores[1].Commit(ctx, grain, 0, []storage.Change{{Key: "k", Value: []byte("second")}}); err != nil {
+		t.Fatalf("the other prefix's first Commit: %v", err)
+	}
+	if entries, _, err := stores[0].Load(ctx, grain); err != nil || string(entries["k"]) != "first" {
+		t.Fatalf("the default prefix's Load: %q, %v; want k=first", entries, err)
+	}
+}
+
+// TestAClientOfTheCallers: with Config.Client, the store uses that client
+// and leaves it open when it closes.
+func TestAClientOfTheCallers(t *testing.T) {
+	server := redistest.Start(t, false)
+	opts, err := redis.ParseURL(server.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	t.Cleanup(func() { client.Close() })
+	s, err := redisstore.Open(t.Context(), redisstore.Config{Client: client, Prefix: "mine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(t.Context(), grain, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := client.Exists(t.Context(), "mine:s:"+grain.Kind+"\x00"+grain.Identity).Result(); err != nil || n != 1 {
+		t.Fatalf("the grain's key through the caller's client: %d, %v; want it there", n, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Ping(t.Context()).Err(); err != nil {
+		t.Fatalf("the caller's client after the store closed: %v; want it open", err)
+	}
+}
+
+// TestRecordsNotWrittenByTheStore: a grain's hash with a field the store
+// does not write fails to load, naming it; a reminder record that does not
+// decode is skipped by ListReminders, which logs it, and the others list.
+func TestRecordsNotWrittenByTheStore(t *testing.T) {
+	server := redistest.Start(t, false)
+	opts, err := redis.ParseURL(server.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	t.Cleanup(func() { client.Close() })
+	var log bytes.Buffer
+	s, err := redisstore.Open(t.Context(), redisstore.Config{Client: client, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+
+	key := redisstore.DefaultPrefix + ":s:" + grain.Kind + "\x00" + grain.Identity
+	if err := client.HSet(ctx, key, "stray", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Load(ctx, grain); err == nil || !strings.Contains(err.Error(), `field "stray"`) {
+		t.Errorf("Load of a hash with a stray field: %v; want an error naming the field", err)
+	}
+	if err := client.HDel(ctx, key, "stray").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.HSet(ctx, key, "v", "seven").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Load(ctx, grain); err == nil || !strings.Contains(err.Error(), `"seven" is not a number`) {
+		t.Errorf("Load of a hash whose version is not a number: %v; want an error saying so", err)
+	}
+
+	good := storage.Reminder{Grain: grain, Name: "good", Due: time.Unix(7, 0).UTC()}
+	if err := s.SaveReminder(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.HSet(ctx, redisstore.DefaultPrefix+":r:"+grain.Kind, "no separator", "short").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.ListReminders(ctx, grain.Kind)
+	if err != nil || len(rs) != 1 || rs[0].Name != "good" {
+		t.Fatalf("ListReminders beside a record that does not decode: %v, %v; want the good one alone", rs, err)
+	}
+	if !strings.Contains(log.String(), "does not decode") || !strings.Contains(log.String(), "no separator") {
+		t.Errorf("the log says %q; want the skipped record named", log.String())
+	}
+}
+
+// twice is a client hook that sends every script twice and answers with
+// the second reply: a client that retried a command whose reply it lost.
+type twice struct{}
+
+func (twice) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (twice) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (twice) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "eval" || name == "evalsha" {
+			_ = next(ctx, cmd)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// TestACommitThatTheClientRepeatsCommitsOnce: a Commit's script sent twice
+// (Config.Client may retry) finds its own commit the second time and
+// succeeds, rather than failing with a conflict against itself; a Commit
+// of another activation with the same expected version still conflicts.
+func TestACommitThatTheClientRepeatsCommitsOnce(t *testing.T) {
+	server := redistest.Start(t, false)
+	opts, err := redis.ParseURL(server.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	client.AddHook(twice{})
+	t.Cleanup(func() { client.Close() })
+	s, err := redisstore.Open(t.Context(), redisstore.Config{Client: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	v, err := s.Commit(ctx, grain, 0, []storage.Change{{Key: "total", Value: []byte("1")}})
+	if err != nil || v != 1 {
+		t.Fatalf("a Commit sent twice: version %d, %v; want version 1", v, err)
+	}
+	if _, version, err := s.Load(ctx, grain); err != nil || version != 1 {
+		t.Fatalf("Load: version %d, %v; want 1", version, err)
+	}
+	if _, err := s.Commit(ctx, grain, 0, []storage.Change{{Key: "total", Value: []byte("9")}}); !errors.Is(err, storage.ErrConflict) {
+		t.Fatalf("another Commit expecting version 0: %v; want ErrConflict", err)
+	}
+}
