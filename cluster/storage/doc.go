@@ -17,8 +17,9 @@
 //
 // Implementations: memstore (in memory, for tests; a cluster node without a
 // configured store uses a private one), boltstore (an embedded single-file
-// store, for a cluster that is one process) and pgstore (PostgreSQL, for
-// clusters of several processes). The storagetest package holds the
+// store, for a cluster that is one process), pgstore (PostgreSQL, for
+// clusters of several processes) and redisstore (Redis, for the same). The
+// storagetest package holds the
 // conformance suite every Store must pass; a user's own Store should run it
 // too. Of ErrNotCommitted, which saves the cluster an activation when a
 // commit fails, it asks only what every store can tell: a context done
