@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,33 @@ import (
 
 func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Store { return redistest.Open(t) })
+}
+
+// TestConformanceOnARedisCluster: the store passes the conformance suite
+// on a Redis Cluster of three servers, through a cluster client, as each of
+// its scripts touches one key; the suite's keys land on every server.
+func TestConformanceOnARedisCluster(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	t.Cleanup(func() { // once the suite's parallel subtests are over
+		for _, addr := range c.Addrs {
+			client := redis.NewClient(&redis.Options{Addr: addr})
+			if n, err := client.DBSize(context.Background()).Result(); err != nil || n == 0 {
+				t.Errorf("keys on %s: %d, %v; want some on every server", addr, n, err)
+			}
+			client.Close()
+		}
+	})
+	var stores atomic.Int64
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+		t.Cleanup(func() { client.Close() })
+		s, err := redisstore.Open(t.Context(), redisstore.Config{Client: client, Prefix: fmt.Sprintf("store%d", stores.Add(1))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
 }
 
 var grain = storage.Key{Kind: "test.Counter", Identity: "a"}
@@ -82,7 +111,7 @@ func TestAKilledServerComesBackWithWhatItCommitted(t *testing.T) {
 		t.Errorf("Load while the server is down succeeded")
 	}
 
-	server.Restart(true)
+	server.Restart()
 	entries, version, err := s.Load(ctx, grain)
 	if err != nil || version != v || string(entries["total"]) != "1" {
 		t.Fatalf("Load after the restart: %q, version %d, %v; want total 1 at version %d", entries, version, err, v)
