@@ -1,0 +1,14 @@
+// Package stores measures the grain state stores side by side, in one test
+// binary: the commit of one small change to a grain, and the load of a
+// grain, from one goroutine and from sixteen, each on grains of its own.
+// The durable stores make each commit durable as they promise: boltstore
+// syncs its file, pgstore waits for PostgreSQL's commit (fsync on, its
+// default), and redisstore runs on a server with appendfsync always; the
+// Redis server without persistence and memstore show what the network and
+// the store's own code cost without the disk.
+//
+// Everything lives in _test.go files; run.sh starts what the stores need
+// (PostgreSQL through .ci/postgres.sh, redis-server processes through
+// redistest) and compares the stores with benchstat, and docs/benchmarks.md
+// records the results.
+package stores
