@@ -7,7 +7,9 @@
 // Redis server without persistence and memstore show what the network and
 // the store's own code cost without the disk.
 //
-// Everything lives in _test.go files; run.sh starts what the stores need
+// Everything lives in _test.go files, with a test that runs what the
+// benchmarks run a few times on each store, so that a broken store or
+// opener fails go test; run.sh starts what the stores need
 // (PostgreSQL through .ci/postgres.sh, redis-server processes through
 // redistest) and compares the stores with benchstat, and docs/benchmarks.md
 // records the results.

@@ -14,30 +14,30 @@ import (
 	"github.com/protograin/protograin/cluster/storage/redisstore/redistest"
 )
 
-// opener opens a fresh, empty store for one benchmark and closes it when
-// the benchmark ends.
+// opener opens a fresh, empty store for one benchmark or test and closes
+// it when that ends.
 type opener struct {
 	name string
-	open func(b *testing.B) storage.Store
+	open func(tb testing.TB) storage.Store
 }
 
 // openers are the stores, durable ones first. pgstore's pool has a
 // connection per caller of the widest run.
 var openers = []opener{
-	{"bolt", func(b *testing.B) storage.Store {
-		s, err := boltstore.Open(filepath.Join(b.TempDir(), "grains.db"), boltstore.Config{})
+	{"bolt", func(tb testing.TB) storage.Store {
+		s, err := boltstore.Open(filepath.Join(tb.TempDir(), "grains.db"), boltstore.Config{})
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
-		b.Cleanup(func() { s.Close() })
+		tb.Cleanup(func() { s.Close() })
 		return s
 	}},
-	{"postgres", func(b *testing.B) storage.Store { return pgtest.Open(b, maxCallers) }},
-	{"redis-fsync", func(b *testing.B) storage.Store { return redistest.OpenOn(b, redistest.Start(b, true)) }},
-	{"redis-memory", func(b *testing.B) storage.Store { return redistest.Open(b) }},
-	{"memory", func(b *testing.B) storage.Store {
+	{"postgres", func(tb testing.TB) storage.Store { return pgtest.Open(tb, maxCallers) }},
+	{"redis-fsync", func(tb testing.TB) storage.Store { return redistest.OpenOn(tb, redistest.Start(tb, true)) }},
+	{"redis-memory", func(tb testing.TB) storage.Store { return redistest.Open(tb) }},
+	{"memory", func(tb testing.TB) storage.Store {
 		s := memstore.New()
-		b.Cleanup(func() { s.Close() })
+		tb.Cleanup(func() { s.Close() })
 		return s
 	}},
 }
@@ -49,7 +49,7 @@ const maxCallers = 16
 // between the callers, each on a grain of its own that prepare, if not
 // nil, readies before the clock starts, and reports the operations per
 // second.
-func each(b *testing.B, unit string, prepare func(s storage.Store, grain storage.Key) error, bench func(b *testing.B, s storage.Store, grain storage.Key, n int)) {
+func each(b *testing.B, unit string, prepare func(s storage.Store, grain storage.Key) error, bench func(s storage.Store, grain storage.Key, n int) error) {
 	for _, o := range openers {
 		for _, callers := range []int{1, maxCallers} {
 			b.Run(fmt.Sprintf("store=%s/callers=%d", o.name, callers), func(b *testing.B) {
@@ -70,7 +70,11 @@ func each(b *testing.B, unit string, prepare func(s storage.Store, grain storage
 					if c < b.N%callers {
 						n++
 					}
-					wg.Go(func() { bench(b, s, grain, n) })
+					wg.Go(func() {
+						if err := bench(s, grain, n); err != nil {
+							b.Error(err)
+						}
+					})
 				}
 				wg.Wait()
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), unit)
@@ -79,40 +83,78 @@ func each(b *testing.B, unit string, prepare func(s storage.Store, grain storage
 	}
 }
 
-// BenchmarkCommit commits one change, an entry of 16 bytes, to a grain per
-// caller, over and over, each commit expecting the version of the last.
-func BenchmarkCommit(b *testing.B) {
+// commit commits one change, an entry of 16 bytes, to grain n times, each
+// commit expecting the version of the last.
+func commit(s storage.Store, grain storage.Key, n int) error {
 	value := []byte("0123456789abcdef")
-	each(b, "commits/s", nil, func(b *testing.B, s storage.Store, grain storage.Key, n int) {
-		var v storage.Version
-		for range n {
-			next, err := s.Commit(context.Background(), grain, v, []storage.Change{{Key: "total", Value: value}})
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			v = next
+	var v storage.Version
+	for range n {
+		next, err := s.Commit(context.Background(), grain, v, []storage.Change{{Key: "total", Value: value}})
+		if err != nil {
+			return err
 		}
-	})
+		v = next
+	}
+	return nil
 }
 
-// BenchmarkLoad loads a grain per caller, each with ten entries of 16
-// bytes, over and over.
-func BenchmarkLoad(b *testing.B) {
+// loaded is what prepareLoad commits to a grain: ten entries of 16 bytes.
+var loaded = func() []storage.Change {
 	changes := make([]storage.Change, 10)
 	for i := range changes {
 		changes[i] = storage.Change{Key: fmt.Sprint("entry-", i), Value: []byte("0123456789abcdef")}
 	}
-	prepare := func(s storage.Store, grain storage.Key) error {
-		_, err := s.Commit(context.Background(), grain, 0, changes)
-		return err
-	}
-	each(b, "loads/s", prepare, func(b *testing.B, s storage.Store, grain storage.Key, n int) {
-		for range n {
-			if entries, _, err := s.Load(context.Background(), grain); err != nil || len(entries) != len(changes) {
-				b.Errorf("Load: %d entries, %v; want %d", len(entries), err, len(changes))
-				return
-			}
+	return changes
+}()
+
+// prepareLoad commits the entries that load reads.
+func prepareLoad(s storage.Store, grain storage.Key) error {
+	_, err := s.Commit(context.Background(), grain, 0, loaded)
+	return err
+}
+
+// load loads grain n times, checking that it finds what prepareLoad
+// committed.
+func load(s storage.Store, grain storage.Key, n int) error {
+	for range n {
+		entries, _, err := s.Load(context.Background(), grain)
+		if err != nil {
+			return err
 		}
-	})
+		if len(entries) != len(loaded) {
+			return fmt.Errorf("load %s: %d entries; want %d", grain, len(entries), len(loaded))
+		}
+	}
+	return nil
+}
+
+// BenchmarkCommit commits one change to a grain per caller, over and over
+// (see commit).
+func BenchmarkCommit(b *testing.B) { each(b, "commits/s", nil, commit) }
+
+// BenchmarkLoad loads a grain per caller, each with ten entries of 16
+// bytes, over and over.
+func BenchmarkLoad(b *testing.B) { each(b, "loads/s", prepareLoad, load) }
+
+// TestEveryStoreCommitsAndLoads runs what the benchmarks run, a few times
+// on each store, so that a broken opener or a store that fails them fails
+// go test instead of a benchmark run. Stores whose server is not there
+// skip, as their own tests do.
+func TestEveryStoreCommitsAndLoads(t *testing.T) {
+	grain := storage.Key{Kind: "bench.Counter", Identity: "smoke"}
+	for _, o := range openers {
+		t.Run(o.name, func(t *testing.T) {
+			s := o.open(t)
+			if err := commit(s, grain, 3); err != nil {
+				t.Fatalf("commit: %v", err)
+			}
+			other := storage.Key{Kind: grain.Kind, Identity: "loaded"}
+			if err := prepareLoad(s, other); err != nil {
+				t.Fatalf("prepare the load: %v", err)
+			}
+			if err := load(s, other, 3); err != nil {
+				t.Fatalf("load: %v", err)
+			}
+		})
+	}
 }
