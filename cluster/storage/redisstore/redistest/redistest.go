@@ -181,7 +181,8 @@ type Cluster struct {
 }
 
 // StartCluster starts a Redis Cluster of size servers for t, which stops
-// them when it ends. Redis Cluster needs TCP: each server listens on
+// them when it ends; it needs Redis 7.0 or newer (CLUSTER ADDSLOTSRANGE,
+// and MEET with a bus port). Redis Cluster needs TCP: each server listens on
 // loopback ports that were free a moment before it started (a server
 // whose port another process took meanwhile fails the test, saying so).
 func StartCluster(t testing.TB, size int) *Cluster {
