@@ -89,6 +89,7 @@ func (s *Server) run() {
 	args := append([]string{"--unixsocket", s.socket(), "--unixsocketperm", "700",
 		"--dir", s.dir, "--save", "", "--daemonize", "no", "--loglevel", "notice"}, s.args...)
 	cmd := exec.Command(s.bin, args...)
+	dieWithTest(cmd)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		s.t.Fatal(err)
