@@ -281,3 +281,36 @@ func TestACommitThatTheClientRepeatsCommitsOnce(t *testing.T) {
 		t.Fatalf("another Commit expecting version 0: %v; want ErrConflict", err)
 	}
 }
+
+// TestACommitOfTenThousandChanges: a commit's changes go to the script in
+// groups, as Lua's unpack takes at most about 8,000 values at once: ten
+// thousand entries set in one commit, then half of them removed in
+// another, land whole.
+func TestACommitOfTenThousandChanges(t *testing.T) {
+	s := redistest.Open(t)
+	ctx := t.Context()
+	const n = 10000
+	sets := make([]storage.Change, n)
+	var removes []storage.Change
+	for i := range sets {
+		key := fmt.Sprintf("entry-%05d", i)
+		sets[i] = storage.Change{Key: key, Value: []byte(key)}
+		if i%2 == 0 {
+			removes = append(removes, storage.Change{Key: key, Remove: true})
+		}
+	}
+	v, err := s.Commit(ctx, grain, 0, sets)
+	if err != nil {
+		t.Fatalf("Commit of %d entries: %v", n, err)
+	}
+	if entries, _, err := s.Load(ctx, grain); err != nil || len(entries) != n {
+		t.Fatalf("Load: %d entries, %v; want %d", len(entries), err, n)
+	}
+	if _, err := s.Commit(ctx, grain, v, removes); err != nil {
+		t.Fatalf("Commit of %d removals: %v", len(removes), err)
+	}
+	entries, _, err := s.Load(ctx, grain)
+	if err != nil || len(entries) != n/2 || string(entries["entry-00001"]) != "entry-00001" || entries["entry-00000"] != nil {
+		t.Fatalf("Load after the removals: %d entries, %v; want the %d odd ones", len(entries), err, n/2)
+	}
+}
