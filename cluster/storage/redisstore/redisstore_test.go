@@ -52,6 +52,33 @@ func TestConformanceOnARedisCluster(t *testing.T) {
 
 var grain = storage.Key{Kind: "test.Counter", Identity: "a"}
 
+// clientOn returns a client of the test's own to server, closed when t
+// ends, with hooks if any.
+func clientOn(t *testing.T, server *redistest.Server, hooks ...redis.Hook) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(server.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	for _, h := range hooks {
+		client.AddHook(h)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+// open opens a store with cfg, closed when t ends.
+func open(t *testing.T, cfg redisstore.Config) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // TestOpenRefusesBadConfigs: a config that names no server, or two, a bad
 // URL or prefix, and a server that does not answer are refused, saying so.
 func TestOpenRefusesBadConfigs(t *testing.T) {
@@ -129,15 +156,7 @@ func TestAKilledServerComesBackWithWhatItCommitted(t *testing.T) {
 func TestPrefixesAreSeparateStores(t *testing.T) {
 	server := redistest.Start(t, false)
 	ctx := t.Context()
-	var stores []*redisstore.Store
-	for _, prefix := range []string{"", "other"} {
-		s, err := redisstore.Open(ctx, redisstore.Config{URL: server.URL(), Prefix: prefix})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		stores = append(stores, s)
-	}
+	stores := []*redisstore.Store{open(t, redisstore.Config{URL: server.URL()}), open(t, redisstore.Config{URL: server.URL(), Prefix: "other"})}
 	if _, err := stores[0].Commit(ctx, grain, 0, []storage.Change{{Key: "k", Value: []byte("first")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -155,17 +174,8 @@ func TestPrefixesAreSeparateStores(t *testing.T) {
 // TestAClientOfTheCallers: with Config.Client, the store uses that client
 // and leaves it open when it closes.
 func TestAClientOfTheCallers(t *testing.T) {
-	server := redistest.Start(t, false)
-	opts, err := redis.ParseURL(server.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := redis.NewClient(opts)
-	t.Cleanup(func() { client.Close() })
-	s, err := redisstore.Open(t.Context(), redisstore.Config{Client: client, Prefix: "mine"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := clientOn(t, redistest.Start(t, false))
+	s := open(t, redisstore.Config{Client: client, Prefix: "mine"})
 	if _, err := s.Commit(t.Context(), grain, 0, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -184,19 +194,9 @@ func TestAClientOfTheCallers(t *testing.T) {
 // does not write fails to load, naming it; a reminder record that does not
 // decode is skipped by ListReminders, which logs it, and the others list.
 func TestRecordsNotWrittenByTheStore(t *testing.T) {
-	server := redistest.Start(t, false)
-	opts, err := redis.ParseURL(server.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := redis.NewClient(opts)
-	t.Cleanup(func() { client.Close() })
+	client := clientOn(t, redistest.Start(t, false))
 	var log bytes.Buffer
-	s, err := redisstore.Open(t.Context(), redisstore.Config{Client: client, Logger: slog.New(slog.NewTextHandler(&log, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := open(t, redisstore.Config{Client: client, Logger: slog.New(slog.NewTextHandler(&log, nil))})
 	ctx := t.Context()
 
 	key := redisstore.DefaultPrefix + ":s:" + grain.Kind + "\x00" + grain.Identity
@@ -256,19 +256,7 @@ func (twice) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 // succeeds, rather than failing with a conflict against itself; a Commit
 // of another activation with the same expected version still conflicts.
 func TestACommitThatTheClientRepeatsCommitsOnce(t *testing.T) {
-	server := redistest.Start(t, false)
-	opts, err := redis.ParseURL(server.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := redis.NewClient(opts)
-	client.AddHook(twice{})
-	t.Cleanup(func() { client.Close() })
-	s, err := redisstore.Open(t.Context(), redisstore.Config{Client: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := open(t, redisstore.Config{Client: clientOn(t, redistest.Start(t, false), twice{})})
 	ctx := t.Context()
 	v, err := s.Commit(ctx, grain, 0, []storage.Change{{Key: "total", Value: []byte("1")}})
 	if err != nil || v != 1 {
