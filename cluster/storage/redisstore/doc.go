@@ -1,8 +1,8 @@
 // Package redisstore is a storage.Store in Redis, through a go-redis
 // client, for clusters that keep their state where Dapr's actors keep
-// theirs by default. It needs Lua scripting (EVAL), which Redis has had
-// since 2.6; its tests run Redis 7.0, on one server and on a Redis
-// Cluster of three.
+// theirs by default. It needs Redis 4.0 or newer (Lua scripts, and HSET
+// with several fields in one command); its tests run Redis 7.0, on one
+// server and on a Redis Cluster of three.
 //
 // Keys, each under Config.Prefix (DefaultPrefix) and a colon:
 //
