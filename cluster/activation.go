@@ -182,6 +182,9 @@ const (
 	// looks for timers to stop; the removal of the others takes no lock
 	// for it.
 	timersFlag
+	// retireFlag: the grain called Deactivate in OnActivate; the
+	// activation retires once it is ready (see activations.activate).
+	retireFlag
 )
 
 // key returns the grain's key.
@@ -732,6 +735,12 @@ func (t *activations) activate(ctx context.Context, a *activation) (err error) {
 			}
 		}
 		p.finish(err)
+		// The grain asked in OnActivate to go: the activating call, counted
+		// in at insertion, and those counted in before the retirement
+		// closes it run first (see retire).
+		if err == nil && a.flags.Load()&retireFlag != 0 {
+			t.retire(a)
+		}
 		// A membership change while the grain was activating could not
 		// deactivate it, should it have moved: look again now, at this
 		// grain only. (A sweep of the whole table here was one per

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -156,17 +155,19 @@ type Deactivator interface {
 // deactivation fail loses what it buffered, as in a Shutdown: Flush first
 // what must not be lost.
 //
-// It does nothing for a grain already deactivating (in OnDeactivate, or
-// asked before), and returns ErrBadRequest in OnActivate (return an error
-// there to discard the activation) and for a context no node passed to a
-// grain.
+// In OnActivate, it ends the activation once it is ready and the call
+// that activated it has run, with those counted in meanwhile: for a grain
+// that finds at activation that it has nothing to keep in memory, and
+// still answers the call (to fail the call instead, return an error from
+// OnActivate, which discards the activation). It does nothing for a grain
+// already deactivating (in OnDeactivate, or asked before), and returns
+// ErrBadRequest for a context no node passed to a grain.
 func Deactivate(ctx GrainContext) error {
 	if h, ok := innerContext(ctx).(*hookContext); ok && !h.over.Load() {
-		if h.deactivating {
-			return nil
+		if !h.deactivating {
+			h.a.flags.Or(retireFlag) // see activations.activate
 		}
-		return newError(codes.InvalidArgument, ErrBadRequest,
-			"cluster: Deactivate in OnActivate of grain %s/%s: return an error from OnActivate to discard the activation", h.Kind(), h.Identity())
+		return nil
 	}
 	n, a, err := grainOf(ctx, "Deactivate")
 	if err != nil {
