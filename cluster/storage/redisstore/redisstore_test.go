@@ -215,6 +215,13 @@ func TestRecordsNotWrittenByTheStore(t *testing.T) {
 	if _, _, err := s.Load(ctx, grain); err == nil || !strings.Contains(err.Error(), `"seven" is not a number`) {
 		t.Errorf("Load of a hash whose version is not a number: %v; want an error saying so", err)
 	}
+	_, err := s.Commit(ctx, grain, 0, []storage.Change{{Key: "k", Value: []byte("v")}})
+	if err == nil || errors.Is(err, storage.ErrConflict) || !strings.Contains(err.Error(), `"seven" is not a number`) {
+		t.Errorf("Commit to a hash whose version is not a number: %v; want an error saying so, not a conflict", err)
+	}
+	if v, err := client.HGet(ctx, key, "v").Result(); err != nil || v != "seven" || client.HExists(ctx, key, "e:k").Val() {
+		t.Errorf("the hash after that Commit: version %q, %v, entry k there: %v; want it unchanged", v, err, client.HExists(ctx, key, "e:k").Val())
+	}
 
 	good := storage.Reminder{Grain: grain, Name: "good", Due: time.Unix(7, 0).UTC()}
 	if err := s.SaveReminder(ctx, good); err != nil {
