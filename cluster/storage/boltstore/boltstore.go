@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -66,7 +67,8 @@ const (
 )
 
 // Store is a storage.Store kept in one bbolt file. It is safe for
-// concurrent use; commits are serialized by bbolt's single writer.
+// concurrent use. Commits that wait at once share a transaction and its
+// sync (see group.go), since bbolt has a single writer.
 //
 // A damaged page makes bbolt panic. Every method recovers such a panic and
 // returns an error wrapping ErrCorrupt instead. bbolt rolls back the
@@ -93,6 +95,13 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 	db     *bolt.DB
+
+	// commits carries Commit's writes to the committer (runCommitter),
+	// which closes committerDone when Close has closed commits.
+	commits       chan *pending
+	committerDone chan struct{}
+	// groups counts the committer's transactions, for tests.
+	groups atomic.Uint64
 
 	// failMu guards the fields below, which describe the first panic that
 	// made the Store refuse operations.
@@ -133,7 +142,14 @@ func Open(path string, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
-	s := &Store{path: path, log: logger, db: db}
+	s := &Store{
+		path:          path,
+		log:           logger,
+		db:            db,
+		commits:       make(chan *pending, maxGroup),
+		committerDone: make(chan struct{}),
+	}
+	go s.runCommitter()
 	if err := s.update(context.Background(), initLayout); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
@@ -238,16 +254,30 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 
 // transact runs fn in a transaction of run (bbolt's View or Update; write
 // says which) for view and update: under the store's read lock, unless the
-// store is closed or refuses it, turning a panic of bbolt into an error.
-func (s *Store) transact(write bool, run func(func(*bolt.Tx) error) error, fn func(tx *bolt.Tx) error) (err error) {
+// store is closed or refuses it, turning a panic of bbolt into an error
+// (guarded).
+func (s *Store) transact(write bool, run func(func(*bolt.Tx) error) error, fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if err := s.usable(write); err != nil {
+		return err
+	}
+	return s.guarded(write, run, fn)
+}
+
+// usable returns an error if the store is closed or, after an earlier
+// panic, refuses the operation (a write if write is set). The caller holds
+// s.mu.
+func (s *Store) usable(write bool) error {
 	if s.closed {
 		return storage.ErrClosed
 	}
-	if err := s.refused(write); err != nil {
-		return err
-	}
+	return s.refused(write)
+}
+
+// guarded runs fn in a transaction of run (bbolt's View or Update; write
+// says which), turning a panic of bbolt into an error wrapping ErrCorrupt.
+func (s *Store) guarded(write bool, run func(func(*bolt.Tx) error) error, fn func(tx *bolt.Tx) error) (err error) {
 	var tx *bolt.Tx
 	defer func() {
 		if p := recover(); p != nil {
@@ -342,42 +372,26 @@ func (s *Store) Load(ctx context.Context, key storage.Key) (map[string][]byte, s
 	return entries, version, nil
 }
 
-// Commit implements storage.Store.
+// Commit implements storage.Store. The commits of several goroutines that
+// wait at once share one transaction, in which each is checked and applied
+// on its own: one's conflict does not fail the others (see group.go).
 func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Version, changes []storage.Change) (storage.Version, error) {
 	if err := storeutil.CheckCommit(ctx, key, changes); err != nil {
 		return 0, err
 	}
-	effect := storeutil.Coalesce(changes)
-	gk := grainKey(key)
-	next := expected + 1
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		stored, err := readVersion(tx, gk)
-		if err != nil {
-			return err
-		}
-		if stored != expected {
-			return storeutil.Conflict(key, expected, stored)
-		}
-		grains, err := topBucket(tx, bucketGrains)
-		if err != nil {
-			return err
-		}
-		if err := applyEntries(grains, gk, effect); err != nil {
-			return err
-		}
-		versions, err := topBucket(tx, bucketVersions)
-		if err != nil {
-			return err
-		}
-		return versions.Put(gk, binary.BigEndian.AppendUint64(nil, uint64(next)))
-	})
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	err := s.usable(true)
+	if err == nil {
+		err = s.commit(&pending{ctx: ctx, key: key, gk: grainKey(key), expected: expected, effect: storeutil.Coalesce(changes)})
+	}
 	if errors.Is(err, storage.ErrConflict) {
 		return 0, err
 	}
 	if err != nil {
 		return 0, fmt.Errorf("boltstore: commit grain %s: %w", key, err)
 	}
-	return next, nil
+	return expected + 1, nil
 }
 
 // applyEntries applies effect to the nested bucket of grain gk, creating it
@@ -560,6 +574,10 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	// Every Commit has returned (each held s.mu until its outcome came), so
+	// the committer is idle.
+	close(s.commits)
+	<-s.committerDone
 	s.failMu.Lock()
 	stuck := s.stuck
 	s.failMu.Unlock()

@@ -1,0 +1,207 @@
+package boltstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/protograin/protograin/cluster/storage"
+)
+
+// These tests line commits up behind a write transaction of their own,
+// which holds bbolt's writer lock, so that they reach the committer
+// together, as a busy node's do.
+
+func openStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "grains.db"), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// waitUntil fails t unless cond holds within ten seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// lineUp holds bbolt's writer lock while commits run: the first commit
+// takes the committer into a transaction that waits for the lock, and the
+// rest (queued, their number) wait on the committer's channel, until the
+// returned release lets them all go.
+func lineUp(t *testing.T, s *Store, first func(), queued int, rest func()) (release func()) {
+	t.Helper()
+	held, err := s.db.Begin(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups := s.groups.Load()
+	go first()
+	waitUntil(t, "the first commit's group waits for the writer lock", func() bool { return s.groups.Load() == groups+1 })
+	rest()
+	waitUntil(t, fmt.Sprintf("%d commits wait for the committer", queued), func() bool { return len(s.commits) == queued })
+	return func() {
+		if err := held.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// entry loads grain and returns its entry, failing t if it has no such
+// entry or not version.
+func entry(t *testing.T, s *Store, grain storage.Key, key string, version storage.Version) string {
+	t.Helper()
+	entries, v, err := s.Load(context.Background(), grain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != version {
+		t.Fatalf("%s is at version %d; want %d", grain, v, version)
+	}
+	value, ok := entries[key]
+	if !ok {
+		t.Fatalf("%s has no entry %q: %q", grain, key, entries)
+	}
+	return string(value)
+}
+
+func TestCommitsThatWaitShareATransaction(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	key := func(id string) storage.Key { return storage.Key{Kind: "test.Account", Identity: id} }
+	set := func(value string) []storage.Change { return []storage.Change{{Key: "balance", Value: []byte(value)}} }
+	if _, err := s.Commit(ctx, key("committed"), 0, set("1")); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(map[string]error)
+	var mu sync.Mutex
+	start := func(name string, ctx context.Context, grain storage.Key, expected storage.Version, value string) {
+		wg.Go(func() {
+			_, err := s.Commit(ctx, grain, expected, set(value))
+			mu.Lock()
+			defer mu.Unlock()
+			errs[name] = err
+		})
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	defer cancel()
+	release := lineUp(t, s, func() { start("first", ctx, key("first"), 0, "first") }, 9, func() {
+		for i := range 5 {
+			id := fmt.Sprint("grain-", i)
+			start(id, ctx, key(id), 0, id)
+		}
+		start("stale", ctx, key("committed"), 0, "stale") // committed is at version 1
+		start("twin-a", ctx, key("twin"), 0, "a")         // one of the twins wins
+		start("twin-b", ctx, key("twin"), 0, "b")
+		start("canceled", canceled, key("canceled"), 0, "canceled")
+	})
+	groups := s.groups.Load()
+	cancel() // while the commit waits, before its group checks it
+	release()
+	wg.Wait()
+
+	if got := s.groups.Load() - groups; got != 1 {
+		t.Errorf("the nine commits that waited took %d transactions; want 1", got)
+	}
+	for _, id := range []string{"first", "grain-0", "grain-1", "grain-2", "grain-3", "grain-4"} {
+		if errs[id] != nil {
+			t.Errorf("commit of %s: %v", id, errs[id])
+		}
+		if got := entry(t, s, key(id), "balance", 1); got != id {
+			t.Errorf("%s's balance is %q; want %q", id, got, id)
+		}
+	}
+	if !errors.Is(errs["stale"], storage.ErrConflict) {
+		t.Errorf("commit expecting version 0 of a grain at version 1: %v; want ErrConflict", errs["stale"])
+	}
+	if got := entry(t, s, key("committed"), "balance", 1); got != "1" {
+		t.Errorf("the conflicting commit changed the grain's balance to %q", got)
+	}
+	a, b := errs["twin-a"], errs["twin-b"]
+	if (a == nil) == (b == nil) || !errors.Is(a, storage.ErrConflict) && !errors.Is(b, storage.ErrConflict) {
+		t.Errorf("two commits of one grain from version 0 in one group: %v and %v; want one to commit and one to conflict", a, b)
+	}
+	winner := map[bool]string{true: "a", false: "b"}[a == nil]
+	if got := entry(t, s, key("twin"), "balance", 1); got != winner {
+		t.Errorf("twin's balance is %q; want the winner's %q", got, winner)
+	}
+	if !errors.Is(errs["canceled"], storage.ErrNotCommitted) || !errors.Is(errs["canceled"], context.Canceled) {
+		t.Errorf("commit whose context ended while it waited: %v; want context.Canceled and ErrNotCommitted", errs["canceled"])
+	}
+	if _, v, err := s.Load(ctx, key("canceled")); err != nil || v != 0 {
+		t.Errorf("the canceled commit's grain is at version %d (%v); want 0", v, err)
+	}
+}
+
+// A commit that fails after it began writing (here, an entry that a damaged
+// file holds as a nested bucket, which bbolt refuses to overwrite, after
+// the commit removed another entry) fails alone: the group's transaction is
+// rolled back and the others commit in transactions of their own.
+func TestACommitThatFailsMidwayLeavesItsGroupCommitted(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	damaged := storage.Key{Kind: "test.Account", Identity: "damaged"}
+	if _, err := s.Commit(ctx, damaged, 0, []storage.Change{{Key: "a", Value: []byte("kept")}}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.Bucket([]byte(bucketGrains)).Bucket(grainKey(damaged)).CreateBucket([]byte("nested"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	commit := func(i int, grain storage.Key, expected storage.Version, changes ...storage.Change) {
+		wg.Go(func() { _, errs[i] = s.Commit(ctx, grain, expected, changes) })
+	}
+	others := []storage.Key{{Kind: "test.Account", Identity: "x"}, {Kind: "test.Account", Identity: "y"}}
+	first := func() {
+		commit(3, storage.Key{Kind: "test.Account", Identity: "first"}, 0, storage.Change{Key: "a", Value: []byte("first")})
+	}
+	release := lineUp(t, s, first, 3, func() {
+		commit(0, damaged, 1, storage.Change{Key: "a", Remove: true}, storage.Change{Key: "nested", Value: []byte("over the bucket")})
+		commit(1, others[0], 0, storage.Change{Key: "a", Value: []byte("x")})
+		commit(2, others[1], 0, storage.Change{Key: "a", Value: []byte("y")})
+	})
+	groups := s.groups.Load()
+	release()
+	wg.Wait()
+
+	if !errors.Is(errs[0], berrors.ErrIncompatibleValue) {
+		t.Errorf("commit that overwrites a nested bucket: %v; want bbolt's ErrIncompatibleValue", errs[0])
+	}
+	if got := entry(t, s, damaged, "a", 1); got != "kept" {
+		t.Errorf("the failed commit's removal stayed: entry a is %q; want kept", got)
+	}
+	for i, grain := range others {
+		if errs[i+1] != nil {
+			t.Errorf("commit of %s, in the failed commit's group: %v", grain, errs[i+1])
+		}
+		if got := entry(t, s, grain, "a", 1); got != grain.Identity {
+			t.Errorf("%s's entry is %q; want %q", grain, got, grain.Identity)
+		}
+	}
+	if got := s.groups.Load() - groups; got != 4 {
+		t.Errorf("a group of three with a failure took %d transactions; want 4 (the group, then each alone)", got)
+	}
+}
