@@ -43,23 +43,25 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // lineUp holds bbolt's writer lock while commits run: the first commit
 // takes the committer into a transaction that waits for the lock, and the
 // rest (queued, their number) wait on the committer's channel, until the
-// returned release lets them all go.
+// returned release (or the end of the test) lets them all go.
 func lineUp(t *testing.T, s *Store, first func(), queued int, rest func()) (release func()) {
 	t.Helper()
 	held, err := s.db.Begin(true)
 	if err != nil {
 		t.Fatal(err)
 	}
+	release = sync.OnceFunc(func() {
+		if err := held.Rollback(); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Cleanup(release) // before the store's Close, which waits for the commits
 	groups := s.groups.Load()
 	go first()
 	waitUntil(t, "the first commit's group waits for the writer lock", func() bool { return s.groups.Load() == groups+1 })
 	rest()
 	waitUntil(t, fmt.Sprintf("%d commits wait for the committer", queued), func() bool { return len(s.commits) == queued })
-	return func() {
-		if err := held.Rollback(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return release
 }
 
 // entry loads grain and returns its entry, failing t if it has no such
