@@ -45,20 +45,27 @@ var openers = []opener{
 // maxCallers is the widest run's number of goroutines.
 const maxCallers = 16
 
-// each runs bench for every store and number of callers, with b.N split
-// between the callers, each on a grain of its own that prepare, if not
-// nil, readies before the clock starts, and reports the operations per
-// second.
-func each(b *testing.B, unit string, prepare func(s storage.Store, grain storage.Key) error, bench func(s storage.Store, grain storage.Key, n int) error) {
+// A workload is what a benchmark does on one grain: prepare, if not nil,
+// readies the grain before the clock starts, and run does n operations on
+// it.
+type workload struct {
+	prepare func(grain storage.Key) error
+	run     func(grain storage.Key, n int) error
+}
+
+// each runs the workload that on makes of a store for every store and
+// number of callers, with b.N split between the callers, each on a grain of
+// its own, and reports the operations per second.
+func each(b *testing.B, unit string, on func(tb testing.TB, s storage.Store) workload) {
 	for _, o := range openers {
 		for _, callers := range []int{1, maxCallers} {
 			b.Run(fmt.Sprintf("store=%s/callers=%d", o.name, callers), func(b *testing.B) {
-				s := o.open(b)
+				w := on(b, o.open(b))
 				grains := make([]storage.Key, callers)
 				for c := range grains {
-					grains[c] = storage.Key{Kind: "bench.Counter", Identity: fmt.Sprint("grain-", c)}
-					if prepare != nil {
-						if err := prepare(s, grains[c]); err != nil {
+					grains[c] = storage.Key{Kind: accountKind, Identity: fmt.Sprint("grain-", c)}
+					if w.prepare != nil {
+						if err := w.prepare(grains[c]); err != nil {
 							b.Fatal(err)
 						}
 					}
@@ -71,7 +78,7 @@ func each(b *testing.B, unit string, prepare func(s storage.Store, grain storage
 						n++
 					}
 					wg.Go(func() {
-						if err := bench(s, grain, n); err != nil {
+						if err := w.run(grain, n); err != nil {
 							b.Error(err)
 						}
 					})
@@ -80,6 +87,19 @@ func each(b *testing.B, unit string, prepare func(s storage.Store, grain storage
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), unit)
 			})
 		}
+	}
+}
+
+// commits is the workload of BenchmarkCommit.
+func commits(_ testing.TB, s storage.Store) workload {
+	return workload{run: func(grain storage.Key, n int) error { return commit(s, grain, n) }}
+}
+
+// loads is the workload of BenchmarkLoad.
+func loads(_ testing.TB, s storage.Store) workload {
+	return workload{
+		prepare: func(grain storage.Key) error { return prepareLoad(s, grain) },
+		run:     func(grain storage.Key, n int) error { return load(s, grain, n) },
 	}
 }
 
@@ -130,18 +150,23 @@ func load(s storage.Store, grain storage.Key, n int) error {
 
 // BenchmarkCommit commits one change to a grain per caller, over and over
 // (see commit).
-func BenchmarkCommit(b *testing.B) { each(b, "commits/s", nil, commit) }
+func BenchmarkCommit(b *testing.B) { each(b, "commits/s", commits) }
 
 // BenchmarkLoad loads a grain per caller, each with ten entries of 16
 // bytes, over and over.
-func BenchmarkLoad(b *testing.B) { each(b, "loads/s", prepareLoad, load) }
+func BenchmarkLoad(b *testing.B) { each(b, "loads/s", loads) }
+
+// BenchmarkGrainCalls calls a grain per caller on a node whose store is the
+// one measured (see deposits): each call is a grain call and the commit of
+// the grain's state that precedes its reply.
+func BenchmarkGrainCalls(b *testing.B) { each(b, "calls/s", deposits) }
 
 // TestEveryStoreCommitsAndLoads runs what the benchmarks run, a few times
 // on each store, so that a broken opener or a store that fails them fails
 // go test instead of a benchmark run. Stores whose server is not there
 // skip, as their own tests do.
 func TestEveryStoreCommitsAndLoads(t *testing.T) {
-	grain := storage.Key{Kind: "bench.Counter", Identity: "smoke"}
+	grain := storage.Key{Kind: accountKind, Identity: "smoke"}
 	for _, o := range openers {
 		t.Run(o.name, func(t *testing.T) {
 			s := o.open(t)
@@ -154,6 +179,14 @@ func TestEveryStoreCommitsAndLoads(t *testing.T) {
 			}
 			if err := load(s, other, 3); err != nil {
 				t.Fatalf("load: %v", err)
+			}
+			called := storage.Key{Kind: grain.Kind, Identity: "called"}
+			if err := deposits(t, s).run(called, 3); err != nil {
+				t.Fatalf("grain calls: %v", err)
+			}
+			entries, v, err := s.Load(context.Background(), called)
+			if err != nil || v < 3 || len(entries) == 0 {
+				t.Fatalf("after three deposits the grain's state is %q at version %d (%v); want a commit each", entries, v, err)
 			}
 		})
 	}
