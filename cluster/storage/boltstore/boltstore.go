@@ -96,9 +96,9 @@ type Store struct {
 	closed bool
 	db     *bolt.DB
 
-	// commits carries Commit's writes to the committer (runCommitter),
-	// which closes committerDone when Close has closed commits.
-	commits       chan *pending
+	// writes carries every write to the committer (runCommitter), which
+	// closes committerDone when Close has closed writes.
+	writes        chan *pending
 	committerDone chan struct{}
 	// groups counts the committer's transactions, for tests.
 	groups atomic.Uint64
@@ -146,11 +146,11 @@ func Open(path string, cfg Config) (*Store, error) {
 		path:          path,
 		log:           logger,
 		db:            db,
-		commits:       make(chan *pending, maxGroup),
+		writes:        make(chan *pending, maxGroup),
 		committerDone: make(chan struct{}),
 	}
 	go s.runCommitter()
-	if err := s.update(context.Background(), initLayout); err != nil {
+	if err := s.write(context.Background(), nil, initLayout); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
@@ -236,20 +236,6 @@ func (s *Store) Path() string { return s.path }
 // ErrCorrupt.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	return s.transact(false, s.db.View, fn)
-}
-
-// update runs fn in a read-write transaction unless the store is closed or
-// refuses writes, or ctx ended while it waited for bbolt's writer lock (an
-// error wrapping storage.ErrNotCommitted: the transaction, rolled back,
-// wrote nothing). A panic of bbolt (a damaged page) becomes an error
-// wrapping ErrCorrupt, and the store refuses writes from then on.
-func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	return s.transact(true, s.db.Update, func(tx *bolt.Tx) error {
-		if err := ctx.Err(); err != nil {
-			return storeutil.NotStarted(err)
-		}
-		return fn(tx)
-	})
 }
 
 // transact runs fn in a transaction of run (bbolt's View or Update; write
@@ -362,6 +348,12 @@ func (s *Store) Load(ctx context.Context, key storage.Key) (map[string][]byte, s
 		}
 		// Values point into the memory map only while tx is open: copy.
 		return b.ForEach(func(k, v []byte) error {
+			if v == nil {
+				// bbolt's nil value is a nested bucket, which this
+				// package never writes there: read as an empty entry,
+				// it would hide the damage.
+				return entryErr(string(k), berrors.ErrIncompatibleValue)
+			}
 			entries[string(k)] = storeutil.Clone(v)
 			return nil
 		})
@@ -379,19 +371,19 @@ func (s *Store) Commit(ctx context.Context, key storage.Key, expected storage.Ve
 	if err := storeutil.CheckCommit(ctx, key, changes); err != nil {
 		return 0, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	err := s.usable(true)
-	if err == nil {
-		err = s.commit(&pending{ctx: ctx, key: key, gk: grainKey(key), expected: expected, effect: storeutil.Coalesce(changes)})
-	}
+	effect := storeutil.Coalesce(changes)
+	gk := grainKey(key)
+	next := expected + 1
+	err := s.write(ctx,
+		func(tx *bolt.Tx) error { return checkVersion(tx, key, gk, expected) },
+		func(tx *bolt.Tx) error { return writeCommit(tx, gk, effect, next) })
 	if errors.Is(err, storage.ErrConflict) {
 		return 0, err
 	}
 	if err != nil {
 		return 0, fmt.Errorf("boltstore: commit grain %s: %w", key, err)
 	}
-	return expected + 1, nil
+	return next, nil
 }
 
 // applyEntries applies effect to the nested bucket of grain gk, creating it
@@ -412,18 +404,28 @@ func applyEntries(grains *bolt.Bucket, gk []byte, effect storeutil.Coalesced) er
 	}
 	for _, k := range effect.Remove {
 		if err := b.Delete([]byte(k)); err != nil {
-			return err
+			return entryErr(k, err)
 		}
 	}
 	for k, v := range effect.Set {
 		if err := b.Put([]byte(k), v); err != nil {
-			return err
+			return entryErr(k, err)
 		}
 	}
 	if k, _ := b.Cursor().First(); k == nil {
 		return grains.DeleteBucket(gk)
 	}
 	return nil
+}
+
+// entryErr returns the error for bbolt's err on the grain's entry k: a
+// bucket in the entry's place (bbolt's ErrIncompatibleValue) is damage,
+// which this package never writes.
+func entryErr(k string, err error) error {
+	if errors.Is(err, berrors.ErrIncompatibleValue) {
+		return fmt.Errorf("%w: entry %q of the grain is a bucket, not a value (%w)", ErrCorrupt, k, err)
+	}
+	return err
 }
 
 // entryBucket returns the nested bucket of grain gk in grains, or nil if
@@ -460,7 +462,7 @@ func (s *Store) SaveReminder(ctx context.Context, r storage.Reminder) error {
 	if err := storeutil.CheckReminder(ctx, r); err != nil {
 		return err
 	}
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.write(ctx, nil, func(tx *bolt.Tx) error {
 		b, err := topBucket(tx, bucketReminders)
 		if err != nil {
 			return err
@@ -478,7 +480,7 @@ func (s *Store) DeleteReminder(ctx context.Context, key storage.Key, name string
 	if err := storeutil.CheckReminderKey(ctx, key, name); err != nil {
 		return err
 	}
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.write(ctx, nil, func(tx *bolt.Tx) error {
 		b, err := topBucket(tx, bucketReminders)
 		if err != nil {
 			return err
@@ -499,7 +501,8 @@ func (s *Store) CompleteReminder(ctx context.Context, fired storage.Reminder, ne
 		return false, err
 	}
 	var done bool
-	err := s.update(ctx, func(tx *bolt.Tx) error {
+	err := s.write(ctx, nil, func(tx *bolt.Tx) error {
+		done = false
 		b, err := topBucket(tx, bucketReminders)
 		if err != nil {
 			return err
@@ -574,9 +577,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	// Every Commit has returned (each held s.mu until its outcome came), so
+	// Every write has returned (each held s.mu until its outcome came), so
 	// the committer is idle.
-	close(s.commits)
+	close(s.writes)
 	<-s.committerDone
 	s.failMu.Lock()
 	stuck := s.stuck

@@ -386,3 +386,38 @@ func closeAndRead(t *testing.T, s *boltstore.Store, path string) ([]byte, int) {
 	}
 	return b, filePageSize(t, b)
 }
+
+// An entry of a grain that is a nested bucket, which this package never
+// writes, is damage: Load would otherwise read it as an empty entry.
+func TestGrainEntryTurnedBucketIsCorrupt(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "grains.db")
+	key := storage.Key{Kind: "test.Account", Identity: "a"}
+	s := open(t, path, boltstore.Config{})
+	if _, err := s.Commit(ctx, key, 0, []storage.Change{{Key: "balance", Value: []byte("100")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	editFile(t, path, func(tx *bolt.Tx) error {
+		grains := tx.Bucket([]byte("grains"))
+		k, _ := grains.Cursor().First()
+		if k == nil {
+			return errors.New("no grain")
+		}
+		_, err := grains.Bucket(k).CreateBucket([]byte("owner"))
+		return err
+	})
+
+	s = open(t, path, boltstore.Config{})
+	got, v, err := s.Load(ctx, key)
+	if err == nil {
+		t.Fatalf("Load of a grain with an entry that is a bucket = %q at version %d, want ErrCorrupt", got, v)
+	}
+	wantCorrupt(t, "Load", err, `entry "owner" of the grain is a bucket`)
+	_, err = s.Commit(ctx, key, 1, []storage.Change{{Key: "owner", Value: []byte("bob")}})
+	wantCorrupt(t, "Commit that sets the entry", err, `entry "owner" of the grain is a bucket`)
+	_, err = s.Commit(ctx, key, 1, []storage.Change{{Key: "owner", Remove: true}})
+	wantCorrupt(t, "Commit that removes the entry", err, `entry "owner" of the grain is a bucket`)
+}

@@ -15,7 +15,7 @@ import (
 	"github.com/protograin/protograin/cluster/storage"
 )
 
-// These tests line commits up behind a write transaction of their own,
+// These tests line writes up behind a write transaction of their own,
 // which holds bbolt's writer lock, so that they reach the committer
 // together, as a busy node's do.
 
@@ -40,7 +40,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// lineUp holds bbolt's writer lock while commits run: the first commit
+// lineUp holds bbolt's writer lock while writes start: the first write
 // takes the committer into a transaction that waits for the lock, and the
 // rest (queued, their number) wait on the committer's channel, until the
 // returned release (or the end of the test) lets them all go.
@@ -55,12 +55,12 @@ func lineUp(t *testing.T, s *Store, first func(), queued int, rest func()) (rele
 			t.Error(err)
 		}
 	})
-	t.Cleanup(release) // before the store's Close, which waits for the commits
+	t.Cleanup(release) // before the store's Close, which waits for the writes
 	groups := s.groups.Load()
 	go first()
-	waitUntil(t, "the first commit's group waits for the writer lock", func() bool { return s.groups.Load() == groups+1 })
+	waitUntil(t, "the first write's group waits for the writer lock", func() bool { return s.groups.Load() == groups+1 })
 	rest()
-	waitUntil(t, fmt.Sprintf("%d commits wait for the committer", queued), func() bool { return len(s.commits) == queued })
+	waitUntil(t, fmt.Sprintf("%d writes wait for the committer", queued), func() bool { return len(s.writes) == queued })
 	return release
 }
 
@@ -155,7 +155,8 @@ func TestCommitsThatWaitShareATransaction(t *testing.T) {
 // A commit that fails after it began writing (here, an entry that a damaged
 // file holds as a nested bucket, which bbolt refuses to overwrite, after
 // the commit removed another entry) fails alone: the group's transaction is
-// rolled back and the others commit in transactions of their own.
+// rolled back and the other writes, commits and a reminder's completion,
+// run again in transactions of their own.
 func TestACommitThatFailsMidwayLeavesItsGroupCommitted(t *testing.T) {
 	s := openStore(t)
 	ctx := context.Background()
@@ -171,29 +172,45 @@ func TestACommitThatFailsMidwayLeavesItsGroupCommitted(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	fired := storage.Reminder{Grain: damaged, Name: "tick", Due: time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC), Period: time.Minute}
+	if err := s.SaveReminder(ctx, fired); err != nil {
+		t.Fatal(err)
+	}
+
 	var wg sync.WaitGroup
-	errs := make([]error, 4)
+	errs := make([]error, 5)
 	commit := func(i int, grain storage.Key, expected storage.Version, changes ...storage.Change) {
 		wg.Go(func() { _, errs[i] = s.Commit(ctx, grain, expected, changes) })
 	}
+	next := fired
+	next.Due = fired.Due.Add(fired.Period)
+	var completed bool
 	others := []storage.Key{{Kind: "test.Account", Identity: "x"}, {Kind: "test.Account", Identity: "y"}}
 	first := func() {
-		commit(3, storage.Key{Kind: "test.Account", Identity: "first"}, 0, storage.Change{Key: "a", Value: []byte("first")})
+		commit(4, storage.Key{Kind: "test.Account", Identity: "first"}, 0, storage.Change{Key: "a", Value: []byte("first")})
 	}
-	release := lineUp(t, s, first, 3, func() {
+	release := lineUp(t, s, first, 4, func() {
 		commit(0, damaged, 1, storage.Change{Key: "a", Remove: true}, storage.Change{Key: "nested", Value: []byte("over the bucket")})
 		commit(1, others[0], 0, storage.Change{Key: "a", Value: []byte("x")})
 		commit(2, others[1], 0, storage.Change{Key: "a", Value: []byte("y")})
+		wg.Go(func() { completed, errs[3] = s.CompleteReminder(ctx, fired, &next) })
 	})
 	groups := s.groups.Load()
 	release()
 	wg.Wait()
 
-	if !errors.Is(errs[0], berrors.ErrIncompatibleValue) {
-		t.Errorf("commit that overwrites a nested bucket: %v; want bbolt's ErrIncompatibleValue", errs[0])
+	if !errors.Is(errs[0], ErrCorrupt) || !errors.Is(errs[0], berrors.ErrIncompatibleValue) {
+		t.Errorf("commit that overwrites a nested bucket: %v; want ErrCorrupt and bbolt's ErrIncompatibleValue", errs[0])
 	}
-	if got := entry(t, s, damaged, "a", 1); got != "kept" {
-		t.Errorf("the failed commit's removal stayed: entry a is %q; want kept", got)
+	// Load refuses the damaged grain; its entry is read here directly.
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if got := tx.Bucket([]byte(bucketGrains)).Bucket(grainKey(damaged)).Get([]byte("a")); string(got) != "kept" {
+			t.Errorf("the failed commit's removal stayed: entry a is %q; want kept", got)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	for i, grain := range others {
 		if errs[i+1] != nil {
@@ -203,7 +220,15 @@ func TestACommitThatFailsMidwayLeavesItsGroupCommitted(t *testing.T) {
 			t.Errorf("%s's entry is %q; want %q", grain, got, grain.Identity)
 		}
 	}
-	if got := s.groups.Load() - groups; got != 4 {
-		t.Errorf("a group of three with a failure took %d transactions; want 4 (the group, then each alone)", got)
+	// The reminder's completion ran twice, in the group and alone: it
+	// reports what its second run did, which the store kept.
+	if !completed || errs[3] != nil {
+		t.Errorf("CompleteReminder in the failed commit's group = %v, %v; want true", completed, errs[3])
+	}
+	if rs, err := s.ListReminders(ctx, damaged.Kind); err != nil || len(rs) != 1 || !rs[0].Due.Equal(next.Due) {
+		t.Errorf("reminders after the completion: %v, %v; want the next firing, due %v", rs, err, next.Due)
+	}
+	if got := s.groups.Load() - groups; got != 5 {
+		t.Errorf("a group of four with a failure took %d transactions; want 5 (the group, then each alone)", got)
 	}
 }
