@@ -136,6 +136,11 @@ func (s *Store) begin() error {
 	return nil
 }
 
+// listPage is how many fields ListReminders asks HSCAN for at a time: a
+// hint the server follows roughly, large enough that a listing takes few
+// round trips, small enough that each reply is brief work for the server.
+const listPage = 1000
+
 // The fields of a grain's hash.
 const (
 	versionField = "v"  // the version, in decimal; missing means 0
@@ -355,7 +360,11 @@ func (s *Store) CompleteReminder(ctx context.Context, fired storage.Reminder, ne
 }
 
 // ListReminders implements storage.Store. A record that does not decode is
-// skipped, and logged.
+// skipped and logged to Config.Logger. The kind's hash is read a page at a
+// time (HSCAN), so that a kind with millions of reminders does not hold the
+// server, single-threaded, for the whole reply as HGETALL would; a
+// reminder saved or deleted while the listing runs may or may not be in it,
+// as with any listing that races a write.
 func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Reminder, error) {
 	if err := storeutil.CheckKind(ctx, kind); err != nil {
 		return nil, err
@@ -364,16 +373,28 @@ func (s *Store) ListReminders(ctx context.Context, kind string) ([]storage.Remin
 		return nil, err
 	}
 	defer s.mu.RUnlock()
-	fields, err := s.client.HGetAll(ctx, s.remindersKey(kind)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("redisstore: list reminders of kind %q: %w", kind, err)
+	key := s.remindersKey(kind)
+	// HSCAN may return a field more than once (when the hash grows or
+	// shrinks during the scan), so the fields are collected in a map.
+	fields := make(map[string]string)
+	for cursor := uint64(0); ; {
+		page, next, err := s.client.HScan(ctx, key, cursor, "", listPage).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: list reminders of kind %q: %w", kind, err)
+		}
+		for i := 0; i+1 < len(page); i += 2 {
+			fields[page[i]] = page[i+1]
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
 	}
 	rs := make([]storage.Reminder, 0, len(fields))
 	for f, value := range fields {
 		identity, name, ok := strings.Cut(f, "\x00")
 		if !ok || len(value) != 16 {
 			s.log.Warn("redisstore: skipped a reminder record that does not decode",
-				"key", s.remindersKey(kind), "field", f, "bytes", len(value))
+				"key", key, "field", f, "bytes", len(value))
 			continue
 		}
 		rs = append(rs, storage.Reminder{

@@ -309,3 +309,40 @@ func TestACommitOfTenThousandChanges(t *testing.T) {
 		t.Fatalf("Load after the removals: %d entries, %v; want the %d odd ones", len(entries), err, n/2)
 	}
 }
+
+// TestListingAKindOfManyReminders: a kind's reminders, more than a page of
+// the listing's scan, list whole and in order, once each.
+func TestListingAKindOfManyReminders(t *testing.T) {
+	s := redistest.Open(t)
+	ctx := t.Context()
+	const n = 5000
+	due := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
+	for i := range n {
+		r := storage.Reminder{
+			Grain:  storage.Key{Kind: grain.Kind, Identity: fmt.Sprintf("grain-%05d", i/2)},
+			Name:   fmt.Sprint("tick-", i%2),
+			Due:    due.Add(time.Duration(i) * time.Second),
+			Period: time.Minute,
+		}
+		if err := s.SaveReminder(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := storage.Reminder{Grain: storage.Key{Kind: "test.Other", Identity: "x"}, Name: "tick", Due: due}
+	if err := s.SaveReminder(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.ListReminders(ctx, grain.Kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != n {
+		t.Fatalf("ListReminders listed %d reminders; want %d", len(rs), n)
+	}
+	for i, r := range rs {
+		identity, name := fmt.Sprintf("grain-%05d", i/2), fmt.Sprint("tick-", i%2)
+		if r.Grain.Identity != identity || r.Name != name || !r.Due.Equal(due.Add(time.Duration(i)*time.Second)) || r.Period != time.Minute {
+			t.Fatalf("reminder %d listed as %+v; want %s's %s due at +%ds every minute", i, r, identity, name, i)
+		}
+	}
+}
