@@ -11,11 +11,11 @@
 // keeps it well maintained. Pebble pays off for write-heavy stores far larger
 // than the state of one node's grains.
 //
-// Group commit: the commits of grains that wait at once share one write
-// transaction and one sync of the file, each checked against its own version
-// and applied on its own, so one's conflict fails only that one. A lone
-// commit waits for nobody. Sixteen goroutines committing at once get about
-// ten times the commits a second of one (docs/benchmarks.md).
+// Group commit: the writes that wait at once (commits, reminders) share one
+// write transaction and one sync of the file, each checked and applied on
+// its own, so one commit's conflict fails only that one. A lone write waits
+// for nobody. Sixteen goroutines committing at once got seven times the
+// commits a second of one here (docs/benchmarks.md).
 //
 // Layout inside the file: bucket "grains" holds one nested bucket per grain,
 // keyed by the grain's kind (length-prefixed) then identity, with the grain's
