@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -32,8 +33,11 @@ type record struct {
 	// floor is the lowest sequence number that is not stale for a reason
 	// other than the window: one above the highest call dropped from it.
 	floor uint64
-	// calls are the recorded calls by ascending seq.
-	calls []call
+	// calls are the recorded calls by ascending seq. A call does not change
+	// once recorded, so records share them: each commit after a call makes
+	// a new record of a window of up to Config.WindowPerClient calls (see
+	// with), and copying pointers copies a fifth of the bytes.
+	calls []*call
 }
 
 // call is one recorded call and its reply.
@@ -63,7 +67,7 @@ const (
 // find returns the index of the call seq in r.calls, or where it would go,
 // and whether it is there.
 func (r record) find(seq uint64) (int, bool) {
-	return slices.BinarySearchFunc(r.calls, seq, func(c call, seq uint64) int {
+	return slices.BinarySearchFunc(r.calls, seq, func(c *call, seq uint64) int {
 		return cmp.Compare(c.seq, seq)
 	})
 }
@@ -85,9 +89,9 @@ func (r record) lowEdge(w int) uint64 {
 // over those it drops.
 func (r record) with(c call, w int) record {
 	i, found := r.find(c.seq)
-	calls := make([]call, 0, len(r.calls)+1)
+	calls := make([]*call, 0, len(r.calls)+1)
 	calls = append(calls, r.calls[:i]...)
-	calls = append(calls, c)
+	calls = append(calls, &c)
 	if found {
 		i++ // replaced
 	}
@@ -107,35 +111,48 @@ func (r record) with(c call, w int) record {
 // zero for the first), the reply's length and the reply. A record that
 // holds an unanswered call is stored in recordFormatUnanswered instead.
 func (r record) encode() []byte {
-	size := 1 + 3*binary.MaxVarintLen64
 	format := byte(recordFormatWindow)
 	for _, c := range r.calls {
-		size += 2*binary.MaxVarintLen64 + len(c.reply)
 		if c.unanswered {
 			format = recordFormatUnanswered
 		}
+	}
+	// The reply's length as stored: see the formats.
+	replyLen := func(c *call) uint64 {
+		switch {
+		case format == recordFormatWindow:
+			return uint64(len(c.reply))
+		case c.unanswered:
+			return 0
+		}
+		return uint64(len(c.reply)) + 1
+	}
+	// The exact size, so that the record, written after every call that
+	// commits, is one allocation of the bytes it needs.
+	size := 1 + uvarintLen(r.stamp) + uvarintLen(r.floor) + uvarintLen(uint64(len(r.calls)))
+	prev := uint64(0)
+	for _, c := range r.calls {
+		size += uvarintLen(c.seq-prev) + uvarintLen(replyLen(c)) + len(c.reply)
+		prev = c.seq
 	}
 	b := make([]byte, 0, size)
 	b = append(b, format)
 	b = binary.AppendUvarint(b, r.stamp)
 	b = binary.AppendUvarint(b, r.floor)
 	b = binary.AppendUvarint(b, uint64(len(r.calls)))
-	prev := uint64(0)
+	prev = 0
 	for _, c := range r.calls {
 		b = binary.AppendUvarint(b, c.seq-prev)
-		switch {
-		case format == recordFormatWindow:
-			b = binary.AppendUvarint(b, uint64(len(c.reply)))
-		case c.unanswered:
-			b = binary.AppendUvarint(b, 0)
-		default:
-			b = binary.AppendUvarint(b, uint64(len(c.reply))+1)
-		}
+		b = binary.AppendUvarint(b, replyLen(c))
 		b = append(b, c.reply...)
 		prev = c.seq
 	}
 	return b
 }
+
+// uvarintLen is the length of x as binary.AppendUvarint writes it: seven
+// bits a byte.
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
 
 // decodeRecord reads a record written by encode, or by an earlier build in
 // recordFormatLast. Replies are copied.
@@ -153,7 +170,7 @@ func decodeRecord(b []byte) (record, error) {
 			// The old rule, kept: every call below the recorded one
 			// is stale.
 			r.floor = seq
-			r.calls = []call{{seq: seq, reply: clone(d.b)}}
+			r.calls = []*call{{seq: seq, reply: clone(d.b)}}
 		}
 	case recordFormatWindow, recordFormatUnanswered:
 		r = d.window(b[0] == recordFormatUnanswered)
@@ -231,7 +248,8 @@ func (d *decoder) window(unanswered bool) record {
 	if d.err != nil {
 		return record{}
 	}
-	r.calls = make([]call, 0, n)
+	r.calls = make([]*call, 0, n)
+	backing := make([]call, 0, n) // one allocation for the record's calls
 	seq := uint64(0)
 	for i := range n {
 		delta := d.uvarint("sequence number")
@@ -251,7 +269,8 @@ func (d *decoder) window(unanswered bool) record {
 		}
 		seq += delta
 		c.seq = seq
-		r.calls = append(r.calls, c)
+		backing = append(backing, c)
+		r.calls = append(r.calls, &backing[len(backing)-1])
 	}
 	return r
 }

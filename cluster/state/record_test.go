@@ -11,7 +11,7 @@ import (
 // sameRecord reports whether a and b hold the same stamp, floor and calls.
 func sameRecord(a, b record) bool {
 	return a.stamp == b.stamp && a.floor == b.floor &&
-		slices.EqualFunc(a.calls, b.calls, func(x, y call) bool {
+		slices.EqualFunc(a.calls, b.calls, func(x, y *call) bool {
 			return x.seq == y.seq && x.unanswered == y.unanswered && bytes.Equal(x.reply, y.reply)
 		})
 }
@@ -19,21 +19,24 @@ func sameRecord(a, b record) bool {
 func TestRecordRoundTrip(t *testing.T) {
 	for _, r := range []record{
 		{},
-		{stamp: 1, calls: []call{{seq: 0, reply: []byte{}}}},
-		{stamp: 1, floor: 1, calls: []call{{seq: 1, reply: []byte("reply")}}},
-		{stamp: 7, floor: 3, calls: []call{{seq: 3, reply: []byte("a")}, {seq: 9, reply: []byte{}}, {seq: 10, reply: []byte("c")}}},
-		{stamp: 1<<64 - 1, floor: 1<<64 - 2, calls: []call{
+		{stamp: 1, calls: []*call{{seq: 0, reply: []byte{}}}},
+		{stamp: 1, floor: 1, calls: []*call{{seq: 1, reply: []byte("reply")}}},
+		{stamp: 7, floor: 3, calls: []*call{{seq: 3, reply: []byte("a")}, {seq: 9, reply: []byte{}}, {seq: 10, reply: []byte("c")}}},
+		{stamp: 1<<64 - 1, floor: 1<<64 - 2, calls: []*call{
 			{seq: 1<<64 - 2, reply: bytes.Repeat([]byte{0xff}, 1000)},
 			{seq: 1<<64 - 1, reply: []byte("last")},
 		}},
-		{stamp: 2, floor: 1, calls: []call{{seq: 1, unanswered: true}}},
-		{stamp: 5, calls: []call{{seq: 2, reply: []byte{}}, {seq: 3, unanswered: true}, {seq: 4, reply: []byte("four")}}},
+		{stamp: 2, floor: 1, calls: []*call{{seq: 1, unanswered: true}}},
+		{stamp: 5, calls: []*call{{seq: 2, reply: []byte{}}, {seq: 3, unanswered: true}, {seq: 4, reply: []byte("four")}}},
 	} {
 		b := r.encode()
+		if len(b) != cap(b) {
+			t.Errorf("encode(%+v) took %d bytes of %d allocated; want the exact size", r, len(b), cap(b))
+		}
 		// Only a record with an unanswered call needs the third format,
 		// which builds before it cannot read.
 		format := byte(recordFormatWindow)
-		if slices.ContainsFunc(r.calls, func(c call) bool { return c.unanswered }) {
+		if slices.ContainsFunc(r.calls, func(c *call) bool { return c.unanswered }) {
 			format = recordFormatUnanswered
 		}
 		if b[0] != format {
@@ -65,7 +68,7 @@ func TestRecordFormatLast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := record{stamp: 9, floor: 5, calls: []call{{seq: 5, reply: []byte("five")}}}
+	want := record{stamp: 9, floor: 5, calls: []*call{{seq: 5, reply: []byte("five")}}}
 	if !sameRecord(got, want) {
 		t.Fatalf("decode(%x) = %+v, want %+v", b, got, want)
 	}
@@ -80,7 +83,7 @@ func TestRecordWindow(t *testing.T) {
 		r = r.with(call{seq: seq, reply: []byte{byte(seq)}}, 3)
 	}
 	// 2 went: the window holds the three highest, and the floor is above 2.
-	want := record{floor: 3, calls: []call{{seq: 5, reply: []byte{5}}, {seq: 7, reply: []byte{7}}, {seq: 9, reply: []byte{9}}}}
+	want := record{floor: 3, calls: []*call{{seq: 5, reply: []byte{5}}, {seq: 7, reply: []byte{7}}, {seq: 9, reply: []byte{9}}}}
 	if !sameRecord(r, want) {
 		t.Fatalf("window = %+v, want %+v", r, want)
 	}
@@ -144,8 +147,8 @@ func TestDecodeRecordRefusesDamage(t *testing.T) {
 // and that survives encoding and decoding again unchanged.
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add([]byte{})
-	f.Add(record{stamp: 9, floor: 2, calls: []call{{seq: 3, reply: []byte("hi")}, {seq: 5}}}.encode())
-	f.Add(record{stamp: 9, floor: 2, calls: []call{{seq: 3, unanswered: true}, {seq: 5, reply: []byte("hi")}}}.encode())
+	f.Add(record{stamp: 9, floor: 2, calls: []*call{{seq: 3, reply: []byte("hi")}, {seq: 5}}}.encode())
+	f.Add(record{stamp: 9, floor: 2, calls: []*call{{seq: 3, unanswered: true}, {seq: 5, reply: []byte("hi")}}}.encode())
 	f.Add([]byte{recordFormatLast, 3, 9, 'h', 'i'})
 	f.Add([]byte{recordFormatWindow, 0x80})
 	f.Add([]byte{recordFormatWindow, 1, 0, 2, 1, 0, 0, 0})
@@ -163,6 +166,9 @@ func FuzzDecodeRecord(f *testing.F) {
 		// Varints have one shortest form and old records are rewritten
 		// in the new format, so the bytes may differ; the record not.
 		again := r.encode()
+		if len(again) != cap(again) {
+			t.Fatalf("encode(%+v) took %d bytes of %d allocated; want the exact size", r, len(again), cap(again))
+		}
 		r2, err := decodeRecord(again)
 		if err != nil || !sameRecord(r, r2) {
 			t.Fatalf("decode(%x) = %+v, which re-encodes to %x that decodes to %+v, %v", b, r, again, r2, err)
