@@ -331,16 +331,14 @@ func TestUndecodableReminderIsSkipped(t *testing.T) {
 	}
 }
 
-// TestGrainEntriesTurnedValueIsCorrupt replaces the nested bucket holding a
-// grain's entries by a plain value. Load must report ErrCorrupt rather than
-// an empty grain at the stored version, from which the grain would start
-// afresh; and Commit must not write over it either.
-func TestGrainEntriesTurnedValueIsCorrupt(t *testing.T) {
-	ctx := context.Background()
+// damageGrain commits an entry to grain key in a new store, closes it, has
+// damage change the file's grains bucket, holding the grain's entries under
+// k, and opens the store again.
+func damageGrain(t *testing.T, key storage.Key, damage func(grains *bolt.Bucket, k []byte) error) *boltstore.Store {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "grains.db")
-	key := storage.Key{Kind: "test.Account", Identity: "a"}
 	s := open(t, path, boltstore.Config{})
-	if _, err := s.Commit(ctx, key, 0, []storage.Change{{Key: "balance", Value: []byte("100")}}); err != nil {
+	if _, err := s.Commit(context.Background(), key, 0, []storage.Change{{Key: "balance", Value: []byte("100")}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -352,14 +350,24 @@ func TestGrainEntriesTurnedValueIsCorrupt(t *testing.T) {
 		if k == nil {
 			return errors.New("no grain")
 		}
-		k = bytes.Clone(k)
+		return damage(grains, bytes.Clone(k))
+	})
+	return open(t, path, boltstore.Config{})
+}
+
+// TestGrainEntriesTurnedValueIsCorrupt replaces the nested bucket holding a
+// grain's entries by a plain value. Load must report ErrCorrupt rather than
+// an empty grain at the stored version, from which the grain would start
+// afresh; and Commit must not write over it either.
+func TestGrainEntriesTurnedValueIsCorrupt(t *testing.T) {
+	ctx := context.Background()
+	key := storage.Key{Kind: "test.Account", Identity: "a"}
+	s := damageGrain(t, key, func(grains *bolt.Bucket, k []byte) error {
 		if err := grains.DeleteBucket(k); err != nil {
 			return err
 		}
 		return grains.Put(k, []byte("garbage"))
 	})
-
-	s = open(t, path, boltstore.Config{})
 	got, v, err := s.Load(ctx, key)
 	if err == nil {
 		t.Fatalf("Load of a grain whose entries are a plain value = %q at version %d, want ErrCorrupt", got, v)
@@ -391,26 +399,11 @@ func closeAndRead(t *testing.T, s *boltstore.Store, path string) ([]byte, int) {
 // writes, is damage: Load would otherwise read it as an empty entry.
 func TestGrainEntryTurnedBucketIsCorrupt(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "grains.db")
 	key := storage.Key{Kind: "test.Account", Identity: "a"}
-	s := open(t, path, boltstore.Config{})
-	if _, err := s.Commit(ctx, key, 0, []storage.Change{{Key: "balance", Value: []byte("100")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	editFile(t, path, func(tx *bolt.Tx) error {
-		grains := tx.Bucket([]byte("grains"))
-		k, _ := grains.Cursor().First()
-		if k == nil {
-			return errors.New("no grain")
-		}
+	s := damageGrain(t, key, func(grains *bolt.Bucket, k []byte) error {
 		_, err := grains.Bucket(k).CreateBucket([]byte("owner"))
 		return err
 	})
-
-	s = open(t, path, boltstore.Config{})
 	got, v, err := s.Load(ctx, key)
 	if err == nil {
 		t.Fatalf("Load of a grain with an entry that is a bucket = %q at version %d, want ErrCorrupt", got, v)
