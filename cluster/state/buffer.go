@@ -354,7 +354,7 @@ func (b *Buffer) Flush(ctx context.Context) error {
 // the records Flush evicts, and returns the evicted client IDs.
 func (b *Buffer) changes() ([]storage.Change, map[string]bool) {
 	changes := make([]storage.Change, 0, len(b.pending)+len(b.pendingClients))
-	for _, k := range slices.Sorted(maps.Keys(b.pending)) {
+	for _, k := range sortedKeys(b.pending) {
 		c := b.pending[k]
 		changes = append(changes, storage.Change{Key: k, Value: c.value, Remove: c.remove})
 	}
@@ -362,7 +362,7 @@ func (b *Buffer) changes() ([]storage.Change, map[string]bool) {
 		changes = append(changes, storage.Change{Key: messageKey, Value: b.pendingMessage})
 	}
 	evicted := b.evictions()
-	for _, id := range slices.Sorted(maps.Keys(b.pendingClients)) {
+	for _, id := range sortedKeys(b.pendingClients) {
 		if !evicted[id] {
 			changes = append(changes, storage.Change{Key: clientPrefix + id, Value: b.pendingClients[id].encode()})
 		}
@@ -375,9 +375,25 @@ func (b *Buffer) changes() ([]storage.Change, map[string]bool) {
 	return changes, evicted
 }
 
+// sortedKeys returns the keys of m in order. A flush after a call usually
+// has one changed entry and one client, which need no sorting, and each
+// flush asks twice: those are taken without the sort's allocations.
+func sortedKeys[V any](m map[string]V) []string {
+	if len(m) > 1 {
+		return slices.Sorted(maps.Keys(m))
+	}
+	for k := range m {
+		return []string{k}
+	}
+	return nil
+}
+
 // evictions returns the clients whose records the next flush removes to
 // keep at most maxClients: the oldest by last Record, then by client ID.
 func (b *Buffer) evictions() map[string]bool {
+	if len(b.clients)+len(b.pendingClients) <= b.maxClients {
+		return nil // even if no pending client is a committed one
+	}
 	all := make(map[string]record, len(b.clients)+len(b.pendingClients))
 	maps.Copy(all, b.clients)
 	maps.Copy(all, b.pendingClients)
