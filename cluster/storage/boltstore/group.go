@@ -3,6 +3,7 @@ package boltstore
 import (
 	"context"
 	"encoding/binary"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -45,11 +46,26 @@ type pending struct {
 	// done receives the write's outcome; it has room for it, so the
 	// committer never waits for the caller.
 	done chan error
+	// state says whether the committer took the write (taken) or its
+	// caller, whose context ended first, withdrew it (withdrawn). Whichever
+	// of the two sets it first decides.
+	state atomic.Int32
 }
 
+// The states of a pending write.
+const (
+	queued int32 = iota
+	taken
+	withdrawn
+)
+
 // write hands a write to the committer and waits for its outcome: an error
-// wrapping storage.ErrNotCommitted if ctx ended before its group got to it,
-// else check's error or apply's, or the group's (see commitGroup).
+// wrapping storage.ErrNotCommitted if ctx ended before the committer took
+// it (write then returns at once: a stalled disk does not hold a caller
+// past its deadline) or before its turn in its group came, else check's
+// error or apply's, or the group's (see commitGroup). Once the committer
+// took it, write waits for its outcome whatever ctx does, as the write may
+// then commit.
 func (s *Store) write(ctx context.Context, check, apply func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock() // so Close waits for the outcome
@@ -57,8 +73,28 @@ func (s *Store) write(ctx context.Context, check, apply func(tx *bolt.Tx) error)
 		return err
 	}
 	w := &pending{ctx: ctx, check: check, apply: apply, done: make(chan error, 1)}
-	s.writes <- w
-	return <-w.done
+	select {
+	case s.writes <- w:
+	case <-ctx.Done():
+		return storeutil.NotStarted(ctx.Err())
+	}
+	select {
+	case err := <-w.done:
+		return err
+	case <-ctx.Done():
+		if w.state.CompareAndSwap(queued, withdrawn) {
+			return storeutil.NotStarted(ctx.Err())
+		}
+		return <-w.done
+	}
+}
+
+// take adds w to group unless its caller withdrew it.
+func take(group []*pending, w *pending) []*pending {
+	if w.state.CompareAndSwap(queued, taken) {
+		group = append(group, w)
+	}
+	return group
 }
 
 // runCommitter is the committer: it takes the writes waiting on s.writes,
@@ -68,7 +104,7 @@ func (s *Store) runCommitter() {
 	defer close(s.committerDone)
 	group := make([]*pending, 0, maxGroup)
 	for w := range s.writes {
-		group = append(group[:0], w)
+		group = take(group[:0], w)
 	gather:
 		for len(group) < maxGroup {
 			select {
@@ -76,10 +112,13 @@ func (s *Store) runCommitter() {
 				if !ok {
 					break gather
 				}
-				group = append(group, w)
+				group = take(group, w)
 			default:
 				break gather
 			}
+		}
+		if len(group) == 0 {
+			continue
 		}
 		for i, err := range s.commitGroup(group) {
 			group[i].done <- err

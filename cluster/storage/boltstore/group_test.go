@@ -232,3 +232,48 @@ func TestACommitThatFailsMidwayLeavesItsGroupCommitted(t *testing.T) {
 		t.Errorf("a group of four with a failure took %d transactions; want 5 (the group, then each alone)", got)
 	}
 }
+
+// A write whose context ends while it waits for the committer returns at
+// once, having written nothing, however long the committer is held up (a
+// stalled disk, here a transaction of the test's); the committer then
+// skips it.
+func TestAWriteThatWaitsEndsWithItsContext(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	first := storage.Key{Kind: "test.Account", Identity: "first"}
+	late := storage.Key{Kind: "test.Account", Identity: "late"}
+	set := []storage.Change{{Key: "balance", Value: []byte("1")}}
+	firstDone := make(chan error, 1)
+	lateDone := make(chan error, 1)
+	lateCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	release := lineUp(t, s, func() {
+		go func() { _, err := s.Commit(ctx, first, 0, set); firstDone <- err }()
+	}, 1, func() {
+		go func() { _, err := s.Commit(lateCtx, late, 0, set); lateDone <- err }()
+	})
+	groups := s.groups.Load()
+	cancel()
+	select {
+	case err := <-lateDone:
+		if !errors.Is(err, storage.ErrNotCommitted) || !errors.Is(err, context.Canceled) {
+			t.Errorf("commit whose context ended while it waited: %v; want context.Canceled and ErrNotCommitted", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a commit whose context ended still waits for the held-up committer")
+	}
+	release()
+	if err := <-firstDone; err != nil {
+		t.Fatalf("the commit the committer had taken: %v", err)
+	}
+	// A sync write after the withdrawn one: the committer has passed it.
+	if _, err := s.Commit(ctx, first, 1, set); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.groups.Load() - groups; got != 1 {
+		t.Errorf("the committer ran %d transactions after the held one; want 1, none for the withdrawn commit", got)
+	}
+	if _, v, err := s.Load(ctx, late); err != nil || v != 0 {
+		t.Errorf("the withdrawn commit's grain is at version %d (%v); want 0", v, err)
+	}
+}
