@@ -235,20 +235,12 @@ func (s *Store) Path() string { return s.path }
 // refuses reads. A panic of bbolt (a damaged page) becomes an error wrapping
 // ErrCorrupt.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
-	return s.transact(false, s.db.View, fn)
-}
-
-// transact runs fn in a transaction of run (bbolt's View or Update; write
-// says which) for view and update: under the store's read lock, unless the
-// store is closed or refuses it, turning a panic of bbolt into an error
-// (guarded).
-func (s *Store) transact(write bool, run func(func(*bolt.Tx) error) error, fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if err := s.usable(write); err != nil {
+	if err := s.usable(false); err != nil {
 		return err
 	}
-	return s.guarded(write, run, fn)
+	return s.guarded(false, s.db.View, fn)
 }
 
 // usable returns an error if the store is closed or, after an earlier
@@ -577,8 +569,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
-	// Every write has returned (each held s.mu until its outcome came), so
-	// the committer is idle.
+	// No write is being sent, nor waits for its outcome (each holds s.mu
+	// meanwhile): the committer has only withdrawn writes left, if any,
+	// which it skips before it ends.
 	close(s.writes)
 	<-s.committerDone
 	s.failMu.Lock()
