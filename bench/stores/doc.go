@@ -1,7 +1,9 @@
 // Package stores measures the grain state stores side by side, in one test
 // binary: the commit of one small change to a grain, the load of a grain,
 // and a grain call on a node whose grains commit their state after each
-// call, from one goroutine and from sixteen, each on grains of its own.
+// call (with small replies, and with replies of 1 KiB, which the grain's
+// exactly-once record keeps), from one goroutine and from sixteen, each on
+// grains of its own.
 // The durable stores make each commit durable as they promise: boltstore
 // syncs its file, pgstore waits for PostgreSQL's commit (fsync on, its
 // default), and redisstore runs on a server with appendfsync always; the

@@ -2,6 +2,7 @@ package stores
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -20,6 +21,14 @@ const accountKind = "bench.Account"
 // grain's state, and answers the new balance.
 const depositMethod = "/bench.Account/Deposit"
 
+// statementMethod deposits as depositMethod does and answers a statement
+// of statementSize bytes, a reply as large as a grain's that returns a
+// record: the grain keeps each reply in its exactly-once window.
+const (
+	statementMethod = "/bench.Account/Statement"
+	statementSize   = 1024
+)
+
 // account is a grain kind with durable state: its balance. Its calls flush
 // after each call (the default), so a call's reply leaves once the store
 // committed the new balance.
@@ -32,12 +41,26 @@ func account() *cluster.Kind {
 			Name:       depositMethod,
 			NewRequest: func() proto.Message { return new(wrapperspb.Int64Value) },
 			Handle: func(_ any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
-				balance := ctx.State().Message().(*wrapperspb.Int64Value)
-				balance.Value += req.(*wrapperspb.Int64Value).GetValue()
-				return wrapperspb.Int64(balance.Value), nil
+				return wrapperspb.Int64(deposit(ctx, req)), nil
+			},
+		}, {
+			Name:       statementMethod,
+			NewRequest: func() proto.Message { return new(wrapperspb.Int64Value) },
+			Handle: func(_ any, ctx cluster.GrainContext, req proto.Message) (proto.Message, error) {
+				statement := make([]byte, statementSize)
+				binary.BigEndian.PutUint64(statement, uint64(deposit(ctx, req)))
+				return wrapperspb.Bytes(statement), nil
 			},
 		}},
 	}
+}
+
+// deposit adds req, an Int64Value, to the balance in ctx's state and
+// returns the new balance.
+func deposit(ctx cluster.GrainContext, req proto.Message) int64 {
+	balance := ctx.State().Message().(*wrapperspb.Int64Value)
+	balance.Value += req.(*wrapperspb.Int64Value).GetValue()
+	return balance.Value
 }
 
 // deposits is the workload of BenchmarkGrainCalls: a node of its own on s,
@@ -45,6 +68,18 @@ func account() *cluster.Kind {
 // call. prepare activates the grain (its state loaded) before the clock
 // starts.
 func deposits(tb testing.TB, s storage.Store) workload {
+	return accountCalls(tb, s, depositMethod)
+}
+
+// statements is the workload of BenchmarkGrainCallsLargeReply: deposits
+// whose replies are statements of statementSize bytes.
+func statements(tb testing.TB, s storage.Store) workload {
+	return accountCalls(tb, s, statementMethod)
+}
+
+// accountCalls is a workload of calls to method, depositMethod or
+// statementMethod, of an account on a node of its own on s.
+func accountCalls(tb testing.TB, s storage.Store, method string) workload {
 	cfg := cluster.DefaultConfig()
 	cfg.BindAddr = "127.0.0.1:0"
 	cfg.GRPCAddr = "127.0.0.1:0"
@@ -60,15 +95,25 @@ func deposits(tb testing.TB, s storage.Store) workload {
 	tb.Cleanup(func() { node.Shutdown(ctx) })
 
 	deposit := func(grain storage.Key, amount int64) (int64, error) {
-		resp, err := node.Invoke(ctx, cluster.Call{
+		call := cluster.Call{
 			Kind:        grain.Kind,
 			Identity:    grain.Identity,
-			Method:      depositMethod,
+			Method:      method,
 			Request:     wrapperspb.Int64(amount),
 			NewResponse: func() proto.Message { return new(wrapperspb.Int64Value) },
-		})
+		}
+		if method == statementMethod {
+			call.NewResponse = func() proto.Message { return new(wrapperspb.BytesValue) }
+		}
+		resp, err := node.Invoke(ctx, call)
 		if err != nil {
 			return 0, err
+		}
+		if statement, ok := resp.(*wrapperspb.BytesValue); ok {
+			if len(statement.GetValue()) != statementSize {
+				return 0, fmt.Errorf("a statement of %d bytes; want %d", len(statement.GetValue()), statementSize)
+			}
+			return int64(binary.BigEndian.Uint64(statement.GetValue())), nil
 		}
 		return resp.(*wrapperspb.Int64Value).GetValue(), nil
 	}

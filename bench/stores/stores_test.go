@@ -161,6 +161,11 @@ func BenchmarkLoad(b *testing.B) { each(b, "loads/s", loads) }
 // the grain's state that precedes its reply.
 func BenchmarkGrainCalls(b *testing.B) { each(b, "calls/s", deposits) }
 
+// BenchmarkGrainCallsLargeReply is BenchmarkGrainCalls with replies of 1
+// KiB: the commit after each call also writes the caller's exactly-once
+// record, which holds its last 64 replies (docs/state.md).
+func BenchmarkGrainCallsLargeReply(b *testing.B) { each(b, "calls/s", statements) }
+
 // TestEveryStoreCommitsAndLoads runs what the benchmarks run, a few times
 // on each store, so that a broken opener or a store that fails them fails
 // go test instead of a benchmark run. Stores whose server is not there
@@ -180,13 +185,15 @@ func TestEveryStoreCommitsAndLoads(t *testing.T) {
 			if err := load(s, other, 3); err != nil {
 				t.Fatalf("load: %v", err)
 			}
-			called := storage.Key{Kind: grain.Kind, Identity: "called"}
-			if err := deposits(t, s).run(called, 3); err != nil {
-				t.Fatalf("grain calls: %v", err)
-			}
-			entries, v, err := s.Load(context.Background(), called)
-			if err != nil || v < 3 || len(entries) == 0 {
-				t.Fatalf("after three deposits the grain's state is %q at version %d (%v); want a commit each", entries, v, err)
+			for name, calls := range map[string]func(testing.TB, storage.Store) workload{"deposits": deposits, "statements": statements} {
+				called := storage.Key{Kind: grain.Kind, Identity: name}
+				if err := calls(t, s).run(called, 3); err != nil {
+					t.Fatalf("grain calls, %s: %v", name, err)
+				}
+				entries, v, err := s.Load(context.Background(), called)
+				if err != nil || v < 3 || len(entries) == 0 {
+					t.Fatalf("after three %s the grain's state is %q at version %d (%v); want a commit each", name, entries, v, err)
+				}
 			}
 		})
 	}
