@@ -16,8 +16,8 @@ import (
 	"github.com/protograin/protograin/cluster/storage"
 )
 
-// These tests line writes up behind a write transaction of their own,
-// which holds bbolt's writer lock, so that they reach the committer
+// Most of these tests line writes up behind a write transaction of their
+// own, which holds bbolt's writer lock, so that they reach the committer
 // together, as a busy node's do.
 
 func openStore(t *testing.T) *Store {
@@ -116,12 +116,12 @@ func TestCommitsThatWaitShareATransaction(t *testing.T) {
 		start("canceled", canceled, key("canceled"), 0, "canceled")
 	})
 	groups := s.groups.Load()
-	cancel() // while the commit waits, before its group checks it
+	cancel() // while the commit waits: it is withdrawn
 	release()
 	wg.Wait()
 
 	if got := s.groups.Load() - groups; got != 1 {
-		t.Errorf("the nine commits that waited took %d transactions; want 1", got)
+		t.Errorf("the commits that waited took %d transactions; want 1", got)
 	}
 	for _, id := range []string{"first", "grain-0", "grain-1", "grain-2", "grain-3", "grain-4"} {
 		if errs[id] != nil {
