@@ -351,3 +351,46 @@ func TestConcurrentWritesKeepEveryGrainConsistent(t *testing.T) {
 	}
 	t.Logf("%d conflicts, %d not committed, %d transactions for %d commits", conflicts.Load(), notCommitted.Load(), s.groups.Load(), goroutines*commits)
 }
+
+// A write that cannot even be queued, the committer's queue being full
+// behind a held-up group, returns when its context ends, having written
+// nothing.
+func TestAWriteThatCannotBeQueuedEndsWithItsContext(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	set := []storage.Change{{Key: "balance", Value: []byte("1")}}
+	commit := func(id string) { s.Commit(ctx, storage.Key{Kind: "test.Account", Identity: id}, 0, set) }
+	release := lineUp(t, s, func() { go commit("first") }, maxGroup, func() {
+		for i := range maxGroup {
+			go commit(fmt.Sprint("queued-", i))
+		}
+	})
+	defer release()
+	// Its context outlives the checks before the queue, and ends while
+	// the write waits to be queued.
+	late := storage.Key{Kind: "test.Account", Identity: "late"}
+	lateCtx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	lateDone := make(chan error, 1)
+	go func() { _, err := s.Commit(lateCtx, late, 0, set); lateDone <- err }()
+	select {
+	case err := <-lateDone:
+		if !errors.Is(err, storage.ErrNotCommitted) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("commit whose context ended before the full queue took it: %v; want context.DeadlineExceeded and ErrNotCommitted", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a commit whose context ended still waits for room in the queue")
+	}
+	release()
+	waitUntil(t, "the queued commits are done", func() bool {
+		for i := range maxGroup {
+			if _, v, err := s.Load(ctx, storage.Key{Kind: "test.Account", Identity: fmt.Sprint("queued-", i)}); err != nil || v != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	if _, v, err := s.Load(ctx, late); err != nil || v != 0 {
+		t.Errorf("the commit that was never queued left its grain at version %d (%v); want 0", v, err)
+	}
+}
